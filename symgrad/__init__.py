@@ -1,0 +1,23 @@
+"""symgrad: verify gradients against the exact symbolic derivative, in ULPs.
+
+A model is written once in sympy; symgrad derives its exact gradient, runs it in numpy and torch
+(or checks your own torch code), and measures every backend against a high-precision oracle.
+"""
+
+from . import ops
+from .compare import Tolerance
+from .config import VerifyConfig
+from .derive import Program, naive_gradient, reverse_accumulation
+from .domains import Choice, Domain, Integers, LogUniform, Normal, Uniform
+from .errors import SymgradError
+from .model import Model, matrix
+from .result import Failure, Result
+from .verify import exact_at, verify
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Choice", "Domain", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
+    "Result", "SymgradError", "Tolerance", "Uniform", "VerifyConfig", "matrix",
+    "exact_at", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
+]

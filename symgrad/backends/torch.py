@@ -1,0 +1,263 @@
+"""The model as torch ops on a device and dtype; gradients from torch autograd.
+
+``compile_forward`` prints the forward program through our own sympy-node -> torch table (stock
+``lambdify(modules="torch")`` breaks on Max, Heaviside and erf with Python numbers, sympy issue
+28457). ``run_program`` evaluates it with every leaf a (N,) tensor, so one backward pass of the
+summed loss gives every sample's gradient. ``run_torch_fn`` batches the user's own per-sample
+torch code with ``torch.func.vmap(torch.func.grad(...))``, falling back to a loop per sample
+for code vmap cannot trace (e.g. custom autograd Functions without a vmap rule).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy as sp
+import torch
+from sympy.codegen.cfunctions import log1p
+
+from ..codegen import Target, compile_program
+from ..derive import Program
+from ..errors import SymgradError
+
+TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
+                "float16": torch.float16, "bfloat16": torch.bfloat16}
+
+
+def _t(x, like):
+    return x if isinstance(x, torch.Tensor) else torch.full_like(like, float(x))
+
+
+def _first_tensor(*xs):
+    return next(x for x in xs if isinstance(x, torch.Tensor))
+
+
+def maximum(*xs):
+    like = _first_tensor(*xs)
+    out = _t(xs[0], like)
+    for x in xs[1:]:
+        out = torch.maximum(out, _t(x, like))
+    return out
+
+
+def minimum(*xs):
+    like = _first_tensor(*xs)
+    out = _t(xs[0], like)
+    for x in xs[1:]:
+        out = torch.minimum(out, _t(x, like))
+    return out
+
+
+def heaviside(x, h0):
+    return torch.heaviside(x, torch.full_like(x, float(h0)))
+
+
+def where(cond, a, b, like):
+    """torch.where that accepts Python numbers in either branch (``like`` gives dtype/device)."""
+    return torch.where(cond, _t(a, like), _t(b, like))
+
+
+# sympy node -> torch spelling (everything not here is "not supported")
+FUNCTIONS = {
+    sp.exp: "torch.exp({0})", sp.log: "torch.log({0})", log1p: "torch.log1p({0})",
+    sp.sin: "torch.sin({0})", sp.cos: "torch.cos({0})", sp.tan: "torch.tan({0})",
+    sp.asin: "torch.asin({0})", sp.acos: "torch.acos({0})", sp.atan: "torch.atan({0})",
+    sp.sinh: "torch.sinh({0})", sp.cosh: "torch.cosh({0})", sp.tanh: "torch.tanh({0})",
+    sp.erf: "torch.erf({0})", sp.erfc: "torch.erfc({0})", sp.Abs: "torch.abs({0})",
+    sp.sign: "torch.sign({0})", sp.Heaviside: "heaviside({0}, {1})",
+    sp.DiracDelta: "torch.zeros_like({0})", "sqrt": "torch.sqrt({0})",
+    sp.Max: lambda a: "maximum(" + ", ".join(a) + ")",
+    sp.Min: lambda a: "minimum(" + ", ".join(a) + ")",
+}
+
+
+def _piecewise(pairs):
+    out = None
+    for value, cond in reversed(pairs):
+        out = value if (cond == "True" or out is None) else f"where({cond}, {value}, {out}, a0)"
+    return out
+
+
+TARGET = Target("torch", FUNCTIONS,
+                {"torch": torch, "maximum": maximum, "minimum": minimum,
+                 "heaviside": heaviside, "where": where},
+                constant=lambda e: float(e), piecewise=_piecewise)
+
+
+# ---------------------------------------------------------------- devices and global state
+def available_devices() -> list[str]:
+    found = ["cpu"]
+    if torch.cuda.is_available():
+        found.append("cuda")
+    mps = getattr(torch.backends, "mps", None)
+    if mps is not None and mps.is_available():
+        found.append("mps")
+    return found
+
+
+def check_device(device: str, dtype: str) -> None:
+    """Clear errors for an unknown / unavailable device or a dtype the device cannot run."""
+    if dtype not in TORCH_DTYPES:
+        raise SymgradError(f"unknown dtype {dtype!r}; choose one of {', '.join(TORCH_DTYPES)}")
+    base = str(device).split(":")[0]
+    if base not in ("cpu", "cuda", "mps"):
+        raise SymgradError(f"unknown device {device!r}; available here: "
+                           f"{', '.join(available_devices())}")
+    if base not in available_devices():
+        raise SymgradError(f"device {device!r} is not available on this machine; available: "
+                           f"{', '.join(available_devices())}")
+    if base == "mps" and dtype == "float64":
+        raise SymgradError("MPS does not support float64; use dtype='float32' on mps, or "
+                           "device='cpu' for float64")
+
+
+def _precision_flags() -> list[tuple[object, str, object]]:
+    """(object, attribute, exact value) for every flag that lets float32 math use TF32."""
+    cuda_mm, cudnn = torch.backends.cuda.matmul, torch.backends.cudnn
+    if hasattr(cuda_mm, "fp32_precision"):  # torch >= 2.9: new API only (mixing raises)
+        flags = [(cuda_mm, "fp32_precision", "ieee"), (cudnn, "fp32_precision", "ieee")]
+        for sub in ("conv", "rnn"):
+            obj = getattr(cudnn, sub, None)
+            if obj is not None and hasattr(obj, "fp32_precision"):
+                flags.append((obj, "fp32_precision", "ieee"))
+        return flags
+    return [(cuda_mm, "allow_tf32", False), (cudnn, "allow_tf32", False)]
+
+
+@contextlib.contextmanager
+def exact_math():
+    """TF32 off while verifying; every flag restored afterwards, also on error."""
+    flags = _precision_flags()
+    saved = [(obj, attr, getattr(obj, attr)) for obj, attr, _ in flags]
+    try:
+        for obj, attr, value in flags:
+            setattr(obj, attr, value)
+        yield
+    finally:
+        for obj, attr, value in saved:
+            setattr(obj, attr, value)
+
+
+# ---------------------------------------------------------------- the model's own program
+def compile_forward(program: Program) -> Callable:
+    """``f(X) -> [value]`` over the forward assignments only (autograd does the rest)."""
+    return compile_program(program.assignments[:program.n_forward], program.leaves,
+                           (program.value,), TARGET, fname="forward")
+
+
+def run_program(forward: Callable, X: np.ndarray, n_params: int, *, device: str,
+                dtype: str) -> np.ndarray:
+    """Value and autograd gradient per sample: returns (N, 1 + n_params) float64."""
+    tdtype = TORCH_DTYPES[dtype]
+    n = X.shape[1]
+    params = torch.tensor(X[:n_params], dtype=tdtype, device=device, requires_grad=True)
+    inputs = torch.tensor(X[n_params:], dtype=tdtype, device=device)
+    leaves = list(params.unbind(0)) + list(inputs.unbind(0))
+    with exact_math():
+        value = forward(leaves)[0]
+        value = _t(value, leaves[0]) if not isinstance(value, torch.Tensor) else value
+        if value.requires_grad:
+            (grad,) = torch.autograd.grad(value.sum(), params, allow_unused=True)
+        else:
+            grad = None
+    grad = torch.zeros_like(params) if grad is None else grad
+    out = torch.cat([value.detach().reshape(1, n).expand(1, n), grad.detach()], dim=0)
+    return out.to("cpu", torch.float64).numpy().T.copy()
+
+
+# ---------------------------------------------------------------- the user's torch code
+def check_torch_fn(fn: Callable, block_names: Sequence[str]) -> list[str]:
+    """The argument names of ``fn``; they must be exactly the model's block names."""
+    if not callable(fn):
+        raise SymgradError(f"torch_fn must be callable, got {type(fn).__name__}")
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise SymgradError("torch_fn: cannot read its signature; pass a plain Python function "
+                           f"taking {', '.join(block_names)}") from None
+    names = [p.name for p in sig.parameters.values()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
+    missing = [b for b in block_names if b not in names]
+    extra = [p for p in names if p not in block_names]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"is missing argument(s) {', '.join(map(repr, missing))}")
+        if extra:
+            parts.append(f"has extra argument(s) {', '.join(map(repr, extra))}")
+        raise SymgradError(f"torch_fn {' and '.join(parts)}; it must take one argument per "
+                           f"parameter and input block, by name: {', '.join(block_names)}")
+    return names
+
+
+def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device: str,
+                 dtype: str, batching: str = "loop") -> tuple[np.ndarray, str]:
+    """Value and gradient of the user's per-sample ``fn`` for every sample.
+
+    Arguments:
+        fn: ``fn(**blocks) -> scalar tensor`` for one sample.
+        batching: "loop" (plain autograd, one sample at a time) or "vmap" (falls back to the
+            loop when vmap cannot trace ``fn``).
+        blocks: the model's blocks (name, shape, is_param, domain).
+        values: block name -> array (N, *shape).
+    Returns:
+        (N, 1 + n_param_entries) float64 array, and the batching mode used ("vmap" or "loop").
+    """
+    tdtype = TORCH_DTYPES[dtype]
+    param_names = [b.name for b in blocks if b.is_param]
+    tensors = {}
+    for b in blocks:
+        v = values[b.name]
+        if b.domain.integer:
+            tensors[b.name] = torch.tensor(v, dtype=torch.long, device=device)
+        else:
+            tensors[b.name] = torch.tensor(v, dtype=tdtype, device=device)
+    n = next(iter(values.values())).shape[0]
+
+    input_names = [b.name for b in blocks if not b.is_param]
+
+    def per_sample(*args):  # parameters first, then inputs, all positional (vmap maps those)
+        out = fn(**dict(zip(param_names + input_names, args)))
+        if not isinstance(out, torch.Tensor) or out.numel() != 1:
+            shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise SymgradError(f"torch_fn returned {shape}; it must return a scalar loss tensor "
+                               "for one sample (reduce it, e.g. with .sum() or .mean())")
+        return out.reshape(()), out.reshape(())
+
+    argnums = tuple(range(len(param_names)))
+    params = [tensors[p] for p in param_names]
+    inputs = [tensors[name] for name in input_names]
+    with exact_math():
+        if batching == "loop":
+            grads, value = _loop(per_sample, params, inputs, n)
+            return _flatten(value, grads, n), "loop"
+        try:
+            gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
+            grads, value = torch.func.vmap(gfn)(*params, *inputs)
+            mode = "vmap"
+        except SymgradError:
+            raise
+        except Exception as exc:  # vmap cannot trace it: one sample at a time
+            grads, value = _loop(per_sample, params, inputs, n)
+            mode = f"loop (vmap: {type(exc).__name__})"
+    return _flatten(value, grads, n), mode
+
+
+def _flatten(value, grads, n) -> np.ndarray:
+    flat = [value.detach().reshape(n, 1)] + [g.detach().reshape(n, -1) for g in grads]
+    return torch.cat(flat, dim=1).to("cpu", torch.float64).numpy()
+
+
+def _loop(per_sample, params, inputs, n):
+    grads_all, values = [], []
+    for i in range(n):
+        ps = [p[i].detach().clone().requires_grad_(True) for p in params]
+        value, _ = per_sample(*ps, *[v[i] for v in inputs])
+        gs = torch.autograd.grad(value, ps, allow_unused=True)
+        grads_all.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, ps)])
+        values.append(value.detach())
+    grads = [torch.stack([g[k] for g in grads_all]) for k in range(len(params))]
+    return grads, torch.stack(values)

@@ -1,0 +1,169 @@
+"""Table-driven code generation: a program of sympy assignments -> one Python function.
+
+Each target (numpy, torch, mpmath) is a ``Target``: a table from sympy node to source template.
+A node outside the table is named in a clear error (sympy's ``_print_not_supported`` idea).
+The printer recurses over each assignment's *small* expression only; it never walks a big tree.
+
+>>> import sympy as sp
+>>> from symgrad.codegen import Target, compile_program
+>>> x = sp.Symbol("x")
+>>> t = Target("plain", {sp.exp: "math.exp({0})", "sqrt": "math.sqrt({0})"},
+...            {"math": __import__("math")})
+>>> f = compile_program([(sp.Symbol("y"), sp.exp(x) + 1)], [x], [sp.Symbol("y")], t)
+>>> f([0.0])
+[2.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Mapping, Sequence
+
+import sympy as sp
+from sympy.codegen.cfunctions import log1p
+
+from .errors import SymgradError
+
+# The vocabulary every backend implements. Anything else is "not supported".
+SUPPORTED_FUNCTIONS: tuple[type, ...] = (
+    sp.exp, sp.log, log1p, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan, sp.sinh, sp.cosh,
+    sp.tanh, sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min,
+    sp.Piecewise,
+)
+RELATIONALS = {sp.StrictGreaterThan: ">", sp.StrictLessThan: "<", sp.GreaterThan: ">=",
+               sp.LessThan: "<=", sp.Equality: "==", sp.Unequality: "!="}
+
+Template = str | Callable[[list[str]], str]
+
+
+@dataclass
+class Target:
+    """How one backend spells each supported node.
+
+    ``functions`` maps a sympy class to a template (``"numpy.exp({0})"``) or to a callable taking
+    the printed arguments. ``constant`` turns a number into a value placed in the namespace.
+    """
+
+    name: str
+    functions: Mapping[type | str, Template]
+    namespace: dict = field(default_factory=dict)
+    constant: Callable[[sp.Expr], object] = lambda e: float(e)
+    piecewise: Callable[[list[tuple[str, str]]], str] | None = None
+    logic_and: str = "&"
+    logic_or: str = "|"
+
+
+def unsupported_functions(expr: sp.Expr) -> set[str]:
+    """Names of the function nodes in ``expr`` that no backend can run."""
+    bad = set()
+    for f in expr.atoms(sp.Function):
+        if not isinstance(f, SUPPORTED_FUNCTIONS):
+            bad.add(type(f).__name__)
+    if expr.has(sp.I):
+        bad.add("I (imaginary unit)")
+    return bad
+
+
+class _Printer:
+    def __init__(self, target: Target, names: dict[sp.Symbol, str]):
+        self.t = target
+        self.names = names
+        self.constants: dict[sp.Expr, str] = {}
+        self.values: dict[str, object] = {}
+
+    def const(self, e: sp.Expr) -> str:
+        if e.is_Integer:
+            return f"({int(e)})"
+        return self._named_const(e)
+
+    def _named_const(self, e: sp.Expr) -> str:
+        key = self.constants.get(e)
+        if key is None:
+            key = f"c{len(self.constants)}"
+            self.constants[e] = key
+            try:
+                self.values[key] = self.t.constant(e)
+            except TypeError:
+                raise SymgradError(f"constant {e} is not a real number; symgrad verifies real "
+                                   "losses only") from None
+        return key
+
+    def __call__(self, e) -> str:
+        if e.is_Symbol:
+            try:
+                return self.names[e]
+            except KeyError:
+                raise SymgradError(f"symbol {e} is used before it is defined") from None
+        if e is sp.true:
+            return "True"
+        if e is sp.false:
+            return "False"
+        if e.is_number and not isinstance(e, sp.Piecewise):
+            return self.const(e)
+        cls = type(e)
+        if e.is_Add:
+            return "(" + " + ".join(self(a) for a in e.args) + ")"
+        if e.is_Mul:
+            return "(" + " * ".join(self(a) for a in e.args) + ")"
+        if e.is_Pow:
+            return self.pow(e)
+        if cls in RELATIONALS:
+            return f"({self(e.lhs)} {RELATIONALS[cls]} {self(e.rhs)})"
+        if isinstance(e, sp.And):
+            return "(" + f" {self.t.logic_and} ".join(self(a) for a in e.args) + ")"
+        if isinstance(e, sp.Or):
+            return "(" + f" {self.t.logic_or} ".join(self(a) for a in e.args) + ")"
+        if isinstance(e, sp.Piecewise):
+            return self.t.piecewise([(self(b.expr), self(b.cond)) for b in e.args])
+        for klass in cls.__mro__:
+            template = self.t.functions.get(klass)
+            if template is not None:
+                args = [self(a) for a in e.args]
+                return template(args) if callable(template) else template.format(*args)
+        raise SymgradError(f"not supported: {cls.__name__} (in {e}); the {self.t.name} backend "
+                           f"supports {', '.join(sorted(f.__name__ for f in SUPPORTED_FUNCTIONS))}")
+
+    def pow(self, e: sp.Pow) -> str:
+        base, ex = e.args
+        b = self(base)
+        if ex == sp.Rational(1, 2):
+            return self.t.functions["sqrt"].format(b)
+        if ex == -1:
+            return f"(1 / {b})"
+        if ex.is_Integer:
+            return f"({b} ** {int(ex)})"
+        return f"({b} ** {self(ex)})"
+
+
+def compile_program(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], args: Sequence[sp.Symbol],
+                    returns: Sequence[sp.Expr], target: Target, *,
+                    fname: str = "program") -> Callable:
+    """Emit and compile ``def program(X): ...; return [returns...]``.
+
+    Arguments:
+        assignments: ``(symbol, expr)`` in evaluation order.
+        args: the leaf symbols; the function reads them as ``X[0], X[1], ...``.
+        returns: expressions (usually symbols or numbers) to return, in order.
+        target: the backend's table.
+    Returns:
+        The compiled function ``program(X) -> list``.
+    """
+    names: dict[sp.Symbol, str] = {}
+    lines = [f"def {fname}(X):"]
+    for i, s in enumerate(args):
+        names[s] = f"a{i}"
+        lines.append(f"    a{i} = X[{i}]")
+    printer = _Printer(target, names)
+    for i, (sym, expr) in enumerate(assignments):
+        src = printer(expr)
+        names[sym] = f"v{i}"
+        lines.append(f"    v{i} = {src}")
+    lines.append("    return [" + ", ".join(printer(r) for r in returns) + "]")
+    source = "\n".join(lines) + "\n"
+    namespace = dict(target.namespace)
+    namespace.update(printer.values)
+    code = compile(source, f"<symgrad {target.name} {fname}>", "exec")
+    exec(code, namespace)  # noqa: S102 - our own generated source
+    fn = namespace[fname]
+    fn.source = source
+    return fn

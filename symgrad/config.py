@@ -1,0 +1,44 @@
+"""Every setting of a verification run, in one typed, frozen config."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .compare import Tolerance
+from .errors import SymgradError
+
+
+@dataclass(frozen=True)
+class VerifyConfig:
+    samples: int = 500  # randomized samples (parameters and inputs drawn from their domains)
+    seed: int = 0  # seeds the one numpy Generator all draws come from
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1, mps
+    dtype: str = "float64"  # dtype of the torch and numpy backends (float64, float32, ...)
+    oracle_dps: int = 50  # significant decimal digits of the mpmath oracle (>= 40)
+    oracle_samples: int | None = None  # samples checked by the oracle; None: all, capped by cost
+    oracle_budget: int = 3_000_000  # cap for None above: program operations x samples
+    tolerance: Tolerance = field(default_factory=Tolerance)  # the verdict's knobs
+    torch_fn_batching: str = "loop"  # "loop": plain autograd per sample, the path training
+    # runs; "vmap": torch.func.vmap(grad) - faster, but batching rules can change the numerics
+    # (seen: BCE-with-logits backward loses 1e-10 relative under vmap, not under plain autograd)
+    max_failures: int = 10  # failures kept in a result, worst first
+    progress: bool = False  # progress bar on stderr for long runs
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.samples, int) or self.samples < 1:
+            raise SymgradError(f"samples must be a positive integer, got {self.samples!r}")
+        if not isinstance(self.seed, int) or self.seed < 0:
+            raise SymgradError(f"seed must be a non-negative integer, got {self.seed!r}")
+        if self.oracle_dps < 40:
+            raise SymgradError(f"oracle_dps={self.oracle_dps}: the oracle needs at least 40 "
+                               "significant digits")
+        if self.torch_fn_batching not in ("loop", "vmap"):
+            raise SymgradError(f"torch_fn_batching={self.torch_fn_batching!r}: choose 'loop' "
+                               "(plain autograd per sample) or 'vmap'")
+        if self.oracle_samples is not None and self.oracle_samples < 1:
+            raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["tolerance"] = self.tolerance.as_dict()
+        return d

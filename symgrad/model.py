@@ -1,0 +1,261 @@
+"""``Model``: a scalar loss, its parameters and its inputs with sampling domains; ``matrix()``.
+
+>>> import sympy as sp, symgrad as sg
+>>> x, w = sp.symbols("x w")
+>>> m = sg.Model("square", (w * x) ** 2, params=[w], inputs={x: sg.Uniform(-1, 1)})
+>>> [b.name for b in m.blocks]
+['w', 'x']
+"""
+
+from __future__ import annotations
+
+import keyword
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import sympy as sp
+
+from .codegen import unsupported_functions
+from .domains import Domain, Normal, as_domain
+from .errors import SymgradError
+from .graph import Graph
+
+_ENTRY = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_\{(?P<idx>\d+(?:,\d+)*)\}$")
+
+
+def matrix(name: str, rows: int, cols: int | None = None) -> sp.ImmutableMatrix:
+    """A matrix (or, with ``cols`` omitted, a column vector) of symbols named ``name_{i,j}``.
+
+    Arguments:
+        name: a Python identifier; a ``torch_fn`` receives this block under this name.
+        rows, cols: the shape; a vector has shape ``(rows,)`` for ``torch_fn``.
+    Returns:
+        An immutable sympy Matrix (usable with ``@``, ``.T``, ``.reshape``; hashable as a key).
+
+    >>> matrix("W1", 2, 3)[1, 2]
+    W1_{1,2}
+    """
+    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
+        raise SymgradError(f"matrix name {name!r} must be a Python identifier (e.g. 'W1')")
+    for what, n in (("rows", rows), ("cols", cols)):
+        if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
+            raise SymgradError(f"matrix({name!r}): {what} must be a positive integer, got {n!r}")
+    if cols is None:
+        return sp.ImmutableMatrix(rows, 1, [sp.Symbol(f"{name}_{{{i}}}") for i in range(rows)])
+    return sp.ImmutableMatrix(rows, cols, [sp.Symbol(f"{name}_{{{i},{j}}}")
+                                           for i in range(rows) for j in range(cols)])
+
+
+@dataclass(frozen=True)
+class Block:
+    """A named group of scalar leaves: a scalar, a vector or a matrix."""
+
+    name: str
+    shape: tuple[int, ...]  # () scalar, (n,) vector, (r, c) matrix
+    symbols: tuple[sp.Symbol, ...]  # the user's symbols, row-major
+    domain: Domain
+    is_param: bool
+
+    def entry_names(self) -> list[str]:
+        if not self.shape:
+            return [self.name]
+        return [f"{self.name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*self.shape)]
+
+
+class Model:
+    """A scalar loss as a function of parameters and inputs, written once in sympy.
+
+    Arguments:
+        name: a short identifier used in reports.
+        loss: a scalar sympy expression (built from sympy and ``sg.ops``); a 1x1 Matrix is taken
+            as its single entry.
+        params: the symbols to differentiate with respect to: symbols or ``sg.matrix`` blocks,
+            or a mapping of those to sampling domains (default ``sg.Normal()``).
+        inputs: mapping of input symbols / blocks to sampling domains (or a list: standard
+            normal).
+        description: one line for ``symgrad list`` and reports.
+        reference: optional native torch implementation (``torch_fn``) built-in models carry.
+    Returns:
+        A validated model; every free symbol is a parameter or an input.
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> sg.Model("bad", w * sp.Symbol("q"), params=[w])
+    Traceback (most recent call last):
+    ...
+    symgrad.errors.SymgradError: model 'bad': free symbol 'q' is neither a parameter nor an input; add it to params=[...] or inputs={...}
+    """
+
+    def __init__(self, name: str, loss, *, params, inputs=None, description: str = "",
+                 reference=None) -> None:
+        self.name = name
+        self.description = description
+        self.reference = reference
+        self.loss = _scalar_loss(name, loss)
+        param_blocks = _blocks(name, params, is_param=True)
+        input_blocks = _blocks(name, inputs or {}, is_param=False)
+        if not param_blocks:
+            raise SymgradError(f"model {name!r}: params is empty; name at least one symbol to "
+                               "differentiate with respect to")
+        self.blocks: tuple[Block, ...] = tuple(param_blocks + input_blocks)
+        _check_unique(name, self.blocks)
+        # Leaves are made real (d|w|/dw = sign(w), not re/im terms); names stay the user's.
+        self.real: dict[sp.Symbol, sp.Symbol] = {
+            s: sp.Symbol(s.name, real=True) for b in self.blocks for s in b.symbols}
+        real = self.real
+        self.graph = Graph.from_expr(self.loss, rename=lambda e: e.xreplace(real))
+        known = set(real.values())
+        for leaf in sorted(self.graph.leaves, key=str):
+            if leaf not in known:
+                raise SymgradError(f"model {name!r}: free symbol '{leaf}' is neither a parameter "
+                                   "nor an input; add it to params=[...] or inputs={...}")
+        for node in self.graph.nodes:
+            bad = unsupported_functions(node.expr)
+            if bad:
+                raise SymgradError(f"model {name!r}: not supported: {', '.join(sorted(bad))} "
+                                   f"(in step '{node.name}'); rewrite it with supported functions "
+                                   "(exp, log, tanh, erf, Abs, Max, Piecewise, ...)")
+        self._cache: dict = {}
+
+    @property
+    def display_graph(self) -> Graph:
+        """The program with each op's textbook form (e.g. BCE of a sigmoid, not softplus)."""
+        if "display_graph" not in self._cache:
+            real = self.real
+            self._cache["display_graph"] = Graph.from_expr(
+                self.loss, rename=lambda e: e.xreplace(real), view="display")
+        return self._cache["display_graph"]
+
+    # ----- views of the blocks
+    @property
+    def param_blocks(self) -> tuple[Block, ...]:
+        return tuple(b for b in self.blocks if b.is_param)
+
+    @property
+    def input_blocks(self) -> tuple[Block, ...]:
+        return tuple(b for b in self.blocks if not b.is_param)
+
+    @property
+    def params(self) -> list[sp.Symbol]:
+        """Real leaf symbols of the parameters, in entry order."""
+        return [self.real[s] for b in self.param_blocks for s in b.symbols]
+
+    @property
+    def leaves(self) -> list[sp.Symbol]:
+        """Real leaf symbols of all blocks (parameters first), in entry order."""
+        return [self.real[s] for b in self.blocks for s in b.symbols]
+
+    @property
+    def entries(self) -> list[str]:
+        """Readable names of the gradient entries: ``w``, ``W1[0,3]``…"""
+        return [e for b in self.param_blocks for e in b.entry_names()]
+
+    def __repr__(self) -> str:
+        return (f"Model({self.name!r}, params={[b.name for b in self.param_blocks]}, "
+                f"inputs={[b.name for b in self.input_blocks]}, "
+                f"steps={len(self.graph.nodes)})")
+
+    def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+        """``n`` samples of every block, shape (n, *block.shape), rounded to ``dtype``."""
+        out = {}
+        for b in self.blocks:
+            values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
+            out[b.name] = round_to(values, dtype)
+        return out
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float64 values to the nearest ``dtype`` number (kept as float64)."""
+    if dtype == "float64":
+        return values
+    if dtype == "float32":
+        return values.astype(np.float32).astype(np.float64)
+    if dtype == "float16":
+        return values.astype(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    raise SymgradError(f"unknown dtype {dtype!r}")
+
+
+def _scalar_loss(name: str, loss) -> sp.Expr:
+    if isinstance(loss, sp.MatrixBase):
+        if loss.shape == (1, 1):
+            loss = loss[0, 0]
+        else:
+            raise SymgradError(f"model {name!r}: the loss must be a scalar, got a Matrix of shape "
+                               f"{loss.shape}; reduce it, e.g. with sum(M) or M[0, 0]")
+    if isinstance(loss, (list, tuple, np.ndarray)):
+        raise SymgradError(f"model {name!r}: the loss must be a scalar sympy expression, got a "
+                           f"{type(loss).__name__} of length {len(loss)}; reduce it to a scalar")
+    try:
+        loss = sp.sympify(loss)
+    except (sp.SympifyError, TypeError):
+        raise SymgradError(f"model {name!r}: the loss must be a sympy expression, got "
+                           f"{type(loss).__name__}") from None
+    if not isinstance(loss, sp.Expr) or isinstance(loss, sp.MatrixBase):
+        raise SymgradError(f"model {name!r}: the loss must be a scalar sympy expression, got "
+                           f"{type(loss).__name__}")
+    if not loss.free_symbols:
+        raise SymgradError(f"model {name!r}: the loss {loss} is a constant; it must depend on "
+                           "the parameters")
+    return loss
+
+
+def _blocks(model: str, spec, *, is_param: bool) -> list[Block]:
+    kind = "params" if is_param else "inputs"
+    if isinstance(spec, Mapping):
+        items = list(spec.items())
+    elif isinstance(spec, (sp.Basic, sp.MatrixBase)):
+        items = [(spec, None)]
+    elif isinstance(spec, Iterable) and not isinstance(spec, str):
+        items = [(s, None) for s in spec]
+    else:
+        raise SymgradError(f"model {model!r}: {kind} must be a list of symbols / sg.matrix blocks"
+                           f" or a mapping of them to domains, got {spec!r}")
+    blocks = []
+    for key, domain in items:
+        domain = as_domain(domain, what=f"model {model!r}: {kind}[{key}]")
+        blocks.append(_block(model, kind, key, domain, is_param))
+    return blocks
+
+
+def _block(model: str, kind: str, key, domain: Domain, is_param: bool) -> Block:
+    if isinstance(key, sp.Symbol):
+        if not key.name.isidentifier():
+            raise SymgradError(f"model {model!r}: {kind} symbol {key.name!r} is not a Python "
+                               "identifier; torch_fn matches arguments by name, so rename it")
+        return Block(key.name, (), (key,), domain, is_param)
+    if isinstance(key, sp.MatrixBase):
+        parsed = [_ENTRY.match(getattr(s, "name", "")) for s in key]
+        bases = {m.group("base") for m in parsed if m}
+        if len(bases) != 1 or not all(parsed):
+            raise SymgradError(f"model {model!r}: {kind} block {key} is not an sg.matrix; build "
+                               "blocks with sg.matrix(name, rows, cols)")
+        base = bases.pop()
+        ndim = len(parsed[0].group("idx").split(","))
+        shape = (key.shape[0],) if (ndim == 1 and key.shape[1] == 1) else tuple(key.shape)
+        return Block(base, shape, tuple(key), domain, is_param)
+    raise SymgradError(f"model {model!r}: {kind} entry {key!r} is not a sympy Symbol or an "
+                       "sg.matrix block")
+
+
+def _check_unique(model: str, blocks: Sequence[Block]) -> None:
+    seen: dict[str, Block] = {}
+    for b in blocks:
+        if b.name in seen:
+            both = "a parameter and an input" if seen[b.name].is_param != b.is_param else "twice"
+            raise SymgradError(f"model {model!r}: '{b.name}' is given {both}; each symbol is "
+                               "either a parameter or an input, once")
+        seen[b.name] = b
+    names = [s.name for b in blocks for s in b.symbols]
+    if len(set(names)) != len(names):
+        dup = sorted({n for n in names if names.count(n) > 1})
+        raise SymgradError(f"model {model!r}: symbol name(s) {dup} used by more than one block")
+
+
+def default_domain() -> Domain:
+    return Normal()

@@ -1,0 +1,192 @@
+"""Building blocks as sympy, each result a named intermediate of the model's program.
+
+Ops accept scalars (sympy expressions) or ``sg.matrix``-style matrices (applied elementwise
+where that is what the op means). Numerically delicate ops are written in exact *stable* forms
+(BCE of a sigmoid through softplus of the logit), which are the same functions mathematically.
+
+>>> import sympy as sp
+>>> from symgrad import ops
+>>> z = sp.Symbol("z")
+>>> a = ops.sigmoid(z, label="a")
+>>> a.definition
+1/(1 + exp(-z))
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+from sympy.codegen.cfunctions import log1p
+
+from .errors import SymgradError
+from .graph import Intermediate, define
+
+
+def _elementwise(f: Callable, x, **kw):
+    if isinstance(x, sp.MatrixBase):
+        return sp.ImmutableMatrix(x.shape[0], x.shape[1], [f(e, **kw) for e in x])
+    return f(sp.sympify(x), **kw)
+
+
+def _operand(x, kind: str):
+    """Make ``x`` a single symbol (a leaf or an intermediate) so local derivatives are small."""
+    x = sp.sympify(x)
+    return x if x.is_Atom else define(x, kind=kind)
+
+
+def step(expr, *, label: str, kind: str | None = None):
+    """Name an expression as a step of the model (``z = x w + b``), for explanations."""
+    return _elementwise(lambda e: define(e, kind=kind or label, label=label), expr)
+
+
+# ---------------------------------------------------------------- activations
+def _sigmoid(z, label=None):
+    z = _operand(z, "z")
+    out = define(1 / (1 + sp.exp(-z)), kind="sigmoid", label=label,
+                 partials=lambda s: {z: s * (1 - s)})
+    out.logit = z
+    return out
+
+
+def sigmoid(x, *, label: str | None = None):
+    """The logistic function 1 / (1 + e^-x); its local derivative is s (1 - s) as in torch."""
+    return _elementwise(_sigmoid, x, label=label)
+
+
+def _tanh(z, label=None):
+    z = _operand(z, "z")
+    return define(sp.tanh(z), kind="tanh", label=label, partials=lambda t: {z: 1 - t**2})
+
+
+def tanh(x, *, label: str | None = None):
+    """tanh, with local derivative 1 - t^2 in terms of its output t (as torch computes it)."""
+    return _elementwise(_tanh, x, label=label)
+
+
+def _exp(z, label=None):
+    z = _operand(z, "z")
+    return define(sp.exp(z), kind="exp", label=label, partials=lambda e: {z: e})
+
+
+def exp(x, *, label: str | None = None):
+    """e^x, with local derivative e^x taken from its output."""
+    return _elementwise(_exp, x, label=label)
+
+
+def relu(x, *, label: str | None = None):
+    """max(x, 0)."""
+    return _elementwise(lambda e, label=None: define(sp.Max(e, 0), kind="relu", label=label), x,
+                        label=label)
+
+
+def _softplus_expr(z):
+    return sp.Max(z, 0) + log1p(sp.exp(-sp.Abs(z)))
+
+
+def softplus(x, *, label: str | None = None):
+    """log(1 + e^x) in the stable exact form max(x, 0) + log1p(e^-|x|)."""
+    def one(e, label=None):
+        return define(_softplus_expr(_operand(e, "z")), kind="softplus", label=label)
+    return _elementwise(one, x, label=label)
+
+
+# ---------------------------------------------------------------- losses
+def _bce(p, y, label):
+    if isinstance(p, Intermediate) and p.op == "sigmoid" and hasattr(p, "logit"):
+        # BCE(sigmoid(z), y) = (1 - y) softplus(z) + y softplus(-z): the same function, with
+        # neither the value nor its derivative cancelling for labels y in {0, 1}.
+        z = p.logit
+        out = define((1 - y) * _softplus_expr(z) + y * _softplus_expr(-z), kind="bce",
+                     label=label)
+    else:
+        p = _operand(p, "p")
+        out = define(-(y * sp.log(p) + (1 - y) * sp.log(1 - p)), kind="bce", label=label)
+    out.display = -(y * sp.log(p) + (1 - y) * sp.log(1 - p))
+    return out
+
+
+def bce(p, y, *, label: str | None = None):
+    """Binary cross-entropy -(y log p + (1 - y) log(1 - p)), averaged over entries of matrices.
+
+    When ``p`` is ``sigmoid(z)`` it is computed from the logit as softplus(z) - y z, the same
+    function in a form without catastrophic cancellation.
+    """
+    if isinstance(p, sp.MatrixBase) or isinstance(y, sp.MatrixBase):
+        p, y = sp.ImmutableMatrix(p), sp.ImmutableMatrix(y)
+        if p.shape != y.shape:
+            raise SymgradError(f"bce: p has shape {p.shape} but y has shape {y.shape}")
+        terms = [_bce(a, b, None) for a, b in zip(p, y)]
+        return define(sp.Add(*terms) / len(terms), kind="mean", label=label)
+    return _bce(sp.sympify(p), sp.sympify(y), label)
+
+
+def mse(pred, target, *, label: str | None = None):
+    """Mean squared error over all entries."""
+    pred, target = sp.ImmutableMatrix([pred]) if not isinstance(pred, sp.MatrixBase) else pred, \
+        sp.ImmutableMatrix([target]) if not isinstance(target, sp.MatrixBase) else target
+    if pred.shape != target.shape:
+        raise SymgradError(f"mse: pred has shape {pred.shape} but target has {target.shape}")
+    return define(sp.Add(*[(a - b) ** 2 for a, b in zip(pred, target)]) / len(pred),
+                  kind="mse", label=label)
+
+
+# ---------------------------------------------------------------- tensor ops
+def _as_matrix(x, what: str) -> sp.ImmutableMatrix:
+    if not isinstance(x, sp.MatrixBase):
+        raise SymgradError(f"{what}: expected a matrix (e.g. sg.matrix('W', 5, 10)), got "
+                           f"{type(x).__name__}")
+    return sp.ImmutableMatrix(x)
+
+
+def matmul(a, b, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """Matrix product; one intermediate per output entry (a dot product)."""
+    a, b = _as_matrix(a, "matmul"), _as_matrix(b, "matmul")
+    if a.shape[1] != b.shape[0]:
+        raise SymgradError(f"matmul: shapes {a.shape} and {b.shape} do not align "
+                           f"({a.shape[1]} != {b.shape[0]})")
+    rows, inner, cols = a.shape[0], a.shape[1], b.shape[1]
+    return sp.ImmutableMatrix(rows, cols, [
+        define(sp.Add(*[a[i, k] * b[k, j] for k in range(inner)]), kind=label or "matmul")
+        for i in range(rows) for j in range(cols)])
+
+
+def linear(x, weight, bias=None, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """``weight @ x + bias`` as torch.nn.Linear computes it (weight: (out, in), x: (in, 1))."""
+    w, x = _as_matrix(weight, "linear weight"), _as_matrix(x, "linear input")
+    if w.shape[1] != x.shape[0]:
+        raise SymgradError(f"linear: weight has shape {w.shape} but the input has "
+                           f"{x.shape[0]} rows; need weight (out, in) and input (in, 1)")
+    if bias is not None:
+        bias = _as_matrix(bias, "linear bias")
+        if bias.shape[0] != w.shape[0]:
+            raise SymgradError(f"linear: bias has {bias.shape[0]} entries, weight has "
+                               f"{w.shape[0]} rows")
+    out = []
+    for i in range(w.shape[0]):
+        for j in range(x.shape[1]):
+            acc = sp.Add(*[w[i, k] * x[k, j] for k in range(w.shape[1])])
+            if bias is not None:
+                acc = acc + bias[i]
+            out.append(define(acc, kind=label or "linear"))
+    return sp.ImmutableMatrix(w.shape[0], x.shape[1], out)
+
+
+def transpose(a) -> sp.ImmutableMatrix:
+    """Transpose (no new intermediates)."""
+    return _as_matrix(a, "transpose").T
+
+
+def reshape(a, rows: int, cols: int) -> sp.ImmutableMatrix:
+    """Row-major reshape, as torch.reshape on a contiguous tensor."""
+    a = _as_matrix(a, "reshape")
+    if rows * cols != len(a):
+        raise SymgradError(f"reshape: cannot reshape {a.shape} ({len(a)} entries) to "
+                           f"({rows}, {cols})")
+    return a.reshape(rows, cols)
+
+
+def total(a, *, label: str | None = None):
+    """Sum of all entries, as one intermediate."""
+    a = _as_matrix(a, "total") if isinstance(a, sp.MatrixBase) else sp.ImmutableMatrix([a])
+    return define(sp.Add(*list(a)), kind=label or "sum")

@@ -1,0 +1,252 @@
+"""The pipeline, top to bottom: model -> derive -> execute -> compare -> result.
+
+>>> import sympy as sp, symgrad as sg
+>>> x, y, w, b = sp.symbols("x y w b")
+>>> model = sg.Model("neuron", sg.ops.bce(sg.ops.sigmoid(w * x + b), y), params=[w, b],
+...                  inputs={x: sg.Uniform(-3, 3), y: sg.Choice([0.0, 1.0])})
+>>> sg.verify(model, samples=50, seed=0).ok
+True
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from .backends import mpmath as mp_backend
+from .backends import numpy as np_backend
+from .backends import torch as torch_backend
+from .compare import FAILING, LOSS, STATUS_NAMES, Tolerance, compare
+from .config import VerifyConfig
+from .derive import Program, reverse_accumulation
+from .model import Model
+from .result import BackendRun, Failure, Result
+
+
+def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
+           device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
+           tolerance: Tolerance | None = None) -> Result:
+    """Verify every gradient of ``model`` against the exact derivative.
+
+    Arguments:
+        model: the ``sg.Model`` to verify.
+        torch_fn: optional user torch code for the same model, ``fn(**blocks) -> scalar`` for one
+            sample, arguments matched by block name; verified in addition to the model's own
+            program run in torch.
+        samples, seed, device, dtype: the run (ignored when ``config`` is given).
+        config: a full ``VerifyConfig``.
+        tolerance: override the verdict's knobs.
+    Returns:
+        A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
+    """
+    cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    if tolerance is not None:
+        cfg = replace(cfg, tolerance=tolerance)
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    if torch_fn is not None:
+        torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
+
+    timings: dict[str, float] = {}
+    compiled = derive(model, cfg, timings)
+    batch = draw(model, cfg)
+    runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
+    subset = oracle_subset(compiled.program, cfg)
+    exact_hi, exact_lo, bounds = exact(compiled, batch, subset, cfg, timings)
+    comparisons = {name: compare(exact_hi, exact_lo, got[subset], bounds[name], backend=name,
+                                 dtype=runs[name].dtype, tol=cfg.tolerance)
+                   for name, got in outputs.items()}
+    return summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+
+
+@dataclass
+class Compiled:
+    """A model's derived program and its compiled views (cached on the model)."""
+
+    program: Program
+    numpy: Callable
+    bound: Callable
+    display_bound: Callable  # E of the textbook composition (what hand-written torch computes)
+    torch: Callable
+    oracle: Callable
+
+
+def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Compiled:
+    """Exact gradient program and its numpy / torch / mpmath / bound views, cached per model."""
+    np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
+    key = ("compiled", np_dtype, cfg.oracle_dps)
+    if key not in model._cache:
+        t0 = time.perf_counter()
+        program = model._cache.get("program") or reverse_accumulation(model)
+        model._cache["program"] = program
+        t1 = time.perf_counter()
+        display = reverse_accumulation(model, view="display")
+        compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
+                            np_backend.compile_bound(program),
+                            np_backend.compile_bound(display),
+                            torch_backend.compile_forward(program),
+                            mp_backend.compile_oracle(program, cfg.oracle_dps))
+        model._cache[key] = compiled
+        model._cache[key + ("times",)] = {"derive_s": t1 - t0,
+                                          "compile_s": time.perf_counter() - t1}
+    if timings is not None:
+        timings.update(model._cache[key + ("times",)])
+    return model._cache[key]
+
+
+@dataclass
+class Batch:
+    values: dict[str, np.ndarray]  # block name -> (N, *shape)
+    X: np.ndarray  # (n_leaves, N): every scalar leaf, parameters first
+
+
+def draw(model: Model, cfg: VerifyConfig) -> Batch:
+    """Samples of every block from one seeded generator, rounded to the run's dtype."""
+    values = model.draw(cfg.samples, np.random.default_rng(cfg.seed), cfg.dtype)
+    X = np.concatenate([values[b.name].reshape(cfg.samples, -1) for b in model.blocks], axis=1).T
+    return Batch(values, np.ascontiguousarray(X))
+
+
+def execute(model: Model, compiled: Compiled, batch: Batch, torch_fn, cfg: VerifyConfig):
+    """Run numpy, torch (the model's program, autograd) and the user's torch_fn."""
+    runs: dict[str, BackendRun] = {}
+    outputs: dict[str, np.ndarray] = {}
+    n, n_params = cfg.samples, len(compiled.program.gradient)
+    np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
+
+    t0 = time.perf_counter()
+    outputs["numpy"] = np_backend.run(compiled.numpy, batch.X, np_dtype)
+    runs["numpy"] = BackendRun("numpy", np_dtype, "cpu", "vectorised", time.perf_counter() - t0, n)
+
+    t0 = time.perf_counter()
+    outputs["torch"] = torch_backend.run_program(compiled.torch, batch.X, n_params,
+                                                 device=cfg.device, dtype=cfg.dtype)
+    runs["torch"] = BackendRun("torch", cfg.dtype, cfg.device, "batched autograd",
+                               time.perf_counter() - t0, n)
+    if torch_fn is not None:
+        t0 = time.perf_counter()
+        outputs["torch_fn"], mode = torch_backend.run_torch_fn(
+            torch_fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype,
+            batching=cfg.torch_fn_batching)
+        runs["torch_fn"] = BackendRun("torch_fn", cfg.dtype, cfg.device, mode,
+                                      time.perf_counter() - t0, n)
+    return runs, outputs
+
+
+def oracle_subset(program: Program, cfg: VerifyConfig) -> np.ndarray:
+    """Indices of the samples the oracle evaluates: all, or the first K within the budget."""
+    if cfg.oracle_samples is not None:
+        k = min(cfg.oracle_samples, cfg.samples)
+    else:
+        cost = max(program.size["operations"], 1)
+        k = int(min(cfg.samples, max(8, cfg.oracle_budget // cost)))
+    return np.arange(k)
+
+
+def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfig,
+          timings: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+    """The oracle's exact outputs (double-double) and each backend's running error bound E.
+
+    numpy and torch run the model's own program: E of that program. A torch_fn is the user's
+    own composition: the larger of that E and the E of the textbook composition.
+    """
+    X = batch.X[:, subset]
+    width = 1 + len(compiled.program.gradient)
+    t0 = time.perf_counter()
+    hi = np.empty((X.shape[1], width))
+    lo = np.empty_like(hi)
+    chunk = max(1, X.shape[1] // 20)
+    for start in range(0, X.shape[1], chunk):
+        part = slice(start, start + chunk)
+        hi[part], lo[part] = mp_backend.run(compiled.oracle, X[:, part], cfg.oracle_dps, width)
+        if cfg.progress:
+            done = min(start + chunk, X.shape[1])
+            bar = "#" * (30 * done // X.shape[1])
+            print(f"\r  oracle [{bar:<30}] {done}/{X.shape[1]}", end="", file=sys.stderr,
+                  flush=True)
+    if cfg.progress:
+        print(file=sys.stderr)
+    timings["oracle_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    bound = np_backend.run(compiled.bound, X, "float64")
+    display = np_backend.run(compiled.display_bound, X, "float64")
+    timings["bound_s"] = time.perf_counter() - t0
+    return hi, lo, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
+
+
+def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
+              subset: np.ndarray, timings: dict) -> Result:
+    """Failures (worst first, named by backend, output, sample, expected, got, ULPs)."""
+    outputs = ["value"] + [f"d/d{e}" for e in model.entries]
+    blocks, col = [], 1
+    for b in model.param_blocks:
+        width = int(np.prod(b.shape)) if b.shape else 1
+        blocks.append((b.name, col, col + width))
+        col += width
+    failures, losses = [], []
+    for name, comp in comparisons.items():
+        failures += _worst(name, comp, np.isin(comp.status, FAILING), outputs, batch, subset,
+                           cfg.max_failures)
+        losses += _worst(name, comp, comp.status == LOSS, outputs, batch, subset,
+                         cfg.max_failures)
+    return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
+                  timings, program.size)
+
+
+def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return []
+    with np.errstate(invalid="ignore", divide="ignore"):
+        badness = np.where(np.isfinite(comp.ulps), comp.ulps / comp.allowed_ulps, np.inf)
+    order = np.argsort(-badness[mask], kind="stable")[:limit]
+    found = []
+    for i, k in idx[order]:
+        s = int(subset[i])
+        point = {b: (v[s].tolist() if v[s].ndim else float(v[s])) for b, v in batch.values.items()}
+        found.append(Failure(name, STATUS_NAMES[int(comp.status[i, k])], outputs[k], s, point,
+                             float(comp.expected[i, k]), float(comp.got[i, k]),
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k])))
+    return found
+
+
+def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
+    """The exact loss and gradient at one point, at ``dps`` digits.
+
+    Arguments:
+        model: the model.
+        point: block name (or symbol) -> value (a number, or a nested list / array for a block).
+        dps: significant digits.
+    Returns:
+        ``{"value": L, "d/dw": dL/dw, ...}`` as mpmath numbers.
+
+    >>> import sympy as sp, symgrad as sg
+    >>> from symgrad import zoo
+    >>> g = sg.exact_at(zoo.get("neuron"), {"x": 1.1, "w": 2.2, "b": 0, "y": 1})
+    >>> round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)
+    (-0.0898, -0.0817)
+    """
+    import mpmath
+
+    from .errors import SymgradError
+
+    given = {str(k): v for k, v in point.items()}
+    args = []
+    for b in model.blocks:
+        if b.name not in given:
+            raise SymgradError(f"exact_at: no value for {b.name!r}; give every parameter and "
+                               f"input: {', '.join(x.name for x in model.blocks)}")
+        v = np.asarray(given.pop(b.name), dtype=object)
+        if v.shape != b.shape:
+            raise SymgradError(f"exact_at: {b.name!r} has shape {b.shape}, got {v.shape}")
+        args += [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x) for x in v.ravel()]
+    if given:
+        raise SymgradError(f"exact_at: unknown name(s) {sorted(given)}")
+    cfg = VerifyConfig(oracle_dps=max(dps, 40))
+    compiled = derive(model, cfg)
+    with mpmath.workdps(dps):
+        outs = compiled.oracle(args)
+    return dict(zip(["value"] + [f"d/d{e}" for e in model.entries], outs))

@@ -1,0 +1,115 @@
+"""Planted wrong gradients that must be caught (float64), and their correct twins that must
+pass on 20 seeds. The same mutants through torch.autograd.gradcheck record what it misses."""
+
+import numpy as np
+import pytest
+import torch
+
+import symgrad as sg
+from symgrad import zoo
+
+
+class ScaleGrad(torch.autograd.Function):
+    """Identity forward; backward scales the gradient by ``factor`` (optionally one element)."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, factor, index):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.factor, ctx.index = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.index is None:
+            return g * ctx.factor, None, None
+        mask = torch.zeros_like(g)
+        mask[ctx.index] = 1.0
+        return g + mask * g * (ctx.factor - 1.0), None, None
+
+
+def neuron_fn(scale=1.0, inner_float32=False):
+    def fn(w, b, x, y):
+        w = ScaleGrad.apply(w, scale, None) if scale != 1.0 else w
+        z = w * x + b
+        if inner_float32:  # one inner step in float32 inside a float64 run
+            a = torch.sigmoid(z.float()).double()
+        else:
+            a = torch.sigmoid(z)
+        return torch.nn.functional.binary_cross_entropy(a, y)
+    return fn
+
+
+def simplenet_fn(flip=None):
+    def fn(W1, b1, W2, b2, x, y):
+        if flip is not None:  # wrong sign on one element of the weight gradient
+            W1 = ScaleGrad.apply(W1, -1.0, flip)
+        h = torch.relu(W1 @ x + b1)
+        z = (W2 @ h + b2)[0]
+        # BCE of sigmoid(z) through log-sigmoid: accurate at saturation. (torch's
+        # binary_cross_entropy_with_logits is not: see test_verify's findings.)
+        logsig = torch.nn.functional.logsigmoid
+        return -(y * logsig(z) + (1 - y) * logsig(-z))
+    return fn
+
+
+MUTANTS = {
+    "scale 1e-9": ("neuron", neuron_fn(scale=1 + 1e-9)),
+    "scale 1e-12": ("neuron", neuron_fn(scale=1 + 1e-12)),
+    "float32 inner step": ("neuron", neuron_fn(inner_float32=True)),
+    "sign flip W1[2,3]": ("simplenet", simplenet_fn(flip=(2, 3))),
+}
+
+
+@pytest.mark.parametrize("mutant", list(MUTANTS))
+def test_mutant_is_caught(models, mutant):
+    name, fn = MUTANTS[mutant]
+    r = sg.verify(models[name], torch_fn=fn, samples=200, seed=0)
+    assert not r.ok
+    assert all(f.backend == "torch_fn" for f in r.failures)
+    assert r.comparisons["torch"].ok and r.comparisons["numpy"].ok
+
+
+def test_mismatch_message_names_parameter_sample_and_ulps(models):
+    r = sg.verify(models["simplenet"], torch_fn=simplenet_fn(flip=(2, 3)), samples=50, seed=0)
+    msg = r.failures[0].message()
+    assert "gradient with respect to W1[2,3]" in msg
+    assert "expected" in msg and "got" in msg and "ULPs" in msg and "sample" in msg
+
+
+def test_scale_1e12_caught_where_well_conditioned(models):
+    r = sg.verify(models["neuron"], torch_fn=neuron_fn(scale=1 + 1e-12), samples=200, seed=0)
+    failing = [f for f in r.failures if f.output == "d/dw"]
+    # 1e-12 relative is 4504 to 9007 ULPs of float64, depending on the position in the binade
+    assert failing and all(4000 < f.ulps < 10000 for f in failing)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_correct_versions_pass_on_20_seeds(models, seed):
+    assert sg.verify(models["neuron"], torch_fn=neuron_fn(), samples=100, seed=seed).ok
+    assert sg.verify(models["simplenet"], torch_fn=simplenet_fn(), samples=100, seed=seed).ok
+
+
+def _gradcheck_catches(name, fn, models, seed=0):
+    model = models[name]
+    values = model.draw(1, np.random.default_rng(seed), "float64")
+    params = [b.name for b in model.param_blocks]
+    inputs = {b.name: torch.tensor(values[b.name][0]) for b in model.input_blocks}
+    args = tuple(torch.tensor(values[p][0], requires_grad=True) for p in params)
+
+    def f(*ps):
+        return fn(**dict(zip(params, ps)), **inputs)
+    try:
+        return not torch.autograd.gradcheck(f, args, raise_exception=False)
+    except Exception:
+        return True
+
+
+def test_gradcheck_misses_what_symgrad_catches(models):
+    caught = {m: _gradcheck_catches(*MUTANTS[m], models) for m in MUTANTS}
+    print("gradcheck (defaults) catches:", caught)
+    assert not caught["scale 1e-9"] and not caught["scale 1e-12"]
+    assert caught["sign flip W1[2,3]"]

@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import symgrad as sg
+from symgrad import SymgradError, zoo
+
+
+def test_tutorial_numbers_for_the_neuron():
+    g = sg.exact_at(zoo.get("neuron"), {"x": 1.1, "w": 2.2, "b": 0, "y": 1})
+    print("dL/dw =", g["d/dw"], " dL/db =", g["d/db"])
+    assert round(float(g["d/dw"]), 4) == -0.0898
+    assert round(float(g["d/db"]), 4) == -0.0817
+
+
+def test_issue_script_runs(models):
+    x, y, w, b = sp.symbols("x y w b")
+    model = sg.Model("my_neuron", sg.ops.bce(sg.ops.sigmoid(w * x + b), y), params=[w, b],
+                     inputs={x: sg.Uniform(-3, 3), y: sg.Choice([0.0, 1.0])})
+    result = sg.verify(model, samples=500, seed=0, device="cpu", dtype="float64")
+    assert result.ok and "d/dw" in str(result) and "numpy worst ULPs" in str(result)
+
+    def mine(w, b, x, y):
+        return torch.nn.functional.binary_cross_entropy(torch.sigmoid(w * x + b), y)
+    assert sg.verify(model, torch_fn=mine, samples=500, seed=0).ok
+
+
+@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_builtin_programs_agree_in_both_dtypes(models, name, dtype):
+    r = sg.verify(models[name], samples=200, seed=1, dtype=dtype)
+    assert r.ok, str(r)
+
+
+def test_same_seed_same_result(models):
+    a = sg.verify(models["simplenet"], samples=50, seed=3).as_dict()
+    b = sg.verify(models["simplenet"], samples=50, seed=3).as_dict()
+    assert a == b
+
+
+def test_native_bce_clamp_is_a_real_finding(models):
+    """nn.BCELoss clamps p(1-p) at 1e-12 in backward: at a saturated sigmoid its gradient is
+    wrong, and symgrad names the native backend (not numpy or the model's torch program)."""
+    m = models["simplenet"]
+    r = sg.verify(m, torch_fn=m.reference, samples=500, seed=2)
+    assert not r.ok and r.comparisons["torch"].ok and r.comparisons["numpy"].ok
+    f = r.failures[0]
+    assert f.backend == "torch_fn" and f.kind == "mismatch"
+    p = 1 / (1 + np.exp(-_logit(f.point)))
+    assert p * (1 - p) < 1e-12
+
+
+def _logit(point):
+    W1, b1 = np.array(point["W1"]), np.array(point["b1"])
+    W2, b2, x = np.array(point["W2"]), np.array(point["b2"]), np.array(point["x"])
+    return float((W2 @ np.maximum(W1 @ x + b1, 0) + b2)[0])
+
+
+def test_domain_failure_is_reported_not_crashed():
+    w, x = sp.symbols("w x")
+    m = sg.Model("logneg", sp.log(w * x), params=[w], inputs={x: sg.Uniform(-1, 1)})
+    r = sg.verify(m, samples=40, seed=0)
+    assert not r.ok
+    assert {f.kind for f in r.failures} == {"domain"}
+    assert "undefined" in r.failures[0].explanation
+
+
+def test_nonfinite_is_its_own_class():
+    """The torch.where trap: sqrt of a negative in the branch not taken gives torch a NaN
+    gradient although the exact derivative there is 0."""
+    w = sp.Symbol("w")
+    m = sg.Model("where_trap", sp.Piecewise((sp.sqrt(w), w > 0), (w**2, True)), params=[w])
+    r = sg.verify(m, samples=40, seed=0)
+    kinds = {(f.backend, f.kind) for f in r.failures}
+    assert ("torch", "non-finite") in kinds and r.comparisons["numpy"].ok
+
+
+def test_overflow_is_its_own_class():
+    w, x = sp.symbols("w x")
+    m = sg.Model("overflow", sp.exp(w * x), params={w: sg.Uniform(700, 710)},
+                 inputs={x: sg.Uniform(1, 1.02)})
+    r = sg.verify(m, samples=30, seed=0)
+    assert {f.kind for f in r.failures} == {"overflow"}
+    assert "range" in r.failures[0].explanation
+
+
+def test_oracle_subset_is_reported():
+    m = zoo.get("neuron")
+    r = sg.verify(m, config=sg.VerifyConfig(samples=100, oracle_samples=10))
+    assert len(r.oracle_samples) == 10 and r.as_dict()["oracle_samples"] == 10
+
+
+def test_unknown_or_unavailable_device_and_mps_float64(models):
+    with pytest.raises(SymgradError, match="unknown device 'tpu'; available here: cpu"):
+        sg.verify(models["neuron"], device="tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(SymgradError, match="device 'cuda' is not available.*available: cpu"):
+            sg.verify(models["neuron"], device="cuda")
+    with pytest.raises(SymgradError, match="MPS does not support float64|not available"):
+        sg.verify(models["neuron"], device="mps", dtype="float64")
+
+
+def test_tf32_flags_restored(models):
+    from symgrad.backends.torch import _precision_flags, exact_math
+    flags = _precision_flags()
+    before = [getattr(obj, attr) for obj, attr, _ in flags]
+    tf32 = "tf32" if flags[0][1] == "fp32_precision" else True
+    try:
+        for obj, attr, _ in flags:
+            setattr(obj, attr, tf32)
+        with exact_math():
+            assert all(getattr(o, a) == v for o, a, v in flags)
+        sg.verify(models["neuron"], samples=10)
+        assert all(getattr(obj, attr) == tf32 for obj, attr, _ in flags)
+    finally:
+        for (obj, attr, _), value in zip(flags, before):
+            setattr(obj, attr, value)
+
+
+@pytest.mark.parametrize("fn, match", [
+    (lambda w, b, x: w, r"torch_fn is missing argument\(s\) 'y'"),
+    (lambda w, b, x, y, z: w, r"torch_fn has extra argument\(s\) 'z'"),
+    (lambda w, b, x, y: torch.stack([w, b]), r"torch_fn returned \(2,\); it must return a scalar"),
+])
+def test_bad_torch_fn(models, fn, match):
+    with pytest.raises(SymgradError, match=match):
+        sg.verify(models["neuron"], torch_fn=fn, samples=5)
+
+
+def test_bad_config():
+    with pytest.raises(SymgradError, match="samples must be a positive integer"):
+        sg.VerifyConfig(samples=0)
+    with pytest.raises(SymgradError, match="at least 40 significant digits"):
+        sg.VerifyConfig(oracle_dps=20)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_cuda(models, dtype):
+    for name in ("neuron", "simplenet", "tensor_ops"):
+        m = models[name]
+        r = sg.verify(m, samples=300, seed=0, device="cuda", dtype=dtype)
+        assert r.ok, str(r)

@@ -1,0 +1,27 @@
+import pytest
+
+import symgrad as sg
+from symgrad import SymgradError, zoo
+
+
+@pytest.mark.parametrize("name", ["chain_rule", "neuron", "tensor_ops"])
+def test_builtin_models_agree_with_their_native_torch_reference(models, name):
+    m = models[name]
+    assert m.description and m.reference is not None
+    r = sg.verify(m, torch_fn=m.reference, samples=200, seed=0)
+    assert r.ok, str(r)
+
+
+def test_simplenet_native_reference_agrees_away_from_saturation(models):
+    m = models["simplenet"]
+    r = sg.verify(m, torch_fn=m.reference, samples=200, seed=0)
+    assert r.ok, str(r)
+    assert set(r.comparisons) == {"numpy", "torch", "torch_fn"}
+
+
+def test_load_errors():
+    with pytest.raises(SymgradError, match="has no attribute 'nope'"):
+        zoo.get("symgrad.zoo.tutorial:nope")
+    with pytest.raises(SymgradError, match="not an sg.Model"):
+        zoo.get("symgrad.zoo.native:SimpleNet")
+    assert zoo.get("symgrad.zoo.tutorial:neuron").name == "neuron"

@@ -27,6 +27,16 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--no-reference", action="store_true",
                    help="skip the built-in model's native torch.nn reference (torch_fn)")
     v.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports")
+    r.add_argument("models", nargs="*", metavar="NAME|module:attr",
+                   help="models to report (default: every built-in model)")
+    r.add_argument("--out", default="reports", help="output folder (default reports/)")
+    _run_options(r)
+    r.add_argument("--strict", action="store_true", help="exit 1 when a model has a mismatch")
+    e = sub.add_parser("explain", help="print a step-by-step derivation")
+    e.add_argument("model", metavar="NAME|module:attr")
+    e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
+    e.add_argument("--format", default="markdown", choices=["latex", "markdown", "html"])
     return p
 
 
@@ -66,6 +76,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         return 0
     if args.command == "verify":
         return _verify(args)
+    if args.command == "report":
+        return _report(args)
+    if args.command == "explain":
+        return _explain(args)
     raise SymgradError(f"unknown command {args.command!r}")  # pragma: no cover
 
 
@@ -88,6 +102,49 @@ def _verify(args: argparse.Namespace) -> int:
             print(r)
             print()
     return 0 if all(r.ok for r in results) else 1
+
+
+def _report(args: argparse.Namespace) -> int:
+    import time
+
+    from .report import Entry, write_reports
+    from .verify import verify
+
+    cfg = config_from(args)
+    entries = []
+    t_all = time.perf_counter()
+    for name in args.models or zoo.names():
+        model = zoo.get(name)
+        print(f"symgrad: verifying {model.name}", file=sys.stderr)
+        t0 = time.perf_counter()
+        result = verify(model, torch_fn=model.reference, config=cfg)
+        entries.append(Entry(model, result, time.perf_counter() - t0))
+    written = write_reports(entries, args.out)
+    for e in entries:
+        print(f"{e.model.name:<12} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s")
+    print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
+          f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
+    return 1 if args.strict and not all(e.result.ok for e in entries) else 0
+
+
+def _explain(args: argparse.Namespace) -> int:
+    from .explain import explain, parse_point
+
+    model = zoo.get(args.model)
+    at = _block_point(model, parse_point(args.at)) if args.at else None
+    e = explain(model, at=at)
+    print({"latex": e.latex, "markdown": e.markdown, "html": e.html}[args.format]())
+    return 0
+
+
+def _block_point(model, point: dict) -> dict:
+    """--at gives scalars by name; matrix blocks need every entry (W1_{0,3}=...)."""
+    for b in model.blocks:
+        if b.shape and b.name not in point:
+            raise SymgradError(f"--at: {b.name!r} is a block of shape {b.shape}; --at takes "
+                               "scalar values only, use the Python API (sg.explain) for "
+                               "matrix models")
+    return point
 
 
 if __name__ == "__main__":  # pragma: no cover

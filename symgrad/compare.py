@@ -35,6 +35,7 @@ STATUS_NAMES = {OK: "ok", LOSS: "precision loss", MISMATCH: "mismatch", NONFINIT
 FAILING = (MISMATCH, NONFINITE, DOMAIN, OVERFLOW)
 
 EXPLANATIONS = {
+    "ok": "within the rounding-error bound of the exact derivative",
     "mismatch": "the backend's value is outside the rounding-error bound of the exact derivative",
     "non-finite": "the backend produced NaN or inf where the exact value is finite "
                   "(overflow, 0/0, or a NaN leaking from an untaken branch)",

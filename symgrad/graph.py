@@ -42,6 +42,8 @@ class Intermediate(sp.Dummy):
         obj.label = label
         obj.partials = None
         obj.display = None  # the textbook form, when ``definition`` is a stable rewrite
+        obj.shown = None  # how explanations write it (sigma(z) for a sigmoid), if not display
+        obj.group = None  # the matrix op call that made it (symgrad.ops.Group), if any
         return obj
 
     def view(self, view: str) -> sp.Expr:

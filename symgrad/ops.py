@@ -21,12 +21,50 @@ from sympy.codegen.cfunctions import log1p
 
 from .errors import SymgradError
 from .graph import Intermediate, define
+from .notation import sigma
 
 
-def _elementwise(f: Callable, x, **kw):
+class Group:
+    """The op call that made a matrix of intermediates: for layer-level explanations."""
+
+    def __init__(self, op: str, label: str, operands: tuple, shape: tuple[int, int]):
+        self.op, self.label, self.operands, self.shape = op, label, operands, shape
+
+
+def element_label(label: str | None, shape: tuple[int, int], i: int, j: int) -> str | None:
+    """``h_{i}`` for a column vector, ``P_{i,j}`` for a matrix, ``label`` for a scalar."""
+    if label is None or shape == (1, 1):
+        return label
+    return f"{label}_{{{i}}}" if shape[1] == 1 else f"{label}_{{{i},{j}}}"
+
+
+def matrix_name(m) -> str:
+    """The block or group name of a matrix argument (for explanations)."""
+    first = m[0, 0] if isinstance(m, sp.MatrixBase) else m
+    group = getattr(first, "group", None)
+    if group is not None:
+        return group.label
+    name = getattr(first, "name", str(first))
+    return name.split("_{")[0]
+
+
+def _tag(out: sp.ImmutableMatrix, op: str, label: str | None, operands) -> sp.ImmutableMatrix:
+    if label is not None:
+        group = Group(op, label, tuple(matrix_name(o) for o in operands), out.shape)
+        for e in out:
+            if isinstance(e, Intermediate):
+                e.group = group
+    return out
+
+
+def _elementwise(f: Callable, x, label=None, op: str = ""):
     if isinstance(x, sp.MatrixBase):
-        return sp.ImmutableMatrix(x.shape[0], x.shape[1], [f(e, **kw) for e in x])
-    return f(sp.sympify(x), **kw)
+        rows, cols = x.shape
+        out = sp.ImmutableMatrix(rows, cols, [
+            f(x[i, j], label=element_label(label, x.shape, i, j))
+            for i in range(rows) for j in range(cols)])
+        return _tag(out, op, label, (x,))
+    return f(sp.sympify(x), label=label)
 
 
 def _operand(x, kind: str):
@@ -37,7 +75,8 @@ def _operand(x, kind: str):
 
 def step(expr, *, label: str, kind: str | None = None):
     """Name an expression as a step of the model (``z = x w + b``), for explanations."""
-    return _elementwise(lambda e: define(e, kind=kind or label, label=label), expr)
+    return _elementwise(lambda e, label=None: define(e, kind=kind or label, label=label), expr,
+                        label=label, op="step")
 
 
 # ---------------------------------------------------------------- activations
@@ -46,12 +85,13 @@ def _sigmoid(z, label=None):
     out = define(1 / (1 + sp.exp(-z)), kind="sigmoid", label=label,
                  partials=lambda s: {z: s * (1 - s)})
     out.logit = z
+    out.shown = sigma(z)
     return out
 
 
 def sigmoid(x, *, label: str | None = None):
     """The logistic function 1 / (1 + e^-x); its local derivative is s (1 - s) as in torch."""
-    return _elementwise(_sigmoid, x, label=label)
+    return _elementwise(_sigmoid, x, label=label, op="sigmoid")
 
 
 def _tanh(z, label=None):
@@ -61,7 +101,7 @@ def _tanh(z, label=None):
 
 def tanh(x, *, label: str | None = None):
     """tanh, with local derivative 1 - t^2 in terms of its output t (as torch computes it)."""
-    return _elementwise(_tanh, x, label=label)
+    return _elementwise(_tanh, x, label=label, op="tanh")
 
 
 def _exp(z, label=None):
@@ -71,13 +111,13 @@ def _exp(z, label=None):
 
 def exp(x, *, label: str | None = None):
     """e^x, with local derivative e^x taken from its output."""
-    return _elementwise(_exp, x, label=label)
+    return _elementwise(_exp, x, label=label, op="exp")
 
 
 def relu(x, *, label: str | None = None):
     """max(x, 0)."""
     return _elementwise(lambda e, label=None: define(sp.Max(e, 0), kind="relu", label=label), x,
-                        label=label)
+                        label=label, op="relu")
 
 
 def _softplus_expr(z):
@@ -88,7 +128,7 @@ def softplus(x, *, label: str | None = None):
     """log(1 + e^x) in the stable exact form max(x, 0) + log1p(e^-|x|)."""
     def one(e, label=None):
         return define(_softplus_expr(_operand(e, "z")), kind="softplus", label=label)
-    return _elementwise(one, x, label=label)
+    return _elementwise(one, x, label=label, op="softplus")
 
 
 # ---------------------------------------------------------------- losses
@@ -146,9 +186,11 @@ def matmul(a, b, *, label: str | None = None) -> sp.ImmutableMatrix:
         raise SymgradError(f"matmul: shapes {a.shape} and {b.shape} do not align "
                            f"({a.shape[1]} != {b.shape[0]})")
     rows, inner, cols = a.shape[0], a.shape[1], b.shape[1]
-    return sp.ImmutableMatrix(rows, cols, [
-        define(sp.Add(*[a[i, k] * b[k, j] for k in range(inner)]), kind=label or "matmul")
+    out = sp.ImmutableMatrix(rows, cols, [
+        define(sp.Add(*[a[i, k] * b[k, j] for k in range(inner)]), kind="matmul",
+               label=element_label(label, (rows, cols), i, j))
         for i in range(rows) for j in range(cols)])
+    return _tag(out, "matmul", label, (a, b))
 
 
 def linear(x, weight, bias=None, *, label: str | None = None) -> sp.ImmutableMatrix:
@@ -168,8 +210,10 @@ def linear(x, weight, bias=None, *, label: str | None = None) -> sp.ImmutableMat
             acc = sp.Add(*[w[i, k] * x[k, j] for k in range(w.shape[1])])
             if bias is not None:
                 acc = acc + bias[i]
-            out.append(define(acc, kind=label or "linear"))
-    return sp.ImmutableMatrix(w.shape[0], x.shape[1], out)
+            out.append(define(acc, kind="linear",
+                              label=element_label(label, (w.shape[0], x.shape[1]), i, j)))
+    result = sp.ImmutableMatrix(w.shape[0], x.shape[1], out)
+    return _tag(result, "linear", label, (x, w) + ((bias,) if bias is not None else ()))
 
 
 def transpose(a) -> sp.ImmutableMatrix:

@@ -74,6 +74,7 @@ class Result:
     precision_losses: list[Failure]
     timings: dict[str, float] = field(default_factory=dict)
     program_size: dict[str, int] = field(default_factory=dict)
+    worst: list[Failure] = field(default_factory=list)  # worst entries per backend, any status
 
     @property
     def ok(self) -> bool:
@@ -128,6 +129,14 @@ class Result:
             lines.append(f"  {len(self.precision_losses)} precision-loss warning(s), e.g. "
                          + self.precision_losses[0].message())
         return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter display: the verdict and the table per parameter."""
+        table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
+                          for r in self.rows()], headers="keys", tablefmt="github")
+        head = f"**{self.model}: {'OK' if self.ok else 'FAIL'}**"
+        fails = "".join(f"\n- {f.message()}" for f in self.failures)
+        return f"{head}\n\n{table}\n{fails}"
 
     def as_dict(self) -> dict:
         """JSON-ready; deterministic for the same seed and versions (times kept apart)."""

@@ -186,14 +186,15 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
         width = int(np.prod(b.shape)) if b.shape else 1
         blocks.append((b.name, col, col + width))
         col += width
-    failures, losses = [], []
+    failures, losses, worst = [], [], []
     for name, comp in comparisons.items():
+        worst += _worst(name, comp, np.ones(comp.status.shape, bool), outputs, batch, subset, 3)
         failures += _worst(name, comp, np.isin(comp.status, FAILING), outputs, batch, subset,
                            cfg.max_failures)
         losses += _worst(name, comp, comp.status == LOSS, outputs, batch, subset,
                          cfg.max_failures)
     return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
-                  timings, program.size)
+                  timings, program.size, worst)
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:

@@ -1,0 +1,429 @@
+"""Step-by-step derivations a teacher would write, derived from the model's program.
+
+1. the forward pass as named steps; 2. each local derivative (sympy); 3. the chain rule
+composed and the simplified gradient per parameter; 4. with ``at``, every step evaluated exactly
+at that point, ending in the numbers torch autograd gives at the same point, side by side.
+Matrix models (built with ``sg.ops`` on ``sg.matrix`` blocks) are explained layer by layer in
+matrix notation with one delta per layer, from a per-op table of rules.
+
+>>> from symgrad import zoo
+>>> e = explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1})
+>>> e.gradient["w"][:7], e.gradient["b"][:7]
+('-0.0898', '-0.0817')
+"""
+
+from __future__ import annotations
+
+import html as _html
+from dataclasses import dataclass, field
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from .derive import reverse_accumulation
+from .errors import SymgradError
+from .graph import Graph, Node
+from .model import Model
+from .notation import latex, mathml, sigma
+
+
+@dataclass
+class Line:
+    """One displayed equation ``lhs = rhs`` (sympy expressions), optionally with its value."""
+
+    lhs: sp.Basic
+    rhs: sp.Basic
+    value: str | None = None
+    comment: str = ""  # plain text after the equation
+
+
+@dataclass
+class Section:
+    title: str
+    lines: list[Line] = field(default_factory=list)
+    note: str = ""
+
+
+@dataclass
+class Explanation:
+    """A derivation; renders as LaTeX, Markdown or HTML (MathML) and displays in Jupyter."""
+
+    model: str
+    sections: list[Section]
+    gradient: dict[str, str]  # parameter entry -> exact value (when ``at`` was given)
+    torch_gradient: dict[str, str]  # parameter entry -> torch autograd value at the point
+
+    def latex(self) -> str:
+        """A complete LaTeX document."""
+        body = []
+        for s in self.sections:
+            body.append(rf"\section*{{{_tex_escape(s.title)}}}")
+            if s.note:
+                body.append(_tex_escape(s.note) + "\n")
+            if s.lines:
+                body.append(r"\begin{align*}")
+                rows = []
+                for ln in s.lines:
+                    row = f"{latex(ln.lhs)} &= {latex(ln.rhs)}"
+                    if ln.value is not None:
+                        row += rf" &&= {ln.value}"
+                    if ln.comment:
+                        row += rf" &&\text{{{_tex_escape(ln.comment)}}}"
+                    rows.append(row)
+                body.append(" \\\\\n".join(rows))
+                body.append(r"\end{align*}")
+        return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n"
+                "\\usepackage[margin=2cm]{geometry}\n\\begin{document}\n"
+                f"\\title{{symgrad: {_tex_escape(self.model)}}}\\date{{}}\\maketitle\n"
+                + "\n".join(body) + "\n\\end{document}\n")
+
+    def markdown(self) -> str:
+        out = [f"# symgrad explain: {self.model}", ""]
+        for s in self.sections:
+            out += [f"## {s.title}", ""]
+            if s.note:
+                out += [s.note, ""]
+            for ln in s.lines:
+                val = f" = {ln.value}" if ln.value is not None else ""
+                out += [f"$$ {latex(ln.lhs)} = {latex(ln.rhs)}{val} $$", ""]
+                if ln.comment:
+                    out += [ln.comment, ""]
+        return "\n".join(out)
+
+    def html_fragment(self) -> str:
+        out = []
+        for s in self.sections:
+            out.append(f"<h2>{_html.escape(s.title)}</h2>")
+            if s.note:
+                out.append(f"<p>{_html.escape(s.note)}</p>")
+            for ln in s.lines:
+                eq = sp.Eq(ln.lhs, ln.rhs, evaluate=False) if _eqable(ln) else None
+                math = mathml(eq) if eq is not None else (mathml(ln.lhs) + " = " + mathml(ln.rhs))
+                val = f" = <code>{_html.escape(ln.value)}</code>" if ln.value is not None else ""
+                note = f" <span>{_html.escape(ln.comment)}</span>" if ln.comment else ""
+                out.append(f'<p class="eq">{math}{val}{note}</p>')
+        return "\n".join(out)
+
+    def html(self) -> str:
+        return _page(f"symgrad explain: {self.model}", self.html_fragment())
+
+    def _repr_markdown_(self) -> str:
+        return self.markdown()
+
+    def _repr_html_(self) -> str:
+        return self.html_fragment()
+
+    def __str__(self) -> str:
+        return self.markdown()
+
+
+def _eqable(ln: Line) -> bool:
+    return not isinstance(ln.lhs, sp.MatrixExpr) and not isinstance(ln.rhs, sp.MatrixExpr)
+
+
+def _tex_escape(text: str) -> str:
+    return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("#", r"\#")
+
+
+def _page(title: str, body: str) -> str:
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;}} math{{font-size:1.1em}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}</style>
+</head><body><h1>{_html.escape(title)}</h1>
+{body}
+</body></html>
+"""
+
+
+def parse_point(text: str) -> dict[str, float]:
+    """``"x=1.1,w=2.2,b=0,y=1"`` -> {"x": 1.1, ...} (the CLI's ``--at``)."""
+    point = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, eq, value = part.partition("=")
+        if not eq:
+            raise SymgradError(f"--at: {part!r} is not name=value (e.g. --at x=1.1,w=2.2)")
+        try:
+            point[name.strip()] = float(value)
+        except ValueError:
+            raise SymgradError(f"--at: value of {name.strip()!r} is not a number: "
+                               f"{value!r}") from None
+    return point
+
+
+def explain(model: Model, *, at: dict | None = None) -> Explanation:
+    """Derive ``model``'s gradient step by step.
+
+    Arguments:
+        model: the model to explain.
+        at: optional point, block name -> value (scalars; nested lists for blocks).
+    Returns:
+        An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
+    """
+    graph = model.display_graph
+    values = _values_at(model, at) if at is not None else None
+    grouped = all(_group(n) is not None or n is graph.output for n in graph.nodes)
+    sections = (_layers(model, graph, values) if grouped and _has_matrix(graph)
+                else _scalar(model, graph, values))
+    gradient, torch_grad = {}, {}
+    if at is not None:
+        exact = values["gradient"]
+        torch_vals = _torch_at(model, at)
+        final = Section("Gradient: exact vs torch autograd",
+                        note="exact value (mpmath, 50 digits) and torch autograd (float64) "
+                             "at the same point")
+        for entry, sym in zip(model.entries, _entry_symbols(model)):
+            gradient[entry] = mpmath.nstr(exact[f"d/d{entry}"], 17)
+            torch_grad[entry] = repr(torch_vals[entry])
+            final.lines.append(Line(sp.Derivative(sp.Symbol("L"), sym, evaluate=False),
+                                    sp.Float(gradient[entry], 17),
+                                    comment=f"exact; torch autograd: {torch_grad[entry]}"))
+        sections.append(final)
+    return Explanation(model.name, sections, gradient, torch_grad)
+
+
+# ------------------------------------------------------------------ scalar (node-level) view
+def _shown(node: Node) -> sp.Expr:
+    shown = getattr(node.symbol, "shown", None)
+    return shown if shown is not None else node.expr
+
+
+def _local(node: Node, u: sp.Symbol) -> sp.Expr:
+    """d node / d u in readable form: in terms of the node's own value where that is shorter."""
+    shown = _shown(node)
+    d = sp.diff(shown, u)
+    if isinstance(shown, sigma):
+        d = d.subs(shown, node.symbol)
+    return sp.factor(sp.together(d)) if d.count_ops() < 40 else d
+
+
+def _scalar(model: Model, graph: Graph, values) -> list[Section]:
+    fwd = Section("Forward pass")
+    for n in graph.nodes:
+        fwd.lines.append(Line(n.symbol, _shown(n), _fmt(values, n.symbol)))
+    active = _active(model, graph)
+    loc = Section("Local derivatives")
+    local: dict[tuple, sp.Expr] = {}
+    for n in graph.nodes:
+        for u in n.operands:
+            if u in active:
+                local[(n.symbol, u)] = d = _local(n, u)
+                loc.lines.append(Line(sp.Derivative(n.symbol, u, evaluate=False), d,
+                                      _fmt_expr(values, d)))
+    chain = Section("Chain rule")
+    simp = Section("Gradient, simplified")
+    flat = _flatten(graph)
+    for p in model.params:
+        paths = _paths(graph, graph.output.symbol, p, limit=6)
+        if paths:
+            product = sp.Add(*[sp.Mul(*[sp.Derivative(a, b, evaluate=False)
+                                        for a, b in zip(path, path[1:])], evaluate=False)
+                               for path in paths], evaluate=False)
+            composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
+                                for path in paths])
+            lhs = sp.Derivative(graph.output.symbol, p, evaluate=False)
+            chain.lines.append(Line(lhs, product))
+            chain.lines.append(Line(lhs, composed, _fmt_expr(values, composed)))
+        expr = sp.diff(flat, p) if len(graph.nodes) <= 12 else None
+        if expr is not None:
+            nice = sp.factor(sp.simplify(expr))
+            simp.lines.append(Line(sp.Derivative(graph.output.symbol, p, evaluate=False), nice))
+    return [fwd, loc, chain] + ([simp] if simp.lines else [])
+
+
+def _flatten(graph: Graph) -> sp.Expr:
+    memo: dict = {}
+    for n in graph.nodes:
+        memo[n.symbol] = _shown(n).xreplace(memo)
+    return memo[graph.output.symbol]
+
+
+def _active(model: Model, graph: Graph) -> set:
+    active = set(model.params)
+    for n in graph.nodes:
+        if any(o in active for o in n.operands):
+            active.add(n.symbol)
+    return active
+
+
+def _paths(graph: Graph, start, target, limit: int) -> list[list]:
+    found: list[list] = []
+    stack = [[start]]
+    while stack and len(found) < limit:
+        path = stack.pop()
+        node = graph.by_symbol.get(path[-1])
+        if path[-1] == target:
+            found.append(path)
+            continue
+        if node is None:
+            continue
+        for u in reversed(node.operands):
+            stack.append(path + [u])
+    return found
+
+
+# ------------------------------------------------------------------ matrix (layer-level) view
+def _group(node: Node):
+    return getattr(node.symbol, "group", None)
+
+
+def _has_matrix(graph: Graph) -> bool:
+    return any(_group(n) is not None and _group(n).shape != (1, 1) for n in graph.nodes)
+
+
+def _mat(name: str, shape) -> sp.MatrixSymbol:
+    return sp.MatrixSymbol(name, *shape)
+
+
+def _layer_rules(op: str, out, ins, inputs: set, params: set):
+    """Forward formula and backward rules (lhs, rhs) of one op in matrix notation.
+
+    One entry per op kind (a table, not per-model formulas); ``inputs`` get no delta,
+    ``params`` get dL/dW rather than a delta.
+    """
+    def d(m):
+        return sp.MatrixSymbol(f"delta_{m.name}", *m.shape)
+
+    def dparam(m):
+        return sp.Derivative(sp.Symbol("L"), sp.Symbol(m.name), evaluate=False)
+
+    def wrt(m, rhs):
+        return [] if m.name in inputs else [(dparam(m) if m.name in params else d(m), rhs)]
+
+    if op == "linear":
+        x, W = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        fwd = W * x + b if b is not None else W * x
+        back = wrt(x, W.T * d(out)) + [(dparam(W), d(out) * x.T)]
+        return fwd, back + ([(dparam(b), d(out))] if b is not None else [])
+    if op == "relu":
+        (h,) = ins
+        return (sp.Max(sp.Symbol(h.name), 0),
+                wrt(h, sp.HadamardProduct(d(out), _mat(f"H({h.name})", h.shape))))
+    if op == "sigmoid":
+        (z,) = ins
+        return (sigma(sp.Symbol(z.name)),
+                wrt(z, sp.HadamardProduct(d(out), out, sp.OneMatrix(*out.shape) - out)))
+    if op == "matmul":
+        A, B = ins
+        return A * B, wrt(A, d(out) * B.T) + wrt(B, A.T * d(out))
+    return None, []
+
+
+def _layers(model: Model, graph: Graph, values) -> list[Section]:
+    groups, order = {}, []
+    for n in graph.nodes:
+        g = _group(n)
+        key = g.label if g is not None else n.name
+        if key not in groups:
+            groups[key] = (g, [n])
+            order.append(key)
+        else:
+            groups[key][1].append(n)
+    shapes = {b.name: (b.shape + (1,) * (2 - len(b.shape)) if b.shape else (1, 1))
+              for b in model.blocks}
+    shapes.update({k: (g.shape if g is not None else (1, 1)) for k, (g, _) in groups.items()})
+    fwd = Section("Forward pass, layer by layer",
+                  note="matrix notation; each step is a layer of the model's program")
+    back = Section("Backpropagation: one delta per layer",
+                   note="delta_v = dL/dv; H is the Heaviside step, o the elementwise product")
+    rules = []
+    for key in order:
+        g, nodes = groups[key]
+        if g is None:  # a scalar step (the loss): node-level
+            n = nodes[0]
+            fwd.lines.append(Line(n.symbol, _shown(n), _fmt(values, n.symbol)))
+            for u in n.operands:
+                if u in _active(model, graph):
+                    back.lines.append(Line(sp.Derivative(n.symbol, u, evaluate=False),
+                                           _local(n, u), _fmt_expr(values, _local(n, u))))
+            continue
+        out = _mat(key, g.shape)
+        ins = [_mat(name, shapes.get(name, (1, 1))) for name in g.operands]
+        formula, backward = _layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
+                                         {b.name for b in model.param_blocks})
+        fwd.lines.append(Line(out, formula if formula is not None else sp.Symbol(g.op),
+                              _fmt_group(values, nodes)))
+        rules.append(backward)
+    for backward in reversed(rules):
+        for lhs, rhs in backward:
+            back.lines.append(Line(lhs, rhs))
+    return [fwd, back]
+
+
+# ------------------------------------------------------------------ values at a point
+def _entry_symbols(model: Model) -> list[sp.Symbol]:
+    return [sp.Symbol(e.replace("[", "_{").replace("]", "}")) if "[" in e else sp.Symbol(e)
+            for e in model.entries]
+
+
+def _values_at(model: Model, at: dict) -> dict:
+    from .verify import exact_at
+    program = reverse_accumulation(model, view="display")
+    args = []
+    given = {str(k): v for k, v in at.items()}
+    for b in model.blocks:
+        if b.name not in given:
+            raise SymgradError(f"--at: no value for {b.name!r}; give every parameter and "
+                               f"input: {', '.join(x.name for x in model.blocks)}")
+        args += [mpmath.mpf(float(v)) for v in np.asarray(given[b.name], dtype=float).ravel()]
+    env: dict = {}
+    with mpmath.workdps(50):
+        env.update(zip(model.leaves, args))
+        for sym, expr in program.assignments[:program.n_forward]:
+            env[sym] = _mp_eval(expr, env)
+    return {"env": env, "gradient": exact_at(model, at)}
+
+
+def _mp_eval(expr: sp.Expr, env: dict):
+    from .backends.mpmath import target
+    from .codegen import compile_program
+    syms = sorted(expr.free_symbols, key=sp.default_sort_key)
+    fn = compile_program([], syms, [expr.subs(_sigma_rewrite(expr))], target(50))
+    return fn([env[s] for s in syms])[0]
+
+
+def _sigma_rewrite(expr):
+    return {f: f.rewrite(sp.exp) for f in expr.atoms(sigma)}
+
+
+def _fmt(values, sym) -> str | None:
+    if values is None or sym not in values["env"]:
+        return None
+    return mpmath.nstr(values["env"][sym], 6)
+
+
+def _fmt_expr(values, expr) -> str | None:
+    if values is None:
+        return None
+    try:
+        with mpmath.workdps(50):
+            return mpmath.nstr(_mp_eval(expr, values["env"]), 6)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
+
+
+def _fmt_group(values, nodes) -> str | None:
+    if values is None:
+        return None
+    shown = [mpmath.nstr(values["env"][n.symbol], 4) for n in nodes[:6]]
+    return "[" + ", ".join(shown) + (", …" if len(nodes) > 6 else "") + "]"
+
+
+def _torch_at(model: Model, at: dict) -> dict[str, float]:
+    """torch autograd's gradient at the point: the model's native reference if it has one,
+    else the model's own program run in torch (float64)."""
+    from .backends import torch as tb
+    from .verify import VerifyConfig, derive
+    values = {b.name: np.asarray(at[b.name], dtype=float).reshape((1, *b.shape))
+              for b in model.blocks}
+    if model.reference is not None:
+        out, _ = tb.run_torch_fn(model.reference, model.blocks, values, device="cpu",
+                                 dtype="float64")
+    else:
+        X = np.concatenate([values[b.name].reshape(1, -1) for b in model.blocks], axis=1).T
+        compiled = derive(model, VerifyConfig())
+        out = tb.run_program(compiled.torch, X, len(model.params), device="cpu",
+                             dtype="float64")
+    return dict(zip(model.entries, (float(v) for v in out[0, 1:])))

@@ -1,0 +1,67 @@
+import shutil
+import subprocess
+
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad import SymgradError, zoo
+from symgrad.explain import parse_point
+
+
+def test_neuron_ends_in_the_tutorial_numbers():
+    e = sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1})
+    assert e.gradient["w"].startswith("-0.0898") and e.gradient["b"].startswith("-0.0816")
+    assert round(float(e.torch_gradient["w"]), 4) == -0.0898
+    assert round(float(e.torch_gradient["b"]), 4) == -0.0817
+    md = e.markdown()
+    assert r"\sigma\left(z\right)" in md  # sigmoid prints as sigma
+    assert r"\frac{\partial L}{\partial a}" in md  # local derivatives, then the chain rule
+    assert md.index("Local derivatives") < md.index("Chain rule") < md.index("exact vs torch")
+
+
+def test_simplenet_is_explained_layer_by_layer():
+    md = sg.explain(zoo.get("simplenet")).markdown()
+    assert "W^{(1)} x + b^{(1)}" in md  # W1_{i,j} prints as W^{(1)}
+    assert r"\delta_{h} = \delta_{r} \circ H(h)" in md
+    assert r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}" in md
+
+
+def test_html_uses_mathml_and_jupyter_reprs():
+    e = sg.explain(zoo.get("chain_rule"), at={"x": 0.5})
+    assert "<math" in e.html() and "<math" in e._repr_html_()
+    assert e._repr_markdown_().startswith("# symgrad explain")
+
+
+def test_latex_document_is_complete():
+    tex = sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).latex()
+    assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
+
+
+@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+def test_latex_document_compiles(tmp_path):
+    tex = sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).latex()
+    (tmp_path / "n.tex").write_text(tex)
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "n.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stdout[-2000:]
+    assert (tmp_path / "n.pdf").stat().st_size > 1000
+
+
+def test_point_parsing_and_errors():
+    assert parse_point("x=1.1, w=2") == {"x": 1.1, "w": 2.0}
+    with pytest.raises(SymgradError, match="not name=value"):
+        parse_point("x1.1")
+    with pytest.raises(SymgradError, match="not a number"):
+        parse_point("x=abc")
+    with pytest.raises(SymgradError, match="no value for 'y'"):
+        sg.explain(zoo.get("neuron"), at={"x": 1.0, "w": 1.0, "b": 0.0})
+
+
+def test_matrix_point_through_api():
+    rng = np.random.default_rng(0)
+    at = {"W1": rng.normal(size=(5, 10)), "b1": rng.normal(size=5), "W2": rng.normal(size=(1, 5)),
+          "b2": [0.1], "x": rng.normal(size=10), "y": 1.0}
+    e = sg.explain(zoo.get("simplenet"), at=at)
+    for entry in ("W1[0,0]", "b2[0]"):
+        assert abs(float(e.gradient[entry]) - float(e.torch_gradient[entry])) < 1e-12

@@ -8,7 +8,7 @@ from . import ops
 from .compare import Tolerance
 from .config import VerifyConfig
 from .derive import Program, naive_gradient, reverse_accumulation
-from .domains import Choice, Domain, Integers, LogUniform, Normal, Uniform
+from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
 from .errors import SymgradError
 from .explain import Explanation, explain
 from .model import Model, matrix
@@ -18,7 +18,7 @@ from .verify import exact_at, verify
 __version__ = "0.1.0"
 
 __all__ = [
-    "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
+    "Bernoulli", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
     "Result", "SymgradError", "Tolerance", "Uniform", "VerifyConfig", "matrix",
     "exact_at", "explain", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
 ]

@@ -1,4 +1,4 @@
-"""The first-order running error bound E of a program, as another program (units of u).
+"""The first-order running error bound E of a program, emitted as code (units of u).
 
 For every assignment ``v = f(...)`` we emit ``E_v`` such that a faithful floating-point evaluation
 satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the small expression:
@@ -9,22 +9,29 @@ satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the s
     a_1 * ... * a_n                      sum E_i prod_{j != i} |a_j| + (n - 1) |product|
     b ** k (k constant)                  |k b^(k-1)| E_b + |b^k|
     f(a_1, ..., a_n)                     sum |df/da_i| E_i + |f|  (no |f| for Abs, Max, Min)
+    Heaviside, sign                      0
     Piecewise                            the E of the branch taken
 
 Cancellation thus gets the tolerance of the terms that cancelled, and a well-conditioned value a
-few ULPs. ``symgrad.compare`` multiplies E by the tolerance's safety factor.
+few ULPs. ``symgrad.compare`` multiplies E by the tolerance's safety factor. The bound is printed
+straight to source through the backend's printer (building it as sympy expressions costs more
+than the model's derivative).
 
 >>> import sympy as sp
+>>> from symgrad.backends.numpy import target
+>>> from symgrad.codegen import Printer
 >>> a, b = sp.symbols("a b", real=True)
->>> error_expr(a + b, {})
-Abs(a) + Abs(b)
+>>> error_source(a + b, Printer(target("float64"), {a: "a", b: "b"}), {})
+'(1 * (abs(a) + abs(b)))'
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import sympy as sp
+
+from .codegen import Printer, Target, build
 
 _NO_ERROR = (sp.Heaviside, sp.sign, sp.DiracDelta)  # piecewise-constant: no propagated error
 _EXACT = (sp.Abs, sp.Max, sp.Min)  # no rounding of their own
@@ -39,59 +46,74 @@ def _exact_constant(c: sp.Expr) -> bool:
     return False
 
 
-def error_expr(e: sp.Expr, err: Mapping[sp.Symbol, sp.Expr]) -> sp.Expr:
-    """E of expression ``e`` given the E symbols of the symbols it reads (absent: exact)."""
+def _sum(parts: list[str]) -> str:
+    parts = [p for p in parts if p != "0"]
+    if not parts:
+        return "0"
+    return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
+
+
+def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
+    """Source of E for expression ``e``; ``err`` maps symbols to the names of their E."""
     if e.is_Symbol:
-        return err.get(e, sp.S.Zero)
+        return err.get(e, "0")
     if e.is_number and not isinstance(e, sp.Piecewise):
-        return sp.S.Zero if _exact_constant(e) else sp.Abs(e)
+        return "0" if _exact_constant(e) else f"abs({pr(e)})"
     if e.is_Add:
-        n = len(e.args)
-        return sp.Add(*[error_expr(a, err) for a in e.args]) + (n - 1) * sp.Add(
-            *[sp.Abs(a) for a in e.args])
+        rounding = f"({len(e.args) - 1} * ({' + '.join(f'abs({pr(a)})' for a in e.args)}))"
+        return _sum([error_source(a, pr, err) for a in e.args] + [rounding])
     if e.is_Mul:
         args = e.args
         terms = []
         for i, a in enumerate(args):
-            ea = error_expr(a, err)
-            if ea != 0:
-                others = sp.Mul(*(args[:i] + args[i + 1:]))
-                terms.append(ea * sp.Abs(others))
-        rounding = sum(1 for a in args if not (a.is_number and _exact_constant(a))) - 1
-        return sp.Add(*terms) + max(rounding, 0) * sp.Abs(e)
+            ea = error_source(a, pr, err)
+            if ea != "0":
+                others = args[:i] + args[i + 1:]
+                terms.append(f"{ea} * abs({' * '.join(pr(o) for o in others)})")
+        n_round = sum(1 for a in args if not (a.is_number and _exact_constant(a))) - 1
+        if n_round > 0:
+            terms.append(f"{n_round} * abs({pr(e)})")
+        return _sum(terms)
     if e.is_Pow:
         base, ex = e.args
         if ex.is_number:
-            eb = error_expr(base, err)
-            cond = sp.Abs(ex * base ** (ex - 1)) * eb if eb != 0 else sp.S.Zero
-            return cond + sp.Abs(e)
-        return error_expr(sp.exp(ex * sp.log(base)), err)
+            eb = error_source(base, pr, err)
+            cond = f"abs({pr(ex * base ** (ex - 1))}) * {eb}" if eb != "0" else "0"
+            return _sum([cond, f"abs({pr(e)})"])
+        return error_source(sp.exp(ex * sp.log(base)), pr, err)
     if isinstance(e, sp.Piecewise):
-        return sp.Piecewise(*[(error_expr(b.expr, err), b.cond) for b in e.args])
+        return pr.t.piecewise([(error_source(b.expr, pr, err), pr(b.cond)) for b in e.args])
     if isinstance(e, _NO_ERROR):
-        return sp.S.Zero
+        return "0"
     if isinstance(e, (sp.Function, sp.Max, sp.Min)):
         terms = []
         for i, a in enumerate(e.args):
-            ea = error_expr(a, err)
-            if ea != 0:
-                terms.append(sp.Abs(e.fdiff(i + 1)) * ea)
-        rounding = sp.S.Zero if isinstance(e, _EXACT) else sp.Abs(e)
-        return sp.Add(*terms) + rounding
-    return sp.Abs(e)
+            ea = error_source(a, pr, err)
+            if ea != "0":
+                terms.append(f"abs({pr(e.fdiff(i + 1))}) * {ea}")
+        if not isinstance(e, _EXACT):
+            terms.append(f"abs({pr(e)})")
+        return _sum(terms)
+    return f"abs({pr(e)})"
 
 
-def error_program(assignments: Sequence[tuple[sp.Symbol, sp.Expr]]
-                  ) -> tuple[list[tuple[sp.Symbol, sp.Expr]], dict[sp.Symbol, sp.Expr]]:
-    """E assignments for a program; returns them and the map symbol -> its E (symbol or 0)."""
-    err: dict[sp.Symbol, sp.Expr] = {}
-    out: list[tuple[sp.Symbol, sp.Expr]] = []
-    for sym, expr in assignments:
-        e = error_expr(expr, err)
-        if e.is_Atom:
-            err[sym] = e
-        else:
-            s = sp.Dummy(f"E_{sym}", real=True)
-            out.append((s, e))
-            err[sym] = s
-    return out, err
+def compile_bound(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], leaves: Sequence[sp.Symbol],
+                  outputs: Sequence[sp.Expr], target: Target) -> Callable:
+    """``f(X) -> [E of each output]``: the program and, beside each step, its bound."""
+    names: dict[sp.Symbol, str] = {}
+    err: dict[sp.Symbol, str] = {}
+    lines = ["def bound(X):"]
+    for i, s in enumerate(leaves):
+        names[s] = f"a{i}"
+        lines.append(f"    a{i} = X[{i}]")
+    pr = Printer(target, names)
+    for i, (sym, expr) in enumerate(assignments):
+        src = error_source(expr, pr, err)
+        lines.append(f"    v{i} = {pr(expr)}")
+        if src != "0":
+            lines.append(f"    e{i} = {src}")
+            err[sym] = f"e{i}"
+        names[sym] = f"v{i}"
+    outs = [err.get(o, "0") if getattr(o, "is_Symbol", False) else "0" for o in outputs]
+    lines.append("    return [" + ", ".join(outs) + "]")
+    return build(lines, target, pr, "bound")

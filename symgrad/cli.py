@@ -48,6 +48,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle-samples", type=int, default=None,
                    help="samples checked by the mpmath oracle (default: all, capped by cost)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    p.add_argument("--config", default=None,
+                   help="tiny_gpt: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
+                        "'{\"n_layers\": 1}'")
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
         for name in zoo.names():
-            print(f"{name:<12} {zoo.get(name).description}")
+            print(f"{name:<18} {zoo.describe(name)}")
         return 0
     if args.command == "verify":
         return _verify(args)
@@ -89,7 +92,7 @@ def _verify(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     results = []
     for name in args.models:
-        model = zoo.get(name)
+        model = _get(name, args)
         print(f"symgrad: verifying {model.name} ({cfg.samples} samples, {cfg.dtype} on "
               f"{cfg.device})", file=sys.stderr)
         ref = None if args.no_reference else model.reference
@@ -104,6 +107,13 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _get(name: str, args: argparse.Namespace):
+    if getattr(args, "config", None):
+        from .zoo.gpt import load_config
+        return zoo.get(name, config=load_config(args.config))
+    return zoo.get(name)
+
+
 def _report(args: argparse.Namespace) -> int:
     import time
 
@@ -114,7 +124,7 @@ def _report(args: argparse.Namespace) -> int:
     entries = []
     t_all = time.perf_counter()
     for name in args.models or zoo.names():
-        model = zoo.get(name)
+        model = _get(name, args)
         print(f"symgrad: verifying {model.name}", file=sys.stderr)
         t0 = time.perf_counter()
         result = verify(model, torch_fn=model.reference, config=cfg)

@@ -64,7 +64,9 @@ def unsupported_functions(expr: sp.Expr) -> set[str]:
     return bad
 
 
-class _Printer:
+class Printer:
+    """Prints one small expression as target source; collects constants it needs."""
+
     def __init__(self, target: Target, names: dict[sp.Symbol, str]):
         self.t = target
         self.names = names
@@ -153,12 +155,17 @@ def compile_program(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], args: Sequ
     for i, s in enumerate(args):
         names[s] = f"a{i}"
         lines.append(f"    a{i} = X[{i}]")
-    printer = _Printer(target, names)
+    printer = Printer(target, names)
     for i, (sym, expr) in enumerate(assignments):
         src = printer(expr)
         names[sym] = f"v{i}"
         lines.append(f"    v{i} = {src}")
     lines.append("    return [" + ", ".join(printer(r) for r in returns) + "]")
+    return build(lines, target, printer, fname)
+
+
+def build(lines: list[str], target: Target, printer: Printer, fname: str) -> Callable:
+    """Compile generated ``lines`` (a whole ``def``) with the target's namespace."""
     source = "\n".join(lines) + "\n"
     namespace = dict(target.namespace)
     namespace.update(printer.values)

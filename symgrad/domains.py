@@ -91,6 +91,20 @@ class Choice(Domain):
 
 
 @dataclass(frozen=True)
+class Bernoulli(Domain):
+    """1 with probability ``p``, else 0 (e.g. a dropout keep-mask with p = 1 - drop_rate)."""
+
+    p: float = 0.5
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.p <= 1:
+            raise SymgradError(f"Bernoulli({self.p}): p must be in [0, 1]")
+
+    def sample(self, rng, shape):
+        return (rng.random(size=shape) < self.p).astype(np.float64)
+
+
+@dataclass(frozen=True)
 class Integers(Domain):
     """Integers in [low, high] inclusive (token ids, class labels)."""
 

@@ -43,8 +43,9 @@ def matrix(name: str, rows: int, cols: int | None = None) -> sp.ImmutableMatrix:
         if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
             raise SymgradError(f"matrix({name!r}): {what} must be a positive integer, got {n!r}")
     if cols is None:
-        return sp.ImmutableMatrix(rows, 1, [sp.Symbol(f"{name}_{{{i}}}") for i in range(rows)])
-    return sp.ImmutableMatrix(rows, cols, [sp.Symbol(f"{name}_{{{i},{j}}}")
+        return sp.ImmutableMatrix(rows, 1, [sp.Symbol(f"{name}_{{{i}}}", real=True)
+                                            for i in range(rows)])
+    return sp.ImmutableMatrix(rows, cols, [sp.Symbol(f"{name}_{{{i},{j}}}", real=True)
                                            for i in range(rows) for j in range(cols)])
 
 
@@ -104,9 +105,8 @@ class Model:
         # Leaves are made real (d|w|/dw = sign(w), not re/im terms); names stay the user's.
         self.real: dict[sp.Symbol, sp.Symbol] = {
             s: sp.Symbol(s.name, real=True) for b in self.blocks for s in b.symbols}
-        real = self.real
-        self.graph = Graph.from_expr(self.loss, rename=lambda e: e.xreplace(real))
-        known = set(real.values())
+        self.graph = Graph.from_expr(self.loss, rename=self._rename)
+        known = set(self.real.values())
         for leaf in sorted(self.graph.leaves, key=str):
             if leaf not in known:
                 raise SymgradError(f"model {name!r}: free symbol '{leaf}' is neither a parameter "
@@ -123,10 +123,16 @@ class Model:
     def display_graph(self) -> Graph:
         """The program with each op's textbook form (e.g. BCE of a sigmoid, not softplus)."""
         if "display_graph" not in self._cache:
-            real = self.real
             self._cache["display_graph"] = Graph.from_expr(
-                self.loss, rename=lambda e: e.xreplace(real), view="display")
+                self.loss, rename=self._rename, view="display")
         return self._cache["display_graph"]
+
+    def _rename(self, expr: sp.Expr) -> sp.Expr:
+        """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""
+        changed = getattr(self, "_changed", None)
+        if changed is None:
+            changed = self._changed = {k: v for k, v in self.real.items() if k != v}
+        return expr.xreplace(changed) if changed else expr
 
     # ----- views of the blocks
     @property

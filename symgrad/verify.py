@@ -83,10 +83,13 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
         program = model._cache.get("program") or reverse_accumulation(model)
         model._cache["program"] = program
         t1 = time.perf_counter()
-        display = reverse_accumulation(model, view="display")
+        bound = np_backend.compile_bound(program)
+        has_display = any(getattr(n.symbol, "display", None) is not None
+                           for n in model.graph.nodes)
+        display_bound = (np_backend.compile_bound(reverse_accumulation(model, view="display"))
+                         if has_display else bound)
         compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
-                            np_backend.compile_bound(program),
-                            np_backend.compile_bound(display),
+                            bound, display_bound,
                             torch_backend.compile_forward(program),
                             mp_backend.compile_oracle(program, cfg.oracle_dps))
         model._cache[key] = compiled

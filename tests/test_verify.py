@@ -26,7 +26,7 @@ def test_issue_script_runs(models):
     assert sg.verify(model, torch_fn=mine, samples=500, seed=0).ok
 
 
-@pytest.mark.parametrize("name", zoo.names())
+@pytest.mark.parametrize("name", [n for n in zoo.names() if n != "tiny_gpt"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_builtin_programs_agree_in_both_dtypes(models, name, dtype):
     r = sg.verify(models[name], samples=200, seed=1, dtype=dtype)

@@ -45,7 +45,8 @@ def _piecewise(pairs):
 
 def target(dps: int) -> Target:
     def constant(e):
-        return mpmath.mpf(str(sp.N(e, dps + 10)))
+        with mpmath.workdps(dps + 10):
+            return mpmath.mpf(str(sp.N(e, dps + 10)))
     return Target("mpmath", FUNCTIONS,
                   {"mp": mpmath, "heaviside": _heaviside, "sign": _sign},
                   constant=constant, piecewise=_piecewise, logic_and="and", logic_or="or")

@@ -11,7 +11,7 @@ import scipy.special
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from ..bounds import error_program
+from .. import bounds
 from ..codegen import Target, compile_program
 from ..derive import Program
 
@@ -57,11 +57,8 @@ def compile_gradient(program: Program, dtype: str):
 
 def compile_bound(program: Program):
     """``f(X) -> [E_value, E_grad_0, ...]`` in float64 (units of the unit roundoff)."""
-    err_assign, err = error_program(program.assignments)
-    outs = [err.get(program.value, sp.S.Zero)]
-    outs += [err.get(g, sp.S.Zero) if g.is_Symbol else sp.S.Zero for g in program.gradient]
-    return compile_program(list(program.assignments) + err_assign, program.leaves, outs,
-                           target("float64"), fname="bound")
+    return bounds.compile_bound(program.assignments, program.leaves,
+                                (program.value, *program.gradient), target("float64"))
 
 
 def run(fn, X: np.ndarray, dtype: str) -> np.ndarray:

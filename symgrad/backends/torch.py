@@ -180,7 +180,8 @@ def check_torch_fn(fn: Callable, block_names: Sequence[str]) -> list[str]:
                            f"taking {', '.join(block_names)}") from None
     names = [p.name for p in sig.parameters.values()
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
-    missing = [b for b in block_names if b not in names]
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
+    missing = [] if takes_any else [b for b in block_names if b not in names]
     extra = [p for p in names if p not in block_names]
     if missing or extra:
         parts = []

@@ -7,13 +7,33 @@ from typing import Callable
 
 from ..errors import SymgradError
 from ..model import Model
-from . import tutorial
+from . import gpt, tutorial
 
 BUILDERS: dict[str, Callable[[], Model]] = {
     "chain_rule": tutorial.chain_rule,
     "neuron": tutorial.neuron,
     "simplenet": tutorial.simplenet,
     "tensor_ops": tutorial.tensor_ops,
+    **gpt.BLOCKS,
+    "tiny_gpt": gpt.tiny_gpt,
+}
+
+
+DESCRIPTIONS = {
+    "chain_rule": "chain rule: y = sin(u), u = x^2, dy/dx = cos(x^2) * 2x",
+    "neuron": "sigmoid neuron with binary cross-entropy: L = BCE(sigmoid(x w + b), y)",
+    "simplenet": "Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid -> BCELoss",
+    "tensor_ops": "tensor ops: mse(R @ R.T, X) with R = A.reshape(3, 2)",
+    "gpt_embedding": "token + position embedding (integer token ids select rows)",
+    "gpt_layer_norm": "LayerNorm with gain, bias, eps=1e-5 inside the square root",
+    "gpt_gelu_tanh": "GELU, GPT-2's tanh approximation (torch approximate='tanh')",
+    "gpt_gelu_erf": "GELU, the exact erf form (torch approximate='none')",
+    "gpt_softmax": "softmax and log-softmax over the last axis",
+    "gpt_attention": "causal multi-head self-attention with qkv bias and fixed dropout masks",
+    "gpt_dropout": "dropout with an explicit keep-mask and 1/(1-p) scaling",
+    "gpt_feed_forward": "residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
+    "gpt_cross_entropy": "mean cross-entropy over next-token targets",
+    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default ~7k parameters)",
 }
 
 
@@ -21,8 +41,20 @@ def names() -> list[str]:
     return list(BUILDERS)
 
 
-def get(name: str) -> Model:
-    """A built-in model by name, or a user's ``Model`` from ``package.module:attr``."""
+def describe(name: str) -> str:
+    """One line for ``symgrad list``, without building the model."""
+    return DESCRIPTIONS.get(name) or get(name).description
+
+
+def get(name: str, *, config: dict | None = None) -> Model:
+    """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
+
+    ``config`` (GPT_CONFIG-shaped) applies to ``tiny_gpt``.
+    """
+    if config is not None:
+        if name != "tiny_gpt":
+            raise SymgradError(f"--config applies to tiny_gpt only, not {name!r}")
+        return gpt.tiny_gpt(config)
     if name in BUILDERS:
         return BUILDERS[name]()
     if ":" in name:

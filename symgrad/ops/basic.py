@@ -19,9 +19,9 @@ from typing import Callable
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from .errors import SymgradError
-from .graph import Intermediate, define
-from .notation import sigma
+from ..errors import SymgradError
+from ..graph import Intermediate, define
+from ..notation import sigma
 
 
 class Group:

@@ -1,0 +1,202 @@
+"""GPT-2's building blocks as sympy programs on matrices of symbols.
+
+Rows are positions, columns features (``# (T, C)``). Weights follow ``torch.nn.Linear``:
+``W`` is (out, in) and ``dense(X, W, b) = X W^T + b``. Each block creates one intermediate per
+output entry (and per reduction), so a whole small GPT stays a program of small steps.
+
+>>> import symgrad as sg
+>>> X, W = sg.matrix("X", 2, 3), sg.matrix("W", 4, 3)
+>>> dense(X, W).shape
+(2, 4)
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+from sympy.codegen.cfunctions import log1p  # noqa: F401  (re-exported vocabulary)
+
+from ..errors import SymgradError
+from ..graph import define
+from .basic import _as_matrix, _exp, _tag, element_label
+
+
+def _matrix(rows: int, cols: int, entries) -> sp.ImmutableMatrix:
+    return sp.ImmutableMatrix(rows, cols, list(entries))
+
+
+def _vector(v, what: str) -> list:
+    v = _as_matrix(v, what)
+    if v.shape[1] != 1 and v.shape[0] != 1:
+        raise SymgradError(f"{what}: expected a vector (sg.matrix(name, n)), got shape {v.shape}")
+    return list(v)
+
+
+def dense(X, W, b=None, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """``X W^T + b`` as torch.nn.Linear applies it to each row: X (T, in), W (out, in)."""
+    X, W = _as_matrix(X, "dense input"), _as_matrix(W, "dense weight")
+    if X.shape[1] != W.shape[1]:
+        raise SymgradError(f"dense: input has {X.shape[1]} features but the weight has shape "
+                           f"{W.shape}; need weight (out, in={X.shape[1]})")
+    bias = _vector(b, "dense bias") if b is not None else None
+    if bias is not None and len(bias) != W.shape[0]:
+        raise SymgradError(f"dense: bias has {len(bias)} entries, weight has {W.shape[0]} rows")
+    T, n_in, n_out = X.shape[0], X.shape[1], W.shape[0]
+    out = _matrix(T, n_out, (
+        define(sp.Add(*[X[t, k] * W[o, k] for k in range(n_in)])
+               + (bias[o] if bias is not None else 0), kind="dense",
+               label=element_label(label, (T, n_out), t, o))
+        for t in range(T) for o in range(n_out)))
+    return _tag(out, "dense", label, (X, W) + ((b,) if b is not None else ()))
+
+
+def embedding(ids, table, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """Rows of ``table`` (V, C) selected by integer inputs ``ids`` (a vector of T symbols)."""
+    ids = _vector(ids, "embedding ids")
+    E = _as_matrix(table, "embedding table")
+    V, C = E.shape
+
+    def pick(t: int, j: int):
+        branches = [(E[v, j], sp.Eq(ids[t], v)) for v in range(V - 1)] + [(E[V - 1, j], True)]
+        return define(sp.Piecewise(*branches), kind="embedding",
+                      label=element_label(label, (len(ids), C), t, j))
+    return _matrix(len(ids), C, (pick(t, j) for t in range(len(ids)) for j in range(C)))
+
+
+def layer_norm(X, gain, bias, *, eps=sp.Rational(1, 10**5), label: str | None = None):
+    """LayerNorm over each row (biased variance, eps inside the square root), as nn.LayerNorm."""
+    X = _as_matrix(X, "layer_norm input")
+    g, b = _vector(gain, "layer_norm gain"), _vector(bias, "layer_norm bias")
+    T, C = X.shape
+    if len(g) != C or len(b) != C:
+        raise SymgradError(f"layer_norm: gain/bias have {len(g)}/{len(b)} entries, need {C}")
+    out = []
+    for t in range(T):
+        row = list(X.row(t))
+        mean = define(sp.Add(*row) / C, kind="ln_mean")
+        centered = [define(x - mean, kind="ln_centered") for x in row]
+        var = define(sp.Add(*[c**2 for c in centered]) / C, kind="ln_var")
+        rstd = define(1 / sp.sqrt(var + eps), kind="ln_rstd")
+        out += [define(c * rstd * g[j] + b[j], kind="layer_norm",
+                       label=element_label(label, (T, C), t, j)) for j, c in enumerate(centered)]
+    return _matrix(T, C, out)
+
+
+_SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
+_GELU_CUBIC = sp.Rational(44715, 10**6)
+
+
+def gelu(X, *, approximate: str = "tanh", label: str | None = None):
+    """GELU: GPT-2's tanh approximation (``approximate="tanh"``) or the exact erf form
+    (``"none"``); they are different functions, as in torch.nn.GELU(approximate=...)."""
+    if approximate not in ("tanh", "none"):
+        raise SymgradError(f"gelu: approximate={approximate!r}; choose 'tanh' or 'none'")
+
+    def one(x, label=None):
+        if approximate == "tanh":
+            inner = define(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3), kind="gelu_inner")
+            t = define(sp.tanh(inner), kind="tanh", partials=lambda t: {inner: 1 - t**2})
+            return define(x * (1 + t) / 2, kind="gelu", label=label)
+        return define(x * (1 + sp.erf(x / sp.sqrt(2))) / 2, kind="gelu", label=label)
+    X = _as_matrix(X, "gelu input")
+    return _matrix(*X.shape, (one(X[i, j], label=element_label(label, X.shape, i, j))
+                              for i in range(X.shape[0]) for j in range(X.shape[1])))
+
+
+def _softmax(values: list, kind: str = "softmax") -> list:
+    exps = [_exp(v) for v in values]
+    total = define(sp.Add(*exps), kind="softmax_sum")
+    return [define(e / total, kind=kind) for e in exps]
+
+
+def softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """Softmax over the last axis (each row)."""
+    X = _as_matrix(X, "softmax input")
+    return _matrix(*X.shape, (p for t in range(X.shape[0]) for p in _softmax(list(X.row(t)))))
+
+
+def _logsumexp(values: list):
+    return define(sp.log(sp.Add(*[_exp(v) for v in values])), kind="logsumexp")
+
+
+def log_softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """x - log(sum(exp(x))) over each row."""
+    X = _as_matrix(X, "log_softmax input")
+    out = []
+    for t in range(X.shape[0]):
+        lse = _logsumexp(list(X.row(t)))
+        out += [define(x - lse, kind="log_softmax") for x in X.row(t)]
+    return _matrix(*X.shape, out)
+
+
+def dropout(X, keep, p, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """Dropout with an explicit keep-mask input (0/1 entries) and 1/(1-p) scaling."""
+    X, keep = _as_matrix(X, "dropout input"), _as_matrix(keep, "dropout keep-mask")
+    if X.shape != keep.shape:
+        raise SymgradError(f"dropout: mask shape {keep.shape} != input shape {X.shape}")
+    scale = 1 / (1 - sp.nsimplify(p))
+    return _matrix(*X.shape, (define(x * m * scale, kind="dropout") for x, m in zip(X, keep)))
+
+
+def causal_self_attention(X, Wq, Wk, Wv, Wo, bo=None, *, n_heads: int, bq=None, bk=None,
+                          bv=None, attn_keep=None, p: float = 0.0,
+                          label: str | None = None) -> sp.ImmutableMatrix:
+    """Multi-head causal self-attention as GPT-2 computes it.
+
+    X (T, C); Wq, Wk, Wv, Wo (C, C) as nn.Linear weights; optional q/k/v biases (``qkv_bias``);
+    output projection with bias ``bo``. Position t attends to positions s <= t (the causal mask:
+    masked scores are left out of the softmax, which equals adding -inf). ``attn_keep`` is an
+    optional list, one (T, T) keep-mask per head, for dropout on the attention weights.
+    """
+    X = _as_matrix(X, "attention input")
+    T, C = X.shape
+    if C % n_heads:
+        raise SymgradError(f"attention: emb_dim {C} is not divisible by n_heads {n_heads}")
+    hd = C // n_heads
+    Q, K, V = dense(X, Wq, bq), dense(X, Wk, bk), dense(X, Wv, bv)  # (T, C) each
+    scale = 1 / sp.sqrt(hd)
+    ctx = [[None] * C for _ in range(T)]
+    for h in range(n_heads):
+        cols = range(h * hd, (h + 1) * hd)
+        for t in range(T):
+            scores = [define(sp.Add(*[Q[t, c] * K[s, c] for c in cols]) * scale, kind="score")
+                      for s in range(t + 1)]  # (t+1,) causal
+            weights = _softmax(scores, kind="attention")
+            if attn_keep is not None:
+                keep = attn_keep[h]
+                weights = [define(w * keep[t, s] / (1 - sp.nsimplify(p)), kind="dropout")
+                           for s, w in enumerate(weights)]
+            for c in cols:
+                ctx[t][c] = define(sp.Add(*[weights[s] * V[s, c] for s in range(t + 1)]),
+                                   kind="context")
+    context = _matrix(T, C, (ctx[t][c] for t in range(T) for c in range(C)))  # (T, C)
+    return dense(context, Wo, bo, label=label)
+
+
+def feed_forward(X, W1, b1, W2, b2, *, label: str | None = None) -> sp.ImmutableMatrix:
+    """Linear(C, 4C) -> GELU(tanh) -> Linear(4C, C)."""
+    return dense(gelu(dense(X, W1, b1)), W2, b2, label=label)
+
+
+def add(A, B) -> sp.ImmutableMatrix:
+    """Residual connection: entrywise sum (one intermediate per entry)."""
+    A, B = _as_matrix(A, "add"), _as_matrix(B, "add")
+    if A.shape != B.shape:
+        raise SymgradError(f"add: shapes {A.shape} and {B.shape} differ")
+    return _matrix(*A.shape, (define(a + b, kind="residual") for a, b in zip(A, B)))
+
+
+def cross_entropy(logits, targets, *, label: str | None = None):
+    """Mean cross-entropy of each row's logits (T, V) against integer targets (T symbols)."""
+    logits = _as_matrix(logits, "cross_entropy logits")
+    targets = _vector(targets, "cross_entropy targets")
+    T, V = logits.shape
+    if len(targets) != T:
+        raise SymgradError(f"cross_entropy: {len(targets)} targets for {T} rows of logits")
+    losses = []
+    for t in range(T):
+        row = list(logits.row(t))
+        lse = _logsumexp(row)
+        picked = sp.Piecewise(*([(row[v], sp.Eq(targets[t], v)) for v in range(V - 1)]
+                                + [(row[V - 1], True)]))
+        losses.append(define(lse - picked, kind="nll"))
+    return define(sp.Add(*losses) / T, kind="cross_entropy", label=label)

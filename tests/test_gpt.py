@@ -1,0 +1,95 @@
+"""GPT-2's blocks and a small GPT: verified against native torch.nn references."""
+
+import pytest
+import torch
+
+import symgrad as sg
+from symgrad import SymgradError, zoo
+from symgrad.cli import main
+from symgrad.zoo import gpt, native_gpt
+
+BLOCKS = list(gpt.BLOCKS)
+SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
+         "drop_rate": 0.1, "qkv_bias": False}
+
+
+@pytest.mark.parametrize("name", BLOCKS)
+@pytest.mark.parametrize("seed", [0, 1])
+def test_block_agrees_with_native_torch(models, name, seed):
+    m = models[name]
+    r = sg.verify(m, torch_fn=m.reference, samples=40, seed=seed)
+    assert r.ok, str(r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", BLOCKS)
+def test_block_no_false_alarm_on_10_seeds(models, name):
+    m = models[name]
+    for seed in range(10):
+        r = sg.verify(m, torch_fn=m.reference, samples=200, seed=seed)
+        assert r.ok, str(r)
+
+
+def test_gelu_forms_are_different_functions(models):
+    """tanh-GELU verified against torch's exact GELU must fail: they differ by ~1e-4."""
+    m = models["gpt_gelu_tanh"]
+    r = sg.verify(m, torch_fn=native_gpt.gelu_block("none"), samples=30, seed=0)
+    assert not r.ok and {f.kind for f in r.failures} == {"mismatch"}
+
+
+@pytest.fixture(scope="module")
+def small_gpt():
+    return gpt.tiny_gpt(SMALL)
+
+
+def test_small_gpt_agrees_with_native(small_gpt):
+    assert len(small_gpt.params) == 292
+    r = sg.verify(small_gpt, torch_fn=small_gpt.reference, samples=40, seed=0)
+    assert r.ok, str(r)
+
+
+@pytest.mark.parametrize("qkv_bias, drop", [(True, 0.0), (False, 0.2)])
+def test_small_gpt_variants(qkv_bias, drop):
+    m = gpt.tiny_gpt({**SMALL, "qkv_bias": qkv_bias, "drop_rate": drop})
+    assert sg.verify(m, torch_fn=m.reference, samples=20, seed=3).ok
+
+
+class _Perturb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1 + 1e-10)
+
+
+def test_attention_backward_perturbed_by_1e10_is_caught(small_gpt):
+    import copy
+    cfg = gpt.GPTConfig.from_dict(SMALL)
+    mutant = native_gpt.reference(cfg, weights_hook=_Perturb.apply)
+    r = sg.verify(small_gpt, torch_fn=mutant, samples=40, seed=0)
+    assert not r.ok and r.comparisons["torch"].ok
+    assert all(f.backend == "torch_fn" and f.kind == "mismatch" for f in r.failures)
+    del copy
+
+
+def test_config_errors():
+    with pytest.raises(SymgradError, match=r"unknown key\(s\) \['n_layer'\]"):
+        gpt.tiny_gpt({"n_layer": 1})
+    with pytest.raises(SymgradError, match="emb_dim 6 is not divisible by n_heads 4"):
+        gpt.tiny_gpt({"emb_dim": 6, "n_heads": 4})
+    with pytest.raises(SymgradError, match="drop_rate must be in"):
+        gpt.tiny_gpt({"drop_rate": 1.5})
+    with pytest.raises(SymgradError, match="--config applies to tiny_gpt only"):
+        zoo.get("neuron", config={})
+
+
+def test_cli_config(capsys, tmp_path):
+    import json
+    cfg = tmp_path / "cfg.json"
+    cfg.write_text(json.dumps(SMALL))
+    assert main(["verify", "tiny_gpt", "--config", str(cfg), "--samples", "10", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["ok"]
+    assert main(["verify", "tiny_gpt", "--config", "{not json", "--samples", "5"]) == 2
+    assert "--config: not a JSON object" in capsys.readouterr().err

@@ -131,7 +131,7 @@ def _report(args: argparse.Namespace) -> int:
         entries.append(Entry(model, result, time.perf_counter() - t0))
     written = write_reports(entries, args.out)
     for e in entries:
-        print(f"{e.model.name:<12} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s")
+        print(f"{e.model.name:<18} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s")
     print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
           f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
     return 1 if args.strict and not all(e.result.ok for e in entries) else 0

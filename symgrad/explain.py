@@ -28,6 +28,9 @@ from .model import Model
 from .notation import latex, mathml, sigma
 
 
+MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
+
+
 @dataclass
 class Line:
     """One displayed equation ``lhs = rhs`` (sympy expressions), optionally with its value."""
@@ -162,6 +165,10 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
     graph = model.display_graph
+    if len(graph.nodes) > MAX_STEPS:
+        raise SymgradError(f"explain: model {model.name!r} has {len(graph.nodes)} steps; "
+                           f"derivations are printed for models of up to {MAX_STEPS} steps "
+                           "(verify and report work at any size)")
     values = _values_at(model, at) if at is not None else None
     grouped = all(_group(n) is not None or n is graph.output for n in graph.nodes)
     sections = (_layers(model, graph, values) if grouped and _has_matrix(graph)

@@ -171,6 +171,8 @@ def _json_float(v):
 def _point(point: dict) -> str:
     parts = []
     for k, v in point.items():
+        if isinstance(v, dict):
+            v = v["first"]
         if isinstance(v, list):
             flat = np.asarray(v).ravel()
             shown = ", ".join(f"{x:.6g}" for x in flat[:4]) + (", …" if flat.size > 4 else "")

@@ -210,11 +210,20 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
     found = []
     for i, k in idx[order]:
         s = int(subset[i])
-        point = {b: (v[s].tolist() if v[s].ndim else float(v[s])) for b, v in batch.values.items()}
+        point = {b: _shown_value(v[s]) for b, v in batch.values.items()}
         found.append(Failure(name, STATUS_NAMES[int(comp.status[i, k])], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k])))
     return found
+
+
+def _shown_value(v: np.ndarray):
+    """A block's value at one sample, for messages and JSON: whole up to 64 entries."""
+    if not v.ndim:
+        return float(v)
+    if v.size <= 64:
+        return v.tolist()
+    return {"shape": list(v.shape), "first": v.ravel()[:64].tolist()}
 
 
 def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:

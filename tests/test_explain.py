@@ -65,3 +65,11 @@ def test_matrix_point_through_api():
     e = sg.explain(zoo.get("simplenet"), at=at)
     for entry in ("W1[0,0]", "b2[0]"):
         assert abs(float(e.gradient[entry]) - float(e.torch_gradient[entry])) < 1e-12
+
+
+def test_large_models_are_refused_clearly():
+    from symgrad.zoo import gpt
+    m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
+                      "n_layers": 1})
+    with pytest.raises(SymgradError, match="has 526 steps; derivations are printed for models"):
+        sg.explain(m)

@@ -35,20 +35,19 @@ def _first_tensor(*xs):
     return next(x for x in xs if isinstance(x, torch.Tensor))
 
 
-def maximum(*xs):
-    like = _first_tensor(*xs)
-    out = _t(xs[0], like)
-    for x in xs[1:]:
-        out = torch.maximum(out, _t(x, like))
-    return out
+def _fold(op):
+    """n-ary Max/Min from the binary torch op; Python numbers become tensors like the rest."""
+    def fold(*xs):
+        like = _first_tensor(*xs)
+        out = _t(xs[0], like)
+        for x in xs[1:]:
+            out = op(out, _t(x, like))
+        return out
+    return fold
 
 
-def minimum(*xs):
-    like = _first_tensor(*xs)
-    out = _t(xs[0], like)
-    for x in xs[1:]:
-        out = torch.minimum(out, _t(x, like))
-    return out
+maximum = _fold(torch.maximum)
+minimum = _fold(torch.minimum)
 
 
 def heaviside(x, h0):

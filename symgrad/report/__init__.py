@@ -116,14 +116,23 @@ def model_markdown(entry: Entry, png_name: str) -> str:
     return "\n".join(out)
 
 
-def _gradient_md(m: Model) -> str:
+def _adjoints(m: Model):
     from ..derive import reverse_accumulation
-    program = reverse_accumulation(m, view="display")
+    program = m._cache.get("program") or reverse_accumulation(m)
     back = program.assignments[program.n_forward:]
-    lines = [f"{len(back)} adjoint steps over {program.n_forward} forward steps; the first:"]
-    for sym, expr in back[:8]:
-        lines.append(f"$$ {latex(sym)} = {latex(expr)} $$")
-    return "\n\n".join(lines)
+    head = f"{len(back)} adjoint steps over {program.n_forward} forward steps; the first:"
+    return head, back[:8]
+
+
+def _gradient_md(m: Model) -> str:
+    head, steps = _adjoints(m)
+    return "\n\n".join([head] + [f"$$ {latex(sym)} = {latex(expr)} $$" for sym, expr in steps])
+
+
+def _gradient_html(m: Model) -> str:
+    head, steps = _adjoints(m)
+    return f"<p>{html.escape(head)}</p>" + "".join(
+        f"<p>{mathml(_eq(sym, expr), display=True)}</p>" for sym, expr in steps)
 
 
 def _findings_md(r: Result) -> list[str]:
@@ -159,6 +168,7 @@ def model_html(entry: Entry, png: bytes) -> str:
 samples checked against the exact derivative; {r.config.dtype} on {r.config.device},
 seed {r.config.seed}; verified in {entry.seconds:.2f} s.</p>
 <h2>Model</h2>{eqs}{more}
+<h2>Gradient (reverse accumulation)</h2>{_gradient_html(m)}
 <h2>Error per parameter (ULPs)</h2>{stats}
 <p><img alt="error histogram" src="data:image/png;base64,{img}"></p>
 <h2>Worst samples</h2><ul>{worst}</ul>

@@ -97,6 +97,16 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
     return f"abs({pr(e)})"
 
 
+class _Alias:
+    """The printer, but the node's whole expression prints as its variable (already computed)."""
+
+    def __init__(self, printer: Printer, expr: sp.Expr, name: str) -> None:
+        self.printer, self.expr, self.name, self.t = printer, expr, name, printer.t
+
+    def __call__(self, e) -> str:
+        return self.name if e is self.expr else self.printer(e)
+
+
 def compile_bound(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], leaves: Sequence[sp.Symbol],
                   outputs: Sequence[sp.Expr], target: Target) -> Callable:
     """``f(X) -> [E of each output]``: the program and, beside each step, its bound."""
@@ -108,8 +118,8 @@ def compile_bound(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], leaves: Sequ
         lines.append(f"    a{i} = X[{i}]")
     pr = Printer(target, names)
     for i, (sym, expr) in enumerate(assignments):
-        src = error_source(expr, pr, err)
         lines.append(f"    v{i} = {pr(expr)}")
+        src = error_source(expr, _Alias(pr, expr, f"v{i}"), err)
         if src != "0":
             lines.append(f"    e{i} = {src}")
             err[sym] = f"e{i}"

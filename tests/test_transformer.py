@@ -49,3 +49,11 @@ def test_layer_norm_eps_is_exact_rational():
     X, g, b = sg.matrix("X", 1, 2), sg.matrix("g", 2), sg.matrix("b", 2)
     flat = Graph.from_expr(ops.layer_norm(X, g, b)[0, 0]).expand()
     assert flat.has(sp.Rational(1, 10**5))
+
+
+def test_out_of_vocabulary_id_is_a_domain_failure():
+    ids, tok = sg.matrix("ids", 2), sg.matrix("tok", 3, 2)
+    m = sg.Model("oov", ops.total(ops.embedding(ids, tok)), params=[tok],
+                 inputs={ids: sg.Integers(0, 5)})  # ids 3..5 have no row
+    r = sg.verify(m, samples=30, seed=0)
+    assert not r.ok and {f.kind for f in r.failures} == {"domain"}

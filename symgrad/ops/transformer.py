@@ -31,6 +31,12 @@ def _vector(v, what: str) -> list:
     return list(v)
 
 
+def lookup(values: list, index) -> sp.Piecewise:
+    """``values[index]`` for an integer input: one ``Eq(index, k)`` branch per entry, and NaN
+    for an index outside 0..n-1 (undefined, reported as a domain failure)."""
+    return sp.Piecewise(*[(v, sp.Eq(index, k)) for k, v in enumerate(values)], (sp.nan, True))
+
+
 def dense(X, W, b=None, *, label: str | None = None) -> sp.ImmutableMatrix:
     """``X W^T + b`` as torch.nn.Linear applies it to each row: X (T, in), W (out, in)."""
     X, W = _as_matrix(X, "dense input"), _as_matrix(W, "dense weight")
@@ -56,8 +62,7 @@ def embedding(ids, table, *, label: str | None = None) -> sp.ImmutableMatrix:
     V, C = E.shape
 
     def pick(t: int, j: int):
-        branches = [(E[v, j], sp.Eq(ids[t], v)) for v in range(V - 1)] + [(E[V - 1, j], True)]
-        return define(sp.Piecewise(*branches), kind="embedding",
+        return define(lookup([E[v, j] for v in range(V)], ids[t]), kind="embedding",
                       label=element_label(label, (len(ids), C), t, j))
     return _matrix(len(ids), C, (pick(t, j) for t in range(len(ids)) for j in range(C)))
 
@@ -196,7 +201,5 @@ def cross_entropy(logits, targets, *, label: str | None = None):
     for t in range(T):
         row = list(logits.row(t))
         lse = _logsumexp(row)
-        picked = sp.Piecewise(*([(row[v], sp.Eq(targets[t], v)) for v in range(V - 1)]
-                                + [(row[V - 1], True)]))
-        losses.append(define(lse - picked, kind="nll"))
+        losses.append(define(lse - lookup(row, targets[t]), kind="nll"))
     return define(sp.Add(*losses) / T, kind="cross_entropy", label=label)

@@ -56,7 +56,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
 def config_from(args: argparse.Namespace) -> VerifyConfig:
     return VerifyConfig(samples=args.samples, seed=args.seed, device=args.device,
                         dtype=args.dtype, oracle_samples=args.oracle_samples,
-                        progress=args.progress or (sys.stderr.isatty() and args.samples >= 2000))
+                        progress=args.progress or sys.stderr.isatty())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

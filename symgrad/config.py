@@ -41,4 +41,5 @@ class VerifyConfig:
     def as_dict(self) -> dict:
         d = asdict(self)
         d["tolerance"] = self.tolerance.as_dict()
+        del d["progress"]  # how it was displayed is not part of the result
         return d

@@ -15,6 +15,7 @@ import time
 from dataclasses import dataclass, replace
 from typing import Callable
 
+import mpmath
 import numpy as np
 
 from .backends import mpmath as mp_backend
@@ -79,6 +80,9 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     key = ("compiled", np_dtype, cfg.oracle_dps)
     if key not in model._cache:
+        if cfg.progress:
+            print(f"  deriving and compiling {model.name} ({len(model.graph.nodes)} steps)…",
+                  file=sys.stderr, flush=True)
         t0 = time.perf_counter()
         program = model._cache.get("program") or reverse_accumulation(model)
         model._cache["program"] = program
@@ -242,8 +246,6 @@ def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.m
     >>> round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)
     (-0.0898, -0.0817)
     """
-    import mpmath
-
     from .errors import SymgradError
 
     given = {str(k): v for k, v in point.items()}

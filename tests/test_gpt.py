@@ -65,13 +65,11 @@ class _Perturb(torch.autograd.Function):
 
 
 def test_attention_backward_perturbed_by_1e10_is_caught(small_gpt):
-    import copy
     cfg = gpt.GPTConfig.from_dict(SMALL)
     mutant = native_gpt.reference(cfg, weights_hook=_Perturb.apply)
     r = sg.verify(small_gpt, torch_fn=mutant, samples=40, seed=0)
     assert not r.ok and r.comparisons["torch"].ok
     assert all(f.backend == "torch_fn" and f.kind == "mismatch" for f in r.failures)
-    del copy
 
 
 def test_config_errors():

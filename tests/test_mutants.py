@@ -6,7 +6,6 @@ import pytest
 import torch
 
 import symgrad as sg
-from symgrad import zoo
 
 
 class ScaleGrad(torch.autograd.Function):

@@ -5,10 +5,7 @@ import subprocess
 
 import pytest
 
-import symgrad as sg
-from symgrad import zoo
 from symgrad.cli import main
-from symgrad.report import Entry, write_reports
 from symgrad.report.atomic import write_text
 
 

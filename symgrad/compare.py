@@ -29,9 +29,9 @@ import numpy as np
 from .errors import SymgradError
 
 # status codes of one compared entry
-OK, LOSS, MISMATCH, NONFINITE, DOMAIN, OVERFLOW = 0, 1, 2, 3, 4, 5
+OK, LOSS, MISMATCH, NONFINITE, DOMAIN, OVERFLOW, KINK = 0, 1, 2, 3, 4, 5, 6
 STATUS_NAMES = {OK: "ok", LOSS: "precision loss", MISMATCH: "mismatch", NONFINITE: "non-finite",
-                DOMAIN: "domain", OVERFLOW: "overflow"}
+                DOMAIN: "domain", OVERFLOW: "overflow", KINK: "kink"}
 FAILING = (MISMATCH, NONFINITE, DOMAIN, OVERFLOW)
 
 EXPLANATIONS = {
@@ -44,6 +44,8 @@ EXPLANATIONS = {
               "narrow the input's domain or guard the expression",
     "overflow": "the exact value is beyond the range of the backend's dtype: no backend can "
                 "represent it; narrow the domains or rescale the model",
+    "kink": "the derivative does not exist here (a ReLU/Max/Heaviside argument is exactly 0); "
+            "any value in the subgradient interval is accepted",
     "precision loss": "within the bound, but more than `precision_loss_ulps` ULPs: the model as "
                       "written is ill-conditioned here (cancellation); a stable form would avoid it",
 }
@@ -113,6 +115,7 @@ class Comparison:
     status: np.ndarray  # OK / LOSS / MISMATCH / NONFINITE / DOMAIN
     got: np.ndarray
     expected: np.ndarray  # the exact value rounded to float64
+    kink_position: np.ndarray  # at a kink: where got sits in [low, high] (0..1), else NaN
 
     @property
     def ok(self) -> bool:
@@ -120,7 +123,8 @@ class Comparison:
 
 
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,
-            backend: str, dtype: str, tol: Tolerance) -> Comparison:
+            backend: str, dtype: str, tol: Tolerance,
+            kink: tuple[np.ndarray, np.ndarray] | None = None) -> Comparison:
     """Compare ``got`` with the exact value ``exact_hi + exact_lo`` (a double-double).
 
     Arguments:
@@ -129,6 +133,8 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         bound: the running error bound E in units of u, shape (N, K).
         backend, dtype: names used in messages and for the ULP size.
         tol: the tolerance settings.
+        kink: optional (low, high) arrays: where finite, the sample sits on a kink and any
+            value in [low, high] (the subgradient) is exact.
     Returns:
         A ``Comparison`` with ULP errors, allowed ULPs and a status per entry.
     """
@@ -148,5 +154,15 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[exact_ok & ~np.isfinite(got64)] = NONFINITE
         status[~exact_ok] = OVERFLOW
         status[np.isnan(exact_hi)] = DOMAIN
+        position = np.full(err.shape, np.nan)
+        if kink is not None:
+            low, high = kink
+            at_kink = np.isfinite(low) & np.isfinite(high) & (high > low) & exact_ok
+            inside = (got64 >= low - allowed_abs) & (got64 <= high + allowed_abs)
+            accepted = at_kink & inside & (status == MISMATCH)
+            status[accepted] = KINK
+            with np.errstate(divide="ignore"):
+                position = np.where(at_kink, (got64 - low) / (high - low), np.nan)
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
-    return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi))
+    return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
+                      position)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from tabulate import tabulate
 
-from .compare import EXPLANATIONS, FAILING, LOSS, STATUS_NAMES, Comparison
+from .compare import EXPLANATIONS, FAILING, KINK, LOSS, STATUS_NAMES, Comparison
 from .config import VerifyConfig
 
 
@@ -24,6 +24,7 @@ class Failure:
     got: float
     ulps: float
     allowed_ulps: float
+    note: str = ""  # e.g. at a kink, which convention the backend used
 
     @property
     def explanation(self) -> str:
@@ -34,13 +35,15 @@ class Failure:
                 else f"the gradient with respect to {self.output[3:]}")
         return (f"{self.backend}: {self.kind} in {what} at sample {self.sample} "
                 f"({_point(self.point)}): expected {self.expected!r}, got {self.got!r}, "
-                f"error {_fmt(self.ulps)} ULPs (allowed {_fmt(self.allowed_ulps)})")
+                f"error {_fmt(self.ulps)} ULPs (allowed {_fmt(self.allowed_ulps)})"
+                + (f"; {self.note}" if self.note else ""))
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,
                 "sample": self.sample, "point": self.point, "expected": self.expected,
                 "got": self.got, "ulps": _json_float(self.ulps),
-                "allowed_ulps": _json_float(self.allowed_ulps), "explanation": self.explanation}
+                "allowed_ulps": _json_float(self.allowed_ulps), "explanation": self.explanation,
+                "note": self.note}
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,7 @@ class Result:
     timings: dict[str, float] = field(default_factory=dict)
     program_size: dict[str, int] = field(default_factory=dict)
     worst: list[Failure] = field(default_factory=list)  # worst entries per backend, any status
+    kinks: list[Failure] = field(default_factory=list)  # entries at a kink (accepted)
 
     @property
     def ok(self) -> bool:
@@ -112,6 +116,8 @@ class Result:
                     verdict = "FAIL"
                 elif verdict == "ok" and (st == LOSS).any():
                     verdict = "ok (precision loss)"
+                elif verdict == "ok" and (st == KINK).any():
+                    verdict = "ok (kink)"
             row["verdict"] = verdict
             rows.append(row)
         return rows
@@ -128,6 +134,9 @@ class Result:
         if self.precision_losses:
             lines.append(f"  {len(self.precision_losses)} precision-loss warning(s), e.g. "
                          + self.precision_losses[0].message())
+        if self.kinks:
+            lines.append(f"  {len(self.kinks)} entr(y/ies) at a kink accepted, e.g. "
+                         + self.kinks[0].message())
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -151,6 +160,7 @@ class Result:
                          for n, r in self.runs.items() if n in self.comparisons},
             "failures": [f.as_dict() for f in self.failures],
             "precision_losses": [f.as_dict() for f in self.precision_losses],
+            "kinks": [f.as_dict() for f in self.kinks],
         }
 
 

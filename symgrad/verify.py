@@ -21,7 +21,7 @@ import numpy as np
 from .backends import mpmath as mp_backend
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
-from .compare import FAILING, LOSS, STATUS_NAMES, Tolerance, compare
+from .compare import FAILING, KINK, LOSS, STATUS_NAMES, Tolerance, compare
 from .config import VerifyConfig
 from .derive import Program, reverse_accumulation
 from .model import Model
@@ -56,9 +56,9 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     batch = draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
     subset = oracle_subset(compiled.program, cfg)
-    exact_hi, exact_lo, bounds = exact(compiled, batch, subset, cfg, timings)
+    exact_hi, exact_lo, kink, bounds = exact(compiled, batch, subset, cfg, timings)
     comparisons = {name: compare(exact_hi, exact_lo, got[subset], bounds[name], backend=name,
-                                 dtype=runs[name].dtype, tol=cfg.tolerance)
+                                 dtype=runs[name].dtype, tol=cfg.tolerance, kink=kink)
                    for name, got in outputs.items()}
     return summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
 
@@ -154,7 +154,7 @@ def oracle_subset(program: Program, cfg: VerifyConfig) -> np.ndarray:
 
 
 def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfig,
-          timings: dict) -> tuple[np.ndarray, np.ndarray, dict[str, np.ndarray]]:
+          timings: dict):
     """The oracle's exact outputs (double-double) and each backend's running error bound E.
 
     numpy and torch run the model's own program: E of that program. A torch_fn is the user's
@@ -164,11 +164,12 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     width = 1 + len(compiled.program.gradient)
     t0 = time.perf_counter()
     hi = np.empty((X.shape[1], width))
-    lo = np.empty_like(hi)
+    lo, low, high = np.empty_like(hi), np.empty_like(hi), np.empty_like(hi)
     chunk = max(1, X.shape[1] // 20)
     for start in range(0, X.shape[1], chunk):
         part = slice(start, start + chunk)
-        hi[part], lo[part] = mp_backend.run(compiled.oracle, X[:, part], cfg.oracle_dps, width)
+        hi[part], lo[part], low[part], high[part] = mp_backend.run(
+            compiled.oracle, X[:, part], cfg.oracle_dps, width)
         if cfg.progress:
             done = min(start + chunk, X.shape[1])
             bar = "#" * (30 * done // X.shape[1])
@@ -181,7 +182,8 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     bound = np_backend.run(compiled.bound, X, "float64")
     display = np_backend.run(compiled.display_bound, X, "float64")
     timings["bound_s"] = time.perf_counter() - t0
-    return hi, lo, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
+    return (hi, lo, (low, high),
+            {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)})
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
@@ -193,15 +195,17 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
         width = int(np.prod(b.shape)) if b.shape else 1
         blocks.append((b.name, col, col + width))
         col += width
-    failures, losses, worst = [], [], []
+    failures, losses, worst, kinks = [], [], [], []
     for name, comp in comparisons.items():
         worst += _worst(name, comp, np.ones(comp.status.shape, bool), outputs, batch, subset, 3)
+        kinks += _worst(name, comp, comp.status == KINK, outputs, batch, subset,
+                        cfg.max_failures)
         failures += _worst(name, comp, np.isin(comp.status, FAILING), outputs, batch, subset,
                            cfg.max_failures)
         losses += _worst(name, comp, comp.status == LOSS, outputs, batch, subset,
                          cfg.max_failures)
     return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
-                  timings, program.size, worst)
+                  timings, program.size, worst, kinks)
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
@@ -215,10 +219,22 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
     for i, k in idx[order]:
         s = int(subset[i])
         point = {b: _shown_value(v[s]) for b, v in batch.values.items()}
-        found.append(Failure(name, STATUS_NAMES[int(comp.status[i, k])], outputs[k], s, point,
+        status = int(comp.status[i, k])
+        note = _convention(comp.kink_position[i, k]) if status == KINK else ""
+        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k])))
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))
     return found
+
+
+def _convention(position: float) -> str:
+    """Where the backend's value sits in the subgradient interval, as an H(0) convention."""
+    if not np.isfinite(position):
+        return "at a kink"
+    for value, name in ((0.0, "0"), (0.5, "1/2"), (1.0, "1")):
+        if abs(position - value) < 0.05:
+            return f"at a kink: the backend used the convention H(0) = {name}"
+    return f"at a kink: the backend's value is {position:.2f} of the way across the subgradient"
 
 
 def _shown_value(v: np.ndarray):

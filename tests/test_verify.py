@@ -143,3 +143,17 @@ def test_cuda(models, dtype):
         m = models[name]
         r = sg.verify(m, samples=300, seed=0, device="cuda", dtype=dtype)
         assert r.ok, str(r)
+
+
+def test_exact_kink_is_never_a_false_alarm_and_names_the_convention():
+    """ReLU at exactly 0: sympy's H(0) = 1/2, torch.relu uses 0; both are subgradients."""
+    w, x = sp.symbols("w x")
+    m = sg.Model("relu_kink", sg.ops.relu(w * x) * 3, params={w: sg.Choice([-1.0, 0.0, 1.0])},
+                 inputs={x: sg.Choice([0.0, 1.0, 2.0])})
+    r = sg.verify(m, samples=50, seed=0, torch_fn=lambda w, x: torch.relu(w * x) * 3)
+    assert r.ok and r.kinks
+    assert "convention H(0) = 0" in r.kinks[0].message()
+    assert "ok (kink)" in str(r)
+    # a wrong gradient at the same kinks is still caught
+    wrong = sg.verify(m, samples=50, seed=0, torch_fn=lambda w, x: torch.relu(w * x) * 3.5)
+    assert not wrong.ok and {f.kind for f in wrong.failures} == {"mismatch"}

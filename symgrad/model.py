@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from .codegen import unsupported_functions
-from .domains import Domain, Normal, as_domain
+from .domains import Domain, as_domain
 from .errors import SymgradError
 from .graph import Graph
 
@@ -261,7 +261,3 @@ def _check_unique(model: str, blocks: Sequence[Block]) -> None:
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise SymgradError(f"model {model!r}: symbol name(s) {dup} used by more than one block")
-
-
-def default_domain() -> Domain:
-    return Normal()

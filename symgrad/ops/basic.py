@@ -163,8 +163,8 @@ def bce(p, y, *, label: str | None = None):
 
 def mse(pred, target, *, label: str | None = None):
     """Mean squared error over all entries."""
-    pred, target = sp.ImmutableMatrix([pred]) if not isinstance(pred, sp.MatrixBase) else pred, \
-        sp.ImmutableMatrix([target]) if not isinstance(target, sp.MatrixBase) else target
+    pred = pred if isinstance(pred, sp.MatrixBase) else sp.ImmutableMatrix([pred])
+    target = target if isinstance(target, sp.MatrixBase) else sp.ImmutableMatrix([target])
     if pred.shape != target.shape:
         raise SymgradError(f"mse: pred has shape {pred.shape} but target has {target.shape}")
     return define(sp.Add(*[(a - b) ** 2 for a, b in zip(pred, target)]) / len(pred),

@@ -13,7 +13,6 @@ output entry (and per reduction), so a whole small GPT stays a program of small 
 from __future__ import annotations
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p  # noqa: F401  (re-exported vocabulary)
 
 from ..errors import SymgradError
 from ..graph import define

@@ -30,7 +30,7 @@ from .result import BackendRun, Failure, Result
 
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
-           tolerance: Tolerance | None = None) -> Result:
+           tolerance: Tolerance | None = None, at: dict | None = None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -41,10 +41,15 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         samples, seed, device, dtype: the run (ignored when ``config`` is given).
         config: a full ``VerifyConfig``.
         tolerance: override the verdict's knobs.
+        at: explicit samples instead of random draws: block name -> array (N, *block shape);
+            used by property-based tests (``symgrad.testing``).
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    given = _given(model, at, cfg.dtype) if at is not None else None
+    if given is not None:
+        cfg = replace(cfg, samples=given.X.shape[1])
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     torch_backend.check_device(cfg.device, cfg.dtype)
@@ -53,7 +58,7 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
 
     timings: dict[str, float] = {}
     compiled = derive(model, cfg, timings)
-    batch = draw(model, cfg)
+    batch = given or draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
     subset = oracle_subset(compiled.program, cfg)
     exact_hi, exact_lo, kink, bounds = exact(compiled, batch, subset, cfg, timings)
@@ -114,6 +119,25 @@ def draw(model: Model, cfg: VerifyConfig) -> Batch:
     """Samples of every block from one seeded generator, rounded to the run's dtype."""
     values = model.draw(cfg.samples, np.random.default_rng(cfg.seed), cfg.dtype)
     X = np.concatenate([values[b.name].reshape(cfg.samples, -1) for b in model.blocks], axis=1).T
+    return Batch(values, np.ascontiguousarray(X))
+
+
+def _given(model: Model, at: dict, dtype: str) -> Batch:
+    """Explicit samples, checked against the blocks and rounded to the run's dtype."""
+    from .errors import SymgradError
+    from .model import round_to
+    values, n = {}, None
+    for b in model.blocks:
+        if b.name not in at:
+            raise SymgradError(f"at: no values for {b.name!r}; give every block: "
+                               f"{', '.join(x.name for x in model.blocks)}")
+        v = np.asarray(at[b.name], dtype=np.float64)
+        if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
+            raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
+                               f" with the same N for every block; got {v.shape}")
+        n = v.shape[0]
+        values[b.name] = round_to(v, dtype)
+    X = np.concatenate([values[b.name].reshape(n, -1) for b in model.blocks], axis=1).T
     return Batch(values, np.ascontiguousarray(X))
 
 

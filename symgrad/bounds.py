@@ -6,7 +6,8 @@ satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the s
     leaf (exactly representable input)   0
     constant                             |c| unless exactly representable
     a_1 + ... + a_n                      sum E_i + (n - 1) sum |a_i|
-    a_1 * ... * a_n                      sum E_i prod_{j != i} |a_j| + (n - 1) |product|
+    a_1 * ... * a_n                      sum E_i prod_{j != i} |a_j| + (m - 1) |product|,
+                                         m the factors other than +-2^k
     b ** k (k constant)                  |k b^(k-1)| E_b + |b^k|
     f(a_1, ..., a_n)                     sum |df/da_i| E_i + |f|  (no |f| for Abs, Max, Min)
     Heaviside, sign                      0
@@ -46,6 +47,14 @@ def _exact_constant(c: sp.Expr) -> bool:
     return False
 
 
+def _power_of_two(c: sp.Expr) -> bool:
+    """Multiplying by +-2^k is exact (no rounding of its own)."""
+    if not c.is_Rational or c == 0:
+        return False
+    p, q = abs(int(c.p)), int(c.q)
+    return p & (p - 1) == 0 and q & (q - 1) == 0
+
+
 def _sum(parts: list[str]) -> str:
     parts = [p for p in parts if p != "0"]
     if not parts:
@@ -70,7 +79,7 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
             if ea != "0":
                 others = args[:i] + args[i + 1:]
                 terms.append(f"{ea} * abs({' * '.join(pr(o) for o in others)})")
-        n_round = sum(1 for a in args if not (a.is_number and _exact_constant(a))) - 1
+        n_round = sum(1 for a in args if not _power_of_two(a)) - 1
         if n_round > 0:
             terms.append(f"{n_round} * abs({pr(e)})")
         return _sum(terms)
@@ -78,7 +87,12 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
         base, ex = e.args
         if ex.is_number:
             eb = error_source(base, pr, err)
-            cond = f"abs({pr(ex * base ** (ex - 1))}) * {eb}" if eb != "0" else "0"
+            if eb == "0":
+                cond = "0"
+            elif ex.is_negative:  # |k b^(k-1)| E_b as |k| |b^k| (E_b / |b|): no underflow
+                cond = f"{abs(float(ex))!r} * abs({pr(e)}) * ({eb} / abs({pr(base)}))"
+            else:
+                cond = f"abs({pr(ex * base ** (ex - 1))}) * {eb}"
             return _sum([cond, f"abs({pr(e)})"])
         return error_source(sp.exp(ex * sp.log(base)), pr, err)
     if isinstance(e, sp.Piecewise):
@@ -124,6 +138,8 @@ def compile_bound(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], leaves: Sequ
             lines.append(f"    e{i} = {src}")
             err[sym] = f"e{i}"
         names[sym] = f"v{i}"
-    outs = [err.get(o, "0") if getattr(o, "is_Symbol", False) else "0" for o in outputs]
+    # an output may be a constant (a constant gradient): its own rounding counts too
+    outs = [err.get(o, "0") if o.is_Symbol else error_source(o, pr, err)
+            for o in map(sp.sympify, outputs)]
     lines.append("    return [" + ", ".join(outs) + "]")
     return build(lines, target, pr, "bound")

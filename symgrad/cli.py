@@ -33,6 +33,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="reports", help="output folder (default reports/)")
     _run_options(r)
     r.add_argument("--strict", action="store_true", help="exit 1 when a model has a mismatch")
+    f = sub.add_parser("fuzz", help="verify random expressions; exit 1 on an unexplained one")
+    f.add_argument("--budget", type=int, default=200, help="expressions to draw (default 200)")
+    f.add_argument("--seed", type=int, default=0, help="seed of the expression generator")
+    f.add_argument("--samples", type=int, default=20, help="samples per expression")
     e = sub.add_parser("explain", help="print a step-by-step derivation")
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
@@ -83,6 +87,14 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "explain":
         return _explain(args)
+    if args.command == "fuzz":
+        from .fuzz import fuzz
+        report = fuzz(args.budget, seed=args.seed, samples=args.samples,
+                      progress=sys.stderr.isatty())
+        print(report.summary())
+        for d in report.unexplained:
+            print(f"UNEXPLAINED: {d.reproducer}")
+        return 1 if report.unexplained else 0
     raise SymgradError(f"unknown command {args.command!r}")  # pragma: no cover
 
 

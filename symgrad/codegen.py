@@ -134,6 +134,8 @@ class Printer:
             return f"(1 / {b})"
         if ex.is_Integer:
             return f"({b} ** {int(ex)})"
+        if "pow" in self.t.functions:
+            return self.t.functions["pow"].format(b, self(ex))
         return f"({b} ** {self(ex)})"
 
 

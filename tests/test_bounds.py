@@ -16,6 +16,7 @@ def test_rules():
     a, b = sp.symbols("a b", real=True)
     pr = Printer(target("float64"), {a: "a", b: "b"})
     assert error_source(2 * a, pr, {}) == "0"  # exact scaling
+    assert error_source(3 * a, pr, {}) != "0"  # 3a is rounded
     assert error_source(sp.Rational(1, 3) * a, pr, {}) != "0"  # 1/3 is rounded
     assert error_source(sp.Heaviside(a), pr, {a: "Ea"}) == "0"
     assert "Ea" in error_source(sp.Max(a, 0), pr, {a: "Ea"})  # Max propagates, no rounding

@@ -157,3 +157,9 @@ def test_exact_kink_is_never_a_false_alarm_and_names_the_convention():
     # a wrong gradient at the same kinks is still caught
     wrong = sg.verify(m, samples=50, seed=0, torch_fn=lambda w, x: torch.relu(w * x) * 3.5)
     assert not wrong.ok and {f.kind for f in wrong.failures} == {"mismatch"}
+
+
+def test_constant_gradient_that_is_not_representable_is_no_false_alarm():
+    """d/dw of -2w/5 is the constant -2/5, which no float represents exactly (found by fuzzing)."""
+    w, v = sp.symbols("w v")
+    assert sg.verify(sg.Model("lin", -2 * v / 5 - 2 * w / 5, params=[w, v]), samples=20).ok

@@ -40,15 +40,43 @@ def _sign(x):
     return mpmath.sign(x)
 
 
+def _real(f, lo=None, hi=None, open_lo=False):
+    """f restricted to the reals: NaN outside its real domain (no complex intermediates)."""
+    def g(x):
+        if (lo is not None and (x < lo or (open_lo and x == lo))) or (hi is not None and x > hi):
+            return mpmath.nan
+        return f(x)
+    return g
+
+
+def _rpow(b, e):
+    if b < 0 and not mpmath.isint(e):
+        return mpmath.nan
+    return mpmath.power(b, e)
+
+
+def _nan_max(*xs):
+    return mpmath.nan if any(mpmath.isnan(x) for x in xs) else max(xs)
+
+
+def _nan_min(*xs):
+    return mpmath.nan if any(mpmath.isnan(x) for x in xs) else min(xs)
+
+
+REAL = {"nanmax": _nan_max, "nanmin": _nan_min,"rlog": _real(mpmath.log, 0, open_lo=True), "rlog1p": _real(mpmath.log1p, -1, open_lo=True),
+        "rsqrt": _real(mpmath.sqrt, 0), "rasin": _real(mpmath.asin, -1, 1),
+        "racos": _real(mpmath.acos, -1, 1), "rpow": _rpow}
+
 FUNCTIONS = {
-    sp.exp: "mp.exp({0})", sp.log: "mp.log({0})", log1p: "mp.log1p({0})",
+    sp.exp: "mp.exp({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
     sp.sin: "mp.sin({0})", sp.cos: "mp.cos({0})", sp.tan: "mp.tan({0})",
-    sp.asin: "mp.asin({0})", sp.acos: "mp.acos({0})", sp.atan: "mp.atan({0})",
+    sp.asin: "rasin({0})", sp.acos: "racos({0})", sp.atan: "mp.atan({0})",
     sp.sinh: "mp.sinh({0})", sp.cosh: "mp.cosh({0})", sp.tanh: "mp.tanh({0})",
     sp.erf: "mp.erf({0})", sp.erfc: "mp.erfc({0})", sp.Abs: "abs({0})",
     sp.sign: "sign({0})", sp.Heaviside: "heaviside({0}, {1})", sp.DiracDelta: "0",
-    "sqrt": "mp.sqrt({0})",
-    sp.Max: lambda a: "max(" + ", ".join(a) + ")", sp.Min: lambda a: "min(" + ", ".join(a) + ")",
+    "sqrt": "rsqrt({0})",
+    sp.Max: lambda a: "nanmax(" + ", ".join(a) + ")",  # NaN (undefined) propagates, as in numpy
+    sp.Min: lambda a: "nanmin(" + ", ".join(a) + ")",
 }
 
 
@@ -65,7 +93,8 @@ def target(dps: int) -> Target:
             return mpmath.mpf(str(sp.N(e, dps + 10)))
     kinks = Kinks()
     return Target("mpmath", FUNCTIONS,
-                  {"mp": mpmath, "heaviside": kinks.heaviside, "sign": _sign, "kinks": kinks},
+                  {"mp": mpmath, "heaviside": kinks.heaviside, "sign": _sign, "kinks": kinks,
+                   **REAL},
                   constant=constant, piecewise=_piecewise, logic_and="and", logic_or="or")
 
 

@@ -28,14 +28,6 @@ UNARY = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp
 BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
           "/": lambda a, b: a / b, "Max": sp.Max}
 
-# root causes: failure kind -> (class, one-line explanation); "mismatch" is never benign
-CAUSES = {
-    "domain": ("domain", "the expression is undefined at the sample (log/sqrt of a negative, "
-                         "division by zero): not a backend error"),
-    "overflow": ("overflow", "the exact value exceeds the dtype's range"),
-}
-
-
 @dataclass
 class Disagreement:
     expression: str
@@ -88,19 +80,13 @@ def random_expression(rng: np.random.Generator, symbols: list, depth: int) -> sp
 
 def _cause(kind: str, backend: str, expr: sp.Expr, got: float,
            expected: float) -> tuple[str, str]:
-    if kind in CAUSES:
-        return CAUSES[kind]
-    if kind == "non-finite":
-        if np.isnan(got) and expr.has(sp.Piecewise, sp.Max, sp.Min):
-            return ("where-trap", "NaN from the branch not taken (torch.where / Max evaluate "
-                                  "both sides; a NaN there poisons the gradient)")
-        return ("intermediate overflow", f"{backend} overflowed (or hit 0/0, inf-inf) in an "
-                                         "intermediate although the exact value is finite")
-    if kind == "mismatch" and got == 0 and abs(expected) < 1e-150:
-        return ("flushed to zero", f"{backend} flushed a tiny value to 0 after an intermediate "
-                                   "over- or underflowed (exp of a huge argument)")
-    return ("unexplained", "outside the rounding-error bound with no benign cause: a real "
-                           "derivative error or a bound that is too tight")
+    """(cause name, explanation) from ``symgrad.causes``; a mismatch stays unexplained."""
+    from .causes import by_kind
+    cause = by_kind(kind, backend, expr.has(sp.Piecewise, sp.Max, sp.Min), got, expected)
+    if cause is None:
+        return ("unexplained", "outside the rounding-error bound with no benign cause: a real "
+                               "derivative error or a bound that is too tight")
+    return (cause.name, cause.explanation)
 
 
 def fuzz(budget: int = 100, *, seed: int = 0, samples: int = 20, depth: int = 4,

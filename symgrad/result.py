@@ -25,6 +25,7 @@ class Failure:
     ulps: float
     allowed_ulps: float
     note: str = ""  # e.g. at a kink, which convention the backend used
+    cause: str = ""  # root-cause class and name (symgrad.causes)
 
     @property
     def explanation(self) -> str:
@@ -36,14 +37,15 @@ class Failure:
         return (f"{self.backend}: {self.kind} in {what} at sample {self.sample} "
                 f"({_point(self.point)}): expected {self.expected!r}, got {self.got!r}, "
                 f"error {_fmt(self.ulps)} ULPs (allowed {_fmt(self.allowed_ulps)})"
-                + (f"; {self.note}" if self.note else ""))
+                + (f"; {self.note}" if self.note else "")
+                + (f" [cause: {self.cause}]" if self.cause else ""))
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,
                 "sample": self.sample, "point": self.point, "expected": self.expected,
                 "got": self.got, "ulps": _json_float(self.ulps),
                 "allowed_ulps": _json_float(self.allowed_ulps), "explanation": self.explanation,
-                "note": self.note}
+                "note": self.note, "cause": self.cause}
 
 
 @dataclass(frozen=True)

@@ -228,8 +228,18 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
                            cfg.max_failures)
         losses += _worst(name, comp, comp.status == LOSS, outputs, batch, subset,
                          cfg.max_failures)
+    failures = [_with_cause(model, f) for f in failures]
     return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
                   timings, program.size, worst, kinks)
+
+
+def _with_cause(model: Model, failure: Failure) -> Failure:
+    from dataclasses import replace as _replace
+
+    from .causes import classify
+    cause = classify(model, failure)
+    return _replace(failure, cause=f"{cause.klass}: {cause.name}",
+                    note=failure.note or cause.explanation)
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:

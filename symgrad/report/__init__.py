@@ -142,11 +142,12 @@ def _findings_md(r: Result) -> list[str]:
     kinds = sorted({f.kind for f in r.failures + r.precision_losses})
     for k in kinds:
         out += [f"- **{k}**: {EXPLANATIONS[k]}"]
-    out += ["", "| backend | kind | output | sample | expected | got | ULPs | allowed |",
-            "|---|---|---|---|---|---|---|---|"]
+    out += ["", "| backend | kind | output | sample | expected | got | ULPs | allowed | cause |",
+            "|---|---|---|---|---|---|---|---|---|"]
     for f in (r.failures + r.precision_losses)[:20]:
         out.append(f"| {f.backend} | {f.kind} | {f.output} | {f.sample} | {f.expected!r} | "
-                   f"{f.got!r} | {_fmt(f.ulps)} | {_fmt(f.allowed_ulps)} |")
+                   f"{f.got!r} | {_fmt(f.ulps)} | {_fmt(f.allowed_ulps)} | "
+                   f"{f.cause or '-'} |")
     return out + [""]
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable
 
-import mpmath
 import numpy as np
 import sympy as sp
 
@@ -102,30 +101,21 @@ CATALOGUE = (
 
 
 def op_values(model: Model, point: dict) -> dict[str, list]:
-    """Exact values of the sigmoid/softplus intermediates at one sample, by op."""
-    from .backends.mpmath import target
-    from .codegen import compile_program
-    graph = model.display_graph
-    wanted = [n for n in graph.nodes if getattr(n.symbol, "op", "") in ("sigmoid", "softplus")]
+    """Exact values of the sigmoid/softplus intermediates at one sample, by op:
+    ``{op: [(value, [operand value]), ...]}`` (empty when the point was truncated)."""
+    from .errors import SymgradError
+    from .verify import exact_steps
+    wanted = [n for n in model.display_graph.nodes
+              if getattr(n.symbol, "op", "") in ("sigmoid", "softplus")]
     if not wanted:
         return {}
-    args = []
-    for b in model.blocks:
-        v = point[b.name]
-        v = v["first"] if isinstance(v, dict) else v
-        flat = np.asarray(v, dtype=float).ravel()
-        if flat.size != max(1, int(np.prod(b.shape))):
-            return {}  # a truncated block: cannot evaluate
-        args += [mpmath.mpf(float(a)) for a in flat]
-    outs = [n.symbol for n in wanted] + [n.operands[0] for n in wanted]
-    fn = compile_program([(n.symbol, n.expr) for n in graph.nodes], model.leaves, outs,
-                         target(40))
-    with mpmath.workdps(40):
-        vals = fn(args)
-    k = len(wanted)
+    try:
+        env = exact_steps(model, point, dps=40)
+    except SymgradError:  # a large block stored truncated in the failure
+        return {}
     found: dict[str, list] = {}
-    for i, n in enumerate(wanted):
-        found.setdefault(n.symbol.op, []).append((vals[i], [vals[k + i]]))
+    for n in wanted:
+        found.setdefault(n.symbol.op, []).append((env[n.symbol], [env[n.operands[0]]]))
     return found
 
 

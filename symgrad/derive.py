@@ -17,9 +17,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cached_property
 
 import sympy as sp
 
+from .graph import Graph
 from .model import Model
 
 
@@ -40,7 +42,7 @@ class Program:
             memo[sym] = expr.xreplace(memo)
         return [g.xreplace(memo) for g in self.gradient]
 
-    @property
+    @cached_property
     def size(self) -> dict[str, int]:
         return {"forward": self.n_forward,
                 "backward": len(self.assignments) - self.n_forward,
@@ -65,14 +67,9 @@ def reverse_accumulation(model: Model, *, view: str = "compute") -> Program:
     """
     graph = model.graph if view == "compute" else model.display_graph
     params = model.params
-    param_set = set(params)
     forward = [(n.symbol, n.expr) for n in graph.nodes]
 
-    # Only nodes that depend on a parameter need an adjoint.
-    active: set[sp.Symbol] = set(param_set)
-    for n in graph.nodes:
-        if any(o in active for o in n.operands):
-            active.add(n.symbol)
+    active = active_symbols(graph, params)  # only these need an adjoint
 
     backward: list[tuple[sp.Symbol, sp.Expr]] = []
     contribs: dict[sp.Symbol, list[sp.Expr]] = defaultdict(list)
@@ -96,6 +93,15 @@ def reverse_accumulation(model: Model, *, view: str = "compute") -> Program:
         gradient.append(_named(sp.Add(*contribs.get(p, [])), f"d_{p.name}", backward))
     return Program(tuple(model.leaves), tuple(forward + backward), len(forward),
                    graph.output.symbol, tuple(gradient))
+
+
+def active_symbols(graph: Graph, params) -> set[sp.Symbol]:
+    """The parameters and every step that depends on one."""
+    active = set(params)
+    for n in graph.nodes:
+        if any(o in active for o in n.operands):
+            active.add(n.symbol)
+    return active
 
 
 def local_partials(expr: sp.Expr, wanted: set) -> dict[sp.Symbol, sp.Expr]:

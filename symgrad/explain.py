@@ -21,9 +21,10 @@ import mpmath
 import numpy as np
 import sympy as sp
 
-from .derive import reverse_accumulation
+from .derive import active_symbols
 from .errors import SymgradError
 from .graph import Graph, Node
+from .htmlpage import page
 from .model import Model
 from .notation import latex, mathml, sigma
 
@@ -109,7 +110,7 @@ class Explanation:
         return "\n".join(out)
 
     def html(self) -> str:
-        return _page(f"symgrad explain: {self.model}", self.html_fragment())
+        return page(f"symgrad explain: {self.model}", self.html_fragment())
 
     def _repr_markdown_(self) -> str:
         return self.markdown()
@@ -127,17 +128,6 @@ def _eqable(ln: Line) -> bool:
 
 def _tex_escape(text: str) -> str:
     return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("#", r"\#")
-
-
-def _page(title: str, body: str) -> str:
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{_html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:60em;margin:2em auto;}} math{{font-size:1.1em}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}</style>
-</head><body><h1>{_html.escape(title)}</h1>
-{body}
-</body></html>
-"""
 
 
 def parse_point(text: str) -> dict[str, float]:
@@ -209,7 +199,7 @@ def _scalar(model: Model, graph: Graph, values) -> list[Section]:
     fwd = Section("Forward pass")
     for n in graph.nodes:
         fwd.lines.append(Line(n.symbol, _shown(n), _fmt(values, n.symbol)))
-    active = _active(model, graph)
+    active = active_symbols(graph, model.params)
     loc = Section("Local derivatives")
     local: dict[tuple, sp.Expr] = {}
     for n in graph.nodes:
@@ -244,14 +234,6 @@ def _flatten(graph: Graph) -> sp.Expr:
     for n in graph.nodes:
         memo[n.symbol] = _shown(n).xreplace(memo)
     return memo[graph.output.symbol]
-
-
-def _active(model: Model, graph: Graph) -> set:
-    active = set(model.params)
-    for n in graph.nodes:
-        if any(o in active for o in n.operands):
-            active.add(n.symbol)
-    return active
 
 
 def _paths(graph: Graph, start, target, limit: int) -> list[list]:
@@ -336,15 +318,17 @@ def _layers(model: Model, graph: Graph, values) -> list[Section]:
     back = Section("Backpropagation: one delta per layer",
                    note="delta_v = dL/dv; H is the Heaviside step, o the elementwise product")
     rules = []
+    active = active_symbols(graph, model.params)
     for key in order:
         g, nodes = groups[key]
         if g is None:  # a scalar step (the loss): node-level
             n = nodes[0]
             fwd.lines.append(Line(n.symbol, _shown(n), _fmt(values, n.symbol)))
             for u in n.operands:
-                if u in _active(model, graph):
-                    back.lines.append(Line(sp.Derivative(n.symbol, u, evaluate=False),
-                                           _local(n, u), _fmt_expr(values, _local(n, u))))
+                if u in active:
+                    d = _local(n, u)
+                    back.lines.append(Line(sp.Derivative(n.symbol, u, evaluate=False), d,
+                                           _fmt_expr(values, d)))
             continue
         out = _mat(key, g.shape)
         ins = [_mat(name, shapes.get(name, (1, 1))) for name in g.operands]
@@ -366,21 +350,8 @@ def _entry_symbols(model: Model) -> list[sp.Symbol]:
 
 
 def _values_at(model: Model, at: dict) -> dict:
-    from .verify import exact_at
-    program = reverse_accumulation(model, view="display")
-    args = []
-    given = {str(k): v for k, v in at.items()}
-    for b in model.blocks:
-        if b.name not in given:
-            raise SymgradError(f"--at: no value for {b.name!r}; give every parameter and "
-                               f"input: {', '.join(x.name for x in model.blocks)}")
-        args += [mpmath.mpf(float(v)) for v in np.asarray(given[b.name], dtype=float).ravel()]
-    env: dict = {}
-    with mpmath.workdps(50):
-        env.update(zip(model.leaves, args))
-        for sym, expr in program.assignments[:program.n_forward]:
-            env[sym] = _mp_eval(expr, env)
-    return {"env": env, "gradient": exact_at(model, at)}
+    from .verify import exact_at, exact_steps
+    return {"env": exact_steps(model, at), "gradient": exact_at(model, at)}
 
 
 def _mp_eval(expr: sp.Expr, env: dict):

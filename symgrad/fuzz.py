@@ -1,7 +1,7 @@
 """``symgrad fuzz``: random expressions verified end to end, every disagreement classified.
 
 Expressions come from a seeded generator (same seed, same expressions) over the vocabulary of
-``symgrad.strategies.expressions``. Each is verified (numpy and torch vs the exact derivative);
+``symgrad.strategies`` (``UNARY``, ``BINARY``). Each is verified (numpy and torch vs the exact derivative);
 each failure gets a root cause. A mismatch has no benign cause and stays *unexplained*: the CLI
 exits 1 and prints a minimal reproducer.
 """
@@ -19,14 +19,8 @@ import sympy as sp
 from .domains import Normal
 from .errors import SymgradError
 from .model import Model
+from .strategies import BINARY, UNARY
 from .verify import verify
-
-UNARY = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
-         "sqrt": sp.sqrt, "erf": sp.erf, "Abs": sp.Abs,
-         "sigmoid": lambda e: 1 / (1 + sp.exp(-e)), "relu": lambda e: sp.Max(e, 0),
-         "square": lambda e: e**2}
-BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-          "/": lambda a, b: a / b, "Max": sp.Max}
 
 @dataclass
 class Disagreement:

@@ -105,6 +105,7 @@ class Model:
         # Leaves are made real (d|w|/dw = sign(w), not re/im terms); names stay the user's.
         self.real: dict[sp.Symbol, sp.Symbol] = {
             s: sp.Symbol(s.name, real=True) for b in self.blocks for s in b.symbols}
+        self._changed = {k: v for k, v in self.real.items() if k != v}
         self.graph = Graph.from_expr(self.loss, rename=self._rename)
         known = set(self.real.values())
         for leaf in sorted(self.graph.leaves, key=str):
@@ -129,10 +130,7 @@ class Model:
 
     def _rename(self, expr: sp.Expr) -> sp.Expr:
         """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""
-        changed = getattr(self, "_changed", None)
-        if changed is None:
-            changed = self._changed = {k: v for k, v in self.real.items() if k != v}
-        return expr.xreplace(changed) if changed else expr
+        return expr.xreplace(self._changed) if self._changed else expr
 
     # ----- views of the blocks
     @property

@@ -14,6 +14,7 @@ unbounded domains, large magnitudes (saturation of sigmoid/tanh/softplus at +-20
 from __future__ import annotations
 
 import numpy as np
+import sympy as sp
 
 from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
 from .model import Model
@@ -55,24 +56,24 @@ def inputs(model: Model, *, samples: int = 1):
     return st.fixed_dictionaries(parts)
 
 
-UNARY = ("exp", "log", "tanh", "sin", "cos", "sqrt", "erf", "Abs", "sigmoid", "relu")
-BINARY = ("+", "-", "*", "/", "Max")
+# the fuzzing vocabulary: name -> builder of a sympy expression (also used by symgrad.fuzz)
+UNARY = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
+         "sqrt": sp.sqrt, "erf": sp.erf, "Abs": sp.Abs,
+         "sigmoid": lambda e: 1 / (1 + sp.exp(-e)), "relu": lambda e: sp.Max(e, 0),
+         "square": lambda e: e**2}
+BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
+          "/": lambda a, b: a / b, "Max": sp.Max}
 
 
-def expressions(symbols, *, unary=UNARY, binary=BINARY, max_leaves: int = 6):
+def expressions(symbols, *, unary=tuple(UNARY), binary=tuple(BINARY), max_leaves: int = 6):
     """A strategy of random well-formed sympy expressions over ``symbols`` (for fuzzing).
 
     Built bottom-up from leaves (the symbols and small rationals) with hypothesis's
     ``recursive``; ``unary`` and ``binary`` name the vocabulary.
     """
-    import sympy as sp
     from hypothesis import strategies as st
 
-    table = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
-             "sqrt": sp.sqrt, "erf": sp.erf, "Abs": sp.Abs,
-             "sigmoid": lambda e: 1 / (1 + sp.exp(-e)), "relu": lambda e: sp.Max(e, 0)}
-    ops2 = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
-            "/": lambda a, b: a / b, "Max": sp.Max}
+    table, ops2 = UNARY, BINARY
     for name in unary:
         if name not in table:
             raise ValueError(f"expressions: unknown unary {name!r}; choose from {sorted(table)}")

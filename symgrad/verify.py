@@ -234,11 +234,9 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
 
 
 def _with_cause(model: Model, failure: Failure) -> Failure:
-    from dataclasses import replace as _replace
-
     from .causes import classify
     cause = classify(model, failure)
-    return _replace(failure, cause=f"{cause.klass}: {cause.name}",
+    return replace(failure, cause=f"{cause.klass}: {cause.name}",
                     note=failure.note or cause.explanation)
 
 
@@ -296,22 +294,47 @@ def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.m
     >>> round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)
     (-0.0898, -0.0817)
     """
+    args = _point_args(model, point, what="exact_at")
+    cfg = VerifyConfig(oracle_dps=max(dps, 40))
+    compiled = derive(model, cfg)
+    with mpmath.workdps(dps):
+        outs = compiled.oracle(args)
+    return dict(zip(["value"] + [f"d/d{e}" for e in model.entries], outs))
+
+
+def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
+    """The exact value of every leaf and every step of the model's textbook (display) program
+    at one point: ``{symbol: mpf}``. Used by explanations and root-cause recognition."""
+    from .backends.mpmath import target
+    from .codegen import compile_program
+
+    args = _point_args(model, point, what="exact_steps")
+    nodes = model.display_graph.nodes
+    key = ("steps", dps)
+    if key not in model._cache:
+        with mpmath.workdps(dps):
+            model._cache[key] = compile_program([(n.symbol, n.expr) for n in nodes],
+                                                model.leaves, [n.symbol for n in nodes],
+                                                target(dps), fname="steps")
+    with mpmath.workdps(dps):
+        values = model._cache[key](args)
+    return {**dict(zip(model.leaves, args)), **{n.symbol: v for n, v in zip(nodes, values)}}
+
+
+def _point_args(model: Model, point: dict, *, what: str) -> list:
+    """One point (block name or symbol -> value) as the program's arguments, checked."""
     from .errors import SymgradError
 
     given = {str(k): v for k, v in point.items()}
     args = []
     for b in model.blocks:
         if b.name not in given:
-            raise SymgradError(f"exact_at: no value for {b.name!r}; give every parameter and "
+            raise SymgradError(f"{what}: no value for {b.name!r}; give every parameter and "
                                f"input: {', '.join(x.name for x in model.blocks)}")
         v = np.asarray(given.pop(b.name), dtype=object)
         if v.shape != b.shape:
-            raise SymgradError(f"exact_at: {b.name!r} has shape {b.shape}, got {v.shape}")
+            raise SymgradError(f"{what}: {b.name!r} has shape {b.shape}, got {v.shape}")
         args += [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x) for x in v.ravel()]
     if given:
-        raise SymgradError(f"exact_at: unknown name(s) {sorted(given)}")
-    cfg = VerifyConfig(oracle_dps=max(dps, 40))
-    compiled = derive(model, cfg)
-    with mpmath.workdps(dps):
-        outs = compiled.oracle(args)
-    return dict(zip(["value"] + [f"d/d{e}" for e in model.entries], outs))
+        raise SymgradError(f"{what}: unknown name(s) {sorted(given)}")
+    return args

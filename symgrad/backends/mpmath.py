@@ -55,15 +55,12 @@ def _rpow(b, e):
     return mpmath.power(b, e)
 
 
-def _nan_max(*xs):
-    return mpmath.nan if any(mpmath.isnan(x) for x in xs) else max(xs)
+def _nan_propagating(f):
+    """max/min where an undefined (NaN) argument makes the result undefined, as in numpy."""
+    return lambda *xs: mpmath.nan if any(mpmath.isnan(x) for x in xs) else f(xs)
 
 
-def _nan_min(*xs):
-    return mpmath.nan if any(mpmath.isnan(x) for x in xs) else min(xs)
-
-
-REAL = {"nanmax": _nan_max, "nanmin": _nan_min,"rlog": _real(mpmath.log, 0, open_lo=True), "rlog1p": _real(mpmath.log1p, -1, open_lo=True),
+REAL = {"nanmax": _nan_propagating(max), "nanmin": _nan_propagating(min),"rlog": _real(mpmath.log, 0, open_lo=True), "rlog1p": _real(mpmath.log1p, -1, open_lo=True),
         "rsqrt": _real(mpmath.sqrt, 0), "rasin": _real(mpmath.asin, -1, 1),
         "racos": _real(mpmath.acos, -1, 1), "rpow": _rpow}
 

@@ -21,6 +21,7 @@ from ..compare import EXPLANATIONS
 from ..model import Model
 from ..notation import latex, mathml
 from ..result import Result
+from ..htmlpage import page
 from .atomic import write_bytes, write_text
 from .plots import ulp_histogram
 
@@ -185,29 +186,6 @@ def _eq(lhs, rhs):
         return sp.Eq(lhs, rhs, evaluate=False)
     except TypeError:
         return rhs
-
-
-def page(title: str, body: str) -> str:
-    """A self-contained page; a tiny inline script records that its math rendered."""
-    return f"""<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
-table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}
-math{{font-size:1.1em}}</style></head>
-<body><h1>{html.escape(title)}</h1>
-{body}
-<script>
-addEventListener("load", function () {{
-  var m = document.getElementsByTagName("math"), ok = 0;
-  for (var i = 0; i < m.length; i++) {{
-    var r = m[i].getBoundingClientRect(); if (r.width > 0 && r.height > 0) ok++;
-  }}
-  document.body.setAttribute("data-math-total", m.length);
-  document.body.setAttribute("data-math-rendered", ok);
-}});
-</script>
-</body></html>
-"""
 
 
 def index_rows(entries: list[Entry]) -> list[dict]:

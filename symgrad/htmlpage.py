@@ -1,0 +1,28 @@
+"""The shell of every self-contained HTML page symgrad writes (reports, explanations)."""
+
+from __future__ import annotations
+
+import html
+
+
+def page(title: str, body: str) -> str:
+    """A self-contained page; a tiny inline script records that its math rendered."""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
+table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}
+math{{font-size:1.1em}}</style></head>
+<body><h1>{html.escape(title)}</h1>
+{body}
+<script>
+addEventListener("load", function () {{
+  var m = document.getElementsByTagName("math"), ok = 0;
+  for (var i = 0; i < m.length; i++) {{
+    var r = m[i].getBoundingClientRect(); if (r.width > 0 && r.height > 0) ok++;
+  }}
+  document.body.setAttribute("data-math-total", m.length);
+  document.body.setAttribute("data-math-rendered", ok);
+}});
+</script>
+</body></html>
+"""

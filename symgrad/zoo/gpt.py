@@ -21,6 +21,7 @@ from . import native_gpt
 
 GPT_CONFIG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
                    "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
+CONFIG_EXTENSIONS = {"tie_weights": False, "bias": True, "gelu": "tanh"}
 TINY_CONFIG = {"vocab_size": 16, "context_length": 8, "emb_dim": 16, "n_heads": 2,
                "n_layers": 2, "drop_rate": 0.1, "qkv_bias": False}
 
@@ -34,15 +35,20 @@ class GPTConfig:
     n_layers: int = 2  # transformer blocks
     drop_rate: float = 0.1  # dropout rate of every dropout site (keep-masks are inputs)
     qkv_bias: bool = False  # biases on the query, key and value projections
+    # extensions beyond GPT_CONFIG_124M's keys, for the layouts people run (nanoGPT, HF GPT-2):
+    tie_weights: bool = False  # out_head shares tok_emb (nanoGPT, HF); the book unties them
+    bias: bool = True  # biases of out_proj, the feed-forward Linears and LayerNorm shifts
+    gelu: str = "tanh"  # "tanh" (GPT-2, HF gelu_new, the book) or "erf" (nanoGPT's nn.GELU())
 
     @staticmethod
     def from_dict(d: dict) -> "GPTConfig":
         if not isinstance(d, dict):
             raise SymgradError(f"GPT config must be a dict with keys {sorted(GPT_CONFIG_124M)}")
-        unknown = set(d) - set(GPT_CONFIG_124M)
+        unknown = set(d) - set(GPT_CONFIG_124M) - set(CONFIG_EXTENSIONS)
         if unknown:
             raise SymgradError(f"GPT config: unknown key(s) {sorted(unknown)}; the keys are "
-                               f"{sorted(GPT_CONFIG_124M)}")
+                               f"{sorted(GPT_CONFIG_124M)} and the extensions "
+                               f"{sorted(CONFIG_EXTENSIONS)}")
         cfg = GPTConfig(**{**TINY_CONFIG, **d})
         for key in ("vocab_size", "context_length", "emb_dim", "n_heads", "n_layers"):
             if not isinstance(getattr(cfg, key), int) or getattr(cfg, key) < 1:
@@ -53,6 +59,12 @@ class GPTConfig:
         if cfg.emb_dim % cfg.n_heads:
             raise SymgradError(f"GPT config: emb_dim {cfg.emb_dim} is not divisible by n_heads "
                                f"{cfg.n_heads}")
+        for key in ("qkv_bias", "tie_weights", "bias"):
+            if not isinstance(getattr(cfg, key), bool):
+                raise SymgradError(f"GPT config: {key} must be true or false, "
+                                   f"got {getattr(cfg, key)!r}")
+        if cfg.gelu not in ("tanh", "erf"):
+            raise SymgradError(f"GPT config: gelu must be \"tanh\" or \"erf\", got {cfg.gelu!r}")
         if not 0 <= cfg.drop_rate < 1:
             raise SymgradError(f"GPT config: drop_rate must be in [0, 1), got {cfg.drop_rate}")
         return cfg
@@ -111,6 +123,10 @@ def tiny_gpt(config: dict | None = None, *, name: str = "tiny_gpt") -> Model:
     """A whole GPT (embeddings, n_layers blocks, final LayerNorm, output head, mean
     cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict."""
     cfg = GPTConfig.from_dict(config or {})
+    for key, default in CONFIG_EXTENSIONS.items():  # the scalar builder's reach, for now
+        if getattr(cfg, key) != default:
+            raise SymgradError(f"GPT config: {key}={getattr(cfg, key)!r} is not built yet by "
+                               f"tiny_gpt; use the default {default!r}")
     V, T, C = cfg.vocab_size, cfg.context_length, cfg.emb_dim
     params: list = []
     inputs: dict = {}

@@ -51,6 +51,9 @@ class Target:
     piecewise: Callable[[list[tuple[str, str]]], str] | None = None
     logic_and: str = "&"
     logic_or: str = "|"
+    # optional hook for non-smooth nodes (Heaviside, sign, relationals): returns the source, or
+    # None for the table's spelling (the oracle uses it to print kink sites)
+    node: Callable[[sp.Expr, "Printer"], str | None] | None = None
 
 
 def unsupported_functions(expr: sp.Expr) -> set[str]:
@@ -109,6 +112,10 @@ class Printer:
             return "(" + " * ".join(self(a) for a in e.args) + ")"
         if e.is_Pow:
             return self.pow(e)
+        if self.t.node is not None and (cls in RELATIONALS or isinstance(e, sp.Function)):
+            hooked = self.t.node(e, self)
+            if hooked is not None:
+                return hooked
         if cls in RELATIONALS:
             return f"({self(e.lhs)} {RELATIONALS[cls]} {self(e.rhs)})"
         if isinstance(e, sp.And):
@@ -130,6 +137,8 @@ class Printer:
         b = self(base)
         if ex == sp.Rational(1, 2):
             return self.t.functions["sqrt"].format(b)
+        if ex.is_Integer and "ipow" in self.t.functions:  # a target that checks b = 0 itself
+            return self.t.functions["ipow"].format(b, int(ex))
         if ex == -1:
             return f"(1 / {b})"
         if ex.is_Integer:
@@ -175,4 +184,5 @@ def build(lines: list[str], target: Target, printer: Printer, fname: str) -> Cal
     exec(code, namespace)  # noqa: S102 - our own generated source
     fn = namespace[fname]
     fn.source = source
+    fn.constants = dict(printer.constants)  # sympy constant -> its name in the namespace
     return fn

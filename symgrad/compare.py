@@ -29,9 +29,10 @@ import numpy as np
 from .errors import SymgradError
 
 # status codes of one compared entry
-OK, LOSS, MISMATCH, NONFINITE, DOMAIN, OVERFLOW, KINK = 0, 1, 2, 3, 4, 5, 6
+OK, LOSS, MISMATCH, NONFINITE, DOMAIN, OVERFLOW, KINK, INCONCLUSIVE = 0, 1, 2, 3, 4, 5, 6, 7
 STATUS_NAMES = {OK: "ok", LOSS: "precision loss", MISMATCH: "mismatch", NONFINITE: "non-finite",
-                DOMAIN: "domain", OVERFLOW: "overflow", KINK: "kink"}
+                DOMAIN: "domain", OVERFLOW: "overflow", KINK: "kink",
+                INCONCLUSIVE: "inconclusive"}
 FAILING = (MISMATCH, NONFINITE, DOMAIN, OVERFLOW)
 
 EXPLANATIONS = {
@@ -44,8 +45,12 @@ EXPLANATIONS = {
               "narrow the input's domain or guard the expression",
     "overflow": "the exact value is beyond the range of the backend's dtype: no backend can "
                 "represent it; narrow the domains or rescale the model",
-    "kink": "the derivative does not exist here (a ReLU/Max/Heaviside argument is exactly 0); "
-            "any value in the subgradient interval is accepted",
+    "kink": "the derivative does not exist here, or the backend's rounding may have crossed a "
+            "kink (a ReLU/Max/Abs/Heaviside/Piecewise argument within its rounding-error bound "
+            "of the kink): any convex combination of the one-sided derivatives is accepted",
+    "inconclusive": "the exact value could not be certified tightly enough (the oracle's ball "
+                    "stayed wide at its precision cap, or too many kinks met at once): neither "
+                    "ok nor a failure",
     "precision loss": "within the bound, but more than `precision_loss_ulps` ULPs: the model as "
                       "written is ill-conditioned here (cancellation); a stable form would avoid it",
 }
@@ -116,15 +121,81 @@ class Comparison:
     got: np.ndarray
     expected: np.ndarray  # the exact value rounded to float64
     kink_position: np.ndarray  # at a kink: where got sits in [low, high] (0..1), else NaN
+    not_subgradient: np.ndarray | None = None  # each entry inside its interval, but the entries
+    #                                            together are no convex combination of the sides
 
     @property
     def ok(self) -> bool:
         return not np.isin(self.status, FAILING).any()
 
 
+@dataclass(frozen=True)
+class KinkSides:
+    """The exact outputs from every side of the kinks reached at a sample.
+
+    ``vertices[i]`` is an (m, K) array for sample row i: one row per combination of sides
+    (ReLU argument from the left / right, which tied argument of a Max wins, ...).
+    """
+
+    vertices: dict  # sample row -> (m, K) float64
+    low: np.ndarray | None = None  # only for from_interval
+    high: np.ndarray | None = None
+
+    @classmethod
+    def from_interval(cls, low: np.ndarray, high: np.ndarray) -> "KinkSides":
+        return cls({}, low, high)
+
+    def interval(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
+        if self.low is not None:
+            return self.low, self.high
+        low, high = np.full(shape, np.nan), np.full(shape, np.nan)
+        for i, V in self.vertices.items():
+            low[i], high[i] = V.min(axis=0), V.max(axis=0)
+        return low, high
+
+    def differs(self, shape: tuple) -> np.ndarray:
+        """Entries whose sides disagree (a real kink; equal sides: the function is smooth)."""
+        low, high = self.interval(shape)
+        with np.errstate(invalid="ignore"):
+            scale = np.fmax(np.abs(low), np.abs(high))
+            return np.isfinite(low) & np.isfinite(high) & (high - low > 2.0**-60 * scale)
+
+
+def convex_combination(V: np.ndarray, got: np.ndarray, allow: np.ndarray) -> bool:
+    """Is ``got`` within ``allow`` (per entry) of some convex combination of the rows of V?
+
+    Two rows: exact interval arithmetic on the weight; more: a linear program (scipy HiGHS)
+    on entries scaled to their magnitude.
+    """
+    if V.shape[0] == 1:
+        return bool(np.all(np.abs(V[0] - got) <= allow))
+    if V.shape[0] == 2:
+        d = V[1] - V[0]
+        lo_t, hi_t = 0.0, 1.0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            a = (got - allow - V[0]) / d
+            b = (got + allow - V[0]) / d
+        flat = d == 0
+        if np.any(flat & (np.abs(V[0] - got) > allow)):
+            return False
+        lo_t = max(lo_t, float(np.max(np.fmin(a, b)[~flat], initial=0.0)))
+        hi_t = min(hi_t, float(np.min(np.fmax(a, b)[~flat], initial=1.0)))
+        return lo_t <= hi_t
+    from scipy.optimize import linprog
+    scale = np.fmax(np.fmax(np.abs(V).max(axis=0), np.abs(got)), allow)
+    scale = np.where(scale > 0, scale, 1.0)
+    A = V.T / scale[:, None]
+    g, a = got / scale, allow / scale
+    m = V.shape[0]
+    res = linprog(np.zeros(m), A_ub=np.vstack([A, -A]), b_ub=np.concatenate([g + a, a - g]),
+                  A_eq=np.ones((1, m)), b_eq=[1.0], bounds=[(0, None)] * m, method="highs")
+    return bool(res.status == 0)
+
+
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,
             backend: str, dtype: str, tol: Tolerance,
-            kink: tuple[np.ndarray, np.ndarray] | None = None) -> Comparison:
+            kink: "KinkSides | tuple[np.ndarray, np.ndarray] | None" = None,
+            uncertain: np.ndarray | None = None) -> Comparison:
     """Compare ``got`` with the exact value ``exact_hi + exact_lo`` (a double-double).
 
     Arguments:
@@ -133,8 +204,11 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         bound: the running error bound E in units of u, shape (N, K).
         backend, dtype: names used in messages and for the ULP size.
         tol: the tolerance settings.
-        kink: optional (low, high) arrays: where finite, the sample sits on a kink and any
-            value in [low, high] (the subgradient) is exact.
+        kink: the one-sided derivatives where the sample sits on (or within rounding of) a kink
+            (``KinkSides``; or (low, high) arrays): each entry must lie in [low, high] within its
+            allowance, and the entries of one sample together must be a convex combination of
+            the sides (a subgradient), within their allowances.
+        uncertain: (N, K) entries the oracle could not certify: inconclusive.
     Returns:
         A ``Comparison`` with ULP errors, allowed ULPs and a status per entry.
     """
@@ -155,14 +229,26 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[~exact_ok] = OVERFLOW
         status[np.isnan(exact_hi)] = DOMAIN
         position = np.full(err.shape, np.nan)
+        joint = np.zeros(err.shape, bool)
         if kink is not None:
-            low, high = kink
-            at_kink = np.isfinite(low) & np.isfinite(high) & (high > low) & exact_ok
+            sides = kink if isinstance(kink, KinkSides) else KinkSides.from_interval(*kink)
+            low, high = sides.interval(err.shape)
+            at_kink = sides.differs(err.shape) & exact_ok
             inside = (got64 >= low - allowed_abs) & (got64 <= high + allowed_abs)
             accepted = at_kink & inside & (status == MISMATCH)
             status[accepted] = KINK
+            for i, V in sides.vertices.items():  # one subgradient: the entries jointly
+                cols = np.flatnonzero(at_kink[i])
+                if cols.size and (status[i, cols] == KINK).any() and not convex_combination(
+                        V[:, cols], got64[i, cols], allowed_abs[i, cols]):
+                    bad = cols[status[i, cols] == KINK]
+                    status[i, bad] = MISMATCH
+                    joint[i, bad] = True
             with np.errstate(divide="ignore"):
                 position = np.where(at_kink, (got64 - low) / (high - low), np.nan)
+        if uncertain is not None:
+            undecided = uncertain & np.isin(status, (OK, LOSS, MISMATCH, KINK))
+            status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position)
+                      position, joint)

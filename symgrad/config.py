@@ -14,7 +14,9 @@ class VerifyConfig:
     seed: int = 0  # seeds the one numpy Generator all draws come from
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, mps
     dtype: str = "float64"  # dtype of the torch and numpy backends (float64, float32, ...)
-    oracle_dps: int = 50  # significant decimal digits of the mpmath oracle (>= 40)
+    oracle_dps: int = 50  # digits of exact_steps' values (explanations); kept for old configs
+    oracle_bits: int = 128  # the certified (ball-arithmetic) oracle starts at this precision
+    oracle_max_bits: int = 4096  # ... and doubles up to this cap: wider is "inconclusive"
     oracle_samples: int | None = None  # samples checked by the oracle; None: all, capped by cost
     oracle_budget: int = 3_000_000  # cap for None above: program operations x samples
     tolerance: Tolerance = field(default_factory=Tolerance)  # the verdict's knobs
@@ -32,6 +34,10 @@ class VerifyConfig:
         if self.oracle_dps < 40:
             raise SymgradError(f"oracle_dps={self.oracle_dps}: the oracle needs at least 40 "
                                "significant digits")
+        if not 53 <= self.oracle_bits <= self.oracle_max_bits:
+            raise SymgradError(f"oracle_bits={self.oracle_bits}, oracle_max_bits="
+                               f"{self.oracle_max_bits}: need 53 <= oracle_bits <= "
+                               "oracle_max_bits (the oracle's start and cap, in bits)")
         if self.torch_fn_batching not in ("loop", "vmap"):
             raise SymgradError(f"torch_fn_batching={self.torch_fn_batching!r}: choose 'loop' "
                                "(plain autograd per sample) or 'vmap'")

@@ -81,6 +81,8 @@ class Result:
     program_size: dict[str, int] = field(default_factory=dict)
     worst: list[Failure] = field(default_factory=list)  # worst entries per backend, any status
     kinks: list[Failure] = field(default_factory=list)  # entries at a kink (accepted)
+    oracle_bits: dict = field(default_factory=dict)  # bits the certified oracle needed (max,
+    #                                                  distribution over samples)
 
     @property
     def ok(self) -> bool:
@@ -163,6 +165,7 @@ class Result:
             "failures": [f.as_dict() for f in self.failures],
             "precision_losses": [f.as_dict() for f in self.precision_losses],
             "kinks": [f.as_dict() for f in self.kinks],
+            "oracle_bits": self.oracle_bits,
         }
 
 

@@ -18,10 +18,12 @@ from typing import Callable
 import mpmath
 import numpy as np
 
-from .backends import mpmath as mp_backend
+from . import oracle
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
-from .compare import FAILING, KINK, LOSS, STATUS_NAMES, Tolerance, compare
+from .bounds import compile_bound
+from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, KinkSides, Tolerance, compare,
+                      dtype_info)
 from .config import VerifyConfig
 from .derive import Program, reverse_accumulation
 from .model import Model
@@ -61,11 +63,15 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     batch = given or draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
     subset = oracle_subset(compiled.program, cfg)
-    exact_hi, exact_lo, kink, bounds = exact(compiled, batch, subset, cfg, timings)
-    comparisons = {name: compare(exact_hi, exact_lo, got[subset], bounds[name], backend=name,
-                                 dtype=runs[name].dtype, tol=cfg.tolerance, kink=kink)
+    truth, bounds = exact(compiled, batch, subset, cfg, timings)
+    kink = KinkSides(truth.vertices)
+    comparisons = {name: compare(truth.hi, truth.lo, got[subset], bounds[name], backend=name,
+                                 dtype=runs[name].dtype, tol=cfg.tolerance, kink=kink,
+                                 uncertain=truth.uncertain)
                    for name, got in outputs.items()}
-    return summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+    result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+    result.oracle_bits = truth.summary()
+    return result
 
 
 @dataclass
@@ -77,13 +83,14 @@ class Compiled:
     bound: Callable
     display_bound: Callable  # E of the textbook composition (what hand-written torch computes)
     torch: Callable
-    oracle: Callable
+    oracle: Callable  # certified ball arithmetic (symgrad.oracle), with its kink sites
+    site_bound: Callable | None  # E of every kink site's argument (None: no kink sites)
 
 
 def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Compiled:
-    """Exact gradient program and its numpy / torch / mpmath / bound views, cached per model."""
+    """Exact gradient program and its numpy / torch / oracle / bound views, cached per model."""
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
-    key = ("compiled", np_dtype, cfg.oracle_dps)
+    key = ("compiled", np_dtype)
     if key not in model._cache:
         if cfg.progress:
             print(f"  deriving and compiling {model.name} ({len(model.graph.nodes)} steps)…",
@@ -97,10 +104,13 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
                            for n in model.graph.nodes)
         display_bound = (np_backend.compile_bound(reverse_accumulation(model, view="display"))
                          if has_display else bound)
+        exact_fn = oracle.compile_oracle(program)
+        sites = oracle.site_arguments(exact_fn)
+        site_bound = (compile_bound(program.assignments, program.leaves, sites,
+                                    np_backend.target("float64")) if sites else None)
         compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
                             bound, display_bound,
-                            torch_backend.compile_forward(program),
-                            mp_backend.compile_oracle(program, cfg.oracle_dps))
+                            torch_backend.compile_forward(program), exact_fn, site_bound)
         model._cache[key] = compiled
         model._cache[key + ("times",)] = {"derive_s": t1 - t0,
                                           "compile_s": time.perf_counter() - t1}
@@ -179,21 +189,29 @@ def oracle_subset(program: Program, cfg: VerifyConfig) -> np.ndarray:
 
 def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfig,
           timings: dict):
-    """The oracle's exact outputs (double-double) and each backend's running error bound E.
+    """The certified exact outputs (``oracle.Exact``) and each backend's running error bound E.
 
     numpy and torch run the model's own program: E of that program. A torch_fn is the user's
-    own composition: the larger of that E and the E of the textbook composition.
+    own composition: the larger of that E and the E of the textbook composition. The oracle
+    tightens each entry against the smallest of these allowances, and treats a kink as reached
+    where a site's argument is within its own rounding-error bound (in the run's dtype).
     """
     X = batch.X[:, subset]
-    width = 1 + len(compiled.program.gradient)
     t0 = time.perf_counter()
-    hi = np.empty((X.shape[1], width))
-    lo, low, high = np.empty_like(hi), np.empty_like(hi), np.empty_like(hi)
+    bound = np_backend.run(compiled.bound, X, "float64")
+    display = np_backend.run(compiled.display_bound, X, "float64")
+    allow = allowance(bound, cfg)
+    site_allow = (allowance(np_backend.run(compiled.site_bound, X, "float64"), cfg)
+                  if compiled.site_bound is not None else None)
+    timings["bound_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    parts = []
     chunk = max(1, X.shape[1] // 20)
     for start in range(0, X.shape[1], chunk):
         part = slice(start, start + chunk)
-        hi[part], lo[part], low[part], high[part] = mp_backend.run(
-            compiled.oracle, X[:, part], cfg.oracle_dps, width)
+        parts.append(oracle.evaluate(compiled.oracle, X[:, part], allow[part],
+                                     None if site_allow is None else site_allow[part],
+                                     start_bits=cfg.oracle_bits, max_bits=cfg.oracle_max_bits))
         if cfg.progress:
             done = min(start + chunk, X.shape[1])
             bar = "#" * (30 * done // X.shape[1])
@@ -202,12 +220,21 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     if cfg.progress:
         print(file=sys.stderr)
     timings["oracle_s"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    bound = np_backend.run(compiled.bound, X, "float64")
-    display = np_backend.run(compiled.display_bound, X, "float64")
-    timings["bound_s"] = time.perf_counter() - t0
-    return (hi, lo, (low, high),
-            {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)})
+    vertices, offset = {}, 0
+    for p in parts:
+        vertices.update({offset + i: v for i, v in p.vertices.items()})
+        offset += len(p.bits)
+    truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
+                           for f in ("hi", "lo", "uncertain", "bits")), vertices)
+    return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
+
+
+def allowance(E: np.ndarray, cfg: VerifyConfig) -> np.ndarray:
+    """The verdict's absolute allowance for a bound E in the run's dtype (as in compare)."""
+    info = dtype_info(cfg.dtype)
+    tol = cfg.tolerance
+    with np.errstate(invalid="ignore", over="ignore"):
+        return tol.safety * (info.eps / 2) * np.abs(E) + tol.floor * info.tiny
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
@@ -295,30 +322,34 @@ def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.m
     (-0.0898, -0.0817)
     """
     args = _point_args(model, point, what="exact_at")
-    cfg = VerifyConfig(oracle_dps=max(dps, 40))
-    compiled = derive(model, cfg)
-    with mpmath.workdps(dps):
-        outs = compiled.oracle(args)
+    compiled = derive(model, VerifyConfig())
+    outs = _certified(compiled.oracle, args, dps, "exact_at")
     return dict(zip(["value"] + [f"d/d{e}" for e in model.entries], outs))
 
 
 def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
     """The exact value of every leaf and every step of the model's textbook (display) program
-    at one point: ``{symbol: mpf}``. Used by explanations and root-cause recognition."""
-    from .backends.mpmath import target
-    from .codegen import compile_program
-
+    at one point: ``{symbol: mpf}``, certified to ``dps`` digits. Used by explanations and
+    root-cause recognition."""
     args = _point_args(model, point, what="exact_steps")
     nodes = model.display_graph.nodes
-    key = ("steps", dps)
+    key = ("steps",)
     if key not in model._cache:
-        with mpmath.workdps(dps):
-            model._cache[key] = compile_program([(n.symbol, n.expr) for n in nodes],
-                                                model.leaves, [n.symbol for n in nodes],
-                                                target(dps), fname="steps")
-    with mpmath.workdps(dps):
-        values = model._cache[key](args)
+        model._cache[key] = oracle.compile_scalar([(n.symbol, n.expr) for n in nodes],
+                                                  model.leaves, [n.symbol for n in nodes],
+                                                  fname="steps")
+    values = _certified(model._cache[key], args, dps, "exact_steps")
     return {**dict(zip(model.leaves, args)), **{n.symbol: v for n, v in zip(nodes, values)}}
+
+
+def _certified(fn, args, dps: int, what: str) -> list:
+    from .errors import SymgradError
+    from .backends.arb import Imprecise
+    try:
+        return oracle.at_point(fn, args, digits=dps)
+    except Imprecise:
+        raise SymgradError(f"{what}: the exact value could not be certified within 4096 bits "
+                           "(a branch or domain boundary sits exactly at this point)") from None
 
 
 def _point_args(model: Model, point: dict, *, what: str) -> list:

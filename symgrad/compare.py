@@ -239,9 +239,9 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[accepted] = KINK
             for i, V in sides.vertices.items():  # one subgradient: the entries jointly
                 cols = np.flatnonzero(at_kink[i])
-                if cols.size and (status[i, cols] == KINK).any() and not convex_combination(
-                        V[:, cols], got64[i, cols], allowed_abs[i, cols]):
-                    bad = cols[status[i, cols] == KINK]
+                if cols.size and not convex_combination(V[:, cols], got64[i, cols],
+                                                        allowed_abs[i, cols]):
+                    bad = cols[np.isin(status[i, cols], (OK, LOSS, KINK))]
                     status[i, bad] = MISMATCH
                     joint[i, bad] = True
             with np.errstate(divide="ignore"):

@@ -280,6 +280,10 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
         point = {b: _shown_value(v[s]) for b, v in batch.values.items()}
         status = int(comp.status[i, k])
         note = _convention(comp.kink_position[i, k]) if status == KINK else ""
+        if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
+            note = ("at a kink: each entry lies between the one-sided derivatives, but together "
+                    "they are no convex combination of them (no subgradient; e.g. the full "
+                    "gradient handed to every tied argument of a max)")
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))

@@ -35,6 +35,34 @@ def _fold(fn: str, args: list[str]) -> str:
     return out
 
 
+def _share(arg, members, h0):
+    """d Max(members)/d X = Heaviside(X - Max(others)) with a tie shared evenly: at a k-way tie
+    each tied argument gets 1/k (H(0) = 1/2 for every one would hand out k/2: no subgradient)."""
+    best = members[0]
+    for m in members[1:]:
+        best = np.maximum(best, m)
+    ties = sum(np.asarray(m == best, dtype=np.result_type(arg)) for m in members)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(arg > 0, 1, np.where(arg < 0, 0, np.where(ties > 2, 1 / ties, h0)))
+
+
+def _share_min(arg, members, h0):
+    return _share(arg, [-m for m in members], h0)
+
+
+def _node(e, pr):
+    """An n-ary Max/Min's derivative (Heaviside(X - Max(others))) shares ties evenly."""
+    if isinstance(e, sp.Heaviside):
+        from .arb import _select_pattern
+        sel = _select_pattern(e.args[0])
+        if sel is not None:
+            op, x, others = sel
+            h0 = pr(e.args[1]) if len(e.args) > 1 else "0.5"
+            fn = "share" if op == "max" else "share_min"
+            return f"{fn}({pr(e.args[0])}, [{', '.join(pr(m) for m in (x, *others))}], {h0})"
+    return None
+
+
 def _piecewise(pairs: list[tuple[str, str]]) -> str:
     out = "numpy.nan"
     for value, cond in reversed(pairs):
@@ -45,8 +73,9 @@ def _piecewise(pairs: list[tuple[str, str]]) -> str:
 def target(dtype: str) -> Target:
     np_dtype = np.dtype(dtype)
     return Target("numpy", FUNCTIONS,
-                  {"numpy": np, "erf": scipy.special.erf, "erfc": scipy.special.erfc},
-                  constant=lambda e: np_dtype.type(float(e)), piecewise=_piecewise)
+                  {"numpy": np, "erf": scipy.special.erf, "erfc": scipy.special.erfc,
+                   "share": _share, "share_min": _share_min},
+                  constant=lambda e: np_dtype.type(float(e)), piecewise=_piecewise, node=_node)
 
 
 def compile_gradient(program: Program, dtype: str):

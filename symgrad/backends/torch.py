@@ -51,7 +51,10 @@ minimum = _fold(torch.minimum)
 
 
 def heaviside(x, h0):
-    return torch.heaviside(x, torch.full_like(x, float(h0)))
+    """H(x) with H(0) = h0 and a defined zero derivative (torch.heaviside has no backward)."""
+    if not isinstance(x, torch.Tensor):
+        return float(x > 0) + float(x == 0) * float(h0)
+    return (x > 0).to(x.dtype) + (x == 0).to(x.dtype) * float(h0)
 
 
 def where(cond, a, b, like):

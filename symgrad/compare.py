@@ -247,7 +247,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             with np.errstate(divide="ignore"):
                 position = np.where(at_kink, (got64 - low) / (high - low), np.nan)
         if uncertain is not None:
-            undecided = uncertain & np.isin(status, (OK, LOSS, MISMATCH, KINK))
+            undecided = uncertain & np.isin(status, (OK, LOSS, MISMATCH, KINK, DOMAIN))
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),

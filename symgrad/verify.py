@@ -80,11 +80,10 @@ class Compiled:
 
     program: Program
     numpy: Callable
-    bound: Callable
+    bound: Callable  # E of value, gradient, then of every kink site's argument of the oracle
     display_bound: Callable  # E of the textbook composition (what hand-written torch computes)
     torch: Callable
     oracle: Callable  # certified ball arithmetic (symgrad.oracle), with its kink sites
-    site_bound: Callable | None  # E of every kink site's argument (None: no kink sites)
 
 
 def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Compiled:
@@ -99,18 +98,19 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
         program = model._cache.get("program") or reverse_accumulation(model)
         model._cache["program"] = program
         t1 = time.perf_counter()
-        bound = np_backend.compile_bound(program)
+        exact_fn = oracle.compile_oracle(program)
+        sites = oracle.site_arguments(exact_fn)
+        # one bound program: E of each output, then of each kink site's argument
+        bound = compile_bound(program.assignments, program.leaves,
+                              (program.value, *program.gradient, *sites),
+                              np_backend.target("float64"))
         has_display = any(getattr(n.symbol, "display", None) is not None
                            for n in model.graph.nodes)
         display_bound = (np_backend.compile_bound(reverse_accumulation(model, view="display"))
                          if has_display else bound)
-        exact_fn = oracle.compile_oracle(program)
-        sites = oracle.site_arguments(exact_fn)
-        site_bound = (compile_bound(program.assignments, program.leaves, sites,
-                                    np_backend.target("float64")) if sites else None)
         compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
                             bound, display_bound,
-                            torch_backend.compile_forward(program), exact_fn, site_bound)
+                            torch_backend.compile_forward(program), exact_fn)
         model._cache[key] = compiled
         model._cache[key + ("times",)] = {"derive_s": t1 - t0,
                                           "compile_s": time.perf_counter() - t1}
@@ -198,11 +198,11 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     """
     X = batch.X[:, subset]
     t0 = time.perf_counter()
-    bound = np_backend.run(compiled.bound, X, "float64")
-    display = np_backend.run(compiled.display_bound, X, "float64")
+    width = 1 + len(compiled.program.gradient)
+    both = np_backend.run(compiled.bound, X, "float64")
+    bound, site_allow = both[:, :width], allowance(both[:, width:], cfg)
+    display = np_backend.run(compiled.display_bound, X, "float64")[:, :width]
     allow = allowance(bound, cfg)
-    site_allow = (allowance(np_backend.run(compiled.site_bound, X, "float64"), cfg)
-                  if compiled.site_bound is not None else None)
     timings["bound_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     parts = []

@@ -51,8 +51,9 @@ class Target:
     piecewise: Callable[[list[tuple[str, str]]], str] | None = None
     logic_and: str = "&"
     logic_or: str = "|"
-    # optional hook for non-smooth nodes (Heaviside, sign, relationals): returns the source, or
-    # None for the table's spelling (the oracle uses it to print kink sites)
+    # optional hook for powers, relationals and functions (Heaviside, Piecewise, ...): returns
+    # the source, or None for the table's spelling (the oracle prints kink sites with it; torch
+    # its fused sigmoid and NaN-safe branches)
     node: Callable[[sp.Expr, "Printer"], str | None] | None = None
 
 
@@ -110,12 +111,13 @@ class Printer:
             return "(" + " + ".join(self(a) for a in e.args) + ")"
         if e.is_Mul:
             return "(" + " * ".join(self(a) for a in e.args) + ")"
-        if e.is_Pow:
-            return self.pow(e)
-        if self.t.node is not None and (cls in RELATIONALS or isinstance(e, sp.Function)):
+        if self.t.node is not None and (e.is_Pow or cls in RELATIONALS
+                                        or isinstance(e, sp.Function)):
             hooked = self.t.node(e, self)
             if hooked is not None:
                 return hooked
+        if e.is_Pow:
+            return self.pow(e)
         if cls in RELATIONALS:
             return f"({self(e.lhs)} {RELATIONALS[cls]} {self(e.rhs)})"
         if isinstance(e, sp.And):

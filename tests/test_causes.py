@@ -43,7 +43,8 @@ def test_real_error_where_trap_and_domain(models):
     assert "real derivative error: mismatch" in _causes(wrong)
     w = sp.Symbol("w")
     trap = sg.verify(sg.Model("trap", sp.Piecewise((sp.sqrt(w), w > 0), (w**2, True)),
-                              params=[w]), samples=40, seed=0)
+                              params=[w]), samples=40, seed=0,
+                     torch_fn=lambda w: torch.where(w > 0, torch.sqrt(w), w**2))
     assert "known torch convention: where-trap" in _causes(trap)
     dom = sg.verify(sg.Model("dom", sp.log(w), params=[w]), samples=40, seed=0)
     assert _causes(dom) == {"domain: domain"}

@@ -71,5 +71,5 @@ def test_large_models_are_refused_clearly():
     from symgrad.zoo import gpt
     m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
                       "n_layers": 1})
-    with pytest.raises(SymgradError, match="has 526 steps; derivations are printed for models"):
+    with pytest.raises(SymgradError, match=r"has \d+ steps; derivations are printed for models"):
         sg.explain(m)

@@ -83,10 +83,78 @@ def _piecewise(pairs):
     return out
 
 
-TARGET = Target("torch", FUNCTIONS,
-                {"torch": torch, "maximum": maximum, "minimum": minimum,
-                 "heaviside": heaviside, "where": where},
-                constant=lambda e: float(e), piecewise=_piecewise)
+def safe(cond, x):
+    """x where ``cond`` holds, else 1: the inputs of a branch not taken (double-where trick).
+
+    torch.where differentiates both branches; a branch computed where it is undefined (sqrt of
+    a negative) gives NaN * 0 = NaN in the backward. Fed 1 instead, it stays finite.
+    """
+    if not isinstance(cond, torch.Tensor):
+        return x if cond else 1.0
+    if not isinstance(x, torch.Tensor):
+        return x
+    return torch.where(cond, x, torch.ones_like(x))
+
+
+def _logistic_argument(e: sp.Expr):
+    """u when ``e`` is 1 / (1 + exp(-u)), else None."""
+    if not (e.is_Pow and e.exp == -1 and e.base.is_Add and len(e.base.args) == 2):
+        return None
+    one, ex = sorted(e.base.args, key=lambda a: not a.is_number)
+    if one == 1 and isinstance(ex, sp.exp):
+        return -ex.args[0]
+    return None
+
+
+def _node(e: sp.Expr, pr, fused: frozenset = frozenset()) -> str | None:
+    """torch.sigmoid for ``sg.ops.sigmoid`` steps (``fused``: their expressions), whose
+    derivative is s (1 - s) as torch's (1/(1 + exp(-u)) overflows to NaN gradients in float32
+    at u = -100); NaN-safe branches for a Piecewise."""
+    if e.is_Pow:
+        u = _logistic_argument(e) if e in fused else None
+        return None if u is None else f"torch.sigmoid({pr(u)})"
+    if isinstance(e, sp.Piecewise):
+        pairs, earlier = [], []
+        for b in e.args:
+            cond = pr(b.cond)
+            if b.expr.is_Atom:  # a symbol or number cannot be undefined (embedding lookups)
+                pairs.append((pr(b.expr), cond))
+            else:
+                taken = cond if not earlier else (
+                    f"(~({' | '.join(earlier)}))" if cond == "True"
+                    else f"(({cond}) & ~({' | '.join(earlier)}))")
+                pairs.append((_branch(b.expr, taken, pr), cond))
+            if cond != "True":
+                earlier.append(f"({cond})")
+        return _piecewise(pairs)
+    return None
+
+
+def _branch(expr: sp.Expr, taken: str, pr) -> str:
+    """The branch's source with every input fed through ``safe(taken, ...)``."""
+    if taken == "True":
+        return pr(expr)
+    saved = dict(pr.names)
+    try:
+        for s in expr.free_symbols:
+            if s in saved:
+                pr.names[s] = f"safe({taken}, {saved[s]})"
+        return pr(expr)
+    finally:
+        pr.names.clear()
+        pr.names.update(saved)
+
+
+def target(fused: frozenset = frozenset()) -> Target:
+    """The torch table; ``fused``: expressions of sg.ops.sigmoid steps, run as torch.sigmoid."""
+    return Target("torch", FUNCTIONS,
+                  {"torch": torch, "maximum": maximum, "minimum": minimum,
+                   "heaviside": heaviside, "where": where, "safe": safe},
+                  constant=lambda e: float(e), piecewise=_piecewise,
+                  node=lambda e, pr: _node(e, pr, fused))
+
+
+TARGET = target()
 
 
 # ---------------------------------------------------------------- devices and global state
@@ -146,8 +214,10 @@ def exact_math():
 # ---------------------------------------------------------------- the model's own program
 def compile_forward(program: Program) -> Callable:
     """``f(X) -> [value]`` over the forward assignments only (autograd does the rest)."""
-    return compile_program(program.assignments[:program.n_forward], program.leaves,
-                           (program.value,), TARGET, fname="forward")
+    forward = program.assignments[:program.n_forward]
+    fused = frozenset(e for s, e in forward if getattr(s, "op", "") == "sigmoid")
+    return compile_program(forward, program.leaves, (program.value,), target(fused),
+                           fname="forward")
 
 
 def run_program(forward: Callable, X: np.ndarray, n_params: int, *, device: str,

@@ -131,6 +131,39 @@ def softplus(x, *, label: str | None = None):
     return _elementwise(one, x, label=label, op="softplus")
 
 
+def logsumexp(values, *, label: str | None = None):
+    """log(sum(exp(x))) in the stable exact form max(x) + log(sum(exp(x - max(x)))).
+
+    No exp overflows for any finite x (log-sum-exp at logits [0, 1000] is 1000, not inf); its
+    derivative is given as the softmax exp(x_i - lse), so the max adds no kink.
+    """
+    xs = [sp.sympify(v) for v in values]
+    if len(xs) == 1:
+        return xs[0]
+    m = sp.Max(*xs)
+
+    def partials(out):
+        found: dict = {}
+        for x in xs:
+            if not x.is_number:
+                found[x] = found.get(x, 0) + sp.exp(x - out)
+        return found
+    return define(m + sp.log(sp.Add(*[sp.exp(x - m) for x in xs])), kind="logsumexp",
+                  label=label, partials=partials)
+
+
+def softmax_entries(values, *, kind: str = "softmax") -> list:
+    """Softmax of a list as exp(x_i - logsumexp(x)): every exp <= 1, no (sum exp)^2 anywhere in
+    the derivative (float32 attention overflowed there)."""
+    xs = [sp.sympify(v) for v in values]
+    if len(xs) == 1:
+        return [sp.Integer(1)]
+    lse = logsumexp(xs)
+    return [define(sp.exp(x - lse), kind=kind,
+                   partials=lambda p, x=x: ({x: p} if not x.is_number else {}) | {lse: -p})
+            for x in xs]
+
+
 # ---------------------------------------------------------------- losses
 def _bce(p, y, label):
     if isinstance(p, Intermediate) and p.op == "sigmoid" and hasattr(p, "logit"):

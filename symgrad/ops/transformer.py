@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..graph import define
-from .basic import _as_matrix, _exp, _tag, element_label
+from .basic import _as_matrix, _tag, element_label, logsumexp, softmax_entries
 
 
 def _matrix(rows: int, cols: int, entries) -> sp.ImmutableMatrix:
@@ -107,9 +107,7 @@ def gelu(X, *, approximate: str = "tanh", label: str | None = None):
 
 
 def _softmax(values: list, kind: str = "softmax") -> list:
-    exps = [_exp(v) for v in values]
-    total = define(sp.Add(*exps), kind="softmax_sum")
-    return [define(e / total, kind=kind) for e in exps]
+    return softmax_entries(values, kind=kind)  # stable: exp(x - logsumexp(x))
 
 
 def softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
@@ -119,7 +117,7 @@ def softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
 
 
 def _logsumexp(values: list):
-    return define(sp.log(sp.Add(*[_exp(v) for v in values])), kind="logsumexp")
+    return logsumexp(values)  # stable: max(x) + log(sum(exp(x - max(x))))
 
 
 def log_softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:

@@ -50,7 +50,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--samples", type=int, default=500, help="random samples (default 500)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample generator (default 0)")
     p.add_argument("--oracle-samples", type=int, default=None,
-                   help="samples checked by the mpmath oracle (default: all, capped by cost)")
+                   help="samples checked by the certified oracle (default: all, capped by cost)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     p.add_argument("--config", default=None,
                    help="tiny_gpt: a GPT_CONFIG-shaped JSON object or .json file, e.g. "

@@ -39,6 +39,7 @@ class Entry:
 
 
 def environment(result: Result) -> dict:
+    import flint
     import mpmath
     import sympy
     import torch
@@ -46,6 +47,7 @@ def environment(result: Result) -> dict:
     from .. import __version__
     return {"symgrad": __version__, "sympy": sympy.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "mpmath": mpmath.__version__,
+            "python-flint": flint.__version__,
             "python": platform.python_version(), "device": result.config.device,
             "dtype": result.config.dtype, "seed": result.config.seed,
             "samples": result.config.samples}
@@ -58,7 +60,9 @@ def model_json(entry: Entry) -> dict:
             "result": r.as_dict(), "stats": _stats(r),
             "worst_samples": [f.as_dict() for f in r.worst],
             "tolerance": r.config.tolerance.as_dict(),
-            "oracle": {"dps": r.config.oracle_dps, "samples_checked": len(r.oracle_samples),
+            "oracle": {"method": "python-flint arb ball arithmetic, precision doubled until "
+                                 "each entry is certified",
+                       "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples),
                        "which": f"the first {len(r.oracle_samples)} of {r.config.samples}"}}
 
 
@@ -103,7 +107,8 @@ def model_markdown(entry: Entry, png_name: str) -> str:
     verdict = "OK" if r.ok else "FAIL"
     out = [f"# {m.name}: {verdict}", "", m.description, "",
            f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
-           f"derivative (mpmath, {r.config.oracle_dps} digits); {r.config.dtype} on "
+           f"derivative (certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits);"
+           f" {r.config.dtype} on "
            f"{r.config.device}, seed {r.config.seed}.", "", "## Model", ""]
     for step in _steps(m):
         out += [f"$${step['latex']}$$", ""]

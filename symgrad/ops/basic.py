@@ -140,7 +140,7 @@ def logsumexp(values, *, label: str | None = None):
     xs = [sp.sympify(v) for v in values]
     if len(xs) == 1:
         return xs[0]
-    m = sp.Max(*xs)
+    m = sp.Max(*xs, evaluate=False)  # sympy's simplification of a Max is slow (pairwise)
 
     def partials(out):
         found: dict = {}

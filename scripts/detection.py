@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
-from symgrad import verify as V  # noqa: E402
+import importlib  # noqa: E402
+V = importlib.import_module("symgrad.verify")
 from symgrad import zoo  # noqa: E402
 from symgrad.compare import FAILING, compare, systematic  # noqa: E402
 from symgrad.config import VerifyConfig  # noqa: E402
@@ -215,6 +216,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=20)
     ap.add_argument("--gpt-seeds", type=int, default=3)
     ap.add_argument("--samples", type=int, default=100)
+    ap.add_argument("--gpt-samples", type=int, default=4, help="samples per tiny_gpt run")
     ap.add_argument("--only", default="neuron,blocks,attention,sweep")
     ap.add_argument("--out", default=str(ROOT / "reports"))
     args = ap.parse_args()
@@ -229,11 +231,15 @@ def main() -> None:
         results["neuron"] = neuron_rates()
         write(results, Path(args.out))
     if "blocks" in parts:
-        results["blocks"] = {f"tiny_gpt {d}": block_mutants(d, 4) for d in ("float32", "float64")}
-        write(results, Path(args.out))
+        results.setdefault("blocks", {})
+        for d in ("float32", "float64"):
+            results["blocks"][f"tiny_gpt {d}"] = block_mutants(d, args.gpt_samples)
+            write(results, Path(args.out))
     if "attention" in parts:
-        results["attention"] = {d: attention_mutant(d, 4) for d in ("float64", "float32")}
-        write(results, Path(args.out))
+        results.setdefault("attention", {})
+        for d in ("float64", "float32"):
+            results["attention"][d] = attention_mutant(d, args.gpt_samples)
+            write(results, Path(args.out))
     if "sweep" in parts:
         results["sweep"] = sweep(args.seeds, args.gpt_seeds, args.samples)
         write(results, Path(args.out))

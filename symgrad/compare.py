@@ -254,6 +254,27 @@ class BlockFinding:
                 f"{self.threshold:.3g}, noise {self.sigma:.3g})")
 
 
+def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
+                use: np.ndarray) -> dict:
+    """Per sample: the projection p of the error on the exact gradient, its noise sigma, the
+    sound worst-case bound R of |p|, the effective entries and the resolution weight pi."""
+    scale = np.max(np.where(use, np.abs(exact), 0), axis=1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
+    g = np.where(use, exact, 0) / scale
+    e = np.where(use, err, 0) / scale
+    al = np.where(use, allowed, 0) / scale
+    gg, g4 = (g * g).sum(1), (g**4).sum(1)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        p = (e * g).sum(1) / gg
+        r = e - p[:, None] * g
+        sigma = np.sqrt((g * g * r * r).sum(1)) / gg
+        bound = np.where(gg > 0, (al * np.abs(g)).sum(1) / gg, np.inf)
+        pi = np.where(np.isfinite(al).all(1), gg / (al * al).sum(1), 0.0)
+        n_eff = gg**2 / g4
+    return {"p": p, "sigma": sigma, "R": np.where(np.isnan(bound), np.inf, bound), "pi": pi,
+            "n_eff": n_eff, "use": use, "e": e, "g": g, "ok_rows": (gg > 0) & np.isfinite(p)}
+
+
 def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
     """The block and pooled tests (module docstring, 2 and 3) on every parameter block.
 
@@ -281,39 +302,33 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
                   & np.isin(comp.status, (OK, LOSS, MISMATCH, INCONCLUSIVE)))
     status = comp.status.copy()
     found = []
-    for name, a, b in blocks:
-        use = usable[:, a:b]
-        scale = np.max(np.where(use, np.abs(comp.expected[:, a:b]), 0), axis=1, keepdims=True)
-        scale = np.where(scale > 0, scale, 1.0)
-        g = np.where(use, comp.expected[:, a:b], 0) / scale
-        e = np.where(use, err[:, a:b], 0) / scale
-        al = np.where(use, comp.allowed_abs[:, a:b], 0) / scale
-        gg, g4 = (g * g).sum(1), (g**4).sum(1)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            p = (e * g).sum(1) / gg
-            r = e - p[:, None] * g
-            sigma = np.sqrt((g * g * r * r).sum(1)) / gg
-            n_eff = gg**2 / g4
-            pi = np.where(np.isfinite(al).all(1), gg / (al * al).sum(1), 0.0)
-        ok_rows = (gg > 0) & np.isfinite(p)
+    stats = [_projection(comp.expected[:, a:b], err[:, a:b], comp.allowed_abs[:, a:b],
+                         usable[:, a:b]) for _, a, b in blocks]
+    # a common mode shared by every block (an upstream adjoint near the loss) is bounded by the
+    # tightest block's sound projection bound R = sum a|g| / sum g^2
+    shared = np.min([st["R"] for st in stats], axis=0) if stats else np.zeros(len(status))
+    for (name, a, b), st in zip(blocks, stats):
+        p, sigma, use, e, g = st["p"], st["sigma"], st["use"], st["e"], st["g"]
+        ok_rows = st["ok_rows"]
         # 2. per sample
-        thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
-        flag = ok_rows & (n_eff >= tol.block_min_entries) & (np.abs(p) > thresh)
+        thresh = np.fmax(np.maximum(tol.block_floor * u, tol.block_sigmas * sigma), shared)
+        flag = ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
         for s in np.flatnonzero(flag):
             found.append(BlockFinding(name, int(s), float(p[s]), float(sigma[s]),
                                       float(thresh[s]), (a, b)))
             mark = use[s] & (e[s] * g[s] * p[s] > 0) & (status[s, a:b] != MISMATCH)
             status[s, a:b][mark] = SYSTEMATIC
         # 3. pooled over samples
-        pi = np.where(ok_rows & np.isfinite(pi), pi, 0.0)
+        pi = np.where(ok_rows & np.isfinite(st["pi"]), st["pi"], 0.0)
         pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
         total = pi.sum()
         if total > 0 and total**2 / max((pi * pi).sum(), 1e-300) >= tol.pooled_min_samples:
-            pp = float((pi * np.where(ok_rows, p, 0)).sum() / total)
-            sp = float(np.sqrt((pi * pi * np.where(ok_rows, p, 0) ** 2).sum()) / total)
-            th = max(tol.pooled_floor * u, tol.pooled_sigmas * sp)
+            pz = np.where(ok_rows, p, 0)
+            pp = float((pi * pz).sum() / total)
+            spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
+            th = max(tol.pooled_floor * u, tol.pooled_sigmas * spread)
             if abs(pp) > th:
-                found.append(BlockFinding(name, -1, pp, sp, th, (a, b)))
+                found.append(BlockFinding(name, -1, pp, spread, th, (a, b)))
                 mark = use & (e * g * pp > 0) & (status[:, a:b] != MISMATCH)
                 status[:, a:b][mark] = SYSTEMATIC
     return replace(comp, status=status, systematic=tuple(found))

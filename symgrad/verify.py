@@ -193,7 +193,7 @@ def _check_integers(block, v: np.ndarray, what: str) -> None:
     if block.domain.integer:
         bad = v[np.isfinite(v) & (v != np.round(v))] if v.size else v
         if bad.size or not np.isfinite(v).all():
-            shown = bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0]
+            shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
             raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
                                f"non-integer value {shown!r}; give whole numbers")
 

@@ -188,7 +188,13 @@ def _softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
 
 
 def wanted_ops(model: Model) -> bool:
-    """Does recognising causes need the exact intermediates of this model?"""
+    """Does recognising causes need the exact intermediates of this model? (cached)"""
+    if "causes_wanted" not in model._cache:
+        model._cache["causes_wanted"] = _wanted(model)
+    return model._cache["causes_wanted"]
+
+
+def _wanted(model: Model) -> bool:
     return any(getattr(n.symbol, "op", "") in ("sigmoid", "softplus")
                or _softplus_arguments(n.expr) for n in model.display_graph.nodes)
 

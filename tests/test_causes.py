@@ -1,5 +1,6 @@
 """Each root-cause class, triggered for real (the catalogue of torch behaviours included)."""
 
+import pytest
 import sympy as sp
 import torch
 import torch.nn.functional as F
@@ -27,17 +28,18 @@ def test_bce_loss_clamp_is_named(models):
     assert "p(1-p) = " in r.failures[0].note
 
 
-def test_float32_bce_loss_value_clamp_is_a_mismatch_and_named():
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_float32_bce_loss_value_clamp_is_a_mismatch_and_named(dtype):
     w, x, y = sp.symbols("w x y")
     m = sg.Model("sat", sg.ops.bce(sg.ops.sigmoid(w * x), y), params={w: sg.Uniform(16, 17)},
                  inputs={x: sg.Uniform(0.99, 1.01), y: sg.Choice([0.0])})
     bce = torch.nn.BCELoss()
-    r = sg.verify(m, samples=20, seed=0, dtype="float32", backends=("torch_fn",),
+    r = sg.verify(m, samples=20, seed=0, dtype=dtype, backends=("torch_fn",),
                   torch_fn=lambda w, x, y: bce(torch.sigmoid(w * x), y))
     value = [f for f in r.failures if f.output == "value"]
     assert not r.ok and value and value[0].kind == "mismatch" and value[0].got == 100.0
     assert value[0].cause == "saturation/clamping inside torch: BCELoss clamp"
-    assert "rounds to 1 in float32" in value[0].note
+    assert f"rounds to 1 in {dtype}" in value[0].note
 
 
 def test_softplus_threshold_is_named():

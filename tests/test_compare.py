@@ -121,13 +121,24 @@ def test_block_test_ignores_aligned_rounding_at_the_floor_and_noisy_blocks():
     assert _block(g, noisy, 1e9).ok
 
 
-def test_block_test_excuses_a_common_mode_within_the_tightest_blocks_bound():
+def test_block_test_excuses_a_common_mode_shared_by_every_block():
     """An upstream adjoint shared by every block (BCE's dL/dz at a saturated logit) shifts all
-    blocks alike; without a block that resolves it, a scaled block cannot be told from it."""
+    blocks alike: not a block bug. A block departing from the others is."""
     rng = np.random.default_rng(3)
     g = rng.normal(size=(1, 64))
-    assert _block(g, g * 1.5, 1e9, head=False).ok  # nothing resolves the common mode
-    assert not _block(g, g * 1.5, 1e9).ok
+    n = 65 + 8
+    exact = np.hstack([np.ones((1, 1)), g, np.linspace(1, 2, 8)[None]])
+
+    def run(got):
+        c = compare(exact, 0 * exact, got, np.full((1, n), 1e9), backend="b", dtype="float32",
+                    tol=Tolerance())
+        return systematic(c, [("W", 1, 65), ("head", 65, 73)], Tolerance())
+    common = exact * (1 + 1e-3)
+    common[0, 0] = 1.0
+    assert run(common).ok  # 1e-3 = 16000 u on every block: above the floor, yet shared
+    alone = exact.copy()
+    alone[0, 1:65] *= 1 + 1e-3
+    assert not run(alone).ok and run(alone).systematic[0].block == "W"
 
 
 def test_pooled_test_resolves_a_tiny_systematic_error_across_samples():

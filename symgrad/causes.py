@@ -1,33 +1,63 @@
 """Root causes: every disagreement gets a class and a one-line explanation.
 
-Classes: real derivative error, known torch convention, saturation/clamping inside torch,
-precision loss, overflow, domain. Besides the rules by failure kind, a catalogue holds what
-symgrad found on torch's own functional ops, each recognised from the model's intermediates at
-the failing sample (and each with a regression test in tests/test_causes.py).
+The first split of every failure: **function differs** (the loss value of the same backend at the
+same sample disagrees beyond its bound: the code computes a different function, and its gradient
+follows it) versus **derivative wrong** (the value agrees, the gradient does not: the derivative
+of the same function is wrong). Before that split, what is known: the failure kind (domain,
+overflow, kink, non-finite), and a catalogue of behaviours symgrad found in torch (BCELoss clamps,
+the softplus threshold, saturated logits, integer tensors promoted to float32), each recognised
+from data the pipeline hands over in a ``Context`` (exact intermediates at the sample, the value's
+status, the ops that promoted an integer tensor). This module imports nothing of the pipeline's.
+
+>>> by_kind("domain", "torch", False, float("nan"), float("nan")).name
+'domain'
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
 import sympy as sp
+from sympy.codegen.cfunctions import log1p
 
+from .compare import dtype_info
 from .model import Model
+
+OWN = ("numpy", "torch")  # symgrad's own programs; "torch_fn" is the user's code
 
 
 @dataclass(frozen=True)
 class Cause:
-    klass: str  # real derivative error / known torch convention / saturation/clamping inside
-    #             torch / precision loss / overflow / domain
+    klass: str  # function differs / derivative wrong / known torch convention /
+    #             saturation/clamping inside torch / dtype promotion in user code / precision
+    #             loss / overflow / underflow / domain
     name: str
     explanation: str
 
 
-def by_kind(kind: str, backend: str, has_branch: bool, got: float,
-            expected: float) -> Cause | None:
-    """The cause implied by the failure kind alone (None: look further)."""
+@dataclass(frozen=True)
+class Context:
+    """What the pipeline knows about one failing sample, handed over as data."""
+
+    dtype: str = "float64"  # the backend's dtype
+    value_status: str = "ok"  # status of the loss value, same backend and sample
+    value_expected: float = float("nan")
+    value_got: float = float("nan")
+    ops: dict = field(default_factory=dict)  # op_values(): exact sigmoid/softplus values
+    promotions: tuple[str, ...] = ()  # torch ops that turned an integer tensor into floats
+    #                                   of another dtype than the run's (user code)
+
+
+def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: float, *,
+            value_finite: bool = True, guard_zero: str | None = None) -> Cause | None:
+    """The cause implied by the failure kind alone (None: look further).
+
+    ``value_finite``: the loss value at the same sample is finite (a where-trap poisons only the
+    gradient; a NaN in the value is the forward's). ``guard_zero``: a constant of the model that
+    rounds to 0 in the dtype (a guard like ``+ 1e-10`` in float16).
+    """
     if kind == "domain":
         return Cause("domain", "domain", "the model is undefined at the sample (log/sqrt of a "
                                          "negative, division by zero): not a backend error")
@@ -40,10 +70,18 @@ def by_kind(kind: str, backend: str, has_branch: bool, got: float,
         return Cause("precision loss", "cancellation", "the computation as written cancels "
                      "here; the error is within its rounding bound")
     if kind == "non-finite":
+        if guard_zero is not None:
+            return Cause("underflow", "guard rounds to zero", f"the guard constant {guard_zero} "
+                         "rounds to 0 in this dtype, so the guarded expression hits 0/0 or "
+                         "1/0; use a guard the dtype can represent")
+        if not value_finite:
+            return Cause("function differs", "forward NaN", f"{backend}'s loss value itself is "
+                         "NaN/inf at this sample (0/0, inf - inf; e.g. a softmax over a fully "
+                         "masked row): the forward breaks, not the derivative")
         if np.isnan(got) and has_branch:
             return Cause("known torch convention", "where-trap",
                          "NaN from the branch not taken (torch.where / Max evaluate both sides; "
-                         "a NaN there poisons the gradient)")
+                         "a NaN there poisons the gradient while the value is fine)")
         return Cause("overflow", "intermediate overflow", f"{backend} overflowed (or hit 0/0, "
                      "inf-inf) in an intermediate although the exact value is finite")
     if kind == "mismatch" and got == 0 and abs(expected) < 1e-150:
@@ -52,41 +90,79 @@ def by_kind(kind: str, backend: str, has_branch: bool, got: float,
     return None
 
 
-REAL_ERROR = Cause("real derivative error", "mismatch", "outside the rounding-error bound with "
-                   "no known cause: the gradient is wrong")
+DERIVATIVE_WRONG = Cause("derivative wrong", "real derivative error",
+                         "the loss value agrees with the exact one, the gradient is outside its "
+                         "bound: the derivative of the same function is wrong")
+
+
+def function_differs(ctx: Context, output: str) -> Cause:
+    what = ("the loss value" if output == "value" else
+            f"the loss value at this sample (expected {ctx.value_expected!r}, "
+            f"got {ctx.value_got!r})")
+    return Cause("function differs", "different function",
+                 f"{what} disagrees beyond its bound: the code computes a different function "
+                 "(a wrong constant, formula or dtype in the forward); its gradient follows "
+                 "it - fix the forward first (the user code's intermediates are not visible "
+                 "to symgrad, so where it departs is not located)")
 
 
 @dataclass(frozen=True)
 class Entry:
-    """A torch behaviour symgrad found, recognised from intermediate values at the sample."""
+    """A torch behaviour symgrad found, recognised from data about the failing sample."""
 
     cause: Cause
     backends: tuple[str, ...]
-    applies: Callable[[dict[str, list], float], str | None]  # (op values, relative error)
+    applies: Callable[["Context", str, float], str | None]  # (context, output, rel. error)
 
 
-def _bce_clamp(ops: dict, rel: float) -> str | None:
-    for p, _ in ops.get("sigmoid", []):
+def _bce_clamp(ctx: Context, output: str, rel: float) -> str | None:
+    for p, _ in ctx.ops.get("sigmoid", []):
         if p * (1 - p) < 1e-12 and rel > 1e-3:  # a clamp is gross, not a few digits
             return f"p(1-p) = {float(p * (1 - p)):.3g}"
     return None
 
 
-def _softplus_threshold(ops: dict, rel: float) -> str | None:
-    for _, args in ops.get("softplus", []):
+def _bce_log_clamp(ctx: Context, output: str, rel: float) -> str | None:
+    """float32/bfloat16: the sigmoid rounds to 0 or 1, BCELoss's log(0) is clamped at -100."""
+    if output != "value" or not np.isfinite(ctx.value_got) or ctx.value_got < 99:
+        return None
+    eps = dtype_info(ctx.dtype).eps
+    for p, _ in ctx.ops.get("sigmoid", []):
+        if min(p, 1 - p) < eps / 2:
+            return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} in {ctx.dtype}; loss "
+                    f"{ctx.value_got:g} instead of {ctx.value_expected:.6g}")
+    return None
+
+
+def _softplus_threshold(ctx: Context, output: str, rel: float) -> str | None:
+    for _, args in ctx.ops.get("softplus", []):
         if args and args[0] > 20:
             return f"softplus argument {float(args[0]):.4g} > 20"
     return None
 
 
-def _saturated_logit(ops: dict, rel: float) -> str | None:
-    for _, args in ops.get("sigmoid", []):
+def _saturated_logit(ctx: Context, output: str, rel: float) -> str | None:
+    for _, args in ctx.ops.get("sigmoid", []):
         if args and abs(args[0]) > 4 and rel < 1e-3:  # loss grows like e^|z|
             return f"logit {float(args[0]):.4g}"
     return None
 
 
+def _promotion(ctx: Context, output: str, rel: float) -> str | None:
+    if ctx.promotions:
+        return f"{', '.join(sorted(set(ctx.promotions)))} on an integer tensor"
+    return None
+
+
 CATALOGUE = (
+    Entry(Cause("dtype promotion in user code", "integer input promoted",
+                "a torch op applied to an integer (int64) input returns torch's default dtype "
+                "(float32), not the run's: convert the input with .to(dtype) first"),
+          ("torch_fn",), _promotion),
+    Entry(Cause("saturation/clamping inside torch", "BCELoss clamp",
+                "nn.BCELoss clamps log at -100: once the sigmoid rounds to 0 or 1 in the dtype "
+                "the loss is 100; use BCEWithLogits / log-sigmoid"), ("torch_fn",),
+          _bce_log_clamp),
     Entry(Cause("saturation/clamping inside torch", "BCELoss clamp",
                 "nn.BCELoss's backward divides by max(p(1-p), 1e-12) (and clamps log at -100): "
                 "at a saturated sigmoid its gradient is wrong"), ("torch_fn",), _bce_clamp),
@@ -100,37 +176,77 @@ CATALOGUE = (
 )
 
 
-def op_values(model: Model, point: dict) -> dict[str, list]:
-    """Exact values of the sigmoid/softplus intermediates at one sample, by op:
-    ``{op: [(value, [operand value]), ...]}`` (empty when the point was truncated)."""
-    from .errors import SymgradError
-    from .verify import exact_steps
-    wanted = [n for n in model.display_graph.nodes
-              if getattr(n.symbol, "op", "") in ("sigmoid", "softplus")]
-    if not wanted:
-        return {}
-    try:
-        env = exact_steps(model, point, dps=40)
-    except SymgradError:  # a large block stored truncated in the failure
-        return {}
-    found: dict[str, list] = {}
-    for n in wanted:
-        found.setdefault(n.symbol.op, []).append((env[n.symbol], [env[n.operands[0]]]))
+def _softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
+    """Arguments t of every softplus written by hand: log(1 + exp(t)), log1p(exp(t))."""
+    found = []
+    for f in expr.atoms(sp.log, log1p):
+        arg = f.args[0]
+        inner = arg - 1 if isinstance(f, sp.log) else arg
+        if isinstance(inner, sp.exp):
+            found.append(inner.args[0])
     return found
 
 
-def classify(model: Model, failure) -> Cause:
-    """The root cause of one failure (a ``symgrad.result.Failure``)."""
+def wanted_ops(model: Model) -> bool:
+    """Does recognising causes need the exact intermediates of this model? (cached)"""
+    if "causes_wanted" not in model._cache:
+        model._cache["causes_wanted"] = _wanted(model)
+    return model._cache["causes_wanted"]
+
+
+def _wanted(model: Model) -> bool:
+    return any(getattr(n.symbol, "op", "") in ("sigmoid", "softplus")
+               or _softplus_arguments(n.expr) for n in model.display_graph.nodes)
+
+
+def op_values(model: Model, env: dict) -> dict[str, list]:
+    """Exact values of the sigmoid/softplus intermediates at one sample, by op, from ``env``
+    (symbol -> exact value of every leaf and step): ``{op: [(value, [operand value]), ...]}``.
+    A softplus written by hand (``log(1 + exp(t))``) counts as a softplus."""
+    found: dict[str, list] = {}
+    for n in model.display_graph.nodes:
+        op = getattr(n.symbol, "op", "")
+        if op in ("sigmoid", "softplus"):
+            found.setdefault(op, []).append((env[n.symbol], [env[n.operands[0]]]))
+            continue
+        for t in _softplus_arguments(n.expr):
+            try:
+                value = t.xreplace({s: sp.Float(str(v), 40) for s, v in env.items()
+                                    if isinstance(s, sp.Symbol)})
+                found.setdefault("softplus", []).append((None, [float(value)]))
+            except (TypeError, ValueError):
+                continue
+    return found
+
+
+def guard_constants(model: Model, dtype: str) -> str | None:
+    """A non-zero constant of the model that rounds to 0 in ``dtype`` (as text), if any."""
+    smallest = dtype_info(dtype).tiny * dtype_info(dtype).eps  # smallest subnormal
+    for n in model.graph.nodes:
+        for c in n.expr.atoms(sp.Number):
+            if c != 0 and abs(float(c)) < smallest / 2:
+                return str(c)
+    return None
+
+
+def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
+    """The root cause of one failure (a ``symgrad.result.Failure``), from ``ctx``'s data."""
+    ctx = ctx or Context()
     has_branch = any(n.expr.has(sp.Piecewise, sp.Max, sp.Min) for n in model.graph.nodes)
-    cause = by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected)
+    value_finite = failure.output != "value" and ctx.value_status != "non-finite"
+    cause = by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
+                    value_finite=value_finite,
+                    guard_zero=(guard_constants(model, ctx.dtype)
+                                if failure.kind == "non-finite" else None))
     if cause is not None:
         return cause
-    entries = [e for e in CATALOGUE if failure.backend in e.backends]
-    if entries:
-        ops = op_values(model, failure.point)
-        rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
-        for e in entries:
-            detail = e.applies(ops, rel)
+    rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
+    for e in CATALOGUE:
+        if failure.backend in e.backends:
+            detail = e.applies(ctx, failure.output, rel)
             if detail:
                 return Cause(e.cause.klass, e.cause.name, f"{e.cause.explanation} ({detail})")
-    return REAL_ERROR
+    value_failed = ctx.value_status in ("mismatch", "non-finite", "systematic")
+    if failure.output == "value" or value_failed:
+        return function_differs(ctx, failure.output)
+    return DERIVATIVE_WRONG

@@ -52,15 +52,20 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--oracle-samples", type=int, default=None,
                    help="samples checked by the certified oracle (default: all, capped by cost)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    p.add_argument("--backends", default=None,
+                   help="comma-separated subset of numpy,torch,torch_fn to verify (default all); "
+                        "torch_fn alone verifies only the native/your torch code")
     p.add_argument("--config", default=None,
                    help="tiny_gpt: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
                         "'{\"n_layers\": 1}'")
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
+    backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
+                if args.backends else None)
     return VerifyConfig(samples=args.samples, seed=args.seed, device=args.device,
                         dtype=args.dtype, oracle_samples=args.oracle_samples,
-                        progress=args.progress or sys.stderr.isatty())
+                        progress=args.progress or sys.stderr.isatty(), backends=backends)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

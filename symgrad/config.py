@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from typing import Optional
 
 from .compare import Tolerance
 from .errors import SymgradError
+
+OWN_BACKENDS = ("numpy", "torch")  # symgrad's own programs of the model
+BACKENDS = OWN_BACKENDS + ("torch_fn",)  # ... and the user's torch code
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,8 @@ class VerifyConfig:
     # (seen: BCE-with-logits backward loses 1e-10 relative under vmap, not under plain autograd)
     max_failures: int = 10  # failures kept in a result, worst first
     progress: bool = False  # progress bar on stderr for long runs
+    backends: Optional[tuple[str, ...]] = None  # which to verify (numpy, torch, torch_fn);
+    # None: all there are. ("torch_fn",) verifies only the user's code
 
     def __post_init__(self) -> None:
         if not isinstance(self.samples, int) or self.samples < 1:
@@ -43,6 +49,24 @@ class VerifyConfig:
                                "(plain autograd per sample) or 'vmap'")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
+        if self.backends is not None:
+            if isinstance(self.backends, str) or not all(isinstance(b, str)
+                                                         for b in self.backends):
+                raise SymgradError(f"backends must be a tuple of names, e.g. ('torch_fn',), got "
+                                   f"{self.backends!r}")
+            unknown = [b for b in self.backends if b not in BACKENDS]
+            if unknown or not self.backends:
+                raise SymgradError(f"backends: unknown {unknown or 'empty selection'}; choose "
+                                   f"from {', '.join(BACKENDS)}")
+
+    def chosen_backends(self, has_torch_fn: bool) -> tuple[str, ...]:
+        """The backends this run verifies; 'torch_fn' only with a torch_fn."""
+        if self.backends is None:
+            return BACKENDS if has_torch_fn else OWN_BACKENDS
+        if "torch_fn" in self.backends and not has_torch_fn:
+            raise SymgradError("backends includes 'torch_fn' but no torch_fn was given; pass "
+                               "torch_fn=your_function or drop 'torch_fn'")
+        return tuple(self.backends)
 
     def as_dict(self) -> dict:
         d = asdict(self)

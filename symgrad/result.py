@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from tabulate import tabulate
 
-from .compare import EXPLANATIONS, FAILING, KINK, LOSS, STATUS_NAMES, Comparison
+from .compare import (EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES,
+                      Comparison)
 from .config import VerifyConfig
 
 
@@ -112,16 +113,19 @@ class Result:
         rows = []
         for label, cols in groups:
             row = {"output": label}
-            verdict = "ok"
+            verdict, unresolved = "ok", 0
             for name, comp in self.comparisons.items():
                 row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)
                 st = comp.status[:, cols]
+                unresolved += int((st == INCONCLUSIVE).sum())
                 if np.isin(st, FAILING).any():
                     verdict = "FAIL"
                 elif verdict == "ok" and (st == LOSS).any():
                     verdict = "ok (precision loss)"
                 elif verdict == "ok" and (st == KINK).any():
                     verdict = "ok (kink)"
+            if verdict != "FAIL" and unresolved:  # never "ok" for what the dtype cannot resolve
+                verdict = f"inconclusive ({unresolved} entries)"
             row["verdict"] = verdict
             rows.append(row)
         return rows
@@ -133,6 +137,12 @@ class Result:
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")
         lines = [head, table]
+        unresolved = {n: int((c.status == INCONCLUSIVE).sum()) for n, c in self.comparisons.items()}
+        if any(unresolved.values()):
+            lines.append("  inconclusive entries (the dtype's bound cannot resolve them; the block "
+                         "test still checks their block): "
+                         + ", ".join(f"{n} {k}/{self.comparisons[n].status.size}"
+                                     for n, k in unresolved.items()))
         for f in self.failures:
             lines.append("  " + f.message())
         if self.precision_losses:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Callable
+from typing import Callable, Sequence
 
 import mpmath
 import numpy as np
@@ -22,9 +22,11 @@ from . import oracle
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
-from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, KinkSides, Tolerance, compare,
-                      dtype_info)
-from .config import VerifyConfig
+from .causes import Context, classify, op_values, wanted_ops
+from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
+                      Tolerance, compare, dtype_info, systematic)
+from .config import OWN_BACKENDS, VerifyConfig
+from .errors import SymgradError
 from .derive import Program, reverse_accumulation
 from .model import Model
 from .result import BackendRun, Failure, Result
@@ -32,7 +34,8 @@ from .result import BackendRun, Failure, Result
 
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
-           tolerance: Tolerance | None = None, at: dict | None = None) -> Result:
+           tolerance: Tolerance | None = None, at: dict | None = None,
+           backends: Sequence[str] | None = None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -43,12 +46,19 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         samples, seed, device, dtype: the run (ignored when ``config`` is given).
         config: a full ``VerifyConfig``.
         tolerance: override the verdict's knobs.
-        at: explicit samples instead of random draws: block name -> array (N, *block shape);
+        at: explicit samples instead of random draws: block name (or its sympy symbol) ->
+            array (N, *block shape), or one sample's value (a scalar for a scalar block);
             used by property-based tests (``symgrad.testing``).
+        backends: which to verify, any of "numpy", "torch" (symgrad's own programs) and
+            "torch_fn" (your code); default all. ``backends=("torch_fn",)`` verifies only
+            your code.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    if backends is not None:
+        cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
+    chosen = cfg.chosen_backends(torch_fn is not None)
     given = _given(model, at, cfg.dtype) if at is not None else None
     if given is not None:
         cfg = replace(cfg, samples=given.X.shape[1])
@@ -61,17 +71,32 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     timings: dict[str, float] = {}
     compiled = derive(model, cfg, timings)
     batch = given or draw(model, cfg)
-    runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
+    runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings)
     kink = KinkSides(truth.vertices)
-    comparisons = {name: compare(truth.hi, truth.lo, got[subset], bounds[name], backend=name,
-                                 dtype=runs[name].dtype, tol=cfg.tolerance, kink=kink,
-                                 uncertain=truth.uncertain)
+    blocks = param_columns(model)
+    comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset], bounds[name],
+                                            backend=name, dtype=runs[name].dtype,
+                                            tol=cfg.tolerance, kink=kink,
+                                            uncertain=truth.uncertain),
+                                    blocks, cfg.tolerance)
                    for name, got in outputs.items()}
-    result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+    result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings,
+                       torch_fn)
     result.oracle_bits = truth.summary()
     return result
+
+
+def param_columns(model: Model) -> list[tuple[str, int, int]]:
+    """(block name, first column, last column + 1) of each parameter block; column 0 is the
+    loss value."""
+    blocks, col = [], 1
+    for b in model.param_blocks:
+        width = int(np.prod(b.shape)) if b.shape else 1
+        blocks.append((b.name, col, col + width))
+        col += width
+    return blocks
 
 
 @dataclass
@@ -134,14 +159,20 @@ def draw(model: Model, cfg: VerifyConfig) -> Batch:
 
 def _given(model: Model, at: dict, dtype: str) -> Batch:
     """Explicit samples, checked against the blocks and rounded to the run's dtype."""
-    from .errors import SymgradError
     from .model import round_to
+    at = _by_name(model, at, "at")
     values, n = {}, None
     for b in model.blocks:
         if b.name not in at:
             raise SymgradError(f"at: no values for {b.name!r}; give every block: "
                                f"{', '.join(x.name for x in model.blocks)}")
-        v = np.asarray(at[b.name], dtype=np.float64)
+        try:
+            v = np.asarray(at[b.name], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise SymgradError(f"at: {b.name!r} must be numbers, got {at[b.name]!r}") from None
+        if v.shape == b.shape:  # one sample
+            v = v[None]
+        _check_integers(b, v, "at")
         if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
             raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
                                f" with the same N for every block; got {v.shape}")
@@ -151,23 +182,52 @@ def _given(model: Model, at: dict, dtype: str) -> Batch:
     return Batch(values, np.ascontiguousarray(X))
 
 
-def execute(model: Model, compiled: Compiled, batch: Batch, torch_fn, cfg: VerifyConfig):
-    """Run numpy, torch (the model's program, autograd) and the user's torch_fn."""
+def _by_name(model: Model, given: dict, what: str) -> dict:
+    """Keys of ``at=`` / a point as block names: strings, or the blocks' sympy symbols."""
+    if not isinstance(given, dict):
+        raise SymgradError(f"{what} must be a dict of block name (or symbol) -> values, got "
+                           f"{type(given).__name__}")
+    out = {}
+    for k, v in given.items():
+        name = getattr(k, "name", None) if not isinstance(k, str) else k
+        if not isinstance(name, str):
+            raise SymgradError(f"{what}: key {k!r} is neither a block name nor a symbol; "
+                               f"blocks: {', '.join(b.name for b in model.blocks)}")
+        out[name] = v
+    return out
+
+
+def _check_integers(block, v: np.ndarray, what: str) -> None:
+    """A non-integer value for an Integers input is an error, never a silent truncation."""
+    if block.domain.integer:
+        bad = v[np.isfinite(v) & (v != np.round(v))] if v.size else v
+        if bad.size or not np.isfinite(v).all():
+            shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
+            raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
+                               f"non-integer value {shown!r}; give whole numbers")
+
+
+def execute(model: Model, compiled: Compiled, batch: Batch, torch_fn, cfg: VerifyConfig,
+            chosen: Sequence[str] = ("numpy", "torch", "torch_fn")):
+    """Run numpy, torch (the model's program, autograd) and the user's torch_fn (those
+    ``chosen``)."""
     runs: dict[str, BackendRun] = {}
     outputs: dict[str, np.ndarray] = {}
     n, n_params = cfg.samples, len(compiled.program.gradient)
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
 
-    t0 = time.perf_counter()
-    outputs["numpy"] = np_backend.run(compiled.numpy, batch.X, np_dtype)
-    runs["numpy"] = BackendRun("numpy", np_dtype, "cpu", "vectorised", time.perf_counter() - t0, n)
-
-    t0 = time.perf_counter()
-    outputs["torch"] = torch_backend.run_program(compiled.torch, batch.X, n_params,
-                                                 device=cfg.device, dtype=cfg.dtype)
-    runs["torch"] = BackendRun("torch", cfg.dtype, cfg.device, "batched autograd",
-                               time.perf_counter() - t0, n)
-    if torch_fn is not None:
+    if "numpy" in chosen:
+        t0 = time.perf_counter()
+        outputs["numpy"] = np_backend.run(compiled.numpy, batch.X, np_dtype)
+        runs["numpy"] = BackendRun("numpy", np_dtype, "cpu", "vectorised",
+                                   time.perf_counter() - t0, n)
+    if "torch" in chosen:
+        t0 = time.perf_counter()
+        outputs["torch"] = torch_backend.run_program(compiled.torch, batch.X, n_params,
+                                                     device=cfg.device, dtype=cfg.dtype)
+        runs["torch"] = BackendRun("torch", cfg.dtype, cfg.device, "batched autograd",
+                                   time.perf_counter() - t0, n)
+    if torch_fn is not None and "torch_fn" in chosen:
         t0 = time.perf_counter()
         outputs["torch_fn"], mode = torch_backend.run_torch_fn(
             torch_fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype,
@@ -238,14 +298,11 @@ def allowance(E: np.ndarray, cfg: VerifyConfig) -> np.ndarray:
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
-              subset: np.ndarray, timings: dict) -> Result:
-    """Failures (worst first, named by backend, output, sample, expected, got, ULPs)."""
+              subset: np.ndarray, timings: dict, torch_fn: Callable | None = None) -> Result:
+    """Failures (worst first, named by backend, output, sample, expected, got, ULPs), each with
+    its root cause."""
     outputs = ["value"] + [f"d/d{e}" for e in model.entries]
-    blocks, col = [], 1
-    for b in model.param_blocks:
-        width = int(np.prod(b.shape)) if b.shape else 1
-        blocks.append((b.name, col, col + width))
-        col += width
+    blocks = param_columns(model)
     failures, losses, worst, kinks = [], [], [], []
     for name, comp in comparisons.items():
         worst += _worst(name, comp, np.ones(comp.status.shape, bool), outputs, batch, subset, 3)
@@ -255,16 +312,33 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
                            cfg.max_failures)
         losses += _worst(name, comp, comp.status == LOSS, outputs, batch, subset,
                          cfg.max_failures)
-    failures = [_with_cause(model, f) for f in failures]
+    failures = [_with_cause(model, f, comparisons, batch, subset, cfg, torch_fn)
+                for f in failures]
     return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
                   timings, program.size, worst, kinks)
 
 
-def _with_cause(model: Model, failure: Failure) -> Failure:
-    from .causes import classify
-    cause = classify(model, failure)
-    return replace(failure, cause=f"{cause.klass}: {cause.name}",
-                    note=failure.note or cause.explanation)
+def _with_cause(model: Model, failure: Failure, comparisons, batch: Batch, subset: np.ndarray,
+                cfg: VerifyConfig, torch_fn) -> Failure:
+    """The failure with its root cause (``symgrad.causes``), given the data causes need."""
+    comp = comparisons[failure.backend]
+    row = int(np.flatnonzero(subset == failure.sample)[0])
+    point = {b: v[failure.sample] for b, v in batch.values.items()}
+    ops = {}
+    if failure.kind not in ("domain", "overflow", "kink") and wanted_ops(model):
+        ops = op_values(model, exact_steps(model, point, dps=40))
+    promotions: tuple[str, ...] = ()
+    if (failure.backend == "torch_fn" and torch_fn is not None
+            and any(b.domain.integer for b in model.blocks)):
+        promotions = torch_backend.integer_promotions(torch_fn, model.blocks, point,
+                                                      device=cfg.device, dtype=cfg.dtype)
+    ctx = Context(dtype=comp.dtype, value_status=STATUS_NAMES[int(comp.status[row, 0])],
+                  value_expected=float(comp.expected[row, 0]), value_got=float(comp.got[row, 0]),
+                  ops=ops, promotions=promotions)
+    cause = classify(model, failure, ctx)
+    owner = "symgrad's own program — " if failure.backend in OWN_BACKENDS else ""
+    return replace(failure, cause=f"{owner}{cause.klass}: {cause.name}",
+                   note=failure.note or cause.explanation)
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
@@ -284,10 +358,20 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
             note = ("at a kink: each entry lies between the one-sided derivatives, but together "
                     "they are no convex combination of them (no subgradient; e.g. the full "
                     "gradient handed to every tied argument of a max)")
+        if status == SYSTEMATIC:
+            note = _block_note(comp, i, k)
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))
     return found
+
+
+def _block_note(comp, row: int, col: int) -> str:
+    """The block finding behind a SYSTEMATIC entry (its sample's, else the pooled one)."""
+    for f in sorted(comp.systematic, key=lambda f: f.sample < 0):
+        if f.sample in (row, -1) and f.block and f.columns[0] <= col < f.columns[1]:
+            return f.describe()
+    return "systematic error on its parameter block"
 
 
 def _convention(position: float) -> str:
@@ -358,15 +442,16 @@ def _certified(fn, args, dps: int, what: str) -> list:
 
 def _point_args(model: Model, point: dict, *, what: str) -> list:
     """One point (block name or symbol -> value) as the program's arguments, checked."""
-    from .errors import SymgradError
 
-    given = {str(k): v for k, v in point.items()}
+    given = _by_name(model, point, what)
     args = []
     for b in model.blocks:
         if b.name not in given:
             raise SymgradError(f"{what}: no value for {b.name!r}; give every parameter and "
                                f"input: {', '.join(x.name for x in model.blocks)}")
         v = np.asarray(given.pop(b.name), dtype=object)
+        if b.domain.integer and not isinstance(v.ravel()[0] if v.size else 0, str):
+            _check_integers(b, np.asarray(v, dtype=np.float64), what)
         if v.shape != b.shape:
             raise SymgradError(f"{what}: {b.name!r} has shape {b.shape}, got {v.shape}")
         args += [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x) for x in v.ravel()]

@@ -50,3 +50,12 @@ def test_console_script_runs_as_module():
     r = subprocess.run([sys.executable, "-m", "symgrad", "verify", "chain_rule", "--samples", "10",
                         "--json"], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and json.loads(r.stdout)["ok"]
+
+
+def test_backends_option_verifies_only_the_reference(capsys):
+    import json as _json
+    assert main(["verify", "neuron", "--samples", "10", "--backends", "torch_fn", "--json"]) == 0
+    out = _json.loads(capsys.readouterr().out)
+    assert set(out["models"][0]["backends"]) == {"torch_fn"}
+    assert main(["verify", "neuron", "--samples", "5", "--backends", "jax"]) == 2
+    assert "backends: unknown ['jax']" in capsys.readouterr().err

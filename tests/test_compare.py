@@ -40,8 +40,8 @@ def test_error_classes():
 
 
 def test_precision_loss_is_flagged_but_passes():
-    c = _cmp(1e-10, 1e-10 * (1 + 1e-8), 1e10)
-    assert c.status[0, 0] == LOSS and c.ok
+    c = _cmp([[0.5, 1.0]], [[0.5, 1 + 1e-12]], [[1.0, 1e4]])
+    assert c.status[0, 1] == LOSS and c.ok
 
 
 def test_double_double_exact_value_is_used():
@@ -63,3 +63,89 @@ def test_unknown_dtype_is_named():
 
 def test_rule_is_written_down():
     assert "safety" in Tolerance().as_dict() and "u * E" in Tolerance().rule()
+
+
+# ---------------------------------------------------------------- inconclusive, value, blocks
+from symgrad.compare import INCONCLUSIVE, STATUS_NAMES, SYSTEMATIC, systematic  # noqa: E402
+
+
+def test_an_allowance_as_large_as_the_value_is_inconclusive_not_ok():
+    # column 0 is the loss value; column 1 a gradient entry the bound cannot resolve
+    c = _cmp([[1.0, 1e-3]], [[1.0, -1e-3]], [[1.0, 1e20]])
+    assert c.status[0, 1] == INCONCLUSIVE and STATUS_NAMES[INCONCLUSIVE] == "inconclusive"
+    assert INCONCLUSIVE == 7 and c.ok  # counted and shown, neither ok nor failing
+    resolved = _cmp([[1.0, 1e-3]], [[1.0, 1e-3 * (1 + 1e-15)]], [[1.0, 1.0]])
+    assert resolved.status[0, 1] == OK
+
+
+def test_a_loss_value_wrong_by_more_than_itself_is_a_mismatch_whatever_the_bound():
+    # float32 nn.BCELoss: log clamped at -100 where the exact loss is 16.8
+    c = _cmp([[16.8, 1.0]], [[100.0, 1.0]], [[1e30, 1.0]], dtype="float32")
+    assert c.status[0, 0] == MISMATCH and not c.ok
+
+
+def _block(exact, got, bound, dtype="float32", head=True):
+    """Compare one block "W" (with the given bound); beside it a resolved block "head"."""
+    exact, got = np.asarray(exact, float), np.asarray(got, float)
+    n, k = exact.shape
+    value = np.ones((n, 1))
+    h = np.linspace(1, 2, 8)[None].repeat(n, 0) if head else np.zeros((n, 0))
+    c = compare(np.hstack([value, exact, h]), np.zeros((n, k + 1 + h.shape[1])),
+                np.hstack([value, got, h]),
+                np.hstack([value, np.full_like(exact, bound), np.ones_like(h)]),
+                backend="b", dtype=dtype, tol=Tolerance())
+    blocks = [("W", 1, k + 1)] + ([("head", k + 1, k + 9)] if head else [])
+    return systematic(c, blocks, Tolerance())
+
+
+@pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
+def test_block_test_catches_a_scaled_block_that_every_entry_bound_excuses(factor):
+    rng = np.random.default_rng(0)
+    g = rng.normal(size=(2, 64))
+    noise = g * 1e-7 * rng.normal(size=g.shape)  # float32-sized rounding errors
+    correct = _block(g, g + noise, 1e9)
+    assert correct.ok and not correct.systematic
+    assert (correct.status[:, 1:65] == INCONCLUSIVE).all()  # per entry, nothing is resolved
+    wrong = _block(g, g * factor + noise, 1e9)
+    assert not wrong.ok and {f.block for f in wrong.systematic} == {"W"}
+    assert (wrong.status[:, 1:65] == SYSTEMATIC).mean() > 0.9
+    assert abs(wrong.systematic[0].projection - (factor - 1)) < 1e-3
+
+
+def test_block_test_ignores_aligned_rounding_at_the_floor_and_noisy_blocks():
+    rng = np.random.default_rng(1)
+    g = rng.normal(size=(1, 64))
+    aligned = g * (1 + 100 * 2.0**-24)  # an upstream rounding shared by the block: 100 u
+    assert _block(g, aligned, 1e9).ok
+    noisy = g + 0.3 * np.abs(g).max() * rng.normal(size=g.shape)  # an ill-conditioned block
+    assert _block(g, noisy, 1e9).ok
+
+
+def test_block_test_excuses_a_common_mode_shared_by_every_block():
+    """An upstream adjoint shared by every block (BCE's dL/dz at a saturated logit) shifts all
+    blocks alike: not a block bug. A block departing from the others is."""
+    rng = np.random.default_rng(3)
+    g = rng.normal(size=(1, 64))
+    n = 65 + 8
+    exact = np.hstack([np.ones((1, 1)), g, np.linspace(1, 2, 8)[None]])
+
+    def run(got):
+        c = compare(exact, 0 * exact, got, np.full((1, n), 1e9), backend="b", dtype="float32",
+                    tol=Tolerance())
+        return systematic(c, [("W", 1, 65), ("head", 65, 73)], Tolerance())
+    common = exact * (1 + 1e-3)
+    common[0, 0] = 1.0
+    assert run(common).ok  # 1e-3 = 16000 u on every block: above the floor, yet shared
+    alone = exact.copy()
+    alone[0, 1:65] *= 1 + 1e-3
+    assert not run(alone).ok and run(alone).systematic[0].block == "W"
+
+
+def test_pooled_test_resolves_a_tiny_systematic_error_across_samples():
+    rng = np.random.default_rng(2)
+    g = rng.normal(size=(400, 1))
+    rounding = g * 2.0**-24 * rng.uniform(-1, 1, size=g.shape)
+    assert _block(g, g + rounding, 30, head=False).ok  # correct: no common sign
+    bug = _block(g, g * (1 + 1e-6) + rounding, 30, head=False)  # 17 u, below every allowance
+    assert not bug.ok and bug.systematic[0].sample == -1
+    assert (bug.status[:, 1] == SYSTEMATIC).mean() > 0.9

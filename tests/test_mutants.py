@@ -112,3 +112,84 @@ def test_gradcheck_misses_what_symgrad_catches(models):
     print("gradcheck (defaults) catches:", caught)
     assert not caught["scale 1e-9"] and not caught["scale 1e-12"]
     assert caught["sign flip W1[2,3]"]
+
+
+# ---------------------------------------------------------------- float32 and deep models
+from symgrad.compare import FAILING  # noqa: E402
+from symgrad.zoo import gpt, native_gpt  # noqa: E402
+
+SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
+         "drop_rate": 0.1, "qkv_bias": False}
+
+
+def on_block(fn, block, factor):
+    """The reference with dL/d<block> multiplied by ``factor`` (a wrong backward)."""
+    def wrapped(**blocks):
+        blocks[block] = ScaleGrad.apply(blocks[block], factor, None)
+        return fn(**blocks)
+    return wrapped
+
+
+def _caught_on(r, block):
+    name, a, b = next(x for x in r.blocks if x[0] == block)
+    return np.isin(r.comparisons["torch_fn"].status[:, a:b], FAILING).any()
+
+
+def test_float32_neuron_catches_1e6_on_90_percent_of_samples(models):
+    r = sg.verify(models["neuron"], torch_fn=neuron_fn(scale=1 + 1e-6), samples=500, seed=0,
+                  dtype="float32", backends=("torch_fn",))
+    caught = np.isin(r.comparisons["torch_fn"].status[:, 1], FAILING).mean()
+    assert caught >= 0.9, caught
+    assert {f.kind for f in r.failures} == {"systematic"}
+    assert "systematic error on w over all samples" in r.failures[0].note
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_float32_neuron_correct_twin_passes(models, seed):
+    r = sg.verify(models["neuron"], torch_fn=neuron_fn(), samples=500, seed=seed,
+                  dtype="float32")
+    assert r.ok, str(r)
+
+
+@pytest.fixture(scope="module")
+def small_gpt():
+    return gpt.tiny_gpt(SMALL)
+
+
+@pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
+@pytest.mark.parametrize("block", ["h0_Wq", "h0_ln1_g", "out_head"])
+def test_float32_small_gpt_block_mutant_is_caught(small_gpt, block, factor):
+    fn = on_block(small_gpt.reference, block, factor)
+    r = sg.verify(small_gpt, torch_fn=fn, samples=8, seed=0, dtype="float32",
+                  backends=("torch_fn",))
+    assert not r.ok and _caught_on(r, block)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
+def test_float32_tiny_gpt_block_mutant_is_caught(factor):
+    m = gpt.tiny_gpt()
+    for block in ("h0_Wq", "h1_Wk", "h0_ln1_g", "pos_emb"):
+        r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=4, seed=0,
+                      dtype="float32", backends=("torch_fn",))
+        assert _caught_on(r, block), (block, factor)
+
+
+class _Perturb(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * (1 + 1e-10)
+
+
+@pytest.mark.slow
+def test_float64_tiny_gpt_attention_backward_1e10_is_caught():
+    m = gpt.tiny_gpt()
+    mutant = native_gpt.reference(gpt.GPTConfig.from_dict({}), weights_hook=_Perturb.apply)
+    r = sg.verify(m, torch_fn=mutant, samples=4, seed=0, backends=("torch_fn",))
+    assert not r.ok
+    assert any(f.kind == "systematic" and ("Wq" in f.output or "Wk" in f.output)
+               for f in r.failures)

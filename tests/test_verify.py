@@ -166,3 +166,63 @@ def test_constant_gradient_that_is_not_representable_is_no_false_alarm():
     """d/dw of -2w/5 is the constant -2/5, which no float represents exactly (found by fuzzing)."""
     w, v = sp.symbols("w v")
     assert sg.verify(sg.Model("lin", -2 * v / 5 - 2 * w / 5, params=[w, v]), samples=20).ok
+
+
+# ---------------------------------------------------------------- input edges, backends
+def _neuron_torch(w, b, x, y):
+    return torch.nn.functional.binary_cross_entropy(torch.sigmoid(w * x + b), y)
+
+
+def test_backends_selects_only_the_users_code(models):
+    r = sg.verify(models["neuron"], torch_fn=_neuron_torch, samples=20, seed=0,
+                  backends=("torch_fn",))
+    assert set(r.comparisons) == {"torch_fn"} and r.ok
+    assert set(sg.verify(models["neuron"], samples=5, backends=("numpy",)).comparisons) == \
+        {"numpy"}
+    with pytest.raises(SymgradError, match="backends: unknown \\['jax'\\]"):
+        sg.verify(models["neuron"], samples=5, backends=("jax",))
+    with pytest.raises(SymgradError, match="no torch_fn was given"):
+        sg.verify(models["neuron"], samples=5, backends=("torch_fn",))
+
+
+def test_own_program_findings_are_labelled_as_symgrads_own():
+    w = sp.Symbol("w")
+    r = sg.verify(sg.Model("trap", sp.Piecewise((sp.sqrt(w), w > 0), (w**2, True)),
+                           params=[w]), samples=20, seed=0)
+    own = [f for f in r.failures if f.backend in ("numpy", "torch")]
+    assert own and all(f.cause.startswith("symgrad's own program") for f in own)
+
+
+def test_at_accepts_symbols_and_scalars(models):
+    x, y, w, b = sp.symbols("x y w b")
+    r = sg.verify(models["neuron"], at={w: 0.5, b: -1.0, x: 2.0, y: 1.0})
+    assert r.ok and len(r.oracle_samples) == 1
+    r2 = sg.verify(models["neuron"], at={"w": [0.5, 0.1], b: [-1.0, 0], "x": [2.0, 1], y: [1, 0]})
+    assert r2.ok and len(r2.oracle_samples) == 2
+
+
+def test_torch_fn_with_default_arguments_works(models):
+    def fn(w, b, x, y, eps=1e-12):
+        return torch.nn.functional.binary_cross_entropy(torch.sigmoid(w * x + b), y)
+    assert sg.verify(models["neuron"], torch_fn=fn, samples=20, seed=0).ok
+
+
+@pytest.mark.parametrize("body", ["detached", "constant"])
+def test_detached_or_constant_output_names_the_function(models, body):
+    def my_loss(w, b, x, y):
+        if body == "detached":
+            return (w * x + b).detach().sum()
+        return torch.tensor(1.0, dtype=torch.float64)
+    with pytest.raises(SymgradError, match="torch_fn 'my_loss' returned a loss that does not "
+                                           "depend on the parameters"):
+        sg.verify(models["neuron"], torch_fn=my_loss, samples=3, seed=0)
+
+
+def test_non_integer_value_for_an_integers_input_is_an_error():
+    w, k = sp.symbols("w k")
+    m = sg.Model("ints", w * k, params=[w], inputs={k: sg.Integers(0, 9)})
+    with pytest.raises(SymgradError, match="input 'k' is Integers.*non-integer value 2.5"):
+        sg.verify(m, at={w: [1.0], k: [2.5]})
+    with pytest.raises(SymgradError, match="input 'k'.*non-integer"):
+        sg.exact_at(m, {"w": 1.0, "k": 2.5})
+    assert sg.verify(m, at={w: [1.0], k: [2.0]}).ok

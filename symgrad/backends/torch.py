@@ -254,7 +254,8 @@ def check_torch_fn(fn: Callable, block_names: Sequence[str]) -> list[str]:
              if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY, p.POSITIONAL_ONLY)]
     takes_any = any(p.kind == p.VAR_KEYWORD for p in sig.parameters.values())
     missing = [] if takes_any else [b for b in block_names if b not in names]
-    extra = [p for p in names if p not in block_names]
+    extra = [p for p in names if p not in block_names   # defaulted extras are not passed
+             and sig.parameters[p].default is inspect.Parameter.empty]
     if missing or extra:
         parts = []
         if missing:
@@ -303,9 +304,10 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
     argnums = tuple(range(len(param_names)))
     params = [tensors[p] for p in param_names]
     inputs = [tensors[name] for name in input_names]
+    name = getattr(fn, "__name__", type(fn).__name__)
     with exact_math():
         if batching == "loop":
-            grads, value = _loop(per_sample, params, inputs, n)
+            grads, value = _loop(per_sample, params, inputs, n, name)
             return _flatten(value, grads, n), "loop"
         try:
             gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
@@ -314,7 +316,7 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
         except SymgradError:
             raise
         except Exception as exc:  # vmap cannot trace it: one sample at a time
-            grads, value = _loop(per_sample, params, inputs, n)
+            grads, value = _loop(per_sample, params, inputs, n, name)
             mode = f"loop (vmap: {type(exc).__name__})"
     return _flatten(value, grads, n), mode
 
@@ -324,13 +326,46 @@ def _flatten(value, grads, n) -> np.ndarray:
     return torch.cat(flat, dim=1).to("cpu", torch.float64).numpy()
 
 
-def _loop(per_sample, params, inputs, n):
+def _loop(per_sample, params, inputs, n, name="torch_fn"):
     grads_all, values = [], []
     for i in range(n):
         ps = [p[i].detach().clone().requires_grad_(True) for p in params]
         value, _ = per_sample(*ps, *[v[i] for v in inputs])
+        if not value.requires_grad:
+            raise SymgradError(f"torch_fn {name!r} returned a loss that does not depend on the "
+                               "parameters (detached, a constant, or computed under "
+                               "torch.no_grad / via .item()); return the loss tensor itself")
         gs = torch.autograd.grad(value, ps, allow_unused=True)
         grads_all.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, ps)])
         values.append(value.detach())
     grads = [torch.stack([g[k] for g in grads_all]) for k in range(len(params))]
     return grads, torch.stack(values)
+
+
+def integer_promotions(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,
+                       dtype: str) -> tuple[str, ...]:
+    """The torch functions that, run by ``fn`` at one sample, took an integer tensor and returned
+    floats of another dtype than the run's (``torch.log`` of an int64 tensor gives float32)."""
+    tdtype = TORCH_DTYPES[dtype]
+    found: list[str] = []
+
+    class Watch(torch.overrides.TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            out = func(*args, **(kwargs or {}))
+            ints = [a for a in list(args) + list((kwargs or {}).values())
+                    if isinstance(a, torch.Tensor) and not a.is_floating_point()
+                    and a.dtype != torch.bool]
+            if (ints and isinstance(out, torch.Tensor) and out.is_floating_point()
+                    and out.dtype != tdtype):
+                found.append(getattr(func, "__name__", str(func)))
+            return out
+
+    tensors = {b.name: torch.tensor(point[b.name], device=device,
+                                    dtype=torch.long if b.domain.integer else tdtype)
+               for b in blocks}
+    try:
+        with Watch(), torch.no_grad():
+            fn(**tensors)
+    except Exception:  # the probe only names a cause; the run itself already reported
+        pass
+    return tuple(found)

@@ -30,7 +30,9 @@ from .result import BackendRun, Failure, Result
 
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
-           tolerance: Tolerance | None = None, at: dict | None = None) -> Result:
+           tolerance: Tolerance | None = None, at: dict | None = None,
+           module=None, module_map=None, train: bool = False, loss: Callable | None = None,
+           paths: tuple[str, ...] = ("eager",)) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -43,6 +45,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name -> array (N, *block shape);
             used by property-based tests (``symgrad.testing``).
+        module: a user's ``torch.nn.Module`` verified by parameter name (``symgrad.modules``):
+            GPT layouts (book, nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from
+            its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
+            symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
+            "sdpa-math", ...) apply to it.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -52,6 +59,10 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         cfg = replace(cfg, samples=given.X.shape[1])
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
+    if module is not None:
+        from .modules import ModuleOptions, verify_module
+        return verify_module(model, module, cfg=cfg, options=ModuleOptions(
+            module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     torch_backend.check_device(cfg.device, cfg.dtype)
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])

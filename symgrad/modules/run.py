@@ -153,8 +153,16 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
         for k, entry in enumerate(b.entry_names()):
             names[f"d/d{entry}"] = f"d/d{plan.entry_name(b.name, k)}"
 
+    from ..compare import FAILING
+    forward_differs = {n for n, c in result.comparisons.items()
+                       if np.isin(c.status[:, 0], FAILING).any()}
+
     def fix(f):
-        return replace(f, output=names.get(f.output, f.output), point={"seed": seed})
+        note = f.note
+        if f.backend in forward_differs and f.output != "value" and f.kind == "mismatch":
+            note = ("its loss value differs too: the module's forward computes a different "
+                    "function (not only a wrong backward)")
+        return replace(f, output=names.get(f.output, f.output), point={"seed": seed}, note=note)
     result.outputs = [names.get(o, o) for o in result.outputs]
     result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]
     result.failures = [fix(f) for f in result.failures]

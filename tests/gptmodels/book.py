@@ -21,7 +21,8 @@ class Bugs:
     scale_by_emb = False  # attention scores scaled by sqrt(emb_dim) instead of sqrt(head_dim)
     mask_diagonal = 1  # causal mask: triu(diagonal=1); bug: 2 (each position sees the next)
     float32_constant = False  # sqrt(2/pi) computed as a float32 tensor inside a float64 model
-    backward_hook = None  # f(tensor) -> tensor applied to layer 1's first Linear output
+    backward_hook = None  # f(tensor) -> tensor applied to the first Linear's output ...
+    backward_layer = 0  # ... of this layer's feed-forward
 
 
 class LayerNorm(nn.Module):
@@ -53,7 +54,7 @@ class FeedForward(nn.Module):
 
     def forward(self, x):
         h = self.layers[0](x)
-        if Bugs.backward_hook is not None and self.layer == 1:
+        if Bugs.backward_hook is not None and self.layer == Bugs.backward_layer:
             h = Bugs.backward_hook(h)
         return self.layers[2](self.layers[1](h))
 

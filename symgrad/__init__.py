@@ -14,11 +14,12 @@ from .explain import Explanation, explain
 from .model import Model, matrix
 from .result import Failure, Result
 from .verify import exact_at, verify
+from .modules import compare_paths
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Bernoulli", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
-    "Result", "SymgradError", "Tolerance", "Uniform", "VerifyConfig", "matrix",
+    "Result", "SymgradError", "Tolerance", "Uniform", "VerifyConfig", "compare_paths", "matrix",
     "exact_at", "explain", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
 ]

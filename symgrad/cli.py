@@ -26,6 +26,11 @@ def _parser() -> argparse.ArgumentParser:
     _run_options(v)
     v.add_argument("--no-reference", action="store_true",
                    help="skip the built-in model's native torch.nn reference (torch_fn)")
+    v.add_argument("--module", default=None, metavar="pkg.mod:attr",
+                   help="verify your nn.Module by parameter name: attr is a module instance, or "
+                        "a class/factory called with the --config dict")
+    v.add_argument("--train", action="store_true",
+                   help="--module in train mode: dropout fed symgrad's keep-masks")
     v.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports")
     r.add_argument("models", nargs="*", metavar="NAME|module:attr",
@@ -112,6 +117,11 @@ def _verify(args: argparse.Namespace) -> int:
         model = _get(name, args)
         print(f"symgrad: verifying {model.name} ({cfg.samples} samples, {cfg.dtype} on "
               f"{cfg.device})", file=sys.stderr)
+        if args.module:
+            from .modules.load import load_module
+            module = load_module(args.module, _config_dict(args), cfg.dtype, cfg.device)
+            results.append(verify(model, module=module, train=args.train, config=cfg))
+            continue
         ref = None if args.no_reference else model.reference
         results.append(verify(model, torch_fn=ref, config=cfg))
     if args.json:
@@ -122,6 +132,11 @@ def _verify(args: argparse.Namespace) -> int:
             print(r)
             print()
     return 0 if all(r.ok for r in results) else 1
+
+
+def _config_dict(args: argparse.Namespace) -> dict:
+    from .zoo.gpt import load_config
+    return load_config(args.config) if getattr(args, "config", None) else {}
 
 
 def _get(name: str, args: argparse.Namespace):

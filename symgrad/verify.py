@@ -35,7 +35,9 @@ from .result import BackendRun, Failure, Result
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
            tolerance: Tolerance | None = None, at: dict | None = None,
-           backends: Sequence[str] | None = None) -> Result:
+           backends: Sequence[str] | None = None, module=None, module_map=None,
+           train: bool = False, loss: Callable | None = None,
+           paths: tuple[str, ...] = ("eager",)) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -52,6 +54,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         backends: which to verify, any of "numpy", "torch" (symgrad's own programs) and
             "torch_fn" (your code); default all. ``backends=("torch_fn",)`` verifies only
             your code.
+        module: a user's ``torch.nn.Module`` verified by parameter name (``symgrad.modules``):
+            GPT layouts (book, nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from
+            its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
+            symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
+            "sdpa-math", ...) apply to it.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -64,6 +71,10 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         cfg = replace(cfg, samples=given.X.shape[1])
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
+    if module is not None:
+        from .modules import ModuleOptions, verify_module
+        return verify_module(model, module, cfg=cfg, options=ModuleOptions(
+            module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     torch_backend.check_device(cfg.device, cfg.dtype)
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])

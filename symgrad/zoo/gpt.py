@@ -89,15 +89,30 @@ def _keep(name: str, rows: int, cols: int, cfg: GPTConfig, inputs: dict):
 
 
 def _block_params(l: int, cfg: GPTConfig, params: list) -> dict:
+    """Layer l's parameters by short name; biases only where the config has them."""
     C = cfg.emb_dim
     names = {"ln1_g": (C,), "ln1_b": (C,), "Wq": (C, C), "Wk": (C, C), "Wv": (C, C),
              "Wo": (C, C), "bo": (C,), "ln2_g": (C,), "ln2_b": (C,), "W1": (4 * C, C),
              "b1": (4 * C,), "W2": (C, 4 * C), "b2": (C,)}
     if cfg.qkv_bias:
         names.update({"bq": (C,), "bk": (C,), "bv": (C,)})
+    if not cfg.bias:
+        names = {k: v for k, v in names.items() if k not in BIASES}
     out = {k: matrix(f"h{l}_{k}", *shape) for k, shape in names.items()}
     params.extend(out.values())
     return out
+
+
+BIASES = ("ln1_b", "ln2_b", "bo", "b1", "b2")  # what bias=False removes (and lnf_b)
+
+
+def _layer_norm(X, g, b):
+    """LayerNorm with gain g and, where the config has biases, shift b (else none)."""
+    return ops.layer_norm(X, g, b if b is not None else sp.zeros(len(g), 1))
+
+
+def _gelu_kind(cfg: GPTConfig) -> str:
+    return "tanh" if cfg.gelu == "tanh" else "none"
 
 
 def transformer_block(X, l: int, cfg: GPTConfig, params: list, inputs: dict):
@@ -107,26 +122,33 @@ def transformer_block(X, l: int, cfg: GPTConfig, params: list, inputs: dict):
     attn_keep = None
     if cfg.drop_rate:
         attn_keep = [_keep(f"h{l}_attn_keep{h}", T, T, cfg, inputs) for h in range(cfg.n_heads)]
-    a = ops.causal_self_attention(ops.layer_norm(X, P["ln1_g"], P["ln1_b"]), P["Wq"], P["Wk"],
-                                  P["Wv"], P["Wo"], P["bo"], n_heads=cfg.n_heads,
+    a = ops.causal_self_attention(_layer_norm(X, P["ln1_g"], P.get("ln1_b")), P["Wq"], P["Wk"],
+                                  P["Wv"], P["Wo"], P.get("bo"), n_heads=cfg.n_heads,
                                   bq=P.get("bq"), bk=P.get("bk"), bv=P.get("bv"),
                                   attn_keep=attn_keep, p=cfg.drop_rate)
     keep = _keep(f"h{l}_drop1", T, C, cfg, inputs)
     X = ops.add(X, ops.dropout(a, keep, cfg.drop_rate) if keep is not None else a)
-    f = ops.feed_forward(ops.layer_norm(X, P["ln2_g"], P["ln2_b"]), P["W1"], P["b1"], P["W2"],
-                         P["b2"])
+    hidden = ops.dense(_layer_norm(X, P["ln2_g"], P.get("ln2_b")), P["W1"], P.get("b1"))
+    f = ops.dense(ops.gelu(hidden, approximate=_gelu_kind(cfg)), P["W2"], P.get("b2"))
     keep = _keep(f"h{l}_drop2", T, C, cfg, inputs)
     return ops.add(X, ops.dropout(f, keep, cfg.drop_rate) if keep is not None else f)
 
 
 def tiny_gpt(config: dict | None = None, *, name: str = "tiny_gpt") -> Model:
     """A whole GPT (embeddings, n_layers blocks, final LayerNorm, output head, mean
-    cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict."""
+    cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict.
+
+    The extensions: ``tie_weights`` (the output head is ``tok_emb`` itself, so its gradient
+    sums both uses), ``bias`` (False: no LayerNorm shifts, no out_proj / feed-forward biases,
+    as nanoGPT's ``bias=False``), ``gelu`` ("erf": nn.GELU()'s exact form).
+    The config is kept as ``model.gpt_config`` (a ``GPTConfig``).
+
+    >>> m = tiny_gpt({"vocab_size": 5, "context_length": 2, "emb_dim": 4, "n_heads": 1,
+    ...               "n_layers": 1, "drop_rate": 0.0, "tie_weights": True, "bias": False})
+    >>> [b.name for b in m.param_blocks]
+    ['tok_emb', 'pos_emb', 'h0_ln1_g', 'h0_Wq', 'h0_Wk', 'h0_Wv', 'h0_Wo', 'h0_ln2_g', 'h0_W1', 'h0_W2', 'lnf_g']
+    """
     cfg = GPTConfig.from_dict(config or {})
-    for key, default in CONFIG_EXTENSIONS.items():  # the scalar builder's reach, for now
-        if getattr(cfg, key) != default:
-            raise SymgradError(f"GPT config: {key}={getattr(cfg, key)!r} is not built yet by "
-                               f"tiny_gpt; use the default {default!r}")
     V, T, C = cfg.vocab_size, cfg.context_length, cfg.emb_dim
     params: list = []
     inputs: dict = {}
@@ -141,14 +163,20 @@ def tiny_gpt(config: dict | None = None, *, name: str = "tiny_gpt") -> Model:
         X = ops.dropout(X, keep, cfg.drop_rate)
     for l in range(cfg.n_layers):
         X = transformer_block(X, l, cfg, params, inputs)
-    fg, fb, head = matrix("lnf_g", C), matrix("lnf_b", C), matrix("out_head", V, C)
-    params += [fg, fb, head]
-    logits = ops.dense(ops.layer_norm(X, fg, fb), head)  # (T, V)
+    fg = matrix("lnf_g", C)
+    fb = matrix("lnf_b", C) if cfg.bias else None
+    head = tok if cfg.tie_weights else matrix("out_head", V, C)
+    params += [p for p in (fg, fb) if p is not None] + ([] if cfg.tie_weights else [head])
+    logits = ops.dense(_layer_norm(X, fg, fb), head)  # (T, V)
     loss = ops.cross_entropy(logits, targets, label="L")
     desc = (f"GPT: vocab {V}, context {T}, emb {C}, {cfg.n_heads} heads, {cfg.n_layers} layers, "
-            f"drop {cfg.drop_rate}, qkv_bias {cfg.qkv_bias}")
-    return Model(name, loss, params={p: _init(p) for p in params}, inputs=inputs,
-                 description=desc, reference=native_gpt.reference(cfg))
+            f"drop {cfg.drop_rate}, qkv_bias {cfg.qkv_bias}"
+            + "".join(f", {k} {getattr(cfg, k)}" for k, d in CONFIG_EXTENSIONS.items()
+                      if getattr(cfg, k) != d))
+    model = Model(name, loss, params={p: _init(p) for p in params}, inputs=inputs,
+                  description=desc, reference=native_gpt.reference(cfg))
+    model.gpt_config = cfg
+    return model
 
 
 def _init(block) -> Normal:

@@ -18,13 +18,13 @@ from torch.nn import functional as F
 class CausalSelfAttention(nn.Module):
     weights_hook = None  # optional f(weights) -> weights, e.g. a planted backward bug in tests
 
-    def __init__(self, C: int, n_heads: int, qkv_bias: bool) -> None:
+    def __init__(self, C: int, n_heads: int, qkv_bias: bool, bias: bool = True) -> None:
         super().__init__()
         self.n_heads = n_heads
         self.W_query = nn.Linear(C, C, bias=qkv_bias)
         self.W_key = nn.Linear(C, C, bias=qkv_bias)
         self.W_value = nn.Linear(C, C, bias=qkv_bias)
-        self.out_proj = nn.Linear(C, C)
+        self.out_proj = nn.Linear(C, C, bias=bias)
 
     def forward(self, x, keep=None, p=0.0):  # x: (T, C); keep: (H, T, T) or None
         T, C = x.shape
@@ -44,13 +44,15 @@ class CausalSelfAttention(nn.Module):
 
 
 class Block(nn.Module):
-    def __init__(self, C: int, n_heads: int, qkv_bias: bool) -> None:
+    def __init__(self, C: int, n_heads: int, qkv_bias: bool, bias: bool = True,
+                 gelu: str = "tanh") -> None:
         super().__init__()
-        self.ln1 = nn.LayerNorm(C, eps=1e-5)
-        self.att = CausalSelfAttention(C, n_heads, qkv_bias)
-        self.ln2 = nn.LayerNorm(C, eps=1e-5)
-        self.ff = nn.Sequential(nn.Linear(C, 4 * C), nn.GELU(approximate="tanh"),
-                                nn.Linear(4 * C, C))
+        self.ln1 = nn.LayerNorm(C, eps=1e-5, bias=bias)
+        self.att = CausalSelfAttention(C, n_heads, qkv_bias, bias)
+        self.ln2 = nn.LayerNorm(C, eps=1e-5, bias=bias)
+        self.ff = nn.Sequential(nn.Linear(C, 4 * C, bias=bias),
+                                nn.GELU(approximate="tanh" if gelu == "tanh" else "none"),
+                                nn.Linear(4 * C, C, bias=bias))
 
     def forward(self, x, masks, p):
         a = self.att(self.ln1(x), masks.get("attn"), p)
@@ -60,18 +62,27 @@ class Block(nn.Module):
 
 
 class GPT(nn.Module):
+    """symgrad's own GPT layout in torch.nn (the ``symgrad`` layout of symgrad.modules)."""
+
     def __init__(self, cfg) -> None:
         super().__init__()
         C = cfg.emb_dim
         self.cfg = cfg
         self.tok_emb = nn.Embedding(cfg.vocab_size, C)
         self.pos_emb = nn.Embedding(cfg.context_length, C)
-        self.blocks = nn.ModuleList([Block(C, cfg.n_heads, cfg.qkv_bias)
+        self.blocks = nn.ModuleList([Block(C, cfg.n_heads, cfg.qkv_bias, cfg.bias, cfg.gelu)
                                      for _ in range(cfg.n_layers)])
-        self.final_norm = nn.LayerNorm(C, eps=1e-5)
+        self.final_norm = nn.LayerNorm(C, eps=1e-5, bias=cfg.bias)
         self.out_head = nn.Linear(C, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.out_head.weight = self.tok_emb.weight
 
-    def forward(self, ids, targets, masks):
+    def forward(self, ids, masks=None):
+        """Logits (T, V) for ids (T,), or (1, T, V) for (1, T); ``masks`` are dropout
+        keep-masks by site (none: no dropout)."""
+        if ids.dim() == 2:
+            return self.forward(ids[0], masks)[None]
+        masks = masks or {}
         p = self.cfg.drop_rate
         T = ids.shape[0]
         x = self.tok_emb(ids) + self.pos_emb(torch.arange(T, device=ids.device))  # (T, C)
@@ -79,8 +90,7 @@ class GPT(nn.Module):
             x = x * masks["emb"] / (1 - p)
         for l, block in enumerate(self.blocks):
             x = block(x, masks.get(l, {}), p)
-        logits = self.out_head(self.final_norm(x))  # (T, V)
-        return F.cross_entropy(logits, targets)
+        return self.out_head(self.final_norm(x))  # (T, V)
 
 
 _PARAM_NAMES = {"ln1_g": "ln1.weight", "ln1_b": "ln1.bias", "Wq": "att.W_query.weight",
@@ -91,6 +101,13 @@ _PARAM_NAMES = {"ln1_g": "ln1.weight", "ln1_b": "ln1.bias", "Wq": "att.W_query.w
                 "W2": "ff.2.weight", "b2": "ff.2.bias"}
 _TOP = {"tok_emb": "tok_emb.weight", "pos_emb": "pos_emb.weight", "lnf_g": "final_norm.weight",
         "lnf_b": "final_norm.bias", "out_head": "out_head.weight"}
+
+
+def param_names(l: int | None = None) -> dict[str, str]:
+    """symgrad block name -> GPT parameter name (top level, or layer ``l``'s)."""
+    if l is None:
+        return dict(_TOP)
+    return {f"h{l}_{k}": f"blocks.{l}.{v}" for k, v in _PARAM_NAMES.items()}
 
 
 def reference(cfg, *, weights_hook=None):
@@ -119,8 +136,8 @@ def reference(cfg, *, weights_hook=None):
             if isinstance(l, int) and "heads" in m:
                 heads = m.pop("heads")
                 m["attn"] = torch.stack([heads[h] for h in sorted(heads)])  # (H, T, T)
-        return torch.func.functional_call(net, params, (blocks["ids"], blocks["targets"],
-                                                        masks))
+        logits = torch.func.functional_call(net, params, (blocks["ids"], masks))
+        return F.cross_entropy(logits, blocks["targets"])
     return gpt_torch
 
 

@@ -1,0 +1,248 @@
+"""Verify a user's nn.Module by parameter name: the pipeline of ``sg.verify(model, module=...)``.
+
+match names (one error listing every problem) -> run one sample on every path (fail fast) ->
+derive -> run numpy, symgrad's torch program and every module path on all samples -> oracle ->
+compare -> a Result whose rows and messages use the module's own parameter names, and whose
+failures reference their sample by index and seed instead of dumping thousands of inputs.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import asdict, dataclass, field, replace
+from typing import Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..backends import torch as torch_backend
+from ..compare import compare
+from ..config import VerifyConfig
+from ..errors import SymgradError
+from ..model import Model
+from ..result import Result
+from . import glue, mapping, paths as paths_mod
+
+
+@dataclass(frozen=True)
+class ModuleOptions:
+    """How ``sg.verify`` runs a user's module (``module=``)."""
+
+    map: object = None  # None: detect the layout; a layout name, dict or callable (mapping.plan)
+    train: bool = False  # False: eval mode (dropout off); True: train mode, keep-masks fed
+    loss: Callable | None = None  # loss(output, targets) -> scalar; None: mean next-token CE
+    paths: tuple[str, ...] = ("eager",)  # symgrad.modules.paths.PATHS names
+
+
+@dataclass
+class ModuleRun:
+    """What happened to each path, attached to the Result as ``result.module``."""
+
+    layout: str
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason in words
+    backends: dict[str, str] = field(default_factory=dict)  # path -> backend name in the Result
+    first_message_s: float = 0.0  # from the call to the end of the one-sample probe
+
+
+def backend_name(path: str) -> str:
+    return "module" if path == "eager" else f"module[{path}]"
+
+
+def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
+                  options: ModuleOptions = ModuleOptions()) -> Result:
+    """The module path of ``sg.verify`` (see its docstring); returns a Result."""
+    from ..verify import derive, draw, exact, execute, oracle_subset, summarize
+    t_call = time.perf_counter()
+    paths = paths_mod.check_paths(options.paths)
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    _check_module(module, cfg)
+    model = model_for_mode(model, options.train)
+    plan = mapping.plan(model, module, options.map)
+    run = ModuleRun(plan.layout)
+    rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
+    fns = {}
+    for path in paths:
+        if options.train and paths_mod.PATHS[path].compiled:
+            run.skipped[path] = ("train=True: keep-masks are fed by patching F.dropout in Python,"
+                                 " which a compiled graph would bake in; verify it in eval mode")
+            continue
+        mcfg = glue.ModuleConfig(options.train, options.loss, path, rate)
+        fn = glue.module_fn(model, module, plan, mcfg, paths_mod.wrapper(path))
+        try:
+            glue.probe(fn, model, plan, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+            reason = paths_mod.skip_reason(path, None, fn.sdpa_calls, cfg.device)
+        except SymgradError as exc:
+            if path == "eager":
+                raise
+            reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
+        if reason:
+            run.skipped[path] = reason
+        else:
+            fns[path] = fn
+            run.backends[path] = backend_name(path)
+    run.first_message_s = time.perf_counter() - t_call
+    if cfg.progress:
+        print(f"  module {type(module).__name__}: layout {plan.layout}, {len(plan.names)} "
+              f"parameter tensors matched; one sample ran on {', '.join(fns) or 'no path'} in "
+              f"{run.first_message_s:.2f} s", file=sys.stderr, flush=True)
+    if not fns:
+        raise SymgradError("module: no path could run: " + "; ".join(
+            f"{p}: {r}" for p, r in run.skipped.items()))
+
+    timings: dict[str, float] = {"first_message_s": run.first_message_s}
+    compiled = derive(model, cfg, timings)
+    batch = draw(model, cfg)
+    runs, outputs = execute(model, compiled, batch, None, cfg)
+    for path, fn in fns.items():
+        name = backend_name(path)
+        t0 = time.perf_counter()
+        outputs[name], mode = torch_backend.run_torch_fn(
+            fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype, batching="loop")
+        runs[name] = _backend_run(name, cfg, f"{path}, {mode}", time.perf_counter() - t0)
+    subset = oracle_subset(compiled.program, cfg)
+    hi, lo, kink, bounds = exact(compiled, batch, subset, cfg, timings)
+    comparisons = {name: compare(hi, lo, got[subset], bounds.get(name, bounds["torch_fn"]),
+                                 backend=name, dtype=runs[name].dtype, tol=cfg.tolerance,
+                                 kink=kink)
+                   for name, got in outputs.items()}
+    result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+    result = named_by_module(result, model, plan, cfg.seed)
+    result.module = run
+    return result
+
+
+def _backend_run(name, cfg, mode, seconds):
+    from ..result import BackendRun
+    return BackendRun(name, cfg.dtype, cfg.device, mode, seconds, cfg.samples)
+
+
+def _check_module(module, cfg: VerifyConfig) -> None:
+    if not isinstance(module, nn.Module):
+        raise SymgradError(f"module= must be a torch.nn.Module, got {type(module).__name__}")
+    want = torch_backend.TORCH_DTYPES[cfg.dtype]
+    for name, p in module.named_parameters():
+        if p.dtype != want:
+            raise SymgradError(f"module: parameter {name} is {str(p.dtype)[6:]}, the run is "
+                               f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype})"
+                               f", e.g. .double()) or pass dtype={str(p.dtype)[6:]!r}")
+        if p.device.type != str(cfg.device).split(":")[0]:
+            raise SymgradError(f"module: parameter {name} is on {p.device}, the run is on "
+                               f"{cfg.device}; move the module (module.to({cfg.device!r}))")
+
+
+def model_for_mode(model: Model, train: bool) -> Model:
+    """In eval mode a module's dropout is off: a tiny_gpt with drop_rate > 0 is verified as its
+    twin with drop_rate 0 (built once and cached on the model)."""
+    gcfg = getattr(model, "gpt_config", None)
+    if train or gcfg is None or gcfg.drop_rate == 0:
+        return model
+    if "eval_twin" not in model._cache:
+        from ..zoo.gpt import tiny_gpt
+        twin = tiny_gpt({**asdict(gcfg), "drop_rate": 0.0}, name=model.name)
+        twin.description = model.description + " (eval mode: dropout off)"
+        model._cache["eval_twin"] = twin
+    return model._cache["eval_twin"]
+
+
+def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int) -> Result:
+    """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
+    names = {}
+    for b in model.param_blocks:
+        for k, entry in enumerate(b.entry_names()):
+            names[f"d/d{entry}"] = f"d/d{plan.entry_name(b.name, k)}"
+
+    from ..compare import FAILING
+    forward_differs = {n for n, c in result.comparisons.items()
+                       if np.isin(c.status[:, 0], FAILING).any()}
+
+    def fix(f):
+        note = f.note
+        if f.backend in forward_differs and f.output != "value" and f.kind == "mismatch":
+            note = ("its loss value differs too: the module's forward computes a different "
+                    "function (not only a wrong backward)")
+        return replace(f, output=names.get(f.output, f.output), point={"seed": seed}, note=note)
+    result.outputs = [names.get(o, o) for o in result.outputs]
+    result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]
+    result.failures = [fix(f) for f in result.failures]
+    result.precision_losses = [fix(f) for f in result.precision_losses]
+    result.kinks = [fix(f) for f in result.kinks]
+    result.worst = [fix(f) for f in result.worst]
+    return result
+
+
+# ---------------------------------------------------------------- paths side by side
+@dataclass
+class PathsReport:
+    """The same module verified on several torch paths, side by side."""
+
+    result: Result
+    rows: list[dict]  # per path: verdict, worst/median ULPs, largest difference from eager
+
+    @property
+    def ok(self) -> bool:
+        return self.result.ok
+
+    def __str__(self) -> str:
+        from tabulate import tabulate
+        return (f"{self.result.model}: {len(self.rows)} torch path(s)\n"
+                + tabulate(self.rows, headers="keys"))
+
+
+def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
+                  samples: int = 8, seed: int = 0, device: str = "cpu",
+                  dtype: str = "float64", map=None, loss: Callable | None = None,
+                  config: VerifyConfig | None = None) -> PathsReport:
+    """Verify ``module`` on every torch path (eager, torch.compile, each sdpa backend) against
+    one exact derivative, and name where the paths differ.
+
+    Arguments:
+        model, module, map, loss: as for ``sg.verify(model, module=...)`` (eval mode).
+        paths: names from ``symgrad.modules.PATHS``; unavailable or inapplicable ones are kept
+            as rows with the reason.
+        samples, seed, device, dtype, config: the run.
+    Returns:
+        A ``PathsReport``: ``print(report)`` is the table; ``report.result`` the full Result.
+
+    >>> import symgrad as sg                                         # doctest: +SKIP
+    >>> print(sg.compare_paths(model, module, paths=("eager", "sdpa-math")))  # doctest: +SKIP
+    """
+    cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    paths = paths_mod.check_paths(paths)
+    result = verify_module(model, module, cfg=cfg,
+                           options=ModuleOptions(map=map, loss=loss, paths=paths))
+    rows = []
+    base = result.comparisons.get("module")
+    for path in paths:
+        name = backend_name(path)
+        row = {"path": path, "description": paths_mod.PATHS[path].description}
+        if path in result.module.skipped:
+            row.update(verdict="skipped", note=result.module.skipped[path])
+        else:
+            comp = result.comparisons[name]
+            row.update(verdict="ok" if comp.ok else "FAIL",
+                       **{"worst ULPs": result.worst_ulps(name),
+                          "median ULPs": result.median_ulps(name)},
+                       note=_difference(result, comp, base) if path != "eager" else "")
+        rows.append(row)
+    return PathsReport(result, rows)
+
+
+def _difference(result: Result, comp, base) -> str:
+    """Where a path's gradient differs most from eager's, as a fraction of the allowance
+    (the rounding-error bound of that entry), so that exact zeros do not dominate."""
+    if base is None:
+        return "no eager run to compare with"
+    delta = np.abs(comp.got - base.got)
+    if not np.any(delta) and not np.any(np.isnan(delta)):
+        return "bitwise identical to eager"
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ulp = np.spacing(np.abs(comp.expected)).clip(min=np.finfo(np.float64).tiny)
+        share = delta / (comp.allowed_ulps * ulp)
+    share = np.where(np.isnan(share), np.inf, share)
+    i, k = np.unravel_index(int(np.argmax(share)), share.shape)
+    where = result.outputs[k][3:] if k else "the loss value"
+    return (f"differs from eager in {int((delta != 0).sum())} of {delta.size} entries; most in "
+            f"{where} at sample {int(result.oracle_samples[i])}: |difference| "
+            f"{delta[i, k]:.3g} = {share[i, k]:.3g} of its allowance")

@@ -1,0 +1,1 @@
+"""Small GPT implementations in the layouts people run, written for symgrad's tests."""

@@ -23,7 +23,7 @@ from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
 from .causes import Context, classify, op_values, wanted_ops
-from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
+from .compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, KinkSides,
                       Tolerance, compare, dtype_info, systematic)
 from .config import OWN_BACKENDS, VerifyConfig
 from .errors import SymgradError
@@ -83,11 +83,19 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     compiled = derive(model, cfg, timings)
     batch = given or draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
+    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn)
+
+
+def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, outputs: dict,
+          cfg: VerifyConfig, timings: dict, torch_fn: Callable | None = None) -> Result:
+    """The exact values, every backend's comparison (entry, kink and block tests) and the
+    Result. Backends other than numpy/torch are user code: they get the torch_fn allowance."""
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings)
     kink = KinkSides(truth.vertices)
     blocks = param_columns(model)
-    comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset], bounds[name],
+    comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset],
+                                            bounds.get(name, bounds["torch_fn"]),
                                             backend=name, dtype=runs[name].dtype,
                                             tol=cfg.tolerance, kink=kink,
                                             uncertain=truth.uncertain),

@@ -14,11 +14,9 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..backends import torch as torch_backend
-from ..compare import compare
 from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..model import Model
@@ -53,7 +51,7 @@ def backend_name(path: str) -> str:
 def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
                   options: ModuleOptions = ModuleOptions()) -> Result:
     """The module path of ``sg.verify`` (see its docstring); returns a Result."""
-    from ..verify import derive, draw, exact, execute, oracle_subset, summarize
+    from ..verify import derive, draw, execute, judge
     t_call = time.perf_counter()
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)
@@ -94,20 +92,14 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
     timings: dict[str, float] = {"first_message_s": run.first_message_s}
     compiled = derive(model, cfg, timings)
     batch = draw(model, cfg)
-    runs, outputs = execute(model, compiled, batch, None, cfg)
+    runs, outputs = execute(model, compiled, batch, None, cfg, ("numpy", "torch"))
     for path, fn in fns.items():
         name = backend_name(path)
         t0 = time.perf_counter()
         outputs[name], mode = torch_backend.run_torch_fn(
             fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype, batching="loop")
         runs[name] = _backend_run(name, cfg, f"{path}, {mode}", time.perf_counter() - t0)
-    subset = oracle_subset(compiled.program, cfg)
-    hi, lo, kink, bounds = exact(compiled, batch, subset, cfg, timings)
-    comparisons = {name: compare(hi, lo, got[subset], bounds.get(name, bounds["torch_fn"]),
-                                 backend=name, dtype=runs[name].dtype, tol=cfg.tolerance,
-                                 kink=kink)
-                   for name, got in outputs.items()}
-    result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings)
+    result = judge(model, compiled, batch, runs, outputs, cfg, timings)
     result = named_by_module(result, model, plan, cfg.seed)
     result.module = run
     return result

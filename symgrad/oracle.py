@@ -219,8 +219,13 @@ def _tight(o: arb, limit: arb, rel: arb) -> bool:
 
 
 def _double_double(o: arb) -> tuple[float, float]:
+    """A ball as hi + lo. A tight ball that contains 0 is 0: its midpoint is rounding debris of
+    the terms that cancelled (e.g. 1e-38 for a gradient that is exactly 0 by symmetry), and a
+    direction made of debris would mislead the block test."""
     if not o.is_finite():
         return np.nan, 0.0
+    if o.contains(0):
+        return 0.0, 0.0
     mid = o.mid()
     h = float(mid)
     if not np.isfinite(h):

@@ -129,6 +129,14 @@ class Comparison:
         return not np.isin(self.status, FAILING).any()
 
 
+def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
+    """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
+    (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""
+    info = dtype_info(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
+
+
 @dataclass(frozen=True)
 class KinkSides:
     """The exact outputs from every side of the kinks reached at a sample.
@@ -218,7 +226,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         err = np.abs((got64 - exact_hi) - exact_lo)
         size = ulp(exact_hi, dtype)
         ulps = err / size
-        allowed_abs = tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
+        allowed_abs = allowance(bound, dtype, tol)
         allowed_abs = np.where(np.isnan(allowed_abs), np.inf, allowed_abs)
         allowed = allowed_abs / size
         exact_ok = np.isfinite(exact_hi) & (np.abs(exact_hi) <= info.max)

@@ -22,8 +22,8 @@ from . import oracle
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
-from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, KinkSides, Tolerance, compare,
-                      dtype_info)
+from .compare import (FAILING, KINK, LOSS, STATUS_NAMES, KinkSides, Tolerance, allowance,
+                      compare)
 from .config import VerifyConfig
 from .derive import Program, reverse_accumulation
 from .model import Model
@@ -200,9 +200,10 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     t0 = time.perf_counter()
     width = 1 + len(compiled.program.gradient)
     both = np_backend.run(compiled.bound, X, "float64")
-    bound, site_allow = both[:, :width], allowance(both[:, width:], cfg)
+    bound = both[:, :width]
+    site_allow = allowance(both[:, width:], cfg.dtype, cfg.tolerance)
     display = np_backend.run(compiled.display_bound, X, "float64")[:, :width]
-    allow = allowance(bound, cfg)
+    allow = allowance(bound, cfg.dtype, cfg.tolerance)
     timings["bound_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     parts = []
@@ -227,14 +228,6 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
                            for f in ("hi", "lo", "uncertain", "bits")), vertices)
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
-
-
-def allowance(E: np.ndarray, cfg: VerifyConfig) -> np.ndarray:
-    """The verdict's absolute allowance for a bound E in the run's dtype (as in compare)."""
-    info = dtype_info(cfg.dtype)
-    tol = cfg.tolerance
-    with np.errstate(invalid="ignore", over="ignore"):
-        return tol.safety * (info.eps / 2) * np.abs(E) + tol.floor * info.tiny
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,

@@ -123,6 +123,7 @@ class Comparison:
     kink_position: np.ndarray  # at a kink: where got sits in [low, high] (0..1), else NaN
     not_subgradient: np.ndarray | None = None  # each entry inside its interval, but the entries
     #                                            together are no convex combination of the sides
+    side: dict | None = None  # sample row -> the side whose derivative the backend used, in words
 
     @property
     def ok(self) -> bool:
@@ -146,12 +147,13 @@ class KinkSides:
     """
 
     vertices: dict  # sample row -> (m, K) float64
+    labels: dict | None = None  # sample row -> each side in words ("w*x → 0−")
     low: np.ndarray | None = None  # only for from_interval
     high: np.ndarray | None = None
 
     @classmethod
     def from_interval(cls, low: np.ndarray, high: np.ndarray) -> "KinkSides":
-        return cls({}, low, high)
+        return cls({}, None, low, high)
 
     def interval(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
         if self.low is not None:
@@ -238,6 +240,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[np.isnan(exact_hi)] = DOMAIN
         position = np.full(err.shape, np.nan)
         joint = np.zeros(err.shape, bool)
+        used: dict = {}
         if kink is not None:
             sides = kink if isinstance(kink, KinkSides) else KinkSides.from_interval(*kink)
             low, high = sides.interval(err.shape)
@@ -247,6 +250,11 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[accepted] = KINK
             for i, V in sides.vertices.items():  # one subgradient: the entries jointly
                 cols = np.flatnonzero(at_kink[i])
+                if sides.labels and cols.size:
+                    match = np.all(np.abs(V[:, cols] - got64[i, cols]) <= allowed_abs[i, cols],
+                                   axis=1)
+                    if match.any():
+                        used[i] = sides.labels[i][int(np.argmax(match))]
                 if cols.size and not convex_combination(V[:, cols], got64[i, cols],
                                                         allowed_abs[i, cols]):
                     bad = cols[np.isin(status[i, cols], (OK, LOSS, KINK))]
@@ -259,4 +267,4 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint)
+                      position, joint, used)

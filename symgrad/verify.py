@@ -64,7 +64,7 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg)
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings)
-    kink = KinkSides(truth.vertices)
+    kink = KinkSides(truth.vertices, truth.labels)
     comparisons = {name: compare(truth.hi, truth.lo, got[subset], bounds[name], backend=name,
                                  dtype=runs[name].dtype, tol=cfg.tolerance, kink=kink,
                                  uncertain=truth.uncertain)
@@ -225,8 +225,13 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     for p in parts:
         vertices.update({offset + i: v for i, v in p.vertices.items()})
         offset += len(p.bits)
+    labels = {}
+    offset = 0
+    for p in parts:
+        labels.update({offset + i: v for i, v in p.labels.items()})
+        offset += len(p.bits)
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("hi", "lo", "uncertain", "bits")), vertices)
+                           for f in ("hi", "lo", "uncertain", "bits")), vertices, labels)
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
 
 
@@ -273,6 +278,8 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
         point = {b: _shown_value(v[s]) for b, v in batch.values.items()}
         status = int(comp.status[i, k])
         note = _convention(comp.kink_position[i, k]) if status == KINK else ""
+        if status == KINK and comp.side and i in comp.side:
+            note += f" (the one-sided derivative from {comp.side[i]})"
         if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
             note = ("at a kink: each entry lies between the one-sided derivatives, but together "
                     "they are no convex combination of them (no subgradient; e.g. the full "

@@ -99,9 +99,10 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
         return pr.t.piecewise([(error_source(b.expr, pr, err), pr(b.cond)) for b in e.args])
     if isinstance(e, _NO_ERROR):
         return "0"
-    if isinstance(e, (sp.Max, sp.Min)):  # 1-Lipschitz in the max norm: the largest E (no fdiff:
-        terms = [t for t in (error_source(a, pr, err) for a in e.args) if t != "0"]  # it
-        return pr.t.functions[sp.Max](terms) if len(terms) > 1 else (terms or ["0"])[0]  # is slow)
+    if isinstance(e, (sp.Max, sp.Min)) and len(e.args) > 2:  # the largest E (1-Lipschitz in
+        # the max norm); fdiff would rebuild an n-1 argument Max per argument (slow in sympy)
+        terms = [t for t in (error_source(a, pr, err) for a in e.args) if t != "0"]
+        return pr.t.functions[sp.Max](terms) if len(terms) > 1 else (terms or ["0"])[0]
     if isinstance(e, (sp.Function, sp.Max, sp.Min)):
         terms = []
         for i, a in enumerate(e.args):

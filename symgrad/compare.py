@@ -188,6 +188,7 @@ class Comparison:
     kink_position: np.ndarray  # at a kink: where got sits in [low, high] (0..1), else NaN
     not_subgradient: np.ndarray | None = None  # each entry inside its interval, but the entries
     #                                            together are no convex combination of the sides
+    side: dict | None = None  # sample row -> the side whose derivative the backend used, in words
     allowed_abs: np.ndarray | None = None  # the allowance in absolute terms
     exact_lo: np.ndarray | None = None  # the oracle's low part (double-double)
     systematic: tuple = ()  # BlockFinding of every flagged block (symgrad.compare.systematic)
@@ -195,6 +196,14 @@ class Comparison:
     @property
     def ok(self) -> bool:
         return not np.isin(self.status, FAILING).any()
+
+
+def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
+    """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
+    (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""
+    info = dtype_info(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
 
 
 @dataclass(frozen=True)
@@ -206,12 +215,13 @@ class KinkSides:
     """
 
     vertices: dict  # sample row -> (m, K) float64
+    labels: dict | None = None  # sample row -> each side in words ("w*x → 0−")
     low: np.ndarray | None = None  # only for from_interval
     high: np.ndarray | None = None
 
     @classmethod
     def from_interval(cls, low: np.ndarray, high: np.ndarray) -> "KinkSides":
-        return cls({}, low, high)
+        return cls({}, None, low, high)
 
     def interval(self, shape: tuple) -> tuple[np.ndarray, np.ndarray]:
         if self.low is not None:
@@ -286,7 +296,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         err = np.abs((got64 - exact_hi) - exact_lo)
         size = ulp(exact_hi, dtype)
         ulps = err / size
-        allowed_abs = tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
+        allowed_abs = allowance(bound, dtype, tol)
         allowed_abs = np.where(np.isnan(allowed_abs), np.inf, allowed_abs)
         allowed = allowed_abs / size
         exact_ok = np.isfinite(exact_hi) & (np.abs(exact_hi) <= info.max)
@@ -301,6 +311,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[np.isnan(exact_hi)] = DOMAIN
         position = np.full(err.shape, np.nan)
         joint = np.zeros(err.shape, bool)
+        used: dict = {}
         if kink is not None:
             sides = kink if isinstance(kink, KinkSides) else KinkSides.from_interval(*kink)
             low, high = sides.interval(err.shape)
@@ -310,6 +321,11 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[accepted] = KINK
             for i, V in sides.vertices.items():  # one subgradient: the entries jointly
                 cols = np.flatnonzero(at_kink[i])
+                if sides.labels and cols.size:
+                    match = np.all(np.abs(V[:, cols] - got64[i, cols]) <= allowed_abs[i, cols],
+                                   axis=1)
+                    if match.any():
+                        used[i] = sides.labels[i][int(np.argmax(match))]
                 if cols.size and not convex_combination(V[:, cols], got64[i, cols],
                                                         allowed_abs[i, cols]):
                     bad = cols[np.isin(status[i, cols], (OK, LOSS, KINK, INCONCLUSIVE))]
@@ -322,7 +338,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint, allowed_abs, np.asarray(exact_lo))
+                      position, joint, used, allowed_abs, np.asarray(exact_lo))
 
 
 @dataclass(frozen=True)

@@ -49,6 +49,7 @@ class Exact:
     uncertain: np.ndarray  # (N, K) bool: not certified tight enough (cap, or too many kinks)
     bits: np.ndarray  # (N,) bits each sample needed
     vertices: dict[int, np.ndarray] = field(default_factory=dict)  # row -> (m, K) at a kink
+    labels: dict[int, list[str]] = field(default_factory=dict)  # row -> each side, in words
 
     def summary(self) -> dict:
         """``{"max": ..., "distribution": {bits: samples}}`` for reports."""
@@ -101,6 +102,7 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
     uncertain = np.zeros((n, width), bool)
     bits = np.zeros(n, np.int64)
     vertices: dict[int, np.ndarray] = {}
+    labels: dict[int, list[str]] = {}
     kinks = fn.kinks
     rel = arb(2) ** -relative_bits
     for j in range(n):
@@ -114,11 +116,12 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
                 hi[j, k], lo[j, k] = _double_double(o)
             if verts:
                 vertices[j] = np.array([[_double_double(o)[0] for o in v] for v in verts])
+                labels[j] = list(kinks.labels)
                 if not complete:
                     uncertain[j] |= np.ptp(vertices[j], axis=0) > 0
         uncertain[j] |= np.array(loose, bool)
     kinks.allow, kinks.dirs, kinks.reached = None, {}, {}
-    return Exact(hi, lo, uncertain, bits, vertices)
+    return Exact(hi, lo, uncertain, bits, vertices, labels)
 
 
 def certify(fn, args: list, limit: list, rel: arb, start_bits: int, max_bits: int):
@@ -193,7 +196,8 @@ def _sample(fn, args):
     for _ in range(4):  # a side can reach new kinks (a Piecewise branch): widen and redo
         keys = sorted(known, key=repr)
         combos = itertools.product(*[sorted(known[k]) for k in keys])
-        verts, grew = [], False
+        verts, grew, labels = [], False, []
+        kinks.labels = labels
         complete = True
         for i, combo in enumerate(combos):
             if i == MAX_COMBINATIONS:
@@ -201,6 +205,7 @@ def _sample(fn, args):
                 break
             kinks.dirs, kinks.reached = dict(zip(keys, combo)), {}
             verts.append([arb_backend._a(o) for o in fn(args)])
+            labels.append("; ".join(side_label(k, c) for k, c in zip(keys, combo)))
             for k, v in kinks.reached.items():
                 if not v <= known.get(k, set()):
                     known.setdefault(k, set()).update(v)
@@ -209,6 +214,13 @@ def _sample(fn, args):
             break
     kinks.dirs = {}
     return outs, verts, complete
+
+
+def side_label(key, choice) -> str:
+    """``w*x → 0−`` (the left side of that kink) or ``w2 wins the max``."""
+    if key[0] == "select":
+        return f"{key[2][choice]} wins the {key[1]}"
+    return f"{key[1]} → 0{'+' if choice > 0 else '−'}"
 
 
 def _tight(o: arb, limit: arb, rel: arb) -> bool:

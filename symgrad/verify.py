@@ -23,8 +23,8 @@ from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
 from .causes import Context, classify, op_values, wanted_ops
-from .compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, KinkSides,
-                      Tolerance, compare, dtype_info, systematic)
+from .compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, KinkSides, Tolerance,
+                      allowance, compare, systematic)
 from .config import OWN_BACKENDS, VerifyConfig
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
@@ -92,7 +92,7 @@ def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, output
     Result. Backends other than numpy/torch are user code: they get the torch_fn allowance."""
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings)
-    kink = KinkSides(truth.vertices)
+    kink = KinkSides(truth.vertices, truth.labels)
     blocks = param_columns(model)
     comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset],
                                             bounds.get(name, bounds["torch_fn"]),
@@ -279,9 +279,10 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     t0 = time.perf_counter()
     width = 1 + len(compiled.program.gradient)
     both = np_backend.run(compiled.bound, X, "float64")
-    bound, site_allow = both[:, :width], allowance(both[:, width:], cfg)
+    bound = both[:, :width]
+    site_allow = allowance(both[:, width:], cfg.dtype, cfg.tolerance)
     display = np_backend.run(compiled.display_bound, X, "float64")[:, :width]
-    allow = allowance(bound, cfg)
+    allow = allowance(bound, cfg.dtype, cfg.tolerance)
     timings["bound_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     parts = []
@@ -303,17 +304,14 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     for p in parts:
         vertices.update({offset + i: v for i, v in p.vertices.items()})
         offset += len(p.bits)
+    labels = {}
+    offset = 0
+    for p in parts:
+        labels.update({offset + i: v for i, v in p.labels.items()})
+        offset += len(p.bits)
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("hi", "lo", "uncertain", "bits")), vertices)
+                           for f in ("hi", "lo", "uncertain", "bits")), vertices, labels)
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
-
-
-def allowance(E: np.ndarray, cfg: VerifyConfig) -> np.ndarray:
-    """The verdict's absolute allowance for a bound E in the run's dtype (as in compare)."""
-    info = dtype_info(cfg.dtype)
-    tol = cfg.tolerance
-    with np.errstate(invalid="ignore", over="ignore"):
-        return tol.safety * (info.eps / 2) * np.abs(E) + tol.floor * info.tiny
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
@@ -373,6 +371,8 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
         point = {b: _shown_value(v[s]) for b, v in batch.values.items()}
         status = int(comp.status[i, k])
         note = _convention(comp.kink_position[i, k]) if status == KINK else ""
+        if status == KINK and comp.side and i in comp.side:
+            note += f" (the one-sided derivative from {comp.side[i]})"
         if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
             note = ("at a kink: each entry lies between the one-sided derivatives, but together "
                     "they are no convex combination of them (no subgradient; e.g. the full "

@@ -46,6 +46,9 @@ def test_subgradient_at_a_three_way_tie_passes(weights):
     r = sg.verify(_tie_model(), at=TIE, torch_fn=_tie_fn(weights))
     assert r.ok, str(r)
     assert (r.comparisons["torch_fn"].status == KINK).any()
+    if weights == (1.0, 0.0, 0.0):  # a vertex: the side is named
+        notes = [f.note for f in r.kinks if f.backend == "torch_fn"]
+        assert any("w1 wins the max" in n for n in notes), notes
 
 
 @pytest.mark.parametrize("weights, jointly", [((1.0, 1.0, 1.0), True), ((0.5, 0.5, 0.5), True),
@@ -68,6 +71,8 @@ def test_underflowing_product_reaches_the_kink():
                   torch_fn=lambda w, x: torch.relu(w * x) + torch.tanh(w * x))
     assert r.ok, str(r)
     assert r.kinks and all(f.sample == 0 for f in r.kinks)
+    relu = [f for f in r.kinks if f.backend == "torch_fn"][0]
+    assert "H(0) = 0" in relu.note and "w*x → 0−" in relu.note  # torch.relu: the left side
 
 
 def test_hinge_whose_product_rounds_to_one():

@@ -1,8 +1,8 @@
-"""The oracle: the exact value and gradient evaluated with mpmath at high precision.
+"""mpmath spelling of the program at a fixed ``dps`` (50 digits by default).
 
-The same program, one sample at a time, at ``dps`` significant digits (default 50). Results come
-back as double-double (hi, lo) float64 pairs so that errors of float64 backends are measured to
-far below one ULP. A complex or non-finite result is NaN: the model is undefined there.
+No longer the oracle (that is ``symgrad.oracle``: certified ball arithmetic with precision
+escalation); kept for explanations that print a few digits of small expressions and as a third,
+independent spelling of the table in ``tests/test_codegen.py``.
 """
 
 from __future__ import annotations

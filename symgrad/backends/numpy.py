@@ -43,7 +43,8 @@ def _share(arg, members, h0):
         best = np.maximum(best, m)
     ties = sum(np.asarray(m == best, dtype=np.result_type(arg)) for m in members)
     with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(arg > 0, 1, np.where(arg < 0, 0, np.where(ties > 2, 1 / ties, h0)))
+        out = np.where(arg > 0, 1, np.where(arg < 0, 0, np.where(ties > 2, 1 / ties, h0)))
+    return out.astype(np.result_type(arg), copy=False)  # stay in the run's dtype
 
 
 def _share_min(arg, members, h0):

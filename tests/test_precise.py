@@ -110,7 +110,7 @@ def test_plain_forms_without_rewrite_keep_only_the_low_part():
 def test_map_constants_exact_and_symbolic():
     x = sp.Symbol("x")
     one = np.array([1.0])
-    for c in (sp.Rational(1, 10 ** 5), sp.pi, sp.E, sp.sqrt(2 / sp.pi), sp.Float("0.044715"), sp.Integer(3) / 7):
+    for c in (sp.Rational(1, 10 ** 5), -sp.pi, -sp.sqrt(3), sp.pi, sp.E, sp.sqrt(2 / sp.pi), sp.Float("0.044715"), sp.Integer(3) / 7):
         y = DD_OPS.map(c * x, {x: one})
         ex = mp.mpf(sp.N(c, 60))
         assert abs(mp.mpf(y.hi[0]) + mp.mpf(y.lo[0]) - ex) <= 2e-32 * abs(ex), c

@@ -116,6 +116,8 @@ class DDKernels(Kernels):
     def isnan(self, a): return np.isnan(a.hi)
     def shape(self, a): return a.shape
     def broadcast_to(self, a, shape): return a.map_arrays(lambda v: np.broadcast_to(v, shape))
+    def reshape(self, a, shape): return a.map_arrays(lambda v: np.reshape(v, shape))
+    def concatenate(self, parts): return DD(np.concatenate([p.hi for p in parts]), np.concatenate([p.lo for p in parts]))
     def sigmoid(self, a): return M.sigmoid(a)
     def sech2(self, a): return M.sech2(a)
     def erfc(self, a): return M.erfc(a)

@@ -38,6 +38,7 @@ class Kernels:
 
     name = "?"
     functions: dict[Any, Callable] = {}  # sympy function class -> f(kernels, *evaluated args)
+    chunk = 1 << 15  # entries per chunk of a large map (cache-sized intermediates)
 
     def constant(self, value: sp.Expr, shape: tuple) -> Any: raise NotImplementedError
     def add(self, a, b): raise NotImplementedError
@@ -52,6 +53,8 @@ class Kernels:
     def nan_like(self, shape: tuple): raise NotImplementedError
     def isnan(self, a) -> np.ndarray: raise NotImplementedError
     def shape(self, a) -> tuple: raise NotImplementedError
+    def reshape(self, a, shape: tuple): raise NotImplementedError
+    def concatenate(self, parts: list): raise NotImplementedError
     # stable forms used by the rewrites
     def sigmoid(self, a): raise NotImplementedError
     def sech2(self, a): raise NotImplementedError
@@ -79,8 +82,18 @@ def evaluate(expr: sp.Expr, args: dict, k: Kernels) -> Any:
     shapes = [k.shape(v) for v in args.values()]
     shape = np.broadcast_shapes(*shapes) if shapes else ()
     bargs = {s: _broadcast(k, v, shape) for s, v in args.items()}
+    size = int(np.prod(shape))
     with np.errstate(all="ignore"):
-        return _Walk(k, bargs, shape).value(expr)
+        if size <= k.chunk:
+            return _Walk(k, bargs, shape).value(expr)
+        # cache-sized chunks of the flattened arrays: each intermediate stays in L2
+        flat = {s: k.reshape(v, (size,)) for s, v in bargs.items()}
+        parts = []
+        for start in range(0, size, k.chunk):
+            sl = slice(start, min(size, start + k.chunk))
+            n = sl.stop - sl.start
+            parts.append(_Walk(k, {s: v[sl] for s, v in flat.items()}, (n,)).value(expr))
+        return k.reshape(k.concatenate(parts), shape)
 
 
 def _broadcast(k: Kernels, v, shape):

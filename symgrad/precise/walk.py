@@ -48,8 +48,11 @@ class Kernels:
     def pow_int(self, a, n: int): raise NotImplementedError
     def pow_rational(self, a, p: int, q: int): raise NotImplementedError
     def pow_general(self, a, b): raise NotImplementedError
-    def compare(self, op: str, a, b) -> np.ndarray: raise NotImplementedError
+    def compare(self, op: str, a, b) -> tuple[np.ndarray, np.ndarray]:
+        """(certainly true, certainly false) masks of `a op b`."""
+        raise NotImplementedError
     def where(self, mask: np.ndarray, a, b): raise NotImplementedError
+    def union(self, a, b): raise NotImplementedError  # an enclosure of both (ARB); unused by exact types
     def nan_like(self, shape: tuple): raise NotImplementedError
     def isnan(self, a) -> np.ndarray: raise NotImplementedError
     def shape(self, a) -> tuple: raise NotImplementedError
@@ -199,33 +202,46 @@ class _Walk:
         k = self.k
         out = k.nan_like(self.shape)
         for val, cond in reversed(e.args):
-            mask = self._cond(cond)
-            if mask is True or (isinstance(mask, np.ndarray) and mask.all()):
+            t, f = self._cond(cond)
+            t, f = np.broadcast_to(t, self.shape), np.broadcast_to(f, self.shape)
+            undecided = ~(t | f)
+            if t.all():
                 out = self.value(val)
-            elif mask is False or not np.any(mask):
                 continue
-            else:
-                out = k.where(np.broadcast_to(mask, self.shape), self.value(val), out)
+            if not t.any() and not undecided.any():
+                continue
+            v = self.value(val)
+            if undecided.any():  # balls straddling a condition's boundary: both branches are possible
+                out = k.where(undecided, k.union(v, out), out)
+            out = k.where(t, v, out)
         return out
 
-    def _cond(self, c) -> np.ndarray | bool:
+    def _cond(self, c) -> tuple[np.ndarray, np.ndarray]:
+        """(certainly true, certainly false) masks of a condition (DD: exact, complementary)."""
+        shape = self.shape
         if c is sp.true or c == True:  # noqa: E712 (sympy booleans)
-            return True
+            return np.ones(shape, bool), np.zeros(shape, bool)
         if c is sp.false or c == False:  # noqa: E712
-            return False
+            return np.zeros(shape, bool), np.ones(shape, bool)
         if type(c) in _REL_OPS:
-            return self.k.compare(_REL_OPS[type(c)], self.value(c.lhs), self.value(c.rhs))
+            t, f = self.k.compare(_REL_OPS[type(c)], self.value(c.lhs), self.value(c.rhs))
+            return np.broadcast_to(t, shape), np.broadcast_to(f, shape)
+        parts = [self._cond(a) for a in c.args]
+        ts = [p[0] for p in parts]
+        fs = [p[1] for p in parts]
         if isinstance(c, sp.And):
-            return np.logical_and.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            return np.logical_and.reduce(ts), np.logical_or.reduce(fs)
         if isinstance(c, sp.Or):
-            return np.logical_or.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            return np.logical_or.reduce(ts), np.logical_and.reduce(fs)
         if isinstance(c, sp.Not):
-            return np.logical_not(self._cond(c.args[0]))
+            return fs[0], ts[0]
         if isinstance(c, sp.Xor):
-            return np.logical_xor.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            decided = np.logical_and.reduce([t | f for t, f in parts])
+            x = np.logical_xor.reduce(ts)
+            return x & decided, ~x & decided
         if isinstance(c, sp.ITE):
-            a, b, d = (np.broadcast_to(self._cond(x), self.shape) for x in c.args)
-            return np.where(a, b, d)
+            (at, af), (bt, bf), (ct, cf) = parts
+            return (at & bt) | (af & ct) | (bt & ct), (at & bf) | (af & cf) | (bf & cf)
         raise SymgradError(f"{self.k.name} map: condition {c} ({type(c).__name__}) is not supported "
                            f"in a Piecewise (use Eq/Ne/Lt/Le/Gt/Ge/And/Or/Not/ITE of the arguments)")
 

@@ -399,3 +399,13 @@ def test_escalate_raises_bits_until_radii_fit():
     assert run.converged and run.bits > 128
     capped = escalate(lambda ops: ops.map(expr, {x: xs}), 1e-300, start=64, cap=128)
     assert not capped.converged and capped.bits == 128
+
+
+# ---------------------------------------------------------------------------------- docstrings
+@pytest.mark.parametrize("name", ["dd", "ddmath", "ddops", "walk", "ozaki", "contract", "arb", "certify"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+    mod = importlib.import_module(f"symgrad.precise.{name}")
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0

@@ -92,8 +92,8 @@ class DD:
 
     def __init__(self, hi, lo=None):
         self.hi = _arr(hi)
-        if lo is None:
-            self.lo = np.zeros_like(self.hi)
+        if lo is None:  # a read-only zero view: no memory for float64 data (DD never writes in place)
+            self.lo = np.broadcast_to(np.float64(0.0), self.hi.shape)
         else:
             lo = _arr(lo)
             self.lo = lo if lo.shape == self.hi.shape else np.broadcast_to(lo, self.hi.shape).copy()
@@ -115,6 +115,11 @@ class DD:
 
     def __repr__(self) -> str:
         return f"DD(hi={self.hi!r}, lo={self.lo!r})"
+
+    @property
+    def lo_is_zero_view(self) -> bool:
+        """True when lo is the zero view of a DD made from float64 data (cheap test, no pass)."""
+        return self.lo.ndim > 0 and all(st == 0 for st in self.lo.strides) and self.lo.size > 0 and self.lo.flat[0] == 0
 
     def copy(self) -> "DD":
         return DD(self.hi.copy(), np.array(self.lo, copy=True))

@@ -48,37 +48,56 @@ def _tau(k: int) -> int:
     return (53 - max(1, int(np.ceil(np.log2(max(k, 2)))))) // 2
 
 
-def _slices(hi: np.ndarray, lo: np.ndarray, axis: int, n: int, tau: int):
+def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int):
     """Cut hi + lo into n slices (tau-bit integers on a grid shared along `axis`) and the residuals.
 
     Returns (slices, residuals): residuals[j] = hi + lo - sum(slices[:j]) rounded to float64
-    (residuals[0] = hi), for j = 0..n.
+    (residuals[0] = hi), for j = 0..n. lo None: zero (float64 data).
     """
     rh, rl = hi, lo
     slices, residuals = [], [hi]
     for _ in range(n):
-        m = np.max(np.abs(rh), axis=axis, keepdims=True)
+        m = np.maximum(np.max(rh, axis=axis, keepdims=True), -np.min(rh, axis=axis, keepdims=True))
         _, e = np.frexp(m)  # m < 2**e
         sigma = np.ldexp(0.75, e + 53 - tau)
         q = (rh + sigma) - sigma  # rh rounded to the grid 2**(e - tau): |q| <= 2**e, q / grid integer <= 2**tau
         slices.append(q)
-        rh, rl = two_sum(rh - q, rl)  # rh - q is exact
-        residuals.append(rh + rl)
+        if rl is None:
+            rh = rh - q  # exact
+            residuals.append(rh)
+        else:
+            rh, rl = two_sum(rh - q, rl)  # rh - q is exact
+            residuals.append(rh + rl)
     return slices, residuals
 
 
-def _equilibrate(a: DD, b: DD) -> tuple[DD, DD]:
+def _equilibration(a: DD, b: DD) -> np.ndarray | None:
+    """Exponent shifts d_k: column k of A times 2**d_k, row k of B times 2**-d_k (None: no shift)."""
     ma = np.max(np.abs(a.hi), axis=(0, 1))  # per k
     mb = np.max(np.abs(b.hi), axis=(0, 2))
     ok = (ma > 0) & (mb > 0) & np.isfinite(ma) & np.isfinite(mb)
     _, ea = np.frexp(np.where(ok, ma, 1.0))
     _, eb = np.frexp(np.where(ok, mb, 1.0))
     d = np.where(ok, (eb - ea) // 2, 0)
-    if not d.any():
-        return a, b
-    da = d[None, None, :]
-    db = -d[None, :, None]
-    return DD(np.ldexp(a.hi, da), np.ldexp(a.lo, da)), DD(np.ldexp(b.hi, db), np.ldexp(b.lo, db))
+    return d if d.any() else None
+
+
+def _k_fastest(v: np.ndarray, axis: int) -> np.ndarray:
+    """The tile laid out with the contraction axis contiguous (slicing reduces along it)."""
+    if axis == 2:
+        return np.ascontiguousarray(v)
+    return np.ascontiguousarray(np.swapaxes(v, 1, 2)).swapaxes(1, 2)
+
+
+def _part(x: DD, idx, shift, axis: int):
+    """(hi, lo or None) of a tile, K-contiguous, scaled by 2**shift along K (exact)."""
+    hi = _k_fastest(x.hi[idx], axis)
+    lo = None if x.lo_is_zero_view else _k_fastest(x.lo[idx], axis)
+    if shift is not None:
+        sh = shift.reshape((1, -1, 1) if axis == 1 else (1, 1, -1))
+        hi = np.ldexp(hi, sh)
+        lo = None if lo is None else np.ldexp(lo, sh)
+    return hi, lo
 
 
 def _tile(As, RA, Bs, RB, S: int) -> DD:
@@ -116,8 +135,7 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
         b = DD(np.nan_to_num(b.hi, nan=0.0, posinf=0.0, neginf=0.0), np.where(np.isfinite(b.hi), b.lo, 0.0))
         good = dd_matmul(a, b, cfg)
         return DD(np.where(fin, good.hi, bad), np.where(fin, good.lo, 0.0))
-    if cfg.equilibrate:
-        a, b = _equilibrate(a, b)
+    d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)
     tau = _tau(kb)
@@ -125,15 +143,16 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
+        dk = None if d is None else d[ks]
         for m0 in range(0, m, mb):
             ms = slice(m0, min(m, m0 + mb))
-            As, RA = _slices(a.hi[:, ms, ks], a.lo[:, ms, ks], 2, S, tau)
+            As, RA = _slices(*_part(a, (slice(None), ms, ks), dk, 2), 2, S, tau)
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
-                Bs, RB = _slices(b.hi[:, ks, ns], b.lo[:, ks, ns], 1, S, tau)
+                Bs, RB = _slices(*_part(b, (slice(None), ks, ns), None if dk is None else -dk, 1), 1, S, tau)
                 t = _tile(As, RA, Bs, RB, S)
-                cur = DD(out.hi[:, ms, ns], out.lo[:, ms, ns])
-                s = add(cur, t) if k0 else t
-                out.hi[:, ms, ns] = s.hi
-                out.lo[:, ms, ns] = s.lo
+                if k0:
+                    t = add(DD(out.hi[:, ms, ns], out.lo[:, ms, ns]), t)
+                out.hi[:, ms, ns] = t.hi
+                out.lo[:, ms, ns] = t.lo
     return out

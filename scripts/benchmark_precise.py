@@ -70,11 +70,13 @@ def bench_arb(n: int, rng) -> dict:
     t_arb = time.perf_counter() - t
     dd = DD_OPS.einsum("ij,jk->ik", a, b)
     rad = ops.radius(c)
-    cert = certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-28))
     absab = np.abs(a) @ np.abs(b)
+    rel_only = certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-28))
+    cert = certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-28), abs_allowance=1e-30 * absab)
     err = cert.error_bound / absab
     return {"shape": f"{n}^3", "prec_bits": 128, "arb_s": t_arb, "max_radius": float(rad.max()),
             "dd_certified": f"{cert.n_certified}/{cert.n}", "dd_max_rel_error": cert.max_rel_error,
+            "dd_certified_rel_only": f"{rel_only.n_certified}/{rel_only.n}",
             "dd_max_error_over_absAabsB": float(err.max())}
 
 
@@ -108,12 +110,11 @@ def main() -> None:
         "arb": bench_arb(768 if big else 96, rng),
         "elementwise": bench_elementwise(1_000_000 if big else 50_000, rng),
     }
-    head = res["matmul"][1]
-    ratio = max(r["ratio"] for r in res["matmul"])
+    rates = [r["dd_gflops_f64_equiv"] for r in res["matmul"]]
     res["gpt2_64_tokens_projection"] = {
         "float64_gflops": GPT2_FLOPS_64 / 1e9,
-        "dd_matmul_s_at_measured_rate": GPT2_FLOPS_64 / (head["dd_gflops_f64_equiv"] * 1e9),
-        "worst_ratio_to_float64": ratio,
+        "dd_matmul_s_range": [GPT2_FLOPS_64 / (max(rates) * 1e9), GPT2_FLOPS_64 / (min(rates) * 1e9)],
+        "ratios_to_float64": [r["ratio"] for r in res["matmul"]],
     }
     out = ROOT / "reports"
     (out / "benchmarks_precise.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
@@ -136,8 +137,9 @@ def render(res: dict) -> str:
     L += ["", "## arb_mat (python-flint) and the certified error of the DD product", "",
           f"- arb_mat {a['shape']} at {a['prec_bits']} bits: {a['arb_s']:.2f} s (incl. conversion), max radius {a['max_radius']:.2g} "
           "(rigorous enclosure of the exact product of the float64 data).",
-          f"- DD product certified against it: {a['dd_certified']} entries within 1e-28 relative; "
-          f"max certified relative error {a['dd_max_rel_error']:.2g}; max error / (|A||B|)_ij {a['dd_max_error_over_absAabsB']:.2g}.",
+          f"- DD product certified against it: {a['dd_certified']} entries within 1e-28 relative + 1e-30 (|A||B|)_ij "
+          f"({a['dd_certified_rel_only']} within 1e-28 relative alone: the rest are entries that cancel far below their terms); "
+          f"max certified error / (|A||B|)_ij {a['dd_max_error_over_absAabsB']:.2g}; max certified relative error {a['dd_max_rel_error']:.2g}.",
           "", "## DD elementwise maps (sympy expression walked on chunked DD arrays)", "",
           "| function | entries | DD s | DD s per million | float64 s per million |", "|---|---|---|---|---|"]
     for r in res["elementwise"]:
@@ -145,8 +147,9 @@ def render(res: dict) -> str:
                  f"{r['float64_s_per_million']:.4f} |")
     g = res["gpt2_64_tokens_projection"]
     L += ["", "## What this means for the GPT-2 oracle at 64 tokens", "",
-          f"~{g['float64_gflops']:.0f} GFLOP (float64 terms) of contractions at the DD rate measured on the head product: "
-          f"**~{g['dd_matmul_s_at_measured_rate']:.0f} s** of DD matmul; worst DD/float64 ratio measured {g['worst_ratio_to_float64']:.0f}x. "
+          f"~{g['float64_gflops']:.0f} GFLOP (float64 terms) of contractions at the DD rates measured above: "
+          f"**{g['dd_matmul_s_range'][0]:.0f}-{g['dd_matmul_s_range'][1]:.0f} s** of DD matmul on this (shared) machine "
+          f"(DD/float64 = {', '.join(f'{r:.0f}x' for r in g['ratios_to_float64'])} in the same run). "
           "Elementwise maps (GELU on 64x3072 per layer, softmax exp on 12x64x64 per layer, LayerNorm) are a few million "
           "entries per pass at the per-million costs above. Memory: DD of float64 weights adds no copy (lo is a zero view); "
           "the product's working set is per tile (at most 2^22 entries per operand tile) plus the DD result.", ""]

@@ -409,3 +409,21 @@ def test_docstring_examples_run(name):
     mod = importlib.import_module(f"symgrad.precise.{name}")
     result = doctest.testmod(mod)
     assert result.attempted > 0 and result.failed == 0
+
+
+def test_certify_cancelling_product_needs_the_absolute_allowance():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((1, 30))
+    b = rng.standard_normal((30, 1))
+    b[-1, 0] = 0.0
+    a[0, -1] = 1.0
+    b[-1, 0] = -float((a[:, :-1] @ b[:-1]).item()) * (1 + 1e-6)  # the product cancels to ~1e-6 |A||B|
+    dd = DD_OPS.einsum("ij,jk->ik", a, b)
+    balls = ARB_OPS.at(300).einsum("ij,jk->ik", a, b)
+    absab = np.abs(a) @ np.abs(b)
+    hi, lo = DD_OPS.to_float64(dd)
+    assert certify(hi, lo, balls, abs_allowance=1e-30 * absab).ok
+    small = lo + 1e-31 * absab  # 1e-31 of |A||B| but ~1e-25 of the cancelled value
+    assert not certify(hi, small, balls).ok
+    assert certify(hi, small, balls, abs_allowance=1e-30 * absab).ok
+    assert not certify(hi, lo + 1e-28 * absab, balls, abs_allowance=1e-30 * absab).ok

@@ -69,13 +69,16 @@ def _frac(v: arb) -> Fraction:
     return Fraction(int(man)) * Fraction(2) ** int(exp)
 
 
-def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: CertifyConfig = CertifyConfig()) -> Certificate:
+def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: CertifyConfig = CertifyConfig(),
+            abs_allowance: np.ndarray | None = None) -> Certificate:
     """Certify DD values (hi + lo) against ARB balls of the same quantities.
 
     Arguments:
         hi, lo: the DD result (DD_OPS.to_float64), any shape.
         balls: object array of flint.arb of the same shape (an ARB_OPS result).
         config: the claimed accuracy (relative and absolute).
+        abs_allowance: optional per-entry absolute allowance added to the claim (e.g. 1e-30 |A||B|
+            for a product, whose entries may cancel far below their terms).
     Returns:
         a Certificate with rigorous per-entry error bounds of the DD values.
     """
@@ -85,6 +88,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
     if balls.shape != hi.shape:
         raise SymgradError(f"certify: DD shape {hi.shape} and ball shape {balls.shape} differ; "
                            f"evaluate the same quantities")
+    extra = np.zeros(hi.shape) if abs_allowance is None else np.broadcast_to(np.asarray(abs_allowance, float), hi.shape)
     bound = np.empty(hi.shape)
     ok = np.zeros(hi.shape, dtype=bool)
     failures: list[str] = []
@@ -107,7 +111,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
             e = _up(_frac((arb(h) + arb(l) - b).abs_upper()))
             bound[idx] = e
             v = abs(h)
-            allow = config.rel * v + config.abs
+            allow = config.rel * v + config.abs + float(extra[idx])
             ok[idx] = e <= allow
             if v > 0 and e / v > max_rel:
                 max_rel, worst = e / v, idx

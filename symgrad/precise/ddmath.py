@@ -36,7 +36,7 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 
-from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, from_fraction, ldexp, mul, mul_f64, mul_raw,
+from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, ldexp, mul, mul_raw,
                  quick_two_sum, sqr, two_prod, where)
 
 _MP_PREC = 256  # bits for constants: far beyond DD's 106
@@ -364,6 +364,7 @@ def sech2(x: DD) -> DD:
 # ----------------------------------------------------------------------------- erf / erfc
 # (upper bound of |x|, number of terms); counts measured against mpmath (1e-33) plus ~10% margin
 _ERF_SERIES_BINS = ((0.5, 23), (1.0, 33), (2.0, 52), (2.5, 62), (3.0, 72))
+_ERF_BIN_EDGES = {23: (0.0, 0.5), 33: (0.5, 1.0), 52: (1.0, 2.0), 62: (2.0, 2.5), 72: (2.5, 3.0)}  # n -> bin
 _ERFC_CF_BINS = ((2.5, 230), (3.0, 160), (4.0, 116), (6.0, 77), (10.0, 45), (np.inf, 30))
 _ERFC_ZERO = 27.3  # erfc(x) < 2**-1074 beyond: underflows to 0
 
@@ -379,8 +380,27 @@ def _binned(x: DD, bins, fn) -> DD:
     return on_masks(x, pieces)
 
 
+@lru_cache(maxsize=None)
+def _erf_dd_terms(n: int) -> int:
+    """How many leading series terms need DD on the bin with n terms: the rest are each below
+    2**-56 of the sum on the whole bin (their float64 rounding is < 2**-109 relative)."""
+    lo, hi = _ERF_BIN_EDGES[n]
+    total = max(1.0, sum((2 * lo * lo) ** j / _odd_factorial(j) for j in range(n)))
+    k = n
+    for j in range(n - 1, -1, -1):
+        if (2 * hi * hi) ** j / _odd_factorial(j) > 2.0 ** -56 * total:
+            break
+        k = j
+    return max(k, 1)
+
+
+def _odd_factorial(j: int) -> float:
+    return float(np.prod(np.arange(1, 2 * j + 2, 2, dtype=float)))
+
+
 def _erf_series(x: DD, n: int) -> DD:
-    """2x/sqrt(pi) e^{-x^2} sum_{k<n} (2x^2)^k / (2k+1)!!  (all terms positive)."""
+    """2x/sqrt(pi) e^{-x^2} sum_{k<n} (2x^2)^k / (2k+1)!!  (all terms positive; the small tail
+    terms in float64, the leading ones in DD)."""
     x2 = sqr(x)
     z = ldexp(x2, np.array(1))
     dfact = 1
@@ -388,9 +408,13 @@ def _erf_series(x: DD, n: int) -> DD:
     for k in range(n):
         dfact *= 2 * k + 1
         coeffs.append(_fraction_dd(1, dfact))
-    hi, lo = coeffs[-1]
-    t = DD(np.full(x.shape, hi), np.full(x.shape, lo))
-    for hi, lo in reversed(coeffs[:-1]):
+    m = _erf_dd_terms(n)
+    tail = np.zeros(x.shape)
+    for hi, _ in reversed(coeffs[m:]):
+        tail = tail * z.hi + hi
+    hi, lo = coeffs[m - 1]
+    t = add_const_raw(DD(tail * z.hi), hi, lo)
+    for hi, lo in reversed(coeffs[:m - 1]):
         t = add_const_raw(mul_raw(t, z), hi, lo)
     g = mul(const("2/sqrt(pi)"), exp(-x2))
     return mul(mul(g, x), t)

@@ -96,6 +96,31 @@ def bench_elementwise(n: int, rng) -> list[dict]:
     return rows
 
 
+def accuracy(rng, n: int) -> list[dict]:
+    """Max relative error of DD functions against mpmath at 60 digits on n points over wide ranges."""
+    import mpmath as mp
+    from symgrad.precise import DD, ddmath as M
+    mp.mp.dps = 60
+    xs = np.concatenate([rng.uniform(-30, 30, n // 2), rng.standard_normal(n // 4) * 3,
+                         (10.0 ** rng.uniform(-200, 2, n - n // 2 - n // 4)) * rng.choice([-1, 1], n - n // 2 - n // 4)])
+    pos = np.abs(xs) + 1e-300
+    rows = []
+    for name, f, mf, arg in (("exp", M.exp, mp.exp, xs), ("expm1", M.expm1, mp.expm1, xs),
+                             ("log", M.log, mp.log, pos), ("sqrt", M.sqrt, mp.sqrt, pos),
+                             ("tanh", M.tanh, mp.tanh, xs), ("erf", M.erf, mp.erf, xs), ("erfc", M.erfc, mp.erfc, xs),
+                             ("x**(3/2)", lambda v: M.pow_rational(v, 3, 2), lambda v: v ** mp.mpf(1.5), pos)):
+        with np.errstate(all="ignore"):
+            y = f(DD(arg))
+        worst = mp.mpf(0)
+        for x, h, l in zip(arg, y.hi, y.lo):
+            ex = mf(mp.mpf(float(x)))
+            if abs(ex) < mp.mpf(2) ** -968 or abs(ex) > mp.mpf("1.7e308"):
+                continue
+            worst = max(worst, abs(mp.mpf(float(h)) + mp.mpf(float(l)) - ex) / abs(ex))
+        rows.append({"function": name, "points": int(arg.size), "max_rel_error": float(worst)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
@@ -109,6 +134,7 @@ def main() -> None:
                    bench_matmul(64, 768, 50257, rng, "td,vd->tv", 1) if big else bench_matmul(16, 128, 2048, rng, "td,vd->tv", 1)],
         "arb": bench_arb(768 if big else 96, rng),
         "elementwise": bench_elementwise(1_000_000 if big else 50_000, rng),
+        "accuracy": accuracy(rng, 2000 if big else 200),
     }
     rates = [r["dd_gflops_f64_equiv"] for r in res["matmul"]]
     res["gpt2_64_tokens_projection"] = {
@@ -145,6 +171,10 @@ def render(res: dict) -> str:
     for r in res["elementwise"]:
         L.append(f"| {r['function']} | {r['entries']} | {r['dd_s']:.2f} | {r['dd_s_per_million']:.2f} | "
                  f"{r['float64_s_per_million']:.4f} |")
+    L += ["", "## DD accuracy against mpmath (60 digits), wide ranges incl. tiny/huge arguments", "",
+          "| function | points | max relative error |", "|---|---|---|"]
+    for r in res["accuracy"]:
+        L.append(f"| {r['function']} | {r['points']} | {r['max_rel_error']:.2g} |")
     g = res["gpt2_64_tokens_projection"]
     L += ["", "## What this means for the GPT-2 oracle at 64 tokens", "",
           f"~{g['float64_gflops']:.0f} GFLOP (float64 terms) of contractions at the DD rates measured above: "

@@ -82,6 +82,12 @@ def test_cancellation_one_minus_tanh_near_saturation_keeps_lo_bits():
     assert worst < 2.0 ** -50, (worst, at)
 
 
+def test_cancellation_one_minus_erf_keeps_lo_bits():
+    xs = np.array([3.0, 3.9, 4.0, 5.5, 6.0, 9.0, 10.0, 20.0, 26.0])
+    worst, at = _rel_errors(lambda x: 1 - M.erf(x), mp.erfc, xs)
+    assert worst < 2.0 ** -50, (worst, at)
+
+
 @pytest.mark.parametrize("expr_fn,ref,xs", [
     (lambda x: sp.log(1 + sp.exp(-x)), lambda x: mp.log1p(mp.exp(-x)), [152.0, 600.0, 30.0, -40.0]),
     (lambda x: 1 + sp.erf(x), lambda x: mp.erfc(-x), [-6.0, -20.0, -1.0, 3.0]),

@@ -366,6 +366,9 @@ def sech2(x: DD) -> DD:
 _ERF_SERIES_BINS = ((0.5, 23), (1.0, 33), (2.0, 52), (2.5, 62), (3.0, 72))
 _ERF_BIN_EDGES = {23: (0.0, 0.5), 33: (0.5, 1.0), 52: (1.0, 2.0), 62: (2.0, 2.5), 72: (2.5, 3.0)}  # n -> bin
 _ERFC_CF_BINS = ((2.5, 230), (3.0, 160), (4.0, 116), (6.0, 77), (10.0, 45), (np.inf, 30))
+# erf = 1 - erfc for |x| >= 3 needs erfc only to 1e-33 absolute (and 2**-60 relative, so the lo
+# part 1 - erf keeps its bits): far fewer terms (measured at each bin's lower edge, +10%)
+_ERF_CF_BINS = ((4.0, 87), (6.0, 47), (10.0, 18), (np.inf, 13))
 _ERFC_ZERO = 27.3  # erfc(x) < 2**-1074 beyond: underflows to 0
 
 
@@ -433,13 +436,13 @@ def _erf_pos(a: DD) -> DD:
     """erf(a) for a >= 0 (NaN-free input): series below 3, 1 - erfc above."""
     large = a.hi >= 3.0
     return on_masks(a, ((~large, lambda xs: _binned(xs, _ERF_SERIES_BINS, _erf_series)),
-                        (large, lambda xs: add_f64(-_erfc_cf_pos(xs), np.ones(xs.shape)))))
+                        (large, lambda xs: add_f64(-_erfc_cf_pos(xs, _ERF_CF_BINS), np.ones(xs.shape)))))
 
 
-def _erfc_cf_pos(a: DD) -> DD:
+def _erfc_cf_pos(a: DD, bins=_ERFC_CF_BINS) -> DD:
     """erfc(a) for a >= 2 by the continued fraction (0 beyond underflow)."""
     zero = a.hi >= _ERFC_ZERO
-    return on_masks(a, ((~zero, lambda xs: _binned(xs, _ERFC_CF_BINS, _erfc_cf)),
+    return on_masks(a, ((~zero, lambda xs: _binned(xs, bins, _erfc_cf)),
                         (zero, lambda xs: DD(np.zeros(xs.shape)))))
 
 

@@ -182,7 +182,20 @@ def render(res: dict) -> str:
           f"(DD/float64 = {', '.join(f'{r:.0f}x' for r in g['ratios_to_float64'])} in the same run). "
           "Elementwise maps (GELU on 64x3072 per layer, softmax exp on 12x64x64 per layer, LayerNorm) are a few million "
           "entries per pass at the per-million costs above. Memory: DD of float64 weights adds no copy (lo is a zero view); "
-          "the product's working set is per tile (at most 2^22 entries per operand tile) plus the DD result.", ""]
+          "the product's working set is per tile (at most 2^22 entries per operand tile, ~16 reused buffers) plus the DD "
+          "result, independent of the operands' size (hence many 'copies' of a small operand, ~1 of GPT-2's head).", "",
+          "## Limits", "",
+          "- DD is not rigorous by itself: its accuracy is measured (tables above, tests) and certified per run by ARB "
+          "(`symgrad.precise.certify`).",
+          "- The product error is bounded relative to rowmax_i(|A|) colmax_j(|B|) after the power-of-two equilibration "
+          "along K; rows whose entries span many orders of magnitude *and* meet columns that do the same can exceed "
+          "1e-30 of (|A||B|)_ij (random +-2^40 scalings stay at ~1e-31 in the tests).",
+          "- Below ~1e-292 DD keeps fewer than 106 bits (lo is subnormal).",
+          "- ARB arrays are Python objects (~100 B and ~0.5 us per entry to create): certify on a reduced subset "
+          "(fewer tokens, sampled entries), not on all 163M parameters.",
+          "- ARB divides by an exact 0 to NaN where DD gives inf: such entries are reported uncertified, not wrong.",
+          "- erf is the slowest DD function (series / continued fraction of 13-72 DD terms): the GELU-erf variant costs "
+          "~5x the tanh form.", ""]
     return "\n".join(L)
 
 

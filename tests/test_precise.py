@@ -433,3 +433,16 @@ def test_certify_cancelling_product_needs_the_absolute_allowance():
     assert not certify(hi, small, balls).ok
     assert certify(hi, small, balls, abs_allowance=1e-30 * absab).ok
     assert not certify(hi, lo + 1e-28 * absab, balls, abs_allowance=1e-30 * absab).ok
+
+
+def test_map_scalar_empty_and_constant_shapes():
+    x, y = sp.symbols("x y")
+    e = sp.erf(x) * sp.tanh(y) + sp.Max(x, y) + sp.log(1 + sp.exp(-x))
+    scalar = DD_OPS.map(e, {x: np.array(0.3), y: np.array(-1.0)})
+    ref = mp.erf(0.3) * mp.tanh(-1) + 0.3 + mp.log1p(mp.exp(-0.3))
+    assert scalar.shape == () and abs(mp.mpf(float(scalar.hi)) + mp.mpf(float(scalar.lo)) - ref) < 1e-30
+    assert DD_OPS.map(e, {x: np.zeros((0, 3)), y: np.ones(3)}).shape == (0, 3)
+    assert DD_OPS.to_float64(DD_OPS.map(sp.Integer(2), {x: np.ones(3)}))[0].tolist() == [2.0, 2.0, 2.0]
+    big = np.linspace(-5, 5, 3 * DD_OPS.kernels.chunk + 7)  # several chunks
+    got = DD_OPS.to_float64(DD_OPS.map(sp.tanh(x), {x: big}))[0]
+    np.testing.assert_allclose(got, np.tanh(big), rtol=1e-15)

@@ -446,3 +446,31 @@ def test_map_scalar_empty_and_constant_shapes():
     big = np.linspace(-5, 5, 3 * DD_OPS.kernels.chunk + 7)  # several chunks
     got = DD_OPS.to_float64(DD_OPS.map(sp.tanh(x), {x: big}))[0]
     np.testing.assert_allclose(got, np.tanh(big), rtol=1e-15)
+
+
+def _cross_entropy(ops, x, w, targets):
+    """A small tensor program written once against the table API: logits, stable log-sum-exp,
+    target gather: the loss per row (what the tensor interpreter does with either table)."""
+    z, m = sp.symbols("z m")
+    logits = ops.einsum("td,vd->tv", ops.asarray(x), ops.asarray(w))
+    mx = ops.amax(logits, axis=1, keepdims=True)
+    e = ops.map(sp.exp(z - m), {z: logits, m: ops.broadcast_to(mx, ops.shape(logits))})
+    lse = ops.map(sp.log(z) + m, {z: ops.sum(e, axis=1), m: ops.reshape(mx, (ops.shape(logits)[0],))})
+    picked = ops.take(ops.reshape(logits, (-1,)), np.arange(len(targets)) * ops.shape(logits)[1] + targets, 0)
+    return ops.map(z - m, {z: lse, m: picked})
+
+
+def test_a_program_on_both_tables_is_certified_and_a_planted_error_is_not():
+    rng = np.random.default_rng(10)
+    x, w = rng.standard_normal((3, 16)), rng.standard_normal((40, 16)) * 3
+    targets = np.array([0, 7, 39])
+    dd = _cross_entropy(DD_OPS, x, w, targets)
+    run = escalate(lambda ops: _cross_entropy(ops, x, w, targets), 1e-33 * np.abs(dd.hi))
+    assert run.converged and run.bits >= 128
+    # a loss lse - z_t cancels (row 1: 4.7e-5 out of terms ~30): DD's claim is relative to the terms
+    terms = np.abs(x @ w.T).max(axis=1)
+    cert = certify(*DD_OPS.to_float64(dd), run.balls, abs_allowance=1e-30 * terms)
+    assert cert.ok, cert.summary()
+    assert not certify(*DD_OPS.to_float64(dd), run.balls).ok  # relative alone: the cancelled row fails
+    hi, lo = DD_OPS.to_float64(dd)
+    assert not certify(hi, lo + 1e-25 * np.abs(hi), run.balls, abs_allowance=1e-30 * terms).ok

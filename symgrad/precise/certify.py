@@ -116,8 +116,8 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
             if v > 0 and e / v > max_rel:
                 max_rel, worst = e / v, idx
             if not ok[idx]:
-                failures.append(f"{idx}: DD {h!r} + {l!r}, ball {b.str(25, radius=True)}, "
-                                f"error bound {e:.3g} > allowance {allow:.3g}")
+                failures.append(f"{idx}: DD {h!r} + {l!r}, ball mid {b.mid().str(40, radius=False)} "
+                                f"radius {_up(_frac(b.rad())):.3g}, error bound {e:.3g} > allowance {allow:.3g}")
     bad = [i for i in np.ndindex(hi.shape) if not ok[i]]
     return Certificate(bound, ok, int(hi.size), int(ok.sum()), max_rel, bad[0] if bad else worst, failures)
 

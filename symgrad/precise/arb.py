@@ -300,7 +300,7 @@ class ArbOps:
         return np.asarray(out, dtype=object)
 
     def where(self, mask, a, b) -> np.ndarray:
-        return np.where(np.asarray(mask, dtype=bool), a, b)
+        return np.where(np.asarray(mask, dtype=bool), self.asarray(a), self.asarray(b))
 
     # -- reductions and contractions -------------------------------------------------------------
     def sum(self, x, axis=None, keepdims: bool = False) -> np.ndarray:

@@ -183,7 +183,7 @@ class DDOps:
         return evaluate(expr, {s: self.asarray(v) for s, v in args.items()}, self.kernels)
 
     def where(self, mask, a: DD, b: DD) -> DD:
-        return where(np.asarray(mask, dtype=bool), a, b)
+        return where(np.asarray(mask, dtype=bool), self.asarray(a), self.asarray(b))
 
     # -- reductions and contractions -------------------------------------------------------------
     def sum(self, x: DD, axis=None, keepdims: bool = False) -> DD:

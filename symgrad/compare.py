@@ -116,6 +116,8 @@ class Comparison:
     got: np.ndarray
     expected: np.ndarray  # the exact value rounded to float64
     kink_position: np.ndarray  # at a kink: where got sits in [low, high] (0..1), else NaN
+    error: np.ndarray | None = None  # |got - exact|, absolute (reports; never overflows)
+    allowed: np.ndarray | None = None  # the allowance safety * u * E + floor * tiny, absolute
 
     @property
     def ok(self) -> bool:
@@ -165,4 +167,4 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
                 position = np.where(at_kink, (got64 - low) / (high - low), np.nan)
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position)
+                      position, error=err, allowed=allowed_abs)

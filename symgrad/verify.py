@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Callable
@@ -25,6 +24,7 @@ from .compare import FAILING, KINK, LOSS, STATUS_NAMES, Tolerance, compare
 from .config import VerifyConfig
 from .derive import Program, reverse_accumulation
 from .model import Model
+from .progress import phase
 from .result import BackendRun, Failure, Result
 
 
@@ -85,22 +85,22 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     key = ("compiled", np_dtype, cfg.oracle_dps)
     if key not in model._cache:
-        if cfg.progress:
-            print(f"  deriving and compiling {model.name} ({len(model.graph.nodes)} steps)…",
-                  file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        program = model._cache.get("program") or reverse_accumulation(model)
+        with phase(f"deriving {model.name} ({len(model.graph.nodes)} steps)",
+                   enabled=cfg.progress):
+            program = model._cache.get("program") or reverse_accumulation(model)
         model._cache["program"] = program
         t1 = time.perf_counter()
-        bound = np_backend.compile_bound(program)
-        has_display = any(getattr(n.symbol, "display", None) is not None
-                           for n in model.graph.nodes)
-        display_bound = (np_backend.compile_bound(reverse_accumulation(model, view="display"))
-                         if has_display else bound)
-        compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
-                            bound, display_bound,
-                            torch_backend.compile_forward(program),
-                            mp_backend.compile_oracle(program, cfg.oracle_dps))
+        with phase(f"compiling {model.name}", enabled=cfg.progress):
+            bound = np_backend.compile_bound(program)
+            has_display = any(getattr(n.symbol, "display", None) is not None
+                               for n in model.graph.nodes)
+            display_bound = (np_backend.compile_bound(
+                reverse_accumulation(model, view="display")) if has_display else bound)
+            compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
+                                bound, display_bound,
+                                torch_backend.compile_forward(program),
+                                mp_backend.compile_oracle(program, cfg.oracle_dps))
         model._cache[key] = compiled
         model._cache[key + ("times",)] = {"derive_s": t1 - t0,
                                           "compile_s": time.perf_counter() - t1}
@@ -190,17 +190,13 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     hi = np.empty((X.shape[1], width))
     lo, low, high = np.empty_like(hi), np.empty_like(hi), np.empty_like(hi)
     chunk = max(1, X.shape[1] // 20)
-    for start in range(0, X.shape[1], chunk):
-        part = slice(start, start + chunk)
-        hi[part], lo[part], low[part], high[part] = mp_backend.run(
-            compiled.oracle, X[:, part], cfg.oracle_dps, width)
-        if cfg.progress:
-            done = min(start + chunk, X.shape[1])
-            bar = "#" * (30 * done // X.shape[1])
-            print(f"\r  oracle [{bar:<30}] {done}/{X.shape[1]}", end="", file=sys.stderr,
-                  flush=True)
-    if cfg.progress:
-        print(file=sys.stderr)
+    with phase("exact derivative (oracle)", enabled=cfg.progress, total=X.shape[1],
+               unit="sample") as bar:
+        for start in range(0, X.shape[1], chunk):
+            part = slice(start, start + chunk)
+            hi[part], lo[part], low[part], high[part] = mp_backend.run(
+                compiled.oracle, X[:, part], cfg.oracle_dps, width)
+            bar.update(min(chunk, X.shape[1] - start))
     timings["oracle_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
     bound = np_backend.run(compiled.bound, X, "float64")

@@ -26,7 +26,7 @@ def test_all_files_are_written(report_dir):
 
 def test_json_schema_and_determinism(report_dir, tmp_path):
     doc = json.loads((report_dir / "neuron.json").read_text())
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
     assert doc["tolerance"]["rule"].startswith("|got - exact|")
     assert {"symgrad", "sympy", "torch", "numpy"} <= set(doc["environment"])
     assert main(["report", "neuron", "--out", str(tmp_path), "--samples", "60"]) == 0

@@ -150,6 +150,7 @@ def _report(args: argparse.Namespace) -> int:
     from .verify import verify
 
     cfg = config_from(args)
+    check_writable(Path(args.out))
     names = args.models or zoo.names()
     entries = []
     t_all = time.perf_counter()
@@ -173,6 +174,21 @@ def _report(args: argparse.Namespace) -> int:
           f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
     print(f"symgrad: open {Path(args.out) / 'index.html'}", file=sys.stderr)
     return 1 if args.strict and not all(e.result.ok for e in entries) else 0
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (exit 2) when the report could not be written to ``out``."""
+    import tempfile
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+        with tempfile.TemporaryFile(dir=out.resolve().parent):  # where the set is staged
+            pass
+    except OSError as exc:
+        raise SymgradError(f"--out {str(out)!r}: cannot write the report there "
+                           f"({exc.strerror or exc}); choose a writable folder, e.g. "
+                           "--out reports") from None
 
 
 def _explain(args: argparse.Namespace) -> int:

@@ -141,7 +141,9 @@ def _eqable(ln: Line) -> bool:
 
 _TEX_TEXT = {"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "δ": r"$\delta$",
              "∂": r"$\partial$", "∘": r"$\circ$", "x̄": r"$\bar{x}$", "…": r"\dots{}",
-             "⋮": r"$\vdots$", "σ": r"$\sigma$", "−": "-", "≤": r"$\le$"}
+             "⋮": r"$\vdots$", "σ": r"$\sigma$", "−": "-", "≤": r"$\le$", "^": r"\^{}",
+             "<=": r"$\le$", "<": "$<$", ">": "$>$", "μ": r"$\mu$", "x̂": r"$\hat{x}$",
+             "ᵀ": r"$^T$"}
 
 
 def _tex_escape(text: str) -> str:

@@ -241,7 +241,9 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
     if not len(idx):
         return []
     with np.errstate(invalid="ignore", divide="ignore"):
-        badness = np.where(np.isfinite(comp.ulps), comp.ulps / comp.allowed_ulps, np.inf)
+        ratio = (comp.error / comp.allowed if comp.error is not None  # exact zeros included
+                 else comp.ulps / comp.allowed_ulps)
+        badness = np.where(np.isfinite(comp.got), ratio, np.inf)
     order = np.argsort(-badness[mask], kind="stable")[:limit]
     found = []
     for i, k in idx[order]:

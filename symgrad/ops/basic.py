@@ -44,7 +44,7 @@ def matrix_name(m) -> str:
     group = getattr(first, "group", None)
     if group is not None:
         return group.label
-    name = getattr(first, "name", str(first))
+    name = getattr(first, "label", None) or getattr(first, "name", str(first))
     return name.split("_{")[0]
 
 

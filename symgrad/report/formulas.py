@@ -98,7 +98,7 @@ def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
     """(forward formula, backward rules) of a matrix op family, or None."""
     from ..explain import _layer_rules
     g = getattr(nodes[0].symbol, "group", None)
-    if g is None or len(nodes) < 2:
+    if g is None:
         return None
     shapes = _shapes(model, graph)
     out = sp.MatrixSymbol(g.label, *g.shape)
@@ -155,27 +155,108 @@ def gradient_formulas(model: Model, *, computed: bool = True
 
 
 def _textbook(model: Model):
-    from ..explain import textbook_adjoints
+    from ..explain import _group, _has_matrix, _layers, textbook_adjoints
     graph = model.display_graph
     fams = families(graph)
     lines: list[Formula] = []
+    title = "Textbook form: one delta per op (matrix notation)"
     with names_from(display_names(graph)):
+        if _has_matrix(graph) and all(_group(n) is not None or n is graph.output
+                                      for n in graph.nodes):
+            try:  # a layered model: every step belongs to a matrix op
+                back = _layers(model, graph, None)[1]
+                return title, [Formula(note=back.note)] + [
+                    _matrix_eq(ln.lhs, ln.rhs) for ln in back.lines]
+            except (sp.ShapeError, ValueError, TypeError):
+                pass
         matrix = [r for r in (_matrix_rules(model, graph, f) for f in fams) if r is not None]
+        matrix = [r for r in matrix if r[0].shape != (1, 1)]
         if matrix:
             for _, _, back in reversed(matrix):
                 for lhs, rhs in back:
                     lines.append(_matrix_eq(lhs, rhs))
-            covered = sum(len(f) for f in fams if _matrix_rules(model, graph, f) is not None)
-            title = "Textbook form: one delta per op (matrix notation)"
-            note = ("δ_v = ∂L/∂v; H is the Heaviside step, ∘ the elementwise product"
-                    + (f"; {len(graph.nodes) - covered} further steps are elementwise"
+            covered = sum(r[0].shape[0] * r[0].shape[1] for r in matrix)
+            note = ("δ_v = ∂L/∂v; H is the Heaviside step, ∘ the elementwise product; where "
+                    "a value feeds several ops, its gradient is the sum of their lines"
+                    + (f"; the other {len(graph.nodes) - covered} steps are elementwise or "
+                       "reductions, differentiated step by step"
                        if covered < len(graph.nodes) else ""))
-            return title, [Formula(note=note)] + lines
+            return title, [Formula(note=note)] + lines + index_rules(graph)
         if len(graph.nodes) > MAX_TEXTBOOK_NODES:
             return None
         for lhs, rhs in textbook_adjoints(model):
             lines.append(_eq(lhs, rhs))
     return "Textbook form: the chain rule on the formulas above", lines
+
+
+# The backward rule of each op that has no matrix Group, in index notation (t a row, j a column,
+# C the row width); the key is the kind of the op's output step (a row per op).
+INDEX_RULES = {
+    "layer_norm": ("LayerNorm over each row, with r_t = 1/sqrt(var_t + eps), "
+                   "x̂ = (x - μ_t) r_t and δ̂ = δ_y ∘ g",
+                   r"\delta_{x_{t,j}} = \frac{r_t}{C}\Big(C\,\hat\delta_{t,j} - \sum_k "
+                   r"\hat\delta_{t,k} - \hat x_{t,j} \sum_k \hat\delta_{t,k} \hat x_{t,k}\Big),"
+                   r"\quad \frac{\partial L}{\partial g_j} = \sum_t \delta_{y_{t,j}} "
+                   r"\hat x_{t,j}"),
+    "softmax": ("softmax over the last axis (each row), p = softmax(x)",
+                r"\delta_{x_{t,j}} = p_{t,j}\Big(\delta_{p_{t,j}} - \sum_k \delta_{p_{t,k}} "
+                r"p_{t,k}\Big)"),
+    "attention": ("attention weights: softmax of each row of scores over the positions s <= t",
+                  r"\delta_{S_{t,s}} = A_{t,s}\Big(\delta_{A_{t,s}} - \sum_{s' \le t} "
+                  r"\delta_{A_{t,s'}} A_{t,s'}\Big)"),
+    "score": ("scores S = Q K^T / sqrt(d) per head (causal: s <= t)",
+              r"\delta_{Q} = \frac{\delta_S K}{\sqrt{d}},\quad \delta_{K} = "
+              r"\frac{\delta_S^{T} Q}{\sqrt{d}}"),
+    "context": ("context = A V per head", r"\delta_{A} = \delta_{\mathrm{ctx}} V^{T},\quad "
+                r"\delta_{V} = A^{T} \delta_{\mathrm{ctx}}"),
+    "gelu": ("GELU elementwise", r"\delta_{x} = \delta_{y} \circ \mathrm{GELU}'(x)"),
+    "dropout": ("dropout with keep-mask m and scale 1/(1-p)",
+                r"\delta_{x} = \frac{\delta_{y} \circ m}{1 - p}"),
+    "residual": ("residual connection y = x + f(x)", r"\delta_{x} \mathrel{+}= \delta_{y}"),
+    "embedding": ("embedding: row id_t of the table E",
+                  r"\frac{\partial L}{\partial E_{v,j}} = \sum_t [\mathrm{id}_t = v]\, "
+                  r"\delta_{y_{t,j}}"),
+    "nll": ("cross-entropy of each row against its target, mean over the T rows",
+            r"\delta_{z_{t,j}} = \frac{1}{T}\big(\mathrm{softmax}(z_t)_j - "
+            r"[j = \mathrm{target}_t]\big)"),
+    "log_softmax": ("log-softmax over each row",
+                    r"\delta_{x_{t,j}} = \delta_{y_{t,j}} - \mathrm{softmax}(x_t)_j \sum_k "
+                    r"\delta_{y_{t,k}}"),
+}
+
+
+def index_rules(graph: Graph) -> list[Formula]:
+    """The INDEX_RULES lines of the ops in ``graph``, last op first (backpropagation order)."""
+    kinds = []
+    for n in graph.nodes:
+        if n.kind in INDEX_RULES and n.kind not in kinds:
+            kinds.append(n.kind)
+    out = []
+    for kind in reversed(kinds):
+        what, tex = INDEX_RULES[kind]
+        out.append(Formula(latex=tex, mathml=mathml_of_tex(tex), note=what + ":"))
+    return out
+
+
+def mathml_of_tex(tex: str) -> str:
+    """MathML for a rule written in LaTeX: its annotation (browsers show the text form)."""
+    import html
+    return ('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><semantics>'
+            f"<mtext>{html.escape(_plain(tex))}</mtext>"
+            f'<annotation encoding="application/x-tex">{html.escape(tex)}</annotation>'
+            "</semantics></math>")
+
+
+def _plain(tex: str) -> str:
+    """A readable plain-text form of a LaTeX rule (for HTML)."""
+    table = [(r"\delta", "δ"), (r"\hat", ""), (r"\frac", ""), (r"\sum_k", "Σ_k"),
+             (r"\sum_t", "Σ_t"), (r"\sum_{s' \le t}", "Σ_{s'≤t}"), (r"\circ", "∘"),
+             (r"\Big", ""), (r"\big", ""), (r"\quad", "   "), (r"\partial", "∂"),
+             (r"\sqrt", "√"), (r"\mathrm", ""), (r"\mathrel", ""), (r"\,", " "),
+             (r"\le", "≤"), ("^{T}", "ᵀ")]
+    for a, b in table:
+        tex = tex.replace(a, b)
+    return tex.replace("{", "").replace("}", "")
 
 
 def _matrix_eq(lhs, rhs) -> Formula:

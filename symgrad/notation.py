@@ -155,6 +155,24 @@ class _MathML(MathMLPresentationPrinter):
 
     _print_Dummy = _print_Symbol
 
+    def _print_Derivative(self, e):
+        """∂f/∂x as a fraction (sympy's default writes the total-derivative ⅆ)."""
+        (var, count), = e.variable_count
+        frac = self.dom.createElement("mfrac")
+        for inner, power in ((e.expr, count), (var, count)):
+            row = self.dom.createElement("mrow")
+            mo = self.dom.createElement("mo")
+            mo.appendChild(self.dom.createTextNode("∂"))
+            row.appendChild(mo)
+            row.appendChild(self._print(inner))
+            if power != 1:
+                sup = self.dom.createElement("msup")
+                sup.appendChild(row)
+                sup.appendChild(self._print(sp.Integer(power)))
+                row = sup
+            frac.appendChild(row)
+        return frac
+
     def _print_Raw(self, sym):
         mo = self.dom.createElement("mi")
         mo.appendChild(self.dom.createTextNode(sym.text))

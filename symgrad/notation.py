@@ -270,7 +270,8 @@ def fold(expr, max_terms: int = MAX_TERMS):
         rest = sub.split(",")[1:]
         tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(
             [latex(index)] + rest) + "}"
-        return Raw(tex, f"{base}[{index}{''.join(',' + r for r in rest)}]")
+        plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
+        return Raw(tex, f"{base}[{plain}{''.join(', ' + r for r in rest)}]")
 
     def indicator(e):
         nonzero = [(v, c) for v, c in e.args if v != 0]

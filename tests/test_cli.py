@@ -97,3 +97,13 @@ def test_report_ends_saying_where_to_look(tmp_path, capsys):
                  "--no-progress"]) == 0
     assert capsys.readouterr().err.strip().splitlines()[-1] == \
         f"symgrad: open {tmp_path / 'index.html'}"
+
+
+def test_progress_shows_every_long_phase_on_stderr(capsys):
+    assert main(["verify", "chain_rule", "--samples", "20", "--progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays one JSON document
+    for phase in ("deriving chain_rule", "compiling chain_rule", "exact derivative (oracle)"):
+        assert phase in captured.err
+    assert main(["verify", "chain_rule", "--samples", "20", "--no-progress"]) == 0
+    assert "oracle" not in capsys.readouterr().err

@@ -115,5 +115,12 @@ def test_exact_zeros_are_measured_against_their_terms(tmp_path):
     ratios = [f["error_over_allowance"] for f in shown["shown"]]
     assert ratios == sorted(ratios, reverse=True)
     sample = shown["shown"][0]["sample"]
-    assert set(doc["points"][str(sample)]) == {"X", "Wq", "Wk", "Wv", "Wo", "bo", "bq", "bk",
-                                               "bv", "attn_keep0", "attn_keep1"}
+    point = doc["points"][str(sample)]
+    assert set(point) == {"X", "Wq", "Wk", "Wv", "Wo", "bo", "bq", "bk", "bv", "attn_keep0",
+                          "attn_keep1"}
+    import numpy as np
+    import symgrad as sg
+    from symgrad import zoo
+    from symgrad.verify import draw  # the page's recipe reproduces the sample exactly
+    again = draw(zoo.get("gpt_attention"), sg.VerifyConfig(samples=20, seed=0)).values
+    assert all(np.array_equal(np.asarray(point[b]), again[b][sample]) for b in again)

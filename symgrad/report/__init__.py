@@ -141,9 +141,9 @@ def _finding_lists(r: Result) -> list[tuple[str, list[Failure], int]]:
 
 def _reproduce(r: Result) -> str:
     c = r.config
-    return (f"sample i is entry i of `symgrad.verify.draw(model, VerifyConfig(samples="
-            f"{c.samples}, seed={c.seed}, dtype={c.dtype!r}))`; the full point of every sample "
-            "named here is in the JSON under `points`")
+    return (f"sample i is `draw(model, sg.VerifyConfig(samples={c.samples}, seed={c.seed}, "
+            f"dtype={c.dtype!r})).values[block][i]` (`from symgrad.verify import draw`); the "
+            "full point of every sample named here is in the JSON under `points`")
 
 
 def _finding_row(r: Result, f: Failure) -> dict:

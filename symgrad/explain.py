@@ -139,7 +139,7 @@ def _eqable(ln: Line) -> bool:
     return not isinstance(ln.lhs, sp.MatrixExpr) and not isinstance(ln.rhs, sp.MatrixExpr)
 
 
-_TEX_TEXT = {"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "δ": r"$\delta$",
+_TEX_TEXT = {"δ̂": r"$\hat\delta$", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "δ": r"$\delta$",
              "∂": r"$\partial$", "∘": r"$\circ$", "x̄": r"$\bar{x}$", "…": r"\dots{}",
              "⋮": r"$\vdots$", "σ": r"$\sigma$", "−": "-", "≤": r"$\le$", "^": r"\^{}",
              "<=": r"$\le$", "<": "$<$", ">": "$>$", "μ": r"$\mu$", "x̂": r"$\hat{x}$",
@@ -148,9 +148,12 @@ _TEX_TEXT = {"_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#", "δ": r"$\delta$",
 
 def _tex_escape(text: str) -> str:
     """Plain text for LaTeX: special characters escaped, symbols as math."""
+    import unicodedata
     for char, tex in _TEX_TEXT.items():
         text = text.replace(char, tex)
-    return text
+    text = "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if not unicodedata.combining(c))
+    return "".join(c if ord(c) < 128 else "?" for c in text)  # pdflatex: ASCII only
 
 
 def parse_point(text: str) -> dict[str, float]:

@@ -152,7 +152,7 @@ OVERFULL_TOLERANCE_PT = 10.0  # a box may stick out this far (a wide subscript),
 
 @pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
 @pytest.mark.parametrize("name", ["neuron", "simplenet", "gpt_attention", "gpt_cross_entropy",
-                                  *[pytest.param(n, marks=pytest.mark.slow) for n in FAST
+                                  *[pytest.param(n, marks=pytest.mark.slow) for n in zoo.names()
                                     if n not in ("neuron", "simplenet", "gpt_attention",
                                                  "gpt_cross_entropy")]])
 def test_latex_compiles_and_fits_the_page(name, tmp_path):

@@ -182,11 +182,12 @@ def _textbook(model: Model):
                        "reductions, differentiated step by step"
                        if covered < len(graph.nodes) else ""))
             return title, [Formula(note=note)] + lines + index_rules(graph)
+        rules = index_rules(graph)
         if len(graph.nodes) > MAX_TEXTBOOK_NODES:
-            return None
+            return ("Textbook form: one rule per op (index notation)", rules) if rules else None
         for lhs, rhs in textbook_adjoints(model):
             lines.append(_eq(lhs, rhs))
-    return "Textbook form: the chain rule on the formulas above", lines
+    return "Textbook form: the chain rule on the formulas above", lines + rules
 
 
 # The backward rule of each op that has no matrix Group, in index notation (t a row, j a column,

@@ -21,7 +21,6 @@ from tabulate import tabulate
 from ..compare import EXPLANATIONS, FAILING, STATUS_NAMES
 from ..htmlpage import page
 from ..model import Model
-from ..notation import latex, mathml
 from ..result import Failure, Result
 from .atomic import write_set
 from .formulas import Formula, gradient_formulas, model_formulas
@@ -54,11 +53,6 @@ def environment(result: Result) -> dict:
 
 
 # ------------------------------------------------------------------ figures
-def _status_columns(results: list[Result]) -> list[str]:
-    """Non-failing statuses as columns (every one in compare.STATUS_NAMES), then "failures"."""
-    return [name for code, name in STATUS_NAMES.items() if code not in FAILING] + ["failures"]
-
-
 def _counts_row(counts: dict[str, int]) -> dict[str, int]:
     failing = {STATUS_NAMES[k] for k in FAILING}
     row = {name: n for name, n in counts.items() if name not in failing}

@@ -1,7 +1,9 @@
 """Command line: ``symgrad list``, ``symgrad verify NAME|module:attr``.
 
-Exit codes: 0 every backend agrees with the exact derivative, 1 a mismatch, 2 bad usage or input.
-``--json`` prints exactly one JSON document on stdout; progress and logs go to stderr.
+Exit codes: 0 every backend agrees with the exact derivative, 1 a mismatch, 2 bad usage or input
+(an unknown model, a failing model factory, an unwritable ``--out``), 130 interrupted (Ctrl-C).
+``--json`` prints exactly one JSON document on stdout; progress (tqdm, ``--progress``, on by
+default on a terminal) and logs go to stderr.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from . import zoo
@@ -56,7 +59,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the sample generator (default 0)")
     p.add_argument("--oracle-samples", type=int, default=None,
                    help="samples checked by the certified oracle (default: all, capped by cost)")
-    p.add_argument("--progress", action="store_true", help="progress bar on stderr")
+    p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
+                   help="progress bars on stderr for every long phase (default: on when stderr "
+                        "is a terminal)")
     p.add_argument("--backends", default=None,
                    help="comma-separated subset of numpy,torch,torch_fn to verify (default all); "
                         "torch_fn alone verifies only the native/your torch code")
@@ -70,7 +75,8 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
                 if args.backends else None)
     return VerifyConfig(samples=args.samples, seed=args.seed, device=args.device,
                         dtype=args.dtype, oracle_samples=args.oracle_samples,
-                        progress=args.progress or sys.stderr.isatty(), backends=backends)
+                        progress=(args.progress if args.progress is not None
+                                  else sys.stderr.isatty()), backends=backends)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -84,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SymgradError as exc:
         print(f"symgrad: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("symgrad: interrupted; nothing was written", file=sys.stderr)
+        return 130
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -143,36 +152,69 @@ def _get(name: str, args: argparse.Namespace):
     if getattr(args, "config", None):
         from .zoo.gpt import load_config
         return zoo.get(name, config=load_config(args.config))
-    return zoo.get(name)
+    try:
+        return zoo.get(name)
+    except (SymgradError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory: report it, no traceback
+        raise SymgradError(f"model {name!r}: building it raised {type(exc).__name__}: {exc}; "
+                           "fix the model factory (run it in Python to see the traceback)"
+                           ) from None
 
 
 def _report(args: argparse.Namespace) -> int:
     import time
 
+    from .progress import phase
     from .report import Entry, write_reports
     from .verify import verify
 
     cfg = config_from(args)
+    check_writable(Path(args.out))
+    names = args.models or zoo.names()
     entries = []
     t_all = time.perf_counter()
-    for name in args.models or zoo.names():
-        model = _get(name, args)
-        print(f"symgrad: verifying {model.name}", file=sys.stderr)
-        t0 = time.perf_counter()
-        result = verify(model, torch_fn=model.reference, config=cfg)
-        entries.append(Entry(model, result, time.perf_counter() - t0))
-    written = write_reports(entries, args.out)
+    with phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
+        for name in names:
+            model = _get(name, args)
+            bar.set_postfix_str(model.name)
+            if not cfg.progress:
+                print(f"symgrad: verifying {model.name}", file=sys.stderr)
+            t0 = time.perf_counter()
+            result = verify(model, torch_fn=model.reference, config=cfg)
+            entries.append(Entry(model, result, time.perf_counter() - t0))
+            bar.update(1)
+    with phase(f"writing the report to {args.out}/", enabled=cfg.progress):
+        written = write_reports(entries, args.out)
     for e in entries:
-        print(f"{e.model.name:<18} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s")
+        n = e.result.finding_counts()
+        print(f"{e.model.name:<18} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s  "
+              f"{n['failures']} failing, {n['warnings']} precision-loss entries")
     print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
           f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
+    print(f"symgrad: open {Path(args.out) / 'index.html'}", file=sys.stderr)
     return 1 if args.strict and not all(e.result.ok for e in entries) else 0
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (exit 2) when the report could not be written to ``out``."""
+    import tempfile
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+        with tempfile.TemporaryFile(dir=out.resolve().parent):  # where the set is staged
+            pass
+    except OSError as exc:
+        raise SymgradError(f"--out {str(out)!r}: cannot write the report there "
+                           f"({exc.strerror or exc}); choose a writable folder, e.g. "
+                           "--out reports") from None
 
 
 def _explain(args: argparse.Namespace) -> int:
     from .explain import explain, parse_point
 
-    model = zoo.get(args.model)
+    model = _get(args.model, args)
     at = _block_point(model, parse_point(args.at)) if args.at else None
     e = explain(model, at=at)
     print({"latex": e.latex, "markdown": e.markdown, "html": e.html}[args.format]())

@@ -192,6 +192,7 @@ class Comparison:
     allowed_abs: np.ndarray | None = None  # the allowance in absolute terms
     exact_lo: np.ndarray | None = None  # the oracle's low part (double-double)
     systematic: tuple = ()  # BlockFinding of every flagged block (symgrad.compare.systematic)
+    error: np.ndarray | None = None  # |got - exact|, absolute (reports; never overflows)
 
     @property
     def ok(self) -> bool:
@@ -338,7 +339,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint, used, allowed_abs, np.asarray(exact_lo))
+                      position, joint, used, allowed_abs, np.asarray(exact_lo), err)
 
 
 @dataclass(frozen=True)

@@ -26,10 +26,11 @@ from .errors import SymgradError
 from .graph import Graph, Node
 from .htmlpage import page
 from .model import Model
-from .notation import latex, mathml, sigma
+from .notation import fold, latex, mathml, names_from, sigma
 
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
+EXPAND_STEPS = 60  # without a point, larger programs are explained one line per op
 
 
 @dataclass
@@ -40,6 +41,11 @@ class Line:
     rhs: sp.Basic
     value: str | None = None
     comment: str = ""  # plain text after the equation
+    tex: str = ""  # a ready LaTeX equation instead of lhs = rhs
+    html: str = ""  # its MathML
+
+    def latex(self) -> str:
+        return self.tex or f"{latex(self.lhs)} = {latex(fold(self.rhs))}"
 
 
 @dataclass
@@ -57,56 +63,63 @@ class Explanation:
     sections: list[Section]
     gradient: dict[str, str]  # parameter entry -> exact value (when ``at`` was given)
     torch_gradient: dict[str, str]  # parameter entry -> torch autograd value at the point
+    names: dict = field(default_factory=dict)  # step symbol -> display name
 
     def latex(self) -> str:
-        """A complete LaTeX document."""
+        """A complete LaTeX document (long sums folded; displays may break across pages)."""
         body = []
-        for s in self.sections:
-            body.append(rf"\section*{{{_tex_escape(s.title)}}}")
-            if s.note:
-                body.append(_tex_escape(s.note) + "\n")
-            if s.lines:
-                body.append(r"\begin{align*}")
-                rows = []
+        with names_from(self.names):
+            for s in self.sections:
+                body.append(rf"\section*{{{_tex_escape(s.title)}}}")
+                if s.note:
+                    body.append(_tex_escape(s.note) + "\n")
                 for ln in s.lines:
-                    row = f"{latex(ln.lhs)} &= {latex(ln.rhs)}"
+                    eq = ln.latex()
                     if ln.value is not None:
-                        row += rf" &&= {ln.value}"
+                        eq += rf" = {ln.value}"
+                    if "\\begin{aligned}" not in eq:
+                        eq = eq.replace(" = ", " &= ", 1)
+                    body.append("\\begin{align*}\n" + eq + "\n\\end{align*}")
                     if ln.comment:
-                        row += rf" &&\text{{{_tex_escape(ln.comment)}}}"
-                    rows.append(row)
-                body.append(" \\\\\n".join(rows))
-                body.append(r"\end{align*}")
+                        body.append(r"{\small " + _tex_escape(ln.comment) + "}\n")
         return ("\\documentclass{article}\n\\usepackage{amsmath,amssymb}\n"
-                "\\usepackage[margin=2cm]{geometry}\n\\begin{document}\n"
-                f"\\title{{symgrad: {_tex_escape(self.model)}}}\\date{{}}\\maketitle\n"
+                "\\usepackage[margin=2cm]{geometry}\n\\allowdisplaybreaks\n"
+                "\\begin{document}\n"
+                f"\\section*{{symgrad: {_tex_escape(self.model)}}}\n"
                 + "\n".join(body) + "\n\\end{document}\n")
 
     def markdown(self) -> str:
         out = [f"# symgrad explain: {self.model}", ""]
-        for s in self.sections:
-            out += [f"## {s.title}", ""]
-            if s.note:
-                out += [s.note, ""]
-            for ln in s.lines:
-                val = f" = {ln.value}" if ln.value is not None else ""
-                out += [f"$$ {latex(ln.lhs)} = {latex(ln.rhs)}{val} $$", ""]
-                if ln.comment:
-                    out += [ln.comment, ""]
+        with names_from(self.names):
+            for s in self.sections:
+                out += [f"## {s.title}", ""]
+                if s.note:
+                    out += [s.note, ""]
+                for ln in s.lines:
+                    val = f" = {ln.value}" if ln.value is not None else ""
+                    out += [f"$$ {ln.latex()}{val} $$", ""]
+                    if ln.comment:
+                        out += [ln.comment, ""]
         return "\n".join(out)
 
     def html_fragment(self) -> str:
         out = []
-        for s in self.sections:
-            out.append(f"<h2>{_html.escape(s.title)}</h2>")
-            if s.note:
-                out.append(f"<p>{_html.escape(s.note)}</p>")
-            for ln in s.lines:
-                eq = sp.Eq(ln.lhs, ln.rhs, evaluate=False) if _eqable(ln) else None
-                math = mathml(eq) if eq is not None else (mathml(ln.lhs) + " = " + mathml(ln.rhs))
-                val = f" = <code>{_html.escape(ln.value)}</code>" if ln.value is not None else ""
-                note = f" <span>{_html.escape(ln.comment)}</span>" if ln.comment else ""
-                out.append(f'<p class="eq">{math}{val}{note}</p>')
+        with names_from(self.names):
+            for s in self.sections:
+                out.append(f"<h2>{_html.escape(s.title)}</h2>")
+                if s.note:
+                    out.append(f"<p>{_html.escape(s.note)}</p>")
+                for ln in s.lines:
+                    if ln.html or ln.lhs is None:
+                        math = ln.html
+                    elif _eqable(ln):
+                        math = mathml(sp.Eq(ln.lhs, fold(ln.rhs), evaluate=False))
+                    else:
+                        math = mathml(ln.lhs) + " = " + mathml(ln.rhs)
+                    val = (f" = <code>{_html.escape(ln.value)}</code>" if ln.value is not None
+                           else "")
+                    note = f" <span>{_html.escape(ln.comment)}</span>" if ln.comment else ""
+                    out.append(f'<p class="eq">{math}{val}{note}</p>')
         return "\n".join(out)
 
     def html(self) -> str:
@@ -126,8 +139,22 @@ def _eqable(ln: Line) -> bool:
     return not isinstance(ln.lhs, sp.MatrixExpr) and not isinstance(ln.rhs, sp.MatrixExpr)
 
 
+_TEX_TEXT = {"δ̂": r"$\hat\delta$", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#",
+             "δ": r"$\delta$",
+             "∂": r"$\partial$", "∘": r"$\circ$", "x̄": r"$\bar{x}$", "…": r"\dots{}",
+             "⋮": r"$\vdots$", "σ": r"$\sigma$", "−": "-", "≤": r"$\le$", "^": r"\^{}",
+             "<=": r"$\le$", "<": "$<$", ">": "$>$", "μ": r"$\mu$", "x̂": r"$\hat{x}$",
+             "ᵀ": r"$^T$"}
+
+
 def _tex_escape(text: str) -> str:
-    return text.replace("_", r"\_").replace("&", r"\&").replace("%", r"\%").replace("#", r"\#")
+    """Plain text for LaTeX: special characters escaped, symbols as math."""
+    import unicodedata
+    for char, tex in _TEX_TEXT.items():
+        text = text.replace(char, tex)
+    text = "".join(c for c in unicodedata.normalize("NFKD", text)
+                   if not unicodedata.combining(c))
+    return "".join(c if ord(c) < 128 else "?" for c in text)  # pdflatex: ASCII only
 
 
 def parse_point(text: str) -> dict[str, float]:
@@ -155,14 +182,22 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
     graph = model.display_graph
-    if len(graph.nodes) > MAX_STEPS:
-        raise SymgradError(f"explain: model {model.name!r} has {len(graph.nodes)} steps; "
-                           f"derivations are printed for models of up to {MAX_STEPS} steps "
-                           "(verify and report work at any size)")
+    if len(graph.nodes) > (MAX_STEPS if at is not None else EXPAND_STEPS):
+        if at is not None:
+            raise SymgradError(f"explain: model {model.name!r} has {len(graph.nodes)} steps; "
+                               f"--at evaluates derivations of models of up to {MAX_STEPS} "
+                               "steps (verify and report work at any size)")
+        return _summarized(model, graph)
     values = _values_at(model, at) if at is not None else None
     grouped = all(_group(n) is not None or n is graph.output for n in graph.nodes)
-    sections = (_layers(model, graph, values) if grouped and _has_matrix(graph)
-                else _scalar(model, graph, values))
+    sections = None
+    if grouped and _has_matrix(graph):
+        try:
+            sections = _layers(model, graph, values)
+        except (sp.ShapeError, ValueError, TypeError):  # e.g. a reshape: no single matrix form
+            sections = None
+    if sections is None:
+        sections = _scalar(model, graph, values)
     gradient, torch_grad = {}, {}
     if at is not None:
         exact = values["gradient"]
@@ -177,7 +212,55 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
                                     sp.Float(gradient[entry], 17),
                                     comment=f"exact; torch autograd: {torch_grad[entry]}"))
         sections.append(final)
-    return Explanation(model.name, sections, gradient, torch_grad)
+    return Explanation(model.name, sections, gradient, torch_grad, _names(graph))
+
+
+def _names(graph: Graph) -> dict:
+    from .report.formulas import display_names
+    return display_names(graph)
+
+
+def _summarized(model: Model, graph: Graph) -> Explanation:
+    """A large model: one line per op family and the matrix-level backward rules, not every
+    scalar step (the same view as the report's)."""
+    from .report.formulas import gradient_formulas, model_formulas
+    sections = [_formula_section(f"Forward pass, one line per op ({len(graph.nodes)} steps)",
+                                 model_formulas(model))]
+    sections += [_formula_section(title, fs) for title, fs in
+                 gradient_formulas(model, computed="program" in model._cache)]
+    return Explanation(model.name, sections, {}, {}, _names(graph))
+
+
+def _formula_section(title: str, formulas) -> Section:
+    notes = [f.note for f in formulas if f.note and not f.latex]
+    lines = [Line(None, None, tex=f.latex, html=f.mathml, comment=f.note if f.latex else "")
+             for f in formulas if f.latex]
+    return Section(title, lines, note=" ".join(notes))
+
+
+def textbook_adjoints(model: Model) -> list[tuple[sp.Basic, sp.Expr]]:
+    """dL/dv for every step v and parameter of the textbook (display) program, simplified and
+    written in the forward steps' names: for a sigmoid neuron with BCE, dL/dz = a - y."""
+    graph = model.display_graph
+    out_sym = graph.output.symbol
+    active = active_symbols(graph, model.params)
+    adj: dict = {out_sym: sp.Integer(1)}
+    for n in reversed(graph.nodes):
+        if n.symbol not in adj:
+            continue
+        for u in n.operands:
+            if u in active:
+                adj[u] = adj.get(u, 0) + adj[n.symbol] * _local(n, u)
+    lines = []
+    for n in list(reversed(graph.nodes))[1:] + [None]:
+        targets = [n.symbol] if n is not None else list(model.params)
+        for sym in targets:
+            if sym in adj:
+                e = adj[sym]
+                if e.count_ops() < 60 and not e.has(sp.Piecewise):
+                    e = sp.factor(sp.simplify(e))
+                lines.append((sp.Derivative(out_sym, sym, evaluate=False), e))
+    return lines
 
 
 # ------------------------------------------------------------------ scalar (node-level) view
@@ -220,13 +303,18 @@ def _scalar(model: Model, graph: Graph, values) -> list[Section]:
             composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
                                 for path in paths])
             lhs = sp.Derivative(graph.output.symbol, p, evaluate=False)
-            chain.lines.append(Line(lhs, product))
+            chain.lines.append(Line(lhs, product, tex=f"{latex(lhs)} = {latex(fold(product, 2))}"
+                                    if len(paths) > 2 else ""))
             chain.lines.append(Line(lhs, composed, _fmt_expr(values, composed)))
         expr = sp.diff(flat, p) if len(graph.nodes) <= 12 else None
         if expr is not None:
             nice = sp.factor(sp.simplify(expr))
             simp.lines.append(Line(sp.Derivative(graph.output.symbol, p, evaluate=False), nice))
-    return [fwd, loc, chain] + ([simp] if simp.lines else [])
+    text = Section("Backpropagation, textbook form",
+                   note="each dL/dv from the chain rule on the formulas above, simplified")
+    if len(graph.nodes) <= 30:
+        text.lines = [Line(lhs, rhs) for lhs, rhs in textbook_adjoints(model)]
+    return [fwd, loc, chain] + ([text] if text.lines else []) + ([simp] if simp.lines else [])
 
 
 def _flatten(graph: Graph) -> sp.Expr:
@@ -297,6 +385,20 @@ def _layer_rules(op: str, out, ins, inputs: set, params: set):
     if op == "matmul":
         A, B = ins
         return A * B, wrt(A, d(out) * B.T) + wrt(B, A.T * d(out))
+    if op == "dense":  # torch.nn.Linear on rows: X (T, in), W (out, in)
+        X, W = ins[0], ins[1]
+        b = ins[2] if len(ins) > 2 else None
+        ones = sp.OneMatrix(1, X.shape[0])
+        fwd = X * W.T + (sp.OneMatrix(X.shape[0], 1) * b.T if b is not None else sp.ZeroMatrix(
+            *out.shape))
+        back = wrt(X, d(out) * W) + wrt(W, d(out).T * X)
+        return fwd, back + (wrt(b, (ones * d(out)).T) if b is not None else [])
+    if op in ("tanh", "exp"):
+        (z,) = ins
+        deriv = (sp.OneMatrix(*out.shape) - sp.HadamardProduct(out, out) if op == "tanh"
+                 else out)
+        return (sp.Function(op)(sp.Symbol(z.name)),
+                wrt(z, sp.HadamardProduct(d(out), deriv)))
     return None, []
 
 

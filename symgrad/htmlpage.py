@@ -11,7 +11,8 @@ def page(title: str, body: str) -> str:
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}
-math{{font-size:1.1em}}</style></head>
+math{{font-size:1.1em}} p{{overflow-x:auto}} td,th{{font-variant-numeric:tabular-nums}}
+th{{background:#f4f4f4}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 {body}
 <script>

@@ -20,7 +20,10 @@ from .graph import Intermediate
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
                    r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z][A-Za-z0-9]*))?$")
-
+# any other name: words joined by "_", an optional index ``_{i,j}``, an optional counter ``_n``
+_LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
+GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
+         "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
 
 class sigma(sp.Function):
     """The logistic function, for display: prints as sigma, differentiates as s (1 - s)."""
@@ -38,29 +41,82 @@ class sigma(sp.Function):
 
 
 def split_name(name: str) -> tuple[str, str, str]:
-    """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); names that do not parse stay whole."""
+    """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,
+    ``2,2``); ``dense_44`` -> (``dense``, ``""``, ``44``). Never a double subscript. A trailing
+    ``#k`` (the k-th step with the same label) becomes the superscript ``[k]``."""
+    name, _, again = name.partition("#")
+    base, sup, sub = _split(name)
+    if again:
+        sup += f"[{again}]"
+    return base, sup, sub
+
+
+def _split(name: str) -> tuple[str, str, str]:
     m = _NAME.match(name)
-    if not m:
-        return name, "", ""
-    sup = f"({m.group('num')})" if m.group("num") else ""
-    return m.group("base"), sup, m.group("idx") or m.group("sub") or ""
+    if m:
+        sup = f"({m.group('num')})" if m.group("num") else ""
+        return m.group("base"), sup, m.group("idx") or m.group("sub") or ""
+    m = _LONG.match(name)
+    stem, idx, count = m.group("stem"), m.group("idx") or "", m.group("count") or ""
+    num = re.search(r"\d+$", stem)
+    sup = ""
+    if num and num.start() > 0 and stem[num.start() - 1] != "_":
+        sup, stem = f"({num.group()})", stem[:num.start()]
+    sub = ",".join(x for x in (idx, count) if x)
+    return stem or name, sup, sub
+
+
+def tex_base(base: str) -> str:
+    """A symbol's base in LaTeX: a letter as is, a Greek name as the letter, words upright."""
+    if len(base) == 1:
+        return base
+    if base in GREEK:
+        return "\\" + base
+    return r"\mathrm{" + base.replace("_", r"\_") + "}"
+
+
+def tex_name(name: str) -> str:
+    """A program name in LaTeX: ``d_<name>`` (an adjoint) as ``\bar{...}``."""
+    if "(" in name:  # already notation, e.g. H(h)
+        return name
+    if name.startswith("d_") and len(name) > 2:
+        base, sup, sub = split_name(name[2:])
+        out = rf"\bar{{{tex_base(base)}}}"
+    else:
+        base, sup, sub = split_name(name)
+        out = tex_base(base)
+    if sup:
+        out += f"^{{{sup}}}"
+    if sub:
+        out += f"_{{{sub}}}"
+    return out
+
+
+_NAMES: dict = {}  # symbol -> display name, set by ``names_from`` for one printing
 
 
 def _name_of(sym: sp.Symbol) -> str:
+    if sym in _NAMES:
+        return _NAMES[sym]
     if isinstance(sym, Intermediate):
         return sym.label or sym.op
     return sym.name
 
 
 class _Latex(LatexPrinter):
+    def _print(self, expr, **kwargs):
+        if isinstance(expr, sp.Symbol):  # names from _print_Symbol, never an object's _latex
+            return self._print_Symbol(expr)
+        return super()._print(expr, **kwargs)
+
+    def _print_sigma(self, expr, exp=None):
+        out = rf"\sigma\left({self._print(expr.args[0])}\right)"
+        return out if exp is None else rf"{out}^{{{exp}}}"
+
     def _print_Symbol(self, expr, style="plain"):
-        base, sup, sub = split_name(_name_of(expr))
-        out = sp.latex(sp.Symbol(base)) if len(base) > 1 else base
-        if sup:
-            out += f"^{{{sup}}}"
-        if sub:
-            out += f"_{{{sub}}}"
-        return out
+        if isinstance(expr, Raw):
+            return expr.tex
+        return tex_name(_name_of(expr))
 
     _print_Dummy = _print_Symbol
 
@@ -73,21 +129,54 @@ class _Latex(LatexPrinter):
 
 class _MathML(MathMLPresentationPrinter):
     def _print_Symbol(self, sym, style="plain"):
-        base, sup, sub = split_name(_name_of(sym))
+        name = _name_of(sym)
+        adjoint = name.startswith("d_") and len(name) > 2
+        base, sup, sub = split_name(name[2:] if adjoint else name)
         mi = self.dom.createElement("mi")
         mi.appendChild(self.dom.createTextNode(_GREEK.get(base, base)))
+        if adjoint:
+            over = self.dom.createElement("mover")
+            over.setAttribute("accent", "true")
+            bar = self.dom.createElement("mo")
+            bar.appendChild(self.dom.createTextNode("\u00af"))
+            over.appendChild(mi)
+            over.appendChild(bar)
+            mi = over
         if not sup and not sub:
             return mi
         tag = "msubsup" if (sup and sub) else ("msub" if sub else "msup")
         node = self.dom.createElement(tag)
         node.appendChild(mi)
         for text in ([sub] if sub else []) + ([sup] if sup else []):
-            mn = self.dom.createElement("mi" if text.isalpha() else "mn")
+            mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
             mn.appendChild(self.dom.createTextNode(text))
             node.appendChild(mn)
         return node
 
     _print_Dummy = _print_Symbol
+
+    def _print_Derivative(self, e):
+        """∂f/∂x as a fraction (sympy's default writes the total-derivative ⅆ)."""
+        (var, count), = e.variable_count
+        frac = self.dom.createElement("mfrac")
+        for inner, power in ((e.expr, count), (var, count)):
+            row = self.dom.createElement("mrow")
+            mo = self.dom.createElement("mo")
+            mo.appendChild(self.dom.createTextNode("∂"))
+            row.appendChild(mo)
+            row.appendChild(self._print(inner))
+            if power != 1:
+                sup = self.dom.createElement("msup")
+                sup.appendChild(row)
+                sup.appendChild(self._print(sp.Integer(power)))
+                row = sup
+            frac.appendChild(row)
+        return frac
+
+    def _print_Raw(self, sym):
+        mo = self.dom.createElement("mi")
+        mo.appendChild(self.dom.createTextNode(sym.text))
+        return mo
 
     def _print_sigma(self, e):
         row = self.dom.createElement("mrow")
@@ -114,6 +203,23 @@ _GREEK = {"sigma": "σ", "delta": "δ", "alpha": "α", "beta": "β", "gamma": "�
           "epsilon": "ε", "theta": "θ", "lambda": "λ"}
 
 
+class names_from:
+    """``with names_from(graph): latex(...)`` prints each step by its unique program name
+    (``ln_mean_3``) rather than its op's label, so that equal labels stay distinguishable."""
+
+    def __init__(self, mapping) -> None:
+        self.mapping = mapping
+
+    def __enter__(self):
+        self.saved = dict(_NAMES)
+        _NAMES.update(self.mapping)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _NAMES.clear()
+        _NAMES.update(self.saved)
+
+
 def latex(expr) -> str:
     """LaTeX of an expression with symgrad's symbol names."""
     return _Latex({"mul_symbol": None, "order": "none"}).doprint(sp.sympify(expr))
@@ -121,6 +227,65 @@ def latex(expr) -> str:
 
 def mathml(expr, *, display: bool = False) -> str:
     """A complete ``<math>`` element (presentation MathML) for the expression."""
-    inner = _MathML().doprint(sp.sympify(expr))
+    inner = _MathML({"order": "none"}).doprint(sp.sympify(expr))
     mode = ' display="block"' if display else ""
     return f'<math xmlns="http://www.w3.org/1998/Math/MathML"{mode}>{inner}</math>'
+
+
+class Raw(sp.Symbol):
+    """A display-only symbol printed verbatim: ``\\cdots`` in a folded sum, a lookup."""
+
+    def __new__(cls, tex: str, text: str):
+        obj = super().__new__(cls, f"raw{abs(hash(tex))}")
+        obj.tex, obj.text = tex, text
+        return obj
+
+    def _latex(self, printer) -> str:
+        return self.tex
+
+
+DOTS = Raw(r"\cdots", "⋯")
+MAX_TERMS = 4  # sums of more terms are shown as a + b + ⋯ + z
+
+
+def fold(expr, max_terms: int = MAX_TERMS):
+    """A display copy of ``expr`` that fits on a line: long sums folded to their first two
+    terms, ``⋯`` and the last; a table lookup (an embedding's Piecewise) as ``E_{id, j}``."""
+    expr = sp.sympify(expr)
+    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or not isinstance(expr, sp.Basic):
+        return expr
+
+    def fold_add(e):
+        args = list(e.args)
+        if max_terms < 3:
+            return sp.Add(*args[:max(max_terms, 1)], DOTS, evaluate=False)
+        return sp.Add(*args[:max_terms - 2], DOTS, args[-1], evaluate=False)
+
+    def fold_lookup(e):
+        first, cond = e.args[0]
+        index = cond.lhs if isinstance(cond, sp.Eq) else None
+        if index is None or not isinstance(first, sp.Symbol):
+            return e
+        base, sup, sub = split_name(_name_of(first))
+        rest = sub.split(",")[1:]
+        tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(
+            [latex(index)] + rest) + "}"
+        plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
+        return Raw(tex, f"{base}[{plain}{''.join(', ' + r for r in rest)}]")
+
+    def indicator(e):
+        nonzero = [(v, c) for v, c in e.args if v != 0]
+        if len(nonzero) != 1 or nonzero[0][1] is sp.true:
+            return e
+        value, cond = nonzero[0]
+        return value * Raw(rf"[{latex(cond)}]", f"[{cond}]")  # Iverson bracket
+
+    try:
+        expr = expr.replace(lambda e: isinstance(e, sp.Piecewise)
+                            and all(v.is_Number for v, _ in e.args), indicator)
+        expr = expr.replace(lambda e: isinstance(e, sp.Piecewise) and len(e.args) > 3,
+                            fold_lookup)
+        return expr.replace(lambda e: isinstance(e, sp.Add) and len(e.args) > max_terms,
+                            fold_add)
+    except (TypeError, ValueError, AttributeError):
+        return expr

@@ -8,7 +8,7 @@ import numpy as np
 from tabulate import tabulate
 
 from .compare import (EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES,
-                      Comparison)
+                      Comparison, dtype_info, ulp)
 from .config import VerifyConfig
 
 
@@ -84,17 +84,49 @@ class Result:
     kinks: list[Failure] = field(default_factory=list)  # entries at a kink (accepted)
     oracle_bits: dict = field(default_factory=dict)  # bits the certified oracle needed (max,
     #                                                  distribution over samples)
+    _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:
         return all(c.ok for c in self.comparisons.values())
 
     def counts(self, backend: str) -> dict[str, int]:
+        """Entries per status (every status of ``compare.STATUS_NAMES``), for one backend."""
         status = self.comparisons[backend].status
         return {STATUS_NAMES[k]: int((status == k).sum()) for k in STATUS_NAMES}
 
+    def total_counts(self) -> dict[str, int]:
+        """Entries per status summed over the backends."""
+        out = {name: 0 for name in STATUS_NAMES.values()}
+        for b in self.comparisons:
+            for name, n in self.counts(b).items():
+                out[name] += n
+        return out
+
+    def measures(self, backend: str) -> "Measures":
+        """Absolute error, allowance, error/allowance, relative error and shown ULPs per entry."""
+        key = ("measures", backend)
+        if key not in self._memo:
+            self._memo[key] = measures(self.comparisons[backend], self.config)
+        return self._memo[key]
+
+    def summary(self, backend: str) -> dict:
+        """How close ``backend`` came to failing: the worst error relative to its allowance, the
+        worst relative error in the dtype's digits, and the entries per status."""
+        m, comp = self.measures(backend), self.comparisons[backend]
+        info = dtype_info(comp.dtype)
+        ratio = _masked_max(m.ratio, m.comparable)
+        rel = _masked_max(m.relative, m.comparable)
+        dtype_digits = float(np.log10(2.0 / info.eps))
+        digits = dtype_digits if rel == 0 else float(np.clip(-np.log10(rel), 0, dtype_digits))
+        return {"backend": backend, "dtype": comp.dtype, "ok": comp.ok,
+                "worst_error_over_allowance": ratio, "worst_relative_error": rel,
+                "worst_correct_digits": round(digits, 2),
+                "dtype_digits": round(dtype_digits, 2), "counts": self.counts(backend)}
+
     def worst_ulps(self, backend: str, cols: slice | None = None) -> float:
-        u = self.comparisons[backend].ulps
+        """The largest error in ULPs (at an exact zero: ULPs of the scale of its terms)."""
+        u = self.measures(backend).ulps
         u = u[:, cols] if cols is not None else u
         finite = u[np.isfinite(u)]
         if finite.size < u.size:
@@ -102,9 +134,45 @@ class Result:
         return float(finite.max()) if finite.size else 0.0
 
     def median_ulps(self, backend: str, cols: slice | None = None) -> float:
-        u = self.comparisons[backend].ulps
+        u = self.measures(backend).ulps
         u = u[:, cols] if cols is not None else u
         return float(np.median(u)) if u.size else 0.0
+
+    def worst_ratio(self, backend: str, cols: slice | None = None) -> float:
+        """The largest error / allowance over comparable entries (> 1 fails)."""
+        m = self.measures(backend)
+        cols = cols if cols is not None else slice(None)
+        return _masked_max(m.ratio[:, cols], m.comparable[:, cols])
+
+    def locate(self, finding: "Failure") -> tuple[int, int]:
+        """(row, column) of a finding in the comparison arrays."""
+        row = int(np.searchsorted(self.oracle_samples, finding.sample))
+        return row, self.outputs.index(finding.output)
+
+    def measure(self, finding: "Failure") -> dict:
+        """A finding's absolute error, allowance, error/allowance and relative error."""
+        m = self.measures(finding.backend)
+        i, k = self.locate(finding)
+        return {"error": float(m.error[i, k]), "allowed": float(m.allowed_abs[i, k]),
+                "error_over_allowance": float(m.ratio[i, k]),
+                "relative_error": float(m.relative[i, k]), "ulps": float(m.ulps[i, k])}
+
+    def findings(self, kind: str = "all") -> list["Failure"]:
+        """Failures then precision-loss warnings (``kind``: all / failures / warnings), each
+        list worst first by error / allowance (the lists hold the worst of each backend)."""
+        def key(f):
+            r = self.measure(f)["error_over_allowance"]
+            return -(r if np.isfinite(r) else 1e308)
+        fails = sorted(self.failures, key=key)
+        warns = sorted(self.precision_losses, key=key)
+        return {"all": fails + warns, "failures": fails, "warnings": warns}[kind]
+
+    def finding_counts(self) -> dict[str, int]:
+        """How many entries each finding list stands for (all backends), e.g. 604 warnings."""
+        c = self.total_counts()
+        failing = sum(c[STATUS_NAMES[k]] for k in FAILING)
+        return {"failures": failing, "warnings": c[STATUS_NAMES[LOSS]],
+                "kinks": c[STATUS_NAMES[KINK]]}
 
     def rows(self) -> list[dict]:
         """One row per output group: the value, then each parameter block."""
@@ -116,6 +184,7 @@ class Result:
             verdict, unresolved = "ok", 0
             for name, comp in self.comparisons.items():
                 row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)
+                row[f"{name} error/allowed"] = self.worst_ratio(name, cols)
                 st = comp.status[:, cols]
                 unresolved += int((st == INCONCLUSIVE).sum())
                 if np.isin(st, FAILING).any():
@@ -137,19 +206,24 @@ class Result:
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")
         lines = [head, table]
-        unresolved = {n: int((c.status == INCONCLUSIVE).sum()) for n, c in self.comparisons.items()}
-        if any(unresolved.values()):
-            lines.append("  inconclusive entries (the dtype's bound cannot resolve them; the block "
-                         "test still checks their block): "
-                         + ", ".join(f"{n} {k}/{self.comparisons[n].status.size}"
-                                     for n, k in unresolved.items()))
-        for f in self.failures:
+        for name in self.comparisons:
+            s = self.summary(name)
+            counts = ", ".join(f"{n} {v}" for n, v in s["counts"].items() if v)
+            lines.append(f"  {name}: worst error {_fmt(s['worst_error_over_allowance'])} of its "
+                         f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
+                         f"digits correct; entries: {counts}")
+        n = self.finding_counts()
+        fails = self.findings("failures")
+        for f in fails:
             lines.append("  " + f.message())
-        if self.precision_losses:
-            lines.append(f"  {len(self.precision_losses)} precision-loss warning(s), e.g. "
-                         + self.precision_losses[0].message())
-        if self.kinks:
-            lines.append(f"  {len(self.kinks)} entr(y/ies) at a kink accepted, e.g. "
+        if n["failures"] > len(fails):
+            lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
+        warns = self.findings("warnings")
+        if n["warnings"]:
+            lines.append(f"  {n['warnings']} precision-loss warning(s), the worst: "
+                         + warns[0].message())
+        if n["kinks"]:
+            lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
                          + self.kinks[0].message())
         return "\n".join(lines)
 
@@ -170,13 +244,62 @@ class Result:
             "rows": [{k: _json_float(v) for k, v in r.items()} for r in self.rows()],
             "backends": {n: {"dtype": r.dtype, "device": r.device, "mode": r.mode,
                              "counts": self.counts(n),
-                             "median_ulps": _json_float(self.median_ulps(n))}
+                             "median_ulps": _json_float(self.median_ulps(n)),
+                             **{k: _json_float(v) for k, v in self.summary(n).items()
+                                if k not in ("backend", "dtype", "counts")}}
                          for n, r in self.runs.items() if n in self.comparisons},
+            "finding_counts": self.finding_counts(),
             "failures": [f.as_dict() for f in self.failures],
             "precision_losses": [f.as_dict() for f in self.precision_losses],
             "kinks": [f.as_dict() for f in self.kinks],
             "oracle_bits": self.oracle_bits,
         }
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Per-entry figures of one backend for reports, arrays of shape (N, K)."""
+
+    error: np.ndarray  # |got - exact|, absolute
+    allowed: np.ndarray  # the allowance, absolute
+    ratio: np.ndarray  # error / allowance (> 1 fails)
+    relative: np.ndarray  # error / |exact|; at an exact (near-)zero, error / E (terms' scale)
+    ulps: np.ndarray  # error in ULPs of |exact|; at an exact zero, in ULPs of E
+    comparable: np.ndarray  # exact value finite, not a kink or inconclusive: ratio means something
+
+
+def measures(comp: Comparison, config: VerifyConfig) -> Measures:
+    """Error figures that mean something at every entry, including exact zeros (where ULPs of
+    zero would count subnormal steps): there the error is measured against the scale E of the
+    terms that produced the zero, the bound's own scale."""
+    info, tol = dtype_info(comp.dtype), config.tolerance
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        exact = np.asarray(comp.expected, dtype=np.float64)
+        error = (comp.error if comp.error is not None else np.abs(comp.got - exact))
+        allowed = (comp.allowed_abs if comp.allowed_abs is not None
+                   else comp.allowed_ulps * ulp(exact, comp.dtype))
+        scale_e = np.maximum((allowed - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
+                             info.tiny)  # E, the magnitude of the terms
+        # an exact value below the rounding scale of its own terms (zero, or nearly zero by
+        # cancellation) has no meaningful relative error: measure it against the terms
+        zero = np.abs(exact) <= (info.eps / 2) * scale_e
+        scale = np.where(zero, scale_e, np.abs(exact))
+        relative = error / scale
+        ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp.ulps)
+        ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
+        # kinks (any subgradient is exact) and inconclusive entries have no meaningful ratio
+        excused = [k for k, name in STATUS_NAMES.items() if name in ("kink", "inconclusive")]
+        comparable = np.isfinite(exact) & ~np.isin(comp.status, excused)
+        ratio = np.where(np.isfinite(comp.got), ratio, np.inf)
+        ulps = np.where(np.isfinite(comp.got), ulps, np.inf)
+    return Measures(error, allowed, ratio, relative, ulps, comparable)
+
+
+def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
+    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts)."""
+    v = values[mask]
+    v = v[~np.isnan(v)]
+    return float(v.max()) if v.size else 0.0
 
 
 def _fmt(v: float) -> str:

@@ -10,7 +10,6 @@ True
 
 from __future__ import annotations
 
-import sys
 import time
 from dataclasses import dataclass, replace
 from typing import Callable, Sequence
@@ -29,6 +28,7 @@ from .config import OWN_BACKENDS, VerifyConfig
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
 from .model import Model
+from .progress import phase
 from .result import BackendRun, Failure, Result
 
 
@@ -135,26 +135,26 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     key = ("compiled", np_dtype)
     if key not in model._cache:
-        if cfg.progress:
-            print(f"  deriving and compiling {model.name} ({len(model.graph.nodes)} steps)…",
-                  file=sys.stderr, flush=True)
         t0 = time.perf_counter()
-        program = model._cache.get("program") or reverse_accumulation(model)
+        with phase(f"deriving {model.name} ({len(model.graph.nodes)} steps)",
+                   enabled=cfg.progress):
+            program = model._cache.get("program") or reverse_accumulation(model)
         model._cache["program"] = program
         t1 = time.perf_counter()
-        exact_fn = oracle.compile_oracle(program)
-        sites = oracle.site_arguments(exact_fn)
-        # one bound program: E of each output, then of each kink site's argument
-        bound = compile_bound(program.assignments, program.leaves,
-                              (program.value, *program.gradient, *sites),
-                              np_backend.target("float64"))
-        has_display = any(getattr(n.symbol, "display", None) is not None
-                           for n in model.graph.nodes)
-        display_bound = (np_backend.compile_bound(reverse_accumulation(model, view="display"))
-                         if has_display else bound)
-        compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
-                            bound, display_bound,
-                            torch_backend.compile_forward(program), exact_fn)
+        with phase(f"compiling {model.name}", enabled=cfg.progress):
+            exact_fn = oracle.compile_oracle(program)
+            sites = oracle.site_arguments(exact_fn)
+            # one bound program: E of each output, then of each kink site's argument
+            bound = compile_bound(program.assignments, program.leaves,
+                                  (program.value, *program.gradient, *sites),
+                                  np_backend.target("float64"))
+            has_display = any(getattr(n.symbol, "display", None) is not None
+                               for n in model.graph.nodes)
+            display_bound = (np_backend.compile_bound(
+                reverse_accumulation(model, view="display")) if has_display else bound)
+            compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
+                                bound, display_bound,
+                                torch_backend.compile_forward(program), exact_fn)
         model._cache[key] = compiled
         model._cache[key + ("times",)] = {"derive_s": t1 - t0,
                                           "compile_s": time.perf_counter() - t1}
@@ -287,18 +287,15 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     t0 = time.perf_counter()
     parts = []
     chunk = max(1, X.shape[1] // 20)
-    for start in range(0, X.shape[1], chunk):
-        part = slice(start, start + chunk)
-        parts.append(oracle.evaluate(compiled.oracle, X[:, part], allow[part],
-                                     None if site_allow is None else site_allow[part],
-                                     start_bits=cfg.oracle_bits, max_bits=cfg.oracle_max_bits))
-        if cfg.progress:
-            done = min(start + chunk, X.shape[1])
-            bar = "#" * (30 * done // X.shape[1])
-            print(f"\r  oracle [{bar:<30}] {done}/{X.shape[1]}", end="", file=sys.stderr,
-                  flush=True)
-    if cfg.progress:
-        print(file=sys.stderr)
+    with phase("exact derivative (oracle)", enabled=cfg.progress, total=X.shape[1],
+               unit="sample") as bar:
+        for start in range(0, X.shape[1], chunk):
+            part = slice(start, start + chunk)
+            parts.append(oracle.evaluate(compiled.oracle, X[:, part], allow[part],
+                                         None if site_allow is None else site_allow[part],
+                                         start_bits=cfg.oracle_bits,
+                                         max_bits=cfg.oracle_max_bits))
+            bar.update(min(chunk, X.shape[1] - start))
     timings["oracle_s"] = time.perf_counter() - t0
     vertices, offset = {}, 0
     for p in parts:
@@ -363,7 +360,9 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
     if not len(idx):
         return []
     with np.errstate(invalid="ignore", divide="ignore"):
-        badness = np.where(np.isfinite(comp.ulps), comp.ulps / comp.allowed_ulps, np.inf)
+        ratio = (comp.error / comp.allowed_abs if comp.error is not None  # exact zeros included
+                 else comp.ulps / comp.allowed_ulps)
+        badness = np.where(np.isfinite(comp.got), ratio, np.inf)
     order = np.argsort(-badness[mask], kind="stable")[:limit]
     found = []
     for i, k in idx[order]:

@@ -59,3 +59,60 @@ def test_backends_option_verifies_only_the_reference(capsys):
     assert set(out["models"][0]["backends"]) == {"torch_fn"}
     assert main(["verify", "neuron", "--samples", "5", "--backends", "jax"]) == 2
     assert "backends: unknown ['jax']" in capsys.readouterr().err
+
+
+def test_text_counts_equal_the_json(capsys):
+    assert main(["verify", "simplenet", "--samples", "60", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)["models"][0]
+    warnings = sum(b["counts"]["precision loss"] for b in doc["backends"].values())
+    assert warnings == doc["finding_counts"]["warnings"] > len(doc["precision_losses"]) // 3
+    assert main(["verify", "simplenet", "--samples", "60"]) == 0
+    text = capsys.readouterr().out
+    assert f"{warnings} precision-loss warning(s), the worst:" in text
+
+
+def test_failing_user_factory_exits_2_without_traceback(tmp_path, capsys, monkeypatch):
+    (tmp_path / "badfactory.py").write_text("def build():\n    raise RuntimeError('boom')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["verify", "badfactory:build"]) == 2
+    err = capsys.readouterr().err
+    assert "RuntimeError: boom" in err and "Traceback" not in err
+    assert main(["report", "badfactory:build", "--out", str(tmp_path / "r")]) == 2
+
+
+def test_unwritable_out_exits_2_before_verifying(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["report", "neuron", "--out", str(blocker / "reports")]) == 2
+    err = capsys.readouterr().err
+    assert "--out" in err and "cannot write" in err and "verifying" not in err
+
+
+def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, capsys, monkeypatch):
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    import importlib
+    monkeypatch.setattr(importlib.import_module("symgrad.verify"), "verify", interrupted)
+    out = tmp_path / "r"
+    assert main(["report", "neuron", "chain_rule", "--out", str(out), "--no-progress"]) == 130
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1] == "symgrad: interrupted; nothing was written"
+    assert "Traceback" not in err
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_report_ends_saying_where_to_look(tmp_path, capsys):
+    assert main(["report", "chain_rule", "--out", str(tmp_path), "--samples", "20",
+                 "--no-progress"]) == 0
+    assert capsys.readouterr().err.strip().splitlines()[-1] == \
+        f"symgrad: open {tmp_path / 'index.html'}"
+
+
+def test_progress_shows_every_long_phase_on_stderr(capsys):
+    assert main(["verify", "chain_rule", "--samples", "20", "--progress", "--json"]) == 0
+    captured = capsys.readouterr()
+    json.loads(captured.out)  # stdout stays one JSON document
+    for phase in ("deriving chain_rule", "compiling chain_rule", "exact derivative (oracle)"):
+        assert phase in captured.err
+    assert main(["verify", "chain_rule", "--samples", "20", "--no-progress"]) == 0
+    assert "oracle" not in capsys.readouterr().err

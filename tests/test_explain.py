@@ -6,6 +6,7 @@ import pytest
 
 import symgrad as sg
 from symgrad import SymgradError, zoo
+from symgrad.cli import main
 from symgrad.explain import parse_point
 
 
@@ -67,9 +68,46 @@ def test_matrix_point_through_api():
         assert abs(float(e.gradient[entry]) - float(e.torch_gradient[entry])) < 1e-12
 
 
-def test_large_models_are_refused_clearly():
+def test_large_models_are_summarized_one_line_per_op():
     from symgrad.zoo import gpt
     m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
                       "n_layers": 1})
-    with pytest.raises(SymgradError, match=r"has \d+ steps; derivations are printed for models"):
-        sg.explain(m)
+    md = sg.explain(m).markdown()
+    assert "one line per op (526 steps)" in md
+    assert r"\vdots" in md and "dense" not in md  # every intermediate has a meaningful name
+    with pytest.raises(SymgradError, match="has 526 steps; --at evaluates derivations"):
+        sg.explain(m, at={})
+
+
+def test_neuron_textbook_gradient_beside_the_stable_form():
+    md = sg.explain(zoo.get("neuron")).markdown()
+    assert r"\frac{\partial L}{\partial z} = - y + a" in md  # dL/dz = a - y
+
+
+def test_attention_intermediates_have_names():
+    md = sg.explain(zoo.get("gpt_attention")).markdown()
+    for name in ("q = X", "k = X", "v = X", r"\mathrm{score}^{(0)}", r"\mathrm{attn}^{(1)}",
+                 r"\mathrm{ctx}", r"\mathrm{out}"):
+        assert name in md, name
+    assert "dense" not in md
+
+
+def test_no_double_subscripts_in_names():
+    from symgrad.notation import tex_name
+    assert tex_name("d_X_{0,0}") == r"\bar{X}_{0,0}"
+    assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
+    assert tex_name("mu_{0}#2") == r"\mu^{[2]}_{0}"
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "tiny_gpt"
+                                  else n for n in zoo.names()])
+def test_every_builtin_model_is_explained_by_the_cli(name, capsys):
+    assert main(["explain", name]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"# symgrad explain: {name}") and "$$" in out
+    longest = max(len(line) for line in out.splitlines())
+    assert longest < 800  # long sums are folded
+
+
+def test_every_model_is_listed_for_the_loop():
+    assert main(["list"]) == 0

@@ -16,3 +16,20 @@ def test_as_dict_is_json_and_carries_the_tolerance(models):
     doc = json.loads(json.dumps(d))
     assert doc["config"]["tolerance"]["rule"].startswith("|got - exact|")
     assert doc["backends"]["torch"]["counts"]["ok"] > 0
+
+
+def test_exact_zero_is_measured_against_its_terms():
+    import numpy as np
+    from symgrad.compare import Tolerance, compare
+    from symgrad.config import VerifyConfig
+    from symgrad.result import measures
+    exact = np.array([[0.0, 1.0]])
+    got = np.array([[3e-16, 1.0 + 2.0**-52]])
+    bound = np.array([[2.0, 1.0]])  # the zero came from terms of size ~2
+    c = compare(exact, np.zeros_like(exact), got, bound, backend="numpy", dtype="float64",
+                tol=Tolerance())
+    assert c.ulps[0, 0] > 1e300  # ULPs of zero count subnormal steps: meaningless
+    m = measures(c, VerifyConfig())
+    assert np.all(np.isfinite(m.ulps)) and m.ulps[0, 0] < 10  # ULPs of the terms' scale
+    assert abs(m.relative[0, 0] - 3e-16 / 2.0) < 1e-20
+    assert abs(m.ulps[0, 1] - 1.0) < 1e-9 and 0 < m.ratio[0, 1] < 1

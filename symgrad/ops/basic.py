@@ -44,7 +44,7 @@ def matrix_name(m) -> str:
     group = getattr(first, "group", None)
     if group is not None:
         return group.label
-    name = getattr(first, "name", str(first))
+    name = getattr(first, "label", None) or getattr(first, "name", str(first))
     return name.split("_{")[0]
 
 
@@ -152,16 +152,19 @@ def logsumexp(values, *, label: str | None = None):
                   label=label, partials=partials)
 
 
-def softmax_entries(values, *, kind: str = "softmax") -> list:
+def softmax_entries(values, *, kind: str = "softmax", labels: list | None = None,
+                    lse_label: str | None = None) -> list:
     """Softmax of a list as exp(x_i - logsumexp(x)): every exp <= 1, no (sum exp)^2 anywhere in
-    the derivative (float32 attention overflowed there)."""
+    the derivative (float32 attention overflowed there). ``labels`` name the entries,
+    ``lse_label`` the shift."""
     xs = [sp.sympify(v) for v in values]
     if len(xs) == 1:
         return [sp.Integer(1)]
-    lse = logsumexp(xs)
-    return [define(sp.exp(x - lse), kind=kind,
+    lse = logsumexp(xs, label=lse_label)
+    labels = labels or [None] * len(xs)
+    return [define(sp.exp(x - lse), kind=kind, label=name,
                    partials=lambda p, x=x: ({x: p} if not x.is_number else {}) | {lse: -p})
-            for x in xs]
+            for x, name in zip(xs, labels)]
 
 
 # ---------------------------------------------------------------- losses

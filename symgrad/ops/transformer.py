@@ -16,7 +16,7 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..graph import define
-from .basic import _as_matrix, _tag, element_label, logsumexp, softmax_entries
+from .basic import _as_matrix, _tag, element_label, logsumexp, matrix_name, softmax_entries
 
 
 def _matrix(rows: int, cols: int, entries) -> sp.ImmutableMatrix:
@@ -46,6 +46,7 @@ def dense(X, W, b=None, *, label: str | None = None) -> sp.ImmutableMatrix:
     if bias is not None and len(bias) != W.shape[0]:
         raise SymgradError(f"dense: bias has {len(bias)} entries, weight has {W.shape[0]} rows")
     T, n_in, n_out = X.shape[0], X.shape[1], W.shape[0]
+    label = label or f"{matrix_name(W)}_out"  # named after its weight: out_head_out
     out = _matrix(T, n_out, (
         define(sp.Add(*[X[t, k] * W[o, k] for k in range(n_in)])
                + (bias[o] if bias is not None else 0), kind="dense",
@@ -62,7 +63,7 @@ def embedding(ids, table, *, label: str | None = None) -> sp.ImmutableMatrix:
 
     def pick(t: int, j: int):
         return define(lookup([E[v, j] for v in range(V)], ids[t]), kind="embedding",
-                      label=element_label(label, (len(ids), C), t, j))
+                      label=element_label(label or "emb", (len(ids), C), t, j))
     return _matrix(len(ids), C, (pick(t, j) for t in range(len(ids)) for j in range(C)))
 
 
@@ -76,12 +77,14 @@ def layer_norm(X, gain, bias, *, eps=sp.Rational(1, 10**5), label: str | None = 
     out = []
     for t in range(T):
         row = list(X.row(t))
-        mean = define(sp.Add(*row) / C, kind="ln_mean")
-        centered = [define(x - mean, kind="ln_centered") for x in row]
-        var = define(sp.Add(*[c**2 for c in centered]) / C, kind="ln_var")
-        rstd = define(1 / sp.sqrt(var + eps), kind="ln_rstd")
+        mean = define(sp.Add(*row) / C, kind="ln_mean", label=f"mu_{{{t}}}")
+        centered = [define(x - mean, kind="ln_centered", label=f"xc_{{{t},{j}}}")
+                    for j, x in enumerate(row)]
+        var = define(sp.Add(*[c**2 for c in centered]) / C, kind="ln_var", label=f"var_{{{t}}}")
+        rstd = define(1 / sp.sqrt(var + eps), kind="ln_rstd", label=f"rstd_{{{t}}}")
         out += [define(c * rstd * g[j] + b[j], kind="layer_norm",
-                       label=element_label(label, (T, C), t, j)) for j, c in enumerate(centered)]
+                       label=element_label(label or "ln", (T, C), t, j))
+                for j, c in enumerate(centered)]
     return _matrix(T, C, out)
 
 
@@ -102,22 +105,28 @@ def gelu(X, *, approximate: str = "tanh", label: str | None = None):
             return define(x * (1 + t) / 2, kind="gelu", label=label)
         return define(x * (1 + sp.erf(x / sp.sqrt(2))) / 2, kind="gelu", label=label)
     X = _as_matrix(X, "gelu input")
-    return _matrix(*X.shape, (one(X[i, j], label=element_label(label, X.shape, i, j))
+    return _matrix(*X.shape, (one(X[i, j], label=element_label(label or "gelu", X.shape, i, j))
                               for i in range(X.shape[0]) for j in range(X.shape[1])))
 
 
-def _softmax(values: list, kind: str = "softmax") -> list:
-    return softmax_entries(values, kind=kind)  # stable: exp(x - logsumexp(x))
+def _softmax(values: list, kind: str = "softmax", *, name: str = "p", row: int = 0) -> list:
+    """Softmax of one row, stable: exp(x - logsumexp(x)); entries named ``<name>_{t,s}``, the
+    shift ``lse<head>_{t}``."""
+    tag = name[len(name.rstrip("0123456789")):]  # a head number, as in attn0
+    return softmax_entries(values, kind=kind,
+                           labels=[f"{name}_{{{row},{s}}}" for s in range(len(values))],
+                           lse_label=f"lse{tag}_{{{row}}}")
 
 
 def softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
     """Softmax over the last axis (each row)."""
     X = _as_matrix(X, "softmax input")
-    return _matrix(*X.shape, (p for t in range(X.shape[0]) for p in _softmax(list(X.row(t)))))
+    return _matrix(*X.shape, (p for t in range(X.shape[0])
+                              for p in _softmax(list(X.row(t)), name=label or "p", row=t)))
 
 
-def _logsumexp(values: list):
-    return logsumexp(values)  # stable: max(x) + log(sum(exp(x - max(x))))
+def _logsumexp(values: list, row: int = 0):
+    return logsumexp(values, label=f"lse_{{{row}}}")  # stable: max(x) + log(sum(exp(x - max)))
 
 
 def log_softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
@@ -125,8 +134,9 @@ def log_softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
     X = _as_matrix(X, "log_softmax input")
     out = []
     for t in range(X.shape[0]):
-        lse = _logsumexp(list(X.row(t)))
-        out += [define(x - lse, kind="log_softmax") for x in X.row(t)]
+        lse = _logsumexp(list(X.row(t)), row=t)
+        out += [define(x - lse, kind="log_softmax", label=f"{label or 'logp'}_{{{t},{j}}}")
+                for j, x in enumerate(X.row(t))]
     return _matrix(*X.shape, out)
 
 
@@ -136,7 +146,10 @@ def dropout(X, keep, p, *, label: str | None = None) -> sp.ImmutableMatrix:
     if X.shape != keep.shape:
         raise SymgradError(f"dropout: mask shape {keep.shape} != input shape {X.shape}")
     scale = 1 / (1 - sp.nsimplify(p))
-    return _matrix(*X.shape, (define(x * m * scale, kind="dropout") for x, m in zip(X, keep)))
+    cols = X.shape[1]
+    return _matrix(*X.shape, (define(x * m * scale, kind="dropout",
+                                     label=f"{label or 'drop'}_{{{i // cols},{i % cols}}}")
+                              for i, (x, m) in enumerate(zip(X, keep))))
 
 
 def causal_self_attention(X, Wq, Wk, Wv, Wo, bo=None, *, n_heads: int, bq=None, bk=None,
@@ -154,29 +167,32 @@ def causal_self_attention(X, Wq, Wk, Wv, Wo, bo=None, *, n_heads: int, bq=None, 
     if C % n_heads:
         raise SymgradError(f"attention: emb_dim {C} is not divisible by n_heads {n_heads}")
     hd = C // n_heads
-    Q, K, V = dense(X, Wq, bq), dense(X, Wk, bk), dense(X, Wv, bv)  # (T, C) each
+    Q, K, V = (dense(X, Wq, bq, label="q"), dense(X, Wk, bk, label="k"),
+               dense(X, Wv, bv, label="v"))  # (T, C) each
     scale = 1 / sp.sqrt(hd)
     ctx = [[None] * C for _ in range(T)]
     for h in range(n_heads):
         cols = range(h * hd, (h + 1) * hd)
         for t in range(T):
-            scores = [define(sp.Add(*[Q[t, c] * K[s, c] for c in cols]) * scale, kind="score")
+            scores = [define(sp.Add(*[Q[t, c] * K[s, c] for c in cols]) * scale, kind="score",
+                             label=f"score{h}_{{{t},{s}}}")
                       for s in range(t + 1)]  # (t+1,) causal
-            weights = _softmax(scores, kind="attention")
+            weights = _softmax(scores, kind="attention", name=f"attn{h}", row=t)
             if attn_keep is not None:
                 keep = attn_keep[h]
-                weights = [define(w * keep[t, s] / (1 - sp.nsimplify(p)), kind="dropout")
+                weights = [define(w * keep[t, s] / (1 - sp.nsimplify(p)), kind="dropout",
+                                  label=f"attnd{h}_{{{t},{s}}}")
                            for s, w in enumerate(weights)]
             for c in cols:
                 ctx[t][c] = define(sp.Add(*[weights[s] * V[s, c] for s in range(t + 1)]),
-                                   kind="context")
+                                   kind="context", label=f"ctx_{{{t},{c}}}")
     context = _matrix(T, C, (ctx[t][c] for t in range(T) for c in range(C)))  # (T, C)
-    return dense(context, Wo, bo, label=label)
+    return dense(context, Wo, bo, label=label or "out")
 
 
 def feed_forward(X, W1, b1, W2, b2, *, label: str | None = None) -> sp.ImmutableMatrix:
     """Linear(C, 4C) -> GELU(tanh) -> Linear(4C, C)."""
-    return dense(gelu(dense(X, W1, b1)), W2, b2, label=label)
+    return dense(gelu(dense(X, W1, b1, label="hid"), label="act"), W2, b2, label=label or "ffn")
 
 
 def add(A, B) -> sp.ImmutableMatrix:
@@ -184,7 +200,9 @@ def add(A, B) -> sp.ImmutableMatrix:
     A, B = _as_matrix(A, "add"), _as_matrix(B, "add")
     if A.shape != B.shape:
         raise SymgradError(f"add: shapes {A.shape} and {B.shape} differ")
-    return _matrix(*A.shape, (define(a + b, kind="residual") for a, b in zip(A, B)))
+    cols = A.shape[1]
+    return _matrix(*A.shape, (define(a + b, kind="residual", label=f"res_{{{i // cols},{i % cols}}}")
+                              for i, (a, b) in enumerate(zip(A, B))))
 
 
 def cross_entropy(logits, targets, *, label: str | None = None):
@@ -197,6 +215,6 @@ def cross_entropy(logits, targets, *, label: str | None = None):
     losses = []
     for t in range(T):
         row = list(logits.row(t))
-        lse = _logsumexp(row)
-        losses.append(define(lse - lookup(row, targets[t]), kind="nll"))
+        lse = _logsumexp(row, row=t)
+        losses.append(define(lse - lookup(row, targets[t]), kind="nll", label=f"nll_{{{t}}}"))
     return define(sp.Add(*losses) / T, kind="cross_entropy", label=label)

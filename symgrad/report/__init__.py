@@ -1,8 +1,9 @@
 """Verification reports: Markdown, JSON, self-contained HTML (MathML, embedded plots).
 
-``write_reports`` writes, atomically, ``index.md``/``index.html`` and per model ``<name>.md``,
-``.html``, ``.json`` and ``<name>.png``. The JSON is byte-identical for the same seed and
-versions (no timestamps: run times appear in the HTML only).
+``write_reports`` writes ``index.md``/``index.html`` and per model ``<name>.md``, ``.html``,
+``.json`` and ``<name>.png`` as one complete set: everything is staged in a sibling folder and
+swapped into place at the end, so an interrupted run leaves the previous set untouched. The JSON
+is byte-identical for the same seed and versions (no timestamps: run times are in the HTML only).
 """
 
 from __future__ import annotations
@@ -17,16 +18,16 @@ from pathlib import Path
 import numpy as np
 from tabulate import tabulate
 
-from ..compare import EXPLANATIONS
-from ..model import Model
-from ..notation import latex, mathml
-from ..result import Result
+from ..compare import EXPLANATIONS, FAILING, STATUS_NAMES
 from ..htmlpage import page
-from .atomic import write_bytes, write_text
+from ..model import Model
+from ..result import Failure, Result
+from .atomic import write_set
+from .formulas import Formula, gradient_formulas, model_formulas
 from .plots import ulp_histogram
 
-SCHEMA_VERSION = 1
-MAX_STEPS = 30  # program steps shown in a report; the rest is counted
+SCHEMA_VERSION = 2
+MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the result holds
 
 
 @dataclass
@@ -53,31 +54,48 @@ def environment(result: Result) -> dict:
             "samples": result.config.samples}
 
 
-def model_json(entry: Entry) -> dict:
-    r = entry.result
-    return {"schema_version": SCHEMA_VERSION, "environment": environment(r),
-            "description": entry.model.description, "steps": _steps(entry.model),
-            "result": r.as_dict(), "stats": _stats(r),
-            "worst_samples": [f.as_dict() for f in r.worst],
-            "tolerance": r.config.tolerance.as_dict(),
-            "oracle": {"method": "python-flint arb ball arithmetic, precision doubled until "
-                                 "each entry is certified",
-                       "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples),
-                       "which": f"the first {len(r.oracle_samples)} of {r.config.samples}"}}
+# ------------------------------------------------------------------ figures
+def _counts_row(counts: dict[str, int]) -> dict[str, int]:
+    failing = {STATUS_NAMES[k] for k in FAILING}
+    row = {name: n for name, n in counts.items() if name not in failing}
+    row["failures"] = sum(n for name, n in counts.items() if name in failing)
+    return row
 
 
-def _steps(model: Model) -> list[dict]:
-    nodes = model.display_graph.nodes
-    shown = [{"name": n.name, "latex": f"{latex(n.symbol)} = {latex(_display(n))}"}
-             for n in nodes[:MAX_STEPS]]
-    if len(nodes) > MAX_STEPS:
-        shown.append({"name": "...", "latex": f"\\text{{{len(nodes) - MAX_STEPS} more steps}}"})
-    return shown
+def backend_rows(entry: Entry, *, with_model: bool) -> list[dict]:
+    """One row per backend: verdict, how close to failing, digits, entries per status."""
+    r, rows = entry.result, []
+    for name in r.comparisons:
+        s = r.summary(name)
+        row = {"model": entry.model.name} if with_model else {}
+        row.update({"backend": name, "dtype": s["dtype"], "verdict": "OK" if s["ok"] else "FAIL",
+                    "worst error / allowance": _fmt(s["worst_error_over_allowance"]),
+                    "correct digits (worst)": f"{s['worst_correct_digits']:.1f} of "
+                                              f"{s['dtype_digits']:.1f}"})
+        row.update(_counts_row(s["counts"]))
+        rows.append(row)
+    return rows
 
 
-def _display(node):
-    shown = getattr(node.symbol, "shown", None)
-    return shown if shown is not None else node.expr
+def model_rows(entries: list[Entry]) -> list[dict]:
+    """One row per model: the verdict and the closest any backend came to failing."""
+    rows = []
+    for e in entries:
+        r = e.result
+        sums = [r.summary(n) for n in r.comparisons]
+        row = {"model": e.model.name, "verdict": "OK" if r.ok else "FAIL",
+               "worst error / allowance": _fmt(max((s["worst_error_over_allowance"]
+                                                    for s in sums), default=0.0)),
+               "correct digits (worst)": _fmt_digits(min((s["worst_correct_digits"]
+                                                          for s in sums), default=0.0)),
+               "samples checked": len(r.oracle_samples)}
+        row.update(_counts_row(r.total_counts()))
+        rows.append(row)
+    return rows
+
+
+def _fmt_digits(d: float) -> str:
+    return f"{d:.1f}"
 
 
 def _stats(r: Result) -> list[dict]:
@@ -86,6 +104,7 @@ def _stats(r: Result) -> list[dict]:
                                                    for n, a, b in r.blocks]:
         row = {"output": label}
         for name in r.comparisons:
+            row[f"{name} error/allowed"] = _num(r.worst_ratio(name, cols))
             row[f"{name} max ULPs"] = _num(r.worst_ulps(name, cols))
             row[f"{name} median ULPs"] = _num(r.median_ulps(name, cols))
         rows.append(row)
@@ -99,141 +118,243 @@ def _num(v: float):
 def _fmt(v) -> str:
     if isinstance(v, str):
         return v
+    if not np.isfinite(v):
+        return "non-finite" if v > 0 else str(v)
     return "0" if v == 0 else f"{v:.3g}"
 
 
-def model_markdown(entry: Entry, png_name: str) -> str:
-    r, m = entry.result, entry.model
-    verdict = "OK" if r.ok else "FAIL"
-    out = [f"# {m.name}: {verdict}", "", m.description, "",
-           f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
-           f"derivative (certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits);"
-           f" {r.config.dtype} on "
-           f"{r.config.device}, seed {r.config.seed}.", "", "## Model", ""]
-    for step in _steps(m):
-        out += [f"$${step['latex']}$$", ""]
-    out += ["## Gradient (reverse accumulation)", "", _gradient_md(m), "",
-            "## Error per parameter (ULPs of the backend's dtype)", "",
-            tabulate([{k: _fmt(v) for k, v in row.items()} for row in _stats(r)],
-                     headers="keys", tablefmt="github"), "",
-            f"![error histogram]({png_name})", "", "## Verdict rule", "",
-            r.config.tolerance.rule(), ""]
-    out += _findings_md(r)
-    return "\n".join(out)
+# ------------------------------------------------------------------ findings
+def _finding_lists(r: Result) -> list[tuple[str, list[Failure], int]]:
+    """(title, shown findings worst first, how many entries the list stands for)."""
+    n = r.finding_counts()
+    out = []
+    if n["failures"]:
+        out.append(("failures", r.findings("failures"), n["failures"]))
+    if n["warnings"]:
+        out.append(("precision-loss warnings", r.findings("warnings"), n["warnings"]))
+    return out
 
 
-def _adjoints(m: Model):
-    from ..derive import reverse_accumulation
-    program = m._cache.get("program") or reverse_accumulation(m)
-    back = program.assignments[program.n_forward:]
-    head = f"{len(back)} adjoint steps over {program.n_forward} forward steps; the first:"
-    return head, back[:8]
+def _reproduce(r: Result) -> str:
+    c = r.config
+    return (f"sample i is `draw(model, sg.VerifyConfig(samples={c.samples}, seed={c.seed}, "
+            f"dtype={c.dtype!r})).values[block][i]` (`from symgrad.verify import draw`); the "
+            "full point of every sample named here is in the JSON under `points`")
 
 
-def _gradient_md(m: Model) -> str:
-    head, steps = _adjoints(m)
-    return "\n\n".join([head] + [f"$$ {latex(sym)} = {latex(expr)} $$" for sym, expr in steps])
-
-
-def _gradient_html(m: Model) -> str:
-    head, steps = _adjoints(m)
-    return f"<p>{html.escape(head)}</p>" + "".join(
-        f"<p>{mathml(_eq(sym, expr), display=True)}</p>" for sym, expr in steps)
+def _finding_row(r: Result, f: Failure) -> dict:
+    m = r.measure(f)
+    return {"backend": f.backend, "kind": f.kind, "output": f.output, "sample": f.sample,
+            "expected": repr(f.expected), "got": repr(f.got),
+            "error / allowance": _fmt(m["error_over_allowance"]), "ULPs": _fmt(m["ulps"]),
+            "cause": f.cause or "-"}
 
 
 def _findings_md(r: Result) -> list[str]:
     out = ["## Findings", ""]
-    if not r.failures and not r.precision_losses:
+    lists = _finding_lists(r)
+    if not lists:
         return out + ["None: every backend is within the bound on every checked sample.", ""]
-    kinds = sorted({f.kind for f in r.failures + r.precision_losses})
-    for k in kinds:
-        out += [f"- **{k}**: {EXPLANATIONS[k]}"]
-    out += ["", "| backend | kind | output | sample | expected | got | ULPs | allowed | cause |",
-            "|---|---|---|---|---|---|---|---|---|"]
-    for f in (r.failures + r.precision_losses)[:20]:
-        out.append(f"| {f.backend} | {f.kind} | {f.output} | {f.sample} | {f.expected!r} | "
-                   f"{f.got!r} | {_fmt(f.ulps)} | {_fmt(f.allowed_ulps)} | "
-                   f"{f.cause or '-'} |")
-    return out + [""]
+    kinds = sorted({f.kind for _, fs, _ in lists for f in fs})
+    out += [f"- **{k}**: {EXPLANATIONS[k]}" for k in kinds] + [""]
+    for title, shown, total in lists:
+        k = min(len(shown), MAX_FINDINGS)
+        out += [f"### {title.capitalize()}: showing {k} of {total}, worst first", "",
+                tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]], headers="keys",
+                         tablefmt="github", disable_numparse=True), ""]
+    return out + [f"To reproduce: {_reproduce(r)}.", ""]
+
+
+def _findings_html(r: Result) -> str:
+    lists = _finding_lists(r)
+    if not lists:
+        return "<p>None: every backend is within the bound on every checked sample.</p>"
+    out = []
+    for title, shown, total in lists:
+        k = min(len(shown), MAX_FINDINGS)
+        out.append(f"<h3>{html.escape(title.capitalize())}: showing {k} of {total}, worst "
+                   "first</h3>")
+        out.append(tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]],
+                            headers="keys", tablefmt="html", disable_numparse=True))
+    return "".join(out) + f"<p>To reproduce: {html.escape(_reproduce(r))}.</p>"
+
+
+def _points(entry: Entry) -> dict:
+    """The full point (every block) of each sample a finding names, by sample index."""
+    from ..verify import draw
+    r = entry.result
+    named = sorted({f.sample for f in r.failures + r.precision_losses + r.worst + r.kinks})
+    if not named:
+        return {}
+    try:
+        values = draw(entry.model, r.config).values
+    except Exception:  # noqa: BLE001 - a result verified on explicit points has no draw
+        return {}
+    return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}
+
+
+# ------------------------------------------------------------------ pages
+def model_json(entry: Entry) -> dict:
+    r = entry.result
+    return {"schema_version": SCHEMA_VERSION, "environment": environment(r),
+            "description": entry.model.description,
+            "steps": [f.as_dict() for f in model_formulas(entry.model)],
+            "result": r.as_dict(),
+            "summary": {n: r.summary(n) for n in r.comparisons},
+            "stats": _stats(r),
+            "worst_samples": [f.as_dict() for f in r.worst],
+            "findings": {title: {"total": total,
+                                 "shown": [dict(f.as_dict(), **r.measure(f)) for f in shown]}
+                         for title, shown, total in _finding_lists(r)},
+            "points": _points(entry),
+            "reproduce": _reproduce(r),
+            "tolerance": r.config.tolerance.as_dict(),
+            "oracle": {"method": "python-flint arb ball arithmetic, precision doubled until "
+                                 "each entry is certified",
+                       "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples),
+                       "which": f"the first {len(r.oracle_samples)} of {r.config.samples}"}}
+
+
+def _formulas_md(formulas: list[Formula]) -> list[str]:
+    out = []
+    for f in formulas:
+        if f.note:
+            out += [f.note, ""]
+        if f.latex:
+            out += [f"$${f.latex}$$", ""]
+    return out
+
+
+def _formulas_html(formulas: list[Formula]) -> str:
+    out = []
+    for f in formulas:
+        if f.note:
+            out.append(f"<p>{html.escape(f.note)}</p>")
+        if f.mathml:
+            out.append(f"<p>{f.mathml}</p>")
+    return "".join(out)
+
+
+def _summary_sentence(entry: Entry) -> str:
+    r = entry.result
+    return (f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
+            f"derivative (certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits);"
+            f" {r.config.dtype} on "
+            f"{r.config.device}, seed {r.config.seed}.")
+
+
+def model_markdown(entry: Entry, png_name: str) -> str:
+    r, m = entry.result, entry.model
+    grad = gradient_formulas(m)
+    out = [f"# {m.name}: {'OK' if r.ok else 'FAIL'}", "", m.description, "",
+           _summary_sentence(entry), "", "## Summary per backend", "",
+           tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="github"),
+           "", "## Model", ""]
+    out += _formulas_md(model_formulas(m))
+    out += ["## Gradient", ""]
+    for title, formulas in grad:
+        out += [f"### {title}", ""] + _formulas_md(formulas)
+    out += ["## Error per parameter", "",
+            "error/allowed: the worst error as a fraction of its allowance (over 1 fails); "
+            "ULPs of the backend's dtype (at an exact zero: ULPs of the scale of the terms "
+            "that produced it).", "",
+            tabulate([{k: _fmt(v) for k, v in row.items()} for row in _stats(r)],
+                     headers="keys", tablefmt="github"), "",
+            f"![error histogram]({png_name})", ""]
+    out += _findings_md(r)
+    out += ["## Verdict rule", "", r.config.tolerance.rule(), ""]
+    return "\n".join(out)
 
 
 def model_html(entry: Entry, png: bytes) -> str:
     r, m = entry.result, entry.model
-    steps = m.display_graph.nodes[:MAX_STEPS]
-    eqs = "\n".join(f"<p>{mathml(_eq(n.symbol, _display(n)), display=True)}</p>" for n in steps)
-    more = (f"<p>… {len(m.display_graph.nodes) - MAX_STEPS} more steps</p>"
-            if len(m.display_graph.nodes) > MAX_STEPS else "")
     stats = tabulate([{k: _fmt(v) for k, v in row.items()} for row in _stats(r)],
                      headers="keys", tablefmt="html")
-    findings = "".join(f"<li><b>{html.escape(f.kind)}</b>: {html.escape(f.message())}</li>"
-                       for f in (r.failures + r.precision_losses)[:20]) or "<li>None</li>"
-    worst = "".join(f"<li>{html.escape(f.message())}</li>" for f in r.worst[:6])
+    grad = "".join(f"<h3>{html.escape(t)}</h3>{_formulas_html(fs)}"
+                   for t, fs in gradient_formulas(m))
     img = base64.b64encode(png).decode("ascii")
     body = f"""
 <p>{html.escape(m.description)}</p>
-<p><b>Verdict: {'OK' if r.ok else 'FAIL'}</b> — {len(r.oracle_samples)} of {r.config.samples}
-samples checked against the exact derivative; {r.config.dtype} on {r.config.device},
-seed {r.config.seed}; verified in {entry.seconds:.2f} s.</p>
-<h2>Model</h2>{eqs}{more}
-<h2>Gradient (reverse accumulation)</h2>{_gradient_html(m)}
-<h2>Error per parameter (ULPs)</h2>{stats}
+<p><b>Verdict: {'OK' if r.ok else 'FAIL'}</b> — {html.escape(_summary_sentence(entry))}
+Verified in {entry.seconds:.2f} s.</p>
+<h2>Summary per backend</h2>
+{tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="html")}
+<h2>Model</h2>{_formulas_html(model_formulas(m))}
+<h2>Gradient</h2>{grad}
+<h2>Error per parameter</h2>
+<p>error/allowed: the worst error as a fraction of its allowance (over 1 fails); ULPs of the
+backend's dtype (at an exact zero: ULPs of the scale of the terms that produced it).</p>{stats}
 <p><img alt="error histogram" src="data:image/png;base64,{img}"></p>
-<h2>Worst samples</h2><ul>{worst}</ul>
-<h2>Findings</h2><ul>{findings}</ul>
+<h2>Findings</h2>{_findings_html(r)}
 <h2>Verdict rule</h2><p>{html.escape(r.config.tolerance.rule())}</p>
 """
     return page(f"symgrad: {m.name}", body)
 
 
-def _eq(lhs, rhs):
-    import sympy as sp
-    try:
-        return sp.Eq(lhs, rhs, evaluate=False)
-    except TypeError:
-        return rhs
+def _verdict_rule(entries: list[Entry]) -> str:
+    if not entries:
+        return ""
+    return ("A backend passes when every checked entry satisfies " +
+            entries[0].result.config.tolerance.rule() + ". The worst error / allowance says "
+            "how close it came to failing (1 is the limit); correct digits are those of the "
+            "worst relative error (at an exact zero, relative to the scale of the terms).")
 
 
-def index_rows(entries: list[Entry]) -> list[dict]:
-    rows = []
-    for e in entries:
-        r = e.result
-        row = {"model": e.model.name, "verdict": "OK" if r.ok else "FAIL"}
-        for name in ("numpy", "torch", "torch_fn"):
-            row[f"{name} worst ULPs"] = _fmt(r.worst_ulps(name)) if name in r.comparisons else "-"
-        row["samples"] = len(r.oracle_samples)
-        rows.append(row)
-    return rows
+def index_markdown(entries: list[Entry]) -> str:
+    env = environment(entries[0].result) if entries else {}
+    passed = sum(e.result.ok for e in entries)
+    per_backend = [row for e in entries for row in backend_rows(e, with_model=True)]
+    return "\n".join([
+        "# symgrad verification reports", "",
+        f"{passed} of {len(entries)} models passed.", "",
+        "## Verdict per model", "",
+        tabulate(model_rows(entries), headers="keys", tablefmt="github"), "",
+        "## Per backend", "", tabulate(per_backend, headers="keys", tablefmt="github"), "",
+        "Per model: " + ", ".join(f"[{e.model.name}]({e.model.name}.md)" for e in entries), "",
+        "## Verdict rule", "", _verdict_rule(entries), "",
+        "## Environment", "",
+        tabulate(sorted(env.items()), headers=["setting", "value"], tablefmt="github"), ""])
 
 
-def write_reports(entries: list[Entry], out: Path) -> list[Path]:
-    """Write every file of the report set; returns the paths written."""
-    out = Path(out)
-    written = []
+def index_html(entries: list[Entry]) -> str:
+    env = environment(entries[0].result) if entries else {}
+    passed = sum(e.result.ok for e in entries)
+    rows = [dict(row, model=f'<a href="{e.model.name}.html">{e.model.name}</a>',
+                 seconds=f"{e.seconds:.2f}")
+            for row, e in zip(model_rows(entries), entries)]
+    per_backend = [row for e in entries for row in backend_rows(e, with_model=True)]
+    body = (f"<p>{passed} of {len(entries)} models passed.</p>"
+            "<h2>Verdict per model</h2>"
+            + tabulate(rows, headers="keys", tablefmt="unsafehtml")
+            + "<h2>Per backend</h2>" + tabulate(per_backend, headers="keys", tablefmt="html")
+            + f"<h2>Verdict rule</h2><p>{html.escape(_verdict_rule(entries))}</p>"
+            + "<h2>Environment</h2>"
+            + tabulate(sorted(env.items()), headers=["setting", "value"], tablefmt="html"))
+    return page("symgrad verification reports", body)
 
-    def put(name: str, data) -> None:
-        path = out / name
-        (write_bytes if isinstance(data, bytes) else write_text)(path, data)
-        written.append(path)
 
+def render_files(entries: list[Entry]) -> dict[str, bytes | str]:
+    """Every file of the report set, name -> content (nothing written)."""
+    files: dict[str, bytes | str] = {}
     for e in entries:
         name = e.model.name
         png = ulp_histogram(e.result)
-        put(f"{name}.png", png)
-        put(f"{name}.json", json.dumps(model_json(e), indent=2, sort_keys=True) + "\n")
-        put(f"{name}.md", model_markdown(e, f"{name}.png"))
-        put(f"{name}.html", model_html(e, png))
-    env = environment(entries[0].result) if entries else {}
-    rows = index_rows(entries)
-    md = ["# symgrad verification reports", "",
-          tabulate(rows, headers="keys", tablefmt="github"), "",
-          "Per model: " + ", ".join(f"[{e.model.name}]({e.model.name}.md)" for e in entries), "",
-          "## Environment", "", tabulate(sorted(env.items()), tablefmt="github"), "",
-          "## Verdict rule", "", entries[0].result.config.tolerance.rule() if entries else "", ""]
-    put("index.md", "\n".join(md))
-    timed = [dict(r, seconds=f"{e.seconds:.2f}") for r, e in zip(rows, entries)]
-    body = (tabulate(timed, headers="keys", tablefmt="html")
-            + "<p>" + " · ".join(f'<a href="{e.model.name}.html">{e.model.name}</a>'
-                                 for e in entries) + "</p>"
-            + "<h2>Environment</h2>" + tabulate(sorted(env.items()), tablefmt="html"))
-    put("index.html", page("symgrad verification reports", body))
-    return written
+        files[f"{name}.png"] = png
+        files[f"{name}.json"] = json.dumps(model_json(e), indent=2, sort_keys=True) + "\n"
+        files[f"{name}.md"] = model_markdown(e, f"{name}.png")
+        files[f"{name}.html"] = model_html(e, png)
+    files["index.md"] = index_markdown(entries)
+    files["index.html"] = index_html(entries)
+    return files
+
+
+def write_reports(entries: list[Entry], out: Path) -> list[Path]:
+    """Write the complete report set to ``out`` (staged beside it, then swapped in).
+
+    Arguments:
+        entries: the verified models.
+        out: the output folder; files of an earlier run not in this set are kept.
+    Returns:
+        The paths written.
+    """
+    return write_set(Path(out), render_files(entries))

@@ -28,3 +28,66 @@ def write_bytes(path: Path, data: bytes) -> None:
 
 def write_text(path: Path, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
+
+
+def write_set(out: Path, files: dict) -> list[Path]:
+    """Write a set of files into ``out`` all together, or not at all.
+
+    Every file is first written and fsynced in a sibling staging folder (``.<out>.staging-*``);
+    then each is renamed into ``out`` with Ctrl-C held back, so an interrupted or failing run
+    leaves the previous set untouched and never a mix of two runs. Other files in ``out`` stay.
+
+    Arguments:
+        out: the destination folder (created if missing).
+        files: file name -> text or bytes.
+    Returns:
+        The paths written, in ``files`` order.
+    """
+    import shutil
+
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=f".{out.name}.staging-", dir=out.parent))
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+    try:
+        for name, data in files.items():
+            write_bytes(stage / name, data.encode("utf-8") if isinstance(data, str) else data)
+        with _deferred_interrupt():
+            for name in files:
+                os.replace(stage / name, out / name)
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+    return [out / name for name in files]
+
+
+def _unwritable(out: Path, exc: OSError):
+    from ..errors import SymgradError
+    return SymgradError(f"--out {str(out)!r}: cannot write the report there "
+                        f"({exc.strerror or exc}); choose a writable folder, e.g. --out reports")
+
+
+class _deferred_interrupt:
+    """Hold back SIGINT (Ctrl-C) for the few renames that publish a set; re-raise after."""
+
+    def __enter__(self):
+        import signal
+        import threading
+        self.caught, self.old = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._note)
+        return self
+
+    def _note(self, *_):
+        self.caught = True
+
+    def __exit__(self, *exc):
+        import signal
+        if self.old is not None:
+            signal.signal(signal.SIGINT, self.old)
+        if self.caught:
+            raise KeyboardInterrupt
+        return False

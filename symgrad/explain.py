@@ -270,9 +270,12 @@ def _shown(node: Node) -> sp.Expr:
 
 
 def _local(node: Node, u: sp.Symbol) -> sp.Expr:
-    """d node / d u in readable form: in terms of the node's own value where that is shorter."""
+    """d node / d u in readable form: in terms of the node's own value where that is shorter.
+    An op's own declared partial (log-sum-exp's softmax, as derive uses) wins over sympy.diff of
+    its stable form."""
     shown = _shown(node)
-    d = sp.diff(shown, u)
+    given = (node.partials or {}).get(u)
+    d = given if given is not None else sp.diff(shown, u)
     if isinstance(shown, sigma):
         d = d.subs(shown, node.symbol)
     return sp.factor(sp.together(d)) if d.count_ops() < 40 else d

@@ -153,7 +153,7 @@ class Result:
         """A finding's absolute error, allowance, error/allowance and relative error."""
         m = self.measures(finding.backend)
         i, k = self.locate(finding)
-        return {"error": float(m.error[i, k]), "allowed": float(m.allowed_abs[i, k]),
+        return {"error": float(m.error[i, k]), "allowed": float(m.allowed[i, k]),
                 "error_over_allowance": float(m.ratio[i, k]),
                 "relative_error": float(m.relative[i, k]), "ulps": float(m.ulps[i, k])}
 

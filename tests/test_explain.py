@@ -1,3 +1,4 @@
+import re
 import shutil
 import subprocess
 
@@ -73,9 +74,9 @@ def test_large_models_are_summarized_one_line_per_op():
     m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
                       "n_layers": 1})
     md = sg.explain(m).markdown()
-    assert "one line per op (526 steps)" in md
+    assert re.search(r"one line per op \(\d+ steps\)", md)
     assert r"\vdots" in md and "dense" not in md  # every intermediate has a meaningful name
-    with pytest.raises(SymgradError, match="has 526 steps; --at evaluates derivations"):
+    with pytest.raises(SymgradError, match=r"has \d+ steps; --at evaluates derivations"):
         sg.explain(m, at={})
 
 

@@ -169,7 +169,7 @@ def test_float32_small_gpt_block_mutant_is_caught(small_gpt, block, factor):
 @pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
 def test_float32_tiny_gpt_block_mutant_is_caught(factor):
     m = gpt.tiny_gpt()
-    for block in ("h0_Wq", "h1_Wk", "h0_ln1_g", "pos_emb"):
+    for block in ("h0_Wq", "h0_ln1_g"):  # the worst-resolved blocks (detection.py: all 31)
         r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=4, seed=0,
                       dtype="float32", backends=("torch_fn",))
         assert _caught_on(r, block), (block, factor)

@@ -1,0 +1,157 @@
+"""The pipeline for a tensor model: derive -> numpy / torch / torch_fn -> oracle + bound ->
+the one comparer (``symgrad.compare``) -> the same ``Result`` as scalar models.
+
+>>> import symgrad as sg, symgrad.tensor as st
+>>> from symgrad.tensor.model import TensorModel
+>>> W, x = st.param("W", (2, 3)), st.input("x", (3,))
+>>> m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+>>> sg.verify(m, samples=4).ok
+True
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from typing import Callable
+
+import numpy as np
+
+from ..compare import FAILING, KINK, LOSS, compare
+from ..config import VerifyConfig
+from ..errors import SymgradError
+from ..model import round_to
+from ..result import BackendRun, Result
+from .model import Outputs, TensorModel
+from .tables import oracle_ops
+from .views import numpy_view, oracle_view, torch_view
+
+
+@dataclass
+class _Batch:
+    values: dict[str, np.ndarray]
+
+
+def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
+                  at: dict | None = None, oracle_table=None) -> Result:
+    """``sg.verify`` for a ``TensorModel`` (see ``symgrad.verify.verify`` for the arguments);
+    ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``)."""
+    from ..backends import torch as torch_backend
+    from ..verify import _worst
+    timings: dict[str, float] = {}
+    np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    if torch_fn is not None:
+        torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
+
+    with _phase("derive", cfg, timings, "derive_s"):
+        grad = model.gradient
+    values = _given(model, at, cfg.dtype) if at is not None else model.draw(
+        cfg.samples, np.random.default_rng(cfg.seed), cfg.dtype)
+    n = next(iter(values.values())).shape[0]
+    cfg = replace(cfg, samples=n)
+
+    outputs: dict[str, np.ndarray] = {}
+    runs: dict[str, BackendRun] = {}
+    t0 = time.perf_counter()
+    with _phase("numpy", cfg, timings, "numpy_s"):
+        outputs["numpy"] = numpy_view(model, values, np_dtype)
+    runs["numpy"] = BackendRun("numpy", np_dtype, "cpu", "vectorised", time.perf_counter() - t0,
+                               n)
+    t0 = time.perf_counter()
+    with _phase("torch", cfg, timings, "torch_s"):
+        outputs["torch"] = torch_view(model, values, dtype=cfg.dtype, device=cfg.device)
+    runs["torch"] = BackendRun("torch", cfg.dtype, cfg.device, "batched autograd",
+                               time.perf_counter() - t0, n)
+    if torch_fn is not None:
+        t0 = time.perf_counter()
+        with _phase("torch_fn", cfg, timings, "torch_fn_s"):
+            outputs["torch_fn"], mode = torch_backend.run_torch_fn(
+                torch_fn, model.blocks, values, device=cfg.device, dtype=cfg.dtype,
+                batching=cfg.torch_fn_batching)
+        runs["torch_fn"] = BackendRun("torch_fn", cfg.dtype, cfg.device, mode,
+                                      time.perf_counter() - t0, n)
+
+    subset = oracle_subset(model, cfg)
+    sub = {k: v[subset] for k, v in values.items()}
+    table = oracle_table or oracle_ops(cfg.oracle_dps)
+    with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
+                "oracle_s", total=len(subset)) as tick:
+        hi, lo = oracle_view(model, sub, table, progress=tick)
+    with _phase("bound", cfg, timings, "bound_s"):
+        from .bound import evaluate_bound
+        from .views import _flatten
+        E = _flatten(model, evaluate_bound(grad.outputs, sub), np.asarray, len(subset))
+    with _phase("compare", cfg, timings, "compare_s"):
+        comparisons = {name: compare(hi, lo, got[subset], E, backend=name,
+                                     dtype=runs[name].dtype, tol=cfg.tolerance)
+                       for name, got in outputs.items()}
+    del outputs
+    names = Outputs(model.param_blocks)
+    blocks, col = [], 1
+    for b in model.param_blocks:
+        blocks.append((b.name, col, col + b.size))
+        col += b.size
+    batch = _Batch(values)
+    failures, losses, worst, kinks = [], [], [], []
+    for name, comp in comparisons.items():
+        worst += _worst(name, comp, np.ones(comp.status.shape, bool), names, batch, subset, 3)
+        kinks += _worst(name, comp, comp.status == KINK, names, batch, subset, cfg.max_failures)
+        failures += _worst(name, comp, np.isin(comp.status, FAILING), names, batch, subset,
+                           cfg.max_failures)
+        losses += _worst(name, comp, comp.status == LOSS, names, batch, subset,
+                         cfg.max_failures)
+    size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
+            "parameters": model.n_parameters}
+    return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
+                  timings, size, worst, kinks)
+
+
+def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:
+    """The first K samples: ``oracle_samples``, or as many as ``oracle_budget`` allows at
+    about 30 operations per parameter entry and sample."""
+    if cfg.oracle_samples is not None:
+        k = min(cfg.oracle_samples, cfg.samples)
+    else:
+        k = int(min(cfg.samples, max(1, cfg.oracle_budget // (30 * model.n_parameters))))
+    return np.arange(k)
+
+
+def _given(model: TensorModel, at: dict, dtype: str) -> dict[str, np.ndarray]:
+    values, n = {}, None
+    for b in model.blocks:
+        if b.name not in at:
+            raise SymgradError(f"at: no values for {b.name!r}; give every block: "
+                               f"{', '.join(x.name for x in model.blocks)}")
+        v = np.asarray(at[b.name], dtype=np.float64)
+        if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
+            raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
+                               f" with the same N for every block; got {v.shape}")
+        n = v.shape[0]
+        values[b.name] = v.astype(np.int64) if b.domain.integer else round_to(v, dtype)
+    return values
+
+
+@contextmanager
+def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | None = None):
+    """Time a phase; with ``cfg.progress``, a tqdm bar (or a line) on stderr."""
+    t0 = time.perf_counter()
+    bar = None
+    if cfg.progress:
+        from tqdm import tqdm
+        bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False,
+                   mininterval=1.0)
+
+    def tick(done: int) -> None:
+        if bar is not None:
+            bar.n = done
+            bar.refresh()
+    try:
+        yield tick
+    finally:
+        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
+        if bar is not None:
+            bar.close()
+            print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)

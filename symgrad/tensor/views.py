@@ -1,0 +1,88 @@
+"""Views of a tensor model: numpy (the derived gradient program on whole arrays), torch
+(autograd of the forward program on a device and dtype: the backend being verified) and the
+oracle (the derived program under a high-precision table). Each returns a (N, 1 + K) float64
+array: the loss, then every gradient entry in block order.
+
+>>> import numpy as np, symgrad.tensor as st
+>>> from symgrad.tensor.model import TensorModel
+>>> W = st.param("W", (2,))
+>>> m = TensorModel("sq", st.sum_(W * W))
+>>> numpy_view(m, {"W": np.array([[1.0, 2.0]])}, "float64").tolist()
+[[5.0, 2.0, 4.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .interpret import evaluate
+from .model import TensorModel
+from .tables import NumpyOps, TorchOps
+
+
+def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
+    width = 1 + model.n_parameters
+    result = np.empty((n, width))
+    result[:, 0] = np.broadcast_to(to_numpy(outs[0]).reshape(-1), (n,))
+    col = 1
+    for b, g in zip(model.param_blocks, outs[1:]):
+        result[:, col:col + b.size] = np.broadcast_to(to_numpy(g), (n,) + b.shape).reshape(n, -1)
+        col += b.size
+    return result
+
+
+def _n(values: Mapping[str, np.ndarray]) -> int:
+    return max(np.shape(v)[0] for v in values.values())
+
+
+def numpy_view(model: TensorModel, values: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+    """Value and gradient from the derived program, whole numpy arrays in ``dtype``."""
+    outs = evaluate(model.gradient.outputs, NumpyOps(dtype), values)
+    return _flatten(model, outs, lambda v: np.asarray(v, dtype=np.float64), _n(values))
+
+
+def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: str,
+               device: str) -> np.ndarray:
+    """Value and gradient by torch autograd of the forward program (one backward pass of the
+    batch-summed loss: samples are independent)."""
+    import torch
+
+    from ..backends.torch import exact_math
+    table = TorchOps(dtype, device)
+    leaves: dict = {}
+    params = []
+    for b in model.blocks:
+        v = values[b.name]
+        if b.is_param:
+            t = table.asarray(v).requires_grad_(True)
+            params.append(t)
+            leaves[b.name] = t
+        else:
+            leaves[b.name] = v if b.node.integer else table.asarray(v)
+    with exact_math():
+        (loss,) = evaluate([model.loss], table, leaves)
+        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+    def to_numpy(t):
+        return t.detach().to("cpu", torch.float64).numpy()
+    return _flatten(model, [loss, *grads], to_numpy, _n(values))
+
+
+def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact value and gradient as a double-double (hi, lo), one sample at a time."""
+    n = _n(values)
+    width = 1 + model.n_parameters
+    hi, lo = np.empty((n, width)), np.empty((n, width))
+    for s in range(n):
+        one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
+        outs = evaluate(model.gradient.outputs, table, one)
+        parts = [table.to_float64(o) for o in outs]
+        hi[s] = _flatten(model, [p[0] for p in parts], np.asarray, 1)[0]
+        lo[s] = _flatten(model, [p[1] for p in parts], np.asarray, 1)[0]
+        if progress is not None:
+            progress(s + 1)
+    return hi, lo

@@ -53,8 +53,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="samples checked by the mpmath oracle (default: all, capped by cost)")
     p.add_argument("--progress", action="store_true", help="progress bar on stderr")
     p.add_argument("--config", default=None,
-                   help="tiny_gpt: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
+                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
                         "'{\"n_layers\": 1}'")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
@@ -78,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        for name in zoo.names():
+        for name in zoo.names() + zoo.tensor_names():
             print(f"{name:<18} {zoo.describe(name)}")
         return 0
     if args.command == "verify":
@@ -104,7 +106,7 @@ def _verify(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     results = []
     for name in args.models:
-        model = _get(name, args)
+        model = _get(name, args, tensor=True)
         print(f"symgrad: verifying {model.name} ({cfg.samples} samples, {cfg.dtype} on "
               f"{cfg.device})", file=sys.stderr)
         ref = None if args.no_reference else model.reference
@@ -119,11 +121,15 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _get(name: str, args: argparse.Namespace):
+def _get(name: str, args: argparse.Namespace, *, tensor: bool = False):
+    tokens = getattr(args, "tokens", None)
+    extra = {"tokens": tokens, "tensor": True} if tensor else {}
+    if tokens is not None and not tensor:
+        raise SymgradError("--tokens applies to `symgrad verify` of the tensor GPT models")
     if getattr(args, "config", None):
         from .zoo.gpt import load_config
-        return zoo.get(name, config=load_config(args.config))
-    return zoo.get(name)
+        return zoo.get(name, config=load_config(args.config), **extra)
+    return zoo.get(name, **extra)
 
 
 def _report(args: argparse.Namespace) -> int:

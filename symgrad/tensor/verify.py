@@ -46,6 +46,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
 
+    entries = (at_samples(at) if at is not None else cfg.samples) * (1 + model.n_parameters)
+    if entries > MAX_ENTRIES:
+        raise SymgradError(f"model {model.name!r}: {cfg.samples} samples x "
+                           f"{model.n_parameters} gradient entries is too much to compare in "
+                           f"memory (limit {MAX_ENTRIES:.0e} entries); use --samples "
+                           f"{max(1, MAX_ENTRIES // (1 + model.n_parameters))} or fewer")
     with _phase("derive", cfg, timings, "derive_s"):
         grad = model.gradient
     values = _given(model, at, cfg.dtype) if at is not None else model.draw(
@@ -107,6 +113,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             "parameters": model.n_parameters}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
                   timings, size, worst, kinks)
+
+
+MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
+
+
+def at_samples(at: dict) -> int:
+    return max(int(np.shape(v)[0]) for v in at.values()) if at else 0
 
 
 def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:

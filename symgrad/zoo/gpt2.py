@@ -118,12 +118,30 @@ def _order(loss: st.Node) -> list[st.Node]:
 
 def gpt2(config: dict | None = None, *, tokens: int | None = 64,
          dropout: bool = False) -> TensorModel:
-    """GPT_CONFIG_124M (optionally overridden by ``config`` keys) at ``tokens`` tokens."""
-    return gpt({**GPT_CONFIG_124M, **(config or {})}, tokens=tokens, dropout=dropout,
-               name="gpt2")
+    """GPT_CONFIG_124M (optionally overridden by ``config`` keys) at ``tokens`` tokens
+    (default 64, or context_length if smaller)."""
+    merged = {**GPT_CONFIG_124M, **(config or {})}
+    if tokens is None:
+        tokens = min(64, merged["context_length"]) if isinstance(
+            merged["context_length"], int) else 64
+    return gpt(merged, tokens=tokens, dropout=dropout, name="gpt2")
+
+
+def tiny_gpt(config: dict | None = None, *, tokens: int | None = None) -> TensorModel:
+    """The zoo's ``tiny_gpt`` (scalar builder: ``symgrad.zoo.gpt.tiny_gpt``) as a tensor
+    program: the same config, block names and dropout keep-masks (drop_rate > 0)."""
+    cfg = GPTConfig.from_dict(config or {})
+    return gpt(cfg, tokens=tokens, dropout=cfg.drop_rate > 0, name="tiny_gpt")
 
 
 def _reference(cfg: GPTConfig):
-    """The native torch.nn GPT (symgrad.zoo.native_gpt): it takes the same block names."""
+    """The native torch.nn GPT (symgrad.zoo.native_gpt): it takes the same block names. Built
+    on first call (GPT-2's module allocates 163M parameters)."""
     from . import native_gpt
-    return native_gpt.reference(cfg)
+    built: list = []
+
+    def gpt_torch(**blocks):
+        if not built:
+            built.append(native_gpt.reference(cfg))
+        return built[0](**blocks)
+    return gpt_torch

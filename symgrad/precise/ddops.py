@@ -1,0 +1,266 @@
+"""DD_OPS: the double-double array-ops table of the tensor oracle (contract: ARRAYOPS.md).
+
+~106-bit values on pairs of float64 numpy arrays. Elementwise functions as documented in
+`ddmath` (~1e-31 relative), sums by pairwise DD addition (error <= 3u**2 log2(n) sum|x|),
+contractions by Ozaki's error-free split onto float64 BLAS (`ozaki`), max/comparisons/selection
+exact. Not rigorous by itself: `certify` checks DD results against ARB balls.
+
+Example:
+    >>> import numpy as np, sympy as sp
+    >>> x = sp.Symbol("x")
+    >>> y = DD_OPS.map(sp.exp(x) - 1, {x: DD_OPS.asarray(np.array([1e-20]))})
+    >>> DD_OPS.to_float64(y)[0][0] == 1e-20
+    True
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import mpmath
+import numpy as np
+import sympy as sp
+from sympy.codegen.cfunctions import expm1 as sp_expm1
+from sympy.codegen.cfunctions import log1p as sp_log1p
+
+from ..errors import SymgradError
+from . import ddmath as M
+from .contract import einsum as _einsum
+from .dd import DD, add, div, from_fraction, mul, where
+from .ozaki import OzakiConfig, dd_matmul
+from .walk import Kernels, evaluate
+
+_CONST_PREC = 300  # bits for evaluating symbolic constants (pi, sqrt(2/pi), ...) before rounding
+
+
+def sympy_to_fraction(c: sp.Expr) -> Fraction | float:
+    """An exact Fraction for a sympy rational; else the value to 300 bits; inf/nan as floats."""
+    c = sp.sympify(c)
+    if c.is_Rational:
+        return Fraction(int(c.p), int(c.q))
+    if c in (sp.oo, -sp.oo, sp.nan, sp.zoo):
+        return float({sp.oo: np.inf, -sp.oo: -np.inf}.get(c, np.nan))
+    v = sp.N(c, _CONST_PREC // 3 + 10)
+    if not v.is_real or not v.is_Float:
+        raise SymgradError(f"constant {c} does not evaluate to a real number (got {v})")
+    return M.mpf_to_fraction(mpmath.mpf(v._mpf_))
+
+
+def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:
+    v = sympy_to_fraction(c)
+    if isinstance(v, float):
+        return DD(np.full(shape, v))
+    return from_fraction(v, shape)
+
+
+def _nanmax_fold(k: "DDKernels", is_max: bool, *xs: DD) -> DD:
+    """Max/Min of DD arrays, exact, NaN if any argument is NaN (as numpy)."""
+    out = xs[0]
+    nan = np.isnan(out.hi)
+    for y in xs[1:]:
+        take = (y > out) if is_max else (y < out)
+        out = where(take, y, out)
+        nan = nan | np.isnan(y.hi)
+    return DD(np.where(nan, np.nan, out.hi), np.where(nan, 0.0, out.lo))
+
+
+def _sign(k, x: DD) -> DD:
+    return DD(np.sign(x.hi))
+
+
+def _heaviside(k, x: DD, h0: DD | None = None) -> DD:
+    h0v = h0 if h0 is not None else DD(np.full(x.shape, 0.5))
+    v = where(x.hi > 0, DD(np.ones(x.shape)), where(x.hi < 0, DD(np.zeros(x.shape)), h0v))
+    return DD(np.where(np.isnan(x.hi), np.nan, v.hi), v.lo)
+
+
+class DDKernels(Kernels):
+    name = "DD"
+    functions = {
+        sp.exp: lambda k, x: M.exp(x),
+        sp.log: lambda k, x: M.log(x),
+        sp.tanh: lambda k, x: M.tanh(x),
+        sp.erf: lambda k, x: M.erf(x),
+        sp.erfc: lambda k, x: M.erfc(x),
+        sp.Abs: lambda k, x: abs(x),
+        sp.sign: _sign,
+        sp.Max: lambda k, *xs: _nanmax_fold(k, True, *xs),
+        sp.Min: lambda k, *xs: _nanmax_fold(k, False, *xs),
+        sp.Heaviside: _heaviside,
+        sp.DiracDelta: lambda k, x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
+        sp_log1p: lambda k, x: M.log1p(x),
+        sp_expm1: lambda k, x: M.expm1(x),
+    }
+
+    def constant(self, value, shape):
+        return dd_constant(value, shape)
+
+    def add(self, a, b): return add(a, b)
+    def neg(self, a): return -a
+    def mul(self, a, b): return mul(a, b)
+    def div(self, a, b): return div(a, b)
+    def pow_int(self, a, n): return M.ipow(a, n)
+    def pow_rational(self, a, p, q): return M.pow_rational(a, p, q)
+    def pow_general(self, a, b): return M.rpow(a, b)
+
+    def compare(self, op, a, b):
+        if op == "lt": return a < b
+        if op == "le": return a <= b
+        if op == "gt": return a > b
+        if op == "ge": return a >= b
+        if op == "eq": return a.eq(b)
+        return ~a.eq(b)
+
+    def where(self, mask, a, b): return where(mask, a, b)
+    def nan_like(self, shape): return DD(np.full(shape, np.nan))
+    def isnan(self, a): return np.isnan(a.hi)
+    def shape(self, a): return a.shape
+    def broadcast_to(self, a, shape): return a.map_arrays(lambda v: np.broadcast_to(v, shape))
+    def sigmoid(self, a): return M.sigmoid(a)
+    def sech2(self, a): return M.sech2(a)
+    def erfc(self, a): return M.erfc(a)
+    def expm1(self, a): return M.expm1(a)
+    def log1p(self, a): return M.log1p(a)
+
+
+def _axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    out = []
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise SymgradError(f"axis {a} out of range for an array of {ndim} dimensions")
+        out.append(a % ndim)
+    return tuple(sorted(set(out)))
+
+
+def _pairwise_sum(x: DD) -> DD:
+    """Sum over axis 0 by a pairwise tree of DD additions."""
+    while x.shape[0] > 1:
+        n = x.shape[0]
+        h = n // 2
+        s = add(x[:h], x[h:2 * h])
+        if n % 2:
+            s = DD(np.concatenate([s.hi, x.hi[2 * h:]]), np.concatenate([s.lo, x.lo[2 * h:]]))
+        x = s
+    return x[0] if x.shape[0] == 1 else DD(np.zeros(x.shape[1:]))
+
+
+class DDOps:
+    """The double-double table (see module docstring and ARRAYOPS.md)."""
+
+    name = "DD"
+
+    def __init__(self, matmul: OzakiConfig = OzakiConfig()):
+        self.kernels = DDKernels()
+        self.matmul_config = matmul
+
+    # -- conversion ------------------------------------------------------------------------------
+    def asarray(self, x) -> DD:
+        if isinstance(x, DD):
+            return x
+        a = np.asarray(x)
+        if a.dtype.kind not in "biuf":
+            raise SymgradError(f"DD asarray: dtype {a.dtype} is not numeric; pass float64 or integer arrays")
+        if a.dtype.kind in "iu" and a.size and np.abs(a).max() > 2**53:
+            raise SymgradError("DD asarray: integers beyond 2**53 are not exact in float64")
+        return DD(a.astype(np.float64))
+
+    def constant(self, c, shape=()) -> DD:
+        return dd_constant(c, tuple(shape))
+
+    def to_float64(self, x: DD) -> tuple[np.ndarray, np.ndarray]:
+        return x.hi, x.lo
+
+    def radius(self, x: DD) -> None:
+        return None
+
+    def shape(self, x: DD) -> tuple:
+        return x.shape
+
+    # -- elementwise -----------------------------------------------------------------------------
+    def map(self, expr, args: dict) -> DD:
+        return evaluate(expr, {s: self.asarray(v) for s, v in args.items()}, self.kernels)
+
+    def where(self, mask, a: DD, b: DD) -> DD:
+        return where(np.asarray(mask, dtype=bool), a, b)
+
+    # -- reductions and contractions -------------------------------------------------------------
+    def sum(self, x: DD, axis=None, keepdims: bool = False) -> DD:
+        axes = _axes(axis, x.ndim)
+        if not axes:
+            return x
+        rest = [i for i in range(x.ndim) if i not in axes]
+        moved = self.transpose(x, tuple(axes) + tuple(rest))
+        n = int(np.prod([x.shape[i] for i in axes]))
+        flat = moved.map_arrays(lambda v: v.reshape((n,) + tuple(x.shape[i] for i in rest)))
+        s = _pairwise_sum(flat) if n else DD(np.zeros(tuple(x.shape[i] for i in rest)))
+        if keepdims:
+            s = s.map_arrays(lambda v: np.expand_dims(v, axes))
+        return s
+
+    def amax(self, x: DD, axis=None, keepdims: bool = False) -> DD:
+        axes = _axes(axis, x.ndim)
+        m_hi = np.max(x.hi, axis=axes, keepdims=True)
+        with np.errstate(invalid="ignore"):
+            lo = np.where(x.hi == m_hi, x.lo, -np.inf)
+        m_lo = np.max(lo, axis=axes, keepdims=True)
+        m_lo = np.where(np.isfinite(m_hi), m_lo, 0.0)
+        out = DD(m_hi, m_lo)
+        return out if keepdims else out.map_arrays(lambda v: np.squeeze(v, axis=axes))
+
+    def einsum(self, spec: str, *operands: DD) -> DD:
+        return _einsum(self, spec, [self.asarray(o) for o in operands])
+
+    def matmul3(self, a: DD, b: DD) -> DD:
+        return dd_matmul(a, b, self.matmul_config)
+
+    def diagonal(self, x: DD, letters: str, unique: str) -> DD:
+        return x.map_arrays(lambda v: np.einsum(f"{letters}->{unique}", v))
+
+    # -- structure -------------------------------------------------------------------------------
+    def take(self, x: DD, idx, axis: int) -> DD:
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < -x.shape[axis] or idx.max() >= x.shape[axis]):
+            raise SymgradError(f"DD take: index out of range for axis {axis} of size {x.shape[axis]}")
+        return x.map_arrays(lambda v: np.take(v, idx, axis=axis))
+
+    def scatter_add(self, x: DD, idx, axis: int, size: int) -> DD:
+        """Adjoint of take: out[..., i, ...] = sum of x's slices whose index is i (DD accumulation)."""
+        idx = np.asarray(idx)
+        nd_idx = idx.ndim
+        axis = axis % (x.ndim - nd_idx + 1)
+        flat_idx = idx.reshape(-1)
+        # bring the index axes of x to the front, flattened
+        perm = tuple(range(axis, axis + nd_idx)) + tuple(i for i in range(x.ndim) if not axis <= i < axis + nd_idx)
+        xs = self.transpose(x, perm)
+        tail = xs.shape[nd_idx:]
+        xs = xs.map_arrays(lambda v: v.reshape((flat_idx.size,) + tail))
+        flat_idx = np.where(flat_idx < 0, flat_idx + size, flat_idx)
+        if flat_idx.size and (flat_idx.min() < 0 or flat_idx.max() >= size):
+            raise SymgradError(f"DD scatter_add: index out of range for size {size}")
+        out = DD(np.zeros((size,) + tail), np.zeros((size,) + tail))
+        order = np.argsort(flat_idx, kind="stable")
+        sorted_idx = flat_idx[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(sorted_idx)) + 1] if sorted_idx.size else np.array([], int)
+        rank = np.arange(sorted_idx.size) - np.repeat(starts, np.diff(np.r_[starts, sorted_idx.size]))
+        for r in range(int(rank.max()) + 1 if rank.size else 0):
+            sel = order[rank == r]
+            tgt = flat_idx[sel]
+            s = add(DD(out.hi[tgt], out.lo[tgt]), xs[sel])
+            out.hi[tgt] = s.hi
+            out.lo[tgt] = s.lo
+        return out.map_arrays(lambda v: np.moveaxis(v, 0, axis))
+
+    def reshape(self, x: DD, shape) -> DD:
+        return x.map_arrays(lambda v: np.reshape(v, shape))
+
+    def transpose(self, x: DD, perm) -> DD:
+        return x.map_arrays(lambda v: np.transpose(v, perm))
+
+    def broadcast_to(self, x: DD, shape) -> DD:
+        return x.map_arrays(lambda v: np.broadcast_to(v, tuple(shape)))
+
+
+DD_OPS = DDOps()

@@ -18,6 +18,7 @@ import string
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
+import sympy as sp
 
 from ..errors import SymgradError
 from .program import X, Node, topological
@@ -41,8 +42,37 @@ def _einsum(node, t, vals, ctx):
     return t.einsum(batched, *[_full(t, v, n) for v in vals])
 
 
+_RATIONAL: dict = {}
+
+
+def _rational_constants(expr):
+    """``expr`` with each irrational constant (sqrt(2/pi), 1/sqrt(2)...) replaced by a
+    rational within 1e-120 of it: every table then converts its constants as numbers (a
+    float table rounds both to the same double; a high-precision table keeps ~1e-120)."""
+    got = _RATIONAL.get(expr)
+    if got is None:
+        found: dict = {}
+
+        def visit(e):
+            if e.is_number and not e.is_Rational and not isinstance(e, sp.Piecewise):
+                value = sp.N(e, 130)
+                if value.is_real and value.is_finite:
+                    found[e] = sp.Rational(value)
+                return
+            for a in e.args:
+                if isinstance(a, sp.Expr):
+                    visit(a)
+        visit(expr)
+        got = expr.xreplace(found) if found else expr
+        _RATIONAL[expr] = got
+    return got
+
+
 def _map(node, t, vals, ctx):
-    return t.map(node.attrs["expr"], {X[i]: v for i, v in enumerate(vals)})
+    expr = node.attrs["expr"]
+    if not getattr(t, "symbolic", False):
+        expr = _rational_constants(expr)
+    return t.map(expr, {X[i]: v for i, v in enumerate(vals)})
 
 
 def _shift(axes):

@@ -46,6 +46,7 @@ class SympyOps:
     """The array-ops table of object arrays of sympy expressions (values only, no batch > 1)."""
 
     name = "sympy"
+    symbolic = True  # map constants stay symbolic (sqrt(2/pi), not a rational near it)
 
     def asarray(self, x):
         return _obj(x)

@@ -27,7 +27,8 @@ def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.n
     result = np.empty((n, width))
     result[:, 0] = np.broadcast_to(to_numpy(outs[0]).reshape(-1), (n,))
     col = 1
-    for b, g in zip(model.param_blocks, outs[1:]):
+    for i, b in enumerate(model.param_blocks, start=1):
+        g, outs[i] = outs[i], None  # free each block once copied (GPT-2: 1.3 GB in all)
         result[:, col:col + b.size] = np.broadcast_to(to_numpy(g), (n,) + b.shape).reshape(n, -1)
         col += b.size
     return result
@@ -68,7 +69,9 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 
     def to_numpy(t):
         return t.detach().to("cpu", torch.float64).numpy()
-    return _flatten(model, [loss, *grads], to_numpy, _n(values))
+    outs = [loss, *grads]
+    del grads, params, leaves
+    return _flatten(model, outs, to_numpy, _n(values))
 
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
@@ -76,13 +79,21 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     """The exact value and gradient as a double-double (hi, lo), one sample at a time."""
     n = _n(values)
     width = 1 + model.n_parameters
-    hi, lo = np.empty((n, width)), np.empty((n, width))
+    # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
+    hi = np.empty((n, width))
+    lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
     for s in range(n):
         one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
         outs = evaluate(model.gradient.outputs, table, one)
-        parts = [table.to_float64(o) for o in outs]
-        hi[s] = _flatten(model, [p[0] for p in parts], np.asarray, 1)[0]
-        lo[s] = _flatten(model, [p[1] for p in parts], np.asarray, 1)[0]
+        col = 0
+        for i, b in enumerate((None,) + model.param_blocks):
+            size = 1 if b is None else b.size
+            shape = (1,) if b is None else (1,) + b.shape
+            h, l = table.to_float64(outs[i])
+            outs[i] = None  # free the high-precision array as soon as it is copied
+            hi[s, col:col + size] = np.broadcast_to(h, shape).reshape(-1)
+            lo[s, col:col + size] = np.broadcast_to(l, shape).reshape(-1)
+            col += size
         if progress is not None:
             progress(s + 1)
     return hi, lo

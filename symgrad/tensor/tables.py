@@ -269,13 +269,10 @@ def _real(v):
 
 
 def oracle_ops(dps: int = 50):
-    """The oracle's table: ``symgrad.precise.DD_OPS`` when that package is present, else the
-    mpmath-object table (exact to ~``dps`` digits, slow: small programs only)."""
-    try:
-        from ..precise import DD_OPS  # type: ignore[attr-defined]
-        return DD_OPS
-    except ImportError:
-        return MpmathOps(dps)
+    """The oracle's table: ``symgrad.precise.DD_OPS`` (double-double, ~106 bits; its claims
+    in ARRAYOPS.md). ``MpmathOps(dps)`` is the slow reference it is tested against."""
+    from ..precise import DD_OPS
+    return DD_OPS
 
 
 def check_table(table) -> None:

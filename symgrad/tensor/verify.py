@@ -26,7 +26,7 @@ from ..model import round_to
 from ..result import BackendRun, Result
 from .model import Outputs, TensorModel
 from .tables import oracle_ops
-from .views import numpy_view, oracle_view, torch_view
+from .views import numpy_view, oracle_steps, oracle_view, torch_view
 
 
 @dataclass
@@ -85,7 +85,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     sub = {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
     with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
-                "oracle_s", total=len(subset)) as tick:
+                "oracle_s", total=oracle_steps(model, len(subset))) as tick:
         hi, lo = oracle_view(model, sub, table, progress=tick)
     with _phase("bound", cfg, timings, "bound_s"):
         from .bound import evaluate_bound
@@ -224,19 +224,21 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
     """Time a phase; with ``cfg.progress``, a tqdm bar (or a line) on stderr."""
     t0 = time.perf_counter()
     bar = None
-    if cfg.progress:
+    if cfg.progress and total is not None and total > 1:
         from tqdm import tqdm
         bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False,
                    mininterval=1.0)
+    elif cfg.progress:
+        print(f"  {what}…", file=sys.stderr, flush=True)
 
     def tick(done: int) -> None:
-        if bar is not None:
-            bar.n = done
-            bar.refresh()
+        if bar is not None and done > bar.n:
+            bar.update(done - bar.n)  # redraws at most once a second
     try:
         yield tick
     finally:
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         if bar is not None:
             bar.close()
+        if cfg.progress:
             print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)

@@ -76,7 +76,8 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The exact value and gradient as a double-double (hi, lo), one sample at a time."""
+    """The exact value and gradient as a double-double (hi, lo), one sample at a time;
+    ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all)."""
     n = _n(values)
     width = 1 + model.n_parameters
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
@@ -84,7 +85,10 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
     for s in range(n):
         one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
-        outs = evaluate(model.gradient.outputs, table, one)
+        def tick(i, total, s=s):
+            if progress is not None:
+                progress(s * total + i)
+        outs = evaluate(model.gradient.outputs, table, one, progress=tick)
         col = 0
         for i, b in enumerate((None,) + model.param_blocks):
             size = 1 if b is None else b.size
@@ -94,6 +98,9 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
             hi[s, col:col + size] = np.broadcast_to(h, shape).reshape(-1)
             lo[s, col:col + size] = np.broadcast_to(l, shape).reshape(-1)
             col += size
-        if progress is not None:
-            progress(s + 1)
     return hi, lo
+
+
+def oracle_steps(model: TensorModel, samples: int) -> int:
+    """The units of ``oracle_view``'s progress: nodes of the gradient program x samples."""
+    return samples * len(model.gradient.nodes)

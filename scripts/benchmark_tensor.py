@@ -101,15 +101,18 @@ def one(name: str, dtype: str) -> dict:
         out["map_compile_s"] = max(first - warm, 0.0)
         out["torch_autograd_s"] = tv
         out["numpy_over_torch_throughput"] = tv / warm
-    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    out["peak_rss_gb"] = usage.ru_maxrss / 2**20
+    out["cpu_s"] = usage.ru_utime + usage.ru_stime  # the machine is shared: CPU beside wall
+    out["load_avg_1min"] = __import__("os").getloadavg()[0]
     return out
 
 
 def table(rows: list[dict]) -> str:
     head = ("| size | dtype | parameters | nodes (fwd / with grad) | derive s | numpy s | "
             "torch s | torch_fn s | oracle s | bound s | compare s | verify wall s | peak GB "
-            "| torch fwd+bwd s | wall / (samples x torch) | verdict |")
-    lines = [head, "|" + "---|" * 16]
+            "| torch fwd+bwd s | wall / (samples x torch) | process CPU s | verdict |")
+    lines = [head, "|" + "---|" * 17]
     for r in rows:
         t = r["timings"]
         lines.append(
@@ -119,8 +122,13 @@ def table(rows: list[dict]) -> str:
             f"{t.get('oracle_s', 0):.2f} | {t.get('bound_s', 0):.2f} | "
             f"{t.get('compare_s', 0):.2f} | {r['verify_wall_s']:.1f} | {r['peak_rss_gb']:.2f} | "
             f"{r['torch_native_fwd_bwd_s']:.3f} | {r['verify_over_torch']:.0f}x | "
+            f"{_cpu(r)} | "
             f"{'OK' if r['ok'] else 'FAIL'} |")
     return "\n".join(lines)
+
+
+def _cpu(r: dict) -> str:
+    return f"{r['cpu_s']:.0f}" if "cpu_s" in r else "n/a"
 
 
 def write(rows: list[dict]) -> None:

@@ -101,3 +101,16 @@ def test_tensor_model_at_explicit_points_and_bad_at():
     assert r.ok and len(r.oracle_samples) == 2
     with pytest.raises(sg.SymgradError, match="no values for 'x'"):
         sg.verify(m, at={"W": np.zeros((2, 2, 3))})
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_saturated_and_tied_logits_pass(dtype):
+    """Correct code at saturation (logits 40 apart) and ties (equal maxima: the stopped
+    shift) must not raise a false alarm."""
+    logits = st.param("logits", (3, 5))
+    m = TensorModel("ce", st.cross_entropy(logits, st.input("targets", (3,), sg.Integers(0, 4))))
+    L = np.array([[40.0, 0.0, -40.0, 3.0, 40.0], [1.0, 1.0, 1.0, 1.0, 1.0],
+                  [-30.0, 25.0, 0.5, 25.0, -2.0]])
+    at = {"logits": np.stack([L, -L]), "targets": np.array([[1, 0, 2], [4, 3, 0]])}
+    r = sg.verify(m, at=at, dtype=dtype)
+    assert r.ok, str(r)

@@ -86,3 +86,10 @@ def test_gpt2_full_size_8_tokens():
     assert r.ok, str(r)
     assert r.program_size["parameters"] == 163_009_536
     assert np.isfinite(r.comparisons["torch"].ulps).all()
+
+
+def test_report_and_explain_of_a_tensor_model_say_why_not(tmp_path, capsys):
+    config = json.dumps(REDUCED)
+    assert main(["report", "gpt2", "--config", config, "--samples", "1",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a tensor program" in capsys.readouterr().err

@@ -150,6 +150,15 @@ class TensorModel:
                                                                                  params)))
         return self._cache["gradient"]
 
+    @property
+    def display_graph(self):
+        """Reports' step listings and ``explain`` read the scalar program: a clear error here
+        (lower a small tensor model with ``symgrad.tensor.lower.to_scalar_model``)."""
+        raise SymgradError(f"model {self.name!r} is a tensor program: step-by-step reports and "
+                           "explanations need the scalar program; use `symgrad verify` (--json) "
+                           "for it, or lower a small config with "
+                           "symgrad.tensor.lower.to_scalar_model")
+
     def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
         """``n`` samples of every block, shape (n, *shape), rounded to ``dtype``."""
         out = {}

@@ -82,6 +82,12 @@ def test_cancellation_one_minus_tanh_near_saturation_keeps_lo_bits():
     assert worst < 2.0 ** -50, (worst, at)
 
 
+def test_cancellation_one_minus_erf_keeps_lo_bits():
+    xs = np.array([3.0, 3.9, 4.0, 5.5, 6.0, 9.0, 10.0, 20.0, 26.0])
+    worst, at = _rel_errors(lambda x: 1 - M.erf(x), mp.erfc, xs)
+    assert worst < 2.0 ** -50, (worst, at)
+
+
 @pytest.mark.parametrize("expr_fn,ref,xs", [
     (lambda x: sp.log(1 + sp.exp(-x)), lambda x: mp.log1p(mp.exp(-x)), [152.0, 600.0, 30.0, -40.0]),
     (lambda x: 1 + sp.erf(x), lambda x: mp.erfc(-x), [-6.0, -20.0, -1.0, 3.0]),
@@ -110,7 +116,7 @@ def test_plain_forms_without_rewrite_keep_only_the_low_part():
 def test_map_constants_exact_and_symbolic():
     x = sp.Symbol("x")
     one = np.array([1.0])
-    for c in (sp.Rational(1, 10 ** 5), sp.pi, sp.E, sp.sqrt(2 / sp.pi), sp.Float("0.044715"), sp.Integer(3) / 7):
+    for c in (sp.Rational(1, 10 ** 5), -sp.pi, -sp.sqrt(3), sp.pi, sp.E, sp.sqrt(2 / sp.pi), sp.Float("0.044715"), sp.Integer(3) / 7):
         y = DD_OPS.map(c * x, {x: one})
         ex = mp.mpf(sp.N(c, 60))
         assert abs(mp.mpf(y.hi[0]) + mp.mpf(y.lo[0]) - ex) <= 2e-32 * abs(ex), c
@@ -279,3 +285,164 @@ def test_sum_amax_take_scatter():
     assert sc.shape == (5, 3)
     with pytest.raises(SymgradError, match="index"):
         DD_OPS.take(table, np.array([5]), 0)
+
+
+# ---------------------------------------------------------------------------------- ARB table
+import flint  # noqa: E402
+
+from symgrad.precise import ARB_OPS  # noqa: E402
+from symgrad.precise.certify import CertifyConfig, certify, escalate  # noqa: E402
+
+
+def _contains(ball, exact_mp) -> bool:
+    with flint.ctx.workprec(400):
+        m = mp.mpf(ball.mid().str(120, radius=False))
+        r = mp.mpf(ball.rad().str(20, radius=False))
+    return abs(exact_mp - m) <= r * (1 + mp.mpf(10) ** -15) + abs(exact_mp) * mp.mpf(10) ** -55
+
+
+@pytest.mark.parametrize("expr_fn,ref", [
+    (sp.exp, mp.exp), (sp.tanh, mp.tanh), (sp.erf, mp.erf),
+    (lambda x: sp.log(1 + sp.exp(-x)), lambda x: mp.log1p(mp.exp(-x))),
+    (lambda x: x * (1 + sp.erf(x / sp.sqrt(2))) / 2, lambda x: x * mp.erfc(-x / mp.sqrt(2)) / 2),
+    (lambda x: sp.sqrt(sp.Abs(x)) + x ** 3 / 7, lambda x: mp.sqrt(abs(x)) + x ** 3 / 7),
+])
+def test_arb_balls_contain_mpmath_values(expr_fn, ref):
+    x = sp.Symbol("x")
+    xs = np.array([-7.5, -1.0, -1e-8, 0.25, 2.0, 12.0])
+    ops = ARB_OPS.at(160)
+    balls = ops.map(expr_fn(x), {x: xs})
+    rad = ops.radius(balls)
+    for xi, b, r in zip(xs, balls, rad):
+        ex = ref(mp.mpf(float(xi)))
+        assert _contains(b, ex), (xi, b, ex)
+        assert r <= 1e-40 * max(1.0, abs(float(ex))), (xi, r)
+
+
+def test_arb_precision_is_restored_and_checked():
+    before = flint.ctx.prec
+    ARB_OPS.at(300).map(sp.exp(sp.Symbol("x")), {sp.Symbol("x"): np.ones(2)})
+    assert flint.ctx.prec == before
+    with pytest.raises(SymgradError, match="precision"):
+        ARB_OPS.at(20)
+    with pytest.raises(SymgradError, match="sin"):
+        ARB_OPS.map(sp.sin(sp.Symbol("x")), {sp.Symbol("x"): np.ones(2)})
+
+
+def test_arb_einsum_exact_for_float64_data_and_matches_dd():
+    rng = np.random.default_rng(7)
+    a, b = rng.standard_normal((5, 40)), rng.standard_normal((40, 3))
+    ops = ARB_OPS.at(200)
+    c = ops.einsum("ij,jk->ik", a, b)
+    exact = _fr(a).dot(_fr(b))
+    hi, lo = ops.to_float64(c)
+    for h, l, e, r in zip(hi.ravel(), lo.ravel(), exact.ravel(), ops.radius(c).ravel()):
+        assert r == 0.0 and Fraction(h) + Fraction(l) == Fraction(float(e)) + Fraction(float(e - Fraction(float(e))))
+    dd = DD_OPS.einsum("ij,jk->ik", a, b)
+    assert certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-30)).ok
+
+
+def test_arb_structural_ops_match_dd():
+    rng = np.random.default_rng(8)
+    x = rng.standard_normal((3, 4))
+    idx = np.array([2, 0, 2])
+    for f in (lambda o, v: o.sum(v, axis=1), lambda o, v: o.amax(v, axis=0, keepdims=True),
+              lambda o, v: o.take(v, idx, 0), lambda o, v: o.scatter_add(v, idx, 0, 4),
+              lambda o, v: o.einsum("ij->ji", v), lambda o, v: o.einsum("ij,ij->i", v, v)):
+        got = ARB_OPS.to_float64(f(ARB_OPS, ARB_OPS.asarray(x)))[0]
+        want = DD_OPS.to_float64(f(DD_OPS, DD_OPS.asarray(x)))[0]
+        np.testing.assert_array_equal(got, want)
+
+
+def test_arb_piecewise_straddling_ball_takes_both_branches():
+    x = sp.Symbol("x")
+    wide = np.array([flint.arb(0, 1e-3), flint.arb(1)], dtype=object)
+    out = ARB_OPS.map(sp.Piecewise((x + 10, x > 0), (x, True)), {x: wide})
+    assert out[0].contains(flint.arb(10)) and out[0].contains(flint.arb(0))
+    assert out[1].contains(flint.arb(11)) and not out[1].contains(flint.arb(1))
+
+
+# ---------------------------------------------------------------------------------- certification
+def _gelu_erf(x):
+    return x * (1 + sp.erf(x / sp.sqrt(2))) / 2
+
+
+def test_certify_accepts_dd_and_rejects_a_planted_error():
+    x = sp.Symbol("x")
+    xs = np.array([-12.0, -3.0, -0.1, 0.0, 0.7, 5.0])
+    expr = _gelu_erf(x) * sp.tanh(x) + sp.log(1 + sp.exp(-x))
+    dd = DD_OPS.map(expr, {x: xs})
+    run = escalate(lambda ops: ops.map(expr, {x: xs}), 1e-32 * np.maximum(np.abs(dd.hi), 1e-300))
+    assert run.converged
+    cert = certify(*DD_OPS.to_float64(dd), run.balls)
+    assert cert.ok and cert.max_rel_error < 1e-29, cert.summary()
+    hi, lo = DD_OPS.to_float64(dd)
+    lo = lo.copy()
+    lo[2] += abs(hi[2]) * 1e-26  # a DD error 100x above the claim, 10 digits below float64
+    bad = certify(hi, lo, run.balls)
+    assert not bad.ok and bad.n_certified == xs.size - 1 and bad.worst == (2,)
+    assert "allowance" in bad.summary()
+
+
+def test_certify_nonfinite_agreement_and_shape_check():
+    x = sp.Symbol("x")
+    xs = np.array([-1.0, 4.0])
+    expr = sp.log(x)
+    dd = DD_OPS.map(expr, {x: xs})
+    balls = ARB_OPS.map(expr, {x: xs})
+    assert certify(*DD_OPS.to_float64(dd), balls).ok  # NaN where both are undefined
+    hi = np.array([1.0, 2.0])
+    assert not certify(hi, np.zeros(2), balls).ok
+    with pytest.raises(SymgradError, match="shape"):
+        certify(hi, np.zeros(2), balls[:1])
+
+
+def test_escalate_raises_bits_until_radii_fit():
+    x = sp.Symbol("x")
+    xs = np.array([1e-30])
+    expr = (sp.exp(x) - x) - 1  # expm1(x) - x: cancels to x**2/2 ~ 5e-61 out of terms ~1e-30
+    run = escalate(lambda ops: ops.map(expr, {x: xs}), 1e-75, fraction=0.01, start=64)
+    assert run.converged and run.bits > 128
+    capped = escalate(lambda ops: ops.map(expr, {x: xs}), 1e-300, start=64, cap=128)
+    assert not capped.converged and capped.bits == 128
+
+
+# ---------------------------------------------------------------------------------- docstrings
+@pytest.mark.parametrize("name", ["dd", "ddmath", "ddops", "walk", "ozaki", "contract", "arb", "certify"])
+def test_docstring_examples_run(name):
+    import doctest
+    import importlib
+    mod = importlib.import_module(f"symgrad.precise.{name}")
+    result = doctest.testmod(mod)
+    assert result.attempted > 0 and result.failed == 0
+
+
+def test_certify_cancelling_product_needs_the_absolute_allowance():
+    rng = np.random.default_rng(9)
+    a = rng.standard_normal((1, 30))
+    b = rng.standard_normal((30, 1))
+    b[-1, 0] = 0.0
+    a[0, -1] = 1.0
+    b[-1, 0] = -float((a[:, :-1] @ b[:-1]).item()) * (1 + 1e-6)  # the product cancels to ~1e-6 |A||B|
+    dd = DD_OPS.einsum("ij,jk->ik", a, b)
+    balls = ARB_OPS.at(300).einsum("ij,jk->ik", a, b)
+    absab = np.abs(a) @ np.abs(b)
+    hi, lo = DD_OPS.to_float64(dd)
+    assert certify(hi, lo, balls, abs_allowance=1e-30 * absab).ok
+    small = lo + 1e-31 * absab  # 1e-31 of |A||B| but ~1e-25 of the cancelled value
+    assert not certify(hi, small, balls).ok
+    assert certify(hi, small, balls, abs_allowance=1e-30 * absab).ok
+    assert not certify(hi, lo + 1e-28 * absab, balls, abs_allowance=1e-30 * absab).ok
+
+
+def test_map_scalar_empty_and_constant_shapes():
+    x, y = sp.symbols("x y")
+    e = sp.erf(x) * sp.tanh(y) + sp.Max(x, y) + sp.log(1 + sp.exp(-x))
+    scalar = DD_OPS.map(e, {x: np.array(0.3), y: np.array(-1.0)})
+    ref = mp.erf(0.3) * mp.tanh(-1) + 0.3 + mp.log1p(mp.exp(-0.3))
+    assert scalar.shape == () and abs(mp.mpf(float(scalar.hi)) + mp.mpf(float(scalar.lo)) - ref) < 1e-30
+    assert DD_OPS.map(e, {x: np.zeros((0, 3)), y: np.ones(3)}).shape == (0, 3)
+    assert DD_OPS.to_float64(DD_OPS.map(sp.Integer(2), {x: np.ones(3)}))[0].tolist() == [2.0, 2.0, 2.0]
+    big = np.linspace(-5, 5, 3 * DD_OPS.kernels.chunk + 7)  # several chunks
+    got = DD_OPS.to_float64(DD_OPS.map(sp.tanh(x), {x: big}))[0]
+    np.testing.assert_allclose(got, np.tanh(big), rtol=1e-15)

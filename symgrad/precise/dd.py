@@ -92,8 +92,8 @@ class DD:
 
     def __init__(self, hi, lo=None):
         self.hi = _arr(hi)
-        if lo is None:
-            self.lo = np.zeros_like(self.hi)
+        if lo is None:  # a read-only zero view: no memory for float64 data (DD never writes in place)
+            self.lo = np.broadcast_to(np.float64(0.0), self.hi.shape)
         else:
             lo = _arr(lo)
             self.lo = lo if lo.shape == self.hi.shape else np.broadcast_to(lo, self.hi.shape).copy()
@@ -115,6 +115,11 @@ class DD:
 
     def __repr__(self) -> str:
         return f"DD(hi={self.hi!r}, lo={self.lo!r})"
+
+    @property
+    def lo_is_zero_view(self) -> bool:
+        """True when lo is the zero view of a DD made from float64 data (cheap test, no pass)."""
+        return self.lo.ndim > 0 and all(st == 0 for st in self.lo.strides) and self.lo.size > 0 and self.lo.flat[0] == 0
 
     def copy(self) -> "DD":
         return DD(self.hi.copy(), np.array(self.lo, copy=True))
@@ -281,3 +286,43 @@ def sign(a: DD) -> np.ndarray:
 def to_float64(a: DD) -> np.ndarray:
     """hi + lo rounded to float64 (hi itself when normalised)."""
     return a.hi + a.lo
+
+
+# -- unchecked variants for the inner loops of ddmath (finite, moderate operands: |x| < 2**995) --
+def split_raw(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c = _SPLITTER * a
+    h = c - (c - a)
+    return h, a - h
+
+
+def mul_raw(a: DD, b: DD) -> DD:
+    p = a.hi * b.hi
+    ah, al = split_raw(a.hi)
+    bh, bl = split_raw(b.hi)
+    e = ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    e += a.hi * b.lo + a.lo * b.hi
+    s = p + e
+    return DD(s, e - (s - p))
+
+
+def add_raw(a: DD, b: DD) -> DD:
+    s1, s2 = two_sum(a.hi, b.hi)
+    t1, t2 = two_sum(a.lo, b.lo)
+    s2 += t1
+    s = s1 + s2
+    s2 = s2 - (s - s1)
+    s2 += t2
+    s1 = s + s2
+    return DD(s1, s2 - (s1 - s))
+
+
+def add_const_raw(a: DD, c_hi: float, c_lo: float) -> DD:
+    """a + (c_hi + c_lo) for a DD constant (accurate addition)."""
+    s1, s2 = two_sum(a.hi, c_hi)
+    t1, t2 = two_sum(a.lo, c_lo)
+    s2 += t1
+    s = s1 + s2
+    s2 = s2 - (s - s1)
+    s2 += t2
+    s1 = s + s2
+    return DD(s1, s2 - (s1 - s))

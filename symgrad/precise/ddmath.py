@@ -1,11 +1,12 @@
 """Elementary functions on double-double arrays, each to ~1e-31 relative (u = 2**-53, u**2 ~ 1.2e-32).
 
 Function     method                                                         measured error (tests)
-exp, expm1   Cody-Waite reduction by ln2 (three-part constant, k*L1 exact),  <= 1e-31 relative
-             r/1024, Taylor degree 9, ten doublings in expm1 form p(p+2)
-log          |log x| >= 1/16: x = m 2**e, e ln2 + one Newton step on exp <= 2e-31 relative
+exp, expm1   x = (64q + j) ln2/64 + r (three-part constant, k*C1 exact), a    <= 1e-31 relative
+             DD table of 2**(j/64) (and of 2**(j/64) - 1 for expm1), Taylor of
+             expm1(r), |r| <= 0.0054: terms 1..6 in DD, 7..11 in float64
+log          |x-1| >= 1/8: x = m 2**e, e ln2 + one Newton step on exp <= 2e-31 relative
              near 1: log1p
-log1p        |d| < 1/16: 2 atanh(s), s = d/(2+d), odd series; else log(1+d) <= 2e-31 relative
+log1p        |d| < 1/8: 2 atanh(s), s = d/(2+d), odd series; else log(1+d) <= 2e-31 relative
 sqrt         Karp's step: y + (x - y*y)/(2y), y*y by TwoProd                 <= 1e-31 relative
 pow          integer: binary powering; p/2: sqrt then integer power;        ~ (log2 n) u**2;
              other rationals / floats: exp(e*log x)                          exp-log: |e log x| u**2
@@ -35,14 +36,17 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 
-from .dd import DD, add, add_f64, div, from_fraction, ldexp, mul, mul_f64, quick_two_sum, sqr, two_prod, where
+from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, ldexp, mul, mul_raw,
+                 quick_two_sum, sqr, two_prod, where)
 
 _MP_PREC = 256  # bits for constants: far beyond DD's 106
 
 
 def mpf_to_fraction(v) -> Fraction:
-    man, exp = mpmath.mpf(v).man_exp
-    return Fraction(int(man)) * (Fraction(2) ** int(exp))
+    """The exact value of a finite mpmath number."""
+    sign, man, exp, _ = mpmath.mpf(v)._mpf_
+    f = Fraction(int(man)) * (Fraction(2) ** int(exp))
+    return -f if sign else f
 
 
 @lru_cache(maxsize=None)
@@ -90,8 +94,39 @@ def frac(num: int, den: int = 1) -> DD:
 # ----------------------------------------------------------------------------- exp / expm1
 _EXP_HI = 709.782712893384  # just above log(max float64)
 _EXP_LO = -745.2  # below: exp underflows to 0
-_EXPM1_TERMS = 9  # |r/1024| <= 3.4e-4: the degree-9 Taylor remainder is < 1e-33 relative
-_DOUBLINGS = 10
+_TABLE = 64  # exp(x) = 2**q * 2**(j/64) * exp(r), |r| <= ln2/128
+_DD_TERMS = 6  # Taylor terms 1..6 of expm1(r) in DD; 7..11 in float64 (each < 1e-16 of r: 1e-33 abs.)
+_F64_TERMS = 11
+
+
+@lru_cache(maxsize=None)
+def _exp_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """2**(j/64) and 2**(j/64) - 1 as DD for j = -32..32 (index j + 32)."""
+    th, tl, eh, el = [], [], [], []
+    with mpmath.workprec(_MP_PREC):
+        for j in range(-_TABLE // 2, _TABLE // 2 + 1):
+            for v, hs, ls in ((mpmath.power(2, mpmath.mpf(j) / _TABLE), th, tl),
+                              (mpmath.power(2, mpmath.mpf(j) / _TABLE) - 1, eh, el)):
+                f = mpf_to_fraction(v)
+                hi = float(f)
+                hs.append(hi)
+                ls.append(float(f - Fraction(hi)))
+    return np.array(th), np.array(tl), np.array(eh), np.array(el)
+
+
+@lru_cache(maxsize=None)
+def _ln2_64_parts() -> tuple[float, float, float]:
+    """ln2/64 = C1 + C2 + C3, C1 and C2 of 36 bits: k*C1, k*C2 exact for |k| < 2**17."""
+    with mpmath.workprec(_MP_PREC):
+        f = mpf_to_fraction(mpmath.ln2 / _TABLE)
+    parts = []
+    for _ in range(2):
+        m, e = np.frexp(float(f))
+        p = float(np.ldexp(np.round(np.ldexp(m, 36)), int(e) - 36))
+        parts.append(p)
+        f -= Fraction(p)
+    parts.append(float(f))
+    return tuple(parts)
 
 
 @lru_cache(maxsize=None)
@@ -104,32 +139,35 @@ def _inv_factorials(n: int) -> tuple[tuple[float, float], ...]:
     return tuple(out)
 
 
-def _expm1_reduced(r: DD) -> DD:
-    """expm1(r) for |r| <= ~0.35, ~1e-32 relative."""
-    s = ldexp(r, np.array(-_DOUBLINGS))
-    coeffs = _inv_factorials(_EXPM1_TERMS)
-    hi, lo = coeffs[-1]
-    t = DD(np.full(s.shape, hi), np.full(s.shape, lo))
-    for hi, lo in reversed(coeffs[:-1]):
-        t = add(mul(t, s), DD(np.array(hi), np.array(lo)))
-    p = mul(t, s)
-    for _ in range(_DOUBLINGS):
-        p = add(ldexp(p, np.array(1)), sqr(p))  # e^{2s}-1 = 2p + p^2
-    return p
+def _expm1_small(r: DD) -> DD:
+    """expm1(r) for |r| <= ln2/128 (~1e-32 relative): Horner, DD terms 1..6, float64 tail."""
+    coeffs = _inv_factorials(_F64_TERMS)
+    tail = np.full(r.shape, coeffs[-1][0])
+    for hi, _ in reversed(coeffs[_DD_TERMS:-1]):
+        tail = tail * r.hi + hi
+    # t = c6 + r * tail
+    hi, lo = coeffs[_DD_TERMS - 1]
+    t = add_const_raw(DD(tail * r.hi), hi, lo)
+    for hi, lo in reversed(coeffs[:_DD_TERMS - 1]):
+        t = add_const_raw(mul_raw(t, r), hi, lo)
+    return mul_raw(t, r)
 
 
-def _exp_parts(x: DD) -> tuple[np.ndarray, DD, np.ndarray, np.ndarray]:
-    """Reduction x = k ln2 + r; returns (k, expm1(r), overflow mask, underflow mask)."""
+def _exp_parts(x: DD):
+    """x = (64 q + j) ln2/64 + r: returns (q, j index, expm1(r), overflow, underflow)."""
     over = x.hi > _EXP_HI
     under = x.hi < _EXP_LO
     xh = np.clip(np.nan_to_num(x.hi, nan=0.0), _EXP_LO, _EXP_HI)
-    xl = np.where((x.hi == xh), x.lo, 0.0)
-    L1, L2, L3 = _ln2_parts()
-    k = np.round(xh / L1)
-    r = add_f64(DD(xh, xl), -(k * L1))
-    r = add_f64(r, -(k * L2))
-    r = add_f64(r, -(k * L3))
-    return k.astype(np.int64), _expm1_reduced(r), over, under
+    xl = np.where(x.hi == xh, x.lo, 0.0)
+    C1, C2, C3 = _ln2_64_parts()
+    k = np.round(xh / (C1 + C2))
+    # x - k C1 is exact-ish (Sterbenz range), then the small corrections
+    r = add_raw(DD(xh - k * C1, np.zeros(x.shape)), DD(xl, np.zeros(x.shape)))
+    r = add_raw(r, DD(-(k * C2), -(k * C3)))
+    ki = k.astype(np.int64)
+    q = (ki + _TABLE // 2) // _TABLE
+    j = ki - _TABLE * q + _TABLE // 2  # table index 0..64 (j - 32 in -32..31)
+    return q, j, _expm1_small(r), over, under
 
 
 def _patch(res: DD, x: DD, over: np.ndarray, under: np.ndarray, over_v: float, under_v: float) -> DD:
@@ -143,34 +181,40 @@ def _patch(res: DD, x: DD, over: np.ndarray, under: np.ndarray, over_v: float, u
 
 
 def exp(x: DD) -> DD:
-    k, p, over, under = _exp_parts(x)
-    res = ldexp(add_f64(p, np.ones(p.shape)), k)
+    q, j, p, over, under = _exp_parts(x)
+    th, tl, _, _ = _exp_table()
+    t = DD(th[j], tl[j])
+    res = ldexp(add_raw(t, mul_raw(t, p)), q)
     return _patch(res, x, over, under, np.inf, 0.0)
 
 
 def expm1(x: DD) -> DD:
-    k, p, over, under = _exp_parts(x)
-    e = ldexp(add_f64(p, np.ones(p.shape)), k)
-    res = where(k == 0, p, add_f64(e, -np.ones(p.shape)))
-    tiny = np.abs(x.hi) < 2.0**-900  # r / 1024 would lose bits to underflow; expm1(x) = x to 1e-270
+    q, j, p, over, under = _exp_parts(x)
+    th, tl, eh, el = _exp_table()
+    t = DD(th[j], tl[j])
+    tp = mul_raw(t, p)
+    small = add_raw(DD(eh[j], el[j]), tp)  # q == 0: (2**(j/64) - 1) + 2**(j/64) expm1(r), no cancellation
+    big = add_f64(ldexp(add_raw(t, tp), q), -np.ones(x.shape))
+    res = where(q == 0, small, big)
+    tiny = np.abs(x.hi) < 2.0**-900  # keep full precision where the reduction's products underflow
     if tiny.any():
         res = where(tiny, x, res)
     return _patch(res, x, over, under, np.inf, -1.0)
 
 
 # ----------------------------------------------------------------------------- log / log1p
-_LOG1P_TERMS = 12  # |s| < 0.034: s**24/25 < 1e-33
-_NEAR_ONE = 1.0 / 16
+_LOG1P_TERMS = 15  # |s| < 0.067: s**30/31 < 1e-35
+_NEAR_ONE = 1.0 / 8
 
 
 def _atanh_series(s: DD) -> DD:
-    """2*atanh(s) = 2(s + s^3/3 + ...) for |s| < 0.035."""
+    """2*atanh(s) = 2(s + s^3/3 + ...) for |s| < 0.067."""
     z = sqr(s)
     hi, lo = _fraction_dd(1, 2 * _LOG1P_TERMS - 1)
     t = DD(np.full(s.shape, hi), np.full(s.shape, lo))
     for n in range(_LOG1P_TERMS - 2, -1, -1):
         hi, lo = _fraction_dd(1, 2 * n + 1)
-        t = add(mul(t, z), DD(np.array(hi), np.array(lo)))
+        t = add_const_raw(mul_raw(t, z), hi, lo)
     return ldexp(mul(t, s), np.array(1))
 
 
@@ -286,16 +330,19 @@ def pow_rational(x: DD, p: int, q: int) -> DD:
 
 # ----------------------------------------------------------------------------- tanh / sigmoid
 def tanh(x: DD) -> DD:
-    a = abs(x)
+    a = abs(DD(np.where(np.isnan(x.hi), 0.0, x.hi), np.where(np.isnan(x.hi), 0.0, x.lo)))
     small = a.hi <= 1.0
-    two_a = ldexp(a, np.array(1))
-    t = expm1(where(small, two_a, DD(np.zeros(x.shape))))
-    v_small = div(t, add_f64(t, np.full(t.shape, 2.0)))
-    e = exp(where(small, DD(np.zeros(x.shape)), two_a))
-    v_big = add_f64(-div(DD(np.full(x.shape, 2.0)), add_f64(e, np.ones(x.shape))), np.ones(x.shape))
-    v = where(small, v_small, v_big)
-    neg = x.hi < 0
-    v = where(neg, -v, v)
+
+    def near0(v: DD) -> DD:
+        t = expm1(ldexp(v, np.array(1)))
+        return div(t, add_f64(t, np.full(t.shape, 2.0)))
+
+    def far(v: DD) -> DD:
+        e = exp(ldexp(v, np.array(1)))
+        return add_f64(-div(DD(np.full(v.shape, 2.0)), add_f64(e, np.ones(v.shape))), np.ones(v.shape))
+
+    v = on_masks(a, ((small, near0), (~small, far)))
+    v = where(x.hi < 0, -v, v)
     return DD(np.where(np.isnan(x.hi), np.nan, v.hi), np.where(np.isnan(x.hi), 0.0, v.lo))
 
 
@@ -317,7 +364,11 @@ def sech2(x: DD) -> DD:
 # ----------------------------------------------------------------------------- erf / erfc
 # (upper bound of |x|, number of terms); counts measured against mpmath (1e-33) plus ~10% margin
 _ERF_SERIES_BINS = ((0.5, 23), (1.0, 33), (2.0, 52), (2.5, 62), (3.0, 72))
+_ERF_BIN_EDGES = {23: (0.0, 0.5), 33: (0.5, 1.0), 52: (1.0, 2.0), 62: (2.0, 2.5), 72: (2.5, 3.0)}  # n -> bin
 _ERFC_CF_BINS = ((2.5, 230), (3.0, 160), (4.0, 116), (6.0, 77), (10.0, 45), (np.inf, 30))
+# erf = 1 - erfc for |x| >= 3 needs erfc only to 1e-33 absolute (and 2**-60 relative, so the lo
+# part 1 - erf keeps its bits): far fewer terms (measured at each bin's lower edge, +10%)
+_ERF_CF_BINS = ((4.0, 87), (6.0, 47), (10.0, 18), (np.inf, 13))
 _ERFC_ZERO = 27.3  # erfc(x) < 2**-1074 beyond: underflows to 0
 
 
@@ -332,8 +383,27 @@ def _binned(x: DD, bins, fn) -> DD:
     return on_masks(x, pieces)
 
 
+@lru_cache(maxsize=None)
+def _erf_dd_terms(n: int) -> int:
+    """How many leading series terms need DD on the bin with n terms: the rest are each below
+    2**-56 of the sum on the whole bin (their float64 rounding is < 2**-109 relative)."""
+    lo, hi = _ERF_BIN_EDGES[n]
+    total = max(1.0, sum((2 * lo * lo) ** j / _odd_factorial(j) for j in range(n)))
+    k = n
+    for j in range(n - 1, -1, -1):
+        if (2 * hi * hi) ** j / _odd_factorial(j) > 2.0 ** -56 * total:
+            break
+        k = j
+    return max(k, 1)
+
+
+def _odd_factorial(j: int) -> float:
+    return float(np.prod(np.arange(1, 2 * j + 2, 2, dtype=float)))
+
+
 def _erf_series(x: DD, n: int) -> DD:
-    """2x/sqrt(pi) e^{-x^2} sum_{k<n} (2x^2)^k / (2k+1)!!  (all terms positive)."""
+    """2x/sqrt(pi) e^{-x^2} sum_{k<n} (2x^2)^k / (2k+1)!!  (all terms positive; the small tail
+    terms in float64, the leading ones in DD)."""
     x2 = sqr(x)
     z = ldexp(x2, np.array(1))
     dfact = 1
@@ -341,10 +411,14 @@ def _erf_series(x: DD, n: int) -> DD:
     for k in range(n):
         dfact *= 2 * k + 1
         coeffs.append(_fraction_dd(1, dfact))
-    hi, lo = coeffs[-1]
-    t = DD(np.full(x.shape, hi), np.full(x.shape, lo))
-    for hi, lo in reversed(coeffs[:-1]):
-        t = add(mul(t, z), DD(np.array(hi), np.array(lo)))
+    m = _erf_dd_terms(n)
+    tail = np.zeros(x.shape)
+    for hi, _ in reversed(coeffs[m:]):
+        tail = tail * z.hi + hi
+    hi, lo = coeffs[m - 1]
+    t = add_const_raw(DD(tail * z.hi), hi, lo)
+    for hi, lo in reversed(coeffs[:m - 1]):
+        t = add_const_raw(mul_raw(t, z), hi, lo)
     g = mul(const("2/sqrt(pi)"), exp(-x2))
     return mul(mul(g, x), t)
 
@@ -362,13 +436,13 @@ def _erf_pos(a: DD) -> DD:
     """erf(a) for a >= 0 (NaN-free input): series below 3, 1 - erfc above."""
     large = a.hi >= 3.0
     return on_masks(a, ((~large, lambda xs: _binned(xs, _ERF_SERIES_BINS, _erf_series)),
-                        (large, lambda xs: add_f64(-_erfc_cf_pos(xs), np.ones(xs.shape)))))
+                        (large, lambda xs: add_f64(-_erfc_cf_pos(xs, _ERF_CF_BINS), np.ones(xs.shape)))))
 
 
-def _erfc_cf_pos(a: DD) -> DD:
+def _erfc_cf_pos(a: DD, bins=_ERFC_CF_BINS) -> DD:
     """erfc(a) for a >= 2 by the continued fraction (0 beyond underflow)."""
     zero = a.hi >= _ERFC_ZERO
-    return on_masks(a, ((~zero, lambda xs: _binned(xs, _ERFC_CF_BINS, _erfc_cf)),
+    return on_masks(a, ((~zero, lambda xs: _binned(xs, bins, _erfc_cf)),
                         (zero, lambda xs: DD(np.zeros(xs.shape)))))
 
 

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .dd import DD, add, add_f64, two_sum
+from .dd import DD, add
 
 
 @dataclass(frozen=True)
@@ -48,49 +48,115 @@ def _tau(k: int) -> int:
     return (53 - max(1, int(np.ceil(np.log2(max(k, 2)))))) // 2
 
 
-def _slices(hi: np.ndarray, lo: np.ndarray, axis: int, n: int, tau: int):
+class _Work:
+    """Reused buffers for one product (fresh 30 MB arrays per tile cost more in page faults than
+    the arithmetic on a loaded machine). get() returns a (Bt, X, Y) view whose K axis is contiguous."""
+
+    def __init__(self) -> None:
+        self.bufs: dict[str, np.ndarray] = {}
+
+    def get(self, key: str, shape: tuple, k_axis: int) -> np.ndarray:
+        n = int(np.prod(shape))
+        flat = self.bufs.get(key)
+        if flat is None or flat.size < n:
+            flat = np.empty(n)
+            self.bufs[key] = flat
+        v = flat[:n]
+        if k_axis == 2:
+            return v.reshape(shape)
+        bt, k, cols = shape
+        return v.reshape(bt, cols, k).swapaxes(1, 2)
+
+
+def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, work: _Work, tag: str):
     """Cut hi + lo into n slices (tau-bit integers on a grid shared along `axis`) and the residuals.
 
     Returns (slices, residuals): residuals[j] = hi + lo - sum(slices[:j]) rounded to float64
-    (residuals[0] = hi), for j = 0..n.
+    (residuals[0] = hi), for j = 0..n. lo None: zero (float64 data). Arrays live in `work`.
     """
+    shape = hi.shape
+    get = lambda name: work.get(tag + name, shape, axis)  # noqa: E731
     rh, rl = hi, lo
     slices, residuals = [], [hi]
-    for _ in range(n):
-        m = np.max(np.abs(rh), axis=axis, keepdims=True)
+    for i in range(n):
+        m = np.maximum(np.max(rh, axis=axis, keepdims=True), -np.min(rh, axis=axis, keepdims=True))
         _, e = np.frexp(m)  # m < 2**e
         sigma = np.ldexp(0.75, e + 53 - tau)
-        q = (rh + sigma) - sigma  # rh rounded to the grid 2**(e - tau): |q| <= 2**e, q / grid integer <= 2**tau
+        q = get(f"q{i}")
+        np.add(rh, sigma, out=q)
+        np.subtract(q, sigma, out=q)  # rh rounded to the grid 2**(e - tau): |q| <= 2**e, integer <= 2**tau on it
         slices.append(q)
-        rh, rl = two_sum(rh - q, rl)  # rh - q is exact
-        residuals.append(rh + rl)
+        r = get(f"r{i + 1}")
+        np.subtract(rh, q, out=r)  # exact
+        if rl is None:
+            rh = r
+        else:  # (rh, rl) = TwoSum(r, rl) into alternating buffers; residual = rh + rl
+            sh, el, t1, t2 = get(f"s{i % 2}"), get(f"e{i % 2}"), get("t1"), get("t2")
+            np.add(r, rl, out=sh)
+            np.subtract(sh, r, out=t1)
+            np.subtract(sh, t1, out=t2)
+            np.subtract(r, t2, out=t2)
+            np.subtract(rl, t1, out=t1)
+            np.add(t2, t1, out=el)
+            np.add(sh, el, out=r)
+            rh, rl = sh, el
+        residuals.append(r)
     return slices, residuals
 
 
-def _equilibrate(a: DD, b: DD) -> tuple[DD, DD]:
+def _equilibration(a: DD, b: DD) -> np.ndarray | None:
+    """Exponent shifts d_k: column k of A times 2**d_k, row k of B times 2**-d_k (None: no shift)."""
     ma = np.max(np.abs(a.hi), axis=(0, 1))  # per k
     mb = np.max(np.abs(b.hi), axis=(0, 2))
     ok = (ma > 0) & (mb > 0) & np.isfinite(ma) & np.isfinite(mb)
     _, ea = np.frexp(np.where(ok, ma, 1.0))
     _, eb = np.frexp(np.where(ok, mb, 1.0))
     d = np.where(ok, (eb - ea) // 2, 0)
-    if not d.any():
-        return a, b
-    da = d[None, None, :]
-    db = -d[None, :, None]
-    return DD(np.ldexp(a.hi, da), np.ldexp(a.lo, da)), DD(np.ldexp(b.hi, db), np.ldexp(b.lo, db))
+    return d if d.any() else None
 
 
-def _tile(As, RA, Bs, RB, S: int) -> DD:
-    """The DD product of one tile from its slices (see module docstring)."""
-    rest = RA[S] @ RB[0]
+def _part(x: DD, idx, shift, axis: int, work: _Work, tag: str):
+    """(hi, lo or None) of a tile copied K-contiguous into `work`, scaled by 2**shift along K (exact)."""
+    src_hi = x.hi[idx]
+    hi = work.get(tag + "hi", src_hi.shape, axis)
+    lo = None if x.lo_is_zero_view else work.get(tag + "lo", src_hi.shape, axis)
+    if shift is None:
+        np.copyto(hi, src_hi)
+        if lo is not None:
+            np.copyto(lo, x.lo[idx])
+    else:
+        sh = shift.reshape((1, -1, 1) if axis == 1 else (1, 1, -1))
+        np.ldexp(src_hi, sh, out=hi)
+        if lo is not None:
+            np.ldexp(x.lo[idx], sh, out=lo)
+    return hi, lo
+
+
+def _tile(As, RA, Bs, RB, S: int, work: _Work) -> tuple[np.ndarray, np.ndarray]:
+    """The DD product (hi, lo) of one tile from its slices (see module docstring), in `work`."""
+    shape = (As[0].shape[0], As[0].shape[1], Bs[0].shape[2])
+    get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731
+    hi, lo, p, t1, t2, t3 = (get(n) for n in ("hi", "lo", "p", "t1", "t2", "t3"))
+    np.matmul(RA[S], RB[0], out=hi)
     for s in range(1, S + 1):
-        rest = rest + As[s - 1] @ RB[S + 1 - s]
-    acc = DD(rest)
+        np.matmul(As[s - 1], RB[S + 1 - s], out=p)
+        hi += p
+    lo[...] = 0.0
     for level in range(S - 1, -1, -1):  # smallest exact products first
         for s in range(level + 1):
-            acc = add_f64(acc, As[s] @ Bs[level - s])
-    return acc
+            np.matmul(As[s], Bs[level - s], out=p)
+            # (hi, lo) += p: TwoSum(hi, p) = (t1, t3), lo += t3, then FastTwoSum(t1, lo)
+            np.add(hi, p, out=t1)  # s
+            np.subtract(t1, hi, out=t2)  # bb = s - a
+            np.subtract(t1, t2, out=t3)  # s - bb
+            np.subtract(hi, t3, out=t3)  # a - (s - bb)
+            np.subtract(p, t2, out=p)  # b - bb
+            t3 += p  # e
+            lo += t3
+            np.add(t1, lo, out=hi)
+            np.subtract(hi, t1, out=t2)
+            lo -= t2
+    return hi, lo
 
 
 def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
@@ -116,24 +182,27 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
         b = DD(np.nan_to_num(b.hi, nan=0.0, posinf=0.0, neginf=0.0), np.where(np.isfinite(b.hi), b.lo, 0.0))
         good = dd_matmul(a, b, cfg)
         return DD(np.where(fin, good.hi, bad), np.where(fin, good.lo, 0.0))
-    if cfg.equilibrate:
-        a, b = _equilibrate(a, b)
+    d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)
     tau = _tau(kb)
     mb = max(1, min(m, cfg.tile_elems // max(1, bt * kb)))
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
+    work = _Work()
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
+        dk = None if d is None else d[ks]
         for m0 in range(0, m, mb):
             ms = slice(m0, min(m, m0 + mb))
-            As, RA = _slices(a.hi[:, ms, ks], a.lo[:, ms, ks], 2, S, tau)
+            As, RA = _slices(*_part(a, (slice(None), ms, ks), dk, 2, work, "A"), 2, S, tau, work, "A")
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
-                Bs, RB = _slices(b.hi[:, ks, ns], b.lo[:, ks, ns], 1, S, tau)
-                t = _tile(As, RA, Bs, RB, S)
-                cur = DD(out.hi[:, ms, ns], out.lo[:, ms, ns])
-                s = add(cur, t) if k0 else t
-                out.hi[:, ms, ns] = s.hi
-                out.lo[:, ms, ns] = s.lo
+                Bs, RB = _slices(*_part(b, (slice(None), ks, ns), None if dk is None else -dk, 1, work, "B"),
+                                 1, S, tau, work, "B")
+                th, tl = _tile(As, RA, Bs, RB, S, work)
+                if k0:
+                    t = add(DD(out.hi[:, ms, ns], out.lo[:, ms, ns]), DD(th, tl))
+                    th, tl = t.hi, t.lo
+                out.hi[:, ms, ns] = th
+                out.lo[:, ms, ns] = tl
     return out

@@ -38,6 +38,7 @@ class Kernels:
 
     name = "?"
     functions: dict[Any, Callable] = {}  # sympy function class -> f(kernels, *evaluated args)
+    chunk = 1 << 15  # entries per chunk of a large map (cache-sized intermediates)
 
     def constant(self, value: sp.Expr, shape: tuple) -> Any: raise NotImplementedError
     def add(self, a, b): raise NotImplementedError
@@ -47,11 +48,16 @@ class Kernels:
     def pow_int(self, a, n: int): raise NotImplementedError
     def pow_rational(self, a, p: int, q: int): raise NotImplementedError
     def pow_general(self, a, b): raise NotImplementedError
-    def compare(self, op: str, a, b) -> np.ndarray: raise NotImplementedError
+    def compare(self, op: str, a, b) -> tuple[np.ndarray, np.ndarray]:
+        """(certainly true, certainly false) masks of `a op b`."""
+        raise NotImplementedError
     def where(self, mask: np.ndarray, a, b): raise NotImplementedError
+    def union(self, a, b): raise NotImplementedError  # an enclosure of both (ARB); unused by exact types
     def nan_like(self, shape: tuple): raise NotImplementedError
     def isnan(self, a) -> np.ndarray: raise NotImplementedError
     def shape(self, a) -> tuple: raise NotImplementedError
+    def reshape(self, a, shape: tuple): raise NotImplementedError
+    def concatenate(self, parts: list): raise NotImplementedError
     # stable forms used by the rewrites
     def sigmoid(self, a): raise NotImplementedError
     def sech2(self, a): raise NotImplementedError
@@ -79,8 +85,18 @@ def evaluate(expr: sp.Expr, args: dict, k: Kernels) -> Any:
     shapes = [k.shape(v) for v in args.values()]
     shape = np.broadcast_shapes(*shapes) if shapes else ()
     bargs = {s: _broadcast(k, v, shape) for s, v in args.items()}
+    size = int(np.prod(shape))
     with np.errstate(all="ignore"):
-        return _Walk(k, bargs, shape).value(expr)
+        if size <= k.chunk:
+            return _Walk(k, bargs, shape).value(expr)
+        # cache-sized chunks of the flattened arrays: each intermediate stays in L2
+        flat = {s: k.reshape(v, (size,)) for s, v in bargs.items()}
+        parts = []
+        for start in range(0, size, k.chunk):
+            sl = slice(start, min(size, start + k.chunk))
+            n = sl.stop - sl.start
+            parts.append(_Walk(k, {s: v[sl] for s, v in flat.items()}, (n,)).value(expr))
+        return k.reshape(k.concatenate(parts), shape)
 
 
 def _broadcast(k: Kernels, v, shape):
@@ -186,33 +202,46 @@ class _Walk:
         k = self.k
         out = k.nan_like(self.shape)
         for val, cond in reversed(e.args):
-            mask = self._cond(cond)
-            if mask is True or (isinstance(mask, np.ndarray) and mask.all()):
+            t, f = self._cond(cond)
+            t, f = np.broadcast_to(t, self.shape), np.broadcast_to(f, self.shape)
+            undecided = ~(t | f)
+            if t.all():
                 out = self.value(val)
-            elif mask is False or not np.any(mask):
                 continue
-            else:
-                out = k.where(np.broadcast_to(mask, self.shape), self.value(val), out)
+            if not t.any() and not undecided.any():
+                continue
+            v = self.value(val)
+            if undecided.any():  # balls straddling a condition's boundary: both branches are possible
+                out = k.where(undecided, k.union(v, out), out)
+            out = k.where(t, v, out)
         return out
 
-    def _cond(self, c) -> np.ndarray | bool:
+    def _cond(self, c) -> tuple[np.ndarray, np.ndarray]:
+        """(certainly true, certainly false) masks of a condition (DD: exact, complementary)."""
+        shape = self.shape
         if c is sp.true or c == True:  # noqa: E712 (sympy booleans)
-            return True
+            return np.ones(shape, bool), np.zeros(shape, bool)
         if c is sp.false or c == False:  # noqa: E712
-            return False
+            return np.zeros(shape, bool), np.ones(shape, bool)
         if type(c) in _REL_OPS:
-            return self.k.compare(_REL_OPS[type(c)], self.value(c.lhs), self.value(c.rhs))
+            t, f = self.k.compare(_REL_OPS[type(c)], self.value(c.lhs), self.value(c.rhs))
+            return np.broadcast_to(t, shape), np.broadcast_to(f, shape)
+        parts = [self._cond(a) for a in c.args]
+        ts = [p[0] for p in parts]
+        fs = [p[1] for p in parts]
         if isinstance(c, sp.And):
-            return np.logical_and.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            return np.logical_and.reduce(ts), np.logical_or.reduce(fs)
         if isinstance(c, sp.Or):
-            return np.logical_or.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            return np.logical_or.reduce(ts), np.logical_and.reduce(fs)
         if isinstance(c, sp.Not):
-            return np.logical_not(self._cond(c.args[0]))
+            return fs[0], ts[0]
         if isinstance(c, sp.Xor):
-            return np.logical_xor.reduce([np.broadcast_to(self._cond(a), self.shape) for a in c.args])
+            decided = np.logical_and.reduce([t | f for t, f in parts])
+            x = np.logical_xor.reduce(ts)
+            return x & decided, ~x & decided
         if isinstance(c, sp.ITE):
-            a, b, d = (np.broadcast_to(self._cond(x), self.shape) for x in c.args)
-            return np.where(a, b, d)
+            (at, af), (bt, bf), (ct, cf) = parts
+            return (at & bt) | (af & ct) | (bt & ct), (at & bf) | (af & cf) | (bf & cf)
         raise SymgradError(f"{self.k.name} map: condition {c} ({type(c).__name__}) is not supported "
                            f"in a Piecewise (use Eq/Ne/Lt/Le/Gt/Ge/And/Or/Not/ITE of the arguments)")
 

@@ -1,0 +1,203 @@
+"""Benchmark the high-precision array tables (symgrad.precise) -> reports/benchmarks_precise.{md,json}.
+
+Measured side by side in one run: DD einsum against float64 np.matmul (768^3 and GPT-2's head at
+64 tokens, 64x768x50257), the DD product's error against the exact arb_mat product, arb_mat 768^3
+at 128 bits, DD elementwise functions per million entries, and peak extra memory of the DD product
+in float64 copies of the largest operand (tracemalloc sees numpy's buffers).
+
+    python scripts/benchmark_precise.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import tracemalloc
+from pathlib import Path
+
+import numpy as np
+import sympy as sp
+
+from symgrad.precise import ARB_OPS, DD_OPS
+from symgrad.precise.certify import CertifyConfig, certify
+
+ROOT = Path(__file__).resolve().parents[1]
+GPT2_FLOPS_64 = 50e9  # float64 FLOPs of GPT-2 124M (untied head) forward+backward at 64 tokens (issue 8)
+
+
+def _best(f, repeat: int = 2) -> float:
+    best = np.inf
+    for _ in range(repeat):
+        t = time.perf_counter()
+        f()
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def _peak_extra(f) -> tuple[float, object]:
+    tracemalloc.start()
+    tracemalloc.reset_peak()
+    out = f()
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    return peak, out
+
+
+def bench_matmul(m: int, k: int, n: int, rng, spec: str, repeat: int) -> dict:
+    a = rng.standard_normal((m, k))
+    w = rng.standard_normal((n, k) if spec == "td,vd->tv" else (k, n)) * 0.02
+    x = DD_OPS.asarray(a) / DD_OPS.asarray(np.array(3.0))  # genuine DD activations (lo != 0)
+    wt = DD_OPS.asarray(w)  # float64 weights (lo is a zero view)
+    t64 = _best(lambda: a @ (w.T if spec == "td,vd->tv" else w), repeat)
+    tdd = _best(lambda: DD_OPS.einsum(spec, x, wt), repeat)
+    peak, _ = _peak_extra(lambda: DD_OPS.einsum(spec, x, wt))
+    flops = 2.0 * m * k * n
+    return {"shape": f"{m}x{k}x{n}", "spec": spec, "float64_s": t64, "dd_s": tdd, "ratio": tdd / t64,
+            "float64_gflops": flops / t64 / 1e9, "dd_gflops_f64_equiv": flops / tdd / 1e9,
+            "peak_extra_bytes": peak, "largest_operand_bytes": w.nbytes,
+            "peak_extra_copies": peak / w.nbytes}
+
+
+def bench_arb(n: int, rng) -> dict:
+    a, b = rng.standard_normal((n, n)), rng.standard_normal((n, n))
+    ops = ARB_OPS.at(128)
+    aa, bb = ops.asarray(a), ops.asarray(b)
+    t = time.perf_counter()
+    c = ops.einsum("ij,jk->ik", aa, bb)
+    t_arb = time.perf_counter() - t
+    dd = DD_OPS.einsum("ij,jk->ik", a, b)
+    rad = ops.radius(c)
+    absab = np.abs(a) @ np.abs(b)
+    rel_only = certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-28))
+    cert = certify(*DD_OPS.to_float64(dd), c, config=CertifyConfig(rel=1e-28), abs_allowance=1e-30 * absab)
+    err = cert.error_bound / absab
+    return {"shape": f"{n}^3", "prec_bits": 128, "arb_s": t_arb, "max_radius": float(rad.max()),
+            "dd_certified": f"{cert.n_certified}/{cert.n}", "dd_max_rel_error": cert.max_rel_error,
+            "dd_certified_rel_only": f"{rel_only.n_certified}/{rel_only.n}",
+            "dd_max_error_over_absAabsB": float(err.max())}
+
+
+def bench_elementwise(n: int, rng) -> list[dict]:
+    x = sp.Symbol("x")
+    xs = rng.standard_normal(n) * 3
+    arg = DD_OPS.asarray(xs)
+    rows = []
+    gelu_tanh = x * (1 + sp.tanh(sp.sqrt(2 / sp.pi) * (x + sp.Rational(44715, 10 ** 6) * x ** 3))) / 2
+    for name, e, ref in (("exp", sp.exp(x), np.exp), ("tanh", sp.tanh(x), np.tanh),
+                         ("erf", sp.erf(x), None), ("log", sp.log(sp.Abs(x)), None),
+                         ("gelu (tanh form)", gelu_tanh, None)):
+        t = _best(lambda: DD_OPS.map(e, {x: arg}), 1)
+        t64 = _best(lambda: ref(xs), 2) if ref is not None else float("nan")
+        rows.append({"function": name, "entries": n, "dd_s": t, "dd_s_per_million": t * 1e6 / n,
+                     "float64_s_per_million": t64 * 1e6 / n})
+    return rows
+
+
+def accuracy(rng, n: int) -> list[dict]:
+    """Max relative error of DD functions against mpmath at 60 digits on n points over wide ranges."""
+    import mpmath as mp
+    from symgrad.precise import DD, ddmath as M
+    mp.mp.dps = 60
+    xs = np.concatenate([rng.uniform(-30, 30, n // 2), rng.standard_normal(n // 4) * 3,
+                         (10.0 ** rng.uniform(-200, 2, n - n // 2 - n // 4)) * rng.choice([-1, 1], n - n // 2 - n // 4)])
+    pos = np.abs(xs) + 1e-300
+    rows = []
+    for name, f, mf, arg in (("exp", M.exp, mp.exp, xs), ("expm1", M.expm1, mp.expm1, xs),
+                             ("log", M.log, mp.log, pos), ("sqrt", M.sqrt, mp.sqrt, pos),
+                             ("tanh", M.tanh, mp.tanh, xs), ("erf", M.erf, mp.erf, xs), ("erfc", M.erfc, mp.erfc, xs),
+                             ("x**(3/2)", lambda v: M.pow_rational(v, 3, 2), lambda v: v ** mp.mpf(1.5), pos)):
+        with np.errstate(all="ignore"):
+            y = f(DD(arg))
+        worst = mp.mpf(0)
+        for x, h, l in zip(arg, y.hi, y.lo):
+            ex = mf(mp.mpf(float(x)))
+            if abs(ex) < mp.mpf(2) ** -968 or abs(ex) > mp.mpf("1.7e308"):
+                continue
+            worst = max(worst, abs(mp.mpf(float(h)) + mp.mpf(float(l)) - ex) / abs(ex))
+        rows.append({"function": name, "points": int(arg.size), "max_rel_error": float(worst)})
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
+    args = ap.parse_args()
+    rng = np.random.default_rng(0)
+    big = not args.quick
+    res = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, numpy {np.__version__}",
+        "load_average_at_start": os.getloadavg()[0],
+        "matmul": [bench_matmul(768, 768, 768, rng, "ij,jk->ik", 2) if big else bench_matmul(128, 128, 128, rng, "ij,jk->ik", 2),
+                   bench_matmul(64, 768, 50257, rng, "td,vd->tv", 1) if big else bench_matmul(16, 128, 2048, rng, "td,vd->tv", 1)],
+        "arb": bench_arb(768 if big else 96, rng),
+        "elementwise": bench_elementwise(1_000_000 if big else 50_000, rng),
+        "accuracy": accuracy(rng, 2000 if big else 200),
+    }
+    rates = [r["dd_gflops_f64_equiv"] for r in res["matmul"]]
+    res["gpt2_64_tokens_projection"] = {
+        "float64_gflops": GPT2_FLOPS_64 / 1e9,
+        "dd_matmul_s_range": [GPT2_FLOPS_64 / (max(rates) * 1e9), GPT2_FLOPS_64 / (min(rates) * 1e9)],
+        "ratios_to_float64": [r["ratio"] for r in res["matmul"]],
+    }
+    out = ROOT / "reports"
+    (out / "benchmarks_precise.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+    (out / "benchmarks_precise.md").write_text(render(res))
+    print(render(res))
+
+
+def render(res: dict) -> str:
+    L = ["# symgrad.precise benchmarks", "",
+         f"Machine: {res['machine']}; load average at start {res['load_average_at_start']:.1f} "
+         "(the machine is shared: absolute times vary, the DD/float64 ratios measured in the same run are the result).", "",
+         "## DD einsum (Ozaki split, 6 exact + 4 rounded float64 GEMMs per K-block) vs float64 np.matmul", "",
+         "| product | float64 s | DD s | DD / float64 | float64 GFLOP/s | DD GFLOP/s (f64-equiv.) | peak extra memory |",
+         "|---|---|---|---|---|---|---|"]
+    for r in res["matmul"]:
+        L.append(f"| {r['shape']} `{r['spec']}` | {r['float64_s']:.3f} | {r['dd_s']:.3f} | {r['ratio']:.1f}x | "
+                 f"{r['float64_gflops']:.1f} | {r['dd_gflops_f64_equiv']:.2f} | "
+                 f"{r['peak_extra_bytes'] / 2**20:.0f} MiB = {r['peak_extra_copies']:.2f} copies of the largest operand |")
+    a = res["arb"]
+    L += ["", "## arb_mat (python-flint) and the certified error of the DD product", "",
+          f"- arb_mat {a['shape']} at {a['prec_bits']} bits: {a['arb_s']:.2f} s (incl. conversion), max radius {a['max_radius']:.2g} "
+          "(rigorous enclosure of the exact product of the float64 data).",
+          f"- DD product certified against it: {a['dd_certified']} entries within 1e-28 relative + 1e-30 (|A||B|)_ij "
+          f"({a['dd_certified_rel_only']} within 1e-28 relative alone: the rest are entries that cancel far below their terms); "
+          f"max certified error / (|A||B|)_ij {a['dd_max_error_over_absAabsB']:.2g}; max certified relative error {a['dd_max_rel_error']:.2g}.",
+          "", "## DD elementwise maps (sympy expression walked on chunked DD arrays)", "",
+          "| function | entries | DD s | DD s per million | float64 s per million |", "|---|---|---|---|---|"]
+    for r in res["elementwise"]:
+        L.append(f"| {r['function']} | {r['entries']} | {r['dd_s']:.2f} | {r['dd_s_per_million']:.2f} | "
+                 f"{r['float64_s_per_million']:.4f} |")
+    L += ["", "## DD accuracy against mpmath (60 digits), wide ranges incl. tiny/huge arguments", "",
+          "| function | points | max relative error |", "|---|---|---|"]
+    for r in res["accuracy"]:
+        L.append(f"| {r['function']} | {r['points']} | {r['max_rel_error']:.2g} |")
+    g = res["gpt2_64_tokens_projection"]
+    L += ["", "## What this means for the GPT-2 oracle at 64 tokens", "",
+          f"~{g['float64_gflops']:.0f} GFLOP (float64 terms) of contractions at the DD rates measured above: "
+          f"**{g['dd_matmul_s_range'][0]:.0f}-{g['dd_matmul_s_range'][1]:.0f} s** of DD matmul on this (shared) machine "
+          f"(DD/float64 = {', '.join(f'{r:.0f}x' for r in g['ratios_to_float64'])} in the same run). "
+          "Elementwise maps (GELU on 64x3072 per layer, softmax exp on 12x64x64 per layer, LayerNorm) are a few million "
+          "entries per pass at the per-million costs above. Memory: DD of float64 weights adds no copy (lo is a zero view); "
+          "the product's working set is per tile (at most 2^22 entries per operand tile, ~16 reused buffers) plus the DD "
+          "result, independent of the operands' size (hence many 'copies' of a small operand, ~1 of GPT-2's head).", "",
+          "## Limits", "",
+          "- DD is not rigorous by itself: its accuracy is measured (tables above, tests) and certified per run by ARB "
+          "(`symgrad.precise.certify`).",
+          "- The product error is bounded relative to rowmax_i(|A|) colmax_j(|B|) after the power-of-two equilibration "
+          "along K; rows whose entries span many orders of magnitude *and* meet columns that do the same can exceed "
+          "1e-30 of (|A||B|)_ij (random +-2^40 scalings stay at ~1e-31 in the tests).",
+          "- Below ~1e-292 DD keeps fewer than 106 bits (lo is subnormal).",
+          "- ARB arrays are Python objects (~100 B and ~0.5 us per entry to create): certify on a reduced subset "
+          "(fewer tokens, sampled entries), not on all 163M parameters.",
+          "- ARB divides by an exact 0 to NaN where DD gives inf: such entries are reported uncertified, not wrong.",
+          "- erf is the slowest DD function (series / continued fraction of 13-72 DD terms): the GELU-erf variant costs "
+          "~5x the tanh form.", ""]
+    return "\n".join(L)
+
+
+if __name__ == "__main__":
+    main()

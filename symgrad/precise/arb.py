@@ -1,0 +1,381 @@
+"""ARB_OPS: python-flint `arb` balls as an array-ops table — rigorous, slow; the certification re-check.
+
+An array is a numpy object array of `flint.arb`; every operation runs at the table's precision
+(bits) inside `flint.ctx.workprec`, which restores the global precision afterwards. Every result
+ball contains the exact value of the operation on the exact values its input balls contain:
+`radius(x)` is a proof. Matrix products go through `flint.arb_mat` (fast, rigorous).
+Conditions (Piecewise, Heaviside, Max...) are decided only when certain; where a ball straddles a
+boundary, both branches are possible and the result is the union of the branches' balls.
+
+Example:
+    >>> import numpy as np, sympy as sp
+    >>> x = sp.Symbol("x")
+    >>> ops = ARB_OPS.at(128)
+    >>> y = ops.map(sp.exp(x), {x: ops.asarray(np.array([1.0]))})
+    >>> bool(ops.radius(y)[0] < 1e-35)
+    True
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import flint
+import numpy as np
+import sympy as sp
+from flint import arb, arb_mat, ctx
+from sympy.codegen.cfunctions import expm1 as sp_expm1
+from sympy.codegen.cfunctions import log1p as sp_log1p
+
+from ..errors import SymgradError
+from .contract import einsum as _einsum
+from .walk import Kernels, evaluate
+
+DEFAULT_PREC = 128  # bits: exact products of float64 data, ~1e-38 relative on elementwise functions
+_EXACT_PREC = 2300  # enough to hold hi + lo of any double-double exactly
+
+
+def _ufunc(f, nin: int = 1):
+    return np.frompyfunc(f, nin, 1)
+
+
+_to_arb = _ufunc(lambda v: arb(float(v)))
+_exp = _ufunc(lambda v: v.exp())
+_expm1 = _ufunc(lambda v: v.expm1())
+_log1p = _ufunc(lambda v: v.log1p())
+_tanh = _ufunc(lambda v: v.tanh())
+_erf = _ufunc(lambda v: v.erf())
+_erfc = _ufunc(lambda v: v.erfc())
+_sqrt = _ufunc(lambda v: v.sqrt())
+_abs = _ufunc(lambda v: abs(v))
+_sgn = _ufunc(lambda v: v.sgn())
+_sech2 = _ufunc(lambda v: v.sech() ** 2)
+_sigmoid = _ufunc(lambda v: 1 / (1 + (-v).exp()))
+_max2 = _ufunc(lambda a, b: a.max(b), 2)
+_min2 = _ufunc(lambda a, b: a.min(b), 2)
+_union = _ufunc(lambda a, b: a.union(b), 2)
+_isnan = _ufunc(lambda v: v.is_nan(), 1)
+_lt = _ufunc(lambda a, b: a < b, 2)
+_le = _ufunc(lambda a, b: a <= b, 2)
+_eq = _ufunc(lambda a, b: a == b, 2)
+_ne = _ufunc(lambda a, b: a != b, 2)
+
+
+def _log_real(v):
+    """log with real semantics: -inf at exactly 0, NaN below."""
+    if v.is_zero():
+        return arb.neg_inf()
+    return v.log()
+
+
+_log = _ufunc(_log_real)
+
+
+def _pow_int(v, n: int):
+    if n < 0 and v.is_zero():
+        return arb.pos_inf()  # 1/(+0)**n, as float64 backends and DD give
+    return v ** n
+
+
+def _heaviside(x, h0):
+    if x.is_nan():
+        return arb.nan()
+    if x > 0:
+        return arb(1)
+    if x < 0:
+        return arb(0)
+    if x.is_zero():
+        return h0
+    return arb(0).union(arb(1)).union(h0)
+
+
+def _bool(a) -> np.ndarray:
+    return np.asarray(a, dtype=bool)
+
+
+def arb_constant(c: sp.Expr) -> arb:
+    """A ball containing a sympy constant, at the current precision (rationals, Floats: exact or
+    correctly enclosed; pi, E, and expressions of them through the arb functions)."""
+    c = sp.sympify(c)
+    if c.is_Integer:
+        return arb(flint.fmpz(int(c)))
+    if c.is_Rational:
+        return arb(flint.fmpq(int(c.p), int(c.q)))
+    if c.is_Float:
+        sign, man, exp, _ = c._mpf_
+        v = arb(flint.fmpz(int(man))) * arb(2) ** int(exp)
+        return -v if sign else v
+    if c == sp.pi:
+        return arb.pi()
+    if c == sp.E:
+        return arb(1).exp()
+    if c in (sp.oo, -sp.oo, sp.zoo, sp.nan):
+        return {sp.oo: arb.pos_inf(), -sp.oo: arb.neg_inf()}.get(c, arb.nan())
+    if isinstance(c, sp.Add):
+        out = arb(0)
+        for a in c.args:
+            out = out + arb_constant(a)
+        return out
+    if isinstance(c, sp.Mul):
+        out = arb(1)
+        for a in c.args:
+            out = out * arb_constant(a)
+        return out
+    if isinstance(c, sp.Pow):
+        b = arb_constant(c.base)
+        if c.exp.is_Integer:
+            return _pow_int(b, int(c.exp))
+        if c.exp == sp.S.Half:
+            return b.sqrt()
+        if c.exp.is_Rational and c.exp.q > 0:
+            return b.root(int(c.exp.q)) ** int(c.exp.p)
+        return (arb_constant(c.exp) * _log_real(b)).exp()
+    f = _SCALAR.get(c.func)
+    if f is not None:
+        return f(*[arb_constant(a) for a in c.args])
+    raise SymgradError(f"ARB constant: {c} ({c.func}) cannot be enclosed; use pi, E, rationals, "
+                       f"exp/log/sqrt/tanh/erf of them")
+
+
+_SCALAR = {sp.exp: lambda v: v.exp(), sp.log: _log_real, sp.tanh: lambda v: v.tanh(), sp.erf: lambda v: v.erf(),
+           sp.erfc: lambda v: v.erfc(), sp.Abs: abs}
+
+
+class ArbKernels(Kernels):
+    name = "ARB"
+    chunk = 1 << 40  # object arrays: no benefit from chunking
+    functions = {
+        sp.exp: lambda k, x: _exp(x),
+        sp.log: lambda k, x: _log(x),
+        sp.tanh: lambda k, x: _tanh(x),
+        sp.erf: lambda k, x: _erf(x),
+        sp.erfc: lambda k, x: _erfc(x),
+        sp.Abs: lambda k, x: _abs(x),
+        sp.sign: lambda k, x: _sgn(x),
+        sp.Max: lambda k, *xs: _fold(_max2, xs),
+        sp.Min: lambda k, *xs: _fold(_min2, xs),
+        sp.Heaviside: lambda k, x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
+        sp.DiracDelta: lambda k, x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),
+        sp_log1p: lambda k, x: _log1p(x),
+        sp_expm1: lambda k, x: _expm1(x),
+    }
+
+    def constant(self, value, shape):
+        out = np.empty(shape, dtype=object)
+        out[...] = arb_constant(value)
+        return out
+
+    def add(self, a, b): return a + b
+    def neg(self, a): return -a
+    def mul(self, a, b): return a * b
+    def div(self, a, b): return a / b
+    def pow_int(self, a, n): return _ufunc(lambda v: _pow_int(v, n))(a)
+
+    def pow_rational(self, a, p, q):
+        def f(v):
+            if v.is_zero():
+                return arb(0) if p > 0 else arb.pos_inf()
+            if v < 0:
+                return arb.nan()
+            return _pow_int(v.sqrt() if q == 2 else v.root(q), p)
+        return _ufunc(f)(a)
+
+    def pow_general(self, a, b):
+        return _ufunc(lambda v, e: (e * _log_real(v)).exp() if v > 0 else
+                      (arb(0) if v.is_zero() and e > 0 else arb.nan()), 2)(a, b)
+
+    def compare(self, op, a, b):
+        if op == "lt": return _bool(_lt(a, b)), _bool(_le(b, a))
+        if op == "le": return _bool(_le(a, b)), _bool(_lt(b, a))
+        if op == "gt": return _bool(_lt(b, a)), _bool(_le(a, b))
+        if op == "ge": return _bool(_le(b, a)), _bool(_lt(a, b))
+        if op == "eq": return _bool(_eq(a, b)), _bool(_ne(a, b))
+        return _bool(_ne(a, b)), _bool(_eq(a, b))
+
+    def where(self, mask, a, b): return np.where(mask, a, b)
+    def union(self, a, b): return _union(a, b)
+    def nan_like(self, shape): return self.constant(sp.nan, shape)
+    def isnan(self, a): return _bool(_isnan(a))
+    def shape(self, a): return np.shape(a)
+    def broadcast_to(self, a, shape): return np.broadcast_to(a, shape)
+    def reshape(self, a, shape): return np.reshape(a, shape)
+    def concatenate(self, parts): return np.concatenate(parts)
+    def sigmoid(self, a): return _sigmoid(a)
+    def sech2(self, a): return _sech2(a)
+    def erfc(self, a): return _erfc(a)
+    def expm1(self, a): return _expm1(a)
+    def log1p(self, a): return _log1p(a)
+
+
+def _fold(f, xs):
+    out = xs[0]
+    for y in xs[1:]:
+        out = f(out, y)
+    return out
+
+
+def _axes(axis, ndim: int) -> tuple[int, ...]:
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
+    return tuple(sorted({a % ndim for a in axes}))
+
+
+def _fraction(v: arb) -> Fraction:
+    man, exp = v.man_exp()
+    return Fraction(int(man)) * Fraction(2) ** int(exp)
+
+
+def _split_float(f: Fraction) -> tuple[float, float]:
+    hi = float(f)
+    return hi, float(f - Fraction(hi))
+
+
+class ArbOps:
+    """The arb-ball table (see module docstring and ARRAYOPS.md) at `prec` bits."""
+
+    name = "ARB"
+
+    def __init__(self, prec: int = DEFAULT_PREC):
+        if prec < 53:
+            raise SymgradError(f"ARB precision {prec} bits is below float64's 53; use prec >= 53")
+        self.prec = int(prec)
+        self.kernels = ArbKernels()
+
+    def at(self, prec: int) -> "ArbOps":
+        """The same table at another precision (bits)."""
+        return ArbOps(prec)
+
+    # -- conversion ------------------------------------------------------------------------------
+    def asarray(self, x) -> np.ndarray:
+        a = np.asarray(x)
+        if a.dtype == object:
+            return a
+        if a.dtype.kind not in "biuf":
+            raise SymgradError(f"ARB asarray: dtype {a.dtype} is not numeric; pass float64 or integer arrays")
+        with ctx.workprec(self.prec):
+            out = _to_arb(a.astype(np.float64))
+        return np.asarray(out, dtype=object).reshape(a.shape)
+
+    def from_dd(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+        """Exact balls of double-double values (hi + lo)."""
+        with ctx.workprec(_EXACT_PREC):
+            out = _ufunc(lambda h, l: arb(float(h)) + arb(float(l)), 2)(np.asarray(hi, float), np.asarray(lo, float))
+        return np.asarray(out, dtype=object).reshape(np.shape(hi))
+
+    def constant(self, c, shape=()) -> np.ndarray:
+        with ctx.workprec(self.prec):
+            return self.kernels.constant(c, tuple(shape))
+
+    def to_float64(self, x) -> tuple[np.ndarray, np.ndarray]:
+        """(midpoint rounded to float64, (mid - hi) rounded to float64); NaN where not finite."""
+        hi = np.empty(np.shape(x))
+        lo = np.empty(np.shape(x))
+        for idx, v in np.ndenumerate(np.asarray(x, dtype=object)):
+            if not v.is_finite():
+                hi[idx], lo[idx] = np.nan, 0.0
+            else:
+                hi[idx], lo[idx] = _split_float(_fraction(v.mid()))
+        return hi, lo
+
+    def radius(self, x) -> np.ndarray:
+        """Each ball's radius rounded up to float64 (inf where the ball is not finite)."""
+        r = np.empty(np.shape(x))
+        for idx, v in np.ndenumerate(np.asarray(x, dtype=object)):
+            if not v.is_finite():
+                r[idx] = np.inf
+                continue
+            f = _fraction(v.rad())
+            d = float(f)
+            r[idx] = d if Fraction(d) >= f else np.nextafter(d, np.inf)
+        return r
+
+    def shape(self, x) -> tuple:
+        return np.shape(x)
+
+    # -- elementwise -----------------------------------------------------------------------------
+    def map(self, expr, args: dict) -> np.ndarray:
+        with ctx.workprec(self.prec):
+            out = evaluate(expr, {s: self.asarray(v) for s, v in args.items()}, self.kernels)
+        return np.asarray(out, dtype=object)
+
+    def where(self, mask, a, b) -> np.ndarray:
+        return np.where(np.asarray(mask, dtype=bool), a, b)
+
+    # -- reductions and contractions -------------------------------------------------------------
+    def sum(self, x, axis=None, keepdims: bool = False) -> np.ndarray:
+        axes = _axes(axis, np.ndim(x))
+        with ctx.workprec(self.prec):
+            zero = arb(0)
+            out = np.add.reduce(np.asarray(x, dtype=object), axis=axes, keepdims=keepdims, initial=zero)
+        return np.asarray(out, dtype=object)
+
+    def amax(self, x, axis=None, keepdims: bool = False) -> np.ndarray:
+        axes = _axes(axis, np.ndim(x))
+        x = np.asarray(x, dtype=object)
+        rest = [i for i in range(x.ndim) if i not in axes]
+        moved = np.transpose(x, axes + tuple(rest)).reshape((-1,) + tuple(x.shape[i] for i in rest))
+        with ctx.workprec(self.prec):
+            out = _fold(_max2, list(moved))
+        out = np.asarray(out, dtype=object)
+        if keepdims:
+            out = np.expand_dims(out, axes)
+        return out
+
+    def einsum(self, spec: str, *operands) -> np.ndarray:
+        return _einsum(self, spec, [self.asarray(o) for o in operands])
+
+    def matmul3(self, a, b) -> np.ndarray:
+        bt, m, k = a.shape
+        n = b.shape[2]
+        out = np.empty((bt, m, n), dtype=object)
+        with ctx.workprec(self.prec):
+            for i in range(bt):
+                if k == 0:
+                    out[i] = arb(0)
+                    continue
+                p = arb_mat(a[i].tolist()) * arb_mat(b[i].tolist())
+                out[i] = np.array(p.entries(), dtype=object).reshape(m, n)
+        return out
+
+    def diagonal(self, x, letters: str, unique: str) -> np.ndarray:
+        idx = np.indices(tuple(x.shape[letters.index(c)] for c in unique))
+        sel = tuple(idx[unique.index(c)] for c in letters)
+        return np.asarray(x, dtype=object)[sel]
+
+    # -- structure -------------------------------------------------------------------------------
+    def take(self, x, idx, axis: int) -> np.ndarray:
+        idx = np.asarray(idx)
+        if idx.size and (idx.min() < -x.shape[axis] or idx.max() >= x.shape[axis]):
+            raise SymgradError(f"ARB take: index out of range for axis {axis} of size {x.shape[axis]}")
+        return np.take(x, idx, axis=axis)
+
+    def scatter_add(self, x, idx, axis: int, size: int) -> np.ndarray:
+        idx = np.asarray(idx)
+        nd_idx = idx.ndim
+        axis = axis % (np.ndim(x) - nd_idx + 1)
+        perm = tuple(range(axis, axis + nd_idx)) + tuple(i for i in range(np.ndim(x)) if not axis <= i < axis + nd_idx)
+        xs = np.transpose(x, perm)
+        tail = xs.shape[nd_idx:]
+        xs = xs.reshape((idx.size,) + tail)
+        flat = idx.reshape(-1)
+        flat = np.where(flat < 0, flat + size, flat)
+        if flat.size and (flat.min() < 0 or flat.max() >= size):
+            raise SymgradError(f"ARB scatter_add: index out of range for size {size}")
+        with ctx.workprec(self.prec):
+            out = self.kernels.constant(sp.S.Zero, (size,) + tail)
+            np.add.at(out, flat, xs)
+        return np.moveaxis(out, 0, axis)
+
+    def reshape(self, x, shape) -> np.ndarray:
+        return np.reshape(x, shape)
+
+    def transpose(self, x, perm) -> np.ndarray:
+        return np.transpose(x, perm)
+
+    def broadcast_to(self, x, shape) -> np.ndarray:
+        return np.broadcast_to(x, tuple(shape))
+
+
+ARB_OPS = ArbOps()
+

@@ -114,3 +114,23 @@ def test_saturated_and_tied_logits_pass(dtype):
     at = {"logits": np.stack([L, -L]), "targets": np.array([[1, 0, 2], [4, 3, 0]])}
     r = sg.verify(m, at=at, dtype=dtype)
     assert r.ok, str(r)
+
+
+def test_oracle_is_certified_by_ball_arithmetic_and_a_broken_oracle_is_refused():
+    m = gpt(SMALL)
+    r = sg.verify(m, samples=2)
+    assert r.program_size["oracle_certified"].startswith(f"{1 + m.n_parameters}/")
+    # an oracle off by 1e-18 relative (far below a float64 ULP, far above DD's accuracy)
+    from symgrad.config import VerifyConfig
+    from symgrad.precise import DD_OPS
+    from symgrad.tensor.verify import verify_tensor
+
+    class Off:
+        def __getattr__(self, name):
+            return getattr(DD_OPS, name)
+
+        def to_float64(self, x):
+            hi, lo = DD_OPS.to_float64(x)
+            return hi, lo + hi * 1e-18
+    with pytest.raises(sg.SymgradError, match="not certified by ball arithmetic"):
+        verify_tensor(m, torch_fn=None, cfg=VerifyConfig(samples=1), oracle_table=Off())

@@ -26,7 +26,7 @@ from ..model import round_to
 from ..result import BackendRun, Failure, Result
 from .model import Outputs, TensorModel
 from .tables import oracle_ops
-from .views import numpy_view, oracle_steps, oracle_view, torch_view
+from .views import certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
 @dataclass
@@ -86,6 +86,14 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
                 "oracle_s", total=oracle_steps(model, len(subset))) as tick:
         hi, lo = oracle_view(model, sub, table, progress=tick)
+    certified = "not re-checked (over CERTIFY_UP_TO parameters)"
+    if model.n_parameters <= CERTIFY_UP_TO:
+        with _phase("certify (ARB)", cfg, timings, "certify_s"):
+            cert = certify_view(model, sub, hi[:1][0], lo[:1][0])
+        if not cert.ok:
+            raise SymgradError(f"model {model.name!r}: the oracle's double-double values are "
+                               f"not certified by ball arithmetic: {cert.summary()}")
+        certified = f"{cert.n_certified}/{cert.n} entries of sample 0 (ARB balls)"
     with _phase("bound", cfg, timings, "bound_s"):
         from .bound import evaluate_bound
         from .views import _flatten
@@ -118,11 +126,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             failures += top(np.isin(comp.status, FAILING), cfg.max_failures)
             losses += top(comp.status == LOSS, cfg.max_failures)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
-            "parameters": model.n_parameters}
+            "parameters": model.n_parameters, "oracle_certified": certified}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
                   timings, size, worst, kinks)
 
 
+CERTIFY_UP_TO = 200_000  # parameters: the first oracle sample is re-checked with ARB balls
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 
 

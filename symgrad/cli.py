@@ -66,8 +66,10 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="comma-separated subset of numpy,torch,torch_fn to verify (default all); "
                         "torch_fn alone verifies only the native/your torch code")
     p.add_argument("--config", default=None,
-                   help="tiny_gpt: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
+                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
                         "'{\"n_layers\": 1}'")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
@@ -97,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        for name in zoo.names():
+        for name in zoo.names() + zoo.tensor_names():
             print(f"{name:<18} {zoo.describe(name)}")
         return 0
     if args.command == "verify":
@@ -123,7 +125,7 @@ def _verify(args: argparse.Namespace) -> int:
     cfg = config_from(args)
     results = []
     for name in args.models:
-        model = _get(name, args)
+        model = _get(name, args, tensor=not args.module)  # --module: the scalar program
         print(f"symgrad: verifying {model.name} ({cfg.samples} samples, {cfg.dtype} on "
               f"{cfg.device})", file=sys.stderr)
         if args.module:
@@ -148,12 +150,16 @@ def _config_dict(args: argparse.Namespace) -> dict:
     return load_config(args.config) if getattr(args, "config", None) else {}
 
 
-def _get(name: str, args: argparse.Namespace):
-    if getattr(args, "config", None):
-        from .zoo.gpt import load_config
-        return zoo.get(name, config=load_config(args.config))
+def _get(name: str, args: argparse.Namespace, *, tensor: bool = False):
+    tokens = getattr(args, "tokens", None)
+    extra = {"tokens": tokens, "tensor": True} if tensor else {}
+    if tokens is not None and not tensor:
+        raise SymgradError("--tokens applies to `symgrad verify` of the tensor GPT models")
     try:
-        return zoo.get(name)
+        if getattr(args, "config", None):
+            from .zoo.gpt import load_config
+            return zoo.get(name, config=load_config(args.config), **extra)
+        return zoo.get(name, **extra)
     except (SymgradError, KeyboardInterrupt):
         raise
     except Exception as exc:  # noqa: BLE001 - the user's factory: report it, no traceback

@@ -66,6 +66,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
     chosen = cfg.chosen_backends(torch_fn is not None)
+    from .tensor.model import TensorModel
+    if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
+        from .tensor.verify import verify_tensor
+        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg if tolerance is None
+                             else replace(cfg, tolerance=tolerance))
     given = _given(model, at, cfg.dtype) if at is not None else None
     if given is not None:
         cfg = replace(cfg, samples=given.X.shape[1])

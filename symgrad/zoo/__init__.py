@@ -7,7 +7,7 @@ from typing import Callable
 
 from ..errors import SymgradError
 from ..model import Model
-from . import gpt, tutorial
+from . import gpt, gpt2, tutorial
 
 BUILDERS: dict[str, Callable[[], Model]] = {
     "chain_rule": tutorial.chain_rule,
@@ -37,20 +37,40 @@ DESCRIPTIONS = {
 }
 
 
+# tensor-program models: verified by ``symgrad verify`` at full size (not in the default report
+# run: GPT-2 124M takes minutes); ``tiny_gpt`` also runs as a tensor program under ``verify``
+TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "tiny_gpt": gpt2.tiny_gpt}
+TENSOR_DESCRIPTIONS = {"gpt2": "GPT_CONFIG_124M as a tensor program (163,009,536 parameters); "
+                               "--tokens N, --config overrides"}
+
+
 def names() -> list[str]:
     return list(BUILDERS)
 
 
+def tensor_names() -> list[str]:
+    """Models only built as tensor programs (listed by ``symgrad list`` after ``names()``)."""
+    return [n for n in TENSOR_BUILDERS if n not in BUILDERS]
+
+
 def describe(name: str) -> str:
     """One line for ``symgrad list``, without building the model."""
-    return DESCRIPTIONS.get(name) or get(name).description
+    return DESCRIPTIONS.get(name) or TENSOR_DESCRIPTIONS.get(name) or get(name).description
 
 
-def get(name: str, *, config: dict | None = None) -> Model:
+def get(name: str, *, config: dict | None = None, tokens: int | None = None,
+        tensor: bool = False) -> Model:
     """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
 
-    ``config`` (GPT_CONFIG-shaped) applies to ``tiny_gpt``.
+    ``config`` (GPT_CONFIG-shaped) applies to ``tiny_gpt`` and ``gpt2``; ``tokens`` (the
+    sequence length) to ``gpt2`` and the tensor ``tiny_gpt``; ``tensor=True`` builds a model
+    that has a tensor-program form (``tiny_gpt``) as one (``symgrad verify`` does).
     """
+    if name in TENSOR_BUILDERS and (tensor or name not in BUILDERS):
+        return TENSOR_BUILDERS[name](config, tokens=tokens)
+    if tokens is not None:
+        raise SymgradError(f"--tokens applies to the tensor GPT models "
+                           f"({', '.join(TENSOR_BUILDERS)}), not {name!r}")
     if config is not None:
         if name != "tiny_gpt":
             raise SymgradError(f"--config applies to tiny_gpt only, not {name!r}")

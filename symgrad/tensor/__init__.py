@@ -1,0 +1,17 @@
+"""Tensor programs: a model as whole-array operations, its exact gradient as another program,
+and views of it (numpy, torch, the oracle, the rounding-error bound). See ``program``."""
+
+from .derive import Gradient, gradient
+from .ops import (causal_mask, causal_self_attention, cross_entropy, dense, dropout, embedding,
+                  exp, gelu, layer_norm, log, log_softmax, logsumexp, mean, softmax, stack, tanh)
+from .program import (X, Node, broadcast, const, einsum, input, map_, matmul, max_, onehot,
+                      param, reshape, scatter_add, stop_gradient, sum_, take, topological,
+                      transpose)
+
+__all__ = [
+    "Gradient", "Node", "X", "broadcast", "causal_mask", "causal_self_attention", "const",
+    "cross_entropy", "dense", "dropout", "einsum", "embedding", "exp", "gelu", "gradient",
+    "input", "layer_norm", "log", "log_softmax", "logsumexp", "map_", "matmul", "max_", "mean",
+    "onehot", "param", "reshape", "scatter_add", "softmax", "stack", "stop_gradient", "sum_", "take",
+    "tanh", "topological", "transpose",
+]

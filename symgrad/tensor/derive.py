@@ -1,0 +1,186 @@
+"""The exact gradient of a tensor program by reverse accumulation; the result is again a program.
+
+One vector-Jacobian rule per op (``VJP``): elementwise maps take their local derivatives from
+``sympy.diff`` of the map's expression (exact constants), contractions are adjoint contractions
+with their subscripts rearranged, reductions / layout ops broadcast or permute the cotangent back,
+take and scatter_add are each other's adjoint. No Jacobian is ever materialised.
+
+>>> import symgrad.tensor as st
+>>> W, x = st.param("W", (2, 3)), st.input("x", (3,))
+>>> L = st.sum_(st.tanh(st.einsum("ij,j->i", W, x)))
+>>> g = gradient(L, [W])
+>>> g[0].shape
+(2, 3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import sympy as sp
+
+from ..errors import SymgradError
+from .program import (X, Node, broadcast, einsum, map_, reshape, scatter_add, sum_, take,
+                      topological, transpose)
+
+
+def _unbroadcast(g: Node, shape: tuple[int, ...]) -> Node:
+    """Sum ``g`` over the axes an operand of ``shape`` was broadcast along (size 1)."""
+    axes = tuple(i for i, (a, b) in enumerate(zip(shape, g.shape)) if a == 1 and b != 1)
+    if not axes:
+        return g
+    return reshape(sum_(g, axes), shape)
+
+
+def _vjp_map(node: Node, g: Node) -> list:
+    expr = node.attrs["expr"]
+    out = []
+    for i, a in enumerate(node.args):
+        if not differentiable(a):
+            out.append(None)
+            continue
+        d = sp.diff(expr, X[i])
+        if d == 0:
+            out.append(None)
+            continue
+        # g * d as a map of (g, the operands d reads)
+        used = [j for j in range(len(node.args)) if X[j] in d.free_symbols]
+        shift = {X[j]: X[k + 1] for k, j in enumerate(used)}
+        local = X[0] * d.xreplace(shift)
+        out.append(_unbroadcast(map_(local, g, *[node.args[j] for j in used]), a.shape))
+    return out
+
+
+def _vjp_einsum(node: Node, g: Node) -> list:
+    ins, out = node.attrs["spec"].split("->")
+    subs = ins.split(",")
+    grads = []
+    for i, a in enumerate(node.args):
+        if not differentiable(a):
+            grads.append(None)
+            continue
+        others = [(s, o) for j, (s, o) in enumerate(zip(subs, node.args)) if j != i]
+        have = set(out).union(*[set(s) for s, _ in others])
+        target = "".join(c for c in subs[i] if c in have)
+        spec = ",".join([out] + [s for s, _ in others]) + "->" + target
+        d = einsum(spec, g, *[o for _, o in others])
+        if target != subs[i]:  # letters only operand i had (a sum over them): broadcast back
+            kept = tuple(n if c in have else 1 for c, n in zip(subs[i], a.shape))
+            d = broadcast(reshape(d, kept), a.shape)
+        grads.append(d)
+    return grads
+
+
+def _vjp_sum(node: Node, g: Node) -> list:
+    x = node.args[0]
+    kept = tuple(1 if i in node.attrs["axes"] else n for i, n in enumerate(x.shape))
+    return [broadcast(reshape(g, kept), x.shape)]
+
+
+def _vjp_max(node: Node, g: Node) -> list:
+    raise SymgradError("the derivative of max over an axis is not defined here; use max only as "
+                       "a shift under stop_gradient (stable softmax / logsumexp)")
+
+
+def _vjp_reshape(node: Node, g: Node) -> list:
+    return [reshape(g, node.args[0].shape)]
+
+
+def _vjp_transpose(node: Node, g: Node) -> list:
+    perm = node.attrs["perm"]
+    inverse = tuple(sorted(range(len(perm)), key=lambda i: perm[i]))
+    return [transpose(g, inverse)]
+
+
+def _vjp_broadcast(node: Node, g: Node) -> list:
+    return [_unbroadcast(g, node.args[0].shape)]
+
+
+def _vjp_take(node: Node, g: Node) -> list:
+    table, ids = node.args
+    return [scatter_add(g, ids, table.shape[0]), None]
+
+
+def _vjp_scatter_add(node: Node, g: Node) -> list:
+    return [take(g, node.args[1]), None]
+
+
+def _none(node: Node, g: Node) -> list:
+    return [None] * len(node.args)
+
+
+VJP: dict[str, Callable[[Node, Node], list]] = {
+    "map": _vjp_map, "einsum": _vjp_einsum, "sum": _vjp_sum, "max": _vjp_max,
+    "stop": _none, "onehot": _none, "reshape": _vjp_reshape, "transpose": _vjp_transpose,
+    "broadcast": _vjp_broadcast, "take": _vjp_take, "scatter_add": _vjp_scatter_add,
+}
+
+
+def differentiable(node: Node) -> bool:
+    return not node.integer and node.op not in ("const", "onehot", "stop")
+
+
+@dataclass(frozen=True)
+class Gradient:
+    """A loss, its gradient nodes (one per parameter) and the whole program's nodes."""
+
+    loss: Node
+    params: tuple[Node, ...]
+    grads: tuple[Node, ...]
+
+    @property
+    def outputs(self) -> list[Node]:
+        return [self.loss, *self.grads]
+
+    @property
+    def nodes(self) -> list[Node]:
+        return topological(self.outputs)
+
+
+def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
+    """d loss / d param for each of ``params``, as tensor program nodes.
+
+    Arguments:
+        loss: a scalar node (shape ``()``).
+        params: leaf nodes to differentiate with respect to.
+    Returns:
+        One node per parameter with that parameter's shape (a zero map where the loss does not
+        depend on it).
+    """
+    if loss.shape != ():
+        raise SymgradError(f"the loss must be a scalar (shape ()), got shape {loss.shape}; "
+                           "reduce it with st.sum_ or st.mean")
+    order = topological([loss])
+    wanted = {p.id for p in params}
+    # nodes on a path from a parameter to the loss
+    live: set[int] = set()
+    for n in order:
+        if n.id in wanted or (differentiable(n) and any(a.id in live for a in n.args)):
+            live.add(n.id)
+    from .program import const
+    one = const(1.0, "seed")
+    contributions: dict[int, list[Node]] = {loss.id: [one]}
+    for node in reversed(order):
+        parts = contributions.pop(node.id, None)
+        if not parts or node.is_leaf:
+            if parts:
+                contributions[node.id] = parts
+            continue
+        g = parts[0] if len(parts) == 1 else _add(parts)
+        grads = VJP[node.op](node, g)
+        for a, ga in zip(node.args, grads):
+            if ga is not None and a.id in live:
+                contributions.setdefault(a.id, []).append(ga)
+    out = []
+    for p in params:
+        parts = contributions.get(p.id)
+        if not parts:
+            out.append(map_(X[0] * 0, p))  # the loss does not depend on p
+        else:
+            out.append(parts[0] if len(parts) == 1 else _add(parts))
+    return out
+
+
+def _add(parts: list[Node]) -> Node:
+    return map_(sp.Add(*X[:len(parts)]), *parts)

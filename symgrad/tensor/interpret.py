@@ -1,0 +1,208 @@
+"""The one interpreter: walks a tensor program and calls an array-ops table, node by node.
+
+Every value carries a leading batch axis (size N, or 1 for constants, broadcast on use), so
+numpy and torch run a whole batch of samples per op; the oracle runs N = 1 at a time. Integer
+inputs stay numpy integer arrays (N, ...). The rule of each op is one row of ``RULES``.
+
+>>> import numpy as np, symgrad.tensor as st
+>>> from symgrad.tensor.tables import NumpyOps
+>>> W, x = st.param("W", (2, 2)), st.input("x", (2,))
+>>> y = st.sum_(st.einsum("ij,j->i", W, x))
+>>> evaluate([y], NumpyOps(), {"W": np.ones((3, 2, 2)), "x": np.ones((3, 2))})[0].tolist()
+[4.0, 4.0, 4.0]
+"""
+
+from __future__ import annotations
+
+import string
+from typing import Callable, Iterable, Mapping
+
+import numpy as np
+import sympy as sp
+
+from ..errors import SymgradError
+from .program import X, Node, topological
+
+
+def _batch(t, v) -> int:
+    return t.shape(v)[0]
+
+
+def _full(t, v, n: int):
+    s = t.shape(v)
+    return v if s[0] == n else t.broadcast_to(v, (n,) + tuple(s[1:]))
+
+
+def _einsum(node, t, vals, ctx):
+    spec = node.attrs["spec"]
+    b = next(c for c in string.ascii_letters if c not in spec)
+    n = max(_batch(t, v) for v in vals)
+    ins, out = spec.split("->")
+    batched = ",".join(b + s for s in ins.split(",")) + "->" + b + out
+    return t.einsum(batched, *[_full(t, v, n) for v in vals])
+
+
+_RATIONAL: dict = {}
+
+
+def _rational_constants(expr):
+    """``expr`` with each irrational constant (sqrt(2/pi), 1/sqrt(2)...) replaced by a
+    rational within 1e-120 of it: every table then converts its constants as numbers (a
+    float table rounds both to the same double; a high-precision table keeps ~1e-120)."""
+    got = _RATIONAL.get(expr)
+    if got is None:
+        found: dict = {}
+
+        def visit(e):
+            if e.is_number and not e.is_Rational and not isinstance(e, sp.Piecewise):
+                value = sp.N(e, 130)
+                if value.is_real and value.is_finite:
+                    found[e] = sp.Rational(value)
+                return
+            for a in e.args:
+                if isinstance(a, sp.Expr):
+                    visit(a)
+        visit(expr)
+        got = expr.xreplace(found) if found else expr
+        _RATIONAL[expr] = got
+    return got
+
+
+def _map(node, t, vals, ctx):
+    expr = node.attrs["expr"]
+    if not getattr(t, "symbolic", False):
+        expr = _rational_constants(expr)
+    return t.map(expr, {X[i]: v for i, v in enumerate(vals)})
+
+
+def _shift(axes):
+    return tuple(a + 1 for a in axes)
+
+
+def _sum(node, t, vals, ctx):
+    return t.sum(vals[0], _shift(node.attrs["axes"]))
+
+
+def _max(node, t, vals, ctx):
+    return t.amax(vals[0], _shift(node.attrs["axes"]))
+
+
+def _reshape(node, t, vals, ctx):
+    return t.reshape(vals[0], (_batch(t, vals[0]),) + node.shape)
+
+
+def _transpose(node, t, vals, ctx):
+    return t.transpose(vals[0], (0,) + _shift(node.attrs["perm"]))
+
+
+def _broadcast(node, t, vals, ctx):
+    return t.broadcast_to(vals[0], (_batch(t, vals[0]),) + node.shape)
+
+
+def _flat_ids(ids: np.ndarray, size: int, n_table: int, what: str) -> np.ndarray:
+    """Per-sample ids (N, ...) as row numbers of the batch-flattened table (N_table*size, ...)."""
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        bad = ids[(ids < 0) | (ids >= size)][0]
+        raise SymgradError(f"{what}: id {bad} is outside 0..{size - 1}")
+    offsets = np.arange(ids.shape[0]) * size if n_table > 1 else np.zeros(ids.shape[0], int)
+    return (ids + offsets.reshape((-1,) + (1,) * (ids.ndim - 1))).reshape(-1)
+
+
+def _take(node, t, vals, ctx):
+    table, ids = vals
+    shape = t.shape(table)
+    n_tab, V = shape[0], shape[1]
+    n = max(n_tab, ids.shape[0])
+    ids = np.broadcast_to(ids, (n,) + ids.shape[1:])
+    rows = t.reshape(table, (n_tab * V,) + tuple(shape[2:]))
+    flat = _flat_ids(ids, V, n_tab, f"take from {node.args[0].name or 'table'} "
+                                    f"by {node.args[1].name!r}")
+    return t.reshape(t.take(rows, flat, 0), (n,) + node.shape)
+
+
+def _scatter_add(node, t, vals, ctx):
+    rows, ids = vals
+    size = node.attrs["size"]
+    n = max(_batch(t, rows), ids.shape[0])
+    ids = np.broadcast_to(ids, (n,) + ids.shape[1:])
+    rows = _full(t, rows, n)
+    rest = node.shape[1:]
+    flat_rows = t.reshape(rows, (int(np.prod(ids.shape)),) + rest)
+    flat = _flat_ids(ids, size, n, f"scatter_add by {node.args[1].name!r}")
+    return t.reshape(t.scatter_add(flat_rows, flat, 0, n * size), (n,) + node.shape)
+
+
+def _onehot(node, t, vals, ctx):
+    ids = vals[0]
+    size = node.attrs["size"]
+    if ids.size and (ids.min() < 0 or ids.max() >= size):
+        raise SymgradError(f"onehot of {node.args[0].name!r}: an id is outside 0..{size - 1}")
+    return t.asarray((ids[..., None] == np.arange(size)).astype(np.float64))
+
+
+def _stop(node, t, vals, ctx):
+    return vals[0]
+
+
+RULES: dict[str, Callable] = {
+    "einsum": _einsum, "map": _map, "sum": _sum, "max": _max, "stop": _stop,
+    "reshape": _reshape, "transpose": _transpose, "broadcast": _broadcast, "take": _take,
+    "scatter_add": _scatter_add, "onehot": _onehot,
+}
+
+
+def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
+             on_node: Callable[[Node, object], None] | None = None,
+             keep: Callable[[Node], bool] | None = None, progress=None) -> list:
+    """Values of ``outputs`` (each with a leading batch axis) under ``table``.
+
+    Arguments:
+        outputs: nodes to return.
+        table: an array-ops table (``symgrad.tensor.tables``, ``symgrad.precise``).
+        leaves: block name -> array (N, *shape); float blocks go through ``table.asarray``
+            unless already converted, integer inputs stay numpy integer arrays.
+        on_node: called with every computed (node, value) (e.g. the bound's walk).
+        progress: optional callable(n_done, n_total) while walking.
+    Returns:
+        The list of output values in the table's array type.
+    """
+    outputs = list(outputs)
+    order = topological(outputs)
+    last_use = {}
+    for i, node in enumerate(order):
+        for a in node.args:
+            last_use[a.id] = i
+    for o in outputs:
+        last_use[o.id] = len(order)
+    values: dict[int, object] = {}
+    for i, node in enumerate(order):
+        if node.op in ("param", "input"):
+            if node.name not in leaves:
+                raise SymgradError(f"no values given for block {node.name!r}")
+            v = leaves[node.name]
+            if node.integer:
+                v = np.asarray(v).astype(np.int64)
+            elif isinstance(v, np.ndarray):
+                v = table.asarray(v)
+            values[node.id] = v
+        elif node.op == "const":
+            values[node.id] = table.asarray(node.attrs["value"][None])
+        else:
+            args = [values[a.id] for a in node.args]
+            try:
+                values[node.id] = RULES[node.op](node, table, args, None)
+            except SymgradError:
+                raise
+            except Exception as exc:  # a table failed: say which op and shapes
+                raise SymgradError(f"{getattr(table, 'name', type(table).__name__)}: evaluating "
+                                   f"{node.op} {node.attrs.get('spec') or node.attrs.get('expr') or ''}"
+                                   f" on shapes {[a.shape for a in node.args]} failed: {exc}"
+                                   ) from exc
+        if on_node is not None:
+            on_node(node, values[node.id])
+        for a in node.args:  # free what no later node reads (big programs)
+            if last_use.get(a.id) == i and not (keep and keep(a)):
+                values.pop(a.id, None)
+        if progress is not None:
+            progress(i + 1, len(order))
+    return [values[o.id] for o in outputs]

@@ -1,0 +1,172 @@
+"""``TensorModel``: a scalar loss node of a tensor program, its parameter and input blocks.
+
+>>> import symgrad.tensor as st
+>>> W, x = st.param("W", (2, 3)), st.input("x", (3,))
+>>> m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+>>> [b.name for b in m.blocks], m.n_parameters
+(['W', 'x'], 6)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..domains import Domain
+from ..errors import SymgradError
+from ..model import round_to
+from .derive import Gradient, gradient
+from .program import Node, topological
+
+
+@dataclass(frozen=True)
+class TensorBlock:
+    """A parameter or input block of a tensor model (what ``symgrad.model.Block`` is for the
+    scalar program, without one symbol per entry)."""
+
+    name: str
+    shape: tuple[int, ...]
+    domain: Domain
+    is_param: bool
+    node: Node
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape, dtype=np.int64)) if self.shape else 1
+
+    def entry_names(self) -> list[str]:
+        if not self.shape:
+            return [self.name]
+        return [self.entry(i) for i in range(self.size)]
+
+    def entry(self, flat: int) -> str:
+        if not self.shape:
+            return self.name
+        idx = np.unravel_index(flat, self.shape)
+        return f"{self.name}[{','.join(str(int(i)) for i in idx)}]"
+
+
+class EntryNames(Sequence):
+    """Readable names of a model's gradient entries, computed on demand (GPT-2 has 163M)."""
+
+    def __init__(self, blocks: Sequence[TensorBlock], prefix: str = "") -> None:
+        self.blocks = list(blocks)
+        self.prefix = prefix
+        self.starts = np.cumsum([0] + [b.size for b in self.blocks])
+
+    def __len__(self) -> int:
+        return int(self.starts[-1])
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = int(k) % len(self) if k < 0 else int(k)
+        i = int(np.searchsorted(self.starts, k, side="right")) - 1
+        return self.prefix + self.blocks[i].entry(k - int(self.starts[i]))
+
+
+class Outputs(Sequence):
+    """["value", "d/d<entry>", ...] without building the list."""
+
+    def __init__(self, blocks: Sequence[TensorBlock]) -> None:
+        self.entries = EntryNames(blocks, "d/d")
+
+    def __len__(self) -> int:
+        return 1 + len(self.entries)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return "value" if int(k) == 0 else self.entries[int(k) - 1]
+
+
+class TensorModel:
+    """A model held as a tensor program.
+
+    Arguments:
+        name: a short identifier used in reports.
+        loss: a scalar node (shape ``()``) built with ``symgrad.tensor`` ops.
+        description: one line for reports.
+        reference: optional native torch implementation (``torch_fn(**blocks)`` per sample).
+        params: optional explicit order of the parameter leaves (default: order of first use).
+    Returns:
+        A validated model; ``sg.verify`` runs it through the tensor views.
+    """
+
+    def __init__(self, name: str, loss: Node, *, description: str = "", reference=None,
+                 params: Sequence[Node] | None = None) -> None:
+        if not isinstance(loss, Node) or loss.shape != ():
+            shape = getattr(loss, "shape", type(loss).__name__)
+            raise SymgradError(f"model {name!r}: the loss must be a scalar tensor node (shape "
+                               f"()), got {shape}; reduce it with st.sum_ or st.mean")
+        self.name = name
+        self.description = description
+        self.reference = reference
+        self.loss = loss
+        nodes = topological([loss])
+        found = [n for n in nodes if n.op == "param"]
+        if params is not None:
+            missing = [p.name for p in found if p not in params]
+            if missing:
+                raise SymgradError(f"model {name!r}: parameters {missing} are used but not listed")
+            found = list(params)
+        inputs = [n for n in nodes if n.op == "input"]
+        self.blocks: tuple[TensorBlock, ...] = tuple(
+            [TensorBlock(p.name, p.shape, p.attrs["domain"], True, p) for p in found]
+            + [TensorBlock(i.name, i.shape, i.attrs["domain"], False, i) for i in inputs])
+        names = [b.name for b in self.blocks]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise SymgradError(f"model {name!r}: block name(s) {dup} used by more than one leaf")
+        if not found:
+            raise SymgradError(f"model {name!r}: no parameters; build at least one st.param")
+        self.n_nodes = len(nodes)
+        self._cache: dict = {}
+
+    @property
+    def param_blocks(self) -> tuple[TensorBlock, ...]:
+        return tuple(b for b in self.blocks if b.is_param)
+
+    @property
+    def input_blocks(self) -> tuple[TensorBlock, ...]:
+        return tuple(b for b in self.blocks if not b.is_param)
+
+    @property
+    def n_parameters(self) -> int:
+        return sum(b.size for b in self.param_blocks)
+
+    @property
+    def entries(self) -> EntryNames:
+        return EntryNames(self.param_blocks)
+
+    @property
+    def gradient(self) -> Gradient:
+        """The exact gradient program (derived once, cached)."""
+        if "gradient" not in self._cache:
+            params = tuple(b.node for b in self.param_blocks)
+            self._cache["gradient"] = Gradient(self.loss, params, tuple(gradient(self.loss,
+                                                                                 params)))
+        return self._cache["gradient"]
+
+    @property
+    def display_graph(self):
+        """Reports' step listings and ``explain`` read the scalar program: a clear error here
+        (lower a small tensor model with ``symgrad.tensor.lower.to_scalar_model``)."""
+        raise SymgradError(f"model {self.name!r} is a tensor program: step-by-step reports and "
+                           "explanations need the scalar program; use `symgrad verify` (--json) "
+                           "for it, or lower a small config with "
+                           "symgrad.tensor.lower.to_scalar_model")
+
+    def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+        """``n`` samples of every block, shape (n, *shape), rounded to ``dtype``."""
+        out = {}
+        for b in self.blocks:
+            values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
+            out[b.name] = values.astype(np.int64) if b.domain.integer else round_to(values, dtype)
+        return out
+
+    def __repr__(self) -> str:
+        return (f"TensorModel({self.name!r}, {self.n_parameters} parameters in "
+                f"{len(self.param_blocks)} blocks, {self.n_nodes} nodes)")

@@ -1,0 +1,127 @@
+"""Views of a tensor model: numpy (the derived gradient program on whole arrays), torch
+(autograd of the forward program on a device and dtype: the backend being verified) and the
+oracle (the derived program under a high-precision table). Each returns a (N, 1 + K) float64
+array: the loss, then every gradient entry in block order.
+
+>>> import numpy as np, symgrad.tensor as st
+>>> from symgrad.tensor.model import TensorModel
+>>> W = st.param("W", (2,))
+>>> m = TensorModel("sq", st.sum_(W * W))
+>>> numpy_view(m, {"W": np.array([[1.0, 2.0]])}, "float64").tolist()
+[[5.0, 2.0, 4.0]]
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+
+from .interpret import evaluate
+from .model import TensorModel
+from .tables import NumpyOps, TorchOps
+
+
+def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
+    width = 1 + model.n_parameters
+    result = np.empty((n, width))
+    result[:, 0] = np.broadcast_to(to_numpy(outs[0]).reshape(-1), (n,))
+    col = 1
+    for i, b in enumerate(model.param_blocks, start=1):
+        g, outs[i] = outs[i], None  # free each block once copied (GPT-2: 1.3 GB in all)
+        result[:, col:col + b.size] = np.broadcast_to(to_numpy(g), (n,) + b.shape).reshape(n, -1)
+        col += b.size
+    return result
+
+
+def _n(values: Mapping[str, np.ndarray]) -> int:
+    return max(np.shape(v)[0] for v in values.values())
+
+
+def numpy_view(model: TensorModel, values: Mapping[str, np.ndarray], dtype: str) -> np.ndarray:
+    """Value and gradient from the derived program, whole numpy arrays in ``dtype``."""
+    outs = evaluate(model.gradient.outputs, NumpyOps(dtype), values)
+    return _flatten(model, outs, lambda v: np.asarray(v, dtype=np.float64), _n(values))
+
+
+def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: str,
+               device: str) -> np.ndarray:
+    """Value and gradient by torch autograd of the forward program (one backward pass of the
+    batch-summed loss: samples are independent)."""
+    import torch
+
+    from ..backends.torch import exact_math
+    table = TorchOps(dtype, device)
+    leaves: dict = {}
+    params = []
+    for b in model.blocks:
+        v = values[b.name]
+        if b.is_param:
+            t = table.asarray(v).requires_grad_(True)
+            params.append(t)
+            leaves[b.name] = t
+        else:
+            leaves[b.name] = v if b.node.integer else table.asarray(v)
+    with exact_math():
+        (loss,) = evaluate([model.loss], table, leaves)
+        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
+    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
+
+    def to_numpy(t):
+        return t.detach().to("cpu", torch.float64).numpy()
+    outs = [loss, *grads]
+    del grads, params, leaves
+    return _flatten(model, outs, to_numpy, _n(values))
+
+
+def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
+                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The exact value and gradient as a double-double (hi, lo), one sample at a time;
+    ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all)."""
+    n = _n(values)
+    width = 1 + model.n_parameters
+    # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
+    hi = np.empty((n, width))
+    lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
+    for s in range(n):
+        one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
+        def tick(i, total, s=s):
+            if progress is not None:
+                progress(s * total + i)
+        outs = evaluate(model.gradient.outputs, table, one, progress=tick)
+        col = 0
+        for i, b in enumerate((None,) + model.param_blocks):
+            size = 1 if b is None else b.size
+            shape = (1,) if b is None else (1,) + b.shape
+            h, l = table.to_float64(outs[i])
+            outs[i] = None  # free the high-precision array as soon as it is copied
+            hi[s, col:col + size] = np.broadcast_to(h, shape).reshape(-1)
+            lo[s, col:col + size] = np.broadcast_to(l, shape).reshape(-1)
+            col += size
+    return hi, lo
+
+
+def oracle_steps(model: TensorModel, samples: int) -> int:
+    """The units of ``oracle_view``'s progress: nodes of the gradient program x samples."""
+    return samples * len(model.gradient.nodes)
+
+
+def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
+                 lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30):
+    """Re-evaluate the derived program with ball arithmetic (``symgrad.precise.ARB_OPS``) on
+    the first sample of ``values`` and certify the oracle's (hi, lo) row for it: every entry
+    within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. Returns the
+    ``Certificate`` (``.ok``, ``.summary()``)."""
+    from ..precise import ARB_OPS
+    from ..precise.certify import CertifyConfig, certify
+    one = {k: np.asarray(v)[:1] for k, v in values.items()}
+    outs = evaluate(model.gradient.outputs, ARB_OPS, one)
+    balls = np.empty(1 + model.n_parameters, dtype=object)
+    balls[0] = np.asarray(outs[0]).reshape(-1)[0]
+    col = 1
+    for b, g in zip(model.param_blocks, outs[1:]):
+        balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
+                                                  (1,) + b.shape).reshape(-1)
+        col += b.size
+    return certify(np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64), balls,
+                   config=CertifyConfig(rel=rel, abs=abs_))

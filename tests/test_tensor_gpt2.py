@@ -1,0 +1,95 @@
+"""The GPT-2 family: GPT_CONFIG_124M's exact parameter count and names, config extensions,
+the CLI (`symgrad verify gpt2 --tokens N`), a reduced gpt2 end to end; full size is `slow`."""
+
+import json
+
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad import zoo
+from symgrad.cli import main
+from symgrad.errors import SymgradError
+from symgrad.zoo.gpt2 import gpt, gpt2
+
+REDUCED = {"vocab_size": 50, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
+
+
+def test_gpt2_is_gpt_config_124m_with_163009536_parameters():
+    m = gpt2(tokens=8)
+    assert m.n_parameters == 163_009_536
+    names = [b.name for b in m.param_blocks]
+    assert names[:2] == ["tok_emb", "pos_emb"] and names[-3:] == ["lnf_g", "lnf_b", "out_head"]
+    assert "h11_Wq" in names and "h0_bq" not in names and "h0_bo" in names
+    assert dict((b.name, b.shape) for b in m.param_blocks)["out_head"] == (50257, 768)
+    assert m.n_nodes < 1000  # cost follows operations
+
+
+@pytest.mark.parametrize("ext, delta", [
+    ({"tie_weights": True}, -50257 * 768),
+    ({"bias": False}, -(12 * (4 * 768 + 3072) + 768)),
+    ({"qkv_bias": True}, 12 * 3 * 768),
+])
+def test_config_extensions_change_the_parameters(ext, delta):
+    assert gpt2(ext, tokens=4).n_parameters == 163_009_536 + delta
+
+
+def test_tied_weights_and_erf_gelu_verify():
+    m = gpt({**REDUCED, "tie_weights": True, "bias": False, "gelu": "erf"}, tokens=6)
+    assert "out_head" not in [b.name for b in m.param_blocks]
+    assert sg.verify(m, samples=2).ok
+
+
+def test_tokens_out_of_range_is_a_clear_error():
+    with pytest.raises(SymgradError, match=r"--tokens 40: .* 1..context_length \(32\)"):
+        gpt(REDUCED, tokens=40)
+
+
+def test_reduced_gpt2_via_cli_json(capsys):
+    code = main(["verify", "gpt2", "--config", json.dumps(REDUCED), "--tokens", "8",
+                 "--samples", "2", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0
+    (model,) = out["models"]
+    assert model["program_size"]["parameters"] == gpt(REDUCED).n_parameters
+    assert set(model["backends"]) == {"numpy", "torch", "torch_fn"}
+
+
+def test_cli_rejects_bad_tokens_and_lists_gpt2(capsys):
+    assert main(["verify", "gpt2", "--config", json.dumps(REDUCED), "--tokens", "0"]) == 2
+    assert "--tokens 0" in capsys.readouterr().err
+    assert main(["list"]) == 0
+    assert "gpt2" in capsys.readouterr().out
+    assert main(["verify", "neuron", "--tokens", "3"]) == 2
+
+
+def test_too_many_samples_for_full_size_is_refused_early():
+    with pytest.raises(SymgradError, match="use --samples 2 or fewer"):
+        sg.verify(gpt2(tokens=4), samples=500)
+
+
+def test_tensor_tiny_gpt_is_the_zoo_config():
+    from symgrad.zoo import gpt as scalar_gpt
+    m = zoo.get("tiny_gpt", tensor=True)
+    assert m.n_parameters == 7136 and m.name == "tiny_gpt"
+    small = {**REDUCED, "vocab_size": 5, "context_length": 3, "emb_dim": 4}
+    scalar = scalar_gpt.tiny_gpt(small)
+    tensor = zoo.get("tiny_gpt", config=small, tensor=True)
+    assert [b.name for b in tensor.param_blocks] == [b.name for b in scalar.param_blocks]
+    assert sorted(b.name for b in tensor.blocks) == sorted(b.name for b in scalar.blocks)
+
+
+@pytest.mark.slow
+def test_gpt2_full_size_8_tokens():
+    m = gpt2(tokens=8)
+    r = sg.verify(m, samples=1, torch_fn=m.reference)
+    assert r.ok, str(r)
+    assert r.program_size["parameters"] == 163_009_536
+    assert np.isfinite(r.comparisons["torch"].ulps).all()
+
+
+def test_report_and_explain_of_a_tensor_model_say_why_not(tmp_path, capsys):
+    config = json.dumps(REDUCED)
+    assert main(["report", "gpt2", "--config", config, "--samples", "1",
+                 "--out", str(tmp_path)]) == 2
+    assert "is a tensor program" in capsys.readouterr().err

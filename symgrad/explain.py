@@ -269,6 +269,9 @@ def _shown(node: Node) -> sp.Expr:
     return shown if shown is not None else node.expr
 
 
+MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
+
+
 def _local(node: Node, u: sp.Symbol) -> sp.Expr:
     """d node / d u in readable form: in terms of the node's own value where that is shorter.
     An op's own declared partial (log-sum-exp's softmax, as derive uses) wins over sympy.diff of
@@ -312,7 +315,9 @@ def _scalar(model: Model, graph: Graph, values) -> list[Section]:
         expr = sp.diff(flat, p) if len(graph.nodes) <= 12 else None
         if expr is not None:
             nice = sp.factor(sp.simplify(expr))
-            simp.lines.append(Line(sp.Derivative(graph.output.symbol, p, evaluate=False), nice))
+            if len(latex(nice)) <= MAX_SIMPLIFIED_CHARS:  # else the chain rule lines stand
+                simp.lines.append(Line(sp.Derivative(graph.output.symbol, p, evaluate=False),
+                                       nice))
     text = Section("Backpropagation, textbook form",
                    note="each dL/dv from the chain rule on the formulas above, simplified")
     if len(graph.nodes) <= 30:

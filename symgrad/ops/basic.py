@@ -148,8 +148,10 @@ def logsumexp(values, *, label: str | None = None):
             if not x.is_number:
                 found[x] = found.get(x, 0) + sp.exp(x - out)
         return found
-    return define(m + sp.log(sp.Add(*[sp.exp(x - m) for x in xs])), kind="logsumexp",
-                  label=label, partials=partials)
+    out = define(m + sp.log(sp.Add(*[sp.exp(x - m) for x in xs])), kind="logsumexp",
+                 label=label, partials=partials)
+    out.shown = sp.log(sp.Add(*[sp.exp(x) for x in xs]))  # the textbook form, for readers
+    return out
 
 
 def softmax_entries(values, *, kind: str = "softmax", labels: list | None = None,

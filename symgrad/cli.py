@@ -45,6 +45,19 @@ def _parser() -> argparse.ArgumentParser:
     f.add_argument("--budget", type=int, default=200, help="expressions to draw (default 200)")
     f.add_argument("--seed", type=int, default=0, help="seed of the expression generator")
     f.add_argument("--samples", type=int, default=20, help="samples per expression")
+    o = sub.add_parser("ops", help="verify torch's own operators against exact derivatives; "
+                       "write ops.md/.html/.json; exit 1 on an unexplained finding")
+    o.add_argument("--ops", default=None, help="comma-separated catalogue rows (default: all)")
+    o.add_argument("--dtype", default="float64,float32",
+                   help="comma-separated: float64, float32, bfloat16, float16 "
+                        "(default float64,float32)")
+    o.add_argument("--budget", type=int, default=32, help="inputs per operator and dtype "
+                   "(default 32)")
+    o.add_argument("--seed", type=int, default=0, help="seed of the input draws (default 0)")
+    o.add_argument("--out", default="reports", help="output folder (default reports/)")
+    o.add_argument("--device", default="cpu", help="torch device (default cpu)")
+    o.add_argument("--no-second-order", action="store_true", help="skip Hessian-vector products")
+    o.add_argument("--no-gradcheck", action="store_true", help="skip torch.autograd.gradcheck")
     e = sub.add_parser("explain", help="print a step-by-step derivation")
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
@@ -108,6 +121,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         return _report(args)
     if args.command == "explain":
         return _explain(args)
+    if args.command == "ops":
+        return _ops(args)
     if args.command == "fuzz":
         from .fuzz import fuzz
         report = fuzz(args.budget, seed=args.seed, samples=args.samples,
@@ -215,6 +230,28 @@ def check_writable(out: Path) -> None:
         raise SymgradError(f"--out {str(out)!r}: cannot write the report there "
                            f"({exc.strerror or exc}); choose a writable folder, e.g. "
                            "--out reports") from None
+
+
+def _ops(args: argparse.Namespace) -> int:
+    from .opcatalog import OpsConfig, run_ops
+    from .opcatalog.report import write_ops_report
+
+    names = tuple(n.strip() for n in args.ops.split(",") if n.strip()) if args.ops else None
+    cfg = OpsConfig(ops=names, dtypes=tuple(d.strip() for d in args.dtype.split(",")),
+                    budget=args.budget, seed=args.seed, device=args.device,
+                    second_order=not args.no_second_order, gradcheck=not args.no_gradcheck,
+                    progress=sys.stderr.isatty())
+    report = run_ops(cfg)
+    written = write_ops_report(report, args.out)
+    for row in report.rows:
+        if row.status in ("unexplained", "error"):
+            print(f"{row.op:<28} {row.dtype:<9} {row.status.upper()}: "
+                  f"{row.note or '; '.join(f.cause for f in row.findings)}")
+    n = len({r.op for r in report.rows if r.status not in ("unsupported", "error")})
+    print(f"symgrad ops: {n} operators x {len(cfg.dtypes)} dtypes in {report.seconds:.1f} s; "
+          f"{len(report.findings)} findings ({len(report.unexplained)} unexplained); wrote "
+          f"{', '.join(str(p) for p in written)}")
+    return 0 if report.ok else 1
 
 
 def _explain(args: argparse.Namespace) -> int:

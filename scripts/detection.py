@@ -186,7 +186,7 @@ def write(results: dict, folder: Path) -> None:
             lines += [f"## {key}: a factor on one parameter block (native reference)", "",
                       f"correct reference: ok={d['correct_ok']}, counts {d['correct_counts']}, "
                       f"largest |projection| of its error {d['correct_max_projection_u']:.3g} u "
-                      "(block floor 1024 u)", "",
+                      f"(block floor {sg.Tolerance().block_floor:g} u)", "",
                       "| factor | blocks caught |", "|---|---|"]
             lines += [f"| {f} | {c}/{n} |" for f, c in caught.items()]
             missed = [f"{b} {f}" for b, r in d["blocks"].items() for f, v in r.items() if not v]

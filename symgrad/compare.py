@@ -31,8 +31,13 @@ every report):
    dL/dz at a saturated logit: 2e-12 relative on every block of simplenet) shifts all blocks
    alike, and a block is systematic only where it departs from the others (a bug shared by most
    blocks is left to the entry test, where the blocks near the loss resolve it).
-   ``block_floor`` covers what is aligned within one block: measured at most ~4 u on every
-   built-in model (``reports/detection.md``), granted 1024 u.
+   ``block_floor`` covers what is aligned within one block. Rounding is not always orthogonal:
+   an upstream adjoint rounded once and shared by one block only (a softmax row's adjoint in
+   attention, computed through cancellation) scales that block alike. Measured: ~4 u on most
+   built-in models (``reports/detection.md``), but 2^12.3 u on symgrad's own float32 program
+   of gpt_attention at standard-normal parameters (seed 4, sample 233); granted 2^14 u (1e-3 in
+   float32, 2e-12 in float64). Smaller aligned errors are left to the pooled test, where a
+   shared adjoint's rounding has no common sign across samples.
 
 3. **Pooled test** (systematic errors across samples). The per-sample projections p_s, weighted
    by how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>, a the entry
@@ -137,7 +142,7 @@ class Tolerance:
     safety: float = 4.0  # x the running bound: covers <=2-ulp elementary functions and reordering
     floor: float = 4.0  # absolute floor in units of the dtype's smallest normal (underflow)
     precision_loss_ulps: float = 2.0**10  # larger errors that the bound excuses are flagged
-    block_floor: float = 2.0**10  # block test: |projection| must exceed this many u ...
+    block_floor: float = 2.0**14  # block test: |projection| must exceed this many u ...
     block_sigmas: float = 8.0  # ... and this many of its rounding-noise scales (t-statistic)
     block_min_entries: float = 4.0  # effective entries a block needs for the block test
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u

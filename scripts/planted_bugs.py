@@ -2,7 +2,7 @@
 Face GPT2LMHeadModel, checked by symgrad (``sg.verify(model, module=...)``) and by
 ``torch.autograd.gradcheck`` (its defaults). Writes reports/planted_bugs.md and .json.
 
-    python scripts/planted_bugs.py [--samples 4] [--layers 2] [--out reports]
+    python scripts/planted_bugs.py [--samples 4] [--layers 1] [--out reports]
 
 Times: a symgrad check reuses the derivation of its model (derived once per layout, timed
 apart: "cold"); "first message" is the time from the call to the first failure message (the
@@ -104,7 +104,7 @@ def fail_fast(model, cfg) -> float:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--samples", type=int, default=4)
-    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(ROOT / "reports"))
     args = ap.parse_args(argv)

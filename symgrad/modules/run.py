@@ -14,7 +14,6 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 from ..backends import torch as torch_backend

@@ -77,7 +77,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     if module is not None:
+        from .errors import SymgradError
         from .modules import ModuleOptions, verify_module
+        if at is not None or torch_fn is not None:
+            raise SymgradError("verify: module= runs the module itself; give at= and torch_fn= "
+                               "without it")
         return verify_module(model, module, cfg=cfg, options=ModuleOptions(
             module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     torch_backend.check_device(cfg.device, cfg.dtype)

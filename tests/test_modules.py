@@ -14,7 +14,7 @@ from symgrad.cli import main
 from symgrad.modules import LAYOUTS, plan
 from symgrad.zoo import gpt, native_gpt
 from tests.gptmodels import book, nanogpt
-from tests.gptmodels.bugs import BUGS, Perturb
+from tests.gptmodels.bugs import BUGS
 
 SMALL = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
          "drop_rate": 0.1, "qkv_bias": False}

@@ -30,12 +30,10 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..backends.torch import TORCH_DTYPES
 from ..errors import SymgradError
 from ..model import Model
 from .mapping import Plan
-
-TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
-                "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 @dataclass(frozen=True)

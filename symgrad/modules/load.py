@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import importlib
 
-import torch
 from torch import nn
 
 from ..errors import SymgradError

@@ -56,8 +56,7 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)
     _check_module(module, cfg)
-    model = model_for_mode(model, options.train)
-    plan = mapping.plan(model, module, options.map)
+    plan = mapping.plan(model, module, options.map)  # same parameter blocks in either mode
     run = ModuleRun(plan.layout)
     rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
     fns = {}
@@ -90,6 +89,7 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             f"{p}: {r}" for p, r in run.skipped.items()))
 
     timings: dict[str, float] = {"first_message_s": run.first_message_s}
+    model = model_for_mode(model, options.train)  # eval mode: the twin without dropout
     compiled = derive(model, cfg, timings)
     batch = draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, None, cfg, ("numpy", "torch"))

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..compare import DOMAIN, FAILING, KINK, MISMATCH, NONFINITE, OVERFLOW, STATUS_NAMES, \
-    dtype_info, ulp
+from ..compare import DOMAIN, KINK, MISMATCH, NONFINITE, OVERFLOW, STATUS_NAMES, \
+    dtype_info
 from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..verify import verify
@@ -224,23 +224,10 @@ def _second(op: Op, dtype: str, cfg: OpsConfig, at: dict, at_kink: np.ndarray):
 
 
 def _entries(result, model, at: dict):
-    """The torch operator's comparison, and its absolute allowance per entry: from the
-    allowance in ULPs, or where that overflowed (an exact 0 has a subnormal ULP) from the
-    bound E itself with the comparer's own rule."""
+    """The torch operator's comparison, and its absolute allowance per entry: the comparer's
+    own (``Comparison.allowed_abs``; finite also at an exact 0, whose ULP is subnormal)."""
     comp = result.comparisons["torch_fn"]
-    with np.errstate(over="ignore", invalid="ignore"):
-        allowed = comp.allowed_ulps * ulp(comp.expected, comp.dtype)
-    if not np.isfinite(allowed).all():
-        from ..backends import numpy as np_backend
-        from ..verify import _given, derive
-        tol, info = result.config.tolerance, dtype_info(comp.dtype)
-        batch = _given(model, {k: v for k, v in at.items()}, comp.dtype)
-        bound = np_backend.run(derive(model, result.config).bound,
-                               batch.X[:, result.oracle_samples], "float64")
-        with np.errstate(over="ignore", invalid="ignore"):
-            direct = tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
-        allowed = np.where(np.isfinite(allowed), allowed, direct)
-    return comp, allowed
+    return comp, comp.allowed_abs
 
 
 def _judge(op: Op, dtype: str, result, at: dict, order: str, cfg: OpsConfig, model,

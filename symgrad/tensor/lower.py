@@ -27,6 +27,7 @@ from ..ops.transformer import lookup
 from .interpret import RULES
 from .model import TensorModel
 from .program import Node, topological
+from .tables import NumpyLayout
 
 MAX_ENTRIES = 200_000  # scalar steps beyond this take minutes: lower small shapes only
 
@@ -42,7 +43,7 @@ def _each(arr: np.ndarray, f, kind: str) -> np.ndarray:
     return out
 
 
-class SympyOps:
+class SympyOps(NumpyLayout):
     """The array-ops table of object arrays of sympy expressions (values only, no batch > 1)."""
 
     name = "sympy"
@@ -79,15 +80,6 @@ class SympyOps:
         for idx in np.ndindex(*out.shape):
             out[idx] = sp.Max(*flat[idx])
         return out
-
-    def reshape(self, x, shape):
-        return np.reshape(x, shape)
-
-    def transpose(self, x, perm):
-        return np.transpose(x, perm)
-
-    def broadcast_to(self, x, shape):
-        return np.broadcast_to(x, shape)
 
     def shape(self, x):
         return tuple(np.shape(x))

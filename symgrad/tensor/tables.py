@@ -40,7 +40,30 @@ def _args(expr, args):
     return syms, [args[s] for s in syms]
 
 
-class NumpyOps:
+class NumpyLayout:
+    """Layout methods shared by every table whose arrays are numpy arrays (of floats or of
+    objects: mpmath numbers, sympy expressions): gather, reshape, transpose, broadcast, select."""
+
+    def take(self, x, idx, axis):
+        return np.take(x, idx, axis=axis)
+
+    def reshape(self, x, shape):
+        return np.reshape(x, shape)
+
+    def transpose(self, x, perm):
+        return np.transpose(x, perm)
+
+    def broadcast_to(self, x, shape):
+        return np.broadcast_to(x, shape)
+
+    def where(self, mask, a, b):
+        return np.where(mask, a, b)
+
+    def shape(self, x):
+        return tuple(np.shape(x))
+
+
+class NumpyOps(NumpyLayout):
     """Whole numpy arrays in ``dtype`` (float64 / float32 / float16); BLAS contractions."""
 
     def __init__(self, dtype: str = "float64") -> None:
@@ -72,29 +95,11 @@ class NumpyOps:
     def amax(self, x, axis, keepdims=False):
         return np.max(x, axis=axis, keepdims=keepdims)
 
-    def take(self, x, idx, axis):
-        return np.take(x, idx, axis=axis)
-
     def scatter_add(self, x, idx, axis, size):
         assert axis == 0
         out = np.zeros((size,) + x.shape[1:], dtype=x.dtype)
         np.add.at(out, idx, x)
         return out
-
-    def reshape(self, x, shape):
-        return np.reshape(x, shape)
-
-    def transpose(self, x, perm):
-        return np.transpose(x, perm)
-
-    def broadcast_to(self, x, shape):
-        return np.broadcast_to(x, shape)
-
-    def where(self, mask, a, b):
-        return np.where(mask, a, b)
-
-    def shape(self, x):
-        return tuple(x.shape)
 
     def to_float64(self, x):
         x = np.asarray(x, dtype=np.float64)
@@ -171,7 +176,7 @@ class TorchOps:
         return None
 
 
-class MpmathOps:
+class MpmathOps(NumpyLayout):
     """numpy object arrays of mpmath numbers at ``dps`` digits: a slow, simple oracle for small
     programs and the reference the double-double table is tested against. Each entry carries
     ``dps`` digits, so its results are exact to ~dps-5 digits (not a rigorous enclosure)."""
@@ -222,30 +227,12 @@ class MpmathOps:
     def amax(self, x, axis, keepdims=False):
         return np.asarray(np.max(x, axis=axis, keepdims=keepdims), dtype=object)
 
-    def take(self, x, idx, axis):
-        return np.take(x, idx, axis=axis)
-
     def scatter_add(self, x, idx, axis, size):
         out = self.constant(0, (size,) + x.shape[1:])
         with mpmath.workdps(self.dps):
             for i, row in zip(idx, x):
                 out[i] = out[i] + row
         return out
-
-    def reshape(self, x, shape):
-        return np.reshape(x, shape)
-
-    def transpose(self, x, perm):
-        return np.transpose(x, perm)
-
-    def broadcast_to(self, x, shape):
-        return np.broadcast_to(x, shape)
-
-    def where(self, mask, a, b):
-        return np.where(mask, a, b)
-
-    def shape(self, x):
-        return tuple(np.shape(x))
 
     def to_float64(self, x):
         x = np.asarray(x, dtype=object)

@@ -84,6 +84,12 @@ def test_a_loss_value_wrong_by_more_than_itself_is_a_mismatch_whatever_the_bound
     assert c.status[0, 0] == MISMATCH and not c.ok
 
 
+def test_an_exactly_zero_value_is_judged_by_its_bound():
+    # torch.sinc(5.) is -4e-17: sin(5 pi) / (5 pi) with pi rounded; the exact value is 0
+    assert _cmp([[0.0, 1.0]], [[-4.4e-17, 1.0]], [[10.0, 1.0]]).ok
+    assert not _cmp([[0.0, 1.0]], [[1e-3, 1.0]], [[10.0, 1.0]]).ok
+
+
 def _block(exact, got, bound, dtype="float32", head=True):
     """Compare one block "W" (with the given bound); beside it a resolved block "head"."""
     exact, got = np.asarray(exact, float), np.asarray(got, float)

@@ -249,8 +249,12 @@ def convex_combination(V: np.ndarray, got: np.ndarray, allow: np.ndarray) -> boo
     """Is ``got`` within ``allow`` (per entry) of some convex combination of the rows of V?
 
     Two rows: exact interval arithmetic on the weight; more: a linear program (scipy HiGHS)
-    on entries scaled to their magnitude.
+    on entries scaled to their magnitude. An entry with an infinite allowance constrains
+    nothing, and a non-finite one is judged elsewhere (non-finite / overflow): both are left out.
     """
+    keep = np.isfinite(got) & np.isfinite(allow) & np.isfinite(V).all(axis=0)
+    if not keep.all():
+        V, got, allow = V[:, keep], got[keep], allow[keep]
     if V.shape[0] == 1:
         return bool(np.all(np.abs(V[0] - got) <= allow))
     if V.shape[0] == 2:

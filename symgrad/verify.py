@@ -222,6 +222,12 @@ def _by_name(model: Model, given: dict, what: str) -> dict:
             raise SymgradError(f"{what}: key {k!r} is neither a block name nor a symbol; "
                                f"blocks: {', '.join(b.name for b in model.blocks)}")
         out[name] = v
+    known = {b.name for b in model.blocks}
+    unknown, missing = sorted(set(out) - known), sorted(known - set(out))
+    if unknown:  # a typo names itself, and the block it probably meant
+        raise SymgradError(f"{what}: unknown name(s) {unknown}"
+                           + (f"; missing {missing}" if missing else "")
+                           + f"; the blocks are {', '.join(b.name for b in model.blocks)}")
     return out
 
 
@@ -446,7 +452,7 @@ def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
     """The exact value of every leaf and every step of the model's textbook (display) program
     at one point: ``{symbol: mpf}``, certified to ``dps`` digits. Used by explanations and
     root-cause recognition."""
-    args = _point_args(model, point, what="exact_steps")
+    args = _point_args(model, point, what="at")
     nodes = model.display_graph.nodes
     key = ("steps",)
     if key not in model._cache:

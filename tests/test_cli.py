@@ -116,3 +116,12 @@ def test_progress_shows_every_long_phase_on_stderr(capsys):
         assert phase in captured.err
     assert main(["verify", "chain_rule", "--samples", "20", "--no-progress"]) == 0
     assert "oracle" not in capsys.readouterr().err
+
+
+def test_user_model_is_found_in_the_current_folder(tmp_path, monkeypatch, capsys):
+    (tmp_path / "mymodel_cwd.py").write_text(
+        "import sympy as sp, symgrad as sg\nw = sp.Symbol('w')\n"
+        "model = sg.Model('mine', sp.tanh(w) ** 2, params=[w])\n")
+    monkeypatch.chdir(tmp_path)
+    assert main(["verify", "mymodel_cwd:model", "--samples", "10"]) == 0
+    assert "mine" in capsys.readouterr().out

@@ -1,7 +1,5 @@
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
 

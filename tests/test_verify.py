@@ -228,3 +228,11 @@ def test_non_integer_value_for_an_integers_input_is_an_error():
     with pytest.raises(SymgradError, match="input 'k'.*non-integer"):
         sg.exact_at(m, {"w": 1.0, "k": 2.5})
     assert sg.verify(m, at={w: [1.0], k: [2.0]}).ok
+
+
+def test_a_mistyped_block_name_in_at_is_named(models):
+    with pytest.raises(SymgradError, match=r"unknown name\(s\) \['yy'\]; missing \['y'\]"):
+        sg.verify(models["neuron"], at={"w": [1.0], "b": [0.0], "x": [1.0], "yy": [1.0]})
+    with pytest.raises(SymgradError, match=r"unknown name\(s\) \['zz'\]"):
+        sg.verify(models["neuron"], at={"w": [1.0], "b": [0.0], "x": [1.0], "y": [1.0],
+                                        "zz": [1.0]})

@@ -10,7 +10,6 @@ symgrad.errors.SymgradError: --module: 'torch.nn' has no attribute 'GPTModel'
 
 from __future__ import annotations
 
-import importlib
 
 from torch import nn
 
@@ -23,10 +22,8 @@ def load_module(spec: str, config: dict, dtype: str, device: str) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not attr:
         raise SymgradError(f"--module {spec!r}: give pkg.module:attr (e.g. mybook.gpt:GPTModel)")
-    try:
-        mod = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SymgradError(f"--module: cannot import {module_name!r}: {exc}") from None
+    from ..zoo import import_user_module
+    mod = import_user_module(module_name, "--module")
     try:
         obj = getattr(mod, attr)
     except AttributeError:

@@ -79,17 +79,29 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
         return BUILDERS[name]()
     if ":" in name:
         return load(name)
-    raise SymgradError(f"unknown model {name!r}; built-in models: {', '.join(BUILDERS)}; "
+    builtin = list(BUILDERS) + [n for n in TENSOR_BUILDERS if n not in BUILDERS]
+    raise SymgradError(f"unknown model {name!r}; built-in models: {', '.join(builtin)}; "
                        "or give module:attr for your own")
+
+
+def import_user_module(module_name: str, what: str):
+    """Import the user's module as ``python -m`` would: the current directory comes first on
+    the path (the ``symgrad`` console script does not put it there by itself)."""
+    import os
+    import sys
+    if os.getcwd() not in sys.path and "" not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        return importlib.import_module(module_name)
+    except ImportError as exc:
+        raise SymgradError(f"{what}: cannot import module {module_name!r}: {exc} (run from the "
+                           "folder that holds it, or add that folder to PYTHONPATH)") from None
 
 
 def load(spec: str) -> Model:
     """Import ``module:attr``; attr may be a Model or a function returning one."""
     module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise SymgradError(f"cannot import module {module_name!r} for {spec!r}: {exc}") from None
+    module = import_user_module(module_name, spec)
     try:
         obj = getattr(module, attr)
     except AttributeError:

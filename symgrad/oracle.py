@@ -117,6 +117,13 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
             if verts:
                 vertices[j] = np.array([[_double_double(o)[0] for o in v] for v in verts])
                 labels[j] = list(kinks.labels)
+                # where every side agrees the function is smooth there, and the sides' value is
+                # the derivative; the exact pass used sympy's H(0) = 1/2, sign(0) = 0, which a
+                # smooth function written with Abs/Max does not need (sign(0)^2 = 0 would make
+                # logaddexp2's Hessian 0 at a tie)
+                same = np.ptp(vertices[j], axis=0) == 0
+                for k in np.flatnonzero(same & (vertices[j][0] != hi[j])):
+                    hi[j, k], lo[j, k] = _double_double(verts[0][k])
                 if not complete:
                     uncertain[j] |= np.ptp(vertices[j], axis=0) > 0
         uncertain[j] |= np.array(loose, bool)

@@ -163,3 +163,14 @@ def test_compare_rejects_entries_that_are_no_subgradient_together():
     c = compare(exact, np.zeros_like(exact), got, np.ones_like(exact), backend="b",
                 dtype="float64", tol=Tolerance(), kink=sides)
     assert (c.status == MISMATCH).all() and c.not_subgradient.all()
+
+
+def test_where_every_side_agrees_the_sides_value_is_the_derivative():
+    """sign(w)^2 * w is w everywhere: at w = 0 both sides give slope 1, though sympy's
+    sign(0) = 0 would give 0 (the false Hessian of logaddexp2 at a tie in `symgrad ops`)."""
+    w = sp.Symbol("w")
+    m = sg.Model("sign_squared", sp.sign(w) ** 2 * w, params=[w])
+    assert sg.verify(m, at={w: [0.0, 1.5]}, torch_fn=lambda w: w * 1.0,
+                     backends=("torch_fn",)).ok
+    assert not sg.verify(m, at={w: [0.0, 1.5]}, torch_fn=lambda w: w * 0.0 + w.detach(),
+                         backends=("torch_fn",)).ok

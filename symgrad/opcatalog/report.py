@@ -237,8 +237,9 @@ def as_markdown(report: OpsReport) -> str:
     out = ["# Torch's operators, verified against their exact derivatives", "",
            f"{len({r.op for r in report.rows})} catalogue rows; dtypes "
            f"{', '.join(cfg.dtypes)}; {cfg.budget} edge-seeking inputs per operator and dtype; "
-           f"seed {cfg.seed}; regenerate with `symgrad ops --dtype "
-           f"{','.join(cfg.dtypes)} --budget {cfg.budget} --seed {cfg.seed}`.", "",
+           f"seed {cfg.seed}; regenerate with `symgrad ops "
+           + (f"--ops {','.join(cfg.ops)} " if cfg.ops else "")
+           + f"--dtype {','.join(cfg.dtypes)} --budget {cfg.budget} --seed {cfg.seed}`.", "",
            "## Summary", ""] + _md_table(summary(report)) + ["", "## Method", ""]
     out += [f"- {m}" for m in METHOD]
     out += ["", f"Verdict rule: {Tolerance().rule()}.", "",

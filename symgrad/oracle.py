@@ -119,11 +119,13 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
                 labels[j] = list(kinks.labels)
                 # where every side agrees the function is smooth there, and the sides' value is
                 # the derivative; the exact pass used sympy's H(0) = 1/2, sign(0) = 0, which a
-                # smooth function written with Abs/Max does not need (sign(0)^2 = 0 would make
-                # logaddexp2's Hessian 0 at a tie)
+                # smooth function written with Abs/Max does not need (sign(0)^2 = 0 made
+                # logaddexp2's Hessian 0 at a tie). The rounding bound E was evaluated on that
+                # convention's path, so it cannot vouch for the entry: inconclusive, not ok
                 same = np.ptp(vertices[j], axis=0) == 0
                 for k in np.flatnonzero(same & (vertices[j][0] != hi[j])):
                     hi[j, k], lo[j, k] = _double_double(verts[0][k])
+                    uncertain[j, k] = True
                 if not complete:
                     uncertain[j] |= np.ptp(vertices[j], axis=0) > 0
         uncertain[j] |= np.array(loose, bool)

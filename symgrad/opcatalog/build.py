@@ -106,13 +106,11 @@ def _runnable(e: sp.Expr) -> sp.Expr:
     differentiate torch.heaviside, and symgrad's own torch program must run. Only exact kinks
     change, and the second order is excluded there (a kink of the first-order run)."""
     e = e.replace(lambda a: isinstance(a, sp.DiracDelta), lambda a: sp.S.Zero)
-    # two branches, no value *at* 0: the oracle evaluates a relational within rounding of 0
-    # from both sides, so a smooth function written with Max/Abs (logaddexp) gets its one-sided
-    # second derivative at a tie, where sign(0)^2 = 0 would have made the Hessian 0
     e = e.replace(lambda a: isinstance(a, sp.Heaviside),
-                  lambda a: sp.Piecewise((1, a.args[0] > 0), (0, True)))
+                  lambda a: sp.Piecewise((1, a.args[0] > 0), (0, a.args[0] < 0),
+                                         (sp.Rational(1, 2), True)))
     return e.replace(lambda a: isinstance(a, sp.sign),
-                     lambda a: sp.Piecewise((1, a.args[0] > 0), (-1, True)))
+                     lambda a: sp.Piecewise((1, a.args[0] > 0), (-1, a.args[0] < 0), (0, True)))
 
 
 def share_compiled(model: Model, dtype: str, dps: int = 50) -> None:

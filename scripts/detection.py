@@ -6,9 +6,9 @@ Writes reports/detection.md and reports/detection.json. Run once, niced:
 
 * Block mutants (x-1, x0, x1.5 on one parameter block) on tiny_gpt: the pipeline runs once per
   dtype (draw, native reference, oracle), then each mutant's gradient is the reference's with that
-  block's columns multiplied by the factor - what a ScaleGrad hook on the block computes, up to
+  block's columns multiplied by the factor - what a scale_backward hook on the block computes, up to
   one rounding of the product (tests/test_mutants.py runs real hooks on a few blocks).
-* neuron: a real ScaleGrad hook of 1 + 1e-6 (float32) / 1 + 1e-12 (float64) on dL/dw; the rate
+* neuron: a real scale_backward hook of 1 + 1e-6 (float32) / 1 + 1e-12 (float64) on dL/dw; the rate
   is the fraction of samples whose d/dw entry fails.
 * tiny_gpt attention backward x (1 + 1e-10): a real weights_hook run.
 * False alarms: every built-in model, own programs and native reference, N seeds, float64 and
@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
+from symgrad.testing import scale_backward  # noqa: E402
 import importlib  # noqa: E402
 V = importlib.import_module("symgrad.verify")
 from symgrad import zoo  # noqa: E402
@@ -40,25 +41,6 @@ from symgrad.zoo import gpt, native_gpt  # noqa: E402
 KNOWN = ("BCELoss clamp", "softplus threshold", "saturated logit", "kink")  # torch findings
 
 
-class ScaleGrad(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x, factor):
-        ctx.factor = factor
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * ctx.factor, None
-
-
-class Perturb(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * (1 + 1e-10)
 
 
 def block_mutants(dtype: str, samples: int, seed: int = 0) -> dict:
@@ -125,7 +107,7 @@ def neuron_rates() -> dict:
     out = {}
     for dtype, rel in (("float32", 1e-6), ("float32", 1e-5), ("float64", 1e-12)):
         def fn(w, b, x, y, _f=1 + rel):
-            z = ScaleGrad.apply(w, _f) * x + b
+            z = scale_backward(w, _f) * x + b
             return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
         r = sg.verify(m, torch_fn=fn, samples=500, seed=0, dtype=dtype, backends=("torch_fn",))
         st = r.comparisons["torch_fn"].status
@@ -137,7 +119,7 @@ def neuron_rates() -> dict:
 def attention_mutant(dtype: str, samples: int) -> dict:
     m = zoo.get("tiny_gpt")
     cfg = gpt.GPTConfig.from_dict({})
-    mutant = native_gpt.reference(cfg, weights_hook=Perturb.apply)
+    mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(m, torch_fn=mutant, samples=samples, seed=0, dtype=dtype,
                   backends=("torch_fn",))
     return {"caught": not r.ok, "failures": [f.message() for f in r.failures[:3]]}
@@ -175,7 +157,7 @@ def write(results: dict, folder: Path) -> None:
     (folder / "detection.json").write_text(json.dumps(results, indent=1, default=str))
     lines = ["# Detection rates and false alarms (scripts/detection.py)", ""]
     if "neuron" in results:
-        lines += ["## neuron: ScaleGrad(1 + rel) on dL/dw, native-style torch_fn, 500 samples",
+        lines += ["## neuron: scale_backward(1 + rel) on dL/dw, native-style torch_fn, 500 samples",
                   "", "| dtype, rel. error | samples caught |", "|---|---|"]
         lines += [f"| {k} | {v:.1%} |" for k, v in results["neuron"].items()] + [""]
     for key in ("tiny_gpt float32", "tiny_gpt float64"):

@@ -12,8 +12,46 @@ from __future__ import annotations
 import math
 from typing import Callable
 
+import torch
+
 from .model import Model
 from .verify import verify
+
+
+class ScaleBackward(torch.autograd.Function):
+    """A planted wrong gradient: the identity forward, a backward that multiplies the incoming
+    gradient by ``factor`` (only at ``index`` when one is given). Works under vmap."""
+
+    generate_vmap_rule = True
+
+    @staticmethod
+    def forward(x, factor, index):
+        return x.clone()
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        ctx.factor, ctx.index = inputs[1], inputs[2]
+
+    @staticmethod
+    def backward(ctx, g):
+        if ctx.index is None:
+            return g * ctx.factor, None, None
+        mask = torch.zeros_like(g)
+        mask[ctx.index] = 1.0
+        return g + mask * g * (ctx.factor - 1.0), None, None
+
+
+def scale_backward(x: torch.Tensor, factor: float, index=None) -> torch.Tensor:
+    """``x`` unchanged, its gradient scaled by ``factor`` (at ``index`` only, if given): the
+    mutant a verifier must catch, and ``gradcheck`` misses below ~1e-3.
+
+    >>> import torch
+    >>> w = torch.tensor(2.0, dtype=torch.float64, requires_grad=True)
+    >>> scale_backward(w, 1 + 1e-9).backward()
+    >>> float(w.grad) == 1 + 1e-9
+    True
+    """
+    return ScaleBackward.apply(x, factor, index)
 
 
 def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,

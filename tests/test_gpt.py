@@ -1,9 +1,9 @@
 """GPT-2's blocks and a small GPT: verified against native torch.nn references."""
 
 import pytest
-import torch
 
 import symgrad as sg
+from symgrad.testing import scale_backward
 from symgrad import SymgradError, zoo
 from symgrad.cli import main
 from symgrad.zoo import gpt, native_gpt
@@ -54,19 +54,10 @@ def test_small_gpt_variants(qkv_bias, drop):
     assert sg.verify(m, torch_fn=m.reference, samples=20, seed=3).ok
 
 
-class _Perturb(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * (1 + 1e-10)
-
 
 def test_attention_backward_perturbed_by_1e10_is_caught(small_gpt):
     cfg = gpt.GPTConfig.from_dict(SMALL)
-    mutant = native_gpt.reference(cfg, weights_hook=_Perturb.apply)
+    mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(small_gpt, torch_fn=mutant, samples=40, seed=0)
     assert not r.ok and r.comparisons["torch"].ok
     assert all(f.backend == "torch_fn" and f.kind == "mismatch" for f in r.failures)

@@ -6,33 +6,13 @@ import pytest
 import torch
 
 import symgrad as sg
+from symgrad.testing import scale_backward
 
-
-class ScaleGrad(torch.autograd.Function):
-    """Identity forward; backward scales the gradient by ``factor`` (optionally one element)."""
-
-    generate_vmap_rule = True
-
-    @staticmethod
-    def forward(x, factor, index):
-        return x.clone()
-
-    @staticmethod
-    def setup_context(ctx, inputs, output):
-        ctx.factor, ctx.index = inputs[1], inputs[2]
-
-    @staticmethod
-    def backward(ctx, g):
-        if ctx.index is None:
-            return g * ctx.factor, None, None
-        mask = torch.zeros_like(g)
-        mask[ctx.index] = 1.0
-        return g + mask * g * (ctx.factor - 1.0), None, None
 
 
 def neuron_fn(scale=1.0, inner_float32=False):
     def fn(w, b, x, y):
-        w = ScaleGrad.apply(w, scale, None) if scale != 1.0 else w
+        w = scale_backward(w, scale) if scale != 1.0 else w
         z = w * x + b
         if inner_float32:  # one inner step in float32 inside a float64 run
             a = torch.sigmoid(z.float()).double()
@@ -45,7 +25,7 @@ def neuron_fn(scale=1.0, inner_float32=False):
 def simplenet_fn(flip=None):
     def fn(W1, b1, W2, b2, x, y):
         if flip is not None:  # wrong sign on one element of the weight gradient
-            W1 = ScaleGrad.apply(W1, -1.0, flip)
+            W1 = scale_backward(W1, -1.0, flip)
         h = torch.relu(W1 @ x + b1)
         z = (W2 @ h + b2)[0]
         # BCE of sigmoid(z) through log-sigmoid: accurate at saturation. (torch's
@@ -125,7 +105,7 @@ SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_la
 def on_block(fn, block, factor):
     """The reference with dL/d<block> multiplied by ``factor`` (a wrong backward)."""
     def wrapped(**blocks):
-        blocks[block] = ScaleGrad.apply(blocks[block], factor, None)
+        blocks[block] = scale_backward(blocks[block], factor)
         return fn(**blocks)
     return wrapped
 
@@ -175,20 +155,11 @@ def test_float32_tiny_gpt_block_mutant_is_caught(factor):
         assert _caught_on(r, block), (block, factor)
 
 
-class _Perturb(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * (1 + 1e-10)
-
 
 @pytest.mark.slow
 def test_float64_tiny_gpt_attention_backward_1e10_is_caught():
     m = gpt.tiny_gpt()
-    mutant = native_gpt.reference(gpt.GPTConfig.from_dict({}), weights_hook=_Perturb.apply)
+    mutant = native_gpt.reference(gpt.GPTConfig.from_dict({}), weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(m, torch_fn=mutant, samples=4, seed=0, backends=("torch_fn",))
     assert not r.ok
     assert any(f.kind == "systematic" and ("Wq" in f.output or "Wk" in f.output)

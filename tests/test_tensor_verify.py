@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 import symgrad as sg
+from symgrad.testing import scale_backward
 import symgrad.tensor as st
 from symgrad.compare import MISMATCH
 from symgrad.tensor.model import TensorModel
@@ -34,21 +34,10 @@ def test_correct_gpt_passes_with_native_reference(small, dtype):
     json.dumps(r.as_dict())
 
 
-class _Nudge(torch.autograd.Function):
-    """Identity forward; the backward scaled by 1 + 1e-9 (a bug gradcheck cannot see)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * (1 + 1e-9)
-
 
 def test_planted_backward_bug_in_attention_is_caught(small):
     cfg = GPTConfig.from_dict(SMALL)
-    buggy = native_gpt.reference(cfg, weights_hook=_Nudge.apply)
+    buggy = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-9))
     r = sg.verify(small, torch_fn=buggy, samples=3)
     assert not r.ok
     assert r.comparisons["torch_fn"].status.__eq__(MISMATCH).any()

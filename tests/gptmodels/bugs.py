@@ -16,19 +16,15 @@ from typing import Callable
 import torch
 from torch import nn
 
+from symgrad.testing import scale_backward
+
 from . import book
 
 
-class Perturb(torch.autograd.Function):
-    """Identity forward; backward multiplies the incoming gradient by (1 + 1e-7)."""
+def _perturb(x):
+    """The planted backward bug: x unchanged, its gradient x (1 + 1e-7)."""
+    return scale_backward(x, 1 + 1e-7)
 
-    @staticmethod
-    def forward(ctx, x):
-        return x.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return g * (1 + 1e-7)
 
 
 @contextlib.contextmanager
@@ -48,7 +44,7 @@ def _book(**changes) -> Callable:
 
 
 def _book_backward(module):
-    return _book_attr(backward_hook=Perturb.apply, backward_layer=len(module.trf_blocks) - 1)
+    return _book_attr(backward_hook=_perturb, backward_layer=len(module.trf_blocks) - 1)
 
 
 # ---------------------------------------------------------------- Hugging Face GPT-2
@@ -112,7 +108,7 @@ def _hf_mask(module):
 @contextlib.contextmanager
 def _hf_backward(module):
     handle = module.transformer.h[-1].mlp.c_fc.register_forward_hook(
-        lambda mod, args, out: Perturb.apply(out))
+        lambda mod, args, out: _perturb(out))
     try:
         yield
     finally:

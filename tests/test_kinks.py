@@ -176,3 +176,10 @@ def test_where_every_side_agrees_the_sides_value_is_the_derivative():
     r = sg.verify(m, at={w: [0.0, 1.5]}, torch_fn=lambda w: w * 1.0, backends=("torch_fn",))
     c = r.comparisons["torch_fn"]
     assert r.ok and c.expected[0, 1] == 1.0 and c.status[0, 1] == INCONCLUSIVE
+
+
+def test_joint_subgradient_leaves_out_entries_with_an_infinite_allowance():
+    """vector_norm in `symgrad ops` crashed scipy's linprog with an infinite allowance."""
+    V = np.eye(3)
+    assert convex_combination(V, np.array([1 / 3, 1 / 3, 5.0]), np.array([1e-9, 1e-9, np.inf]))
+    assert not convex_combination(V, np.array([1.0, 1.0, 1.0]), np.array([1e-9, 1e-9, 1e-9]))

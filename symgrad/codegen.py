@@ -57,6 +57,17 @@ class Target:
     node: Callable[[sp.Expr, "Printer"], str | None] | None = None
 
 
+def conditional_chain(nan: str) -> Callable[[list[tuple[str, str]]], str]:
+    """A Piecewise printer for targets that evaluate one sample at a time (mpmath, arb): a
+    chain of Python conditional expressions, ``nan`` where no condition holds."""
+    def piecewise(pairs: list[tuple[str, str]]) -> str:
+        out = nan
+        for value, cond in reversed(pairs):
+            out = value if cond == "True" else f"({value} if {cond} else {out})"
+        return out
+    return piecewise
+
+
 def unsupported_functions(expr: sp.Expr) -> set[str]:
     """Names of the function nodes in ``expr`` that no backend can run."""
     bad = set()

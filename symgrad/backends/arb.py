@@ -34,7 +34,7 @@ import sympy as sp
 from flint import arb, ctx, fmpq
 from sympy.codegen.cfunctions import log1p
 
-from ..codegen import Target
+from ..codegen import Target, conditional_chain
 
 NAN = arb.nan()
 
@@ -312,13 +312,6 @@ FUNCTIONS = {
 }
 
 
-def _piecewise(pairs):
-    out = "NAN"
-    for value, cond in reversed(pairs):
-        out = value if cond == "True" else f"({value} if {cond} else {out})"
-    return out
-
-
 def target() -> Target:
     """A fresh arb target; its ``kinks`` (namespace) collects the sites of what it prints."""
     kinks = Kinks()
@@ -327,7 +320,8 @@ def target() -> Target:
     namespace.update({"rlog": rlog, "rlog1p": rlog1p, "rsqrt": rsqrt, "rasin": rasin,
                       "racos": racos, "rpow": rpow, "ipow": ipow, "NAN": NAN, "kinks": kinks,
                       "nanmax": _nan_propagating(arb.max), "nanmin": _nan_propagating(arb.min)})
-    return Target("arb", FUNCTIONS, namespace, constant=constant, piecewise=_piecewise,
+    return Target("arb", FUNCTIONS, namespace, constant=constant,
+                  piecewise=conditional_chain("NAN"),
                   logic_and="and", logic_or="or", node=_node(kinks))
 
 

@@ -312,13 +312,9 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
                                          max_bits=cfg.oracle_max_bits))
             bar.update(min(chunk, X.shape[1] - start))
     timings["oracle_s"] = time.perf_counter() - t0
-    vertices, offset = {}, 0
+    vertices, labels, offset = {}, {}, 0  # per chunk's sample rows -> the whole batch's
     for p in parts:
         vertices.update({offset + i: v for i, v in p.vertices.items()})
-        offset += len(p.bits)
-    labels = {}
-    offset = 0
-    for p in parts:
         labels.update({offset + i: v for i, v in p.labels.items()})
         offset += len(p.bits)
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])

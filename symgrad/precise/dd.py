@@ -318,11 +318,4 @@ def add_raw(a: DD, b: DD) -> DD:
 
 def add_const_raw(a: DD, c_hi: float, c_lo: float) -> DD:
     """a + (c_hi + c_lo) for a DD constant (accurate addition)."""
-    s1, s2 = two_sum(a.hi, c_hi)
-    t1, t2 = two_sum(a.lo, c_lo)
-    s2 += t1
-    s = s1 + s2
-    s2 = s2 - (s - s1)
-    s2 += t2
-    s1 = s + s2
-    return DD(s1, s2 - (s1 - s))
+    return add_raw(a, DD(c_hi, c_lo))

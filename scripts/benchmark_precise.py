@@ -152,7 +152,7 @@ def render(res: dict) -> str:
     L = ["# symgrad.precise benchmarks", "",
          f"Machine: {res['machine']}; load average at start {res['load_average_at_start']:.1f} "
          "(the machine is shared: absolute times vary, the DD/float64 ratios measured in the same run are the result).", "",
-         "## DD einsum (Ozaki split, 6 exact + 4 rounded float64 GEMMs per K-block) vs float64 np.matmul", "",
+         "## DD einsum (Ozaki split: 3 exact level GEMMs + 1 rounded, the slices concatenated along K, per K-block) vs float64 np.matmul", "",
          "| product | float64 s | DD s | DD / float64 | float64 GFLOP/s | DD GFLOP/s (f64-equiv.) | peak extra memory |",
          "|---|---|---|---|---|---|---|"]
     for r in res["matmul"]:

@@ -177,7 +177,7 @@ def write(rows: list[dict]) -> None:
         "- Next 10x (1.5B parameters): memory first. Compare gradient blocks as they are "
         "produced instead of flattening all entries per backend (today ~1.3 GB per array at "
         "GPT-2; a 10x model needs streaming); then the double-double oracle (Ozaki-split "
-        "GEMMs: ~16 float64 GEMMs per product, and DD elementwise maps over the logits).",
+        "GEMMs: 4 float64 GEMMs of 3-4x the contraction length per product, and DD elementwise maps over the logits).",
         "- The first-order bound compounds with depth: allowances are far above the real "
         "errors on deep programs (see README, limits of the bound).",
     ]

@@ -103,20 +103,57 @@ class Result:
                 out[name] += n
         return out
 
-    def measures(self, backend: str) -> "Measures":
-        """Absolute error, allowance, error/allowance, relative error and shown ULPs per entry."""
-        key = ("measures", backend)
+    def measures(self, backend: str, cols: slice | None = None) -> "Measures":
+        """Absolute error, allowance, error/allowance, relative error and shown ULPs per entry
+        (of the columns ``cols``; all by default). Memoised whole for results up to
+        ``MEASURE_WHOLE`` entries; above (GPT-2: 163M entries, five float64 arrays would take
+        6.5 GB per backend) computed for the columns asked, every time."""
+        comp = self.comparisons[backend]
+        if comp.status.size <= MEASURE_WHOLE:
+            key = ("measures", backend)
+            if key not in self._memo:
+                self._memo[key] = measures(comp, self.config)
+            m = self._memo[key]
+            return m if cols is None else Measures(*(a[:, cols] for a in (
+                m.error, m.allowed, m.ratio, m.relative, m.ulps, m.comparable)))
+        return measures(comp, self.config, cols if cols is not None else slice(None))
+
+    def _chunks(self, backend: str, cols: slice | None):
+        """Column slices of ``cols`` of at most ``MEASURE_CHUNK`` entries each."""
+        comp = self.comparisons[backend]
+        n, width = comp.status.shape
+        a, b, _ = (cols or slice(None)).indices(width)
+        if comp.status.size <= MEASURE_WHOLE:
+            yield slice(a, b)
+            return
+        step = max(1, MEASURE_CHUNK // max(n, 1))
+        for c in range(a, b, step):
+            yield slice(c, min(b, c + step))
+
+    def _stats(self, backend: str, cols: slice | None) -> dict:
+        """worst ULPs, worst error/allowance, worst relative error over ``cols`` (memoised)."""
+        a, b, _ = (cols or slice(None)).indices(self.comparisons[backend].status.shape[1])
+        key = ("stats", backend, a, b)
         if key not in self._memo:
-            self._memo[key] = measures(self.comparisons[backend], self.config)
+            worst_u, ratio, rel = 0.0, 0.0, 0.0
+            for part in self._chunks(backend, slice(a, b)):
+                m = self.measures(backend, part)
+                u = m.ulps
+                finite = u[np.isfinite(u)]
+                worst_u = float("inf") if finite.size < u.size else max(
+                    worst_u, float(finite.max()) if finite.size else 0.0)
+                ratio = max(ratio, _masked_max(m.ratio, m.comparable))
+                rel = max(rel, _masked_max(m.relative, m.comparable))
+            self._memo[key] = {"worst_ulps": worst_u, "worst_ratio": ratio, "worst_rel": rel}
         return self._memo[key]
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the
         worst relative error in the dtype's digits, and the entries per status."""
-        m, comp = self.measures(backend), self.comparisons[backend]
+        comp = self.comparisons[backend]
         info = dtype_info(comp.dtype)
-        ratio = _masked_max(m.ratio, m.comparable)
-        rel = _masked_max(m.relative, m.comparable)
+        st = self._stats(backend, None)
+        ratio, rel = st["worst_ratio"], st["worst_rel"]
         dtype_digits = float(np.log10(2.0 / info.eps))
         digits = dtype_digits if rel == 0 else float(np.clip(-np.log10(rel), 0, dtype_digits))
         return {"backend": backend, "dtype": comp.dtype, "ok": comp.ok,
@@ -126,23 +163,18 @@ class Result:
 
     def worst_ulps(self, backend: str, cols: slice | None = None) -> float:
         """The largest error in ULPs (at an exact zero: ULPs of the scale of its terms)."""
-        u = self.measures(backend).ulps
-        u = u[:, cols] if cols is not None else u
-        finite = u[np.isfinite(u)]
-        if finite.size < u.size:
-            return float("inf")
-        return float(finite.max()) if finite.size else 0.0
+        return self._stats(backend, cols)["worst_ulps"]
 
     def median_ulps(self, backend: str, cols: slice | None = None) -> float:
-        u = self.measures(backend).ulps
-        u = u[:, cols] if cols is not None else u
+        parts = [self.measures(backend, c).ulps.astype(np.float32, copy=False)
+                 if self.comparisons[backend].status.size > MEASURE_WHOLE
+                 else self.measures(backend, c).ulps for c in self._chunks(backend, cols)]
+        u = parts[0] if len(parts) == 1 else np.concatenate([p.reshape(-1) for p in parts])
         return float(np.median(u)) if u.size else 0.0
 
     def worst_ratio(self, backend: str, cols: slice | None = None) -> float:
         """The largest error / allowance over comparable entries (> 1 fails)."""
-        m = self.measures(backend)
-        cols = cols if cols is not None else slice(None)
-        return _masked_max(m.ratio[:, cols], m.comparable[:, cols])
+        return self._stats(backend, cols)["worst_ratio"]
 
     def locate(self, finding: "Failure") -> tuple[int, int]:
         """(row, column) of a finding in the comparison arrays."""
@@ -151,11 +183,11 @@ class Result:
 
     def measure(self, finding: "Failure") -> dict:
         """A finding's absolute error, allowance, error/allowance and relative error."""
-        m = self.measures(finding.backend)
         i, k = self.locate(finding)
-        return {"error": float(m.error[i, k]), "allowed": float(m.allowed[i, k]),
-                "error_over_allowance": float(m.ratio[i, k]),
-                "relative_error": float(m.relative[i, k]), "ulps": float(m.ulps[i, k])}
+        m = self.measures(finding.backend, slice(k, k + 1))
+        return {"error": float(m.error[i, 0]), "allowed": float(m.allowed[i, 0]),
+                "error_over_allowance": float(m.ratio[i, 0]),
+                "relative_error": float(m.relative[i, 0]), "ulps": float(m.ulps[i, 0])}
 
     def findings(self, kind: str = "all") -> list["Failure"]:
         """Failures then precision-loss warnings (``kind``: all / failures / warnings), each
@@ -268,16 +300,24 @@ class Measures:
     comparable: np.ndarray  # exact value finite, not a kink or inconclusive: ratio means something
 
 
-def measures(comp: Comparison, config: VerifyConfig) -> Measures:
+MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
+MEASURE_CHUNK = 1 << 22  # entries measured at once above that
+
+
+def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> Measures:
     """Error figures that mean something at every entry, including exact zeros (where ULPs of
     zero would count subnormal steps): there the error is measured against the scale E of the
-    terms that produced the zero, the bound's own scale."""
+    terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
     info, tol = dtype_info(comp.dtype), config.tolerance
+
+    def part(a):
+        return None if a is None else np.asarray(a)[:, cols]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        exact = np.asarray(comp.expected, dtype=np.float64)
-        error = (comp.error if comp.error is not None else np.abs(comp.got - exact))
-        allowed = (comp.allowed_abs if comp.allowed_abs is not None
-                   else comp.allowed_ulps * ulp(exact, comp.dtype))
+        exact = np.asarray(part(comp.expected), dtype=np.float64)
+        got, status, comp_ulps = part(comp.got), part(comp.status), part(comp.ulps)
+        error = (part(comp.error) if comp.error is not None else np.abs(got - exact))
+        allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
+                   else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
         scale_e = np.maximum((allowed - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
                              info.tiny)  # E, the magnitude of the terms
         # an exact value below the rounding scale of its own terms (zero, or nearly zero by
@@ -285,13 +325,13 @@ def measures(comp: Comparison, config: VerifyConfig) -> Measures:
         zero = np.abs(exact) <= (info.eps / 2) * scale_e
         scale = np.where(zero, scale_e, np.abs(exact))
         relative = error / scale
-        ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp.ulps)
+        ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp_ulps)
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
         # kinks (any subgradient is exact) and inconclusive entries have no meaningful ratio
         excused = [k for k, name in STATUS_NAMES.items() if name in ("kink", "inconclusive")]
-        comparable = np.isfinite(exact) & ~np.isin(comp.status, excused)
-        ratio = np.where(np.isfinite(comp.got), ratio, np.inf)
-        ulps = np.where(np.isfinite(comp.got), ulps, np.inf)
+        comparable = np.isfinite(exact) & ~np.isin(status, excused)
+        ratio = np.where(np.isfinite(got), ratio, np.inf)
+        ulps = np.where(np.isfinite(got), ulps, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable)
 
 

@@ -474,3 +474,14 @@ def test_a_program_on_both_tables_is_certified_and_a_planted_error_is_not():
     assert not certify(*DD_OPS.to_float64(dd), run.balls).ok  # relative alone: the cancelled row fails
     hi, lo = DD_OPS.to_float64(dd)
     assert not certify(hi, lo + 1e-25 * np.abs(hi), run.balls, abs_allowance=1e-30 * terms).ok
+
+
+def test_einsum_full_k_block_of_largest_slices_is_exact():
+    # every slice at its largest integer on a full K-block: a level's GEMM sums S*K products of
+    # tau-bit integers, which must stay below 2**53 (a tau one bit too large fails this)
+    rng = np.random.default_rng(6)
+    k = 1024
+    a = (1 - 2.0 ** -52) * np.sign(rng.standard_normal((3, k)))
+    b = np.nextafter(np.ones((k, 2)), 0) * (1 + rng.integers(0, 2, (k, 2)) * 2.0 ** -30)
+    a_dd = DD(a, a * 2.0 ** -60)
+    _check_product(a_dd, DD_OPS.asarray(b), tol=1e-31)

@@ -33,3 +33,20 @@ def test_exact_zero_is_measured_against_its_terms():
     assert np.all(np.isfinite(m.ulps)) and m.ulps[0, 0] < 10  # ULPs of the terms' scale
     assert abs(m.relative[0, 0] - 3e-16 / 2.0) < 1e-20
     assert abs(m.ulps[0, 1] - 1.0) < 1e-9 and 0 < m.ratio[0, 1] < 1
+
+
+def test_large_results_are_measured_in_column_chunks_with_the_same_figures(models, monkeypatch):
+    # GPT-2's 163M entries cannot hold five float64 measure arrays per backend: above
+    # MEASURE_WHOLE a Result measures column chunks; every figure must be the same
+    import symgrad.result as res
+    small = sg.verify(models["simplenet"], samples=30, seed=1)
+    whole = (small.as_dict(), [small.measure(f) for f in small.worst])
+    monkeypatch.setattr(res, "MEASURE_WHOLE", 10)
+    monkeypatch.setattr(res, "MEASURE_CHUNK", 64)  # a few columns per chunk
+    small._memo.clear()
+    chunked = (small.as_dict(), [small.measure(f) for f in small.worst])
+    for name, b in whole[0]["backends"].items():  # the median is taken over float32 ULPs
+        got = chunked[0]["backends"][name].pop("median_ulps")
+        assert abs(got - b.pop("median_ulps")) <= 1e-6 * got
+    assert chunked == whole
+    assert not any(k[0] == "measures" for k in small._memo)  # nothing held whole

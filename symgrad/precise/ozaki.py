@@ -1,19 +1,22 @@
 """Error-free-split matrix products of double-double arrays on float64 BLAS (Ozaki's scheme).
 
 Each DD operand is cut into float64 *slices*: slice s of a row of A is an integer of at most tau
-bits times a power of two shared by the row (columns of B alike). A product of two slices summed
-over a K-block is then a sum of integers below K * 2**(2 tau) <= 2**53: float64 GEMM computes it
-exactly, whatever its summation order or FMA use. With S slices per operand:
+bits on the grid 2**(e - (s+1) tau), e fixed per row (per column of B), so the products A_s B_t
+with the same level s + t share one grid. A level's products, summed over a K-block, are a sum
+of at most S K integers below 2**(2 tau) each, <= 2**53: one float64 GEMM of the slices
+concatenated along K computes the whole level exactly, whatever its summation order or FMA use.
+With S slices per operand (0-based; R^X_j the residual after j slices, rounded to float64):
 
-    A B = sum_{s+t <= S+1} A_s B_t            exact GEMMs, S(S+1)/2 of them, accumulated in DD
-        + sum_{s<=S} A_s R^B_{S+2-s} + R^A_{S+1} B   S+1 float64 GEMMs of magnitude <= 2**(-S(tau+1))
+    A B = sum_{l < S} [A_0 .. A_l] @ [B_l; ..; B_0]      S exact GEMMs (one per level), in DD
+        + [A_0 .. A_{S-1} R^A_S] @ [R^B_S; ..; R^B_1; B]   1 float64 GEMM, terms <= 2**(-S tau)
 
-(R^X_j: the residual after j-1 slices, rounded to float64). tau = floor((53 - log2 K_block)/2):
-21 for K-blocks of 1024; S = 3 gives 6 exact + 4 rounded GEMMs (10 per block) and an error below
-~K u 2**(-3 tau - 3) * K * rowmax_i(|A|) colmax_j(|B|) ~ 2e-30 rowmax*colmax*... per entry, and
-~1e-32 relative to (|A||B|)_ij on matrices whose rows (columns) do not span many orders of
-magnitude. Before slicing, column k of A and row k of B are rescaled by 2**±d_k (exact) so their
-maxima meet: this brings rowmax*colmax near |A||B| for matrices whose scales differ along K.
+tau = floor((53 - log2(S K_block))/2): 20 for K-blocks of 1024 and S = 3, 22 for K = 64 (the
+weight gradients of a 64-token GPT). S = 3 gives 4 GEMMs per tile (the same FLOPs as 10
+separate ones, but 3 DD accumulations instead of 6) and an error below ~(S+1) K u 2**(-S tau)
+rowmax_i(|A|) colmax_j(|B|) ~ 1e-31 rowmax*colmax per entry for K = 1024, ~1e-32 relative to
+(|A||B|)_ij on matrices whose rows (columns) do not span many orders of magnitude. Before
+slicing, column k of A and row k of B are rescaled by 2**±d_k (exact) so their maxima meet:
+this brings rowmax*colmax near |A||B| for matrices whose scales differ along K.
 
 Tiling: K in blocks of `k_block`, M and N in blocks of at most `tile_elems` entries per slice, so
 the working set is ~(2S+2) float64 copies of one tile of each operand plus the DD result.
@@ -38,14 +41,15 @@ from .dd import DD, add
 
 @dataclass(frozen=True)
 class OzakiConfig:
-    slices: int = 3  # S: exact pairs s+t <= S+1 (6 GEMMs) + S+1 rounded GEMMs; 4 -> 10+5, ~2**-22 smaller
-    k_block: int = 1024  # contraction block; tau = floor((53 - ceil(log2 k_block)) / 2) = 21
+    slices: int = 3  # S: S exact level GEMMs + 1 rounded; 4 -> ~2**-20 smaller error, +1 GEMM
+    k_block: int = 1024  # contraction block; tau = floor((53 - ceil(log2(S k_block))) / 2) = 20
     tile_elems: int = 1 << 22  # max entries of one operand tile (each slice of it is 32 MiB)
     equilibrate: bool = True  # rescale A's columns / B's rows by powers of two so their maxima meet
 
 
-def _tau(k: int) -> int:
-    return (53 - max(1, int(np.ceil(np.log2(max(k, 2)))))) // 2
+def _tau(k: int, slices: int) -> int:
+    """Bits per slice: a level's GEMM sums up to `slices` products of K tau-bit integers."""
+    return (53 - max(1, int(np.ceil(np.log2(max(k * slices, 2)))))) // 2
 
 
 class _Work:
@@ -68,25 +72,32 @@ class _Work:
         return v.reshape(bt, cols, k).swapaxes(1, 2)
 
 
-def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, work: _Work, tag: str):
-    """Cut hi + lo into n slices (tau-bit integers on a grid shared along `axis`) and the residuals.
+def _block(x: np.ndarray, axis: int, j: int, kk: int) -> np.ndarray:
+    """K-block j (of width kk) of a K-concatenated buffer."""
+    return x[:, :, j * kk:(j + 1) * kk] if axis == 2 else x[:, j * kk:(j + 1) * kk, :]
 
-    Returns (slices, residuals): residuals[j] = hi + lo - sum(slices[:j]) rounded to float64
-    (residuals[0] = hi), for j = 0..n. lo None: zero (float64 data). Arrays live in `work`.
+
+def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, work: _Work,
+            tag: str, qs: list, rs: list) -> None:
+    """Cut hi + lo into n slices on fixed grids and write them (and the residuals) in place.
+
+    Slice i is hi + lo minus the slices before it, rounded to the grid 2**(e - (i+1) tau), with
+    2**e > max |hi| along `axis` (one e per row of A / column of B): an integer of at most tau
+    bits on a grid that depends on i only, so products of slices with the same s + t share a
+    grid and sum exactly. Writes qs[i] (n views) and, where rs[j] is not None, the residual
+    after j + 1 slices rounded to float64 (rs: n views or None). lo None: zero (float64 data).
     """
     shape = hi.shape
     get = lambda name: work.get(tag + name, shape, axis)  # noqa: E731
+    m = np.maximum(np.max(hi, axis=axis, keepdims=True), -np.min(hi, axis=axis, keepdims=True))
+    _, e = np.frexp(m)  # m < 2**e
     rh, rl = hi, lo
-    slices, residuals = [], [hi]
     for i in range(n):
-        m = np.maximum(np.max(rh, axis=axis, keepdims=True), -np.min(rh, axis=axis, keepdims=True))
-        _, e = np.frexp(m)  # m < 2**e
-        sigma = np.ldexp(0.75, e + 53 - tau)
-        q = get(f"q{i}")
+        sigma = np.ldexp(0.75, e - i * tau + 53 - tau)  # adding it rounds to 2**(e - (i+1) tau)
+        q = qs[i]
         np.add(rh, sigma, out=q)
-        np.subtract(q, sigma, out=q)  # rh rounded to the grid 2**(e - tau): |q| <= 2**e, integer <= 2**tau on it
-        slices.append(q)
-        r = get(f"r{i + 1}")
+        np.subtract(q, sigma, out=q)
+        r = rs[i] if rs[i] is not None else get(f"r{i % 2}")
         np.subtract(rh, q, out=r)  # exact
         if rl is None:
             rh = r
@@ -100,8 +111,6 @@ def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, 
             np.add(t2, t1, out=el)
             np.add(sh, el, out=r)
             rh, rl = sh, el
-        residuals.append(r)
-    return slices, residuals
 
 
 def _equilibration(a: DD, b: DD) -> np.ndarray | None:
@@ -132,30 +141,31 @@ def _part(x: DD, idx, shift, axis: int, work: _Work, tag: str):
     return hi, lo
 
 
-def _tile(As, RA, Bs, RB, S: int, work: _Work) -> tuple[np.ndarray, np.ndarray]:
-    """The DD product (hi, lo) of one tile from its slices (see module docstring), in `work`."""
-    shape = (As[0].shape[0], As[0].shape[1], Bs[0].shape[2])
+def _tile(A, Bx, Br, S: int, kk: int, work: _Work) -> tuple[np.ndarray, np.ndarray]:
+    """The DD product (hi, lo) of one tile (see module docstring), in `work`.
+
+    A = [A_0 | ... | A_{S-1} | R^A_S] along K; Bx = [B_{S-1}; ...; B_0];
+    Br = [R^B_S; ...; R^B_1; B]. Level l (exact): A[:, :(l+1)K] @ Bx[(S-1-l)K:] = sum_{s+t=l} A_s B_t.
+    Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B.
+    """
+    shape = (A.shape[0], A.shape[1], Bx.shape[2])
     get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731
     hi, lo, p, t1, t2, t3 = (get(n) for n in ("hi", "lo", "p", "t1", "t2", "t3"))
-    np.matmul(RA[S], RB[0], out=hi)
-    for s in range(1, S + 1):
-        np.matmul(As[s - 1], RB[S + 1 - s], out=p)
-        hi += p
+    np.matmul(A, Br, out=hi)
     lo[...] = 0.0
     for level in range(S - 1, -1, -1):  # smallest exact products first
-        for s in range(level + 1):
-            np.matmul(As[s], Bs[level - s], out=p)
-            # (hi, lo) += p: TwoSum(hi, p) = (t1, t3), lo += t3, then FastTwoSum(t1, lo)
-            np.add(hi, p, out=t1)  # s
-            np.subtract(t1, hi, out=t2)  # bb = s - a
-            np.subtract(t1, t2, out=t3)  # s - bb
-            np.subtract(hi, t3, out=t3)  # a - (s - bb)
-            np.subtract(p, t2, out=p)  # b - bb
-            t3 += p  # e
-            lo += t3
-            np.add(t1, lo, out=hi)
-            np.subtract(hi, t1, out=t2)
-            lo -= t2
+        np.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :], out=p)
+        # (hi, lo) += p: TwoSum(hi, p) = (t1, t3), lo += t3, then FastTwoSum(t1, lo)
+        np.add(hi, p, out=t1)  # s
+        np.subtract(t1, hi, out=t2)  # bb = s - a
+        np.subtract(t1, t2, out=t3)  # s - bb
+        np.subtract(hi, t3, out=t3)  # a - (s - bb)
+        np.subtract(p, t2, out=p)  # b - bb
+        t3 += p  # e
+        lo += t3
+        np.add(t1, lo, out=hi)
+        np.subtract(hi, t1, out=t2)
+        lo -= t2
     return hi, lo
 
 
@@ -185,21 +195,31 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)
-    tau = _tau(kb)
+    tau = _tau(kb, S)
     mb = max(1, min(m, cfg.tile_elems // max(1, bt * kb)))
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
     work = _Work()
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
+        kk = ks.stop - ks.start
         dk = None if d is None else d[ks]
         for m0 in range(0, m, mb):
             ms = slice(m0, min(m, m0 + mb))
-            As, RA = _slices(*_part(a, (slice(None), ms, ks), dk, 2, work, "A"), 2, S, tau, work, "A")
+            ah, al = _part(a, (slice(None), ms, ks), dk, 2, work, "A")
+            A = work.get("Acat", (bt, ah.shape[1], (S + 1) * kk), 2)
+            _slices(ah, al, 2, S, tau, work, "A", [_block(A, 2, j, kk) for j in range(S)],
+                    [None] * (S - 1) + [_block(A, 2, S, kk)])
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
-                Bs, RB = _slices(*_part(b, (slice(None), ks, ns), None if dk is None else -dk, 1, work, "B"),
-                                 1, S, tau, work, "B")
-                th, tl = _tile(As, RA, Bs, RB, S, work)
+                bh, bl = _part(b, (slice(None), ks, ns), None if dk is None else -dk, 1, work, "B")
+                shape_b = (bt, S * kk, bh.shape[2])
+                Bx = work.get("Bx", shape_b, 1)
+                Br = work.get("Br", (bt, (S + 1) * kk, bh.shape[2]), 1)
+                _slices(bh, bl, 1, S, tau, work, "B",
+                        [_block(Bx, 1, S - 1 - j, kk) for j in range(S)],
+                        [_block(Br, 1, S - 1 - j, kk) for j in range(S)])
+                np.copyto(_block(Br, 1, S, kk), bh)
+                th, tl = _tile(A, Bx, Br, S, kk, work)
                 if k0:
                     t = add(DD(out.hi[:, ms, ns], out.lo[:, ms, ns]), DD(th, tl))
                     th, tl = t.hi, t.lo

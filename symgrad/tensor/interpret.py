@@ -153,7 +153,8 @@ RULES: dict[str, Callable] = {
 
 def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_node: Callable[[Node, object], None] | None = None,
-             keep: Callable[[Node], bool] | None = None, progress=None) -> list:
+             keep: Callable[[Node], bool] | None = None, progress=None,
+             on_step: Callable[[Node, list, object], None] | None = None) -> list:
     """Values of ``outputs`` (each with a leading batch axis) under ``table``.
 
     Arguments:
@@ -163,6 +164,8 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
             unless already converted, integer inputs stay numpy integer arrays.
         on_node: called with every computed (node, value) (e.g. the bound's walk).
         progress: optional callable(n_done, n_total) while walking.
+        on_step: called with (node, its operands' values, its value) for every computed
+            non-leaf node, before operands are freed (the oracle's spot certification).
     Returns:
         The list of output values in the table's array type.
     """
@@ -200,6 +203,8 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
                                    ) from exc
         if on_node is not None:
             on_node(node, values[node.id])
+        if on_step is not None and node.args:
+            on_step(node, [values[a.id] for a in node.args], values[node.id])
         for a in node.args:  # free what no later node reads (big programs)
             if last_use.get(a.id) == i and not (keep and keep(a)):
                 values.pop(a.id, None)

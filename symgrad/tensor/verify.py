@@ -25,6 +25,8 @@ from ..errors import SymgradError
 from ..model import round_to
 from ..result import BackendRun, Failure, Result
 from .model import Outputs, TensorModel
+from .spotcheck import SpotCheck
+from .spotcheck import check as check_spot
 from .tables import oracle_ops
 from .views import certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
@@ -83,11 +85,15 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     subset = oracle_subset(model, cfg)
     sub = {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
+    big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
+    spot = SpotCheck() if big else None
     with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
                 "oracle_s", total=oracle_steps(model, len(subset))) as tick:
-        hi, lo = oracle_view(model, sub, table, progress=tick)
-    certified = "not re-checked (over CERTIFY_UP_TO parameters)"
-    if model.n_parameters <= CERTIFY_UP_TO:
+        hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot)
+    if big:
+        check_spot(spot, model.name)
+        certified = spot.summary()
+    else:
         with _phase("certify (ARB)", cfg, timings, "certify_s"):
             cert = certify_view(model, sub, hi[:1][0], lo[:1][0])
         if not cert.ok:
@@ -131,7 +137,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                   timings, size, worst, kinks)
 
 
-CERTIFY_UP_TO = 200_000  # parameters: the first oracle sample is re-checked with ARB balls
+CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls;
+#                          above, every step of sample 0 is spot-certified (tensor/spotcheck.py)
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 
 

@@ -75,9 +75,11 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
-                progress: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                progress: Callable[[int], None] | None = None,
+                spot=None) -> tuple[np.ndarray, np.ndarray]:
     """The exact value and gradient as a double-double (hi, lo), one sample at a time;
-    ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all)."""
+    ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
+    ``spot`` (a ``symgrad.tensor.spotcheck.SpotCheck``) re-checks steps of sample 0 in ARB."""
     n = _n(values)
     width = 1 + model.n_parameters
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
@@ -88,7 +90,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
         def tick(i, total, s=s):
             if progress is not None:
                 progress(s * total + i)
-        outs = evaluate(model.gradient.outputs, table, one, progress=tick)
+        outs = evaluate(model.gradient.outputs, table, one, progress=tick,
+                        on_step=spot.visit if spot is not None and s == 0 else None)
         col = 0
         for i, b in enumerate((None,) + model.param_blocks):
             size = 1 if b is None else b.size

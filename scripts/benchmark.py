@@ -1,4 +1,5 @@
-"""Benchmarks, measured side by side in one run; writes reports/benchmarks.md and .json.
+"""Benchmarks, measured side by side in one run; writes reports/benchmarks_blocks.md and .json
+(the GPT cost-against-size table is scripts/benchmark_tensor.py -> reports/benchmarks.md).
 
 For each model: program size; derive + compile time of symgrad vs naive ``sympy.diff`` per
 parameter on the expanded tree (in a subprocess, capped); gradient throughput of the numpy
@@ -199,10 +200,11 @@ def main(argv=None) -> int:
            "python": platform.python_version(), "torch": torch.__version__,
            "symgrad": sg.__version__}
     out = Path(args.out)
-    write_text(out / "benchmarks.json", json.dumps({"environment": env, "batch": BATCH,
+    write_text(out / "benchmarks_blocks.json", json.dumps({"environment": env, "batch": BATCH,
                                                     "rows": rows}, indent=2) + "\n")
-    write_text(out / "benchmarks.md", markdown(rows, env))
-    print(f"wrote {out / 'benchmarks.md'} and {out / 'benchmarks.json'}", file=sys.stderr)
+    write_text(out / "benchmarks_blocks.md", markdown(rows, env))
+    print(f"wrote {out / 'benchmarks_blocks.md'} and {out / 'benchmarks_blocks.json'}",
+          file=sys.stderr)
     return 0
 
 

@@ -1,9 +1,10 @@
-"""Cost of verifying GPTs as tensor programs, against size; writes reports/benchmarks_tensor.md
-and .json. Every size runs in its own process (peak memory from resource.getrusage), beside
+"""Cost of verifying GPTs as tensor programs, against size; writes reports/benchmarks.md and
+.json (the per-block scalar benchmarks of scripts/benchmark.py: reports/benchmarks_blocks.md). Every size runs in its own process (peak memory from resource.getrusage), beside
 torch's own forward + backward of the same model (the native nn.Module, float64) in that process.
 
     python scripts/benchmark_tensor.py                       # tiny, 4-layer width 64, gpt2 @ 8
     python scripts/benchmark_tensor.py --sizes gpt2_64       # GPT-2 124M at 64 tokens (minutes)
+    python scripts/benchmark_tensor.py --sizes gpt2_64 --dtype float32 --merge
     python scripts/benchmark_tensor.py --sizes tiny --merge  # add to the existing results
 
 Columns: derive (the gradient program), map compile (first numpy run minus a warm one), numpy
@@ -61,6 +62,8 @@ def one(name: str, dtype: str) -> dict:
     wall = time.perf_counter() - t0
     out = {"size": name, "dtype": dtype, "parameters": model.n_parameters,
            "nodes": model.n_nodes, "gradient_nodes": len(model.gradient.nodes),
+           "gflop": program_flops(model) / 1e9 * (samples if samples else 1),
+           "oracle_certified": result.program_size.get("oracle_certified", ""),
            "samples": samples, "oracle_samples": len(result.oracle_samples), "ok": result.ok,
            "build_s": build_s, "verify_wall_s": wall,
            "timings": {k: round(v, 3) for k, v in result.timings.items()},
@@ -108,23 +111,54 @@ def one(name: str, dtype: str) -> dict:
     return out
 
 
+def program_flops(model) -> float:
+    """Multiply-add FLOPs of one sample of the gradient program: 2 x the product of all axis
+    sizes of every einsum (read from the program itself, not estimated from the parameters)."""
+    from symgrad.tensor.program import topological
+    total = 0
+    for node in topological(model.gradient.outputs):
+        if node.op != "einsum":
+            continue
+        ins = node.attrs["spec"].split("->")[0].split(",")
+        sizes = {}
+        for sub, a in zip(ins, node.args):
+            sizes.update(zip(sub, a.shape))
+        total += 2 * int(__import__("math").prod(sizes.values()))
+    return float(total)
+
+
 def table(rows: list[dict]) -> str:
-    head = ("| size | dtype | parameters | nodes (fwd / with grad) | derive s | numpy s | "
+    head = ("| size | dtype | parameters | nodes (fwd / with grad) | GFLOP | derive s | numpy s | "
             "torch s | torch_fn s | oracle s | bound s | compare s | verify wall s | peak GB "
-            "| torch fwd+bwd s | wall / (samples x torch) | process CPU s | verdict |")
-    lines = [head, "|" + "---|" * 17]
+            "| torch fwd+bwd s | wall / (samples x torch) | process CPU s | inconclusive | verdict |")
+    lines = [head, "|" + "---|" * 19]
     for r in rows:
         t = r["timings"]
         lines.append(
             f"| {r['size']} | {r['dtype']} | {r['parameters']:,} | {r['nodes']} / "
-            f"{r['gradient_nodes']} | {t.get('derive_s', 0):.2f} | {t.get('numpy_s', 0):.2f} | "
+            f"{r['gradient_nodes']} | {_gflop(r)} | {t.get('derive_s', 0):.2f} | "
+            f"{t.get('numpy_s', 0):.2f} | "
             f"{t.get('torch_s', 0):.2f} | {t.get('torch_fn_s', 0):.2f} | "
             f"{t.get('oracle_s', 0):.2f} | {t.get('bound_s', 0):.2f} | "
             f"{t.get('compare_s', 0):.2f} | {r['verify_wall_s']:.1f} | {r['peak_rss_gb']:.2f} | "
             f"{r['torch_native_fwd_bwd_s']:.3f} | {r['verify_over_torch']:.0f}x | "
-            f"{_cpu(r)} | "
+            f"{_cpu(r)} | {_inconclusive(r)} | "
             f"{'OK' if r['ok'] else 'FAIL'} |")
     return "\n".join(lines)
+
+
+def _gflop(r: dict) -> str:
+    return f"{r['gflop']:.3g}" if "gflop" in r else "n/a"
+
+
+def _inconclusive(r: dict) -> str:
+    """Inconclusive entries of the worst backend, of all its entries."""
+    counts = r.get("counts", {})
+    if not counts:
+        return "n/a"
+    worst = max(counts.values(), key=lambda c: c.get("inconclusive", 0))
+    total = sum(worst.values())
+    return f"{worst.get('inconclusive', 0) / total:.1%}" if total else "n/a"
 
 
 def _load(r: dict) -> str:
@@ -142,9 +176,9 @@ def write(rows: list[dict]) -> None:
     out.mkdir(exist_ok=True)
     doc = {"machine": {"python": platform.python_version(), "cpus": _cpus(),
                        "platform": platform.platform()}, "rows": rows}
-    (out / "benchmarks_tensor.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    (out / "benchmarks.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
     thr = [r for r in rows if "numpy_over_torch_throughput" in r]
-    md = ["# Tensor programs: cost against size", "",
+    md = ["# symgrad benchmarks: GPTs as tensor programs, cost against size", "",
           "Each row is `sg.verify` of a GPT held as a tensor program (symgrad/tensor), in its "
           "own process: every gradient entry of numpy (the derived program), torch (autograd of "
           "the forward program) and torch_fn (the native nn.Module) compared with the "
@@ -182,18 +216,18 @@ def write(rows: list[dict]) -> None:
         "errors on deep programs (see README, limits of the bound).",
     ]
     for r in big:
-        flops = 6 * r["parameters"] * 1024  # forward + backward, 1024 tokens
-        est = flops * 20 / 50e12 + flops / 20e12  # DD ~20 FP64 GEMMs at ~50 TFLOP/s + torch
+        flops = r["gflop"] * 1e9 * 1024 / 64 if "gflop" in r else 6 * r["parameters"] * 1024
+        est = flops * 10 / 50e12 + flops / 20e12  # DD: ~10x the FP64 GEMM FLOPs at ~50 TFLOP/s
         md.append(
             f"- GPU (not measured: no device in this session): the tables are per-op, so the "
             f"torch table already runs on CUDA; a torch-backed double-double table (the same "
             f"Ozaki split on FP64 tensor cores) would put the oracle there too. Estimate for "
-            f"gpt2 at 1024 tokens on one H100: {flops:.1e} FLOP forward+backward, x20 for the "
+            f"gpt2 at 1024 tokens on one H100: ~{flops:.1e} FLOP forward+backward, x10 for the "
             f"DD products at ~50 TFLOP/s FP64 ~ {est:.1f} s of GEMMs, plus elementwise DD over "
             "(1024 x 50257) logits; host memory stays that of the per-entry compare (it grows "
             "with parameters, not tokens): within the 2-minute goal if compare and bound "
             "also run on the device.")
-    (out / "benchmarks_tensor.md").write_text("\n".join(md) + "\n")
+    (out / "benchmarks.md").write_text("\n".join(md) + "\n")
 
 
 def _cpus() -> int:
@@ -212,7 +246,7 @@ def main() -> int:
         print(json.dumps(one(args.one, args.dtype)))
         return 0
     rows = []
-    path = ROOT / "reports" / "benchmarks_tensor.json"
+    path = ROOT / "reports" / "benchmarks.json"
     if args.merge and path.exists():
         rows = [r for r in json.loads(path.read_text())["rows"]
                 if (r["size"], r["dtype"]) not in {(s, args.dtype) for s in args.sizes}]

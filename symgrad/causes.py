@@ -100,9 +100,8 @@ DERIVATIVE_WRONG = Cause("derivative wrong", "real derivative error",
 
 def function_differs(ctx: Context, output: str) -> Cause:
     if ctx.departure:  # located: the one-line sentence says where, expected vs got
-        return Cause("function differs", "forward departs",
-                     f"the function differs: {ctx.departure}; its gradient follows it - fix "
-                     "the forward there first")
+        return Cause("function differs", "forward departs", f"the function differs: "
+                     f"{ctx.departure}")
     what = ("the loss value" if output == "value" else
             f"the loss value at this sample (expected {ctx.value_expected!r}, "
             f"got {ctx.value_got!r})")
@@ -113,6 +112,27 @@ def function_differs(ctx: Context, output: str) -> Cause:
                  f"{what} disagrees beyond its bound: the code computes a different function "
                  f"(a wrong constant, formula or dtype in the forward); its gradient follows "
                  f"it - fix the forward first ({where})")
+
+
+SPLIT = ("function differs: different function", "derivative wrong: real derivative error")
+
+
+def refine(cause: str, ctx: Context, output: str) -> Cause | None:
+    """The first split again once a departure search ran (``ctx.departure`` /
+    ``ctx.forward_agrees``): a failure classed by the split alone (``SPLIT``) is re-classed -
+    a located departure means the function differs, wherever the loss value lands; a forward
+    that agrees everywhere keeps "derivative wrong" and says so. Other causes (a kind, a
+    catalogued torch behaviour) stay: None."""
+    bare = cause.split(" — ")[-1]
+    if bare not in SPLIT:
+        return None
+    if ctx.departure or bare == SPLIT[0]:
+        return function_differs(ctx, output)
+    if ctx.forward_agrees:
+        return Cause(DERIVATIVE_WRONG.klass, DERIVATIVE_WRONG.name,
+                     DERIVATIVE_WRONG.explanation + " (the forward agrees at every compared "
+                     "intermediate)")
+    return None
 
 
 @dataclass(frozen=True)

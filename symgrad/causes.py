@@ -313,7 +313,23 @@ def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
             detail = e.applies(ctx, failure, rel)
             if detail:
                 return Cause(e.cause.klass, e.cause.name, f"{e.cause.explanation} ({detail})")
+    return first_split(failure, ctx)
+
+
+def first_split(failure, ctx: Context) -> Cause:
+    """Function differs (the loss value of the same backend and sample fails, or a departure
+    search located where the forward departs) versus derivative wrong (it agrees)."""
     value_failed = ctx.value_status in ("mismatch", "non-finite", "systematic")
-    if failure.output == "value" or value_failed:
+    if failure.output == "value" or value_failed or ctx.departure:
         return function_differs(ctx, failure.output)
+    if ctx.forward_agrees:
+        return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)
     return DERIVATIVE_WRONG
+
+
+def classify_tensor(failure, ctx: Context, has_branch: bool) -> Cause:
+    """The root cause of a tensor model's failure: the kind, then the first split (the
+    catalogue of torch behaviours reads the scalar models' exact intermediates)."""
+    value_finite = failure.output != "value" and ctx.value_status != "non-finite"
+    return (by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
+                    value_finite=value_finite) or first_split(failure, ctx))

@@ -122,3 +122,56 @@ def test_first_departure_is_the_first_in_execution_order():
     assert s.checked == ("lin",) and s.skipped[0].startswith("odd: 3 values for 2")
     ok = [Capture("lin", "Linear", y, exact_y), Capture("act", "Tanh", z, np.tanh(exact_y))]
     assert first_departure(ok, leaves, dtype="float64", tol=Tolerance()).agrees
+
+
+# ---------------------------------------------------------------- the tensor path
+TINY = {"vocab_size": 7, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1}
+
+
+def test_tensor_model_failures_get_the_first_split():
+    """A tensor model's user torch_fn: a forward bug is "function differs", a backward-only
+    bug "derivative wrong" (its intermediates are not visible: split by the loss value)."""
+    W, x = st.param("W", (2, 3)), st.input("x", (3,))
+    m = sg.TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+    fwd = sg.verify(m, samples=4, backends=("torch_fn",),
+                    torch_fn=lambda W, x: torch.tanh(W @ x * (1 + 1e-9)).sum())
+    assert not fwd.ok
+    assert {f.cause for f in fwd.failures} == {"function differs: different function"}
+    assert "not visible" in fwd.failures[0].note
+    bwd = sg.verify(m, samples=4, backends=("torch_fn",),
+                    torch_fn=lambda W, x: torch.tanh(scale_backward(W, 1 + 1e-9) @ x).sum())
+    assert not bwd.ok
+    assert {f.cause for f in bwd.failures} == {"derivative wrong: real derivative error"}
+
+
+def test_own_tensor_program_departure_is_located(monkeypatch):
+    """Meant to fail: symgrad's own numpy program with a GELU off by 1e-9 (a planted table):
+    the failure says the function differs and where: the labelled node h0.gelu."""
+    import sympy as sp
+
+    from symgrad.tensor import views
+    from symgrad.tensor.tables import NumpyOps
+
+    class BuggyGelu(NumpyOps):
+        def map(self, expr, env):
+            v = super().map(expr, env)
+            return v * (1 + 1e-9) if expr.has(sp.tanh) else v
+    monkeypatch.setattr(views, "NumpyOps", BuggyGelu)
+    r = sg.verify(gpt2.gpt(TINY), samples=2, seed=0, backends=("numpy",))
+    assert not r.ok
+    numpy = [f for f in r.failures if f.backend == "numpy"]
+    assert numpy and {f.cause for f in numpy} == {
+        "symgrad's own program — function differs: forward departs"}
+    assert "the forward first departs at h0.gelu (map) output[" in numpy[0].message()
+
+
+def test_own_tensor_program_that_agrees_keeps_the_derivative_split():
+    """symgrad's own torch program is correct: the search over its labelled nodes agrees."""
+    from symgrad.departure import own_program
+    from symgrad.tensor.tables import TorchOps
+    m = gpt2.gpt(TINY)
+    values = m.draw(1, np.random.default_rng(0), "float32")
+    caps = own_program([m.loss], TorchOps("float32", "cpu"), values)
+    assert [c.site for c in caps][:3] == ["emb", "h0.ln1", "h0.attn"] and len(caps) == 10
+    s = first_departure(caps, values, dtype="float32", tol=Tolerance())
+    assert s.agrees, s.sentence()

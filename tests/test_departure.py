@@ -175,3 +175,14 @@ def test_own_tensor_program_that_agrees_keeps_the_derivative_split():
     assert [c.site for c in caps][:3] == ["emb", "h0.ln1", "h0.attn"] and len(caps) == 10
     s = first_departure(caps, values, dtype="float32", tol=Tolerance())
     assert s.agrees, s.sentence()
+
+
+def test_train_mode_departure_with_fed_keep_masks():
+    """train=True: the module's dropout is fed symgrad's keep-masks; the program compared with
+    has the same keep-mask inputs, so a forward bug is still located (and nothing before it)."""
+    cfg = {**SMALL, "drop_rate": 0.25}
+    model, module = tiny(cfg), _book_module(cfg)
+    with BY_NAME["gelu-0.0447"].book(module):
+        r = sg.verify(model, module=module, samples=2, seed=0, train=True)
+    d = r.module.departures["module"].departure
+    assert not r.ok and d is not None and d.site == "trf_blocks.0.ff.layers.1"

@@ -25,7 +25,7 @@ from torch import nn
 
 from .. import causes
 from ..backends.torch import TORCH_DTYPES, exact_math
-from ..departure import Capture, Search, first_departure
+from ..departure import Capture, Search, first_departure  # noqa: F401 (Search: run.py)
 from ..model import Model
 
 # layout -> {submodule name template ({l}: the layer): labelled node of symgrad.zoo.gpt2}

@@ -120,6 +120,10 @@ def _departures(result: Result, model: Model, module: nn.Module, fns: dict, plan
         first = next((f for f in result.failures if f.backend == name), None)
         if first is None:
             continue
+        if paths_mod.PATHS[path].compiled:  # hooks would make dynamo retrace the graph
+            found[name] = departure.Search(None, (), ("a compiled path's intermediates are not "
+                                                      "captured",), 0.0, first.sample)
+            continue
         found[name] = departure.locate(model, module, fn, plan.layout, batch.values,
                                        first.sample, dtype=cfg.dtype, device=cfg.device,
                                        tol=cfg.tolerance, train=train)

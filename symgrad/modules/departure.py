@@ -33,8 +33,8 @@ _BLOCK = {"ln1": "h{l}.ln1", "attn": "h{l}.attn", "ln2": "h{l}.ln2", "fc1": "h{l
           "gelu": "h{l}.gelu", "fc2": "h{l}.ff", "ff": "h{l}.ff", "block": "h{l}.out"}
 
 
-def _row(emb: str, block: str, names: dict, lnf: str, head: str) -> dict:
-    row = {emb: "emb", lnf: "lnf", head: "logits"}
+def _row(emb: str | None, block: str, names: dict, lnf: str, head: str) -> dict:
+    row = {**({emb: "emb"} if emb else {}), lnf: "lnf", head: "logits"}
     row.update({f"{block}.{v}" if v else block: _BLOCK[k] for k, v in names.items()})
     return row
 
@@ -46,7 +46,7 @@ SITES: dict[str, dict[str, str]] = {
                  {"ln1": "norm1", "attn": "att", "ln2": "norm2", "fc1": "ff.layers.0",
                   "gelu": "ff.layers.1", "fc2": "ff.layers.2", "ff": "ff", "block": ""},
                  "final_norm", "out_head"),
-    "symgrad": _row("", "blocks.{l}",  # the embedding sum is not a submodule's output
+    "symgrad": _row(None, "blocks.{l}",  # the embedding sum is no submodule's output
                     {"ln1": "ln1", "attn": "att", "ln2": "ln2", "fc1": "ff.0", "gelu": "ff.1",
                      "ff": "ff", "block": ""}, "final_norm", "out_head"),
     "nanogpt": _row("transformer.drop", "transformer.h.{l}", {**_TRANSFORMER, "gelu": "mlp.gelu"},
@@ -54,7 +54,6 @@ SITES: dict[str, dict[str, str]] = {
     "hf-gpt2": _row("transformer.drop", "transformer.h.{l}", {**_TRANSFORMER, "gelu": "mlp.act"},
                     "transformer.ln_f", "lm_head"),
 }
-SITES["symgrad"].pop("", None)
 _PATTERNS = {layout: [(re.compile("^" + re.escape(t).replace(r"\{l\}", r"(?P<l>\d+)") + "$"), s)
                       for t, s in row.items()] for layout, row in SITES.items()}
 

@@ -79,7 +79,12 @@ def symgrad_check(model, module, samples: int, seed: int) -> dict:
     r = sg.verify(model, module=module, samples=samples, seed=seed)
     seconds = time.perf_counter() - t0
     named = r.failures[0].output[3:] if r.failures and r.failures[0].output != "value" else ""
-    return {"ok": r.ok, "seconds": seconds, "first_message_s": seconds,
+    search = r.module.departures.get("module")
+    departs = ("" if search is None else f"{search.departure.site} ({search.departure.kind})"
+               if search.departure else f"agrees ({len(search.checked)} intermediates)"
+               if search.agrees else "not located")
+    return {"ok": r.ok, "seconds": seconds, "first_message_s": seconds, "departs_at": departs,
+            "departure_s": r.timings.get("departure_s", 0.0),
             "named": named, "message": r.failures[0].message() if r.failures else "",
             "failing_params": sorted({row["output"][3:] for row in r.rows()
                                       if row["verdict"] == "FAIL" and row["output"] != "value"}),
@@ -136,6 +141,8 @@ def main(argv=None) -> int:
                          "site": site, "site_flagged": site in [p.split(" [")[0] for p in
                                                                 s["failing_params"]],
                          "named": s["named"], "value_differs": s["value_differs"],
+                         "forward_departs_at": s["departs_at"],
+                         "departure_s": round(s["departure_s"], 3),
                          "symgrad_s": round(s["seconds"], 3),
                          "first_message_s": round(s["first_message_s"], 3),
                          "gradcheck": g if g != "pass" else "pass (missed)",
@@ -170,14 +177,18 @@ def markdown(doc: dict) -> str:
         "FAIL row. gradcheck: `torch.autograd.gradcheck` with its defaults (eps 1e-6, atol "
         "1e-5, rtol 1e-3) over every parameter at one sample. Times per check on this machine "
         "(2 shared cores); the symbolic derivation is done once per layout (below).", "",
-        "| bug | layout | symgrad | parameter named | site flagged | value differs | symgrad s "
-        "(call → first message) | gradcheck | gradcheck s |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "*forward first departs at*: the first submodule output (forward hooks, execution "
+        "order) outside its rounding bound of the exact intermediate (symgrad.departure); "
+        "'agrees': every compared intermediate is within its bound (a backward-only bug).", "",
+        "| bug | layout | symgrad | parameter named | site flagged | value differs | forward "
+        "first departs at | symgrad s (call → first message) | gradcheck | gradcheck s |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in doc["rows"]:
         lines.append(f"| {r['description']} | {r['layout']} | {r['symgrad']} | `{r['named']}` | "
                      f"{'yes' if r['site_flagged'] else 'NO'} | "
-                     f"{'yes' if r['value_differs'] else 'no'} | {r['symgrad_s']:.2f} | "
+                     f"{'yes' if r['value_differs'] else 'no'} | "
+                     f"`{r['forward_departs_at']}` | {r['symgrad_s']:.2f} | "
                      f"{r['gradcheck']} | {r['gradcheck_s']:.2f} |")
     lines += ["", "Cold runs (build the model, derive and compile, check the clean module):", ""]
     for k, v in doc["cold"].items():

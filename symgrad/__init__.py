@@ -7,6 +7,7 @@ A model is written once in sympy; symgrad derives its exact gradient, runs it in
 from . import ops
 from .compare import Tolerance
 from .config import VerifyConfig
+from .departure import Departure, first_departure
 from .derive import Program, naive_gradient, reverse_accumulation
 from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
 from .errors import SymgradError
@@ -22,6 +23,6 @@ __version__ = "0.1.0"
 __all__ = [
     "Bernoulli", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
     "Result", "SymgradError", "TensorModel", "Tolerance", "Uniform", "VerifyConfig",
-    "compare_paths", "matrix",
+    "compare_paths", "matrix", "Departure", "first_departure",
     "exact_at", "explain", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
 ]

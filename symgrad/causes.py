@@ -48,6 +48,9 @@ class Context:
     ops: dict = field(default_factory=dict)  # op_values(): exact sigmoid/softplus values
     promotions: tuple[str, ...] = ()  # torch ops that turned an integer tensor into floats
     #                                   of another dtype than the run's (user code)
+    departure: str = ""  # where the forward first departs (symgrad.departure), in words;
+    #                      "" when not located (intermediates not visible or none compared)
+    forward_agrees: bool = False  # every compared intermediate agreed (a departure search ran)
 
 
 def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: float, *,
@@ -96,14 +99,40 @@ DERIVATIVE_WRONG = Cause("derivative wrong", "real derivative error",
 
 
 def function_differs(ctx: Context, output: str) -> Cause:
+    if ctx.departure:  # located: the one-line sentence says where, expected vs got
+        return Cause("function differs", "forward departs", f"the function differs: "
+                     f"{ctx.departure}")
     what = ("the loss value" if output == "value" else
             f"the loss value at this sample (expected {ctx.value_expected!r}, "
             f"got {ctx.value_got!r})")
+    where = ("every compared intermediate agrees, so it departs after the last of them (in "
+             "the loss)" if ctx.forward_agrees else "the user code's intermediates are not "
+             "visible to symgrad, so where it departs is not located")
     return Cause("function differs", "different function",
                  f"{what} disagrees beyond its bound: the code computes a different function "
-                 "(a wrong constant, formula or dtype in the forward); its gradient follows "
-                 "it - fix the forward first (the user code's intermediates are not visible "
-                 "to symgrad, so where it departs is not located)")
+                 f"(a wrong constant, formula or dtype in the forward); its gradient follows "
+                 f"it - fix the forward first ({where})")
+
+
+SPLIT = ("function differs: different function", "derivative wrong: real derivative error")
+
+
+def refine(cause: str, ctx: Context, output: str) -> Cause | None:
+    """The first split again once a departure search ran (``ctx.departure`` /
+    ``ctx.forward_agrees``): a failure classed by the split alone (``SPLIT``) is re-classed -
+    a located departure means the function differs, wherever the loss value lands; a forward
+    that agrees everywhere keeps "derivative wrong" and says so. Other causes (a kind, a
+    catalogued torch behaviour) stay: None."""
+    bare = cause.split(" — ")[-1]
+    if bare not in SPLIT:
+        return None
+    if ctx.departure or bare == SPLIT[0]:
+        return function_differs(ctx, output)
+    if ctx.forward_agrees:
+        return Cause(DERIVATIVE_WRONG.klass, DERIVATIVE_WRONG.name,
+                     DERIVATIVE_WRONG.explanation + " (the forward agrees at every compared "
+                     "intermediate)")
+    return None
 
 
 @dataclass(frozen=True)
@@ -112,19 +141,20 @@ class Entry:
 
     cause: Cause
     backends: tuple[str, ...]
-    applies: Callable[["Context", str, float], str | None]  # (context, output, rel. error)
+    applies: Callable[["Context", object, float], str | None]  # (context, failure,
+    #                                                                     relative error)
 
 
-def _bce_clamp(ctx: Context, output: str, rel: float) -> str | None:
+def _bce_clamp(ctx: Context, failure, rel: float) -> str | None:
     for p, _ in ctx.ops.get("sigmoid", []):
         if p * (1 - p) < 1e-12 and rel > 1e-3:  # a clamp is gross, not a few digits
             return f"p(1-p) = {float(p * (1 - p)):.3g}"
     return None
 
 
-def _bce_log_clamp(ctx: Context, output: str, rel: float) -> str | None:
+def _bce_log_clamp(ctx: Context, failure, rel: float) -> str | None:
     """float32/bfloat16: the sigmoid rounds to 0 or 1, BCELoss's log(0) is clamped at -100."""
-    if output != "value" or not np.isfinite(ctx.value_got) or ctx.value_got < 99:
+    if failure.output != "value" or not np.isfinite(ctx.value_got) or ctx.value_got < 99:
         return None
     eps = dtype_info(ctx.dtype).eps
     for p, _ in ctx.ops.get("sigmoid", []):
@@ -134,21 +164,43 @@ def _bce_log_clamp(ctx: Context, output: str, rel: float) -> str | None:
     return None
 
 
-def _softplus_threshold(ctx: Context, output: str, rel: float) -> str | None:
+def _softplus_threshold(ctx: Context, failure, rel: float) -> str | None:
     for _, args in ctx.ops.get("softplus", []):
         if args and args[0] > 20:
             return f"softplus argument {float(args[0]):.4g} > 20"
     return None
 
 
-def _saturated_logit(ctx: Context, output: str, rel: float) -> str | None:
-    for _, args in ctx.ops.get("sigmoid", []):
-        if args and abs(args[0]) > 4 and rel < 1e-3:  # loss grows like e^|z|
-            return f"logit {float(args[0]):.4g}"
+def logits(ctx: Context) -> list[float]:
+    """The sample's logits: arguments of sigmoids (sg.ops or written 1/(1 + e^-t)) and of
+    softplus terms (sg.ops or written log(1 + e^t)), exact values."""
+    return [float(args[0]) for op in ("sigmoid", "softplus", "logit")
+            for _, args in ctx.ops.get(op, []) if args and args[0] is not None]
+
+
+def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
+    """BCE-with-logits at a saturated logit z loses digits by cancellation: torch computes
+    (1 - y) z - log_sigmoid(z) (terms of size |z| leaving e^-|z| at z << 0, y = 0), the naive
+    form log(1 - sigmoid(z)) subtracts from 1. The error of such a form is at most a few units
+    of rounding of the cancelled terms: u (|z| + 1) for log_sigmoid's rounding, as much again
+    for the rounding of z; the rule below sums 2 u (|z| + 1) over the distinct logits - beyond
+    it the cancellation does not explain the error (the naive form's larger error, relative
+    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3)."""
+    zs = [z for z in logits(ctx) if abs(z) > 4]
+    if not zs:
+        return None
+    u = dtype_info(ctx.dtype).eps / 2
+    err = abs(failure.got - failure.expected)
+    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in logits(ctx)})
+    if rel < 1e-3 or (failure.output == "value" and err <= cancelled):  # loss grows like e^|z|
+        z = max(zs, key=abs)
+        return (f"logit {z:.4g}: terms of size ~{abs(z):.3g} cancel to leave e^-|z| = "
+                f"{np.exp(-abs(z)):.3g}; error {err:.3g} within the cancelled terms' rounding "
+                f"{cancelled:.3g}" if failure.output == "value" else f"logit {z:.4g}")
     return None
 
 
-def _promotion(ctx: Context, output: str, rel: float) -> str | None:
+def _promotion(ctx: Context, failure, rel: float) -> str | None:
     if ctx.promotions:
         return f"{', '.join(sorted(set(ctx.promotions)))} on an integer tensor"
     return None
@@ -170,8 +222,10 @@ CATALOGUE = (
                 "torch's softplus returns x (gradient 1) above threshold=20: an approximation "
                 "with relative error up to e^-20 = 2e-9"), ("torch_fn",), _softplus_threshold),
     Entry(Cause("precision loss", "saturated logit",
-                "torch's BCE-with-logits / sigmoid paths lose digits at a saturated logit "
-                "(they subtract nearly equal numbers); log-sigmoid forms do not"), ("torch_fn",),
+                "torch's BCE-with-logits (F.binary_cross_entropy_with_logits: (1 - y) z - "
+                "log_sigmoid(z)) and the naive log(1 - sigmoid(z)) lose digits at a saturated "
+                "logit, worst in float32: they subtract nearly equal numbers; a log-sigmoid / "
+                "softplus(z) - y z form with log1p does not"), ("torch_fn",),
           _saturated_logit),
 )
 
@@ -187,6 +241,16 @@ def _softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
     return found
 
 
+def _sigmoid_arguments(expr: sp.Expr) -> list[sp.Expr]:
+    """Logits t of every sigmoid written by hand: 1/(1 + exp(-t)) (a Pow(1 + exp(-t), -1))."""
+    found = []
+    for f in expr.atoms(sp.Pow):
+        base, power = f.args
+        if power == -1 and isinstance(base - 1, sp.exp):
+            found.append(-(base - 1).args[0])
+    return found
+
+
 def wanted_ops(model: Model) -> bool:
     """Does recognising causes need the exact intermediates of this model? (cached)"""
     if "causes_wanted" not in model._cache:
@@ -196,26 +260,29 @@ def wanted_ops(model: Model) -> bool:
 
 def _wanted(model: Model) -> bool:
     return any(getattr(n.symbol, "op", "") in ("sigmoid", "softplus")
-               or _softplus_arguments(n.expr) for n in model.display_graph.nodes)
+               or _softplus_arguments(n.expr) or _sigmoid_arguments(n.expr)
+               for n in model.display_graph.nodes)
 
 
 def op_values(model: Model, env: dict) -> dict[str, list]:
     """Exact values of the sigmoid/softplus intermediates at one sample, by op, from ``env``
     (symbol -> exact value of every leaf and step): ``{op: [(value, [operand value]), ...]}``.
-    A softplus written by hand (``log(1 + exp(t))``) counts as a softplus."""
+    A softplus written by hand (``log(1 + exp(t))``) counts as a softplus; the logit t of a
+    sigmoid written by hand (``1/(1 + exp(-t))``) is listed under "logit"."""
     found: dict[str, list] = {}
+    numbers = {s: sp.Float(str(v), 40) for s, v in env.items() if isinstance(s, sp.Symbol)}
     for n in model.display_graph.nodes:
         op = getattr(n.symbol, "op", "")
         if op in ("sigmoid", "softplus"):
             found.setdefault(op, []).append((env[n.symbol], [env[n.operands[0]]]))
             continue
-        for t in _softplus_arguments(n.expr):
-            try:
-                value = t.xreplace({s: sp.Float(str(v), 40) for s, v in env.items()
-                                    if isinstance(s, sp.Symbol)})
-                found.setdefault("softplus", []).append((None, [float(value)]))
-            except (TypeError, ValueError):
-                continue
+        for key, args in (("softplus", _softplus_arguments(n.expr)),
+                          ("logit", _sigmoid_arguments(n.expr))):
+            for t in args:
+                try:
+                    found.setdefault(key, []).append((None, [float(t.xreplace(numbers))]))
+                except (TypeError, ValueError):
+                    continue
     return found
 
 
@@ -243,10 +310,26 @@ def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
     rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
     for e in CATALOGUE:
         if failure.backend in e.backends:
-            detail = e.applies(ctx, failure.output, rel)
+            detail = e.applies(ctx, failure, rel)
             if detail:
                 return Cause(e.cause.klass, e.cause.name, f"{e.cause.explanation} ({detail})")
+    return first_split(failure, ctx)
+
+
+def first_split(failure, ctx: Context) -> Cause:
+    """Function differs (the loss value of the same backend and sample fails, or a departure
+    search located where the forward departs) versus derivative wrong (it agrees)."""
     value_failed = ctx.value_status in ("mismatch", "non-finite", "systematic")
-    if failure.output == "value" or value_failed:
+    if failure.output == "value" or value_failed or ctx.departure:
         return function_differs(ctx, failure.output)
+    if ctx.forward_agrees:
+        return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)
     return DERIVATIVE_WRONG
+
+
+def classify_tensor(failure, ctx: Context, has_branch: bool) -> Cause:
+    """The root cause of a tensor model's failure: the kind, then the first split (the
+    catalogue of torch behaviours reads the scalar models' exact intermediates)."""
+    value_finite = failure.output != "value" and ctx.value_status != "non-finite"
+    return (by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
+                    value_finite=value_finite) or first_split(failure, ctx))

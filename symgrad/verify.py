@@ -68,6 +68,10 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     chosen = cfg.chosen_backends(torch_fn is not None)
     from .tensor.model import TensorModel
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
+        if module is not None:  # never verify without the module the user passed
+            raise SymgradError(f"verify: module= runs on the scalar model; {model.name!r} is a "
+                               "tensor program. Use zoo.get('tiny_gpt', config=cfg) (without "
+                               "tensor=True), or pass the module as torch_fn")
         from .tensor.verify import verify_tensor
         return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg if tolerance is None
                              else replace(cfg, tolerance=tolerance))
@@ -77,7 +81,6 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     if module is not None:
-        from .errors import SymgradError
         from .modules import ModuleOptions, verify_module
         if at is not None or torch_fn is not None:
             raise SymgradError("verify: module= runs the module itself; give at= and torch_fn= "

@@ -126,3 +126,51 @@ def test_nan_from_a_fully_masked_row_is_not_a_where_trap():
     r = sg.verify(m, samples=10, seed=0, backends=("torch_fn",), torch_fn=fn)
     assert not r.ok and not any("where-trap" in c for c in _causes(r))
     assert any(c.startswith("function differs") for c in _causes(r))
+
+
+# ---------------------------------------------------------------- BCE-with-logits, float32
+_X, _Y, _W, _B = sp.symbols("x y w b")
+_Z = _W * _X + _B
+BCE_WITH_LOGITS = {  # the loss written in plain sympy, as a new user does
+    "softplus": _Y * sp.log(1 + sp.exp(-_Z)) + (1 - _Y) * sp.log(1 + sp.exp(_Z)),
+    "sigmoid": -(_Y * sp.log(1 / (1 + sp.exp(-_Z)))
+                 + (1 - _Y) * sp.log(1 - 1 / (1 + sp.exp(-_Z)))),
+}
+
+
+def _logit_model(expr):
+    return sg.Model("bce_logits", expr, params=[_W, _B],
+                    inputs={_X: sg.Uniform(-3, 3), _Y: sg.Choice([0.0, 1.0])})
+
+
+def _naive(w, b, x, y):
+    return -(y * torch.log(torch.sigmoid(w * x + b))
+             + (1 - y) * torch.log(1 - torch.sigmoid(w * x + b)))
+
+
+@pytest.mark.parametrize("form,torch_fn", [
+    ("softplus", lambda w, b, x, y: F.binary_cross_entropy_with_logits(w * x + b, y)),
+    ("sigmoid", lambda w, b, x, y: F.binary_cross_entropy_with_logits(w * x + b, y)),
+    ("softplus", _naive)], ids=["softplus-F", "sigmoid-F", "softplus-naive"])
+def test_float32_bce_with_logits_cancellation_is_named(form, torch_fn):
+    """At z = -8.3, y = 0 torch computes (1 - y) z - log_sigmoid(z): terms of size 8.3 cancel
+    to 2.5e-4 (≈1.5e4 ULPs in float32); the naive form cancels in 1 - sigmoid(z) at z = +8.
+    Both are a catalogued precision loss, not "the function differs". (The naive torch code
+    against the model written the same naive way is within that composition's own bound.)"""
+    at = {"w": [1.0, 1.0], "b": [-9.3, 7.0], "x": [1.0, 1.0], "y": [0.0, 0.0]}
+    r = sg.verify(_logit_model(BCE_WITH_LOGITS[form]), torch_fn=torch_fn, at=at,
+                  dtype="float32", backends=("torch_fn",))
+    assert not r.ok
+    assert _causes(r) == {"precision loss: saturated logit"}, [f.message() for f in r.failures]
+    assert "saturated logit" in r.failures[0].note
+
+
+def test_a_forward_bug_at_a_saturated_logit_is_not_excused():
+    """Meant to fail: a logit shifted by 0.01 at z = -8.3 (an error 2.3e-6, 2x the cancelled
+    terms' rounding): the function differs."""
+    at = {"w": [1.0], "b": [-9.3], "x": [1.0], "y": [0.0]}
+    r = sg.verify(_logit_model(BCE_WITH_LOGITS["softplus"]), at=at, dtype="float32",
+                  backends=("torch_fn",), torch_fn=lambda w, b, x, y:
+                  F.binary_cross_entropy_with_logits(w * x + b + 0.01, y))
+    value = [f for f in r.failures if f.output == "value"]
+    assert value and value[0].cause == "function differs: different function"

@@ -21,7 +21,7 @@ from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..model import Model
 from ..result import Result
-from . import glue, mapping, paths as paths_mod
+from . import departure, glue, mapping, paths as paths_mod
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,8 @@ class ModuleRun:
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason in words
     backends: dict[str, str] = field(default_factory=dict)  # path -> backend name in the Result
     first_message_s: float = 0.0  # from the call to the end of the one-sample probe
+    departures: dict = field(default_factory=dict)  # backend -> symgrad.departure.Search, for
+    #                                                 each failing module backend
 
 
 def backend_name(path: str) -> str:
@@ -100,9 +102,34 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype, batching="loop")
         runs[name] = _backend_run(name, cfg, f"{path}, {mode}", time.perf_counter() - t0)
     result = judge(model, compiled, batch, runs, outputs, cfg, timings)
+    run.departures = _departures(result, model, module, fns, plan, batch, cfg, options.train)
     result = named_by_module(result, model, plan, cfg.seed)
+    result = departure.explain(result, run.departures)
     result.module = run
     return result
+
+
+def _departures(result: Result, model: Model, module: nn.Module, fns: dict, plan, batch,
+                cfg: VerifyConfig, train: bool) -> dict:
+    """For each failing module backend, where its forward first departs at the sample of its
+    worst failure (``symgrad.modules.departure``); timed as ``departure_s``."""
+    t0 = time.perf_counter()
+    found = {}
+    for path, fn in fns.items():
+        name = backend_name(path)
+        first = next((f for f in result.failures if f.backend == name), None)
+        if first is None:
+            continue
+        if paths_mod.PATHS[path].compiled:  # hooks would make dynamo retrace the graph
+            found[name] = departure.Search(None, (), ("a compiled path's intermediates are not "
+                                                      "captured",), 0.0, first.sample)
+            continue
+        found[name] = departure.locate(model, module, fn, plan.layout, batch.values,
+                                       first.sample, dtype=cfg.dtype, device=cfg.device,
+                                       tol=cfg.tolerance, train=train)
+    if found:
+        result.timings["departure_s"] = time.perf_counter() - t0
+    return found
 
 
 def _backend_run(name, cfg, mode, seconds):

@@ -131,6 +131,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             kinks += top(comp.status == KINK, cfg.max_failures)
             failures += top(np.isin(comp.status, FAILING), cfg.max_failures)
             losses += top(comp.status == LOSS, cfg.max_failures)
+    with _phase("causes", cfg, timings, "causes_s"):
+        failures = with_causes(model, failures, comparisons, values, subset, cfg, np_dtype)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
@@ -139,6 +141,53 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
 
 CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls;
 #                          above, every step of sample 0 is spot-certified (tensor/spotcheck.py)
+DEPARTURE_UP_TO = 200_000  # parameters: symgrad's own failing program is searched for where its
+#                           forward departs (one sample, every labelled node in double-double)
+
+
+def with_causes(model: TensorModel, failures: list, comparisons: dict, values: dict,
+                subset: np.ndarray, cfg: VerifyConfig, np_dtype: str) -> list:
+    """Each failure with its root cause (``symgrad.causes``): the kind, then the first split -
+    the function differs (the loss value of that backend and sample fails, or the forward
+    departs at a labelled intermediate of symgrad's own program) or the derivative of the same
+    function is wrong. A torch_fn's intermediates are not visible: its split is by the value."""
+    import sympy as sp
+
+    from .. import causes
+    from ..config import OWN_BACKENDS
+    from ..departure import first_departure, own_program
+    from .program import topological
+    from .tables import TorchOps
+    from . import views
+    has_branch = any(n.op == "map" and n.attrs["expr"].has(sp.Piecewise, sp.Max, sp.Min)
+                     for n in topological([model.loss]))
+    searches: dict[str, object] = {}
+    out = []
+    for f in failures:
+        comp = comparisons[f.backend]
+        row = int(np.flatnonzero(subset == f.sample)[0])
+        if (f.backend in OWN_BACKENDS and f.backend not in searches
+                and model.n_parameters <= DEPARTURE_UP_TO):
+            table = (views.NumpyOps(np_dtype) if f.backend == "numpy"
+                     else TorchOps(cfg.dtype, cfg.device))
+            one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
+            from ..backends.torch import exact_math
+            with exact_math():
+                caps = own_program([model.loss], table, one)
+            searches[f.backend] = first_departure(caps, one, dtype=comp.dtype,
+                                                  tol=cfg.tolerance, backend=f.backend,
+                                                  sample=f.sample)
+        search = searches.get(f.backend)
+        ctx = causes.Context(
+            dtype=comp.dtype, value_status=STATUS_NAMES[int(comp.status[row, 0])],
+            value_expected=float(comp.expected[row, 0]), value_got=float(comp.got[row, 0]),
+            departure=search.departure.message() if search and search.departure else "",
+            forward_agrees=bool(search and search.agrees))
+        cause = causes.classify_tensor(f, ctx, has_branch)
+        owner = "symgrad's own program — " if f.backend in OWN_BACKENDS else ""
+        out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
+                           note=f.note or cause.explanation))
+    return out
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 
 

@@ -39,6 +39,17 @@ def _keep(name: str, shape, cfg: GPTConfig, dropout: bool):
     return st.input(name, shape, Bernoulli(1 - cfg.drop_rate))
 
 
+def _site(node: st.Node, name: str) -> st.Node:
+    """Label an intermediate (``h0.ln1``, ``h0.attn``...): the node a user module's submodule
+    output is compared with when locating where a forward departs (symgrad.departure)."""
+    node.name = name
+    return node
+
+
+SITES = ("emb", "h{l}.ln1", "h{l}.attn", "h{l}.ln2", "h{l}.fc1", "h{l}.gelu", "h{l}.ff",
+         "h{l}.out", "lnf", "logits")  # the labelled intermediates, in execution order
+
+
 def block(x: st.Node, l: int, cfg: GPTConfig, *, dropout: bool = False) -> st.Node:
     """x + drop(attn(ln1(x))), then + drop(ff(ln2(.))): GPT-2's pre-LayerNorm block."""
     T, C = x.shape
@@ -57,12 +68,15 @@ def block(x: st.Node, l: int, cfg: GPTConfig, *, dropout: bool = False) -> st.No
     if dropout and cfg.drop_rate:
         attn_keep = st.stack([_keep(f"h{l}_attn_keep{h}", (T, T), cfg, dropout)
                               for h in range(cfg.n_heads)])
-    a = st.causal_self_attention(st.layer_norm(x, g1, b1_), Wq, Wk, Wv, Wo, bo,
-                                 n_heads=cfg.n_heads, attn_keep=attn_keep, p=cfg.drop_rate,
+    a = st.causal_self_attention(_site(st.layer_norm(x, g1, b1_), f"h{l}.ln1"), Wq, Wk, Wv, Wo,
+                                 bo, n_heads=cfg.n_heads, attn_keep=attn_keep, p=cfg.drop_rate,
                                  **qkv)
-    x = x + st.dropout(a, _keep(f"h{l}_drop1", (T, C), cfg, dropout), cfg.drop_rate)
-    f = st.dense(st.gelu(st.dense(st.layer_norm(x, g2, b2_), W1, bb1), cfg.gelu), W2, bb2)
-    return x + st.dropout(f, _keep(f"h{l}_drop2", (T, C), cfg, dropout), cfg.drop_rate)
+    x = x + st.dropout(_site(a, f"h{l}.attn"), _keep(f"h{l}_drop1", (T, C), cfg, dropout),
+                       cfg.drop_rate)
+    h = _site(st.dense(_site(st.layer_norm(x, g2, b2_), f"h{l}.ln2"), W1, bb1), f"h{l}.fc1")
+    f = _site(st.dense(_site(st.gelu(h, cfg.gelu), f"h{l}.gelu"), W2, bb2), f"h{l}.ff")
+    return _site(x + st.dropout(f, _keep(f"h{l}_drop2", (T, C), cfg, dropout), cfg.drop_rate),
+                 f"h{l}.out")
 
 
 def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
@@ -89,12 +103,12 @@ def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
     # positions 0..T-1: all rows of pos_emb, or a 0/1 selection of the first T (exact)
     p = pos if T == ctx else st.einsum("tp,pc->tc", st.const(np.eye(T, ctx), "first_rows"), pos)
     x = st.embedding(ids, tok) + p
-    x = st.dropout(x, _keep("emb_keep", (T, C), cfg, dropout), cfg.drop_rate)
+    x = _site(st.dropout(x, _keep("emb_keep", (T, C), cfg, dropout), cfg.drop_rate), "emb")
     for l in range(cfg.n_layers):
         x = block(x, l, cfg, dropout=dropout)
     fg, fb = _p("lnf_g", (C,)), (_p("lnf_b", (C,)) if cfg.bias else None)
     head = tok if cfg.tie_weights else _p("out_head", (V, C))
-    logits = st.dense(st.layer_norm(x, fg, fb), head)  # (T, V), no bias
+    logits = _site(st.dense(_site(st.layer_norm(x, fg, fb), "lnf"), head), "logits")  # no bias
     loss = st.cross_entropy(logits, targets)
     params = _order(loss)
     desc = (f"GPT (tensor program): vocab {V}, context {ctx}, {T} tokens, emb {C}, "

@@ -148,6 +148,10 @@ class Tolerance:
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
     pooled_sigmas: float = 8.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
     pooled_min_samples: float = 16.0  # effective samples the pooled test needs
+    entry_bound: str = "worst"  # tensor programs' E: "worst" (first order, sound) or
+    # "probabilistic": min(E, entry_sigmas * sigma), rounding errors as independent, mean-zero
+    # variables (Higham & Mary): sqrt(n) growth in contractions (symgrad.tensor.bound)
+    entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
 
     def rule(self) -> str:
         return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
@@ -158,7 +162,10 @@ class Tolerance:
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
-                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)")
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
+                + ("" if self.entry_bound == "worst" else
+                   f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
+                   "rounding errors taken as independent and mean-zero (Higham & Mary)"))
 
     def as_dict(self) -> dict:
         return {"safety": self.safety, "floor": self.floor,
@@ -166,7 +173,8 @@ class Tolerance:
                 "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
                 "block_min_entries": self.block_min_entries, "pooled_floor": self.pooled_floor,
                 "pooled_sigmas": self.pooled_sigmas,
-                "pooled_min_samples": self.pooled_min_samples, "rule": self.rule()}
+                "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
+                "entry_sigmas": self.entry_sigmas, "rule": self.rule()}
 
 
 def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -351,7 +359,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint, used, allowed_abs, np.asarray(exact_lo), err)
+                      position, joint, used, allowed_abs, np.asarray(exact_lo), error=err)
 
 
 @dataclass(frozen=True)

@@ -148,9 +148,10 @@ class Tolerance:
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
     pooled_sigmas: float = 8.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
     pooled_min_samples: float = 16.0  # effective samples the pooled test needs
-    entry_bound: str = "worst"  # tensor programs' E: "worst" (first order, sound) or
-    # "probabilistic": min(E, entry_sigmas * sigma), rounding errors as independent, mean-zero
-    # variables (Higham & Mary): sqrt(n) growth in contractions (symgrad.tensor.bound)
+    entry_bound: str = "probabilistic"  # tensor programs' E: min(E, entry_sigmas * sigma),
+    # rounding errors as independent, mean-zero variables (Higham & Mary): sqrt(n) growth in
+    # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
+    # first-order worst case E alone (sound for any rounding, ~1e7x looser per GPT layer)
     entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
 
     def rule(self) -> str:
@@ -163,7 +164,7 @@ class Tolerance:
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
                 f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
-                + ("" if self.entry_bound == "worst" else
+                + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
                    "rounding errors taken as independent and mean-zero (Higham & Mary)"))
 

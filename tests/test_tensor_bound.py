@@ -20,7 +20,6 @@ from symgrad.zoo.gpt2 import gpt
 
 SMALL = {"vocab_size": 11, "context_length": 6, "emb_dim": 8, "n_heads": 2, "n_layers": 2,
          "drop_rate": 0.1}
-PROB = Tolerance(entry_bound="probabilistic")
 
 
 def _E(out, leaves, **kw):
@@ -108,17 +107,30 @@ def test_probabilistic_verdict_resolves_float32_and_catches_a_1e10_attention_bug
     """float32: fewer inconclusive entries than the worst case; float64: the entry test alone
     catches a (1 + 1e-10) attention-weights backward that the worst case excuses."""
     m = gpt(SMALL, dropout=True)
-    r32w = sg.verify(m, torch_fn=m.reference, samples=4, dtype="float32",
-                     backends=("torch_fn",))
-    r32p = sg.verify(m, torch_fn=m.reference, samples=4, dtype="float32",
-                     backends=("torch_fn",), config=sg.VerifyConfig(samples=4, dtype="float32",
-                                                                    tolerance=PROB))
+    r32w, r32p = (sg.verify(m, torch_fn=m.reference, config=sg.VerifyConfig(
+        samples=4, dtype="float32", tolerance=Tolerance(entry_bound=mode),
+        backends=("torch_fn",))) for mode in ("worst", "probabilistic"))
     assert r32p.ok, str(r32p)
     inc = [(r.comparisons["torch_fn"].status == INCONCLUSIVE).mean() for r in (r32w, r32p)]
     assert inc[1] < inc[0] / 2, inc
     cfg = GPTConfig.from_dict(SMALL)
     bug = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
-    rp = sg.verify(m, torch_fn=bug, config=sg.VerifyConfig(samples=4, tolerance=PROB,
-                                                           backends=("torch_fn",)))
+    rp = sg.verify(m, torch_fn=bug, config=sg.VerifyConfig(samples=4, backends=("torch_fn",)))
+    assert Tolerance().entry_bound == "probabilistic"  # the default
     assert not rp.ok
     assert np.isin(rp.comparisons["torch_fn"].status, FAILING).any()
+    rw = sg.verify(m, torch_fn=bug, config=sg.VerifyConfig(
+        samples=4, backends=("torch_fn",), tolerance=Tolerance(entry_bound="worst")))
+    assert rw.ok  # the worst case excuses it (the tensor path has no block test)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tensor_tiny_gpt_no_false_alarm_over_seeds(dtype):
+    """The default (probabilistic) verdict on correct code: symgrad's torch view, numpy and the
+    native module, 6 seeds."""
+    from symgrad.zoo.gpt2 import tiny_gpt
+    m = tiny_gpt()
+    for seed in range(6):
+        r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
+        assert r.ok, str(r)

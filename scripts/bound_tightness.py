@@ -77,7 +77,8 @@ def _run(name: str, dtype: str, seed: int) -> list[dict]:
         tol = Tolerance(entry_bound=entry_bound)
         t0 = time.perf_counter()
         E = _flatten(model, evaluate_bound(model.gradient.outputs, values, mode=entry_bound,
-                                           sigmas=tol.entry_sigmas, exact_zeros=zeros),
+                                           sigmas=tol.entry_sigmas,
+                                           sqrt_terms=tol.entry_sqrt_terms, exact_zeros=zeros),
                      np.asarray, samples)
         bound_s = time.perf_counter() - t0
         row = {"size": name, "dtype": dtype, "seed": seed, "mode": mode,

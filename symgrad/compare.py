@@ -153,6 +153,8 @@ class Tolerance:
     # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
     # first-order worst case E alone (sound for any rounding, ~1e7x looser per GPT layer)
     entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
+    entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
+    # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
 
     def rule(self) -> str:
         return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
@@ -166,7 +168,8 @@ class Tolerance:
                 f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
                 + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
-                   "rounding errors taken as independent and mean-zero (Higham & Mary)"))
+                   "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
+                   f"growth up to {self.entry_sqrt_terms} terms, linear beyond"))
 
     def as_dict(self) -> dict:
         return {"safety": self.safety, "floor": self.floor,
@@ -175,7 +178,8 @@ class Tolerance:
                 "block_min_entries": self.block_min_entries, "pooled_floor": self.pooled_floor,
                 "pooled_sigmas": self.pooled_sigmas,
                 "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
-                "entry_sigmas": self.entry_sigmas, "rule": self.rule()}
+                "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
+                "rule": self.rule()}
 
 
 def ulp(x: np.ndarray, dtype: str) -> np.ndarray:

@@ -99,7 +99,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         from .views import _flatten
         tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
         E = _flatten(model, evaluate_bound(grad.outputs, sub, mode=tol.entry_bound,
-                                           sigmas=tol.entry_sigmas), np.asarray, len(subset))
+                                           sigmas=tol.entry_sigmas,
+                                           sqrt_terms=tol.entry_sqrt_terms),
+                     np.asarray, len(subset))
     with _phase("compare", cfg, timings, "compare_s"):
         comparisons = {}
         for name in list(outputs):

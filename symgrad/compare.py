@@ -159,6 +159,14 @@ class Tolerance:
     entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
     # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
 
+    def __post_init__(self) -> None:
+        if self.entry_bound not in ("worst", "probabilistic"):
+            raise SymgradError(f"Tolerance(entry_bound={self.entry_bound!r}): choose 'worst' "
+                               "(first-order worst case) or 'probabilistic'")
+        if not (self.entry_sigmas > 0 and self.entry_sqrt_terms >= 1):
+            raise SymgradError(f"Tolerance: entry_sigmas={self.entry_sigmas!r} must be > 0 and "
+                               f"entry_sqrt_terms={self.entry_sqrt_terms!r} >= 1")
+
     def rule(self) -> str:
         return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
                 "unit roundoff of the backend's dtype, tiny its smallest normal number, and E the "

@@ -3,7 +3,8 @@
 This is the only place a threshold lives. Three tests, in this order (also in the README and in
 every report):
 
-1. **Entry test** (sound, first order). For each entry
+1. **Entry test** (first order; sound, except the probabilistic E of tensor programs below).
+   For each entry
 
        |got - exact| <= safety * u * E + floor * tiny
 
@@ -54,11 +55,13 @@ every report):
 Entries that carry a flagged systematic error (their error has the sign of p) are marked
 **systematic**; every block finding is kept on the ``Comparison`` (``systematic``).
 
-Why not a probabilistic per-entry bound (Higham & Mary, sqrt(n) growth)? It tightens sums by
-sqrt(n), but the compounding through a deep program comes from merges whose errors are
-correlated (the same forward value reused by many backward terms), where no sqrt(n) holds
-soundly; the block and pooled tests need only independence *across entries or samples of the
-error's sign*, which is what a scaling bug breaks and rounding does not.
+Tensor programs (``symgrad.tensor.bound``) pass a probabilistic E by default
+(``Tolerance.entry_bound``): min(worst case, lam * sigma), rounding errors taken as independent
+and mean-zero (Higham & Mary), sqrt(n) growth in contractions up to ``entry_sqrt_terms`` terms.
+The worst case compounds 1e5-1e7x per GPT layer against real errors, which stay at <= 12 % of
+the probabilistic bound (``reports/bound_tightness.md``); ``entry_bound="worst"`` restores it. The
+block and pooled tests need only independence *across entries or samples of the error's sign*,
+which is what a scaling bug breaks and rounding does not.
 
 >>> import numpy as np
 >>> from symgrad.compare import compare, Tolerance, MISMATCH
@@ -148,6 +151,21 @@ class Tolerance:
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
     pooled_sigmas: float = 8.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
     pooled_min_samples: float = 16.0  # effective samples the pooled test needs
+    entry_bound: str = "probabilistic"  # tensor programs' E: min(E, entry_sigmas * sigma),
+    # rounding errors as independent, mean-zero variables (Higham & Mary): sqrt(n) growth in
+    # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
+    # first-order worst case E alone (sound for any rounding, 1e5-1e7x looser per GPT layer)
+    entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
+    entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
+    # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
+
+    def __post_init__(self) -> None:
+        if self.entry_bound not in ("worst", "probabilistic"):
+            raise SymgradError(f"Tolerance(entry_bound={self.entry_bound!r}): choose 'worst' "
+                               "(first-order worst case) or 'probabilistic'")
+        if not (self.entry_sigmas > 0 and self.entry_sqrt_terms >= 1):
+            raise SymgradError(f"Tolerance: entry_sigmas={self.entry_sigmas!r} must be > 0 and "
+                               f"entry_sqrt_terms={self.entry_sqrt_terms!r} >= 1")
 
     def rule(self) -> str:
         return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
@@ -158,7 +176,11 @@ class Tolerance:
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
-                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)")
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
+                + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
+                   f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
+                   "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
+                   f"growth up to {self.entry_sqrt_terms} terms, linear beyond"))
 
     def as_dict(self) -> dict:
         return {"safety": self.safety, "floor": self.floor,
@@ -166,7 +188,9 @@ class Tolerance:
                 "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
                 "block_min_entries": self.block_min_entries, "pooled_floor": self.pooled_floor,
                 "pooled_sigmas": self.pooled_sigmas,
-                "pooled_min_samples": self.pooled_min_samples, "rule": self.rule()}
+                "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
+                "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
+                "rule": self.rule()}
 
 
 def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -351,7 +375,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             status[undecided] = INCONCLUSIVE
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint, used, allowed_abs, np.asarray(exact_lo), err)
+                      position, joint, used, allowed_abs, np.asarray(exact_lo), error=err)
 
 
 @dataclass(frozen=True)

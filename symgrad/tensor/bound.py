@@ -1,18 +1,44 @@
 """The tensor-level first-order rounding-error bound E (units of the unit roundoff u).
 
 Walks the same program as the numpy view, in float64, carrying beside each value an array E
-with |fl(v) - v| <~ u * E entrywise. One rule per op (``RULES``):
+with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the worst case;
+``SIGMA_RULES``: the probabilistic scale; ``NONZERO_RULES``: which entries may be nonzero):
 
     leaf, const, onehot         0 (values are rounded to the dtype when drawn; masks are 0/1)
     map f(x_1..x_k)             the scalar running bound of f (symgrad.bounds.error_source):
                                 sum |df/dx_i| E_i + the rounding of f's own operations
-    einsum of k operands,       sum_i einsum(|x_1|..E_i..|x_k|) + (n - 1 + k - 1) einsum(|x_1|..|x_k|)
-      n terms per output        (any summation order: recursive, pairwise or blocked BLAS)
-    sum of n entries            sum E + (n - 1) sum |x|
+    einsum of k operands,       sum_i einsum(|x_1|..E_i..|x_k|) + (m - 1 + k - 1) einsum(|x_1|..|x_k|)
+      m nonzero terms per output (any summation order: recursive, pairwise or blocked BLAS)
+    sum of m nonzero entries    sum E + (m - 1) sum |x|
     max                         max E (a max rounds nothing)
     stop (a softmax shift)      0: the result does not depend on the shift, nor on its error
     layout, take                the same op applied to E
     scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|)
+
+``m`` counts only the terms that may be nonzero: adding an exact zero rounds nothing. Exact
+zeros are known structurally, the same in every backend: zeros of leaves (dropout keep-masks),
+constants (causal masks, the first rows of the position table) and one-hot masks, carried
+through layout ops, through maps that vanish with an argument (``x * keep``, a masked ``exp``),
+and through contractions and sums. So the target logit picked by ``sum(logits * onehot)``
+costs no (V - 1) additions, a causal row of t + 1 weights no T - 1.
+
+**Probabilistic mode** (``Tolerance(entry_bound="probabilistic")``; the model of Higham & Mary,
+SIAM J. Sci. Comput. 2019: rounding errors are independent, mean-zero, bounded by u). Beside E
+a scale sigma is carried whose square is a sub-Gaussian variance proxy: a contraction adds its
+inputs' errors in quadrature over the contracted index (sqrt(einsum(x^2 .. sigma_i^2 ..)),
+summed over the k operands, which may share errors), and its own m - 1 + k - 1 roundings,
+each at most u times the sum of |terms|, as sqrt(m - 1 + k - 1) einsum(|x|) instead of
+(m - 1 + k - 1) einsum(|x|); maps, max and layout ops keep their worst-case rules (their
+arguments' errors may be correlated). The bound used is min(E, lam * sigma): under the model
+P(|error| > lam sigma u) <= 2 exp(-lam^2 / 2) per entry (lam = ``entry_sigmas``). The model is
+not a theorem about every program: one rounded value reused by many terms makes their errors
+correlated, which the quadrature does not see; and recursive summation of many equal terms
+rounds the same way every time (float32, 2^20 copies of 0.1 summed one by one: 1 % error,
+5x the sqrt(n) allowance). So sqrt growth holds up to ``sqrt_terms`` = n0 terms (1024: the
+same summation then uses <= 16 % of the allowance) and growth is linear beyond, for the
+contraction's own roundings (max(sqrt(r), r / sqrt(n0)) einsum(|x|)) and for the errors it adds
+up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)). Real errors of correct GPT code are
+measured against both bounds in ``reports/bound_tightness.md``.
 
 ``symgrad.compare`` multiplies E by the tolerance's safety factor; the bound is evaluated on the
 gradient program, so a gradient entry that is tiny through cancellation gets the allowance of
@@ -23,6 +49,9 @@ the terms that cancelled, and a well-conditioned one a few ULPs times the contra
 >>> E = evaluate_bound([st.sum_(a * b)], {"a": np.ones((1, 3)), "b": np.ones((1, 3))})[0]
 >>> float(E[0])  # each product rounds once (3 x |1|), then two additions of 3 terms
 9.0
+>>> E = evaluate_bound([st.sum_(a * b)], {"a": np.ones((1, 3)), "b": np.array([[1., 0, 0]])})[0]
+>>> float(E[0])  # b is a leaf with exact zeros: one nonzero term, no addition rounds
+1.0
 """
 
 from __future__ import annotations
@@ -34,12 +63,14 @@ import sympy as sp
 
 from ..bounds import error_source
 from ..codegen import Printer, build
+from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
 from .program import X, Node, topological
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
 _CACHE: dict = {}
+MODES = ("worst", "probabilistic")
 
 
 def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
@@ -59,6 +90,17 @@ def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
     return fn
 
 
+def _annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:
+    """The arguments i with f = 0 wherever x_i = 0 (f = x_i * g(...)): a zero there is exact."""
+    key = ("zero", expr, k)
+    found = _CACHE.get(key)
+    if found is None:
+        found = tuple(i for i in range(k)
+                      if sp.simplify(expr.subs(X[i], 0)) == 0 and expr.has(X[i]))
+        _CACHE[key] = found
+    return found
+
+
 def _einsum_terms(node: Node) -> int:
     ins, out = node.attrs["spec"].split("->")
     sizes = {}
@@ -67,7 +109,76 @@ def _einsum_terms(node: Node) -> int:
     return int(np.prod([n for c, n in sizes.items() if c not in out], dtype=np.int64))
 
 
-def _b_map(node, vals, errs, value):
+def _ones(node: Node) -> np.ndarray:
+    return np.broadcast_to(np.ones(()), (1,) + node.shape)  # no memory
+
+
+def _zeros(node: Node) -> np.ndarray:
+    return np.broadcast_to(np.zeros(()), (1,) + node.shape)  # no memory
+
+
+# --- which entries may be nonzero (None: any); float 0/1 arrays, counts after a contraction --
+
+def _nz_leaf(node, vals, nz):
+    v = vals[0]
+    if node.integer or np.all(v != 0):
+        return None
+    return (v != 0).astype(np.float64)
+
+
+def _nz_map(node, vals, nz):
+    keep = [nz[i] for i in _annihilators(node.attrs["expr"], len(nz)) if nz[i] is not None]
+    if not keep:
+        return None
+    out = keep[0]
+    for n in keep[1:]:
+        out = out * n
+    return np.broadcast_to(out, out.shape[:1] + node.shape)  # an argument may broadcast
+
+
+def _nz_count(node, vals, nz):
+    """einsum / sum: the number of terms per output that may be nonzero (None: all)."""
+    if all(n is None for n in nz):
+        return None
+    if node.op == "sum":
+        return np.sum(nz[0], axis=tuple(a + 1 for a in node.attrs["axes"]))
+    args = [n if n is not None else _ones(a) for a, n in zip(node.args, nz)]
+    return VALUE_RULES["einsum"](node, _T, args, None)
+
+
+def _nz_same(node, vals, nz):
+    if all(n is None for a, n in zip(node.args, nz) if not a.integer):
+        return None
+    args = [v if a.integer else (n if n is not None else _ones(a))
+            for a, v, n in zip(node.args, vals, nz)]
+    return VALUE_RULES[node.op](node, _T, args, None)
+
+
+def _nz_none(node, vals, nz):
+    return None
+
+
+NONZERO_RULES: dict[str, Callable] = {
+    "map": _nz_map, "einsum": _nz_count, "sum": _nz_count, "max": _nz_none, "stop": _nz_none,
+    "onehot": lambda node, vals, nz: None, "reshape": _nz_same, "transpose": _nz_same,
+    "broadcast": _nz_same, "take": _nz_same, "scatter_add": _nz_none,
+}
+
+
+def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
+    """Roundings of a contraction per output: (m - 1) additions of its m nonzero terms and
+    k - 1 products of each term."""
+    k = len(node.args) if node.op == "einsum" else 1
+    n = _einsum_terms(node) if node.op == "einsum" else int(np.prod(
+        [node.args[0].shape[a] for a in node.attrs["axes"]], dtype=np.int64))
+    if count is None:
+        return n - 1 + k - 1
+    return np.maximum(count - 1, 0) + (k - 1)
+
+
+# --- the worst case: E ---------------------------------------------------------------------
+
+def _b_map(node, vals, errs, value, count):
     k = len(vals)
     with np.errstate(all="ignore"):
         E = _map_bound_fn(node.attrs["expr"], k)(*vals, *errs)
@@ -75,41 +186,37 @@ def _b_map(node, vals, errs, value):
     return np.where(np.isnan(E), np.inf, E)
 
 
-def _b_einsum(node, vals, errs, value):
+def _b_einsum(node, vals, errs, value, count):
     absv = [np.abs(v) for v in vals]
-    count = _einsum_terms(node) - 1 + len(vals) - 1
-    total = VALUE_RULES["einsum"](node, _T, absv, None) * count if count else 0.0
+    rounds = _additions(node, count)
+    total = VALUE_RULES["einsum"](node, _T, absv, None) * rounds if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
         if np.any(e):
             total = total + VALUE_RULES["einsum"](node, _T, absv[:i] + [e] + absv[i + 1:], None)
     return np.broadcast_to(total, np.shape(value))
 
 
-def _b_sum(node, vals, errs, value):
+def _b_sum(node, vals, errs, value, count):
     axes = tuple(a + 1 for a in node.attrs["axes"])
-    n = int(np.prod([node.args[0].shape[a - 1] for a in axes], dtype=np.int64))
-    return np.sum(errs[0], axis=axes) + (n - 1) * np.sum(np.abs(vals[0]), axis=axes)
+    return np.sum(errs[0], axis=axes) + _additions(node, count) * np.sum(np.abs(vals[0]),
+                                                                         axis=axes)
 
 
-def _b_max(node, vals, errs, value):
+def _b_max(node, vals, errs, value, count):
     return np.max(errs[0], axis=tuple(a + 1 for a in node.attrs["axes"]))
 
 
-def _zeros(node: Node) -> np.ndarray:
-    return np.broadcast_to(np.zeros(()), (1,) + node.shape)  # no memory
-
-
-def _b_zero(node, vals, errs, value):
+def _b_zero(node, vals, errs, value, count):
     return _zeros(node)
 
 
-def _b_same(node, vals, errs, value):
+def _b_same(node, vals, errs, value, count):
     """Layout ops and take: the op itself applied to E (integer operands pass unchanged)."""
     args = [e if not a.integer else v for a, v, e in zip(node.args, vals, errs)]
     return VALUE_RULES[node.op](node, _T, args, None)
 
 
-def _b_scatter(node, vals, errs, value):
+def _b_scatter(node, vals, errs, value, count):
     rows, ids = vals
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     e = VALUE_RULES["scatter_add"](node, _T, [errs[0], ids], None)
@@ -125,17 +232,81 @@ RULES: dict[str, Callable] = {
 }
 
 
+# --- the probabilistic scale: sigma ----------------------------------------------------------
+
+def _growth(rounds, n0: int):
+    """sqrt(r) roundings' worth up to n0, linear beyond: max(sqrt(r), r / sqrt(n0))."""
+    return np.maximum(np.sqrt(rounds), np.asarray(rounds, dtype=np.float64) / np.sqrt(n0))
+
+
+def _s_einsum(node, vals, sig, value, count, n0):
+    absv = [np.abs(v) for v in vals]
+    rounds = _additions(node, count)
+    total = (VALUE_RULES["einsum"](node, _T, absv, None) * _growth(rounds, n0)
+             if np.any(rounds) else 0.0)
+    sq = None
+    long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
+    for i, s in enumerate(sig):
+        if np.any(s):
+            sq = sq or [v * v for v in absv]
+            quad = np.sqrt(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None))
+            if long:
+                quad = np.maximum(quad, VALUE_RULES["einsum"](
+                    node, _T, absv[:i] + [s] + absv[i + 1:], None) / np.sqrt(n0))
+            total = total + quad
+    return np.broadcast_to(total, np.shape(value))
+
+
+def _s_sum(node, vals, sig, value, count, n0):
+    axes = tuple(a + 1 for a in node.attrs["axes"])
+    quad = np.sqrt(np.sum(sig[0] * sig[0], axis=axes))
+    if np.prod([node.args[0].shape[a - 1] for a in axes]) > n0:
+        quad = np.maximum(quad, np.sum(sig[0], axis=axes) / np.sqrt(n0))
+    return quad + _growth(_additions(node, count), n0) * np.sum(np.abs(vals[0]), axis=axes)
+
+
+def _s_scatter(node, vals, sig, value, count, n0):
+    rows, ids = vals
+    t = max(int(np.prod(node.args[1].shape)) - 1, 0)
+    s = np.sqrt(VALUE_RULES["scatter_add"](node, _T, [sig[0] * sig[0], ids], None))
+    if t + 1 > n0:
+        s = np.maximum(s, VALUE_RULES["scatter_add"](node, _T, [sig[0], ids], None) / np.sqrt(n0))
+    if t:
+        s = s + _growth(t, n0) * VALUE_RULES["scatter_add"](node, _T, [np.abs(rows), ids], None)
+    return s
+
+
+def _worst_rule(rule: Callable) -> Callable:
+    return lambda node, vals, sig, value, count, n0: rule(node, vals, sig, value, count)
+
+
+SIGMA_RULES: dict[str, Callable] = dict(
+    {op: _worst_rule(rule) for op, rule in RULES.items()},
+    einsum=_s_einsum, sum=_s_sum, scatter_add=_s_scatter)
+
+
 def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
-                   progress=None) -> list[np.ndarray]:
+                   progress=None, mode: str = "worst",
+                   sigmas: float = 8.0, sqrt_terms: int = 1024,
+                   exact_zeros: bool = True) -> list[np.ndarray]:
     """E of each output (float64, with the batch axis), from float64 values of ``leaves``.
 
     Arguments:
         outputs: nodes (typically the loss and its gradient nodes).
         leaves: block name -> array (N, *shape).
         progress: optional callable(done, total).
+        mode: "worst" (the first-order worst case) or "probabilistic" (min(E, sigmas * sigma),
+            the module docstring).
+        sigmas: lam of the probabilistic mode.
+        sqrt_terms: n0 of the probabilistic mode: sqrt growth up to n0 terms, linear beyond.
+        exact_zeros: count only the terms that may be nonzero (False: every term, the rule
+            before exact zeros were tracked; kept for scripts/bound_tightness.py).
     Returns:
         One array per output, broadcast to (N, *shape).
     """
+    if mode not in MODES:
+        raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
+    prob = mode == "probabilistic"
     outputs = list(outputs)
     order = topological(outputs)
     last = {a.id: i for i, n in enumerate(order) for a in n.args}
@@ -143,26 +314,42 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
         last[o.id] = len(order)
     vals: dict[int, np.ndarray] = {}
     errs: dict[int, np.ndarray] = {}
+    sigs: dict[int, np.ndarray] = {}
+    nonzero: dict[int, np.ndarray | None] = {}
     n = max(np.shape(v)[0] for v in leaves.values())
     for i, node in enumerate(order):
-        if node.op in ("param", "input"):
-            v = np.asarray(leaves[node.name])
-            vals[node.id] = v.astype(np.int64) if node.integer else v.astype(np.float64)
-            errs[node.id] = _zeros(node)
-        elif node.op == "const":
-            vals[node.id] = node.attrs["value"][None]
-            errs[node.id] = _zeros(node)
+        if node.op in ("param", "input", "const"):
+            if node.op == "const":
+                vals[node.id] = node.attrs["value"][None]
+            else:
+                v = np.asarray(leaves[node.name])
+                vals[node.id] = v.astype(np.int64) if node.integer else v.astype(np.float64)
+            errs[node.id] = sigs[node.id] = _zeros(node)
+            nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
         else:
             args = [vals[a.id] for a in node.args]
             with np.errstate(all="ignore"):
                 vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
+                nz = [nonzero[a.id] for a in node.args]
+                if node.op == "onehot":
+                    counts, nonzero[node.id] = None, vals[node.id] if exact_zeros else None
+                else:
+                    counts = NONZERO_RULES[node.op](node, args, nz)
+                    nonzero[node.id] = (None if counts is None else (counts > 0).astype(
+                        np.float64)) if node.op in ("einsum", "sum") else counts
                 errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
-                                               vals[node.id])
+                                               vals[node.id], counts)
+                if prob:
+                    sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
+                                                                      node.args],
+                                                         vals[node.id], counts, sqrt_terms)
         for a in node.args:
             if last.get(a.id) == i:
-                vals.pop(a.id, None)
-                errs.pop(a.id, None)
+                for d in (vals, errs, sigs, nonzero):
+                    d.pop(a.id, None)
         if progress is not None:
             progress(i + 1, len(order))
+    if prob:
+        return [np.broadcast_to(np.fmin(errs[o.id], sigmas * sigs[o.id]), (n,) + o.shape)
+                for o in outputs]
     return [np.broadcast_to(errs[o.id], (n,) + o.shape) for o in outputs]
-

@@ -103,7 +103,11 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     with _phase("bound", cfg, timings, "bound_s"):
         from .bound import evaluate_bound
         from .views import _flatten
-        E = _flatten(model, evaluate_bound(grad.outputs, sub), np.asarray, len(subset))
+        tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
+        E = _flatten(model, evaluate_bound(grad.outputs, sub, mode=tol.entry_bound,
+                                           sigmas=tol.entry_sigmas,
+                                           sqrt_terms=tol.entry_sqrt_terms),
+                     np.asarray, len(subset))
     with _phase("compare", cfg, timings, "compare_s"):
         comparisons = {}
         for name in list(outputs):

@@ -428,23 +428,44 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
         findings in ``comparison.systematic``.
 
     >>> import numpy as np
-    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:] *= 1.5
+    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right
     >>> c = compare(g, 0 * g, got, 1e20 * g, backend="b", dtype="float32", tol=Tolerance())
-    >>> systematic(c, [("W", 1, 9)], Tolerance()).systematic[0].projection
-    0.5
+    >>> [(f.block, f.projection) for f in systematic(c, [("W", 1, 5), ("b", 5, 9)],
+    ...                                                  Tolerance()).systematic]
+    [('W', 0.5)]
     """
     if comp.allowed_abs is None:
         return comp
-    u = dtype_info(comp.dtype).eps / 2
     lo = comp.exact_lo if comp.exact_lo is not None else np.zeros_like(comp.expected)
-    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-        err = (comp.got - comp.expected) - lo
-        usable = (np.isfinite(err) & np.isfinite(comp.expected)
-                  & np.isin(comp.status, (OK, LOSS, MISMATCH, INCONCLUSIVE)))
-    status = comp.status.copy()
-    found = []
-    stats = [_projection(comp.expected[:, a:b], err[:, a:b], comp.allowed_abs[:, a:b],
-                         usable[:, a:b]) for _, a, b in blocks]
+
+    def columns(a: int, b: int):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            err = (comp.got[:, a:b] - comp.expected[:, a:b]) - lo[:, a:b]
+        return comp.expected[:, a:b], err, comp.allowed_abs[:, a:b]
+    status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol)
+    return replace(comp, status=status, systematic=tuple(found))
+
+
+def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
+                      tol: Tolerance) -> tuple[np.ndarray, list]:
+    """The block and pooled tests of ``systematic``, reading one block at a time:
+    ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a).
+    Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
+    than one block's arrays at once. Returns the new status array and the findings."""
+    u = dtype_info(dtype).eps / 2
+    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE)
+
+    def stats_of(a, b):
+        exact, err, allowed = columns(a, b)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            usable = (np.isfinite(err) & np.isfinite(exact)
+                      & np.isin(status[:, a:b], usable_status))
+        return _projection(exact, err, allowed, usable)
+    keys = ("p", "sigma", "pi", "n_eff", "ok_rows")
+    stats = []
+    for _, a, b in blocks:
+        st = stats_of(a, b)
+        stats.append({k: st[k] for k in keys})
     # the common mode of the sample: the median projection over blocks. An upstream adjoint
     # near the loss rounded once (BCE's dL/dz at a saturated logit) shifts every block alike;
     # a block is systematic only where it departs from the others.
@@ -452,9 +473,11 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no common mode
         ps = np.array([np.where(st["ok_rows"], st["p"], np.nan) for st in stats])
         common = np.nan_to_num(np.nanmedian(ps, axis=0)) if stats else np.zeros(len(status))
+    status = status.copy()
+    found = []
     for (name, a, b), st in zip(blocks, stats):
-        p, sigma, use, e, g = st["p"], st["sigma"], st["use"], st["e"], st["g"]
-        ok_rows = st["ok_rows"]
+        p, sigma, ok_rows = st["p"], st["sigma"], st["ok_rows"]
+        marks = []  # (rows, projection) to mark once the block's arrays are read again
         # 2. per sample
         thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
         flag = (ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
@@ -462,8 +485,7 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
         for s in np.flatnonzero(flag):
             found.append(BlockFinding(name, int(s), float(p[s]), float(sigma[s]),
                                       float(thresh[s]), (a, b)))
-            mark = use[s] & (e[s] * g[s] * p[s] > 0) & (status[s, a:b] != MISMATCH)
-            status[s, a:b][mark] = SYSTEMATIC
+            marks.append((np.array([s]), float(p[s])))
         # 3. pooled over samples
         pi = np.where(ok_rows & np.isfinite(st["pi"]), st["pi"], 0.0)
         pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
@@ -475,6 +497,13 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
             th = max(tol.pooled_floor * u, tol.pooled_sigmas * spread)
             if abs(pp) > th:
                 found.append(BlockFinding(name, -1, pp, spread, th, (a, b)))
-                mark = use & (e * g * pp > 0) & (status[:, a:b] != MISMATCH)
-                status[:, a:b][mark] = SYSTEMATIC
-    return replace(comp, status=status, systematic=tuple(found))
+                marks.append((np.arange(len(status)), pp))
+        if marks:  # entries whose error points along the flagged projection
+            full = stats_of(a, b)
+            use, e, g = full["use"], full["e"], full["g"]
+            for rows, proj in marks:
+                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & (status[rows, a:b] != MISMATCH)
+                sub = status[rows, a:b]
+                sub[mark] = SYSTEMATIC
+                status[rows, a:b] = sub
+    return status, found

@@ -123,3 +123,33 @@ def test_oracle_is_certified_by_ball_arithmetic_and_a_broken_oracle_is_refused()
             return hi, lo + hi * 1e-18
     with pytest.raises(sg.SymgradError, match="not certified by ball arithmetic"):
         verify_tensor(m, torch_fn=None, cfg=VerifyConfig(samples=1), oracle_table=Off())
+
+
+def test_block_test_catches_a_scaled_block_whose_entries_are_inconclusive():
+    # float32 under the worst-case bound: most gradient entries are inconclusive one by one,
+    # yet a x1.5 block is caught by its projection on the exact gradient (compare's block
+    # test, run on tensor programs block by block), and the correct module has no finding
+    import functools
+
+    from symgrad.compare import INCONCLUSIVE, SYSTEMATIC, Tolerance
+    from symgrad.zoo.gpt2 import tiny_gpt
+    m = tiny_gpt()
+    ref = m.reference
+
+    @functools.wraps(ref)
+    def buggy(**kw):
+        kw["h0_W1"] = scale_backward(kw["h0_W1"], 1.5)
+        return ref(**kw)
+    cfg = sg.VerifyConfig(samples=2, seed=0, dtype="float32",
+                          tolerance=Tolerance(entry_bound="worst"), backends=("torch_fn",))
+    good = sg.verify(m, torch_fn=ref, config=cfg)
+    assert good.ok and not good.comparisons["torch_fn"].systematic, str(good)
+    bad = sg.verify(m, torch_fn=buggy, config=cfg)
+    comp = bad.comparisons["torch_fn"]
+    a, b = next((a, b) for name, a, b in bad.blocks if name == "h0_W1")
+    assert (comp.status[:, a:b] == INCONCLUSIVE).mean() > 0.5 or (
+        good.comparisons["torch_fn"].status[:, a:b] == INCONCLUSIVE).mean() > 0.5
+    assert not bad.ok and {f.block for f in comp.systematic} == {"h0_W1"}
+    assert (comp.status[:, a:b] == SYSTEMATIC).any()
+    assert any(f.kind == "systematic" and "h0_W1" in f.output and "x exact" in f.note
+               for f in bad.failures)

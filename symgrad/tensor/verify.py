@@ -19,7 +19,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..compare import FAILING, KINK, LOSS, STATUS_NAMES, Comparison, compare
+from ..compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, Comparison,
+                       allowance, compare, systematic_blocks)
 from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..model import round_to
@@ -108,20 +109,20 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                                            sigmas=tol.entry_sigmas,
                                            sqrt_terms=tol.entry_sqrt_terms),
                      np.asarray, len(subset))
-    with _phase("compare", cfg, timings, "compare_s"):
-        comparisons = {}
-        for name in list(outputs):
-            got = outputs.pop(name)
-            comparisons[name] = compare_compact(hi, lo, got if len(subset) == n else got[subset],
-                                                E, backend=name, dtype=runs[name].dtype,
-                                                tol=cfg.tolerance)
-            del got
-    del lo, E
-    names = Outputs(model.param_blocks)
     blocks, col = [], 1
     for b in model.param_blocks:
         blocks.append((b.name, col, col + b.size))
         col += b.size
+    with _phase("compare", cfg, timings, "compare_s"):
+        comparisons = {}
+        for name in list(outputs):
+            got = outputs.pop(name)
+            comp = compare_compact(hi, lo, got if len(subset) == n else got[subset],
+                                   E, backend=name, dtype=runs[name].dtype, tol=cfg.tolerance)
+            del got
+            comparisons[name] = block_tests(comp, hi, lo, E, blocks, cfg.tolerance)
+    del lo, E
+    names = Outputs(model.param_blocks)
     batch = _Batch(values)
     failures, losses, worst, kinks = [], [], [], []
     with _phase("summary", cfg, timings, "summary_s"):
@@ -229,16 +230,18 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
               subset) -> list[Failure]:
     """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
     vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""
-    from ..verify import _shown_value
+    from ..verify import _block_note, _shown_value
     found = []
     width = comp.status.shape[1]
     for f in flat:
         i, k = divmod(int(f), width)
         s = int(subset[i])
         point = {b: _shown_value(v[s]) for b, v in values.items()}
-        found.append(Failure(name, STATUS_NAMES[int(comp.status[i, k])], outputs[k], s, point,
+        status = int(comp.status[i, k])
+        note = _block_note(comp, i, k) if status == SYSTEMATIC else ""
+        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k])))
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))
     return found
 
 
@@ -275,6 +278,20 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol) -> Compari
         status[:, part] = c.status
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
                       np.broadcast_to(np.float64(np.nan), (n, width)))
+
+
+def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
+    """The per-sample block test and the pooled test (``symgrad.compare.systematic_blocks``)
+    on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
+    block is caught even where its entries are inconclusive one by one."""
+    def columns(a: int, b: int):
+        exact = hi[:, a:b]
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (comp.got[:, a:b] - exact) - np.asarray(lo[:, a:b], dtype=np.float64)
+            allowed = allowance(E[:, a:b], comp.dtype, tol)
+        return exact, err, np.where(np.isnan(allowed), np.inf, allowed)
+    status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol)
+    return replace(comp, status=status, systematic=tuple(found))
 
 
 def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:

@@ -59,6 +59,10 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
     plan = mapping.plan(model, module, options.map)  # same parameter blocks in either mode
     run = ModuleRun(plan.layout)
     rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
+    if options.train and getattr(model, "dropout", True) is False and rate:
+        raise SymgradError(f"module: train=True needs the model's dropout keep-masks; "
+                           f"{model.name!r} was built without them (build it with "
+                           "dropout=True, e.g. symgrad.zoo.gpt2.gpt(config, dropout=True))")
     fns = {}
     for path in paths:
         if options.train and paths_mod.PATHS[path].compiled:
@@ -88,8 +92,17 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
         raise SymgradError("module: no path could run: " + "; ".join(
             f"{p}: {r}" for p, r in run.skipped.items()))
 
-    timings: dict[str, float] = {"first_message_s": run.first_message_s}
     model = model_for_mode(model, options.train)  # eval mode: the twin without dropout
+    from ..tensor.model import TensorModel
+    if isinstance(model, TensorModel):  # the tensor views; each path an extra backend
+        from ..tensor.verify import verify_tensor
+        result = verify_tensor(model, torch_fn=None, cfg=cfg, extra={
+            backend_name(path): (fn, path) for path, fn in fns.items()})
+        result.timings["first_message_s"] = run.first_message_s
+        result = named_by_module(result, model, plan, cfg.seed)
+        result.module = run
+        return result
+    timings: dict[str, float] = {"first_message_s": run.first_message_s}
     compiled = derive(model, cfg, timings)
     batch = draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, None, cfg, ("numpy", "torch"))
@@ -125,12 +138,16 @@ def _check_module(module, cfg: VerifyConfig) -> None:
 
 
 def model_for_mode(model: Model, train: bool) -> Model:
-    """In eval mode a module's dropout is off: a tiny_gpt with drop_rate > 0 is verified as its
-    twin with drop_rate 0 (built once and cached on the model)."""
+    """In eval mode a module's dropout is off: a GPT with dropout keep-masks is verified as its
+    twin without them (built once and cached on the model)."""
     gcfg = getattr(model, "gpt_config", None)
     if train or gcfg is None or gcfg.drop_rate == 0:
         return model
-    if "eval_twin" not in model._cache:
+    from ..tensor.model import TensorModel
+    if isinstance(model, TensorModel):
+        from ..zoo.gpt2 import eval_twin
+        return eval_twin(model)
+    if "eval_twin" not in model._cache:  # the scalar builder (symgrad.zoo.gpt.tiny_gpt)
         from ..zoo.gpt import tiny_gpt
         twin = tiny_gpt({**asdict(gcfg), "drop_rate": 0.0}, name=model.name)
         twin.description = model.description + " (eval mode: dropout off)"

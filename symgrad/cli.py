@@ -62,6 +62,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
     e.add_argument("--format", default="markdown", choices=["latex", "markdown", "html"])
+    e.add_argument("--config", default=None,
+                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file")
+    e.add_argument("--tokens", type=int, default=None,
+                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
     return p
 
 

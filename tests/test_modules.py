@@ -73,6 +73,21 @@ def test_book_layout_verifies_by_its_own_names(book_model):
     assert "d/dtrf_blocks.0.att.W_query.weight[3, 2]" in r.outputs
 
 
+def test_module_names_are_computed_on_demand(book_model):
+    """The rows' names come from the plan per entry (no list of every entry is built), and a
+    model name ("d/dh0_Wq[1,2]") maps to the same position as the module's name for it."""
+    from symgrad.modules.run import ModuleOutputs
+    r = sg.verify(book_model, module=_book_module(), samples=1, seed=0)
+    names = r.outputs
+    assert isinstance(names, ModuleOutputs) and len(names) == 1 + book_model.n_parameters
+    start = 1 + sum(b.size for b in book_model.param_blocks[:[b.name for b in
+                                                              book_model.param_blocks].index("h0_Wq")])
+    assert names.rename("d/dh0_Wq[1,2]") == names[start + 1 * 4 + 2] == \
+        "d/dtrf_blocks.0.att.W_query.weight[1, 2]"
+    assert all(names.index(names[k]) == k for k in (0, 1, start, len(names) - 1))
+    assert names.rename("value") == "value" and names.rename("d/dnope[0]") == "d/dnope[0]"
+
+
 def test_book_layout_train_mode_gets_the_same_keep_masks(book_model):
     r = sg.verify(book_model, module=_book_module(), samples=N, seed=1, train=True)
     assert r.ok, str(r)

@@ -8,8 +8,10 @@ failures reference their sample by index and seed instead of dumping thousands o
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
@@ -155,12 +157,53 @@ def model_for_mode(model: Model, train: bool) -> Model:
     return model._cache["eval_twin"]
 
 
+class ModuleOutputs(Sequence):
+    """The Result's output names in the module's own names ("value", then
+    "d/d<parameter>[i, j]" per block entry), computed on demand: a large model's millions of
+    entries are never listed."""
+
+    def __init__(self, model: Model, plan: mapping.Plan) -> None:
+        self.blocks = list(model.param_blocks)
+        self.plan = plan
+        self.starts = np.cumsum([0] + [int(np.prod(b.shape)) if b.shape else 1
+                                       for b in self.blocks])
+        self.by_name = {b.name: i for i, b in enumerate(self.blocks)}
+        self.positions: dict[str, int] | None = None  # name -> position, built on first index
+
+    def __len__(self) -> int:
+        return 1 + int(self.starts[-1])
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = int(k) % len(self) if int(k) < 0 else int(k)
+        if k == 0:
+            return "value"
+        i = int(np.searchsorted(self.starts, k - 1, side="right")) - 1
+        return f"d/d{self.plan.entry_name(self.blocks[i].name, k - 1 - int(self.starts[i]))}"
+
+    def index(self, name: str, *args) -> int:
+        """The position of an output name (a dict built on first use, then O(1))."""
+        if self.positions is None:
+            self.positions = {n: k for k, n in enumerate(self)}
+        if name not in self.positions:
+            raise ValueError(f"{name!r} is not an output")
+        return self.positions[name]
+
+    def rename(self, output: str) -> str:
+        """A model output name ("d/dh0_Wq[1,2]") in the module's names; others unchanged."""
+        m = re.fullmatch(r"d/d(\w+)(?:\[([\d,]+)\])?", output)
+        if not m or m.group(1) not in self.by_name:
+            return output
+        b = self.blocks[self.by_name[m.group(1)]]
+        idx = tuple(int(x) for x in m.group(2).split(",")) if m.group(2) else ()
+        flat = int(np.ravel_multi_index(idx, b.shape)) if b.shape else 0
+        return f"d/d{self.plan.entry_name(b.name, flat)}"
+
+
 def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int) -> Result:
     """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
-    names = {}
-    for b in model.param_blocks:
-        for k, entry in enumerate(b.entry_names()):
-            names[f"d/d{entry}"] = f"d/d{plan.entry_name(b.name, k)}"
+    names = ModuleOutputs(model, plan)
 
     from ..compare import FAILING
     forward_differs = {n for n, c in result.comparisons.items()
@@ -171,8 +214,8 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
         if f.backend in forward_differs and f.output != "value" and f.kind == "mismatch":
             note = ("its loss value differs too: the module's forward computes a different "
                     "function (not only a wrong backward)")
-        return replace(f, output=names.get(f.output, f.output), point={"seed": seed}, note=note)
-    result.outputs = [names.get(o, o) for o in result.outputs]
+        return replace(f, output=names.rename(f.output), point={"seed": seed}, note=note)
+    result.outputs = names
     result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]
     result.failures = [fix(f) for f in result.failures]
     result.precision_losses = [fix(f) for f in result.precision_losses]

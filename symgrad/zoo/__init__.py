@@ -101,15 +101,18 @@ def import_user_module(module_name: str, what: str):
 
 
 def load(spec: str) -> Model:
-    """Import ``module:attr``; attr may be a Model or a function returning one."""
+    """Import ``module:attr``; attr may be a Model (or a tensor program's ``TensorModel``) or
+    a function returning one."""
+    from ..tensor.model import TensorModel
     module_name, _, attr = spec.partition(":")
     module = import_user_module(module_name, spec)
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise SymgradError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Model):
+    if callable(obj) and not isinstance(obj, (Model, TensorModel)):
         obj = obj()
-    if not isinstance(obj, Model):
-        raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model")
+    if not isinstance(obj, (Model, TensorModel)):
+        raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model or a "
+                           "symgrad.tensor TensorModel")
     return obj

@@ -35,7 +35,7 @@ class _Ref(Raw):
 
     def __new__(cls, tex: str, text: str):
         obj = sp.Symbol.__new__(cls, text)
-        obj.tex, obj.text = tex, text
+        obj.tex, obj.text = tex, f"\u2009{text}\u2009"  # MathML: thin spaces between factors
         return obj
 
 
@@ -68,10 +68,14 @@ class _Names:
         sub = f"[{','.join(idx)}]" if idx else ""
         if node.is_leaf:
             return (node.name or "const") + sub
-        return f"v({self.ids.setdefault(node.id, len(self.ids) + 1)}){sub}"
+        k = str(self.ids.setdefault(node.id, len(self.ids) + 1)).translate(_SUPERSCRIPT)
+        return f"v⁽{k}⁾{sub}"
 
     def raw(self, node: Node, idx: str) -> Raw:
         return _Ref(self.tex(node, idx), self.text(node, idx))
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
 def _idx(shape, letters: str) -> str:
@@ -141,8 +145,11 @@ def _line(node: Node, names: _Names) -> Formula:
     except Exception:  # noqa: BLE001 - an expression the printers cannot show: its op only
         tex = rf"{lhs.tex} = \text{{{node.op}}}"
         f = Formula(latex=tex, mathml=mathml_of_tex(tex))
-    shape = r" \quad (" + r" \times ".join(map(str, node.shape)) + ")" if node.shape else ""
-    return Formula(f.latex + shape, f.mathml)
+    if not node.shape:
+        return f
+    dims = " × ".join(map(str, node.shape))
+    mathml = f.mathml.replace("</math>", f'<mspace width="1em"/><mtext>({dims})</mtext></math>')
+    return Formula(f.latex + r" \quad (" + r" \times ".join(map(str, node.shape)) + ")", mathml)
 
 
 def _stage(node: Node, n_layers: int, memo: dict) -> int:

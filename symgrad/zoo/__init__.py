@@ -33,7 +33,8 @@ DESCRIPTIONS = {
     "gpt_dropout": "dropout with an explicit keep-mask and 1/(1-p) scaling",
     "gpt_feed_forward": "residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
     "gpt_cross_entropy": "mean cross-entropy over next-token targets",
-    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default ~7k parameters)",
+    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default 7,136 parameters), "
+                "a tensor program: gpt2's builder at a small config",
 }
 
 

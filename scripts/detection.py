@@ -44,8 +44,9 @@ KNOWN = ("BCELoss clamp", "softplus threshold", "saturated logit", "kink")  # to
 
 
 def block_mutants(dtype: str, samples: int, seed: int = 0) -> dict:
-    """Per block and factor: caught or not (tiny_gpt, native reference, one pipeline run)."""
-    m = zoo.get("tiny_gpt")
+    """Per block and factor: caught or not (tiny_gpt, native reference, one pipeline run).
+    The block test runs on the scalar pipeline: tiny_gpt from its scalar builder."""
+    m = gpt.tiny_gpt()
     cfg = VerifyConfig(samples=samples, seed=seed, dtype=dtype)
     timings: dict = {}
     compiled = V.derive(m, cfg, timings)

@@ -62,13 +62,20 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
     e.add_argument("--format", default="markdown", choices=["latex", "markdown", "html"])
+    e.add_argument("--config", default=None,
+                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file")
+    e.add_argument("--tokens", type=int, default=None,
+                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
     return p
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, mps (default cpu)")
     p.add_argument("--dtype", default="float64", help="float64 (default), float32, ...")
-    p.add_argument("--samples", type=int, default=500, help="random samples (default 500)")
+    p.add_argument("--samples", type=int, default=None,
+                   help=f"random samples (default {DEFAULT_SAMPLES}; for a GPT tensor model as "
+                        "many as the oracle checks within its budget: 14 for tiny_gpt, 1 for "
+                        "gpt2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample generator (default 0)")
     p.add_argument("--oracle-samples", type=int, default=None,
                    help="samples checked by the certified oracle (default: all, capped by cost)")
@@ -85,10 +92,14 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                    help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
 
 
+DEFAULT_SAMPLES = 500  # samples drawn when --samples is not given (scalar models)
+
+
 def config_from(args: argparse.Namespace) -> VerifyConfig:
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
-    return VerifyConfig(samples=args.samples, seed=args.seed, device=args.device,
+    samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
+    return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
                         dtype=args.dtype, oracle_samples=args.oracle_samples,
                         progress=(args.progress if args.progress is not None
                                   else sys.stderr.isatty()), backends=backends)
@@ -137,21 +148,25 @@ def _dispatch(args: argparse.Namespace) -> int:
 def _verify(args: argparse.Namespace) -> int:
     from .verify import verify
 
-    cfg = config_from(args)
-    results = []
+    base = config_from(args)
+    results, lines = [], []
     for name in args.models:
-        model = _get(name, args, tensor=not args.module)  # --module: the scalar program
-        print(f"symgrad: verifying {model.name} ({cfg.samples} samples, {cfg.dtype} on "
-              f"{cfg.device})", file=sys.stderr)
+        model = _get(name, args)
+        given = args.samples is not None
+        cfg = samples_for(model, base, given=given)
+        print(f"symgrad: verifying {model.name}: {sampling(model, cfg, given=given)}; "
+              f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
         if args.module:
             from .modules.load import load_module
             module = load_module(args.module, _config_dict(args), cfg.dtype, cfg.device)
             results.append(verify(model, module=module, train=args.train, config=cfg))
-            continue
-        ref = None if args.no_reference else model.reference
-        results.append(verify(model, torch_fn=ref, config=cfg))
+        else:
+            ref = None if args.no_reference else model.reference
+            results.append(verify(model, torch_fn=ref, config=cfg))
+        lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
     if args.json:
-        doc = {"ok": all(r.ok for r in results), "models": [r.as_dict() for r in results]}
+        doc = {"ok": all(r.ok for r in results),
+               "models": [dict(r.as_dict(), sampling=line) for r, line in zip(results, lines)]}
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for r in results:
@@ -160,16 +175,58 @@ def _verify(args: argparse.Namespace) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
+def _checked(model, cfg: VerifyConfig) -> int | None:
+    """How many of ``cfg.samples`` the oracle checks (known before the run for tensor
+    models; None for scalar models, whose cost is known once derived)."""
+    from .tensor.model import TensorModel
+    if not isinstance(model, TensorModel):
+        return None
+    from .tensor.verify import oracle_subset
+    return len(oracle_subset(model, cfg))
+
+
+def samples_for(model, cfg: VerifyConfig, *, given: bool) -> VerifyConfig:
+    """Without --samples, a tensor model draws only the samples its oracle checks (the first
+    K within ``oracle_budget``): samples past them would run on every backend unchecked."""
+    from dataclasses import replace
+    k = _checked(model, cfg)
+    return cfg if given or k is None else replace(cfg, samples=k)
+
+
+def sampling(model, cfg: VerifyConfig, *, given: bool, checked: int | None = None) -> str:
+    """One line: samples drawn, how many the oracle checks (``checked`` once known), and why
+    (on stderr before the run, in the JSON after it).
+
+    >>> from symgrad import zoo
+    >>> sampling(zoo.get("tiny_gpt"), VerifyConfig(samples=500), given=True)[:60]
+    '500 samples drawn, 14 of 500 checked by the oracle (oracle_b'
+    """
+    n, known = cfg.samples, _checked(model, cfg)
+    k = checked if checked is not None else known
+    drawn = f"{n} sample{'s' * (n != 1)}"
+    if k is None:  # a scalar model before its run: the result's first line says how many
+        return f"{drawn} drawn"
+    size = f" at {model.n_parameters:,} parameters" if known is not None else ""
+    why = (f"--oracle-samples {cfg.oracle_samples}" if cfg.oracle_samples is not None else
+           f"oracle_budget {cfg.oracle_budget:,} operations{size}")
+    if k == n:
+        every = "every one " if n > 1 else ""
+        if known is None or given:
+            return f"{drawn}, {every}checked by the oracle"
+        return (f"{drawn}, {every}checked by the oracle (the default for this model: as many "
+                f"as {why} allows)")
+    return (f"{drawn} drawn, {k} of {n} checked by the oracle ({why}); the other {n - k} run "
+            "on the backends but are not compared (--oracle-samples N checks more)")
+
+
 def _config_dict(args: argparse.Namespace) -> dict:
     from .zoo.gpt import load_config
     return load_config(args.config) if getattr(args, "config", None) else {}
 
 
-def _get(name: str, args: argparse.Namespace, *, tensor: bool = False):
+def _get(name: str, args: argparse.Namespace):
     tokens = getattr(args, "tokens", None)
-    extra = {"tokens": tokens, "tensor": True} if tensor else {}
-    if tokens is not None and not tensor:
-        raise SymgradError("--tokens applies to `symgrad verify` of the tensor GPT models")
+    extra = {"tokens": tokens} if tokens is not None else {}
     try:
         if getattr(args, "config", None):
             from .zoo.gpt import load_config
@@ -202,7 +259,8 @@ def _report(args: argparse.Namespace) -> int:
             if not cfg.progress:
                 print(f"symgrad: verifying {model.name}", file=sys.stderr)
             t0 = time.perf_counter()
-            result = verify(model, torch_fn=model.reference, config=cfg)
+            result = verify(model, torch_fn=model.reference,
+                            config=samples_for(model, cfg, given=args.samples is not None))
             entries.append(Entry(model, result, time.perf_counter() - t0))
             bar.update(1)
     with phase(f"writing the report to {args.out}/", enabled=cfg.progress):

@@ -181,6 +181,9 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
     Returns:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
+    from .tensor.model import TensorModel
+    if isinstance(model, TensorModel):
+        return _tensor(model, at)
     graph = model.display_graph
     if len(graph.nodes) > (MAX_STEPS if at is not None else EXPAND_STEPS):
         if at is not None:
@@ -229,6 +232,43 @@ def _summarized(model: Model, graph: Graph) -> Explanation:
     sections += [_formula_section(title, fs) for title, fs in
                  gradient_formulas(model, computed="program" in model._cache)]
     return Explanation(model.name, sections, {}, {}, _names(graph))
+
+
+def _tensor(model, at: dict | None) -> Explanation:
+    """A tensor model (a GPT): its lowering to the scalar program, explained step by step, at
+    small shapes (``EXPAND_STEPS`` entries in all; ``MAX_STEPS`` with a point ``at``); else
+    one line per tensor operation and the backward rule per op, from the tensor program."""
+    from .report import tensor_formulas
+    from .tensor.lower import to_scalar_model
+    from .tensor.program import topological
+    entries = sum(n.size for n in topological([model.loss]) if not n.is_leaf)
+    if entries <= (MAX_STEPS if at is not None else EXPAND_STEPS):
+        return explain(to_scalar_model(model, name=model.name), at=at)
+    if at is not None:
+        raise SymgradError(f"explain: model {model.name!r} is a tensor program of {entries} "
+                           f"entries; --at evaluates derivations of up to {MAX_STEPS} "
+                           "(verify and report work at any size)")
+    sections = _tensor_sections("Forward pass, one line per tensor operation",
+                                tensor_formulas.model_formulas(model))
+    for title, fs in tensor_formulas.gradient_formulas(model):
+        sections += _tensor_sections(title, fs)
+    return Explanation(model.name, sections, {}, {}, {})
+
+
+def _tensor_sections(title: str, formulas) -> list[Section]:
+    """Formulas as sections: the first note is the section's, a later note-only line (a
+    layer heading, a fold) starts a new section."""
+    sections = [Section(title)]
+    for f in formulas:
+        if f.note and not f.latex:
+            if sections[-1].lines or sections[-1].note:
+                sections.append(Section(f.note.rstrip(":")))
+            else:
+                sections[-1].note = f.note
+            continue
+        sections[-1].lines.append(Line(None, None, tex=f.latex, html=f.mathml,
+                                       comment=f.note))
+    return sections
 
 
 def _formula_section(title: str, formulas) -> Section:

@@ -84,6 +84,8 @@ class Result:
     kinks: list[Failure] = field(default_factory=list)  # entries at a kink (accepted)
     oracle_bits: dict = field(default_factory=dict)  # bits the certified oracle needed (max,
     #                                                  distribution over samples)
+    values: dict | None = field(default=None, repr=False, compare=False)  # the drawn samples,
+    #                          block -> (N, *shape) (tensor path; a module's departure search)
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
@@ -269,7 +271,8 @@ class Result:
 
     def __str__(self) -> str:
         head = (f"symgrad: {self.model} — {'OK' if self.ok else 'FAIL'} "
-                f"({len(self.oracle_samples)} samples checked against the exact derivative, "
+                f"({len(self.oracle_samples)} of {self.config.samples} samples checked against "
+                "the exact derivative, "
                 f"{self.config.dtype} on {self.config.device}, seed {self.config.seed})")
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")
@@ -308,6 +311,8 @@ class Result:
         return {
             "model": self.model, "ok": self.ok, "config": self.config.as_dict(),
             "oracle_samples": len(self.oracle_samples),
+            "samples_drawn": self.config.samples,  # the rest of the drawn ones run unchecked
+            "samples_checked_by_oracle": len(self.oracle_samples),
             "program_size": self.program_size,
             "rows": [{k: _json_float(v) for k, v in r.items()} for r in self.rows()],
             "backends": {n: {"dtype": r.dtype, "device": r.device, "mode": r.mode,

@@ -66,27 +66,22 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
     chosen = cfg.chosen_backends(torch_fn is not None)
-    from .tensor.model import TensorModel
-    if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
-        if module is not None:  # never verify without the module the user passed
-            raise SymgradError(f"verify: module= runs on the scalar model; {model.name!r} is a "
-                               "tensor program. Use zoo.get('tiny_gpt', config=cfg) (without "
-                               "tensor=True), or pass the module as torch_fn")
-        from .tensor.verify import verify_tensor
-        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg if tolerance is None
-                             else replace(cfg, tolerance=tolerance))
-    given = _given(model, at, cfg.dtype) if at is not None else None
-    if given is not None:
-        cfg = replace(cfg, samples=given.X.shape[1])
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
-    if module is not None:
+    if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
         from .modules import ModuleOptions, verify_module
         if at is not None or torch_fn is not None:
             raise SymgradError("verify: module= runs the module itself; give at= and torch_fn= "
                                "without it")
         return verify_module(model, module, cfg=cfg, options=ModuleOptions(
             module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
+    from .tensor.model import TensorModel
+    if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
+        from .tensor.verify import verify_tensor
+        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg)
+    given = _given(model, at, cfg.dtype) if at is not None else None
+    if given is not None:
+        cfg = replace(cfg, samples=given.X.shape[1])
     torch_backend.check_device(cfg.device, cfg.dtype)
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])

@@ -188,9 +188,13 @@ def test_train_mode_departure_with_fed_keep_masks():
     assert not r.ok and d is not None and d.site == "trf_blocks.0.ff.layers.1"
 
 
-def test_module_with_a_tensor_model_is_an_error_not_a_silent_pass():
+def test_module_with_a_tensor_model_runs_the_module_and_locates_its_departure():
     """Meant to fail on the old behaviour: module= was ignored for a tensor program, so a
-    buggy module 'passed' (only symgrad's own programs ran)."""
-    m = gpt2.gpt(TINY)
-    with pytest.raises(sg.SymgradError, match="module= runs on the scalar model"):
-        sg.verify(m, module=_book_module(), samples=1)
+    buggy module 'passed' (only symgrad's own programs ran). The tensor GPT now runs the
+    module as a backend, and the departure search runs on its failures."""
+    model, module = gpt2.gpt(SMALL), _book_module()
+    assert sg.verify(model, module=module, samples=2, seed=0).ok
+    with BY_NAME["layernorm-unbiased"].book(module):
+        r = sg.verify(model, module=module, samples=2, seed=0)
+    d = r.module.departures["module"].departure
+    assert not r.ok and d is not None and d.site == "trf_blocks.0.norm1"

@@ -80,6 +80,35 @@ def test_large_models_are_summarized_one_line_per_op():
         sg.explain(m, at={})
 
 
+def test_tiny_gpt_is_explained_from_its_tensor_program():
+    """One line per tensor operation (a Linear as its sum over the input features), layer 1
+    folded onto layer 0, the backward rule per op and the derived gradient program."""
+    md = sg.explain(zoo.get("tiny_gpt")).markdown()
+    assert "## Forward pass, one line per tensor operation" in md
+    assert r"\sum_{i=0}^{15} v^{(13)}_{a,i} \mathrm{h0\_Wq}_{o,i}" in md
+    assert "layer 1: the same 52 operations as layer 0, on the h1_ parameters" in md
+    assert "h1\\_Wq" not in md  # folded
+    assert "LayerNorm over each row" in md and "gradient operations over" in md
+    with pytest.raises(SymgradError, match="is a tensor program of .* entries; --at"):
+        sg.explain(zoo.get("tiny_gpt"), at={})
+
+
+def test_small_tensor_model_lowers_to_the_scalar_program_for_at():
+    """At small shapes the tensor model is explained through its scalar lowering: every step,
+    and the exact gradient at a point (d/dW_ij of sum(tanh(W x)) = (1 - tanh^2(Wx)_i) x_j)."""
+    import symgrad.tensor as st
+    from symgrad.tensor.model import TensorModel
+    W, x = st.param("W", (2, 2)), st.input("x", (2,))
+    m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+    at = {"W": [[0.1, 0.2], [0.3, 0.4]], "x": [1.0, -1.0]}
+    e = sg.explain(m, at=at)
+    z = np.array(at["W"]) @ np.array(at["x"])
+    want = (1 - np.tanh(z)[:, None] ** 2) * np.array(at["x"])[None, :]
+    for (i, j), w in np.ndenumerate(want):
+        assert abs(float(e.gradient[f"W[{i},{j}]"]) - w) < 1e-15
+        assert abs(float(e.torch_gradient[f"W[{i},{j}]"]) - w) < 1e-15
+
+
 def test_neuron_textbook_gradient_beside_the_stable_form():
     md = sg.explain(zoo.get("neuron")).markdown()
     assert r"\frac{\partial L}{\partial z} = - y + a" in md  # dL/dz = a - y
@@ -100,8 +129,7 @@ def test_no_double_subscripts_in_names():
     assert tex_name("mu_{0}#2") == r"\mu^{[2]}_{0}"
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "tiny_gpt"
-                                  else n for n in zoo.names()])
+@pytest.mark.parametrize("name", zoo.names())
 def test_every_builtin_model_is_explained_by_the_cli(name, capsys):
     assert main(["explain", name]) == 0
     out = capsys.readouterr().out

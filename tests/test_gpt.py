@@ -39,19 +39,21 @@ def test_gelu_forms_are_different_functions(models):
 
 @pytest.fixture(scope="module")
 def small_gpt():
-    return gpt.tiny_gpt(SMALL)
+    return zoo.get("tiny_gpt", config=SMALL)  # the tensor program (symgrad.zoo.gpt2)
 
 
 def test_small_gpt_agrees_with_native(small_gpt):
-    assert len(small_gpt.params) == 292
+    assert small_gpt.n_parameters == 292 == len(gpt.tiny_gpt(SMALL).params)
     r = sg.verify(small_gpt, torch_fn=small_gpt.reference, samples=40, seed=0)
     assert r.ok, str(r)
 
 
 @pytest.mark.parametrize("qkv_bias, drop", [(True, 0.0), (False, 0.2)])
 def test_small_gpt_variants(qkv_bias, drop):
-    m = gpt.tiny_gpt({**SMALL, "qkv_bias": qkv_bias, "drop_rate": drop})
+    m = zoo.get("tiny_gpt", config={**SMALL, "qkv_bias": qkv_bias, "drop_rate": drop})
     assert sg.verify(m, torch_fn=m.reference, samples=20, seed=3).ok
+    scalar = gpt.tiny_gpt({**SMALL, "qkv_bias": qkv_bias, "drop_rate": drop})  # cross-check
+    assert sg.verify(scalar, torch_fn=scalar.reference, samples=5, seed=3).ok
 
 
 
@@ -70,8 +72,11 @@ def test_config_errors():
         gpt.tiny_gpt({"emb_dim": 6, "n_heads": 4})
     with pytest.raises(SymgradError, match="drop_rate must be in"):
         gpt.tiny_gpt({"drop_rate": 1.5})
-    with pytest.raises(SymgradError, match="--config applies to tiny_gpt only"):
+    with pytest.raises(SymgradError, match=r"--config applies to the GPT models \(gpt2, "
+                                           r"tiny_gpt\) only, not 'neuron'"):
         zoo.get("neuron", config={})
+    with pytest.raises(SymgradError, match="emb_dim 6 is not divisible by n_heads 4"):
+        zoo.get("tiny_gpt", config={"emb_dim": 6, "n_heads": 4})
 
 
 def test_cli_config(capsys, tmp_path):

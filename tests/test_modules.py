@@ -5,6 +5,7 @@ reported before any derivation; planted bugs caught on the parameter at their si
 import json
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -72,6 +73,21 @@ def test_book_layout_verifies_by_its_own_names(book_model):
     assert "d/dtrf_blocks.0.att.W_query.weight[3, 2]" in r.outputs
 
 
+def test_module_names_are_computed_on_demand(book_model):
+    """The rows' names come from the plan per entry (no list of every entry is built), and a
+    model name ("d/dh0_Wq[1,2]") maps to the same position as the module's name for it."""
+    from symgrad.modules.run import ModuleOutputs
+    r = sg.verify(book_model, module=_book_module(), samples=1, seed=0)
+    names = r.outputs
+    assert isinstance(names, ModuleOutputs) and len(names) == 1 + book_model.n_parameters
+    start = 1 + sum(b.size for b in book_model.param_blocks[:[b.name for b in
+                                                              book_model.param_blocks].index("h0_Wq")])
+    assert names.rename("d/dh0_Wq[1,2]") == names[start + 1 * 4 + 2] == \
+        "d/dtrf_blocks.0.att.W_query.weight[1, 2]"
+    assert all(names.index(names[k]) == k for k in (0, 1, start, len(names) - 1))
+    assert names.rename("value") == "value" and names.rename("d/dnope[0]") == "d/dnope[0]"
+
+
 def test_book_layout_train_mode_gets_the_same_keep_masks(book_model):
     r = sg.verify(book_model, module=_book_module(), samples=N, seed=1, train=True)
     assert r.ok, str(r)
@@ -102,7 +118,6 @@ def test_nanogpt_train_mode_refuses_dropout_inside_sdpa():
         sg.verify(tiny(cfg), module=module, samples=N, train=True)
 
 
-@pytest.mark.slow
 def test_nanogpt_train_mode_without_flash():
     cfg = {**NANO, "drop_rate": 0.1}
     module = nanogpt.from_book_config(cfg).double()
@@ -311,14 +326,21 @@ def test_compiled_path_agrees(book_model):
 
 
 # ---------------------------------------------------------------- the issue's script, the CLI
-@pytest.mark.slow
 def test_issue_script_as_written():
+    """The README's script, through the tensor program (was the scalar one, ~50 s), in eval
+    and in train mode (the module's dropout fed the tensor model's keep-masks)."""
     cfg = {"vocab_size": 16, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
            "drop_rate": 0.1, "qkv_bias": False}
-    result = sg.verify(zoo.get("tiny_gpt", config=cfg), module=book.GPTModel(cfg).double(),
-                       samples=4, seed=0)
+    model = zoo.get("tiny_gpt", config=cfg)
+    result = sg.verify(model, module=book.GPTModel(cfg).double(), samples=4, seed=0)
     assert result.ok, str(result)
     assert "d/dtrf_blocks.1.ff.layers.0.weight" in str(result)
+    assert result.program_size["gradient_nodes"] > 0  # the tensor views ran
+    assert set(result.runs) == {"numpy", "torch", "module"} and len(result.oracle_samples) == 4
+    train = sg.verify(model, module=book.GPTModel(cfg).double(), samples=4, seed=0, train=True)
+    assert train.ok, str(train)
+    assert not np.array_equal(train.comparisons["module"].expected,
+                              result.comparisons["module"].expected)  # masks changed the loss
 
 
 def test_cli_module(tmp_path, capsys):
@@ -344,7 +366,8 @@ def test_layout_tables_cover_every_block():
 def test_tiny_gpt_extensions_agree_with_native():
     cfg = {**SMALL, "vocab_size": 5, "context_length": 2, "tie_weights": True, "bias": False,
            "gelu": "erf"}
-    m = gpt.tiny_gpt(cfg)
-    assert sg.verify(m, torch_fn=m.reference, samples=5, seed=0).ok
-    wrong = gpt.tiny_gpt({**cfg, "gelu": "tanh" if cfg.get("gelu") == "erf" else "erf"})
-    assert not sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).ok
+    for build in (zoo.get, lambda name, config: gpt.tiny_gpt(config)):  # tensor, scalar
+        m = build("tiny_gpt", config=cfg)
+        assert sg.verify(m, torch_fn=m.reference, samples=5, seed=0).ok
+        wrong = build("tiny_gpt", config={**cfg, "gelu": "tanh"})
+        assert not sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).ok

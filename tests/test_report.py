@@ -122,3 +122,23 @@ def test_exact_zeros_are_measured_against_their_terms(tmp_path):
     from symgrad.verify import draw  # the page's recipe reproduces the sample exactly
     again = draw(zoo.get("gpt_attention"), sg.VerifyConfig(samples=20, seed=0)).values
     assert all(np.array_equal(np.asarray(point[b]), again[b][sample]) for b in again)
+
+
+def test_tiny_gpt_report_from_its_tensor_program(tmp_path):
+    """tiny_gpt's page: the tensor program one line per operation (layer 1 folded), the
+    double-double oracle and its certification, the same JSON in every process."""
+    cfg = json.dumps({"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2,
+                      "n_layers": 2})
+    args = ["report", "tiny_gpt", "--config", cfg, "--samples", "6", "--no-progress"]
+    assert main([*args, "--out", str(tmp_path / "a")]) == 0
+    md = (tmp_path / "a" / "tiny_gpt.md").read_text()
+    assert md.startswith("# tiny_gpt: OK") and "tensor operations" in md
+    assert "layer 1: the same" in md and "6 of 6 samples checked" in md
+    doc = json.loads((tmp_path / "a" / "tiny_gpt.json").read_text())
+    assert doc["schema_version"] == 2 and doc["result"]["ok"]
+    assert doc["oracle"]["method"].startswith("double-double")
+    assert doc["oracle"]["certified"].startswith(f"{1 + doc['result']['program_size']['parameters']}/")
+    assert any(r"\sum_" in s["latex"] for s in doc["steps"])
+    assert main([*args, "--out", str(tmp_path / "b")]) == 0
+    assert (tmp_path / "b" / "tiny_gpt.json").read_text() == json.dumps(doc, indent=2,
+                                                                          sort_keys=True) + "\n"

@@ -70,11 +70,12 @@ def test_too_many_samples_for_full_size_is_refused_early():
 
 def test_tensor_tiny_gpt_is_the_zoo_config():
     from symgrad.zoo import gpt as scalar_gpt
-    m = zoo.get("tiny_gpt", tensor=True)
+    m = zoo.get("tiny_gpt")
     assert m.n_parameters == 7136 and m.name == "tiny_gpt"
+    assert type(m).__name__ == "TensorModel" and m.gpt_config.n_layers == 2 and m.dropout
     small = {**REDUCED, "vocab_size": 5, "context_length": 3, "emb_dim": 4}
     scalar = scalar_gpt.tiny_gpt(small)
-    tensor = zoo.get("tiny_gpt", config=small, tensor=True)
+    tensor = zoo.get("tiny_gpt", config=small)
     assert [b.name for b in tensor.param_blocks] == [b.name for b in scalar.param_blocks]
     assert sorted(b.name for b in tensor.blocks) == sorted(b.name for b in scalar.blocks)
 
@@ -88,8 +89,32 @@ def test_gpt2_full_size_8_tokens():
     assert np.isfinite(r.comparisons["torch"].ulps).all()
 
 
-def test_report_and_explain_of_a_tensor_model_say_why_not(tmp_path, capsys):
+def test_report_and_explain_of_a_tensor_model_print_the_tensor_program(tmp_path, capsys):
     config = json.dumps(REDUCED)
-    assert main(["report", "gpt2", "--config", config, "--samples", "1",
-                 "--out", str(tmp_path)]) == 2
-    assert "is a tensor program" in capsys.readouterr().err
+    assert main(["report", "gpt2", "--config", config, "--tokens", "4", "--samples", "1",
+                 "--out", str(tmp_path), "--no-progress"]) == 0
+    md = (tmp_path / "gpt2.md").read_text()
+    assert "tensor operations" in md and r"\sum_{i=0}^{15}" in md  # a Linear as its sum
+    doc = json.loads((tmp_path / "gpt2.json").read_text())
+    assert doc["oracle"]["method"].startswith("double-double") and doc["result"]["ok"]
+    assert main(["explain", "gpt2", "--config", config]) == 0
+    out = capsys.readouterr().out
+    assert "one line per tensor operation" in out and "Textbook form" in out
+
+
+def test_sampling_says_what_the_oracle_checks(capsys):
+    """Without --samples a large GPT draws only what its oracle checks; with more, the line
+    and the JSON say how many of them are checked."""
+    wide = json.dumps({**REDUCED, "vocab_size": 7000, "emb_dim": 8})  # 113k parameters
+    assert main(["verify", "gpt2", "--config", wide, "--tokens", "2", "--json"]) == 0
+    cap = capsys.readouterr()
+    (model,) = json.loads(cap.out)["models"]
+    assert model["samples_drawn"] == model["samples_checked_by_oracle"] == 1
+    assert "1 sample, checked by the oracle (the default for this model" in cap.err
+    assert main(["verify", "gpt2", "--config", wide, "--tokens", "2", "--samples", "3",
+                 "--json"]) == 0
+    cap = capsys.readouterr()
+    (model,) = json.loads(cap.out)["models"]
+    assert (model["samples_drawn"], model["samples_checked_by_oracle"]) == (3, 1)
+    assert "3 samples drawn, 1 of 3 checked by the oracle (oracle_budget" in cap.err
+    assert model["sampling"].startswith("3 samples drawn, 1 of 3 checked by the oracle")

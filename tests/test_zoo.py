@@ -25,3 +25,5 @@ def test_load_errors():
     with pytest.raises(SymgradError, match="not an sg.Model"):
         zoo.get("symgrad.zoo.native:SimpleNet")
     assert zoo.get("symgrad.zoo.tutorial:neuron").name == "neuron"
+    tensor = zoo.get("symgrad.zoo.gpt2:tiny_gpt")  # a factory of a tensor program
+    assert type(tensor).__name__ == "TensorModel" and tensor.n_parameters == 7136

@@ -8,8 +8,10 @@ failures reference their sample by index and seed instead of dumping thousands o
 
 from __future__ import annotations
 
+import re
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Callable
 
@@ -61,6 +63,10 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
     plan = mapping.plan(model, module, options.map)  # same parameter blocks in either mode
     run = ModuleRun(plan.layout)
     rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
+    if options.train and getattr(model, "dropout", True) is False and rate:
+        raise SymgradError(f"module: train=True needs the model's dropout keep-masks; "
+                           f"{model.name!r} was built without them (build it with "
+                           "dropout=True, e.g. symgrad.zoo.gpt2.gpt(config, dropout=True))")
     fns = {}
     for path in paths:
         if options.train and paths_mod.PATHS[path].compiled:
@@ -90,8 +96,21 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
         raise SymgradError("module: no path could run: " + "; ".join(
             f"{p}: {r}" for p, r in run.skipped.items()))
 
-    timings: dict[str, float] = {"first_message_s": run.first_message_s}
     model = model_for_mode(model, options.train)  # eval mode: the twin without dropout
+    from ..tensor.model import TensorModel
+    if isinstance(model, TensorModel):  # the tensor views; each path an extra backend
+        from ..tensor.verify import verify_tensor
+        result = verify_tensor(model, torch_fn=None, cfg=cfg, extra={
+            backend_name(path): (fn, path) for path, fn in fns.items()})
+        result.timings["first_message_s"] = run.first_message_s
+        from types import SimpleNamespace
+        run.departures = _departures(result, model, module, fns, plan,
+                                     SimpleNamespace(values=result.values), cfg, options.train)
+        result = named_by_module(result, model, plan, cfg.seed)
+        result = departure.explain(result, run.departures)
+        result.module = run
+        return result
+    timings: dict[str, float] = {"first_message_s": run.first_message_s}
     compiled = derive(model, cfg, timings)
     batch = draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, None, cfg, ("numpy", "torch"))
@@ -152,12 +171,16 @@ def _check_module(module, cfg: VerifyConfig) -> None:
 
 
 def model_for_mode(model: Model, train: bool) -> Model:
-    """In eval mode a module's dropout is off: a tiny_gpt with drop_rate > 0 is verified as its
-    twin with drop_rate 0 (built once and cached on the model)."""
+    """In eval mode a module's dropout is off: a GPT with dropout keep-masks is verified as its
+    twin without them (built once and cached on the model)."""
     gcfg = getattr(model, "gpt_config", None)
     if train or gcfg is None or gcfg.drop_rate == 0:
         return model
-    if "eval_twin" not in model._cache:
+    from ..tensor.model import TensorModel
+    if isinstance(model, TensorModel):
+        from ..zoo.gpt2 import eval_twin
+        return eval_twin(model)
+    if "eval_twin" not in model._cache:  # the scalar builder (symgrad.zoo.gpt.tiny_gpt)
         from ..zoo.gpt import tiny_gpt
         twin = tiny_gpt({**asdict(gcfg), "drop_rate": 0.0}, name=model.name)
         twin.description = model.description + " (eval mode: dropout off)"
@@ -165,12 +188,53 @@ def model_for_mode(model: Model, train: bool) -> Model:
     return model._cache["eval_twin"]
 
 
+class ModuleOutputs(Sequence):
+    """The Result's output names in the module's own names ("value", then
+    "d/d<parameter>[i, j]" per block entry), computed on demand: a large model's millions of
+    entries are never listed."""
+
+    def __init__(self, model: Model, plan: mapping.Plan) -> None:
+        self.blocks = list(model.param_blocks)
+        self.plan = plan
+        self.starts = np.cumsum([0] + [int(np.prod(b.shape)) if b.shape else 1
+                                       for b in self.blocks])
+        self.by_name = {b.name: i for i, b in enumerate(self.blocks)}
+        self.positions: dict[str, int] | None = None  # name -> position, built on first index
+
+    def __len__(self) -> int:
+        return 1 + int(self.starts[-1])
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        k = int(k) % len(self) if int(k) < 0 else int(k)
+        if k == 0:
+            return "value"
+        i = int(np.searchsorted(self.starts, k - 1, side="right")) - 1
+        return f"d/d{self.plan.entry_name(self.blocks[i].name, k - 1 - int(self.starts[i]))}"
+
+    def index(self, name: str, *args) -> int:
+        """The position of an output name (a dict built on first use, then O(1))."""
+        if self.positions is None:
+            self.positions = {n: k for k, n in enumerate(self)}
+        if name not in self.positions:
+            raise ValueError(f"{name!r} is not an output")
+        return self.positions[name]
+
+    def rename(self, output: str) -> str:
+        """A model output name ("d/dh0_Wq[1,2]") in the module's names; others unchanged."""
+        m = re.fullmatch(r"d/d(\w+)(?:\[([\d,]+)\])?", output)
+        if not m or m.group(1) not in self.by_name:
+            return output
+        b = self.blocks[self.by_name[m.group(1)]]
+        idx = tuple(int(x) for x in m.group(2).split(",")) if m.group(2) else ()
+        flat = int(np.ravel_multi_index(idx, b.shape)) if b.shape else 0
+        return f"d/d{self.plan.entry_name(b.name, flat)}"
+
+
 def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int) -> Result:
     """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
-    names = {}
-    for b in model.param_blocks:
-        for k, entry in enumerate(b.entry_names()):
-            names[f"d/d{entry}"] = f"d/d{plan.entry_name(b.name, k)}"
+    names = ModuleOutputs(model, plan)
 
     from ..compare import FAILING
     forward_differs = {n for n, c in result.comparisons.items()
@@ -181,8 +245,8 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
         if f.backend in forward_differs and f.output != "value" and f.kind == "mismatch":
             note = ("its loss value differs too: the module's forward computes a different "
                     "function (not only a wrong backward)")
-        return replace(f, output=names.get(f.output, f.output), point={"seed": seed}, note=note)
-    result.outputs = [names.get(o, o) for o in result.outputs]
+        return replace(f, output=names.rename(f.output), point={"seed": seed}, note=note)
+    result.outputs = names
     result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]
     result.failures = [fix(f) for f in result.failures]
     result.precision_losses = [fix(f) for f in result.precision_losses]

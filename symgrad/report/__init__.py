@@ -23,7 +23,9 @@ from ..htmlpage import page
 from ..model import Model
 from ..result import Failure, Result
 from .atomic import write_set
-from .formulas import Formula, gradient_formulas, model_formulas
+from . import formulas as scalar_formulas
+from . import tensor_formulas
+from .formulas import Formula
 from .plots import ulp_histogram
 
 SCHEMA_VERSION = 2
@@ -52,6 +54,34 @@ def environment(result: Result) -> dict:
             "python": platform.python_version(), "device": result.config.device,
             "dtype": result.config.dtype, "seed": result.config.seed,
             "samples": result.config.samples}
+
+
+def _is_tensor(model) -> bool:
+    from ..tensor.model import TensorModel
+    return isinstance(model, TensorModel)
+
+
+def model_formulas(model) -> list[Formula]:
+    """The model one line per op: from the tensor program for a tensor model (a GPT), from
+    the scalar program otherwise."""
+    return (tensor_formulas if _is_tensor(model) else scalar_formulas).model_formulas(model)
+
+
+def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:
+    return (tensor_formulas if _is_tensor(model) else scalar_formulas).gradient_formulas(model)
+
+
+def _oracle(r: Result, model) -> dict:
+    """How the exact values were obtained, for the JSON."""
+    which = f"the first {len(r.oracle_samples)} of {r.config.samples}"
+    if _is_tensor(model):
+        return {"method": "double-double tensor program (error-free Ozaki products), certified "
+                          "by python-flint arb ball arithmetic on sample 0",
+                "certified": r.program_size.get("oracle_certified", ""),
+                "samples_checked": len(r.oracle_samples), "which": which}
+    return {"method": "python-flint arb ball arithmetic, precision doubled until each entry is "
+                      "certified",
+            "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples), "which": which}
 
 
 # ------------------------------------------------------------------ figures
@@ -209,10 +239,7 @@ def model_json(entry: Entry) -> dict:
             "points": _points(entry),
             "reproduce": _reproduce(r),
             "tolerance": r.config.tolerance.as_dict(),
-            "oracle": {"method": "python-flint arb ball arithmetic, precision doubled until "
-                                 "each entry is certified",
-                       "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples),
-                       "which": f"the first {len(r.oracle_samples)} of {r.config.samples}"}}
+            "oracle": _oracle(r, entry.model)}
 
 
 def _formulas_md(formulas: list[Formula]) -> list[str]:
@@ -237,10 +264,12 @@ def _formulas_html(formulas: list[Formula]) -> str:
 
 def _summary_sentence(entry: Entry) -> str:
     r = entry.result
+    how = (f"certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits"
+           if not _is_tensor(entry.model) else
+           "double-double tensor program, certified by ball arithmetic on "
+           + r.program_size.get("oracle_certified", "sample 0"))
     return (f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
-            f"derivative (certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits);"
-            f" {r.config.dtype} on "
-            f"{r.config.device}, seed {r.config.seed}.")
+            f"derivative ({how}); {r.config.dtype} on {r.config.device}, seed {r.config.seed}.")
 
 
 def model_markdown(entry: Entry, png_name: str) -> str:

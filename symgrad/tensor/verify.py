@@ -38,9 +38,12 @@ class _Batch:
 
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
-                  at: dict | None = None, oracle_table=None) -> Result:
+                  at: dict | None = None, oracle_table=None,
+                  extra: dict[str, tuple[Callable, str]] | None = None) -> Result:
     """``sg.verify`` for a ``TensorModel`` (see ``symgrad.verify.verify`` for the arguments);
-    ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``)."""
+    ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``);
+    ``extra`` adds backends, name -> (per-sample torch function, mode label), each run sample
+    by sample like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``)."""
     from ..backends import torch as torch_backend
     timings: dict[str, float] = {}
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
@@ -82,6 +85,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 batching=cfg.torch_fn_batching)
         runs["torch_fn"] = BackendRun("torch_fn", cfg.dtype, cfg.device, mode,
                                       time.perf_counter() - t0, n)
+    for name, (fn, label) in (extra or {}).items():
+        t0 = time.perf_counter()
+        with _phase(name, cfg, timings, f"{name}_s"):
+            outputs[name], mode = torch_backend.run_torch_fn(
+                fn, model.blocks, values, device=cfg.device, dtype=cfg.dtype, batching="loop")
+        runs[name] = BackendRun(name, cfg.dtype, cfg.device, f"{label}, {mode}",
+                                time.perf_counter() - t0, n)
 
     subset = oracle_subset(model, cfg)
     sub = {k: v[subset] for k, v in values.items()}
@@ -141,7 +151,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
-                  timings, size, worst, kinks)
+                  timings, size, worst, kinks, values=values)
 
 
 CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls;

@@ -15,7 +15,7 @@ BUILDERS: dict[str, Callable[[], Model]] = {
     "simplenet": tutorial.simplenet,
     "tensor_ops": tutorial.tensor_ops,
     **gpt.BLOCKS,
-    "tiny_gpt": gpt.tiny_gpt,
+    "tiny_gpt": gpt2.tiny_gpt,  # a tensor program (the one GPT builder, at the small config)
 }
 
 
@@ -33,12 +33,13 @@ DESCRIPTIONS = {
     "gpt_dropout": "dropout with an explicit keep-mask and 1/(1-p) scaling",
     "gpt_feed_forward": "residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
     "gpt_cross_entropy": "mean cross-entropy over next-token targets",
-    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default ~7k parameters)",
+    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default 7,136 parameters), "
+                "a tensor program: gpt2's builder at a small config",
 }
 
 
-# tensor-program models: verified by ``symgrad verify`` at full size (not in the default report
-# run: GPT-2 124M takes minutes); ``tiny_gpt`` also runs as a tensor program under ``verify``
+# the GPT models, tensor programs of one builder (symgrad.zoo.gpt2): they take config= and
+# tokens=; gpt2 is not in the default report run (GPT-2 124M takes minutes)
 TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "tiny_gpt": gpt2.tiny_gpt}
 TENSOR_DESCRIPTIONS = {"gpt2": "GPT_CONFIG_124M as a tensor program (163,009,536 parameters); "
                                "--tokens N, --config overrides"}
@@ -62,19 +63,21 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
         tensor: bool = False) -> Model:
     """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
 
-    ``config`` (GPT_CONFIG-shaped) applies to ``tiny_gpt`` and ``gpt2``; ``tokens`` (the
-    sequence length) to ``gpt2`` and the tensor ``tiny_gpt``; ``tensor=True`` builds a model
-    that has a tensor-program form (``tiny_gpt``) as one (``symgrad verify`` does).
+    ``config`` (GPT_CONFIG-shaped) and ``tokens`` (the sequence length of a sample) apply to
+    the GPT models ``tiny_gpt`` and ``gpt2``, both tensor programs (``tensor`` is accepted for
+    compatibility: every GPT is one).
+
+    >>> type(get("tiny_gpt", config={"n_layers": 1})).__name__
+    'TensorModel'
     """
-    if name in TENSOR_BUILDERS and (tensor or name not in BUILDERS):
+    if name in TENSOR_BUILDERS:
         return TENSOR_BUILDERS[name](config, tokens=tokens)
     if tokens is not None:
-        raise SymgradError(f"--tokens applies to the tensor GPT models "
+        raise SymgradError(f"--tokens applies to the GPT models "
                            f"({', '.join(TENSOR_BUILDERS)}), not {name!r}")
     if config is not None:
-        if name != "tiny_gpt":
-            raise SymgradError(f"--config applies to tiny_gpt only, not {name!r}")
-        return gpt.tiny_gpt(config)
+        raise SymgradError(f"--config applies to the GPT models "
+                           f"({', '.join(TENSOR_BUILDERS)}) only, not {name!r}")
     if name in BUILDERS:
         return BUILDERS[name]()
     if ":" in name:
@@ -99,15 +102,18 @@ def import_user_module(module_name: str, what: str):
 
 
 def load(spec: str) -> Model:
-    """Import ``module:attr``; attr may be a Model or a function returning one."""
+    """Import ``module:attr``; attr may be a Model (or a tensor program's ``TensorModel``) or
+    a function returning one."""
+    from ..tensor.model import TensorModel
     module_name, _, attr = spec.partition(":")
     module = import_user_module(module_name, spec)
     try:
         obj = getattr(module, attr)
     except AttributeError:
         raise SymgradError(f"module {module_name!r} has no attribute {attr!r}") from None
-    if callable(obj) and not isinstance(obj, Model):
+    if callable(obj) and not isinstance(obj, (Model, TensorModel)):
         obj = obj()
-    if not isinstance(obj, Model):
-        raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model")
+    if not isinstance(obj, (Model, TensorModel)):
+        raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model or a "
+                           "symgrad.tensor TensorModel")
     return obj

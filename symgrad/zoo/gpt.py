@@ -1,4 +1,7 @@
-"""GPT-2's building blocks as built-in models, and a small GPT from a GPT_CONFIG-shaped dict.
+"""GPT-2's building blocks as built-in models, the GPT config, and an independent scalar
+builder of a small GPT (``tiny_gpt`` here): the zoo's ``tiny_gpt`` is the tensor program of
+``symgrad.zoo.gpt2``; this one is kept as the tests' cross-check (tensor gradient = scalar
+gradient to 40 digits).
 
 The config has exactly GPT_CONFIG_124M's keys (vocab_size, context_length, emb_dim, n_heads,
 n_layers, drop_rate, qkv_bias). Dropout uses explicit keep-mask inputs with 1/(1-p) scaling, so
@@ -136,7 +139,8 @@ def transformer_block(X, l: int, cfg: GPTConfig, params: list, inputs: dict):
 
 def tiny_gpt(config: dict | None = None, *, name: str = "tiny_gpt") -> Model:
     """A whole GPT (embeddings, n_layers blocks, final LayerNorm, output head, mean
-    cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict.
+    cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict, as a scalar program:
+    the independent cross-check of ``symgrad.zoo.gpt2.tiny_gpt`` (the zoo's ``tiny_gpt``).
 
     The extensions: ``tie_weights`` (the output head is ``tok_emb`` itself, so its gradient
     sums both uses), ``bias`` (False: no LayerNorm shifts, no out_proj / feed-forward biases,

@@ -1,12 +1,16 @@
-"""The GPT-2 family as tensor programs: ``gpt2`` is GPT_CONFIG_124M exactly (163,009,536
-parameters), any ``GPTConfig`` builds the same model at other sizes.
+"""The GPT-2 family as tensor programs, one builder: ``gpt2`` is GPT_CONFIG_124M exactly
+(163,009,536 parameters), ``tiny_gpt`` the same builder at the small config (7,136 parameters);
+any ``GPTConfig`` builds the same model at other sizes.
 
 Semantics as in the book: token + position embeddings, ``n_layers`` pre-LayerNorm blocks
 (causal multi-head attention with qkv_bias, out_proj with bias; Linear(C, 4C) -> tanh GELU ->
 Linear(4C, C)), final LayerNorm (eps 1e-5, biased variance), an untied ``out_head`` without
 bias, mean cross-entropy over next-token targets. Dropout is explicit keep-mask inputs with
-1/(1-p) scaling, off by default (``dropout=False``). Block names are those of the scalar
-``tiny_gpt`` (tok_emb, pos_emb, h{l}_Wq, ..., lnf_g, lnf_b, out_head).
+1/(1-p) scaling, off by default (``dropout=False``; ``tiny_gpt`` has them when drop_rate > 0).
+Block names: tok_emb, pos_emb, h{l}_Wq, ..., lnf_g, lnf_b, out_head (those of the independent
+scalar builder ``symgrad.zoo.gpt.tiny_gpt``, kept as the cross-check of the tests). Each model
+carries its ``GPTConfig`` (``model.gpt_config``) and whether it has keep-masks
+(``model.dropout``), which ``symgrad.modules`` reads.
 
 >>> m = gpt({"vocab_size": 11, "context_length": 4, "emb_dim": 8, "n_heads": 2, "n_layers": 1})
 >>> m.n_parameters, [b.name for b in m.input_blocks]
@@ -115,8 +119,16 @@ def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
             f"{cfg.n_heads} heads, {cfg.n_layers} layers, qkv_bias {cfg.qkv_bias}, bias "
             f"{cfg.bias}, tie_weights {cfg.tie_weights}, gelu {cfg.gelu}, dropout "
             f"{cfg.drop_rate if dropout else 'off'}")
-    ref = _reference(cfg) if cfg.bias and not cfg.tie_weights and cfg.gelu == "tanh" else None
-    return TensorModel(name, loss, description=desc, reference=ref, params=params)
+    model = TensorModel(name, loss, description=desc, reference=_reference(cfg), params=params)
+    model.gpt_config, model.dropout = cfg, bool(dropout and cfg.drop_rate)
+    model.textbook = TEXTBOOK_OPS
+    return model
+
+
+# the ops of a GPT, in order of the forward pass: the report's textbook backward rules
+# (``symgrad.report.formulas.INDEX_RULES``, one row per op)
+TEXTBOOK_OPS = ("embedding", "dropout", "layer_norm", "score", "attention", "context",
+                "residual", "gelu", "nll")
 
 
 def _order(loss: st.Node) -> list[st.Node]:
@@ -141,11 +153,30 @@ def gpt2(config: dict | None = None, *, tokens: int | None = 64,
     return gpt(merged, tokens=tokens, dropout=dropout, name="gpt2")
 
 
-def tiny_gpt(config: dict | None = None, *, tokens: int | None = None) -> TensorModel:
-    """The zoo's ``tiny_gpt`` (scalar builder: ``symgrad.zoo.gpt.tiny_gpt``) as a tensor
-    program: the same config, block names and dropout keep-masks (drop_rate > 0)."""
+def tiny_gpt(config: dict | None = None, *, tokens: int | None = None,
+             name: str = "tiny_gpt") -> TensorModel:
+    """The zoo's ``tiny_gpt``: ``gpt`` at the small config (``TINY_CONFIG``, overridden by
+    ``config``), with dropout keep-mask inputs when drop_rate > 0.
+
+    >>> m = tiny_gpt()
+    >>> m.n_parameters, m.gpt_config.n_layers, m.dropout
+    (7136, 2, True)
+    """
     cfg = GPTConfig.from_dict(config or {})
-    return gpt(cfg, tokens=tokens, dropout=cfg.drop_rate > 0, name="tiny_gpt")
+    return gpt(cfg, tokens=tokens, dropout=cfg.drop_rate > 0, name=name)
+
+
+def eval_twin(model: TensorModel) -> TensorModel:
+    """The same GPT without dropout keep-masks (a module in eval mode is verified against it);
+    built once and cached on the model."""
+    if not getattr(model, "dropout", False):
+        return model
+    if "eval_twin" not in model._cache:
+        T = next(b.shape[0] for b in model.input_blocks if b.name == "ids")
+        twin = gpt(model.gpt_config, tokens=T, dropout=False, name=model.name)
+        twin.description = model.description + " (eval mode: dropout off)"
+        model._cache["eval_twin"] = twin
+    return model._cache["eval_twin"]
 
 
 def _reference(cfg: GPTConfig):

@@ -1,0 +1,240 @@
+"""The formulas of a tensor model (``symgrad.tensor``), printed from the tensor program itself:
+one line per node in index notation (an einsum as its sum over the contracted indices, a map as
+its sympy expression of one entry, a reduction, a lookup), repeated GPT layers folded with ⋮;
+the gradient as the textbook rule per op and the first nodes of the derived gradient program.
+
+No scalar lowering is needed (tiny_gpt's lowering takes ~25 s and prints one family per node
+type); small programs still lower (``symgrad.tensor.lower``) for ``explain``'s step-by-step view.
+
+>>> import symgrad.tensor as st
+>>> from symgrad.tensor.model import TensorModel
+>>> W, x = st.param("W", (2, 3)), st.input("x", (3,))
+>>> m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+>>> print(model_formulas(m)[1].latex)
+v^{(1)}_{i} = \\sum_{j=0}^{2} W_{i,j} x_{j} \\quad (2)
+"""
+
+from __future__ import annotations
+
+import re
+
+import sympy as sp
+
+from ..notation import Raw, tex_base
+from ..tensor.model import TensorModel
+from ..tensor.program import X, Node, topological
+from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, _eq, mathml_of_tex
+
+MAX_LINES = 80  # node lines shown before the rest is counted
+LETTERS = "tjklmnopqrsuvw"  # index letters of a node's axes (einsums keep their own)
+
+
+class _Ref(Raw):
+    """An array entry printed verbatim; named by its text so that sympy orders the terms of a
+    line the same way in every process (``Raw`` is named by a salted string hash)."""
+
+    def __new__(cls, tex: str, text: str):
+        obj = sp.Symbol.__new__(cls, text)
+        obj.tex, obj.text = tex, f"\u2009{text}\u2009"  # MathML: thin spaces between factors
+        return obj
+
+
+def _squeeze(node: Node) -> bool:
+    """A reshape that only adds or drops size-1 axes: shown under its operand's name."""
+    return node.op == "reshape" and tuple(n for n in node.shape if n != 1) == \
+        tuple(n for n in node.args[0].shape if n != 1)
+
+
+class _Names:
+    """Display names: leaves by block name, intermediates v^{(k)} in program order."""
+
+    def __init__(self) -> None:
+        self.ids: dict[int, int] = {}
+
+    def tex(self, node: Node, idx: str) -> str:
+        while _squeeze(node):
+            node = node.args[0]
+        sub = f"_{{{','.join(idx)}}}" if idx else ""
+        if node.op in ("param", "input"):
+            return tex_base(node.name) + sub
+        if node.op == "const":
+            return tex_base(node.name or "const") + sub
+        k = self.ids.setdefault(node.id, len(self.ids) + 1)
+        return f"v^{{({k})}}{sub}"
+
+    def text(self, node: Node, idx: str) -> str:
+        while _squeeze(node):
+            node = node.args[0]
+        sub = f"[{','.join(idx)}]" if idx else ""
+        if node.is_leaf:
+            return (node.name or "const") + sub
+        k = str(self.ids.setdefault(node.id, len(self.ids) + 1)).translate(_SUPERSCRIPT)
+        return f"v⁽{k}⁾{sub}"
+
+    def raw(self, node: Node, idx: str) -> Raw:
+        return _Ref(self.tex(node, idx), self.text(node, idx))
+
+
+_SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
+def _idx(shape, letters: str) -> str:
+    """The index letters of an operand's axes, dropping broadcast (size-1) axes."""
+    return "".join(c for c, n in zip(letters, shape) if n != 1)
+
+
+def _rhs(node: Node, names: _Names, out: str):
+    """The right-hand side of one entry of ``node`` (a sympy expression of Raw symbols)."""
+    a = node.args
+    if node.op == "einsum":
+        ins, res = node.attrs["spec"].split("->")
+        terms = [names.raw(o, _idx(o.shape, s)) for o, s in zip(a, ins.split(","))]
+        body = sp.Mul(*terms, evaluate=False) if len(terms) > 1 else terms[0]
+        sizes = {c: n for o, s in zip(a, ins.split(",")) for c, n in zip(s, o.shape)}
+        summed = [c for c in dict.fromkeys("".join(ins.split(","))) if c not in res]
+        for c in summed:
+            body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
+        return body
+    if node.op == "map":
+        return node.attrs["expr"].xreplace(
+            {X[i]: names.raw(o, _idx(o.shape, out)) for i, o in enumerate(a)})
+    if node.op in ("sum", "max"):
+        axes = node.attrs["axes"]
+        full = _free(out, node, a[0])
+        arg = names.raw(a[0], full)
+        over = ",".join(full[i] for i in axes)
+        if node.op == "sum":
+            body = arg
+            for i in axes:
+                body = sp.Sum(body, (sp.Symbol(full[i]), 0, a[0].shape[i] - 1))
+            return body
+        return _Ref(rf"\max_{{{over}}} {names.tex(a[0], full)}", f"max over {over} of "
+                   f"{names.text(a[0], full)}")
+    if node.op == "stop":
+        inner = _idx(a[0].shape, out)
+        return _Ref(r"\mathrm{stop\_gradient}(" + names.tex(a[0], inner) + ")",
+                   f"stop_gradient({names.text(a[0], inner)})")
+    if node.op == "take":
+        ids = names.tex(a[1], out[:a[1].ndim])
+        rest = out[a[1].ndim:]
+        tex = tex_base(a[0].name or "table") + "_{" + ",".join([ids, *rest]) + "}"
+        return _Ref(tex, f"{a[0].name}[{names.text(a[1], out[:a[1].ndim])},{','.join(rest)}]")
+    if node.op == "onehot":
+        ids = names.tex(a[0], out[:-1])
+        return _Ref(rf"[{ids} = {out[-1]}]", f"[{names.text(a[0], out[:-1])} = {out[-1]}]")
+    what = {"reshape": f"reshaped to {node.shape}", "transpose":
+            f"axes permuted {node.attrs.get('perm')}", "broadcast": f"broadcast to {node.shape}",
+            "scatter_add": "rows added by id"}.get(node.op, node.op)
+    return _Ref(rf"{names.tex(a[0], '')}\ \text{{{what}}}", f"{names.text(a[0], '')} {what}")
+
+
+def _free(out: str, node: Node, arg: Node) -> str:
+    """Index letters of a reduction's operand: the output's, a fresh letter per reduced axis."""
+    keep = iter(out)
+    spare = iter(c for c in "cdefgh" if c not in out)
+    return "".join(next(spare) if i in node.attrs["axes"] else next(keep)
+                   for i in range(arg.ndim))
+
+
+def _line(node: Node, names: _Names) -> Formula:
+    out = (node.attrs["spec"].split("->")[1] if node.op == "einsum"
+           else LETTERS[:node.ndim])
+    lhs = names.raw(node, _idx(node.shape, out))
+    try:
+        f = _eq(lhs, _rhs(node, names, out))
+    except Exception:  # noqa: BLE001 - an expression the printers cannot show: its op only
+        tex = rf"{lhs.tex} = \text{{{node.op}}}"
+        f = Formula(latex=tex, mathml=mathml_of_tex(tex))
+    if not node.shape:
+        return f
+    dims = " × ".join(map(str, node.shape))
+    mathml = f.mathml.replace("</math>", f'<mspace width="1em"/><mtext>({dims})</mtext></math>')
+    return Formula(f.latex + r" \quad (" + r" \times ".join(map(str, node.shape)) + ")", mathml)
+
+
+def _stage(node: Node, n_layers: int, memo: dict) -> int:
+    """-1 before the blocks, l for GPT layer l (its parameters and keep-masks ``h{l}_``),
+    n_layers after them (final LayerNorm, head, loss)."""
+    if node.id in memo:
+        return memo[node.id]
+    if node.is_leaf:
+        m = re.match(r"h(\d+)_", node.name or "")
+        s = int(m.group(1)) if m else (n_layers if node.name in ("lnf_g", "lnf_b", "out_head")
+                                       else -1)
+    else:
+        s = max((_stage(a, n_layers, memo) for a in node.args), default=-1)
+    memo[node.id] = s
+    return s
+
+
+def _signature(node: Node) -> tuple:
+    return (node.op, node.shape, str(node.attrs.get("spec", node.attrs.get("expr", ""))),
+            tuple(a.op if a.is_leaf else "" for a in node.args))
+
+
+def model_formulas(model: TensorModel) -> list[Formula]:
+    """The tensor program, one line per node; a GPT's layers 1.. folded when they repeat
+    layer 0's nodes."""
+    names = _Names()
+    steps = [n for n in topological([model.loss]) if not n.is_leaf and not _squeeze(n)]
+    cfg = getattr(model, "gpt_config", None)
+    n_layers = cfg.n_layers if cfg is not None else 0
+    memo: dict = {}
+    by_stage: dict[int, list[Node]] = {}
+    for n in steps:
+        by_stage.setdefault(_stage(n, n_layers, memo), []).append(n)
+    out: list[Formula] = [Formula(note=f"{len(steps)} tensor operations ({model.n_nodes} nodes "
+                                       "with the leaves); v⁽ᵏ⁾ is the k-th intermediate array, "
+                                       "indices t, j, … run over its axes:")]
+    shown = 0
+    for stage in sorted(by_stage):
+        nodes = by_stage[stage]
+        if 0 < stage < n_layers and [_signature(n) for n in nodes] == \
+                [_signature(n) for n in by_stage.get(0, [])]:
+            for n in nodes:  # number them, so later lines name them consistently
+                names.tex(n, "")
+            out.append(Formula(note=f"⋮ layer {stage}: the same {len(nodes)} operations as "
+                                    f"layer 0, on the h{stage}_ parameters (v⁽{names.ids[nodes[0].id]}⁾"
+                                    f" … v⁽{names.ids[nodes[-1].id]}⁾)"))
+            continue
+        if n_layers:
+            out.append(Formula(note="Before the blocks:" if stage < 0 else
+                               f"Layer {stage}:" if stage < n_layers else "After the blocks:"))
+        for n in nodes:
+            if shown >= MAX_LINES:
+                names.tex(n, "")
+                continue
+            out.append(_line(n, names))
+            shown += 1
+    if shown < len(steps) and len(out) and shown >= MAX_LINES:
+        out.append(Formula(note=f"… {len(steps) - shown} more operations"))
+    model._cache["formula_names"] = names
+    return out
+
+
+def gradient_formulas(model: TensorModel) -> list[tuple[str, list[Formula]]]:
+    """(title, formulas): the textbook backward rule of each op the model declares
+    (``model.textbook``, rows of ``INDEX_RULES``), then the first nodes of the derived
+    gradient program as symgrad runs them."""
+    sections = []
+    kinds = [k for k in getattr(model, "textbook", ()) if k in INDEX_RULES]
+    if kinds:
+        lines = []
+        for kind in reversed(kinds):
+            what, tex = INDEX_RULES[kind]
+            lines.append(Formula(latex=tex, mathml=mathml_of_tex(tex), note=what + ":"))
+        sections.append(("Textbook form: one rule per op (index notation)", lines))
+    names = model._cache.get("formula_names")
+    if names is None:
+        model_formulas(model)
+        names = model._cache["formula_names"]
+    grad = model.gradient
+    forward = {n.id for n in topological([model.loss])}
+    back = [n for n in grad.nodes if n.id not in forward and not n.is_leaf and not _squeeze(n)]
+    note = (f"{len(back)} gradient operations over {len(forward)} forward nodes (reverse "
+            "accumulation: one vector-Jacobian rule per node type, sympy.diff of each map, "
+            "einsum adjoints by index rearrangement; no Jacobian is formed); the first "
+            f"{min(len(back), MAX_ADJOINTS)}:")
+    lines = [Formula(note=note)] + [_line(n, names) for n in back[:MAX_ADJOINTS]]
+    sections.append(("As computed (the gradient program symgrad derives and runs)", lines))
+    return sections

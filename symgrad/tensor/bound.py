@@ -28,8 +28,10 @@ a scale sigma is carried whose square is a sub-Gaussian variance proxy: a contra
 inputs' errors in quadrature over the contracted index (sqrt(einsum(x^2 .. sigma_i^2 ..)),
 summed over the k operands, which may share errors), and its own m - 1 + k - 1 roundings,
 each at most u times the sum of |terms|, as sqrt(m - 1 + k - 1) einsum(|x|) instead of
-(m - 1 + k - 1) einsum(|x|); maps, max and layout ops keep their worst-case rules (their
-arguments' errors may be correlated). The bound used is min(E, lam * sigma): under the model
+(m - 1 + k - 1) einsum(|x|); a map adds its arguments' errors in quadrature too, each weighted
+by |df/dx_i| (sqrt(sum_i (|df/dx_i| sigma_i)^2) + its own roundings: at most sqrt(k) below the
+worst case for k fully correlated arguments); max and layout ops keep their worst-case rules.
+The bound used is min(E, lam * sigma): under the model
 P(|error| > lam sigma u) <= 2 exp(-lam^2 / 2) per entry (lam = ``entry_sigmas``). The model is
 not a theorem about every program: one rounded value reused by many terms makes their errors
 correlated, which the quadrature does not see; and recursive summation of many equal terms
@@ -276,13 +278,32 @@ def _s_scatter(node, vals, sig, value, count, n0):
     return s
 
 
+def _s_map(node, vals, sig, value, count, n0):
+    """A map's arguments' errors in quadrature, weighted by |df/dx_i|, plus its own roundings:
+    sqrt(sum_i (|df/dx_i| sigma_i)^2) + own. The first-order bound is linear in the argument
+    errors, so each term is the map's bound with only sigma_i given, less the bound with none."""
+    k = len(vals)
+    fn = _map_bound_fn(node.attrs["expr"], k)
+    with np.errstate(all="ignore"):
+        own = np.asarray(fn(*vals, *([0.0] * k)), dtype=np.float64)
+        sq = 0.0
+        for i, s in enumerate(sig):
+            if np.any(s):
+                part = np.asarray(fn(*vals, *[s if j == i else 0.0 for j in range(k)]),
+                                  dtype=np.float64) - own
+                sq = sq + part * part
+        total = np.sqrt(sq) + own
+    total = np.broadcast_to(total, np.shape(value))
+    return np.where(np.isnan(total), np.inf, total)
+
+
 def _worst_rule(rule: Callable) -> Callable:
     return lambda node, vals, sig, value, count, n0: rule(node, vals, sig, value, count)
 
 
 SIGMA_RULES: dict[str, Callable] = dict(
     {op: _worst_rule(rule) for op, rule in RULES.items()},
-    einsum=_s_einsum, sum=_s_sum, scatter_add=_s_scatter)
+    einsum=_s_einsum, sum=_s_sum, scatter_add=_s_scatter, map=_s_map)
 
 
 def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,

@@ -210,3 +210,20 @@ def test_float64_tensor_tiny_gpt_attention_backward_1e10_is_caught(tensor_tiny_g
     assert not r.ok
     assert all(f.backend == "torch_fn" for f in r.failures)
     assert any(n in f.output for f in r.failures for n in ("Wq", "Wk"))
+
+
+@pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
+def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_block_test(
+        tensor_tiny_gpt, factor):
+    """The old verdict (the worst-case entry bound alone) passes a wrong h0_ln1_g backward:
+    not one entry is a mismatch, most are inconclusive. The block test flags the block."""
+    from symgrad.compare import MISMATCH, SYSTEMATIC, Tolerance
+    m = tensor_tiny_gpt
+    r = sg.verify(m, torch_fn=on_block(m.reference, "h0_ln1_g", factor), config=sg.VerifyConfig(
+        samples=4, seed=0, dtype="float32", backends=("torch_fn",),
+        tolerance=Tolerance(entry_bound="worst")))
+    name, a, b = next(x for x in r.blocks if x[0] == "h0_ln1_g")
+    status = r.comparisons["torch_fn"].status
+    assert not (status == MISMATCH).any()
+    assert (status[:, a:b] == SYSTEMATIC).any() and not r.ok
+    assert r.counts("torch_fn")["inconclusive"] > status.size // 2

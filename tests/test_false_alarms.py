@@ -94,7 +94,8 @@ def test_no_false_alarm_on_20_seeds(models, name, dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_tiny_gpt_no_false_alarm(dtype):
-    m = zoo.get("tiny_gpt")
+    from symgrad.zoo import gpt
+    m = gpt.tiny_gpt()  # the scalar builder (zoo.get("tiny_gpt") may be the tensor program)
     for seed in range(2):
         r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
         assert r.ok, str(r)
@@ -126,3 +127,24 @@ def test_float32_saturated_but_stable_code_passes():
     r = sg.verify(m, torch_fn=fn, samples=100, seed=0, dtype="float32")
     assert r.ok, str(r)
     assert np.isfinite(r.comparisons["torch_fn"].got).all()
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tensor_tiny_gpt_no_false_alarm(dtype):
+    """tiny_gpt as a tensor program (the probabilistic entry bound, block and pooled tests):
+    symgrad's numpy and torch views and the native reference pass, 2 seeds."""
+    from symgrad.zoo import gpt2
+    m = gpt2.tiny_gpt()
+    for seed in (0, 1):
+        r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
+        assert r.ok, str(r)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tensor_tiny_gpt_no_false_alarm_on_20_seeds(dtype):
+    from symgrad.zoo import gpt2
+    m = gpt2.tiny_gpt()
+    for seed in range(20):
+        r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
+        assert r.ok, (seed, str(r))

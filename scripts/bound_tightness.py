@@ -207,8 +207,8 @@ def render(rows: list[dict]) -> str:
     out += ["", *_summary(rows), ""]
     out.append("Detection cells: caught by the entry test / by entry + block + pooled tests "
                "(n/a: not run above 5M parameters, w768 and gpt2, where this script compares in "
-               "column chunks; the tensor verify path runs the entry test only). False alarms: failing entries of "
-               "both correct backends.")
+               "column chunks; `sg.verify` runs the block and pooled tests on tensor programs too, "
+               "block by block). False alarms: failing entries of both correct backends.")
     return "\n".join(out) + "\n"
 
 

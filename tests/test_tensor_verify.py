@@ -153,3 +153,13 @@ def test_block_test_catches_a_scaled_block_whose_entries_are_inconclusive():
     assert (comp.status[:, a:b] == SYSTEMATIC).any()
     assert any(f.kind == "systematic" and "h0_W1" in f.output and "x exact" in f.note
                for f in bad.failures)
+
+
+def test_own_torch_program_cuts_the_gradient_at_a_stopped_softmax_shift():
+    # meant to fail when stop() lets autograd flow through the max shift: (1 - sum p) rounding
+    # noise lands at the argmax logit, 1e-12 relative on out_head's row in a 7000-way softmax,
+    # outside the probabilistic bound (the derived program has no such path)
+    m = gpt({"vocab_size": 7000, "context_length": 32, "emb_dim": 8, "n_heads": 2,
+             "n_layers": 1}, tokens=2)
+    r = sg.verify(m, samples=1, seed=0, backends=("torch",))
+    assert r.ok and r.worst_ratio("torch") < 0.1, str(r)

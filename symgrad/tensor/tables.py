@@ -143,6 +143,10 @@ class TorchOps:
     def sum(self, x, axis, keepdims=False):
         return x.sum(dim=axis, keepdim=keepdims) if axis != () else x
 
+    def stop(self, x):
+        """stop_gradient: the value, no gradient (the softmax shift's derivative is zero)."""
+        return x.detach()
+
     def amax(self, x, axis, keepdims=False):
         return x.amax(dim=axis, keepdim=keepdims) if axis != () else x
 

@@ -368,7 +368,7 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
     idx = np.argwhere(mask)
     if not len(idx):
         return []
-    with np.errstate(invalid="ignore", divide="ignore"):
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         ratio = (comp.error / comp.allowed_abs if comp.error is not None  # exact zeros included
                  else comp.ulps / comp.allowed_ulps)
         badness = np.where(np.isfinite(comp.got), ratio, np.inf)

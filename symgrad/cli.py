@@ -119,6 +119,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("symgrad: interrupted; nothing was written", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `symgrad verify ... --json | head`: the reader left; no traceback
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -158,7 +162,8 @@ def _verify(args: argparse.Namespace) -> int:
               f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
         if args.module:
             from .modules.load import load_module
-            module = load_module(args.module, _config_dict(args), cfg.dtype, cfg.device)
+            module = load_module(args.module, _module_config(model, args), cfg.dtype,
+                                 cfg.device)
             results.append(verify(model, module=module, train=args.train, config=cfg))
         else:
             ref = None if args.no_reference else model.reference
@@ -217,6 +222,14 @@ def sampling(model, cfg: VerifyConfig, *, given: bool, checked: int | None = Non
                 f"as {why} allows)")
     return (f"{drawn} drawn, {k} of {n} checked by the oracle ({why}); the other {n - k} run "
             "on the backends but are not compared (--oracle-samples N checks more)")
+
+
+def _module_config(model, args: argparse.Namespace) -> dict:
+    """The config a module factory gets: the model's whole config (defaults filled in, as the
+    model was built), not only the keys given with --config."""
+    import dataclasses
+    cfg = getattr(model, "gpt_config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else _config_dict(args)
 
 
 def _config_dict(args: argparse.Namespace) -> dict:

@@ -125,3 +125,13 @@ def test_user_model_is_found_in_the_current_folder(tmp_path, monkeypatch, capsys
     monkeypatch.chdir(tmp_path)
     assert main(["verify", "mymodel_cwd:model", "--samples", "10"]) == 0
     assert "mine" in capsys.readouterr().out
+
+
+def test_module_factory_gets_the_whole_config_and_the_oracle_escalates_its_balls(capsys):
+    # meant to fail on the old behaviour: a partial --config reached the module factory as is
+    # (KeyError 'vocab_size'), and at emb_dim 32 one 128-bit ARB ball was too wide to certify
+    # the oracle (the certificate now re-evaluates at 256 / 512 bits)
+    from symgrad.cli import main
+    assert main(["verify", "tiny_gpt", "--module", "tests.gptmodels.book:GPTModel",
+                 "--config", '{"emb_dim": 32}', "--samples", "1", "--no-progress"]) == 0
+    assert "OK" in capsys.readouterr().out

@@ -252,7 +252,7 @@ def detect(model: Model, named: dict) -> Layout:
         shown = ", ".join(list(named)[:8]) + (", …" if len(named) > 8 else "")
         raise SymgradError(f"module: its parameters ({shown}) match no known GPT layout "
                            f"({', '.join(f'{k}: {v.description}' for k, v in LAYOUTS.items())})"
-                           "; pass map={block: 'parameter.name' or a view function}")
+                           "; pass module_map={block: 'parameter.name' or a view function} to sg.verify")
     return LAYOUTS[best]
 
 
@@ -314,4 +314,4 @@ def _message(model, module, layout, problems, named) -> str:
             f"(layout: {layout}); nothing was derived. {len(problems)} problem(s):\n  - "
             + "\n  - ".join(problems)
             + f"\nModel blocks: {', '.join(b.name for b in model.param_blocks)}"
-            + "\nFix the module or the GPT config, or pass map={block: 'parameter.name'}.")
+            + "\nFix the module or the GPT config, or pass module_map={block: 'parameter.name'} to sg.verify.")

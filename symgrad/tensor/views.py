@@ -110,21 +110,27 @@ def oracle_steps(model: TensorModel, samples: int) -> int:
 
 
 def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
-                 lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30):
+                 lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30,
+                 precisions: tuple[int, ...] = (128, 256, 512)):
     """Re-evaluate the derived program with ball arithmetic (``symgrad.precise.ARB_OPS``) on
     the first sample of ``values`` and certify the oracle's (hi, lo) row for it: every entry
-    within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. Returns the
-    ``Certificate`` (``.ok``, ``.summary()``)."""
+    within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. A ball too wide
+    to decide (cancellation inside the program costs ARB bits too) is re-evaluated at the next
+    of ``precisions``. Returns the ``Certificate`` (``.ok``, ``.summary()``)."""
     from ..precise import ARB_OPS
     from ..precise.certify import CertifyConfig, certify
     one = {k: np.asarray(v)[:1] for k, v in values.items()}
-    outs = evaluate(model.gradient.outputs, ARB_OPS, one)
-    balls = np.empty(1 + model.n_parameters, dtype=object)
-    balls[0] = np.asarray(outs[0]).reshape(-1)[0]
-    col = 1
-    for b, g in zip(model.param_blocks, outs[1:]):
-        balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
-                                                  (1,) + b.shape).reshape(-1)
-        col += b.size
-    return certify(np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64), balls,
-                   config=CertifyConfig(rel=rel, abs=abs_))
+    for prec in precisions:
+        outs = evaluate(model.gradient.outputs, ARB_OPS.at(prec), one)
+        balls = np.empty(1 + model.n_parameters, dtype=object)
+        balls[0] = np.asarray(outs[0]).reshape(-1)[0]
+        col = 1
+        for b, g in zip(model.param_blocks, outs[1:]):
+            balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
+                                                      (1,) + b.shape).reshape(-1)
+            col += b.size
+        cert = certify(np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64),
+                       balls, config=CertifyConfig(rel=rel, abs=abs_))
+        if cert.ok:
+            return cert
+    return cert

@@ -198,7 +198,7 @@ def test_tied_module_needs_a_tied_model():
 
 def test_unknown_layout_asks_for_a_map():
     m = tiny(SMALL)
-    with pytest.raises(SymgradError, match="match no known GPT layout.*pass map="):
+    with pytest.raises(SymgradError, match="match no known GPT layout.*pass module_map="):
         sg.verify(m, module=torch.nn.Linear(3, 3).double())
 
 

@@ -188,7 +188,7 @@ def write(rows: list[dict]) -> None:
           "Gradient throughput on the same batch (numpy: the derived program; torch: autograd "
           "of the forward program):", ""]
     for r in thr:
-        md.append(f"- {r['size']}: numpy {r['numpy_grad_s'] * 1e3:.1f} ms, torch autograd "
+        md.append(f"- {r['size']} ({r['dtype']}): numpy {r['numpy_grad_s'] * 1e3:.1f} ms, torch autograd "
                   f"{r['torch_autograd_s'] * 1e3:.1f} ms for {r['samples']} samples: numpy at "
                   f"{r['numpy_over_torch_throughput']:.2f}x torch; map compile "
                   f"{r['map_compile_s']:.2f} s once")
@@ -198,7 +198,7 @@ def write(rows: list[dict]) -> None:
         t = r["timings"]
         wall = r["verify_wall_s"]
         share = {k: v / wall for k, v in t.items()}
-        md.append(f"- {r['size']}: oracle {share.get('oracle_s', 0):.0%} of the wall, compare "
+        md.append(f"- {r['size']} ({r['dtype']}): oracle {share.get('oracle_s', 0):.0%} of the wall, compare "
                   f"{share.get('compare_s', 0):.0%}, bound {share.get('bound_s', 0):.0%}, "
                   f"torch + torch_fn {share.get('torch_s', 0) + share.get('torch_fn_s', 0):.0%};"
                   f" derive {t.get('derive_s', 0):.2f} s for {r['gradient_nodes']} nodes; "
@@ -212,21 +212,24 @@ def write(rows: list[dict]) -> None:
         "produced instead of flattening all entries per backend (today ~1.3 GB per array at "
         "GPT-2; a 10x model needs streaming); then the double-double oracle (Ozaki-split "
         "GEMMs: 4 float64 GEMMs of 3-4x the contraction length per product, and DD elementwise maps over the logits).",
-        "- The first-order bound compounds with depth: allowances are far above the real "
-        "errors on deep programs (see README, limits of the bound).",
+        "- The bound: tensor programs use the probabilistic bound (README, verdict); the "
+        "inconclusive column is the share of entries it cannot resolve.",
     ]
-    for r in big:
-        flops = r["gflop"] * 1e9 * 1024 / 64 if "gflop" in r else 6 * r["parameters"] * 1024
+    est_rows = [r for r in big if SIZES.get(r["size"], (None, None))[1]]
+    if est_rows:
+        r = max(est_rows, key=lambda r: SIZES[r["size"]][1])
+        flops = r["gflop"] * 1e9 * 1024 / SIZES[r["size"]][1]  # the program's einsums, 1024 tokens
         est = flops * 10 / 50e12 + flops / 20e12  # DD: ~10x the FP64 GEMM FLOPs at ~50 TFLOP/s
         md.append(
             f"- GPU (not measured: no device in this session): the tables are per-op, so the "
             f"torch table already runs on CUDA; a torch-backed double-double table (the same "
             f"Ozaki split on FP64 tensor cores) would put the oracle there too. Estimate for "
-            f"gpt2 at 1024 tokens on one H100: ~{flops:.1e} FLOP forward+backward, x10 for the "
-            f"DD products at ~50 TFLOP/s FP64 ~ {est:.1f} s of GEMMs, plus elementwise DD over "
-            "(1024 x 50257) logits; host memory stays that of the per-entry compare (it grows "
-            "with parameters, not tokens): within the 2-minute goal if compare and bound "
-            "also run on the device.")
+            f"gpt2 at 1024 tokens on one H100: ~{flops:.1e} FLOP forward+backward (the "
+            f"program's einsums, scaled from {r['size']}), x10 for the DD products at ~50 "
+            f"TFLOP/s FP64 ~ {est:.1f} s of GEMMs, plus elementwise DD over (1024 x 50257) "
+            "logits; host memory stays that of the per-entry compare (it grows with "
+            "parameters, not tokens): within the 2-minute goal if compare and bound also run "
+            "on the device.")
     (out / "benchmarks.md").write_text("\n".join(md) + "\n")
 
 
@@ -241,7 +244,11 @@ def main() -> int:
     ap.add_argument("--dtype", default="float64")
     ap.add_argument("--merge", action="store_true", help="keep other rows of the last run")
     ap.add_argument("--one", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     args = ap.parse_args()
+    if args.render:
+        write(json.loads((ROOT / "reports" / "benchmarks.json").read_text())["rows"])
+        return 0
     if args.one:
         print(json.dumps(one(args.one, args.dtype)))
         return 0

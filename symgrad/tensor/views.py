@@ -111,17 +111,19 @@ def oracle_steps(model: TensorModel, samples: int) -> int:
 
 def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
                  lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30,
-                 precisions: tuple[int, ...] = (128, 256, 512)):
+                 start: int = 128, cap: int = 512):
     """Re-evaluate the derived program with ball arithmetic (``symgrad.precise.ARB_OPS``) on
     the first sample of ``values`` and certify the oracle's (hi, lo) row for it: every entry
-    within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. A ball too wide
-    to decide (cancellation inside the program costs ARB bits too) is re-evaluated at the next
-    of ``precisions``. Returns the ``Certificate`` (``.ok``, ``.summary()``)."""
-    from ..precise import ARB_OPS
-    from ..precise.certify import CertifyConfig, certify
+    within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. The balls'
+    precision rises (``precise.certify.escalate``, from ``start`` bits, doubling up to ``cap``)
+    until every radius is at most half its entry's claim: cancellation inside the program
+    costs ARB bits too. Returns the ``Certificate`` (``.ok``, ``.summary()``)."""
+    from ..precise.certify import CertifyConfig, certify, escalate
     one = {k: np.asarray(v)[:1] for k, v in values.items()}
-    for prec in precisions:
-        outs = evaluate(model.gradient.outputs, ARB_OPS.at(prec), one)
+    hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
+
+    def balls_at(ops) -> np.ndarray:
+        outs = evaluate(model.gradient.outputs, ops, one)
         balls = np.empty(1 + model.n_parameters, dtype=object)
         balls[0] = np.asarray(outs[0]).reshape(-1)[0]
         col = 1
@@ -129,8 +131,8 @@ def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
             balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
                                                       (1,) + b.shape).reshape(-1)
             col += b.size
-        cert = certify(np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64),
-                       balls, config=CertifyConfig(rel=rel, abs=abs_))
-        if cert.ok:
-            return cert
-    return cert
+        return balls
+    with np.errstate(invalid="ignore", over="ignore"):
+        claim = rel * np.abs(hi) + abs_
+    run = escalate(balls_at, claim, fraction=0.5, start=start, cap=cap)
+    return certify(hi, lo, run.balls, config=CertifyConfig(rel=rel, abs=abs_))

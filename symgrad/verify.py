@@ -389,7 +389,8 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
             note = _block_note(comp, i, k)
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
+                             column=int(k)))
     return found
 
 

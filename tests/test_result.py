@@ -50,3 +50,35 @@ def test_large_results_are_measured_in_column_chunks_with_the_same_figures(model
         assert abs(got - b.pop("median_ulps")) <= 1e-6 * got
     assert chunked == whole
     assert not any(k[0] == "measures" for k in small._memo)  # nothing held whole
+
+
+def test_printing_a_result_never_scans_the_entry_names():
+    # GPT-2 has 163M entry names, formatted on demand: `symgrad verify gpt2` without --json
+    # once hung for 26 minutes looking each finding up with outputs.index(). A finding must be
+    # found from its own column (O(1)), so str() reads only the names it prints.
+    import symgrad.tensor as st
+    from symgrad.tensor.model import TensorModel
+
+    W, x = st.param("W", (40, 50)), st.input("x", (50,))
+    model = TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+
+    def wrong(W, x):  # forward right, backward x2: every entry fails
+        import torch
+        from symgrad.testing import scale_backward
+        return torch.tanh(scale_backward(W, 2.0) @ x).sum()
+    r = sg.verify(model, torch_fn=wrong, samples=2, seed=0, backends=("torch_fn",))
+    assert not r.ok and r.failures
+
+    class Counting(list):
+        reads = 0
+
+        def __getitem__(self, k):
+            Counting.reads += 1
+            return list.__getitem__(self, k)
+
+        def index(self, *a):
+            raise AssertionError("a finding was looked up by scanning the entry names")
+    r.outputs = Counting(r.outputs)
+    text = str(r)
+    assert "torch_fn" in text and Counting.reads < 50  # 2,001 names; only the shown ones read
+    assert all(r.locate(f)[1] == f.column for f in r.failures)

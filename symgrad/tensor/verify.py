@@ -251,7 +251,8 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
         note = _block_note(comp, i, k) if status == SYSTEMATIC else ""
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note))
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
+                             column=int(k)))
     return found
 
 

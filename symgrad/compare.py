@@ -84,10 +84,10 @@ from .errors import SymgradError
 
 # status codes of one compared entry
 OK, LOSS, MISMATCH, NONFINITE, DOMAIN, OVERFLOW, KINK = 0, 1, 2, 3, 4, 5, 6
-INCONCLUSIVE, SYSTEMATIC = 7, 8
+INCONCLUSIVE, SYSTEMATIC, SUSPECT = 7, 8, 9
 STATUS_NAMES = {OK: "ok", LOSS: "precision loss", MISMATCH: "mismatch", NONFINITE: "non-finite",
                 DOMAIN: "domain", OVERFLOW: "overflow", KINK: "kink",
-                INCONCLUSIVE: "inconclusive", SYSTEMATIC: "systematic"}
+                INCONCLUSIVE: "inconclusive", SYSTEMATIC: "systematic", SUSPECT: "suspect"}
 FAILING = (MISMATCH, NONFINITE, DOMAIN, OVERFLOW, SYSTEMATIC)
 
 EXPLANATIONS = {
@@ -110,6 +110,10 @@ EXPLANATIONS = {
     "systematic": "the backend's errors on this parameter block are aligned with the exact "
                   "gradient (a scale, sign or zeroing error): far beyond what rounding, which is "
                   "nearly orthogonal to it, produces",
+    "suspect": "beyond the fast (first-order or probabilistic) bound, or flagged by a block or "
+               "pooled test, but not proven: inside the rigorous enclosure of what correct code "
+               "can produce, or a statistical suspicion awaiting its independent confirmation; "
+               "neither ok nor failing",
     "precision loss": "within the bound, but more than `precision_loss_ulps` ULPs: the model as "
                       "written is ill-conditioned here (cancellation); a stable form would avoid it",
 }

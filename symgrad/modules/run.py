@@ -267,6 +267,12 @@ class PathsReport:
     def ok(self) -> bool:
         return self.result.ok
 
+    @property
+    def verdict(self) -> str:
+        """pass / fail / inconclusive of the module's paths (symgrad's own programs are shown,
+        not deciding)."""
+        return self.result.verdict
+
     def __str__(self) -> str:
         from tabulate import tabulate
         return (f"{self.result.model}: {len(self.rows)} torch path(s)\n"
@@ -304,7 +310,7 @@ def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
             row.update(verdict="skipped", note=result.module.skipped[path])
         else:
             comp = result.comparisons[name]
-            row.update(verdict="ok" if comp.ok else "FAIL",
+            row.update(verdict=PATH_VERDICT[result.backend_verdict(name)],
                        **{"worst ULPs": result.worst_ulps(name),
                           "median ULPs": result.median_ulps(name)},
                        note=_difference(result, comp, base) if path != "eager" else "")
@@ -312,20 +318,30 @@ def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
     return PathsReport(result, rows)
 
 
+PATH_VERDICT = {"pass": "ok", "fail": "FAIL", "inconclusive": "inconclusive"}
+SHARE_SHOWN = 1e6  # a difference over this many allowances is shown in absolute terms only
+
+
 def _difference(result: Result, comp, base) -> str:
     """Where a path's gradient differs most from eager's, as a fraction of the allowance
-    (the rounding-error bound of that entry), so that exact zeros do not dominate."""
+    (the rounding-error bound of that entry, in absolute terms), so that exact zeros do not
+    dominate. The difference and the allowance are printed as they are; their ratio only where
+    it means something (an allowance at the underflow floor, e.g. at an exact zero, makes any
+    difference "1e259 allowances": there the ratio is "n/a")."""
     if base is None:
         return "no eager run to compare with"
     delta = np.abs(comp.got - base.got)
     if not np.any(delta) and not np.any(np.isnan(delta)):
         return "bitwise identical to eager"
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ulp = np.spacing(np.abs(comp.expected)).clip(min=np.finfo(np.float64).tiny)
-        share = delta / (comp.allowed_ulps * ulp)
+    allowed = comp.allowed_abs if comp.allowed_abs is not None else np.full(delta.shape, np.inf)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        share = np.where(allowed > 0, delta / allowed, np.where(delta == 0, 0.0, np.inf))
     share = np.where(np.isnan(share), np.inf, share)
     i, k = np.unravel_index(int(np.argmax(share)), share.shape)
     where = result.outputs[k][3:] if k else "the loss value"
+    shown = np.isfinite(share[i, k]) and share[i, k] <= SHARE_SHOWN
+    ratio = (f" = {share[i, k]:.3g} of it" if shown else
+             f" (ratio n/a: over {SHARE_SHOWN:.0e} of a near-zero allowance)")
     return (f"differs from eager in {int((delta != 0).sum())} of {delta.size} entries; most in "
             f"{where} at sample {int(result.oracle_samples[i])}: |difference| "
-            f"{delta[i, k]:.3g} = {share[i, k]:.3g} of its allowance")
+            f"{delta[i, k]:.3g}, allowance {allowed[i, k]:.3g}{ratio}")

@@ -209,7 +209,9 @@ def _reproduce(r: Result) -> str:
 
 def _finding_row(r: Result, f: Failure) -> dict:
     m = r.measure(f)
-    return {"backend": f.backend, "kind": f.kind, "output": f.output, "sample": f.sample,
+    who = (f.backend if r.decides(f.backend)
+           else f"{f.backend} (symgrad's own program, not deciding)")
+    return {"backend": who, "kind": f.kind, "output": f.output, "sample": f.sample,
             "expected": repr(f.expected), "got": repr(f.got),
             "error / allowance": _fmt(m["error_over_allowance"]), "ULPs": _fmt(m["ulps"]),
             "cause": f.cause or "-"}

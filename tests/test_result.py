@@ -82,3 +82,15 @@ def test_printing_a_result_never_scans_the_entry_names():
     text = str(r)
     assert "torch_fn" in text and Counting.reads < 50  # 2,001 names; only the shown ones read
     assert all(r.locate(f)[1] == f.column for f in r.failures)
+
+
+def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
+    # tiny_gpt's point has 38 blocks: a one-line message shows the inputs (last, after the
+    # parameters) and counts the rest; the Failure keeps the whole point for the JSON
+    from symgrad.result import Failure
+    point = {f"p{i}": [float(i)] * 5 for i in range(36)}
+    point.update(ids=[1, 2, 3], targets=[2, 3, 4])
+    f = Failure("torch_fn", "mismatch", "d/dp0[0]", 3, point, 1.0, 2.0, 1e16, 4.0)
+    msg = f.message()
+    assert "34 earlier blocks as drawn" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
+    assert len(msg) < 400 and len(f.as_dict()["point"]) == 38

@@ -563,9 +563,20 @@ def _json_float(v):
     return v
 
 
+POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+
+
 def _point(point: dict) -> str:
+    """A sample's point for a one-line message. Blocks are in the model's order, parameters
+    first: beyond ``POINT_BLOCKS_SHOWN`` blocks (a GPT has 38) only the last ones - the inputs -
+    are shown, and the rest is counted (the JSON keeps every block)."""
     parts = []
-    for k, v in point.items():
+    items = list(point.items())
+    if len(items) > POINT_BLOCKS_SHOWN:
+        hidden = len(items) - (POINT_BLOCKS_SHOWN - 2)
+        parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
+        items = items[hidden:]
+    for k, v in items:
         if isinstance(v, dict):
             v = v["first"]
         if isinstance(v, list):

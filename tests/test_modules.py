@@ -269,7 +269,8 @@ def test_planted_bug_on_book_layout_names_its_parameter(book_model, bug):
         assert rows[clean.format(last=0)] != "FAIL", clean
     message = r.failures[0].message()
     assert message.startswith("module: mismatch in the gradient with respect to ")
-    assert "(seed=0)" in message and "\n" not in message and len(message) < 500
+    named = 100 if bug.name == "float32-constant" else 0  # the named cause's own words
+    assert "(seed=0)" in message and "\n" not in message and len(message) < 500 + named
     assert sg.verify(book_model, module=module, samples=N, seed=0).ok  # restored
 
 
@@ -391,10 +392,10 @@ def test_path_difference_is_said_in_absolute_terms_not_absurd_ratios():
     result = NS(outputs=["value", "d/dw[0]", "d/dw[1]"], oracle_samples=np.array([7]))
     eager, other = comp([1.0, 1e-8, 2.0]), comp([1.0, 2e-8, 2.0])
     note = _difference(result, other, eager)
-    assert "most in w[0] at sample 7: |difference| 1e-08, allowance 7.15e-07 = 0.014 of it" \
-        in note, note
+    assert "most in w[0] at sample 7: |difference| 1e-08, allowance 7.15e-07 = 0.014 of its " \
+        "allowance" in note, note
     tiny_allow = compare(exact, 0 * exact, np.array([[1.0, 1e-3, 2.0]]), 0 * bound,
                          backend="m", dtype="float32", tol=Tolerance())
     note = _difference(result, tiny_allow, eager)
-    assert "ratio n/a" in note and "e+2" not in note.split("allowance")[1][:12], note
+    assert note.endswith("|difference| 0.001, allowance 4.7e-38"), note  # no ratio there
     assert PATH_VERDICT == {"pass": "ok", "fail": "FAIL", "inconclusive": "inconclusive"}

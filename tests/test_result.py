@@ -225,3 +225,15 @@ def test_resolution_says_what_the_entry_test_could_see_and_it_is_real():
     below, above = run("float32", scaled(s32 / 2)), run("float32", scaled(2 * s32))
     assert not (below.comparisons["torch_fn"].status == MISMATCH).any(), str(below)
     assert (above.comparisons["torch_fn"].status == MISMATCH).any() and not above.ok
+
+
+def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
+    # tiny_gpt's point has 38 blocks: a one-line message shows the inputs (last, after the
+    # parameters) and counts the rest; the Failure keeps the whole point for the JSON
+    from symgrad.result import Failure
+    point = {f"p{i}": [float(i)] * 5 for i in range(36)}
+    point.update(ids=[1, 2, 3], targets=[2, 3, 4])
+    f = Failure("torch_fn", "mismatch", "d/dp0[0]", 3, point, 1.0, 2.0, 1e16, 4.0)
+    msg = f.message()
+    assert "34 earlier blocks as drawn" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
+    assert len(msg) < 400 and len(f.as_dict()["point"]) == 38

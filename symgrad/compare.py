@@ -348,7 +348,9 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         # a value below zero_below of its allowance is zero to the oracle's precision: the
         # allowance alone decides it (a sign the dtype cannot resolve is no verdict's concern)
         nonzero = np.abs(exact_hi) > tol.zero_below * allowed_abs
-        status[nonzero & (allowed_abs >= np.abs(exact_hi)) & (err <= allowed_abs)] = INCONCLUSIVE
+        # an error of exactly 0 is the exact value itself: ok, whatever the bound could see
+        status[nonzero & (allowed_abs >= np.abs(exact_hi)) & (err <= allowed_abs) & (err > 0)] = \
+            INCONCLUSIVE
         status[err > allowed_abs] = MISMATCH
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.

@@ -4,12 +4,14 @@
 >>> from symgrad.testing import assert_gradients_match
 >>> w, x = sp.symbols("w x")
 >>> m = sg.Model("m", sp.tanh(w * x), params=[w], inputs=[x])
+>>> assert_gradients_match(m, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20)
 >>> assert_gradients_match(m, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20,
-...                        allow_inconclusive=True)  # at x = 5e-324, d/dw is below the floor
+...                        dtype="float32", allow_inconclusive=True)
 
-Without ``allow_inconclusive=True`` that search ends in an AssertionError: at the subnormal
-x = 5e-324 the gradient d/dw = 5e-324 lies below the dtype's underflow allowance, so no
-computation could be told right from wrong there (inconclusive, never a pass).
+In float32, without ``allow_inconclusive=True``, that search ends in an AssertionError: at a
+saturated tanh (|w x| >= 9) float32 rounds tanh to 1, so 1 - tanh^2 is 0 while the exact d/dw
+is ~1e-8 x; the rounding allowance there is larger than the exact value, so no float32
+computation could be told right from wrong (inconclusive, never a pass).
 """
 
 from __future__ import annotations

@@ -214,6 +214,8 @@ class Rewriter:
     def _rewrite(self, e: sp.Expr) -> sp.Expr:
         if not e.free_symbols:  # a constant is printed as one exact number: nothing to do
             return e
+        if isinstance(e, sp.Piecewise):  # a branch stays whole: a step hoisted out of it would
+            return e  # run where the branch is not taken (torch's where-trap: NaN gradients)
         if isinstance(e, sp.log):
             arg = e.args[0]
             t = _logistic(arg)

@@ -90,6 +90,7 @@ def test_which_rules_fire():
         sp.log(sg.ops.sigmoid(z)) * u: ("log-sigmoid",),  # an ops.sigmoid step, logged by hand
         sp.sin(z) * sp.exp(u) + sp.log(z ** 2 + 2): (),  # nothing to do
         sp.log(1 / (1 + sp.exp(sp.Rational(3, 2)))) * z: (),  # constants stay exact numbers
+        sp.Piecewise((sp.log(1 + sp.exp(sp.sqrt(z))), z > 0), (z, True)): (),  # branches stay
     }
     for expr, rules in cases.items():
         m = sg.Model("m", expr, params=[z], inputs=[u] if expr.has(u) else [])
@@ -300,3 +301,14 @@ def test_a_model_without_the_patterns_generates_the_same_program(monkeypatch, na
     rb = sg.verify(after, samples=20, seed=3, backends=OWN)
     for backend in OWN:
         np.testing.assert_array_equal(ra.comparisons[backend].got, rb.comparisons[backend].got)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_plain_sigmoid_has_a_finite_derivative_in_saturation(dtype):
+    """(1/(1 + exp(-w x)) - y)^2 at w x = -152 and -800: sympy's derivative
+    exp(-wx)/(1 + exp(-wx))^2 is inf/inf; the sigmoid step's s (1 - s) is not."""
+    m = sg.Model("mse_sigmoid", (1 / (1 + sp.exp(-W * X)) - Y) ** 2, params=[W], inputs=[X, Y])
+    assert m.graph.rewrites == ("sigmoid",)
+    r = sg.verify(m, at={"w": [-152.0, -800.0, 152.0, 0.5], "x": [1.0] * 4,
+                         "y": [1.0, 0.0, 0.0, 1.0]}, dtype=dtype, backends=OWN)
+    _assert_within_bound(r)

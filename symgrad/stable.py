@@ -12,8 +12,8 @@ identity, checked at 40 digits by ``tests/test_stable.py``), reusing the stable 
     log-sigmoid        log(1/(1 + exp(-t)))      ->  -softplus(-t)
     log-one-minus-sig  log(1 - 1/(1 + exp(-t)))  ->  -softplus(t)
     softplus           log(1 + exp(t))           ->  max(t, 0) + log1p(exp(-|t|))
-    sigmoid            1/(1 + exp(-t))           ->  sigmoid(t) (torch.sigmoid; s(1 - s))
-    one-minus-sigmoid  1 - 1/(1 + exp(-t))       ->  sigmoid(-t)
+    sigmoid            1/(1 + exp(-t))           ->  exp(-softplus(-t))
+    one-minus-sigmoid  1 - 1/(1 + exp(-t))       ->  exp(-softplus(t))
     expm1              exp(x) - 1                ->  expm1(x)
     log1p              log(1 + x)                ->  log1p(x)
 
@@ -83,11 +83,10 @@ RULES: tuple[Rule, ...] = (
          lambda t, a, b: (sp.log(1 - _sigmoid_plain(t)), -_softplus_plain(t))),
     Rule("softplus", "log(1 + exp(t))", "max(t, 0) + log1p(exp(−|t|))",
          lambda t, a, b: (sp.log(1 + sp.exp(t)), _softplus_plain(t))),
-    Rule("sigmoid", "1/(1 + exp(−t)) (also exp(t)/(1 + exp(t)))",
-         "sigmoid(t): torch.sigmoid, derivative s(1 − s)",
-         lambda t, a, b: (sp.exp(t) / (1 + sp.exp(t)), _sigmoid_plain(t))),
-    Rule("one-minus-sigmoid", "1 − 1/(1 + exp(−t))", "sigmoid(−t)",
-         lambda t, a, b: (1 - _sigmoid_plain(t), _sigmoid_plain(-t))),
+    Rule("sigmoid", "1/(1 + exp(−t)) (also exp(t)/(1 + exp(t)))", "exp(−softplus(−t))",
+         lambda t, a, b: (sp.exp(t) / (1 + sp.exp(t)), sp.exp(-_softplus_plain(-t)))),
+    Rule("one-minus-sigmoid", "1 − 1/(1 + exp(−t))", "exp(−softplus(t))",
+         lambda t, a, b: (1 - _sigmoid_plain(t), sp.exp(-_softplus_plain(t)))),
     Rule("expm1", "exp(x) − 1", "expm1(x)", lambda t, a, b: (sp.exp(t) - 1, expm1(t))),
     Rule("log1p", "log(1 + x)", "log1p(x)",
          lambda t, a, b: (sp.log(1 + sp.exp(a) * t ** 2), log1p(sp.exp(a) * t ** 2))),
@@ -195,9 +194,14 @@ class Rewriter:
         return self._step(("softplus", z), lambda: define(_softplus_expr(z), kind="softplus"))
 
     def sigmoid(self, t: sp.Expr) -> sp.Expr:
-        from .ops.basic import _sigmoid
-        z = self.operand(self(t))
-        return self._step(("sigmoid", z), lambda: _sigmoid(z))
+        """sigmoid(t) as exp(-softplus(-t)): the value and *both* saturations of its derivative
+        stay accurate. (torch's s (1 - s) cancels in 1 - s for t >> 1, and autograd of
+        1/(1 + exp(-t)) is inf/inf at t << -1; here ds/dt = s * sigmoid(-t) from the stable
+        softplus, relative-accurate everywhere.)"""
+        t = self(t)
+        spn = self.softplus(-t)
+        return self._step(("sigmoid", self.operand(t)), lambda: define(
+            sp.exp(-spn), kind="sigmoid", partials=lambda s: {spn: -s}))
 
     def logsumexp(self, xs: list[sp.Expr]) -> sp.Expr:
         from .ops.basic import logsumexp

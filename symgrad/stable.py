@@ -200,7 +200,7 @@ class Rewriter:
         softplus, relative-accurate everywhere.)"""
         t = self(t)
         spn = self.softplus(-t)
-        return self._step(("sigmoid", self.operand(t)), lambda: define(
+        return self._step(("sigmoid", t), lambda: define(
             sp.exp(-spn), kind="sigmoid", partials=lambda s: {spn: -s}))
 
     def logsumexp(self, xs: list[sp.Expr]) -> sp.Expr:

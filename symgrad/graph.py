@@ -99,6 +99,7 @@ class Graph:
     nodes: tuple[Node, ...]
     leaves: frozenset[sp.Symbol]  # symbols read that are not nodes
     by_symbol: Mapping[sp.Symbol, Node] = field(repr=False, compare=False)
+    rewrites: tuple[str, ...] = field(default=(), compare=False)  # stable rules applied
 
     @property
     def output(self) -> Node:
@@ -107,14 +108,28 @@ class Graph:
     @staticmethod
     def from_expr(expr: sp.Expr, *, name_hint: str = "L",
                   rename: Callable[[sp.Expr], sp.Expr] | None = None,
-                  view: str = "compute") -> "Graph":
+                  view: str = "compute", rewrite=None) -> "Graph":
         """Collect the intermediates reachable from ``expr`` into a program.
 
         ``rename`` is applied to every definition (the model uses it to make leaves real).
         ``view="display"`` uses each op's textbook form where it has a stable rewrite: the
         composition a reader (and most hand-written torch code) computes.
+        ``rewrite`` (compute view only): a ``symgrad.stable.Rewriter`` applied to the root and
+        to every plain-sympy step (``rewritable``); the steps it makes join the program and the
+        rules it applied are listed in ``Graph.rewrites``.
         """
         rename = rename or (lambda e: e)
+        if view != "compute":
+            rewrite = None
+        bodies: dict[Intermediate, sp.Expr] = {}
+
+        def body(item: Intermediate) -> sp.Expr:
+            if item not in bodies:
+                e = item.view(view)
+                bodies[item] = rewrite(e) if rewrite is not None and rewritable(item) else e
+            return bodies[item]
+        if rewrite is not None:
+            expr = rewrite(expr)
         order: list[Intermediate] = []
         state: dict[Intermediate, int] = {}  # 1 visiting, 2 done
         roots = _intermediates_in(expr)
@@ -131,14 +146,14 @@ class Graph:
                     continue
                 state[item] = 1
                 stack.append((item, True))
-                for dep in _intermediates_in(item.view(view)):
+                for dep in _intermediates_in(body(item)):
                     if not state.get(dep):
                         stack.append((dep, False))
         names = _Namer()
         nodes: list[Node] = []
         for item in order:
-            nodes.append(_node(names(item.label or item.op), item, rename(item.view(view)),
-                               item.op, item.partials if item.view(view) is item.definition
+            nodes.append(_node(names(item.label or item.op), item, rename(body(item)),
+                               item.op, item.partials if body(item) is item.definition
                                else None, rename))
         if isinstance(expr, Intermediate):
             out = expr
@@ -147,7 +162,8 @@ class Graph:
             nodes.append(_node(names(name_hint), out, rename(expr), "loss", None, rename))
         node_syms = {n.symbol for n in nodes}
         leaves = frozenset(s for n in nodes for s in n.operands if s not in node_syms)
-        return Graph(tuple(nodes), leaves, {n.symbol: n for n in nodes})
+        return Graph(tuple(nodes), leaves, {n.symbol: n for n in nodes},
+                     rewrite.applied if rewrite is not None else ())
 
     def expand(self, symbol: sp.Symbol | None = None) -> sp.Expr:
         """The flat sympy expression of a node (default: the output). Small graphs only."""
@@ -160,6 +176,13 @@ class Graph:
         """Number of intermediates and of sympy operations in the program."""
         return {"intermediates": len(self.nodes),
                 "operations": sum(sp.count_ops(n.expr) for n in self.nodes)}
+
+
+def rewritable(item: Intermediate) -> bool:
+    """Whether a step is plain sympy that ``symgrad.stable`` may rewrite: not an op's own stable
+    form (explicit partials or a display view) and not a step the rewriter made."""
+    return (item.partials is None and item.display is None
+            and getattr(item, "rewritten", None) is None)
 
 
 def _intermediates_in(expr: sp.Basic) -> list[Intermediate]:

@@ -149,14 +149,22 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
         model._cache["program"] = program
         t1 = time.perf_counter()
         with phase(f"compiling {model.name}", enabled=cfg.progress):
-            exact_fn = oracle.compile_oracle(program)
+            # the oracle evaluates the model as written; the backends run its stable rewrite
+            # (symgrad.stable), the same function: the oracle checks the rewrite on every run
+            written = (reverse_accumulation(model, view="written") if model.graph.rewrites
+                       else program)
+            exact_fn = oracle.compile_oracle(written)
             sites = oracle.site_arguments(exact_fn)
             # one bound program: E of each output, then of each kink site's argument
             bound = compile_bound(program.assignments, program.leaves,
-                                  (program.value, *program.gradient, *sites),
+                                  (program.value, *program.gradient,
+                                   *(sites if written is program else ())),
                                   np_backend.target("float64"))
-            has_display = any(getattr(n.symbol, "display", None) is not None
-                               for n in model.graph.nodes)
+            if written is not program:
+                bound = _joined(bound, compile_bound(written.assignments, written.leaves,
+                                                     sites, np_backend.target("float64")))
+            has_display = bool(model.graph.rewrites) or any(
+                getattr(n.symbol, "display", None) is not None for n in model.graph.nodes)
             display_bound = (np_backend.compile_bound(
                 reverse_accumulation(model, view="display")) if has_display else bound)
             compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
@@ -168,6 +176,15 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
     if timings is not None:
         timings.update(model._cache[key + ("times",)])
     return model._cache[key]
+
+
+def _joined(outputs: Callable, sites: Callable) -> Callable:
+    """One bound function: E of the outputs (the program run), then E of each kink site's
+    argument (in the oracle's program, the model as written)."""
+    def bound(X):
+        return list(outputs(X)) + list(sites(X))
+    bound.source = outputs.source + sites.source
+    return bound
 
 
 @dataclass

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Sequence
 
 from . import zoo
+from .cluster import session
 from .config import VerifyConfig
 from .errors import SymgradError
 
@@ -67,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default="cpu", help="torch device (default cpu)")
     o.add_argument("--no-second-order", action="store_true", help="skip Hessian-vector products")
     o.add_argument("--no-gradcheck", action="store_true", help="skip torch.autograd.gradcheck")
+    _cluster_options(o)
     e = sub.add_parser("explain", help="print a step-by-step derivation")
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
@@ -99,6 +101,15 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "'{\"n_layers\": 1}'")
     p.add_argument("--tokens", type=int, default=None,
                    help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
+    _cluster_options(p)
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the exact oracle (ops: each operator x dtype) as tasks on the Dask "
+                        "scheduler at ADDRESS (tcp://host:port); needs symgrad[cluster]")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="... or on a local Dask cluster of N worker processes")
 
 
 DEFAULT_SAMPLES = 500  # samples drawn when --samples is not given (scalar models)
@@ -176,9 +187,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    base = config_from(args)
+    with session(args.scheduler, args.workers) as client:
+        return _verify_all(args, base, client)
+
+
+def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
     from .verify import verify
 
-    base = config_from(args)
     results, lines = [], []
     for name in args.models:
         model = _get(name, args)
@@ -193,7 +209,7 @@ def _verify(args: argparse.Namespace) -> int:
             results.append(verify(model, module=module, train=args.train, config=cfg))
         else:
             ref = None if args.no_reference else model.reference
-            results.append(verify(model, torch_fn=ref, config=cfg))
+            results.append(verify(model, torch_fn=ref, config=cfg, client=client))
         lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
     if args.json:
         doc = {"ok": all(r.ok for r in results),
@@ -298,7 +314,8 @@ def _report(args: argparse.Namespace) -> int:
     names = args.models or zoo.names()
     entries = []
     t_all = time.perf_counter()
-    with phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
+    with session(args.scheduler, args.workers) as client, \
+            phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
         for name in names:
             model = _get(name, args)
             bar.set_postfix_str(model.name)
@@ -306,7 +323,8 @@ def _report(args: argparse.Namespace) -> int:
                 print(f"symgrad: verifying {model.name}", file=sys.stderr)
             t0 = time.perf_counter()
             result = verify(model, torch_fn=model.reference,
-                            config=samples_for(model, cfg, given=args.samples is not None))
+                            config=samples_for(model, cfg, given=args.samples is not None),
+                            client=client)
             entries.append(Entry(model, result, time.perf_counter() - t0))
             bar.update(1)
     with phase(f"writing the report to {args.out}/", enabled=cfg.progress):
@@ -345,7 +363,8 @@ def _ops(args: argparse.Namespace) -> int:
                     budget=args.budget, seed=args.seed, device=args.device,
                     second_order=not args.no_second_order, gradcheck=not args.no_gradcheck,
                     progress=sys.stderr.isatty())
-    report = run_ops(cfg)
+    with session(args.scheduler, args.workers) as client:
+        report = run_ops(cfg, client=client)
     written = write_ops_report(report, args.out)
     for row in report.rows:
         if row.status in ("unexplained", "error"):

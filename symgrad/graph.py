@@ -22,6 +22,14 @@ from typing import Callable, Iterable, Mapping
 import sympy as sp
 
 
+def _rebuild(cls, definition, kind, label, index, attrs):
+    obj = sp.Dummy.__new__(cls, kind, dummy_index=index, real=True)
+    obj.definition, obj.op, obj.label = definition, kind, label
+    for k, v in attrs.items():
+        setattr(obj, k, v)
+    return obj
+
+
 class Intermediate(sp.Dummy):
     """A named intermediate value: a real symbol that carries its defining expression.
 
@@ -45,6 +53,13 @@ class Intermediate(sp.Dummy):
         obj.shown = None  # how explanations write it (sigma(z) for a sigmoid), if not display
         obj.group = None  # the matrix op call that made it (symgrad.ops.Group), if any
         return obj
+
+    def __reduce_ex__(self, protocol):
+        """Pickled with its dummy index and attributes (a model sent to a Dask worker): the
+        same symbol, so the unpickled program's steps still refer to each other."""
+        attrs = {k: getattr(self, k) for k in ("partials", "display", "shown", "group")}
+        return (_rebuild, (type(self), self.definition, self.op, self.label, self.dummy_index,
+                           attrs))
 
     def view(self, view: str) -> sp.Expr:
         """The definition used by a view: "compute" (stable form) or "display" (textbook)."""

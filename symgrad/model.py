@@ -123,6 +123,13 @@ class Model:
                                    "(exp, log, tanh, erf, Abs, Max, Piecewise, ...)")
         self._cache: dict = {}
 
+    def __getstate__(self) -> dict:
+        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
+        not pickle): a Dask worker derives the model again once and keeps it."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     @property
     def display_graph(self) -> Graph:
         """The program with each op's textbook form (e.g. BCE of a sigmoid, not softplus)."""

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 import symgrad as sg
 from symgrad import stable, zoo
 from symgrad.backends import numpy as np_backend
-from symgrad.compare import FAILING, INCONCLUSIVE, OK, allowance
+from symgrad.compare import FAILING, INCONCLUSIVE, LOSS, OK, allowance
 from symgrad.config import VerifyConfig
 from symgrad.derive import reverse_accumulation
 from symgrad.testing import scale_backward
@@ -132,7 +132,7 @@ def _assert_within_bound(r, backends=OWN):
         c = r.comparisons[name]
         assert np.isfinite(c.got).all(), (name, c.got)
         assert not np.isin(c.status, FAILING).any(), (name, c.status)
-        assert np.isin(c.status, (OK, INCONCLUSIVE)).all(), (name, c.status)
+        assert np.isin(c.status, (OK, LOSS, INCONCLUSIVE)).all(), (name, c.status)  # within
         assert (c.error <= c.allowed_abs).all(), (name, c.error, c.allowed_abs)
 
 
@@ -153,9 +153,11 @@ def test_hand_written_bce_of_a_sigmoid_own_programs_do_not_overflow(dtype):
     # the same verdict as the zoo neuron (ops.bce of ops.sigmoid) at the same points
     neuron = sg.verify(zoo.get("neuron"), dtype=dtype, backends=OWN,
                        at={**BCE_AT, "b": [0.0] * 6})
+    def verdicts(status):  # precision loss is a warning within the bound: ok
+        return np.where(status == LOSS, OK, status)
     for name in OWN:
-        np.testing.assert_array_equal(r.comparisons[name].status,
-                                      neuron.comparisons[name].status[:, :2])
+        np.testing.assert_array_equal(verdicts(r.comparisons[name].status),
+                                      verdicts(neuron.comparisons[name].status[:, :2]))
 
 
 def test_a_stable_torch_fn_is_no_longer_sunk_by_the_own_programs():

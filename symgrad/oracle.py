@@ -365,7 +365,7 @@ def _combo_label(keys, combo, options, enumerate_all: bool) -> str:
     base = (f"each of the {len(keys)} reached kinks from its first side ({first}, ...)")
     if not changed:
         return base
-    return "; ".join(side_label(k, c) for k, c in changed) + f", the other kinks from their first side"
+    return "; ".join(side_label(k, c) for k, c in changed) + ", the other kinks from their first side"
 
 
 def _beyond(fn, args, keys, options, verts, labels) -> Sides:
@@ -385,18 +385,18 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
     rng = np.random.default_rng(len(keys))
     known = {k: set(o) for k, o in zip(keys, options)}
     bases = [unit]
-    why = "not tried"
+    why, grew = "not tried", False
     for attempt in range(2):
         if attempt:  # the all-last-side base and its single changes: links hidden at the first
             last = tuple(o[-1] for o in options)
             first = len(verts)
-            _vertex(fn, args, keys, last, known, verts)
+            grew |= _vertex(fn, args, keys, last, known, verts)
             labels.append(f"each of the {len(keys)} reached kinks from its last side")
             more, r = [], first + 1
             for i, o in enumerate(options):
                 more.append([first] + list(range(r, r + len(o) - 1)))
                 for c in o[:-1]:
-                    _vertex(fn, args, keys, last[:i] + (c,) + last[i + 1:], known, verts)
+                    grew |= _vertex(fn, args, keys, last[:i] + (c,) + last[i + 1:], known, verts)
                     labels.append(side_label(keys[i], c) + ", the other kinks from their last side")
                 r += len(o) - 1
             bases.append(more)
@@ -419,10 +419,11 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
                 if tuple(full) == base:
                     continue
                 rows[-1].append(len(verts))
-                _vertex(fn, args, keys, tuple(full), known, verts)
+                grew |= _vertex(fn, args, keys, tuple(full), known, verts)
                 labels.append("; ".join(side_label(keys[i], c) for i, c in zip(g, combo))
                               + ", the other kinks from their first side")
-        why = _interaction(fn, args, keys, options, verts, groups, rows, rng)
+        why = ("a side reaches another kink" if grew else
+               _interaction(fn, args, keys, options, verts, groups, rows, rng))
         if why is None:
             return Sides("separable", rows)
     extra = [tuple(o[int(rng.integers(len(o)))] for o in options)

@@ -106,3 +106,12 @@ def test_limits_and_true_domain_errors():
 def test_a_negative_base_with_a_non_integer_exponent_is_domain():
     r = sg.verify(_w_pow_p(), at={"w": np.array([-1.5]), "p": np.array([2.5])})
     assert not r.ok and {f.kind for f in r.failures} == {"domain"}
+
+
+def test_an_infinite_derivative_stays_domain_beside_a_limit():
+    """x**y at (0, 1/2): d/dx = y x**(y-1) is infinite (the sequence diverges: domain); d/dy =
+    x**y log x has the limit 0, which torch's pow backward computes too."""
+    r = sg.verify(_xy(), at={"x": np.array([0.0]), "y": np.array([0.5])},
+                  torch_fn=lambda x, y: x**y)
+    c = r.comparisons["torch_fn"]
+    assert c.status[0].tolist() == [0, DOMAIN, 0] and c.expected[0, 2] == 0

@@ -429,8 +429,9 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
                _interaction(fn, args, keys, options, verts, groups, rows, rng))
         if why is None:
             return Sides("separable", rows)
-    extra = [tuple(o[int(rng.integers(len(o)))] for o in options)
-             for _ in range(EXTRA_VERTICES)]
+    extra = _class_combos(verts, bases, options)
+    extra += [tuple(o[int(rng.integers(len(o)))] for o in options)
+              for _ in range(EXTRA_VERTICES)]
     for combo in extra:
         _vertex(fn, args, keys, combo, known, verts)
         labels.append(_combo_label(keys, combo, options, False))
@@ -440,6 +441,29 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
                  f"{len(keys)} reached kinks interact ({why}); {count:.3g} combinations of "
                  f"sides, {len(verts)} evaluated: got lies in the proven enclosure of every "
                  "subgradient but not in the hull of the evaluated sides")
+
+
+def _class_combos(verts, bases, options) -> list[tuple]:
+    """Combinations where every kink of one class takes the same side (first or last): a
+    class is the kinks whose single changes move something, or nothing, at each base (two
+    stacked ReLU layers at 0: at the all-left base the first layer's changes move nothing). A
+    backend uses one convention per op, and ops differ by layer, so these are the likely
+    subgradients (torch.relu in one layer, H(0) = 1 in the next). At most 2^4 classes' worth."""
+    sig = []
+    for i in range(len(options)):
+        sig.append(tuple(any(_double_double(a) != _double_double(b)
+                             for row in rows[i][1:] for a, b in zip(verts[row], verts[rows[i][0]]))
+                         for rows in bases))
+    classes = sorted(set(sig))
+    if len(classes) < 2 or len(classes) > 4:
+        return []
+    out = []
+    for pick in itertools.product((0, -1), repeat=len(classes)):
+        side = dict(zip(classes, pick))
+        combo = tuple(o[side[s]] for o, s in zip(options, sig))
+        if len(set(side.values())) > 1:  # all-first and all-last are evaluated already
+            out.append(combo)
+    return out
 
 
 def _groups(verts, bases, n: int) -> list[list[int]]:

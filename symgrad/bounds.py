@@ -9,6 +9,7 @@ satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the s
     a_1 * ... * a_n                      sum E_i prod_{j != i} |a_j| + (m - 1) |product|,
                                          m the factors other than +-2^k
     b ** k (k constant)                  |k b^(k-1)| E_b + |b^k|
+    b ** e (e not a constant)            |e b^(e-1)| E_b + |b^e log|b|| E_e + |b^e|
     f(a_1, ..., a_n)                     sum |df/da_i| E_i + |f|  (no |f| for Abs, Max, Min)
     Heaviside, sign                      0
     Piecewise                            the E of the branch taken
@@ -82,7 +83,14 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
         n_round = sum(1 for a in args if not _power_of_two(a)) - 1
         if n_round > 0:
             terms.append(f"{n_round} * abs({pr(e)})")
-        return _sum(terms)
+        src = _sum(terms)
+        # a step on its flat side (Heaviside = 0) or x**y at x = 0 makes the product exactly 0
+        # whatever the other factors are (1/sqrt(relu(w)) = inf at w < 0): so is its error
+        annul = [a for a in args
+                 if isinstance(a, sp.Heaviside) or (a.is_Pow and not a.exp.is_number)]
+        if annul and src != "0" and "annul" in pr.t.namespace:
+            src = f"annul({pr(annul[0])}, {src})"
+        return src
     if e.is_Pow:
         base, ex = e.args
         if ex.is_number:
@@ -94,7 +102,17 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
             else:
                 cond = f"abs({pr(ex * base ** (ex - 1))}) * {eb}"
             return _sum([cond, f"abs({pr(e)})"])
-        return error_source(sp.exp(ex * sp.log(base)), pr, err)
+        # b ** e = exp(e log b), but with its partials written so that b = 0 (0 ** 2 = 0, no
+        # log 0) and b < 0 at an integer-valued e stay finite: |e b^(e-1)| E_b, |b^e log|b|| E_e
+        # (0 where b^e = 0: e's error moves nothing there), and the pow's own rounding
+        eb, ee = error_source(base, pr, err), error_source(ex, pr, err)
+        terms = [f"abs({pr(e)})"]
+        if eb != "0":
+            terms.append(f"abs({pr(ex * base ** (ex - 1))}) * {eb}")
+        if ee != "0":
+            terms.append(f"numpy.where({pr(e)} == 0, 0.0, abs({pr(e)} * "
+                         f"numpy.log(abs({pr(base)})))) * {ee}")
+        return _sum(terms)
     if isinstance(e, sp.Piecewise):
         return pr.t.piecewise([(error_source(b.expr, pr, err), pr(b.cond)) for b in e.args])
     if isinstance(e, _NO_ERROR):

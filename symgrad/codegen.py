@@ -55,6 +55,9 @@ class Target:
     # the source, or None for the table's spelling (the oracle prints kink sites with it; torch
     # its fused sigmoid and NaN-safe branches)
     node: Callable[[sp.Expr, "Printer"], str | None] | None = None
+    # optional hook for products: the source, or None for the plain ``(a * b)`` (numpy: a
+    # factor that is exactly 0 on a flat side of a step annuls an infinite co-factor)
+    mul: Callable[[sp.Expr, "Printer"], str | None] | None = None
 
 
 def conditional_chain(nan: str) -> Callable[[list[tuple[str, str]]], str]:
@@ -121,7 +124,8 @@ class Printer:
         if e.is_Add:
             return "(" + " + ".join(self(a) for a in e.args) + ")"
         if e.is_Mul:
-            return "(" + " * ".join(self(a) for a in e.args) + ")"
+            hooked = self.t.mul(e, self) if self.t.mul is not None else None
+            return hooked or "(" + " * ".join(self(a) for a in e.args) + ")"
         if self.t.node is not None and (e.is_Pow or cls in RELATIONALS
                                         or isinstance(e, (sp.Function, sp.Max, sp.Min))):
             hooked = self.t.node(e, self)

@@ -8,9 +8,23 @@ entry still too wide at the cap is *uncertain* (the verdict calls it inconclusiv
 each sample needed is returned (``Exact.bits``). A finite true value is never NaN: cancellation
 only costs bits.
 
-At a reached kink (``symgrad.backends.arb.Kinks``) the program is evaluated once per combination
-of sides of the reached kinks (``vertices``); the backend's gradient must be a convex combination
-of them (``symgrad.compare``).
+At a reached kink (``symgrad.backends.arb.Kinks``) each reached kink i contributes a local
+derivative h_i between its sides (Heaviside: [0, 1], sign: [-1, 1], a Max/Min tie of m
+arguments: a simplex), and the gradient is a function G(h); the backend's gradient must lie in
+the convex hull of G at the combinations of sides (``symgrad.compare``). Up to
+``MAX_COMBINATIONS`` combinations every one is evaluated (``vertices``). Beyond, G is evaluated
+at the base (each kink on its first side) and at each single change of side (k + 1 passes, not
+2^k); kinks whose changes move a common entry form a group (a Max tie feeding a ReLU), each
+group is enumerated with the others at the base, and G is checked at two random points
+*between* the sides (fractional local derivatives): where it equals the base plus each group's
+own change to 2^-40 of the gradient's scale, G is separable (one ReLU layer, Abs, clamp,
+max-pool windows; an interaction term h_i h_j across groups would show there) and its hull is
+the Minkowski sum of the groups' hulls, decided exactly by a linear program (``"separable"``).
+Otherwise (stacked ReLU layers both at 0: every unit of one layer interacts with every unit of
+the next) the sides are *relaxed*: some more combinations are evaluated (an inner hull, whose
+members are accepted) and one pass with every local derivative a ball over its whole range
+gives a proven enclosure per entry (outside it: a mismatch); an entry between the two stays
+inconclusive, with the reason (``"relaxed"``).
 
 >>> import numpy as np, sympy as sp
 >>> z = sp.Symbol("z", real=True)
@@ -23,21 +37,45 @@ of them (``symgrad.compare``).
 from __future__ import annotations
 
 import itertools
+import math
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 import numpy as np
 import sympy as sp
-from flint import arb, ctx
+from flint import arb, ctx, fmpq
 
 from .backends import arb as arb_backend
 from .codegen import compile_program
 from .derive import Program
 
-MAX_COMBINATIONS = 64  # sides of reached kinks evaluated per sample (more: uncertain)
+MAX_COMBINATIONS = 64  # combinations enumerated per sample, or per group of interacting
+#                        kinks beyond (more: relaxed)
+INTERACTION_BITS = 40  # G between the sides within 2^-40 of its scale of the prediction
+EXTRA_VERTICES = 8  # relaxed: random combinations added to the inner hull
 TIGHT_FRACTION = 64.0  # a radius <= allowance / 64 is tight
 TIGHT_RELATIVE_BITS = 80  # ... or <= 2^-80 of the value
+
+
+@dataclass
+class Sides:
+    """How the sides of one sample's reached kinks are described (beyond enumeration).
+
+    kind: "separable" (G is a sum over groups of kinks of a function of that group's local
+    derivatives: ``groups[g]`` are the rows of group g's sides in the sample's vertices, row 0,
+    the base, first; the hull is the Minkowski sum of the groups' hulls) or "relaxed" (the
+    vertices are an inner hull; ``outer_low``/``outer_high`` a proven enclosure of every
+    subgradient, per entry; -inf/inf where none could be computed).
+    """
+
+    kind: str
+    groups: list = field(default_factory=list)
+    outer_low: np.ndarray | None = None  # relaxed: the proven enclosure (separable: None)
+    outer_high: np.ndarray | None = None
+    reason: str = ""
+    low: np.ndarray | None = None  # each entry's range over the sides (separable: exact;
+    high: np.ndarray | None = None  # relaxed: over the evaluated ones)
 
 
 @dataclass
@@ -50,6 +88,7 @@ class Exact:
     bits: np.ndarray  # (N,) bits each sample needed
     vertices: dict[int, np.ndarray] = field(default_factory=dict)  # row -> (m, K) at a kink
     labels: dict[int, list[str]] = field(default_factory=dict)  # row -> each side, in words
+    structure: dict[int, Sides] = field(default_factory=dict)  # row -> beyond enumeration
 
     def summary(self) -> dict:
         """``{"max": ..., "distribution": {bits: samples}}`` for reports."""
@@ -82,7 +121,7 @@ def site_arguments(fn) -> list[sp.Expr]:
 
 def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None = None, *,
              start_bits: int = 128, max_bits: int = 4096,
-             relative_bits: int = TIGHT_RELATIVE_BITS) -> Exact:
+             relative_bits: int = TIGHT_RELATIVE_BITS, limits: bool = False) -> Exact:
     """Certified outputs for each column of X (n_leaves, N).
 
     Arguments:
@@ -93,6 +132,9 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
             None: only an exact kink (argument exactly 0) is reached.
         start_bits, max_bits: the precision ladder (doubling).
         relative_bits: a radius <= 2^-relative_bits of the value is tight.
+        limits: column 0 is the value and the rest its gradient: where the value is defined
+            and a gradient entry is not (0/0, 0 * log 0 at an input exactly 0), the entry is the
+            limit as the zero inputs approach 0 (``_limits``).
     Returns:
         An ``Exact``.
     """
@@ -103,14 +145,20 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
     bits = np.zeros(n, np.int64)
     vertices: dict[int, np.ndarray] = {}
     labels: dict[int, list[str]] = {}
+    structure: dict[int, Sides] = {}
     kinks = fn.kinks
     rel = arb(2) ** -relative_bits
     for j in range(n):
         kinks.allow = None if site_allow is None else site_allow[j]
         limit = [arb(float(a) / TIGHT_FRACTION) if np.isfinite(a) else arb(0)
                  for a in np.nan_to_num(allow[j], nan=0.0)]
-        outs, verts, complete, loose, bits[j] = certify(
+        outs, verts, info, loose, bits[j] = certify(
             fn, [arb(float(v)) for v in X[:, j]], limit, rel, start_bits, max_bits)
+        if outs is not None and limits and outs[0].is_finite() and \
+                not all(o.is_finite() for o in outs[1:]) and not verts:
+            outs, verts, labels_j = _limits(fn, X[:, j], outs, limit, rel, start_bits, max_bits)
+            if verts:
+                kinks.labels = labels_j
         if outs is not None:
             for k, o in enumerate(outs):
                 hi[j, k], lo[j, k] = _double_double(o)
@@ -123,38 +171,110 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
                 # logaddexp2's Hessian 0 at a tie). The rounding bound E was evaluated on that
                 # convention's path, so it cannot vouch for the entry: inconclusive, not ok
                 same = np.ptp(vertices[j], axis=0) == 0
+                if info is not None:
+                    info = _with_interval(info, vertices[j])
+                    structure[j] = info
+                    if info.kind == "relaxed":
+                        same &= info.outer_high - info.outer_low <= 0
                 for k in np.flatnonzero(same & (vertices[j][0] != hi[j])):
                     hi[j, k], lo[j, k] = _double_double(verts[0][k])
                     uncertain[j, k] = True
-                if not complete:
-                    uncertain[j] |= np.ptp(vertices[j], axis=0) > 0
         uncertain[j] |= np.array(loose, bool)
-    kinks.allow, kinks.dirs, kinks.reached = None, {}, {}
-    return Exact(hi, lo, uncertain, bits, vertices, labels)
+    kinks.allow, kinks.dirs, kinks.reached, kinks.weights = None, {}, {}, {}
+    return Exact(hi, lo, uncertain, bits, vertices, labels, structure)
+
+
+LIMIT_STEPS = 11  # t = 2^-64, 2^-128, ..., 2^-65536 (until every entry settles)
+BELOW_FLOAT64 = arb(2) ** -1100  # a limit's last step this small cannot show in float64
+
+
+def _limits(fn, x: np.ndarray, outs: list, limit: list, rel: arb, start_bits: int,
+            max_bits: int) -> tuple[list, list, list]:
+    """A removable singularity: the derivative at a point where its formula is 0/0 or
+    0 * log 0 (d/dy x**y = x**y log x at x = 0), as the limit when the inputs that are exactly 0
+    approach 0 from either side, t = 2^-64, 2^-128, ... 2^-65536 (the ball oracle at each). A
+    side's limit is taken when two successive values agree to 2^-80 of the value or to 2^-1100
+    (below float64); one side defined (log: x > 0): its limit; both, equal: the derivative;
+    both, different: a kink, the two limits are its sides. Otherwise the entry stays undefined
+    (domain: 1/w at 0, d/dx x**0.5 at 0). Returns (outputs, sides, their labels)."""
+    zeros = np.flatnonzero(x == 0)
+    bad = [k for k, o in enumerate(outs) if not o.is_finite()]
+    if not zeros.size:
+        return outs, [], []
+    found: dict = {}  # side -> {column: its limit}
+    for side in (-1, 1):
+        prev = None
+        for step in range(LIMIT_STEPS):
+            t = arb(2) ** -(64 << step)
+            args = [side * t if v == 0 else arb(float(v)) for v in x]
+            got, verts, _, _, _ = certify(fn, args, limit, rel, start_bits, max_bits)
+            if got is None or verts:
+                break
+            if prev is not None:
+                settled = found.setdefault(side, {})
+                for k in bad:
+                    if k in settled or not (got[k].is_finite() and prev[k].is_finite()):
+                        continue
+                    # certain comparisons (a diverging 2^2048 never settles); not against the
+                    # allowance, which a diverging entry's bound inflates alike; below 2^-1100
+                    # nothing shows in a float64 answer
+                    d = abs(got[k] - prev[k])
+                    if bool(d <= abs(got[k]) * rel) or bool(d <= BELOW_FLOAT64):
+                        settled[k] = got[k]
+                if len(settled) == len(bad):
+                    break
+            prev = got
+    left, right = found.get(-1, {}), found.get(1, {})
+    one = [o if k not in bad else right.get(k, left.get(k, o)) for k, o in enumerate(outs)]
+    split = [k for k in bad if k in left and k in right
+             and _double_double(left[k]) != _double_double(right[k])]
+    if not split:
+        return one, [], []
+    names = ", ".join(f"input {int(i)}" for i in zeros)
+    sides = [[side.get(k, o) if k in split else o for k, o in enumerate(one)]
+             for side in (left, right)]
+    return one, sides, [f"{names} → 0− (limit)", f"{names} → 0+ (limit)"]
+
+
+def _with_interval(info: Sides, V: np.ndarray) -> Sides:
+    """Each entry's interval over the sides: separable, the base plus each group's most
+    negative and most positive change (exact, every subgradient); relaxed, over the evaluated
+    sides (the enclosure, ``outer_low``/``outer_high``, widened to hold them too)."""
+    if info.kind == "separable":
+        base = V[0]
+        low, high = base.copy(), base.copy()
+        for rows in info.groups:
+            d = V[rows] - base
+            low += np.minimum(d.min(axis=0), 0)
+            high += np.maximum(d.max(axis=0), 0)
+        return replace(info, low=low, high=high)
+    return replace(info, low=V.min(axis=0), high=V.max(axis=0),
+                   outer_low=np.fmin(info.outer_low, V.min(axis=0)),
+                   outer_high=np.fmax(info.outer_high, V.max(axis=0)))
 
 
 def certify(fn, args: list, limit: list, rel: arb, start_bits: int, max_bits: int):
     """One sample at rising precision until every output (and every side at a kink) is tight.
 
-    Returns (outputs as balls or None on an error, sides, all sides evaluated, loose per output,
-    bits used).
+    Returns (outputs as balls or None on an error, sides, their ``Sides`` beyond enumeration
+    or None, loose per output, bits used).
     """
     p, width = start_bits, len(limit)
     while True:
         with ctx.workprec(p):
             arb_backend.set_precision(fn, p)
             try:
-                outs, verts, complete = _sample(fn, args)
+                outs, verts, info = _sample(fn, args)
                 loose = [not _tight(o, limit[k], rel) for k, o in enumerate(outs)]
                 for v in verts:
                     loose = [a or not _tight(o, limit[k], rel)
                              for k, (a, o) in enumerate(zip(loose, v))]
             except arb_backend.Imprecise:
-                outs, verts, complete, loose = None, [], True, [True] * width
+                outs, verts, info, loose = None, [], None, [True] * width
             except (ValueError, ZeroDivisionError, OverflowError, TypeError):
-                return None, [], True, [False] * width, p
+                return None, [], None, [False] * width, p
             if not any(loose) or p >= max_bits:
-                return outs, verts, complete, loose, p
+                return outs, verts, info, loose, p
         p = min(2 * p, max_bits)
 
 
@@ -195,34 +315,262 @@ def _arb_of(x) -> arb:
 
 
 def _sample(fn, args):
-    """The exact pass, then one pass per combination of sides of the reached kinks."""
+    """The exact pass, then the passes over the sides of the reached kinks: every combination
+    up to ``MAX_COMBINATIONS``, else the base and each single change (then ``_beyond``).
+    Returns (outputs, sides' outputs, ``Sides`` or None)."""
     kinks = fn.kinks
-    kinks.dirs, kinks.reached = {}, {}
+    kinks.dirs, kinks.reached, kinks.weights = {}, {}, {}
     outs = [arb_backend._a(o) for o in fn(args)]
     known = {k: set(v) for k, v in kinks.reached.items()}
     if not known:
-        return outs, [], True
+        return outs, [], None
     for _ in range(4):  # a side can reach new kinks (a Piecewise branch): widen and redo
         keys = sorted(known, key=repr)
-        combos = itertools.product(*[sorted(known[k]) for k in keys])
+        options = [sorted(known[k]) for k in keys]
+        enumerate_all = math.prod(len(o) for o in options) <= MAX_COMBINATIONS
+        if enumerate_all:
+            combos = list(itertools.product(*options))
+        else:
+            base = tuple(o[0] for o in options)
+            combos = [base] + [base[:i] + (c,) + base[i + 1:]
+                               for i, o in enumerate(options) for c in o[1:]]
         verts, grew, labels = [], False, []
         kinks.labels = labels
-        complete = True
-        for i, combo in enumerate(combos):
-            if i == MAX_COMBINATIONS:
-                complete = False
-                break
-            kinks.dirs, kinks.reached = dict(zip(keys, combo)), {}
-            verts.append([arb_backend._a(o) for o in fn(args)])
-            labels.append("; ".join(side_label(k, c) for k, c in zip(keys, combo)))
-            for k, v in kinks.reached.items():
-                if not v <= known.get(k, set()):
-                    known.setdefault(k, set()).update(v)
-                    grew = True
+        for combo in combos:
+            grew |= _vertex(fn, args, keys, combo, known, verts)
+            labels.append(_combo_label(keys, combo, options, enumerate_all))
         if not grew:
             break
-    kinks.dirs = {}
-    return outs, verts, complete
+    info = None if enumerate_all else _beyond(fn, args, keys, options, verts, labels)
+    kinks.dirs, kinks.weights = {}, {}
+    return outs, verts, info
+
+
+def _vertex(fn, args, keys, combo, known, verts) -> bool:
+    """One pass with each reached kink on the side ``combo`` gives; True if it reached more."""
+    kinks = fn.kinks
+    kinks.dirs, kinks.reached, kinks.weights = dict(zip(keys, combo)), {}, {}
+    verts.append([arb_backend._a(o) for o in fn(args)])
+    grew = False
+    for k, v in kinks.reached.items():
+        if not v <= known.get(k, set()):
+            known.setdefault(k, set()).update(v)
+            grew = True
+    return grew
+
+
+def _combo_label(keys, combo, options, enumerate_all: bool) -> str:
+    """The side in words; beyond enumeration, the base and what one change moved."""
+    if enumerate_all:
+        return "; ".join(side_label(k, c) for k, c in zip(keys, combo))
+    changed = [(k, c) for k, c, o in zip(keys, combo, options) if c != o[0]]
+    first = side_label(keys[0], options[0][0])
+    base = (f"each of the {len(keys)} reached kinks from its first side ({first}, ...)")
+    if not changed:
+        return base
+    return "; ".join(side_label(k, c) for k, c in changed) + ", the other kinks from their first side"
+
+
+def _beyond(fn, args, keys, options, verts, labels) -> Sides:
+    """Beyond enumeration: separable in groups of kinks (checked at two random points between
+    the sides), or relaxed (more combinations for an inner hull, and a ball enclosure).
+
+    The base (row 0) and each single change are in ``verts``. Kinks whose changes move common
+    entries (at the base, or, on a second try, also at the all-last-side base) form a group;
+    a group of several kinks is enumerated with the others at the base (up to
+    ``MAX_COMBINATIONS``). G is separable when G(h) = base + sum over groups of
+    (G(h_group, others at the base) - base): then the hull is the Minkowski sum of each group's
+    hull (``symgrad.compare.separable_combination``), exact."""
+    unit, r = [], 1
+    for o in options:
+        unit.append([0] + list(range(r, r + len(o) - 1)))
+        r += len(o) - 1
+    rng = np.random.default_rng(len(keys))
+    known = {k: set(o) for k, o in zip(keys, options)}
+    bases = [unit]
+    why, grew = "not tried", False
+    for attempt in range(2):
+        if attempt:  # the all-last-side base and its single changes: links hidden at the first
+            last = tuple(o[-1] for o in options)
+            first = len(verts)
+            grew |= _vertex(fn, args, keys, last, known, verts)
+            labels.append(f"each of the {len(keys)} reached kinks from its last side")
+            more, r = [], first + 1
+            for i, o in enumerate(options):
+                more.append([first] + list(range(r, r + len(o) - 1)))
+                for c in o[:-1]:
+                    grew |= _vertex(fn, args, keys, last[:i] + (c,) + last[i + 1:], known, verts)
+                    labels.append(side_label(keys[i], c) + ", the other kinks from their last side")
+                r += len(o) - 1
+            bases.append(more)
+        groups = _groups(verts, bases, len(keys))
+        if any(math.prod(len(options[i]) for i in g) > MAX_COMBINATIONS for g in groups):
+            why = "a group of interacting kinks has more than {} combinations".format(
+                MAX_COMBINATIONS)
+            continue
+        rows = []
+        for g in groups:
+            if len(g) == 1:
+                rows.append(unit[g[0]])
+                continue
+            base = tuple(o[0] for o in options)
+            rows.append([0])
+            for combo in itertools.product(*[options[i] for i in g]):
+                full = list(base)
+                for i, c in zip(g, combo):
+                    full[i] = c
+                if tuple(full) == base:
+                    continue
+                rows[-1].append(len(verts))
+                grew |= _vertex(fn, args, keys, tuple(full), known, verts)
+                labels.append("; ".join(side_label(keys[i], c) for i, c in zip(g, combo))
+                              + ", the other kinks from their first side")
+        why = ("a side reaches another kink" if grew else
+               _interaction(fn, args, keys, options, verts, groups, rows, rng))
+        if why is None:
+            return Sides("separable", rows)
+    extra = _class_combos(verts, bases, options)
+    extra += [tuple(o[int(rng.integers(len(o)))] for o in options)
+              for _ in range(EXTRA_VERTICES)]
+    for combo in extra:
+        _vertex(fn, args, keys, combo, known, verts)
+        labels.append(_combo_label(keys, combo, options, False))
+    low, high = _enclosure(fn, args, keys, options, len(verts[0]))
+    count = math.prod(len(o) for o in options)
+    return Sides("relaxed", unit, low, high,
+                 f"{len(keys)} reached kinks interact ({why}); {count:.3g} combinations of "
+                 f"sides, {len(verts)} evaluated: got lies in the proven enclosure of every "
+                 "subgradient but not in the hull of the evaluated sides")
+
+
+def _class_combos(verts, bases, options) -> list[tuple]:
+    """Combinations where every kink of one class takes the same side (first or last): a
+    class is the kinks whose single changes move something, or nothing, at each base (two
+    stacked ReLU layers at 0: at the all-left base the first layer's changes move nothing). A
+    backend uses one convention per op, and ops differ by layer, so these are the likely
+    subgradients (torch.relu in one layer, H(0) = 1 in the next). At most 2^4 classes' worth."""
+    sig = []
+    for i in range(len(options)):
+        sig.append(tuple(any(_double_double(a) != _double_double(b)
+                             for row in rows[i][1:] for a, b in zip(verts[row], verts[rows[i][0]]))
+                         for rows in bases))
+    classes = sorted(set(sig))
+    if len(classes) < 2 or len(classes) > 4:
+        return []
+    out = []
+    for pick in itertools.product((0, -1), repeat=len(classes)):
+        side = dict(zip(classes, pick))
+        combo = tuple(o[side[s]] for o, s in zip(options, sig))
+        if len(set(side.values())) > 1:  # all-first and all-last are evaluated already
+            out.append(combo)
+    return out
+
+
+def _groups(verts, bases, n: int) -> list[list[int]]:
+    """Kinks linked through an entry that their single changes move (at any base)."""
+    parent = list(range(n))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    owner: dict[int, int] = {}
+    for rows in bases:
+        for i, rs in enumerate(rows):
+            for row in rs[1:]:
+                for k, (a, b) in enumerate(zip(verts[row], verts[rs[0]])):
+                    if _double_double(a) == _double_double(b):  # identical passes: equal balls
+                        continue
+                    if k in owner:
+                        parent[find(i)] = find(owner[k])
+                    else:
+                        owner[k] = i
+    out: dict[int, list[int]] = {}
+    for i in range(n):
+        out.setdefault(find(i), []).append(i)
+    return list(out.values())
+
+
+def _fractional(key, opts, rng) -> object:
+    """A random local derivative strictly between the sides of one reached kink."""
+    if key[0] == "select":
+        w = [int(rng.integers(1, 1 << 20)) for _ in opts]
+        return {m: arb(fmpq(x, sum(w))) for m, x in zip(opts, w)}
+    return arb(fmpq(int(rng.integers(-(1 << 20) + 1, 1 << 20)), 1 << 20))
+
+
+def _pass(fn, args, dirs: dict, weights: dict) -> tuple[list | None, str | None]:
+    """One pass with sides ``dirs`` and local derivatives ``weights``: (outputs, why not)."""
+    kinks = fn.kinks
+    kinks.dirs, kinks.reached, kinks.weights = dirs, {}, weights
+    try:
+        return [arb_backend._a(o) for o in fn(args)], None
+    except arb_backend.Between:
+        return None, "a Piecewise condition has no side in between"
+    finally:
+        kinks.weights = {}
+
+
+def _interaction(fn, args, keys, options, verts, groups, rows, rng) -> str | None:
+    """None if G at two random points between the sides is the separable prediction: the base
+    plus, per group, G with that group between its sides and the others at the base (a lone
+    kink: its affine interpolation), to 2^-INTERACTION_BITS of the gradient's scale; else why
+    not. G is a polynomial in the local derivatives: one that is not separable differs from the
+    prediction at a random point with probability 1."""
+    base = verts[0]
+    base_dirs = {k: o[0] for k, o in zip(keys, options)}
+    scale = max((abs(float(o.mid())) for v in verts for o in v if o.is_finite()), default=0.0)
+    tol = arb(2) ** -INTERACTION_BITS * arb(scale)
+    for _ in range(2):
+        weights = {k: _fractional(k, o, rng) for k, o in zip(keys, options)}
+        got, why = _pass(fn, args, {}, weights)
+        if got is None:
+            return why
+        if set(fn.kinks.reached) - set(keys):
+            return "a side in between reaches another kink"
+        pred = list(base)
+        for g, rs in zip(groups, rows):
+            if len(g) == 1:
+                key, opts = keys[g[0]], options[g[0]]
+                w = weights[key]
+                for opt, row in zip(opts[1:], rs[1:]):
+                    lam = w[opt] if isinstance(w, dict) else (1 + w) / 2
+                    pred = [p + lam * (verts[row][k] - base[k]) for k, p in enumerate(pred)]
+                continue
+            dirs = {k: d for k, d in base_dirs.items() if k not in {keys[i] for i in g}}
+            part, why = _pass(fn, args, dirs, {keys[i]: weights[keys[i]] for i in g})
+            if part is None:
+                return why
+            pred = [p + (q - b) for p, q, b in zip(pred, part, base)]
+        for col, p in zip(got, pred):
+            diff = col - p
+            if not diff.is_finite() or not bool(abs(diff) <= tol):
+                return "the gradient between the sides is not separable in groups of kinks"
+    return None
+
+
+def _enclosure(fn, args, keys, options, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every output over all local derivatives between the sides at once: one pass with each a
+    ball over its range; (-inf, inf) where a branch or domain cannot be decided for a ball."""
+    kinks = fn.kinks
+    weights = {k: ({m: arb(0.5, 0.5) for m in o} if k[0] == "select" else arb(0, 1))
+               for k, o in zip(keys, options)}
+    kinks.dirs, kinks.reached, kinks.weights = {}, {}, weights
+    low, high = np.full(width, -np.inf), np.full(width, np.inf)
+    try:
+        outs = [arb_backend._a(o) for o in fn(args)]
+    except (arb_backend.Between, arb_backend.Imprecise, ValueError, ZeroDivisionError):
+        return low, high
+    finally:
+        kinks.weights = {}
+    for k, o in enumerate(outs):
+        if o.is_finite():
+            a, b = o.lower(), o.upper()
+            lo_, hi_ = float(a), float(b)
+            low[k] = lo_ if bool(arb(lo_) <= a) else np.nextafter(lo_, -np.inf)  # outward
+            high[k] = hi_ if bool(arb(hi_) >= b) else np.nextafter(hi_, np.inf)
+    return low, high
 
 
 def side_label(key, choice) -> str:

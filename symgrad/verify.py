@@ -23,8 +23,8 @@ from .backends import torch as torch_backend
 from .bounds import compile_bound
 from .cluster import map_ordered
 from .causes import Context, classify, op_values, wanted_ops
-from .compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, KinkSides, Tolerance,
-                      allowance, compare, systematic)
+from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
+                      Tolerance, allowance, compare, systematic)
 from .config import OWN_BACKENDS, VerifyConfig
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
@@ -104,7 +104,7 @@ def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, output
     Result. Backends other than numpy/torch are user code: they get the torch_fn allowance."""
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings, client=client, model=model)
-    kink = KinkSides(truth.vertices, truth.labels)
+    kink = KinkSides(truth.vertices, truth.labels, structure=truth.structure)
     blocks = param_columns(model)
     comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset],
                                             bounds.get(name, bounds["torch_fn"]),
@@ -313,10 +313,10 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     X = batch.X[:, subset]
     t0 = time.perf_counter()
     width = 1 + len(compiled.program.gradient)
-    both = np_backend.run(compiled.bound, X, "float64")
+    both = _limit_bound(compiled.bound, X)
     bound = both[:, :width]
     site_allow = allowance(both[:, width:], cfg.dtype, cfg.tolerance)
-    display = np_backend.run(compiled.display_bound, X, "float64")[:, :width]
+    display = _limit_bound(compiled.display_bound, X)[:, :width]
     allow = allowance(bound, cfg.dtype, cfg.tolerance)
     timings["bound_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
@@ -335,14 +335,37 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
                 parts.append(_oracle_chunk(task, None, compiled))
                 bar.update(task[0].shape[1])
     timings["oracle_s"] = time.perf_counter() - t0
-    vertices, labels, offset = {}, {}, 0  # per chunk's sample rows -> the whole batch's
+    vertices, labels, structure, offset = {}, {}, {}, 0  # chunk rows -> the whole batch's
     for p in parts:
         vertices.update({offset + i: v for i, v in p.vertices.items()})
         labels.update({offset + i: v for i, v in p.labels.items()})
+        structure.update({offset + i: v for i, v in p.structure.items()})
         offset += len(p.bits)
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
-                           for f in ("hi", "lo", "uncertain", "bits")), vertices, labels)
+                           for f in ("hi", "lo", "uncertain", "bits")), vertices, labels,
+                         structure)
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
+
+
+LIMIT_OFFSET = 2.0**-600  # where E is NaN at an input exactly 0: E as that input nears 0
+
+
+def _limit_bound(fn, X: np.ndarray) -> np.ndarray:
+    """E of each output; where it is NaN at a sample with inputs exactly 0 (0 * log 0 in the
+    bound of d/dy x**y at x = 0), the larger E of the two sides at 0 +- 2^-600, the same limit
+    the oracle takes there (``oracle._limits``), so such an entry is checked, not waved through
+    with an infinite allowance."""
+    E = np_backend.run(fn, X, "float64")
+    rows = np.flatnonzero(np.isnan(E).any(axis=1) & (X == 0).any(axis=0))
+    if rows.size:
+        sides = []
+        for sign in (1.0, -1.0):
+            Xs = X[:, rows].copy()
+            Xs[Xs == 0] = sign * LIMIT_OFFSET
+            sides.append(np_backend.run(fn, Xs, "float64"))
+        near = np.fmax(*sides)
+        E[rows] = np.where(np.isnan(E[rows]), near, E[rows])
+    return E
 
 
 def _oracle_chunk(task: tuple, model: Model | None, compiled: Compiled | None = None):
@@ -350,7 +373,8 @@ def _oracle_chunk(task: tuple, model: Model | None, compiled: Compiled | None = 
     the model arrives alone and is derived there once (its cache lives with the worker)."""
     X, allow, site_allow, start_bits, max_bits = task
     fn = (compiled or derive(model, VerifyConfig())).oracle
-    return oracle.evaluate(fn, X, allow, site_allow, start_bits=start_bits, max_bits=max_bits)
+    return oracle.evaluate(fn, X, allow, site_allow, start_bits=start_bits, max_bits=max_bits,
+                           limits=True)
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,
@@ -414,6 +438,11 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
         note = _convention(comp.kink_position[i, k]) if status == KINK else ""
         if status == KINK and comp.side and i in comp.side:
             note += f" (the one-sided derivative from {comp.side[i]})"
+        position = comp.kink_position[i, k]
+        if status == MISMATCH and np.isfinite(position) and not 0 <= position <= 1:
+            note = (f"at a kink, outside the subdifferential: every subgradient puts this entry "
+                    f"between the one-sided derivatives (0 and 1 of the way across), and the "
+                    f"backend's value is {position:.4g} of the way")
         if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
             note = ("at a kink: each entry lies between the one-sided derivatives, but together "
                     "they are no convex combination of them (no subgradient; e.g. the full "

@@ -185,3 +185,206 @@ def test_joint_subgradient_leaves_out_entries_with_an_infinite_allowance():
     V = np.eye(3)
     assert convex_combination(V, np.array([1 / 3, 1 / 3, 5.0]), np.array([1e-9, 1e-9, np.inf]))
     assert not convex_combination(V, np.array([1.0, 1.0, 1.0]), np.array([1e-9, 1e-9, 1e-9]))
+
+
+# ---------------------------------------------------------------- many kinks at once (issue 16)
+def _zero_layer(width: int, depth: int = 1):
+    """Linear -> ReLU (x depth) -> Linear -> BCE with logits; at W1 = 0, b = 0 every hidden
+    pre-activation is exactly 0: ``width * depth`` ReLUs at their kink."""
+    from symgrad import ops
+    from symgrad.domains import Choice, Normal
+    from symgrad.model import matrix
+    x, y = matrix("x", 3), sp.Symbol("y")
+    params, h = [], x
+    for d in range(depth):
+        W, b = matrix(f"W{d + 1}", width, h.shape[0]), matrix(f"b{d + 1}", width)
+        params += [W, b]
+        h = ops.relu(ops.linear(h, W, b))
+    V, c = matrix("V", 1, width), matrix("c", 1)
+    z = ops.linear(h, V, c)
+    m = sg.Model(f"zero_layer_{width}x{depth}", ops.bce(ops.sigmoid(z)[0, 0], y),
+                 params=params + [V, c], inputs={x: Normal(), y: Choice([0.0, 1.0])})
+    return m
+
+
+def _zero_layer_fn(relu, depth: int = 1):
+    def fn(**kw):
+        h = kw["x"].reshape(-1)
+        for d in range(depth):
+            h = relu(kw[f"W{d + 1}"] @ h + kw[f"b{d + 1}"])
+        z = kw["V"] @ h + kw["c"]
+        y = kw["y"]
+        return torch.nn.functional.binary_cross_entropy_with_logits(z.reshape(1), y.reshape(1))
+    return fn
+
+
+def _zero_layer_at(width: int, depth: int = 1, n: int = 2, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    at, fan = {}, 3
+    for d in range(depth):  # the first layer zero; deeper ones random weights, zero bias
+        at[f"W{d + 1}"] = np.zeros((n, width, fan)) if d == 0 else rng.normal(size=(n, width, fan))
+        at[f"b{d + 1}"] = np.zeros((n, width))
+        fan = width
+    at.update(V=rng.normal(size=(n, 1, width)), c=rng.normal(size=(n, 1)),
+              x=rng.normal(size=(n, 3)), y=np.array([0.0, 1.0] * n)[:n])
+    return at
+
+
+class ThousandAtZero(torch.autograd.Function):
+    """A ReLU whose backward hands 1000 * g at exactly 0 (every subgradient lies in [0, 1])."""
+
+    @staticmethod
+    def forward(ctx, h):
+        ctx.save_for_backward(h)
+        return h.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (h,) = ctx.saved_tensors
+        return g * torch.where(h > 0, 1.0, torch.where(h == 0, 1000.0, 0.0)).to(g.dtype)
+
+
+@pytest.mark.parametrize("width", [7, 8, 32])
+def test_relus_at_exact_zero_beyond_enumeration(width):
+    """2^8 and 2^32 combinations of sides: the sides are separable (one ReLU layer), decided
+    exactly by k + 1 passes (no cap, no 'uncertain', no 'systematic'); torch.relu's H(0) = 0
+    passes as a kink, a backward of 1000 at 0 fails as outside the subdifferential."""
+    from symgrad.compare import INCONCLUSIVE, SYSTEMATIC
+    m, at = _zero_layer(width), _zero_layer_at(width)
+    good = sg.verify(m, at=at, torch_fn=_zero_layer_fn(torch.relu))
+    assert good.ok, str(good)
+    c = good.comparisons["torch_fn"]
+    assert (c.status == KINK).sum() == 2 * 4 * width  # dW1 (3 per unit) and db1, both samples
+    assert not np.isin(c.status, (INCONCLUSIVE, SYSTEMATIC)).any()
+    assert not c.systematic
+    note = [f.note for f in good.kinks if f.backend == "torch_fn"][0]
+    assert "first side" in note and "→ 0−" in note  # torch.relu: H(0) = 0, the left side
+    bad = sg.verify(m, at=at, torch_fn=_zero_layer_fn(ThousandAtZero.apply))
+    assert bad.verdict == "fail"
+    cb = bad.comparisons["torch_fn"]
+    assert (cb.status == MISMATCH).sum() == 2 * 4 * width  # every kink entry, both samples
+    f = [f for f in bad.failures if f.backend == "torch_fn"][0]
+    assert f.kind == "mismatch" and "outside the subdifferential" in f.note
+
+
+def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch):
+    """32 ReLUs at 0: the base, one change per kink and two points between the sides (the
+    affine check): 35 passes per precision rung, not 2^32."""
+    from symgrad import oracle
+    calls = []
+    real = oracle._vertex
+    monkeypatch.setattr(oracle, "_vertex", lambda *a: calls.append(1) or real(*a))
+    r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
+    assert r.ok
+    assert len(calls) % 33 == 0 and 0 < len(calls) <= 33 * 4
+
+
+class PatternAtZero(torch.autograd.Function):
+    """A ReLU whose derivative at exactly 0 is ``pattern[j]`` for unit j (each a valid side)."""
+
+    @staticmethod
+    def forward(ctx, h, pattern):
+        ctx.save_for_backward(h, pattern)
+        return h.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        h, pattern = ctx.saved_tensors
+        return g * torch.where(h > 0, 1.0, torch.where(h == 0, pattern, 0.0)).to(g.dtype), None
+
+
+def test_interacting_kinks_beyond_enumeration():
+    """Two stacked ReLU layers of 4 at 0 and the logit at 0 (|z| in the BCE): 2^9 combinations
+    in one group of interacting kinks (h1 h2 products), beyond enumeration: relaxed.
+    torch.relu (the all-left side), H(0) = 1 (all-right), H(0) = 1/2, and one convention per
+    layer (a class of kinks) lie in the hull of the sides evaluated and pass, with no block
+    test firing on them; a backward of 1000 at 0 is outside the proven enclosure and fails;
+    a different side per unit (a vertex not evaluated) lies in the enclosure but not in that
+    hull: inconclusive, with the reason - never ok, never failing."""
+    from symgrad.compare import INCONCLUSIVE
+    m, at = _zero_layer(4, depth=2), _zero_layer_at(4, depth=2, n=1, seed=1)
+    at["c"] = np.zeros((1, 1))  # the logit at 0 too
+
+    def relu1(h):
+        return torch.where(h >= 0, h, 0 * h)
+
+    def layers(first, second):
+        def fn(W1, b1, W2, b2, V, c, x, y):
+            h = second(W2 @ first(W1 @ x.reshape(-1) + b1) + b2)
+            z = V @ h + c
+            return torch.nn.functional.binary_cross_entropy_with_logits(z.reshape(1),
+                                                                      y.reshape(1))
+        return fn
+    for first, second in ((torch.relu, torch.relu), (relu1, relu1), (torch.relu, relu1),
+                          (relu1, torch.relu), (lambda h: (h + h.abs()) / 2,) * 2):
+        r = sg.verify(m, at=at, torch_fn=layers(first, second))
+        c = r.comparisons["torch_fn"]
+        assert r.ok and not (c.status == INCONCLUSIVE).any() and not c.systematic, str(r)
+    bad = sg.verify(m, at=at, torch_fn=_zero_layer_fn(ThousandAtZero.apply, depth=2))
+    assert not bad.ok and any(f.backend == "torch_fn" for f in bad.failures)
+    pattern = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    r = sg.verify(m, at=at, torch_fn=layers(torch.relu,
+                                            lambda h: PatternAtZero.apply(h, pattern)))
+    c = r.comparisons["torch_fn"]
+    assert c.ok and (c.status == INCONCLUSIVE).any() and not c.systematic
+    assert r.verdict == "inconclusive"
+    assert "interact" in c.undecided[0] and "enclosure" in c.undecided[0]
+
+
+def _max_relu(n: int = 8):
+    a, b, c, v = (sp.symbols(f"{s}0:{n}") for s in "abcv")
+    loss = sum(sp.Max(sp.Max(a[i], b[i], c[i]), 0) * v[i] for i in range(n))
+    m = sg.Model("max_relu", loss, params=[*a, *b, *c], inputs=list(v))
+    at = {f"{s}{i}": [0.0] for s in "abc" for i in range(n)}
+    at.update({f"v{i}": [float(i + 1)] for i in range(n)})
+    return m, at
+
+
+class AllTied(torch.autograd.Function):
+    """max of three whose backward hands the whole gradient to every tied argument."""
+
+    @staticmethod
+    def forward(ctx, a, b, c):
+        return torch.maximum(torch.maximum(a, b), c)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g, g, g
+
+
+@pytest.mark.parametrize("maximum, ok", [
+    (lambda a, b, c: torch.maximum(torch.maximum(a, b), c), True),  # 1/4, 1/4, 1/2
+    (AllTied.apply, False)])
+def test_max_ties_feeding_relus_beyond_enumeration(maximum, ok):
+    """8 windows relu(max(a, b, c)) * v at a 4-way tie (with relu's 0): 4^8 combinations,
+    each window's kinks interact (a group, enumerated), windows are separable: decided exactly."""
+    from symgrad import oracle
+    m, at = _max_relu()
+
+    def fn(**kw):
+        return sum(torch.where(h >= 0, h, 0 * h) * kw[f"v{i}"] for i in range(8)
+                   for h in [maximum(kw[f"a{i}"], kw[f"b{i}"], kw[f"c{i}"])])
+    r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=fn)
+    assert r.ok == ok, str(r)
+    from symgrad.derive import reverse_accumulation
+    e = oracle.evaluate(oracle.compile_oracle(reverse_accumulation(m)),
+                        np.array([[v[0]] for v in at.values()]), np.zeros((1, 25)))
+    assert e.structure[0].kind == "separable" and len(e.structure[0].groups) == 8
+    if not ok:
+        f = [f for f in r.failures if f.backend == "torch_fn"][0]
+        assert "convex combination" in f.note
+
+
+def test_separable_combination_per_key_and_jointly():
+    from symgrad.compare import separable_combination
+    # base (0, 0, 0); key 0 moves entry 0 by 1; key 1 moves entries 1 and 2 by (1, -1)
+    V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, -1]])
+    groups = [[0, 1], [0, 2]]
+    tiny = np.full(3, 1e-12)
+    assert separable_combination(V, groups, np.array([0.3, 0.5, -0.5]), tiny)
+    assert not separable_combination(V, groups, np.array([0.3, 0.5, 0.5]), tiny)
+    assert not separable_combination(V, groups, np.array([1.5, 0.0, 0.0]), tiny)
+    # two keys on one entry: the sum of their weights (a linear program)
+    V2 = np.array([[0.0, 0], [1, 1], [1, -1]])
+    assert separable_combination(V2, groups, np.array([2.0, 0.0]), np.full(2, 1e-12))
+    assert not separable_combination(V2, groups, np.array([2.0, 1.0]), np.full(2, 1e-12))

@@ -43,6 +43,11 @@ class Imprecise(Exception):
     """A ball is too wide to decide a branch or a domain at this precision: raise the bits."""
 
 
+class Between(Exception):
+    """A pass with local derivatives between the sides met a node that has no such value (a
+    Piecewise condition chooses a branch): the oracle enumerates or relaxes instead."""
+
+
 def _a(x) -> arb:
     return x if type(x) is arb else arb(x)
 
@@ -97,11 +102,15 @@ def racos(x):
 
 
 def rpow(b, e):
-    """b ** e for a non-integer exponent: real only for b >= 0."""
+    """b ** e for an exponent that is not an integer literal: real for b > 0; for b < 0 only
+    where e is exactly an integer (``w**p`` at p = 2, 3: an integer power, as torch computes
+    it); at b = 0: 0 for e > 0, 1 for e = 0 (torch's and numpy's 0**0), undefined below."""
     b, e = _a(b), _a(e)
     s = _need(_sign(b))
     if s > 0:
         return b ** e
+    if e.is_integer():  # exact: a leaf or an exact sum of leaves (y - 1)
+        return ipow(b, int(e.unique_fmpz()))
     if s == 0:
         return arb(0) if _need(_sign(e)) > 0 else NAN
     return NAN
@@ -135,6 +144,22 @@ def _fn(name):
     return lambda x: method(_a(x))
 
 
+class FlatZero(arb):
+    """A local derivative that is 0 because its step is certainly on a flat side (Heaviside of
+    a negative argument, an argument that loses its Max): the path through it is constant near
+    the sample, so it contributes 0 whatever it multiplies, even an adjoint that is undefined
+    or infinite there (d sqrt(u)/du at u = relu(w) = 0, w < 0: the model is sqrt(0) + ... near
+    w, and its derivative exists). Sums treat it as 0."""
+
+    def __mul__(self, other):
+        return self
+
+    __rmul__ = __mul__
+
+
+FLAT = FlatZero(0)
+
+
 # ---------------------------------------------------------------- kink sites
 @dataclass(frozen=True)
 class Site:
@@ -162,6 +187,10 @@ class Kinks:
     allow: object = None  # per site: |arg| <= allow[i] counts as reached (None: exact 0 only)
     dirs: dict = field(default_factory=dict)  # key -> side (+-1) or winning member, per pass
     reached: dict = field(default_factory=dict)  # key -> the sides / members possible here
+    # key -> a local derivative between the sides, per pass (``symgrad.oracle``'s affine test
+    # and enclosure): a sign key's side d in [-1, 1] (Heaviside (1 + d) / 2, sign d), a select
+    # key's weight per member (a point of the simplex); balls give an enclosure over them all
+    weights: dict = field(default_factory=dict)
 
     def _reached(self, i: int, x: arb) -> bool:
         allow = 0.0 if self.allow is None else float(self.allow[i])
@@ -182,15 +211,31 @@ class Kinks:
             return s if s is not None else (1 if x.mid() > 0 else (-1 if x.mid() < 0 else 0))
         return _need(_sign(x))
 
+    def _weight(self, i: int, x: arb):
+        """Site i's weight in this pass (a reached kink of a weighted key), else None."""
+        site = self.sites[i]
+        if site.key not in self.weights or x.is_nan() or not self._reached(i, x):
+            return None
+        self.reached.setdefault(site.key, set()).update((-1, 1))
+        return site.orient * self.weights[site.key]
+
     def heaviside(self, i, x, h0):
+        d = self._weight(i, _a(x))
+        if d is not None:
+            return (1 + d) / 2
         s = self.side(i, x)
-        return NAN if s is None else (1 if s > 0 else (0 if s < 0 else h0))
+        return NAN if s is None else (1 if s > 0 else (FLAT if s < 0 else h0))
 
     def sign(self, i, x):
+        d = self._weight(i, _a(x))
+        if d is not None:
+            return d
         s = self.side(i, x)
         return NAN if s is None else s
 
     def rel(self, i, lhs, rhs):
+        if self._weight(i, _a(lhs) - _a(rhs)) is not None:
+            raise Between("a Piecewise condition takes one branch: no side in between")
         s = self.side(i, _a(lhs) - _a(rhs))
         return False if s is None else self.sites[i].op(s, 0)
 
@@ -208,6 +253,8 @@ class Kinks:
             tied = {j for j, m in enumerate(ms) if self._reached(i, m - best)}
             tied.add(site.member)
             self.reached.setdefault(site.key, set()).update(tied)
+            if site.key in self.weights:
+                return self.weights[site.key].get(site.member, arb(0))
             choice = self.dirs.get(site.key)
             if choice is not None:
                 return 1 if choice == site.member else 0
@@ -216,6 +263,8 @@ class Kinks:
                 s = 1 if x.mid() > 0 else (-1 if x.mid() < 0 else 0)
         else:
             s = _need(_sign(x))
+            if s < 0:
+                return FLAT
         return 1 if s > 0 else (0 if s < 0 else h0)
 
 

@@ -6,6 +6,7 @@ Also evaluates the running error bound E (``symgrad.bounds``) in float64.
 
 from __future__ import annotations
 
+import numpy
 import numpy as np
 import scipy.special
 import sympy as sp
@@ -64,6 +65,34 @@ def _node(e, pr):
     return None
 
 
+def _flatmul(z, rest):
+    """z * rest, but 0 where z is exactly 0: z is a step's local derivative on its flat side
+    (the path is constant there) or x**y at x = 0 (y > 0), so an infinite or undefined co-factor
+    (1/sqrt(relu(w)) at w < 0, log(x) at x = 0) does not make the product NaN."""
+    return numpy.where(z == 0, z, z * rest)
+
+
+def _annul(z, src):
+    """``src`` (a product's error bound), but 0 where the factor z is exactly 0 (``_flatmul``)."""
+    return numpy.where(z == 0, 0.0, src)
+
+
+def _annulling(f: sp.Expr) -> bool:
+    """A factor whose exact 0 annuls the product: a Heaviside, or a power with a symbolic
+    exponent (x**y = 0 at x = 0 for y > 0)."""
+    return isinstance(f, sp.Heaviside) or (f.is_Pow and not f.exp.is_number)
+
+
+def _mul(e: sp.Expr, pr) -> str | None:
+    """Products with an annulling factor (``_flatmul``); None: the plain product."""
+    for i, f in enumerate(e.args):
+        if _annulling(f) and len(e.args) > 1:
+            others = e.args[:i] + e.args[i + 1:]
+            rest = others[0] if len(others) == 1 else sp.Mul(*others, evaluate=False)
+            return f"flatmul({pr(f)}, {pr(rest)})"
+    return None
+
+
 def _piecewise(pairs: list[tuple[str, str]]) -> str:
     out = "numpy.nan"
     for value, cond in reversed(pairs):
@@ -75,8 +104,10 @@ def target(dtype: str) -> Target:
     np_dtype = np.dtype(dtype)
     return Target("numpy", FUNCTIONS,
                   {"numpy": np, "erf": scipy.special.erf, "erfc": scipy.special.erfc,
-                   "share": _share, "share_min": _share_min},
-                  constant=lambda e: np_dtype.type(float(e)), piecewise=_piecewise, node=_node)
+                   "share": _share, "share_min": _share_min, "flatmul": _flatmul,
+                   "annul": _annul},
+                  constant=lambda e: np_dtype.type(float(e)), piecewise=_piecewise, node=_node,
+                  mul=_mul)
 
 
 def compile_gradient(program: Program, dtype: str):

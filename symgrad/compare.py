@@ -75,6 +75,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import warnings
 
@@ -162,6 +163,9 @@ class Tolerance:
     entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
     entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
     # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
+    function_ulps: float = 4.0  # the rigorous enclosure's table (symgrad.rigorous): every
+    # elementary function (exp, log, tanh, erf, pow, ...) within this many ulps of its correctly
+    # rounded value (glibc <= 2; numpy's SIMD float32 kernels are documented at <= 4)
 
     def __post_init__(self) -> None:
         if self.entry_bound not in ("worst", "probabilistic"):
@@ -194,6 +198,7 @@ class Tolerance:
                 "pooled_sigmas": self.pooled_sigmas,
                 "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
                 "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
+                "function_ulps": self.function_ulps,
                 "rule": self.rule()}
 
 
@@ -226,6 +231,8 @@ class Comparison:
     exact_lo: np.ndarray | None = None  # the oracle's low part (double-double)
     systematic: tuple = ()  # BlockFinding of every flagged block (symgrad.compare.systematic)
     error: np.ndarray | None = None  # |got - exact|, absolute (reports; never overflows)
+    rigorous: np.ndarray | None = None  # radius of the rigorous enclosure (symgrad.rigorous)
+    #   where it was computed (entries beyond the fast allowance); NaN elsewhere / unbounded
 
     @property
     def ok(self) -> bool:
@@ -311,7 +318,9 @@ def convex_combination(V: np.ndarray, got: np.ndarray, allow: np.ndarray) -> boo
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,
             backend: str, dtype: str, tol: Tolerance,
             kink: "KinkSides | tuple[np.ndarray, np.ndarray] | None" = None,
-            uncertain: np.ndarray | None = None) -> Comparison:
+            uncertain: np.ndarray | None = None,
+            rigorous: "np.ndarray | Callable[[np.ndarray], np.ndarray] | None" = None
+            ) -> Comparison:
     """Compare ``got`` with the exact value ``exact_hi + exact_lo`` (a double-double).
 
     Arguments:
@@ -325,6 +334,13 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             allowance, and the entries of one sample together must be a convex combination of
             the sides (a subgradient), within their allowances.
         uncertain: (N, K) entries the oracle could not certify: inconclusive.
+        rigorous: the radius of the rigorous enclosure (``symgrad.rigorous``) per entry, (N, K)
+            (NaN or inf: unbounded), or a callable rows -> (len(rows), K) asked only for the
+            samples with an entry beyond the fast allowance. An entry beyond the fast allowance
+            is a **mismatch** only when its error exceeds this radius (proven), else
+            **suspect**; the loss value is judged by the same rule (no "wrong by more than
+            itself"). None (no enclosure: tensor programs above 200k parameters): a mismatch
+            beyond the fast allowance, and the value rule.
     Returns:
         A ``Comparison`` with ULP errors, allowed ULPs and a status per entry.
     """
@@ -346,7 +362,8 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.
         wrong_value = (err[:, 0] > np.abs(exact_hi[:, 0])) & (exact_hi[:, 0] != 0)
-        status[:, 0][wrong_value] = MISMATCH
+        value_before = status[:, 0].copy()  # with an enclosure the value rule is its proof:
+        status[:, 0][wrong_value] = MISMATCH  # proven below, or back to the fast verdict
         status[exact_ok & ~np.isfinite(got64)] = NONFINITE
         status[~exact_ok] = OVERFLOW
         status[np.isnan(exact_hi)] = DOMAIN
@@ -377,9 +394,44 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         if uncertain is not None:
             undecided = uncertain & np.isin(status, (OK, LOSS, MISMATCH, KINK, DOMAIN))
             status[undecided] = INCONCLUSIVE
+        radius = None
+        if rigorous is not None:
+            radius = prove(status, err, joint, rigorous)
+            # the value rule only ever asked for a proof: a value within the fast allowance
+            # that the enclosure does not prove wrong keeps the fast test's verdict
+            back = wrong_value & (status[:, 0] == SUSPECT) & (err[:, 0] <= allowed_abs[:, 0])
+            status[:, 0][back] = value_before[back]
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
-                      position, joint, used, allowed_abs, np.asarray(exact_lo), error=err)
+                      position, joint, used, allowed_abs, np.asarray(exact_lo), error=err,
+                      rigorous=radius)
+
+
+def prove(status: np.ndarray, err: np.ndarray, joint: np.ndarray, rigorous) -> np.ndarray:
+    """Fail only on proof: a MISMATCH entry (beyond the fast allowance, or a loss value wrong by
+    more than itself) stays MISMATCH only where its error exceeds the rigorous enclosure's
+    radius; inside it, or where the enclosure is unbounded (NaN / inf), it becomes SUSPECT.
+    A joint subgradient failure is left as it is (decided by the kink test). Edits ``status``
+    in place.
+
+    Arguments:
+        status, err, joint: the comparison's (N, K) arrays.
+        rigorous: (N, K) radii, or a callable rows -> (len(rows), K), asked only for the rows
+            that have a candidate.
+    Returns:
+        (N, K) radii where computed (the candidate rows), NaN elsewhere.
+    """
+    radius = np.full(err.shape, np.nan)
+    beyond = (status == MISMATCH) & ~joint
+    rows = np.flatnonzero(beyond.any(axis=1))
+    if not rows.size:
+        return radius
+    r = rigorous(rows) if callable(rigorous) else np.asarray(rigorous, dtype=np.float64)[rows]
+    radius[rows] = r
+    with np.errstate(invalid="ignore"):
+        proven = beyond & (err > radius)  # NaN (unbounded) or inf: never proven
+    status[beyond & ~proven] = SUSPECT
+    return radius
 
 
 @dataclass(frozen=True)
@@ -457,7 +509,7 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
     than one block's arrays at once. Returns the new status array and the findings."""
     u = dtype_info(dtype).eps / 2
-    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE)
+    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
 
     def stats_of(a, b):
         exact, err, allowed = columns(a, b)

@@ -113,6 +113,29 @@ class Rounding:
             p >>= 1
         return p.bit_length() <= self.digits + 1 and abs(float(value)) <= float(self.max.mid())
 
+    def exact_point(self, r: arb) -> bool:
+        """Is r one number of the dtype? (A correctly rounded operation whose exact result is
+        such a number returns it exactly: no widening, no tiny.)"""
+        if not (r.is_exact() and r.is_finite()):
+            return False
+        man, exp = r.mid().man_exp()
+        return self.representable(Fraction(int(man)) * Fraction(2) ** int(exp))
+
+    def exact_sum(self, terms: list) -> bool:
+        """Is an order-free sum of these exact terms exact? Yes when every term is a multiple
+        of 2^e (e: the smallest 2-adic exponent among them) and sum |terms| < 2^(digits+1) 2^e:
+        then every partial sum, in any order, is such a multiple within the dtype's digits."""
+        if not all(t.is_exact() and t.is_finite() for t in terms):
+            return False
+        parts = [t.mid().man_exp() for t in terms]
+        parts = [(int(m), int(e)) for m, e in parts if m != 0]
+        if not parts:
+            return True
+        low = min(e + ((m & -m).bit_length() - 1) for m, e in parts)  # 2-adic valuations
+        total = sum(abs(Fraction(m) * Fraction(2) ** e) for m, e in parts)
+        return (total / Fraction(2) ** low < 2 ** (self.digits + 1)
+                and total <= Fraction(float(self.max.mid())))
+
     # the operations, as the generated source calls them ----------------------------------------
     def rsum(self, *terms) -> arb:
         terms = [arb_backend._a(t) for t in terms]
@@ -121,6 +144,8 @@ class Rounding:
         for t in terms:
             out = out + t
             mag = mag + abs(t).upper()
+        if self.exact_sum(terms) if len(terms) > 2 else self.exact_point(out):
+            return out  # no rounding happens (a two-term sum is one correctly rounded op)
         r = self.widen(out, self.gamma(len(terms) - 1), mag)
         # rounding is monotone: a sum of nonnegative numbers is computed nonnegative
         return nonnegative(r) if all(t >= 0 for t in terms) else r
@@ -132,6 +157,10 @@ class Rounding:
             out = out * f
         if rounded <= 0:
             return self._check(out)
+        if any(f.is_zero() for f in factors) and all(f.is_finite() for f in factors):
+            return arb(0)  # an exact zero factor: 0 in any order
+        if out.is_exact() and all(f.is_exact() for f in factors) and self.exact_point(out):
+            return out  # every partial product's odd part divides the product's: all exact
         r = self.widen(out, self.gamma(rounded))
         return nonnegative(r) if all(f >= 0 for f in factors) else r
 
@@ -149,14 +178,19 @@ class Rounding:
         return nonnegative(w) if r >= 0 else w  # exp, sqrt, erfc, ...: k ulps of a value >= 0
 
     def rsqrt(self, x) -> arb:
-        return nonnegative(self.widen(arb_backend.rsqrt(x), self.u))
+        r = arb_backend.rsqrt(x)
+        return r if self.exact_point(r) else nonnegative(self.widen(r, self.u))
+
+    def rdiv(self, a, b) -> arb:
+        r = arb_backend._a(a) / arb_backend._a(b)
+        return r if self.exact_point(r) else self.widen(r, self.u)
 
     def ripow(self, b, k: int) -> arb:
         b = arb_backend._a(b)
         r = arb_backend.ipow(b, k)
         if k % 2 == 0:  # an even power is >= 0 (a ball about 0 squared is [0, r^2], not +-)
             r = nonnegative(r)
-        if k == 1:
+        if k == 1 or (k in (-1, 2) and self.exact_point(r)):
             return self._check(r)
         w = self.widen(r, self.gamma(max(abs(k), 2)) if abs(k) != 1 else self.u)
         return nonnegative(w) if (k % 2 == 0 or b >= 0) else w
@@ -203,9 +237,41 @@ def _power_of_two(c) -> bool:
     return p & (p - 1) == 0 and q & (q - 1) == 0
 
 
+class RoundedKinks(arb_backend.Kinks):
+    """Kink sites over rounded balls: a Heaviside (or which argument wins a Max/Min) whose
+    argument's ball holds 0 may be computed as any of 0, H(0), 1: the ball [0, 1]; a sign:
+    [-1, 1]. A Piecewise condition still needs a certain side (else: unbounded)."""
+
+    def heaviside(self, i, x, h0):
+        x = arb_backend._a(x)
+        if x.is_nan():
+            return arb_backend.NAN
+        if x > 0:
+            return arb(1)
+        if x < 0:
+            return arb(0)
+        return arb_backend._a(h0) if x.is_zero() else arb(0).union(arb(1))
+
+    def sign(self, i, x):
+        x = arb_backend._a(x)
+        if x.is_nan():
+            return arb_backend.NAN
+        if x > 0 or x < 0 or x.is_zero():
+            return arb(int(x > 0) - int(x < 0))
+        return arb(-1).union(arb(1))
+
+    def select(self, i, x, members, h0):
+        return self.heaviside(i, x, h0)
+
+    def rel(self, i, lhs, rhs):
+        return self.sites[i].op(arb_backend._need(arb_backend._sign(arb_backend._a(lhs)
+                                                                     - arb_backend._a(rhs))), 0)
+
+
 def _target(rounding_name: str = "R") -> Target:
     """The arb target with every rounded operation routed through the rounding model ``R``."""
     base = arb_backend.target()
+    base.namespace["kinks"] = RoundedKinks(sites=base.namespace["kinks"].sites)
     functions = {}
     for key, template in arb_backend.FUNCTIONS.items():
         name = getattr(key, "__name__", key)
@@ -351,11 +417,13 @@ class Enclosure:
 
 
 def union(*radii: np.ndarray) -> np.ndarray:
-    """The radius of the union of enclosures about one exact value: the largest; NaN
-    (unbounded) where any is."""
+    """The radius of the union of enclosures about one exact value: the largest. As the
+    allowance of user code (``np.fmax`` of the two bounds), an unbounded part (NaN: its
+    composition overflows or leaves its domain in the dtype, so it computes inf or NaN there,
+    not a finite value) does not widen the others; NaN only where every part is unbounded."""
     out = radii[0]
     for r in radii[1:]:
-        out = np.maximum(out, r)  # propagates NaN
+        out = np.fmax(out, r)
     return out
 
 
@@ -399,7 +467,7 @@ def _rounded_kernels(R: Rounding):
 
         def add(self, a, b): return uf(R.rsum, 2)(a, b)
         def mul(self, a, b): return uf(lambda x, y: R.rprod(1, x, y), 2)(a, b)
-        def div(self, a, b): return uf(lambda x, y: R.widen(arb_backend._a(x) / y, R.u), 2)(a, b)
+        def div(self, a, b): return uf(R.rdiv, 2)(a, b)
         def pow_int(self, a, n): return uf(lambda v: R.ripow(v, n))(a)
 
         def pow_rational(self, a, p, q):

@@ -394,7 +394,15 @@ def _with_cause(model: Model, failure: Failure, comparisons, batch: Batch, subse
     cause = classify(model, failure, ctx)
     owner = "symgrad's own program — " if failure.backend in OWN_BACKENDS else ""
     return replace(failure, cause=f"{owner}{cause.klass}: {cause.name}",
-                   note=failure.note or cause.explanation)
+                   note=with_proof(failure.note, cause.explanation))
+
+
+def with_proof(note: str, explanation: str) -> str:
+    """The failure's note, or the cause's explanation; a proof note (outside the rigorous
+    enclosure) follows the explanation on the same line."""
+    if note and "rigorous enclosure" in note and explanation:
+        return f"{explanation}; {note}"
+    return note or explanation
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:

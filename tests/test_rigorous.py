@@ -91,16 +91,26 @@ def test_tensor_enclosure_contains_what_correct_code_computes():
 
 
 def test_rounding_model_widens_each_operation():
-    """1/3 in float32: the ball holds 1/3 and fl32(1/3); a sum of n terms gets gamma_(n-1)."""
+    """1/3 in float32: the ball holds 1/3 and fl32(1/3); a sum of n terms gets gamma_(n-1)
+    sum |terms|, unless it is exact in any order (3 + 3 + 3), as is a product by 0."""
     x, y, z = sp.symbols("x y z", real=True)
-    fn = rigorous.compile_enclosure([], [x, y, z], [1 / x, x + y + z])
+    fn = rigorous.compile_enclosure([], [x, y, z], [1 / x, x + y + z, x * y * z])
+    u = 2.0**-24
     (B,) = rigorous.enclose(fn, np.array([[3.0], [3.0], [3.0]]), "float32", function_ulps=4.0)
     third = float(np.float32(1 / 3))
     assert B[0].lower() <= third <= B[0].upper()
-    r = rigorous.radius_about([B], np.array([[1 / 3, 9.0]]), np.zeros((1, 2)))
-    u = 2.0**-24
+    r = rigorous.radius_about([B], np.array([[1 / 3, 9.0, 27.0]]), np.zeros((1, 3)))
     assert u / 3 * 0.99 < r[0, 0] < 1.1 * u / 3 + 1e-37
-    assert 2 * u * 9 * 0.99 < r[0, 1] < 2.1 * u * 9  # gamma_2 * (3 + 3 + 3)
+    assert r[0, 1] == 0 and r[0, 2] == 0  # exact in any order
+    v = [float(np.float32(t)) for t in (0.1, 0.2, 0.3)]
+    (B,) = rigorous.enclose(fn, np.array([[v[0]], [v[1]], [v[2]]]), "float32", function_ulps=4.0)
+    r = rigorous.radius_about([B], np.array([[1 / v[0], sum(v), v[0] * v[1] * v[2]]]),
+                              np.zeros((1, 3)))
+    assert 2 * u * sum(v) * 0.99 < r[0, 1] < 2.1 * u * sum(v)  # gamma_2 (|x| + |y| + |z|)
+    zero = rigorous.compile_enclosure([], [x, y, z], [x * y * z])
+    (B,) = rigorous.enclose(zero, np.array([[0.0], [v[1]], [v[2]]]), "float32",
+                            function_ulps=4.0)
+    assert B[0].is_zero()
 
 
 def test_out_of_range_and_undecided_branch_are_unbounded():

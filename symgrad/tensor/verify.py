@@ -179,6 +179,7 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
     from .. import causes
     from ..config import OWN_BACKENDS
     from ..departure import first_departure, own_program
+    from ..verify import with_proof
     from .program import topological
     from .tables import TorchOps
     from . import views
@@ -209,7 +210,7 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         cause = causes.classify_tensor(f, ctx, has_branch)
         owner = "symgrad's own program — " if f.backend in OWN_BACKENDS else ""
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
-                           note=f.note or cause.explanation))
+                           note=with_proof(f.note, cause.explanation)))
     return out
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 

@@ -427,14 +427,14 @@ def union(*radii: np.ndarray) -> np.ndarray:
     return out
 
 
-def scalar_enclosure(fns: Sequence[Callable], X: np.ndarray, hi: np.ndarray, lo: np.ndarray,
-                     dtype: str, function_ulps: float) -> Enclosure:
-    """The lazy ``Enclosure`` of a scalar model: for each row, the union over ``fns`` (the
-    derived program, and the textbook one for a user's torch_fn) of the rounded ball
-    evaluation at X[:, row], as radii about hi + lo."""
+def scalar_enclosure(fns: Callable[[], Sequence[Callable]], X: np.ndarray, hi: np.ndarray,
+                     lo: np.ndarray, dtype: str, function_ulps: float) -> Enclosure:
+    """The lazy ``Enclosure`` of a scalar model: for each row, the union over ``fns()`` (the
+    derived program, and the textbook one for a user's torch_fn; compiled on first use) of
+    the rounded ball evaluation at X[:, row], as radii about hi + lo."""
     def radii_of(rows: np.ndarray) -> np.ndarray:
         parts = [radius_about(enclose(fn, X[:, rows], dtype, function_ulps=function_ulps),
-                              hi[rows], lo[rows]) for fn in fns]
+                              hi[rows], lo[rows]) for fn in fns()]
         return union(*parts)
     if dtype not in ("float64", "float32", "float16", "bfloat16"):
         raise SymgradError(f"rigorous enclosure: unknown dtype {dtype!r}")

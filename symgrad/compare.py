@@ -10,11 +10,16 @@ every report):
 
    ``u`` is the unit roundoff of the backend's dtype (eps / 2), ``tiny`` its smallest normal
    number, and ``E`` a first-order running error bound of the model's own computation, in units
-   of ``u`` (``symgrad.bounds``). Outside it: **mismatch**. Inside it, but with an allowance as
-   large as the exact value itself (the bound would accept 0 or a flipped sign): **inconclusive**
-   - the dtype cannot resolve this entry, so it is counted and shown, never "ok". The loss value
-   is the exception: a value wrong by more than itself (float32 ``nn.BCELoss`` returning 100 for
-   16.8) is a **mismatch** whatever the bound says - beyond 100 % a first-order bound is void.
+   of ``u`` (``symgrad.bounds``). Inside it, but with an allowance as large as the exact value
+   itself (the bound would accept 0 or a flipped sign): **inconclusive** - the dtype cannot
+   resolve this entry, so it is counted and shown, never "ok". Outside it, the entry fails
+   only on proof: a **mismatch** where the error also exceeds the radius of the *rigorous
+   enclosure* (``symgrad.rigorous``: the program in ball arithmetic, every operation widened by
+   its own rounding in the dtype - a theorem, second-order effects included), else **suspect**
+   (inside it, or the enclosure is unbounded). The loss value is judged by the same proof: one
+   wrong by more than itself (float32 ``nn.BCELoss`` returning 100 for 16.8) is a mismatch
+   when outside the enclosure. Without an enclosure (tensor programs above 200k parameters)
+   beyond the allowance is a mismatch, and so is a value wrong by more than itself.
 
 2. **Block test** (systematic errors, one sample). A worst-case bound compounds with depth (on
    float32 ``tiny_gpt`` 90 % of entries are allowed >= 100 % error) while real rounding errors are
@@ -184,7 +189,10 @@ class Tolerance:
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
-                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); an entry "
+                "beyond the allowance fails only outside the rigorous enclosure (the program in "
+                "ball arithmetic, each operation widened by its rounding, elementary functions "
+                f"by {self.function_ulps:g} ulps), else it is suspect"
                 + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
                    "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "

@@ -272,3 +272,41 @@ def test_a_passing_run_computes_no_enclosure():
     r = sg.verify(m, torch_fn=m.reference, samples=100, seed=0)
     assert r.ok and r.timings["rigorous_s"] == 0.0
     assert ("rigorous",) not in m._cache  # not even compiled
+
+
+# ------------------------------------------------------------------------ tensor programs
+@pytest.fixture(scope="module")
+def small_tensor_gpt():
+    from symgrad.zoo.gpt2 import gpt
+    return gpt({"vocab_size": 11, "context_length": 6, "emb_dim": 8, "n_heads": 2,
+                "n_layers": 2, "drop_rate": 0.1}, dropout=True)
+
+
+def test_tensor_planted_bug_is_proven_and_a_correct_run_computes_nothing(small_tensor_gpt):
+    from symgrad.testing import scale_backward
+    from symgrad.zoo import native_gpt
+    from symgrad.zoo.gpt2 import GPTConfig
+    m = small_tensor_gpt
+    good = sg.verify(m, torch_fn=m.reference, samples=2)
+    assert good.ok and good.timings["rigorous_s"] == 0.0
+    cfg = GPTConfig.from_dict({"vocab_size": 11, "context_length": 6, "emb_dim": 8,
+                               "n_heads": 2, "n_layers": 2, "drop_rate": 0.1})
+    buggy = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-9))
+    r = sg.verify(m, torch_fn=buggy, samples=2)
+    c = r.comparisons["torch_fn"]
+    assert not r.ok and (c.status == MISMATCH).any() and r.timings["rigorous_s"] > 0
+    proven = c.status == MISMATCH
+    assert np.all(c.error[proven] > c.rigorous[proven])
+    assert all("outside the rigorous enclosure" in f.note for f in r.failures
+               if f.kind == "mismatch")
+
+
+def test_tensor_compare_keeps_suspects_inside_the_enclosure():
+    from symgrad.tensor.verify import compare_compact
+    hi = np.ones((2, 3))
+    got = hi + np.array([[0, 1e-10, 1e-10], [0, 0, 0]])
+    enc = rigorous.Enclosure(lambda rows: np.array([[0.0, 1e-11, 1e-9]] * len(rows)))
+    c = compare_compact(hi, 0 * hi, got, hi, backend="b", dtype="float64", tol=Tolerance(),
+                        rigorous=enc)
+    assert c.status[0, 1] == MISMATCH and c.status[0, 2] == SUSPECT
+    assert (c.status[1] == OK).all() and enc.rows_computed == 1

@@ -477,7 +477,13 @@ def _rounded_kernels(R: Rounding):
             return uf(R.rfun)(ArbKernels.pow_general(self, a, b))
 
         def sum_terms(self, terms):
-            return uf(R.rsum, len(terms))(*terms)
+            if len(terms) <= 30:  # numpy ufuncs take at most 32 operands
+                return uf(R.rsum, len(terms))(*terms)
+            exact, mag = terms[0], _absup(terms[0])
+            for t in terms[1:]:
+                exact, mag = exact + t, mag + _absup(t)
+            g = R.gamma(len(terms) - 1)
+            return uf(lambda v, m: R.widen(v, g, m), 2)(exact, mag)
     return RoundedKernels()
 
 

@@ -310,3 +310,13 @@ def test_tensor_compare_keeps_suspects_inside_the_enclosure():
                         rigorous=enc)
     assert c.status[0, 1] == MISMATCH and c.status[0, 2] == SUSPECT
     assert (c.status[1] == OK).all() and enc.rows_computed == 1
+
+
+def test_tensor_map_with_many_terms_is_widened_by_gamma():
+    xs = sp.symbols("x0:40", real=True)
+    ops = rigorous.RoundedArbOps("float32", 4.0)
+    args = {x: ops.asarray(np.array([0.1 * (i + 1)], dtype=np.float32)) for i, x in enumerate(xs)}
+    out = ops.map(sp.Add(*xs), args)
+    total = sum(float(np.float32(0.1 * (i + 1))) for i in range(40))
+    r = rigorous.radius_about([[out[0]]], np.array([[total]]), np.zeros((1, 1)))[0, 0]
+    assert 39 * 2.0**-24 * total * 0.99 < r < 39.1 * 2.0**-24 * total  # gamma_39 sum |x|

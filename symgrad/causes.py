@@ -51,6 +51,9 @@ class Context:
     departure: str = ""  # where the forward first departs (symgrad.departure), in words;
     #                      "" when not located (intermediates not visible or none compared)
     forward_agrees: bool = False  # every compared intermediate agreed (a departure search ran)
+    random: str = ""  # two runs of the same sample differ beyond rounding (symgrad.departure.
+    #                   Unreproducible, in words): dropout or sampling left on in eval mode
+    unlocated: str = ""  # why a departure search compared nothing (module_map=, ...), in words
 
 
 def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: float, *,
@@ -98,16 +101,25 @@ DERIVATIVE_WRONG = Cause("derivative wrong", "real derivative error",
                          "bound: the derivative of the same function is wrong")
 
 
+RANDOM = Cause("function differs", "random forward", "")
+
+
 def function_differs(ctx: Context, output: str) -> Cause:
+    """"Function differs", with where (a located departure), why (randomness in eval mode), or
+    the loss value's expected and got (never printed when unknown: NaN)."""
+    if ctx.random:  # the forward is not even reproducible: no departure can be trusted
+        return Cause(RANDOM.klass, RANDOM.name, f"the function differs: {ctx.random}")
     if ctx.departure:  # located: the one-line sentence says where, expected vs got
         return Cause("function differs", "forward departs", f"the function differs: "
                      f"{ctx.departure}")
-    what = ("the loss value" if output == "value" else
-            f"the loss value at this sample (expected {ctx.value_expected!r}, "
-            f"got {ctx.value_got!r})")
+    known = not (np.isnan(ctx.value_expected) and np.isnan(ctx.value_got))
+    what = (f"the loss value at this sample (expected {ctx.value_expected!r}, "
+            f"got {ctx.value_got!r})" if output != "value" and known else "the loss value")
     where = ("every compared intermediate agrees, so it departs after the last of them (in "
-             "the loss)" if ctx.forward_agrees else "the user code's intermediates are not "
-             "visible to symgrad, so where it departs is not located")
+             "the loss)" if ctx.forward_agrees else
+             f"{ctx.unlocated}, so where it departs is not located" if ctx.unlocated else
+             "the user code's intermediates are not visible to symgrad, so where it departs "
+             "is not located")
     return Cause("function differs", "different function",
                  f"{what} disagrees beyond its bound: the code computes a different function "
                  f"(a wrong constant, formula or dtype in the forward); its gradient follows "
@@ -126,7 +138,7 @@ def refine(cause: str, ctx: Context, output: str) -> Cause | None:
     bare = cause.split(" — ")[-1]
     if bare not in SPLIT:
         return None
-    if ctx.departure or bare == SPLIT[0]:
+    if ctx.random or ctx.departure or bare == SPLIT[0]:
         return function_differs(ctx, output)
     if ctx.forward_agrees:
         return Cause(DERIVATIVE_WRONG.klass, DERIVATIVE_WRONG.name,
@@ -320,7 +332,7 @@ def first_split(failure, ctx: Context) -> Cause:
     """Function differs (the loss value of the same backend and sample fails, or a departure
     search located where the forward departs) versus derivative wrong (it agrees)."""
     value_failed = ctx.value_status in ("mismatch", "non-finite", "systematic")
-    if failure.output == "value" or value_failed or ctx.departure:
+    if failure.output == "value" or value_failed or ctx.departure or ctx.random:
         return function_differs(ctx, failure.output)
     if ctx.forward_agrees:
         return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)

@@ -1,7 +1,9 @@
 """Command line: ``symgrad list``, ``symgrad verify NAME|module:attr``.
 
-Exit codes: 0 every backend agrees with the exact derivative, 1 a mismatch, 2 bad usage or input
-(an unknown model, a failing model factory, an unwritable ``--out``), 130 interrupted (Ctrl-C).
+Exit codes (``verify``, ``report --strict``): 0 pass (every deciding backend agrees with the exact
+derivative), 1 fail (a failing entry in some model), 3 inconclusive (no failure, but an entry the
+dtype or the oracle cannot decide: never counted as a pass), 2 bad usage or input (an unknown
+model, a failing model factory, an unwritable ``--out``), 130 interrupted (Ctrl-C).
 ``--json`` prints exactly one JSON document on stdout; progress (tqdm, ``--progress``, on by
 default on a terminal) and logs go to stderr.
 """
@@ -15,16 +17,21 @@ from pathlib import Path
 from typing import Sequence
 
 from . import zoo
+from .cluster import session
 from .config import VerifyConfig
 from .errors import SymgradError
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="symgrad", description="Verify gradients against the exact "
-                                "symbolic derivative, in ULPs.")
+                                "symbolic derivative, in ULPs.",
+                                epilog="exit codes: 0 pass, 1 fail, 3 inconclusive (nothing "
+                                       "failed, but something could not be decided), 2 bad "
+                                       "usage or input")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the built-in models")
-    v = sub.add_parser("verify", help="verify a model's gradients")
+    v = sub.add_parser("verify", help="verify a model's gradients; exit 0 pass, 1 fail, 3 "
+                       "inconclusive", epilog=EXIT_CODES)
     v.add_argument("models", nargs="+", metavar="NAME|module:attr")
     _run_options(v)
     v.add_argument("--no-reference", action="store_true",
@@ -35,12 +42,15 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--train", action="store_true",
                    help="--module in train mode: dropout fed symgrad's keep-masks")
     v.add_argument("--json", action="store_true", help="print one JSON document on stdout")
-    r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports")
+    r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports",
+                       epilog=EXIT_CODES)
     r.add_argument("models", nargs="*", metavar="NAME|module:attr",
                    help="models to report (default: every built-in model)")
     r.add_argument("--out", default="reports", help="output folder (default reports/)")
     _run_options(r)
-    r.add_argument("--strict", action="store_true", help="exit 1 when a model has a mismatch")
+    r.add_argument("--strict", action="store_true",
+                   help="exit 1 when a model fails, 3 when none fails but one is inconclusive "
+                        "(without --strict: 0 once the report is written)")
     f = sub.add_parser("fuzz", help="verify random expressions; exit 1 on an unexplained one")
     f.add_argument("--budget", type=int, default=200, help="expressions to draw (default 200)")
     f.add_argument("--seed", type=int, default=0, help="seed of the expression generator")
@@ -58,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     o.add_argument("--device", default="cpu", help="torch device (default cpu)")
     o.add_argument("--no-second-order", action="store_true", help="skip Hessian-vector products")
     o.add_argument("--no-gradcheck", action="store_true", help="skip torch.autograd.gradcheck")
+    _cluster_options(o)
     e = sub.add_parser("explain", help="print a step-by-step derivation")
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
@@ -90,9 +101,35 @@ def _run_options(p: argparse.ArgumentParser) -> None:
                         "'{\"n_layers\": 1}'")
     p.add_argument("--tokens", type=int, default=None,
                    help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
+    _cluster_options(p)
+
+
+def _cluster_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run the exact oracle (ops: each operator x dtype) as tasks on the Dask "
+                        "scheduler at ADDRESS (tcp://host:port); needs symgrad[cluster]")
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="... or on a local Dask cluster of N worker processes")
 
 
 DEFAULT_SAMPLES = 500  # samples drawn when --samples is not given (scalar models)
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_CODES = ("exit codes: 0 pass, 1 fail (a model has a failing entry), 3 inconclusive (none "
+              "fails, but an entry is inconclusive or suspect: not a pass), 2 bad usage or input")
+
+
+def exit_code(verdicts: Sequence[str]) -> int:
+    """The exit code of several models' verdicts: 1 if any fails, else 3 if any is
+    inconclusive, else 0.
+
+    >>> exit_code(["pass", "inconclusive"]), exit_code(["inconclusive", "fail"]), exit_code([])
+    (3, 1, 0)
+    """
+    if "fail" in verdicts:
+        return EXIT_FAIL
+    if "inconclusive" in verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
@@ -150,9 +187,14 @@ def _dispatch(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    base = config_from(args)
+    with session(args.scheduler, args.workers) as client:
+        return _verify_all(args, base, client)
+
+
+def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
     from .verify import verify
 
-    base = config_from(args)
     results, lines = [], []
     for name in args.models:
         model = _get(name, args)
@@ -167,17 +209,24 @@ def _verify(args: argparse.Namespace) -> int:
             results.append(verify(model, module=module, train=args.train, config=cfg))
         else:
             ref = None if args.no_reference else model.reference
-            results.append(verify(model, torch_fn=ref, config=cfg))
+            results.append(verify(model, torch_fn=ref, config=cfg, client=client))
         lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
     if args.json:
         doc = {"ok": all(r.ok for r in results),
+               "verdict": _overall([r.verdict for r in results]),
                "models": [dict(r.as_dict(), sampling=line) for r, line in zip(results, lines)]}
         print(json.dumps(doc, indent=2, sort_keys=True))
     else:
         for r in results:
             print(r)
             print()
-    return 0 if all(r.ok for r in results) else 1
+    return exit_code([r.verdict for r in results])
+
+
+def _overall(verdicts: Sequence[str]) -> str:
+    """One verdict for several models: fail > inconclusive > pass."""
+    return {EXIT_FAIL: "fail", EXIT_INCONCLUSIVE: "inconclusive", EXIT_PASS: "pass"}[
+        exit_code(verdicts)]
 
 
 def _checked(model, cfg: VerifyConfig) -> int | None:
@@ -265,7 +314,8 @@ def _report(args: argparse.Namespace) -> int:
     names = args.models or zoo.names()
     entries = []
     t_all = time.perf_counter()
-    with phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
+    with session(args.scheduler, args.workers) as client, \
+            phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
         for name in names:
             model = _get(name, args)
             bar.set_postfix_str(model.name)
@@ -273,19 +323,20 @@ def _report(args: argparse.Namespace) -> int:
                 print(f"symgrad: verifying {model.name}", file=sys.stderr)
             t0 = time.perf_counter()
             result = verify(model, torch_fn=model.reference,
-                            config=samples_for(model, cfg, given=args.samples is not None))
+                            config=samples_for(model, cfg, given=args.samples is not None),
+                            client=client)
             entries.append(Entry(model, result, time.perf_counter() - t0))
             bar.update(1)
     with phase(f"writing the report to {args.out}/", enabled=cfg.progress):
         written = write_reports(entries, args.out)
     for e in entries:
         n = e.result.finding_counts()
-        print(f"{e.model.name:<18} {'OK' if e.result.ok else 'FAIL':<5} {e.seconds:6.2f} s  "
+        print(f"{e.model.name:<18} {e.result.verdict.upper():<12} {e.seconds:6.2f} s  "
               f"{n['failures']} failing, {n['warnings']} precision-loss entries")
     print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
           f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
     print(f"symgrad: open {Path(args.out) / 'index.html'}", file=sys.stderr)
-    return 1 if args.strict and not all(e.result.ok for e in entries) else 0
+    return exit_code([e.result.verdict for e in entries]) if args.strict else EXIT_PASS
 
 
 def check_writable(out: Path) -> None:
@@ -312,7 +363,8 @@ def _ops(args: argparse.Namespace) -> int:
                     budget=args.budget, seed=args.seed, device=args.device,
                     second_order=not args.no_second_order, gradcheck=not args.no_gradcheck,
                     progress=sys.stderr.isatty())
-    report = run_ops(cfg)
+    with session(args.scheduler, args.workers) as client:
+        report = run_ops(cfg, client=client)
     written = write_ops_report(report, args.out)
     for row in report.rows:
         if row.status in ("unexplained", "error"):

@@ -20,13 +20,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import SymgradError
 
 # The vocabulary every backend implements. Anything else is "not supported".
 SUPPORTED_FUNCTIONS: tuple[type, ...] = (
-    sp.exp, sp.log, log1p, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan, sp.sinh, sp.cosh,
+    sp.exp, expm1, sp.log, log1p, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan, sp.sinh, sp.cosh,
     sp.tanh, sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min,
     sp.Piecewise,
 )
@@ -123,7 +123,7 @@ class Printer:
         if e.is_Mul:
             return "(" + " * ".join(self(a) for a in e.args) + ")"
         if self.t.node is not None and (e.is_Pow or cls in RELATIONALS
-                                        or isinstance(e, sp.Function)):
+                                        or isinstance(e, (sp.Function, sp.Max, sp.Min))):
             hooked = self.t.node(e, self)
             if hooked is not None:
                 return hooked

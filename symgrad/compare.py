@@ -168,6 +168,10 @@ class Tolerance:
     entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
     entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
     # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
+    zero_below: float = 2.0**-40  # an exact value below this fraction of its allowance is an
+    # exact zero (a mathematical zero, e.g. the key bias's gradient, comes out of the
+    # double-double oracle as ~2^-100 of its terms): judged by the allowance alone, never
+    # "inconclusive" for want of a sign
     function_ulps: float = 4.0  # the rigorous enclosure's table (symgrad.rigorous): every
     # elementary function (exp, log, tanh, erf, pow, ...) within this many ulps of its correctly
     # rounded value (glibc <= 2; numpy's SIMD float32 kernels are documented at <= 4)
@@ -185,7 +189,8 @@ class Tolerance:
                 "unit roundoff of the backend's dtype, tiny its smallest normal number, and E the "
                 "first-order running error bound of the model's computation (units of u); errors "
                 f"over {self.precision_loss_ulps:g} ULPs that the bound excuses are flagged as "
-                "precision loss; an allowance >= |exact| is inconclusive (a loss value wrong by "
+                "precision loss; an allowance >= |exact| is inconclusive (an exact value below "
+                f"{self.zero_below:g} of its allowance is an exact zero; a loss value wrong by "
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
@@ -206,7 +211,7 @@ class Tolerance:
                 "pooled_sigmas": self.pooled_sigmas,
                 "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
                 "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
-                "function_ulps": self.function_ulps,
+                "zero_below": self.zero_below, "function_ulps": self.function_ulps,
                 "rule": self.rule()}
 
 
@@ -364,8 +369,12 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         exact_ok = np.isfinite(exact_hi) & (np.abs(exact_hi) <= info.max)
         status = np.full(err.shape, OK, dtype=np.int8)
         status[(ulps > tol.precision_loss_ulps) & (err <= allowed_abs)] = LOSS
-        nonzero = exact_hi != 0
-        status[nonzero & (allowed_abs >= np.abs(exact_hi)) & (err <= allowed_abs)] = INCONCLUSIVE
+        # a value below zero_below of its allowance is zero to the oracle's precision: the
+        # allowance alone decides it (a sign the dtype cannot resolve is no verdict's concern)
+        nonzero = np.abs(exact_hi) > tol.zero_below * allowed_abs
+        # an error of exactly 0 is the exact value itself: ok, whatever the bound could see
+        status[nonzero & (allowed_abs >= np.abs(exact_hi)) & (err <= allowed_abs) & (err > 0)] = \
+            INCONCLUSIVE
         status[err > allowed_abs] = MISMATCH
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.

@@ -57,11 +57,41 @@ class Departure:
     allowed_ulps: float
     status: str  # mismatch / non-finite / ...
 
+    def message(self, cause: str = "") -> str:
+        """One line: where, the cause when one was recognised (``cause``: e.g. "a float32
+        constant in a float64 forward (...)"), the worst entry, expected vs got, error vs
+        allowance (in ULPs while both are finite, else absolute)."""
+        idx = ",".join(str(i) for i in self.index)
+        why = f": {cause};" if cause else ""
+        if np.isfinite(self.ulps) and np.isfinite(self.allowed_ulps) and self.allowed_ulps > 0:
+            error = f"error {self.ulps:.3g} ULPs > allowance {self.allowed_ulps:.3g}"
+        else:  # a ratio of non-finite ULPs says nothing: the absolute error, if any
+            error = (f"error {abs(self.got - self.expected):.3g}"
+                     if np.isfinite(self.got) and np.isfinite(self.expected)
+                     else "not finite")
+        return (f"the forward first departs at {self.site} ({self.kind}){why} output[{idx}]: "
+                f"expected {self.expected!r}, got {self.got!r}, {error}")
+
+
+@dataclass(frozen=True)
+class Unreproducible:
+    """The first intermediate whose two runs at the same sample differ beyond rounding: both
+    runs cannot lie within the rounding bound of the one exact value (|a - b| > 2 allowance),
+    so the forward itself is random there (dropout left on, sampling)."""
+
+    site: str
+    kind: str
+    index: tuple[int, ...]
+    first: float
+    second: float
+
     def message(self) -> str:
         idx = ",".join(str(i) for i in self.index)
-        return (f"the forward first departs at {self.site} ({self.kind}) output[{idx}]: "
-                f"expected {self.expected!r}, got {self.got!r}, error {self.ulps:.3g} "
-                f"ULPs > allowance {self.allowed_ulps:.3g}")
+        return (f"dropout (or other randomness) is active in eval mode at {self.site} "
+                f"({self.kind}): two eval-mode forwards of the same sample differ there "
+                f"(output[{idx}]: {self.first!r} vs {self.second!r}, beyond twice its "
+                "rounding allowance); switch it off in eval mode (nn.Dropout, or "
+                "F.dropout(x, p, training=self.training))")
 
 
 @dataclass(frozen=True)
@@ -73,14 +103,19 @@ class Search:
     skipped: tuple[str, ...] = ()  # captured sites not comparable, with the reason
     seconds: float = 0.0
     sample: int = 0
+    cause: str = ""  # what made it depart, when recognised (a float32 constant, ...)
+    random: Unreproducible | None = None  # the forward is not reproducible (dropout left on)
 
     @property
     def agrees(self) -> bool:
-        return self.departure is None and bool(self.checked)
+        return self.departure is None and bool(self.checked) and self.random is None
 
     def sentence(self) -> str:
+        """The search in one line: the departure (with its cause), randomness, or agreement."""
+        if self.random is not None:
+            return self.random.message()
         if self.departure is not None:
-            return self.departure.message()
+            return self.departure.message(self.cause)
         if not self.checked:
             return "no intermediate could be compared" + (
                 f" ({'; '.join(self.skipped)})" if self.skipped else "")
@@ -144,6 +179,46 @@ def first_departure(captures: Sequence[Capture], leaves: Mapping[str, np.ndarray
                           STATUS_NAMES[int(comp.status[k, 0])])
             return Search(d, tuple(checked), tuple(skipped), time.perf_counter() - t0, sample)
     return Search(None, tuple(checked), tuple(skipped), time.perf_counter() - t0, sample)
+
+
+def first_unreproducible(first: Sequence[Capture], second: Sequence[Capture],
+                         leaves: Mapping[str, np.ndarray], *, dtype: str,
+                         tol: Tolerance) -> Unreproducible | None:
+    """The first site (execution order) whose outputs in two runs of the same sample differ by
+    more than twice their rounding allowance (``compare.allowance`` of the node's forward bound
+    E): both runs cannot be within rounding of the one exact value, so the run is random there.
+    Bitwise differences within that (a GPU's reduction order) are not randomness.
+
+    Arguments:
+        first, second: the captures of two runs (same sites, same order).
+        leaves, dtype, tol: as for ``first_departure``.
+    Returns:
+        An ``Unreproducible`` (site, kind, worst entry, both values), or None."""
+    from .compare import allowance
+    from .tensor.bound import evaluate_bound
+    pairs = [(a, np.asarray(a.got, np.float64), np.asarray(b.got, np.float64))
+             for a, b in zip(first, second) if a.site == b.site]
+    differ = [(c, x, y) for c, x, y in pairs
+              if x.shape == y.shape and not np.array_equal(x, y, equal_nan=True)]
+    if not differ:
+        return None
+    nodes = list({c.node.id: c.node for c, x, _ in differ if x.size == c.node.size}.values())
+    bound = dict(zip((n.id for n in nodes), evaluate_bound(nodes, leaves))) if nodes else {}
+    for c, x, y in differ:
+        if c.node.id in bound:
+            allow = np.broadcast_to(allowance(bound[c.node.id], dtype, tol),
+                                    (1,) + c.node.shape).reshape(x.shape)
+        else:  # no bound for this capture: only a difference of more than rounding's scale
+            allow = np.full(x.shape, 1e-3) * np.fmax(np.abs(x), np.abs(y))
+        with np.errstate(invalid="ignore"):
+            gap = np.abs(x - y) - 2 * allow
+        gap = np.where(np.isnan(x) != np.isnan(y), np.inf, np.nan_to_num(gap, nan=-1.0))
+        if (gap > 0).any():
+            k = int(np.argmax(gap))
+            where = np.unravel_index(k, x.shape) if x.ndim else ()
+            return Unreproducible(c.site, c.kind, tuple(int(i) for i in where),
+                                  float(x.reshape(-1)[k]), float(y.reshape(-1)[k]))
+    return None
 
 
 def own_program(outputs: Sequence[Node], table, leaves: Mapping[str, np.ndarray],

@@ -61,11 +61,14 @@ def reverse_accumulation(model: Model, *, view: str = "compute") -> Program:
 
     Arguments:
         model: a validated model.
-        view: "compute" (the stable forms, default) or "display" (textbook forms).
+        view: "compute" (the stable forms symgrad runs, default), "display" (textbook forms)
+            or "written" (the model as written: ops' stable forms, without
+            ``symgrad.stable``'s rewrites of plain sympy; what the oracle evaluates).
     Returns:
         A ``Program`` computing the loss and one gradient entry per parameter scalar.
     """
-    graph = model.graph if view == "compute" else model.display_graph
+    graph = {"compute": model.graph, "display": model.display_graph,
+             "written": model.written_graph}[view]
     params = model.params
     forward = [(n.symbol, n.expr) for n in graph.nodes]
 

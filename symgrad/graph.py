@@ -22,6 +22,14 @@ from typing import Callable, Iterable, Mapping
 import sympy as sp
 
 
+def _rebuild(cls, definition, kind, label, index, attrs):
+    obj = sp.Dummy.__new__(cls, kind, dummy_index=index, real=True)
+    obj.definition, obj.op, obj.label = definition, kind, label
+    for k, v in attrs.items():
+        setattr(obj, k, v)
+    return obj
+
+
 class Intermediate(sp.Dummy):
     """A named intermediate value: a real symbol that carries its defining expression.
 
@@ -45,6 +53,13 @@ class Intermediate(sp.Dummy):
         obj.shown = None  # how explanations write it (sigma(z) for a sigmoid), if not display
         obj.group = None  # the matrix op call that made it (symgrad.ops.Group), if any
         return obj
+
+    def __reduce_ex__(self, protocol):
+        """Pickled with its dummy index and attributes (a model sent to a Dask worker): the
+        same symbol, so the unpickled program's steps still refer to each other."""
+        attrs = {k: getattr(self, k) for k in ("partials", "display", "shown", "group")}
+        return (_rebuild, (type(self), self.definition, self.op, self.label, self.dummy_index,
+                           attrs))
 
     def view(self, view: str) -> sp.Expr:
         """The definition used by a view: "compute" (stable form) or "display" (textbook)."""
@@ -99,6 +114,7 @@ class Graph:
     nodes: tuple[Node, ...]
     leaves: frozenset[sp.Symbol]  # symbols read that are not nodes
     by_symbol: Mapping[sp.Symbol, Node] = field(repr=False, compare=False)
+    rewrites: tuple[str, ...] = field(default=(), compare=False)  # stable rules applied
 
     @property
     def output(self) -> Node:
@@ -107,14 +123,28 @@ class Graph:
     @staticmethod
     def from_expr(expr: sp.Expr, *, name_hint: str = "L",
                   rename: Callable[[sp.Expr], sp.Expr] | None = None,
-                  view: str = "compute") -> "Graph":
+                  view: str = "compute", rewrite=None) -> "Graph":
         """Collect the intermediates reachable from ``expr`` into a program.
 
         ``rename`` is applied to every definition (the model uses it to make leaves real).
         ``view="display"`` uses each op's textbook form where it has a stable rewrite: the
         composition a reader (and most hand-written torch code) computes.
+        ``rewrite`` (compute view only): a ``symgrad.stable.Rewriter`` applied to the root and
+        to every plain-sympy step (``rewritable``); the steps it makes join the program and the
+        rules it applied are listed in ``Graph.rewrites``.
         """
         rename = rename or (lambda e: e)
+        if view != "compute":
+            rewrite = None
+        bodies: dict[Intermediate, sp.Expr] = {}
+
+        def body(item: Intermediate) -> sp.Expr:
+            if item not in bodies:
+                e = item.view(view)
+                bodies[item] = rewrite(e) if rewrite is not None and rewritable(item) else e
+            return bodies[item]
+        if rewrite is not None:
+            expr = rewrite(expr)
         order: list[Intermediate] = []
         state: dict[Intermediate, int] = {}  # 1 visiting, 2 done
         roots = _intermediates_in(expr)
@@ -131,14 +161,14 @@ class Graph:
                     continue
                 state[item] = 1
                 stack.append((item, True))
-                for dep in _intermediates_in(item.view(view)):
+                for dep in _intermediates_in(body(item)):
                     if not state.get(dep):
                         stack.append((dep, False))
         names = _Namer()
         nodes: list[Node] = []
         for item in order:
-            nodes.append(_node(names(item.label or item.op), item, rename(item.view(view)),
-                               item.op, item.partials if item.view(view) is item.definition
+            nodes.append(_node(names(item.label or item.op), item, rename(body(item)),
+                               item.op, item.partials if body(item) is item.definition
                                else None, rename))
         if isinstance(expr, Intermediate):
             out = expr
@@ -147,7 +177,8 @@ class Graph:
             nodes.append(_node(names(name_hint), out, rename(expr), "loss", None, rename))
         node_syms = {n.symbol for n in nodes}
         leaves = frozenset(s for n in nodes for s in n.operands if s not in node_syms)
-        return Graph(tuple(nodes), leaves, {n.symbol: n for n in nodes})
+        return Graph(tuple(nodes), leaves, {n.symbol: n for n in nodes},
+                     rewrite.applied if rewrite is not None else ())
 
     def expand(self, symbol: sp.Symbol | None = None) -> sp.Expr:
         """The flat sympy expression of a node (default: the output). Small graphs only."""
@@ -160,6 +191,13 @@ class Graph:
         """Number of intermediates and of sympy operations in the program."""
         return {"intermediates": len(self.nodes),
                 "operations": sum(sp.count_ops(n.expr) for n in self.nodes)}
+
+
+def rewritable(item: Intermediate) -> bool:
+    """Whether a step is plain sympy that ``symgrad.stable`` may rewrite: not an op's own stable
+    form (explicit partials or a display view) and not a step the rewriter made."""
+    return (item.partials is None and item.display is None
+            and getattr(item, "rewritten", None) is None)
 
 
 def _intermediates_in(expr: sp.Basic) -> list[Intermediate]:

@@ -21,6 +21,7 @@ from .codegen import unsupported_functions
 from .domains import Domain, as_domain
 from .errors import SymgradError
 from .graph import Graph
+from .stable import Rewriter
 
 _ENTRY = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_\{(?P<idx>\d+(?:,\d+)*)\}$")
 
@@ -106,7 +107,9 @@ class Model:
         self.real: dict[sp.Symbol, sp.Symbol] = {
             s: sp.Symbol(s.name, real=True) for b in self.blocks for s in b.symbols}
         self._changed = {k: v for k, v in self.real.items() if k != v}
-        self.graph = Graph.from_expr(self.loss, rename=self._rename)
+        # the executed program: plain-sympy unstable patterns in stable forms (symgrad.stable);
+        # display_graph keeps the user's formula
+        self.graph = Graph.from_expr(self.loss, rename=self._rename, rewrite=Rewriter())
         known = set(self.real.values())
         for leaf in sorted(self.graph.leaves, key=str):
             if leaf not in known:
@@ -120,6 +123,13 @@ class Model:
                                    "(exp, log, tanh, erf, Abs, Max, Piecewise, ...)")
         self._cache: dict = {}
 
+    def __getstate__(self) -> dict:
+        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
+        not pickle): a Dask worker derives the model again once and keeps it."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     @property
     def display_graph(self) -> Graph:
         """The program with each op's textbook form (e.g. BCE of a sigmoid, not softplus)."""
@@ -127,6 +137,17 @@ class Model:
             self._cache["display_graph"] = Graph.from_expr(
                 self.loss, rename=self._rename, view="display")
         return self._cache["display_graph"]
+
+    @property
+    def written_graph(self) -> Graph:
+        """The program as written, without ``symgrad.stable``'s rewrites (ops keep their own
+        stable forms): what the certified oracle evaluates, so every run checks the rewritten
+        program against the formula as written. ``graph`` itself when nothing was rewritten."""
+        if not self.graph.rewrites:
+            return self.graph
+        if "written_graph" not in self._cache:
+            self._cache["written_graph"] = Graph.from_expr(self.loss, rename=self._rename)
+        return self._cache["written_graph"]
 
     def _rename(self, expr: sp.Expr) -> sp.Expr:
         """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""

@@ -17,6 +17,8 @@ def pytest_configure(config) -> None:
 
 @pytest.fixture
 def assert_gradients():
-    """``assert_gradients(model, torch_fn=None, ...)``: symgrad.testing.assert_gradients_match."""
+    """``assert_gradients(model, torch_fn=None, ..., allow_inconclusive=False)``:
+    symgrad.testing.assert_gradients_match (every keyword passed through; an inconclusive
+    verdict fails the test unless ``allow_inconclusive=True``)."""
     from .testing import assert_gradients_match
     return assert_gradients_match

@@ -7,9 +7,51 @@ from dataclasses import dataclass, field
 import numpy as np
 from tabulate import tabulate
 
-from .compare import (EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES,
+from .compare import (EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES, SUSPECT,
                       Comparison, dtype_info, ulp)
-from .config import VerifyConfig
+from .config import OWN_BACKENDS, VerifyConfig
+
+PASS, FAIL, UNDECIDED = "pass", "fail", "inconclusive"  # the three outcomes of a run
+VERDICTS = (PASS, FAIL, UNDECIDED)
+UNRESOLVED = (INCONCLUSIVE, SUSPECT)  # statuses that are neither ok nor failing
+OWN_LABEL = "symgrad's own program"  # how a non-deciding own backend is labelled
+
+
+def verdict_of(statuses) -> str:
+    """The three-valued verdict of status arrays (one per deciding backend).
+
+    Arguments:
+        statuses: iterable of status arrays (``Comparison.status``).
+    Returns:
+        "fail" when any entry is failing (``compare.FAILING``); otherwise "inconclusive" when
+        any entry is inconclusive or suspect; otherwise "pass" (ok, precision-loss warnings and
+        accepted kinks pass).
+
+    >>> import numpy as np
+    >>> from symgrad.compare import OK, INCONCLUSIVE, MISMATCH
+    >>> verdict_of([np.array([OK, INCONCLUSIVE])]), verdict_of([np.array([INCONCLUSIVE, MISMATCH])])
+    ('inconclusive', 'fail')
+    """
+    statuses = list(statuses)
+    if any(np.isin(st, FAILING).any() for st in statuses):
+        return FAIL
+    if any(np.isin(st, UNRESOLVED).any() for st in statuses):
+        return UNDECIDED
+    return PASS
+
+
+def deciding_backends(names) -> list[str]:
+    """The backends whose findings decide the verdict: the user's code (any backend that is
+    not one of symgrad's own programs, ``config.OWN_BACKENDS``) when the run has some; else
+    symgrad's own programs. Own programs of a run that verifies user code are still compared
+    and shown, but a symgrad-own overflow or rounding excess says nothing about the user's code.
+
+    >>> deciding_backends(["numpy", "torch", "torch_fn"]), deciding_backends(["numpy", "torch"])
+    (['torch_fn'], ['numpy', 'torch'])
+    """
+    names = list(names)
+    user = [n for n in names if n not in OWN_BACKENDS]
+    return user or names
 
 
 @dataclass(frozen=True)
@@ -91,8 +133,29 @@ class Result:
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
+    def deciding(self) -> list[str]:
+        """The backends whose findings decide ``verdict`` (``deciding_backends``)."""
+        return deciding_backends(self.comparisons)
+
+    def decides(self, backend: str) -> bool:
+        """Whether ``backend``'s findings decide the verdict (False: symgrad's own program of
+        a run that verifies user code, shown apart)."""
+        return backend in self.deciding
+
+    def backend_verdict(self, backend: str) -> str:
+        """pass / fail / inconclusive of one backend's entries (deciding or not)."""
+        return verdict_of([self.comparisons[backend].status])
+
+    @property
+    def verdict(self) -> str:
+        """"pass", "fail" or "inconclusive": fail when a deciding backend has a failing entry,
+        inconclusive when one has an inconclusive or suspect entry (and none fails), else pass."""
+        return verdict_of(self.comparisons[n].status for n in self.deciding)
+
+    @property
     def ok(self) -> bool:
-        return all(c.ok for c in self.comparisons.values())
+        """The run passed: ``verdict == "pass"`` (inconclusive is not a pass)."""
+        return self.verdict == PASS
 
     def counts(self, backend: str) -> dict[str, int]:
         """Entries per status (every status of ``compare.STATUS_NAMES``), for one backend."""
@@ -119,7 +182,7 @@ class Result:
                 self._memo[key] = measures(comp, self.config)
             m = self._memo[key]
             return m if cols is None else Measures(*(a[:, cols] for a in (
-                m.error, m.allowed, m.ratio, m.relative, m.ulps, m.comparable)))
+                m.error, m.allowed, m.ratio, m.relative, m.ulps, m.comparable, m.exact)))
         return measures(comp, self.config, cols if cols is not None else slice(None))
 
     def _chunks(self, backend: str, cols: slice | None):
@@ -148,8 +211,11 @@ class Result:
 
     @staticmethod
     def _fold(parts, into: dict | None = None) -> dict:
-        """Fold chunk measures into (worst ULPs, worst error/allowance, worst relative error)."""
-        st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0})
+        """Fold chunk measures into (worst ULPs, worst error/allowance, worst relative error,
+        the entry test's resolution: the smallest allowance / |exact| over comparable entries
+        with a nonzero exact value)."""
+        st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0,
+                           "resolution": float("inf")})
         for m in parts:
             u = m.ulps
             finite = u[np.isfinite(u)]
@@ -157,6 +223,11 @@ class Result:
                 st["worst_ulps"], float(finite.max()) if finite.size else 0.0)
             st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
             st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                res = np.where(m.comparable & (m.exact > 0) & np.isfinite(m.allowed),
+                               m.allowed / m.exact, np.inf)
+            if res.size:
+                st["resolution"] = min(st["resolution"], float(np.nanmin(res)))
         return st
 
     def _scan(self, backend: str) -> None:
@@ -188,10 +259,44 @@ class Result:
         ratio, rel = st["worst_ratio"], st["worst_rel"]
         dtype_digits = float(np.log10(2.0 / info.eps))
         digits = dtype_digits if rel == 0 else float(np.clip(-np.log10(rel), 0, dtype_digits))
-        return {"backend": backend, "dtype": comp.dtype, "ok": comp.ok,
+        verdict = self.backend_verdict(backend)
+        return {"backend": backend, "dtype": comp.dtype, "ok": verdict == PASS,
+                "verdict": verdict, "decides": self.decides(backend),
                 "worst_error_over_allowance": ratio, "worst_relative_error": rel,
                 "worst_correct_digits": round(digits, 2),
-                "dtype_digits": round(dtype_digits, 2), "counts": self.counts(backend)}
+                "dtype_digits": round(dtype_digits, 2), "counts": self.counts(backend),
+                "resolution": self.resolution(backend)}
+
+    def resolution(self, backend: str) -> dict:
+        """The smallest backward scale error (got = (1 + s) * exact on every gradient entry)
+        this run's tests could have caught on ``backend``.
+
+        The entry test sees it where s * |exact| exceeds the allowance: s_entry is the smallest
+        allowance / |exact| over the comparable gradient entries with a nonzero exact value.
+        The block test compares each block with the sample's other blocks (common mode), so a
+        scale shared by every block is not its to see; the pooled test's threshold is not
+        exposed by ``compare.systematic_blocks`` and is not counted (it needs more than
+        pooled_sigmas^2 effective samples to fire at all).
+
+        Arguments:
+            backend: a backend of this result.
+        Returns:
+            {"entry": s_entry (None where no entry resolves any scale), "tests": "entry",
+            "dtype", "samples": samples compared, "text": one line in words}.
+        """
+        comp = self.comparisons[backend]
+        s_entry = min((self._stats(backend, slice(a, b))["resolution"]
+                       for _, a, b in self.blocks), default=float("inf"))
+        n = int(comp.status.shape[0])
+        at = f"in {comp.dtype} at {n} sample{'s' * (n != 1)}"
+        if np.isfinite(s_entry):
+            text = (f"a backward scale error (got = (1 + s) x exact) below {s_entry:.2g} "
+                    f"relative would not be seen {at} (entry test; the pooled test is not "
+                    "counted)")
+        else:
+            text = f"no gradient entry resolves a backward scale error {at}"
+        return {"entry": float(s_entry) if np.isfinite(s_entry) else None, "tests": "entry",
+                "dtype": comp.dtype, "samples": n, "text": text}
 
     def worst_ulps(self, backend: str, cols: slice | None = None) -> float:
         """The largest error in ULPs (at an exact zero: ULPs of the scale of its terms)."""
@@ -251,49 +356,96 @@ class Result:
         return {"failures": failing, "warnings": c[STATUS_NAMES[LOSS]],
                 "kinks": c[STATUS_NAMES[KINK]]}
 
+    def _row_verdict(self, cols: slice, names: list[str]) -> str:
+        """The verdict of one row over the backends ``names``: FAIL, inconclusive (with how
+        many inconclusive / suspect entries), ok (precision loss / kink) or ok."""
+        verdict, unresolved, suspect = "ok", 0, 0
+        for name in names:
+            st = self.comparisons[name].status[:, cols]
+            unresolved = max(unresolved, int((st == INCONCLUSIVE).sum()))  # per backend
+            suspect = max(suspect, int((st == SUSPECT).sum()))
+            if np.isin(st, FAILING).any():
+                verdict = "FAIL"
+            elif verdict == "ok" and (st == LOSS).any():
+                verdict = "ok (precision loss)"
+            elif verdict == "ok" and (st == KINK).any():
+                verdict = "ok (kink)"
+        if verdict != "FAIL" and (unresolved or suspect):  # never "ok" for what is undecided
+            parts = ([f"suspect: {suspect} entries"] if suspect else []) + (
+                [f"{unresolved} entries" if not suspect else f"{unresolved} inconclusive"]
+                if unresolved else [])
+            verdict = f"inconclusive ({', '.join(parts)} in a backend)"
+        return verdict
+
     def rows(self) -> list[dict]:
-        """One row per output group: the value, then each parameter block."""
+        """One row per output group: the value, then each parameter block. The verdict column
+        is the deciding backends'; symgrad's own programs' findings, where they do not decide,
+        are added after it ("ok; symgrad's own program: FAIL")."""
         groups = [("value", slice(0, 1))] + [(f"d/d{name}", slice(a, b))
                                              for name, a, b in self.blocks]
+        deciding = self.deciding
+        apart = [n for n in self.comparisons if n not in deciding]
         rows = []
         for label, cols in groups:
             row = {"output": label}
-            verdict, unresolved = "ok", 0
-            for name, comp in self.comparisons.items():
+            for name in self.comparisons:
                 row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)
                 row[f"{name} error/allowed"] = self.worst_ratio(name, cols)
-                st = comp.status[:, cols]
-                unresolved = max(unresolved, int((st == INCONCLUSIVE).sum()))  # per backend
-                if np.isin(st, FAILING).any():
-                    verdict = "FAIL"
-                elif verdict == "ok" and (st == LOSS).any():
-                    verdict = "ok (precision loss)"
-                elif verdict == "ok" and (st == KINK).any():
-                    verdict = "ok (kink)"
-            if verdict != "FAIL" and unresolved:  # never "ok" for what the dtype cannot resolve
-                verdict = f"inconclusive ({unresolved} entries in a backend)"
+            verdict = self._row_verdict(cols, deciding)
+            if apart:
+                own = self._row_verdict(cols, apart)
+                if not own.startswith("ok"):
+                    verdict += f"; {OWN_LABEL}: {own}"
             row["verdict"] = verdict
             rows.append(row)
         return rows
 
+    def _verdict_lines(self) -> list[str]:
+        """Which backends decide, and why the verdict is inconclusive (if it is)."""
+        lines = []
+        apart = [n for n in self.comparisons if n not in self.deciding]
+        if apart:
+            lines.append(f"  decided by {', '.join(self.deciding)} (the code verified); "
+                         f"{OWN_LABEL}s ({', '.join(apart)}) are compared and shown apart: "
+                         "their findings do not decide the verdict")
+        if self.verdict == UNDECIDED:
+            n_inc = sum(int((self.comparisons[b].status == INCONCLUSIVE).sum())
+                        for b in self.deciding)
+            n_sus = sum(int((self.comparisons[b].status == SUSPECT).sum())
+                        for b in self.deciding)
+            lines.append(f"  INCONCLUSIVE: {n_inc} inconclusive and {n_sus} suspect entr"
+                         f"{'y' if n_inc + n_sus == 1 else 'ies'} in the deciding backends, "
+                         "none failing: not proven wrong, not proven right (never counted as "
+                         "a pass)")
+        return lines
+
     def __str__(self) -> str:
-        head = (f"symgrad: {self.model} — {'OK' if self.ok else 'FAIL'} "
+        head = (f"symgrad: {self.model} — {self.verdict.upper()} "
                 f"({len(self.oracle_samples)} of {self.config.samples} samples checked against "
                 "the exact derivative, "
                 f"{self.config.dtype} on {self.config.device}, seed {self.config.seed})")
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")
-        lines = [head, table]
+        lines = [head, table] + self._verdict_lines()
         for name in self.comparisons:
             s = self.summary(name)
             counts = ", ".join(f"{n} {v}" for n, v in s["counts"].items() if v)
-            lines.append(f"  {name}: worst error {_fmt(s['worst_error_over_allowance'])} of its "
+            who = "" if s["decides"] else f" ({OWN_LABEL}, not deciding)"
+            lines.append(f"  {name}{who}: {s['verdict']}; worst error "
+                         f"{_fmt(s['worst_error_over_allowance'])} of its "
                          f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
                          f"digits correct; entries: {counts}")
+            lines.append(f"    resolution: {s['resolution']['text']}")
         n = self.finding_counts()
         fails = self.findings("failures")
-        for f in fails:
+        mine = [f for f in fails if self.decides(f.backend)]
+        theirs = [f for f in fails if not self.decides(f.backend)]
+        for f in mine:
             lines.append("  " + f.message())
+        if theirs:
+            lines.append(f"  {OWN_LABEL} findings (shown apart, not deciding):")
+            for f in theirs:
+                lines.append(f"    [{OWN_LABEL}] " + f.message())
         if n["failures"] > len(fails):
             lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
         warns = self.findings("warnings")
@@ -309,14 +461,17 @@ class Result:
         """Jupyter display: the verdict and the table per parameter."""
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys", tablefmt="github")
-        head = f"**{self.model}: {'OK' if self.ok else 'FAIL'}**"
-        fails = "".join(f"\n- {f.message()}" for f in self.failures)
-        return f"{head}\n\n{table}\n{fails}"
+        head = f"**{self.model}: {self.verdict.upper()}**"
+        notes = "".join(f"\n{line.strip()}\n" for line in self._verdict_lines())
+        fails = "".join(f"\n- {'' if self.decides(f.backend) else f'[{OWN_LABEL}] '}"
+                        f"{f.message()}" for f in self.failures)
+        return f"{head}\n\n{table}\n{notes}{fails}"
 
     def as_dict(self) -> dict:
         """JSON-ready; deterministic for the same seed and versions (times kept apart)."""
         return {
-            "model": self.model, "ok": self.ok, "config": self.config.as_dict(),
+            "model": self.model, "ok": self.ok, "verdict": self.verdict,
+            "deciding": list(self.deciding), "config": self.config.as_dict(),
             "oracle_samples": len(self.oracle_samples),
             "samples_drawn": self.config.samples,  # the rest of the drawn ones run unchecked
             "samples_checked_by_oracle": len(self.oracle_samples),
@@ -345,7 +500,9 @@ class Measures:
     ratio: np.ndarray  # error / allowance (> 1 fails)
     relative: np.ndarray  # error / |exact|; at an exact (near-)zero, error / E (terms' scale)
     ulps: np.ndarray  # error in ULPs of |exact|; at an exact zero, in ULPs of E
-    comparable: np.ndarray  # exact value finite, not a kink or inconclusive: ratio means something
+    comparable: np.ndarray  # exact value finite, not a kink, inconclusive or suspect: ratio
+    #                         means something
+    exact: np.ndarray | None = None  # |exact|
 
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
@@ -375,12 +532,14 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
         relative = error / scale
         ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp_ulps)
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
-        # kinks (any subgradient is exact) and inconclusive entries have no meaningful ratio
-        excused = [k for k, name in STATUS_NAMES.items() if name in ("kink", "inconclusive")]
+        # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
+        # failing: not decided) have no meaningful ratio
+        excused = [k for k, name in STATUS_NAMES.items()
+                   if name in ("kink", "inconclusive", "suspect")]
         comparable = np.isfinite(exact) & ~np.isin(status, excused)
         ratio = np.where(np.isfinite(got), ratio, np.inf)
         ulps = np.where(np.isfinite(got), ulps, np.inf)
-    return Measures(error, allowed, ratio, relative, ulps, comparable)
+    return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
 
 
 def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
@@ -404,9 +563,20 @@ def _json_float(v):
     return v
 
 
+POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+
+
 def _point(point: dict) -> str:
+    """A sample's point for a one-line message. Blocks are in the model's order, parameters
+    first: beyond ``POINT_BLOCKS_SHOWN`` blocks (a GPT has 38) only the last ones - the inputs -
+    are shown, and the rest is counted (the JSON keeps every block)."""
     parts = []
-    for k, v in point.items():
+    items = list(point.items())
+    if len(items) > POINT_BLOCKS_SHOWN:
+        hidden = len(items) - (POINT_BLOCKS_SHOWN - 2)
+        parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
+        items = items[hidden:]
+    for k, v in items:
         if isinstance(v, dict):
             v = v["first"]
         if isinstance(v, list):

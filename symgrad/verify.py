@@ -21,6 +21,7 @@ from . import oracle
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
+from .cluster import map_ordered
 from .causes import Context, classify, op_values, wanted_ops
 from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
                       Tolerance, allowance, compare, systematic)
@@ -37,7 +38,7 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
            tolerance: Tolerance | None = None, at: dict | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
-           paths: tuple[str, ...] = ("eager",)) -> Result:
+           paths: tuple[str, ...] = ("eager",), client=None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -59,6 +60,9 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
             its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
             symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
             "sdpa-math", ...) apply to it.
+        client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
+            runs as tasks on its workers, chunks of samples each; the Result is the same as
+            in-process.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -78,7 +82,7 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     from .tensor.model import TensorModel
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
         from .tensor.verify import verify_tensor
-        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg)
+        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
     given = _given(model, at, cfg.dtype) if at is not None else None
     if given is not None:
         cfg = replace(cfg, samples=given.X.shape[1])
@@ -90,15 +94,16 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     compiled = derive(model, cfg, timings)
     batch = given or draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
-    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn)
+    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn, client=client)
 
 
 def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, outputs: dict,
-          cfg: VerifyConfig, timings: dict, torch_fn: Callable | None = None) -> Result:
+          cfg: VerifyConfig, timings: dict, torch_fn: Callable | None = None, *,
+          client=None) -> Result:
     """The exact values, every backend's comparison (entry, kink and block tests) and the
     Result. Backends other than numpy/torch are user code: they get the torch_fn allowance."""
     subset = oracle_subset(compiled.program, cfg)
-    truth, bounds = exact(compiled, batch, subset, cfg, timings)
+    truth, bounds = exact(compiled, batch, subset, cfg, timings, client=client, model=model)
     kink = KinkSides(truth.vertices, truth.labels)
     blocks = param_columns(model)
     enclosures = rigorous_enclosures(model, compiled, batch, subset, truth, runs, cfg)
@@ -185,14 +190,22 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
         model._cache["program"] = program
         t1 = time.perf_counter()
         with phase(f"compiling {model.name}", enabled=cfg.progress):
-            exact_fn = oracle.compile_oracle(program)
+            # the oracle evaluates the model as written; the backends run its stable rewrite
+            # (symgrad.stable), the same function: the oracle checks the rewrite on every run
+            written = (reverse_accumulation(model, view="written") if model.graph.rewrites
+                       else program)
+            exact_fn = oracle.compile_oracle(written)
             sites = oracle.site_arguments(exact_fn)
             # one bound program: E of each output, then of each kink site's argument
             bound = compile_bound(program.assignments, program.leaves,
-                                  (program.value, *program.gradient, *sites),
+                                  (program.value, *program.gradient,
+                                   *(sites if written is program else ())),
                                   np_backend.target("float64"))
-            has_display = any(getattr(n.symbol, "display", None) is not None
-                               for n in model.graph.nodes)
+            if written is not program:
+                bound = _joined(bound, compile_bound(written.assignments, written.leaves,
+                                                     sites, np_backend.target("float64")))
+            has_display = bool(model.graph.rewrites) or any(
+                getattr(n.symbol, "display", None) is not None for n in model.graph.nodes)
             display_bound = (np_backend.compile_bound(
                 reverse_accumulation(model, view="display")) if has_display else bound)
             compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
@@ -204,6 +217,15 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
     if timings is not None:
         timings.update(model._cache[key + ("times",)])
     return model._cache[key]
+
+
+def _joined(outputs: Callable, sites: Callable) -> Callable:
+    """One bound function: E of the outputs (the program run), then E of each kink site's
+    argument (in the oracle's program, the model as written)."""
+    def bound(X):
+        return list(outputs(X)) + list(sites(X))
+    bound.source = outputs.source + sites.source
+    return bound
 
 
 @dataclass
@@ -316,7 +338,7 @@ def oracle_subset(program: Program, cfg: VerifyConfig) -> np.ndarray:
 
 
 def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfig,
-          timings: dict):
+          timings: dict, *, client=None, model: Model | None = None):
     """The certified exact outputs (``oracle.Exact``) and each backend's running error bound E.
 
     numpy and torch run the model's own program: E of that program. A torch_fn is the user's
@@ -334,17 +356,20 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     allow = allowance(bound, cfg.dtype, cfg.tolerance)
     timings["bound_s"] = time.perf_counter() - t0
     t0 = time.perf_counter()
-    parts = []
     chunk = max(1, X.shape[1] // 20)
-    with phase("exact derivative (oracle)", enabled=cfg.progress, total=X.shape[1],
-               unit="sample") as bar:
-        for start in range(0, X.shape[1], chunk):
-            part = slice(start, start + chunk)
-            parts.append(oracle.evaluate(compiled.oracle, X[:, part], allow[part],
-                                         None if site_allow is None else site_allow[part],
-                                         start_bits=cfg.oracle_bits,
-                                         max_bits=cfg.oracle_max_bits))
-            bar.update(min(chunk, X.shape[1] - start))
+    tasks = [(X[:, part], allow[part], None if site_allow is None else site_allow[part],
+              cfg.oracle_bits, cfg.oracle_max_bits)
+             for part in (slice(s, s + chunk) for s in range(0, X.shape[1], chunk))]
+    if client is not None and model is not None:  # chunks as Dask tasks, results in order
+        parts = list(map_ordered(client, _oracle_chunk, tasks, key=f"oracle-{model.name}",
+                                 shared=model))
+    else:
+        parts = []
+        with phase("exact derivative (oracle)", enabled=cfg.progress, total=X.shape[1],
+                   unit="sample") as bar:
+            for task in tasks:
+                parts.append(_oracle_chunk(task, None, compiled))
+                bar.update(task[0].shape[1])
     timings["oracle_s"] = time.perf_counter() - t0
     vertices, labels, offset = {}, {}, 0  # per chunk's sample rows -> the whole batch's
     for p in parts:
@@ -354,6 +379,14 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     truth = oracle.Exact(*(np.concatenate([getattr(p, f) for p in parts])
                            for f in ("hi", "lo", "uncertain", "bits")), vertices, labels)
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
+
+
+def _oracle_chunk(task: tuple, model: Model | None, compiled: Compiled | None = None):
+    """The certified exact outputs of one chunk of samples (``oracle.Exact``); on a Dask worker
+    the model arrives alone and is derived there once (its cache lives with the worker)."""
+    X, allow, site_allow, start_bits, max_bits = task
+    fn = (compiled or derive(model, VerifyConfig())).oracle
+    return oracle.evaluate(fn, X, allow, site_allow, start_bits=start_bits, max_bits=max_bits)
 
 
 def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, comparisons, batch: Batch,

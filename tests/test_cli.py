@@ -134,4 +134,67 @@ def test_module_factory_gets_the_whole_config_and_the_oracle_escalates_its_balls
     from symgrad.cli import main
     assert main(["verify", "tiny_gpt", "--module", "tests.gptmodels.book:GPTModel",
                  "--config", '{"emb_dim": 32}', "--samples", "1", "--no-progress"]) == 0
-    assert "OK" in capsys.readouterr().out
+    assert "— PASS" in capsys.readouterr().out
+
+
+SATURATED = """
+    import sympy as sp, symgrad as sg, torch
+    w, x = sp.symbols("w x")
+    # tanh at |wx| >= 20: d/dw = x sech^2(wx) lies below the rounding of 1 - tanh^2, so correct
+    # code cannot be told from 0 there: inconclusive entries, none failing
+    saturated = sg.Model("saturated", sp.tanh(w * x), params={w: sg.Uniform(20, 40)},
+                         inputs={x: sg.Uniform(1, 2)}, reference=lambda w, x: torch.tanh(w * x))
+"""
+
+
+def test_exit_3_on_an_inconclusive_verdict(tmp_path, capsys, monkeypatch):
+    (tmp_path / "satmodels.py").write_text(textwrap.dedent(SATURATED))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["verify", "satmodels:saturated", "--samples", "10", "--no-progress"]) == 3
+    out = capsys.readouterr().out
+    assert out.startswith("symgrad: saturated — INCONCLUSIVE") and "inconclusive" in out
+    assert main(["verify", "satmodels:saturated", "--samples", "10", "--json"]) == 3
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["verdict"] == "inconclusive" and doc["ok"] is False
+    assert doc["models"][0]["verdict"] == "inconclusive"
+    # with a passing model beside it: still 3; with a failing one: 1
+    assert main(["verify", "neuron", "satmodels:saturated", "--samples", "10"]) == 3
+    capsys.readouterr()
+    # report: 0 once written, --strict: 3 (inconclusive, none failed)
+    out_dir = tmp_path / "rep"
+    args = ["report", "satmodels:saturated", "--samples", "10", "--out", str(out_dir)]
+    assert main(args) == 0
+    assert main(args + ["--strict"]) == 3
+    assert "INCONCLUSIVE" in capsys.readouterr().out
+
+
+def test_exit_codes_are_in_the_help(capsys):
+    from symgrad.cli import exit_code
+    assert main(["verify", "--help"]) == 0
+    assert "3 inconclusive" in " ".join(capsys.readouterr().out.split())
+    assert main(["report", "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "exit 1 when a model fails, 3 when none fails but one is inconclusive" in text
+    assert (exit_code(["pass"]), exit_code(["pass", "fail", "inconclusive"]),
+            exit_code(["inconclusive", "pass"])) == (0, 1, 3)
+
+
+def test_report_strict_exits_1_on_a_fail(tmp_path, capsys, monkeypatch):
+    (tmp_path / "badmodels.py").write_text(textwrap.dedent("""
+        import sympy as sp, symgrad as sg, torch
+        w, x = sp.symbols("w x")
+        broken = sg.Model("broken", sp.sin(w * x), params=[w], inputs=[x],
+                          reference=lambda w, x: torch.sin(w * x) * (1 + 1e-9))
+    """) + textwrap.dedent(SATURATED))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    args = ["report", "badmodels:broken", "badmodels:saturated", "--samples", "10", "--out",
+            str(tmp_path / "rep")]
+    assert main(args) == 0 and main(args + ["--strict"]) == 1
+    index = (tmp_path / "rep" / "index.md").read_text()
+    assert "0 of 2 models passed, 1 inconclusive, 1 failed." in index
+    page = (tmp_path / "rep" / "index.html").read_text()
+    assert 'class="verdict verdict-fail" style="background:#cf222e' in page
+    assert 'class="verdict verdict-inconclusive" style="background:#9a6700' in page
+    sat = (tmp_path / "rep" / "saturated.md").read_text()
+    assert sat.startswith("# saturated: INCONCLUSIVE") and "Decided by torch_fn" in sat
+    assert "| INCONCLUSIVE |" in sat.replace("  ", " ")

@@ -155,3 +155,16 @@ def test_pooled_test_resolves_a_tiny_systematic_error_across_samples():
     bug = _block(g, g * (1 + 1e-6) + rounding, 30, head=False)  # 17 u, below every allowance
     assert not bug.ok and bug.systematic[0].sample == -1
     assert (bug.status[:, 1] == SYSTEMATIC).mean() > 0.9
+
+
+def test_an_exactly_right_entry_is_ok_even_where_the_bound_sees_nothing():
+    # an exact 1e-17 from terms of size 1: the float64 allowance (4.4e-16) would accept 0 or a
+    # flipped sign, so an entry near it is inconclusive - unless it IS the exact value, bit
+    # for bit
+    import numpy as np
+    from symgrad.compare import INCONCLUSIVE, OK, Tolerance, compare
+    exact = np.array([[1.0, 1e-17, 1e-17]])
+    got = np.array([[1.0, 1e-17, 2e-17]])
+    c = compare(exact, np.zeros_like(exact), got, np.ones_like(exact), backend="torch_fn",
+                dtype="float64", tol=Tolerance())
+    assert c.status[0, 1] == OK and c.status[0, 2] == INCONCLUSIVE

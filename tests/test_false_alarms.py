@@ -32,7 +32,7 @@ def test_cross_entropy_at_large_logits_float32():
                  inputs={t: sg.Integers(0, 2)})
     r = sg.verify(m, at={"L": np.array([[[0.0, 150.0, -150.0]]]), "t": np.array([[0.0]])},
                   dtype="float32")
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
 
 
 def test_sigmoid_far_in_the_tail_float32():
@@ -40,7 +40,7 @@ def test_sigmoid_far_in_the_tail_float32():
     m = sg.Model("sig", 3 * sg.ops.sigmoid(z), params=[z])
     r = sg.verify(m, at={"z": np.array([-100.0, -30.0, 0.0, 100.0])}, dtype="float32",
                   torch_fn=lambda z: 3 * torch.sigmoid(z))
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
 
 
 def test_safe_branch_does_not_poison_symgrads_torch_program():
@@ -53,7 +53,7 @@ def test_safe_branch_does_not_poison_symgrads_torch_program():
 @pytest.mark.parametrize("seed", [4, 8])
 def test_gpt_attention_float32(seed):
     r = sg.verify(zoo.get("gpt_attention"), seed=seed, dtype="float32")
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
 
 
 def test_heaviside_in_a_model_runs_in_torch():
@@ -108,7 +108,7 @@ def test_float32_deep_model_reports_inconclusive_entries_not_ok():
     m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
                       "n_layers": 1, "drop_rate": 0.1, "qkv_bias": False})
     r = sg.verify(m, torch_fn=m.reference, samples=8, seed=0, dtype="float32")
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
     counts = r.counts("torch_fn")
     assert counts["inconclusive"] > 0 and counts["systematic"] == 0
     assert (r.comparisons["torch_fn"].status == INCONCLUSIVE).sum() == counts["inconclusive"]
@@ -125,7 +125,7 @@ def test_float32_saturated_but_stable_code_passes():
         return -(y * torch.nn.functional.logsigmoid(z)
                  + (1 - y) * torch.nn.functional.logsigmoid(-z))
     r = sg.verify(m, torch_fn=fn, samples=100, seed=0, dtype="float32")
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
     assert np.isfinite(r.comparisons["torch_fn"].got).all()
 
 
@@ -137,7 +137,7 @@ def test_tensor_tiny_gpt_no_false_alarm(dtype):
     m = gpt2.tiny_gpt()
     for seed in (0, 1):
         r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
-        assert r.ok, str(r)
+        assert r.verdict != "fail", str(r)
 
 
 @pytest.mark.slow
@@ -147,4 +147,4 @@ def test_tensor_tiny_gpt_no_false_alarm_on_20_seeds(dtype):
     m = gpt2.tiny_gpt()
     for seed in range(20):
         r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
-        assert r.ok, (seed, str(r))
+        assert r.verdict != "fail", (seed, str(r))

@@ -104,7 +104,7 @@ def test_nanogpt_layout_tied_fused_erf(ext):
     m = tiny(cfg)
     module = nanogpt.from_book_config(cfg).double()
     r = sg.verify(m, module=module, samples=N, seed=0)
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
     assert r.module.layout == "nanogpt"
     # the tied weight appears once; its gradient is the sum of the embedding and head uses
     assert not any(o.startswith("d/dlm_head") for o in r.outputs)
@@ -124,20 +124,20 @@ def test_nanogpt_train_mode_without_flash():
     for block in module.transformer.h:
         block.attn.flash = False  # nanoGPT's own explicit attention: masks can be fed
     r = sg.verify(tiny(cfg), module=module, samples=N, train=True)
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
 
 
 @pytest.mark.parametrize("impl", ["eager", "sdpa"])
 def test_hf_gpt2_layout(hf_model, impl):
     r = sg.verify(hf_model, module=_hf_module(impl=impl), samples=N, seed=0)
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
     assert r.module.layout == "hf-gpt2"
     assert "d/dtransformer.h.0.mlp.c_fc.weight [T as h0_W1]" in _verdicts(r)
 
 
 def test_hf_gpt2_train_mode_feeds_functional_attention_dropout(hf_model):
     r = sg.verify(hf_model, module=_hf_module(), samples=N, seed=2, train=True)
-    assert r.ok, str(r)
+    assert r.verdict != "fail", str(r)
 
 
 def test_symgrad_own_layout():
@@ -262,14 +262,15 @@ def test_planted_bug_on_book_layout_names_its_parameter(book_model, bug):
     module = _book_module()
     with bug.book(module):
         r = sg.verify(book_model, module=module, samples=N, seed=0)
-    assert not r.ok
+    assert r.verdict == "fail"
     rows = {o[3:]: v for o, v in _verdicts(r).items()}
     assert rows[_site(bug, "book")] == "FAIL"
     for clean in bug.downstream.get("book", ()):
         assert rows[clean.format(last=0)] != "FAIL", clean
     message = r.failures[0].message()
     assert message.startswith("module: mismatch in the gradient with respect to ")
-    assert "(seed=0)" in message and "\n" not in message and len(message) < 500
+    named = 100 if bug.name == "float32-constant" else 0  # the named cause's own words
+    assert "(seed=0)" in message and "\n" not in message and len(message) < 500 + named
     assert sg.verify(book_model, module=module, samples=N, seed=0).ok  # restored
 
 
@@ -278,7 +279,7 @@ def test_planted_bug_on_hf_gpt2_names_its_parameter(hf_model, bug):
     module = _hf_module()
     with bug.hf(module):
         r = sg.verify(hf_model, module=module, samples=N, seed=0)
-    assert not r.ok
+    assert r.verdict == "fail"
     rows = {o[3:].split(" [")[0]: v for o, v in _verdicts(r).items() if v == "FAIL"}
     assert _site(bug, "hf") in rows
     for clean in bug.downstream.get("hf", ()):
@@ -302,7 +303,8 @@ def test_sdpa_paths_side_by_side(hf_model):
                               paths=("eager", "sdpa-math", "sdpa-flash", "sdpa-efficient"),
                               samples=2)
     rows = {r["path"]: r for r in report.rows}
-    assert rows["eager"]["verdict"] == "ok" and rows["sdpa-math"]["verdict"] == "ok"
+    # issue 16: three outcomes; correct paths are never "FAIL"
+    assert {rows["eager"]["verdict"], rows["sdpa-math"]["verdict"]} <= {"ok", "inconclusive"}
     assert rows["sdpa-math"]["note"].startswith(("differs from eager", "bitwise identical"))
     if not torch.cuda.is_available():
         assert rows["sdpa-efficient"]["note"].startswith("not available on cpu")
@@ -370,4 +372,30 @@ def test_tiny_gpt_extensions_agree_with_native():
         m = build("tiny_gpt", config=cfg)
         assert sg.verify(m, torch_fn=m.reference, samples=5, seed=0).ok
         wrong = build("tiny_gpt", config={**cfg, "gelu": "tanh"})
-        assert not sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).ok
+        assert sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).verdict == "fail"
+
+
+def test_path_difference_is_said_in_absolute_terms_not_absurd_ratios():
+    """Meant to fail on the old note: it scaled a float32 allowance (in float32 ULPs) by float64
+    spacings, so an entry with an exact zero printed "= 5.79e+259 of its allowance". The note
+    now gives the difference and the allowance as they are, and their ratio only where it
+    means something."""
+    from types import SimpleNamespace as NS
+    from symgrad.compare import Tolerance, compare
+    from symgrad.modules.run import PATH_VERDICT, _difference
+    exact = np.array([[1.0, 0.0, 2.0]])
+    bound = np.array([[1.0, 3.0, 2.0]])  # the zero came from terms of size ~3
+
+    def comp(got):
+        return compare(exact, 0 * exact, np.array([got]), bound, backend="m", dtype="float32",
+                       tol=Tolerance())
+    result = NS(outputs=["value", "d/dw[0]", "d/dw[1]"], oracle_samples=np.array([7]))
+    eager, other = comp([1.0, 1e-8, 2.0]), comp([1.0, 2e-8, 2.0])
+    note = _difference(result, other, eager)
+    assert "most in w[0] at sample 7: |difference| 1e-08, allowance 7.15e-07 = 0.014 of its " \
+        "allowance" in note, note
+    tiny_allow = compare(exact, 0 * exact, np.array([[1.0, 1e-3, 2.0]]), 0 * bound,
+                         backend="m", dtype="float32", tol=Tolerance())
+    note = _difference(result, tiny_allow, eager)
+    assert note.endswith("|difference| 0.001, allowance 4.7e-38"), note  # no ratio there
+    assert PATH_VERDICT == {"pass": "ok", "fail": "FAIL", "inconclusive": "inconclusive"}

@@ -47,7 +47,7 @@ MUTANTS = {
 def test_mutant_is_caught(models, mutant):
     name, fn = MUTANTS[mutant]
     r = sg.verify(models[name], torch_fn=fn, samples=200, seed=0)
-    assert not r.ok
+    assert r.verdict == "fail"
     assert all(f.backend == "torch_fn" for f in r.failures)
     assert r.comparisons["torch"].ok and r.comparisons["numpy"].ok
 
@@ -68,8 +68,11 @@ def test_scale_1e12_caught_where_well_conditioned(models):
 
 @pytest.mark.parametrize("seed", range(20))
 def test_correct_versions_pass_on_20_seeds(models, seed):
-    assert sg.verify(models["neuron"], torch_fn=neuron_fn(), samples=100, seed=seed).ok
-    assert sg.verify(models["simplenet"], torch_fn=simplenet_fn(), samples=100, seed=seed).ok
+    # issue 16: never "fail" (an inconclusive entry, e.g. seed 18, is not a pass, not an alarm)
+    assert sg.verify(models["neuron"], torch_fn=neuron_fn(), samples=100,
+                     seed=seed).verdict != "fail"
+    assert sg.verify(models["simplenet"], torch_fn=simplenet_fn(), samples=100,
+                     seed=seed).verdict != "fail"
 
 
 def _gradcheck_catches(name, fn, models, seed=0):
@@ -142,7 +145,7 @@ def test_float32_small_gpt_block_mutant_is_caught(small_gpt, block, factor):
     fn = on_block(small_gpt.reference, block, factor)
     r = sg.verify(small_gpt, torch_fn=fn, samples=8, seed=0, dtype="float32",
                   backends=("torch_fn",))
-    assert not r.ok and _caught_on(r, block)
+    assert r.verdict == "fail" and _caught_on(r, block)
 
 
 @pytest.mark.slow
@@ -161,7 +164,7 @@ def test_float64_tiny_gpt_attention_backward_1e10_is_caught():
     m = gpt.tiny_gpt()
     mutant = native_gpt.reference(gpt.GPTConfig.from_dict({}), weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(m, torch_fn=mutant, samples=4, seed=0, backends=("torch_fn",))
-    assert not r.ok
+    assert r.verdict == "fail"
     assert any(f.kind == "systematic" and ("Wq" in f.output or "Wk" in f.output)
                for f in r.failures)
 
@@ -207,7 +210,7 @@ def test_float64_tensor_tiny_gpt_attention_backward_1e10_is_caught(tensor_tiny_g
     cfg = gpt.GPTConfig.from_dict({})
     mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(tensor_tiny_gpt, torch_fn=mutant, samples=4, seed=0, backends=("torch_fn",))
-    assert not r.ok
+    assert r.verdict == "fail"
     assert all(f.backend == "torch_fn" for f in r.failures)
     assert any(n in f.output for f in r.failures for n in ("Wq", "Wk"))
 
@@ -225,5 +228,5 @@ def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_bloc
     name, a, b = next(x for x in r.blocks if x[0] == "h0_ln1_g")
     status = r.comparisons["torch_fn"].status
     assert not (status == MISMATCH).any()
-    assert (status[:, a:b] == SYSTEMATIC).any() and not r.ok
+    assert (status[:, a:b] == SYSTEMATIC).any() and r.verdict == "fail"
     assert r.counts("torch_fn")["inconclusive"] > status.size // 2

@@ -82,3 +82,158 @@ def test_printing_a_result_never_scans_the_entry_names():
     text = str(r)
     assert "torch_fn" in text and Counting.reads < 50  # 2,001 names; only the shown ones read
     assert all(r.locate(f)[1] == f.column for f in r.failures)
+
+
+# ---------------------------------------------------------------- three outcomes (issue 16)
+def _comparison(got, backend="torch_fn", uncertain=None, dtype="float64"):
+    import numpy as np
+    from symgrad.compare import Tolerance, compare
+    exact = np.array([[1.0, 2.0, -3.0]])
+    return compare(exact, np.zeros_like(exact), np.array([got]), np.full((1, 3), 4.0),
+                   backend=backend, dtype=dtype, tol=Tolerance(), uncertain=uncertain)
+
+
+def _result(comparisons):
+    import numpy as np
+    from symgrad.config import VerifyConfig
+    from symgrad.result import BackendRun, Result
+    runs = {n: BackendRun(n, c.dtype, "cpu", "loop", 0.0, 1) for n, c in comparisons.items()}
+    return Result("made", VerifyConfig(samples=1), ["value", "d/dw[0]", "d/dw[1]"],
+                  [("w", 1, 3)], runs, comparisons, np.array([0]), [], [])
+
+
+RIGHT = [1.0, 2.0, -3.0]
+WRONG = [1.0, 2.0, -3.0 * (1 + 1e-9)]
+
+
+def test_verdict_is_pass_fail_or_inconclusive_and_ok_means_pass():
+    import numpy as np
+    from dataclasses import replace
+    from symgrad.compare import SUSPECT
+    passed = _result({"torch_fn": _comparison(RIGHT)})
+    assert passed.verdict == "pass" and passed.ok
+    failed = _result({"torch_fn": _comparison(WRONG)})
+    assert failed.verdict == "fail" and not failed.ok
+    unsure = np.array([[False, False, True]])  # the oracle could not certify d/dw[1]
+    inc = _result({"torch_fn": _comparison(RIGHT, uncertain=unsure)})
+    assert inc.verdict == "inconclusive" and not inc.ok  # inconclusive is never a pass
+    # a failure beats an inconclusive entry
+    assert _result({"torch_fn": _comparison(WRONG, uncertain=np.array(
+        [[False, True, False]]))}).verdict == "fail"
+    c = _comparison(RIGHT)
+    st = c.status.copy()
+    st[0, 2] = SUSPECT  # beyond the fast bound, not proven: neither ok nor failing
+    sus = _result({"torch_fn": replace(c, status=st)})
+    assert sus.verdict == "inconclusive" and not sus.ok
+    row = sus.rows()[1]["verdict"]
+    assert row.startswith("inconclusive (suspect") and "ok" not in row
+    text = str(sus)
+    assert text.startswith("symgrad: made — INCONCLUSIVE") and "INCONCLUSIVE: 0 inconclusive " \
+        "and 1 suspect entry" in text
+    assert str(passed).startswith("symgrad: made — PASS")
+    assert str(failed).startswith("symgrad: made — FAIL")
+    assert sus._repr_markdown_().startswith("**made: INCONCLUSIVE**")
+    doc = json.loads(json.dumps(sus.as_dict()))
+    assert doc["verdict"] == "inconclusive" and doc["ok"] is False
+    assert doc["backends"]["torch_fn"]["verdict"] == "inconclusive"
+
+
+def test_suspect_entries_are_not_comparable_in_the_measures():
+    from dataclasses import replace
+    from symgrad.compare import SUSPECT
+    from symgrad.config import VerifyConfig
+    from symgrad.result import measures
+    c = _comparison(WRONG)
+    st = c.status.copy()
+    st[0, 2] = SUSPECT
+    m = measures(replace(c, status=st), VerifyConfig())
+    assert m.comparable[0, 1] and not m.comparable[0, 2]
+
+
+def test_own_programs_do_not_decide_when_user_code_is_verified():
+    """A failure of symgrad's own program (numpy/torch) beside a correct torch_fn: the user's
+    verdict is torch_fn's, the own program's finding is shown apart and labelled."""
+    from symgrad.result import Failure
+    comps = {"numpy": _comparison(WRONG, "numpy"), "torch": _comparison(RIGHT, "torch"),
+             "torch_fn": _comparison(RIGHT)}
+    r = _result(comps)
+    r.failures = [Failure("numpy", "mismatch", "d/dw[1]", 0, {"w": 1.0}, -3.0, -3.0, 1e7, 4.0,
+                          column=2)]
+    assert r.deciding == ["torch_fn"] and not r.decides("numpy")
+    assert r.verdict == "pass" and r.ok and r.backend_verdict("numpy") == "fail"
+    text = str(r)
+    assert "decided by torch_fn" in text and "numpy (symgrad's own program, not deciding): " \
+        "fail" in text and "[symgrad's own program] numpy: mismatch" in text
+    assert r.rows()[1]["verdict"] == "ok; symgrad's own program: FAIL"
+    assert r.as_dict()["deciding"] == ["torch_fn"]
+    # the user's code fails: fail, whatever the own programs say
+    assert _result(dict(comps, torch_fn=_comparison(WRONG))).verdict == "fail"
+    # without user code the own programs decide
+    own = _result({"numpy": comps["numpy"], "torch": comps["torch"]})
+    assert own.deciding == ["numpy", "torch"] and own.verdict == "fail"
+    # a module's paths are user code too
+    assert _result({"numpy": comps["numpy"], "module": _comparison(RIGHT, "module"),
+                    "module[compile]": _comparison(RIGHT, "module[compile]")}).ok
+
+
+def test_own_program_overflow_does_not_sink_a_correct_torch_fn():
+    """The issue's case: plain sympy -(z0 - log(exp(z0) + exp(z1))) in float32 overflows in
+    symgrad's own programs at z1 = 200 (exp(200) = inf), while the user's torch.logsumexp is
+    exact there. The verdict is the user's: pass."""
+    import numpy as np
+    import sympy as sp
+    import torch
+    z0, z1 = sp.symbols("z0 z1")
+
+    def lse(z0, z1):
+        return -(z0 - torch.logsumexp(torch.stack([z0, z1]), 0))
+    m = sg.Model("lse", -(z0 - sp.log(sp.exp(z0) + sp.exp(z1))), params=[z0, z1])
+    r = sg.verify(m, torch_fn=lse, dtype="float32",
+                  at={z0: np.array([0.0, 1.0]), z1: np.array([200.0, 0.5])})
+    assert r.deciding == ["torch_fn"] and r.backend_verdict("torch_fn") == "pass"
+    assert r.verdict == "pass" and r.ok, str(r)
+    if r.backend_verdict("numpy") == "fail":  # today: inf - inf; shown apart, labelled
+        assert "[symgrad's own program] numpy" in str(r)
+    assert not sg.verify(m, torch_fn=lambda z0, z1: lse(z0, z1) * (1 + 1e-3), dtype="float32",
+                         at={z0: np.array([0.0]), z1: np.array([200.0])}).ok
+
+
+def test_resolution_says_what_the_entry_test_could_see_and_it_is_real():
+    """The resolution: the smallest backward scale error (got = (1 + s) x exact) the entry test
+    could catch. float32 resolves less than float64; a float32 neuron whose backward is scaled
+    by 1 + s/2 passes every entry, by 1 + 2s it is caught (the statement matches reality)."""
+    from symgrad import zoo
+    from symgrad.compare import MISMATCH
+    from symgrad.testing import scale_backward
+    from symgrad.zoo import native
+    m = zoo.get("neuron")
+
+    def run(dtype, torch_fn=m.reference):
+        return sg.verify(m, torch_fn=torch_fn, samples=20, seed=0, dtype=dtype,
+                         backends=("torch_fn",))
+    r64, r32 = run("float64"), run("float32")
+    s64, s32 = (r.resolution("torch_fn")["entry"] for r in (r64, r32))
+    assert 0 < s64 < 1e-12 and 1e-8 < s32 < 1e-4 and s32 > 1e6 * s64
+    line = r32.summary("torch_fn")["resolution"]["text"]
+    assert f"below {s32:.2g} relative would not be seen in float32 at 20 samples" in line
+    assert line in str(r32) and json.loads(json.dumps(r32.as_dict()))["backends"][
+        "torch_fn"]["resolution"]["entry"] == s32
+
+    def scaled(s):
+        return lambda w, b, x, y: native.neuron(scale_backward(w, 1 + s),
+                                                scale_backward(b, 1 + s), x, y)
+    below, above = run("float32", scaled(s32 / 2)), run("float32", scaled(2 * s32))
+    assert not (below.comparisons["torch_fn"].status == MISMATCH).any(), str(below)
+    assert (above.comparisons["torch_fn"].status == MISMATCH).any() and not above.ok
+
+
+def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
+    # tiny_gpt's point has 38 blocks: a one-line message shows the inputs (last, after the
+    # parameters) and counts the rest; the Failure keeps the whole point for the JSON
+    from symgrad.result import Failure
+    point = {f"p{i}": [float(i)] * 5 for i in range(36)}
+    point.update(ids=[1, 2, 3], targets=[2, 3, 4])
+    f = Failure("torch_fn", "mismatch", "d/dp0[0]", 3, point, 1.0, 2.0, 1e16, 4.0)
+    msg = f.message()
+    assert "34 earlier blocks as drawn" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
+    assert len(msg) < 400 and len(f.as_dict()["point"]) == 38

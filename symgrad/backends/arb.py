@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 from flint import arb, ctx, fmpq
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from ..codegen import Target, conditional_chain
 
@@ -301,7 +301,7 @@ def constant(e: sp.Expr) -> arb:
 
 
 FUNCTIONS = {
-    sp.exp: "exp({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
+    sp.exp: "exp({0})", expm1: "expm1({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
     "ipow": "ipow({0}, {1})", "sqrt": "rsqrt({0})",
     sp.sin: "sin({0})", sp.cos: "cos({0})", sp.tan: "tan({0})",
     sp.asin: "rasin({0})", sp.acos: "racos({0})", sp.atan: "atan({0})",
@@ -315,7 +315,7 @@ FUNCTIONS = {
 def target() -> Target:
     """A fresh arb target; its ``kinks`` (namespace) collects the sites of what it prints."""
     kinks = Kinks()
-    namespace = {name: _fn(name) for name in ("exp", "sin", "cos", "tan", "atan", "sinh", "cosh",
+    namespace = {name: _fn(name) for name in ("exp", "expm1", "sin", "cos", "tan", "atan", "sinh", "cosh",
                                               "tanh", "erf", "erfc")}
     namespace.update({"rlog": rlog, "rlog1p": rlog1p, "rsqrt": rsqrt, "rasin": rasin,
                       "racos": racos, "rpow": rpow, "ipow": ipow, "NAN": NAN, "kinks": kinks,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import mpmath
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from ..codegen import Target, conditional_chain
 
@@ -53,7 +53,7 @@ REAL = {"nanmax": _nan_propagating(max), "nanmin": _nan_propagating(min),
         "racos": _real(mpmath.acos, -1, 1), "rpow": _rpow}
 
 FUNCTIONS = {
-    sp.exp: "mp.exp({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
+    sp.exp: "mp.exp({0})", expm1: "mp.expm1({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
     sp.sin: "mp.sin({0})", sp.cos: "mp.cos({0})", sp.tan: "mp.tan({0})",
     sp.asin: "rasin({0})", sp.acos: "racos({0})", sp.atan: "mp.atan({0})",
     sp.sinh: "mp.sinh({0})", sp.cosh: "mp.cosh({0})", sp.tanh: "mp.tanh({0})",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import scipy.special
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .. import bounds
 from ..codegen import Target, compile_program
@@ -17,7 +17,7 @@ from ..derive import Program
 
 # sympy node -> numpy spelling (everything not here is "not supported")
 FUNCTIONS = {
-    sp.exp: "numpy.exp({0})", sp.log: "numpy.log({0})", log1p: "numpy.log1p({0})",
+    sp.exp: "numpy.exp({0})", expm1: "numpy.expm1({0})", sp.log: "numpy.log({0})", log1p: "numpy.log1p({0})",
     sp.sin: "numpy.sin({0})", sp.cos: "numpy.cos({0})", sp.tan: "numpy.tan({0})",
     sp.asin: "numpy.arcsin({0})", sp.acos: "numpy.arccos({0})", sp.atan: "numpy.arctan({0})",
     sp.sinh: "numpy.sinh({0})", sp.cosh: "numpy.cosh({0})", sp.tanh: "numpy.tanh({0})",

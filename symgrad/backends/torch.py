@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy as sp
 import torch
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from ..codegen import Target, compile_program
 from ..derive import Program
@@ -64,7 +64,7 @@ def where(cond, a, b, like):
 
 # sympy node -> torch spelling (everything not here is "not supported")
 FUNCTIONS = {
-    sp.exp: "torch.exp({0})", sp.log: "torch.log({0})", log1p: "torch.log1p({0})",
+    sp.exp: "torch.exp({0})", expm1: "torch.expm1({0})", sp.log: "torch.log({0})", log1p: "torch.log1p({0})",
     sp.sin: "torch.sin({0})", sp.cos: "torch.cos({0})", sp.tan: "torch.tan({0})",
     sp.asin: "torch.asin({0})", sp.acos: "torch.acos({0})", sp.atan: "torch.atan({0})",
     sp.sinh: "torch.sinh({0})", sp.cosh: "torch.cosh({0})", sp.tanh: "torch.tanh({0})",
@@ -106,10 +106,16 @@ def _logistic_argument(e: sp.Expr):
     return None
 
 
-def _node(e: sp.Expr, pr, fused: frozenset = frozenset()) -> str | None:
+def _node(e: sp.Expr, pr, fused: frozenset = frozenset(),
+          detached: frozenset = frozenset()) -> str | None:
     """torch.sigmoid for ``sg.ops.sigmoid`` steps (``fused``: their expressions), whose
     derivative is s (1 - s) as torch's (1/(1 + exp(-u)) overflows to NaN gradients in float32
-    at u = -100); NaN-safe branches for a Piecewise."""
+    at u = -100); the shift of a log-sum-exp made by ``symgrad.stable`` under stop-gradient
+    (``detached``: those Max nodes), as the tensor program runs it; NaN-safe branches for a
+    Piecewise."""
+    if isinstance(e, (sp.Max, sp.Min)):
+        return f"{pr.t.functions[sp.Max]([pr(a) for a in e.args])}.detach()" if (
+            e in detached) else None
     if e.is_Pow:
         u = _logistic_argument(e) if e in fused else None
         return None if u is None else f"torch.sigmoid({pr(u)})"
@@ -145,13 +151,14 @@ def _branch(expr: sp.Expr, taken: str, pr) -> str:
         pr.names.update(saved)
 
 
-def target(fused: frozenset = frozenset()) -> Target:
-    """The torch table; ``fused``: expressions of sg.ops.sigmoid steps, run as torch.sigmoid."""
+def target(fused: frozenset = frozenset(), detached: frozenset = frozenset()) -> Target:
+    """The torch table; ``fused``: expressions of sg.ops.sigmoid steps, run as torch.sigmoid;
+    ``detached``: the Max shifts of stable log-sum-exp steps, run without gradient."""
     return Target("torch", FUNCTIONS,
                   {"torch": torch, "maximum": maximum, "minimum": minimum,
                    "heaviside": heaviside, "where": where, "safe": safe},
                   constant=lambda e: float(e), piecewise=_piecewise,
-                  node=lambda e, pr: _node(e, pr, fused))
+                  node=lambda e, pr: _node(e, pr, fused, detached))
 
 
 TARGET = target()
@@ -216,7 +223,9 @@ def compile_forward(program: Program) -> Callable:
     """``f(X) -> [value]`` over the forward assignments only (autograd does the rest)."""
     forward = program.assignments[:program.n_forward]
     fused = frozenset(e for s, e in forward if getattr(s, "op", "") == "sigmoid")
-    return compile_program(forward, program.leaves, (program.value,), target(fused),
+    detached = frozenset(m for s, e in forward if getattr(s, "stop_shift", False)
+                         for m in e.atoms(sp.Max))
+    return compile_program(forward, program.leaves, (program.value,), target(fused, detached),
                            fname="forward")
 
 

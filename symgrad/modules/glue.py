@@ -78,13 +78,22 @@ class _Intercept:
     """Replaces F.dropout (feeding keep-masks) and wraps F.scaled_dot_product_attention
     (counting calls, refusing dropout_p > 0) while the module runs; restores both."""
 
-    def __init__(self, masks: list[tuple[str, torch.Tensor]], rate: float) -> None:
+    def __init__(self, masks: list[tuple[str, torch.Tensor]], rate: float,
+                 train: bool = True, module: nn.Module | None = None) -> None:
         self.masks, self.rate, self.sdpa_calls, self.dropout_calls = list(masks), rate, 0, 0
+        self.train, self.module = train, module
 
     def dropout(self, input, p=0.5, training=True, inplace=False):
         if not training or p == 0:
             return input
         self.dropout_calls += 1
+        if not self.train:  # eval mode, yet the call asks for dropout: a hard-coded training=
+            where = _running_submodule(self.module)
+            raise SymgradError(f"module: dropout (or other randomness) is active in eval mode at "
+                               f"{where}: it calls F.dropout(p={p}, training=True) on shape "
+                               f"{tuple(input.shape)} although the module is in eval mode "
+                               "(module.eval()); pass training=self.training (or use "
+                               "nn.Dropout) so that eval mode switches it off")
         if not self.masks:
             raise SymgradError(f"module: dropout call {self.dropout_calls} (p={p}, shape "
                                f"{tuple(input.shape)}) has no keep-mask: the model has "
@@ -131,6 +140,25 @@ class _Intercept:
                                "module use dropout that is not torch.nn.functional.dropout?")
 
 
+def _running_submodule(root: nn.Module | None) -> str:
+    """The innermost submodule of ``root`` whose forward is on the call stack, by its name and
+    class ("trf_blocks.0.ff.layers.1 (GELU)"), from the frames' ``self``; "the module" if none."""
+    if root is None:
+        return "the module"
+    names = {id(m): n for n, m in root.named_modules()}
+    frame = inspect.currentframe()
+    try:
+        while frame is not None:
+            me = frame.f_locals.get("self")
+            if isinstance(me, nn.Module) and id(me) in names:
+                name = names[id(me)] or "the top module"
+                return f"{name} ({type(me).__name__})"
+            frame = frame.f_back
+    finally:
+        del frame
+    return "the module"
+
+
 def logits_of(output, T: int, V: int) -> torch.Tensor:
     """The (T, V) logits of a module's output: a tensor, ``.logits``, or a tuple's first."""
     logits = output
@@ -174,7 +202,7 @@ def module_fn(model: Model, module: nn.Module, plan: Plan, mcfg: ModuleConfig,
         params = plan.assemble(b)
         masks = [(site, torch.stack([b[n] for n in names]) if len(names) > 1 else b[names[0]])
                  for site, names in sites]
-        icpt = _Intercept(masks, mcfg.drop_rate)
+        icpt = _Intercept(masks, mcfg.drop_rate, mcfg.train, module)
         with _mode(module, mcfg.train), icpt.active(), path_context(mcfg.path):
             out = call(params, b["ids"], b["targets"])
         icpt.check_done()

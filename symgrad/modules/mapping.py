@@ -141,7 +141,8 @@ def plan(model: Model, module: nn.Module, map: MapSpec = None) -> Plan:
     unmapped = [b for b in blocks if b not in sources]
     if unmapped:
         problems.append(f"model block(s) with no module parameter: {', '.join(unmapped)}")
-    problems += _coverage(where, numbers, shapes, aliases, named)
+    tie = tie_problem(model, module, layout, sources, named, aliases)
+    problems += _coverage(where, numbers, shapes, aliases, named, tie)
     if problems:
         raise SymgradError(_message(model, module, layout, problems, named))
     return Plan(layout, numbers, shapes, aliases, labels, where,
@@ -257,8 +258,9 @@ def detect(model: Model, named: dict) -> Layout:
 
 
 # ---------------------------------------------------------------- checks and assembly
-def _coverage(where, numbers, shapes, aliases, named) -> list[str]:
-    """Every trainable parameter entry covered exactly once."""
+def _coverage(where, numbers, shapes, aliases, named, tie: str = "") -> list[str]:
+    """Every trainable parameter entry covered exactly once (``tie``: the head/embedding tie
+    problem in words, ``tie_problem``, replacing the generic hints)."""
     counts = {n: np.zeros(int(np.prod(shapes[n])), np.int64) for n in numbers}
     owners: dict[str, set] = {n: set() for n in numbers}
     for block, rows in where.items():
@@ -277,14 +279,94 @@ def _coverage(where, numbers, shapes, aliases, named) -> list[str]:
         if (counts[n] > 1).any():
             problems.append(f"parameter {n}{tied} is mapped by more than one block "
                             f"({', '.join(sorted(owners[n]))})" + (
+                                f"; {tie}" if tie and aliases[n] else
                                 "; the module ties these weights: build the model with "
                                 "tie_weights=True" if aliases[n] else ""))
     if unused:
         hint = ""
-        if any(aliases[n.split(" ")[0]] == [] and "head" in n for n in unused):
+        if tie:
+            hint = f" ({tie})"
+        elif any(aliases[n.split(" ")[0]] == [] and "head" in n for n in unused):
             hint = " (an untied output head: build the model with tie_weights=False)"
         problems.append(f"module parameter(s) in no model block: {'; '.join(unused)}{hint}")
     return problems
+
+
+TIE_FLAGS = ("tie_word_embeddings", "tie_weights", "tie_embeddings")
+
+
+def module_ties(module: nn.Module, layout: str) -> tuple[bool | None, str]:
+    """What the module itself says about tying its output head to its token embedding: its
+    config's flag (Hugging Face ``config.tie_word_embeddings``; ``tie_weights`` /
+    ``tie_embeddings`` in a config or on the module), or nanoGPT's design (it always ties).
+
+    Returns:
+        (True / False / None when it says nothing, the source in words)."""
+    cfg = getattr(module, "config", None)
+    for flag in TIE_FLAGS:
+        for obj, label in ((cfg, "config."), (module, "")):
+            v = getattr(obj, flag, None) if obj is not None else None
+            if isinstance(v, bool):
+                return v, f"the module's {label}{flag}={v}"
+    if layout == "nanogpt":
+        return True, "nanoGPT ties lm_head to wte"
+    return None, ""
+
+
+def tie_problem(model: Model, module: nn.Module, layout: str, sources: dict, named: dict,
+                aliases: dict) -> str:
+    """A head/embedding tie that disagrees with the model's (``tie_weights``), in words: a tie
+    that the config asks for but the module broke (the head a separate tensor, perhaps a copy
+    of the embedding's values), or a tie the module has that the config does not want; "" when
+    they agree or the head and embedding are not known.
+
+    Arguments:
+        model: the symgrad model (its ``gpt_config.tie_weights``).
+        module, layout, sources, named, aliases: as ``plan`` has them.
+    Returns:
+        One clause naming the tie, both tensors and the fix, or ""."""
+    gcfg = getattr(model, "gpt_config", None)
+    if gcfg is None:
+        return ""
+    lay = LAYOUTS.get(layout)
+    head = (lay.source("out_head") if lay else None) or (
+        (sources["out_head"].label, "") if "out_head" in sources else None)
+    emb = (lay.source("tok_emb") if lay else None) or (
+        (sources["tok_emb"].label, "") if "tok_emb" in sources else None)
+    if not (head and emb and head[0] in named and emb[0] in named):
+        return ""
+    head, emb = head[0], emb[0]
+    same = named[head] is named[emb]
+    ties, said = module_ties(module, layout)
+    if gcfg.tie_weights and not same:
+        a, b = named[head].detach(), named[emb].detach()
+        copy = a.shape == b.shape and bool(torch.equal(a, b))
+        why = ", though equal in value: a copy" if copy else ""
+        if ties is False and not copy:
+            return (f"the model ties out_head to tok_emb (tie_weights=True), but the module's "
+                    f"{head} is untied by design ({said}): build the model with "
+                    "tie_weights=False")
+        if ties or copy:
+            return (f"the config ties out_head to tok_emb (tie_weights=True"
+                    f"{'; ' + said if said else ''}), but "
+                    f"the module's {head} is a separate tensor (not the same Parameter as "
+                    f"{emb}{why}): the tie is broken; tie them again (module.{head} = "
+                    f"module.{emb}; Hugging Face: module.tie_weights())")
+        return (f"the model ties out_head to tok_emb (tie_weights=True), but the module's "
+                f"{head} is a separate tensor (not the same Parameter as {emb}): if the module "
+                f"means to tie them, the tie is broken (make {head} the same Parameter as "
+                f"{emb}); if its head is meant to be untied, build the model with "
+                "tie_weights=False")
+    if not gcfg.tie_weights and same:
+        if ties is False:
+            return (f"the config does not tie out_head to tok_emb ({said}), but the module's "
+                    f"{head} is the same Parameter as {emb}: an unintended tie; give {head} "
+                    "its own Parameter (or build the model with tie_weights=True)")
+        return (f"the model does not tie out_head to tok_emb (tie_weights=False), but the "
+                f"module's {head} is the same Parameter as {emb}"
+                + (f" ({said})" if said else "") + ": build the model with tie_weights=True "
+                "if the tie is meant, else give the head its own Parameter")
+    return ""
 
 
 def _gathers(where, numbers, shapes) -> dict:

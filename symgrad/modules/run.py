@@ -19,7 +19,7 @@ import numpy as np
 from torch import nn
 
 from ..backends import torch as torch_backend
-from ..config import VerifyConfig
+from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
 from ..model import Model
 from ..result import Result
@@ -242,7 +242,8 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
 
     def fix(f):
         note = f.note
-        if f.backend in forward_differs and f.output != "value" and f.kind == "mismatch":
+        if (f.backend in forward_differs and f.backend not in OWN_BACKENDS
+                and f.output != "value" and f.kind == "mismatch"):
             note = ("its loss value differs too: the module's forward computes a different "
                     "function (not only a wrong backward)")
         return replace(f, output=names.rename(f.output), point={"seed": seed}, note=note)
@@ -266,6 +267,12 @@ class PathsReport:
     @property
     def ok(self) -> bool:
         return self.result.ok
+
+    @property
+    def verdict(self) -> str:
+        """pass / fail / inconclusive of the module's paths (symgrad's own programs are shown,
+        not deciding)."""
+        return self.result.verdict
 
     def __str__(self) -> str:
         from tabulate import tabulate
@@ -304,7 +311,7 @@ def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
             row.update(verdict="skipped", note=result.module.skipped[path])
         else:
             comp = result.comparisons[name]
-            row.update(verdict="ok" if comp.ok else "FAIL",
+            row.update(verdict=PATH_VERDICT[result.backend_verdict(name)],
                        **{"worst ULPs": result.worst_ulps(name),
                           "median ULPs": result.median_ulps(name)},
                        note=_difference(result, comp, base) if path != "eager" else "")
@@ -312,20 +319,33 @@ def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
     return PathsReport(result, rows)
 
 
+PATH_VERDICT = {"pass": "ok", "fail": "FAIL", "inconclusive": "inconclusive"}
+
+
 def _difference(result: Result, comp, base) -> str:
-    """Where a path's gradient differs most from eager's, as a fraction of the allowance
-    (the rounding-error bound of that entry), so that exact zeros do not dominate."""
+    """Where a path's gradient differs most from eager's, measured against the allowance (the
+    rounding-error bound of that entry, absolute, in the run's dtype), so that exact zeros do
+    not dominate. The absolute difference and allowance are printed; their ratio only while it
+    means something (a finite allowance above zero, a ratio up to ``RATIO_SHOWN``)."""
+    from ..compare import ulp
     if base is None:
         return "no eager run to compare with"
     delta = np.abs(comp.got - base.got)
     if not np.any(delta) and not np.any(np.isnan(delta)):
         return "bitwise identical to eager"
-    with np.errstate(invalid="ignore", divide="ignore"):
-        ulp = np.spacing(np.abs(comp.expected)).clip(min=np.finfo(np.float64).tiny)
-        share = delta / (comp.allowed_ulps * ulp)
+    allow = (comp.allowed_abs if comp.allowed_abs is not None
+             else comp.allowed_ulps * ulp(comp.expected, comp.dtype))
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        share = delta / allow
     share = np.where(np.isnan(share), np.inf, share)
     i, k = np.unravel_index(int(np.argmax(share)), share.shape)
     where = result.outputs[k][3:] if k else "the loss value"
+    d, a, r = float(delta[i, k]), float(allow[i, k]), float(share[i, k])
+    meaning = (f" = {r:.3g} of its allowance" if np.isfinite(r) and a > 0 and r <= RATIO_SHOWN
+               else "")
     return (f"differs from eager in {int((delta != 0).sum())} of {delta.size} entries; most in "
             f"{where} at sample {int(result.oracle_samples[i])}: |difference| "
-            f"{delta[i, k]:.3g} = {share[i, k]:.3g} of its allowance")
+            f"{d:.3g}, allowance {a:.3g}{meaning}")
+
+
+RATIO_SHOWN = 1e6  # beyond, the allowance is at the underflow floor: the ratio says nothing

@@ -84,6 +84,38 @@ def _oracle(r: Result, model) -> dict:
             "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples), "which": which}
 
 
+# ------------------------------------------------------------------ verdicts
+BADGE_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
+
+
+def verdict_word(verdict: str) -> str:
+    """PASS / FAIL / INCONCLUSIVE: how a verdict is written in the reports."""
+    return verdict.upper()
+
+
+def badge(verdict: str) -> str:
+    """An HTML badge for a verdict: green pass, red fail, amber inconclusive."""
+    return (f'<span class="verdict verdict-{html.escape(verdict)}" style="background:'
+            f'{BADGE_COLOURS[verdict]};color:#fff;padding:1px 6px;border-radius:3px;'
+            f'font-weight:bold">{verdict_word(verdict)}</span>')
+
+
+def tally(entries: list["Entry"]) -> str:
+    """"N of M models passed, K inconclusive, F failed"."""
+    v = [e.result.verdict for e in entries]
+    return (f"{v.count('pass')} of {len(v)} models passed, {v.count('inconclusive')} "
+            f"inconclusive, {v.count('fail')} failed.")
+
+
+def _deciding_sentence(r: Result) -> str:
+    apart = [n for n in r.comparisons if not r.decides(n)]
+    if not apart:
+        return f"Decided by {', '.join(r.deciding)}."
+    return (f"Decided by {', '.join(r.deciding)} (the code verified); symgrad's own programs "
+            f"({', '.join(apart)}) are compared and shown apart: their findings do not decide "
+            "the verdict.")
+
+
 # ------------------------------------------------------------------ figures
 def _counts_row(counts: dict[str, int]) -> dict[str, int]:
     failing = {STATUS_NAMES[k] for k in FAILING}
@@ -98,7 +130,10 @@ def backend_rows(entry: Entry, *, with_model: bool) -> list[dict]:
     for name in r.comparisons:
         s = r.summary(name)
         row = {"model": entry.model.name} if with_model else {}
-        row.update({"backend": name, "dtype": s["dtype"], "verdict": "OK" if s["ok"] else "FAIL",
+        res = s["resolution"]["entry"]
+        row.update({"backend": name, "dtype": s["dtype"], "verdict": verdict_word(s["verdict"]),
+                    "decides": "yes" if s["decides"] else "no (symgrad's own program)",
+                    "resolution (entry test)": "-" if res is None else f"{res:.2g}",
                     "worst error / allowance": _fmt(s["worst_error_over_allowance"]),
                     "correct digits (worst)": f"{s['worst_correct_digits']:.1f} of "
                                               f"{s['dtype_digits']:.1f}"})
@@ -113,7 +148,7 @@ def model_rows(entries: list[Entry]) -> list[dict]:
     for e in entries:
         r = e.result
         sums = [r.summary(n) for n in r.comparisons]
-        row = {"model": e.model.name, "verdict": "OK" if r.ok else "FAIL",
+        row = {"model": e.model.name, "verdict": verdict_word(r.verdict),
                "worst error / allowance": _fmt(max((s["worst_error_over_allowance"]
                                                     for s in sums), default=0.0)),
                "correct digits (worst)": _fmt_digits(min((s["worst_correct_digits"]
@@ -174,7 +209,9 @@ def _reproduce(r: Result) -> str:
 
 def _finding_row(r: Result, f: Failure) -> dict:
     m = r.measure(f)
-    return {"backend": f.backend, "kind": f.kind, "output": f.output, "sample": f.sample,
+    who = (f.backend if r.decides(f.backend)
+           else f"{f.backend} (symgrad's own program, not deciding)")
+    return {"backend": who, "kind": f.kind, "output": f.output, "sample": f.sample,
             "expected": repr(f.expected), "got": repr(f.got),
             "error / allowance": _fmt(m["error_over_allowance"]), "ULPs": _fmt(m["ulps"]),
             "cause": f.cause or "-"}
@@ -275,10 +312,10 @@ def _summary_sentence(entry: Entry) -> str:
 def model_markdown(entry: Entry, png_name: str) -> str:
     r, m = entry.result, entry.model
     grad = gradient_formulas(m)
-    out = [f"# {m.name}: {'OK' if r.ok else 'FAIL'}", "", m.description, "",
-           _summary_sentence(entry), "", "## Summary per backend", "",
+    out = [f"# {m.name}: {verdict_word(r.verdict)}", "", m.description, "",
+           _summary_sentence(entry), "", _deciding_sentence(r), "", "## Summary per backend", "",
            tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="github"),
-           "", "## Model", ""]
+           "", _resolution_text(r), "", "## Model", ""]
     out += _formulas_md(model_formulas(m))
     out += ["## Gradient", ""]
     for title, formulas in grad:
@@ -304,10 +341,12 @@ def model_html(entry: Entry, png: bytes) -> str:
     img = base64.b64encode(png).decode("ascii")
     body = f"""
 <p>{html.escape(m.description)}</p>
-<p><b>Verdict: {'OK' if r.ok else 'FAIL'}</b> — {html.escape(_summary_sentence(entry))}
+<p><b>Verdict:</b> {badge(r.verdict)} — {html.escape(_summary_sentence(entry))}
 Verified in {entry.seconds:.2f} s.</p>
+<p>{html.escape(_deciding_sentence(r))}</p>
 <h2>Summary per backend</h2>
 {tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="html")}
+<p>{html.escape(_resolution_text(r))}</p>
 <h2>Model</h2>{_formulas_html(model_formulas(m))}
 <h2>Gradient</h2>{grad}
 <h2>Error per parameter</h2>
@@ -320,22 +359,30 @@ backend's dtype (at an exact zero: ULPs of the scale of the terms that produced 
     return page(f"symgrad: {m.name}", body)
 
 
+def _resolution_text(r: Result) -> str:
+    """Resolution per backend, in words (the entry test's; ``Result.resolution``)."""
+    return "Resolution: " + "; ".join(f"{n}: {r.resolution(n)['text']}" for n in r.comparisons) \
+        + "."
+
+
 def _verdict_rule(entries: list[Entry]) -> str:
     if not entries:
         return ""
-    return ("A backend passes when every checked entry satisfies " +
-            entries[0].result.config.tolerance.rule() + ". The worst error / allowance says "
+    return ("A model passes when every checked entry of its deciding backends (the user's code "
+            "when there is some, else symgrad's own programs) satisfies " +
+            entries[0].result.config.tolerance.rule() + "; it fails on any failing entry, and "
+            "is inconclusive when none fails but an entry is inconclusive or suspect (never "
+            "counted as a pass). The worst error / allowance says "
             "how close it came to failing (1 is the limit); correct digits are those of the "
             "worst relative error (at an exact zero, relative to the scale of the terms).")
 
 
 def index_markdown(entries: list[Entry]) -> str:
     env = environment(entries[0].result) if entries else {}
-    passed = sum(e.result.ok for e in entries)
     per_backend = [row for e in entries for row in backend_rows(e, with_model=True)]
     return "\n".join([
         "# symgrad verification reports", "",
-        f"{passed} of {len(entries)} models passed.", "",
+        tally(entries), "",
         "## Verdict per model", "",
         tabulate(model_rows(entries), headers="keys", tablefmt="github"), "",
         "## Per backend", "", tabulate(per_backend, headers="keys", tablefmt="github"), "",
@@ -347,12 +394,11 @@ def index_markdown(entries: list[Entry]) -> str:
 
 def index_html(entries: list[Entry]) -> str:
     env = environment(entries[0].result) if entries else {}
-    passed = sum(e.result.ok for e in entries)
     rows = [dict(row, model=f'<a href="{e.model.name}.html">{e.model.name}</a>',
-                 seconds=f"{e.seconds:.2f}")
+                 verdict=badge(e.result.verdict), seconds=f"{e.seconds:.2f}")
             for row, e in zip(model_rows(entries), entries)]
     per_backend = [row for e in entries for row in backend_rows(e, with_model=True)]
-    body = (f"<p>{passed} of {len(entries)} models passed.</p>"
+    body = (f"<p>{html.escape(tally(entries))}</p>"
             "<h2>Verdict per model</h2>"
             + tabulate(rows, headers="keys", tablefmt="unsafehtml")
             + "<h2>Per backend</h2>" + tabulate(per_backend, headers="keys", tablefmt="html")

@@ -278,5 +278,13 @@ def _computed(model: Model):
             "(x̄ = ∂L/∂x)" + ("; symgrad runs the stable form of the loss, the same function "
                               "without cancellation" if has_display else "")
             + f"; the first {min(len(back), MAX_ADJOINTS)}:")
-    lines = [Formula(note=note)] + [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
+    lines = [Formula(note=note)]
+    if model.graph.rewrites:  # the user's plain-sympy patterns, as symgrad's programs run them
+        from ..stable import RULES
+        rules = {r.name: r for r in RULES}
+        lines.append(Formula(note="computed as (symgrad's own programs; the formulas above are "
+                                  "as written, and are what your torch code is checked against): "
+                             + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
+                                         for n in model.graph.rewrites)))
+    lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
     return "As computed (the program symgrad derives and runs)", lines

@@ -141,6 +141,13 @@ class TensorModel:
     def entries(self) -> EntryNames:
         return EntryNames(self.param_blocks)
 
+    def __getstate__(self) -> dict:
+        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
+        not pickle): a Dask worker derives the model again once and keeps it."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
     @property
     def gradient(self) -> Gradient:
         """The exact gradient program (derived once, cached)."""

@@ -29,7 +29,6 @@ A program's cost follows its operations: GPT-2 124M is a few hundred nodes.
 
 from __future__ import annotations
 
-import itertools
 from dataclasses import dataclass, field
 from typing import Iterable, Sequence
 
@@ -40,7 +39,24 @@ from ..domains import Domain, Normal, as_domain
 from ..errors import SymgradError
 
 X = sp.symbols("x0:16", real=True)  # the argument symbols of every map expression
-_ids = itertools.count()
+
+
+class _Ids:
+    """Node ids: unique in a process, also across nodes unpickled from another one (a model
+    sent to a Dask worker keeps its ids; nodes made there afterwards come after them)."""
+
+    def __init__(self) -> None:
+        self.next = 0
+
+    def __call__(self) -> int:
+        self.next += 1
+        return self.next - 1
+
+    def past(self, i: int) -> None:
+        self.next = max(self.next, i + 1)
+
+
+_ids = _Ids()
 
 OPS = ("param", "input", "const", "einsum", "map", "sum", "max", "stop", "reshape",
        "transpose", "broadcast", "take", "scatter_add", "onehot")
@@ -55,7 +71,11 @@ class Node:
     shape: tuple[int, ...]
     attrs: dict = field(default_factory=dict)
     name: str = ""  # a leaf's block name, or a label for messages
-    id: int = field(default_factory=lambda: next(_ids))
+    id: int = field(default_factory=lambda: _ids())
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _ids.past(self.id)
 
     def __post_init__(self) -> None:
         assert self.op in OPS, self.op

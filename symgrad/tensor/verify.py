@@ -39,7 +39,7 @@ class _Batch:
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
                   at: dict | None = None, oracle_table=None,
-                  extra: dict[str, tuple[Callable, str]] | None = None) -> Result:
+                  extra: dict[str, tuple[Callable, str]] | None = None, client=None) -> Result:
     """``sg.verify`` for a ``TensorModel`` (see ``symgrad.verify.verify`` for the arguments);
     ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``);
     ``extra`` adds backends, name -> (per-sample torch function, mode label), each run sample
@@ -100,7 +100,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     spot = SpotCheck() if big else None
     with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
                 "oracle_s", total=oracle_steps(model, len(subset))) as tick:
-        hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot)
+        hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot,
+                             client=client if oracle_table is None else None,
+                             dps=cfg.oracle_dps)
     if big:
         check_spot(spot, model.name)
         certified = spot.summary()

@@ -19,7 +19,8 @@ import numpy as np
 
 from .interpret import evaluate
 from .model import TensorModel
-from .tables import NumpyOps, TorchOps
+from ..cluster import map_ordered
+from .tables import NumpyOps, TorchOps, oracle_ops
 
 
 def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
@@ -76,32 +77,57 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None,
-                spot=None) -> tuple[np.ndarray, np.ndarray]:
+                spot=None, client=None, dps: int = 50) -> tuple[np.ndarray, np.ndarray]:
     """The exact value and gradient as a double-double (hi, lo), one sample at a time;
     ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
-    ``spot`` (a ``symgrad.tensor.spotcheck.SpotCheck``) re-checks steps of sample 0 in ARB."""
+    ``spot`` (a ``symgrad.tensor.spotcheck.SpotCheck``) re-checks steps of sample 0 in ARB.
+    With a Dask ``client`` the samples (but a spot-checked sample 0) are tasks on its workers,
+    each evaluating ``oracle_ops(dps)`` there: the same arrays come back."""
     n = _n(values)
     width = 1 + model.n_parameters
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
     hi = np.empty((n, width))
     lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
-    for s in range(n):
+    local = range(n) if client is None else range(1 if spot is not None else 0)
+    for s in local:
         one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
         def tick(i, total, s=s):
             if progress is not None:
                 progress(s * total + i)
-        outs = evaluate(model.gradient.outputs, table, one, progress=tick,
-                        on_step=spot.visit if spot is not None and s == 0 else None)
-        col = 0
-        for i, b in enumerate((None,) + model.param_blocks):
-            size = 1 if b is None else b.size
-            shape = (1,) if b is None else (1,) + b.shape
-            h, l = table.to_float64(outs[i])
-            outs[i] = None  # free the high-precision array as soon as it is copied
-            hi[s, col:col + size] = np.broadcast_to(h, shape).reshape(-1)
-            lo[s, col:col + size] = np.broadcast_to(l, shape).reshape(-1)
-            col += size
+        hi[s], lo[s] = _oracle_row(model, table, one, tick,
+                                   spot.visit if spot is not None and s == 0 else None)
+    if client is not None and len(local) < n:
+        rows = [{k: np.asarray(v)[s:s + 1] for k, v in values.items()}
+                for s in range(len(local), n)]
+        for s, (h, l) in enumerate(map_ordered(client, _oracle_task, rows,
+                                               key=f"oracle-{model.name}", shared=(model, dps)),
+                                   start=len(local)):
+            hi[s], lo[s] = h, l
     return hi, lo
+
+
+def _oracle_row(model: TensorModel, table, one: Mapping[str, np.ndarray], tick=None,
+                on_step=None) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's exact value and gradient, flattened: (hi, lo) rows of 1 + parameters."""
+    outs = evaluate(model.gradient.outputs, table, one, progress=tick, on_step=on_step)
+    width = 1 + model.n_parameters
+    hi, lo = np.empty(width), np.empty(width)
+    col = 0
+    for i, b in enumerate((None,) + model.param_blocks):
+        size = 1 if b is None else b.size
+        shape = (1,) if b is None else (1,) + b.shape
+        h, l = table.to_float64(outs[i])
+        outs[i] = None  # free the high-precision array as soon as it is copied
+        hi[col:col + size] = np.broadcast_to(h, shape).reshape(-1)
+        lo[col:col + size] = np.broadcast_to(l, shape).reshape(-1)
+        col += size
+    return hi, lo
+
+
+def _oracle_task(one: Mapping[str, np.ndarray], shared) -> tuple[np.ndarray, np.ndarray]:
+    """A Dask task: one sample's oracle row, with the DD table built on the worker."""
+    model, dps = shared
+    return _oracle_row(model, oracle_ops(dps), one)
 
 
 def oracle_steps(model: TensorModel, samples: int) -> int:

@@ -75,10 +75,12 @@ class Unbounded(Exception):
 class Rounding:
     """The dtype's rounding model: each operation's own widening (module docstring, 1-5)."""
 
-    def __init__(self, dtype: str, function_ulps: float, *, strict: bool = True) -> None:
+    def __init__(self, dtype: str, function_ulps: float, *, strict: bool = True,
+                 exact: bool = False) -> None:
         info = dtype_info(dtype)
         self.dtype = dtype
         self.strict = strict  # raise Unbounded (a scalar sample), or give a NaN ball (an entry)
+        self.exact = exact  # no widening: the program's own exact value (the enclosure's centre)
         with ctx.workprec(PREC):
             self.u = arb(fmpq(1, 2 ** (info.digits + 1)))
             self.tiny = arb(Fraction(info.tiny).numerator) / arb(Fraction(info.tiny).denominator)
@@ -99,6 +101,8 @@ class Rounding:
             if self.strict:
                 raise Unbounded("an intermediate beyond the dtype's range or not finite")
             return arb.nan()
+        if self.exact:
+            return r
         mag = abs(r if scale is None else scale).upper()
         return r + (rel * mag + self.tiny) * UNIT
 
@@ -198,7 +202,7 @@ class Rounding:
     def constant(self, e: sp.Expr) -> arb:
         """A sympy constant as the dtype holds it: exact if representable, else rounded."""
         c = arb_backend.constant(e)
-        if not c.is_finite():
+        if not c.is_finite() or self.exact:
             return c  # nan / oo as written (a Piecewise's "otherwise"): no rounding
         if (e.is_Rational or e.is_Float) and self.representable(Fraction(str(sp.Rational(e)))):
             return c
@@ -325,7 +329,8 @@ def compile_program_enclosure(program) -> Callable:
                              (program.value, *program.gradient))
 
 
-def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float) -> list:
+def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float,
+            exact: bool = False) -> list:
     """Output balls per sample: a list (one per column of X) of lists of ``arb`` (None where
     the sample's enclosure is unbounded).
 
@@ -333,8 +338,9 @@ def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float) ->
         fn: from ``compile_enclosure``.
         X: (n_leaves, N) the samples, numbers of ``dtype`` (exact inputs).
         dtype: the backend's dtype; function_ulps: the elementary functions' table (k ulps).
+        exact: no widening: balls of the program's exact value (the enclosure's centre).
     """
-    R = Rounding(dtype, function_ulps)
+    R = Rounding(dtype, function_ulps, exact=exact)
     out = []
     with ctx.workprec(PREC):
         fn.kinks.allow, fn.kinks.dirs, fn.kinks.reached = None, {}, {}
@@ -345,6 +351,24 @@ def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float) ->
                     OverflowError, TypeError):
                 out.append(None)
             fn.kinks.dirs, fn.kinks.reached = {}, {}
+    return out
+
+
+def spread(balls: list, centres: list, shape: tuple) -> np.ndarray:
+    """max |v - c| over v in the enclosure B and c in the program's exact ball C, per entry,
+    rounded up: how far rounding can carry correct code from the program's exact value. (If
+    the program equals the function, that value is the exact one; if it does not - a wrong
+    rewrite or derivative - its own code lands that far from the oracle and is proven wrong,
+    while a user's correct code is still judged about the true value.) NaN: unbounded."""
+    out = np.full(shape, np.nan)
+    with ctx.workprec(PREC):
+        for i, (row, centre) in enumerate(zip(balls, centres)):
+            if row is None or centre is None:
+                continue
+            for k in range(shape[1]):
+                b, c = arb_backend._a(row[k]), arb_backend._a(centre[k])
+                if b.is_finite() and c.is_finite():
+                    out[i, k] = _up(max(b.upper() - c.lower(), c.upper() - b.lower(), arb(0)))
     return out
 
 
@@ -433,8 +457,9 @@ def scalar_enclosure(fns: Callable[[], Sequence[Callable]], X: np.ndarray, hi: n
     derived program, and the textbook one for a user's torch_fn; compiled on first use) of
     the rounded ball evaluation at X[:, row], as radii about hi + lo."""
     def radii_of(rows: np.ndarray) -> np.ndarray:
-        parts = [radius_about(enclose(fn, X[:, rows], dtype, function_ulps=function_ulps),
-                              hi[rows], lo[rows]) for fn in fns()]
+        parts = [spread(enclose(fn, X[:, rows], dtype, function_ulps=function_ulps),
+                        enclose(fn, X[:, rows], dtype, function_ulps=function_ulps, exact=True),
+                        (len(rows), hi.shape[1])) for fn in fns()]
         return union(*parts)
     if dtype not in ("float64", "float32", "float16", "bfloat16"):
         raise SymgradError(f"rigorous enclosure: unknown dtype {dtype!r}")
@@ -515,9 +540,10 @@ class RoundedArbOps:
     rounding in ``dtype``: elementwise ops as in the scalar model, sums, contractions and
     scatter-adds by gamma_(n-1) sum |terms| (n the terms per output, any order)."""
 
-    def __init__(self, dtype: str, function_ulps: float, prec: int = PREC) -> None:
+    def __init__(self, dtype: str, function_ulps: float, prec: int = PREC, *,
+                 exact: bool = False) -> None:
         from .precise.arb import ArbOps
-        self.R = Rounding(dtype, function_ulps, strict=False)
+        self.R = Rounding(dtype, function_ulps, strict=False, exact=exact)
         self.exact = ArbOps(prec)
         self.prec = prec
         self.kernels = _rounded_kernels(self.R)
@@ -544,7 +570,8 @@ class RoundedArbOps:
         with ctx.workprec(self.prec):
             fl = a.astype(np.float64)
             out = self.exact.asarray(fl)
-            if self.R.digits < 52:  # a float64 constant the dtype does not hold: rounded
+            if self.R.digits < 52 and not self.R.exact:  # a float64 constant the dtype
+                #                                            does not hold: rounded
                 held = fl.astype(np.float32 if self.R.dtype != "float16" else np.float16)
                 bad = np.flatnonzero((held.astype(np.float64) != fl).reshape(-1))
                 flat = out.reshape(-1)
@@ -610,11 +637,12 @@ def _is_nonneg(x) -> np.ndarray:
     return np.asarray(_is_nonneg_u(x), dtype=bool)
 
 
-def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float) -> np.ndarray:
+def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,
+                 exact: bool = False) -> np.ndarray:
     """The output balls (value, then every gradient entry) of one sample of a tensor model's
-    derived program in rounded ball arithmetic (``RoundedArbOps``)."""
+    derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened)."""
     from .tensor.interpret import evaluate as run
-    ops = RoundedArbOps(dtype, function_ulps)
+    ops = RoundedArbOps(dtype, function_ulps, exact=exact)
     one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
     with ctx.workprec(PREC):
         outs = run(model.gradient.outputs, ops, one)
@@ -637,10 +665,11 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
         for r in rows:
             try:
                 balls = list(tensor_balls(model, values, int(r), dtype, function_ulps))
+                centre = list(tensor_balls(model, values, int(r), dtype, function_ulps,
+                                           exact=True))
             except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
                     OverflowError):
-                balls = None
-            out.append(radius_about([balls], hi[r:r + 1], np.asarray(lo[r:r + 1],
-                                                                      dtype=np.float64))[0])
+                balls = centre = None
+            out.append(spread([balls], [centre], (1, hi.shape[1]))[0])
         return np.array(out)
     return Enclosure(radii_of)

@@ -10,11 +10,16 @@ every report):
 
    ``u`` is the unit roundoff of the backend's dtype (eps / 2), ``tiny`` its smallest normal
    number, and ``E`` a first-order running error bound of the model's own computation, in units
-   of ``u`` (``symgrad.bounds``). Outside it: **mismatch**. Inside it, but with an allowance as
-   large as the exact value itself (the bound would accept 0 or a flipped sign): **inconclusive**
-   - the dtype cannot resolve this entry, so it is counted and shown, never "ok". The loss value
-   is the exception: a value wrong by more than itself (float32 ``nn.BCELoss`` returning 100 for
-   16.8) is a **mismatch** whatever the bound says - beyond 100 % a first-order bound is void.
+   of ``u`` (``symgrad.bounds``). Inside it, but with an allowance as large as the exact value
+   itself (the bound would accept 0 or a flipped sign): **inconclusive** - the dtype cannot
+   resolve this entry, so it is counted and shown, never "ok". Outside it, the entry fails
+   only on proof: a **mismatch** where the error also exceeds the radius of the *rigorous
+   enclosure* (``symgrad.rigorous``: the program in ball arithmetic, every operation widened by
+   its own rounding in the dtype - a theorem, second-order effects included), else **suspect**
+   (inside it, or the enclosure is unbounded). The loss value is judged by the same proof: one
+   wrong by more than itself (float32 ``nn.BCELoss`` returning 100 for 16.8) is a mismatch
+   when outside the enclosure. Without an enclosure (tensor programs above 200k parameters)
+   beyond the allowance is a mismatch, and so is a value wrong by more than itself.
 
 2. **Block test** (systematic errors, one sample). A worst-case bound compounds with depth (on
    float32 ``tiny_gpt`` 90 % of entries are allowed >= 100 % error) while real rounding errors are
@@ -75,6 +80,7 @@ True
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Callable
 
 import warnings
 
@@ -168,6 +174,9 @@ class Tolerance:
     # exact zero (a mathematical zero, e.g. the key bias's gradient, comes out of the
     # double-double oracle as ~2^-100 of its terms): judged by the allowance alone, never
     # "inconclusive" for want of a sign
+    function_ulps: float = 4.0  # the rigorous enclosure's table (symgrad.rigorous): every
+    # elementary function (exp, log, tanh, erf, pow, ...) within this many ulps of its correctly
+    # rounded value (glibc <= 2; numpy's SIMD float32 kernels are documented at <= 4)
 
     def __post_init__(self) -> None:
         if self.entry_bound not in ("worst", "probabilistic"):
@@ -187,7 +196,10 @@ class Tolerance:
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient is systematic when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
-                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); an entry "
+                "beyond the allowance fails only outside the rigorous enclosure (the program in "
+                "ball arithmetic, each operation widened by its rounding, elementary functions "
+                f"by {self.function_ulps:g} ulps), else it is suspect"
                 + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
                    "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
@@ -201,7 +213,8 @@ class Tolerance:
                 "pooled_sigmas": self.pooled_sigmas,
                 "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
                 "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
-                "zero_below": self.zero_below, "rule": self.rule()}
+                "zero_below": self.zero_below, "function_ulps": self.function_ulps,
+                "rule": self.rule()}
 
 
 def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
@@ -234,6 +247,8 @@ class Comparison:
     systematic: tuple = ()  # BlockFinding of every flagged block (symgrad.compare.systematic)
     error: np.ndarray | None = None  # |got - exact|, absolute (reports; never overflows)
     undecided: dict | None = None  # sample row -> why its kink entries stay inconclusive
+    rigorous: np.ndarray | None = None  # radius of the rigorous enclosure (symgrad.rigorous)
+    #   where it was computed (entries beyond the fast allowance); NaN elsewhere / unbounded
 
     @property
     def ok(self) -> bool:
@@ -409,7 +424,9 @@ def separable_combination(V: np.ndarray, groups: list, got: np.ndarray,
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,
             backend: str, dtype: str, tol: Tolerance,
             kink: "KinkSides | tuple[np.ndarray, np.ndarray] | None" = None,
-            uncertain: np.ndarray | None = None) -> Comparison:
+            uncertain: np.ndarray | None = None,
+            rigorous: "np.ndarray | Callable[[np.ndarray], np.ndarray] | None" = None
+            ) -> Comparison:
     """Compare ``got`` with the exact value ``exact_hi + exact_lo`` (a double-double).
 
     Arguments:
@@ -423,6 +440,13 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             allowance, and the entries of one sample together must be a convex combination of
             the sides (a subgradient), within their allowances.
         uncertain: (N, K) entries the oracle could not certify: inconclusive.
+        rigorous: the radius of the rigorous enclosure (``symgrad.rigorous``) per entry, (N, K)
+            (NaN or inf: unbounded), or a callable rows -> (len(rows), K) asked only for the
+            samples with an entry beyond the fast allowance. An entry beyond the fast allowance
+            is a **mismatch** only when its error exceeds this radius (proven), else
+            **suspect**; the loss value is judged by the same rule (no "wrong by more than
+            itself"). None (no enclosure: tensor programs above 200k parameters): a mismatch
+            beyond the fast allowance, and the value rule.
     Returns:
         A ``Comparison`` with ULP errors, allowed ULPs and a status per entry.
     """
@@ -451,7 +475,8 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.
         wrong_value = (err[:, 0] > np.abs(exact_hi[:, 0])) & (exact_hi[:, 0] != 0)
-        status[:, 0][wrong_value] = MISMATCH
+        value_before = status[:, 0].copy()  # with an enclosure the value rule is its proof:
+        status[:, 0][wrong_value] = MISMATCH  # proven below, or back to the fast verdict
         status[exact_ok & ~np.isfinite(got64)] = NONFINITE
         status[~exact_ok] = OVERFLOW
         status[np.isnan(exact_hi)] = DOMAIN
@@ -498,10 +523,44 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         if uncertain is not None:
             undecided = uncertain & np.isin(status, (OK, LOSS, MISMATCH, KINK, DOMAIN))
             status[undecided] = INCONCLUSIVE
+        radius = None
+        if rigorous is not None:
+            radius = prove(status, err, joint, rigorous)
+            # the value rule only ever asked for a proof: a value within the fast allowance
+            # that the enclosure does not prove wrong keeps the fast test's verdict
+            back = wrong_value & (status[:, 0] == SUSPECT) & (err[:, 0] <= allowed_abs[:, 0])
+            status[:, 0][back] = value_before[back]
         ulps = np.where(np.isfinite(got64), ulps, np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
                       position, joint, used, allowed_abs, np.asarray(exact_lo), error=err,
-                      undecided=why_open)
+                      undecided=why_open, rigorous=radius)
+
+
+def prove(status: np.ndarray, err: np.ndarray, joint: np.ndarray, rigorous) -> np.ndarray:
+    """Fail only on proof: a MISMATCH entry (beyond the fast allowance, or a loss value wrong by
+    more than itself) stays MISMATCH only where its error exceeds the rigorous enclosure's
+    radius; inside it, or where the enclosure is unbounded (NaN / inf), it becomes SUSPECT.
+    A joint subgradient failure is left as it is (decided by the kink test). Edits ``status``
+    in place.
+
+    Arguments:
+        status, err, joint: the comparison's (N, K) arrays.
+        rigorous: (N, K) radii, or a callable rows -> (len(rows), K), asked only for the rows
+            that have a candidate.
+    Returns:
+        (N, K) radii where computed (the candidate rows), NaN elsewhere.
+    """
+    radius = np.full(err.shape, np.nan)
+    beyond = (status == MISMATCH) & ~joint
+    rows = np.flatnonzero(beyond.any(axis=1))
+    if not rows.size:
+        return radius
+    r = rigorous(rows) if callable(rigorous) else np.asarray(rigorous, dtype=np.float64)[rows]
+    radius[rows] = r
+    with np.errstate(invalid="ignore"):
+        proven = beyond & (err > radius)  # NaN (unbounded) or inf: never proven
+    status[beyond & ~proven] = SUSPECT
+    return radius
 
 
 @dataclass(frozen=True)
@@ -584,7 +643,7 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink). Returns
     the new status array and the findings."""
     u = dtype_info(dtype).eps / 2
-    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE)
+    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
 
     def stats_of(a, b):
         exact, err, allowed = columns(a, b)

@@ -106,17 +106,53 @@ def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, output
     truth, bounds = exact(compiled, batch, subset, cfg, timings, client=client, model=model)
     kink = KinkSides(truth.vertices, truth.labels, structure=truth.structure)
     blocks = param_columns(model)
+    enclosures = rigorous_enclosures(model, compiled, batch, subset, truth, runs, cfg)
     comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset],
                                             bounds.get(name, bounds["torch_fn"]),
                                             backend=name, dtype=runs[name].dtype,
                                             tol=cfg.tolerance, kink=kink,
-                                            uncertain=truth.uncertain),
+                                            uncertain=truth.uncertain,
+                                            rigorous=enclosures[name]),
                                     blocks, cfg.tolerance)
                    for name, got in outputs.items()}
+    timings["rigorous_s"] = sum({id(e): e.seconds for e in enclosures.values()}.values())
     result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings,
                        torch_fn)
     result.oracle_bits = truth.summary()
     return result
+
+
+def rigorous_enclosures(model: Model, compiled: "Compiled", batch: "Batch", subset: np.ndarray,
+                        truth, runs: dict, cfg: VerifyConfig) -> dict:
+    """Per backend, the lazy rigorous enclosure (``symgrad.rigorous``) of what correct code can
+    compute in its dtype: symgrad's own programs (numpy, torch) that of the derived program; a
+    user's code (torch_fn, a module's paths) the union with the textbook composition's, as its
+    allowance takes the larger bound. Nothing is evaluated until ``compare`` asks for a sample
+    with an entry beyond the fast allowance."""
+    from . import rigorous
+    key = ("rigorous",)
+
+    def programs(user: bool) -> tuple:  # compiled on first use: a passing run compiles nothing
+        if key not in model._cache:
+            own = rigorous.compile_program_enclosure(compiled.program)
+            has_display = any(getattr(n.symbol, "display", None) is not None
+                              for n in model.graph.nodes)
+            display = (rigorous.compile_program_enclosure(
+                reverse_accumulation(model, view="display")) if has_display else None)
+            model._cache[key] = (own, display)
+        own, display = model._cache[key]
+        return (own, display) if user and display is not None else (own,)
+    X = batch.X[:, subset]
+    made: dict = {}
+    out = {}
+    for name, run in runs.items():
+        user = name not in ("numpy", "torch")
+        if (user, run.dtype) not in made:
+            made[user, run.dtype] = rigorous.scalar_enclosure(
+                lambda user=user: programs(user), X, truth.hi, truth.lo, run.dtype,
+                cfg.tolerance.function_ulps)
+        out[name] = made[user, run.dtype]
+    return out
 
 
 def param_columns(model: Model) -> list[tuple[str, int, int]]:
@@ -418,7 +454,15 @@ def _with_cause(model: Model, failure: Failure, comparisons, batch: Batch, subse
     cause = classify(model, failure, ctx)
     owner = "symgrad's own program — " if failure.backend in OWN_BACKENDS else ""
     return replace(failure, cause=f"{owner}{cause.klass}: {cause.name}",
-                   note=failure.note or cause.explanation)
+                   note=with_proof(failure.note, cause.explanation))
+
+
+def with_proof(note: str, explanation: str) -> str:
+    """The failure's note, or the cause's explanation; a proof note (outside the rigorous
+    enclosure) follows the explanation on the same line."""
+    if note and "rigorous enclosure" in note and explanation:
+        return f"{explanation}; {note}"
+    return note or explanation
 
 
 def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
@@ -449,11 +493,25 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
                     "gradient handed to every tied argument of a max)")
         if status == SYSTEMATIC:
             note = _block_note(comp, i, k)
+        if status == MISMATCH:
+            note = proof_note(comp, i, k) or note
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
                              column=int(k)))
     return found
+
+
+def proof_note(comp, row: int, col: int) -> str:
+    """One line for a proven mismatch: the error against the fast allowance and against the
+    rigorous enclosure ("" where no enclosure was computed)."""
+    r = None if comp.rigorous is None else float(comp.rigorous[row, col])
+    if r is None or not np.isfinite(r):
+        return ""
+    err = float(comp.error[row, col]) if comp.error is not None else float("nan")
+    allowed = float(comp.allowed_abs[row, col]) if comp.allowed_abs is not None else float("nan")
+    return (f"error {err:.3g} is outside the rigorous enclosure ±{r:.3g} of what correct code "
+            f"computes in {comp.dtype} (fast allowance {allowed:.3g}): proven")
 
 
 def _block_note(comp, row: int, col: int) -> str:

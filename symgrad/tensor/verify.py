@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..compare import (FAILING, KINK, LOSS, STATUS_NAMES, SYSTEMATIC, Comparison,
+from ..compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, Comparison,
                        allowance, compare, systematic_blocks)
 from ..config import VerifyConfig
 from ..errors import SymgradError
@@ -125,14 +125,22 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     for b in model.param_blocks:
         blocks.append((b.name, col, col + b.size))
         col += b.size
+    enclosures: dict = {}  # per dtype: the rigorous enclosure, evaluated lazily (<= 200k params)
     with _phase("compare", cfg, timings, "compare_s"):
         comparisons = {}
         for name in list(outputs):
             got = outputs.pop(name)
+            dt = runs[name].dtype
+            if not big and dt not in enclosures:
+                from ..rigorous import tensor_enclosure
+                enclosures[dt] = tensor_enclosure(model, sub, hi, lo, dt,
+                                                  cfg.tolerance.function_ulps)
             comp = compare_compact(hi, lo, got if len(subset) == n else got[subset],
-                                   E, backend=name, dtype=runs[name].dtype, tol=cfg.tolerance)
+                                   E, backend=name, dtype=dt, tol=cfg.tolerance,
+                                   rigorous=enclosures.get(dt))
             del got
             comparisons[name] = block_tests(comp, hi, lo, E, blocks, cfg.tolerance)
+    timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     del lo, E
     names = Outputs(model.param_blocks)
     batch = _Batch(values)
@@ -173,6 +181,7 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
     from .. import causes
     from ..config import OWN_BACKENDS
     from ..departure import first_departure, own_program
+    from ..verify import with_proof
     from .program import topological
     from .tables import TorchOps
     from . import views
@@ -203,7 +212,7 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         cause = causes.classify_tensor(f, ctx, has_branch)
         owner = "symgrad's own program — " if f.backend in OWN_BACKENDS else ""
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
-                           note=f.note or cause.explanation))
+                           note=with_proof(f.note, cause.explanation)))
     return out
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 
@@ -242,7 +251,7 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
               subset) -> list[Failure]:
     """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
     vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""
-    from ..verify import _block_note, _shown_value
+    from ..verify import _block_note, _shown_value, proof_note
     found = []
     width = comp.status.shape[1]
     for f in flat:
@@ -251,6 +260,8 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
         point = {b: _shown_value(v[s]) for b, v in values.items()}
         status = int(comp.status[i, k])
         note = _block_note(comp, i, k) if status == SYSTEMATIC else ""
+        if status == MISMATCH:
+            note = proof_note(comp, i, k) or note
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
@@ -270,11 +281,14 @@ def _fit(x: np.ndarray, kind) -> np.ndarray:
     return np.where(np.isfinite(x), np.clip(x, -big, big), x).astype(np.float32)
 
 
-def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol) -> Comparison:
+def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
+                    rigorous=None) -> Comparison:
     """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
     float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
     ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the tensor
-    oracle has no kinks). GPT-2 at full size: 2.8 GB per backend instead of 9."""
+    oracle has no kinks). GPT-2 at full size: 2.8 GB per backend instead of 9. ``rigorous``:
+    a ``symgrad.rigorous.Enclosure`` (None above 200k parameters: no proof, a mismatch beyond
+    the fast allowance stays one); its radii are kept where computed."""
     n, width = hi.shape
     small = n * width <= COMPACT_FROM
     kind = np.float64 if small else np.float32
@@ -282,15 +296,23 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol) -> Compari
     allowed = np.empty((n, width), kind)
     status = np.empty((n, width), np.int8)
     got = np.asarray(got, dtype=np.float64)
+    radius = np.full((n, width), np.nan) if rigorous is not None else None
+    error = np.empty((n, width)) if rigorous is not None else None
+    allowed_abs = np.empty((n, width)) if rigorous is not None else None
     step = max(1, CHUNK // max(n, 1))
     for a in range(0, width, step):
         part = slice(a, a + step)
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
-                    dtype=dtype, tol=tol)
+                    dtype=dtype, tol=tol,
+                    rigorous=None if rigorous is None else rigorous.columns(part))
         ulps[:, part], allowed[:, part] = _fit(c.ulps, kind), _fit(c.allowed_ulps, kind)
         status[:, part] = c.status
+        if rigorous is not None:
+            radius[:, part], error[:, part] = c.rigorous, c.error
+            allowed_abs[:, part] = c.allowed_abs
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
-                      np.broadcast_to(np.float64(np.nan), (n, width)))
+                      np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
+                      error=error, rigorous=radius)
 
 
 def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:

@@ -1,0 +1,675 @@
+"""The rigorous enclosure: a proven ball around the exact value holding everything correct code
+can compute in a dtype, per entry. A failure of the entry test needs the error to lie outside it.
+
+**Theorem.** Let a program P (a straight-line sequence of operations: +, -, x, /, sqrt, integer
+powers, n-term sums and products, elementary functions, Abs/Max/Min/sign/Heaviside, Piecewise)
+be run on inputs that are numbers of the dtype, each operation's result rounded into the dtype
+such that
+
+1. +, -, x, /, sqrt are correctly rounded: |fl(op) - op| <= u |op| + tiny;
+2. an n-term sum (or contraction) is evaluated in *any* order or blocking, each addition
+   rounded as in 1: |fl(sum) - sum| <= gamma_(n-1) sum |terms| + tiny (Higham, Lemma 3.1 and
+   its order-free corollary); an m-factor product likewise within gamma_(m-1) |product| + tiny;
+   an integer power b^k within gamma_max(|k|,2) |b^k| + tiny (repeated multiplication or a libm
+   pow of <= 2u);
+3. every elementary function (exp, log, tanh, erf, ..., pow) is within ``k`` ulps of the
+   correctly rounded result of its computed argument, k = ``Tolerance.function_ulps`` (one
+   table: libm and numpy's SIMD float32 kernels are documented at <= 4 ulps);
+4. Abs, Max, Min, negation, sign, Heaviside and multiplication by +-2^j are exact;
+5. no operation overflows (an intermediate whose enclosure exceeds the dtype's largest number
+   makes the sample *unbounded*), and underflow or flush-to-zero costs at most ``tiny`` (the
+   dtype's smallest normal number) per operation.
+
+Evaluate P in ball arithmetic (python-flint ``arb``) at the computed intervals, widening every
+operation's result ball by its own rounding from 1-3. Then by induction over the program every
+ball contains both the exact value of its node and every value a computation satisfying 1-5
+can produce: the exact result of an operation on the (unknown) computed arguments lies in the
+operation's ball over the argument balls, and its rounding is within the widening, which is
+taken at the ball's largest magnitude. The output balls B thus hold the exact value x and any
+computed value c, so |c - x| <= r = max(sup B - x, x - inf B). An error beyond r is *proven*
+not to come from correct code running P. The enclosure is not first order: a variance that is
+0 at the exact point (LayerNorm of a constant row) gets its computed width, and eps^(-3/2)
+amplifies the ball, so second-order effects are inside it.
+
+Where a branch (a Heaviside, sign or Piecewise condition) is undecided over a ball, or a
+domain boundary lies inside one, the enclosure is *unbounded* (NaN radius): not a proof.
+
+Scope: P is the program the running error bound uses (``symgrad.bounds``: the model's derived
+program; for a user's ``torch_fn`` also the textbook composition, and the radius is the larger
+of the two, like the allowance). Code that computes a different formula (autograd's own
+backward formulas, fused kernels, reassociation beyond sums) is covered only as far as its
+operations fit 1-5 on P's structure.
+
+>>> import numpy as np, sympy as sp
+>>> w, x = sp.symbols("w x", real=True)
+>>> fn = compile_enclosure([], [w, x], [w * x + 1])
+>>> B = enclose(fn, np.array([[3.0], [0.1]]), "float64", function_ulps=4.0)
+>>> r = radius_about(B, np.array([[1.3]]), np.zeros((1, 1)))
+>>> bool(1e-17 < r[0, 0] < 1e-15)
+True
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from typing import Callable, Sequence
+
+import numpy as np
+import sympy as sp
+from flint import arb, ctx, fmpq
+
+from .backends import arb as arb_backend
+from .codegen import Printer, Target, build
+from .compare import dtype_info
+from .errors import SymgradError
+
+PREC = 128  # bits of the balls: their own rounding is ~2^-128, far below any dtype's u
+UNIT = arb(0, 1)  # the ball [-1, 1]
+EXACT_FUNCTIONS = ("Abs", "Max", "Min", "DiracDelta")
+
+
+class Unbounded(Exception):
+    """An intermediate overflows the dtype, or a branch or domain is undecided: no proof."""
+
+
+class Rounding:
+    """The dtype's rounding model: each operation's own widening (module docstring, 1-5)."""
+
+    def __init__(self, dtype: str, function_ulps: float, *, strict: bool = True,
+                 exact: bool = False) -> None:
+        info = dtype_info(dtype)
+        self.dtype = dtype
+        self.strict = strict  # raise Unbounded (a scalar sample), or give a NaN ball (an entry)
+        self.exact = exact  # no widening: the program's own exact value (the enclosure's centre)
+        with ctx.workprec(PREC):
+            self.u = arb(fmpq(1, 2 ** (info.digits + 1)))
+            self.tiny = arb(Fraction(info.tiny).numerator) / arb(Fraction(info.tiny).denominator)
+            self.fn_rel = arb(function_ulps) * 2 * self.u  # k ulps (one ulp is 2u)
+        self.max = arb(info.max)
+        self.digits = info.digits
+
+    def gamma(self, k: int) -> arb:
+        """gamma_k = k u / (1 - k u)."""
+        if k <= 0:
+            return arb(0)
+        return k * self.u / (1 - k * self.u)
+
+    def widen(self, r, rel: arb, scale=None) -> arb:
+        """r widened by rel * |scale| + tiny (scale: r itself unless given)."""
+        r = arb_backend._a(r)
+        if not r.is_finite() or abs(r).upper() > self.max:
+            if self.strict:
+                raise Unbounded("an intermediate beyond the dtype's range or not finite")
+            return arb.nan()
+        if self.exact:
+            return r
+        mag = abs(r if scale is None else scale).upper()
+        return r + (rel * mag + self.tiny) * UNIT
+
+    def representable(self, value: Fraction) -> bool:
+        """Is an exact rational a number of the dtype (normal range, digits + 1 bits)?"""
+        if value == 0:
+            return True
+        p, q = abs(value.numerator), value.denominator
+        if q & (q - 1):
+            return False
+        while not p & 1:
+            p >>= 1
+        return p.bit_length() <= self.digits + 1 and abs(float(value)) <= float(self.max.mid())
+
+    def exact_point(self, r: arb) -> bool:
+        """Is r one number of the dtype? (A correctly rounded operation whose exact result is
+        such a number returns it exactly: no widening, no tiny.)"""
+        if not (r.is_exact() and r.is_finite()):
+            return False
+        man, exp = r.mid().man_exp()
+        return self.representable(Fraction(int(man)) * Fraction(2) ** int(exp))
+
+    def exact_sum(self, terms: list) -> bool:
+        """Is an order-free sum of these exact terms exact? Yes when every term is a multiple
+        of 2^e (e: the smallest 2-adic exponent among them) and sum |terms| < 2^(digits+1) 2^e:
+        then every partial sum, in any order, is such a multiple within the dtype's digits."""
+        if not all(t.is_exact() and t.is_finite() for t in terms):
+            return False
+        parts = [t.mid().man_exp() for t in terms]
+        parts = [(int(m), int(e)) for m, e in parts if m != 0]
+        if not parts:
+            return True
+        low = min(e + ((m & -m).bit_length() - 1) for m, e in parts)  # 2-adic valuations
+        total = sum(abs(Fraction(m) * Fraction(2) ** e) for m, e in parts)
+        return (total / Fraction(2) ** low < 2 ** (self.digits + 1)
+                and total <= Fraction(float(self.max.mid())))
+
+    # the operations, as the generated source calls them ----------------------------------------
+    def rsum(self, *terms) -> arb:
+        terms = [arb_backend._a(t) for t in terms]
+        out = arb(0)
+        mag = arb(0)
+        for t in terms:
+            out = out + t
+            mag = mag + abs(t).upper()
+        if self.exact_sum(terms) if len(terms) > 2 else self.exact_point(out):
+            return out  # no rounding happens (a two-term sum is one correctly rounded op)
+        r = self.widen(out, self.gamma(len(terms) - 1), mag)
+        # rounding is monotone: a sum of nonnegative numbers is computed nonnegative
+        return nonnegative(r) if all(t >= 0 for t in terms) else r
+
+    def rprod(self, rounded: int, *factors) -> arb:
+        factors = [arb_backend._a(f) for f in factors]
+        out = arb(1)
+        for f in factors:
+            out = out * f
+        if rounded <= 0:
+            return self._check(out)
+        if any(f.is_zero() for f in factors) and all(f.is_finite() for f in factors):
+            return arb(0)  # an exact zero factor: 0 in any order
+        if out.is_exact() and all(f.is_exact() for f in factors) and self.exact_point(out):
+            return out  # every partial product's odd part divides the product's: all exact
+        r = self.widen(out, self.gamma(rounded))
+        return nonnegative(r) if all(f >= 0 for f in factors) else r
+
+    def _check(self, r) -> arb:
+        r = arb_backend._a(r)
+        if not r.is_finite() or abs(r).upper() > self.max:
+            if self.strict:
+                raise Unbounded("an intermediate beyond the dtype's range or not finite")
+            return arb.nan()
+        return r
+
+    def rfun(self, r) -> arb:
+        r = arb_backend._a(r)
+        w = self.widen(r, self.fn_rel)
+        return nonnegative(w) if r >= 0 else w  # exp, sqrt, erfc, ...: k ulps of a value >= 0
+
+    def rsqrt(self, x) -> arb:
+        r = arb_backend.rsqrt(x)
+        return r if self.exact_point(r) else nonnegative(self.widen(r, self.u))
+
+    def rdiv(self, a, b) -> arb:
+        r = arb_backend._a(a) / arb_backend._a(b)
+        return r if self.exact_point(r) else self.widen(r, self.u)
+
+    def ripow(self, b, k: int) -> arb:
+        b = arb_backend._a(b)
+        r = arb_backend.ipow(b, k)
+        if k % 2 == 0:  # an even power is >= 0 (a ball about 0 squared is [0, r^2], not +-)
+            r = nonnegative(r)
+        if k == 1 or (k in (-1, 2) and self.exact_point(r)):
+            return self._check(r)
+        w = self.widen(r, self.gamma(max(abs(k), 2)) if abs(k) != 1 else self.u)
+        return nonnegative(w) if (k % 2 == 0 or b >= 0) else w
+
+    def constant(self, e: sp.Expr) -> arb:
+        """A sympy constant as the dtype holds it: exact if representable, else rounded."""
+        c = arb_backend.constant(e)
+        if not c.is_finite() or self.exact:
+            return c  # nan / oo as written (a Piecewise's "otherwise"): no rounding
+        if (e.is_Rational or e.is_Float) and self.representable(Fraction(str(sp.Rational(e)))):
+            return c
+        return self.widen(c, self.u)
+
+
+def nonnegative(r: arb) -> arb:
+    """The part of ball r at or above 0 (a ball enclosing [max(inf r, 0), sup r])."""
+    if not r.is_finite() or r >= 0:
+        return r
+    hi = r.upper()
+    if hi < 0:
+        return r
+    return arb(0).union(hi)
+
+
+class _Printer(Printer):
+    """Sums and products as calls of the rounding model (order-free sums)."""
+
+    def const(self, e: sp.Expr) -> str:
+        return self._named_const(e)
+
+    def __call__(self, e) -> str:
+        if getattr(e, "is_Add", False) and not e.is_number:
+            return "R.rsum(" + ", ".join(self(a) for a in e.args) + ")"
+        if getattr(e, "is_Mul", False) and not e.is_number:
+            rounded = sum(1 for a in e.args if not _power_of_two(a)) - 1
+            return f"R.rprod({max(rounded, 0)}, " + ", ".join(self(a) for a in e.args) + ")"
+        return super().__call__(e)
+
+
+def _power_of_two(c) -> bool:
+    if not getattr(c, "is_Rational", False) or c == 0:
+        return False
+    p, q = abs(int(c.p)), int(c.q)
+    return p & (p - 1) == 0 and q & (q - 1) == 0
+
+
+class RoundedKinks(arb_backend.Kinks):
+    """Kink sites over rounded balls: a Heaviside (or which argument wins a Max/Min) whose
+    argument's ball holds 0 may be computed as any of 0, H(0), 1: the ball [0, 1]; a sign:
+    [-1, 1]. A Piecewise condition still needs a certain side (else: unbounded)."""
+
+    def heaviside(self, i, x, h0):
+        x = arb_backend._a(x)
+        if x.is_nan():
+            return arb_backend.NAN
+        if x > 0:
+            return arb(1)
+        if x < 0:
+            return arb(0)
+        return arb_backend._a(h0) if x.is_zero() else arb(0).union(arb(1))
+
+    def sign(self, i, x):
+        x = arb_backend._a(x)
+        if x.is_nan():
+            return arb_backend.NAN
+        if x > 0 or x < 0 or x.is_zero():
+            return arb(int(x > 0) - int(x < 0))
+        return arb(-1).union(arb(1))
+
+    def select(self, i, x, members, h0):
+        return self.heaviside(i, x, h0)
+
+    def rel(self, i, lhs, rhs):
+        return self.sites[i].op(arb_backend._need(arb_backend._sign(arb_backend._a(lhs)
+                                                                     - arb_backend._a(rhs))), 0)
+
+
+def _target(rounding_name: str = "R") -> Target:
+    """The arb target with every rounded operation routed through the rounding model ``R``."""
+    base = arb_backend.target()
+    base.namespace["kinks"] = RoundedKinks(sites=base.namespace["kinks"].sites)
+    functions = {}
+    for key, template in arb_backend.FUNCTIONS.items():
+        name = getattr(key, "__name__", key)
+        if callable(template) or name in EXACT_FUNCTIONS:
+            functions[key] = template
+        elif key == "sqrt":
+            functions[key] = "R.rsqrt({0})"
+        elif key == "ipow":
+            functions[key] = "R.ripow({0}, {1})"
+        else:
+            functions[key] = "R.rfun(" + template + ")"
+    return Target("arb-rounded", functions, dict(base.namespace), constant=lambda e: e,
+                  piecewise=base.piecewise, logic_and="and", logic_or="or", node=base.node)
+
+
+def compile_enclosure(assignments: Sequence[tuple[sp.Symbol, sp.Expr]],
+                      leaves: Sequence[sp.Symbol], outputs: Sequence[sp.Expr]) -> Callable:
+    """The program in rounded ball arithmetic: ``fn(balls, R) -> [ball per output]``.
+
+    Arguments:
+        assignments, leaves, outputs: a straight-line program (``symgrad.derive.Program``).
+    Returns:
+        The compiled function; its constants are kept as sympy numbers and rounded per dtype.
+    """
+    t = _target()
+    names: dict = {}
+    lines = ["def enclosure(X, R):"]
+    for i, s in enumerate(leaves):
+        names[s] = f"a{i}"
+        lines.append(f"    a{i} = X[{i}]")
+    pr = _Printer(t, names)
+    for i, (sym, expr) in enumerate(assignments):
+        src = pr(expr)
+        names[sym] = f"v{i}"
+        lines.append(f"    v{i} = {src}")
+    lines.append("    return [" + ", ".join(pr(sp.sympify(o)) for o in outputs) + "]")
+    lines.insert(1, "    " + "; ".join(f"{name} = R.constant(C_{name})"
+                                      for name in pr.constants.values()) or "    pass")
+    for expr, name in pr.constants.items():
+        pr.values[f"C_{name}"] = expr
+    for name in pr.constants.values():
+        pr.values.pop(name, None)
+    fn = build(lines, t, pr, "enclosure")
+    fn.kinks = t.namespace["kinks"]
+    return fn
+
+
+def compile_program_enclosure(program) -> Callable:
+    """``compile_enclosure`` of a derived ``Program``: [value, *gradient]."""
+    return compile_enclosure(program.assignments, program.leaves,
+                             (program.value, *program.gradient))
+
+
+def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float,
+            exact: bool = False) -> list:
+    """Output balls per sample: a list (one per column of X) of lists of ``arb`` (None where
+    the sample's enclosure is unbounded).
+
+    Arguments:
+        fn: from ``compile_enclosure``.
+        X: (n_leaves, N) the samples, numbers of ``dtype`` (exact inputs).
+        dtype: the backend's dtype; function_ulps: the elementary functions' table (k ulps).
+        exact: no widening: balls of the program's exact value (the enclosure's centre).
+    """
+    R = Rounding(dtype, function_ulps, exact=exact)
+    out = []
+    with ctx.workprec(PREC):
+        fn.kinks.allow, fn.kinks.dirs, fn.kinks.reached = None, {}, {}
+        for j in range(X.shape[1]):
+            try:
+                out.append([arb_backend._a(o) for o in fn([arb(float(v)) for v in X[:, j]], R)])
+            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                    OverflowError, TypeError):
+                out.append(None)
+            fn.kinks.dirs, fn.kinks.reached = {}, {}
+    return out
+
+
+def spread(balls: list, centres: list, shape: tuple) -> np.ndarray:
+    """max |v - c| over v in the enclosure B and c in the program's exact ball C, per entry,
+    rounded up: how far rounding can carry correct code from the program's exact value. (If
+    the program equals the function, that value is the exact one; if it does not - a wrong
+    rewrite or derivative - its own code lands that far from the oracle and is proven wrong,
+    while a user's correct code is still judged about the true value.) NaN: unbounded."""
+    out = np.full(shape, np.nan)
+    with ctx.workprec(PREC):
+        for i, (row, centre) in enumerate(zip(balls, centres)):
+            if row is None or centre is None:
+                continue
+            for k in range(shape[1]):
+                b, c = arb_backend._a(row[k]), arb_backend._a(centre[k])
+                if b.is_finite() and c.is_finite():
+                    out[i, k] = _up(max(b.upper() - c.lower(), c.upper() - b.lower(), arb(0)))
+    return out
+
+
+def radius_about(balls: list, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
+    """max(sup B - x, x - inf B) per entry, x = hi + lo (the oracle's double-double), rounded
+    up to float64; NaN where a sample or entry is unbounded. ``balls``: per row, a list of
+    ``arb`` (or None); hi, lo: (rows, K)."""
+    rows, width = np.shape(hi)
+    out = np.full((rows, width), np.nan)
+    with ctx.workprec(PREC):
+        for i, row in enumerate(balls):
+            if row is None:
+                continue
+            for k in range(width):
+                out[i, k] = _radius(row[k], hi[i, k], lo[i, k])
+    return out
+
+
+def _radius(b, hi: float, lo: float) -> float:
+    b = arb_backend._a(b)
+    if not (b.is_finite() and np.isfinite(hi)):
+        return np.nan
+    x = arb(float(hi)) + arb(float(lo))
+    r = max(b.upper() - x, x - b.lower(), arb(0))
+    return _up(r)
+
+
+def _up(r) -> float:
+    """A finite nonnegative ball's upper bound as a float64, rounded up."""
+    r = arb_backend._a(r).upper()
+    man, exp = r.mid().man_exp()
+    f = Fraction(int(man)) * Fraction(2) ** int(exp)
+    d = float(f)
+    return d if Fraction(d) >= f else float(np.nextafter(d, np.inf))
+
+
+class Enclosure:
+    """The rigorous radii of one run, computed lazily for the rows that need them and cached:
+    ``enc(rows) -> (len(rows), K)`` (NaN: unbounded). ``compare`` calls it only for samples
+    with an entry beyond the fast allowance.
+
+    Arguments:
+        radii_of: rows (indices into the compared samples) -> (len(rows), K) radii.
+        columns: the column slice this view reads (compare_compact's chunks share one cache).
+    """
+
+    def __init__(self, radii_of: Callable[[np.ndarray], np.ndarray]) -> None:
+        self._radii_of = radii_of
+        self._cache: dict[int, np.ndarray] = {}
+        self.seconds = 0.0
+        self.rows_computed = 0
+
+    def __call__(self, rows: np.ndarray, columns: slice | None = None) -> np.ndarray:
+        import time
+        rows = np.asarray(rows, dtype=int)
+        todo = [int(r) for r in rows if int(r) not in self._cache]
+        if todo:
+            t0 = time.perf_counter()
+            got = self._radii_of(np.array(todo))
+            for r, v in zip(todo, got):
+                self._cache[r] = v
+            self.seconds += time.perf_counter() - t0
+            self.rows_computed += len(todo)
+        out = np.array([self._cache[int(r)] for r in rows]).reshape(len(rows), -1)
+        return out if columns is None else out[:, columns]
+
+    def columns(self, columns: slice) -> Callable[[np.ndarray], np.ndarray]:
+        """The same cache, restricted to a column slice (one chunk of compare_compact)."""
+        return lambda rows: self(rows, columns)
+
+
+def union(*radii: np.ndarray) -> np.ndarray:
+    """The radius of the union of enclosures about one exact value: the largest. As the
+    allowance of user code (``np.fmax`` of the two bounds), an unbounded part (NaN: its
+    composition overflows or leaves its domain in the dtype, so it computes inf or NaN there,
+    not a finite value) does not widen the others; NaN only where every part is unbounded."""
+    out = radii[0]
+    for r in radii[1:]:
+        out = np.fmax(out, r)
+    return out
+
+
+def scalar_enclosure(fns: Callable[[], Sequence[Callable]], X: np.ndarray, hi: np.ndarray,
+                     lo: np.ndarray, dtype: str, function_ulps: float) -> Enclosure:
+    """The lazy ``Enclosure`` of a scalar model: for each row, the union over ``fns()`` (the
+    derived program, and the textbook one for a user's torch_fn; compiled on first use) of
+    the rounded ball evaluation at X[:, row], as radii about hi + lo."""
+    def radii_of(rows: np.ndarray) -> np.ndarray:
+        parts = [spread(enclose(fn, X[:, rows], dtype, function_ulps=function_ulps),
+                        enclose(fn, X[:, rows], dtype, function_ulps=function_ulps, exact=True),
+                        (len(rows), hi.shape[1])) for fn in fns()]
+        return union(*parts)
+    if dtype not in ("float64", "float32", "float16", "bfloat16"):
+        raise SymgradError(f"rigorous enclosure: unknown dtype {dtype!r}")
+    return Enclosure(radii_of)
+
+
+# ------------------------------------------------------------------------ tensor programs
+def _rounded_kernels(R: Rounding):
+    """ArbKernels whose every operation is widened by its own rounding (module docstring)."""
+    from .precise.arb import ArbKernels
+
+    def uf(f, nin=1):
+        return np.frompyfunc(f, nin, 1)
+    fun = {}
+    for key, impl in ArbKernels.functions.items():
+        name = getattr(key, "__name__", str(key))
+        if name in ("Abs", "sign", "Max", "Min", "Heaviside", "DiracDelta"):
+            fun[key] = impl  # exact
+        else:
+            fun[key] = (lambda impl: lambda k, *xs: uf(R.rfun)(impl(k, *xs)))(impl)
+
+    class RoundedKernels(ArbKernels):
+        name = "ARB (rounded)"
+        functions = fun
+
+        def constant(self, value, shape):
+            out = np.empty(shape, dtype=object)
+            out[...] = R.constant(sp.sympify(value))
+            return out
+
+        def add(self, a, b): return uf(R.rsum, 2)(a, b)
+        def mul(self, a, b): return uf(lambda x, y: R.rprod(1, x, y), 2)(a, b)
+        def div(self, a, b): return uf(R.rdiv, 2)(a, b)
+        def pow_int(self, a, n): return uf(lambda v: R.ripow(v, n))(a)
+
+        def pow_rational(self, a, p, q):
+            return uf(R.rfun)(ArbKernels.pow_rational(self, a, p, q))
+
+        def pow_general(self, a, b):
+            return uf(R.rfun)(ArbKernels.pow_general(self, a, b))
+
+        def sum_terms(self, terms):
+            if len(terms) <= 30:  # numpy ufuncs take at most 32 operands
+                return uf(R.rsum, len(terms))(*terms)
+            exact, mag = terms[0], _absup(terms[0])
+            for t in terms[1:]:
+                exact, mag = exact + t, mag + _absup(t)
+            g = R.gamma(len(terms) - 1)
+            return uf(lambda v, m: R.widen(v, g, m), 2)(exact, mag)
+    return RoundedKernels()
+
+
+def _walk_value(k, expr, args: dict):
+    """``precise.walk.evaluate`` without its stable rewrites (1 + tanh -> 2 sigmoid, exp - 1 ->
+    expm1, log(1 + u) -> log1p): the enclosure rounds what the backends compute, and an
+    n-term Add is one order-free sum."""
+    from .precise import walk
+
+    class Walk(walk._Walk):
+        def _add(self, e):
+            return self.k.sum_terms([self.value(t) for t in e.args])
+
+        def _eval(self, e):
+            if isinstance(e, sp.log):
+                f = self.k.functions[sp.log]
+                return f(self.k, self.value(e.args[0]))
+            return super()._eval(e)
+    expr = sp.sympify(expr)
+    shapes = [np.shape(v) for v in args.values()]
+    shape = np.broadcast_shapes(*shapes) if shapes else ()
+    bargs = {s: np.broadcast_to(v, shape) for s, v in args.items()}
+    with np.errstate(all="ignore"):
+        return Walk(k, bargs, shape).value(expr)
+
+
+class RoundedArbOps:
+    """The ARB table (``symgrad.precise.arb.ArbOps``) with every operation widened by its
+    rounding in ``dtype``: elementwise ops as in the scalar model, sums, contractions and
+    scatter-adds by gamma_(n-1) sum |terms| (n the terms per output, any order)."""
+
+    def __init__(self, dtype: str, function_ulps: float, prec: int = PREC, *,
+                 exact: bool = False) -> None:
+        from .precise.arb import ArbOps
+        self.R = Rounding(dtype, function_ulps, strict=False, exact=exact)
+        self.exact = ArbOps(prec)
+        self.prec = prec
+        self.kernels = _rounded_kernels(self.R)
+        self.name = f"ARB rounded ({dtype})"
+
+    def __getattr__(self, name):  # layout: reshape, transpose, take, diagonal, ...
+        return getattr(self.exact, name)
+
+    def _widen_each(self, exact, mag, n: int, nonneg=None):
+        R = self.R
+        g = R.gamma(n - 1)
+
+        def w(v, m, nn=False):
+            r = R.widen(v, g, m)
+            return nonnegative(r) if nn else r
+        if nonneg is None:
+            return np.asarray(np.frompyfunc(w, 2, 1)(exact, mag), dtype=object)
+        return np.asarray(np.frompyfunc(w, 3, 1)(exact, mag, nonneg), dtype=object)
+
+    def asarray(self, x):
+        a = np.asarray(x)
+        if a.dtype == object:
+            return a
+        with ctx.workprec(self.prec):
+            fl = a.astype(np.float64)
+            out = self.exact.asarray(fl)
+            if self.R.digits < 52 and not self.R.exact:  # a float64 constant the dtype
+                #                                            does not hold: rounded
+                held = fl.astype(np.float32 if self.R.dtype != "float16" else np.float16)
+                bad = np.flatnonzero((held.astype(np.float64) != fl).reshape(-1))
+                flat = out.reshape(-1)
+                for i in bad:
+                    flat[i] = self.R.widen(flat[i], self.R.u)
+        return out
+
+    def constant(self, c, shape=()):
+        with ctx.workprec(self.prec):
+            return self.kernels.constant(c, tuple(shape))
+
+    def map(self, expr, args: dict):
+        with ctx.workprec(self.prec):
+            out = _walk_value(self.kernels, expr, {s: self.asarray(v) for s, v in args.items()})
+        return np.asarray(out, dtype=object)
+
+    def sum(self, x, axis=None, keepdims: bool = False):
+        from .precise.arb import _axes
+        x = np.asarray(x, dtype=object)
+        axes = _axes(axis, x.ndim)
+        n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+        with ctx.workprec(self.prec):
+            s = self.exact.sum(x, axis, keepdims)
+            mag = self.exact.sum(_absup(x), axis, keepdims)
+            nonneg = np.all(_is_nonneg(x), axis=axes, keepdims=keepdims)
+            return self._widen_each(s, mag, n, nonneg)
+
+    def einsum(self, spec: str, *operands):
+        from .precise.contract import parse
+        ops = [self.asarray(o) for o in operands]
+        terms, out = parse(spec, len(ops), [np.ndim(o) for o in ops])
+        sizes: dict = {}
+        for t, o in zip(terms, ops):
+            for c, m in zip(t, np.shape(o)):
+                sizes[c] = max(sizes.get(c, 1), m)
+        n = int(np.prod([sizes[c] for c in set("".join(terms)) - set(out)] or [1]))
+        with ctx.workprec(self.prec):
+            s = self.exact.einsum(spec, *ops)
+            mag = self.exact.einsum(spec, *[_absup(o) for o in ops])
+            return self._widen_each(s, mag, n + len(ops) - 1)
+
+    def amax(self, x, axis=None, keepdims: bool = False):
+        return self.exact.amax(x, axis, keepdims)
+
+    def scatter_add(self, x, idx, axis: int, size: int):
+        counts = np.zeros(size, dtype=np.int64)
+        np.add.at(counts, np.asarray(idx).reshape(-1) % size, 1)
+        with ctx.workprec(self.prec):
+            s = self.exact.scatter_add(x, idx, axis, size)
+            mag = self.exact.scatter_add(_absup(np.asarray(x, dtype=object)), idx, axis, size)
+            return self._widen_each(s, mag, int(max(counts.max(initial=1), 1)))
+
+    def where(self, mask, a, b):
+        return np.where(np.asarray(mask, dtype=bool), self.asarray(a), self.asarray(b))
+
+
+_absup = np.frompyfunc(lambda v: abs(arb_backend._a(v)).upper() if arb_backend._a(v).is_finite()
+                       else arb.nan(), 1, 1)
+_is_nonneg_u = np.frompyfunc(lambda v: bool(arb_backend._a(v) >= 0), 1, 1)
+
+
+def _is_nonneg(x) -> np.ndarray:
+    return np.asarray(_is_nonneg_u(x), dtype=bool)
+
+
+def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,
+                 exact: bool = False) -> np.ndarray:
+    """The output balls (value, then every gradient entry) of one sample of a tensor model's
+    derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened)."""
+    from .tensor.interpret import evaluate as run
+    ops = RoundedArbOps(dtype, function_ulps, exact=exact)
+    one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
+    with ctx.workprec(PREC):
+        outs = run(model.gradient.outputs, ops, one)
+    balls = np.empty(1 + model.n_parameters, dtype=object)
+    balls[0] = np.asarray(outs[0]).reshape(-1)[0]
+    col = 1
+    for b, g in zip(model.param_blocks, outs[1:]):
+        balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
+                                                  (1,) + b.shape).reshape(-1)
+        col += b.size
+    return balls
+
+
+def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype: str,
+                     function_ulps: float) -> Enclosure:
+    """The lazy ``Enclosure`` of a tensor model's derived program (``values``: the compared
+    samples, hi/lo the oracle's rows for them)."""
+    def radii_of(rows: np.ndarray) -> np.ndarray:
+        out = []
+        for r in rows:
+            try:
+                balls = list(tensor_balls(model, values, int(r), dtype, function_ulps))
+                centre = list(tensor_balls(model, values, int(r), dtype, function_ulps,
+                                           exact=True))
+            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                    OverflowError):
+                balls = centre = None
+            out.append(spread([balls], [centre], (1, hi.shape[1]))[0])
+        return np.array(out)
+    return Enclosure(radii_of)

@@ -156,13 +156,14 @@ class Rounding:
 
     def rprod(self, rounded: int, *factors) -> arb:
         factors = [arb_backend._a(f) for f in factors]
+        if any(f.is_zero() for f in factors):  # an exact zero factor: 0 in any order; beside a
+            return arb(0)  # non-finite factor a finite result can only be a masked 0 (torch's
+        #                    relu/threshold backward): 0 * inf = NaN is judged as non-finite
         out = arb(1)
         for f in factors:
             out = out * f
         if rounded <= 0:
             return self._check(out)
-        if any(f.is_zero() for f in factors) and all(f.is_finite() for f in factors):
-            return arb(0)  # an exact zero factor: 0 in any order
         if out.is_exact() and all(f.is_exact() for f in factors) and self.exact_point(out):
             return out  # every partial product's odd part divides the product's: all exact
         r = self.widen(out, self.gamma(rounded))
@@ -186,7 +187,10 @@ class Rounding:
         return r if self.exact_point(r) else nonnegative(self.widen(r, self.u))
 
     def rdiv(self, a, b) -> arb:
-        r = arb_backend._a(a) / arb_backend._a(b)
+        a = arb_backend._a(a)
+        if a.is_exact() and a == 0:  # an exact 0 over anything: 0, or NaN where b is 0 or
+            return arb(0)            # inf (a non-finite result is judged as such, not here)
+        r = a / arb_backend._a(b)
         return r if self.exact_point(r) else self.widen(r, self.u)
 
     def ripow(self, b, k: int) -> arb:
@@ -341,16 +345,25 @@ def enclose(fn: Callable, X: np.ndarray, dtype: str, *, function_ulps: float,
         exact: no widening: balls of the program's exact value (the enclosure's centre).
     """
     R = Rounding(dtype, function_ulps, exact=exact)
+    loose = Rounding(dtype, function_ulps, exact=exact, strict=False)
     out = []
     with ctx.workprec(PREC):
         fn.kinks.allow, fn.kinks.dirs, fn.kinks.reached = None, {}, {}
         for j in range(X.shape[1]):
-            try:
-                out.append([arb_backend._a(o) for o in fn([arb(float(v)) for v in X[:, j]], R)])
-            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
-                    OverflowError, TypeError):
-                out.append(None)
-            fn.kinks.dirs, fn.kinks.reached = {}, {}
+            args = [arb(float(v)) for v in X[:, j]]
+            row = None
+            # strict first; where one intermediate is unbounded (log 0 in d/dy of x**y at x = 0)
+            # again with it a NaN ball, so only the entries that depend on it are unbounded
+            for rounding in (R, loose):
+                try:
+                    row = [arb_backend._a(o) for o in fn(args, rounding)]
+                    break
+                except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                        OverflowError, TypeError):
+                    pass
+                finally:
+                    fn.kinks.dirs, fn.kinks.reached = {}, {}
+            out.append(row)
     return out
 
 

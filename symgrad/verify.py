@@ -493,8 +493,8 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
                     "gradient handed to every tied argument of a max)")
         if status == SYSTEMATIC:
             note = _block_note(comp, i, k)
-        if status == MISMATCH:
-            note = proof_note(comp, i, k) or note
+        if status == MISMATCH and not note:  # a kink's own proof (the subdifferential) first
+            note = proof_note(comp, i, k)
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,

@@ -116,7 +116,8 @@ def test_rounding_model_widens_each_operation():
 def test_out_of_range_and_undecided_branch_are_unbounded():
     x = sp.Symbol("x", real=True)
     fn = rigorous.compile_enclosure([], [x], [sp.exp(x)])
-    assert rigorous.enclose(fn, np.array([[100.0]]), "float32", function_ulps=4.0) == [None]
+    (row,) = rigorous.enclose(fn, np.array([[100.0]]), "float32", function_ulps=4.0)
+    assert row is None or not row[0].is_finite()  # exp(100) overflows float32: unbounded
     assert rigorous.enclose(fn, np.array([[100.0]]), "float64", function_ulps=4.0)[0] is not None
 
 

@@ -74,7 +74,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import warnings
 
@@ -152,9 +152,19 @@ class Tolerance:
     block_floor: float = 2.0**14  # block test: |projection| must exceed this many u ...
     block_sigmas: float = 8.0  # ... and this many of its rounding-noise scales (t-statistic)
     block_min_entries: float = 4.0  # effective entries a block needs for the block test
+    block_resolved: float = 1.0  # a block is resolved where ||exact|| > this x ||allowance||
+    #                              (below, correct code may return anything aligned: no test)
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
-    pooled_sigmas: float = 8.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
-    pooled_min_samples: float = 16.0  # effective samples the pooled test needs
+    pooled_sigmas: float = 4.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
+    #                             (2 e^-8 = 6.7e-4 for lam = 4; a suspicion, confirmed apart)
+    pooled_reach: float = 0.9  # with fewer than (lam / reach)^2 effective samples the pooled
+    #                            suspicion is raised at |T| > reach sqrt(n_eff) (the most |T|
+    #                            can be is sqrt(n_eff)): nearly every sample of one sign
+    pooled_min_samples: float = 8.0  # effective samples a pooled suspicion needs
+    confirm_samples: int = 32  # fresh samples drawn at least to confirm a suspicion (sqrt(32)
+    #                            = 5.7: the pooled test can reach lam = 4 with room for noise)
+    confirm_cost: float = 4.0  # ... unless that is more than this x the oracle's sample budget:
+    #                            then the suspicion stays unconfirmed (inconclusive)
     entry_bound: str = "probabilistic"  # tensor programs' E: min(E, entry_sigmas * sigma),
     # rounding errors as independent, mean-zero variables (Higham & Mary): sqrt(n) growth in
     # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
@@ -178,9 +188,12 @@ class Tolerance:
                 f"over {self.precision_loss_ulps:g} ULPs that the bound excuses are flagged as "
                 "precision loss; an allowance >= |exact| is inconclusive (a loss value wrong by "
                 "more than itself is a mismatch); per parameter block and sample, the error's "
-                "projection p on the exact gradient is systematic when |p| > "
+                "projection p on the exact gradient (blocks with ||exact|| > "
+                f"{self.block_resolved:g} ||allowance||) is suspect when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
-                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma)"
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); a "
+                "suspicion fails only once confirmed: by the backend re-run in float64, or by the "
+                f"pooled test on >= {self.confirm_samples} fresh samples"
                 + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
                    "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
@@ -190,9 +203,12 @@ class Tolerance:
         return {"safety": self.safety, "floor": self.floor,
                 "precision_loss_ulps": self.precision_loss_ulps,
                 "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
-                "block_min_entries": self.block_min_entries, "pooled_floor": self.pooled_floor,
-                "pooled_sigmas": self.pooled_sigmas,
-                "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
+                "block_min_entries": self.block_min_entries,
+                "block_resolved": self.block_resolved, "pooled_floor": self.pooled_floor,
+                "pooled_sigmas": self.pooled_sigmas, "pooled_reach": self.pooled_reach,
+                "pooled_min_samples": self.pooled_min_samples,
+                "confirm_samples": self.confirm_samples, "confirm_cost": self.confirm_cost,
+                "entry_bound": self.entry_bound,
                 "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
                 "rule": self.rule()}
 
@@ -226,6 +242,11 @@ class Comparison:
     exact_lo: np.ndarray | None = None  # the oracle's low part (double-double)
     systematic: tuple = ()  # BlockFinding of every flagged block (symgrad.compare.systematic)
     error: np.ndarray | None = None  # |got - exact|, absolute (reports; never overflows)
+    unconfirmed: tuple = ()  # suspicions the confirmation refuted or could not test, in words
+    #                          (symgrad.confirm): kept as notes, they fail nothing
+    evidence: tuple = ()  # entry suspicions the confirmation reproduced, in words
+    resolution: str = ""  # what the block and pooled tests cannot resolve in this run, in
+    #                       words (too few samples for the pooled test: ``pooled_resolution``)
 
     @property
     def ok(self) -> bool:
@@ -384,7 +405,11 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
 
 @dataclass(frozen=True)
 class BlockFinding:
-    """A systematic error on one parameter block: got ~ (1 + p) * exact."""
+    """A suspected systematic error on one parameter block: got ~ (1 + p) * exact.
+
+    Raised by the block or pooled test as a suspicion; ``symgrad.confirm`` then sets
+    ``confirmed`` (True: an independent experiment reproduced it, the entries fail; False:
+    refuted or not testable) and ``evidence`` (which experiment, with its numbers)."""
 
     block: str  # the parameter block's name
     sample: int  # row in the comparison (-1: pooled over samples)
@@ -392,12 +417,22 @@ class BlockFinding:
     sigma: float  # its rounding-noise scale
     threshold: float  # what |p| had to exceed
     columns: tuple[int, int] = (0, 0)  # the block's columns in the comparison
+    confirmed: bool | None = None  # None: not yet tested
+    evidence: str = ""  # the confirming (or refuting) experiment, in words
+    prior: np.ndarray | None = field(default=None, compare=False, repr=False)  # the block's
+    #   statuses at its rows before the suspicion marked them (restored if it is refuted)
+
+    @property
+    def rows(self) -> np.ndarray | slice:
+        return slice(None) if self.sample < 0 else slice(self.sample, self.sample + 1)
 
     def describe(self) -> str:
         where = "over all samples" if self.sample < 0 else f"at sample row {self.sample}"
-        return (f"systematic error on {self.block} {where}: got = (1 {'+' if self.projection >= 0 else '-'} "
+        what = "systematic error" if self.confirmed else "suspected systematic error"
+        text = (f"{what} on {self.block} {where}: got = (1 {'+' if self.projection >= 0 else '-'} "
                 f"{abs(self.projection):.3g}) x exact along the gradient (allowed "
                 f"{self.threshold:.3g}, noise {self.sigma:.3g})")
+        return f"{text}; {self.evidence}" if self.evidence else text
 
 
 def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
@@ -447,7 +482,20 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
             err = (comp.got[:, a:b] - comp.expected[:, a:b]) - lo[:, a:b]
         return comp.expected[:, a:b], err, comp.allowed_abs[:, a:b]
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol)
-    return replace(comp, status=status, systematic=tuple(found))
+    return replace(comp, status=status, systematic=tuple(found),
+                   resolution=pooled_resolution(len(status), comp.dtype, tol))
+
+
+def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
+    """In words, what the run cannot resolve because the pooled test cannot fire with this
+    few samples (it needs ``pooled_min_samples`` effective samples; |T| <= sqrt(n_eff)); ""
+    when it can."""
+    if samples >= tol.pooled_min_samples:
+        return ""
+    floor = tol.block_floor * dtype_info(dtype).eps / 2
+    return (f"the pooled test needs >= {tol.pooled_min_samples:g} samples, this run compared "
+            f"{samples}: a systematic error on a block smaller than the block test's floor "
+            f"({floor:.2g} relative in {dtype}) is not resolved; use more samples")
 
 
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
@@ -455,9 +503,19 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
     """The block and pooled tests of ``systematic``, reading one block at a time:
     ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a).
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
-    than one block's arrays at once. Returns the new status array and the findings."""
+    than one block's arrays at once.
+
+    Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
+    finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
+    A sample whose block is not resolved (||exact|| <= ``block_resolved`` x ||allowance||:
+    correct code may return anything there, its direction included) takes part in neither test.
+
+    Returns:
+        The new status array and the findings (``confirmed`` None: not yet tested).
+    """
     u = dtype_info(dtype).eps / 2
-    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE)
+    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
+    markable = (OK, LOSS, INCONCLUSIVE)  # within the entry bound: a suspicion may mark them
 
     def stats_of(a, b):
         exact, err, allowed = columns(a, b)
@@ -469,7 +527,10 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
     stats = []
     for _, a, b in blocks:
         st = stats_of(a, b)
-        stats.append({k: st[k] for k in keys})
+        st = {k: st[k] for k in keys}
+        with np.errstate(invalid="ignore"):  # pi = ||g||^2 / ||allowance||^2
+            st["ok_rows"] = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
+        stats.append(st)
     # the common mode of the sample: the median projection over blocks. An upstream adjoint
     # near the loss rounded once (BCE's dL/dz at a saturated logit) shifts every block alike;
     # a block is systematic only where it departs from the others.
@@ -481,33 +542,54 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
     found = []
     for (name, a, b), st in zip(blocks, stats):
         p, sigma, ok_rows = st["p"], st["sigma"], st["ok_rows"]
-        marks = []  # (rows, projection) to mark once the block's arrays are read again
+        suspects = []  # (sample, projection, sigma, threshold)
         # 2. per sample
         thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
         flag = (ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
                 & (np.abs(p - common) > thresh))
         for s in np.flatnonzero(flag):
-            found.append(BlockFinding(name, int(s), float(p[s]), float(sigma[s]),
-                                      float(thresh[s]), (a, b)))
-            marks.append((np.array([s]), float(p[s])))
+            suspects.append((int(s), float(p[s]), float(sigma[s]), float(thresh[s])))
         # 3. pooled over samples
-        pi = np.where(ok_rows & np.isfinite(st["pi"]), st["pi"], 0.0)
-        pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
-        total = pi.sum()
-        if total > 0 and total**2 / max((pi * pi).sum(), 1e-300) >= tol.pooled_min_samples:
-            pz = np.where(ok_rows, p, 0)
-            pp = float((pi * pz).sum() / total)
-            spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
-            th = max(tol.pooled_floor * u, tol.pooled_sigmas * spread)
-            if abs(pp) > th:
-                found.append(BlockFinding(name, -1, pp, spread, th, (a, b)))
-                marks.append((np.arange(len(status)), pp))
-        if marks:  # entries whose error points along the flagged projection
+        pooled = pooled_test(p, st["pi"], ok_rows, u, tol)
+        if pooled is not None:
+            suspects.append((-1, *pooled))
+        if suspects:  # entries whose error points along the suspected projection
             full = stats_of(a, b)
             use, e, g = full["use"], full["e"], full["g"]
-            for rows, proj in marks:
-                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & (status[rows, a:b] != MISMATCH)
+            for s, proj, sig, th in suspects:
+                rows = slice(None) if s < 0 else slice(s, s + 1)
                 sub = status[rows, a:b]
-                sub[mark] = SYSTEMATIC
+                prior = sub.copy()
+                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
+                sub[mark] = SUSPECT
                 status[rows, a:b] = sub
+                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=prior))
     return status, found
+
+
+def pooled_test(p: np.ndarray, pi: np.ndarray, rows: np.ndarray, u: float, tol: Tolerance,
+                lam: float | None = None) -> tuple[float, float, float] | None:
+    """The pooled test (module docstring, 3) on per-sample projections ``p`` with resolution
+    weights ``pi``, over the samples ``rows`` (a boolean mask).
+
+    Arguments:
+        lam: the level; None: the suspicion level, min(pooled_sigmas, pooled_reach sqrt(n_eff))
+            (so that it can fire from ``pooled_min_samples`` effective samples on).
+    Returns:
+        (pooled p, its self-normalised scale, the threshold) when flagged, else None.
+    """
+    pi = np.where(rows & np.isfinite(pi), pi, 0.0)
+    pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
+    total = pi.sum()
+    if not total > 0:
+        return None
+    n_eff = total**2 / max(float((pi * pi).sum()), 1e-300)
+    if n_eff < tol.pooled_min_samples:
+        return None
+    if lam is None:
+        lam = min(tol.pooled_sigmas, tol.pooled_reach * np.sqrt(n_eff))
+    pz = np.where(rows, p, 0)
+    pp = float((pi * pz).sum() / total)
+    spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
+    th = max(tol.pooled_floor * u, lam * spread)
+    return (pp, spread, th) if abs(pp) > th else None

@@ -290,6 +290,15 @@ class Result:
             lines.append(f"  {name}: worst error {_fmt(s['worst_error_over_allowance'])} of its "
                          f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
                          f"digits correct; entries: {counts}")
+        resolution = {c.resolution for c in self.comparisons.values() if c.resolution}
+        for text in sorted(resolution):
+            lines.append(f"  resolution not reached: {text}")
+        for name, comp in self.comparisons.items():  # refuted or untested suspicions
+            notes = getattr(comp, "unconfirmed", ())
+            for note in notes[:3]:
+                lines.append(f"  unconfirmed suspicion (fails nothing): {note}")
+            if len(notes) > 3:
+                lines.append(f"  ({len(notes) - 3} more unconfirmed suspicion(s) on {name})")
         n = self.finding_counts()
         fails = self.findings("failures")
         for f in fails:
@@ -325,6 +334,10 @@ class Result:
             "backends": {n: {"dtype": r.dtype, "device": r.device, "mode": r.mode,
                              "counts": self.counts(n),
                              "median_ulps": _json_float(self.median_ulps(n)),
+                             "unconfirmed": list(self.comparisons[n].unconfirmed),
+                             "resolution_not_reached": self.comparisons[n].resolution,
+                             "confirmed": [f.describe() for f in self.comparisons[n].systematic
+                                           if f.confirmed] + list(self.comparisons[n].evidence),
                              **{k: _json_float(v) for k, v in self.summary(n).items()
                                 if k not in ("backend", "dtype", "counts")}}
                          for n, r in self.runs.items() if n in self.comparisons},

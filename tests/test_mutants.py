@@ -213,11 +213,14 @@ def test_float64_tensor_tiny_gpt_attention_backward_1e10_is_caught(tensor_tiny_g
 
 
 @pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
-def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_block_test(
+def test_float32_tensor_block_mutant_under_worst_case_entries_is_inconclusive(
         tensor_tiny_gpt, factor):
-    """The old verdict (the worst-case entry bound alone) passes a wrong h0_ln1_g backward:
-    not one entry is a mismatch, most are inconclusive. The block test flags the block."""
-    from symgrad.compare import MISMATCH, SYSTEMATIC, Tolerance
+    """The worst-case entry bound does not resolve h0_ln1_g (||exact|| < ||allowance||): not
+    one entry is a mismatch, most are inconclusive, and the block test - which needs a resolved
+    block (issue 16: an unresolved block's projection means nothing) - raises no suspicion.
+    The run is never a silent pass: its entries are inconclusive. The default probabilistic
+    bound resolves the block and fails it (test_float32_tensor_tiny_gpt_block_mutant_is_caught)."""
+    from symgrad.compare import MISMATCH, SUSPECT, SYSTEMATIC, Tolerance
     m = tensor_tiny_gpt
     r = sg.verify(m, torch_fn=on_block(m.reference, "h0_ln1_g", factor), config=sg.VerifyConfig(
         samples=4, seed=0, dtype="float32", backends=("torch_fn",),
@@ -225,5 +228,5 @@ def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_bloc
     name, a, b = next(x for x in r.blocks if x[0] == "h0_ln1_g")
     status = r.comparisons["torch_fn"].status
     assert not (status == MISMATCH).any()
-    assert (status[:, a:b] == SYSTEMATIC).any() and not r.ok
+    assert not np.isin(status, (SUSPECT, SYSTEMATIC)).any()
     assert r.counts("torch_fn")["inconclusive"] > status.size // 2

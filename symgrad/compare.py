@@ -1,6 +1,6 @@
 """The one comparer: errors in ULPs of each backend's dtype against the oracle, and the verdict.
 
-This is the only place a threshold lives. Three tests, in this order (also in the README and in
+This is the only place a threshold lives. Three tests and a confirmation, in this order (also in the README and in
 every report):
 
 1. **Entry test** (first order; sound, except the probabilistic E of tensor programs below).
@@ -16,52 +16,72 @@ every report):
    is the exception: a value wrong by more than itself (float32 ``nn.BCELoss`` returning 100 for
    16.8) is a **mismatch** whatever the bound says - beyond 100 % a first-order bound is void.
 
-2. **Block test** (systematic errors, one sample). A worst-case bound compounds with depth (on
-   float32 ``tiny_gpt`` 90 % of entries are allowed >= 100 % error) while real rounding errors are
-   small and nearly orthogonal to the gradient. A wrong backward (a scale, sign or zeroing bug on
-   a parameter block) is fully aligned with it. So for every parameter block and sample, the
-   error e = got - exact is projected on the exact gradient g:
+2. **Block test** (a *suspicion*, one sample). A worst-case bound compounds with depth while
+   real rounding errors are small and nearly orthogonal to the gradient; a wrong backward (a
+   scale, sign or zeroing bug on a parameter block) is fully aligned with it. For every
+   parameter block and sample, the error e = got - exact is projected on the exact gradient g:
 
        p = <e, g> / <g, g>,   sigma = sqrt(sum g_i^2 r_i^2) / <g, g>,   r = e - p g
 
-   and the block is **systematic** (failing) when both |p| and |p - m| exceed
-   max(block_floor * u, block_sigmas * sigma), on a block with at least ``block_min_entries``
-   effective entries ((sum g^2)^2 / sum g^4). ``sigma`` (a t-statistic's scale) keeps a noisy,
-   ill-conditioned block from firing. ``m``, the median of p over the sample's blocks, is the
-   common mode: an upstream adjoint near the loss rounded once and shared by every block (BCE's
-   dL/dz at a saturated logit: 2e-12 relative on every block of simplenet) shifts all blocks
-   alike, and a block is systematic only where it departs from the others (a bug shared by most
-   blocks is left to the entry test, where the blocks near the loss resolve it).
-   ``block_floor`` covers what is aligned within one block. Rounding is not always orthogonal:
-   an upstream adjoint rounded once and shared by one block only (a softmax row's adjoint in
-   attention, computed through cancellation) scales that block alike. Measured: ~4 u on most
-   built-in models (``reports/detection.md``), but 2^12.3 u on symgrad's own float32 program
-   of gpt_attention at standard-normal parameters (seed 4, sample 233); granted 2^14 u (1e-3 in
-   float32, 2e-12 in float64). Smaller aligned errors are left to the pooled test, where a
-   shared adjoint's rounding has no common sign across samples.
+   The block is **suspect** when both |p| and |p - m| exceed max(block_floor * u,
+   block_sigmas * sigma), on a block with at least ``block_min_entries`` effective entries
+   ((sum g^2)^2 / sum g^4) that is *resolved*: ||g|| > ``block_resolved`` x ||allowance||.
+   An unresolved block takes part in no test: correct code may return anything within its
+   allowance, its direction included, so p means nothing (the key-bias third of a GPT's
+   attention bias has an exact gradient of 0: the oracle's 1e-37 against float64's 1e-21
+   rounding gave p = 1.4e16). ``m``, the median of p over the sample's blocks, is the common
+   mode (an upstream adjoint near the loss rounded once and shared by every block).
 
-3. **Pooled test** (systematic errors across samples). The per-sample projections p_s, weighted
-   by how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>, a the entry
-   allowances), pooled over samples: p = sum pi_s p_s / sum pi_s. Samples are independent draws,
-   so rounding errors of correct code have no common sign across them; under that assumption
-   (symmetric, independent per sample) the self-normalised sum obeys
-   P(|sum pi_s p_s| > lam * sqrt(sum pi_s^2 p_s^2)) <= 2 exp(-lam^2 / 2) (Efron 1969), 3e-14 for
-   lam = 8. Flagged when |p| > max(pooled_floor * u, lam * sqrt(sum pi^2 p^2) / sum pi) with at
-   least ``pooled_min_samples`` effective samples; ``pooled_floor`` (8 u) covers rounded
-   constants shared by every sample (1/T, 1/sqrt(d), 0.044715 in float32). This resolves a
-   1e-6 relative error in float32 (17 u), which no per-entry bound can (a correct float32
-   neuron gradient is off by up to ~15 ULPs at saturation).
+3. **Pooled test** (a *suspicion*, across samples). The per-sample projections p_s, weighted by
+   how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>), over the samples
+   where the block is resolved: p = sum pi_s p_s / sum pi_s. If the signs of the p_s are
+   symmetric and independent across samples (the rounding of correct code on independent
+   draws), the self-normalised sum obeys P(|sum pi_s p_s| > lam sqrt(sum pi_s^2 p_s^2)) <=
+   2 exp(-lam^2 / 2) (Efron 1969). Since |sum pi p| <= sqrt(n_eff) sqrt(sum pi^2 p^2)
+   (Cauchy-Schwarz), |T| can never exceed sqrt(n_eff): the suspicion level is
+   lam = min(pooled_sigmas, pooled_reach sqrt(n_eff)) (4, i.e. 2e^-8 = 6.7e-4, from 20
+   effective samples; below, "nearly every sample of one sign"), from ``pooled_min_samples``
+   effective samples, and |p| must also exceed ``pooled_floor`` u (rounded constants shared by
+   every sample: 1/T, 1/sqrt(d)). With fewer samples the result says what is not resolved
+   (``Comparison.resolution``).
 
-Entries that carry a flagged systematic error (their error has the sign of p) are marked
-**systematic**; every block finding is kept on the ``Comparison`` (``systematic``).
+4. **Confirmation** (``symgrad.confirm``). A suspicion fails nothing until an independent
+   experiment reproduces it; flagged entries are SUSPECT until then.
+   a. In a dtype narrower than float64 the suspected backend - the same code - is re-run in
+      float64 on the flagged samples (if its float64 loss value passes float64's entry test,
+      i.e. it really computes in float64). Confirmed when p64 has the same sign, |p64 - p| <=
+      |p| / 2 and |p64| > max(block_floor u64, block_sigmas sigma64). *Assumption*: rounding
+      errors scale with u (they shrink by 2^29 from float32), a bug in the code does not; so
+      correct code reproduces a float32 suspicion in float64 only if its float64 errors are
+      themselves beyond float64's block threshold - the same test, at a u 2^29 smaller.
+   b. Otherwise (float64, or (a) not reproducing / not possible) M fresh samples are drawn from
+      the model's domains (seed ``SeedSequence([seed, 1])``, M = max(confirm_samples, min(2 N,
+      the oracle budget's samples)), none if M > confirm_cost x that budget) and the pooled
+      test at lam = pooled_sigmas must flag the same block with the same sign. *Assumption*:
+      as in 3, on fresh independent samples: P(confirming a correct block) <= 2 e^(-lam^2/2)
+      = 6.7e-4 per suspected block, independent of how the suspicion arose (the fresh samples
+      share nothing with it). A per-sample rounding outlier does not repeat; a shared rounding
+      of varying sign (exp(t) - 1 at tiny t) has no common sign; a x1.5 / x0 / x-1 bug fires on
+      every sample.
+   Confirmed: SYSTEMATIC (failing), with the evidence in the finding. Refuted by (b): the
+   entries return to their entry-test status and the suspicion is kept as a note
+   (``Comparison.unconfirmed``). Not testable (samples given by ``at=``, a backend that cannot
+   be re-run, no budget), or (a) not reproducing while (b) flags it (a bias of the dtype's
+   arithmetic: numpy's float32 exp near 1 has a mean error of 0.6 of its spread, or a kernel
+   wrong only in that dtype - rounding cannot be told from a bug there): INCONCLUSIVE. Entry
+   suspicions (beyond the fast bound, within the rigorous enclosure) go through the same two
+   experiments: the float64 error at those entries of the same sign and >= half, or entries of
+   the same block beyond the fast bound again on fresh samples -> MISMATCH; else inconclusive.
+
+Entries whose error has the sign of a suspected p are marked; every finding is kept on the
+``Comparison`` (``systematic``) with ``confirmed`` and ``evidence``.
 
 Tensor programs (``symgrad.tensor.bound``) pass a probabilistic E by default
 (``Tolerance.entry_bound``): min(worst case, lam * sigma), rounding errors taken as independent
 and mean-zero (Higham & Mary), sqrt(n) growth in contractions up to ``entry_sqrt_terms`` terms.
 The worst case compounds 1e5-1e7x per GPT layer against real errors, which stay at <= 12 % of
 the probabilistic bound (``reports/bound_tightness.md``); ``entry_bound="worst"`` restores it. The
-block and pooled tests need only independence *across entries or samples of the error's sign*,
-which is what a scaling bug breaks and rounding does not.
+block and pooled tests only raise suspicions; what makes one a failure is its confirmation (4).
 
 >>> import numpy as np
 >>> from symgrad.compare import compare, Tolerance, MISMATCH
@@ -463,12 +483,12 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
         blocks: ``(name, first column, last column + 1)`` per parameter block.
         tol: the tolerance settings.
     Returns:
-        The comparison with entries carrying a flagged error marked SYSTEMATIC and the
-        findings in ``comparison.systematic``.
+        The comparison with entries carrying a suspected error marked SUSPECT and the findings
+        (not yet confirmed: ``symgrad.confirm``) in ``comparison.systematic``.
 
     >>> import numpy as np
-    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right
-    >>> c = compare(g, 0 * g, got, 1e20 * g, backend="b", dtype="float32", tol=Tolerance())
+    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right; resolved
+    >>> c = compare(g, 0 * g, got, 3e6 * g, backend="b", dtype="float32", tol=Tolerance())
     >>> [(f.block, f.projection) for f in systematic(c, [("W", 1, 5), ("b", 5, 9)],
     ...                                                  Tolerance()).systematic]
     [('W', 0.5)]

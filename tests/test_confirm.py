@@ -293,3 +293,28 @@ def test_fresh_sample_count_and_budget():
     assert fresh_count(exp, t) == 32  # at least 32, 4 x the 14-sample budget allows it
     assert fresh_count(Experiments(None, None, None, 10**5, 500), t) == 1000  # 2 N
     assert fresh_count(Experiments(None, None, None, 1, 1), t) == 0  # GPT-2: 32 > 4 x 1
+
+
+# ---------------------------------------------------------------- real clients (module=)
+CLIENT = {"vocab_size": 16, "context_length": 8, "emb_dim": 16, "n_heads": 2, "n_layers": 2,
+          "drop_rate": 0.0, "qkv_bias": True, "tie_weights": True}
+
+
+@pytest.mark.slow
+def test_unmodified_hf_gpt2_and_nanogpt_do_not_fail_on_the_key_bias():
+    """Before: HF GPT2LMHeadModel float64 seed 0 and nanoGPT float64 seed 1 (16 samples) failed
+    on the key-bias third of c_attn.bias (exact gradient 0) - 5 of 8 such runs did."""
+    transformers = pytest.importorskip("transformers")
+    from symgrad import zoo
+    from tests.gptmodels import nanogpt
+    hc = transformers.GPT2Config(vocab_size=16, n_positions=8, n_embd=16, n_layer=2, n_head=2,
+                                 resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                 bos_token_id=0, eos_token_id=0, attn_implementation="eager")
+    torch.manual_seed(0)
+    hf = transformers.GPT2LMHeadModel(hc).double()
+    r = sg.verify(zoo.get("tiny_gpt", config=CLIENT), module=hf, samples=16, seed=0)
+    assert r.ok and not _failing(r), str(r)
+    nano_cfg = {**CLIENT, "gelu": "erf"}
+    r = sg.verify(zoo.get("tiny_gpt", config=nano_cfg),
+                  module=nanogpt.from_book_config(nano_cfg).double(), samples=16, seed=1)
+    assert r.ok and not _failing(r), str(r)

@@ -576,10 +576,11 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str,
         if suspects:  # entries whose error points along the suspected projection
             full = stats_of(a, b)
             use, e, g = full["use"], full["e"], full["g"]
+            before = status[:, a:b].copy()  # the entry test's statuses, before any suspicion
             for s, proj, sig, th in suspects:
                 rows = slice(None) if s < 0 else slice(s, s + 1)
                 sub = status[rows, a:b]
-                prior = sub.copy()
+                prior = before[rows]
                 mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
                 sub[mark] = SUSPECT
                 status[rows, a:b] = sub

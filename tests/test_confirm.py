@@ -318,3 +318,21 @@ def test_unmodified_hf_gpt2_and_nanogpt_do_not_fail_on_the_key_bias():
     r = sg.verify(zoo.get("tiny_gpt", config=nano_cfg),
                   module=nanogpt.from_book_config(nano_cfg).double(), samples=16, seed=1)
     assert r.ok and not _failing(r), str(r)
+
+
+def test_a_confirmed_pooled_finding_keeps_the_entries_a_refuted_per_sample_one_marked():
+    """One block, two suspicions over the same entries: the pooled one confirmed, the
+    per-sample one refuted. Every suspected entry of the block fails."""
+    comp, exact = _suspected(1.01, n=12)
+    samples = {f.sample for f in comp.systematic}
+    assert -1 in samples and len(samples) > 1
+    marked = comp.status == SUSPECT
+
+    def rerun64(name, rows):  # float64 reproduces p on average, not on sample 0 alone
+        got = exact[rows].copy()
+        got[:, 1:33] *= np.where(rows == 0, 1.0, 1.01)[:, None]
+        return exact[rows], got - exact[rows], np.full(got.shape, 1e-12)
+    exp = Experiments(None, rerun64, lambda names, m: None, 1000, len(exact))
+    c = confirm({"b": comp}, [("W", 1, 33), ("H", 33, 41)], Tolerance(), exp)["b"]
+    assert any(f.sample < 0 and f.confirmed for f in c.systematic)
+    assert (c.status[marked] == SYSTEMATIC).all()

@@ -57,10 +57,12 @@ every report):
    b. Otherwise (float64, or (a) not reproducing / not possible) M fresh samples are drawn from
       the model's domains (seed ``SeedSequence([seed, 1])``, M = max(confirm_samples, min(2 N,
       the oracle budget's samples)), none if M > confirm_cost x that budget) and the pooled
-      test at lam = pooled_sigmas must flag the same block with the same sign. *Assumption*:
-      as in 3, on fresh independent samples: P(confirming a correct block) <= 2 e^(-lam^2/2)
-      = 6.7e-4 per suspected block, independent of how the suspicion arose (the fresh samples
-      share nothing with it). A per-sample rounding outlier does not repeat; a shared rounding
+      test at lam = pooled_sigmas - or a sign test at the same level (k of n projections of
+      one sign, binomial tail <= 2 e^(-lam^2/2), the pooled mean of that sign beyond
+      pooled_floor u; unlike T it keeps its power when the resolution weights vary) - must
+      flag the same block with the same sign. *Assumption*: as in 3, on fresh independent
+      samples: P(confirming a correct block) <= 2 x 2 e^(-lam^2/2) = 1.3e-3 per suspected
+      block, independent of how the suspicion arose (the fresh samples share nothing with it). A per-sample rounding outlier does not repeat; a shared rounding
       of varying sign (exp(t) - 1 at tiny t) has no common sign; a x1.5 / x0 / x-1 bug fires on
       every sample.
    Confirmed: SYSTEMATIC (failing), with the evidence in the finding. Refuted by (b): the

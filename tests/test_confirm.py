@@ -4,7 +4,6 @@
 pass, and planted bugs the pooled test could not reach (float16 neuron x 1.02, float32 x
 (1 + 2e-6), tiny_gpt's whole gradient x (1 + 1e-5)) fail once confirmed."""
 
-import time
 
 import numpy as np
 import pytest
@@ -13,7 +12,7 @@ import torch
 
 import symgrad as sg
 from symgrad.compare import (FAILING, INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, SYSTEMATIC,
-                             BlockFinding, Tolerance, compare, systematic)
+                             Tolerance, compare, systematic)
 from symgrad.confirm import Experiments, confirm, fresh_count
 from symgrad.testing import scale_backward
 from symgrad.zoo import gpt2

@@ -335,3 +335,18 @@ def test_a_confirmed_pooled_finding_keeps_the_entries_a_refuted_per_sample_one_m
     c = confirm({"b": comp}, [("W", 1, 33), ("H", 33, 41)], Tolerance(), exp)["b"]
     assert any(f.sample < 0 and f.confirmed for f in c.systematic)
     assert (c.status[marked] == SYSTEMATIC).all()
+
+
+def test_fresh_sign_test_confirms_where_uneven_weights_starve_the_pooled_test():
+    """32 fresh samples whose resolution weights span 1e6 weigh like ~2 in the pooled test
+    (|T| <= sqrt(n_eff)); every projection still has the suspicion's sign: binomial 2^-32."""
+    comp, exact = _suspected(1 + 1e-5, dtype="float64")
+    fresh_comp, fexact = _suspected(1 + 1e-5, dtype="float64", n=32)
+    scale = np.logspace(0, 3, 32)[:, None]  # g 1..1000 against the same allowance
+    from dataclasses import replace
+    fresh_comp = replace(fresh_comp, expected=fresh_comp.expected * scale,
+                         got=fresh_comp.got * scale)
+    out = confirm({"b": comp}, [("W", 1, 33), ("H", 33, 41)], Tolerance(), _experiments(
+        comp, exact, fresh={"b": fresh_comp}))["b"]
+    assert any("32 of 32 projections share its sign" in f.evidence for f in out.systematic)
+    assert not out.ok

@@ -463,11 +463,11 @@ def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
     effective entries and the resolution weight pi."""
     scale = np.max(np.where(use, np.abs(exact), 0), axis=1, keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
-    g = np.where(use, exact, 0) / scale
-    e = np.where(use, err, 0) / scale
-    al = np.where(use, allowed, 0) / scale
-    gg, g4 = (g * g).sum(1), (g**4).sum(1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        g = np.where(use, exact, 0) / scale  # a huge error at a tiny scale: inf, left out
+        e = np.where(use, err, 0) / scale
+        al = np.where(use, allowed, 0) / scale
+        gg, g4 = (g * g).sum(1), (g**4).sum(1)
         p = (e * g).sum(1) / gg
         r = e - p[:, None] * g
         sigma = np.sqrt((g * g * r * r).sum(1)) / gg

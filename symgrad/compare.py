@@ -1,6 +1,6 @@
 """The one comparer: errors in ULPs of each backend's dtype against the oracle, and the verdict.
 
-This is the only place a threshold lives. Three tests, in this order (also in the README and in
+This is the only place a threshold lives. Three tests and a confirmation, in this order (also in the README and in
 every report):
 
 1. **Entry test** (first order; sound, except the probabilistic E of tensor programs below).
@@ -21,52 +21,74 @@ every report):
    when outside the enclosure. Without an enclosure (tensor programs above 200k parameters)
    beyond the allowance is a mismatch, and so is a value wrong by more than itself.
 
-2. **Block test** (systematic errors, one sample). A worst-case bound compounds with depth (on
-   float32 ``tiny_gpt`` 90 % of entries are allowed >= 100 % error) while real rounding errors are
-   small and nearly orthogonal to the gradient. A wrong backward (a scale, sign or zeroing bug on
-   a parameter block) is fully aligned with it. So for every parameter block and sample, the
-   error e = got - exact is projected on the exact gradient g:
+2. **Block test** (a *suspicion*, one sample). A worst-case bound compounds with depth while
+   real rounding errors are small and nearly orthogonal to the gradient; a wrong backward (a
+   scale, sign or zeroing bug on a parameter block) is fully aligned with it. For every
+   parameter block and sample, the error e = got - exact is projected on the exact gradient g:
 
        p = <e, g> / <g, g>,   sigma = sqrt(sum g_i^2 r_i^2) / <g, g>,   r = e - p g
 
-   and the block is **systematic** (failing) when both |p| and |p - m| exceed
-   max(block_floor * u, block_sigmas * sigma), on a block with at least ``block_min_entries``
-   effective entries ((sum g^2)^2 / sum g^4). ``sigma`` (a t-statistic's scale) keeps a noisy,
-   ill-conditioned block from firing. ``m``, the median of p over the sample's blocks, is the
-   common mode: an upstream adjoint near the loss rounded once and shared by every block (BCE's
-   dL/dz at a saturated logit: 2e-12 relative on every block of simplenet) shifts all blocks
-   alike, and a block is systematic only where it departs from the others (a bug shared by most
-   blocks is left to the entry test, where the blocks near the loss resolve it).
-   ``block_floor`` covers what is aligned within one block. Rounding is not always orthogonal:
-   an upstream adjoint rounded once and shared by one block only (a softmax row's adjoint in
-   attention, computed through cancellation) scales that block alike. Measured: ~4 u on most
-   built-in models (``reports/detection.md``), but 2^12.3 u on symgrad's own float32 program
-   of gpt_attention at standard-normal parameters (seed 4, sample 233); granted 2^14 u (1e-3 in
-   float32, 2e-12 in float64). Smaller aligned errors are left to the pooled test, where a
-   shared adjoint's rounding has no common sign across samples.
+   The block is **suspect** when both |p| and |p - m| exceed max(block_floor * u,
+   block_sigmas * sigma), on a block with at least ``block_min_entries`` effective entries
+   ((sum g^2)^2 / sum g^4) that is *resolved*: ||g|| > ``block_resolved`` x ||allowance||.
+   An unresolved block takes part in no test: correct code may return anything within its
+   allowance, its direction included, so p means nothing (the key-bias third of a GPT's
+   attention bias has an exact gradient of 0: the oracle's 1e-37 against float64's 1e-21
+   rounding gave p = 1.4e16). ``m``, the median of p over the sample's blocks, is the common
+   mode (an upstream adjoint near the loss rounded once and shared by every block).
 
-3. **Pooled test** (systematic errors across samples). The per-sample projections p_s, weighted
-   by how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>, a the entry
-   allowances), pooled over samples: p = sum pi_s p_s / sum pi_s. Samples are independent draws,
-   so rounding errors of correct code have no common sign across them; under that assumption
-   (symmetric, independent per sample) the self-normalised sum obeys
-   P(|sum pi_s p_s| > lam * sqrt(sum pi_s^2 p_s^2)) <= 2 exp(-lam^2 / 2) (Efron 1969), 3e-14 for
-   lam = 8. Flagged when |p| > max(pooled_floor * u, lam * sqrt(sum pi^2 p^2) / sum pi) with at
-   least ``pooled_min_samples`` effective samples; ``pooled_floor`` (8 u) covers rounded
-   constants shared by every sample (1/T, 1/sqrt(d), 0.044715 in float32). This resolves a
-   1e-6 relative error in float32 (17 u), which no per-entry bound can (a correct float32
-   neuron gradient is off by up to ~15 ULPs at saturation).
+3. **Pooled test** (a *suspicion*, across samples). The per-sample projections p_s, weighted by
+   how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>), over the samples
+   where the block is resolved: p = sum pi_s p_s / sum pi_s. If the signs of the p_s are
+   symmetric and independent across samples (the rounding of correct code on independent
+   draws), the self-normalised sum obeys P(|sum pi_s p_s| > lam sqrt(sum pi_s^2 p_s^2)) <=
+   2 exp(-lam^2 / 2) (Efron 1969). Since |sum pi p| <= sqrt(n_eff) sqrt(sum pi^2 p^2)
+   (Cauchy-Schwarz), |T| can never exceed sqrt(n_eff): the suspicion level is
+   lam = min(pooled_sigmas, pooled_reach sqrt(n_eff)) (4, i.e. 2e^-8 = 6.7e-4, from 20
+   effective samples; below, "nearly every sample of one sign"), from ``pooled_min_samples``
+   effective samples, and |p| must also exceed ``pooled_floor`` u (rounded constants shared by
+   every sample: 1/T, 1/sqrt(d)). With fewer samples the result says what is not resolved
+   (``Comparison.resolution``).
 
-Entries that carry a flagged systematic error (their error has the sign of p) are marked
-**systematic**; every block finding is kept on the ``Comparison`` (``systematic``).
+4. **Confirmation** (``symgrad.confirm``). A suspicion fails nothing until an independent
+   experiment reproduces it; flagged entries are SUSPECT until then.
+   a. In a dtype narrower than float64 the suspected backend - the same code - is re-run in
+      float64 on the flagged samples (if its float64 loss value passes float64's entry test,
+      i.e. it really computes in float64). Confirmed when p64 has the same sign, |p64 - p| <=
+      |p| / 2 and |p64| > max(block_floor u64, block_sigmas sigma64). *Assumption*: rounding
+      errors scale with u (they shrink by 2^29 from float32), a bug in the code does not; so
+      correct code reproduces a float32 suspicion in float64 only if its float64 errors are
+      themselves beyond float64's block threshold - the same test, at a u 2^29 smaller.
+   b. Otherwise (float64, or (a) not reproducing / not possible) M fresh samples are drawn from
+      the model's domains (seed ``SeedSequence([seed, 1])``, M = max(confirm_samples, min(2 N,
+      the oracle budget's samples)), none if M > confirm_cost x that budget) and the pooled
+      test at lam = pooled_sigmas - or a sign test at the same level (k of n projections of
+      one sign, binomial tail <= 2 e^(-lam^2/2), the pooled mean of that sign beyond
+      pooled_floor u; unlike T it keeps its power when the resolution weights vary) - must
+      flag the same block with the same sign. *Assumption*: as in 3, on fresh independent
+      samples: P(confirming a correct block) <= 2 x 2 e^(-lam^2/2) = 1.3e-3 per suspected
+      block, independent of how the suspicion arose (the fresh samples share nothing with it). A per-sample rounding outlier does not repeat; a shared rounding
+      of varying sign (exp(t) - 1 at tiny t) has no common sign; a x1.5 / x0 / x-1 bug fires on
+      every sample.
+   Confirmed: SYSTEMATIC (failing), with the evidence in the finding. Refuted by (b): the
+   entries return to their entry-test status and the suspicion is kept as a note
+   (``Comparison.unconfirmed``). Not testable (samples given by ``at=``, a backend that cannot
+   be re-run, no budget), or (a) not reproducing while (b) flags it (a bias of the dtype's
+   arithmetic: numpy's float32 exp near 1 has a mean error of 0.6 of its spread, or a kernel
+   wrong only in that dtype - rounding cannot be told from a bug there): INCONCLUSIVE. Entry
+   suspicions (beyond the fast bound, within the rigorous enclosure) go through the same two
+   experiments: the float64 error at those entries of the same sign and >= half, or entries of
+   the same block beyond the fast bound again on fresh samples -> MISMATCH; else inconclusive.
+
+Entries whose error has the sign of a suspected p are marked; every finding is kept on the
+``Comparison`` (``systematic``) with ``confirmed`` and ``evidence``.
 
 Tensor programs (``symgrad.tensor.bound``) pass a probabilistic E by default
 (``Tolerance.entry_bound``): min(worst case, lam * sigma), rounding errors taken as independent
 and mean-zero (Higham & Mary), sqrt(n) growth in contractions up to ``entry_sqrt_terms`` terms.
 The worst case compounds 1e5-1e7x per GPT layer against real errors, which stay at <= 12 % of
 the probabilistic bound (``reports/bound_tightness.md``); ``entry_bound="worst"`` restores it. The
-block and pooled tests need only independence *across entries or samples of the error's sign*,
-which is what a scaling bug breaks and rounding does not.
+block and pooled tests only raise suspicions; what makes one a failure is its confirmation (4).
 
 >>> import numpy as np
 >>> from symgrad.compare import compare, Tolerance, MISMATCH
@@ -79,7 +101,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import warnings
@@ -160,9 +182,19 @@ class Tolerance:
     block_floor: float = 2.0**14  # block test: |projection| must exceed this many u ...
     block_sigmas: float = 8.0  # ... and this many of its rounding-noise scales (t-statistic)
     block_min_entries: float = 4.0  # effective entries a block needs for the block test
+    block_resolved: float = 1.0  # a block is resolved where ||exact|| > this x ||allowance||
+    #                              (below, correct code may return anything aligned: no test)
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
-    pooled_sigmas: float = 8.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
-    pooled_min_samples: float = 16.0  # effective samples the pooled test needs
+    pooled_sigmas: float = 4.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
+    #                             (2 e^-8 = 6.7e-4 for lam = 4; a suspicion, confirmed apart)
+    pooled_reach: float = 0.9  # with fewer than (lam / reach)^2 effective samples the pooled
+    #                            suspicion is raised at |T| > reach sqrt(n_eff) (the most |T|
+    #                            can be is sqrt(n_eff)): nearly every sample of one sign
+    pooled_min_samples: float = 8.0  # effective samples a pooled suspicion needs
+    confirm_samples: int = 32  # fresh samples drawn at least to confirm a suspicion (sqrt(32)
+    #                            = 5.7: the pooled test can reach lam = 4 with room for noise)
+    confirm_cost: float = 4.0  # ... unless that is more than this x the oracle's sample budget:
+    #                            then the suspicion stays unconfirmed (inconclusive)
     entry_bound: str = "probabilistic"  # tensor programs' E: min(E, entry_sigmas * sigma),
     # rounding errors as independent, mean-zero variables (Higham & Mary): sqrt(n) growth in
     # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
@@ -194,12 +226,15 @@ class Tolerance:
                 "precision loss; an allowance >= |exact| is inconclusive (an exact value below "
                 f"{self.zero_below:g} of its allowance is an exact zero; a loss value wrong by "
                 "more than itself is a mismatch); per parameter block and sample, the error's "
-                "projection p on the exact gradient is systematic when |p| > "
+                "projection p on the exact gradient (blocks with ||exact|| > "
+                f"{self.block_resolved:g} ||allowance||) is suspect when |p| > "
                 f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
                 f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); an entry "
                 "beyond the allowance fails only outside the rigorous enclosure (the program in "
                 "ball arithmetic, each operation widened by its rounding, elementary functions "
-                f"by {self.function_ulps:g} ulps), else it is suspect"
+                f"by {self.function_ulps:g} ulps), else it is suspect; a suspicion fails only "
+                "once confirmed: by the backend re-run in float64, or by the pooled test on >= "
+                f"{self.confirm_samples} fresh samples"
                 + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
                    f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
                    "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
@@ -209,9 +244,12 @@ class Tolerance:
         return {"safety": self.safety, "floor": self.floor,
                 "precision_loss_ulps": self.precision_loss_ulps,
                 "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
-                "block_min_entries": self.block_min_entries, "pooled_floor": self.pooled_floor,
-                "pooled_sigmas": self.pooled_sigmas,
-                "pooled_min_samples": self.pooled_min_samples, "entry_bound": self.entry_bound,
+                "block_min_entries": self.block_min_entries,
+                "block_resolved": self.block_resolved, "pooled_floor": self.pooled_floor,
+                "pooled_sigmas": self.pooled_sigmas, "pooled_reach": self.pooled_reach,
+                "pooled_min_samples": self.pooled_min_samples,
+                "confirm_samples": self.confirm_samples, "confirm_cost": self.confirm_cost,
+                "entry_bound": self.entry_bound,
                 "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
                 "zero_below": self.zero_below, "function_ulps": self.function_ulps,
                 "rule": self.rule()}
@@ -249,6 +287,11 @@ class Comparison:
     undecided: dict | None = None  # sample row -> why its kink entries stay inconclusive
     rigorous: np.ndarray | None = None  # radius of the rigorous enclosure (symgrad.rigorous)
     #   where it was computed (entries beyond the fast allowance); NaN elsewhere / unbounded
+    unconfirmed: tuple = ()  # suspicions the confirmation refuted or could not test, in words
+    #                          (symgrad.confirm): kept as notes, they fail nothing
+    evidence: tuple = ()  # entry suspicions the confirmation reproduced, in words
+    resolution: str = ""  # what the block and pooled tests cannot resolve in this run, in
+    #                       words (too few samples for the pooled test: ``pooled_resolution``)
 
     @property
     def ok(self) -> bool:
@@ -565,7 +608,11 @@ def prove(status: np.ndarray, err: np.ndarray, joint: np.ndarray, rigorous) -> n
 
 @dataclass(frozen=True)
 class BlockFinding:
-    """A systematic error on one parameter block: got ~ (1 + p) * exact."""
+    """A suspected systematic error on one parameter block: got ~ (1 + p) * exact.
+
+    Raised by the block or pooled test as a suspicion; ``symgrad.confirm`` then sets
+    ``confirmed`` (True: an independent experiment reproduced it, the entries fail; False:
+    refuted or not testable) and ``evidence`` (which experiment, with its numbers)."""
 
     block: str  # the parameter block's name
     sample: int  # row in the comparison (-1: pooled over samples)
@@ -573,12 +620,22 @@ class BlockFinding:
     sigma: float  # its rounding-noise scale
     threshold: float  # what |p| had to exceed
     columns: tuple[int, int] = (0, 0)  # the block's columns in the comparison
+    confirmed: bool | None = None  # None: not yet tested
+    evidence: str = ""  # the confirming (or refuting) experiment, in words
+    prior: np.ndarray | None = field(default=None, compare=False, repr=False)  # the block's
+    #   statuses at its rows before the suspicion marked them (restored if it is refuted)
+
+    @property
+    def rows(self) -> np.ndarray | slice:
+        return slice(None) if self.sample < 0 else slice(self.sample, self.sample + 1)
 
     def describe(self) -> str:
         where = "over all samples" if self.sample < 0 else f"at sample row {self.sample}"
-        return (f"systematic error on {self.block} {where}: got = (1 {'+' if self.projection >= 0 else '-'} "
+        what = "systematic error" if self.confirmed else "suspected systematic error"
+        text = (f"{what} on {self.block} {where}: got = (1 {'+' if self.projection >= 0 else '-'} "
                 f"{abs(self.projection):.3g}) x exact along the gradient (allowed "
                 f"{self.threshold:.3g}, noise {self.sigma:.3g})")
+        return f"{text}; {self.evidence}" if self.evidence else text
 
 
 def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
@@ -587,11 +644,11 @@ def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
     effective entries and the resolution weight pi."""
     scale = np.max(np.where(use, np.abs(exact), 0), axis=1, keepdims=True)
     scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
-    g = np.where(use, exact, 0) / scale
-    e = np.where(use, err, 0) / scale
-    al = np.where(use, allowed, 0) / scale
-    gg, g4 = (g * g).sum(1), (g**4).sum(1)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        g = np.where(use, exact, 0) / scale  # a huge error at a tiny scale: inf, left out
+        e = np.where(use, err, 0) / scale
+        al = np.where(use, allowed, 0) / scale
+        gg, g4 = (g * g).sum(1), (g**4).sum(1)
         p = (e * g).sum(1) / gg
         r = e - p[:, None] * g
         sigma = np.sqrt((g * g * r * r).sum(1)) / gg
@@ -609,12 +666,12 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
         blocks: ``(name, first column, last column + 1)`` per parameter block.
         tol: the tolerance settings.
     Returns:
-        The comparison with entries carrying a flagged error marked SYSTEMATIC and the
-        findings in ``comparison.systematic``.
+        The comparison with entries carrying a suspected error marked SUSPECT and the findings
+        (not yet confirmed: ``symgrad.confirm``) in ``comparison.systematic``.
 
     >>> import numpy as np
-    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right
-    >>> c = compare(g, 0 * g, got, 1e20 * g, backend="b", dtype="float32", tol=Tolerance())
+    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right; resolved
+    >>> c = compare(g, 0 * g, got, 3e6 * g, backend="b", dtype="float32", tol=Tolerance())
     >>> [(f.block, f.projection) for f in systematic(c, [("W", 1, 5), ("b", 5, 9)],
     ...                                                  Tolerance()).systematic]
     [('W', 0.5)]
@@ -632,7 +689,20 @@ def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
     at_kink = np.isfinite(comp.kink_position)
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
                                       exclude=at_kink if at_kink.any() else None)
-    return replace(comp, status=status, systematic=tuple(found))
+    return replace(comp, status=status, systematic=tuple(found),
+                   resolution=pooled_resolution(len(status), comp.dtype, tol))
+
+
+def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
+    """In words, what the run cannot resolve because the pooled test cannot fire with this
+    few samples (it needs ``pooled_min_samples`` effective samples; |T| <= sqrt(n_eff)); ""
+    when it can."""
+    if samples >= tol.pooled_min_samples:
+        return ""
+    floor = tol.block_floor * dtype_info(dtype).eps / 2
+    return (f"the pooled test needs >= {tol.pooled_min_samples:g} samples, this run compared "
+            f"{samples}: a systematic error on a block smaller than the block test's floor "
+            f"({floor:.2g} relative in {dtype}) is not resolved; use more samples")
 
 
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
@@ -640,10 +710,19 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     """The block and pooled tests of ``systematic``, reading one block at a time:
     ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a).
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
-    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink). Returns
-    the new status array and the findings."""
+    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink).
+
+    Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
+    finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
+    A sample whose block is not resolved (||exact|| <= ``block_resolved`` x ||allowance||:
+    correct code may return anything there, its direction included) takes part in neither test.
+
+    Returns:
+        The new status array and the findings (``confirmed`` None: not yet tested).
+    """
     u = dtype_info(dtype).eps / 2
     usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
+    markable = (OK, LOSS, INCONCLUSIVE)  # within the entry bound: a suspicion may mark them
 
     def stats_of(a, b):
         exact, err, allowed = columns(a, b)
@@ -657,7 +736,10 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     stats = []
     for _, a, b in blocks:
         st = stats_of(a, b)
-        stats.append({k: st[k] for k in keys})
+        st = {k: st[k] for k in keys}
+        with np.errstate(invalid="ignore"):  # pi = ||g||^2 / ||allowance||^2
+            st["ok_rows"] = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
+        stats.append(st)
     # the common mode of the sample: the median projection over blocks. An upstream adjoint
     # near the loss rounded once (BCE's dL/dz at a saturated logit) shifts every block alike;
     # a block is systematic only where it departs from the others.
@@ -669,33 +751,55 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     found = []
     for (name, a, b), st in zip(blocks, stats):
         p, sigma, ok_rows = st["p"], st["sigma"], st["ok_rows"]
-        marks = []  # (rows, projection) to mark once the block's arrays are read again
+        suspects = []  # (sample, projection, sigma, threshold)
         # 2. per sample
         thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
         flag = (ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
                 & (np.abs(p - common) > thresh))
         for s in np.flatnonzero(flag):
-            found.append(BlockFinding(name, int(s), float(p[s]), float(sigma[s]),
-                                      float(thresh[s]), (a, b)))
-            marks.append((np.array([s]), float(p[s])))
+            suspects.append((int(s), float(p[s]), float(sigma[s]), float(thresh[s])))
         # 3. pooled over samples
-        pi = np.where(ok_rows & np.isfinite(st["pi"]), st["pi"], 0.0)
-        pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
-        total = pi.sum()
-        if total > 0 and total**2 / max((pi * pi).sum(), 1e-300) >= tol.pooled_min_samples:
-            pz = np.where(ok_rows, p, 0)
-            pp = float((pi * pz).sum() / total)
-            spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
-            th = max(tol.pooled_floor * u, tol.pooled_sigmas * spread)
-            if abs(pp) > th:
-                found.append(BlockFinding(name, -1, pp, spread, th, (a, b)))
-                marks.append((np.arange(len(status)), pp))
-        if marks:  # entries whose error points along the flagged projection
+        pooled = pooled_test(p, st["pi"], ok_rows, u, tol)
+        if pooled is not None:
+            suspects.append((-1, *pooled))
+        if suspects:  # entries whose error points along the suspected projection
             full = stats_of(a, b)
             use, e, g = full["use"], full["e"], full["g"]
-            for rows, proj in marks:
-                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & (status[rows, a:b] != MISMATCH)
+            before = status[:, a:b].copy()  # the entry test's statuses, before any suspicion
+            for s, proj, sig, th in suspects:
+                rows = slice(None) if s < 0 else slice(s, s + 1)
                 sub = status[rows, a:b]
-                sub[mark] = SYSTEMATIC
+                prior = before[rows]
+                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
+                sub[mark] = SUSPECT
                 status[rows, a:b] = sub
+                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=prior))
     return status, found
+
+
+def pooled_test(p: np.ndarray, pi: np.ndarray, rows: np.ndarray, u: float, tol: Tolerance,
+                lam: float | None = None) -> tuple[float, float, float] | None:
+    """The pooled test (module docstring, 3) on per-sample projections ``p`` with resolution
+    weights ``pi``, over the samples ``rows`` (a boolean mask).
+
+    Arguments:
+        lam: the level; None: the suspicion level, min(pooled_sigmas, pooled_reach sqrt(n_eff))
+            (so that it can fire from ``pooled_min_samples`` effective samples on).
+    Returns:
+        (pooled p, its self-normalised scale, the threshold) when flagged, else None.
+    """
+    pi = np.where(rows & np.isfinite(pi), pi, 0.0)
+    pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
+    total = pi.sum()
+    if not total > 0:
+        return None
+    n_eff = total**2 / max(float((pi * pi).sum()), 1e-300)
+    if n_eff < tol.pooled_min_samples:
+        return None
+    if lam is None:
+        lam = min(tol.pooled_sigmas, tol.pooled_reach * np.sqrt(n_eff))
+    pz = np.where(rows, p, 0)
+    pp = float((pi * pz).sum() / total)
+    spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
+    th = max(tol.pooled_floor * u, lam * spread)
+    return (pp, spread, th) if abs(pp) > th else None

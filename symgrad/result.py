@@ -436,6 +436,15 @@ class Result:
                          f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
                          f"digits correct; entries: {counts}")
             lines.append(f"    resolution: {s['resolution']['text']}")
+        resolution = {c.resolution for c in self.comparisons.values() if c.resolution}
+        for text in sorted(resolution):
+            lines.append(f"  resolution not reached: {text}")
+        for name, comp in self.comparisons.items():  # refuted or untested suspicions
+            notes = getattr(comp, "unconfirmed", ())
+            for note in notes[:3]:
+                lines.append(f"  unconfirmed suspicion (fails nothing): {note}")
+            if len(notes) > 3:
+                lines.append(f"  ({len(notes) - 3} more unconfirmed suspicion(s) on {name})")
         n = self.finding_counts()
         fails = self.findings("failures")
         mine = [f for f in fails if self.decides(f.backend)]
@@ -480,6 +489,10 @@ class Result:
             "backends": {n: {"dtype": r.dtype, "device": r.device, "mode": r.mode,
                              "counts": self.counts(n),
                              "median_ulps": _json_float(self.median_ulps(n)),
+                             "unconfirmed": list(self.comparisons[n].unconfirmed),
+                             "resolution_not_reached": self.comparisons[n].resolution,
+                             "confirmed": [f.describe() for f in self.comparisons[n].systematic
+                                           if f.confirmed] + list(self.comparisons[n].evidence),
                              **{k: _json_float(v) for k, v in self.summary(n).items()
                                 if k not in ("backend", "dtype", "counts")}}
                          for n, r in self.runs.items() if n in self.comparisons},

@@ -26,6 +26,7 @@ from .causes import Context, classify, op_values, wanted_ops
 from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
                       Tolerance, allowance, compare, systematic)
 from .config import OWN_BACKENDS, VerifyConfig
+from .confirm import Experiments, confirm, needs_confirmation
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
 from .model import Model
@@ -94,28 +95,40 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     compiled = derive(model, cfg, timings)
     batch = given or draw(model, cfg)
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
-    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn, client=client)
+    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn,
+                 drawn=given is None, client=client)
 
 
 def judge(model: Model, compiled: "Compiled", batch: "Batch", runs: dict, outputs: dict,
-          cfg: VerifyConfig, timings: dict, torch_fn: Callable | None = None, *,
+          cfg: VerifyConfig, timings: dict, torch_fn: Callable | None = None,
+          extra_fns: dict[str, Callable] | None = None, drawn: bool = True, *,
           client=None) -> Result:
-    """The exact values, every backend's comparison (entry, kink and block tests) and the
-    Result. Backends other than numpy/torch are user code: they get the torch_fn allowance."""
+    """The exact values, every backend's comparison (entry, kink and block tests; beyond the
+    fast allowance the rigorous enclosure decides), the confirmation of every suspicion
+    (``symgrad.confirm``) and the Result. Backends other than numpy/torch are user code: they
+    get the torch_fn allowance. ``extra_fns``: backend name -> per-sample torch function (a
+    module's paths), run again on fresh samples to confirm a suspicion; ``drawn``: the samples
+    were drawn from the model's domains (not ``at=``), so fresh ones may be drawn too;
+    ``client``: a Dask client for the oracle."""
     subset = oracle_subset(compiled.program, cfg)
     truth, bounds = exact(compiled, batch, subset, cfg, timings, client=client, model=model)
     kink = KinkSides(truth.vertices, truth.labels, structure=truth.structure)
     blocks = param_columns(model)
     enclosures = rigorous_enclosures(model, compiled, batch, subset, truth, runs, cfg)
-    comparisons = {name: systematic(compare(truth.hi, truth.lo, got[subset],
-                                            bounds.get(name, bounds["torch_fn"]),
-                                            backend=name, dtype=runs[name].dtype,
-                                            tol=cfg.tolerance, kink=kink,
-                                            uncertain=truth.uncertain,
-                                            rigorous=enclosures[name]),
+
+    def comparison(name, dtype, got, truth, bounds, kink, rigorous=None):
+        return compare(truth.hi, truth.lo, got, bounds.get(name, bounds["torch_fn"]),
+                       backend=name, dtype=dtype, tol=cfg.tolerance, kink=kink,
+                       uncertain=truth.uncertain, rigorous=rigorous)
+    comparisons = {name: systematic(comparison(name, runs[name].dtype, got[subset], truth,
+                                               bounds, kink, enclosures[name]),
                                     blocks, cfg.tolerance)
                    for name, got in outputs.items()}
     timings["rigorous_s"] = sum({id(e): e.seconds for e in enclosures.values()}.values())
+    if any(needs_confirmation(c) for c in comparisons.values()):
+        exp = _experiments(model, compiled, batch, subset, cfg, torch_fn, extra_fns or {},
+                           truth, bounds, comparisons, comparison, drawn)
+        comparisons = confirm(comparisons, blocks, cfg.tolerance, exp, timings)
     result = summarize(model, cfg, compiled.program, runs, comparisons, batch, subset, timings,
                        torch_fn)
     result.oracle_bits = truth.summary()
@@ -153,6 +166,69 @@ def rigorous_enclosures(model: Model, compiled: "Compiled", batch: "Batch", subs
                 cfg.tolerance.function_ulps)
         out[name] = made[user, run.dtype]
     return out
+
+
+def _experiments(model: Model, compiled: "Compiled", batch: "Batch", subset: np.ndarray,
+                 cfg: VerifyConfig, torch_fn, extra_fns: dict, truth, bounds: dict,
+                 comparisons: dict, comparison: Callable, drawn: bool) -> Experiments:
+    """The confirmation's experiments for a scalar model (``symgrad.confirm.Experiments``):
+    numpy, torch and torch_fn re-run in float64 (the same code); every backend, the oracle and
+    the bound on fresh samples drawn from the model's domains."""
+    n_params = len(compiled.program.gradient)
+
+    def run_at(name: str, b: "Batch", dtype: str):
+        if name == "numpy":
+            c = derive(model, replace(cfg, dtype=dtype)) if dtype != cfg.dtype else compiled
+            np_dtype = dtype if dtype in ("float64", "float32", "float16") else "float32"
+            return np_backend.run(c.numpy, b.X, np_dtype)
+        if name == "torch":
+            return torch_backend.run_program(compiled.torch, b.X, n_params, device=cfg.device,
+                                             dtype=dtype)
+        fn = torch_fn if name == "torch_fn" else extra_fns.get(name)
+        if fn is None or (name != "torch_fn" and dtype != cfg.dtype):  # a module: its dtype
+            return None
+        got, _ = torch_backend.run_torch_fn(fn, model.blocks, b.values, device=cfg.device,
+                                            dtype=dtype, batching=cfg.torch_fn_batching
+                                            if name == "torch_fn" else "loop")
+        return got
+
+    def columns(name: str, a: int, b: int):
+        c = comparisons[name]
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (c.got[:, a:b] - c.expected[:, a:b]) - c.exact_lo[:, a:b]
+        return c.expected[:, a:b], err, c.allowed_abs[:, a:b]
+
+    def rerun64(name: str, rows: np.ndarray):
+        idx = subset[rows]
+        part = Batch({k: v[idx] for k, v in batch.values.items()}, batch.X[:, idx])
+        got = run_at(name, part, "float64")
+        if got is None:
+            return None
+        bound = bounds.get(name, bounds["torch_fn"])[rows]
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (np.asarray(got, np.float64) - truth.hi[rows]) - truth.lo[rows]
+        allowed = allowance(bound, "float64", cfg.tolerance)
+        return truth.hi[rows], err, np.where(np.isnan(allowed), np.inf, allowed)
+
+    def fresh(names, m: int):
+        if not drawn:
+            return None
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, 1]))
+        values = model.draw(m, rng, cfg.dtype)
+        X = np.concatenate([values[b.name].reshape(m, -1) for b in model.blocks], axis=1).T
+        b = Batch(values, np.ascontiguousarray(X))
+        fcfg = replace(cfg, samples=m, progress=False)
+        t2, b2 = exact(compiled, b, np.arange(m), fcfg, {})
+        k2 = KinkSides(t2.vertices, t2.labels, structure=t2.structure)
+        out = {}
+        for name in names:
+            got = run_at(name, b, cfg.dtype)
+            if got is not None:
+                out[name] = comparison(name, comparisons[name].dtype, got, t2, b2, k2)
+        return out
+    budget = int(oracle_subset(compiled.program, replace(cfg, samples=10**9,
+                                                         oracle_samples=None)).size)
+    return Experiments(columns, rerun64, fresh, budget, len(subset))
 
 
 def param_columns(model: Model) -> list[tuple[str, int, int]]:
@@ -516,7 +592,7 @@ def proof_note(comp, row: int, col: int) -> str:
 
 def _block_note(comp, row: int, col: int) -> str:
     """The block finding behind a SYSTEMATIC entry (its sample's, else the pooled one)."""
-    for f in sorted(comp.systematic, key=lambda f: f.sample < 0):
+    for f in sorted(comp.systematic, key=lambda f: (not f.confirmed, f.sample < 0)):
         if f.sample in (row, -1) and f.block and f.columns[0] <= col < f.columns[1]:
             return f.describe()
     return "systematic error on its parameter block"

@@ -151,11 +151,18 @@ def test_float32_small_gpt_block_mutant_is_caught(small_gpt, block, factor):
 @pytest.mark.slow
 @pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
 def test_float32_tiny_gpt_block_mutant_is_caught(factor):
+    # The scalar builder's worst-case bound leaves these blocks unresolved in float32
+    # (||exact|| < ||allowance||): the block test, which needs a resolved block (issue 16),
+    # cannot speak, and the block's entries are inconclusive - never a pass. Caught where the
+    # entries resolve the bug.
+    from symgrad.compare import INCONCLUSIVE
     m = gpt.tiny_gpt()
     for block in ("h0_Wq", "h0_ln1_g"):  # the worst-resolved blocks (detection.py: all 31)
         r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=4, seed=0,
                       dtype="float32", backends=("torch_fn",))
-        assert _caught_on(r, block), (block, factor)
+        name, a, b = next(x for x in r.blocks if x[0] == block)
+        inconclusive = (r.comparisons["torch_fn"].status[:, a:b] == INCONCLUSIVE).mean()
+        assert _caught_on(r, block) or inconclusive > 0.5, (block, factor, inconclusive)
 
 
 
@@ -216,11 +223,14 @@ def test_float64_tensor_tiny_gpt_attention_backward_1e10_is_caught(tensor_tiny_g
 
 
 @pytest.mark.parametrize("factor", [-1.0, 0.0, 1.5])
-def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_block_test(
+def test_float32_tensor_block_mutant_under_worst_case_entries_is_inconclusive(
         tensor_tiny_gpt, factor):
-    """The old verdict (the worst-case entry bound alone) passes a wrong h0_ln1_g backward:
-    not one entry is a mismatch, most are inconclusive. The block test flags the block."""
-    from symgrad.compare import MISMATCH, SYSTEMATIC, Tolerance
+    """The worst-case entry bound does not resolve h0_ln1_g (||exact|| < ||allowance||): not
+    one entry is a mismatch, most are inconclusive, and the block test - which needs a resolved
+    block (issue 16: an unresolved block's projection means nothing) - raises no suspicion.
+    The run is never a silent pass: its entries are inconclusive. The default probabilistic
+    bound resolves the block and fails it (test_float32_tensor_tiny_gpt_block_mutant_is_caught)."""
+    from symgrad.compare import MISMATCH, SUSPECT, SYSTEMATIC, Tolerance
     m = tensor_tiny_gpt
     r = sg.verify(m, torch_fn=on_block(m.reference, "h0_ln1_g", factor), config=sg.VerifyConfig(
         samples=4, seed=0, dtype="float32", backends=("torch_fn",),
@@ -228,5 +238,6 @@ def test_float32_tensor_block_mutant_missed_by_worst_case_entries_caught_by_bloc
     name, a, b = next(x for x in r.blocks if x[0] == "h0_ln1_g")
     status = r.comparisons["torch_fn"].status
     assert not (status == MISMATCH).any()
-    assert (status[:, a:b] == SYSTEMATIC).any() and r.verdict == "fail"
+    assert not np.isin(status, (SUSPECT, SYSTEMATIC)).any()
+    assert r.verdict == "inconclusive"  # never a silent pass
     assert r.counts("torch_fn")["inconclusive"] > status.size // 2

@@ -125,13 +125,17 @@ def test_oracle_is_certified_by_ball_arithmetic_and_a_broken_oracle_is_refused()
         verify_tensor(m, torch_fn=None, cfg=VerifyConfig(samples=1), oracle_table=Off())
 
 
-def test_block_test_catches_a_scaled_block_whose_entries_are_inconclusive():
-    # float32 under the worst-case bound: most gradient entries are inconclusive one by one,
-    # yet a x1.5 block is caught by its projection on the exact gradient (compare's block
-    # test, run on tensor programs block by block), and the correct module has no finding
+def test_worst_case_bound_leaves_blocks_unresolved_and_entries_inconclusive():
+    # float32 under the worst-case bound: every block's allowance outweighs its exact gradient
+    # (||exact|| / ||allowance|| 1e-5 .. 5 on tiny_gpt): correct code could return anything
+    # there, so the block test raises no suspicion (issue 16: an unresolved block has no
+    # meaningful projection). A x1.5 block is then not "caught" but not passed either: its
+    # entries are inconclusive (the three-valued verdict's "inconclusive"). Under the default
+    # probabilistic bound every block is resolved (ratio >= 700) and the same bug fails
+    # (test_mutants: test_float32_tensor_tiny_gpt_block_mutant_is_caught).
     import functools
 
-    from symgrad.compare import INCONCLUSIVE, SYSTEMATIC, Tolerance
+    from symgrad.compare import INCONCLUSIVE, SUSPECT, SYSTEMATIC, Tolerance
     from symgrad.zoo.gpt2 import tiny_gpt
     m = tiny_gpt()
     ref = m.reference
@@ -147,12 +151,10 @@ def test_block_test_catches_a_scaled_block_whose_entries_are_inconclusive():
     bad = sg.verify(m, torch_fn=buggy, config=cfg)
     comp = bad.comparisons["torch_fn"]
     a, b = next((a, b) for name, a, b in bad.blocks if name == "h0_W1")
-    assert (comp.status[:, a:b] == INCONCLUSIVE).mean() > 0.5 or (
-        good.comparisons["torch_fn"].status[:, a:b] == INCONCLUSIVE).mean() > 0.5
-    assert bad.verdict == "fail" and {f.block for f in comp.systematic} == {"h0_W1"}
-    assert (comp.status[:, a:b] == SYSTEMATIC).any()
-    assert any(f.kind == "systematic" and "h0_W1" in f.output and "x exact" in f.note
-               for f in bad.failures)
+    assert not comp.systematic
+    assert not np.isin(comp.status, (SUSPECT, SYSTEMATIC)).any()
+    assert (comp.status[:, a:b] == INCONCLUSIVE).mean() > 0.5
+    assert bad.verdict == "inconclusive"  # not caught, never passed
 
 
 def test_own_torch_program_cuts_the_gradient_at_a_stopped_softmax_shift():

@@ -120,7 +120,8 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
         outputs[name], mode = torch_backend.run_torch_fn(
             fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype, batching="loop")
         runs[name] = _backend_run(name, cfg, f"{path}, {mode}", time.perf_counter() - t0)
-    result = judge(model, compiled, batch, runs, outputs, cfg, timings)
+    result = judge(model, compiled, batch, runs, outputs, cfg, timings,
+                   extra_fns={backend_name(path): fn for path, fn in fns.items()})
     run.departures = _departures(result, model, module, fns, plan, batch, cfg, options.train)
     result = named_by_module(result, model, plan, cfg.seed)
     result = departure.explain(result, run.departures)

@@ -20,8 +20,9 @@ from typing import Callable
 import numpy as np
 
 from ..compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, Comparison,
-                       allowance, compare, systematic_blocks)
+                       allowance, compare, pooled_resolution, systematic_blocks)
 from ..config import VerifyConfig
+from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
 from ..model import round_to
 from ..result import BackendRun, Failure, Result
@@ -141,6 +142,11 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             del got
             comparisons[name] = block_tests(comp, hi, lo, E, blocks, cfg.tolerance)
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
+    if any(needs_confirmation(c) for c in comparisons.values()):
+        with _phase("confirm", cfg, timings, "confirm_s"):
+            exp = _experiments(model, sub, hi, lo, E, comparisons, cfg, torch_fn, extra or {},
+                               table, drawn=at is None)
+            comparisons = confirm(comparisons, blocks, cfg.tolerance, exp)
     del lo, E
     names = Outputs(model.param_blocks)
     batch = _Batch(values)
@@ -162,6 +168,69 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             "parameters": model.n_parameters, "oracle_certified": certified}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
                   timings, size, worst, kinks, values=values)
+
+
+def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
+                 cfg: VerifyConfig, torch_fn, extra: dict, table, drawn: bool) -> Experiments:
+    """The confirmation's experiments for a tensor model (``symgrad.confirm.Experiments``):
+    the numpy and torch views and torch_fn re-run in float64 on the flagged samples; every
+    backend, the oracle and the bound on fresh samples drawn from the model's domains."""
+    from ..backends import torch as torch_backend
+    from .bound import evaluate_bound
+    from .views import _flatten
+    tol = cfg.tolerance
+
+    def run_at(name: str, values: dict, dtype: str):
+        if name == "numpy":
+            return numpy_view(model, values, dtype)
+        if name == "torch":
+            return torch_view(model, values, dtype=dtype, device=cfg.device)
+        if name == "torch_fn" and torch_fn is not None:
+            return torch_backend.run_torch_fn(torch_fn, model.blocks, values, device=cfg.device,
+                                              dtype=dtype, batching=cfg.torch_fn_batching)[0]
+        if name in extra and dtype == cfg.dtype:  # a module's path runs in its own dtype
+            return torch_backend.run_torch_fn(extra[name][0], model.blocks, values,
+                                              device=cfg.device, dtype=dtype,
+                                              batching="loop")[0]
+        return None
+
+    def allowed_of(bound, dtype):
+        a = allowance(bound, dtype, tol)
+        return np.where(np.isnan(a), np.inf, a)
+
+    def columns(name: str, a: int, b: int):
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (comparisons[name].got[:, a:b] - hi[:, a:b]) - lo[:, a:b]
+        return hi[:, a:b], err, allowed_of(E[:, a:b], comparisons[name].dtype)
+
+    def rerun64(name: str, rows: np.ndarray):
+        got = run_at(name, {k: v[rows] for k, v in sub.items()}, "float64")
+        if got is None:
+            return None
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (np.asarray(got, np.float64) - hi[rows]) - lo[rows]
+        return hi[rows], err, allowed_of(E[rows], "float64")
+
+    def fresh(names, m: int):
+        if not drawn:
+            return None
+        values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
+                            cfg.dtype)
+        h2, l2 = oracle_view(model, values, table)
+        E2 = _flatten(model, evaluate_bound(model.gradient.outputs, values, mode=tol.entry_bound,
+                                            sigmas=tol.entry_sigmas,
+                                            sqrt_terms=tol.entry_sqrt_terms), np.asarray, m)
+        out = {}
+        for name in names:
+            got = run_at(name, values, cfg.dtype)
+            if got is None:
+                continue
+            dtype = comparisons[name].dtype
+            c = compare_compact(h2, l2, got, E2, backend=name, dtype=dtype, tol=tol)
+            out[name] = replace(c, exact_lo=l2, allowed_abs=allowed_of(E2, dtype))
+        return out
+    budget = oracle_subset(model, replace(cfg, samples=10**9, oracle_samples=None)).size
+    return Experiments(columns, rerun64, fresh, int(budget), len(hi))
 
 
 CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls;
@@ -326,7 +395,8 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
             allowed = allowance(E[:, a:b], comp.dtype, tol)
         return exact, err, np.where(np.isnan(allowed), np.inf, allowed)
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol)
-    return replace(comp, status=status, systematic=tuple(found))
+    return replace(comp, status=status, systematic=tuple(found),
+                   resolution=pooled_resolution(len(status), comp.dtype, tol))
 
 
 def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:

@@ -586,8 +586,13 @@ def proof_note(comp, row: int, col: int) -> str:
         return ""
     err = float(comp.error[row, col]) if comp.error is not None else float("nan")
     allowed = float(comp.allowed_abs[row, col]) if comp.allowed_abs is not None else float("nan")
-    return (f"error {err:.3g} is outside the rigorous enclosure ±{r:.3g} of what correct code "
-            f"computes in {comp.dtype} (fast allowance {allowed:.3g}): proven")
+    if err > r:
+        return (f"error {err:.3g} is outside the rigorous enclosure ±{r:.3g} of what correct "
+                f"code computes in {comp.dtype} (fast allowance {allowed:.3g}): proven")
+    evidence = "; ".join(getattr(comp, "evidence", ()))  # a suspicion that was confirmed
+    return (f"error {err:.3g} is beyond the fast allowance {allowed:.3g}, inside the rigorous "
+            f"enclosure ±{r:.3g}: not proven by it, but confirmed by an independent "
+            f"experiment" + (f" ({evidence})" if evidence else ""))
 
 
 def _block_note(comp, row: int, col: int) -> str:

@@ -34,7 +34,10 @@ def test_gpt_attention_rounding_outlier_is_not_confirmed(models, dtype, seed):
     allowance. A per-sample rounding outlier does not repeat on fresh samples."""
     m = models["gpt_attention"]
     r = sg.verify(m, torch_fn=m.reference, samples=100, seed=seed, dtype=dtype)
-    assert r.ok and not _failing(r) and not _left_suspect(r), str(r)
+    # float64 resolves every entry: pass; float32's worst-case bound leaves some attention
+    # entries unresolved (allowance >= |exact|): inconclusive, which is no false alarm
+    assert (r.ok if dtype == "float64" else r.verdict == "inconclusive"), str(r)
+    assert not _failing(r) and not _left_suspect(r), str(r)
 
 
 @pytest.mark.slow
@@ -43,7 +46,10 @@ def test_gpt_attention_rounding_outlier_is_not_confirmed(models, dtype, seed):
 def test_gpt_attention_seeds_that_failed(models, dtype, seed):
     m = models["gpt_attention"]
     r = sg.verify(m, torch_fn=m.reference, samples=100, seed=seed, dtype=dtype)
-    assert r.ok and not _failing(r) and not _left_suspect(r), str(r)
+    # float64 resolves every entry: pass; float32's worst-case bound leaves some attention
+    # entries unresolved (allowance >= |exact|): inconclusive, which is no false alarm
+    assert (r.ok if dtype == "float64" else r.verdict == "inconclusive"), str(r)
+    assert not _failing(r) and not _left_suspect(r), str(r)
 
 
 def test_key_bias_with_zero_exact_gradient_is_never_flagged():
@@ -89,13 +95,21 @@ def test_shared_cancelling_scalar_is_not_a_systematic_bug(dtype, hi):
 
 def test_float32_biased_arithmetic_is_inconclusive_not_a_bug():
     """numpy's float32 exp near 1 is biased (mean error 0.6 of its spread at t in [1e-6, 1e-5]):
-    the pooled test on fresh samples does flag it, but the float64 re-run of the same code does
-    not reproduce it. That is the dtype's arithmetic, not the code: inconclusive, with why."""
-    r = sg.verify(_expm1_model(1e-5), samples=100, seed=0, dtype="float32",
-                  backends=("numpy",))
-    comp = r.comparisons["numpy"]
+    the pooled test on fresh samples flags it, but the float64 re-run of the same code does not
+    reproduce it - the dtype's arithmetic, not the code: inconclusive, with why. symgrad's own
+    program now runs exp(t) - 1 as expm1 (symgrad.stable), so it raises no such suspicion any
+    more; the user's literal float32 code is where the bias can still show, and whatever the
+    experiments find there, it is never a failure. (The branch itself: the stand-in test
+    test_rerun_that_does_not_reproduce_and_fresh_that_does_is_inconclusive.)"""
+    own = sg.verify(_expm1_model(1e-5), samples=100, seed=0, dtype="float32",
+                    backends=("numpy",))
+    assert not own.comparisons["numpy"].systematic and own.verdict != "fail"
+    r = sg.verify(_expm1_model(1e-5), torch_fn=_expm1_fn, samples=100, seed=0,
+                  dtype="float32", backends=("torch_fn",))
+    comp = r.comparisons["torch_fn"]
     assert not _failing(r) and not _left_suspect(r)
-    assert any("bias of the float32 arithmetic" in n for n in comp.unconfirmed), comp.unconfirmed
+    assert all("bias of the float32 arithmetic" in n or "not confirmed" in n
+               for n in comp.unconfirmed), comp.unconfirmed
 
 
 def test_given_samples_cannot_confirm_so_suspicions_are_inconclusive():
@@ -150,7 +164,7 @@ def test_tiny_gpt_float32_whole_gradient_scale_is_caught_at_cli_samples():
     r = sg.verify(m, torch_fn=_whole_gradient(m.reference, 1 + 1e-5), samples=14, seed=0,
                   dtype="float32", backends=("torch_fn",))
     comp = r.comparisons["torch_fn"]
-    assert not r.ok and len([f for f in comp.systematic if f.confirmed]) >= 20
+    assert r.verdict == "fail" and len([f for f in comp.systematic if f.confirmed]) >= 20
 
 
 def test_tiny_gpt_float32_whole_gradient_scale_at_4_samples_says_unresolved():

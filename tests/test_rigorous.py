@@ -202,7 +202,9 @@ def test_least_squares_at_a_near_exact_fit_does_not_fail():
     assert not r.failures, str(r)  # before the enclosure: "value: mismatch" on numpy and torch
     c = r.comparisons["numpy"]  # computed 0 for 1.6e-33: the first-order E at the computed
     assert c.got[0, 0] == 0 and c.error[0, 0] > c.allowed_abs[0, 0]  # residuals (0) is 0
-    assert c.status[0, 0] == SUSPECT and c.error[0, 0] <= c.rigorous[0, 0]
+    # suspect, then (float64, samples given by at=: no experiment possible) inconclusive
+    assert c.status[0, 0] == INCONCLUSIVE and c.error[0, 0] <= c.rigorous[0, 0]
+    assert r.verdict == "inconclusive"
 
 
 @pytest.fixture(scope="module")
@@ -217,10 +219,13 @@ def constant_rows():
 
 def test_layer_norm_of_a_constant_row_is_not_a_proven_mismatch(constant_rows):
     """symgrad's own programs are off by up to 2e5x their first-order allowance (the variance's
-    sensitivity is 0 at the exact point): second order, inside the enclosure - suspect."""
+    sensitivity is 0 at the exact point): second order, inside the enclosure - suspect, and
+    since the float64 re-run does not reproduce it and at= samples allow no fresh ones,
+    inconclusive: never a failure."""
+    assert constant_rows.verdict == "inconclusive"
     for name, c in constant_rows.comparisons.items():
-        assert not (c.status == MISMATCH).any(), name
-        assert (c.status == SUSPECT).any(), name
+        assert not np.isin(c.status, FAILING).any(), name
+        assert (c.status == INCONCLUSIVE).any(), name
         with np.errstate(invalid="ignore", divide="ignore"):
             assert np.nanmax(c.error / c.allowed_abs) > 1e3  # far beyond the fast allowance
             assert np.nanmax(c.error / c.rigorous) <= 1.0
@@ -233,7 +238,8 @@ def test_torch_layer_norm_at_a_constant_row_cannot_be_proven_wrong_by_an_enclosu
     value). But symgrad's own correct two-pass program is off by the same order at 1e5 (it
     gets 0.2 x exact: the mean of the row is not computed exactly and eps^(-3/2) amplifies the
     variance's second-order error), so any enclosure sound for correct code holds torch's
-    values too: no proof, SUSPECT. Telling them apart needs an independent experiment (another
+    values too: no proof, SUSPECT (then inconclusive: the float64 re-run does not reproduce
+    it there). Telling them apart needs an independent experiment (another
     dtype, perturbed inputs), not a per-entry enclosure."""
     own, native = constant_rows.comparisons["numpy"], constant_rows.comparisons["torch_fn"]
     cols = slice(1, 19)  # d/dX
@@ -244,7 +250,7 @@ def test_torch_layer_norm_at_a_constant_row_cannot_be_proven_wrong_by_an_enclosu
     assert relative(own, 2) > 0.5  # correct code: far off too, at the same row
     for row in (1, 2):
         assert np.all(native.error[row, cols] <= native.rigorous[row, cols])
-        assert np.all(native.status[row, cols] == SUSPECT)
+        assert np.all(native.status[row, cols] == INCONCLUSIVE)  # suspect, not confirmed
 
 
 def test_bce_loss_clamp_is_still_proven_wrong(models):
@@ -296,10 +302,12 @@ def test_tensor_planted_bug_is_proven_and_a_correct_run_computes_nothing(small_t
     r = sg.verify(m, torch_fn=buggy, samples=2)
     c = r.comparisons["torch_fn"]
     assert not r.ok and (c.status == MISMATCH).any() and r.timings["rigorous_s"] > 0
-    proven = c.status == MISMATCH
-    assert np.all(c.error[proven] > c.rigorous[proven])
-    assert all("outside the rigorous enclosure" in f.note for f in r.failures
-               if f.kind == "mismatch")
+    failing = c.status == MISMATCH  # proven by the enclosure, or confirmed (symgrad.confirm)
+    with np.errstate(invalid="ignore"):
+        proven = failing & (c.error > c.rigorous)
+    assert proven.any()
+    assert all("outside the rigorous enclosure" in f.note or "confirmed by" in f.note
+               for f in r.failures if f.kind == "mismatch")
 
 
 def test_tensor_compare_keeps_suspects_inside_the_enclosure():

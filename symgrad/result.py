@@ -126,6 +126,8 @@ class Result:
     program_size: dict[str, int] = field(default_factory=dict)
     worst: list[Failure] = field(default_factory=list)  # worst entries per backend, any status
     kinks: list[Failure] = field(default_factory=list)  # entries at a kink (accepted)
+    undecided: list[Failure] = field(default_factory=list)  # inconclusive entries, each with
+    #                                                         why it could not be decided
     oracle_bits: dict = field(default_factory=dict)  # bits the certified oracle needed (max,
     #                                                  distribution over samples)
     values: dict | None = field(default=None, repr=False, compare=False)  # the drawn samples,
@@ -371,10 +373,10 @@ class Result:
             elif verdict == "ok" and (st == KINK).any():
                 verdict = "ok (kink)"
         if verdict != "FAIL" and (unresolved or suspect):  # never "ok" for what is undecided
-            parts = ([f"suspect: {suspect} entries"] if suspect else []) + (
-                [f"{unresolved} entries" if not suspect else f"{unresolved} inconclusive"]
+            parts = ([f"suspect: {_entries(suspect)}"] if suspect else []) + (
+                [_entries(unresolved) if not suspect else f"{unresolved} inconclusive"]
                 if unresolved else [])
-            verdict = f"inconclusive ({', '.join(parts)} in a backend)"
+            verdict = f"inconclusive ({', '.join(parts)} in one backend)"
         return verdict
 
     def rows(self) -> list[dict]:
@@ -464,6 +466,13 @@ class Result:
         if n["kinks"]:
             lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
                          + self.kinks[0].message())
+        shown = [f for f in self.undecided if self.decides(f.backend)][:3]
+        if shown:
+            undecided = sum(int(np.isin(self.comparisons[b].status, (INCONCLUSIVE, SUSPECT)).sum())
+                            for b in self.deciding)
+            lines.append(f"  {undecided} inconclusive entr{'y' if undecided == 1 else 'ies'} in "
+                         "the deciding backends, e.g.:")
+            lines += ["    " + f.message() for f in shown]
         return "\n".join(lines)
 
     def _repr_markdown_(self) -> str:
@@ -500,6 +509,7 @@ class Result:
             "failures": [f.as_dict() for f in self.failures],
             "precision_losses": [f.as_dict() for f in self.precision_losses],
             "kinks": [f.as_dict() for f in self.kinks],
+            "inconclusive": [f.as_dict() for f in self.undecided],
             "oracle_bits": self.oracle_bits,
         }
 
@@ -553,6 +563,26 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
         ratio = np.where(np.isfinite(got), ratio, np.inf)
         ulps = np.where(np.isfinite(got), ulps, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def undecided_note(comp: Comparison, row: int, col: int) -> str:
+    """Why an inconclusive entry could not be decided, in words."""
+    if comp.undecided and row in comp.undecided:
+        return comp.undecided[row]
+    allowed = None if comp.allowed_abs is None else float(comp.allowed_abs[row, col])
+    exact = float(comp.expected[row, col])
+    if allowed is not None and allowed >= abs(exact):
+        return (f"its allowance {allowed:.3g} is at least the exact value itself: 0 or a "
+                f"flipped sign would pass too, so {comp.dtype} cannot resolve this entry here "
+                "(its terms cancel, or the bound is loose at this depth)")
+    notes = getattr(comp, "unconfirmed", ())
+    if notes:
+        return f"beyond the fast bound or flagged, neither confirmed nor refuted: {notes[0]}"
+    return "the oracle could not certify this entry within its precision cap"
 
 
 def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:

@@ -97,6 +97,7 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
         AssertionError: exactly one, with the table of the worst entries and the minimal
             (shrunk) input, on a failing (or, unless allowed, inconclusive) verdict.
     """
+    __tracebackhide__ = True  # pytest shows the AssertionError, not this helper's source
     from hypothesis import HealthCheck, given, settings, target
 
     from .strategies import inputs

@@ -23,15 +23,15 @@ from .backends import torch as torch_backend
 from .bounds import compile_bound
 from .cluster import map_ordered
 from .causes import Context, classify, op_values, wanted_ops
-from .compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, KinkSides,
-                      Tolerance, allowance, compare, systematic)
+from .compare import (FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC,
+                      KinkSides, Tolerance, allowance, compare, systematic)
 from .config import OWN_BACKENDS, VerifyConfig
 from .confirm import Experiments, confirm, needs_confirmation
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
 from .model import Model
 from .progress import phase
-from .result import BackendRun, Failure, Result
+from .result import BackendRun, Failure, Result, undecided_note
 
 
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
@@ -495,9 +495,10 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
     its root cause."""
     outputs = ["value"] + [f"d/d{e}" for e in model.entries]
     blocks = param_columns(model)
-    failures, losses, worst, kinks = [], [], [], []
+    failures, losses, worst, kinks, undecided = [], [], [], [], []
     for name, comp in comparisons.items():
         worst += _worst(name, comp, np.ones(comp.status.shape, bool), outputs, batch, subset, 3)
+        undecided += _worst(name, comp, comp.status == INCONCLUSIVE, outputs, batch, subset, 3)
         kinks += _worst(name, comp, comp.status == KINK, outputs, batch, subset,
                         cfg.max_failures)
         failures += _worst(name, comp, np.isin(comp.status, FAILING), outputs, batch, subset,
@@ -507,7 +508,7 @@ def summarize(model: Model, cfg: VerifyConfig, program: Program, runs, compariso
     failures = [_with_cause(model, f, comparisons, batch, subset, cfg, torch_fn)
                 for f in failures]
     return Result(model.name, cfg, outputs, blocks, runs, comparisons, subset, failures, losses,
-                  timings, program.size, worst, kinks)
+                  timings, program.size, worst, kinks, undecided)
 
 
 def _with_cause(model: Model, failure: Failure, comparisons, batch: Batch, subset: np.ndarray,
@@ -569,6 +570,8 @@ def _worst(name, comp, mask, outputs, batch, subset, limit) -> list[Failure]:
                     "gradient handed to every tied argument of a max)")
         if status == SYSTEMATIC:
             note = _block_note(comp, i, k)
+        if status == INCONCLUSIVE:
+            note = undecided_note(comp, i, k)
         if status == MISMATCH and not note:  # a kink's own proof (the subdifferential) first
             note = proof_note(comp, i, k)
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,

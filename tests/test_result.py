@@ -237,3 +237,15 @@ def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
     msg = f.message()
     assert "34 earlier blocks as drawn" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
     assert len(msg) < 400 and len(f.as_dict()["point"]) == 38
+
+
+def test_an_inconclusive_entry_is_named_with_why(models):
+    # gpt_gelu_tanh in float64: entries whose exact value lies below their allowance (the tail
+    # of the GELU, where its terms cancel) make the run inconclusive; the text names them
+    r = sg.verify(models["gpt_gelu_tanh"], torch_fn=models["gpt_gelu_tanh"].reference,
+                  samples=500, seed=0)
+    assert r.verdict == "inconclusive" and r.undecided
+    text = str(r)
+    assert "inconclusive entries in the deciding backends, e.g.:" in text
+    assert "0 or a flipped sign would pass too" in text
+    assert r.as_dict()["inconclusive"][0]["kind"] == "inconclusive"

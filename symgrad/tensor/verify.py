@@ -19,13 +19,13 @@ from typing import Callable
 
 import numpy as np
 
-from ..compare import (FAILING, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, Comparison,
+from ..compare import (FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, Comparison,
                        allowance, compare, pooled_resolution, systematic_blocks)
 from ..config import VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
 from ..model import round_to
-from ..result import BackendRun, Failure, Result
+from ..result import BackendRun, Failure, Result, undecided_note
 from .model import Outputs, TensorModel
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
@@ -150,7 +150,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     del lo, E
     names = Outputs(model.param_blocks)
     batch = _Batch(values)
-    failures, losses, worst, kinks = [], [], [], []
+    failures, losses, worst, kinks, undecided = [], [], [], [], []
     with _phase("summary", cfg, timings, "summary_s"):
         for name, comp in comparisons.items():
             bad = _badness(comp)
@@ -162,12 +162,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             kinks += top(comp.status == KINK, cfg.max_failures)
             failures += top(np.isin(comp.status, FAILING), cfg.max_failures)
             losses += top(comp.status == LOSS, cfg.max_failures)
+            undecided += top(comp.status == INCONCLUSIVE, 3)
     with _phase("causes", cfg, timings, "causes_s"):
         failures = with_causes(model, failures, comparisons, values, subset, cfg, np_dtype)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
-                  timings, size, worst, kinks, values=values)
+                  timings, size, worst, kinks, undecided, values=values)
 
 
 def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
@@ -329,6 +330,8 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
         point = {b: _shown_value(v[s]) for b, v in values.items()}
         status = int(comp.status[i, k])
         note = _block_note(comp, i, k) if status == SYSTEMATIC else ""
+        if status == INCONCLUSIVE:
+            note = undecided_note(comp, i, k)
         if status == MISMATCH:
             note = proof_note(comp, i, k) or note
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,

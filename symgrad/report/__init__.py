@@ -103,8 +103,13 @@ def badge(verdict: str) -> str:
 def tally(entries: list["Entry"]) -> str:
     """"N of M models passed, K inconclusive, F failed"."""
     v = [e.result.verdict for e in entries]
-    return (f"{v.count('pass')} of {len(v)} models passed, {v.count('inconclusive')} "
+    text = (f"{v.count('pass')} of {len(v)} models passed, {v.count('inconclusive')} "
             f"inconclusive, {v.count('fail')} failed.")
+    if "inconclusive" in v:  # what the word means, once, in plain words
+        text += (" Inconclusive: nothing was proven wrong, but some entries could not be proven "
+                 "right either (the dtype cannot resolve them there, e.g. an exact value smaller "
+                 "than its rounding allowance); each model's page names them and why.")
+    return text
 
 
 def _deciding_sentence(r: Result) -> str:
@@ -197,6 +202,11 @@ def _finding_lists(r: Result) -> list[tuple[str, list[Failure], int]]:
         out.append(("failures", r.findings("failures"), n["failures"]))
     if n["warnings"]:
         out.append(("precision-loss warnings", r.findings("warnings"), n["warnings"]))
+    undecided = [f for f in r.undecided if r.decides(f.backend)]
+    if undecided:  # what makes the run inconclusive, each with why
+        total = sum(int(r.counts(b)["inconclusive"] + r.counts(b)["suspect"])
+                    for b in r.deciding)
+        out.append(("inconclusive entries", undecided, total))
     return out
 
 
@@ -214,7 +224,7 @@ def _finding_row(r: Result, f: Failure) -> dict:
     return {"backend": who, "kind": f.kind, "output": f.output, "sample": f.sample,
             "expected": repr(f.expected), "got": repr(f.got),
             "error / allowance": _fmt(m["error_over_allowance"]), "ULPs": _fmt(m["ulps"]),
-            "cause": f.cause or "-"}
+            "cause": f.cause or (f.note if f.kind == "inconclusive" else "-")}
 
 
 def _findings_md(r: Result) -> list[str]:
@@ -250,7 +260,8 @@ def _points(entry: Entry) -> dict:
     """The full point (every block) of each sample a finding names, by sample index."""
     from ..verify import draw
     r = entry.result
-    named = sorted({f.sample for f in r.failures + r.precision_losses + r.worst + r.kinks})
+    named = sorted({f.sample for f in r.failures + r.precision_losses + r.worst + r.kinks
+                    + r.undecided})
     if not named:
         return {}
     try:

@@ -655,18 +655,12 @@ def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float
     """The output balls (value, then every gradient entry) of one sample of a tensor model's
     derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened)."""
     from .tensor.interpret import evaluate as run
+    from .tensor.views import flat_balls
     ops = RoundedArbOps(dtype, function_ulps, exact=exact)
     one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
     with ctx.workprec(PREC):
         outs = run(model.gradient.outputs, ops, one)
-    balls = np.empty(1 + model.n_parameters, dtype=object)
-    balls[0] = np.asarray(outs[0]).reshape(-1)[0]
-    col = 1
-    for b, g in zip(model.param_blocks, outs[1:]):
-        balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
-                                                  (1,) + b.shape).reshape(-1)
-        col += b.size
-    return balls
+    return flat_balls(model, outs)
 
 
 def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype: str,

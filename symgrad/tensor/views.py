@@ -130,6 +130,19 @@ def _oracle_task(one: Mapping[str, np.ndarray], shared) -> tuple[np.ndarray, np.
     return _oracle_row(model, oracle_ops(dps), one)
 
 
+def flat_balls(model: TensorModel, outs: list) -> np.ndarray:
+    """One sample's ball outputs (value, then each parameter block) as a flat object array of
+    1 + parameters balls, in the comparison's column order."""
+    balls = np.empty(1 + model.n_parameters, dtype=object)
+    balls[0] = np.asarray(outs[0]).reshape(-1)[0]
+    col = 1
+    for b, g in zip(model.param_blocks, outs[1:]):
+        balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
+                                                  (1,) + b.shape).reshape(-1)
+        col += b.size
+    return balls
+
+
 def oracle_steps(model: TensorModel, samples: int) -> int:
     """The units of ``oracle_view``'s progress: nodes of the gradient program x samples."""
     return samples * len(model.gradient.nodes)
@@ -149,15 +162,7 @@ def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
 
     def balls_at(ops) -> np.ndarray:
-        outs = evaluate(model.gradient.outputs, ops, one)
-        balls = np.empty(1 + model.n_parameters, dtype=object)
-        balls[0] = np.asarray(outs[0]).reshape(-1)[0]
-        col = 1
-        for b, g in zip(model.param_blocks, outs[1:]):
-            balls[col:col + b.size] = np.broadcast_to(np.asarray(g, dtype=object),
-                                                      (1,) + b.shape).reshape(-1)
-            col += b.size
-        return balls
+        return flat_balls(model, evaluate(model.gradient.outputs, ops, one))
     with np.errstate(invalid="ignore", over="ignore"):
         claim = rel * np.abs(hi) + abs_
     run = escalate(balls_at, claim, fraction=0.5, start=start, cap=cap)

@@ -10,6 +10,23 @@ def models():
     return {name: zoo.get(name) for name in zoo.names() if name != "tiny_gpt"}
 
 
+@pytest.fixture(scope="session")
+def lse_overflow():
+    """The issue-16 case: plain sympy -(z0 - log(exp(z0) + exp(z1))) beside the user's exact
+    torch.logsumexp, float32, at z1 = 200 where exp overflows: (model, result)."""
+    import numpy as np
+    import sympy as sp
+
+    import symgrad as sg
+    z0, z1 = sp.symbols("z0 z1")
+
+    def lse(z0, z1):
+        return -(z0 - torch.logsumexp(torch.stack([z0, z1]), 0))
+    m = sg.Model("lse", -(z0 - sp.log(sp.exp(z0) + sp.exp(z1))), params=[z0, z1])
+    return m, sg.verify(m, torch_fn=lse, dtype="float32",
+                        at={z0: np.array([0.0, 1.0]), z1: np.array([200.0, 0.5])})
+
+
 def has_gpu() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available())

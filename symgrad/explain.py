@@ -310,6 +310,7 @@ def _shown(node: Node) -> sp.Expr:
 
 
 MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
+MAX_SIMPLIFIED_SYMBOLS = 8  # ... and one of more free symbols is not simplified (factoring cost)
 
 
 def _local(node: Node, u: sp.Symbol) -> sp.Expr:
@@ -353,7 +354,9 @@ def _scalar(model: Model, graph: Graph, values) -> list[Section]:
                                     if len(paths) > 2 else ""))
             chain.lines.append(Line(lhs, composed, _fmt_expr(values, composed)))
         expr = sp.diff(flat, p) if len(graph.nodes) <= 12 else None
-        if expr is not None:
+        # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
+        # entries, depending on the hash seed: simplified forms only for few scalars
+        if expr is not None and len(expr.free_symbols) <= MAX_SIMPLIFIED_SYMBOLS:
             nice = sp.factor(sp.simplify(expr))
             if len(latex(nice)) <= MAX_SIMPLIFIED_CHARS:  # else the chain rule lines stand
                 simp.lines.append(Line(sp.Derivative(graph.output.symbol, p, evaluate=False),

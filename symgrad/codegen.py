@@ -178,18 +178,28 @@ def compile_program(assignments: Sequence[tuple[sp.Symbol, sp.Expr]], args: Sequ
     Returns:
         The compiled function ``program(X) -> list``.
     """
-    names: dict[sp.Symbol, str] = {}
-    lines = [f"def {fname}(X):"]
+    printer = Printer(target, {})
+    lines = program_lines(f"def {fname}(X):", assignments, args, returns, printer)
+    return build(lines, target, printer, fname)
+
+
+def program_lines(header: str, assignments: Sequence[tuple[sp.Symbol, sp.Expr]],
+                  args: Sequence[sp.Symbol], returns: Sequence[sp.Expr],
+                  printer: Printer) -> list[str]:
+    """The source lines of a straight-line program: ``header``, the leaves read as
+    ``a_i = X[i]``, one ``v_i = ...`` per assignment (``printer``'s names filled in as it
+    goes), and ``return [...]``."""
+    names = printer.names
+    lines = [header]
     for i, s in enumerate(args):
         names[s] = f"a{i}"
         lines.append(f"    a{i} = X[{i}]")
-    printer = Printer(target, names)
     for i, (sym, expr) in enumerate(assignments):
         src = printer(expr)
         names[sym] = f"v{i}"
         lines.append(f"    v{i} = {src}")
-    lines.append("    return [" + ", ".join(printer(r) for r in returns) + "]")
-    return build(lines, target, printer, fname)
+    lines.append("    return [" + ", ".join(printer(sp.sympify(r)) for r in returns) + "]")
+    return lines
 
 
 def build(lines: list[str], target: Target, printer: Printer, fname: str) -> Callable:

@@ -59,7 +59,7 @@ import sympy as sp
 from flint import arb, ctx, fmpq
 
 from .backends import arb as arb_backend
-from .codegen import Printer, Target, build
+from .codegen import Printer, Target, build, program_lines
 from .compare import dtype_info
 from .errors import SymgradError
 
@@ -305,17 +305,8 @@ def compile_enclosure(assignments: Sequence[tuple[sp.Symbol, sp.Expr]],
         The compiled function; its constants are kept as sympy numbers and rounded per dtype.
     """
     t = _target()
-    names: dict = {}
-    lines = ["def enclosure(X, R):"]
-    for i, s in enumerate(leaves):
-        names[s] = f"a{i}"
-        lines.append(f"    a{i} = X[{i}]")
-    pr = _Printer(t, names)
-    for i, (sym, expr) in enumerate(assignments):
-        src = pr(expr)
-        names[sym] = f"v{i}"
-        lines.append(f"    v{i} = {src}")
-    lines.append("    return [" + ", ".join(pr(sp.sympify(o)) for o in outputs) + "]")
+    pr = _Printer(t, {})
+    lines = program_lines("def enclosure(X, R):", assignments, leaves, outputs, pr)
     lines.insert(1, "    " + "; ".join(f"{name} = R.constant(C_{name})"
                                       for name in pr.constants.values()) or "    pass")
     for expr, name in pr.constants.items():

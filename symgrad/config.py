@@ -31,6 +31,7 @@ class VerifyConfig:
     progress: bool = False  # progress bar on stderr for long runs
     backends: Optional[tuple[str, ...]] = None  # which to verify (numpy, torch, torch_fn);
     # None: all there are. ("torch_fn",) verifies only the user's code
+    order: int = 1  # 1: gradients; 2: Hessian-vector products (torch's double backward)
 
     def __post_init__(self) -> None:
         if not isinstance(self.samples, int) or self.samples < 1:
@@ -47,6 +48,9 @@ class VerifyConfig:
         if self.torch_fn_batching not in ("loop", "vmap"):
             raise SymgradError(f"torch_fn_batching={self.torch_fn_batching!r}: choose 'loop' "
                                "(plain autograd per sample) or 'vmap'")
+        if self.order not in (1, 2):
+            raise SymgradError(f"order={self.order!r}: symgrad verifies gradients (order=1) and "
+                               "Hessian-vector products (order=2)")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
         if self.backends is not None:

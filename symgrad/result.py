@@ -15,6 +15,7 @@ PASS, FAIL, UNDECIDED = "pass", "fail", "inconclusive"  # the three outcomes of 
 VERDICTS = (PASS, FAIL, UNDECIDED)
 UNRESOLVED = (INCONCLUSIVE, SUSPECT)  # statuses that are neither ok nor failing
 OWN_LABEL = "symgrad's own program"  # how a non-deciding own backend is labelled
+HVP_VALUE, HVP_PREFIX = "g·v", "Hv:"  # output names at order 2 (symgrad.hvp)
 
 
 def verdict_of(statuses) -> str:
@@ -78,6 +79,9 @@ class Failure:
 
     def message(self) -> str:
         what = ("the loss value" if self.output == "value"
+                else "the directional derivative g·v of the gradient" if self.output == HVP_VALUE
+                else f"the Hessian-vector product with respect to {self.output[3:]}"
+                if self.output.startswith(HVP_PREFIX)
                 else f"the gradient with respect to {self.output[3:]}")
         return (f"{self.backend}: {self.kind} in {what} at sample {self.sample} "
                 f"({_point(self.point)}): expected {self.expected!r}, got {self.got!r}, "
@@ -383,8 +387,9 @@ class Result:
         """One row per output group: the value, then each parameter block. The verdict column
         is the deciding backends'; symgrad's own programs' findings, where they do not decide,
         are added after it ("ok; symgrad's own program: FAIL")."""
-        groups = [("value", slice(0, 1))] + [(f"d/d{name}", slice(a, b))
-                                             for name, a, b in self.blocks]
+        value, prefix = (HVP_VALUE, HVP_PREFIX) if self.config.order == 2 else ("value", "d/d")
+        groups = [(value, slice(0, 1))] + [(f"{prefix}{name}", slice(a, b))
+                                           for name, a, b in self.blocks]
         deciding = self.deciding
         apart = [n for n in self.comparisons if n not in deciding]
         rows = []
@@ -425,6 +430,8 @@ class Result:
         head = (f"symgrad: {self.model} — {self.verdict.upper()} "
                 f"({len(self.oracle_samples)} of {self.config.samples} samples checked against "
                 "the exact derivative, "
+                + ("order 2: Hessian-vector products H v, a random v per sample, "
+                   if self.config.order == 2 else "") +
                 f"{self.config.dtype} on {self.config.device}, seed {self.config.seed})")
         table = tabulate([{k: (_fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")

@@ -17,7 +17,7 @@ from typing import Callable, Sequence
 import mpmath
 import numpy as np
 
-from . import oracle
+from . import hvp, oracle
 from .backends import numpy as np_backend
 from .backends import torch as torch_backend
 from .bounds import compile_bound
@@ -39,7 +39,7 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
            tolerance: Tolerance | None = None, at: dict | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
-           paths: tuple[str, ...] = ("eager",), client=None) -> Result:
+           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -64,6 +64,8 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
+        order: 1 (gradients) or 2: Hessian-vector products along a random direction per
+            sample, torch's double backward against the exact HVP (``symgrad.hvp``).
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -73,6 +75,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     chosen = cfg.chosen_backends(torch_fn is not None)
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
+    cfg = replace(cfg, order=order) if order != 1 else cfg
+    if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
+        derived, fn = hvp.second_order(model, torch_fn, module)
+        return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1), at=at,
+                                  client=client), model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
         from .modules import ModuleOptions, verify_module
         if at is not None or torch_fn is not None:
@@ -286,7 +293,8 @@ def derive(model: Model, cfg: VerifyConfig, timings: dict | None = None) -> Comp
                 reverse_accumulation(model, view="display")) if has_display else bound)
             compiled = Compiled(program, np_backend.compile_gradient(program, np_dtype),
                                 bound, display_bound,
-                                torch_backend.compile_forward(program), exact_fn)
+                                getattr(model, "compile_torch",  # order 2: symgrad.hvp
+                                        torch_backend.compile_forward)(program), exact_fn)
         model._cache[key] = compiled
         model._cache[key + ("times",)] = {"derive_s": t1 - t0,
                                           "compile_s": time.perf_counter() - t1}

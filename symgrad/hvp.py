@@ -1,0 +1,236 @@
+"""Second order: exact Hessian-vector products, verified as a first-order run.
+
+The gradient is itself a program, so ``second_order(model)`` builds the *HVP model*: the same
+parameters and inputs, one direction block ``v_<param>`` per parameter block (an input drawn
+from that parameter's domain, so every sample has its own direction from the run's one
+generator), and the loss ``g·v = Σ_p <∂L/∂p, v_p>`` written as the exact gradient program. Its
+gradient with respect to the parameters is the Hessian-vector product ``H v``; everything
+first-order verification does (oracle, rounding bound, kinks, comparer, causes, report) applies
+to it unchanged. The code under test is torch's double backward:
+
+- ``torch``: symgrad's own torch program of the model, ``g = autograd.grad(L, params,
+  create_graph=True)``, then autograd of ``Σ g·v`` (``hvp_forward`` / ``hvp_loss``);
+- ``torch_fn``: the user's per-sample torch code, the same way (``double_backward``).
+
+>>> import sympy as sp, symgrad as sg
+>>> w, x = sp.symbols("w x")
+>>> m = sg.Model("cube", w**3 * x, params=[w], inputs=[x])
+>>> h, _ = second_order(m)
+>>> [b.name for b in h.blocks]
+['w', 'x', 'v_w']
+>>> float(sg.exact_at(h, {"w": 2, "x": 1, "v_w": 1})["d/dw"])   # d²(w³)/dw² = 6 w
+12.0
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable, Sequence
+
+import sympy as sp
+import torch
+
+from . import tensor as st
+from .backends import torch as torch_backend
+from .derive import reverse_accumulation
+from .errors import SymgradError
+from .graph import Intermediate
+from .model import Model, matrix
+from .result import HVP_PREFIX, HVP_VALUE, Result
+from .tensor.derive import gradient
+from .tensor.interpret import evaluate
+from .tensor.model import Outputs, TensorModel
+
+def direction_name(block: str, taken: Sequence[str]) -> str:
+    """The direction block's name for parameter ``block``: ``v_<block>`` (more underscores if
+    a block of the model already has that name)."""
+    name = f"v_{block}"
+    while name in taken:
+        name = "v_" + name
+    return name
+
+
+def second_order(model, torch_fn: Callable | None = None, module=None):
+    """The HVP model of ``model`` (cached on it) and, given one, the user's torch code as
+    its double backward.
+
+    Arguments:
+        model: a ``sg.Model`` or a ``TensorModel``.
+        torch_fn: the user's per-sample torch code of ``model`` (``fn(**blocks) -> loss``).
+        module: refused (a module's double backward is not verified yet).
+    Returns:
+        ``(hvp_model, hvp_fn)``: a model of the same kind whose verified gradient is the
+        Hessian-vector product, and ``double_backward(torch_fn)`` (None without a torch_fn).
+    """
+    if module is not None:
+        raise SymgradError("order=2 verifies torch_fn= and symgrad's own torch program; a "
+                           "module= is not supported yet: wrap it as torch_fn(**blocks)")
+    if torch_fn is not None:
+        torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
+    if "hvp" not in model._cache:
+        build = _tensor_hvp if hasattr(model, "gradient") else _scalar_hvp
+        model._cache["hvp"] = build(model)
+    derived, names = model._cache["hvp"]
+    fn = None
+    if torch_fn is not None:
+        fn = double_backward(torch_fn, [b.name for b in model.blocks],
+                             [b.name for b in model.param_blocks], names)
+    return derived, fn
+
+
+def _scalar_hvp(model: Model) -> tuple[Model, list[str]]:
+    """A ``sg.Model`` whose loss is ``Σ g_i v_i`` over the exact gradient program (every step
+    of ``reverse_accumulation`` becomes a step of the new model, each op's own partials kept)."""
+    program = reverse_accumulation(model)
+    partials = {n.symbol: n.partials for n in model.graph.nodes if n.partials}
+    steps: dict[sp.Symbol, sp.Expr] = {}
+    for sym, expr in program.assignments:
+        node = Intermediate(expr.xreplace(steps), getattr(sym, "op", "adjoint"),
+                            getattr(sym, "label", None) or sym.name)
+        node.stop_shift = getattr(sym, "stop_shift", False)
+        steps[sym] = node
+    for old, given in partials.items():  # sigmoid' = s (1 - s) etc., in the new steps' names
+        steps[old].partials = {k.xreplace(steps): v.xreplace(steps) for k, v in given.items()}
+    taken = [b.name for b in model.blocks]
+    directions, names, loss = {}, [], sp.S.Zero
+    grads = iter(program.gradient)
+    for b in model.param_blocks:
+        name = direction_name(b.name, taken + names)
+        names.append(name)
+        if b.shape:
+            block = matrix(name, *b.shape)
+            syms = list(block)
+        else:
+            block = sp.Symbol(name, real=True)
+            syms = [block]
+        directions[block] = b.domain
+        for v in syms:
+            loss += next(grads).xreplace(steps) * v
+    derived = Model(f"{model.name}_hvp", Intermediate(loss, "hvp", "g·v"),
+                    params={_key(b): b.domain for b in model.param_blocks},
+                    inputs={**{_key(b): b.domain for b in model.input_blocks}, **directions},
+                    description=f"Hessian-vector product of {model.name}: d/dp (∂L/∂p · v)")
+    # the code under test: torch's double backward of the model's own torch program
+    derived.compile_torch = lambda program, m=model: hvp_forward(m)
+    return derived, names
+
+
+def _key(block):
+    """The block's key for ``sg.Model``: its symbol, or its entries as a matrix."""
+    if not block.shape:
+        return block.symbols[0]
+    rows, cols = (block.shape[0], 1) if len(block.shape) == 1 else block.shape
+    return sp.ImmutableMatrix(rows, cols, list(block.symbols))
+
+
+def hvp_forward(model: Model) -> Callable:
+    """symgrad's own torch program of ``model`` under double backward, as the HVP model's
+    torch forward: ``f(leaves) -> [g·v per sample]`` with ``g = autograd.grad(L, params,
+    create_graph=True)``; autograd of it (``backends.torch.run_program``) is torch's HVP.
+    Every leaf is an (N,) tensor; samples are independent, so one backward of the summed
+    loss gives every sample's gradient."""
+    forward = torch_backend.compile_forward(reverse_accumulation(model))
+    n_params, n_leaves = len(model.params), len(model.leaves)
+
+    def f(leaves):
+        value = forward(leaves[:n_leaves])[0]
+        return [_dot(value.sum(), leaves[:n_params], leaves[n_leaves:], lambda t: t)]
+    return f
+
+
+def _dot(loss: torch.Tensor, params: list, directions: list, reduce: Callable) -> torch.Tensor:
+    """Σ_p reduce(∂loss/∂p ∘ v_p) with the first backward kept differentiable (torch's double
+    backward); a gradient that does not depend on the parameters still returns a graph."""
+    if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+        raise SymgradError("order=2: the loss does not depend on the parameters (detached, a "
+                           "constant, or computed under torch.no_grad); return the loss tensor")
+    grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+    out = reduce(params[0] * 0)  # keeps a graph where the gradient is constant (H = 0)
+    for g, v in zip(grads, directions):
+        if g is not None:
+            out = out + reduce(g * v)
+    return out
+
+
+def double_backward(fn: Callable, blocks: list[str], params: list[str],
+                    directions: list[str]) -> Callable:
+    """The user's per-sample torch code under double backward: ``hvp_fn(**blocks, **v)``
+    returns ``Σ <∂fn/∂p, v_p>`` with the first backward kept differentiable, so its gradient
+    (what symgrad's torch_fn runner takes) is torch's Hessian-vector product."""
+    def hvp_fn(**given):
+        loss = fn(**{k: given[k] for k in blocks})
+        if isinstance(loss, torch.Tensor) and loss.numel() == 1:
+            loss = loss.reshape(())
+        return _dot(loss, [given[p] for p in params], [given[v] for v in directions],
+                    torch.sum)
+    hvp_fn.__name__ = f"{getattr(fn, '__name__', type(fn).__name__)} (double backward)"
+    hvp_fn.first_order = fn
+    return hvp_fn
+
+
+def _tensor_hvp(model: TensorModel) -> tuple[TensorModel, list[str]]:
+    """A ``TensorModel`` whose loss is ``Σ_p sum(g_p ∘ v_p)`` over the exact gradient program
+    (``tensor.derive.gradient``); its gradient is again a program: the exact HVP."""
+    taken = [b.name for b in model.blocks]
+    names, terms = [], []
+    for b, g in zip(model.param_blocks, model.gradient.grads):
+        name = direction_name(b.name, taken + names)
+        names.append(name)
+        v = st.input(name, b.shape, b.domain)
+        terms.append(st.sum_(st.map_(st.X[0] * st.X[1], g, v)))
+    while len(terms) > 1:  # a balanced sum of the blocks' scalars
+        terms = [st.map_(st.X[0] + st.X[1], *terms[i:i + 2]) if i + 1 < len(terms)
+                 else terms[i] for i in range(0, len(terms), 2)]
+    loss = terms[0]
+    params = [b.node for b in model.param_blocks]
+    derived = TensorModel(f"{model.name}_hvp", loss, params=params,
+                          description=f"Hessian-vector product of {model.name}")
+    order = [b.name for b in model.blocks] + names  # the parameters', inputs', then v's order
+    derived.blocks = tuple(sorted(derived.blocks, key=lambda b: order.index(b.name)))
+    derived.torch_loss = lambda table, leaves, m=model: hvp_loss(m, names, table, leaves)
+    return derived, names
+
+
+def hvp_loss(model: TensorModel, directions: list[str], table, leaves: dict) -> torch.Tensor:
+    """Torch's double backward of a tensor model's own torch program on a batch: per sample
+    ``Σ <∂L/∂p, v_p>`` with ``g = autograd.grad(L, params, create_graph=True)``."""
+    (loss,) = evaluate([model.loss], table, leaves)
+    n = loss.shape[0]
+    return _dot(loss.sum(), [leaves[b.name] for b in model.param_blocks],
+                [leaves[v] for v in directions], lambda t: t.reshape(n, -1).sum(1))
+
+
+class HvpOutputs(Sequence):
+    """A result's output names at order 2: ``g·v``, then ``Hv:<entry>`` per parameter entry."""
+
+    def __init__(self, first: Sequence[str]) -> None:
+        self.first = first
+
+    def __len__(self) -> int:
+        return len(self.first)
+
+    def __getitem__(self, k):
+        if isinstance(k, slice):
+            return [self[i] for i in range(*k.indices(len(self)))]
+        return relabel_output(self.first[k])
+
+
+def relabel_output(name: str) -> str:
+    """``value`` -> ``g·v``; ``d/d<entry>`` -> ``Hv:<entry>``."""
+    if name == "value":
+        return HVP_VALUE
+    return HVP_PREFIX + name[3:] if name.startswith("d/d") else name
+
+
+def relabel(result: Result, model) -> Result:
+    """The HVP model's first-order result as the order-2 result of ``model``: outputs and
+    findings named as Hessian-vector products, the run's config with ``order=2``."""
+    result.outputs = (HvpOutputs(result.outputs) if not isinstance(result.outputs, list)
+                      else [relabel_output(o) for o in result.outputs])
+    for field in ("failures", "precision_losses", "worst", "kinks", "undecided"):
+        setattr(result, field, [replace(f, output=relabel_output(f.output))
+                                for f in getattr(result, field)])
+    result.config = replace(result.config, order=2)
+    result.model = model.name
+    result._memo.clear()
+    return result

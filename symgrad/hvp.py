@@ -27,6 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Callable, Sequence
 
+import numpy as np
 import sympy as sp
 import torch
 
@@ -67,10 +68,7 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
                            "module= is not supported yet: wrap it as torch_fn(**blocks)")
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
-    if "hvp" not in model._cache:
-        build = _tensor_hvp if hasattr(model, "gradient") else _scalar_hvp
-        model._cache["hvp"] = build(model)
-    derived, names = model._cache["hvp"]
+    derived, names = _built(model)
     fn = None
     if torch_fn is not None:
         fn = double_backward(torch_fn, [b.name for b in model.blocks],
@@ -78,41 +76,81 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
     return derived, fn
 
 
+def _built(model) -> tuple:
+    """(HVP model, direction block names), built once per model."""
+    if "hvp" not in model._cache:
+        build = _tensor_hvp if hasattr(model, "gradient") else _scalar_hvp
+        model._cache["hvp"] = build(model)
+    return model._cache["hvp"]
+
+
+def with_directions(model, at: dict | None, seed: int) -> dict | None:
+    """``at=`` for the HVP model: the given samples of ``model``'s blocks, and for each
+    direction block not given, one direction per sample drawn from its parameter's domain
+    (seeded by the run's seed).
+
+    Arguments:
+        model: the model verified at order 2.
+        at: block name (or symbol) -> values, as ``sg.verify(at=...)`` takes them; or None.
+        seed: the run's seed.
+    Returns:
+        ``at`` with every ``v_<param>`` block (None when ``at`` is None).
+    """
+    if at is None or not isinstance(at, dict):
+        return at
+    derived, names = _built(model)
+    given = {getattr(k, "name", k): v for k, v in at.items()}
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 2]))
+    out = dict(given)
+    for b, name in zip(model.param_blocks, names):
+        if name in given or b.name not in given:
+            continue
+        shape = np.shape(given[b.name])
+        lead = () if shape == tuple(b.shape) else shape[:1]
+        out[name] = np.asarray(b.domain.sample(rng, (*lead, *b.shape)), dtype=np.float64)
+    return out
+
+
 def _scalar_hvp(model: Model) -> tuple[Model, list[str]]:
     """A ``sg.Model`` whose loss is ``Σ g_i v_i`` over the exact gradient program (every step
-    of ``reverse_accumulation`` becomes a step of the new model, each op's own partials kept)."""
-    program = reverse_accumulation(model)
-    partials = {n.symbol: n.partials for n in model.graph.nodes if n.partials}
-    steps: dict[sp.Symbol, sp.Expr] = {}
-    for sym, expr in program.assignments:
-        node = Intermediate(expr.xreplace(steps), getattr(sym, "op", "adjoint"),
-                            getattr(sym, "label", None) or sym.name)
-        node.stop_shift = getattr(sym, "stop_shift", False)
-        steps[sym] = node
-    for old, given in partials.items():  # sigmoid' = s (1 - s) etc., in the new steps' names
-        steps[old].partials = {k.xreplace(steps): v.xreplace(steps) for k, v in given.items()}
+    of ``reverse_accumulation`` becomes a step of the new model, each op's own partials kept).
+    Its textbook (display) form is the same over the model's textbook gradient program, so a
+    user's composition keeps the larger allowance of the two, as at first order."""
     taken = [b.name for b in model.blocks]
-    directions, names, loss = {}, [], sp.S.Zero
-    grads = iter(program.gradient)
+    directions, names, entries = {}, [], []
     for b in model.param_blocks:
         name = direction_name(b.name, taken + names)
         names.append(name)
-        if b.shape:
-            block = matrix(name, *b.shape)
-            syms = list(block)
-        else:
-            block = sp.Symbol(name, real=True)
-            syms = [block]
+        block = matrix(name, *b.shape) if b.shape else sp.Symbol(name, real=True)
         directions[block] = b.domain
-        for v in syms:
-            loss += next(grads).xreplace(steps) * v
-    derived = Model(f"{model.name}_hvp", Intermediate(loss, "hvp", "g·v"),
+        entries += list(block) if b.shape else [block]
+    loss = Intermediate(_dot_program(model, "compute", entries), "hvp", "g·v")
+    if any(getattr(n.symbol, "display", None) is not None for n in model.graph.nodes):
+        loss.display = _dot_program(model, "display", entries)
+    derived = Model(f"{model.name}_hvp", loss,
                     params={_key(b): b.domain for b in model.param_blocks},
                     inputs={**{_key(b): b.domain for b in model.input_blocks}, **directions},
                     description=f"Hessian-vector product of {model.name}: d/dp (∂L/∂p · v)")
     # the code under test: torch's double backward of the model's own torch program
     derived.compile_torch = lambda program, m=model: hvp_forward(m)
     return derived, names
+
+
+def _dot_program(model: Model, view: str, directions: list) -> sp.Expr:
+    """``Σ g_i v_i`` over the gradient program of ``view``, each of its steps a new step."""
+    program = reverse_accumulation(model, view=view)
+    graph = model.graph if view == "compute" else model.display_graph
+    steps: dict[sp.Symbol, sp.Expr] = {}
+    for sym, expr in program.assignments:
+        node = Intermediate(expr.xreplace(steps), getattr(sym, "op", "adjoint"),
+                            getattr(sym, "label", None) or sym.name)
+        node.stop_shift = getattr(sym, "stop_shift", False)
+        steps[sym] = node
+    for n in graph.nodes:  # sigmoid' = s (1 - s) etc., in the new steps' names
+        if n.partials:
+            steps[n.symbol].partials = {k.xreplace(steps): v.xreplace(steps)
+                                        for k, v in n.partials.items()}
+    return sp.Add(*[g.xreplace(steps) * v for g, v in zip(program.gradient, directions)])
 
 
 def _key(block):

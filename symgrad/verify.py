@@ -78,8 +78,9 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     cfg = replace(cfg, order=order) if order != 1 else cfg
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
-        return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1), at=at,
-                                  client=client), model)
+        return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
+                                  at=hvp.with_directions(model, at, cfg.seed), client=client),
+                           model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
         from .modules import ModuleOptions, verify_module
         if at is not None or torch_fn is not None:

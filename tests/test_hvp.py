@@ -1,0 +1,231 @@
+"""Second order (``sg.verify(model, order=2)``, ``symgrad.hvp``): exact Hessian-vector products
+against torch's double backward. Planted second-order bugs must fail on the neuron, simplenet and
+tiny_gpt; correct code (the built-ins' own torch programs, hand-written torch, relu/max models
+away from and at a kink) must not."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+from torch.nn import functional as F
+
+import symgrad as sg
+import symgrad.tensor as st
+from symgrad import hvp, zoo
+from symgrad.errors import SymgradError
+from symgrad.hvp_mutants import detached_backward, patched, prod_linear, scaled_second
+from symgrad.tensor.model import TensorModel
+
+
+# ------------------------------------------------------------------ correct torch code
+def neuron_fn(w, b, x, y):
+    """The neuron's BCE of a sigmoid as softplus(z) - y z (nn.BCELoss's double backward is
+    itself off, below; the naive log(1 - sigmoid) form loses digits at a saturated logit)."""
+    z = x * w + b
+    return F.softplus(z) - y * z
+
+
+def simplenet_fn(W1, b1, W2, b2, x, y):
+    z = F.linear(torch.relu(F.linear(x, W1, b1)), W2, b2)[0]
+    return F.softplus(z) - y * z
+
+
+def neuron_prod_fn(w, b, x, y):
+    """z = prod(x, w) + b: torch.prod's double backward on the pair (x, w)."""
+    z = torch.prod(torch.stack([x, w])) + b
+    return F.softplus(z) - y * z
+
+
+@pytest.fixture(scope="module")
+def gpt():
+    return zoo.get("tiny_gpt", config={"n_layers": 1}, tokens=4)
+
+
+def _softplus_mutant(fn, make):
+    return patched(fn, F, "softplus", lambda orig, x: make(orig)(x))
+
+
+def _gelu_mutant(fn, make):
+    return patched(fn, F, "gelu", lambda orig, x, approximate="none":
+                   make(orig)(x, approximate=approximate))
+
+
+def _near_zero(model, n: int, seed: int, scale: float = 1e-7) -> dict:
+    """n samples of the model's blocks, every fourth entry of each parameter block scaled to
+    ``scale`` of its draw: near (not at) zero, where torch.prod's double backward cancels."""
+    values = model.draw(n, np.random.default_rng(seed), "float64")
+    for b in model.param_blocks:
+        flat = values[b.name].reshape(n, -1).copy()
+        flat[:, ::4] *= scale
+        values[b.name] = flat.reshape(values[b.name].shape)
+    return values
+
+
+MUTANTS = {
+    "detached": detached_backward,
+    "scaled": lambda orig: scaled_second(orig, 1 + 1e-10),
+}
+
+
+# ------------------------------------------------------------------ planted bugs: caught
+@pytest.mark.parametrize("kind", list(MUTANTS))
+@pytest.mark.parametrize("name,fn,samples", [("neuron", neuron_fn, 100),
+                                             ("simplenet", simplenet_fn, 40)])
+def test_planted_second_order_bug_is_caught(name, fn, samples, kind):
+    model = zoo.get(name)
+    assert sg.verify(model, torch_fn=fn, order=2, samples=samples, seed=0).ok
+    r = sg.verify(model, torch_fn=_softplus_mutant(fn, MUTANTS[kind]), order=2,
+                  samples=samples, seed=0)
+    assert r.verdict == "fail"
+    assert sg.verify(model, torch_fn=_softplus_mutant(fn, MUTANTS[kind]), samples=samples,
+                     seed=0).ok  # first order cannot see it
+    assert "Hessian-vector product with respect to" in r.failures[0].message()
+    assert r.failures[0].backend == "torch_fn"
+
+
+@pytest.mark.parametrize("kind", list(MUTANTS))
+def test_planted_second_order_bug_is_caught_on_tiny_gpt(gpt, kind):
+    r = sg.verify(gpt, torch_fn=_gelu_mutant(gpt.reference, MUTANTS[kind]), order=2,
+                  samples=2, seed=0)
+    assert r.verdict == "fail"
+    assert r.failures[0].output.startswith("Hv:h0_")  # the GELU's layer
+
+
+def test_tiny_gpt_reference_passes_at_order_2(gpt):
+    assert sg.verify(gpt, torch_fn=gpt.reference, order=2, samples=2, seed=0).ok
+
+
+def test_torch_prod_double_backward_near_zero_is_caught():
+    """torch 2.13's prod backward is grad * out / x (no zero); its double backward
+    differentiates that: out'/x - out/x^2 cancels near a zero entry (not at one, where prod
+    takes another path). Caught on each model where a parameter entry is near 0; the same
+    runs pass at first order and with the plain product."""
+    model = zoo.get("neuron")
+    at = _near_zero(model, 20, 0)
+    assert sg.verify(model, torch_fn=neuron_fn, order=2, at=at, seed=0).ok
+    assert sg.verify(model, torch_fn=neuron_prod_fn, at=at, seed=0).ok
+    r = sg.verify(model, torch_fn=neuron_prod_fn, order=2, at=at, seed=0)
+    assert r.verdict == "fail" and r.failures[0].output == "Hv:w"
+
+    net = zoo.get("simplenet")
+    at = _near_zero(net, 10, 0)
+    prod_net = patched(simplenet_fn, F, "linear", lambda orig, *a: prod_linear(*a))
+    assert sg.verify(net, torch_fn=simplenet_fn, order=2, at=at, seed=0).ok
+    assert sg.verify(net, torch_fn=prod_net, order=2, at=at, seed=0).verdict == "fail"
+
+
+def test_torch_prod_double_backward_near_zero_is_caught_on_tiny_gpt(gpt):
+    at = _near_zero(gpt, 1, 0)
+    prod_gpt = patched(gpt.reference, F, "linear", lambda orig, *a: prod_linear(*a))
+    assert sg.verify(gpt, torch_fn=prod_gpt, at=at, seed=0).verdict != "fail"
+    assert sg.verify(gpt, torch_fn=prod_gpt, order=2, at=at, seed=0).verdict == "fail"
+
+
+def test_bce_loss_double_backward_is_a_torch_finding():
+    """nn.BCELoss's double backward is off by ~1e-10 relative everywhere (torch 2.13; its
+    formula keeps an epsilon), a true finding: the neuron's native reference fails at order 2,
+    the same BCE written out passes."""
+    model = zoo.get("neuron")
+    r = sg.verify(model, torch_fn=model.reference, order=2, samples=50, seed=0)
+    assert r.verdict == "fail"
+    assert sg.verify(model, torch_fn=neuron_fn, order=2, samples=50, seed=0).ok
+
+
+# ------------------------------------------------------------------ correct code: passes
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("name", ["neuron", "simplenet"])
+def test_own_torch_program_passes_at_order_2(name, seed, dtype):
+    """float64 passes; float32 never fails (an entry whose terms cancel below float32's
+    allowance is inconclusive, as at first order, never a pass or a false alarm)."""
+    r = sg.verify(zoo.get(name), order=2, samples=50, seed=seed, dtype=dtype)
+    assert (r.ok if dtype == "float64" else r.verdict != "fail" and not r.failures), str(r)
+    assert r.config.order == 2 and r.model == name
+    assert r.rows()[1]["output"].startswith("Hv:")
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_tiny_gpt_own_program_at_order_2(gpt, dtype):
+    r = sg.verify(gpt, order=2, samples=2, seed=1, dtype=dtype)
+    assert r.ok if dtype == "float64" else r.verdict != "fail", str(r)
+
+
+def _relu_max():
+    w, b, x = sp.symbols("w b x")
+    m = sg.Model("relu_max", sg.ops.relu(w * x + b) ** 2 + sp.Max(w, b) * x + sg.ops.relu(w),
+                 params=[w, b], inputs={x: sg.Uniform(-2, 2)})
+    return m, lambda w, b, x: torch.relu(w * x + b) ** 2 + torch.maximum(w, b) * x + torch.relu(w)
+
+
+def test_relu_max_away_from_kinks_and_at_kinks():
+    """Second derivatives of relu / max are 0 a.e. (relu(z)^2: 2 H(z)); at the kinks (z = 0,
+    w = b, w = 0 exactly) torch's double backward is no false alarm."""
+    m, fn = _relu_max()
+    assert sg.verify(m, torch_fn=fn, order=2, samples=200, seed=1).ok
+    at = {"w": np.array([1.0, 0.5, 0.0]), "b": np.array([-1.0, 0.5, 0.0]),
+          "x": np.array([1.0, 1.5, 0.25])}
+    r = sg.verify(m, torch_fn=fn, order=2, at=at, seed=1)
+    assert r.ok, str(r)
+
+
+def test_tensor_relu_at_a_kink():
+    W, x = st.param("W", (3, 2)), st.input("x", (2,))
+    h = st.map_(sp.Max(st.X[0], 0), st.einsum("ij,j->i", W, x))
+    m = TensorModel("trelu", st.sum_(st.map_(st.X[0] ** 3, h)))
+    fn = lambda W, x: (torch.relu(W @ x) ** 3).sum()  # noqa: E731
+    assert sg.verify(m, torch_fn=fn, order=2, samples=20, seed=0).ok
+    at = {"W": np.array([[[1.0, -1.0], [0.5, 0.5], [2.0, 1.0]]]), "x": np.array([[1.0, 1.0]])}
+    assert sg.verify(m, torch_fn=fn, order=2, at=at, seed=0).ok
+
+
+# ------------------------------------------------------------------ the construction
+def test_hvp_model_is_exact():
+    """The HVP model's gradient is H v (sympy.diff twice), for the scalar and tensor paths."""
+    w, x = sp.symbols("w x")
+    m = sg.Model("cube", sp.exp(w) * w ** 3 * x, params=[w], inputs=[x])
+    h, _ = hvp.second_order(m)
+    got = sg.exact_at(h, {"w": 0.5, "x": 2, "v_w": 3})["d/dw"]
+    ww = sp.Symbol("ww")
+    want = sp.diff(sp.exp(ww) * ww ** 3 * 2, ww, 2).subs(ww, sp.Rational(1, 2)) * 3
+    assert abs(float(got) - float(want)) < 1e-12 * abs(float(want))
+    W = st.param("W", (2,))
+    tm = TensorModel("tcube", st.sum_(st.map_(st.X[0] ** 3, W)))
+    th, _ = hvp.second_order(tm)
+    assert [b.name for b in th.blocks] == ["W", "v_W"]
+    from symgrad.tensor.views import numpy_view
+    out = numpy_view(th, {"W": np.array([[1.0, 2.0]]), "v_W": np.array([[0.5, -1.0]])},
+                     "float64")
+    assert out.tolist() == [[3 * 0.5 - 12 * 1.0, 6 * 1.0 * 0.5, 6 * 2.0 * -1.0]]
+
+
+def test_same_seed_same_directions():
+    m = zoo.get("neuron")
+    a, b = (sg.verify(m, order=2, samples=20, seed=3) for _ in range(2))
+    assert np.array_equal(a.comparisons["torch"].got, b.comparisons["torch"].got)
+    c = sg.verify(m, order=2, samples=20, seed=4)
+    assert not np.array_equal(a.comparisons["torch"].got, c.comparisons["torch"].got)
+
+
+def test_order_errors():
+    m = zoo.get("neuron")
+    with pytest.raises(SymgradError, match="order=3"):
+        sg.verify(m, order=3)
+    with pytest.raises(SymgradError, match="module"):
+        sg.verify(m, order=2, module=torch.nn.Linear(1, 1))
+    with pytest.raises(SymgradError, match="missing argument"):
+        sg.verify(m, order=2, torch_fn=lambda w, b, x: w)
+
+
+def test_own_torch_backend_is_torchs_double_backward(monkeypatch):
+    """The own 'torch' backend at order 2 is torch's double backward of symgrad's torch program
+    (not the derived HVP program run in torch): a torch.log1p (in the program's stable
+    softplus) whose backward is not itself differentiable fails it, while the numpy backend
+    (the exact HVP program) still passes."""
+    model = zoo.get("neuron")
+    monkeypatch.setattr(torch, "log1p", detached_backward(torch.log1p))
+    r = sg.verify(model, order=2, samples=50, seed=0)
+    assert r.verdict == "fail"
+    assert {f.backend for f in r.failures} == {"torch"}
+    assert r.summary("numpy")["verdict"] == "pass"

@@ -42,6 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--train", action="store_true",
                    help="--module in train mode: dropout fed symgrad's keep-masks")
     v.add_argument("--json", action="store_true", help="print one JSON document on stdout")
+    v.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: Hessian-vector products (torch's double backward, symgrad.hvp)")
     r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports",
                        epilog=EXIT_CODES)
     r.add_argument("models", nargs="*", metavar="NAME|module:attr",
@@ -206,10 +208,12 @@ def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
             from .modules.load import load_module
             module = load_module(args.module, _module_config(model, args), cfg.dtype,
                                  cfg.device)
-            results.append(verify(model, module=module, train=args.train, config=cfg))
+            results.append(verify(model, module=module, train=args.train, config=cfg,
+                                  order=args.order))
         else:
             ref = None if args.no_reference else model.reference
-            results.append(verify(model, torch_fn=ref, config=cfg, client=client))
+            results.append(verify(model, torch_fn=ref, config=cfg, client=client,
+                                  order=args.order))
         lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
     if args.json:
         doc = {"ok": all(r.ok for r in results),

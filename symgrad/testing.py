@@ -21,6 +21,7 @@ from typing import Callable
 
 import torch
 
+from .hvp import second_order
 from .model import Model
 from .verify import verify
 
@@ -79,7 +80,8 @@ def _observation(result) -> float:
 
 def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
                            max_examples: int = 100, dtype: str = "float64",
-                           device: str = "cpu", allow_inconclusive: bool = False) -> None:
+                           device: str = "cpu", allow_inconclusive: bool = False,
+                           order: int = 1) -> None:
     """Search for an input where a backend's gradient disagrees with the exact derivative.
 
     Uses hypothesis (derandomized: the same run every time) with ``hypothesis.target`` steering
@@ -93,6 +95,8 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
         allow_inconclusive: False (default): an inconclusive verdict (an entry the dtype or the
             oracle cannot decide, or a suspicion not proven either way) fails the test like a
             wrong gradient; True: only a fail does.
+        order: 2 searches parameters, inputs and directions v for a wrong Hessian-vector
+            product (torch's double backward, ``symgrad.hvp``).
     Raises:
         AssertionError: exactly one, with the table of the worst entries and the minimal
             (shrunk) input, on a failing (or, unless allowed, inconclusive) verdict.
@@ -107,9 +111,9 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
 
     @settings(max_examples=max_examples, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
-    @given(inputs(model))
+    @given(inputs(second_order(model)[0] if order == 2 else model))  # order 2: v searched too
     def check(sample):
-        r = verify(model, torch_fn=torch_fn, at=sample, dtype=dtype, device=device)
+        r = verify(model, torch_fn=torch_fn, at=sample, dtype=dtype, device=device, order=order)
         target(_observation(r), label="log10 error / allowance")
         if r.verdict in bad:
             worst["result"] = r

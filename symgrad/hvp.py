@@ -38,9 +38,9 @@ from .errors import SymgradError
 from .graph import Intermediate
 from .model import Model, matrix
 from .result import HVP_PREFIX, HVP_VALUE, Result
-from .tensor.derive import gradient
 from .tensor.interpret import evaluate
-from .tensor.model import Outputs, TensorModel
+from .tensor.model import TensorModel
+
 
 def direction_name(block: str, taken: Sequence[str]) -> str:
     """The direction block's name for parameter ``block``: ``v_<block>`` (more underscores if

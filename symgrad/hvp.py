@@ -37,7 +37,8 @@ from .derive import reverse_accumulation
 from .errors import SymgradError
 from .graph import Intermediate
 from .model import Model, matrix
-from .result import HVP_PREFIX, HVP_VALUE, Result
+from .result import Result
+from .result_text import HVP_PREFIX, HVP_VALUE
 from .tensor.interpret import evaluate
 from .tensor.model import TensorModel
 

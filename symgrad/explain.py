@@ -26,7 +26,7 @@ from .errors import SymgradError
 from .graph import Graph, Node
 from .htmlpage import page
 from .model import Model
-from .notation import fold, latex, mathml, names_from, sigma
+from .notation import MAX_TERMS, fold, latex, mathml, names_from, sigma
 
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
@@ -43,9 +43,10 @@ class Line:
     comment: str = ""  # plain text after the equation
     tex: str = ""  # a ready LaTeX equation instead of lhs = rhs
     html: str = ""  # its MathML
+    max_terms: int = MAX_TERMS  # longer sums are folded (the same in every format)
 
     def latex(self) -> str:
-        return self.tex or f"{latex(self.lhs)} = {latex(fold(self.rhs))}"
+        return self.tex or f"{latex(self.lhs)} = {latex(fold(self.rhs, self.max_terms))}"
 
 
 @dataclass
@@ -113,9 +114,9 @@ class Explanation:
                     if ln.html or ln.lhs is None:
                         math = ln.html
                     elif _eqable(ln):
-                        math = mathml(sp.Eq(ln.lhs, fold(ln.rhs), evaluate=False))
+                        math = mathml(sp.Eq(ln.lhs, fold(ln.rhs, ln.max_terms), evaluate=False))
                     else:
-                        math = mathml(ln.lhs) + " = " + mathml(ln.rhs)
+                        math = mathml(ln.lhs) + " = " + mathml(fold(ln.rhs, ln.max_terms))
                     val = (f" = <code>{_html.escape(ln.value)}</code>" if ln.value is not None
                            else "")
                     note = f" <span>{_html.escape(ln.comment)}</span>" if ln.comment else ""
@@ -350,8 +351,7 @@ def _scalar(model: Model, graph: Graph, values) -> list[Section]:
             composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
                                 for path in paths])
             lhs = sp.Derivative(graph.output.symbol, p, evaluate=False)
-            chain.lines.append(Line(lhs, product, tex=f"{latex(lhs)} = {latex(fold(product, 2))}"
-                                    if len(paths) > 2 else ""))
+            chain.lines.append(Line(lhs, product, max_terms=2 if len(paths) > 2 else MAX_TERMS))
             chain.lines.append(Line(lhs, composed, _fmt_expr(values, composed)))
         expr = sp.diff(flat, p) if len(graph.nodes) <= 12 else None
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's

@@ -17,6 +17,7 @@ import sympy as sp
 from ..graph import Graph, Node
 from ..model import Model
 from ..notation import fold, latex, mathml, names_from
+from ..present.texmath import tex_to_mathml
 
 MAX_FAMILIES = 40  # families of steps shown; the rest are counted
 MAX_ADJOINTS = 8  # steps of the computed (stable) gradient program shown
@@ -240,24 +241,8 @@ def index_rules(graph: Graph) -> list[Formula]:
 
 
 def mathml_of_tex(tex: str) -> str:
-    """MathML for a rule written in LaTeX: its annotation (browsers show the text form)."""
-    import html
-    return ('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><semantics>'
-            f"<mtext>{html.escape(_plain(tex))}</mtext>"
-            f'<annotation encoding="application/x-tex">{html.escape(tex)}</annotation>'
-            "</semantics></math>")
-
-
-def _plain(tex: str) -> str:
-    """A readable plain-text form of a LaTeX rule (for HTML)."""
-    table = [(r"\delta", "δ"), (r"\hat", ""), (r"\frac", ""), (r"\sum_k", "Σ_k"),
-             (r"\sum_t", "Σ_t"), (r"\sum_{s' \le t}", "Σ_{s'≤t}"), (r"\circ", "∘"),
-             (r"\Big", ""), (r"\big", ""), (r"\quad", "   "), (r"\partial", "∂"),
-             (r"\sqrt", "√"), (r"\mathrm", ""), (r"\mathrel", ""), (r"\,", " "),
-             (r"\le", "≤"), ("^{T}", "ᵀ")]
-    for a, b in table:
-        tex = tex.replace(a, b)
-    return tex.replace("{", "").replace("}", "")
+    """MathML for a rule written in LaTeX (the same formula: fractions, roots, sums)."""
+    return tex_to_mathml(tex)
 
 
 def _matrix_eq(lhs, rhs) -> Formula:

@@ -1,0 +1,76 @@
+"""What a reader sees: every formula of every zoo page the same in HTML (MathML) as in Markdown
+and LaTeX, the committed report pages included."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from symgrad import explain, zoo
+from symgrad.errors import SymgradError
+from symgrad.present.texmath import tex_to_mathml
+from symgrad.report import gradient_formulas, model_formulas
+from symgrad.report.formulas import INDEX_RULES
+
+REPORTS = Path(__file__).resolve().parent.parent / "reports"
+ZOO_PAGES = [n for n in sorted(p.stem for p in REPORTS.glob("*.md")) if n in zoo.names()]
+
+
+def tex_structure(tex: str) -> dict[str, int]:
+    """How many fractions, roots and sums a LaTeX formula writes."""
+    return {"frac": len(re.findall(r"\\[dt]?frac(?![A-Za-z])", tex)),
+            "root": len(re.findall(r"\\sqrt(?![A-Za-z])", tex)),
+            "sum": len(re.findall(r"\\sum(?![A-Za-z])", tex))}
+
+
+def mathml_structure(ml: str) -> dict[str, int]:
+    """The same counts from MathML (its LaTeX annotation left out)."""
+    ml = re.sub(r"<annotation\b.*?</annotation>", "", ml, flags=re.S)
+    return {"frac": ml.count("<mfrac"), "root": ml.count("<msqrt") + ml.count("<mroot"),
+            "sum": len(re.findall(r"∑|&#x2211;|&#8721;", ml))}
+
+
+def assert_same(tex: str, ml: str, where: str) -> None:
+    assert ml, f"{where}: a formula with no HTML: {tex}"
+    assert mathml_structure(ml) == tex_structure(tex), f"{where}:\n{tex}\n{ml}"
+    plain = re.findall(r"<mtext>([^<]*)</mtext>", ml)
+    assert not any("=" in t for t in plain), f"{where}: a formula as plain text: {plain}"
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_report_formulas_same_in_html_as_in_latex(name):
+    m = zoo.get(name)
+    shown = [("model", f) for f in model_formulas(m)]
+    shown += [(title, f) for title, fs in gradient_formulas(m) for f in fs]
+    assert any(f.latex for _, f in shown)
+    for where, f in shown:
+        if f.latex:
+            assert_same(f.latex, f.mathml, f"{name}, {where}")
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_explain_formulas_same_in_html_as_in_markdown(name):
+    e = explain(zoo.get(name))
+    md = re.findall(r"^\$\$ (.*) \$\$$", e.markdown(), flags=re.M)
+    html = re.findall(r'<p class="eq">(.*?)</p>', e.html_fragment(), flags=re.S)
+    assert md and len(md) == len(html)
+    for tex, ml in zip(md, html):
+        assert_same(tex, ml, f"explain {name}")
+
+
+def test_textbook_rules_keep_their_fractions():
+    """The rules that lost their fraction bars (attention's 1/sqrt(d), dropout's 1/(1-p),
+    cross-entropy's 1/T, LayerNorm's r_t/C)."""
+    page = "".join(f.mathml for _, fs in gradient_formulas(zoo.get("tiny_gpt")) for f in fs)
+    assert page.count("<msqrt>") == 2
+    for rule in ("dropout", "nll", "layer_norm", "score"):
+        assert "<mfrac>" in tex_to_mathml(INDEX_RULES[rule][1])
+
+
+def test_tex_to_mathml_refuses_what_it_cannot_show():
+    with pytest.raises(SymgradError, match=r"unknown command \\frobnicate"):
+        tex_to_mathml(r"x = \frobnicate{y}")
+    with pytest.raises(SymgradError, match="unbalanced"):
+        tex_to_mathml(r"x}")

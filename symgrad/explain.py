@@ -26,6 +26,7 @@ from .errors import SymgradError
 from .graph import Graph, Node
 from .htmlpage import page
 from .model import Model
+from .points import by_name
 from .notation import MAX_TERMS, fold, latex, mathml, names_from, sigma
 
 
@@ -178,11 +179,14 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
 
     Arguments:
         model: the model to explain.
-        at: optional point, block name -> value (scalars; nested lists for blocks).
+        at: optional point, block name (or the block's sympy symbol) -> value (scalars;
+            nested lists for blocks), read as ``verify(at=)`` and ``exact_at`` read it.
     Returns:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
     from .tensor.model import TensorModel
+    if at is not None:  # block names or the blocks' symbols, as verify(at=) and exact_at
+        at = by_name(model, at, "explain: at")
     if isinstance(model, TensorModel):
         return _tensor(model, at)
     graph = model.display_graph
@@ -192,6 +196,8 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
                                f"--at evaluates derivations of models of up to {MAX_STEPS} "
                                "steps (verify and report work at any size)")
         return _summarized(model, graph)
+    if at is not None:
+        at = by_name(model, at, "explain: at", complete=True)
     values = _values_at(model, at) if at is not None else None
     grouped = all(_group(n) is not None or n is graph.output for n in graph.nodes)
     sections = None

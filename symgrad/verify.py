@@ -30,6 +30,7 @@ from .confirm import Experiments, confirm, needs_confirmation
 from .errors import SymgradError
 from .derive import Program, reverse_accumulation
 from .model import Model
+from .points import by_name
 from .progress import phase
 from .result import BackendRun, Failure, Result, undecided_note
 
@@ -320,7 +321,7 @@ def draw(model: Model, cfg: VerifyConfig) -> Batch:
 def _given(model: Model, at: dict, dtype: str) -> Batch:
     """Explicit samples, checked against the blocks and rounded to the run's dtype."""
     from .model import round_to
-    at = _by_name(model, at, "at")
+    at = by_name(model, at, "at")
     values, n = {}, None
     for b in model.blocks:
         if b.name not in at:
@@ -340,27 +341,6 @@ def _given(model: Model, at: dict, dtype: str) -> Batch:
         values[b.name] = round_to(v, dtype)
     X = np.concatenate([values[b.name].reshape(n, -1) for b in model.blocks], axis=1).T
     return Batch(values, np.ascontiguousarray(X))
-
-
-def _by_name(model: Model, given: dict, what: str) -> dict:
-    """Keys of ``at=`` / a point as block names: strings, or the blocks' sympy symbols."""
-    if not isinstance(given, dict):
-        raise SymgradError(f"{what} must be a dict of block name (or symbol) -> values, got "
-                           f"{type(given).__name__}")
-    out = {}
-    for k, v in given.items():
-        name = getattr(k, "name", None) if not isinstance(k, str) else k
-        if not isinstance(name, str):
-            raise SymgradError(f"{what}: key {k!r} is neither a block name nor a symbol; "
-                               f"blocks: {', '.join(b.name for b in model.blocks)}")
-        out[name] = v
-    known = {b.name for b in model.blocks}
-    unknown, missing = sorted(set(out) - known), sorted(known - set(out))
-    if unknown:  # a typo names itself, and the block it probably meant
-        raise SymgradError(f"{what}: unknown name(s) {unknown}"
-                           + (f"; missing {missing}" if missing else "")
-                           + f"; the blocks are {', '.join(b.name for b in model.blocks)}")
-    return out
 
 
 def _check_integers(block, v: np.ndarray, what: str) -> None:
@@ -675,7 +655,7 @@ def _certified(fn, args, dps: int, what: str) -> list:
 def _point_args(model: Model, point: dict, *, what: str) -> list:
     """One point (block name or symbol -> value) as the program's arguments, checked."""
 
-    given = _by_name(model, point, what)
+    given = by_name(model, point, what)
     args = []
     for b in model.blocks:
         if b.name not in given:

@@ -4,6 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import symgrad as sg
 from symgrad import SymgradError, zoo
@@ -58,6 +59,28 @@ def test_point_parsing_and_errors():
         parse_point("x=abc")
     with pytest.raises(SymgradError, match="no value for 'y'"):
         sg.explain(zoo.get("neuron"), at={"x": 1.0, "w": 1.0, "b": 0.0})
+
+
+def test_point_keys_are_read_as_verify_and_exact_at_read_them():
+    """Sympy-symbol keys work as block names do (they raised a KeyError traceback); a wrong
+    name gives exact_at's one-line error, under explain's name."""
+    m = zoo.get("neuron")
+    x, w, b, y = sp.symbols("x w b y")
+    by_symbol = sg.explain(m, at={x: 1.1, w: 2.2, b: 0, y: 1})
+    assert by_symbol.gradient == sg.explain(m, at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).gradient
+    assert by_symbol.gradient["w"].startswith("-0.0898")
+    assert sg.exact_at(m, {x: 1.1, w: 2.2, b: 0, y: 1})["d/dw"] == sg.exact_at(
+        m, {"x": 1.1, "w": 2.2, "b": 0, "y": 1})["d/dw"]
+    for bad, why in (({x: 1.1, sp.Symbol("ww"): 2.2, b: 0, y: 1}, r"unknown name\(s\) \['ww'\]"),
+                     ({x: 1.1, b: 0, y: 1}, "no value for 'w'"),
+                     ({3: 1.0}, "neither a block name nor a symbol")):
+        with pytest.raises(SymgradError, match=why) as explained:
+            sg.explain(m, at=bad)
+        with pytest.raises(SymgradError, match=why) as exact:
+            sg.exact_at(m, bad)
+        assert str(explained.value).split(": ", 2)[-1] == str(exact.value).split(": ", 1)[-1]
+    with pytest.raises(SymgradError, match="unknown name"):
+        sg.verify(m, at={x: 1.1, sp.Symbol("ww"): 2.2, b: 0, y: 1})
 
 
 def test_matrix_point_through_api():

@@ -74,3 +74,30 @@ def test_tex_to_mathml_refuses_what_it_cannot_show():
         tex_to_mathml(r"x = \frobnicate{y}")
     with pytest.raises(SymgradError, match="unbalanced"):
         tex_to_mathml(r"x}")
+
+
+# what only symgrad's own machinery names: stack's basis vectors e0, e1; the gradient's seed;
+# per-head keep-mask entries (h0_attn_keep0[a,b]); program names with hash or counter
+# (gelu_inner_6, #2844653) and adjoint dummies (_d_tanh_6)
+INTERNAL = re.compile(r"(?<![&#\w])e\d+\[|mathrm\{e\d+\}|>e\d+<|\bseed\b|(?<![&\w])#\d|_d_|"
+                      r"gelu\\?_inner|keep\d+\[|keep\d+\}|keep\d+<")
+
+
+@pytest.mark.parametrize("name", zoo.names())
+def test_pages_show_the_readers_names(name):
+    """Report formulas and explain name blocks, labels and steps as the model does."""
+    m = zoo.get(name)
+    shown = [f.latex + f.mathml + f.note for f in model_formulas(m)]
+    shown += [f.latex + f.mathml + f.note for _, fs in gradient_formulas(m) for f in fs]
+    e = explain(m)
+    text = " ".join(shown) + e.markdown() + e.html_fragment()
+    assert not INTERNAL.findall(text), sorted(set(INTERNAL.findall(text)))
+
+
+def test_tiny_gpt_names_its_labels_and_stacked_masks():
+    fs = model_formulas(zoo.get("tiny_gpt"))
+    tex = " ".join(f.latex for f in fs)
+    assert r"\mathrm{h0.attn}_{t,j} = " in tex  # a labelled site, by its label
+    assert r"\mathrm{h0\_attn\_keep}_{t,j,k}" in tex  # the heads' masks, one array
+    grad = " ".join(f.latex for _, g in gradient_formulas(zoo.get("tiny_gpt")) for f in g)
+    assert r"= \frac{1}{8}" in grad  # the seed, by its value

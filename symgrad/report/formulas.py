@@ -271,5 +271,21 @@ def _computed(model: Model):
                                   "as written, and are what your torch code is checked against): "
                              + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
                                          for n in model.graph.rewrites)))
-    lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
+    with names_from(_program_names(model.graph, back[:MAX_ADJOINTS])):
+        lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
     return "As computed (the program symgrad derives and runs)", lines
+
+
+def _program_names(graph: Graph, steps) -> dict:
+    """The reader's names in the computed program: each step as the model section names it
+    (``gelu_{inner}^{[6]}``, not the program's ``gelu_inner_6``), its adjoint ``d_<name>`` as
+    the bar over that name."""
+    names = display_names(graph)
+    adjoint_of = {f"d_{n.name}": n.symbol for n in graph.nodes}
+    out = dict(names)
+    for sym, expr in steps:
+        for s in {sym} | expr.free_symbols:
+            step = adjoint_of.get(getattr(s, "name", ""))
+            if step is not None:
+                out[s] = "d_" + names[step]
+    return out

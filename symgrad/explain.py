@@ -24,10 +24,11 @@ import sympy as sp
 from .derive import active_symbols
 from .errors import SymgradError
 from .graph import Graph, Node
-from .htmlpage import page
+from .present.htmlpage import page
 from .model import Model
 from .points import by_name
-from .notation import MAX_TERMS, fold, latex, mathml, names_from, sigma
+from .logistic import sigma
+from .present.notation import MAX_TERMS, fold, latex, mathml, names_from
 
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
@@ -226,14 +227,14 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
 
 
 def _names(graph: Graph) -> dict:
-    from .report.formulas import display_names
+    from .present.formulas import display_names
     return display_names(graph)
 
 
 def _summarized(model: Model, graph: Graph) -> Explanation:
     """A large model: one line per op family and the matrix-level backward rules, not every
     scalar step (the same view as the report's)."""
-    from .report.formulas import gradient_formulas, model_formulas
+    from .present.formulas import gradient_formulas, model_formulas
     sections = [_formula_section(f"Forward pass, one line per op ({len(graph.nodes)} steps)",
                                  model_formulas(model))]
     sections += [_formula_section(title, fs) for title, fs in
@@ -245,7 +246,7 @@ def _tensor(model, at: dict | None) -> Explanation:
     """A tensor model (a GPT): its lowering to the scalar program, explained step by step, at
     small shapes (``EXPAND_STEPS`` entries in all; ``MAX_STEPS`` with a point ``at``); else
     one line per tensor operation and the backward rule per op, from the tensor program."""
-    from .report import tensor_formulas
+    from .present import tensor_formulas
     from .tensor.lower import to_scalar_model
     from .tensor.program import topological
     entries = sum(n.size for n in topological([model.loss]) if not n.is_leaf)

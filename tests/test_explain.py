@@ -146,7 +146,7 @@ def test_attention_intermediates_have_names():
 
 
 def test_no_double_subscripts_in_names():
-    from symgrad.notation import tex_name
+    from symgrad.present.notation import tex_name
     assert tex_name("d_X_{0,0}") == r"\bar{X}_{0,0}"
     assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
     assert tex_name("mu_{0}#2") == r"\mu^{[2]}_{0}"

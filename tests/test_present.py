@@ -12,7 +12,7 @@ from symgrad import explain, zoo
 from symgrad.errors import SymgradError
 from symgrad.present.texmath import tex_to_mathml
 from symgrad.report import gradient_formulas, model_formulas
-from symgrad.report.formulas import INDEX_RULES
+from symgrad.present.formulas import INDEX_RULES
 
 REPORTS = Path(__file__).resolve().parent.parent / "reports"
 ZOO_PAGES = [n for n in sorted(p.stem for p in REPORTS.glob("*.md")) if n in zoo.names()]

@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Tolerance, dtype_info
-from ..htmlpage import inline, page
+from ..present.htmlpage import inline, page
 from ..report.atomic import write_text
 from .run import Finding, OpsConfig, OpsReport, Order, Row
 from .table import CATALOGUE, by_name

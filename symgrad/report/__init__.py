@@ -19,13 +19,13 @@ import numpy as np
 from tabulate import tabulate
 
 from ..compare import EXPLANATIONS, FAILING, STATUS_NAMES
-from ..htmlpage import page
+from ..present.htmlpage import page
 from ..model import Model
 from ..result import Failure, Result
 from .atomic import write_set
-from . import formulas as scalar_formulas
-from . import tensor_formulas
-from .formulas import Formula
+from ..present import formulas as scalar_formulas
+from ..present import tensor_formulas
+from ..present.formulas import Formula
 from .plots import ulp_histogram
 
 SCHEMA_VERSION = 2

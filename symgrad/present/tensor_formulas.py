@@ -21,7 +21,7 @@ import re
 import numpy as np
 import sympy as sp
 
-from ..notation import Raw, tex_base
+from .notation import Raw, tex_base
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
 from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, _eq, mathml_of_tex

@@ -16,8 +16,8 @@ import sympy as sp
 
 from ..graph import Graph, Node
 from ..model import Model
-from ..notation import fold, latex, mathml, names_from
-from ..present.texmath import tex_to_mathml
+from .notation import fold, latex, mathml, names_from
+from .texmath import tex_to_mathml
 
 MAX_FAMILIES = 40  # families of steps shown; the rest are counted
 MAX_ADJOINTS = 8  # steps of the computed (stable) gradient program shown

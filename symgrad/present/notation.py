@@ -17,9 +17,9 @@ import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from .errors import SymgradError
-from .graph import Intermediate
-from .present.texmath import tex_fragment
+from ..errors import SymgradError
+from ..graph import Intermediate
+from .texmath import tex_fragment
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
                    r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z][A-Za-z0-9]*))?$")
@@ -27,21 +27,6 @@ _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
 _LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
 GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
          "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
-
-class sigma(sp.Function):
-    """The logistic function, for display: prints as sigma, differentiates as s (1 - s)."""
-
-    def fdiff(self, argindex=1):
-        return sigma(self.args[0]) * (1 - sigma(self.args[0]))
-
-    def _eval_rewrite_as_exp(self, arg, **kwargs):
-        return 1 / (1 + sp.exp(-arg))
-
-    def _latex(self, printer, exp=None):
-        inner = printer._print(self.args[0])
-        out = rf"\sigma\left({inner}\right)"
-        return out if exp is None else rf"{out}^{{{exp}}}"
-
 
 def split_name(name: str) -> tuple[str, str, str]:
     """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,

@@ -14,8 +14,11 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..derive import reverse_accumulation
 from ..graph import Graph, Node
 from ..model import Model
+from ..stable import RULES
+from .derivation import group, has_matrix, layer_rules, layer_sections, textbook_adjoints
 from .notation import fold, latex, mathml, names_from
 from .texmath import tex_to_mathml
 
@@ -97,7 +100,6 @@ def _shapes(model: Model, graph: Graph) -> dict[str, tuple[int, int]]:
 
 def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
     """(forward formula, backward rules) of a matrix op family, or None."""
-    from ..explain import _layer_rules
     g = getattr(nodes[0].symbol, "group", None)
     if g is None:
         return None
@@ -105,7 +107,7 @@ def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
     out = sp.MatrixSymbol(g.label, *g.shape)
     ins = [sp.MatrixSymbol(name, *shapes.get(name, (1, 1))) for name in g.operands]
     try:
-        fwd, back = _layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
+        fwd, back = layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
                                  {b.name for b in model.param_blocks})
     except (sp.ShapeError, ValueError, TypeError):
         return None
@@ -156,16 +158,15 @@ def gradient_formulas(model: Model, *, computed: bool = True
 
 
 def _textbook(model: Model):
-    from ..explain import _group, _has_matrix, _layers, textbook_adjoints
     graph = model.display_graph
     fams = families(graph)
     lines: list[Formula] = []
     title = "Textbook form: one delta per op (matrix notation)"
     with names_from(display_names(graph)):
-        if _has_matrix(graph) and all(_group(n) is not None or n is graph.output
+        if has_matrix(graph) and all(group(n) is not None or n is graph.output
                                       for n in graph.nodes):
             try:  # a layered model: every step belongs to a matrix op
-                back = _layers(model, graph, None)[1]
+                back = layer_sections(model, graph, None)[1]
                 return title, [Formula(note=back.note)] + [
                     _matrix_eq(ln.lhs, ln.rhs) for ln in back.lines]
             except (sp.ShapeError, ValueError, TypeError):
@@ -254,7 +255,6 @@ def _matrix_eq(lhs, rhs) -> Formula:
 
 
 def _computed(model: Model):
-    from ..derive import reverse_accumulation
     program = model._cache.get("program") or reverse_accumulation(model)
     model._cache["program"] = program
     back = program.assignments[program.n_forward:]
@@ -265,7 +265,6 @@ def _computed(model: Model):
             + f"; the first {min(len(back), MAX_ADJOINTS)}:")
     lines = [Formula(note=note)]
     if model.graph.rewrites:  # the user's plain-sympy patterns, as symgrad's programs run them
-        from ..stable import RULES
         rules = {r.name: r for r in RULES}
         lines.append(Formula(note="computed as (symgrad's own programs; the formulas above are "
                                   "as written, and are what your torch code is checked against): "

@@ -60,6 +60,26 @@ def test_explain_formulas_same_in_html_as_in_markdown(name):
         assert_same(tex, ml, f"explain {name}")
 
 
+@pytest.mark.parametrize("name", ZOO_PAGES)
+def test_committed_pages_show_the_markdowns_formulas(name):
+    """The committed HTML page has as many fractions, roots and sums as its Markdown twin."""
+    md = (REPORTS / f"{name}.md").read_text()
+    html = (REPORTS / f"{name}.html").read_text()
+    tex = " ".join(re.findall(r"\$\$(.*?)\$\$", md, flags=re.S))
+    ml = " ".join(re.findall(r"<math\b.*?</math>", html, flags=re.S))
+    assert mathml_structure(ml) == tex_structure(tex), name
+
+
+
+@pytest.mark.parametrize("name", ZOO_PAGES + ["index"])
+def test_committed_pages_render_markdown_marks(name):
+    """No raw Markdown (backticks) in the prose of a committed HTML page."""
+    page = (REPORTS / f"{name}.html").read_text()
+    prose = re.sub(r"<pre>.*?</pre>|<code>.*?</code>|<math\b.*?</math>|<script>.*?</script>", "",
+                   page, flags=re.S)
+    assert "`" not in prose, re.findall(r".{40}`.{40}", prose)[:3]
+
+
 def test_textbook_rules_keep_their_fractions():
     """The rules that lost their fraction bars (attention's 1/sqrt(d), dropout's 1/(1-p),
     cross-entropy's 1/T, LayerNorm's r_t/C)."""

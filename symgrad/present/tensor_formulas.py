@@ -225,7 +225,8 @@ def model_formulas(model: TensorModel) -> list[Formula]:
     by_stage: dict[int, list[Node]] = {}
     for n in steps:
         by_stage.setdefault(_stage(n, n_layers, memo), []).append(n)
-    out: list[Formula] = [Formula(note=f"{len(steps)} tensor operations ({model.n_nodes} nodes "
+    n_ops = sum(1 for n in topological([model.loss]) if not n.is_leaf and not _squeeze(n))
+    out: list[Formula] = [Formula(note=f"{n_ops} tensor operations ({model.n_nodes} nodes "
                                        "with the leaves); v⁽ᵏ⁾ is the k-th intermediate array, "
                                        "indices t, j, … run over its axes:")]
     shown = 0

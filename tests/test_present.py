@@ -89,6 +89,17 @@ def test_textbook_rules_keep_their_fractions():
         assert "<mfrac>" in tex_to_mathml(INDEX_RULES[rule][1])
 
 
+def test_tex_to_mathml_shows_the_rules_as_written():
+    ml = tex_to_mathml(r"\delta_{x} \mathrel{+}= \delta_{y} - \sum_{s' \le t} a_{s'}")
+    assert "<mo>+=</mo>" in ml and "<mo>−</mo>" in ml  # one relation; a minus, not a hyphen
+    assert '<munder><mo movablelimits="true">∑</mo><mrow><msup><mi>s</mi>' in ml  # limits under
+    assert ml.count("<mo>′</mo>") == 2  # s' twice
+    assert 'annotation encoding="application/x-tex"' in ml  # the LaTeX travels along
+    root = tex_to_mathml(r"\sqrt[3]{x} + \frac{\hat x}{\mathrm{stop\_gradient}(y)}")
+    assert "<mroot>" in root and '<mover accent="true"><mi>x</mi>' in root
+    assert '<mi mathvariant="normal">stop_gradient</mi>' in root
+
+
 def test_tex_to_mathml_refuses_what_it_cannot_show():
     with pytest.raises(SymgradError, match=r"unknown command \\frobnicate"):
         tex_to_mathml(r"x = \frobnicate{y}")

@@ -36,6 +36,7 @@ ACCENTS = {"hat": "^", "bar": "\u00af", "tilde": "~", "vec": "→", "dot": "˙"}
 TEXT = {"mathrm": "normal", "text": None, "operatorname": "normal", "mathit": "italic",
         "mathbf": "bold", "textrm": None}
 FENCE_SIZES = {"big": "1.2em", "Big": "1.6em", "bigg": "2.1em", "Bigg": "2.6em"}
+MINUS = "\u2212"  # the minus sign, not the hyphen a keyboard types
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|\d+(?:\.\d+)?|[A-Za-z]|\S")
 
 
@@ -130,7 +131,7 @@ class _Parser:
         if tok == "'":
             return "<mo>′</mo>"
         if not tok.startswith("\\"):
-            return f"<mo>{html.escape(tok)}</mo>"
+            return f"<mo>{html.escape(MINUS if tok == '-' else tok)}</mo>"
         name = tok[1:]
         if name == "frac":
             return f"<mfrac>{_row([self.argument()])}{_row([self.argument()])}</mfrac>"
@@ -149,8 +150,12 @@ class _Parser:
             if TEXT[name] is None:
                 return f"<mtext>{text}</mtext>"
             return f'<mi mathvariant="{TEXT[name]}">{text}</mi>'
-        if name == "mathrel":
-            return _row([self.argument()])
+        if name == "mathrel":  # += as one relation: no space inside it
+            text = self.group_text()
+            if self.peek() == "=":
+                text += self.take()
+            return f"<mo>{html.escape(text)}</mo>"
+
         if name in IDENTIFIERS:
             return f"<mi>{IDENTIFIERS[name]}</mi>"
         if name in OPERATORS:

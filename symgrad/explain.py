@@ -30,6 +30,7 @@ from .present.derivation import group, has_matrix, layer_sections, node_sections
 from .present.explanation import Explanation, Line, Section
 from .present.formulas import display_names, gradient_formulas, model_formulas
 from .tensor.lower import to_scalar_model
+from .tensor.model import TensorModel
 from .tensor.program import topological
 from .verify import VerifyConfig, derive, exact_at, exact_steps
 
@@ -64,7 +65,6 @@ def explain(model: Model, *, at: dict | None = None) -> Explanation:
     Returns:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
-    from .tensor.model import TensorModel
     if at is not None:  # block names or the blocks' symbols, as verify(at=) and exact_at
         at = by_name(model, at, "explain: at")
     if isinstance(model, TensorModel):

@@ -17,6 +17,7 @@ from ..present import tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
+from ..verify import draw
 from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, is_tensor, \
     resolution_text, stats_rows, verdict_word
 
@@ -112,7 +113,6 @@ def _findings_html(r: Result) -> str:
 
 def _points(entry: Entry) -> dict:
     """The full point (every block) of each sample a finding names, by sample index."""
-    from ..verify import draw
     r = entry.result
     named = sorted({f.sample for f in r.failures + r.precision_losses + r.worst + r.kinks
                     + r.undecided})

@@ -10,9 +10,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .. import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
 from ..result import Result
+from ..tensor.model import TensorModel
 
 
 BADGE_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
@@ -33,7 +35,6 @@ def environment(result: Result) -> dict:
     import sympy
     import torch
 
-    from .. import __version__
     return {"symgrad": __version__, "sympy": sympy.__version__, "torch": torch.__version__,
             "numpy": np.__version__, "mpmath": mpmath.__version__,
             "python-flint": flint.__version__,
@@ -43,7 +44,6 @@ def environment(result: Result) -> dict:
 
 
 def is_tensor(model) -> bool:
-    from ..tensor.model import TensorModel
     return isinstance(model, TensorModel)
 
 

@@ -41,7 +41,8 @@ def test_latex_document_is_complete():
     assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+@pytest.mark.render_tool("pdflatex", shutil.which("pdflatex") is not None,
+                         "apt-get install texlive-latex-base texlive-latex-recommended")
 def test_latex_document_compiles(tmp_path):
     tex = sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).latex()
     (tmp_path / "n.tex").write_text(tex)

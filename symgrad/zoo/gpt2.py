@@ -45,7 +45,7 @@ def _keep(name: str, shape, cfg: GPTConfig, dropout: bool):
 
 def _site(node: st.Node, name: str) -> st.Node:
     """Label an intermediate (``h0.ln1``, ``h0.attn``...): the node a user module's submodule
-    output is compared with when locating where a forward departs (symgrad.departure)."""
+    output is compared with when locating where a forward departs (symgrad.tensor.departure)."""
     node.name = name
     return node
 

@@ -32,13 +32,6 @@ ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 # it may import inside a function). Optional heavy third-party dependencies (torch,
 # distributed, transformers, matplotlib) are not symgrad modules and need no entry.
 ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
-    # helper "tkinks"
-    "symgrad.tensor.verify": ("tkinks", frozenset({
-        "symgrad.backends.torch", "symgrad.tensor.bound", "symgrad.tensor.views",
-        "symgrad.rigorous", "symgrad.causes", "symgrad.config", "symgrad.tensor.program",
-        "symgrad.tensor.tables"})),
-    "symgrad.tensor.views": ("tkinks", frozenset({
-        "symgrad.backends.torch", "symgrad.precise.certify"})),
     # helper "optable"
     "symgrad.backends.numpy": ("optable", frozenset({"symgrad.backends.arb"})),
     "symgrad.opcatalog.table": ("optable", frozenset({"symgrad.errors"})),
@@ -76,7 +69,6 @@ ALLOWED_LONG: dict[str, str] = {
     "symgrad.compare": "tkinks",
     "symgrad.opcatalog.table": "optable",
     "symgrad.precise.ddmath": "optable",
-    "symgrad.tensor.verify": "tkinks",
 }
 
 

@@ -66,7 +66,6 @@ ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
 
 # Modules over MAX_LINES lines -> owner (the helper splitting it, or the lead).
 ALLOWED_LONG: dict[str, str] = {
-    "symgrad.compare": "tkinks",
     "symgrad.opcatalog.table": "optable",
     "symgrad.precise.ddmath": "optable",
 }

@@ -30,6 +30,7 @@ from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
 from .modules import ModuleOptions, verify_module
+from .points import by_name, check_integers as _check_integers, given_samples
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
@@ -113,58 +114,12 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
 
 
 def _given(model: Model, at: dict, dtype: str) -> Batch:
-    """Explicit samples, checked against the blocks and rounded to the run's dtype."""
-    at = _by_name(model, at, "at")
-    values, n = {}, None
-    for b in model.blocks:
-        if b.name not in at:
-            raise SymgradError(f"at: no values for {b.name!r}; give every block: "
-                               f"{', '.join(x.name for x in model.blocks)}")
-        try:
-            v = np.asarray(at[b.name], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise SymgradError(f"at: {b.name!r} must be numbers, got {at[b.name]!r}") from None
-        if v.shape == b.shape:  # one sample
-            v = v[None]
-        _check_integers(b, v, "at")
-        if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
-            raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
-                               f" with the same N for every block; got {v.shape}")
-        n = v.shape[0]
-        values[b.name] = round_to(v, dtype)
+    """Explicit samples, checked against the blocks (``symgrad.points``: the one ``at=``
+    validation, shared with tensor models) and rounded to the run's dtype."""
+    values = {k: round_to(v, dtype) for k, v in given_samples(model, at, "at").items()}
+    n = next(iter(values.values())).shape[0]
     X = np.concatenate([values[b.name].reshape(n, -1) for b in model.blocks], axis=1).T
     return Batch(values, np.ascontiguousarray(X))
-
-
-def _by_name(model: Model, given: dict, what: str) -> dict:
-    """Keys of ``at=`` / a point as block names: strings, or the blocks' sympy symbols."""
-    if not isinstance(given, dict):
-        raise SymgradError(f"{what} must be a dict of block name (or symbol) -> values, got "
-                           f"{type(given).__name__}")
-    out = {}
-    for k, v in given.items():
-        name = getattr(k, "name", None) if not isinstance(k, str) else k
-        if not isinstance(name, str):
-            raise SymgradError(f"{what}: key {k!r} is neither a block name nor a symbol; "
-                               f"blocks: {', '.join(b.name for b in model.blocks)}")
-        out[name] = v
-    known = {b.name for b in model.blocks}
-    unknown, missing = sorted(set(out) - known), sorted(known - set(out))
-    if unknown:  # a typo names itself, and the block it probably meant
-        raise SymgradError(f"{what}: unknown name(s) {unknown}"
-                           + (f"; missing {missing}" if missing else "")
-                           + f"; the blocks are {', '.join(b.name for b in model.blocks)}")
-    return out
-
-
-def _check_integers(block, v: np.ndarray, what: str) -> None:
-    """A non-integer value for an Integers input is an error, never a silent truncation."""
-    if block.domain.integer:
-        bad = v[np.isfinite(v) & (v != np.round(v))] if v.size else v
-        if bad.size or not np.isfinite(v).all():
-            shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
-            raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
-                               f"non-integer value {shown!r}; give whole numbers")
 
 
 def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
@@ -199,7 +154,7 @@ def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
 def _point_args(model: Model, point: dict, *, what: str) -> list:
     """One point (block name or symbol -> value) as the program's arguments, checked."""
 
-    given = _by_name(model, point, what)
+    given = by_name(model, point, what)
     args = []
     for b in model.blocks:
         if b.name not in given:

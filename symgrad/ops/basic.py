@@ -21,7 +21,7 @@ from sympy.codegen.cfunctions import log1p
 
 from ..errors import SymgradError
 from ..graph import Intermediate, define
-from ..notation import sigma
+from ..logistic import sigma
 
 
 class Group:

@@ -126,7 +126,7 @@ def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
 
 
 # the ops of a GPT, in order of the forward pass: the report's textbook backward rules
-# (``symgrad.report.formulas.INDEX_RULES``, one row per op)
+# (``symgrad.present.formulas.INDEX_RULES``, one row per op)
 TEXTBOOK_OPS = ("embedding", "dropout", "layer_norm", "score", "attention", "context",
                 "residual", "gelu", "nll")
 

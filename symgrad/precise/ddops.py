@@ -42,7 +42,8 @@ def sympy_to_fraction(c: sp.Expr) -> Fraction | float:
     v = sp.N(c, _CONST_PREC // 3 + 10)
     if not v.is_real or not v.is_Float:
         raise SymgradError(f"constant {c} does not evaluate to a real number (got {v})")
-    return M.mpf_to_fraction(mpmath.mpf(v._mpf_))
+    with mpmath.workprec(_CONST_PREC):  # mpf() rounds to the context's precision (53 bits
+        return M.mpf_to_fraction(mpmath.mpf(v._mpf_))  # by default): sqrt(2/pi) lost its DD half
 
 
 def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:

@@ -12,26 +12,17 @@ and ``dense(x, W, b) = x W^T + b``. Each op adds a handful of nodes whatever the
 
 from __future__ import annotations
 
+import inspect
+
 import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
+from ..optable import X0, Elementwise, families, resolve
 from .program import (X, Node, const, einsum, map_, max_, reshape, stop_gradient, sum_, take,
                       transpose)
 
 _LETTERS = "abcdefgh"
-
-
-def exp(x: Node) -> Node:
-    return map_(sp.exp(X[0]), x)
-
-
-def log(x: Node) -> Node:
-    return map_(sp.log(X[0]), x)
-
-
-def tanh(x: Node) -> Node:
-    return map_(sp.tanh(X[0]), x)
 
 
 def mean(x: Node, axes=None, *, keepdims: bool = False) -> Node:
@@ -72,20 +63,35 @@ def layer_norm(x: Node, gain: Node | None, bias: Node | None, *,
     return y
 
 
-_SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
-_GELU_CUBIC = sp.Rational(44715, 10**6)
-GELU = {  # torch.nn.GELU(approximate=...): GPT-2's tanh form and the exact erf form
-    "tanh": X[0] * (1 + sp.tanh(_SQRT_2_OVER_PI * (X[0] + _GELU_CUBIC * X[0] ** 3))) / 2,
-    "erf": X[0] * (1 + sp.erf(X[0] / sp.sqrt(2))) / 2,
-}
+def _elementwise(public: str, entries: list[Elementwise]):
+    """The tensor op of an op-table entry (or family): one map of the form symgrad's own
+    programs compute (``Elementwise.computed``)."""
+    first = entries[0]
+    if not first.family:
+        def op(x: Node) -> Node:
+            return map_(first.computed.xreplace({X0: X[0]}), x)
+        op.__doc__ = f"{public}: {first.textbook} elementwise (torch {first.torch})."
+    else:
+        default = next(e for e in entries if e.default).options[0]
+
+        def op(x: Node, *args, **option) -> Node:
+            if len(args) > 1 or set(option) - {first.option}:
+                raise SymgradError(f"{public}: takes x and {first.option}=, got "
+                                   f"{len(args)} extra arguments and {sorted(option)}")
+            choice = args[0] if args else option.get(first.option, default)
+            return map_(resolve(public, choice).computed.xreplace({X0: X[0]}), x)
+        op.__signature__ = inspect.Signature([
+            inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            inspect.Parameter(first.option, inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                              default=default)])
+        op.__doc__ = (f"{public}, {first.option} one of "
+                      f"{', '.join(o for e in entries for o in e.options)} (default {default!r}).")
+    op.__name__ = op.__qualname__ = public
+    return op
 
 
-def gelu(x: Node, approximate: str = "tanh") -> Node:
-    """GELU, ``approximate`` "tanh" (GPT-2) or "erf" (also accepted: "none")."""
-    key = "erf" if approximate == "none" else approximate
-    if key not in GELU:
-        raise SymgradError(f"gelu: approximate={approximate!r}; choose 'tanh' or 'erf'")
-    return map_(GELU[key], x)
+# symgrad.tensor.<op> for every entry of the op table (symgrad.optable)
+ELEMENTWISE = {name: _elementwise(name, es) for name, es in families().items()}
 
 
 def _shift(x: Node, axis: int, mask: Node | None) -> Node:

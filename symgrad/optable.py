@@ -1,0 +1,174 @@
+"""The op table: one entry per elementwise op, everything symgrad knows about it.
+
+Each ``Elementwise`` entry gives the op's stable exact formula (a sympy expression of
+``X0``, the first map argument of ``symgrad.tensor.program``), its textbook form and backward
+rule (for teaching; the backward may use ``Y``, the op's output, as torch computes
+sigmoid' = s (1 - s)), its LaTeX / MathML name, its torch call, its kinks with their
+subgradients, and the input domain the catalogue draws from. The scalar ops (``sg.ops``), the
+tensor ops (``symgrad.tensor``), the op catalogue (``symgrad ops``) and the reports' formulas are
+built from these entries; adding an op is one entry here (and one line in tests/test_optable.py).
+
+Two forms of the same function: ``formula`` is the stable one (no cancellation, no overflow:
+the catalogue's rounding allowance and oracle use it); ``program`` says which form symgrad's own
+scalar and tensor programs compute ("textbook" for GELU: GPT-2 and torch compute
+x/2 (1 + tanh u) literally, and the bound must cover that rounding). Ops that differ only by an
+option (``gelu(approximate=...)``) share a ``family``; ``options`` lists the option values that
+select the entry (``"none"`` and ``"erf"`` both mean the exact erf GELU, as torch's "none").
+
+>>> OPS["gelu_tanh"].torch
+"F.gelu(x, approximate='tanh')"
+>>> resolve("gelu", "none").name
+'gelu'
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import sympy as sp
+from sympy.codegen.cfunctions import log1p
+
+from .errors import SymgradError
+
+X0 = sp.Symbol("x0", real=True)  # == symgrad.tensor.program.X[0] (same name and assumptions)
+Y = sp.Symbol("y", real=True)  # the op's output, in backward rules written from it
+S = sp.symbols("s0:4", real=True)  # the scalar program's named stages of an op (``stages``)
+
+
+@dataclass(frozen=True)
+class Elementwise:
+    """One elementwise op: its formulas, names, torch call and kinks."""
+
+    name: str  # unique: the catalogue row and, outside a family, the sg.ops / tensor name
+    formula: sp.Expr  # the stable exact form, of X0
+    textbook: sp.Expr  # the form as taught, of X0 (and of S[i] when ``stages`` name parts)
+    backward: sp.Expr  # d op / d x as taught, of X0 and/or Y (the output)
+    latex: str  # the op's name in LaTeX
+    mathml: str  # the op's name in MathML
+    torch: str  # the torch call on ``x`` (F and torch in scope)
+    program: str = "formula"  # which form symgrad's own programs compute: formula / textbook
+    kinks: tuple[float, ...] = ()  # where the derivative jumps
+    subgradients: tuple[tuple[float, float], ...] = ()  # at each kink: [left, right] derivative
+    probes: tuple[float, ...] = ()  # inputs the catalogue places beside (torch's thresholds)
+    domain: str = "real"  # key of symgrad.opcatalog.inputs.DOMAINS
+    group: str = "activation"  # the catalogue's group: activation / elementwise
+    family: str = ""  # ops told apart by an option share a family (gelu)
+    option: str = ""  # the option's keyword (approximate)
+    options: tuple[str, ...] = ()  # the option values that select this entry
+    default: bool = False  # the family's entry when the option is not given
+    stages: tuple[tuple[str, sp.Expr], ...] = ()  # scalar steps (kind, expr of X0 and S[:i])
+    block: bool = False  # sg.ops: a GPT block (matrix input, entries named <name>_{i,j}, no group)
+    notes: str = ""
+
+    @property
+    def public(self) -> str:
+        """The name sg.ops and symgrad.tensor expose (the family's, for a family)."""
+        return self.family or self.name
+
+    @property
+    def staged(self) -> sp.Expr:
+        """``textbook`` with the named stages written out: an expression of X0 alone."""
+        out = self.textbook
+        for i in reversed(range(len(self.stages))):  # a stage may read earlier ones
+            out = out.xreplace({S[i]: self.stages[i][1]})
+        return out
+
+    @property
+    def computed(self) -> sp.Expr:
+        """The form symgrad's own scalar and tensor programs compute, of X0."""
+        return self.formula if self.program == "formula" else self.staged
+
+    @property
+    def output_form(self) -> bool:
+        """The backward reads only the output (sigmoid, tanh, exp): torch's way, and the scalar
+        program's local derivative."""
+        return self.backward.free_symbols <= {Y}
+
+    def __call__(self, x: sp.Expr) -> sp.Expr:
+        """The stable formula applied to ``x`` (a sympy expression)."""
+        return self.formula.xreplace({X0: x})
+
+    def index_rule(self) -> tuple[str, str]:
+        """(what, LaTeX) of its backward rule in index notation, for the reports."""
+        return (f"{self.latex_free()} elementwise",
+                rf"\delta_{{x}} = \delta_{{y}} \circ {self.latex}'(x)")
+
+    def latex_free(self) -> str:
+        """The name without LaTeX markup (GELU for \\mathrm{GELU})."""
+        return self.latex.replace(r"\mathrm{", "").replace(r"\operatorname{", "").rstrip("}")
+
+
+def _sigmoid(z: sp.Expr) -> sp.Expr:
+    # 1 / (1 + e^-z) with e^-|z| on each side, so neither branch overflows
+    return sp.Piecewise((1 / (1 + sp.exp(-z)), z >= 0), (sp.exp(z) / (1 + sp.exp(z)), True))
+
+
+def _softplus(z: sp.Expr) -> sp.Expr:
+    # log(1 + e^z) = max(z, 0) + log1p(e^-|z|): no overflow, no cancellation. (The two-branch
+    # form z + log1p(e^-z) | log1p(e^z) keeps higher derivatives exact at 0 and gives tighter
+    # bounds, but moves the scalar reports' allowances and test_causes' named cause: not yet.)
+    return sp.Max(z, 0) + log1p(sp.exp(-sp.Abs(z)))
+
+
+_SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
+_GELU_CUBIC = sp.Rational(44715, 10**6)
+_U = _SQRT_2_OVER_PI * (X0 + _GELU_CUBIC * X0**3)  # GPT-2's tanh-GELU argument
+_PHI = (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # the normal CDF
+_GELU_ERF = X0 * (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # x Phi(x)
+_E = Elementwise
+
+ENTRIES: tuple[Elementwise, ...] = (
+    _E("relu", sp.Max(X0, 0), sp.Max(X0, 0), sp.Heaviside(X0), r"\mathrm{ReLU}",
+       "<mi>ReLU</mi>", "F.relu(x)", kinks=(0.0,), subgradients=((0.0, 1.0),)),
+    _E("sigmoid", _sigmoid(X0), 1 / (1 + sp.exp(-X0)), Y * (1 - Y), r"\sigma", "<mi>σ</mi>",
+       "torch.sigmoid(x)", program="textbook"),
+    _E("tanh", sp.tanh(X0), sp.tanh(X0), 1 - Y**2, r"\tanh", "<mi>tanh</mi>", "torch.tanh(x)"),
+    _E("exp", sp.exp(X0), sp.exp(X0), Y, r"\exp", "<mi>exp</mi>", "torch.exp(x)",
+       group="elementwise"),
+    _E("log", sp.log(X0), sp.log(X0), 1 / X0, r"\log", "<mi>log</mi>", "torch.log(x)",
+       domain="pos", group="elementwise"),
+    _E("softplus", _softplus(X0), sp.log(1 + sp.exp(X0)), 1 / (1 + sp.exp(-X0)),
+       r"\mathrm{softplus}", "<mi>softplus</mi>", "F.softplus(x)", probes=(20.0,),
+       notes="documented: log(1 + e^x); torch returns x above threshold=20"),
+    # x/2 erfc(-x/sqrt 2) would be the stable form, but sympy evaluates erfc(-u) to
+    # 2 - erfc(u), which cancels for x < 0; 1 + erf(u) is what the walk rewrites to erfc(-u)
+    _E("gelu", _GELU_ERF, _GELU_ERF,
+       _PHI + X0 * sp.exp(-X0**2 / 2) / sp.sqrt(2 * sp.pi), r"\mathrm{GELU}", "<mi>GELU</mi>",
+       "F.gelu(x)", family="gelu", option="approximate",
+       options=("none", "erf"), block=True,
+       notes="x Phi(x) = x/2 (1 + erf(x/sqrt 2)) = x/2 erfc(-x/sqrt 2)"),
+    _E("gelu_tanh", X0 * _sigmoid(2 * _U), X0 * (1 + S[1]) / 2,
+       (1 + sp.tanh(_U)) / 2 + X0 / 2 * (1 - sp.tanh(_U) ** 2) * sp.diff(_U, X0),
+       r"\mathrm{GELU}", "<mi>GELU</mi>", "F.gelu(x, approximate='tanh')", program="textbook",
+       family="gelu", option="approximate", options=("tanh",), default=True,
+       stages=(("gelu_inner", _U), ("tanh", sp.tanh(S[0]))), block=True,
+       notes="x/2 (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)"),
+)
+
+OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}
+assert len(OPS) == len(ENTRIES), "two op entries share a name"
+
+
+def families() -> dict[str, list[Elementwise]]:
+    """Public name -> its entries (one, or a family's variants), in table order."""
+    out: dict[str, list[Elementwise]] = {}
+    for e in ENTRIES:
+        out.setdefault(e.public, []).append(e)
+    return out
+
+
+def resolve(public: str, option: str | None = None) -> Elementwise:
+    """The entry of ``public`` (an op or a family) for ``option``; a clear error otherwise."""
+    entries = families().get(public)
+    if entries is None:
+        raise SymgradError(f"unknown elementwise op {public!r}; choose from "
+                           f"{', '.join(families())}")
+    if len(entries) == 1 and not entries[0].family:
+        return entries[0]
+    if option is None:
+        return next(e for e in entries if e.default)
+    for e in entries:
+        if option in e.options:
+            return e
+    choices = " or ".join(repr(o) for e in entries for o in e.options)
+    raise SymgradError(f"{public}: {entries[0].option}={option!r}; choose {choices}")

@@ -143,6 +143,9 @@ ENTRIES: tuple[Elementwise, ...] = (
        family="gelu", option="approximate", options=("tanh",), default=True,
        stages=(("gelu_inner", _U), ("tanh", sp.tanh(S[0]))), block=True,
        notes="x/2 (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)"),
+    _E("mish", X0 * sp.tanh(_softplus(X0)), X0 * sp.tanh(sp.log(1 + sp.exp(X0))),
+       sp.tanh(_softplus(X0)) + X0 * (1 - sp.tanh(_softplus(X0)) ** 2) / (1 + sp.exp(-X0)),
+       r"\mathrm{mish}", "<mi>mish</mi>", "F.mish(x)"),
 )
 
 OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}

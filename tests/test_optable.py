@@ -34,6 +34,7 @@ OPS_UNDER_TEST = [
     "softplus",
     "gelu",
     "gelu_tanh",
+    "mish",
 ]
 REAL = [-40.0, -7.5, -1.0, -1e-3, 1e-8, 0.3, 2.0, 9.0, 30.0]
 POSITIVE = [1e-8, 1e-3, 0.3, 1.0, 7.0, 1e5]

@@ -146,6 +146,9 @@ ENTRIES: tuple[Elementwise, ...] = (
     _E("mish", X0 * sp.tanh(_softplus(X0)), X0 * sp.tanh(sp.log(1 + sp.exp(X0))),
        sp.tanh(_softplus(X0)) + X0 * (1 - sp.tanh(_softplus(X0)) ** 2) / (1 + sp.exp(-X0)),
        r"\mathrm{mish}", "<mi>mish</mi>", "F.mish(x)"),
+    _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
+       _sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0))), r"\mathrm{SiLU}", "<mi>SiLU</mi>",
+       "F.silu(x)"),
 )
 
 OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}

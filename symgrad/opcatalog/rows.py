@@ -49,7 +49,7 @@ class Op:
 
 
 # ------------------------------------------------------------------ exact building blocks
-softplus = OPS["softplus"]  # max(z, 0) + log1p(e^-|z|): the op table's stable form
+softplus = OPS["softplus"]  # two analytic branches: the op table's stable form
 sigmoid = OPS["sigmoid"]  # two branches on e^-|z|: neither overflows
 
 

@@ -21,7 +21,7 @@ from sympy.codegen.cfunctions import log1p
 
 from ..errors import SymgradError
 from ..graph import Intermediate, define
-from ..optable import OPS
+from ..optable import OPS, X0
 
 
 class Group:
@@ -84,8 +84,8 @@ def step(expr, *, label: str, kind: str | None = None):
 
 
 def _softplus_expr(z):
-    """softplus(z) in the op table's stable exact form (for BCE from a logit)."""
-    return OPS["softplus"](z)
+    """softplus(z) in the form the op table has symgrad's programs compute (BCE from a logit)."""
+    return OPS["softplus"].computed.xreplace({X0: z})
 
 
 def logsumexp(values, *, label: str | None = None):

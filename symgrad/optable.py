@@ -46,7 +46,7 @@ class Elementwise:
     textbook: sp.Expr  # the form as taught, of X0 (and of S[i] when ``stages`` name parts)
     backward: sp.Expr  # d op / d x as taught, of X0 and/or Y (the output)
     latex: str  # the op's name in LaTeX
-    mathml: str  # the op's name in MathML
+    mathml: str  # the op's name in MathML (the text of its <mi>)
     torch: str  # the torch call on ``x`` (F and torch in scope)
     program: str | sp.Expr = "formula"  # the form symgrad's own programs compute: "formula",
     # "textbook", or an expression of X0 (module docstring)
@@ -60,6 +60,8 @@ class Elementwise:
     options: tuple[str, ...] = ()  # the option values that select this entry
     default: bool = False  # the family's entry when the option is not given
     stages: tuple[tuple[str, sp.Expr], ...] = ()  # scalar steps (kind, expr of X0 and S[:i])
+    named: bool = True  # sg.ops steps are shown as name(x) (``applied``); False (the entries
+    # that predate the table): as computed, so the committed explanations read as before
     block: bool = False  # sg.ops: a GPT block (matrix input, entries named <name>_{i,j}, no group)
     notes: str = ""
 
@@ -93,6 +95,14 @@ class Elementwise:
         """The stable formula applied to ``x`` (a sympy expression)."""
         return self.formula.xreplace({X0: x})
 
+    def applied(self, x: sp.Expr) -> sp.Expr:
+        """The op applied to ``x`` as one sympy function for display: notation prints it
+        with the entry's name, sympy.diff uses its backward rule."""
+        cls = _APPLIED.get(self.name)
+        if cls is None:
+            cls = _APPLIED[self.name] = type(self.name, (AppliedBase,), {"entry": self})
+        return cls(x)
+
     def index_rule(self) -> tuple[str, str]:
         """(what, LaTeX) of its backward rule in index notation, for the reports."""
         return (f"{self.latex_free()} elementwise",
@@ -101,6 +111,22 @@ class Elementwise:
     def latex_free(self) -> str:
         """The name without LaTeX markup (GELU for \\mathrm{GELU})."""
         return self.latex.replace(r"\mathrm{", "").replace(r"\operatorname{", "").rstrip("}")
+
+
+class AppliedBase(sp.Function):  # "...Base": sympy's printers then use _print_AppliedBase
+    """An op-table op applied to one argument (``Elementwise.applied``), for display."""
+
+    entry: Elementwise
+    nargs = 1
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return self.entry.backward.xreplace({X0: self.args[0], Y: self})
+
+    def _eval_rewrite_as_exp(self, arg, **kwargs):
+        return self.entry.formula.xreplace({X0: arg})
+
+
+_APPLIED: dict[str, type] = {}
 
 
 def _sigmoid(z: sp.Expr) -> sp.Expr:
@@ -121,40 +147,44 @@ _GELU_CUBIC = sp.Rational(44715, 10**6)
 _U = _SQRT_2_OVER_PI * (X0 + _GELU_CUBIC * X0**3)  # GPT-2's tanh-GELU argument
 _PHI = (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # the normal CDF
 _GELU_ERF = X0 * (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # x Phi(x)
+_SIG = 1 / (1 + sp.exp(-X0))  # textbook sigmoid and softplus, for backward rules
+_SP = sp.log(1 + sp.exp(X0))
 _E = Elementwise
 
 ENTRIES: tuple[Elementwise, ...] = (
     _E("relu", sp.Max(X0, 0), sp.Max(X0, 0), sp.Heaviside(X0), r"\mathrm{ReLU}",
-       "<mi>ReLU</mi>", "F.relu(x)", kinks=(0.0,), subgradients=((0.0, 1.0),)),
-    _E("sigmoid", _sigmoid(X0), 1 / (1 + sp.exp(-X0)), Y * (1 - Y), r"\sigma", "<mi>σ</mi>",
-       "torch.sigmoid(x)", program="textbook"),
-    _E("tanh", sp.tanh(X0), sp.tanh(X0), 1 - Y**2, r"\tanh", "<mi>tanh</mi>", "torch.tanh(x)"),
-    _E("exp", sp.exp(X0), sp.exp(X0), Y, r"\exp", "<mi>exp</mi>", "torch.exp(x)",
-       group="elementwise"),
-    _E("log", sp.log(X0), sp.log(X0), 1 / X0, r"\log", "<mi>log</mi>", "torch.log(x)",
-       domain="pos", group="elementwise"),
+       "ReLU", "F.relu(x)", kinks=(0.0,), subgradients=((0.0, 1.0),), named=False),
+    _E("sigmoid", _sigmoid(X0), 1 / (1 + sp.exp(-X0)), Y * (1 - Y), r"\sigma", "σ",
+       "torch.sigmoid(x)", program="textbook", named=False),
+    _E("tanh", sp.tanh(X0), sp.tanh(X0), 1 - Y**2, r"\tanh", "tanh", "torch.tanh(x)",
+       named=False),
+    _E("exp", sp.exp(X0), sp.exp(X0), Y, r"\exp", "exp", "torch.exp(x)",
+       group="elementwise", named=False),
+    _E("log", sp.log(X0), sp.log(X0), 1 / X0, r"\log", "log", "torch.log(x)",
+       domain="pos", group="elementwise", named=False),
     _E("softplus", _softplus(X0), sp.log(1 + sp.exp(X0)), 1 / (1 + sp.exp(-X0)),
-       r"\mathrm{softplus}", "<mi>softplus</mi>", "F.softplus(x)", probes=(20.0,),
+       r"\mathrm{softplus}", "softplus", "F.softplus(x)", probes=(20.0,),
        program=sp.Max(X0, 0) + log1p(sp.exp(-sp.Abs(X0))),
-       notes="documented: log(1 + e^x); torch returns x above threshold=20"),
+       notes="documented: log(1 + e^x); torch returns x above threshold=20", named=False),
     # x/2 erfc(-x/sqrt 2) would be the stable form, but sympy evaluates erfc(-u) to
     # 2 - erfc(u), which cancels for x < 0; 1 + erf(u) is what the walk rewrites to erfc(-u)
     _E("gelu", _GELU_ERF, _GELU_ERF,
-       _PHI + X0 * sp.exp(-X0**2 / 2) / sp.sqrt(2 * sp.pi), r"\mathrm{GELU}", "<mi>GELU</mi>",
+       _PHI + X0 * sp.exp(-X0**2 / 2) / sp.sqrt(2 * sp.pi), r"\mathrm{GELU}", "GELU",
        "F.gelu(x)", family="gelu", option="approximate",
        options=("none", "erf"), block=True,
-       notes="x Phi(x) = x/2 (1 + erf(x/sqrt 2)) = x/2 erfc(-x/sqrt 2)"),
+       notes="x Phi(x) = x/2 (1 + erf(x/sqrt 2)) = x/2 erfc(-x/sqrt 2)", named=False),
     _E("gelu_tanh", X0 * _sigmoid(2 * _U), X0 * (1 + S[1]) / 2,
        (1 + sp.tanh(_U)) / 2 + X0 / 2 * (1 - sp.tanh(_U) ** 2) * sp.diff(_U, X0),
-       r"\mathrm{GELU}", "<mi>GELU</mi>", "F.gelu(x, approximate='tanh')", program="textbook",
+       r"\mathrm{GELU}", "GELU", "F.gelu(x, approximate='tanh')", program="textbook",
        family="gelu", option="approximate", options=("tanh",), default=True,
        stages=(("gelu_inner", _U), ("tanh", sp.tanh(S[0]))), block=True,
-       notes="x/2 (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)"),
+       notes="x/2 (1 + tanh(u)) = x sigmoid(2u), u = sqrt(2/pi) (x + 0.044715 x^3)",
+       named=False),
     _E("mish", X0 * sp.tanh(_softplus(X0)), X0 * sp.tanh(sp.log(1 + sp.exp(X0))),
-       sp.tanh(_softplus(X0)) + X0 * (1 - sp.tanh(_softplus(X0)) ** 2) / (1 + sp.exp(-X0)),
-       r"\mathrm{mish}", "<mi>mish</mi>", "F.mish(x)"),
+       sp.tanh(_SP) + X0 * (1 - sp.tanh(_SP) ** 2) * _SIG,
+       r"\mathrm{mish}", "mish", "F.mish(x)"),
     _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
-       _sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0))), r"\mathrm{SiLU}", "<mi>SiLU</mi>",
+       _SIG * (1 + X0 * (1 - _SIG)), r"\mathrm{SiLU}", "SiLU",
        "F.silu(x)"),
 )
 

@@ -154,3 +154,19 @@ def test_every_entry_is_exposed_and_catalogued():
         assert callable(getattr(sg.ops, e.public)) and callable(getattr(st, e.public))
         row = by_name(e.name)
         assert row.call == e.torch and row.define(X0) == e.formula
+
+
+def test_named_entries_print_by_name_in_notation():
+    """sg.ops.mish(z) is explained as mish(z) (LaTeX and MathML), differentiated by its rule."""
+    from symgrad.notation import latex, mathml
+    z = sp.Symbol("z", real=True)
+    for e in OPS.values():
+        if not e.named:
+            continue
+        shown = getattr(sg.ops, e.public)(z * 2, label="h").shown
+        assert latex(shown).startswith(e.latex + r"\left(")
+        assert f"<mi>{e.mathml}</mi>" in mathml(shown)
+        u = shown.args[0]
+        d = sp.diff(shown, u).subs(u, sp.Rational(3, 10))
+        want = sp.diff(e.formula, X0).subs(X0, sp.Rational(3, 10))
+        assert abs(sp.N(d - want, 40)) < 1e-35

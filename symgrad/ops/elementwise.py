@@ -52,6 +52,8 @@ def apply(entry: Elementwise, z, label: str | None = None):
     if entry.output_form:
         partials = lambda out: {z: entry.backward.xreplace({Y: out})}  # noqa: E731
     out = define(form.xreplace(values), kind=entry.public, label=label, partials=partials)
+    if entry.named:
+        out.shown = entry.applied(z)  # explain and the reports write mish(z)
     if entry.name == "sigmoid":  # BCE of a sigmoid is computed from its logit (ops.bce)
         out.logit = z
         out.shown = sigma(z)

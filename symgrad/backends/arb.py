@@ -350,13 +350,16 @@ def constant(e: sp.Expr) -> arb:
 
 
 FUNCTIONS = functions.spellings("arb")  # sympy node -> arb spelling (symgrad.functions)
+# the spellings that are python-flint's own ball methods (exp, erf, ...); the rest (rlog, rsqrt:
+# NaN outside the real domain) are this module's functions
+_ARB_METHODS = sorted(n for n in {t.split("(")[0] for t in FUNCTIONS.values() if isinstance(t, str)}
+                      if hasattr(arb, n) and n not in globals())
 
 
 def target() -> Target:
     """A fresh arb target; its ``kinks`` (namespace) collects the sites of what it prints."""
     kinks = Kinks()
-    namespace = {name: _fn(name) for name in ("exp", "expm1", "sin", "cos", "tan", "atan", "sinh", "cosh",
-                                              "tanh", "erf", "erfc")}
+    namespace = {name: _fn(name) for name in _ARB_METHODS}
     namespace.update({"rlog": rlog, "rlog1p": rlog1p, "rsqrt": rsqrt, "rasin": rasin,
                       "racos": racos, "rpow": rpow, "ipow": ipow, "NAN": NAN, "kinks": kinks,
                       "nanmax": _nan_propagating(arb.max), "nanmin": _nan_propagating(arb.min)})

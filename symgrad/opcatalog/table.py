@@ -24,7 +24,7 @@ from sympy.codegen.cfunctions import log1p
 from ..errors import SymgradError
 from ..optable import ENTRIES
 from .losses import LOSSES
-from .rows import (C, EPS6, LN2, PLACED, SELU_ALPHA, SELU_SCALE, V, Arg, Op, R, act, binary, dot,
+from .rows import (EPS6, LN2, PLACED, SELU_ALPHA, SELU_SCALE, V, Arg, Op, R, act, binary, dot,
                    elu, entry, leaky, logsumexp, mean, norm2, sigmoid, softplus, unary,
                    unsupported, var)
 

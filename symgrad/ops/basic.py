@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import Callable
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
 
 from ..errors import SymgradError
 from ..graph import Intermediate, define

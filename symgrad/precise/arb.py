@@ -129,15 +129,11 @@ def arb_constant(c: sp.Expr) -> arb:
         if c.exp.is_Rational and c.exp.q > 0:
             return b.root(int(c.exp.q)) ** int(c.exp.p)
         return (arb_constant(c.exp) * _log_real(b)).exp()
-    f = _SCALAR.get(c.func)
-    if f is not None:
-        return f(*[arb_constant(a) for a in c.args])
-    raise SymgradError(f"ARB constant: {c} ({c.func}) cannot be enclosed; use pi, E, rationals, "
-                       f"exp/log/sqrt/tanh/erf of them")
-
-
-_SCALAR = {sp.exp: lambda v: v.exp(), sp.log: _log_real, sp.tanh: lambda v: v.tanh(), sp.erf: lambda v: v.erf(),
-           sp.erfc: lambda v: v.erfc(), sp.Abs: abs}
+    row = functions.find(c.func)  # the ball implementation its row names (the walk's)
+    if row is not None and row.walk is not None:
+        return _NAMESPACE[row.walk](*[arb_constant(a) for a in c.args])
+    raise SymgradError(f"ARB constant: {c} ({c.func}) cannot be enclosed: "
+                       f"{functions.lacking(c.func, 'ARB')}")
 
 
 # the implementations the rows of symgrad.functions name (their ``walk`` spelling)

@@ -25,7 +25,9 @@ select the entry (``"none"`` and ``"erf"`` both mean the exact erf GELU, as torc
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
+from typing import Callable
 
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
@@ -215,3 +217,30 @@ def resolve(public: str, option: str | None = None) -> Elementwise:
             return e
     choices = " or ".join(repr(o) for e in entries for o in e.options)
     raise SymgradError(f"{public}: {entries[0].option}={option!r}; choose {choices}")
+
+
+def function(public: str, build: Callable, *, keywords: tuple[str, ...] = ()) -> Callable:
+    """The user-facing op ``public(x[, option], **keywords)``: it picks the entry (a family's
+    by its option, as ``gelu(x, approximate="erf")``) and returns ``build(entry, x, **kw)``.
+    sg.ops and symgrad.tensor make their elementwise ops with it."""
+    entries = families()[public]
+    key = entries[0].option  # "" outside a family
+    default = resolve(public)
+
+    def op(x, *args, **kw):
+        extra = set(kw) - set(keywords) - {key}
+        if len(args) > bool(key) or extra:
+            raise SymgradError(f"{public}: takes x{f' and {key}=' if key else ''}"
+                               f"{''.join(f', {k}=' for k in keywords)}; got {len(args)} more "
+                               f"positional arguments and {sorted(extra)}")
+        choice = args[0] if args else kw.pop(key, None) if key else None
+        return build(resolve(public, choice), x, **kw)
+    P = inspect.Parameter
+    params = [P("x", P.POSITIONAL_OR_KEYWORD)]
+    if key:
+        params.append(P(key, P.POSITIONAL_OR_KEYWORD, default=default.options[0]))
+    op.__signature__ = inspect.Signature(params + [P(k, P.KEYWORD_ONLY, default=None)
+                                                   for k in keywords])
+    op.__name__ = op.__qualname__ = public
+    op.__doc__ = "; ".join(f"{e.torch}: {e.staged}" for e in entries)
+    return op

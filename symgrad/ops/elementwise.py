@@ -15,15 +15,13 @@ tanh(z)
 
 from __future__ import annotations
 
-import inspect
 from typing import Callable
 
 import sympy as sp
 
-from ..errors import SymgradError
 from ..graph import define
 from ..notation import sigma
-from ..optable import OPS, ENTRIES, S, X0, Y, Elementwise, families, resolve
+from ..optable import OPS, S, X0, Y, Elementwise, families, function
 from .basic import _as_matrix, _elementwise, _operand, element_label
 
 
@@ -71,32 +69,6 @@ def _on(entry: Elementwise, x, label: str | None):
                                          for i in range(X.shape[0]) for j in range(X.shape[1])])
 
 
-def _function(public: str, entries: list[Elementwise]) -> Callable:
-    first = entries[0]
-    if not first.family:
-        def op(x, *, label: str | None = None):
-            return _on(first, x, label)
-        op.__doc__ = f"{public}: {first.textbook} (stable form {first.formula}); torch {first.torch}."
-    else:
-        default = next(e for e in entries if e.default).options[0]
-
-        def op(x, *args, label: str | None = None, **option):
-            if len(args) > 1 or set(option) - {first.option}:
-                raise SymgradError(f"{public}: takes x and {first.option}=, got "
-                                   f"{len(args)} extra arguments and {sorted(option)}")
-            choice = args[0] if args else option.get(first.option, default)
-            return _on(resolve(public, choice), x, label)
-        op.__signature__ = inspect.Signature([
-            inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            inspect.Parameter(first.option, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                              default=default),
-            inspect.Parameter("label", inspect.Parameter.KEYWORD_ONLY, default=None)])
-        forms = "; ".join(f"{first.option}={e.options}: {e.textbook if not e.stages else e.staged}"
-                          for e in entries)
-        op.__doc__ = f"{public}: {forms} (as torch: {', '.join(e.torch for e in entries)})."
-    op.__name__ = op.__qualname__ = public
-    return op
-
-
-FUNCTIONS: dict[str, Callable] = {name: _function(name, es) for name, es in families().items()}
-assert len(ENTRIES) >= len(FUNCTIONS)
+FUNCTIONS: dict[str, Callable] = {
+    name: function(name, lambda e, x, label=None: _on(e, x, label), keywords=("label",))
+    for name in families()}

@@ -12,13 +12,11 @@ and ``dense(x, W, b) = x W^T + b``. Each op adds a handful of nodes whatever the
 
 from __future__ import annotations
 
-import inspect
-
 import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
-from ..optable import X0, Elementwise, families, resolve
+from ..optable import X0, families, function
 from .program import (X, Node, const, einsum, map_, max_, reshape, stop_gradient, sum_, take,
                       transpose)
 
@@ -63,35 +61,9 @@ def layer_norm(x: Node, gain: Node | None, bias: Node | None, *,
     return y
 
 
-def _elementwise(public: str, entries: list[Elementwise]):
-    """The tensor op of an op-table entry (or family): one map of the form symgrad's own
-    programs compute (``Elementwise.computed``)."""
-    first = entries[0]
-    if not first.family:
-        def op(x: Node) -> Node:
-            return map_(first.computed.xreplace({X0: X[0]}), x)
-        op.__doc__ = f"{public}: {first.textbook} elementwise (torch {first.torch})."
-    else:
-        default = next(e for e in entries if e.default).options[0]
-
-        def op(x: Node, *args, **option) -> Node:
-            if len(args) > 1 or set(option) - {first.option}:
-                raise SymgradError(f"{public}: takes x and {first.option}=, got "
-                                   f"{len(args)} extra arguments and {sorted(option)}")
-            choice = args[0] if args else option.get(first.option, default)
-            return map_(resolve(public, choice).computed.xreplace({X0: X[0]}), x)
-        op.__signature__ = inspect.Signature([
-            inspect.Parameter("x", inspect.Parameter.POSITIONAL_OR_KEYWORD),
-            inspect.Parameter(first.option, inspect.Parameter.POSITIONAL_OR_KEYWORD,
-                              default=default)])
-        op.__doc__ = (f"{public}, {first.option} one of "
-                      f"{', '.join(o for e in entries for o in e.options)} (default {default!r}).")
-    op.__name__ = op.__qualname__ = public
-    return op
-
-
 # symgrad.tensor.<op> for every entry of the op table (symgrad.optable)
-ELEMENTWISE = {name: _elementwise(name, es) for name, es in families().items()}
+ELEMENTWISE = {name: function(name, lambda e, x: map_(e.computed.xreplace({X0: X[0]}), x))
+               for name in families()}
 
 
 def _shift(x: Node, axis: int, mask: Node | None) -> Node:

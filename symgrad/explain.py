@@ -27,6 +27,7 @@ from .graph import Graph, Node
 from .htmlpage import page
 from .model import Model
 from .notation import fold, latex, mathml, names_from, sigma
+from .optable import OPS
 
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
@@ -450,6 +451,11 @@ def _layer_rules(op: str, out, ins, inputs: set, params: set):
                  else out)
         return (sp.Function(op)(sp.Symbol(z.name)),
                 wrt(z, sp.HadamardProduct(d(out), deriv)))
+    entry = OPS.get(op)
+    if entry is not None and entry.named:  # an op-table op (mish): delta_z = delta_y o f'(z)
+        (z,) = ins
+        return (entry.applied(sp.Symbol(z.name)), wrt(z, sp.HadamardProduct(
+            d(out), _mat(f"{entry.latex_free()}'({z.name})", z.shape))))
     return None, []
 
 

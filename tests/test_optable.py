@@ -170,3 +170,19 @@ def test_named_entries_print_by_name_in_notation():
         d = sp.diff(shown, u).subs(u, sp.Rational(3, 10))
         want = sp.diff(e.formula, X0).subs(X0, sp.Rational(3, 10))
         assert abs(sp.N(d - want, 40)) < 1e-35
+
+
+def test_named_entries_have_a_layer_rule_in_explain():
+    """A layer of sg.ops.mish in a matrix model is explained as r = mish(h), delta_h =
+    delta_r o mish'(h) (from the entry), not left without a backward line."""
+    x, W, W2, t = sg.matrix("x", 3), sg.matrix("W", 2, 3), sg.matrix("W2", 1, 2), sp.Symbol("t")
+    for e in OPS.values():
+        if not e.named:
+            continue
+        r = getattr(sg.ops, e.public)(sg.ops.linear(x, W, label="h"), label="r")
+        a = sg.ops.sigmoid(sg.ops.linear(r, W2, label="z"), label="a")
+        m = sg.Model(f"{e.name}net", sg.ops.bce(a[0, 0], t, label="L"), params=[W, W2],
+                     inputs={x: sg.Normal(), t: sg.Choice([0.0, 1.0])})
+        text = sg.explain(m).markdown()
+        assert rf"r = {e.latex}\left(h\right)" in text
+        assert rf"\delta_{{h}} = \delta_{{r}} \circ {e.latex_free()}'(h)" in text

@@ -178,7 +178,7 @@ def markdown(doc: dict) -> str:
         "1e-5, rtol 1e-3) over every parameter at one sample. Times per check on this machine "
         "(2 shared cores); the symbolic derivation is done once per layout (below).", "",
         "*forward first departs at*: the first submodule output (forward hooks, execution "
-        "order) outside its rounding bound of the exact intermediate (symgrad.departure); "
+        "order) outside its rounding bound of the exact intermediate (symgrad.tensor.departure); "
         "'agrees': every compared intermediate is within its bound (a backward-only bug).", "",
         "| bug | layout | symgrad | parameter named | site flagged | value differs | forward "
         "first departs at | symgrad s (call → first message) | gradcheck | gradcheck s |",

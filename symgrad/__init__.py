@@ -7,13 +7,13 @@ A model is written once in sympy; symgrad derives its exact gradient, runs it in
 from . import ops
 from .compare import Tolerance
 from .config import VerifyConfig
-from .departure import Departure, first_departure
 from .derive import Program, naive_gradient, reverse_accumulation
 from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
 from .errors import SymgradError
 from .explain import Explanation, explain
 from .model import Model, matrix
 from .result import Failure, Result
+from .tensor.departure import Departure, first_departure
 from .tensor.model import TensorModel
 from .verify import exact_at, verify
 from .modules import compare_paths

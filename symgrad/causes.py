@@ -48,10 +48,10 @@ class Context:
     ops: dict = field(default_factory=dict)  # op_values(): exact sigmoid/softplus values
     promotions: tuple[str, ...] = ()  # torch ops that turned an integer tensor into floats
     #                                   of another dtype than the run's (user code)
-    departure: str = ""  # where the forward first departs (symgrad.departure), in words;
+    departure: str = ""  # where the forward first departs (symgrad.tensor.departure), in words;
     #                      "" when not located (intermediates not visible or none compared)
     forward_agrees: bool = False  # every compared intermediate agreed (a departure search ran)
-    random: str = ""  # two runs of the same sample differ beyond rounding (symgrad.departure.
+    random: str = ""  # two runs of the same sample differ beyond rounding (tensor.departure.
     #                   Unreproducible, in words): dropout or sampling left on in eval mode
     unlocated: str = ""  # why a departure search compared nothing (module_map=, ...), in words
 

@@ -6,11 +6,11 @@ expanded, so the cost grows with the size of the program, not program x paramete
 Rational constants stay exact. ``naive_gradient`` is the plain ``sympy.diff`` cross-check.
 
 >>> import sympy as sp, symgrad as sg
->>> x, w = sp.symbols("x w")
+>>> x, w = sp.symbols("x w", real=True)  # a Model's symbols are real
 >>> m = sg.Model("sq", sg.ops.exp(w * x), params=[w], inputs=[x])
 >>> p = reverse_accumulation(m)
->>> sp.simplify(p.expand_gradient()[0] - x * sp.exp(w * x).subs({w: m.params[0]}))
-0
+>>> p.expand_gradient()[0]
+x*exp(w*x)
 """
 
 from __future__ import annotations

@@ -36,46 +36,27 @@ inconclusive, with the reason (``"relaxed"``).
 
 from __future__ import annotations
 
-import itertools
-import math
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
+import mpmath
 import numpy as np
 import sympy as sp
-from flint import arb, ctx, fmpq
+from flint import arb, ctx
 
 from .backends import arb as arb_backend
 from .codegen import compile_program
 from .derive import Program
+from .sides import Sides, double_double, sample_sides, side_label
 
-MAX_COMBINATIONS = 64  # combinations enumerated per sample, or per group of interacting
-#                        kinks beyond (more: relaxed)
-INTERACTION_BITS = 40  # G between the sides within 2^-40 of its scale of the prediction
-EXTRA_VERTICES = 8  # relaxed: random combinations added to the inner hull
+__all__ = ["Exact", "Sides", "TIGHT_FRACTION", "TIGHT_RELATIVE_BITS", "at_point", "certify",
+           "compile_oracle", "compile_scalar", "evaluate", "side_label", "site_arguments",
+           "to_mpmath"]
+
 TIGHT_FRACTION = 64.0  # a radius <= allowance / 64 is tight
 TIGHT_RELATIVE_BITS = 80  # ... or <= 2^-80 of the value
 
-
-@dataclass
-class Sides:
-    """How the sides of one sample's reached kinks are described (beyond enumeration).
-
-    kind: "separable" (G is a sum over groups of kinks of a function of that group's local
-    derivatives: ``groups[g]`` are the rows of group g's sides in the sample's vertices, row 0,
-    the base, first; the hull is the Minkowski sum of the groups' hulls) or "relaxed" (the
-    vertices are an inner hull; ``outer_low``/``outer_high`` a proven enclosure of every
-    subgradient, per entry; -inf/inf where none could be computed).
-    """
-
-    kind: str
-    groups: list = field(default_factory=list)
-    outer_low: np.ndarray | None = None  # relaxed: the proven enclosure (separable: None)
-    outer_high: np.ndarray | None = None
-    reason: str = ""
-    low: np.ndarray | None = None  # each entry's range over the sides (separable: exact;
-    high: np.ndarray | None = None  # relaxed: over the evaluated ones)
 
 
 @dataclass
@@ -161,9 +142,9 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
                 kinks.labels = labels_j
         if outs is not None:
             for k, o in enumerate(outs):
-                hi[j, k], lo[j, k] = _double_double(o)
+                hi[j, k], lo[j, k] = double_double(o)
             if verts:
-                vertices[j] = np.array([[_double_double(o)[0] for o in v] for v in verts])
+                vertices[j] = np.array([[double_double(o)[0] for o in v] for v in verts])
                 labels[j] = list(kinks.labels)
                 # where every side agrees the function is smooth there, and the sides' value is
                 # the derivative; the exact pass used sympy's H(0) = 1/2, sign(0) = 0, which a
@@ -177,7 +158,7 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
                     if info.kind == "relaxed":
                         same &= info.outer_high - info.outer_low <= 0
                 for k in np.flatnonzero(same & (vertices[j][0] != hi[j])):
-                    hi[j, k], lo[j, k] = _double_double(verts[0][k])
+                    hi[j, k], lo[j, k] = double_double(verts[0][k])
                     uncertain[j, k] = True
         uncertain[j] |= np.array(loose, bool)
     kinks.allow, kinks.dirs, kinks.reached, kinks.weights = None, {}, {}, {}
@@ -227,7 +208,7 @@ def _limits(fn, x: np.ndarray, outs: list, limit: list, rel: arb, start_bits: in
     left, right = found.get(-1, {}), found.get(1, {})
     one = [o if k not in bad else right.get(k, left.get(k, o)) for k, o in enumerate(outs)]
     split = [k for k in bad if k in left and k in right
-             and _double_double(left[k]) != _double_double(right[k])]
+             and double_double(left[k]) != double_double(right[k])]
     if not split:
         return one, [], []
     names = ", ".join(f"input {int(i)}" for i in zeros)
@@ -264,7 +245,7 @@ def certify(fn, args: list, limit: list, rel: arb, start_bits: int, max_bits: in
         with ctx.workprec(p):
             arb_backend.set_precision(fn, p)
             try:
-                outs, verts, info = _sample(fn, args)
+                outs, verts, info = sample_sides(fn, args)
                 loose = [not _tight(o, limit[k], rel) for k, o in enumerate(outs)]
                 for v in verts:
                     loose = [a or not _tight(o, limit[k], rel)
@@ -281,7 +262,6 @@ def certify(fn, args: list, limit: list, rel: arb, start_bits: int, max_bits: in
 def at_point(fn, args: list, *, digits: int, max_bits: int = 4096) -> list:
     """Outputs at one point (mpmath numbers or exact ``arb``) to ``digits`` significant digits
     (or below 2^-1200 in absolute terms), as mpmath numbers; exact kinks take sympy's H(0)."""
-    import mpmath
     balls = [a if isinstance(a, arb) else _arb_of(a) for a in args]
     fn.kinks.allow = None
     start = max(128, int(digits * 3.33) + 16)
@@ -305,279 +285,12 @@ def at_point(fn, args: list, *, digits: int, max_bits: int = 4096) -> list:
 
 def _arb_of(x) -> arb:
     """An mpmath number or a Python number as an exact ball."""
-    import mpmath
     if isinstance(x, mpmath.mpf):
         sign, man, exp, _ = x._mpf_
         if not man:
             return arb(0)
         return arb(int(-man if sign else man)) * arb(2) ** int(exp)
     return arb(x)
-
-
-def _sample(fn, args):
-    """The exact pass, then the passes over the sides of the reached kinks: every combination
-    up to ``MAX_COMBINATIONS``, else the base and each single change (then ``_beyond``).
-    Returns (outputs, sides' outputs, ``Sides`` or None)."""
-    kinks = fn.kinks
-    kinks.dirs, kinks.reached, kinks.weights = {}, {}, {}
-    outs = [arb_backend._a(o) for o in fn(args)]
-    known = {k: set(v) for k, v in kinks.reached.items()}
-    if not known:
-        return outs, [], None
-    for _ in range(4):  # a side can reach new kinks (a Piecewise branch): widen and redo
-        keys = sorted(known, key=repr)
-        options = [sorted(known[k]) for k in keys]
-        enumerate_all = math.prod(len(o) for o in options) <= MAX_COMBINATIONS
-        if enumerate_all:
-            combos = list(itertools.product(*options))
-        else:
-            base = tuple(o[0] for o in options)
-            combos = [base] + [base[:i] + (c,) + base[i + 1:]
-                               for i, o in enumerate(options) for c in o[1:]]
-        verts, grew, labels = [], False, []
-        kinks.labels = labels
-        for combo in combos:
-            grew |= _vertex(fn, args, keys, combo, known, verts)
-            labels.append(_combo_label(keys, combo, options, enumerate_all))
-        if not grew:
-            break
-    info = None if enumerate_all else _beyond(fn, args, keys, options, verts, labels)
-    kinks.dirs, kinks.weights = {}, {}
-    return outs, verts, info
-
-
-def _vertex(fn, args, keys, combo, known, verts) -> bool:
-    """One pass with each reached kink on the side ``combo`` gives; True if it reached more."""
-    kinks = fn.kinks
-    kinks.dirs, kinks.reached, kinks.weights = dict(zip(keys, combo)), {}, {}
-    verts.append([arb_backend._a(o) for o in fn(args)])
-    grew = False
-    for k, v in kinks.reached.items():
-        if not v <= known.get(k, set()):
-            known.setdefault(k, set()).update(v)
-            grew = True
-    return grew
-
-
-def _combo_label(keys, combo, options, enumerate_all: bool) -> str:
-    """The side in words; beyond enumeration, the base and what one change moved."""
-    if enumerate_all:
-        return "; ".join(side_label(k, c) for k, c in zip(keys, combo))
-    changed = [(k, c) for k, c, o in zip(keys, combo, options) if c != o[0]]
-    first = side_label(keys[0], options[0][0])
-    base = (f"each of the {len(keys)} reached kinks from its first side ({first}, ...)")
-    if not changed:
-        return base
-    return "; ".join(side_label(k, c) for k, c in changed) + ", the other kinks from their first side"
-
-
-def _beyond(fn, args, keys, options, verts, labels) -> Sides:
-    """Beyond enumeration: separable in groups of kinks (checked at two random points between
-    the sides), or relaxed (more combinations for an inner hull, and a ball enclosure).
-
-    The base (row 0) and each single change are in ``verts``. Kinks whose changes move common
-    entries (at the base, or, on a second try, also at the all-last-side base) form a group;
-    a group of several kinks is enumerated with the others at the base (up to
-    ``MAX_COMBINATIONS``). G is separable when G(h) = base + sum over groups of
-    (G(h_group, others at the base) - base): then the hull is the Minkowski sum of each group's
-    hull (``symgrad.compare.separable_combination``), exact."""
-    unit, r = [], 1
-    for o in options:
-        unit.append([0] + list(range(r, r + len(o) - 1)))
-        r += len(o) - 1
-    rng = np.random.default_rng(len(keys))
-    known = {k: set(o) for k, o in zip(keys, options)}
-    bases = [unit]
-    why, grew = "not tried", False
-    for attempt in range(2):
-        if attempt:  # the all-last-side base and its single changes: links hidden at the first
-            last = tuple(o[-1] for o in options)
-            first = len(verts)
-            grew |= _vertex(fn, args, keys, last, known, verts)
-            labels.append(f"each of the {len(keys)} reached kinks from its last side")
-            more, r = [], first + 1
-            for i, o in enumerate(options):
-                more.append([first] + list(range(r, r + len(o) - 1)))
-                for c in o[:-1]:
-                    grew |= _vertex(fn, args, keys, last[:i] + (c,) + last[i + 1:], known, verts)
-                    labels.append(side_label(keys[i], c) + ", the other kinks from their last side")
-                r += len(o) - 1
-            bases.append(more)
-        groups = _groups(verts, bases, len(keys))
-        if any(math.prod(len(options[i]) for i in g) > MAX_COMBINATIONS for g in groups):
-            why = "a group of interacting kinks has more than {} combinations".format(
-                MAX_COMBINATIONS)
-            continue
-        rows = []
-        for g in groups:
-            if len(g) == 1:
-                rows.append(unit[g[0]])
-                continue
-            base = tuple(o[0] for o in options)
-            rows.append([0])
-            for combo in itertools.product(*[options[i] for i in g]):
-                full = list(base)
-                for i, c in zip(g, combo):
-                    full[i] = c
-                if tuple(full) == base:
-                    continue
-                rows[-1].append(len(verts))
-                grew |= _vertex(fn, args, keys, tuple(full), known, verts)
-                labels.append("; ".join(side_label(keys[i], c) for i, c in zip(g, combo))
-                              + ", the other kinks from their first side")
-        why = ("a side reaches another kink" if grew else
-               _interaction(fn, args, keys, options, verts, groups, rows, rng))
-        if why is None:
-            return Sides("separable", rows)
-    extra = _class_combos(verts, bases, options)
-    extra += [tuple(o[int(rng.integers(len(o)))] for o in options)
-              for _ in range(EXTRA_VERTICES)]
-    for combo in extra:
-        _vertex(fn, args, keys, combo, known, verts)
-        labels.append(_combo_label(keys, combo, options, False))
-    low, high = _enclosure(fn, args, keys, options, len(verts[0]))
-    count = math.prod(len(o) for o in options)
-    return Sides("relaxed", unit, low, high,
-                 f"{len(keys)} reached kinks interact ({why}); {count:.3g} combinations of "
-                 f"sides, {len(verts)} evaluated: got lies in the proven enclosure of every "
-                 "subgradient but not in the hull of the evaluated sides")
-
-
-def _class_combos(verts, bases, options) -> list[tuple]:
-    """Combinations where every kink of one class takes the same side (first or last): a
-    class is the kinks whose single changes move something, or nothing, at each base (two
-    stacked ReLU layers at 0: at the all-left base the first layer's changes move nothing). A
-    backend uses one convention per op, and ops differ by layer, so these are the likely
-    subgradients (torch.relu in one layer, H(0) = 1 in the next). At most 2^4 classes' worth."""
-    sig = []
-    for i in range(len(options)):
-        sig.append(tuple(any(_double_double(a) != _double_double(b)
-                             for row in rows[i][1:] for a, b in zip(verts[row], verts[rows[i][0]]))
-                         for rows in bases))
-    classes = sorted(set(sig))
-    if len(classes) < 2 or len(classes) > 4:
-        return []
-    out = []
-    for pick in itertools.product((0, -1), repeat=len(classes)):
-        side = dict(zip(classes, pick))
-        combo = tuple(o[side[s]] for o, s in zip(options, sig))
-        if len(set(side.values())) > 1:  # all-first and all-last are evaluated already
-            out.append(combo)
-    return out
-
-
-def _groups(verts, bases, n: int) -> list[list[int]]:
-    """Kinks linked through an entry that their single changes move (at any base)."""
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    owner: dict[int, int] = {}
-    for rows in bases:
-        for i, rs in enumerate(rows):
-            for row in rs[1:]:
-                for k, (a, b) in enumerate(zip(verts[row], verts[rs[0]])):
-                    if _double_double(a) == _double_double(b):  # identical passes: equal balls
-                        continue
-                    if k in owner:
-                        parent[find(i)] = find(owner[k])
-                    else:
-                        owner[k] = i
-    out: dict[int, list[int]] = {}
-    for i in range(n):
-        out.setdefault(find(i), []).append(i)
-    return list(out.values())
-
-
-def _fractional(key, opts, rng) -> object:
-    """A random local derivative strictly between the sides of one reached kink."""
-    if key[0] == "select":
-        w = [int(rng.integers(1, 1 << 20)) for _ in opts]
-        return {m: arb(fmpq(x, sum(w))) for m, x in zip(opts, w)}
-    return arb(fmpq(int(rng.integers(-(1 << 20) + 1, 1 << 20)), 1 << 20))
-
-
-def _pass(fn, args, dirs: dict, weights: dict) -> tuple[list | None, str | None]:
-    """One pass with sides ``dirs`` and local derivatives ``weights``: (outputs, why not)."""
-    kinks = fn.kinks
-    kinks.dirs, kinks.reached, kinks.weights = dirs, {}, weights
-    try:
-        return [arb_backend._a(o) for o in fn(args)], None
-    except arb_backend.Between:
-        return None, "a Piecewise condition has no side in between"
-    finally:
-        kinks.weights = {}
-
-
-def _interaction(fn, args, keys, options, verts, groups, rows, rng) -> str | None:
-    """None if G at two random points between the sides is the separable prediction: the base
-    plus, per group, G with that group between its sides and the others at the base (a lone
-    kink: its affine interpolation), to 2^-INTERACTION_BITS of the gradient's scale; else why
-    not. G is a polynomial in the local derivatives: one that is not separable differs from the
-    prediction at a random point with probability 1."""
-    base = verts[0]
-    base_dirs = {k: o[0] for k, o in zip(keys, options)}
-    scale = max((abs(float(o.mid())) for v in verts for o in v if o.is_finite()), default=0.0)
-    tol = arb(2) ** -INTERACTION_BITS * arb(scale)
-    for _ in range(2):
-        weights = {k: _fractional(k, o, rng) for k, o in zip(keys, options)}
-        got, why = _pass(fn, args, {}, weights)
-        if got is None:
-            return why
-        if set(fn.kinks.reached) - set(keys):
-            return "a side in between reaches another kink"
-        pred = list(base)
-        for g, rs in zip(groups, rows):
-            if len(g) == 1:
-                key, opts = keys[g[0]], options[g[0]]
-                w = weights[key]
-                for opt, row in zip(opts[1:], rs[1:]):
-                    lam = w[opt] if isinstance(w, dict) else (1 + w) / 2
-                    pred = [p + lam * (verts[row][k] - base[k]) for k, p in enumerate(pred)]
-                continue
-            dirs = {k: d for k, d in base_dirs.items() if k not in {keys[i] for i in g}}
-            part, why = _pass(fn, args, dirs, {keys[i]: weights[keys[i]] for i in g})
-            if part is None:
-                return why
-            pred = [p + (q - b) for p, q, b in zip(pred, part, base)]
-        for col, p in zip(got, pred):
-            diff = col - p
-            if not diff.is_finite() or not bool(abs(diff) <= tol):
-                return "the gradient between the sides is not separable in groups of kinks"
-    return None
-
-
-def _enclosure(fn, args, keys, options, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every output over all local derivatives between the sides at once: one pass with each a
-    ball over its range; (-inf, inf) where a branch or domain cannot be decided for a ball."""
-    kinks = fn.kinks
-    weights = {k: ({m: arb(0.5, 0.5) for m in o} if k[0] == "select" else arb(0, 1))
-               for k, o in zip(keys, options)}
-    kinks.dirs, kinks.reached, kinks.weights = {}, {}, weights
-    low, high = np.full(width, -np.inf), np.full(width, np.inf)
-    try:
-        outs = [arb_backend._a(o) for o in fn(args)]
-    except (arb_backend.Between, arb_backend.Imprecise, ValueError, ZeroDivisionError):
-        return low, high
-    finally:
-        kinks.weights = {}
-    for k, o in enumerate(outs):
-        if o.is_finite():
-            a, b = o.lower(), o.upper()
-            lo_, hi_ = float(a), float(b)
-            low[k] = lo_ if bool(arb(lo_) <= a) else np.nextafter(lo_, -np.inf)  # outward
-            high[k] = hi_ if bool(arb(hi_) >= b) else np.nextafter(hi_, np.inf)
-    return low, high
-
-
-def side_label(key, choice) -> str:
-    """``w*x → 0−`` (the left side of that kink) or ``w2 wins the max``."""
-    if key[0] == "select":
-        return f"{key[2][choice]} wins the {key[1]}"
-    return f"{key[1]} → 0{'+' if choice > 0 else '−'}"
 
 
 def _tight(o: arb, limit: arb, rel: arb) -> bool:
@@ -587,24 +300,8 @@ def _tight(o: arb, limit: arb, rel: arb) -> bool:
     return bool(rad <= limit or rad <= abs(o.mid()) * rel)
 
 
-def _double_double(o: arb) -> tuple[float, float]:
-    """A ball as hi + lo. A tight ball that contains 0 is 0: its midpoint is rounding debris of
-    the terms that cancelled (e.g. 1e-38 for a gradient that is exactly 0 by symmetry), and a
-    direction made of debris would mislead the block test."""
-    if not o.is_finite():
-        return np.nan, 0.0
-    if o.contains(0):
-        return 0.0, 0.0
-    mid = o.mid()
-    h = float(mid)
-    if not np.isfinite(h):
-        return h, 0.0  # beyond float64: compare reports it as overflow
-    return h, float(mid - h)
-
-
 def to_mpmath(o) -> "object":
     """A ball's midpoint as an mpmath number (exact conversion)."""
-    import mpmath
     o = arb_backend._a(o)
     if not o.is_finite():
         return mpmath.nan

@@ -1,7 +1,32 @@
+import os
+
 import pytest
 import torch
 
 from symgrad import zoo
+
+# CI (.ci/run) sets this: a render test whose outside tool is absent fails instead of skipping,
+# so a green CI means the KaTeX, Chromium and pdflatex tests ran.
+REQUIRE_RENDER = os.environ.get("SYMGRAD_REQUIRE_RENDER", "") not in ("", "0")
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "render_tool(name, present, install): needs an outside render tool; skips "
+        "where it is absent, fails instead where SYMGRAD_REQUIRE_RENDER=1 (CI)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """A ``render_tool`` test whose tool is absent: skip, or under SYMGRAD_REQUIRE_RENDER=1 fail
+    with one line (before its fixtures run)."""
+    for mark in item.iter_markers("render_tool"):
+        name, present, install = mark.args
+        if not present:
+            if REQUIRE_RENDER:
+                pytest.fail(f"SYMGRAD_REQUIRE_RENDER=1 but {name} is absent: {install}",
+                            pytrace=False)
+            pytest.skip(f"{name} is absent ({install})")
 
 
 @pytest.fixture(scope="session")

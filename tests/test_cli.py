@@ -92,7 +92,7 @@ def test_ctrl_c_prints_one_line_exits_130_and_writes_nothing(tmp_path, capsys, m
     def interrupted(*a, **k):
         raise KeyboardInterrupt
     import importlib
-    monkeypatch.setattr(importlib.import_module("symgrad.verify"), "verify", interrupted)
+    monkeypatch.setattr(importlib.import_module("symgrad.commands"), "verify", interrupted)
     out = tmp_path / "r"
     assert main(["report", "neuron", "chain_rule", "--out", str(out), "--no-progress"]) == 130
     err = capsys.readouterr().err

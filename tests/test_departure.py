@@ -8,7 +8,7 @@ import torch
 import symgrad as sg
 import symgrad.tensor as st
 from symgrad.compare import Tolerance
-from symgrad.departure import Capture, first_departure
+from symgrad.tensor.departure import Capture, first_departure
 from symgrad.modules import departure, glue, plan
 from symgrad.testing import scale_backward
 from symgrad.zoo import gpt2, native_gpt
@@ -188,7 +188,7 @@ def test_own_tensor_program_departure_is_located(monkeypatch):
 
 def test_own_tensor_program_that_agrees_keeps_the_derivative_split():
     """symgrad's own torch program is correct: the search over its labelled nodes agrees."""
-    from symgrad.departure import own_program
+    from symgrad.tensor.departure import own_program
     from symgrad.tensor.tables import TorchOps
     m = gpt2.gpt(TINY)
     values = m.draw(1, np.random.default_rng(0), "float32")

@@ -4,6 +4,7 @@ import subprocess
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import symgrad as sg
 from symgrad import SymgradError, zoo
@@ -40,7 +41,8 @@ def test_latex_document_is_complete():
     assert tex.startswith("\\documentclass") and tex.rstrip().endswith("\\end{document}")
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+@pytest.mark.render_tool("pdflatex", shutil.which("pdflatex") is not None,
+                         "apt-get install texlive-latex-base texlive-latex-recommended")
 def test_latex_document_compiles(tmp_path):
     tex = sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).latex()
     (tmp_path / "n.tex").write_text(tex)
@@ -58,6 +60,28 @@ def test_point_parsing_and_errors():
         parse_point("x=abc")
     with pytest.raises(SymgradError, match="no value for 'y'"):
         sg.explain(zoo.get("neuron"), at={"x": 1.0, "w": 1.0, "b": 0.0})
+
+
+def test_point_keys_are_read_as_verify_and_exact_at_read_them():
+    """Sympy-symbol keys work as block names do (they raised a KeyError traceback); a wrong
+    name gives exact_at's one-line error, under explain's name."""
+    m = zoo.get("neuron")
+    x, w, b, y = sp.symbols("x w b y")
+    by_symbol = sg.explain(m, at={x: 1.1, w: 2.2, b: 0, y: 1})
+    assert by_symbol.gradient == sg.explain(m, at={"x": 1.1, "w": 2.2, "b": 0, "y": 1}).gradient
+    assert by_symbol.gradient["w"].startswith("-0.0898")
+    assert sg.exact_at(m, {x: 1.1, w: 2.2, b: 0, y: 1})["d/dw"] == sg.exact_at(
+        m, {"x": 1.1, "w": 2.2, "b": 0, "y": 1})["d/dw"]
+    for bad, why in (({x: 1.1, sp.Symbol("ww"): 2.2, b: 0, y: 1}, r"unknown name\(s\) \['ww'\]"),
+                     ({x: 1.1, b: 0, y: 1}, "no value for 'w'"),
+                     ({3: 1.0}, "neither a block name nor a symbol")):
+        with pytest.raises(SymgradError, match=why) as explained:
+            sg.explain(m, at=bad)
+        with pytest.raises(SymgradError, match=why) as exact:
+            sg.exact_at(m, bad)
+        assert str(explained.value).split(": ", 2)[-1] == str(exact.value).split(": ", 1)[-1]
+    with pytest.raises(SymgradError, match="unknown name"):
+        sg.verify(m, at={x: 1.1, sp.Symbol("ww"): 2.2, b: 0, y: 1})
 
 
 def test_matrix_point_through_api():
@@ -85,8 +109,8 @@ def test_tiny_gpt_is_explained_from_its_tensor_program():
     folded onto layer 0, the backward rule per op and the derived gradient program."""
     md = sg.explain(zoo.get("tiny_gpt")).markdown()
     assert "## Forward pass, one line per tensor operation" in md
-    assert r"\sum_{i=0}^{15} v^{(13)}_{a,i} \mathrm{h0\_Wq}_{o,i}" in md
-    assert "layer 1: the same 52 operations as layer 0, on the h1_ parameters" in md
+    assert r"\sum_{i=0}^{15} \mathrm{h0.ln1}_{a,i} \mathrm{h0\_Wq}_{o,i}" in md  # by label
+    assert "layer 1: the same 49 operations as layer 0, on the h1_ parameters" in md
     assert "h1\\_Wq" not in md  # folded
     assert "LayerNorm over each row" in md and "gradient operations over" in md
     with pytest.raises(SymgradError, match="is a tensor program of .* entries; --at"):
@@ -123,7 +147,7 @@ def test_attention_intermediates_have_names():
 
 
 def test_no_double_subscripts_in_names():
-    from symgrad.notation import tex_name
+    from symgrad.present.notation import tex_name
     assert tex_name("d_X_{0,0}") == r"\bar{X}_{0,0}"
     assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
     assert tex_name("mu_{0}#2") == r"\mu^{[2]}_{0}"

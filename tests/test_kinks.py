@@ -270,10 +270,10 @@ def test_relus_at_exact_zero_beyond_enumeration(width):
 def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch):
     """32 ReLUs at 0: the base, one change per kink and two points between the sides (the
     affine check): 35 passes per precision rung, not 2^32."""
-    from symgrad import oracle
+    from symgrad import sides
     calls = []
-    real = oracle._vertex
-    monkeypatch.setattr(oracle, "_vertex", lambda *a: calls.append(1) or real(*a))
+    real = sides._vertex
+    monkeypatch.setattr(sides, "_vertex", lambda *a: calls.append(1) or real(*a))
     r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
     assert r.ok
     assert len(calls) % 33 == 0 and 0 < len(calls) <= 33 * 4

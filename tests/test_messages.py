@@ -13,7 +13,7 @@ from torch.nn import functional as F
 import symgrad as sg
 from symgrad import SymgradError
 from symgrad.compare import Comparison, Tolerance
-from symgrad.departure import Capture, Departure, first_unreproducible
+from symgrad.tensor.departure import Capture, Departure, first_unreproducible
 from symgrad.modules import LAYOUTS, departure, glue, plan
 from symgrad.modules.run import _difference
 from symgrad.zoo import gpt2

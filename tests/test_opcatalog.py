@@ -5,6 +5,7 @@ report's reproducers, and the command line."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from symgrad.errors import SymgradError
 from symgrad.opcatalog import CATALOGUE, Arg, Op, OpsConfig, by_name, run_ops
 from symgrad.opcatalog.build import first_order
 from symgrad.opcatalog.inputs import samples
-from symgrad.opcatalog.report import snippet
+from symgrad.opcatalog.report import as_html, as_markdown, from_json, redraw, snippet, \
+    table_rows
 from symgrad.opcatalog.run import run_one
 
 REPORT = Path(__file__).resolve().parent.parent / "reports" / "ops.json"
@@ -154,3 +156,30 @@ def test_whole_catalogue_float64_has_no_unexplained_finding():
     report = run_ops(OpsConfig(dtypes=("float64",), budget=16))
     assert not [r for r in report.rows if r.status == "error"]
     assert report.ok, [(f.op, f.cause, f.point) for f in report.unexplained]
+
+
+def _page_text(page: str) -> str:
+    """The page's prose: code blocks and tags removed."""
+    page = re.sub(r"<pre>.*?</pre>|<code>.*?</code>|<script>.*?</script>", "", page, flags=re.S)
+    return re.sub(r"<[^>]+>", " ", page)
+
+
+def test_ops_page_renders_markdown_and_shows_the_table_first():
+    report = from_json(json.loads(REPORT.read_text()))
+    page = as_html(report, table_rows(report))
+    assert page.index("<h2>Every operator</h2>") < page.index("<h2>Findings</h2>")
+    assert page.index("<h2>Every operator</h2>") < page.index("<h2>Method</h2>")
+    prose = _page_text(page)
+    assert "`" not in prose, re.findall(r".{30}`.{30}", prose)[:3]
+    assert not re.search(r"(?<![\w*])\*\w[^*]*\*(?![\w*])", prose)
+    assert "<code>torch_fn</code>" in page and "<em>inconclusive</em>" in page
+    md = as_markdown(report)
+    assert md.index("## Every operator") < md.index("## Findings")
+
+
+def test_committed_ops_pages_are_drawn_from_the_committed_json(tmp_path):
+    """ops.json round-trips into the report, and the committed pages are its current views."""
+    (tmp_path / "ops.json").write_text(REPORT.read_text())
+    md, page = redraw(tmp_path)
+    assert page.read_text() == REPORT.with_suffix(".html").read_text()
+    assert md.read_text() == REPORT.with_suffix(".md").read_text()

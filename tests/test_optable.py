@@ -158,7 +158,7 @@ def test_every_entry_is_exposed_and_catalogued():
 
 def test_named_entries_print_by_name_in_notation():
     """sg.ops.mish(z) is explained as mish(z) (LaTeX and MathML), differentiated by its rule."""
-    from symgrad.notation import latex, mathml
+    from symgrad.present.notation import latex, mathml
     z = sp.Symbol("z", real=True)
     for e in OPS.values():
         if not e.named:

@@ -1,5 +1,6 @@
 """Every math span renders: Markdown math with KaTeX (node), HTML math in Chromium, LaTeX with
-pdflatex within the page. Each test skips cleanly where its tool is absent; CI installs them."""
+pdflatex within the page. Each test skips cleanly where its tool is absent; CI installs them and
+sets SYMGRAD_REQUIRE_RENDER=1, under which a missing tool fails the test (tests/conftest.py)."""
 
 import json
 import os
@@ -37,8 +38,8 @@ def _katex_dir():
 
 
 KATEX = _katex_dir() if shutil.which("node") else None
-needs_katex = pytest.mark.skipif(KATEX is None, reason="node or the katex package is absent "
-                                 "(npm install --prefix .ci/katex katex)")
+needs_katex = pytest.mark.render_tool("node with the katex package", KATEX is not None,
+                                      "npm install --prefix .ci/katex katex@0.16")
 
 
 def _chromium():
@@ -73,6 +74,28 @@ def fresh_report(tmp_path_factory):
 def test_math_span_extraction():
     md = "a $$x_{0}$$ b $y$ and `$not$` $$\n\\frac{1}{2}\n$$"
     assert math_spans(md) == ["x_{0}", "\n\\frac{1}{2}\n", "y"]
+
+
+class _Item:
+    """A stand-in test item carrying one render_tool mark."""
+
+    def __init__(self, present: bool):
+        self.mark = pytest.mark.render_tool("pdflatex", present, "apt-get install texlive").mark
+
+    def iter_markers(self, name):
+        return iter([self.mark] if name == "render_tool" else [])
+
+
+@pytest.mark.parametrize("required", [False, True])
+def test_a_missing_render_tool_skips_or_fails_on_ci(required, monkeypatch):
+    """Absent tool: skip; under SYMGRAD_REQUIRE_RENDER=1 (CI) fail with one line."""
+    import conftest
+    monkeypatch.setattr(conftest, "REQUIRE_RENDER", required)
+    conftest.pytest_runtest_setup(_Item(present=True))  # present: runs
+    with pytest.raises(pytest.fail.Exception if required else pytest.skip.Exception,
+                       match="pdflatex is absent") as info:
+        conftest.pytest_runtest_setup(_Item(present=False))
+    assert "\n" not in str(info.value)
 
 
 @needs_katex
@@ -115,7 +138,7 @@ def test_committed_reports_math_renders_in_katex():
     assert katex_errors(spans) == []
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed")
+@pytest.mark.render_tool("chromium", _chromium() is not None, "apt-get install chromium")
 def test_html_math_renders_in_chromium(fresh_report, tmp_path):
     (tmp_path / "explain.html").write_text(sg.explain(zoo.get("neuron"), at={
         "x": 1.1, "w": 2.2, "b": 0, "y": 1}).html())
@@ -130,7 +153,7 @@ def test_html_math_renders_in_chromium(fresh_report, tmp_path):
             assert total > 0, page.name
 
 
-@pytest.mark.skipif(_chromium() is None, reason="no Chromium installed")
+@pytest.mark.render_tool("chromium", _chromium() is not None, "apt-get install chromium")
 def test_screenshot_of_the_report(fresh_report, tmp_path):
     import importlib.util
     spec = importlib.util.spec_from_file_location("screenshot", ROOT / "scripts" / "screenshot.py")
@@ -151,7 +174,8 @@ def _chromium_run(tmp_path, args):
 OVERFULL_TOLERANCE_PT = 10.0  # a box may stick out this far (a wide subscript), no more
 
 
-@pytest.mark.skipif(shutil.which("pdflatex") is None, reason="no LaTeX engine installed")
+@pytest.mark.render_tool("pdflatex", shutil.which("pdflatex") is not None,
+                         "apt-get install texlive-latex-base texlive-latex-recommended")
 @pytest.mark.parametrize("name", ["neuron", "simplenet", "gpt_attention", "gpt_cross_entropy",
                                   *[pytest.param(n, marks=pytest.mark.slow) for n in zoo.names()
                                     if n not in ("neuron", "simplenet", "gpt_attention",

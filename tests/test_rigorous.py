@@ -1,4 +1,4 @@
-"""The rigorous enclosure (symgrad/rigorous.py) and "fail only on proof" (issue 16, item 2).
+"""The rigorous enclosure (symgrad/rigorous/) and "fail only on proof" (issue 16, item 2).
 
 Soundness tests are *meant to fail* if the widening is too small: the float64 and float32 values
 computed by correct code (symgrad's own numpy and torch programs, and each built-in model's

@@ -216,7 +216,7 @@ def test_literal_bce_torch_fn_keeps_its_findings():
 
 # ---------------------------------------------------------------- what the rewrite leaves alone
 def test_the_display_view_and_explanations_keep_the_formula_as_written():
-    from symgrad.report.formulas import gradient_formulas, model_formulas
+    from symgrad.present.formulas import gradient_formulas, model_formulas
     model = _ce()
     assert model.graph.rewrites == ("log-sum-exp",)
     assert len(model.display_graph.nodes) == 1

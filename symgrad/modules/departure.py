@@ -3,7 +3,7 @@
 Forward hooks on the module's named submodules capture their outputs at one sample (the failing
 one); ``SITES`` (a row per layout, as ``layouts.LAYOUTS``) maps each submodule name to the
 labelled node of symgrad's tensor program of the same GPT (``symgrad.zoo.gpt2``: ``h0.ln1``,
-``h0.attn``, ...); ``symgrad.departure`` compares them, in the order they ran, with the exact
+``h0.attn``, ...); ``symgrad.tensor.departure`` compares them, in the order they ran, with the exact
 values and their rounding bound. The attention block is compared as a whole (its q/k/v
 projections are not labelled in the program; its output projection is left out, so that a
 departure inside attention is named at the attention block, not at its last Linear).
@@ -28,7 +28,7 @@ from torch.overrides import TorchFunctionMode
 
 from .. import causes
 from ..backends.torch import TORCH_DTYPES, exact_math
-from ..departure import (Capture, Search, first_departure,  # noqa: F401 (Search: run.py)
+from ..tensor.departure import (Capture, Search, first_departure,  # noqa: F401 (Search: run.py)
                          first_unreproducible)
 from ..model import Model
 

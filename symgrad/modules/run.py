@@ -21,8 +21,10 @@ from torch import nn
 from ..backends import torch as torch_backend
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
+from ..judge import judge
 from ..model import Model
 from ..result import Result
+from ..stages import derive, draw, execute
 from . import departure, glue, mapping, paths as paths_mod
 
 
@@ -44,7 +46,7 @@ class ModuleRun:
     skipped: dict[str, str] = field(default_factory=dict)  # path -> reason in words
     backends: dict[str, str] = field(default_factory=dict)  # path -> backend name in the Result
     first_message_s: float = 0.0  # from the call to the end of the one-sample probe
-    departures: dict = field(default_factory=dict)  # backend -> symgrad.departure.Search, for
+    departures: dict = field(default_factory=dict)  # backend -> tensor.departure.Search, for
     #                                                 each failing module backend
 
 
@@ -55,7 +57,6 @@ def backend_name(path: str) -> str:
 def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
                   options: ModuleOptions = ModuleOptions()) -> Result:
     """The module path of ``sg.verify`` (see its docstring); returns a Result."""
-    from ..verify import derive, draw, execute, judge
     t_call = time.perf_counter()
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)

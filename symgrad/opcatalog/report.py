@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from ..compare import Tolerance, dtype_info
-from ..htmlpage import page
+from ..present.htmlpage import inline, page
 from ..report.atomic import write_text
-from .run import Finding, OpsReport, Row
+from .run import Finding, OpsConfig, OpsReport, Order, Row
 from .table import CATALOGUE, by_name
 
 SCHEMA_VERSION = 1
@@ -240,7 +240,8 @@ def as_markdown(report: OpsReport) -> str:
            f"seed {cfg.seed}; regenerate with `symgrad ops "
            + (f"--ops {','.join(cfg.ops)} " if cfg.ops else "")
            + f"--dtype {','.join(cfg.dtypes)} --budget {cfg.budget} --seed {cfg.seed}`.", "",
-           "## Summary", ""] + _md_table(summary(report)) + ["", "## Method", ""]
+           "## Summary", ""] + _md_table(summary(report))
+    out += ["", "## Every operator", ""] + _md_table(table_rows(report)) + ["", "## Method", ""]
     out += [f"- {m}" for m in METHOD]
     out += ["", f"Verdict rule: {Tolerance().rule()}.", "",
             "## Findings", "",
@@ -255,8 +256,7 @@ def as_markdown(report: OpsReport) -> str:
                 f"worst: {f.output} expected {f.expected!r}, got {f.got!r} "
                 f"({_ratio(f.ulps)} ULPs, allowed {_ratio(f.allowed_ulps)}); {gc}.", "",
                 "```python", (f.snippet or snippet(f)).rstrip(), "```", ""]
-    out += ["## Every operator", ""] + _md_table(table_rows(report))
-    out += ["", "## Not expressible in symgrad (listed, not dropped)", ""]
+    out += ["## Not expressible in symgrad (listed, not dropped)", ""]
     out += [f"- `{op.call}` ({op.name}): {op.unsupported}" for op in CATALOGUE
             if op.unsupported]
     no_dbl = sorted({r.op for r in report.rows if r.second and r.second.note
@@ -291,21 +291,60 @@ def as_markdown(report: OpsReport) -> str:
 
 
 def as_html(report: OpsReport, md_rows: list[dict]) -> str:
+    """The page: summary and the per-operator table first, then method and findings (the
+    Markdown's inline code and emphasis as HTML)."""
     from tabulate import tabulate
     parts = ["<h2>Summary</h2>", tabulate(summary(report), headers="keys", tablefmt="html"),
-             "<h2>Method</h2><ul>" + "".join(f"<li>{html.escape(m)}</li>" for m in METHOD)
-             + "</ul>", f"<p>Verdict rule: {html.escape(Tolerance().rule())}</p>",
+             "<h2>Every operator</h2>", tabulate(md_rows, headers="keys", tablefmt="html"),
+             "<h2>Method</h2><ul>" + "".join(f"<li>{inline(m)}</li>" for m in METHOD)
+             + "</ul>", f"<p>Verdict rule: {inline(Tolerance().rule())}</p>",
              "<h2>Findings</h2>"]
     for f in _grouped(report):
         parts.append(f"<h3>{html.escape(f'{f.op} · {f.dtype} · {f.order} · {f.cause}')}</h3>"
-                     f"<p>{html.escape(f.explanation)}; {f.count} failing; worst {f.output}: "
-                     f"expected {f.expected!r}, got {f.got!r}</p>"
+                     f"<p>{inline(f.explanation)}; {f.count} failing; worst "
+                     f"{html.escape(f.output)}: expected {f.expected!r}, got {f.got!r}</p>"
                      f"<pre>{html.escape(f.snippet or snippet(f))}</pre>")
-    parts += ["<h2>Every operator</h2>", tabulate(md_rows, headers="keys", tablefmt="html"),
-              "<h2>Not expressible in symgrad</h2><ul>"
-              + "".join(f"<li><code>{html.escape(op.call)}</code>: {html.escape(op.unsupported)}"
+    parts += ["<h2>Not expressible in symgrad</h2><ul>"
+              + "".join(f"<li><code>{html.escape(op.call)}</code>: {inline(op.unsupported)}"
                         "</li>" for op in CATALOGUE if op.unsupported) + "</ul>"]
     return page("symgrad: torch's operators, verified", "\n".join(parts))
+
+
+def from_json(doc: dict) -> OpsReport:
+    """The ``OpsReport`` a committed ``ops.json`` was written from (to redraw its Markdown and
+    HTML views without running the catalogue again).
+
+    Arguments:
+        doc: the parsed ``ops.json``.
+    Returns:
+        The report: config, rows with their findings, timing.
+    """
+    def num(x):  # _json_safe wrote non-finite floats as strings
+        return float(x) if x in ("inf", "-inf", "nan") else x
+
+    def order(d: dict | None) -> Order | None:
+        return None if d is None else Order(**{k: num(v) for k, v in d.items()})
+
+    rows = []
+    for r in doc["rows"]:
+        findings = [Finding(**{k: num(v) for k, v in f.items()})
+                    for f in r["findings"]]
+        rows.append(Row(**{**r, "first": order(r["first"]), "second": order(r["second"]),
+                           "findings": findings}))
+    cfg = {k: tuple(v) if isinstance(v, list) else v for k, v in doc["config"].items()}
+    timing = doc["timing"]
+    return OpsReport(OpsConfig(**cfg), rows, timing["total_s"],
+                     {k: v for k, v in timing.items() if k != "total_s"})
+
+
+def redraw(folder: Path) -> list[Path]:
+    """Rewrite ``ops.md`` and ``ops.html`` in ``folder`` from its ``ops.json``."""
+    folder = Path(folder)
+    report = from_json(json.loads((folder / "ops.json").read_text()))
+    paths = [folder / "ops.md", folder / "ops.html"]
+    write_text(paths[0], as_markdown(report))
+    write_text(paths[1], as_html(report, table_rows(report)))
+    return paths
 
 
 def write_ops_report(report: OpsReport, out: Path) -> list[Path]:

@@ -3,7 +3,7 @@ the torch operator (first order, and Hessian-vector products by double backward)
 per-entry verdicts, named causes and findings; ``torch.autograd.gradcheck`` beside it.
 
 >>> from symgrad.opcatalog import OpsConfig, run_ops
->>> report = run_ops(OpsConfig(ops=("sigmoid",), dtypes=("float64",), budget=16))
+>>> report = run_ops(OpsConfig(ops=("tanh",), dtypes=("float64",), budget=16))
 >>> report.rows[0].status
 'ok'
 """

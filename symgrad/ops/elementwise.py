@@ -20,7 +20,7 @@ from typing import Callable
 import sympy as sp
 
 from ..graph import define
-from ..notation import sigma
+from ..logistic import sigma
 from ..optable import OPS, S, X0, Y, Elementwise, families, function
 from .basic import _as_matrix, _elementwise, _operand, element_label
 

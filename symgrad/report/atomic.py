@@ -6,6 +6,8 @@ import os
 import tempfile
 from pathlib import Path
 
+from ..errors import SymgradError
+
 
 def write_bytes(path: Path, data: bytes) -> None:
     """Write to a temporary file beside ``path``, fsync, then rename over it."""
@@ -65,7 +67,6 @@ def write_set(out: Path, files: dict) -> list[Path]:
 
 
 def _unwritable(out: Path, exc: OSError):
-    from ..errors import SymgradError
     return SymgradError(f"--out {str(out)!r}: cannot write the report there "
                         f"({exc.strerror or exc}); choose a writable folder, e.g. --out reports")
 

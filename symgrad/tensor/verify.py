@@ -24,8 +24,11 @@ from ..compare import (FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH, STATUS_NAMES
 from ..config import VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
+from ..findings import (block_note as _block_note, proof_note, shown_value as _shown_value,
+                        with_proof)
 from ..model import round_to
 from ..result import BackendRun, Failure, Result, undecided_note
+from .departure import first_departure, own_program
 from .model import Outputs, TensorModel
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
@@ -250,8 +253,6 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
 
     from .. import causes
     from ..config import OWN_BACKENDS
-    from ..departure import first_departure, own_program
-    from ..verify import with_proof
     from .program import topological
     from .tables import TorchOps
     from . import views
@@ -321,7 +322,6 @@ def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, value
               subset) -> list[Failure]:
     """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
     vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""
-    from ..verify import _block_note, _shown_value, proof_note
     found = []
     width = comp.status.shape[1]
     for f in flat:

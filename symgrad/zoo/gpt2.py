@@ -45,7 +45,7 @@ def _keep(name: str, shape, cfg: GPTConfig, dropout: bool):
 
 def _site(node: st.Node, name: str) -> st.Node:
     """Label an intermediate (``h0.ln1``, ``h0.attn``...): the node a user module's submodule
-    output is compared with when locating where a forward departs (symgrad.departure)."""
+    output is compared with when locating where a forward departs (symgrad.tensor.departure)."""
     node.name = name
     return node
 
@@ -126,7 +126,7 @@ def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
 
 
 # the ops of a GPT, in order of the forward pass: the report's textbook backward rules
-# (``symgrad.report.formulas.INDEX_RULES``, one row per op)
+# (``symgrad.present.formulas.INDEX_RULES``, one row per op)
 TEXTBOOK_OPS = ("embedding", "dropout", "layer_norm", "score", "attention", "context",
                 "residual", "gelu", "nll")
 

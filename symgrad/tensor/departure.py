@@ -29,8 +29,11 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from .compare import FAILING, STATUS_NAMES, Tolerance, compare
-from .tensor.program import Node
+from ..compare import FAILING, STATUS_NAMES, Tolerance, allowance, compare
+from .bound import evaluate_bound
+from .interpret import evaluate
+from .program import Node, topological
+from .tables import oracle_ops
 
 
 @dataclass(frozen=True)
@@ -140,9 +143,6 @@ def first_departure(captures: Sequence[Capture], leaves: Mapping[str, np.ndarray
         A ``Search``: ``.departure`` (None when every captured intermediate agrees),
         ``.checked``, ``.skipped``, ``.sentence()``.
     """
-    from .tensor.bound import evaluate_bound
-    from .tensor.interpret import evaluate
-    from .tensor.tables import oracle_ops
     t0 = time.perf_counter()
     usable, skipped = [], []
     for c in captures:
@@ -194,8 +194,6 @@ def first_unreproducible(first: Sequence[Capture], second: Sequence[Capture],
         leaves, dtype, tol: as for ``first_departure``.
     Returns:
         An ``Unreproducible`` (site, kind, worst entry, both values), or None."""
-    from .compare import allowance
-    from .tensor.bound import evaluate_bound
     pairs = [(a, np.asarray(a.got, np.float64), np.asarray(b.got, np.float64))
              for a, b in zip(first, second) if a.site == b.site]
     differ = [(c, x, y) for c, x, y in pairs
@@ -226,8 +224,6 @@ def own_program(outputs: Sequence[Node], table, leaves: Mapping[str, np.ndarray]
     """The intermediates of symgrad's own program run under ``table`` (numpy or torch in the
     run's dtype) at one sample: every labelled node (a GPT's ``h0.ln1``...), or with
     ``labelled_only=False`` (or no labels) every computed float node, in execution order."""
-    from .tensor.interpret import evaluate
-    from .tensor.program import topological
     order = [n for n in topological(outputs) if not n.is_leaf and not n.integer
              and n.op != "onehot"]
     labelled = [n for n in order if n.name]

@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import sympy as sp
 
-from ..notation import Raw, tex_base
+from .notation import Raw, tex_base
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
 from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, _eq, mathml_of_tex
@@ -45,20 +46,58 @@ def _squeeze(node: Node) -> bool:
         tuple(n for n in node.args[0].shape if n != 1)
 
 
+def _stack_part(node: Node) -> bool:
+    """One term e_i (x) leaf of ``st.stack`` (a unit basis vector times a leaf)."""
+    if node.op != "einsum" or not node.attrs["spec"].startswith("k,"):
+        return False
+    basis, leaf = node.args
+    v = basis.attrs.get("value") if basis.op == "const" else None
+    return leaf.is_leaf and v is not None and v.ndim == 1 and v.sum() == 1 and \
+        set(np.unique(v)) <= {0.0, 1.0}
+
+
+def stacked_name(node: Node) -> str | None:
+    """The reader's name of ``st.stack`` over leaves named alike (``h0_attn_keep0``,
+    ``h0_attn_keep1`` -> ``h0_attn_keep``, indexed by its first axis), else None."""
+    parts = [node] if _stack_part(node) else list(node.args) if node.op == "map" and \
+        node.args and all(_stack_part(a) for a in node.args) else []
+    stems = {re.sub(r"\d+$", "", p.args[1].name or "") for p in parts}
+    return stems.pop() if len(stems) == 1 and "" not in stems else None
+
+
+def hidden(node: Node) -> bool:
+    """A node shown under another's name, never on a line of its own: a squeeze, a stack of
+    leaves and its terms (their basis vectors are symgrad's, not the model's)."""
+    return _squeeze(node) or stacked_name(node) is not None or (
+        _stack_part(node) and stacked_name(node) is None)
+
+
 class _Names:
-    """Display names: leaves by block name, intermediates v^{(k)} in program order."""
+    """Display names: leaves by block name, a stack of leaves by their common stem, labelled
+    intermediates (``h0.attn``) by label, scalar constants by value, other intermediates
+    v^{(k)} in program order."""
 
     def __init__(self) -> None:
         self.ids: dict[int, int] = {}
+
+    def _named(self, node: Node) -> str | None:
+        while _squeeze(node):
+            node = node.args[0]
+        if node.op == "const" and node.attrs["value"].shape == ():
+            return None
+        if node.is_leaf:
+            return node.name or "const"
+        return stacked_name(node) or node.name or None
 
     def tex(self, node: Node, idx: str) -> str:
         while _squeeze(node):
             node = node.args[0]
         sub = f"_{{{','.join(idx)}}}" if idx else ""
-        if node.op in ("param", "input"):
-            return tex_base(node.name) + sub
-        if node.op == "const":
-            return tex_base(node.name or "const") + sub
+        if node.op == "const" and node.attrs["value"].shape == ():
+            return sp.latex(sp.nsimplify(float(node.attrs["value"])))
+        name = self._named(node)
+        if name is not None:
+            return tex_base(name) + sub
         k = self.ids.setdefault(node.id, len(self.ids) + 1)
         return f"v^{{({k})}}{sub}"
 
@@ -66,8 +105,11 @@ class _Names:
         while _squeeze(node):
             node = node.args[0]
         sub = f"[{','.join(idx)}]" if idx else ""
-        if node.is_leaf:
-            return (node.name or "const") + sub
+        if node.op == "const" and node.attrs["value"].shape == ():
+            return str(sp.nsimplify(float(node.attrs["value"])))
+        name = self._named(node)
+        if name is not None:
+            return name + sub
         k = str(self.ids.setdefault(node.id, len(self.ids) + 1)).translate(_SUPERSCRIPT)
         return f"v⁽{k}⁾{sub}"
 
@@ -176,14 +218,15 @@ def model_formulas(model: TensorModel) -> list[Formula]:
     """The tensor program, one line per node; a GPT's layers 1.. folded when they repeat
     layer 0's nodes."""
     names = _Names()
-    steps = [n for n in topological([model.loss]) if not n.is_leaf and not _squeeze(n)]
+    steps = [n for n in topological([model.loss]) if not n.is_leaf and not hidden(n)]
     cfg = getattr(model, "gpt_config", None)
     n_layers = cfg.n_layers if cfg is not None else 0
     memo: dict = {}
     by_stage: dict[int, list[Node]] = {}
     for n in steps:
         by_stage.setdefault(_stage(n, n_layers, memo), []).append(n)
-    out: list[Formula] = [Formula(note=f"{len(steps)} tensor operations ({model.n_nodes} nodes "
+    n_ops = sum(1 for n in topological([model.loss]) if not n.is_leaf and not _squeeze(n))
+    out: list[Formula] = [Formula(note=f"{n_ops} tensor operations ({model.n_nodes} nodes "
                                        "with the leaves); v⁽ᵏ⁾ is the k-th intermediate array, "
                                        "indices t, j, … run over its axes:")]
     shown = 0
@@ -194,8 +237,8 @@ def model_formulas(model: TensorModel) -> list[Formula]:
             for n in nodes:  # number them, so later lines name them consistently
                 names.tex(n, "")
             out.append(Formula(note=f"⋮ layer {stage}: the same {len(nodes)} operations as "
-                                    f"layer 0, on the h{stage}_ parameters (v⁽{names.ids[nodes[0].id]}⁾"
-                                    f" … v⁽{names.ids[nodes[-1].id]}⁾)"))
+                                    f"layer 0, on the h{stage}_ parameters ({names.text(nodes[0], '')}"
+                                    f" … {names.text(nodes[-1], '')})"))
             continue
         if n_layers:
             out.append(Formula(note="Before the blocks:" if stage < 0 else
@@ -230,7 +273,7 @@ def gradient_formulas(model: TensorModel) -> list[tuple[str, list[Formula]]]:
         names = model._cache["formula_names"]
     grad = model.gradient
     forward = {n.id for n in topological([model.loss])}
-    back = [n for n in grad.nodes if n.id not in forward and not n.is_leaf and not _squeeze(n)]
+    back = [n for n in grad.nodes if n.id not in forward and not n.is_leaf and not hidden(n)]
     note = (f"{len(back)} gradient operations over {len(forward)} forward nodes (reverse "
             "accumulation: one vector-Jacobian rule per node type, sympy.diff of each map, "
             "einsum adjoints by index rearrangement; no Jacobian is formed); the first "

@@ -14,10 +14,14 @@ from dataclasses import dataclass
 
 import sympy as sp
 
+from ..derive import reverse_accumulation
 from ..graph import Graph, Node
 from ..model import Model
 from ..optable import OPS
-from ..notation import fold, latex, mathml, names_from
+from ..stable import RULES
+from .derivation import group, has_matrix, layer_rules, layer_sections, textbook_adjoints
+from .notation import fold, latex, mathml, names_from
+from .texmath import tex_to_mathml
 
 MAX_FAMILIES = 40  # families of steps shown; the rest are counted
 MAX_ADJOINTS = 8  # steps of the computed (stable) gradient program shown
@@ -97,7 +101,6 @@ def _shapes(model: Model, graph: Graph) -> dict[str, tuple[int, int]]:
 
 def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
     """(forward formula, backward rules) of a matrix op family, or None."""
-    from ..explain import _layer_rules
     g = getattr(nodes[0].symbol, "group", None)
     if g is None:
         return None
@@ -105,7 +108,7 @@ def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
     out = sp.MatrixSymbol(g.label, *g.shape)
     ins = [sp.MatrixSymbol(name, *shapes.get(name, (1, 1))) for name in g.operands]
     try:
-        fwd, back = _layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
+        fwd, back = layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
                                  {b.name for b in model.param_blocks})
     except (sp.ShapeError, ValueError, TypeError):
         return None
@@ -156,16 +159,15 @@ def gradient_formulas(model: Model, *, computed: bool = True
 
 
 def _textbook(model: Model):
-    from ..explain import _group, _has_matrix, _layers, textbook_adjoints
     graph = model.display_graph
     fams = families(graph)
     lines: list[Formula] = []
     title = "Textbook form: one delta per op (matrix notation)"
     with names_from(display_names(graph)):
-        if _has_matrix(graph) and all(_group(n) is not None or n is graph.output
+        if has_matrix(graph) and all(group(n) is not None or n is graph.output
                                       for n in graph.nodes):
             try:  # a layered model: every step belongs to a matrix op
-                back = _layers(model, graph, None)[1]
+                back = layer_sections(model, graph, None)[1]
                 return title, [Formula(note=back.note)] + [
                     _matrix_eq(ln.lhs, ln.rhs) for ln in back.lines]
             except (sp.ShapeError, ValueError, TypeError):
@@ -241,24 +243,8 @@ def index_rules(graph: Graph) -> list[Formula]:
 
 
 def mathml_of_tex(tex: str) -> str:
-    """MathML for a rule written in LaTeX: its annotation (browsers show the text form)."""
-    import html
-    return ('<math xmlns="http://www.w3.org/1998/Math/MathML" display="block"><semantics>'
-            f"<mtext>{html.escape(_plain(tex))}</mtext>"
-            f'<annotation encoding="application/x-tex">{html.escape(tex)}</annotation>'
-            "</semantics></math>")
-
-
-def _plain(tex: str) -> str:
-    """A readable plain-text form of a LaTeX rule (for HTML)."""
-    table = [(r"\delta", "δ"), (r"\hat", ""), (r"\frac", ""), (r"\sum_k", "Σ_k"),
-             (r"\sum_t", "Σ_t"), (r"\sum_{s' \le t}", "Σ_{s'≤t}"), (r"\circ", "∘"),
-             (r"\Big", ""), (r"\big", ""), (r"\quad", "   "), (r"\partial", "∂"),
-             (r"\sqrt", "√"), (r"\mathrm", ""), (r"\mathrel", ""), (r"\,", " "),
-             (r"\le", "≤"), ("^{T}", "ᵀ")]
-    for a, b in table:
-        tex = tex.replace(a, b)
-    return tex.replace("{", "").replace("}", "")
+    """MathML for a rule written in LaTeX (the same formula: fractions, roots, sums)."""
+    return tex_to_mathml(tex)
 
 
 def _matrix_eq(lhs, rhs) -> Formula:
@@ -270,7 +256,6 @@ def _matrix_eq(lhs, rhs) -> Formula:
 
 
 def _computed(model: Model):
-    from ..derive import reverse_accumulation
     program = model._cache.get("program") or reverse_accumulation(model)
     model._cache["program"] = program
     back = program.assignments[program.n_forward:]
@@ -281,11 +266,26 @@ def _computed(model: Model):
             + f"; the first {min(len(back), MAX_ADJOINTS)}:")
     lines = [Formula(note=note)]
     if model.graph.rewrites:  # the user's plain-sympy patterns, as symgrad's programs run them
-        from ..stable import RULES
         rules = {r.name: r for r in RULES}
         lines.append(Formula(note="computed as (symgrad's own programs; the formulas above are "
                                   "as written, and are what your torch code is checked against): "
                              + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
                                          for n in model.graph.rewrites)))
-    lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
+    with names_from(_program_names(model.graph, back[:MAX_ADJOINTS])):
+        lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
     return "As computed (the program symgrad derives and runs)", lines
+
+
+def _program_names(graph: Graph, steps) -> dict:
+    """The reader's names in the computed program: each step as the model section names it
+    (``gelu_{inner}^{[6]}``, not the program's ``gelu_inner_6``), its adjoint ``d_<name>`` as
+    the bar over that name."""
+    names = display_names(graph)
+    adjoint_of = {f"d_{n.name}": n.symbol for n in graph.nodes}
+    out = dict(names)
+    for sym, expr in steps:
+        for s in {sym} | expr.free_symbols:
+            step = adjoint_of.get(getattr(s, "name", ""))
+            if step is not None:
+                out[s] = "d_" + names[step]
+    return out

@@ -11,12 +11,15 @@ sigma. Used by ``explain`` and the reports.
 from __future__ import annotations
 
 import re
+from xml.dom.minidom import parseString
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
 from sympy.printing.mathml import MathMLPresentationPrinter
 
-from .graph import Intermediate
+from ..errors import SymgradError
+from ..graph import Intermediate
+from .texmath import tex_fragment
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
                    r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z][A-Za-z0-9]*))?$")
@@ -24,21 +27,6 @@ _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
 _LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
 GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
          "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
-
-class sigma(sp.Function):
-    """The logistic function, for display: prints as sigma, differentiates as s (1 - s)."""
-
-    def fdiff(self, argindex=1):
-        return sigma(self.args[0]) * (1 - sigma(self.args[0]))
-
-    def _eval_rewrite_as_exp(self, arg, **kwargs):
-        return 1 / (1 + sp.exp(-arg))
-
-    def _latex(self, printer, exp=None):
-        inner = printer._print(self.args[0])
-        out = rf"\sigma\left({inner}\right)"
-        return out if exp is None else rf"{out}^{{{exp}}}"
-
 
 def split_name(name: str) -> tuple[str, str, str]:
     """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,
@@ -178,9 +166,55 @@ class _MathML(MathMLPresentationPrinter):
         return frac
 
     def _print_Raw(self, sym):
-        mo = self.dom.createElement("mi")
-        mo.appendChild(self.dom.createTextNode(sym.text))
+        """The MathML of the symbol's LaTeX (the same formula in both views); its plain text
+        where the LaTeX is beyond the small converter."""
+        try:
+            return self.dom.importNode(parseString(tex_fragment(sym.tex)).documentElement, True)
+        except SymgradError:
+            mi = self.dom.createElement("mi")
+            mi.appendChild(self.dom.createTextNode(sym.text))
+            return mi
+
+    def _print_Mul(self, expr):
+        """As sympy's, but split into numerator and denominator as the LaTeX printer does
+        (``fraction(exact=True)``: e^{-|z|} stays a factor, not a denominator e^{|z|})."""
+        row = self.dom.createElement("mrow")
+        if expr.could_extract_minus_sign():
+            row.appendChild(self._mo("-"))
+            expr = -expr
+        numer, denom = sp.fraction(expr, exact=True)
+        if denom is not sp.S.One:
+            frac = self.dom.createElement("mfrac")
+            frac.appendChild(self._print(numer))
+            frac.appendChild(self._print(denom))
+            row.appendChild(frac)
+            return row
+        coeff, terms = expr.as_coeff_mul()
+        if coeff is sp.S.One and len(terms) == 1:
+            row.appendChild(self._print(terms[0]))
+            return row
+        terms = sp.Mul._from_args(terms).as_ordered_factors()
+        factors = ([self._print(coeff)] if coeff != 1 else []) + [
+            self.parenthesize(t, sp.printing.precedence.PRECEDENCE["Mul"]) for t in terms]
+        for k, f in enumerate(factors):
+            if k:
+                row.appendChild(self._mo(self.mathml_tag(expr)))
+            row.appendChild(f)
+        return row
+
+    def _mo(self, text: str):
+        mo = self.dom.createElement("mo")
+        mo.appendChild(self.dom.createTextNode(text))
         return mo
+
+    def _print_Heaviside(self, e):
+        """θ(x), as the LaTeX printer writes it (its value at 0 is not shown)."""
+        row = self.dom.createElement("mrow")
+        mi = self.dom.createElement("mi")
+        mi.appendChild(self.dom.createTextNode("θ"))
+        row.appendChild(mi)
+        row.appendChild(self._paren(self._print(e.args[0])))
+        return row
 
     def _print_sigma(self, e):
         row = self.dom.createElement("mrow")

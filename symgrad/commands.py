@@ -1,0 +1,262 @@
+"""The commands behind ``symgrad`` (``symgrad.cli`` parses the arguments and calls one):
+verify, report, ops, explain, fuzz; the exit code of several verdicts, and how a run's
+samples are chosen and described.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Sequence
+
+from . import zoo
+from .cluster import session
+from .config import VerifyConfig
+from .errors import SymgradError
+from .explain import explain, parse_point
+from .fuzz import fuzz
+from .modules.load import load_module
+from .opcatalog import OpsConfig, run_ops
+from .opcatalog.report import write_ops_report
+from .progress import phase
+from .report import Entry, write_reports
+from .tensor.model import TensorModel
+from .tensor.verify import oracle_subset
+from .verify import verify
+from .zoo.gpt import load_config
+
+
+DEFAULT_SAMPLES = 500  # samples drawn when --samples is not given (scalar models)
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
+EXIT_CODES = ("exit codes: 0 pass, 1 fail (a model has a failing entry), 3 inconclusive (none "
+              "fails, but an entry is inconclusive or suspect: not a pass), 2 bad usage or input")
+
+
+def exit_code(verdicts: Sequence[str]) -> int:
+    """The exit code of several models' verdicts: 1 if any fails, else 3 if any is
+    inconclusive, else 0.
+
+    >>> exit_code(["pass", "inconclusive"]), exit_code(["inconclusive", "fail"]), exit_code([])
+    (3, 1, 0)
+    """
+    if "fail" in verdicts:
+        return EXIT_FAIL
+    if "inconclusive" in verdicts:
+        return EXIT_INCONCLUSIVE
+    return EXIT_PASS
+
+
+def config_from(args: argparse.Namespace) -> VerifyConfig:
+    backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
+                if args.backends else None)
+    samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
+    return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
+                        dtype=args.dtype, oracle_samples=args.oracle_samples,
+                        progress=(args.progress if args.progress is not None
+                                  else sys.stderr.isatty()), backends=backends)
+
+
+def verify_cmd(args: argparse.Namespace) -> int:
+    base = config_from(args)
+    with session(args.scheduler, args.workers) as client:
+        return _verify_all(args, base, client)
+
+
+def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
+    results, lines = [], []
+    for name in args.models:
+        model = _get(name, args)
+        given = args.samples is not None
+        cfg = samples_for(model, base, given=given)
+        print(f"symgrad: verifying {model.name}: {sampling(model, cfg, given=given)}; "
+              f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
+        if args.module:
+            module = load_module(args.module, _module_config(model, args), cfg.dtype,
+                                 cfg.device)
+            results.append(verify(model, module=module, train=args.train, config=cfg))
+        else:
+            ref = None if args.no_reference else model.reference
+            results.append(verify(model, torch_fn=ref, config=cfg, client=client))
+        lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
+    if args.json:
+        doc = {"ok": all(r.ok for r in results),
+               "verdict": _overall([r.verdict for r in results]),
+               "models": [dict(r.as_dict(), sampling=line) for r, line in zip(results, lines)]}
+        print(json.dumps(doc, indent=2, sort_keys=True))
+    else:
+        for r in results:
+            print(r)
+            print()
+    return exit_code([r.verdict for r in results])
+
+
+def _overall(verdicts: Sequence[str]) -> str:
+    """One verdict for several models: fail > inconclusive > pass."""
+    return {EXIT_FAIL: "fail", EXIT_INCONCLUSIVE: "inconclusive", EXIT_PASS: "pass"}[
+        exit_code(verdicts)]
+
+
+def _checked(model, cfg: VerifyConfig) -> int | None:
+    """How many of ``cfg.samples`` the oracle checks (known before the run for tensor
+    models; None for scalar models, whose cost is known once derived)."""
+    if not isinstance(model, TensorModel):
+        return None
+    return len(oracle_subset(model, cfg))
+
+
+def samples_for(model, cfg: VerifyConfig, *, given: bool) -> VerifyConfig:
+    """Without --samples, a tensor model draws only the samples its oracle checks (the first
+    K within ``oracle_budget``): samples past them would run on every backend unchecked."""
+    k = _checked(model, cfg)
+    return cfg if given or k is None else replace(cfg, samples=k)
+
+
+def sampling(model, cfg: VerifyConfig, *, given: bool, checked: int | None = None) -> str:
+    """One line: samples drawn, how many the oracle checks (``checked`` once known), and why
+    (on stderr before the run, in the JSON after it).
+
+    >>> from symgrad import zoo
+    >>> sampling(zoo.get("tiny_gpt"), VerifyConfig(samples=500), given=True)[:60]
+    '500 samples drawn, 14 of 500 checked by the oracle (oracle_b'
+    """
+    n, known = cfg.samples, _checked(model, cfg)
+    k = checked if checked is not None else known
+    drawn = f"{n} sample{'s' * (n != 1)}"
+    if k is None:  # a scalar model before its run: the result's first line says how many
+        return f"{drawn} drawn"
+    size = f" at {model.n_parameters:,} parameters" if known is not None else ""
+    why = (f"--oracle-samples {cfg.oracle_samples}" if cfg.oracle_samples is not None else
+           f"oracle_budget {cfg.oracle_budget:,} operations{size}")
+    if k == n:
+        every = "every one " if n > 1 else ""
+        if known is None or given:
+            return f"{drawn}, {every}checked by the oracle"
+        return (f"{drawn}, {every}checked by the oracle (the default for this model: as many "
+                f"as {why} allows)")
+    return (f"{drawn} drawn, {k} of {n} checked by the oracle ({why}); the other {n - k} run "
+            "on the backends but are not compared (--oracle-samples N checks more)")
+
+
+def _module_config(model, args: argparse.Namespace) -> dict:
+    """The config a module factory gets: the model's whole config (defaults filled in, as the
+    model was built), not only the keys given with --config."""
+    cfg = getattr(model, "gpt_config", None)
+    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else _config_dict(args)
+
+
+def _config_dict(args: argparse.Namespace) -> dict:
+    return load_config(args.config) if getattr(args, "config", None) else {}
+
+
+def _get(name: str, args: argparse.Namespace):
+    tokens = getattr(args, "tokens", None)
+    extra = {"tokens": tokens} if tokens is not None else {}
+    try:
+        if getattr(args, "config", None):
+            return zoo.get(name, config=load_config(args.config), **extra)
+        return zoo.get(name, **extra)
+    except (SymgradError, KeyboardInterrupt):
+        raise
+    except Exception as exc:  # noqa: BLE001 - the user's factory: report it, no traceback
+        raise SymgradError(f"model {name!r}: building it raised {type(exc).__name__}: {exc}; "
+                           "fix the model factory (run it in Python to see the traceback)"
+                           ) from None
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    cfg = config_from(args)
+    check_writable(Path(args.out))
+    names = args.models or zoo.names()
+    entries = []
+    t_all = time.perf_counter()
+    with session(args.scheduler, args.workers) as client, \
+            phase("models", enabled=cfg.progress, total=len(names), unit="model") as bar:
+        for name in names:
+            model = _get(name, args)
+            bar.set_postfix_str(model.name)
+            if not cfg.progress:
+                print(f"symgrad: verifying {model.name}", file=sys.stderr)
+            t0 = time.perf_counter()
+            result = verify(model, torch_fn=model.reference,
+                            config=samples_for(model, cfg, given=args.samples is not None),
+                            client=client)
+            entries.append(Entry(model, result, time.perf_counter() - t0))
+            bar.update(1)
+    with phase(f"writing the report to {args.out}/", enabled=cfg.progress):
+        written = write_reports(entries, args.out)
+    for e in entries:
+        n = e.result.finding_counts()
+        print(f"{e.model.name:<18} {e.result.verdict.upper():<12} {e.seconds:6.2f} s  "
+              f"{n['failures']} failing, {n['warnings']} precision-loss entries")
+    print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
+          f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
+    print(f"symgrad: open {Path(args.out) / 'index.html'}", file=sys.stderr)
+    return exit_code([e.result.verdict for e in entries]) if args.strict else EXIT_PASS
+
+
+def check_writable(out: Path) -> None:
+    """Fail early (exit 2) when the report could not be written to ``out``."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out):
+            pass
+        with tempfile.TemporaryFile(dir=out.resolve().parent):  # where the set is staged
+            pass
+    except OSError as exc:
+        raise SymgradError(f"--out {str(out)!r}: cannot write the report there "
+                           f"({exc.strerror or exc}); choose a writable folder, e.g. "
+                           "--out reports") from None
+
+
+def ops_cmd(args: argparse.Namespace) -> int:
+    names = tuple(n.strip() for n in args.ops.split(",") if n.strip()) if args.ops else None
+    cfg = OpsConfig(ops=names, dtypes=tuple(d.strip() for d in args.dtype.split(",")),
+                    budget=args.budget, seed=args.seed, device=args.device,
+                    second_order=not args.no_second_order, gradcheck=not args.no_gradcheck,
+                    progress=sys.stderr.isatty())
+    with session(args.scheduler, args.workers) as client:
+        report = run_ops(cfg, client=client)
+    written = write_ops_report(report, args.out)
+    for row in report.rows:
+        if row.status in ("unexplained", "error"):
+            print(f"{row.op:<28} {row.dtype:<9} {row.status.upper()}: "
+                  f"{row.note or '; '.join(f.cause for f in row.findings)}")
+    n = len({r.op for r in report.rows if r.status not in ("unsupported", "error")})
+    print(f"symgrad ops: {n} operators x {len(cfg.dtypes)} dtypes in {report.seconds:.1f} s; "
+          f"{len(report.findings)} findings ({len(report.unexplained)} unexplained); wrote "
+          f"{', '.join(str(p) for p in written)}")
+    return 0 if report.ok else 1
+
+
+def explain_cmd(args: argparse.Namespace) -> int:
+    model = _get(args.model, args)
+    at = _block_point(model, parse_point(args.at)) if args.at else None
+    e = explain(model, at=at)
+    print({"latex": e.latex, "markdown": e.markdown, "html": e.html}[args.format]())
+    return 0
+
+
+def _block_point(model, point: dict) -> dict:
+    """--at gives scalars by name; matrix blocks need every entry (W1_{0,3}=...)."""
+    for b in model.blocks:
+        if b.shape and b.name not in point:
+            raise SymgradError(f"--at: {b.name!r} is a block of shape {b.shape}; --at takes "
+                               "scalar values only, use the Python API (sg.explain) for "
+                               "matrix models")
+    return point
+
+
+def fuzz_cmd(args: argparse.Namespace) -> int:
+    """``symgrad fuzz``: random models and inputs; 1 if any disagreement is unexplained."""
+    report = fuzz(args.budget, seed=args.seed, samples=args.samples,
+                  progress=sys.stderr.isatty())
+    print(report.summary())
+    for d in report.unexplained:
+        print(f"UNEXPLAINED: {d.reproducer}")
+    return 1 if report.unexplained else 0

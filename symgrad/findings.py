@@ -1,0 +1,125 @@
+"""How a finding reads: the one-line note of each failing, kink or undecided entry (proof,
+block, kink convention), the cause's explanation joined to it, and a sample's values as shown.
+
+Shared by the scalar and the tensor pipelines (``symgrad.judge``, ``symgrad.tensor.verify``), so
+neither imports the other.
+
+>>> with_proof("", "torch computes it from the rounded output")
+'torch computes it from the rounded output'
+>>> convention(0.5)
+'at a kink: the backend used the convention H(0) = 1/2'
+>>> shown_value(np.array([1.0, 2.0]))
+[1.0, 2.0]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .compare import INCONCLUSIVE, KINK, MISMATCH, STATUS_NAMES, SYSTEMATIC
+from .result import Failure, undecided_note
+
+
+def with_proof(note: str, explanation: str) -> str:
+    """The failure's note, or the cause's explanation; a proof note (outside the rigorous
+    enclosure) follows the explanation on the same line."""
+    if note and "rigorous enclosure" in note and explanation:
+        return f"{explanation}; {note}"
+    return note or explanation
+
+
+def worst_entries(name: str, comp, mask: np.ndarray, outputs: list[str], batch,
+                  subset: np.ndarray, limit: int) -> list[Failure]:
+    """The ``limit`` worst entries of one backend's comparison where ``mask`` holds, as Failures.
+
+    Arguments:
+        name: the backend.
+        comp: its ``compare.Comparison`` (rows are the oracle's samples).
+        mask: which entries (rows x outputs) to consider.
+        outputs: the output names ("value", "d/dw", ...).
+        batch: the samples (``values``: block name -> (N, *shape)).
+        subset: the sample index of each row.
+        limit: how many.
+    Returns:
+        Failures, worst (largest error / allowance) first, each with its note.
+    """
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return []
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ratio = (comp.error / comp.allowed_abs if comp.error is not None  # exact zeros included
+                 else comp.ulps / comp.allowed_ulps)
+        badness = np.where(np.isfinite(comp.got), ratio, np.inf)
+    order = np.argsort(-badness[mask], kind="stable")[:limit]
+    found = []
+    for i, k in idx[order]:
+        s = int(subset[i])
+        point = {b: shown_value(v[s]) for b, v in batch.values.items()}
+        status = int(comp.status[i, k])
+        note = convention(comp.kink_position[i, k]) if status == KINK else ""
+        if status == KINK and comp.side and i in comp.side:
+            note += f" (the one-sided derivative from {comp.side[i]})"
+        position = comp.kink_position[i, k]
+        if status == MISMATCH and np.isfinite(position) and not 0 <= position <= 1:
+            note = (f"at a kink, outside the subdifferential: every subgradient puts this entry "
+                    f"between the one-sided derivatives (0 and 1 of the way across), and the "
+                    f"backend's value is {position:.4g} of the way")
+        if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
+            note = ("at a kink: each entry lies between the one-sided derivatives, but together "
+                    "they are no convex combination of them (no subgradient; e.g. the full "
+                    "gradient handed to every tied argument of a max)")
+        if status == SYSTEMATIC:
+            note = block_note(comp, i, k)
+        if status == INCONCLUSIVE:
+            note = undecided_note(comp, i, k)
+        if status == MISMATCH and not note:  # a kink's own proof (the subdifferential) first
+            note = proof_note(comp, i, k)
+        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
+                             float(comp.expected[i, k]), float(comp.got[i, k]),
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
+                             column=int(k)))
+    return found
+
+
+def proof_note(comp, row: int, col: int) -> str:
+    """One line for a proven mismatch: the error against the fast allowance and against the
+    rigorous enclosure ("" where no enclosure was computed)."""
+    r = None if comp.rigorous is None else float(comp.rigorous[row, col])
+    if r is None or not np.isfinite(r):
+        return ""
+    err = float(comp.error[row, col]) if comp.error is not None else float("nan")
+    allowed = float(comp.allowed_abs[row, col]) if comp.allowed_abs is not None else float("nan")
+    if err > r:
+        return (f"error {err:.3g} is outside the rigorous enclosure ±{r:.3g} of what correct "
+                f"code computes in {comp.dtype} (fast allowance {allowed:.3g}): proven")
+    evidence = "; ".join(getattr(comp, "evidence", ()))  # a suspicion that was confirmed
+    return (f"error {err:.3g} is beyond the fast allowance {allowed:.3g}, inside the rigorous "
+            f"enclosure ±{r:.3g}: not proven by it, but confirmed by an independent "
+            f"experiment" + (f" ({evidence})" if evidence else ""))
+
+
+def block_note(comp, row: int, col: int) -> str:
+    """The block finding behind a SYSTEMATIC entry (its sample's, else the pooled one)."""
+    for f in sorted(comp.systematic, key=lambda f: (not f.confirmed, f.sample < 0)):
+        if f.sample in (row, -1) and f.block and f.columns[0] <= col < f.columns[1]:
+            return f.describe()
+    return "systematic error on its parameter block"
+
+
+def convention(position: float) -> str:
+    """Where the backend's value sits in the subgradient interval, as an H(0) convention."""
+    if not np.isfinite(position):
+        return "at a kink"
+    for value, name in ((0.0, "0"), (0.5, "1/2"), (1.0, "1")):
+        if abs(position - value) < 0.05:
+            return f"at a kink: the backend used the convention H(0) = {name}"
+    return f"at a kink: the backend's value is {position:.2f} of the way across the subgradient"
+
+
+def shown_value(v: np.ndarray):
+    """A block's value at one sample, for messages and JSON: whole up to 64 entries."""
+    if not v.ndim:
+        return float(v)
+    if v.size <= 64:
+        return v.tolist()
+    return {"shape": list(v.shape), "first": v.ravel()[:64].tolist()}

@@ -1,0 +1,252 @@
+"""Per-entry error figures of a Result (absolute, relative, error / allowance, ULPs that mean
+something at exact zeros) and the statistics built on them, memoised whole for ordinary
+results and computed column chunk by column chunk for GPT-2-sized ones (``ResultMeasures``,
+a part of ``symgrad.result.Result``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from .compare import STATUS_NAMES, Comparison, dtype_info, ulp
+from .config import VerifyConfig
+from .verdict import PASS
+
+if TYPE_CHECKING:  # annotations only
+    from .result import Failure
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Per-entry figures of one backend for reports, arrays of shape (N, K)."""
+
+    error: np.ndarray  # |got - exact|, absolute
+    allowed: np.ndarray  # the allowance, absolute
+    ratio: np.ndarray  # error / allowance (> 1 fails)
+    relative: np.ndarray  # error / |exact|; at an exact (near-)zero, error / E (terms' scale)
+    ulps: np.ndarray  # error in ULPs of |exact|; at an exact zero, in ULPs of E
+    comparable: np.ndarray  # exact value finite, not a kink, inconclusive or suspect: ratio
+    #                         means something
+    exact: np.ndarray | None = None  # |exact|
+
+
+MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
+MEASURE_CHUNK = 1 << 22  # entries measured at once above that
+
+
+def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> Measures:
+    """Error figures that mean something at every entry, including exact zeros (where ULPs of
+    zero would count subnormal steps): there the error is measured against the scale E of the
+    terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
+    info, tol = dtype_info(comp.dtype), config.tolerance
+
+    def part(a):
+        return None if a is None else np.asarray(a)[:, cols]
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        exact = np.asarray(part(comp.expected), dtype=np.float64)
+        got, status, comp_ulps = part(comp.got), part(comp.status), part(comp.ulps)
+        error = (part(comp.error) if comp.error is not None else np.abs(got - exact))
+        allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
+                   else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
+        scale_e = np.maximum((allowed - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
+                             info.tiny)  # E, the magnitude of the terms
+        # an exact value below the rounding scale of its own terms (zero, or nearly zero by
+        # cancellation) has no meaningful relative error: measure it against the terms
+        zero = np.abs(exact) <= (info.eps / 2) * scale_e
+        scale = np.where(zero, scale_e, np.abs(exact))
+        relative = error / scale
+        ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp_ulps)
+        ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
+        # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
+        # failing: not decided) have no meaningful ratio
+        excused = [k for k, name in STATUS_NAMES.items()
+                   if name in ("kink", "inconclusive", "suspect")]
+        comparable = np.isfinite(exact) & ~np.isin(status, excused)
+        ratio = np.where(np.isfinite(got), ratio, np.inf)
+        ulps = np.where(np.isfinite(got), ulps, np.inf)
+    return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+
+
+def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
+    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts)."""
+    v = values[mask]
+    v = v[~np.isnan(v)]
+    return float(v.max()) if v.size else 0.0
+
+
+class ResultMeasures:
+    """The measuring half of ``Result`` (it holds ``comparisons``, ``config``, ``blocks``,
+    ``oracle_samples``, ``outputs`` and a ``_memo`` dict)."""
+
+    def measures(self, backend: str, cols: slice | None = None) -> "Measures":
+        """Absolute error, allowance, error/allowance, relative error and shown ULPs per entry
+        (of the columns ``cols``; all by default). Memoised whole for results up to
+        ``MEASURE_WHOLE`` entries; above (GPT-2: 163M entries, five float64 arrays would take
+        6.5 GB per backend) computed for the columns asked, every time."""
+        comp = self.comparisons[backend]
+        if comp.status.size <= MEASURE_WHOLE:
+            key = ("measures", backend)
+            if key not in self._memo:
+                self._memo[key] = measures(comp, self.config)
+            m = self._memo[key]
+            return m if cols is None else Measures(*(a[:, cols] for a in (
+                m.error, m.allowed, m.ratio, m.relative, m.ulps, m.comparable, m.exact)))
+        return measures(comp, self.config, cols if cols is not None else slice(None))
+
+    def _chunks(self, backend: str, cols: slice | None):
+        """Column slices of ``cols`` of at most ``MEASURE_CHUNK`` entries each."""
+        comp = self.comparisons[backend]
+        n, width = comp.status.shape
+        a, b, _ = (cols or slice(None)).indices(width)
+        if comp.status.size <= MEASURE_WHOLE:
+            yield slice(a, b)
+            return
+        step = max(1, MEASURE_CHUNK // max(n, 1))
+        for c in range(a, b, step):
+            yield slice(c, min(b, c + step))
+
+    def _stats(self, backend: str, cols: slice | None) -> dict:
+        """worst ULPs, worst error/allowance, worst relative error over ``cols`` (memoised)."""
+        width = self.comparisons[backend].status.shape[1]
+        a, b, _ = (cols or slice(None)).indices(width)
+        key = ("stats", backend, a, b)
+        if key not in self._memo and self.comparisons[backend].status.size > MEASURE_WHOLE:
+            self._scan(backend)  # one pass for every row group, the whole and the median
+        if key not in self._memo:
+            self._memo[key] = self._fold([self.measures(backend, part)
+                                          for part in self._chunks(backend, slice(a, b))])
+        return self._memo[key]
+
+    @staticmethod
+    def _fold(parts, into: dict | None = None) -> dict:
+        """Fold chunk measures into (worst ULPs, worst error/allowance, worst relative error,
+        the entry test's resolution: the smallest allowance / |exact| over comparable entries
+        with a nonzero exact value)."""
+        st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0,
+                           "resolution": float("inf")})
+        for m in parts:
+            u = m.ulps
+            finite = u[np.isfinite(u)]
+            st["worst_ulps"] = float("inf") if finite.size < u.size else max(
+                st["worst_ulps"], float(finite.max()) if finite.size else 0.0)
+            st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
+            st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
+            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                res = np.where(m.comparable & (m.exact > 0) & np.isfinite(m.allowed),
+                               m.allowed / m.exact, np.inf)
+            if res.size:
+                st["resolution"] = min(st["resolution"], float(np.nanmin(res)))
+        return st
+
+    def _scan(self, backend: str) -> None:
+        """A large result's one pass over its columns, chunk by chunk within each row group
+        (the value, each parameter block): the stats of every group and of the whole, and the
+        median ULPs (over float32 copies: 0.65 GB at GPT-2's size)."""
+        width = self.comparisons[backend].status.shape[1]
+        groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
+        whole, ulps = None, []
+        for a, b in groups:
+            st = None
+            for part in self._chunks(backend, slice(a, b)):
+                m = self.measures(backend, part)
+                st = self._fold([m], st)
+                whole = self._fold([m], whole)
+                ulps.append(m.ulps.astype(np.float32).reshape(-1))
+            self._memo[("stats", backend, a, b)] = st or self._fold([])
+        if groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:])):
+            self._memo[("stats", backend, 0, width)] = whole or self._fold([])
+            u = np.concatenate(ulps) if ulps else np.zeros(0, np.float32)
+            self._memo[("median", backend, 0, width)] = float(np.median(u)) if u.size else 0.0
+
+    def summary(self, backend: str) -> dict:
+        """How close ``backend`` came to failing: the worst error relative to its allowance, the
+        worst relative error in the dtype's digits, and the entries per status."""
+        comp = self.comparisons[backend]
+        info = dtype_info(comp.dtype)
+        st = self._stats(backend, None)
+        ratio, rel = st["worst_ratio"], st["worst_rel"]
+        dtype_digits = float(np.log10(2.0 / info.eps))
+        digits = dtype_digits if rel == 0 else float(np.clip(-np.log10(rel), 0, dtype_digits))
+        verdict = self.backend_verdict(backend)
+        return {"backend": backend, "dtype": comp.dtype, "ok": verdict == PASS,
+                "verdict": verdict, "decides": self.decides(backend),
+                "worst_error_over_allowance": ratio, "worst_relative_error": rel,
+                "worst_correct_digits": round(digits, 2),
+                "dtype_digits": round(dtype_digits, 2), "counts": self.counts(backend),
+                "resolution": self.resolution(backend)}
+
+    def resolution(self, backend: str) -> dict:
+        """The smallest backward scale error (got = (1 + s) * exact on every gradient entry)
+        this run's tests could have caught on ``backend``.
+
+        The entry test sees it where s * |exact| exceeds the allowance: s_entry is the smallest
+        allowance / |exact| over the comparable gradient entries with a nonzero exact value.
+        The block test compares each block with the sample's other blocks (common mode), so a
+        scale shared by every block is not its to see; the pooled test's threshold is not
+        exposed by ``compare.systematic_blocks`` and is not counted (it needs more than
+        pooled_sigmas^2 effective samples to fire at all).
+
+        Arguments:
+            backend: a backend of this result.
+        Returns:
+            {"entry": s_entry (None where no entry resolves any scale), "tests": "entry",
+            "dtype", "samples": samples compared, "text": one line in words}.
+        """
+        comp = self.comparisons[backend]
+        s_entry = min((self._stats(backend, slice(a, b))["resolution"]
+                       for _, a, b in self.blocks), default=float("inf"))
+        n = int(comp.status.shape[0])
+        at = f"in {comp.dtype} at {n} sample{'s' * (n != 1)}"
+        if np.isfinite(s_entry):
+            text = (f"a backward scale error (got = (1 + s) x exact) below {s_entry:.2g} "
+                    f"relative would not be seen {at} (entry test; the pooled test is not "
+                    "counted)")
+        else:
+            text = f"no gradient entry resolves a backward scale error {at}"
+        return {"entry": float(s_entry) if np.isfinite(s_entry) else None, "tests": "entry",
+                "dtype": comp.dtype, "samples": n, "text": text}
+
+    def worst_ulps(self, backend: str, cols: slice | None = None) -> float:
+        """The largest error in ULPs (at an exact zero: ULPs of the scale of its terms)."""
+        return self._stats(backend, cols)["worst_ulps"]
+
+    def median_ulps(self, backend: str, cols: slice | None = None) -> float:
+        comp = self.comparisons[backend]
+        a, b, _ = (cols or slice(None)).indices(comp.status.shape[1])
+        key = ("median", backend, a, b)
+        if key not in self._memo and comp.status.size > MEASURE_WHOLE and (a, b) == (
+                0, comp.status.shape[1]):
+            self._scan(backend)
+        if key not in self._memo:
+            big = comp.status.size > MEASURE_WHOLE
+            parts = [self.measures(backend, c).ulps for c in self._chunks(backend, slice(a, b))]
+            parts = [p.astype(np.float32).reshape(-1) if big else p.reshape(-1) for p in parts]
+            u = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            self._memo[key] = float(np.median(u)) if u.size else 0.0
+        return self._memo[key]
+
+    def worst_ratio(self, backend: str, cols: slice | None = None) -> float:
+        """The largest error / allowance over comparable entries (> 1 fails)."""
+        return self._stats(backend, cols)["worst_ratio"]
+
+    def locate(self, finding: "Failure") -> tuple[int, int]:
+        """(row, column) of a finding in the comparison arrays: O(log n) in the samples, O(1)
+        in the entries for a finding that carries its column (every one the pipeline makes)."""
+        row = int(np.searchsorted(self.oracle_samples, finding.sample))
+        if finding.column >= 0:
+            return row, finding.column
+        if "column_of" not in self._memo:  # a hand-made finding: one index, built once
+            self._memo["column_of"] = {name: k for k, name in enumerate(self.outputs)}
+        return row, self._memo["column_of"][finding.output]
+
+    def measure(self, finding: "Failure") -> dict:
+        """A finding's absolute error, allowance, error/allowance and relative error."""
+        i, k = self.locate(finding)
+        m = self.measures(finding.backend, slice(k, k + 1))
+        return {"error": float(m.error[i, 0]), "allowed": float(m.allowed[i, 0]),
+                "error_over_allowance": float(m.ratio[i, 0]),
+                "relative_error": float(m.relative[i, 0]), "ulps": float(m.ulps[i, 0])}
+

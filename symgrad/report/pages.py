@@ -1,0 +1,226 @@
+"""One verified model's page: Markdown, self-contained HTML (MathML formulas, the embedded error
+histogram) and JSON: summary, the model's formulas and its gradient's, error statistics, the
+findings with a reproducer, the verdict rule. The JSON is byte-identical for the same seed and
+versions (no timestamps: run times are in the HTML only)."""
+
+from __future__ import annotations
+
+import base64
+import html
+
+import numpy as np
+from tabulate import tabulate
+
+from ..compare import EXPLANATIONS
+from ..present import formulas as scalar_formulas
+from ..present import tensor_formulas
+from ..present.formulas import Formula
+from ..present.htmlpage import inline, page
+from ..result import Failure, Result
+from ..verify import draw
+from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, is_tensor, \
+    resolution_text, stats_rows, verdict_word
+
+SCHEMA_VERSION = 2
+MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the result holds
+
+
+def model_formulas(model) -> list[Formula]:
+    """The model one line per op: from the tensor program for a tensor model (a GPT), from
+    the scalar program otherwise."""
+    return (tensor_formulas if is_tensor(model) else scalar_formulas).model_formulas(model)
+
+
+def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:
+    return (tensor_formulas if is_tensor(model) else scalar_formulas).gradient_formulas(model)
+
+
+def _oracle(r: Result, model) -> dict:
+    """How the exact values were obtained, for the JSON."""
+    which = f"the first {len(r.oracle_samples)} of {r.config.samples}"
+    if is_tensor(model):
+        return {"method": "double-double tensor program (error-free Ozaki products), certified "
+                          "by python-flint arb ball arithmetic on sample 0",
+                "certified": r.program_size.get("oracle_certified", ""),
+                "samples_checked": len(r.oracle_samples), "which": which}
+    return {"method": "python-flint arb ball arithmetic, precision doubled until each entry is "
+                      "certified",
+            "bits": r.oracle_bits, "samples_checked": len(r.oracle_samples), "which": which}
+
+
+# ------------------------------------------------------------------ findings
+def _finding_lists(r: Result) -> list[tuple[str, list[Failure], int]]:
+    """(title, shown findings worst first, how many entries the list stands for)."""
+    n = r.finding_counts()
+    out = []
+    if n["failures"]:
+        out.append(("failures", r.findings("failures"), n["failures"]))
+    if n["warnings"]:
+        out.append(("precision-loss warnings", r.findings("warnings"), n["warnings"]))
+    undecided = [f for f in r.undecided if r.decides(f.backend)]
+    if undecided:  # what makes the run inconclusive, each with why
+        total = sum(int(r.counts(b)["inconclusive"] + r.counts(b)["suspect"])
+                    for b in r.deciding)
+        out.append(("inconclusive entries", undecided, total))
+    return out
+
+
+def _reproduce(r: Result) -> str:
+    c = r.config
+    return (f"sample i is `draw(model, sg.VerifyConfig(samples={c.samples}, seed={c.seed}, "
+            f"dtype={c.dtype!r})).values[block][i]` (`from symgrad.verify import draw`); the "
+            "full point of every sample named here is in the JSON under `points`")
+
+
+def _finding_row(r: Result, f: Failure) -> dict:
+    m = r.measure(f)
+    who = (f.backend if r.decides(f.backend)
+           else f"{f.backend} (symgrad's own program, not deciding)")
+    return {"backend": who, "kind": f.kind, "output": f.output, "sample": f.sample,
+            "expected": repr(f.expected), "got": repr(f.got),
+            "error / allowance": fmt(m["error_over_allowance"]), "ULPs": fmt(m["ulps"]),
+            "cause": f.cause or (f.note if f.kind == "inconclusive" else "-")}
+
+
+def _findings_md(r: Result) -> list[str]:
+    out = ["## Findings", ""]
+    lists = _finding_lists(r)
+    if not lists:
+        return out + ["None: every backend is within the bound on every checked sample.", ""]
+    kinds = sorted({f.kind for _, fs, _ in lists for f in fs})
+    out += [f"- **{k}**: {EXPLANATIONS[k]}" for k in kinds] + [""]
+    for title, shown, total in lists:
+        k = min(len(shown), MAX_FINDINGS)
+        out += [f"### {title.capitalize()}: showing {k} of {total}, worst first", "",
+                tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]], headers="keys",
+                         tablefmt="github", disable_numparse=True), ""]
+    return out + [f"To reproduce: {_reproduce(r)}.", ""]
+
+
+def _findings_html(r: Result) -> str:
+    lists = _finding_lists(r)
+    if not lists:
+        return "<p>None: every backend is within the bound on every checked sample.</p>"
+    out = []
+    for title, shown, total in lists:
+        k = min(len(shown), MAX_FINDINGS)
+        out.append(f"<h3>{html.escape(title.capitalize())}: showing {k} of {total}, worst "
+                   "first</h3>")
+        out.append(tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]],
+                            headers="keys", tablefmt="html", disable_numparse=True))
+    return "".join(out) + f"<p>To reproduce: {inline(_reproduce(r))}.</p>"
+
+
+def _points(entry: Entry) -> dict:
+    """The full point (every block) of each sample a finding names, by sample index."""
+    r = entry.result
+    named = sorted({f.sample for f in r.failures + r.precision_losses + r.worst + r.kinks
+                    + r.undecided})
+    if not named:
+        return {}
+    try:
+        values = draw(entry.model, r.config).values
+    except Exception:  # noqa: BLE001 - a result verified on explicit points has no draw
+        return {}
+    return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}
+
+
+# ------------------------------------------------------------------ pages
+def model_json(entry: Entry) -> dict:
+    r = entry.result
+    return {"schema_version": SCHEMA_VERSION, "environment": environment(r),
+            "description": entry.model.description,
+            "steps": [f.as_dict() for f in model_formulas(entry.model)],
+            "result": r.as_dict(),
+            "summary": {n: r.summary(n) for n in r.comparisons},
+            "stats": stats_rows(r),
+            "worst_samples": [f.as_dict() for f in r.worst],
+            "findings": {title: {"total": total,
+                                 "shown": [dict(f.as_dict(), **r.measure(f)) for f in shown]}
+                         for title, shown, total in _finding_lists(r)},
+            "points": _points(entry),
+            "reproduce": _reproduce(r),
+            "tolerance": r.config.tolerance.as_dict(),
+            "oracle": _oracle(r, entry.model)}
+
+
+def _formulas_md(formulas: list[Formula]) -> list[str]:
+    out = []
+    for f in formulas:
+        if f.note:
+            out += [f.note, ""]
+        if f.latex:
+            out += [f"$${f.latex}$$", ""]
+    return out
+
+
+def _formulas_html(formulas: list[Formula]) -> str:
+    out = []
+    for f in formulas:
+        if f.note:
+            out.append(f"<p>{html.escape(f.note)}</p>")
+        if f.mathml:
+            out.append(f"<p>{f.mathml}</p>")
+    return "".join(out)
+
+
+def _summary_sentence(entry: Entry) -> str:
+    r = entry.result
+    how = (f"certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits"
+           if not is_tensor(entry.model) else
+           "double-double tensor program, certified by ball arithmetic on "
+           + r.program_size.get("oracle_certified", "sample 0"))
+    return (f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
+            f"derivative ({how}); {r.config.dtype} on {r.config.device}, seed {r.config.seed}.")
+
+
+def model_markdown(entry: Entry, png_name: str) -> str:
+    r, m = entry.result, entry.model
+    grad = gradient_formulas(m)
+    out = [f"# {m.name}: {verdict_word(r.verdict)}", "", m.description, "",
+           _summary_sentence(entry), "", deciding_sentence(r), "", "## Summary per backend", "",
+           tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="github"),
+           "", resolution_text(r), "", "## Model", ""]
+    out += _formulas_md(model_formulas(m))
+    out += ["## Gradient", ""]
+    for title, formulas in grad:
+        out += [f"### {title}", ""] + _formulas_md(formulas)
+    out += ["## Error per parameter", "",
+            "error/allowed: the worst error as a fraction of its allowance (over 1 fails); "
+            "ULPs of the backend's dtype (at an exact zero: ULPs of the scale of the terms "
+            "that produced it).", "",
+            tabulate([{k: fmt(v) for k, v in row.items()} for row in stats_rows(r)],
+                     headers="keys", tablefmt="github"), "",
+            f"![error histogram]({png_name})", ""]
+    out += _findings_md(r)
+    out += ["## Verdict rule", "", r.config.tolerance.rule(), ""]
+    return "\n".join(out)
+
+
+def model_html(entry: Entry, png: bytes) -> str:
+    r, m = entry.result, entry.model
+    stats = tabulate([{k: fmt(v) for k, v in row.items()} for row in stats_rows(r)],
+                     headers="keys", tablefmt="html")
+    grad = "".join(f"<h3>{html.escape(t)}</h3>{_formulas_html(fs)}"
+                   for t, fs in gradient_formulas(m))
+    img = base64.b64encode(png).decode("ascii")
+    body = f"""
+<p>{html.escape(m.description)}</p>
+<p><b>Verdict:</b> {badge(r.verdict)} — {html.escape(_summary_sentence(entry))}
+Verified in {entry.seconds:.2f} s.</p>
+<p>{inline(deciding_sentence(r))}</p>
+<h2>Summary per backend</h2>
+{tabulate(backend_rows(entry, with_model=False), headers="keys", tablefmt="html")}
+<p>{inline(resolution_text(r))}</p>
+<h2>Model</h2>{_formulas_html(model_formulas(m))}
+<h2>Gradient</h2>{grad}
+<h2>Error per parameter</h2>
+<p>error/allowed: the worst error as a fraction of its allowance (over 1 fails); ULPs of the
+backend's dtype (at an exact zero: ULPs of the scale of the terms that produced it).</p>{stats}
+<p><img alt="error histogram" src="data:image/png;base64,{img}"></p>
+<h2>Findings</h2>{_findings_html(r)}
+<h2>Verdict rule</h2><p>{inline(r.config.tolerance.rule())}</p>
+"""
+    return page(f"symgrad: {m.name}", body)
+
+

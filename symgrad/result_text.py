@@ -1,0 +1,217 @@
+"""How a Result reads: the text table per parameter block, the verdict lines, Markdown for
+notebooks and the JSON-ready dict (``ResultText``, a part of ``symgrad.result.Result``), and the
+number and point formatting of one-line messages.
+
+>>> fmt(0.0), fmt(float("inf")), fmt(12.3456)
+('0', 'inf', '12.3')
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from tabulate import tabulate
+
+from .compare import FAILING, INCONCLUSIVE, KINK, LOSS, SUSPECT
+from .verdict import OWN_LABEL, UNDECIDED
+
+
+class ResultText:
+    """The presenting half of ``Result``: table, verdict lines, Markdown, ``as_dict``."""
+
+    def _row_verdict(self, cols: slice, names: list[str]) -> str:
+        """The verdict of one row over the backends ``names``: FAIL, inconclusive (with how
+        many inconclusive / suspect entries), ok (precision loss / kink) or ok."""
+        verdict, unresolved, suspect = "ok", 0, 0
+        for name in names:
+            st = self.comparisons[name].status[:, cols]
+            unresolved = max(unresolved, int((st == INCONCLUSIVE).sum()))  # per backend
+            suspect = max(suspect, int((st == SUSPECT).sum()))
+            if np.isin(st, FAILING).any():
+                verdict = "FAIL"
+            elif verdict == "ok" and (st == LOSS).any():
+                verdict = "ok (precision loss)"
+            elif verdict == "ok" and (st == KINK).any():
+                verdict = "ok (kink)"
+        if verdict != "FAIL" and (unresolved or suspect):  # never "ok" for what is undecided
+            parts = ([f"suspect: {_entries(suspect)}"] if suspect else []) + (
+                [_entries(unresolved) if not suspect else f"{unresolved} inconclusive"]
+                if unresolved else [])
+            verdict = f"inconclusive ({', '.join(parts)} in one backend)"
+        return verdict
+
+    def rows(self) -> list[dict]:
+        """One row per output group: the value, then each parameter block. The verdict column
+        is the deciding backends'; symgrad's own programs' findings, where they do not decide,
+        are added after it ("ok; symgrad's own program: FAIL")."""
+        groups = [("value", slice(0, 1))] + [(f"d/d{name}", slice(a, b))
+                                             for name, a, b in self.blocks]
+        deciding = self.deciding
+        apart = [n for n in self.comparisons if n not in deciding]
+        rows = []
+        for label, cols in groups:
+            row = {"output": label}
+            for name in self.comparisons:
+                row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)
+                row[f"{name} error/allowed"] = self.worst_ratio(name, cols)
+            verdict = self._row_verdict(cols, deciding)
+            if apart:
+                own = self._row_verdict(cols, apart)
+                if not own.startswith("ok"):
+                    verdict += f"; {OWN_LABEL}: {own}"
+            row["verdict"] = verdict
+            rows.append(row)
+        return rows
+
+    def _verdict_lines(self) -> list[str]:
+        """Which backends decide, and why the verdict is inconclusive (if it is)."""
+        lines = []
+        apart = [n for n in self.comparisons if n not in self.deciding]
+        if apart:
+            lines.append(f"  decided by {', '.join(self.deciding)} (the code verified); "
+                         f"{OWN_LABEL}s ({', '.join(apart)}) are compared and shown apart: "
+                         "their findings do not decide the verdict")
+        if self.verdict == UNDECIDED:
+            n_inc = sum(int((self.comparisons[b].status == INCONCLUSIVE).sum())
+                        for b in self.deciding)
+            n_sus = sum(int((self.comparisons[b].status == SUSPECT).sum())
+                        for b in self.deciding)
+            lines.append(f"  INCONCLUSIVE: {n_inc} inconclusive and {n_sus} suspect entr"
+                         f"{'y' if n_inc + n_sus == 1 else 'ies'} in the deciding backends, "
+                         "none failing: not proven wrong, not proven right (never counted as "
+                         "a pass)")
+        return lines
+
+    def __str__(self) -> str:
+        head = (f"symgrad: {self.model} — {self.verdict.upper()} "
+                f"({len(self.oracle_samples)} of {self.config.samples} samples checked against "
+                "the exact derivative, "
+                f"{self.config.dtype} on {self.config.device}, seed {self.config.seed})")
+        table = tabulate([{k: (fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
+                          for r in self.rows()], headers="keys")
+        lines = [head, table] + self._verdict_lines()
+        for name in self.comparisons:
+            s = self.summary(name)
+            counts = ", ".join(f"{n} {v}" for n, v in s["counts"].items() if v)
+            who = "" if s["decides"] else f" ({OWN_LABEL}, not deciding)"
+            lines.append(f"  {name}{who}: {s['verdict']}; worst error "
+                         f"{fmt(s['worst_error_over_allowance'])} of its "
+                         f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
+                         f"digits correct; entries: {counts}")
+            lines.append(f"    resolution: {s['resolution']['text']}")
+        resolution = {c.resolution for c in self.comparisons.values() if c.resolution}
+        for text in sorted(resolution):
+            lines.append(f"  resolution not reached: {text}")
+        for name, comp in self.comparisons.items():  # refuted or untested suspicions
+            notes = getattr(comp, "unconfirmed", ())
+            for note in notes[:3]:
+                lines.append(f"  unconfirmed suspicion (fails nothing): {note}")
+            if len(notes) > 3:
+                lines.append(f"  ({len(notes) - 3} more unconfirmed suspicion(s) on {name})")
+        n = self.finding_counts()
+        fails = self.findings("failures")
+        mine = [f for f in fails if self.decides(f.backend)]
+        theirs = [f for f in fails if not self.decides(f.backend)]
+        for f in mine:
+            lines.append("  " + f.message())
+        if theirs:
+            lines.append(f"  {OWN_LABEL} findings (shown apart, not deciding):")
+            for f in theirs:
+                lines.append(f"    [{OWN_LABEL}] " + f.message())
+        if n["failures"] > len(fails):
+            lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
+        warns = self.findings("warnings")
+        if n["warnings"]:
+            lines.append(f"  {n['warnings']} precision-loss warning(s), the worst: "
+                         + warns[0].message())
+        if n["kinks"]:
+            lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
+                         + self.kinks[0].message())
+        shown = [f for f in self.undecided if self.decides(f.backend)][:3]
+        if shown:
+            undecided = sum(int(np.isin(self.comparisons[b].status, (INCONCLUSIVE, SUSPECT)).sum())
+                            for b in self.deciding)
+            lines.append(f"  {undecided} inconclusive entr{'y' if undecided == 1 else 'ies'} in "
+                         "the deciding backends, e.g.:")
+            lines += ["    " + f.message() for f in shown]
+        return "\n".join(lines)
+
+    def _repr_markdown_(self) -> str:
+        """Jupyter display: the verdict and the table per parameter."""
+        table = tabulate([{k: (fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
+                          for r in self.rows()], headers="keys", tablefmt="github")
+        head = f"**{self.model}: {self.verdict.upper()}**"
+        notes = "".join(f"\n{line.strip()}\n" for line in self._verdict_lines())
+        fails = "".join(f"\n- {'' if self.decides(f.backend) else f'[{OWN_LABEL}] '}"
+                        f"{f.message()}" for f in self.failures)
+        return f"{head}\n\n{table}\n{notes}{fails}"
+
+    def as_dict(self) -> dict:
+        """JSON-ready; deterministic for the same seed and versions (times kept apart)."""
+        return {
+            "model": self.model, "ok": self.ok, "verdict": self.verdict,
+            "deciding": list(self.deciding), "config": self.config.as_dict(),
+            "oracle_samples": len(self.oracle_samples),
+            "samples_drawn": self.config.samples,  # the rest of the drawn ones run unchecked
+            "samples_checked_by_oracle": len(self.oracle_samples),
+            "program_size": self.program_size,
+            "rows": [{k: json_float(v) for k, v in r.items()} for r in self.rows()],
+            "backends": {n: {"dtype": r.dtype, "device": r.device, "mode": r.mode,
+                             "counts": self.counts(n),
+                             "median_ulps": json_float(self.median_ulps(n)),
+                             "unconfirmed": list(self.comparisons[n].unconfirmed),
+                             "resolution_not_reached": self.comparisons[n].resolution,
+                             "confirmed": [f.describe() for f in self.comparisons[n].systematic
+                                           if f.confirmed] + list(self.comparisons[n].evidence),
+                             **{k: json_float(v) for k, v in self.summary(n).items()
+                                if k not in ("backend", "dtype", "counts")}}
+                         for n, r in self.runs.items() if n in self.comparisons},
+            "finding_counts": self.finding_counts(),
+            "failures": [f.as_dict() for f in self.failures],
+            "precision_losses": [f.as_dict() for f in self.precision_losses],
+            "kinks": [f.as_dict() for f in self.kinks],
+            "inconclusive": [f.as_dict() for f in self.undecided],
+            "oracle_bits": self.oracle_bits,
+        }
+
+
+def _entries(n: int) -> str:
+    return f"{n} entr{'y' if n == 1 else 'ies'}"
+
+
+def fmt(v: float) -> str:
+    if v == 0:
+        return "0"
+    if not np.isfinite(v):
+        return "inf" if v > 0 else str(v)
+    return f"{v:.3g}"
+
+
+def json_float(v):
+    if isinstance(v, float) and not np.isfinite(v):
+        return str(v)
+    return v
+
+
+POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+
+
+def point_text(point: dict) -> str:
+    """A sample's point for a one-line message. Blocks are in the model's order, parameters
+    first: beyond ``POINT_BLOCKS_SHOWN`` blocks (a GPT has 38) only the last ones - the inputs -
+    are shown, and the rest is counted (the JSON keeps every block)."""
+    parts = []
+    items = list(point.items())
+    if len(items) > POINT_BLOCKS_SHOWN:
+        hidden = len(items) - (POINT_BLOCKS_SHOWN - 2)
+        parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
+        items = items[hidden:]
+    for k, v in items:
+        if isinstance(v, dict):
+            v = v["first"]
+        if isinstance(v, list):
+            flat = np.asarray(v).ravel()
+            shown = ", ".join(f"{x:.6g}" for x in flat[:4]) + (", …" if flat.size > 4 else "")
+            parts.append(f"{k}=[{shown}]")
+        else:
+            parts.append(f"{k}={v!r}")
+    return ", ".join(parts)

@@ -1,0 +1,213 @@
+"""The rigorous enclosure of a tensor program (``symgrad.rigorous.balls`` has the theorem): the
+double-double oracle's ball kernels with every operation widened by its own rounding, walked
+over the derived program (``tensor_balls``), and the lazy per-entry radii (``tensor_enclosure``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+from flint import arb, ctx
+
+from ..backends import arb as arb_backend
+from ..precise import walk
+from ..precise.arb import ArbKernels, ArbOps, _axes
+from ..precise.contract import parse
+from ..tensor.interpret import evaluate as run
+from ..tensor.views import flat_balls
+from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread
+
+
+def _rounded_kernels(R: Rounding):
+    """ArbKernels whose every operation is widened by its own rounding (module docstring)."""
+
+    def uf(f, nin=1):
+        return np.frompyfunc(f, nin, 1)
+    fun = {}
+    for key, impl in ArbKernels.functions.items():
+        name = getattr(key, "__name__", str(key))
+        if name in ("Abs", "sign", "Max", "Min", "Heaviside", "DiracDelta"):
+            fun[key] = impl  # exact
+        else:
+            fun[key] = (lambda impl: lambda k, *xs: uf(R.rfun)(impl(k, *xs)))(impl)
+
+    class RoundedKernels(ArbKernels):
+        name = "ARB (rounded)"
+        functions = fun
+
+        def constant(self, value, shape):
+            out = np.empty(shape, dtype=object)
+            out[...] = R.constant(sp.sympify(value))
+            return out
+
+        def add(self, a, b): return uf(R.rsum, 2)(a, b)
+        def mul(self, a, b): return uf(lambda x, y: R.rprod(1, x, y), 2)(a, b)
+        def div(self, a, b): return uf(R.rdiv, 2)(a, b)
+        def pow_int(self, a, n): return uf(lambda v: R.ripow(v, n))(a)
+
+        def pow_rational(self, a, p, q):
+            return uf(R.rfun)(ArbKernels.pow_rational(self, a, p, q))
+
+        def pow_general(self, a, b):
+            return uf(R.rfun)(ArbKernels.pow_general(self, a, b))
+
+        def sum_terms(self, terms):
+            if len(terms) <= 30:  # numpy ufuncs take at most 32 operands
+                return uf(R.rsum, len(terms))(*terms)
+            exact, mag = terms[0], _absup(terms[0])
+            for t in terms[1:]:
+                exact, mag = exact + t, mag + _absup(t)
+            g = R.gamma(len(terms) - 1)
+            return uf(lambda v, m: R.widen(v, g, m), 2)(exact, mag)
+    return RoundedKernels()
+
+
+def _walk_value(k, expr, args: dict):
+    """``precise.walk.evaluate`` without its stable rewrites (1 + tanh -> 2 sigmoid, exp - 1 ->
+    expm1, log(1 + u) -> log1p): the enclosure rounds what the backends compute, and an
+    n-term Add is one order-free sum."""
+
+    class Walk(walk._Walk):
+        def _add(self, e):
+            return self.k.sum_terms([self.value(t) for t in e.args])
+
+        def _eval(self, e):
+            if isinstance(e, sp.log):
+                f = self.k.functions[sp.log]
+                return f(self.k, self.value(e.args[0]))
+            return super()._eval(e)
+    expr = sp.sympify(expr)
+    shapes = [np.shape(v) for v in args.values()]
+    shape = np.broadcast_shapes(*shapes) if shapes else ()
+    bargs = {s: np.broadcast_to(v, shape) for s, v in args.items()}
+    with np.errstate(all="ignore"):
+        return Walk(k, bargs, shape).value(expr)
+
+
+class RoundedArbOps:
+    """The ARB table (``symgrad.precise.arb.ArbOps``) with every operation widened by its
+    rounding in ``dtype``: elementwise ops as in the scalar model, sums, contractions and
+    scatter-adds by gamma_(n-1) sum |terms| (n the terms per output, any order)."""
+
+    def __init__(self, dtype: str, function_ulps: float, prec: int = PREC, *,
+                 exact: bool = False) -> None:
+        self.R = Rounding(dtype, function_ulps, strict=False, exact=exact)
+        self.exact = ArbOps(prec)
+        self.prec = prec
+        self.kernels = _rounded_kernels(self.R)
+        self.name = f"ARB rounded ({dtype})"
+
+    def __getattr__(self, name):  # layout: reshape, transpose, take, diagonal, ...
+        return getattr(self.exact, name)
+
+    def _widen_each(self, exact, mag, n: int, nonneg=None):
+        R = self.R
+        g = R.gamma(n - 1)
+
+        def w(v, m, nn=False):
+            r = R.widen(v, g, m)
+            return nonnegative(r) if nn else r
+        if nonneg is None:
+            return np.asarray(np.frompyfunc(w, 2, 1)(exact, mag), dtype=object)
+        return np.asarray(np.frompyfunc(w, 3, 1)(exact, mag, nonneg), dtype=object)
+
+    def asarray(self, x):
+        a = np.asarray(x)
+        if a.dtype == object:
+            return a
+        with ctx.workprec(self.prec):
+            fl = a.astype(np.float64)
+            out = self.exact.asarray(fl)
+            if self.R.digits < 52 and not self.R.exact:  # a float64 constant the dtype
+                #                                            does not hold: rounded
+                held = fl.astype(np.float32 if self.R.dtype != "float16" else np.float16)
+                bad = np.flatnonzero((held.astype(np.float64) != fl).reshape(-1))
+                flat = out.reshape(-1)
+                for i in bad:
+                    flat[i] = self.R.widen(flat[i], self.R.u)
+        return out
+
+    def constant(self, c, shape=()):
+        with ctx.workprec(self.prec):
+            return self.kernels.constant(c, tuple(shape))
+
+    def map(self, expr, args: dict):
+        with ctx.workprec(self.prec):
+            out = _walk_value(self.kernels, expr, {s: self.asarray(v) for s, v in args.items()})
+        return np.asarray(out, dtype=object)
+
+    def sum(self, x, axis=None, keepdims: bool = False):
+        x = np.asarray(x, dtype=object)
+        axes = _axes(axis, x.ndim)
+        n = int(np.prod([x.shape[a] for a in axes])) if axes else 1
+        with ctx.workprec(self.prec):
+            s = self.exact.sum(x, axis, keepdims)
+            mag = self.exact.sum(_absup(x), axis, keepdims)
+            nonneg = np.all(_is_nonneg(x), axis=axes, keepdims=keepdims)
+            return self._widen_each(s, mag, n, nonneg)
+
+    def einsum(self, spec: str, *operands):
+        ops = [self.asarray(o) for o in operands]
+        terms, out = parse(spec, len(ops), [np.ndim(o) for o in ops])
+        sizes: dict = {}
+        for t, o in zip(terms, ops):
+            for c, m in zip(t, np.shape(o)):
+                sizes[c] = max(sizes.get(c, 1), m)
+        n = int(np.prod([sizes[c] for c in set("".join(terms)) - set(out)] or [1]))
+        with ctx.workprec(self.prec):
+            s = self.exact.einsum(spec, *ops)
+            mag = self.exact.einsum(spec, *[_absup(o) for o in ops])
+            return self._widen_each(s, mag, n + len(ops) - 1)
+
+    def amax(self, x, axis=None, keepdims: bool = False):
+        return self.exact.amax(x, axis, keepdims)
+
+    def scatter_add(self, x, idx, axis: int, size: int):
+        counts = np.zeros(size, dtype=np.int64)
+        np.add.at(counts, np.asarray(idx).reshape(-1) % size, 1)
+        with ctx.workprec(self.prec):
+            s = self.exact.scatter_add(x, idx, axis, size)
+            mag = self.exact.scatter_add(_absup(np.asarray(x, dtype=object)), idx, axis, size)
+            return self._widen_each(s, mag, int(max(counts.max(initial=1), 1)))
+
+    def where(self, mask, a, b):
+        return np.where(np.asarray(mask, dtype=bool), self.asarray(a), self.asarray(b))
+
+
+_absup = np.frompyfunc(lambda v: abs(arb_backend._a(v)).upper() if arb_backend._a(v).is_finite()
+                       else arb.nan(), 1, 1)
+_is_nonneg_u = np.frompyfunc(lambda v: bool(arb_backend._a(v) >= 0), 1, 1)
+
+
+def _is_nonneg(x) -> np.ndarray:
+    return np.asarray(_is_nonneg_u(x), dtype=bool)
+
+
+def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,
+                 exact: bool = False) -> np.ndarray:
+    """The output balls (value, then every gradient entry) of one sample of a tensor model's
+    derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened)."""
+    ops = RoundedArbOps(dtype, function_ulps, exact=exact)
+    one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
+    with ctx.workprec(PREC):
+        outs = run(model.gradient.outputs, ops, one)
+    return flat_balls(model, outs)
+
+
+def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype: str,
+                     function_ulps: float) -> Enclosure:
+    """The lazy ``Enclosure`` of a tensor model's derived program (``values``: the compared
+    samples, hi/lo the oracle's rows for them)."""
+    def radii_of(rows: np.ndarray) -> np.ndarray:
+        out = []
+        for r in rows:
+            try:
+                balls = list(tensor_balls(model, values, int(r), dtype, function_ulps))
+                centre = list(tensor_balls(model, values, int(r), dtype, function_ulps,
+                                           exact=True))
+            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                    OverflowError):
+                balls = centre = None
+            out.append(spread([balls], [centre], (1, hi.shape[1]))[0])
+        return np.array(out)
+    return Enclosure(radii_of)

@@ -11,10 +11,10 @@ import numpy as np
 import scipy.special
 import sympy as sp
 
-from .. import bounds
-from .. import functions
+from .. import bounds, functions
 from ..codegen import Target, compile_program
 from ..derive import Program
+from .arb import _select_pattern as select_pattern
 
 FUNCTIONS = functions.spellings("numpy")  # sympy node -> numpy spelling (symgrad.functions)
 
@@ -38,8 +38,7 @@ def _share_min(arg, members, h0):
 def _node(e, pr):
     """An n-ary Max/Min's derivative (Heaviside(X - Max(others))) shares ties evenly."""
     if isinstance(e, sp.Heaviside):
-        from .arb import _select_pattern
-        sel = _select_pattern(e.args[0])
+        sel = select_pattern(e.args[0])
         if sel is not None:
             op, x, others = sel
             h0 = pr(e.args[1]) if len(e.args) > 1 else "0.5"

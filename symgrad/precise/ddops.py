@@ -23,6 +23,7 @@ import sympy as sp
 
 from .. import functions
 from ..errors import SymgradError
+from . import dderf as E
 from . import ddmath as M
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, where
@@ -76,7 +77,7 @@ def _heaviside(x: DD, h0: DD | None = None) -> DD:
 
 # the implementations the rows of symgrad.functions name (their ``walk`` spelling)
 _NAMESPACE = {
-    "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": M.erf, "erfc": M.erfc, "abs": abs,
+    "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": E.erf, "erfc": E.erfc, "abs": abs,
     "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
     "max": lambda *xs: _nanmax_fold(True, *xs), "min": lambda *xs: _nanmax_fold(False, *xs),
     "diracdelta": lambda x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
@@ -112,7 +113,7 @@ class DDKernels(Kernels):
     def concatenate(self, parts): return DD(np.concatenate([p.hi for p in parts]), np.concatenate([p.lo for p in parts]))
     def sigmoid(self, a): return M.sigmoid(a)
     def sech2(self, a): return M.sech2(a)
-    def erfc(self, a): return M.erfc(a)
+    def erfc(self, a): return E.erfc(a)
     def expm1(self, a): return M.expm1(a)
     def log1p(self, a): return M.log1p(a)
 

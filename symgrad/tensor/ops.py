@@ -17,8 +17,8 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..optable import X0, families, function
-from .program import (X, Node, const, einsum, map_, max_, reshape, stop_gradient, sum_, take,
-                      transpose)
+from .program import (X, Node, const, einsum, map_, max_, onehot, reshape, stop_gradient, sum_,
+                      take, transpose)
 
 _LETTERS = "abcdefgh"
 
@@ -161,7 +161,6 @@ def cross_entropy(logits: Node, targets: Node) -> Node:
     if targets.shape != (T,):
         raise SymgradError(f"cross_entropy: targets {targets.name!r} have shape {targets.shape}, "
                            f"need ({T},) for logits {logits.shape}")
-    from .program import onehot
     lse = reshape(logsumexp(logits, -1), (T,))
     picked = sum_(logits * onehot(targets, V), -1)
     return mean(lse - picked)

@@ -56,29 +56,45 @@ def worst_entries(name: str, comp, mask: np.ndarray, outputs: list[str], batch,
         s = int(subset[i])
         point = {b: shown_value(v[s]) for b, v in batch.values.items()}
         status = int(comp.status[i, k])
-        note = convention(comp.kink_position[i, k]) if status == KINK else ""
-        if status == KINK and comp.side and i in comp.side:
-            note += f" (the one-sided derivative from {comp.side[i]})"
-        position = comp.kink_position[i, k]
-        if status == MISMATCH and np.isfinite(position) and not 0 <= position <= 1:
-            note = (f"at a kink, outside the subdifferential: every subgradient puts this entry "
-                    f"between the one-sided derivatives (0 and 1 of the way across), and the "
-                    f"backend's value is {position:.4g} of the way")
-        if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
-            note = ("at a kink: each entry lies between the one-sided derivatives, but together "
-                    "they are no convex combination of them (no subgradient; e.g. the full "
-                    "gradient handed to every tied argument of a max)")
-        if status == SYSTEMATIC:
-            note = block_note(comp, i, k)
-        if status == INCONCLUSIVE:
-            note = undecided_note(comp, i, k)
-        if status == MISMATCH and not note:  # a kink's own proof (the subdifferential) first
-            note = proof_note(comp, i, k)
+        note = entry_note(comp, int(i), int(k))
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
                              column=int(k)))
     return found
+
+
+def entry_note(comp, i: int, k: int) -> str:
+    """The note of one compared entry (scalar and tensor models alike): at a kink, the side
+    the backend took or why it is no subgradient; a systematic error's block finding; why an
+    inconclusive entry stays open; a mismatch's proof.
+
+    Arguments:
+        comp: a ``compare.Comparison``.
+        i, k: the entry's row and column.
+    Returns:
+        The note ("" when there is nothing to add).
+    """
+    status = int(comp.status[i, k])
+    note = convention(comp.kink_position[i, k]) if status == KINK else ""
+    if status == KINK and comp.side and i in comp.side:
+        note += f" (the one-sided derivative from {comp.side[i]})"
+    position = comp.kink_position[i, k]
+    if status == MISMATCH and np.isfinite(position) and not 0 <= position <= 1:
+        note = (f"at a kink, outside the subdifferential: every subgradient puts this entry "
+                f"between the one-sided derivatives (0 and 1 of the way across), and the "
+                f"backend's value is {position:.4g} of the way")
+    if comp.not_subgradient is not None and comp.not_subgradient[i, k]:
+        note = ("at a kink: each entry lies between the one-sided derivatives, but together "
+                "they are no convex combination of them (no subgradient; e.g. the full "
+                "gradient handed to every tied argument of a max)")
+    if status == SYSTEMATIC:
+        note = block_note(comp, i, k)
+    if status == INCONCLUSIVE:
+        note = undecided_note(comp, i, k)
+    if status == MISMATCH and not note:  # a kink's own proof (the subdifferential) first
+        note = proof_note(comp, i, k)
+    return note
 
 
 def proof_note(comp, row: int, col: int) -> str:

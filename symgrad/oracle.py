@@ -37,7 +37,7 @@ inconclusive, with the reason (``"relaxed"``).
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import mpmath
@@ -48,7 +48,7 @@ from flint import arb, ctx
 from .backends import arb as arb_backend
 from .codegen import compile_program
 from .derive import Program
-from .sides import Sides, double_double, sample_sides, side_label
+from .sides import Sides, double_double, sample_sides, side_label, with_interval as _with_interval
 
 __all__ = ["Exact", "Sides", "TIGHT_FRACTION", "TIGHT_RELATIVE_BITS", "at_point", "certify",
            "compile_oracle", "compile_scalar", "evaluate", "side_label", "site_arguments",
@@ -215,23 +215,6 @@ def _limits(fn, x: np.ndarray, outs: list, limit: list, rel: arb, start_bits: in
     sides = [[side.get(k, o) if k in split else o for k, o in enumerate(one)]
              for side in (left, right)]
     return one, sides, [f"{names} → 0− (limit)", f"{names} → 0+ (limit)"]
-
-
-def _with_interval(info: Sides, V: np.ndarray) -> Sides:
-    """Each entry's interval over the sides: separable, the base plus each group's most
-    negative and most positive change (exact, every subgradient); relaxed, over the evaluated
-    sides (the enclosure, ``outer_low``/``outer_high``, widened to hold them too)."""
-    if info.kind == "separable":
-        base = V[0]
-        low, high = base.copy(), base.copy()
-        for rows in info.groups:
-            d = V[rows] - base
-            low += np.minimum(d.min(axis=0), 0)
-            high += np.maximum(d.max(axis=0), 0)
-        return replace(info, low=low, high=high)
-    return replace(info, low=V.min(axis=0), high=V.max(axis=0),
-                   outer_low=np.fmin(info.outer_low, V.min(axis=0)),
-                   outer_high=np.fmax(info.outer_high, V.max(axis=0)))
 
 
 def certify(fn, args: list, limit: list, rel: arb, start_bits: int, max_bits: int):

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from flint import arb, fmpq
@@ -44,6 +44,23 @@ class Sides:
     reason: str = ""
     low: np.ndarray | None = None  # each entry's range over the sides (separable: exact;
     high: np.ndarray | None = None  # relaxed: over the evaluated ones)
+
+
+def with_interval(info: Sides, V: np.ndarray) -> Sides:
+    """Each entry's interval over the sides: separable, the base plus each group's most
+    negative and most positive change (exact, every subgradient); relaxed, over the evaluated
+    sides (the enclosure, ``outer_low``/``outer_high``, widened to hold them too)."""
+    if info.kind == "separable":
+        base = V[0]
+        low, high = base.copy(), base.copy()
+        for rows in info.groups:
+            d = V[rows] - base
+            low += np.minimum(d.min(axis=0), 0)
+            high += np.maximum(d.max(axis=0), 0)
+        return replace(info, low=low, high=high)
+    return replace(info, low=V.min(axis=0), high=V.max(axis=0),
+                   outer_low=np.fmin(info.outer_low, V.min(axis=0)),
+                   outer_high=np.fmax(info.outer_high, V.max(axis=0)))
 
 
 def sample_sides(fn, args):

@@ -29,7 +29,7 @@ from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
 from .modules import ModuleOptions, verify_module
-from .points import by_name
+from .points import by_name, check_integers as _check_integers, given_samples
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
@@ -105,37 +105,12 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
 
 
 def _given(model: Model, at: dict, dtype: str) -> Batch:
-    """Explicit samples, checked against the blocks and rounded to the run's dtype."""
-    at = by_name(model, at, "at")
-    values, n = {}, None
-    for b in model.blocks:
-        if b.name not in at:
-            raise SymgradError(f"at: no values for {b.name!r}; give every block: "
-                               f"{', '.join(x.name for x in model.blocks)}")
-        try:
-            v = np.asarray(at[b.name], dtype=np.float64)
-        except (TypeError, ValueError):
-            raise SymgradError(f"at: {b.name!r} must be numbers, got {at[b.name]!r}") from None
-        if v.shape == b.shape:  # one sample
-            v = v[None]
-        _check_integers(b, v, "at")
-        if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
-            raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
-                               f" with the same N for every block; got {v.shape}")
-        n = v.shape[0]
-        values[b.name] = round_to(v, dtype)
+    """Explicit samples, checked against the blocks (``symgrad.points``: the one ``at=``
+    validation, shared with tensor models) and rounded to the run's dtype."""
+    values = {k: round_to(v, dtype) for k, v in given_samples(model, at, "at").items()}
+    n = next(iter(values.values())).shape[0]
     X = np.concatenate([values[b.name].reshape(n, -1) for b in model.blocks], axis=1).T
     return Batch(values, np.ascontiguousarray(X))
-
-
-def _check_integers(block, v: np.ndarray, what: str) -> None:
-    """A non-integer value for an Integers input is an error, never a silent truncation."""
-    if block.domain.integer:
-        bad = v[np.isfinite(v) & (v != np.round(v))] if v.size else v
-        if bad.size or not np.isfinite(v).all():
-            shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
-            raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
-                               f"non-integer value {shown!r}; give whole numbers")
 
 
 def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:

@@ -32,13 +32,6 @@ ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 # it may import inside a function). Optional heavy third-party dependencies (torch,
 # distributed, transformers, matplotlib) are not symgrad modules and need no entry.
 ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
-    # helper "tkinks"
-    "symgrad.tensor.verify": ("tkinks", frozenset({
-        "symgrad.backends.torch", "symgrad.tensor.bound", "symgrad.tensor.views",
-        "symgrad.rigorous", "symgrad.causes", "symgrad.config", "symgrad.tensor.program",
-        "symgrad.tensor.tables"})),
-    "symgrad.tensor.views": ("tkinks", frozenset({
-        "symgrad.backends.torch", "symgrad.precise.certify"})),
     # files no helper of issue 17 owns: for the lead (hoisting every one of these to module
     # level was tried on a copy: no circle, at module level or dodged, and `import symgrad` ran)
     "symgrad.fuzz": ("lead", frozenset({"symgrad.causes"})),
@@ -66,8 +59,6 @@ ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
 
 # Modules over MAX_LINES lines -> owner (the helper splitting it, or the lead).
 ALLOWED_LONG: dict[str, str] = {
-    "symgrad.compare": "tkinks",
-    "symgrad.tensor.verify": "tkinks",
 }
 
 

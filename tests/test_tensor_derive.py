@@ -79,10 +79,13 @@ def test_softmax_shift_has_exactly_zero_derivative():
         assert max(abs(a - b) for a, b in zip(g[0], want)) < mpmath.mpf(10) ** -45
 
 
-def test_max_without_stop_gradient_is_refused():
-    x = st.param("x", (3,))
-    with pytest.raises(SymgradError, match="use max only as a shift under stop_gradient"):
-        st.gradient(st.sum_(st.max_(x, 0) * x), [x])
+def test_max_reduction_gradient_goes_to_the_maximum_a_tie_shared_evenly():
+    """Max over an axis is differentiable (the exact derivative off ties; at a tie the oracle's
+    kink sides decide, ``symgrad.tensor.kinks``): the cotangent goes to the maximal entry, a
+    tie shared evenly as torch.amax does."""
+    x = st.param("x", (2, 3))
+    g = grads(st.sum_(st.max_(x, 1)), [x], {"x": np.array([[[1.0, 3.0, 2.0], [5.0, 5.0, 5.0]]])})
+    assert np.allclose(g[0], [[[0, 1, 0], [1 / 3, 1 / 3, 1 / 3]]])
 
 
 def test_unused_parameter_gets_zero_gradient():

@@ -79,8 +79,14 @@ def _vjp_sum(node: Node, g: Node) -> list:
 
 
 def _vjp_max(node: Node, g: Node) -> list:
-    raise SymgradError("the derivative of max over an axis is not defined here; use max only as "
-                       "a shift under stop_gradient (stable softmax / logsumexp)")
+    """The cotangent to the maximal entries, a tie shared evenly (as torch.amax): the exact
+    derivative off ties; at a tie (or one within rounding) the oracle's kink sides decide
+    (``symgrad.tensor.kinks``)."""
+    x = node.args[0]
+    kept = tuple(1 if i in node.attrs["axes"] else n for i, n in enumerate(x.shape))
+    top = map_(sp.Heaviside(X[0] - X[1], 1), x, reshape(node, kept))
+    count = reshape(sum_(top, node.attrs["axes"]), kept)
+    return [map_(X[0] * X[1] / X[2], reshape(g, kept), top, count)]
 
 
 def _vjp_reshape(node: Node, g: Node) -> list:

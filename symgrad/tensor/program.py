@@ -285,7 +285,8 @@ def sum_(x: Node, axes=None, *, keepdims: bool = False) -> Node:
 
 
 def max_(x: Node, axes, *, keepdims: bool = False) -> Node:
-    """Max over ``axes``. Not differentiable here: use it under ``stop_gradient`` (a shift)."""
+    """Max over ``axes`` (its derivative: the maximal entry; a tie is a kink, decided by the
+    oracle's sides, ``symgrad.tensor.kinks``)."""
     axes = _axes(x, axes)
     out = Node("max", (x,), tuple(s for i, s in enumerate(x.shape) if i not in axes),
                {"axes": axes})

@@ -18,22 +18,32 @@ from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
+import sympy as sp
 
-from ..compare import (FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH, STATUS_NAMES, SYSTEMATIC, Comparison,
-                       allowance, compare, pooled_resolution, systematic_blocks)
-from ..config import VerifyConfig
+from .. import causes
+from ..backends import torch as torch_backend
+from ..backends.torch import exact_math
+from ..compare import FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES, allowance
+from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
-from ..findings import (block_note as _block_note, proof_note, shown_value as _shown_value,
-                        with_proof)
+from ..findings import with_proof
 from ..model import round_to
-from ..result import BackendRun, Failure, Result, undecided_note
+from ..points import given_samples
+from ..result import BackendRun, Result
+from ..rigorous import tensor_enclosure
+from . import views
+from .bound import evaluate_bound
+from .comparing import badness, block_tests, compare_compact, failures as entry_failures, top
 from .departure import first_departure, own_program
 from .model import Outputs, TensorModel
+from .program import topological
+from .kinks import has_sites, oracle_program, reached
+from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
-from .tables import oracle_ops
-from .views import certify_view, numpy_view, oracle_steps, oracle_view, torch_view
+from .tables import TorchOps, oracle_ops
+from .views import _flatten, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
 @dataclass
@@ -48,14 +58,14 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``);
     ``extra`` adds backends, name -> (per-sample torch function, mode label), each run sample
     by sample like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``)."""
-    from ..backends import torch as torch_backend
     timings: dict[str, float] = {}
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     torch_backend.check_device(cfg.device, cfg.dtype)
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
 
-    entries = (at_samples(at) if at is not None else cfg.samples) * (1 + model.n_parameters)
+    given = _given(model, at, cfg.dtype) if at is not None else None
+    entries = (at_samples(given) if at is not None else cfg.samples) * (1 + model.n_parameters)
     if entries > MAX_ENTRIES:
         raise SymgradError(f"model {model.name!r}: {cfg.samples} samples x "
                            f"{model.n_parameters} gradient entries is too much to compare in "
@@ -63,7 +73,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                            f"{max(1, MAX_ENTRIES // (1 + model.n_parameters))} or fewer")
     with _phase("derive", cfg, timings, "derive_s"):
         grad = model.gradient
-    values = _given(model, at, cfg.dtype) if at is not None else model.draw(
+    values = given if given is not None else model.draw(
         cfg.samples, np.random.default_rng(cfg.seed), cfg.dtype)
     n = next(iter(values.values())).shape[0]
     cfg = replace(cfg, samples=n)
@@ -100,26 +110,30 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     subset = oracle_subset(model, cfg)
     sub = {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
+    keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
+    if has_sites(model):
+        with _phase("kinks", cfg, timings, "kinks_s"):
+            keys = reached(model, sub, table, sorted({r.dtype for r in runs.values()}),
+                           cfg.tolerance)
+            program = oracle_program(model, keys)
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot = SpotCheck() if big else None
     with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
                 "oracle_s", total=oracle_steps(model, len(subset))) as tick:
         hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot,
                              client=client if oracle_table is None else None,
-                             dps=cfg.oracle_dps)
+                             dps=cfg.oracle_dps, program=program)
     if big:
         check_spot(spot, model.name)
         certified = spot.summary()
     else:
         with _phase("certify (ARB)", cfg, timings, "certify_s"):
-            cert = certify_view(model, sub, hi[:1][0], lo[:1][0])
+            cert = certify_view(model, sub, hi[:1][0], lo[:1][0], program=program)
         if not cert.ok:
             raise SymgradError(f"model {model.name!r}: the oracle's double-double values are "
                                f"not certified by ball arithmetic: {cert.summary()}")
         certified = f"{cert.n_certified}/{cert.n} entries of sample 0 (ARB balls)"
     with _phase("bound", cfg, timings, "bound_s"):
-        from .bound import evaluate_bound
-        from .views import _flatten
         tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
         E = _flatten(model, evaluate_bound(grad.outputs, sub, mode=tol.entry_bound,
                                            sigmas=tol.entry_sigmas,
@@ -129,6 +143,10 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     for b in model.param_blocks:
         blocks.append((b.name, col, col + b.size))
         col += b.size
+    kinks = None  # the sides of every kink a compared sample reaches (none: nothing extra)
+    if keys is not None and any(keys.rows.values()):
+        with _phase("kink sides", cfg, timings, "kinks_s"):
+            kinks = kink_sides(model, sub, keys, table, hi, lo)
     enclosures: dict = {}  # per dtype: the rigorous enclosure, evaluated lazily (<= 200k params)
     with _phase("compare", cfg, timings, "compare_s"):
         comparisons = {}
@@ -136,12 +154,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             got = outputs.pop(name)
             dt = runs[name].dtype
             if not big and dt not in enclosures:
-                from ..rigorous import tensor_enclosure
                 enclosures[dt] = tensor_enclosure(model, sub, hi, lo, dt,
                                                   cfg.tolerance.function_ulps)
-            comp = compare_compact(hi, lo, got if len(subset) == n else got[subset],
-                                   E, backend=name, dtype=dt, tol=cfg.tolerance,
+            got = got if len(subset) == n else got[subset]
+            comp = compare_compact(hi, lo, got, E, backend=name, dtype=dt, tol=cfg.tolerance,
                                    rigorous=enclosures.get(dt))
+            if kinks is not None:
+                comp = rejudge(comp, kinks, hi, lo, got, E, cfg.tolerance, enclosures.get(dt))
             del got
             comparisons[name] = block_tests(comp, hi, lo, E, blocks, cfg.tolerance)
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
@@ -156,16 +175,16 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     failures, losses, worst, kinks, undecided = [], [], [], [], []
     with _phase("summary", cfg, timings, "summary_s"):
         for name, comp in comparisons.items():
-            bad = _badness(comp)
+            bad = badness(comp)
 
-            def top(mask, limit):  # the worst `limit` entries of mask, without a full sort
-                return _failures(name, comp, _top(bad, mask, limit), bad, names, batch.values,
-                                 subset)
-            worst += top(None, 3)
-            kinks += top(comp.status == KINK, cfg.max_failures)
-            failures += top(np.isin(comp.status, FAILING), cfg.max_failures)
-            losses += top(comp.status == LOSS, cfg.max_failures)
-            undecided += top(comp.status == INCONCLUSIVE, 3)
+            def worst_of(mask, limit):  # the worst `limit` entries of mask, without a full sort
+                return entry_failures(name, comp, top(bad, mask, limit), bad, names,
+                                      batch.values, subset)
+            worst += worst_of(None, 3)
+            kinks += worst_of(comp.status == KINK, cfg.max_failures)
+            failures += worst_of(np.isin(comp.status, FAILING), cfg.max_failures)
+            losses += worst_of(comp.status == LOSS, cfg.max_failures)
+            undecided += worst_of(comp.status == INCONCLUSIVE, 3)
     with _phase("causes", cfg, timings, "causes_s"):
         failures = with_causes(model, failures, comparisons, values, subset, cfg, np_dtype)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
@@ -179,9 +198,6 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
     """The confirmation's experiments for a tensor model (``symgrad.confirm.Experiments``):
     the numpy and torch views and torch_fn re-run in float64 on the flagged samples; every
     backend, the oracle and the bound on fresh samples drawn from the model's domains."""
-    from ..backends import torch as torch_backend
-    from .bound import evaluate_bound
-    from .views import _flatten
     tol = cfg.tolerance
 
     def run_at(name: str, values: dict, dtype: str):
@@ -249,13 +265,7 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
     the function differs (the loss value of that backend and sample fails, or the forward
     departs at a labelled intermediate of symgrad's own program) or the derivative of the same
     function is wrong. A torch_fn's intermediates are not visible: its split is by the value."""
-    import sympy as sp
 
-    from .. import causes
-    from ..config import OWN_BACKENDS
-    from .program import topological
-    from .tables import TorchOps
-    from . import views
     has_branch = any(n.op == "map" and n.attrs["expr"].has(sp.Piecewise, sp.Max, sp.Min)
                      for n in topological([model.loss]))
     searches: dict[str, object] = {}
@@ -268,7 +278,6 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
             table = (views.NumpyOps(np_dtype) if f.backend == "numpy"
                      else TorchOps(cfg.dtype, cfg.device))
             one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
-            from ..backends.torch import exact_math
             with exact_math():
                 caps = own_program([model.loss], table, one)
             searches[f.backend] = first_departure(caps, one, dtype=comp.dtype,
@@ -286,120 +295,11 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
                            note=with_proof(f.note, cause.explanation)))
     return out
 MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
+NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
 
 
 def at_samples(at: dict) -> int:
     return max(int(np.shape(v)[0]) for v in at.values()) if at else 0
-
-
-CHUNK = 1 << 22  # entries compared at once
-NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
-
-
-def _badness(comp: Comparison) -> np.ndarray:
-    """error / allowance per entry (float32; inf where the backend is not finite)."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        bad = (comp.ulps / comp.allowed_ulps).astype(np.float32)
-    bad[~np.isfinite(comp.ulps)] = np.inf
-    bad[np.isnan(bad)] = -1.0
-    return bad
-
-
-def _top(bad: np.ndarray, mask: np.ndarray | None, limit: int) -> np.ndarray:
-    """Flat indices of the ``limit`` entries of ``mask`` (default all) with the largest
-    badness, worst first (argpartition: no sort of GPT-2's 163M entries)."""
-    flat = bad.reshape(-1)
-    if mask is not None:
-        where = np.flatnonzero(mask)
-        if where.size > limit:
-            where = where[np.argpartition(-flat[where], limit - 1)[:limit]]
-    else:
-        where = np.argpartition(-flat, min(limit, flat.size) - 1)[:limit]
-    return where[np.argsort(-flat[where], kind="stable")]
-
-
-def _failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, values,
-              subset) -> list[Failure]:
-    """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
-    vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""
-    found = []
-    width = comp.status.shape[1]
-    for f in flat:
-        i, k = divmod(int(f), width)
-        s = int(subset[i])
-        point = {b: _shown_value(v[s]) for b, v in values.items()}
-        status = int(comp.status[i, k])
-        note = _block_note(comp, i, k) if status == SYSTEMATIC else ""
-        if status == INCONCLUSIVE:
-            note = undecided_note(comp, i, k)
-        if status == MISMATCH:
-            note = proof_note(comp, i, k) or note
-        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
-                             float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
-                             column=int(k)))
-    return found
-
-
-COMPACT_FROM = 50_000_000  # from this many entries, ULPs are kept in float32
-
-
-def _fit(x: np.ndarray, kind) -> np.ndarray:
-    """Finite values beyond float32's range (errors at exactly-zero entries, in ULPs of 0)
-    become float32's largest number instead of inf."""
-    if kind is np.float64:
-        return x
-    big = float(np.finfo(np.float32).max)
-    return np.where(np.isfinite(x), np.clip(x, -big, big), x).astype(np.float32)
-
-
-def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
-                    rigorous=None) -> Comparison:
-    """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
-    float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
-    ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the tensor
-    oracle has no kinks). GPT-2 at full size: 2.8 GB per backend instead of 9. ``rigorous``:
-    a ``symgrad.rigorous.Enclosure`` (None above 200k parameters: no proof, a mismatch beyond
-    the fast allowance stays one); its radii are kept where computed."""
-    n, width = hi.shape
-    small = n * width <= COMPACT_FROM
-    kind = np.float64 if small else np.float32
-    ulps = np.empty((n, width), kind)
-    allowed = np.empty((n, width), kind)
-    status = np.empty((n, width), np.int8)
-    got = np.asarray(got, dtype=np.float64)
-    radius = np.full((n, width), np.nan) if rigorous is not None else None
-    error = np.empty((n, width)) if rigorous is not None else None
-    allowed_abs = np.empty((n, width)) if rigorous is not None else None
-    step = max(1, CHUNK // max(n, 1))
-    for a in range(0, width, step):
-        part = slice(a, a + step)
-        c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
-                    dtype=dtype, tol=tol,
-                    rigorous=None if rigorous is None else rigorous.columns(part))
-        ulps[:, part], allowed[:, part] = _fit(c.ulps, kind), _fit(c.allowed_ulps, kind)
-        status[:, part] = c.status
-        if rigorous is not None:
-            radius[:, part], error[:, part] = c.rigorous, c.error
-            allowed_abs[:, part] = c.allowed_abs
-    return Comparison(backend, dtype, ulps, allowed, status, got, hi,
-                      np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
-                      error=error, rigorous=radius)
-
-
-def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
-    """The per-sample block test and the pooled test (``symgrad.compare.systematic_blocks``)
-    on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
-    block is caught even where its entries are inconclusive one by one."""
-    def columns(a: int, b: int):
-        exact = hi[:, a:b]
-        with np.errstate(invalid="ignore", over="ignore"):
-            err = (comp.got[:, a:b] - exact) - np.asarray(lo[:, a:b], dtype=np.float64)
-            allowed = allowance(E[:, a:b], comp.dtype, tol)
-        return exact, err, np.where(np.isnan(allowed), np.inf, allowed)
-    status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol)
-    return replace(comp, status=status, systematic=tuple(found),
-                   resolution=pooled_resolution(len(status), comp.dtype, tol))
 
 
 def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:
@@ -413,18 +313,11 @@ def oracle_subset(model: TensorModel, cfg: VerifyConfig) -> np.ndarray:
 
 
 def _given(model: TensorModel, at: dict, dtype: str) -> dict[str, np.ndarray]:
-    values, n = {}, None
-    for b in model.blocks:
-        if b.name not in at:
-            raise SymgradError(f"at: no values for {b.name!r}; give every block: "
-                               f"{', '.join(x.name for x in model.blocks)}")
-        v = np.asarray(at[b.name], dtype=np.float64)
-        if v.shape[1:] != b.shape or (n is not None and v.shape[0] != n):
-            raise SymgradError(f"at: {b.name!r} must have shape (N, {', '.join(map(str, b.shape))})"
-                               f" with the same N for every block; got {v.shape}")
-        n = v.shape[0]
-        values[b.name] = v.astype(np.int64) if b.domain.integer else round_to(v, dtype)
-    return values
+    """Explicit samples, checked as the scalar pipeline checks them (``symgrad.points``: an
+    unknown name, a missing block, a non-integer value for an Integers input, a wrong shape
+    are each a one-line error), rounded to the run's dtype; integer inputs as int64."""
+    return {b.name: (v.astype(np.int64) if b.domain.integer else round_to(v, dtype))
+            for b, v in zip(model.blocks, given_samples(model, at, "at").values())}
 
 
 @contextmanager

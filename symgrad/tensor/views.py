@@ -17,6 +17,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ..backends.torch import exact_math
+from ..precise.certify import CertifyConfig, certify, escalate
 from .interpret import evaluate
 from .model import TensorModel
 from ..cluster import map_ordered
@@ -51,7 +53,6 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
     batch-summed loss: samples are independent)."""
     import torch
 
-    from ..backends.torch import exact_math
     table = TorchOps(dtype, device)
     leaves: dict = {}
     params = []
@@ -77,12 +78,20 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None,
-                spot=None, client=None, dps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+                spot=None, client=None, dps: int = 50,
+                program: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact value and gradient as a double-double (hi, lo), one sample at a time;
     ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
     ``spot`` (a ``symgrad.tensor.spotcheck.SpotCheck``) re-checks steps of sample 0 in ARB.
     With a Dask ``client`` the samples (but a spot-checked sample 0) are tasks on its workers,
-    each evaluating ``oracle_ops(dps)`` there: the same arrays come back."""
+    each evaluating ``oracle_ops(dps)`` there: the same arrays come back. ``program``:
+    (outputs, extra leaves (N, ...)) evaluated instead of the model's gradient program (a
+    model with kinks: its sided program at each sample's sides, ``symgrad.tensor.kinks``;
+    evaluated in this process)."""
+    outputs, extra = program if program is not None else (None, {})
+    if program is not None:
+        client = None
+    values = {**values, **extra}
     n = _n(values)
     width = 1 + model.n_parameters
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
@@ -95,7 +104,7 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
             if progress is not None:
                 progress(s * total + i)
         hi[s], lo[s] = _oracle_row(model, table, one, tick,
-                                   spot.visit if spot is not None and s == 0 else None)
+                                   spot.visit if spot is not None and s == 0 else None, outputs)
     if client is not None and len(local) < n:
         rows = [{k: np.asarray(v)[s:s + 1] for k, v in values.items()}
                 for s in range(len(local), n)]
@@ -107,9 +116,11 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
 
 
 def _oracle_row(model: TensorModel, table, one: Mapping[str, np.ndarray], tick=None,
-                on_step=None) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's exact value and gradient, flattened: (hi, lo) rows of 1 + parameters."""
-    outs = evaluate(model.gradient.outputs, table, one, progress=tick, on_step=on_step)
+                on_step=None, outputs=None) -> tuple[np.ndarray, np.ndarray]:
+    """One sample's exact value and gradient, flattened: (hi, lo) rows of 1 + parameters
+    (``outputs``: another program's loss and gradient nodes, default the model's)."""
+    outs = evaluate(outputs or model.gradient.outputs, table, one, progress=tick,
+                    on_step=on_step)
     width = 1 + model.n_parameters
     hi, lo = np.empty(width), np.empty(width)
     col = 0
@@ -150,19 +161,21 @@ def oracle_steps(model: TensorModel, samples: int) -> int:
 
 def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
                  lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30,
-                 start: int = 128, cap: int = 512):
+                 start: int = 128, cap: int = 512, program: tuple | None = None):
     """Re-evaluate the derived program with ball arithmetic (``symgrad.precise.ARB_OPS``) on
     the first sample of ``values`` and certify the oracle's (hi, lo) row for it: every entry
     within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. The balls'
     precision rises (``precise.certify.escalate``, from ``start`` bits, doubling up to ``cap``)
     until every radius is at most half its entry's claim: cancellation inside the program
-    costs ARB bits too. Returns the ``Certificate`` (``.ok``, ``.summary()``)."""
-    from ..precise.certify import CertifyConfig, certify, escalate
-    one = {k: np.asarray(v)[:1] for k, v in values.items()}
+    costs ARB bits too. ``program``: as ``oracle_view``'s (the sided program of a model with
+    kinks: its selectors are exact 0/1 inputs, so no ball has to decide a tie). Returns the
+    ``Certificate`` (``.ok``, ``.summary()``)."""
+    outputs, extra = program if program is not None else (model.gradient.outputs, {})
+    one = {k: np.asarray(v)[:1] for k, v in {**values, **extra}.items()}
     hi, lo = np.asarray(hi, dtype=np.float64), np.asarray(lo, dtype=np.float64)
 
     def balls_at(ops) -> np.ndarray:
-        return flat_balls(model, evaluate(model.gradient.outputs, ops, one))
+        return flat_balls(model, evaluate(outputs, ops, one))
     with np.errstate(invalid="ignore", over="ignore"):
         claim = rel * np.abs(hi) + abs_
     run = escalate(balls_at, claim, fraction=0.5, start=start, cap=cap)

@@ -1,0 +1,213 @@
+"""The block and pooled tests (``symgrad.compare``'s module docstring, tests 2 and 3): a
+suspected systematic error on a parameter block, per sample and pooled over samples, raised as
+a suspicion that ``symgrad.confirm`` then confirms or refutes.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .entries import INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison, compare
+from .tolerance import Tolerance, dtype_info
+
+
+@dataclass(frozen=True)
+class BlockFinding:
+    """A suspected systematic error on one parameter block: got ~ (1 + p) * exact.
+
+    Raised by the block or pooled test as a suspicion; ``symgrad.confirm`` then sets
+    ``confirmed`` (True: an independent experiment reproduced it, the entries fail; False:
+    refuted or not testable) and ``evidence`` (which experiment, with its numbers)."""
+
+    block: str  # the parameter block's name
+    sample: int  # row in the comparison (-1: pooled over samples)
+    projection: float  # p = <e, g> / <g, g>
+    sigma: float  # its rounding-noise scale
+    threshold: float  # what |p| had to exceed
+    columns: tuple[int, int] = (0, 0)  # the block's columns in the comparison
+    confirmed: bool | None = None  # None: not yet tested
+    evidence: str = ""  # the confirming (or refuting) experiment, in words
+    prior: np.ndarray | None = field(default=None, compare=False, repr=False)  # the block's
+    #   statuses at its rows before the suspicion marked them (restored if it is refuted)
+
+    @property
+    def rows(self) -> np.ndarray | slice:
+        return slice(None) if self.sample < 0 else slice(self.sample, self.sample + 1)
+
+    def describe(self) -> str:
+        where = "over all samples" if self.sample < 0 else f"at sample row {self.sample}"
+        what = "systematic error" if self.confirmed else "suspected systematic error"
+        text = (f"{what} on {self.block} {where}: got = (1 {'+' if self.projection >= 0 else '-'} "
+                f"{abs(self.projection):.3g}) x exact along the gradient (allowed "
+                f"{self.threshold:.3g}, noise {self.sigma:.3g})")
+        return f"{text}; {self.evidence}" if self.evidence else text
+
+
+def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
+                use: np.ndarray) -> dict:
+    """Per sample: the projection p of the error on the exact gradient, its noise sigma, the
+    effective entries and the resolution weight pi."""
+    scale = np.max(np.where(use, np.abs(exact), 0), axis=1, keepdims=True)
+    scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        g = np.where(use, exact, 0) / scale  # a huge error at a tiny scale: inf, left out
+        e = np.where(use, err, 0) / scale
+        al = np.where(use, allowed, 0) / scale
+        gg, g4 = (g * g).sum(1), (g**4).sum(1)
+        p = (e * g).sum(1) / gg
+        r = e - p[:, None] * g
+        sigma = np.sqrt((g * g * r * r).sum(1)) / gg
+        pi = np.where(np.isfinite(al).all(1), gg / (al * al).sum(1), 0.0)
+        n_eff = gg**2 / g4
+    return {"p": p, "sigma": sigma, "pi": pi,
+            "n_eff": n_eff, "use": use, "e": e, "g": g, "ok_rows": (gg > 0) & np.isfinite(p)}
+
+
+def systematic(comp: Comparison, blocks, tol: Tolerance) -> Comparison:
+    """The block and pooled tests (module docstring, 2 and 3) on every parameter block.
+
+    Arguments:
+        comp: a ``Comparison`` from ``compare`` (columns: value, then parameter entries).
+        blocks: ``(name, first column, last column + 1)`` per parameter block.
+        tol: the tolerance settings.
+    Returns:
+        The comparison with entries carrying a suspected error marked SUSPECT and the findings
+        (not yet confirmed: ``symgrad.confirm``) in ``comparison.systematic``.
+
+    >>> import numpy as np
+    >>> g = np.ones((1, 9)); got = g.copy(); got[0, 1:5] *= 1.5  # W x1.5, b right; resolved
+    >>> c = compare(g, 0 * g, got, 3e6 * g, backend="b", dtype="float32", tol=Tolerance())
+    >>> [(f.block, f.projection) for f in systematic(c, [("W", 1, 5), ("b", 5, 9)],
+    ...                                                  Tolerance()).systematic]
+    [('W', 0.5)]
+    """
+    if comp.allowed_abs is None:
+        return comp
+    lo = comp.exact_lo if comp.exact_lo is not None else np.zeros_like(comp.expected)
+
+    def columns(a: int, b: int):
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            err = (comp.got[:, a:b] - comp.expected[:, a:b]) - lo[:, a:b]
+        return comp.expected[:, a:b], err, comp.allowed_abs[:, a:b]
+    # at a kink the exact value is sympy's H(0) = 1/2 pass, not the subgradient the backend
+    # chose: its error there says nothing about a scale (the kink test decided those entries)
+    at_kink = np.isfinite(comp.kink_position)
+    status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
+                                      exclude=at_kink if at_kink.any() else None)
+    return replace(comp, status=status, systematic=tuple(found),
+                   resolution=pooled_resolution(len(status), comp.dtype, tol))
+
+
+def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
+    """In words, what the run cannot resolve because the pooled test cannot fire with this
+    few samples (it needs ``pooled_min_samples`` effective samples; |T| <= sqrt(n_eff)); ""
+    when it can."""
+    if samples >= tol.pooled_min_samples:
+        return ""
+    floor = tol.block_floor * dtype_info(dtype).eps / 2
+    return (f"the pooled test needs >= {tol.pooled_min_samples:g} samples, this run compared "
+            f"{samples}: a systematic error on a block smaller than the block test's floor "
+            f"({floor:.2g} relative in {dtype}) is not resolved; use more samples")
+
+
+def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
+                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+    """The block and pooled tests of ``systematic``, reading one block at a time:
+    ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a).
+    Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
+    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink).
+
+    Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
+    finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
+    A sample whose block is not resolved (||exact|| <= ``block_resolved`` x ||allowance||:
+    correct code may return anything there, its direction included) takes part in neither test.
+
+    Returns:
+        The new status array and the findings (``confirmed`` None: not yet tested).
+    """
+    u = dtype_info(dtype).eps / 2
+    usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
+    markable = (OK, LOSS, INCONCLUSIVE)  # within the entry bound: a suspicion may mark them
+
+    def stats_of(a, b):
+        exact, err, allowed = columns(a, b)
+        with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+            usable = (np.isfinite(err) & np.isfinite(exact)
+                      & np.isin(status[:, a:b], usable_status))
+            if exclude is not None:
+                usable &= ~exclude[:, a:b]
+        return _projection(exact, err, allowed, usable)
+    keys = ("p", "sigma", "pi", "n_eff", "ok_rows")
+    stats = []
+    for _, a, b in blocks:
+        st = stats_of(a, b)
+        st = {k: st[k] for k in keys}
+        with np.errstate(invalid="ignore"):  # pi = ||g||^2 / ||allowance||^2
+            st["ok_rows"] = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
+        stats.append(st)
+    # the common mode of the sample: the median projection over blocks. An upstream adjoint
+    # near the loss rounded once (BCE's dL/dz at a saturated logit) shifts every block alike;
+    # a block is systematic only where it departs from the others.
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no common mode
+        ps = np.array([np.where(st["ok_rows"], st["p"], np.nan) for st in stats])
+        common = np.nan_to_num(np.nanmedian(ps, axis=0)) if stats else np.zeros(len(status))
+    status = status.copy()
+    found = []
+    for (name, a, b), st in zip(blocks, stats):
+        p, sigma, ok_rows = st["p"], st["sigma"], st["ok_rows"]
+        suspects = []  # (sample, projection, sigma, threshold)
+        # 2. per sample
+        thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
+        flag = (ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
+                & (np.abs(p - common) > thresh))
+        for s in np.flatnonzero(flag):
+            suspects.append((int(s), float(p[s]), float(sigma[s]), float(thresh[s])))
+        # 3. pooled over samples
+        pooled = pooled_test(p, st["pi"], ok_rows, u, tol)
+        if pooled is not None:
+            suspects.append((-1, *pooled))
+        if suspects:  # entries whose error points along the suspected projection
+            full = stats_of(a, b)
+            use, e, g = full["use"], full["e"], full["g"]
+            before = status[:, a:b].copy()  # the entry test's statuses, before any suspicion
+            for s, proj, sig, th in suspects:
+                rows = slice(None) if s < 0 else slice(s, s + 1)
+                sub = status[rows, a:b]
+                prior = before[rows]
+                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
+                sub[mark] = SUSPECT
+                status[rows, a:b] = sub
+                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=prior))
+    return status, found
+
+
+def pooled_test(p: np.ndarray, pi: np.ndarray, rows: np.ndarray, u: float, tol: Tolerance,
+                lam: float | None = None) -> tuple[float, float, float] | None:
+    """The pooled test (module docstring, 3) on per-sample projections ``p`` with resolution
+    weights ``pi``, over the samples ``rows`` (a boolean mask).
+
+    Arguments:
+        lam: the level; None: the suspicion level, min(pooled_sigmas, pooled_reach sqrt(n_eff))
+            (so that it can fire from ``pooled_min_samples`` effective samples on).
+    Returns:
+        (pooled p, its self-normalised scale, the threshold) when flagged, else None.
+    """
+    pi = np.where(rows & np.isfinite(pi), pi, 0.0)
+    pi = pi / pi.max() if pi.size and pi.max() > 0 else pi  # no overflow in pi^2
+    total = pi.sum()
+    if not total > 0:
+        return None
+    n_eff = total**2 / max(float((pi * pi).sum()), 1e-300)
+    if n_eff < tol.pooled_min_samples:
+        return None
+    if lam is None:
+        lam = min(tol.pooled_sigmas, tol.pooled_reach * np.sqrt(n_eff))
+    pz = np.where(rows, p, 0)
+    pp = float((pi * pz).sum() / total)
+    spread = float(np.sqrt((pi * pi * pz**2).sum()) / total)
+    th = max(tol.pooled_floor * u, lam * spread)
+    return (pp, spread, th) if abs(pp) > th else None

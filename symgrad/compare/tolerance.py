@@ -1,0 +1,140 @@
+"""The verdict's knobs and units: each dtype's unit roundoff and range (``DTYPES``), the
+``Tolerance`` (every knob, in one place, written into every report), the allowance
+``safety * u * E + floor * tiny`` and the ULP. Part of the one comparer (``symgrad.compare``).
+
+>>> a = allowance(np.array([2.0]), "float64", Tolerance())
+>>> float(a[0]) == 4 * 2.0**-53 * 2 + 4 * 2.0**-1022
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import SymgradError
+
+
+@dataclass(frozen=True)
+class DTypeInfo:
+    eps: float  # spacing of 1.0
+    tiny: float  # smallest positive normal number
+    digits: int  # mantissa bits after the leading one
+    max: float  # largest finite number
+
+
+DTYPES = {
+    "float64": DTypeInfo(2.0**-52, 2.0**-1022, 52, float(np.finfo(np.float64).max)),
+    "float32": DTypeInfo(2.0**-23, 2.0**-126, 23, float(np.finfo(np.float32).max)),
+    "float16": DTypeInfo(2.0**-10, 2.0**-14, 10, 65504.0),
+    "bfloat16": DTypeInfo(2.0**-7, 2.0**-126, 7, 3.3895313892515355e38),
+}
+
+
+def dtype_info(dtype: str) -> DTypeInfo:
+    try:
+        return DTYPES[dtype]
+    except KeyError:
+        raise SymgradError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    """Every knob of the verdict, in one place; written into every report."""
+
+    safety: float = 4.0  # x the running bound: covers <=2-ulp elementary functions and reordering
+    floor: float = 4.0  # absolute floor in units of the dtype's smallest normal (underflow)
+    precision_loss_ulps: float = 2.0**10  # larger errors that the bound excuses are flagged
+    block_floor: float = 2.0**14  # block test: |projection| must exceed this many u ...
+    block_sigmas: float = 8.0  # ... and this many of its rounding-noise scales (t-statistic)
+    block_min_entries: float = 4.0  # effective entries a block needs for the block test
+    block_resolved: float = 1.0  # a block is resolved where ||exact|| > this x ||allowance||
+    #                              (below, correct code may return anything aligned: no test)
+    pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
+    pooled_sigmas: float = 4.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
+    #                             (2 e^-8 = 6.7e-4 for lam = 4; a suspicion, confirmed apart)
+    pooled_reach: float = 0.9  # with fewer than (lam / reach)^2 effective samples the pooled
+    #                            suspicion is raised at |T| > reach sqrt(n_eff) (the most |T|
+    #                            can be is sqrt(n_eff)): nearly every sample of one sign
+    pooled_min_samples: float = 8.0  # effective samples a pooled suspicion needs
+    confirm_samples: int = 32  # fresh samples drawn at least to confirm a suspicion (sqrt(32)
+    #                            = 5.7: the pooled test can reach lam = 4 with room for noise)
+    confirm_cost: float = 4.0  # ... unless that is more than this x the oracle's sample budget:
+    #                            then the suspicion stays unconfirmed (inconclusive)
+    entry_bound: str = "probabilistic"  # tensor programs' E: min(E, entry_sigmas * sigma),
+    # rounding errors as independent, mean-zero variables (Higham & Mary): sqrt(n) growth in
+    # contractions, no compounding with depth (reports/bound_tightness.md); "worst": the
+    # first-order worst case E alone (sound for any rounding, 1e5-1e7x looser per GPT layer)
+    entry_sigmas: float = 8.0  # lam of the probabilistic bound: P(|error| > lam sigma) <= 2e^(-lam^2/2)
+    entry_sqrt_terms: int = 1024  # sqrt(n) growth up to this many terms, linear beyond: one by
+    # one float32 summation of equal terms rounds alike (2^20 x 0.1: 5x the sqrt(n) allowance)
+    zero_below: float = 2.0**-40  # an exact value below this fraction of its allowance is an
+    # exact zero (a mathematical zero, e.g. the key bias's gradient, comes out of the
+    # double-double oracle as ~2^-100 of its terms): judged by the allowance alone, never
+    # "inconclusive" for want of a sign
+    function_ulps: float = 4.0  # the rigorous enclosure's table (symgrad.rigorous): every
+    # elementary function (exp, log, tanh, erf, pow, ...) within this many ulps of its correctly
+    # rounded value (glibc <= 2; numpy's SIMD float32 kernels are documented at <= 4)
+
+    def __post_init__(self) -> None:
+        if self.entry_bound not in ("worst", "probabilistic"):
+            raise SymgradError(f"Tolerance(entry_bound={self.entry_bound!r}): choose 'worst' "
+                               "(first-order worst case) or 'probabilistic'")
+        if not (self.entry_sigmas > 0 and self.entry_sqrt_terms >= 1):
+            raise SymgradError(f"Tolerance: entry_sigmas={self.entry_sigmas!r} must be > 0 and "
+                               f"entry_sqrt_terms={self.entry_sqrt_terms!r} >= 1")
+
+    def rule(self) -> str:
+        return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
+                "unit roundoff of the backend's dtype, tiny its smallest normal number, and E the "
+                "first-order running error bound of the model's computation (units of u); errors "
+                f"over {self.precision_loss_ulps:g} ULPs that the bound excuses are flagged as "
+                "precision loss; an allowance >= |exact| is inconclusive (an exact value below "
+                f"{self.zero_below:g} of its allowance is an exact zero; a loss value wrong by "
+                "more than itself is a mismatch); per parameter block and sample, the error's "
+                "projection p on the exact gradient (blocks with ||exact|| > "
+                f"{self.block_resolved:g} ||allowance||) is suspect when |p| > "
+                f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
+                f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); an entry "
+                "beyond the allowance fails only outside the rigorous enclosure (the program in "
+                "ball arithmetic, each operation widened by its rounding, elementary functions "
+                f"by {self.function_ulps:g} ulps), else it is suspect; a suspicion fails only "
+                "once confirmed: by the backend re-run in float64, or by the pooled test on >= "
+                f"{self.confirm_samples} fresh samples"
+                + ("; tensor programs' E is the worst case" if self.entry_bound == "worst" else
+                   f"; tensor programs' E is probabilistic: min(E, {self.entry_sigmas:g} sigma), "
+                   "rounding errors taken as independent and mean-zero (Higham & Mary), sqrt(n) "
+                   f"growth up to {self.entry_sqrt_terms} terms, linear beyond"))
+
+    def as_dict(self) -> dict:
+        return {"safety": self.safety, "floor": self.floor,
+                "precision_loss_ulps": self.precision_loss_ulps,
+                "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
+                "block_min_entries": self.block_min_entries,
+                "block_resolved": self.block_resolved, "pooled_floor": self.pooled_floor,
+                "pooled_sigmas": self.pooled_sigmas, "pooled_reach": self.pooled_reach,
+                "pooled_min_samples": self.pooled_min_samples,
+                "confirm_samples": self.confirm_samples, "confirm_cost": self.confirm_cost,
+                "entry_bound": self.entry_bound,
+                "entry_sigmas": self.entry_sigmas, "entry_sqrt_terms": self.entry_sqrt_terms,
+                "zero_below": self.zero_below, "function_ulps": self.function_ulps,
+                "rule": self.rule()}
+
+
+def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
+    """The spacing of ``dtype`` numbers at |x| (a float64 array)."""
+    info = dtype_info(dtype)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        mag = np.abs(np.asarray(x, dtype=np.float64))
+        exponent = np.floor(np.log2(np.where(mag > 0, mag, info.tiny)))
+        spacing = np.exp2(np.maximum(exponent, np.log2(info.tiny)) - info.digits)
+    return np.where(np.isfinite(spacing), spacing, np.inf)
+
+
+def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
+    """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
+    (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""
+    info = dtype_info(dtype)
+    with np.errstate(invalid="ignore", over="ignore"):
+        return tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny

@@ -1,0 +1,129 @@
+"""Comparing a tensor model's backends with the oracle at GPT-2's scale: the one comparer
+(``symgrad.compare``) over column chunks, kept compactly; the block and pooled tests one block
+at a time; the worst entries of each status as ``Failure`` records, without a full sort.
+
+>>> import numpy as np
+>>> from symgrad.compare import Tolerance
+>>> hi = np.array([[1.0, 2.0]])
+>>> c = compare_compact(hi, 0 * hi, hi, np.ones_like(hi), backend="b", dtype="float64",
+...                     tol=Tolerance())
+>>> c.status.tolist()
+[[0, 0]]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
+                       systematic_blocks)
+from ..findings import entry_note, shown_value
+from ..result import Failure
+
+CHUNK = 1 << 22  # entries compared at once
+
+
+def badness(comp: Comparison) -> np.ndarray:
+    """error / allowance per entry (float32; inf where the backend is not finite)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        bad = (comp.ulps / comp.allowed_ulps).astype(np.float32)
+    bad[~np.isfinite(comp.ulps)] = np.inf
+    bad[np.isnan(bad)] = -1.0
+    return bad
+
+
+def top(bad: np.ndarray, mask: np.ndarray | None, limit: int) -> np.ndarray:
+    """Flat indices of the ``limit`` entries of ``mask`` (default all) with the largest
+    badness, worst first (argpartition: no sort of GPT-2's 163M entries)."""
+    flat = bad.reshape(-1)
+    if mask is not None:
+        where = np.flatnonzero(mask)
+        if where.size > limit:
+            where = where[np.argpartition(-flat[where], limit - 1)[:limit]]
+    else:
+        where = np.argpartition(-flat, min(limit, flat.size) - 1)[:limit]
+    return where[np.argsort(-flat[where], kind="stable")]
+
+
+def failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, values,
+             subset) -> list[Failure]:
+    """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
+    vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""
+    found = []
+    width = comp.status.shape[1]
+    for f in flat:
+        i, k = divmod(int(f), width)
+        s = int(subset[i])
+        point = {b: shown_value(v[s]) for b, v in values.items()}
+        status = int(comp.status[i, k])
+        note = entry_note(comp, i, k)
+        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
+                             float(comp.expected[i, k]), float(comp.got[i, k]),
+                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
+                             column=int(k)))
+    return found
+
+
+COMPACT_FROM = 50_000_000  # from this many entries, ULPs are kept in float32
+
+
+def _fit(x: np.ndarray, kind) -> np.ndarray:
+    """Finite values beyond float32's range (errors at exactly-zero entries, in ULPs of 0)
+    become float32's largest number instead of inf."""
+    if kind is np.float64:
+        return x
+    big = float(np.finfo(np.float32).max)
+    return np.where(np.isfinite(x), np.clip(x, -big, big), x).astype(np.float32)
+
+
+def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
+                    rigorous=None) -> Comparison:
+    """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
+    float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
+    ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the rows that
+    reach a kink are compared again with their sides: ``symgrad.tensor.sides.rejudge``). GPT-2 at full size: 2.8 GB per backend instead of 9. ``rigorous``:
+    a ``symgrad.rigorous.Enclosure`` (None above 200k parameters: no proof, a mismatch beyond
+    the fast allowance stays one); its radii are kept where computed."""
+    n, width = hi.shape
+    small = n * width <= COMPACT_FROM
+    kind = np.float64 if small else np.float32
+    ulps = np.empty((n, width), kind)
+    allowed = np.empty((n, width), kind)
+    status = np.empty((n, width), np.int8)
+    got = np.asarray(got, dtype=np.float64)
+    radius = np.full((n, width), np.nan) if rigorous is not None else None
+    error = np.empty((n, width)) if rigorous is not None else None
+    allowed_abs = np.empty((n, width)) if rigorous is not None else None
+    step = max(1, CHUNK // max(n, 1))
+    for a in range(0, width, step):
+        part = slice(a, a + step)
+        c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
+                    dtype=dtype, tol=tol,
+                    rigorous=None if rigorous is None else rigorous.columns(part))
+        ulps[:, part], allowed[:, part] = _fit(c.ulps, kind), _fit(c.allowed_ulps, kind)
+        status[:, part] = c.status
+        if rigorous is not None:
+            radius[:, part], error[:, part] = c.rigorous, c.error
+            allowed_abs[:, part] = c.allowed_abs
+    return Comparison(backend, dtype, ulps, allowed, status, got, hi,
+                      np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
+                      error=error, rigorous=radius)
+
+
+def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
+    """The per-sample block test and the pooled test (``symgrad.compare.systematic_blocks``)
+    on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
+    block is caught even where its entries are inconclusive one by one."""
+    def columns(a: int, b: int):
+        exact = hi[:, a:b]
+        with np.errstate(invalid="ignore", over="ignore"):
+            err = (comp.got[:, a:b] - exact) - np.asarray(lo[:, a:b], dtype=np.float64)
+            allowed = allowance(E[:, a:b], comp.dtype, tol)
+        return exact, err, np.where(np.isnan(allowed), np.inf, allowed)
+    at_kink = np.isfinite(comp.kink_position)  # decided by the kink test, not a scale
+    status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
+                                      exclude=at_kink if at_kink.any() else None)
+    return replace(comp, status=status, systematic=tuple(found),
+                   resolution=pooled_resolution(len(status), comp.dtype, tol))

@@ -1,0 +1,330 @@
+"""Every side of the kinks a tensor model's compared samples reach, for the one comparer.
+
+For each sample row with reached kinks (``symgrad.tensor.kinks.reached``) the oracle's table
+evaluates the sided gradient program with the selectors each combination of sides sets, as the
+scalar oracle does (``symgrad.sides``, the same decision rules, the same ``KinkSides`` and
+``Sides`` for ``symgrad.compare``): up to ``MAX_COMBINATIONS`` combinations every one; beyond,
+the base (each kink on its first side) and each single change, groups of kinks whose changes
+move a common entry (each enumerated with the others at the base), and two passes at random
+points *between* the sides (fractional selectors) that must equal the base plus each group's own
+change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients are the
+Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
+``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
+more combinations form an inner hull (``"relaxed"``), one pass in ball arithmetic with every
+reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
+mismatch), and a gradient between the two is **inconclusive** with the reason. More than
+``MAX_KEYS`` reached kinks in one sample: that sample's gradient entries are inconclusive
+(cost stays proportional). Where every side agrees (a smooth function written with Abs/Max)
+the sides' value replaces the oracle's, marked uncertain as on the scalar side.
+Samples that reach no kink cost nothing here.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from dataclasses import replace
+from typing import Callable, Mapping
+
+import numpy as np
+from flint import arb
+
+from ..backends.arb import Between, Imprecise
+from ..compare import Comparison, KinkSides, Tolerance, compare
+from ..errors import SymgradError
+from ..precise.arb import ARB_OPS
+from ..sides import EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, with_interval
+from .interpret import evaluate
+from .kinks import Keys, sided
+from .model import TensorModel
+from .views import flat_balls
+
+ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
+ENCLOSURE_BITS = 128
+MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
+
+
+class _Row:
+    """One sample's passes: the sided gradient with selectors set per choice of sides."""
+
+    def __init__(self, model: TensorModel, one: Mapping, keys: list, base: dict, table):
+        self.s = sided(model)
+        self.model, self.one, self.keys, self.base, self.table = model, one, keys, base, table
+
+    def run(self, choice: dict) -> np.ndarray:
+        """The gradient row (value, then every parameter entry, hi + lo) with key q on the
+        weights ``choice[q]`` (option -> weight), the other kinks at their actual side."""
+        sel = {node: np.array(arr, dtype=np.float64) for node, arr in self.base.items()}
+        for q, weights in choice.items():
+            i, j, e, opts = self.keys[q]
+            site = self.s.sites[i]
+            if j < 0:
+                flat = sel[site.selector].reshape(-1)
+                flat[site.index[e]] = 0.0
+                for o, w in weights.items():
+                    flat[site.index[e, o]] = w
+            else:
+                for k, node in enumerate(site.atoms[j].selectors):
+                    sel[node].reshape(-1)[e] = weights.get(k, 0.0)
+        leaves = dict(self.one)
+        leaves.update({node.name: arr for node, arr in sel.items()})
+        outs = evaluate(self.s.gradient.outputs, self.table, leaves)
+        row = []
+        for b, v in zip((None,) + self.model.param_blocks, outs):
+            h, lo = self.table.to_float64(v)
+            shape = (1,) if b is None else (1,) + b.shape
+            row.append((np.broadcast_to(np.asarray(h, np.float64), shape)
+                        + np.broadcast_to(np.asarray(lo, np.float64), shape)).reshape(-1))
+        return np.concatenate(row)
+
+    def vertex(self, combo: tuple) -> np.ndarray:
+        return self.run({q: {c: 1.0} for q, c in enumerate(combo)})
+
+    def label(self, combo: tuple, changed_only: bool) -> str:
+        parts = []
+        for q, c in enumerate(combo):
+            i, j, e, opts = self.keys[q]
+            if changed_only and c == opts[0]:
+                continue
+            parts.append(_side_words(self.s.sites[i], j, e, c))
+        if changed_only:
+            return ("; ".join(parts) + ", the other kinks from their first side" if parts else
+                    f"each of the {len(self.keys)} reached kinks from its first side")
+        return "; ".join(parts)
+
+
+def _side_words(site, j: int, e: int, c: int) -> str:
+    where = f"{site.label}[{e}]"
+    if j < 0:
+        return f"entry {c} wins the max at {where}"
+    atom = site.atoms[j]
+    if atom.kind in ("max", "min"):
+        return f"{atom.pieces[c]} wins the {atom.kind} at {where}"
+    if atom.kind == "piecewise":
+        return f"branch {c} of the Piecewise at {where}"
+    return f"{atom.deciders[0]} → 0{'+' if c else '−'} at {where}"
+
+
+def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, table,
+               hi: np.ndarray, lo: np.ndarray) -> tuple[KinkSides, np.ndarray, dict]:
+    """The sides of every row's reached kinks.
+
+    Arguments:
+        model, sub: the model and its compared samples.
+        keys: from ``symgrad.tensor.kinks.reached``.
+        table: the oracle's array table.
+        hi, lo: the oracle's rows (N, K); entries where every side agrees are set to the sides'
+            value in place (the exact pass took a convention there).
+    Returns:
+        (``KinkSides`` over the rows with kinks, an (N, K) mask of uncertain entries, row ->
+        why the row's gradient is uncertain).
+    """
+    vertices, labels, structure = {}, {}, {}
+    uncertain = np.zeros(hi.shape, bool)
+    why: dict = {}
+    for r, ks in keys.rows.items():
+        if not ks:
+            continue
+        if len(ks) > MAX_KEYS:
+            uncertain[r, 1:] = True
+            why[r] = (f"{len(ks)} kinks reached in one sample (more than {MAX_KEYS} are not "
+                      "evaluated side by side)")
+            continue
+        one = {k: np.asarray(v)[r:r + 1] for k, v in sub.items()}
+        row = _Row(model, one, ks, keys.base[r], table)
+        V, names, info = _sides(row, ks)
+        vertices[r], labels[r] = V, names
+        same = np.ptp(V, axis=0) == 0
+        if info is not None:
+            info = with_interval(info, V)
+            structure[r] = info
+            if info.kind == "relaxed":
+                same &= info.outer_high - info.outer_low <= 0
+        for k in np.flatnonzero(same & (V[0] != hi[r] + lo[r])):
+            hi[r, k], lo[r, k] = V[0, k], 0.0
+            uncertain[r, k] = True
+    return KinkSides(vertices, labels, structure=structure), uncertain, why
+
+
+def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
+    options = [k[3] for k in ks]
+    if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
+        combos = list(itertools.product(*options))
+        return (np.array([row.vertex(c) for c in combos]),
+                [row.label(c, False) for c in combos], None)
+    base = tuple(o[0] for o in options)
+    verts, labels, unit = [row.vertex(base)], [row.label(base, True)], []
+    for q, o in enumerate(options):
+        unit.append([0])
+        for c in o[1:]:
+            combo = base[:q] + (c,) + base[q + 1:]
+            unit[-1].append(len(verts))
+            verts.append(row.vertex(combo))
+            labels.append(row.label(combo, True))
+    groups = _groups(verts, unit)
+    rows, why = [], None
+    for g in groups:
+        if len(g) == 1:
+            rows.append(unit[g[0]])
+            continue
+        if math.prod(len(options[q]) for q in g) > MAX_COMBINATIONS:
+            why = f"a group of interacting kinks has more than {MAX_COMBINATIONS} combinations"
+            break
+        rows.append([0])
+        for part in itertools.product(*[options[q] for q in g]):
+            combo = list(base)
+            for q, c in zip(g, part):
+                combo[q] = c
+            if tuple(combo) != base:
+                rows[-1].append(len(verts))
+                verts.append(row.vertex(tuple(combo)))
+                labels.append(row.label(tuple(combo), True))
+    rng = np.random.default_rng(len(ks))
+    if why is None:
+        why = _interaction(row, options, verts, groups, rows, rng)
+    if why is None:
+        return np.array(verts), labels, Sides("separable", rows)
+    for _ in range(EXTRA_VERTICES):
+        combo = tuple(o[int(rng.integers(len(o)))] for o in options)
+        verts.append(row.vertex(combo))
+        labels.append(row.label(combo, True))
+    low, high = _enclosure(row, len(verts[0]))
+    count = math.prod(len(o) for o in options)
+    return np.array(verts), labels, Sides(
+        "relaxed", unit, low, high,
+        f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
+        f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
+        "not in the hull of the evaluated sides")
+
+
+def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every gradient entry over all selectors between the sides at once: one pass of the
+    sided program in ball arithmetic (``symgrad.precise.arb``) with each reached selector the
+    ball [0, 1] (an enclosure of every subgradient, looser than the simplex it stands for);
+    (-inf, inf) where it cannot be computed or the model is too large for balls."""
+    low, high = np.full(width, -np.inf), np.full(width, np.inf)
+    if row.model.n_parameters > ENCLOSE_UP_TO:
+        return low, high
+    ops = ARB_OPS.at(ENCLOSURE_BITS)
+    sel = {node: ops.asarray(arr) for node, arr in row.base.items()}
+    whole = arb(0.5, 0.5)
+    for i, j, e, opts in row.keys:
+        site = row.s.sites[i]
+        if j < 0:
+            flat = sel[site.selector].reshape(-1)
+            flat[site.index[e]] = arb(0)
+            for o in opts:
+                flat[site.index[e, o]] = whole
+        else:
+            for k, node in enumerate(site.atoms[j].selectors):
+                sel[node].reshape(-1)[e] = whole if k in opts else arb(0)
+    leaves = dict(row.one)
+    leaves.update({node.name: arr for node, arr in sel.items()})
+    try:
+        balls = flat_balls(row.model, evaluate(row.s.gradient.outputs, ops, leaves))
+    except (ArithmeticError, ValueError, SymgradError, Between, Imprecise):
+        return low, high
+    hi, lo = ops.to_float64(balls)
+    rad = ops.radius(balls)
+    with np.errstate(invalid="ignore", over="ignore"):
+        mid = hi + lo
+        ok = np.isfinite(mid) & np.isfinite(rad)
+        low = np.where(ok, np.nextafter(mid - rad, -np.inf), -np.inf)
+        high = np.where(ok, np.nextafter(mid + rad, np.inf), np.inf)
+    return low, high
+
+
+def _groups(verts: list, unit: list) -> list[list[int]]:
+    """Kinks linked through an entry that their single changes move."""
+    parent = list(range(len(unit)))
+
+    def find(a: int) -> int:
+        while parent[a] != a:
+            parent[a] = parent[parent[a]]
+            a = parent[a]
+        return a
+    owner: dict[int, int] = {}
+    for q, rs in enumerate(unit):
+        for r in rs[1:]:
+            for k in np.flatnonzero(verts[r] != verts[0]):
+                k = int(k)
+                if k in owner:
+                    parent[find(q)] = find(owner[k])
+                else:
+                    owner[k] = q
+    out: dict[int, list[int]] = {}
+    for q in range(len(unit)):
+        out.setdefault(find(q), []).append(q)
+    return list(out.values())
+
+
+def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list,
+                 rng) -> str | None:
+    """None if the gradient at two random points between the sides is the separable
+    prediction (the base plus each group's own change) to 2^-INTERACTION_BITS of its scale."""
+    base = verts[0]
+    scale = max(float(np.max(np.abs(np.array(verts)[np.isfinite(verts)]), initial=0.0)), 0.0)
+    tol = 2.0**-INTERACTION_BITS * scale
+    for _ in range(2):
+        weights = []
+        for o in options:
+            w = rng.integers(1, 1 << 20, size=len(o)).astype(np.float64)
+            weights.append(dict(zip(o, w / w.sum())))
+        got = row.run(dict(enumerate(weights)))
+        pred = base.copy()
+        for g, rs in zip(groups, rows):
+            if len(g) == 1:
+                q = g[0]
+                for opt, r in zip(options[q][1:], rs[1:]):
+                    pred = pred + weights[q][opt] * (verts[r] - base)
+                continue
+            part = row.run({q: weights[q] for q in g})
+            pred = pred + (part - base)
+        if not np.all(np.abs(got - pred) <= tol):
+            return "the gradient between the sides is not separable in groups of kinks"
+    return None
+
+
+def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got: np.ndarray,
+            E: np.ndarray, tol: Tolerance, rigorous: Callable | None = None) -> Comparison:
+    """``comp`` with the rows that reach a kink compared again by ``symgrad.compare.compare``
+    with their sides (``kink_sides``): the same kink and subgradient decisions as the scalar
+    pipeline. Rows without a kink keep their entries as they are (no extra work).
+
+    Arguments:
+        comp: the backend's comparison (``compare_compact``).
+        kinks: ``kink_sides``'s (sides, uncertain, why).
+        hi, lo, got, E: the oracle's rows, the backend's rows and the bound, (N, K).
+        tol: the tolerance.
+        rigorous: the lazy enclosure (rows -> radii), or None.
+    Returns:
+        The comparison with those rows' statuses, kink positions, sides used and reasons.
+    """
+    sides, uncertain, why = kinks
+    rows = np.array(sorted(set(sides.vertices) | set(np.flatnonzero(uncertain.any(axis=1)))), int)
+    if not rows.size:
+        return comp
+    at = {int(r): i for i, r in enumerate(rows)}
+    local = KinkSides({at[r]: v for r, v in sides.vertices.items()},
+                      {at[r]: v for r, v in (sides.labels or {}).items()},
+                      structure={at[r]: v for r, v in (sides.structure or {}).items()})
+    ask = None if rigorous is None else (lambda rr: rigorous(rows[np.asarray(rr, int)]))
+    c = compare(np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
+                np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64),
+                backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
+                uncertain=uncertain[rows], rigorous=ask)
+    status = comp.status.copy()
+    status[rows] = c.status
+    position = np.full(status.shape, np.nan)
+    position[rows] = c.kink_position
+    joint = np.zeros(status.shape, bool)
+    joint[rows] = c.not_subgradient
+    undecided = {int(rows[i]): v for i, v in (c.undecided or {}).items()}
+    undecided.update({r: w for r, w in why.items()})
+    radius = comp.rigorous
+    if radius is not None and c.rigorous is not None:
+        radius = radius.copy()
+        radius[rows] = np.where(np.isnan(c.rigorous), radius[rows], c.rigorous)
+    return replace(comp, status=status, kink_position=position, not_subgradient=joint,
+                   side={int(rows[i]): v for i, v in (c.side or {}).items()},
+                   undecided=undecided, rigorous=radius)

@@ -1,0 +1,56 @@
+"""One ``at=`` validation for both model kinds (``symgrad.points``): a non-integer value for an
+Integers input and a mistyped block name are one-line errors, never a silent truncation."""
+
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad as sg
+import symgrad.tensor as st
+from symgrad.domains import Integers
+from symgrad.errors import SymgradError
+from symgrad.tensor.model import TensorModel
+
+
+def _tensor_model() -> TensorModel:
+    W = st.param("W", (3, 2))
+    k = st.input("k", (1,), Integers(0, 2))
+    return TensorModel("pick", st.sum_(st.take(st.tanh(W), k)))
+
+
+def _scalar_model() -> sg.Model:
+    w, k = sp.symbols("w k", real=True)
+    return sg.Model("scaled", sp.tanh(w) * k, params=[w], inputs={k: Integers(0, 3)})
+
+
+def _tensor_at(**over):
+    at = {"W": np.full((1, 3, 2), 0.5), "k": np.array([[2]])}
+    at.update(over)
+    return at
+
+
+def test_tensor_at_refuses_a_non_integer_token():
+    with pytest.raises(SymgradError, match=r"at: input 'k' is Integers\(low=0, high=2\) but "
+                                           r"got the non-integer value 1.5; give whole numbers"):
+        sg.verify(_tensor_model(), at=_tensor_at(k=np.array([[1.5]])))
+
+
+def test_tensor_at_refuses_a_mistyped_block_name():
+    at = _tensor_at()
+    at["Wq"] = at.pop("W")
+    with pytest.raises(SymgradError, match=r"at: unknown name\(s\) \['Wq'\]; missing \['W'\]; "
+                                           r"the blocks are W, k"):
+        sg.verify(_tensor_model(), at=at)
+
+
+def test_tensor_at_accepts_whole_numbers_and_one_sample():
+    r = sg.verify(_tensor_model(), at={"W": np.full((3, 2), 0.5), "k": [2.0]})
+    assert r.ok and r.values["k"].dtype == np.int64 and r.values["k"].tolist() == [[2]]
+
+
+def test_scalar_at_refuses_a_non_integer_and_a_typo():
+    m = _scalar_model()
+    with pytest.raises(SymgradError, match="input 'k' is .* non-integer value 2.5"):
+        sg.verify(m, at={"w": [0.3], "k": [2.5]})
+    with pytest.raises(SymgradError, match=r"unknown name\(s\) \['kk'\]; missing \['k'\]"):
+        sg.verify(m, at={"w": [0.3], "kk": [2.0]})

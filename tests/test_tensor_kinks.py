@@ -1,0 +1,212 @@
+"""Kinks in tensor programs (``symgrad.tensor.kinks`` / ``sides``): correct torch code at a kink
+- exactly, or reached by rounding in float32 and float64 - passes whatever side it takes; a
+gradient outside every subgradient ((1, 1, 1) at a three-way max tie, relu'(0) = 2) fails, and
+a x(1 + 1e-10) gradient away from the kinks still fails."""
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import symgrad as sg
+import symgrad.tensor as st
+from symgrad.tensor.model import TensorModel
+from symgrad.testing import scale_backward
+
+X = st.X
+DTYPES = ("float64", "float32")
+TORCH = {"float64": torch.float64, "float32": torch.float32}
+
+
+def _layer(body):
+    W, x, b = st.param("W", (4, 3)), st.input("x", (3,)), st.param("b", (4,))
+    return TensorModel("layer", st.sum_(st.map_(body, st.einsum("ij,j->i", W, x) + b)))
+
+
+def _at(W, b, x=(1.0, 1.0, 1.0)):
+    return {"W": np.asarray(W, float)[None], "b": np.asarray(b, float)[None],
+            "x": np.asarray(x, float)[None]}
+
+
+AT_ZERO = _at(np.zeros((4, 3)), np.zeros(4))
+LAYERS = {  # name: (body, torch's own op, a point with every unit exactly at its kink)
+    "relu": (sp.Max(0, X[0]), torch.relu, AT_ZERO),
+    "abs": (sp.Abs(X[0]), torch.abs, AT_ZERO),
+    "clamp": (sp.Min(sp.Max(X[0], -1), 1), lambda h: torch.clamp(h, -1, 1),
+              _at(np.zeros((4, 3)), [1.0, -1.0, 1.0, -1.0])),
+    "hinge": (sp.Max(0, 1 - X[0]), lambda h: torch.clamp(1 - h, min=0),
+              _at(np.zeros((4, 3)), np.ones(4))),
+}
+
+
+def _torch_fn(op):
+    def fn(W, x, b):
+        return op(W @ x + b).sum()
+    return fn
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("name", sorted(LAYERS))
+def test_correct_torch_at_an_exact_kink_passes(name, dtype):
+    body, op, at = LAYERS[name]
+    r = sg.verify(_layer(body), torch_fn=_torch_fn(op), at=at, dtype=dtype)
+    assert r.verdict == "pass", r
+    assert np.isfinite(r.comparisons["torch_fn"].kink_position).any()  # judged by its sides
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_kink_reached_by_rounding_passes(dtype):
+    """1 - w*x with w*x = 1 - 2^-2p exactly, which rounds to 1: torch's relu sees 0 and takes
+    H(0) = 0, the exact derivative is the active side's -x. Without reach: a false alarm."""
+    p = 23 if dtype == "float32" else 52
+    w, x = st.param("w", (1,)), st.input("x", (1,))
+    m = TensorModel("hinge", st.sum_(st.map_(sp.Max(0, 1 - X[0] * X[1]) + X[0], w, x)))
+    at = {"w": np.array([[1 + 2.0**-p]]), "x": np.array([[1 - 2.0**-p]])}
+    r = sg.verify(m, torch_fn=lambda w, x: (torch.relu(1 - w * x) + w).sum(), at=at,
+                  dtype=dtype)  # + w: a value the dtype resolves (2^-2p alone it cannot)
+    assert r.verdict == "pass", r
+    assert (r.comparisons["torch_fn"].status == sg.compare.KINK).any()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_a_relu_argument_that_cancels_to_zero_by_rounding_passes(dtype):
+    tiny = 2.0**-25 if dtype == "float32" else 2.0**-54  # 1 + tiny rounds to 1
+    W = np.array([[1.0, tiny, -1.0]] * 4)
+    r = sg.verify(_layer(sp.Max(0, X[0])), torch_fn=_torch_fn(torch.relu),
+                  at=_at(W, [0.0, 0.0, 1.0, 1.0]), dtype=dtype)  # 1, 1: a value to resolve
+    assert r.verdict == "pass", r
+    assert (r.comparisons["torch_fn"].status[0, 1:] == sg.compare.KINK).sum() == 8
+
+
+def _max_model():
+    P, x = st.param("P", (2, 3)), st.input("x", (3,))
+    return TensorModel("rowmax", st.sum_(st.max_(st.map_(X[0] * X[1], P, x), 1)))
+
+
+AT_TIE = {"P": np.ones((1, 2, 3)), "x": np.ones((1, 3))}  # every row a three-way tie
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("fn", [lambda P, x: torch.amax(P * x, 1).sum(),
+                                lambda P, x: torch.max(P * x, 1).values.sum()],
+                         ids=["amax", "max-values"])
+def test_max_reduction_at_a_three_way_tie_passes(fn, dtype):
+    r = sg.verify(_max_model(), torch_fn=fn, at=AT_TIE, dtype=dtype)
+    assert r.verdict == "pass", r
+
+
+def _all_tied(P, x):
+    """The max's value with every tied entry's gradient 1: (1, 1, 1), no subgradient."""
+    y = P * x
+    m = y.amax(1, keepdim=True).detach()
+    return (((y - m) * (y == m)).sum(1) + m[:, 0]).sum()
+
+
+def test_max_reduction_summing_every_tied_gradient_fails():
+    r = sg.verify(_max_model(), torch_fn=_all_tied, at=AT_TIE)
+    assert r.verdict == "fail", r
+    c = r.comparisons["torch_fn"]
+    assert c.not_subgradient.any()  # each entry lies in [0, 1]: the joint test catches it
+
+
+def test_three_way_max_map_summing_every_tied_gradient_fails():
+    a, b, c = st.param("a", (2,)), st.param("b", (2,)), st.param("c", (2,))
+    m = TensorModel("max3", st.sum_(st.map_(sp.Max(X[0], X[1], X[2]), a, b, c)))
+    at = {k: np.full((1, 2), 0.5) for k in "abc"}
+
+    def summed(a, b, c):
+        top = torch.maximum(a, torch.maximum(b, c)).detach()
+        return sum((v - top) * (v == top) for v in (a, b, c)).sum() + top.sum()
+
+    def fair(a, b, c):
+        return torch.maximum(a, torch.maximum(b, c)).sum()
+    assert sg.verify(m, torch_fn=fair, at=at).verdict == "pass"
+    bad = sg.verify(m, torch_fn=summed, at=at)
+    assert bad.verdict == "fail", bad
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_relu_derivative_two_at_an_exact_kink_fails(dtype):
+    def relu2(W, x, b):
+        z = W @ x + b
+        return (torch.relu(z) + 2 * (z - z.detach()) * (z == 0)).sum()
+    r = sg.verify(_layer(sp.Max(0, X[0])), torch_fn=relu2, at=AT_ZERO, dtype=dtype)
+    assert r.verdict == "fail", r
+
+
+def test_a_scaled_gradient_away_from_the_kinks_still_fails():
+    """Two units exactly at 0 (any side passes), two away: W's gradient x(1 + 1e-10)."""
+    rng = np.random.default_rng(1)
+    W = np.vstack([np.zeros((2, 3)), rng.normal(size=(2, 3))])
+    at = _at(W, [0.0, 0.0, 3.0, 3.0], x=[0.5, 1.5, -0.25])
+
+    def scaled(W, x, b):
+        return torch.relu(scale_backward(W, 1 + 1e-10) @ x + b).sum()
+    r = sg.verify(_layer(sp.Max(0, X[0])), torch_fn=scaled, at=at)
+    assert r.verdict == "fail", r
+    c = r.comparisons["torch_fn"]
+    assert np.isfinite(c.kink_position[0, 1:7]).all()  # units 0, 1: judged by their sides
+    assert c.status[0, 7:13].tolist() == [sg.compare.MISMATCH] * 6  # units 2, 3: x(1 + 1e-10)
+
+
+def test_a_smooth_model_does_no_kink_work():
+    W, x = st.param("W", (2, 3)), st.input("x", (3,))
+    m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+    assert "kinks_s" not in sg.verify(m, samples=3).timings
+    relu = _layer(sp.Max(0, X[0]))
+    r = sg.verify(relu, samples=3)  # random draws: no unit within rounding of 0
+    assert r.ok and "kinks_s" in r.timings
+    assert not np.isfinite(r.comparisons["torch"].kink_position).any()
+
+
+def _wide(units: int, layers: int = 1):
+    W, x = st.param("W", (units, 3)), st.input("x", (3,))
+    h = st.map_(sp.Max(0, X[0]), st.einsum("ij,j->i", W, x))
+    for k in range(1, layers):
+        V = st.param(f"V{k}", (units, units))
+        h = st.map_(sp.Max(0, X[0]), st.einsum("ij,j->i", V, h))
+    return TensorModel("wide", st.sum_(h) + st.sum_(st.map_(X[0] * X[0], W)))
+
+
+def test_thirty_two_relus_at_zero_are_separable_and_decided_exactly():
+    """2^32 combinations of sides: the base, each single change and the interaction check
+    (separable: the Minkowski sum, an exact linear program): torch.relu passes, a backward of
+    1000 at 0 fails."""
+    at = {"W": np.zeros((1, 32, 3)), "x": np.ones((1, 3))}
+
+    def relu(W, x):
+        return torch.relu(W @ x).sum() + (W * W).sum()
+
+    def relu1000(W, x):
+        z = W @ x
+        return (torch.relu(z) + 1000 * (z - z.detach()) * (z == 0)).sum() + (W * W).sum()
+    good = sg.verify(_wide(32), torch_fn=relu, at=at)
+    assert good.verdict == "pass", good
+    bad = sg.verify(_wide(32), torch_fn=relu1000, at=at)
+    assert bad.verdict == "fail", bad
+
+
+def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
+    """Two ReLU layers at 0: the kinks interact (every unit of one layer with every unit of the
+    next). torch.relu (every unit on its first side) is in the evaluated hull: pass; a backward
+    of 1000 at 0 is outside the ball enclosure of every subgradient: fail; unit 0 alone on its
+    right side with two units of the next layer (a real subgradient, W[0]'s gradient 2, the
+    others 0) lies in the enclosure but not in the hull of the sides evaluated: inconclusive,
+    with the reason."""
+    at = {"W": np.zeros((1, 8, 3)), "V1": np.ones((1, 8, 8)), "x": np.ones((1, 3))}
+
+    def at_zero(slope, extra=0.0):
+        def fn(W, V1, x):
+            z = W @ x
+            h = torch.relu(z) + slope * (z - z.detach()) * (z == 0)
+            u = V1 @ h
+            return ((torch.relu(u) + slope * (u - u.detach()) * (u == 0)).sum() + (W * W).sum()
+                    + extra * (z[0] - z[0].detach()))
+        return fn
+    m = _wide(8, 2)
+    r = sg.verify(m, torch_fn=at_zero(0.0), at=at)
+    assert r.verdict == "pass", r
+    assert sg.verify(m, torch_fn=at_zero(1000.0), at=at).verdict == "fail"
+    one = sg.verify(m, torch_fn=at_zero(0.0, 2.0), at=at)
+    c = one.comparisons["torch_fn"]
+    assert one.verdict == "inconclusive" and "interact" in c.undecided[0], one

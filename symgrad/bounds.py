@@ -33,10 +33,11 @@ from typing import Callable, Mapping, Sequence
 
 import sympy as sp
 
+from . import functions
 from .codegen import Printer, Target, build
 
-_NO_ERROR = (sp.Heaviside, sp.sign, sp.DiracDelta)  # piecewise-constant: no propagated error
-_EXACT = (sp.Abs, sp.Max, sp.Min)  # no rounding of their own
+_NO_ERROR = functions.bound_classes("step")  # piecewise-constant: no propagated error
+_EXACT = functions.bound_classes("exact")  # Abs, Max, Min: no rounding of their own
 
 
 def _exact_constant(c: sp.Expr) -> bool:

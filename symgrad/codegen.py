@@ -20,16 +20,13 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
+from . import functions
 from .errors import SymgradError
 
-# The vocabulary every backend implements. Anything else is "not supported".
-SUPPORTED_FUNCTIONS: tuple[type, ...] = (
-    sp.exp, expm1, sp.log, log1p, sp.sin, sp.cos, sp.tan, sp.asin, sp.acos, sp.atan, sp.sinh, sp.cosh,
-    sp.tanh, sp.erf, sp.erfc, sp.Abs, sp.sign, sp.Heaviside, sp.DiracDelta, sp.Max, sp.Min,
-    sp.Piecewise,
-)
+# The vocabulary every backend implements (the rows of symgrad.functions). Anything else is
+# "not supported".
+SUPPORTED_FUNCTIONS: tuple[type, ...] = functions.SUPPORTED + (sp.Piecewise,)
 RELATIONALS = {sp.StrictGreaterThan: ">", sp.StrictLessThan: "<", sp.GreaterThan: ">=",
                sp.LessThan: "<=", sp.Equality: "==", sp.Unequality: "!="}
 
@@ -146,8 +143,8 @@ class Printer:
             if template is not None:
                 args = [self(a) for a in e.args]
                 return template(args) if callable(template) else template.format(*args)
-        raise SymgradError(f"not supported: {cls.__name__} (in {e}); the {self.t.name} backend "
-                           f"supports {', '.join(sorted(f.__name__ for f in SUPPORTED_FUNCTIONS))}")
+        raise SymgradError(f"not supported: {cls.__name__} (in {e}): "
+                           f"{functions.lacking(cls, self.t.name)}")
 
     def pow(self, e: sp.Pow) -> str:
         base, ex = e.args

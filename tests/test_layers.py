@@ -32,13 +32,6 @@ ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 # it may import inside a function). Optional heavy third-party dependencies (torch,
 # distributed, transformers, matplotlib) are not symgrad modules and need no entry.
 ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
-    # helper "optable"
-    "symgrad.backends.numpy": ("optable", frozenset({"symgrad.backends.arb"})),
-    "symgrad.opcatalog.table": ("optable", frozenset({"symgrad.errors"})),
-    "symgrad.tensor.ops": ("optable", frozenset({"symgrad.tensor.program"})),
-    "symgrad.tensor.tables": ("optable", frozenset({
-        "symgrad.backends.numpy", "symgrad.backends.torch", "symgrad.backends.mpmath",
-        "symgrad.precise"})),
     # files no helper of issue 17 owns: for the lead (hoisting every one of these to module
     # level was tried on a copy: no circle, at module level or dodged, and `import symgrad` ran)
     "symgrad.fuzz": ("lead", frozenset({"symgrad.causes"})),
@@ -66,8 +59,6 @@ ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
 
 # Modules over MAX_LINES lines -> owner (the helper splitting it, or the lead).
 ALLOWED_LONG: dict[str, str] = {
-    "symgrad.opcatalog.table": "optable",
-    "symgrad.precise.ddmath": "optable",
 }
 
 

@@ -32,8 +32,8 @@ from dataclasses import dataclass, field
 
 import sympy as sp
 from flint import arb, ctx, fmpq
-from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import functions
 from ..codegen import Target, conditional_chain
 
 NAN = arb.nan()
@@ -349,23 +349,17 @@ def constant(e: sp.Expr) -> arb:
     return arb(str(v)) * arb(f"1 +/- 1e-{digits - 3}")
 
 
-FUNCTIONS = {
-    sp.exp: "exp({0})", expm1: "expm1({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
-    "ipow": "ipow({0}, {1})", "sqrt": "rsqrt({0})",
-    sp.sin: "sin({0})", sp.cos: "cos({0})", sp.tan: "tan({0})",
-    sp.asin: "rasin({0})", sp.acos: "racos({0})", sp.atan: "atan({0})",
-    sp.sinh: "sinh({0})", sp.cosh: "cosh({0})", sp.tanh: "tanh({0})",
-    sp.erf: "erf({0})", sp.erfc: "erfc({0})", sp.Abs: "abs({0})", sp.DiracDelta: "0",
-    sp.Max: lambda a: "nanmax(" + ", ".join(a) + ")",  # NaN (undefined) propagates
-    sp.Min: lambda a: "nanmin(" + ", ".join(a) + ")",
-}
+FUNCTIONS = functions.spellings("arb")  # sympy node -> arb spelling (symgrad.functions)
+# the spellings that are python-flint's own ball methods (exp, erf, ...); the rest (rlog, rsqrt:
+# NaN outside the real domain) are this module's functions
+_ARB_METHODS = sorted(n for n in {t.split("(")[0] for t in FUNCTIONS.values() if isinstance(t, str)}
+                      if hasattr(arb, n) and n not in globals())
 
 
 def target() -> Target:
     """A fresh arb target; its ``kinks`` (namespace) collects the sites of what it prints."""
     kinks = Kinks()
-    namespace = {name: _fn(name) for name in ("exp", "expm1", "sin", "cos", "tan", "atan", "sinh", "cosh",
-                                              "tanh", "erf", "erfc")}
+    namespace = {name: _fn(name) for name in _ARB_METHODS}
     namespace.update({"rlog": rlog, "rlog1p": rlog1p, "rsqrt": rsqrt, "rasin": rasin,
                       "racos": racos, "rpow": rpow, "ipow": ipow, "NAN": NAN, "kinks": kinks,
                       "nanmax": _nan_propagating(arb.max), "nanmin": _nan_propagating(arb.min)})

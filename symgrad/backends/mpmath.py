@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import mpmath
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import functions
 from ..codegen import Target, conditional_chain
 
 
@@ -52,17 +52,7 @@ REAL = {"nanmax": _nan_propagating(max), "nanmin": _nan_propagating(min),
         "rsqrt": _real(mpmath.sqrt, 0), "rasin": _real(mpmath.asin, -1, 1),
         "racos": _real(mpmath.acos, -1, 1), "rpow": _rpow}
 
-FUNCTIONS = {
-    sp.exp: "mp.exp({0})", expm1: "mp.expm1({0})", sp.log: "rlog({0})", log1p: "rlog1p({0})", "pow": "rpow({0}, {1})",
-    sp.sin: "mp.sin({0})", sp.cos: "mp.cos({0})", sp.tan: "mp.tan({0})",
-    sp.asin: "rasin({0})", sp.acos: "racos({0})", sp.atan: "mp.atan({0})",
-    sp.sinh: "mp.sinh({0})", sp.cosh: "mp.cosh({0})", sp.tanh: "mp.tanh({0})",
-    sp.erf: "mp.erf({0})", sp.erfc: "mp.erfc({0})", sp.Abs: "abs({0})",
-    sp.sign: "sign({0})", sp.Heaviside: "heaviside({0}, {1})", sp.DiracDelta: "0",
-    "sqrt": "rsqrt({0})",
-    sp.Max: lambda a: "nanmax(" + ", ".join(a) + ")",  # NaN (undefined) propagates, as in numpy
-    sp.Min: lambda a: "nanmin(" + ", ".join(a) + ")",
-}
+FUNCTIONS = functions.spellings("mpmath")  # sympy node -> mpmath spelling (symgrad.functions)
 
 
 def target(dps: int) -> Target:

@@ -10,30 +10,13 @@ import numpy
 import numpy as np
 import scipy.special
 import sympy as sp
-from sympy.codegen.cfunctions import expm1, log1p
 
-from .. import bounds
+from .. import bounds, functions
 from ..codegen import Target, compile_program
 from ..derive import Program
+from .arb import _select_pattern as select_pattern
 
-# sympy node -> numpy spelling (everything not here is "not supported")
-FUNCTIONS = {
-    sp.exp: "numpy.exp({0})", expm1: "numpy.expm1({0})", sp.log: "numpy.log({0})", log1p: "numpy.log1p({0})",
-    sp.sin: "numpy.sin({0})", sp.cos: "numpy.cos({0})", sp.tan: "numpy.tan({0})",
-    sp.asin: "numpy.arcsin({0})", sp.acos: "numpy.arccos({0})", sp.atan: "numpy.arctan({0})",
-    sp.sinh: "numpy.sinh({0})", sp.cosh: "numpy.cosh({0})", sp.tanh: "numpy.tanh({0})",
-    sp.erf: "erf({0})", sp.erfc: "erfc({0})", sp.Abs: "numpy.abs({0})",
-    sp.sign: "numpy.sign({0})", sp.Heaviside: "numpy.heaviside({0}, {1})",
-    sp.DiracDelta: "numpy.zeros_like({0})", "sqrt": "numpy.sqrt({0})",
-    sp.Max: lambda a: _fold("numpy.maximum", a), sp.Min: lambda a: _fold("numpy.minimum", a),
-}
-
-
-def _fold(fn: str, args: list[str]) -> str:
-    out = args[0]
-    for a in args[1:]:
-        out = f"{fn}({out}, {a})"
-    return out
+FUNCTIONS = functions.spellings("numpy")  # sympy node -> numpy spelling (symgrad.functions)
 
 
 def _share(arg, members, h0):
@@ -55,8 +38,7 @@ def _share_min(arg, members, h0):
 def _node(e, pr):
     """An n-ary Max/Min's derivative (Heaviside(X - Max(others))) shares ties evenly."""
     if isinstance(e, sp.Heaviside):
-        from .arb import _select_pattern
-        sel = _select_pattern(e.args[0])
+        sel = select_pattern(e.args[0])
         if sel is not None:
             op, x, others = sel
             h0 = pr(e.args[1]) if len(e.args) > 1 else "0.5"

@@ -17,8 +17,8 @@ from typing import Callable, Sequence
 import numpy as np
 import sympy as sp
 import torch
-from sympy.codegen.cfunctions import expm1, log1p
 
+from .. import functions
 from ..codegen import Target, compile_program
 from ..derive import Program
 from ..errors import SymgradError
@@ -62,18 +62,7 @@ def where(cond, a, b, like):
     return torch.where(cond, _t(a, like), _t(b, like))
 
 
-# sympy node -> torch spelling (everything not here is "not supported")
-FUNCTIONS = {
-    sp.exp: "torch.exp({0})", expm1: "torch.expm1({0})", sp.log: "torch.log({0})", log1p: "torch.log1p({0})",
-    sp.sin: "torch.sin({0})", sp.cos: "torch.cos({0})", sp.tan: "torch.tan({0})",
-    sp.asin: "torch.asin({0})", sp.acos: "torch.acos({0})", sp.atan: "torch.atan({0})",
-    sp.sinh: "torch.sinh({0})", sp.cosh: "torch.cosh({0})", sp.tanh: "torch.tanh({0})",
-    sp.erf: "torch.erf({0})", sp.erfc: "torch.erfc({0})", sp.Abs: "torch.abs({0})",
-    sp.sign: "torch.sign({0})", sp.Heaviside: "heaviside({0}, {1})",
-    sp.DiracDelta: "torch.zeros_like({0})", "sqrt": "torch.sqrt({0})",
-    sp.Max: lambda a: "maximum(" + ", ".join(a) + ")",
-    sp.Min: lambda a: "minimum(" + ", ".join(a) + ")",
-}
+FUNCTIONS = functions.spellings("torch")  # sympy node -> torch spelling (symgrad.functions)
 
 
 def _piecewise(pairs):

@@ -17,11 +17,10 @@ from __future__ import annotations
 from typing import Callable
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
 
 from ..errors import SymgradError
 from ..graph import Intermediate, define
-from ..logistic import sigma
+from ..optable import OPS, X0
 
 
 class Group:
@@ -80,55 +79,12 @@ def step(expr, *, label: str, kind: str | None = None):
 
 
 # ---------------------------------------------------------------- activations
-def _sigmoid(z, label=None):
-    z = _operand(z, "z")
-    out = define(1 / (1 + sp.exp(-z)), kind="sigmoid", label=label,
-                 partials=lambda s: {z: s * (1 - s)})
-    out.logit = z
-    out.shown = sigma(z)
-    return out
-
-
-def sigmoid(x, *, label: str | None = None):
-    """The logistic function 1 / (1 + e^-x); its local derivative is s (1 - s) as in torch."""
-    return _elementwise(_sigmoid, x, label=label, op="sigmoid")
-
-
-def _tanh(z, label=None):
-    z = _operand(z, "z")
-    return define(sp.tanh(z), kind="tanh", label=label, partials=lambda t: {z: 1 - t**2})
-
-
-def tanh(x, *, label: str | None = None):
-    """tanh, with local derivative 1 - t^2 in terms of its output t (as torch computes it)."""
-    return _elementwise(_tanh, x, label=label, op="tanh")
-
-
-def _exp(z, label=None):
-    z = _operand(z, "z")
-    return define(sp.exp(z), kind="exp", label=label, partials=lambda e: {z: e})
-
-
-def exp(x, *, label: str | None = None):
-    """e^x, with local derivative e^x taken from its output."""
-    return _elementwise(_exp, x, label=label, op="exp")
-
-
-def relu(x, *, label: str | None = None):
-    """max(x, 0)."""
-    return _elementwise(lambda e, label=None: define(sp.Max(e, 0), kind="relu", label=label), x,
-                        label=label, op="relu")
+# sigmoid, tanh, exp, relu, softplus, ... are built from the op table: symgrad.ops.elementwise
 
 
 def _softplus_expr(z):
-    return sp.Max(z, 0) + log1p(sp.exp(-sp.Abs(z)))
-
-
-def softplus(x, *, label: str | None = None):
-    """log(1 + e^x) in the stable exact form max(x, 0) + log1p(e^-|x|)."""
-    def one(e, label=None):
-        return define(_softplus_expr(_operand(e, "z")), kind="softplus", label=label)
-    return _elementwise(one, x, label=label, op="softplus")
+    """softplus(z) in the form the op table has symgrad's programs compute (BCE from a logit)."""
+    return OPS["softplus"].computed.xreplace({X0: z})
 
 
 def logsumexp(values, *, label: str | None = None):

@@ -17,6 +17,7 @@ import sympy as sp
 from ..errors import SymgradError
 from ..graph import define
 from .basic import _as_matrix, _tag, element_label, logsumexp, matrix_name, softmax_entries
+from .elementwise import FUNCTIONS as ELEMENTWISE
 
 
 def _matrix(rows: int, cols: int, entries) -> sp.ImmutableMatrix:
@@ -86,27 +87,6 @@ def layer_norm(X, gain, bias, *, eps=sp.Rational(1, 10**5), label: str | None = 
                        label=element_label(label or "ln", (T, C), t, j))
                 for j, c in enumerate(centered)]
     return _matrix(T, C, out)
-
-
-_SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
-_GELU_CUBIC = sp.Rational(44715, 10**6)
-
-
-def gelu(X, *, approximate: str = "tanh", label: str | None = None):
-    """GELU: GPT-2's tanh approximation (``approximate="tanh"``) or the exact erf form
-    (``"none"``); they are different functions, as in torch.nn.GELU(approximate=...)."""
-    if approximate not in ("tanh", "none"):
-        raise SymgradError(f"gelu: approximate={approximate!r}; choose 'tanh' or 'none'")
-
-    def one(x, label=None):
-        if approximate == "tanh":
-            inner = define(_SQRT_2_OVER_PI * (x + _GELU_CUBIC * x**3), kind="gelu_inner")
-            t = define(sp.tanh(inner), kind="tanh", partials=lambda t: {inner: 1 - t**2})
-            return define(x * (1 + t) / 2, kind="gelu", label=label)
-        return define(x * (1 + sp.erf(x / sp.sqrt(2))) / 2, kind="gelu", label=label)
-    X = _as_matrix(X, "gelu input")
-    return _matrix(*X.shape, (one(X[i, j], label=element_label(label or "gelu", X.shape, i, j))
-                              for i in range(X.shape[0]) for j in range(X.shape[1])))
 
 
 def _softmax(values: list, kind: str = "softmax", *, name: str = "p", row: int = 0) -> list:
@@ -192,6 +172,7 @@ def causal_self_attention(X, Wq, Wk, Wv, Wo, bo=None, *, n_heads: int, bq=None, 
 
 def feed_forward(X, W1, b1, W2, b2, *, label: str | None = None) -> sp.ImmutableMatrix:
     """Linear(C, 4C) -> GELU(tanh) -> Linear(4C, C)."""
+    gelu = ELEMENTWISE["gelu"]
     return dense(gelu(dense(X, W1, b1, label="hid"), label="act"), W2, b2, label=label or "ffn")
 
 

@@ -24,9 +24,8 @@ import flint
 import numpy as np
 import sympy as sp
 from flint import arb, arb_mat, ctx
-from sympy.codegen.cfunctions import expm1 as sp_expm1
-from sympy.codegen.cfunctions import log1p as sp_log1p
 
+from .. import functions
 from ..errors import SymgradError
 from .contract import einsum as _einsum
 from .walk import Kernels, evaluate
@@ -130,35 +129,27 @@ def arb_constant(c: sp.Expr) -> arb:
         if c.exp.is_Rational and c.exp.q > 0:
             return b.root(int(c.exp.q)) ** int(c.exp.p)
         return (arb_constant(c.exp) * _log_real(b)).exp()
-    f = _SCALAR.get(c.func)
-    if f is not None:
-        return f(*[arb_constant(a) for a in c.args])
-    raise SymgradError(f"ARB constant: {c} ({c.func}) cannot be enclosed; use pi, E, rationals, "
-                       f"exp/log/sqrt/tanh/erf of them")
+    row = functions.find(c.func)  # the ball implementation its row names (the walk's)
+    if row is not None and row.walk is not None:
+        return _NAMESPACE[row.walk](*[arb_constant(a) for a in c.args])
+    raise SymgradError(f"ARB constant: {c} ({c.func}) cannot be enclosed: "
+                       f"{functions.lacking(c.func, 'ARB')}")
 
 
-_SCALAR = {sp.exp: lambda v: v.exp(), sp.log: _log_real, sp.tanh: lambda v: v.tanh(), sp.erf: lambda v: v.erf(),
-           sp.erfc: lambda v: v.erfc(), sp.Abs: abs}
+# the implementations the rows of symgrad.functions name (their ``walk`` spelling)
+_NAMESPACE = {
+    "exp": _exp, "log": _log, "tanh": _tanh, "erf": _erf, "erfc": _erfc, "abs": _abs,
+    "log1p": _log1p, "expm1": _expm1, "sign": _sgn,
+    "max": lambda *xs: _fold(_max2, xs), "min": lambda *xs: _fold(_min2, xs),
+    "heaviside": lambda x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
+    "diracdelta": lambda x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),
+}
 
 
 class ArbKernels(Kernels):
     name = "ARB"
     chunk = 1 << 40  # object arrays: no benefit from chunking
-    functions = {
-        sp.exp: lambda k, x: _exp(x),
-        sp.log: lambda k, x: _log(x),
-        sp.tanh: lambda k, x: _tanh(x),
-        sp.erf: lambda k, x: _erf(x),
-        sp.erfc: lambda k, x: _erfc(x),
-        sp.Abs: lambda k, x: _abs(x),
-        sp.sign: lambda k, x: _sgn(x),
-        sp.Max: lambda k, *xs: _fold(_max2, xs),
-        sp.Min: lambda k, *xs: _fold(_min2, xs),
-        sp.Heaviside: lambda k, x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
-        sp.DiracDelta: lambda k, x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),
-        sp_log1p: lambda k, x: _log1p(x),
-        sp_expm1: lambda k, x: _expm1(x),
-    }
+    functions = functions.walk_table(_NAMESPACE)
 
     def constant(self, value, shape):
         out = np.empty(shape, dtype=object)

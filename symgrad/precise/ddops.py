@@ -20,10 +20,10 @@ from fractions import Fraction
 import mpmath
 import numpy as np
 import sympy as sp
-from sympy.codegen.cfunctions import expm1 as sp_expm1
-from sympy.codegen.cfunctions import log1p as sp_log1p
 
+from .. import functions
 from ..errors import SymgradError
+from . import dderf as E
 from . import ddmath as M
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, where
@@ -43,7 +43,8 @@ def sympy_to_fraction(c: sp.Expr) -> Fraction | float:
     v = sp.N(c, _CONST_PREC // 3 + 10)
     if not v.is_real or not v.is_Float:
         raise SymgradError(f"constant {c} does not evaluate to a real number (got {v})")
-    return M.mpf_to_fraction(mpmath.mpf(v._mpf_))
+    with mpmath.workprec(_CONST_PREC):  # mpf() rounds to the context's precision (53 bits
+        return M.mpf_to_fraction(mpmath.mpf(v._mpf_))  # by default): sqrt(2/pi) lost its DD half
 
 
 def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:
@@ -53,7 +54,7 @@ def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:
     return from_fraction(v, shape)
 
 
-def _nanmax_fold(k: "DDKernels", is_max: bool, *xs: DD) -> DD:
+def _nanmax_fold(is_max: bool, *xs: DD) -> DD:
     """Max/Min of DD arrays, exact, NaN if any argument is NaN (as numpy)."""
     out = xs[0]
     nan = np.isnan(out.hi)
@@ -64,33 +65,28 @@ def _nanmax_fold(k: "DDKernels", is_max: bool, *xs: DD) -> DD:
     return DD(np.where(nan, np.nan, out.hi), np.where(nan, 0.0, out.lo))
 
 
-def _sign(k, x: DD) -> DD:
+def _sign(x: DD) -> DD:
     return DD(np.sign(x.hi))
 
 
-def _heaviside(k, x: DD, h0: DD | None = None) -> DD:
+def _heaviside(x: DD, h0: DD | None = None) -> DD:
     h0v = h0 if h0 is not None else DD(np.full(x.shape, 0.5))
     v = where(x.hi > 0, DD(np.ones(x.shape)), where(x.hi < 0, DD(np.zeros(x.shape)), h0v))
     return DD(np.where(np.isnan(x.hi), np.nan, v.hi), v.lo)
 
 
+# the implementations the rows of symgrad.functions name (their ``walk`` spelling)
+_NAMESPACE = {
+    "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": E.erf, "erfc": E.erfc, "abs": abs,
+    "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
+    "max": lambda *xs: _nanmax_fold(True, *xs), "min": lambda *xs: _nanmax_fold(False, *xs),
+    "diracdelta": lambda x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
+}
+
+
 class DDKernels(Kernels):
     name = "DD"
-    functions = {
-        sp.exp: lambda k, x: M.exp(x),
-        sp.log: lambda k, x: M.log(x),
-        sp.tanh: lambda k, x: M.tanh(x),
-        sp.erf: lambda k, x: M.erf(x),
-        sp.erfc: lambda k, x: M.erfc(x),
-        sp.Abs: lambda k, x: abs(x),
-        sp.sign: _sign,
-        sp.Max: lambda k, *xs: _nanmax_fold(k, True, *xs),
-        sp.Min: lambda k, *xs: _nanmax_fold(k, False, *xs),
-        sp.Heaviside: _heaviside,
-        sp.DiracDelta: lambda k, x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
-        sp_log1p: lambda k, x: M.log1p(x),
-        sp_expm1: lambda k, x: M.expm1(x),
-    }
+    functions = functions.walk_table(_NAMESPACE)
 
     def constant(self, value, shape):
         return dd_constant(value, shape)
@@ -117,7 +113,7 @@ class DDKernels(Kernels):
     def concatenate(self, parts): return DD(np.concatenate([p.hi for p in parts]), np.concatenate([p.lo for p in parts]))
     def sigmoid(self, a): return M.sigmoid(a)
     def sech2(self, a): return M.sech2(a)
-    def erfc(self, a): return M.erfc(a)
+    def erfc(self, a): return E.erfc(a)
     def expm1(self, a): return M.expm1(a)
     def log1p(self, a): return M.log1p(a)
 

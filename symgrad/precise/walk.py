@@ -27,6 +27,7 @@ from typing import Any, Callable
 import numpy as np
 import sympy as sp
 
+from .. import functions
 from ..errors import SymgradError
 
 _REL_OPS = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge",
@@ -137,9 +138,7 @@ class _Walk:
             return k.log1p(self.value(e.args[0] - 1))
         f = k.functions.get(type(e)) or k.functions.get(e.func)
         if f is None:
-            supported = ", ".join(sorted(getattr(c, "__name__", str(c)) for c in k.functions))
-            raise SymgradError(f"{k.name} map: function {e.func} in {e} is not supported "
-                               f"(supported: {supported}, Add, Mul, Pow, Piecewise); rewrite it with these")
+            raise SymgradError(f"{k.name} map: {e}: {functions.lacking(e.func, k.name)}")
         return f(k, *[self.value(a) for a in e.args])
 
     # -- arithmetic ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from ..derive import active_symbols
 from ..graph import Graph, Node
 from ..logistic import sigma
 from ..model import Model
+from ..optable import OPS
 from .explanation import Line, Section
 from .notation import MAX_TERMS, latex
 
@@ -190,6 +191,11 @@ def layer_rules(op: str, out, ins, inputs: set, params: set):
                  else out)
         return (sp.Function(op)(sp.Symbol(z.name)),
                 wrt(z, sp.HadamardProduct(d(out), deriv)))
+    entry = OPS.get(op)
+    if entry is not None and entry.named:  # an op-table op (mish): delta_z = delta_y o f'(z)
+        (z,) = ins
+        return (entry.applied(sp.Symbol(z.name)), wrt(z, sp.HadamardProduct(
+            d(out), _mat(f"{entry.latex_free()}'({z.name})", z.shape))))
     return None, []
 
 

@@ -17,6 +17,7 @@ import sympy as sp
 from ..derive import reverse_accumulation
 from ..graph import Graph, Node
 from ..model import Model
+from ..optable import OPS
 from ..stable import RULES
 from .derivation import group, has_matrix, layer_rules, layer_sections, textbook_adjoints
 from .notation import fold, latex, mathml, names_from
@@ -212,7 +213,7 @@ INDEX_RULES = {
               r"\frac{\delta_S^{T} Q}{\sqrt{d}}"),
     "context": ("context = A V per head", r"\delta_{A} = \delta_{\mathrm{ctx}} V^{T},\quad "
                 r"\delta_{V} = A^{T} \delta_{\mathrm{ctx}}"),
-    "gelu": ("GELU elementwise", r"\delta_{x} = \delta_{y} \circ \mathrm{GELU}'(x)"),
+    "gelu": OPS["gelu"].index_rule(),  # the op table's name: GELU elementwise
     "dropout": ("dropout with keep-mask m and scale 1/(1-p)",
                 r"\delta_{x} = \frac{\delta_{y} \circ m}{1 - p}"),
     "residual": ("residual connection y = x + f(x)", r"\delta_{x} \mathrel{+}= \delta_{y}"),

@@ -101,6 +101,10 @@ class _Latex(LatexPrinter):
         out = rf"\sigma\left({self._print(expr.args[0])}\right)"
         return out if exp is None else rf"{out}^{{{exp}}}"
 
+    def _print_AppliedBase(self, expr, exp=None):  # an op-table op by its name (symgrad.optable)
+        out = rf"{expr.entry.latex}\left({self._print(expr.args[0])}\right)"
+        return out if exp is None else rf"{out}^{{{exp}}}"
+
     def _print_Symbol(self, expr, style="plain"):
         if isinstance(expr, Raw):
             return expr.tex
@@ -219,6 +223,14 @@ class _MathML(MathMLPresentationPrinter):
         row.appendChild(mi)
         row.appendChild(self._print(sp.Tuple(*e.args)) if len(e.args) > 1 else
                         self._paren(self._print(e.args[0])))
+        return row
+
+    def _print_AppliedBase(self, e):  # an op-table op by its name (symgrad.optable)
+        row = self.dom.createElement("mrow")
+        mi = self.dom.createElement("mi")
+        mi.appendChild(self.dom.createTextNode(e.entry.mathml))
+        row.appendChild(mi)
+        row.appendChild(self._paren(self._print(e.args[0])))
         return row
 
     def _paren(self, inner):

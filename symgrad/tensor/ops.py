@@ -16,22 +16,11 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
-from .program import (X, Node, const, einsum, map_, max_, reshape, stop_gradient, sum_, take,
-                      transpose)
+from ..optable import X0, families, function
+from .program import (X, Node, const, einsum, map_, max_, onehot, reshape, stop_gradient, sum_,
+                      take, transpose)
 
 _LETTERS = "abcdefgh"
-
-
-def exp(x: Node) -> Node:
-    return map_(sp.exp(X[0]), x)
-
-
-def log(x: Node) -> Node:
-    return map_(sp.log(X[0]), x)
-
-
-def tanh(x: Node) -> Node:
-    return map_(sp.tanh(X[0]), x)
 
 
 def mean(x: Node, axes=None, *, keepdims: bool = False) -> Node:
@@ -72,20 +61,9 @@ def layer_norm(x: Node, gain: Node | None, bias: Node | None, *,
     return y
 
 
-_SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
-_GELU_CUBIC = sp.Rational(44715, 10**6)
-GELU = {  # torch.nn.GELU(approximate=...): GPT-2's tanh form and the exact erf form
-    "tanh": X[0] * (1 + sp.tanh(_SQRT_2_OVER_PI * (X[0] + _GELU_CUBIC * X[0] ** 3))) / 2,
-    "erf": X[0] * (1 + sp.erf(X[0] / sp.sqrt(2))) / 2,
-}
-
-
-def gelu(x: Node, approximate: str = "tanh") -> Node:
-    """GELU, ``approximate`` "tanh" (GPT-2) or "erf" (also accepted: "none")."""
-    key = "erf" if approximate == "none" else approximate
-    if key not in GELU:
-        raise SymgradError(f"gelu: approximate={approximate!r}; choose 'tanh' or 'erf'")
-    return map_(GELU[key], x)
+# symgrad.tensor.<op> for every entry of the op table (symgrad.optable)
+ELEMENTWISE = {name: function(name, lambda e, x: map_(e.computed.xreplace({X0: X[0]}), x))
+               for name in families()}
 
 
 def _shift(x: Node, axis: int, mask: Node | None) -> Node:
@@ -183,7 +161,6 @@ def cross_entropy(logits: Node, targets: Node) -> Node:
     if targets.shape != (T,):
         raise SymgradError(f"cross_entropy: targets {targets.name!r} have shape {targets.shape}, "
                            f"need ({T},) for logits {logits.shape}")
-    from .program import onehot
     lse = reshape(logsumexp(logits, -1), (T,))
     picked = sum_(logits * onehot(targets, V), -1)
     return mean(lse - picked)

@@ -19,8 +19,12 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from ..backends.mpmath import target as mpmath_target
+from ..backends.numpy import target as numpy_target
+from ..backends.torch import TARGET, TORCH_DTYPES
 from ..codegen import compile_program
 from ..errors import SymgradError
+from ..precise import DD_OPS
 
 _Y = sp.Symbol("y_out", real=True)
 _COMPILED: dict = {}
@@ -67,9 +71,8 @@ class NumpyOps(NumpyLayout):
     """Whole numpy arrays in ``dtype`` (float64 / float32 / float16); BLAS contractions."""
 
     def __init__(self, dtype: str = "float64") -> None:
-        from ..backends.numpy import target
         self.dtype = np.dtype(dtype)
-        self._target = target(dtype)
+        self._target = numpy_target(dtype)
         self.name = f"numpy-{dtype}"
 
     def asarray(self, x):
@@ -115,7 +118,6 @@ class TorchOps:
     def __init__(self, dtype: str = "float64", device: str = "cpu") -> None:
         import torch
 
-        from ..backends.torch import TARGET, TORCH_DTYPES
         self.torch = torch
         self.dtype = TORCH_DTYPES[dtype]
         self.device = device
@@ -186,9 +188,8 @@ class MpmathOps(NumpyLayout):
     ``dps`` digits, so its results are exact to ~dps-5 digits (not a rigorous enclosure)."""
 
     def __init__(self, dps: int = 50) -> None:
-        from ..backends.mpmath import target
         self.dps = dps
-        self._target = target(dps)
+        self._target = mpmath_target(dps)
         self.name = f"mpmath-{dps}"
 
     def _mpf(self, v):
@@ -262,7 +263,6 @@ def _real(v):
 def oracle_ops(dps: int = 50):
     """The oracle's table: ``symgrad.precise.DD_OPS`` (double-double, ~106 bits; its claims
     in ARRAYOPS.md). ``MpmathOps(dps)`` is the slow reference it is tested against."""
-    from ..precise import DD_OPS
     return DD_OPS
 
 

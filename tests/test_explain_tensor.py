@@ -4,6 +4,8 @@ same formula in HTML as in LaTeX, every step's value at a point, and the oracle'
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 import time
 
 import mpmath
@@ -20,6 +22,7 @@ from symgrad.tensor.tables import MpmathOps, oracle_ops
 from symgrad.tensor.views import oracle_view
 from symgrad.zoo.gpt2 import tiny_gpt
 from test_present import INTERNAL, assert_same
+from test_render import katex_errors, math_spans, needs_katex
 
 DENSE_AT = {"W1": [[1.0, 2.0], [3.0, -4.0], [0.5, 0.25]], "b1": [0.1, 0.2, 0.3],
             "W2": [[1.0, -1.0, 2.0]], "x": [0.3, 0.7], "y": [1.0]}
@@ -70,6 +73,7 @@ def test_dense_relu_dense_is_derived_from_its_nodes():
     assert r"\delta_{r_{j}} = \delta_{\mathrm{out}} \mathrm{W2}_{j}" in md
     assert r"\delta_{h_{t}} = \theta\left(h_{t}\right) \delta_{r_{t}}" in md
     assert md.index("Forward pass") < md.index("Backpropagation") < md.index("As computed")
+    assert "matrix form: W1 x" in md and "matrix form: δ_W1 = δ_v⁽¹⁾ xᵀ" in md
 
 
 @pytest.mark.parametrize("at", [None, DENSE_AT])
@@ -116,6 +120,11 @@ def test_tiny_gpt_is_derived_by_its_labels_and_blocks():
         assert name in md, name
     assert "Backpropagation: one vector-Jacobian rule per node" in md
     assert "Textbook form" in md and "LayerNorm over each row" in md
+    assert "matrix form: h0.ln1 h0_Wqᵀ" in md  # torch.nn.Linear: X Wᵀ
+    assert "matrix form: δ_h0_W2 = δ_v⁽⁴³⁾ᵀ h0.gelu" in md  # its weight's gradient
+    # GELU's local derivative (sympy.diff of its body) is too long to print: named ∂y/∂x
+    assert (r"\delta_{\mathrm{h0.fc1}_{t,j}} = \frac{\partial \mathrm{h0.gelu}_{t,j}}"
+            r"{\partial \mathrm{h0.fc1}_{t,j}} \delta_{\mathrm{h0.gelu}_{t,j}}") in md
     twins(e)
     text = md + e.html_fragment()
     assert not INTERNAL.findall(text), sorted(set(INTERNAL.findall(text)))
@@ -163,3 +172,24 @@ def test_tensor_points_are_checked():
         sg.explain(m, at={**at, "ids": [2.5] + at["ids"][1:]})
     with pytest.raises(SymgradError, match=r"'W1' has shape \(3, 2\)"):
         sg.explain(dense_relu_dense(), at={**DENSE_AT, "W1": [[1.0, 2.0]]})
+
+
+@needs_katex
+def test_tensor_explanations_render_in_katex():
+    m = small_gpt()
+    spans = math_spans(sg.explain(m, at=gpt_point(m)).markdown())
+    spans += math_spans(sg.explain(dense_relu_dense(), at=DENSE_AT).markdown())
+    assert len(spans) > 100 and katex_errors(spans) == []
+
+
+@pytest.mark.render_tool("pdflatex", shutil.which("pdflatex") is not None,
+                         "apt-get install texlive-latex-base texlive-latex-recommended")
+def test_tensor_explanation_at_a_point_compiles(tmp_path):
+    m = small_gpt()
+    (tmp_path / "e.tex").write_text(sg.explain(m, at=gpt_point(m)).latex())
+    r = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "e.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-2000:]
+    log = (tmp_path / "e.log").read_text(errors="replace")
+    overfull = [float(x) for x in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
+    assert [x for x in overfull if x > 10.0] == []

@@ -29,7 +29,7 @@ from ..tensor.program import X, Node, topological
 from ..tensor.steps import AdjointSteps
 from .explanation import Line, Section
 from .formulas import Formula, _eq, mathml_of_tex
-from .notation import tex_base
+from .notation import latex, tex_base
 from .tensor_formulas import LETTERS, _free, _idx, _line, _Names, _Ref, _signature, _stage, \
     hidden
 
@@ -38,6 +38,7 @@ MAX_LINES = 80  # lines of each pass shown before the rest is counted
 SHOWN_ENTRIES = 4  # entries of a bigger array shown beside its shape
 WHOLE = 6  # arrays of up to this many entries are shown whole
 DIGITS = 6  # significant digits of a step's value
+LONG = 150  # a local derivative longer than this (LaTeX characters) is shown as ∂y/∂x
 
 
 def _out(node: Node) -> str:
@@ -84,6 +85,31 @@ def _folded(model: TensorModel, steps: list[Node]) -> tuple[set[int], dict[int, 
     return folded, notes
 
 
+def matrix_form(target: str, factors: list[tuple[str, str]]) -> str | None:
+    """A contraction of two factors (name, index letters) into the ``target`` letters as a
+    matrix product in plain text (``δ_v⁽¹⁾ xᵀ``, ``δ_yᵀ X``), or None when it is none (rank
+    over 2, more than one contracted letter, an elementwise product).
+
+    >>> matrix_form("oi", [("δ_y", "ao"), ("X", "ai")])
+    'δ_yᵀ X'
+    """
+    if len(factors) != 2 or not 1 <= len(target) <= 2 or any(len(f) > 2 for _, f in factors):
+        return None
+    (na, la), (nb, lb) = factors if target[0] in factors[0][1] else factors[::-1]
+    p, q = target[0], target[1:]
+    c = "".join(sorted((set(la) & set(lb)) - set(target)))
+    if p not in la or len(c) > 1 or set(la + lb) != set(target + c) or (q and q in la):
+        return None
+    a = na if la == p + c else na + "ᵀ" if c and la == c + p else None  # rows p
+    if q and c:
+        b = nb if lb == c + q else nb + "ᵀ" if lb == q + c else None
+    elif q:  # an outer product of two vectors
+        b = nb + "ᵀ" if lb == q and len(la) == 1 else None
+    else:  # a matrix times a vector
+        b = nb if c and lb == c else None
+    return None if a is None or b is None else f"{a} {b}"
+
+
 def _as_line(f: Formula, value=None, comment: str = "") -> Line:
     return Line(None, None, value_text(value) if value is not None else None, comment,
                 tex=f.latex, html=f.mathml)
@@ -102,7 +128,8 @@ def forward_lines(model: TensorModel, names: _Names, values: dict | None) -> lis
         if n.id in folded or shown >= MAX_LINES:
             names.tex(n, "")  # numbered all the same, so later lines name them consistently
             continue
-        lines.append(_as_line(_line(n, names), values.get(n.id) if values else None))
+        lines.append(_as_line(_line(n, names), values.get(n.id) if values else None,
+                              _matrix_comment(n, names, None)))
         shown += 1
     rest = len(steps) - len(folded) - shown
     if rest > 0:
@@ -129,6 +156,21 @@ def sections(title: str, lines: list[Line], note: str = "") -> list[Section]:
     return out
 
 
+def _matrix_comment(node: Node, names: _Names, i: int | None) -> str:
+    """'matrix form: …' for a two-operand einsum (forward, or the VJP for operand ``i``)."""
+    if node.op != "einsum" or len(node.args) != 2:
+        return ""
+    ins, res = node.attrs["spec"].split("->")
+    subs = ins.split(",")
+    factors = [(names.text(o, ""), _idx(o.shape, s)) for o, s in zip(node.args, subs)]
+    if i is None:
+        form = matrix_form(_idx(node.shape, res), factors)
+        return f"matrix form: {form}" if form else ""
+    dy = ("δ_" + names.text(node, ""), _idx(node.shape, res))
+    form = matrix_form(factors[i][1], [dy, factors[1 - i]])
+    return f"matrix form: δ_{factors[i][0]} = {form}" if form else ""
+
+
 def vjp_rule(node: Node, i: int, names: _Names) -> Formula:
     """The vector-Jacobian rule of ``node`` for its operand ``i`` in index notation:
     δ_operand = (what ``symgrad.tensor.derive.VJP`` computes), named as the forward lines."""
@@ -150,6 +192,9 @@ def vjp_rule(node: Node, i: int, names: _Names) -> Formula:
         mine = _idx(a.shape, out)
         local = sp.diff(node.attrs["expr"], X[i]).xreplace(
             {X[j]: names.raw(o, _idx(o.shape, out)) for j, o in enumerate(node.args)})
+        if len(latex(local)) > LONG:  # e.g. GELU's derivative: named, not written out
+            local = sp.Derivative(names.raw(node, _idx(node.shape, out)),
+                                  names.raw(a, _idx(a.shape, out)), evaluate=False)
         body = dy * local
         for c, n, m in zip(out, node.shape, a.shape):
             if m == 1 and n != 1:  # a broadcast axis: the contributions add up
@@ -198,10 +243,11 @@ def backward_lines(model: TensorModel, adj: AdjointSteps, names: _Names,
                 rest += n.id not in folded
                 continue
             uses = adj.uses.get(a.id, 1)
-            comment = (f"one of {uses} terms of this δ (its uses add up)" if uses > 1 else "")
-            if a.op == "param":
-                comment = ("δ of a parameter is its gradient dL/d" + a.name + "; " + comment
-                           ).rstrip("; ")
+            notes = [_matrix_comment(n, names, i),
+                     f"one of {uses} terms of this δ (its uses add up)" if uses > 1 else "",
+                     f"δ of a parameter is its gradient dL/d{a.name}" if a.op == "param"
+                     else ""]
+            comment = "; ".join(x for x in notes if x)
             lines.append(_as_line(vjp_rule(n, i, names),
                                   values.get(part.id) if values else None, comment))
             shown += 1

@@ -16,6 +16,7 @@ import sympy as sp
 import symgrad as sg
 import symgrad.tensor as st
 from symgrad import SymgradError
+from symgrad.tensor.derive import VJP
 from symgrad.tensor.model import TensorModel
 from symgrad.tensor.steps import leaf_values
 from symgrad.tensor.tables import MpmathOps, oracle_ops
@@ -193,3 +194,17 @@ def test_tensor_explanation_at_a_point_compiles(tmp_path):
     log = (tmp_path / "e.log").read_text(errors="replace")
     overfull = [float(x) for x in re.findall(r"Overfull \\hbox \(([\d.]+)pt too wide\)", log)]
     assert [x for x in overfull if x > 10.0] == []
+
+
+def test_a_planted_wrong_vjp_rule_shows_in_the_values(monkeypatch):
+    """The values come from the VJP rules (``tensor/derive.py``): a planted wrong rule for
+    einsum (its adjoint doubled) changes them, and torch autograd beside them disagrees."""
+    m = dense_relu_dense()
+    right = sg.explain(m, at=DENSE_AT)
+    rule = VJP["einsum"]
+    monkeypatch.setitem(VJP, "einsum", lambda node, g: [None if d is None else d * 2
+                                                        for d in rule(node, g)])
+    wrong = sg.explain(dense_relu_dense(), at=DENSE_AT)
+    assert float(wrong.gradient["W1[0,0]"]) == pytest.approx(4 * float(right.gradient["W1[0,0]"]))
+    assert float(wrong.gradient["W1[0,0]"]) != pytest.approx(float(wrong.torch_gradient["W1[0,0]"]))
+    assert right.gradient["W1[0,0]"][:6] == right.torch_gradient["W1[0,0]"][:6]

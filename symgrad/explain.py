@@ -39,6 +39,7 @@ __all__ = ["Explanation", "Line", "Section", "explain", "parse_point"]
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
 EXPAND_STEPS = 60  # without a point, larger programs are explained one line per op
+MAX_AT_ENTRIES = 2_000_000  # a tensor program's entries evaluated for --at (~25 µs each)
 
 
 def parse_point(text: str) -> dict[str, float]:
@@ -129,9 +130,14 @@ def _tensor(model: TensorModel, at: dict | None) -> Explanation:
     adj = adjoint_steps(model.loss, params)
     values = leaves = None
     if at is not None:
+        forward = [n for n in topological([model.loss]) if not n.is_leaf]
+        entries = sum(n.size for n in forward) + sum(n.size for n in adj.parts.values())
+        if entries > MAX_AT_ENTRIES:
+            raise SymgradError(f"explain: model {model.name!r} has {entries} entries in its "
+                               f"steps; --at evaluates up to {MAX_AT_ENTRIES} (explain without "
+                               "--at, and verify --at, work at any size)")
         at = by_name(model, at, "explain: at", complete=True)
         leaves = leaf_values(model.blocks, at, "explain: at")
-        forward = [n for n in topological([model.loss]) if not n.is_leaf]
         values = values_at(forward + list(adj.parts.values()) + [adj.total[p.id] for p in params
                                                                   if p.id in adj.total],
                            oracle_ops(), leaves)

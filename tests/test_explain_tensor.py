@@ -208,3 +208,10 @@ def test_a_planted_wrong_vjp_rule_shows_in_the_values(monkeypatch):
     assert float(wrong.gradient["W1[0,0]"]) == pytest.approx(4 * float(right.gradient["W1[0,0]"]))
     assert float(wrong.gradient["W1[0,0]"]) != pytest.approx(float(wrong.torch_gradient["W1[0,0]"]))
     assert right.gradient["W1[0,0]"][:6] == right.torch_gradient["W1[0,0]"][:6]
+
+
+def test_at_refuses_only_programs_too_big_to_evaluate_entry_by_entry():
+    m = tiny_gpt({"emb_dim": 512, "n_layers": 1})
+    with pytest.raises(SymgradError, match=r"entries in its steps; --at evaluates up to"):
+        sg.explain(m, at={})
+    assert "Backpropagation" in sg.explain(m).markdown()  # without --at: any size

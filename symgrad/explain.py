@@ -25,19 +25,21 @@ from .errors import SymgradError
 from .graph import Graph
 from .model import Model
 from .points import by_name
-from .present import tensor_formulas
+from .present import tensor_derivation, tensor_formulas
 from .present.derivation import group, has_matrix, layer_sections, node_sections
 from .present.explanation import Explanation, Line, Section
 from .present.formulas import display_names, gradient_formulas, model_formulas
-from .tensor.lower import to_scalar_model
 from .tensor.model import TensorModel
 from .tensor.program import topological
+from .tensor.steps import adjoint_steps, leaf_values, torch_gradient, values_at
+from .tensor.tables import oracle_ops
 from .verify import VerifyConfig, derive, exact_at, exact_steps
 
 __all__ = ["Explanation", "Line", "Section", "explain", "parse_point"]
 
 MAX_STEPS = 400  # larger programs are verified and reported, not explained step by step
 EXPAND_STEPS = 60  # without a point, larger programs are explained one line per op
+MAX_AT_ENTRIES = 2_000_000  # a tensor program's entries evaluated for --at (~25 µs each)
 
 
 def parse_point(text: str) -> dict[str, float]:
@@ -119,22 +121,65 @@ def _summarized(model: Model, graph: Graph) -> Explanation:
     return Explanation(model.name, sections, {}, {}, _names(graph))
 
 
-def _tensor(model, at: dict | None) -> Explanation:
-    """A tensor model (a GPT): its lowering to the scalar program, explained step by step, at
-    small shapes (``EXPAND_STEPS`` entries in all; ``MAX_STEPS`` with a point ``at``); else
-    one line per tensor operation and the backward rule per op, from the tensor program."""
-    entries = sum(n.size for n in topological([model.loss]) if not n.is_leaf)
-    if entries <= (MAX_STEPS if at is not None else EXPAND_STEPS):
-        return explain(to_scalar_model(model, name=model.name), at=at)
+def _tensor(model: TensorModel, at: dict | None) -> Explanation:
+    """A tensor model, explained on its program directly: the forward pass one line per tensor
+    operation, the backward pass one vector-Jacobian rule per node, the textbook rule per op
+    and the derived gradient program; with a point ``at``, every step's exact value (the
+    oracle's double-double table, ~32 digits) and the gradient beside torch autograd's."""
+    params = [b.node for b in model.param_blocks]
+    adj = adjoint_steps(model.loss, params)
+    values = leaves = None
     if at is not None:
-        raise SymgradError(f"explain: model {model.name!r} is a tensor program of {entries} "
-                           f"entries; --at evaluates derivations of up to {MAX_STEPS} "
-                           "(verify and report work at any size)")
-    sections = _tensor_sections("Forward pass, one line per tensor operation",
-                                tensor_formulas.model_formulas(model))
+        forward = [n for n in topological([model.loss]) if not n.is_leaf]
+        entries = sum(n.size for n in forward) + sum(n.size for n in adj.parts.values())
+        if entries > MAX_AT_ENTRIES:
+            raise SymgradError(f"explain: model {model.name!r} has {entries} entries in its "
+                               f"steps; --at evaluates up to {MAX_AT_ENTRIES} (explain without "
+                               "--at, and verify --at, work at any size)")
+        at = by_name(model, at, "explain: at", complete=True)
+        leaves = leaf_values(model.blocks, at, "explain: at")
+        values = values_at(forward + list(adj.parts.values()) + [adj.total[p.id] for p in params
+                                                                  if p.id in adj.total],
+                           oracle_ops(), leaves)
+    names = tensor_derivation.Names()
+    n_ops = sum(1 for n in topological([model.loss]) if not n.is_leaf)
+    sections = tensor_derivation.sections(
+        "Forward pass, one line per tensor operation",
+        tensor_derivation.forward_lines(model, names, values),
+        note=f"{n_ops} tensor operations; v⁽ᵏ⁾ is the k-th intermediate array, indices t, j, "
+             "… run over its axes")
+    sections += tensor_derivation.sections(
+        "Backpropagation: one vector-Jacobian rule per node",
+        tensor_derivation.backward_lines(model, adj, names, values),
+        note="δ_v = dL/dv, of v's shape; each rule is the one the derived gradient program "
+             "runs (a map's local derivative by sympy.diff, a contraction's adjoint by "
+             "rearranging its indices)")
     for title, fs in tensor_formulas.gradient_formulas(model):
         sections += _tensor_sections(title, fs)
-    return Explanation(model.name, sections, {}, {}, {})
+    gradient, torch_grad = {}, {}
+    if at is not None:
+        sections.append(_tensor_gradient(model, adj, values, leaves, gradient, torch_grad))
+    return Explanation(model.name, sections, gradient, torch_grad, {})
+
+
+def _tensor_gradient(model: TensorModel, adj, values: dict, leaves: dict, gradient: dict,
+                     torch_grad: dict) -> Section:
+    """The gradient per parameter block (exact, the oracle's) beside torch autograd's; fills
+    ``gradient`` and ``torch_grad`` entry by entry."""
+    torch_vals = torch_gradient(model, leaves)
+    final = Section("Gradient: exact vs torch autograd",
+                    note="exact value (the oracle's double-double, ~32 digits) and torch "
+                         "autograd of the same program (float64) at the same point")
+    for b in model.param_blocks:
+        node = adj.total.get(b.node.id)
+        exact = (values[node.id] if node is not None else
+                 np.full(b.shape, mpmath.mpf(0), dtype=object))
+        got = np.asarray(torch_vals[b.name]).reshape(b.shape)
+        for k, entry in enumerate(b.entry_names()):
+            gradient[entry] = mpmath.nstr(exact.reshape(-1)[k], 17)
+            torch_grad[entry] = repr(float(got.reshape(-1)[k]))
+        final.lines.append(tensor_derivation.gradient_line(b.name, exact, got))
+    return final
 
 
 def _tensor_sections(title: str, formulas) -> list[Section]:

@@ -113,14 +113,16 @@ def test_tiny_gpt_is_explained_from_its_tensor_program():
     assert "layer 1: the same 49 operations as layer 0, on the h1_ parameters" in md
     assert "h1\\_Wq" not in md  # folded
     assert "LayerNorm over each row" in md and "gradient operations over" in md
-    with pytest.raises(SymgradError, match="is a tensor program of .* entries; --at"):
+    with pytest.raises(SymgradError, match="explain: at: no value for"):
         sg.explain(zoo.get("tiny_gpt"), at={})
 
 
-def test_small_tensor_model_lowers_to_the_scalar_program_for_at():
-    """At small shapes the tensor model is explained through its scalar lowering: every step,
-    and the exact gradient at a point (d/dW_ij of sum(tanh(W x)) = (1 - tanh^2(Wx)_i) x_j)."""
+def test_small_tensor_model_is_explained_at_a_point_on_its_program():
+    """The tensor model is explained on its own program (no lowering): the exact gradient at
+    a point (d/dW_ij of sum(tanh(W x)) = (1 - tanh^2(Wx)_i) x_j); the scalar program of it
+    is explained when asked for explicitly."""
     import symgrad.tensor as st
+    from symgrad.tensor.lower import to_scalar_model
     from symgrad.tensor.model import TensorModel
     W, x = st.param("W", (2, 2)), st.input("x", (2,))
     m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
@@ -131,6 +133,11 @@ def test_small_tensor_model_lowers_to_the_scalar_program_for_at():
     for (i, j), w in np.ndenumerate(want):
         assert abs(float(e.gradient[f"W[{i},{j}]"]) - w) < 1e-15
         assert abs(float(e.torch_gradient[f"W[{i},{j}]"]) - w) < 1e-15
+    assert "Backpropagation: one vector-Jacobian rule per node" in e.markdown()
+    lowered = sg.explain(to_scalar_model(m, name="lin"), at=at)
+    assert "Local derivatives" in lowered.markdown()
+    assert {k: float(v) for k, v in lowered.gradient.items()} == pytest.approx(
+        {k: float(v) for k, v in e.gradient.items()}, rel=1e-15, abs=1e-15)
 
 
 def test_neuron_textbook_gradient_beside_the_stable_form():

@@ -14,6 +14,9 @@ from .htmlpage import page
 from .notation import MAX_TERMS, fold, latex, mathml, names_from
 
 
+LONG_LINE = 110  # LaTeX characters of an equation after which its value goes on a new row
+
+
 @dataclass
 class Line:
     """One displayed equation ``lhs = rhs`` (sympy expressions), optionally with its value."""
@@ -57,10 +60,11 @@ class Explanation:
                     body.append(tex_escape(s.note) + "\n")
                 for ln in s.lines:
                     eq = ln.latex()
-                    if ln.value is not None:
-                        eq += rf" = {ln.value}"
                     if "\\begin{aligned}" not in eq:
                         eq = eq.replace(" = ", " &= ", 1)
+                    if ln.value is not None:  # a long line: the value on a row of its own
+                        eq += (rf" \\ &= {ln.value}" if len(eq) > LONG_LINE and "&=" in eq
+                               else rf" = {ln.value}")
                     body.append("\\begin{align*}\n" + eq + "\n\\end{align*}")
                     if ln.comment:
                         body.append(r"{\small " + tex_escape(ln.comment) + "}\n")

@@ -4,7 +4,7 @@ its sympy expression of one entry, a reduction, a lookup), repeated GPT layers f
 the gradient as the textbook rule per op and the first nodes of the derived gradient program.
 
 No scalar lowering is needed (tiny_gpt's lowering takes ~25 s and prints one family per node
-type); small programs still lower (``symgrad.tensor.lower``) for ``explain``'s step-by-step view.
+type); ``explain`` adds each node's backward rule from these lines (``tensor_derivation``).
 
 >>> import symgrad.tensor as st
 >>> from symgrad.tensor.model import TensorModel

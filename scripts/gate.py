@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 from dataclasses import asdict
@@ -62,10 +63,16 @@ def markdown(rows: list[Row]) -> str:
     lines += ["", "## What is left before the switch", ""]
     for reason, cases in sorted(reasons.items(), key=lambda kv: -len(kv[1])):
         lines.append(f"- {reason}: {len(cases)} row(s) ({', '.join(cases)})")
+    slow = max(rows, key=lambda r: r.seconds_new)
+    phases = ", ".join(f"{k} {v:.1f}" for k, v in sorted(slow.phases_new.items(),
+                                                        key=lambda kv: -kv[1])[:4])
+    lines += ["", f"Where the new path's time goes, in its slowest row ({slow.case}, "
+              f"{slow.seconds_new:.1f} s): {phases} (seconds)."]
     told = sum(r.seconds_old for r in rows)
     tnew = sum(r.seconds_new for r in rows)
     lines += ["", f"Total time: old {told:.1f} s, new {tnew:.1f} s "
-              f"({platform.processor() or platform.machine()}, {platform.python_version()})."]
+              f"({platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}; "
+              "one run, on a machine shared with other jobs: compare within a row)."]
     return "\n".join(lines) + "\n"
 
 

@@ -53,6 +53,7 @@ class Row:
     seconds_old: float
     seconds_new: float
     error_new: str = ""  # the new path's SymgradError, if it raised
+    phases_new: dict = field(default_factory=dict)  # the new run's timings (derive_s, ...)
 
     @property
     def same(self) -> bool:
@@ -196,14 +197,14 @@ SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",
         "zoo gpt_feed_forward float32"}
 
 
-def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str]:
+def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str, dict]:
     t0 = time.perf_counter()
     try:
         r = run()
     except sg.SymgradError as exc:
-        return "error", float("nan"), time.perf_counter() - t0, str(exc).split("\n")[0]
+        return "error", float("nan"), time.perf_counter() - t0, str(exc).split("\n")[0], {}
     ratio = max((r.worst_ratio(b) for b in r.deciding), default=float("nan"))
-    return r.verdict, float(ratio), time.perf_counter() - t0, ""
+    return r.verdict, float(ratio), time.perf_counter() - t0, "", dict(r.timings)
 
 
 def run_case(case: Case) -> Row:
@@ -213,4 +214,5 @@ def run_case(case: Case) -> Row:
     old = _verdict(lambda: sg.verify(old_model, torch_fn=fn, **case.kwargs))
     new_model = to_program(case.build())
     new = _verdict(lambda: sg.verify(new_model, torch_fn=fn, **case.kwargs))
-    return Row(case.id, case.suite, old[0], new[0], old[1], new[1], old[2], new[2], new[3])
+    return Row(case.id, case.suite, old[0], new[0], old[1], new[1], old[2], new[2], new[3],
+               {k: round(v, 3) for k, v in new[4].items()})

@@ -2,7 +2,10 @@
 planted bugs, correct twins, false-alarm cases) through the old scalar pipeline and the new
 tensor one (``symgrad.tensor.front.to_program``). Writes reports/gate.md and .json.
 
-    python scripts/gate.py [--only SUBSTRING] [--out reports]
+    python scripts/gate.py [--only SUBSTRING] [--out reports] [--from-json reports/gate.json]
+
+``--from-json`` redraws the Markdown from a committed gate.json (after KNOWN changed) without
+running the cases.
 
 Columns: verdict old / new, same?, worst error / allowance of the deciding backends (old, new),
 seconds of each ``sg.verify`` call (the new one includes deriving the tensor program), and the
@@ -80,9 +83,14 @@ def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--only", default="", help="run the cases whose id contains this")
     ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--from-json", default="", help="redraw from this gate.json, run nothing")
     args = ap.parse_args(argv)
     rows = []
-    for case in CASES:
+    if args.from_json:
+        fields = set(Row.__dataclass_fields__)
+        rows = [Row(**{k: v for k, v in r.items() if k in fields})
+                for r in json.loads(Path(args.from_json).read_text())]
+    for case in [] if args.from_json else CASES:
         if args.only in case.id:
             row = run_case(case)
             print(f"{row.case}: old {row.old} new {row.new} ({row.seconds_old:.1f} s, "

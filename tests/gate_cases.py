@@ -177,7 +177,10 @@ _ZERO = ("DD oracle not certified by ARB at an exactly-zero gradient (bk: softma
          "invariant; DD leaves ~1e-30 of cancellation)")
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
+_BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken one's NaN "
+           "(log of a negative) reaches the value: 'domain' where the model is defined")
 KNOWN: dict[str, str] = {
+    "safe branch (Piecewise)": _BRANCH,
     "zoo chain_rule float64": _NO_SIN, "zoo chain_rule float32": _NO_SIN,
     "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
     "twin neuron seed 1": _TEXTBOOK,

@@ -1,0 +1,221 @@
+"""The same-verdict gate's cases (issue 17): every scalar zoo model, the planted-bug suite
+(tests/test_mutants.py) and the false-alarm suite's scalar cases (tests/test_false_alarms.py),
+each verified through the old scalar pipeline (``sg.verify(model)``) and the new tensor one
+(``sg.verify(to_program(model))``) with the same seed, samples, dtype and torch_fn.
+
+``KNOWN`` names, per case, why the new path's verdict differs today (measured by
+``scripts/gate.py`` into reports/gate.md): what is left before the scalar side is deleted.
+Used by tests/test_gate.py and scripts/gate.py.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import sympy as sp
+import torch
+
+import symgrad as sg
+from symgrad import zoo
+from symgrad.tensor.front import to_program
+from symgrad.zoo import gpt
+from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
+
+
+@dataclass(frozen=True)
+class Case:
+    """One gate row: a scalar model and the run's arguments, the same on both paths."""
+
+    id: str
+    suite: str  # "zoo", "planted bug", "correct twin", "false alarm"
+    build: Callable[[], sg.Model]
+    kwargs: dict = field(default_factory=dict)  # torch_fn, samples, seed, dtype, at, backends
+    torch_fn: Callable | str | None = "reference"  # "reference": the model's own
+
+    @property
+    def planted(self) -> bool:
+        return self.suite == "planted bug"
+
+
+@dataclass
+class Row:
+    """The two verdicts of a case, their worst error / allowance and their times."""
+
+    case: str
+    suite: str
+    old: str
+    new: str
+    ratio_old: float
+    ratio_new: float
+    seconds_old: float
+    seconds_new: float
+    error_new: str = ""  # the new path's SymgradError, if it raised
+    phases_new: dict = field(default_factory=dict)  # the new run's timings (derive_s, ...)
+
+    @property
+    def same(self) -> bool:
+        return self.old == self.new
+
+
+def _zoo_cases() -> list[Case]:
+    out = []
+    for name in zoo.names():
+        if name == "tiny_gpt":  # already a tensor program
+            continue
+        for dtype in ("float64", "float32"):
+            out.append(Case(f"zoo {name} {dtype}", "zoo", lambda n=name: zoo.get(n),
+                            {"samples": 20, "seed": 0, "dtype": dtype}))
+    return out
+
+
+def _small_gpt() -> sg.Model:
+    return gpt.tiny_gpt(SMALL)
+
+
+def _mutant_cases() -> list[Case]:
+    out = [Case(f"mutant {k}", "planted bug", lambda n=n: zoo.get(n),
+                {"samples": 200, "seed": 0}, fn) for k, (n, fn) in MUTANTS.items()]
+    out.append(Case("mutant scale 1e-6 float32", "planted bug", lambda: zoo.get("neuron"),
+                    {"samples": 500, "seed": 0, "dtype": "float32",
+                     "backends": ("torch_fn",)}, neuron_fn(scale=1 + 1e-6)))
+    for block, factor in (("h0_Wq", -1.0), ("h0_ln1_g", 0.0), ("out_head", 1.5)):
+        out.append(Case(f"mutant small_gpt {block} x{factor:g} float32", "planted bug",
+                        _small_gpt, {"samples": 8, "seed": 0, "dtype": "float32",
+                                     "backends": ("torch_fn",)},
+                        on_block(_small_gpt().reference, block, factor)))
+    for seed in (0, 1):
+        out.append(Case(f"twin neuron seed {seed}", "correct twin", lambda: zoo.get("neuron"),
+                        {"samples": 100, "seed": seed}, neuron_fn()))
+        out.append(Case(f"twin simplenet seed {seed}", "correct twin",
+                        lambda: zoo.get("simplenet"), {"samples": 100, "seed": seed},
+                        simplenet_fn()))
+    return out
+
+
+def _lse(logits: list[float]) -> sg.Model:
+    a = sg.matrix("a", 1, len(logits))
+    return sg.Model("lse", sg.ops.total(sg.ops.log_softmax(a)), params=[a])
+
+
+def _ce() -> sg.Model:
+    logits, t = sg.matrix("L", 1, 3), sg.matrix("t", 1)
+    return sg.Model("ce", sg.ops.cross_entropy(logits, t), params=[logits],
+                    inputs={t: sg.Integers(0, 2)})
+
+
+def _sig() -> sg.Model:
+    z = sp.Symbol("z")
+    return sg.Model("sig", 3 * sg.ops.sigmoid(z), params=[z])
+
+
+def _safe() -> sg.Model:
+    w = sp.Symbol("w")
+    return sg.Model("safe", sp.Piecewise((sp.log(w), w > 1), (w - 1, True)), params=[w])
+
+
+def _step() -> sg.Model:
+    w, x = sp.symbols("w x")
+    return sg.Model("step", sp.Heaviside(w * x - 1) * w**2 + w, params=[w], inputs=[x])
+
+
+def _sat() -> sg.Model:
+    w, x, y = sp.symbols("w x y")
+    return sg.Model("sat", sg.ops.bce(sg.ops.sigmoid(w * x), y),
+                    params={w: sg.Uniform(16, 40)},
+                    inputs={x: sg.Uniform(0.99, 1.01), y: sg.Choice([0.0, 1.0])})
+
+
+def _sat_fn(w, x, y):
+    z = w * x
+    return -(y * torch.nn.functional.logsigmoid(z)
+             + (1 - y) * torch.nn.functional.logsigmoid(-z))
+
+
+def _false_alarm_cases() -> list[Case]:
+    out = []
+    for dtype, logits in (("float32", [0.0, 200.0]), ("float64", [0.0, 1000.0]),
+                          ("float32", [-300.0, 0.0, 300.0])):
+        out.append(Case(f"log_softmax {logits} {dtype}", "false alarm",
+                        lambda lg=logits: _lse(lg),
+                        {"at": {"a": np.array([[logits]])}, "dtype": dtype},
+                        lambda a: torch.log_softmax(a, dim=-1).sum()))
+    out += [
+        Case("cross_entropy large logits float32", "false alarm", _ce,
+             {"at": {"L": np.array([[[0.0, 150.0, -150.0]]]), "t": np.array([[0.0]])},
+              "dtype": "float32"}, None),
+        Case("sigmoid tail float32", "false alarm", _sig,
+             {"at": {"z": np.array([-100.0, -30.0, 0.0, 100.0])}, "dtype": "float32"},
+             lambda z: 3 * torch.sigmoid(z)),
+        Case("safe branch (Piecewise)", "false alarm", _safe,
+             {"at": {"w": np.array([-2.0, 0.0, 0.5, 1.0, 3.0])}}, None),
+        Case("heaviside", "false alarm", _step, {"samples": 50, "seed": 0}, None),
+        Case("saturated stable BCE float32", "false alarm", _sat,
+             {"samples": 100, "seed": 0, "dtype": "float32"}, _sat_fn),
+        Case("small_gpt float32", "false alarm", _small_gpt,
+             {"samples": 8, "seed": 0, "dtype": "float32"}),
+    ]
+    for seed in (4, 8):
+        out.append(Case(f"gpt_attention float32 seed {seed}", "false alarm",
+                        lambda: zoo.get("gpt_attention"), {"seed": seed, "samples": 100,
+                                                           "dtype": "float32"}, None))
+    return out
+
+
+CASES: list[Case] = _zoo_cases() + _mutant_cases() + _false_alarm_cases()
+BY_ID = {c.id: c for c in CASES}
+
+# Why the new (tensor) path's verdict differs from the old one today; filled from
+# reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
+_NO_SIN = "DD has no spelling for sin (the double-double oracle's map functions)"
+_TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch_fn by the "
+             "textbook form (BCE of a sigmoid, as torch computes it), the tensor path by the "
+             "stable form only: a false alarm on correct code")
+_ZERO = ("DD oracle not certified by ARB at an exactly-zero gradient (bk: softmax is shift "
+         "invariant; DD leaves ~1e-30 of cancellation)")
+_PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
+         "entries the scalar worst case leaves inconclusive")
+_BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken one's NaN "
+           "(log of a negative) reaches the value: 'domain' where the model is defined")
+KNOWN: dict[str, str] = {
+    "safe branch (Piecewise)": _BRANCH,
+    "zoo chain_rule float64": _NO_SIN, "zoo chain_rule float32": _NO_SIN,
+    "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
+    "twin neuron seed 1": _TEXTBOOK,
+    "zoo gpt_attention float32": _ZERO, "gpt_attention float32 seed 4": _ZERO,
+    "gpt_attention float32 seed 8": _ZERO,
+    "small_gpt float32": _PROB,
+}
+
+# cases whose two runs take over ~5 s here: in the slow suite (pytest -m slow)
+SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",
+        "mutant small_gpt h0_ln1_g x0 float32", "mutant small_gpt out_head x1.5 float32",
+        "twin simplenet seed 0", "twin simplenet seed 1", "small_gpt float32",
+        "gpt_attention float32 seed 4", "gpt_attention float32 seed 8",
+        "zoo gpt_cross_entropy float64", "zoo gpt_cross_entropy float32",
+        "zoo gpt_softmax float64", "zoo gpt_softmax float32", "zoo gpt_attention float64",
+        "zoo gpt_attention float32", "zoo gpt_feed_forward float64",
+        "zoo gpt_feed_forward float32"}
+
+
+def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str, dict]:
+    t0 = time.perf_counter()
+    try:
+        r = run()
+    except sg.SymgradError as exc:
+        return "error", float("nan"), time.perf_counter() - t0, str(exc).split("\n")[0], {}
+    ratio = max((r.worst_ratio(b) for b in r.deciding), default=float("nan"))
+    return r.verdict, float(ratio), time.perf_counter() - t0, "", dict(r.timings)
+
+
+def run_case(case: Case) -> Row:
+    """Verify the case's model through both pipelines (a fresh model each, same arguments)."""
+    old_model = case.build()
+    fn = old_model.reference if case.torch_fn == "reference" else case.torch_fn
+    old = _verdict(lambda: sg.verify(old_model, torch_fn=fn, **case.kwargs))
+    new_model = to_program(case.build())
+    new = _verdict(lambda: sg.verify(new_model, torch_fn=fn, **case.kwargs))
+    return Row(case.id, case.suite, old[0], new[0], old[1], new[1], old[2], new[2], new[3],
+               {k: round(v, 3) for k, v in new[4].items()})

@@ -3,7 +3,7 @@
 The printers (``symgrad.backends``: numpy, torch, mpmath, arb), the high-precision walk
 (``symgrad.precise``: double-double and ARB balls), the code generator's vocabulary and the
 rounding-error bound (``symgrad.bounds``) read these rows; none keeps its own table. A target a
-function lacks is ``None`` in its row, and the error names it ("sin has no double-double
+function lacks is ``None`` in its row, and the error names it ("asin has no double-double
 spelling") instead of a KeyError.
 
 Spellings: a printer spelling is a format template over the printed arguments (``"numpy.exp({0})"``)
@@ -22,7 +22,9 @@ Bound classes (what ``bounds.error_source`` does with f(a_1, ..., a_n)):
 >>> import sympy as sp
 >>> row(sp.erfc).torch
 'torch.erfc({0})'
->>> row(sp.sin).walk is None
+>>> row(sp.sin).walk
+'sin'
+>>> row(sp.asin).walk is None
 True
 """
 
@@ -82,9 +84,9 @@ ROWS: tuple[Function, ...] = (
     F(expm1, "numpy.expm1({0})", "torch.expm1({0})", "mp.expm1({0})", "expm1({0})", "expm1"),
     F(sp.log, "numpy.log({0})", "torch.log({0})", "rlog({0})", "rlog({0})", "log"),
     F(log1p, "numpy.log1p({0})", "torch.log1p({0})", "rlog1p({0})", "rlog1p({0})", "log1p"),
-    F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin({0})", None),
-    F(sp.cos, "numpy.cos({0})", "torch.cos({0})", "mp.cos({0})", "cos({0})", None),
-    F(sp.tan, "numpy.tan({0})", "torch.tan({0})", "mp.tan({0})", "tan({0})", None),
+    F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin({0})", "sin"),
+    F(sp.cos, "numpy.cos({0})", "torch.cos({0})", "mp.cos({0})", "cos({0})", "cos"),
+    F(sp.tan, "numpy.tan({0})", "torch.tan({0})", "mp.tan({0})", "tan({0})", "tan"),
     F(sp.asin, "numpy.arcsin({0})", "torch.asin({0})", "rasin({0})", "rasin({0})", None),
     F(sp.acos, "numpy.arccos({0})", "torch.acos({0})", "racos({0})", "racos({0})", None),
     F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan({0})", None),

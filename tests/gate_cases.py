@@ -169,7 +169,6 @@ BY_ID = {c.id: c for c in CASES}
 
 # Why the new (tensor) path's verdict differs from the old one today; filled from
 # reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
-_NO_SIN = "DD has no spelling for sin (the double-double oracle's map functions)"
 _TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch_fn by the "
              "textbook form (BCE of a sigmoid, as torch computes it), the tensor path by the "
              "stable form only: a false alarm on correct code")
@@ -181,7 +180,6 @@ _BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken o
            "(log of a negative) reaches the value: 'domain' where the model is defined")
 KNOWN: dict[str, str] = {
     "safe branch (Piecewise)": _BRANCH,
-    "zoo chain_rule float64": _NO_SIN, "zoo chain_rule float32": _NO_SIN,
     "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
     "twin neuron seed 1": _TEXTBOOK,
     "zoo gpt_attention float32": _ZERO, "gpt_attention float32 seed 4": _ZERO,

@@ -44,6 +44,9 @@ _expm1 = _ufunc(lambda v: v.expm1())
 _log1p = _ufunc(lambda v: v.log1p())
 _tanh = _ufunc(lambda v: v.tanh())
 _erf = _ufunc(lambda v: v.erf())
+_sin = _ufunc(lambda v: v.sin())
+_cos = _ufunc(lambda v: v.cos())
+_tan = _ufunc(lambda v: v.tan())
 _erfc = _ufunc(lambda v: v.erfc())
 _sqrt = _ufunc(lambda v: v.sqrt())
 _abs = _ufunc(lambda v: abs(v))
@@ -139,7 +142,7 @@ def arb_constant(c: sp.Expr) -> arb:
 # the implementations the rows of symgrad.functions name (their ``walk`` spelling)
 _NAMESPACE = {
     "exp": _exp, "log": _log, "tanh": _tanh, "erf": _erf, "erfc": _erfc, "abs": _abs,
-    "log1p": _log1p, "expm1": _expm1, "sign": _sgn,
+    "log1p": _log1p, "expm1": _expm1, "sign": _sgn, "sin": _sin, "cos": _cos, "tan": _tan,
     "max": lambda *xs: _fold(_max2, xs), "min": lambda *xs: _fold(_min2, xs),
     "heaviside": lambda x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
     "diracdelta": lambda x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),

@@ -25,6 +25,7 @@ from .. import functions
 from ..errors import SymgradError
 from . import dderf as E
 from . import ddmath as M
+from . import ddtrig as T
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, where
 from .ozaki import OzakiConfig, dd_matmul
@@ -79,6 +80,7 @@ def _heaviside(x: DD, h0: DD | None = None) -> DD:
 _NAMESPACE = {
     "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": E.erf, "erfc": E.erfc, "abs": abs,
     "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
+    "sin": T.sin, "cos": T.cos, "tan": T.tan,
     "max": lambda *xs: _nanmax_fold(True, *xs), "min": lambda *xs: _nanmax_fold(False, *xs),
     "diracdelta": lambda x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
 }

@@ -129,3 +129,19 @@ def test_sum_sin_Wx_scaled_backward_is_caught():
     assert r.verdict == "fail"
     assert not r.comparisons["torch_fn"].ok
     assert r.comparisons["torch"].ok and r.comparisons["numpy"].ok
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_large_angles_pass_and_a_scaled_backward_is_caught(dtype):
+    """RoPE-like angles: sum(cos(p * w)) with p up to 1e4 (argument reduction through the
+    verifier); correct torch passes, a (1 + 1e-3) scaled backward is caught even in float32."""
+    w = st.param("w", (6,), sg.Uniform(0.5, 1.0))
+    p = st.input("p", (6,), sg.Uniform(-1e4, 1e4))
+    m = TensorModel("cos_pw", st.sum_(st.map_(sp.cos(st.X[0] * st.X[1]), w, p)))
+
+    def fn(factor):
+        return lambda w, p: torch.cos(scale_backward(w, factor) * p).sum()
+    r = sg.verify(m, torch_fn=fn(1.0), samples=4, dtype=dtype)
+    assert r.verdict == "pass", str(r)
+    bad = sg.verify(m, torch_fn=fn(1 + 1e-3), samples=4, dtype=dtype)
+    assert bad.verdict == "fail" and not bad.comparisons["torch_fn"].ok

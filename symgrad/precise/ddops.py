@@ -1,8 +1,8 @@
 """DD_OPS: the double-double array-ops table of the tensor oracle (contract: ARRAYOPS.md).
 
 ~106-bit values on pairs of float64 numpy arrays. Elementwise functions as documented in
-`ddmath`, `dderf`, `ddtrig` (~1e-31 relative), sums by pairwise DD addition (error <= 3u**2 log2(n) sum|x|),
-contractions by Ozaki's error-free split onto float64 BLAS (`ozaki`), max/comparisons/selection
+`ddmath`, `dderf`, `ddtrig` (~1e-31 relative), sums by pairwise DD addition (error <=
+3u**2 log2(n) sum|x|), contractions by Ozaki's error-free split onto float64 BLAS (`ozaki`), max/comparisons/selection
 exact. Not rigorous by itself: `certify` checks DD results against ARB balls.
 
 Example:

@@ -16,9 +16,9 @@ from .result import Failure, Result
 from .tensor.departure import Departure, first_departure
 from .tensor.model import TensorModel
 from .verify import exact_at, verify
+from .version import __version__
 from .modules import compare_paths
 
-__version__ = "0.1.0"
 
 __all__ = [
     "Bernoulli", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",

@@ -17,6 +17,7 @@ import numpy as np
 import sympy as sp
 
 from .domains import Normal
+from .causes import by_kind
 from .errors import SymgradError
 from .model import Model
 from .strategies import BINARY, UNARY
@@ -75,7 +76,6 @@ def random_expression(rng: np.random.Generator, symbols: list, depth: int) -> sp
 def _cause(kind: str, backend: str, expr: sp.Expr, got: float,
            expected: float) -> tuple[str, str]:
     """(cause name, explanation) from ``symgrad.causes``; a mismatch stays unexplained."""
-    from .causes import by_kind
     cause = by_kind(kind, backend, expr.has(sp.Piecewise, sp.Max, sp.Min), got, expected)
     if cause is None:
         return ("unexplained", "outside the rounding-error bound with no benign cause: a real "

@@ -42,6 +42,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
 from .graph import Intermediate, define, rewritable  # noqa: F401 (re-exported)
+from .ops.basic import _softplus_expr, logsumexp
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,6 @@ class Rewriter:
         return self.operands[t]
 
     def softplus(self, t: sp.Expr) -> sp.Expr:
-        from .ops.basic import _softplus_expr
         z = self.operand(self(t))
         return self._step(("softplus", z), lambda: define(_softplus_expr(z), kind="softplus"))
 
@@ -204,7 +204,6 @@ class Rewriter:
             sp.exp(-spn), kind="sigmoid", partials=lambda s: {spn: -s}))
 
     def logsumexp(self, xs: list[sp.Expr]) -> sp.Expr:
-        from .ops.basic import logsumexp
         xs = [self.operand(self(x)) for x in xs]
         key = ("logsumexp", tuple(sorted(xs, key=sp.default_sort_key)))
 

@@ -24,6 +24,7 @@ import torch
 
 from .hvp import second_order
 from .model import Model
+from .strategies import inputs as model_inputs
 from .verify import verify as run_verify
 
 
@@ -105,7 +106,6 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
     __tracebackhide__ = True  # pytest shows the AssertionError, not this helper's source
     from hypothesis import HealthCheck, given, settings, target
 
-    from .strategies import inputs as model_inputs
 
     # hypothesis seeds its derandomized search from check's source: it stays as it was before
     # order 2, which reaches it only through these two names (the directions v searched too)

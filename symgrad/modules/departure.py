@@ -28,9 +28,12 @@ from torch.overrides import TorchFunctionMode
 
 from .. import causes
 from ..backends.torch import TORCH_DTYPES, exact_math
+from ..compare import STATUS_NAMES
 from ..tensor.departure import (Capture, Search, first_departure,  # noqa: F401 (Search: run.py)
                          first_unreproducible)
 from ..model import Model
+from ..tensor.program import topological
+from ..zoo.gpt2 import gpt
 
 # layout -> {submodule name template ({l}: the layer): labelled node of symgrad.zoo.gpt2}
 _BLOCK = {"ln1": "h{l}.ln1", "attn": "h{l}.attn", "ln2": "h{l}.ln2", "fc1": "h{l}.fc1",
@@ -75,7 +78,6 @@ def program(model: Model, tokens: int, train: bool):
     """The tensor program of ``model``'s GPT (its ``gpt_config``), labelled; cached."""
     key = ("departure_program", tokens, train)
     if key not in model._cache:
-        from ..zoo.gpt2 import gpt
         model._cache[key] = gpt(model.gpt_config, tokens=tokens, dropout=train)
     return model._cache[key]
 
@@ -281,7 +283,6 @@ def locate(model: Model, module: nn.Module, fn: Callable, layout: str, values: d
 def _locate(model, module, fn, layout, values, sample, *, dtype, device, tol, train, t0):
     tokens = next(b.shape[0] for b in model.input_blocks if b.name == "ids")
     prog = program(model, tokens, train)
-    from ..tensor.program import topological
     labels = {n.name: n for n in topological([prog.loss]) if n.name and not n.is_leaf}
     one = {k: np.asarray(v)[sample:sample + 1] for k, v in values.items()}
     tensors = {}
@@ -306,7 +307,6 @@ def explain(result, searches: dict[str, Search]):
     """The result with each module backend's failures re-classed by its departure search
     (``causes.refine``): a located departure makes it "function differs: forward departs"
     with the one-line sentence; an agreeing forward keeps "derivative wrong" and says so."""
-    from ..compare import STATUS_NAMES
 
     def fix(f):
         search = searches.get(f.backend)

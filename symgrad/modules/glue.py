@@ -34,6 +34,7 @@ from ..backends.torch import TORCH_DTYPES
 from ..errors import SymgradError
 from ..model import Model
 from .mapping import Plan
+from .paths import path_context
 
 
 @dataclass(frozen=True)
@@ -183,7 +184,6 @@ def module_fn(model: Model, module: nn.Module, plan: Plan, mcfg: ModuleConfig,
               wrap: Callable | None = None) -> Callable:
     """``fn(**blocks) -> loss`` for one sample; ``wrap`` optionally wraps the module call (a
     compiled path) and ``context`` of the path is entered around it."""
-    from .paths import path_context
     sites = dropout_sites(model) if mcfg.train else []
     blocks = {b.name: b for b in model.input_blocks}
     if "ids" not in blocks:

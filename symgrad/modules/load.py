@@ -13,7 +13,9 @@ from __future__ import annotations
 
 from torch import nn
 
+from ..backends.torch import TORCH_DTYPES
 from ..errors import SymgradError
+from ..zoo import import_user_module
 
 
 def load_module(spec: str, config: dict, dtype: str, device: str) -> nn.Module:
@@ -22,7 +24,6 @@ def load_module(spec: str, config: dict, dtype: str, device: str) -> nn.Module:
     module_name, _, attr = spec.partition(":")
     if not attr:
         raise SymgradError(f"--module {spec!r}: give pkg.module:attr (e.g. mybook.gpt:GPTModel)")
-    from ..zoo import import_user_module
     mod = import_user_module(module_name, "--module")
     try:
         obj = getattr(mod, attr)
@@ -39,5 +40,4 @@ def load_module(spec: str, config: dict, dtype: str, device: str) -> nn.Module:
                                f"{type(exc).__name__}: {exc}") from None
     if not isinstance(obj, nn.Module):
         raise SymgradError(f"--module {spec} gave a {type(obj).__name__}, not an nn.Module")
-    from ..backends.torch import TORCH_DTYPES
     return obj.to(device=device, dtype=TORCH_DTYPES[dtype])

@@ -14,6 +14,8 @@ from typing import Callable
 
 import torch
 
+from ..errors import SymgradError
+
 
 @dataclass(frozen=True)
 class Path:
@@ -39,7 +41,6 @@ ALL_PATHS = tuple(PATHS)
 
 
 def check_paths(paths) -> tuple[str, ...]:
-    from ..errors import SymgradError
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     bad = [p for p in paths if p not in PATHS]
     if bad or not paths:

@@ -19,12 +19,17 @@ import numpy as np
 from torch import nn
 
 from ..backends import torch as torch_backend
+from ..compare import FAILING, ulp
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
 from ..judge import judge
 from ..model import Model
-from ..result import Result
+from ..result import BackendRun, Result
 from ..stages import derive, draw, execute
+from ..tensor.model import TensorModel
+from ..tensor.verify import verify_tensor
+from ..zoo.gpt import tiny_gpt
+from ..zoo.gpt2 import eval_twin
 from . import departure, glue, mapping, paths as paths_mod
 
 
@@ -98,9 +103,7 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             f"{p}: {r}" for p, r in run.skipped.items()))
 
     model = model_for_mode(model, options.train)  # eval mode: the twin without dropout
-    from ..tensor.model import TensorModel
     if isinstance(model, TensorModel):  # the tensor views; each path an extra backend
-        from ..tensor.verify import verify_tensor
         result = verify_tensor(model, torch_fn=None, cfg=cfg, extra={
             backend_name(path): (fn, path) for path, fn in fns.items()})
         result.timings["first_message_s"] = run.first_message_s
@@ -154,7 +157,6 @@ def _departures(result: Result, model: Model, module: nn.Module, fns: dict, plan
 
 
 def _backend_run(name, cfg, mode, seconds):
-    from ..result import BackendRun
     return BackendRun(name, cfg.dtype, cfg.device, mode, seconds, cfg.samples)
 
 
@@ -178,12 +180,9 @@ def model_for_mode(model: Model, train: bool) -> Model:
     gcfg = getattr(model, "gpt_config", None)
     if train or gcfg is None or gcfg.drop_rate == 0:
         return model
-    from ..tensor.model import TensorModel
     if isinstance(model, TensorModel):
-        from ..zoo.gpt2 import eval_twin
         return eval_twin(model)
     if "eval_twin" not in model._cache:  # the scalar builder (symgrad.zoo.gpt.tiny_gpt)
-        from ..zoo.gpt import tiny_gpt
         twin = tiny_gpt({**asdict(gcfg), "drop_rate": 0.0}, name=model.name)
         twin.description = model.description + " (eval mode: dropout off)"
         model._cache["eval_twin"] = twin
@@ -238,7 +237,6 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
     """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
     names = ModuleOutputs(model, plan)
 
-    from ..compare import FAILING
     forward_differs = {n for n, c in result.comparisons.items()
                        if np.isin(c.status[:, 0], FAILING).any()}
 
@@ -329,7 +327,6 @@ def _difference(result: Result, comp, base) -> str:
     rounding-error bound of that entry, absolute, in the run's dtype), so that exact zeros do
     not dominate. The absolute difference and allowance are printed; their ratio only while it
     means something (a finite allowance above zero, a ratio up to ``RATIO_SHOWN``)."""
-    from ..compare import ulp
     if base is None:
         return "no eager run to compare with"
     delta = np.abs(comp.got - base.got)

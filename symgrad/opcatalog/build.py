@@ -21,6 +21,7 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
+from ..backends import numpy as np_backend
 from ..domains import Integers, Normal
 from ..model import Model, matrix
 from .table import Arg, Op
@@ -119,7 +120,6 @@ def share_compiled(model: Model, dtype: str, dps: int = 50) -> None:
     generation when a row runs in several dtypes (the cache key is ``sg.verify``'s)."""
     from dataclasses import replace
 
-    from ..backends import numpy as np_backend
     np_dtype = dtype if dtype in ("float64", "float32", "float16") else "float32"
     key = ("compiled", np_dtype, dps)
     if key in model._cache:

@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..causes import by_kind
 from ..compare import dtype_info
 from ..model import round_to
 from .table import Op
@@ -230,7 +231,6 @@ def _applies_to(k: Known, op: Op) -> bool:
 def classify(op: Op, dtype: str, order: str, kind: str, point: dict, output: str,
              expected: float, got: float) -> tuple[str, str]:
     """(cause "class: name" or "unexplained", explanation) of one failing entry."""
-    from ..causes import by_kind
     seen = Seen(point, dtype, order, output, expected, got)
     for k in KNOWN:
         if _applies_to(k, op):

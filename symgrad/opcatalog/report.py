@@ -17,6 +17,7 @@ import numpy as np
 from ..compare import Tolerance, dtype_info
 from ..present.htmlpage import inline, page
 from ..report.atomic import write_text
+from ..version import __version__
 from .run import Finding, OpsConfig, OpsReport, Order, Row
 from .table import CATALOGUE, by_name
 
@@ -195,7 +196,6 @@ def as_json(report: OpsReport) -> dict:
     import sympy
     import torch
 
-    from .. import __version__
     for f in report.findings:
         f.snippet = f.snippet or snippet(f)
     return {"schema_version": SCHEMA_VERSION,

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
 from ..result import Result

@@ -63,6 +63,7 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import sympy as sp
 
+from ..backends.numpy import target
 from ..bounds import error_source
 from ..codegen import Printer, build
 from ..errors import SymgradError
@@ -80,7 +81,6 @@ def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
     key = (expr, k)
     fn = _CACHE.get(key)
     if fn is None:
-        from ..backends.numpy import target
         names = {X[i]: f"a{i}" for i in range(k)}
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}

@@ -21,7 +21,7 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from ..errors import SymgradError
-from .program import (X, Node, broadcast, einsum, map_, reshape, scatter_add, sum_, take,
+from .program import (X, Node, broadcast, const, einsum, map_, reshape, scatter_add, sum_, take,
                       topological, transpose)
 
 
@@ -164,7 +164,6 @@ def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
     for n in order:
         if n.id in wanted or (differentiable(n) and any(a.id in live for a in n.args)):
             live.add(n.id)
-    from .program import const
     one = const(1.0, "seed")
     contributions: dict[int, list[Node]] = {loss.id: [one]}
     for node in reversed(order):

@@ -36,6 +36,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import SymgradError
+from ..precise import ARB_OPS
+from ..precise.certify import CertifyConfig, certify
+from .bound import _map_bound_fn
 from .interpret import RULES
 from .program import Node
 
@@ -94,8 +97,6 @@ class SpotCheck:
             self._entry(node, args, value, tuple(int(i) for i in idx))
 
     def _entry(self, node: Node, args: list, value, idx: tuple) -> None:
-        from ..precise import ARB_OPS
-        from ..precise.certify import CertifyConfig, certify
         h, l = float(value.hi[idx]), float(value.lo[idx])
         sliced, scale, evaluate = _SLICERS[node.op](node, args, idx)
         if not np.isfinite(h) or not np.isfinite(scale):
@@ -155,7 +156,6 @@ def _slice_einsum(node: Node, args: list, idx: tuple):
 
 def _slice_map(node: Node, args: list, idx: tuple):
     """Each operand's entry under broadcasting; scale |f| + sum |df/dx_i| |x_i| + f's own ops."""
-    from .bound import _map_bound_fn
     sliced = [a[tuple(slice(0, 1) if n == 1 else slice(i, i + 1)
                       for n, i in zip(a.hi.shape, idx))] for a in args]
     vals = [np.asarray(a.hi, dtype=np.float64) for a in sliced]

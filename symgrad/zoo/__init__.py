@@ -7,6 +7,7 @@ from typing import Callable
 
 from ..errors import SymgradError
 from ..model import Model
+from ..tensor.model import TensorModel
 from . import gpt, gpt2, tutorial
 
 BUILDERS: dict[str, Callable[[], Model]] = {
@@ -104,7 +105,6 @@ def import_user_module(module_name: str, what: str):
 def load(spec: str) -> Model:
     """Import ``module:attr``; attr may be a Model (or a tensor program's ``TensorModel``) or
     a function returning one."""
-    from ..tensor.model import TensorModel
     module_name, _, attr = spec.partition(":")
     module = import_user_module(module_name, spec)
     try:

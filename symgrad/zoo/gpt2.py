@@ -26,6 +26,7 @@ from ..domains import Bernoulli, Integers, Normal
 from ..errors import SymgradError
 from ..tensor.model import TensorModel
 from .gpt import GPT_CONFIG_124M, GPTConfig
+from . import native_gpt
 
 
 def _init(name: str) -> Normal:
@@ -182,7 +183,6 @@ def eval_twin(model: TensorModel) -> TensorModel:
 def _reference(cfg: GPTConfig):
     """The native torch.nn GPT (symgrad.zoo.native_gpt): it takes the same block names. Built
     on first call (GPT-2's module allocates 163M parameters)."""
-    from . import native_gpt
     built: list = []
 
     def gpt_torch(**blocks):

@@ -9,6 +9,10 @@ resolved to the module or package it loads; importing ``symgrad.a.b`` also runs 
 - module level + function-local: a cycle here is a circle dodged by a function-local import;
 - the function-local imports themselves: each one needs an entry below saying why.
 
+Imports go down, never up: every module has a floor (``FLOORS``, by package or module name, the
+longest name that matches wins) and may import only modules on its own floor or below. The
+floors are the layering the import graph has, bottom to top.
+
 The allow-lists name the helper whose files hold the entry (issue 17 is being done in parallel
 branches); the lead removes entries as those branches land. An entry that no longer matches
 anything fails too, so the lists only shrink.
@@ -36,6 +40,34 @@ ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
     # run in the environment; symgrad (torch, sympy) is imported only when the fixture is used
     "symgrad.pytest_plugin": ("pytest startup cost", frozenset({"symgrad.testing"})),
 }
+
+# The floors, bottom to top: (floor, the packages and modules on it, without "symgrad."; the
+# package itself is "__init__"). A package's name covers its submodules unless one is listed.
+FLOORS: list[tuple[str, tuple[str, ...]]] = [
+    ("base", ("errors", "version", "progress", "logistic", "points", "domains", "cluster",
+              "report.atomic")),
+    ("settings: tolerance, ULPs, config", ("compare", "config")),
+    ("expressions and programs", ("graph", "functions", "optable", "codegen", "tensor.program")),
+    ("ops", ("ops", "stable", "tensor.ops")),
+    ("models and derivatives", ("model", "derive", "tensor", "tensor.derive", "tensor.interpret",
+                                "tensor.model", "zoo")),
+    ("backends, exact arithmetic, tensor views", (
+        "backends", "bounds", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
+        "tensor.steps", "tensor.lower")),
+    ("bounds: rigorous, kinks, departures", (
+        "rigorous", "tensor.bound", "tensor.spotcheck", "tensor.kinks", "tensor.departure",
+        "tensor.sides")),
+    ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing")),
+    ("stages", ("stages", "hvp")),
+    ("judge", ("judge", "confirm", "causes")),
+    ("verify", ("verify", "tensor.verify", "modules")),
+    ("present", ("present", "explain", "report")),
+    ("tools", ("__init__", "__main__", "cli", "commands", "testing", "hvp_mutants", "fuzz",
+               "pytest_plugin", "strategies", "opcatalog")),
+]
+
+# Imports that go up a floor: (importing module, imported module) -> owner and reason.
+ALLOWED_UP: dict[tuple[str, str], str] = {}
 
 # Modules over MAX_LINES lines -> owner (the helper splitting it, or the lead).
 ALLOWED_LONG: dict[str, str] = {
@@ -211,6 +243,55 @@ def test_no_module_over_400_lines() -> None:
     assert stale == [], "stale ALLOWED_LONG entries: remove them"
 
 
+def _floor(module: str, floors: list[tuple[str, tuple[str, ...]]] = FLOORS) -> int | None:
+    """The floor of a module: the index in ``floors`` of the longest name that covers it.
+
+    Arguments:
+        module: dotted name (``symgrad`` or ``symgrad.x.y``).
+        floors: the floor table.
+    Returns:
+        the floor's index (0 is the bottom), or None when no name covers the module.
+    """
+    rank = {name: i for i, (_, names) in enumerate(floors) for name in names}
+    short = "__init__" if module == "symgrad" else module.removeprefix("symgrad.")
+    while short not in rank:
+        if "." not in short:
+            return None
+        short = short.rsplit(".", 1)[0]
+    return rank[short]
+
+
+def _upward(edges: dict[str, set[str]],
+            floors: list[tuple[str, tuple[str, ...]]] = FLOORS) -> list[tuple[str, str]]:
+    """Every import that goes up a floor.
+
+    Arguments:
+        edges: module -> modules it imports.
+        floors: the floor table.
+    Returns:
+        (importing module, imported module) for each import of a module on a higher floor.
+    """
+    return sorted((m, t) for m, ts in edges.items() for t in ts
+                  if _floor(t, floors) > _floor(m, floors))
+
+
+def test_every_module_has_a_floor() -> None:
+    assert [m for m in MODULES if _floor(m) is None] == [], "add these to FLOORS"
+    names = [n for _, ns in FLOORS for n in ns]
+    assert len(names) == len(set(names)), "a name on two floors"
+    covered = {"__init__" if m == "symgrad" else m.removeprefix("symgrad.") for m in MODULES}
+    assert [n for n in names if n not in covered] == [], "FLOORS names a module that is gone"
+
+
+def test_imports_go_down() -> None:
+    """No module imports one on a higher floor (at module level or inside a function)."""
+    up = _upward({m: EDGES[m] | LATER[m] for m in EDGES})
+    new = [f"{m} ({FLOORS[_floor(m)][0]}) imports {t} ({FLOORS[_floor(t)][0]})"
+           for m, t in up if (m, t) not in ALLOWED_UP]
+    assert not new, "imports going up a floor (move the shared piece down):\n" + "\n".join(new)
+    assert [e for e in ALLOWED_UP if e not in up] == [], "stale ALLOWED_UP entry"
+
+
 def test_the_checks_can_fail() -> None:
     """The cycle finder and the import reader catch what they are meant to."""
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [("a", "b", "c")]
@@ -221,3 +302,10 @@ def test_the_checks_can_fail() -> None:
                                                      {"symgrad.tensor"})
     node = ast.parse("from . import oracle").body[0]
     assert _targets(node, "symgrad.verify") == ({"symgrad.oracle"}, set())
+    floors = [("low", ("a", "a.c")), ("high", ("b", "__init__"))]
+    assert [_floor(m, floors) for m in ("symgrad.a", "symgrad.a.x", "symgrad.b.y", "symgrad")] \
+        == [0, 0, 1, 1]
+    assert _floor("symgrad.d", floors) is None
+    assert _upward({"symgrad.a.x": {"symgrad.b"}, "symgrad.b": {"symgrad.a.c"},
+                    "symgrad.a.c": {"symgrad"}}, floors) == [
+        ("symgrad.a.c", "symgrad"), ("symgrad.a.x", "symgrad.b")]

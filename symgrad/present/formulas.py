@@ -51,7 +51,7 @@ def display_names(graph: Graph) -> dict:
     return names
 
 
-def _eq(lhs, rhs) -> Formula:
+def eq_formula(lhs, rhs) -> Formula:
     rhs = fold(rhs)
     try:
         ml = mathml(sp.Eq(lhs, rhs, evaluate=False), display=True)
@@ -125,15 +125,15 @@ def model_formulas(model: Model) -> list[Formula]:
             rules = _matrix_rules(model, graph, nodes)
             if rules is not None:
                 sym, fwd, _ = rules
-                f = _eq(sym, fwd)
+                f = eq_formula(sym, fwd)
                 shape = r" \quad (%d \times %d)" % sym.shape
                 out.append(Formula(f.latex + shape, f.mathml))
                 continue
-            first = _eq(nodes[0].symbol, _shown(nodes[0]))
+            first = eq_formula(nodes[0].symbol, _shown(nodes[0]))
             if len(nodes) == 1:
                 out.append(first)
                 continue
-            last = _eq(nodes[-1].symbol, _shown(nodes[-1]))
+            last = eq_formula(nodes[-1].symbol, _shown(nodes[-1]))
             tex = (r"\begin{aligned} " + first.latex.replace(" = ", " &= ", 1) + r" \\ &\;\vdots"
                    r" \\ " + last.latex.replace(" = ", " &= ", 1) + r" \end{aligned}")
             out.append(Formula(tex, first.mathml + "<br>⋮<br>" + last.mathml,
@@ -189,7 +189,7 @@ def _textbook(model: Model):
         if len(graph.nodes) > MAX_TEXTBOOK_NODES:
             return ("Textbook form: one rule per op (index notation)", rules) if rules else None
         for lhs, rhs in textbook_adjoints(model):
-            lines.append(_eq(lhs, rhs))
+            lines.append(eq_formula(lhs, rhs))
     return "Textbook form: the chain rule on the formulas above", lines + rules
 
 
@@ -272,7 +272,7 @@ def _computed(model: Model):
                              + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
                                          for n in model.graph.rewrites)))
     with names_from(_program_names(model.graph, back[:MAX_ADJOINTS])):
-        lines += [_eq(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
+        lines += [eq_formula(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
     return "As computed (the program symgrad derives and runs)", lines
 
 

@@ -28,12 +28,11 @@ from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
 from ..tensor.steps import AdjointSteps
 from .explanation import Line, Section
-from .formulas import Formula, _eq, mathml_of_tex
+from .formulas import Formula, eq_formula, mathml_of_tex
 from .notation import latex, tex_base
-from .tensor_formulas import LETTERS, _free, _idx, _line, _Names, _Ref, _signature, _stage, \
-    hidden
+from .tensor_formulas import (LETTERS, Names, Ref, free_symbols_of, hidden, index_letters,
+                              layer_groups, node_line, signature)
 
-Names = _Names
 MAX_LINES = 80  # lines of each pass shown before the rest is counted
 SHOWN_ENTRIES = 4  # entries of a bigger array shown beside its shape
 WHOLE = 6  # arrays of up to this many entries are shown whole
@@ -46,8 +45,8 @@ def _out(node: Node) -> str:
     return node.attrs["spec"].split("->")[1] if node.op == "einsum" else LETTERS[:node.ndim]
 
 
-def _delta(names: _Names, node: Node, idx: str) -> _Ref:
-    return _Ref(rf"\delta_{{{names.tex(node, idx)}}}", f"δ_{names.text(node, idx)}")
+def _delta(names: Names, node: Node, idx: str) -> Ref:
+    return Ref(rf"\delta_{{{names.tex(node, idx)}}}", f"δ_{names.text(node, idx)}")
 
 
 def value_text(v, digits: int = DIGITS) -> str:
@@ -69,16 +68,11 @@ def value_text(v, digits: int = DIGITS) -> str:
 def _folded(model: TensorModel, steps: list[Node]) -> tuple[set[int], dict[int, str]]:
     """GPT layers 1.. that repeat layer 0's operations: their node ids, and a note per
     folded layer (keyed by its first node's id)."""
-    cfg = getattr(model, "gpt_config", None)
-    n_layers = cfg.n_layers if cfg is not None else 0
-    memo: dict = {}
-    by_stage: dict[int, list[Node]] = {}
-    for n in steps:
-        by_stage.setdefault(_stage(n, n_layers, memo), []).append(n)
+    n_layers, by_stage = layer_groups(model, steps)
     folded, notes = set(), {}
-    first = [_signature(n) for n in by_stage.get(0, [])]
+    first = [signature(n) for n in by_stage.get(0, [])]
     for stage, nodes in by_stage.items():
-        if 0 < stage < n_layers and [_signature(n) for n in nodes] == first:
+        if 0 < stage < n_layers and [signature(n) for n in nodes] == first:
             folded |= {n.id for n in nodes}
             notes[nodes[0].id] = (f"⋮ layer {stage}: the same {len(nodes)} operations as "
                                   f"layer 0, on the h{stage}_ parameters")
@@ -115,7 +109,7 @@ def _as_line(f: Formula, value=None, comment: str = "") -> Line:
                 tex=f.latex, html=f.mathml)
 
 
-def forward_lines(model: TensorModel, names: _Names, values: dict | None) -> list[Line]:
+def forward_lines(model: TensorModel, names: Names, values: dict | None) -> list[Line]:
     """One line per tensor operation (index notation), its value beside it with ``values``;
     a GPT's repeated layers folded into one note line."""
     steps = [n for n in topological([model.loss]) if not n.is_leaf and not hidden(n)]
@@ -128,7 +122,7 @@ def forward_lines(model: TensorModel, names: _Names, values: dict | None) -> lis
         if n.id in folded or shown >= MAX_LINES:
             names.tex(n, "")  # numbered all the same, so later lines name them consistently
             continue
-        lines.append(_as_line(_line(n, names), values.get(n.id) if values else None,
+        lines.append(_as_line(node_line(n, names), values.get(n.id) if values else None,
                               _matrix_comment(n, names, None)))
         shown += 1
     rest = len(steps) - len(folded) - shown
@@ -156,65 +150,65 @@ def sections(title: str, lines: list[Line], note: str = "") -> list[Section]:
     return out
 
 
-def _matrix_comment(node: Node, names: _Names, i: int | None) -> str:
+def _matrix_comment(node: Node, names: Names, i: int | None) -> str:
     """'matrix form: …' for a two-operand einsum (forward, or the VJP for operand ``i``)."""
     if node.op != "einsum" or len(node.args) != 2:
         return ""
     ins, res = node.attrs["spec"].split("->")
     subs = ins.split(",")
-    factors = [(names.text(o, ""), _idx(o.shape, s)) for o, s in zip(node.args, subs)]
+    factors = [(names.text(o, ""), index_letters(o.shape, s)) for o, s in zip(node.args, subs)]
     if i is None:
-        form = matrix_form(_idx(node.shape, res), factors)
+        form = matrix_form(index_letters(node.shape, res), factors)
         return f"matrix form: {form}" if form else ""
-    dy = ("δ_" + names.text(node, ""), _idx(node.shape, res))
+    dy = ("δ_" + names.text(node, ""), index_letters(node.shape, res))
     form = matrix_form(factors[i][1], [dy, factors[1 - i]])
     return f"matrix form: δ_{factors[i][0]} = {form}" if form else ""
 
 
-def vjp_rule(node: Node, i: int, names: _Names) -> Formula:
+def vjp_rule(node: Node, i: int, names: Names) -> Formula:
     """The vector-Jacobian rule of ``node`` for its operand ``i`` in index notation:
     δ_operand = (what ``symgrad.tensor.derive.VJP`` computes), named as the forward lines."""
     a, out = node.args[i], _out(node)
-    dy = _delta(names, node, _idx(node.shape, out))
+    dy = _delta(names, node, index_letters(node.shape, out))
     if node.op == "einsum":
         ins, res = node.attrs["spec"].split("->")
         subs = ins.split(",")
-        terms = [dy] + [names.raw(o, _idx(o.shape, s)) for j, (o, s) in
+        terms = [dy] + [names.raw(o, index_letters(o.shape, s)) for j, (o, s) in
                         enumerate(zip(node.args, subs)) if j != i]
         body = sp.Mul(*terms, evaluate=False) if len(terms) > 1 else terms[0]
         sizes = {c: n for o, s in zip(node.args, subs) for c, n in zip(s, o.shape)}
-        mine = _idx(a.shape, subs[i])
+        mine = index_letters(a.shape, subs[i])
         for c in dict.fromkeys(res + "".join(s for j, s in enumerate(subs) if j != i)):
             if c not in mine and sizes[c] != 1:
                 body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
-        return _eq(_delta(names, a, mine), body)
+        return eq_formula(_delta(names, a, mine), body)
     if node.op == "map":
-        mine = _idx(a.shape, out)
+        mine = index_letters(a.shape, out)
         local = sp.diff(node.attrs["expr"], X[i]).xreplace(
-            {X[j]: names.raw(o, _idx(o.shape, out)) for j, o in enumerate(node.args)})
+            {X[j]: names.raw(o, index_letters(o.shape, out)) for j, o in enumerate(node.args)})
         if len(latex(local)) > LONG:  # e.g. GELU's derivative: named, not written out
-            local = sp.Derivative(names.raw(node, _idx(node.shape, out)),
-                                  names.raw(a, _idx(a.shape, out)), evaluate=False)
+            local = sp.Derivative(names.raw(node, index_letters(node.shape, out)),
+                                  names.raw(a, index_letters(a.shape, out)), evaluate=False)
         body = dy * local
         for c, n, m in zip(out, node.shape, a.shape):
             if m == 1 and n != 1:  # a broadcast axis: the contributions add up
                 body = sp.Sum(body, (sp.Symbol(c), 0, n - 1))
-        return _eq(_delta(names, a, mine), body)
+        return eq_formula(_delta(names, a, mine), body)
     if node.op in ("sum", "max"):
-        full = _free(out, node, a)
-        lhs = _delta(names, a, _idx(a.shape, full))
+        full = free_symbols_of(out, node, a)
+        lhs = _delta(names, a, index_letters(a.shape, full))
         if node.op == "sum":
-            return _eq(lhs, dy)
-        x, y = names.tex(a, _idx(a.shape, full)), names.tex(node, _idx(node.shape, out))
-        top = _Ref(rf"[{x} = {y}]", f"[{names.text(a, full)} = {names.text(node, out)}]")
-        return _eq(lhs, sp.Mul(dy, top, evaluate=False))
+            return eq_formula(lhs, dy)
+        x, y = names.tex(a, index_letters(a.shape, full)), names.tex(node, index_letters(node.shape, out))
+        top = Ref(rf"[{x} = {y}]", f"[{names.text(a, full)} = {names.text(node, out)}]")
+        return eq_formula(lhs, sp.Mul(dy, top, evaluate=False))
     if node.op == "take":  # the adjoint of a lookup adds rows into the table
         ids, rest = names.raw(node.args[1], out[:node.args[1].ndim]), out[node.args[1].ndim:]
-        hit = _Ref(rf"[{ids.tex} = v]", f"[{ids.text} = v]")
+        hit = Ref(rf"[{ids.tex} = v]", f"[{ids.text} = v]")
         body = sp.Mul(hit, dy, evaluate=False)
         for c, n in zip(out[:node.args[1].ndim], node.shape):
             body = sp.Sum(body, (sp.Symbol(c), 0, n - 1))
-        return _eq(_delta(names, a, _idx(a.shape, "v" + rest)), body)
+        return eq_formula(_delta(names, a, index_letters(a.shape, "v" + rest)), body)
     what = {"reshape": f"reshaped back to {a.shape}", "transpose": "axes permuted back",
             "broadcast": "summed over the broadcast axes",
             "scatter_add": "rows taken back by id"}.get(node.op, node.op)
@@ -222,7 +216,7 @@ def vjp_rule(node: Node, i: int, names: _Names) -> Formula:
     return Formula(latex=tex, mathml=mathml_of_tex(tex))
 
 
-def backward_lines(model: TensorModel, adj: AdjointSteps, names: _Names,
+def backward_lines(model: TensorModel, adj: AdjointSteps, names: Names,
                    values: dict | None) -> list[Line]:
     """δ of the loss, then one rule per node (last first) and differentiable operand; with
     ``values`` each line shows the contribution's value at the point."""

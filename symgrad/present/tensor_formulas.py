@@ -24,13 +24,13 @@ import sympy as sp
 from .notation import Raw, tex_base
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
-from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, _eq, mathml_of_tex
+from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, eq_formula, mathml_of_tex
 
 MAX_LINES = 80  # node lines shown before the rest is counted
 LETTERS = "tjklmnopqrsuvw"  # index letters of a node's axes (einsums keep their own)
 
 
-class _Ref(Raw):
+class Ref(Raw):
     """An array entry printed verbatim; named by its text so that sympy orders the terms of a
     line the same way in every process (``Raw`` is named by a salted string hash)."""
 
@@ -72,7 +72,7 @@ def hidden(node: Node) -> bool:
         _stack_part(node) and stacked_name(node) is None)
 
 
-class _Names:
+class Names:
     """Display names: leaves by block name, a stack of leaves by their common stem, labelled
     intermediates (``h0.attn``) by label, scalar constants by value, other intermediates
     v^{(k)} in program order."""
@@ -114,23 +114,23 @@ class _Names:
         return f"v⁽{k}⁾{sub}"
 
     def raw(self, node: Node, idx: str) -> Raw:
-        return _Ref(self.tex(node, idx), self.text(node, idx))
+        return Ref(self.tex(node, idx), self.text(node, idx))
 
 
 _SUPERSCRIPT = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
-def _idx(shape, letters: str) -> str:
+def index_letters(shape, letters: str) -> str:
     """The index letters of an operand's axes, dropping broadcast (size-1) axes."""
     return "".join(c for c, n in zip(letters, shape) if n != 1)
 
 
-def _rhs(node: Node, names: _Names, out: str):
+def _rhs(node: Node, names: Names, out: str):
     """The right-hand side of one entry of ``node`` (a sympy expression of Raw symbols)."""
     a = node.args
     if node.op == "einsum":
         ins, res = node.attrs["spec"].split("->")
-        terms = [names.raw(o, _idx(o.shape, s)) for o, s in zip(a, ins.split(","))]
+        terms = [names.raw(o, index_letters(o.shape, s)) for o, s in zip(a, ins.split(","))]
         body = sp.Mul(*terms, evaluate=False) if len(terms) > 1 else terms[0]
         sizes = {c: n for o, s in zip(a, ins.split(",")) for c, n in zip(s, o.shape)}
         summed = [c for c in dict.fromkeys("".join(ins.split(","))) if c not in res]
@@ -139,10 +139,10 @@ def _rhs(node: Node, names: _Names, out: str):
         return body
     if node.op == "map":
         return node.attrs["expr"].xreplace(
-            {X[i]: names.raw(o, _idx(o.shape, out)) for i, o in enumerate(a)})
+            {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
     if node.op in ("sum", "max"):
         axes = node.attrs["axes"]
-        full = _free(out, node, a[0])
+        full = free_symbols_of(out, node, a[0])
         arg = names.raw(a[0], full)
         over = ",".join(full[i] for i in axes)
         if node.op == "sum":
@@ -150,27 +150,27 @@ def _rhs(node: Node, names: _Names, out: str):
             for i in axes:
                 body = sp.Sum(body, (sp.Symbol(full[i]), 0, a[0].shape[i] - 1))
             return body
-        return _Ref(rf"\max_{{{over}}} {names.tex(a[0], full)}", f"max over {over} of "
+        return Ref(rf"\max_{{{over}}} {names.tex(a[0], full)}", f"max over {over} of "
                    f"{names.text(a[0], full)}")
     if node.op == "stop":
-        inner = _idx(a[0].shape, out)
-        return _Ref(r"\mathrm{stop\_gradient}(" + names.tex(a[0], inner) + ")",
+        inner = index_letters(a[0].shape, out)
+        return Ref(r"\mathrm{stop\_gradient}(" + names.tex(a[0], inner) + ")",
                    f"stop_gradient({names.text(a[0], inner)})")
     if node.op == "take":
         ids = names.tex(a[1], out[:a[1].ndim])
         rest = out[a[1].ndim:]
         tex = tex_base(a[0].name or "table") + "_{" + ",".join([ids, *rest]) + "}"
-        return _Ref(tex, f"{a[0].name}[{names.text(a[1], out[:a[1].ndim])},{','.join(rest)}]")
+        return Ref(tex, f"{a[0].name}[{names.text(a[1], out[:a[1].ndim])},{','.join(rest)}]")
     if node.op == "onehot":
         ids = names.tex(a[0], out[:-1])
-        return _Ref(rf"[{ids} = {out[-1]}]", f"[{names.text(a[0], out[:-1])} = {out[-1]}]")
+        return Ref(rf"[{ids} = {out[-1]}]", f"[{names.text(a[0], out[:-1])} = {out[-1]}]")
     what = {"reshape": f"reshaped to {node.shape}", "transpose":
             f"axes permuted {node.attrs.get('perm')}", "broadcast": f"broadcast to {node.shape}",
             "scatter_add": "rows added by id"}.get(node.op, node.op)
-    return _Ref(rf"{names.tex(a[0], '')}\ \text{{{what}}}", f"{names.text(a[0], '')} {what}")
+    return Ref(rf"{names.tex(a[0], '')}\ \text{{{what}}}", f"{names.text(a[0], '')} {what}")
 
 
-def _free(out: str, node: Node, arg: Node) -> str:
+def free_symbols_of(out: str, node: Node, arg: Node) -> str:
     """Index letters of a reduction's operand: the output's, a fresh letter per reduced axis."""
     keep = iter(out)
     spare = iter(c for c in "cdefgh" if c not in out)
@@ -178,12 +178,12 @@ def _free(out: str, node: Node, arg: Node) -> str:
                    for i in range(arg.ndim))
 
 
-def _line(node: Node, names: _Names) -> Formula:
+def node_line(node: Node, names: Names) -> Formula:
     out = (node.attrs["spec"].split("->")[1] if node.op == "einsum"
            else LETTERS[:node.ndim])
-    lhs = names.raw(node, _idx(node.shape, out))
+    lhs = names.raw(node, index_letters(node.shape, out))
     try:
-        f = _eq(lhs, _rhs(node, names, out))
+        f = eq_formula(lhs, _rhs(node, names, out))
     except Exception:  # noqa: BLE001 - an expression the printers cannot show: its op only
         tex = rf"{lhs.tex} = \text{{{node.op}}}"
         f = Formula(latex=tex, mathml=mathml_of_tex(tex))
@@ -194,7 +194,7 @@ def _line(node: Node, names: _Names) -> Formula:
     return Formula(f.latex + r" \quad (" + r" \times ".join(map(str, node.shape)) + ")", mathml)
 
 
-def _stage(node: Node, n_layers: int, memo: dict) -> int:
+def layer_stage(node: Node, n_layers: int, memo: dict) -> int:
     """-1 before the blocks, l for GPT layer l (its parameters and keep-masks ``h{l}_``),
     n_layers after them (final LayerNorm, head, loss)."""
     if node.id in memo:
@@ -204,27 +204,34 @@ def _stage(node: Node, n_layers: int, memo: dict) -> int:
         s = int(m.group(1)) if m else (n_layers if node.name in ("lnf_g", "lnf_b", "out_head")
                                        else -1)
     else:
-        s = max((_stage(a, n_layers, memo) for a in node.args), default=-1)
+        s = max((layer_stage(a, n_layers, memo) for a in node.args), default=-1)
     memo[node.id] = s
     return s
 
 
-def _signature(node: Node) -> tuple:
+def signature(node: Node) -> tuple:
     return (node.op, node.shape, str(node.attrs.get("spec", node.attrs.get("expr", ""))),
             tuple(a.op if a.is_leaf else "" for a in node.args))
 
 
-def model_formulas(model: TensorModel) -> list[Formula]:
-    """The tensor program, one line per node; a GPT's layers 1.. folded when they repeat
-    layer 0's nodes."""
-    names = _Names()
-    steps = [n for n in topological([model.loss]) if not n.is_leaf and not hidden(n)]
+def layer_groups(model: TensorModel, steps: list[Node]) -> tuple[int, dict[int, list[Node]]]:
+    """A GPT's layer count and its ``steps`` grouped by layer stage (0 for a model that is not a
+    GPT); the report and explain fold layers 1.. that repeat layer 0 from these groups."""
     cfg = getattr(model, "gpt_config", None)
     n_layers = cfg.n_layers if cfg is not None else 0
     memo: dict = {}
     by_stage: dict[int, list[Node]] = {}
     for n in steps:
-        by_stage.setdefault(_stage(n, n_layers, memo), []).append(n)
+        by_stage.setdefault(layer_stage(n, n_layers, memo), []).append(n)
+    return n_layers, by_stage
+
+
+def model_formulas(model: TensorModel) -> list[Formula]:
+    """The tensor program, one line per node; a GPT's layers 1.. folded when they repeat
+    layer 0's nodes."""
+    names = Names()
+    steps = [n for n in topological([model.loss]) if not n.is_leaf and not hidden(n)]
+    n_layers, by_stage = layer_groups(model, steps)
     n_ops = sum(1 for n in topological([model.loss]) if not n.is_leaf and not _squeeze(n))
     out: list[Formula] = [Formula(note=f"{n_ops} tensor operations ({model.n_nodes} nodes "
                                        "with the leaves); v⁽ᵏ⁾ is the k-th intermediate array, "
@@ -232,8 +239,8 @@ def model_formulas(model: TensorModel) -> list[Formula]:
     shown = 0
     for stage in sorted(by_stage):
         nodes = by_stage[stage]
-        if 0 < stage < n_layers and [_signature(n) for n in nodes] == \
-                [_signature(n) for n in by_stage.get(0, [])]:
+        if 0 < stage < n_layers and [signature(n) for n in nodes] == \
+                [signature(n) for n in by_stage.get(0, [])]:
             for n in nodes:  # number them, so later lines name them consistently
                 names.tex(n, "")
             out.append(Formula(note=f"⋮ layer {stage}: the same {len(nodes)} operations as "
@@ -247,7 +254,7 @@ def model_formulas(model: TensorModel) -> list[Formula]:
             if shown >= MAX_LINES:
                 names.tex(n, "")
                 continue
-            out.append(_line(n, names))
+            out.append(node_line(n, names))
             shown += 1
     if shown < len(steps) and len(out) and shown >= MAX_LINES:
         out.append(Formula(note=f"… {len(steps) - shown} more operations"))
@@ -278,6 +285,6 @@ def gradient_formulas(model: TensorModel) -> list[tuple[str, list[Formula]]]:
             "accumulation: one vector-Jacobian rule per node type, sympy.diff of each map, "
             "einsum adjoints by index rearrangement; no Jacobian is formed); the first "
             f"{min(len(back), MAX_ADJOINTS)}:")
-    lines = [Formula(note=note)] + [_line(n, names) for n in back[:MAX_ADJOINTS]]
+    lines = [Formula(note=note)] + [node_line(n, names) for n in back[:MAX_ADJOINTS]]
     sections.append(("As computed (the gradient program symgrad derives and runs)", lines))
     return sections

@@ -80,6 +80,12 @@ def check_integers(block, v: np.ndarray, what: str) -> None:
             shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
             raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
                                f"non-integer value {shown!r}; give whole numbers")
+        low, high = getattr(block.domain, "low", None), getattr(block.domain, "high", None)
+        if low is not None and high is not None and v.size:
+            out = v[(v < int(low)) | (v > int(high))]
+            if out.size:
+                raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got "
+                                   f"{float(out.ravel()[0])!r}; give ids in {int(low)}..{int(high)}")
 
 
 def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:

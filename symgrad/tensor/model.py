@@ -113,6 +113,11 @@ class TensorModel:
                 raise SymgradError(f"model {name!r}: parameters {missing} are used but not listed")
             found = list(params)
         inputs = [n for n in nodes if n.op == "input"]
+        open_ids = [i.name for i in inputs if i.attrs["domain"] is None]
+        if open_ids:
+            raise SymgradError(f"model {name!r}: integer input(s) {open_ids} have no domain and "
+                               "index nothing (no take / onehot); give each one, e.g. "
+                               "st.input(name, shape, sg.Integers(0, 9))")
         self.blocks: tuple[TensorBlock, ...] = tuple(
             [TensorBlock(p.name, p.shape, p.attrs["domain"], True, p) for p in found]
             + [TensorBlock(i.name, i.shape, i.attrs["domain"], False, i) for i in inputs])

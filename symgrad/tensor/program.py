@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sympy as sp
 
-from ..domains import Domain, Normal, as_domain
+from ..domains import Domain, Integers, Normal, as_domain
 from ..errors import SymgradError
 
 X = sp.symbols("x0:16", real=True)  # the argument symbols of every map expression
@@ -148,10 +148,28 @@ def param(name: str, shape: Sequence[int], domain: Domain | None = None) -> Node
 
 def input(name: str, shape: Sequence[int], domain: Domain | None = None, *,  # noqa: A001
           integer: bool = False) -> Node:
-    """An input block; ``integer=True`` for token ids / targets (used by take / onehot)."""
-    domain = as_domain(domain or Normal(), what=f"input {name!r}")
-    return Node("input", (), _shape(name, shape),
-                {"domain": domain, "integer": bool(integer or domain.integer)}, _name(name))
+    """An input block; ``integer=True`` for token ids / targets (used by take / onehot).
+
+    An integer input given no domain draws its ids from the range its first ``take`` or
+    ``onehot`` can index (0..V-1); an explicit ``Integers(low, high)`` domain is kept as given.
+    """
+    if integer and domain is not None and not as_domain(domain, what=f"input {name!r}").integer:
+        raise SymgradError(f"input {name!r}: integer=True with the non-integer domain {domain!r}; "
+                           "give an integer domain, e.g. sg.Integers(0, V - 1)")
+    attrs = {"domain": as_domain(domain or Normal(), what=f"input {name!r}")}
+    attrs["integer"] = bool(integer or attrs["domain"].integer)
+    if integer and domain is None:
+        attrs["domain"] = None  # set by the first take / onehot that indexes with it
+    return Node("input", (), _shape(name, shape), attrs, _name(name))
+
+
+def _index_range(ids: Node, size: int) -> None:
+    """An integer input without a domain draws ids in 0..size-1 (the smallest range it indexes)."""
+    d = ids.attrs.get("domain")
+    if d is None or getattr(ids, "_range_inferred", False):
+        if d is None or int(d.high) > size - 1:
+            ids.attrs["domain"] = Integers(0, size - 1)
+        ids._range_inferred = True
 
 
 def const(value, name: str = "const") -> Node:
@@ -338,6 +356,7 @@ def take(table: Node, ids: Node) -> Node:
         raise SymgradError(f"take: the index {ids.name or ids.op!r} must be an integer input "
                            "(st.input(name, shape, integer=True))")
     _check_float("take", table)
+    _index_range(ids, table.shape[0])
     return Node("take", (table, ids), ids.shape + table.shape[1:])
 
 
@@ -350,6 +369,7 @@ def onehot(ids: Node, size: int) -> Node:
     """(..., size) array with 1 at each id and 0 elsewhere; no derivative."""
     if not ids.integer or ids.op != "input":
         raise SymgradError(f"onehot: {ids.name or ids.op!r} must be an integer input")
+    _index_range(ids, int(size))
     return Node("onehot", (ids,), ids.shape + (size,), {"size": size})
 
 

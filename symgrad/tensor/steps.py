@@ -21,6 +21,7 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
+from ..points import check_integers
 from .derive import VJP, differentiable
 from .interpret import evaluate
 from .program import X, Node, const, map_, topological
@@ -90,10 +91,8 @@ def leaf_values(blocks, point: Mapping[str, object], what: str) -> dict[str, np.
         v = np.asarray(point[b.name], dtype=np.float64)
         if v.shape != b.shape:
             raise SymgradError(f"{what}: {b.name!r} has shape {b.shape}, got {v.shape}")
+        check_integers(b, v, what)
         if b.domain.integer:
-            if not np.array_equal(v, np.round(v)):
-                raise SymgradError(f"{what}: {b.name!r} holds integers (token ids), got "
-                                   f"{v.ravel()[np.flatnonzero(v != np.round(v))[0]]}")
             v = v.astype(np.int64)
         out[b.name] = v[None]
     return out

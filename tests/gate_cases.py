@@ -173,8 +173,6 @@ _NO_SIN = "DD has no spelling for sin (the double-double oracle's map functions)
 _TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch_fn by the "
              "textbook form (BCE of a sigmoid, as torch computes it), the tensor path by the "
              "stable form only: a false alarm on correct code")
-_ZERO = ("DD oracle not certified by ARB at an exactly-zero gradient (bk: softmax is shift "
-         "invariant; DD leaves ~1e-30 of cancellation)")
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
 _BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken one's NaN "
@@ -184,8 +182,6 @@ KNOWN: dict[str, str] = {
     "zoo chain_rule float64": _NO_SIN, "zoo chain_rule float32": _NO_SIN,
     "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
     "twin neuron seed 1": _TEXTBOOK,
-    "zoo gpt_attention float32": _ZERO, "gpt_attention float32 seed 4": _ZERO,
-    "gpt_attention float32 seed 8": _ZERO,
     "small_gpt float32": _PROB,
 }
 

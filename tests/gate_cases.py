@@ -175,10 +175,7 @@ _TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch
              "stable form only: a false alarm on correct code")
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
-_BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken one's NaN "
-           "(log of a negative) reaches the value: 'domain' where the model is defined")
 KNOWN: dict[str, str] = {
-    "safe branch (Piecewise)": _BRANCH,
     "zoo chain_rule float64": _NO_SIN, "zoo chain_rule float32": _NO_SIN,
     "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
     "twin neuron seed 1": _TEXTBOOK,

@@ -172,18 +172,11 @@ BY_ID = {c.id: c for c in CASES}
 _TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch_fn by the "
              "textbook form (BCE of a sigmoid, as torch computes it), the tensor path by the "
              "stable form only: a false alarm on correct code")
-_ZERO = ("DD oracle not certified by ARB at an exactly-zero gradient (bk: softmax is shift "
-         "invariant; DD leaves ~1e-30 of cancellation)")
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
-_BRANCH = ("the tensor oracle evaluates every Piecewise branch and the untaken one's NaN "
-           "(log of a negative) reaches the value: 'domain' where the model is defined")
 KNOWN: dict[str, str] = {
-    "safe branch (Piecewise)": _BRANCH,
     "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
     "twin neuron seed 1": _TEXTBOOK,
-    "zoo gpt_attention float32": _ZERO, "gpt_attention float32 seed 4": _ZERO,
-    "gpt_attention float32 seed 8": _ZERO,
     "small_gpt float32": _PROB,
 }
 

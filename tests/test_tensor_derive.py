@@ -5,8 +5,12 @@ import pytest
 import sympy as sp
 import torch
 
+import symgrad as sg
 import symgrad.tensor as st
 from symgrad.errors import SymgradError
+from symgrad.tensor.model import TensorModel
+from symgrad.tensor.program import ADD_WIDTH
+from symgrad.testing import scale_backward
 from symgrad.tensor.interpret import evaluate
 from symgrad.tensor.tables import MpmathOps, NumpyOps
 
@@ -97,3 +101,46 @@ def test_unused_parameter_gets_zero_gradient():
 def test_loss_must_be_scalar():
     with pytest.raises(SymgradError, match="must be a scalar"):
         st.gradient(st.param("x", (2,)), [])
+
+
+def _fan(users: int):
+    """A model whose node h = tanh(w * x) is read by ``users`` maps (more than ``st.X`` has
+    symbols), added up by a chain of binary maps; and its torch twin."""
+    w, x = st.param("w", (3,)), st.input("x", (3,))
+    h = st.map_(sp.tanh(st.X[0] * st.X[1]), w, x)
+    acc = None
+    for k in range(users):
+        u = st.map_(sp.tanh(st.X[0] * sp.Rational(k + 1, 16)), h)
+        acc = u if acc is None else acc + u
+    model = TensorModel(f"fan{users}", st.sum_(acc))
+
+    def fn(w, x, factor=1.0):
+        w = scale_backward(w, factor) if factor != 1.0 else w
+        h = torch.tanh(w * x)
+        return sum(torch.tanh(h * ((k + 1) / 16)) for k in range(users)).sum()
+    return w, model, fn
+
+
+@pytest.mark.parametrize("users", [20, 40])
+def test_a_node_with_more_users_than_map_operands_keeps_its_whole_gradient(users):
+    """Its gradient adds ``users`` contributions (once: IndexError past 16): maps of at most
+    ``ADD_WIDTH`` operands, each addition still a rounded step the bound counts."""
+    w, model, fn = _fan(users)
+    (g,) = st.gradient(model.loss, [w])
+    adds = [n for n in st.topological([g]) if n.op == "map" and len(n.args) > 2]
+    assert adds and all(len(n.args) <= ADD_WIDTH for n in adds)
+    vals = {"w": np.array([[0.3, -0.7, 1.1]]), "x": np.array([[0.5, 2.0, -1.5]])}
+    (got,) = evaluate([g], NumpyOps("float64"), vals)
+    wt = torch.tensor(vals["w"][0], requires_grad=True)
+    fn(wt, torch.tensor(vals["x"][0])).backward()
+    np.testing.assert_allclose(got[0], wt.grad.numpy(), rtol=1e-13)
+    assert sg.verify(model, torch_fn=fn, samples=10, seed=0).verdict == "pass"
+    bad = sg.verify(model, torch_fn=lambda w, x: fn(w, x, 1 + 1e-9), samples=10, seed=0)
+    assert bad.verdict == "fail"
+
+
+def test_a_map_of_more_operands_than_symbols_is_refused_early():
+    xs = [st.param(f"p{i}", (2,)) for i in range(17)]
+    with pytest.raises(SymgradError, match="17 operands.*add_all"):
+        st.map_(sp.Add(*st.X), *xs)
+    assert st.add_all(xs).shape == (2,)

@@ -210,3 +210,30 @@ def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
     one = sg.verify(m, torch_fn=at_zero(0.0, 2.0), at=at)
     c = one.comparisons["torch_fn"]
     assert one.verdict == "inconclusive" and "interact" in c.undecided[0], one
+
+
+def _branchy():
+    """2 log(w) for w > 1, else w - 1: a kink at w = 1 (sides 2 and 1); its untaken branch
+    log(w) is undefined at w <= 0, where the model is defined."""
+    w = st.param("w", (5,))
+    body = sp.Piecewise((2 * sp.log(X[0]), X[0] > 1), (X[0] - 1, True))
+    return TensorModel("branchy", st.sum_(st.map_(body, w)))
+
+
+def _branchy_fn(w, factor=1.0):
+    w = scale_backward(w, factor) if factor != 1.0 else w
+    return torch.where(w > 1, 2 * torch.log(torch.where(w > 1, w, 1.0)), w - 1).sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_untaken_piecewise_branch_undefined_there_is_never_evaluated(dtype):
+    """At w = -2 and 0 the sided program's mix S0 * 2 log(w) + S1 (w - 1) was 0 * NaN = NaN:
+    'domain' findings where the model is defined. At the kink w = 1 torch's side passes; a
+    x(1 + 1e-6) backward still fails."""
+    at = {"w": np.array([[-2.0, 0.0, 0.5, 1.0, 3.0]])}
+    r = sg.verify(_branchy(), torch_fn=_branchy_fn, at=at, dtype=dtype)
+    assert r.verdict == "pass", [(f.output, f.kind, f.note) for f in r.failures]
+    bad = sg.verify(_branchy(), torch_fn=lambda w: _branchy_fn(w, 1 + 1e-6), at=at,
+                    dtype=dtype)
+    assert bad.verdict == "fail"
+    assert {f.kind for f in bad.failures} - {"mismatch", "systematic"} == set()

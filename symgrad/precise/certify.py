@@ -49,6 +49,7 @@ class Certificate:
     max_rel_error: float  # max over finite, nonzero entries of error_bound / |v|
     worst: tuple | None  # index of the worst uncertified entry (or of the max relative error)
     failures: list = field(default_factory=list)  # "index: DD v, ball [m +/- r], bound e > allowance a"
+    radius: np.ndarray | None = None  # each ball's radius, rounded up (inf: not finite)
 
     @property
     def ok(self) -> bool:
@@ -89,13 +90,15 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
         raise SymgradError(f"certify: DD shape {hi.shape} and ball shape {balls.shape} differ; "
                            f"evaluate the same quantities")
     extra = np.zeros(hi.shape) if abs_allowance is None else np.broadcast_to(np.asarray(abs_allowance, float), hi.shape)
-    bound = np.empty(hi.shape)
+    bound, radius = np.empty(hi.shape), np.full(hi.shape, np.inf)
     ok = np.zeros(hi.shape, dtype=bool)
     failures: list[str] = []
     max_rel, worst = 0.0, None
     with ctx.workprec(_EXACT_PREC):
         for idx in np.ndindex(hi.shape):
             h, l, b = float(hi[idx]), float(lo[idx]), balls[idx]
+            if b.is_finite():
+                radius[idx] = _up(_frac(b.rad()))
             if not np.isfinite(h):
                 agree = (np.isnan(h) and b.is_nan()) or (np.isinf(h) and not b.is_finite() and not b.is_nan()
                                                         and ((h > 0 and b > 0) or (h < 0 and b < 0)))
@@ -119,7 +122,8 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                 failures.append(f"{idx}: DD {h!r} + {l!r}, ball mid {b.mid().str(40, radius=False)} "
                                 f"radius {_up(_frac(b.rad())):.3g}, error bound {e:.3g} > allowance {allow:.3g}")
     bad = [i for i in np.ndindex(hi.shape) if not ok[i]]
-    return Certificate(bound, ok, int(hi.size), int(ok.sum()), max_rel, bad[0] if bad else worst, failures)
+    return Certificate(bound, ok, int(hi.size), int(ok.sum()), max_rel, bad[0] if bad else worst, failures,
+                       radius)
 
 
 @dataclass(frozen=True)

@@ -21,8 +21,8 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from ..errors import SymgradError
-from .program import (X, Node, broadcast, const, einsum, map_, reshape, scatter_add, sum_, take,
-                      topological, transpose)
+from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
+                      sum_, take, topological, transpose)
 
 
 def _unbroadcast(g: Node, shape: tuple[int, ...]) -> Node:
@@ -172,7 +172,7 @@ def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
             if parts:
                 contributions[node.id] = parts
             continue
-        g = parts[0] if len(parts) == 1 else _add(parts)
+        g = add_all(parts)
         grads = VJP[node.op](node, g)
         for a, ga in zip(node.args, grads):
             if ga is not None and a.id in live:
@@ -183,9 +183,5 @@ def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
         if not parts:
             out.append(map_(X[0] * 0, p))  # the loss does not depend on p
         else:
-            out.append(parts[0] if len(parts) == 1 else _add(parts))
+            out.append(add_all(parts))
     return out
-
-
-def _add(parts: list[Node]) -> Node:
-    return map_(sp.Add(*X[:len(parts)]), *parts)

@@ -149,10 +149,17 @@ def _atom(e: sp.Expr) -> Atom:
 
 
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
-    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too)."""
+    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too). A Piecewise
+    atom takes branch k alone where S_k is exactly 1 (the mix only between sides): its untaken
+    branches may be undefined where the model is not (log(w) taken only for w > 1), and
+    0 * NaN is NaN."""
     if e in chosen:
         atom, syms = chosen[e]
-        return sp.Add(*[s * _rewrite(p, chosen) for s, p in zip(syms, atom.pieces)])
+        pieces = [_rewrite(p, chosen) for p in atom.pieces]
+        mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
+        if atom.kind != "piecewise":
+            return mix
+        return sp.Piecewise(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], (mix, True))
     if not e.args or not isinstance(e, sp.Expr):
         return e
     return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])

@@ -17,8 +17,8 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..optable import X0, families, function
-from .program import (X, Node, const, einsum, map_, max_, onehot, reshape, stop_gradient, sum_,
-                      take, transpose)
+from .program import (X, Node, add_all, const, einsum, map_, max_, onehot, reshape,
+                      stop_gradient, sum_, take, transpose)
 
 _LETTERS = "abcdefgh"
 
@@ -115,7 +115,7 @@ def stack(nodes: list[Node]) -> Node:
     letters = _LETTERS[:len(shape)]
     parts = [einsum(f"k,{letters}->k{letters}", const(np.eye(k)[i], f"e{i}"), n)
              for i, n in enumerate(nodes)]
-    return parts[0] if k == 1 else map_(sp.Add(*X[:k]), *parts)
+    return add_all(parts)
 
 
 def embedding(ids: Node, table: Node) -> Node:

@@ -258,6 +258,9 @@ def map_(expr: sp.Expr, *operands, name: str = "") -> Node:
     (2, 3)
     """
     expr = sp.sympify(expr)
+    if len(operands) > len(X):
+        raise SymgradError(f"map {expr}: {len(operands)} operands, at most {len(X)} (st.X has "
+                           f"{len(X)} symbols); add many nodes with st.add_all")
     nodes, subs = [], {}
     for i, o in enumerate(operands):
         if isinstance(o, Node):
@@ -283,6 +286,28 @@ def map_(expr: sp.Expr, *operands, name: str = "") -> Node:
             raise SymgradError(f"map {expr}: shapes {[o.shape for o in nodes]} do not broadcast")
         shape.append(sizes.pop() if sizes else 1)
     return Node("map", tuple(nodes), tuple(shape), {"expr": expr}, name)
+
+
+ADD_WIDTH = len(X) - 1  # operands of one addition map (its VJP map may read one more)
+
+
+def add_all(parts: Sequence[Node]) -> Node:
+    """The sum of ``parts`` (broadcast), any number of them: maps of at most ``ADD_WIDTH``
+    operands in a balanced tree, so each addition is one rounded step of some map.
+
+    Arguments:
+        parts: one or more nodes whose shapes broadcast.
+    Returns:
+        The node itself for one part, else a map (of maps, past ``ADD_WIDTH`` parts).
+    """
+    parts = list(parts)
+    if not parts:
+        raise SymgradError("add_all: needs at least one node")
+    while len(parts) > 1:
+        k = -(-len(parts) // ADD_WIDTH)  # chunks in this level, of near-equal sizes
+        chunks = [parts[i * len(parts) // k:(i + 1) * len(parts) // k] for i in range(k)]
+        parts = [c[0] if len(c) == 1 else map_(sp.Add(*X[:len(c)]), *c) for c in chunks]
+    return parts[0]
 
 
 def _axes(x: Node, axes) -> tuple[int, ...]:

@@ -18,13 +18,12 @@ from typing import Mapping, Sequence
 
 import mpmath
 import numpy as np
-import sympy as sp
 
 from ..errors import SymgradError
 from ..points import check_integers
 from .derive import VJP, differentiable
 from .interpret import evaluate
-from .program import X, Node, const, map_, topological
+from .program import Node, add_all, const, topological
 from .tables import TorchOps
 
 
@@ -65,7 +64,7 @@ def adjoint_steps(loss: Node, params: Sequence[Node]) -> AdjointSteps:
         got = pending.pop(node.id, None)
         if not got:
             continue
-        g = got[0] if len(got) == 1 else map_(sp.Add(*X[:len(got)]), *got)
+        g = add_all(got)
         out.total[node.id], out.uses[node.id] = g, len(got)
         if node.is_leaf:
             continue

@@ -1,0 +1,120 @@
+"""What the oracle's ARB certificate leaves open, judged against the comparer's allowances.
+
+``views.certify_view`` checks sample 0's double-double gradient against ARB balls with a fixed
+claim (``rel * |v| + abs``). An entry whose terms cancel to an exact zero (d/dbk of attention:
+softmax is shift invariant) comes out of DD as ~1e-30 of cancellation while the ball sits at
+~4e-37 +/- 1e-34: the claim's absolute floor is missed, yet the entry's exact value is known to
+within far less than anything the comparer resolves. The comparer only needs each exact value
+within a tiny fraction of its allowance, so an entry the claim misses is still certified when
+its rigorous DD error is at most ``Tolerance.zero_below`` of its smallest allowance (over the
+run's dtypes); where the ball is too wide to tell (or not finite) the entry's column is *in
+doubt*: its entries are inconclusive with that reason. A ball that is tight enough but far
+from the DD value shows a wrong oracle: that stays an error.
+
+>>> import numpy as np
+>>> from symgrad.compare import Tolerance
+>>> from symgrad.precise.certify import Certificate
+>>> cert = Certificate(np.array([1e-40, 1.1e-30, 1.0]), np.array([True, False, False]), 3, 1,
+...                    0.0, (1,), radius=np.array([0.0, 1e-34, 1.0]))
+>>> d = judge_certificate(cert, np.array([1.0, 1.0, 1e-20]), ["float32"], Tolerance())
+>>> d.resolved, d.columns.tolist()
+(1, [False, False, True])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Sequence
+
+import numpy as np
+
+from ..compare import DOMAIN, INCONCLUSIVE, KINK, LOSS, MISMATCH, OK, Comparison, Tolerance
+from ..compare import allowance
+from ..errors import SymgradError
+from ..precise.certify import Certificate
+
+
+@dataclass(frozen=True)
+class OracleDoubt:
+    """Sample 0's certificate judged per entry: what the claim missed and what stays open."""
+
+    columns: np.ndarray  # (K,) bool: entries whose DD value is not known to within
+    #                      zero_below of their allowance (their column is inconclusive)
+    n: int  # entries of sample 0
+    n_certified: int  # certified by the DD claim itself
+    resolved: int  # missed by the claim, certified within zero_below of the allowance
+    why: str  # the reason the doubtful entries are inconclusive, in words ("" if none)
+    zero_below: float  # Tolerance.zero_below: the part of an allowance the DD error must be
+
+    def summary(self) -> str:
+        """The certificate in one line, for ``Result.size['oracle_certified']``."""
+        out = f"{self.n_certified}/{self.n} entries of sample 0 (ARB balls)"
+        if self.resolved:
+            out += (f"; {self.resolved} more known to within {self.zero_below:.3g} of their "
+                    "allowance (DD cancellation around an exact value the ball encloses)")
+        if self.columns.any():
+            out += f"; {int(self.columns.sum())} in doubt, inconclusive: {self.why}"
+        return out
+
+
+def judge_certificate(cert: Certificate, E0: np.ndarray, dtypes: Sequence[str],
+                      tol: Tolerance, model: str = "model") -> OracleDoubt:
+    """Judge sample 0's certificate against the comparer's allowances.
+
+    Arguments:
+        cert: ``certify_view``'s certificate of sample 0 (error bounds and ball radii).
+        E0: the rounding-error bound E of sample 0's entries (same size as the certificate).
+        dtypes: the dtypes of the backends compared (the smallest allowance decides).
+        tol: the tolerance (``zero_below``, and the allowance's terms).
+        model: the model's name, for the error.
+    Returns:
+        An ``OracleDoubt``: entries certified by the allowance and those left in doubt (their
+        ball wider than ``zero_below`` of the allowance: it cannot decide them).
+    Raises:
+        SymgradError: an entry whose ball is that tight but lies farther than that from the
+        DD value: the oracle is wrong, not undecided.
+    """
+    missed = ~np.asarray(cert.certified, bool).reshape(-1)
+    e = np.asarray(cert.error_bound, float).reshape(-1)
+    radius = e if cert.radius is None else np.asarray(cert.radius, float).reshape(-1)
+    E0 = np.asarray(E0, float).reshape(-1)
+    allowed = np.min([allowance(E0, dt, tol) for dt in dtypes], axis=0)
+    allowed = np.where(np.isnan(allowed), np.inf, allowed)  # as the comparer reads it
+    with np.errstate(invalid="ignore", over="ignore"):
+        known = np.isfinite(e) & (e <= tol.zero_below * allowed)
+        tight = np.isfinite(radius) & (radius <= tol.zero_below * allowed)
+    if (missed & ~known & tight).any():
+        raise SymgradError(f"model {model!r}: the oracle's double-double values are not "
+                           f"certified by ball arithmetic: {cert.summary()}")
+    doubt = missed & ~known
+    why = ""
+    if doubt.any():
+        k = int(np.flatnonzero(doubt)[0])
+        why = (f"the oracle's double-double value of entry {k} is certified by ARB balls only "
+               f"to {e[k]:.3g}, more than {tol.zero_below:.3g} of its allowance "
+               f"{allowed[k]:.3g} (the ball is too wide to decide it); raise the ARB precision "
+               "cap of views.certify_view")
+    return OracleDoubt(doubt, int(e.size), int(cert.n_certified),
+                       int((missed & known).sum()), why, tol.zero_below)
+
+
+def mark_doubt(comp: Comparison, doubt: OracleDoubt | None) -> Comparison:
+    """``comp`` with the entries of the doubtful columns inconclusive, each row saying why.
+
+    Arguments:
+        comp: one backend's comparison, (N, K).
+        doubt: ``judge_certificate``'s result (None: nothing in doubt).
+    Returns:
+        ``comp`` itself when nothing is in doubt, else a copy with those entries inconclusive.
+    """
+    if doubt is None or not doubt.columns.any():
+        return comp
+    status = comp.status.copy()
+    cols = np.zeros(status.shape, bool)
+    cols[:, doubt.columns] = True
+    open_ = cols & np.isin(status, (OK, LOSS, MISMATCH, KINK, DOMAIN))
+    status[open_] = INCONCLUSIVE
+    undecided = dict(comp.undecided or {})
+    for row in np.flatnonzero(open_.any(axis=1)):
+        undecided.setdefault(int(row), doubt.why)
+    return replace(comp, status=status, undecided=undecided)

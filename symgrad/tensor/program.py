@@ -37,26 +37,10 @@ import sympy as sp
 
 from ..domains import Domain, Integers, Normal, as_domain
 from ..errors import SymgradError
+from .ids import node_ids as _ids
 
 X = sp.symbols("x0:16", real=True)  # the argument symbols of every map expression
 
-
-class _Ids:
-    """Node ids: unique in a process, also across nodes unpickled from another one (a model
-    sent to a Dask worker keeps its ids; nodes made there afterwards come after them)."""
-
-    def __init__(self) -> None:
-        self.next = 0
-
-    def __call__(self) -> int:
-        self.next += 1
-        return self.next - 1
-
-    def past(self, i: int) -> None:
-        self.next = max(self.next, i + 1)
-
-
-_ids = _Ids()
 
 OPS = ("param", "input", "const", "einsum", "map", "sum", "max", "stop", "reshape",
        "transpose", "broadcast", "take", "scatter_add", "onehot")
@@ -148,28 +132,21 @@ def param(name: str, shape: Sequence[int], domain: Domain | None = None) -> Node
 
 def input(name: str, shape: Sequence[int], domain: Domain | None = None, *,  # noqa: A001
           integer: bool = False) -> Node:
-    """An input block; ``integer=True`` for token ids / targets (used by take / onehot).
-
-    An integer input given no domain draws its ids from the range its first ``take`` or
-    ``onehot`` can index (0..V-1); an explicit ``Integers(low, high)`` domain is kept as given.
-    """
-    if integer and domain is not None and not as_domain(domain, what=f"input {name!r}").integer:
+    """An input block; ``integer=True`` for token ids / targets (used by take / onehot). Given no
+    domain, an integer input draws ids in the range its take / onehot index (0..V-1)."""
+    d = as_domain(domain or Normal(), what=f"input {name!r}")
+    if integer and domain is not None and not d.integer:
         raise SymgradError(f"input {name!r}: integer=True with the non-integer domain {domain!r}; "
                            "give an integer domain, e.g. sg.Integers(0, V - 1)")
-    attrs = {"domain": as_domain(domain or Normal(), what=f"input {name!r}")}
-    attrs["integer"] = bool(integer or attrs["domain"].integer)
-    if integer and domain is None:
-        attrs["domain"] = None  # set by the first take / onehot that indexes with it
-    return Node("input", (), _shape(name, shape), attrs, _name(name))
+    open_range = bool(integer and domain is None)  # set by the take / onehot that index with it
+    return Node("input", (), _shape(name, shape), {"domain": None if open_range else d,
+                "integer": bool(integer or d.integer), "open_range": open_range}, _name(name))
 
 
 def _index_range(ids: Node, size: int) -> None:
-    """An integer input without a domain draws ids in 0..size-1 (the smallest range it indexes)."""
-    d = ids.attrs.get("domain")
-    if d is None or getattr(ids, "_range_inferred", False):
-        if d is None or int(d.high) > size - 1:
-            ids.attrs["domain"] = Integers(0, size - 1)
-        ids._range_inferred = True
+    if ids.attrs.get("open_range") and (ids.attrs["domain"] is None
+                                        or int(ids.attrs["domain"].high) > size - 1):
+        ids.attrs["domain"] = Integers(0, size - 1)
 
 
 def const(value, name: str = "const") -> Node:

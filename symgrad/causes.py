@@ -54,6 +54,7 @@ class Context:
     random: str = ""  # two runs of the same sample differ beyond rounding (tensor.departure.
     #                   Unreproducible, in words): dropout or sampling left on in eval mode
     unlocated: str = ""  # why a departure search compared nothing (module_map=, ...), in words
+    order: int = 1  # 2: the outputs are Hessian-vector products (torch's double backward)
 
 
 def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: float, *,
@@ -99,6 +100,10 @@ def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: flo
 DERIVATIVE_WRONG = Cause("derivative wrong", "real derivative error",
                          "the loss value agrees with the exact one, the gradient is outside its "
                          "bound: the derivative of the same function is wrong")
+SECOND_DERIVATIVE_WRONG = Cause("derivative wrong", "real second-derivative error",
+                                "g·v (the first derivative along v) agrees with the exact one, "
+                                "the Hessian-vector product is outside its bound: the double "
+                                "backward of the same function is wrong")
 
 
 RANDOM = Cause("function differs", "random forward", "")
@@ -155,6 +160,8 @@ class Entry:
     backends: tuple[str, ...]
     applies: Callable[["Context", object, float], str | None]  # (context, failure,
     #                                                                     relative error)
+    orders: tuple[int, ...] = (1,)  # the derivative orders the behaviour explains (these are
+    #                                 first-order behaviours of torch's forward and backward)
 
 
 def _bce_clamp(ctx: Context, failure, rel: float) -> str | None:
@@ -321,7 +328,7 @@ def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
         return cause
     rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
     for e in CATALOGUE:
-        if failure.backend in e.backends:
+        if failure.backend in e.backends and ctx.order in e.orders:
             detail = e.applies(ctx, failure, rel)
             if detail:
                 return Cause(e.cause.klass, e.cause.name, f"{e.cause.explanation} ({detail})")
@@ -336,7 +343,7 @@ def first_split(failure, ctx: Context) -> Cause:
         return function_differs(ctx, failure.output)
     if ctx.forward_agrees:
         return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)
-    return DERIVATIVE_WRONG
+    return SECOND_DERIVATIVE_WRONG if ctx.order == 2 else DERIVATIVE_WRONG
 
 
 def classify_tensor(failure, ctx: Context, has_branch: bool) -> Cause:

@@ -134,6 +134,7 @@ def _scalar_hvp(model: Model) -> tuple[Model, list[str]]:
                     description=f"Hessian-vector product of {model.name}: d/dp (∂L/∂p · v)")
     # the code under test: torch's double backward of the model's own torch program
     derived.compile_torch = lambda program, m=model: hvp_forward(m)
+    derived.order = 2  # causes: first-order torch behaviours do not explain its findings
     return derived, names
 
 
@@ -227,6 +228,7 @@ def _tensor_hvp(model: TensorModel) -> tuple[TensorModel, list[str]]:
     order = [b.name for b in model.blocks] + names  # the parameters', inputs', then v's order
     derived.blocks = tuple(sorted(derived.blocks, key=lambda b: order.index(b.name)))
     derived.torch_loss = lambda table, leaves, m=model: hvp_loss(m, names, table, leaves)
+    derived.order = 2
     return derived, names
 
 

@@ -194,7 +194,7 @@ def _with_cause(model: Model, failure: Failure, comparisons, batch: Batch, subse
                                                       device=cfg.device, dtype=cfg.dtype)
     ctx = Context(dtype=comp.dtype, value_status=STATUS_NAMES[int(comp.status[row, 0])],
                   value_expected=float(comp.expected[row, 0]), value_got=float(comp.got[row, 0]),
-                  ops=ops, promotions=promotions)
+                  ops=ops, promotions=promotions, order=getattr(model, "order", 1))
     cause = classify(model, failure, ctx)
     owner = "symgrad's own program — " if failure.backend in OWN_BACKENDS else ""
     return replace(failure, cause=f"{owner}{cause.klass}: {cause.name}",

@@ -69,3 +69,12 @@ def test_chunked_block_test_on_a_gpt_names_the_planted_attention_bug(monkeypatch
     assert np.array_equal(chunked.comparisons["torch_fn"].status,
                           whole.comparisons["torch_fn"].status)
     assert [f.output for f in chunked.failures] == [f.output for f in whole.failures]
+
+
+def test_backends_of_one_dtype_share_one_allowance_array():
+    """torch and torch_fn in one dtype: one allowance array held, not two (same values)."""
+    m = gpt2.tiny_gpt()
+    r = sg.verify(m, torch_fn=m.reference, samples=2, seed=0)
+    torch_c, fn_c = r.comparisons["torch"], r.comparisons["torch_fn"]
+    assert fn_c.allowed_ulps is torch_c.allowed_ulps
+    assert r.verdict == "pass"

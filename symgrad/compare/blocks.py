@@ -132,19 +132,26 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     usable_status = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
     markable = (OK, LOSS, INCONCLUSIVE)  # within the entry bound: a suspicion may mark them
 
-    def stats_of(a, b):
-        exact, err, allowed = columns(a, b)
+    def usable_of(exact, err, a, b):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
             usable = (np.isfinite(err) & np.isfinite(exact)
                       & np.isin(status[:, a:b], usable_status))
             if exclude is not None:
                 usable &= ~exclude[:, a:b]
-        return _projection(exact, err, allowed, usable)
+        return usable
+
+    def stats_of(a, b):
+        if len(status) * (b - a) > BLOCK_CHUNK:  # a large block: its sums over column chunks
+            return _projection_chunked(columns, usable_of, len(status), a, b)
+        exact, err, allowed = columns(a, b)
+        return _projection(exact, err, allowed, usable_of(exact, err, a, b))
     keys = ("p", "sigma", "pi", "n_eff", "ok_rows")
     stats = []
     for _, a, b in blocks:
         st = stats_of(a, b)
+        scales = st.get("scale")
         st = {k: st[k] for k in keys}
+        st["scale"] = scales
         with np.errstate(invalid="ignore"):  # pi = ||g||^2 / ||allowance||^2
             st["ok_rows"] = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
         stats.append(st)
@@ -171,18 +178,84 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
         if pooled is not None:
             suspects.append((-1, *pooled))
         if suspects:  # entries whose error points along the suspected projection
-            full = stats_of(a, b)
-            use, e, g = full["use"], full["e"], full["g"]
             before = status[:, a:b].copy()  # the entry test's statuses, before any suspicion
+            for c, d in _spans(len(status), a, b, st["scale"] is not None):
+                if st["scale"] is None:
+                    full = stats_of(a, b)
+                    use, e, g = full["use"], full["e"], full["g"]
+                else:  # the chunk's e and g, as _projection_chunked scaled them
+                    use, e, g = _scaled(columns, usable_of, c, d, st["scale"])[:3]
+                for s, proj, sig, th in suspects:
+                    rows = slice(None) if s < 0 else slice(s, s + 1)
+                    sub = status[rows, c:d]
+                    mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
+                    sub[mark] = SUSPECT
+                    status[rows, c:d] = sub
             for s, proj, sig, th in suspects:
                 rows = slice(None) if s < 0 else slice(s, s + 1)
-                sub = status[rows, a:b]
-                prior = before[rows]
-                mark = use[rows] & (e[rows] * g[rows] * proj > 0) & np.isin(sub, markable)
-                sub[mark] = SUSPECT
-                status[rows, a:b] = sub
-                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=prior))
+                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=before[rows]))
     return status, found
+
+
+BLOCK_CHUNK = 1 << 22  # entries: a block larger than this is tested over column chunks
+
+
+def _spans(n: int, a: int, b: int, chunked: bool) -> list[tuple[int, int]]:
+    """Column spans of a block: the whole block, or chunks of at most ``BLOCK_CHUNK`` entries."""
+    if not chunked:
+        return [(a, b)]
+    step = max(1, BLOCK_CHUNK // max(n, 1))
+    return [(c, min(b, c + step)) for c in range(a, b, step)]
+
+
+def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray):
+    """One chunk's (use, e, g, al): usable entries, error, exact value and allowance divided
+    by each row's block scale, exactly as ``_projection`` forms them."""
+    exact, err, allowed = columns(a, b)
+    use = usable_of(exact, err, a, b)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        g = np.where(use, exact, 0) / scale
+        e = np.where(use, err, 0) / scale
+        al = np.where(use, allowed, 0) / scale
+    return use, e, g, al
+
+
+def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
+    """``_projection`` of a large block from column chunks, one chunk's arrays at a time (GPT-2's
+    token embedding: 38.6M entries, ~3 GB of temporaries at once otherwise): a pass for each
+    row's scale, one for the sums giving p, gg, g4 and pi, one for the residual's sigma with p
+    known (r = e - p g formed per entry, as ``_projection`` does: no cancelling expansion).
+    Equal to ``_projection`` up to the order of summation. Returns its dict without the
+    per-entry arrays, with ``scale`` (per row) for marking entries chunk by chunk."""
+    spans = _spans(n, a, b, True)
+    scale = np.zeros(n)
+    for c, d in spans:
+        exact, err, _ = columns(c, d)
+        use = usable_of(exact, err, c, d)
+        if d > c:
+            scale = np.maximum(scale, np.max(np.where(use, np.abs(exact), 0), axis=1))
+    scale = np.where(scale > 0, scale, 1.0)[:, None]
+    gg, g4, eg, aa = (np.zeros(n) for _ in range(4))
+    al_finite = np.ones(n, bool)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        for c, d in spans:
+            _, e, g, al = _scaled(columns, usable_of, c, d, scale)
+            gg += (g * g).sum(1)
+            g4 += (g**4).sum(1)
+            eg += (e * g).sum(1)
+            aa += (al * al).sum(1)
+            al_finite &= np.isfinite(al).all(1)
+        p = eg / gg
+        rr = np.zeros(n)
+        for c, d in spans:
+            _, e, g, _ = _scaled(columns, usable_of, c, d, scale)
+            r = e - p[:, None] * g
+            rr += (g * g * r * r).sum(1)
+        sigma = np.sqrt(rr) / gg
+        pi = np.where(al_finite, gg / aa, 0.0)
+        n_eff = gg**2 / g4
+    return {"p": p, "sigma": sigma, "pi": pi, "n_eff": n_eff,
+            "ok_rows": (gg > 0) & np.isfinite(p), "scale": scale}
 
 
 def pooled_test(p: np.ndarray, pi: np.ndarray, rows: np.ndarray, u: float, tol: Tolerance,

@@ -331,8 +331,11 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
     outputs = list(outputs)
     order = topological(outputs)
     last = {a.id: i for i, n in enumerate(order) for a in n.args}
-    for o in outputs:
-        last[o.id] = len(order)
+    at = {node.id: i for i, node in enumerate(order)}
+    for o in outputs:  # an output is finished as soon as nothing later reads it
+        last[o.id] = max(last.get(o.id, -1), at[o.id])
+    out_ids = {o.id for o in outputs}
+    final: dict[int, np.ndarray] = {}
     vals: dict[int, np.ndarray] = {}
     errs: dict[int, np.ndarray] = {}
     sigs: dict[int, np.ndarray] = {}
@@ -344,7 +347,8 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                 vals[node.id] = node.attrs["value"][None]
             else:
                 v = np.asarray(leaves[node.name])
-                vals[node.id] = v.astype(np.int64) if node.integer else v.astype(np.float64)
+                vals[node.id] = (v.astype(np.int64) if node.integer
+                                 else np.asarray(v, dtype=np.float64))  # no copy of float64
             errs[node.id] = sigs[node.id] = _zeros(node)
             nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
         else:
@@ -364,13 +368,15 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
                                                          vals[node.id], counts, sqrt_terms)
-        for a in node.args:
-            if last.get(a.id) == i:
+        for a in [*node.args, node]:
+            if last.get(a.id) == i and a.id in errs:
+                if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
+                    #                  value, error, sigma and nonzero of 163M entries at once)
+                    final[a.id] = np.broadcast_to(
+                        np.fmin(errs[a.id], sigmas * sigs[a.id]) if prob else errs[a.id],
+                        (n,) + a.shape)
                 for d in (vals, errs, sigs, nonzero):
                     d.pop(a.id, None)
         if progress is not None:
             progress(i + 1, len(order))
-    if prob:
-        return [np.broadcast_to(np.fmin(errs[o.id], sigmas * sigs[o.id]), (n,) + o.shape)
-                for o in outputs]
-    return [np.broadcast_to(errs[o.id], (n,) + o.shape) for o in outputs]
+    return [final[o.id] for o in outputs]

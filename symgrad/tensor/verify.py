@@ -34,7 +34,8 @@ from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import views
 from .bound import evaluate_bound
-from .comparing import badness, block_tests, compare_compact, failures as entry_failures, top
+from .comparing import (badness, block_tests, compare_compact, failures as entry_failures,
+                        share_allowance, top)
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .model import Outputs, TensorModel
@@ -157,8 +158,10 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 enclosures[dt] = tensor_enclosure(model, sub, hi, lo, dt,
                                                   cfg.tolerance.function_ulps)
             got = got if len(subset) == n else got[subset]
-            comp = compare_compact(hi, lo, got, E, backend=name, dtype=dt, tol=cfg.tolerance,
-                                   rigorous=enclosures.get(dt))
+            comp = share_allowance(compare_compact(hi, lo, got, E, backend=name, dtype=dt,
+                                                   tol=cfg.tolerance,
+                                                   rigorous=enclosures.get(dt)),
+                                   comparisons.values())
             if kinks is not None:
                 comp = rejudge(comp, kinks, hi, lo, got, E, cfg.tolerance, enclosures.get(dt))
             comp = mark_doubt(comp, doubt)  # entries the oracle's certificate leaves open

@@ -115,6 +115,8 @@ def reference(cfg, *, weights_hook=None):
     net = GPT(cfg)
     for block in net.blocks:
         block.att.weights_hook = weights_hook
+    for p in net.parameters():  # functional_call below supplies every parameter: the module's
+        p.data = torch.empty(0, dtype=p.dtype)  # own are never read (GPT-2: 0.65 GB freed)
 
     def gpt_torch(**blocks):
         params, masks = {}, {}

@@ -1,0 +1,80 @@
+"""Streaming compare (issue 19, item 1): a block larger than ``BLOCK_CHUNK`` entries is tested
+over column chunks, with the same findings as the whole block at once; backends of one dtype
+share one allowance array; a planted attention bug is still caught and named."""
+
+import numpy as np
+import pytest
+
+import symgrad as sg
+from symgrad.compare import Tolerance, blocks as blocks_mod, systematic_blocks
+from symgrad.zoo import gpt2
+
+
+@pytest.fixture(scope="module")
+def tensor_tiny_gpt():
+    return gpt2.tiny_gpt()
+
+
+def _columns_of(exact, err, allowed):
+    def columns(a, b):
+        return exact[:, a:b], err[:, a:b], allowed[:, a:b]
+    return columns
+
+
+def _case(seed=0, n=3, width=301, scale=1.5):
+    rng = np.random.default_rng(seed)
+    exact = rng.normal(size=(n, width))
+    err = rng.normal(size=(n, width)) * 1e-16 * np.abs(exact)
+    err[:, 101:201] += (scale - 1) * exact[:, 101:201]  # block B: x scale
+    allowed = np.full((n, width), 1e-13)
+    status = np.zeros((n, width), np.int8)
+    blocks = [("A", 1, 101), ("B", 101, 201), ("C", 201, 301)]
+    return _columns_of(exact, err, allowed), status, blocks
+
+
+@pytest.mark.parametrize("scale", [1.5, 1 + 1e-10, 1.0])
+def test_chunked_block_test_equals_the_whole_block(monkeypatch, scale):
+    columns, status, blocks = _case(scale=scale)
+    whole_status, whole = systematic_blocks(columns, status, blocks, "float64", Tolerance())
+    monkeypatch.setattr(blocks_mod, "BLOCK_CHUNK", 7)  # 3 rows: chunks of 2 columns
+    chunk_status, chunked = systematic_blocks(columns, status, blocks, "float64", Tolerance())
+    assert [(f.block, f.sample) for f in chunked] == [(f.block, f.sample) for f in whole]
+    for f, g in zip(chunked, whole):
+        assert f.projection == pytest.approx(g.projection, rel=1e-9)
+        # sigma of an exact scale is the rounding of r = e - p g itself: equal to ~1e-16 of p
+        assert f.sigma == pytest.approx(g.sigma, rel=1e-6, abs=1e-15 * abs(g.projection))
+        assert np.array_equal(f.prior, g.prior)
+    assert np.array_equal(chunk_status, whole_status)
+    if scale != 1.0:
+        assert {f.block for f in whole} == {"B"}
+
+
+def test_chunked_block_test_on_a_gpt_names_the_planted_attention_bug(monkeypatch,
+                                                                     tensor_tiny_gpt):
+    """x (1 + 1e-10) in every attention-weights backward, every block tested in chunks of a
+    few columns: the same failures, the same statuses as whole blocks, named by parameter."""
+    from symgrad.testing import scale_backward
+    from symgrad.zoo import gpt, native_gpt
+    cfg = gpt.GPTConfig.from_dict({})
+    mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
+
+    def run():
+        return sg.verify(tensor_tiny_gpt, torch_fn=mutant, samples=4, seed=0,
+                         backends=("torch_fn",))
+    whole = run()
+    monkeypatch.setattr(blocks_mod, "BLOCK_CHUNK", 64)
+    chunked = run()
+    assert chunked.verdict == whole.verdict == "fail"
+    assert any(n in f.output for f in chunked.failures for n in ("Wq", "Wk"))
+    assert np.array_equal(chunked.comparisons["torch_fn"].status,
+                          whole.comparisons["torch_fn"].status)
+    assert [f.output for f in chunked.failures] == [f.output for f in whole.failures]
+
+
+def test_backends_of_one_dtype_share_one_allowance_array():
+    """torch and torch_fn in one dtype: one allowance array held, not two (same values)."""
+    m = gpt2.tiny_gpt()
+    r = sg.verify(m, torch_fn=m.reference, samples=2, seed=0)
+    torch_c, fn_c = r.comparisons["torch"], r.comparisons["torch_fn"]
+    assert fn_c.allowed_ulps is torch_c.allowed_ulps
+    assert r.verdict == "pass"

@@ -169,8 +169,11 @@ def test_tensor_points_are_checked():
     at = gpt_point(m)
     with pytest.raises(SymgradError, match="no value for"):
         sg.explain(m, at={k: v for k, v in at.items() if k != "tok_emb"})
-    with pytest.raises(SymgradError, match="'ids' holds integers"):
+    with pytest.raises(SymgradError, match=r"input 'ids' is Integers\(.*non-integer value 2\.5"):
         sg.explain(m, at={**at, "ids": [2.5] + at["ids"][1:]})
+    high = m.blocks[[b.name for b in m.blocks].index("ids")].domain.high
+    with pytest.raises(SymgradError, match=rf"got {high + 1}\.0; give ids in 0\.\.{high}"):
+        sg.explain(m, at={**at, "ids": [high + 1] + at["ids"][1:]})
     with pytest.raises(SymgradError, match=r"'W1' has shape \(3, 2\)"):
         sg.explain(dense_relu_dense(), at={**DENSE_AT, "W1": [[1.0, 2.0]]})
 

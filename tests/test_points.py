@@ -54,3 +54,22 @@ def test_scalar_at_refuses_a_non_integer_and_a_typo():
         sg.verify(m, at={"w": [0.3], "k": [2.5]})
     with pytest.raises(SymgradError, match=r"unknown name\(s\) \['kk'\]; missing \['k'\]"):
         sg.verify(m, at={"w": [0.3], "kk": [2.0]})
+
+
+def test_tensor_at_refuses_an_id_out_of_range():
+    with pytest.raises(SymgradError, match=r"input 'k' is Integers\(low=0, high=2\) but got 4\.0; "
+                                           r"give ids in 0\.\.2"):
+        sg.verify(_tensor_model(), at={"W": np.full((3, 2), 0.5), "k": [4.0]})
+
+
+def test_integer_input_without_domain_takes_the_range_it_indexes():
+    """st.input(integer=True) with no domain drew Normal(0, 1) ids and crashed deep in verify
+    ('an id is outside 0..3'); it now draws 0..V-1 of the smallest table it indexes."""
+    E, t = st.param("E", (4, 3)), st.input("t", (5,), integer=True)
+    y = st.input("y", (5,), integer=True)
+    m = TensorModel("ids", st.cross_entropy(st.dense(st.embedding(t, E), st.param("V", (6, 3))), y))
+    domains = {b.name: b.domain for b in m.blocks}
+    assert domains["t"] == Integers(0, 3) and domains["y"] == Integers(0, 5)
+    assert sg.verify(m, samples=4).verdict == "pass"
+    with pytest.raises(SymgradError, match=r"input 'z': integer=True with the non-integer domain"):
+        st.input("z", (2,), sg.Normal(), integer=True)

@@ -168,7 +168,7 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
         A ``TensorModel`` with the same blocks (names, shapes, domains, order), the same loss
         and the model's ``reference``; verified by ``sg.verify`` through the tensor views.
         Where the scalar program has stable rewrites or textbook (display) forms, its
-        ``textbook`` is the same function built from those forms, over the same leaves: a
+        ``textbook_program`` is the same function built from those forms, over the same leaves: a
         user's torch_fn is allowed the larger of the two programs' rounding (as the scalar
         pipeline does); symgrad's own backends, the stable program's only.
     """
@@ -179,7 +179,7 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
                       params=[leaves[b.name] for b in model.param_blocks])
     if bool(model.graph.rewrites) or any(getattr(n.symbol, "display", None) is not None
                                          for n in model.graph.nodes):
-        out.textbook = _same_blocks(TensorModel(
+        out.textbook_program = _same_blocks(TensorModel(
             f"{out.name} (textbook)", _program(model, model.display_graph, leaves),
             params=[leaves[b.name] for b in model.param_blocks]), model, leaves)
     return _same_blocks(out, model, leaves)

@@ -131,7 +131,7 @@ class TensorModel:
         self._cache: dict = {}
         # the same function in its textbook composition (``front.to_program`` sets it from a
         # scalar model's display forms): a user's torch_fn is allowed the larger rounding
-        self.textbook: TensorModel | None = None
+        self.textbook_program: TensorModel | None = None
 
     @property
     def param_blocks(self) -> tuple[TensorBlock, ...]:

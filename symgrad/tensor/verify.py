@@ -133,7 +133,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             cert = certify_view(model, sub, hi[:1][0], lo[:1][0], program=program)
     tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
     user = [name for name in runs if name not in OWN_BACKENDS]
-    textbook = model.textbook if user else None  # nothing to do (or pay) without one
+    textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
         E = entry_bounds(model, sub, cfg.tolerance, len(subset))
         E_user = (np.fmax(E, entry_bounds(textbook, sub, cfg.tolerance, len(subset)))
@@ -250,8 +250,8 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
                             cfg.dtype)
         h2, l2 = oracle_view(model, values, table)
         E2 = entry_bounds(model, values, tol, m)
-        E2_user = (np.fmax(E2, entry_bounds(model.textbook, values, tol, m))
-                   if model.textbook is not None and set(names) - set(OWN_BACKENDS) else E2)
+        text = model.textbook_program if set(names) - set(OWN_BACKENDS) else None
+        E2_user = np.fmax(E2, entry_bounds(text, values, tol, m)) if text is not None else E2
         out = {}
         for name in names:
             got = run_at(name, values, cfg.dtype)
@@ -361,7 +361,7 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
     """The rounding-error bound E of every compared entry (loss, then gradient), shape (n, K).
 
     Arguments:
-        model: the tensor model (or its ``textbook`` program: same blocks, same entries).
+        model: the tensor model (or its ``textbook_program``: same blocks, same entries).
         values: the compared samples per block, each of leading size ``n``.
         tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
         n: the number of samples.

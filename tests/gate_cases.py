@@ -169,14 +169,9 @@ BY_ID = {c.id: c for c in CASES}
 
 # Why the new (tensor) path's verdict differs from the old one today; filled from
 # reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
-_TEXTBOOK = ("one bound for every backend: the scalar path bounds a user's torch_fn by the "
-             "textbook form (BCE of a sigmoid, as torch computes it), the tensor path by the "
-             "stable form only: a false alarm on correct code")
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
 KNOWN: dict[str, str] = {
-    "zoo simplenet float64": _TEXTBOOK, "zoo simplenet float32": _TEXTBOOK,
-    "twin neuron seed 1": _TEXTBOOK,
     "small_gpt float32": _PROB,
 }
 

@@ -15,7 +15,7 @@ from ..precise.arb import ArbKernels, ArbOps, _axes
 from ..precise.contract import parse
 from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
-from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread
+from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread, union
 
 
 def _rounded_kernels(R: Rounding):
@@ -195,19 +195,23 @@ def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float
 
 
 def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype: str,
-                     function_ulps: float) -> Enclosure:
+                     function_ulps: float, *, textbook=None) -> Enclosure:
     """The lazy ``Enclosure`` of a tensor model's derived program (``values``: the compared
-    samples, hi/lo the oracle's rows for them)."""
+    samples, hi/lo the oracle's rows for them); with ``textbook`` (the same function as its
+    textbook program, for a user's torch_fn) the union of the two programs' enclosures, as
+    the scalar pipeline's ``scalar_enclosure`` does."""
+    programs = [model] if textbook is None else [model, textbook]
+
+    def one(program, r: int, width: int) -> np.ndarray:
+        try:
+            balls = list(tensor_balls(program, values, r, dtype, function_ulps))
+            centre = list(tensor_balls(program, values, r, dtype, function_ulps, exact=True))
+        except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                OverflowError):
+            balls = centre = None
+        return spread([balls], [centre], (1, width))[0]
+
     def radii_of(rows: np.ndarray) -> np.ndarray:
-        out = []
-        for r in rows:
-            try:
-                balls = list(tensor_balls(model, values, int(r), dtype, function_ulps))
-                centre = list(tensor_balls(model, values, int(r), dtype, function_ulps,
-                                           exact=True))
-            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
-                    OverflowError):
-                balls = centre = None
-            out.append(spread([balls], [centre], (1, hi.shape[1]))[0])
-        return np.array(out)
+        return np.array([union(*[one(p, int(r), hi.shape[1]) for p in programs])
+                         for r in rows])
     return Enclosure(radii_of)

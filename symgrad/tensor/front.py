@@ -167,23 +167,43 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
     Returns:
         A ``TensorModel`` with the same blocks (names, shapes, domains, order), the same loss
         and the model's ``reference``; verified by ``sg.verify`` through the tensor views.
+        Where the scalar program has stable rewrites or textbook (display) forms, its
+        ``textbook_program`` is the same function built from those forms, over the same leaves: a
+        user's torch_fn is allowed the larger of the two programs' rounding (as the scalar
+        pipeline does); symgrad's own backends, the stable program's only.
     """
+    leaves = {b.name: _leaf(b) for b in model.blocks}
+    loss = _program(model, model.graph, leaves)
+    out = TensorModel(name or model.name, loss, description=model.description,
+                      reference=model.reference,
+                      params=[leaves[b.name] for b in model.param_blocks])
+    if bool(model.graph.rewrites) or any(getattr(n.symbol, "display", None) is not None
+                                         for n in model.graph.nodes):
+        out.textbook_program = _same_blocks(TensorModel(
+            f"{out.name} (textbook)", _program(model, model.display_graph, leaves),
+            params=[leaves[b.name] for b in model.param_blocks]), model, leaves)
+    return _same_blocks(out, model, leaves)
+
+
+def _program(model: Model, graph, leaves: dict[str, Node]) -> Node:
+    """One view of the scalar program (``model.graph``, or ``model.display_graph``: the
+    textbook forms) over the block ``leaves``: one map node per step; the loss node."""
     build = _Builder()
-    leaves: dict[str, Node] = {}
     for b in model.blocks:
-        leaves[b.name] = _leaf(b)
         fans = _entry_fans(b, leaves[b.name])
         for k, s in enumerate(b.symbols):
             build.env[model.real[s]] = fans[0] if len(fans) == 1 else fans[k]
     loss = None
-    for step in model.graph.nodes:
+    for step in graph.nodes:
         loss = build.node(step.expr, step.name)
         build.env[step.symbol] = _Fan(lambda made=loss: made)
-    out = TensorModel(name or model.name, loss, description=model.description,
-                      reference=model.reference,
-                      params=[leaves[b.name] for b in model.param_blocks])
-    # the scalar model's block order (params, then inputs as given): draws with the same seed
-    # give the same samples; an input the loss does not read is still a block (torch_fn takes it)
+    return loss
+
+
+def _same_blocks(out: TensorModel, model: Model, leaves: dict[str, Node]) -> TensorModel:
+    """``out`` with the scalar ``model``'s block order (params, then inputs as given): draws
+    with the same seed give the same samples; an input the loss does not read is still a block
+    (torch_fn takes it)."""
     out.blocks = tuple(TensorBlock(b.name, b.shape, b.domain, b.is_param, leaves[b.name])
                        for b in model.blocks)
     return out

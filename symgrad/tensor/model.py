@@ -129,6 +129,9 @@ class TensorModel:
             raise SymgradError(f"model {name!r}: no parameters; build at least one st.param")
         self.n_nodes = len(nodes)
         self._cache: dict = {}
+        # the same function in its textbook composition (``front.to_program`` sets it from a
+        # scalar model's display forms): a user's torch_fn is allowed the larger rounding
+        self.textbook_program: TensorModel | None = None
 
     @property
     def param_blocks(self) -> tuple[TensorBlock, ...]:

@@ -131,12 +131,16 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     else:
         with _phase("certify (ARB)", cfg, timings, "certify_s"):
             cert = certify_view(model, sub, hi[:1][0], lo[:1][0], program=program)
+    tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
+    user = [name for name in runs if name not in OWN_BACKENDS]
+    textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
-        tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
-        E = _flatten(model, evaluate_bound(grad.outputs, sub, mode=tol.entry_bound,
-                                           sigmas=tol.entry_sigmas,
-                                           sqrt_terms=tol.entry_sqrt_terms),
-                     np.asarray, len(subset))
+        E = entry_bounds(model, sub, cfg.tolerance, len(subset))
+        E_user = (np.fmax(E, entry_bounds(textbook, sub, cfg.tolerance, len(subset)))
+                  if textbook is not None else E)
+
+    def E_of(name: str) -> np.ndarray:  # a user's code: the larger of the two programs' bounds
+        return E if name in OWN_BACKENDS else E_user
     doubt = None if big else judge_certificate(cert, E[0], [r.dtype for r in runs.values()],
                                                tol, model.name)
     certified = certified if big else doubt.summary()
@@ -148,32 +152,34 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if keys is not None and any(keys.rows.values()):
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
-    enclosures: dict = {}  # per dtype: the rigorous enclosure, evaluated lazily (<= 200k params)
+    enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
     with _phase("compare", cfg, timings, "compare_s"):
         comparisons = {}
         for name in list(outputs):
             got = outputs.pop(name)
-            dt = runs[name].dtype
-            if not big and dt not in enclosures:
-                enclosures[dt] = tensor_enclosure(model, sub, hi, lo, dt,
-                                                  cfg.tolerance.function_ulps)
+            dt, Eb = runs[name].dtype, E_of(name)
+            key = (name not in OWN_BACKENDS and textbook is not None, dt)
+            if not big and key not in enclosures:
+                enclosures[key] = tensor_enclosure(
+                    model, sub, hi, lo, dt, cfg.tolerance.function_ulps,
+                    textbook=textbook if key[0] else None)
             got = got if len(subset) == n else got[subset]
-            comp = share_allowance(compare_compact(hi, lo, got, E, backend=name, dtype=dt,
+            comp = share_allowance(compare_compact(hi, lo, got, Eb, backend=name, dtype=dt,
                                                    tol=cfg.tolerance,
-                                                   rigorous=enclosures.get(dt)),
+                                                   rigorous=enclosures.get(key)),
                                    comparisons.values())
             if kinks is not None:
-                comp = rejudge(comp, kinks, hi, lo, got, E, cfg.tolerance, enclosures.get(dt))
+                comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_doubt(comp, doubt)  # entries the oracle's certificate leaves open
             del got
-            comparisons[name] = block_tests(comp, hi, lo, E, blocks, cfg.tolerance)
+            comparisons[name] = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     if any(needs_confirmation(c) for c in comparisons.values()):
         with _phase("confirm", cfg, timings, "confirm_s"):
-            exp = _experiments(model, sub, hi, lo, E, comparisons, cfg, torch_fn, extra or {},
+            exp = _experiments(model, sub, hi, lo, E_of, comparisons, cfg, torch_fn, extra or {},
                                table, drawn=at is None)
             comparisons = confirm(comparisons, blocks, cfg.tolerance, exp)
-    del lo, E
+    del lo, E, E_user
     names = Outputs(model.param_blocks)
     batch = _Batch(values)
     failures, losses, worst, kinks, undecided = [], [], [], [], []
@@ -197,11 +203,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                   timings, size, worst, kinks, undecided, values=values)
 
 
-def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
+def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparisons: dict,
                  cfg: VerifyConfig, torch_fn, extra: dict, table, drawn: bool) -> Experiments:
     """The confirmation's experiments for a tensor model (``symgrad.confirm.Experiments``):
     the numpy and torch views and torch_fn re-run in float64 on the flagged samples; every
-    backend, the oracle and the bound on fresh samples drawn from the model's domains."""
+    backend, the oracle and the bound on fresh samples drawn from the model's domains.
+    ``E_of(name)``: the entry bounds of a backend (a user's code: the larger of the stable and
+    the textbook program's)."""
     tol = cfg.tolerance
 
     def run_at(name: str, values: dict, dtype: str):
@@ -225,7 +233,7 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
     def columns(name: str, a: int, b: int):
         with np.errstate(invalid="ignore", over="ignore"):
             err = (comparisons[name].got[:, a:b] - hi[:, a:b]) - lo[:, a:b]
-        return hi[:, a:b], err, allowed_of(E[:, a:b], comparisons[name].dtype)
+        return hi[:, a:b], err, allowed_of(E_of(name)[:, a:b], comparisons[name].dtype)
 
     def rerun64(name: str, rows: np.ndarray):
         got = run_at(name, {k: v[rows] for k, v in sub.items()}, "float64")
@@ -233,7 +241,7 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
             return None
         with np.errstate(invalid="ignore", over="ignore"):
             err = (np.asarray(got, np.float64) - hi[rows]) - lo[rows]
-        return hi[rows], err, allowed_of(E[rows], "float64")
+        return hi[rows], err, allowed_of(E_of(name)[rows], "float64")
 
     def fresh(names, m: int):
         if not drawn:
@@ -241,17 +249,17 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E, comparisons: dict,
         values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
                             cfg.dtype)
         h2, l2 = oracle_view(model, values, table)
-        E2 = _flatten(model, evaluate_bound(model.gradient.outputs, values, mode=tol.entry_bound,
-                                            sigmas=tol.entry_sigmas,
-                                            sqrt_terms=tol.entry_sqrt_terms), np.asarray, m)
+        E2 = entry_bounds(model, values, tol, m)
+        text = model.textbook_program if set(names) - set(OWN_BACKENDS) else None
+        E2_user = np.fmax(E2, entry_bounds(text, values, tol, m)) if text is not None else E2
         out = {}
         for name in names:
             got = run_at(name, values, cfg.dtype)
             if got is None:
                 continue
-            dtype = comparisons[name].dtype
-            c = compare_compact(h2, l2, got, E2, backend=name, dtype=dtype, tol=tol)
-            out[name] = replace(c, exact_lo=l2, allowed_abs=allowed_of(E2, dtype))
+            dtype, Eb = comparisons[name].dtype, E2 if name in OWN_BACKENDS else E2_user
+            c = compare_compact(h2, l2, got, Eb, backend=name, dtype=dtype, tol=tol)
+            out[name] = replace(c, exact_lo=l2, allowed_abs=allowed_of(Eb, dtype))
         return out
     budget = oracle_subset(model, replace(cfg, samples=10**9, oracle_samples=None)).size
     return Experiments(columns, rerun64, fresh, int(budget), len(hi))
@@ -347,3 +355,18 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
             bar.close()
         if cfg.progress:
             print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)
+
+
+def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
+    """The rounding-error bound E of every compared entry (loss, then gradient), shape (n, K).
+
+    Arguments:
+        model: the tensor model (or its ``textbook_program``: same blocks, same entries).
+        values: the compared samples per block, each of leading size ``n``.
+        tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
+        n: the number of samples.
+    Returns:
+        E per sample and entry, as ``compare_compact`` reads it."""
+    return _flatten(model, evaluate_bound(model.gradient.outputs, values, mode=tol.entry_bound,
+                                          sigmas=tol.entry_sigmas,
+                                          sqrt_terms=tol.entry_sqrt_terms), np.asarray, n)

@@ -215,8 +215,13 @@ def _class_combos(verts, bases, options) -> list[tuple]:
     return out
 
 
-def _groups(verts, bases, n: int) -> list[list[int]]:
-    """Kinks linked through an entry that their single changes move (at any base)."""
+def linked_groups(n: int, moves) -> list[list[int]]:
+    """Kinks 0..n-1 grouped when they move a common entry: ``moves`` yields ``(kink, entry)``
+    pairs (an entry that kink's single change moves); union-find over shared entries.
+
+    >>> linked_groups(3, [(0, 5), (1, 7), (2, 5)])
+    [[0, 2], [1]]
+    """
     parent = list(range(n))
 
     def find(a: int) -> int:
@@ -225,20 +230,23 @@ def _groups(verts, bases, n: int) -> list[list[int]]:
             a = parent[a]
         return a
     owner: dict[int, int] = {}
-    for rows in bases:
-        for i, rs in enumerate(rows):
-            for row in rs[1:]:
-                for k, (a, b) in enumerate(zip(verts[row], verts[rs[0]])):
-                    if double_double(a) == double_double(b):  # identical passes: equal balls
-                        continue
-                    if k in owner:
-                        parent[find(i)] = find(owner[k])
-                    else:
-                        owner[k] = i
+    for i, k in moves:
+        if k in owner:
+            parent[find(i)] = find(owner[k])
+        else:
+            owner[k] = i
     out: dict[int, list[int]] = {}
     for i in range(n):
         out.setdefault(find(i), []).append(i)
     return list(out.values())
+
+
+def _groups(verts, bases, n: int) -> list[list[int]]:
+    """Kinks linked through an entry that their single changes move (at any base)."""
+    return linked_groups(n, ((i, k) for rows in bases for i, rs in enumerate(rows)
+                             for row in rs[1:]
+                             for k, (a, b) in enumerate(zip(verts[row], verts[rs[0]]))
+                             if double_double(a) != double_double(b)))  # equal balls: unmoved
 
 
 def _fractional(key, opts, rng) -> object:

@@ -33,7 +33,8 @@ from ..backends.arb import Between, Imprecise
 from ..compare import Comparison, KinkSides, Tolerance, compare
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
-from ..sides import EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, with_interval
+from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, linked_groups,
+                     with_interval)
 from .interpret import evaluate
 from .kinks import Keys, sided
 from .model import TensorModel
@@ -236,26 +237,8 @@ def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
 
 def _groups(verts: list, unit: list) -> list[list[int]]:
     """Kinks linked through an entry that their single changes move."""
-    parent = list(range(len(unit)))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    owner: dict[int, int] = {}
-    for q, rs in enumerate(unit):
-        for r in rs[1:]:
-            for k in np.flatnonzero(verts[r] != verts[0]):
-                k = int(k)
-                if k in owner:
-                    parent[find(q)] = find(owner[k])
-                else:
-                    owner[k] = q
-    out: dict[int, list[int]] = {}
-    for q in range(len(unit)):
-        out.setdefault(find(q), []).append(q)
-    return list(out.values())
+    return linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit) for r in rs[1:]
+                                     for k in np.flatnonzero(verts[r] != verts[0])))
 
 
 def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list,

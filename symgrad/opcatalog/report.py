@@ -286,7 +286,7 @@ def as_markdown(report: OpsReport) -> str:
     out += [f"- {op}: {cause} [{', '.join(sorted(where))}]" for (op, cause), where in seen.items()]
     out += ["", "## Timing", "",
             f"{report.seconds:.1f} s in all: " + ", ".join(
-                f"{k} {v:.1f} s" for k, v in report.timing.items()), ""]
+                f"{k} {v:.1f} s" for k, v in sorted(report.timing.items())), ""]
     return "\n".join(out)
 
 

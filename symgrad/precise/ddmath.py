@@ -60,19 +60,30 @@ def const(name: str, shape: tuple = ()) -> DD:
     return DD(np.full(shape, hi), np.full(shape, lo))
 
 
+def split_constant(f: Fraction, n: int, bits: int) -> tuple[float, ...]:
+    """An exact constant as n parts of ``bits`` bits each plus a float64 remainder (Cody-Waite):
+    k * part is exact for |k| < 2**(53 - bits).
+
+    >>> parts = split_constant(Fraction(1, 3), 2, 20)
+    >>> len(parts), float(sum(map(Fraction, parts))) == 1 / 3
+    (3, True)
+    """
+    parts = []
+    for _ in range(n):
+        m, e = np.frexp(float(f))
+        p = float(np.ldexp(np.round(np.ldexp(m, bits)), int(e) - bits))
+        parts.append(p)
+        f -= Fraction(p)
+    parts.append(float(f))
+    return tuple(parts)
+
+
 @lru_cache(maxsize=None)
 def _ln2_parts() -> tuple[float, float, float]:
     """ln2 = L1 + L2 + L3 with L1, L2 of 42 bits, so k*L1, k*L2 are exact for |k| < 2**11."""
     with mpmath.workprec(_MP_PREC):
         f = mpf_to_fraction(+mpmath.ln2)
-    parts = []
-    for _ in range(2):
-        m, e = np.frexp(float(f))
-        p = float(np.ldexp(np.round(np.ldexp(m, 42)), int(e) - 42))
-        parts.append(p)
-        f -= Fraction(p)
-    parts.append(float(f))
-    return tuple(parts)
+    return split_constant(f, 2, 42)
 
 
 @lru_cache(maxsize=None)
@@ -115,14 +126,7 @@ def _ln2_64_parts() -> tuple[float, float, float]:
     """ln2/64 = C1 + C2 + C3, C1 and C2 of 36 bits: k*C1, k*C2 exact for |k| < 2**17."""
     with mpmath.workprec(_MP_PREC):
         f = mpf_to_fraction(mpmath.ln2 / _TABLE)
-    parts = []
-    for _ in range(2):
-        m, e = np.frexp(float(f))
-        p = float(np.ldexp(np.round(np.ldexp(m, 36)), int(e) - 36))
-        parts.append(p)
-        f -= Fraction(p)
-    parts.append(float(f))
-    return tuple(parts)
+    return split_constant(f, 2, 36)
 
 
 @lru_cache(maxsize=None)

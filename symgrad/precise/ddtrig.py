@@ -32,7 +32,7 @@ import mpmath
 import numpy as np
 
 from .dd import DD, add, add_const_raw, add_f64, div, mul_raw, sqr, two_sum, where
-from .ddmath import mpf_to_fraction
+from .ddmath import mpf_to_fraction, split_constant
 
 _MP_PREC = 256  # bits for the constants
 _PARTS_BITS = 33  # bits of P1..P4: k * P_i exact for |k| < 2**20
@@ -47,14 +47,7 @@ def _pio2_parts() -> tuple[float, ...]:
     """pi/2 = P1 + P2 + P3 + P4 + P5: P1..P4 of 33 bits each, P5 a float64 (~185 bits in all)."""
     with mpmath.workprec(_MP_PREC):
         f = mpf_to_fraction(mpmath.pi / 2)
-    parts = []
-    for _ in range(4):
-        m, e = np.frexp(float(f))
-        p = float(np.ldexp(np.round(np.ldexp(m, _PARTS_BITS)), int(e) - _PARTS_BITS))
-        parts.append(p)
-        f -= Fraction(p)
-    parts.append(float(f))
-    return tuple(parts)
+    return split_constant(f, 4, _PARTS_BITS)
 
 
 @lru_cache(maxsize=None)

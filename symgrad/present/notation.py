@@ -207,31 +207,25 @@ class _MathML(MathMLPresentationPrinter):
         mo.appendChild(self.dom.createTextNode(text))
         return mo
 
+    def _applied(self, name: str, args):
+        """``name(args)``: a named function applied to its parenthesized argument node."""
+        row = self.dom.createElement("mrow")
+        mi = self.dom.createElement("mi")
+        mi.appendChild(self.dom.createTextNode(name))
+        row.appendChild(mi)
+        row.appendChild(args)
+        return row
+
     def _print_Heaviside(self, e):
         """θ(x), as the LaTeX printer writes it (its value at 0 is not shown)."""
-        row = self.dom.createElement("mrow")
-        mi = self.dom.createElement("mi")
-        mi.appendChild(self.dom.createTextNode("θ"))
-        row.appendChild(mi)
-        row.appendChild(self._paren(self._print(e.args[0])))
-        return row
+        return self._applied("θ", self._paren(self._print(e.args[0])))
 
     def _print_sigma(self, e):
-        row = self.dom.createElement("mrow")
-        mi = self.dom.createElement("mi")
-        mi.appendChild(self.dom.createTextNode("σ"))
-        row.appendChild(mi)
-        row.appendChild(self._print(sp.Tuple(*e.args)) if len(e.args) > 1 else
-                        self._paren(self._print(e.args[0])))
-        return row
+        return self._applied("σ", self._print(sp.Tuple(*e.args)) if len(e.args) > 1 else
+                             self._paren(self._print(e.args[0])))
 
     def _print_AppliedBase(self, e):  # an op-table op by its name (symgrad.optable)
-        row = self.dom.createElement("mrow")
-        mi = self.dom.createElement("mi")
-        mi.appendChild(self.dom.createTextNode(e.entry.mathml))
-        row.appendChild(mi)
-        row.appendChild(self._paren(self._print(e.args[0])))
-        return row
+        return self._applied(e.entry.mathml, self._paren(self._print(e.args[0])))
 
     def _paren(self, inner):
         row = self.dom.createElement("mrow")

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..domains import Domain
+from ..domains import Domain, Integers
 from ..errors import SymgradError
 from ..model import round_to
 from .derive import Gradient, gradient
@@ -113,6 +113,7 @@ class TensorModel:
                 raise SymgradError(f"model {name!r}: parameters {missing} are used but not listed")
             found = list(params)
         inputs = [n for n in nodes if n.op == "input"]
+        _index_ranges(nodes)
         open_ids = [i.name for i in inputs if i.attrs["domain"] is None]
         if open_ids:
             raise SymgradError(f"model {name!r}: integer input(s) {open_ids} have no domain and "
@@ -185,3 +186,16 @@ class TensorModel:
     def __repr__(self) -> str:
         return (f"TensorModel({self.name!r}, {self.n_parameters} parameters in "
                 f"{len(self.param_blocks)} blocks, {self.n_nodes} nodes)")
+
+
+def _index_ranges(nodes: list[Node]) -> None:
+    """An integer input built without a domain (``st.input(..., integer=True)``) draws ids in
+    0..V-1 of the smallest table it indexes (take: the table's rows, onehot: its size)."""
+    sizes: dict[int, int] = {}
+    for n in nodes:
+        if n.op in ("take", "onehot") and n.args[-1].attrs.get("open_range"):
+            size = n.args[0].shape[0] if n.op == "take" else int(n.attrs["size"])
+            ids = n.args[-1]
+            sizes[ids.id] = min(size, sizes.get(ids.id, size))
+            ids.attrs["domain"] = Integers(0, sizes[ids.id] - 1)
+

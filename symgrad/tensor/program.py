@@ -35,7 +35,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import sympy as sp
 
-from ..domains import Domain, Integers, Normal, as_domain
+from ..domains import Domain, Normal, as_domain
 from ..errors import SymgradError
 from .ids import node_ids as _ids
 
@@ -138,15 +138,9 @@ def input(name: str, shape: Sequence[int], domain: Domain | None = None, *,  # n
     if integer and domain is not None and not d.integer:
         raise SymgradError(f"input {name!r}: integer=True with the non-integer domain {domain!r}; "
                            "give an integer domain, e.g. sg.Integers(0, V - 1)")
-    open_range = bool(integer and domain is None)  # set by the take / onehot that index with it
+    open_range = bool(integer and domain is None)  # the model derives it from take / onehot
     return Node("input", (), _shape(name, shape), {"domain": None if open_range else d,
                 "integer": bool(integer or d.integer), "open_range": open_range}, _name(name))
-
-
-def _index_range(ids: Node, size: int) -> None:
-    if ids.attrs.get("open_range") and (ids.attrs["domain"] is None
-                                        or int(ids.attrs["domain"].high) > size - 1):
-        ids.attrs["domain"] = Integers(0, size - 1)
 
 
 def const(value, name: str = "const") -> Node:
@@ -358,7 +352,6 @@ def take(table: Node, ids: Node) -> Node:
         raise SymgradError(f"take: the index {ids.name or ids.op!r} must be an integer input "
                            "(st.input(name, shape, integer=True))")
     _check_float("take", table)
-    _index_range(ids, table.shape[0])
     return Node("take", (table, ids), ids.shape + table.shape[1:])
 
 
@@ -371,7 +364,6 @@ def onehot(ids: Node, size: int) -> Node:
     """(..., size) array with 1 at each id and 0 elsewhere; no derivative."""
     if not ids.integer or ids.op != "input":
         raise SymgradError(f"onehot: {ids.name or ids.op!r} must be an integer input")
-    _index_range(ids, int(size))
     return Node("onehot", (ids,), ids.shape + (size,), {"size": size})
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+from typing import Callable, Sequence
 
 from . import zoo
 from .commands import (DEFAULT_SAMPLES, EXIT_CODES, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS,
@@ -26,8 +26,40 @@ __all__ = ["EXIT_FAIL", "EXIT_INCONCLUSIVE", "EXIT_PASS", "EXIT_USAGE", "config_
            "exit_code", "main"]
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with symgrad's one-line errors: bad usage prints ``symgrad verify: error: ...``
+    and where to read the usage, never the usage block itself (exit 2)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _count(what: str) -> Callable[[str], int]:
+    """An argparse type: a positive integer, else a one-line error naming ``what``."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = 0
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
+        return value
+    return parse
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a non-negative integer (the seed of a generator)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="symgrad", description="Verify gradients against the exact "
+    p = _Parser(prog="symgrad", description="Verify gradients against the exact "
                                 "symbolic derivative, in ULPs.",
                                 epilog="exit codes: 0 pass, 1 fail, 3 inconclusive (nothing "
                                        "failed, but something could not be decided), 2 bad "
@@ -58,18 +90,20 @@ def _parser() -> argparse.ArgumentParser:
                    help="exit 1 when a model fails, 3 when none fails but one is inconclusive "
                         "(without --strict: 0 once the report is written)")
     f = sub.add_parser("fuzz", help="verify random expressions; exit 1 on an unexplained one")
-    f.add_argument("--budget", type=int, default=200, help="expressions to draw (default 200)")
-    f.add_argument("--seed", type=int, default=0, help="seed of the expression generator")
-    f.add_argument("--samples", type=int, default=20, help="samples per expression")
+    f.add_argument("--budget", type=_count("budget"), default=200,
+                   help="expressions to draw (default 200)")
+    f.add_argument("--seed", type=_seed, default=0, help="seed of the expression generator")
+    f.add_argument("--samples", type=_count("samples"), default=20,
+                   help="samples per expression")
     o = sub.add_parser("ops", help="verify torch's own operators against exact derivatives; "
                        "write ops.md/.html/.json; exit 1 on an unexplained finding")
     o.add_argument("--ops", default=None, help="comma-separated catalogue rows (default: all)")
     o.add_argument("--dtype", default="float64,float32",
                    help="comma-separated: float64, float32, bfloat16, float16 "
                         "(default float64,float32)")
-    o.add_argument("--budget", type=int, default=32, help="inputs per operator and dtype "
-                   "(default 32)")
-    o.add_argument("--seed", type=int, default=0, help="seed of the input draws (default 0)")
+    o.add_argument("--budget", type=_count("budget"), default=32,
+                   help="inputs per operator and dtype (default 32)")
+    o.add_argument("--seed", type=_seed, default=0, help="seed of the input draws (default 0)")
     o.add_argument("--out", default="reports", help="output folder (default reports/)")
     o.add_argument("--device", default="cpu", help="torch device (default cpu)")
     o.add_argument("--no-second-order", action="store_true", help="skip Hessian-vector products")
@@ -89,12 +123,13 @@ def _parser() -> argparse.ArgumentParser:
 def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, mps (default cpu)")
     p.add_argument("--dtype", default="float64", help="float64 (default), float32, ...")
-    p.add_argument("--samples", type=int, default=None,
+    p.add_argument("--samples", type=_count("samples"), default=None,
                    help=f"random samples (default {DEFAULT_SAMPLES}; for a GPT tensor model as "
                         "many as the oracle checks within its budget: 14 for tiny_gpt, 1 for "
                         "gpt2)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the sample generator (default 0)")
-    p.add_argument("--oracle-samples", type=int, default=None,
+    p.add_argument("--seed", type=_seed, default=0,
+                   help="seed of the sample generator (default 0)")
+    p.add_argument("--oracle-samples", type=_count("oracle_samples"), default=None,
                    help="samples checked by the certified oracle (default: all, capped by cost)")
     p.add_argument("--progress", action=argparse.BooleanOptionalAction, default=None,
                    help="progress bars on stderr for every long phase (default: on when stderr "
@@ -114,7 +149,7 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the exact oracle (ops: each operator x dtype) as tasks on the Dask "
                         "scheduler at ADDRESS (tcp://host:port); needs symgrad[cluster]")
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+    p.add_argument("--workers", type=_count("workers"), default=None, metavar="N",
                    help="... or on a local Dask cluster of N worker processes")
 
 

@@ -3,6 +3,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from symgrad.cli import main
 
 
@@ -198,3 +200,20 @@ def test_report_strict_exits_1_on_a_fail(tmp_path, capsys, monkeypatch):
     sat = (tmp_path / "rep" / "saturated.md").read_text()
     assert sat.startswith("# saturated: INCONCLUSIVE") and "Decided by torch_fn" in sat
     assert "| INCONCLUSIVE |" in sat.replace("  ", " ")
+
+
+@pytest.mark.parametrize("argv", [
+    ["verify", "neuron", "--order", "3"], ["verify", "neuron", "--samples", "abc"],
+    ["verify", "neuron", "--samples", "-3"], ["verify", "neuron", "--oracle-samples", "0"],
+    ["verify", "neuron", "--seed", "-1"], ["verify", "neuron", "--workers", "0"],
+    ["verify", "neuron", "--tokens", "x"], ["report", "neuron", "--samples", "0"],
+    ["fuzz", "--samples", "0"], ["fuzz", "--budget", "-1"], ["fuzz", "--seed", "x"],
+    ["ops", "--budget", "0"], ["ops", "--seed", "-4"], ["explain", "neuron", "--format", "pdf"],
+    ["explain", "neuron", "--tokens", "1.5"], ["verify"], ["frobnicate"]])
+def test_bad_usage_is_one_line_and_exit_2(argv, capsys):
+    """argparse's usage block is not printed before the error: one line naming the option, and
+    where the usage is (exit 2); a count below 1 is refused before anything runs."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "usage:" not in err[0], err
+    assert err[0].startswith("symgrad") and "error: " in err[0] and "--help" in err[0]

@@ -20,8 +20,11 @@ symgrad.errors.SymgradError: at: input 'k' is Integers(low=0, high=3) but got th
 
 from __future__ import annotations
 
+from typing import Callable
+
 import numpy as np
 
+from .domains import Bernoulli, Choice, LogUniform, Uniform
 from .errors import SymgradError
 
 
@@ -66,26 +69,70 @@ def by_name(model, given: dict, what: str, *, complete: bool = False) -> dict:
     return out
 
 
-def check_integers(block, v: np.ndarray, what: str) -> None:
-    """A non-integer value for an Integers input is an error, never a silent truncation.
+def _entry(v: np.ndarray, bad: np.ndarray) -> str:
+    """Where the first offending entry sits, in words (nothing when there is one entry)."""
+    if v.size <= 1:
+        return ""
+    i = np.argwhere(bad)[0]
+    return f" (sample {int(i[0])}" + (f", entry {[int(j) for j in i[1:]]})" if len(i) > 1 else ")")
+
+
+def _allowed(domain) -> tuple[Callable[[np.ndarray], np.ndarray], str] | None:
+    """(mask of v's allowed entries as a function, the allowed values in words) of a domain
+    that restricts its values; None for an unbounded one (Normal)."""
+    if isinstance(domain, Choice):
+        values = np.asarray(domain.values)
+        return (lambda v: np.isin(v, values),
+                "one of " + ", ".join(f"{x:g}" for x in domain.values))
+    if isinstance(domain, Bernoulli):
+        return (lambda v: (v == 0) | (v == 1)), "0 or 1"
+    if isinstance(domain, (Uniform, LogUniform)):
+        low, high = float(domain.low), float(domain.high)
+        return (lambda v: (v >= low) & (v <= high)), f"values in [{low:g}, {high:g}]"
+    return None
+
+
+def check_domain(block, v: np.ndarray, what: str) -> None:
+    """A value outside its block's domain is an error naming the block, the entry and the
+    allowed values: an Integers input takes whole numbers in its range (never a silent
+    truncation), a Choice one of its values, a Bernoulli 0 or 1, a Uniform / LogUniform a value
+    in its closed range; a Normal anything.
 
     Arguments:
         block: the block (``.name``, ``.domain``).
-        v: its values as float64.
+        v: its values as float64, (N, *block shape) (or the block's shape).
         what: the argument's name in messages.
+    Raises:
+        SymgradError: the first offending entry, in one line.
     """
-    if block.domain.integer:
-        bad = v[np.isfinite(v) & (v != np.round(v))] if v.size else v
-        if bad.size or not np.isfinite(v).all():
-            shown = float(bad.ravel()[0] if bad.size else v[~np.isfinite(v)].ravel()[0])
-            raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got the "
-                               f"non-integer value {shown!r}; give whole numbers")
-        low, high = getattr(block.domain, "low", None), getattr(block.domain, "high", None)
+    domain = block.domain
+    if domain.integer:
+        nonint = ~np.isfinite(v) | (v != np.round(v))
+        if nonint.any():
+            shown = float(v[nonint].ravel()[0])
+            raise SymgradError(f"{what}: input {block.name!r} is {domain!r} but got the "
+                               f"non-integer value {shown!r}; give whole numbers"
+                               + _entry(v, nonint))
+        low, high = getattr(domain, "low", None), getattr(domain, "high", None)
         if low is not None and high is not None and v.size:
-            out = v[(v < int(low)) | (v > int(high))]
-            if out.size:
-                raise SymgradError(f"{what}: input {block.name!r} is {block.domain!r} but got "
-                                   f"{float(out.ravel()[0])!r}; give ids in {int(low)}..{int(high)}")
+            out = (v < int(low)) | (v > int(high))
+            if out.any():
+                raise SymgradError(f"{what}: input {block.name!r} is {domain!r} but got "
+                                   f"{float(v[out].ravel()[0])!r}; give ids in "
+                                   f"{int(low)}..{int(high)}" + _entry(v, out))
+        return
+    rule = _allowed(domain)
+    if rule is None or not v.size:
+        return
+    ok, words = rule
+    with np.errstate(invalid="ignore"):
+        bad = ~ok(v)
+    if bad.any():
+        raise SymgradError(f"{what}: input {block.name!r} is {domain!r} but got "
+                           f"{float(v[bad].ravel()[0])!r}; give {words}" + _entry(v, bad))
+
+
+check_integers = check_domain  # the name the pipelines import (one validation for every domain)
 
 
 def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
@@ -112,7 +159,7 @@ def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
             raise SymgradError(f"{what}: {b.name!r} must be numbers, got {at[b.name]!r}") from None
         if v.shape == tuple(b.shape):  # one sample
             v = v[None]
-        check_integers(b, v, what)
+        check_domain(b, v, what)
         if v.shape[1:] != tuple(b.shape) or (n is not None and v.shape[0] != n):
             shape = ", ".join(map(str, b.shape))
             raise SymgradError(f"{what}: {b.name!r} must have shape (N, {shape}) with the same "

@@ -73,3 +73,44 @@ def test_integer_input_without_domain_takes_the_range_it_indexes():
     assert sg.verify(m, samples=4).verdict == "pass"
     with pytest.raises(SymgradError, match=r"input 'z': integer=True with the non-integer domain"):
         st.input("z", (2,), sg.Normal(), integer=True)
+
+
+def _domains_model() -> sg.Model:
+    w, y, m, u, s = sp.symbols("w y m u s", real=True)
+    return sg.Model("domains", w * y * m * u * s, params=[w],
+                    inputs={y: sg.Choice([0, 1]), m: sg.Bernoulli(0.9), u: sg.Uniform(-1, 2),
+                            s: sg.LogUniform(0.1, 10)})
+
+
+_GOOD = {"w": [0.5, 0.5], "y": [0, 1], "m": [1, 0], "u": [-1, 2], "s": [0.1, 10]}
+
+
+@pytest.mark.parametrize("name, value, message", [
+    ("y", 0.5, r"at: input 'y' is Choice\(values=\(0\.0, 1\.0\)\) but got 0\.5; give one of 0, 1 "
+               r"\(sample 1\)"),
+    ("m", 2.0, r"at: input 'm' is Bernoulli\(p=0\.9\) but got 2\.0; give 0 or 1 \(sample 1\)"),
+    ("u", 2.5, r"at: input 'u' is Uniform\(low=-1, high=2\) but got 2\.5; give values in "
+               r"\[-1, 2\] \(sample 1\)"),
+    ("s", -1.0, r"at: input 's' is LogUniform\(low=0\.1, high=10\) but got -1\.0; give values "
+                r"in \[0\.1, 10\]"),
+    ("y", float("nan"), r"input 'y' is Choice.* but got nan; give one of 0, 1")])
+def test_at_refuses_a_value_outside_its_domain(name, value, message):
+    """sg.Choice([0, 1]) accepted 0.5 (and Bernoulli 2, Uniform a value past its range): one
+    line naming the block, the entry and the allowed values, for both model kinds."""
+    at = {**_GOOD, name: [_GOOD[name][0], value]}
+    with pytest.raises(SymgradError, match=message):
+        sg.verify(_domains_model(), at=at)
+
+
+def test_at_accepts_every_value_inside_the_domains():
+    assert sg.verify(_domains_model(), at=_GOOD).ok
+
+
+def test_tensor_at_refuses_a_choice_value_and_names_the_entry():
+    W, y = st.param("W", (3,)), st.input("y", (3,), sg.Choice([0, 1]))
+    m = TensorModel("choice", st.sum_(st.map_(sp.tanh(st.X[0]) * st.X[1], W, y)))
+    assert sg.verify(m, at={"W": [0.1, 0.2, 0.3], "y": [1, 0, 1]}).ok
+    with pytest.raises(SymgradError, match=r"at: input 'y' is Choice\(values=\(0\.0, 1\.0\)\) "
+                                           r"but got 0\.5; give one of 0, 1 \(sample 0, entry "
+                                           r"\[2\]\)"):
+        sg.verify(m, at={"W": [0.1, 0.2, 0.3], "y": [1, 0, 0.5]})

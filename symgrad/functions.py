@@ -3,8 +3,8 @@
 The printers (``symgrad.backends``: numpy, torch, mpmath, arb), the high-precision walk
 (``symgrad.precise``: double-double and ARB balls), the code generator's vocabulary and the
 rounding-error bound (``symgrad.bounds``) read these rows; none keeps its own table. A target a
-function lacks is ``None`` in its row, and the error names it ("asin has no double-double
-spelling") instead of a KeyError.
+function lacks is ``None`` in its row, and the error names it ("sign has no ARB spelling")
+instead of a KeyError; a function without a row is "outside symgrad's function vocabulary".
 
 Spellings: a printer spelling is a format template over the printed arguments (``"numpy.exp({0})"``)
 or a callable taking the list of printed arguments (n-ary Max/Min); ``walk`` names the
@@ -24,8 +24,8 @@ Bound classes (what ``bounds.error_source`` does with f(a_1, ..., a_n)):
 'torch.erfc({0})'
 >>> row(sp.sin).walk
 'sin'
->>> row(sp.asin).walk is None
-True
+>>> row(sp.asin).walk, row(sp.sign).arb is None
+('asin', True)
 """
 
 from __future__ import annotations
@@ -87,11 +87,11 @@ ROWS: tuple[Function, ...] = (
     F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin({0})", "sin"),
     F(sp.cos, "numpy.cos({0})", "torch.cos({0})", "mp.cos({0})", "cos({0})", "cos"),
     F(sp.tan, "numpy.tan({0})", "torch.tan({0})", "mp.tan({0})", "tan({0})", "tan"),
-    F(sp.asin, "numpy.arcsin({0})", "torch.asin({0})", "rasin({0})", "rasin({0})", None),
-    F(sp.acos, "numpy.arccos({0})", "torch.acos({0})", "racos({0})", "racos({0})", None),
-    F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan({0})", None),
-    F(sp.sinh, "numpy.sinh({0})", "torch.sinh({0})", "mp.sinh({0})", "sinh({0})", None),
-    F(sp.cosh, "numpy.cosh({0})", "torch.cosh({0})", "mp.cosh({0})", "cosh({0})", None),
+    F(sp.asin, "numpy.arcsin({0})", "torch.asin({0})", "rasin({0})", "rasin({0})", "asin"),
+    F(sp.acos, "numpy.arccos({0})", "torch.acos({0})", "racos({0})", "racos({0})", "acos"),
+    F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan({0})", "atan"),
+    F(sp.sinh, "numpy.sinh({0})", "torch.sinh({0})", "mp.sinh({0})", "sinh({0})", "sinh"),
+    F(sp.cosh, "numpy.cosh({0})", "torch.cosh({0})", "mp.cosh({0})", "cosh({0})", "cosh"),
     F(sp.tanh, "numpy.tanh({0})", "torch.tanh({0})", "mp.tanh({0})", "tanh({0})", "tanh"),
     F(sp.erf, "erf({0})", "torch.erf({0})", "mp.erf({0})", "erf({0})", "erf"),
     F(sp.erfc, "erfc({0})", "torch.erfc({0})", "mp.erfc({0})", "erfc({0})", "erfc"),

@@ -1,7 +1,7 @@
 """DD_OPS: the double-double array-ops table of the tensor oracle (contract: ARRAYOPS.md).
 
 ~106-bit values on pairs of float64 numpy arrays. Elementwise functions as documented in
-`ddmath`, `dderf`, `ddtrig` (~1e-31 relative), sums by pairwise DD addition (error <=
+`ddmath`, `dderf`, `ddtrig`, `ddinverse` (~1e-31 relative), sums by pairwise DD addition (error <=
 3u**2 log2(n) sum|x|), contractions by Ozaki's error-free split onto float64 BLAS (`ozaki`), max/comparisons/selection
 exact. Not rigorous by itself: `certify` checks DD results against ARB balls.
 
@@ -25,6 +25,7 @@ from .. import functions
 from ..errors import SymgradError
 from . import dderf as E
 from . import ddmath as M
+from . import ddinverse as I
 from . import ddtrig as T
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, where
@@ -81,6 +82,7 @@ _NAMESPACE = {
     "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": E.erf, "erfc": E.erfc, "abs": abs,
     "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
     "sin": T.sin, "cos": T.cos, "tan": T.tan,
+    "asin": I.asin, "acos": I.acos, "atan": I.atan, "sinh": I.sinh, "cosh": I.cosh,
     "max": lambda *xs: _nanmax_fold(True, *xs), "min": lambda *xs: _nanmax_fold(False, *xs),
     "diracdelta": lambda x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
 }

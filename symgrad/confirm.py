@@ -16,7 +16,10 @@ b. **Fresh samples** (float64, or when (a) does not reproduce): M new draws from
    budget. The backend, the oracle, the bound and the comparison run on them; a block suspicion
    is confirmed when the pooled test at lam = ``pooled_sigmas`` flags the same block with the
    same sign (or a sign test at the same level does: ``_block_by_fresh``), an entry suspicion
-   when the backend has entries beyond the fast allowance in the same block. A per-sample rounding outlier does not repeat; a shared, sign-alternating
+   when the backend has entries beyond the fast allowance in the same block. Fresh samples
+   that land on a kink are judged as the run's own: the comparer's one-sided derivatives and
+   subgradient test decide those entries (a joint failure there is a MISMATCH and counts), and
+   their distance from sympy's H(0) = 1/2 value counts in neither test. A per-sample rounding outlier does not repeat; a shared, sign-alternating
    rounding (``exp(t) - 1`` at tiny t) has no common sign; a x1.5 / x0 / x-1 block bug fires on
    every sample.
 c. Confirmed: SUSPECT entries become SYSTEMATIC (block) or MISMATCH (entry), and the finding says
@@ -223,7 +226,8 @@ def _block_by_fresh(f: BlockFinding, comp: Comparison, m: int,
     a, b = f.columns
     exact, err, allowed = _columns_of(comp, a, b)
     with np.errstate(invalid="ignore", over="ignore"):
-        use = np.isfinite(err) & np.isfinite(exact) & np.isin(comp.status[:, a:b], USABLE)
+        use = (np.isfinite(err) & np.isfinite(exact) & np.isin(comp.status[:, a:b], USABLE)
+               & ~_at_kink(comp, a, b))
     st = _projection(exact, err, allowed, use)
     rows = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
     u = dtype_info(comp.dtype).eps / 2
@@ -246,6 +250,17 @@ def _block_by_fresh(f: BlockFinding, comp: Comparison, m: int,
     return False, (f"not confirmed on {m} fresh samples: neither the pooled test nor the sign "
                    f"test (lambda = {lam:g}) " + ("flags the opposite sign" if hit is not None
                                                   else "flags it"))
+
+
+def _at_kink(comp: Comparison, a: int, b: int) -> np.ndarray:
+    """Entries of columns a..b-1 on (or within rounding of) a kink whose sides differ: their
+    exact value is one choice among the subgradients (sympy's H(0) = 1/2), so their error says
+    nothing about a scale; the kink test decided them, as in the run itself (the block test
+    leaves them out: ``symgrad.compare.blocks.systematic``)."""
+    pos = comp.kink_position
+    if pos is None or np.ndim(pos) != 2:
+        return np.zeros(comp.status[:, a:b].shape, bool)
+    return np.isfinite(pos[:, a:b])
 
 
 def _columns_of(comp: Comparison, a: int, b: int):
@@ -290,8 +305,9 @@ def _confirm_entries(name: str, comp: Comparison, blocks, status: np.ndarray,
         if comps is not None and name in comps:  # (b) beyond the fast bound again?
             fc = comps[name]
             _, ferr, fallow = _columns_of(fc, a, b)
-            with np.errstate(invalid="ignore"):
-                again = (np.abs(ferr) > fallow) | np.isin(fc.status[:, a:b], (MISMATCH, SUSPECT))
+            with np.errstate(invalid="ignore"):  # at a kink: the kink test's status decides
+                beyond = (np.abs(ferr) > fallow) & ~_at_kink(fc, a, b)
+                again = beyond | np.isin(fc.status[:, a:b], (MISMATCH, SUSPECT))
             if again.any():
                 status[:, a:b][here] = MISMATCH
                 evidence.append(f"{name}: {int(here.sum())} entr(y/ies) of {block} beyond the "

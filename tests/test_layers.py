@@ -57,7 +57,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tensor.steps", "tensor.lower")),
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.bound", "tensor.spotcheck", "tensor.kinks", "tensor.doubt",
-        "tensor.departure", "tensor.sides")),
+        "tensor.departure", "tensor.sides", "tensor.fresh")),
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing")),
     ("stages", ("stages", "hvp")),
     ("judge", ("judge", "confirm", "causes")),

@@ -92,6 +92,7 @@ ROWS: tuple[Function, ...] = (
     F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan({0})", "atan"),
     F(sp.sinh, "numpy.sinh({0})", "torch.sinh({0})", "mp.sinh({0})", "sinh({0})", "sinh"),
     F(sp.cosh, "numpy.cosh({0})", "torch.cosh({0})", "mp.cosh({0})", "cosh({0})", "cosh"),
+    F(sp.asinh, "numpy.arcsinh({0})", "torch.asinh({0})", "mp.asinh({0})", "asinh({0})", "asinh"),
     F(sp.tanh, "numpy.tanh({0})", "torch.tanh({0})", "mp.tanh({0})", "tanh({0})", "tanh"),
     F(sp.erf, "erf({0})", "torch.erf({0})", "mp.erf({0})", "erf({0})", "erf"),
     F(sp.erfc, "erfc({0})", "torch.erfc({0})", "mp.erfc({0})", "erfc({0})", "erfc"),

@@ -1,4 +1,4 @@
-"""asin, acos, atan, sinh, cosh in the double-double oracle (symgrad.precise.ddinverse), in ARB
+"""asin, acos, atan, sinh, cosh, asinh in the double-double oracle (symgrad.precise.ddinverse), in ARB
 balls, and through a tensor program (float64 / float32 pass, a planted wrong backward caught)."""
 
 import mpmath
@@ -17,7 +17,7 @@ from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
 
 _MP = {"asin": mpmath.asin, "acos": mpmath.acos, "atan": mpmath.atan, "sinh": mpmath.sinh,
-       "cosh": mpmath.cosh}
+       "cosh": mpmath.cosh, "asinh": mpmath.asinh}
 
 
 def _dd(hi, seed: int = 0) -> DD:
@@ -52,6 +52,9 @@ POINTS = {
     "acos": [*_TINY, *_NEAR_ONE, *[-v for v in _NEAR_ONE], *_RNG.uniform(-1, 1, 30)],
     "sinh": [*_TINY, -1e-20, 1e-5, -1e-3, 0.5, 1.0, 20.0, 37.0, 100.0, 699.0, 700.0, 701.0,
              710.0, 710.47, -710.47, *_RNG.uniform(-40, 40, 30)],
+    "asinh": [*_TINY, 2.0**-61, 2.0**-59, 1e-3, 0.1, 1.0, 2.0, 1e8, 1e20, 1e150, 2.0**499,
+              2.0**501, 1e300, 1.7e308, *_RNG.uniform(-10, 10, 30),
+              *(-(10**_RNG.uniform(-12, 25, 20)))],
     "cosh": [*_TINY, -1e-20, 1e-5, -1e-3, 0.5, 1.0, 20.0, 37.0, 100.0, 699.0, 700.0, 701.0,
              710.0, 710.47, -710.47, *_RNG.uniform(-40, 40, 30)],
 }
@@ -59,9 +62,9 @@ POINTS = {
 
 @pytest.mark.parametrize("fn", sorted(POINTS))
 def test_dd_matches_mpmath_to_30_digits(fn):
-    """0, subnormal, tiny, near +-1 (1 - 2**-k, k = 1..53: asin / acos), large |x| (atan to
-    1.7e308; sinh / cosh to their overflow at 710.48), random: <= 1e-31 relative everywhere
-    (measured: <= 4e-32)."""
+    """0, subnormal, tiny, near +-1 (1 - 2**-k, k = 1..53: asin / acos), large |x| (atan, asinh
+    to 1.7e308; sinh / cosh to their overflow at 710.48), random: <= 1e-31 relative everywhere
+    (measured: <= 8e-32)."""
     hi = [v for v in POINTS[fn] if not (fn in ("asin", "acos") and abs(v) == 1.0)]
     x = _dd(hi)
     x = DD(x.hi, np.where(np.abs(x.hi) >= 1.0, 0.0, x.lo)) if fn in ("asin", "acos") else x
@@ -85,10 +88,12 @@ def test_edges_nan_and_shapes():
     t = I.atan(DD(np.array([np.inf, -np.inf, np.nan, -0.0])))
     assert t.hi[0] == np.pi / 2 and t.hi[1] == -np.pi / 2 and np.isnan(t.hi[2])
     assert t.hi[3] == 0.0 and np.signbit(t.hi[3])
+    s = I.asinh(DD(np.array([np.inf, -np.inf, np.nan, -0.0])))
+    assert s.hi[0] == np.inf and s.hi[1] == -np.inf and np.isnan(s.hi[2]) and np.signbit(s.hi[3])
     h = DD(np.array([711.0, -711.0, np.inf, -np.inf, np.nan]))
     assert I.sinh(h).hi.tolist()[:4] == [np.inf, -np.inf, np.inf, -np.inf]
     assert I.cosh(h).hi.tolist()[:4] == [np.inf] * 4 and np.isnan(I.cosh(h).hi[4])
-    for fn in (I.asin, I.acos, I.atan, I.sinh, I.cosh):
+    for fn in (I.asin, I.acos, I.atan, I.sinh, I.cosh, I.asinh):
         assert fn(DD(np.full((2, 3), 0.25))).shape == (2, 3)
         assert fn(DD(np.array(0.25))).shape == ()
 
@@ -97,7 +102,8 @@ def test_dd_map_and_arb_balls_agree():
     """The rows reach both walks: DD_OPS.map and ARB_OPS.map agree to 1e-30 relative, and the
     balls are ~1e-45 tight."""
     x = sp.Symbol("x")
-    e = sp.asin(x / 4) * sp.acos(x / 8) + sp.atan(7 * x) + sp.sinh(x) - sp.cosh(2 * x)
+    e = (sp.asin(x / 4) * sp.acos(x / 8) + sp.atan(7 * x) + sp.sinh(x) - sp.cosh(2 * x)
+         + sp.asinh(3 * x))
     v = np.array([0.3, -2.5, 1.0, 3.75, -4.0])
     d = DD_OPS.map(e, {x: DD_OPS.asarray(v)})
     ops = ARB_OPS.at(200)
@@ -111,7 +117,7 @@ def _model() -> TensorModel:
     W, x = st.param("W", (3, 4)), st.input("x", (4,), sg.Uniform(-0.5, 0.5))
     z = st.einsum("ij,j->i", W, x)
     u = st.map_(sp.atan(st.X[0]) + sp.asin(sp.tanh(st.X[0])) * sp.acos(sp.tanh(st.X[0]) / 2)
-                + sp.sinh(st.X[0]) / sp.cosh(st.X[0] / 3), z)
+                + sp.sinh(st.X[0]) / sp.cosh(st.X[0] / 3) + sp.asinh(2 * st.X[0]), z)
     return TensorModel("inverse_hyperbolic", st.sum_(u))
 
 
@@ -121,7 +127,7 @@ def _torch_fn(factor: float = 1.0):
         z = W @ x
         t = torch.tanh(z)
         return (torch.atan(z) + torch.asin(t) * torch.acos(t / 2)
-                + torch.sinh(z) / torch.cosh(z / 3)).sum()
+                + torch.sinh(z) / torch.cosh(z / 3) + torch.asinh(2 * z)).sum()
     return fn
 
 
@@ -137,3 +143,16 @@ def test_tensor_model_scaled_backward_is_caught():
     assert r.verdict == "fail"
     assert not r.comparisons["torch_fn"].ok
     assert r.comparisons["torch"].ok and r.comparisons["numpy"].ok
+
+
+def test_scalar_model_with_asinh_runs_every_printer():
+    """asinh's row reaches the scalar pipeline too (numpy, torch, mpmath, arb printers)."""
+    w, x = sp.symbols("w x", real=True)
+    m = sg.Model("asinh_wx", sp.asinh(w * x) + sp.atan(w) * sp.cosh(x / 4), params=[w],
+                 inputs=[x])
+    r = sg.verify(m, torch_fn=lambda w, x: torch.asinh(w * x) + torch.atan(w) * torch.cosh(x / 4),
+                  samples=16)
+    assert r.verdict == "pass", str(r)
+    bad = sg.verify(m, torch_fn=lambda w, x: torch.asinh(scale_backward(w, 1 + 1e-9) * x)
+                    + torch.atan(w) * torch.cosh(x / 4), samples=16)
+    assert bad.verdict == "fail" and not bad.comparisons["torch_fn"].ok

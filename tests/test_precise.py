@@ -164,8 +164,8 @@ def test_comparisons_see_the_low_part():
 
 def test_map_unsupported_function_and_missing_symbol_are_named():
     x, z = sp.symbols("x z")
-    with pytest.raises(SymgradError, match="asinh"):
-        DD_OPS.map(sp.asinh(x), {x: np.ones(2)})
+    with pytest.raises(SymgradError, match="acosh"):
+        DD_OPS.map(sp.acosh(x), {x: np.ones(2)})
     with pytest.raises(SymgradError, match="z"):
         DD_OPS.map(x + z, {x: np.ones(2)})
 
@@ -326,8 +326,8 @@ def test_arb_precision_is_restored_and_checked():
     assert flint.ctx.prec == before
     with pytest.raises(SymgradError, match="precision"):
         ARB_OPS.at(20)
-    with pytest.raises(SymgradError, match="asinh"):
-        ARB_OPS.map(sp.asinh(sp.Symbol("x")), {sp.Symbol("x"): np.ones(2)})
+    with pytest.raises(SymgradError, match="acosh"):
+        ARB_OPS.map(sp.acosh(sp.Symbol("x")), {sp.Symbol("x"): np.ones(2)})
 
 
 def test_arb_einsum_exact_for_float64_data_and_matches_dd():

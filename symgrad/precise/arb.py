@@ -52,6 +52,7 @@ _acos = _ufunc(lambda v: v.acos())
 _atan = _ufunc(lambda v: v.atan())
 _sinh = _ufunc(lambda v: v.sinh())
 _cosh = _ufunc(lambda v: v.cosh())
+_asinh = _ufunc(lambda v: v.asinh())
 _erfc = _ufunc(lambda v: v.erfc())
 _sqrt = _ufunc(lambda v: v.sqrt())
 _abs = _ufunc(lambda v: abs(v))
@@ -149,6 +150,7 @@ _NAMESPACE = {
     "exp": _exp, "log": _log, "tanh": _tanh, "erf": _erf, "erfc": _erfc, "abs": _abs,
     "log1p": _log1p, "expm1": _expm1, "sign": _sgn, "sin": _sin, "cos": _cos, "tan": _tan,
     "asin": _asin, "acos": _acos, "atan": _atan, "sinh": _sinh, "cosh": _cosh,
+    "asinh": _asinh,
     "max": lambda *xs: _fold(_max2, xs), "min": lambda *xs: _fold(_min2, xs),
     "heaviside": lambda x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
     "diracdelta": lambda x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),

@@ -1,4 +1,4 @@
-"""asin, acos, atan, sinh and cosh on double-double arrays (the double-double oracle's rows for
+"""asin, acos, atan, sinh, cosh and asinh on double-double arrays (the double-double oracle's rows for
 the inverse trigonometric and the hyperbolic functions).
 
 Function   method                                                             measured (tests)
@@ -15,6 +15,8 @@ sinh       a = |x|, t = expm1(a): (t + t / (1 + t)) / 2 (all terms positive);   
            a > 700: e**(a/2) * (e**(a/2) / 2) (e**-a below 1e-300 relative;
            no overflow before sinh's own, at ~710.48); the sign of x
 cosh       (e + 1/e) / 2, e = exp(|x|); |x| > 700 as sinh                      <= 1e-31 relative
+asinh      a = |x|: log1p(a + a**2 / (1 + sqrt(1 + a**2))) (no cancellation);  <= 1e-31 relative
+           a < 2**-60: x; a > 2**500: log a + ln 2 (1/(4a**2) < 1e-300); the sign
 
 (u = 2**-53; "exact-ish": the DD addition's error is ~u**2 of its result.) NaN gives NaN.
 
@@ -30,7 +32,7 @@ from __future__ import annotations
 import numpy as np
 
 from .dd import DD, add, add_f64, div, ldexp, mul, where
-from .ddmath import const, exp, expm1
+from .ddmath import const, exp, expm1, log, log1p
 from .ddmath import sqrt as dd_sqrt
 from .ddtrig import sin_cos
 
@@ -166,3 +168,26 @@ def cosh(x: DD) -> DD:
     """cosh x elementwise (module docstring); +-inf give inf."""
     v, nan = _nan_free(x)
     return _restore_nan(_by_size(v, _cosh_small, _exp_half_squared), nan)
+
+
+_ASINH_HUGE = 2.0**500  # beyond: asinh a = log(2a) + 1/(4a**2) - ..., the rest < 1e-300
+
+
+def asinh(x: DD) -> DD:
+    """asinh x elementwise (module docstring); +-inf give +-inf."""
+    v, nan = _nan_free(x)
+    a = abs(v)
+    tiny, huge = a.hi < _ATAN_TINY, a.hi > _ASINH_HUGE
+    mid = ~tiny & ~huge
+    out = a.copy()  # tiny: asinh a = a (a**2/6 < 1e-37)
+    if mid.any():
+        m = a[mid]
+        ones = np.ones(m.shape)
+        a2 = mul(m, m)
+        r = log1p(add(m, div(a2, add_f64(dd_sqrt(add_f64(a2, ones)), ones))))
+        out.hi[mid], out.lo[mid] = r.hi, r.lo
+    if huge.any():
+        with np.errstate(divide="ignore", invalid="ignore"):  # inf: inf
+            r = add(log(a[huge]), const("ln2", (int(huge.sum()),)))
+        out.hi[huge], out.lo[huge] = r.hi, r.lo
+    return _restore_nan(where(v.hi < 0, -out, out), nan)

@@ -83,6 +83,7 @@ _NAMESPACE = {
     "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
     "sin": T.sin, "cos": T.cos, "tan": T.tan,
     "asin": I.asin, "acos": I.acos, "atan": I.atan, "sinh": I.sinh, "cosh": I.cosh,
+    "asinh": I.asinh,
     "max": lambda *xs: _nanmax_fold(True, *xs), "min": lambda *xs: _nanmax_fold(False, *xs),
     "diracdelta": lambda x, *a: DD(np.where(np.isnan(x.hi), np.nan, 0.0)),  # a.e. derivative of H
 }

@@ -51,7 +51,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
                                   "tensor.program")),
     ("ops", ("ops", "stable", "tensor.ops")),
     ("models and derivatives", ("model", "derive", "tensor", "tensor.derive", "tensor.interpret",
-                                "tensor.model", "zoo")),
+                                "tensor.model", "zoo", "capture")),
     ("backends, exact arithmetic, tensor views", (
         "backends", "bounds", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
         "tensor.steps", "tensor.lower")),
@@ -61,7 +61,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing")),
     ("stages", ("stages", "hvp")),
     ("judge", ("judge", "confirm", "causes")),
-    ("verify", ("verify", "tensor.verify", "modules")),
+    ("verify", ("verify", "tensor.verify", "modules", "capture.gradcheck")),
     ("present", ("present", "explain", "report")),
     ("tools", ("__init__", "__main__", "cli", "commands", "testing", "hvp_mutants", "fuzz",
                "pytest_plugin", "strategies", "opcatalog")),

@@ -1,0 +1,318 @@
+"""The one table of captured ATen ops: ``TABLE[op](a, shape) -> value``, its tensor-program
+lowering. ``a`` holds the op's arguments by their schema names (defaults filled in), already
+captured (``symgrad.capture.values``); ``shape`` is the shape torch.export recorded for the
+output. The supported ops are the table's keys; ops whose arguments are all known (constants,
+integer inputs) are not looked up: the walk runs them in torch.
+
+Elementwise functions come from the op table (``symgrad.optable`` via ``symgrad.tensor``'s
+``ELEMENTWISE``); no formula is written here that the op table holds.
+
+>>> aten = torch.ops.aten
+>>> aten.mm.default in TABLE, aten.convolution.default in TABLE
+(True, False)
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Any, Callable
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ..errors import SymgradError
+from ..tensor import ops as st_ops
+from ..tensor.ops import ELEMENTWISE
+from ..tensor.program import (X, Node, add_all, broadcast, const, einsum, max_, reshape,
+                              stop_gradient, sum_, transpose)
+from .values import Masked, Pred, elementwise, node, number, where
+
+aten = torch.ops.aten
+_L = "abcdefghijklmnopqrstuvw"  # axis letters; "y", "z" are the selection matrices' own
+
+
+def _dims(dim, ndim: int) -> tuple[int, ...]:
+    """A dim argument (None, [], int or list) as sorted axes; empty means all."""
+    if dim is None or (isinstance(dim, (list, tuple)) and not dim):
+        return tuple(range(ndim))
+    dims = [dim] if isinstance(dim, int) else list(dim)
+    return tuple(sorted(d % ndim for d in dims)) if ndim else ()
+
+
+def _along(x: Node, axis: int, S: np.ndarray) -> Node:
+    """The 0/1 matrix ``S`` (m, n) applied along ``axis`` of ``x`` (exact: one term per
+    entry); a vector ``S`` (n,) picks one index and drops the axis."""
+    axis %= x.ndim
+    sub = _L[:x.ndim]
+    xs = sub[:axis] + "z" + sub[axis + 1:]
+    if S.ndim == 1:
+        return einsum(f"{xs},z->{sub[:axis] + sub[axis + 1:]}", x, const(S, "select"))
+    return einsum(f"{xs},yz->{sub[:axis] + 'y' + sub[axis + 1:]}", x, const(S, "select"))
+
+
+def _picks(index: torch.Tensor, n: int) -> np.ndarray:
+    """One-hot rows (*index.shape, n) of a known integer index (negative ids wrap)."""
+    ids = index.detach().cpu().numpy().astype(np.int64) % n
+    return (ids[..., None] == np.arange(n)).astype(np.float64)
+
+
+def _known_index(v: Any, op: str) -> torch.Tensor:
+    if not isinstance(v, torch.Tensor):
+        raise SymgradError(f"capture: {op} with an index computed from a parameter or float "
+                           "input is not supported; the index must be an integer input or a "
+                           "constant")
+    return v
+
+
+# ------------------------------------------------------------------------------ lowerings
+def _binary(expr: sp.Expr) -> Callable:
+    return lambda a, shape: elementwise(expr, a["self"], a["other"])
+
+
+def _add(sign: int) -> Callable:
+    def lower(a, shape):
+        return elementwise(X[0] + sign * number(a["alpha"]) * X[1], a["self"], a["other"])
+    return lower
+
+
+def _unary(expr: sp.Expr) -> Callable:
+    return lambda a, shape: elementwise(expr, a["self"])
+
+
+def _table_op(name: str) -> Callable:
+    """An op of the op table (symgrad.optable), by its public name."""
+    return lambda a, shape: ELEMENTWISE[name](node(a["self"], name))
+
+
+def _compare(rel: Callable) -> Callable:
+    return lambda a, shape: Pred(rel(X[0], X[1]), (a["self"], a["other"]))
+
+
+def _gelu(a, shape) -> Node:
+    return ELEMENTWISE["gelu"](node(a["self"], "gelu"), a.get("approximate") or "none")
+
+
+def _clamp(a, shape) -> Node:
+    expr = X[0]
+    if a.get("min") is not None:
+        expr = sp.Max(expr, number(a["min"]))
+    if a.get("max") is not None:
+        expr = sp.Min(expr, number(a["max"]))
+    return elementwise(expr, a["self"])
+
+
+def _div(a, shape) -> Node:
+    if a.get("rounding_mode") is not None:
+        raise SymgradError(f"capture: div with rounding_mode={a['rounding_mode']!r} has no "
+                           "derivative; it is supported only on constants")
+    return elementwise(X[0] / X[1], a["self"], a["other"])
+
+
+def _mm(spec: str) -> Callable:
+    return lambda a, shape: einsum(spec, node(a["self"], "matmul"), node(a["mat2"], "matmul"))
+
+
+def _addmm(a, shape) -> Node:
+    prod = einsum("ij,jk->ik", node(a["mat1"], "addmm"), node(a["mat2"], "addmm"))
+    return elementwise(number(a["beta"]) * X[0] + number(a["alpha"]) * X[1], a["self"], prod)
+
+
+def _permute(a, shape) -> Node:
+    x = node(a["self"], "permute")
+    return transpose(x, [d % x.ndim for d in a["dims"]])
+
+
+def _transpose(a, shape) -> Node:
+    x = node(a["self"], "transpose")
+    if x.ndim < 2:
+        return x
+    perm = list(range(x.ndim))
+    i, j = a.get("dim0", 0) % x.ndim, a.get("dim1", 1) % x.ndim
+    perm[i], perm[j] = perm[j], perm[i]
+    return transpose(x, perm)
+
+
+def _reshape(a, shape) -> Node:
+    return reshape(node(a["self"], "reshape"), shape)
+
+
+def _identity(a, shape) -> Any:
+    return a["self"]
+
+
+def _expand(a, shape) -> Node:
+    x = node(a["self"], "expand")
+    return broadcast(reshape(x, (1,) * (len(shape) - x.ndim) + x.shape), shape)
+
+
+def _reduce(kind: str) -> Callable:
+    def lower(a, shape) -> Node:
+        x = node(a["self"], kind)
+        axes = _dims(a.get("dim"), x.ndim)
+        keep = bool(a.get("keepdim", False))
+        if kind == "sum":
+            return sum_(x, axes, keepdims=keep)
+        if kind == "mean":
+            return st_ops.mean(x, axes, keepdims=keep)
+        return max_(x, axes, keepdims=keep)
+    return lower
+
+
+def _max_dim(a, shape) -> tuple:
+    x = node(a["self"], "max")
+    return max_(x, a["dim"], keepdims=bool(a.get("keepdim"))), None  # indices: not captured
+
+
+def _softmax(log: bool) -> Callable:
+    def lower(a, shape) -> Node:
+        x, dim = a["self"], a["dim"]
+        if isinstance(x, Masked):
+            if log:
+                raise SymgradError("capture: log_softmax of a -inf fill is not supported")
+            return st_ops.softmax(x.node, dim, mask=x.keep)
+        return (st_ops.log_softmax if log else st_ops.softmax)(node(x, "softmax"), dim)
+    return lower
+
+
+def _layer_norm(a, shape) -> tuple:
+    x = node(a["input"], "layer_norm")
+    k = len(a["normalized_shape"])
+    axes = tuple(range(x.ndim - k, x.ndim))
+    mu = st_ops.mean(x, axes, keepdims=True)
+    xc = x - mu
+    var = st_ops.mean(elementwise(X[0] ** 2, xc), axes, keepdims=True)
+    y = elementwise(X[0] / sp.sqrt(X[1] + number(a["eps"])), xc, var)
+    if a.get("weight") is not None:
+        y = elementwise(X[0] * X[1], y, a["weight"])
+    if a.get("bias") is not None:
+        y = elementwise(X[0] + X[1], y, a["bias"])
+    return y, None, None  # the saved mean / rstd: not captured
+
+
+def _where(a, shape) -> Any:
+    return where(a["condition"], a["self"], a["other"])
+
+
+def _embedding(a, shape) -> Node:
+    W = node(a["weight"], "embedding")
+    picks = _picks(_known_index(a["indices"], "embedding"), W.shape[0])
+    sub = _L[:picks.ndim - 1]
+    return einsum(f"{sub}z,zc->{sub}c", const(picks, "ids"), W)
+
+
+def _index_select(a, shape) -> Node:
+    x = node(a["self"], "index_select")
+    ids = _known_index(a["index"], "index_select").reshape(-1)
+    return _along(x, a["dim"], _picks(ids, x.shape[a["dim"] % x.ndim]))
+
+
+def _gather(a, shape) -> Node:
+    x = node(a["self"], "gather")
+    index = _known_index(a["index"], "gather")
+    d = a["dim"] % x.ndim
+    if any(index.shape[i] != x.shape[i] for i in range(x.ndim) if i != d):
+        raise SymgradError(f"capture: gather of {x.shape} by an index of shape "
+                           f"{tuple(index.shape)}: other axes must match")
+    sub = _L[:x.ndim]
+    xs = sub[:d] + "z" + sub[d + 1:]
+    return einsum(f"{xs},{sub}z->{sub}", x, const(_picks(index, x.shape[d]), "picks"))
+
+
+def _slice(a, shape) -> Node:
+    x = node(a["self"], "slice")
+    d = a["dim"] % x.ndim
+    rows = range(x.shape[d])[slice(a.get("start"), a.get("end"), a.get("step", 1))]
+    return _along(x, d, _picks(torch.tensor(list(rows), dtype=torch.long), x.shape[d]))
+
+
+def _select(a, shape) -> Node:
+    x = node(a["self"], "select")
+    d = a["dim"] % x.ndim
+    return _along(x, d, np.eye(x.shape[d])[a["index"] % x.shape[d]])
+
+
+def _cat(a, shape) -> Node:
+    parts = [node(t, "cat") for t in a["tensors"] if not (isinstance(t, torch.Tensor)
+                                                          and t.numel() == 0)]
+    d = a.get("dim", 0) % len(shape)
+    start, out = 0, []
+    for p in parts:
+        place = np.zeros((shape[d], p.shape[d]))
+        place[start + np.arange(p.shape[d]), np.arange(p.shape[d])] = 1
+        out.append(_along(p, d, place))
+        start += p.shape[d]
+    return add_all(out)
+
+
+def _to_copy(a, shape) -> Any:
+    dtype = a.get("dtype")
+    if dtype is not None and not dtype.is_floating_point:
+        raise SymgradError(f"capture: a float value converted to {dtype} has no derivative")
+    return a["self"]
+
+
+def _not(a, shape) -> Pred:
+    p = a["self"]
+    if not isinstance(p, Pred):
+        raise SymgradError("capture: logical_not of a float tensor is not supported")
+    return Pred(sp.Not(p.expr), p.operands)
+
+
+def _stop(a, shape) -> Node:
+    return stop_gradient(node(a["self"], "detach"))
+
+
+TABLE: dict[Any, Callable] = {
+    aten.add.Tensor: _add(1), aten.add.Scalar: _add(1),
+    aten.sub.Tensor: _add(-1), aten.sub.Scalar: _add(-1),
+    aten.rsub.Scalar: lambda a, s: elementwise(X[1] - number(a["alpha"]) * X[0], a["self"],
+                                               a["other"]),
+    aten.mul.Tensor: _binary(X[0] * X[1]), aten.mul.Scalar: _binary(X[0] * X[1]),
+    aten.div.Tensor: _div, aten.div.Scalar: _div, aten.div.Tensor_mode: _div,
+    aten.maximum.default: _binary(sp.Max(X[0], X[1])),
+    aten.minimum.default: _binary(sp.Min(X[0], X[1])),
+    aten.pow.Tensor_Scalar: lambda a, s: elementwise(X[0] ** number(a["exponent"]), a["self"]),
+    aten.pow.Tensor_Tensor: lambda a, s: elementwise(X[0] ** X[1], a["self"], a["exponent"]),
+    aten.pow.Scalar: lambda a, s: elementwise(number(a["self"]) ** X[0], a["exponent"]),
+    aten.neg.default: _unary(-X[0]), aten.abs.default: _unary(sp.Abs(X[0])),
+    aten.sqrt.default: _unary(sp.sqrt(X[0])), aten.rsqrt.default: _unary(1 / sp.sqrt(X[0])),
+    aten.reciprocal.default: _unary(1 / X[0]),
+    aten.sin.default: _unary(sp.sin(X[0])), aten.cos.default: _unary(sp.cos(X[0])),
+    aten.exp.default: _table_op("exp"), aten.log.default: _table_op("log"),
+    aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
+    aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
+    aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
+    aten.clamp.default: _clamp, aten.clamp_min.default: lambda a, s: _clamp(
+        {"self": a["self"], "min": a["min"]}, s),
+    aten.clamp_max.default: lambda a, s: _clamp({"self": a["self"], "max": a["max"]}, s),
+    aten.gt.Scalar: _compare(operator.gt), aten.gt.Tensor: _compare(operator.gt),
+    aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),
+    aten.lt.Scalar: _compare(operator.lt), aten.lt.Tensor: _compare(operator.lt),
+    aten.le.Scalar: _compare(operator.le), aten.le.Tensor: _compare(operator.le),
+    aten.logical_not.default: _not, aten.where.self: _where,
+    aten.mm.default: _mm("ij,jk->ik"), aten.bmm.default: _mm("bij,bjk->bik"),
+    aten.addmm.default: _addmm,
+    aten.permute.default: _permute, aten.t.default: _transpose,
+    aten.transpose.int: _transpose,
+    aten.view.default: _reshape, aten._unsafe_view.default: _reshape,
+    aten.reshape.default: _reshape, aten.unsqueeze.default: _reshape,
+    aten.squeeze.default: _reshape, aten.squeeze.dim: _reshape, aten.squeeze.dims: _reshape,
+    aten.expand.default: _expand,
+    aten.clone.default: _identity, aten.alias.default: _identity,
+    aten._to_copy.default: _to_copy, aten.detach.default: _stop,
+    aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
+    aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),
+    aten.amax.default: _reduce("max"), aten.max.default: _reduce("max"),
+    aten.max.dim: _max_dim,
+    aten._softmax.default: _softmax(False), aten._log_softmax.default: _softmax(True),
+    aten.native_layer_norm.default: _layer_norm,
+    aten.embedding.default: _embedding, aten.index_select.default: _index_select,
+    aten.gather.default: _gather,
+    aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
+}
+
+
+def lowering(op: Any) -> Callable | None:
+    """The lowering of ``op`` (an ATen OpOverload), or None when it is not supported."""
+    return TABLE.get(op)

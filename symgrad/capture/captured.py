@@ -1,0 +1,148 @@
+"""``capture(fn, args)``: a user's torch function or module as a ``TensorModel``, with the
+torch function that runs the user's own code on the same blocks and the example point.
+
+A scalar output is the loss; otherwise (several outputs, or a non-scalar one) the loss is the
+sum of each float output times a fixed random cotangent (a vector-Jacobian product: the user's
+backward is compared along that direction, never as a full Jacobian).
+
+>>> import torch
+>>> W = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+>>> x = torch.randn(2, dtype=torch.float64)
+>>> c = capture(lambda W, x: torch.tanh(W @ x).sum(), (W, x))
+>>> [b.name for b in c.model.blocks]
+['W', 'x']
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_leaves
+
+from ..errors import SymgradError
+from ..tensor.model import TensorModel
+from ..tensor.program import Node, add_all, const, einsum, topological
+from .export import Call, Slot, arg_names, display_name, export, slots as graph_slots
+from .walk import leaf, walk
+
+_L = "abcdefghijklmnop"
+
+
+@dataclass
+class Captured:
+    """A captured function: its model, where each block comes from, and the example point.
+
+    ``cotangents[i]`` is the direction of output ``i`` (None: that output is the scalar loss
+    itself, or is not differentiable and left out)."""
+
+    model: TensorModel
+    slots: list[Slot]
+    call: Call
+    cotangents: list[np.ndarray | None]
+    n_outputs: int
+    example: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def blocks(self) -> list[Slot]:
+        return [s for s in self.slots if s.role != "known"]
+
+    def torch_fn(self) -> Callable:
+        """``fn(**blocks) -> scalar``: the user's own code (eager autograd) on one sample, its
+        outputs reduced with the same cotangents as the model's loss."""
+        state = [s for s in self.slots if s.source == "state"]
+        args = [s for s in self.slots if s.source == "arg"]
+        cots = self.cotangents
+
+        def fn(**blocks: torch.Tensor) -> torch.Tensor:
+            overrides = {s.key: blocks.get(s.name, s.value) for s in state}
+            tensors = tuple(blocks.get(s.name, s.value) for s in args)
+            outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
+            parts = []
+            for out, cot in zip(outs, cots):
+                if cot is None and out.dim() == 0 and out.is_floating_point():
+                    parts.append(out)
+                elif cot is not None:
+                    parts.append((out * torch.as_tensor(cot, dtype=out.dtype,
+                                                        device=out.device)).sum())
+            return sum(parts[1:], parts[0])
+        fn.__name__ = self.model.name
+        return fn
+
+    def at(self, samples: int = 1, seed: int = 0, vary: Sequence[str] = ()) -> dict:
+        """Samples for ``sg.verify(..., at=)``: sample 0 is the example point; the others
+        scale each entry of the blocks in ``vary`` by 1 + u/8, |u| <= 3/8 (signs and zeros
+        stay: kinks at 0 stay kinks), the other blocks fixed."""
+        rng = np.random.default_rng(np.random.SeedSequence([seed, 18]))
+        out = {}
+        for name, v in self.example.items():
+            rows = [v]
+            for _ in range(samples - 1):
+                u = np.clip(rng.standard_normal(v.shape), -3, 3) / 8 if name in vary else 0
+                rows.append(v * (1 + u))
+            out[name] = np.stack(rows)
+        return out
+
+
+def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
+            module_params: str = "param", seed: int = 0, name: str | None = None) -> Captured:
+    """Capture ``fn(*args)`` as a tensor program.
+
+    Arguments:
+        fn: a function or ``torch.nn.Module`` of tensors (any Python code torch.export traces).
+        args: its example arguments (a tensor or a tuple); float tensors become blocks,
+            integer and bool tensors are folded at their values.
+        grad: per tensor argument, whether it is differentiated (default: ``requires_grad``).
+        module_params: "param" (a module's parameters are differentiated) or "input".
+        seed: the seed of the random cotangents of a non-scalar output.
+        name: the model's name (default: the function's or the module's).
+    Returns:
+        A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
+    """
+    args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    call, ep = export(fn, args)
+    tensors = [args[i] for i in call.slots]
+    names = [arg_names(fn, len(args))[i] for i in call.slots]
+    grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad)
+    if len(grad) != len(tensors):
+        raise SymgradError(f"capture: grad= has {len(grad)} entries for {len(tensors)} tensor "
+                           "arguments")
+    sl = graph_slots(call, ep, names, grad, module_params)
+    inputs = {s.placeholder: leaf(s) for s in sl}
+    outs = walk(ep.graph, inputs)
+    rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
+    cots, parts = _loss_parts(outs, rng)
+    if not parts:
+        raise SymgradError("capture: no output depends on a differentiated tensor (give "
+                           "requires_grad=True inputs, or a module with parameters)")
+    label = name or display_name(fn)
+    loss = add_all(parts)
+    used = {n.id for n in topological([loss])}
+    params = [inputs[s.placeholder] for s in sl if s.role == "param"
+              and inputs[s.placeholder].id in used]  # the module's order, not first use
+    try:
+        model = TensorModel(label, loss, description="captured by torch.export", params=params)
+    except SymgradError as exc:
+        raise SymgradError(f"capture: {exc}") from None
+    names = {b.name for b in model.blocks}  # an unused parameter is no block: held fixed
+    example = {s.name: s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in names}
+    return Captured(model, sl, call, cots, len(outs), example)
+
+
+def _loss_parts(outs: list, rng: np.random.Generator) -> tuple[list, list[Node]]:
+    """Each output's cotangent and its part of the loss (a scalar sole output: itself)."""
+    floats = [isinstance(o, Node) for o in outs]
+    if len(outs) == 1 and floats[0] and outs[0].shape == ():
+        return [None], [outs[0]]
+    cots, parts = [], []
+    for o, is_node in zip(outs, floats):
+        if not is_node:
+            cots.append(None)  # a constant or non-differentiable output: no derivative
+            continue
+        cot = rng.standard_normal(o.shape).astype(np.float32).astype(np.float64)
+        sub = _L[:o.ndim]
+        cots.append(cot)
+        parts.append(einsum(f"{sub},{sub}->", o, const(cot, "cotangent")))
+    return cots, parts

@@ -1,0 +1,169 @@
+"""Run ``torch.export`` on a user's function or module and name what flows into its graph.
+
+A plain function is wrapped in a module (``Call``) whose forward takes the tensor arguments
+only (other arguments are baked in), so a function and a module go the same way. Each graph
+input gets a ``Slot``: its block name (a module's own parameter name with dots as underscores,
+a function's own argument name), where its value comes from, and its role.
+"""
+
+from __future__ import annotations
+
+import inspect
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.export.graph_signature import InputKind
+
+from ..errors import SymgradError
+
+PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
+
+
+class Call(torch.nn.Module):
+    """``fn(*args)`` as a module whose forward takes the tensor arguments only."""
+
+    def __init__(self, fn: Callable, args: Sequence[Any]) -> None:
+        super().__init__()
+        self.fn = fn
+        self.template = list(args)
+        self.slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+
+    def forward(self, *tensors: torch.Tensor) -> Any:
+        args = list(self.template)
+        for i, t in zip(self.slots, tensors):
+            args[i] = t
+        return self.fn(*args)
+
+
+@dataclass(frozen=True)
+class Slot:
+    """One graph input: its placeholder, block name, source and role.
+
+    ``source`` is "state" (a module parameter or buffer: ``key`` its name in the wrapper),
+    "constant" (a lifted constant) or "arg" (``key``: the position among tensor arguments).
+    ``role`` is "param" (differentiated), "input" (a float block, not differentiated) or
+    "known" (integers, bools, constants: folded at their values).
+    """
+
+    placeholder: str
+    name: str
+    source: str
+    key: Any
+    role: str
+    value: torch.Tensor
+
+
+def function_class(fn: Callable) -> type | None:
+    """The ``torch.autograd.Function`` subclass of ``SomeFunction.apply``, else None."""
+    owner = getattr(fn, "__self__", None)
+    return owner if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
+
+
+def display_name(fn: Callable) -> str:
+    """The user's name of ``fn``: a function's, a module's class, a custom Function's class."""
+    cls = function_class(fn)
+    if cls is not None:
+        return cls.__name__
+    return getattr(fn, "__name__", type(fn).__name__)
+
+
+def arg_names(fn: Callable, n_args: int) -> list[str]:
+    """The user's names of ``fn``'s positional arguments (``input<i>`` where unknown); a
+    custom Function's are those of its ``forward`` after ``ctx``."""
+    cls = function_class(fn)
+    target = (cls.forward if cls is not None else fn.forward if isinstance(fn, torch.nn.Module)
+              else fn)
+    try:
+        params = [p.name for p in inspect.signature(target).parameters.values()
+                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    except (TypeError, ValueError):
+        params = []
+    if cls is not None:
+        params = params[1:]  # ctx
+    return [params[i] if i < len(params) else f"input{i}" for i in range(n_args)]
+
+
+def block_name(key: str) -> str:
+    """A module's parameter name as a block name: ``l1.weight`` -> ``l1_weight``."""
+    name = re.sub(r"\W", "_", key[len(PREFIX):] if key.startswith(PREFIX) else key)
+    return name if name.isidentifier() else f"p_{name}"
+
+
+def export(fn: Callable, args: Sequence[Any]) -> tuple[Call, torch.export.ExportedProgram]:
+    """``torch.export`` of ``fn(*args)`` (core ATen after decompositions).
+
+    Arguments:
+        fn: a function or ``nn.Module``.
+        args: its example arguments (tensors and Python values).
+    Returns:
+        The wrapper module and its exported program.
+    """
+    call = Call(fn, args)
+    tensors = tuple(args[i] for i in call.slots)
+    what = display_name(fn)
+    _anchor(fn)
+    try:
+        with warnings.catch_warnings():  # torch's own deprecation notices while exporting
+            warnings.simplefilter("ignore", FutureWarning)
+            ep = torch.export.export(call, tensors).run_decompositions()
+    except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise SymgradError(f"capture: torch.export cannot trace {what!r} ({type(exc).__name__}: "
+                           f"{first}); an opaque kernel (C++/CUDA/Triton) needs an independent "
+                           "description: write it as a symgrad model and use "
+                           "sg.verify(model, torch_fn=...)") from None
+    return call, ep
+
+
+def _anchor(fn: Callable) -> None:
+    """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
+    only frames named ``forward``, so a plain function's lines would be lost); a no-op where
+    torch has no such hook."""
+    register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
+    if register is not None and getattr(fn, "__code__", None) is not None:
+        register(fn)
+
+
+def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
+          grad: Sequence[bool], module_params: str) -> list[Slot]:
+    """Every graph input as a ``Slot``.
+
+    Arguments:
+        call: the wrapper ``export`` made.
+        ep: its exported program.
+        names: the user's name of each tensor argument (in ``call.slots`` order).
+        grad: whether each tensor argument is differentiated.
+        module_params: "param" (a module's parameters are differentiated) or "input".
+    Returns:
+        One slot per placeholder, in graph order.
+    """
+    out, user = [], 0
+    for spec in ep.graph_signature.input_specs:
+        ph = spec.arg.name
+        if spec.kind == InputKind.USER_INPUT:
+            value = call.template[call.slots[user]]
+            role = ("known" if not value.is_floating_point()
+                    else "param" if grad[user] else "input")
+            out.append(Slot(ph, names[user], "arg", user, role, value.detach()))
+            user += 1
+        elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
+            value = (ep.state_dict[spec.target] if spec.target in ep.state_dict
+                     else ep.constants[spec.target]).detach()
+            role = ("known" if not value.is_floating_point()
+                    else module_params if spec.kind == InputKind.PARAMETER else "input")
+            out.append(Slot(ph, block_name(spec.target), "state", spec.target, role, value))
+        elif spec.kind == InputKind.CONSTANT_TENSOR:
+            out.append(Slot(ph, block_name(spec.target), "constant", spec.target, "known",
+                            ep.constants[spec.target].detach()))
+        else:
+            raise SymgradError(f"capture: graph input {ph!r} of kind {spec.kind.name} is not "
+                               "supported")
+    blocks = [s.name for s in out if s.role != "known"]
+    dup = sorted({b for b in blocks if blocks.count(b) > 1})
+    if dup:
+        raise SymgradError(f"capture: block name(s) {dup} are used twice (a parameter and an "
+                           "argument, or names that differ only by '.' and '_'); rename one")
+    return out

@@ -1,0 +1,120 @@
+"""What a captured ATen value becomes while the graph is walked.
+
+- a ``Node`` of the tensor program: anything that depends on a parameter or an input block;
+- a concrete ``torch.Tensor`` (*known*): constants, integer inputs, bool buffers and whatever is
+  computed from them alone (the walk runs such ops in torch, so any op folds);
+- a ``Pred``: a comparison of a node (``x > 0``), consumed by ``where`` as a Piecewise branch;
+- a ``Masked``: a node with entries set to -inf by a known mask (``masked_fill(mask, -inf)``),
+  consumed by softmax, which leaves those entries out.
+
+``operands`` turns a mix of them into ``map_`` operands (Python numbers become exact sympy
+numbers: the binary value torch computes with).
+
+>>> import sympy as sp
+>>> number(0.5), number(3)
+(1/2, 3)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ..errors import SymgradError
+from ..tensor.program import X, Node, const, map_
+
+
+@dataclass(frozen=True)
+class Pred:
+    """A comparison ``expr`` (a sympy relational of ``X[0..]``) of ``operands``."""
+
+    expr: sp.Basic
+    operands: tuple
+
+
+@dataclass(frozen=True)
+class Masked:
+    """``node`` where ``keep`` (a 0/1 const node, broadcastable) is 1, -inf elsewhere."""
+
+    node: Node
+    keep: Node
+
+
+def number(v: Any) -> sp.Expr:
+    """A Python / 0-dim torch number as the exact sympy number of its binary value.
+
+    Arguments:
+        v: an int, bool, float or a one-entry tensor.
+    Returns:
+        ``sp.Integer`` for integral values, else the exact ``sp.Rational`` of the float.
+    """
+    if isinstance(v, torch.Tensor):
+        v = v.item()
+    if isinstance(v, bool):
+        return sp.Integer(int(v))
+    if isinstance(v, int):
+        return sp.Integer(v)
+    v = float(v)
+    if not math.isfinite(v):
+        raise SymgradError(f"capture: the constant {v} is not finite; only a -inf fill before "
+                           "softmax (masked_fill(mask, -inf)) is supported")
+    return sp.Integer(int(v)) if v.is_integer() else sp.Rational(v)
+
+
+def is_known(v: Any) -> bool:
+    """Concrete: a tensor, a number, or a list / tuple of them (no node in it)."""
+    if isinstance(v, (list, tuple)):
+        return all(is_known(x) for x in v)
+    return not isinstance(v, (Node, Pred, Masked))
+
+
+def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
+    """A ``map_`` operand: a node stays, a number becomes a sympy number, a known array a
+    ``const`` node (its values must be exactly representable in float32)."""
+    if isinstance(v, Node):
+        return v
+    if isinstance(v, (Pred, Masked)):
+        raise SymgradError(f"capture: a {type(v).__name__.lower()} value is used by {what}; "
+                           "only where() reads a comparison and only softmax a -inf fill")
+    if not isinstance(v, torch.Tensor) or v.dim() == 0:
+        return number(v)
+    value = v.detach().to(torch.float64).cpu().numpy()
+    if not np.isfinite(value).all():
+        raise SymgradError(f"capture: a constant array with inf / nan is used by {what}; only a "
+                           "-inf fill before softmax (masked_fill(mask, -inf)) is supported")
+    if not np.array_equal(value.astype(np.float32).astype(np.float64), value):
+        raise SymgradError(f"capture: a constant array used by {what} is not exactly "
+                           "representable in float32; make it a parameter or an input")
+    return const(value)
+
+
+def node(v: Any, what: str) -> Node:
+    """``v`` as a node (a known array: its const node; a number: refused)."""
+    out = to_node(v, what)
+    if not isinstance(out, Node):
+        raise SymgradError(f"capture: {what} needs a tensor, got the number {v!r}")
+    return out
+
+
+def elementwise(expr: sp.Expr, *values: Any, what: str = "map") -> Node:
+    """``map_(expr, ...)`` over captured values (nodes, numbers, known arrays)."""
+    return map_(expr, *[to_node(v, what) for v in values])
+
+
+def where(cond: Any, a: Any, b: Any) -> Node | Masked:
+    """``torch.where(cond, a, b)``: a comparison of a node is a Piecewise, a known mask an
+    exact 0/1 blend, a -inf branch a ``Masked`` value for softmax."""
+    if isinstance(cond, Pred):
+        k = len(cond.operands)
+        return elementwise(sp.Piecewise((X[k], cond.expr), (X[k + 1], True)), *cond.operands,
+                           a, b, what="where")
+    mask = torch.as_tensor(cond).to(torch.float64)
+    for fill, other, keep in ((a, b, 1 - mask), (b, a, mask)):
+        if isinstance(fill, torch.Tensor) and fill.dim() == 0 and fill.item() == -math.inf:
+            return Masked(node(other, "where"), node(keep, "where"))
+    return elementwise(X[0] * X[1] + (1 - X[0]) * X[2], mask, a, b, what="where")

@@ -1,0 +1,118 @@
+"""Walk an exported graph into tensor-program nodes, op by op, through ``aten.TABLE``.
+
+An op whose arguments are all known (constants, integer inputs, bool buffers) is run in torch
+itself (folded); any other op must be a key of the table, or the walk stops with one line that
+names the ATen op and the user's source line.
+"""
+
+from __future__ import annotations
+
+import operator
+import re
+from typing import Any, Sequence
+
+import torch
+import torch.fx
+
+from ..errors import SymgradError
+from ..tensor.program import Node, input as leaf_input, param
+from .aten import lowering
+from .export import Slot
+from .values import is_known
+
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+
+
+def where_in_source(fx_node: torch.fx.Node) -> str:
+    """The user's source line of an exported node: the innermost frame of its stack trace
+    outside torch itself, as ``file:line: code`` ("" when export kept none)."""
+    trace = fx_node.meta.get("stack_trace") or ""
+    lines = trace.strip().splitlines()
+    found = ""
+    skip = (torch.__file__.rsplit("/", 1)[0], __file__.rsplit("/", 1)[0])  # torch, capture
+    for i, line in enumerate(lines):
+        m = _FRAME.search(line)
+        if m and not m.group(1).startswith(skip):
+            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+            found = f"{m.group(1)}:{m.group(2)}: {code}"
+    return found
+
+
+def _op_name(target: Any) -> str:
+    name = getattr(target, "__name__", str(target))
+    return f"aten.{name}" if isinstance(target, torch._ops.OpOverload) else name
+
+
+def _bind(target: Any, args: tuple, kwargs: dict) -> dict:
+    """An op's arguments by their schema names, defaults filled in."""
+    schema = target._schema.arguments
+    out = {a.name: a.default_value for a in schema if a.has_default_value()}
+    out.update({a.name: v for a, v in zip(schema, args)})
+    out.update(kwargs)
+    return out
+
+
+def leaf(slot: Slot) -> Any:
+    """A graph input's value in the walk: a param / input node, or the known tensor."""
+    shape = tuple(slot.value.shape)
+    if slot.role == "param":
+        return param(slot.name, shape)
+    if slot.role == "input":
+        return leaf_input(slot.name, shape)
+    return slot.value
+
+
+def walk(graph: torch.fx.Graph, inputs: dict[str, Any]) -> list[Any]:
+    """The captured value of each graph output.
+
+    Arguments:
+        graph: the exported (core ATen) graph.
+        inputs: placeholder name -> its value in the walk (``leaf``).
+    Returns:
+        The output values (nodes, known tensors), flattened as torch's pytree flattens them.
+    """
+    env: dict[torch.fx.Node, Any] = {}
+    for n in graph.nodes:
+        if n.op == "placeholder":
+            env[n] = inputs[n.name]
+        elif n.op == "call_function":
+            env[n] = _step(n, env)
+        elif n.op == "output":
+            return list(torch.fx.node.map_arg(n.args[0], lambda a: env[a]))
+    raise SymgradError("capture: the exported graph has no output")
+
+
+def _step(n: torch.fx.Node, env: dict) -> Any:
+    args = torch.fx.node.map_arg(n.args, lambda a: env[a])
+    kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
+    if n.target is operator.getitem:
+        return args[0][args[1]]
+    if is_known(list(args)) and is_known(list(kwargs.values())):
+        return n.target(*args, **kwargs)  # constants only: folded by torch itself
+    low = lowering(n.target)
+    place = where_in_source(n)
+    at = f" at {place}" if place else ""
+    if low is None:
+        raise SymgradError(f"capture: ATen op {_op_name(n.target)}{at} is not supported yet "
+                           "(the supported ops: reports/capture_ops.md); rewrite that line "
+                           "with supported ops, or describe the function as a symgrad model "
+                           "and use sg.verify(model, torch_fn=...)")
+    try:
+        out = low(_bind(n.target, args, kwargs), tuple(_shape(n)))
+    except SymgradError as exc:
+        raise SymgradError(f"{exc}{at} ({_op_name(n.target)})") from None
+    _check_shape(n, out)
+    return out
+
+
+def _shape(n: torch.fx.Node) -> Sequence[int]:
+    val = n.meta.get("val")
+    val = val[0] if isinstance(val, (tuple, list)) else val
+    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
+
+
+def _check_shape(n: torch.fx.Node, out: Any) -> None:
+    first = out[0] if isinstance(out, tuple) else out
+    if isinstance(first, Node) and first.shape != tuple(_shape(n)):
+        raise SymgradError(f"capture: lowering {_op_name(n.target)} gave shape {first.shape}, "
+                           f"torch has {tuple(_shape(n))} (a symgrad bug: please report it)")

@@ -1,0 +1,212 @@
+"""Capture (torch.export -> tensor program) and ``symgrad.gradcheck``: planted wrong backwards
+that must be caught, correct code at kinks and in float32 that must pass, and the refusals."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import symgrad as sg
+from symgrad.capture.aten import TABLE
+
+
+def _x(*shape, dtype=torch.float64, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(grad)
+
+
+class MLP(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.l1, self.l2 = nn.Linear(3, 5), nn.Linear(5, 2)
+
+    def forward(self, x):
+        return F.log_softmax(self.l2(torch.tanh(self.l1(x))), -1).sum()
+
+
+def attention(x, Wq, Wk, g, b):
+    """A LayerNorm, then causal softmax attention with a -inf mask."""
+    h = F.layer_norm(x, (x.shape[-1],), g, b)
+    q, k = h @ Wq.T, h @ Wk.T
+    s = (q @ k.T) / math.sqrt(q.shape[-1])
+    mask = torch.tril(torch.ones(x.shape[0], x.shape[0], dtype=torch.bool))
+    return F.softmax(s.masked_fill(~mask, float("-inf")), -1) @ h
+
+
+class Square(torch.autograd.Function):
+    scale = 1.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x * x
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 2 * x * Square.scale
+
+
+class ScaledSquare(Square):  # the planted bug: the backward off by a factor 1 + 1e-7
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * 2 * x * (1 + 1e-7)
+
+
+class Relu(torch.autograd.Function):
+    at_zero = 0.0
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.save_for_backward(x)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        d = torch.where(x > 0, 1.0, 0.0).to(g.dtype)
+        return g * torch.where(x == 0, torch.full_like(d, Relu.at_zero), d)
+
+
+class ReluAtZeroTwo(Relu):  # the planted bug: relu'(0) = 2
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        d = torch.where(x > 0, 1.0, 0.0).to(g.dtype)
+        return g * torch.where(x == 0, torch.full_like(d, 2.0), d)
+
+
+KINKS = torch.tensor([-1.5, 0.0, 0.0, 2.0, 0.25], dtype=torch.float64)
+
+
+# ------------------------------------------------------------------------ capture itself
+def test_module_blocks_are_its_parameter_names():
+    c = sg.capture(MLP().double(), (_x(4, 3, grad=False),))
+    assert [b.name for b in c.model.param_blocks] == ["l1_weight", "l1_bias", "l2_weight",
+                                                      "l2_bias"]
+    assert [b.name for b in c.model.input_blocks] == ["x"]
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(2), backends=("torch_fn",))
+    assert r.ok, r
+
+
+def test_module_with_scaled_backward_fails_on_its_parameter():
+    class Bad(MLP):
+        def forward(self, x):
+            return ScaledSquare.apply(self.l1(x)).sum()
+    c = sg.capture(Bad().double(), (_x(4, 3, grad=False),))
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(2), backends=("torch_fn",))
+    assert r.verdict == "fail"
+    assert {f.output.split("[")[0] for f in r.failures} <= {"d/dl1_weight", "d/dl1_bias"}
+
+
+# ------------------------------------------------------------------------ gradcheck: bugs
+def test_scaled_backward_passes_torch_gradcheck_but_not_symgrad():
+    x = _x(6)
+    assert torch.autograd.gradcheck(ScaledSquare.apply, (x,))  # finite differences miss it
+    with pytest.raises(sg.GradcheckError, match=r"ScaledSquare.*\n.*gradient with respect to x\["):
+        sg.gradcheck(ScaledSquare.apply, (x,))
+    assert sg.gradcheck(ScaledSquare.apply, (x,), raise_exception=False) is False
+
+
+def test_relu_backward_two_at_zero_is_caught():
+    with pytest.raises(sg.GradcheckError, match=r"x\[1\].*outside the subdifferential"):
+        sg.gradcheck(ReluAtZeroTwo.apply, (KINKS.clone().requires_grad_(),))
+
+
+def test_gradcheck_error_is_a_runtime_error():
+    assert issubclass(sg.GradcheckError, RuntimeError)
+
+
+# ------------------------------------------------------------------------ gradcheck: correct
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_relu_at_a_kink_passes(dtype):
+    x = KINKS.to(dtype).requires_grad_()
+    assert sg.gradcheck(torch.relu, (x,))
+    assert sg.gradcheck(Relu.apply, (x,))  # a custom Function choosing 0 at the kink
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_correct_custom_function_passes(dtype):
+    assert sg.gradcheck(Square.apply, (_x(6, dtype=dtype),))
+
+
+def test_float32_function_passes():
+    def mlp(x, W1, W2):
+        return F.softmax(torch.tanh(x @ W1.T) @ W2.T, -1)  # non-scalar: a random cotangent
+
+    args = tuple(_x(*s, dtype=torch.float32, seed=i) for i, s in enumerate([(4, 3), (5, 3),
+                                                                             (2, 5)]))
+    assert sg.gradcheck(mlp, args)
+
+
+def test_float32_attention_is_no_false_alarm_and_names_every_argument():
+    args = tuple(_x(*s, dtype=torch.float32, seed=i)
+                 for i, s in enumerate([(4, 6), (3, 6), (3, 6), (6,), (6,)]))
+    c = sg.capture(attention, args)
+    assert [b.name for b in c.model.param_blocks] == ["x", "Wq", "Wk", "g", "b"]
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(4, vary=["x", "Wq", "Wk", "g", "b"]),
+                  dtype="float32", backends=("torch_fn",))
+    # float32 cannot resolve every entry of a LayerNorm's cancelling gradient: some may be
+    # inconclusive (gradcheck then raises saying so), none may fail
+    assert r.verdict in ("pass", "inconclusive"), r
+
+
+def test_float64_attention_passes():
+    args = tuple(_x(*s, seed=i) for i, s in enumerate([(4, 6), (3, 6), (3, 6), (6,), (6,)]))
+    assert sg.gradcheck(attention, args, samples=2)
+
+
+def test_integer_input_and_several_outputs():
+    def fn(W, ids, t):
+        h = F.embedding(ids, W)
+        return F.cross_entropy(h, t), torch.sigmoid(h), t + 1
+
+    W, ids, t = _x(7, 4), torch.tensor([1, 5, 5, 0]), torch.tensor([2, 0, 3, 3])
+    assert sg.gradcheck(fn, (W, ids, t))
+
+
+def test_module_parameters_are_held_like_torch_gradcheck():
+    m = MLP().double()
+    x = _x(4, 3)
+    assert sg.gradcheck(m, (x,))
+    c = sg.capture(m, (x,), module_params="input")
+    assert [b.name for b in c.model.param_blocks] == ["x"]
+
+
+# ------------------------------------------------------------------------ refusals
+def test_unsupported_op_names_the_op_and_the_source_line():
+    def fn(x):
+        return torch.cumsum(x, 0).sum()  # the unsupported line
+
+    with pytest.raises(sg.SymgradError) as err:
+        sg.gradcheck(fn, (_x(5),))
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert "aten.cumsum" in msg and "test_capture.py" in msg and "the unsupported line" in msg
+
+
+def test_untraceable_code_is_refused_in_one_line():
+    def fn(x):
+        return x.sum() if x.sum().item() > 0 else -x.sum()
+
+    with pytest.raises(sg.SymgradError, match="torch.export cannot trace 'fn'") as err:
+        sg.gradcheck(fn, (_x(3),))
+    assert "\n" not in str(err.value)
+
+
+def test_no_input_requires_grad():
+    with pytest.raises(sg.SymgradError, match="requires_grad"):
+        sg.gradcheck(torch.tanh, (_x(3, grad=False),))
+
+
+def test_the_table_holds_the_first_ops():
+    aten = torch.ops.aten
+    for op in (aten.mm.default, aten.addmm.default, aten.bmm.default, aten._softmax.default,
+               aten._log_softmax.default, aten.native_layer_norm.default, aten.where.self,
+               aten.embedding.default, aten.gather.default, aten.gelu.default):
+        assert op in TABLE

@@ -4,6 +4,7 @@ that must be caught, correct code at kinks and in float32 that must pass, and th
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.capture import ops_page
 from symgrad.capture.aten import TABLE
 
 
@@ -210,3 +212,9 @@ def test_the_table_holds_the_first_ops():
                aten._log_softmax.default, aten.native_layer_norm.default, aten.where.self,
                aten.embedding.default, aten.gather.default, aten.gelu.default):
         assert op in TABLE
+
+
+def test_committed_ops_page_is_generated_from_the_table():
+    page = (Path(__file__).resolve().parents[1] / "reports" / "capture_ops.md").read_text()
+    assert page == ops_page.page(), "run scripts/capture_ops.py"
+    assert all(f"`{op}`" in page for op in TABLE)

@@ -66,34 +66,64 @@ def _known_index(v: Any, op: str) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ lowerings
+def _named(what: str, fn: Callable) -> Callable:
+    """``fn`` with the line ``describe`` reports for it."""
+    fn.what = what
+    return fn
+
+
 def _binary(expr: sp.Expr) -> Callable:
-    return lambda a, shape: elementwise(expr, a["self"], a["other"])
+    return _named(f"map {expr}", lambda a, shape: elementwise(expr, a["self"], a["other"]))
 
 
 def _add(sign: int) -> Callable:
     def lower(a, shape):
         return elementwise(X[0] + sign * number(a["alpha"]) * X[1], a["self"], a["other"])
-    return lower
+    return _named(f"map x0 {'+' if sign > 0 else '-'} alpha*x1", lower)
+
+
+def _rsub(a, shape) -> Node:
+    """map x1 - alpha*x0"""
+    return elementwise(X[1] - number(a["alpha"]) * X[0], a["self"], a["other"])
 
 
 def _unary(expr: sp.Expr) -> Callable:
-    return lambda a, shape: elementwise(expr, a["self"])
+    return _named(f"map {expr}", lambda a, shape: elementwise(expr, a["self"]))
+
+
+def _pow_scalar(a, shape) -> Node:
+    """map x0**k (k the scalar exponent, exact)"""
+    return elementwise(X[0] ** number(a["exponent"]), a["self"])
+
+
+def _pow_tensor(a, shape) -> Node:
+    """map x0**x1"""
+    return elementwise(X[0] ** X[1], a["self"], a["exponent"])
+
+
+def _scalar_pow(a, shape) -> Node:
+    """map c**x0 (c the scalar base, exact)"""
+    return elementwise(number(a["self"]) ** X[0], a["exponent"])
 
 
 def _table_op(name: str) -> Callable:
     """An op of the op table (symgrad.optable), by its public name."""
-    return lambda a, shape: ELEMENTWISE[name](node(a["self"], name))
+    return _named(f"op table: {name}",
+                  lambda a, shape: ELEMENTWISE[name](node(a["self"], name)))
 
 
 def _compare(rel: Callable) -> Callable:
-    return lambda a, shape: Pred(rel(X[0], X[1]), (a["self"], a["other"]))
+    return _named(f"comparison x0 {rel(X[0], X[1]).rel_op} x1 (where reads it as a Piecewise)",
+                  lambda a, shape: Pred(rel(X[0], X[1]), (a["self"], a["other"])))
 
 
 def _gelu(a, shape) -> Node:
+    """op table: gelu (approximate="none" or "tanh")"""
     return ELEMENTWISE["gelu"](node(a["self"], "gelu"), a.get("approximate") or "none")
 
 
 def _clamp(a, shape) -> Node:
+    """map Min(Max(x0, min), max) (a kink at each bound)"""
     expr = X[0]
     if a.get("min") is not None:
         expr = sp.Max(expr, number(a["min"]))
@@ -103,6 +133,7 @@ def _clamp(a, shape) -> Node:
 
 
 def _div(a, shape) -> Node:
+    """map x0/x1 (rounding_mode=None)"""
     if a.get("rounding_mode") is not None:
         raise SymgradError(f"capture: div with rounding_mode={a['rounding_mode']!r} has no "
                            "derivative; it is supported only on constants")
@@ -110,20 +141,24 @@ def _div(a, shape) -> Node:
 
 
 def _mm(spec: str) -> Callable:
-    return lambda a, shape: einsum(spec, node(a["self"], "matmul"), node(a["mat2"], "matmul"))
+    return _named(f"einsum {spec}", lambda a, shape: einsum(spec, node(a["self"], "matmul"),
+                                                            node(a["mat2"], "matmul")))
 
 
 def _addmm(a, shape) -> Node:
+    """einsum ij,jk->ik, then map beta*x0 + alpha*x1"""
     prod = einsum("ij,jk->ik", node(a["mat1"], "addmm"), node(a["mat2"], "addmm"))
     return elementwise(number(a["beta"]) * X[0] + number(a["alpha"]) * X[1], a["self"], prod)
 
 
 def _permute(a, shape) -> Node:
+    """transpose"""
     x = node(a["self"], "permute")
     return transpose(x, [d % x.ndim for d in a["dims"]])
 
 
 def _transpose(a, shape) -> Node:
+    """transpose (two axes swapped)"""
     x = node(a["self"], "transpose")
     if x.ndim < 2:
         return x
@@ -134,14 +169,17 @@ def _transpose(a, shape) -> Node:
 
 
 def _reshape(a, shape) -> Node:
+    """reshape (to the shape export recorded)"""
     return reshape(node(a["self"], "reshape"), shape)
 
 
 def _identity(a, shape) -> Any:
+    """the operand itself"""
     return a["self"]
 
 
 def _expand(a, shape) -> Node:
+    """reshape, then broadcast"""
     x = node(a["self"], "expand")
     return broadcast(reshape(x, (1,) * (len(shape) - x.ndim) + x.shape), shape)
 
@@ -156,10 +194,12 @@ def _reduce(kind: str) -> Callable:
         if kind == "mean":
             return st_ops.mean(x, axes, keepdims=keep)
         return max_(x, axes, keepdims=keep)
-    return lower
+    return _named(f"{kind} over the dims (keepdim)" if kind != "max"
+                  else "max reduction (ties are kinks)", lower)
 
 
 def _max_dim(a, shape) -> tuple:
+    """max reduction (the values; the indices are not captured)"""
     x = node(a["self"], "max")
     return max_(x, a["dim"], keepdims=bool(a.get("keepdim"))), None  # indices: not captured
 
@@ -172,10 +212,12 @@ def _softmax(log: bool) -> Callable:
                 raise SymgradError("capture: log_softmax of a -inf fill is not supported")
             return st_ops.softmax(x.node, dim, mask=x.keep)
         return (st_ops.log_softmax if log else st_ops.softmax)(node(x, "softmax"), dim)
-    return lower
+    return _named(f"symgrad.tensor.{'log_softmax' if log else 'softmax'} (stopped max shift"
+                  + (")" if log else "; a -inf fill is a mask)"), lower)
 
 
 def _layer_norm(a, shape) -> tuple:
+    """mean, biased variance, map (x - mu)/sqrt(var + eps), weight, bias"""
     x = node(a["input"], "layer_norm")
     k = len(a["normalized_shape"])
     axes = tuple(range(x.ndim - k, x.ndim))
@@ -191,10 +233,12 @@ def _layer_norm(a, shape) -> tuple:
 
 
 def _where(a, shape) -> Any:
+    """Piecewise on a comparison; exact 0/1 blend on a known mask; a -inf fill: a mask"""
     return where(a["condition"], a["self"], a["other"])
 
 
 def _embedding(a, shape) -> Node:
+    """einsum with the one-hot rows of the known ids"""
     W = node(a["weight"], "embedding")
     picks = _picks(_known_index(a["indices"], "embedding"), W.shape[0])
     sub = _L[:picks.ndim - 1]
@@ -202,12 +246,14 @@ def _embedding(a, shape) -> Node:
 
 
 def _index_select(a, shape) -> Node:
+    """einsum with a 0/1 selection matrix of the known index"""
     x = node(a["self"], "index_select")
     ids = _known_index(a["index"], "index_select").reshape(-1)
     return _along(x, a["dim"], _picks(ids, x.shape[a["dim"] % x.ndim]))
 
 
 def _gather(a, shape) -> Node:
+    """einsum with the one-hot picks of the known index"""
     x = node(a["self"], "gather")
     index = _known_index(a["index"], "gather")
     d = a["dim"] % x.ndim
@@ -220,6 +266,7 @@ def _gather(a, shape) -> Node:
 
 
 def _slice(a, shape) -> Node:
+    """einsum with a 0/1 selection matrix"""
     x = node(a["self"], "slice")
     d = a["dim"] % x.ndim
     rows = range(x.shape[d])[slice(a.get("start"), a.get("end"), a.get("step", 1))]
@@ -227,12 +274,14 @@ def _slice(a, shape) -> Node:
 
 
 def _select(a, shape) -> Node:
+    """einsum with a one-hot vector (the axis dropped)"""
     x = node(a["self"], "select")
     d = a["dim"] % x.ndim
     return _along(x, d, np.eye(x.shape[d])[a["index"] % x.shape[d]])
 
 
 def _cat(a, shape) -> Node:
+    """each part placed by a 0/1 matrix (einsum), then added (exact)"""
     parts = [node(t, "cat") for t in a["tensors"] if not (isinstance(t, torch.Tensor)
                                                           and t.numel() == 0)]
     d = a.get("dim", 0) % len(shape)
@@ -246,6 +295,7 @@ def _cat(a, shape) -> Node:
 
 
 def _to_copy(a, shape) -> Any:
+    """the operand itself (a float dtype change: the run has one dtype)"""
     dtype = a.get("dtype")
     if dtype is not None and not dtype.is_floating_point:
         raise SymgradError(f"capture: a float value converted to {dtype} has no derivative")
@@ -253,6 +303,7 @@ def _to_copy(a, shape) -> Any:
 
 
 def _not(a, shape) -> Pred:
+    """the negated comparison"""
     p = a["self"]
     if not isinstance(p, Pred):
         raise SymgradError("capture: logical_not of a float tensor is not supported")
@@ -260,21 +311,20 @@ def _not(a, shape) -> Pred:
 
 
 def _stop(a, shape) -> Node:
+    """stop_gradient"""
     return stop_gradient(node(a["self"], "detach"))
 
 
 TABLE: dict[Any, Callable] = {
     aten.add.Tensor: _add(1), aten.add.Scalar: _add(1),
     aten.sub.Tensor: _add(-1), aten.sub.Scalar: _add(-1),
-    aten.rsub.Scalar: lambda a, s: elementwise(X[1] - number(a["alpha"]) * X[0], a["self"],
-                                               a["other"]),
+    aten.rsub.Scalar: _rsub,
     aten.mul.Tensor: _binary(X[0] * X[1]), aten.mul.Scalar: _binary(X[0] * X[1]),
     aten.div.Tensor: _div, aten.div.Scalar: _div, aten.div.Tensor_mode: _div,
     aten.maximum.default: _binary(sp.Max(X[0], X[1])),
     aten.minimum.default: _binary(sp.Min(X[0], X[1])),
-    aten.pow.Tensor_Scalar: lambda a, s: elementwise(X[0] ** number(a["exponent"]), a["self"]),
-    aten.pow.Tensor_Tensor: lambda a, s: elementwise(X[0] ** X[1], a["self"], a["exponent"]),
-    aten.pow.Scalar: lambda a, s: elementwise(number(a["self"]) ** X[0], a["exponent"]),
+    aten.pow.Tensor_Scalar: _pow_scalar, aten.pow.Tensor_Tensor: _pow_tensor,
+    aten.pow.Scalar: _scalar_pow,
     aten.neg.default: _unary(-X[0]), aten.abs.default: _unary(sp.Abs(X[0])),
     aten.sqrt.default: _unary(sp.sqrt(X[0])), aten.rsqrt.default: _unary(1 / sp.sqrt(X[0])),
     aten.reciprocal.default: _unary(1 / X[0]),
@@ -283,9 +333,7 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
-    aten.clamp.default: _clamp, aten.clamp_min.default: lambda a, s: _clamp(
-        {"self": a["self"], "min": a["min"]}, s),
-    aten.clamp_max.default: lambda a, s: _clamp({"self": a["self"], "max": a["max"]}, s),
+    aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.gt.Scalar: _compare(operator.gt), aten.gt.Tensor: _compare(operator.gt),
     aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),
     aten.lt.Scalar: _compare(operator.lt), aten.lt.Tensor: _compare(operator.lt),
@@ -311,6 +359,12 @@ TABLE: dict[Any, Callable] = {
     aten.gather.default: _gather,
     aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
 }
+
+
+def describe(op: Any) -> str:
+    """One line on how ``op`` is lowered (the report of supported ops)."""
+    fn = TABLE[op]
+    return getattr(fn, "what", None) or (fn.__doc__ or fn.__name__).strip().splitlines()[0]
 
 
 def lowering(op: Any) -> Callable | None:

@@ -8,7 +8,7 @@ Elementwise functions come from the op table (``symgrad.optable`` via ``symgrad.
 ``ELEMENTWISE``); no formula is written here that the op table holds.
 
 >>> aten = torch.ops.aten
->>> aten.mm.default in TABLE, aten.convolution.default in TABLE
+>>> aten.mm.default in TABLE, aten.cumsum.default in TABLE
 (True, False)
 """
 
@@ -26,6 +26,7 @@ from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, add_all, broadcast, const, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
+from .conv import CONV_ROWS
 from .values import Masked, Pred, elementwise, node, number, where
 
 aten = torch.ops.aten
@@ -358,6 +359,7 @@ TABLE: dict[Any, Callable] = {
     aten.embedding.default: _embedding, aten.index_select.default: _index_select,
     aten.gather.default: _gather,
     aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
+    **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
 }
 
 

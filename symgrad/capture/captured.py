@@ -20,6 +20,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.export.graph_signature import OutputKind
 from torch.utils._pytree import tree_leaves
 
 from ..errors import SymgradError
@@ -71,11 +72,13 @@ class Captured:
         fn.__name__ = self.model.name
         return fn
 
-    def at(self, samples: int = 1, seed: int = 0, vary: Sequence[str] = ()) -> dict:
+    def at(self, samples: int = 1, seed: int = 0, vary: Sequence[str] | None = None) -> dict:
         """Samples for ``sg.verify(..., at=)``: sample 0 is the example point; the others
-        scale each entry of the blocks in ``vary`` by 1 + u/8, |u| <= 3/8 (signs and zeros
-        stay: kinks at 0 stay kinks), the other blocks fixed."""
+        scale each entry of the blocks in ``vary`` (default: the parameters) by 1 + u/8,
+        |u| <= 3/8 (signs and zeros stay: kinks at 0 stay kinks), the other blocks fixed."""
         rng = np.random.default_rng(np.random.SeedSequence([seed, 18]))
+        if vary is None:
+            vary = [b.name for b in self.model.param_blocks]
         out = {}
         for name, v in self.example.items():
             rows = [v]
@@ -111,7 +114,9 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
                            "arguments")
     sl = graph_slots(call, ep, names, grad, module_params)
     inputs = {s.placeholder: leaf(s) for s in sl}
-    outs = walk(ep.graph, inputs)
+    kinds = [o.kind for o in ep.graph_signature.output_specs]
+    outs = [o for o, kind in zip(walk(ep.graph, inputs), kinds)
+            if kind == OutputKind.USER_OUTPUT]  # not the buffer updates (BatchNorm's stats)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     cots, parts = _loss_parts(outs, rng)
     if not parts:

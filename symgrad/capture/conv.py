@@ -1,0 +1,158 @@
+"""Rows of the ATen table for convolutional networks: convolution, batch norm, pooling.
+
+A convolution is an einsum over a gathered (im2col) view: along each spatial axis a 0/1
+selection tensor S (out, kernel, in) with ``S[i, k, i*stride + k*dilation - padding] = 1``
+picks each window's entries (zero padding is a missing 1), which is exact (one term per
+entry); one contraction with the weight then gives the output. Max pooling takes the same
+windows with the padding replicated from the edge (a window always holds the edge entry it
+repeats, so its max is unchanged) and a max reduction.
+
+>>> S = _windows(5, 3, stride=2, padding=1, dilation=1, out=3)
+>>> S.shape, int(S.sum())
+((3, 3, 5), 7)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import sympy as sp
+import torch
+
+from ..errors import SymgradError
+from ..tensor import ops as st_ops
+from ..tensor.program import X, Node, const, einsum, max_, reshape
+from .values import elementwise, node, number
+
+aten = torch.ops.aten
+_SP = "pqrs"  # spatial output axes; the kernel axes are "uvwx", the input axes "PQRS"
+_K = "uvwx"
+_IN = "PQRS"
+
+
+def _windows(size: int, kernel: int, *, stride: int, padding: int, dilation: int, out: int,
+             replicate: bool = False) -> np.ndarray:
+    """S (out, kernel, size): 1 where output i's window entry k reads input position p
+    (outside the input: nothing, or with ``replicate`` the nearest edge)."""
+    S = np.zeros((out, kernel, size))
+    for i in range(out):
+        for k in range(kernel):
+            p = i * stride + k * dilation - padding
+            if replicate:
+                p = min(max(p, 0), size - 1)
+            if 0 <= p < size:
+                S[i, k, p] = 1
+    return S
+
+
+def _per_axis(v, n: int) -> list[int]:
+    v = list(v) if isinstance(v, (list, tuple)) else [v]
+    return v * n if len(v) == 1 else v
+
+
+def _patches(x: Node, kernel: list[int], stride, padding, dilation, out: list[int],
+             replicate: bool = False) -> Node:
+    """(N, C, *out, *kernel) windows of x (N, C, *spatial), axis by axis (each step exact)."""
+    k = len(kernel)
+    stride, padding, dilation = (_per_axis(v, k) for v in (stride, padding, dilation))
+    y = x
+    done_out, done_k = "", ""
+    for a in range(k):
+        S = _windows(x.shape[2 + a], kernel[a], stride=stride[a], padding=padding[a],
+                     dilation=dilation[a], out=out[a], replicate=replicate)
+        rest = _IN[a + 1:k]
+        src = "nc" + done_out + _IN[a] + rest + done_k
+        dst = "nc" + done_out + _SP[a] + rest + done_k + _K[a]
+        y = einsum(f"{src},{_SP[a]}{_K[a]}{_IN[a]}->{dst}", y, const(S, "window"))
+        done_out, done_k = done_out + _SP[a], done_k + _K[a]
+    return y
+
+
+def _convolution(a: dict, shape) -> Node:
+    """einsum of the weight with the im2col windows (0/1 selection einsums, exact)"""
+    if a["transposed"]:
+        raise SymgradError("capture: transposed convolution is not supported yet")
+    x, W = node(a["input"], "convolution"), node(a["weight"], "convolution")
+    k, g = W.ndim - 2, int(a["groups"])
+    if x.ndim != k + 2:
+        raise SymgradError(f"capture: convolution of an unbatched input {x.shape}")
+    out = list(shape[2:])
+    P = _patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"], out)
+    n, C, O = x.shape[0], x.shape[1], W.shape[0]
+    sp_, kk = _SP[:k], _K[:k]
+    P = reshape(P, (n, g, C // g, *out, *W.shape[2:]))
+    Wg = reshape(W, (g, O // g, C // g, *W.shape[2:]))
+    y = reshape(einsum(f"ngc{sp_}{kk},goc{kk}->ngo{sp_}", P, Wg), (n, O, *out))
+    if a.get("bias") is not None:
+        y = elementwise(X[0] + X[1], y, reshape(node(a["bias"], "convolution"),
+                                                (1, O) + (1,) * k))
+    return y
+
+
+def _channel(v: Any, ndim: int) -> Any:
+    """A per-channel vector (C,) as (1, C, 1, ...) to broadcast over (N, C, ...)."""
+    if v is None or not isinstance(v, Node):
+        return v
+    return reshape(v, (1, v.shape[0]) + (1,) * (ndim - 2))
+
+
+def _normalize(x: Node, mean: Node, var: Node, a: dict) -> Node:
+    y = elementwise((X[0] - X[1]) / sp.sqrt(X[2] + number(a["eps"])), x, mean, var)
+    if a.get("weight") is not None:
+        y = elementwise(X[0] * X[1], y, _channel(a["weight"], x.ndim))
+    if a.get("bias") is not None:
+        y = elementwise(X[0] + X[1], y, _channel(a["bias"], x.ndim))
+    return y
+
+
+def _batch_norm_train(a: dict, shape) -> tuple:
+    """batch statistics: mean, biased variance over (N, spatial); running stats not captured"""
+    x = node(a["input"], "batch_norm")
+    axes = (0,) + tuple(range(2, x.ndim))
+    mu = st_ops.mean(x, axes, keepdims=True)
+    var = st_ops.mean(elementwise((X[0] - X[1]) ** 2, x, mu), axes, keepdims=True)
+    return _normalize(x, mu, var, a), None, None, None, None
+
+
+def _batch_norm_eval(a: dict, shape) -> tuple:
+    """running statistics (buffers, held at their values): (x - mean)/sqrt(var + eps)"""
+    x = node(a["input"], "batch_norm")
+    mean = _channel(node(a["running_mean"], "batch_norm"), x.ndim)
+    var = _channel(node(a["running_var"], "batch_norm"), x.ndim)
+    return _normalize(x, mean, var, a), None, None
+
+
+def _max_pool(a: dict, shape) -> tuple:
+    """max reduction over the windows (edge-replicated padding; ties are kinks)"""
+    x = node(a["self"], "max_pool")
+    k = x.ndim - 2
+    kernel = _per_axis(a["kernel_size"], k)
+    stride = a.get("stride") or kernel
+    P = _patches(x, kernel, stride, a["padding"], a["dilation"], list(shape[2:]),
+                 replicate=True)
+    return max_(P, tuple(range(2 + k, 2 + 2 * k))), None
+
+
+def _avg_pool(a: dict, shape) -> Node:
+    """mean over the zero-padded windows (count_include_pad)"""
+    x = node(a["self"], "avg_pool")
+    k = x.ndim - 2
+    kernel = _per_axis(a["kernel_size"], k)
+    if a.get("divisor_override") or (not a.get("count_include_pad", True)
+                                     and any(_per_axis(a["padding"], k))):
+        raise SymgradError("capture: avg_pool with divisor_override or count_include_pad=False "
+                           "and padding is not supported yet")
+    P = _patches(x, kernel, a.get("stride") or kernel, a["padding"], 1, list(shape[2:]))
+    return st_ops.mean(P, tuple(range(2 + k, 2 + 2 * k)))
+
+
+CONV_ROWS: dict[Any, Callable] = {
+    aten.convolution.default: _convolution,
+    aten._native_batch_norm_legit_functional.default: _batch_norm_train,
+    aten._native_batch_norm_legit.default: _batch_norm_train,
+    aten._native_batch_norm_legit_no_training.default: _batch_norm_eval,
+    aten.max_pool2d_with_indices.default: _max_pool,
+    aten.max_pool3d_with_indices.default: _max_pool,
+    aten.avg_pool2d.default: _avg_pool,
+}

@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
@@ -278,3 +279,39 @@ def test_conv_backward_with_a_flipped_kernel_is_caught(flip, monkeypatch):
     if flip:
         with pytest.raises(sg.GradcheckError, match=r"with respect to x\["):
             sg.gradcheck(Conv.apply, args)
+
+
+# ------------------------------------------------------------------------ opaque kernels
+class NumpyTanh(torch.autograd.Function):
+    """An opaque kernel: its forward leaves torch (export cannot see through it)."""
+
+    scale = 1.0
+
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.from_numpy(np.tanh(x.detach().numpy()))
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * NumpyTanh.scale
+
+
+def test_opaque_kernel_is_refused_pointing_to_reference():
+    with pytest.raises(sg.SymgradError, match="cannot trace 'NumpyTanh'.*reference="):
+        sg.gradcheck(NumpyTanh.apply, (_x(5),))
+
+
+def test_opaque_kernel_checked_against_a_reference(monkeypatch):
+    x = _x(5)
+    assert sg.gradcheck(NumpyTanh.apply, (x,), reference=torch.tanh)
+    monkeypatch.setattr(NumpyTanh, "scale", 1 + 1e-7)
+    with pytest.raises(sg.GradcheckError, match=r"'NumpyTanh'.*\n.*gradient with respect to x\["):
+        sg.gradcheck(NumpyTanh.apply, (x,), reference=torch.tanh)
+
+
+def test_a_reference_with_another_forward_is_caught_in_the_value():
+    with pytest.raises(sg.GradcheckError, match="the loss value"):
+        sg.gradcheck(NumpyTanh.apply, (_x(5),), reference=torch.sin)

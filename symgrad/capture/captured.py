@@ -50,17 +50,26 @@ class Captured:
     def blocks(self) -> list[Slot]:
         return [s for s in self.slots if s.role != "known"]
 
-    def torch_fn(self) -> Callable:
+    def torch_fn(self, other: Callable | None = None) -> Callable:
         """``fn(**blocks) -> scalar``: the user's own code (eager autograd) on one sample, its
-        outputs reduced with the same cotangents as the model's loss."""
+        outputs reduced with the same cotangents as the model's loss. ``other``: run that
+        callable instead, on the same arguments (the captured one is then its reference; its
+        own module parameters, if any, are held)."""
         state = [s for s in self.slots if s.source == "state"]
         args = [s for s in self.slots if s.source == "arg"]
         cots = self.cotangents
+        other_call = Call(other, self.call.template) if other is not None else None
 
         def fn(**blocks: torch.Tensor) -> torch.Tensor:
-            overrides = {s.key: blocks.get(s.name, s.value) for s in state}
             tensors = tuple(blocks.get(s.name, s.value) for s in args)
-            outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
+            if other_call is not None:
+                outs = tree_leaves(other_call(*tensors))
+            else:
+                overrides = {s.key: blocks.get(s.name, s.value) for s in state}
+                outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
+            if len(outs) != len(cots):
+                raise SymgradError(f"{self.model.name}: returned {len(outs)} tensors, its "
+                                   f"reference {len(cots)}")
             parts = []
             for out, cot in zip(outs, cots):
                 if cot is None and out.dim() == 0 and out.is_floating_point():
@@ -90,7 +99,8 @@ class Captured:
 
 
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
-            module_params: str = "param", seed: int = 0, name: str | None = None) -> Captured:
+            module_params: str = "param", seed: int = 0, name: str | None = None,
+            names: Sequence[str] | None = None) -> Captured:
     """Capture ``fn(*args)`` as a tensor program.
 
     Arguments:
@@ -101,13 +111,15 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         module_params: "param" (a module's parameters are differentiated) or "input".
         seed: the seed of the random cotangents of a non-scalar output.
         name: the model's name (default: the function's or the module's).
+        names: the arguments' names (default: from ``fn``'s signature).
     Returns:
         A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     call, ep = export(fn, args)
     tensors = [args[i] for i in call.slots]
-    names = [arg_names(fn, len(args))[i] for i in call.slots]
+    names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]
+             for i in call.slots]
     grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad)
     if len(grad) != len(tensors):
         raise SymgradError(f"capture: grad= has {len(grad)} entries for {len(tensors)} tensor "
@@ -131,8 +143,9 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         model = TensorModel(label, loss, description="captured by torch.export", params=params)
     except SymgradError as exc:
         raise SymgradError(f"capture: {exc}") from None
-    names = {b.name for b in model.blocks}  # an unused parameter is no block: held fixed
-    example = {s.name: s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in names}
+    used_names = {b.name for b in model.blocks}  # an unused parameter is no block: held
+    example = {s.name: s.value.to(torch.float64).cpu().numpy() for s in sl
+               if s.name in used_names}
     return Captured(model, sl, call, cots, len(outs), example)
 
 

@@ -112,9 +112,9 @@ def export(fn: Callable, args: Sequence[Any]) -> tuple[Call, torch.export.Export
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SymgradError(f"capture: torch.export cannot trace {what!r} ({type(exc).__name__}: "
-                           f"{first}); an opaque kernel (C++/CUDA/Triton) needs an independent "
-                           "description: write it as a symgrad model and use "
-                           "sg.verify(model, torch_fn=...)") from None
+                           f"{first}); for an opaque kernel (C++/CUDA/Triton, numpy) give an "
+                           "independent description: gradcheck(fn, inputs, reference=a torch "
+                           "function of the same arguments that export can trace)") from None
     return call, ep
 
 

@@ -19,6 +19,7 @@ from ..errors import SymgradError
 from ..result import FAIL, Result
 from ..verify import verify
 from .captured import capture
+from .export import arg_names, display_name
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 
@@ -30,7 +31,8 @@ class GradcheckError(RuntimeError):
 
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
-              samples: int = 4, seed: int = 0, raise_exception: bool = True) -> bool:
+              samples: int = 4, seed: int = 0, raise_exception: bool = True,
+              reference: Callable | None = None) -> bool:
     """Check the backward of ``func`` at ``inputs`` against the exact derivative.
 
     Arguments:
@@ -45,6 +47,9 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         seed: seeds the random cotangent of a non-scalar output and the points around.
         raise_exception: raise ``GradcheckError`` on a failing or inconclusive check (else
             return False).
+        reference: an independent torch function of the same arguments whose forward is
+            captured instead of ``func``'s (an opaque kernel export cannot see through);
+            ``func``'s value is then checked against it too.
     Returns:
         True when every compared entry passes.
     """
@@ -57,9 +62,13 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
     tdtype = TORCH_DTYPES[name]
     args = tuple(a.detach().to(tdtype).requires_grad_(a.requires_grad)
                  if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
-    captured = capture(func, args, module_params="input", seed=seed)
+    names = arg_names(func, len(args))
+    captured = capture(reference if reference is not None else func, args,
+                       module_params="input", seed=seed, names=names,
+                       name=display_name(func))
     vary = [b.name for b in captured.model.param_blocks]
-    result = verify(captured.model, torch_fn=captured.torch_fn(), dtype=name, seed=seed,
+    fn = captured.torch_fn(func if reference is not None else None)
+    result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed,
                     at=captured.at(samples, seed, vary), backends=("torch_fn",))
     if result.ok:
         return True

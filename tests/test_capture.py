@@ -315,3 +315,66 @@ def test_opaque_kernel_checked_against_a_reference(monkeypatch):
 def test_a_reference_with_another_forward_is_caught_in_the_value():
     with pytest.raises(sg.GradcheckError, match="the loss value"):
         sg.gradcheck(NumpyTanh.apply, (_x(5),), reference=torch.sin)
+
+
+# ------------------------------------------------------------------------ LLaMA-style, LSTM
+class RMSNorm(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+
+
+def rope(x, cos, sin):
+    x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class LlamaBlock(nn.Module):
+    """RMSNorm, RoPE, grouped-query causal SDPA (2 heads, 1 key/value head), SwiGLU."""
+
+    def __init__(self, d: int = 8, heads: int = 2, kv: int = 1, T: int = 4) -> None:
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv, d // heads
+        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+        self.q = nn.Linear(d, d, bias=False)
+        self.k, self.v = (nn.Linear(d, kv * self.hd, bias=False) for _ in range(2))
+        self.o = nn.Linear(d, d, bias=False)
+        self.w1, self.w3 = (nn.Linear(d, 16, bias=False) for _ in range(2))
+        self.w2 = nn.Linear(16, d, bias=False)
+        pos = torch.arange(T)[:, None] * 10000 ** (-torch.arange(0, self.hd, 2) / self.hd)
+        self.register_buffer("cos", torch.cat([pos, pos], -1).cos())
+        self.register_buffer("sin", torch.cat([pos, pos], -1).sin())
+
+    def forward(self, x):
+        B, T, D = x.shape
+        h = self.n1(x)
+        q = self.q(h).view(B, T, self.h, self.hd).transpose(1, 2)
+        k, v = (m(h).view(B, T, self.kv, self.hd).transpose(1, 2) for m in (self.k, self.v))
+        q, k = rope(q, self.cos, self.sin), rope(k, self.cos, self.sin)
+        k, v = (t.repeat_interleave(self.h // self.kv, 1) for t in (k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(B, T, D))
+        h = self.n2(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+def test_llama_block_passes():
+    torch.manual_seed(0)
+    c = sg.capture(LlamaBlock().double(), (_x(1, 4, 8, grad=False),))
+    assert {"n1_w", "q_weight", "k_weight", "w3_weight"} <= {b.name for b in c.model.param_blocks}
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(2), backends=("torch_fn",))
+    assert r.ok, r
+
+
+def test_lstm_passes():
+    torch.manual_seed(0)
+    lstm = nn.LSTM(3, 4, batch_first=True).double()
+    assert sg.gradcheck(lambda x, h0: lstm(x, (h0, h0))[0], (_x(1, 3, 3), _x(1, 1, 4, seed=1)))
+
+
+def test_float_equality_is_refused():
+    with pytest.raises(sg.SymgradError, match="== / != on a float tensor.*aten.eq"):
+        sg.gradcheck(lambda x: torch.where(x == 0, x, 2 * x), (_x(3),))

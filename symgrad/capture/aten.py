@@ -14,23 +14,23 @@ Elementwise functions come from the op table (``symgrad.optable`` via ``symgrad.
 
 from __future__ import annotations
 
+import math
 import operator
 from typing import Any, Callable
 
-import numpy as np
 import sympy as sp
 import torch
 
 from ..errors import SymgradError
 from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
-from ..tensor.program import (X, Node, add_all, broadcast, const, einsum, max_, reshape,
+from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
 from .conv import CONV_ROWS
-from .values import Masked, Pred, elementwise, node, number, where
+from .index import INDEX_ROWS
+from .values import Masked, Pred, add, elementwise, node, number, where
 
 aten = torch.ops.aten
-_L = "abcdefghijklmnopqrstuvw"  # axis letters; "y", "z" are the selection matrices' own
 
 
 def _dims(dim, ndim: int) -> tuple[int, ...]:
@@ -39,31 +39,6 @@ def _dims(dim, ndim: int) -> tuple[int, ...]:
         return tuple(range(ndim))
     dims = [dim] if isinstance(dim, int) else list(dim)
     return tuple(sorted(d % ndim for d in dims)) if ndim else ()
-
-
-def _along(x: Node, axis: int, S: np.ndarray) -> Node:
-    """The 0/1 matrix ``S`` (m, n) applied along ``axis`` of ``x`` (exact: one term per
-    entry); a vector ``S`` (n,) picks one index and drops the axis."""
-    axis %= x.ndim
-    sub = _L[:x.ndim]
-    xs = sub[:axis] + "z" + sub[axis + 1:]
-    if S.ndim == 1:
-        return einsum(f"{xs},z->{sub[:axis] + sub[axis + 1:]}", x, const(S, "select"))
-    return einsum(f"{xs},yz->{sub[:axis] + 'y' + sub[axis + 1:]}", x, const(S, "select"))
-
-
-def _picks(index: torch.Tensor, n: int) -> np.ndarray:
-    """One-hot rows (*index.shape, n) of a known integer index (negative ids wrap)."""
-    ids = index.detach().cpu().numpy().astype(np.int64) % n
-    return (ids[..., None] == np.arange(n)).astype(np.float64)
-
-
-def _known_index(v: Any, op: str) -> torch.Tensor:
-    if not isinstance(v, torch.Tensor):
-        raise SymgradError(f"capture: {op} with an index computed from a parameter or float "
-                           "input is not supported; the index must be an integer input or a "
-                           "constant")
-    return v
 
 
 # ------------------------------------------------------------------------------ lowerings
@@ -79,7 +54,9 @@ def _binary(expr: sp.Expr) -> Callable:
 
 def _add(sign: int) -> Callable:
     def lower(a, shape):
-        return elementwise(X[0] + sign * number(a["alpha"]) * X[1], a["self"], a["other"])
+        if sign > 0:  # an additive -inf mask makes a Masked value (values.add)
+            return add(a["self"], a["other"], a["alpha"])
+        return elementwise(X[0] - number(a["alpha"]) * X[1], a["self"], a["other"])
     return _named(f"map x0 {'+' if sign > 0 else '-'} alpha*x1", lower)
 
 
@@ -116,6 +93,23 @@ def _table_op(name: str) -> Callable:
 def _compare(rel: Callable) -> Callable:
     return _named(f"comparison x0 {rel(X[0], X[1]).rel_op} x1 (where reads it as a Piecewise)",
                   lambda a, shape: Pred(rel(X[0], X[1]), (a["self"], a["other"])))
+
+
+def _eq(a, shape) -> torch.Tensor:
+    """known: where a -inf fill put -inf (x == -inf of a masked value)"""
+    x, other = a["self"], a["other"]
+    if isinstance(x, Masked) and isinstance(other, (int, float)) and other == -math.inf:
+        return torch.from_numpy(x.keep.attrs["value"] == 0).expand(shape)
+    raise SymgradError("capture: == / != on a float tensor has no derivative and no kink "
+                       "symgrad can place; compare with < / > (a Piecewise) instead")
+
+
+def _like(fill: Any) -> Callable:
+    def lower(a, shape) -> torch.Tensor:
+        value = a.get("fill_value", fill)
+        return torch.full(shape, value, dtype=a.get("dtype") or torch.float64)
+    return _named(f"a known array of {fill if fill is not None else 'fill_value'} (no "
+                  "derivative)", lower)
 
 
 def _gelu(a, shape) -> Node:
@@ -238,63 +232,6 @@ def _where(a, shape) -> Any:
     return where(a["condition"], a["self"], a["other"])
 
 
-def _embedding(a, shape) -> Node:
-    """einsum with the one-hot rows of the known ids"""
-    W = node(a["weight"], "embedding")
-    picks = _picks(_known_index(a["indices"], "embedding"), W.shape[0])
-    sub = _L[:picks.ndim - 1]
-    return einsum(f"{sub}z,zc->{sub}c", const(picks, "ids"), W)
-
-
-def _index_select(a, shape) -> Node:
-    """einsum with a 0/1 selection matrix of the known index"""
-    x = node(a["self"], "index_select")
-    ids = _known_index(a["index"], "index_select").reshape(-1)
-    return _along(x, a["dim"], _picks(ids, x.shape[a["dim"] % x.ndim]))
-
-
-def _gather(a, shape) -> Node:
-    """einsum with the one-hot picks of the known index"""
-    x = node(a["self"], "gather")
-    index = _known_index(a["index"], "gather")
-    d = a["dim"] % x.ndim
-    if any(index.shape[i] != x.shape[i] for i in range(x.ndim) if i != d):
-        raise SymgradError(f"capture: gather of {x.shape} by an index of shape "
-                           f"{tuple(index.shape)}: other axes must match")
-    sub = _L[:x.ndim]
-    xs = sub[:d] + "z" + sub[d + 1:]
-    return einsum(f"{xs},{sub}z->{sub}", x, const(_picks(index, x.shape[d]), "picks"))
-
-
-def _slice(a, shape) -> Node:
-    """einsum with a 0/1 selection matrix"""
-    x = node(a["self"], "slice")
-    d = a["dim"] % x.ndim
-    rows = range(x.shape[d])[slice(a.get("start"), a.get("end"), a.get("step", 1))]
-    return _along(x, d, _picks(torch.tensor(list(rows), dtype=torch.long), x.shape[d]))
-
-
-def _select(a, shape) -> Node:
-    """einsum with a one-hot vector (the axis dropped)"""
-    x = node(a["self"], "select")
-    d = a["dim"] % x.ndim
-    return _along(x, d, np.eye(x.shape[d])[a["index"] % x.shape[d]])
-
-
-def _cat(a, shape) -> Node:
-    """each part placed by a 0/1 matrix (einsum), then added (exact)"""
-    parts = [node(t, "cat") for t in a["tensors"] if not (isinstance(t, torch.Tensor)
-                                                          and t.numel() == 0)]
-    d = a.get("dim", 0) % len(shape)
-    start, out = 0, []
-    for p in parts:
-        place = np.zeros((shape[d], p.shape[d]))
-        place[start + np.arange(p.shape[d]), np.arange(p.shape[d])] = 1
-        out.append(_along(p, d, place))
-        start += p.shape[d]
-    return add_all(out)
-
-
 def _to_copy(a, shape) -> Any:
     """the operand itself (a float dtype change: the run has one dtype)"""
     dtype = a.get("dtype")
@@ -339,7 +276,9 @@ TABLE: dict[Any, Callable] = {
     aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),
     aten.lt.Scalar: _compare(operator.lt), aten.lt.Tensor: _compare(operator.lt),
     aten.le.Scalar: _compare(operator.le), aten.le.Tensor: _compare(operator.le),
-    aten.logical_not.default: _not, aten.where.self: _where,
+    aten.logical_not.default: _not, aten.where.self: _where, aten.eq.Scalar: _eq,
+    aten.full_like.default: _like(None), aten.zeros_like.default: _like(0),
+    aten.ones_like.default: _like(1),
     aten.mm.default: _mm("ij,jk->ik"), aten.bmm.default: _mm("bij,bjk->bik"),
     aten.addmm.default: _addmm,
     aten.permute.default: _permute, aten.t.default: _transpose,
@@ -356,9 +295,7 @@ TABLE: dict[Any, Callable] = {
     aten.max.dim: _max_dim,
     aten._softmax.default: _softmax(False), aten._log_softmax.default: _softmax(True),
     aten.native_layer_norm.default: _layer_norm,
-    aten.embedding.default: _embedding, aten.index_select.default: _index_select,
-    aten.gather.default: _gather,
-    aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
+    **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
 }
 

@@ -106,6 +106,27 @@ def elementwise(expr: sp.Expr, *values: Any, what: str = "map") -> Node:
     return map_(expr, *[to_node(v, what) for v in values])
 
 
+def _neg_inf_fill(v: Any) -> torch.Tensor | None:
+    """``v`` when it is a known float array holding -inf entries (an additive attention mask,
+    as scaled_dot_product_attention's is_causal builds), else None."""
+    if (isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0
+            and bool(torch.isneginf(v).any())):
+        return v
+    return None
+
+
+def add(a: Any, b: Any, alpha: Any) -> Node | Masked:
+    """``a + alpha * b``; a node plus an additive -inf mask is a ``Masked`` value."""
+    for x, bias in ((a, b), (b, a)):
+        fill = _neg_inf_fill(bias)
+        if fill is not None and isinstance(x, Node) and number(alpha) == 1:
+            out = torch.isneginf(fill)
+            finite = torch.where(out, torch.zeros_like(fill), fill)
+            y = x if not bool(finite.any()) else elementwise(X[0] + X[1], x, finite, what="add")
+            return Masked(y, node(1 - out.to(torch.float64), "add"))
+    return elementwise(X[0] + number(alpha) * X[1], a, b, what="add")
+
+
 def where(cond: Any, a: Any, b: Any) -> Node | Masked:
     """``torch.where(cond, a, b)``: a comparison of a node is a Piecewise, a known mask an
     exact 0/1 blend, a -inf branch a ``Masked`` value for softmax."""

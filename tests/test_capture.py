@@ -378,3 +378,11 @@ def test_lstm_passes():
 def test_float_equality_is_refused():
     with pytest.raises(sg.SymgradError, match="== / != on a float tensor.*aten.eq"):
         sg.gradcheck(lambda x: torch.where(x == 0, x, 2 * x), (_x(3),))
+
+
+def test_softplus_threshold_is_captured_as_a_branch():
+    # torch's softplus returns x above threshold 20: a where() on x > 20, captured as a
+    # Piecewise of log1p (a function row of symgrad.functions), so x = 25 is exact too
+    x = torch.tensor([-3.0, 0.5, 19.0, 25.0], dtype=torch.float64, requires_grad=True)
+    assert sg.gradcheck(F.softplus, (x,))
+    assert torch.ops.aten.log1p.default in TABLE

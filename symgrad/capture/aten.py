@@ -22,6 +22,7 @@ import sympy as sp
 import torch
 
 from ..errors import SymgradError
+from ..functions import ROWS as FUNCTION_ROWS
 from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
@@ -193,6 +194,19 @@ def _reduce(kind: str) -> Callable:
                   else "max reduction (ties are kinks)", lower)
 
 
+def _var(a, shape) -> Node:
+    """mean, then sum of squared deviations / (n - correction)"""
+    x = node(a["self"], "var")
+    axes = _dims(a.get("dim"), x.ndim)
+    n = 1
+    for d in axes:
+        n *= x.shape[d]
+    correction = 1 if a.get("correction") is None else a["correction"]
+    sq = elementwise((X[0] - X[1]) ** 2, x, st_ops.mean(x, axes, keepdims=True))
+    ss = sum_(sq, axes, keepdims=bool(a.get("keepdim")))
+    return elementwise(X[0] / (n - number(correction)), ss)
+
+
 def _max_dim(a, shape) -> tuple:
     """max reduction (the values; the indices are not captured)"""
     x = node(a["self"], "max")
@@ -253,7 +267,20 @@ def _stop(a, shape) -> Node:
     return stop_gradient(node(a["self"], "detach"))
 
 
+def _function_rows() -> dict[Any, Callable]:
+    """aten.<f>.default for each one-argument sympy function of ``symgrad.functions`` (sin,
+    expm1, log1p, erf, ...): map f(x0); the rows below (the op table's) take precedence."""
+    out = {}
+    for r in FUNCTION_ROWS:
+        if isinstance(r.key, type) and r.bound != "step" and r.key not in (sp.Max, sp.Min):
+            op = getattr(getattr(aten, r.name.lower(), None), "default", None)
+            if op is not None:
+                out[op] = _unary(r.key(X[0]))
+    return out
+
+
 TABLE: dict[Any, Callable] = {
+    **_function_rows(),
     aten.add.Tensor: _add(1), aten.add.Scalar: _add(1),
     aten.sub.Tensor: _add(-1), aten.sub.Scalar: _add(-1),
     aten.rsub.Scalar: _rsub,
@@ -263,10 +290,9 @@ TABLE: dict[Any, Callable] = {
     aten.minimum.default: _binary(sp.Min(X[0], X[1])),
     aten.pow.Tensor_Scalar: _pow_scalar, aten.pow.Tensor_Tensor: _pow_tensor,
     aten.pow.Scalar: _scalar_pow,
-    aten.neg.default: _unary(-X[0]), aten.abs.default: _unary(sp.Abs(X[0])),
+    aten.neg.default: _unary(-X[0]),
     aten.sqrt.default: _unary(sp.sqrt(X[0])), aten.rsqrt.default: _unary(1 / sp.sqrt(X[0])),
     aten.reciprocal.default: _unary(1 / X[0]),
-    aten.sin.default: _unary(sp.sin(X[0])), aten.cos.default: _unary(sp.cos(X[0])),
     aten.exp.default: _table_op("exp"), aten.log.default: _table_op("log"),
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
@@ -292,7 +318,7 @@ TABLE: dict[Any, Callable] = {
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),
     aten.amax.default: _reduce("max"), aten.max.default: _reduce("max"),
-    aten.max.dim: _max_dim,
+    aten.max.dim: _max_dim, aten.var.correction: _var,
     aten._softmax.default: _softmax(False), aten._log_softmax.default: _softmax(True),
     aten.native_layer_norm.default: _layer_norm,
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)

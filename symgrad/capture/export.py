@@ -123,6 +123,8 @@ def _anchor(fn: Callable) -> None:
     only frames named ``forward``, so a plain function's lines would be lost); a no-op where
     torch has no such hook."""
     register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
+    cls = function_class(fn)
+    fn = cls.forward if cls is not None else fn  # a custom Function: its forward's lines
     if register is not None and getattr(fn, "__code__", None) is not None:
         register(fn)
 

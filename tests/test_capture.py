@@ -386,3 +386,26 @@ def test_softplus_threshold_is_captured_as_a_branch():
     x = torch.tensor([-3.0, 0.5, 19.0, 25.0], dtype=torch.float64, requires_grad=True)
     assert sg.gradcheck(F.softplus, (x,))
     assert torch.ops.aten.log1p.default in TABLE
+
+
+class LeaksIntoY(torch.autograd.Function):
+    """The planted bug: the forward ignores y, the backward gives y a gradient."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x)
+        return x.sin()
+
+    @staticmethod
+    def backward(ctx, g):
+        (x,) = ctx.saved_tensors
+        return g * x.cos(), g
+
+
+def test_a_gradient_for_an_unused_input_is_caught():
+    x, y = _x(3), _x(3, seed=1)
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(LeaksIntoY.apply, (x, y))
+    findings = str(err.value).splitlines()[1:]
+    assert findings and all("with respect to y[" in f for f in findings if "more" not in f)
+    assert sg.gradcheck(lambda x, y: x.sin(), (x, y))  # unused and no gradient: fine

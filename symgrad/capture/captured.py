@@ -25,7 +25,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..errors import SymgradError
 from ..tensor.model import TensorModel
-from ..tensor.program import Node, add_all, const, einsum, topological
+from ..tensor.program import Node, add_all, const, einsum
 from .export import Call, Slot, arg_names, display_name, export, slots as graph_slots
 from .walk import leaf, walk
 
@@ -136,9 +136,9 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
                            "requires_grad=True inputs, or a module with parameters)")
     label = name or display_name(fn)
     loss = add_all(parts)
-    used = {n.id for n in topological([loss])}
-    params = [inputs[s.placeholder] for s in sl if s.role == "param"
-              and inputs[s.placeholder].id in used]  # the module's order, not first use
+    # every differentiated tensor, in the module's / signature's order (not first use), used
+    # or not: a backward that gives an unused input a gradient is wrong (its exact one is 0)
+    params = [inputs[s.placeholder] for s in sl if s.role == "param"]
     try:
         model = TensorModel(label, loss, description="captured by torch.export", params=params)
     except SymgradError as exc:

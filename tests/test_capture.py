@@ -409,3 +409,10 @@ def test_a_gradient_for_an_unused_input_is_caught():
     findings = str(err.value).splitlines()[1:]
     assert findings and all("with respect to y[" in f for f in findings if "more" not in f)
     assert sg.gradcheck(lambda x, y: x.sin(), (x, y))  # unused and no gradient: fine
+
+
+def test_torch_gradcheck_keywords_are_accepted():
+    x = _x(4)
+    assert sg.gradcheck(torch.tanh, (x,), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
+    with pytest.raises(TypeError, match="tolerance"):
+        sg.gradcheck(torch.tanh, (x,), tolerance=1)

@@ -22,6 +22,10 @@ from .captured import capture
 from .export import arg_names, display_name
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
+TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
+    "eps", "atol", "rtol", "nondet_tol", "check_undefined_grad", "check_grad_dtypes",
+    "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
+    "check_backward_ad", "fast_mode", "masked"})
 
 
 class GradcheckError(RuntimeError):
@@ -32,7 +36,7 @@ class GradcheckError(RuntimeError):
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
-              reference: Callable | None = None) -> bool:
+              reference: Callable | None = None, **torch_options: Any) -> bool:
     """Check the backward of ``func`` at ``inputs`` against the exact derivative.
 
     Arguments:
@@ -50,9 +54,15 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         reference: an independent torch function of the same arguments whose forward is
             captured instead of ``func``'s (an opaque kernel export cannot see through);
             ``func``'s value is then checked against it too.
+        torch_options: torch.autograd.gradcheck's own keywords (eps, atol, rtol, fast_mode,
+            ...), accepted so that a test suite switches with one import, and ignored: they
+            tune finite differences, which symgrad does not use.
     Returns:
         True when every compared entry passes.
     """
+    unknown = sorted(set(torch_options) - TORCH_OPTIONS)
+    if unknown:
+        raise TypeError(f"gradcheck() got unexpected keyword argument(s) {unknown}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     if not diff:

@@ -168,6 +168,15 @@ def page(rows: list[dict]) -> str:
             "differences). A planted bug is caught when the verdict is fail.", "",
             "| case | dtype | symgrad | s | torch.autograd.gradcheck | s | symgrad's first "
             "finding |", "| --- | --- | --- | ---: | --- | ---: | --- |"]
+    for tool in ("symgrad", "torch"):
+        for dt in ("float64", "float32"):
+            bugs = [r for r in rows if r["planted"] and r["dtype"] == dt]
+            ok = [r for r in rows if not r["planted"] and r["case"].startswith("correct")
+                  and r["dtype"] == dt]
+            head.insert(-2, f"- {tool}, {dt}: {sum(r[tool] == 'fail' for r in bugs)} of "
+                        f"{len(bugs)} planted bugs caught, {sum(r[tool] != 'pass' for r in ok)}"
+                        f" of {len(ok)} correct controls flagged")
+    head.insert(-2, "")
     body = [f"| {r['case']} | {r['dtype']} | {r['symgrad']} | {r['symgrad_s']} | {r['torch']} "
             f"| {r['torch_s']} | {r['symgrad_says'].replace('|', '/')} |" for r in rows]
     return "\n".join(head + body) + "\n"

@@ -70,10 +70,11 @@ def main() -> None:
              "scripts/capture_cost.py`. Function `tanh(x @ W).sum(-1)`, x (8, n), W (n, n), "
              "both differentiated; symgrad: 4 points (the given one and 3 around it), a random "
              "cotangent; torch: finite differences (slow: every input entry; fast: one random "
-             "direction). Verdict, then seconds. Measured on a 2-core machine shared with other jobs "
-             "(load about 5): the times are noisy, the ratio is the point.", "",
+             "direction). Verdict, then seconds. Measured on a 2-core machine shared with "
+             "other jobs (load about 5): the times are noisy, the ratio is the point.", "",
              "| n | input entries | dtype | symgrad | s | torch fast | s | torch slow | s | "
-             "slow / symgrad |", "| ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | ---: |"]
+             "slow / symgrad |",
+             "| ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r['n']} | {r['entries']} | {r['dtype']} | {r['symgrad']} | "
                      f"{r['symgrad_s']:.2f} | {r['torch_fast']} | {r['torch_fast_s']:.2f} | "

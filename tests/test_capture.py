@@ -416,3 +416,13 @@ def test_torch_gradcheck_keywords_are_accepted():
     assert sg.gradcheck(torch.tanh, (x,), eps=1e-6, atol=1e-5, rtol=1e-3, fast_mode=True)
     with pytest.raises(TypeError, match="tolerance"):
         sg.gradcheck(torch.tanh, (x,), tolerance=1)
+
+
+def test_random_ops_are_refused_not_folded():
+    m = nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5)).double().train()
+    with pytest.raises(sg.SymgradError, match="native_dropout.*random.*eval()"):
+        sg.capture(m, (_x(2, 3, grad=False),))
+    with pytest.raises(sg.SymgradError, match=r"aten.rand.* draws random numbers"):
+        sg.gradcheck(lambda x: (x * torch.rand(3, dtype=x.dtype)).sum(), (_x(3),))
+    assert sg.gradcheck(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5)).double().eval(),
+                        (_x(2, 3),))

@@ -87,6 +87,12 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
     if n.target is operator.getitem:
         return args[0][args[1]]
+    if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()):
+        place = where_in_source(n)
+        raise SymgradError(f"capture: {_op_name(n.target)}{f' at {place}' if place else ''} "
+                           "draws random numbers, which differ on every call of your code; "
+                           "capture in eval() mode (dropout) or pass the random tensor as an "
+                           "input")
     if is_known(list(args)) and is_known(list(kwargs.values())):
         return n.target(*args, **kwargs)  # constants only: folded by torch itself
     low = lowering(n.target)

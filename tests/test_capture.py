@@ -426,3 +426,35 @@ def test_random_ops_are_refused_not_folded():
         sg.gradcheck(lambda x: (x * torch.rand(3, dtype=x.dtype)).sum(), (_x(3),))
     assert sg.gradcheck(nn.Sequential(nn.Linear(3, 4), nn.Dropout(0.5)).double().eval(),
                         (_x(2, 3),))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_ties_in_max_pass(dtype):
+    x = torch.tensor([[1.0, 3.0, 3.0, 2.0], [0.5, 0.5, -1.0, 0.5]], dtype=dtype,
+                     requires_grad=True)
+    assert sg.gradcheck(lambda x: x.amax(-1), (x,))  # torch splits the gradient evenly
+    assert sg.gradcheck(lambda x: x.max(-1).values, (x,))  # torch picks one entry
+    assert sg.gradcheck(lambda x: F.max_pool1d(x[None], 2, 1), (x,))
+
+
+class MaxBothTies(torch.autograd.Function):
+    """The planted bug: at a tie, the gradient goes in full to every tied entry."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y = x.amax(-1)
+        ctx.save_for_backward(x, y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        return g[..., None] * (x == y[..., None]).to(g.dtype)
+
+
+def test_a_tie_given_twice_its_gradient_is_caught():
+    x = torch.tensor([[1.0, 3.0, 3.0, 2.0]], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.GradcheckError, match=r"x\[0,[12]\]"):
+        sg.gradcheck(MaxBothTies.apply, (x,))
+    assert sg.gradcheck(MaxBothTies.apply, (torch.tensor([[1.0, 3.0, 2.5]], dtype=torch.float64,
+                                                         requires_grad=True),))

@@ -6,7 +6,7 @@ A model is written once in sympy; symgrad derives its exact gradient, runs it in
 
 from . import ops
 from .capture.captured import Captured, capture
-from .capture.gradcheck import GradcheckError, gradcheck
+from .capture.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .compare import Tolerance
 from .config import VerifyConfig
 from .derive import Program, naive_gradient, reverse_accumulation
@@ -25,6 +25,6 @@ from .modules import compare_paths
 __all__ = [
     "Bernoulli", "Captured", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
     "Result", "SymgradError", "TensorModel", "Tolerance", "Uniform", "VerifyConfig",
-    "GradcheckError", "capture", "compare_paths", "gradcheck", "matrix", "Departure", "first_departure",
+    "GradcheckError", "capture", "compare_paths", "gradcheck", "gradgradcheck", "matrix", "Departure", "first_departure",
     "exact_at", "explain", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
 ]

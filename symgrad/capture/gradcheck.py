@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..backends.torch import TORCH_DTYPES
+from ..compare import FAILING, STATUS_NAMES
 from ..errors import SymgradError
 from ..result import FAIL, Result
 from ..verify import verify
@@ -25,7 +26,8 @@ MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
     "eps", "atol", "rtol", "nondet_tol", "check_undefined_grad", "check_grad_dtypes",
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
-    "check_backward_ad", "fast_mode", "masked"})
+    "check_backward_ad", "fast_mode", "masked", "grad_outputs",
+    "gen_non_contig_grad_outputs", "check_fwd_over_rev", "check_rev_over_rev"})
 
 
 class GradcheckError(RuntimeError):
@@ -60,13 +62,33 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
     Returns:
         True when every compared entry passes.
     """
+    return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
+                  torch_options)
+
+
+def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
+                  dtype: str | torch.dtype | None = None,
+                  samples: int = 4, seed: int = 0, raise_exception: bool = True,
+                  reference: Callable | None = None, **torch_options: Any) -> bool:
+    """Check the double backward of ``func``: torch's Hessian-vector products (the gradient
+    of g·v along a random direction v per point) against the exact ones
+    (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
+    accepted and ignored: the cotangent is symgrad's own random one)."""
+    return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
+                  torch_options)
+
+
+def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
+           raise_exception: bool, reference: Callable | None, torch_options: dict) -> bool:
+    """gradcheck (order 1) and gradgradcheck (order 2)."""
+    what = "gradcheck" if order == 1 else "gradgradcheck"
     unknown = sorted(set(torch_options) - TORCH_OPTIONS)
     if unknown:
-        raise TypeError(f"gradcheck() got unexpected keyword argument(s) {unknown}")
+        raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
     if not diff:
-        raise SymgradError("gradcheck: no input requires grad; give the tensors to check "
+        raise SymgradError(f"{what}: no input requires grad; give the tensors to check "
                            "requires_grad=True")
     name = _dtype_name(dtype if dtype is not None else diff[0].dtype)
     tdtype = TORCH_DTYPES[name]
@@ -78,26 +100,28 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                        name=display_name(func))
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
-    result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed,
+    result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=captured.at(samples, seed, vary), backends=("torch_fn",))
     if result.ok:
         return True
     if raise_exception:
-        raise GradcheckError(message(result, captured.model.name))
+        raise GradcheckError(message(result, captured.model.name, what))
     return False
 
 
-def message(result: Result, what: str) -> str:
+def message(result: Result, what: str, check: str = "gradcheck") -> str:
     """The error text: a headline, then one line per finding (worst first), in the user's
     names."""
     backend = "torch_fn"
+    counts = result.counts(backend)
     if result.verdict == FAIL:
         found = [f for f in result.findings("failures") if f.backend == backend]
-        head = (f"symgrad.gradcheck: the backward of {what!r} disagrees with the exact derivative "
-                f"({result.counts(backend).get('fail', len(found))} entries failing):")
+        n = sum(counts[STATUS_NAMES[k]] for k in FAILING)
+        head = (f"symgrad.{check}: the {'double ' if check != 'gradcheck' else ''}backward of "
+                f"{what!r} disagrees with the exact derivative ({n} entries failing):")
     else:
         found = [f for f in result.undecided if f.backend == backend]
-        head = (f"symgrad.gradcheck: inconclusive for {what!r} — some entries could not be "
+        head = (f"symgrad.{check}: inconclusive for {what!r} — some entries could not be "
                 "decided (not a pass); check more samples or float64:")
     lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
     more = len(found) - MAX_LINES

@@ -83,8 +83,9 @@ class Captured:
 
     def at(self, samples: int = 1, seed: int = 0, vary: Sequence[str] | None = None) -> dict:
         """Samples for ``sg.verify(..., at=)``: sample 0 is the example point; the others
-        scale each entry of the blocks in ``vary`` (default: the parameters) by 1 + u/8,
-        |u| <= 3/8 (signs and zeros stay: kinks at 0 stay kinks), the other blocks fixed."""
+        scale each entry of the blocks in ``vary`` (default: the parameters) by a random
+        factor in [5/8, 11/8] (signs and zeros stay: kinks at 0 stay kinks); the other blocks
+        (inputs, buffers: BatchNorm's running variance must stay positive) are held."""
         rng = np.random.default_rng(np.random.SeedSequence([seed, 18]))
         if vary is None:
             vary = [b.name for b in self.model.param_blocks]

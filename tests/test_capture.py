@@ -368,3 +368,19 @@ def test_gradgradcheck_catches_a_scaled_double_backward(monkeypatch):
     with pytest.raises(sg.GradcheckError, match=r"gradgradcheck: the double backward of "
                                                 r"'Cube'.*\n.*Hessian-vector product.* x\["):
         sg.gradgradcheck(Cube.apply, (x,))
+
+
+def test_token_ids_are_an_integer_input_with_the_table_range():
+    class Tiny(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.E, self.head = nn.Embedding(7, 4), nn.Linear(4, 7)
+
+        def forward(self, ids, targets):
+            return F.cross_entropy(self.head(torch.tanh(self.E(ids))), targets)
+
+    c = sg.capture(Tiny().double(), (torch.tensor([1, 5, 5, 0]), torch.tensor([2, 0, 3, 3])))
+    ids = c.model.input_blocks[0]
+    assert (ids.name, ids.domain) == ("ids", sg.Integers(0, 6))  # targets: held (folded)
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), samples=3, backends=("torch_fn",))
+    assert r.ok, r  # drawn ids, not only the example's

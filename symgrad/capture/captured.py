@@ -145,8 +145,8 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     except SymgradError as exc:
         raise SymgradError(f"capture: {exc}") from None
     used_names = {b.name for b in model.blocks}  # an unused parameter is no block: held
-    example = {s.name: s.value.to(torch.float64).cpu().numpy() for s in sl
-               if s.name in used_names}
+    example = {s.name: s.value.cpu().numpy() if s.role == "ids"
+               else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     return Captured(model, sl, call, cots, len(outs), example)
 
 

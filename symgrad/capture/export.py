@@ -44,8 +44,9 @@ class Slot:
 
     ``source`` is "state" (a module parameter or buffer: ``key`` its name in the wrapper),
     "constant" (a lifted constant) or "arg" (``key``: the position among tensor arguments).
-    ``role`` is "param" (differentiated), "input" (a float block, not differentiated) or
-    "known" (integers, bools, constants: folded at their values).
+    ``role`` is "param" (differentiated), "input" (a float block, not differentiated), "ids"
+    (an integer argument used only as embedding indices: an integer input block, its range
+    the table's rows) or "known" (other integers, bools, constants: folded at their values).
     """
 
     placeholder: str
@@ -118,6 +119,14 @@ def export(fn: Callable, args: Sequence[Any]) -> tuple[Call, torch.export.Export
     return call, ep
 
 
+def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:
+    """The integer input is read only as the indices of embeddings (token ids)."""
+    node = next(n for n in ep.graph.nodes if n.op == "placeholder" and n.name == placeholder)
+    return bool(node.users) and all(
+        u.target is torch.ops.aten.embedding.default and u.args[1] is node
+        and node not in u.args[2:] for u in node.users)
+
+
 def _anchor(fn: Callable) -> None:
     """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
     only frames named ``forward``, so a plain function's lines would be lost); a no-op where
@@ -147,8 +156,8 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
         ph = spec.arg.name
         if spec.kind == InputKind.USER_INPUT:
             value = call.template[call.slots[user]]
-            role = ("known" if not value.is_floating_point()
-                    else "param" if grad[user] else "input")
+            role = ("param" if grad[user] else "input") if value.is_floating_point() else (
+                "ids" if _only_indices(ep, ph) else "known")
             out.append(Slot(ph, names[user], "arg", user, role, value.detach()))
             user += 1
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):

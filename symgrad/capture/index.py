@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import Node, add_all, const, einsum
+from ..tensor.program import Node, add_all, const, einsum, take
 from .values import node
 
 aten = torch.ops.aten
@@ -47,8 +47,10 @@ def _known_index(v: Any, op: str) -> torch.Tensor:
 
 
 def _embedding(a, shape) -> Node:
-    """einsum with the one-hot rows of the known ids"""
+    """take (integer-input ids), or an einsum with the one-hot rows of known ids"""
     W = node(a["weight"], "embedding")
+    if isinstance(a["indices"], Node):  # an integer input block
+        return take(W, a["indices"])
     picks = _picks(_known_index(a["indices"], "embedding"), W.shape[0])
     sub = _L[:picks.ndim - 1]
     return einsum(f"{sub}z,zc->{sub}c", const(picks, "ids"), W)

@@ -53,12 +53,15 @@ def _bind(target: Any, args: tuple, kwargs: dict) -> dict:
 
 
 def leaf(slot: Slot) -> Any:
-    """A graph input's value in the walk: a param / input node, or the known tensor."""
+    """A graph input's value in the walk: a param / input / integer-ids node, or the known
+    tensor."""
     shape = tuple(slot.value.shape)
     if slot.role == "param":
         return param(slot.name, shape)
     if slot.role == "input":
         return leaf_input(slot.name, shape)
+    if slot.role == "ids":  # token ids: an integer input, its range the table's rows
+        return leaf_input(slot.name, shape, integer=True)
     return slot.value
 
 

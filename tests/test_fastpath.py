@@ -1,0 +1,129 @@
+"""The fast paths of the tensor pipeline on models built from scalar steps (issue 17): each one
+gives the answer of the slow rule it stands in for, and takes the slow rule out of the way.
+
+- ``bound._annihilators``: which arguments zero a map body, without ``sympy.simplify`` when the
+  substituted body is 0 as written or shown nonzero at a probe point;
+- ``derive._local``: a VJP body derived once per distinct map body;
+- ``ddops._selection``: a DD product by a 0/1 selector (one-hot picks and spreads) exactly, as
+  the Ozaki product gives it, bit for bit; a dense or non-finite product still goes to Ozaki.
+"""
+
+from __future__ import annotations
+
+import mpmath as mp
+import numpy as np
+import pytest
+import sympy as sp
+
+import symgrad.tensor as st
+from symgrad.precise import DD, DD_OPS
+from symgrad.precise import ddops
+from symgrad.precise.ozaki import dd_matmul
+from symgrad.tensor import bound, derive
+from symgrad.tensor.program import X
+
+x0, x1, x2 = X[0], X[1], X[2]
+LOOKUP = sp.Piecewise((x1, sp.Eq(x0, 0)), (x2, sp.Eq(x0, 1)), (sp.nan, True))
+
+
+def _no_simplify(*a, **k):
+    raise AssertionError("sympy.simplify called")
+
+
+@pytest.mark.parametrize("expr, k, want", [
+    (x0 * x1, 2, (0, 1)),
+    (x0 * sp.exp(x1), 2, (0,)),
+    (sp.exp(x0) - 1, 1, (0,)),
+    (x0 + x1, 2, ()),
+    (sp.tanh(x0) * sp.Max(0, x1), 2, (0, 1)),
+    (x0 - LOOKUP.xreplace({x0: x2, x2: x0}), 3, ()),  # an id picks among values: no zero
+    (sp.log(1 + x0) * x1, 2, (0, 1)),
+])
+def test_annihilators_without_simplify(monkeypatch, expr, k, want):
+    monkeypatch.setattr(bound.sp, "simplify", _no_simplify)
+    bound._CACHE.clear()
+    assert bound._annihilators(expr, k) == want
+
+
+def test_annihilators_undecided_falls_back_to_simplify(monkeypatch):
+    # 0 * log(0) is nan as written: not a zero; sin^2 + cos^2 - 1 needs simplify to be 0
+    bound._CACHE.clear()
+    assert bound._annihilators(x0 * sp.log(x0), 1) == ()
+    calls = []
+    real = sp.simplify
+    monkeypatch.setattr(bound.sp, "simplify", lambda e: calls.append(e) or real(e))
+    body = x0 * x1 + sp.sin(x1) ** 2 + sp.cos(x1) ** 2 - 1
+    assert bound._annihilators(body, 2) == (0, 1)  # x0 = 0 leaves sin^2 + cos^2 - 1: ~0 at
+    assert len(calls) == 1  # every probe, so simplify decides; x1 = 0 folds to 0 as written
+    bound._CACHE.clear()
+
+
+def test_vjp_body_derived_once_per_distinct_body(monkeypatch):
+    calls = []
+    real = sp.diff
+    monkeypatch.setattr(derive.sp, "diff", lambda *a: calls.append(a) or real(*a))
+    derive._LOCAL.clear()
+    w = st.param("w", (3,))
+    loss = st.sum_(st.map_(sp.tanh(X[0]) * X[0], w)) + st.sum_(st.map_(sp.tanh(X[0]) * X[0], w))
+    derive.gradient(loss, [w])
+    assert len([a for a in calls if a[0].has(sp.tanh)]) == 1  # two nodes, one body
+
+
+def _dd(rng, shape, scale=1.0):
+    hi = rng.standard_normal(shape) * scale
+    return DD(hi, hi * rng.uniform(-1, 1, shape) * 2.0 ** -53)
+
+
+def _onehot(rows, cols, at):
+    e = np.zeros((1, rows, cols))
+    for r, c in at:
+        e[0, r, c] = 1.0
+    return DD(e)
+
+
+@pytest.mark.parametrize("case", ["pick", "spread", "gather", "empty"])
+def test_selection_bit_identical_to_ozaki(case):
+    rng = np.random.default_rng(3)
+    if case == "pick":  # x (1, 1, K) @ e_k (1, K, 1): einsum("i,i->")
+        a, b = _dd(rng, (1, 1, 7)), _onehot(7, 1, [(4, 0)])
+    elif case == "spread":  # g (1, 1, 1) @ e_k^T (1, 1, K): einsum(",i->i")
+        a, b = _dd(rng, (1, 1, 1), 1e-3), _onehot(1, 9, [(0, 5)])
+    elif case == "gather":  # a one-hot matrix on the left, a permutation of rows
+        a, b = _onehot(3, 4, [(0, 2), (1, 0), (2, 3)]), _dd(rng, (1, 4, 5), 1e10)
+    else:  # a column with no 1: exact zeros
+        a, b = _dd(rng, (1, 2, 3)), _onehot(3, 2, [(1, 0)])
+    got = ddops._selection(a, b)
+    assert got is not None
+    ref = dd_matmul(a, b)
+    assert np.array_equal(got.hi, ref.hi) and np.array_equal(got.lo, ref.lo)
+    # and against mpmath: each entry is the selected DD value exactly
+    with mp.workprec(300):
+        for idx in np.ndindex(got.shape):
+            want = mp.fsum(mp.mpf(float(a.hi[idx[0], idx[1], k])) * mp.mpf(float(b.hi[idx[0], k,
+                                                                                       idx[2]]))
+                           + mp.mpf(float(a.lo[idx[0], idx[1], k])) * mp.mpf(float(b.hi[
+                               idx[0], k, idx[2]]))
+                           + mp.mpf(float(a.hi[idx[0], idx[1], k])) * mp.mpf(float(b.lo[
+                               idx[0], k, idx[2]]))
+                           for k in range(a.shape[2]))
+            assert mp.mpf(float(got.hi[idx])) + mp.mpf(float(got.lo[idx])) == want
+
+
+def test_selection_declines_dense_two_ones_and_non_finite():
+    rng = np.random.default_rng(4)
+    a = _dd(rng, (1, 2, 3))
+    assert ddops._selection(a, _dd(rng, (1, 3, 2))) is None  # dense: Ozaki
+    assert ddops._selection(a, _onehot(3, 1, [(0, 0), (2, 0)])) is None  # two 1s: a real sum
+    bad = DD(np.array([[[np.inf, 1.0, 2.0]]]))
+    assert ddops._selection(bad, _onehot(3, 1, [(1, 0)])) is None  # inf * 0 is nan
+    out = DD_OPS.matmul3(bad, _onehot(3, 1, [(1, 0)]))
+    assert np.isnan(out.hi[0, 0, 0])  # IEEE semantics kept by the general path
+
+
+def test_einsum_picks_match_ozaki_on_the_dd_table():
+    rng = np.random.default_rng(5)
+    x = _dd(rng, (6,))
+    e = DD(np.eye(6)[2])
+    got = DD_OPS.einsum("i,i->", x, e)
+    ref = dd_matmul(DD(x.hi[None, None], x.lo[None, None]), DD(e.hi[None, :, None]))
+    assert got.hi == ref.hi[0, 0, 0] and got.lo == ref.lo[0, 0, 0]

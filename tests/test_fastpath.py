@@ -127,3 +127,59 @@ def test_einsum_picks_match_ozaki_on_the_dd_table():
     got = DD_OPS.einsum("i,i->", x, e)
     ref = dd_matmul(DD(x.hi[None, None], x.lo[None, None]), DD(e.hi[None, :, None]))
     assert got.hi == ref.hi[0, 0, 0] and got.lo == ref.lo[0, 0, 0]
+
+
+class _OneAtATime:
+    """DD_OPS without ``per_sample``: the oracle walks one sample at a time (the rule before)."""
+
+    def __getattr__(self, key):
+        if key == "per_sample":
+            raise AttributeError(key)
+        return getattr(DD_OPS, key)
+
+
+def _dense_model():
+    from symgrad.tensor.model import TensorModel
+    W, b, x = st.param("W", (3, 4)), st.param("b", (3,)), st.input("x", (4,))
+    h = st.map_(sp.tanh(X[0] + X[1]), st.einsum("ij,j->i", W, x), b)
+    return TensorModel("dense", st.sum_(st.map_(sp.Max(0, X[0]) * X[0], h)))
+
+
+def test_oracle_walks_small_programs_in_chunks_bit_for_bit(monkeypatch):
+    from symgrad.tensor import views
+    m = _dense_model()
+    vals = m.draw(40, np.random.default_rng(0), "float64")
+    vals["W"] = vals["W"] * np.logspace(-8, 8, 40)[:, None, None]  # scales differ by sample:
+    walks = []  # one Ozaki split over all samples would rescale them together
+    real = views.evaluate
+    monkeypatch.setattr(views, "evaluate", lambda *a, **k: walks.append(1) or real(*a, **k))
+    hi, lo = views.oracle_view(m, vals, DD_OPS)
+    assert len(walks) == 1  # 40 samples, one walk
+    h1, l1 = views.oracle_view(m, vals, _OneAtATime())
+    assert len(walks) == 41
+    assert np.array_equal(hi, h1) and np.array_equal(lo, l1)
+    assert np.array_equal(np.signbit(hi), np.signbit(h1))
+
+
+def test_oracle_chunks_bounded_by_entries(monkeypatch):
+    from symgrad.tensor import views
+    m = _dense_model()
+    monkeypatch.setattr(views, "CHUNK_ENTRIES", 3 * sum(n.size for n in m.gradient.nodes))
+    assert views._chunk(m.gradient.outputs, 40) == 3
+    vals = m.draw(7, np.random.default_rng(1), "float64")
+    done = []
+    hi, lo = views.oracle_view(m, vals, DD_OPS, progress=done.append)
+    h1, l1 = views.oracle_view(m, vals, _OneAtATime())
+    assert np.array_equal(hi, h1) and np.array_equal(lo, l1)
+    assert done[-1] == views.oracle_steps(m, 7)  # progress still counts every node x sample
+
+
+def test_per_sample_table_multiplies_each_sample_apart():
+    rng = np.random.default_rng(6)
+    a = _dd(rng, (4, 2, 3)) * DD(np.array([1e-9, 1.0, 1e9, 3.0])[:, None, None])
+    b = _dd(rng, (4, 3, 2))
+    got = DD_OPS.per_sample(2).matmul3(a, b)
+    for s in range(2):
+        ref = dd_matmul(a[2 * s:2 * s + 2], b[2 * s:2 * s + 2])
+        assert np.array_equal(got.hi[2 * s:2 * s + 2], ref.hi)
+        assert np.array_equal(got.lo[2 * s:2 * s + 2], ref.lo)

@@ -188,9 +188,20 @@ class DDOps:
 
     name = "DD"
 
-    def __init__(self, matmul: OzakiConfig = OzakiConfig()):
+    def __init__(self, matmul: OzakiConfig = OzakiConfig(), samples: int = 1):
         self.kernels = DDKernels()
         self.matmul_config = matmul
+        self.samples = samples
+
+    def per_sample(self, samples: int) -> "DDOps":
+        """This table for ``samples`` samples walked at once (the interpreter's leading batch
+        axis): the same bits as one sample at a time. Every elementwise op, sum, max and layout
+        op acts on each entry apart already; a general product's Ozaki split (its
+        equilibration scales) would see the other samples, so each sample's part of the batch
+        is multiplied apart (a selection is exact whatever the batch)."""
+        out = DDOps(self.matmul_config, samples)
+        out.kernels = self.kernels
+        return out
 
     # -- conversion ------------------------------------------------------------------------------
     def asarray(self, x) -> DD:
@@ -251,7 +262,15 @@ class DDOps:
 
     def matmul3(self, a: DD, b: DD) -> DD:
         picked = _selection(a, b)
-        return picked if picked is not None else dd_matmul(a, b, self.matmul_config)
+        if picked is not None:
+            return picked
+        bt = a.shape[0]
+        if self.samples <= 1 or bt % self.samples:
+            return dd_matmul(a, b, self.matmul_config)
+        per = bt // self.samples  # sample-major: the interpreter's batch letter comes first
+        parts = [dd_matmul(a[i:i + per], b[i:i + per], self.matmul_config)
+                 for i in range(0, bt, per)]
+        return DD(np.concatenate([c.hi for c in parts]), np.concatenate([c.lo for c in parts]))
 
     def diagonal(self, x: DD, letters: str, unique: str) -> DD:
         return x.map_arrays(lambda v: np.einsum(f"{letters}->{unique}", v))

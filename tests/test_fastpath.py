@@ -183,3 +183,42 @@ def test_per_sample_table_multiplies_each_sample_apart():
         ref = dd_matmul(a[2 * s:2 * s + 2], b[2 * s:2 * s + 2])
         assert np.array_equal(got.hi[2 * s:2 * s + 2], ref.hi)
         assert np.array_equal(got.lo[2 * s:2 * s + 2], ref.lo)
+
+
+@pytest.mark.parametrize("spec, shapes", [
+    ("ij,jk->ik", [(2, 3), (3, 4)]), ("bij,bjk->bki", [(2, 2, 3), (2, 3, 2)]),
+    ("ii->i", [(3, 3)]), ("ij->", [(2, 3)]), ("i,i->", [(5,), (5,)]), ("b,bi->bi", [(2,), (2, 4)]),
+    ("iv,i,v->", [(3, 4), (3,), (4,)]), ("ij,kj->jik", [(2, 3), (1, 3)]),
+])
+def test_einsum_plan_replayed_same_values(monkeypatch, spec, shapes):
+    from symgrad.precise import contract
+    rng = np.random.default_rng(7)
+    ops = [rng.integers(-4, 5, s).astype(np.float64) for s in shapes]
+    want = np.einsum(spec, *ops)  # small integers: exact in every summation order
+    contract._PLANS.clear()
+    calls = []
+    real = contract.parse
+    monkeypatch.setattr(contract, "parse", lambda *a: calls.append(a) or real(*a))
+    for _ in range(2):
+        got = DD_OPS.einsum(spec, *[DD(o) for o in ops])
+        assert np.array_equal(got.hi, want) and not np.any(got.lo)
+    assert len(calls) == 1  # planned once, replayed
+
+
+def test_einsum_plan_keeps_errors():
+    from symgrad.errors import SymgradError
+    with pytest.raises(SymgradError, match="axis 'j' has sizes"):
+        DD_OPS.einsum("ij,jk->ik", DD(np.ones((2, 3))), DD(np.ones((4, 2))))
+
+
+def test_interpreter_schedules_a_program_once(monkeypatch):
+    from symgrad.tensor import interpret
+    from symgrad.tensor.tables import NumpyOps
+    m = _dense_model()
+    calls = []
+    real = interpret.topological
+    monkeypatch.setattr(interpret, "topological", lambda o: calls.append(1) or real(o))
+    vals = m.draw(2, np.random.default_rng(0), "float64")
+    a = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)
+    b = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)
+    assert len(calls) == 1 and all(np.array_equal(x, y) for x, y in zip(a, b))

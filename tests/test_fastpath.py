@@ -222,3 +222,20 @@ def test_interpreter_schedules_a_program_once(monkeypatch):
     a = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)
     b = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)
     assert len(calls) == 1 and all(np.array_equal(x, y) for x, y in zip(a, b))
+
+
+def test_rigorous_rows_walked_together_same_radii(monkeypatch):
+    from symgrad.rigorous import tensor as rt
+    from symgrad.tensor.views import oracle_view
+    m = _dense_model()
+    vals = m.draw(6, np.random.default_rng(2), "float64")
+    hi, lo = oracle_view(m, vals, DD_OPS)
+    walks = []
+    real = rt._rows_balls
+    monkeypatch.setattr(rt, "_rows_balls", lambda *a, **k: walks.append(1) or real(*a, **k))
+    for dtype in ("float64", "float32"):
+        enc = rt.tensor_enclosure(m, vals, hi, lo, dtype, 1.0)
+        together = enc._radii_of(np.arange(6))
+        one_by_one = np.concatenate([enc._radii_of(np.array([r])) for r in range(6)])
+        assert np.array_equal(together, one_by_one, equal_nan=True)
+    assert len(walks) == 4  # balls and centres, one walk each per dtype

@@ -1,8 +1,8 @@
 """The fast paths of the tensor pipeline on models built from scalar steps (issue 17): each one
 gives the answer of the slow rule it stands in for, and takes the slow rule out of the way.
 
-- ``bound._annihilators``: which arguments zero a map body, without ``sympy.simplify`` when the
-  substituted body is 0 as written or shown nonzero at a probe point;
+- ``zeros.annihilators`` (the bound's exact zeros): which arguments zero a map body, without
+  ``sympy.simplify`` when the body is shown nonzero at a probe point or is 0 as written;
 - ``derive._local``: a VJP body derived once per distinct map body;
 - ``ddops._selection``: a DD product by a 0/1 selector (one-hot picks and spreads) exactly, as
   the Ozaki product gives it, bit for bit; a dense or non-finite product still goes to Ozaki.
@@ -19,7 +19,7 @@ import symgrad.tensor as st
 from symgrad.precise import DD, DD_OPS
 from symgrad.precise import ddops
 from symgrad.precise.ozaki import dd_matmul
-from symgrad.tensor import bound, derive
+from symgrad.tensor import derive, zeros
 from symgrad.tensor.program import X
 
 x0, x1, x2 = X[0], X[1], X[2]
@@ -40,22 +40,22 @@ def _no_simplify(*a, **k):
     (sp.log(1 + x0) * x1, 2, (0, 1)),
 ])
 def test_annihilators_without_simplify(monkeypatch, expr, k, want):
-    monkeypatch.setattr(bound.sp, "simplify", _no_simplify)
-    bound._CACHE.clear()
-    assert bound._annihilators(expr, k) == want
+    monkeypatch.setattr(zeros.sp, "simplify", _no_simplify)
+    zeros._CACHE.clear()
+    assert zeros.annihilators(expr, k) == want
 
 
 def test_annihilators_undecided_falls_back_to_simplify(monkeypatch):
     # 0 * log(0) is nan as written: not a zero; sin^2 + cos^2 - 1 needs simplify to be 0
-    bound._CACHE.clear()
-    assert bound._annihilators(x0 * sp.log(x0), 1) == ()
+    zeros._CACHE.clear()
+    assert zeros.annihilators(x0 * sp.log(x0), 1) == ()
     calls = []
     real = sp.simplify
-    monkeypatch.setattr(bound.sp, "simplify", lambda e: calls.append(e) or real(e))
+    monkeypatch.setattr(zeros.sp, "simplify", lambda e: calls.append(e) or real(e))
     body = x0 * x1 + sp.sin(x1) ** 2 + sp.cos(x1) ** 2 - 1
-    assert bound._annihilators(body, 2) == (0, 1)  # x0 = 0 leaves sin^2 + cos^2 - 1: ~0 at
+    assert zeros.annihilators(body, 2) == (0, 1)  # x0 = 0 leaves sin^2 + cos^2 - 1: ~0 at
     assert len(calls) == 1  # every probe, so simplify decides; x1 = 0 folds to 0 as written
-    bound._CACHE.clear()
+    zeros._CACHE.clear()
 
 
 def test_vjp_body_derived_once_per_distinct_body(monkeypatch):

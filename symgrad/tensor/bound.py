@@ -69,6 +69,7 @@ from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
 from .program import X, Node, topological
+from .zeros import annihilators as _annihilators
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
@@ -90,54 +91,6 @@ def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
-
-
-_PROBES = (  # argument j's value at each probe point: two rational ones, then small integers
-    #          (an id in a lookup picks among the others) scattered by a fixed hash
-    lambda j: sp.Rational(37, 100) * (1 + sp.Rational(j, 7)),
-    lambda j: sp.Rational(-123, 100) + sp.Rational(j, 3),
-    *[lambda j, p=p: sp.Integer((j + 1) * (2 * p + 3) * 40503 % 65521 % 5) for p in range(6)],
-)
-
-
-def _nonzero_somewhere(e: sp.Expr, fixed: dict) -> bool:
-    """Is ``e`` with ``fixed`` substituted certainly not identically zero: a finite real value
-    of magnitude > 1e-8 at one of a few probe points (every other symbol a number, so sympy
-    evaluates it as numbers; 30 digits)? False means: not decided."""
-    syms = sorted(e.free_symbols - set(fixed), key=sp.default_sort_key)
-    for probe in _PROBES:
-        at = {s: probe(int(str(s)[1:]) if str(s)[1:].isdigit() else j)
-              for j, s in enumerate(syms)}
-        try:
-            v = sp.N(e.xreplace({**fixed, **at}), 30)
-        except (TypeError, ValueError, ArithmeticError):
-            continue
-        if v.is_Number and v.is_real and v.is_finite and abs(v) > 1e-8:
-            return True
-    return False
-
-
-def _vanishes_with(expr: sp.Expr, x: sp.Symbol) -> bool:
-    """Does ``expr`` vanish identically where ``x`` = 0? Not where it is shown nonzero at a
-    probe point with x = 0 (numbers only: cheap); else where the substituted expression is 0
-    as written (the common case: x * g(...), sympy folds 0 * finite to 0) or
-    ``sympy.simplify`` shows it 0 (the rule before: the same answer whenever simplify is
-    right, in a fraction of its time)."""
-    if not expr.has(x) or _nonzero_somewhere(expr, {x: sp.Integer(0)}):
-        return False
-    at = expr.subs(x, 0)
-    return at == 0 or sp.simplify(at) == 0
-
-
-def _annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:
-    """The arguments i with f = 0 wherever x_i = 0 (f = x_i * g(...)): a zero there is exact.
-    Computed once per distinct body (structural key), shared by every node with that body."""
-    key = ("zero", expr, k)
-    found = _CACHE.get(key)
-    if found is None:
-        found = tuple(i for i in range(k) if _vanishes_with(expr, X[i]))
-        _CACHE[key] = found
-    return found
 
 
 def _einsum_terms(node: Node) -> int:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from math import prod
 from typing import Any, Sequence
 
@@ -44,55 +45,88 @@ def parse(spec: str, n_operands: int, ndims: Sequence[int]) -> tuple[list[str], 
     return terms, out
 
 
+@dataclass(frozen=True)
+class _Plan:
+    """The structural steps of one einsum for given operand shapes (``_make_plan``): computed
+    once per (spec, shapes), replayed on any table. Steps that would not change anything
+    (an identity permutation, a reshape or broadcast to the same shape) are left out."""
+
+    operands: tuple  # per operand: (diagonal (letters, unique) or None, shape, summed axes)
+    pairs: tuple  # per fold: (perm of x, shape of x, perm of y, shape of y, product's shape)
+    final_axes: tuple  # axes summed after the last fold
+    perm: tuple | None  # the permutation into the output order (None: already in it)
+
+
+_PLANS: dict = {}
+
+
 def einsum(table: Any, spec: str, operands: Sequence[Any]) -> Any:
     """einsum(spec, *operands) on `table` (see module docstring)."""
-    shapes = [table.shape(x) for x in operands]
-    terms, out = parse(spec, len(operands), [len(s) for s in shapes])
+    shapes = tuple(tuple(table.shape(x)) for x in operands)
+    plan = _PLANS.get((spec, shapes))
+    if plan is None:
+        if len(_PLANS) > 4096:  # shapes of many programs: start over rather than grow
+            _PLANS.clear()
+        plan = _PLANS[(spec, shapes)] = _make_plan(spec, shapes)
+    items = []
+    for x, shp, (diag, full, axes) in zip(operands, shapes, plan.operands):
+        if diag is not None:
+            x = table.diagonal(x, *diag)
+        if diag is not None or shp != full:
+            x = table.broadcast_to(x, full)
+        items.append(table.sum(x, axis=axes) if axes else x)
+    x = items[0]
+    for y, (pa, sa, pb, sb, so) in zip(items[1:], plan.pairs):
+        c = table.matmul3(_layout(table, x, pa, sa), _layout(table, y, pb, sb))
+        x = table.reshape(c, so)
+    if plan.final_axes:
+        x = table.sum(x, axis=plan.final_axes)
+    return x if plan.perm is None else table.transpose(x, plan.perm)
+
+
+def _layout(table, x, perm: tuple | None, shape: tuple):
+    if perm is not None:
+        x = table.transpose(x, perm)
+    return x if tuple(table.shape(x)) == shape else table.reshape(x, shape)
+
+
+def _make_plan(spec: str, shapes: tuple) -> _Plan:
+    """The steps of ``einsum`` (module docstring) for operands of ``shapes``."""
+    terms, out = parse(spec, len(shapes), [len(s) for s in shapes])
     sizes: dict[str, int] = {}
     for t, shp in zip(terms, shapes):
         for c, n in zip(t, shp):
             if sizes.setdefault(c, n) != n and n != 1 and sizes[c] != 1:
                 raise SymgradError(f"einsum {spec!r}: axis {c!r} has sizes {sizes[c]} and {n}")
-    items = []
-    for i, (x, t) in enumerate(zip(operands, terms)):
-        x, t = _diagonal(table, x, t)
-        x = table.broadcast_to(x, tuple(sizes[c] for c in t))
+    steps, letters = [], []
+    for i, t in enumerate(terms):
+        diag = None
+        if len(set(t)) != len(t):
+            u = "".join(dict.fromkeys(t))
+            diag, t = (t, u), u
+        full = tuple(sizes[c] for c in t)
         others = set(out).union(*[set(u) for j, u in enumerate(terms) if j != i])
-        x, t = _sum_letters(table, x, t, [c for c in t if c not in others])
-        items.append((x, t))
-    x, t = items[0]
-    for j in range(1, len(items)):
-        y, u = items[j]
-        later = set(out).union(*[set(v) for _, v in items[j + 1:]])
-        x, t = _pair(table, x, t, y, u, later, sizes)
-    x, t = _sum_letters(table, x, t, [c for c in t if c not in out])
-    return table.transpose(x, tuple(t.index(c) for c in out))
-
-
-def _diagonal(table, x, t: str):
-    if len(set(t)) == len(t):
-        return x, t
-    u = "".join(dict.fromkeys(t))
-    return table.diagonal(x, t, u), u
-
-
-def _sum_letters(table, x, t: str, letters):
-    if not letters:
-        return x, t
-    axes = tuple(t.index(c) for c in letters)
-    return table.sum(x, axis=axes), "".join(c for c in t if c not in letters)
-
-
-def _pair(table, x, t: str, y, u: str, later: set, sizes: dict):
-    batch = [c for c in t if c in u and c in later]
-    contr = [c for c in t if c in u and c not in later]
-    left = [c for c in t if c not in u]
-    right = [c for c in u if c not in t]
-    n = lambda cs: prod(sizes[c] for c in cs)  # noqa: E731
-    a = table.reshape(table.transpose(x, tuple(t.index(c) for c in batch + left + contr)),
-                      (n(batch), n(left), n(contr)))
-    b = table.reshape(table.transpose(y, tuple(u.index(c) for c in batch + contr + right)),
-                      (n(batch), n(contr), n(right)))
-    c = table.matmul3(a, b)
-    letters = batch + left + right
-    return table.reshape(c, tuple(sizes[c_] for c_ in letters)), "".join(letters)
+        gone = [c for c in t if c not in others]
+        steps.append((diag, full, tuple(t.index(c) for c in gone)))
+        letters.append("".join(c for c in t if c not in gone))
+    pairs = []
+    t = letters[0]
+    for j in range(1, len(letters)):
+        u = letters[j]
+        later = set(out).union(*[set(v) for v in letters[j + 1:]])
+        batch = [c for c in t if c in u and c in later]
+        contr = [c for c in t if c in u and c not in later]
+        left = [c for c in t if c not in u]
+        right = [c for c in u if c not in t]
+        n = lambda cs: prod(sizes[c] for c in cs)  # noqa: E731
+        pa = tuple(t.index(c) for c in batch + left + contr)
+        pb = tuple(u.index(c) for c in batch + contr + right)
+        t = "".join(batch + left + right)
+        pairs.append((None if pa == tuple(range(len(pa))) else pa, (n(batch), n(left), n(contr)),
+                      None if pb == tuple(range(len(pb))) else pb, (n(batch), n(contr), n(right)),
+                      tuple(sizes[c] for c in t)))
+    final = tuple(t.index(c) for c in t if c not in out)
+    t = "".join(c for c in t if c in out)
+    perm = tuple(t.index(c) for c in out)
+    return _Plan(tuple(steps), tuple(pairs), final,
+                 None if perm == tuple(range(len(perm))) else perm)

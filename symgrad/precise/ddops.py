@@ -28,7 +28,7 @@ from . import ddmath as M
 from . import ddinverse as I
 from . import ddtrig as T
 from .contract import einsum as _einsum
-from .dd import DD, add, div, from_fraction, mul, where
+from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ozaki import OzakiConfig, dd_matmul
 from .walk import Kernels, evaluate
 
@@ -54,6 +54,45 @@ def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:
     if isinstance(v, float):
         return DD(np.full(shape, v))
     return from_fraction(v, shape)
+
+
+def _selector(x: DD, axis: int) -> np.ndarray | None:
+    """Where ``x`` (Bt, ., .) only selects along ``axis`` (its K axis): exact 0 / 1 entries with
+    at most one 1 per line along K, the K index of each line's 1 (-1: none); else None. A
+    look at its first entries turns a dense factor away before any full pass."""
+    h = x.hi
+    head = h.reshape(-1)[:64]
+    if h.size == 0 or not np.all((head == 0) | (head == 1)):
+        return None
+    if not (x.lo_is_zero_view or not np.any(x.lo)) or not np.all((h == 0) | (h == 1)):
+        return None
+    count = h.sum(axis=axis)
+    if np.any(count > 1):
+        return None
+    return np.where(count > 0, np.argmax(h, axis=axis), -1)
+
+
+def _selection(a: DD, b: DD) -> DD | None:
+    """The product (Bt, M, K) @ (Bt, K, N) when one factor only selects (``_selector``: the
+    one-hot picks and spreads of a model built from scalar steps) and the other is finite:
+    each entry is one entry of the other factor or 0, exactly as every sum of exact products
+    by 0 and 1 (``dd_matmul`` is exact there too), as a canonical (hi, lo) pair. None: not such
+    a product."""
+    for sel, other, k_axis in ((b, a, 1), (a, b, 2)):
+        at = _selector(sel, k_axis)
+        if at is None or not (np.isfinite(other.hi).all() and np.isfinite(other.lo).all()):
+            continue
+        idx = np.maximum(at, 0)
+        if k_axis == 1:  # b selects: c[t, i, j] = a[t, i, at[t, j]]
+            where_, take = (at >= 0)[:, None, :], (lambda v: np.take_along_axis(
+                v, np.broadcast_to(idx[:, None, :], (v.shape[0], v.shape[1], idx.shape[1])), 2))
+        else:  # a selects: c[t, i, j] = b[t, at[t, i], j]
+            where_, take = (at >= 0)[:, :, None], (lambda v: np.take_along_axis(
+                v, np.broadcast_to(idx[:, :, None], (v.shape[0], idx.shape[1], v.shape[2])), 1))
+        hi, lo = two_sum(np.where(where_, take(other.hi), 0.0),  # the canonical pair, as a
+                         np.where(where_, take(other.lo), 0.0))  # DD sum leaves it
+        return DD(hi, lo)
+    return None
 
 
 def _nanmax_fold(is_max: bool, *xs: DD) -> DD:
@@ -152,9 +191,20 @@ class DDOps:
 
     name = "DD"
 
-    def __init__(self, matmul: OzakiConfig = OzakiConfig()):
+    def __init__(self, matmul: OzakiConfig = OzakiConfig(), samples: int = 1):
         self.kernels = DDKernels()
         self.matmul_config = matmul
+        self.samples = samples
+
+    def per_sample(self, samples: int) -> "DDOps":
+        """This table for ``samples`` samples walked at once (the interpreter's leading batch
+        axis): the same bits as one sample at a time. Every elementwise op, sum, max and layout
+        op acts on each entry apart already; a general product's Ozaki split (its
+        equilibration scales) would see the other samples, so each sample's part of the batch
+        is multiplied apart (a selection is exact whatever the batch)."""
+        out = DDOps(self.matmul_config, samples)
+        out.kernels = self.kernels
+        return out
 
     # -- conversion ------------------------------------------------------------------------------
     def asarray(self, x) -> DD:
@@ -214,7 +264,16 @@ class DDOps:
         return _einsum(self, spec, [self.asarray(o) for o in operands])
 
     def matmul3(self, a: DD, b: DD) -> DD:
-        return dd_matmul(a, b, self.matmul_config)
+        picked = _selection(a, b)
+        if picked is not None:
+            return picked
+        bt = a.shape[0]
+        if self.samples <= 1 or bt % self.samples:
+            return dd_matmul(a, b, self.matmul_config)
+        per = bt // self.samples  # sample-major: the interpreter's batch letter comes first
+        parts = [dd_matmul(a[i:i + per], b[i:i + per], self.matmul_config)
+                 for i in range(0, bt, per)]
+        return DD(np.concatenate([c.hi for c in parts]), np.concatenate([c.lo for c in parts]))
 
     def diagonal(self, x: DD, letters: str, unique: str) -> DD:
         return x.map_arrays(lambda v: np.einsum(f"{letters}->{unique}", v))

@@ -194,6 +194,19 @@ def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float
     return flat_balls(model, outs)
 
 
+def _rows_balls(model, values: dict, rows: list, dtype: str, function_ulps: float, *,
+                exact: bool = False) -> list:
+    """``tensor_balls`` of several rows in one walk: the same balls (every op of the rounded
+    ARB table acts on each sample apart: products per batch entry, sums, widenings and
+    elementwise kernels per output entry)."""
+    ops = RoundedArbOps(dtype, function_ulps, exact=exact)
+    part = {k: np.asarray(v)[rows] for k, v in values.items()}
+    with ctx.workprec(PREC):
+        outs = [np.asarray(o, dtype=object) for o in run(model.gradient.outputs, ops, part)]
+    return [flat_balls(model, [o[i:i + 1] if o.shape[0] > 1 else o for o in outs])
+            for i in range(len(rows))]
+
+
 def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype: str,
                      function_ulps: float, *, textbook=None) -> Enclosure:
     """The lazy ``Enclosure`` of a tensor model's derived program (``values``: the compared
@@ -211,7 +224,29 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
             balls = centre = None
         return spread([balls], [centre], (1, width))[0]
 
+    def together(program, rows: list, width: int) -> list:
+        """``one`` of each row, small programs' rows in one walk (a scatter_add widens by the
+        most ids of any row in its batch: walked one at a time there); a row that raises
+        sends its chunk back to one at a time."""
+        if len(rows) < 2 or any(n.op == "scatter_add" for n in program.gradient.nodes):
+            return [one(program, r, width) for r in rows]
+        per = sum(n.size for n in program.gradient.nodes)
+        step = max(1, (1 << 16) // max(per, 1))
+        out = []
+        for i in range(0, len(rows), step):
+            chunk = rows[i:i + step]
+            try:
+                balls = _rows_balls(program, values, chunk, dtype, function_ulps)
+                centre = _rows_balls(program, values, chunk, dtype, function_ulps, exact=True)
+            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
+                    OverflowError):
+                out += [one(program, r, width) for r in chunk]
+                continue
+            out += list(spread(balls, centre, (len(chunk), width)))
+        return out
+
     def radii_of(rows: np.ndarray) -> np.ndarray:
-        return np.array([union(*[one(p, int(r), hi.shape[1]) for p in programs])
-                         for r in rows])
+        rows = [int(r) for r in rows]
+        parts = [together(p, rows, hi.shape[1]) for p in programs]
+        return np.array([union(*[part[i] for part in parts]) for i in range(len(rows))])
     return Enclosure(radii_of)

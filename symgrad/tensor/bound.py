@@ -69,6 +69,7 @@ from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
 from .program import X, Node, topological
+from .zeros import annihilators as _annihilators
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
@@ -90,17 +91,6 @@ def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
-
-
-def _annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:
-    """The arguments i with f = 0 wherever x_i = 0 (f = x_i * g(...)): a zero there is exact."""
-    key = ("zero", expr, k)
-    found = _CACHE.get(key)
-    if found is None:
-        found = tuple(i for i in range(k)
-                      if sp.simplify(expr.subs(X[i], 0)) == 0 and expr.has(X[i]))
-        _CACHE[key] = found
-    return found
 
 
 def _einsum_terms(node: Node) -> int:

@@ -33,21 +33,34 @@ def _unbroadcast(g: Node, shape: tuple[int, ...]) -> Node:
     return reshape(sum_(g, axes), shape)
 
 
+_LOCAL: dict = {}  # (map body, argument i, arity) -> (g * d body, operands d reads) or None
+
+
+def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | None:
+    """The VJP body ``X[0] * d(expr)/dX[i]`` over (g, the operands it reads), and which
+    operands those are; None where the derivative is 0. Derived once per distinct body
+    (a structural key): the many steps of a scalar model that share a body share it."""
+    key = (expr, i, k)
+    if key not in _LOCAL:
+        d = sp.diff(expr, X[i])
+        if d == 0:
+            _LOCAL[key] = None
+        else:
+            used = tuple(j for j in range(k) if X[j] in d.free_symbols)
+            shift = {X[j]: X[m + 1] for m, j in enumerate(used)}
+            _LOCAL[key] = (X[0] * d.xreplace(shift), used)
+    return _LOCAL[key]
+
+
 def _vjp_map(node: Node, g: Node) -> list:
     expr = node.attrs["expr"]
     out = []
     for i, a in enumerate(node.args):
-        if not differentiable(a):
+        found = _local(expr, i, len(node.args)) if differentiable(a) else None
+        if found is None:
             out.append(None)
             continue
-        d = sp.diff(expr, X[i])
-        if d == 0:
-            out.append(None)
-            continue
-        # g * d as a map of (g, the operands d reads)
-        used = [j for j in range(len(node.args)) if X[j] in d.free_symbols]
-        shift = {X[j]: X[k + 1] for k, j in enumerate(used)}
-        local = X[0] * d.xreplace(shift)
+        local, used = found  # g * d as a map of (g, the operands d reads)
         out.append(_unbroadcast(map_(local, g, *[node.args[j] for j in used]), a.shape))
     return out
 

@@ -156,6 +156,33 @@ RULES: dict[str, Callable] = {
 }
 
 
+_SCHEDULES: dict = {}  # output ids -> (order, last use): the oracle, the bound and the
+#                       rigorous enclosure walk the same program once per sample (chunk)
+
+
+def _schedule(outputs: list) -> tuple[list, dict]:
+    """The nodes of ``outputs`` in walking order, and the step after which each is no longer
+    read (an output: never); kept for the last few programs walked whose constants are small
+    (node ids are unique in a process)."""
+    key = tuple(o.id for o in outputs)
+    got = _SCHEDULES.pop(key, None)
+    if got is None:
+        order = topological(outputs)
+        last_use = {}
+        for i, node in enumerate(order):
+            for a in node.args:
+                last_use[a.id] = i
+        for o in outputs:
+            last_use[o.id] = len(order)
+        got = (order, last_use)
+        if sum(n.size for n in order if n.op == "const") > 1 << 20:
+            return got  # not kept: it would keep large constants alive
+        while len(_SCHEDULES) >= 8:
+            _SCHEDULES.pop(next(iter(_SCHEDULES)))
+    _SCHEDULES[key] = got  # most recent last
+    return got
+
+
 def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_node: Callable[[Node, object], None] | None = None,
              keep: Callable[[Node], bool] | None = None, progress=None,
@@ -175,13 +202,7 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         The list of output values in the table's array type.
     """
     outputs = list(outputs)
-    order = topological(outputs)
-    last_use = {}
-    for i, node in enumerate(order):
-        for a in node.args:
-            last_use[a.id] = i
-    for o in outputs:
-        last_use[o.id] = len(order)
+    order, last_use = _schedule(outputs)
     values: dict[int, object] = {}
     for i, node in enumerate(order):
         if node.op in ("param", "input"):

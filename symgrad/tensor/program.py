@@ -239,7 +239,8 @@ def map_(expr: sp.Expr, *operands, name: str = "") -> Node:
             nodes.append(o)
         else:
             subs[X[i]] = sp.nsimplify(o) if isinstance(o, float) else sp.sympify(o)
-    expr = expr.xreplace(subs)
+    if any(v is not k for k, v in subs.items()):  # rebuilding with nothing renamed: no-op
+        expr = expr.xreplace(subs)
     _check_float("map", *nodes)
     if not nodes:
         raise SymgradError(f"map {expr}: needs at least one tensor operand")

@@ -21,8 +21,12 @@ from ..backends.torch import exact_math
 from ..precise.certify import CertifyConfig, certify, escalate
 from .interpret import evaluate
 from .model import TensorModel
+from .program import topological
 from ..cluster import map_ordered
 from .tables import NumpyOps, TorchOps, oracle_ops
+
+
+CHUNK_ENTRIES = 1 << 20  # values (per sample x nodes) the oracle walks at once: ``_chunk``
 
 
 def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
@@ -81,7 +85,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None,
                 spot=None, client=None, dps: int = 50,
                 program: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The exact value and gradient as a double-double (hi, lo), one sample at a time;
+    """The exact value and gradient as a double-double (hi, lo), sample by sample (a small
+    program's samples in chunks, ``_chunk``, under a table with ``per_sample``: the same bits);
     ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
     ``spot`` (a ``symgrad.tensor.spotcheck.SpotCheck``) re-checks steps of sample 0 in ARB.
     With a Dask ``client`` the samples (but a spot-checked sample 0) are tasks on its workers,
@@ -98,42 +103,65 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
     hi = np.empty((n, width))
     lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
-    local = range(n) if client is None else range(1 if spot is not None else 0)
-    for s in local:
-        one = {k: np.asarray(v)[s:s + 1] for k, v in values.items()}
-        def tick(i, total, s=s):
+    local = n if client is None else (1 if spot is not None else 0)
+    per_sample = getattr(table, "per_sample", None)  # a table that walks samples together
+    step = 1 if per_sample is None else _chunk(outputs or model.gradient.outputs, local)
+    s = 0
+    while s < local:
+        c = 1 if spot is not None and s == 0 else min(step, local - s)
+        part = {k: np.asarray(v)[s:s + c] for k, v in values.items()}
+
+        def tick(i, total, s=s, c=c):
             if progress is not None:
-                progress(s * total + i)
-        hi[s], lo[s] = _oracle_row(model, table, one, tick,
-                                   spot.visit if spot is not None and s == 0 else None, outputs)
-    if client is not None and len(local) < n:
+                progress(s * total + i * c)
+        hi[s:s + c], lo[s:s + c] = _oracle_rows(
+            model, per_sample(c) if c > 1 else table, part, c, tick,
+            spot.visit if spot is not None and s == 0 else None, outputs)
+        s += c
+    if client is not None and local < n:
         rows = [{k: np.asarray(v)[s:s + 1] for k, v in values.items()}
-                for s in range(len(local), n)]
+                for s in range(local, n)]
         for s, (h, l) in enumerate(map_ordered(client, _oracle_task, rows,
                                                key=f"oracle-{model.name}", shared=(model, dps)),
-                                   start=len(local)):
+                                   start=local):
             hi[s], lo[s] = h, l
+    return hi, lo
+
+
+def _chunk(outputs, n: int) -> int:
+    """Samples the oracle walks at once: as many as keep the program's values (all its nodes,
+    per sample) within ``CHUNK_ENTRIES`` entries; 1 for a large program (GPT-2: one at a
+    time, as before). A model of scalar steps runs a few hundred tiny nodes per sample, each
+    a fixed cost of Python: walked together, that cost is paid once per chunk."""
+    per = sum(node.size for node in topological(list(outputs)))
+    return max(1, min(n, CHUNK_ENTRIES // max(per, 1)))
+
+
+def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int, tick=None,
+                 on_step=None, outputs=None) -> tuple[np.ndarray, np.ndarray]:
+    """``c`` samples' exact value and gradient, flattened: (hi, lo) arrays (c, 1 + parameters)
+    (``outputs``: another program's loss and gradient nodes, default the model's)."""
+    outs = evaluate(outputs or model.gradient.outputs, table, part, progress=tick,
+                    on_step=on_step)
+    width = 1 + model.n_parameters
+    hi, lo = np.empty((c, width)), np.empty((c, width))
+    col = 0
+    for i, b in enumerate((None,) + model.param_blocks):
+        size = 1 if b is None else b.size
+        shape = (c,) if b is None else (c,) + b.shape
+        h, l = table.to_float64(outs[i])
+        outs[i] = None  # free the high-precision array as soon as it is copied
+        hi[:, col:col + size] = np.broadcast_to(h, shape).reshape(c, -1)
+        lo[:, col:col + size] = np.broadcast_to(l, shape).reshape(c, -1)
+        col += size
     return hi, lo
 
 
 def _oracle_row(model: TensorModel, table, one: Mapping[str, np.ndarray], tick=None,
                 on_step=None, outputs=None) -> tuple[np.ndarray, np.ndarray]:
-    """One sample's exact value and gradient, flattened: (hi, lo) rows of 1 + parameters
-    (``outputs``: another program's loss and gradient nodes, default the model's)."""
-    outs = evaluate(outputs or model.gradient.outputs, table, one, progress=tick,
-                    on_step=on_step)
-    width = 1 + model.n_parameters
-    hi, lo = np.empty(width), np.empty(width)
-    col = 0
-    for i, b in enumerate((None,) + model.param_blocks):
-        size = 1 if b is None else b.size
-        shape = (1,) if b is None else (1,) + b.shape
-        h, l = table.to_float64(outs[i])
-        outs[i] = None  # free the high-precision array as soon as it is copied
-        hi[col:col + size] = np.broadcast_to(h, shape).reshape(-1)
-        lo[col:col + size] = np.broadcast_to(l, shape).reshape(-1)
-        col += size
-    return hi, lo
+    """One sample's exact value and gradient, flattened: (hi, lo) rows of 1 + parameters."""
+    hi, lo = _oracle_rows(model, table, one, 1, tick, on_step, outputs)
+    return hi[0], lo[0]
 
 
 def _oracle_task(one: Mapping[str, np.ndarray], shared) -> tuple[np.ndarray, np.ndarray]:

@@ -1,0 +1,67 @@
+"""Which arguments of a map body zero it exactly: the exact zeros the tensor bound
+(``symgrad.tensor.bound``) carries through maps (``x * keep``, a masked ``exp``).
+
+Argument i *annihilates* f when f = 0 wherever x_i = 0 (f = x_i * g(...)). Decided once per
+distinct body (a structural key): numerically first (a probe point where f is a clear nonzero
+number with x_i = 0 rules it out), then by the substituted body being 0 as written, and only
+then by ``sympy.simplify`` (the rule before, and the same answer whenever simplify is right).
+
+>>> from symgrad.tensor.program import X
+>>> annihilators(X[0] * X[1] + X[0] ** 2, 2)
+(0,)
+"""
+
+from __future__ import annotations
+
+import sympy as sp
+
+from .program import X
+
+_CACHE: dict = {}
+
+_PROBES = (  # argument j's value at each probe point: two rational ones, then small integers
+    #          (an id in a lookup picks among the others) scattered by a fixed hash
+    lambda j: sp.Rational(37, 100) * (1 + sp.Rational(j, 7)),
+    lambda j: sp.Rational(-123, 100) + sp.Rational(j, 3),
+    *[lambda j, p=p: sp.Integer((j + 1) * (2 * p + 3) * 40503 % 65521 % 5) for p in range(6)],
+)
+
+
+def _nonzero_somewhere(e: sp.Expr, fixed: dict) -> bool:
+    """Is ``e`` with ``fixed`` substituted certainly not identically zero: a finite real value
+    of magnitude > 1e-8 at one of a few probe points (every other symbol a number, so sympy
+    evaluates it as numbers; 30 digits)? False means: not decided."""
+    syms = sorted(e.free_symbols - set(fixed), key=sp.default_sort_key)
+    for probe in _PROBES:
+        at = {s: probe(int(str(s)[1:]) if str(s)[1:].isdigit() else j)
+              for j, s in enumerate(syms)}
+        try:
+            v = sp.N(e.xreplace({**fixed, **at}), 30)
+        except (TypeError, ValueError, ArithmeticError):
+            continue
+        if v.is_Number and v.is_real and v.is_finite and abs(v) > 1e-8:
+            return True
+    return False
+
+
+def _vanishes_with(expr: sp.Expr, x: sp.Symbol) -> bool:
+    """Does ``expr`` vanish identically where ``x`` = 0? Not where it is shown nonzero at a
+    probe point with x = 0 (numbers only: cheap); else where the substituted expression is 0
+    as written (the common case: x * g(...), sympy folds 0 * finite to 0) or
+    ``sympy.simplify`` shows it 0 (the rule before: the same answer whenever simplify is
+    right, in a fraction of its time)."""
+    if not expr.has(x) or _nonzero_somewhere(expr, {x: sp.Integer(0)}):
+        return False
+    at = expr.subs(x, 0)
+    return at == 0 or sp.simplify(at) == 0
+
+
+def annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:
+    """The arguments i with f = 0 wherever x_i = 0 (f = x_i * g(...)): a zero there is exact.
+    Computed once per distinct body (structural key), shared by every node with that body."""
+    key = (expr, k)
+    found = _CACHE.get(key)
+    if found is None:
+        found = tuple(i for i in range(k) if _vanishes_with(expr, X[i]))
+        _CACHE[key] = found
+    return found

@@ -179,11 +179,14 @@ class ResultMeasures:
                 filled += u.size
             self._memo[("stats", backend, a, b)] = st or self._fold([])
             u = ulps[start:filled] if tiled else (np.concatenate(parts) if parts else ulps)
-            self._memo[("median", backend, a, b)] = float(np.median(u)) if u.size else 0.0
+            # partitioned in place: each group's entries stay in its span, the whole's median
+            # is the same (u is a copy of ours, never the comparison's)
+            self._memo[("median", backend, a, b)] = (float(np.median(u, overwrite_input=True))
+                                                     if u.size else 0.0)
         if tiled:
             self._memo[("stats", backend, 0, width)] = whole or self._fold([])
-            self._memo[("median", backend, 0, width)] = (float(np.median(ulps)) if ulps.size
-                                                         else 0.0)
+            self._memo[("median", backend, 0, width)] = (
+                float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
 
     def keep_figures(self, backend: str, findings) -> dict:
         """Every figure of ``backend`` that the table, the JSON and the reports read - the

@@ -13,6 +13,7 @@ import numpy as np
 
 from .compare import STATUS_NAMES, Comparison, dtype_info, ulp
 from .config import VerifyConfig
+from .errors import SymgradError
 from .verdict import PASS
 
 if TYPE_CHECKING:  # annotations only
@@ -35,6 +36,8 @@ class Measures:
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
 MEASURE_CHUNK = 1 << 22  # entries measured at once above that
+STREAM_FROM = MEASURE_WHOLE  # entries (samples x columns) of one backend from which the tensor
+#   pipeline keeps only its figures (``keep_figures``) and reduces its comparison
 
 
 def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> Measures:
@@ -85,8 +88,17 @@ class ResultMeasures:
         """Absolute error, allowance, error/allowance, relative error and shown ULPs per entry
         (of the columns ``cols``; all by default). Memoised whole for results up to
         ``MEASURE_WHOLE`` entries; above (GPT-2: 163M entries, five float64 arrays would take
-        6.5 GB per backend) computed for the columns asked, every time."""
+        6.5 GB per backend) computed for the columns asked, every time. A reduced comparison
+        (``Comparison.reduced``: its per-entry arrays were dropped once ``keep_figures`` had
+        memoised what the table, the JSON and the reports read) has none to give: an error."""
         comp = self.comparisons[backend]
+        if comp.reduced:
+            a, b, _ = (cols or slice(None)).indices(comp.status.shape[1])
+            raise SymgradError(
+                f"backend {backend!r}: the per-entry figures of columns {a}..{b - 1} were not "
+                "kept (the streaming compare keeps only each backend's figures from "
+                f"{STREAM_FROM:.0e} entries); ask for the value, a parameter block, a finding "
+                "or the whole")
         if comp.status.size <= MEASURE_WHOLE:
             key = ("measures", backend)
             if key not in self._memo:
@@ -114,7 +126,7 @@ class ResultMeasures:
         a, b, _ = (cols or slice(None)).indices(width)
         key = ("stats", backend, a, b)
         if key not in self._memo and self.comparisons[backend].status.size > MEASURE_WHOLE:
-            self._scan(backend)  # one pass for every row group, the whole and the median
+            self._scan(backend)  # one pass for every row group, the whole and the medians
         if key not in self._memo:
             self._memo[key] = self._fold([self.measures(backend, part)
                                           for part in self._chunks(backend, slice(a, b))])
@@ -143,23 +155,59 @@ class ResultMeasures:
 
     def _scan(self, backend: str) -> None:
         """A large result's one pass over its columns, chunk by chunk within each row group
-        (the value, each parameter block): the stats of every group and of the whole, and the
-        median ULPs (over float32 copies: 0.65 GB at GPT-2's size)."""
-        width = self.comparisons[backend].status.shape[1]
+        (the value, each parameter block): the stats and the median ULPs of every group and of
+        the whole (medians over float32 copies, filled in place: 0.65 GB at GPT-2's size)."""
+        if self._memo.get(("scanned", backend)):
+            return  # columns that are no row group: measured by the caller
+        self._memo[("scanned", backend)] = True
+        n, width = self.comparisons[backend].status.shape
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
-        whole, ulps = None, []
+        tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
+        whole, filled = None, 0
+        ulps = np.empty(n * width if tiled else 0, np.float32)
         for a, b in groups:
-            st = None
+            st, parts, start = None, [], filled
             for part in self._chunks(backend, slice(a, b)):
                 m = self.measures(backend, part)
                 st = self._fold([m], st)
                 whole = self._fold([m], whole)
-                ulps.append(m.ulps.astype(np.float32).reshape(-1))
+                u = m.ulps.astype(np.float32).reshape(-1)
+                if tiled:
+                    ulps[filled:filled + u.size] = u
+                else:
+                    parts.append(u)
+                filled += u.size
             self._memo[("stats", backend, a, b)] = st or self._fold([])
-        if groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:])):
+            u = ulps[start:filled] if tiled else (np.concatenate(parts) if parts else ulps)
+            # partitioned in place: each group's entries stay in its span, the whole's median
+            # is the same (u is a copy of ours, never the comparison's)
+            self._memo[("median", backend, a, b)] = (float(np.median(u, overwrite_input=True))
+                                                     if u.size else 0.0)
+        if tiled:
             self._memo[("stats", backend, 0, width)] = whole or self._fold([])
-            u = np.concatenate(ulps) if ulps else np.zeros(0, np.float32)
-            self._memo[("median", backend, 0, width)] = float(np.median(u)) if u.size else 0.0
+            self._memo[("median", backend, 0, width)] = (
+                float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
+
+    def keep_figures(self, backend: str, findings) -> dict:
+        """Every figure of ``backend`` that the table, the JSON and the reports read - the
+        stats and median ULPs of the value, of each parameter block and of the whole, and the
+        measure of each finding - memoised, so that its comparison can be reduced
+        (``Comparison.reduce``) and the figures carried into the run's ``Result``.
+
+        Arguments:
+            backend: a backend of this result (its comparison still whole).
+            findings: the ``Failure`` records of that backend the result will list.
+        Returns:
+            The memo entries of those figures (to ``update`` another result's ``_memo``)."""
+        width = self.comparisons[backend].status.shape[1]
+        groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks] + [(0, width)]
+        for a, b in groups:
+            self._stats(backend, slice(a, b))
+            self.median_ulps(backend, slice(a, b))
+        for f in findings:
+            self.measure(f)
+        return {k: v for k, v in self._memo.items()
+                if k[0] in ("stats", "median", "measure") and k[1] == backend}
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the
@@ -217,9 +265,8 @@ class ResultMeasures:
         comp = self.comparisons[backend]
         a, b, _ = (cols or slice(None)).indices(comp.status.shape[1])
         key = ("median", backend, a, b)
-        if key not in self._memo and comp.status.size > MEASURE_WHOLE and (a, b) == (
-                0, comp.status.shape[1]):
-            self._scan(backend)
+        if key not in self._memo and comp.status.size > MEASURE_WHOLE:
+            self._scan(backend)  # every row group's median and the whole's, in one pass
         if key not in self._memo:
             big = comp.status.size > MEASURE_WHOLE
             parts = [self.measures(backend, c).ulps for c in self._chunks(backend, slice(a, b))]
@@ -245,8 +292,12 @@ class ResultMeasures:
     def measure(self, finding: "Failure") -> dict:
         """A finding's absolute error, allowance, error/allowance and relative error."""
         i, k = self.locate(finding)
-        m = self.measures(finding.backend, slice(k, k + 1))
-        return {"error": float(m.error[i, 0]), "allowed": float(m.allowed[i, 0]),
-                "error_over_allowance": float(m.ratio[i, 0]),
-                "relative_error": float(m.relative[i, 0]), "ulps": float(m.ulps[i, 0])}
+        key = ("measure", finding.backend, i, k)
+        if key not in self._memo:
+            m = self.measures(finding.backend, slice(k, k + 1))
+            self._memo[key] = {"error": float(m.error[i, 0]), "allowed": float(m.allowed[i, 0]),
+                               "error_over_allowance": float(m.ratio[i, 0]),
+                               "relative_error": float(m.relative[i, 0]),
+                               "ulps": float(m.ulps[i, 0])}
+        return dict(self._memo[key])
 

@@ -58,7 +58,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.bound", "tensor.spotcheck", "tensor.kinks", "tensor.doubt",
         "tensor.departure", "tensor.sides", "tensor.fresh")),
-    ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing")),
+    ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
+                 "tensor.streaming")),
     ("stages", ("stages", "hvp")),
     ("judge", ("judge", "confirm", "causes")),
     ("verify", ("verify", "tensor.verify", "modules", "capture.gradcheck")),

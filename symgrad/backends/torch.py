@@ -306,28 +306,42 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
     with exact_math():
         if batching == "loop":
             grads, value = _loop(per_sample, params, inputs, n, name)
-            return _flatten(value, grads, n), "loop"
+            return _flatten(value, list(grads), n), "loop"
         try:
             gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
             grads, value = torch.func.vmap(gfn)(*params, *inputs)
-            mode = "vmap"
+            grads, mode = list(grads), "vmap"
         except SymgradError:
             raise
         except Exception as exc:  # vmap cannot trace it: one sample at a time
             grads, value = _loop(per_sample, params, inputs, n, name)
-            mode = f"loop (vmap: {type(exc).__name__})"
+            grads, mode = list(grads), f"loop (vmap: {type(exc).__name__})"
     return _flatten(value, grads, n), mode
 
 
-def _flatten(value, grads, n) -> np.ndarray:
-    flat = [value.detach().reshape(n, 1)] + [g.detach().reshape(n, -1) for g in grads]
-    return torch.cat(flat, dim=1).to("cpu", torch.float64).numpy()
+def _flatten(value, grads: list, n) -> np.ndarray:
+    """(N, 1 + entries) float64: the value, then each gradient flattened, filled block by block
+    into one array, each block's tensor released from ``grads`` once copied (no second
+    whole-model copy: GPT-2's gradients are 1.3 GB in float64)."""
+    widths = [int(g[0].numel()) if n else 0 for g in grads]
+    out = np.empty((n, 1 + sum(widths)))
+    out[:, 0] = value.detach().reshape(n).to("cpu", torch.float64).numpy()
+    col = 1
+    for k, w in enumerate(widths):
+        out[:, col:col + w] = grads[k].detach().reshape(n, w).to("cpu", torch.float64).numpy()
+        grads[k] = None
+        col += w
+    return out
 
 
 def _loop(per_sample, params, inputs, n, name="torch_fn"):
+    """Value and gradients one sample at a time; each sample's parameters are detached views
+    of ``params`` (a leaf that requires grad cannot be changed in place: no copy needed), and
+    each parameter's gradients are stacked and released block by block (GPT-2: no second and
+    third whole-model copy)."""
     grads_all, values = [], []
     for i in range(n):
-        ps = [p[i].detach().clone().requires_grad_(True) for p in params]
+        ps = [p[i].detach().requires_grad_(True) for p in params]
         value, _ = per_sample(*ps, *[v[i] for v in inputs])
         if not value.requires_grad:
             raise SymgradError(f"torch_fn {name!r} returned a loss that does not depend on the "
@@ -336,7 +350,12 @@ def _loop(per_sample, params, inputs, n, name="torch_fn"):
         gs = torch.autograd.grad(value, ps, allow_unused=True)
         grads_all.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, ps)])
         values.append(value.detach())
-    grads = [torch.stack([g[k] for g in grads_all]) for k in range(len(params))]
+        del ps, gs, value
+    grads = []
+    for k in range(len(params)):
+        grads.append(torch.stack([g[k] for g in grads_all]))
+        for g in grads_all:
+            g[k] = None
     return grads, torch.stack(values)
 
 

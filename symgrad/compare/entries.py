@@ -102,7 +102,7 @@ True
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -177,10 +177,34 @@ class Comparison:
     evidence: tuple = ()  # entry suspicions the confirmation reproduced, in words
     resolution: str = ""  # what the block and pooled tests cannot resolve in this run, in
     #                       words (too few samples for the pooled test: ``pooled_resolution``)
+    reduced: bool = False  # True: ``reduce``d, status and ulps whole, the rest its value column
 
     @property
     def ok(self) -> bool:
         return not np.isin(self.status, FAILING).any()
+
+    def reduce(self) -> "Comparison":
+        """This comparison without its per-entry arrays but ``status`` and ``ulps`` (what the
+        verdict, the counts and the reports' histogram read): ``got``, ``expected``, the
+        allowances, kink positions, errors and radii keep only their value column (column 0:
+        the loss value's status, exact value and result, as the causes read them), as copies,
+        so the whole arrays are freed. For the streaming compare of a large model, once a
+        ``Result`` has memoised its figures (``ResultMeasures.keep_figures``); a reduced
+        comparison's per-entry figures are an error to ask for.
+
+        >>> c = compare(np.ones((1, 3)), np.zeros((1, 3)), np.ones((1, 3)), np.ones((1, 3)),
+        ...             backend="b", dtype="float64", tol=Tolerance()).reduce()
+        >>> c.reduced, c.status.shape, c.got.shape
+        (True, (1, 3), (1, 1))
+        """
+        def value(a):
+            return None if a is None else np.array(np.asarray(a)[:, :1])
+        return replace(self, got=value(self.got), expected=value(self.expected),
+                       allowed_ulps=value(self.allowed_ulps),
+                       kink_position=value(self.kink_position),
+                       not_subgradient=value(self.not_subgradient),
+                       allowed_abs=value(self.allowed_abs), exact_lo=value(self.exact_lo),
+                       error=value(self.error), rigorous=value(self.rigorous), reduced=True)
 
 
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,

@@ -14,7 +14,7 @@ from __future__ import annotations
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Callable
 
 import numpy as np
@@ -23,19 +23,19 @@ import sympy as sp
 from .. import causes
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
-from ..compare import FAILING, INCONCLUSIVE, KINK, LOSS, STATUS_NAMES, allowance
+from ..compare import STATUS_NAMES, Comparison, allowance
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
 from ..findings import with_proof
 from ..model import round_to
 from ..points import given_samples
+from ..measures import STREAM_FROM
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import views
 from .bound import evaluate_bound
-from .comparing import (badness, block_tests, compare_compact, failures as entry_failures,
-                        share_allowance, top)
+from .comparing import block_tests, compare_compact, share_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .model import Outputs, TensorModel
@@ -44,13 +44,9 @@ from .kinks import has_sites, oracle_program, reached
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
+from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
 from .views import _flatten, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
-
-
-@dataclass
-class _Batch:
-    values: dict[str, np.ndarray]
 
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
@@ -80,43 +76,15 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     n = next(iter(values.values())).shape[0]
     cfg = replace(cfg, samples=n)
 
-    outputs: dict[str, np.ndarray] = {}
-    runs: dict[str, BackendRun] = {}
-    if n * model.n_parameters <= NUMPY_VIEW_UP_TO:  # above: memory goes to the backends
-        t0 = time.perf_counter()  # under test (the numpy view runs the oracle's program)
-        with _phase("numpy", cfg, timings, "numpy_s"):
-            outputs["numpy"] = numpy_view(model, values, np_dtype)
-        runs["numpy"] = BackendRun("numpy", np_dtype, "cpu", "vectorised",
-                                   time.perf_counter() - t0, n)
-    t0 = time.perf_counter()
-    with _phase("torch", cfg, timings, "torch_s"):
-        outputs["torch"] = torch_view(model, values, dtype=cfg.dtype, device=cfg.device)
-    runs["torch"] = BackendRun("torch", cfg.dtype, cfg.device, "batched autograd",
-                               time.perf_counter() - t0, n)
-    if torch_fn is not None:
-        t0 = time.perf_counter()
-        with _phase("torch_fn", cfg, timings, "torch_fn_s"):
-            outputs["torch_fn"], mode = torch_backend.run_torch_fn(
-                torch_fn, model.blocks, values, device=cfg.device, dtype=cfg.dtype,
-                batching=cfg.torch_fn_batching)
-        runs["torch_fn"] = BackendRun("torch_fn", cfg.dtype, cfg.device, mode,
-                                      time.perf_counter() - t0, n)
-    for name, (fn, label) in (extra or {}).items():
-        t0 = time.perf_counter()
-        with _phase(name, cfg, timings, f"{name}_s"):
-            outputs[name], mode = torch_backend.run_torch_fn(
-                fn, model.blocks, values, device=cfg.device, dtype=cfg.dtype, batching="loop")
-        runs[name] = BackendRun(name, cfg.dtype, cfg.device, f"{label}, {mode}",
-                                time.perf_counter() - t0, n)
-
+    plan = backends(model, values, cfg, np_dtype, numpy=n * model.n_parameters <= NUMPY_VIEW_UP_TO,
+                    torch_fn=torch_fn, extra=extra or {})  # above: memory goes to the backends
     subset = oracle_subset(model, cfg)
     sub = {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
     keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
     if has_sites(model):
         with _phase("kinks", cfg, timings, "kinks_s"):
-            keys = reached(model, sub, table, sorted({r.dtype for r in runs.values()}),
-                           cfg.tolerance)
+            keys = reached(model, sub, table, sorted({b.dtype for b in plan}), cfg.tolerance)
             program = oracle_program(model, keys)
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot = SpotCheck() if big else None
@@ -132,17 +100,19 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         with _phase("certify (ARB)", cfg, timings, "certify_s"):
             cert = certify_view(model, sub, hi[:1][0], lo[:1][0], program=program)
     tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
-    user = [name for name in runs if name not in OWN_BACKENDS]
+    user = [b.name for b in plan if b.name not in OWN_BACKENDS]
     textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
         E = entry_bounds(model, sub, cfg.tolerance, len(subset))
-        E_user = (np.fmax(E, entry_bounds(textbook, sub, cfg.tolerance, len(subset)))
-                  if textbook is not None else E)
 
-    def E_of(name: str) -> np.ndarray:  # a user's code: the larger of the two programs' bounds
-        return E if name in OWN_BACKENDS else E_user
-    doubt = None if big else judge_certificate(cert, E[0], [r.dtype for r in runs.values()],
-                                               tol, model.name)
+    def textbook_bound() -> np.ndarray:  # when the first user backend is compared
+        with _phase("bound (textbook)", cfg, timings, "bound_s"):
+            return entry_bounds(textbook, sub, cfg.tolerance, len(subset))
+    bounds = Bounds(E, textbook_bound if textbook is not None else None, OWN_BACKENDS)
+    E_of = bounds.of  # a user's code: the larger of the two programs' bounds
+    doubt = None if big else judge_certificate(cert, E[0], [b.dtype for b in plan], tol,
+                                               model.name)
+    del E
     certified = certified if big else doubt.summary()
     blocks, col = [], 1
     for b in model.param_blocks:
@@ -152,12 +122,29 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if keys is not None and any(keys.rows.values()):
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
+    names = Outputs(model.param_blocks)
+    found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
+    memo: dict = {}  # the figures of each reduced comparison (ResultMeasures.keep_figures)
+
+    def finish(name: str, comp: Comparison) -> Comparison:
+        """The backend's findings; above STREAM_FROM entries its figures, then it reduced."""
+        with _phase("summary", cfg, timings, "summary_s"):
+            found[name] = findings_of(name, comp, names, values, subset, cfg.max_failures)
+            if comp.status.size < STREAM_FROM:
+                return comp
+            alone = Result(model.name, cfg, names, blocks, runs, {name: comp}, subset, [], [])
+            memo.update(alone.keep_figures(name, [f for fs in found[name].values()
+                                                  for f in fs]))
+            return comp.reduce()
+
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
-    with _phase("compare", cfg, timings, "compare_s"):
-        comparisons = {}
-        for name in list(outputs):
-            got = outputs.pop(name)
-            dt, Eb = runs[name].dtype, E_of(name)
+    runs: dict[str, BackendRun] = {}
+    comparisons: dict[str, Comparison] = {}
+    for i, backend in enumerate(plan):  # each run, compared, summarised before the next runs
+        with _phase(backend.name, cfg, timings, f"{backend.name}_s"):
+            got, runs[backend.name] = backend.run()
+        with _phase("compare", cfg, timings, "compare_s"):
+            name, dt, Eb = backend.name, backend.dtype, E_of(backend.name)
             key = (name not in OWN_BACKENDS and textbook is not None, dt)
             if not big and key not in enclosures:
                 enclosures[key] = tensor_enclosure(
@@ -172,35 +159,36 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_doubt(comp, doubt)  # entries the oracle's certificate leaves open
             del got
-            comparisons[name] = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
+            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
+            del Eb
+        comparisons[name] = comp
+        needed = [b.name for b in plan[i + 1:]] + [
+            n for n, c in comparisons.items() if needs_confirmation(c)]
+        bounds.drop(needed)  # and the oracle's low part once nothing is left to compare
+        lo = lo if needed else None
+        if not needs_confirmation(comp):
+            comparisons[name] = finish(name, comp)
+        del comp
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     if any(needs_confirmation(c) for c in comparisons.values()):
         with _phase("confirm", cfg, timings, "confirm_s"):
             exp = _experiments(model, sub, hi, lo, E_of, comparisons, cfg, torch_fn, extra or {},
                                table, drawn=at is None)
             comparisons = confirm(comparisons, blocks, cfg.tolerance, exp)
-    del lo, E, E_user
-    names = Outputs(model.param_blocks)
-    batch = _Batch(values)
-    failures, losses, worst, kinks, undecided = [], [], [], [], []
-    with _phase("summary", cfg, timings, "summary_s"):
-        for name, comp in comparisons.items():
-            bad = badness(comp)
-
-            def worst_of(mask, limit):  # the worst `limit` entries of mask, without a full sort
-                return entry_failures(name, comp, top(bad, mask, limit), bad, names,
-                                      batch.values, subset)
-            worst += worst_of(None, 3)
-            kinks += worst_of(comp.status == KINK, cfg.max_failures)
-            failures += worst_of(np.isin(comp.status, FAILING), cfg.max_failures)
-            losses += worst_of(comp.status == LOSS, cfg.max_failures)
-            undecided += worst_of(comp.status == INCONCLUSIVE, 3)
+        for name in [n for n in comparisons if n not in found]:
+            comparisons[name] = finish(name, comparisons[name])
+    del hi, lo, bounds
+    lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
-        failures = with_causes(model, failures, comparisons, values, subset, cfg, np_dtype)
+        failures = with_causes(model, lists["failures"], comparisons, values, subset, cfg,
+                               np_dtype)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
-    return Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures, losses,
-                  timings, size, worst, kinks, undecided, values=values)
+    result = Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures,
+                    lists["losses"], timings, size, lists["worst"], lists["kinks"],
+                    lists["undecided"], values=values)
+    result._memo.update(memo)
+    return result
 
 
 def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparisons: dict,

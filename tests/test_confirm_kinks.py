@@ -188,11 +188,6 @@ def test_tensor_correct_code_on_the_kink_passes():
         == "pass"
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "tensor/verify.py's fresh samples use oracle_view without the sided program and "
-    "compare_compact without rejudge: wire symgrad.tensor.fresh (fresh_oracle, judge_fresh) "
-    "into _experiments.fresh (3 lines, in the commit message); measured with it: pooled p = "
-    "+-1e-13 confirmed; without: +1e-13 'not confirmed', -1e-13 'confirmed' with p = -0.133"))
 @pytest.mark.parametrize("scale", [1 + 1e-13, 1 - 1e-13])
 def test_tensor_planted_bias_confirmed_with_its_size_on_fresh_kinks(scale):
     r = sg.verify(_kinked_tensor(), torch_fn=_kinked_tensor_fn(scale), samples=64, seed=0,

@@ -38,6 +38,7 @@ from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, share_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
+from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .program import topological
 from .kinks import has_sites, oracle_program, reached
@@ -236,7 +237,8 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
             return None
         values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
                             cfg.dtype)
-        h2, l2 = oracle_view(model, values, table)
+        h2, l2, k2 = fresh_oracle(model, values, table,
+                                  [c.dtype for c in comparisons.values()], tol)
         E2 = entry_bounds(model, values, tol, m)
         text = model.textbook_program if set(names) - set(OWN_BACKENDS) else None
         E2_user = np.fmax(E2, entry_bounds(text, values, tol, m)) if text is not None else E2
@@ -246,7 +248,8 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
             if got is None:
                 continue
             dtype, Eb = comparisons[name].dtype, E2 if name in OWN_BACKENDS else E2_user
-            c = compare_compact(h2, l2, got, Eb, backend=name, dtype=dtype, tol=tol)
+            c = judge_fresh(compare_compact(h2, l2, got, Eb, backend=name, dtype=dtype, tol=tol),
+                            k2, h2, l2, got, Eb, tol)
             out[name] = replace(c, exact_lo=l2, allowed_abs=allowed_of(Eb, dtype))
         return out
     budget = oracle_subset(model, replace(cfg, samples=10**9, oracle_samples=None)).size

@@ -239,3 +239,10 @@ def test_rigorous_rows_walked_together_same_radii(monkeypatch):
         one_by_one = np.concatenate([enc._radii_of(np.array([r])) for r in range(6)])
         assert np.array_equal(together, one_by_one, equal_nan=True)
     assert len(walks) == 4  # balls and centres, one walk each per dtype
+
+
+def test_annihilators_survive_a_body_sympy_cannot_substitute():
+    """Max(1/x0, x1) at x0 = 0 is Max(zoo, x1), which sympy refuses to build (a fuzz body
+    crashed the bound): no exact zero is claimed for x0, and x1 still zeroes the product."""
+    X = st.program.X
+    assert zeros.annihilators(sp.Max(1 / X[0], X[1]) * X[1], 2) == (1,)

@@ -52,8 +52,11 @@ def _vanishes_with(expr: sp.Expr, x: sp.Symbol) -> bool:
     right, in a fraction of its time)."""
     if not expr.has(x) or _nonzero_somewhere(expr, {x: sp.Integer(0)}):
         return False
-    at = expr.subs(x, 0)
-    return at == 0 or sp.simplify(at) == 0
+    try:  # sympy cannot always substitute (a Piecewise or a lookup folds to a bad type):
+        at = expr.subs(x, 0)  # then no exact zero is claimed, which only widens the bound
+        return at == 0 or sp.simplify(at) == 0
+    except (TypeError, ValueError, ArithmeticError):
+        return False
 
 
 def annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:

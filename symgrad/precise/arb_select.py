@@ -95,9 +95,10 @@ def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     return None
 
 
-def place(values: np.ndarray, mask: np.ndarray, shape: tuple) -> np.ndarray:
-    """An object array of ``shape``: ``values`` (in order) where ``mask``, exact 0 elsewhere."""
+def place(values: np.ndarray, mask: np.ndarray, shape: tuple, zero=None) -> np.ndarray:
+    """An object array of ``shape``: ``values`` (in order) where ``mask``, ``zero`` (default an
+    exact 0) elsewhere."""
     out = np.empty(shape, dtype=object)
-    out[...] = arb(0)
+    out[...] = arb(0) if zero is None else zero
     out[mask] = values
     return out

@@ -159,12 +159,13 @@ class RoundedArbOps:
             picked = selection(spec, ops)
             if picked is not None:  # a 0/1 selector: x * 1 + exact 0s, and sum |terms| is
                 #                     |x| * 1 + 0s; the same widening as the general product
-                sel, mask, shape = picked
-                s = place(times_one(sel), mask, shape)
-                mag = place(times_one(_absup(sel)), mask, shape)
-            else:
-                s = self.exact.einsum(spec, *ops)
-                mag = self.exact.einsum(spec, *[_absup(o) for o in ops])
+                sel, mask, shape = picked  # (an exact 0 entry: one widened 0 for them all)
+                zero = np.array([arb(0)], dtype=object)
+                return place(self._widen_each(times_one(sel), times_one(_absup(sel)),
+                                              n + len(ops) - 1), mask, shape,
+                             self._widen_each(zero, zero, n + len(ops) - 1)[0])
+            s = self.exact.einsum(spec, *ops)
+            mag = self.exact.einsum(spec, *[_absup(o) for o in ops])
             return self._widen_each(s, mag, n + len(ops) - 1)
 
     def amax(self, x, axis=None, keepdims: bool = False):

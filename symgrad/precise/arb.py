@@ -27,6 +27,7 @@ from flint import arb, arb_mat, ctx
 
 from .. import functions
 from ..errors import SymgradError
+from .arb_select import place, selection, times_one
 from .contract import einsum as _einsum
 from .walk import Kernels, evaluate
 
@@ -325,7 +326,12 @@ class ArbOps:
         return out
 
     def einsum(self, spec: str, *operands) -> np.ndarray:
-        return _einsum(self, spec, [self.asarray(o) for o in operands])
+        ops = [self.asarray(o) for o in operands]
+        with ctx.workprec(self.prec):
+            picked = selection(spec, ops)
+            if picked is not None:  # a 0/1 selector: the chosen balls (``selection``)
+                return place(times_one(picked[0]), *picked[1:])
+        return _einsum(self, spec, ops)
 
     def matmul3(self, a, b) -> np.ndarray:
         bt, m, k = a.shape

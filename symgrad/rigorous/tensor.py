@@ -12,6 +12,7 @@ from flint import arb, ctx
 from ..backends import arb as arb_backend
 from ..precise import walk
 from ..precise.arb import ArbKernels, ArbOps, _axes
+from ..precise.arb_select import place, selection, times_one
 from ..precise.contract import parse
 from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
@@ -155,6 +156,14 @@ class RoundedArbOps:
                 sizes[c] = max(sizes.get(c, 1), m)
         n = int(np.prod([sizes[c] for c in set("".join(terms)) - set(out)] or [1]))
         with ctx.workprec(self.prec):
+            picked = selection(spec, ops)
+            if picked is not None:  # a 0/1 selector: x * 1 + exact 0s, and sum |terms| is
+                #                     |x| * 1 + 0s; the same widening as the general product
+                sel, mask, shape = picked  # (an exact 0 entry: one widened 0 for them all)
+                zero = np.array([arb(0)], dtype=object)
+                return place(self._widen_each(times_one(sel), times_one(_absup(sel)),
+                                              n + len(ops) - 1), mask, shape,
+                             self._widen_each(zero, zero, n + len(ops) - 1)[0])
             s = self.exact.einsum(spec, *ops)
             mag = self.exact.einsum(spec, *[_absup(o) for o in ops])
             return self._widen_each(s, mag, n + len(ops) - 1)

@@ -254,6 +254,11 @@ def _to_copy(a, shape) -> Any:
     return a["self"]
 
 
+def _assert(a, shape) -> None:
+    """no value (a dtype/device assertion torch.export keeps from a .to())"""
+    return None
+
+
 def _not(a, shape) -> Pred:
     """the negated comparison"""
     p = a["self"]
@@ -315,6 +320,7 @@ TABLE: dict[Any, Callable] = {
     aten.expand.default: _expand,
     aten.clone.default: _identity, aten.alias.default: _identity,
     aten._to_copy.default: _to_copy, aten.detach.default: _stop,
+    aten._assert_tensor_metadata.default: _assert,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),
     aten.amax.default: _reduce("max"), aten.max.default: _reduce("max"),

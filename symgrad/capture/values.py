@@ -106,22 +106,28 @@ def elementwise(expr: sp.Expr, *values: Any, what: str = "map") -> Node:
     return map_(expr, *[to_node(v, what) for v in values])
 
 
-def _neg_inf_fill(v: Any) -> torch.Tensor | None:
-    """``v`` when it is a known float array holding -inf entries (an additive attention mask,
-    as scaled_dot_product_attention's is_causal builds), else None."""
-    if (isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0
-            and bool(torch.isneginf(v).any())):
-        return v
+MASK_FILL = -1e30  # an additive fill at or below this is a mask (Hugging Face: finfo.min)
+
+
+def _masked_out(v: Any) -> torch.Tensor | None:
+    """Where ``v`` masks: when it is a known float array holding -inf entries (an additive
+    attention mask, as scaled_dot_product_attention's is_causal builds) or entries <=
+    ``MASK_FILL`` (Hugging Face's finfo(dtype).min: exp of a logit plus it underflows to
+    exactly 0 in every float dtype, as with -inf), those entries; else None."""
+    if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0:
+        out = torch.isneginf(v) | (v <= MASK_FILL)
+        if bool(out.any()):
+            return out
     return None
 
 
 def add(a: Any, b: Any, alpha: Any) -> Node | Masked:
-    """``a + alpha * b``; a node plus an additive -inf mask is a ``Masked`` value."""
+    """``a + alpha * b``; a node plus an additive -inf (or <= ``MASK_FILL``) mask is a
+    ``Masked`` value."""
     for x, bias in ((a, b), (b, a)):
-        fill = _neg_inf_fill(bias)
-        if fill is not None and isinstance(x, Node) and number(alpha) == 1:
-            out = torch.isneginf(fill)
-            finite = torch.where(out, torch.zeros_like(fill), fill)
+        out = _masked_out(bias)
+        if out is not None and isinstance(x, Node) and number(alpha) == 1:
+            finite = torch.where(out, torch.zeros_like(bias), bias)
             y = x if not bool(finite.any()) else elementwise(X[0] + X[1], x, finite, what="add")
             return Masked(y, node(1 - out.to(torch.float64), "add"))
     return elementwise(X[0] + number(alpha) * X[1], a, b, what="add")

@@ -132,12 +132,15 @@ def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:
 def _anchor(fn: Callable) -> None:
     """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
     only frames named ``forward``, so a plain function's lines would be lost); a no-op where
-    torch has no such hook."""
+    torch has no such hook or it refuses (a module's ``forward`` lines are still named)."""
     register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
     cls = function_class(fn)
     fn = cls.forward if cls is not None else fn  # a custom Function: its forward's lines
     if register is not None and getattr(fn, "__code__", None) is not None:
-        register(fn)
+        try:
+            register(fn)
+        except Exception:  # noqa: BLE001 - a private hook: if it changed, lines are less precise
+            pass
 
 
 def _storage(value: torch.Tensor) -> tuple:

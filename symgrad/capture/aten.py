@@ -29,6 +29,7 @@ from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
+from .route import ROUTE_ROWS
 from .values import Masked, Pred, add, elementwise, node, number, where
 
 aten = torch.ops.aten
@@ -329,6 +330,7 @@ TABLE: dict[Any, Callable] = {
     aten.native_layer_norm.default: _layer_norm,
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
+    **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
 }
 
 

@@ -5,7 +5,9 @@
   computed from them alone (the walk runs such ops in torch, so any op folds);
 - a ``Pred``: a comparison of a node (``x > 0``), consumed by ``where`` as a Piecewise branch;
 - a ``Masked``: a node with entries set to -inf by a known mask (``masked_fill(mask, -inf)``),
-  consumed by softmax, which leaves those entries out.
+  consumed by softmax, which leaves those entries out;
+- a ``Selection``: the indices ``topk`` picks, as one-hot rows (a piecewise-constant node),
+  consumed by ``scatter`` (dense gates of a mixture of experts).
 
 ``operands`` turns a mix of them into ``map_`` operands (Python numbers become exact sympy
 numbers: the binary value torch computes with).
@@ -45,6 +47,14 @@ class Masked:
     keep: Node
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The indices of ``topk`` along the last axis: ``onehot`` (..., k, n), 1 where rank r
+    picks entry i (piecewise constant in the ranked values: derivative 0, ties are kinks)."""
+
+    onehot: Node
+
+
 def number(v: Any) -> sp.Expr:
     """A Python / 0-dim torch number as the exact sympy number of its binary value.
 
@@ -70,7 +80,7 @@ def is_known(v: Any) -> bool:
     """Concrete: a tensor, a number, or a list / tuple of them (no node in it)."""
     if isinstance(v, (list, tuple)):
         return all(is_known(x) for x in v)
-    return not isinstance(v, (Node, Pred, Masked))
+    return not isinstance(v, (Node, Pred, Masked, Selection))
 
 
 def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
@@ -78,6 +88,10 @@ def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     ``const`` node (its values must be exactly representable in float32)."""
     if isinstance(v, Node):
         return v
+    if isinstance(v, Selection):
+        raise SymgradError(f"capture: topk's indices are used by {what}; symgrad captures them "
+                           "only as scatter's index (dense gates: torch.zeros_like(logits)"
+                           ".scatter(-1, indices, weights))")
     if isinstance(v, (Pred, Masked)):
         raise SymgradError(f"capture: a {type(v).__name__.lower()} value is used by {what}; "
                            "only where() reads a comparison and only softmax a -inf fill")

@@ -196,9 +196,18 @@ def pages(out: Path) -> str:
                  f"batch {c['batch']}, {c['size']}x{c['size']}): capture "
                  f"{c['capture_seconds']:.1f} s, derive {c['derive_seconds']:.2f} s "
                  "(`--capture-only`).", ""]
-    parts = [page(json.loads((out / f"capture_compile_{mode}.json").read_text()))
-             for mode in ("train", "eval") if (out / f"capture_compile_{mode}.json").exists()]
-    return "\n".join(head + parts)
+    runs = [json.loads((out / f"capture_compile_{mode}.json").read_text())
+            for mode in ("train", "eval") if (out / f"capture_compile_{mode}.json").exists()]
+    if runs:
+        head += ["Side by side (worst error / allowance over decided entries; <= 1 is "
+                 "rounding):", "", "| mode | " + " | ".join(runs[0]["paths"]) + " |",
+                 "| --- |" + " --- |" * len(runs[0]["paths"])]
+        for d in runs:
+            head.append(f"| {d.get('mode', 'train')} | " + " | ".join(
+                f"{row['verdict']}, {_fmt(row.get('worst_over_allowance'))}"
+                for row in d["paths"].values()) + " |")
+        head.append("")
+    return "\n".join(head + [page(d) for d in runs])
 
 
 def page(d: dict) -> str:

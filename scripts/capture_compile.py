@@ -199,12 +199,13 @@ def pages(out: Path) -> str:
     runs = [json.loads((out / f"capture_compile_{mode}.json").read_text())
             for mode in ("train", "eval") if (out / f"capture_compile_{mode}.json").exists()]
     if runs:
-        head += ["Side by side (worst error / allowance over decided entries; <= 1 is "
-                 "rounding):", "", "| mode | " + " | ".join(runs[0]["paths"]) + " |",
+        head += ["Side by side: verdict, worst error / allowance over decided entries (over "
+                 "every entry, undecided ones included); <= 1 is within rounding:", "", "| mode | " + " | ".join(runs[0]["paths"]) + " |",
                  "| --- |" + " --- |" * len(runs[0]["paths"])]
         for d in runs:
             head.append(f"| {d.get('mode', 'train')} | " + " | ".join(
-                f"{row['verdict']}, {_fmt(row.get('worst_over_allowance'))}"
+                f"{row['verdict']}, {_fmt(row.get('worst_over_allowance'))} "
+                f"({_fmt(row.get('worst_over_allowance_every_entry'))})"
                 for row in d["paths"].values()) + " |")
         head.append("")
     return "\n".join(head + [page(d) for d in runs])

@@ -38,7 +38,8 @@ ALLOWED_CYCLES: dict[tuple[str, ...], str] = {}
 ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
     # not a circle: pytest loads this plugin (entry point pytest11) at the start of every pytest
     # run in the environment; symgrad (torch, sympy) is imported only when the fixture is used
-    "symgrad.pytest_plugin": ("pytest startup cost", frozenset({"symgrad.testing"})),
+    "symgrad.pytest_plugin": ("pytest startup cost", frozenset({"symgrad.testing",
+                                                               "symgrad.capture.gradcheck"})),
 }
 
 # The floors, bottom to top: (floor, the packages and modules on it, without "symgrad."; the

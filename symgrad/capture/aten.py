@@ -29,6 +29,7 @@ from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
+from .route import ROUTE_ROWS
 from .values import Masked, Pred, add, elementwise, node, number, where
 
 aten = torch.ops.aten
@@ -254,6 +255,11 @@ def _to_copy(a, shape) -> Any:
     return a["self"]
 
 
+def _assert(a, shape) -> None:
+    """no value (a dtype/device assertion torch.export keeps from a .to())"""
+    return None
+
+
 def _not(a, shape) -> Pred:
     """the negated comparison"""
     p = a["self"]
@@ -315,6 +321,7 @@ TABLE: dict[Any, Callable] = {
     aten.expand.default: _expand,
     aten.clone.default: _identity, aten.alias.default: _identity,
     aten._to_copy.default: _to_copy, aten.detach.default: _stop,
+    aten._assert_tensor_metadata.default: _assert,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),
     aten.amax.default: _reduce("max"), aten.max.default: _reduce("max"),
@@ -323,6 +330,7 @@ TABLE: dict[Any, Callable] = {
     aten.native_layer_norm.default: _layer_norm,
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
+    **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
 }
 
 

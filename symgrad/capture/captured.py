@@ -48,7 +48,7 @@ class Captured:
 
     @property
     def blocks(self) -> list[Slot]:
-        return [s for s in self.slots if s.role != "known"]
+        return [s for s in self.slots if s.role != "known" and s.source != "tied"]
 
     def torch_fn(self, other: Callable | None = None) -> Callable:
         """``fn(**blocks) -> scalar``: the user's own code (eager autograd) on one sample, its
@@ -126,7 +126,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         raise SymgradError(f"capture: grad= has {len(grad)} entries for {len(tensors)} tensor "
                            "arguments")
     sl = graph_slots(call, ep, names, grad, module_params)
-    inputs = {s.placeholder: leaf(s) for s in sl}
+    inputs = _inputs(sl)
     kinds = [o.kind for o in ep.graph_signature.output_specs]
     outs = [o for o, kind in zip(walk(ep.graph, inputs), kinds)
             if kind == OutputKind.USER_OUTPUT]  # not the buffer updates (BatchNorm's stats)
@@ -139,7 +139,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     loss = add_all(parts)
     # every differentiated tensor, in the module's / signature's order (not first use), used
     # or not: a backward that gives an unused input a gradient is wrong (its exact one is 0)
-    params = [inputs[s.placeholder] for s in sl if s.role == "param"]
+    params = [inputs[s.placeholder] for s in sl if s.role == "param" and s.source != "tied"]
     try:
         model = TensorModel(label, loss, description="captured by torch.export", params=params)
     except SymgradError as exc:
@@ -148,6 +148,17 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     return Captured(model, sl, call, cots, len(outs), example)
+
+
+def _inputs(sl: list[Slot]) -> dict[str, Any]:
+    """Placeholder -> its leaf; a tied parameter shares the leaf of the one it is tied to."""
+    out, by_name = {}, {}
+    for s in sl:
+        if s.source == "tied":
+            out[s.placeholder] = by_name[s.name]
+        else:
+            out[s.placeholder] = by_name[s.name] = leaf(s)
+    return out
 
 
 def _loss_parts(outs: list, rng: np.random.Generator) -> tuple[list, list[Node]]:

@@ -43,7 +43,9 @@ class Slot:
     """One graph input: its placeholder, block name, source and role.
 
     ``source`` is "state" (a module parameter or buffer: ``key`` its name in the wrapper),
-    "constant" (a lifted constant) or "arg" (``key``: the position among tensor arguments).
+    "tied" (a parameter that is the same tensor as an earlier one, nanoGPT's ``lm_head`` tied
+    to ``wte``: ``name`` is that one's, so both uses are one block), "constant" (a lifted
+    constant) or "arg" (``key``: the position among tensor arguments).
     ``role`` is "param" (differentiated), "input" (a float block, not differentiated), "ids"
     (an integer argument used only as embedding indices: an integer input block, its range
     the table's rows) or "known" (other integers, bools, constants: folded at their values).
@@ -130,12 +132,21 @@ def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:
 def _anchor(fn: Callable) -> None:
     """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
     only frames named ``forward``, so a plain function's lines would be lost); a no-op where
-    torch has no such hook."""
+    torch has no such hook or it refuses (a module's ``forward`` lines are still named)."""
     register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
     cls = function_class(fn)
     fn = cls.forward if cls is not None else fn  # a custom Function: its forward's lines
     if register is not None and getattr(fn, "__code__", None) is not None:
-        register(fn)
+        try:
+            register(fn)
+        except Exception:  # noqa: BLE001 - a private hook: if it changed, lines are less precise
+            pass
+
+
+def _storage(value: torch.Tensor) -> tuple:
+    """What makes two state tensors the same tensor (tied weights): storage, shape, strides."""
+    return (value.untyped_storage().data_ptr(), value.storage_offset(), tuple(value.shape),
+            value.stride())
 
 
 def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
@@ -151,7 +162,7 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
     Returns:
         One slot per placeholder, in graph order.
     """
-    out, user = [], 0
+    out, user, seen = [], 0, {}
     for spec in ep.graph_signature.input_specs:
         ph = spec.arg.name
         if spec.kind == InputKind.USER_INPUT:
@@ -165,14 +176,16 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
                      else ep.constants[spec.target]).detach()
             role = ("known" if not value.is_floating_point()
                     else module_params if spec.kind == InputKind.PARAMETER else "input")
-            out.append(Slot(ph, block_name(spec.target), "state", spec.target, role, value))
+            first = seen.setdefault(_storage(value), block_name(spec.target))
+            source = "state" if first == block_name(spec.target) else "tied"
+            out.append(Slot(ph, first, source, spec.target, role, value))
         elif spec.kind == InputKind.CONSTANT_TENSOR:
             out.append(Slot(ph, block_name(spec.target), "constant", spec.target, "known",
                             ep.constants[spec.target].detach()))
         else:
             raise SymgradError(f"capture: graph input {ph!r} of kind {spec.kind.name} is not "
                                "supported")
-    blocks = [s.name for s in out if s.role != "known"]
+    blocks = [s.name for s in out if s.role != "known" and s.source != "tied"]
     dup = sorted({b for b in blocks if blocks.count(b) > 1})
     if dup:
         raise SymgradError(f"capture: block name(s) {dup} are used twice (a parameter and an "

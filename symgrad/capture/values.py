@@ -5,7 +5,9 @@
   computed from them alone (the walk runs such ops in torch, so any op folds);
 - a ``Pred``: a comparison of a node (``x > 0``), consumed by ``where`` as a Piecewise branch;
 - a ``Masked``: a node with entries set to -inf by a known mask (``masked_fill(mask, -inf)``),
-  consumed by softmax, which leaves those entries out.
+  consumed by softmax, which leaves those entries out;
+- a ``Selection``: the indices ``topk`` picks, as one-hot rows (a piecewise-constant node),
+  consumed by ``scatter`` (dense gates of a mixture of experts).
 
 ``operands`` turns a mix of them into ``map_`` operands (Python numbers become exact sympy
 numbers: the binary value torch computes with).
@@ -45,6 +47,14 @@ class Masked:
     keep: Node
 
 
+@dataclass(frozen=True)
+class Selection:
+    """The indices of ``topk`` along the last axis: ``onehot`` (..., k, n), 1 where rank r
+    picks entry i (piecewise constant in the ranked values: derivative 0, ties are kinks)."""
+
+    onehot: Node
+
+
 def number(v: Any) -> sp.Expr:
     """A Python / 0-dim torch number as the exact sympy number of its binary value.
 
@@ -70,7 +80,7 @@ def is_known(v: Any) -> bool:
     """Concrete: a tensor, a number, or a list / tuple of them (no node in it)."""
     if isinstance(v, (list, tuple)):
         return all(is_known(x) for x in v)
-    return not isinstance(v, (Node, Pred, Masked))
+    return not isinstance(v, (Node, Pred, Masked, Selection))
 
 
 def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
@@ -78,6 +88,10 @@ def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     ``const`` node (its values must be exactly representable in float32)."""
     if isinstance(v, Node):
         return v
+    if isinstance(v, Selection):
+        raise SymgradError(f"capture: topk's indices are used by {what}; symgrad captures them "
+                           "only as scatter's index (dense gates: torch.zeros_like(logits)"
+                           ".scatter(-1, indices, weights))")
     if isinstance(v, (Pred, Masked)):
         raise SymgradError(f"capture: a {type(v).__name__.lower()} value is used by {what}; "
                            "only where() reads a comparison and only softmax a -inf fill")
@@ -106,22 +120,28 @@ def elementwise(expr: sp.Expr, *values: Any, what: str = "map") -> Node:
     return map_(expr, *[to_node(v, what) for v in values])
 
 
-def _neg_inf_fill(v: Any) -> torch.Tensor | None:
-    """``v`` when it is a known float array holding -inf entries (an additive attention mask,
-    as scaled_dot_product_attention's is_causal builds), else None."""
-    if (isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0
-            and bool(torch.isneginf(v).any())):
-        return v
+MASK_FILL = -1e30  # an additive fill at or below this is a mask (Hugging Face: finfo.min)
+
+
+def _masked_out(v: Any) -> torch.Tensor | None:
+    """Where ``v`` masks: when it is a known float array holding -inf entries (an additive
+    attention mask, as scaled_dot_product_attention's is_causal builds) or entries <=
+    ``MASK_FILL`` (Hugging Face's finfo(dtype).min: exp of a logit plus it underflows to
+    exactly 0 in every float dtype, as with -inf), those entries; else None."""
+    if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dim() > 0:
+        out = torch.isneginf(v) | (v <= MASK_FILL)
+        if bool(out.any()):
+            return out
     return None
 
 
 def add(a: Any, b: Any, alpha: Any) -> Node | Masked:
-    """``a + alpha * b``; a node plus an additive -inf mask is a ``Masked`` value."""
+    """``a + alpha * b``; a node plus an additive -inf (or <= ``MASK_FILL``) mask is a
+    ``Masked`` value."""
     for x, bias in ((a, b), (b, a)):
-        fill = _neg_inf_fill(bias)
-        if fill is not None and isinstance(x, Node) and number(alpha) == 1:
-            out = torch.isneginf(fill)
-            finite = torch.where(out, torch.zeros_like(fill), fill)
+        out = _masked_out(bias)
+        if out is not None and isinstance(x, Node) and number(alpha) == 1:
+            finite = torch.where(out, torch.zeros_like(bias), bias)
             y = x if not bool(finite.any()) else elementwise(X[0] + X[1], x, finite, what="add")
             return Masked(y, node(1 - out.to(torch.float64), "add"))
     return elementwise(X[0] + number(alpha) * X[1], a, b, what="add")

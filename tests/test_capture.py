@@ -13,6 +13,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.testing import scale_backward
 from symgrad.capture import ops_page
 from symgrad.capture.aten import TABLE
 
@@ -173,10 +174,22 @@ def test_integer_input_and_several_outputs():
     assert sg.gradcheck(fn, (W, ids, t))
 
 
-def test_module_parameters_are_held_like_torch_gradcheck():
-    m = MLP().double()
-    x = _x(4, 3)
-    assert sg.gradcheck(m, (x,))
+def test_module_parameters_are_checked_by_their_names():
+    """A bug only in a parameter's backward: torch.autograd.gradcheck checks the inputs only
+    and passes it; symgrad.gradcheck checks the module's trainable parameters too (found by
+    a new-user trial: it passed silently), and parameters=False holds them as torch does."""
+    class Bad(MLP):
+        def forward(self, x):
+            return self.l2(torch.tanh(x @ scale_backward(self.l1.weight, 1.01).T
+                                      + self.l1.bias)).sum()
+    m, x = Bad().double(), _x(4, 3)
+    assert torch.autograd.gradcheck(m, (x,))
+    with pytest.raises(sg.GradcheckError, match=r"l1_weight\["):
+        sg.gradcheck(m, (x,))
+    assert sg.gradcheck(m, (x,), parameters=False)
+    with pytest.raises(sg.GradcheckError, match=r"l1_weight\["):  # x need not require grad
+        sg.gradcheck(m, (x.detach(),))
+    assert sg.gradcheck(MLP().double(), (x,))
     c = sg.capture(m, (x,), module_params="input")
     assert [b.name for b in c.model.param_blocks] == ["x"]
 

@@ -38,12 +38,14 @@ class GradcheckError(RuntimeError):
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
-              reference: Callable | None = None, **torch_options: Any) -> bool:
+              reference: Callable | None = None, parameters: bool = True,
+              **torch_options: Any) -> bool:
     """Check the backward of ``func`` at ``inputs`` against the exact derivative.
 
     Arguments:
-        func: a function or ``nn.Module`` of tensors (a module's own parameters are held at
-            their values, as torch.autograd.gradcheck does).
+        func: a function or ``nn.Module`` of tensors. A module's trainable parameters are
+            checked too, by their own names (``parameters=False``: held at their values, as
+            torch.autograd.gradcheck does).
         inputs: a tensor or a tuple of arguments; the float tensors with ``requires_grad``
             are differentiated, integer tensors are held at their values.
         dtype: the dtype to check in ("float64", "float32" or a torch dtype; default: that of
@@ -56,6 +58,7 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         reference: an independent torch function of the same arguments whose forward is
             captured instead of ``func``'s (an opaque kernel export cannot see through);
             ``func``'s value is then checked against it too.
+        parameters: also check a module's parameters that require grad (default True).
         torch_options: torch.autograd.gradcheck's own keywords (eps, atol, rtol, fast_mode,
             ...), accepted so that a test suite switches with one import, and ignored: they
             tune finite differences, which symgrad does not use.
@@ -63,23 +66,25 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         True when every compared entry passes.
     """
     return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  torch_options)
+                  parameters, torch_options)
 
 
 def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   dtype: str | torch.dtype | None = None,
                   samples: int = 4, seed: int = 0, raise_exception: bool = True,
-                  reference: Callable | None = None, **torch_options: Any) -> bool:
+                  reference: Callable | None = None, parameters: bool = True,
+                  **torch_options: Any) -> bool:
     """Check the double backward of ``func``: torch's Hessian-vector products (the gradient
     of g·v along a random direction v per point) against the exact ones
     (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
     accepted and ignored: the cotangent is symgrad's own random one)."""
     return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  torch_options)
+                  parameters, torch_options)
 
 
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
-           raise_exception: bool, reference: Callable | None, torch_options: dict) -> bool:
+           raise_exception: bool, reference: Callable | None, parameters: bool,
+           torch_options: dict) -> bool:
     """gradcheck (order 1) and gradgradcheck (order 2)."""
     what = "gradcheck" if order == 1 else "gradgradcheck"
     unknown = sorted(set(torch_options) - TORCH_OPTIONS)
@@ -87,16 +92,18 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
-    if not diff:
-        raise SymgradError(f"{what}: no input requires grad; give the tensors to check "
-                           "requires_grad=True")
-    name = _dtype_name(dtype if dtype is not None else diff[0].dtype)
+    params = [p for p in func.parameters() if p.requires_grad] \
+        if parameters and isinstance(func, torch.nn.Module) else []
+    if not diff and not params:
+        raise SymgradError(f"{what}: no input requires grad and no module parameter is "
+                           "checked; give the tensors to check requires_grad=True")
+    name = _dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
     tdtype = TORCH_DTYPES[name]
     args = tuple(a.detach().to(tdtype).requires_grad_(a.requires_grad)
                  if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
     names = arg_names(func, len(args))
     captured = capture(reference if reference is not None else func, args,
-                       module_params="input", seed=seed, names=names,
+                       module_params="param" if params else "input", seed=seed, names=names,
                        name=display_name(func))
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
@@ -122,7 +129,7 @@ def message(result: Result, what: str, check: str = "gradcheck") -> str:
     else:
         found = [f for f in result.undecided if f.backend == backend]
         head = (f"symgrad.{check}: inconclusive for {what!r} — some entries could not be "
-                "decided (not a pass); check more samples or float64:")
+                "decided (not a pass); try more points (samples=) or dtype=torch.float64:")
     lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
     more = len(found) - MAX_LINES
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else []))

@@ -106,6 +106,13 @@ def proof_note(comp, row: int, col: int) -> str:
     err = float(comp.error[row, col]) if comp.error is not None else float("nan")
     allowed = float(comp.allowed_abs[row, col]) if comp.allowed_abs is not None else float("nan")
     if err > r:
+        exact = abs(float(comp.expected[row, col]))
+        if err <= allowed and err > exact:  # inside the fast allowance: decided by the rule
+            #                                  "wrong by more than the value itself"
+            return (f"error {err:.3g} is more than the exact value itself ({exact:.3g}; the "
+                    f"fast allowance {allowed:.3g} exceeds it, so it cannot decide) and outside "
+                    f"the rigorous enclosure ±{r:.3g} of what correct code computes in "
+                    f"{comp.dtype}: proven")
         return (f"error {err:.3g} is outside the rigorous enclosure ±{r:.3g} of what correct "
                 f"code computes in {comp.dtype} (fast allowance {allowed:.3g}): proven")
     evidence = "; ".join(getattr(comp, "evidence", ()))  # a suspicion that was confirmed

@@ -262,6 +262,20 @@ def test_bce_loss_clamp_is_still_proven_wrong(models):
     assert "outside the rigorous enclosure" in f.note and "fast allowance" in f.note
 
 
+def test_a_mismatch_inside_the_fast_allowance_says_which_rule_decided(models):
+    """float32 simplenet: nn.BCELoss's loss 100 for an exact 19.6 is within the fast allowance
+    (322, which exceeds the value itself) yet proven wrong by the rule "wrong by more than the
+    value itself": the note says so instead of reading as a contradiction (new-user trial)."""
+    m = models["simplenet"]
+    r = sg.verify(m, torch_fn=m.reference, samples=500, seed=0, dtype="float32")
+    inside = [f for f in r.failures if f.backend == "torch_fn" and "cannot decide" in f.note]
+    assert inside, [f.note for f in r.failures[:3]]
+    c = r.comparisons["torch_fn"]
+    for f in inside:
+        assert "more than the exact value itself" in f.note and "proven" in f.note
+        assert c.error[f.sample, 0] <= c.allowed_abs[f.sample, 0]
+
+
 def test_planted_error_outside_the_enclosure_is_a_proven_mismatch(models):
     from symgrad.testing import scale_backward
 

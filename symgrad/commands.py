@@ -17,6 +17,7 @@ from typing import Sequence
 
 from . import zoo
 from .cluster import session
+from .backends.torch import check_device
 from .config import VerifyConfig
 from .errors import SymgradError
 from .explain import explain, parse_point
@@ -64,6 +65,7 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
 
 def verify_cmd(args: argparse.Namespace) -> int:
     base = config_from(args)
+    check_device(base.device, base.dtype)  # before any model is built or announced
     with session(args.scheduler, args.workers) as client:
         return _verify_all(args, base, client)
 

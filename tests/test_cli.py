@@ -41,6 +41,9 @@ def test_exit_2_on_bad_input(capsys):
     assert "unknown model 'nope'" in capsys.readouterr().err
     assert main(["verify", "neuron", "--device", "tpu"]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert main(["verify", "neuron", "--dtype", "float33"]) == 2
+    err = capsys.readouterr().err  # the one error line only, nothing announced before it
+    assert "unknown dtype 'float33'" in err and "verifying" not in err, err
     assert main(["verify", "neuron", "--samples", "0"]) == 2
     assert "samples must be a positive integer" in capsys.readouterr().err
     assert main(["verify", "nomodule_xyz:attr"]) == 2

@@ -39,6 +39,8 @@ def test_exit_1_on_mismatch(tmp_path, capsys, monkeypatch):
 def test_exit_2_on_bad_input(capsys):
     assert main(["verify", "nope"]) == 2
     assert "unknown model 'nope'" in capsys.readouterr().err
+    assert main(["verify", "nueron"]) == 2
+    assert "did you mean 'neuron'?" in capsys.readouterr().err
     assert main(["verify", "neuron", "--device", "tpu"]) == 2
     assert "unknown device 'tpu'" in capsys.readouterr().err
     assert main(["verify", "neuron", "--dtype", "float33"]) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import importlib
 from typing import Callable
 
@@ -84,7 +85,9 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
     if ":" in name:
         return load(name)
     builtin = list(BUILDERS) + [n for n in TENSOR_BUILDERS if n not in BUILDERS]
-    raise SymgradError(f"unknown model {name!r}; built-in models: {', '.join(builtin)}; "
+    close = difflib.get_close_matches(name, builtin, n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise SymgradError(f"unknown model {name!r}; {hint}built-in models: {', '.join(builtin)}; "
                        "or give module:attr for your own")
 
 

@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
-from symgrad.testing import scale_backward  # noqa: E402
+from symgrad.testing import scale_backward, scale_block_backward  # noqa: E402
 import functools  # noqa: E402
 import importlib  # noqa: E402
 V = importlib.import_module("symgrad.verify")
@@ -109,14 +109,7 @@ def _cell(c, name: str, a: int, b: int) -> dict:
 FACTORS = (-1.0, 0.0, 1.5)
 
 
-def on_block(ref, block: str, factor: float):
-    """The reference with dL/d<block> multiplied by ``factor``: a real scale_backward hook on
-    that block's keyword tensor (a wrong backward; the forward is unchanged)."""
-    @functools.wraps(ref)
-    def mutant(**kw):
-        kw[block] = scale_backward(kw[block], factor)
-        return ref(**kw)
-    return mutant
+on_block = scale_block_backward  # dL/d<block> scaled by factor: a wrong backward
 
 
 class TensorRun:

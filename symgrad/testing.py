@@ -17,7 +17,7 @@ computation could be told right from wrong (inconclusive, never a pass).
 from __future__ import annotations
 
 import math
-from functools import partial
+from functools import partial, wraps
 from typing import Callable
 
 import torch
@@ -62,6 +62,32 @@ def scale_backward(x: torch.Tensor, factor: float, index=None) -> torch.Tensor:
     True
     """
     return ScaleBackward.apply(x, factor, index)
+
+
+def scale_block_backward(torch_fn: Callable, block: str, factor: float) -> Callable:
+    """``torch_fn`` (a function of keyword blocks) with dL/d``block`` multiplied by ``factor``:
+    a wrong backward on one named block, the forward unchanged (the planted bug of the
+    mutant suites, ``scripts/detection.py`` and the gate).
+
+    Arguments:
+        torch_fn: the user's code, ``fn(**blocks) -> scalar``.
+        block: the name of the block whose gradient is scaled.
+        factor: the scale (1 + 1e-9, -1, 0, ...).
+    Returns:
+        The mutant, a function of the same blocks.
+
+    >>> import torch
+    >>> f = scale_block_backward(lambda w, x: w * x, "w", 2.0)
+    >>> w = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    >>> f(w=w, x=torch.tensor(3.0, dtype=torch.float64)).backward()
+    >>> float(w.grad)
+    6.0
+    """
+    @wraps(torch_fn)
+    def mutant(**blocks):
+        blocks[block] = scale_backward(blocks[block], factor)
+        return torch_fn(**blocks)
+    return mutant
 
 
 def _observation(result) -> float:

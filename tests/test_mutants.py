@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import symgrad as sg
-from symgrad.testing import scale_backward
+from symgrad.testing import scale_backward, scale_block_backward
 
 
 
@@ -105,12 +105,7 @@ SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_la
          "drop_rate": 0.1, "qkv_bias": False}
 
 
-def on_block(fn, block, factor):
-    """The reference with dL/d<block> multiplied by ``factor`` (a wrong backward)."""
-    def wrapped(**blocks):
-        blocks[block] = scale_backward(blocks[block], factor)
-        return fn(**blocks)
-    return wrapped
+on_block = scale_block_backward  # the reference with dL/d<block> scaled (a wrong backward)
 
 
 def _caught_on(r, block):

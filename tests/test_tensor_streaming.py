@@ -16,18 +16,14 @@ import symgrad.tensor.verify as tensor_verify
 from symgrad.compare import FAILING, SUSPECT
 from symgrad.errors import SymgradError
 from symgrad.report.tables import stats_rows
-from symgrad.testing import scale_backward
+from symgrad.testing import scale_backward, scale_block_backward
 from symgrad.zoo import gpt2
 
 SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
          "drop_rate": 0.1, "qkv_bias": False}
 
 
-def on_block(fn, block, factor):
-    def wrapped(**blocks):
-        blocks[block] = scale_backward(blocks[block], factor)
-        return fn(**blocks)
-    return wrapped
+on_block = scale_block_backward
 
 
 def _both(monkeypatch, run):

@@ -22,6 +22,7 @@ import symgrad as sg
 from symgrad import zoo
 from symgrad.tensor.front import to_program
 from symgrad.zoo import gpt
+from tests.test_kinks import TIE, _tie_fn, _tie_model
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
 
@@ -164,16 +165,45 @@ def _false_alarm_cases() -> list[Case]:
     return out
 
 
-CASES: list[Case] = _zoo_cases() + _mutant_cases() + _false_alarm_cases()
+def _neuron_x15_at_zero(w, b, x, y):
+    """The neuron's torch code with dL/dz x1.5 (value unchanged), run at z = 0 exactly."""
+    z = w * x + b
+    z = z * 1.5 - (z * 0.5).detach()
+    return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
+
+
+_Z0 = {"w": np.array([0.0, 0.0]), "b": np.array([0.0, 0.0]), "x": np.array([1.0, 2.0]),
+       "y": np.array([0.0, 1.0])}
+
+
+def _kink_cases() -> list[Case]:
+    """Exact kinks, from tests/test_kinks.py (added after the switch branch showed the 49 rows
+    above miss them): a smooth composition of kinked ops (the neuron's stable BCE has Max and
+    Abs at z = 0 but no kink) and a subgradient at a three-way tie."""
+    return [Case("kink neuron x1.5 at z=0", "planted bug", lambda: zoo.get("neuron"),
+                 {"at": _Z0}, _neuron_x15_at_zero),
+            Case("kink three-way tie, a vertex subgradient", "false alarm", _tie_model,
+                 {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))]
+
+
+CASES: list[Case] = _zoo_cases() + _mutant_cases() + _false_alarm_cases() + _kink_cases()
 BY_ID = {c.id: c for c in CASES}
 
 # Why the new (tensor) path's verdict differs from the old one today; filled from
 # reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
+_SIDES = ("the tensor kinks treat each Max/Abs of a smooth composition as a kink of its own: "
+          "at z = 0 the neuron's stable BCE (Max(z, 0) + log(1 + e^-|z|)) accepts a hull "
+          "of sides that a x1.5 backward lies in; the scalar side knew that where every side "
+          "agrees, that side's value is the derivative (to port before the switch)")
 KNOWN: dict[str, str] = {
     "small_gpt float32": _PROB,
+    "kink neuron x1.5 at z=0": _SIDES,
 }
+# planted bugs the new path passes today: a blocker of the switch, listed so that it is seen
+# (xfail(strict=True) in test_planted_bug_caught_by_old_never_passes_on_new too)
+MISSED_BY_NEW: frozenset[str] = frozenset({"kink neuron x1.5 at z=0"})
 
 # cases whose two runs take over ~5 s here: in the slow suite (pytest -m slow)
 SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",

@@ -54,6 +54,9 @@ def exit_code(verdicts: Sequence[str]) -> int:
 
 
 def config_from(args: argparse.Namespace) -> VerifyConfig:
+    """The run's config from the command line, its device and dtype checked before any model
+    is built or announced (verify and report)."""
+    check_device(args.device, args.dtype)
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
     samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
@@ -65,7 +68,6 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
 
 def verify_cmd(args: argparse.Namespace) -> int:
     base = config_from(args)
-    check_device(base.device, base.dtype)  # before any model is built or announced
     with session(args.scheduler, args.workers) as client:
         return _verify_all(args, base, client)
 

@@ -46,6 +46,9 @@ def test_exit_2_on_bad_input(capsys):
     assert main(["verify", "neuron", "--dtype", "float33"]) == 2
     err = capsys.readouterr().err  # the one error line only, nothing announced before it
     assert "unknown dtype 'float33'" in err and "verifying" not in err, err
+    assert main(["report", "neuron", "--dtype", "float33", "--out", "unused"]) == 2
+    err = capsys.readouterr().err  # report shares the check (it announced the model first)
+    assert "unknown dtype 'float33'" in err and "verifying" not in err, err
     assert main(["verify", "neuron", "--samples", "0"]) == 2
     assert "samples must be a positive integer" in capsys.readouterr().err
     assert main(["verify", "nomodule_xyz:attr"]) == 2

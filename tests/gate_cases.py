@@ -22,7 +22,7 @@ import symgrad as sg
 from symgrad import zoo
 from symgrad.tensor.front import to_program
 from symgrad.zoo import gpt
-from tests.test_kinks import TIE, _tie_fn, _tie_model
+from tests.test_kinks import TIE, Z0, _tie_fn, _tie_model, neuron_x15
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
 
@@ -165,23 +165,12 @@ def _false_alarm_cases() -> list[Case]:
     return out
 
 
-def _neuron_x15_at_zero(w, b, x, y):
-    """The neuron's torch code with dL/dz x1.5 (value unchanged), run at z = 0 exactly."""
-    z = w * x + b
-    z = z * 1.5 - (z * 0.5).detach()
-    return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
-
-
-_Z0 = {"w": np.array([0.0, 0.0]), "b": np.array([0.0, 0.0]), "x": np.array([1.0, 2.0]),
-       "y": np.array([0.0, 1.0])}
-
-
 def _kink_cases() -> list[Case]:
     """Exact kinks, from tests/test_kinks.py (added after the switch branch showed the 49 rows
     above miss them): a smooth composition of kinked ops (the neuron's stable BCE has Max and
     Abs at z = 0 but no kink) and a subgradient at a three-way tie."""
     return [Case("kink neuron x1.5 at z=0", "planted bug", lambda: zoo.get("neuron"),
-                 {"at": _Z0}, _neuron_x15_at_zero),
+                 {"at": Z0}, neuron_x15),
             Case("kink three-way tie, a vertex subgradient", "false alarm", _tie_model,
                  {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))]
 

@@ -106,16 +106,21 @@ def test_stable_softplus_has_no_kink_at_zero():
     assert any(f.sample == 0 and f.kind == "mismatch" for f in bad.failures)
 
 
+def neuron_x15(w, b, x, y):
+    """The neuron's torch code with dL/dz x1.5 (value unchanged); also a gate row."""
+    z = w * x + b
+    z = z * 1.5 - (z * 0.5).detach()  # value z, gradient x1.5
+    return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
+
+
+Z0 = {"w": np.array([0.0, 0.0]), "b": np.array([0.0, 0.0]), "x": np.array([1.0, 2.0]),
+      "y": np.array([0.0, 1.0])}  # the neuron at z = 0 exactly
+
+
 def test_sigmoid_backward_scaled_at_zero_fails(models):
     """The neuron's BCE runs through softplus(+-z) (Abs, Max): no kink at z = 0."""
-
-    def fn(w, b, x, y):
-        z = w * x + b
-        z = z * 1.5 - (z * 0.5).detach()  # value z, gradient x1.5
-        return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
-    at = {"w": np.array([0.0, 0.0]), "b": np.array([0.0, 0.0]), "x": np.array([1.0, 2.0]),
-          "y": np.array([0.0, 1.0])}
-    r = sg.verify(models["neuron"], at=at, torch_fn=fn)
+    at = Z0
+    r = sg.verify(models["neuron"], at=at, torch_fn=neuron_x15)
     assert r.verdict == "fail" and not r.kinks
     assert sg.verify(models["neuron"], at=at, torch_fn=lambda w, b, x, y:
                      torch.nn.functional.binary_cross_entropy(torch.sigmoid(w * x + b), y)).ok

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 from typing import Callable, Sequence
 
@@ -35,12 +36,28 @@ from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
 from .tensor.model import TensorModel
+from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
 # the pipeline and its stages, importable from here (tests, scripts/detection.py)
 __all__ = ["LIMIT_OFFSET", "Batch", "Compiled", "derive", "draw", "exact", "exact_at",
            "exact_steps", "execute", "judge", "oracle_subset", "param_columns", "proof_note",
            "rigorous_enclosures", "summarize", "verify", "with_proof"]
+
+# Issue 17's switch, behind a gate: with SYMGRAD_PIPELINE=program every plain ``sg.Model`` is
+# verified as its tensor program (``symgrad.tensor.front.to_program``), the path that will be
+# the only one; the default stays the scalar pipeline until the same-verdict gate
+# (tests/gate_cases.py, reports/gate.md) and the suite run this way are green.
+PIPELINE_ENV = "SYMGRAD_PIPELINE"
+PIPELINES = ("scalar", "program")
+
+
+def _pipeline() -> str:
+    chosen = os.environ.get(PIPELINE_ENV, "scalar") or "scalar"
+    if chosen not in PIPELINES:
+        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'scalar' (today's default) or "
+                           "'program' (every model as its tensor program)")
+    return chosen
 
 
 def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
@@ -78,6 +95,8 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
+    if module is None and order == 1 and isinstance(model, Model) and _pipeline() == "program":
+        model = to_program(model)
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))

@@ -1,3 +1,5 @@
+import sys
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -236,3 +238,23 @@ def test_a_mistyped_block_name_in_at_is_named(models):
     with pytest.raises(SymgradError, match=r"unknown name\(s\) \['zz'\]"):
         sg.verify(models["neuron"], at={"w": [1.0], "b": [0.0], "x": [1.0], "y": [1.0],
                                         "zz": [1.0]})
+
+
+def test_the_program_pipeline_gate_routes_a_plain_model_through_its_tensor_program(
+        models, monkeypatch):
+    """Issue 17's switch behind a gate: SYMGRAD_PIPELINE=program verifies a plain sg.Model as
+    its tensor program (same verdict on the neuron), the default stays the scalar pipeline, and
+    a mistyped value is one clear error."""
+    verify_mod = sys.modules["symgrad.verify"]  # the attribute symgrad.verify is the function
+    seen = []
+    real = verify_mod.verify_tensor
+    monkeypatch.setattr(verify_mod, "verify_tensor",
+                        lambda model, **kw: seen.append(model.name) or real(model, **kw))
+    monkeypatch.delenv("SYMGRAD_PIPELINE", raising=False)
+    assert sg.verify(models["neuron"], samples=5, seed=0).verdict == "pass" and seen == []
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "program")
+    assert sg.verify(models["neuron"], samples=5, seed=0).verdict == "pass"
+    assert seen == ["neuron"]
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "tensor")
+    with pytest.raises(SymgradError, match="SYMGRAD_PIPELINE='tensor': choose 'scalar'"):
+        sg.verify(models["neuron"], samples=5)

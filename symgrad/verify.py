@@ -30,6 +30,7 @@ from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
 from .modules import ModuleOptions, verify_module
+from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .points import by_name, check_integers as _check_integers, given_samples
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
@@ -43,20 +44,23 @@ __all__ = ["LIMIT_OFFSET", "Batch", "Compiled", "derive", "draw", "exact", "exac
            "rigorous_enclosures", "summarize", "verify", "with_proof"]
 
 
-def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
+def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
+           samples: int | None = None, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
            tolerance: Tolerance | None = None, at: dict | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
-           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1) -> Result:
+           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1,
+           inputs=None, targets=None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
-        model: the ``sg.Model`` to verify.
+        model: the ``sg.Model`` to verify (None with ``module=`` and ``inputs=``).
         torch_fn: optional user torch code for the same model, ``fn(**blocks) -> scalar`` for one
             sample, arguments matched by block name; verified in addition to the model's own
             program run in torch.
-        samples, seed, device, dtype: the run (ignored when ``config`` is given).
+        samples, seed, device, dtype: the run (ignored when ``config`` is given); samples
+            defaults to 500, or 4 with ``module=`` and ``inputs=``.
         config: a full ``VerifyConfig``.
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name (or its sympy symbol) ->
@@ -70,6 +74,11 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
             its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
             symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
             "sdpa-math", ...) apply to it.
+        inputs, targets: with ``module=`` and no model: ANY module, captured
+            (``symgrad.modules.any``): ``inputs`` (a tensor or a tuple) are fed to it,
+            ``loss(module(*inputs), targets)`` is the loss (no loss: the module's output,
+            reduced by a random cotangent if not a scalar); gradients are named by the
+            module's own parameter names; ``train``, ``paths`` apply.
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
@@ -78,6 +87,8 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
+    if samples is None:
+        samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
@@ -85,15 +96,17 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
+    check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
+                  torch_fn=torch_fn, module_map=module_map, order=cfg.order)
+    if inputs is not None:  # any nn.Module, captured with its example inputs
+        return verify_any_module(module, inputs, targets=targets, cfg=cfg, options=ModuleOptions(
+            None, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
-        if at is not None or torch_fn is not None:
-            raise SymgradError("verify: module= runs the module itself; give at= and torch_fn= "
-                               "without it")
         return verify_module(model, module, cfg=cfg, options=ModuleOptions(
             module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer

@@ -188,3 +188,27 @@ def test_bad_combinations_are_refused_in_one_line(kwargs, option):
     with pytest.raises(SymgradError) as err:
         sg.verify(**kwargs)
     assert option in str(err.value) and "\n" not in str(err.value)
+
+
+def test_summary_ratio_is_not_zero_when_only_exact_entries_were_decided():
+    """Every decided entry exact (error 0) and the others undecided: the summary's worst error
+    over allowance is the every-entry figure, not a 0 claiming agreement."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from symgrad.compare import STATUS_NAMES
+    torch.manual_seed(0)
+    r = sg.verify(module=Scaled().double(), inputs=_x(4, 3), samples=2)
+    comp = r.comparisons["module"]
+    inconclusive = next(k for k, v in STATUS_NAMES.items() if v == "inconclusive")
+    status = np.full_like(comp.status, inconclusive)
+    status[:, 0] = comp.status[:, 0]
+    got = np.array(comp.got, dtype=np.float64)
+    got[:, 0] = np.asarray(comp.expected, dtype=np.float64)[:, 0]  # the value: exact
+    rr = replace(r, comparisons={"module": replace(comp, status=status, got=got, error=None)})
+    s = rr.summary("module")
+    assert s["worst_error_over_allowance_decided"] == 0
+    assert s["worst_error_over_allowance"] == s["worst_error_over_allowance_every_entry"] > 0
+    assert r.summary("module")["worst_error_over_allowance"] == \
+        r.summary("module")["worst_error_over_allowance_decided"]  # all decided: unchanged

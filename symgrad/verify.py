@@ -69,8 +69,8 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         backends: which to verify, any of "numpy", "torch" (symgrad's own programs) and
             "torch_fn" (your code); default all. ``backends=("torch_fn",)`` verifies only
             your code.
-        module: a user's ``torch.nn.Module`` verified by parameter name (``symgrad.modules``):
-            GPT layouts (book, nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from
+        module: a user's ``torch.nn.Module``: with ``inputs=`` any module (below); with a
+            model, verified by parameter name (``symgrad.modules``): GPT layouts (book, nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from
             its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
             symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
             "sdpa-math", ...) apply to it.
@@ -78,7 +78,8 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             (``symgrad.modules.any``): ``inputs`` (a tensor or a tuple) are fed to it,
             ``loss(module(*inputs), targets)`` is the loss (no loss: the module's output,
             reduced by a random cotangent if not a scalar); gradients are named by the
-            module's own parameter names; ``train``, ``paths`` apply.
+            module's own parameter names; ``train``, ``paths`` apply. E.g.
+            ``sg.verify(module=cnn, inputs=x, targets=y, loss=F.cross_entropy)``.
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.

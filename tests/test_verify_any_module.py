@@ -212,3 +212,15 @@ def test_summary_ratio_is_not_zero_when_only_exact_entries_were_decided():
     assert s["worst_error_over_allowance"] == s["worst_error_over_allowance_every_entry"] > 0
     assert r.summary("module")["worst_error_over_allowance"] == \
         r.summary("module")["worst_error_over_allowance_decided"]  # all decided: unchanged
+
+
+def test_readme_section_runs_as_written(capsys):
+    """The README's "Any nn.Module in a few lines" code block runs and prints its verdicts."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Any nn.Module in a few lines", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("pass ['0.weight', '0.bias', '1.weight'")
+    assert lines[1] in ("pass", "inconclusive") and lines[2:] == ["True", "pass"]

@@ -114,6 +114,17 @@ def test_swiglu_block_without_a_loss_passes(dtype):
     assert "not applicable" in r.module.skipped["sdpa-math"]
 
 
+def test_llama_block_passes_on_eager_and_the_sdpa_math_path():
+    from test_capture_clients import LlamaBlock  # RMSNorm, RoPE, GQA causal SDPA, SwiGLU
+    torch.manual_seed(0)
+    r = sg.verify(module=LlamaBlock().double(), inputs=_x(1, 4, 8), samples=2,
+                  paths=("eager", "sdpa-math", "sdpa-efficient"))
+    assert r.ok, r
+    assert {"module", "module[sdpa-math]"} <= set(r.comparisons)
+    assert {"n1.w", "q.weight", "k.weight", "w3.weight"} <= {b for b, _, _ in r.blocks}
+    assert "sdpa-efficient" in r.module.skipped or "module[sdpa-efficient]" in r.comparisons
+
+
 class Gain(torch.autograd.Function):
     """x * g, its backward for g scaled by ``factor`` (1: correct)."""
 

@@ -151,6 +151,10 @@ def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
             raise SymgradError(f"module: parameter {name} is {str(p.dtype)[6:]}, the run is "
                                f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype}))"
                                f" or pass dtype={str(p.dtype)[6:]!r}")
+        if p.device.type != str(cfg.device).split(":")[0]:
+            raise SymgradError(f"module: parameter {name} is on {p.device}, the run is on "
+                               f"{cfg.device}; move the module (module.to({cfg.device!r})) or "
+                               f"pass device={p.device.type!r}")
     if options.train:
         drop = [(n, m.p) for n, m in module.named_modules()
                 if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
@@ -166,8 +170,9 @@ def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
     if not any(isinstance(a, torch.Tensor) for a in items):
         raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
     dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
-    return tuple(a.detach().to(dtype).requires_grad_(a.requires_grad)
-                 if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in items)
+    return tuple((a.detach().to(cfg.device, dtype).requires_grad_(a.requires_grad)
+                  if a.is_floating_point() else a.to(cfg.device))
+                 if isinstance(a, torch.Tensor) else a for a in items)
 
 
 @contextmanager

@@ -103,7 +103,7 @@ def worst(result, backend: str = "torch_fn") -> dict:
     with np.errstate(invalid="ignore", divide="ignore"):
         every = np.where(m.allowed > 0, m.error / m.allowed, np.where(m.error == 0, 0, np.inf))
     return {"verdict": result.verdict,
-            "worst_over_allowance": summary["worst_error_over_allowance"],
+            "worst_over_allowance": summary["worst_error_over_allowance_decided"],
             "worst_over_allowance_every_entry": float(np.nanmax(every)) if every.size else 0.0,
             "worst_relative_error": summary["worst_relative_error"],
             "worst_entry": top.output if top is not None else None,

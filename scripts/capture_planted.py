@@ -8,6 +8,7 @@ float32, plus correct controls. Writes reports/capture_planted.md and .json.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import platform
 import sys
@@ -16,6 +17,7 @@ import warnings
 from pathlib import Path
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -23,6 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
 from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.testing import scale_backward  # noqa: E402
 
 
 def _fn(forward, backward, name: str):
@@ -78,8 +81,55 @@ def _relu_grad(g, x, at_zero):
     return g * torch.where(x == 0, torch.full_like(d, at_zero), d)
 
 
-def cases() -> list[tuple[str, bool, object, tuple]]:
-    """(name, planted?, function, inputs as float64 tensors)."""
+class MoE(nn.Module):
+    """Top-2 of 4 SiLU experts (softmax gates of the two largest router logits); the router's
+    gradient scaled by ``router_grad`` (0: the planted bug, a router whose gradient is
+    dropped)."""
+
+    def __init__(self, router_grad: float = 1.0, d: int = 4, n: int = 4, h: int = 6) -> None:
+        super().__init__()
+        g = torch.Generator().manual_seed(1)
+        self.router = nn.Linear(d, n, bias=False)
+        with torch.no_grad():  # explicit generator: the same page every run
+            self.router.weight.copy_(torch.randn(n, d, generator=g) / 2)
+        self.w1 = nn.Parameter(torch.randn(n, d, h, generator=g) / 2)
+        self.w2 = nn.Parameter(torch.randn(n, h, d, generator=g) / 2)
+        self.router_grad = router_grad
+
+    def forward(self, x):
+        logits = self.router(x)
+        if self.router_grad != 1.0:
+            logits = scale_backward(logits, self.router_grad)
+        vals, idx = logits.topk(2, -1)
+        gates = torch.zeros_like(logits).scatter(-1, idx, F.softmax(vals, -1))
+        experts = torch.einsum("bnh,nhd->bnd", F.silu(torch.einsum("bd,ndh->bnh", x, self.w1)),
+                               self.w2)
+        return torch.einsum("bn,bnd->bd", gates, experts)
+
+
+def swiglu(x, W1, W3, W2):
+    """An RMSNorm + SwiGLU feed-forward (an LLaMA block's MLP half), plain torch."""
+    n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6)
+    return x + (F.silu(n @ W1) * (n @ W3)) @ W2
+
+
+def compiled_swiglu():
+    """torch.compile (inductor) of ``swiglu`` and the case's name: the name says so where it
+    cannot compile on this machine (then the row runs it eagerly)."""
+    fn = torch.compile(swiglu, backend="inductor", dynamic=False)
+    try:
+        args = [torch.randn(*s, dtype=torch.float64, requires_grad=True)
+                for s in ((3, 4), (4, 6), (4, 6), (6, 4))]
+        fn(*args).sum().backward()
+        return fn, "correct: torch.compile'd RMSNorm + SwiGLU (inductor, checked against eager)"
+    except Exception as exc:  # noqa: BLE001 - the row says why
+        return swiglu, (f"correct: RMSNorm + SwiGLU, run EAGER: torch.compile cannot compile "
+                        f"on this machine ({type(exc).__name__})")
+
+
+def cases() -> list[tuple]:
+    """(name, planted?, function, inputs as float64 tensors[, symgrad.gradcheck keywords]);
+    a module function is converted to each dtype."""
     g = torch.Generator().manual_seed(0)
 
     def r(*shape):
@@ -87,6 +137,7 @@ def cases() -> list[tuple[str, bool, object, tuple]]:
     kink = torch.tensor([-1.5, 0.0, 0.0, 2.0, 0.25], dtype=torch.float64)
     big = torch.tensor([-3.0, 0.5, 2.0, 21.0, 25.0], dtype=torch.float64)
     sq = lambda x: x * x  # noqa: E731
+    compiled = compiled_swiglu()
     rope = lambda x: x * COS.to(x) + _rot(x) * SIN.to(x)  # noqa: E731
     conv = lambda x, W: F.conv2d(x, W, padding=1)  # noqa: E731
     return [
@@ -105,6 +156,8 @@ def cases() -> list[tuple[str, bool, object, tuple]]:
         ("RoPE backward, sign error on the sine", True,
          _fn(rope, lambda gr, x: gr * COS.to(x) + _rot_t(gr * SIN.to(x), -1), "Rope").apply,
          (r(4, 4),)),
+        ("MoE router whose gradient is dropped (top-2 of 4 experts)", True,
+         MoE(router_grad=0.0), (r(5, 4),)),
         ("correct: x^2", False, _fn(sq, lambda gr, x: gr * 2 * x, "Square").apply, (r(6),)),
         ("correct: relu at its kink", False,
          _fn(F.relu, lambda gr, x: _relu_grad(gr, x, 0.0), "Relu").apply, (kink,)),
@@ -119,6 +172,9 @@ def cases() -> list[tuple[str, bool, object, tuple]]:
         ("correct: RoPE", False,
          _fn(rope, lambda gr, x: gr * COS.to(x) + _rot_t(gr * SIN.to(x)), "Rope").apply,
          (r(4, 4),)),
+        ("correct: top-2 MoE (the same, router gradient kept)", False, MoE(), (r(5, 4),)),
+        (compiled[1], False, compiled[0], (r(3, 4), r(4, 6), r(4, 6), r(6, 4)),
+         {"reference": swiglu}),
     ]
 
 
@@ -144,15 +200,17 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "reports"))
     args = parser.parse_args()
     rows = []
-    for name, planted, fn, inputs in cases():
+    for name, planted, fn, inputs, *more in cases():
+        kwargs = more[0] if more else {}
         for dtype in (torch.float64, torch.float32):
             xs = tuple(x.to(dtype).requires_grad_() for x in inputs)
-            sgv = run_one(sg.gradcheck, fn, xs)
-            tv = run_one(torch.autograd.gradcheck, fn, xs)
+            f = copy.deepcopy(fn).to(dtype) if isinstance(fn, nn.Module) else fn
+            sgv = run_one(lambda f, xs: sg.gradcheck(f, xs, **kwargs), f, xs)
+            tv = run_one(torch.autograd.gradcheck, f, xs)
             rows.append({"case": name, "planted": planted, "dtype": str(dtype)[6:],
                          "symgrad": sgv[0], "symgrad_s": round(sgv[1], 2),
                          "symgrad_says": sgv[2][:160], "torch": tv[0],
-                         "torch_s": round(tv[1], 2)})
+                         "torch_s": round(tv[1], 2), "torch_says": tv[2][:160]})
             print(rows[-1]["case"], rows[-1]["dtype"], sgv[0], tv[0], flush=True)
     out = Path(args.out)
     write_text(out / "capture_planted.json", json.dumps(rows, indent=1) + "\n")
@@ -162,12 +220,17 @@ def main() -> None:
 def page(rows: list[dict]) -> str:
     head = ["# Planted backward bugs: symgrad.gradcheck vs torch.autograd.gradcheck", "",
             f"torch {torch.__version__}, {platform.machine()}, CPU; `python "
-            "scripts/capture_planted.py`. Each function is a custom `autograd.Function`; "
-            "both checkers get the same inputs (symgrad: the given point and 3 around it, a "
-            "random cotangent for a non-scalar output; torch: its defaults, finite "
-            "differences). A planted bug is caught when the verdict is fail.", "",
+            "scripts/capture_planted.py`. Each function is a custom `autograd.Function`, "
+            "an `nn.Module` (the MoE: symgrad also checks its parameters, by name; torch "
+            "only the input) or a `torch.compile`d function (symgrad: `reference=` the eager "
+            "function, whose forward is captured; the compiled backward is compared against "
+            "it); both checkers get the same inputs (symgrad: the given point and 3 around "
+            "it, a random cotangent for a non-scalar output; torch: its defaults, finite "
+            "differences). A planted bug is caught when the verdict is fail; a correct "
+            "control is flagged when it is not pass (torch's error on a compiled function, "
+            "its own first line in the last column, counts as flagged).", "",
             "| case | dtype | symgrad | s | torch.autograd.gradcheck | s | symgrad's first "
-            "finding |", "| --- | --- | --- | ---: | --- | ---: | --- |"]
+            "finding | torch's first line |", "| --- | --- | --- | ---: | --- | ---: | --- | --- |"]
     for tool in ("symgrad", "torch"):
         for dt in ("float64", "float32"):
             bugs = [r for r in rows if r["planted"] and r["dtype"] == dt]
@@ -178,7 +241,8 @@ def page(rows: list[dict]) -> str:
                         f" of {len(ok)} correct controls flagged")
     head.insert(-2, "")
     body = [f"| {r['case']} | {r['dtype']} | {r['symgrad']} | {r['symgrad_s']} | {r['torch']} "
-            f"| {r['torch_s']} | {r['symgrad_says'].replace('|', '/')} |" for r in rows]
+            f"| {r['torch_s']} | {r['symgrad_says'].replace('|', '/')} | "
+            f"{r['torch_says'].replace('|', '/')} |" for r in rows]
     return "\n".join(head + body) + "\n"
 
 

@@ -138,13 +138,15 @@ class ResultMeasures:
         the entry test's resolution: the smallest allowance / |exact| over comparable entries
         with a nonzero exact value)."""
         st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0,
-                           "resolution": float("inf")})
+                           "resolution": float("inf"), "worst_ratio_all": 0.0})
         for m in parts:
             u = m.ulps
             finite = u[np.isfinite(u)]
             st["worst_ulps"] = float("inf") if finite.size < u.size else max(
                 st["worst_ulps"], float(finite.max()) if finite.size else 0.0)
             st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
+            st["worst_ratio_all"] = max(st.get("worst_ratio_all", 0.0),
+                                        _masked_max(m.ratio, np.isfinite(m.exact)))
             st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
                 res = np.where(m.comparable & (m.exact > 0) & np.isfinite(m.allowed),
@@ -211,19 +213,31 @@ class ResultMeasures:
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the
-        worst relative error in the dtype's digits, and the entries per status."""
+        worst relative error in the dtype's digits, and the entries per status.
+
+        ``worst_error_over_allowance`` is the worst over the decided entries (ok, precision
+        loss, failing); where every decided entry is exact (error 0) while some entries are
+        undecided (inconclusive or suspect), it is the worst over every entry instead (undecided
+        ones included: a 0 would claim an agreement the run did not show).
+        ``worst_error_over_allowance_decided`` and ``..._every_entry`` are the two figures."""
         comp = self.comparisons[backend]
         info = dtype_info(comp.dtype)
         st = self._stats(backend, None)
-        ratio, rel = st["worst_ratio"], st["worst_rel"]
+        counts = self.counts(backend)
+        decided, rel = st["worst_ratio"], st["worst_rel"]
+        every = st.get("worst_ratio_all", decided)  # (figures memoised before it: decided)
+        undecided = counts.get("inconclusive", 0) + counts.get("suspect", 0)
+        ratio = every if decided == 0 and undecided else decided
         dtype_digits = float(np.log10(2.0 / info.eps))
         digits = dtype_digits if rel == 0 else float(np.clip(-np.log10(rel), 0, dtype_digits))
         verdict = self.backend_verdict(backend)
         return {"backend": backend, "dtype": comp.dtype, "ok": verdict == PASS,
                 "verdict": verdict, "decides": self.decides(backend),
-                "worst_error_over_allowance": ratio, "worst_relative_error": rel,
+                "worst_error_over_allowance": ratio,
+                "worst_error_over_allowance_decided": decided,
+                "worst_error_over_allowance_every_entry": every, "worst_relative_error": rel,
                 "worst_correct_digits": round(digits, 2),
-                "dtype_digits": round(dtype_digits, 2), "counts": self.counts(backend),
+                "dtype_digits": round(dtype_digits, 2), "counts": counts,
                 "resolution": self.resolution(backend)}
 
     def resolution(self, backend: str) -> dict:

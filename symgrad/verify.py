@@ -31,6 +31,7 @@ from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
 from .modules import ModuleOptions, verify_module
+from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .points import by_name, check_integers as _check_integers, given_samples
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
@@ -60,20 +61,23 @@ def _pipeline() -> str:
     return chosen
 
 
-def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500, seed: int = 0,
+def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
+           samples: int | None = None, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
            tolerance: Tolerance | None = None, at: dict | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
-           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1) -> Result:
+           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1,
+           inputs=None, targets=None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
-        model: the ``sg.Model`` to verify.
+        model: the ``sg.Model`` to verify (None with ``module=`` and ``inputs=``).
         torch_fn: optional user torch code for the same model, ``fn(**blocks) -> scalar`` for one
             sample, arguments matched by block name; verified in addition to the model's own
             program run in torch.
-        samples, seed, device, dtype: the run (ignored when ``config`` is given).
+        samples, seed, device, dtype: the run (ignored when ``config`` is given); samples
+            defaults to 500, or 4 with ``module=`` and ``inputs=``.
         config: a full ``VerifyConfig``.
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name (or its sympy symbol) ->
@@ -82,11 +86,18 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
         backends: which to verify, any of "numpy", "torch" (symgrad's own programs) and
             "torch_fn" (your code); default all. ``backends=("torch_fn",)`` verifies only
             your code.
-        module: a user's ``torch.nn.Module`` verified by parameter name (``symgrad.modules``):
-            GPT layouts (book, nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from
-            its parameter names; ``module_map`` gives any other mapping. ``train`` (dropout fed
-            symgrad's keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
+        module: a user's ``torch.nn.Module``: with ``inputs=`` any module (below); with a
+            model, verified by parameter name (``symgrad.modules``): GPT layouts (book,
+            nanoGPT, Hugging Face GPT-2, symgrad's own) are detected from its parameter names;
+            ``module_map`` gives any other mapping. ``train`` (dropout fed symgrad's
+            keep-masks), ``loss(output, targets)``, ``paths`` ("eager", "compile",
             "sdpa-math", ...) apply to it.
+        inputs, targets: with ``module=`` and no model: ANY module, captured
+            (``symgrad.modules.any``): ``inputs`` (a tensor or a tuple) are fed to it,
+            ``loss(module(*inputs), targets)`` is the loss (no loss: the module's output,
+            reduced by a random cotangent if not a scalar); gradients are named by the
+            module's own parameter names; ``train``, ``paths`` apply. E.g.
+            ``sg.verify(module=cnn, inputs=x, targets=y, loss=F.cross_entropy)``.
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
@@ -97,6 +108,8 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     """
     if module is None and order == 1 and isinstance(model, Model) and _pipeline() == "program":
         model = to_program(model)
+    if samples is None:
+        samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
@@ -104,15 +117,17 @@ def verify(model: Model, *, torch_fn: Callable | None = None, samples: int = 500
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
+    check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
+                  torch_fn=torch_fn, module_map=module_map, order=cfg.order)
+    if inputs is not None:  # any nn.Module, captured with its example inputs
+        return verify_any_module(module, inputs, targets=targets, cfg=cfg, options=ModuleOptions(
+            None, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
-        if at is not None or torch_fn is not None:
-            raise SymgradError("verify: module= runs the module itself; give at= and torch_fn= "
-                               "without it")
         return verify_module(model, module, cfg=cfg, options=ModuleOptions(
             module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer

@@ -58,7 +58,8 @@ class Captured:
         state = [s for s in self.slots if s.source == "state"]
         args = [s for s in self.slots if s.source == "arg"]
         cots = self.cotangents
-        other_call = Call(other, self.call.template) if other is not None else None
+        other_call = Call(other, self.call.template, self.call.loss,
+                          self.call.n_targets) if other is not None else None
 
         def fn(**blocks: torch.Tensor) -> torch.Tensor:
             tensors = tuple(blocks.get(s.name, s.value) for s in args)
@@ -101,7 +102,8 @@ class Captured:
 
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
             module_params: str = "param", seed: int = 0, name: str | None = None,
-            names: Sequence[str] | None = None) -> Captured:
+            names: Sequence[str] | None = None, loss: Callable | None = None,
+            n_targets: int = 0) -> Captured:
     """Capture ``fn(*args)`` as a tensor program.
 
     Arguments:
@@ -113,11 +115,14 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         seed: the seed of the random cotangents of a non-scalar output.
         name: the model's name (default: the function's or the module's).
         names: the arguments' names (default: from ``fn``'s signature).
+        loss: the captured forward is ``loss(fn(*args[:-n_targets]), *args[-n_targets:])``
+            (a module's output and its targets); None: ``fn(*args)`` itself.
+        n_targets: how many of the last ``args`` are ``loss``'s targets.
     Returns:
         A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    call, ep = export(fn, args)
+    call, ep = export(fn, args, loss, n_targets)
     tensors = [args[i] for i in call.slots]
     names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]
              for i in call.slots]

@@ -23,11 +23,16 @@ PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
 
 
 class Call(torch.nn.Module):
-    """``fn(*args)`` as a module whose forward takes the tensor arguments only."""
+    """``fn(*args)`` as a module whose forward takes the tensor arguments only; with ``loss``,
+    ``loss(fn(*args[:-n_targets]), *args[-n_targets:])`` (a module's output and its targets,
+    ``sg.verify(module=, inputs=, targets=, loss=)``)."""
 
-    def __init__(self, fn: Callable, args: Sequence[Any]) -> None:
+    def __init__(self, fn: Callable, args: Sequence[Any], loss: Callable | None = None,
+                 n_targets: int = 0) -> None:
         super().__init__()
         self.fn = fn
+        self.__dict__["loss"] = loss  # not a submodule: its state is no block
+        self.n_targets = n_targets
         self.template = list(args)
         self.slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
 
@@ -35,7 +40,10 @@ class Call(torch.nn.Module):
         args = list(self.template)
         for i, t in zip(self.slots, tensors):
             args[i] = t
-        return self.fn(*args)
+        if self.loss is None:
+            return self.fn(*args)
+        k = len(args) - self.n_targets
+        return self.loss(self.fn(*args[:k]), *args[k:])
 
 
 @dataclass(frozen=True)
@@ -95,16 +103,18 @@ def block_name(key: str) -> str:
     return name if name.isidentifier() else f"p_{name}"
 
 
-def export(fn: Callable, args: Sequence[Any]) -> tuple[Call, torch.export.ExportedProgram]:
+def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
+           n_targets: int = 0) -> tuple[Call, torch.export.ExportedProgram]:
     """``torch.export`` of ``fn(*args)`` (core ATen after decompositions).
 
     Arguments:
         fn: a function or ``nn.Module``.
         args: its example arguments (tensors and Python values).
+        loss, n_targets: as for ``Call`` (the last ``n_targets`` arguments go to ``loss``).
     Returns:
         The wrapper module and its exported program.
     """
-    call = Call(fn, args)
+    call = Call(fn, args, loss, n_targets)
     tensors = tuple(args[i] for i in call.slots)
     what = display_name(fn)
     _anchor(fn)

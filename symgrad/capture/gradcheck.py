@@ -48,8 +48,9 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
             torch.autograd.gradcheck does).
         inputs: a tensor or a tuple of arguments; the float tensors with ``requires_grad``
             are differentiated, integer tensors are held at their values.
-        dtype: the dtype to check in ("float64", "float32" or a torch dtype; default: that of
-            the differentiated inputs); the verdict is in ULPs of it.
+        dtype: the dtype to check in ("float64", "float32", "bfloat16", "float16" or a torch
+            dtype; default: that of the differentiated inputs); the verdict is in ULPs of it
+            (bfloat16: what its 8 bits cannot resolve is inconclusive, never a pass).
         samples: points checked: the given one and ``samples - 1`` around it (each
             differentiated entry scaled by a random factor in [5/8, 11/8]).
         seed: seeds the random cotangent of a non-scalar output and the points around.
@@ -139,8 +140,8 @@ def _dtype_name(dtype: str | torch.dtype) -> str:
     if isinstance(dtype, torch.dtype):
         names = {v: k for k, v in TORCH_DTYPES.items()}
         if dtype not in names:
-            raise SymgradError(f"gradcheck: dtype {dtype} is not supported; use float64 or "
-                               "float32")
+            raise SymgradError(f"gradcheck: dtype {dtype} is not supported; use one of "
+                               f"{', '.join(TORCH_DTYPES)}")
         return names[dtype]
     if dtype not in TORCH_DTYPES:
         raise SymgradError(f"gradcheck: dtype {dtype!r}; choose one of {', '.join(TORCH_DTYPES)}")

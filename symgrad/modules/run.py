@@ -253,6 +253,7 @@ def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int)
     result.precision_losses = [fix(f) for f in result.precision_losses]
     result.kinks = [fix(f) for f in result.kinks]
     result.worst = [fix(f) for f in result.worst]
+    result.undecided = [fix(f) for f in result.undecided]
     return result
 
 

@@ -40,7 +40,8 @@ class Backend:
 def backends(model: TensorModel, values: dict, cfg: VerifyConfig, np_dtype: str, *,
              numpy: bool, torch_fn: Callable | None, extra: dict) -> list[Backend]:
     """The run's backends in the order they are compared and reported: numpy (when
-    ``numpy``), torch, torch_fn (when given), then each ``extra`` one.
+    ``numpy``), torch, torch_fn (when given), each only if ``cfg.backends`` names it (None:
+    all), then each ``extra`` one.
 
     Arguments:
         model: the tensor model.
@@ -60,13 +61,14 @@ def backends(model: TensorModel, values: dict, cfg: VerifyConfig, np_dtype: str,
             got, mode = fn()
             return got, BackendRun(name, dtype, device, mode, time.perf_counter() - t0, n)
         return Backend(name, dtype, run)
-    plan = []
-    if numpy:
+    plan, want = [], cfg.backends or ("numpy", "torch", "torch_fn")  # only those asked for
+    if numpy and "numpy" in want:
         plan.append(timed("numpy", np_dtype, "cpu",
                           lambda: (numpy_view(model, values, np_dtype), "vectorised")))
-    plan.append(timed("torch", cfg.dtype, cfg.device, lambda: (
-        torch_view(model, values, dtype=cfg.dtype, device=cfg.device), "batched autograd")))
-    if torch_fn is not None:
+    if "torch" in want:
+        plan.append(timed("torch", cfg.dtype, cfg.device, lambda: (
+            torch_view(model, values, dtype=cfg.dtype, device=cfg.device), "batched autograd")))
+    if torch_fn is not None and "torch_fn" in want:
         plan.append(timed("torch_fn", cfg.dtype, cfg.device, lambda: torch_backend.run_torch_fn(
             torch_fn, model.blocks, values, device=cfg.device, dtype=cfg.dtype,
             batching=cfg.torch_fn_batching)))

@@ -1,0 +1,259 @@
+"""Any ``nn.Module``, verified by its own parameter names: ``sg.verify(module=m, inputs=x,
+targets=y, loss=F.cross_entropy)``.
+
+The module (with the loss applied to its output and the targets) is captured
+(``symgrad.capture``: torch.export, core ATen) into a tensor program; the user's autograd
+gradient on each torch path ("eager", "compile", "sdpa-math", ...; ``symgrad.modules.paths``)
+is compared against the exact derivative of that captured forward, at the example point and
+``samples - 1`` points around it (each parameter and float input entry scaled by a random
+factor in [5/8, 11/8]; targets, integer inputs and buffers held). Rows and messages use the
+module's own names (``conv1.weight[0, 1, 2, 2]``). The forward is the reference here: a
+forward bug is invisible (the GPT layouts, ``sg.verify(model, module=m)``, also check the
+forward against an independent description).
+
+>>> import torch, symgrad as sg
+>>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
+>>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+>>> r = sg.verify(module=net.double(), inputs=x, targets=torch.tensor([0, 1, 1, 0, 1]),
+...               loss=torch.nn.functional.cross_entropy, samples=2)
+>>> r.ok, r.outputs[1]
+(True, 'd/d0.weight[0, 0]')
+"""
+
+from __future__ import annotations
+
+import time
+from contextlib import contextmanager, nullcontext
+from dataclasses import replace
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..backends import torch as torch_backend
+from ..capture.captured import Captured, capture
+from ..capture.export import PREFIX, arg_names, display_name
+from ..config import VerifyConfig
+from ..errors import SymgradError
+from ..result import Result
+from ..tensor.verify import verify_tensor
+from . import paths as paths_mod
+from .mapping import Plan
+from .run import ModuleOptions, ModuleRun, backend_name, named_by_module
+
+DEFAULT_SAMPLES = 4  # sg.verify(module=, inputs=) without samples=: the example and 3 around
+
+
+def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
+                  torch_fn: Any, module_map: Any, order: int) -> None:
+    """The combinations of ``sg.verify``'s model / module / inputs options, one line per
+    mistake naming the option (raised before anything runs)."""
+    if module is None:
+        if inputs is not None or targets is not None:
+            raise SymgradError(f"verify: {'inputs' if inputs is not None else 'targets'}= "
+                               "goes with module= (the nn.Module they are fed to); pass "
+                               "module=your_module")
+        if model is None:
+            raise SymgradError("verify: nothing to verify; pass a model (sg.Model or a zoo "
+                               "model), or module=your_module with inputs=example_inputs")
+        return
+    if at is not None or torch_fn is not None:
+        raise SymgradError(f"verify: module= runs the module itself; "
+                           f"{'at' if at is not None else 'torch_fn'}= does not go with it "
+                           "(drop it, or verify a model with at= / torch_fn= without module=)")
+    if targets is not None and inputs is None:
+        raise SymgradError("verify: targets= goes with inputs= (the module's example inputs); "
+                           "pass inputs=")
+    if inputs is None and model is None:
+        raise SymgradError("verify: module= needs inputs= (example inputs: a tensor or a tuple "
+                           "of tensors passed to the module), or a model describing it (GPT "
+                           "layouts)")
+    if inputs is not None and model is not None:
+        raise SymgradError("verify: pass either a model (GPT layouts, matched by parameter "
+                           "name) or inputs= (any module, captured), not both")
+    if inputs is not None and module_map is not None:
+        raise SymgradError("verify: module_map= maps a model's blocks to a GPT module; with "
+                           "inputs= the module is captured under its own names: drop it")
+    if inputs is not None and order != 1:
+        raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
+                           "sg.gradgradcheck(module, inputs)")
+
+
+def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
+                      options: ModuleOptions = ModuleOptions(),
+                      targets: Any = None) -> Result:
+    """``sg.verify(module=, inputs=, targets=, loss=, train=, paths=)`` (see its docstring).
+
+    Arguments:
+        module: any ``torch.nn.Module`` whose parameters are in the run's dtype.
+        inputs: its example inputs, a tensor or a tuple (``module(*inputs)``); float tensors
+            are cast to the run's dtype; ``requires_grad`` ones are differentiated too.
+        cfg: the run (samples: points checked; dtype; seed).
+        options: ``loss(output, *targets)`` (None: the output itself if a scalar, else its
+            sum against a fixed random cotangent), ``train`` (train mode; dropout refused),
+            ``paths``.
+        targets: the loss's targets, a tensor or a tuple, held at their values.
+    Returns:
+        A ``Result`` named by the module's parameters; ``result.module`` says which paths ran.
+    """
+    t_call = time.perf_counter()
+    paths = paths_mod.check_paths(options.paths)
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    _check(module, cfg, options)
+    args = _tensors(inputs, cfg, "inputs")
+    extra = _tensors(targets, cfg, "targets") if targets is not None else ()
+    if extra and options.loss is None:
+        raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
+                           "loss=torch.nn.functional.cross_entropy)")
+    with _mode(module, options.train):
+        names = arg_names(module, len(args)) + (
+            ["targets"] if len(extra) == 1 else [f"targets{i}" for i in range(len(extra))])
+        captured = capture(module, args + extra, loss=options.loss, n_targets=len(extra),
+                           seed=cfg.seed, names=names, name=display_name(module),
+                           grad=[bool(a.requires_grad) for a in args + extra
+                                 if isinstance(a, torch.Tensor)])
+        run, fns = _paths(captured, paths, cfg, options.train)
+        run.first_message_s = time.perf_counter() - t_call
+        vary = [b.name for b in captured.model.param_blocks] + [
+            s.name for s in captured.slots if s.source == "arg" and s.role == "input"
+            and s.key < len([a for a in args if isinstance(a, torch.Tensor)])]
+        result = verify_tensor(captured.model, torch_fn=None, at=captured.at(
+            cfg.samples, cfg.seed, vary), cfg=replace(cfg, backends=("torch_fn",)),  # user
+            extra={backend_name(p): (fn, p) for p, fn in fns.items()})  # code only: no own
+    result.timings["first_message_s"] = run.first_message_s
+    result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    result.module = run
+    return result
+
+
+def own_names(captured: Captured) -> Plan:
+    """The module's own name of each parameter block (``conv1.weight``; an input's: its
+    argument name), as the ``Plan`` that ``named_by_module`` reads."""
+    label = {s.name: (str(s.key)[len(PREFIX):] if s.source == "state" else s.name)
+             for s in captured.slots}
+    blocks = captured.model.param_blocks
+    names = [label[b.name] for b in blocks]
+    return Plan("captured", names, {label[b.name]: tuple(b.shape) for b in blocks}, {},
+                {b.name: label[b.name] for b in blocks},
+                {b.name: np.stack([np.full(b.size, i), np.arange(b.size)], 1)
+                 for i, b in enumerate(blocks)}, {})
+
+
+def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
+    """The module, its dtype and (train mode) dropout, in one line each."""
+    if not isinstance(module, nn.Module):
+        raise SymgradError(f"module= must be a torch.nn.Module, got {type(module).__name__}")
+    want = torch_backend.TORCH_DTYPES[cfg.dtype]
+    for name, p in module.named_parameters():
+        if p.is_floating_point() and p.dtype != want:
+            raise SymgradError(f"module: parameter {name} is {str(p.dtype)[6:]}, the run is "
+                               f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype}))"
+                               f" or pass dtype={str(p.dtype)[6:]!r}")
+        if p.device.type != str(cfg.device).split(":")[0]:
+            raise SymgradError(f"module: parameter {name} is on {p.device}, the run is on "
+                               f"{cfg.device}; move the module (module.to({cfg.device!r})) or "
+                               f"pass device={p.device.type!r}")
+    if options.train:
+        drop = [(n, m.p) for n, m in module.named_modules()
+                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
+        if drop:
+            raise SymgradError(f"module: train=True and {drop[0][0]} is dropout with p="
+                               f"{drop[0][1]}: its random mask differs between the capture and "
+                               "your run; verify in eval mode (train=False) or set p=0")
+
+
+def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
+    """A tensor or a tuple/list of arguments; float tensors cast to the run's dtype."""
+    items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
+    if not any(isinstance(a, torch.Tensor) for a in items):
+        raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
+    dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
+    return tuple((a.detach().to(cfg.device, dtype).requires_grad_(a.requires_grad)
+                  if a.is_floating_point() else a.to(cfg.device))
+                 if isinstance(a, torch.Tensor) else a for a in items)
+
+
+@contextmanager
+def _mode(module: nn.Module, train: bool):
+    """The module in train or eval mode, its buffers (BatchNorm's running stats, which each
+    train-mode run updates) and modes restored afterwards."""
+    modes = {m: m.training for m in module.modules()}
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()}
+    module.train(train)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for n, b in module.named_buffers():
+                if n in saved:
+                    b.copy_(saved[n])
+        for m, was in modes.items():
+            m.training = was
+
+
+def _paths(captured: Captured, paths: tuple[str, ...], cfg: VerifyConfig,
+           train: bool) -> tuple[ModuleRun, dict[str, Callable]]:
+    """Each path's torch function, probed at the example point (eager must run; another path
+    that cannot is skipped with its reason)."""
+    run, fns = ModuleRun("captured"), {}
+    eager = captured.torch_fn()
+    for path in paths:
+        fn = _path_fn(eager, path)
+        counter = _CountSDPA() if paths_mod.PATHS[path].sdpa_backend else None
+        try:
+            with counter if counter is not None else nullcontext():
+                _probe(fn, captured, cfg)
+            reason = paths_mod.skip_reason(path, None, counter.calls if counter else 1,
+                                           cfg.device)
+        except Exception as exc:  # noqa: BLE001 - a path that cannot run is a row, not a crash
+            if path == "eager":
+                raise SymgradError(f"module: the module does not run on its example inputs "
+                                   f"({type(exc).__name__}: {str(exc)[:200]})") from None
+            reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
+        if reason:
+            run.skipped[path] = reason
+        else:
+            fns[path] = fn
+            run.backends[path] = backend_name(path)
+    if not fns:
+        raise SymgradError("module: no path could run: " + "; ".join(
+            f"{p}: {r}" for p, r in run.skipped.items()))
+    return run, fns
+
+
+def _path_fn(eager: Callable, path: str) -> Callable:
+    """``fn(**blocks)`` on one path: eager, compiled (inductor), or sdpa pinned."""
+    wrap = paths_mod.wrapper(path)
+    inner = wrap(lambda blocks: eager(**blocks)) if wrap is not None else None
+
+    def fn(**blocks: torch.Tensor) -> torch.Tensor:
+        with paths_mod.path_context(path):
+            return inner(blocks) if inner is not None else eager(**blocks)
+    fn.__name__ = eager.__name__
+    return fn
+
+
+def _probe(fn: Callable, captured: Captured, cfg: VerifyConfig) -> None:
+    """One forward and backward at the example point (fail fast, before the oracle)."""
+    dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
+    blocks = {b.name: torch.as_tensor(captured.example[b.name], device=cfg.device).to(
+        torch.long if b.domain.integer else dtype) for b in captured.model.blocks}
+    for b in captured.model.param_blocks:
+        blocks[b.name].requires_grad_(True)
+    fn(**blocks).backward()
+
+
+class _CountSDPA(torch.overrides.TorchFunctionMode):
+    """Counts the calls of ``F.scaled_dot_product_attention`` (an sdpa path applies only to a
+    module that calls it)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if func is F.scaled_dot_product_attention:
+            self.calls += 1
+        return func(*args, **(kwargs or {}))

@@ -1,0 +1,237 @@
+"""``sg.verify(module=any_module, inputs=..., targets=..., loss=...)``: any nn.Module captured and
+verified by its own parameter names. Correct modules (a CNN in train and eval mode, an
+RMSNorm/SwiGLU MLP, a module with a custom autograd.Function) pass in float64 and are not
+failed in float32; planted wrong backwards fail and the message names the module's parameter;
+bad option combinations are refused in one line naming the option."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import symgrad as sg
+from symgrad.errors import SymgradError
+from symgrad.testing import scale_backward
+
+
+def _x(*shape, seed=0, dtype=torch.float64):
+    return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
+
+
+class CNN(nn.Module):
+    """conv -> BatchNorm -> relu -> max-pool (or average pool) -> linear; ``wrong`` scales
+    conv1.weight's gradient (the planted bug)."""
+
+    def __init__(self, wrong: float = 1.0, pool=F.max_pool2d) -> None:
+        super().__init__()
+        self.pool = pool
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 2 * 2, 3)
+        self.wrong = wrong
+
+    def forward(self, x):
+        w = self.conv1.weight if self.wrong == 1.0 else scale_backward(self.conv1.weight,
+                                                                        self.wrong)
+        h = self.pool(F.relu(self.bn(F.conv2d(x, w, self.conv1.bias, padding=1))), 2)
+        return self.fc(h.flatten(1))
+
+
+def _cnn(dtype=torch.float64, wrong=1.0, pool=F.max_pool2d):
+    torch.manual_seed(0)
+    m = CNN(wrong, pool).to(dtype)
+    with torch.no_grad():
+        m.bn.running_mean.uniform_(-0.5, 0.5)
+        m.bn.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+Y = torch.tensor([0, 2])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cnn_passes_in_float64_train_and_eval_and_its_state_is_restored(train):
+    m = _cnn().eval()
+    before = {k: v.clone() for k, v in m.state_dict().items() if torch.is_tensor(v)}
+    r = sg.verify(module=m, inputs=_x(2, 2, 4, 4), targets=Y, loss=F.cross_entropy,
+                  train=train, samples=2)
+    assert r.ok, r
+    assert "conv1.weight" in {b for b, _, _ in r.blocks}
+    assert not m.training  # the user's mode is back, and BatchNorm's running stats too
+    assert all(torch.equal(before[k], v) for k, v in m.state_dict().items() if k in before)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_cnn_is_not_failed_in_float32(train):
+    r = sg.verify(module=_cnn(torch.float32), inputs=_x(2, 2, 4, 4), targets=Y,
+                  loss=F.cross_entropy, train=train, dtype="float32", samples=2)
+    assert r.verdict != "fail", r
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_scaled_gradient_on_one_parameter_is_caught_and_named(train):
+    r = sg.verify(module=_cnn(wrong=1 + 1e-6, pool=F.avg_pool2d), inputs=_x(2, 2, 4, 4),
+                  targets=Y, loss=F.cross_entropy, train=train, samples=2)
+    assert r.verdict == "fail"
+    assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dconv1.weight"}
+    assert "conv1.weight[" in r.findings("failures")[0].message()
+
+
+def test_scaled_gradient_behind_a_max_pool_is_never_a_pass():
+    """Known limit: behind a max-pool the entries beyond the fast bound stay suspects, and
+    the given samples leave no fresh ones to confirm them on: inconclusive, not a pass."""
+    r = sg.verify(module=_cnn(wrong=1.5), inputs=_x(2, 2, 4, 4), targets=Y,
+                  loss=F.cross_entropy, samples=2)
+    assert r.verdict != "pass"
+    assert all(f.output.startswith("d/dconv1.weight") for f in r.findings("failures")
+               + r.undecided)
+
+
+class SwiGLU(nn.Module):
+    """RMSNorm then a SwiGLU feed-forward with a residual (an LLaMA block's MLP half)."""
+
+    def __init__(self, d: int = 4, h: int = 6) -> None:
+        super().__init__()
+        self.norm = nn.Parameter(1 + 0.1 * torch.randn(d))
+        self.w1, self.w3 = nn.Linear(d, h, bias=False), nn.Linear(d, h, bias=False)
+        self.w2 = nn.Linear(h, d, bias=False)
+
+    def forward(self, x):
+        n = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.norm
+        return x + self.w2(F.silu(self.w1(n)) * self.w3(n))
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_swiglu_block_without_a_loss_passes(dtype):
+    torch.manual_seed(0)
+    m = SwiGLU().to(getattr(torch, dtype))  # output (2, 3, 4): a random cotangent
+    r = sg.verify(module=m, inputs=_x(2, 3, 4), dtype=dtype, samples=3,
+                  paths=("eager", "sdpa-math"))
+    assert r.verdict == ("pass" if dtype == "float64" else r.verdict) != "fail", r
+    assert {"norm", "w1.weight", "w2.weight"} <= {b for b, _, _ in r.blocks}
+    assert "not applicable" in r.module.skipped["sdpa-math"]
+
+
+def test_llama_block_passes_on_eager_and_the_sdpa_math_path():
+    from test_capture_clients import LlamaBlock  # RMSNorm, RoPE, GQA causal SDPA, SwiGLU
+    torch.manual_seed(0)
+    r = sg.verify(module=LlamaBlock().double(), inputs=_x(1, 4, 8), samples=2,
+                  paths=("eager", "sdpa-math", "sdpa-efficient"))
+    assert r.ok, r
+    assert {"module", "module[sdpa-math]"} <= set(r.comparisons)
+    assert {"n1.w", "q.weight", "k.weight", "w3.weight"} <= {b for b, _, _ in r.blocks}
+    assert "sdpa-efficient" in r.module.skipped or "module[sdpa-efficient]" in r.comparisons
+
+
+class Gain(torch.autograd.Function):
+    """x * g, its backward for g scaled by ``factor`` (1: correct)."""
+
+    factor = 1.0
+
+    @staticmethod
+    def forward(ctx, x, g):
+        ctx.save_for_backward(x, g)
+        return x * g
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, g = ctx.saved_tensors
+        return grad * g, (grad * x).sum(0) * Gain.factor
+
+
+class Scaled(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.gain = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+
+    def forward(self, x):
+        return torch.tanh(Gain.apply(self.lin(x), self.gain))
+
+
+@pytest.mark.parametrize("factor", [1.0, 1 + 1e-7])
+def test_custom_function_backward_times_1_plus_1e_7_is_caught_in_float64(factor, monkeypatch):
+    monkeypatch.setattr(Gain, "factor", factor)
+    torch.manual_seed(0)
+    r = sg.verify(module=Scaled().double(), inputs=_x(4, 3), targets=_x(4, 3, seed=1),
+                  loss=F.mse_loss, samples=3)
+    if factor == 1.0:
+        assert r.ok, r
+    else:
+        assert r.verdict == "fail"
+        assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dgain"}
+
+
+def test_custom_function_passes_in_float32():
+    torch.manual_seed(0)
+    r = sg.verify(module=Scaled(), inputs=_x(4, 3, dtype=torch.float32), dtype="float32",
+                  targets=_x(4, 3, seed=1), loss=F.mse_loss, samples=3)
+    assert r.verdict != "fail", r
+
+
+@pytest.mark.slow
+def test_compile_path_of_a_correct_module_is_not_flagged():
+    torch.manual_seed(0)
+    r = sg.verify(module=SwiGLU().double(), inputs=_x(2, 3, 4), samples=2,
+                  paths=("eager", "compile"))
+    assert r.verdict == "pass" or "compile" in r.module.skipped, r
+    assert set(r.comparisons) == {"module"} | ({"module[compile]"} - {
+        f"module[{p}]" for p in r.module.skipped})
+
+
+@pytest.mark.parametrize("kwargs, option", [
+    ({"module": nn.Linear(2, 2)}, "inputs="),
+    ({"inputs": torch.ones(2)}, "module="),
+    ({"module": nn.Linear(2, 2).double(), "inputs": torch.ones(2), "at": {}}, "at="),
+    ({"module": nn.Linear(2, 2).double(), "inputs": torch.ones(2), "torch_fn": abs}, "torch_fn="),
+    ({"module": nn.Linear(2, 2).double(), "inputs": torch.ones(2), "targets": torch.ones(2)},
+     "loss="),
+    ({"module": nn.Linear(2, 2).double(), "inputs": torch.ones(2), "module_map": {}},
+     "module_map="),
+    ({"module": nn.Linear(2, 2), "inputs": torch.ones(2)}, "dtype='float32'"),
+    ({"module": nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)).double(),
+      "inputs": torch.ones(2), "train": True}, "1 is dropout"),
+    ({}, "module=your_module"),
+])
+def test_bad_combinations_are_refused_in_one_line(kwargs, option):
+    with pytest.raises(SymgradError) as err:
+        sg.verify(**kwargs)
+    assert option in str(err.value) and "\n" not in str(err.value)
+
+
+def test_summary_ratio_is_not_zero_when_only_exact_entries_were_decided():
+    """Every decided entry exact (error 0) and the others undecided: the summary's worst error
+    over allowance is the every-entry figure, not a 0 claiming agreement."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from symgrad.compare import STATUS_NAMES
+    torch.manual_seed(0)
+    r = sg.verify(module=Scaled().double(), inputs=_x(4, 3), samples=2)
+    comp = r.comparisons["module"]
+    inconclusive = next(k for k, v in STATUS_NAMES.items() if v == "inconclusive")
+    status = np.full_like(comp.status, inconclusive)
+    status[:, 0] = comp.status[:, 0]
+    got = np.array(comp.got, dtype=np.float64)
+    got[:, 0] = np.asarray(comp.expected, dtype=np.float64)[:, 0]  # the value: exact
+    rr = replace(r, comparisons={"module": replace(comp, status=status, got=got, error=None)})
+    s = rr.summary("module")
+    assert s["worst_error_over_allowance_decided"] == 0
+    assert s["worst_error_over_allowance"] == s["worst_error_over_allowance_every_entry"] > 0
+    assert r.summary("module")["worst_error_over_allowance"] == \
+        r.summary("module")["worst_error_over_allowance_decided"]  # all decided: unchanged
+
+
+def test_readme_section_runs_as_written(capsys):
+    """The README's "Any nn.Module in a few lines" code block runs and prints its verdicts."""
+    from pathlib import Path
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("### Any nn.Module in a few lines", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "README.md", "exec"), {})
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("pass ['0.weight', '0.bias', '1.weight'")
+    assert lines[1] in ("pass", "inconclusive") and lines[2:] == ["True", "pass"]

@@ -152,8 +152,10 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
              *, torch_fn: Callable | None = None, device: str = "cpu", memo: dict | None = None
              ) -> causes.Cause:
     """The root cause of a tensor model's failure: ``ctx`` (what the pipeline knows: dtype,
-    the value's status, a departure) completed with the exact intermediates the catalogue reads
-    and a torch_fn's integer promotions, then ``causes.classify_failure``.
+    the value's status, a departure) completed with the exact intermediates the catalogue reads,
+    a torch_fn's integer promotions and the derivative order (``model.order``: 2 for the HVP
+    model of ``symgrad.hvp``, whose findings first-order torch behaviours do not explain), then
+    ``causes.classify_failure``.
 
     Arguments:
         model: the tensor model.
@@ -167,6 +169,7 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
         The ``causes.Cause``.
     """
     memo = {} if memo is None else memo
+    ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
     if failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED:
         if ("ops", failure.sample) not in memo:
             memo[("ops", failure.sample)] = op_values(model, leaves)

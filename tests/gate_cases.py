@@ -24,7 +24,8 @@ from symgrad.tensor.front import to_program
 from symgrad.zoo import gpt
 from tests.test_causes import (BCE_WITH_LOGITS, SATURATED_AT, bce_loss_of_sigmoid,
                                bce_with_logits_fn, guard_model, intlog_fn, intlog_model,
-                               logit_model, logits_model, sat_model, softplus_fn, softplus_model)
+                               logit_model, logits_model, overflow_model, sat_model,
+                               softplus_fn, softplus_model)
 from tests.test_kinks import TIE, Z0, _tie_fn, _tie_model, neuron_x15
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
@@ -210,6 +211,8 @@ def _cause_cases() -> list[Case]:
         Case("cause integer input promoted to float32", "named cause", intlog_model,
              {"samples": 30, "seed": 0, "backends": ("torch_fn",)}, intlog_fn,
              cause="integer input promoted"),
+        Case("cause overflow", "named cause", overflow_model, {"samples": 30, "seed": 0},
+             None, cause="overflow"),
         Case("cause guard rounds to zero float16", "named cause", guard_model,
              {"at": {"w": [0.0, 0.0]}, "dtype": "float16", "backends": ("torch",)}, None,
              cause="guard rounds to zero"),

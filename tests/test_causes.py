@@ -84,6 +84,13 @@ def guard_model() -> sg.Model:
     return sg.Model("guard", sp.Max(w, 0) + sp.sqrt(w**2 + sp.Float(1e-10)), params=[w])
 
 
+def overflow_model() -> sg.Model:
+    """exp(w x) with w x in [700, 724]: beyond float64's range (exp(709.8)) at most samples."""
+    w, x = sp.symbols("w x")
+    return sg.Model("overflow", sp.exp(w * x), params={w: sg.Uniform(700, 710)},
+                    inputs={x: sg.Uniform(1, 1.02)})
+
+
 def test_bce_loss_clamp_is_named(models):
     m = models["simplenet"]
     r = sg.verify(m, torch_fn=m.reference, samples=500, seed=2)
@@ -277,3 +284,12 @@ def test_a_first_order_torch_behaviour_is_not_named_at_order_2():
     scalar = sg.verify(softplus_model(), samples=10, seed=0, order=2, backends=("torch_fn",),
                        torch_fn=softplus_fn, at={"w": [22.0, 24.0], "x": [1.0, 1.0]})
     assert _causes(second) == _causes(scalar) == {"function differs: different function"}
+
+
+def test_overflow_is_its_own_class_on_the_tensor_path():
+    """The exact value beyond float64's range: double-double says inf, the ARB ball ~1e311 is
+    finite; the certificate takes the ball beyond float64's largest number as agreeing (it was
+    'not certified', an error), and the failures are overflow, as on the scalar path."""
+    r = sg.verify(to_program(overflow_model()), samples=30, seed=0)
+    assert r.verdict == "fail" and {f.kind for f in r.failures} == {"overflow"}
+    assert {c.split(" — ")[-1] for c in _causes(r)} == {"overflow: overflow"}

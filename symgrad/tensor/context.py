@@ -16,7 +16,8 @@ by the oracle (double-double, ``symgrad.precise``), and each map node is read as
         (None, [t]); each sigmoid written by hand (1/(1 + e^-t))             -> "logit": (None, [t])
 
 (exact values as mpmath numbers of hi + lo; t evaluated in double-double). A node of many
-entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|). The program's
+entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
+``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
 integer promotions (``symgrad.backends.torch.integer_promotions``) as on the scalar side, so one
 ``causes.classify_failure`` serves both pipelines.
@@ -48,6 +49,8 @@ from .program import X, Node, topological
 from .tables import oracle_ops
 
 MAX_ENTRIES = 4096  # entries read per node (the most saturated): a causes check, not a scan
+OPS_UP_TO = 200_000  # parameters: up to here the failing sample is evaluated for the catalogue
+#                      (one oracle sample per failing sample; as tensor.verify's departure search)
 _SIGMOID = {e.xreplace({X0: X[0]})  # a map body that is the op of its one operand
             for e in (OPS["sigmoid"].textbook, OPS["sigmoid"].formula, OPS["sigmoid"].computed)}
 _SOFTPLUS = {e.xreplace({X0: X[0]}) for e in (OPS["softplus"].formula, OPS["softplus"].computed)}
@@ -170,7 +173,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
     """
     memo = {} if memo is None else memo
     ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
-    if failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED:
+    if (failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED
+            and model.n_parameters <= OPS_UP_TO):
         if ("ops", failure.sample) not in memo:
             memo[("ops", failure.sample)] = op_values(model, leaves)
         ctx = replace(ctx, ops=memo[("ops", failure.sample)])

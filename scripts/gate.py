@@ -8,8 +8,9 @@ tensor one (``symgrad.tensor.front.to_program``). Writes reports/gate.md and .js
 running the cases.
 
 Columns: verdict old / new, same?, worst error / allowance of the deciding backends (old, new),
-seconds of each ``sg.verify`` call (the new one includes deriving the tensor program), and the
-known reason for a difference (tests/gate_cases.py's KNOWN; tests/test_gate.py xfails those).
+seconds of each ``sg.verify`` call (the new one includes deriving the tensor program), the
+failures' causes (``symgrad.causes``; old / new where they differ) and the known reason for a
+difference (tests/gate_cases.py's KNOWN; tests/test_gate.py xfails those).
 """
 
 from __future__ import annotations
@@ -33,10 +34,18 @@ def _f(x: float) -> str:
     return "—" if x != x else f"{x:.3g}"
 
 
+def _causes(r: Row) -> str:
+    """The failures' causes: once when both paths agree, else old / new."""
+    if r.same_cause:
+        return r.cause_old.replace("|", "/")
+    return f"**old** {r.cause_old or '—'} / **new** {r.cause_new or '—'}".replace("|", "/")
+
+
 def markdown(rows: list[Row]) -> str:
     same = sum(r.same for r in rows)
     caught = [r for r in rows if r.suite == "planted bug" and r.old == "fail"]
     lost = [r for r in caught if r.new == "pass"]
+    named = [r for r in rows if r.cause_old or r.cause_new]
     lines = [
         "# Same-verdict gate: scalar pipeline vs tensor program (issue 17)",
         "",
@@ -46,11 +55,13 @@ def markdown(rows: list[Row]) -> str:
         "the same verdict on every row without a known reason and xfails (strict) the others.",
         "",
         f"**{same} of {len(rows)} rows agree.** Planted bugs the old path catches: "
-        f"{len(caught)}; passed by the new path: {len(lost)} (must be 0).",
+        f"{len(caught)}; passed by the new path: {len(lost)} (must be 0). The failures' "
+        f"causes agree on {sum(r.same_cause for r in named)} of the {len(named)} rows with "
+        "failures.",
         "",
         "| case | suite | old | new | same | worst err/allow old | new | s old | s new | "
-        "reason for a difference |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "causes | reason for a difference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         reason = KNOWN.get(r.case, "") or (f"error: {r.error_new}" if r.error_new else "")
@@ -58,7 +69,8 @@ def markdown(rows: list[Row]) -> str:
             reason = "**unexplained** " + reason
         lines.append(f"| {r.case} | {r.suite} | {r.old} | {r.new} | "
                      f"{'yes' if r.same else '**no**'} | {_f(r.ratio_old)} | {_f(r.ratio_new)} | "
-                     f"{r.seconds_old:.2f} | {r.seconds_new:.2f} | {reason.replace('|', '/')} |")
+                     f"{r.seconds_old:.2f} | {r.seconds_new:.2f} | {_causes(r)} | "
+                     f"{reason.replace('|', '/')} |")
     reasons: dict[str, list[str]] = {}
     for r in rows:
         if not r.same:

@@ -249,7 +249,7 @@ CATALOGUE = (
 )
 
 
-def _softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
+def softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
     """Arguments t of every softplus written by hand: log(1 + exp(t)), log1p(exp(t))."""
     found = []
     for f in expr.atoms(sp.log, log1p):
@@ -260,7 +260,7 @@ def _softplus_arguments(expr: sp.Expr) -> list[sp.Expr]:
     return found
 
 
-def _sigmoid_arguments(expr: sp.Expr) -> list[sp.Expr]:
+def sigmoid_arguments(expr: sp.Expr) -> list[sp.Expr]:
     """Logits t of every sigmoid written by hand: 1/(1 + exp(-t)) (a Pow(1 + exp(-t), -1))."""
     found = []
     for f in expr.atoms(sp.Pow):
@@ -279,7 +279,7 @@ def wanted_ops(model: Model) -> bool:
 
 def _wanted(model: Model) -> bool:
     return any(getattr(n.symbol, "op", "") in ("sigmoid", "softplus")
-               or _softplus_arguments(n.expr) or _sigmoid_arguments(n.expr)
+               or softplus_arguments(n.expr) or sigmoid_arguments(n.expr)
                for n in model.display_graph.nodes)
 
 
@@ -295,8 +295,8 @@ def op_values(model: Model, env: dict) -> dict[str, list]:
         if op in ("sigmoid", "softplus"):
             found.setdefault(op, []).append((env[n.symbol], [env[n.operands[0]]]))
             continue
-        for key, args in (("softplus", _softplus_arguments(n.expr)),
-                          ("logit", _sigmoid_arguments(n.expr))):
+        for key, args in (("softplus", softplus_arguments(n.expr)),
+                          ("logit", sigmoid_arguments(n.expr))):
             for t in args:
                 try:
                     found.setdefault(key, []).append((None, [float(t.xreplace(numbers))]))
@@ -307,23 +307,47 @@ def op_values(model: Model, env: dict) -> dict[str, list]:
 
 def guard_constants(model: Model, dtype: str) -> str | None:
     """A non-zero constant of the model that rounds to 0 in ``dtype`` (as text), if any."""
+    return guard_in((n.expr for n in model.graph.nodes), dtype)
+
+
+def guard_in(exprs, dtype: str) -> str | None:
+    """A non-zero constant of the expressions ``exprs`` (any program's steps) that rounds to 0
+    in ``dtype`` (as text), if any."""
     smallest = dtype_info(dtype).tiny * dtype_info(dtype).eps  # smallest subnormal
-    for n in model.graph.nodes:
-        for c in n.expr.atoms(sp.Number):
+    for expr in exprs:
+        for c in expr.atoms(sp.Number):
             if c != 0 and abs(float(c)) < smallest / 2:
                 return str(c)
     return None
 
 
 def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
-    """The root cause of one failure (a ``symgrad.result.Failure``), from ``ctx``'s data."""
+    """The root cause of one failure (a ``symgrad.result.Failure``) of a scalar model, from
+    ``ctx``'s data: ``classify_failure`` with the model's branches and guard constants."""
     ctx = ctx or Context()
     has_branch = any(n.expr.has(sp.Piecewise, sp.Max, sp.Min) for n in model.graph.nodes)
+    return classify_failure(failure, ctx, has_branch=has_branch,
+                            guard_zero=(guard_constants(model, ctx.dtype)
+                                        if failure.kind == "non-finite" else None))
+
+
+def classify_failure(failure, ctx: Context, *, has_branch: bool,
+                     guard_zero: str | None = None) -> Cause:
+    """The root cause of one failure of any program (scalar steps or tensor nodes), from data
+    alone: the kind (``by_kind``), then the catalogue of torch behaviours (``CATALOGUE``, read
+    from ``ctx``), then the first split (``first_split``).
+
+    Arguments:
+        failure: a ``symgrad.result.Failure``.
+        ctx: what the pipeline knows about the failing sample.
+        has_branch: the program has a branch (Piecewise, Max, Min: a where-trap is possible).
+        guard_zero: a constant of the program that rounds to 0 in the dtype, as text.
+    Returns:
+        The ``Cause``; its explanation ends with the catalogue entry's detail, if one applied.
+    """
     value_finite = failure.output != "value" and ctx.value_status != "non-finite"
     cause = by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
-                    value_finite=value_finite,
-                    guard_zero=(guard_constants(model, ctx.dtype)
-                                if failure.kind == "non-finite" else None))
+                    value_finite=value_finite, guard_zero=guard_zero)
     if cause is not None:
         return cause
     rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
@@ -344,11 +368,3 @@ def first_split(failure, ctx: Context) -> Cause:
     if ctx.forward_agrees:
         return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)
     return SECOND_DERIVATIVE_WRONG if ctx.order == 2 else DERIVATIVE_WRONG
-
-
-def classify_tensor(failure, ctx: Context, has_branch: bool) -> Cause:
-    """The root cause of a tensor model's failure: the kind, then the first split (the
-    catalogue of torch behaviours reads the scalar models' exact intermediates)."""
-    value_finite = failure.output != "value" and ctx.value_status != "non-finite"
-    return (by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
-                    value_finite=value_finite) or first_split(failure, ctx))

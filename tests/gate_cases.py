@@ -22,6 +22,10 @@ import symgrad as sg
 from symgrad import zoo
 from symgrad.tensor.front import to_program
 from symgrad.zoo import gpt
+from tests.test_causes import (BCE_WITH_LOGITS, SATURATED_AT, bce_loss_of_sigmoid,
+                               bce_with_logits_fn, guard_model, intlog_fn, intlog_model,
+                               logit_model, logits_model, overflow_model, sat_model,
+                               softplus_fn, softplus_model)
 from tests.test_kinks import TIE, Z0, _tie_fn, _tie_model, neuron_x15
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
@@ -35,6 +39,7 @@ class Case:
     build: Callable[[], sg.Model]
     kwargs: dict = field(default_factory=dict)  # torch_fn, samples, seed, dtype, at, backends
     torch_fn: Callable | str | None = "reference"  # "reference": the model's own
+    cause: str = ""  # the named cause (symgrad.causes) both paths must give its failures
 
     @property
     def planted(self) -> bool:
@@ -55,10 +60,16 @@ class Row:
     seconds_new: float
     error_new: str = ""  # the new path's SymgradError, if it raised
     phases_new: dict = field(default_factory=dict)  # the new run's timings (derive_s, ...)
+    cause_old: str = ""  # the failures' distinct causes, sorted, "; "-joined ("" when none)
+    cause_new: str = ""
 
     @property
     def same(self) -> bool:
         return self.old == self.new
+
+    @property
+    def same_cause(self) -> bool:
+        return self.cause_old == self.cause_new
 
 
 def _zoo_cases() -> list[Case]:
@@ -175,7 +186,41 @@ def _kink_cases() -> list[Case]:
                  {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))]
 
 
-CASES: list[Case] = _zoo_cases() + _mutant_cases() + _false_alarm_cases() + _kink_cases()
+def _cause_cases() -> list[Case]:
+    """The catalogue of torch behaviours (symgrad.causes.CATALOGUE), from tests/test_causes.py:
+    both paths must give the same verdict and the same named cause (``Case.cause``)."""
+    sat = {"samples": 20, "seed": 0, "backends": ("torch_fn",)}
+    return [
+        Case("cause BCELoss clamp simplenet", "named cause", lambda: zoo.get("simplenet"),
+             {"samples": 500, "seed": 2}, cause="BCELoss clamp"),
+        Case("cause BCELoss log clamp float32", "named cause", sat_model,
+             {**sat, "dtype": "float32"}, bce_loss_of_sigmoid, cause="BCELoss clamp"),
+        Case("cause BCELoss log clamp bfloat16", "named cause", sat_model,
+             {**sat, "dtype": "bfloat16"}, bce_loss_of_sigmoid, cause="BCELoss clamp"),
+        Case("cause softplus threshold", "named cause", softplus_model,
+             {"samples": 40, "seed": 0}, softplus_fn, cause="softplus threshold"),
+        Case("cause softplus threshold, log(1 + e^t) by hand", "named cause",
+             lambda: softplus_model(plain=True), {"samples": 40, "seed": 0}, softplus_fn,
+             cause="softplus threshold"),
+        Case("cause saturated logit", "named cause", logits_model,
+             {"samples": 200, "seed": 0}, bce_with_logits_fn, cause="saturated logit"),
+        Case("cause saturated logit float32, BCE-with-logits by hand", "named cause",
+             lambda: logit_model(BCE_WITH_LOGITS["softplus"]),
+             {"at": SATURATED_AT, "dtype": "float32", "backends": ("torch_fn",)},
+             bce_with_logits_fn, cause="saturated logit"),
+        Case("cause integer input promoted to float32", "named cause", intlog_model,
+             {"samples": 30, "seed": 0, "backends": ("torch_fn",)}, intlog_fn,
+             cause="integer input promoted"),
+        Case("cause overflow", "named cause", overflow_model, {"samples": 30, "seed": 0},
+             None, cause="overflow"),
+        Case("cause guard rounds to zero float16", "named cause", guard_model,
+             {"at": {"w": [0.0, 0.0]}, "dtype": "float16", "backends": ("torch",)}, None,
+             cause="guard rounds to zero"),
+    ]
+
+
+CASES: list[Case] = (_zoo_cases() + _mutant_cases() + _false_alarm_cases() + _kink_cases()
+                     + _cause_cases())
 BY_ID = {c.id: c for c in CASES}
 
 # Why the new (tensor) path's verdict differs from the old one today; filled from
@@ -205,14 +250,15 @@ SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",
         "zoo gpt_feed_forward float32"}
 
 
-def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str, dict]:
+def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str, dict, str]:
     t0 = time.perf_counter()
     try:
         r = run()
     except sg.SymgradError as exc:
-        return "error", float("nan"), time.perf_counter() - t0, str(exc).split("\n")[0], {}
+        return "error", float("nan"), time.perf_counter() - t0, str(exc).split("\n")[0], {}, ""
     ratio = max((r.worst_ratio(b) for b in r.deciding), default=float("nan"))
-    return r.verdict, float(ratio), time.perf_counter() - t0, "", dict(r.timings)
+    causes = "; ".join(sorted({f.cause for f in r.failures}))
+    return r.verdict, float(ratio), time.perf_counter() - t0, "", dict(r.timings), causes
 
 
 def run_case(case: Case) -> Row:
@@ -223,4 +269,4 @@ def run_case(case: Case) -> Row:
     new_model = to_program(case.build())
     new = _verdict(lambda: sg.verify(new_model, torch_fn=fn, **case.kwargs))
     return Row(case.id, case.suite, old[0], new[0], old[1], new[1], old[2], new[2], new[3],
-               {k: round(v, 3) for k, v in new[4].items()})
+               {k: round(v, 3) for k, v in new[4].items()}, old[5], new[5])

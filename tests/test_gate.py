@@ -59,10 +59,25 @@ def test_planted_bug_caught_by_old_never_passes_on_new(case):
     assert r.new != "pass", f"{case.id}: caught by the old path, passed by the new one"
 
 
+NAMED = [c for c in CASES if c.cause]
+
+
+@pytest.mark.parametrize("case", [pytest.param(c, id=c.id, marks=_marks(c, True))
+                                  for c in NAMED])
+def test_same_named_cause_old_and_new(case):
+    """A catalogued torch behaviour (symgrad.causes) is named alike on both paths: the same
+    causes for the failures, and the case's cause among them."""
+    r = _row(case)
+    assert r.old == r.new == "fail", f"{case.id}: old {r.old}, new {r.new} {r.error_new}"
+    assert r.cause_old == r.cause_new, f"{case.id}: old {r.cause_old!r}, new {r.cause_new!r}"
+    assert case.cause in {c.split(": ")[-1] for c in r.cause_new.split("; ")}, r.cause_new
+
+
 def test_gate_has_every_scalar_zoo_model_and_suite():
     names = {c.id.split()[1] for c in CASES if c.suite == "zoo"}
     assert names == {n for n in zoo.names() if n != "tiny_gpt"}
-    assert {c.suite for c in CASES} == {"zoo", "planted bug", "correct twin", "false alarm"}
+    assert {c.suite for c in CASES} == {"zoo", "planted bug", "correct twin", "false alarm",
+                                        "named cause"}
     assert set(KNOWN) <= {c.id for c in CASES} and set(SLOW) <= {c.id for c in CASES}
 
 

@@ -62,7 +62,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
                  "tensor.streaming")),
     ("stages", ("stages", "hvp")),
-    ("judge", ("judge", "confirm", "causes")),
+    ("judge", ("judge", "confirm", "causes", "tensor.context")),
     ("verify", ("verify", "tensor.verify", "modules", "capture.gradcheck")),
     ("present", ("present", "explain", "report")),
     ("tools", ("__init__", "__main__", "cli", "commands", "testing", "hvp_mutants", "fuzz",

@@ -30,6 +30,7 @@ from ..errors import SymgradError
 from .arb import ARB_OPS, ArbOps
 
 _EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
+_MAX = arb(float(np.finfo(np.float64).max))  # beyond it a ball rounds out of float64
 
 
 @dataclass(frozen=True)
@@ -100,8 +101,10 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
             if b.is_finite():
                 radius[idx] = _up(_frac(b.rad()))
             if not np.isfinite(h):
-                agree = (np.isnan(h) and b.is_nan()) or (np.isinf(h) and not b.is_finite() and not b.is_nan()
-                                                        and ((h > 0 and b > 0) or (h < 0 and b < 0)))
+                agree = (np.isnan(h) and b.is_nan()) or (np.isinf(h) and not b.is_nan()
+                                                        and ((h > 0 and b > 0) or (h < 0 and b < 0))
+                                                        and (not b.is_finite() or abs(b) > _MAX))
+                # a finite ball beyond float64's range: DD's inf is the exact value rounded
                 bound[idx] = 0.0 if agree else np.inf
                 ok[idx] = agree
                 if not agree:

@@ -18,7 +18,6 @@ from dataclasses import replace
 from typing import Callable
 
 import numpy as np
-import sympy as sp
 
 from .. import causes
 from ..backends import torch as torch_backend
@@ -33,14 +32,13 @@ from ..points import given_samples
 from ..measures import STREAM_FROM
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
-from . import views
+from . import context, views
 from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, share_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
-from .program import topological
 from .kinks import has_sites, oracle_program, reached
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
@@ -182,7 +180,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
         failures = with_causes(model, lists["failures"], comparisons, values, subset, cfg,
-                               np_dtype)
+                               np_dtype, torch_fn)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     result = Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures,
@@ -263,15 +261,16 @@ DEPARTURE_UP_TO = 200_000  # parameters: symgrad's own failing program is search
 
 
 def with_causes(model: TensorModel, failures: list, comparisons: dict, values: dict,
-                subset: np.ndarray, cfg: VerifyConfig, np_dtype: str) -> list:
-    """Each failure with its root cause (``symgrad.causes``): the kind, then the first split -
-    the function differs (the loss value of that backend and sample fails, or the forward
-    departs at a labelled intermediate of symgrad's own program) or the derivative of the same
-    function is wrong. A torch_fn's intermediates are not visible: its split is by the value."""
-
-    has_branch = any(n.op == "map" and n.attrs["expr"].has(sp.Piecewise, sp.Max, sp.Min)
-                     for n in topological([model.loss]))
+                subset: np.ndarray, cfg: VerifyConfig, np_dtype: str,
+                torch_fn: Callable | None = None) -> list:
+    """Each failure with its root cause (``symgrad.causes``): the kind, the catalogue of torch
+    behaviours (read from the program's exact intermediates, ``symgrad.tensor.context``), then
+    the first split - the function differs (the loss value of that backend and sample fails, or
+    the forward departs at a labelled intermediate of symgrad's own program) or the derivative
+    of the same function is wrong. A torch_fn's intermediates are not visible: its split is by
+    the value."""
     searches: dict[str, object] = {}
+    memo: dict = {}  # symgrad.tensor.context: one exact evaluation per failing sample
     out = []
     for f in failures:
         comp = comparisons[f.backend]
@@ -292,7 +291,9 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
             value_expected=float(comp.expected[row, 0]), value_got=float(comp.got[row, 0]),
             departure=search.departure.message() if search and search.departure else "",
             forward_agrees=bool(search and search.agrees))
-        cause = causes.classify_tensor(f, ctx, has_branch)
+        one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
+        cause = context.classify(model, f, ctx, one, torch_fn=torch_fn, device=cfg.device,
+                                 memo=memo)
         owner = "symgrad's own program — " if f.backend in OWN_BACKENDS else ""
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
                            note=with_proof(f.note, cause.explanation)))

@@ -1,0 +1,191 @@
+"""What ``symgrad.causes`` reads about a tensor program's failure, taken from the program.
+
+The catalogue of torch behaviours (``symgrad.causes.CATALOGUE``: nn.BCELoss's clamps, the
+softplus threshold, saturated logits, integer inputs promoted to float32) is recognised from a
+``causes.Context``. The scalar pipeline fills its ``ops`` from the exact value of every textbook
+step (``symgrad.stages.steps_at``); here they come from the tensor program at the failing
+sample: its textbook program (``TensorModel.textbook_program``, which ``symgrad.tensor.front``
+builds from the scalar steps' display forms; the program itself when it has none) is evaluated
+by the oracle (double-double, ``symgrad.precise``), and each map node is read as the step it is:
+
+    body a sigmoid of its operand (1/(1 + e^-x), or the op table's forms)  -> "sigmoid":
+        (exact value, [exact operand])
+    body a softplus of its operand in the op table's stable forms            -> "softplus":
+        (exact value, [exact operand])
+    any other body: each softplus written by hand (log(1 + e^t), log1p(e^t)) -> "softplus":
+        (None, [t]); each sigmoid written by hand (1/(1 + e^-t))             -> "logit": (None, [t])
+
+(exact values as mpmath numbers of hi + lo; t evaluated in double-double). A node of many
+entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
+``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
+branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
+integer promotions (``symgrad.backends.torch.integer_promotions``) as on the scalar side, so one
+``causes.classify_failure`` serves both pipelines.
+
+>>> import sympy as sp, symgrad as sg
+>>> from symgrad.tensor.front import to_program
+>>> w, x = sp.symbols("w x")
+>>> tm = to_program(sg.Model("sp", sp.log(1 + sp.exp(w * x)), params=[w], inputs=[x]))
+>>> ops = op_values(tm, {"w": np.array([30.0]), "x": np.array([1.0])})
+>>> [float(args[0]) for _, args in ops["softplus"]]
+[30.0]
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Callable
+
+import mpmath
+import numpy as np
+import sympy as sp
+
+from .. import causes
+from ..backends import torch as torch_backend
+from ..optable import OPS, X0
+from .interpret import evaluate
+from .model import TensorModel
+from .program import X, Node, topological
+from .tables import oracle_ops
+
+MAX_ENTRIES = 4096  # entries read per node (the most saturated): a causes check, not a scan
+OPS_UP_TO = 200_000  # parameters: up to here the failing sample is evaluated for the catalogue
+#                      (one oracle sample per failing sample; as tensor.verify's departure search)
+_SIGMOID = {e.xreplace({X0: X[0]})  # a map body that is the op of its one operand
+            for e in (OPS["sigmoid"].textbook, OPS["sigmoid"].formula, OPS["sigmoid"].computed)}
+_SOFTPLUS = {e.xreplace({X0: X[0]}) for e in (OPS["softplus"].formula, OPS["softplus"].computed)}
+_WANTED = {b for e in causes.CATALOGUE for b in e.backends}  # backends the catalogue names
+
+
+def has_branch(model: TensorModel) -> bool:
+    """Does a map body of the program branch (Piecewise, Max, Min: a where-trap is possible)?"""
+    return any(n.attrs["expr"].has(sp.Piecewise, sp.Max, sp.Min) for n in _maps(model))
+
+
+def guard_constant(model: TensorModel, dtype: str) -> str | None:
+    """A non-zero constant of the program's map bodies that rounds to 0 in ``dtype``, as text."""
+    return causes.guard_in((n.attrs["expr"] for n in _maps(model)), dtype)
+
+
+def _maps(model: TensorModel) -> list[Node]:
+    return [n for n in topological([model.loss]) if n.op == "map"]
+
+
+def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]]]:
+    """The program read (the textbook one, if any) and its sites: (map node, "sigmoid" /
+    "softplus" for a whole-body op else "", the (key, t) of each softplus / sigmoid written by
+    hand in its body), cached on ``model``."""
+    if "cause_sites" not in model._cache:
+        program = model.textbook_program or model
+        found = []
+        for n in _maps(program):
+            body = n.attrs["expr"]
+            whole = ("sigmoid" if body in _SIGMOID else "softplus" if body in _SOFTPLUS
+                     else "")
+            terms = [] if whole else (
+                [("softplus", t) for t in causes.softplus_arguments(body)]
+                + [("logit", t) for t in causes.sigmoid_arguments(body)])
+            if whole or terms:
+                found.append((n, whole, terms))
+        model._cache["cause_sites"] = (program, found)
+    return model._cache["cause_sites"]
+
+
+def op_values(model: TensorModel, leaves: dict[str, np.ndarray]) -> dict[str, list]:
+    """The exact sigmoid / softplus / logit intermediates at one sample, as
+    ``symgrad.causes.op_values`` gives them for a scalar model.
+
+    Arguments:
+        model: the tensor model (its ``textbook_program`` is read when it has one).
+        leaves: every block's value at the sample, (1, *shape), as the backends saw it.
+    Returns:
+        ``{op: [(value or None, [argument]), ...]}`` (module docstring); {} when the program
+        has no sigmoid or softplus.
+    """
+    program, sites = _sites(model)
+    if not sites:
+        return {}
+    table = oracle_ops()
+    wanted = {a.id for n, _, _ in sites for a in n.args} | {n.id for n, _, _ in sites}
+    seen: dict[int, object] = {}
+    table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
+
+    def keep(node: Node, value) -> None:
+        if node.id in wanted and not node.integer:
+            seen[node.id] = value
+    evaluate([program.loss], table, table_leaves, on_node=keep)
+    found: dict[str, list] = {}
+    for n, whole, terms in sites:
+        if whole:
+            value, arg = seen[n.id], seen[n.args[0].id]
+            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape))
+            continue
+        args = {X[i]: seen[a.id] for i, a in enumerate(n.args) if a.id in seen}
+        for key, t in terms:
+            if not t.free_symbols <= set(args):
+                continue
+            found.setdefault(key, []).extend((None, [a]) for a in _entries(
+                table, table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
+                else table.constant(float(t))))
+    return found
+
+
+def _exact(hi: float, lo: float) -> mpmath.mpf:
+    with mpmath.workprec(120):
+        return mpmath.mpf(float(hi)) + mpmath.mpf(float(lo))
+
+
+def _entries(table, value) -> list[mpmath.mpf]:
+    """The exact entries of a double-double array, the ``MAX_ENTRIES`` largest in size."""
+    hi, lo = (np.ravel(a) for a in table.to_float64(value))
+    pick = np.argsort(-np.abs(hi), kind="stable")[:MAX_ENTRIES]
+    return [_exact(hi[k], lo[k]) for k in pick if np.isfinite(hi[k])]
+
+
+def _pairs(table, value, arg, shape) -> list[tuple]:
+    """(value, [argument]) per entry of an elementwise node, the most saturated first."""
+    vh, vl = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(value))
+    ah, al = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(arg))
+    pick = np.argsort(-np.abs(ah), kind="stable")[:MAX_ENTRIES]
+    return [(_exact(vh[k], vl[k]), [_exact(ah[k], al[k])]) for k in pick
+            if np.isfinite(vh[k]) and np.isfinite(ah[k])]
+
+
+def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str, np.ndarray],
+             *, torch_fn: Callable | None = None, device: str = "cpu", memo: dict | None = None
+             ) -> causes.Cause:
+    """The root cause of a tensor model's failure: ``ctx`` (what the pipeline knows: dtype,
+    the value's status, a departure) completed with the exact intermediates the catalogue reads,
+    a torch_fn's integer promotions and the derivative order (``model.order``: 2 for the HVP
+    model of ``symgrad.hvp``, whose findings first-order torch behaviours do not explain), then
+    ``causes.classify_failure``.
+
+    Arguments:
+        model: the tensor model.
+        failure: the ``symgrad.result.Failure``.
+        ctx: the context without ``ops`` / ``promotions``.
+        leaves: every block's value at the failing sample, (1, *shape) (integers as int64).
+        torch_fn: the user's torch function (probed for integer promotions), if any.
+        device: the torch device of the run.
+        memo: a dict kept across the failures of one run (one evaluation per sample).
+    Returns:
+        The ``causes.Cause``.
+    """
+    memo = {} if memo is None else memo
+    ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
+    if (failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED
+            and model.n_parameters <= OPS_UP_TO):
+        if ("ops", failure.sample) not in memo:
+            memo[("ops", failure.sample)] = op_values(model, leaves)
+        ctx = replace(ctx, ops=memo[("ops", failure.sample)])
+    if (failure.backend == "torch_fn" and torch_fn is not None
+            and any(b.domain.integer for b in model.blocks)):
+        if ("promotions", failure.sample) not in memo:
+            point = {k: np.asarray(v)[0] for k, v in leaves.items()}
+            memo[("promotions", failure.sample)] = torch_backend.integer_promotions(
+                torch_fn, model.blocks, point, device=device, dtype=ctx.dtype)
+        ctx = replace(ctx, promotions=memo[("promotions", failure.sample)])
+    if "branch" not in memo:
+        memo["branch"] = has_branch(model)
+    guard = guard_constant(model, ctx.dtype) if failure.kind == "non-finite" else None
+    return causes.classify_failure(failure, ctx, has_branch=memo["branch"], guard_zero=guard)

@@ -106,8 +106,9 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
-    if module is None and order == 1 and isinstance(model, Model) and _pipeline() == "program":
-        model = to_program(model)
+    if (module is None and order == 1 and isinstance(model, Model)
+            and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
+        model = to_program(model)  # not the HVP model symgrad.hvp builds (its own torch view)
     if samples is None:
         samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)

@@ -113,7 +113,7 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     for a in range(0, width, step):
         part = slice(a, a + step)
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
-                    dtype=dtype, tol=tol,
+                    dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
                     rigorous=None if rigorous is None else rigorous.columns(part))
         ulps[:, part], allowed[:, part] = _fit(c.ulps, kind), _fit(c.allowed_ulps, kind)
         status[:, part] = c.status

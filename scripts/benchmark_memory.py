@@ -105,6 +105,13 @@ def record(row: dict, label: str) -> None:
           "Resident set per phase of `sg.verify` (GPT-2's width 768, 1 sample, float64, seed 0, "
           "with the native module as torch_fn), measured by `scripts/benchmark_memory.py` on a "
           "shared 2-core machine: wall times are upper bounds (load average at start / end).",
+          "",
+          "What is left, per parameter entry, at the compare of the last backend: the samples "
+          "(8 B), the oracle's hi and lo (16 B), the bound E (8 B), the backend's gradient "
+          "(8 B), its ULPs and allowance (float32, 8 B) and status (1 B), the earlier backends' "
+          "statuses (1 B each) - about 50 B, 5 GB at GPT-2's 163M entries, with the oracle's and "
+          "the bound's whole-model arrays the largest part (32 B of it with the samples). "
+          "GPT-2 at <= 5 GB needs the oracle and the bound per parameter block (issue 19).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
           "verdict | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 11]
     for r in rows:

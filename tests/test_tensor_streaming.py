@@ -161,10 +161,15 @@ def test_the_ulp_histogram_is_binned_in_chunks_as_in_one_pass(monkeypatch):
 
 
 def test_every_sample_compared_is_not_copied_for_the_oracle(tensor_tiny_gpt, monkeypatch):
-    # GPT-2's one sample, compared whole: the oracle, the bound and the backends read the same
-    # arrays (a copy of every parameter was 1.3 GB at GPT-2's size)
+    # GPT-2's one sample, compared whole: the oracle, the bound and the backends (torch_fn's
+    # parameters too) read the same arrays (a copy of every parameter: 1.3 GB at GPT-2's size)
     seen = {}
     oracle, view = tensor_verify.oracle_view, streaming.torch_view
+    m = tensor_tiny_gpt
+
+    def torch_fn(**blocks):  # its parameters: views of the samples, no copy of them
+        seen.setdefault("torch_fn", []).append(blocks["tok_emb"].data_ptr())
+        return m.reference(**blocks)
 
     def oracle_view(model, sub, *a, **kw):
         seen["oracle"] = sub
@@ -175,9 +180,11 @@ def test_every_sample_compared_is_not_copied_for_the_oracle(tensor_tiny_gpt, mon
         return view(model, values, **kw)
     monkeypatch.setattr(tensor_verify, "oracle_view", oracle_view)
     monkeypatch.setattr(streaming, "torch_view", torch_view)
-    sg.verify(tensor_tiny_gpt, samples=2, seed=0)
+    sg.verify(m, torch_fn=torch_fn, samples=2, seed=0)
     assert seen["oracle"].keys() == seen["torch"].keys()
     assert all(seen["oracle"][k] is seen["torch"][k] for k in seen["torch"])
+    tok = seen["torch"]["tok_emb"]
+    assert seen["torch_fn"] == [tok[0].ctypes.data, tok[1].ctypes.data]
     seen.clear()  # a subset is compared: its rows only
     sg.verify(tensor_tiny_gpt, config=VerifyConfig(samples=3, seed=0, oracle_samples=2))
     assert all(len(seen["oracle"][k]) == 2 for k in seen["oracle"])

@@ -35,7 +35,7 @@ class Measures:
 
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
-MEASURE_CHUNK = 1 << 22  # entries measured at once above that
+MEASURE_CHUNK = 1 << 20  # entries measured at once above that (~15 float64 temporaries each)
 STREAM_FROM = MEASURE_WHOLE  # entries (samples x columns) of one backend from which the tensor
 #   pipeline keeps only its figures (``keep_figures``) and reduces its comparison
 

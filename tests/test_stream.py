@@ -78,3 +78,25 @@ def test_backends_of_one_dtype_share_one_allowance_array():
     torch_c, fn_c = r.comparisons["torch"], r.comparisons["torch_fn"]
     assert fn_c.allowed_ulps is torch_c.allowed_ulps
     assert r.verdict == "pass"
+
+
+def test_a_column_chunk_is_no_loss_value(monkeypatch):
+    # compare_compact compares column chunks; the value rule (wrong by more than itself: a
+    # mismatch whatever E says) is the loss value's, column 0 of the whole, not of each chunk:
+    # a gradient entry at a chunk's start, wrong by more than its tiny exact value but far
+    # within its allowance, is inconclusive as in one compare, not a mismatch (a false alarm
+    # GPT-2 could meet every 4,194,304 columns, where no enclosure re-judges it)
+    from symgrad.compare import INCONCLUSIVE, MISMATCH, compare
+    from symgrad.tensor import comparing
+    hi = np.array([[2.0, 1.0, 1e-20, 1.0, 1e-20], [3.0, 1.0, 1e-20, 1.0, 1.0]])
+    got = hi.copy()
+    got[:, 2], got[0, 4] = 3e-20, -1e-20
+    got[1, 0] = 7.0  # the loss value wrong by more than itself: still a mismatch
+    E = np.full_like(hi, 1e6)
+    whole = compare(hi, 0 * hi, got, E, backend="b", dtype="float64", tol=Tolerance())
+    monkeypatch.setattr(comparing, "CHUNK", 4)  # chunks of 2 columns at 2 samples
+    chunked = comparing.compare_compact(hi, 0 * hi, got, E, backend="b", dtype="float64",
+                                        tol=Tolerance())
+    assert chunked.status.tolist() == whole.status.tolist()
+    assert whole.status[0, 2] == whole.status[0, 4] == INCONCLUSIVE
+    assert whole.status[1, 0] == MISMATCH

@@ -15,6 +15,9 @@ import symgrad.tensor.streaming as streaming
 import symgrad.tensor.verify as tensor_verify
 from symgrad.compare import FAILING, SUSPECT
 from symgrad.errors import SymgradError
+from symgrad.compare import ULP_BINS, ulp_counts
+from symgrad.config import VerifyConfig
+from symgrad.report.plots import ulp_histogram
 from symgrad.report.tables import stats_rows
 from symgrad.testing import scale_backward, scale_block_backward
 from symgrad.zoo import gpt2
@@ -37,7 +40,7 @@ def _both(monkeypatch, run):
 def _figures(r):
     lists = r.worst + r.failures + r.precision_losses + r.kinks + r.undecided
     return (json.dumps(r.as_dict(), sort_keys=True), str(r), stats_rows(r),
-            [r.measure(f) for f in lists], r._repr_markdown_())
+            [r.measure(f) for f in lists], r._repr_markdown_(), ulp_histogram(r))
 
 
 @pytest.fixture(scope="module")
@@ -53,8 +56,12 @@ def test_a_streamed_result_reads_exactly_as_the_whole_one(tensor_tiny_gpt, monke
     assert all(c.reduced and not w.reduced for c, w in zip(streamed.comparisons.values(),
                                                           whole.comparisons.values()))
     width = len(whole.outputs)
-    for c in streamed.comparisons.values():  # the value column and the whole status only
-        assert c.got.shape == c.expected.shape == (3, 1) and c.status.shape == (3, width)
+    for c, w in zip(streamed.comparisons.values(), whole.comparisons.values()):
+        # the value column, the whole status and the ULPs' histogram only
+        assert c.got.shape == c.expected.shape == c.ulps.shape == (3, 1)
+        assert c.status.shape == (3, width) and c.ulp_counts.sum() > 0
+        assert c.ulp_counts.tolist() == np.histogram(
+            np.log10(np.maximum(w.ulps[np.isfinite(w.ulps)], 1e-3)), ULP_BINS)[0].tolist()
     assert streamed.worst and streamed.precision_losses  # figures of listed findings kept
     assert _figures(streamed) == _figures(whole)
 
@@ -135,3 +142,73 @@ def test_the_worst_entries_are_found_without_an_index_of_every_entry(monkeypatch
                         lambda a, *k, **kw: seen.append(a.size) or np.argsort(a, kind="stable"))
     comparing.top(np.zeros(10_000, np.float32), None, 3)
     assert not seen  # all entries are never indexed
+
+
+def test_the_ulp_histogram_is_binned_in_chunks_as_in_one_pass(monkeypatch):
+    # the counts a reduced comparison keeps for the reports' plot: chunking changes nothing,
+    # 0 ULPs count at -3 (float32 ULPs too: binned in float64), inf and NaN are left out
+    import symgrad.compare.entries as entries
+    rng = np.random.default_rng(1)
+    u = np.exp(rng.normal(0, 12, size=(3, 997))).astype(np.float32)
+    u[0, :5], u[1, :3], u[2, :2] = 0.0, np.inf, np.nan
+    u64 = u[np.isfinite(u)].astype(np.float64)
+    whole = np.histogram(np.log10(np.maximum(u64, 1e-3)), ULP_BINS)[0]
+    monkeypatch.setattr(entries, "HISTOGRAM_CHUNK", 101)
+    assert ulp_counts(u).tolist() == whole.tolist()
+    shown = np.log10(np.maximum(u64, 1e-3)) <= ULP_BINS[-1]  # 1e20 ULPs at most
+    assert shown.size == u.size - 5 and ulp_counts(u).sum() == shown.sum()
+    assert ulp_counts(u)[0] >= 5  # the zeros
+
+
+def test_every_sample_compared_is_not_copied_for_the_oracle(tensor_tiny_gpt, monkeypatch):
+    # GPT-2's one sample, compared whole: the oracle, the bound and the backends (torch_fn's
+    # parameters too) read the same arrays (a copy of every parameter: 1.3 GB at GPT-2's size)
+    seen = {}
+    oracle, view = tensor_verify.oracle_view, streaming.torch_view
+    m = tensor_tiny_gpt
+
+    def torch_fn(**blocks):  # its parameters: views of the samples, no copy of them
+        seen.setdefault("torch_fn", []).append(blocks["tok_emb"].data_ptr())
+        return m.reference(**blocks)
+
+    def oracle_view(model, sub, *a, **kw):
+        seen["oracle"] = sub
+        return oracle(model, sub, *a, **kw)
+
+    def torch_view(model, values, **kw):
+        seen["torch"] = values
+        return view(model, values, **kw)
+    monkeypatch.setattr(tensor_verify, "oracle_view", oracle_view)
+    monkeypatch.setattr(streaming, "torch_view", torch_view)
+    sg.verify(m, torch_fn=torch_fn, samples=2, seed=0)
+    assert seen["oracle"].keys() == seen["torch"].keys()
+    assert all(seen["oracle"][k] is seen["torch"][k] for k in seen["torch"])
+    tok = seen["torch"]["tok_emb"]
+    assert seen["torch_fn"] == [tok[0].ctypes.data, tok[1].ctypes.data]
+    seen.clear()  # a subset is compared: its rows only
+    sg.verify(tensor_tiny_gpt, config=VerifyConfig(samples=3, seed=0, oracle_samples=2))
+    assert all(len(seen["oracle"][k]) == 2 for k in seen["oracle"])
+
+
+def test_the_worst_entries_are_read_in_chunks_as_from_the_whole_badness(monkeypatch):
+    # findings_of's lists without a whole-size badness array, mask or partition copy: the same
+    # entries in the same order as top() over the whole badness, whatever the chunking
+    from symgrad.compare import Comparison, FAILING, INCONCLUSIVE, KINK, LOSS
+    from symgrad.tensor import comparing
+    rng = np.random.default_rng(3)
+    for trial in range(150):
+        n, width = int(rng.integers(1, 4)), int(rng.integers(1, 60))
+        kind = np.float32 if trial % 2 else np.float64
+        ulps = rng.integers(0, 5, size=(n, width)).astype(kind)  # many ties
+        allowed = rng.choice([0.0, 1.0, 2.0, np.inf], size=(n, width)).astype(kind)
+        ulps[rng.random((n, width)) < 0.05] = np.inf
+        status = rng.choice([0, LOSS, KINK, INCONCLUSIVE, *FAILING], size=(n, width))
+        comp = Comparison("b", "float64", ulps, allowed, status.astype(np.int8),
+                          np.zeros((n, width)), np.zeros((n, width)), np.zeros((n, width)))
+        monkeypatch.setattr(streaming, "CHUNK", int(rng.integers(1, 20)))
+        bad = comparing.badness(comp)
+        for codes in (None, (KINK,), FAILING, (LOSS,), (INCONCLUSIVE,)):
+            limit = int(rng.integers(1, 8))
+            mask = None if codes is None else np.isin(comp.status, codes)
+            assert (streaming.worst_entries(comp, codes, limit).tolist()
+                    == comparing.top(bad, mask, limit).tolist()), (trial, codes, limit)

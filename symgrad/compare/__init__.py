@@ -9,15 +9,16 @@ from ..errors import SymgradError
 from .blocks import (BlockFinding, _projection, pooled_resolution, pooled_test, systematic,
                      systematic_blocks)
 from .entries import (DOMAIN, EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH,
-                      NONFINITE, OK, OVERFLOW, STATUS_NAMES, SUSPECT, SYSTEMATIC, Comparison,
-                      compare, prove)
+                      NONFINITE, OK, OVERFLOW, STATUS_NAMES, SUSPECT, SYSTEMATIC, ULP_BINS,
+                      Comparison, compare, prove, ulp_counts)
 from .kinks import KinkSides, convex_combination, separable_combination
 from .tolerance import DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, ulp
 
 __all__ = [
     "BlockFinding", "Comparison", "DOMAIN", "DTYPES", "DTypeInfo", "EXPLANATIONS", "FAILING",
     "INCONCLUSIVE", "KINK", "KinkSides", "LOSS", "MISMATCH", "NONFINITE", "OK", "OVERFLOW",
-    "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "allowance",
-    "compare", "convex_combination", "dtype_info", "pooled_resolution", "pooled_test", "prove",
-    "separable_combination", "systematic", "systematic_blocks", "ulp",
+    "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
+    "allowance", "compare", "convex_combination", "dtype_info", "pooled_resolution",
+    "pooled_test", "prove", "separable_combination", "systematic", "systematic_blocks", "ulp",
+    "ulp_counts",
 ]

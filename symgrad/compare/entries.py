@@ -177,29 +177,33 @@ class Comparison:
     evidence: tuple = ()  # entry suspicions the confirmation reproduced, in words
     resolution: str = ""  # what the block and pooled tests cannot resolve in this run, in
     #                       words (too few samples for the pooled test: ``pooled_resolution``)
-    reduced: bool = False  # True: ``reduce``d, status and ulps whole, the rest its value column
+    reduced: bool = False  # True: ``reduce``d, status whole, the rest its value column
+    ulp_counts: np.ndarray | None = None  # a reduced comparison's histogram of its finite ULPs
+    #                                       over ``ULP_BINS`` (``ulp_counts``): the reports' plot
 
     @property
     def ok(self) -> bool:
         return not np.isin(self.status, FAILING).any()
 
     def reduce(self) -> "Comparison":
-        """This comparison without its per-entry arrays but ``status`` and ``ulps`` (what the
-        verdict, the counts and the reports' histogram read): ``got``, ``expected``, the
-        allowances, kink positions, errors and radii keep only their value column (column 0:
-        the loss value's status, exact value and result, as the causes read them), as copies,
-        so the whole arrays are freed. For the streaming compare of a large model, once a
-        ``Result`` has memoised its figures (``ResultMeasures.keep_figures``); a reduced
-        comparison's per-entry figures are an error to ask for.
+        """This comparison without its per-entry arrays but ``status`` (what the verdict and
+        the counts read; 1 byte an entry): the ULPs become their histogram (``ulp_counts``,
+        what the reports' plot reads); ``got``, ``expected``, the ULPs, the allowances, kink
+        positions, errors and radii keep only their value column (column 0: the loss value's
+        status, exact value and result, as the causes read them), as copies, so the whole
+        arrays are freed. For the streaming compare of a large model, once a ``Result`` has
+        memoised its figures (``ResultMeasures.keep_figures``); a reduced comparison's
+        per-entry figures are an error to ask for.
 
         >>> c = compare(np.ones((1, 3)), np.zeros((1, 3)), np.ones((1, 3)), np.ones((1, 3)),
         ...             backend="b", dtype="float64", tol=Tolerance()).reduce()
-        >>> c.reduced, c.status.shape, c.got.shape
-        (True, (1, 3), (1, 1))
+        >>> c.reduced, c.status.shape, c.got.shape, c.ulps.shape, int(c.ulp_counts.sum())
+        (True, (1, 3), (1, 1), (1, 1), 3)
         """
         def value(a):
             return None if a is None else np.array(np.asarray(a)[:, :1])
-        return replace(self, got=value(self.got), expected=value(self.expected),
+        return replace(self, ulps=value(self.ulps), ulp_counts=ulp_counts(self.ulps),
+                       got=value(self.got), expected=value(self.expected),
                        allowed_ulps=value(self.allowed_ulps),
                        kink_position=value(self.kink_position),
                        not_subgradient=value(self.not_subgradient),
@@ -207,12 +211,40 @@ class Comparison:
                        error=value(self.error), rigorous=value(self.rigorous), reduced=True)
 
 
+ULP_BINS = np.arange(-3, 20.5, 0.5)  # log10 of the error in ULPs: the reports' histogram bins
+HISTOGRAM_CHUNK = 1 << 22  # entries binned at once
+
+
+def ulp_counts(ulps: np.ndarray) -> np.ndarray:
+    """The histogram of the finite ``ulps`` over ``ULP_BINS`` of log10(max(ulps, 1e-3)) (0 ULPs
+    shown at -3), binned chunk by chunk: the same counts as one ``np.histogram`` of all of
+    them, with no whole-size temporary (GPT-2: 163M entries). In float64 whatever the ULPs'
+    dtype: float32's log10(1e-3) is -3.0000002, below the first bin, and GPT-2's float32 ULPs
+    lost every exact entry from the plot.
+
+    Arguments:
+        ulps: errors in ULPs, any shape and float dtype (inf / NaN: left out).
+    Returns:
+        int64 counts, one per bin (``len(ULP_BINS) - 1``).
+
+    >>> ulp_counts(np.array([[0.0, 1.0, np.inf]]))[[0, 6]].tolist()  # 0 ULPs at -3, 1 ULP at 0
+    [1, 1]
+    """
+    flat = np.asarray(ulps).reshape(-1)
+    counts = np.zeros(len(ULP_BINS) - 1, np.int64)
+    for a in range(0, flat.size, HISTOGRAM_CHUNK):
+        u = flat[a:a + HISTOGRAM_CHUNK]
+        u = u[np.isfinite(u)].astype(np.float64)  # float32: its zeros would drop out
+        counts += np.histogram(np.log10(np.maximum(u, 1e-3)), bins=ULP_BINS)[0]
+    return counts
+
+
 def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: np.ndarray, *,
             backend: str, dtype: str, tol: Tolerance,
             kink: "KinkSides | tuple[np.ndarray, np.ndarray] | None" = None,
             uncertain: np.ndarray | None = None,
-            rigorous: "np.ndarray | Callable[[np.ndarray], np.ndarray] | None" = None
-            ) -> Comparison:
+            rigorous: "np.ndarray | Callable[[np.ndarray], np.ndarray] | None" = None,
+            value_column: bool = True) -> Comparison:
     """Compare ``got`` with the exact value ``exact_hi + exact_lo`` (a double-double).
 
     Arguments:
@@ -233,6 +265,8 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             **suspect**; the loss value is judged by the same rule (no "wrong by more than
             itself"). None (no enclosure: tensor programs above 200k parameters): a mismatch
             beyond the fast allowance, and the value rule.
+        value_column: whether column 0 is the loss value (False: a column chunk of gradient
+            entries further on, ``symgrad.tensor.comparing.compare_compact``: no value rule).
     Returns:
         A ``Comparison`` with ULP errors, allowed ULPs and a status per entry.
     """
@@ -260,7 +294,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[err > allowed_abs] = MISMATCH
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.
-        wrong_value = (err[:, 0] > np.abs(exact_hi[:, 0])) & (exact_hi[:, 0] != 0)
+        wrong_value = (err[:, 0] > np.abs(exact_hi[:, 0])) & (exact_hi[:, 0] != 0) & value_column
         value_before = status[:, 0].copy()  # with an enclosure the value rule is its proof:
         status[:, 0][wrong_value] = MISMATCH  # proven below, or back to the fast verdict
         status[exact_ok & ~np.isfinite(got64)] = NONFINITE

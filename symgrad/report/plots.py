@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-import numpy as np
+from ..compare import ULP_BINS, ulp_counts
 
 
 def ulp_histogram(result) -> bytes:
@@ -14,10 +14,9 @@ def ulp_histogram(result) -> bytes:
 
     fig = Figure(figsize=(6.4, 3.2), dpi=100)
     ax = fig.add_subplot()
-    bins = np.arange(-3, 20.5, 0.5)
-    for name, comp in result.comparisons.items():
-        u = comp.ulps[np.isfinite(comp.ulps)].ravel()
-        ax.hist(np.log10(np.maximum(u, 1e-3)), bins=bins, histtype="step", label=name,
+    for name, comp in result.comparisons.items():  # a reduced comparison kept only its counts
+        counts = comp.ulp_counts if comp.reduced else ulp_counts(comp.ulps)
+        ax.hist(ULP_BINS[:-1], bins=ULP_BINS, weights=counts, histtype="step", label=name,
                 linewidth=1.5)
     ax.set_yscale("log")
     ax.set_xlabel("log10 error in ULPs of the backend's dtype (0 ULPs shown at -3)")

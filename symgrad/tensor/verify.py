@@ -78,7 +78,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     plan = backends(model, values, cfg, np_dtype, numpy=n * model.n_parameters <= NUMPY_VIEW_UP_TO,
                     torch_fn=torch_fn, extra=extra or {})  # above: memory goes to the backends
     subset = oracle_subset(model, cfg)
-    sub = {k: v[subset] for k, v in values.items()}
+    # every sample compared (GPT-2's one): the samples themselves, not a copy (1.3 GB)
+    sub = values if len(subset) == n else {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
     keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
     if has_sites(model):

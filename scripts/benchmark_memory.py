@@ -1,0 +1,164 @@
+"""Where the memory of a GPT's verify goes: the resident set at the start, peak and end of each
+phase of ``symgrad.tensor.verify`` (sampled every 10 ms from /proc/self/statm), the process's
+peak (``resource.getrusage``) and the wall time, for one config in this process. Writes the
+result's JSON to ``--result`` (to compare two trees byte for byte) and, with ``--record``, adds
+the run to the "Memory by phase" section of reports/benchmarks.md (and
+reports/benchmark_memory.json).
+
+    python scripts/benchmark_memory.py --layers 2 --tokens 8            # 2-layer GPT-2, 768 wide
+    python scripts/benchmark_memory.py --tokens 8 --record --label after  # gpt2 (12 layers)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import symgrad as sg
+import symgrad.tensor.verify as tensor_verify
+from symgrad.config import VerifyConfig
+from symgrad.zoo.gpt2 import gpt2
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+SECTION = "## Memory by phase (streaming compare)"
+
+
+class Sampler:
+    """The resident set of this process, its peak since ``reset``, sampled in a thread."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.now()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def now(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page / GIB
+
+    def reset(self) -> float:
+        self.peak = self.now()
+        return self.peak
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.01)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown"
+
+
+def run(layers: int, tokens: int, result_path: str | None) -> dict:
+    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens, 1 sample, float64, seed 0."""
+    sampler, phases = Sampler(), []
+    right = tensor_verify._phase
+
+    @contextmanager
+    def phase(what, cfg, timings, key, total=None):
+        start = sampler.reset()
+        with right(what, cfg, timings, key, total) as tick:
+            yield tick
+        phases.append({"phase": what, "start_gib": round(start, 2),
+                       "peak_gib": round(max(sampler.peak, sampler.now()), 2),
+                       "end_gib": round(sampler.now(), 2)})
+        sampler.reset()
+    tensor_verify._phase = phase
+    try:
+        model = gpt2({"n_layers": layers}, tokens=tokens)
+        load0 = os.getloadavg()[0]
+        t0 = time.perf_counter()
+        result = sg.verify(model, torch_fn=model.reference,
+                           config=VerifyConfig(samples=1, seed=0, progress=False))
+        wall = time.perf_counter() - t0
+    finally:
+        tensor_verify._phase = right
+    doc = json.dumps(result.as_dict(), sort_keys=True)
+    if result_path:
+        Path(result_path).write_text(doc)
+    return {"layers": layers, "tokens": tokens, "parameters": model.n_parameters,
+            "verdict": result.verdict, "wall_s": round(wall, 1),
+            "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
+            "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
+            "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "cpu_model": cpu_model(), "phases": phases}
+
+
+def record(row: dict, label: str) -> None:
+    """Add ``row`` to reports/benchmark_memory.json and rewrite the section of benchmarks.md."""
+    path = ROOT / "reports" / "benchmark_memory.json"
+    rows = json.loads(path.read_text())["rows"] if path.exists() else []
+    rows.append({**row, "label": label})
+    path.write_text(json.dumps({"rows": rows}, indent=2, sort_keys=True) + "\n")
+    render(rows)
+
+
+def render(rows: list[dict]) -> None:
+    """Rewrite the "Memory by phase" section at the end of reports/benchmarks.md from ``rows``
+    (``--render``: from reports/benchmark_memory.json)."""
+    md = [SECTION, "",
+          "Resident set per phase of `sg.verify` (GPT-2's width 768, 1 sample, float64, seed 0, "
+          "with the native module as torch_fn), measured by `scripts/benchmark_memory.py` on a "
+          "shared 2-core machine: wall times are upper bounds (load average at start / end).",
+          "",
+          "What is left, per parameter entry, at the compare of the last backend: the samples "
+          "(8 B), the oracle's hi and lo (16 B), the bound E (8 B), the backend's gradient "
+          "(8 B), its ULPs and allowance (float32, 8 B) and status (1 B), the earlier backends' "
+          "statuses (1 B each) - about 50 B, 8 GB at GPT-2's 163M entries (measured: 7.95 GiB), "
+          "the oracle's and the bound's whole-model arrays and the samples 32 B of it. "
+          "GPT-2 at <= 5 GB needs the oracle and the bound per parameter block (issue 19).",
+          "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
+          "verdict | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 11]
+    for r in rows:
+        peaks = "; ".join(f"{p['phase']} {p['start_gib']}→{p['peak_gib']}" for p in r["phases"]
+                          if p["peak_gib"] - p["start_gib"] > 0.05 or p["peak_gib"] > 1)
+        md.append(f"| {r['label']} | {r['layers']} | {r['tokens']} | {r['parameters']:,} | "
+                  f"{r['peak_rss_gib']} | {r['wall_s']} | {r['cpu_s']} | "
+                  f"{r['load_avg_1min'][0]} / {r['load_avg_1min'][1]} | {r['verdict']} | "
+                  f"{peaks} | {r['cpu_model']} |")
+    md += ["", *[f"- {r['label']}: {r['note']}" for r in rows if r.get("note")],
+           "- The order: the oracle and the bound first, then each backend run, compared and "
+           "reduced before the next. Running the backends first would hold both gradients "
+           "(2 x 8 B an entry) through the oracle and the bound: at the bound (its transient "
+           "1.6 GiB above its result, 2-layer run) about 5.7 GiB against today's 4.8."]
+    bench = ROOT / "reports" / "benchmarks.md"
+    text = bench.read_text()
+    text = text.split("\n" + SECTION)[0].rstrip("\n") + "\n\n" + "\n".join(md) + "\n"
+    bench.write_text(text)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--result", default=None, help="write the result's JSON here")
+    ap.add_argument("--record", action="store_true", help="add to reports/benchmarks.md")
+    ap.add_argument("--label", default="", help="the run's name in the table")
+    ap.add_argument("--render", action="store_true", help="only rewrite the section")
+    args = ap.parse_args()
+    if args.render:
+        render(json.loads((ROOT / "reports" / "benchmark_memory.json").read_text())["rows"])
+        return 0
+    row = run(args.layers, args.tokens, args.result)
+    for p in row["phases"]:
+        print(f"{p['phase']:<28} start {p['start_gib']:5.2f}  peak {p['peak_gib']:5.2f}  "
+              f"end {p['end_gib']:5.2f} GiB")
+    print(json.dumps({k: v for k, v in row.items() if k != "phases"}))
+    if args.record:
+        record(row, args.label)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

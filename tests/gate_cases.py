@@ -182,17 +182,12 @@ BY_ID = {c.id: c for c in CASES}
 # reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
-_SIDES = ("the tensor kinks treat each Max/Abs of a smooth composition as a kink of its own: "
-          "at z = 0 the neuron's stable BCE (Max(z, 0) + log(1 + e^-|z|)) accepts a hull "
-          "of sides that a x1.5 backward lies in; the scalar side knew that where every side "
-          "agrees, that side's value is the derivative (to port before the switch)")
 KNOWN: dict[str, str] = {
     "small_gpt float32": _PROB,
-    "kink neuron x1.5 at z=0": _SIDES,
 }
 # planted bugs the new path passes today: a blocker of the switch, listed so that it is seen
 # (xfail(strict=True) in test_planted_bug_caught_by_old_never_passes_on_new too)
-MISSED_BY_NEW: frozenset[str] = frozenset({"kink neuron x1.5 at z=0"})
+MISSED_BY_NEW: frozenset[str] = frozenset()
 
 # cases whose two runs take over ~5 s here: in the slow suite (pytest -m slow)
 SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",

@@ -29,7 +29,7 @@ compared dtype), each such entry is a *key* with its *options* (the sides it may
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, NamedTuple
 
 import numpy as np
 import sympy as sp
@@ -38,6 +38,7 @@ from ..compare import Tolerance, allowance
 from .bound import evaluate_bound
 from .derive import Gradient, gradient
 from .interpret import evaluate
+from .links import groups as linked_groups, linked_values
 from .model import TensorModel
 from .program import X, Node, input as leaf_input, map_, sum_, topological
 
@@ -83,6 +84,7 @@ class Sided:
     loss: Node
     params: tuple
     _gradient: Gradient | None = None
+    _links: list | None = None  # ``symgrad.tensor.links.groups``, on first use
 
     @property
     def gradient(self) -> Gradient:
@@ -176,23 +178,8 @@ def sided(model: TensorModel) -> Sided:
         args = tuple(memo[a.id] for a in node.args)
         new = node if node.is_leaf or args == node.args else Node(
             node.op, args, node.shape, dict(node.attrs), node.name)
-        if node.id in on and node.op == "map":
-            found = _atoms(node.attrs["expr"])
-            k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
-            if found and k <= len(X):
-                site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
-                for e in found:
-                    atom = _atom(e)
-                    mine = [syms.pop(0) for _ in atom.pieces]
-                    atom.selectors = tuple(
-                        leaf_input(f"kink{len(sites)}_{len(site.atoms)}_{j}", node.shape)
-                        for j in range(len(mine)))
-                    chosen[e] = (atom, mine)
-                    site.atoms.append(atom)
-                body = _rewrite(node.attrs["expr"], chosen)
-                sel = [n for a in site.atoms for n in a.selectors]
-                new = Node("map", args + tuple(sel), node.shape, {"expr": body}, node.name)
-                sites.append(site)
+        if node.id in on and node.op == "map" and _atoms(node.attrs["expr"]):
+            new = _map_site(node, args, sites) or _split(node, args, sites) or new
         elif node.id in on and node.op == "max":
             x = node.args[0]
             axes = node.attrs["axes"]
@@ -208,11 +195,77 @@ def sided(model: TensorModel) -> Sided:
     return out
 
 
+def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
+    """Map ``node`` (of the model) as a site: its body with every atom a mix of its pieces,
+    reading ``args`` (the sided operands) and the selectors; None if the operands and
+    selectors are more than ``X`` has symbols."""
+    found = _atoms(node.attrs["expr"])
+    k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
+    if k > len(X):
+        return None
+    site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
+    for e in found:
+        atom = _atom(e)
+        mine = [syms.pop(0) for _ in atom.pieces]
+        atom.selectors = tuple(leaf_input(f"kink{len(sites)}_{len(site.atoms)}_{j}", node.shape)
+                               for j in range(len(mine)))
+        chosen[e] = (atom, mine)
+        site.atoms.append(atom)
+    body = _rewrite(node.attrs["expr"], chosen)
+    sel = [n for a in site.atoms for n in a.selectors]
+    sites.append(site)
+    return Node("map", args + tuple(sel), node.shape, {"expr": body}, node.name)
+
+
+def _split(node: Node, args: tuple, sites: list) -> Node | None:
+    """A map too wide to be a site (three windows' ``v * Max(0, a, b, c)`` of 12 operands and
+    12 pieces): each outermost atom becomes a map of its own operands (a site), which the
+    body reads as an operand (the same function, exactly); None where that does not fit
+    either (the map keeps its own derivative: no sides)."""
+    body = node.attrs["expr"]
+    found = _atoms(body)
+    outer = [e for e in found if not any(o != e and o.has(e) for o in found)]
+    tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
+    subs = []
+    for e in outer:
+        used = sorted(e.free_symbols, key=X.index)
+        expr = e.xreplace({v: X[q] for q, v in enumerate(used)})
+        model_sub = map_(expr, *[node.args[X.index(v)] for v in used], name=node.name)
+        sided_args = map_(expr, *[args[X.index(v)] for v in used]).args
+        sub = _map_site(model_sub, sided_args, sites)
+        if sub is None:
+            return None
+        subs.append(sub)
+    rest = body.xreplace(dict(zip(outer, tmp)))
+    used = [v for v in X if v in rest.free_symbols] + [t for t in tmp if t in rest.free_symbols]
+    if len(used) >= len(X):  # a map's derivative reads one symbol more
+        return None
+    operands = [args[X.index(v)] if v in X else subs[tmp.index(v)] for v in used]
+    expr = rest.xreplace({v: X[q] for q, v in enumerate(used)})
+    return Node("map", tuple(operands), node.shape, {"expr": expr}, node.name)
+
+
+class Key(NamedTuple):
+    """One reached kink of one sample: ``options``, the sides it may take, of atom ``atom`` of
+    site ``site`` at entry ``entry`` (atom -1: a max reduction's output entry, options the
+    tied entries); a linked kink (``symgrad.tensor.links``) has options (0, 1), its key
+    negative or positive, and ``links``: per member ``(site, atom, entry, picks)``, the
+    member's piece per option (the first member is also ``site, atom, entry``)."""
+
+    site: int
+    atom: int
+    entry: int
+    options: tuple
+    links: tuple = ()
+
+
 @dataclass
 class Keys:
-    """The reached kinks of the compared samples: per sample row, a list of
-    ``(site, atom, entry, options)`` (atom -1: a max reduction's output entry), and the
-    selectors at every entry's actual side (``base[row]``: selector node -> array)."""
+    """The reached kinks of the compared samples: per sample row, a list of ``Key``, and the
+    selectors at every entry's base side (``base[row]``: selector node -> array): the actual
+    side, the midpoint of the tied sides at an exact tie of an atom of its own (sympy's
+    H(0) = 1/2, as the scalar oracle's exact pass: a backend on any side is a kink accepted,
+    and named), one consistent side of a linked kink."""
 
     rows: dict
     base: dict
@@ -268,14 +321,38 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
                   np.nan_to_num(np.broadcast_to(r, shape).reshape(n, -1), nan=np.inf))
     rows: dict[int, list] = {r: [] for r in range(n)}
     base: dict[int, dict] = {r: {} for r in range(n)}
+    links = linked_groups(s)
+    linked = {(i, j) for g in links for i, j, _, _ in g}
     for i, site in enumerate(s.sites):
         if site.selector is not None:
             _reduction(i, site, *got[(i, -1, 0)], rows, base)
             continue
         for j, atom in enumerate(site.atoms):
             parts = [got[(i, j, k)] for k in range(len(atom.deciders))]
-            _map_atom(i, j, site, atom, parts, rows, base)
+            _map_atom(i, j, site, atom, parts, rows, base, (i, j) not in linked)
+    for members in links:
+        _linked(s, members, got, rows, base)
     return Keys(rows, base)
+
+
+def _linked(s: Sided, members: list, got: dict, rows, base) -> None:
+    """Atoms that are one kink: where any member is within rounding of it, one key with two
+    options (the key negative, positive), every reached member on the side of that sign, the
+    others on their actual side; the base takes one consistent side (the sign of the first
+    reached member's argument, 0 counted negative), so that where every consistent side agrees
+    the oracle's own pass is that value."""
+    v, reach = linked_values(s, members, got)
+    near = np.abs(v) <= reach
+    for row, e in zip(*np.nonzero(near.any(axis=2))):
+        who = np.flatnonzero(near[row, e])
+        sign = int(v[row, e, who[0]] > 0)
+        parts = []
+        for m in who:
+            i, j, _, picks = members[m]
+            for k, node in enumerate(s.sites[i].atoms[j].selectors):
+                base[row][node].reshape(-1)[e] = float(k == picks[sign])
+            parts.append((i, j, int(e), picks))
+        rows[int(row)].append(Key(parts[0][0], parts[0][1], int(e), (0, 1), tuple(parts)))
 
 
 def _onehot(side: np.ndarray, m: int) -> np.ndarray:
@@ -290,20 +367,24 @@ def _reduction(i: int, site: Site, v: np.ndarray, r: np.ndarray, rows, base) -> 
     win = np.argmax(x, axis=2)
     top = np.take_along_axis(x, win[..., None], 2)
     near = (top - x) <= reach + np.take_along_axis(reach, win[..., None], 2)
+    weight = _midpoint(x == top)  # exact ties: the midpoint of the tied entries; else the winner
     sel = np.zeros(v.shape)
-    np.put_along_axis(sel, np.take_along_axis(np.broadcast_to(site.index, x.shape),
-                                              win[..., None], 2)[..., 0], 1.0, axis=1)
+    index = np.broadcast_to(site.index, x.shape)
     for row in range(v.shape[0]):
+        sel[row, index[row].reshape(-1)] = weight[row].reshape(-1)
         base[row][site.selector] = sel[row:row + 1].reshape((1,) + site.node.args[0].shape)
     for row, e in zip(*np.nonzero(near.sum(axis=2) > 1)):
-        rows[int(row)].append((i, -1, int(e), tuple(int(k) for k in np.flatnonzero(near[row, e]))))
+        rows[int(row)].append(Key(i, -1, int(e),
+                                  tuple(int(k) for k in np.flatnonzero(near[row, e]))))
 
 
-def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base) -> None:
-    """One atom of a map site: its actual side per entry, and the entries whose side rounding
-    (or an exact tie) leaves open."""
+def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base,
+              keys: bool = True) -> None:
+    """One atom of a map site: its base side per entry (``Keys``), and (``keys``: not a
+    linked atom) the entries whose side rounding (or an exact tie) leaves open."""
     shape = (1,) + site.node.shape
     m = len(atom.pieces)
+    tie = None  # exact ties: (N, entries, pieces) of the tied sides (Piecewise: none)
     if atom.kind in ("max", "min"):
         x = np.stack([p[0] for p in parts], axis=2)  # (N, entries, members)
         reach = np.stack([p[1] for p in parts], axis=2)
@@ -315,6 +396,7 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base) -
         def options(r, e):
             return tuple(int(k) for k in np.flatnonzero(near[r, e]))
         open_ = near.sum(axis=2) > 1
+        tie = x == top
     elif atom.kind == "piecewise":
         v = np.stack([p[0] for p in parts], axis=2)
         reach = np.stack([p[1] for p in parts], axis=2)
@@ -333,14 +415,32 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base) -
         def options(r, e):
             return (0, 1)
         open_ = np.abs(a) <= reach
+        tie = np.broadcast_to((a == 0)[..., None], a.shape + (m,))
     hot = _onehot(side, m)
+    if tie is not None:
+        at = tie.sum(axis=2) > 1
+        hot[at] = _midpoint(tie[at])
     for row in range(hot.shape[0]):
         for k, node in enumerate(atom.selectors):
-            base[row][node] = hot[row, :, k].reshape(shape)
+            base[row][node] = np.ascontiguousarray(hot[row, :, k]).reshape(shape)
+    if not keys:
+        return
     for row, e in zip(*np.nonzero(open_)):  # only the entries near a kink cost a loop
         opts = options(row, e)
         if len(opts) > 1:
-            rows[int(row)].append((i, j, int(e), opts))
+            rows[int(row)].append(Key(i, j, int(e), opts))
+
+
+def _midpoint(tied: np.ndarray) -> np.ndarray:
+    """Weights over the last axis: about 1/m on each of the m tied entries, dyadic (20 bits)
+    and summing to 1 exactly, so that the sided program's value at a tie is exact (a float
+    1/3, three times, is not 1)."""
+    m = tied.sum(axis=-1, keepdims=True)
+    share = np.floor(2.0**20 / np.maximum(m, 1)) / 2.0**20
+    w = np.where(tied, share, 0.0)
+    last = tied.shape[-1] - 1 - np.argmax(tied[..., ::-1], axis=-1)[..., None]
+    np.put_along_axis(w, last, np.take_along_axis(w, last, -1) + 1.0 - (share * m), -1)
+    return np.where(m > 0, w, 0.0)
 
 
 def _branches(truth: np.ndarray, close: np.ndarray) -> tuple[int, ...]:

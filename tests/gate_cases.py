@@ -22,7 +22,9 @@ import symgrad as sg
 from symgrad import zoo
 from symgrad.tensor.front import to_program
 from symgrad.zoo import gpt
-from tests.test_kinks import TIE, Z0, _tie_fn, _tie_model, neuron_x15
+from tests.test_kinks import (SOFTPLUS_AT, TIE, Z0, _max_relu, _tie_fn, _tie_model, _zero_layer,
+                              _zero_layer_at, _zero_layer_fn, max_relu_fn, neuron_x15,
+                              softplus_model, torch_maximum3)
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
 
@@ -172,7 +174,22 @@ def _kink_cases() -> list[Case]:
     return [Case("kink neuron x1.5 at z=0", "planted bug", lambda: zoo.get("neuron"),
                  {"at": Z0}, neuron_x15),
             Case("kink three-way tie, a vertex subgradient", "false alarm", _tie_model,
-                 {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))]
+                 {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))] + _kink_composition_cases()
+
+
+def _kink_composition_cases() -> list[Case]:
+    """Correct code at kinks that failed when plain models were routed through the tensor path
+    (kinks of smooth compositions, ties, many kinks), from tests/test_kinks.py."""
+    at_max = {k: np.array(v) for k, v in _max_relu()[1].items()}
+    return [Case("kink torch.maximum at 4-way ties, 8 windows", "false alarm",
+                 lambda: _max_relu()[0], {"at": at_max}, max_relu_fn(torch_maximum3)),
+            Case("kink three-way tie, weights (0, 1/4, 3/4)", "false alarm", _tie_model,
+                 {"at": TIE}, _tie_fn((0.0, 0.25, 0.75))),
+            Case("kink 7 relus at exact zero (beyond enumeration)", "false alarm",
+                 lambda: _zero_layer(7), {"at": _zero_layer_at(7)},
+                 _zero_layer_fn(torch.relu)),
+            Case("kink stable softplus at 0", "false alarm", softplus_model,
+                 {"at": SOFTPLUS_AT}, torch.nn.functional.softplus)]
 
 
 CASES: list[Case] = _zoo_cases() + _mutant_cases() + _false_alarm_cases() + _kink_cases()

@@ -237,3 +237,48 @@ def test_an_untaken_piecewise_branch_undefined_there_is_never_evaluated(dtype):
                     dtype=dtype)
     assert bad.verdict == "fail"
     assert {f.kind for f in bad.failures} - {"mismatch", "systematic"} == set()
+
+
+# ------------------------------------------------ kinks of smooth compositions (linked atoms)
+def _bce_body(z, y):
+    """The stable BCE with logits: Max and Abs of z, smooth at z = 0."""
+    soft = sp.log(1 + sp.exp(-sp.Abs(z)))
+    return y * (soft + sp.Max(0, -z)) + (1 - y) * (soft + sp.Max(0, z))
+
+
+def _logits(split: bool):
+    """The stable BCE of four logits z (a parameter, so that z = 0 exactly): in one map body,
+    or (split) its log(1 + e^-|z|) and its Max in two maps reading the same z (linked across
+    nodes)."""
+    z, y = st.param("z", (4,)), st.input("y", (4,))
+    if not split:
+        return TensorModel("bce", st.sum_(st.map_(_bce_body(X[0], X[1]), z, y)))
+    soft = st.map_(sp.log(1 + sp.exp(-sp.Abs(X[0]))), z)
+    hinge = st.map_(X[1] * sp.Max(0, -X[0]) + (1 - X[1]) * sp.Max(0, X[0]), z, y)
+    return TensorModel("bce_split", st.sum_(soft + hinge))
+
+
+def _bce_fn(factor: float = 1.0):
+    def fn(z, y):  # z[0]'s gradient x factor (value unchanged)
+        z = torch.cat([z[:1] * factor - (z[:1] * (factor - 1)).detach(), z[1:]])
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="sum")
+    return fn
+
+
+BCE_AT_ZERO = {"z": np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, -1.0]]),
+               "y": np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]])}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-map", "two-maps"])
+def test_a_smooth_composition_of_kinked_atoms_has_no_kink(split):
+    """At z = 0 exactly the Max and Abs atoms are one kink (argument z up to sign): their
+    consistent sides agree (sigmoid(0) - y), so correct code passes and a x1.5 backward at the
+    kink fails as a plain mismatch (independent sides accepted it inside their hull)."""
+    m = _logits(split)
+    good = sg.verify(m, torch_fn=_bce_fn(), at=BCE_AT_ZERO)
+    assert good.verdict == "pass", good
+    bad = sg.verify(m, torch_fn=_bce_fn(1.5), at=BCE_AT_ZERO)
+    assert bad.verdict == "fail", bad
+    c = bad.comparisons["torch_fn"]
+    assert (c.status[:, 1] == sg.compare.MISMATCH).all()  # z[0], both samples
+    assert not (c.status == sg.compare.KINK).any()

@@ -33,8 +33,8 @@ from ..backends.arb import Between, Imprecise
 from ..compare import Comparison, KinkSides, Tolerance, compare
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
-from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, linked_groups,
-                     with_interval)
+from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, class_combos,
+                     linked_groups, with_interval)
 from .interpret import evaluate
 from .kinks import Keys, sided
 from .links import names, side_words
@@ -199,8 +199,9 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         why = _interaction(row, options, verts, groups, rows, rng)
     if why is None:
         return np.array(verts), labels, Sides("separable", rows)
-    for _ in range(EXTRA_VERTICES):
-        combo = tuple(o[int(rng.integers(len(o)))] for o in options)
+    extra = class_combos(_signatures(row, options, verts, labels, unit), options)
+    extra += [tuple(o[int(rng.integers(len(o)))] for o in options) for _ in range(EXTRA_VERTICES)]
+    for combo in extra:
         verts.append(row.vertex(combo))
         labels.append(row.label(combo, True))
     low, high = _enclosure(row, len(verts[0]))
@@ -210,6 +211,31 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
         f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
         "not in the hull of the evaluated sides")
+
+
+def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list) -> list:
+    """The all-last-side base and its single changes (appended to ``verts``), and per kink
+    whether its single changes move anything at the first and at the last base (the classes
+    of ``symgrad.sides.class_combos``: one convention per layer of stacked ReLUs)."""
+    last = tuple(o[-1] for o in options)
+    more = []
+    verts.append(row.vertex(last))
+    labels.append(f"each of the {len(options)} reached kinks from its last side")
+    at = len(verts) - 1
+    for q, o in enumerate(options):
+        more.append([at])
+        for c in o[:-1]:
+            combo = last[:q] + (c,) + last[q + 1:]
+            more[-1].append(len(verts))
+            verts.append(row.vertex(combo))
+            labels.append(_side_words(row.s, row.keys[q], c)
+                          + ", the other kinks from their last side")
+
+    def moved(rows: list) -> bool:
+        b = verts[rows[0]]
+        return any(bool(np.any((verts[r] != b) & ~(np.isnan(verts[r]) & np.isnan(b))))
+                   for r in rows[1:])
+    return [tuple(moved(rows[q]) for rows in (unit, more)) for q in range(len(options))]
 
 
 def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:

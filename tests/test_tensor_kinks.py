@@ -282,3 +282,25 @@ def test_a_smooth_composition_of_kinked_atoms_has_no_kink(split):
     c = bad.comparisons["torch_fn"]
     assert (c.status[:, 1] == sg.compare.MISMATCH).all()  # z[0], both samples
     assert not (c.status == sg.compare.KINK).any()
+
+
+def _two_conditions():
+    """2w for w > 0, 3w for w >= 0, else w: the two conditions are one kink (key w), so the
+    sides at w = 0 are 2 and 1; the middle branch holds at w = 0 alone (no side)."""
+    w = st.param("w", (2,))
+    body = sp.Piecewise((2 * X[0], X[0] > 0), (3 * X[0], X[0] >= 0), (X[0], True))
+    return TensorModel("two_conditions", st.sum_(st.map_(body, w)))
+
+
+@pytest.mark.parametrize("fn, verdict", [
+    (lambda w: torch.where(w > 0, 2 * w, w).sum(), "pass"),  # slope 1 at 0: the left side
+    (lambda w: torch.where(w >= 0, 2 * w, w).sum(), "pass"),  # slope 2: the right side
+    (lambda w: torch.where(w > 0, 2 * w, torch.where(w >= 0, 3 * w, w)).sum(), "fail")],
+    ids=["left", "right", "literal-middle-branch"])
+def test_piecewise_conditions_of_one_key_take_one_side(fn, verdict):
+    """Taken independently the conditions had the middle branch's slope 3 as a side (w > 0
+    false with w >= 0 true): the literal torch transcription passed with a derivative that is
+    no subgradient of the function (its one-sided derivatives are 2 and 1)."""
+    r = sg.verify(_two_conditions(), torch_fn=fn, at={"w": np.zeros((1, 2))},
+                  backends=("torch_fn",))
+    assert r.verdict == verdict, r

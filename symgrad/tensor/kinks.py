@@ -30,9 +30,6 @@ from .program import map_
 from .sided import (KINK_FUNCTIONS, RELATIONS, Atom, Sided, Site, has_sites, live,  # noqa: F401
                     sided)
 
-MAX_CONDITIONS = 6  # reached conditions of one Piecewise entry enumerated (2^6 truth values)
-
-
 class Key(NamedTuple):
     """One reached kink of one sample: ``options``, the sides it may take, of atom ``atom`` of
     site ``site`` at entry ``entry`` (atom -1: a max reduction's output entry, options the
@@ -194,7 +191,7 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base,
         close = (np.abs(v) <= reach) & np.array([rel is not None for rel in atom.relations])
 
         def options(r, e):
-            return _branches(truth[r, e], close[r, e])
+            return _branches(truth[r, e], close[r, e], atom)
         open_ = close.any(axis=2)
     else:
         a, reach = parts[0]
@@ -231,17 +228,29 @@ def _midpoint(tied: np.ndarray) -> np.ndarray:
     return np.where(m > 0, w, 0.0)
 
 
-def _branches(truth: np.ndarray, close: np.ndarray) -> tuple[int, ...]:
+def _branches(truth: np.ndarray, close: np.ndarray, atom: Atom) -> tuple[int, ...]:
     """The branches a Piecewise entry may take when each condition within rounding of its
-    boundary may go either way."""
-    open_ = np.flatnonzero(close)[:MAX_CONDITIONS]
-    found = set()
-    for bits in range(1 << len(open_)):
-        t = truth.copy()
-        for b, c in enumerate(open_):
-            t[c] = bool(bits >> b & 1)
-        found.add(int(np.argmax(t)) if t.any() else len(t) - 1)
-    return tuple(sorted(found))
+    boundary may go either way, as on the scalar side: the conditions of one key (``w > 0``,
+    ``w >= 0``, ``-w < 0``) take one sign together, those of different keys independently.
+    Branch k is reachable when some sign per key makes condition k true and every earlier one
+    false (the last branch also when every condition may be false); exact, for any number of
+    open conditions."""
+    n = len(truth)
+    by: dict = {}
+    for c in np.flatnonzero(close):
+        by.setdefault(atom.keys[c][0], []).append(int(c))
+
+    def value(c: int, s: int) -> bool:  # condition c with its key of sign s
+        return bool(atom.relations[c](atom.keys[c][1] * s, 0))
+
+    def possible(want: dict) -> bool:  # condition -> truth wanted, for some signs of the keys
+        fixed = all(bool(truth[c]) == w for c, w in want.items() if not close[c])
+        return fixed and all(any(all(value(c, s) == want[c] for c in cs if c in want)
+                                 for s in (-1, 1)) for cs in by.values())
+    found = [k for k in range(n) if possible({**{c: False for c in range(k)}, k: True})]
+    if possible({c: False for c in range(n)}):
+        found.append(n - 1)
+    return tuple(sorted(set(found)))
 
 
 def oracle_program(model: TensorModel, keys: Keys) -> tuple[list, dict[str, np.ndarray]]:

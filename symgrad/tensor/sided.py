@@ -32,6 +32,7 @@ import numpy as np
 import sympy as sp
 
 from .derive import Gradient, gradient
+from .links import canonical
 from .model import TensorModel
 from .program import X, Node, input as leaf_input, map_, sum_, topological
 
@@ -50,6 +51,8 @@ class Atom:
     pieces: tuple  # one expression per side
     deciders: tuple  # max/min: the members; abs/step/sign: (a,); piecewise: lhs - rhs per cond
     relations: tuple = ()  # piecewise: the numpy comparison of each condition (None: True)
+    keys: tuple = ()  # piecewise: each condition's (key, orient) (``links.canonical``): one
+    #                   key is one kink, its conditions decided by one sign
     selectors: tuple = ()  # the selector input nodes, one per piece
 
 
@@ -139,7 +142,8 @@ def _atom(e: sp.Expr) -> Atom:
     pieces = tuple(v for v, _ in e.args)
     deciders = tuple(sp.Integer(1) if c == sp.true else c.lhs - c.rhs for _, c in e.args)
     relations = tuple(None if c == sp.true else RELATIONS[type(c)] for _, c in e.args)
-    return Atom("piecewise", e, pieces, deciders, relations)
+    keys = tuple(canonical(sp.expand(d)) for d in deciders)
+    return Atom("piecewise", e, pieces, deciders, relations, keys=keys)
 
 
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:

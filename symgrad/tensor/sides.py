@@ -10,11 +10,15 @@ points *between* the sides (fractional selectors) that must equal the base plus 
 change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients are the
 Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
-more combinations form an inner hull (``"relaxed"``), one pass in ball arithmetic with every
+more combinations (the all-last-side base and its single changes, one side per class of
+kinks as ``symgrad.sides.class_combos`` picks, random ones) form an inner hull
+(``"relaxed"``), one pass in ball arithmetic with every
 reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
 mismatch), and a gradient between the two is **inconclusive** with the reason. More than
 ``MAX_KEYS`` reached kinks in one sample: that sample's gradient entries are inconclusive
-(cost stays proportional). Where every side agrees (a smooth function written with Abs/Max)
+(cost stays proportional). Atoms that are one kink (``symgrad.tensor.links``: ``Max(0, z)``
+and ``Abs(z)`` of a stable BCE) are one key whose two options set every member's side
+consistently. Where every side agrees (a smooth function written with Abs/Max)
 the sides' value replaces the oracle's, marked uncertain as on the scalar side.
 Samples that reach no kink cost nothing here.
 """

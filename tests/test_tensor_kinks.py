@@ -304,3 +304,16 @@ def test_piecewise_conditions_of_one_key_take_one_side(fn, verdict):
     r = sg.verify(_two_conditions(), torch_fn=fn, at={"w": np.zeros((1, 2))},
                   backends=("torch_fn",))
     assert r.verdict == verdict, r
+
+
+def test_separable_kinks_are_decided_with_k_plus_one_vertices(monkeypatch):
+    """32 ReLUs at 0 (2^32 combinations): the base and one change per kink are the only
+    vertices evaluated (the two points between the sides are passes of their own), as on the
+    scalar side (tests/test_kinks.py counts its passes)."""
+    from symgrad.tensor import sides
+    calls = []
+    real = sides._Row.vertex
+    monkeypatch.setattr(sides._Row, "vertex", lambda self, c: calls.append(c) or real(self, c))
+    at = {"W": np.zeros((1, 32, 3)), "x": np.ones((1, 3))}
+    assert sg.verify(_wide(32), at=at, backends=("numpy",)).verdict == "pass"
+    assert len(calls) == 33

@@ -178,7 +178,7 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
                _interaction(fn, args, keys, options, verts, groups, rows, rng))
         if why is None:
             return Sides("separable", rows)
-    extra = _class_combos(verts, bases, options)
+    extra = class_combos(_signatures(verts, bases, len(options)), options)
     extra += [tuple(o[int(rng.integers(len(o)))] for o in options)
               for _ in range(EXTRA_VERTICES)]
     for combo in extra:
@@ -192,17 +192,26 @@ def _beyond(fn, args, keys, options, verts, labels) -> Sides:
                  "subgradient but not in the hull of the evaluated sides")
 
 
-def _class_combos(verts, bases, options) -> list[tuple]:
+def _signatures(verts, bases, n: int) -> list[tuple]:
+    """Per kink, whether its single changes move anything, at each base (balls compared as
+    their double-doubles)."""
+    return [tuple(any(double_double(a) != double_double(b)
+                      for row in rows[i][1:] for a, b in zip(verts[row], verts[rows[i][0]]))
+                  for rows in bases) for i in range(n)]
+
+
+def class_combos(sig: list, options: list) -> list[tuple]:
     """Combinations where every kink of one class takes the same side (first or last): a
-    class is the kinks whose single changes move something, or nothing, at each base (two
-    stacked ReLU layers at 0: at the all-left base the first layer's changes move nothing). A
-    backend uses one convention per op, and ops differ by layer, so these are the likely
-    subgradients (torch.relu in one layer, H(0) = 1 in the next). At most 2^4 classes' worth."""
-    sig = []
-    for i in range(len(options)):
-        sig.append(tuple(any(double_double(a) != double_double(b)
-                             for row in rows[i][1:] for a, b in zip(verts[row], verts[rows[i][0]]))
-                         for rows in bases))
+    class is the kinks whose single changes move something, or nothing, at each base
+    (``sig[i]``: kink i's tuple of moved-or-not, per base; two stacked ReLU layers at 0: at
+    the all-left base the first layer's changes move nothing). A backend uses one convention
+    per op, and ops differ by layer, so these are the likely subgradients (torch.relu in one
+    layer, H(0) = 1 in the next). At most 2^4 classes' worth. Shared by the scalar and the
+    tensor oracle (``symgrad.tensor.sides``).
+
+    >>> class_combos([(True, False), (False, True), (False, True)], [(0, 1)] * 3)
+    [(1, 0, 0), (0, 1, 1)]
+    """
     classes = sorted(set(sig))
     if len(classes) < 2 or len(classes) > 4:
         return []

@@ -26,7 +26,10 @@ from tests.test_causes import (BCE_WITH_LOGITS, SATURATED_AT, bce_loss_of_sigmoi
                                bce_with_logits_fn, guard_model, intlog_fn, intlog_model,
                                logit_model, logits_model, overflow_model, sat_model,
                                softplus_fn, softplus_model)
-from tests.test_kinks import TIE, Z0, _tie_fn, _tie_model, neuron_x15
+from tests.test_kinks import (SOFTPLUS_AT, TIE, Z0, _max_relu, _tie_fn, _tie_model, _zero_layer,
+                              _zero_layer_at, _zero_layer_fn, max_relu_fn, neuron_x15,
+                              torch_maximum3)
+from tests.test_kinks import softplus_model as stable_softplus_model
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
 
 
@@ -183,7 +186,22 @@ def _kink_cases() -> list[Case]:
     return [Case("kink neuron x1.5 at z=0", "planted bug", lambda: zoo.get("neuron"),
                  {"at": Z0}, neuron_x15),
             Case("kink three-way tie, a vertex subgradient", "false alarm", _tie_model,
-                 {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))]
+                 {"at": TIE}, _tie_fn((1.0, 0.0, 0.0)))] + _kink_composition_cases()
+
+
+def _kink_composition_cases() -> list[Case]:
+    """Correct code at kinks that failed when plain models were routed through the tensor path
+    (kinks of smooth compositions, ties, many kinks), from tests/test_kinks.py."""
+    at_max = {k: np.array(v) for k, v in _max_relu()[1].items()}
+    return [Case("kink torch.maximum at 4-way ties, 8 windows", "false alarm",
+                 lambda: _max_relu()[0], {"at": at_max}, max_relu_fn(torch_maximum3)),
+            Case("kink three-way tie, weights (0, 1/4, 3/4)", "false alarm", _tie_model,
+                 {"at": TIE}, _tie_fn((0.0, 0.25, 0.75))),
+            Case("kink 7 relus at exact zero (beyond enumeration)", "false alarm",
+                 lambda: _zero_layer(7), {"at": _zero_layer_at(7)},
+                 _zero_layer_fn(torch.relu)),
+            Case("kink stable softplus at 0", "false alarm", stable_softplus_model,
+                 {"at": SOFTPLUS_AT}, torch.nn.functional.softplus)]
 
 
 def _cause_cases() -> list[Case]:
@@ -227,17 +245,12 @@ BY_ID = {c.id: c for c in CASES}
 # reports/gate.md. A case listed here is xfail(strict=True) in tests/test_gate.py.
 _PROB = ("the probabilistic entry bound applies to tensor programs only: the new path resolves "
          "entries the scalar worst case leaves inconclusive")
-_SIDES = ("the tensor kinks treat each Max/Abs of a smooth composition as a kink of its own: "
-          "at z = 0 the neuron's stable BCE (Max(z, 0) + log(1 + e^-|z|)) accepts a hull "
-          "of sides that a x1.5 backward lies in; the scalar side knew that where every side "
-          "agrees, that side's value is the derivative (to port before the switch)")
 KNOWN: dict[str, str] = {
     "small_gpt float32": _PROB,
-    "kink neuron x1.5 at z=0": _SIDES,
 }
 # planted bugs the new path passes today: a blocker of the switch, listed so that it is seen
 # (xfail(strict=True) in test_planted_bug_caught_by_old_never_passes_on_new too)
-MISSED_BY_NEW: frozenset[str] = frozenset({"kink neuron x1.5 at z=0"})
+MISSED_BY_NEW: frozenset[str] = frozenset()
 
 # cases whose two runs take over ~5 s here: in the slow suite (pytest -m slow)
 SLOW = {"mutant sign flip W1[2,3]", "mutant small_gpt h0_Wq x-1 float32",

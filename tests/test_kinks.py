@@ -93,11 +93,18 @@ def _softplus(w):
     return sp.Max(w, 0) + sp.log(1 + sp.exp(-sp.Abs(w)))
 
 
+def softplus_model():
+    """The stable softplus as a model (also a gate row, at ``SOFTPLUS_AT``)."""
+    w = sp.Symbol("w")
+    return sg.Model("softplus", _softplus(w), params=[w])
+
+
+SOFTPLUS_AT = {"w": np.array([0.0, 1.0])}
+
+
 def test_stable_softplus_has_no_kink_at_zero():
     """Max(w, 0) + log(1 + e^-|w|) is smooth: both sides give 1/2, a slope of 0.9 fails."""
-    w = sp.Symbol("w")
-    m = sg.Model("softplus", _softplus(w), params=[w])
-    at = {"w": np.array([0.0, 1.0])}
+    m, at = softplus_model(), SOFTPLUS_AT
     good = sg.verify(m, at=at, torch_fn=lambda w: torch.nn.functional.softplus(w))
     assert good.ok and not good.kinks, str(good)
     bad = sg.verify(m, at=at, torch_fn=lambda w: torch.nn.functional.softplus(w)
@@ -345,6 +352,18 @@ def _max_relu(n: int = 8):
     return m, at
 
 
+def max_relu_fn(maximum):
+    """The 8 windows' torch code with ``maximum(a, b, c)`` (also a gate row)."""
+    def fn(**kw):
+        return sum(torch.where(h >= 0, h, 0 * h) * kw[f"v{i}"] for i in range(8)
+                   for h in [maximum(kw[f"a{i}"], kw[f"b{i}"], kw[f"c{i}"])])
+    return fn
+
+
+def torch_maximum3(a, b, c):
+    return torch.maximum(torch.maximum(a, b), c)
+
+
 class AllTied(torch.autograd.Function):
     """max of three whose backward hands the whole gradient to every tied argument."""
 
@@ -358,18 +377,14 @@ class AllTied(torch.autograd.Function):
 
 
 @pytest.mark.parametrize("maximum, ok", [
-    (lambda a, b, c: torch.maximum(torch.maximum(a, b), c), True),  # 1/4, 1/4, 1/2
+    (torch_maximum3, True),  # 1/4, 1/4, 1/2
     (AllTied.apply, False)])
 def test_max_ties_feeding_relus_beyond_enumeration(maximum, ok):
     """8 windows relu(max(a, b, c)) * v at a 4-way tie (with relu's 0): 4^8 combinations,
     each window's kinks interact (a group, enumerated), windows are separable: decided exactly."""
     from symgrad import oracle
     m, at = _max_relu()
-
-    def fn(**kw):
-        return sum(torch.where(h >= 0, h, 0 * h) * kw[f"v{i}"] for i in range(8)
-                   for h in [maximum(kw[f"a{i}"], kw[f"b{i}"], kw[f"c{i}"])])
-    r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=fn)
+    r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=max_relu_fn(maximum))
     assert r.ok == ok, str(r)
     from symgrad.derive import reverse_accumulation
     e = oracle.evaluate(oracle.compile_oracle(reverse_accumulation(m)),

@@ -237,3 +237,83 @@ def test_an_untaken_piecewise_branch_undefined_there_is_never_evaluated(dtype):
                     dtype=dtype)
     assert bad.verdict == "fail"
     assert {f.kind for f in bad.failures} - {"mismatch", "systematic"} == set()
+
+
+# ------------------------------------------------ kinks of smooth compositions (linked atoms)
+def _bce_body(z, y):
+    """The stable BCE with logits: Max and Abs of z, smooth at z = 0."""
+    soft = sp.log(1 + sp.exp(-sp.Abs(z)))
+    return y * (soft + sp.Max(0, -z)) + (1 - y) * (soft + sp.Max(0, z))
+
+
+def _logits(split: bool):
+    """The stable BCE of four logits z (a parameter, so that z = 0 exactly): in one map body,
+    or (split) its log(1 + e^-|z|) and its Max in two maps reading the same z (linked across
+    nodes)."""
+    z, y = st.param("z", (4,)), st.input("y", (4,))
+    if not split:
+        return TensorModel("bce", st.sum_(st.map_(_bce_body(X[0], X[1]), z, y)))
+    soft = st.map_(sp.log(1 + sp.exp(-sp.Abs(X[0]))), z)
+    hinge = st.map_(X[1] * sp.Max(0, -X[0]) + (1 - X[1]) * sp.Max(0, X[0]), z, y)
+    return TensorModel("bce_split", st.sum_(soft + hinge))
+
+
+def _bce_fn(factor: float = 1.0):
+    def fn(z, y):  # z[0]'s gradient x factor (value unchanged)
+        z = torch.cat([z[:1] * factor - (z[:1] * (factor - 1)).detach(), z[1:]])
+        return torch.nn.functional.binary_cross_entropy_with_logits(z, y, reduction="sum")
+    return fn
+
+
+BCE_AT_ZERO = {"z": np.array([[0.0, 0.0, 0.0, 0.0], [0.0, 0.0, 2.0, -1.0]]),
+               "y": np.array([[0.0, 1.0, 0.0, 1.0], [1.0, 0.0, 1.0, 0.0]])}
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-map", "two-maps"])
+def test_a_smooth_composition_of_kinked_atoms_has_no_kink(split):
+    """At z = 0 exactly the Max and Abs atoms are one kink (argument z up to sign): their
+    consistent sides agree (sigmoid(0) - y), so correct code passes and a x1.5 backward at the
+    kink fails as a plain mismatch (independent sides accepted it inside their hull)."""
+    m = _logits(split)
+    good = sg.verify(m, torch_fn=_bce_fn(), at=BCE_AT_ZERO)
+    assert good.verdict == "pass", good
+    bad = sg.verify(m, torch_fn=_bce_fn(1.5), at=BCE_AT_ZERO)
+    assert bad.verdict == "fail", bad
+    c = bad.comparisons["torch_fn"]
+    assert (c.status[:, 1] == sg.compare.MISMATCH).all()  # z[0], both samples
+    assert not (c.status == sg.compare.KINK).any()
+
+
+def _two_conditions():
+    """2w for w > 0, 3w for w >= 0, else w: the two conditions are one kink (key w), so the
+    sides at w = 0 are 2 and 1; the middle branch holds at w = 0 alone (no side)."""
+    w = st.param("w", (2,))
+    body = sp.Piecewise((2 * X[0], X[0] > 0), (3 * X[0], X[0] >= 0), (X[0], True))
+    return TensorModel("two_conditions", st.sum_(st.map_(body, w)))
+
+
+@pytest.mark.parametrize("fn, verdict", [
+    (lambda w: torch.where(w > 0, 2 * w, w).sum(), "pass"),  # slope 1 at 0: the left side
+    (lambda w: torch.where(w >= 0, 2 * w, w).sum(), "pass"),  # slope 2: the right side
+    (lambda w: torch.where(w > 0, 2 * w, torch.where(w >= 0, 3 * w, w)).sum(), "fail")],
+    ids=["left", "right", "literal-middle-branch"])
+def test_piecewise_conditions_of_one_key_take_one_side(fn, verdict):
+    """Taken independently the conditions had the middle branch's slope 3 as a side (w > 0
+    false with w >= 0 true): the literal torch transcription passed with a derivative that is
+    no subgradient of the function (its one-sided derivatives are 2 and 1)."""
+    r = sg.verify(_two_conditions(), torch_fn=fn, at={"w": np.zeros((1, 2))},
+                  backends=("torch_fn",))
+    assert r.verdict == verdict, r
+
+
+def test_separable_kinks_are_decided_with_k_plus_one_vertices(monkeypatch):
+    """32 ReLUs at 0 (2^32 combinations): the base and one change per kink are the only
+    vertices evaluated (the two points between the sides are passes of their own), as on the
+    scalar side (tests/test_kinks.py counts its passes)."""
+    from symgrad.tensor import sides
+    calls = []
+    real = sides._Row.vertex
+    monkeypatch.setattr(sides._Row, "vertex", lambda self, c: calls.append(c) or real(self, c))
+    at = {"W": np.zeros((1, 32, 3)), "x": np.ones((1, 3))}
+    assert sg.verify(_wide(32), at=at, backends=("numpy",)).verdict == "pass"
+    assert len(calls) == 33

@@ -10,11 +10,15 @@ points *between* the sides (fractional selectors) that must equal the base plus 
 change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients are the
 Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
-more combinations form an inner hull (``"relaxed"``), one pass in ball arithmetic with every
+more combinations (the all-last-side base and its single changes, one side per class of
+kinks as ``symgrad.sides.class_combos`` picks, random ones) form an inner hull
+(``"relaxed"``), one pass in ball arithmetic with every
 reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
 mismatch), and a gradient between the two is **inconclusive** with the reason. More than
 ``MAX_KEYS`` reached kinks in one sample: that sample's gradient entries are inconclusive
-(cost stays proportional). Where every side agrees (a smooth function written with Abs/Max)
+(cost stays proportional). Atoms that are one kink (``symgrad.tensor.links``: ``Max(0, z)``
+and ``Abs(z)`` of a stable BCE) are one key whose two options set every member's side
+consistently. Where every side agrees (a smooth function written with Abs/Max)
 the sides' value replaces the oracle's, marked uncertain as on the scalar side.
 Samples that reach no kink cost nothing here.
 """
@@ -33,10 +37,11 @@ from ..backends.arb import Between, Imprecise
 from ..compare import Comparison, KinkSides, Tolerance, compare
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
-from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, linked_groups,
-                     with_interval)
+from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, class_combos,
+                     linked_groups, with_interval)
 from .interpret import evaluate
 from .kinks import Keys, sided
+from .links import names, side_words
 from .model import TensorModel
 from .views import flat_balls
 
@@ -57,16 +62,21 @@ class _Row:
         weights ``choice[q]`` (option -> weight), the other kinks at their actual side."""
         sel = {node: np.array(arr, dtype=np.float64) for node, arr in self.base.items()}
         for q, weights in choice.items():
-            i, j, e, opts = self.keys[q]
-            site = self.s.sites[i]
-            if j < 0:
+            key = self.keys[q]
+            site = self.s.sites[key.site]
+            if key.links:  # a linked kink: each member on the piece of the key's sign
+                for i, j, e, picks in key.links:
+                    for k, node in enumerate(self.s.sites[i].atoms[j].selectors):
+                        sel[node].reshape(-1)[e] = sum(w for o, w in weights.items()
+                                                       if picks[o] == k)
+            elif key.atom < 0:
                 flat = sel[site.selector].reshape(-1)
-                flat[site.index[e]] = 0.0
+                flat[site.index[key.entry]] = 0.0
                 for o, w in weights.items():
-                    flat[site.index[e, o]] = w
+                    flat[site.index[key.entry, o]] = w
             else:
-                for k, node in enumerate(site.atoms[j].selectors):
-                    sel[node].reshape(-1)[e] = weights.get(k, 0.0)
+                for k, node in enumerate(site.atoms[key.atom].selectors):
+                    sel[node].reshape(-1)[key.entry] = weights.get(k, 0.0)
         leaves = dict(self.one)
         leaves.update({node.name: arr for node, arr in sel.items()})
         outs = evaluate(self.s.gradient.outputs, self.table, leaves)
@@ -84,23 +94,31 @@ class _Row:
     def label(self, combo: tuple, changed_only: bool) -> str:
         parts = []
         for q, c in enumerate(combo):
-            i, j, e, opts = self.keys[q]
-            if changed_only and c == opts[0]:
+            key = self.keys[q]
+            if changed_only and c == key.options[0]:
                 continue
-            parts.append(_side_words(self.s.sites[i], j, e, c))
+            parts.append(_side_words(self.s, key, c))
         if changed_only:
+            first = _side_words(self.s, self.keys[0], self.keys[0].options[0])
             return ("; ".join(parts) + ", the other kinks from their first side" if parts else
-                    f"each of the {len(self.keys)} reached kinks from its first side")
+                    f"each of the {len(self.keys)} reached kinks from its first side "
+                    f"({first}, ...)")
         return "; ".join(parts)
 
 
-def _side_words(site, j: int, e: int, c: int) -> str:
-    where = f"{site.label}[{e}]"
+def _side_words(s, key, c: int) -> str:
+    site, j = s.sites[key.site], key.atom
+    where = f"{site.label}[{key.entry}]"
+    if key.links:  # the first member's piece on that side
+        c = key.links[0][3][c]
     if j < 0:
         return f"entry {c} wins the max at {where}"
     atom = site.atoms[j]
+    two = side_words(site.node, atom, c)
+    if two is not None:
+        return f"{two} at {where}"
     if atom.kind in ("max", "min"):
-        return f"{atom.pieces[c]} wins the {atom.kind} at {where}"
+        return f"{atom.pieces[c].xreplace(names(site.node))} wins the {atom.kind} at {where}"
     if atom.kind == "piecewise":
         return f"branch {c} of the Piecewise at {where}"
     return f"{atom.deciders[0]} → 0{'+' if c else '−'} at {where}"
@@ -148,7 +166,7 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
 
 
 def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
-    options = [k[3] for k in ks]
+    options = [k.options for k in ks]
     if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
         combos = list(itertools.product(*options))
         return (np.array([row.vertex(c) for c in combos]),
@@ -185,8 +203,9 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         why = _interaction(row, options, verts, groups, rows, rng)
     if why is None:
         return np.array(verts), labels, Sides("separable", rows)
-    for _ in range(EXTRA_VERTICES):
-        combo = tuple(o[int(rng.integers(len(o)))] for o in options)
+    extra = class_combos(_signatures(row, options, verts, labels, unit), options)
+    extra += [tuple(o[int(rng.integers(len(o)))] for o in options) for _ in range(EXTRA_VERTICES)]
+    for combo in extra:
         verts.append(row.vertex(combo))
         labels.append(row.label(combo, True))
     low, high = _enclosure(row, len(verts[0]))
@@ -196,6 +215,31 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
         f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
         "not in the hull of the evaluated sides")
+
+
+def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list) -> list:
+    """The all-last-side base and its single changes (appended to ``verts``), and per kink
+    whether its single changes move anything at the first and at the last base (the classes
+    of ``symgrad.sides.class_combos``: one convention per layer of stacked ReLUs)."""
+    last = tuple(o[-1] for o in options)
+    more = []
+    verts.append(row.vertex(last))
+    labels.append(f"each of the {len(options)} reached kinks from its last side")
+    at = len(verts) - 1
+    for q, o in enumerate(options):
+        more.append([at])
+        for c in o[:-1]:
+            combo = last[:q] + (c,) + last[q + 1:]
+            more[-1].append(len(verts))
+            verts.append(row.vertex(combo))
+            labels.append(_side_words(row.s, row.keys[q], c)
+                          + ", the other kinks from their last side")
+
+    def moved(rows: list) -> bool:
+        b = verts[rows[0]]
+        return any(bool(np.any((verts[r] != b) & ~(np.isnan(verts[r]) & np.isnan(b))))
+                   for r in rows[1:])
+    return [tuple(moved(rows[q]) for rows in (unit, more)) for q in range(len(options))]
 
 
 def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
@@ -209,9 +253,13 @@ def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
     ops = ARB_OPS.at(ENCLOSURE_BITS)
     sel = {node: ops.asarray(arr) for node, arr in row.base.items()}
     whole = arb(0.5, 0.5)
-    for i, j, e, opts in row.keys:
+    for i, j, e, opts, links in row.keys:
         site = row.s.sites[i]
-        if j < 0:
+        if links:  # each member over both its pieces (wider than the key's two sides)
+            for li, lj, le, picks in links:
+                for k, node in enumerate(row.s.sites[li].atoms[lj].selectors):
+                    sel[node].reshape(-1)[le] = whole if k in picks else arb(0)
+        elif j < 0:
             flat = sel[site.selector].reshape(-1)
             flat[site.index[e]] = arb(0)
             for o in opts:

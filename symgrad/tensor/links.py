@@ -1,0 +1,146 @@
+"""Kink atoms that are one kink: linked, so that they take their sides together.
+
+A smooth function written with kink functions - the stable BCE's ``Max(z, 0) + log(1 +
+e^-|z|)`` - has atoms (``Max(0, z)``, ``Abs(z)``) whose arguments are one comparison: each is on
+the side of the sign of ``z``. Left free, the atoms take their sides independently and the
+hull of the sides holds combinations no input reaches (Max on ``z > 0`` with Abs on ``z < 0``),
+so a wrong gradient at ``z = 0`` passes. As on the scalar side (``symgrad.backends.arb``: sites
+with one key take one side), the atoms of two-sided kinks are keyed by their argument up to a
+positive factor and sign, written in the program's nodes (``canonical``): atoms with one key,
+within one map body or across maps of one shape reading the same operands, are one kink with
+two sides, the sign of the key (``groups``); where every consistent side agrees the function is
+smooth there and that side's value is its derivative.
+
+The two-sided atoms: ``Abs``, ``Heaviside``, ``sign`` of ``a`` (key ``a``); ``Max``/``Min``
+of two members ``a``, ``b`` (key ``a - b``); a Piecewise of one condition ``lhs op rhs`` and an
+otherwise branch (key ``lhs - rhs``). An n-ary Max or a Piecewise of several conditions stays
+an atom of its own.
+
+>>> import sympy as sp, symgrad.tensor as st
+>>> from symgrad.tensor.kinks import sided
+>>> from symgrad.tensor.model import TensorModel
+>>> z = st.param("z", (2,))
+>>> body = sp.Max(0, st.X[0]) + sp.log(1 + sp.exp(-sp.Abs(st.X[0])))
+>>> s = sided(TensorModel("softplus", st.sum_(st.map_(body, z))))
+>>> [[(i, j) for i, j, _, _ in g] for g in groups(s)]
+[[(0, 0), (0, 1)]]
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import sympy as sp
+
+from .program import X, Node
+
+
+def canonical(arg: sp.Expr) -> tuple[sp.Expr, int]:
+    """``(key, orient)`` with ``arg = orient * c * key``, c > 0: one key for ``arg``, ``-arg``
+    and ``2 arg`` (the scalar side's rule, ``symgrad.backends.arb``, with a common factor of a
+    sum taken out too).
+
+    >>> a, b = sp.symbols("a b")
+    >>> canonical(b - a), canonical(2 * a - 2 * b)
+    ((a - b, -1), (a - b, 1))
+    """
+    c, rest = arg.as_content_primitive()[1].as_coeff_Mul()
+    orient = 1 if c >= 0 else -1
+    if rest.could_extract_minus_sign():
+        rest, orient = -rest, -orient
+    return rest, orient
+
+
+def operand_symbol(n: Node) -> sp.Symbol:
+    """A symbol for an operand's value: reshapes are followed to their source (a reshape is
+    its source's entries in order), so two reshapes of one node to one shape are one value."""
+    root = n
+    while root.op == "reshape":
+        root = root.args[0]
+    return sp.Symbol(f"n{root.id}_" + "x".join(map(str, n.shape)))
+
+
+def _decider(atom) -> sp.Expr | None:
+    """The argument whose sign decides a two-sided atom, in ``X`` symbols (None: not one)."""
+    if atom.kind in ("abs", "step", "sign"):
+        return atom.deciders[0]
+    if atom.kind in ("max", "min") and len(atom.pieces) == 2:
+        return atom.pieces[0] - atom.pieces[1]
+    if atom.kind == "piecewise" and len(atom.pieces) == 2 and atom.relations[1] is None \
+            and atom.relations[0] is not None:
+        return atom.deciders[0]
+    return None
+
+
+def picks(atom) -> tuple[int, int]:
+    """The piece a two-sided atom takes where its decider is negative, and where positive."""
+    if atom.kind in ("abs", "step", "sign"):
+        return (0, 1)
+    if atom.kind == "max":
+        return (1, 0)
+    if atom.kind == "min":
+        return (0, 1)
+    rel = atom.relations[0]
+    return (0 if rel(-1, 0) else 1, 0 if rel(1, 0) else 1)
+
+
+def link_key(atom, node: Node) -> tuple[tuple, int] | None:
+    """``((key, shape), orient)`` of a two-sided atom of map ``node``, its decider written in
+    the node's operands; None for an atom of its own, or a decider that is a constant."""
+    d = _decider(atom)
+    if d is None or not d.free_symbols:
+        return None
+    subs = {X[k]: operand_symbol(a) for k, a in enumerate(node.args)}
+    key, orient = canonical(sp.expand(d.xreplace(subs)))
+    return (key, node.shape), orient
+
+
+def groups(s) -> list[list[tuple]]:
+    """The linked atoms of a sided program (``symgrad.tensor.kinks.Sided``), cached on it:
+    per group of two or more atoms with one key, ``(site, atom, orient, picks)`` with
+    ``picks[0 or 1]`` the atom's piece where the key is negative or positive."""
+    if s._links is not None:
+        return s._links
+    by: dict = {}
+    for i, site in enumerate(s.sites):
+        for j, atom in enumerate(site.atoms):
+            k = link_key(atom, site.node)
+            if k is None:
+                continue
+            p = picks(atom)
+            oriented = p if k[1] > 0 else p[::-1]
+            by.setdefault(k[0], []).append((i, j, k[1], oriented))
+    s._links = [g for g in by.values() if len(g) > 1]
+    return s._links
+
+
+def names(node: Node) -> dict:
+    """``X[k]`` -> a symbol named as operand k of ``node`` (the user's entry or step name)."""
+    return {X[k]: sp.Symbol(a.name or f"{a.op}{a.id}") for k, a in enumerate(node.args)}
+
+
+def side_words(node: Node, atom, piece: int) -> str | None:
+    """A two-sided atom's side in words, as the scalar side says it (``w*x → 0−``), in the
+    operands' names; None for an atom of its own."""
+    d = _decider(atom)
+    if d is None or not d.free_symbols:
+        return None
+    key, orient = canonical(sp.expand(d.xreplace(names(node))))
+    p = picks(atom)
+    negative = (p[0] if orient > 0 else p[1]) == piece
+    return f"{key} → 0{'−' if negative else '+'}"
+
+
+def linked_values(s, members: list, got: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Each member's decider in the key's sign and its reach, stacked (N, entries, members);
+    ``got``: (site, atom, decider) -> (values, reach), as ``symgrad.tensor.kinks.reached``
+    computes them."""
+    vals, reach = [], []
+    for i, j, orient, _ in members:
+        if s.sites[i].atoms[j].kind in ("max", "min"):  # a - b, within both members' reach
+            (a, ra), (b, rb) = got[(i, j, 0)], got[(i, j, 1)]
+            v, r = a - b, ra + rb
+        else:
+            v, r = got[(i, j, 0)]
+        vals.append(orient * v)
+        reach.append(r)
+    return np.stack(vals, axis=2), np.stack(reach, axis=2)

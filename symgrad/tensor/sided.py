@@ -1,0 +1,241 @@
+"""The sided program of a tensor model: its kink sites, and the program whose sides can be
+chosen entry by entry.
+
+A *kink site* is a ``map`` node on the gradient's path (not only under ``stop_gradient``) whose
+sympy body holds a kink function - ``Max``, ``Min``, ``Abs``, ``Heaviside``, ``sign``,
+``Piecewise`` with relational conditions (relu, clamp, hinge, abs...) - or a ``max`` reduction
+on that path. Each kink function (an *atom*) is smooth on each of its *sides*: ``Max(a, b)`` is
+``a`` or ``b``, ``Abs(a)`` is ``-a`` or ``a``, ``Heaviside(a)`` 0 or 1, a Piecewise one of its
+branches, a max reduction one of its entries. The *sided program* replaces every atom by
+``sum_k S_k piece_k``, the selectors ``S_k`` extra inputs of the node's shape (a max reduction:
+``sum(x * S)``); with one-hot selectors at the actual side it is the model itself near the
+point, with another side's selector its one-sided derivative, with fractional selectors a point
+between the sides (a subgradient's local derivative). Its exact gradient is derived once
+(``sided``), and the oracle evaluates it with the selectors a side choice sets
+(``symgrad.tensor.kinks``, ``symgrad.tensor.sides``). A map whose operands and selectors are
+more than ``X`` has symbols has its atoms moved into maps of their own (``_split``).
+
+>>> import sympy as sp, symgrad.tensor as st
+>>> from symgrad.tensor.model import TensorModel
+>>> w = st.param("w", (3,))
+>>> m = TensorModel("relu", st.sum_(st.map_(sp.Max(0, st.X[0]), w)))
+>>> s = sided(m)
+>>> len(s.sites), s.sites[0].atoms[0].kind
+(1, 'max')
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import sympy as sp
+
+from .derive import Gradient, gradient
+from .links import canonical
+from .model import TensorModel
+from .program import X, Node, input as leaf_input, map_, sum_, topological
+
+KINK_FUNCTIONS = (sp.Max, sp.Min, sp.Abs, sp.Heaviside, sp.sign, sp.Piecewise)
+RELATIONS = {sp.StrictGreaterThan: np.greater, sp.GreaterThan: np.greater_equal,
+             sp.StrictLessThan: np.less, sp.LessThan: np.less_equal}
+
+
+@dataclass
+class Atom:
+    """One kink function of a site's body: its sides' smooth pieces and the expressions (of
+    the node's operands) whose values decide the side."""
+
+    kind: str  # "max", "min", "abs", "step", "sign", "piecewise"
+    expr: sp.Expr
+    pieces: tuple  # one expression per side
+    deciders: tuple  # max/min: the members; abs/step/sign: (a,); piecewise: lhs - rhs per cond
+    relations: tuple = ()  # piecewise: the numpy comparison of each condition (None: True)
+    keys: tuple = ()  # piecewise: each condition's (key, orient) (``links.canonical``): one
+    #                   key is one kink, its conditions decided by one sign
+    selectors: tuple = ()  # the selector input nodes, one per piece
+
+
+@dataclass
+class Site:
+    """A kink site: a map node (with its atoms) or a max reduction (``atoms`` empty)."""
+
+    node: Node
+    atoms: list = field(default_factory=list)
+    selector: Node | None = None  # a max reduction's selector, of its operand's shape
+    index: np.ndarray | None = None  # max: (out entries, reduced entries) -> operand entry
+
+    @property
+    def label(self) -> str:
+        return self.node.name or f"{self.node.op} {self.node.attrs.get('expr', '')}".strip()
+
+
+@dataclass
+class Sided:
+    """The sided program of a model: its sites, and the exact gradient with selectors
+    (derived on first use: only when a sample reaches a kink)."""
+
+    sites: list
+    loss: Node
+    params: tuple
+    _gradient: Gradient | None = None
+    _links: list | None = None  # ``symgrad.tensor.links.groups``, on first use
+
+    @property
+    def gradient(self) -> Gradient:
+        if self._gradient is None:
+            self._gradient = Gradient(self.loss, self.params,
+                                      tuple(gradient(self.loss, self.params)))
+        return self._gradient
+
+
+def live(loss: Node) -> set[int]:
+    """Ids of the nodes with a path to ``loss`` that does not pass through ``stop_gradient``
+    (a softmax's max shift and the masked map under it are not on the gradient's path)."""
+    out, stack = set(), [loss]
+    while stack:
+        n = stack.pop()
+        if n.id in out:
+            continue
+        out.add(n.id)
+        if n.op not in ("stop", "onehot"):
+            stack.extend(n.args)
+    return out
+
+
+def has_sites(model: TensorModel) -> bool:
+    """Does the model have a kink site at all? (None: no extra work anywhere.)"""
+    on = live(model.loss)
+    return any(n.id in on and (n.op == "max" or (n.op == "map" and _atoms(n.attrs["expr"])))
+               for n in topological([model.loss]))
+
+
+def _atoms(expr: sp.Expr) -> list[sp.Expr]:
+    """The kink functions of ``expr``, inner ones first (each once)."""
+    out: list = []
+
+    def visit(e):
+        for a in e.args:
+            if isinstance(a, sp.Basic):
+                visit(a)
+        if isinstance(e, KINK_FUNCTIONS) and e not in out and _supported(e):
+            out.append(e)
+    visit(expr)
+    return out
+
+
+def _supported(e) -> bool:
+    if isinstance(e, sp.Piecewise):
+        return all(c == sp.true or type(c) in RELATIONS for _, c in e.args)
+    return True
+
+
+def _atom(e: sp.Expr) -> Atom:
+    if isinstance(e, (sp.Max, sp.Min)):
+        return Atom("max" if isinstance(e, sp.Max) else "min", e, tuple(e.args), tuple(e.args))
+    if isinstance(e, sp.Abs):
+        return Atom("abs", e, (-e.args[0], e.args[0]), (e.args[0],))
+    if isinstance(e, sp.Heaviside):
+        return Atom("step", e, (sp.Integer(0), sp.Integer(1)), (e.args[0],))
+    if isinstance(e, sp.sign):
+        return Atom("sign", e, (sp.Integer(-1), sp.Integer(1)), (e.args[0],))
+    pieces = tuple(v for v, _ in e.args)
+    deciders = tuple(sp.Integer(1) if c == sp.true else c.lhs - c.rhs for _, c in e.args)
+    relations = tuple(None if c == sp.true else RELATIONS[type(c)] for _, c in e.args)
+    keys = tuple(canonical(sp.expand(d)) for d in deciders)
+    return Atom("piecewise", e, pieces, deciders, relations, keys=keys)
+
+
+def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
+    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too). A Piecewise
+    atom takes branch k alone where S_k is exactly 1 (the mix only between sides): its untaken
+    branches may be undefined where the model is not (log(w) taken only for w > 1), and
+    0 * NaN is NaN."""
+    if e in chosen:
+        atom, syms = chosen[e]
+        pieces = [_rewrite(p, chosen) for p in atom.pieces]
+        mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
+        if atom.kind != "piecewise":
+            return mix
+        return sp.Piecewise(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], (mix, True))
+    if not e.args or not isinstance(e, sp.Expr):
+        return e
+    return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])
+
+
+def sided(model: TensorModel) -> Sided:
+    """The model's sided program (cached on the model)."""
+    if "sided" in model._cache:
+        return model._cache["sided"]
+    on = live(model.loss)
+    memo: dict[int, Node] = {}
+    sites: list[Site] = []
+    for node in topological([model.loss]):
+        args = tuple(memo[a.id] for a in node.args)
+        new = node if node.is_leaf or args == node.args else Node(
+            node.op, args, node.shape, dict(node.attrs), node.name)
+        if node.id in on and node.op == "map" and _atoms(node.attrs["expr"]):
+            new = _map_site(node, args, sites) or _split(node, args, sites) or new
+        elif node.id in on and node.op == "max":
+            x = node.args[0]
+            axes = node.attrs["axes"]
+            sel = leaf_input(f"kink{len(sites)}", x.shape)
+            new = sum_(map_(X[0] * X[1], args[0], sel), axes)
+            order = np.moveaxis(np.arange(x.size).reshape(x.shape), axes,
+                                tuple(range(x.ndim - len(axes), x.ndim)))
+            sites.append(Site(node, selector=sel, index=order.reshape(node.size, -1)))
+        memo[node.id] = new
+    params = tuple(b.node for b in model.param_blocks)
+    out = Sided(sites, memo[model.loss.id], params)
+    model._cache["sided"] = out
+    return out
+
+
+def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
+    """Map ``node`` (of the model) as a site: its body with every atom a mix of its pieces,
+    reading ``args`` (the sided operands) and the selectors; None if the operands and
+    selectors are more than ``X`` has symbols."""
+    found = _atoms(node.attrs["expr"])
+    k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
+    if k > len(X):
+        return None
+    site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
+    for e in found:
+        atom = _atom(e)
+        mine = [syms.pop(0) for _ in atom.pieces]
+        atom.selectors = tuple(leaf_input(f"kink{len(sites)}_{len(site.atoms)}_{j}", node.shape)
+                               for j in range(len(mine)))
+        chosen[e] = (atom, mine)
+        site.atoms.append(atom)
+    body = _rewrite(node.attrs["expr"], chosen)
+    sel = [n for a in site.atoms for n in a.selectors]
+    sites.append(site)
+    return Node("map", args + tuple(sel), node.shape, {"expr": body}, node.name)
+
+
+def _split(node: Node, args: tuple, sites: list) -> Node | None:
+    """A map too wide to be a site (three windows' ``v * Max(0, a, b, c)`` of 12 operands and
+    12 pieces): each outermost atom becomes a map of its own operands (a site), which the
+    body reads as an operand (the same function, exactly); None where that does not fit
+    either (the map keeps its own derivative: no sides)."""
+    body = node.attrs["expr"]
+    found = _atoms(body)
+    outer = [e for e in found if not any(o != e and o.has(e) for o in found)]
+    tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
+    subs = []
+    for e in outer:
+        used = sorted(e.free_symbols, key=X.index)
+        expr = e.xreplace({v: X[q] for q, v in enumerate(used)})
+        model_sub = map_(expr, *[node.args[X.index(v)] for v in used], name=node.name)
+        sided_args = map_(expr, *[args[X.index(v)] for v in used]).args
+        sub = _map_site(model_sub, sided_args, sites)
+        if sub is None:
+            return None
+        subs.append(sub)
+    rest = body.xreplace(dict(zip(outer, tmp)))
+    used = [v for v in X if v in rest.free_symbols] + [t for t in tmp if t in rest.free_symbols]
+    if len(used) >= len(X):  # a map's derivative reads one symbol more
+        return None
+    operands = [args[X.index(v)] if v in X else subs[tmp.index(v)] for v in used]
+    expr = rest.xreplace({v: X[q] for q, v in enumerate(used)})
+    return Node("map", tuple(operands), node.shape, {"expr": expr}, node.name)

@@ -15,6 +15,8 @@ from symgrad.backends import numpy as np_backend
 from symgrad.compare import FAILING, INCONCLUSIVE, LOSS, OK, allowance
 from symgrad.config import VerifyConfig
 from symgrad.derive import reverse_accumulation
+from symgrad.tensor.front import to_program
+from symgrad.tensor.verify import entry_bounds
 from symgrad.testing import scale_backward
 from symgrad.verify import derive
 
@@ -179,19 +181,35 @@ def test_a_wrong_gradient_is_still_caught_at_the_overflow_point():
     _assert_within_bound(r)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype):
-    """A hand-written torch_fn computes the formula as written: its allowance is the larger of
-    the textbook composition's bound and the stable program's (as before), it passes where the
-    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported."""
-    model = _ce()
-    r = sg.verify(model, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
+def _stable_and_textbook_bounds(r, model) -> np.ndarray:
+    """E of the stable program and of the textbook composition at CE_AT, the larger of the
+    two, as the pipeline that produced ``r`` computes them (a tensor program's bound is its
+    own: probabilistic by default)."""
+    if "oracle_certified" in r.program_size:  # the tensor pipeline (to_program) ran
+        tm = to_program(model)
+        values = {k: np.asarray(v, np.float64) for k, v in CE_AT.items()}
+        tol, n = r.config.tolerance, len(CE_AT["z0"])
+        return np.fmax(entry_bounds(tm, values, tol, n),
+                       entry_bounds(tm.textbook_program, values, tol, n))
     X = np.array([CE_AT["z0"], CE_AT["z1"]], dtype=np.float64)
     textbook = np_backend.run(np_backend.compile_bound(reverse_accumulation(
         model, view="display")), X, "float64")
     stable_bound = np_backend.run(np_backend.compile_bound(reverse_accumulation(model)), X,
                                   "float64")
-    want = allowance(np.fmax(textbook, stable_bound), dtype, r.config.tolerance)
+    return np.fmax(textbook, stable_bound)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("pipeline", ["model", "program"])
+def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype, pipeline):
+    """A hand-written torch_fn computes the formula as written: its allowance is the larger of
+    the textbook composition's bound and the stable program's (as before), it passes where the
+    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported; the
+    same through the tensor program (``to_program``)."""
+    model = _ce()
+    built = model if pipeline == "model" else to_program(model)
+    r = sg.verify(built, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
+    want = allowance(_stable_and_textbook_bounds(r, model), dtype, r.config.tolerance)
     np.testing.assert_allclose(r.comparisons["torch_fn"].allowed_abs, want, rtol=1e-12)
     _assert_within_bound(r, OWN)
     literal = r.comparisons["torch_fn"]

@@ -253,20 +253,41 @@ def test_the_display_view_and_explanations_keep_the_formula_as_written():
                if s.startswith("Textbook") for f in fs)
 
 
-def test_the_oracle_checks_the_rewrite_itself():
-    """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
-    the oracle evaluates the formula as written, not the rewritten program."""
+def _broken_bce():
+    """The BCE model built while the softplus rule is not an identity (softplus + 1e-9)."""
     original = stable.Rewriter.softplus
 
     def broken(self, t):
         return original(self, t) + sp.Rational(1, 10**9)
     stable.Rewriter.softplus = broken
     try:
-        model = _bce()
+        return _bce()
     finally:
         stable.Rewriter.softplus = original
+
+
+@pytest.mark.parametrize("pipeline", ["model", "program"])
+def test_the_oracle_checks_the_rewrite_itself(pipeline):
+    """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
+    the oracle evaluates the formula as written, not the rewritten program (the tensor
+    program's oracle checks its rewrite against ``written_program`` in balls)."""
+    model = _broken_bce()
+    model = model if pipeline == "model" else to_program(model)
     r = sg.verify(model, at={k: v[4:] for k, v in BCE_AT.items()}, backends=OWN)
     assert not r.ok and {f.output for f in r.failures} == {"value"}
+
+
+def test_a_correct_rewrite_is_certified_on_every_sample():
+    """The tensor program's rewrite check on a correct rule: every entry where the formula as
+    written is defined agrees with the stable program's oracle, none is replaced or open, and
+    the bits it needed are reported as the scalar oracle's (the cancelling 1 - p at w x = 152
+    needs more than 128)."""
+    tm = to_program(_bce())
+    assert tm.written_program is not None
+    r = sg.verify(tm, at=BCE_AT, backends=OWN)
+    assert r.ok, str(r)
+    assert r.oracle_bits["max"] > 128 and r.oracle_bits["uncertain_entries"] == 0
+    assert sum(r.oracle_bits["distribution"].values()) == len(BCE_AT["w"])
 
 
 def test_the_log_sum_exp_shift_is_detached_in_torch():

@@ -38,6 +38,7 @@ whose ball stays too wide at the precision cap is inconclusive.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, Sequence
 
@@ -89,11 +90,14 @@ def _leaves_at(model: TensorModel, values: Mapping, r: int, t: arb | None) -> di
     return out
 
 
-def _balls(model: TensorModel, leaves: dict, limit: np.ndarray, start: int, cap: int,
-           program: tuple | None = None) -> np.ndarray | None:
+def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: int,
+           program: tuple | None = None, defined: Sequence[bool] | None = None
+           ) -> tuple[np.ndarray | None, list, int]:
     """One row's outputs (value, gradient) as balls, the precision doubling from ``start``
     until every finite ball is tight (radius <= limit or <= 2^-80 of its value) or ``cap``;
-    None where the program raises (outside its domain)."""
+    an output ``defined`` (known finite) whose ball is not finite is loose too (a log of a
+    ball around 0: cancellation that more bits resolve). Returns (balls or None where the
+    program raises, loose per output, bits used)."""
     outputs, extra = program if program is not None else (model.gradient.outputs, {})
     rel = arb(2) ** -RELATIVE_BITS
     p = start
@@ -101,12 +105,13 @@ def _balls(model: TensorModel, leaves: dict, limit: np.ndarray, start: int, cap:
         try:
             outs = flat_balls(model, evaluate(outputs, ARB_OPS.at(p), {**leaves, **extra}))
         except (ValueError, ZeroDivisionError, OverflowError):
-            return None
+            return None, [False] * len(limit), p
         with ctx.workprec(p):
-            loose = [o.is_finite() and not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel)
-                     for o, lim in zip(outs, limit)]
+            loose = [not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel) if o.is_finite()
+                     else bool(defined is not None and defined[k])
+                     for k, (o, lim) in enumerate(zip(outs, limit))]
         if not any(loose) or p >= cap:
-            return outs
+            return outs, loose, p
         p = min(2 * p, cap)
 
 
@@ -122,7 +127,7 @@ def _limit_row(model: TensorModel, values: Mapping, r: int, bad: list, limit: np
         prev, settled = None, found.setdefault(side, {})
         for step in range(LIMIT_STEPS):
             t = side * arb(2) ** -(64 << step)
-            got = _balls(model, _leaves_at(model, values, r, t), limit, start, cap, extra)
+            got = _balls(model, _leaves_at(model, values, r, t), limit, start, cap, extra)[0]
             if got is None:
                 break
             if prev is not None:
@@ -148,8 +153,9 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
     Arguments:
         model: the tensor model whose gradient program the oracle evaluated.
         values: the compared samples, block name -> (N, *shape) (rows of ``hi``).
-        hi, lo: the oracle's (N, 1 + parameters) double-double rows; NaN entries of a row with
-            a finite loss and float inputs exactly 0 become their limit where it exists.
+        hi, lo: the oracle's (N, 1 + parameters) double-double rows; undefined (NaN, inf)
+            gradient entries of a row with a finite loss and float inputs exactly 0 become
+            their limit where it exists.
         allowed: (N, K) the verdict's allowance per entry (its 1/64 is tight), or None.
         skip: rows left alone (they reach a kink: its sides decide them).
         program: as ``views.oracle_view``'s (the sided program and its selectors), or None.
@@ -161,12 +167,12 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
     if model.n_parameters > LIMITS_UP_TO:
         return out  # a whole row in balls would not fit (GPT-2): the entries stay domain
     with np.errstate(invalid="ignore"):
-        rows = np.flatnonzero(np.isfinite(hi[:, 0]) & np.isnan(hi[:, 1:]).any(axis=1))
+        rows = np.flatnonzero(np.isfinite(hi[:, 0]) & (~np.isfinite(hi[:, 1:])).any(axis=1))
     vertices, labels = {}, {}
     for r in (int(r) for r in rows):
         if r in set(skip) or not _float_zeros(model, values, r):
             continue
-        bad = [int(k) + 1 for k in np.flatnonzero(np.isnan(hi[r, 1:]))]
+        bad = [int(k) + 1 for k in np.flatnonzero(~np.isfinite(hi[r, 1:]))]
         limit = np.zeros(hi.shape[1]) if allowed is None else np.nan_to_num(
             allowed[r] / TIGHT_FRACTION, nan=0.0, posinf=0.0)
         limit = [arb(float(a)) for a in limit]
@@ -237,13 +243,22 @@ class RewriteCheck:
     agreed: int  # entries where the stable program's value is the formula as written
     replaced: int  # entries where they differ: the formula as written decided
     unchecked: int  # entries the formula as written leaves undefined there (0/0: limits)
-    open: np.ndarray  # (N, K) bool: differ, but the ball stays too wide at the cap
+    open: np.ndarray  # (N, K) bool: the ball of the formula as written too wide at the cap
+    bits: np.ndarray  # (N,) the bits each sample's balls needed
     why: str  # why the open entries are inconclusive ("" if none)
+
+    def summary(self) -> dict:
+        """``{"max", "distribution": {bits: samples}, "uncertain_entries"}``, as the scalar
+        oracle's ``Exact.summary`` (``Result.oracle_bits``)."""
+        counts = Counter(int(b) for b in self.bits)
+        return {"max": int(self.bits.max()) if self.bits.size else 0,
+                "distribution": {str(k): counts[k] for k in sorted(counts)},
+                "uncertain_entries": int(self.open.sum())}
 
 
 def check_rewrite(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
-                  lo: np.ndarray, allowed: np.ndarray, *, start: int = 128,
-                  cap: int = 4096) -> RewriteCheck | None:
+                  lo: np.ndarray, allowed: np.ndarray, *, limits: Sequence = (),
+                  start: int = 128, cap: int = 4096) -> RewriteCheck | None:
     """The oracle's rows (the stable rewrite, in double-double) checked against the formula as
     written (``model.written_program``) in ``arb`` balls, sample by sample, in place.
 
@@ -253,46 +268,49 @@ def check_rewrite(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
         hi, lo: the oracle's (N, K) rows; where the formula as written differs from them by
             more than max(allowance / 64, 2^-70 of the value), its value replaces them.
         allowed: (N, K) the smallest allowance per entry over the compared dtypes.
-        start, cap: the balls' precision ladder (bits).
+        limits: rows whose entries ``oracle_limits`` took as limits: where the formula as
+            written is undefined there, the entry is not checked (not open).
+        start, cap: the balls' precision ladder (bits), as the scalar oracle's.
     Returns:
-        A ``RewriteCheck``, or None without a rewrite.
+        A ``RewriteCheck`` (an entry whose ball is still too wide at ``cap`` is open:
+        inconclusive, as the scalar oracle's uncertain entries), or None without a rewrite.
     """
     written = model.written_program
     if written is None:
         return None
     allowed = np.nan_to_num(np.asarray(allowed, np.float64), nan=0.0, posinf=0.0)
     opened = np.zeros(hi.shape, bool)
+    bits = np.zeros(hi.shape[0], np.int64)
     agreed = replaced = unchecked = 0
     for r in range(hi.shape[0]):
         limit = [arb(float(a) / TIGHT_FRACTION) for a in allowed[r]]
-        balls = _balls(written, _leaves_at(written, values, r, None), limit, start, cap)
+        defined = np.isfinite(np.asarray(hi[r], np.float64)) & (r not in limits)
+        balls, loose, bits[r] = _balls(written, _leaves_at(written, values, r, None), limit,
+                                       start, cap, defined=defined)
         for k in range(hi.shape[1]):
             b = None if balls is None else balls[k]
-            if b is None or not b.is_finite():
+            if (b is None or not b.is_finite()) and not loose[k]:
                 unchecked += 1
+                continue
+            if loose[k]:
+                opened[r, k] = True
                 continue
             h = float(hi[r, k])
             with ctx.workprec(2300):  # hi + lo exactly
-                rel = arb(2) ** -RELATIVE_BITS
-                tight = bool(b.rad() <= limit[k] or b.rad() <= abs(b.mid()) * rel)
                 if np.isfinite(h):
                     gap = (arb(h) + arb(float(lo[r, k])) - b).abs_lower()
-                    margin = max(limit[k], abs(arb(h)) * arb(2) ** -70)
-                    if not bool(gap > margin):
+                    if not bool(gap > max(limit[k], abs(arb(h)) * arb(2) ** -70)):
                         agreed += 1
                         continue
-            if tight:
-                hi[r, k], lo[r, k] = double_double(b)
-                replaced += 1
-            else:
-                opened[r, k] = True
+            hi[r, k], lo[r, k] = double_double(b)
+            replaced += 1
     why = ""
     if opened.any():
         r, k = (int(i) for i in np.argwhere(opened)[0])
-        why = (f"the stable rewrite of the formula (symgrad.stable) and the formula as written "
-               f"differ at entry {k} of sample row {r}, and the ball of the formula as written "
-               f"is still too wide at {cap} bits to decide it (raise oracle_max_bits)")
-    return RewriteCheck(agreed, replaced, unchecked, opened, why)
+        why = (f"the formula as written (which the stable rewrite symgrad.stable runs) is not "
+               f"certified at entry {k} of sample row {r}: its ball is still too wide at {cap} "
+               "bits (raise oracle_max_bits)")
+    return RewriteCheck(agreed, replaced, unchecked, opened, bits, why)
 
 
 def mark_open(comp: Comparison, check: RewriteCheck | None) -> Comparison:

@@ -112,8 +112,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         limits = oracle_limits(model, sub, hi, lo, allowed=least, program=program, skip=[
             r for r, ks in (keys.rows if keys else {}).items() if ks],
             start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
-        rewrite = check_rewrite(model, sub, hi, lo, least, start=cfg.oracle_bits,
-                                cap=cfg.oracle_max_bits)
+        rewrite = check_rewrite(model, sub, hi, lo, least, limits=limits.rows,
+                                start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
 
     def textbook_bound() -> np.ndarray:  # when the first user backend is compared
         with _phase("bound (textbook)", cfg, timings, "bound_s"):
@@ -199,6 +199,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     lists["losses"], timings, size, lists["worst"], lists["kinks"],
                     lists["undecided"], values=values)
     result._memo.update(memo)
+    if rewrite is not None:  # the formula as written, in balls: the bits it needed
+        result.oracle_bits = rewrite.summary()
     return result
 
 

@@ -52,6 +52,14 @@ CASES = {  # model, points, the user's torch code, the exact gradient at sample 
 }
 
 
+def off_by_half(fn, first: str):
+    """``fn`` with d/d(``first``) off by 0.5 everywhere (a planted wrong gradient)."""
+    def wrong(**kw):
+        v = kw[first]
+        return fn(**kw) + 0.5 * (v - v.detach())
+    return wrong
+
+
 PIPELINES = {"model": lambda m: m, "program": to_program}  # the tensor program takes them too
 
 
@@ -74,12 +82,8 @@ def test_derivatives_that_exist_are_not_domain(case, pipeline):
 def test_a_wrong_gradient_at_those_points_still_fails(case, pipeline):
     build, at, fn, _ = CASES[case]
     model = PIPELINES[pipeline](build())
-    first = model.blocks[0].name
-
-    def wrong(**kw):  # d/d(first parameter) off by 0.5 everywhere
-        v = kw[first]
-        return fn(**kw) + 0.5 * (v - v.detach())
-    r = sg.verify(model, at={k: np.array(v) for k, v in at.items()}, torch_fn=wrong)
+    r = sg.verify(model, at={k: np.array(v) for k, v in at.items()},
+                  torch_fn=off_by_half(fn, model.blocks[0].name))
     assert r.verdict == "fail"
     st = r.comparisons["torch_fn"].status[:, 1]
     # x**y at (0, 1): d/dx = y x**(y-1) = 1 * 0**0, and the bound's first-order model of the

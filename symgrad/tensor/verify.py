@@ -107,7 +107,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
         E = entry_bounds(model, sub, cfg.tolerance, len(subset))
-    with _phase("limits, rewrite check", cfg, timings, "oracle_s"):  # as the scalar oracle
+    with _phase("limits, rewrite check", cfg, timings, "limits_s"):  # as the scalar oracle
         least = smallest_allowance(E, [b.dtype for b in plan], tol)
         limits = oracle_limits(model, sub, hi, lo, allowed=least, program=program, skip=[
             r for r, ks in (keys.rows if keys else {}).items() if ks],

@@ -227,8 +227,8 @@ def limit_bounds(bound: Callable[[Mapping], np.ndarray], model: TensorModel,
             shifted = {}
             for b in model.blocks:
                 v = np.asarray(values[b.name])[rows]
-                if not b.domain.integer:
-                    v = np.where(v == 0, sign * LIMIT_OFFSET, v)
+                if not b.domain.integer:  # in float64: 2^-600 is 0 in float32
+                    v = np.where(v == 0, sign * LIMIT_OFFSET, v.astype(np.float64))
                 shifted[b.name] = v
             sides.append(bound(shifted))
         near = np.fmax(*sides)

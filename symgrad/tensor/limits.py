@@ -199,7 +199,15 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
 
 
 def with_limit_sides(kinks: tuple | None, limits: Limits, shape: tuple) -> tuple | None:
-    """``kink_sides``' (sides, uncertain, why) with the limits' kinks added (None: neither)."""
+    """The kinks the comparer rejudges, the limits' included.
+
+    Arguments:
+        kinks: ``tensor.sides.kink_sides``' (sides, uncertain, why), or None.
+        limits: ``oracle_limits``' result (its rows with two different one-sided limits).
+        shape: the oracle's (N, K), for an empty uncertain mask.
+    Returns:
+        (sides, uncertain, why) with the limits' sides added; None when there are neither.
+    """
     if limits.sides is None:
         return kinks
     if kinks is None:
@@ -214,10 +222,18 @@ def with_limit_sides(kinks: tuple | None, limits: Limits, shape: tuple) -> tuple
 
 def limit_bounds(bound: Callable[[Mapping], np.ndarray], model: TensorModel,
                  values: Mapping[str, np.ndarray]) -> np.ndarray:
-    """E of every entry, ``bound(values)`` (N, K); where it is NaN at a sample with float
-    inputs exactly 0 (0 * log 0 in the bound of d/dy x**y at x = 0), the larger E of the two
-    sides at 0 +- 2^-600, the same limit the oracle takes there, so such an entry is checked,
-    not waved through with an infinite allowance."""
+    """The rounding bound E with its limits at inputs exactly 0.
+
+    Arguments:
+        bound: samples (block name -> (n, *shape)) -> E, (n, K).
+        model: the tensor model (which blocks are float).
+        values: the samples.
+    Returns:
+        ``bound(values)``; where it is NaN at a sample with float inputs exactly 0 (0 * log 0
+        in the bound of d/dy x**y at x = 0), the larger E of the two sides at 0 +- 2^-600, the
+        same limit the oracle takes there, so such an entry is checked, not waved through with
+        an infinite allowance.
+    """
     E = bound(values)
     rows = [r for r in np.flatnonzero(np.isnan(E).any(axis=1))
             if _float_zeros(model, values, int(r))]

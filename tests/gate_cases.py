@@ -31,6 +31,9 @@ from tests.test_kinks import (SOFTPLUS_AT, TIE, Z0, _max_relu, _tie_fn, _tie_mod
                               torch_maximum3)
 from tests.test_kinks import softplus_model as stable_softplus_model
 from tests.test_mutants import MUTANTS, SMALL, neuron_fn, on_block, simplenet_fn
+from tests.test_powers import CASES as POWER_CASES
+from tests.test_powers import off_by_half
+from tests.test_stable import BCE_AT, _bce, _broken_bce
 
 
 @dataclass(frozen=True)
@@ -237,8 +240,30 @@ def _cause_cases() -> list[Case]:
     ]
 
 
+def _limit_cases() -> list[Case]:
+    """Limits and the stable-rewrite check, from tests/test_powers.py and tests/test_stable.py:
+    x**y at (0, 2) and |w|**p at 0 (the derivative's formula is 0/0 or 0 log 0 there, its
+    limit exists), each with the user's torch code and with d/d(first) off by 0.5; a hand-
+    written BCE of a sigmoid (run as softplus) and the same model built with a wrong softplus
+    rule (+1e-9: the oracle of the formula as written catches it)."""
+    out = []
+    for name in ("x**y at (0, 2)", "|w|**p at 0"):
+        build, at, fn, _ = POWER_CASES[name]
+        first = build().blocks[0].name
+        at = {k: np.array(v) for k, v in at.items()}
+        out += [Case(f"limits {name}", "false alarm", build, {"at": at}, fn),
+                Case(f"limits {name}, d/d{first} off by 0.5", "planted bug", build, {"at": at},
+                     off_by_half(fn, first))]
+    own = {"backends": ("numpy", "torch")}
+    return out + [
+        Case("limits stable rewrite of a plain BCE", "false alarm", _bce, {"at": BCE_AT, **own},
+             None),
+        Case("limits wrong stable rewrite (softplus + 1e-9)", "planted bug", _broken_bce,
+             {"at": {k: v[4:] for k, v in BCE_AT.items()}, **own}, None)]
+
+
 CASES: list[Case] = (_zoo_cases() + _mutant_cases() + _false_alarm_cases() + _kink_cases()
-                     + _cause_cases())
+                     + _cause_cases() + _limit_cases())
 BY_ID = {c.id: c for c in CASES}
 
 # Why the new (tensor) path's verdict differs from the old one today; filled from

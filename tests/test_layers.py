@@ -58,6 +58,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tensor.steps", "tensor.lower")),
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.bound", "tensor.spotcheck", "tensor.kinks", "tensor.doubt",
+        "tensor.limits",
         "tensor.departure", "tensor.sides", "tensor.fresh")),
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
                  "tensor.streaming")),

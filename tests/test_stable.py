@@ -15,6 +15,8 @@ from symgrad.backends import numpy as np_backend
 from symgrad.compare import FAILING, INCONCLUSIVE, LOSS, OK, allowance
 from symgrad.config import VerifyConfig
 from symgrad.derive import reverse_accumulation
+from symgrad.tensor.front import to_program
+from symgrad.tensor.verify import entry_bounds
 from symgrad.testing import scale_backward
 from symgrad.verify import derive
 
@@ -179,19 +181,35 @@ def test_a_wrong_gradient_is_still_caught_at_the_overflow_point():
     _assert_within_bound(r)
 
 
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype):
-    """A hand-written torch_fn computes the formula as written: its allowance is the larger of
-    the textbook composition's bound and the stable program's (as before), it passes where the
-    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported."""
-    model = _ce()
-    r = sg.verify(model, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
+def _stable_and_textbook_bounds(r, model) -> np.ndarray:
+    """E of the stable program and of the textbook composition at CE_AT, the larger of the
+    two, as the pipeline that produced ``r`` computes them (a tensor program's bound is its
+    own: probabilistic by default)."""
+    if "oracle_certified" in r.program_size:  # the tensor pipeline (to_program) ran
+        tm = to_program(model)
+        values = {k: np.asarray(v, np.float64) for k, v in CE_AT.items()}
+        tol, n = r.config.tolerance, len(CE_AT["z0"])
+        return np.fmax(entry_bounds(tm, values, tol, n),
+                       entry_bounds(tm.textbook_program, values, tol, n))
     X = np.array([CE_AT["z0"], CE_AT["z1"]], dtype=np.float64)
     textbook = np_backend.run(np_backend.compile_bound(reverse_accumulation(
         model, view="display")), X, "float64")
     stable_bound = np_backend.run(np_backend.compile_bound(reverse_accumulation(model)), X,
                                   "float64")
-    want = allowance(np.fmax(textbook, stable_bound), dtype, r.config.tolerance)
+    return np.fmax(textbook, stable_bound)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("pipeline", ["model", "program"])
+def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype, pipeline):
+    """A hand-written torch_fn computes the formula as written: its allowance is the larger of
+    the textbook composition's bound and the stable program's (as before), it passes where the
+    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported; the
+    same through the tensor program (``to_program``)."""
+    model = _ce()
+    built = model if pipeline == "model" else to_program(model)
+    r = sg.verify(built, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
+    want = allowance(_stable_and_textbook_bounds(r, model), dtype, r.config.tolerance)
     np.testing.assert_allclose(r.comparisons["torch_fn"].allowed_abs, want, rtol=1e-12)
     _assert_within_bound(r, OWN)
     literal = r.comparisons["torch_fn"]
@@ -235,20 +253,41 @@ def test_the_display_view_and_explanations_keep_the_formula_as_written():
                if s.startswith("Textbook") for f in fs)
 
 
-def test_the_oracle_checks_the_rewrite_itself():
-    """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
-    the oracle evaluates the formula as written, not the rewritten program."""
+def _broken_bce():
+    """The BCE model built while the softplus rule is not an identity (softplus + 1e-9)."""
     original = stable.Rewriter.softplus
 
     def broken(self, t):
         return original(self, t) + sp.Rational(1, 10**9)
     stable.Rewriter.softplus = broken
     try:
-        model = _bce()
+        return _bce()
     finally:
         stable.Rewriter.softplus = original
+
+
+@pytest.mark.parametrize("pipeline", ["model", "program"])
+def test_the_oracle_checks_the_rewrite_itself(pipeline):
+    """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
+    the oracle evaluates the formula as written, not the rewritten program (the tensor
+    program's oracle checks its rewrite against ``written_program`` in balls)."""
+    model = _broken_bce()
+    model = model if pipeline == "model" else to_program(model)
     r = sg.verify(model, at={k: v[4:] for k, v in BCE_AT.items()}, backends=OWN)
     assert not r.ok and {f.output for f in r.failures} == {"value"}
+
+
+def test_a_correct_rewrite_is_certified_on_every_sample():
+    """The tensor program's rewrite check on a correct rule: every entry where the formula as
+    written is defined agrees with the stable program's oracle, none is replaced or open, and
+    the bits it needed are reported as the scalar oracle's (the cancelling 1 - p at w x = 152
+    needs more than 128)."""
+    tm = to_program(_bce())
+    assert tm.written_program is not None
+    r = sg.verify(tm, at=BCE_AT, backends=OWN)
+    assert r.ok, str(r)
+    assert r.oracle_bits["max"] > 128 and r.oracle_bits["uncertain_entries"] == 0
+    assert sum(r.oracle_bits["distribution"].values()) == len(BCE_AT["w"])
 
 
 def test_the_log_sum_exp_shift_is_detached_in_torch():

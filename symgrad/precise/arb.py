@@ -86,6 +86,19 @@ def _pow_int(v, n: int):
     return v ** n
 
 
+def _pow_general(v, e):
+    """v**e for an exponent that is not an integer literal, as the scalar oracle takes it:
+    real for v > 0; for v < 0 only where e is exactly an integer (``w**p`` at p = 2, 3, as
+    torch computes it); at v = 0: 0 for e > 0, 1 for e = 0, undefined below (1/0)."""
+    if v > 0:
+        return (e * v.log()).exp()
+    if v.is_zero():
+        return arb(0) if e > 0 else (arb(1) if e.is_zero() else arb.nan())
+    if v < 0 and e.is_exact() and e.is_integer():
+        return _pow_int(v, int(e.unique_fmpz()))
+    return arb.nan()
+
+
 def _heaviside(x, h0):
     if x.is_nan():
         return arb.nan()
@@ -183,9 +196,7 @@ class ArbKernels(Kernels):
             return _pow_int(v.sqrt() if q == 2 else v.root(q), p)
         return _ufunc(f)(a)
 
-    def pow_general(self, a, b):
-        return _ufunc(lambda v, e: (e * _log_real(v)).exp() if v > 0 else
-                      (arb(0) if v.is_zero() and e > 0 else arb.nan()), 2)(a, b)
+    def pow_general(self, a, b): return _ufunc(_pow_general, 2)(a, b)
 
     def compare(self, op, a, b):
         if op == "lt": return _bool(_lt(a, b)), _bool(_le(b, a))

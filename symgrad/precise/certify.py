@@ -4,7 +4,8 @@ DD is not rigorous by itself. Given the DD values v and ARB balls B of the same 
 error of v is bounded rigorously by e = sup |v - B| (ball arithmetic on the exact value of v):
 whatever the exact value x in B, |v - x| <= e. An entry is *certified* when e is within the
 claimed DD accuracy, e <= rel*|v| + abs; non-finite entries are certified only when the ball
-agrees (both NaN, or the same infinity). `escalate` raises ARB's precision until every radius is
+agrees (both NaN, or an infinity and a ball wholly beyond float64's largest value on its side:
+the exact value overflows float64 as the DD value did). `escalate` raises ARB's precision until every radius is
 below a fraction of its entry's allowance (or a cap), and says how many bits that took.
 
 Example:
@@ -30,7 +31,7 @@ from ..errors import SymgradError
 from .arb import ARB_OPS, ArbOps
 
 _EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
-_MAX = arb(float(np.finfo(np.float64).max))  # beyond it a ball rounds out of float64
+_MAX = arb(float(np.finfo(np.float64).max))  # a DD inf agrees with a ball wholly beyond it
 
 
 @dataclass(frozen=True)
@@ -102,9 +103,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                 radius[idx] = _up(_frac(b.rad()))
             if not np.isfinite(h):
                 agree = (np.isnan(h) and b.is_nan()) or (np.isinf(h) and not b.is_nan()
-                                                        and ((h > 0 and b > 0) or (h < 0 and b < 0))
-                                                        and (not b.is_finite() or abs(b) > _MAX))
-                # a finite ball beyond float64's range: DD's inf is the exact value rounded
+                                                        and ((h > 0 and b > _MAX) or (h < 0 and b < -_MAX)))
                 bound[idx] = 0.0 if agree else np.inf
                 ok[idx] = agree
                 if not agree:

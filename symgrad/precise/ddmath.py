@@ -307,15 +307,23 @@ def ipow(x: DD, n: int) -> DD:
 
 
 def rpow(x: DD, e: DD) -> DD:
-    """x**e for a non-integer exponent (real semantics: NaN for x < 0)."""
+    """x**e for a non-integer exponent (real semantics: NaN for x < 0, except where e is
+    exactly an integer: ``w**p`` at p = 2, 3 is an integer power, as torch and the scalar
+    oracle compute it; 0**0 = 1, 0**e undefined for e < 0, as on the scalar oracle)."""
     with np.errstate(all="ignore"):
         pos = x.hi > 0
-        xs = where(pos, x, DD(np.ones(x.shape)))
+        e_hi = np.broadcast_to(e.hi, x.shape)
+        integral = (np.broadcast_to(e.lo, x.shape) == 0) & np.isfinite(e_hi) & \
+            (np.floor(e_hi) == e_hi)
+        neg = (x.hi < 0) & integral
+        xs = where(pos, x, where(neg, -x, DD(np.ones(x.shape))))
         v = exp(mul(e, log(xs)))
-        e_sign = np.broadcast_to(np.sign(e.hi), x.shape)
-        zero_v = np.where(e_sign > 0, 0.0, np.where(e_sign < 0, np.inf, 1.0))
-        hi = np.where(pos, v.hi, np.where(x.hi == 0, zero_v, np.nan))
-        lo = np.where(pos, v.lo, 0.0)
+        odd = neg & (np.mod(e_hi, 2) == 1)
+        e_sign = np.sign(e_hi)
+        zero_v = np.where(e_sign > 0, 0.0, np.where(e_sign < 0, np.nan, 1.0))  # 1/0: undefined
+        hi = np.where(pos | neg, np.where(odd, -v.hi, v.hi),
+                      np.where(x.hi == 0, zero_v, np.nan))
+        lo = np.where(pos | neg, np.where(odd, -v.lo, v.lo), 0.0)
     return DD(hi, lo)
 
 

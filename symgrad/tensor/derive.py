@@ -20,6 +20,7 @@ from typing import Callable, Sequence
 
 import sympy as sp
 
+from ..derive import merge_powers
 from ..errors import SymgradError
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
@@ -42,7 +43,7 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     (a structural key): the many steps of a scalar model that share a body share it."""
     key = (expr, i, k)
     if key not in _LOCAL:
-        d = sp.diff(expr, X[i])
+        d = merge_powers(sp.diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
         if d == 0:
             _LOCAL[key] = None
         else:

@@ -170,13 +170,20 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
         Where the scalar program has stable rewrites or textbook (display) forms, its
         ``textbook_program`` is the same function built from those forms, over the same leaves: a
         user's torch_fn is allowed the larger of the two programs' rounding (as the scalar
-        pipeline does); symgrad's own backends, the stable program's only.
+        pipeline does); symgrad's own backends, the stable program's only. Where it has stable
+        rewrites (``symgrad.stable``), ``written_program`` is the formula as written, over the
+        same leaves: the oracle evaluates it, so every run checks that the rewrite is the same
+        function (a wrong rule fails the value, as on the scalar pipeline).
     """
     leaves = {b.name: _leaf(b) for b in model.blocks}
     loss = _program(model, model.graph, leaves)
     out = TensorModel(name or model.name, loss, description=model.description,
                       reference=model.reference,
                       params=[leaves[b.name] for b in model.param_blocks])
+    if model.graph.rewrites:  # the oracle's program: the formula as written (checks the rewrite)
+        out.written_program = _same_blocks(TensorModel(
+            f"{out.name} (as written)", _program(model, model.written_graph, leaves),
+            params=[leaves[b.name] for b in model.param_blocks]), model, leaves)
     if bool(model.graph.rewrites) or any(getattr(n.symbol, "display", None) is not None
                                          for n in model.graph.nodes):
         out.textbook_program = _same_blocks(TensorModel(

@@ -133,6 +133,9 @@ class TensorModel:
         # the same function in its textbook composition (``front.to_program`` sets it from a
         # scalar model's display forms): a user's torch_fn is allowed the larger rounding
         self.textbook_program: TensorModel | None = None
+        # the same function as the user wrote it, where the program runs a stable rewrite of it
+        # (``front.to_program``): the oracle evaluates this one, so every run checks the rewrite
+        self.written_program: TensorModel | None = None
 
     @property
     def param_blocks(self) -> tuple[TensorBlock, ...]:

@@ -40,6 +40,8 @@ from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
+from .limits import (check_rewrite, limit_bounds, mark_open, oracle_limits, smallest_allowance,
+                     with_limit_sides)
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
@@ -104,6 +106,13 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
         E = entry_bounds(model, sub, cfg.tolerance, len(subset))
+    with _phase("limits, rewrite check", cfg, timings, "limits_s"):  # as the scalar oracle
+        least = smallest_allowance(E, [b.dtype for b in plan], tol)
+        limits = oracle_limits(model, sub, hi, lo, allowed=least, program=program, skip=[
+            r for r, ks in (keys.rows if keys else {}).items() if ks],
+            start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
+        rewrite = check_rewrite(model, sub, hi, lo, least, limits=limits.rows,
+                                start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
 
     def textbook_bound() -> np.ndarray:  # when the first user backend is compared
         with _phase("bound (textbook)", cfg, timings, "bound_s"):
@@ -122,6 +131,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if keys is not None and any(keys.rows.values()):
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
+    kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits
     names = Outputs(model.param_blocks)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
     memo: dict = {}  # the figures of each reduced comparison (ResultMeasures.keep_figures)
@@ -157,7 +167,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                                    comparisons.values())
             if kinks is not None:
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
-            comp = mark_doubt(comp, doubt)  # entries the oracle's certificate leaves open
+            comp = mark_open(mark_doubt(comp, doubt), rewrite)  # entries left open
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
             del Eb
@@ -188,6 +198,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     lists["losses"], timings, size, lists["worst"], lists["kinks"],
                     lists["undecided"], values=values)
     result._memo.update(memo)
+    if rewrite is not None:  # the formula as written, in balls: the bits it needed
+        result.oracle_bits = rewrite.summary()
     return result
 
 
@@ -360,6 +372,6 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
         n: the number of samples.
     Returns:
         E per sample and entry, as ``compare_compact`` reads it."""
-    return _flatten(model, evaluate_bound(model.gradient.outputs, values, mode=tol.entry_bound,
-                                          sigmas=tol.entry_sigmas,
-                                          sqrt_terms=tol.entry_sqrt_terms), np.asarray, n)
+    return limit_bounds(lambda v: _flatten(model, evaluate_bound(
+        model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
+        sqrt_terms=tol.entry_sqrt_terms), np.asarray, len(next(iter(v.values())))), model, values)

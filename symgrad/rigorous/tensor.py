@@ -17,6 +17,7 @@ from ..precise.contract import parse
 from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
 from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread, union
+from .max_top import RULES_TOP
 
 
 def _rounded_kernels(R: Rounding):
@@ -195,11 +196,12 @@ def _is_nonneg(x) -> np.ndarray:
 def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,
                  exact: bool = False) -> np.ndarray:
     """The output balls (value, then every gradient entry) of one sample of a tensor model's
-    derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened)."""
+    derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened); a
+    max reduction's derivative knows its maximum is one of its entries (``max_top``)."""
     ops = RoundedArbOps(dtype, function_ulps, exact=exact)
     one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
     with ctx.workprec(PREC):
-        outs = run(model.gradient.outputs, ops, one)
+        outs = run(model.gradient.outputs, ops, one, rules=RULES_TOP)
     return flat_balls(model, outs)
 
 
@@ -211,7 +213,8 @@ def _rows_balls(model, values: dict, rows: list, dtype: str, function_ulps: floa
     ops = RoundedArbOps(dtype, function_ulps, exact=exact)
     part = {k: np.asarray(v)[rows] for k, v in values.items()}
     with ctx.workprec(PREC):
-        outs = [np.asarray(o, dtype=object) for o in run(model.gradient.outputs, ops, part)]
+        outs = [np.asarray(o, dtype=object)
+                for o in run(model.gradient.outputs, ops, part, rules=RULES_TOP)]
     return [flat_balls(model, [o[i:i + 1] if o.shape[0] > 1 else o for o in outs])
             for i in range(len(rows))]
 

@@ -186,7 +186,8 @@ def _schedule(outputs: list) -> tuple[list, dict]:
 def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_node: Callable[[Node, object], None] | None = None,
              keep: Callable[[Node], bool] | None = None, progress=None,
-             on_step: Callable[[Node, list, object], None] | None = None) -> list:
+             on_step: Callable[[Node, list, object], None] | None = None,
+             rules: Mapping[str, Callable] | None = None) -> list:
     """Values of ``outputs`` (each with a leading batch axis) under ``table``.
 
     Arguments:
@@ -219,7 +220,8 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         else:
             args = [values[a.id] for a in node.args]
             try:
-                values[node.id] = RULES[node.op](node, table, args, None)
+                rule = rules.get(node.op) if rules else None
+                values[node.id] = (rule or RULES[node.op])(node, table, args, None)
             except SymgradError:
                 raise
             except Exception as exc:  # a table failed: say which op and shapes

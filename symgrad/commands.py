@@ -18,7 +18,7 @@ from typing import Sequence
 from . import zoo
 from .cluster import session
 from .backends.torch import check_device
-from .config import VerifyConfig
+from .config import VerifyConfig, dtype_name
 from .errors import SymgradError
 from .explain import explain, parse_point
 from .fuzz import fuzz
@@ -56,12 +56,13 @@ def exit_code(verdicts: Sequence[str]) -> int:
 def config_from(args: argparse.Namespace) -> VerifyConfig:
     """The run's config from the command line, its device and dtype checked before any model
     is built or announced (verify and report)."""
-    check_device(args.device, args.dtype)
+    dtype = dtype_name(args.dtype)
+    check_device(args.device, dtype)
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
     samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
     return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
-                        dtype=args.dtype, oracle_samples=args.oracle_samples,
+                        dtype=dtype, oracle_samples=args.oracle_samples,
                         progress=(args.progress if args.progress is not None
                                   else sys.stderr.isatty()), backends=backends)
 

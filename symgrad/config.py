@@ -6,10 +6,34 @@ from dataclasses import asdict, dataclass, field
 from typing import Optional
 
 from .compare import Tolerance
+from .compare.tolerance import DTYPES
 from .errors import SymgradError
 
 OWN_BACKENDS = ("numpy", "torch")  # symgrad's own programs of the model
 BACKENDS = OWN_BACKENDS + ("torch_fn",)  # ... and the user's torch code
+
+
+def dtype_name(dtype: object, option: str = "dtype") -> str:
+    """The dtype's name ("float64", ...) from a name or a torch dtype (``torch.float64``);
+    the one place a dtype option is read (``VerifyConfig``, ``gradcheck``, the commands).
+
+    >>> import torch
+    >>> dtype_name(torch.float32), dtype_name("bfloat16"), dtype_name("torch.float64")
+    ('float32', 'bfloat16', 'float64')
+    """
+    text = str(dtype)
+    if type(dtype).__name__ == "dtype" and text.startswith("torch."):  # torch.dtype, duck-typed
+        name = text[len("torch."):]
+        if name not in DTYPES:
+            raise SymgradError(f"{option}={text} is not supported; use one of "
+                               f"{', '.join('torch.' + d for d in DTYPES)} (or its name)")
+        return name
+    if isinstance(dtype, str) and dtype.startswith("torch.") and dtype[6:] in DTYPES:
+        return dtype[6:]  # --dtype torch.float64
+    if not isinstance(dtype, str) or dtype not in DTYPES:
+        raise SymgradError(f"unknown {option} {dtype!r}; choose one of {', '.join(DTYPES)} "
+                           "(or torch.float64, ...)")
+    return dtype
 
 
 @dataclass(frozen=True)
@@ -34,6 +58,8 @@ class VerifyConfig:
     order: int = 1  # 1: gradients; 2: Hessian-vector products (torch's double backward)
 
     def __post_init__(self) -> None:
+        if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
+            object.__setattr__(self, "dtype", dtype_name(self.dtype))
         if not isinstance(self.samples, int) or self.samples < 1:
             raise SymgradError(f"samples must be a positive integer, got {self.samples!r}")
         if not isinstance(self.seed, int) or self.seed < 0:

@@ -100,6 +100,8 @@ class Result(ResultMeasures, ResultText):
     #                                                         why it could not be decided
     oracle_bits: dict = field(default_factory=dict)  # bits the certified oracle needed (max,
     #                                                  distribution over samples)
+    notes: list[str] = field(default_factory=list)  # how the run was made, in words, where a
+    #                          reader could assume otherwise (eval mode, a random cotangent)
     values: dict | None = field(default=None, repr=False, compare=False)  # the drawn samples,
     #                          block -> (N, *shape) (tensor path; a module's departure search)
     _memo: dict = field(default_factory=dict, init=False, repr=False, compare=False)

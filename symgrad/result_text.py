@@ -93,7 +93,7 @@ class ResultText:
                 f"{self.config.dtype} on {self.config.device}, seed {self.config.seed})")
         table = tabulate([{k: (fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys")
-        lines = [head, table] + self._verdict_lines()
+        lines = [head, table] + self._verdict_lines() + [f"  note: {n}" for n in self.notes]
         for name in self.comparisons:
             s = self.summary(name)
             counts = ", ".join(f"{n} {v}" for n, v in s["counts"].items() if v)
@@ -145,7 +145,8 @@ class ResultText:
         table = tabulate([{k: (fmt(v) if isinstance(v, float) else v) for k, v in r.items()}
                           for r in self.rows()], headers="keys", tablefmt="github")
         head = f"**{self.model}: {self.verdict.upper()}**"
-        notes = "".join(f"\n{line.strip()}\n" for line in self._verdict_lines())
+        notes = "".join(f"\n{line.strip()}\n" for line in self._verdict_lines()
+                        + [f"note: {n}" for n in self.notes])
         fails = "".join(f"\n- {'' if self.decides(f.backend) else f'[{OWN_LABEL}] '}"
                         f"{f.message()}" for f in self.failures)
         return f"{head}\n\n{table}\n{notes}{fails}"
@@ -176,6 +177,7 @@ class ResultText:
             "kinks": [f.as_dict() for f in self.kinks],
             "inconclusive": [f.as_dict() for f in self.undecided],
             "oracle_bits": self.oracle_bits,
+            "notes": list(self.notes),
         }
 
 

@@ -3,6 +3,7 @@ that must be caught, correct code at kinks and in float32 that must pass, and th
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 
@@ -13,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.capture.export import QUIET_LOGGERS, quiet_logs
 from symgrad.testing import scale_backward
 from symgrad.capture import ops_page
 from symgrad.capture.aten import TABLE
@@ -397,3 +399,22 @@ def test_token_ids_are_an_integer_input_with_the_table_range():
     assert (ids.name, ids.domain) == ("ids", sg.Integers(0, 6))  # targets: held (folded)
     r = sg.verify(c.model, torch_fn=c.torch_fn(), samples=3, backends=("torch_fn",))
     assert r.ok, r  # drawn ids, not only the example's
+
+
+def test_gradcheck_names_a_shape_mistake_and_accepts_torch_dtypes(capfd):
+    W = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck\(<lambda>\): running it on inputs= "
+                       r"raised RuntimeError: .*check inputs= \(shapes \(3, 2\), \(3,\)\)$"):
+        sg.gradcheck(lambda W, x: torch.tanh(W @ x).sum(), (W, torch.randn(3)))
+    assert "Traceback" not in capfd.readouterr().err
+    assert sg.gradcheck(lambda W, x: torch.tanh(W @ x).sum(), (W, torch.randn(2)),
+                        dtype=torch.float64)
+    assert sg.gradcheck(torch.tanh, (W,), dtype="torch.float64")
+
+
+def test_export_loggers_are_quiet_while_tracing_and_restored_after():
+    lg = logging.getLogger(QUIET_LOGGERS[0])
+    before = lg.level
+    with quiet_logs():
+        assert not lg.isEnabledFor(logging.ERROR)
+    assert lg.level == before

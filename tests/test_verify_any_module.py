@@ -239,3 +239,66 @@ def test_readme_section_runs_as_written(capsys):
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("pass ['0.weight', '0.bias', '1.weight'")
     assert lines[1] in ("pass", "inconclusive") and lines[2:] == ["True", "pass"]
+
+
+# ------------------------------------------------ new-user trial: mistakes, modes, notes
+def _mlp():
+    return nn.Sequential(nn.Linear(6, 5), nn.Tanh(), nn.Linear(5, 3)).double()
+
+
+@pytest.mark.parametrize("kwargs,raised,check", [
+    (dict(inputs=_x(4, 6), loss=F.cross_entropy), "TypeError: cross_entropy()",
+     "targets= (none given)"),
+    (dict(inputs=_x(4, 5), targets=torch.tensor([0, 1, 2, 1]), loss=F.cross_entropy),
+     "RuntimeError: mat1 and mat2 shapes cannot be multiplied", "inputs= (shapes (4, 5))"),
+    (dict(inputs=_x(4, 6), targets=torch.tensor([0, 1]), loss=F.cross_entropy),
+     "ValueError: Expected input batch_size (4) to match target batch_size (2)",
+     "targets= (shapes (2,))"),
+])
+def test_argument_mistakes_name_what_raised_not_an_opaque_kernel(kwargs, raised, check, capfd):
+    with pytest.raises(SymgradError) as err:
+        sg.verify(module=_mlp(), samples=2, **kwargs)
+    text = str(err.value)
+    assert text.startswith("verify(module=Sequential): running it on inputs= raised "), text
+    assert raised in text and check in text and "\n" not in text, text
+    assert "opaque" not in text and "cannot trace" not in text, text
+    assert "Traceback" not in capfd.readouterr().err  # no torch log spilled on stderr
+
+
+def test_batchnorm_with_batch_one_in_train_mode_points_to_train():
+    net = nn.Sequential(nn.Linear(6, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)).double()
+    before = net[1].running_mean.clone()
+    with pytest.raises(SymgradError, match=r"raised ValueError: Expected more than 1 value per "
+                       r"channel.*/ train= \(the module ran in train mode\)"):
+        sg.verify(module=net, inputs=_x(1, 6), targets=torch.tensor([0]), loss=F.cross_entropy,
+                  train=True, samples=2)
+    assert torch.equal(net[1].running_mean, before)  # the eager try left the stats alone
+
+
+def test_torch_dtype_objects_are_accepted():
+    r = sg.verify(module=_mlp(), inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
+                  loss=F.cross_entropy, samples=2, dtype=torch.float64)
+    assert r.ok and r.config.dtype == "float64"
+    with pytest.raises(SymgradError, match=r"dtype=torch.int64 is not supported"):
+        sg.verify(module=_mlp(), inputs=_x(4, 6), dtype=torch.int64, samples=2)
+
+
+def test_a_train_mode_module_with_dropout_verified_in_eval_mode_says_so():
+    net = nn.Sequential(nn.Linear(6, 5), nn.Dropout(0.5), nn.Linear(5, 3)).double().train()
+    r = sg.verify(module=net, inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
+                  loss=F.cross_entropy, samples=2)
+    assert r.ok and net.training  # its mode is restored
+    assert len(r.notes) == 1 and "verified in eval mode" in r.notes[0], r.notes
+    assert "1 (Dropout)" in r.notes[0] and "train=True" in r.notes[0]
+    assert "note: the module was in train mode" in str(r)
+    assert not sg.verify(module=_mlp().eval(), inputs=_x(4, 6), samples=2,
+                         targets=torch.tensor([0, 1, 2, 1]), loss=F.cross_entropy).notes
+
+
+def test_a_non_scalar_loss_is_noted_as_checked_along_a_random_cotangent():
+    r = sg.verify(module=_mlp(), inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
+                  loss=lambda out, y: F.cross_entropy(out, y, reduction="none"), samples=2)
+    assert r.ok
+    assert any(n.startswith("the loss is not a scalar (shape (4,)): checked along a random "
+                            "cotangent") for n in r.notes), r.notes
+    assert "the loss is not a scalar" in str(r) and r.as_dict()["notes"] == r.notes

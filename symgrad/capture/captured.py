@@ -103,7 +103,7 @@ class Captured:
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
             module_params: str = "param", seed: int = 0, name: str | None = None,
             names: Sequence[str] | None = None, loss: Callable | None = None,
-            n_targets: int = 0) -> Captured:
+            n_targets: int = 0, who: str | None = None) -> Captured:
     """Capture ``fn(*args)`` as a tensor program.
 
     Arguments:
@@ -118,11 +118,13 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         loss: the captured forward is ``loss(fn(*args[:-n_targets]), *args[-n_targets:])``
             (a module's output and its targets); None: ``fn(*args)`` itself.
         n_targets: how many of the last ``args`` are ``loss``'s targets.
+        who: how error messages name the call (``verify(module=Net)``; default
+            ``capture('<name>')``).
     Returns:
         A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    call, ep = export(fn, args, loss, n_targets)
+    call, ep = export(fn, args, loss, n_targets, who)
     tensors = [args[i] for i in call.slots]
     names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]
              for i in call.slots]

@@ -8,11 +8,13 @@ a function's own argument name), where its value comes from, and its role.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
+import logging
 import re
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.export.graph_signature import InputKind
@@ -20,6 +22,9 @@ from torch.export.graph_signature import InputKind
 from ..errors import SymgradError
 
 PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
+QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export", "torch._export",
+                 "torch._dynamo", "torch.fx.experimental.symbolic_shapes")  # their tracebacks
+#   (a shape mistake logs ~20 lines at ERROR before export raises) are silenced while tracing
 
 
 class Call(torch.nn.Module):
@@ -104,31 +109,87 @@ def block_name(key: str) -> str:
 
 
 def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
-           n_targets: int = 0) -> tuple[Call, torch.export.ExportedProgram]:
-    """``torch.export`` of ``fn(*args)`` (core ATen after decompositions).
+           n_targets: int = 0, who: str | None = None,
+           ) -> tuple[Call, torch.export.ExportedProgram]:
+    """``torch.export`` of ``fn(*args)`` (core ATen after decompositions), after one eager run
+    of it on ``args`` (a shape or argument mistake is named as such, not as a tracing
+    failure).
 
     Arguments:
         fn: a function or ``nn.Module``.
         args: its example arguments (tensors and Python values).
         loss, n_targets: as for ``Call`` (the last ``n_targets`` arguments go to ``loss``).
+        who: how messages name the call (default ``capture('<fn name>')``), e.g.
+            ``verify(module=Sequential)``.
     Returns:
         The wrapper module and its exported program.
     """
     call = Call(fn, args, loss, n_targets)
     tensors = tuple(args[i] for i in call.slots)
     what = display_name(fn)
+    who = who or f"capture({what!r})"
+    run_eagerly(call, tensors, who)
     _anchor(fn)
     try:
-        with warnings.catch_warnings():  # torch's own deprecation notices while exporting
+        with warnings.catch_warnings(), quiet_logs():  # torch's own notices while exporting
             warnings.simplefilter("ignore", FutureWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise SymgradError(f"capture: torch.export cannot trace {what!r} ({type(exc).__name__}: "
-                           f"{first}); for an opaque kernel (C++/CUDA/Triton, numpy) give an "
-                           "independent description: gradcheck(fn, inputs, reference=a torch "
-                           "function of the same arguments that export can trace)") from None
+        raise SymgradError(f"{who}: runs eagerly but torch.export cannot trace {what!r} "
+                           f"({type(exc).__name__}: {first}); for an opaque kernel (C++/CUDA/"
+                           "Triton, numpy) give an independent description: gradcheck(fn, "
+                           "inputs, reference=a torch function of the same arguments that "
+                           "export can trace)") from None
     return call, ep
+
+
+def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str) -> None:
+    """Run ``call`` once on its example tensors (no grad; the global RNG and a module's
+    buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
+    ``SymgradError`` naming the options to check."""
+    module = call.fn if isinstance(call.fn, torch.nn.Module) else None
+    saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
+    try:
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            call(*tensors)
+    except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        k = len(call.template) - call.n_targets
+        targets = ("shapes " + _shapes(call.template[k:]) if k < len(call.template)
+                   else "none given")
+        check = f"inputs= (shapes {_shapes(call.template[:k])})" + (
+            f" / targets= ({targets}) / loss=" if call.loss is not None else "")
+        if module is not None and module.training and who.startswith("verify"):
+            check += " / train= (the module ran in train mode)"
+        raise SymgradError(f"{who}: running it on inputs= raised {type(exc).__name__}: "
+                           f"{first.rstrip('.')}; check {check}") from None
+    finally:
+        if module is not None:
+            with torch.no_grad():
+                for n, b in module.named_buffers():
+                    if n in saved:
+                        b.copy_(saved[n])
+
+
+def _shapes(values: Sequence[Any]) -> str:
+    """The shapes of the tensors among ``values``: ``(4, 6)`` or ``(4, 6), (4,)``."""
+    return ", ".join(str(tuple(v.shape)) for v in values if isinstance(v, torch.Tensor)) or "none"
+
+
+@contextlib.contextmanager
+def quiet_logs() -> Iterator[None]:
+    """torch's export loggers (``QUIET_LOGGERS``) above CRITICAL while tracing; each
+    logger's level restored afterwards."""
+    loggers = [logging.getLogger(n) for n in QUIET_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    for lg in loggers:
+        lg.setLevel(logging.CRITICAL + 1)
+    try:
+        yield
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
 
 
 def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:

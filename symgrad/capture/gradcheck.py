@@ -16,6 +16,7 @@ import torch
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, STATUS_NAMES
+from ..config import dtype_name
 from ..errors import SymgradError
 from ..result import FAIL, Result
 from ..verify import verify
@@ -98,14 +99,14 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if not diff and not params:
         raise SymgradError(f"{what}: no input requires grad and no module parameter is "
                            "checked; give the tensors to check requires_grad=True")
-    name = _dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
+    name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
     tdtype = TORCH_DTYPES[name]
     args = tuple(a.detach().to(tdtype).requires_grad_(a.requires_grad)
                  if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
     names = arg_names(func, len(args))
     captured = capture(reference if reference is not None else func, args,
                        module_params="param" if params else "input", seed=seed, names=names,
-                       name=display_name(func))
+                       name=display_name(func), who=f"{what}({display_name(func)})")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
@@ -134,15 +135,3 @@ def message(result: Result, what: str, check: str = "gradcheck") -> str:
     lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
     more = len(found) - MAX_LINES
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else []))
-
-
-def _dtype_name(dtype: str | torch.dtype) -> str:
-    if isinstance(dtype, torch.dtype):
-        names = {v: k for k, v in TORCH_DTYPES.items()}
-        if dtype not in names:
-            raise SymgradError(f"gradcheck: dtype {dtype} is not supported; use one of "
-                               f"{', '.join(TORCH_DTYPES)}")
-        return names[dtype]
-    if dtype not in TORCH_DTYPES:
-        raise SymgradError(f"gradcheck: dtype {dtype!r}; choose one of {', '.join(TORCH_DTYPES)}")
-    return dtype

@@ -44,6 +44,8 @@ from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, named_by_module
 
 DEFAULT_SAMPLES = 4  # sg.verify(module=, inputs=) without samples=: the example and 3 around
+MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
+#   train mode changes (named in the eval-mode note)
 
 
 def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
@@ -107,11 +109,13 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     if extra and options.loss is None:
         raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
                            "loss=torch.nn.functional.cross_entropy)")
+    was_training = module.training
     with _mode(module, options.train):
         names = arg_names(module, len(args)) + (
             ["targets"] if len(extra) == 1 else [f"targets{i}" for i in range(len(extra))])
         captured = capture(module, args + extra, loss=options.loss, n_targets=len(extra),
                            seed=cfg.seed, names=names, name=display_name(module),
+                           who=f"verify(module={display_name(module)})",
                            grad=[bool(a.requires_grad) for a in args + extra
                                  if isinstance(a, torch.Tensor)])
         run, fns = _paths(captured, paths, cfg, options.train)
@@ -125,7 +129,30 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
     result.module = run
+    result.notes += run_notes(module, was_training, options, captured)
     return result
+
+
+def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
+              captured: Captured) -> list[str]:
+    """What the run did that the user may not assume: eval mode for a module that was in
+    train mode, and a non-scalar loss (or output) checked along a random cotangent."""
+    notes = []
+    mode = [f"{n} ({type(m).__name__})" for n, m in module.named_modules()
+            if isinstance(m, MODE_DEPENDENT)]
+    if was_training and not options.train and mode:
+        notes.append(f"the module was in train mode; it was verified in eval mode (train=False, "
+                     f"the default): {', '.join(mode[:3])}{' ...' if len(mode) > 3 else ''} ran "
+                     "as in eval (dropout off, batch norm on its running statistics); "
+                     "train=True checks batch norm's batch statistics (dropout with p > 0 is "
+                     "refused there: its random mask differs between runs)")
+    shapes = [tuple(c.shape) for c in captured.cotangents if c is not None]
+    if shapes:
+        what = "the loss is" if options.loss is not None else "no loss= given and the output is"
+        notes.append(f"{what} not a scalar (shape {', '.join(map(str, shapes))}): checked along "
+                     "a random cotangent (a vector-Jacobian product; give a scalar loss, e.g. "
+                     "reduction='mean', to check the gradient itself)")
+    return notes
 
 
 def own_names(captured: Captured) -> Plan:

@@ -44,6 +44,8 @@ from .compare import (INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, SYSTEMATIC, Blo
 
 U64 = 2.0**-53
 USABLE = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
+GIVEN_SAMPLES = "no fresh samples can be drawn (the samples were given by at=)"  # why a
+#   suspicion stays untested where the caller fixed the points (a capture rewords it)
 
 
 @dataclass
@@ -107,7 +109,7 @@ def confirm(comparisons: dict[str, Comparison], blocks, tol: Tolerance, exp: Exp
                                 f"exceed {tol.confirm_cost:g} x the oracle budget "
                                 f"({exp.budget} samples)")
             elif cache["comps"] is None:
-                cache["why"] = "no fresh samples can be drawn (the samples were given)"
+                cache["why"] = GIVEN_SAMPLES
         return cache["comps"], cache["m"], cache.get("why", "")
     out = dict(comparisons)
     for name in todo:

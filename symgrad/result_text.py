@@ -55,7 +55,7 @@ class ResultText:
             row = {"output": label}
             for name in self.comparisons:
                 row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)
-                row[f"{name} error/allowed"] = self.worst_ratio(name, cols)
+                row[f"{name} error/allowed"] = self._row_ratio(name, cols)
             verdict = self._row_verdict(cols, deciding)
             if apart:
                 own = self._row_verdict(cols, apart)
@@ -64,6 +64,17 @@ class ResultText:
             row["verdict"] = verdict
             rows.append(row)
         return rows
+
+    def _row_ratio(self, name: str, cols: slice) -> float | str:
+        """A row's worst error / allowance, as ``summary`` gives it: over the decided entries;
+        where those are all exact (0) and some are undecided, over every entry (a 0 would
+        claim an agreement the run did not show); "—" where that figure is not a number."""
+        ratio = self.worst_ratio(name, cols)
+        if ratio == 0 and np.isin(self.comparisons[name].status[:, cols],
+                                  (INCONCLUSIVE, SUSPECT)).any():
+            ratio = self._stats(name, cols).get("worst_ratio_all", float("nan"))
+            return "—" if np.isnan(ratio) else ratio
+        return ratio
 
     def _verdict_lines(self) -> list[str]:
         """Which backends decide, and why the verdict is inconclusive (if it is)."""

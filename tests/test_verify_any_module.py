@@ -6,12 +6,17 @@ bad option combinations are refused in one line naming the option."""
 
 from __future__ import annotations
 
+import re
+from dataclasses import replace
+
+import numpy as np
 import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.compare import STATUS_NAMES
 from symgrad.errors import SymgradError
 from symgrad.testing import scale_backward
 
@@ -302,3 +307,61 @@ def test_a_non_scalar_loss_is_noted_as_checked_along_a_random_cotangent():
     assert any(n.startswith("the loss is not a scalar (shape (4,)): checked along a random "
                             "cotangent") for n in r.notes), r.notes
     assert "the loss is not a scalar" in str(r) and r.as_dict()["notes"] == r.notes
+
+
+def test_a_block_of_only_inconclusive_entries_shows_the_every_entry_ratio_not_0():
+    """The per-block row agrees with the summary: a block whose entries are all inconclusive
+    shows its every-entry error / allowance (here > 0), not 0."""
+    r = sg.verify(module=Scaled().double(), inputs=_x(4, 3), samples=2)
+    comp = r.comparisons["module"]
+    inconclusive = next(k for k, v in STATUS_NAMES.items() if v == "inconclusive")
+    status = comp.status.copy()
+    name, a, b = r.blocks[0]
+    status[:, a:b] = inconclusive
+    rr = replace(r, comparisons={"module": replace(comp, status=status)})
+    row = next(x for x in rr.rows() if x["output"] == f"d/d{name}")
+    every = float(np.nanmax(rr.measures("module", slice(a, b)).ratio))
+    assert row["module error/allowed"] == pytest.approx(every) and every > 0, row
+    assert rr.worst_ratio("module", slice(a, b)) == 0  # the decided figure alone would say 0
+
+
+class Named(nn.Module):
+    """conv1.weight's gradient scaled by ``factor`` (a dotted parameter name)."""
+
+    def __init__(self, factor: float) -> None:
+        super().__init__()
+        self.factor = factor
+        self.conv1 = nn.Linear(16, 16)
+        self.head = nn.Linear(16, 1)
+
+    def forward(self, x):
+        w = scale_backward(self.conv1.weight, self.factor)
+        return self.head(torch.tanh(x @ w.T + self.conv1.bias)).sum()
+
+
+def test_gradcheck_and_verify_name_parameters_alike_by_their_dotted_names():
+    net = Named(1.5).double()
+    x = _x(8, 16)
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(net, (x,))
+    verified = sg.verify(module=net, inputs=x, samples=2)
+    entry = r"conv1\.weight\[\d+, \d+\]"
+    assert re.search(rf"gradient with respect to {entry} ", str(err.value)), str(err.value)
+    assert re.search(rf"gradient with respect to {entry} ", verified.failures[0].message())
+    assert "conv1_weight" not in str(err.value) and "conv1_weight" not in str(verified)
+
+
+def test_an_unconfirmed_suspicion_on_the_module_path_says_what_is_true():
+    """A 1e-10 scale on conv1.weight: the block test suspects it at each point; the module
+    path draws no fresh samples, and the note says why in its terms (not 'at=') and names the
+    parameter by its dotted name."""
+    with torch.random.fork_rng(devices=[]):  # a fixed net; the global RNG restored after
+        torch.manual_seed(0)
+        net = Named(1 + 1e-10).double()
+    r = sg.verify(module=net, inputs=_x(8, 16), samples=4)
+    notes = r.comparisons["module"].unconfirmed
+    assert notes and all("conv1.weight" in n and "conv1_weight" not in n for n in notes), notes
+    assert all("example inputs and points around them" in n and "samples were given" not in n
+               for n in notes), notes
+    assert "unconfirmed suspicion (fails nothing): module: suspected systematic error on " \
+        "conv1.weight" in str(r)

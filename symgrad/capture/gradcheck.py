@@ -22,6 +22,7 @@ from ..result import FAIL, Result
 from ..verify import verify
 from .captured import capture
 from .export import arg_names, display_name
+from .names import by_own_names, own_labels
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
@@ -111,6 +112,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     fn = captured.torch_fn(func if reference is not None else None)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=captured.at(samples, seed, vary), backends=("torch_fn",))
+    result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
     if result.ok:
         return True
     if raise_exception:

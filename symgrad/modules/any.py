@@ -34,7 +34,8 @@ from torch import nn
 
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
-from ..capture.export import PREFIX, arg_names, display_name
+from ..capture.export import arg_names, display_name
+from ..capture.names import by_own_names, own_labels
 from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..result import Result
@@ -128,6 +129,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             extra={backend_name(p): (fn, p) for p, fn in fns.items()})  # code only: no own
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
     return result
@@ -158,8 +160,7 @@ def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
 def own_names(captured: Captured) -> Plan:
     """The module's own name of each parameter block (``conv1.weight``; an input's: its
     argument name), as the ``Plan`` that ``named_by_module`` reads."""
-    label = {s.name: (str(s.key)[len(PREFIX):] if s.source == "state" else s.name)
-             for s in captured.slots}
+    label = own_labels(captured.slots)
     blocks = captured.model.param_blocks
     names = [label[b.name] for b in blocks]
     return Plan("captured", names, {label[b.name]: tuple(b.shape) for b in blocks}, {},

@@ -186,10 +186,10 @@ def test_module_parameters_are_checked_by_their_names():
                                       + self.l1.bias)).sum()
     m, x = Bad().double(), _x(4, 3)
     assert torch.autograd.gradcheck(m, (x,))
-    with pytest.raises(sg.GradcheckError, match=r"l1_weight\["):
+    with pytest.raises(sg.GradcheckError, match=r"l1\.weight\[\d+, \d+\]"):
         sg.gradcheck(m, (x,))
     assert sg.gradcheck(m, (x,), parameters=False)
-    with pytest.raises(sg.GradcheckError, match=r"l1_weight\["):  # x need not require grad
+    with pytest.raises(sg.GradcheckError, match=r"l1\.weight\[\d+, \d+\]"):  # x need not require grad
         sg.gradcheck(m, (x.detach(),))
     assert sg.gradcheck(MLP().double(), (x,))
     c = sg.capture(m, (x,), module_params="input")
@@ -351,7 +351,7 @@ class MaxBothTies(torch.autograd.Function):
 
 def test_a_tie_given_twice_its_gradient_is_caught():
     x = torch.tensor([[1.0, 3.0, 3.0, 2.0]], dtype=torch.float64, requires_grad=True)
-    with pytest.raises(sg.GradcheckError, match=r"x\[0,[12]\]"):
+    with pytest.raises(sg.GradcheckError, match=r"x\[0, [12]\]"):
         sg.gradcheck(MaxBothTies.apply, (x,))
     assert sg.gradcheck(MaxBothTies.apply, (torch.tensor([[1.0, 3.0, 2.5]], dtype=torch.float64,
                                                          requires_grad=True),))

@@ -18,11 +18,12 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, STATUS_NAMES
 from ..config import dtype_name
 from ..errors import SymgradError
+from ..modules.any import by_own_names
 from ..result import FAIL, Result
 from ..verify import verify
 from .captured import capture
 from .export import arg_names, display_name
-from .names import by_own_names, own_labels
+from .names import own_labels
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored

@@ -35,15 +35,18 @@ from torch import nn
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
 from ..capture.export import arg_names, display_name
-from ..capture.names import by_own_names, own_labels
+from ..capture.names import own_labels, rename_output, rename_text
 from ..config import VerifyConfig
+from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
-from ..result import Result
+from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, named_by_module
 
+AROUND_EXAMPLE = ("no fresh samples are drawn on this path (the points are the example "
+                  "inputs and points around them)")  # a capture's untested suspicion: why
 DEFAULT_SAMPLES = 4  # sg.verify(module=, inputs=) without samples=: the example and 3 around
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
@@ -167,6 +170,30 @@ def own_names(captured: Captured) -> Plan:
                 {b.name: label[b.name] for b in blocks},
                 {b.name: np.stack([np.full(b.size, i), np.arange(b.size)], 1)
                  for i, b in enumerate(blocks)}, {})
+
+
+def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = True) -> Result:
+    """``result`` with its rows, findings (outputs and point keys) and notes in the user's
+    names (``findings=False``: the notes only, where the rows are renamed elsewhere), and the
+    confirmation's given-samples reason in the capture's words (its points are the example and
+    points around it, not the user's ``at=``)."""
+    if findings:
+        def fix(f: Failure) -> Failure:
+            return replace(f, output=rename_output(f.output, labels),
+                           point={labels.get(k, k): v for k, v in f.point.items()})
+        result.outputs = [rename_output(o, labels) for o in result.outputs]
+        result.blocks = [(labels.get(n, n), a, b) for n, a, b in result.blocks]
+        for kind in ("failures", "precision_losses", "kinks", "worst", "undecided"):
+            setattr(result, kind, [fix(f) for f in getattr(result, kind)])
+    result.comparisons = {
+        n: replace(c, unconfirmed=tuple(_note(t, labels) for t in c.unconfirmed),
+                   evidence=tuple(_note(t, labels) for t in c.evidence))
+        for n, c in result.comparisons.items()}
+    return result
+
+
+def _note(text: str, labels: dict[str, str]) -> str:
+    return rename_text(text.replace(GIVEN_SAMPLES, AROUND_EXAMPLE), labels)
 
 
 def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:

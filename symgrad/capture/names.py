@@ -9,6 +9,7 @@ not the block name ``conv1_weight``), entries indexed as ``[0, 3]`` (applied to 
 from __future__ import annotations
 
 import re
+from typing import Callable
 
 from .export import PREFIX, Slot
 
@@ -20,24 +21,22 @@ def own_labels(slots: list[Slot]) -> dict[str, str]:
             for s in slots}
 
 
-def rename_text(text: str, labels: dict[str, str]) -> str:
-    """Every block name in ``text`` (as a whole word, with its entry index if any) in the
-    user's name, the index as ``[i, j]``."""
+def renamer(labels: dict[str, str]) -> Callable[[str], str]:
+    """``text -> text`` with every block name (a whole word, or after ``d/d`` / ``Hv:``, with
+    its entry index if any) in the user's name, the index as ``[i, j]`` (one pattern, built
+    once: a Result's outputs are renamed with it)."""
     if not labels:
-        return text
+        return lambda text: text
     names = sorted(labels, key=len, reverse=True)
-    pattern = re.compile(r"(?<![\w.])(" + "|".join(map(re.escape, names))
+    pattern = re.compile(r"(?:(?<=d/d)|(?<=Hv:)|(?<![\w.]))(" + "|".join(map(re.escape, names))
                          + r")(?:\[([\d, ]+)\])?(?!\w)")
 
     def sub(m: re.Match) -> str:
         idx = f"[{', '.join(x.strip() for x in m.group(2).split(','))}]" if m.group(2) else ""
         return labels[m.group(1)] + idx
-    return pattern.sub(sub, text)
+    return lambda text: pattern.sub(sub, text)
 
 
-def rename_output(output: str, labels: dict[str, str]) -> str:
-    """An output name (``d/dconv1_weight[0,3]``, ``Hv:x[2]``) in the user's names."""
-    for prefix in ("d/d", "Hv:"):
-        if output.startswith(prefix):
-            return prefix + rename_text(output[len(prefix):], labels)
-    return output
+def rename_text(text: str, labels: dict[str, str]) -> str:
+    """``text`` in the user's names (``renamer``)."""
+    return renamer(labels)(text)

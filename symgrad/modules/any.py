@@ -35,7 +35,7 @@ from torch import nn
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
 from ..capture.export import arg_names, display_name
-from ..capture.names import own_labels, rename_output, rename_text
+from ..capture.names import own_labels, renamer
 from ..config import VerifyConfig
 from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
@@ -177,24 +177,21 @@ def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = Tru
     names (``findings=False``: the notes only, where the rows are renamed elsewhere), and the
     confirmation's given-samples reason in the capture's words (its points are the example and
     points around it, not the user's ``at=``)."""
+    rename = renamer(labels)
     if findings:
         def fix(f: Failure) -> Failure:
-            return replace(f, output=rename_output(f.output, labels),
+            return replace(f, output=rename(f.output),
                            point={labels.get(k, k): v for k, v in f.point.items()})
-        result.outputs = [rename_output(o, labels) for o in result.outputs]
+        result.outputs = [rename(o) for o in result.outputs]
         result.blocks = [(labels.get(n, n), a, b) for n, a, b in result.blocks]
         for kind in ("failures", "precision_losses", "kinks", "worst", "undecided"):
             setattr(result, kind, [fix(f) for f in getattr(result, kind)])
     result.comparisons = {
-        n: replace(c, unconfirmed=tuple(_note(t, labels) for t in c.unconfirmed),
-                   evidence=tuple(_note(t, labels) for t in c.evidence))
+        n: replace(c, unconfirmed=tuple(rename(t.replace(GIVEN_SAMPLES, AROUND_EXAMPLE))
+                                        for t in c.unconfirmed),
+                   evidence=tuple(rename(t) for t in c.evidence))
         for n, c in result.comparisons.items()}
     return result
-
-
-def _note(text: str, labels: dict[str, str]) -> str:
-    return rename_text(text.replace(GIVEN_SAMPLES, AROUND_EXAMPLE), labels)
-
 
 def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
     """The module, its dtype and (train mode) dropout, in one line each."""

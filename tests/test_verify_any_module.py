@@ -284,6 +284,7 @@ def test_torch_dtype_objects_are_accepted():
     r = sg.verify(module=_mlp(), inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
                   loss=F.cross_entropy, samples=2, dtype=torch.float64)
     assert r.ok and r.config.dtype == "float64"
+    assert sg.VerifyConfig(dtype=torch.float32).dtype == "float32"  # the one parser, dtype_name
     with pytest.raises(SymgradError, match=r"dtype=torch.int64 is not supported"):
         sg.verify(module=_mlp(), inputs=_x(4, 6), dtype=torch.int64, samples=2)
 

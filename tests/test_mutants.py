@@ -186,7 +186,7 @@ def tensor_tiny_gpt():
 def _tensor_block_caught(m, block, factor, dtype):
     r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=4, seed=0,
                   dtype=dtype, backends=("torch_fn",))
-    assert r.comparisons["torch"].ok and r.comparisons["numpy"].ok  # symgrad's own views
+    assert set(r.comparisons) == {"torch_fn"}  # backends= runs only the user's code
     return _caught_on(r, block), r
 
 

@@ -32,10 +32,12 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import numpy as np
 
+from .blas_threads import one_thread
 from .dd import DD, add
 
 
@@ -45,6 +47,8 @@ class OzakiConfig:
     k_block: int = 1024  # contraction block; tau = floor((53 - ceil(log2(S k_block))) / 2) = 20
     tile_elems: int = 1 << 22  # max entries of one operand tile (each slice of it is 32 MiB)
     equilibrate: bool = True  # rescale A's columns / B's rows by powers of two so their maxima meet
+    one_thread_below: int = 1 << 27  # products of fewer multiply-adds (all S+1 GEMMs) run on
+    #  one BLAS thread (``blas_threads``): threads of small GEMMs spin on a loaded machine
 
 
 def _tau(k: int, slices: int) -> int:
@@ -198,6 +202,17 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     tau = _tau(kb, S)
     mb = max(1, min(m, cfg.tile_elems // max(1, bt * kb)))
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
+    small = bt * m * n * k * (S + 1) < cfg.one_thread_below
+    with one_thread() if small else contextlib.nullcontext():
+        _products(a, b, out, d, S, kb, tau, mb, nb)
+    return out
+
+
+def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: int) -> None:
+    """The tiles of ``dd_matmul`` (K blocks of ``kb``, M / N blocks of ``mb`` / ``nb``) into
+    ``out``."""
+    bt, m, k = a.shape
+    n = b.shape[2]
     work = _Work()
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
@@ -225,4 +240,3 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
                     th, tl = t.hi, t.lo
                 out.hi[:, ms, ns] = th
                 out.lo[:, ms, ns] = tl
-    return out

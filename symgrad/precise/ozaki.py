@@ -32,10 +32,13 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
+from math import prod
 
 import numpy as np
 
+from .blas_threads import one_thread
 from .dd import DD, add
 
 
@@ -45,6 +48,8 @@ class OzakiConfig:
     k_block: int = 1024  # contraction block; tau = floor((53 - ceil(log2(S k_block))) / 2) = 20
     tile_elems: int = 1 << 22  # max entries of one operand tile (each slice of it is 32 MiB)
     equilibrate: bool = True  # rescale A's columns / B's rows by powers of two so their maxima meet
+    one_thread_below: int = 1 << 27  # products of fewer multiply-adds (all S+1 GEMMs) run on
+    #  one BLAS thread (``blas_threads``): threads of small GEMMs spin on a loaded machine
 
 
 def _tau(k: int, slices: int) -> int:
@@ -58,18 +63,27 @@ class _Work:
 
     def __init__(self) -> None:
         self.bufs: dict[str, np.ndarray] = {}
+        self.views: dict[tuple, np.ndarray] = {}  # (key, shape, k_axis) -> its view (tiles
+        #  of one shape ask for the same views many times: building them was ~5% of a run)
 
     def get(self, key: str, shape: tuple, k_axis: int) -> np.ndarray:
-        n = int(np.prod(shape))
+        got = self.views.get((key, shape, k_axis))
+        if got is not None:
+            return got
+        n = prod(shape)
         flat = self.bufs.get(key)
         if flat is None or flat.size < n:
             flat = np.empty(n)
             self.bufs[key] = flat
+            self.views = {k: v for k, v in self.views.items() if k[0] != key}  # old buffer
         v = flat[:n]
         if k_axis == 2:
-            return v.reshape(shape)
-        bt, k, cols = shape
-        return v.reshape(bt, cols, k).swapaxes(1, 2)
+            v = v.reshape(shape)
+        else:
+            bt, k, cols = shape
+            v = v.reshape(bt, cols, k).swapaxes(1, 2)
+        self.views[(key, shape, k_axis)] = v
+        return v
 
 
 def _block(x: np.ndarray, axis: int, j: int, kk: int) -> np.ndarray:
@@ -198,6 +212,17 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     tau = _tau(kb, S)
     mb = max(1, min(m, cfg.tile_elems // max(1, bt * kb)))
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
+    small = bt * m * n * k * (S + 1) < cfg.one_thread_below
+    with one_thread() if small else contextlib.nullcontext():
+        _products(a, b, out, d, S, kb, tau, mb, nb)
+    return out
+
+
+def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: int) -> None:
+    """The tiles of ``dd_matmul`` (K blocks of ``kb``, M / N blocks of ``mb`` / ``nb``) into
+    ``out``."""
+    bt, m, k = a.shape
+    n = b.shape[2]
     work = _Work()
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
@@ -225,4 +250,3 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
                     th, tl = t.hi, t.lo
                 out.hi[:, ms, ns] = th
                 out.lo[:, ms, ns] = tl
-    return out

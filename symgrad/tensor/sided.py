@@ -183,35 +183,38 @@ def _atom(e: sp.Expr) -> Atom:
 
 
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
-    """``e`` with every atom replaced by ``Chosen((piece_k, Eq(S_k, 1)), ..., (operands,
-    Eq(S_0, 2)), (mix, True))``, ``mix = sum_k S_k piece_k`` (pieces rewritten too): where a selector is
-    exactly 1 the atom is that piece alone, the mix only between sides. For every atom kind:
+    """``e`` with every atom replaced by ``Chosen((piece_k, Eq(S_k, 1)), ..., (mix, True))``,
+    ``mix = sum_k S_k piece_k`` (pieces rewritten too): where a selector is exactly 1 the atom
+    is that piece alone, the mix only between sides. For every atom kind:
 
     - a bare mix lets sympy cancel a selector out of a derivative: ``log(Max(0, v)**2)`` as
       ``log(s1**2*v**2)`` has d/dv ``2/v`` for every s1, so at the side s1 = 0 (where the model
       is log 0, a domain point) the "exact" derivative was a finite wrong number. A ``Chosen``
       is opaque to sympy (whole under powers, its derivative a ``Slope``, never 0 by
       simplification), so at a one-hot side the derivative is the side's own: ``0/0``, domain;
-    - the never-taken branch (no selector is 2) is the sum of the atom's operands, so that sympy's
-      diff sees them: a Heaviside's pieces 0 and 1 do not, and ``log(C**2 v**2)``'s derivative
-      would cancel ``C**2`` again;
+    - where the pieces do not hold the atom's operands (a Heaviside's 0 and 1), a never-taken
+      branch (no selector is 2) of their sum, so that sympy's diff sees them: else
+      ``log(C**2 v**2)``'s derivative would cancel ``C**2`` again;
     - a Piecewise's untaken branches may be undefined where the model is not (log(w) taken only
       for w > 1), and 0 * NaN is NaN.
 
     >>> s0, s1, v = sp.symbols("s0 s1 v")
     >>> atom = _atom(sp.Max(0, v))
     >>> _rewrite(sp.Max(0, v), {sp.Max(0, v): (atom, [s0, s1])})
-    Chosen((0, Eq(s0, 1)), (v, Eq(s1, 1)), (v, Eq(s0, 2)), (s1*v, True))
+    Chosen((0, Eq(s0, 1)), (v, Eq(s1, 1)), (s1*v, True))
     """
     if e in chosen:
         atom, syms = chosen[e]
         pieces = [_rewrite(p, chosen) for p in atom.pieces]
         mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
-        operands = sp.Add(*sorted(e.free_symbols, key=str))  # for sympy's diff only (a
-        #   Heaviside's pieces do not hold them); never the atom itself, whose derivative may
-        #   leave the vocabulary (Abs of sqrt(x) + w: atan2) where a NaN selector is undecided
-        never = (operands, sp.Eq(syms[0], 2))  # no selector is 2
-        return Chosen(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], never, (mix, True))
+        branches = [(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)]
+        if not e.free_symbols <= set().union(*[p.free_symbols for p in pieces]):
+            operands = sp.Add(*sorted(e.free_symbols, key=str))  # for sympy's diff only (a
+            #   Heaviside's pieces do not hold them); never the atom itself, whose derivative
+            #   may leave the vocabulary (Abs of sqrt(x) + w: atan2) where a NaN selector is
+            #   undecided
+            branches.append((operands, sp.Eq(syms[0], 2)))  # no selector is 2
+        return Chosen(*branches, (mix, True))
     if not e.args or not isinstance(e, sp.Expr):
         return e
     return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])

@@ -205,6 +205,10 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base,
     if tie is not None:
         at = tie.sum(axis=2) > 1
         hot[at] = _midpoint(tie[at])
+    if atom.kind != "piecewise":  # an undefined argument (sqrt(x) at x < 0): no side is the
+        #                           atom's (argmax takes the NaN member's piece, whose
+        #                           derivative in w is 0): NaN selectors make the side NaN
+        hot[np.isnan(np.stack([p[0] for p in parts], axis=2)).any(axis=2)] = np.nan
     for row in range(hot.shape[0]):
         for k, node in enumerate(atom.selectors):
             base[row][node] = np.ascontiguousarray(hot[row, :, k]).reshape(shape)

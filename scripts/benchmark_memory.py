@@ -113,11 +113,14 @@ def render(rows: list[dict]) -> None:
           "shared 2-core machine: wall times are upper bounds (load average at start / end).",
           "",
           "What is left, per parameter entry, at the compare of the last backend: the samples "
-          "(8 B), the oracle's hi and lo (16 B), the bound E (8 B), the backend's gradient "
-          "(8 B), its ULPs and allowance (float32, 8 B) and status (1 B), the earlier backends' "
-          "statuses (1 B each) - about 50 B, 8 GB at GPT-2's 163M entries (measured: 7.95 GiB), "
-          "the oracle's and the bound's whole-model arrays and the samples 32 B of it. "
-          "GPT-2 at <= 5 GB needs the oracle and the bound per parameter block (issue 19).",
+          "(8 B), the oracle's hi and lo (12 B: lo in float32 from 50M entries), the bound E "
+          "(8 B), the backend's gradient (8 B), its ULPs and allowance (float32, 8 B) and status "
+          "(1 B), the earlier backends' statuses (1 B each) - about 46 B, 7.9 GiB at GPT-2's "
+          "163M entries. The oracle and the bound now hand each parameter block over as their "
+          "walks finish it (written into hi, lo and E, the high-precision block dropped), and "
+          "the figures' median ULPs is an exact selection over chunks (no float32 copy of every "
+          "entry's ULPs): those phases no longer set the peak, the compares do. GPT-2 at <= 5 GB "
+          "needs the compare itself per block (below).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
           "verdict | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 11]
     for r in rows:
@@ -130,8 +133,17 @@ def render(rows: list[dict]) -> None:
     md += ["", *[f"- {r['label']}: {r['note']}" for r in rows if r.get("note")],
            "- The order: the oracle and the bound first, then each backend run, compared and "
            "reduced before the next. Running the backends first would hold both gradients "
-           "(2 x 8 B an entry) through the oracle and the bound: at the bound (its transient "
-           "1.6 GiB above its result, 2-layer run) about 5.7 GiB against today's 4.8."]
+           "(2 x 8 B an entry) through the oracle and the bound. Whole-model hi, lo and E can "
+           "only go once the compare runs inside the walks' block hand-over (``emit``): the "
+           "per-sample block test's common mode is a median over every block of the sample "
+           "(``compare.systematic_blocks``) and a flagged block is re-read, so it needs its "
+           "per-block projections kept and a flagged block's columns recomputed; the findings "
+           "(worst entries: already candidates per chunk) and the figures (stats folded per "
+           "group, medians by ``order_stats.ChunkMedian``) per block. Each backend's gradient "
+           "comes whole from one backward pass, and every oracle block needs the whole forward "
+           "and the backward down to it, so re-walking the oracle per backend costs a whole "
+           "oracle each time (32% of the run) - keeping the backends' gradients (8 B an entry "
+           "each) while one oracle walk streams is the lower cost."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
     text = text.split("\n" + SECTION)[0].rstrip("\n") + "\n\n" + "\n".join(md) + "\n"

@@ -4,6 +4,7 @@ reduced to its figures before the next runs. Forced here on small GPTs (``STREAM
 the same verdicts, JSON, text and report figures as the whole comparison, planted bugs still
 caught and named, and no backend's gradient alive while the next one runs."""
 
+import dataclasses
 import json
 import weakref
 
@@ -212,3 +213,48 @@ def test_the_worst_entries_are_read_in_chunks_as_from_the_whole_badness(monkeypa
             mask = None if codes is None else np.isin(comp.status, codes)
             assert (streaming.worst_entries(comp, codes, limit).tolist()
                     == comparing.top(bad, mask, limit).tolist()), (trial, codes, limit)
+
+
+def test_the_oracle_and_the_bound_written_block_by_block_equal_their_whole_outputs():
+    """hi, lo (oracle) and E (bound), each block written into the run's arrays as soon as its
+    walk has it (``evaluate``'s and ``evaluate_bound``'s ``emit``), equal the same walks'
+    whole outputs flattened afterwards, bit for bit, and the walk holds no finished block."""
+    from symgrad.tensor import views
+    from symgrad.tensor.bound import evaluate_bound
+    from symgrad.tensor.interpret import evaluate
+    from symgrad.tensor.tables import oracle_ops
+    m = gpt2.tiny_gpt(SMALL, tokens=3)
+    values = m.draw(2, np.random.default_rng(0), "float64")
+    table = oracle_ops(50)
+    one = {k: v[:1] for k, v in values.items()}
+    outs = evaluate(m.gradient.outputs, table, one)
+    hi_whole = views._flatten(m, [table.to_float64(o)[0] for o in outs], np.asarray, 1)
+    lo_whole = views._flatten(m, [table.to_float64(o)[1] for o in outs], np.asarray, 1)
+    hi, lo = views.oracle_view(m, one, table)
+    assert np.array_equal(hi, hi_whole) and np.array_equal(lo, lo_whole)
+    seen = []
+    assert evaluate(m.gradient.outputs, table, one,
+                    emit=lambda k, v: seen.append(k)) == [None] * len(outs)
+    assert sorted(seen) == list(range(len(outs)))
+    base = VerifyConfig().tolerance
+    for mode in ("worst", "probabilistic"):
+        tol = dataclasses.replace(base, entry_bound=mode)
+        E_whole = views._flatten(m, evaluate_bound(
+            m.gradient.outputs, values, mode=mode, sigmas=tol.entry_sigmas,
+            sqrt_terms=tol.entry_sqrt_terms), np.asarray, 2)
+        assert np.array_equal(tensor_verify.entry_bounds(m, values, tol, 2), E_whole)
+
+
+def test_an_output_read_later_is_emitted_only_when_nothing_reads_it():
+    """An output that a later node still reads (here the loss, read by the gradient) is handed
+    over after its last reader, with its value intact."""
+    import symgrad.tensor as st
+    from symgrad.tensor.interpret import evaluate
+    from symgrad.tensor.tables import NumpyOps
+    W = st.param("W", (3,))
+    loss = st.sum_(W * W)
+    again = loss * W  # reads the loss after it is computed
+    got = {}
+    evaluate([loss, again], NumpyOps("float64"), {"W": np.array([[1.0, 2.0, 3.0]])},
+             emit=lambda k, v: got.setdefault(k, np.array(v)))
+    assert got[0].tolist() == [14.0] and got[1].tolist() == [[14.0, 28.0, 42.0]]

@@ -299,7 +299,8 @@ SIGMA_RULES: dict[str, Callable] = dict(
 def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                    progress=None, mode: str = "worst",
                    sigmas: float = 8.0, sqrt_terms: int = 1024,
-                   exact_zeros: bool = True) -> list[np.ndarray]:
+                   exact_zeros: bool = True,
+                   emit: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
     """E of each output (float64, with the batch axis), from float64 values of ``leaves``.
 
     Arguments:
@@ -312,8 +313,10 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
         sqrt_terms: n0 of the probabilistic mode: sqrt growth up to n0 terms, linear beyond.
         exact_zeros: count only the terms that may be nonzero (False: every term, the rule
             before exact zeros were tracked; kept for scripts/bound_tightness.py).
+        emit: called with (index in ``outputs``, its E) as each output's E is final, then
+            dropped (the run's E filled block by block: no second whole copy).
     Returns:
-        One array per output, broadcast to (N, *shape).
+        One array per output, broadcast to (N, *shape) (with ``emit``: None each).
     """
     if mode not in MODES:
         raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
@@ -325,6 +328,9 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
     for o in outputs:  # an output is finished as soon as nothing later reads it
         last[o.id] = max(last.get(o.id, -1), at[o.id])
     out_ids = {o.id for o in outputs}
+    index: dict[int, list[int]] = {}
+    for k, o in enumerate(outputs):
+        index.setdefault(o.id, []).append(k)
     final: dict[int, np.ndarray] = {}
     vals: dict[int, np.ndarray] = {}
     errs: dict[int, np.ndarray] = {}
@@ -365,6 +371,10 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                     final[a.id] = np.broadcast_to(
                         np.fmin(errs[a.id], sigmas * sigs[a.id]) if prob else errs[a.id],
                         (n,) + a.shape)
+                    for k in (index[a.id] if emit is not None else ()):
+                        emit(k, final[a.id])
+                    if emit is not None:
+                        final[a.id] = None
                 for d in (vals, errs, sigs, nonzero):
                     d.pop(a.id, None)
         if progress is not None:

@@ -187,7 +187,8 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_node: Callable[[Node, object], None] | None = None,
              keep: Callable[[Node], bool] | None = None, progress=None,
              on_step: Callable[[Node, list, object], None] | None = None,
-             rules: Mapping[str, Callable] | None = None) -> list:
+             rules: Mapping[str, Callable] | None = None,
+             emit: Callable[[int, object], None] | None = None) -> list:
     """Values of ``outputs`` (each with a leading batch axis) under ``table``.
 
     Arguments:
@@ -199,12 +200,18 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         progress: optional callable(n_done, n_total) while walking.
         on_step: called with (node, its operands' values, its value) for every computed
             non-leaf node, before operands are freed (the oracle's spot certification).
+        rules: op name -> a replacement rule for that node kind (the rigorous walk's max
+            reduction derivative, ``symgrad.rigorous.max_top``).
+        emit: called with (index in ``outputs``, value) for each output as soon as no later
+            node reads it, the value then dropped (the oracle's hi and lo written block by
+            block: no whole gradient held in the table's type).
     Returns:
-        The list of output values in the table's array type.
+        The list of output values in the table's array type (with ``emit``: None each).
     """
     outputs = list(outputs)
     order, last_use = _schedule(outputs)
     values: dict[int, object] = {}
+    ready = _emit_steps(order, outputs) if emit is not None else {}
     for i, node in enumerate(order):
         if node.op in ("param", "input"):
             if node.name not in leaves:
@@ -236,6 +243,25 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         for a in node.args:  # free what no later node reads (big programs)
             if last_use.get(a.id) == i and not (keep and keep(a)):
                 values.pop(a.id, None)
+        for k in ready.get(i, ()):
+            emit(k, values[outputs[k].id])
+        for k in ready.get(i, ()):
+            values.pop(outputs[k].id, None)
         if progress is not None:
             progress(i + 1, len(order))
+    if emit is not None:
+        return [None] * len(outputs)
     return [values[o.id] for o in outputs]
+
+
+def _emit_steps(order: list, outputs: list) -> dict[int, list[int]]:
+    """step -> the indices of ``outputs`` final after it (computed, and read by no later
+    node)."""
+    at = {node.id: i for i, node in enumerate(order)}
+    for i, node in enumerate(order):
+        for a in node.args:
+            at[a.id] = max(at[a.id], i)
+    steps: dict[int, list[int]] = {}
+    for k, o in enumerate(outputs):
+        steps.setdefault(at[o.id], []).append(k)
+    return steps

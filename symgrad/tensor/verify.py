@@ -47,7 +47,7 @@ from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
-from .views import _flatten, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
+from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
@@ -371,7 +371,19 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
         tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
         n: the number of samples.
     Returns:
-        E per sample and entry, as ``compare_compact`` reads it."""
-    return limit_bounds(lambda v: _flatten(model, evaluate_bound(
-        model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
-        sqrt_terms=tol.entry_sqrt_terms), np.asarray, len(next(iter(v.values())))), model, values)
+        E per sample and entry, as ``compare_compact`` reads it (each block written as soon
+        as the bound's walk has it, then dropped: no second whole copy), with its limits at
+        inputs exactly 0 (``symgrad.tensor.limits.limit_bounds``)."""
+
+    def bound(v: dict) -> np.ndarray:
+        m = len(next(iter(v.values())))
+        E = np.empty((m, 1 + model.n_parameters))
+        spans = block_spans(model, m)
+
+        def put(k: int, e: np.ndarray) -> None:
+            a, size, shape = spans[k]
+            E[:, a:a + size] = np.broadcast_to(np.asarray(e), shape).reshape(m, -1)
+        evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
+                       sqrt_terms=tol.entry_sqrt_terms, emit=put)
+        return E
+    return limit_bounds(bound, model, values)

@@ -41,6 +41,23 @@ def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.n
     return result
 
 
+def block_spans(model: TensorModel, n: int) -> list[tuple[int, int, tuple]]:
+    """(first column, columns, shape with the batch axis) of the value and of each parameter
+    block, in the order of the gradient program's outputs and of the flat (n, 1 + K) arrays.
+
+    >>> import symgrad.tensor as st
+    >>> W = st.param("W", (2, 3))
+    >>> block_spans(TensorModel("s", st.sum_(W * W)), 4)
+    [(0, 1, (4,)), (1, 6, (4, 2, 3))]
+    """
+    spans, col = [], 0
+    for b in (None,) + model.param_blocks:
+        size = 1 if b is None else b.size
+        spans.append((col, size, (n,) if b is None else (n,) + b.shape))
+        col += size
+    return spans
+
+
 def _n(values: Mapping[str, np.ndarray]) -> int:
     return max(np.shape(v)[0] for v in values.values())
 
@@ -114,9 +131,9 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
         def tick(i, total, s=s, c=c):
             if progress is not None:
                 progress(s * total + i * c)
-        hi[s:s + c], lo[s:s + c] = _oracle_rows(
-            model, per_sample(c) if c > 1 else table, part, c, tick,
-            spot.visit if spot is not None and s == 0 else None, outputs)
+        _oracle_rows(model, per_sample(c) if c > 1 else table, part, c, tick,
+                     spot.visit if spot is not None and s == 0 else None, outputs,
+                     into=(hi[s:s + c], lo[s:s + c]))
         s += c
     if client is not None and local < n:
         rows = [{k: np.asarray(v)[s:s + 1] for k, v in values.items()}
@@ -138,22 +155,23 @@ def _chunk(outputs, n: int) -> int:
 
 
 def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int, tick=None,
-                 on_step=None, outputs=None) -> tuple[np.ndarray, np.ndarray]:
+                 on_step=None, outputs=None, into=None) -> tuple[np.ndarray, np.ndarray]:
     """``c`` samples' exact value and gradient, flattened: (hi, lo) arrays (c, 1 + parameters)
-    (``outputs``: another program's loss and gradient nodes, default the model's)."""
-    outs = evaluate(outputs or model.gradient.outputs, table, part, progress=tick,
-                    on_step=on_step)
+    (``outputs``: another program's loss and gradient nodes, default the model's; ``into``:
+    (hi, lo) arrays to fill, e.g. rows of the whole run's). Each block is written as soon as
+    the walk has it (``evaluate``'s ``emit``) and its high-precision array dropped: no whole
+    gradient in the table's type (GPT-2: 2.4 GB of double-double pairs) beside hi and lo."""
     width = 1 + model.n_parameters
-    hi, lo = np.empty((c, width)), np.empty((c, width))
-    col = 0
-    for i, b in enumerate((None,) + model.param_blocks):
-        size = 1 if b is None else b.size
-        shape = (c,) if b is None else (c,) + b.shape
-        h, l = table.to_float64(outs[i])
-        outs[i] = None  # free the high-precision array as soon as it is copied
-        hi[:, col:col + size] = np.broadcast_to(h, shape).reshape(c, -1)
-        lo[:, col:col + size] = np.broadcast_to(l, shape).reshape(c, -1)
-        col += size
+    hi, lo = into if into is not None else (np.empty((c, width)), np.empty((c, width)))
+    spans = block_spans(model, c)
+
+    def put(i: int, value) -> None:
+        a, size, shape = spans[i]
+        h, l = table.to_float64(value)
+        hi[:, a:a + size] = np.broadcast_to(h, shape).reshape(c, -1)
+        lo[:, a:a + size] = np.broadcast_to(l, shape).reshape(c, -1)
+    evaluate(outputs or model.gradient.outputs, table, part, progress=tick, on_step=on_step,
+             emit=put)
     return hi, lo
 
 

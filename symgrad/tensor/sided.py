@@ -41,42 +41,6 @@ RELATIONS = {sp.StrictGreaterThan: np.greater, sp.GreaterThan: np.greater_equal,
              sp.StrictLessThan: np.less, sp.LessThan: np.less_equal}
 
 
-class Chosen(sp.Piecewise):
-    """An atom on its chosen side: ``Piecewise((piece_k, Eq(S_k, 1)), ..., (mix, True))``,
-    opaque to sympy's cancellation. It stays whole under powers (a Piecewise's own
-    ``_eval_power`` moves ``**-1`` into its branches: ``0**-1`` is the constant ``zoo``, which no
-    evaluator takes), and its derivative is a ``Slope``, never equal to it (``Max(0, e^v)``'s
-    pieces are their own derivatives: ``P'/P`` would cancel to 1). Every evaluator reads both as
-    the Piecewise they are."""
-
-    @classmethod
-    def eval(cls, *args):
-        return None
-
-    def _eval_power(self, e):
-        return None
-
-    def _eval_derivative(self, x):
-        return Slope(*[(sp.diff(e, x), c) for e, c in self.args])
-
-
-class Slope(sp.Piecewise):
-    """The derivative of a ``Chosen`` atom, branch by branch, kept whole even where every
-    branch is 0 (a Heaviside's): ``d(C**2 v**2)/dv`` is then ``2 C Slope v**2 + 2 C**2 v``, a sum,
-    so sympy cannot cancel ``C**2`` out of ``log(C**2 v**2)``'s derivative, and at the side
-    ``C = 0`` (the model log 0) it is ``0/0``: a domain point, not ``2/v``."""
-
-    @classmethod
-    def eval(cls, *args):
-        return None
-
-    def _eval_power(self, e):
-        return None
-
-    def _eval_is_zero(self):
-        return None
-
-
 @dataclass
 class Atom:
     """One kink function of a site's body: its sides' smooth pieces and the expressions (of
@@ -183,38 +147,17 @@ def _atom(e: sp.Expr) -> Atom:
 
 
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
-    """``e`` with every atom replaced by ``Chosen((piece_k, Eq(S_k, 1)), ..., (mix, True))``,
-    ``mix = sum_k S_k piece_k`` (pieces rewritten too): where a selector is exactly 1 the atom
-    is that piece alone, the mix only between sides. For every atom kind:
-
-    - a bare mix lets sympy cancel a selector out of a derivative: ``log(Max(0, v)**2)`` as
-      ``log(s1**2*v**2)`` has d/dv ``2/v`` for every s1, so at the side s1 = 0 (where the model
-      is log 0, a domain point) the "exact" derivative was a finite wrong number. A ``Chosen``
-      is opaque to sympy (whole under powers, its derivative a ``Slope``, never 0 by
-      simplification), so at a one-hot side the derivative is the side's own: ``0/0``, domain;
-    - where the pieces do not hold the atom's operands (a Heaviside's 0 and 1), a never-taken
-      branch (no selector is 2) of their sum, so that sympy's diff sees them: else
-      ``log(C**2 v**2)``'s derivative would cancel ``C**2`` again;
-    - a Piecewise's untaken branches may be undefined where the model is not (log(w) taken only
-      for w > 1), and 0 * NaN is NaN.
-
-    >>> s0, s1, v = sp.symbols("s0 s1 v")
-    >>> atom = _atom(sp.Max(0, v))
-    >>> _rewrite(sp.Max(0, v), {sp.Max(0, v): (atom, [s0, s1])})
-    Chosen((0, Eq(s0, 1)), (v, Eq(s1, 1)), (s1*v, True))
-    """
+    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too). A Piecewise
+    atom takes branch k alone where S_k is exactly 1 (the mix only between sides): its untaken
+    branches may be undefined where the model is not (log(w) taken only for w > 1), and
+    0 * NaN is NaN."""
     if e in chosen:
         atom, syms = chosen[e]
         pieces = [_rewrite(p, chosen) for p in atom.pieces]
         mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
-        branches = [(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)]
-        if not e.free_symbols <= set().union(*[p.free_symbols for p in pieces]):
-            operands = sp.Add(*sorted(e.free_symbols, key=str))  # for sympy's diff only (a
-            #   Heaviside's pieces do not hold them); never the atom itself, whose derivative
-            #   may leave the vocabulary (Abs of sqrt(x) + w: atan2) where a NaN selector is
-            #   undecided
-            branches.append((operands, sp.Eq(syms[0], 2)))  # no selector is 2
-        return Chosen(*branches, (mix, True))
+        if atom.kind != "piecewise":
+            return mix
+        return sp.Piecewise(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], (mix, True))
     if not e.args or not isinstance(e, sp.Expr):
         return e
     return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])

@@ -9,20 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
-
-
-class Square(torch.autograd.Function):
-    factor = 1.0  # 2.0: the planted bug
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 2 * x * Square.factor
+from tests.test_capture import Square  # x * x, backward scaled by Square.scale
 
 
 def _x(seed: int, *shape: int) -> torch.Tensor:
@@ -49,7 +36,7 @@ def test_square_passes_in_bfloat16():
 
 
 def test_backward_times_2_is_caught_in_bfloat16(monkeypatch):
-    monkeypatch.setattr(Square, "factor", 2.0)
+    monkeypatch.setattr(Square, "scale", 2.0)  # the planted bug
     with pytest.raises(sg.GradcheckError, match=r"disagrees.*\n.*with respect to x\[.*bfloat16"):
         sg.gradcheck(Square.apply, (_x(0, 6),))
 

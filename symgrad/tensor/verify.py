@@ -40,8 +40,8 @@ from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
-from .limits import (check_rewrite, limit_bounds, mark_open, oracle_limits, smallest_allowance,
-                     with_limit_sides)
+from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
+                     smallest_allowance, with_limit_sides)
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
@@ -107,7 +107,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     with _phase("bound", cfg, timings, "bound_s"):
         E = entry_bounds(model, sub, cfg.tolerance, len(subset))
     with _phase("limits, rewrite check", cfg, timings, "limits_s"):  # as the scalar oracle
-        least = smallest_allowance(E, [b.dtype for b in plan], tol)
+        dtypes = tuple(b.dtype for b in plan)  # whole only for the rewrite check (plain models)
+        least = (smallest_allowance(E, dtypes, tol) if model.written_program is not None
+                 else RowAllowance(E, dtypes, tol))
         limits = oracle_limits(model, sub, hi, lo, allowed=least, program=program, skip=[
             r for r, ks in (keys.rows if keys else {}).items() if ks],
             start=cfg.oracle_bits, cap=cfg.oracle_max_bits)

@@ -43,7 +43,7 @@ from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
 from .mapping import Plan
-from .run import ModuleOptions, ModuleRun, backend_name, named_by_module
+from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
 
 AROUND_EXAMPLE = ("no fresh samples are drawn on this path (the points are the example "
                   "inputs and points around them)")  # a capture's untested suspicion: why
@@ -264,11 +264,7 @@ def _paths(captured: Captured, paths: tuple[str, ...], cfg: VerifyConfig,
                 raise SymgradError(f"module: the module does not run on its example inputs "
                                    f"({type(exc).__name__}: {str(exc)[:200]})") from None
             reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
-        if reason:
-            run.skipped[path] = reason
-        else:
-            fns[path] = fn
-            run.backends[path] = backend_name(path)
+        keep_path(run, fns, path, fn, reason)
     if not fns:
         raise SymgradError("module: no path could run: " + "; ".join(
             f"{p}: {r}" for p, r in run.skipped.items()))

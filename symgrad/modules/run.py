@@ -59,6 +59,15 @@ def backend_name(path: str) -> str:
     return "module" if path == "eager" else f"module[{path}]"
 
 
+def keep_path(run: ModuleRun, fns: dict, path: str, fn: Callable, reason: str) -> None:
+    """A probed path: skipped with its reason (``run.skipped``), or kept as a backend."""
+    if reason:
+        run.skipped[path] = reason
+    else:
+        fns[path] = fn
+        run.backends[path] = backend_name(path)
+
+
 def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
                   options: ModuleOptions = ModuleOptions()) -> Result:
     """The module path of ``sg.verify`` (see its docstring); returns a Result."""
@@ -88,11 +97,7 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             if path == "eager":
                 raise
             reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
-        if reason:
-            run.skipped[path] = reason
-        else:
-            fns[path] = fn
-            run.backends[path] = backend_name(path)
+        keep_path(run, fns, path, fn, reason)
     run.first_message_s = time.perf_counter() - t_call
     if cfg.progress:
         print(f"  module {type(module).__name__}: layout {plan.layout}, {len(plan.names)} "

@@ -47,12 +47,6 @@ def _torch_fn(op, planted: bool):
     return fn
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known soundness gap of the sided program: sympy cancels a selector out of the derivative "
-    "(s1**2/s1**2), so at the side s1 = 0 the 'exact' d/dv of log(Max(0, v)**2)/w is 2/(w v), "
-    "finite where the model is undefined. The fix that keeps each atom whole (a Piecewise per "
-    "selector) made sqrt(relu(w)) + w at w = -1 a domain point (inf * 0 through the constant "
-    "piece) and was backed out; the next fix must differentiate each side's piece alone"))
 @pytest.mark.parametrize("planted", [False, True], ids=["torch", "cancelled-backward"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_side_where_the_model_is_undefined_has_no_finite_exact_gradient(name, planted):

@@ -146,21 +146,48 @@ def _atom(e: sp.Expr) -> Atom:
     return Atom("piecewise", e, pieces, deciders, relations, keys=keys)
 
 
+CASES_CAP = 36  # most one-hot leaves a site's body may have (prod of (pieces + 1)); more: split
+
+
+def _cases(found: list) -> int:
+    n = 1
+    for e in found:
+        n *= len(_atom(e).pieces) + 1
+    return n
+
+
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
-    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too). A Piecewise
-    atom takes branch k alone where S_k is exactly 1 (the mix only between sides): its untaken
-    branches may be undefined where the model is not (log(w) taken only for w > 1), and
-    0 * NaN is NaN."""
-    if e in chosen:
-        atom, syms = chosen[e]
-        pieces = [_rewrite(p, chosen) for p in atom.pieces]
-        mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
-        if atom.kind != "piecewise":
-            return mix
-        return sp.Piecewise(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], (mix, True))
-    if not e.args or not isinstance(e, sp.Expr):
+    """``e`` as a Piecewise over its atoms' one-hot sides: where ``S_k`` is exactly 1 the atom
+    is replaced by ``piece_k`` BEFORE sympy differentiates (a constant piece gives a constant:
+    ``sqrt(Max(w, 0)) + w`` on the side 0 is ``sqrt(0) + w``, d/dw 1, never inf * 0), and only
+    the last branch (fractional selectors, between sides) is the mix ``sum_k S_k piece_k``. Atoms
+    nest (outermost first, its pieces may hold inner ones): the branches of one atom are
+    Piecewises over the next. A side where the body is undefined outright (``log(0**2)``: sympy's
+    ``zoo``) is ``_undefined``: NaN in value and in every derivative, never a finite slope
+    that a selector cancelled out of (``log(S**2 v**2)``'s 2/v). Untaken Piecewise branches
+    never reach the taken one (log(w) taken only for w > 1: 0 * NaN would be NaN)."""
+    order = sorted((a for a in chosen if e.has(a)), key=sp.count_ops, reverse=True)
+    if not order:
         return e
-    return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])
+    a = next(x for x in order if not any(o != x and o.has(x) for o in order))
+    atom, syms = chosen[a]
+    branches = []
+    for s, p in zip(syms, atom.pieces):
+        sub = _rewrite(e.xreplace({a: p}), chosen)
+        if sub.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            sub = _undefined(e, s)
+        branches.append((sub, sp.Eq(s, 1)))
+    mix = sp.Add(*[s * p for s, p in zip(syms, atom.pieces)])
+    rest = _rewrite(e.xreplace({a: mix}), chosen)
+    if rest.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        rest = _undefined(e, syms[0])
+    return sp.Piecewise(*branches, (rest, True))
+
+
+def _undefined(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
+    """NaN wherever ``s`` is 1 (0 * log 0), with a NaN derivative in every symbol of ``e``."""
+    nan = (s - 1) * sp.log(s - 1)
+    return nan * (1 + sp.Add(*sorted(e.free_symbols - {s}, key=str)))
 
 
 def sided(model: TensorModel) -> Sided:
@@ -197,7 +224,7 @@ def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
     selectors are more than ``X`` has symbols."""
     found = _atoms(node.attrs["expr"])
     k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
-    if k > len(X):
+    if k > len(X) or _cases(found) > CASES_CAP:
         return None
     site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
     for e in found:

@@ -162,14 +162,25 @@ def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
     ``sqrt(Max(w, 0)) + w`` on the side 0 is ``sqrt(0) + w``, d/dw 1, never inf * 0), and only
     the last branch (fractional selectors, between sides) is the mix ``sum_k S_k piece_k``. Atoms
     nest (outermost first, its pieces may hold inner ones): the branches of one atom are
-    Piecewises over the next. A side where the body is undefined outright (``log(0**2)``: sympy's
-    ``zoo``) is ``_undefined``: NaN in value and in every derivative, never a finite slope
+    Piecewises over the next, within one term of a sum (one factor of a product) only. A side
+    where the body is undefined outright (``log(0**2)``: sympy's ``zoo``) is ``_undefined``:
+    NaN in value and in every derivative, never a finite slope
     that a selector cancelled out of (``log(S**2 v**2)``'s 2/v). Untaken Piecewise branches
     never reach the taken one (log(w) taken only for w > 1: 0 * NaN would be NaN)."""
-    order = sorted((a for a in chosen if e.has(a)), key=sp.count_ops, reverse=True)
-    if not order:
+    present = [a for a in chosen if e.has(a)]
+    if not present:
         return e
-    a = next(x for x in order if not any(o != x and o.has(x) for o in order))
+    if isinstance(e, sp.Add):  # linear: each term nests only over its own atoms
+        return sp.Add(*[_rewrite(t, chosen) for t in e.args])
+    if isinstance(e, sp.Mul):  # c * f(atoms): c's derivative times f's value, or c times f's
+        kinked = [f for f in e.args if any(f.has(a) for a in present)]
+        if len(kinked) == 1:
+            rest = [f for f in e.args if f is not kinked[0]]
+            return sp.Mul(*rest, _rewrite(kinked[0], chosen))
+    if e in chosen and _linear(*chosen[e]):  # a bare relu/abs/step term: the mix is exact
+        atom, syms = chosen[e]
+        return sp.Add(*[s * p for s, p in zip(syms, atom.pieces)])
+    a = next(x for x in present if not any(o != x and o.has(x) for o in present))
     atom, syms = chosen[a]
     branches = []
     for s, p in zip(syms, atom.pieces):
@@ -182,6 +193,14 @@ def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
     if rest.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
         rest = _undefined(e, syms[0])
     return sp.Piecewise(*branches, (rest, True))
+
+
+def _linear(atom: Atom, syms: list) -> bool:
+    """Is the bare mix of ``atom`` exact at every one-hot side? Its derivative is
+    ``sum_k S_k piece_k'``: with polynomial pieces (relu, abs, step, sign, max of operands) no
+    piece's derivative is infinite or NaN, so a 0 selector gives 0, never 0 * inf."""
+    ops = sorted(set().union(*[p.free_symbols for p in atom.pieces]) - set(syms), key=str)
+    return atom.kind != "piecewise" and all(p.is_polynomial(*ops) for p in atom.pieces)
 
 
 def _undefined(e: sp.Expr, s: sp.Symbol) -> sp.Expr:

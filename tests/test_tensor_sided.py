@@ -47,12 +47,6 @@ def _torch_fn(op, planted: bool):
     return fn
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "known soundness gap of the sided program: sympy cancels a selector out of the derivative "
-    "(s1**2/s1**2), so at the side s1 = 0 the 'exact' d/dv of log(Max(0, v)**2)/w is 2/(w v), "
-    "finite where the model is undefined. The fix that keeps each atom whole (a Piecewise per "
-    "selector) made sqrt(relu(w)) + w at w = -1 a domain point (inf * 0 through the constant "
-    "piece) and was backed out; the next fix must differentiate each side's piece alone"))
 @pytest.mark.parametrize("planted", [False, True], ids=["torch", "cancelled-backward"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_a_side_where_the_model_is_undefined_has_no_finite_exact_gradient(name, planted):
@@ -103,3 +97,27 @@ def test_an_atom_of_an_undefined_argument_takes_no_side(name):
     c = r.comparisons["torch_fn"]
     assert not np.isfinite(c.expected[0, 1]), c.expected  # d/dw
     assert c.status[0, 1] == DOMAIN, sg.compare.STATUS_NAMES[c.status[0, 1]]
+
+
+def _sided_body(body: sp.Expr, *names: str) -> sp.Expr:
+    params = [st.param(n, (1,)) for n in names]
+    s = sided(TensorModel("body", st.sum_(st.map_(body, *params))))
+    (node,) = [n for n in topological([s.loss]) if n.op == "map" and len(n.args) > len(names)]
+    return node.attrs["expr"]
+
+
+def test_each_one_hot_side_is_its_piece_differentiated_alone():
+    """The sided body's d/dv at each one-hot side is the derivative of the body with that
+    side's piece put in before differentiating: log(0**2)/w is NaN (not 2/(w v)), log(v**2)/w
+    is 2/(w v); sqrt(Max(w, 0)) + w on the side 0 has d/dw 1 (not inf * 0), on the side w
+    1/(2 sqrt(w)) + 1."""
+    v, w = X[0], X[1]
+    body = _sided_body(sp.log(sp.Max(0, v) ** 2) / w, "v", "w")
+    d = sp.diff(body, v)
+    at = {v: sp.Rational(-1, 2), w: 2}
+    assert d.subs({**at, X[2]: 1, X[3]: 0}) is sp.nan
+    assert d.subs({v: sp.Rational(1, 2), w: 2, X[2]: 0, X[3]: 1}) == 2
+    body = _sided_body(sp.sqrt(sp.Max(v, 0)) + v, "w")
+    d = sp.diff(body, v)
+    assert d.subs({v: -1, X[1]: 1, X[2]: 0}) == 1  # sympy's Max(0, w): pieces (0, w)
+    assert d.subs({v: 4, X[1]: 0, X[2]: 1}) == sp.Rational(5, 4)

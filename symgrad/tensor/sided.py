@@ -146,21 +146,67 @@ def _atom(e: sp.Expr) -> Atom:
     return Atom("piecewise", e, pieces, deciders, relations, keys=keys)
 
 
+CASES_CAP = 36  # most one-hot leaves a site's body may have (prod of (pieces + 1)); more: split
+
+
+def _cases(found: list) -> int:
+    n = 1
+    for e in found:
+        n *= len(_atom(e).pieces) + 1
+    return n
+
+
 def _rewrite(e: sp.Expr, chosen: dict) -> sp.Expr:
-    """``e`` with every atom replaced by sum_k S_k piece_k (pieces rewritten too). A Piecewise
-    atom takes branch k alone where S_k is exactly 1 (the mix only between sides): its untaken
-    branches may be undefined where the model is not (log(w) taken only for w > 1), and
-    0 * NaN is NaN."""
-    if e in chosen:
-        atom, syms = chosen[e]
-        pieces = [_rewrite(p, chosen) for p in atom.pieces]
-        mix = sp.Add(*[s * p for s, p in zip(syms, pieces)])
-        if atom.kind != "piecewise":
-            return mix
-        return sp.Piecewise(*[(p, sp.Eq(s, 1)) for s, p in zip(syms, pieces)], (mix, True))
-    if not e.args or not isinstance(e, sp.Expr):
+    """``e`` as a Piecewise over its atoms' one-hot sides: where ``S_k`` is exactly 1 the atom
+    is replaced by ``piece_k`` BEFORE sympy differentiates (a constant piece gives a constant:
+    ``sqrt(Max(w, 0)) + w`` on the side 0 is ``sqrt(0) + w``, d/dw 1, never inf * 0), and only
+    the last branch (fractional selectors, between sides) is the mix ``sum_k S_k piece_k``. Atoms
+    nest (outermost first, its pieces may hold inner ones): the branches of one atom are
+    Piecewises over the next, within one term of a sum (one factor of a product) only. A side
+    where the body is undefined outright (``log(0**2)``: sympy's ``zoo``) is ``_undefined``:
+    NaN in value and in every derivative, never a finite slope
+    that a selector cancelled out of (``log(S**2 v**2)``'s 2/v). Untaken Piecewise branches
+    never reach the taken one (log(w) taken only for w > 1: 0 * NaN would be NaN)."""
+    present = [a for a in chosen if e.has(a)]
+    if not present:
         return e
-    return e.func(*[_rewrite(a, chosen) if isinstance(a, sp.Expr) else a for a in e.args])
+    if isinstance(e, sp.Add):  # linear: each term nests only over its own atoms
+        return sp.Add(*[_rewrite(t, chosen) for t in e.args])
+    if isinstance(e, sp.Mul):  # c * f(atoms): c's derivative times f's value, or c times f's
+        kinked = [f for f in e.args if any(f.has(a) for a in present)]
+        if len(kinked) == 1:
+            rest = [f for f in e.args if f is not kinked[0]]
+            return sp.Mul(*rest, _rewrite(kinked[0], chosen))
+    if e in chosen and _linear(*chosen[e]):  # a bare relu/abs/step term: the mix is exact
+        atom, syms = chosen[e]
+        return sp.Add(*[s * p for s, p in zip(syms, atom.pieces)])
+    a = next(x for x in present if not any(o != x and o.has(x) for o in present))
+    atom, syms = chosen[a]
+    branches = []
+    for s, p in zip(syms, atom.pieces):
+        sub = _rewrite(e.xreplace({a: p}), chosen)
+        if sub.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+            sub = _undefined(e, s)
+        branches.append((sub, sp.Eq(s, 1)))
+    mix = sp.Add(*[s * p for s, p in zip(syms, atom.pieces)])
+    rest = _rewrite(e.xreplace({a: mix}), chosen)
+    if rest.has(sp.zoo, sp.nan, sp.oo, -sp.oo):
+        rest = _undefined(e, syms[0])
+    return sp.Piecewise(*branches, (rest, True))
+
+
+def _linear(atom: Atom, syms: list) -> bool:
+    """Is the bare mix of ``atom`` exact at every one-hot side? Its derivative is
+    ``sum_k S_k piece_k'``: with polynomial pieces (relu, abs, step, sign, max of operands) no
+    piece's derivative is infinite or NaN, so a 0 selector gives 0, never 0 * inf."""
+    ops = sorted(set().union(*[p.free_symbols for p in atom.pieces]) - set(syms), key=str)
+    return atom.kind != "piecewise" and all(p.is_polynomial(*ops) for p in atom.pieces)
+
+
+def _undefined(e: sp.Expr, s: sp.Symbol) -> sp.Expr:
+    """NaN wherever ``s`` is 1 (0 * log 0), with a NaN derivative in every symbol of ``e``."""
+    nan = (s - 1) * sp.log(s - 1)
+    return nan * (1 + sp.Add(*sorted(e.free_symbols - {s}, key=str)))
 
 
 def sided(model: TensorModel) -> Sided:
@@ -197,7 +243,7 @@ def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
     selectors are more than ``X`` has symbols."""
     found = _atoms(node.attrs["expr"])
     k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
-    if k > len(X):
+    if k > len(X) or _cases(found) > CASES_CAP:
         return None
     site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
     for e in found:

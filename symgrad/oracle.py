@@ -48,14 +48,13 @@ from flint import arb, ctx
 from .backends import arb as arb_backend
 from .codegen import compile_program
 from .derive import Program
+from .precise.ladder import TIGHT_FRACTION, TIGHT_RELATIVE_BITS, one_sided_limits
 from .sides import Sides, double_double, sample_sides, side_label, with_interval as _with_interval
 
 __all__ = ["Exact", "Sides", "TIGHT_FRACTION", "TIGHT_RELATIVE_BITS", "at_point", "certify",
            "compile_oracle", "compile_scalar", "evaluate", "side_label", "site_arguments",
            "to_mpmath"]
 
-TIGHT_FRACTION = 64.0  # a radius <= allowance / 64 is tight
-TIGHT_RELATIVE_BITS = 80  # ... or <= 2^-80 of the value
 
 
 
@@ -165,47 +164,25 @@ def evaluate(fn, X: np.ndarray, allow: np.ndarray, site_allow: np.ndarray | None
     return Exact(hi, lo, uncertain, bits, vertices, labels, structure)
 
 
-LIMIT_STEPS = 11  # t = 2^-64, 2^-128, ..., 2^-65536 (until every entry settles)
-BELOW_FLOAT64 = arb(2) ** -1100  # a limit's last step this small cannot show in float64
-
-
 def _limits(fn, x: np.ndarray, outs: list, limit: list, rel: arb, start_bits: int,
             max_bits: int) -> tuple[list, list, list]:
     """A removable singularity: the derivative at a point where its formula is 0/0 or
     0 * log 0 (d/dy x**y = x**y log x at x = 0), as the limit when the inputs that are exactly 0
-    approach 0 from either side, t = 2^-64, 2^-128, ... 2^-65536 (the ball oracle at each). A
-    side's limit is taken when two successive values agree to 2^-80 of the value or to 2^-1100
-    (below float64); one side defined (log: x > 0): its limit; both, equal: the derivative;
-    both, different: a kink, the two limits are its sides. Otherwise the entry stays undefined
-    (domain: 1/w at 0, d/dx x**0.5 at 0). Returns (outputs, sides, their labels)."""
+    approach 0 from either side (``symgrad.precise.ladder``, the ball oracle at each step; a
+    step that reaches a kink ends its side). One side defined (log: x > 0): its limit; both,
+    equal: the derivative; both, different: a kink, the two limits are its sides. Otherwise the
+    entry stays undefined (domain: 1/w at 0, d/dx x**0.5 at 0). Returns (outputs, sides, their
+    labels)."""
     zeros = np.flatnonzero(x == 0)
     bad = [k for k, o in enumerate(outs) if not o.is_finite()]
     if not zeros.size:
         return outs, [], []
-    found: dict = {}  # side -> {column: its limit}
-    for side in (-1, 1):
-        prev = None
-        for step in range(LIMIT_STEPS):
-            t = arb(2) ** -(64 << step)
-            args = [side * t if v == 0 else arb(float(v)) for v in x]
-            got, verts, _, _, _ = certify(fn, args, limit, rel, start_bits, max_bits)
-            if got is None or verts:
-                break
-            if prev is not None:
-                settled = found.setdefault(side, {})
-                for k in bad:
-                    if k in settled or not (got[k].is_finite() and prev[k].is_finite()):
-                        continue
-                    # certain comparisons (a diverging 2^2048 never settles); not against the
-                    # allowance, which a diverging entry's bound inflates alike; below 2^-1100
-                    # nothing shows in a float64 answer
-                    d = abs(got[k] - prev[k])
-                    if bool(d <= abs(got[k]) * rel) or bool(d <= BELOW_FLOAT64):
-                        settled[k] = got[k]
-                if len(settled) == len(bad):
-                    break
-            prev = got
-    left, right = found.get(-1, {}), found.get(1, {})
+
+    def at(t: arb) -> list | None:
+        args = [t if v == 0 else arb(float(v)) for v in x]
+        got, verts, _, _, _ = certify(fn, args, limit, rel, start_bits, max_bits)
+        return None if got is None or verts else got
+    left, right = one_sided_limits(at, bad, rel)
     one = [o if k not in bad else right.get(k, left.get(k, o)) for k, o in enumerate(outs)]
     split = [k for k in bad if k in left and k in right
              and double_double(left[k]) != double_double(right[k])]

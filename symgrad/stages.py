@@ -34,6 +34,7 @@ from .config import VerifyConfig
 from .derive import Program, reverse_accumulation
 from .errors import SymgradError
 from .model import Model
+from .precise.ladder import LIMIT_OFFSET
 from .progress import phase
 from .result import BackendRun
 
@@ -213,7 +214,6 @@ def exact(compiled: Compiled, batch: Batch, subset: np.ndarray, cfg: VerifyConfi
     return truth, {"numpy": bound, "torch": bound, "torch_fn": np.fmax(bound, display)}
 
 
-LIMIT_OFFSET = 2.0**-600  # where E is NaN at an input exactly 0: E as that input nears 0
 
 
 def _limit_bound(fn, X: np.ndarray) -> np.ndarray:

@@ -48,16 +48,13 @@ from flint import arb, ctx
 from ..compare import DOMAIN, INCONCLUSIVE, KINK, LOSS, MISMATCH, OK, Comparison, KinkSides
 from ..compare import allowance
 from ..precise.arb import ARB_OPS
+from ..precise.ladder import (LIMIT_OFFSET, TIGHT_FRACTION, TIGHT_RELATIVE_BITS,
+                              one_sided_limits)
 from ..sides import double_double
 from .interpret import evaluate
 from .model import TensorModel
 from .views import flat_balls
 
-LIMIT_STEPS = 11  # t = 2^-64, 2^-128, ..., 2^-65536 (until every entry settles)
-BELOW_FLOAT64 = arb(2) ** -1100  # a limit's last step this small cannot show in float64
-LIMIT_OFFSET = 2.0**-600  # where E is NaN at an input exactly 0: E as that input nears 0
-TIGHT_FRACTION = 64.0  # a radius <= allowance / 64 is tight ...
-RELATIVE_BITS = 80  # ... or <= 2^-80 of the value
 LIMITS_UP_TO = 200_000  # parameters: a row's limit evaluates its whole program in balls
 
 
@@ -99,7 +96,7 @@ def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: i
     ball around 0: cancellation that more bits resolve). Returns (balls or None where the
     program raises, loose per output, bits used)."""
     outputs, extra = program if program is not None else (model.gradient.outputs, {})
-    rel = arb(2) ** -RELATIVE_BITS
+    rel = arb(2) ** -TIGHT_RELATIVE_BITS
     p = start
     while True:
         try:
@@ -118,31 +115,14 @@ def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: i
 def _limit_row(model: TensorModel, values: Mapping, r: int, bad: list, limit: np.ndarray,
                start: int, cap: int, program) -> tuple[dict, dict]:
     """The one-sided limits of the ``bad`` entries of row ``r``: (left, right), each entry ->
-    its settled ball (the scalar ``oracle._limits``' ladder and settling rule)."""
-    rel = arb(2) ** -RELATIVE_BITS
+    its settled ball (``symgrad.precise.ladder``, the rule the scalar oracle uses too)."""
+    rel = arb(2) ** -TIGHT_RELATIVE_BITS
     extra = None if program is None else (program[0], {k: np.asarray(v)[r:r + 1]
                                                        for k, v in program[1].items()})
-    found: dict = {}
-    for side in (-1, 1):
-        prev, settled = None, found.setdefault(side, {})
-        for step in range(LIMIT_STEPS):
-            t = side * arb(2) ** -(64 << step)
-            got = _balls(model, _leaves_at(model, values, r, t), limit, start, cap, extra)[0]
-            if got is None:
-                break
-            if prev is not None:
-                for k in bad:
-                    if k in settled or not (got[k].is_finite() and prev[k].is_finite()):
-                        continue
-                    # certain comparisons (a diverging 2^2048 never settles); below 2^-1100
-                    # nothing shows in a float64 answer
-                    d = abs(got[k] - prev[k])
-                    if bool(d <= abs(got[k]) * rel) or bool(d <= BELOW_FLOAT64):
-                        settled[k] = got[k]
-                if len(settled) == len(bad):
-                    break
-            prev = got
-    return found[-1], found[1]
+
+    def at(t: arb) -> np.ndarray | None:
+        return _balls(model, _leaves_at(model, values, r, t), limit, start, cap, extra)[0]
+    return one_sided_limits(at, bad, rel)
 
 
 def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,

@@ -25,11 +25,15 @@ from ..result import Failure
 CHUNK = 1 << 20  # entries compared at once (each chunk: ~20 float64 temporaries, 0.2 GB)
 
 
-def badness(comp: Comparison) -> np.ndarray:
-    """error / allowance per entry (float32; inf where the backend is not finite)."""
+def badness(comp: Comparison, at: slice | np.ndarray = slice(None)) -> np.ndarray:
+    """error / allowance of the flat entries ``at`` (a slice or indices; default all), float32,
+    inf where the backend is not finite, -1 where undefined (the streaming compare reads it a
+    chunk at a time: no whole-size array)."""
+    ulps = np.asarray(comp.ulps).reshape(-1)[at]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        bad = (comp.ulps / comp.allowed_ulps).astype(np.float32, copy=False)  # no 2nd copy
-    bad[~np.isfinite(comp.ulps)] = np.inf
+        bad = (ulps / np.asarray(comp.allowed_ulps).reshape(-1)[at]).astype(np.float32,
+                                                                           copy=False)
+    bad[~np.isfinite(ulps)] = np.inf
     bad[np.isnan(bad)] = -1.0
     return bad
 
@@ -60,7 +64,7 @@ def top(bad: np.ndarray, mask: np.ndarray | None, limit: int) -> np.ndarray:
     return where[np.argsort(-flat[where], kind="stable")]
 
 
-def failures(name: str, comp: Comparison, flat: np.ndarray, bad, outputs, values,
+def failures(name: str, comp: Comparison, flat: np.ndarray, outputs, values,
              subset) -> list[Failure]:
     """One ``Failure`` per flat index: backend, status, output name, sample, point, expected
     vs got, error and allowance in ULPs (as ``symgrad.verify`` words them)."""

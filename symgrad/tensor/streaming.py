@@ -20,7 +20,7 @@ from ..backends import torch as torch_backend
 from ..compare import FAILING, INCONCLUSIVE, KINK, LOSS, Comparison
 from ..config import VerifyConfig
 from ..result import BackendRun, Failure
-from .comparing import CHUNK, failures as entry_failures, top
+from .comparing import CHUNK, badness, failures as entry_failures, top
 from .model import TensorModel
 from .views import numpy_view, torch_view
 
@@ -97,26 +97,13 @@ def findings_of(name: str, comp: Comparison, outputs, values: dict, subset: np.n
     Returns:
         ``FINDING_LISTS`` name -> list of ``Failure``."""
     def worst_of(codes, limit):
-        return entry_failures(name, comp, worst_entries(comp, codes, limit), None, outputs,
-                              values, subset)
+        return entry_failures(name, comp, worst_entries(comp, codes, limit), outputs, values,
+                              subset)
     return {"worst": worst_of(None, 3),
             "kinks": worst_of((KINK,), max_failures),
             "failures": worst_of(FAILING, max_failures),
             "losses": worst_of((LOSS,), max_failures),
             "undecided": worst_of((INCONCLUSIVE,), 3)}
-
-
-def badness_of(comp: Comparison, at: slice | np.ndarray) -> np.ndarray:
-    """error / allowance of the flat entries ``at`` (a slice or indices), float32, inf where
-    the backend is not finite, -1 where undefined: entry by entry what
-    ``symgrad.tensor.comparing.badness`` gives of the whole, without the whole."""
-    ulps = np.asarray(comp.ulps).reshape(-1)[at]
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        bad = (ulps / np.asarray(comp.allowed_ulps).reshape(-1)[at]).astype(np.float32,
-                                                                           copy=False)
-    bad[~np.isfinite(ulps)] = np.inf
-    bad[np.isnan(bad)] = -1.0
-    return bad
 
 
 def worst_entries(comp: Comparison, codes: tuple | None, limit: int) -> np.ndarray:
@@ -141,14 +128,14 @@ def worst_entries(comp: Comparison, codes: tuple | None, limit: int) -> np.ndarr
     if codes is not None:  # the entries of those statuses, then as ``top`` picks among them
         where = np.concatenate([a + np.flatnonzero(np.isin(status[a:a + step], codes))
                                 for a in chunks] or [np.zeros(0, np.int64)])
-        bad = badness_of(comp, where)
+        bad = badness(comp, where)
         if where.size > limit:
             keep = np.argpartition(-bad, limit - 1)[:limit]
             where, bad = where[keep], bad[keep]
         return where[np.argsort(-bad, kind="stable")]
     found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     for a in chunks:
-        bad = badness_of(comp, slice(a, a + step))
+        bad = badness(comp, slice(a, a + step))
         part = top(bad, None, limit)
         found.append(a + part)
         bads.append(bad[part])

@@ -18,7 +18,9 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..backends.torch import exact_math
+from ..precise import ARB_OPS, DDOps
 from ..precise.certify import CertifyConfig, certify, escalate
+from ..precise.underflow import rounded, zone_rows
 from .interpret import evaluate
 from .model import TensorModel
 from .program import topological
@@ -27,6 +29,9 @@ from .tables import NumpyOps, TorchOps, oracle_ops
 
 
 CHUNK_ENTRIES = 1 << 20  # values (per sample x nodes) the oracle walks at once: ``_chunk``
+ZONE_BALLS_UP_TO = 200_000  # parameters: up to here a row in the DD's underflow zone is
+#                             re-evaluated in balls (``rounded_zone``; ``CERTIFY_UP_TO`` too)
+ZONE_BITS = (128, 1024)  # the balls' first and largest precision there (doubling)
 
 
 def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
@@ -142,7 +147,54 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                                                key=f"oracle-{model.name}", shared=(model, dps)),
                                    start=local):
             hi[s], lo[s] = h, l
+    if isinstance(table, DDOps) and model.n_parameters <= ZONE_BALLS_UP_TO:
+        rounded_zone(model, values, hi, lo, outputs)
     return hi, lo
+
+
+def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
+                 lo: np.ndarray, outputs=None) -> np.ndarray:
+    """The oracle's rows that touch the double-double's underflow zone (an input or a result
+    0 < |v| < 2^-969: ``symgrad.precise.underflow``) made right there: each such row is
+    evaluated again in ARB balls (from 128 bits, doubling up to 1024, until every finite ball
+    is certified) and every certified entry replaced, in place, by the ball's value rounded to
+    the nearest double-double: in the zone the exact value rounded to nearest on float64's
+    2^-1074 grid (the DD's own products and quotients are a few spacings off there). A ball
+    not certified at the cap leaves the DD value. Rows elsewhere cost one pass over the inputs
+    and results.
+
+    Arguments:
+        model: the tensor model.
+        values: the samples the rows were evaluated at (block name -> (N, ...), with any extra
+            leaves of ``outputs``' program).
+        hi, lo: the oracle's (N, 1 + parameters) rows, edited in place.
+        outputs: the program evaluated (default the model's gradient outputs).
+    Returns:
+        The indices of the rows evaluated again.
+
+    >>> import sympy as sp, symgrad.tensor as st
+    >>> w, x = st.param("w", ()), st.input("x", ())
+    >>> m = TensorModel("t", st.map_(sp.tanh(st.X[0] * st.X[1]), w, x))
+    >>> v = {"w": np.array([0.9709527680353416]), "x": np.array([2.2250738585e-313])}
+    >>> hi, lo = oracle_view(m, v, oracle_ops(50))   # rounded_zone ran on its one row
+    >>> float(hi[0, 0]) == 43727825243 * 2.0**-1074, float(lo[0, 0])
+    (True, 0.0)
+    """
+    n = hi.shape[0]
+    rows = np.flatnonzero(zone_rows([hi, *values.values()], n))
+    for r in rows:
+        one = {k: (v[r:r + 1] if np.shape(v)[0] == n else v) for k, v in values.items()}
+        bits = ZONE_BITS[0]
+        while True:
+            balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,
+                                               ARB_OPS.at(bits), one))
+            h, l, ok = rounded(balls)
+            open_ = ~ok & np.isfinite(h)
+            if not open_.any() or bits >= ZONE_BITS[1]:
+                break
+            bits *= 2
+        hi[r, ok], lo[r, ok] = h[ok], l[ok]
+    return rows
 
 
 def _chunk(outputs, n: int) -> int:

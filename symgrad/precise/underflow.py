@@ -1,0 +1,115 @@
+"""The double-double underflow zone, and a DD value rounded from a ball there.
+
+A double-double keeps ~106 bits only while its low part is a normal-range float: below
+``ZONE`` = 2^-969 the low part falls on float64's fixed grid of 2^-1074 (subnormal spacing), and
+the error-free transforms stop being error-free (a product's error term is rounded to that grid,
+a quotient's remainder with it). There a DD result is right to a few multiples of 2^-1074
+*absolute*, not to ~1e-31 relative (``tests/test_precise.py``: ``TINY_FLOOR``): tanh(w x) at
+x = 2.2e-313 came out one subnormal spacing above the correctly rounded value, which the
+comparer's "an error of exactly 0 is the exact value itself" reads as a one-ULP error.
+
+What the oracle needs there is the exact value rounded to that grid: ``rounded`` takes it from a
+ball (ARB has no exponent range to run out of), with the rigorous bound ``sup |hi + lo - ball|``
+of ``certify``; a row of the oracle that touches the zone is re-evaluated in balls
+(``symgrad.tensor.views.oracle_view``).
+
+Example:
+    >>> import numpy as np
+    >>> from flint import arb
+    >>> in_zone(np.array([0.0, 5e-324, 1e-300, 1e-290, np.nan])).tolist()
+    [False, True, True, False, False]
+    >>> hi, lo, ok = rounded(np.array([arb(2.5) * arb(2.0) ** -1074], dtype=object))
+    >>> hi[0] == 2 * 2.0**-1074, lo[0], bool(ok[0])   # a tie: to even, certified to half a spacing
+    (np.True_, np.float64(0.0), True)
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+from flint import arb, ctx
+
+ZONE = 2.0**-969  # |value| below this (and not 0): the DD's low part is on the 2^-1074 grid
+_HALF = Fraction(1, 2**1075)  # half float64's subnormal spacing (no float64: it rounds to 0)
+ROUNDED_SLACK = 2.0**-20  # a rounded ball's bound may exceed half a spacing by this much of it
+#                           (the ball's own radius): "rounded to nearest" in ``rounded``'s claim
+REL_CLAIM = 1e-30  # outside the zone: the DD's relative claim (as ``certify.CertifyConfig``)
+_EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
+
+
+def in_zone(a: np.ndarray) -> np.ndarray:
+    """Where a float array's entries lie in the underflow zone: 0 < |a| < 2^-969 (NaN: no).
+
+    Arguments:
+        a: a float array (float64 or narrower).
+    Returns:
+        A bool array of the same shape.
+    """
+    a = np.asarray(a)
+    with np.errstate(invalid="ignore"):
+        return (a != 0) & (np.abs(a) < ZONE)
+
+
+def zone_rows(arrays, n: int) -> np.ndarray:
+    """The rows (leading axis, ``n`` of them) of which any float array in ``arrays`` has an
+    entry in the zone; an array of one row (broadcast) marks every row.
+
+    Arguments:
+        arrays: float arrays of shape (n, ...) or (1, ...); integer arrays are skipped.
+        n: the number of rows.
+    Returns:
+        A bool array (n,).
+    """
+    rows = np.zeros(n, bool)
+    for a in arrays:
+        a = np.asarray(a)
+        if a.dtype.kind != "f" or a.ndim == 0 or a.size == 0:
+            continue
+        hit = in_zone(a).reshape(a.shape[0], -1).any(axis=1)
+        rows |= hit if hit.shape[0] == n else hit.any()
+    return rows
+
+
+def _claim(h: float) -> Fraction:
+    """What a DD value with high part ``h`` is certified to, exactly (half a spacing is not a
+    float64): ``REL_CLAIM`` |h| outside the zone, and half a subnormal spacing (the value
+    rounded to nearest on the 2^-1074 grid) times 1 + ``ROUNDED_SLACK`` in it."""
+    return Fraction(REL_CLAIM) * abs(Fraction(h)) + _HALF * (1 + Fraction(ROUNDED_SLACK))
+
+
+def _frac(v: arb) -> Fraction:
+    man, exp = v.man_exp()
+    return Fraction(int(man)) * Fraction(2) ** int(exp)
+
+
+def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each ball's midpoint as the nearest double-double: hi the float64 nearest the midpoint,
+    lo the float64 nearest the rest (both correctly rounded, subnormals included: Python's
+    rational-to-float conversion rounds once), and whether the rigorous bound sup |hi + lo -
+    ball| is within the claim (``REL_CLAIM`` relative; in the zone half a subnormal spacing
+    and ``ROUNDED_SLACK`` of it: the ball is rounded to nearest on the 2^-1074 grid), decided
+    in exact rationals.
+
+    Arguments:
+        balls: an object array of ``flint.arb``.
+    Returns:
+        (hi, lo, certified): float64 arrays and a bool array of the balls' shape; a ball that is
+        not finite gives NaN and is not certified.
+    """
+    balls = np.asarray(balls, dtype=object)
+    hi, lo = np.full(balls.shape, np.nan), np.zeros(balls.shape)
+    ok = np.zeros(balls.shape, bool)
+    with ctx.workprec(_EXACT_PREC):
+        for idx in np.ndindex(balls.shape):
+            b = balls[idx]
+            if not b.is_finite():
+                continue
+            m = _frac(b.mid())
+            h = float(m)
+            if not np.isfinite(h):
+                continue
+            lo_ = float(m - Fraction(h))
+            hi[idx], lo[idx] = h, lo_
+            ok[idx] = abs(Fraction(h) + Fraction(lo_) - m) + _frac(b.rad()) <= _claim(h)
+    return hi, lo, ok

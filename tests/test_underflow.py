@@ -17,8 +17,12 @@ from flint import arb, ctx
 
 import symgrad as sg
 import symgrad.tensor as st
+from symgrad.compare import Tolerance
+from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
+from symgrad.precise.certify import CertifyConfig, certify
 from symgrad.precise.underflow import in_zone, rounded, zone_rows
+from symgrad.tensor.doubt import judge_certificate
 from symgrad.tensor.model import TensorModel
 from symgrad.tensor.tables import oracle_ops
 from symgrad.tensor.views import oracle_view
@@ -95,3 +99,31 @@ def test_verify_at_a_subnormal_passes_on_the_program_pipeline():
     r = sg.verify(to_program(m), at={"w": W, "x": XS[0]},
                   torch_fn=lambda w, x: torch.tanh(w * x))
     assert r.verdict == PASS, str(r)
+
+
+def _tanh_ball(w: float, x: float):
+    with ctx.workprec(128):
+        return np.array([(arb(w) * arb(x)).tanh()], dtype=object)
+
+
+def test_certification_flags_a_dd_value_off_by_a_spacing_in_the_zone():
+    # the DD value of tanh(w x) before the zone's rows were re-evaluated: one spacing high. Its
+    # claim (1e-20 |v| + 1e-30) certifies it, zero_below of the allowance would too; the
+    # comparer's "error exactly 0" needs half a ULP (E of one rounding: its allowance is
+    # 4 tiny, as large as the value), so the certificate's judge raises
+    ball = _tanh_ball(W, XS[0])
+    best = float(mp.tanh(mp.mpf(W) * mp.mpf(XS[0])))
+    off = np.nextafter(best, 1.0)
+    assert certify(np.array([off]), np.zeros(1), ball, config=CertifyConfig(1e-20, 1e-30)).ok
+    with pytest.raises(SymgradError, match=r"entry 0 .*below 2\^-969.*not the nearest float64"):
+        judge_certificate(certify(np.array([off]), np.zeros(1), ball), np.array([3 * best]),
+                          ["float64"], Tolerance())
+    d = judge_certificate(certify(np.array([best]), np.zeros(1), ball), np.array([3 * best]),
+                          ["float64", "float32"], Tolerance())
+    assert not d.columns.any()
+    # a ball too wide to tell the two neighbours apart: in doubt, not ok and not an error
+    with ctx.workprec(40):
+        wide = np.array([(arb(W) * arb(XS[0])).tanh()], dtype=object)
+    d = judge_certificate(certify(np.array([best]), np.zeros(1), wide), np.array([3 * best]),
+                          ["float64"], Tolerance())
+    assert d.columns.tolist() == [True] and "half a ULP" in d.why

@@ -29,6 +29,7 @@ from flint import arb, ctx
 
 from ..errors import SymgradError
 from .arb import ARB_OPS, ArbOps
+from .underflow import in_zone, nearest
 
 _EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
 _MAX = arb(float(np.finfo(np.float64).max))  # a DD inf agrees with a ball wholly beyond it
@@ -52,6 +53,11 @@ class Certificate:
     worst: tuple | None  # index of the worst uncertified entry (or of the max relative error)
     failures: list = field(default_factory=list)  # "index: DD v, ball [m +/- r], bound e > allowance a"
     radius: np.ndarray | None = None  # each ball's radius, rounded up (inf: not finite)
+    value: np.ndarray | None = None  # the DD high parts certified (what the bounds refer to)
+    nearest: np.ndarray | None = None  # per entry in the DD's underflow zone (0 < |v| < 2^-969):
+    #   v is the ball rounded to nearest on the 2^-1074 grid (``underflow.nearest``: exact, where
+    #   error_bound, a float64, resolves a whole spacing only); True elsewhere
+    narrow: np.ndarray | None = None  # ... and the ball narrow enough to tell; True elsewhere
 
     @property
     def ok(self) -> bool:
@@ -93,6 +99,8 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                            f"evaluate the same quantities")
     extra = np.zeros(hi.shape) if abs_allowance is None else np.broadcast_to(np.asarray(abs_allowance, float), hi.shape)
     bound, radius = np.empty(hi.shape), np.full(hi.shape, np.inf)
+    near, narrow = np.ones(hi.shape, bool), np.ones(hi.shape, bool)
+    zone = in_zone(hi)
     ok = np.zeros(hi.shape, dtype=bool)
     failures: list[str] = []
     max_rel, worst = 0.0, None
@@ -114,6 +122,8 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                 failures.append(f"{idx}: DD {h} but ball {b.str(10, radius=True)}")
                 continue
             e = _up(_frac((arb(h) + arb(l) - b).abs_upper()))
+            if zone[idx]:
+                near[idx], narrow[idx] = nearest(h, l, b)
             bound[idx] = e
             v = abs(h)
             allow = config.rel * v + config.abs + float(extra[idx])
@@ -125,7 +135,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                                 f"radius {_up(_frac(b.rad())):.3g}, error bound {e:.3g} > allowance {allow:.3g}")
     bad = [i for i in np.ndindex(hi.shape) if not ok[i]]
     return Certificate(bound, ok, int(hi.size), int(ok.sum()), max_rel, bad[0] if bad else worst, failures,
-                       radius)
+                       radius, hi, near, narrow)
 
 
 @dataclass(frozen=True)

@@ -83,6 +83,23 @@ def _frac(v: arb) -> Fraction:
     return Fraction(int(man)) * Fraction(2) ** int(exp)
 
 
+def nearest(h: float, l: float, ball: arb) -> tuple[bool, bool]:
+    """Whether the DD value h + l is the nearest to every point of ``ball`` on the 2^-1074
+    grid (sup |h + l - ball| within half a spacing and ``ROUNDED_SLACK`` of it), and whether
+    the ball is narrow enough to tell (its radius within ``ROUNDED_SLACK`` of half a spacing);
+    decided in exact rationals (a float64 bound resolves no finer than a whole spacing).
+
+    Arguments:
+        h, l: the DD value's two parts.
+        ball: a finite ``flint.arb``.
+    Returns:
+        (within, narrow).
+    """
+    with ctx.workprec(_EXACT_PREC):
+        m, r = _frac(ball.mid()), _frac(ball.rad())
+    return abs(Fraction(h) + Fraction(l) - m) + r <= _claim(h), r <= _HALF * Fraction(ROUNDED_SLACK)
+
+
 def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each ball's midpoint as the nearest double-double: hi the float64 nearest the midpoint,
     lo the float64 nearest the rest (both correctly rounded, subnormals included: Python's
@@ -109,7 +126,6 @@ def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             h = float(m)
             if not np.isfinite(h):
                 continue
-            lo_ = float(m - Fraction(h))
-            hi[idx], lo[idx] = h, lo_
-            ok[idx] = abs(Fraction(h) + Fraction(lo_) - m) + _frac(b.rad()) <= _claim(h)
+            hi[idx], lo[idx] = h, float(m - Fraction(h))
+            ok[idx] = nearest(hi[idx], lo[idx], b)[0]
     return hi, lo, ok

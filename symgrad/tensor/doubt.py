@@ -9,7 +9,10 @@ within a tiny fraction of its allowance, so an entry the claim misses is still c
 its rigorous DD error is at most ``Tolerance.zero_below`` of its smallest allowance (over the
 run's dtypes); where the ball is too wide to tell (or not finite) the entry's column is *in
 doubt*: its entries are inconclusive with that reason. A ball that is tight enough but far
-from the DD value shows a wrong oracle: that stays an error.
+from the DD value shows a wrong oracle: that stays an error. Below 2^-969 (the DD's underflow
+zone, ``symgrad.precise.underflow``), where the allowance is as large as the value, the comparer
+decides ok or inconclusive by whether the error is exactly 0: there the DD value must be within
+half a ULP of the ball, whatever the claim's absolute floor (1e-30) says.
 
 >>> import numpy as np
 >>> from symgrad.compare import Tolerance
@@ -29,9 +32,16 @@ from typing import Sequence
 import numpy as np
 
 from ..compare import DOMAIN, INCONCLUSIVE, KINK, LOSS, MISMATCH, OK, Comparison, Tolerance
-from ..compare import allowance
+from ..compare import allowance, ulp
 from ..errors import SymgradError
 from ..precise.certify import Certificate
+from ..precise.underflow import in_zone
+
+
+
+def _flags(a, n: int) -> np.ndarray:
+    """A certificate's per-entry flags, flat (None: True everywhere)."""
+    return np.ones(n, bool) if a is None else np.asarray(a, bool).reshape(-1)
 
 
 @dataclass(frozen=True)
@@ -69,7 +79,8 @@ def judge_certificate(cert: Certificate, E0: np.ndarray, dtypes: Sequence[str],
         model: the model's name, for the error.
     Returns:
         An ``OracleDoubt``: entries certified by the allowance and those left in doubt (their
-        ball wider than ``zero_below`` of the allowance: it cannot decide them).
+        ball wider than ``zero_below`` of the allowance, or than half a ULP of a value in the
+        underflow zone whose allowance is as large as the value: it cannot decide them).
     Raises:
         SymgradError: an entry whose ball is that tight but lies farther than that from the
         DD value: the oracle is wrong, not undecided.
@@ -81,19 +92,44 @@ def judge_certificate(cert: Certificate, E0: np.ndarray, dtypes: Sequence[str],
     allowed = np.min([allowance(E0, dt, tol) for dt in dtypes], axis=0)
     allowed = np.where(np.isnan(allowed), np.inf, allowed)  # as the comparer reads it
     with np.errstate(invalid="ignore", over="ignore"):
-        known = np.isfinite(e) & (e <= tol.zero_below * allowed)
-        tight = np.isfinite(radius) & (radius <= tol.zero_below * allowed)
-    if (missed & ~known & tight).any():
+        needed = tol.zero_below * allowed
+        # in the DD's underflow zone, where the allowance is as large as the value, the
+        # comparer's "an error of exactly 0 is the exact value itself" decides ok against
+        # inconclusive: the DD value must be the exact value rounded to nearest there
+        # (``Certificate.nearest``; float64's subnormal spacing is the finest any dtype has).
+        # The claim's absolute floor (1e-30) and zero_below of the allowance (2^-1060) both hid
+        # a DD value a spacing above it.
+        v = np.abs(np.asarray(cert.value, float).reshape(-1)) if cert.value is not None else \
+            np.zeros_like(e)  # (a certificate without its values: the rule cannot be checked)
+        exact_rule = in_zone(v) & (v > needed) & (allowed >= v)
+        near = _flags(cert.nearest, e.size)  # (float64 bounds resolve a whole spacing only)
+        spacing = np.min([ulp(v, dt) for dt in dtypes], axis=0)  # its half: no float64
+        known = np.isfinite(e) & (e <= needed)
+        tight = np.isfinite(radius) & (radius <= needed)
+        missed |= exact_rule & ~near
+        known = np.where(exact_rule, near, known)
+        tight = np.where(exact_rule, _flags(cert.narrow, e.size), tight)
+    wrong = missed & ~known & tight
+    if (wrong & exact_rule).any():
+        k = int(np.flatnonzero(wrong & exact_rule)[0])
+        raise SymgradError(f"model {model!r}: the oracle's double-double value of entry {k} "
+                           f"({v[k]:.12g}, below 2^-969) is off its ARB ball by up to "
+                           f"{e[k]:.3g}, not the nearest float64 (ULP {spacing[k]:.3g}): the "
+                           "comparer cannot read an error of 0 as exact (a row in the DD's "
+                           "underflow zone not re-evaluated in balls: views.rounded_zone)")
+    if wrong.any():
         raise SymgradError(f"model {model!r}: the oracle's double-double values are not "
                            f"certified by ball arithmetic: {cert.summary()}")
     doubt = missed & ~known
     why = ""
     if doubt.any():
         k = int(np.flatnonzero(doubt)[0])
+        share = (f"half a ULP ({spacing[k]:.3g} / 2) of its value below 2^-969 (an allowance as "
+                 "large as the value)" if exact_rule[k] else
+                 f"{tol.zero_below:.3g} of its allowance {allowed[k]:.3g}")
         why = (f"the oracle's double-double value of entry {k} is certified by ARB balls only "
-               f"to {e[k]:.3g}, more than {tol.zero_below:.3g} of its allowance "
-               f"{allowed[k]:.3g} (the ball is too wide to decide it); raise the ARB precision "
-               "cap of views.certify_view")
+               f"to {e[k]:.3g}, more than {share} (the ball is too wide to decide it); raise "
+               "the ARB precision cap of views.certify_view")
     return OracleDoubt(doubt, int(e.size), int(cert.n_certified),
                        int((missed & known).sum()), why, tol.zero_below)
 

@@ -183,7 +183,8 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     n = hi.shape[0]
     rows = np.flatnonzero(zone_rows([hi, *values.values()], n))
     for r in rows:
-        one = {k: (v[r:r + 1] if np.shape(v)[0] == n else v) for k, v in values.items()}
+        one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
+               for k, v in values.items()}
         bits = ZONE_BITS[0]
         while True:
             balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,

@@ -38,7 +38,6 @@ from ..precise.certify import Certificate
 from ..precise.underflow import in_zone
 
 
-
 def _flags(a, n: int) -> np.ndarray:
     """A certificate's per-entry flags, flat (None: True everywhere)."""
     return np.ones(n, bool) if a is None else np.asarray(a, bool).reshape(-1)

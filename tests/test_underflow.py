@@ -127,3 +127,18 @@ def test_certification_flags_a_dd_value_off_by_a_spacing_in_the_zone():
     d = judge_certificate(certify(np.array([best]), np.zeros(1), wide), np.array([3 * best]),
                           ["float64"], Tolerance())
     assert d.columns.tolist() == [True] and "half a ULP" in d.why
+
+
+def test_an_intermediate_in_the_zone_of_normal_inputs_and_results():
+    # w, x = 1e-160 are normal, log(w x) = -736.8 too; the product 1e-320 in between is not:
+    # the DD's product there is a spacing off, 2^-11 of itself, and log(w x) 5e-4 wrong
+    m = _model(sp.log(X0 * X1) + X0 * X1 * X1)
+    w = np.array([1e-160, 0.5, 3e-161, 2.0])
+    x = np.array([1.3e-160, 0.25, 1e-160, 3.0])
+    hi, lo = oracle_view(m, {"w": w, "x": x}, oracle_ops(50))
+    with mp.workprec(3700):
+        for i in range(len(w)):
+            W_, X_ = mp.mpf(w[i]), mp.mpf(x[i])
+            for col, exact in enumerate((mp.log(W_ * X_) + W_ * X_ ** 2, 1 / W_ + X_ ** 2)):
+                got = mp.mpf(float(hi[i, col])) + mp.mpf(float(lo[i, col]))
+                assert abs(got - exact) <= 1e-29 * abs(exact), (i, col, got, exact)

@@ -30,6 +30,7 @@ from . import ddtrig as T
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ozaki import OzakiConfig, dd_matmul
+from .underflow import in_zone
 from .walk import Kernels, evaluate
 
 _CONST_PREC = 300  # bits for evaluating symbolic constants (pi, sqrt(2/pi), ...) before rounding
@@ -160,6 +161,36 @@ class DDKernels(Kernels):
     def erfc(self, a): return E.erfc(a)
     def expm1(self, a): return M.expm1(a)
     def log1p(self, a): return M.log1p(a)
+    def seen(self, r): return r  # a result the watch looks at (``WatchKernels``)
+
+
+class WatchKernels(DDKernels):
+    """``DDKernels`` that note (``touched``) whether a product, quotient, power or function
+    result fell in the underflow zone (0 < |v| < 2^-969, ``symgrad.precise.underflow``), where
+    a DD result is right only to a few 2^-1074 *absolute*: a map's intermediate w x = 1e-320 of
+    inputs 1e-160 makes log(w x) wrong by 5e-4. Sums are error-free there and not watched; one
+    zone test per result until the first hit."""
+
+    def __init__(self):
+        self.touched = False
+        self.functions = {c: (lambda k, *a, f=f: k.seen(f(k, *a)))
+                          for c, f in DDKernels.functions.items()}
+
+    def seen(self, r):
+        if not self.touched and isinstance(r, DD) and r.hi.size:
+            self.touched = bool(in_zone(r.hi).any())
+        return r
+
+    def mul(self, a, b): return self.seen(mul(a, b))
+    def div(self, a, b): return self.seen(div(a, b))
+    def pow_int(self, a, n): return self.seen(M.ipow(a, n))
+    def pow_rational(self, a, p, q): return self.seen(M.pow_rational(a, p, q))
+    def pow_general(self, a, b): return self.seen(M.rpow(a, b))
+    def sigmoid(self, a): return self.seen(M.sigmoid(a))
+    def sech2(self, a): return self.seen(M.sech2(a))
+    def erfc(self, a): return self.seen(E.erfc(a))
+    def expm1(self, a): return self.seen(M.expm1(a))
+    def log1p(self, a): return self.seen(M.log1p(a))
 
 
 def _axes(axis, ndim: int) -> tuple[int, ...]:
@@ -205,6 +236,17 @@ class DDOps:
         out = DDOps(self.matmul_config, samples)
         out.kernels = self.kernels
         return out
+
+    def watching(self) -> "DDOps":
+        """This table with fresh ``WatchKernels``: after a walk, ``touched`` says whether any
+        product, quotient, function or contraction result fell in the underflow zone."""
+        out = self.per_sample(self.samples)
+        out.kernels = WatchKernels()
+        return out
+
+    @property
+    def touched(self) -> bool:
+        return bool(getattr(self.kernels, "touched", False))
 
     # -- conversion ------------------------------------------------------------------------------
     def asarray(self, x) -> DD:
@@ -261,7 +303,7 @@ class DDOps:
         return out if keepdims else out.map_arrays(lambda v: np.squeeze(v, axis=axes))
 
     def einsum(self, spec: str, *operands: DD) -> DD:
-        return _einsum(self, spec, [self.asarray(o) for o in operands])
+        return self.kernels.seen(_einsum(self, spec, [self.asarray(o) for o in operands]))
 
     def matmul3(self, a: DD, b: DD) -> DD:
         picked = _selection(a, b)

@@ -128,6 +128,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     local = n if client is None else (1 if spot is not None else 0)
     per_sample = getattr(table, "per_sample", None)  # a table that walks samples together
     step = 1 if per_sample is None else _chunk(outputs or model.gradient.outputs, local)
+    watch = isinstance(table, DDOps) and model.n_parameters <= ZONE_BALLS_UP_TO
+    touched = np.zeros(n, bool)  # rows whose walk had a result in the DD's underflow zone
     s = 0
     while s < local:
         c = 1 if spot is not None and s == 0 else min(step, local - s)
@@ -136,9 +138,12 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
         def tick(i, total, s=s, c=c):
             if progress is not None:
                 progress(s * total + i * c)
-        _oracle_rows(model, per_sample(c) if c > 1 else table, part, c, tick,
+        t = table.watching() if watch else table
+        _oracle_rows(model, t.per_sample(c) if c > 1 else t, part, c, tick,
                      spot.visit if spot is not None and s == 0 else None, outputs,
                      into=(hi[s:s + c], lo[s:s + c]))
+        if watch and t.touched:
+            touched[s:s + c] = _touching(model, table, part, c, outputs) if c > 1 else True
         s += c
     if client is not None and local < n:
         rows = [{k: np.asarray(v)[s:s + 1] for k, v in values.items()}
@@ -147,15 +152,28 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                                                key=f"oracle-{model.name}", shared=(model, dps)),
                                    start=local):
             hi[s], lo[s] = h, l
-    if isinstance(table, DDOps) and model.n_parameters <= ZONE_BALLS_UP_TO:
-        rounded_zone(model, values, hi, lo, outputs)
+    if watch:
+        rounded_zone(model, values, hi, lo, outputs, touched=touched)
     return hi, lo
 
 
+def _touching(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int,
+              outputs) -> np.ndarray:
+    """Which of a chunk's ``c`` rows (whose walk together touched the underflow zone) touch it
+    alone: each walked again by itself under a watching table (rare: only such chunks)."""
+    out = np.zeros(c, bool)
+    for i in range(c):
+        t = table.watching()
+        _oracle_rows(model, t, {k: v[i:i + 1] for k, v in part.items()}, 1, outputs=outputs)
+        out[i] = t.touched
+    return out
+
+
 def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
-                 lo: np.ndarray, outputs=None) -> np.ndarray:
-    """The oracle's rows that touch the double-double's underflow zone (an input or a result
-    0 < |v| < 2^-969: ``symgrad.precise.underflow``) made right there: each such row is
+                 lo: np.ndarray, outputs=None, touched: np.ndarray | None = None) -> np.ndarray:
+    """The oracle's rows that touch the double-double's underflow zone (an input, a result or,
+    per ``touched``, an intermediate 0 < |v| < 2^-969: ``symgrad.precise.underflow``,
+    ``precise.ddops.WatchKernels``) made right there: each such row is
     evaluated again in ARB balls (from 128 bits, doubling up to 1024, until every finite ball
     is certified) and every certified entry replaced, in place, by the ball's value rounded to
     the nearest double-double: in the zone the exact value rounded to nearest on float64's
@@ -169,6 +187,7 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
             leaves of ``outputs``' program).
         hi, lo: the oracle's (N, 1 + parameters) rows, edited in place.
         outputs: the program evaluated (default the model's gradient outputs).
+        touched: (N,) rows whose walk had an intermediate result in the zone (default none).
     Returns:
         The indices of the rows evaluated again.
 
@@ -181,7 +200,8 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     (True, 0.0)
     """
     n = hi.shape[0]
-    rows = np.flatnonzero(zone_rows([hi, *values.values()], n))
+    rows = zone_rows([hi, *values.values()], n)
+    rows = np.flatnonzero(rows if touched is None else rows | touched)
     for r in rows:
         one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
                for k, v in values.items()}

@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 from fractions import Fraction
 
 import mpmath
@@ -240,7 +241,7 @@ class DDOps:
     def watching(self) -> "DDOps":
         """This table with fresh ``WatchKernels``: after a walk, ``touched`` says whether any
         product, quotient, function or contraction result fell in the underflow zone."""
-        out = self.per_sample(self.samples)
+        out = copy.copy(self)  # the same table (a subclass's overrides too), its own kernels
         out.kernels = WatchKernels()
         return out
 

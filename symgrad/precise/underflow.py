@@ -9,9 +9,9 @@ x = 2.2e-313 came out one subnormal spacing above the correctly rounded value, w
 comparer's "an error of exactly 0 is the exact value itself" reads as a one-ULP error.
 
 What the oracle needs there is the exact value rounded to that grid: ``rounded`` takes it from a
-ball (ARB has no exponent range to run out of), with the rigorous bound ``sup |hi + lo - ball|``
-of ``certify``; a row of the oracle that touches the zone is re-evaluated in balls
-(``symgrad.tensor.views.oracle_view``).
+ball (ARB has no exponent range to run out of), decided in exact rationals (``nearest``: half a
+spacing is no float64); a row of the oracle that touches the zone (an input, a result, or an
+intermediate: ``ddops.WatchKernels``) is re-evaluated in balls (``symgrad.tensor.views``).
 
 Example:
     >>> import numpy as np

@@ -48,21 +48,22 @@ __all__ = ["LIMIT_OFFSET", "Batch", "Compiled", "derive", "draw", "exact", "exac
            "exact_steps", "execute", "judge", "oracle_subset", "param_columns", "pipeline",
            "proof_note", "rigorous_enclosures", "summarize", "verify", "with_proof"]
 
-# Issue 17's switch, behind a gate: with SYMGRAD_PIPELINE=program every plain ``sg.Model`` is
-# verified as its tensor program (``symgrad.tensor.front.to_program``), the path that will be
-# the only one; the default stays the scalar pipeline until the same-verdict gate
-# (tests/gate_cases.py, reports/gate.md) and the suite run this way are green. ``pipeline``
-# chooses one for a block of code (the gate's old column, tests of the scalar side).
+# Issue 17's switch: every plain ``sg.Model`` is verified as its tensor program
+# (``symgrad.tensor.front.to_program``), the one pipeline that stays. SYMGRAD_PIPELINE=scalar
+# keeps the old scalar pipeline reachable until it is deleted (the same-verdict gate,
+# tests/gate_cases.py and reports/gate.md, compares the two); ``pipeline`` chooses one for a
+# block of code (the gate's old column, tests of the scalar side).
 PIPELINE_ENV = "SYMGRAD_PIPELINE"
-PIPELINES = ("scalar", "program")
+PIPELINES = ("program", "scalar")
 _CHOSEN: ContextVar[str | None] = ContextVar("symgrad_pipeline", default=None)
 
 
 def _pipeline() -> str:
-    chosen = _CHOSEN.get() or os.environ.get(PIPELINE_ENV, "scalar") or "scalar"
+    chosen = _CHOSEN.get() or os.environ.get(PIPELINE_ENV, "program") or "program"
     if chosen not in PIPELINES:
-        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'scalar' (today's default) or "
-                           "'program' (every model as its tensor program)")
+        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'program' (the default: every "
+                           "model as its tensor program) or 'scalar' (the old scalar pipeline, "
+                           "until it is deleted); or unset it")
     return chosen
 
 

@@ -403,8 +403,9 @@ def test_max_ties_feeding_relus_beyond_enumeration(maximum, ok):
     m, at = _max_relu()
     r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=max_relu_fn(maximum))
     assert r.ok == ok, str(r)
-    from symgrad.derive import reverse_accumulation  # the scalar oracle's grouping of the
-    e = oracle.evaluate(  # kinks (scalar side, deleted with it)oracle.compile_oracle(reverse_accumulation(m)),
+    from symgrad.derive import reverse_accumulation
+    # the scalar oracle's grouping of the kinks (scalar side, deleted with it)
+    e = oracle.evaluate(oracle.compile_oracle(reverse_accumulation(m)),
                         np.array([[v[0]] for v in at.values()]), np.zeros((1, 25)))
     assert e.structure[0].kind == "separable" and len(e.structure[0].groups) == 8
     if not ok:

@@ -1,6 +1,6 @@
 """The same-verdict gate (issue 17): every case of tests/gate_cases.py (scalar zoo models,
-planted bugs, correct twins, false-alarm cases) through the old scalar pipeline and the new
-tensor one (``symgrad.tensor.front.to_program``). Writes reports/gate.md and .json.
+planted bugs, correct twins, false-alarm cases) through the old scalar pipeline (pinned by
+``symgrad.verify.pipeline("scalar")``, whatever the default) and the new tensor one (``symgrad.tensor.front.to_program``). Writes reports/gate.md and .json.
 
     python scripts/gate.py [--only SUBSTRING] [--out reports] [--from-json reports/gate.json]
 
@@ -49,7 +49,8 @@ def markdown(rows: list[Row]) -> str:
     lines = [
         "# Same-verdict gate: scalar pipeline vs tensor program (issue 17)",
         "",
-        "Every case runs `sg.verify(model, ...)` (old: the scalar program) and "
+        "Every case runs `sg.verify(model, ...)` (old: the scalar program, pinned by "
+        "`symgrad.verify.pipeline(\"scalar\")`) and "
         "`sg.verify(to_program(model), ...)` (new: `symgrad.tensor.front`) with the same seed, "
         "samples, dtype and torch_fn. Written by `scripts/gate.py`; `tests/test_gate.py` asserts "
         "the same verdict on every row without a known reason and xfails (strict) the others.",

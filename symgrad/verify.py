@@ -16,8 +16,10 @@ True
 from __future__ import annotations
 
 import os
+from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import replace
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import mpmath
 import numpy as np
@@ -33,6 +35,7 @@ from .model import Model, round_to
 from .modules import ModuleOptions, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .points import by_name, check_integers as _check_integers, given_samples
+from .progress import phase
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
@@ -42,23 +45,53 @@ from .tensor.verify import verify_tensor
 
 # the pipeline and its stages, importable from here (tests, scripts/detection.py)
 __all__ = ["LIMIT_OFFSET", "Batch", "Compiled", "derive", "draw", "exact", "exact_at",
-           "exact_steps", "execute", "judge", "oracle_subset", "param_columns", "proof_note",
-           "rigorous_enclosures", "summarize", "verify", "with_proof"]
+           "exact_steps", "execute", "judge", "oracle_subset", "param_columns", "pipeline",
+           "proof_note", "rigorous_enclosures", "summarize", "verify", "with_proof"]
 
-# Issue 17's switch, behind a gate: with SYMGRAD_PIPELINE=program every plain ``sg.Model`` is
-# verified as its tensor program (``symgrad.tensor.front.to_program``), the path that will be
-# the only one; the default stays the scalar pipeline until the same-verdict gate
-# (tests/gate_cases.py, reports/gate.md) and the suite run this way are green.
+# Issue 17's switch: every plain ``sg.Model`` is verified as its tensor program
+# (``symgrad.tensor.front.to_program``), the one pipeline that stays. SYMGRAD_PIPELINE=scalar
+# keeps the old scalar pipeline reachable until it is deleted (the same-verdict gate,
+# tests/gate_cases.py and reports/gate.md, compares the two); ``pipeline`` chooses one for a
+# block of code (the gate's old column, tests of the scalar side).
 PIPELINE_ENV = "SYMGRAD_PIPELINE"
-PIPELINES = ("scalar", "program")
+PIPELINES = ("program", "scalar")
+_CHOSEN: ContextVar[str | None] = ContextVar("symgrad_pipeline", default=None)
 
 
 def _pipeline() -> str:
-    chosen = os.environ.get(PIPELINE_ENV, "scalar") or "scalar"
+    chosen = _CHOSEN.get() or os.environ.get(PIPELINE_ENV, "program") or "program"
     if chosen not in PIPELINES:
-        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'scalar' (today's default) or "
-                           "'program' (every model as its tensor program)")
+        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'program' (the default: every "
+                           "model as its tensor program) or 'scalar' (the old scalar pipeline, "
+                           "until it is deleted); or unset it")
     return chosen
+
+
+@contextmanager
+def pipeline(name: str) -> Iterator[None]:
+    """Inside the block, ``sg.verify`` of a plain ``sg.Model`` takes pipeline ``name``
+    whatever ``SYMGRAD_PIPELINE`` says; the previous choice is restored on exit (the
+    environment is never touched).
+
+    Arguments:
+        name: "scalar" (the scalar pipeline, until it is deleted) or "program" (the model
+            as its tensor program, ``to_program``).
+    Returns:
+        (as a context manager) nothing.
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> with pipeline("scalar"):
+    ...     sg.verify(sg.Model("square", w**2, params=[w]), samples=5).ok
+    True
+    """
+    if name not in PIPELINES:
+        raise SymgradError(f"pipeline({name!r}): choose one of {', '.join(PIPELINES)}")
+    token = _CHOSEN.set(name)
+    try:
+        yield
+    finally:
+        _CHOSEN.reset(token)
 
 
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
@@ -106,9 +139,6 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
-    if (module is None and order == 1 and isinstance(model, Model)
-            and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
-        model = to_program(model)  # not the HVP model symgrad.hvp builds (its own torch view)
     if samples is None:
         samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
@@ -118,6 +148,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
+    if (module is None and order == 1 and isinstance(model, Model)
+            and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
+        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
+            model = as_program(model)  # not symgrad.hvp's HVP model (its own torch view)
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
                   torch_fn=torch_fn, module_map=module_map, order=cfg.order)
     if inputs is not None:  # any nn.Module, captured with its example inputs
@@ -146,6 +180,15 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
     return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn,
                  drawn=given is None, client=client)
+
+
+def as_program(model: Model) -> TensorModel:
+    """The plain ``model`` as its tensor program (``to_program``), built once per model (as
+    the scalar pipeline derives and compiles once per model): the program caches its own
+    gradient, so verifying one model again skips both."""
+    if "tensor_program" not in model._cache:
+        model._cache["tensor_program"] = to_program(model)
+    return model._cache["tensor_program"]
 
 
 def _given(model: Model, at: dict, dtype: str) -> Batch:

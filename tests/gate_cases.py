@@ -1,6 +1,7 @@
 """The same-verdict gate's cases (issue 17): every scalar zoo model, the planted-bug suite
 (tests/test_mutants.py) and the false-alarm suite's scalar cases (tests/test_false_alarms.py),
-each verified through the old scalar pipeline (``sg.verify(model)``) and the new tensor one
+each verified through the old scalar pipeline (``sg.verify(model)`` inside
+``symgrad.verify.pipeline("scalar")``) and the new tensor one
 (``sg.verify(to_program(model))``) with the same seed, samples, dtype and torch_fn.
 
 ``KNOWN`` names, per case, why the new path's verdict differs today (measured by
@@ -21,6 +22,7 @@ import torch
 import symgrad as sg
 from symgrad import zoo
 from symgrad.tensor.front import to_program
+from symgrad.verify import pipeline
 from symgrad.zoo import gpt
 from tests.test_causes import (BCE_WITH_LOGITS, SATURATED_AT, bce_loss_of_sigmoid,
                                bce_with_logits_fn, guard_model, intlog_fn, intlog_model,
@@ -300,10 +302,16 @@ def _verdict(run: Callable[[], sg.Result]) -> tuple[str, float, float, str, dict
 
 
 def run_case(case: Case) -> Row:
-    """Verify the case's model through both pipelines (a fresh model each, same arguments)."""
+    """Verify the case's model through both pipelines (a fresh model each, same arguments):
+    the old column pinned to the scalar pipeline (``symgrad.verify.pipeline``) whatever
+    SYMGRAD_PIPELINE says, the new one a tensor program (``to_program``) by construction."""
     old_model = case.build()
     fn = old_model.reference if case.torch_fn == "reference" else case.torch_fn
-    old = _verdict(lambda: sg.verify(old_model, torch_fn=fn, **case.kwargs))
+
+    def old_run() -> sg.Result:
+        with pipeline("scalar"):
+            return sg.verify(old_model, torch_fn=fn, **case.kwargs)
+    old = _verdict(old_run)
     new_model = to_program(case.build())
     new = _verdict(lambda: sg.verify(new_model, torch_fn=fn, **case.kwargs))
     return Row(case.id, case.suite, old[0], new[0], old[1], new[1], old[2], new[2], new[3],

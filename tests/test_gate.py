@@ -12,6 +12,8 @@ scripts/gate.py writes the same table into reports/gate.md.
 
 from __future__ import annotations
 
+import sys
+
 import mpmath
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from symgrad import zoo
 from symgrad.tensor.front import to_program
 from symgrad.tensor.interpret import evaluate
 from symgrad.tensor.tables import MpmathOps
-from tests.gate_cases import CASES, KNOWN, MISSED_BY_NEW, SLOW, Row, run_case
+from tests.gate_cases import BY_ID, CASES, KNOWN, MISSED_BY_NEW, SLOW, Row, run_case
 
 _ROWS: dict[str, Row] = {}
 
@@ -71,6 +73,21 @@ def test_same_named_cause_old_and_new(case):
     assert r.old == r.new == "fail", f"{case.id}: old {r.old}, new {r.new} {r.error_new}"
     assert r.cause_old == r.cause_new, f"{case.id}: old {r.cause_old!r}, new {r.cause_new!r}"
     assert case.cause in {c.split(": ")[-1] for c in r.cause_new.split("; ")}, r.cause_new
+
+
+def test_the_old_column_runs_the_scalar_pipeline_whatever_the_default(monkeypatch):
+    """The gate compares two pipelines: its old column is pinned to the scalar one (the
+    environment asking for the program, as the default does, changes nothing there), its new
+    column is the tensor program; the pin is gone after the case."""
+    verify_mod = sys.modules["symgrad.verify"]  # the attribute symgrad.verify is the function
+    seen = []
+    real = verify_mod.verify_tensor
+    monkeypatch.setattr(verify_mod, "verify_tensor",
+                        lambda model, **kw: seen.append(model.name) or real(model, **kw))
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "program")
+    r = run_case(BY_ID["zoo neuron float64"])
+    assert r.old == r.new == "pass" and seen == ["neuron"]  # the new column only
+    assert verify_mod._pipeline() == "program"
 
 
 def test_gate_has_every_scalar_zoo_model_and_suite():

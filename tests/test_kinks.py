@@ -279,16 +279,33 @@ def test_relus_at_exact_zero_beyond_enumeration(width):
     assert f.kind == "mismatch" and "outside the subdifferential" in f.note
 
 
-def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch):
-    """32 ReLUs at 0: the base, one change per kink and two points between the sides (the
-    affine check): 35 passes per precision rung, not 2^32."""
-    from symgrad import sides
+@pytest.mark.parametrize("chosen", ["program", "scalar"])
+def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch, chosen):
+    """32 ReLUs at 0 (2^32 combinations of sides): the base and one change per kink are the
+    only vertices evaluated (the two points between the sides, the affine check, are passes of
+    their own), not 2^32. The program pipeline (the default) evaluates each of the 33 vertices
+    once (``symgrad.tensor.sides``; the same count as tests/test_tensor_kinks.py on a tensor
+    model); the scalar one (scalar side, deleted with it) 33 per precision rung of its oracle
+    (``symgrad.sides``)."""
+    from symgrad import sides as scalar_sides
+    from symgrad.tensor import sides
+    from symgrad.verify import pipeline
     calls = []
-    real = sides._vertex
-    monkeypatch.setattr(sides, "_vertex", lambda *a: calls.append(1) or real(*a))
-    r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
+    if chosen == "program":
+        real = sides._Row.vertex
+        monkeypatch.setattr(sides._Row, "vertex",
+                            lambda self, c: calls.append(c) or real(self, c))
+    else:
+        real_scalar = scalar_sides._vertex
+        monkeypatch.setattr(scalar_sides, "_vertex",
+                            lambda *a: calls.append(1) or real_scalar(*a))
+    with pipeline(chosen):
+        r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
     assert r.ok
-    assert len(calls) % 33 == 0 and 0 < len(calls) <= 33 * 4
+    if chosen == "program":
+        assert len(calls) == 33
+    else:
+        assert len(calls) % 33 == 0 and 0 < len(calls) <= 33 * 4
 
 
 class PatternAtZero(torch.autograd.Function):
@@ -387,6 +404,7 @@ def test_max_ties_feeding_relus_beyond_enumeration(maximum, ok):
     r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=max_relu_fn(maximum))
     assert r.ok == ok, str(r)
     from symgrad.derive import reverse_accumulation
+    # the scalar oracle's grouping of the kinks (scalar side, deleted with it)
     e = oracle.evaluate(oracle.compile_oracle(reverse_accumulation(m)),
                         np.array([[v[0]] for v in at.values()]), np.zeros((1, 25)))
     assert e.structure[0].kind == "separable" and len(e.structure[0].groups) == 8

@@ -200,15 +200,13 @@ def _stable_and_textbook_bounds(r, model) -> np.ndarray:
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-@pytest.mark.parametrize("pipeline", ["model", "program"])
-def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype, pipeline):
+def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype, each_pipeline):
     """A hand-written torch_fn computes the formula as written: its allowance is the larger of
     the textbook composition's bound and the stable program's (as before), it passes where the
     literal code is fine, and its own overflow at z1 = 200 (float32) is still reported; the
-    same through the tensor program (``to_program``)."""
+    same on both pipelines (the tensor program: ``to_program``)."""
     model = _ce()
-    built = model if pipeline == "model" else to_program(model)
-    r = sg.verify(built, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
+    r = sg.verify(model, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
     want = allowance(_stable_and_textbook_bounds(r, model), dtype, r.config.tolerance)
     np.testing.assert_allclose(r.comparisons["torch_fn"].allowed_abs, want, rtol=1e-12)
     _assert_within_bound(r, OWN)
@@ -266,14 +264,11 @@ def _broken_bce():
         stable.Rewriter.softplus = original
 
 
-@pytest.mark.parametrize("pipeline", ["model", "program"])
-def test_the_oracle_checks_the_rewrite_itself(pipeline):
+def test_the_oracle_checks_the_rewrite_itself(each_pipeline):
     """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
     the oracle evaluates the formula as written, not the rewritten program (the tensor
     program's oracle checks its rewrite against ``written_program`` in balls)."""
-    model = _broken_bce()
-    model = model if pipeline == "model" else to_program(model)
-    r = sg.verify(model, at={k: v[4:] for k, v in BCE_AT.items()}, backends=OWN)
+    r = sg.verify(_broken_bce(), at={k: v[4:] for k, v in BCE_AT.items()}, backends=OWN)
     assert not r.ok and {f.output for f in r.failures} == {"value"}
 
 

@@ -317,3 +317,29 @@ def test_separable_kinks_are_decided_with_k_plus_one_vertices(monkeypatch):
     at = {"W": np.zeros((1, 32, 3)), "x": np.ones((1, 3))}
     assert sg.verify(_wide(32), at=at, backends=("numpy",)).verdict == "pass"
     assert len(calls) == 33
+
+
+def test_vertex_passes_walk_only_what_the_sides_change(monkeypatch):
+    """A sample's vertex passes (``symgrad.tensor.sides``) walk the sided gradient whole once,
+    then only the nodes that depend on the side selectors (the rest from the first pass,
+    ``interpret.evaluate(known=)``): the same rows, bit for bit, as a whole walk each."""
+    from symgrad.tensor import interpret, sides
+    real, checked = sides.evaluate, []
+
+    def both(outputs, table, leaves, **kw):
+        outs = real(outputs, table, leaves, **kw)
+        if kw.get("known"):
+            whole = real(outputs, table, leaves)
+            pairs = [(table.to_float64(a), table.to_float64(b)) for a, b in zip(outs, whole)]
+            checked.append((all(np.array_equal(np.asarray(p), np.asarray(q), equal_nan=True)
+                                for (hp, lp), (hq, lq) in pairs
+                                for p, q in ((hp, hq), (lp, lq))),
+                            len(interpret._schedule(list(outputs), kw["known"])[0]),
+                            len(interpret._schedule(list(outputs))[0])))
+        return outs
+    monkeypatch.setattr(sides, "evaluate", both)
+    at = {"W": np.zeros((1, 8, 3)), "x": np.ones((1, 3)),
+          "V1": np.random.default_rng(0).normal(size=(1, 8, 8))}
+    assert sg.verify(_wide(8, layers=2), at=at, backends=("numpy",)).verdict != "fail"
+    assert len(checked) >= 8 and all(same for same, _, _ in checked)
+    assert all(part < whole for _, part, whole in checked)

@@ -240,21 +240,33 @@ def test_a_mistyped_block_name_in_at_is_named(models):
                                         "zz": [1.0]})
 
 
-def test_the_program_pipeline_gate_routes_a_plain_model_through_its_tensor_program(
-        models, monkeypatch):
-    """Issue 17's switch behind a gate: SYMGRAD_PIPELINE=program verifies a plain sg.Model as
-    its tensor program (same verdict on the neuron), the default stays the scalar pipeline, and
-    a mistyped value is one clear error."""
+def test_a_plain_model_is_verified_as_its_tensor_program_by_default(models, monkeypatch):
+    """Issue 17's switch: a plain sg.Model is verified as its tensor program (built once per
+    model); SYMGRAD_PIPELINE=scalar or ``pipeline("scalar")`` still reach the old scalar
+    pipeline (same verdict on the neuron), ``pipeline`` wins over the environment and restores
+    the previous choice; a mistyped value is one clear error."""
+    from symgrad.verify import pipeline
     verify_mod = sys.modules["symgrad.verify"]  # the attribute symgrad.verify is the function
     seen = []
     real = verify_mod.verify_tensor
     monkeypatch.setattr(verify_mod, "verify_tensor",
-                        lambda model, **kw: seen.append(model.name) or real(model, **kw))
+                        lambda model, **kw: seen.append(model) or real(model, **kw))
     monkeypatch.delenv("SYMGRAD_PIPELINE", raising=False)
-    assert sg.verify(models["neuron"], samples=5, seed=0).verdict == "pass" and seen == []
-    monkeypatch.setenv("SYMGRAD_PIPELINE", "program")
-    assert sg.verify(models["neuron"], samples=5, seed=0).verdict == "pass"
-    assert seen == ["neuron"]
+    m = models["neuron"]
+    assert sg.verify(m, samples=5, seed=0).verdict == "pass"
+    assert sg.verify(m, samples=5, seed=1).verdict == "pass"
+    assert [t.name for t in seen] == ["neuron", "neuron"] and seen[0] is seen[1]
+    with pipeline("scalar"):
+        assert sg.verify(m, samples=5, seed=0).verdict == "pass"
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "scalar")
+    assert sg.verify(m, samples=5, seed=0).verdict == "pass"
+    assert len(seen) == 2  # neither scalar run went through the program
+    with pipeline("program"):
+        assert sg.verify(m, samples=5, seed=0).verdict == "pass"
+    assert len(seen) == 3 and verify_mod._pipeline() == "scalar"
     monkeypatch.setenv("SYMGRAD_PIPELINE", "tensor")
-    with pytest.raises(SymgradError, match="SYMGRAD_PIPELINE='tensor': choose 'scalar'"):
-        sg.verify(models["neuron"], samples=5)
+    with pytest.raises(SymgradError, match="SYMGRAD_PIPELINE='tensor': choose 'program'"):
+        sg.verify(m, samples=5)
+    with pytest.raises(SymgradError, match=r"pipeline\('tensor'\): choose one of program"):
+        with pipeline("tensor"):
+            pass

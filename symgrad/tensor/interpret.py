@@ -160,14 +160,14 @@ _SCHEDULES: dict = {}  # output ids -> (order, last use): the oracle, the bound 
 #                       rigorous enclosure walk the same program once per sample (chunk)
 
 
-def _schedule(outputs: list) -> tuple[list, dict]:
-    """The nodes of ``outputs`` in walking order, and the step after which each is no longer
-    read (an output: never); kept for the last few programs walked whose constants are small
-    (node ids are unique in a process)."""
-    key = tuple(o.id for o in outputs)
+def _schedule(outputs: list, known: Mapping[int, object] | None = None) -> tuple[list, dict]:
+    """The nodes of ``outputs`` in walking order (not through a ``known`` node), and the step
+    after which each is no longer read (an output: never); kept for the last few programs
+    walked whose constants are small (node ids are unique in a process)."""
+    key = (tuple(o.id for o in outputs), tuple(sorted(known)) if known else ())
     got = _SCHEDULES.pop(key, None)
     if got is None:
-        order = topological(outputs)
+        order = topological(outputs, stop=known) if known else topological(outputs)
         last_use = {}
         for i, node in enumerate(order):
             for a in node.args:
@@ -188,7 +188,8 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              keep: Callable[[Node], bool] | None = None, progress=None,
              on_step: Callable[[Node, list, object], None] | None = None,
              rules: Mapping[str, Callable] | None = None,
-             emit: Callable[[int, object], None] | None = None) -> list:
+             emit: Callable[[int, object], None] | None = None,
+             known: Mapping[int, object] | None = None) -> list:
     """Values of ``outputs`` (each with a leading batch axis) under ``table``.
 
     Arguments:
@@ -205,15 +206,19 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         emit: called with (index in ``outputs``, value) for each output as soon as no later
             node reads it, the value then dropped (the oracle's hi and lo written block by
             block: no whole gradient held in the table's type).
+        known: node id -> its value in this table, already computed (a pass that changes
+            only some leaves: what does not depend on them is taken, its operands not walked).
     Returns:
         The list of output values in the table's array type (with ``emit``: None each).
     """
     outputs = list(outputs)
-    order, last_use = _schedule(outputs)
+    order, last_use = _schedule(outputs, known)
     values: dict[int, object] = {}
     ready = _emit_steps(order, outputs) if emit is not None else {}
     for i, node in enumerate(order):
-        if node.op in ("param", "input"):
+        if known and node.id in known:
+            values[node.id] = known[node.id]
+        elif node.op in ("param", "input"):
             if node.name not in leaves:
                 raise SymgradError(f"no values given for block {node.name!r}")
             v = leaves[node.name]

@@ -30,7 +30,7 @@ A program's cost follows its operations: GPT-2 124M is a few hundred nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Container, Iterable, Sequence
 
 import numpy as np
 import sympy as sp
@@ -369,8 +369,9 @@ def onehot(ids: Node, size: int) -> Node:
 
 
 # ------------------------------------------------------------------------------ traversal
-def topological(outputs: Iterable[Node]) -> list[Node]:
-    """Every node reachable from ``outputs``, operands before users."""
+def topological(outputs: Iterable[Node], *, stop: Container[int] = ()) -> list[Node]:
+    """Every node reachable from ``outputs``, operands before users; a node whose id is in
+    ``stop`` is listed but its operands are not walked through it (its value is known)."""
     order: list[Node] = []
     seen: set[int] = set()
     for root in outputs:
@@ -384,7 +385,8 @@ def topological(outputs: Iterable[Node]) -> list[Node]:
                 continue
             seen.add(node.id)
             stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args) if a.id not in seen)
+            if node.id not in stop:
+                stack.extend((a, False) for a in reversed(node.args) if a.id not in seen)
     return order
 
 

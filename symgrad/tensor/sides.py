@@ -43,6 +43,7 @@ from .interpret import evaluate
 from .kinks import Keys, sided
 from .links import names, side_words
 from .model import TensorModel
+from .program import topological
 from .views import flat_balls
 
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
@@ -56,6 +57,7 @@ class _Row:
     def __init__(self, model: TensorModel, one: Mapping, keys: list, base: dict, table):
         self.s = sided(model)
         self.model, self.one, self.keys, self.base, self.table = model, one, keys, base, table
+        self.known: dict | None = None  # what no choice of sides changes, from the first pass
 
     def run(self, choice: dict) -> np.ndarray:
         """The gradient row (value, then every parameter entry, hi + lo) with key q on the
@@ -79,7 +81,14 @@ class _Row:
                     sel[node].reshape(-1)[key.entry] = weights.get(k, 0.0)
         leaves = dict(self.one)
         leaves.update({node.name: arr for node, arr in sel.items()})
-        outs = evaluate(self.s.gradient.outputs, self.table, leaves)
+        outputs = self.s.gradient.outputs
+        if self.known is None:  # the first pass keeps the selector-free values the rest read
+            frontier, known = _frontier(outputs, {node.id for node in sel}), {}
+            outs = evaluate(outputs, self.table, leaves, on_node=lambda n, v: (
+                known.__setitem__(n.id, v) if n.id in frontier else None))
+            self.known = known
+        else:  # the later passes walk only what depends on the selectors
+            outs = evaluate(outputs, self.table, leaves, known=self.known)
         row = []
         for b, v in zip((None,) + self.model.param_blocks, outs):
             h, lo = self.table.to_float64(v)
@@ -104,6 +113,21 @@ class _Row:
                     f"each of the {len(self.keys)} reached kinks from its first side "
                     f"({first}, ...)")
         return "; ".join(parts)
+
+
+def _frontier(outputs: list, selectors: set[int]) -> set[int]:
+    """The nodes that depend on no selector but are read by one that does, or are outputs:
+    their values are the same for every choice of sides (a vertex pass need not walk them)."""
+    order = topological(outputs)
+    depends = set(selectors)
+    for node in order:
+        if any(a.id in depends for a in node.args):
+            depends.add(node.id)
+    out = {o.id for o in outputs if o.id not in depends}
+    for node in order:
+        if node.id in depends:
+            out.update(a.id for a in node.args if a.id not in depends)
+    return out
 
 
 def _side_words(s, key, c: int) -> str:

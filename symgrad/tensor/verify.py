@@ -70,7 +70,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                            f"{model.n_parameters} gradient entries is too much to compare in "
                            f"memory (limit {MAX_ENTRIES:.0e} entries); use --samples "
                            f"{max(1, MAX_ENTRIES // (1 + model.n_parameters))} or fewer")
-    with _phase("derive", cfg, timings, "derive_s"):
+    with _phase(f"deriving {model.name} ({model.n_nodes} nodes)", cfg, timings, "derive_s"):
         grad = model.gradient
     values = given if given is not None else model.draw(
         cfg.samples, np.random.default_rng(cfg.seed), cfg.dtype)
@@ -90,8 +90,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             program = oracle_program(model, keys)
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot = SpotCheck() if big else None
-    with _phase(f"oracle ({getattr(table, 'name', type(table).__name__)})", cfg, timings,
-                "oracle_s", total=oracle_steps(model, len(subset))) as tick:
+    with _phase(f"exact derivative (oracle), {getattr(table, 'name', type(table).__name__)}",
+                cfg, timings, "oracle_s", total=oracle_steps(model, len(subset))) as tick:
         hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot,
                              client=client if oracle_table is None else None,
                              dps=cfg.oracle_dps, program=program)

@@ -30,7 +30,7 @@ from .errors import SymgradError
 from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
-from .modules import ModuleOptions, verify_module
+from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .points import by_name, check_integers as _check_integers, given_samples
 from .result import Result
@@ -106,9 +106,6 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
-    if (module is None and order == 1 and isinstance(model, Model)
-            and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
-        model = to_program(model)  # not the HVP model symgrad.hvp builds (its own torch view)
     if samples is None:
         samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
@@ -123,14 +120,21 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg, options=ModuleOptions(
             None, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
+    options = ModuleOptions(module_map, train, loss,
+                            tuple(paths) if not isinstance(paths, str) else (paths,))
+    if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
+        model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
+        module = None
+    if (module is None and isinstance(model, Model) and getattr(model, "order", 1) == 1
+            and _pipeline() == "program"):  # order 2: the HVP of the program (symgrad.hvp)
+        model = to_program(model)  # not a scalar HVP model symgrad.hvp built (order 2 itself)
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
-        return verify_module(model, module, cfg=cfg, options=ModuleOptions(
-            module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
+        return verify_module(model, module, cfg=cfg, options=options)
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
         return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
     given = _given(model, at, cfg.dtype) if at is not None else None

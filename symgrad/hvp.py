@@ -59,14 +59,15 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
     Arguments:
         model: a ``sg.Model`` or a ``TensorModel``.
         torch_fn: the user's per-sample torch code of ``model`` (``fn(**blocks) -> loss``).
-        module: refused (a module's double backward is not verified yet).
+        module: refused here: ``sg.verify`` passes a module as its torch_fn
+            (``symgrad.modules.module_torch_fn``: the eager path, matched by parameter name).
     Returns:
         ``(hvp_model, hvp_fn)``: a model of the same kind whose verified gradient is the
         Hessian-vector product, and ``double_backward(torch_fn)`` (None without a torch_fn).
     """
     if module is not None:
-        raise SymgradError("order=2 verifies torch_fn= and symgrad's own torch program; a "
-                           "module= is not supported yet: wrap it as torch_fn(**blocks)")
+        raise SymgradError("second_order: pass the module as torch_fn (sg.verify(model, "
+                           "module=..., order=2) does: symgrad.modules.module_torch_fn)")
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
     derived, names = _built(model)

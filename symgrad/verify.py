@@ -102,7 +102,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
         order: 1 (gradients) or 2: Hessian-vector products along a random direction per
-            sample, torch's double backward against the exact HVP (``symgrad.hvp``).
+            sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
+            ``module=`` and a model, the module's eager path under double backward (as the
+            torch_fn backend); on the program pipeline a plain model's HVP is built from its
+            tensor program.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """

@@ -89,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true",
                    help="exit 1 when a model fails, 3 when none fails but one is inconclusive "
                         "(without --strict: 0 once the report is written)")
+    r.add_argument("--order", type=int, choices=(1, 2), default=1,
+                   help="2: Hessian-vector products (torch's double backward, symgrad.hvp), "
+                        "written to OUT/order2/ beside the first-order report")
     f = sub.add_parser("fuzz", help="verify random expressions; exit 1 on an unexplained one")
     f.add_argument("--budget", type=_count("budget"), default=200,
                    help="expressions to draw (default 200)")

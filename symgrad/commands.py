@@ -176,10 +176,18 @@ def _get(name: str, args: argparse.Namespace):
                            ) from None
 
 
+ORDER2_DIR = "order2"  # `report --order 2` writes its set here, inside --out
+
+
 def report_cmd(args: argparse.Namespace) -> int:
+    """``symgrad report``: verify models, write the report set (``--order 2``: the
+    Hessian-vector products' set, to ``<out>/order2/``; the first-order set is left as is)."""
     cfg = config_from(args)
-    check_writable(Path(args.out))
+    order = getattr(args, "order", 1)
+    out = Path(args.out) / ORDER2_DIR if order == 2 else Path(args.out)
+    check_writable(out)
     names = args.models or zoo.names()
+    what = " at order 2 (Hessian-vector products)" if order == 2 else ""
     entries = []
     t_all = time.perf_counter()
     with session(args.scheduler, args.workers) as client, \
@@ -188,22 +196,22 @@ def report_cmd(args: argparse.Namespace) -> int:
             model = _get(name, args)
             bar.set_postfix_str(model.name)
             if not cfg.progress:
-                print(f"symgrad: verifying {model.name}", file=sys.stderr)
+                print(f"symgrad: verifying {model.name}{what}", file=sys.stderr)
             t0 = time.perf_counter()
             result = verify(model, torch_fn=model.reference,
                             config=samples_for(model, cfg, given=args.samples is not None),
-                            client=client)
+                            client=client, order=order)
             entries.append(Entry(model, result, time.perf_counter() - t0))
             bar.update(1)
-    with phase(f"writing the report to {args.out}/", enabled=cfg.progress):
-        written = write_reports(entries, args.out)
+    with phase(f"writing the report to {out}/", enabled=cfg.progress):
+        written = write_reports(entries, out)
     for e in entries:
         n = e.result.finding_counts()
         print(f"{e.model.name:<18} {e.result.verdict.upper():<12} {e.seconds:6.2f} s  "
               f"{n['failures']} failing, {n['warnings']} precision-loss entries")
-    print(f"symgrad: wrote {len(written)} files to {args.out}/ in "
+    print(f"symgrad: wrote {len(written)} files to {out}/{what} in "
           f"{time.perf_counter() - t_all:.1f} s", file=sys.stderr)
-    print(f"symgrad: open {Path(args.out) / 'index.html'}", file=sys.stderr)
+    print(f"symgrad: open {out / 'index.html'}", file=sys.stderr)
     return exit_code([e.result.verdict for e in entries]) if args.strict else EXIT_PASS
 
 

@@ -40,7 +40,7 @@ from .model import Model, matrix
 from .result import Result
 from .result_text import HVP_PREFIX, HVP_VALUE
 from .tensor.interpret import evaluate
-from .tensor.model import TensorModel
+from .tensor.model import TensorBlock, TensorModel
 
 
 def direction_name(block: str, taken: Sequence[str]) -> str:
@@ -59,14 +59,15 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
     Arguments:
         model: a ``sg.Model`` or a ``TensorModel``.
         torch_fn: the user's per-sample torch code of ``model`` (``fn(**blocks) -> loss``).
-        module: refused (a module's double backward is not verified yet).
+        module: refused here: ``sg.verify`` passes a module as its torch_fn
+            (``symgrad.modules.module_torch_fn``: the eager path, matched by parameter name).
     Returns:
         ``(hvp_model, hvp_fn)``: a model of the same kind whose verified gradient is the
         Hessian-vector product, and ``double_backward(torch_fn)`` (None without a torch_fn).
     """
     if module is not None:
-        raise SymgradError("order=2 verifies torch_fn= and symgrad's own torch program; a "
-                           "module= is not supported yet: wrap it as torch_fn(**blocks)")
+        raise SymgradError("second_order: pass the module as torch_fn (sg.verify(model, "
+                           "module=..., order=2) does: symgrad.modules.module_torch_fn)")
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
     derived, names = _built(model)
@@ -210,26 +211,49 @@ def double_backward(fn: Callable, blocks: list[str], params: list[str],
 
 def _tensor_hvp(model: TensorModel) -> tuple[TensorModel, list[str]]:
     """A ``TensorModel`` whose loss is ``Σ_p sum(g_p ∘ v_p)`` over the exact gradient program
-    (``tensor.derive.gradient``); its gradient is again a program: the exact HVP."""
+    (``tensor.derive.gradient``); its gradient is again a program: the exact HVP. The model's
+    textbook composition and its formula as written (``front.to_program`` sets them for a
+    plain ``sg.Model``) become the HVP's, over the same leaves and directions: a user's
+    torch_fn keeps the larger allowance of the two, and the oracle checks the stable rewrite to
+    second order, as the scalar HVP model does."""
     taken = [b.name for b in model.blocks]
-    names, terms = [], []
-    for b, g in zip(model.param_blocks, model.gradient.grads):
+    names, directions = [], []
+    for b in model.param_blocks:
         name = direction_name(b.name, taken + names)
         names.append(name)
-        v = st.input(name, b.shape, b.domain)
-        terms.append(st.sum_(st.map_(st.X[0] * st.X[1], g, v)))
-    while len(terms) > 1:  # a balanced sum of the blocks' scalars
-        terms = [st.map_(st.X[0] + st.X[1], *terms[i:i + 2]) if i + 1 < len(terms)
-                 else terms[i] for i in range(0, len(terms), 2)]
-    loss = terms[0]
-    params = [b.node for b in model.param_blocks]
-    derived = TensorModel(f"{model.name}_hvp", loss, params=params,
-                          description=f"Hessian-vector product of {model.name}")
-    order = [b.name for b in model.blocks] + names  # the parameters', inputs', then v's order
-    derived.blocks = tuple(sorted(derived.blocks, key=lambda b: order.index(b.name)))
+        directions.append(st.input(name, b.shape, b.domain))
+    derived = _dot_model(model, directions, f"{model.name}_hvp", names)
+    for view in ("textbook_program", "written_program"):
+        program = getattr(model, view, None)
+        if program is not None:
+            setattr(derived, view, _dot_model(program, directions, f"{program.name}_hvp", names,
+                                              blocks=derived.blocks))
     derived.torch_loss = lambda table, leaves, m=model: hvp_loss(m, names, table, leaves)
     derived.order = 2
     return derived, names
+
+
+def _dot_model(model: TensorModel, directions: list, name: str, names: list[str], *,
+               blocks: tuple | None = None) -> TensorModel:
+    """The tensor model of ``Σ_p sum(g_p ∘ v_p)`` over ``model``'s gradient program, its blocks
+    in the order parameters, inputs, directions (or ``blocks``: another view's, same leaves)."""
+    terms = [st.sum_(st.map_(st.X[0] * st.X[1], g, v))
+             for g, v in zip(model.gradient.grads, directions)]
+    while len(terms) > 1:  # a balanced sum of the blocks' scalars
+        terms = [st.map_(st.X[0] + st.X[1], *terms[i:i + 2]) if i + 1 < len(terms)
+                 else terms[i] for i in range(0, len(terms), 2)]
+    derived = TensorModel(name, terms[0], params=[b.node for b in model.param_blocks],
+                          description=f"Hessian-vector product of {model.name}")
+    if blocks is not None:  # a view of the same function: the same leaves, the same blocks
+        derived.blocks = blocks
+        return derived
+    order = [b.name for b in model.blocks] + names  # the parameters', inputs', then v's order
+    kept = {b.name for b in derived.blocks}  # an input H v does not read stays a block
+    unread = [TensorBlock(b.name, b.shape, b.domain, False, b.node)
+              for b in model.input_blocks if b.name not in kept]
+    derived.blocks = tuple(sorted(derived.blocks + tuple(unread),
+                                  key=lambda b: order.index(b.name)))
+    return derived
 
 
 def hvp_loss(model: TensorModel, directions: list[str], table, leaves: dict) -> torch.Tensor:

@@ -32,7 +32,7 @@ from .errors import SymgradError
 from .findings import proof_note, with_proof
 from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
-from .modules import ModuleOptions, verify_module
+from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .points import by_name, check_integers as _check_integers, given_samples
 from .progress import phase
@@ -135,7 +135,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
         order: 1 (gradients) or 2: Hessian-vector products along a random direction per
-            sample, torch's double backward against the exact HVP (``symgrad.hvp``).
+            sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
+            ``module=`` and a model, the module's eager path under double backward (as the
+            torch_fn backend); on the program pipeline a plain model's HVP is built from its
+            tensor program.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -148,23 +151,27 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
-    if (module is None and order == 1 and isinstance(model, Model)
-            and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
-        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
-            model = as_program(model)  # not symgrad.hvp's HVP model (its own torch view)
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
                   torch_fn=torch_fn, module_map=module_map, order=cfg.order)
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg, options=ModuleOptions(
             None, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
+    options = ModuleOptions(module_map, train, loss,
+                            tuple(paths) if not isinstance(paths, str) else (paths,))
+    if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
+        model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
+        module = None
+    if (module is None and isinstance(model, Model) and getattr(model, "order", 1) == 1
+            and _pipeline() == "program"):  # order 2 too: the HVP of the program (symgrad.hvp)
+        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
+            model = as_program(model)  # not a scalar HVP model symgrad.hvp built
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
     if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
-        return verify_module(model, module, cfg=cfg, options=ModuleOptions(
-            module_map, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
+        return verify_module(model, module, cfg=cfg, options=options)
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
         return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
     given = _given(model, at, cfg.dtype) if at is not None else None

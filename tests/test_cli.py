@@ -225,3 +225,27 @@ def test_bad_usage_is_one_line_and_exit_2(argv, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "usage:" not in err[0], err
     assert err[0].startswith("symgrad") and "error: " in err[0] and "--help" in err[0]
+
+
+def test_report_order_2_writes_its_own_set_and_leaves_the_first_order_one(tmp_path, capsys):
+    """`report --order 2`: the Hessian-vector products' report set in OUT/order2/ (atomically,
+    as the first-order set); the first-order files in OUT/ are not touched."""
+    out = tmp_path / "rep"
+    assert main(["report", "chain_rule", "--samples", "10", "--out", str(out)]) == 0
+    first = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    capsys.readouterr()
+    assert main(["report", "chain_rule", "neuron", "--order", "2", "--samples", "10",
+                 "--out", str(out), "--strict"]) == 1  # the neuron's nn.BCELoss (test_hvp)
+    captured = capsys.readouterr()
+    assert {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()} == first
+    index = (out / "order2" / "index.md").read_text()
+    assert index.startswith("# symgrad second-order verification reports")
+    assert "1 of 2 models passed, 0 inconclusive, 1 failed." in index
+    page = (out / "order2" / "chain_rule.md").read_text()
+    assert "checked against the exact Hessian-vector product H v at order 2" in page
+    assert "Hv:x" in page
+    doc = json.loads((out / "order2" / "neuron.json").read_text())
+    assert doc["result"]["config"]["order"] == 2
+    assert "neuron at order 2 (Hessian-vector products)" in captured.err
+    assert str(out / "order2" / "index.html") in captured.err
+    assert "| neuron" in captured.out.replace("  ", " ") or "neuron" in captured.out

@@ -5,6 +5,8 @@ away from and at a kink) must not."""
 
 from __future__ import annotations
 
+import sys
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -16,7 +18,9 @@ import symgrad.tensor as st
 from symgrad import hvp, zoo
 from symgrad.errors import SymgradError
 from symgrad.hvp_mutants import detached_backward, patched, prod_linear, scaled_second
+from symgrad.tensor.front import to_program
 from symgrad.tensor.model import TensorModel
+from tests.gptmodels import book
 
 
 # ------------------------------------------------------------------ correct torch code
@@ -223,8 +227,12 @@ def test_order_errors():
     m = zoo.get("neuron")
     with pytest.raises(SymgradError, match="order=3"):
         sg.verify(m, order=3)
-    with pytest.raises(SymgradError, match="module"):
-        sg.verify(m, order=2, module=torch.nn.Linear(1, 1))
+    with pytest.raises(SymgradError, match="match no known GPT layout"):  # mapped as at order 1
+        sg.verify(m, order=2, module=torch.nn.Linear(1, 1).double())
+    with pytest.raises(SymgradError, match=r"^order=2 with module= verifies the module's eager "
+                                           r"path .*paths=\('eager', 'compile'\)"):
+        sg.verify(m, order=2, module=torch.nn.Linear(1, 1).double(),
+                  paths=("eager", "compile"))
     with pytest.raises(SymgradError, match="missing argument"):
         sg.verify(m, order=2, torch_fn=lambda w, b, x: w)
 
@@ -262,6 +270,98 @@ def test_assert_gradients_match_order_2():
     # HVP oracle undecided (the function is smooth there; its written form is not)
     assert_gradients_match(model, torch_fn=neuron_fn, max_examples=8, order=2,
                            allow_inconclusive=True)
+
+
+@pytest.mark.slow
+def test_assert_gradients_match_order_2_catches_a_planted_bug():
+    """hypothesis shrinks the failing example: ~200 runs of sg.verify (both halves in one test
+    took 25 s on the scalar pipeline, 156 s as the tensor program, where each failing run
+    proves its entries with rigorous balls; the correct half alone 9 s)."""
+    from symgrad.testing import assert_gradients_match
+    model = zoo.get("neuron")
     with pytest.raises(AssertionError, match="disagree(.|\n)*Hessian-vector product"):
         assert_gradients_match(model, torch_fn=_log1p_mutant(neuron_fn, detached_backward),
                                max_examples=8, order=2, allow_inconclusive=True)
+
+
+# ------------------------------------------------------------------ the program pipeline
+def _textbook_bce_fn(w, b, x, y):
+    """The neuron's BCE as the textbook writes it: correct, rounding as the textbook form."""
+    s = torch.sigmoid(x * w + b)
+    return -(y * torch.log(s) + (1 - y) * torch.log(1 - s))
+
+
+@pytest.mark.parametrize("kind", ["correct", "detached"])
+def test_program_pipeline_verifies_order_2_as_the_tensor_program(monkeypatch, kind):
+    """SYMGRAD_PIPELINE=program: a plain sg.Model at order 2 is verified as the HVP of its
+    tensor program (to_program first), with the scalar route's verdict and the user's names."""
+    verify_mod = sys.modules["symgrad.verify"]  # the module (sg.verify is the function)
+    fn = neuron_fn if kind == "correct" else _log1p_mutant(neuron_fn, detached_backward)
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "scalar")
+    old = sg.verify(zoo.get("neuron"), torch_fn=fn, order=2, samples=100, seed=0)
+    built = []
+    monkeypatch.setattr(verify_mod, "to_program", lambda m: built.append(m.name) or to_program(m))
+    monkeypatch.setenv("SYMGRAD_PIPELINE", "program")
+    new = sg.verify(zoo.get("neuron"), torch_fn=fn, order=2, samples=100, seed=0)
+    assert built == ["neuron"] and "kinks_s" in new.timings  # the tensor views ran
+    assert new.verdict == old.verdict == ("pass" if kind == "correct" else "fail")
+    assert new.model == "neuron" and new.config.order == 2
+    assert [r["output"] for r in new.rows()] == ["g·v", "Hv:w", "Hv:b"]
+    if kind == "detached":
+        msg = new.failures[0].message()
+        assert msg.startswith("torch_fn: mismatch in the Hessian-vector product with respect to")
+        assert "v_w=" in msg and "v_b=" in msg
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_textbook_torch_fn_keeps_its_allowance_on_the_tensor_route(dtype):
+    """The HVP of to_program(model) carries the textbook program's HVP: a correct textbook BCE
+    (log(1 - sigmoid)) is allowed the textbook rounding at order 2, as on the scalar route
+    (without it: a false alarm at 3.5x the stable program's allowance, seed 0, 200 samples)."""
+    model = to_program(zoo.get("neuron"))
+    h, _ = hvp.second_order(model)
+    assert h.textbook_program is not None and h.textbook_program.blocks == h.blocks
+    r = sg.verify(model, torch_fn=_textbook_bce_fn, order=2, samples=200, seed=0, dtype=dtype)
+    assert r.ok, str(r)
+
+
+def test_hvp_of_a_program_keeps_an_input_it_does_not_read():
+    """H v of w^3 + y does not read y; y stays a block (the user's torch_fn takes it)."""
+    w, y = sp.symbols("w y")
+    m = to_program(sg.Model("unread", w ** 3 + y, params=[w], inputs=[y]))
+    assert [b.name for b in hvp.second_order(m)[0].blocks] == ["w", "y", "v_w"]
+    assert sg.verify(m, torch_fn=lambda w, y: w ** 3 + y, order=2, samples=20, seed=0).ok
+
+
+# ------------------------------------------------------------------ a module with a model
+MODULE_CFG = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
+              "drop_rate": 0.1, "qkv_bias": False}
+
+
+class _DetachedGELU(torch.nn.Module):
+    """The book's tanh GELU with a detached tanh' in its backward (a planted order-2 bug)."""
+
+    def forward(self, x):
+        c = (2.0 / np.pi) ** 0.5
+        return 0.5 * x * (1 + detached_backward(torch.tanh)(c * (x + 0.044715 * x ** 3)))
+
+
+@pytest.mark.slow
+def test_module_with_a_model_at_order_2():
+    """sg.verify(model, module=..., order=2): the module's eager path, matched by parameter
+    name as at order 1, under double backward (the torch_fn backend): the book GPTModel
+    passes; with a GELU whose backward is not differentiable it fails at order 2 only."""
+    model = zoo.get("tiny_gpt", config=MODULE_CFG)
+
+    def module(bug: bool):
+        torch.manual_seed(0)
+        m = book.GPTModel(MODULE_CFG).double()
+        if bug:
+            for blk in m.trf_blocks:
+                blk.ff.layers[1] = _DetachedGELU()
+        return m
+    assert sg.verify(model, module=module(False), order=2, samples=2, seed=0).ok
+    assert sg.verify(model, module=module(True), samples=2, seed=0).ok
+    r = sg.verify(model, module=module(True), order=2, samples=2, seed=0)
+    assert r.verdict == "fail" and {f.backend for f in r.failures} == {"torch_fn"}
+    assert r.failures[0].output.startswith("Hv:h0_")

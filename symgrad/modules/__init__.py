@@ -9,7 +9,7 @@ results in the module's names, paths side by side).
 from .layouts import LAYOUTS, Layout
 from .mapping import Plan, plan
 from .paths import ALL_PATHS, PATHS
-from .run import ModuleOptions, PathsReport, compare_paths, verify_module
+from .run import ModuleOptions, PathsReport, compare_paths, module_torch_fn, verify_module
 
 __all__ = ["ALL_PATHS", "LAYOUTS", "Layout", "ModuleOptions", "PATHS", "PathsReport", "Plan",
-           "compare_paths", "plan", "verify_module"]
+           "compare_paths", "module_torch_fn", "plan", "verify_module"]

@@ -179,6 +179,36 @@ def _check_module(module, cfg: VerifyConfig) -> None:
                                f"{cfg.device}; move the module (module.to({cfg.device!r}))")
 
 
+def module_torch_fn(model: Model, module: nn.Module, *, cfg: VerifyConfig,
+                    options: ModuleOptions = ModuleOptions()) -> tuple[Model, Callable]:
+    """A module matched to ``model`` by parameter name, as ``torch_fn(**blocks)`` of the model
+    it is verified against (the eval twin in eval mode): how order 2 verifies a module, its
+    double backward through ``symgrad.hvp.double_backward`` (eager path only).
+
+    Arguments:
+        model: the model describing the module (GPT layouts, or ``options.map``).
+        module: the user's ``nn.Module``.
+        cfg: the run (its seed, dtype and device probe one sample first).
+        options: ``sg.verify``'s module options; ``paths`` must be ("eager",).
+    Returns:
+        ``(model, fn)``: the model to verify and the module as its per-sample torch code.
+    """
+    paths = paths_mod.check_paths(options.paths)
+    if paths != ("eager",):
+        raise SymgradError(f"order=2 with module= verifies the module's eager path (its double "
+                           f"backward); paths={paths!r} is first-order only: pass "
+                           "paths=('eager',), or verify the other paths at order=1")
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    _check_module(module, cfg)
+    plan = mapping.plan(model, module, options.map)
+    rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
+    fn = glue.module_fn(model, module, plan, glue.ModuleConfig(options.train, options.loss,
+                                                               "eager", rate))
+    glue.probe(fn, model, plan, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+    fn.__name__ = f"module {type(module).__name__}"
+    return model_for_mode(model, options.train), fn
+
+
 def model_for_mode(model: Model, train: bool) -> Model:
     """In eval mode a module's dropout is off: a GPT with dropout keep-masks is verified as its
     twin without them (built once and cached on the model)."""

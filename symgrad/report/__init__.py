@@ -30,7 +30,7 @@ def index_markdown(entries: list[Entry]) -> str:
     env = environment(entries[0].result) if entries else {}
     per_backend = [row for e in entries for row in backend_rows(e, with_model=True)]
     return "\n".join([
-        "# symgrad verification reports", "",
+        _title(entries), "",
         tally(entries), "",
         "## Verdict per model", "",
         tabulate(model_rows(entries), headers="keys", tablefmt="github"), "",
@@ -54,7 +54,14 @@ def index_html(entries: list[Entry]) -> str:
             + f"<h2>Verdict rule</h2><p>{inline(verdict_rule(entries))}</p>"
             + "<h2>Environment</h2>"
             + tabulate(sorted(env.items()), headers=["setting", "value"], tablefmt="html"))
-    return page("symgrad verification reports", body)
+    return page(_title(entries)[2:], body)
+
+
+def _title(entries: list[Entry]) -> str:
+    """The index's heading: first-order reports, or the second-order set (``--order 2``)."""
+    second = any(e.result.config.order == 2 for e in entries)
+    return ("# symgrad second-order verification reports (Hessian-vector products)" if second
+            else "# symgrad verification reports")
 
 
 def render_files(entries: list[Entry]) -> dict[str, bytes | str]:

@@ -170,8 +170,14 @@ def _summary_sentence(entry: Entry) -> str:
            if not is_tensor(entry.model) else
            "double-double tensor program, certified by ball arithmetic on "
            + r.program_size.get("oracle_certified", "sample 0"))
+    what = "derivative" if r.config.order == 1 else ORDER2_WHAT
     return (f"{len(r.oracle_samples)} of {r.config.samples} samples checked against the exact "
-            f"derivative ({how}); {r.config.dtype} on {r.config.device}, seed {r.config.seed}.")
+            f"{what} ({how}); {r.config.dtype} on {r.config.device}, seed {r.config.seed}.")
+
+
+ORDER2_WHAT = ("Hessian-vector product H v at order 2 (torch's double backward along a random "
+               "direction v per sample: outputs g·v and Hv:<entry>; the gradient below is what "
+               "is differentiated again)")
 
 
 def model_markdown(entry: Entry, png_name: str) -> str:

@@ -14,6 +14,7 @@ from ..version import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
 from ..result import Result
+from ..result_text import HVP_PREFIX, HVP_VALUE
 from ..tensor.model import TensorModel
 
 
@@ -128,8 +129,9 @@ def _fmt_digits(d: float) -> str:
 
 def stats_rows(r: Result) -> list[dict]:
     rows = []
-    for label, cols in [("value", slice(0, 1))] + [(f"d/d{n}", slice(a, b))
-                                                   for n, a, b in r.blocks]:
+    value, prefix = (HVP_VALUE, HVP_PREFIX) if r.config.order == 2 else ("value", "d/d")
+    for label, cols in [(value, slice(0, 1))] + [(f"{prefix}{n}", slice(a, b))
+                                                 for n, a, b in r.blocks]:
         row = {"output": label}
         for name in r.comparisons:
             row[f"{name} error/allowed"] = _num(r.worst_ratio(name, cols))

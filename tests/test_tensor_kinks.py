@@ -362,3 +362,10 @@ def test_identical_is_bitwise():
     assert not identical(DD(a, np.ones(3)), DD(a, np.full(3, 1 + 2.0**-52)))
     assert not identical(DD(a), DD(a, np.zeros(3)))  # zero view against a zero array
     assert not identical(a, [0.0, 1.0, np.nan])
+    big = np.arange(1000.0).reshape(10, 100)
+    for at in ((0, 0), (3, 37), (9, 99)):  # probed or not, one entry apart is apart
+        other = big.copy()
+        other[at] = -other[at] - 1.0
+        assert not identical(big, other) and not identical(big.T, other.T)
+    assert identical(big.T, big.copy().T) and identical(np.broadcast_to(a[:1], (100,)),
+                                                        np.zeros(100))

@@ -123,10 +123,11 @@ def feasible(A_ub: np.ndarray, b_ub: np.ndarray, A_eq: np.ndarray, b_eq: np.ndar
 
     By rows as needed (constraint generation): first the ``FIRST_ROWS`` rows the most violated
     at the best single side (or all, if fewer), then the rows the last solution violates, up
-    to ``MORE_ROWS`` at a time, until it violates none by more than ``ROW_SLACK`` (feasible) or the rows taken have no
-    solution (then neither has the whole system: infeasible). The answer is the whole
-    system's in one program; rows that hold at every solution found are never passed to
-    HiGHS (a kink's 440 sides against 40,000 entries: a few thousand rows instead of 80,000).
+    to ``MORE_ROWS`` at a time, until it violates none by more than ``ROW_SLACK`` (feasible)
+    or the rows taken have no solution (then neither has the whole system: infeasible). The
+    answer is the whole system's in one program; rows that hold at every solution found are
+    never passed to HiGHS (a kink's 440 sides against 40,000 entries: a few thousand rows
+    instead of 80,000).
     A program HiGHS cannot finish (iteration limit, numerical trouble) is solved whole.
 
     Arguments:

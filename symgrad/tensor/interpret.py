@@ -206,6 +206,12 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         emit: called with (index in ``outputs``, value) for each output as soon as no later
             node reads it, the value then dropped (the oracle's hi and lo written block by
             block: no whole gradient held in the table's type).
+        reference: node id -> its value in an earlier walk of the same program under the same
+            table (every node, e.g. kept by ``on_node``): a node whose value is bitwise that
+            one (``identical``) takes the reference's value, and a node all of whose operands
+            did is not computed again (the sides of the kinks, ``symgrad.tensor.sides``: each
+            choice of sides changes a few selectors, and most values after them stay the
+            same). The values returned are those of a walk without it.
     Returns:
         The list of output values in the table's array type (with ``emit``: None each).
     """

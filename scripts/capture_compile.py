@@ -164,13 +164,14 @@ def main() -> None:
     rows = {}
     for name in args.paths:
         load_before = os.getloadavg()[0]
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 r = sg.verify(captured.model, torch_fn=path_fn(captured, name), dtype="float32",
                               at=captured.at(args.samples), backends=("torch_fn",))
-            rows[name] = {**worst(r), "seconds": time.perf_counter() - t0}
+            rows[name] = {**worst(r), "seconds": time.perf_counter() - t0,
+                          "cpu_seconds": time.process_time() - c0}
         except Exception as exc:  # noqa: BLE001 - a path that cannot run is reported
             rows[name] = {"verdict": "skipped", "seconds": time.perf_counter() - t0,
                           "reason": skip_reason(name, exc, 0, "cpu")}
@@ -188,6 +189,10 @@ def main() -> None:
 
 def _fmt(v) -> str:
     return "" if v is None else f"{v:.3g}"
+
+
+def _fmt1(v) -> str:
+    return "" if v is None else f"{v:.1f}"
 
 
 def pages(out: Path) -> str:
@@ -234,8 +239,8 @@ def page(d: dict) -> str:
         "",
         "| path | what runs | verdict | worst error / allowance (decided entries) | "
         "worst error / allowance (every entry) | worst relative error | worst entry | entries "
-        "| seconds |",
-        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: |",
+        "| seconds | CPU seconds |",
+        "| --- | --- | --- | ---: | ---: | ---: | --- | --- | ---: | ---: |",
     ]
     for name, row in d["paths"].items():
         counts = ", ".join(f"{k} {v}" for k, v in row.get("counts", {}).items())
@@ -245,7 +250,8 @@ def page(d: dict) -> str:
             f"{'' if ratio is None else f'{ratio:.3g}'} | "
             f"{_fmt(row.get('worst_over_allowance_every_entry'))} | "
             f"{'' if rel is None else f'{rel:.2g}'} | {row.get('worst_entry') or ''} | "
-            f"{counts or row.get('reason', '')} | {row['seconds']:.1f} |")
+            f"{counts or row.get('reason', '')} | {row['seconds']:.1f} | "
+            f"{_fmt1(row.get('cpu_seconds'))} |")
     loads = [f"{name} {row['load_average'][0]:.1f} -> {row['load_average'][1]:.1f}"
              for name, row in d["paths"].items() if row.get("load_average")]
     if loads:
@@ -255,7 +261,8 @@ def page(d: dict) -> str:
                       f"{name} {'met' if row['seconds'] <= TARGET_SECONDS else 'missed'}"
                       for name, row in d["paths"].items()) + "; the machine is shared, its "
                   "1-minute load average at each path's start -> end: " + ", ".join(loads)
-                  + " (on 2 cores: above 2, other people's jobs took a share)."]
+                  + " (on 2 cores: above 2, other people's jobs took a share; CPU seconds, "
+                  "this process's own, are what the path cost whatever the load)."]
     for name, row in d["paths"].items():
         if row.get("undecided_example"):
             lines += ["", f"Why entries of {name} are inconclusive (the first one): "

@@ -8,6 +8,8 @@ import sympy as sp
 import torch
 
 import symgrad as sg
+from scipy.optimize import linprog
+from symgrad.compare import kinks
 from symgrad.compare import KinkSides, MISMATCH, KINK, Tolerance, compare, convex_combination
 
 
@@ -294,7 +296,7 @@ def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch, chosen)
     if chosen == "program":
         real = sides._Row.vertex
         monkeypatch.setattr(sides._Row, "vertex",
-                            lambda self, c: calls.append(c) or real(self, c))
+                            lambda self, c, **kw: calls.append(c) or real(self, c, **kw))
     else:
         real_scalar = scalar_sides._vertex
         monkeypatch.setattr(scalar_sides, "_vertex",
@@ -426,3 +428,28 @@ def test_separable_combination_per_key_and_jointly():
     V2 = np.array([[0.0, 0], [1, 1], [1, -1]])
     assert separable_combination(V2, groups, np.array([2.0, 0.0]), np.full(2, 1e-12))
     assert not separable_combination(V2, groups, np.array([2.0, 1.0]), np.full(2, 1e-12))
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_feasible_by_rows_answers_as_one_linear_program(seed, monkeypatch):
+    """Constraint generation (few rows first, then the violated ones) gives the whole
+    system's answer: random sides of a kink against entries with allowances, some systems
+    feasible (got a convex combination of the sides), some not (got pushed off the hull in a
+    direction no side reaches), with far more rows than the first program takes."""
+    monkeypatch.setattr(kinks, "FIRST_ROWS", 16)
+    monkeypatch.setattr(kinks, "MORE_ROWS", 8)
+    rng = np.random.default_rng(seed)
+    m, k = 12, 400
+    V = rng.normal(size=(m, k))
+    w = rng.dirichlet(np.ones(m))
+    got = w @ V
+    if seed % 2:  # off the hull: beyond every side along a random direction
+        d = rng.normal(size=k)
+        got = got + d * (np.max(V @ d) - got @ d + 1.0) / (d @ d)  # 1 past every side
+    allow = np.full(k, 1e-3)
+    A, b = np.vstack([V.T, -V.T]), np.concatenate([got + allow, allow - got])
+    whole = linprog(np.zeros(m), A_ub=A, b_ub=b, A_eq=np.ones((1, m)), b_eq=[1.0],
+                    bounds=[(0, None)] * m, method="highs").status == 0
+    assert whole == (seed % 2 == 0)
+    assert kinks.feasible(A, b, np.ones((1, m)), np.ones(1)) == whole
+    assert convex_combination(V, got, allow) == whole

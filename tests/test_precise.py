@@ -14,6 +14,7 @@ import sympy as sp
 from symgrad.errors import SymgradError
 from symgrad.precise import DD, DD_OPS, DDOps, OzakiConfig
 from symgrad.precise import dderf as E
+from symgrad.precise.ddops import dd_constant, sympy_to_fraction
 from symgrad.precise import ddmath as M
 
 mp.mp.dps = 60
@@ -486,3 +487,18 @@ def test_einsum_full_k_block_of_largest_slices_is_exact():
     b = np.nextafter(np.ones((k, 2)), 0) * (1 + rng.integers(0, 2, (k, 2)) * 2.0 ** -30)
     a_dd = DD(a, a * 2.0 ** -60)
     _check_product(a_dd, DD_OPS.asarray(b), tol=1e-31)
+
+
+def test_constants_converted_once_keep_their_double_double_value():
+    """dd_constant keeps each sympy constant's value once converted (and a map's walk which
+    subexpressions are closed): the second call is the first one's value, bitwise, at any
+    shape, and sqrt(2/pi) keeps its low half."""
+    c = sp.sqrt(2 / sp.pi)
+    first, again = dd_constant(c, (3,)), dd_constant(c, (2, 2))
+    assert first.hi[0] == again.hi[0, 0] and first.lo[0] == again.lo[0, 0] != 0.0
+    exact = sympy_to_fraction(c)
+    assert abs(Fraction(float(first.hi[0])) + Fraction(float(first.lo[0])) - exact) < 2.0**-105
+    x = sp.Symbol("x0")
+    for _ in range(2):  # the same closed subexpression (2/pi) under two calls
+        got = DD_OPS.map(x * c + sp.Rational(1, 3), {x: np.array([[0.0, 1.0]])})
+        assert got.lo[0, 0] != 0.0 and got.hi[0, 1] == float(sp.N(c + sp.Rational(1, 3), 30))

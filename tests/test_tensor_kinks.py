@@ -10,6 +10,10 @@ import torch
 
 import symgrad as sg
 import symgrad.tensor as st
+from symgrad.precise import DD, DD_OPS
+from symgrad.tensor import interpret, sides
+from symgrad.tensor.interpret import identical
+from symgrad.tensor.kinks import reached
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
 
@@ -310,36 +314,58 @@ def test_separable_kinks_are_decided_with_k_plus_one_vertices(monkeypatch):
     """32 ReLUs at 0 (2^32 combinations): the base and one change per kink are the only
     vertices evaluated (the two points between the sides are passes of their own), as on the
     scalar side (tests/test_kinks.py counts its passes)."""
-    from symgrad.tensor import sides
     calls = []
     real = sides._Row.vertex
-    monkeypatch.setattr(sides._Row, "vertex", lambda self, c: calls.append(c) or real(self, c))
+    monkeypatch.setattr(sides._Row, "vertex",
+                        lambda self, c, remember=False: calls.append(c) or real(self, c, remember))
     at = {"W": np.zeros((1, 32, 3)), "x": np.ones((1, 3))}
     assert sg.verify(_wide(32), at=at, backends=("numpy",)).verdict == "pass"
     assert len(calls) == 33
 
 
-def test_vertex_passes_walk_only_what_the_sides_change(monkeypatch):
-    """A sample's vertex passes (``symgrad.tensor.sides``) walk the sided gradient whole once,
-    then only the nodes that depend on the side selectors (the rest from the first pass,
-    ``interpret.evaluate(known=)``): the same rows, bit for bit, as a whole walk each."""
-    from symgrad.tensor import interpret, sides
-    real, checked = sides.evaluate, []
+def test_the_sides_reuse_unchanged_values_bitwise(monkeypatch):
+    """Stacked ReLU layers at 0 plus a max-reduction tie (the relaxed path: first- and
+    last-side bases, single changes, random combinations, fractional passes): every side's
+    gradient row is bitwise the one of a pass that computes every node again, and the
+    passes after the remembered ones recompute only part of the program."""
+    W, V1, x = st.param("W", (6, 3)), st.param("V1", (6, 6)), st.input("x", (3,))
+    h = st.map_(sp.Max(0, X[0]), st.einsum("ij,j->i", W, x))
+    u = st.map_(sp.Max(0, X[0]), st.einsum("ij,j->i", V1, h))
+    m = TensorModel("stack", st.sum_(u) + st.max_(h, axes=(0,)) + st.sum_(st.map_(X[0] ** 2, W)))
+    at = {"W": np.zeros((1, 6, 3)), "V1": np.ones((1, 6, 6)), "x": np.ones((1, 3))}
+    keys = reached(m, at, DD_OPS, ("float64",), sg.Tolerance())
+    assert len(keys.rows[0]) > 6  # beyond enumeration: the relaxed path
+    computed = []
+    real = interpret.RULES["map"]
+    monkeypatch.setitem(interpret.RULES, "map", lambda *a: computed.append(1) or real(*a))
 
-    def both(outputs, table, leaves, **kw):
-        outs = real(outputs, table, leaves, **kw)
-        if kw.get("known"):
-            whole = real(outputs, table, leaves)
-            pairs = [(table.to_float64(a), table.to_float64(b)) for a, b in zip(outs, whole)]
-            checked.append((all(np.array_equal(np.asarray(p), np.asarray(q), equal_nan=True)
-                                for (hp, lp), (hq, lq) in pairs
-                                for p, q in ((hp, hq), (lp, lq))),
-                            len(interpret._schedule(list(outputs), kw["known"])[0]),
-                            len(interpret._schedule(list(outputs))[0])))
-        return outs
-    monkeypatch.setattr(sides, "evaluate", both)
-    at = {"W": np.zeros((1, 8, 3)), "x": np.ones((1, 3)),
-          "V1": np.random.default_rng(0).normal(size=(1, 8, 8))}
-    assert sg.verify(_wide(8, layers=2), at=at, backends=("numpy",)).verdict != "fail"
-    assert len(checked) >= 8 and all(same for same, _, _ in checked)
-    assert all(part < whole for _, part, whole in checked)
+    def sides_with(limit):
+        monkeypatch.setattr(sides, "REUSE_UP_TO", limit)
+        computed.clear()
+        hi, lo = np.zeros((1, 1 + 18 + 36)), np.zeros((1, 1 + 18 + 36))
+        ks, _, _ = sides.kink_sides(m, at, keys, DD_OPS, hi, lo)
+        return ks.vertices[0], len(computed)
+    default = sides.REUSE_UP_TO
+    plain, every = sides_with(0)
+    reused, fewer = sides_with(default)
+    assert plain.shape == reused.shape and plain.shape[0] > 2 ** 6 // 4
+    assert np.array_equal(plain.view(np.uint64), reused.view(np.uint64))
+    assert fewer < every / 2, (fewer, every)
+
+
+def test_identical_is_bitwise():
+    """Signed zeros, NaN payloads and double-double parts are told apart."""
+    a = np.array([0.0, 1.0, np.nan])
+    assert identical(a, a.copy()) and not identical(a, np.array([-0.0, 1.0, np.nan]))
+    assert not identical(a, a.astype(np.float32)) and not identical(a, a[:2])
+    assert identical(DD(a, np.ones(3)), DD(a.copy(), np.ones(3)))
+    assert not identical(DD(a, np.ones(3)), DD(a, np.full(3, 1 + 2.0**-52)))
+    assert not identical(DD(a), DD(a, np.zeros(3)))  # zero view against a zero array
+    assert not identical(a, [0.0, 1.0, np.nan])
+    big = np.arange(1000.0).reshape(10, 100)
+    for at in ((0, 0), (3, 37), (9, 99)):  # probed or not, one entry apart is apart
+        other = big.copy()
+        other[at] = -other[at] - 1.0
+        assert not identical(big, other) and not identical(big.T, other.T)
+    assert identical(big.T, big.copy().T) and identical(np.broadcast_to(a[:1], (100,)),
+                                                        np.zeros(100))

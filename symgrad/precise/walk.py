@@ -104,6 +104,20 @@ def _broadcast(k: Kernels, v, shape):
     return v if k.shape(v) == shape else k.broadcast_to(v, shape)
 
 
+_CLOSED: dict = {}  # expression -> whether it has no free symbols (sympy recomputes
+#                    free_symbols on every call: once per subexpression per map evaluated)
+
+
+def _closed(e: sp.Expr) -> bool:
+    got = _CLOSED.get(e)
+    if got is None:
+        got = not e.free_symbols
+        if len(_CLOSED) >= 1 << 16:
+            _CLOSED.clear()
+        _CLOSED[e] = got
+    return got
+
+
 class _Walk:
     def __init__(self, k: Kernels, args: dict, shape: tuple):
         self.k, self.args, self.shape = k, args, shape
@@ -120,7 +134,7 @@ class _Walk:
         k = self.k
         if e in self.args:
             return self.args[e]
-        if isinstance(e, sp.Expr) and not e.free_symbols:
+        if isinstance(e, sp.Expr) and _closed(e):
             if e.is_number and e.is_real is False:
                 raise SymgradError(f"{k.name} map: constant {e} is not real")
             return k.constant(e, self.shape)

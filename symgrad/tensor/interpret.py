@@ -160,14 +160,14 @@ _SCHEDULES: dict = {}  # output ids -> (order, last use): the oracle, the bound 
 #                       rigorous enclosure walk the same program once per sample (chunk)
 
 
-def _schedule(outputs: list, known: Mapping[int, object] | None = None) -> tuple[list, dict]:
-    """The nodes of ``outputs`` in walking order (not through a ``known`` node), and the step
-    after which each is no longer read (an output: never); kept for the last few programs
-    walked whose constants are small (node ids are unique in a process)."""
-    key = (tuple(o.id for o in outputs), tuple(sorted(known)) if known else ())
+def _schedule(outputs: list) -> tuple[list, dict]:
+    """The nodes of ``outputs`` in walking order, and the step after which each is no longer
+    read (an output: never); kept for the last few programs walked whose constants are small
+    (node ids are unique in a process)."""
+    key = tuple(o.id for o in outputs)
     got = _SCHEDULES.pop(key, None)
     if got is None:
-        order = topological(outputs, stop=known) if known else topological(outputs)
+        order = topological(outputs)
         last_use = {}
         for i, node in enumerate(order):
             for a in node.args:
@@ -189,7 +189,7 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_step: Callable[[Node, list, object], None] | None = None,
              rules: Mapping[str, Callable] | None = None,
              emit: Callable[[int, object], None] | None = None,
-             known: Mapping[int, object] | None = None) -> list:
+             reference: Mapping[int, object] | None = None) -> list:
     """Values of ``outputs`` (each with a leading batch axis) under ``table``.
 
     Arguments:
@@ -206,18 +206,25 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
         emit: called with (index in ``outputs``, value) for each output as soon as no later
             node reads it, the value then dropped (the oracle's hi and lo written block by
             block: no whole gradient held in the table's type).
-        known: node id -> its value in this table, already computed (a pass that changes
-            only some leaves: what does not depend on them is taken, its operands not walked).
+        reference: node id -> its value in an earlier walk of the same program under the same
+            table (every node, e.g. kept by ``on_node``): a node whose value is bitwise that
+            one (``identical``) takes the reference's value, and a node all of whose operands
+            did is not computed again (the sides of the kinks, ``symgrad.tensor.sides``: each
+            choice of sides changes a few selectors, and most values after them stay the
+            same). The values returned are those of a walk without it.
     Returns:
         The list of output values in the table's array type (with ``emit``: None each).
     """
     outputs = list(outputs)
-    order, last_use = _schedule(outputs, known)
+    order, last_use = _schedule(outputs)
     values: dict[int, object] = {}
     ready = _emit_steps(order, outputs) if emit is not None else {}
+    same: set[int] = set()  # nodes whose value is the reference's
     for i, node in enumerate(order):
-        if known and node.id in known:
-            values[node.id] = known[node.id]
+        if (reference is not None and node.args and node.id in reference
+                and all(a.id in same for a in node.args)):
+            values[node.id] = reference[node.id]
+            same.add(node.id)
         elif node.op in ("param", "input"):
             if node.name not in leaves:
                 raise SymgradError(f"no values given for block {node.name!r}")
@@ -241,6 +248,10 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
                                    f"{node.op} {node.attrs.get('spec') or node.attrs.get('expr') or ''}"
                                    f" on shapes {[a.shape for a in node.args]} failed: {exc}"
                                    ) from exc
+        if (reference is not None and node.id not in same and node.id in reference
+                and identical(values[node.id], reference[node.id])):
+            values[node.id] = reference[node.id]
+            same.add(node.id)
         if on_node is not None:
             on_node(node, values[node.id])
         if on_step is not None and node.args:
@@ -257,6 +268,30 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
     if emit is not None:
         return [None] * len(outputs)
     return [values[o.id] for o in outputs]
+
+
+def identical(a, b) -> bool:
+    """Whether two values of a table are bitwise the same: a double-double array's hi and lo
+    (and whether lo is its zero view), or one array's type, shape, dtype and bits (``-0.0``
+    is not ``0.0``, NaNs by payload). Anything else: False.
+
+    >>> import numpy as np
+    >>> identical(np.zeros(2), np.zeros(2)), identical(np.zeros(2), -np.zeros(2))
+    (True, False)
+    """
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, np.ndarray):
+        size = a.dtype.itemsize
+        if a.shape != b.shape or a.dtype != b.dtype or size not in (1, 2, 4, 8):
+            return False
+        bits = np.dtype(f"u{size}")  # same item size: a view of any strides
+        return bool(np.array_equal(a.view(bits), b.view(bits)))
+    hi, lo = getattr(a, "hi", None), getattr(a, "lo", None)
+    if isinstance(hi, np.ndarray) and isinstance(lo, np.ndarray):
+        return (getattr(a, "lo_is_zero_view", None) == getattr(b, "lo_is_zero_view", None)
+                and identical(hi, b.hi) and identical(lo, b.lo))
+    return False
 
 
 def _emit_steps(order: list, outputs: list) -> dict[int, list[int]]:

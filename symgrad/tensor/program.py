@@ -30,7 +30,7 @@ A program's cost follows its operations: GPT-2 124M is a few hundred nodes.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Container, Iterable, Sequence
+from typing import Iterable, Sequence
 
 import numpy as np
 import sympy as sp
@@ -369,9 +369,8 @@ def onehot(ids: Node, size: int) -> Node:
 
 
 # ------------------------------------------------------------------------------ traversal
-def topological(outputs: Iterable[Node], *, stop: Container[int] = ()) -> list[Node]:
-    """Every node reachable from ``outputs``, operands before users; a node whose id is in
-    ``stop`` is listed but its operands are not walked through it (its value is known)."""
+def topological(outputs: Iterable[Node]) -> list[Node]:
+    """Every node reachable from ``outputs``, operands before users."""
     order: list[Node] = []
     seen: set[int] = set()
     for root in outputs:
@@ -385,8 +384,7 @@ def topological(outputs: Iterable[Node], *, stop: Container[int] = ()) -> list[N
                 continue
             seen.add(node.id)
             stack.append((node, True))
-            if node.id not in stop:
-                stack.extend((a, False) for a in reversed(node.args) if a.id not in seen)
+            stack.extend((a, False) for a in reversed(node.args) if a.id not in seen)
     return order
 
 

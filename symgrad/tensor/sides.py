@@ -49,6 +49,9 @@ from .views import flat_balls
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
 ENCLOSURE_BITS = 128
 MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
+REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
+#                        keeps every value of its reference passes (16 B each in double-double)
+REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
 
 
 class _Row:
@@ -57,11 +60,16 @@ class _Row:
     def __init__(self, model: TensorModel, one: Mapping, keys: list, base: dict, table):
         self.s = sided(model)
         self.model, self.one, self.keys, self.base, self.table = model, one, keys, base, table
-        self.known: dict | None = None  # what no choice of sides changes, from the first pass
+        self.references: list = []  # (selectors, node id -> value) of remembered passes
+        self.reuse = sum(n.size for n in topological(self.s.gradient.outputs)) <= REUSE_UP_TO
 
-    def run(self, choice: dict) -> np.ndarray:
+    def run(self, choice: dict, remember: bool = False) -> np.ndarray:
         """The gradient row (value, then every parameter entry, hi + lo) with key q on the
-        weights ``choice[q]`` (option -> weight), the other kinks at their actual side."""
+        weights ``choice[q]`` (option -> weight), the other kinks at their actual side.
+        The pass reuses every value that equals the one of the remembered pass whose
+        selectors differ from these in the fewest entries (``interpret.evaluate``'s
+        ``reference``: the same bits, computed once); ``remember`` keeps this pass's values
+        for later ones (up to ``REFERENCES``)."""
         sel = {node: np.array(arr, dtype=np.float64) for node, arr in self.base.items()}
         for q, weights in choice.items():
             key = self.keys[q]
@@ -81,14 +89,12 @@ class _Row:
                     sel[node].reshape(-1)[key.entry] = weights.get(k, 0.0)
         leaves = dict(self.one)
         leaves.update({node.name: arr for node, arr in sel.items()})
-        outputs = self.s.gradient.outputs
-        if self.known is None:  # the first pass keeps the selector-free values the rest read
-            frontier, known = _frontier(outputs, {node.id for node in sel}), {}
-            outs = evaluate(outputs, self.table, leaves, on_node=lambda n, v: (
-                known.__setitem__(n.id, v) if n.id in frontier else None))
-            self.known = known
-        else:  # the later passes walk only what depends on the selectors
-            outs = evaluate(outputs, self.table, leaves, known=self.known)
+        reference = self._closest(sel)
+        kept: dict | None = {} if remember and self.reuse else None
+        outs = evaluate(self.s.gradient.outputs, self.table, leaves, reference=reference,
+                        on_node=None if kept is None else (lambda n, v: kept.__setitem__(n.id, v)))
+        if kept is not None:
+            self.references = (self.references + [(sel, kept)])[-REFERENCES:]
         row = []
         for b, v in zip((None,) + self.model.param_blocks, outs):
             h, lo = self.table.to_float64(v)
@@ -97,8 +103,14 @@ class _Row:
                         + np.broadcast_to(np.asarray(lo, np.float64), shape)).reshape(-1))
         return np.concatenate(row)
 
-    def vertex(self, combo: tuple) -> np.ndarray:
-        return self.run({q: {c: 1.0} for q, c in enumerate(combo)})
+    def _closest(self, sel: dict) -> dict | None:
+        """The values of the remembered pass nearest to selectors ``sel`` (None: none kept)."""
+        def apart(ref: dict) -> int:
+            return sum(int(np.count_nonzero(ref[node] != arr)) for node, arr in sel.items())
+        return min(self.references, key=lambda r: apart(r[0]), default=(None, None))[1]
+
+    def vertex(self, combo: tuple, remember: bool = False) -> np.ndarray:
+        return self.run({q: {c: 1.0} for q, c in enumerate(combo)}, remember)
 
     def label(self, combo: tuple, changed_only: bool) -> str:
         parts = []
@@ -113,21 +125,6 @@ class _Row:
                     f"each of the {len(self.keys)} reached kinks from its first side "
                     f"({first}, ...)")
         return "; ".join(parts)
-
-
-def _frontier(outputs: list, selectors: set[int]) -> set[int]:
-    """The nodes that depend on no selector but are read by one that does, or are outputs:
-    their values are the same for every choice of sides (a vertex pass need not walk them)."""
-    order = topological(outputs)
-    depends = set(selectors)
-    for node in order:
-        if any(a.id in depends for a in node.args):
-            depends.add(node.id)
-    out = {o.id for o in outputs if o.id not in depends}
-    for node in order:
-        if node.id in depends:
-            out.update(a.id for a in node.args if a.id not in depends)
-    return out
 
 
 def _side_words(s, key, c: int) -> str:
@@ -193,10 +190,10 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
     options = [k.options for k in ks]
     if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
         combos = list(itertools.product(*options))
-        return (np.array([row.vertex(c) for c in combos]),
+        return (np.array([row.vertex(c, remember=i == 0) for i, c in enumerate(combos)]),
                 [row.label(c, False) for c in combos], None)
     base = tuple(o[0] for o in options)
-    verts, labels, unit = [row.vertex(base)], [row.label(base, True)], []
+    verts, labels, unit = [row.vertex(base, remember=True)], [row.label(base, True)], []
     for q, o in enumerate(options):
         unit.append([0])
         for c in o[1:]:
@@ -247,7 +244,7 @@ def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list)
     of ``symgrad.sides.class_combos``: one convention per layer of stacked ReLUs)."""
     last = tuple(o[-1] for o in options)
     more = []
-    verts.append(row.vertex(last))
+    verts.append(row.vertex(last, remember=True))
     labels.append(f"each of the {len(options)} reached kinks from its last side")
     at = len(verts) - 1
     for q, o in enumerate(options):

@@ -4,7 +4,9 @@ set, after every client so an interrupted sweep leaves the last complete table).
 
 Clients, each at small shapes, per seed x {float64, float32}, through the public API:
 * nanoGPT and Hugging Face GPT2LMHeadModel built from a config (no weights downloaded), on the
-  layout path (``sg.verify(tiny_gpt, module=m)``) and captured whole with no layout table
+  layout path (``sg.verify(tiny_gpt, module=m)``: parameters and tokens are symgrad's draws at
+  the seed, loaded into the module, so both layouts see the same draws and differ in their GELU,
+  erf vs tanh) and captured whole with no layout table (the module's own weights at the seed)
   (``sg.verify(module=loss_wrapper, inputs=(ids, targets))``);
 * a CNN with BatchNorm and max-pool (train and eval mode), an LLaMA-style block (RMSNorm, RoPE,
   SwiGLU, grouped-query causal SDPA), ``nn.LSTM``, a top-2 mixture of experts and a module with
@@ -157,10 +159,12 @@ def _gpt_captured(build: Callable, wrap: Callable, cfg: dict) -> Callable:
 
 
 CLIENTS = {c.name: c for c in (
-    Client("nanogpt-layout", "sg.verify(tiny_gpt, module=nanoGPT)", _gpt_layout(_nano, NANO)),
+    Client("nanogpt-layout", "sg.verify(tiny_gpt, module=nanoGPT): parameters and "
+           "tokens drawn by symgrad at the seed", _gpt_layout(_nano, NANO)),
     Client("nanogpt-captured", "sg.verify(module=NanoLoss(nanoGPT), inputs=(ids, targets))",
            _gpt_captured(_nano, C.NanoLoss, NANO)),
-    Client("hf-gpt2-layout", "sg.verify(tiny_gpt, module=GPT2LMHeadModel)",
+    Client("hf-gpt2-layout", "sg.verify(tiny_gpt, module=GPT2LMHeadModel): the same draws as "
+           "nanoGPT's at a seed (GELU tanh, not erf)",
            _gpt_layout(_hf, HF)),
     Client("hf-gpt2-captured", "sg.verify(module=HFLoss(GPT2LMHeadModel), inputs=(ids, "
            "targets))", _gpt_captured(_hf, C.HFLoss, HF)),
@@ -237,9 +241,11 @@ def markdown(doc: dict) -> str:
     run = doc["run"]
     lines = ["# Real clients over many seeds: the false-alarm sweep (scripts/sweep_clients.py)",
              "", f"Every client is correct code, so every `fail` is a false alarm. {run['seeds']} "
-             f"seeds x {', '.join(run['dtypes'])}, {SAMPLES} points per run (the example and "
-             f"{SAMPLES - 1} around it); torch {run['torch']}; {run['seconds']} s in all "
-             f"(2 shared cores, niced).", "",
+             f"seeds (from {run['first_seed']}) x {', '.join(run['dtypes'])}, {SAMPLES} points "
+             f"per run (the example and {SAMPLES - 1} around it); torch {run['torch']}; "
+             f"{run['seconds']} s in all (2 shared cores, niced). Rerun: `nice -n 5 python "
+             f"scripts/sweep_clients.py --seeds {run['seeds']}"
+             f"{' --first-seed ' + str(run['first_seed']) if run['first_seed'] else ''}`.", "",
              "worst ratio: the worst error / allowance over the seeds' decided entries (1 is "
              "the limit; seed in brackets). undecided: the share of compared entries that were "
              "inconclusive or suspect (a gradcheck row gives its verdict only).", "",
@@ -281,6 +287,8 @@ def write(out: Path, doc: dict) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, default=20, help="seeds per client and dtype")
+    ap.add_argument("--first-seed", type=int, default=0, help="the first seed (more seeds "
+                    "beyond an earlier sweep: --first-seed 20)")
     ap.add_argument("--only", default=None, help=f"comma-separated clients of {list(CLIENTS)}")
     ap.add_argument("--planted-seeds", type=int, default=2,
                     help=f"seeds per planted control {list(PLANTED)} and dtype (0: none)")
@@ -292,15 +300,18 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         ap.error(f"--only: unknown client(s) {unknown}; choose from {list(CLIENTS)}")
     dtypes = a.dtypes.split(",")
-    t0 = time.perf_counter()
-    doc = {"run": {"seeds": a.seeds, "dtypes": dtypes, "samples": SAMPLES,
+    if set(dtypes) - set(DTYPES):
+        ap.error(f"--dtypes: {sorted(set(dtypes) - set(DTYPES))} not swept; choose from {DTYPES}")
+    t0, first = time.perf_counter(), a.first_seed
+    doc = {"run": {"seeds": a.seeds, "first_seed": first, "dtypes": dtypes, "samples": SAMPLES,
                    "torch": torch.__version__, "seconds": 0.0},
            "paths": {n: CLIENTS[n].path for n in names}, "rows": [], "planted": []}
-    jobs = [("rows", CLIENTS[n], a.seeds) for n in names] + [
-        ("planted", c, a.planted_seeds) for c in PLANTED.values() if a.planted_seeds]
+    jobs = [("rows", CLIENTS[n], range(first, first + a.seeds)) for n in names] + [
+        ("planted", c, range(first, first + a.planted_seeds)) for c in PLANTED.values()
+        if a.planted_seeds]
     for key, client, seeds in jobs:
         for dtype in dtypes:
-            row = sweep(client, dtype, range(seeds))
+            row = sweep(client, dtype, seeds)
             doc[key].append(row)
             doc["run"]["seconds"] = round(time.perf_counter() - t0, 1)
             write(Path(a.out), doc)

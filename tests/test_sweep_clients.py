@@ -39,7 +39,7 @@ def test_sweep_has_no_false_alarm_and_sees_a_planted_bug(name, planted):
         assert ("conv1.weight[" if name == "cnn-train" else "router.weight[") in found, found
 
 
-def test_report_is_written_with_a_row_per_client_and_dtype(tmp_path, monkeypatch):
+def test_report_is_written_with_a_row_per_client_and_dtype(tmp_path):
     """The report set (md + json) on the cheapest client, one seed, no controls."""
     assert script.main(["--seeds", "1", "--only", "custom-function", "--planted-seeds", "0",
                         "--out", str(tmp_path)]) == 0
@@ -48,5 +48,6 @@ def test_report_is_written_with_a_row_per_client_and_dtype(tmp_path, monkeypatch
         ("custom-function", d) for d in script.DTYPES]
     text = (tmp_path / "sweep_clients.md").read_text()
     assert "| custom-function | float64 | 1 |" in text and "## False alarms" in text
-    with pytest.raises(SystemExit):
-        script.main(["--only", "no-such-client", "--out", str(tmp_path)])
+    for bad in (["--only", "no-such-client"], ["--dtypes", "float16"]):
+        with pytest.raises(SystemExit):
+            script.main([*bad, "--out", str(tmp_path)])

@@ -9,6 +9,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from tests.clients import LlamaBlock
 
 
 def _x(*shape, dtype=torch.float64, seed=0, grad=True):
@@ -78,49 +79,6 @@ def test_conv_backward_with_a_flipped_kernel_is_caught(flip, monkeypatch):
 
 
 # ------------------------------------------------------------------------ LLaMA-style, LSTM
-class RMSNorm(nn.Module):
-    def __init__(self, d: int) -> None:
-        super().__init__()
-        self.w = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d))
-
-    def forward(self, x):
-        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
-
-
-def rope(x, cos, sin):
-    x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
-    return x * cos + torch.cat([-x2, x1], -1) * sin
-
-
-class LlamaBlock(nn.Module):
-    """RMSNorm, RoPE, grouped-query causal SDPA (2 heads, 1 key/value head), SwiGLU."""
-
-    def __init__(self, d: int = 8, heads: int = 2, kv: int = 1, T: int = 4) -> None:
-        super().__init__()
-        self.h, self.kv, self.hd = heads, kv, d // heads
-        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
-        self.q = nn.Linear(d, d, bias=False)
-        self.k, self.v = (nn.Linear(d, kv * self.hd, bias=False) for _ in range(2))
-        self.o = nn.Linear(d, d, bias=False)
-        self.w1, self.w3 = (nn.Linear(d, 16, bias=False) for _ in range(2))
-        self.w2 = nn.Linear(16, d, bias=False)
-        pos = torch.arange(T)[:, None] * 10000 ** (-torch.arange(0, self.hd, 2) / self.hd)
-        self.register_buffer("cos", torch.cat([pos, pos], -1).cos())
-        self.register_buffer("sin", torch.cat([pos, pos], -1).sin())
-
-    def forward(self, x):
-        B, T, D = x.shape
-        h = self.n1(x)
-        q = self.q(h).view(B, T, self.h, self.hd).transpose(1, 2)
-        k, v = (m(h).view(B, T, self.kv, self.hd).transpose(1, 2) for m in (self.k, self.v))
-        q, k = rope(q, self.cos, self.sin), rope(k, self.cos, self.sin)
-        k, v = (t.repeat_interleave(self.h // self.kv, 1) for t in (k, v))
-        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        x = x + self.o(a.transpose(1, 2).reshape(B, T, D))
-        h = self.n2(x)
-        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
-
-
 def test_llama_block_passes():
     torch.manual_seed(0)
     c = sg.capture(LlamaBlock().double(), (_x(1, 4, 8, grad=False),))

@@ -10,32 +10,11 @@ import torch.nn.functional as F
 
 import symgrad as sg
 from symgrad.testing import scale_backward
+from tests.clients import HFLoss, NanoLoss
 from tests.gptmodels import nanogpt
 from tests.test_modules import HF, NANO, _hf_module, tiny
 
 IDS, TARGETS = torch.tensor([[1, 4, 2]]), torch.tensor([[4, 2, 5]])
-
-
-class NanoLoss(torch.nn.Module):
-    """nanoGPT's own loss: ``model(idx, targets)[1]``."""
-
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, idx, targets):
-        return self.m(idx, targets)[1]
-
-
-class HFLoss(torch.nn.Module):
-    """Cross-entropy on GPT-2's logits (as the layout path's loss)."""
-
-    def __init__(self, m: torch.nn.Module) -> None:
-        super().__init__()
-        self.m = m
-
-    def forward(self, idx, targets):
-        return F.cross_entropy(self.m(input_ids=idx).logits.flatten(0, 1), targets.flatten())
 
 
 def _captured_verdict(wrapper: torch.nn.Module, name: str):

@@ -7,37 +7,9 @@ from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn as nn
-import torch.nn.functional as F
 
 import symgrad as sg
-from symgrad.testing import scale_backward
-
-
-class MoE(nn.Module):
-    """Top-2 of ``n`` SiLU experts; the router's gradient scaled by ``router_grad`` (0: the
-    planted bug, a router whose gradient is dropped)."""
-
-    def __init__(self, d: int = 4, n: int = 4, h: int = 6, router_grad: float = 1.0) -> None:
-        super().__init__()
-        self.router = nn.Linear(d, n, bias=False)
-        self.w1 = nn.Parameter(torch.randn(n, d, h) / 2)
-        self.w2 = nn.Parameter(torch.randn(n, h, d) / 2)
-        self.router_grad = router_grad
-
-    def forward(self, x):
-        logits = self.router(x)
-        if self.router_grad != 1.0:
-            logits = scale_backward(logits, self.router_grad)
-        return route(logits, torch.einsum(
-            "bnh,nhd->bnd", F.silu(torch.einsum("bd,ndh->bnh", x, self.w1)), self.w2))
-
-
-def route(logits, E):
-    """Top-2 gates (softmax of the two largest logits) scattered dense, times the experts."""
-    vals, idx = logits.topk(2, -1)
-    gates = torch.zeros_like(logits).scatter(-1, idx, F.softmax(vals, -1))
-    return torch.einsum("bn,bnd->bd", gates, E)
+from tests.clients import MoE, route
 
 
 def _x(*shape, seed=0):

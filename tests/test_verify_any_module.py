@@ -19,38 +19,11 @@ import symgrad as sg
 from symgrad.compare import STATUS_NAMES
 from symgrad.errors import SymgradError
 from symgrad.testing import scale_backward
+from tests.clients import Gain, LlamaBlock, Scaled, cnn
 
 
 def _x(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)
-
-
-class CNN(nn.Module):
-    """conv -> BatchNorm -> relu -> max-pool (or average pool) -> linear; ``wrong`` scales
-    conv1.weight's gradient (the planted bug)."""
-
-    def __init__(self, wrong: float = 1.0, pool=F.max_pool2d) -> None:
-        super().__init__()
-        self.pool = pool
-        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
-        self.bn = nn.BatchNorm2d(3)
-        self.fc = nn.Linear(3 * 2 * 2, 3)
-        self.wrong = wrong
-
-    def forward(self, x):
-        w = self.conv1.weight if self.wrong == 1.0 else scale_backward(self.conv1.weight,
-                                                                        self.wrong)
-        h = self.pool(F.relu(self.bn(F.conv2d(x, w, self.conv1.bias, padding=1))), 2)
-        return self.fc(h.flatten(1))
-
-
-def _cnn(dtype=torch.float64, wrong=1.0, pool=F.max_pool2d):
-    torch.manual_seed(0)
-    m = CNN(wrong, pool).to(dtype)
-    with torch.no_grad():
-        m.bn.running_mean.uniform_(-0.5, 0.5)
-        m.bn.running_var.uniform_(0.5, 2.0)
-    return m
 
 
 Y = torch.tensor([0, 2])
@@ -58,7 +31,7 @@ Y = torch.tensor([0, 2])
 
 @pytest.mark.parametrize("train", [False, True])
 def test_cnn_passes_in_float64_train_and_eval_and_its_state_is_restored(train):
-    m = _cnn().eval()
+    m = cnn().eval()
     before = {k: v.clone() for k, v in m.state_dict().items() if torch.is_tensor(v)}
     r = sg.verify(module=m, inputs=_x(2, 2, 4, 4), targets=Y, loss=F.cross_entropy,
                   train=train, samples=2)
@@ -70,14 +43,14 @@ def test_cnn_passes_in_float64_train_and_eval_and_its_state_is_restored(train):
 
 @pytest.mark.parametrize("train", [False, True])
 def test_cnn_is_not_failed_in_float32(train):
-    r = sg.verify(module=_cnn(torch.float32), inputs=_x(2, 2, 4, 4), targets=Y,
+    r = sg.verify(module=cnn(torch.float32), inputs=_x(2, 2, 4, 4), targets=Y,
                   loss=F.cross_entropy, train=train, dtype="float32", samples=2)
     assert r.verdict != "fail", r
 
 
 @pytest.mark.parametrize("train", [False, True])
 def test_scaled_gradient_on_one_parameter_is_caught_and_named(train):
-    r = sg.verify(module=_cnn(wrong=1 + 1e-6, pool=F.avg_pool2d), inputs=_x(2, 2, 4, 4),
+    r = sg.verify(module=cnn(wrong=1 + 1e-6, pool=F.avg_pool2d), inputs=_x(2, 2, 4, 4),
                   targets=Y, loss=F.cross_entropy, train=train, samples=2)
     assert r.verdict == "fail"
     assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dconv1.weight"}
@@ -90,7 +63,7 @@ def test_scaled_gradient_behind_a_max_pool_fails_in_float64_and_is_named(train):
     decides the pool's winner by its balls (symgrad/rigorous/max_top.py). Before, the
     enclosure was unbounded behind any max-pool, and with given samples (no fresh ones to
     confirm on) the bug read inconclusive."""
-    r = sg.verify(module=_cnn(wrong=1.5), inputs=_x(2, 2, 4, 4), targets=Y,
+    r = sg.verify(module=cnn(wrong=1.5), inputs=_x(2, 2, 4, 4), targets=Y,
                   loss=F.cross_entropy, train=train, samples=2)
     assert r.verdict == "fail", r
     assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dconv1.weight"}
@@ -124,7 +97,6 @@ def test_swiglu_block_without_a_loss_passes(dtype):
 
 
 def test_llama_block_passes_on_eager_and_the_sdpa_math_path():
-    from test_capture_clients import LlamaBlock  # RMSNorm, RoPE, GQA causal SDPA, SwiGLU
     torch.manual_seed(0)
     r = sg.verify(module=LlamaBlock().double(), inputs=_x(1, 4, 8), samples=2,
                   paths=("eager", "sdpa-math", "sdpa-efficient"))
@@ -132,32 +104,6 @@ def test_llama_block_passes_on_eager_and_the_sdpa_math_path():
     assert {"module", "module[sdpa-math]"} <= set(r.comparisons)
     assert {"n1.w", "q.weight", "k.weight", "w3.weight"} <= {b for b, _, _ in r.blocks}
     assert "sdpa-efficient" in r.module.skipped or "module[sdpa-efficient]" in r.comparisons
-
-
-class Gain(torch.autograd.Function):
-    """x * g, its backward for g scaled by ``factor`` (1: correct)."""
-
-    factor = 1.0
-
-    @staticmethod
-    def forward(ctx, x, g):
-        ctx.save_for_backward(x, g)
-        return x * g
-
-    @staticmethod
-    def backward(ctx, grad):
-        x, g = ctx.saved_tensors
-        return grad * g, (grad * x).sum(0) * Gain.factor
-
-
-class Scaled(nn.Module):
-    def __init__(self) -> None:
-        super().__init__()
-        self.lin = nn.Linear(3, 3)
-        self.gain = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
-
-    def forward(self, x):
-        return torch.tanh(Gain.apply(self.lin(x), self.gain))
 
 
 @pytest.mark.parametrize("factor", [1.0, 1 + 1e-7])

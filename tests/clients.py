@@ -1,0 +1,212 @@
+"""Real clients of symgrad's capture path, shared by the tests and ``scripts/sweep_clients.py``:
+a small CNN (conv, BatchNorm, relu, max-pool, linear), an LLaMA-style block (RMSNorm, RoPE,
+grouped-query causal SDPA, SwiGLU), a top-2 mixture of experts, a module with a custom
+``autograd.Function``, and loss wrappers for nanoGPT and Hugging Face GPT-2. Each has a knob
+that plants a wrong backward (``wrong``, ``router_grad``, ``Gain.factor``), so the tests that
+use a client can also show the bug caught.
+
+>>> with seeded(0):
+...     m = LlamaBlock().double()
+>>> tuple(m(torch.zeros(1, 4, 8, dtype=torch.float64)).shape)
+(1, 4, 8)
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from symgrad.testing import scale_backward
+
+
+@contextmanager
+def seeded(seed: int) -> Iterator[None]:
+    """Run a module's construction (which draws from torch's global generator) at ``seed``,
+    restoring the global generator afterwards.
+
+    Arguments:
+        seed: the seed of the construction.
+    Returns:
+        A context manager.
+    """
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        yield
+
+
+# ------------------------------------------------------------------------ CNN
+class CNN(nn.Module):
+    """conv -> BatchNorm -> relu -> max-pool (or average pool) -> linear; ``wrong`` scales
+    conv1.weight's gradient (the planted bug)."""
+
+    def __init__(self, wrong: float = 1.0, pool: Callable = F.max_pool2d) -> None:
+        super().__init__()
+        self.pool = pool
+        self.conv1 = nn.Conv2d(2, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3)
+        self.fc = nn.Linear(3 * 2 * 2, 3)
+        self.wrong = wrong
+
+    def forward(self, x):
+        w = self.conv1.weight if self.wrong == 1.0 else scale_backward(self.conv1.weight,
+                                                                        self.wrong)
+        h = self.pool(F.relu(self.bn(F.conv2d(x, w, self.conv1.bias, padding=1))), 2)
+        return self.fc(h.flatten(1))
+
+
+def cnn(dtype: torch.dtype = torch.float64, wrong: float = 1.0, pool: Callable = F.max_pool2d,
+        *, seed: int = 0) -> CNN:
+    """A ``CNN`` built at ``seed`` with BatchNorm running statistics away from 0 / 1.
+
+    Arguments:
+        dtype: its parameters' dtype.
+        wrong, pool: as ``CNN``.
+        seed: the construction's seed (torch's global generator is restored).
+    Returns:
+        The module (train mode, as constructed).
+    """
+    with seeded(seed):
+        m = CNN(wrong, pool).to(dtype)
+        with torch.no_grad():
+            m.bn.running_mean.uniform_(-0.5, 0.5)
+            m.bn.running_var.uniform_(0.5, 2.0)
+    return m
+
+
+# ------------------------------------------------------------------------ LLaMA-style block
+class RMSNorm(nn.Module):
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.w = nn.Parameter(torch.ones(d) + 0.1 * torch.randn(d))
+
+    def forward(self, x):
+        return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * self.w
+
+
+def rope(x, cos, sin):
+    x1, x2 = x[..., :x.shape[-1] // 2], x[..., x.shape[-1] // 2:]
+    return x * cos + torch.cat([-x2, x1], -1) * sin
+
+
+class LlamaBlock(nn.Module):
+    """RMSNorm, RoPE, grouped-query causal SDPA (2 heads, 1 key/value head), SwiGLU."""
+
+    def __init__(self, d: int = 8, heads: int = 2, kv: int = 1, T: int = 4) -> None:
+        super().__init__()
+        self.h, self.kv, self.hd = heads, kv, d // heads
+        self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
+        self.q = nn.Linear(d, d, bias=False)
+        self.k, self.v = (nn.Linear(d, kv * self.hd, bias=False) for _ in range(2))
+        self.o = nn.Linear(d, d, bias=False)
+        self.w1, self.w3 = (nn.Linear(d, 16, bias=False) for _ in range(2))
+        self.w2 = nn.Linear(16, d, bias=False)
+        pos = torch.arange(T)[:, None] * 10000 ** (-torch.arange(0, self.hd, 2) / self.hd)
+        self.register_buffer("cos", torch.cat([pos, pos], -1).cos())
+        self.register_buffer("sin", torch.cat([pos, pos], -1).sin())
+
+    def forward(self, x):
+        B, T, D = x.shape
+        h = self.n1(x)
+        q = self.q(h).view(B, T, self.h, self.hd).transpose(1, 2)
+        k, v = (m(h).view(B, T, self.kv, self.hd).transpose(1, 2) for m in (self.k, self.v))
+        q, k = rope(q, self.cos, self.sin), rope(k, self.cos, self.sin)
+        k, v = (t.repeat_interleave(self.h // self.kv, 1) for t in (k, v))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        x = x + self.o(a.transpose(1, 2).reshape(B, T, D))
+        h = self.n2(x)
+        return x + self.w2(F.silu(self.w1(h)) * self.w3(h))
+
+
+# ------------------------------------------------------------------------ mixture of experts
+class MoE(nn.Module):
+    """Top-2 of ``n`` SiLU experts; the router's gradient scaled by ``router_grad`` (0: the
+    planted bug, a router whose gradient is dropped)."""
+
+    def __init__(self, d: int = 4, n: int = 4, h: int = 6, router_grad: float = 1.0) -> None:
+        super().__init__()
+        self.router = nn.Linear(d, n, bias=False)
+        self.w1 = nn.Parameter(torch.randn(n, d, h) / 2)
+        self.w2 = nn.Parameter(torch.randn(n, h, d) / 2)
+        self.router_grad = router_grad
+
+    def forward(self, x):
+        logits = self.router(x)
+        if self.router_grad != 1.0:
+            logits = scale_backward(logits, self.router_grad)
+        return route(logits, torch.einsum(
+            "bnh,nhd->bnd", F.silu(torch.einsum("bd,ndh->bnh", x, self.w1)), self.w2))
+
+
+def route(logits, E):
+    """Top-2 gates (softmax of the two largest logits) scattered dense, times the experts."""
+    vals, idx = logits.topk(2, -1)
+    gates = torch.zeros_like(logits).scatter(-1, idx, F.softmax(vals, -1))
+    return torch.einsum("bn,bnd->bd", gates, E)
+
+
+# ------------------------------------------------------------------------ custom Function
+class Gain(torch.autograd.Function):
+    """x * g, its backward for g scaled by ``factor`` (1: correct)."""
+
+    factor = 1.0
+
+    @staticmethod
+    def forward(ctx, x, g):
+        ctx.save_for_backward(x, g)
+        return x * g
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, g = ctx.saved_tensors
+        return grad * g, (grad * x).sum(0) * Gain.factor
+
+
+class Scaled(nn.Module):
+    """tanh(Gain(linear(x), gain)): a module whose ``gain`` goes through a custom Function."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(3, 3)
+        self.gain = nn.Parameter(torch.tensor([0.5, -1.0, 2.0]))
+
+    def forward(self, x):
+        return torch.tanh(Gain.apply(self.lin(x), self.gain))
+
+
+# ------------------------------------------------------------------------ GPT loss wrappers
+class NanoLoss(nn.Module):
+    """nanoGPT's own loss: ``model(idx, targets)[1]``."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, idx, targets):
+        return self.m(idx, targets)[1]
+
+
+class HFLoss(nn.Module):
+    """Cross-entropy on GPT-2's logits (as the layout path's loss)."""
+
+    def __init__(self, m: nn.Module) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, idx, targets):
+        return F.cross_entropy(self.m(input_ids=idx).logits.flatten(0, 1), targets.flatten())
+
+
+# ------------------------------------------------------------------------ LSTM
+class LSTMOut(nn.Module):
+    """``nn.LSTM(3, 4)`` (batch first), its output sequence only."""
+
+    def __init__(self, d: int = 3, h: int = 4) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(d, h, batch_first=True)
+
+    def forward(self, x):
+        return self.lstm(x)[0]

@@ -25,20 +25,20 @@ PKG = ROOT / "symgrad"
 # step -> (title, whole modules (paths under symgrad/), {path: [unit name, or (first line, last
 # line, text the first line holds) for lines inside a function]})
 STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
-    ("3a", "delete tensor/lower.py (tensor -> scalar bridge; no importer in symgrad/)",
+    ("2a", "delete tensor/lower.py (tensor -> scalar bridge; no importer in symgrad/)",
      ["tensor/lower.py"], {}),
-    ("3b", "order=2 on the program only: hvp's scalar HVP builder",
+    ("2b", "order=2 on the program only: hvp's scalar HVP builder",
      [], {"hvp.py": ["_scalar_hvp", "_dot_program", "_key", "hvp_forward"]}),
-    ("3c", "exact_at / exact_steps on the program: stages' point evaluation",
+    ("2c", "exact_at / exact_steps on the program: stages' point evaluation",
      [], {"stages.py": ["steps_at", "certified"]}),
-    ("3d", "modules/run: the scalar-model branch and the scalar GPT eval twin",
+    ("2d", "modules/run: the scalar-model branch and the scalar GPT eval twin",
      [], {"modules/run.py": ["_backend_run",
                              (122, 138, 'timings: dict[str, float] = {"first_message_s"'),
                              (190, 193, 'if "eval_twin" not in model._cache')],
           "zoo/gpt.py": [
          "tiny_gpt", "transformer_block", "_init", "_rowsum_of_squares", "_keep",
          "_block_params", "_layer_norm", "_gelu_kind"]}),
-    ("3e", "opcatalog: the scalar-compiled cache share", [],
+    ("2e", "opcatalog: the scalar-compiled cache share", [],
      {"opcatalog/build.py": ["share_compiled"]}),
     ("4", "the scalar pipeline core (after the flip is green and the gate table recorded)",
      ["stages.py", "judge.py", "oracle.py", "rigorous/scalar.py"],

@@ -64,7 +64,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
       "present/formulas.py": ["display_names", "_shown", "_family", "families", "_shapes",
                               "_matrix_rules", "model_formulas", "gradient_formulas",
                               "_textbook", "_matrix_eq", "_computed", "_program_names"],
-      "derive.py": ["active_symbols"]}),
+      "graph.py": ["active_symbols"]}),  # moved from derive.py by step 1c
 ]
 
 

@@ -22,8 +22,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "symgrad"
 
-# step -> (title, whole modules (paths under symgrad/), {path: [unit name, or (first line, last
-# line, text the first line holds) for lines inside a function]})
+# step -> (title, whole modules (paths under symgrad/), {path: [unit name ("?name": counted where
+# it exists, e.g. only after the flip), or (text of the first line, text of the last line) for
+# lines inside a function, the last being the first line at or after the first that holds it]})
 STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
     ("2a", "delete tensor/lower.py (tensor -> scalar bridge; no importer in symgrad/)",
      ["tensor/lower.py"], {}),
@@ -33,8 +34,10 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
      [], {"stages.py": ["steps_at", "certified"]}),
     ("2d", "modules/run: the scalar-model branch and the scalar GPT eval twin",
      [], {"modules/run.py": ["_backend_run",
-                             (122, 138, 'timings: dict[str, float] = {"first_message_s"'),
-                             (190, 193, 'if "eval_twin" not in model._cache')],
+                             ('timings: dict[str, float] = {"first_message_s"',
+                              "return result"),
+                             ('if "eval_twin" not in model._cache',
+                              'model._cache["eval_twin"] = twin')],
           "zoo/gpt.py": [
          "tiny_gpt", "transformer_block", "_init", "_rowsum_of_squares", "_keep",
          "_block_params", "_layer_norm", "_gelu_kind"]}),
@@ -42,8 +45,9 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
      {"opcatalog/build.py": ["share_compiled"]}),
     ("4", "the scalar pipeline core (after the flip is green and the gate table recorded)",
      ["stages.py", "judge.py", "oracle.py", "rigorous/scalar.py", "bounds.py", "sides.py"],
-     {"verify.py": ["_pipeline", "_given",
-                    (136, 148, "given = _given(model, at, cfg.dtype) if at is not None")],
+     {"verify.py": ["_pipeline", "?pipeline", "_given",
+                    ("given = _given(model, at, cfg.dtype) if at is not None",
+                     "drawn=given is None, client=client)")],
       "backends/numpy.py": ["_share", "_share_min", "compile_gradient", "compile_bound", "run"],
       "backends/torch.py": ["compile_forward", "run_program"],
       "backends/arb.py": ["_sign", "_need", "rlog", "rlog1p", "_unit", "rasin", "racos",
@@ -100,11 +104,15 @@ def main() -> int:
             text = (PKG / f).read_text().splitlines() if (PKG / f).exists() else []
             for name in names:
                 if isinstance(name, tuple):
-                    first, last, holds = name
-                    if len(text) < first or holds not in text[first - 1]:
-                        missing.append(f"{f}:{first} ({holds!r})")
+                    first = next((i for i, t in enumerate(text) if name[0] in t), None)
+                    last = None if first is None else next(
+                        (i for i in range(first, len(text)) if name[1] in text[i]), None)
+                    if last is None:
+                        missing.append(f"{f}: lines {name[0]!r} .. {name[1]!r}")
                         continue
                     n += last - first + 1
+                elif name.startswith("?"):
+                    n += have.get(name[1:], 0)
                 elif name not in have:
                     missing.append(f"{f}:{name}")
                 else:

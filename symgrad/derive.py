@@ -21,8 +21,9 @@ from functools import cached_property
 
 import sympy as sp
 
-from .graph import Graph
+from .graph import Graph, active_symbols
 from .model import Model
+from .tensor.derive import merge_powers
 
 
 @dataclass(frozen=True)
@@ -98,15 +99,6 @@ def reverse_accumulation(model: Model, *, view: str = "compute") -> Program:
                    graph.output.symbol, tuple(gradient))
 
 
-def active_symbols(graph: Graph, params) -> set[sp.Symbol]:
-    """The parameters and every step that depends on one."""
-    active = set(params)
-    for n in graph.nodes:
-        if any(o in active for o in n.operands):
-            active.add(n.symbol)
-    return active
-
-
 def local_partials(expr: sp.Expr, wanted: set) -> dict[sp.Symbol, sp.Expr]:
     """d expr / d u for every u in ``wanted``, visiting each term and factor once.
 
@@ -136,31 +128,6 @@ def local_partials(expr: sp.Expr, wanted: set) -> dict[sp.Symbol, sp.Expr]:
             for u in term.free_symbols & wanted:
                 out[u].append(sp.diff(term, u))
     return {u: merge_powers(sp.Add(*v)) for u, v in out.items()}
-
-
-def merge_powers(expr: sp.Expr) -> sp.Expr:
-    """``y*x**y/x`` (sympy's d/dx x**y) as ``y*x**(y - 1)``: in every Mul, powers of one base
-    with a symbolic exponent and an integer one are merged, so no program forms 0/0 where the
-    derivative exists (x = 0, y = 2: 0 * 2 / 0; |w|**p / |w| at w = 0)."""
-    def merge(m: sp.Expr) -> sp.Expr:
-        groups: dict = {}
-        for f in m.args:
-            b, e = f.as_base_exp()
-            groups.setdefault(b, []).append((f, e))
-        changed, factors = False, []
-        for b, fs in groups.items():
-            symbolic = [e for _, e in fs if not e.is_number]
-            integers = [e for _, e in fs if e.is_Integer]
-            if (b.is_number or not symbolic or not integers
-                    or len(symbolic) + len(integers) != len(fs)):
-                factors += [f for f, _ in fs]
-                continue
-            factors.append(sp.Pow(b, sp.Add(*symbolic, *integers)))
-            changed = True
-        return sp.Mul(*factors) if changed else m
-    if not expr.has(sp.Pow):
-        return expr
-    return expr.replace(lambda e: e.is_Mul, merge)
 
 
 def _piecewise_partial(pw: sp.Piecewise, u: sp.Symbol) -> sp.Expr:

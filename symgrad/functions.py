@@ -2,7 +2,7 @@
 
 The printers (``symgrad.backends``: numpy, torch, mpmath, arb), the high-precision walk
 (``symgrad.precise``: double-double and ARB balls), the code generator's vocabulary and the
-rounding-error bound (``symgrad.bounds``) read these rows; none keeps its own table. A target a
+rounding-error rules (``symgrad.rounding``) read these rows; none keeps its own table. A target a
 function lacks is ``None`` in its row, and the error names it ("sign has no ARB spelling")
 instead of a KeyError; a function without a row is "outside symgrad's function vocabulary".
 
@@ -13,7 +13,7 @@ implementation in the high-precision walk's namespaces (``symgrad.precise.ddops`
 ``"sqrt"`` (x**(1/2)), ``"pow"`` (a non-integer power; ``None``: Python's ``**``) and ``"ipow"``
 (an integer power checked for 0 by the target; ``None``: ``**``).
 
-Bound classes (what ``bounds.error_source`` does with f(a_1, ..., a_n)):
+Bound classes (what ``rounding.error_source`` does with f(a_1, ..., a_n)):
 
     rounded   sum |df/da_i| E_i + |f|   (the function's own rounding)
     exact     sum |df/da_i| E_i         (Abs, Max, Min: no rounding of their own)

@@ -47,9 +47,10 @@ from flint import arb, ctx
 
 from .backends import arb as arb_backend
 from .codegen import compile_program
+from .compare.kinks import Sides, with_interval as _with_interval
 from .derive import Program
-from .precise.ladder import TIGHT_FRACTION, TIGHT_RELATIVE_BITS, one_sided_limits
-from .sides import Sides, double_double, sample_sides, side_label, with_interval as _with_interval
+from .precise.ladder import TIGHT_FRACTION, TIGHT_RELATIVE_BITS, double_double, one_sided_limits
+from .sides import sample_sides, side_label
 
 __all__ = ["Exact", "Sides", "TIGHT_FRACTION", "TIGHT_RELATIVE_BITS", "at_point", "certify",
            "compile_oracle", "compile_scalar", "evaluate", "side_label", "site_arguments",

@@ -12,55 +12,14 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import dataclass, field, replace
 
 import numpy as np
 from flint import arb, fmpq
 
 from .backends import arb as arb_backend
-
-MAX_COMBINATIONS = 64  # combinations enumerated per sample, or per group of interacting
-#                        kinks beyond (more: relaxed)
-INTERACTION_BITS = 40  # G between the sides within 2^-40 of its scale of the prediction
-EXTRA_VERTICES = 8  # relaxed: random combinations added to the inner hull
-
-
-
-@dataclass
-class Sides:
-    """How the sides of one sample's reached kinks are described (beyond enumeration).
-
-    kind: "separable" (G is a sum over groups of kinks of a function of that group's local
-    derivatives: ``groups[g]`` are the rows of group g's sides in the sample's vertices, row 0,
-    the base, first; the hull is the Minkowski sum of the groups' hulls) or "relaxed" (the
-    vertices are an inner hull; ``outer_low``/``outer_high`` a proven enclosure of every
-    subgradient, per entry; -inf/inf where none could be computed).
-    """
-
-    kind: str
-    groups: list = field(default_factory=list)
-    outer_low: np.ndarray | None = None  # relaxed: the proven enclosure (separable: None)
-    outer_high: np.ndarray | None = None
-    reason: str = ""
-    low: np.ndarray | None = None  # each entry's range over the sides (separable: exact;
-    high: np.ndarray | None = None  # relaxed: over the evaluated ones)
-
-
-def with_interval(info: Sides, V: np.ndarray) -> Sides:
-    """Each entry's interval over the sides: separable, the base plus each group's most
-    negative and most positive change (exact, every subgradient); relaxed, over the evaluated
-    sides (the enclosure, ``outer_low``/``outer_high``, widened to hold them too)."""
-    if info.kind == "separable":
-        base = V[0]
-        low, high = base.copy(), base.copy()
-        for rows in info.groups:
-            d = V[rows] - base
-            low += np.minimum(d.min(axis=0), 0)
-            high += np.maximum(d.max(axis=0), 0)
-        return replace(info, low=low, high=high)
-    return replace(info, low=V.min(axis=0), high=V.max(axis=0),
-                   outer_low=np.fmin(info.outer_low, V.min(axis=0)),
-                   outer_high=np.fmax(info.outer_high, V.max(axis=0)))
+from .compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
+                            class_combos, linked_groups)
+from .precise.ladder import double_double
 
 
 def sample_sides(fn, args):
@@ -200,56 +159,6 @@ def _signatures(verts, bases, n: int) -> list[tuple]:
                   for rows in bases) for i in range(n)]
 
 
-def class_combos(sig: list, options: list) -> list[tuple]:
-    """Combinations where every kink of one class takes the same side (first or last): a
-    class is the kinks whose single changes move something, or nothing, at each base
-    (``sig[i]``: kink i's tuple of moved-or-not, per base; two stacked ReLU layers at 0: at
-    the all-left base the first layer's changes move nothing). A backend uses one convention
-    per op, and ops differ by layer, so these are the likely subgradients (torch.relu in one
-    layer, H(0) = 1 in the next). At most 2^4 classes' worth. Shared by the scalar and the
-    tensor oracle (``symgrad.tensor.sides``).
-
-    >>> class_combos([(True, False), (False, True), (False, True)], [(0, 1)] * 3)
-    [(1, 0, 0), (0, 1, 1)]
-    """
-    classes = sorted(set(sig))
-    if len(classes) < 2 or len(classes) > 4:
-        return []
-    out = []
-    for pick in itertools.product((0, -1), repeat=len(classes)):
-        side = dict(zip(classes, pick))
-        combo = tuple(o[side[s]] for o, s in zip(options, sig))
-        if len(set(side.values())) > 1:  # all-first and all-last are evaluated already
-            out.append(combo)
-    return out
-
-
-def linked_groups(n: int, moves) -> list[list[int]]:
-    """Kinks 0..n-1 grouped when they move a common entry: ``moves`` yields ``(kink, entry)``
-    pairs (an entry that kink's single change moves); union-find over shared entries.
-
-    >>> linked_groups(3, [(0, 5), (1, 7), (2, 5)])
-    [[0, 2], [1]]
-    """
-    parent = list(range(n))
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    owner: dict[int, int] = {}
-    for i, k in moves:
-        if k in owner:
-            parent[find(i)] = find(owner[k])
-        else:
-            owner[k] = i
-    out: dict[int, list[int]] = {}
-    for i in range(n):
-        out.setdefault(find(i), []).append(i)
-    return list(out.values())
-
-
 def _groups(verts, bases, n: int) -> list[list[int]]:
     """Kinks linked through an entry that their single changes move (at any base)."""
     return linked_groups(n, ((i, k) for rows in bases for i, rs in enumerate(rows)
@@ -344,18 +253,3 @@ def side_label(key, choice) -> str:
     if key[0] == "select":
         return f"{key[2][choice]} wins the {key[1]}"
     return f"{key[1]} → 0{'+' if choice > 0 else '−'}"
-
-
-def double_double(o: arb) -> tuple[float, float]:
-    """A ball as hi + lo. A tight ball that contains 0 is 0: its midpoint is rounding debris of
-    the terms that cancelled (e.g. 1e-38 for a gradient that is exactly 0 by symmetry), and a
-    direction made of debris would mislead the block test."""
-    if not o.is_finite():
-        return np.nan, 0.0
-    if o.contains(0):
-        return 0.0, 0.0
-    mid = o.mid()
-    h = float(mid)
-    if not np.isfinite(h):
-        return h, 0.0  # beyond float64: compare reports it as overflow
-    return h, float(mid - h)

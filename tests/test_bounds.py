@@ -2,8 +2,9 @@ import numpy as np
 import sympy as sp
 
 from symgrad.backends.numpy import target
-from symgrad.bounds import compile_bound, error_source
+from symgrad.bounds import compile_bound
 from symgrad.codegen import Printer
+from symgrad.rounding import error_source
 
 
 def _E(expr, values, errs=None):

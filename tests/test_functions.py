@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
-from symgrad import bounds, functions
+from symgrad import functions, rounding
 from symgrad.backends import arb, mpmath as mp_backend, numpy as np_backend, torch as torch_backend
 from symgrad.codegen import SUPPORTED_FUNCTIONS, Printer, Target
 from symgrad.errors import SymgradError
@@ -23,8 +23,8 @@ def test_every_printer_reads_the_rows():
 def test_walk_tables_and_bound_classes_come_from_the_rows():
     walked = {r.key for r in functions.ROWS if r.walk and not isinstance(r.key, str)}
     assert set(DDKernels.functions) == walked == set(ArbKernels.functions)
-    assert set(bounds._EXACT) == {sp.Abs, sp.Max, sp.Min}
-    assert set(bounds._NO_ERROR) == {sp.Heaviside, sp.sign, sp.DiracDelta}
+    assert set(rounding._EXACT) == {sp.Abs, sp.Max, sp.Min}
+    assert set(rounding._NO_ERROR) == {sp.Heaviside, sp.sign, sp.DiracDelta}
 
 
 def test_a_missing_spelling_is_named():

@@ -10,7 +10,7 @@ import torch
 import symgrad as sg
 from symgrad import oracle
 from symgrad.compare import DOMAIN, FAILING, INCONCLUSIVE
-from symgrad.derive import merge_powers
+from symgrad.tensor.derive import merge_powers
 from symgrad.tensor.front import to_program
 from symgrad.tensor.limits import oracle_limits
 from symgrad.tensor.tables import oracle_ops

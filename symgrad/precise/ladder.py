@@ -7,7 +7,7 @@ One rule for both oracles (the scalar ``symgrad.oracle`` and the tensor program'
 to ``rel`` of the value or to 2^-1100 (below anything float64 shows); a side whose evaluation
 stops (an error, a kink reached) contributes what settled before it. The constants the oracles
 share about how tight a ball must be, and where the rounding bound takes its own limit, live
-here too.
+here too, and how both read a ball as a double-double (``double_double``).
 
 sin(t) / t is 0/0 at t = 0; its limit from both sides is 1:
 
@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Callable, Sequence
 
+import numpy as np
 from flint import arb
 
 TIGHT_FRACTION = 64.0  # a radius <= allowance / 64 is tight
@@ -64,3 +65,18 @@ def one_sided_limits(at: Callable[[arb], Sequence[arb] | None], bad: Sequence[in
                     break
             prev = got
     return found[-1], found[1]
+
+
+def double_double(o: arb) -> tuple[float, float]:
+    """A ball as hi + lo. A tight ball that contains 0 is 0: its midpoint is rounding debris of
+    the terms that cancelled (e.g. 1e-38 for a gradient that is exactly 0 by symmetry), and a
+    direction made of debris would mislead the block test."""
+    if not o.is_finite():
+        return np.nan, 0.0
+    if o.contains(0):
+        return 0.0, 0.0
+    mid = o.mid()
+    h = float(mid)
+    if not np.isfinite(h):
+        return h, 0.0  # beyond float64: compare reports it as overflow
+    return h, float(mid - h)

@@ -11,8 +11,7 @@ import sympy as sp
 
 from ..backends.mpmath import target
 from ..codegen import compile_program
-from ..derive import active_symbols
-from ..graph import Graph, Node
+from ..graph import Graph, Node, active_symbols
 from ..logistic import sigma
 from ..model import Model
 from ..optable import OPS

@@ -5,7 +5,7 @@ with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the
 ``SIGMA_RULES``: the probabilistic scale; ``NONZERO_RULES``: which entries may be nonzero):
 
     leaf, const, onehot         0 (values are rounded to the dtype when drawn; masks are 0/1)
-    map f(x_1..x_k)             the scalar running bound of f (symgrad.bounds.error_source):
+    map f(x_1..x_k)             the running bound of f (symgrad.rounding.error_source):
                                 sum |df/dx_i| E_i + the rounding of f's own operations
     einsum of k operands,       sum_i einsum(|x_1|..E_i..|x_k|) + (m - 1 + k - 1) einsum(|x_1|..|x_k|)
       m nonzero terms per output (any summation order: recursive, pairwise or blocked BLAS)
@@ -64,7 +64,7 @@ import numpy as np
 import sympy as sp
 
 from ..backends.numpy import target
-from ..bounds import error_source
+from ..rounding import error_source
 from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES

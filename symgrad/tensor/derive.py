@@ -20,10 +20,34 @@ from typing import Callable, Sequence
 
 import sympy as sp
 
-from ..derive import merge_powers
 from ..errors import SymgradError
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
+
+
+def merge_powers(expr: sp.Expr) -> sp.Expr:
+    """``y*x**y/x`` (sympy's d/dx x**y) as ``y*x**(y - 1)``: in every Mul, powers of one base
+    with a symbolic exponent and an integer one are merged, so no program forms 0/0 where the
+    derivative exists (x = 0, y = 2: 0 * 2 / 0; |w|**p / |w| at w = 0)."""
+    def merge(m: sp.Expr) -> sp.Expr:
+        groups: dict = {}
+        for f in m.args:
+            b, e = f.as_base_exp()
+            groups.setdefault(b, []).append((f, e))
+        changed, factors = False, []
+        for b, fs in groups.items():
+            symbolic = [e for _, e in fs if not e.is_number]
+            integers = [e for _, e in fs if e.is_Integer]
+            if (b.is_number or not symbolic or not integers
+                    or len(symbolic) + len(integers) != len(fs)):
+                factors += [f for f, _ in fs]
+                continue
+            factors.append(sp.Pow(b, sp.Add(*symbolic, *integers)))
+            changed = True
+        return sp.Mul(*factors) if changed else m
+    if not expr.has(sp.Pow):
+        return expr
+    return expr.replace(lambda e: e.is_Mul, merge)
 
 
 def _unbroadcast(g: Node, shape: tuple[int, ...]) -> Node:

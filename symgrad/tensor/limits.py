@@ -48,9 +48,8 @@ from flint import arb, ctx
 from ..compare import DOMAIN, INCONCLUSIVE, KINK, LOSS, MISMATCH, OK, Comparison, KinkSides
 from ..compare import allowance
 from ..precise.arb import ARB_OPS
-from ..precise.ladder import (LIMIT_OFFSET, TIGHT_FRACTION, TIGHT_RELATIVE_BITS,
+from ..precise.ladder import (LIMIT_OFFSET, TIGHT_FRACTION, TIGHT_RELATIVE_BITS, double_double,
                               one_sided_limits)
-from ..sides import double_double
 from .interpret import evaluate
 from .model import TensorModel
 from .views import flat_balls

@@ -11,7 +11,7 @@ change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients
 Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
 more combinations (the all-last-side base and its single changes, one side per class of
-kinks as ``symgrad.sides.class_combos`` picks, random ones) form an inner hull
+kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull
 (``"relaxed"``), one pass in ball arithmetic with every
 reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
 mismatch), and a gradient between the two is **inconclusive** with the reason. More than
@@ -35,10 +35,10 @@ from flint import arb
 
 from ..backends.arb import Between, Imprecise
 from ..compare import Comparison, KinkSides, Tolerance, compare
+from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
+                             class_combos, linked_groups, with_interval)
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
-from ..sides import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides, class_combos,
-                     linked_groups, with_interval)
 from .interpret import evaluate
 from .kinks import Keys, sided
 from .links import names, side_words
@@ -241,7 +241,7 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
 def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list) -> list:
     """The all-last-side base and its single changes (appended to ``verts``), and per kink
     whether its single changes move anything at the first and at the last base (the classes
-    of ``symgrad.sides.class_combos``: one convention per layer of stacked ReLUs)."""
+    of ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
     last = tuple(o[-1] for o in options)
     more = []
     verts.append(row.vertex(last, remember=True))

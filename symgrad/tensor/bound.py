@@ -68,6 +68,7 @@ from ..bounds import error_source
 from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
+from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .zeros import annihilators as _annihilators
 from .tables import NumpyOps
@@ -179,19 +180,24 @@ def _b_map(node, vals, errs, value, count):
 
 
 def _b_einsum(node, vals, errs, value, count):
-    absv = [np.abs(v) for v in vals]
+    absv = vals.magnitudes
     rounds = _additions(node, count)
-    total = VALUE_RULES["einsum"](node, _T, absv, None) * rounds if np.any(rounds) else 0.0
+    total = vals.contraction() * rounds if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
         if np.any(e):
-            total = total + VALUE_RULES["einsum"](node, _T, absv[:i] + [e] + absv[i + 1:], None)
+            total = _plus(total, VALUE_RULES["einsum"](node, _T, absv[:i] + [e] + absv[i + 1:],
+                                                       None))
     return np.broadcast_to(total, np.shape(value))
 
 
 def _b_sum(node, vals, errs, value, count):
     axes = tuple(a + 1 for a in node.attrs["axes"])
-    return np.sum(errs[0], axis=axes) + _additions(node, count) * np.sum(np.abs(vals[0]),
-                                                                         axis=axes)
+    return np.sum(errs[0], axis=axes) + _additions(node, count) * _abs_sum(vals, axes)
+
+
+def _abs_sum(vals, axes: tuple) -> np.ndarray:
+    """sum |x| over ``axes`` (both rules of a sum read it)."""
+    return vals.once("abs_sum", lambda: np.sum(vals.magnitudes[0], axis=axes))
 
 
 def _b_max(node, vals, errs, value, count):
@@ -209,12 +215,18 @@ def _b_same(node, vals, errs, value, count):
 
 
 def _b_scatter(node, vals, errs, value, count):
-    rows, ids = vals
+    ids = vals[1]
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     e = VALUE_RULES["scatter_add"](node, _T, [errs[0], ids], None)
     if t:
-        e = e + t * VALUE_RULES["scatter_add"](node, _T, [np.abs(rows), ids], None)
+        e = e + t * _abs_scatter(node, vals)
     return e
+
+
+def _abs_scatter(node, vals) -> np.ndarray:
+    """scatter_add of |rows| (both rules of a scatter read it)."""
+    return vals.once("abs_scatter", lambda: VALUE_RULES["scatter_add"](
+        node, _T, [np.abs(vals[0]), vals[1]], None))
 
 
 RULES: dict[str, Callable] = {
@@ -232,20 +244,18 @@ def _growth(rounds, n0: int):
 
 
 def _s_einsum(node, vals, sig, value, count, n0):
-    absv = [np.abs(v) for v in vals]
+    absv = vals.magnitudes
     rounds = _additions(node, count)
-    total = (VALUE_RULES["einsum"](node, _T, absv, None) * _growth(rounds, n0)
-             if np.any(rounds) else 0.0)
-    sq = None
+    total = vals.contraction() * _growth(rounds, n0) if np.any(rounds) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     for i, s in enumerate(sig):
         if np.any(s):
-            sq = sq or [v * v for v in absv]
+            sq = vals.squares
             quad = np.sqrt(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None))
             if long:
-                quad = np.maximum(quad, VALUE_RULES["einsum"](
-                    node, _T, absv[:i] + [s] + absv[i + 1:], None) / np.sqrt(n0))
-            total = total + quad
+                linear = VALUE_RULES["einsum"](node, _T, absv[:i] + [s] + absv[i + 1:], None)
+                quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
+            total = _plus(total, quad)
     return np.broadcast_to(total, np.shape(value))
 
 
@@ -254,17 +264,17 @@ def _s_sum(node, vals, sig, value, count, n0):
     quad = np.sqrt(np.sum(sig[0] * sig[0], axis=axes))
     if np.prod([node.args[0].shape[a - 1] for a in axes]) > n0:
         quad = np.maximum(quad, np.sum(sig[0], axis=axes) / np.sqrt(n0))
-    return quad + _growth(_additions(node, count), n0) * np.sum(np.abs(vals[0]), axis=axes)
+    return quad + _growth(_additions(node, count), n0) * _abs_sum(vals, axes)
 
 
 def _s_scatter(node, vals, sig, value, count, n0):
-    rows, ids = vals
+    ids = vals[1]
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     s = np.sqrt(VALUE_RULES["scatter_add"](node, _T, [sig[0] * sig[0], ids], None))
     if t + 1 > n0:
         s = np.maximum(s, VALUE_RULES["scatter_add"](node, _T, [sig[0], ids], None) / np.sqrt(n0))
     if t:
-        s = s + _growth(t, n0) * VALUE_RULES["scatter_add"](node, _T, [np.abs(rows), ids], None)
+        s = s + _growth(t, n0) * _abs_scatter(node, vals)
     return s
 
 
@@ -348,7 +358,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
             errs[node.id] = sigs[node.id] = _zeros(node)
             nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
         else:
-            args = [vals[a.id] for a in node.args]
+            args = Operands(node, [vals[a.id] for a in node.args])
             with np.errstate(all="ignore"):
                 vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
                 nz = [nonzero[a.id] for a in node.args]

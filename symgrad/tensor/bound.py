@@ -180,13 +180,11 @@ def _b_map(node, vals, errs, value, count):
 
 
 def _b_einsum(node, vals, errs, value, count):
-    absv = vals.magnitudes
     rounds = _additions(node, count)
     total = vals.contraction() * rounds if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
-        if np.any(e):
-            total = _plus(total, VALUE_RULES["einsum"](node, _T, absv[:i] + [e] + absv[i + 1:],
-                                                       None))
+        if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
+            total = _plus(total, vals.term(i, "error"))
     return np.broadcast_to(total, np.shape(value))
 
 
@@ -244,7 +242,6 @@ def _growth(rounds, n0: int):
 
 
 def _s_einsum(node, vals, sig, value, count, n0):
-    absv = vals.magnitudes
     rounds = _additions(node, count)
     total = vals.contraction() * _growth(rounds, n0) if np.any(rounds) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
@@ -253,7 +250,7 @@ def _s_einsum(node, vals, sig, value, count, n0):
             sq = vals.squares
             quad = np.sqrt(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None))
             if long:
-                linear = VALUE_RULES["einsum"](node, _T, absv[:i] + [s] + absv[i + 1:], None)
+                linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
                 quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
             total = _plus(total, quad)
     return np.broadcast_to(total, np.shape(value))
@@ -358,7 +355,11 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
             errs[node.id] = sigs[node.id] = _zeros(node)
             nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
         else:
-            args = Operands(node, [vals[a.id] for a in node.args])
+            args = Operands(node, [vals[a.id] for a in node.args],
+                            errors=[errs[a.id] for a in node.args],
+                            sigmas=[sigs[a.id] for a in node.args] if prob else None,
+                            long=prob and node.op == "einsum"
+                            and _einsum_terms(node) > sqrt_terms)
             with np.errstate(all="ignore"):
                 vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
                 nz = [nonzero[a.id] for a in node.args]

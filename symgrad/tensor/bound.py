@@ -248,7 +248,8 @@ def _s_einsum(node, vals, sig, value, count, n0):
     for i, s in enumerate(sig):
         if np.any(s):
             sq = vals.squares
-            quad = np.sqrt(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None))
+            quad = VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None)
+            quad = np.sqrt(quad, out=quad if quad.flags.writeable else None)  # ours: in place
             if long:
                 linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
                 quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
@@ -294,6 +295,13 @@ def _s_map(node, vals, sig, value, count, n0):
     return np.where(np.isnan(total), np.inf, total)
 
 
+def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
+    """min(E, lam * sigma), NaN-ignoring, formed in lam * sigma's array (one temporary)."""
+    scaled = np.multiply(lam, sigma)
+    return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(
+        E.shape, scaled.shape) else None)
+
+
 def _worst_rule(rule: Callable) -> Callable:
     return lambda node, vals, sig, value, count, n0: rule(node, vals, sig, value, count)
 
@@ -327,7 +335,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
     """
     if mode not in MODES:
         raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
-    prob = mode == "probabilistic"
+    prob, n0 = mode == "probabilistic", sqrt_terms
     outputs = list(outputs)
     order = topological(outputs)
     last = {a.id: i for i, n in enumerate(order) for a in n.args}
@@ -358,8 +366,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
             args = Operands(node, [vals[a.id] for a in node.args],
                             errors=[errs[a.id] for a in node.args],
                             sigmas=[sigs[a.id] for a in node.args] if prob else None,
-                            long=prob and node.op == "einsum"
-                            and _einsum_terms(node) > sqrt_terms)
+                            long=prob and node.op == "einsum" and _einsum_terms(node) > n0)
             with np.errstate(all="ignore"):
                 vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
                 nz = [nonzero[a.id] for a in node.args]
@@ -380,7 +387,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
                     #                  value, error, sigma and nonzero of 163M entries at once)
                     final[a.id] = np.broadcast_to(
-                        np.fmin(errs[a.id], sigmas * sigs[a.id]) if prob else errs[a.id],
+                        _at_most(errs[a.id], sigmas, sigs[a.id]) if prob else errs[a.id],
                         (n,) + a.shape)
                     for k in (index[a.id] if emit is not None else ()):
                         emit(k, final[a.id])

@@ -10,6 +10,7 @@ import symgrad.tensor as st
 from symgrad.backends.torch import run_torch_fn
 from symgrad.compare import FAILING, INCONCLUSIVE, MISMATCH, Tolerance, allowance, compare
 from symgrad.errors import SymgradError
+from symgrad.tensor import operands
 from symgrad.tensor.bound import evaluate_bound
 from symgrad.tensor.tables import oracle_ops
 from symgrad.tensor.views import _flatten, oracle_view, torch_view
@@ -157,3 +158,23 @@ def test_tensor_tiny_gpt_no_false_alarm_over_seeds(dtype):
     for seed in range(6):
         r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
         assert r.verdict != "fail", str(r)
+
+
+@pytest.mark.parametrize("mode", ["worst", "probabilistic"])
+def test_stacked_terms_equal_the_terms_one_by_one(monkeypatch, mode):
+    """A GEMM against a large operand forms |A||B|, E_A |B| and (beyond n0 terms) sigma_A |B|
+    as one stacked einsum (symgrad.tensor.operands): the same E as each term on its own, on a
+    GPT's logits and their gradient (6 tokens, 8 features, 40 vocabulary rows; n0 = 4 so that
+    the sigma_A |B| terms are stacked too). A term put in the wrong place is off by O(1)."""
+    model = gpt({**SMALL, "vocab_size": 40, "drop_rate": 0.0}, tokens=6)
+    leaves = model.draw(2, np.random.default_rng(3), "float64")
+    outs = model.gradient.outputs
+    real, calls = operands._stacked, []
+    monkeypatch.setattr(operands, "_stacked", lambda *a: calls.append(a[2]) or real(*a))
+    one_by_one = evaluate_bound(outs, leaves, mode=mode, sqrt_terms=4)
+    assert not calls  # nothing this small reaches STACK_FROM
+    monkeypatch.setattr(operands, "STACK_FROM", 0)
+    together = evaluate_bound(outs, leaves, mode=mode, sqrt_terms=4)
+    assert calls  # some GEMM's terms were stacked
+    for a, b in zip(one_by_one, together):
+        np.testing.assert_allclose(b, a, rtol=1e-13, atol=0)

@@ -273,24 +273,29 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
     info = dtype_info(dtype)
     got64 = np.asarray(got, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
-        err = np.abs((got64 - exact_hi) - exact_lo)
+        err = np.subtract(got64, exact_hi)  # |(got - hi) - lo|, in place on one array
+        err -= exact_lo
+        np.abs(err, out=err)
         size = ulp(exact_hi, dtype)
         ulps = err / size
-        allowed_abs = allowance(bound, dtype, tol)
-        allowed_abs = np.where(np.isnan(allowed_abs), np.inf, allowed_abs)
+        allowed_abs = np.asarray(allowance(bound, dtype, tol))  # a new array: NaN -> inf
+        np.putmask(allowed_abs, np.isnan(allowed_abs), np.inf)   # in place
         allowed = allowed_abs / size
-        exact_ok = np.isfinite(exact_hi) & (np.abs(exact_hi) <= info.max)
+        magnitude = np.abs(exact_hi)
+        exact_ok = np.isfinite(exact_hi) & (magnitude <= info.max)
         status = np.full(err.shape, OK, dtype=np.int8)
-        status[(ulps > tol.precision_loss_ulps) & (err <= allowed_abs)] = LOSS
+        within = err <= allowed_abs
+        status[(ulps > tol.precision_loss_ulps) & within] = LOSS
         # a value below zero_below of its allowance is zero to the oracle's precision: the
         # allowance alone decides it (a sign the dtype cannot resolve is no verdict's concern)
-        nonzero = np.abs(exact_hi) > tol.zero_below * allowed_abs
+        nonzero = magnitude > np.multiply(tol.zero_below, allowed_abs,
+                                          out=size if size.shape == err.shape else None)
         # ... but an infinite allowance (a bound that is infinite or NaN: 0**(y - 1) at y = 1,
         # whose first-order sensitivity to y's rounding is log 0) resolves nothing
         nonzero |= ~np.isfinite(allowed_abs) & (exact_hi != 0)
         # an error of exactly 0 is the exact value itself: ok, whatever the bound could see
-        status[nonzero & (allowed_abs >= np.abs(exact_hi)) & (err <= allowed_abs) & (err > 0)] = \
-            INCONCLUSIVE
+        status[nonzero & (allowed_abs >= magnitude) & within & (err > 0)] = INCONCLUSIVE
+        del magnitude, within
         status[err > allowed_abs] = MISMATCH
         # the value: wrong by more than itself is a mismatch whatever E says (float32 BCELoss's
         # 100 for 16.8). An exactly zero value (sinc(5) = 0) has no relative scale: E decides.
@@ -350,7 +355,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             # that the enclosure does not prove wrong keeps the fast test's verdict
             back = wrong_value & (status[:, 0] == SUSPECT) & (err[:, 0] <= allowed_abs[:, 0])
             status[:, 0][back] = value_before[back]
-        ulps = np.where(np.isfinite(got64), ulps, np.inf)
+        np.putmask(ulps, ~np.isfinite(got64), np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
                       position, joint, used, allowed_abs, np.asarray(exact_lo), error=err,
                       undecided=why_open, rigorous=radius)

@@ -123,13 +123,27 @@ class Tolerance:
 
 
 def ulp(x: np.ndarray, dtype: str) -> np.ndarray:
-    """The spacing of ``dtype`` numbers at |x| (a float64 array)."""
+    """The spacing of ``dtype`` numbers at |x| (a float64 array): 2^(max(floor(log2 |x|),
+    log2 tiny) - digits), |x| = 0 or NaN read as tiny, inf where that is not finite (each step
+    in place on one array)."""
     info = dtype_info(dtype)
     with np.errstate(divide="ignore", invalid="ignore"):
         mag = np.abs(np.asarray(x, dtype=np.float64))
-        exponent = np.floor(np.log2(np.where(mag > 0, mag, info.tiny)))
-        spacing = np.exp2(np.maximum(exponent, np.log2(info.tiny)) - info.digits)
-    return np.where(np.isfinite(spacing), spacing, np.inf)
+        if mag.ndim == 0:
+            mag = mag.reshape(1)
+            return _spacing(mag, info).reshape(())
+        return _spacing(mag, info)
+
+
+def _spacing(mag: np.ndarray, info) -> np.ndarray:
+    np.putmask(mag, ~(mag > 0), info.tiny)
+    np.log2(mag, out=mag)
+    np.floor(mag, out=mag)
+    np.maximum(mag, np.log2(info.tiny), out=mag)
+    mag -= info.digits
+    np.exp2(mag, out=mag)
+    np.putmask(mag, ~np.isfinite(mag), np.inf)
+    return mag
 
 
 def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
@@ -137,4 +151,9 @@ def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
     (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""
     info = dtype_info(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        return tol.safety * (info.eps / 2) * np.abs(bound) + tol.floor * info.tiny
+        mag = np.abs(bound)
+        if isinstance(mag, np.ndarray) and mag.ndim and mag.dtype == np.float64:
+            mag *= tol.safety * (info.eps / 2)  # in place: the same products, no temporary
+            mag += tol.floor * info.tiny
+            return mag
+        return tol.safety * (info.eps / 2) * mag + tol.floor * info.tiny

@@ -68,6 +68,7 @@ from ..rounding import error_source
 from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
+from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .zeros import annihilators as _annihilators
 from .tables import NumpyOps
@@ -179,19 +180,22 @@ def _b_map(node, vals, errs, value, count):
 
 
 def _b_einsum(node, vals, errs, value, count):
-    absv = [np.abs(v) for v in vals]
     rounds = _additions(node, count)
-    total = VALUE_RULES["einsum"](node, _T, absv, None) * rounds if np.any(rounds) else 0.0
+    total = vals.contraction() * rounds if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
-        if np.any(e):
-            total = total + VALUE_RULES["einsum"](node, _T, absv[:i] + [e] + absv[i + 1:], None)
+        if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
+            total = _plus(total, vals.term(i, "error"))
     return np.broadcast_to(total, np.shape(value))
 
 
 def _b_sum(node, vals, errs, value, count):
     axes = tuple(a + 1 for a in node.attrs["axes"])
-    return np.sum(errs[0], axis=axes) + _additions(node, count) * np.sum(np.abs(vals[0]),
-                                                                         axis=axes)
+    return np.sum(errs[0], axis=axes) + _additions(node, count) * _abs_sum(vals, axes)
+
+
+def _abs_sum(vals, axes: tuple) -> np.ndarray:
+    """sum |x| over ``axes`` (both rules of a sum read it)."""
+    return vals.once("abs_sum", lambda: np.sum(vals.magnitudes[0], axis=axes))
 
 
 def _b_max(node, vals, errs, value, count):
@@ -209,12 +213,18 @@ def _b_same(node, vals, errs, value, count):
 
 
 def _b_scatter(node, vals, errs, value, count):
-    rows, ids = vals
+    ids = vals[1]
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     e = VALUE_RULES["scatter_add"](node, _T, [errs[0], ids], None)
     if t:
-        e = e + t * VALUE_RULES["scatter_add"](node, _T, [np.abs(rows), ids], None)
+        e = e + t * _abs_scatter(node, vals)
     return e
+
+
+def _abs_scatter(node, vals) -> np.ndarray:
+    """scatter_add of |rows| (both rules of a scatter read it)."""
+    return vals.once("abs_scatter", lambda: VALUE_RULES["scatter_add"](
+        node, _T, [np.abs(vals[0]), vals[1]], None))
 
 
 RULES: dict[str, Callable] = {
@@ -232,20 +242,18 @@ def _growth(rounds, n0: int):
 
 
 def _s_einsum(node, vals, sig, value, count, n0):
-    absv = [np.abs(v) for v in vals]
     rounds = _additions(node, count)
-    total = (VALUE_RULES["einsum"](node, _T, absv, None) * _growth(rounds, n0)
-             if np.any(rounds) else 0.0)
-    sq = None
+    total = vals.contraction() * _growth(rounds, n0) if np.any(rounds) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     for i, s in enumerate(sig):
         if np.any(s):
-            sq = sq or [v * v for v in absv]
-            quad = np.sqrt(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None))
+            sq = vals.squares
+            quad = VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None)
+            quad = np.sqrt(quad, out=quad if quad.flags.writeable else None)  # ours: in place
             if long:
-                quad = np.maximum(quad, VALUE_RULES["einsum"](
-                    node, _T, absv[:i] + [s] + absv[i + 1:], None) / np.sqrt(n0))
-            total = total + quad
+                linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
+                quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
+            total = _plus(total, quad)
     return np.broadcast_to(total, np.shape(value))
 
 
@@ -254,17 +262,17 @@ def _s_sum(node, vals, sig, value, count, n0):
     quad = np.sqrt(np.sum(sig[0] * sig[0], axis=axes))
     if np.prod([node.args[0].shape[a - 1] for a in axes]) > n0:
         quad = np.maximum(quad, np.sum(sig[0], axis=axes) / np.sqrt(n0))
-    return quad + _growth(_additions(node, count), n0) * np.sum(np.abs(vals[0]), axis=axes)
+    return quad + _growth(_additions(node, count), n0) * _abs_sum(vals, axes)
 
 
 def _s_scatter(node, vals, sig, value, count, n0):
-    rows, ids = vals
+    ids = vals[1]
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     s = np.sqrt(VALUE_RULES["scatter_add"](node, _T, [sig[0] * sig[0], ids], None))
     if t + 1 > n0:
         s = np.maximum(s, VALUE_RULES["scatter_add"](node, _T, [sig[0], ids], None) / np.sqrt(n0))
     if t:
-        s = s + _growth(t, n0) * VALUE_RULES["scatter_add"](node, _T, [np.abs(rows), ids], None)
+        s = s + _growth(t, n0) * _abs_scatter(node, vals)
     return s
 
 
@@ -285,6 +293,13 @@ def _s_map(node, vals, sig, value, count, n0):
         total = np.sqrt(sq) + own
     total = np.broadcast_to(total, np.shape(value))
     return np.where(np.isnan(total), np.inf, total)
+
+
+def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
+    """min(E, lam * sigma), NaN-ignoring, formed in lam * sigma's array (one temporary)."""
+    scaled = np.multiply(lam, sigma)
+    return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(
+        E.shape, scaled.shape) else None)
 
 
 def _worst_rule(rule: Callable) -> Callable:
@@ -320,7 +335,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
     """
     if mode not in MODES:
         raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
-    prob = mode == "probabilistic"
+    prob, n0 = mode == "probabilistic", sqrt_terms
     outputs = list(outputs)
     order = topological(outputs)
     last = {a.id: i for i, n in enumerate(order) for a in n.args}
@@ -348,7 +363,10 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
             errs[node.id] = sigs[node.id] = _zeros(node)
             nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
         else:
-            args = [vals[a.id] for a in node.args]
+            args = Operands(node, [vals[a.id] for a in node.args],
+                            errors=[errs[a.id] for a in node.args],
+                            sigmas=[sigs[a.id] for a in node.args] if prob else None,
+                            long=prob and node.op == "einsum" and _einsum_terms(node) > n0)
             with np.errstate(all="ignore"):
                 vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
                 nz = [nonzero[a.id] for a in node.args]
@@ -369,7 +387,7 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
                     #                  value, error, sigma and nonzero of 163M entries at once)
                     final[a.id] = np.broadcast_to(
-                        np.fmin(errs[a.id], sigmas * sigs[a.id]) if prob else errs[a.id],
+                        _at_most(errs[a.id], sigmas, sigs[a.id]) if prob else errs[a.id],
                         (n,) + a.shape)
                     for k in (index[a.id] if emit is not None else ()):
                         emit(k, final[a.id])

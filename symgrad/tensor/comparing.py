@@ -96,18 +96,23 @@ def _fit(x: np.ndarray, kind) -> np.ndarray:
 
 
 def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
-                    rigorous=None) -> Comparison:
+                    rigorous=None, allowed_ulps: np.ndarray | None = None) -> Comparison:
     """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
     float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
     ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the rows that
     reach a kink are compared again with their sides: ``symgrad.tensor.sides.rejudge``). GPT-2 at full size: 2.8 GB per backend instead of 9. ``rigorous``:
     a ``symgrad.rigorous.Enclosure`` (None above 200k parameters: no proof, a mismatch beyond
-    the fast allowance stays one); its radii are kept where computed."""
+    the fast allowance stays one); its radii are kept where computed.
+
+    ``allowed_ulps``: an earlier comparison's allowance for the same ``hi``, ``E`` and
+    ``dtype`` (the allowance depends on nothing else, not on the backend: ``shared_allowance``),
+    kept as this one's instead of a second equal array (GPT-2's torch and torch_fn in one
+    dtype share 0.65 GB)."""
     n, width = hi.shape
     small = n * width <= COMPACT_FROM
     kind = np.float64 if small else np.float32
     ulps = np.empty((n, width), kind)
-    allowed = np.empty((n, width), kind)
+    allowed = np.empty((n, width), kind) if allowed_ulps is None else allowed_ulps
     status = np.empty((n, width), np.int8)
     got = np.asarray(got, dtype=np.float64)
     radius = np.full((n, width), np.nan) if rigorous is not None else None
@@ -119,7 +124,9 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
                     dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
                     rigorous=None if rigorous is None else rigorous.columns(part))
-        ulps[:, part], allowed[:, part] = _fit(c.ulps, kind), _fit(c.allowed_ulps, kind)
+        ulps[:, part] = _fit(c.ulps, kind)
+        if allowed_ulps is None:
+            allowed[:, part] = _fit(c.allowed_ulps, kind)
         status[:, part] = c.status
         if rigorous is not None:
             radius[:, part], error[:, part] = c.rigorous, c.error
@@ -129,22 +136,27 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
                       error=error, rigorous=radius)
 
 
-def share_allowance(comp: Comparison, others) -> Comparison:
-    """``comp`` holding an earlier comparison's allowance array where the two are equal (the
-    allowance depends on the bound, the exact value and the dtype, not on the backend: GPT-2's
-    torch and torch_fn in one dtype share 0.65 GB instead of holding it twice).
+def shared_allowance(key, earlier: dict) -> np.ndarray | None:
+    """The allowance array (``Comparison.allowed_ulps``) of an earlier comparison made with the
+    same bound and dtype, for ``compare_compact(allowed_ulps=...)``; None if there is none
+    still whole (a reduced comparison keeps only its value column).
 
     Arguments:
-        comp: a new comparison (``compare_compact``).
-        others: the comparisons made before it.
+        key: what the allowance depends on besides the oracle's values: (which bound, dtype).
+        earlier: backend -> (its key, its comparison), the comparisons made so far.
     Returns:
-        ``comp``, its ``allowed_ulps`` replaced by an equal earlier one where there is one."""
-    for other in others:
-        if (other.dtype == comp.dtype and other.allowed_ulps.shape == comp.allowed_ulps.shape
-                and other.allowed_ulps.dtype == comp.allowed_ulps.dtype
-                and np.array_equal(other.allowed_ulps, comp.allowed_ulps, equal_nan=True)):
-            return replace(comp, allowed_ulps=other.allowed_ulps)
-    return comp
+        That array, or None.
+
+    >>> from symgrad.compare import Tolerance
+    >>> c = compare_compact(np.ones((1, 2)), np.zeros((1, 2)), np.ones((1, 2)),
+    ...                     np.ones((1, 2)), backend="b", dtype="float64", tol=Tolerance())
+    >>> shared_allowance((False, "float64"), {"b": ((False, "float64"), c)}) is c.allowed_ulps
+    True
+    """
+    for k, comp in earlier.values():
+        if k == key and not comp.reduced:
+            return comp.allowed_ulps
+    return None
 
 
 def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
@@ -154,9 +166,11 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
     def columns(a: int, b: int):
         exact = hi[:, a:b]
         with np.errstate(invalid="ignore", over="ignore"):
-            err = (comp.got[:, a:b] - exact) - np.asarray(lo[:, a:b], dtype=np.float64)
-            allowed = allowance(E[:, a:b], comp.dtype, tol)
-        return exact, err, np.where(np.isnan(allowed), np.inf, allowed)
+            err = np.subtract(comp.got[:, a:b], exact)  # (got - hi) - lo, in place
+            err -= lo[:, a:b]
+            allowed = allowance(E[:, a:b], comp.dtype, tol)  # a new array: NaN -> inf in place
+        np.putmask(allowed, np.isnan(allowed), np.inf)
+        return exact, err, allowed
     at_kink = np.isfinite(comp.kink_position)  # decided by the kink test, not a scale
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
                                       exclude=at_kink if at_kink.any() else None)

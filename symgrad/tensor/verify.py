@@ -34,7 +34,7 @@ from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, views
 from .bound import evaluate_bound
-from .comparing import block_tests, compare_compact, share_allowance
+from .comparing import block_tests, compare_compact, shared_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
@@ -152,6 +152,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
     runs: dict[str, BackendRun] = {}
     comparisons: dict[str, Comparison] = {}
+    keys: dict[str, tuple] = {}  # backend -> (user bound?, dtype): its allowance's inputs
     for i, backend in enumerate(plan):  # each run, compared, summarised before the next runs
         with _phase(backend.name, cfg, timings, f"{backend.name}_s"):
             got, runs[backend.name] = backend.run()
@@ -163,10 +164,11 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     model, sub, hi, lo, dt, cfg.tolerance.function_ulps,
                     textbook=textbook if key[0] else None)
             got = got if len(subset) == n else got[subset]
-            comp = share_allowance(compare_compact(hi, lo, got, Eb, backend=name, dtype=dt,
-                                                   tol=cfg.tolerance,
-                                                   rigorous=enclosures.get(key)),
-                                   comparisons.values())
+            comp = compare_compact(hi, lo, got, Eb, backend=name, dtype=dt, tol=cfg.tolerance,
+                                   rigorous=enclosures.get(key),
+                                   allowed_ulps=shared_allowance(key, {
+                                       b: (keys[b], c) for b, c in comparisons.items()}))
+            keys[name] = key
             if kinks is not None:
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_open(mark_doubt(comp, doubt), rewrite)  # entries left open

@@ -142,3 +142,14 @@ def test_an_intermediate_in_the_zone_of_normal_inputs_and_results():
             for col, exact in enumerate((mp.log(W_ * X_) + W_ * X_ ** 2, 1 / W_ + X_ ** 2)):
                 got = mp.mpf(float(hi[i, col])) + mp.mpf(float(lo[i, col]))
                 assert abs(got - exact) <= 1e-29 * abs(exact), (i, col, got, exact)
+
+
+def test_a_ball_beyond_float64_rounds_to_inf_not_an_error():
+    """1/x at a subnormal x (log's derivative, the op catalogue's bulk log) is beyond float64:
+    the ball wholly beyond it is inf, certified (the overflow class); one straddling the
+    largest float is not certified. Python's float(Fraction) raised OverflowError here."""
+    big = arb(2) ** 1100
+    hi, lo, ok = rounded(np.array([big, -big, arb(np.finfo(np.float64).max, 2.0 ** 1000)],
+                                  dtype=object))
+    assert hi[0] == np.inf and hi[1] == -np.inf and ok[0] and ok[1]
+    assert not ok[2]

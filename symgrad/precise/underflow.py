@@ -100,6 +100,9 @@ def nearest(h: float, l: float, ball: arb) -> tuple[bool, bool]:
     return abs(Fraction(h) + Fraction(l) - m) + r <= _claim(h), r <= _HALF * Fraction(ROUNDED_SLACK)
 
 
+_FLOAT_MAX = Fraction(np.finfo(np.float64).max)  # Python's float(Fraction) overflows past it
+
+
 def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each ball's midpoint as the nearest double-double: hi the float64 nearest the midpoint,
     lo the float64 nearest the rest (both correctly rounded, subnormals included: Python's
@@ -123,9 +126,11 @@ def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             if not b.is_finite():
                 continue
             m = _frac(b.mid())
-            h = float(m)
-            if not np.isfinite(h):
+            if abs(m) > _FLOAT_MAX:  # beyond float64 (1/x at a subnormal x): inf, certified
+                if abs(m) - _frac(b.rad()) > _FLOAT_MAX:  # when the whole ball is beyond
+                    hi[idx], ok[idx] = (np.inf if m > 0 else -np.inf), True
                 continue
+            h = float(m)
             hi[idx], lo[idx] = h, float(m - Fraction(h))
             ok[idx] = nearest(hi[idx], lo[idx], b)[0]
     return hi, lo, ok

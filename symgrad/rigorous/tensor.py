@@ -84,7 +84,8 @@ def _walk_value(k, expr, args: dict):
     expr = sp.sympify(expr)
     shapes = [np.shape(v) for v in args.values()]
     shape = np.broadcast_shapes(*shapes) if shapes else ()
-    bargs = {s: np.broadcast_to(v, shape) for s, v in args.items()}
+    bargs = {s: v if np.shape(v) == shape else np.broadcast_to(v, shape)
+             for s, v in args.items()}
     with np.errstate(all="ignore"):
         return _Walk(k, bargs, shape).value(expr)
 

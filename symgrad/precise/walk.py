@@ -104,17 +104,6 @@ def _broadcast(k: Kernels, v, shape):
     return v if k.shape(v) == shape else k.broadcast_to(v, shape)
 
 
-_CONSTANT: dict = {}  # expression -> has no free symbols (sympy recomputes free_symbols
-#                       recursively on every call: a walk asked it at every subexpression)
-
-
-def _constant(e: sp.Expr) -> bool:
-    got = _CONSTANT.get(e)
-    if got is None:
-        got = _CONSTANT[e] = not e.free_symbols
-    return got
-
-
 class _Walk:
     def __init__(self, k: Kernels, args: dict, shape: tuple):
         self.k, self.args, self.shape = k, args, shape
@@ -131,7 +120,7 @@ class _Walk:
         k = self.k
         if e in self.args:
             return self.args[e]
-        if isinstance(e, sp.Expr) and _constant(e):
+        if isinstance(e, sp.Expr) and not e.free_symbols:
             if e.is_number and e.is_real is False:
                 raise SymgradError(f"{k.name} map: constant {e} is not real")
             return k.constant(e, self.shape)

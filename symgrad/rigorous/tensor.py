@@ -64,26 +64,30 @@ def _rounded_kernels(R: Rounding):
     return RoundedKernels()
 
 
+class _Walk(walk._Walk):
+    """The walk as the backends compute: no stable rewrites, an n-term Add one sum."""
+
+    def _add(self, e):
+        return self.k.sum_terms([self.value(t) for t in e.args])
+
+    def _eval(self, e):
+        if isinstance(e, sp.log):
+            f = self.k.functions[sp.log]
+            return f(self.k, self.value(e.args[0]))
+        return super()._eval(e)
+
+
 def _walk_value(k, expr, args: dict):
     """``precise.walk.evaluate`` without its stable rewrites (1 + tanh -> 2 sigmoid, exp - 1 ->
     expm1, log(1 + u) -> log1p): the enclosure rounds what the backends compute, and an
     n-term Add is one order-free sum."""
-
-    class Walk(walk._Walk):
-        def _add(self, e):
-            return self.k.sum_terms([self.value(t) for t in e.args])
-
-        def _eval(self, e):
-            if isinstance(e, sp.log):
-                f = self.k.functions[sp.log]
-                return f(self.k, self.value(e.args[0]))
-            return super()._eval(e)
     expr = sp.sympify(expr)
     shapes = [np.shape(v) for v in args.values()]
     shape = np.broadcast_shapes(*shapes) if shapes else ()
-    bargs = {s: np.broadcast_to(v, shape) for s, v in args.items()}
+    bargs = {s: v if np.shape(v) == shape else np.broadcast_to(v, shape)
+             for s, v in args.items()}
     with np.errstate(all="ignore"):
-        return Walk(k, bargs, shape).value(expr)
+        return _Walk(k, bargs, shape).value(expr)
 
 
 class RoundedArbOps:

@@ -23,6 +23,7 @@ import sympy as sp
 from ..errors import SymgradError
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
+from .rename import rename
 
 
 def merge_powers(expr: sp.Expr) -> sp.Expr:
@@ -73,7 +74,7 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
         else:
             used = tuple(j for j in range(k) if X[j] in d.free_symbols)
             shift = {X[j]: X[m + 1] for m, j in enumerate(used)}
-            _LOCAL[key] = (X[0] * d.xreplace(shift), used)
+            _LOCAL[key] = (X[0] * rename(d, shift), used)
     return _LOCAL[key]
 
 

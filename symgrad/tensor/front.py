@@ -38,6 +38,7 @@ from ..errors import SymgradError
 from ..model import Block, Model
 from .model import TensorBlock, TensorModel
 from .program import X, Node, const, einsum, input, map_, onehot, param, reshape
+from .rename import rename
 
 MAX_ARGS = 15  # operands of one map (X[0..15]; its VJP map adds the cotangent X[0])
 
@@ -117,7 +118,7 @@ class _Builder:
         if not ops:
             raise SymgradError(f"to_program: step {label!r} is the constant {expr}; a step "
                                "must read a block or an earlier step")
-        body = expr.xreplace({s: X[i] for i, s in enumerate(ops)})
+        body = rename(expr, {s: X[i] for i, s in enumerate(ops)})
         return map_(body, *[self.env[s].get() for s in ops], name=label)
 
     def _part(self, expr: sp.Expr, label: str) -> sp.Symbol:

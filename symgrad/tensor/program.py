@@ -38,6 +38,7 @@ import sympy as sp
 from ..domains import Domain, Normal, as_domain
 from ..errors import SymgradError
 from .ids import node_ids as _ids
+from .rename import rename
 
 X = sp.symbols("x0:16", real=True)  # the argument symbols of every map expression
 
@@ -240,7 +241,8 @@ def map_(expr: sp.Expr, *operands, name: str = "") -> Node:
         else:
             subs[X[i]] = sp.nsimplify(o) if isinstance(o, float) else sp.sympify(o)
     if any(v is not k for k, v in subs.items()):  # rebuilding with nothing renamed: no-op
-        expr = expr.xreplace(subs)
+        renaming = all(isinstance(v, sp.Symbol) for v in subs.values())
+        expr = rename(expr, subs) if renaming else expr.xreplace(subs)
     _check_float("map", *nodes)
     if not nodes:
         raise SymgradError(f"map {expr}: needs at least one tensor operand")

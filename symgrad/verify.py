@@ -37,7 +37,7 @@ from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
 from .tensor.model import TensorModel
-from .tensor.front import program_of
+from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
 # the pipeline and its stages, importable from here (tests, scripts/detection.py)
@@ -108,7 +108,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     """
     if (module is None and order == 1 and isinstance(model, Model)
             and getattr(model, "order", 1) == 1 and _pipeline() == "program"):
-        model = program_of(model)  # not the HVP model symgrad.hvp builds (its own torch view)
+        model = to_program(model)  # not the HVP model symgrad.hvp builds (its own torch view)
     if samples is None:
         samples = DEFAULT_SAMPLES if inputs is not None else 500
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)

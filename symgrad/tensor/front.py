@@ -192,30 +192,6 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
     return _same_blocks(out, model, leaves)
 
 
-def program_of(model: Model) -> TensorModel:
-    """``to_program(model)``, built once per model and kept in its cache (as the scalar
-    pipeline keeps its derived, compiled program there): verifying one model again (a loop of
-    ``sg.verify``, the property-based ``symgrad.testing`` calls with one ``at=`` sample each)
-    reuses the program and what it derived (gradient, sided program, views) instead of
-    building and differentiating it anew. A pickled model drops it with its cache.
-
-    Arguments:
-        model: an ``sg.Model``.
-    Returns:
-        Its ``TensorModel`` (the same object on every call).
-
-    >>> import sympy as sp, symgrad as sg
-    >>> w = sp.Symbol("w")
-    >>> m = sg.Model("sq", w ** 2, params=[w])
-    >>> program_of(m) is program_of(m)
-    True
-    """
-    found = model._cache.get("tensor_program")
-    if found is None:
-        found = model._cache["tensor_program"] = to_program(model)
-    return found
-
-
 def _program(model: Model, graph, leaves: dict[str, Node]) -> Node:
     """One view of the scalar program (``model.graph``, or ``model.display_graph``: the
     textbook forms) over the block ``leaves``: one map node per step; the loss node."""

@@ -19,7 +19,7 @@ import symgrad.tensor as st
 from symgrad.precise import DD, DD_OPS
 from symgrad.precise import ddops
 from symgrad.precise.ozaki import dd_matmul
-from symgrad.tensor import derive, zeros
+from symgrad.tensor import bound, derive, zeros
 from symgrad.tensor.program import X
 
 x0, x1, x2 = X[0], X[1], X[2]
@@ -43,6 +43,31 @@ def test_annihilators_without_simplify(monkeypatch, expr, k, want):
     monkeypatch.setattr(zeros.sp, "simplify", _no_simplify)
     zeros._CACHE.clear()
     assert zeros.annihilators(expr, k) == want
+
+
+def test_annihilators_asked_only_about_arguments_that_hold_a_zero(monkeypatch):
+    # the bound asks about an argument only where its values hold a zero: a body whose
+    # arguments hold none costs no probe and no simplify, and the answer is the same subset
+    asked = []
+    real = zeros._vanishes_with
+    monkeypatch.setattr(zeros, "_vanishes_with", lambda e, x: asked.append(x) or real(e, x))
+    zeros._CACHE.clear()
+    body = x0 * sp.exp(x1) * x2
+    assert zeros.annihilators(body, 3, among=[2]) == (2,)
+    assert zeros.annihilators(body, 3, among=[1]) == ()
+    assert asked == [x2, x1]
+    assert zeros.annihilators(body, 3) == (0, 2) and asked == [x2, x1, x0]  # 1, 2 remembered
+    asked.clear()
+    w, v = st.param("w", ()), st.param("v", ())
+    loss = st.map_(X[0] * sp.exp(X[1]), w, v)
+    nonzero = {"w": np.array([0.5, -2.0]), "v": np.array([1.0, 3.0])}
+    holds = {"w": np.array([0.0, -2.0]), "v": np.array([1.0, 3.0])}
+    zeros._CACHE.clear()
+    E = bound.evaluate_bound([loss], nonzero)[0]
+    assert asked == [] and np.all(E > 0)
+    E0 = bound.evaluate_bound([loss], holds)[0]
+    assert asked == [X[0]] and E0[0] == 0 and E0[1] > 0  # w = 0 zeroes w * exp(v) exactly
+    zeros._CACHE.clear()
 
 
 def test_annihilators_undecided_falls_back_to_simplify(monkeypatch):

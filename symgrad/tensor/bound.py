@@ -120,7 +120,8 @@ def _nz_leaf(node, vals, nz):
 
 
 def _nz_map(node, vals, nz):
-    keep = [nz[i] for i in _annihilators(node.attrs["expr"], len(nz)) if nz[i] is not None]
+    holding = [i for i, n in enumerate(nz) if n is not None]  # arguments that hold a zero
+    keep = [nz[i] for i in _annihilators(node.attrs["expr"], len(nz), among=holding)]
     if not keep:
         return None
     out = keep[0]

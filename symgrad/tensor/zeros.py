@@ -13,6 +13,8 @@ then by ``sympy.simplify`` (the rule before, and the same answer whenever simpli
 
 from __future__ import annotations
 
+from typing import Iterable
+
 import sympy as sp
 
 from .program import X
@@ -59,12 +61,26 @@ def _vanishes_with(expr: sp.Expr, x: sp.Symbol) -> bool:
         return False
 
 
-def annihilators(expr: sp.Expr, k: int) -> tuple[int, ...]:
+def annihilators(expr: sp.Expr, k: int, *,
+                 among: Iterable[int] | None = None) -> tuple[int, ...]:
     """The arguments i with f = 0 wherever x_i = 0 (f = x_i * g(...)): a zero there is exact.
-    Computed once per distinct body (structural key), shared by every node with that body."""
-    key = (expr, k)
+
+    Arguments:
+        expr: a map body over ``X[0..k-1]``.
+        k: its number of arguments.
+        among: only these arguments are asked about (default all): the bound asks only about
+            arguments that hold a zero, so a body whose arguments hold none costs nothing.
+    Returns:
+        The annihilating arguments among those asked about, ascending. Decided once per
+        distinct body and argument (structural key), shared by every node with that body.
+    """
+    return tuple(i for i in (range(k) if among is None else sorted(among))
+                 if _annihilates(expr, i))
+
+
+def _annihilates(expr: sp.Expr, i: int) -> bool:
+    key = (expr, i)
     found = _CACHE.get(key)
     if found is None:
-        found = tuple(i for i in range(k) if _vanishes_with(expr, X[i]))
-        _CACHE[key] = found
+        found = _CACHE[key] = _vanishes_with(expr, X[i])
     return found

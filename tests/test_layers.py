@@ -49,7 +49,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
               "order_stats", "report.atomic")),
     ("settings: tolerance, ULPs, config", ("compare", "config")),
     ("expressions and programs", ("graph", "functions", "optable", "codegen", "rounding",
-                                  "tensor.ids",
+                                  "tensor.ids", "tensor.rename",
                                   "tensor.program")),
     ("ops", ("ops", "stable", "tensor.ops")),
     ("models and derivatives", ("model", "derive", "tensor", "tensor.derive", "tensor.interpret",

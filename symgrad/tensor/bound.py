@@ -39,8 +39,7 @@ rounds the same way every time (float32, 2^20 copies of 0.1 summed one by one: 1
 5x the sqrt(n) allowance). So sqrt growth holds up to ``sqrt_terms`` = n0 terms (1024: the
 same summation then uses <= 16 % of the allowance) and growth is linear beyond, for the
 contraction's own roundings (max(sqrt(r), r / sqrt(n0)) einsum(|x|)) and for the errors it adds
-up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)). Real errors of correct GPT code are
-measured against both bounds in ``reports/bound_tightness.md``.
+up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)); reports/bound_tightness.md: real errors.
 
 ``symgrad.compare`` multiplies E by the tolerance's safety factor; the bound is evaluated on the
 gradient program, so a gradient entry that is tiny through cancellation gets the allowance of

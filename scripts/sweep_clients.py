@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
-from symgrad import zoo  # noqa: E402
 from symgrad.report.atomic import write_set  # noqa: E402
 from tests import clients as C  # noqa: E402
 from tests.gptmodels import nanogpt  # noqa: E402
@@ -94,15 +93,6 @@ def _hf(seed: int, dtype: str) -> nn.Module:
         return transformers.GPT2LMHeadModel(hc).to(getattr(torch, dtype)).eval()
 
 
-_TINY: dict = {}
-
-
-def _tiny(cfg: dict):
-    """The zoo description of a GPT config, derived once per process."""
-    key = json.dumps(cfg, sort_keys=True)
-    if key not in _TINY:
-        _TINY[key] = zoo.get("tiny_gpt", config=cfg)
-    return _TINY[key]
 
 
 def _built(build: Callable, seed: int, dtype: str) -> nn.Module:
@@ -146,7 +136,7 @@ def _custom_gradcheck(seed, dtype):
 
 def _gpt_layout(build: Callable, cfg: dict) -> Callable:
     def run(seed, dtype):
-        return sg.verify(_tiny(cfg), module=build(seed, dtype), samples=SAMPLES, seed=seed,
+        return sg.verify(C.tiny_gpt(cfg), module=build(seed, dtype), samples=SAMPLES, seed=seed,
                          dtype=dtype)
     return run
 

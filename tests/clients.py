@@ -13,6 +13,7 @@ use a client can also show the bug caught.
 
 from __future__ import annotations
 
+import json
 from contextlib import contextmanager
 from typing import Callable, Iterator
 
@@ -20,6 +21,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from symgrad import zoo
 from symgrad.testing import scale_backward
 
 
@@ -210,3 +212,15 @@ class LSTMOut(nn.Module):
 
     def forward(self, x):
         return self.lstm(x)[0]
+
+
+_TINY_GPTS: dict = {}
+
+
+def tiny_gpt(cfg: dict):
+    """symgrad's tiny_gpt description of a GPT config, built once per process (its derivation
+    is cached on it): the module path's twin of the book, nanoGPT and HF GPT-2 modules."""
+    key = json.dumps(cfg, sort_keys=True)
+    if key not in _TINY_GPTS:
+        _TINY_GPTS[key] = zoo.get("tiny_gpt", config=cfg)
+    return _TINY_GPTS[key]

@@ -14,6 +14,7 @@ from symgrad import SymgradError, zoo
 from symgrad.cli import main
 from symgrad.modules import LAYOUTS, plan
 from symgrad.zoo import gpt, native_gpt
+from tests.clients import tiny_gpt as tiny
 from tests.gptmodels import book, nanogpt
 from tests.gptmodels.bugs import BUGS
 
@@ -22,15 +23,6 @@ SMALL = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_la
 NANO = {**SMALL, "qkv_bias": True, "tie_weights": True, "gelu": "erf"}
 HF = {**SMALL, "qkv_bias": True, "tie_weights": True}
 N = 3  # samples per check
-_MODELS: dict = {}
-
-
-def tiny(cfg: dict):
-    """tiny_gpt of a config, built once per session (its derivation is cached on it)."""
-    key = json.dumps(cfg, sort_keys=True)
-    if key not in _MODELS:
-        _MODELS[key] = zoo.get("tiny_gpt", config=cfg)
-    return _MODELS[key]
 
 
 def _book_module(cfg=SMALL, seed=0):

@@ -15,7 +15,7 @@ where the derivative does not exist) are a one-line error naming the entry.
 >>> m = TensorModel("sq", st.sum_(st.tanh(w)))
 >>> g = exact_point(m, {"w": [0.5, "0.25"]}, dps=30)
 >>> str(g["d/dw[1]"])[:12]   # 1 - tanh(0.25)^2
-'0.9411685314'
+'0.9400148488'
 """
 
 from __future__ import annotations

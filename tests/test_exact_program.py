@@ -36,7 +36,8 @@ def _agree(a: dict, b: dict, digits: int = 45) -> None:
 def test_program_equals_scalar_pipeline_on_every_plain_zoo_model(name):
     m = zoo.get(name)
     point = _point(m, seed=3)
-    got = sg.exact_at(m, point, dps=DPS)  # the default: the program
+    with pipeline("program"):
+        got = sg.exact_at(m, point, dps=DPS)
     with pipeline("scalar"):
         want = sg.exact_at(m, point, dps=DPS)
     _agree(got, want)
@@ -118,6 +119,13 @@ def test_point_errors_are_the_same_one_line_errors():
 def test_a_point_where_the_derivative_does_not_exist_is_one_line():
     x = sp.Symbol("x")
     m = sg.Model("sqrt", sp.sqrt(x), params=[x])
-    with pytest.raises(SymgradError, match=r"exact_at: d/dx of sqrt could not be certified"):
-        sg.exact_at(m, {"x": 0.0})
-    assert abs(sg.exact_at(m, {"x": 4.0})["d/dx"] - mpmath.mpf(1) / 4) < mpmath.mpf(10) ** -45
+    with pipeline("program"):
+        with pytest.raises(SymgradError, match=r"exact_at: d/dx of sqrt could not be certified"):
+            sg.exact_at(m, {"x": 0.0})
+        assert abs(sg.exact_at(m, {"x": 4.0})["d/dx"] - mpmath.mpf(1) / 4) < mpmath.mpf(10) ** -45
+    v = st.param("v", (2,))
+    t = TensorModel("logs", st.sum_(st.log(v)))
+    with pytest.raises(SymgradError, match=r"exact_at: (value|d/dv\[1\]) of logs could not be "
+                                           r"certified to 50 digits.*move the point$"):
+        sg.exact_at(t, {"v": [1.0, 0.0]})
+    assert sg.exact_at(t, {"v": [1.0, 0.5]})["d/dv[1]"] == 2

@@ -108,17 +108,22 @@ def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "
     bits = max(128, rel_bits + 12)
     outputs = model.gradient.outputs
     while True:
-        balls = flat_balls(model, evaluate(outputs, ARB_OPS.at(bits), _leaves(model, values,
-                                                                                bits)))
-        bad = _loose(balls, bits, rel_bits)
-        if bad is None:
-            break
+        try:
+            balls = flat_balls(model, evaluate(outputs, ARB_OPS.at(bits),
+                                               _leaves(model, values, bits)))
+        except (ValueError, ZeroDivisionError, OverflowError) as e:  # a ball op that refused
+            balls, bad, why = None, 0, f"the program raised {type(e).__name__}: {e}"
+        else:
+            bad = _loose(balls, bits, rel_bits)
+            if bad is None:
+                break
+            why = f"ball {balls[bad].str(5, radius=True)}"
         if bits >= MAX_BITS:
-            name = "value" if bad == 0 else f"d/d{entries[bad - 1]}"
+            name = "value" if balls is None or bad == 0 else f"d/d{entries[bad - 1]}"
             raise SymgradError(
                 f"{what}: {name} of {model.name} could not be certified to {dps} digits within "
-                f"{MAX_BITS} bits (ball {balls[bad].str(5, radius=True)}): the point sits on a "
-                f"kink, branch or domain boundary where it is not defined; move the point")
+                f"{MAX_BITS} bits ({why}): the point sits on a kink, branch or domain boundary "
+                f"where it is not defined; move the point")
         bits = min(2 * bits, MAX_BITS)
     with mpmath.workdps(dps):
         got = [+_to_mpf(o) for o in balls]

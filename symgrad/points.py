@@ -135,6 +135,34 @@ def check_domain(block, v: np.ndarray, what: str) -> None:
 check_integers = check_domain  # the name the pipelines import (one validation for every domain)
 
 
+def one_point(model, point: dict, what: str) -> dict[str, np.ndarray]:
+    """One point for ``exact_at`` / ``explain`` (scalar or tensor model), checked: by name (or
+    symbol), every block given, each of its block's shape, whole numbers for an Integers input.
+
+    Arguments:
+        model: the model (its ``blocks``: ``.name``, ``.shape``, ``.domain``, in order).
+        point: block name (or symbol) -> a number, a decimal string or a nested list.
+        what: the argument's name in messages (``"exact_at"``).
+    Returns:
+        Block name -> object array of the block's shape (the values as given, in block order).
+    """
+    given = by_name(model, point, what, complete=True)
+    out = {}
+    for b in model.blocks:
+        v = np.asarray(given[b.name], dtype=object)
+        if b.domain.integer and not isinstance(v.ravel()[0] if v.size else 0, str):
+            try:
+                floats = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError):
+                raise SymgradError(f"{what}: {b.name!r} must be numbers, got {given[b.name]!r}"
+                                   ) from None
+            check_domain(b, floats, what)
+        if v.shape != tuple(b.shape):
+            raise SymgradError(f"{what}: {b.name!r} has shape {tuple(b.shape)}, got {v.shape}")
+        out[b.name] = v
+    return out
+
+
 def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
     """Explicit samples for every block of ``model`` (scalar or tensor), checked: by name (or
     symbol), every block given, numbers, whole numbers for an Integers input, shape

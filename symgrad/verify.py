@@ -34,12 +34,13 @@ from .judge import judge, rigorous_enclosures, summarize
 from .model import Model, round_to
 from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
-from .points import by_name, check_integers as _check_integers, given_samples
+from .points import given_samples, one_point
 from .progress import phase
 from .result import Result
 from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
                      oracle_subset, param_columns, steps_at)
 from .tensor.model import TensorModel
+from .tensor.exact import exact_point
 from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
@@ -207,7 +208,7 @@ def _given(model: Model, at: dict, dtype: str) -> Batch:
     return Batch(values, np.ascontiguousarray(X))
 
 
-def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
+def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
     """The exact loss and gradient at one point, at ``dps`` digits.
 
     Arguments:
@@ -223,6 +224,10 @@ def exact_at(model: Model, point: dict, *, dps: int = 50) -> dict[str, "mpmath.m
     >>> round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)
     (-0.0898, -0.0817)
     """
+    if isinstance(model, TensorModel):  # the tensor program's gradient, in arb balls
+        return exact_point(model, point, dps=dps)
+    if getattr(model, "order", 1) == 1 and _pipeline() == "program":  # as verify reads it
+        return exact_point(as_program(model), point, dps=dps, names=model.entries)
     args = _point_args(model, point, what="exact_at")
     compiled = derive(model, VerifyConfig())
     outs = certified(compiled.oracle, args, dps, "exact_at")
@@ -237,20 +242,8 @@ def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
 
 
 def _point_args(model: Model, point: dict, *, what: str) -> list:
-    """One point (block name or symbol -> value) as the program's arguments, checked."""
-
-    given = by_name(model, point, what)
-    args = []
-    for b in model.blocks:
-        if b.name not in given:
-            raise SymgradError(f"{what}: no value for {b.name!r}; give every parameter and "
-                               f"input: {', '.join(x.name for x in model.blocks)}")
-        v = np.asarray(given.pop(b.name), dtype=object)
-        if b.domain.integer and not isinstance(v.ravel()[0] if v.size else 0, str):
-            _check_integers(b, np.asarray(v, dtype=np.float64), what)
-        if v.shape != b.shape:
-            raise SymgradError(f"{what}: {b.name!r} has shape {b.shape}, got {v.shape}")
-        args += [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x) for x in v.ravel()]
-    if given:
-        raise SymgradError(f"{what}: unknown name(s) {sorted(given)}")
-    return args
+    """One point (block name or symbol -> value) as the scalar program's arguments, checked
+    (``symgrad.points.one_point``, the tensor path's validation too)."""
+    values = one_point(model, point, what)
+    return [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x)
+            for b in model.blocks for x in values[b.name].ravel()]

@@ -347,12 +347,6 @@ _PROB = ("the probabilistic entry bound applies to tensor programs only: the new
          "entries the scalar worst case leaves inconclusive")
 KNOWN: dict[str, str] = {
     "small_gpt float32": _PROB,
-    "hvp gpt torch.prod near a zero entry": (
-        "the rigorous enclosure of to_program(GPT) is NaN at every entry (first order too): "
-        "its embedding lookup Piecewise((tok[0,0], Eq(id, 0)), ..., (nan, True)) reads the id "
-        "from a rounded-ball einsum, a widened ball that Eq cannot decide; so torch.prod's "
-        "error (4e-10, 5e4x the allowance) stays a suspicion, and at= gives no fresh samples "
-        "to confirm it: inconclusive, not a pass"),
     "hvp stable rewrite of a plain BCE": (
         "order 2 at an exact zero logit (w = 0): symgrad's own HVP program of the stable "
         "softplus gives 0 (its sign/Heaviside kinks have no second derivative), the exact "

@@ -49,7 +49,7 @@ def times_one(values: np.ndarray) -> np.ndarray:
     return np.array(col.entries(), dtype=object)
 
 
-def _core(x: np.ndarray) -> np.ndarray:
+def stored_entries(x: np.ndarray) -> np.ndarray:
     """``x`` without its broadcast axes (stride 0, size > 1 -> size 1): each stored entry once."""
     return x[tuple(slice(0, 1) if st == 0 and n > 1 else slice(None)
                    for st, n in zip(x.strides, x.shape))]
@@ -73,7 +73,7 @@ def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
         return None
     for si in (1, 0):
         sel, x = operands[si], operands[1 - si]
-        core = _core(sel)
+        core = stored_entries(sel)
         if core.size == 0 or not all(_is01(core.reshape(-1)[:8])):
             continue  # a look at the first entries turns a dense factor away
         if not all(_is01(core.reshape(-1))):
@@ -85,7 +85,7 @@ def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
         count = np.asarray(np.einsum(spec, *pair))
         if count.size and count.max() > 1:
             continue
-        if not all(_finite(_core(x).reshape(-1))):
+        if not all(_finite(stored_entries(x).reshape(-1))):
             return None  # 0 * inf is NaN in the general product
         pair[1 - si] = np.arange(1, x.size + 1, dtype=float).reshape(x.shape)
         at = np.asarray(np.einsum(spec, *pair)).astype(np.int64)  # 1 + flat index of the chosen entry

@@ -17,6 +17,7 @@ from ..precise.contract import parse
 from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
 from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread, union
+from .exact_int import exact_integer_einsum
 from .max_top import RULES_TOP
 
 
@@ -93,7 +94,8 @@ def _walk_value(k, expr, args: dict):
 class RoundedArbOps:
     """The ARB table (``symgrad.precise.arb.ArbOps``) with every operation widened by its
     rounding in ``dtype``: elementwise ops as in the scalar model, sums, contractions and
-    scatter-adds by gamma_(n-1) sum |terms| (n the terms per output, any order)."""
+    scatter-adds by gamma_(n-1) sum |terms| (n the terms per output, any order); a contraction
+    of exact small integers (``exact_int``) exactly."""
 
     def __init__(self, dtype: str, function_ulps: float, prec: int = PREC, *,
                  exact: bool = False) -> None:
@@ -161,6 +163,9 @@ class RoundedArbOps:
                 sizes[c] = max(sizes.get(c, 1), m)
         n = int(np.prod([sizes[c] for c in set("".join(terms)) - set(out)] or [1]))
         with ctx.workprec(self.prec):
+            whole = exact_integer_einsum(spec, ops, digits=self.R.digits)
+            if whole is not None:  # exact small integers (an id read from its one-hot): no
+                return whole       # order of float operations rounds them (``exact_int``)
             picked = selection(spec, ops)
             if picked is not None:  # a 0/1 selector: x * 1 + exact 0s, and sum |terms| is
                 #                     |x| * 1 + 0s; the same widening as the general product

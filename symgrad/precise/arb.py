@@ -18,7 +18,6 @@ Example:
 
 from __future__ import annotations
 
-from fractions import Fraction
 
 import flint
 import numpy as np
@@ -29,10 +28,10 @@ from .. import functions
 from ..errors import SymgradError
 from .arb_select import place, selection, times_one
 from .contract import einsum as _einsum
+from .rational import EXACT_PREC, arb_fraction, round_up, split_fraction
 from .walk import Kernels, evaluate
 
 DEFAULT_PREC = 128  # bits: exact products of float64 data, ~1e-38 relative on elementwise functions
-_EXACT_PREC = 2300  # enough to hold hi + lo of any double-double exactly
 
 
 def _ufunc(f, nin: int = 1):
@@ -235,16 +234,6 @@ def _axes(axis, ndim: int) -> tuple[int, ...]:
     return tuple(sorted({a % ndim for a in axes}))
 
 
-def _fraction(v: arb) -> Fraction:
-    man, exp = v.man_exp()
-    return Fraction(int(man)) * Fraction(2) ** int(exp)
-
-
-def _split_float(f: Fraction) -> tuple[float, float]:
-    hi = float(f)
-    return hi, float(f - Fraction(hi))
-
-
 class ArbOps:
     """The arb-ball table (see module docstring and ARRAYOPS.md) at `prec` bits."""
 
@@ -273,7 +262,7 @@ class ArbOps:
 
     def from_dd(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
         """Exact balls of double-double values (hi + lo)."""
-        with ctx.workprec(_EXACT_PREC):
+        with ctx.workprec(EXACT_PREC):
             out = _ufunc(lambda h, l: arb(float(h)) + arb(float(l)), 2)(np.asarray(hi, float), np.asarray(lo, float))
         return np.asarray(out, dtype=object).reshape(np.shape(hi))
 
@@ -289,7 +278,7 @@ class ArbOps:
             if not v.is_finite():
                 hi[idx], lo[idx] = np.nan, 0.0
             else:
-                hi[idx], lo[idx] = _split_float(_fraction(v.mid()))
+                hi[idx], lo[idx] = split_fraction(arb_fraction(v.mid()))
         return hi, lo
 
     def radius(self, x) -> np.ndarray:
@@ -299,9 +288,7 @@ class ArbOps:
             if not v.is_finite():
                 r[idx] = np.inf
                 continue
-            f = _fraction(v.rad())
-            d = float(f)
-            r[idx] = d if Fraction(d) >= f else np.nextafter(d, np.inf)
+            r[idx] = round_up(arb_fraction(v.rad()))
         return r
 
     def shape(self, x) -> tuple:

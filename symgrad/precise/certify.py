@@ -21,7 +21,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from fractions import Fraction
 from typing import Callable
 
 import numpy as np
@@ -29,11 +28,8 @@ from flint import arb, ctx
 
 from ..errors import SymgradError
 from .arb import ARB_OPS, ArbOps
+from .rational import EXACT_PREC, arb_fraction, overflow_sign, round_up
 from .underflow import in_zone, nearest
-
-_EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
-_MAX = arb(float(np.finfo(np.float64).max))  # a DD inf agrees with a ball wholly beyond it
-
 
 @dataclass(frozen=True)
 class CertifyConfig:
@@ -68,16 +64,6 @@ class Certificate:
         return head if self.ok else head + "; first failures: " + "; ".join(self.failures[:3])
 
 
-def _up(f: Fraction) -> float:
-    d = float(f)
-    return d if Fraction(d) >= f else float(np.nextafter(d, np.inf))
-
-
-def _frac(v: arb) -> Fraction:
-    man, exp = v.man_exp()
-    return Fraction(int(man)) * Fraction(2) ** int(exp)
-
-
 def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: CertifyConfig = CertifyConfig(),
             abs_allowance: np.ndarray | None = None) -> Certificate:
     """Certify DD values (hi + lo) against ARB balls of the same quantities.
@@ -104,14 +90,14 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
     ok = np.zeros(hi.shape, dtype=bool)
     failures: list[str] = []
     max_rel, worst = 0.0, None
-    with ctx.workprec(_EXACT_PREC):
+    with ctx.workprec(EXACT_PREC):
         for idx in np.ndindex(hi.shape):
             h, l, b = float(hi[idx]), float(lo[idx]), balls[idx]
             if b.is_finite():
-                radius[idx] = _up(_frac(b.rad()))
+                radius[idx] = round_up(arb_fraction(b.rad()))
             if not np.isfinite(h):
                 agree = (np.isnan(h) and b.is_nan()) or (np.isinf(h) and not b.is_nan()
-                                                        and ((h > 0 and b > _MAX) or (h < 0 and b < -_MAX)))
+                                                        and overflow_sign(b) == np.sign(h))
                 bound[idx] = 0.0 if agree else np.inf
                 ok[idx] = agree
                 if not agree:
@@ -121,7 +107,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                 bound[idx] = np.inf
                 failures.append(f"{idx}: DD {h} but ball {b.str(10, radius=True)}")
                 continue
-            e = _up(_frac((arb(h) + arb(l) - b).abs_upper()))
+            e = round_up(arb_fraction((arb(h) + arb(l) - b).abs_upper()))
             if zone[idx]:
                 near[idx], narrow[idx] = nearest(h, l, b)
             bound[idx] = e
@@ -132,7 +118,7 @@ def certify(hi: np.ndarray, lo: np.ndarray, balls: np.ndarray, *, config: Certif
                 max_rel, worst = e / v, idx
             if not ok[idx]:
                 failures.append(f"{idx}: DD {h!r} + {l!r}, ball mid {b.mid().str(40, radius=False)} "
-                                f"radius {_up(_frac(b.rad())):.3g}, error bound {e:.3g} > allowance {allow:.3g}")
+                                f"radius {round_up(arb_fraction(b.rad())):.3g}, error bound {e:.3g} > allowance {allow:.3g}")
     bad = [i for i in np.ndindex(hi.shape) if not ok[i]]
     return Certificate(bound, ok, int(hi.size), int(ok.sum()), max_rel, bad[0] if bad else worst, failures,
                        radius, hi, near, narrow)

@@ -30,12 +30,13 @@ from fractions import Fraction
 import numpy as np
 from flint import arb, ctx
 
+from .rational import EXACT_PREC, arb_fraction, overflow_sign, split_fraction
+
 ZONE = 2.0**-969  # |value| below this (and not 0): the DD's low part is on the 2^-1074 grid
 _HALF = Fraction(1, 2**1075)  # half float64's subnormal spacing (no float64: it rounds to 0)
 ROUNDED_SLACK = 2.0**-20  # a rounded ball's bound may exceed half a spacing by this much of it
 #                           (the ball's own radius): "rounded to nearest" in ``rounded``'s claim
 REL_CLAIM = 1e-30  # outside the zone: the DD's relative claim (as ``certify.CertifyConfig``)
-_EXACT_PREC = 2300  # holds hi + lo of any double-double exactly
 
 
 def in_zone(a: np.ndarray) -> np.ndarray:
@@ -78,11 +79,6 @@ def _claim(h: float) -> Fraction:
     return Fraction(REL_CLAIM) * abs(Fraction(h)) + _HALF * (1 + Fraction(ROUNDED_SLACK))
 
 
-def _frac(v: arb) -> Fraction:
-    man, exp = v.man_exp()
-    return Fraction(int(man)) * Fraction(2) ** int(exp)
-
-
 def nearest(h: float, l: float, ball: arb) -> tuple[bool, bool]:
     """Whether the DD value h + l is the nearest to every point of ``ball`` on the 2^-1074
     grid (sup |h + l - ball| within half a spacing and ``ROUNDED_SLACK`` of it), and whether
@@ -95,18 +91,15 @@ def nearest(h: float, l: float, ball: arb) -> tuple[bool, bool]:
     Returns:
         (within, narrow).
     """
-    with ctx.workprec(_EXACT_PREC):
-        m, r = _frac(ball.mid()), _frac(ball.rad())
+    with ctx.workprec(EXACT_PREC):
+        m, r = arb_fraction(ball.mid()), arb_fraction(ball.rad())
     return abs(Fraction(h) + Fraction(l) - m) + r <= _claim(h), r <= _HALF * Fraction(ROUNDED_SLACK)
 
 
-_FLOAT_MAX = Fraction(np.finfo(np.float64).max)  # Python's float(Fraction) overflows past it
-
-
 def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Each ball's midpoint as the nearest double-double: hi the float64 nearest the midpoint,
-    lo the float64 nearest the rest (both correctly rounded, subnormals included: Python's
-    rational-to-float conversion rounds once), and whether the rigorous bound sup |hi + lo -
+    """Each ball's midpoint as the nearest double-double (``precise.rational.split_fraction``:
+    correctly rounded, subnormals included; +-inf beyond float64's range, certified when the
+    whole ball is beyond it), and whether the rigorous bound sup |hi + lo -
     ball| is within the claim (``REL_CLAIM`` relative; in the zone half a subnormal spacing
     and ``ROUNDED_SLACK`` of it: the ball is rounded to nearest on the 2^-1074 grid), decided
     in exact rationals.
@@ -120,17 +113,15 @@ def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     balls = np.asarray(balls, dtype=object)
     hi, lo = np.full(balls.shape, np.nan), np.zeros(balls.shape)
     ok = np.zeros(balls.shape, bool)
-    with ctx.workprec(_EXACT_PREC):
+    with ctx.workprec(EXACT_PREC):
         for idx in np.ndindex(balls.shape):
             b = balls[idx]
             if not b.is_finite():
                 continue
-            m = _frac(b.mid())
-            if abs(m) > _FLOAT_MAX:  # beyond float64 (1/x at a subnormal x): inf, certified
-                if abs(m) - _frac(b.rad()) > _FLOAT_MAX:  # when the whole ball is beyond
-                    hi[idx], ok[idx] = (np.inf if m > 0 else -np.inf), True
+            h, l = split_fraction(arb_fraction(b.mid()))
+            if np.isinf(h):  # beyond float64 (1/x at a subnormal x): certified when the whole
+                hi[idx], ok[idx] = h, overflow_sign(b) == np.sign(h)  # ball is beyond it
                 continue
-            h = float(m)
-            hi[idx], lo[idx] = h, float(m - Fraction(h))
-            ok[idx] = nearest(hi[idx], lo[idx], b)[0]
+            hi[idx], lo[idx] = h, l
+            ok[idx] = nearest(h, l, b)[0]
     return hi, lo, ok

@@ -154,16 +154,15 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     cfg = replace(cfg, order=order) if order != 1 else cfg
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
                   torch_fn=torch_fn, module_map=module_map, order=cfg.order)
+    paths = (paths,) if isinstance(paths, str) else tuple(paths)
     if inputs is not None:  # any nn.Module, captured with its example inputs
-        return verify_any_module(module, inputs, targets=targets, cfg=cfg, options=ModuleOptions(
-            None, train, loss, tuple(paths) if not isinstance(paths, str) else (paths,)))
-    options = ModuleOptions(module_map, train, loss,
-                            tuple(paths) if not isinstance(paths, str) else (paths,))
+        return verify_any_module(module, inputs, targets=targets, cfg=cfg,
+                                 options=ModuleOptions(None, train, loss, paths))
+    options = ModuleOptions(module_map, train, loss, paths)
     if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
         model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
         module = None
-    if (module is None and isinstance(model, Model) and getattr(model, "order", 1) == 1
-            and _pipeline() == "program"):  # order 2 too: the HVP of the program (symgrad.hvp)
+    if module is None and _on_program(model):  # order 2 too: the HVP of the program (hvp.py)
         with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
             model = as_program(model)  # not a scalar HVP model symgrad.hvp built
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
@@ -188,6 +187,13 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
     return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn,
                  drawn=given is None, client=client)
+
+
+def _on_program(model) -> bool:
+    """Whether a plain ``model`` is verified as its tensor program: the pipeline is "program"
+    and it is not an HVP model ``symgrad.hvp`` built on the scalar side (its own torch view)."""
+    return (isinstance(model, Model) and getattr(model, "order", 1) == 1
+            and _pipeline() == "program")
 
 
 def as_program(model: Model) -> TensorModel:
@@ -226,7 +232,7 @@ def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[
     """
     if isinstance(model, TensorModel):  # the tensor program's gradient, in arb balls
         return exact_point(model, point, dps=dps)
-    if getattr(model, "order", 1) == 1 and _pipeline() == "program":  # as verify reads it
+    if _on_program(model):  # as verify reads it
         return exact_point(as_program(model), point, dps=dps, names=model.entries)
     args = _point_args(model, point, what="exact_at")
     compiled = derive(model, VerifyConfig())

@@ -41,6 +41,7 @@ from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exa
                      oracle_subset, param_columns, steps_at)
 from .tensor.model import TensorModel
 from .tensor.exact import exact_point
+from .tensor.exact import exact_steps as program_steps
 from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
@@ -242,9 +243,16 @@ def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[
 
 def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
     """The exact value of every leaf and every step of the model's textbook (display) program
-    at one point: ``{symbol: mpf}``, certified to ``dps`` digits. Used by explanations and
-    root-cause recognition."""
-    return steps_at(model, _point_args(model, point, what="at"), dps)
+    at one point: ``{symbol: mpf}``, certified to ``dps`` digits (``symgrad.tensor.exact``, on
+    the model's tensor program: its ``textbook_program`` where it has one).
+
+    >>> from symgrad import zoo
+    >>> v = exact_steps(zoo.get("neuron"), {"x": 1.1, "w": 2.2, "b": 0, "y": 1}, dps=20)
+    >>> {str(k): round(float(e), 4) for k, e in v.items()}["a"]
+    0.9183
+    """
+    program = as_program(model)
+    return program_steps(program.textbook_program or program, point, dps=dps)
 
 
 def _point_args(model: Model, point: dict, *, what: str) -> list:

@@ -21,10 +21,11 @@ where the derivative does not exist) are a one-line error naming the entry.
 from __future__ import annotations
 
 import math
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import mpmath
 import numpy as np
+import sympy as sp
 from flint import arb, ctx
 
 from ..errors import SymgradError
@@ -32,6 +33,7 @@ from ..points import one_point
 from ..precise.arb import ARB_OPS
 from .interpret import evaluate
 from .model import TensorModel
+from .program import topological
 from .views import flat_balls
 
 MAX_BITS = 4096  # as the scalar oracle's at_point
@@ -100,17 +102,70 @@ def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "
         SymgradError: a bad point (one line), or balls still too wide (or undefined) at 4096
             bits: a kink, branch or domain boundary at the point.
     """
+    entries = list(model.entries) if names is None else list(names)
+    labels = ["value"] + [f"d/d{e}" for e in entries]
+    got = _certified(model, model.gradient.outputs, point, dps, what,
+                     lambda outs: flat_balls(model, outs), labels)
+    return dict(zip(labels, got))
+
+
+def exact_steps(model: TensorModel, point: dict, *, dps: int = 50,
+                what: str = "at") -> dict[sp.Symbol, mpmath.mpf]:
+    """The exact value of every block entry and every step of a plain model's program (the
+    steps ``symgrad.tensor.front.to_program`` tags with a ``FrontStep``) at one point,
+    certified to ``dps`` digits as ``exact_point`` certifies the gradient.
+
+    Arguments:
+        model: a program built by ``to_program`` (its ``textbook_program`` for the textbook
+            forms); a program with no tagged steps gives its blocks' entries only.
+        point: block name (or symbol) -> value, checked by ``symgrad.points.one_point``.
+        dps: significant digits certified.
+        what: how errors name the call.
+    Returns:
+        The step's or entry's sympy symbol -> its value (mpmath, ``dps`` digits).
+
+    >>> import sympy as sp, symgrad as sg
+    >>> from symgrad.tensor.front import to_program
+    >>> x, w = sp.symbols("x w")
+    >>> m = sg.Model("sq", sg.ops.step((w * x) ** 2, label="s"), params=[w],
+    ...              inputs={x: sg.Uniform(-1, 1)})
+    >>> v = exact_steps(to_program(m), {"w": 3, "x": "0.5"}, dps=20)
+    >>> {str(k): str(e) for k, e in v.items()}
+    {'s': '2.25', 'w': '3.0', 'x': '0.5'}
+    """
+    steps = [n for n in topological([model.loss]) if "step" in n.attrs]
+    symbols = [n.attrs["step"].symbol for n in steps]
+    labels = [str(s) for s in symbols]
+
+    def flat(outs: list) -> np.ndarray:  # one sample of each shape-() step
+        return np.array([np.asarray(o, dtype=object).reshape(-1)[0] for o in outs],
+                        dtype=object)
+
+    got = _certified(model, steps, point, dps, what, flat, labels) if steps else []
+    out = dict(zip(symbols, got))
+    values = one_point(model, point, what)
+    with mpmath.workdps(dps):
+        for b in model.blocks:
+            syms = b.node.attrs.get("symbols", ())
+            for s, x in zip(syms, np.asarray(values[b.name], dtype=object).reshape(-1)):
+                out[s] = +mpmath.mpf(x)
+    return out
+
+
+def _certified(model: TensorModel, outputs: Sequence, point: dict, dps: int, what: str,
+               flatten: Callable[[list], np.ndarray], labels: Sequence[str]) -> list:
+    """``outputs`` of ``model`` at ``point`` in arb balls, the precision doubled until every
+    ball is tight to ``dps`` digits; their midpoints as mpmath numbers (``labels[k]`` names
+    flat ball k in the error of a ball that never narrows)."""
     if not isinstance(dps, int) or dps < 1:
         raise SymgradError(f"{what}: dps must be a positive integer, got {dps!r}")
     values = one_point(model, point, what)
-    entries = list(model.entries) if names is None else list(names)
     rel_bits = math.ceil(dps * 3.33) + 4
     bits = max(128, rel_bits + 12)
-    outputs = model.gradient.outputs
     while True:
         try:
-            balls = flat_balls(model, evaluate(outputs, ARB_OPS.at(bits),
-                                               _leaves(model, values, bits)))
+            balls = flatten(evaluate(list(outputs), ARB_OPS.at(bits),
+                                     _leaves(model, values, bits)))
         except (ValueError, ZeroDivisionError, OverflowError) as e:  # a ball op that refused
             balls, bad, why = None, 0, f"the program raised {type(e).__name__}: {e}"
         else:
@@ -119,12 +174,10 @@ def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "
                 break
             why = f"ball {balls[bad].str(5, radius=True)}"
         if bits >= MAX_BITS:
-            name = "value" if balls is None or bad == 0 else f"d/d{entries[bad - 1]}"
             raise SymgradError(
-                f"{what}: {name} of {model.name} could not be certified to {dps} digits within "
-                f"{MAX_BITS} bits ({why}): the point sits on a kink, branch or domain boundary "
-                f"where it is not defined; move the point")
+                f"{what}: {labels[bad]} of {model.name} could not be certified to {dps} digits "
+                f"within {MAX_BITS} bits ({why}): the point sits on a kink, branch or domain "
+                f"boundary where it is not defined; move the point")
         bits = min(2 * bits, MAX_BITS)
     with mpmath.workdps(dps):
-        got = [+_to_mpf(o) for o in balls]
-    return dict(zip(["value"] + [f"d/d{e}" for e in entries], got))
+        return [+_to_mpf(o) for o in balls]

@@ -8,7 +8,12 @@ shapes and domains; one entry is picked from a block by existing node kinds only
     float block entry    einsum("i,i->", flat block, constant one-hot)   (exact: x * 1 + 0s)
     integer block entry  einsum("iv,i,v->", onehot(ids), one-hot, 0..V-1) (the id as a float)
 
-Pick nodes carry the user's entry names (``W[0,1]``) and step nodes the step's name.
+Pick nodes carry the user's entry names (``W[0,1]``) and step nodes the step's name. For
+readers (``explain``, the report's textbook forms) the front end's own forms travel with the
+program: each step's map node carries a ``FrontStep`` in ``attrs["step"]`` (its symbol, the
+expression as explanations write it, the ``ops`` call that made it: ``ops.basic.Group``), and each
+block leaf its entry symbols in ``attrs["symbols"]`` (row-major); no view of the program reads
+them.
 
 Two limits of the tensor program shape the result, both exact rewrites:
 
@@ -29,6 +34,7 @@ Two limits of the tensor program shape the result, both exact rewrites:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
@@ -41,6 +47,41 @@ from .program import X, Node, const, einsum, input, map_, onehot, param, reshape
 from .rename import rename
 
 MAX_ARGS = 15  # operands of one map (X[0..15]; its VJP map adds the cotangent X[0])
+
+
+@dataclass(frozen=True)
+class FrontStep:
+    """One step of a plain model, as its map node carries it (``node.attrs["step"]``).
+
+    ``symbol``: the step's sympy symbol (an ``Intermediate``: its label prints); ``expr``: the
+    step as explanations write it (``sigma(z)``, the textbook form in ``textbook_program``),
+    over block entry symbols and earlier steps' symbols; ``operands``: the symbols it reads;
+    ``kind``: the op's kind (``"linear"``); ``group``: the ``ops`` call on a matrix that made
+    it (``symgrad.ops.basic.Group``: op, label, operand names, shape), or None."""
+
+    symbol: sp.Symbol
+    expr: sp.Expr
+    operands: tuple[sp.Symbol, ...]
+    kind: str
+    group: object | None
+
+
+def program_of(model) -> TensorModel:
+    """The tensor program of any model: a ``TensorModel`` is its own, a plain model's is
+    ``to_program(model)``, built once and cached on the model (as ``symgrad.verify.as_program``:
+    the same cache entry, so verify and explain share it).
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> m = sg.Model("sq", w ** 2, params=[w])
+    >>> program_of(m) is program_of(m), program_of(program_of(m)) is program_of(m)
+    (True, True)
+    """
+    if isinstance(model, TensorModel):
+        return model
+    if "tensor_program" not in model._cache:
+        model._cache["tensor_program"] = to_program(model)
+    return model._cache["tensor_program"]
 
 
 class _Fan:
@@ -177,6 +218,8 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
         function (a wrong rule fails the value, as on the scalar pipeline).
     """
     leaves = {b.name: _leaf(b) for b in model.blocks}
+    for b in model.blocks:  # the entry symbols the steps read (``FrontStep.expr``)
+        leaves[b.name].attrs["symbols"] = tuple(model.real[s] for s in b.symbols)
     loss = _program(model, model.graph, leaves)
     out = TensorModel(name or model.name, loss, description=model.description,
                       reference=model.reference,
@@ -204,6 +247,10 @@ def _program(model: Model, graph, leaves: dict[str, Node]) -> Node:
     loss = None
     for step in graph.nodes:
         loss = build.node(step.expr, step.name)
+        shown = getattr(step.symbol, "shown", None)
+        loss.attrs["step"] = FrontStep(step.symbol, shown if shown is not None else step.expr,
+                                       tuple(step.operands), step.kind,
+                                       getattr(step.symbol, "group", None))
         build.env[step.symbol] = _Fan(lambda made=loss: made)
     return loss
 

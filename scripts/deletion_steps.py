@@ -57,9 +57,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
       "findings.py": ["worst_entries"]}),
     ("5", "the scalar presentations (after explain and the report run on the program)",
      ["present/derivation.py", "derive.py"],
-     {"explain.py": ["_summarized", "_formula_section", "_entry_symbols", "_values_at",
-                     "_torch_at", "_names"],
-      "present/formulas.py": ["display_names", "_shown", "_family", "families", "_shapes",
+     {"present/formulas.py": ["display_names", "_shown", "_family", "families", "_shapes",
                               "_matrix_rules", "model_formulas", "gradient_formulas",
                               "_textbook", "_matrix_eq", "_computed", "_program_names"],
       "graph.py": ["active_symbols"]}),  # moved from derive.py by step 1c

@@ -124,3 +124,14 @@ def test_tensor_model_and_plain_model_take_the_same_path():
     assert plain.gradient == program.gradient
     want = 2 * np.tanh(0.375) * (1 - np.tanh(0.375) ** 2) * 0.75
     assert abs(float(plain.gradient["w"]) - want) < 1e-15
+
+
+def test_ops_own_partials_and_matrix_forms_travel_with_the_program():
+    """A step's declared partial (log-sum-exp's softmax, in terms of lse itself) is carried
+    onto its map node and shown, not sympy.diff of the stable form; a dense layer on an
+    elementwise activation keeps its matrix form in the summary."""
+    md = sg.explain(zoo.get("gpt_softmax")).markdown()
+    assert r"= e^{X_{1,0}} e^{- \mathrm{lse}_{1}}" in md
+    md = sg.explain(zoo.get("gpt_feed_forward")).markdown()
+    assert (r"\mathrm{ffn} = \mathrm{act} \left(W^{(2)}\right)^{T} + 1 \left(b^{(2)}\right)^{T}"
+            in md)

@@ -14,6 +14,8 @@ adjoints (simplenet's dL/dz = a - y); a large model summarized one line per fami
 
 from __future__ import annotations
 
+import re
+
 import sympy as sp
 
 from ..logistic import sigma
@@ -155,6 +157,19 @@ def _family(n: FrontStep) -> str:
     return label.split("_{")[0] if label else n.kind
 
 
+def _label_shapes(steps: Steps) -> dict[str, tuple[int, int]]:
+    """The matrix a family of indexed steps fills (``act_{1,11}`` .. -> act is 2 x 12), so a
+    matrix op reading it (a dense layer on an elementwise activation) has its matrix form."""
+    out: dict[str, tuple[int, int]] = {}
+    for n in steps.nodes:
+        m = re.fullmatch(r"(.+)_\{(\d+)(?:,(\d+))?\}", getattr(n.symbol, "label", None) or "")
+        if m:
+            i, j = int(m.group(2)) + 1, int(m.group(3) or 0) + 1
+            old = out.get(m.group(1), (0, 0))
+            out[m.group(1)] = (max(old[0], i), max(old[1], j))
+    return out
+
+
 def summary_sections(steps: Steps) -> list[Section]:
     """A model too large for every step: one line per family of steps (the matrix formula of an
     ``ops`` call on a matrix, else the family's first step), then each family's backward rule
@@ -171,6 +186,7 @@ def summary_sections(steps: Steps) -> list[Section]:
     shapes = {name: (s + (1,) * (2 - len(s)) if s else (1, 1))
               for name, s in steps.shapes.items()}
     shapes.update({n.group.label: n.group.shape for n in steps.nodes if n.group is not None})
+    shapes = _label_shapes(steps) | shapes
     fwd = Section(f"Forward pass, one line per op ({len(steps.nodes)} steps)",
                   note="a family of steps (one op on every entry of a matrix, or steps of the "
                        "same name) is shown once, by its matrix formula or its first step")

@@ -76,7 +76,9 @@ def steps_of(program: TensorModel) -> Steps | None:
     """
     if "step" not in program.loss.attrs:
         return None
-    order = [n for n in topological([program.loss]) if "step" in n.attrs]
+    # in the order the front end built them (node ids count up): the model's own step order
+    order = sorted((n for n in topological([program.loss]) if "step" in n.attrs),
+                   key=lambda n: n.id)
     return Steps([n.attrs["step"] for n in order],
                  {n.attrs["step"].symbol: n.id for n in order},
                  [s for b in program.param_blocks for s in b.node.attrs.get("symbols", ())],
@@ -97,8 +99,10 @@ def display_names(steps: Steps) -> dict:
 
 def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
     """d node / d u in readable form: in terms of the node's own value where that is shorter
-    (a sigmoid's a(1 - a))."""
-    d = sp.diff(node.expr, u)
+    (a sigmoid's a(1 - a)); an op's own declared partial (log-sum-exp's softmax) wins over
+    ``sympy.diff`` of its stable form."""
+    given = dict(node.partials).get(u)
+    d = given if given is not None else sp.diff(node.expr, u)
     if isinstance(node.expr, sigma):
         d = d.subs(node.expr, node.symbol)
     return sp.factor(sp.together(d)) if d.count_ops() < 40 else d

@@ -133,7 +133,8 @@ def exact_steps(model: TensorModel, point: dict, *, dps: int = 50,
     >>> {str(k): str(e) for k, e in v.items()}
     {'s': '2.25', 'w': '3.0', 'x': '0.5'}
     """
-    steps = [n for n in topological([model.loss]) if "step" in n.attrs]
+    steps = sorted((n for n in topological([model.loss]) if "step" in n.attrs),
+                   key=lambda n: n.id)  # the model's own step order (ids count up)
     symbols = [n.attrs["step"].symbol for n in steps]
     labels = [str(s) for s in symbols]
 

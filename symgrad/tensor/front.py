@@ -57,13 +57,16 @@ class FrontStep:
     step as explanations write it (``sigma(z)``, the textbook form in ``textbook_program``),
     over block entry symbols and earlier steps' symbols; ``operands``: the symbols it reads;
     ``kind``: the op's kind (``"linear"``); ``group``: the ``ops`` call on a matrix that made
-    it (``symgrad.ops.basic.Group``: op, label, operand names, shape), or None."""
+    it (``symgrad.ops.basic.Group``: op, label, operand names, shape), or None; ``partials``:
+    the op's own local derivatives, (operand, d step / d operand in terms of the step's
+    symbol) pairs (a softmax's exp(x - lse), tanh's 1 - tanh^2), as frameworks write them."""
 
     symbol: sp.Symbol
     expr: sp.Expr
     operands: tuple[sp.Symbol, ...]
     kind: str
     group: object | None
+    partials: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
 
 
 def program_of(model) -> TensorModel:
@@ -250,7 +253,8 @@ def _program(model: Model, graph, leaves: dict[str, Node]) -> Node:
         shown = getattr(step.symbol, "shown", None)
         loss.attrs["step"] = FrontStep(step.symbol, shown if shown is not None else step.expr,
                                        tuple(step.operands), step.kind,
-                                       getattr(step.symbol, "group", None))
+                                       getattr(step.symbol, "group", None),
+                                       tuple((step.partials or {}).items()))
         build.env[step.symbol] = _Fan(lambda made=loss: made)
     return loss
 

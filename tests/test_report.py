@@ -1,7 +1,11 @@
 import json
 import re
 
+import numpy as np
 import pytest
+
+import symgrad as sg
+from symgrad import zoo
 
 from symgrad.cli import main
 from symgrad.report.atomic import write_text
@@ -116,12 +120,11 @@ def test_exact_zeros_are_measured_against_their_terms(tmp_path):
     point = doc["points"][str(sample)]
     assert set(point) == {"X", "Wq", "Wk", "Wv", "Wo", "bo", "bq", "bk", "bv", "attn_keep0",
                           "attn_keep1"}
-    import numpy as np
-    import symgrad as sg
     from symgrad import zoo
-    from symgrad.verify import draw  # the page's recipe reproduces the sample exactly
-    again = draw(zoo.get("gpt_attention"), sg.VerifyConfig(samples=20, seed=0)).values
+    from symgrad.verify import as_program  # the page's recipe reproduces the sample exactly
+    again = as_program(zoo.get("gpt_attention")).draw(20, np.random.default_rng(0), "float64")
     assert all(np.array_equal(np.asarray(point[b]), again[b][sample]) for b in again)
+    assert "as_program(model).draw(20, np.random.default_rng(0), 'float64')" in md
 
 
 def test_tiny_gpt_report_from_its_tensor_program(tmp_path):
@@ -168,3 +171,29 @@ def test_own_program_findings_are_labelled_in_the_report(lse_overflow):
     if r.failures:  # today the own programs give inf - inf there
         assert "numpy (symgrad's own program, not deciding)" in md
         assert all(not r.decides(f.backend) for f in r.failures)
+
+
+@pytest.mark.parametrize("name, dtype", [("neuron", "float32"), ("gpt_embedding", "float64"),
+                                         ("gpt_cross_entropy", "float64")])
+def test_points_and_recipe_are_the_samples_the_run_verified(name, dtype):
+    """The page's points and its reproduction recipe name the samples the verification itself
+    compared (the run's recorded values, drawn by the tensor program), integer ids included;
+    a planted difference (another seed) is seen."""
+    from symgrad.report import Entry, model_json
+    from symgrad.verify import as_program
+    model = zoo.get(name)
+    r = sg.verify(model, samples=6, seed=4, dtype=dtype)
+    assert r.values is not None  # the program pipeline records what it compared
+    doc = model_json(Entry(model, r, 0.0))
+    named = {int(i) for i in doc["points"]}
+    assert named, "the page names at least its worst samples"
+    recipe = as_program(model).draw(6, np.random.default_rng(4), dtype)
+    other = as_program(model).draw(6, np.random.default_rng(5), dtype)
+    for i in named:
+        for block, v in r.values.items():
+            assert np.array_equal(np.asarray(doc["points"][str(i)][block]), v[i])
+            assert np.array_equal(recipe[block][i], v[i])
+    assert not all(np.array_equal(other[b], r.values[b]) for b in r.values)
+    assert f"as_program(model).draw(6, np.random.default_rng(4), {dtype!r})" in doc["reproduce"]
+    r.values = None  # a result without recorded samples (the scalar pipeline): drawn again
+    assert model_json(Entry(model, r, 0.0))["points"] == doc["points"]

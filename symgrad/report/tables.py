@@ -16,6 +16,7 @@ from ..model import Model
 from ..result import Result
 from ..result_text import HVP_PREFIX, HVP_VALUE
 from ..tensor.model import TensorModel
+from ..verify import as_program
 
 
 BADGE_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
@@ -46,6 +47,12 @@ def environment(result: Result) -> dict:
 
 def is_tensor(model) -> bool:
     return isinstance(model, TensorModel)
+
+
+def program(model: Model | TensorModel) -> TensorModel:
+    """The tensor program ``model`` is verified as: a ``TensorModel`` is its own, a plain
+    ``sg.Model`` its ``symgrad.verify.as_program`` (built once per model, cached on it)."""
+    return model if isinstance(model, TensorModel) else as_program(model)
 
 
 def verdict_word(verdict: str) -> str:

@@ -197,3 +197,65 @@ def test_points_and_recipe_are_the_samples_the_run_verified(name, dtype):
     assert f"as_program(model).draw(6, np.random.default_rng(4), {dtype!r})" in doc["reproduce"]
     r.values = None  # a result without recorded samples (the scalar pipeline): drawn again
     assert model_json(Entry(model, r, 0.0))["points"] == doc["points"]
+
+
+def _tex(sections) -> list[str]:
+    return [f.latex for _, fs in sections for f in fs]
+
+
+def test_plain_model_formulas_come_from_its_program(monkeypatch):
+    """A plain model's page is read from the tensor program it is verified as: the scalar
+    derivation (derive.reverse_accumulation) is never called, and the textbook forms are the
+    tutorial's: dL/dz = a - y for the neuron, simplenet one delta per layer."""
+    from symgrad import derive
+    from symgrad.report import gradient_formulas, model_formulas
+
+    def scalar(*a, **k):
+        raise AssertionError("the report derived the scalar program")
+    monkeypatch.setattr(derive, "reverse_accumulation", scalar)
+    neuron = zoo.get("neuron")
+    assert [f.latex for f in model_formulas(neuron)] == [
+        "z = b + w x", r"a = \sigma\left(z\right)",
+        r"L = - y \log{\left(a \right)} - \left(1 - y\right) \log{\left(1 - a \right)}"]
+    grad = gradient_formulas(neuron)
+    assert grad[0][0] == "Textbook form: the chain rule on the formulas above"
+    assert r"\frac{\partial L}{\partial z} = a - y" in _tex(grad)
+    assert r"\frac{\partial L}{\partial w} = - x \left(y - a\right)" in _tex(grad)
+    assert grad[-1][0].startswith("As computed") and "symgrad runs the stable form" in \
+        grad[-1][1][0].note
+    net = zoo.get("simplenet")
+    assert model_formulas(net)[0].latex == r"h = W^{(1)} x + b^{(1)} \quad (5 \times 1)"
+    grad = gradient_formulas(net)
+    assert grad[0][0] == "Textbook form: one delta per op (matrix notation)"
+    for line in (r"\delta_{r} = \left(W^{(2)}\right)^{T} \delta_{z}",
+                 r"\delta_{h} = \delta_{r} \circ H(h)",
+                 r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}"):
+        assert line in _tex(grad)
+    shown = " ".join(_tex(grad[-1:]))  # the gradient program, entries by their names
+    assert r"W^{(2)}_{0," in shown and r"\theta\left(h_{" in shown
+
+
+def test_a_plain_models_formulas_follow_its_own_steps():
+    """The chain rule is computed from the program's steps: another loss, another gradient
+    (a page that printed a fixed neuron would fail here)."""
+    import sympy as sp
+    from symgrad.report import gradient_formulas, model_formulas
+    x, y, w = sp.symbols("x y w")
+    m = sg.Model("sq", (w * x - y) ** 2, params=[w],
+                 inputs={x: sg.Uniform(-1, 1), y: sg.Uniform(-1, 1)})
+    assert [f.latex for f in model_formulas(m)] == [r"L = \left(- y + w x\right)^{2}"]
+    grad = _tex(gradient_formulas(m))
+    assert r"\frac{\partial L}{\partial w} = 2 x \left(- y + w x\right)" in grad, grad
+
+
+def test_gpt_block_rules_keep_their_fractions_in_html():
+    """The GPT blocks' textbook rules on their pages: attention's delta_Q divided by sqrt(d),
+    dropout's m/(1-p), cross-entropy's 1/T, LayerNorm's r_t/C: fractions in the MathML too."""
+    from symgrad.report import gradient_formulas
+    wanted = {"gpt_attention": [r"\frac{\delta_S K}{\sqrt{d}}", r"\frac{\delta_{y} \circ m}{1 - p}"],
+              "gpt_cross_entropy": [r"\frac{1}{T}"], "gpt_layer_norm": [r"\frac{r_t}{C}"]}
+    for name, texts in wanted.items():
+        fs = [f for _, g in gradient_formulas(zoo.get(name)) for f in g]
+        for t in texts:
+            (f,) = [f for f in fs if t in f.latex]
+            assert "<mfrac>" in f.mathml and ("sqrt" not in t or "<msqrt>" in f.mathml), name

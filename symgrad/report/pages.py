@@ -12,26 +12,41 @@ import numpy as np
 from tabulate import tabulate
 
 from ..compare import EXPLANATIONS
-from ..present import formulas as scalar_formulas
-from ..present import tensor_formulas
+from ..present import step_formulas, tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
-from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, is_tensor, \
-    program, resolution_text, stats_rows, verdict_word
+from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, program, \
+    resolution_text, stats_rows, verdict_word
 
 SCHEMA_VERSION = 2
 MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the result holds
 
 
 def model_formulas(model) -> list[Formula]:
-    """The model one line per op: from the tensor program for a tensor model (a GPT), from
-    the scalar program otherwise."""
-    return (tensor_formulas if is_tensor(model) else scalar_formulas).model_formulas(model)
+    """The model one line per op, read from the tensor program it is verified as: a program of
+    scalar steps (a plain ``sg.Model``) as its steps (``step_formulas``), a whole-array program
+    (a GPT) one line per node (``tensor_formulas``)."""
+    prog, steps = _view(model)
+    return tensor_formulas.model_formulas(prog) if steps is None else \
+        step_formulas.model_formulas(steps)
 
 
 def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:
-    return (tensor_formulas if is_tensor(model) else scalar_formulas).gradient_formulas(model)
+    """(title, formulas): the textbook gradient, then the first nodes of the gradient program,
+    from the same program as ``model_formulas``."""
+    prog, steps = _view(model)
+    return tensor_formulas.gradient_formulas(prog) if steps is None else \
+        step_formulas.gradient_formulas(steps)
+
+
+def _view(model) -> tuple:
+    """(program, its ``Steps`` or None), built once per program."""
+    prog, tags = program(model)
+    if "report_steps" not in prog._cache:
+        prog._cache["report_steps"] = step_formulas.Steps(prog, tags) \
+            if step_formulas.is_steps(prog) else None
+    return prog, prog._cache["report_steps"]
 
 
 def _oracle(r: Result) -> dict:
@@ -124,7 +139,7 @@ def _points(entry: Entry) -> dict:
     values = r.values  # the samples the run compared (the program pipeline records them)
     if values is None:  # the scalar pipeline: the program draws the same samples
         c = r.config
-        values = program(entry.model).draw(c.samples, np.random.default_rng(c.seed), c.dtype)
+        values = program(entry.model)[0].draw(c.samples, np.random.default_rng(c.seed), c.dtype)
     return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}
 
 

@@ -9,10 +9,13 @@ import platform
 from dataclasses import dataclass
 
 import numpy as np
+import sympy as sp
 
 from ..version import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
+from ..present.formulas import display_names
+from ..present.step_formulas import Tag, plain
 from ..result import Result
 from ..result_text import HVP_PREFIX, HVP_VALUE
 from ..tensor.model import TensorModel
@@ -45,14 +48,23 @@ def environment(result: Result) -> dict:
             "samples": result.config.samples}
 
 
-def is_tensor(model) -> bool:
-    return isinstance(model, TensorModel)
-
-
-def program(model: Model | TensorModel) -> TensorModel:
-    """The tensor program ``model`` is verified as: a ``TensorModel`` is its own, a plain
-    ``sg.Model`` its ``symgrad.verify.as_program`` (built once per model, cached on it)."""
-    return model if isinstance(model, TensorModel) else as_program(model)
+def program(model: Model | TensorModel) -> tuple[TensorModel, dict[str, Tag]]:
+    """The tensor program ``model`` is verified as (a ``TensorModel`` is its own, a plain
+    ``sg.Model`` its ``symgrad.verify.as_program``, built once per model), and the op that made
+    each of its steps, by step name (a plain model's front end knows them; ``to_program`` does
+    not carry them onto the nodes yet)."""
+    if isinstance(model, TensorModel):
+        return model, {}
+    tags = {}
+    for graph in (model.graph, model.display_graph):
+        names = display_names(graph)
+        for n in graph.nodes:
+            shown = getattr(n.symbol, "shown", None)
+            tags[n.name] = Tag(n.kind, names[n.symbol], getattr(n.symbol, "group", None),
+                               None if shown is None else plain(shown, names),
+                               {sp.Symbol(names.get(k, k.name)): plain(v, names)
+                                for k, v in (n.partials or {}).items()})
+    return as_program(model), tags
 
 
 def verdict_word(verdict: str) -> str:

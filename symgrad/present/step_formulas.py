@@ -69,6 +69,15 @@ def plain(expr: sp.Expr, names: Mapping | None = None) -> sp.Expr:
     return expr.xreplace({s: sp.Symbol(names.get(s, s.name)) for s in expr.free_symbols})
 
 
+def _index(name: str) -> tuple[int, ...]:
+    """A step's entry index and repeat (``h_{3}`` -> (3, 1), ``tanh#6`` -> (6,)), for listing
+    a family in reading order."""
+    name, _, again = name.partition("#")
+    m = re.search(r"_\{([\d,]+)\}$", name)
+    index = tuple(int(i) for i in m.group(1).split(",")) if m else ()
+    return index + (int(again or 1),)
+
+
 def is_steps(model: TensorModel) -> bool:
     """Whether ``model`` is a program of scalar steps (every map node of shape ())."""
     return all(n.shape == () for n in topological([model.loss]) if n.op == "map")
@@ -146,16 +155,16 @@ class Steps:
     def families(self) -> list[list[tuple[sp.Symbol, sp.Expr]]]:
         """Steps grouped by the op call (or name stem) that made them, in the order a reader
         computes them (by the family's greatest depth from the inputs; ties in program
-        order)."""
+        order); each family in index order."""
         depth: dict[sp.Symbol, int] = {}
         out: dict[str, list] = {}
         for sym, body in self.steps:
             depth[sym] = 1 + max((depth.get(s, 0) for s in body.free_symbols), default=0)
             t = self.tag(sym)
             key = f"group:{t.group.label}" if t is not None and t.group is not None \
-                else _INDEX.sub("", sym.name)
+                else _INDEX.sub("", sym.name.partition("#")[0])
             out.setdefault(key, []).append((sym, body))
-        fams = list(out.values())
+        fams = [sorted(f, key=lambda step: _index(step[0].name)) for f in out.values()]
         return sorted(fams, key=lambda f: max(depth[s] for s, _ in f))
 
     def shapes(self) -> dict[str, tuple[int, int]]:
@@ -248,8 +257,9 @@ def chain_rule(steps: Steps) -> list[tuple[sp.Basic, sp.Expr]]:
             continue
         for u in sorted(body.free_symbols & active, key=sp.default_sort_key):
             adj[u] = adj.get(u, 0) + adj[sym] * local_derivative(steps, body, sym, u)
-    lines = []
-    for sym in [s for s, _ in reversed(steps.steps[:-1])] + steps.params:
+    lines = []  # the steps last kind first (backpropagation order), each kind in reading order
+    order = [s for fam in reversed(steps.families()) for s, _ in fam if s != steps.output]
+    for sym in order + steps.params:
         if sym in adj:
             e = adj[sym]
             if e.count_ops() < 60 and not e.has(sp.Piecewise):

@@ -79,8 +79,14 @@ def _index(name: str) -> tuple[int, ...]:
 
 
 def is_steps(model: TensorModel) -> bool:
-    """Whether ``model`` is a program of scalar steps (every map node of shape ())."""
-    return all(n.shape == () for n in topological([model.loss]) if n.op == "map")
+    """Whether ``model`` is a program of scalar steps: its loss and every map are shape-()
+    maps, each reading scalar blocks, named entries, scalar constants or other maps."""
+    def readable(a: Node) -> bool:
+        a = _squeezed(a)
+        return a.shape == () and (a.op in ("map", "const") or step_symbol(a) is not None)
+    maps = [n for n in topological([model.loss]) if n.op == "map"]
+    return model.loss.op == "map" and all(n.shape == () and all(map(readable, n.args))
+                                          for n in maps)
 
 
 def _squeezed(node: Node) -> Node:

@@ -26,7 +26,12 @@ MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the 
 def model_formulas(model) -> list[Formula]:
     """The model one line per op, read from the tensor program it is verified as: a program of
     scalar steps (a plain ``sg.Model``) as its steps (``step_formulas``), a whole-array program
-    (a GPT) one line per node (``tensor_formulas``)."""
+    (a GPT) one line per node (``tensor_formulas``).
+
+    >>> from symgrad import zoo
+    >>> print(*[f.latex for f in model_formulas(zoo.get("neuron"))][:2], sep="; ")
+    z = b + w x; a = \\sigma\\left(z\\right)
+    """
     prog, steps = _view(model)
     return tensor_formulas.model_formulas(prog) if steps is None else \
         step_formulas.model_formulas(steps)

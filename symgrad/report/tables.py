@@ -49,10 +49,21 @@ def environment(result: Result) -> dict:
 
 
 def program(model: Model | TensorModel) -> tuple[TensorModel, dict[str, Tag]]:
-    """The tensor program ``model`` is verified as (a ``TensorModel`` is its own, a plain
-    ``sg.Model`` its ``symgrad.verify.as_program``, built once per model), and the op that made
-    each of its steps, by step name (a plain model's front end knows them; ``to_program`` does
-    not carry them onto the nodes yet)."""
+    """The tensor program ``model`` is verified as, and the op that made each of its steps.
+
+    Arguments:
+        model: a plain ``sg.Model`` (its ``symgrad.verify.as_program``, built once per model)
+            or a ``TensorModel`` (its own program, no tags).
+    Returns:
+        (program, tags): tags by step name (kind, matrix group, display form, declared
+        partials, the reader's name), read from the plain model's front end, since
+        ``to_program`` does not carry them onto the nodes yet.
+
+    >>> from symgrad import zoo
+    >>> prog, tags = program(zoo.get("neuron"))
+    >>> prog.name, tags["a"].kind, str(tags["a"].shown)
+    ('neuron', 'sigmoid', 'sigma(z)')
+    """
     if isinstance(model, TensorModel):
         return model, {}
     tags = {}

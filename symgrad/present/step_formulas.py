@@ -39,6 +39,7 @@ import sympy as sp
 from ..logistic import sigma
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
+from ..tensor.rename import rename
 from .derivation import layer_rules
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
 from .notation import latex, mathml
@@ -136,8 +137,9 @@ class Steps:
         for n in topological([view.loss]):
             sym = step_symbol(n, self.tags)
             if n.op == "map":
-                body = n.attrs["expr"].xreplace({X[i]: memo[_squeezed(a).id]
-                                                 for i, a in enumerate(n.args)})
+                to = {X[i]: memo[_squeezed(a).id] for i, a in enumerate(n.args)}
+                body = rename(n.attrs["expr"], to) if all(  # no Max / Min re-evaluated
+                    isinstance(v, sp.Symbol) for v in to.values()) else n.attrs["expr"].xreplace(to)
                 if sym is None:  # a part of a wide step: inlined into its step
                     memo[n.id] = body
                     continue

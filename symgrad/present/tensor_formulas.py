@@ -24,6 +24,7 @@ import sympy as sp
 from .notation import Raw, tex_base
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
+from ..tensor.rename import rename
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of, mathml_of_tex
 
 MAX_LINES = 80  # node lines shown before the rest is counted
@@ -138,8 +139,8 @@ def _rhs(node: Node, names: Names, out: str):
             body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
         return body
     if node.op == "map":
-        return node.attrs["expr"].xreplace(
-            {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
+        return rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
+                      {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
     if node.op in ("sum", "max"):
         axes = node.attrs["axes"]
         full = free_symbols_of(out, node, a[0])

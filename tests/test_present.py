@@ -71,13 +71,20 @@ def test_committed_pages_show_the_markdowns_formulas(name):
 
 
 
-@pytest.mark.parametrize("name", ZOO_PAGES + ["index"])
+@pytest.mark.parametrize("name", ZOO_PAGES + ["index", "ops"])
 def test_committed_pages_render_markdown_marks(name):
     """No raw Markdown (backticks) in the prose of a committed HTML page."""
     page = (REPORTS / f"{name}.html").read_text()
     prose = re.sub(r"<pre>.*?</pre>|<code>.*?</code>|<math\b.*?</math>|<script>.*?</script>", "",
                    page, flags=re.S)
     assert "`" not in prose, re.findall(r".{40}`.{40}", prose)[:3]
+
+
+def test_ops_page_shows_its_table_before_the_findings():
+    """The op catalogue's page: the per-operator table comes before the (long) findings."""
+    page = (REPORTS / "ops.html").read_text()
+    table, findings = page.find("<h2>Every operator</h2>"), page.find("<h2>Findings</h2>")
+    assert 0 < table < findings and "<table" in page[table:findings]
 
 
 def test_textbook_rules_keep_their_fractions():

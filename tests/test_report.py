@@ -1,7 +1,11 @@
 import json
 import re
 
+import numpy as np
 import pytest
+
+import symgrad as sg
+from symgrad import zoo
 
 from symgrad.cli import main
 from symgrad.report.atomic import write_text
@@ -116,12 +120,11 @@ def test_exact_zeros_are_measured_against_their_terms(tmp_path):
     point = doc["points"][str(sample)]
     assert set(point) == {"X", "Wq", "Wk", "Wv", "Wo", "bo", "bq", "bk", "bv", "attn_keep0",
                           "attn_keep1"}
-    import numpy as np
-    import symgrad as sg
     from symgrad import zoo
-    from symgrad.verify import draw  # the page's recipe reproduces the sample exactly
-    again = draw(zoo.get("gpt_attention"), sg.VerifyConfig(samples=20, seed=0)).values
+    from symgrad.verify import as_program  # the page's recipe reproduces the sample exactly
+    again = as_program(zoo.get("gpt_attention")).draw(20, np.random.default_rng(0), "float64")
     assert all(np.array_equal(np.asarray(point[b]), again[b][sample]) for b in again)
+    assert "as_program(model).draw(20, np.random.default_rng(0), 'float64')" in md
 
 
 def test_tiny_gpt_report_from_its_tensor_program(tmp_path):
@@ -168,3 +171,108 @@ def test_own_program_findings_are_labelled_in_the_report(lse_overflow):
     if r.failures:  # today the own programs give inf - inf there
         assert "numpy (symgrad's own program, not deciding)" in md
         assert all(not r.decides(f.backend) for f in r.failures)
+
+
+@pytest.mark.parametrize("name, dtype", [("neuron", "float32"), ("gpt_embedding", "float64"),
+                                         ("gpt_cross_entropy", "float64")])
+def test_points_and_recipe_are_the_samples_the_run_verified(name, dtype):
+    """The page's points and its reproduction recipe name the samples the verification itself
+    compared (the run's recorded values, drawn by the tensor program), integer ids included;
+    a planted difference (another seed) is seen."""
+    from symgrad.report import Entry, model_json
+    from symgrad.verify import as_program, pipeline
+    model = zoo.get(name)
+    with pipeline("program"):  # the default; pinned, as SYMGRAD_PIPELINE=scalar still exists
+        r = sg.verify(model, samples=6, seed=4, dtype=dtype)
+    assert r.values is not None  # the program pipeline records what it compared
+    doc = model_json(Entry(model, r, 0.0))
+    named = {int(i) for i in doc["points"]}
+    assert named, "the page names at least its worst samples"
+    recipe = as_program(model).draw(6, np.random.default_rng(4), dtype)
+    other = as_program(model).draw(6, np.random.default_rng(5), dtype)
+    for i in named:
+        for block, v in r.values.items():
+            assert np.array_equal(np.asarray(doc["points"][str(i)][block]), v[i])
+            assert np.array_equal(recipe[block][i], v[i])
+    assert not all(np.array_equal(other[b], r.values[b]) for b in r.values)
+    assert f"as_program(model).draw(6, np.random.default_rng(4), {dtype!r})" in doc["reproduce"]
+    r.values = None  # a result without recorded samples (the scalar pipeline): drawn again
+    assert model_json(Entry(model, r, 0.0))["points"] == doc["points"]
+
+
+def _tex(sections) -> list[str]:
+    return [f.latex for _, fs in sections for f in fs]
+
+
+def test_plain_model_formulas_come_from_its_program(monkeypatch):
+    """A plain model's page is read from the tensor program it is verified as: the scalar
+    derivation (derive.reverse_accumulation) is never called, and the textbook forms are the
+    tutorial's: dL/dz = a - y for the neuron, simplenet one delta per layer."""
+    from symgrad import derive
+    from symgrad.report import gradient_formulas, model_formulas
+
+    def scalar(*a, **k):
+        raise AssertionError("the report derived the scalar program")
+    monkeypatch.setattr(derive, "reverse_accumulation", scalar)
+    neuron = zoo.get("neuron")
+    assert [f.latex for f in model_formulas(neuron)] == [
+        "z = b + w x", r"a = \sigma\left(z\right)",
+        r"L = - y \log{\left(a \right)} - \left(1 - y\right) \log{\left(1 - a \right)}"]
+    grad = gradient_formulas(neuron)
+    assert grad[0][0] == "Textbook form: the chain rule on the formulas above"
+    assert r"\frac{\partial L}{\partial z} = a - y" in _tex(grad)
+    assert r"\frac{\partial L}{\partial w} = - x \left(y - a\right)" in _tex(grad)
+    assert grad[-1][0].startswith("As computed") and "symgrad runs the stable form" in \
+        grad[-1][1][0].note
+    net = zoo.get("simplenet")
+    assert model_formulas(net)[0].latex == r"h = W^{(1)} x + b^{(1)} \quad (5 \times 1)"
+    grad = gradient_formulas(net)
+    assert grad[0][0] == "Textbook form: one delta per op (matrix notation)"
+    for line in (r"\delta_{r} = \left(W^{(2)}\right)^{T} \delta_{z}",
+                 r"\delta_{h} = \delta_{r} \circ H(h)",
+                 r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}"):
+        assert line in _tex(grad)
+    shown = " ".join(_tex(grad[-1:]))  # the gradient program, entries by their names
+    assert r"W^{(2)}_{0," in shown and r"\theta\left(h_{" in shown
+
+
+def test_a_plain_models_formulas_follow_its_own_steps():
+    """The chain rule is computed from the program's steps: another loss, another gradient
+    (a page that printed a fixed neuron would fail here)."""
+    import sympy as sp
+    from symgrad.report import gradient_formulas, model_formulas
+    x, y, w = sp.symbols("x y w")
+    m = sg.Model("sq", (w * x - y) ** 2, params=[w],
+                 inputs={x: sg.Uniform(-1, 1), y: sg.Uniform(-1, 1)})
+    assert [f.latex for f in model_formulas(m)] == [r"L = \left(- y + w x\right)^{2}"]
+    grad = _tex(gradient_formulas(m))
+    assert r"\frac{\partial L}{\partial w} = 2 x \left(- y + w x\right)" in grad, grad
+
+
+def test_gpt_block_rules_keep_their_fractions_in_html():
+    """The GPT blocks' textbook rules on their pages: attention's delta_Q divided by sqrt(d),
+    dropout's m/(1-p), cross-entropy's 1/T, LayerNorm's r_t/C: fractions in the MathML too."""
+    from symgrad.report import gradient_formulas
+    wanted = {"gpt_attention": [r"\frac{\delta_S K}{\sqrt{d}}", r"\frac{\delta_{y} \circ m}{1 - p}"],
+              "gpt_cross_entropy": [r"\frac{1}{T}"], "gpt_layer_norm": [r"\frac{r_t}{C}"]}
+    for name, texts in wanted.items():
+        fs = [f for _, g in gradient_formulas(zoo.get(name)) for f in g]
+        for t in texts:
+            (f,) = [f for f in fs if t in f.latex]
+            assert "<mfrac>" in f.mathml and ("sqrt" not in t or "<msqrt>" in f.mathml), name
+
+
+def test_a_tensor_model_of_scalar_maps_over_arrays_keeps_the_array_view():
+    """Only a program of named scalar steps gets the step view: a scalar map over a sum of an
+    array (a user's TensorModel) is shown node by node, not misread as steps."""
+    import symgrad.tensor as st
+    from symgrad.present.step_formulas import is_steps
+    from symgrad.report import gradient_formulas, model_formulas
+    from symgrad.tensor.model import TensorModel
+    from symgrad.verify import as_program
+    W, x = st.param("W", (3,)), st.input("x", (3,))
+    m = TensorModel("s", st.tanh(st.sum_(st.einsum("i,i->i", W, x))))
+    assert not is_steps(m)
+    assert "tensor operations" in model_formulas(m)[0].note
+    assert gradient_formulas(m)[-1][0].startswith("As computed")
+    assert is_steps(as_program(zoo.get("simplenet"))) and not is_steps(zoo.get("tiny_gpt"))

@@ -231,15 +231,20 @@ INDEX_RULES = {
 
 def index_rules(graph: Graph) -> list[Formula]:
     """The INDEX_RULES lines of the ops in ``graph``, last op first (backpropagation order)."""
-    kinds = []
-    for n in graph.nodes:
-        if n.kind in INDEX_RULES and n.kind not in kinds:
-            kinds.append(n.kind)
-    out = []
-    for kind in reversed(kinds):
-        what, tex = INDEX_RULES[kind]
-        out.append(Formula(latex=tex, mathml=mathml_of_tex(tex), note=what + ":"))
-    return out
+    return index_rules_of([n.kind for n in graph.nodes])
+
+
+def index_rules_of(kinds: list[str]) -> list[Formula]:
+    """The INDEX_RULES lines of the op ``kinds`` (in program order; those without a rule
+    skipped), last op first (backpropagation order).
+
+    >>> [f.note for f in index_rules_of(["score", "attention", "relu", "score"])]
+    ['attention weights: softmax of each row of scores over the positions s <= t:', \
+'scores S = Q K^T / sqrt(d) per head (causal: s <= t):']
+    """
+    known = [k for k in dict.fromkeys(kinds) if k in INDEX_RULES]
+    return [Formula(latex=INDEX_RULES[k][1], mathml=mathml_of_tex(INDEX_RULES[k][1]),
+                    note=INDEX_RULES[k][0] + ":") for k in reversed(known)]
 
 
 def mathml_of_tex(tex: str) -> str:

@@ -24,7 +24,8 @@ import sympy as sp
 from .notation import Raw, tex_base
 from ..tensor.model import TensorModel
 from ..tensor.program import X, Node, topological
-from .formulas import INDEX_RULES, MAX_ADJOINTS, Formula, eq_formula, mathml_of_tex
+from ..tensor.rename import rename
+from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of, mathml_of_tex
 
 MAX_LINES = 80  # node lines shown before the rest is counted
 LETTERS = "tjklmnopqrsuvw"  # index letters of a node's axes (einsums keep their own)
@@ -138,8 +139,8 @@ def _rhs(node: Node, names: Names, out: str):
             body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
         return body
     if node.op == "map":
-        return node.attrs["expr"].xreplace(
-            {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
+        return rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
+                      {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
     if node.op in ("sum", "max"):
         axes = node.attrs["axes"]
         full = free_symbols_of(out, node, a[0])
@@ -267,12 +268,8 @@ def gradient_formulas(model: TensorModel) -> list[tuple[str, list[Formula]]]:
     (``model.textbook``, rows of ``INDEX_RULES``), then the first nodes of the derived
     gradient program as symgrad runs them."""
     sections = []
-    kinds = [k for k in getattr(model, "textbook", ()) if k in INDEX_RULES]
-    if kinds:
-        lines = []
-        for kind in reversed(kinds):
-            what, tex = INDEX_RULES[kind]
-            lines.append(Formula(latex=tex, mathml=mathml_of_tex(tex), note=what + ":"))
+    lines = index_rules_of(list(getattr(model, "textbook", ())))
+    if lines:
         sections.append(("Textbook form: one rule per op (index notation)", lines))
     names = model._cache.get("formula_names")
     if names is None:

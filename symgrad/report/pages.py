@@ -12,13 +12,11 @@ import numpy as np
 from tabulate import tabulate
 
 from ..compare import EXPLANATIONS
-from ..present import formulas as scalar_formulas
-from ..present import tensor_formulas
+from ..present import step_formulas, tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
-from ..verify import draw
-from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, is_tensor, \
+from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, program, \
     resolution_text, stats_rows, verdict_word
 
 SCHEMA_VERSION = 2
@@ -26,19 +24,42 @@ MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the 
 
 
 def model_formulas(model) -> list[Formula]:
-    """The model one line per op: from the tensor program for a tensor model (a GPT), from
-    the scalar program otherwise."""
-    return (tensor_formulas if is_tensor(model) else scalar_formulas).model_formulas(model)
+    """The model one line per op, read from the tensor program it is verified as: a program of
+    scalar steps (a plain ``sg.Model``) as its steps (``step_formulas``), a whole-array program
+    (a GPT) one line per node (``tensor_formulas``).
+
+    >>> from symgrad import zoo
+    >>> print(*[f.latex for f in model_formulas(zoo.get("neuron"))][:2], sep="; ")
+    z = b + w x; a = \\sigma\\left(z\\right)
+    """
+    prog, steps = _view(model)
+    return tensor_formulas.model_formulas(prog) if steps is None else \
+        step_formulas.model_formulas(steps)
 
 
 def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:
-    return (tensor_formulas if is_tensor(model) else scalar_formulas).gradient_formulas(model)
+    """(title, formulas): the textbook gradient, then the first nodes of the gradient program,
+    from the same program as ``model_formulas``."""
+    prog, steps = _view(model)
+    return tensor_formulas.gradient_formulas(prog) if steps is None else \
+        step_formulas.gradient_formulas(steps)
 
 
-def _oracle(r: Result, model) -> dict:
-    """How the exact values were obtained, for the JSON."""
+def _view(model) -> tuple:
+    """(program, its ``Steps`` or None), built once per program."""
+    prog, tags = program(model)
+    if "report_steps" not in prog._cache:
+        prog._cache["report_steps"] = step_formulas.Steps(prog, tags) \
+            if step_formulas.is_steps(prog) else None
+    return prog, prog._cache["report_steps"]
+
+
+def _oracle(r: Result) -> dict:
+    """How the exact values were obtained, for the JSON: by the run's own oracle (the tensor
+    program's double-double one, which records its certificate, or the scalar pipeline's
+    balls while that still runs under ``SYMGRAD_PIPELINE=scalar``)."""
     which = f"the first {len(r.oracle_samples)} of {r.config.samples}"
-    if is_tensor(model):
+    if "oracle_certified" in r.program_size:
         return {"method": "double-double tensor program (error-free Ozaki products), certified "
                           "by python-flint arb ball arithmetic on sample 0",
                 "certified": r.program_size.get("oracle_certified", ""),
@@ -66,10 +87,12 @@ def _finding_lists(r: Result) -> list[tuple[str, list[Failure], int]]:
 
 
 def _reproduce(r: Result) -> str:
+    """How to draw a sample of the run again: the program's own draw, as the run drew them."""
     c = r.config
-    return (f"sample i is `draw(model, sg.VerifyConfig(samples={c.samples}, seed={c.seed}, "
-            f"dtype={c.dtype!r})).values[block][i]` (`from symgrad.verify import draw`); the "
-            "full point of every sample named here is in the JSON under `points`")
+    return (f"sample i is `as_program(model).draw({c.samples}, np.random.default_rng({c.seed}), "
+            f"{c.dtype!r})[block][i]` (`from symgrad.verify import as_program`; a tensor model "
+            "draws itself: `model.draw(...)`), the samples the run verified; the full point of "
+            "every sample named here is in the JSON under `points`")
 
 
 def _finding_row(r: Result, f: Failure) -> dict:
@@ -118,10 +141,10 @@ def _points(entry: Entry) -> dict:
                     + r.undecided})
     if not named:
         return {}
-    try:
-        values = draw(entry.model, r.config).values
-    except Exception:  # noqa: BLE001 - a result verified on explicit points has no draw
-        return {}
+    values = r.values  # the samples the run compared (the program pipeline records them)
+    if values is None:  # the scalar pipeline: the program draws the same samples
+        c = r.config
+        values = program(entry.model)[0].draw(c.samples, np.random.default_rng(c.seed), c.dtype)
     return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}
 
 
@@ -141,7 +164,7 @@ def model_json(entry: Entry) -> dict:
             "points": _points(entry),
             "reproduce": _reproduce(r),
             "tolerance": r.config.tolerance.as_dict(),
-            "oracle": _oracle(r, entry.model)}
+            "oracle": _oracle(r)}
 
 
 def _formulas_md(formulas: list[Formula]) -> list[str]:
@@ -167,7 +190,7 @@ def _formulas_html(formulas: list[Formula]) -> str:
 def _summary_sentence(entry: Entry) -> str:
     r = entry.result
     how = (f"certified ball arithmetic, up to {r.oracle_bits.get('max', 0)} bits"
-           if not is_tensor(entry.model) else
+           if "oracle_certified" not in r.program_size else
            "double-double tensor program, certified by ball arithmetic on "
            + r.program_size.get("oracle_certified", "sample 0"))
     what = "derivative" if r.config.order == 1 else ORDER2_WHAT

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import sympy as sp
 
+import torch
 import torch.nn.functional as F
 
 import symgrad as sg
@@ -117,6 +118,20 @@ def test_a_pole_is_domain_not_overflow():
     for expr in (sp.log(W), 1 / W):
         r = sg.verify(sg.Model("pole", expr, params=[W]), at={"w": np.array([0.0, 4.0])})
         assert {f.kind for f in r.failures} == {"domain"}, [f.message() for f in r.failures]
+
+
+@pytest.mark.xfail(strict=True, raises=sg.SymgradError,
+                   reason="program-path regression (issue 17 ports): sqrt(w**2 + v**2) at w = v = "
+                   "1e-200 - w**2 underflows in the double-double oracle, whose gradient is inf "
+                   "where the ARB ball says 0.7071; judge_certificate raises 'not certified' "
+                   "instead of taking the ball (the scalar pipeline verified it and named "
+                   "torch's sqrt(w*w + v*v) an intermediate overflow)")
+def test_an_intermediate_below_float64s_range_is_exact():
+    w, v = sp.symbols("w v")
+    m = sg.Model("norm", sp.sqrt(w**2 + v**2), params=[w, v])
+    r = sg.verify(m, at={"w": np.array([1e-200, 3.0]), "v": np.array([1e-200, 4.0])},
+                  backends=("torch_fn",), torch_fn=lambda w, v: torch.hypot(w, v))
+    assert r.ok, str(r)
 
 
 def test_constants_follow_the_precision():

@@ -11,12 +11,16 @@ proof) nearly everywhere, else no bug could be proven with it."""
 import numpy as np
 import pytest
 import sympy as sp
+import torch.nn.functional as F
 
+import symgrad as sg
 from symgrad import rigorous, zoo
 from symgrad.backends import torch as torch_backend
+from symgrad.compare import MISMATCH
 from symgrad.tensor.front import to_program
 from symgrad.tensor.tables import oracle_ops
 from symgrad.tensor.views import numpy_view, oracle_view, torch_view
+from symgrad.testing import scale_backward
 
 MODELS = {"neuron": 8, "simplenet": 8, "gpt_layer_norm": 8, "gpt_softmax": 8,
           "gpt_attention": 4}  # name: samples per seed (tiny_gpt: test_rigorous's tensor GPT)
@@ -97,3 +101,26 @@ def test_out_of_range_is_unbounded():
     is an ordinary bounded ball."""
     assert not _ball(sp.exp(X), "float32", x=100.0).is_finite()
     assert _ball(sp.exp(X), "float64", x=100.0).is_finite()
+
+
+# ------------------------------------------------------------------ failures it proves
+def test_a_planted_error_outside_the_enclosure_is_proven():
+    """Meant to fail: the neuron's program against torch code whose d/dw is x (1 + 1e-9) - a
+    relative error far below any fixed tolerance - is a proven mismatch: error beyond the
+    rigorous radius on the failing entries, and the note says so; the correct code computes
+    no enclosure at all."""
+    tm = to_program(zoo.get("neuron"))
+
+    def wrong(w, b, x, y):
+        z = scale_backward(w, 1 + 1e-9) * x + b
+        return F.binary_cross_entropy_with_logits(z, y)
+    good = sg.verify(tm, samples=20, seed=0,
+                     torch_fn=lambda w, b, x, y: F.binary_cross_entropy_with_logits(w * x + b, y))
+    assert good.ok and good.timings["rigorous_s"] == 0.0, str(good)
+    r = sg.verify(tm, torch_fn=wrong, samples=20, seed=0)
+    c = r.comparisons["torch_fn"]
+    assert not r.ok and (c.status[:, 1] == MISMATCH).mean() > 0.9
+    failing = c.status == MISMATCH
+    assert (c.error[failing] > c.rigorous[failing]).any()
+    assert all("outside the rigorous enclosure" in f.note or "confirmed by" in f.note
+               for f in r.failures if f.kind == "mismatch")

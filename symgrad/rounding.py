@@ -13,6 +13,7 @@ satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the s
     b ** k (k constant)                  |k b^(k-1)| E_b + |b^k|
     b ** e (e not a constant)            |e b^(e-1)| E_b + |b^e log|b|| E_e + |b^e|
     f(a_1, ..., a_n)                     sum |df/da_i| E_i + |f|  (no |f| for Abs, Max, Min)
+    Max/Min(a, b)                        the winner's E; max(Ea, Eb) within NEAR_TIE of a tie
     Heaviside, sign                      0
     Piecewise                            the E of the branch taken
 
@@ -64,6 +65,30 @@ def _sum(parts: list[str]) -> str:
     if not parts:
         return "0"
     return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
+
+
+# E is in units of the dtype's u, which this bound does not know: the band where a Max/Min's
+# computed arguments may cross is taken for the widest dtype symgrad runs (bfloat16, u = 2^-8)
+# times the allowance's safety factor (4): |a - b| <= 2^-6 (Ea + Eb) holds it for every dtype.
+NEAR_TIE = 2.0**-6
+
+
+def _max_min_error(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
+    """E of Max(a, b) / Min(a, b): the winner's E where the arguments are farther apart than
+    their errors could bridge (the computed and the exact winner agree), else max(Ea, Eb) (both
+    are 1-Lipschitz in the max norm; ``NEAR_TIE``). The winner's E alone (Heaviside(a - b) Ea
+    + ...) was unsound where the exact arguments cross but the bound's point does not (a
+    float32 point evaluated in float64: Min(w x, 1) at w = 3, x = fl32(1/3), where w x rounds
+    to 1 only in float32: E was 0, and correct torch code failed)."""
+    (a, b), (ea, eb) = e.args, [error_source(t, pr, err) for t in e.args]
+    given = [s for s in (ea, eb) if s != "0"]
+    if not given:
+        return "0"
+    winner = _sum([f"abs({pr(e.fdiff(i + 1))}) * {s}" for i, s in enumerate((ea, eb))
+                   if s != "0"])
+    both = pr.t.functions[sp.Max](given) if len(given) > 1 else given[0]
+    near = f"abs({pr(a)} - {pr(b)}) <= {NEAR_TIE!r} * {_sum(given)}"
+    return f"numpy.where({near}, {both}, {winner})"
 
 
 def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
@@ -124,7 +149,9 @@ def error_source(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
         # the max norm); fdiff would rebuild an n-1 argument Max per argument (slow in sympy)
         terms = [t for t in (error_source(a, pr, err) for a in e.args) if t != "0"]
         return pr.t.functions[sp.Max](terms) if len(terms) > 1 else (terms or ["0"])[0]
-    if isinstance(e, (sp.Function, sp.Max, sp.Min)):
+    if isinstance(e, (sp.Max, sp.Min)):
+        return _max_min_error(e, pr, err)
+    if isinstance(e, sp.Function):
         terms = []
         for i, a in enumerate(e.args):
             ea = error_source(a, pr, err)

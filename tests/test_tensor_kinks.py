@@ -14,6 +14,7 @@ from symgrad.precise import DD, DD_OPS
 from symgrad.tensor import interpret, sides
 from symgrad.tensor.interpret import identical
 from symgrad.tensor.kinks import reached
+from symgrad.tensor.nearest import misfit, nearest
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
 
@@ -369,3 +370,28 @@ def test_identical_is_bitwise():
         assert not identical(big, other) and not identical(big.T, other.T)
     assert identical(big.T, big.copy().T) and identical(np.broadcast_to(a[:1], (100,)),
                                                         np.zeros(100))
+
+
+def test_nearest_search_finds_the_vertex_and_keeps_its_budget():
+    """``tensor.nearest``: over 12 interacting kinks (each kink moves its own entries, and one
+    entry is the product of all sides: 4096 combinations) the search walks from the
+    all-first-side start to the one vertex that fits ``got``, one kink at a time; it never
+    takes more passes than its budget, and a ``got`` no vertex fits ends at the best fit found
+    with its misfit still positive."""
+    rng = np.random.default_rng(5)
+    own = rng.standard_normal((12, 3))
+
+    def run(combo):
+        s = np.array(combo, float)
+        return np.concatenate([(own * s[:, None]).ravel(), [np.prod(s + 1)]])
+    want = tuple(int(b) for b in rng.integers(0, 2, 12))
+    got, allow = run(want), np.full(37, 1e-12)
+    start = (0,) * 12
+    combo, v, taken = nearest(run, [(0, 1)] * 12, range(12), [(start, run(start))], got, allow)
+    assert combo == want and misfit(v, got, allow)[0] == 0 and taken <= 12 * 12
+    far = got + 0.5  # no vertex: the search stops, never claims a fit
+    combo, v, taken = nearest(run, [(0, 1)] * 12, range(12), [(start, run(start))], far, allow,
+                              passes=7)
+    assert taken == 7 and misfit(v, far, allow)[0] > 0
+    with pytest.raises(ValueError, match="starts is empty"):
+        nearest(run, [(0, 1)] * 12, range(12), [], got, allow)

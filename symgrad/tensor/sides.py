@@ -12,15 +12,15 @@ Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
 more combinations (the all-last-side base and its single changes, one side per class of
 kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull
-(``"relaxed"``), one pass in ball arithmetic with every
-reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
-mismatch), and a gradient between the two is **inconclusive** with the reason. More than
-``MAX_KEYS`` reached kinks in one sample: that sample's gradient entries are inconclusive
-(cost stays proportional). Atoms that are one kink (``symgrad.tensor.links``: ``Max(0, z)``
-and ``Abs(z)`` of a stable BCE) are one key whose two options set every member's side
-consistently. Where every side agrees (a smooth function written with Abs/Max)
-the sides' value replaces the oracle's, marked uncertain as on the scalar side.
-Samples that reach no kink cost nothing here.
+(``"relaxed"``), one pass in ball arithmetic with every reached selector the ball [0, 1] gives
+a proven enclosure of every subgradient (outside it: a mismatch); a backend's gradient in the
+enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
+nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
+is **inconclusive** with the reason. More than ``MAX_KEYS`` reached kinks in one sample: that
+sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
+(``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
+options set every member's side consistently. Where every side agrees (a smooth function
+written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ import numpy as np
 from flint import arb
 
 from ..backends.arb import Between, Imprecise
-from ..compare import Comparison, KinkSides, Tolerance, compare
+from ..compare import Comparison, KinkSides, Tolerance, allowance, compare
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
 from ..errors import SymgradError
@@ -42,6 +42,7 @@ from ..precise.arb import ARB_OPS
 from .interpret import evaluate
 from .kinks import Keys, sided
 from .links import names, side_words
+from .nearest import searcher, with_nearest
 from .model import TensorModel
 from .program import topological
 from .views import flat_balls
@@ -194,6 +195,7 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
                 [row.label(c, False) for c in combos], None)
     base = tuple(o[0] for o in options)
     verts, labels, unit = [row.vertex(base, remember=True)], [row.label(base, True)], []
+    combos = [base]  # the combination of each row of verts
     for q, o in enumerate(options):
         unit.append([0])
         for c in o[1:]:
@@ -201,6 +203,7 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
             unit[-1].append(len(verts))
             verts.append(row.vertex(combo))
             labels.append(row.label(combo, True))
+            combos.append(combo)
     groups = _groups(verts, unit)
     rows, why = [], None
     for g in groups:
@@ -219,33 +222,41 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
                 rows[-1].append(len(verts))
                 verts.append(row.vertex(tuple(combo)))
                 labels.append(row.label(tuple(combo), True))
+                combos.append(tuple(combo))
     rng = np.random.default_rng(len(ks))
     if why is None:
         why = _interaction(row, options, verts, groups, rows, rng)
     if why is None:
         return np.array(verts), labels, Sides("separable", rows)
-    extra = class_combos(_signatures(row, options, verts, labels, unit), options)
+    sig = _signatures(row, options, verts, labels, unit, combos)
+    extra = class_combos(sig, options)
     extra += [tuple(o[int(rng.integers(len(o)))] for o in options) for _ in range(EXTRA_VERTICES)]
     for combo in extra:
         verts.append(row.vertex(combo))
         labels.append(row.label(combo, True))
+        combos.append(combo)
     low, high = _enclosure(row, len(verts[0]))
+    active = [q for q, moves in enumerate(sig) if any(moves)]  # the others move nothing
+    search = searcher(row.vertex, lambda c: row.label(c, True), options, active, combos, verts)
     count = math.prod(len(o) for o in options)
     return np.array(verts), labels, Sides(
         "relaxed", unit, low, high,
         f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
         f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
-        "not in the hull of the evaluated sides")
+        "not in the hull of the evaluated sides", search=search)
 
 
-def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list) -> list:
-    """The all-last-side base and its single changes (appended to ``verts``), and per kink
+def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list,
+                combos: list) -> list:
+    """The all-last-side base and its single changes (appended to ``verts``, their
+    combinations to ``combos``), and per kink
     whether its single changes move anything at the first and at the last base (the classes
     of ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
     last = tuple(o[-1] for o in options)
     more = []
     verts.append(row.vertex(last, remember=True))
     labels.append(f"each of the {len(options)} reached kinks from its last side")
+    combos.append(last)
     at = len(verts) - 1
     for q, o in enumerate(options):
         more.append([at])
@@ -255,6 +266,7 @@ def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list)
             verts.append(row.vertex(combo))
             labels.append(_side_words(row.s, row.keys[q], c)
                           + ", the other kinks from their last side")
+            combos.append(combo)
 
     def moved(rows: list) -> bool:
         b = verts[rows[0]]
@@ -361,10 +373,16 @@ def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got:
                       {at[r]: v for r, v in (sides.labels or {}).items()},
                       structure={at[r]: v for r, v in (sides.structure or {}).items()})
     ask = None if rigorous is None else (lambda rr: rigorous(rows[np.asarray(rr, int)]))
-    c = compare(np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
-                np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64),
-                backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
+    args = (np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
+            np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64))
+    c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
                 uncertain=uncertain[rows], rigorous=ask)
+    if c.undecided:  # relaxed rows: one more vertex, the sides nearest to this gradient
+        allow = np.nan_to_num(allowance(args[3], comp.dtype, tol), nan=np.inf)
+        more = with_nearest(local, sorted(c.undecided), args[2], allow)
+        if more is not None:
+            c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=more,
+                        uncertain=uncertain[rows], rigorous=ask)
     status = comp.status.copy()
     status[rows] = c.status
     position = np.full(status.shape, np.nan)

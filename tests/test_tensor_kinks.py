@@ -14,6 +14,7 @@ from symgrad.precise import DD, DD_OPS
 from symgrad.tensor import interpret, sides
 from symgrad.tensor.interpret import identical
 from symgrad.tensor.kinks import reached
+from symgrad.tensor.links import distinct, sources
 from symgrad.tensor.nearest import misfit, nearest
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
@@ -395,3 +396,51 @@ def test_nearest_search_finds_the_vertex_and_keeps_its_budget():
     assert taken == 7 and misfit(v, far, allow)[0] > 0
     with pytest.raises(ValueError, match="starts is empty"):
         nearest(run, [(0, 1)] * 12, range(12), [], got, allow)
+
+
+class _PoolCornerTwice(torch.autograd.Function):
+    """max_pool2d(x, 3, 2, 1) whose backward doubles the corner entry's gradient (the bug)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        y, idx = torch.nn.functional.max_pool2d(x, 3, 2, 1, return_indices=True)
+        ctx.save_for_backward(idx)
+        ctx.shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        idx, = ctx.saved_tensors
+        gx = torch.zeros(ctx.shape, dtype=g.dtype).flatten(2)
+        gx = gx.scatter_add(2, idx.flatten(2), g.flatten(2)).reshape(ctx.shape)
+        gx[..., 0, 0] *= 2
+        return gx
+
+
+def test_max_pool_edge_copies_are_one_entry_not_a_kink():
+    """A captured max-pool's windows are edge-replicated (``capture.conv``): the corner window
+    holds x[0, 0] four times and an edge window its edge entry twice, an exact tie between
+    copies of one value. ``links.sources`` proves which window entries are copies (every
+    weight of the selection 0 or 1), ``links.distinct`` drops those ties: no kink reached,
+    no side evaluated, the verdict decided. A backward that doubles the corner entry's
+    gradient is not passed (it is inconclusive, as on main: the rigorous enclosure of a max
+    whose winner ties with its own copy is unbounded, ``rigorous/max_top``, so the error
+    is suspect and at given points cannot be confirmed)."""
+    g = torch.Generator().manual_seed(3)
+    x = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64)
+    x[0, 0, 0, 0], x[0, 0, 0, 3] = 9.0, 8.0  # the corner and a top-edge entry win
+    w = torch.arange(1.0, 10.0, dtype=torch.float64).reshape(1, 1, 3, 3) / 4  # exact weights
+    c = sg.capture(lambda x: (torch.nn.functional.max_pool2d(x, 3, 2, 1) * w).sum(),
+                   (x.clone().requires_grad_(),))
+    s = sides.sided(c.model)
+    (site,) = [t for t in s.sites if t.selector is not None]
+    src = sources(site.node.args[0]).reshape(-1)[site.index]  # (windows, 9) -> x's entry
+    assert src[0].tolist().count(0) == 4 and sorted(set(src[0].tolist())) == [0, 1, 5, 6]
+    at = c.at(1)
+    keys = reached(c.model, at, DD_OPS, ["float64"], sg.VerifyConfig().tolerance)
+    assert len(keys.rows[0]) >= 2 and distinct(s, keys.rows[0], {}) == []
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=at, backends=("torch_fn",))
+    assert r.ok, r
+    bad = sg.verify(c.model, torch_fn=lambda x: (_PoolCornerTwice.apply(x) * w).sum(), at=at,
+                    backends=("torch_fn",))
+    assert not bad.ok and any(f.output == "d/dx[0,0,0,0]" for f in bad.failures + bad.undecided)

@@ -41,7 +41,7 @@ from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
 from .interpret import evaluate
 from .kinks import Keys, sided
-from .links import names, side_words
+from .links import distinct, names, side_words
 from .nearest import searcher, with_nearest
 from .model import TensorModel
 from .program import topological
@@ -163,7 +163,9 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
     vertices, labels, structure = {}, {}, {}
     uncertain = np.zeros(hi.shape, bool)
     why: dict = {}
+    copies: dict = {}  # site -> which entries of its operand are copies of one (``distinct``)
     for r, ks in keys.rows.items():
+        ks = distinct(sided(model), ks, copies)  # a tie between copies of one entry: no kink
         if not ks:
             continue
         if len(ks) > MAX_KEYS:
@@ -204,7 +206,9 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
             verts.append(row.vertex(combo))
             labels.append(row.label(combo, True))
             combos.append(combo)
-    groups = _groups(verts, unit)
+    groups = linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit)  # kinks that
+                                       for r in rs[1:]  # move a common entry
+                                       for k in np.flatnonzero(verts[r] != verts[0])))
     rows, why = [], None
     for g in groups:
         if len(g) == 1:
@@ -314,12 +318,6 @@ def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
         low = np.where(ok, np.nextafter(mid - rad, -np.inf), -np.inf)
         high = np.where(ok, np.nextafter(mid + rad, np.inf), np.inf)
     return low, high
-
-
-def _groups(verts: list, unit: list) -> list[list[int]]:
-    """Kinks linked through an entry that their single changes move."""
-    return linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit) for r in rs[1:]
-                                     for k in np.flatnonzero(verts[r] != verts[0])))
 
 
 def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list,

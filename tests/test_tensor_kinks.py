@@ -218,6 +218,21 @@ def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
     assert one.verdict == "inconclusive" and "interact" in c.undecided[0], one
 
 
+def test_sides_over_their_memory_budget_leave_the_row_inconclusive(monkeypatch):
+    """A sample whose sides' rows would take more than ``MAX_SIDE_BYTES`` (a wide train-mode
+    network: every ReLU at 0 moves every entry) is not evaluated side by side: its gradient
+    entries are inconclusive, with the reason naming the memory - never ok, never an
+    out-of-memory kill (ResNet-18-shaped at width 16: 20 GB before this guard)."""
+    monkeypatch.setattr(sides, "MAX_SIDE_BYTES", 1024)
+    at = {"W": np.zeros((1, 8, 3)), "V1": np.ones((1, 8, 8)), "x": np.ones((1, 3))}
+
+    def fn(W, V1, x):
+        return torch.relu(V1 @ torch.relu(W @ x)).sum() + (W * W).sum()
+    r = sg.verify(_wide(8, 2), torch_fn=fn, at=at)
+    c = r.comparisons["torch_fn"]
+    assert r.verdict == "inconclusive" and "GiB" in c.undecided[0], r
+
+
 def _branchy():
     """2 log(w) for w > 1, else w - 1: a kink at w = 1 (sides 2 and 1); its untaken branch
     log(w) is undefined at w <= 0, where the model is defined."""

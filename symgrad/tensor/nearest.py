@@ -130,7 +130,9 @@ def with_nearest(sides: KinkSides, rows: Sequence[int], got: np.ndarray,
         got, allow: the backend's rows and their absolute allowances.
     Returns:
         The widened sides (the structure's ranges over the evaluated sides widened too), or
-        None.
+        None. A vertex that fits its row within every allowance replaces that row's others
+        (it alone makes the row a member; a copy of hundreds of rows of a wide model is not
+        made for it).
     """
     vertices, labels = dict(sides.vertices), dict(sides.labels or {})
     structure = dict(sides.structure or {})
@@ -139,11 +141,17 @@ def with_nearest(sides: KinkSides, rows: Sequence[int], got: np.ndarray,
         info = structure.get(i)
         if info is None or info.kind != "relaxed" or info.search is None or i not in vertices:
             continue
-        v, words = info.search(np.asarray(got[i], np.float64), np.asarray(allow[i], np.float64))
-        vertices[i] = np.vstack([vertices[i], v[None]])
-        if i in labels:
-            labels[i] = list(labels[i]) + [words]
-        structure[i] = with_interval(info, vertices[i])
+        g, a = np.asarray(got[i], np.float64), np.asarray(allow[i], np.float64)
+        v, words = info.search(g, a)
+        if misfit(v, g, a)[0] == 0:  # it fits: that side alone decides (no copy of the rest)
+            vertices[i] = v[None]
+            labels[i] = [words]
+        else:
+            vertices[i] = np.vstack([vertices[i], v[None]])
+            labels[i] = list(labels.get(i, [""] * (len(vertices[i]) - 1))) + [words]
+        wide = with_interval(info, v[None])  # the ranges over every side evaluated
+        structure[i] = replace(wide, low=np.fmin(info.low, wide.low),
+                               high=np.fmax(info.high, wide.high))
         found = True
     if not found:
         return None

@@ -16,8 +16,9 @@ kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inne
 a proven enclosure of every subgradient (outside it: a mismatch); a backend's gradient in the
 enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
 nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
-is **inconclusive** with the reason. More than ``MAX_KEYS`` reached kinks in one sample: that
-sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
+is **inconclusive** with the reason. More than ``MAX_KEYS`` reached kinks in one sample, or
+sides' rows over ``MAX_SIDE_BYTES``: that sample's gradient entries are inconclusive (cost and
+memory stay proportional). Atoms that are one kink
 (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
 options set every member's side consistently. Where every side agrees (a smooth function
 written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
@@ -27,14 +28,13 @@ from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 from flint import arb
 
 from ..backends.arb import Between, Imprecise
-from ..compare import Comparison, KinkSides, Tolerance, allowance, compare
+from ..compare import KinkSides
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
 from ..errors import SymgradError
@@ -42,7 +42,8 @@ from ..precise.arb import ARB_OPS
 from .interpret import evaluate
 from .kinks import Keys, sided
 from .links import distinct, names, side_words
-from .nearest import searcher, with_nearest
+from .nearest import searcher
+from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it from
 from .model import TensorModel
 from .program import topological
 from .views import flat_balls
@@ -50,6 +51,7 @@ from .views import flat_balls
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
 ENCLOSURE_BITS = 128
 MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
+MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: inconclusive
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
 #                        keeps every value of its reference passes (16 B each in double-double)
 REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
@@ -168,10 +170,13 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         ks = distinct(sided(model), ks, copies)  # a tie between copies of one entry: no kink
         if not ks:
             continue
-        if len(ks) > MAX_KEYS:
+        size = _side_rows(ks) * 8.0 * hi.shape[1]  # bytes of the sides' rows
+        if len(ks) > MAX_KEYS or size > MAX_SIDE_BYTES:
             uncertain[r, 1:] = True
             why[r] = (f"{len(ks)} kinks reached in one sample (more than {MAX_KEYS} are not "
-                      "evaluated side by side)")
+                      "evaluated side by side)" if len(ks) > MAX_KEYS else
+                      f"{len(ks)} kinks reached in one sample: their sides' rows would take "
+                      f"{size / 2**30:.3g} GiB (more than {MAX_SIDE_BYTES / 2**30:.3g})")
             continue
         one = {k: np.asarray(v)[r:r + 1] for k, v in sub.items()}
         row = _Row(model, one, ks, keys.base[r], table)
@@ -187,6 +192,14 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
             hi[r, k], lo[r, k] = V[0, k], 0.0
             uncertain[r, k] = True
     return KinkSides(vertices, labels, structure=structure), uncertain, why
+
+
+def _side_rows(ks: list) -> int:
+    """About how many rows ``_sides`` evaluates and keeps for these kinks."""
+    options = [len(k.options) for k in ks]
+    if math.prod(options) <= MAX_COMBINATIONS:
+        return math.prod(options)
+    return 2 * (1 + sum(n - 1 for n in options)) + 16 + EXTRA_VERTICES + MAX_COMBINATIONS
 
 
 def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
@@ -241,9 +254,10 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         combos.append(combo)
     low, high = _enclosure(row, len(verts[0]))
     active = [q for q, moves in enumerate(sig) if any(moves)]  # the others move nothing
+    verts = np.array(verts)  # the rows once (the search starts from them too)
     search = searcher(row.vertex, lambda c: row.label(c, True), options, active, combos, verts)
     count = math.prod(len(o) for o in options)
-    return np.array(verts), labels, Sides(
+    return verts, labels, Sides(
         "relaxed", unit, low, high,
         f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
         f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
@@ -345,54 +359,3 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
         if not np.all(np.abs(got - pred) <= tol):
             return "the gradient between the sides is not separable in groups of kinks"
     return None
-
-
-def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got: np.ndarray,
-            E: np.ndarray, tol: Tolerance, rigorous: Callable | None = None) -> Comparison:
-    """``comp`` with the rows that reach a kink compared again by ``symgrad.compare.compare``
-    with their sides (``kink_sides``): the same kink and subgradient decisions as the scalar
-    pipeline. Rows without a kink keep their entries as they are (no extra work).
-
-    Arguments:
-        comp: the backend's comparison (``compare_compact``).
-        kinks: ``kink_sides``'s (sides, uncertain, why).
-        hi, lo, got, E: the oracle's rows, the backend's rows and the bound, (N, K).
-        tol: the tolerance.
-        rigorous: the lazy enclosure (rows -> radii), or None.
-    Returns:
-        The comparison with those rows' statuses, kink positions, sides used and reasons.
-    """
-    sides, uncertain, why = kinks
-    rows = np.array(sorted(set(sides.vertices) | set(np.flatnonzero(uncertain.any(axis=1)))), int)
-    if not rows.size:
-        return comp
-    at = {int(r): i for i, r in enumerate(rows)}
-    local = KinkSides({at[r]: v for r, v in sides.vertices.items()},
-                      {at[r]: v for r, v in (sides.labels or {}).items()},
-                      structure={at[r]: v for r, v in (sides.structure or {}).items()})
-    ask = None if rigorous is None else (lambda rr: rigorous(rows[np.asarray(rr, int)]))
-    args = (np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
-            np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64))
-    c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
-                uncertain=uncertain[rows], rigorous=ask)
-    if c.undecided:  # relaxed rows: one more vertex, the sides nearest to this gradient
-        allow = np.nan_to_num(allowance(args[3], comp.dtype, tol), nan=np.inf)
-        more = with_nearest(local, sorted(c.undecided), args[2], allow)
-        if more is not None:
-            c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=more,
-                        uncertain=uncertain[rows], rigorous=ask)
-    status = comp.status.copy()
-    status[rows] = c.status
-    position = np.full(status.shape, np.nan)
-    position[rows] = c.kink_position
-    joint = np.zeros(status.shape, bool)
-    joint[rows] = c.not_subgradient
-    undecided = {int(rows[i]): v for i, v in (c.undecided or {}).items()}
-    undecided.update({r: w for r, w in why.items()})
-    radius = comp.rigorous
-    if radius is not None and c.rigorous is not None:
-        radius = radius.copy()
-        radius[rows] = np.where(np.isnan(c.rigorous), radius[rows], c.rigorous)
-    return replace(comp, status=status, kink_position=position, not_subgradient=joint,
-                   side={int(rows[i]): v for i, v in (c.side or {}).items()},
-                   undecided=undecided, rigorous=radius)

@@ -218,17 +218,29 @@ def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
     assert one.verdict == "inconclusive" and "interact" in c.undecided[0], one
 
 
-def test_sides_over_their_memory_budget_leave_the_row_inconclusive(monkeypatch):
+def test_sides_over_their_memory_budget_take_the_base_and_the_search(monkeypatch):
     """A sample whose sides' rows would take more than ``MAX_SIDE_BYTES`` (a wide train-mode
-    network: every ReLU at 0 moves every entry) is not evaluated side by side: its gradient
-    entries are inconclusive, with the reason naming the memory - never ok, never an
-    out-of-memory kill (ResNet-18-shaped at width 16: 20 GB before this guard)."""
+    network: every ReLU at 0 moves every entry; ResNet-18-shaped at width 16 grew to 20 GB)
+    keeps one row at a time (``sides._lean``): the base, the proven enclosure and the search
+    for the sides nearest to got. Two ReLU layers at 0 as in the test above: torch.relu (the
+    base) passes, a backward of 1000 at 0 is outside the enclosure and fails, and a
+    subgradient the single-change search does not reach is inconclusive with the reason
+    naming the memory - never ok."""
     monkeypatch.setattr(sides, "MAX_SIDE_BYTES", 1024)
     at = {"W": np.zeros((1, 8, 3)), "V1": np.ones((1, 8, 8)), "x": np.ones((1, 3))}
 
-    def fn(W, V1, x):
-        return torch.relu(V1 @ torch.relu(W @ x)).sum() + (W * W).sum()
-    r = sg.verify(_wide(8, 2), torch_fn=fn, at=at)
+    def at_zero(slope, extra=0.0):
+        def fn(W, V1, x):
+            z = W @ x
+            h = torch.relu(z) + slope * (z - z.detach()) * (z == 0)
+            u = V1 @ h
+            return ((torch.relu(u) + slope * (u - u.detach()) * (u == 0)).sum() + (W * W).sum()
+                    + extra * (z[0] - z[0].detach()))
+        return fn
+    m = _wide(8, 2)
+    assert sg.verify(m, torch_fn=at_zero(0.0), at=at).verdict == "pass"
+    assert sg.verify(m, torch_fn=at_zero(1000.0), at=at).verdict == "fail"
+    r = sg.verify(m, torch_fn=at_zero(0.0, 2.0), at=at)
     c = r.comparisons["torch_fn"]
     assert r.verdict == "inconclusive" and "GiB" in c.undecided[0], r
 

@@ -99,7 +99,8 @@ def nearest(run: Callable[[tuple], np.ndarray], options: Sequence[tuple], active
 
 def searcher(vertex: Callable[[tuple], np.ndarray], label: Callable[[tuple], str],
              options: Sequence[tuple], active: Sequence[int], combos: Sequence[tuple],
-             verts: Sequence[np.ndarray]) -> Callable[[np.ndarray, np.ndarray], tuple]:
+             verts: Sequence[np.ndarray], *, passes: int = SEARCH_PASSES
+             ) -> Callable[[np.ndarray, np.ndarray], tuple]:
     """A relaxed row's ``Sides.search``: (got, allowance) -> (the exact row of the sides
     nearest to got, their label), starting from the evaluated ``combos`` (rows ``verts``).
 
@@ -107,13 +108,14 @@ def searcher(vertex: Callable[[tuple], np.ndarray], label: Callable[[tuple], str
         vertex, label: a combination -> its exact row, its words (``tensor.sides._Row``).
         options, active: as ``nearest``.
         combos, verts: the combinations evaluated so far and their rows.
+        passes: the most passes one search takes.
     Returns:
         The search.
     """
     starts = list(zip(combos, verts))
 
     def search(got: np.ndarray, allow: np.ndarray) -> tuple[np.ndarray, str]:
-        combo, v, taken = nearest(vertex, options, active, starts, got, allow)
+        combo, v, taken = nearest(vertex, options, active, starts, got, allow, passes=passes)
         return v, (f"the sides nearest to this backend's gradient ({taken} passes of a local "
                    f"search): {label(combo) or 'every kink on its first side'}")
     return search

@@ -16,9 +16,9 @@ kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inne
 a proven enclosure of every subgradient (outside it: a mismatch); a backend's gradient in the
 enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
 nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
-is **inconclusive** with the reason. More than ``MAX_KEYS`` reached kinks in one sample, or
-sides' rows over ``MAX_SIDE_BYTES``: that sample's gradient entries are inconclusive (cost and
-memory stay proportional). Atoms that are one kink
+is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base and
+the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
+sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
 (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
 options set every member's side consistently. Where every side agrees (a smooth function
 written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
@@ -51,7 +51,8 @@ from .views import flat_balls
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
 ENCLOSURE_BITS = 128
 MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
-MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: inconclusive
+MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: the base and a
+LEAN_SWEEPS = 3  # search of this many sweeps over every kink's single changes (``_lean``)
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
 #                        keeps every value of its reference passes (16 B each in double-double)
 REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
@@ -171,16 +172,14 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         if not ks:
             continue
         size = _side_rows(ks) * 8.0 * hi.shape[1]  # bytes of the sides' rows
-        if len(ks) > MAX_KEYS or size > MAX_SIDE_BYTES:
+        if len(ks) > MAX_KEYS:
             uncertain[r, 1:] = True
             why[r] = (f"{len(ks)} kinks reached in one sample (more than {MAX_KEYS} are not "
-                      "evaluated side by side)" if len(ks) > MAX_KEYS else
-                      f"{len(ks)} kinks reached in one sample: their sides' rows would take "
-                      f"{size / 2**30:.3g} GiB (more than {MAX_SIDE_BYTES / 2**30:.3g})")
+                      "evaluated side by side)")
             continue
         one = {k: np.asarray(v)[r:r + 1] for k, v in sub.items()}
         row = _Row(model, one, ks, keys.base[r], table)
-        V, names, info = _sides(row, ks)
+        V, names, info = _sides(row, ks) if size <= MAX_SIDE_BYTES else _lean(row, ks, size)
         vertices[r], labels[r] = V, names
         same = np.ptp(V, axis=0) == 0
         if info is not None:
@@ -192,6 +191,25 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
             hi[r, k], lo[r, k] = V[0, k], 0.0
             uncertain[r, k] = True
     return KinkSides(vertices, labels, structure=structure), uncertain, why
+
+
+def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:
+    """Sides whose rows would take more than ``MAX_SIDE_BYTES``: the base alone and the proven
+    enclosure, relaxed; a backend's gradient outside that makes the search walk from the base
+    over every kink (``LEAN_SWEEPS`` sweeps of single changes at most), one row at a time."""
+    options = [k.options for k in ks]
+    base = tuple(o[0] for o in options)
+    V = row.vertex(base, remember=True)[None]
+    low, high = _enclosure(row, V.shape[1])
+    passes = LEAN_SWEEPS * sum(len(o) - 1 for o in options)
+    search = searcher(row.vertex, lambda c: row.label(c, True), options, range(len(ks)),
+                      [base], V, passes=passes)
+    return V, [row.label(base, True)], Sides(
+        "relaxed", [[0]], low, high,
+        f"{len(ks)} reached kinks: their sides' rows would take {size / 2**30:.3g} GiB (more "
+        f"than {MAX_SIDE_BYTES / 2**30:.3g}), so only the base and a search of at most "
+        f"{passes} single changes were evaluated: got lies in the proven enclosure of every "
+        "subgradient but no evaluated side fits it", search=search)
 
 
 def _side_rows(ks: list) -> int:

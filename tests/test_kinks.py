@@ -330,8 +330,11 @@ def test_interacting_kinks_beyond_enumeration():
     torch.relu (the all-left side), H(0) = 1 (all-right), H(0) = 1/2, and one convention per
     layer (a class of kinks) lie in the hull of the sides evaluated and pass, with no block
     test firing on them; a backward of 1000 at 0 is outside the proven enclosure and fails;
-    a different side per unit (a vertex not evaluated) lies in the enclosure but not in that
-    hull: inconclusive, with the reason - never ok, never failing."""
+    a different side per unit (a vertex the fixed choices do not evaluate) is found by the
+    search for the sides nearest to the gradient (``symgrad.tensor.nearest``) and passes, that
+    side named; a fraction between the sides per unit (0.5, 0, 0, 1: a point of the hull no
+    vertex is) lies in the enclosure but not in the hull evaluated: inconclusive, with the
+    reason - never ok, never failing."""
     from symgrad.compare import INCONCLUSIVE
     m, at = _zero_layer(4, depth=2), _zero_layer_at(4, depth=2, n=1, seed=1)
     at["c"] = np.zeros((1, 1))  # the logit at 0 too
@@ -354,6 +357,12 @@ def test_interacting_kinks_beyond_enumeration():
     bad = sg.verify(m, at=at, torch_fn=_zero_layer_fn(ThousandAtZero.apply, depth=2))
     assert not bad.ok and any(f.backend == "torch_fn" for f in bad.failures)
     pattern = torch.tensor([1.0, 0.0, 0.0, 1.0], dtype=torch.float64)
+    r = sg.verify(m, at=at, torch_fn=layers(torch.relu,
+                                            lambda h: PatternAtZero.apply(h, pattern)))
+    c = r.comparisons["torch_fn"]
+    assert r.ok and not (c.status == INCONCLUSIVE).any() and not c.systematic, str(r)
+    assert "nearest to this backend's gradient" in c.side[0] and "0+" in c.side[0]
+    pattern = torch.tensor([0.5, 0.0, 0.0, 1.0], dtype=torch.float64)
     r = sg.verify(m, at=at, torch_fn=layers(torch.relu,
                                             lambda h: PatternAtZero.apply(h, pattern)))
     c = r.comparisons["torch_fn"]

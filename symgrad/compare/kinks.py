@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field, replace
+from typing import Callable
 
 import numpy as np
 
@@ -273,6 +274,9 @@ class Sides:
     reason: str = ""
     low: np.ndarray | None = None  # each entry's range over the sides (separable: exact;
     high: np.ndarray | None = None  # relaxed: over the evaluated ones)
+    # relaxed: (got, allowance) -> (one more combination's exact row, its label): the sides
+    # nearest to a backend's gradient (``symgrad.tensor.nearest``), another vertex of the hull
+    search: Callable | None = None
 
 
 def with_interval(info: Sides, V: np.ndarray) -> Sides:

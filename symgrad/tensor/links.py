@@ -144,3 +144,100 @@ def linked_values(s, members: list, got: dict) -> tuple[np.ndarray, np.ndarray]:
         vals.append(orient * v)
         reach.append(r)
     return np.stack(vals, axis=2), np.stack(reach, axis=2)
+
+
+EXACT_IDS = 2.0**40  # entries of the selected node up to which its ids stay exact sums
+
+
+def sources(x: Node) -> np.ndarray | None:
+    """Per entry of ``x``, the flat entry of the node it is a copy of (-1: a constant 0), where
+    ``x`` only selects entries of one node through reshapes, transposes and einsums with 0/1
+    constants (a max-pool's windows, ``symgrad.capture.conv``, edge-replicated: the windows at
+    an edge hold one entry two or four times); None where it is not such a selection.
+
+    Proof that an entry is a copy: the path is linear with nonnegative integer weights (sums of
+    products of 0s and 1s); evaluated at all ones it gives each entry's total weight, and where
+    every total is 0 or 1 an entry is one member taken once (or none); evaluated at the ids
+    ``1..n`` (exact integers in float64) it names that member.
+
+    Arguments:
+        x: a node (a max reduction's operand).
+    Returns:
+        An int64 array of ``x.shape``, or None.
+
+    >>> import symgrad.tensor as st
+    >>> from symgrad.tensor.program import const, einsum
+    >>> v = st.param("v", (3,))
+    >>> pad = const(np.array([[1.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]]))  # v0 twice
+    >>> sources(einsum("j,ij->i", v, pad)).tolist()
+    [0, 0, 1, 2]
+    >>> sources(einsum("j,ij->i", v, const(np.ones((2, 3))))) is None  # sums: no copies
+    True
+    """
+    path, node = [], x
+    while True:
+        if node.op in ("reshape", "transpose"):
+            path.append((node, 0))
+        elif node.op == "einsum":
+            free = [k for k, a in enumerate(node.args) if a.op != "const"]
+            if len(free) != 1 or not all(np.isin(a.attrs["value"], (0.0, 1.0)).all()
+                                         for a in node.args if a.op == "const"):
+                break
+            path.append((node, free[0]))
+        else:
+            break
+        node = node.args[path[-1][1]]
+    if not path or node.size >= EXACT_IDS:
+        return None
+    count = np.ones(node.shape)
+    ids = np.arange(1, node.size + 1, dtype=np.float64).reshape(node.shape)
+    for n, k in reversed(path):
+        count, ids = _select(n, k, count), _select(n, k, ids)
+    if not np.isin(count, (0.0, 1.0)).all():
+        return None
+    return ids.astype(np.int64) - 1
+
+
+def _select(n: Node, k: int, v: np.ndarray) -> np.ndarray:
+    """Node ``n`` with operand ``k`` at ``v`` (its other operands constants)."""
+    if n.op == "reshape":
+        return v.reshape(n.shape)
+    if n.op == "transpose":
+        return v.transpose(n.attrs["perm"])
+    args = [v if i == k else a.attrs["value"] for i, a in enumerate(n.args)]
+    return np.einsum(n.attrs["spec"], *args)
+
+
+def distinct(s, keys: list, cache: dict) -> list:
+    """``keys`` with each max reduction's options that are copies of one entry (``sources``)
+    kept once, and the keys left with one option dropped: a tie between copies of one value
+    is no kink (any split of the derivative between the copies reaches that entry whole).
+
+    Arguments:
+        s: the sided program (``symgrad.tensor.kinks.Sided``).
+        keys: one sample's reached kinks (``symgrad.tensor.kinks.Key``).
+        cache: site -> its operand's ``sources`` (filled here).
+    Returns:
+        The keys that remain kinks.
+    """
+    out = []
+    for k in keys:
+        site = s.sites[k.site]
+        if k.atom >= 0 or k.links:
+            out.append(k)
+            continue
+        if k.site not in cache:
+            cache[k.site] = sources(site.node.args[0])
+        src = cache[k.site]
+        if src is None:
+            out.append(k)
+            continue
+        flat, seen, options = src.reshape(-1), set(), []
+        for o in k.options:
+            who = int(flat[site.index[k.entry, o]])
+            if who not in seen:
+                seen.add(who)
+                options.append(o)
+        if len(options) > 1:
+            out.append(k._replace(options=tuple(options)))
+    return out

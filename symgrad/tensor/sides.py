@@ -12,36 +12,38 @@ Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
 more combinations (the all-last-side base and its single changes, one side per class of
 kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull
-(``"relaxed"``), one pass in ball arithmetic with every
-reached selector the ball [0, 1] gives a proven enclosure of every subgradient (outside it: a
-mismatch), and a gradient between the two is **inconclusive** with the reason. More than
-``MAX_KEYS`` reached kinks in one sample: that sample's gradient entries are inconclusive
-(cost stays proportional). Atoms that are one kink (``symgrad.tensor.links``: ``Max(0, z)``
-and ``Abs(z)`` of a stable BCE) are one key whose two options set every member's side
-consistently. Where every side agrees (a smooth function written with Abs/Max)
-the sides' value replaces the oracle's, marked uncertain as on the scalar side.
-Samples that reach no kink cost nothing here.
+(``"relaxed"``), one pass in ball arithmetic with every reached selector the ball [0, 1] gives
+a proven enclosure of every subgradient (outside it: a mismatch); a backend's gradient in the
+enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
+nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
+is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base and
+the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
+sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
+(``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
+options set every member's side consistently. Where every side agrees (a smooth function
+written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
 """
 
 from __future__ import annotations
 
 import itertools
 import math
-from dataclasses import replace
-from typing import Callable, Mapping
+from typing import Mapping
 
 import numpy as np
 from flint import arb
 
 from ..backends.arb import Between, Imprecise
-from ..compare import Comparison, KinkSides, Tolerance, compare
+from ..compare import KinkSides
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
 from .interpret import evaluate
 from .kinks import Keys, sided
-from .links import names, side_words
+from .links import distinct, names, side_words
+from .nearest import searcher
+from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it from
 from .model import TensorModel
 from .program import topological
 from .views import flat_balls
@@ -49,6 +51,8 @@ from .views import flat_balls
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
 ENCLOSURE_BITS = 128
 MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
+MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: the base and a
+LEAN_SWEEPS = 3  # search of this many sweeps over every kink's single changes (``_lean``)
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
 #                        keeps every value of its reference passes (16 B each in double-double)
 REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
@@ -162,9 +166,12 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
     vertices, labels, structure = {}, {}, {}
     uncertain = np.zeros(hi.shape, bool)
     why: dict = {}
+    copies: dict = {}  # site -> which entries of its operand are copies of one (``distinct``)
     for r, ks in keys.rows.items():
+        ks = distinct(sided(model), ks, copies)  # a tie between copies of one entry: no kink
         if not ks:
             continue
+        size = _side_rows(ks) * 8.0 * hi.shape[1]  # bytes of the sides' rows
         if len(ks) > MAX_KEYS:
             uncertain[r, 1:] = True
             why[r] = (f"{len(ks)} kinks reached in one sample (more than {MAX_KEYS} are not "
@@ -172,7 +179,7 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
             continue
         one = {k: np.asarray(v)[r:r + 1] for k, v in sub.items()}
         row = _Row(model, one, ks, keys.base[r], table)
-        V, names, info = _sides(row, ks)
+        V, names, info = _sides(row, ks) if size <= MAX_SIDE_BYTES else _lean(row, ks, size)
         vertices[r], labels[r] = V, names
         same = np.ptp(V, axis=0) == 0
         if info is not None:
@@ -186,6 +193,33 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
     return KinkSides(vertices, labels, structure=structure), uncertain, why
 
 
+def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:
+    """Sides whose rows would take more than ``MAX_SIDE_BYTES``: the base alone and the proven
+    enclosure, relaxed; a backend's gradient outside that makes the search walk from the base
+    over every kink (``LEAN_SWEEPS`` sweeps of single changes at most), one row at a time."""
+    options = [k.options for k in ks]
+    base = tuple(o[0] for o in options)
+    V = row.vertex(base, remember=True)[None]
+    low, high = _enclosure(row, V.shape[1])
+    passes = LEAN_SWEEPS * sum(len(o) - 1 for o in options)
+    search = searcher(row.vertex, lambda c: row.label(c, True), options, range(len(ks)),
+                      [base], V, passes=passes)
+    return V, [row.label(base, True)], Sides(
+        "relaxed", [[0]], low, high,
+        f"{len(ks)} reached kinks: their sides' rows would take {size / 2**30:.3g} GiB (more "
+        f"than {MAX_SIDE_BYTES / 2**30:.3g}), so only the base and a search of at most "
+        f"{passes} single changes were evaluated: got lies in the proven enclosure of every "
+        "subgradient but no evaluated side fits it", search=search)
+
+
+def _side_rows(ks: list) -> int:
+    """About how many rows ``_sides`` evaluates and keeps for these kinks."""
+    options = [len(k.options) for k in ks]
+    if math.prod(options) <= MAX_COMBINATIONS:
+        return math.prod(options)
+    return 2 * (1 + sum(n - 1 for n in options)) + 16 + EXTRA_VERTICES + MAX_COMBINATIONS
+
+
 def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
     options = [k.options for k in ks]
     if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
@@ -194,6 +228,7 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
                 [row.label(c, False) for c in combos], None)
     base = tuple(o[0] for o in options)
     verts, labels, unit = [row.vertex(base, remember=True)], [row.label(base, True)], []
+    combos = [base]  # the combination of each row of verts
     for q, o in enumerate(options):
         unit.append([0])
         for c in o[1:]:
@@ -201,7 +236,10 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
             unit[-1].append(len(verts))
             verts.append(row.vertex(combo))
             labels.append(row.label(combo, True))
-    groups = _groups(verts, unit)
+            combos.append(combo)
+    groups = linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit)  # kinks that
+                                       for r in rs[1:]  # move a common entry
+                                       for k in np.flatnonzero(verts[r] != verts[0])))
     rows, why = [], None
     for g in groups:
         if len(g) == 1:
@@ -219,33 +257,42 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
                 rows[-1].append(len(verts))
                 verts.append(row.vertex(tuple(combo)))
                 labels.append(row.label(tuple(combo), True))
+                combos.append(tuple(combo))
     rng = np.random.default_rng(len(ks))
     if why is None:
         why = _interaction(row, options, verts, groups, rows, rng)
     if why is None:
         return np.array(verts), labels, Sides("separable", rows)
-    extra = class_combos(_signatures(row, options, verts, labels, unit), options)
+    sig = _signatures(row, options, verts, labels, unit, combos)
+    extra = class_combos(sig, options)
     extra += [tuple(o[int(rng.integers(len(o)))] for o in options) for _ in range(EXTRA_VERTICES)]
     for combo in extra:
         verts.append(row.vertex(combo))
         labels.append(row.label(combo, True))
+        combos.append(combo)
     low, high = _enclosure(row, len(verts[0]))
+    active = [q for q, moves in enumerate(sig) if any(moves)]  # the others move nothing
+    verts = np.array(verts)  # the rows once (the search starts from them too)
+    search = searcher(row.vertex, lambda c: row.label(c, True), options, active, combos, verts)
     count = math.prod(len(o) for o in options)
-    return np.array(verts), labels, Sides(
+    return verts, labels, Sides(
         "relaxed", unit, low, high,
         f"{len(ks)} reached kinks interact ({why}); {count:.3g} combinations of sides, "
         f"{len(verts)} evaluated: got lies in the proven enclosure of every subgradient but "
-        "not in the hull of the evaluated sides")
+        "not in the hull of the evaluated sides", search=search)
 
 
-def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list) -> list:
-    """The all-last-side base and its single changes (appended to ``verts``), and per kink
+def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list,
+                combos: list) -> list:
+    """The all-last-side base and its single changes (appended to ``verts``, their
+    combinations to ``combos``), and per kink
     whether its single changes move anything at the first and at the last base (the classes
     of ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
     last = tuple(o[-1] for o in options)
     more = []
     verts.append(row.vertex(last, remember=True))
     labels.append(f"each of the {len(options)} reached kinks from its last side")
+    combos.append(last)
     at = len(verts) - 1
     for q, o in enumerate(options):
         more.append([at])
@@ -255,6 +302,7 @@ def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list)
             verts.append(row.vertex(combo))
             labels.append(_side_words(row.s, row.keys[q], c)
                           + ", the other kinks from their last side")
+            combos.append(combo)
 
     def moved(rows: list) -> bool:
         b = verts[rows[0]]
@@ -304,12 +352,6 @@ def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
     return low, high
 
 
-def _groups(verts: list, unit: list) -> list[list[int]]:
-    """Kinks linked through an entry that their single changes move."""
-    return linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit) for r in rs[1:]
-                                     for k in np.flatnonzero(verts[r] != verts[0])))
-
-
 def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list,
                  rng) -> str | None:
     """None if the gradient at two random points between the sides is the separable
@@ -335,48 +377,3 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
         if not np.all(np.abs(got - pred) <= tol):
             return "the gradient between the sides is not separable in groups of kinks"
     return None
-
-
-def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got: np.ndarray,
-            E: np.ndarray, tol: Tolerance, rigorous: Callable | None = None) -> Comparison:
-    """``comp`` with the rows that reach a kink compared again by ``symgrad.compare.compare``
-    with their sides (``kink_sides``): the same kink and subgradient decisions as the scalar
-    pipeline. Rows without a kink keep their entries as they are (no extra work).
-
-    Arguments:
-        comp: the backend's comparison (``compare_compact``).
-        kinks: ``kink_sides``'s (sides, uncertain, why).
-        hi, lo, got, E: the oracle's rows, the backend's rows and the bound, (N, K).
-        tol: the tolerance.
-        rigorous: the lazy enclosure (rows -> radii), or None.
-    Returns:
-        The comparison with those rows' statuses, kink positions, sides used and reasons.
-    """
-    sides, uncertain, why = kinks
-    rows = np.array(sorted(set(sides.vertices) | set(np.flatnonzero(uncertain.any(axis=1)))), int)
-    if not rows.size:
-        return comp
-    at = {int(r): i for i, r in enumerate(rows)}
-    local = KinkSides({at[r]: v for r, v in sides.vertices.items()},
-                      {at[r]: v for r, v in (sides.labels or {}).items()},
-                      structure={at[r]: v for r, v in (sides.structure or {}).items()})
-    ask = None if rigorous is None else (lambda rr: rigorous(rows[np.asarray(rr, int)]))
-    c = compare(np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
-                np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64),
-                backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
-                uncertain=uncertain[rows], rigorous=ask)
-    status = comp.status.copy()
-    status[rows] = c.status
-    position = np.full(status.shape, np.nan)
-    position[rows] = c.kink_position
-    joint = np.zeros(status.shape, bool)
-    joint[rows] = c.not_subgradient
-    undecided = {int(rows[i]): v for i, v in (c.undecided or {}).items()}
-    undecided.update({r: w for r, w in why.items()})
-    radius = comp.rigorous
-    if radius is not None and c.rigorous is not None:
-        radius = radius.copy()
-        radius[rows] = np.where(np.isnan(c.rigorous), radius[rows], c.rigorous)
-    return replace(comp, status=status, kink_position=position, not_subgradient=joint,
-                   side={int(rows[i]): v for i, v in (c.side or {}).items()},
-                   undecided=undecided, rigorous=radius)

@@ -56,7 +56,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
                                 "tensor.model", "zoo", "capture")),
     ("backends, exact arithmetic, tensor views", (
         "backends", "bounds", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
-        "tensor.steps", "tensor.exact", "tensor.lower")),
+        "tensor.steps", "tensor.exact")),
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.operands", "tensor.bound", "tensor.spotcheck", "tensor.kinks",
         "tensor.doubt", "tensor.limits",

@@ -67,7 +67,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
 ]
 
 
-DONE: set[str] = {"2a", "2e"}
+DONE: set[str] = {"2a", "2d", "2e"}
 
 
 def units(path: Path) -> dict[str, int]:

@@ -159,18 +159,18 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,
                                  options=ModuleOptions(None, train, loss, paths))
     options = ModuleOptions(module_map, train, loss, paths)
+    if module is not None or _on_program(model):  # a module is always verified on the program
+        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
+            model = as_program(model)  # order 2 too: the HVP of the program (hvp.py)
     if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
         model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
         module = None
-    if module is None and _on_program(model):  # order 2 too: the HVP of the program (hvp.py)
-        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
-            model = as_program(model)  # not a scalar HVP model symgrad.hvp built
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
-    if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
+    if module is not None:  # a user's nn.Module by parameter name, on the tensor program
         return verify_module(model, module, cfg=cfg, options=options)
     if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
         return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
@@ -196,10 +196,12 @@ def _on_program(model) -> bool:
             and _pipeline() == "program")
 
 
-def as_program(model: Model) -> TensorModel:
+def as_program(model: Model | TensorModel) -> TensorModel:
     """The plain ``model`` as its tensor program (``to_program``), built once per model (as
     the scalar pipeline derives and compiles once per model): the program caches its own
-    gradient, so verifying one model again skips both."""
+    gradient, so verifying one model again skips both. A tensor program is itself."""
+    if isinstance(model, TensorModel):
+        return model
     if "tensor_program" not in model._cache:
         model._cache["tensor_program"] = to_program(model)
     return model._cache["tensor_program"]

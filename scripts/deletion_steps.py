@@ -44,18 +44,19 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
          "_block_params", "_layer_norm", "_gelu_kind"]}),
     ("2e", "opcatalog: the scalar-compiled cache share", [],
      {"opcatalog/build.py": ["share_compiled"]}),
-    ("4", "the scalar pipeline core (after the flip is green and the gate table recorded)",
-     ["stages.py", "judge.py", "oracle.py", "rigorous/scalar.py", "bounds.py", "sides.py"],
-     {"verify.py": ["_pipeline", "?pipeline", "_given",
-                    ("given = _given(model, at, cfg.dtype) if at is not None",
-                     "drawn=given is None, client=client)")],
-      "backends/numpy.py": ["_share", "_share_min", "compile_gradient", "compile_bound", "run"],
+    ("4a", "the scalar verification pipeline (verify's scalar tail, judge, bounds, ...)",
+     ["judge.py", "bounds.py", "rigorous/scalar.py"],
+     {"verify.py": ["_pipeline", "?pipeline", "_given"],
+      "backends/numpy.py": ["compile_gradient", "compile_bound", "run"],
+      "causes.py": ["classify", "op_values", "wanted_ops", "_wanted", "guard_constants"],
+      "findings.py": ["worst_entries"]}),
+    ("4b", "what explain / exact_steps / the report still read of the scalar side",
+     ["oracle.py", "sides.py", "stages.py"],
+     {"backends/numpy.py": ["_share", "_share_min"],
       "backends/torch.py": ["compile_forward", "run_program"],
       "backends/arb.py": ["_sign", "_need", "rlog", "rlog1p", "_unit", "rasin", "racos",
                           "rpow", "_nan_propagating", "_fn", "FlatZero", "Site", "Kinks",
-                          "_canonical", "_node", "_add", "target", "set_precision"],
-      "causes.py": ["classify", "op_values", "wanted_ops", "_wanted"],
-      "findings.py": ["worst_entries"]}),
+                          "_canonical", "_node", "_add", "target", "set_precision"]}),
     ("5", "the scalar presentations (after explain and the report run on the program)",
      ["present/derivation.py", "derive.py"],
      {"explain.py": ["_summarized", "_formula_section", "_entry_symbols", "_values_at",
@@ -67,7 +68,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
 ]
 
 
-DONE: set[str] = {"2a", "2d", "2e"}
+DONE: set[str] = {"2a", "2b", "2d", "2e", "4a"}
 
 
 def units(path: Path) -> dict[str, int]:

@@ -2,8 +2,9 @@
 
 match names (one error listing every problem) -> run one sample on every path (fail fast) ->
 the model's tensor program verified with every module path as an extra backend
-(``symgrad.tensor.verify``: derive, run, oracle, compare) -> a Result whose rows and messages use the module's own parameter names, and whose
-failures reference their sample by index and seed instead of dumping thousands of inputs.
+(``symgrad.tensor.verify``: derive, run, oracle, compare) -> a Result whose rows and messages
+use the module's own parameter names, and whose failures reference their sample by index and
+seed instead of dumping thousands of inputs.
 """
 
 from __future__ import annotations

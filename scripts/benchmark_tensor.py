@@ -1,5 +1,5 @@
 """Cost of verifying GPTs as tensor programs, against size; writes reports/benchmarks.md and
-.json (the per-block scalar benchmarks of scripts/benchmark.py: reports/benchmarks_blocks.md). Every size runs in its own process (peak memory from resource.getrusage), beside
+.json. Every size runs in its own process (peak memory from resource.getrusage), beside
 torch's own forward + backward of the same model (the native nn.Module, float64) in that process.
 
     python scripts/benchmark_tensor.py                       # tiny, 4-layer width 64, gpt2 @ 8

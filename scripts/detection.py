@@ -9,16 +9,15 @@ Writes reports/detection.md and reports/detection.json. Run once, niced:
   oracle and the bound run once per dtype; every mutant is the native reference with a real
   scale_backward hook on that block's keyword tensor, run through the same compare_compact +
   block_tests as sg.verify (the correct reference's statuses are checked equal to sg.verify's).
-* The same on the scalar builder (symgrad.zoo.gpt.tiny_gpt): derive, oracle and bound once per
-  dtype, each mutant a real scale_backward hook, compared as symgrad.verify.judge does (the
-  correct reference's statuses are checked equal to judge's).
 * neuron: a real scale_backward hook of 1 + 1e-6 (float32) / 1 + 1e-12 (float64) on dL/dw; the rate
   is the fraction of samples whose d/dw entry fails.
-* tiny_gpt attention backward x (1 + 1e-10): a real weights_hook run (sg.verify), tensor and
-  scalar tiny_gpt.
-* False alarms: every built-in model (tiny_gpt both as scalar model and tensor program), own
-  programs and native reference, N seeds, float64 and float32; every failure is listed with its
+* tiny_gpt attention backward x (1 + 1e-10): a real weights_hook run (sg.verify).
+* False alarms: every built-in model (tiny_gpt as a tensor program), own programs and native
+  reference, N seeds, float64 and float32; every failure is listed with its
   cause (a known torch finding is not a false alarm).
+
+The scalar builder's rows (``blocks``, the scalar attention and sweep rows) went with the
+scalar pipeline (issue 17); an older detection.json's scalar rows are still printed.
 """
 
 from __future__ import annotations
@@ -39,61 +38,18 @@ import symgrad as sg  # noqa: E402
 from symgrad.testing import scale_backward, scale_block_backward  # noqa: E402
 import functools  # noqa: E402
 import importlib  # noqa: E402
-V = importlib.import_module("symgrad.verify")
 TV = importlib.import_module("symgrad.tensor.verify")
 from symgrad import zoo  # noqa: E402
 from symgrad.backends.torch import run_torch_fn  # noqa: E402
-from symgrad.compare import FAILING, SYSTEMATIC, KinkSides, compare, systematic  # noqa: E402,E501
-from symgrad.config import VerifyConfig  # noqa: E402
+from symgrad.compare import FAILING, SYSTEMATIC  # noqa: E402
 from symgrad.tensor.bound import evaluate_bound  # noqa: E402
 from symgrad.tensor.tables import oracle_ops  # noqa: E402
 from symgrad.tensor.views import _flatten, oracle_view  # noqa: E402
-from symgrad.zoo import gpt, gpt2, native_gpt  # noqa: E402
+from symgrad.zoo import gpt, gpt2, native_gpt  # noqa: E402  (gpt: the config only)
 
 KNOWN = ("BCELoss clamp", "softplus threshold", "saturated logit", "kink")  # torch findings
 
 
-
-
-def block_mutants(dtype: str, samples: int, seed: int = 0) -> dict:
-    """tiny_gpt from its scalar builder (symgrad.zoo.gpt.tiny_gpt): the pipeline (derive, draw,
-    oracle, bound) once, the correct reference judged by symgrad.verify.judge, then each
-    mutant - the reference with a real scale_backward hook on one block - run and compared
-    exactly as judge does."""
-    t0 = time.time()
-    m = gpt.tiny_gpt()
-    cfg = VerifyConfig(samples=samples, seed=seed, dtype=dtype)
-    timings: dict = {}
-    compiled = V.derive(m, cfg, timings)
-    batch = V.draw(m, cfg)
-    runs, outputs = V.execute(m, compiled, batch, m.reference, cfg, ("torch_fn",))
-    full = V.judge(m, compiled, batch, runs, dict(outputs), cfg, timings, m.reference)
-    subset = V.oracle_subset(compiled.program, cfg)
-    truth, bounds = V.exact(compiled, batch, subset, cfg, timings)
-    kink = KinkSides(truth.vertices, truth.labels)
-    blocks = V.param_columns(m)
-
-    def verdict(fn):
-        got = V.execute(m, compiled, batch, fn, cfg, ("torch_fn",))[1]["torch_fn"][subset]
-        return systematic(compare(truth.hi, truth.lo, got, bounds["torch_fn"],
-                                  backend="torch_fn", dtype=dtype, tol=cfg.tolerance, kink=kink,
-                                  uncertain=truth.uncertain), blocks, cfg.tolerance)
-
-    base = verdict(m.reference)
-    same = bool(np.array_equal(full.comparisons["torch_fn"].status, base.status))
-    if not same:
-        raise SystemExit(f"scalar tiny_gpt {dtype}: this script's verdict of the correct "
-                         "reference differs from symgrad.verify.judge's; fix the script")
-    out = {"model": "scalar", "samples": samples, "seed": seed, "correct_ok": bool(full.ok),
-           "correct_counts": _counts(base), "verdict_equals_sg_verify": same,
-           "correct_max_projection_u": _max_projection(base.expected, base.got, truth.lo,
-                                                       blocks, dtype), "blocks": {}}
-    for name, a, b in blocks:
-        out["blocks"][name] = {f"x{f:g}": _cell(verdict(on_block(m.reference, name, f)),
-                                                name, a, b) for f in FACTORS}
-        print(f"  scalar {dtype} {name}: {out['blocks'][name]}", file=sys.stderr, flush=True)
-    out["seconds"] = round(time.time() - t0, 1)
-    return out
 
 
 def _cell(c, name: str, a: int, b: int) -> dict:
@@ -207,8 +163,8 @@ def neuron_rates() -> dict:
 
 def attention_mutant(kind: str, dtype: str, samples: int) -> dict:
     """The native reference with every attention-weights backward x (1 + 1e-10), tiny_gpt as
-    a tensor program or scalar model; caught when the torch_fn fails."""
-    m = gpt2.tiny_gpt() if kind == "tensor" else gpt.tiny_gpt()
+    a tensor program (``kind`` "tensor", the row's name); caught when the torch_fn fails."""
+    m = gpt2.tiny_gpt()
     cfg = gpt.GPTConfig.from_dict({})
     mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
     r = sg.verify(m, torch_fn=mutant, samples=samples, seed=0, dtype=dtype,
@@ -218,14 +174,12 @@ def attention_mutant(kind: str, dtype: str, samples: int) -> dict:
             "failures": [f.message() for f in mine[:3]]}
 
 
-def sweep(seeds: int, gpt_seeds: int, samples: int, tensor_seeds: int,
-          only: list[str] | None = None):
-    """Yields (model dtype, its runs) as each finishes: tensor tiny_gpt, the small models, then
-    the scalar tiny_gpt (the slowest); ``only``: these model names."""
+def sweep(seeds: int, samples: int, tensor_seeds: int, only: list[str] | None = None):
+    """Yields (model dtype, its runs) as each finishes: tensor tiny_gpt, then the small models;
+    ``only``: these model names."""
     models = [("tiny_gpt (tensor)", gpt2.tiny_gpt, tensor_seeds, 4)]
     models += [(n, functools.partial(zoo.get, n), seeds, samples)
                for n in zoo.names() if n != "tiny_gpt"]
-    models += [("tiny_gpt (scalar)", gpt.tiny_gpt, gpt_seeds, 4)]
     for name, build, n_seeds, n in models:
         if n_seeds == 0 or (only and name not in only):
             continue
@@ -370,25 +324,24 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="few seeds (a smoke run)")
     ap.add_argument("--seeds", type=int, default=20)
-    ap.add_argument("--gpt-seeds", type=int, default=20, help="seeds of the scalar tiny_gpt")
     ap.add_argument("--tensor-seeds", type=int, default=20, help="seeds of the tensor tiny_gpt")
     ap.add_argument("--samples", type=int, default=100)
     ap.add_argument("--gpt-samples", type=int, default=4, help="samples per tiny_gpt run")
-    ap.add_argument("--only", default="neuron,tensor_blocks,attention,sweep,blocks",
+    ap.add_argument("--only", default="neuron,tensor_blocks,attention,sweep",
                     help="parts to run; 'none' rewrites detection.md from detection.json")
     ap.add_argument("--sweep-only", default="",
                     help="comma-separated model names: re-run only these in the sweep")
     ap.add_argument("--out", default=str(ROOT / "reports"))
     args = ap.parse_args()
     if args.quick:
-        args.seeds, args.gpt_seeds, args.tensor_seeds, args.samples = 2, 1, 2, 40
+        args.seeds, args.tensor_seeds, args.samples = 2, 2, 40
     parts = args.only.split(",")
     results: dict = {}
     path = Path(args.out) / "detection.json"
     if path.exists():
         results = json.loads(path.read_text())
     if "none" not in parts:
-        results["run"] = {"quick": args.quick, "seeds": args.seeds, "gpt_seeds": args.gpt_seeds,
+        results["run"] = {"quick": args.quick, "seeds": args.seeds,
                           "tensor_seeds": args.tensor_seeds, "samples": args.samples,
                           "gpt_samples": args.gpt_samples, "torch": torch.__version__}
     out = Path(args.out)
@@ -403,21 +356,14 @@ def main() -> None:
             write(results, out)
     if "attention" in parts:
         results.setdefault("attention", {})
-        for kind in ("tensor", "scalar"):
-            for d in ("float64", "float32"):
-                results["attention"][f"{kind} {d}"] = attention_mutant(kind, d, args.gpt_samples)
-                write(results, out)
+        for d in ("float64", "float32"):
+            results["attention"][f"tensor {d}"] = attention_mutant("tensor", d, args.gpt_samples)
+            write(results, out)
     if "sweep" in parts:
         only = args.sweep_only.split(",") if args.sweep_only else None
         results["sweep"] = results.get("sweep", {}) if only else {}
-        for key, entry in sweep(args.seeds, args.gpt_seeds, args.samples, args.tensor_seeds,
-                                only):
+        for key, entry in sweep(args.seeds, args.samples, args.tensor_seeds, only):
             results["sweep"][key] = entry
-            write(results, out)
-    if "blocks" in parts:
-        results.setdefault("blocks", {})
-        for d in ("float32", "float64"):
-            results["blocks"][f"tiny_gpt {d}"] = block_mutants(d, args.gpt_samples)
             write(results, out)
 
 

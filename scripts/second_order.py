@@ -127,26 +127,19 @@ def gradgradcheck(c: dict, dtype: str, k: int) -> dict:
 
 
 def _own(model):
-    """symgrad's own torch program of a model as a per-sample torch function (scalar models
-    through the compiled forward, tensor models through the interpreter)."""
-    if hasattr(model, "gradient"):
-        from symgrad.tensor.interpret import evaluate
-        from symgrad.tensor.tables import TorchOps
+    """symgrad's own torch program of a model (a plain model as its tensor program) as a
+    per-sample torch function, through the tensor interpreter."""
+    from symgrad.tensor.interpret import evaluate
+    from symgrad.tensor.tables import TorchOps
+    from symgrad.verify import as_program
+    program = as_program(model)
 
-        def tensor_fn(**blocks):
-            leaves = {k: v[None] for k, v in blocks.items()}
-            table = TorchOps("float64" if next(iter(blocks.values())).dtype == torch.float64
-                             else "float32", "cpu")
-            return evaluate([model.loss], table, leaves)[0][0]
-        return tensor_fn
-    from symgrad.backends.torch import compile_forward
-    from symgrad.derive import reverse_accumulation
-    forward = compile_forward(reverse_accumulation(model))
-
-    def scalar_fn(**blocks):
-        leaves = [e for b in model.blocks for e in blocks[b.name].reshape(-1)]
-        return forward(leaves)[0]
-    return scalar_fn
+    def tensor_fn(**blocks):
+        leaves = {k: v[None] for k, v in blocks.items()}
+        table = TorchOps("float64" if next(iter(blocks.values())).dtype == torch.float64
+                         else "float32", "cpu")
+        return evaluate([program.loss], table, leaves)[0][0]
+    return tensor_fn
 
 
 def main(argv=None) -> int:

@@ -23,7 +23,6 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from .compare import dtype_info
-from .model import Model
 
 OWN = ("numpy", "torch")  # symgrad's own programs; "torch_fn" is the user's code
 
@@ -270,46 +269,6 @@ def sigmoid_arguments(expr: sp.Expr) -> list[sp.Expr]:
     return found
 
 
-def wanted_ops(model: Model) -> bool:
-    """Does recognising causes need the exact intermediates of this model? (cached)"""
-    if "causes_wanted" not in model._cache:
-        model._cache["causes_wanted"] = _wanted(model)
-    return model._cache["causes_wanted"]
-
-
-def _wanted(model: Model) -> bool:
-    return any(getattr(n.symbol, "op", "") in ("sigmoid", "softplus")
-               or softplus_arguments(n.expr) or sigmoid_arguments(n.expr)
-               for n in model.display_graph.nodes)
-
-
-def op_values(model: Model, env: dict) -> dict[str, list]:
-    """Exact values of the sigmoid/softplus intermediates at one sample, by op, from ``env``
-    (symbol -> exact value of every leaf and step): ``{op: [(value, [operand value]), ...]}``.
-    A softplus written by hand (``log(1 + exp(t))``) counts as a softplus; the logit t of a
-    sigmoid written by hand (``1/(1 + exp(-t))``) is listed under "logit"."""
-    found: dict[str, list] = {}
-    numbers = {s: sp.Float(str(v), 40) for s, v in env.items() if isinstance(s, sp.Symbol)}
-    for n in model.display_graph.nodes:
-        op = getattr(n.symbol, "op", "")
-        if op in ("sigmoid", "softplus"):
-            found.setdefault(op, []).append((env[n.symbol], [env[n.operands[0]]]))
-            continue
-        for key, args in (("softplus", softplus_arguments(n.expr)),
-                          ("logit", sigmoid_arguments(n.expr))):
-            for t in args:
-                try:
-                    found.setdefault(key, []).append((None, [float(t.xreplace(numbers))]))
-                except (TypeError, ValueError):
-                    continue
-    return found
-
-
-def guard_constants(model: Model, dtype: str) -> str | None:
-    """A non-zero constant of the model that rounds to 0 in ``dtype`` (as text), if any."""
-    return guard_in((n.expr for n in model.graph.nodes), dtype)
-
-
 def guard_in(exprs, dtype: str) -> str | None:
     """A non-zero constant of the expressions ``exprs`` (any program's steps) that rounds to 0
     in ``dtype`` (as text), if any."""
@@ -319,16 +278,6 @@ def guard_in(exprs, dtype: str) -> str | None:
             if c != 0 and abs(float(c)) < smallest / 2:
                 return str(c)
     return None
-
-
-def classify(model: Model, failure, ctx: Context | None = None) -> Cause:
-    """The root cause of one failure (a ``symgrad.result.Failure``) of a scalar model, from
-    ``ctx``'s data: ``classify_failure`` with the model's branches and guard constants."""
-    ctx = ctx or Context()
-    has_branch = any(n.expr.has(sp.Piecewise, sp.Max, sp.Min) for n in model.graph.nodes)
-    return classify_failure(failure, ctx, has_branch=has_branch,
-                            guard_zero=(guard_constants(model, ctx.dtype)
-                                        if failure.kind == "non-finite" else None))
 
 
 def classify_failure(failure, ctx: Context, *, has_branch: bool,

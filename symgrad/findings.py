@@ -1,8 +1,7 @@
 """How a finding reads: the one-line note of each failing, kink or undecided entry (proof,
 block, kink convention), the cause's explanation joined to it, and a sample's values as shown.
 
-Shared by the scalar and the tensor pipelines (``symgrad.judge``, ``symgrad.tensor.verify``), so
-neither imports the other.
+Read by the tensor pipeline (``symgrad.tensor.verify``, ``symgrad.tensor.comparing``).
 
 >>> with_proof("", "torch computes it from the rounded output")
 'torch computes it from the rounded output'
@@ -16,8 +15,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import INCONCLUSIVE, KINK, MISMATCH, STATUS_NAMES, SYSTEMATIC
-from .result import Failure, undecided_note
+from .compare import INCONCLUSIVE, KINK, MISMATCH, SYSTEMATIC
+from .result import undecided_note
 
 
 def with_proof(note: str, explanation: str) -> str:
@@ -26,42 +25,6 @@ def with_proof(note: str, explanation: str) -> str:
     if note and "rigorous enclosure" in note and explanation:
         return f"{explanation}; {note}"
     return note or explanation
-
-
-def worst_entries(name: str, comp, mask: np.ndarray, outputs: list[str], batch,
-                  subset: np.ndarray, limit: int) -> list[Failure]:
-    """The ``limit`` worst entries of one backend's comparison where ``mask`` holds, as Failures.
-
-    Arguments:
-        name: the backend.
-        comp: its ``compare.Comparison`` (rows are the oracle's samples).
-        mask: which entries (rows x outputs) to consider.
-        outputs: the output names ("value", "d/dw", ...).
-        batch: the samples (``values``: block name -> (N, *shape)).
-        subset: the sample index of each row.
-        limit: how many.
-    Returns:
-        Failures, worst (largest error / allowance) first, each with its note.
-    """
-    idx = np.argwhere(mask)
-    if not len(idx):
-        return []
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ratio = (comp.error / comp.allowed_abs if comp.error is not None  # exact zeros included
-                 else comp.ulps / comp.allowed_ulps)
-        badness = np.where(np.isfinite(comp.got), ratio, np.inf)
-    order = np.argsort(-badness[mask], kind="stable")[:limit]
-    found = []
-    for i, k in idx[order]:
-        s = int(subset[i])
-        point = {b: shown_value(v[s]) for b, v in batch.values.items()}
-        status = int(comp.status[i, k])
-        note = entry_note(comp, int(i), int(k))
-        found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
-                             float(comp.expected[i, k]), float(comp.got[i, k]),
-                             float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
-                             column=int(k)))
-    return found
 
 
 def entry_note(comp, i: int, k: int) -> str:

@@ -1,6 +1,7 @@
 """Second order: exact Hessian-vector products, verified as a first-order run.
 
-The gradient is itself a program, so ``second_order(model)`` builds the *HVP model*: the same
+The gradient is itself a program, so ``second_order(model)`` builds the *HVP model* of a tensor
+program (``sg.verify`` passes a plain model as its program, ``symgrad.verify.as_program``): the same
 parameters and inputs, one direction block ``v_<param>`` per parameter block (an input drawn
 from that parameter's domain, so every sample has its own direction from the run's one
 generator), and the loss ``g·v = Σ_p <∂L/∂p, v_p>`` written as the exact gradient program. Its
@@ -9,12 +10,13 @@ first-order verification does (oracle, rounding bound, kinks, comparer, causes, 
 to it unchanged. The code under test is torch's double backward:
 
 - ``torch``: symgrad's own torch program of the model, ``g = autograd.grad(L, params,
-  create_graph=True)``, then autograd of ``Σ g·v`` (``hvp_forward`` / ``hvp_loss``);
+  create_graph=True)``, then autograd of ``Σ g·v`` (``hvp_loss``);
 - ``torch_fn``: the user's per-sample torch code, the same way (``double_backward``).
 
 >>> import sympy as sp, symgrad as sg
+>>> from symgrad.tensor.front import to_program
 >>> w, x = sp.symbols("w x")
->>> m = sg.Model("cube", w**3 * x, params=[w], inputs=[x])
+>>> m = to_program(sg.Model("cube", w**3 * x, params=[w], inputs=[x]))
 >>> h, _ = second_order(m)
 >>> [b.name for b in h.blocks]
 ['w', 'x', 'v_w']
@@ -28,15 +30,11 @@ from dataclasses import replace
 from typing import Callable, Sequence
 
 import numpy as np
-import sympy as sp
 import torch
 
 from . import tensor as st
 from .backends import torch as torch_backend
-from .derive import reverse_accumulation
 from .errors import SymgradError
-from .graph import Intermediate
-from .model import Model, matrix
 from .result import Result
 from .result_text import HVP_PREFIX, HVP_VALUE
 from .tensor.interpret import evaluate
@@ -57,12 +55,12 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
     its double backward.
 
     Arguments:
-        model: a ``sg.Model`` or a ``TensorModel``.
+        model: a ``TensorModel`` (a plain model as its program: ``symgrad.verify.as_program``).
         torch_fn: the user's per-sample torch code of ``model`` (``fn(**blocks) -> loss``).
         module: refused here: ``sg.verify`` passes a module as its torch_fn
             (``symgrad.modules.module_torch_fn``: the eager path, matched by parameter name).
     Returns:
-        ``(hvp_model, hvp_fn)``: a model of the same kind whose verified gradient is the
+        ``(hvp_model, hvp_fn)``: a ``TensorModel`` whose verified gradient is the
         Hessian-vector product, and ``double_backward(torch_fn)`` (None without a torch_fn).
     """
     if module is not None:
@@ -78,11 +76,10 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
     return derived, fn
 
 
-def _built(model) -> tuple:
+def _built(model: TensorModel) -> tuple:
     """(HVP model, direction block names), built once per model."""
     if "hvp" not in model._cache:
-        build = _tensor_hvp if hasattr(model, "gradient") else _scalar_hvp
-        model._cache["hvp"] = build(model)
+        model._cache["hvp"] = _tensor_hvp(model)
     return model._cache["hvp"]
 
 
@@ -111,72 +108,6 @@ def with_directions(model, at: dict | None, seed: int) -> dict | None:
         lead = () if shape == tuple(b.shape) else shape[:1]
         out[name] = np.asarray(b.domain.sample(rng, (*lead, *b.shape)), dtype=np.float64)
     return out
-
-
-def _scalar_hvp(model: Model) -> tuple[Model, list[str]]:
-    """A ``sg.Model`` whose loss is ``Σ g_i v_i`` over the exact gradient program (every step
-    of ``reverse_accumulation`` becomes a step of the new model, each op's own partials kept).
-    Its textbook (display) form is the same over the model's textbook gradient program, so a
-    user's composition keeps the larger allowance of the two, as at first order."""
-    taken = [b.name for b in model.blocks]
-    directions, names, entries = {}, [], []
-    for b in model.param_blocks:
-        name = direction_name(b.name, taken + names)
-        names.append(name)
-        block = matrix(name, *b.shape) if b.shape else sp.Symbol(name, real=True)
-        directions[block] = b.domain
-        entries += list(block) if b.shape else [block]
-    loss = Intermediate(_dot_program(model, "compute", entries), "hvp", "g·v")
-    if any(getattr(n.symbol, "display", None) is not None for n in model.graph.nodes):
-        loss.display = _dot_program(model, "display", entries)
-    derived = Model(f"{model.name}_hvp", loss,
-                    params={_key(b): b.domain for b in model.param_blocks},
-                    inputs={**{_key(b): b.domain for b in model.input_blocks}, **directions},
-                    description=f"Hessian-vector product of {model.name}: d/dp (∂L/∂p · v)")
-    # the code under test: torch's double backward of the model's own torch program
-    derived.compile_torch = lambda program, m=model: hvp_forward(m)
-    derived.order = 2  # causes: first-order torch behaviours do not explain its findings
-    return derived, names
-
-
-def _dot_program(model: Model, view: str, directions: list) -> sp.Expr:
-    """``Σ g_i v_i`` over the gradient program of ``view``, each of its steps a new step."""
-    program = reverse_accumulation(model, view=view)
-    graph = model.graph if view == "compute" else model.display_graph
-    steps: dict[sp.Symbol, sp.Expr] = {}
-    for sym, expr in program.assignments:
-        node = Intermediate(expr.xreplace(steps), getattr(sym, "op", "adjoint"),
-                            getattr(sym, "label", None) or sym.name)
-        node.stop_shift = getattr(sym, "stop_shift", False)
-        steps[sym] = node
-    for n in graph.nodes:  # sigmoid' = s (1 - s) etc., in the new steps' names
-        if n.partials:
-            steps[n.symbol].partials = {k.xreplace(steps): v.xreplace(steps)
-                                        for k, v in n.partials.items()}
-    return sp.Add(*[g.xreplace(steps) * v for g, v in zip(program.gradient, directions)])
-
-
-def _key(block):
-    """The block's key for ``sg.Model``: its symbol, or its entries as a matrix."""
-    if not block.shape:
-        return block.symbols[0]
-    rows, cols = (block.shape[0], 1) if len(block.shape) == 1 else block.shape
-    return sp.ImmutableMatrix(rows, cols, list(block.symbols))
-
-
-def hvp_forward(model: Model) -> Callable:
-    """symgrad's own torch program of ``model`` under double backward, as the HVP model's
-    torch forward: ``f(leaves) -> [g·v per sample]`` with ``g = autograd.grad(L, params,
-    create_graph=True)``; autograd of it (``backends.torch.run_program``) is torch's HVP.
-    Every leaf is an (N,) tensor; samples are independent, so one backward of the summed
-    loss gives every sample's gradient."""
-    forward = torch_backend.compile_forward(reverse_accumulation(model))
-    n_params, n_leaves = len(model.params), len(model.leaves)
-
-    def f(leaves):
-        value = forward(leaves[:n_leaves])[0]
-        return [_dot(value.sum(), leaves[:n_params], leaves[n_leaves:], lambda t: t)]
-    return f
 
 
 def _dot(loss: torch.Tensor, params: list, directions: list, reduce: Callable) -> torch.Tensor:
@@ -215,7 +146,7 @@ def _tensor_hvp(model: TensorModel) -> tuple[TensorModel, list[str]]:
     textbook composition and its formula as written (``front.to_program`` sets them for a
     plain ``sg.Model``) become the HVP's, over the same leaves and directions: a user's
     torch_fn keeps the larger allowance of the two, and the oracle checks the stable rewrite to
-    second order, as the scalar HVP model does."""
+    second order."""
     taken = [b.name for b in model.blocks]
     names, directions = [], []
     for b in model.param_blocks:

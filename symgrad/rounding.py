@@ -1,6 +1,5 @@
 """The first-order rounding error E of one expression, emitted as code (units of u): the rules
-every running error bound applies, the tensor program's (``symgrad.tensor.bound``, one map body
-at a time) and the scalar program's (``symgrad.bounds``, until it is deleted).
+the running error bound applies (``symgrad.tensor.bound``, one map body at a time).
 
 For an expression ``v = f(...)`` we emit ``E_v`` such that a faithful floating-point evaluation
 satisfies |fl(v) - v| <~ u * E_v, u the unit roundoff. Rules, applied over the small expression:

@@ -25,7 +25,7 @@ import torch
 from .hvp import second_order
 from .model import Model
 from .strategies import inputs as model_inputs
-from .verify import verify as run_verify
+from .verify import as_program, verify as run_verify
 
 
 class ScaleBackward(torch.autograd.Function):
@@ -136,7 +136,7 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
     # hypothesis seeds its derandomized search from check's source: it stays as it was before
     # order 2, which reaches it only through these two names (the directions v searched too)
     def inputs(m: Model):
-        return model_inputs(second_order(m)[0] if order == 2 else m)
+        return model_inputs(second_order(as_program(m))[0] if order == 2 else m)
     verify = partial(run_verify, order=order)
 
     worst: dict = {}

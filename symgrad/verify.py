@@ -1,9 +1,12 @@
 """The pipeline, top to bottom: model -> derive -> run -> oracle -> compare -> causes -> result.
 
-``verify`` reads in that order; the stages live below it: ``symgrad.stages`` (derive, draw,
-execute, exact), ``symgrad.judge`` (compare, confirm, causes, the Result), ``symgrad.findings``
-(how each finding reads); a tensor program goes through ``symgrad.tensor.verify`` and a user's
-``nn.Module`` through ``symgrad.modules``, the same stages.
+Every model is verified as a tensor program: a plain ``sg.Model`` as its program
+(``as_program``: ``symgrad.tensor.front.to_program``, built once per model), which
+``symgrad.tensor.verify`` derives, runs, bounds, compares and explains; a user's ``nn.Module``
+by parameter name goes through ``symgrad.modules`` (its paths as extra backends of the same
+program), any module with ``inputs=`` is captured first (``symgrad.modules.any``), and order 2
+verifies the program's HVP model (``symgrad.hvp``). ``exact_at`` / ``exact_steps`` give the
+exact values at one point.
 
 >>> import sympy as sp, symgrad as sg
 >>> x, y, w, b = sp.symbols("x y w b")
@@ -15,85 +18,29 @@ True
 
 from __future__ import annotations
 
-import os
-from contextlib import contextmanager
-from contextvars import ContextVar
 from dataclasses import replace
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import mpmath
-import numpy as np
 
 from . import hvp
-from .backends import torch as torch_backend
 from .compare import Tolerance
 from .config import VerifyConfig
-from .errors import SymgradError
-from .findings import proof_note, with_proof
-from .judge import judge, rigorous_enclosures, summarize
-from .model import Model, round_to
+from .model import Model
 from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
-from .points import given_samples, one_point
 from .progress import phase
 from .result import Result
-from .stages import (LIMIT_OFFSET, Batch, Compiled, certified, derive, draw, exact, execute,
-                     oracle_subset, param_columns, steps_at)
+from .stages import derive, draw
 from .tensor.model import TensorModel
 from .tensor.exact import exact_point
 from .tensor.exact import exact_steps as program_steps
 from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
-# the pipeline and its stages, importable from here (tests, scripts/detection.py)
-__all__ = ["LIMIT_OFFSET", "Batch", "Compiled", "derive", "draw", "exact", "exact_at",
-           "exact_steps", "execute", "judge", "oracle_subset", "param_columns", "pipeline",
-           "proof_note", "rigorous_enclosures", "summarize", "verify", "with_proof"]
-
-# Issue 17's switch: every plain ``sg.Model`` is verified as its tensor program
-# (``symgrad.tensor.front.to_program``), the one pipeline that stays. SYMGRAD_PIPELINE=scalar
-# keeps the old scalar pipeline reachable until it is deleted (the same-verdict gate,
-# tests/gate_cases.py and reports/gate.md, compares the two); ``pipeline`` chooses one for a
-# block of code (the gate's old column, tests of the scalar side).
-PIPELINE_ENV = "SYMGRAD_PIPELINE"
-PIPELINES = ("program", "scalar")
-_CHOSEN: ContextVar[str | None] = ContextVar("symgrad_pipeline", default=None)
-
-
-def _pipeline() -> str:
-    chosen = _CHOSEN.get() or os.environ.get(PIPELINE_ENV, "program") or "program"
-    if chosen not in PIPELINES:
-        raise SymgradError(f"{PIPELINE_ENV}={chosen!r}: choose 'program' (the default: every "
-                           "model as its tensor program) or 'scalar' (the old scalar pipeline, "
-                           "until it is deleted); or unset it")
-    return chosen
-
-
-@contextmanager
-def pipeline(name: str) -> Iterator[None]:
-    """Inside the block, ``sg.verify`` of a plain ``sg.Model`` takes pipeline ``name``
-    whatever ``SYMGRAD_PIPELINE`` says; the previous choice is restored on exit (the
-    environment is never touched).
-
-    Arguments:
-        name: "scalar" (the scalar pipeline, until it is deleted) or "program" (the model
-            as its tensor program, ``to_program``).
-    Returns:
-        (as a context manager) nothing.
-
-    >>> import sympy as sp, symgrad as sg
-    >>> w = sp.Symbol("w")
-    >>> with pipeline("scalar"):
-    ...     sg.verify(sg.Model("square", w**2, params=[w]), samples=5).ok
-    True
-    """
-    if name not in PIPELINES:
-        raise SymgradError(f"pipeline({name!r}): choose one of {', '.join(PIPELINES)}")
-    token = _CHOSEN.set(name)
-    try:
-        yield
-    finally:
-        _CHOSEN.reset(token)
+# ``derive`` and ``draw``: the scalar program of a plain model and its seeded samples (what is
+# left of the scalar stages; tests/test_stable.py)
+__all__ = ["VerifyConfig", "as_program", "derive", "draw", "exact_at", "exact_steps", "verify"]
 
 
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
@@ -139,8 +86,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         order: 1 (gradients) or 2: Hessian-vector products along a random direction per
             sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
             ``module=`` and a model, the module's eager path under double backward (as the
-            torch_fn backend); on the program pipeline a plain model's HVP is built from its
-            tensor program.
+            torch_fn backend); a plain model's HVP is built from its tensor program.
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -149,7 +95,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
-    chosen = cfg.chosen_backends(torch_fn is not None)
+    cfg.chosen_backends(torch_fn is not None)  # a bad backends= fails here, in one line
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
@@ -160,59 +106,49 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,
                                  options=ModuleOptions(None, train, loss, paths))
     options = ModuleOptions(module_map, train, loss, paths)
+    if _on_program(model):  # the one conversion: a plain model as its tensor program
+        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
+            model = as_program(model)  # built once per model, cached on it
     if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
         model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
         module = None
-    if module is None and _on_program(model):  # order 2 too: the HVP of the program (hvp.py)
-        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
-            model = as_program(model)  # not a scalar HVP model symgrad.hvp built
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
         return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
                                   at=hvp.with_directions(model, at, cfg.seed), client=client),
                            model)
-    if module is not None:  # a user's nn.Module by parameter name (scalar or tensor model)
+    if module is not None:  # a user's nn.Module by parameter name, on the tensor program
         return verify_module(model, module, cfg=cfg, options=options)
-    if isinstance(model, TensorModel):  # a tensor program: the tensor views, same comparer
-        return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
-    given = _given(model, at, cfg.dtype) if at is not None else None
-    if given is not None:
-        cfg = replace(cfg, samples=given.X.shape[1])
-    torch_backend.check_device(cfg.device, cfg.dtype)
-    if torch_fn is not None:
-        torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
-
-    timings: dict[str, float] = {}
-    compiled = derive(model, cfg, timings)
-    batch = given or draw(model, cfg)
-    runs, outputs = execute(model, compiled, batch, torch_fn, cfg, chosen)
-    return judge(model, compiled, batch, runs, outputs, cfg, timings, torch_fn,
-                 drawn=given is None, client=client)
+    return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
 
 
 def _on_program(model) -> bool:
-    """Whether a plain ``model`` is verified as its tensor program: the pipeline is "program"
-    and it is not an HVP model ``symgrad.hvp`` built on the scalar side (its own torch view)."""
-    return (isinstance(model, Model) and getattr(model, "order", 1) == 1
-            and _pipeline() == "program")
+    """Whether ``model`` is a plain ``sg.Model`` (verified, and its ``exact_at`` taken, as its
+    tensor program): the only pipeline since the scalar one was deleted (issue 17)."""
+    return isinstance(model, Model)
 
 
-def as_program(model: Model) -> TensorModel:
-    """The plain ``model`` as its tensor program (``to_program``), built once per model (as
-    the scalar pipeline derives and compiles once per model): the program caches its own
-    gradient, so verifying one model again skips both."""
+def as_program(model: Model | TensorModel) -> TensorModel:
+    """The plain ``model`` as its tensor program (``to_program``), built once per model and
+    cached on it: the program caches its own gradient, so verifying one model again skips
+    both. A tensor program is itself.
+
+    Arguments:
+        model: an ``sg.Model`` or a ``TensorModel``.
+    Returns:
+        The ``TensorModel`` that ``sg.verify`` verifies.
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> m = sg.Model("square", w**2, params=[w])
+    >>> as_program(m) is as_program(m) is as_program(as_program(m))
+    True
+    """
+    if not _on_program(model):
+        return model
     if "tensor_program" not in model._cache:
         model._cache["tensor_program"] = to_program(model)
     return model._cache["tensor_program"]
-
-
-def _given(model: Model, at: dict, dtype: str) -> Batch:
-    """Explicit samples, checked against the blocks (``symgrad.points``: the one ``at=``
-    validation, shared with tensor models) and rounded to the run's dtype."""
-    values = {k: round_to(v, dtype) for k, v in given_samples(model, at, "at").items()}
-    n = next(iter(values.values())).shape[0]
-    X = np.concatenate([values[b.name].reshape(n, -1) for b in model.blocks], axis=1).T
-    return Batch(values, np.ascontiguousarray(X))
 
 
 def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
@@ -231,14 +167,9 @@ def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[
     >>> round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)
     (-0.0898, -0.0817)
     """
-    if isinstance(model, TensorModel):  # the tensor program's gradient, in arb balls
-        return exact_point(model, point, dps=dps)
-    if _on_program(model):  # as verify reads it
-        return exact_point(as_program(model), point, dps=dps, names=model.entries)
-    args = _point_args(model, point, what="exact_at")
-    compiled = derive(model, VerifyConfig())
-    outs = certified(compiled.oracle, args, dps, "exact_at")
-    return dict(zip(["value"] + [f"d/d{e}" for e in model.entries], outs))
+    program = as_program(model)  # a plain model's entries keep their own names
+    names = None if program is model else model.entries
+    return exact_point(program, point, dps=dps, names=names)
 
 
 def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
@@ -253,11 +184,3 @@ def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
     """
     program = as_program(model)
     return program_steps(program.textbook_program or program, point, dps=dps)
-
-
-def _point_args(model: Model, point: dict, *, what: str) -> list:
-    """One point (block name or symbol -> value) as the scalar program's arguments, checked
-    (``symgrad.points.one_point``, the tensor path's validation too)."""
-    values = one_point(model, point, what)
-    return [mpmath.mpf(str(x)) if isinstance(x, str) else mpmath.mpf(x)
-            for b in model.blocks for x in values[b.name].ravel()]

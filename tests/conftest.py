@@ -4,7 +4,6 @@ import pytest
 import torch
 
 from symgrad import zoo
-from symgrad.verify import pipeline
 
 # CI (.ci/run) sets this: a render test whose outside tool is absent fails instead of skipping,
 # so a green CI means the KaTeX, Chromium and pdflatex tests ran.
@@ -34,15 +33,6 @@ def pytest_runtest_setup(item):
 def models():
     """Built-in models, built once per session (derive + compile is cached on each)."""
     return {name: zoo.get(name) for name in zoo.names() if name != "tiny_gpt"}
-
-
-@pytest.fixture(params=["program", "scalar"])
-def each_pipeline(request):
-    """The test once per pipeline of a plain ``sg.Model``: its tensor program (the default)
-    and the old scalar pipeline (scalar side, deleted with it), pinned for the test by
-    ``symgrad.verify.pipeline`` (restored after it); the value is the pipeline's name."""
-    with pipeline(request.param):
-        yield request.param
 
 
 @pytest.fixture(scope="session")

@@ -2,15 +2,18 @@ import numpy as np
 import sympy as sp
 
 from symgrad.backends.numpy import target
-from symgrad.bounds import compile_bound
-from symgrad.codegen import Printer
+from symgrad.codegen import Printer, build
 from symgrad.rounding import error_source
 
 
-def _E(expr, values, errs=None):
+def _E(expr, values):
+    """E of one expression of exact leaves (units of u), its ``error_source`` run as numpy."""
     syms = sorted(expr.free_symbols, key=str)
-    f = compile_bound([(sp.Symbol("out"), expr)], syms, [sp.Symbol("out")], target("float64"))
-    return float(np.asarray(f([np.float64(values[str(s)]) for s in syms])[0]))
+    pr = Printer(target("float64"), {s: f"a{i}" for i, s in enumerate(syms)})
+    lines = ["def bound(X):"] + [f"    a{i} = X[{i}]" for i in range(len(syms))]
+    lines.append(f"    return {error_source(expr, pr, {})}")
+    f = build(lines, target("float64"), pr, "bound")
+    return float(np.asarray(f([np.float64(values[str(s)]) for s in syms])))
 
 
 def test_rules():

@@ -29,8 +29,8 @@ def test_causes_does_not_import_the_pipeline():
     assert "verify" not in imported and ".verify" not in str(imported)
 
 
-# The models and torch code of the catalogue's tests, module-level: tests/gate_cases.py runs the
-# same cases through the old and the new pipeline (_cause_cases) and checks the same named cause.
+# The models and torch code of the catalogue's tests, module-level (the retired same-verdict gate
+# ran them through both pipelines and checked the same named cause: reports/gate.md).
 def sat_model() -> sg.Model:
     """BCE of a sigmoid saturated at w x in [15.8, 17.2] (y = 0): in float32 p rounds to 1."""
     w, x, y = sp.symbols("w x y")

@@ -1,6 +1,6 @@
 """``sg.exact_at`` on the tensor program: a TensorModel directly, a plain model through
-``as_program`` (the default pipeline), certified in arb balls; the same numbers as the scalar
-pipeline, the same one-line point errors, and a clear error where the derivative does not exist."""
+``as_program``, certified in arb balls; the tutorial's numbers, sympy.diff's, the one-line point
+errors, and a clear error where the derivative does not exist."""
 
 import re
 
@@ -13,7 +13,6 @@ import symgrad as sg
 import symgrad.tensor as st
 from symgrad import SymgradError, zoo
 from symgrad.tensor.model import TensorModel
-from symgrad.verify import pipeline
 
 DPS = 50
 
@@ -32,23 +31,10 @@ def _agree(a: dict, b: dict, digits: int = 45) -> None:
             assert abs(a[k] - b[k]) <= scale * mpmath.mpf(10) ** -digits, (k, a[k], b[k])
 
 
-@pytest.mark.parametrize("name", [n for n in zoo.names() if n not in ("tiny_gpt",)])
-def test_program_equals_scalar_pipeline_on_every_plain_zoo_model(name):
-    m = zoo.get(name)
-    point = _point(m, seed=3)
-    with pipeline("program"):
-        got = sg.exact_at(m, point, dps=DPS)
-    with pipeline("scalar"):
-        want = sg.exact_at(m, point, dps=DPS)
-    _agree(got, want)
-
-
-def test_tutorial_numbers_on_both_pipelines():
+def test_tutorial_numbers():
     at = {"x": 1.1, "w": 2.2, "b": 0, "y": 1}
-    for name in ("program", "scalar"):
-        with pipeline(name):
-            g = sg.exact_at(zoo.get("neuron"), at)
-        assert (round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)) == (-0.0898, -0.0817)
+    g = sg.exact_at(zoo.get("neuron"), at)
+    assert (round(float(g["d/dw"]), 4), round(float(g["d/db"]), 4)) == (-0.0898, -0.0817)
 
 
 def test_tensor_model_against_sympy_diff_in_mpmath():
@@ -94,14 +80,12 @@ def test_tiny_gpt_program_gives_every_entry_certified():
 def test_point_errors_are_the_same_one_line_errors():
     w, k = sp.symbols("w k")
     m = sg.Model("ints", w * k, params=[w], inputs={k: sg.Integers(0, 9)})
-    for name in ("program", "scalar"):
-        with pipeline(name):
-            with pytest.raises(SymgradError, match="exact_at: input 'k' is Integers.*non-integer"):
-                sg.exact_at(m, {"w": 1.0, "k": 2.5})
-            with pytest.raises(SymgradError, match=r"exact_at: no value for 'k'"):
-                sg.exact_at(m, {"w": 1.0})
-            with pytest.raises(SymgradError, match=r"exact_at: unknown name\(s\) \['kk'\]"):
-                sg.exact_at(m, {"w": 1.0, "kk": 2})
+    with pytest.raises(SymgradError, match="exact_at: input 'k' is Integers.*non-integer"):
+        sg.exact_at(m, {"w": 1.0, "k": 2.5})
+    with pytest.raises(SymgradError, match=r"exact_at: no value for 'k'"):
+        sg.exact_at(m, {"w": 1.0})
+    with pytest.raises(SymgradError, match=r"exact_at: unknown name\(s\) \['kk'\]"):
+        sg.exact_at(m, {"w": 1.0, "kk": 2})
     t = zoo.get("tiny_gpt")
     point = _point(t)
     ids = next(b for b in t.blocks if b.domain.integer)
@@ -119,10 +103,9 @@ def test_point_errors_are_the_same_one_line_errors():
 def test_a_point_where_the_derivative_does_not_exist_is_one_line():
     x = sp.Symbol("x")
     m = sg.Model("sqrt", sp.sqrt(x), params=[x])
-    with pipeline("program"):
-        with pytest.raises(SymgradError, match=r"exact_at: d/dx of sqrt could not be certified"):
-            sg.exact_at(m, {"x": 0.0})
-        assert abs(sg.exact_at(m, {"x": 4.0})["d/dx"] - mpmath.mpf(1) / 4) < mpmath.mpf(10) ** -45
+    with pytest.raises(SymgradError, match=r"exact_at: d/dx of sqrt could not be certified"):
+        sg.exact_at(m, {"x": 0.0})
+    assert abs(sg.exact_at(m, {"x": 4.0})["d/dx"] - mpmath.mpf(1) / 4) < mpmath.mpf(10) ** -45
     v = st.param("v", (2,))
     t = TensorModel("logs", st.sum_(st.log(v)))
     with pytest.raises(SymgradError, match=r"exact_at: (value|d/dv\[1\]) of logs could not be "

@@ -95,9 +95,13 @@ def test_matrix_point_through_api():
 
 
 def test_large_models_are_summarized_one_line_per_op():
-    from symgrad.zoo import gpt
-    m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
-                      "n_layers": 1})
+    """A plain model over MAX_STEPS scalar steps: a residual feed-forward block after a
+    LayerNorm (493 steps)."""
+    X, W1, b1 = sg.matrix("X", 4, 6), sg.matrix("W1", 24, 6), sg.matrix("b1", 24)
+    W2, b2, g, b = sg.matrix("W2", 6, 24), sg.matrix("b2", 6), sg.matrix("g", 6), sg.matrix("b", 6)
+    Y = sg.ops.add(X, sg.ops.feed_forward(sg.ops.layer_norm(X, g, b), W1, b1, W2, b2))
+    loss = sg.ops.total(sp.ImmutableMatrix(4, 6, [y**2 for y in Y]), label="L")
+    m = sg.Model("ffn", loss, params=[W1, b1, W2, b2, g, b], inputs={X: sg.Normal()})
     md = sg.explain(m).markdown()
     assert re.search(r"one line per op \(\d+ steps\)", md)
     assert "first of" in md and "dense" not in md  # every intermediate has a meaningful name

@@ -94,16 +94,14 @@ def test_no_false_alarm_on_20_seeds(models, name, dtype):
 @pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_tiny_gpt_no_false_alarm(dtype):
-    from symgrad.zoo import gpt
-    m = gpt.tiny_gpt()  # the scalar builder (zoo.get("tiny_gpt") may be the tensor program)
+    m = zoo.get("tiny_gpt")
     for seed in range(2):
         r = sg.verify(m, torch_fn=m.reference, samples=4, seed=seed, dtype=dtype)
         assert r.ok, str(r)
 
 
 def _tiny_gpt_float32(tolerance):
-    from symgrad.zoo import gpt
-    m = gpt.tiny_gpt({"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
+    m = zoo.get("tiny_gpt", config={"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2,
                       "n_layers": 1, "drop_rate": 0.1, "qkv_bias": False})
     return sg.verify(m, torch_fn=m.reference, samples=8, seed=0, dtype="float32",
                      tolerance=tolerance)

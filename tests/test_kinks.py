@@ -281,33 +281,20 @@ def test_relus_at_exact_zero_beyond_enumeration(width):
     assert f.kind == "mismatch" and "outside the subdifferential" in f.note
 
 
-@pytest.mark.parametrize("chosen", ["program", "scalar"])
-def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch, chosen):
+def test_separable_kinks_are_decided_with_k_plus_one_passes(monkeypatch):
     """32 ReLUs at 0 (2^32 combinations of sides): the base and one change per kink are the
     only vertices evaluated (the two points between the sides, the affine check, are passes of
-    their own), not 2^32. The program pipeline (the default) evaluates each of the 33 vertices
-    once (``symgrad.tensor.sides``; the same count as tests/test_tensor_kinks.py on a tensor
-    model); the scalar one (scalar side, deleted with it) 33 per precision rung of its oracle
-    (``symgrad.sides``)."""
-    from symgrad import sides as scalar_sides
+    their own), not 2^32. The program evaluates each of the 33 vertices once
+    (``symgrad.tensor.sides``; the same count as tests/test_tensor_kinks.py on a tensor
+    model)."""
     from symgrad.tensor import sides
-    from symgrad.verify import pipeline
     calls = []
-    if chosen == "program":
-        real = sides._Row.vertex
-        monkeypatch.setattr(sides._Row, "vertex",
-                            lambda self, c, **kw: calls.append(c) or real(self, c, **kw))
-    else:
-        real_scalar = scalar_sides._vertex
-        monkeypatch.setattr(scalar_sides, "_vertex",
-                            lambda *a: calls.append(1) or real_scalar(*a))
-    with pipeline(chosen):
-        r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
+    real = sides._Row.vertex
+    monkeypatch.setattr(sides._Row, "vertex",
+                        lambda self, c, **kw: calls.append(c) or real(self, c, **kw))
+    r = sg.verify(_zero_layer(32), at=_zero_layer_at(32, n=1), backends=("numpy",))
     assert r.ok
-    if chosen == "program":
-        assert len(calls) == 33
-    else:
-        assert len(calls) % 33 == 0 and 0 < len(calls) <= 33 * 4
+    assert len(calls) == 33
 
 
 class PatternAtZero(torch.autograd.Function):

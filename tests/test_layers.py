@@ -55,8 +55,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("models and derivatives", ("model", "derive", "tensor", "tensor.derive", "tensor.interpret",
                                 "tensor.model", "zoo", "capture")),
     ("backends, exact arithmetic, tensor views", (
-        "backends", "bounds", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
-        "tensor.steps", "tensor.exact", "tensor.lower")),
+        "backends", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
+        "tensor.steps", "tensor.exact")),
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.operands", "tensor.bound", "tensor.spotcheck", "tensor.kinks",
         "tensor.doubt", "tensor.limits",
@@ -64,7 +64,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
                  "tensor.streaming")),
     ("stages", ("stages", "hvp")),
-    ("judge", ("judge", "confirm", "causes", "tensor.context")),
+    ("judge", ("confirm", "causes", "tensor.context")),
     ("verify", ("verify", "tensor.verify", "modules", "capture.gradcheck")),
     ("present", ("present", "explain", "report")),
     ("tools", ("__init__", "__main__", "cli", "commands", "testing", "hvp_mutants", "fuzz",

@@ -360,11 +360,45 @@ def test_layout_tables_cover_every_block():
 def test_tiny_gpt_extensions_agree_with_native():
     cfg = {**SMALL, "vocab_size": 5, "context_length": 2, "tie_weights": True, "bias": False,
            "gelu": "erf"}
-    for build in (zoo.get, lambda name, config: gpt.tiny_gpt(config)):  # tensor, scalar
-        m = build("tiny_gpt", config=cfg)
-        assert sg.verify(m, torch_fn=m.reference, samples=5, seed=0).ok
-        wrong = build("tiny_gpt", config={**cfg, "gelu": "tanh"})
-        assert sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).verdict == "fail"
+    m = zoo.get("tiny_gpt", config=cfg)
+    assert sg.verify(m, torch_fn=m.reference, samples=5, seed=0).ok
+    wrong = zoo.get("tiny_gpt", config={**cfg, "gelu": "tanh"})
+    assert sg.verify(m, torch_fn=wrong.reference, samples=5, seed=0).verdict == "fail"
+
+
+class _Bigram(torch.nn.Module):
+    """A bigram language model: logits = tok_emb[ids]; ``factor`` scales its backward."""
+
+    def __init__(self, vocab: int, factor: float = 1.0) -> None:
+        super().__init__()
+        self.tok_emb = torch.nn.Embedding(vocab, vocab, dtype=torch.float64)
+        self.factor = factor
+
+    def forward(self, ids):
+        return sg.testing.scale_backward(self.tok_emb(ids), self.factor)
+
+
+def _bigram_model(vocab: int = 5, tokens: int = 3) -> sg.Model:
+    ids, targets, E = sg.matrix("ids", tokens), sg.matrix("targets", tokens), \
+        sg.matrix("tok_emb", vocab, vocab)
+    return sg.Model("bigram", sg.ops.cross_entropy(sg.ops.embedding(ids, E), targets),
+                    params=[E], inputs={ids: sg.Integers(0, vocab - 1),
+                                        targets: sg.Integers(0, vocab - 1)})
+
+
+def test_plain_model_with_module_is_verified_on_its_tensor_program():
+    """``sg.verify(plain_model, module=...)`` runs the model's tensor program (the scalar
+    module branch is gone): a correct module passes in its own names, a module whose backward
+    is scaled by 1 + 1e-9 fails on that parameter."""
+    model = _bigram_model()
+    ok = sg.verify(model, module=_Bigram(5), module_map={"tok_emb": "tok_emb.weight"},
+                   samples=N, seed=0)
+    assert ok.ok and "module" in ok.comparisons, str(ok)
+    assert ok.outputs[1] == "d/dtok_emb.weight[0, 0]"
+    bad = sg.verify(model, module=_Bigram(5, 1 + 1e-9), module_map={"tok_emb": "tok_emb.weight"},
+                    samples=N, seed=0)
+    assert bad.verdict == "fail" and bad.comparisons["torch"].ok
+    assert all(f.backend == "module" and "tok_emb.weight" in f.output for f in bad.failures)
 
 
 def test_path_difference_is_said_in_absolute_terms_not_absurd_ratios():

@@ -61,7 +61,7 @@ def off_by_half(fn, first: str):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_derivatives_that_exist_are_not_domain(case, each_pipeline):
+def test_derivatives_that_exist_are_not_domain(case):
     build, at, fn, grad0 = CASES[case]
     r = sg.verify(build(), at={k: np.array(v) for k, v in at.items()},
                   torch_fn=fn)
@@ -74,7 +74,7 @@ def test_derivatives_that_exist_are_not_domain(case, each_pipeline):
 
 
 @pytest.mark.parametrize("case", list(CASES))
-def test_a_wrong_gradient_at_those_points_still_fails(case, each_pipeline):
+def test_a_wrong_gradient_at_those_points_still_fails(case):
     build, at, fn, _ = CASES[case]
     model = build()
     r = sg.verify(model, at={k: np.array(v) for k, v in at.items()},
@@ -112,13 +112,13 @@ def test_limits_and_true_domain_errors():
     assert np.isnan(e.hi[0, 1])
 
 
-def test_a_negative_base_with_a_non_integer_exponent_is_domain(each_pipeline):
+def test_a_negative_base_with_a_non_integer_exponent_is_domain():
     half = sg.Model("w_pow_p", w**p, params=[w], inputs={p: sg.Choice([2.0, 2.5, 3.0])})
     r = sg.verify(half, at={"w": np.array([-1.5]), "p": np.array([2.5])})  # 2.5: in its domain
     assert not r.ok and {f.kind for f in r.failures} == {"domain"}
 
 
-def test_an_infinite_derivative_stays_domain_beside_a_limit(each_pipeline):
+def test_an_infinite_derivative_stays_domain_beside_a_limit():
     """x**y at (0, 1/2): d/dx = y x**(y-1) is infinite (the sequence diverges: domain); d/dy =
     x**y log x has the limit 0, which torch's pow backward computes too."""
     r = sg.verify(_xy(), at={"x": np.array([0.0]), "y": np.array([0.5])},
@@ -127,7 +127,7 @@ def test_an_infinite_derivative_stays_domain_beside_a_limit(each_pipeline):
     assert c.status[0].tolist() == [0, DOMAIN, 0] and c.expected[0, 2] == 0
 
 
-def test_two_different_one_sided_limits_at_an_infinite_allowance(each_pipeline):
+def test_two_different_one_sided_limits_at_an_infinite_allowance():
     """sqrt(v**2 + v**4) = |v| sqrt(1 + v**2) at 0: its derivative (v + 2 v**3) / sqrt(v**2 +
     v**4) is 0/0 with the one-sided limits -1 and +1 (a kink); its rounding bound is 1/0 there
     too, so nothing is decided: inconclusive, never domain, never ok, the same on both

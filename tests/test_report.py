@@ -180,10 +180,9 @@ def test_points_and_recipe_are_the_samples_the_run_verified(name, dtype):
     compared (the run's recorded values, drawn by the tensor program), integer ids included;
     a planted difference (another seed) is seen."""
     from symgrad.report import Entry, model_json
-    from symgrad.verify import as_program, pipeline
+    from symgrad.verify import as_program
     model = zoo.get(name)
-    with pipeline("program"):  # the default; pinned, as SYMGRAD_PIPELINE=scalar still exists
-        r = sg.verify(model, samples=6, seed=4, dtype=dtype)
+    r = sg.verify(model, samples=6, seed=4, dtype=dtype)
     assert r.values is not None  # the program pipeline records what it compared
     doc = model_json(Entry(model, r, 0.0))
     named = {int(i) for i in doc["points"]}

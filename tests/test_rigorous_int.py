@@ -20,7 +20,7 @@ from symgrad.rigorous import tensor_balls
 from symgrad.rigorous.exact_int import exact_integer_einsum
 from symgrad.tensor.front import to_program
 from symgrad.testing import scale_block_backward
-from symgrad.zoo import gpt
+
 
 SMALL_GPT = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
              "drop_rate": 0.1, "qkv_bias": False}
@@ -77,15 +77,15 @@ def test_every_accepted_integer_einsum_is_what_float32_torch_computes(spec, shap
     assert accepted >= 15
 
 
-@pytest.mark.parametrize("build", [lambda: zoo.get("gpt_embedding"),
-                                   lambda: gpt.tiny_gpt(SMALL_GPT)],
+@pytest.mark.parametrize("build", [lambda: to_program(zoo.get("gpt_embedding")),
+                                   lambda: zoo.get("tiny_gpt", config=SMALL_GPT)],
                          ids=["gpt_embedding", "tiny_gpt"])
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 def test_the_enclosure_of_a_gpt_program_with_token_ids_is_finite(build, dtype):
     model = build()
     values = model.draw(2, np.random.default_rng(1), "float64")
     for row in range(2):
-        balls = tensor_balls(to_program(model), values, row, dtype, 1.0)
+        balls = tensor_balls(model, values, row, dtype, 1.0)
         assert all(b.is_finite() for b in balls), f"NaN/inf enclosure in row {row}"
 
 

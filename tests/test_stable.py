@@ -3,6 +3,8 @@ each rule is an identity (40 digits, boundaries included), the two overflows of 
 gone from the numpy and torch programs, the user's formula and the torch_fn allowance stay as
 written, and a model without the patterns generates the same program as before."""
 
+import re
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -11,10 +13,8 @@ import torch.nn.functional as F
 
 import symgrad as sg
 from symgrad import stable, zoo
-from symgrad.backends import numpy as np_backend
 from symgrad.compare import FAILING, INCONCLUSIVE, LOSS, OK, allowance
 from symgrad.config import VerifyConfig
-from symgrad.derive import reverse_accumulation
 from symgrad.tensor.front import to_program
 from symgrad.tensor.verify import entry_bounds
 from symgrad.testing import scale_backward
@@ -183,28 +183,21 @@ def test_a_wrong_gradient_is_still_caught_at_the_overflow_point():
 
 def _stable_and_textbook_bounds(r, model) -> np.ndarray:
     """E of the stable program and of the textbook composition at CE_AT, the larger of the
-    two, as the pipeline that produced ``r`` computes them (a tensor program's bound is its
-    own: probabilistic by default)."""
-    if "oracle_certified" in r.program_size:  # the tensor pipeline (to_program) ran
-        tm = to_program(model)
-        values = {k: np.asarray(v, np.float64) for k, v in CE_AT.items()}
-        tol, n = r.config.tolerance, len(CE_AT["z0"])
-        return np.fmax(entry_bounds(tm, values, tol, n),
-                       entry_bounds(tm.textbook_program, values, tol, n))
-    X = np.array([CE_AT["z0"], CE_AT["z1"]], dtype=np.float64)
-    textbook = np_backend.run(np_backend.compile_bound(reverse_accumulation(
-        model, view="display")), X, "float64")
-    stable_bound = np_backend.run(np_backend.compile_bound(reverse_accumulation(model)), X,
-                                  "float64")
-    return np.fmax(textbook, stable_bound)
+    two, as the tensor program that produced ``r`` computes them (probabilistic by default)."""
+    assert "oracle_certified" in r.program_size  # the tensor pipeline (to_program) ran
+    tm = to_program(model)
+    values = {k: np.asarray(v, np.float64) for k, v in CE_AT.items()}
+    tol, n = r.config.tolerance, len(CE_AT["z0"])
+    return np.fmax(entry_bounds(tm, values, tol, n),
+                   entry_bounds(tm.textbook_program, values, tol, n))
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype, each_pipeline):
+def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype):
     """A hand-written torch_fn computes the formula as written: its allowance is the larger of
     the textbook composition's bound and the stable program's (as before), it passes where the
-    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported; the
-    same on both pipelines (the tensor program: ``to_program``)."""
+    literal code is fine, and its own overflow at z1 = 200 (float32) is still reported (on the
+    tensor program: ``to_program``)."""
     model = _ce()
     r = sg.verify(model, at=CE_AT, dtype=dtype, torch_fn=_ce_literal)
     want = allowance(_stable_and_textbook_bounds(r, model), dtype, r.config.tolerance)
@@ -264,7 +257,7 @@ def _broken_bce():
         stable.Rewriter.softplus = original
 
 
-def test_the_oracle_checks_the_rewrite_itself(each_pipeline):
+def test_the_oracle_checks_the_rewrite_itself():
     """Meant to fail: a rule that were not an identity (softplus + 1e-9) is caught, because
     the oracle evaluates the formula as written, not the rewritten program (the tensor
     program's oracle checks its rewrite against ``written_program`` in balls)."""
@@ -328,11 +321,11 @@ def test_a_model_without_the_patterns_generates_the_same_program(monkeypatch, na
     before = _without_rewrites(monkeypatch, name)
     after = zoo.get(name)
     assert after.graph.rewrites == ()
-    for dtype in ("float64", "float32"):
-        a = derive(before, VerifyConfig(dtype=dtype))
-        b = derive(after, VerifyConfig(dtype=dtype))
-        for view in ("numpy", "torch", "bound", "display_bound", "oracle"):
-            assert getattr(a, view).source == getattr(b, view).source, (name, dtype, view)
+    a, b = derive(before, VerifyConfig()), derive(after, VerifyConfig())
+    def steps(c):  # the derived program's steps, the symbols' unique #ids left out
+        return [re.sub(r"#\d+", "#", f"{s} = {e}") for s, e in c.program.assignments]
+    assert steps(a) == steps(b), name
+    assert a.torch.source == b.torch.source, name
     ra = sg.verify(before, samples=20, seed=3, backends=OWN)
     rb = sg.verify(after, samples=20, seed=3, backends=OWN)
     for backend in OWN:

@@ -69,15 +69,9 @@ def test_too_many_samples_for_full_size_is_refused_early():
 
 
 def test_tensor_tiny_gpt_is_the_zoo_config():
-    from symgrad.zoo import gpt as scalar_gpt
     m = zoo.get("tiny_gpt")
     assert m.n_parameters == 7136 and m.name == "tiny_gpt"
     assert type(m).__name__ == "TensorModel" and m.gpt_config.n_layers == 2 and m.dropout
-    small = {**REDUCED, "vocab_size": 5, "context_length": 3, "emb_dim": 4}
-    scalar = scalar_gpt.tiny_gpt(small)
-    tensor = zoo.get("tiny_gpt", config=small)
-    assert [b.name for b in tensor.param_blocks] == [b.name for b in scalar.param_blocks]
-    assert sorted(b.name for b in tensor.blocks) == sorted(b.name for b in scalar.blocks)
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
-"""The model's value and gradient program as numpy, vectorised over the batch of samples.
+"""The numpy printer (``target``): how a program's expressions run as numpy, vectorised over
+the batch of samples; the tensor program's map bodies (``symgrad.tensor.tables``) and its
+running error bound (``symgrad.tensor.bound``) are printed with it.
 
 Every node is an array of shape (N,): one Python statement per node, no loop per sample.
-Also evaluates the running error bound E (``symgrad.bounds``) in float64.
 """
 
 from __future__ import annotations
@@ -11,9 +12,8 @@ import numpy as np
 import scipy.special
 import sympy as sp
 
-from .. import bounds, functions
-from ..codegen import Target, compile_program
-from ..derive import Program
+from .. import functions
+from ..codegen import Target
 from .arb import _select_pattern as select_pattern
 
 FUNCTIONS = functions.spellings("numpy")  # sympy node -> numpy spelling (symgrad.functions)
@@ -90,25 +90,3 @@ def target(dtype: str) -> Target:
                    "annul": _annul},
                   constant=lambda e: np_dtype.type(float(e)), piecewise=_piecewise, node=_node,
                   mul=_mul)
-
-
-def compile_gradient(program: Program, dtype: str):
-    """``f(X) -> [value, grad_0, ...]`` for X of shape (n_leaves, N) in ``dtype``."""
-    return compile_program(program.assignments, program.leaves,
-                           (program.value, *program.gradient), target(dtype), fname="gradient")
-
-
-def compile_bound(program: Program):
-    """``f(X) -> [E_value, E_grad_0, ...]`` in float64 (units of the unit roundoff)."""
-    return bounds.compile_bound(program.assignments, program.leaves,
-                                (program.value, *program.gradient), target("float64"))
-
-
-def run(fn, X: np.ndarray, dtype: str) -> np.ndarray:
-    """Evaluate a compiled program on X (n_leaves, N); returns (N, n_outputs) float64."""
-    n = X.shape[1]
-    rows = list(X.astype(dtype))
-    with np.errstate(all="ignore"):
-        outs = fn(rows)
-    return np.stack([np.broadcast_to(np.asarray(o, dtype=np.float64), (n,)) for o in outs],
-                    axis=1)

@@ -11,7 +11,7 @@ every report):
 
    ``u`` is the unit roundoff of the backend's dtype (eps / 2), ``tiny`` its smallest normal
    number, and ``E`` a first-order running error bound of the model's own computation, in units
-   of ``u`` (``symgrad.bounds``). Inside it, but with an allowance as large as the exact value
+   of ``u`` (``symgrad.tensor.bound``). Inside it, but with an allowance as large as the exact value
    itself (the bound would accept 0 or a flipped sign): **inconclusive** - the dtype cannot
    resolve this entry, so it is counted and shown, never "ok". Outside it, the entry fails
    only on proof: a **mismatch** where the error also exceeds the radius of the *rigorous

@@ -1,9 +1,10 @@
 """Verify a user's nn.Module by parameter name: the pipeline of ``sg.verify(model, module=...)``.
 
 match names (one error listing every problem) -> run one sample on every path (fail fast) ->
-derive -> run numpy, symgrad's torch program and every module path on all samples -> oracle ->
-compare -> a Result whose rows and messages use the module's own parameter names, and whose
-failures reference their sample by index and seed instead of dumping thousands of inputs.
+the model's tensor program verified with every module path as an extra backend
+(``symgrad.tensor.verify``: derive, run, oracle, compare) -> a Result whose rows and messages
+use the module's own parameter names, and whose failures reference their sample by index and
+seed instead of dumping thousands of inputs.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Callable
 
 import numpy as np
@@ -22,13 +23,11 @@ from ..backends import torch as torch_backend
 from ..compare import FAILING, ulp
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
-from ..judge import judge
 from ..model import Model
-from ..result import BackendRun, Result
-from ..stages import derive, draw, execute
+from ..result import Result
+from ..tensor.front import to_program
 from ..tensor.model import TensorModel
 from ..tensor.verify import verify_tensor
-from ..zoo.gpt import tiny_gpt
 from ..zoo.gpt2 import eval_twin
 from . import departure, glue, mapping, paths as paths_mod
 
@@ -68,16 +67,24 @@ def keep_path(run: ModuleRun, fns: dict, path: str, fn: Callable, reason: str) -
         run.backends[path] = backend_name(path)
 
 
-def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
+def verify_module(model: TensorModel, module: nn.Module, *, cfg: VerifyConfig,
                   options: ModuleOptions = ModuleOptions()) -> Result:
-    """The module path of ``sg.verify`` (see its docstring); returns a Result."""
+    """The module path of ``sg.verify`` (see its docstring): every path of ``module`` is
+    probed on one sample, then verified as an extra backend of ``model``'s tensor views.
+
+    Arguments:
+        model: the tensor program describing the module (``sg.verify`` passes a plain model
+            as its program, ``symgrad.verify.as_program``).
+        module: the user's ``nn.Module``, matched to ``model`` by parameter name.
+        cfg: the run.
+        options: ``sg.verify``'s module options (map, train, loss, paths).
+    Returns:
+        A ``Result`` in the module's own parameter names, ``result.module`` its ``ModuleRun``.
+    """
     t_call = time.perf_counter()
     paths = paths_mod.check_paths(options.paths)
-    torch_backend.check_device(cfg.device, cfg.dtype)
-    _check_module(module, cfg)
-    plan = mapping.plan(model, module, options.map)  # same parameter blocks in either mode
+    plan, rate = _matched(model, module, cfg, options.map)
     run = ModuleRun(plan.layout)
-    rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
     if options.train and getattr(model, "dropout", True) is False and rate:
         raise SymgradError(f"module: train=True needs the model's dropout keep-masks; "
                            f"{model.name!r} was built without them (build it with "
@@ -88,10 +95,8 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             run.skipped[path] = ("train=True: keep-masks are fed by patching F.dropout in Python,"
                                  " which a compiled graph would bake in; verify it in eval mode")
             continue
-        mcfg = glue.ModuleConfig(options.train, options.loss, path, rate)
-        fn = glue.module_fn(model, module, plan, mcfg, paths_mod.wrapper(path))
         try:
-            glue.probe(fn, model, plan, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+            fn = _probed(model, module, plan, cfg, options, path, rate)
             reason = paths_mod.skip_reason(path, None, fn.sdpa_calls, cfg.device)
         except SymgradError as exc:
             if path == "eager":
@@ -108,38 +113,40 @@ def verify_module(model: Model, module: nn.Module, *, cfg: VerifyConfig,
             f"{p}: {r}" for p, r in run.skipped.items()))
 
     model = model_for_mode(model, options.train)  # eval mode: the twin without dropout
-    if isinstance(model, TensorModel):  # the tensor views; each path an extra backend
-        result = verify_tensor(model, torch_fn=None, cfg=cfg, extra={
-            backend_name(path): (fn, path) for path, fn in fns.items()})
-        result.timings["first_message_s"] = run.first_message_s
-        from types import SimpleNamespace
-        run.departures = _departures(result, model, module, fns, plan,
-                                     SimpleNamespace(values=result.values), cfg, options.train)
-        result = named_by_module(result, model, plan, cfg.seed)
-        result = departure.explain(result, run.departures)
-        result.module = run
-        return result
-    timings: dict[str, float] = {"first_message_s": run.first_message_s}
-    compiled = derive(model, cfg, timings)
-    batch = draw(model, cfg)
-    runs, outputs = execute(model, compiled, batch, None, cfg, ("numpy", "torch"))
-    for path, fn in fns.items():
-        name = backend_name(path)
-        t0 = time.perf_counter()
-        outputs[name], mode = torch_backend.run_torch_fn(
-            fn, model.blocks, batch.values, device=cfg.device, dtype=cfg.dtype, batching="loop")
-        runs[name] = _backend_run(name, cfg, f"{path}, {mode}", time.perf_counter() - t0)
-    result = judge(model, compiled, batch, runs, outputs, cfg, timings,
-                   extra_fns={backend_name(path): fn for path, fn in fns.items()})
-    run.departures = _departures(result, model, module, fns, plan, batch, cfg, options.train)
+    result = verify_tensor(model, torch_fn=None, cfg=cfg, extra={
+        backend_name(path): (fn, path) for path, fn in fns.items()})
+    result.timings["first_message_s"] = run.first_message_s
+    run.departures = _departures(result, model, module, fns, plan, result.values, cfg,
+                                 options.train)
     result = named_by_module(result, model, plan, cfg.seed)
     result = departure.explain(result, run.departures)
     result.module = run
     return result
 
 
-def _departures(result: Result, model: Model, module: nn.Module, fns: dict, plan, batch,
-                cfg: VerifyConfig, train: bool) -> dict:
+def _matched(model: TensorModel, module: nn.Module, cfg: VerifyConfig, map) -> tuple:
+    """The checks every module run starts with (the device, the module's dtypes and devices)
+    and its parameters matched to ``model``'s blocks (``map``: ``ModuleOptions.map``):
+    ``(plan, dropout rate)``."""
+    torch_backend.check_device(cfg.device, cfg.dtype)
+    _check_module(module, cfg)
+    plan = mapping.plan(model, module, map)
+    rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
+    return plan, rate
+
+
+def _probed(model: TensorModel, module: nn.Module, plan, cfg: VerifyConfig,
+            options: ModuleOptions, path: str, rate: float) -> Callable:
+    """The module on one torch ``path`` as ``fn(**blocks)``, run once on one sample (fail
+    fast: a wrong mapping or a path that cannot run raises here, before any verification)."""
+    mcfg = glue.ModuleConfig(options.train, options.loss, path, rate)
+    fn = glue.module_fn(model, module, plan, mcfg, paths_mod.wrapper(path))
+    glue.probe(fn, model, plan, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+    return fn
+
+
+def _departures(result: Result, model: TensorModel, module: nn.Module, fns: dict, plan,
+                values: dict, cfg: VerifyConfig, train: bool) -> dict:
     """For each failing module backend, where its forward first departs at the sample of its
     worst failure (``symgrad.modules.departure``); timed as ``departure_s``."""
     t0 = time.perf_counter()
@@ -153,16 +160,12 @@ def _departures(result: Result, model: Model, module: nn.Module, fns: dict, plan
             found[name] = departure.Search(None, (), ("a compiled path's intermediates are not "
                                                       "captured",), 0.0, first.sample)
             continue
-        found[name] = departure.locate(model, module, fn, plan.layout, batch.values,
+        found[name] = departure.locate(model, module, fn, plan.layout, values,
                                        first.sample, dtype=cfg.dtype, device=cfg.device,
                                        tol=cfg.tolerance, train=train)
     if found:
         result.timings["departure_s"] = time.perf_counter() - t0
     return found
-
-
-def _backend_run(name, cfg, mode, seconds):
-    return BackendRun(name, cfg.dtype, cfg.device, mode, seconds, cfg.samples)
 
 
 def _check_module(module, cfg: VerifyConfig) -> None:
@@ -179,14 +182,14 @@ def _check_module(module, cfg: VerifyConfig) -> None:
                                f"{cfg.device}; move the module (module.to({cfg.device!r}))")
 
 
-def module_torch_fn(model: Model, module: nn.Module, *, cfg: VerifyConfig,
-                    options: ModuleOptions = ModuleOptions()) -> tuple[Model, Callable]:
+def module_torch_fn(model: TensorModel, module: nn.Module, *, cfg: VerifyConfig,
+                    options: ModuleOptions = ModuleOptions()) -> tuple[TensorModel, Callable]:
     """A module matched to ``model`` by parameter name, as ``torch_fn(**blocks)`` of the model
     it is verified against (the eval twin in eval mode): how order 2 verifies a module, its
     double backward through ``symgrad.hvp.double_backward`` (eager path only).
 
     Arguments:
-        model: the model describing the module (GPT layouts, or ``options.map``).
+        model: the tensor program describing the module (GPT layouts, or ``options.map``).
         module: the user's ``nn.Module``.
         cfg: the run (its seed, dtype and device probe one sample first).
         options: ``sg.verify``'s module options; ``paths`` must be ("eager",).
@@ -198,30 +201,19 @@ def module_torch_fn(model: Model, module: nn.Module, *, cfg: VerifyConfig,
         raise SymgradError(f"order=2 with module= verifies the module's eager path (its double "
                            f"backward); paths={paths!r} is first-order only: pass "
                            "paths=('eager',), or verify the other paths at order=1")
-    torch_backend.check_device(cfg.device, cfg.dtype)
-    _check_module(module, cfg)
-    plan = mapping.plan(model, module, options.map)
-    rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
-    fn = glue.module_fn(model, module, plan, glue.ModuleConfig(options.train, options.loss,
-                                                               "eager", rate))
-    glue.probe(fn, model, plan, seed=cfg.seed, dtype=cfg.dtype, device=cfg.device)
+    plan, rate = _matched(model, module, cfg, options.map)
+    fn = _probed(model, module, plan, cfg, options, "eager", rate)
     fn.__name__ = f"module {type(module).__name__}"
     return model_for_mode(model, options.train), fn
 
 
-def model_for_mode(model: Model, train: bool) -> Model:
+def model_for_mode(model: TensorModel, train: bool) -> TensorModel:
     """In eval mode a module's dropout is off: a GPT with dropout keep-masks is verified as its
-    twin without them (built once and cached on the model)."""
+    twin without them (``symgrad.zoo.gpt2.eval_twin``)."""
     gcfg = getattr(model, "gpt_config", None)
     if train or gcfg is None or gcfg.drop_rate == 0:
         return model
-    if isinstance(model, TensorModel):
-        return eval_twin(model)
-    if "eval_twin" not in model._cache:  # the scalar builder (symgrad.zoo.gpt.tiny_gpt)
-        twin = tiny_gpt({**asdict(gcfg), "drop_rate": 0.0}, name=model.name)
-        twin.description = model.description + " (eval mode: dropout off)"
-        model._cache["eval_twin"] = twin
-    return model._cache["eval_twin"]
+    return eval_twin(model)
 
 
 class ModuleOutputs(Sequence):
@@ -229,7 +221,7 @@ class ModuleOutputs(Sequence):
     "d/d<parameter>[i, j]" per block entry), computed on demand: a large model's millions of
     entries are never listed."""
 
-    def __init__(self, model: Model, plan: mapping.Plan) -> None:
+    def __init__(self, model: TensorModel, plan: mapping.Plan) -> None:
         self.blocks = list(model.param_blocks)
         self.plan = plan
         self.starts = np.cumsum([0] + [int(np.prod(b.shape)) if b.shape else 1
@@ -268,7 +260,7 @@ class ModuleOutputs(Sequence):
         return f"d/d{self.plan.entry_name(b.name, flat)}"
 
 
-def named_by_module(result: Result, model: Model, plan: mapping.Plan, seed: int) -> Result:
+def named_by_module(result: Result, model: TensorModel, plan: mapping.Plan, seed: int) -> Result:
     """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
     names = ModuleOutputs(model, plan)
 
@@ -316,7 +308,7 @@ class PathsReport:
                 + tabulate(self.rows, headers="keys"))
 
 
-def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
+def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
                   samples: int = 8, seed: int = 0, device: str = "cpu",
                   dtype: str = "float64", map=None, loss: Callable | None = None,
                   config: VerifyConfig | None = None) -> PathsReport:
@@ -336,6 +328,7 @@ def compare_paths(model: Model, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
     """
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     paths = paths_mod.check_paths(paths)
+    model = model if isinstance(model, TensorModel) else to_program(model)
     result = verify_module(model, module, cfg=cfg,
                            options=ModuleOptions(map=map, loss=loss, paths=paths))
     rows = []

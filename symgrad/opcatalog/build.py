@@ -21,7 +21,6 @@ import sympy as sp
 import torch
 import torch.nn.functional as F
 
-from ..backends import numpy as np_backend
 from ..domains import Integers, Normal
 from ..model import Model, matrix
 from .table import Arg, Op
@@ -112,25 +111,6 @@ def _runnable(e: sp.Expr) -> sp.Expr:
                                          (sp.Rational(1, 2), True)))
     return e.replace(lambda a: isinstance(a, sp.sign),
                      lambda a: sp.Piecewise((1, a.args[0] > 0), (-1, a.args[0] < 0), (0, True)))
-
-
-def share_compiled(model: Model, dtype: str, dps: int = 50) -> None:
-    """Reuse the dtype-free views (oracle, bounds, torch program) compiled for another dtype:
-    only the numpy gradient depends on the dtype. Saves the costly bound/oracle code
-    generation when a row runs in several dtypes (the cache key is ``sg.verify``'s)."""
-    from dataclasses import replace
-
-    np_dtype = dtype if dtype in ("float64", "float32", "float16") else "float32"
-    key = ("compiled", np_dtype, dps)
-    if key in model._cache:
-        return
-    for other in ("float64", "float32", "float16"):
-        done = model._cache.get(("compiled", other, dps))
-        if done is not None:
-            model._cache[key] = replace(done, numpy=np_backend.compile_gradient(done.program,
-                                                                                np_dtype))
-            model._cache[key + ("times",)] = model._cache[("compiled", other, dps, "times")]
-            return
 
 
 def direction_name(arg: Arg) -> str:

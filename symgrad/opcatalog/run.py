@@ -23,7 +23,7 @@ from ..cluster import map_ordered
 from ..config import VerifyConfig
 from ..errors import SymgradError
 from ..verify import verify
-from .build import READOUT, direction_name, first_order, second_order, share_compiled
+from .build import READOUT, direction_name, first_order, second_order
 from .inputs import readout, samples
 from .known import classify
 from .table import CATALOGUE, Op, by_name
@@ -185,7 +185,6 @@ def run_one(op: Op, dtype: str, cfg: OpsConfig, timing: dict) -> Row:
     shape = () if built.out_size == 1 else (built.out_size,)
     at[READOUT] = readout(shape, dtype=dtype, budget=cfg.budget, rng=_rng(cfg, op, dtype, "r"))
     row.samples = cfg.budget
-    share_compiled(built.model, dtype)
     timing["derive_s"] += time.perf_counter() - t0
     t1 = time.perf_counter()
     try:
@@ -223,7 +222,6 @@ def _second(op: Op, dtype: str, cfg: OpsConfig, at: dict, at_kink: np.ndarray):
     for a in op.params:
         at2[direction_name(a)] = readout(a.shape, dtype=dtype, budget=n,
                                          rng=_rng(cfg, op, dtype, f"v/{a.name}"))
-    share_compiled(built.model, dtype)
     try:
         result = verify(built.model, torch_fn=built.torch_fn, at=at2,
                         config=_verify_cfg(cfg, dtype, n))

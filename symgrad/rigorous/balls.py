@@ -34,18 +34,15 @@ amplifies the ball, so second-order effects are inside it.
 Where a branch (a Heaviside, sign or Piecewise condition) is undecided over a ball, or a
 domain boundary lies inside one, the enclosure is *unbounded* (NaN radius): not a proof.
 
-Scope: P is the program the running error bound uses (``symgrad.bounds``: the model's derived
-program; for a user's ``torch_fn`` also the textbook composition, and the radius is the larger
-of the two, like the allowance). Code that computes a different formula (autograd's own
+Scope: P is the program the running error bound uses (``symgrad.tensor.bound``: the model's
+derived program; for a user's ``torch_fn`` also the textbook composition, and the radius is
+the larger of the two, like the allowance). Code that computes a different formula (autograd's own
 backward formulas, fused kernels, reassociation beyond sums) is covered only as far as its
 operations fit 1-5 on P's structure.
 
->>> import numpy as np, sympy as sp
->>> from symgrad.rigorous import compile_enclosure, enclose
->>> w, x = sp.symbols("w x", real=True)
->>> fn = compile_enclosure([], [w, x], [w * x + 1])
->>> B = enclose(fn, np.array([[3.0], [0.1]]), "float64", function_ulps=4.0)
->>> r = radius_about(B, np.array([[1.3]]), np.zeros((1, 1)))
+>>> import numpy as np
+>>> from flint import arb
+>>> r = radius_about([[arb(1.3, 1e-16)]], np.array([[1.3]]), np.zeros((1, 1)))
 >>> bool(1e-17 < r[0, 0] < 1e-15)
 True
 """

@@ -233,7 +233,7 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
     """The lazy ``Enclosure`` of a tensor model's derived program (``values``: the compared
     samples, hi/lo the oracle's rows for them); with ``textbook`` (the same function as its
     textbook program, for a user's torch_fn) the union of the two programs' enclosures, as
-    the scalar pipeline's ``scalar_enclosure`` does."""
+    the deleted scalar pipeline's ``scalar_enclosure`` did."""
     programs = [model] if textbook is None else [model, textbook]
 
     def one(program, r: int, width: int) -> np.ndarray:

@@ -2,11 +2,10 @@
 
 The catalogue of torch behaviours (``symgrad.causes.CATALOGUE``: nn.BCELoss's clamps, the
 softplus threshold, saturated logits, integer inputs promoted to float32) is recognised from a
-``causes.Context``. The scalar pipeline fills its ``ops`` from the exact value of every textbook
-step (``symgrad.stages.steps_at``); here they come from the tensor program at the failing
-sample: its textbook program (``TensorModel.textbook_program``, which ``symgrad.tensor.front``
-builds from the scalar steps' display forms; the program itself when it has none) is evaluated
-by the oracle (double-double, ``symgrad.precise``), and each map node is read as the step it is:
+``causes.Context``. Its ``ops`` come from the tensor program at the failing sample: its
+textbook program (``TensorModel.textbook_program``, which ``symgrad.tensor.front`` builds from
+the scalar steps' display forms; the program itself when it has none) is evaluated by the
+oracle (double-double, ``symgrad.precise``), and each map node is read as the step it is:
 
     body a sigmoid of its operand (1/(1 + e^-x), or the op table's forms)  -> "sigmoid":
         (exact value, [exact operand])
@@ -92,8 +91,7 @@ def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]
 
 
 def op_values(model: TensorModel, leaves: dict[str, np.ndarray]) -> dict[str, list]:
-    """The exact sigmoid / softplus / logit intermediates at one sample, as
-    ``symgrad.causes.op_values`` gives them for a scalar model.
+    """The exact sigmoid / softplus / logit intermediates at one sample.
 
     Arguments:
         model: the tensor model (its ``textbook_program`` is read when it has one).

@@ -171,12 +171,10 @@ class TensorModel:
 
     @property
     def display_graph(self):
-        """Reports' step listings and ``explain`` read the scalar program: a clear error here
-        (lower a small tensor model with ``symgrad.tensor.lower.to_scalar_model``)."""
-        raise SymgradError(f"model {self.name!r} is a tensor program: step-by-step reports and "
-                           "explanations need the scalar program; use `symgrad verify` (--json) "
-                           "for it, or lower a small config with "
-                           "symgrad.tensor.lower.to_scalar_model")
+        """The scalar step listing exists only for a plain ``sg.Model``: a clear error here."""
+        raise SymgradError(f"model {self.name!r} is a tensor program: it has no scalar step "
+                           "listing; `sg.explain(model)` explains its program, `symgrad verify` "
+                           "(--json) verifies it")
 
     def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
         """``n`` samples of every block, shape (n, *shape), rounded to ``dtype``."""

@@ -1,11 +1,13 @@
-"""GPT-2's building blocks as built-in models, the GPT config, and an independent scalar
-builder of a small GPT (``tiny_gpt`` here): the zoo's ``tiny_gpt`` is the tensor program of
-``symgrad.zoo.gpt2``; this one is kept as the tests' cross-check (tensor gradient = scalar
-gradient to 40 digits).
+"""GPT-2's building blocks as built-in models (``BLOCKS``: small shapes, each with a native
+torch.nn reference) and the GPT config (``GPTConfig``, ``GPT_CONFIG_124M``, ``load_config``),
+read by the tensor builder ``symgrad.zoo.gpt2`` (the zoo's ``gpt2`` and ``tiny_gpt``).
 
 The config has exactly GPT_CONFIG_124M's keys (vocab_size, context_length, emb_dim, n_heads,
-n_layers, drop_rate, qkv_bias). Dropout uses explicit keep-mask inputs with 1/(1-p) scaling, so
-it is deterministic and verifiable. Each model carries a native torch.nn reference.
+n_layers, drop_rate, qkv_bias) plus three extensions (tie_weights, bias, gelu). Dropout uses
+explicit keep-mask inputs with 1/(1-p) scaling, so it is deterministic and verifiable.
+
+>>> GPTConfig.from_dict({"n_layers": 1}).n_layers, sorted(BLOCKS)[:2]
+(1, ['gpt_attention', 'gpt_cross_entropy'])
 """
 
 from __future__ import annotations
@@ -81,115 +83,6 @@ def load_config(text_or_path: str) -> dict:
         return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SymgradError(f"--config: not a JSON object or a .json file: {exc}") from None
-
-
-def _keep(name: str, rows: int, cols: int, cfg: GPTConfig, inputs: dict):
-    if cfg.drop_rate == 0:
-        return None
-    m = matrix(name, rows, cols)
-    inputs[m] = Bernoulli(1 - cfg.drop_rate)
-    return m
-
-
-def _block_params(l: int, cfg: GPTConfig, params: list) -> dict:
-    """Layer l's parameters by short name; biases only where the config has them."""
-    C = cfg.emb_dim
-    names = {"ln1_g": (C,), "ln1_b": (C,), "Wq": (C, C), "Wk": (C, C), "Wv": (C, C),
-             "Wo": (C, C), "bo": (C,), "ln2_g": (C,), "ln2_b": (C,), "W1": (4 * C, C),
-             "b1": (4 * C,), "W2": (C, 4 * C), "b2": (C,)}
-    if cfg.qkv_bias:
-        names.update({"bq": (C,), "bk": (C,), "bv": (C,)})
-    if not cfg.bias:
-        names = {k: v for k, v in names.items() if k not in BIASES}
-    out = {k: matrix(f"h{l}_{k}", *shape) for k, shape in names.items()}
-    params.extend(out.values())
-    return out
-
-
-BIASES = ("ln1_b", "ln2_b", "bo", "b1", "b2")  # what bias=False removes (and lnf_b)
-
-
-def _layer_norm(X, g, b):
-    """LayerNorm with gain g and, where the config has biases, shift b (else none)."""
-    return ops.layer_norm(X, g, b if b is not None else sp.zeros(len(g), 1))
-
-
-def _gelu_kind(cfg: GPTConfig) -> str:
-    return "tanh" if cfg.gelu == "tanh" else "none"
-
-
-def transformer_block(X, l: int, cfg: GPTConfig, params: list, inputs: dict):
-    """x + drop(attn(ln1(x))), then + drop(ff(ln2(.))): GPT-2's pre-LayerNorm block."""
-    T, C = X.shape
-    P = _block_params(l, cfg, params)
-    attn_keep = None
-    if cfg.drop_rate:
-        attn_keep = [_keep(f"h{l}_attn_keep{h}", T, T, cfg, inputs) for h in range(cfg.n_heads)]
-    a = ops.causal_self_attention(_layer_norm(X, P["ln1_g"], P.get("ln1_b")), P["Wq"], P["Wk"],
-                                  P["Wv"], P["Wo"], P.get("bo"), n_heads=cfg.n_heads,
-                                  bq=P.get("bq"), bk=P.get("bk"), bv=P.get("bv"),
-                                  attn_keep=attn_keep, p=cfg.drop_rate)
-    keep = _keep(f"h{l}_drop1", T, C, cfg, inputs)
-    X = ops.add(X, ops.dropout(a, keep, cfg.drop_rate) if keep is not None else a)
-    hidden = ops.dense(_layer_norm(X, P["ln2_g"], P.get("ln2_b")), P["W1"], P.get("b1"))
-    f = ops.dense(ops.gelu(hidden, approximate=_gelu_kind(cfg)), P["W2"], P.get("b2"))
-    keep = _keep(f"h{l}_drop2", T, C, cfg, inputs)
-    return ops.add(X, ops.dropout(f, keep, cfg.drop_rate) if keep is not None else f)
-
-
-def tiny_gpt(config: dict | None = None, *, name: str = "tiny_gpt") -> Model:
-    """A whole GPT (embeddings, n_layers blocks, final LayerNorm, output head, mean
-    cross-entropy over next-token targets) from a GPT_CONFIG-shaped dict, as a scalar program:
-    the independent cross-check of ``symgrad.zoo.gpt2.tiny_gpt`` (the zoo's ``tiny_gpt``).
-
-    The extensions: ``tie_weights`` (the output head is ``tok_emb`` itself, so its gradient
-    sums both uses), ``bias`` (False: no LayerNorm shifts, no out_proj / feed-forward biases,
-    as nanoGPT's ``bias=False``), ``gelu`` ("erf": nn.GELU()'s exact form).
-    The config is kept as ``model.gpt_config`` (a ``GPTConfig``).
-
-    >>> m = tiny_gpt({"vocab_size": 5, "context_length": 2, "emb_dim": 4, "n_heads": 1,
-    ...               "n_layers": 1, "drop_rate": 0.0, "tie_weights": True, "bias": False})
-    >>> [b.name for b in m.param_blocks]
-    ['tok_emb', 'pos_emb', 'h0_ln1_g', 'h0_Wq', 'h0_Wk', 'h0_Wv', 'h0_Wo', 'h0_ln2_g', 'h0_W1', 'h0_W2', 'lnf_g']
-    """
-    cfg = GPTConfig.from_dict(config or {})
-    V, T, C = cfg.vocab_size, cfg.context_length, cfg.emb_dim
-    params: list = []
-    inputs: dict = {}
-    tok, pos = matrix("tok_emb", V, C), matrix("pos_emb", T, C)
-    params += [tok, pos]
-    ids, targets = matrix("ids", T), matrix("targets", T)
-    inputs[ids] = Integers(0, V - 1)
-    inputs[targets] = Integers(0, V - 1)
-    X = ops.add(ops.embedding(ids, tok), pos)  # (T, C)
-    keep = _keep("emb_keep", T, C, cfg, inputs)
-    if keep is not None:
-        X = ops.dropout(X, keep, cfg.drop_rate)
-    for l in range(cfg.n_layers):
-        X = transformer_block(X, l, cfg, params, inputs)
-    fg = matrix("lnf_g", C)
-    fb = matrix("lnf_b", C) if cfg.bias else None
-    head = tok if cfg.tie_weights else matrix("out_head", V, C)
-    params += [p for p in (fg, fb) if p is not None] + ([] if cfg.tie_weights else [head])
-    logits = ops.dense(_layer_norm(X, fg, fb), head)  # (T, V)
-    loss = ops.cross_entropy(logits, targets, label="L")
-    desc = (f"GPT: vocab {V}, context {T}, emb {C}, {cfg.n_heads} heads, {cfg.n_layers} layers, "
-            f"drop {cfg.drop_rate}, qkv_bias {cfg.qkv_bias}"
-            + "".join(f", {k} {getattr(cfg, k)}" for k, d in CONFIG_EXTENSIONS.items()
-                      if getattr(cfg, k) != d))
-    model = Model(name, loss, params={p: _init(p) for p in params}, inputs=inputs,
-                  description=desc, reference=native_gpt.reference(cfg))
-    model.gpt_config = cfg
-    return model
-
-
-def _init(block) -> Normal:
-    """GPT-like parameter scales (LayerNorm gains around 1, weights small): the model in the
-    regime GPT-2 initialises and trains it in (std 0.02), where its gradients are well-conditioned."""
-    name = block[0].name.split("_{")[0]
-    if name.endswith("_g"):
-        return Normal(1.0, 0.1)
-    return Normal(0.0, 0.02)
 
 
 # ------------------------------------------------------------------ single blocks (small shapes)

@@ -7,8 +7,7 @@ Semantics as in the book: token + position embeddings, ``n_layers`` pre-LayerNor
 Linear(4C, C)), final LayerNorm (eps 1e-5, biased variance), an untied ``out_head`` without
 bias, mean cross-entropy over next-token targets. Dropout is explicit keep-mask inputs with
 1/(1-p) scaling, off by default (``dropout=False``; ``tiny_gpt`` has them when drop_rate > 0).
-Block names: tok_emb, pos_emb, h{l}_Wq, ..., lnf_g, lnf_b, out_head (those of the independent
-scalar builder ``symgrad.zoo.gpt.tiny_gpt``, kept as the cross-check of the tests). Each model
+Block names: tok_emb, pos_emb, h{l}_Wq, ..., lnf_g, lnf_b, out_head. Each model
 carries its ``GPTConfig`` (``model.gpt_config``) and whether it has keep-masks
 (``model.dropout``), which ``symgrad.modules`` reads.
 
@@ -94,7 +93,7 @@ def gpt(config: dict | GPTConfig | None = None, *, tokens: int | None = None,
         dropout: keep-mask inputs at every dropout site (rate ``drop_rate``); off by default.
         name: the model's name in reports.
     Returns:
-        A ``TensorModel`` (parameters first in the scalar tiny_gpt's block order).
+        A ``TensorModel`` (parameters first: tok_emb, pos_emb, each layer's, lnf_g, lnf_b, out_head).
     """
     cfg = config if isinstance(config, GPTConfig) else GPTConfig.from_dict(config or {})
     V, C, ctx = cfg.vocab_size, cfg.emb_dim, cfg.context_length

@@ -178,29 +178,54 @@ class WatchKernels(DDKernels):
     """``DDKernels`` that note (``touched``) whether a product, quotient, power or function
     result fell in the underflow zone (0 < |v| < 2^-969, ``symgrad.precise.underflow``), where
     a DD result is right only to a few 2^-1074 *absolute*: a map's intermediate w x = 1e-320 of
-    inputs 1e-160 makes log(w x) wrong by 5e-4. Sums are error-free there and not watched; one
-    zone test per result until the first hit."""
+    inputs 1e-160 makes log(w x) wrong by 5e-4; or whether a product, quotient or power of
+    finite nonzero operands ran out of float64's exponent range (0 or +-inf: w**2 at w =
+    1e-200 is 0 in DD, so sqrt(w**2 + v**2)'s d/dw = w/0 = inf where the exact value is
+    0.7071: ``ran_out``). Sums are error-free there and not watched; one test per result until
+    the first hit."""
 
     def __init__(self):
         self.touched = False
         self.functions = {c: (lambda k, *a, f=f: k.seen(f(k, *a)))
                           for c, f in DDKernels.functions.items()}
 
-    def seen(self, r):
+    def seen(self, r, *operands):
         if not self.touched and isinstance(r, DD) and r.hi.size:
-            self.touched = bool(in_zone(r.hi).any())
+            self.touched = bool(in_zone(r.hi).any()) or (
+                bool(operands) and ran_out(r, *operands))
         return r
 
-    def mul(self, a, b): return self.seen(mul(a, b))
-    def div(self, a, b): return self.seen(div(a, b))
-    def pow_int(self, a, n): return self.seen(M.ipow(a, n))
-    def pow_rational(self, a, p, q): return self.seen(M.pow_rational(a, p, q))
-    def pow_general(self, a, b): return self.seen(M.rpow(a, b))
+    def mul(self, a, b): return self.seen(mul(a, b), a, b)
+    def div(self, a, b): return self.seen(div(a, b), a, b)
+    def pow_int(self, a, n): return self.seen(M.ipow(a, n), a)
+    def pow_rational(self, a, p, q): return self.seen(M.pow_rational(a, p, q), a)
+    def pow_general(self, a, b): return self.seen(M.rpow(a, b), a, b)
     def sigmoid(self, a): return self.seen(M.sigmoid(a))
     def sech2(self, a): return self.seen(M.sech2(a))
     def erfc(self, a): return self.seen(E.erfc(a))
     def expm1(self, a): return self.seen(M.expm1(a))
     def log1p(self, a): return self.seen(M.log1p(a))
+
+
+def ran_out(r: DD, *operands) -> bool:
+    """Whether an arithmetic result ``r`` is 0 or +-inf somewhere its operands (DD arrays or
+    numbers, broadcast to it) are all finite and nonzero: the double-double's exponent range
+    ran out there (flushed to 0 or overflowed), the exact value did not (a ball has it).
+
+    >>> import numpy as np
+    >>> a = DD(np.array([1e-200, 3.0, 0.0]))
+    >>> ran_out(mul(a, a), a, a), ran_out(mul(a, DD(np.array([1.0, 1.0, 5.0]))), a)
+    (True, False)
+    """
+    hi = np.asarray(r.hi)
+    with np.errstate(invalid="ignore"):
+        hit = (hi == 0) | np.isinf(hi)
+        if not hit.any():
+            return False
+        for x in operands:
+            h = np.broadcast_to(np.asarray(x.hi if isinstance(x, DD) else x, float), hi.shape)
+            hit &= np.isfinite(h) & (h != 0)
+    return bool(hit.any())
 
 
 def _axes(axis, ndim: int) -> tuple[int, ...]:

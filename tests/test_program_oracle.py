@@ -110,14 +110,16 @@ def test_a_true_domain_error_is_still_domain():
     assert {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}
 
 
-@pytest.mark.xfail(strict=True, reason="program-path regression (issue 17 ports): the tensor "
-                   "oracle gives a pole (log 0, 1/0) as +-inf, so the comparer calls it "
-                   "'overflow' (\"the exact value exceeds the dtype's range\") where the scalar "
-                   "oracle said 'domain' (\"division by zero\")")
 def test_a_pole_is_domain_not_overflow():
+    """log w and 1/w at w = 0 are poles: the function is not defined there (the double-double's
+    +-inf would read as "overflow", an exact value beyond the dtype's range); no one-sided
+    limit settles (``limits.oracle_limits``), so the oracle leaves them NaN: domain."""
     for expr in (sp.log(W), 1 / W):
         r = sg.verify(sg.Model("pole", expr, params=[W]), at={"w": np.array([0.0, 4.0])})
         assert {f.kind for f in r.failures} == {"domain"}, [f.message() for f in r.failures]
+    # an exact value beyond float64 at an input exactly 0 stays an overflow (its limit settles)
+    r = sg.verify(sg.Model("big", sp.exp(800 + W), params=[W]), at={"w": np.array([0.0, 4.0])})
+    assert {(f.kind, f.sample) for f in r.failures} == {("overflow", 0), ("overflow", 1)}
 
 
 @pytest.mark.parametrize("s", [1e-200, 1e200])

@@ -31,7 +31,7 @@ from . import ddtrig as T
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ozaki import OzakiConfig, dd_matmul
-from .underflow import in_zone
+from .underflow import in_zone, ran_out
 from .walk import Kernels, evaluate
 
 _CONST_PREC = 300  # bits for evaluating symbolic constants (pi, sqrt(2/pi), ...) before rounding
@@ -205,27 +205,6 @@ class WatchKernels(DDKernels):
     def erfc(self, a): return self.seen(E.erfc(a))
     def expm1(self, a): return self.seen(M.expm1(a))
     def log1p(self, a): return self.seen(M.log1p(a))
-
-
-def ran_out(r: DD, *operands) -> bool:
-    """Whether an arithmetic result ``r`` is 0 or +-inf somewhere its operands (DD arrays or
-    numbers, broadcast to it) are all finite and nonzero: the double-double's exponent range
-    ran out there (flushed to 0 or overflowed), the exact value did not (a ball has it).
-
-    >>> import numpy as np
-    >>> a = DD(np.array([1e-200, 3.0, 0.0]))
-    >>> ran_out(mul(a, a), a, a), ran_out(mul(a, DD(np.array([1.0, 1.0, 5.0]))), a)
-    (True, False)
-    """
-    hi = np.asarray(r.hi)
-    with np.errstate(invalid="ignore"):
-        hit = (hi == 0) | np.isinf(hi)
-        if not hit.any():
-            return False
-        for x in operands:
-            h = np.broadcast_to(np.asarray(x.hi if isinstance(x, DD) else x, float), hi.shape)
-            hit &= np.isfinite(h) & (h != 0)
-    return bool(hit.any())
 
 
 def _axes(axis, ndim: int) -> tuple[int, ...]:

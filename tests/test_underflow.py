@@ -21,6 +21,7 @@ from symgrad.compare import Tolerance
 from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
 from symgrad.precise.certify import CertifyConfig, certify
+from symgrad.precise.dd import DD
 from symgrad.precise.underflow import in_zone, rounded, zone_rows
 from symgrad.tensor.doubt import judge_certificate
 from symgrad.tensor.model import TensorModel
@@ -153,3 +154,22 @@ def test_a_ball_beyond_float64_rounds_to_inf_not_an_error():
                                   dtype=object))
     assert hi[0] == np.inf and hi[1] == -np.inf and ok[0] and ok[1]
     assert not ok[2]
+
+
+def test_the_watch_marks_a_product_that_ran_out_of_float64s_exponent_range():
+    """w**2 of w = 1e-200 is 0 in double-double (1e200: inf): the watch marks that walk, so
+    ``views.rounded_zone`` takes its row from balls; a product with an exact 0 operand, an
+    ordinary product and exp(-1000) (a function result: the watch's zone test only) do not."""
+    def touched(f) -> bool:
+        t = DD_OPS.watching()
+        f(t)
+        return t.touched
+    tiny, big = DD(np.array([1e-200])), DD(np.array([1e200]))
+    w = sp.Symbol("w")
+    assert touched(lambda t: t.kernels.pow_int(tiny, 2))
+    assert touched(lambda t: t.kernels.mul(big, big))
+    assert touched(lambda t: t.kernels.div(tiny, big))
+    assert touched(lambda t: t.map(w**2, {w: tiny}))  # a map's body: the same kernels
+    assert not touched(lambda t: t.kernels.mul(DD(np.array([0.0])), tiny))
+    assert not touched(lambda t: t.kernels.mul(DD(np.array([3.0])), DD(np.array([4.0]))))
+    assert not touched(lambda t: t.map(sp.exp(w), {w: DD(np.array([-1000.0]))}))

@@ -31,7 +31,7 @@ from . import ddtrig as T
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ozaki import OzakiConfig, dd_matmul
-from .underflow import in_zone
+from .underflow import in_zone, ran_out
 from .walk import Kernels, evaluate
 
 _CONST_PREC = 300  # bits for evaluating symbolic constants (pi, sqrt(2/pi), ...) before rounding
@@ -178,24 +178,28 @@ class WatchKernels(DDKernels):
     """``DDKernels`` that note (``touched``) whether a product, quotient, power or function
     result fell in the underflow zone (0 < |v| < 2^-969, ``symgrad.precise.underflow``), where
     a DD result is right only to a few 2^-1074 *absolute*: a map's intermediate w x = 1e-320 of
-    inputs 1e-160 makes log(w x) wrong by 5e-4. Sums are error-free there and not watched; one
-    zone test per result until the first hit."""
+    inputs 1e-160 makes log(w x) wrong by 5e-4; or whether a product, quotient or power of
+    finite nonzero operands ran out of float64's exponent range (0 or +-inf: w**2 at w =
+    1e-200 is 0 in DD, so sqrt(w**2 + v**2)'s d/dw = w/0 = inf where the exact value is
+    0.7071: ``ran_out``). Sums are error-free there and not watched; one test per result until
+    the first hit."""
 
     def __init__(self):
         self.touched = False
         self.functions = {c: (lambda k, *a, f=f: k.seen(f(k, *a)))
                           for c, f in DDKernels.functions.items()}
 
-    def seen(self, r):
+    def seen(self, r, *operands):
         if not self.touched and isinstance(r, DD) and r.hi.size:
-            self.touched = bool(in_zone(r.hi).any())
+            self.touched = bool(in_zone(r.hi).any()) or (
+                bool(operands) and ran_out(r, *operands))
         return r
 
-    def mul(self, a, b): return self.seen(mul(a, b))
-    def div(self, a, b): return self.seen(div(a, b))
-    def pow_int(self, a, n): return self.seen(M.ipow(a, n))
-    def pow_rational(self, a, p, q): return self.seen(M.pow_rational(a, p, q))
-    def pow_general(self, a, b): return self.seen(M.rpow(a, b))
+    def mul(self, a, b): return self.seen(mul(a, b), a, b)
+    def div(self, a, b): return self.seen(div(a, b), a, b)
+    def pow_int(self, a, n): return self.seen(M.ipow(a, n), a)
+    def pow_rational(self, a, p, q): return self.seen(M.pow_rational(a, p, q), a)
+    def pow_general(self, a, b): return self.seen(M.rpow(a, b), a, b)
     def sigmoid(self, a): return self.seen(M.sigmoid(a))
     def sech2(self, a): return self.seen(M.sech2(a))
     def erfc(self, a): return self.seen(E.erfc(a))

@@ -11,7 +11,9 @@ comparer's "an error of exactly 0 is the exact value itself" reads as a one-ULP 
 What the oracle needs there is the exact value rounded to that grid: ``rounded`` takes it from a
 ball (ARB has no exponent range to run out of), decided in exact rationals (``nearest``: half a
 spacing is no float64); a row of the oracle that touches the zone (an input, a result, or an
-intermediate: ``ddops.WatchKernels``) is re-evaluated in balls (``symgrad.tensor.views``).
+intermediate: ``ddops.WatchKernels``) is re-evaluated in balls (``symgrad.tensor.views``), and
+so is a row where a product, quotient or power of finite nonzero operands ran out of float64's
+exponent range (``ran_out``: 1e-200**2 is 0 in DD, 1e200**2 inf; a ball has the exact value).
 
 Example:
     >>> import numpy as np
@@ -30,6 +32,7 @@ from fractions import Fraction
 import numpy as np
 from flint import arb, ctx
 
+from .dd import DD
 from .rational import EXACT_PREC, arb_fraction, overflow_sign, split_fraction
 
 ZONE = 2.0**-969  # |value| below this (and not 0): the DD's low part is on the 2^-1074 grid
@@ -125,3 +128,24 @@ def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             hi[idx], lo[idx] = h, l
             ok[idx] = nearest(h, l, b)[0]
     return hi, lo, ok
+
+
+def ran_out(r: DD, *operands) -> bool:
+    """Whether an arithmetic result ``r`` is 0 or +-inf somewhere its operands (DD arrays or
+    numbers, broadcast to it) are all finite and nonzero: the double-double's exponent range
+    ran out there (flushed to 0 or overflowed), the exact value did not (a ball has it).
+
+    >>> from symgrad.precise.dd import mul
+    >>> a = DD(np.array([1e-200, 3.0, 0.0]))
+    >>> ran_out(mul(a, a), a, a), ran_out(mul(a, DD(np.array([1.0, 1.0, 5.0]))), a)
+    (True, False)
+    """
+    hi = np.asarray(r.hi)
+    with np.errstate(invalid="ignore"):
+        hit = (hi == 0) | np.isinf(hi)
+        if not hit.any():
+            return False
+        for x in operands:
+            h = np.broadcast_to(np.asarray(x.hi if isinstance(x, DD) else x, float), hi.shape)
+            hit &= np.isfinite(h) & (h != 0)
+    return bool(hit.any())

@@ -1,14 +1,15 @@
 """Limits and the stable-rewrite check in the tensor oracle, as the scalar oracle has them.
 
 **Removable singularities** (``oracle_limits``; the scalar ``oracle._limits``). Where a
-sample's loss is defined but a gradient entry's formula is 0/0 or 0 * log 0 (d/dy x**y =
-x**y log x at x = 0), the entry is the limit as the sample's float inputs that are exactly 0
+sample's loss or a gradient entry's formula is 0/0 or 0 * log 0 (d/dy x**y = x**y log x at
+x = 0; v/sqrt(v**2) at v = 0), the entry is the limit as the sample's float inputs that are exactly 0
 approach 0 from either side, t = 2^-64, 2^-128, ... 2^-65536: the whole derived program in
 ``arb`` balls at each t (the precision doubling until the entries are tight). A side's limit is
 taken when two successive values agree to 2^-80 of the value or to 2^-1100 (below float64); one
 side defined (log: x > 0): its limit; both, equal: the derivative; both, different: a kink,
-the two limits are its sides (``KinkSides`` for the comparer). Otherwise the entry stays
-undefined (domain: 1/w at 0, d/dx x**0.5 at 0). Only rows that need it cost anything; a row
+the two limits are its sides (``KinkSides`` for the comparer). Otherwise the entry is
+undefined, NaN (domain: 1/w and log w at 0 are poles, d/dx x**0.5 at 0; the double-double's
++-inf there would read as an overflow, an exact value beyond the dtype's range). Only rows that need it cost anything; a row
 that already reaches a kink (its sides decide it) is left alone, as on the scalar side.
 
 **The rounding bound there** (``limit_bounds``; the scalar ``stages._limit_bound``): where E is
@@ -133,10 +134,11 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
         model: the tensor model whose gradient program the oracle evaluated.
         values: the compared samples, block name -> (N, *shape) (rows of ``hi``).
         hi, lo: the oracle's (N, 1 + parameters) double-double rows; undefined (NaN, inf)
-            gradient entries of a row with a finite loss and float inputs exactly 0 become
-            their limit where it exists.
+            entries of a row with float inputs exactly 0 become their limit where it exists:
+            the loss's too (v/sqrt(v**2) at v = 0 is 0/0; its sides are -1 and +1: a kink).
         allowed: (N, K) the verdict's allowance per entry (its 1/64 is tight), or None.
-        skip: rows left alone (they reach a kink: its sides decide them).
+        skip: rows that reach a kink (its sides decide them): their entries the sided
+            program leaves undefined are limits of the plain program (off the kink at t).
         program: as ``views.oracle_view``'s (the sided program and its selectors), or None.
         start, cap: the balls' precision ladder (bits).
     Returns:
@@ -146,21 +148,27 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
     if model.n_parameters > LIMITS_UP_TO:
         return out  # a whole row in balls would not fit (GPT-2): the entries stay domain
     with np.errstate(invalid="ignore"):
-        rows = np.flatnonzero(np.isfinite(hi[:, 0]) & (~np.isfinite(hi[:, 1:])).any(axis=1))
+        rows = np.flatnonzero((~np.isfinite(hi)).any(axis=1))
     vertices, labels = {}, {}
+    skip = set(skip)
     for r in (int(r) for r in rows):
-        if r in set(skip) or not _float_zeros(model, values, r):
+        if not _float_zeros(model, values, r):
             continue
-        bad = [int(k) + 1 for k in np.flatnonzero(~np.isfinite(hi[r, 1:]))]
+        bad = [int(k) for k in np.flatnonzero(~np.isfinite(hi[r]))]
         limit = np.zeros(hi.shape[1]) if allowed is None else np.nan_to_num(
             allowed[r] / TIGHT_FRACTION, nan=0.0, posinf=0.0)
         limit = [arb(float(a)) for a in limit]
-        left, right = _limit_row(model, values, r, bad, limit, start, cap, program)
+        # a row at a kink: its sided program is still 0/0 there (v/sqrt(v**2) at 0 is v/|v|,
+        # either side of |v| gives v/v); off 0 (t != 0) the plain program is off the kink
+        left, right = _limit_row(model, values, r, bad, limit, start, cap,
+                                 None if r in skip else program)
         split = [k for k in bad if k in left and k in right
                  and double_double(left[k]) != double_double(right[k])]
         for k in bad:
             if k in right or k in left:
                 hi[r, k], lo[r, k] = double_double(right.get(k, left.get(k)))
+            else:  # no side settles (log 0, 1/0: a pole): undefined there, not an overflow
+                hi[r, k], lo[r, k] = np.nan, 0.0
         if any(k in right or k in left for k in bad):
             out.rows.append(r)
         if split:
@@ -193,9 +201,15 @@ def with_limit_sides(kinks: tuple | None, limits: Limits, shape: tuple) -> tuple
         return KinkSides(dict(limits.sides.vertices), dict(limits.sides.labels)), \
             np.zeros(shape, bool), {}
     sides, uncertain, why = kinks
-    merged = KinkSides({**limits.sides.vertices, **sides.vertices},
-                       {**limits.sides.labels, **(sides.labels or {})},
-                       structure=sides.structure)
+    # a kink whose sides are undefined (0/0 on every side) takes the limits' sides instead
+    mine = {r for r, V in limits.sides.vertices.items()
+            if r not in sides.vertices or not np.isfinite(sides.vertices[r]).all()}
+    keep = {r: V for r, V in sides.vertices.items() if r not in mine}
+    merged = KinkSides({**keep, **{r: limits.sides.vertices[r] for r in mine}},
+                       {**{r: l for r, l in (sides.labels or {}).items() if r not in mine},
+                        **{r: limits.sides.labels[r] for r in mine}},
+                       structure={r: s for r, s in (sides.structure or {}).items()
+                                  if r not in mine} or None)
     return merged, uncertain, why
 
 

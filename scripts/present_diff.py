@@ -18,6 +18,7 @@ import subprocess
 import sys
 
 from symgrad import zoo
+from symgrad.report import gradient_formulas, model_formulas
 
 
 def main() -> None:
@@ -25,9 +26,21 @@ def main() -> None:
     ap.add_argument("out", type=pathlib.Path)
     ap.add_argument("--samples", type=int, default=50)
     ap.add_argument("--no-report", action="store_true")
+    ap.add_argument("--formulas-only", action="store_true",
+                    help="only the report's formula sections (report.model_formulas, "
+                         "gradient_formulas) of each model, no explain, no verify")
     ap.add_argument("names", nargs="*")
     args = ap.parse_args()
     names = args.names or zoo.names()
+    if args.formulas_only:
+        (args.out / "formulas").mkdir(parents=True, exist_ok=True)
+        for name in names:
+            m = zoo.get(name)
+            text = [repr(f) for f in model_formulas(m)]
+            text += [repr(t) + "\n" + "\n".join(map(repr, fs)) for t, fs in gradient_formulas(m)]
+            (args.out / "formulas" / f"{name}.txt").write_text("\n".join(text) + "\n")
+            print(name, "formulas", flush=True)
+        return
     (args.out / "explain").mkdir(parents=True, exist_ok=True)
     for name in names:
         r = subprocess.run([sys.executable, "-m", "symgrad", "explain", name, "--format",

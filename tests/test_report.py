@@ -220,7 +220,7 @@ def test_plain_model_formulas_come_from_its_program(monkeypatch):
         r"L = - y \log{\left(a \right)} - \left(1 - y\right) \log{\left(1 - a \right)}"]
     grad = gradient_formulas(neuron)
     assert grad[0][0] == "Textbook form: the chain rule on the formulas above"
-    assert r"\frac{\partial L}{\partial z} = - y + a" in _tex(grad)  # explain's own line
+    assert r"\frac{\partial L}{\partial z} = a - y" in _tex(grad)
     assert r"\frac{\partial L}{\partial w} = - x \left(y - a\right)" in _tex(grad)
     assert grad[-1][0].startswith("As computed") and "symgrad runs the stable form" in \
         grad[-1][1][0].note

@@ -50,6 +50,12 @@ class View:
         self.by_name = ({} if ran is None else display_names(ran)) | (  # the textbook's
             {} if self.steps is None else display_names(self.steps))
 
+    def plain(self, expr: sp.Basic) -> sp.Basic:
+        """``expr`` over plain symbols named as the reader names them, so that its terms print
+        in the reader's order (``a - y``, sympy's order of plain symbols by name)."""
+        return expr.xreplace({s: sp.Symbol(self.by_name.get(s, s.name))
+                              for s in expr.free_symbols if isinstance(s, sp.Symbol)})
+
     def names(self) -> names_from:
         """``with view.names():`` prints every step by its reader's name."""
         return names_from(self.by_name)
@@ -105,11 +111,11 @@ def model_formulas(view: View) -> list[Formula]:
             f = eq_formula(sym, fwd)
             out.append(Formula(f.latex + r" \quad (%d \times %d)" % sym.shape, f.mathml))
             continue
-        first = eq_formula(fam[0].symbol, fam[0].expr)
+        first = eq_formula(view.plain(fam[0].symbol), view.plain(fam[0].expr))
         if len(fam) == 1:
             out.append(first)
             continue
-        last = eq_formula(fam[-1].symbol, fam[-1].expr)
+        last = eq_formula(view.plain(fam[-1].symbol), view.plain(fam[-1].expr))
         tex = (r"\begin{aligned} " + first.latex.replace(" = ", " &= ", 1) + r" \\ &\;\vdots"
                r" \\ " + last.latex.replace(" = ", " &= ", 1) + r" \end{aligned}")
         out.append(Formula(tex, first.mathml + "<br>⋮<br>" + last.mathml,
@@ -127,7 +133,7 @@ def chain_rule(view: View) -> list[tuple[sp.Basic, sp.Expr]]:
     adj = {lhs.variables[0]: (lhs, rhs) for lhs, rhs in textbook_adjoints(view.steps)}
     out = view.steps.output.symbol
     order = [n.symbol for fam in reversed(families(view)) for n in fam if n.symbol != out]
-    return [adj[s] for s in order + view.steps.params if s in adj]
+    return [tuple(map(view.plain, adj[s])) for s in order + view.steps.params if s in adj]
 
 
 def _matrix_eq(lhs, rhs) -> Formula:
@@ -153,8 +159,8 @@ def textbook(view: View) -> tuple[str, list[Formula]] | None:
             lines = [Formula(note=LAYER_NOTE)]  # a layered model: every step is a layer's
             out, active = steps.output, steps.active()
             for u in sorted(set(out.operands) & active, key=sp.default_sort_key):
-                lines.append(_matrix_eq(sp.Derivative(out.symbol, u, evaluate=False),
-                                        local_derivative(out, u)))
+                lines.append(_matrix_eq(view.plain(sp.Derivative(out.symbol, u, evaluate=False)),
+                                        view.plain(local_derivative(out, u))))
             for _, (_, _, back) in reversed(matrix):
                 lines += [_matrix_eq(lhs, rhs) for lhs, rhs in back]
             return title, lines

@@ -9,22 +9,23 @@ runs. Names are ``step_derivation.display_names`` (a repeated label as ``label#k
 >>> from symgrad import zoo
 >>> from symgrad.tensor.front import program_of
 >>> view = View(program_of(zoo.get("neuron")))
->>> with view.names():
-...     [f.latex for f in model_formulas(view)]
+>>> [f.latex for f in model_formulas(view)]
 ['z = b + w x', 'a = \\sigma\\left(z\\right)', 'L = - y \\log{\\left(a \\right)} - \\left(1 - y\\right) \\log{\\left(1 - a \\right)}']
 """
 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 
 import sympy as sp
 
+from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
 from .layer_derivation import family_of, layer_rules, matrix_shapes
-from .notation import latex, mathml, names_from
+from .notation import latex, mathml
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
 from .tensor_formulas import Names, hidden, node_line
@@ -36,8 +37,10 @@ LAYER_NOTE = "δ_v = ∂L/∂v; H is the Heaviside step, ∘ the elementwise pro
 
 class View:
     """A plain model's program as the report reads it: ``steps`` of its textbook program
-    (``steps_of``; None for a program built from tensor ops), ``program`` the stable program
-    symgrad runs, ``names`` step symbol -> reader's name.
+    (``steps_of``; None for a program built from tensor ops), ``plain_steps`` the same over
+    plain symbols by the reader's names, ``program`` the stable program symgrad runs,
+    ``by_name`` step symbol -> reader's name (``display_names``), ``reading`` step symbol ->
+    its place in the program's topological order.
 
     Arguments:
         program: a ``TensorModel`` (``symgrad.tensor.front.program_of`` of the model).
@@ -46,9 +49,21 @@ class View:
     def __init__(self, program: TensorModel) -> None:
         self.program = program
         self.steps: Steps | None = steps_of(program.textbook_program or program)
+        self.reading = {n.attrs["step"].symbol: i for i, n in enumerate(  # the program's order
+            topological([(program.textbook_program or program).loss])) if "step" in n.attrs}
         ran = steps_of(program)  # the stable program's own steps (a rewritten loss), then
         self.by_name = ({} if ran is None else display_names(ran)) | (  # the textbook's
             {} if self.steps is None else display_names(self.steps))
+        # the same steps over plain symbols by those names: sympy orders and simplifies their
+        # terms as a reader writes them (dL/dz = a - y, 2 (P - X) / 9)
+        self.plain_steps = None if self.steps is None else replace(
+            self.steps, nodes=[self._plain_step(n) for n in self.steps.nodes],
+            ids={}, params=[self.plain(p) for p in self.steps.params])
+
+    def _plain_step(self, n: FrontStep) -> FrontStep:
+        return replace(n, symbol=self.plain(n.symbol), expr=self.plain(n.expr),
+                       operands=tuple(map(self.plain, n.operands)),
+                       partials=tuple((self.plain(u), self.plain(d)) for u, d in n.partials))
 
     def plain(self, expr: sp.Basic) -> sp.Basic:
         """``expr`` over plain symbols named as the reader names them, so that its terms print
@@ -56,9 +71,6 @@ class View:
         return expr.xreplace({s: sp.Symbol(self.by_name.get(s, s.name))
                               for s in expr.free_symbols if isinstance(s, sp.Symbol)})
 
-    def names(self) -> names_from:
-        """``with view.names():`` prints every step by its reader's name."""
-        return names_from(self.by_name)
 
 
 def _index(view: View, sym: sp.Symbol) -> tuple[int, ...]:
@@ -73,10 +85,10 @@ def _index(view: View, sym: sp.Symbol) -> tuple[int, ...]:
 def families(view: View) -> list[list]:
     """The steps grouped by the op call (or name stem) that made them (``family_of``), in the
     order a reader computes them (by the family's greatest depth from the inputs; ties in
-    program order); each family in index order."""
+    the program's topological order); each family in index order."""
     depth: dict[sp.Symbol, int] = {}
     out: dict[str, list] = {}
-    for n in view.steps.nodes:
+    for n in sorted(view.steps.nodes, key=lambda n: view.reading[n.symbol]):
         depth[n.symbol] = 1 + max((depth.get(s, 0) for s in n.operands), default=0)
         out.setdefault(family_of(n), []).append(n)
     fams = [sorted(f, key=lambda n: _index(view, n.symbol)) for f in out.values()]
@@ -130,10 +142,11 @@ def model_formulas(view: View) -> list[Formula]:
 def chain_rule(view: View) -> list[tuple[sp.Basic, sp.Expr]]:
     """``textbook_adjoints`` (dL/dv for every step and parameter entry), the steps last family
     first (backpropagation order), each family in reading order, then the parameters."""
-    adj = {lhs.variables[0]: (lhs, rhs) for lhs, rhs in textbook_adjoints(view.steps)}
-    out = view.steps.output.symbol
-    order = [n.symbol for fam in reversed(families(view)) for n in fam if n.symbol != out]
-    return [tuple(map(view.plain, adj[s])) for s in order + view.steps.params if s in adj]
+    steps = view.plain_steps
+    adj = {lhs.variables[0]: (lhs, rhs) for lhs, rhs in textbook_adjoints(steps)}
+    out = steps.output.symbol
+    order = [view.plain(n.symbol) for fam in reversed(families(view)) for n in fam]
+    return [adj[s] for s in order + steps.params if s in adj and s != out]
 
 
 def _matrix_eq(lhs, rhs) -> Formula:
@@ -150,17 +163,18 @@ def textbook(view: View) -> tuple[str, list[Formula]] | None:
     steps (small programs), else the index rules alone."""
     steps = view.steps
     fams = families(view)
-    rules = index_rules_of(list(dict.fromkeys(n.kind for n in steps.nodes)))
+    rules = index_rules_of(list(dict.fromkeys(n.kind for n in sorted(
+        steps.nodes, key=lambda n: view.reading[n.symbol]))))
     title = "Textbook form: one delta per op (matrix notation)"
     matrix = [(f, r) for f, r in ((f, matrix_rules(view, f)) for f in fams) if r is not None]
     if any(r[0].shape != (1, 1) for _, r in matrix):
         covered = {n.symbol for f, _ in matrix for n in f}
         if all(n.symbol in covered or n is steps.output for n in steps.nodes):
             lines = [Formula(note=LAYER_NOTE)]  # a layered model: every step is a layer's
-            out, active = steps.output, steps.active()
+            out, active = view.plain_steps.output, view.plain_steps.active()
             for u in sorted(set(out.operands) & active, key=sp.default_sort_key):
-                lines.append(_matrix_eq(view.plain(sp.Derivative(out.symbol, u, evaluate=False)),
-                                        view.plain(local_derivative(out, u))))
+                lines.append(_matrix_eq(sp.Derivative(out.symbol, u, evaluate=False),
+                                        local_derivative(out, u)))
             for _, (_, _, back) in reversed(matrix):
                 lines += [_matrix_eq(lhs, rhs) for lhs, rhs in back]
             return title, lines
@@ -228,6 +242,5 @@ def computed(view: View) -> tuple[str, list[Formula]]:
 def gradient_formulas(view: View) -> list[tuple[str, list[Formula]]]:
     """(title, formulas): the textbook gradient (where there is one), then the first steps of
     the gradient program as symgrad runs it."""
-    with view.names():
-        book = textbook(view)
+    book = textbook(view)
     return ([book] if book else []) + [computed(view)]

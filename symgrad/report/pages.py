@@ -34,10 +34,8 @@ def model_formulas(model) -> list[Formula]:
     z = b + w x; a = \\sigma\\left(z\\right)
     """
     prog, view = _view(model)
-    if view is None:
-        return tensor_formulas.model_formulas(prog)
-    with view.names():
-        return step_formulas.model_formulas(view)
+    return tensor_formulas.model_formulas(prog) if view is None else \
+        step_formulas.model_formulas(view)
 
 
 def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:

@@ -28,15 +28,13 @@ def _simplenet_point(seed: int = 0) -> dict:
 def no_scalar_stages(monkeypatch):
     """The scalar pipeline's point evaluation and torch program raise if anything calls them."""
     import symgrad.backends.torch as tb
-    import symgrad.present.derivation as derivation
     import symgrad.stages as stages
 
     def banned(*args, **kwargs):
         raise AssertionError("explain reached the scalar pipeline")
 
     for mod, name in ((stages, "steps_at"), (stages, "certified"), (stages, "derive"),
-                      (tb, "compile_forward"), (tb, "run_program"),
-                      (derivation, "textbook_adjoints"), (derivation, "layer_sections")):
+                      (tb, "compile_forward"), (tb, "run_program")):
         monkeypatch.setattr(mod, name, banned)
 
 

@@ -262,16 +262,18 @@ def test_gpt_block_rules_keep_their_fractions_in_html():
 
 
 def test_a_tensor_model_of_scalar_maps_over_arrays_keeps_the_array_view():
-    """Only a program of named scalar steps gets the step view: a scalar map over a sum of an
-    array (a user's TensorModel) is shown node by node, not misread as steps."""
+    """Only a program of named scalar steps (a plain model's, its FrontStep tags) gets the step
+    view: a scalar map over a sum of an array (a user's TensorModel) is shown node by node, not
+    misread as steps."""
     import symgrad.tensor as st
-    from symgrad.present.step_formulas import is_steps
+    from symgrad.present.step_formulas import View
     from symgrad.report import gradient_formulas, model_formulas
     from symgrad.tensor.model import TensorModel
     from symgrad.verify import as_program
     W, x = st.param("W", (3,)), st.input("x", (3,))
     m = TensorModel("s", st.tanh(st.sum_(st.einsum("i,i->i", W, x))))
-    assert not is_steps(m)
+    assert View(m).steps is None
     assert "tensor operations" in model_formulas(m)[0].note
     assert gradient_formulas(m)[-1][0].startswith("As computed")
-    assert is_steps(as_program(zoo.get("simplenet"))) and not is_steps(zoo.get("tiny_gpt"))
+    assert View(as_program(zoo.get("simplenet"))).steps is not None
+    assert View(zoo.get("tiny_gpt")).steps is None

@@ -225,7 +225,7 @@ def test_literal_bce_torch_fn_keeps_its_findings():
 
 # ---------------------------------------------------------------- what the rewrite leaves alone
 def test_the_display_view_and_explanations_keep_the_formula_as_written():
-    from symgrad.present.formulas import gradient_formulas, model_formulas
+    from symgrad.report import gradient_formulas, model_formulas
     model = _ce()
     assert model.graph.rewrites == ("log-sum-exp",)
     assert len(model.display_graph.nodes) == 1
@@ -237,10 +237,10 @@ def test_the_display_view_and_explanations_keep_the_formula_as_written():
     forward = " ".join(f.latex for f in model_formulas(model))
     assert "max" not in forward.lower()
     sections = dict(gradient_formulas(model))
-    computed = sections["As computed (the program symgrad derives and runs)"]
+    computed = sections["As computed (the gradient program symgrad derives and runs)"]
     notes = " ".join(f.note or "" for f in computed)
-    assert "computed as" in notes and "log(Σ exp(a_i))" in notes
-    assert all("computed as" not in (f.note or "") for s, fs in sections.items()
+    assert "symgrad runs the stable form of the loss" in notes
+    assert all("stable form" not in (f.note or "") for s, fs in sections.items()
                if s.startswith("Textbook") for f in fs)
 
 

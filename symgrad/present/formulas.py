@@ -1,31 +1,23 @@
-"""The formulas a report shows: the model one line per op, and its gradient in two forms.
+"""The pieces every formula view of the report and ``explain`` shares: ``Formula`` (one line, in
+LaTeX and MathML), ``eq_formula``, and the backward rule of each op with no matrix form in index
+notation (``INDEX_RULES``, ``index_rules_of``). The formulas of a plain model are
+``present/step_formulas``; of a program of tensor operations, ``present/tensor_formulas``.
 
-The model: steps grouped into families (an op call on a matrix, or steps of the same kind);
-a matrix op is one line in matrix notation (``q = X W_q^T + b_q``), other families show their
-first and last step with ``\\vdots`` between. The gradient: the textbook form (the chain rule
-on the formulas a reader knows, e.g. dL/dz = a - y for a sigmoid neuron, or one delta per op in
-matrix notation) beside the first steps of the stable program symgrad actually runs.
+>>> eq_formula(sp.Symbol("a"), sp.Symbol("b") + 1).latex
+'a = 1 + b'
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 
 import sympy as sp
 
-from ..derive import reverse_accumulation
-from ..graph import Graph, Node
-from ..model import Model
 from ..optable import OPS
-from ..stable import RULES
-from .derivation import group, has_matrix, layer_rules, layer_sections, textbook_adjoints
-from .notation import fold, latex, mathml, names_from
+from .notation import fold, latex, mathml
 from .texmath import tex_to_mathml
 
-MAX_FAMILIES = 40  # families of steps shown; the rest are counted
 MAX_ADJOINTS = 8  # steps of the computed (stable) gradient program shown
-MAX_TEXTBOOK_NODES = 30  # scalar models up to this size get the textbook chain rule
 
 
 @dataclass(frozen=True)
@@ -40,17 +32,6 @@ class Formula:
         return {"latex": self.latex, "note": self.note}
 
 
-def display_names(graph: Graph) -> dict:
-    """Intermediate -> its display name; a repeated label gets ``#k`` (shown as ^{[k]})."""
-    seen: dict[str, int] = {}
-    names = {}
-    for n in graph.nodes:
-        base = getattr(n.symbol, "label", None) or n.kind
-        seen[base] = seen.get(base, 0) + 1
-        names[n.symbol] = base if seen[base] == 1 else f"{base}#{seen[base]}"
-    return names
-
-
 def eq_formula(lhs, rhs) -> Formula:
     rhs = fold(rhs)
     try:
@@ -58,139 +39,6 @@ def eq_formula(lhs, rhs) -> Formula:
     except (TypeError, ValueError):
         ml = mathml(rhs, display=True)
     return Formula(latex=f"{latex(lhs)} = {latex(rhs)}", mathml=ml)
-
-
-def _shown(node: Node):
-    shown = getattr(node.symbol, "shown", None)
-    return shown if shown is not None else node.expr
-
-
-def _family(node: Node) -> str:
-    group = getattr(node.symbol, "group", None)
-    if group is not None:
-        return f"group:{group.label}"
-    label = getattr(node.symbol, "label", None)
-    return re.sub(r"_\{[\d,]+\}$", "", label) if label else f"kind:{node.kind}"
-
-
-def families(graph: Graph) -> list[list[Node]]:
-    """Steps grouped by the op call (or label / kind) that made them, in order of appearance."""
-    out: dict[str, list[Node]] = {}
-    for n in graph.nodes:
-        out.setdefault(_family(n), []).append(n)
-    return list(out.values())
-
-
-def _shapes(model: Model, graph: Graph) -> dict[str, tuple[int, int]]:
-    shapes = {b.name: (b.shape + (1,) * (2 - len(b.shape)) if b.shape else (1, 1))
-              for b in model.blocks}
-    for n in graph.nodes:
-        g = getattr(n.symbol, "group", None)
-        if g is not None:
-            shapes[g.label] = g.shape
-            continue
-        m = re.match(r"^(?P<base>.+)_\{(?P<idx>\d+(?:,\d+)?)\}$",
-                     getattr(n.symbol, "label", None) or "")
-        if m:  # a labelled matrix step without a group (ctx_{t,c}): its shape from indices
-            idx = [int(i) + 1 for i in m.group("idx").split(",")] + [1]
-            old = shapes.get(m.group("base"), (0, 0))
-            if m.group("base") not in {b.name for b in model.blocks}:
-                shapes[m.group("base")] = (max(old[0], idx[0]), max(old[1], idx[1]))
-    return shapes
-
-
-def _matrix_rules(model: Model, graph: Graph, nodes: list[Node]):
-    """(forward formula, backward rules) of a matrix op family, or None."""
-    g = getattr(nodes[0].symbol, "group", None)
-    if g is None:
-        return None
-    shapes = _shapes(model, graph)
-    out = sp.MatrixSymbol(g.label, *g.shape)
-    ins = [sp.MatrixSymbol(name, *shapes.get(name, (1, 1))) for name in g.operands]
-    try:
-        fwd, back = layer_rules(g.op, out, ins, {b.name for b in model.input_blocks},
-                                 {b.name for b in model.param_blocks})
-    except (sp.ShapeError, ValueError, TypeError):
-        return None
-    return (out, fwd, back) if fwd is not None else None
-
-
-def model_formulas(model: Model) -> list[Formula]:
-    """The model's program, one line per op (matrix ops in matrix notation)."""
-    graph = model.display_graph
-    out: list[Formula] = []
-    fams = families(graph)
-    with names_from(display_names(graph)):
-        for nodes in fams[:MAX_FAMILIES]:
-            rules = _matrix_rules(model, graph, nodes)
-            if rules is not None:
-                sym, fwd, _ = rules
-                f = eq_formula(sym, fwd)
-                shape = r" \quad (%d \times %d)" % sym.shape
-                out.append(Formula(f.latex + shape, f.mathml))
-                continue
-            first = eq_formula(nodes[0].symbol, _shown(nodes[0]))
-            if len(nodes) == 1:
-                out.append(first)
-                continue
-            last = eq_formula(nodes[-1].symbol, _shown(nodes[-1]))
-            tex = (r"\begin{aligned} " + first.latex.replace(" = ", " &= ", 1) + r" \\ &\;\vdots"
-                   r" \\ " + last.latex.replace(" = ", " &= ", 1) + r" \end{aligned}")
-            out.append(Formula(tex, first.mathml + "<br>⋮<br>" + last.mathml,
-                               note=f"{len(nodes)} steps of this kind, first and last:"))
-    if len(fams) > MAX_FAMILIES:
-        rest = sum(len(f) for f in fams[MAX_FAMILIES:])
-        out.append(Formula(note=f"… {len(fams) - MAX_FAMILIES} more kinds of steps "
-                                f"({rest} steps)"))
-    return out
-
-
-def gradient_formulas(model: Model, *, computed: bool = True
-                      ) -> list[tuple[str, list[Formula]]]:
-    """(title, formulas) sections: the textbook gradient, then (``computed``) the first steps
-    of the stable program as run (derived if not cached: slow for a large model)."""
-    sections = []
-    textbook = _textbook(model)
-    if textbook:
-        sections.append(textbook)
-    if computed:
-        sections.append(_computed(model))
-    return sections
-
-
-def _textbook(model: Model):
-    graph = model.display_graph
-    fams = families(graph)
-    lines: list[Formula] = []
-    title = "Textbook form: one delta per op (matrix notation)"
-    with names_from(display_names(graph)):
-        if has_matrix(graph) and all(group(n) is not None or n is graph.output
-                                      for n in graph.nodes):
-            try:  # a layered model: every step belongs to a matrix op
-                back = layer_sections(model, graph, None)[1]
-                return title, [Formula(note=back.note)] + [
-                    _matrix_eq(ln.lhs, ln.rhs) for ln in back.lines]
-            except (sp.ShapeError, ValueError, TypeError):
-                pass
-        matrix = [r for r in (_matrix_rules(model, graph, f) for f in fams) if r is not None]
-        matrix = [r for r in matrix if r[0].shape != (1, 1)]
-        if matrix:
-            for _, _, back in reversed(matrix):
-                for lhs, rhs in back:
-                    lines.append(_matrix_eq(lhs, rhs))
-            covered = sum(r[0].shape[0] * r[0].shape[1] for r in matrix)
-            note = ("δ_v = ∂L/∂v; H is the Heaviside step, ∘ the elementwise product; where "
-                    "a value feeds several ops, its gradient is the sum of their lines"
-                    + (f"; the other {len(graph.nodes) - covered} steps are elementwise or "
-                       "reductions, differentiated step by step"
-                       if covered < len(graph.nodes) else ""))
-            return title, [Formula(note=note)] + lines + index_rules(graph)
-        rules = index_rules(graph)
-        if len(graph.nodes) > MAX_TEXTBOOK_NODES:
-            return ("Textbook form: one rule per op (index notation)", rules) if rules else None
-        for lhs, rhs in textbook_adjoints(model):
-            lines.append(eq_formula(lhs, rhs))
-    return "Textbook form: the chain rule on the formulas above", lines + rules
 
 
 # The backward rule of each op that has no matrix Group, in index notation (t a row, j a column,
@@ -229,11 +77,6 @@ INDEX_RULES = {
 }
 
 
-def index_rules(graph: Graph) -> list[Formula]:
-    """The INDEX_RULES lines of the ops in ``graph``, last op first (backpropagation order)."""
-    return index_rules_of([n.kind for n in graph.nodes])
-
-
 def index_rules_of(kinds: list[str]) -> list[Formula]:
     """The INDEX_RULES lines of the op ``kinds`` (in program order; those without a rule
     skipped), last op first (backpropagation order).
@@ -250,47 +93,3 @@ def index_rules_of(kinds: list[str]) -> list[Formula]:
 def mathml_of_tex(tex: str) -> str:
     """MathML for a rule written in LaTeX (the same formula: fractions, roots, sums)."""
     return tex_to_mathml(tex)
-
-
-def _matrix_eq(lhs, rhs) -> Formula:
-    try:
-        ml = mathml(lhs, display=False) + " = " + mathml(rhs, display=False)
-    except (TypeError, ValueError):
-        ml = ""
-    return Formula(latex=f"{latex(lhs)} = {latex(rhs)}", mathml=f"<span>{ml}</span>")
-
-
-def _computed(model: Model):
-    program = model._cache.get("program") or reverse_accumulation(model)
-    model._cache["program"] = program
-    back = program.assignments[program.n_forward:]
-    has_display = any(getattr(n.symbol, "display", None) is not None for n in model.graph.nodes)
-    note = (f"{len(back)} adjoint steps over {program.n_forward} forward steps "
-            "(x̄ = ∂L/∂x)" + ("; symgrad runs the stable form of the loss, the same function "
-                              "without cancellation" if has_display else "")
-            + f"; the first {min(len(back), MAX_ADJOINTS)}:")
-    lines = [Formula(note=note)]
-    if model.graph.rewrites:  # the user's plain-sympy patterns, as symgrad's programs run them
-        rules = {r.name: r for r in RULES}
-        lines.append(Formula(note="computed as (symgrad's own programs; the formulas above are "
-                                  "as written, and are what your torch code is checked against): "
-                             + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
-                                         for n in model.graph.rewrites)))
-    with names_from(_program_names(model.graph, back[:MAX_ADJOINTS])):
-        lines += [eq_formula(sym, expr) for sym, expr in back[:MAX_ADJOINTS]]
-    return "As computed (the program symgrad derives and runs)", lines
-
-
-def _program_names(graph: Graph, steps) -> dict:
-    """The reader's names in the computed program: each step as the model section names it
-    (``gelu_{inner}^{[6]}``, not the program's ``gelu_inner_6``), its adjoint ``d_<name>`` as
-    the bar over that name."""
-    names = display_names(graph)
-    adjoint_of = {f"d_{n.name}": n.symbol for n in graph.nodes}
-    out = dict(names)
-    for sym, expr in steps:
-        for s in {sym} | expr.free_symbols:
-            step = adjoint_of.get(getattr(s, "name", ""))
-            if step is not None:
-                out[s] = "d_" + names[step]
-    return out

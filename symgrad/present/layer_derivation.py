@@ -148,7 +148,7 @@ def layer_sections(steps: Steps, values: dict | None) -> list[Section]:
 FAMILY_RULES = 4  # local derivatives shown per family of steps
 
 
-def _family(n: FrontStep) -> str:
+def family_of(n: FrontStep) -> str:
     """The op call or name a step shares with its family: a matrix op's label, else the step's
     label without its indices (``score1_{2,1}`` -> ``score1``), else its kind."""
     if n.group is not None:
@@ -170,6 +170,15 @@ def _label_shapes(steps: Steps) -> dict[str, tuple[int, int]]:
     return out
 
 
+def matrix_shapes(steps: Steps) -> dict[str, tuple[int, int]]:
+    """The matrix shape of each block (a vector as a column), each ``ops`` call on a matrix
+    (its label) and each family of indexed steps (``_label_shapes``)."""
+    shapes = {name: (s + (1,) * (2 - len(s)) if s else (1, 1))
+              for name, s in steps.shapes.items()}
+    shapes.update({n.group.label: n.group.shape for n in steps.nodes if n.group is not None})
+    return _label_shapes(steps) | shapes
+
+
 def summary_sections(steps: Steps) -> list[Section]:
     """A model too large for every step: one line per family of steps (the matrix formula of an
     ``ops`` call on a matrix, else the family's first step), then each family's backward rule
@@ -182,11 +191,8 @@ def summary_sections(steps: Steps) -> list[Section]:
     """
     families: dict = {}
     for n in steps.nodes:
-        families.setdefault(_family(n), []).append(n)
-    shapes = {name: (s + (1,) * (2 - len(s)) if s else (1, 1))
-              for name, s in steps.shapes.items()}
-    shapes.update({n.group.label: n.group.shape for n in steps.nodes if n.group is not None})
-    shapes = _label_shapes(steps) | shapes
+        families.setdefault(family_of(n), []).append(n)
+    shapes = matrix_shapes(steps)
     fwd = Section(f"Forward pass, one line per op ({len(steps.nodes)} steps)",
                   note="a family of steps (one op on every entry of a matrix, or steps of the "
                        "same name) is shown once, by its matrix formula or its first step")

@@ -16,7 +16,8 @@ from ..present import step_formulas, tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
-from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, program, \
+from ..tensor.front import program_of
+from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, \
     resolution_text, stats_rows, verdict_word
 
 SCHEMA_VERSION = 2
@@ -32,25 +33,26 @@ def model_formulas(model) -> list[Formula]:
     >>> print(*[f.latex for f in model_formulas(zoo.get("neuron"))][:2], sep="; ")
     z = b + w x; a = \\sigma\\left(z\\right)
     """
-    prog, steps = _view(model)
-    return tensor_formulas.model_formulas(prog) if steps is None else \
-        step_formulas.model_formulas(steps)
+    prog, view = _view(model)
+    return tensor_formulas.model_formulas(prog) if view is None else \
+        step_formulas.model_formulas(view)
 
 
 def gradient_formulas(model) -> list[tuple[str, list[Formula]]]:
     """(title, formulas): the textbook gradient, then the first nodes of the gradient program,
     from the same program as ``model_formulas``."""
-    prog, steps = _view(model)
-    return tensor_formulas.gradient_formulas(prog) if steps is None else \
-        step_formulas.gradient_formulas(steps)
+    prog, view = _view(model)
+    return tensor_formulas.gradient_formulas(prog) if view is None else \
+        step_formulas.gradient_formulas(view)
 
 
 def _view(model) -> tuple:
-    """(program, its ``Steps`` or None), built once per program."""
-    prog, tags = program(model)
+    """(program, its ``step_formulas.View`` or None for a program of tensor operations), read
+    once per program."""
+    prog = program_of(model)
     if "report_steps" not in prog._cache:
-        prog._cache["report_steps"] = step_formulas.Steps(prog, tags) \
-            if step_formulas.is_steps(prog) else None
+        view = step_formulas.View(prog)
+        prog._cache["report_steps"] = view if view.steps is not None else None
     return prog, prog._cache["report_steps"]
 
 
@@ -144,7 +146,7 @@ def _points(entry: Entry) -> dict:
     values = r.values  # the samples the run compared (the program pipeline records them)
     if values is None:  # the scalar pipeline: the program draws the same samples
         c = r.config
-        values = program(entry.model)[0].draw(c.samples, np.random.default_rng(c.seed), c.dtype)
+        values = program_of(entry.model).draw(c.samples, np.random.default_rng(c.seed), c.dtype)
     return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}
 
 

@@ -9,17 +9,12 @@ import platform
 from dataclasses import dataclass
 
 import numpy as np
-import sympy as sp
 
 from ..version import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
-from ..present.formulas import display_names
-from ..present.step_formulas import Tag, plain
 from ..result import Result
 from ..result_text import HVP_PREFIX, HVP_VALUE
-from ..tensor.model import TensorModel
-from ..verify import as_program
 
 
 BADGE_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
@@ -46,36 +41,6 @@ def environment(result: Result) -> dict:
             "python": platform.python_version(), "device": result.config.device,
             "dtype": result.config.dtype, "seed": result.config.seed,
             "samples": result.config.samples}
-
-
-def program(model: Model | TensorModel) -> tuple[TensorModel, dict[str, Tag]]:
-    """The tensor program ``model`` is verified as, and the op that made each of its steps.
-
-    Arguments:
-        model: a plain ``sg.Model`` (its ``symgrad.verify.as_program``, built once per model)
-            or a ``TensorModel`` (its own program, no tags).
-    Returns:
-        (program, tags): tags by step name (kind, matrix group, display form, declared
-        partials, the reader's name), read from the plain model's front end, since
-        ``to_program`` does not carry them onto the nodes yet.
-
-    >>> from symgrad import zoo
-    >>> prog, tags = program(zoo.get("neuron"))
-    >>> prog.name, tags["a"].kind, str(tags["a"].shown)
-    ('neuron', 'sigmoid', 'sigma(z)')
-    """
-    if isinstance(model, TensorModel):
-        return model, {}
-    tags = {}
-    for graph in (model.graph, model.display_graph):
-        names = display_names(graph)
-        for n in graph.nodes:
-            shown = getattr(n.symbol, "shown", None)
-            tags[n.name] = Tag(n.kind, names[n.symbol], getattr(n.symbol, "group", None),
-                               None if shown is None else plain(shown, names),
-                               {sp.Symbol(names.get(k, k.name)): plain(v, names)
-                                for k, v in (n.partials or {}).items()})
-    return as_program(model), tags
 
 
 def verdict_word(verdict: str) -> str:

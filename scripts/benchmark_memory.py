@@ -82,6 +82,9 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         result = sg.verify(model, torch_fn=model.reference,
                            config=VerifyConfig(samples=1, seed=0, progress=False))
         wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        text = str(result)  # the text table (issue 19: it once hung for 26 minutes at gpt2)
+        text_s = time.perf_counter() - t0
     finally:
         tensor_verify._phase = right
     doc = json.dumps(result.as_dict(), sort_keys=True)
@@ -89,6 +92,7 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         Path(result_path).write_text(doc)
     return {"layers": layers, "tokens": tokens, "parameters": model.n_parameters,
             "verdict": result.verdict, "wall_s": round(wall, 1),
+            "text_s": round(text_s, 2), "text_lines": text.count("\n") + 1,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
             "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -146,8 +150,9 @@ def render(rows: list[dict]) -> None:
            "each) while one oracle walk streams is the lower cost."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
-    text = text.split("\n" + SECTION)[0].rstrip("\n") + "\n\n" + "\n".join(md) + "\n"
-    bench.write_text(text)
+    before, _, rest = text.partition("\n" + SECTION)
+    after = rest[rest.find("\n## "):] if "\n## " in rest else ""  # the sections after it stay
+    bench.write_text(before.rstrip("\n") + "\n\n" + "\n".join(md) + "\n" + after)
 
 
 def main() -> int:

@@ -127,3 +127,20 @@ def test_a_planted_bug_is_caught_and_named_with_deferred_figures(monkeypatch, fa
     assert np.isin(deferred.comparisons["torch_fn"].status[:, a:b], FAILING).any()
     assert deferred.comparisons["torch"].ok
     assert _figures(deferred) == _figures(whole)
+
+
+def test_a_reduced_deferred_comparison_lets_its_arrays_go_at_once():
+    # no reference cycle: the backend's gradient, hi, lo and E are freed by reference
+    # counting when the reduced comparison replaces the deferred one (GPT-2: 1.3 GB each)
+    import gc
+    import weakref
+    hi, lo, got, E = _arrays(np.random.default_rng(0))
+    c = compare_compact(hi, lo, got.copy(), E, backend="b", dtype="float64", tol=Tolerance(),
+                        deferred=True)
+    alive = weakref.ref(c.got.base if c.got.base is not None else c.got)
+    gc.disable()
+    try:
+        c = c.reduce()
+        assert alive() is None
+    finally:
+        gc.enable()

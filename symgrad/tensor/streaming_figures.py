@@ -60,9 +60,19 @@ class EntryFigures:
         self.arrays = (hi, lo, got, E)
         self.shape = hi.shape
         self.dtype, self.tol, self.kind = dtype, tol, kind
-        self.ulps = Figure(self, 0, False)
-        self.allowed = Figure(self, 1, False)
         self._last: tuple | None = None  # (key, ulps, allowed): measures read both in turn
+
+    @property
+    def ulps(self) -> "Figure":
+        """The errors in ULPs (made on each access: a figure refers to its source, never the
+        other way round, so no reference cycle keeps GPT-2's arrays alive until a garbage
+        collection once the comparison is reduced)."""
+        return Figure(self, 0, False)
+
+    @property
+    def allowed(self) -> "Figure":
+        """The allowances in ULPs."""
+        return Figure(self, 1, False)
 
     def at(self, key, flat: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ULPs, allowances) of the entries ``key`` selects (of the flat entries: ``flat``)."""

@@ -19,7 +19,6 @@ __all__ = [
     "INCONCLUSIVE", "KINK", "KinkSides", "LOSS", "MISMATCH", "NONFINITE", "OK", "OVERFLOW",
     "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
     "allowance", "compare", "convex_combination", "dtype_info", "entry_errors",
-    "pooled_resolution",
-    "pooled_test", "prove", "separable_combination", "systematic", "systematic_blocks", "ulp",
-    "ulp_counts",
+    "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
+    "systematic_blocks", "ulp", "ulp_counts",
 ]

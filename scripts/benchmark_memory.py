@@ -82,6 +82,9 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         result = sg.verify(model, torch_fn=model.reference,
                            config=VerifyConfig(samples=1, seed=0, progress=False))
         wall = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        text = str(result)  # the text table (issue 19: it once hung for 26 minutes at gpt2)
+        text_s = time.perf_counter() - t0
     finally:
         tensor_verify._phase = right
     doc = json.dumps(result.as_dict(), sort_keys=True)
@@ -89,6 +92,7 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         Path(result_path).write_text(doc)
     return {"layers": layers, "tokens": tokens, "parameters": model.n_parameters,
             "verdict": result.verdict, "wall_s": round(wall, 1),
+            "text_s": round(text_s, 2), "text_lines": text.count("\n") + 1,
             "peak_rss_gib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2),
             "cpu_s": round(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]), 1),
             "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
@@ -112,24 +116,25 @@ def render(rows: list[dict]) -> None:
           "with the native module as torch_fn), measured by `scripts/benchmark_memory.py` on a "
           "shared 2-core machine: wall times are upper bounds (load average at start / end).",
           "",
-          "What is left, per parameter entry, at the compare of the last backend: the samples "
-          "(8 B), the oracle's hi and lo (12 B: lo in float32 from 50M entries), the bound E "
-          "(8 B), the backend's gradient (8 B), its ULPs and allowance (float32, 8 B) and status "
-          "(1 B), the earlier backends' statuses (1 B each) - about 46 B, 7.9 GiB at GPT-2's "
-          "163M entries. The oracle and the bound now hand each parameter block over as their "
-          "walks finish it (written into hi, lo and E, the high-precision block dropped), and "
-          "the figures' median ULPs is an exact selection over chunks (no float32 copy of every "
-          "entry's ULPs): those phases no longer set the peak, the compares do. GPT-2 at <= 5 GB "
-          "needs the compare itself per block (below).",
+          "What is held, per parameter entry, from the bound to the last backend's summary: the "
+          "samples (8 B), the oracle's hi and lo (12 B: lo in float32 from 50M entries), the "
+          "bound E (8 B), the backend's gradient (8 B) and its statuses (1 B; 1 B for each "
+          "earlier backend) - about 38 B, 5.8 GiB at GPT-2's 163M entries. A large "
+          "comparison's ULPs and allowances (8 B an entry) are no longer held: they are "
+          "elementwise functions of hi, lo, E and the gradient, recomputed where the findings, "
+          "figures and histogram read them (`symgrad/tensor/streaming_figures.py`, the same "
+          "numbers: JSON byte-identical). The peak is now set by whichever phase adds the most "
+          "transient memory on top of that base: the bound's walk, torch's backward or the "
+          "oracle's (see the phase peaks).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
-          "verdict | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 11]
+          "verdict | text s | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 12]
     for r in rows:
         peaks = "; ".join(f"{p['phase']} {p['start_gib']}→{p['peak_gib']}" for p in r["phases"]
                           if p["peak_gib"] - p["start_gib"] > 0.05 or p["peak_gib"] > 1)
         md.append(f"| {r['label']} | {r['layers']} | {r['tokens']} | {r['parameters']:,} | "
                   f"{r['peak_rss_gib']} | {r['wall_s']} | {r['cpu_s']} | "
                   f"{r['load_avg_1min'][0]} / {r['load_avg_1min'][1]} | {r['verdict']} | "
-                  f"{peaks} | {r['cpu_model']} |")
+                  f"{r.get('text_s', '-')} | {peaks} | {r['cpu_model']} |")
     md += ["", *[f"- {r['label']}: {r['note']}" for r in rows if r.get("note")],
            "- The order: the oracle and the bound first, then each backend run, compared and "
            "reduced before the next. Running the backends first would hold both gradients "
@@ -143,11 +148,27 @@ def render(rows: list[dict]) -> None:
            "comes whole from one backward pass, and every oracle block needs the whole forward "
            "and the backward down to it, so re-walking the oracle per backend costs a whole "
            "oracle each time (32% of the run) - keeping the backends' gradients (8 B an entry "
-           "each) while one oracle walk streams is the lower cost."]
+           "each) while one oracle walk streams is the lower cost.",
+           "- What <= 5 GB (4.66 GiB) at GPT-2 needs, by array sizes (1.21 GiB per float64 "
+           "array of 163M entries): the samples, hi, lo and E alone are 4.25 GiB, so no order "
+           "that holds all four whole while a backend's gradient (1.21 GiB) exists can reach it. "
+           "Two ways: (a) the backends first (samples + 2 gradients: 3.64 GiB), then the oracle "
+           "and the bound in one walk handing each parameter block over together (today two "
+           "walks: one of hi/lo or E would be whole, +1.8 or +1.2 GiB), each block compared and "
+           "dropped at once; or (b) each backend's gradient taken per parameter as autograd "
+           "accumulates it (a post-accumulate-grad hook on every leaf, the leaf's grad freed "
+           "after its block is compared) against whole hi, lo and E: 4.25 GiB + one block + "
+           "activations, at the limit. Either way the block and pooled tests keep per-block "
+           "projections (a flagged block's columns recomputed for its marks) and the figures "
+           "fold per block (``order_stats.ChunkMedian`` needs its second pass, so per-group "
+           "key histograms); and the transients of the oracle's walk (+4.2 GiB at 64 tokens), "
+           "the bound's (+3.1) and torch's backward (+2.2, the token matrices' gradients) must "
+           "shrink as well."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
-    text = text.split("\n" + SECTION)[0].rstrip("\n") + "\n\n" + "\n".join(md) + "\n"
-    bench.write_text(text)
+    before, _, rest = text.partition("\n" + SECTION)
+    after = rest[rest.find("\n## "):] if "\n## " in rest else ""  # the sections after it stay
+    bench.write_text(before.rstrip("\n") + "\n\n" + "\n".join(md) + "\n" + after)
 
 
 def main() -> int:

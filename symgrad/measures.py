@@ -47,8 +47,8 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
     terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
     info, tol = dtype_info(comp.dtype), config.tolerance
 
-    def part(a):
-        return None if a is None else np.asarray(a)[:, cols]
+    def part(a):  # a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those
+        return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         exact = np.asarray(part(comp.expected), dtype=np.float64)
         got, status, comp_ulps = part(comp.got), part(comp.status), part(comp.ulps)

@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 import symgrad as sg
 
 
@@ -244,3 +246,33 @@ def test_an_inconclusive_entry_is_named_with_why(models):
     assert "inconclusive entries in the deciding backends, e.g.:" in text
     assert "0 or a flipped sign would pass too" in text
     assert r.as_dict()["inconclusive"][0]["kind"] == "inconclusive"
+
+
+def test_status_counts_are_counted_once_per_status_array(monkeypatch):
+    # the text table, the JSON and the reports ask for the counts again and again; GPT-2's
+    # text table took 10 s after its run with ten passes over 163M statuses per request
+    import dataclasses
+
+    import numpy as np
+    import symgrad.result as result_mod
+    from symgrad.compare import STATUS_NAMES, Tolerance
+    from symgrad.tensor.comparing import compare_compact
+    rng = np.random.default_rng(0)
+    status = rng.integers(0, max(STATUS_NAMES) + 1, (3, 1001)).astype(np.int8)
+    monkeypatch.setattr(result_mod, "COUNT_CHUNK", 97)  # chunks across rows
+    counted = result_mod.status_counts(status)
+    assert counted == {name: int((status == k).sum()) for k, name in STATUS_NAMES.items()}
+    c = compare_compact(np.ones((3, 1001)), np.zeros((3, 1001)), np.ones((3, 1001)),
+                        np.ones((3, 1001)), backend="torch_fn", dtype="float64", tol=Tolerance())
+    r = _result({"torch_fn": dataclasses.replace(c, status=status)})
+    calls = []
+    real = result_mod.status_counts
+    monkeypatch.setattr(result_mod, "status_counts", lambda s: calls.append(1) or real(s))
+    assert r.counts("torch_fn") == counted and r.counts("torch_fn") == counted
+    r.total_counts(), r.finding_counts(), r.summary("torch_fn")
+    assert len(calls) == 1
+    r.comparisons["torch_fn"] = dataclasses.replace(c)  # a new status array: counted anew
+    assert r.counts("torch_fn") == {**{n: 0 for n in STATUS_NAMES.values()}, "ok": 3003}
+    assert len(calls) == 2
+    with pytest.raises(ValueError, match="STATUS_NAMES"):
+        result_mod.status_counts(np.array([11], np.int8))

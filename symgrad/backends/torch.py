@@ -308,8 +308,8 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
     name = getattr(fn, "__name__", type(fn).__name__)
     with exact_math():
         if batching == "loop":
-            grads, value = _loop(per_sample, params, inputs, n, name)
-            return _flatten(value, list(grads), n), "loop"
+            grads, value = _loop(per_sample, params, inputs, n, name)  # a list: _flatten
+            return _flatten(value, grads, n), "loop"  # releases its blocks (not a copy's)
         try:
             gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
             grads, value = torch.func.vmap(gfn)(*params, *inputs)

@@ -12,13 +12,13 @@ from .entries import (DOMAIN, EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, M
                       NONFINITE, OK, OVERFLOW, STATUS_NAMES, SUSPECT, SYSTEMATIC, ULP_BINS,
                       Comparison, compare, prove, ulp_counts)
 from .kinks import KinkSides, convex_combination, separable_combination
-from .tolerance import DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, ulp
+from .tolerance import DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, entry_errors, ulp
 
 __all__ = [
     "BlockFinding", "Comparison", "DOMAIN", "DTYPES", "DTypeInfo", "EXPLANATIONS", "FAILING",
     "INCONCLUSIVE", "KINK", "KinkSides", "LOSS", "MISMATCH", "NONFINITE", "OK", "OVERFLOW",
     "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
-    "allowance", "compare", "convex_combination", "dtype_info", "pooled_resolution",
-    "pooled_test", "prove", "separable_combination", "systematic", "systematic_blocks", "ulp",
-    "ulp_counts",
+    "allowance", "compare", "convex_combination", "dtype_info", "entry_errors",
+    "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
+    "systematic_blocks", "ulp", "ulp_counts",
 ]

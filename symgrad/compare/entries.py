@@ -108,7 +108,7 @@ from typing import Callable
 import numpy as np
 
 from .kinks import KinkSides, convex_combination, separable_combination
-from .tolerance import Tolerance, allowance, dtype_info, ulp
+from .tolerance import Tolerance, dtype_info, entry_errors
 
 
 # status codes of one compared entry
@@ -200,8 +200,8 @@ class Comparison:
         >>> c.reduced, c.status.shape, c.got.shape, c.ulps.shape, int(c.ulp_counts.sum())
         (True, (1, 3), (1, 1), (1, 1), 3)
         """
-        def value(a):
-            return None if a is None else np.array(np.asarray(a)[:, :1])
+        def value(a):  # a[:, :1]: a deferred figure (tensor/streaming_figures) reads one column
+            return None if a is None else np.array(a[:, :1])
         return replace(self, ulps=value(self.ulps), ulp_counts=ulp_counts(self.ulps),
                        got=value(self.got), expected=value(self.expected),
                        allowed_ulps=value(self.allowed_ulps),
@@ -230,7 +230,8 @@ def ulp_counts(ulps: np.ndarray) -> np.ndarray:
     >>> ulp_counts(np.array([[0.0, 1.0, np.inf]]))[[0, 6]].tolist()  # 0 ULPs at -3, 1 ULP at 0
     [1, 1]
     """
-    flat = np.asarray(ulps).reshape(-1)
+    flat = (ulps if hasattr(ulps, "reshape") else np.asarray(ulps)).reshape(-1)  # a deferred
+    #                                     figure (tensor/streaming_figures): chunk by chunk
     counts = np.zeros(len(ULP_BINS) - 1, np.int64)
     for a in range(0, flat.size, HISTOGRAM_CHUNK):
         u = flat[a:a + HISTOGRAM_CHUNK]
@@ -272,15 +273,9 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
     """
     info = dtype_info(dtype)
     got64 = np.asarray(got, dtype=np.float64)
+    err, size, ulps, allowed_abs, allowed = entry_errors(exact_hi, exact_lo, got64, bound,
+                                                         dtype, tol)
     with np.errstate(invalid="ignore", over="ignore"):
-        err = np.subtract(got64, exact_hi)  # |(got - hi) - lo|, in place on one array
-        err -= exact_lo
-        np.abs(err, out=err)
-        size = ulp(exact_hi, dtype)
-        ulps = err / size
-        allowed_abs = np.asarray(allowance(bound, dtype, tol))  # a new array: NaN -> inf
-        np.putmask(allowed_abs, np.isnan(allowed_abs), np.inf)   # in place
-        allowed = allowed_abs / size
         magnitude = np.abs(exact_hi)
         exact_ok = np.isfinite(exact_hi) & (magnitude <= info.max)
         status = np.full(err.shape, OK, dtype=np.int8)
@@ -355,7 +350,6 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
             # that the enclosure does not prove wrong keeps the fast test's verdict
             back = wrong_value & (status[:, 0] == SUSPECT) & (err[:, 0] <= allowed_abs[:, 0])
             status[:, 0][back] = value_before[back]
-        np.putmask(ulps, ~np.isfinite(got64), np.inf)
     return Comparison(backend, dtype, ulps, allowed, status, got64, np.asarray(exact_hi),
                       position, joint, used, allowed_abs, np.asarray(exact_lo), error=err,
                       undecided=why_open, rigorous=radius)

@@ -157,3 +157,37 @@ def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
             mag += tol.floor * info.tiny
             return mag
         return tol.safety * (info.eps / 2) * mag + tol.floor * info.tiny
+
+
+def entry_errors(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray,
+                 bound: np.ndarray, dtype: str, tol: Tolerance) -> tuple[np.ndarray, ...]:
+    """Each entry's error and allowance, absolute and in ULPs of ``dtype`` at the exact value:
+    what ``compare`` judges, entry by entry (any shape, elementwise: the entries of a slice or
+    a gather are the same numbers as those of the whole arrays; the streaming compare of a
+    large model recomputes them where read, ``symgrad.tensor.streaming_figures``).
+
+    Arguments:
+        exact_hi, exact_lo: the oracle's double-double parts.
+        got: the backend's values, float64.
+        bound: the running error bound E in units of u.
+        dtype, tol: the backend's dtype and the tolerance.
+    Returns:
+        (err = |(got - hi) - lo|, the ULP size at |hi|, err in ULPs (inf where ``got`` is not
+        finite), the absolute allowance (NaN -> inf), the allowance in ULPs), float64 arrays.
+
+    >>> e = entry_errors(np.array([1.0]), np.array([0.0]), np.array([1.0 + 2**-51]),
+    ...                  np.array([1.0]), "float64", Tolerance())
+    >>> [float(x[0]) for x in (e[2], e[4])]
+    [2.0, 2.0]
+    """
+    with np.errstate(invalid="ignore", over="ignore"):
+        err = np.subtract(got, exact_hi)  # |(got - hi) - lo|, in place on one array
+        err -= exact_lo
+        np.abs(err, out=err)
+        size = ulp(exact_hi, dtype)
+        ulps = err / size
+        allowed_abs = np.asarray(allowance(bound, dtype, tol))  # a new array: NaN -> inf
+        np.putmask(allowed_abs, np.isnan(allowed_abs), np.inf)   # in place
+        allowed = allowed_abs / size
+        np.putmask(ulps, ~np.isfinite(got), np.inf)
+    return err, size, ulps, allowed_abs, allowed

@@ -21,6 +21,7 @@ from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_reso
                        systematic_blocks)
 from ..findings import entry_note, shown_value
 from ..result import Failure
+from .streaming_figures import EntryFigures, fit
 
 CHUNK = 1 << 20  # entries compared at once (each chunk: ~20 float64 temporaries, 0.2 GB)
 
@@ -29,13 +30,17 @@ def badness(comp: Comparison, at: slice | np.ndarray = slice(None)) -> np.ndarra
     """error / allowance of the flat entries ``at`` (a slice or indices; default all), float32,
     inf where the backend is not finite, -1 where undefined (the streaming compare reads it a
     chunk at a time: no whole-size array)."""
-    ulps = np.asarray(comp.ulps).reshape(-1)[at]
+    ulps = _flat(comp.ulps)[at]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        bad = (ulps / np.asarray(comp.allowed_ulps).reshape(-1)[at]).astype(np.float32,
-                                                                           copy=False)
+        bad = (ulps / _flat(comp.allowed_ulps)[at]).astype(np.float32, copy=False)
     bad[~np.isfinite(ulps)] = np.inf
     bad[np.isnan(bad)] = -1.0
     return bad
+
+
+def _flat(a):
+    """The flat entries of an array, or of a deferred figure (``streaming_figures.Figure``)."""
+    return (a if hasattr(a, "reshape") else np.asarray(a)).reshape(-1)
 
 
 def top(bad: np.ndarray, mask: np.ndarray | None, limit: int) -> np.ndarray:
@@ -86,17 +91,9 @@ def failures(name: str, comp: Comparison, flat: np.ndarray, outputs, values,
 COMPACT_FROM = 50_000_000  # from this many entries, ULPs are kept in float32
 
 
-def _fit(x: np.ndarray, kind) -> np.ndarray:
-    """Finite values beyond float32's range (errors at exactly-zero entries, in ULPs of 0)
-    become float32's largest number instead of inf."""
-    if kind is np.float64:
-        return x
-    big = float(np.finfo(np.float32).max)
-    return np.where(np.isfinite(x), np.clip(x, -big, big), x).astype(np.float32)
-
-
 def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
-                    rigorous=None, allowed_ulps: np.ndarray | None = None) -> Comparison:
+                    rigorous=None, allowed_ulps: np.ndarray | None = None,
+                    deferred: bool = False) -> Comparison:
     """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
     float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
     ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the rows that
@@ -107,14 +104,24 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     ``allowed_ulps``: an earlier comparison's allowance for the same ``hi``, ``E`` and
     ``dtype`` (the allowance depends on nothing else, not on the backend: ``shared_allowance``),
     kept as this one's instead of a second equal array (GPT-2's torch and torch_fn in one
-    dtype share 0.65 GB)."""
+    dtype share 0.65 GB).
+
+    ``deferred`` (without ``rigorous``): the ULPs and allowances are not kept but recomputed
+    where read (``symgrad.tensor.streaming_figures``: the same numbers, from ``hi``, ``lo``,
+    ``got`` and ``E``, which the comparison then holds): only the statuses are new arrays
+    (GPT-2: 0.15 GB instead of 1.45 GB per backend); ``allowed_ulps`` is not read."""
     n, width = hi.shape
     small = n * width <= COMPACT_FROM
     kind = np.float64 if small else np.float32
-    ulps = np.empty((n, width), kind)
-    allowed = np.empty((n, width), kind) if allowed_ulps is None else allowed_ulps
-    status = np.empty((n, width), np.int8)
+    if deferred and rigorous is not None:
+        raise ValueError("compare_compact: deferred figures need rigorous=None (the radii of "
+                         "an enclosure are kept per entry)")
     got = np.asarray(got, dtype=np.float64)
+    figures = EntryFigures(hi, lo, got, E, dtype, tol, kind) if deferred else None
+    ulps = figures.ulps if deferred else np.empty((n, width), kind)
+    allowed = (figures.allowed if deferred else
+               np.empty((n, width), kind) if allowed_ulps is None else allowed_ulps)
+    status = np.empty((n, width), np.int8)
     radius = np.full((n, width), np.nan) if rigorous is not None else None
     error = np.empty((n, width)) if rigorous is not None else None
     allowed_abs = np.empty((n, width)) if rigorous is not None else None
@@ -124,9 +131,10 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
                     dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
                     rigorous=None if rigorous is None else rigorous.columns(part))
-        ulps[:, part] = _fit(c.ulps, kind)
-        if allowed_ulps is None:
-            allowed[:, part] = _fit(c.allowed_ulps, kind)
+        if not deferred:
+            ulps[:, part] = fit(c.ulps, kind)
+        if allowed_ulps is None and not deferred:
+            allowed[:, part] = fit(c.allowed_ulps, kind)
         status[:, part] = c.status
         if rigorous is not None:
             radius[:, part], error[:, part] = c.rigorous, c.error
@@ -154,9 +162,26 @@ def shared_allowance(key, earlier: dict) -> np.ndarray | None:
     True
     """
     for k, comp in earlier.values():
-        if k == key and not comp.reduced:
-            return comp.allowed_ulps
+        if k == key and not comp.reduced and isinstance(comp.allowed_ulps, np.ndarray):
+            return comp.allowed_ulps  # (a deferred one is recomputed, not shared)
     return None
+
+
+def kept_whole(comp: Comparison) -> Comparison:
+    """``comp`` with deferred ULPs and allowances (``compare_compact(deferred=True)``) formed
+    as whole arrays: for a comparison kept beyond its compare (a suspicion to confirm reads it
+    as any other); ``comp`` itself when they are arrays already.
+
+    >>> from symgrad.compare import Tolerance
+    >>> c = compare_compact(np.ones((1, 2)), np.zeros((1, 2)), np.ones((1, 2)),
+    ...                     np.ones((1, 2)), backend="b", dtype="float64", tol=Tolerance(),
+    ...                     deferred=True)
+    >>> type(c.ulps).__name__, type(kept_whole(c).ulps).__name__
+    ('Figure', 'ndarray')
+    """
+    if isinstance(comp.ulps, np.ndarray) and isinstance(comp.allowed_ulps, np.ndarray):
+        return comp
+    return replace(comp, ulps=np.asarray(comp.ulps), allowed_ulps=np.asarray(comp.allowed_ulps))
 
 
 def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:

@@ -34,7 +34,7 @@ from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, views
 from .bound import evaluate_bound
-from .comparing import block_tests, compare_compact, shared_allowance
+from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
@@ -164,8 +164,11 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     model, sub, hi, lo, dt, cfg.tolerance.function_ulps,
                     textbook=textbook if key[0] else None)
             got = got if len(subset) == n else got[subset]
+            # a large comparison's ULPs and allowances recomputed where read, not held
+            deferred = (kinks is None and enclosures.get(key) is None
+                        and got.size >= STREAM_FROM)
             comp = compare_compact(hi, lo, got, Eb, backend=name, dtype=dt, tol=cfg.tolerance,
-                                   rigorous=enclosures.get(key),
+                                   rigorous=enclosures.get(key), deferred=deferred,
                                    allowed_ulps=shared_allowance(key, {
                                        b: (keys[b], c) for b, c in comparisons.items()}))
             keys[name] = key
@@ -175,6 +178,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
             del Eb
+        if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
+            comp = kept_whole(comp)
         comparisons[name] = comp
         needed = [b.name for b in plan[i + 1:]] + [
             n for n, c in comparisons.items() if needs_confirmation(c)]

@@ -25,6 +25,10 @@ PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
 QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export", "torch._export",
                  "torch._dynamo", "torch.fx.experimental.symbolic_shapes")  # their tracebacks
 #   (a shape mistake logs ~20 lines at ERROR before export raises) are silenced while tracing
+RNN_WEIGHTS = (r"The tensor attributes (self\.fn\.([\w.]+\.)?_flat_weights\[\d+\](, )?)+ were "
+               r"assigned during export")  # nn.LSTM/GRU/RNN re-list their own parameters in
+#   forward: torch's, not the user's, and harmless to the capture (the parameters are read as
+#   parameters); a user's own tensor attribute assigned in forward still warns
 
 
 class Call(torch.nn.Module):
@@ -135,6 +139,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     try:
         with warnings.catch_warnings(), quiet_logs():  # torch's own notices while exporting
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]

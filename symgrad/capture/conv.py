@@ -3,9 +3,11 @@
 A convolution is an einsum over a gathered (im2col) view: along each spatial axis a 0/1
 selection tensor S (out, kernel, in) with ``S[i, k, i*stride + k*dilation - padding] = 1``
 picks each window's entries (zero padding is a missing 1), which is exact (one term per
-entry); one contraction with the weight then gives the output. Max pooling takes the same
-windows with the padding replicated from the edge (a window always holds the edge entry it
-repeats, so its max is unchanged) and a max reduction.
+entry); one contraction with the weight then gives the output. A transposed convolution
+contracts the same S over its other axis (input position i scattered to output position p)
+before the weight (the adjoint of the gather). Max pooling takes the same windows with the
+padding replicated from the edge (a window always holds the edge entry it repeats, so its
+max is unchanged) and a max reduction.
 
 >>> S = _windows(5, 3, stride=2, padding=1, dilation=1, out=3)
 >>> S.shape, int(S.sum())
@@ -89,8 +91,11 @@ def _scatter(x: Node, kernel: list[int], stride, padding, dilation, out: list[in
 
 
 def _convolution(a: dict, shape) -> Node:
-    """einsum of the weight with the im2col windows (0/1 selection einsums, exact); transposed:
-    with the input scattered onto the output's positions (weight (C_in, C_out/groups, *k))"""
+    """einsum of the weight with im2col windows, or a scatter (transposed); 0/1 einsums, exact
+
+    Transposed (ConvTranspose): the input scattered onto the output positions (``_scatter``),
+    the weight (C_in, C_out/groups, *kernel).
+    """
     x, W = node(a["input"], "convolution"), node(a["weight"], "convolution")
     k, g = W.ndim - 2, int(a["groups"])
     if x.ndim != k + 2:

@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
 from symgrad.report.atomic import write_text  # noqa: E402
-from symgrad.testing import scale_backward  # noqa: E402
+from tests import clients as C  # noqa: E402
 
 
 def _fn(forward, backward, name: str):
@@ -81,30 +81,11 @@ def _relu_grad(g, x, at_zero):
     return g * torch.where(x == 0, torch.full_like(d, at_zero), d)
 
 
-class MoE(nn.Module):
-    """Top-2 of 4 SiLU experts (softmax gates of the two largest router logits); the router's
-    gradient scaled by ``router_grad`` (0: the planted bug, a router whose gradient is
-    dropped)."""
-
-    def __init__(self, router_grad: float = 1.0, d: int = 4, n: int = 4, h: int = 6) -> None:
-        super().__init__()
-        g = torch.Generator().manual_seed(1)
-        self.router = nn.Linear(d, n, bias=False)
-        with torch.no_grad():  # explicit generator: the same page every run
-            self.router.weight.copy_(torch.randn(n, d, generator=g) / 2)
-        self.w1 = nn.Parameter(torch.randn(n, d, h, generator=g) / 2)
-        self.w2 = nn.Parameter(torch.randn(n, h, d, generator=g) / 2)
-        self.router_grad = router_grad
-
-    def forward(self, x):
-        logits = self.router(x)
-        if self.router_grad != 1.0:
-            logits = scale_backward(logits, self.router_grad)
-        vals, idx = logits.topk(2, -1)
-        gates = torch.zeros_like(logits).scatter(-1, idx, F.softmax(vals, -1))
-        experts = torch.einsum("bnh,nhd->bnd", F.silu(torch.einsum("bd,ndh->bnh", x, self.w1)),
-                               self.w2)
-        return torch.einsum("bn,bnd->bd", gates, experts)
+def MoE(router_grad: float = 1.0) -> nn.Module:
+    """tests/clients.py's top-2 of 4 SiLU experts, its weights from an explicit generator (the
+    same page every run); ``router_grad`` 0: the planted bug, a router whose gradient is
+    dropped."""
+    return C.MoE(router_grad=router_grad, generator=torch.Generator().manual_seed(1))
 
 
 def swiglu(x, W1, W3, W2):

@@ -128,11 +128,18 @@ class MoE(nn.Module):
     """Top-2 of ``n`` SiLU experts; the router's gradient scaled by ``router_grad`` (0: the
     planted bug, a router whose gradient is dropped)."""
 
-    def __init__(self, d: int = 4, n: int = 4, h: int = 6, router_grad: float = 1.0) -> None:
+    def __init__(self, d: int = 4, n: int = 4, h: int = 6, router_grad: float = 1.0, *,
+                 generator: torch.Generator | None = None) -> None:
+        """``generator``: draw every weight from it (the router's as randn/2, then ``w1``,
+        ``w2``), the same module every run (scripts/capture_planted.py); None: the router's
+        default init and the global generator (``seeded``)."""
         super().__init__()
         self.router = nn.Linear(d, n, bias=False)
-        self.w1 = nn.Parameter(torch.randn(n, d, h) / 2)
-        self.w2 = nn.Parameter(torch.randn(n, h, d) / 2)
+        if generator is not None:
+            with torch.no_grad():
+                self.router.weight.copy_(torch.randn(n, d, generator=generator) / 2)
+        self.w1 = nn.Parameter(torch.randn(n, d, h, generator=generator) / 2)
+        self.w2 = nn.Parameter(torch.randn(n, h, d, generator=generator) / 2)
         self.router_grad = router_grad
 
     def forward(self, x):

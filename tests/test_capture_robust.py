@@ -47,3 +47,19 @@ def test_capture_works_without_the_private_hook(hook, monkeypatch):
         sg.capture(Cumsum(), (_x(5),), module_params="input")
     msg = str(err.value)
     assert "aten.cumsum" in msg and "the module's unsupported line" in msg
+
+
+def test_train_hint_comes_from_the_caller_not_the_message_prefix():
+    """Only a caller with a ``train=`` option (``has_train=True``, as ``sg.verify(module=)``
+    passes) is told to check it; ``sg.capture`` of the same train-mode module is not, whatever
+    its ``who=`` says."""
+    net = torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.BatchNorm1d(5)).double()
+    x = torch.randn(1, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    for who, has_train, hinted in [("verify(module=Sequential)", False, False),
+                                   ("capture('Sequential')", True, True),
+                                   (None, False, False)]:
+        with pytest.raises(sg.SymgradError) as err:
+            sg.capture(net, (x,), who=who, has_train=has_train)
+        msg = str(err.value)
+        assert "Expected more than 1 value per channel" in msg and "\n" not in msg, msg
+        assert ("train= (the module ran in train mode)" in msg) is hinted, msg

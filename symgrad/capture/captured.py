@@ -103,7 +103,7 @@ class Captured:
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
             module_params: str = "param", seed: int = 0, name: str | None = None,
             names: Sequence[str] | None = None, loss: Callable | None = None,
-            n_targets: int = 0, who: str | None = None) -> Captured:
+            n_targets: int = 0, who: str | None = None, has_train: bool = False) -> Captured:
     """Capture ``fn(*args)`` as a tensor program.
 
     Arguments:
@@ -120,11 +120,13 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         n_targets: how many of the last ``args`` are ``loss``'s targets.
         who: how error messages name the call (``verify(module=Net)``; default
             ``capture('<name>')``).
+        has_train: the caller has a ``train=`` option: an eager failure of a module in
+            train mode names it (``sg.verify(module=)`` passes True).
     Returns:
         A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
-    call, ep = export(fn, args, loss, n_targets, who)
+    call, ep = export(fn, args, loss, n_targets, who, has_train=has_train)
     tensors = [args[i] for i in call.slots]
     names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]
              for i in call.slots]

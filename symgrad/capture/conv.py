@@ -3,9 +3,11 @@
 A convolution is an einsum over a gathered (im2col) view: along each spatial axis a 0/1
 selection tensor S (out, kernel, in) with ``S[i, k, i*stride + k*dilation - padding] = 1``
 picks each window's entries (zero padding is a missing 1), which is exact (one term per
-entry); one contraction with the weight then gives the output. Max pooling takes the same
-windows with the padding replicated from the edge (a window always holds the edge entry it
-repeats, so its max is unchanged) and a max reduction.
+entry); one contraction with the weight then gives the output. A transposed convolution
+contracts the same S over its other axis (input position i scattered to output position p)
+before the weight (the adjoint of the gather). Max pooling takes the same windows with the
+padding replicated from the edge (a window always holds the edge entry it repeats, so its
+max is unchanged) and a max reduction.
 
 >>> S = _windows(5, 3, stride=2, padding=1, dilation=1, out=3)
 >>> S.shape, int(S.sum())
@@ -69,25 +71,59 @@ def _patches(x: Node, kernel: list[int], stride, padding, dilation, out: list[in
     return y
 
 
+def _scatter(x: Node, kernel: list[int], stride, padding, dilation, out: list[int]) -> Node:
+    """(N, C, *out, *kernel): input entry i times kernel entry k lands on output position
+    ``i*stride + k*dilation - padding`` (a transposed convolution's scatter, the adjoint of
+    ``_patches``: the same 0/1 tensor contracted over its other axis; exact)."""
+    k = len(kernel)
+    stride, padding, dilation = (_per_axis(v, k) for v in (stride, padding, dilation))
+    y = x
+    done_out, done_k = "", ""
+    for a in range(k):
+        S = _windows(out[a], kernel[a], stride=stride[a], padding=padding[a],
+                     dilation=dilation[a], out=x.shape[2 + a])  # (in, kernel, out)
+        rest = _IN[a + 1:k]
+        src = "nc" + done_out + _IN[a] + rest + done_k
+        dst = "nc" + done_out + _SP[a] + rest + done_k + _K[a]
+        y = einsum(f"{src},{_IN[a]}{_K[a]}{_SP[a]}->{dst}", y, const(S, "scatter"))
+        done_out, done_k = done_out + _SP[a], done_k + _K[a]
+    return y
+
+
 def _convolution(a: dict, shape) -> Node:
-    """einsum of the weight with the im2col windows (0/1 selection einsums, exact)"""
-    if a["transposed"]:
-        raise SymgradError("capture: transposed convolution is not supported yet")
+    """einsum of the weight with im2col windows, or a scatter (transposed); 0/1 einsums, exact
+
+    Transposed (ConvTranspose): the input scattered onto the output positions (``_scatter``),
+    the weight (C_in, C_out/groups, *kernel).
+    """
     x, W = node(a["input"], "convolution"), node(a["weight"], "convolution")
     k, g = W.ndim - 2, int(a["groups"])
     if x.ndim != k + 2:
         raise SymgradError(f"capture: convolution of an unbatched input {x.shape}")
     out = list(shape[2:])
+    if a["transposed"]:
+        n, C, O = x.shape[0], x.shape[1], int(shape[1])
+        sp_, kk = _SP[:k], _K[:k]
+        P = reshape(_scatter(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"],
+                             out), (n, g, C // g, *out, *W.shape[2:]))
+        Wg = reshape(W, (g, C // g, O // g, *W.shape[2:]))
+        y = reshape(einsum(f"ngc{sp_}{kk},gco{kk}->ngo{sp_}", P, Wg), (n, O, *out))
+        return _bias(y, a, O, k)
     P = _patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"], out)
     n, C, O = x.shape[0], x.shape[1], W.shape[0]
     sp_, kk = _SP[:k], _K[:k]
     P = reshape(P, (n, g, C // g, *out, *W.shape[2:]))
     Wg = reshape(W, (g, O // g, C // g, *W.shape[2:]))
     y = reshape(einsum(f"ngc{sp_}{kk},goc{kk}->ngo{sp_}", P, Wg), (n, O, *out))
-    if a.get("bias") is not None:
-        y = elementwise(X[0] + X[1], y, reshape(node(a["bias"], "convolution"),
-                                                (1, O) + (1,) * k))
-    return y
+    return _bias(y, a, O, k)
+
+
+def _bias(y: Node, a: dict, O: int, k: int) -> Node:
+    """y plus the convolution's bias (O,) over its channel axis, if it has one."""
+    if a.get("bias") is None:
+        return y
+    return elementwise(X[0] + X[1], y, reshape(node(a["bias"], "convolution"),
+                                               (1, O) + (1,) * k))
 
 
 def _channel(v: Any, ndim: int) -> Any:

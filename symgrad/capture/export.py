@@ -25,6 +25,10 @@ PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
 QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export", "torch._export",
                  "torch._dynamo", "torch.fx.experimental.symbolic_shapes")  # their tracebacks
 #   (a shape mistake logs ~20 lines at ERROR before export raises) are silenced while tracing
+RNN_WEIGHTS = (r"The tensor attributes (self\.fn\.([\w.]+\.)?_flat_weights\[\d+\](, )?)+ were "
+               r"assigned during export")  # nn.LSTM/GRU/RNN re-list their own parameters in
+#   forward: torch's, not the user's, and harmless to the capture (the parameters are read as
+#   parameters); a user's own tensor attribute assigned in forward still warns
 
 
 class Call(torch.nn.Module):
@@ -109,7 +113,7 @@ def block_name(key: str) -> str:
 
 
 def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
-           n_targets: int = 0, who: str | None = None,
+           n_targets: int = 0, who: str | None = None, *, has_train: bool = False,
            ) -> tuple[Call, torch.export.ExportedProgram]:
     """``torch.export`` of ``fn(*args)`` (core ATen after decompositions), after one eager run
     of it on ``args`` (a shape or argument mistake is named as such, not as a tracing
@@ -121,6 +125,8 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
         loss, n_targets: as for ``Call`` (the last ``n_targets`` arguments go to ``loss``).
         who: how messages name the call (default ``capture('<fn name>')``), e.g.
             ``verify(module=Sequential)``.
+        has_train: the caller has a ``train=`` option (``sg.verify(module=)``): a module that
+            raises in train mode is told to check it.
     Returns:
         The wrapper module and its exported program.
     """
@@ -128,11 +134,12 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     tensors = tuple(args[i] for i in call.slots)
     what = display_name(fn)
     who = who or f"capture({what!r})"
-    run_eagerly(call, tensors, who)
+    run_eagerly(call, tensors, who, has_train=has_train)
     _anchor(fn)
     try:
         with warnings.catch_warnings(), quiet_logs():  # torch's own notices while exporting
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
@@ -144,10 +151,12 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     return call, ep
 
 
-def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str) -> None:
+def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
+                has_train: bool = False) -> None:
     """Run ``call`` once on its example tensors (no grad; the global RNG and a module's
     buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
-    ``SymgradError`` naming the options to check."""
+    ``SymgradError`` naming the options to check (``train=`` too where ``has_train``: the
+    caller has that option and the module ran in train mode)."""
     module = call.fn if isinstance(call.fn, torch.nn.Module) else None
     saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
     try:
@@ -160,7 +169,7 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str) -> None:
                    else "none given")
         check = f"inputs= (shapes {_shapes(call.template[:k])})" + (
             f" / targets= ({targets}) / loss=" if call.loss is not None else "")
-        if module is not None and module.training and who.startswith("verify"):
+        if module is not None and module.training and has_train:
             check += " / train= (the module ran in train mode)"
         raise SymgradError(f"{who}: running it on inputs= raised {type(exc).__name__}: "
                            f"{first.rstrip('.')}; check {check}") from None

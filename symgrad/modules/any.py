@@ -119,7 +119,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             ["targets"] if len(extra) == 1 else [f"targets{i}" for i in range(len(extra))])
         captured = capture(module, args + extra, loss=options.loss, n_targets=len(extra),
                            seed=cfg.seed, names=names, name=display_name(module),
-                           who=f"verify(module={display_name(module)})",
+                           who=f"verify(module={display_name(module)})", has_train=True,
                            grad=[bool(a.requires_grad) for a in args + extra
                                  if isinstance(a, torch.Tensor)])
         run, fns = _paths(captured, paths, cfg, options.train)

@@ -347,11 +347,6 @@ _PROB = ("the probabilistic entry bound applies to tensor programs only: the new
          "entries the scalar worst case leaves inconclusive")
 KNOWN: dict[str, str] = {
     "small_gpt float32": _PROB,
-    "hvp stable rewrite of a plain BCE": (
-        "order 2 at an exact zero logit (w = 0): symgrad's own HVP program of the stable "
-        "softplus gives 0 (its sign/Heaviside kinks have no second derivative), the exact "
-        "H v is sigma'(0) x v = -0.24; the tensor oracle certifies it and proves the own "
-        "programs wrong (fail), the scalar oracle cannot certify the entry (inconclusive)"),
 }
 # planted bugs the new path passes today: a blocker of the switch, listed so that it is seen
 # (xfail(strict=True) in test_planted_bug_caught_by_old_never_passes_on_new too)

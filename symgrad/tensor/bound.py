@@ -64,7 +64,7 @@ import sympy as sp
 
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
-from .mapbound import b_map as _b_map, s_map as _s_map
+from .mapbound import b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .zeros import annihilators as _annihilators
@@ -331,9 +331,15 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                     counts = NONZERO_RULES[node.op](node, args, nz)
                     nonzero[node.id] = (None if counts is None else (counts > 0).astype(
                         np.float64)) if node.op in ("einsum", "sum") else counts
-                errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
-                                               vals[node.id], counts)
-                if prob:
+                pair = map_both(node, args, [errs[a.id] for a in node.args],
+                                [sigs[a.id] for a in node.args], vals[node.id]) if (
+                    prob and node.op == "map") else None  # a small map: one call for both
+                if pair is not None:
+                    errs[node.id], sigs[node.id] = pair
+                else:
+                    errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
+                                                   vals[node.id], counts)
+                if prob and pair is None:
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
                                                          vals[node.id], counts, sqrt_terms)

@@ -96,3 +96,37 @@ def _stacked(fn: Callable, vals, sig, live: list) -> tuple[np.ndarray, list]:
         out, (m + 1,))
     own = out[0]
     return own, [out[q] - own for q in range(1, m + 1)]
+
+
+def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
+    """E and sigma of a small map from one call of its compiled bound: the worst case's
+    errors are one more stacked variant beside s_map's (none, each sigma_i alone); None where
+    the stack would pass ``STACK_UP_TO`` entries (then ``b_map`` and ``s_map`` apart)."""
+    live = [i for i, s in enumerate(sig) if np.any(s)]
+    m = len(live)
+    if (m + 2) * np.size(value) > STACK_UP_TO:
+        return None
+    fn = map_bound_fn(node.attrs["expr"], len(vals))
+    stacked = []
+    for j, (e, s) in enumerate(zip(errs, sig)):
+        e = np.asarray(e, dtype=np.float64)
+        s = np.asarray(s, dtype=np.float64) if j in live else None
+        x = np.zeros((m + 2,) + (e.shape if s is None else np.broadcast_shapes(e.shape,
+                                                                               s.shape)))
+        x[0] = e
+        if s is not None:
+            x[2 + live.index(j)] = s
+        stacked.append(x)
+    with np.errstate(all="ignore"):
+        out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *stacked), dtype=np.float64)
+        out = np.broadcast_to(out, (m + 2,) + out.shape[1:]) if out.ndim else np.broadcast_to(
+            out, (m + 2,))
+        own = out[1]
+        sq = 0.0
+        for q in range(2, m + 2):
+            part = out[q] - own
+            sq = sq + part * part
+        total = np.sqrt(sq) + own
+    E = np.broadcast_to(out[0], np.shape(value))
+    total = np.broadcast_to(total, np.shape(value))
+    return np.where(np.isnan(E), np.inf, E), np.where(np.isnan(total), np.inf, total)

@@ -16,6 +16,8 @@ from symgrad import stable, zoo
 from symgrad.compare import FAILING, INCONCLUSIVE, LOSS, OK, allowance
 from symgrad.config import VerifyConfig
 from symgrad.tensor.front import to_program
+from symgrad.tensor.interpret import evaluate
+from symgrad.tensor.tables import TorchOps
 from symgrad.tensor.verify import entry_bounds
 from symgrad.testing import scale_backward
 from symgrad.verify import derive
@@ -345,3 +347,42 @@ def test_a_plain_sigmoid_has_a_finite_derivative_in_saturation(dtype):
         for name in OWN:    # 1 - s = 0 here; exp(-softplus(-t)) keeps it to a few ULPs
             c = r.comparisons[name]
             assert (c.status[4:] == OK).all() and c.ulps[4:].max() < 8, (name, c.ulps)
+
+
+def _own_torch_second_derivative(model: sg.Model, name: str, at: float) -> tuple[float, float]:
+    """d/dw and d2/dw2 of the loss by torch autograd (double backward) of symgrad's own torch
+    program of ``model`` (its tensor program under the torch table, as the torch view runs it)."""
+    program = to_program(model)
+    w = torch.tensor([at], dtype=torch.float64, requires_grad=True)
+    leaves = {b.name: w if b.name == name else torch.ones(1, dtype=torch.float64)
+              for b in program.blocks}
+    loss = evaluate([program.loss], TorchOps("float64"), leaves)[0].sum()
+    (g,) = torch.autograd.grad(loss, w, create_graph=True)
+    (h,) = torch.autograd.grad(g.sum(), w)
+    return g.item(), h.item()
+
+
+def test_own_torch_program_of_the_stable_softplus_is_twice_differentiable_at_zero():
+    """The stable rewrite of log(1 + e^w) (symgrad.stable): softplus'(0) = 1/2 and
+    softplus''(0) = sigma'(0) = 1/4 exactly, by torch's double backward of symgrad's own
+    program (the form max(w, 0) + log1p(e^-|w|) gave 1/4 -> 0: abs'(0) = 0 in autograd)."""
+    w = sp.Symbol("w", real=True)
+    got = _own_torch_second_derivative(sg.Model("softplus", sp.log(1 + sp.exp(w)), params=[w]),
+                                       "w", 0.0)
+    assert got == (0.5, 0.25), got
+    for z in (-3.0, 2.5):  # and the same function off 0: sigma(z), sigma(z) sigma(-z)
+        s = 1 / (1 + np.exp(-z))
+        g, h = _own_torch_second_derivative(
+            sg.Model("softplus", sp.log(1 + sp.exp(w)), params=[w]), "w", z)
+        assert g == pytest.approx(s, rel=1e-15) and h == pytest.approx(s * (1 - s), rel=1e-14)
+
+
+def test_order_2_of_the_plain_bce_at_a_zero_logit_passes():
+    """H v of the plain BCE at w = 0 (the gate's "hvp stable rewrite of a plain BCE"): the own
+    programs' double backward is sigma'(0) x v, within its bound, on numpy and torch."""
+    r = sg.verify(_bce(), order=2, at=BCE_AT, seed=0, backends=OWN)
+    for name in OWN:
+        c = r.comparisons[name]
+        assert not np.isin(c.status, FAILING).any(), (name, c.status, c.got, c.expected)
+    assert r.comparisons["torch"].expected[5, 1] == pytest.approx(-0.24044197542958873)
+    assert r.verdict == "pass", r.verdict

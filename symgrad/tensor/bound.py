@@ -62,35 +62,16 @@ from typing import Callable, Iterable, Mapping
 import numpy as np
 import sympy as sp
 
-from ..backends.numpy import target
-from ..rounding import error_source
-from ..codegen import Printer, build
 from ..errors import SymgradError
 from .interpret import RULES as VALUE_RULES
+from .mapbound import b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .zeros import annihilators as _annihilators
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
-_CACHE: dict = {}
 MODES = ("worst", "probabilistic")
-
-
-def _map_bound_fn(expr: sp.Expr, k: int) -> Callable:
-    """``f(values..., errors...) -> E`` of one map expression, compiled once."""
-    key = (expr, k)
-    fn = _CACHE.get(key)
-    if fn is None:
-        names = {X[i]: f"a{i}" for i in range(k)}
-        pr = Printer(target("float64"), names)
-        err = {X[i]: f"e{i}" for i in range(k)}
-        src = error_source(expr, pr, err)
-        args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
-        lines = [f"def mapbound({args}):", f"    return {src}"]
-        fn = build(lines, pr.t, pr, "mapbound")
-        _CACHE[key] = fn
-    return fn
 
 
 def _einsum_terms(node: Node) -> int:
@@ -170,14 +151,6 @@ def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
 
 
 # --- the worst case: E ---------------------------------------------------------------------
-
-def _b_map(node, vals, errs, value, count):
-    k = len(vals)
-    with np.errstate(all="ignore"):
-        E = _map_bound_fn(node.attrs["expr"], k)(*vals, *errs)
-    E = np.broadcast_to(np.asarray(E, dtype=np.float64), np.shape(value))
-    return np.where(np.isnan(E), np.inf, E)
-
 
 def _b_einsum(node, vals, errs, value, count):
     rounds = _additions(node, count)
@@ -276,28 +249,10 @@ def _s_scatter(node, vals, sig, value, count, n0):
     return s
 
 
-def _s_map(node, vals, sig, value, count, n0):
-    """A map's arguments' errors in quadrature, weighted by |df/dx_i|, plus its own roundings:
-    sqrt(sum_i (|df/dx_i| sigma_i)^2) + own. The first-order bound is linear in the argument
-    errors, so each term is the map's bound with only sigma_i given, less the bound with none."""
-    k = len(vals)
-    fn = _map_bound_fn(node.attrs["expr"], k)
-    with np.errstate(all="ignore"):
-        own = np.asarray(fn(*vals, *([0.0] * k)), dtype=np.float64)
-        sq = 0.0
-        for i, s in enumerate(sig):
-            if np.any(s):
-                part = np.asarray(fn(*vals, *[s if j == i else 0.0 for j in range(k)]),
-                                  dtype=np.float64) - own
-                sq = sq + part * part
-        total = np.sqrt(sq) + own
-    total = np.broadcast_to(total, np.shape(value))
-    return np.where(np.isnan(total), np.inf, total)
-
-
 def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
     """min(E, lam * sigma), NaN-ignoring, formed in lam * sigma's array (one temporary)."""
-    scaled = np.multiply(lam, sigma)
+    with np.errstate(over="ignore"):  # lam * sigma past float64 is inf: then E (right)
+        scaled = np.multiply(lam, sigma)
     return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(
         E.shape, scaled.shape) else None)
 
@@ -376,9 +331,15 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                     counts = NONZERO_RULES[node.op](node, args, nz)
                     nonzero[node.id] = (None if counts is None else (counts > 0).astype(
                         np.float64)) if node.op in ("einsum", "sum") else counts
-                errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
-                                               vals[node.id], counts)
-                if prob:
+                pair = map_both(node, args, [errs[a.id] for a in node.args],
+                                [sigs[a.id] for a in node.args], vals[node.id]) if (
+                    prob and node.op == "map") else None  # a small map: one call for both
+                if pair is not None:
+                    errs[node.id], sigs[node.id] = pair
+                else:
+                    errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
+                                                   vals[node.id], counts)
+                if prob and pair is None:
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
                                                          vals[node.id], counts, sqrt_terms)

@@ -151,7 +151,8 @@ def _reduction(i: int, site: Site, v: np.ndarray, r: np.ndarray, rows, base) -> 
     reach = r[:, site.index]
     win = np.argmax(x, axis=2)
     top = np.take_along_axis(x, win[..., None], 2)
-    near = (top - x) <= reach + np.take_along_axis(reach, win[..., None], 2)
+    with np.errstate(over="ignore", invalid="ignore"):  # as in _map_atom
+        near = (top - x) <= reach + np.take_along_axis(reach, win[..., None], 2)
     weight = _midpoint(x == top)  # exact ties: the midpoint of the tied entries; else the winner
     sel = np.zeros(v.shape)
     index = np.broadcast_to(site.index, x.shape)
@@ -176,7 +177,9 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base,
         sign = 1.0 if atom.kind == "max" else -1.0
         side = np.argmax(sign * x, axis=2)
         top = np.take_along_axis(x, side[..., None], 2)
-        near = (sign * (top - x) <= reach + np.take_along_axis(reach, side[..., None], 2))
+        with np.errstate(over="ignore", invalid="ignore"):  # two reaches past float64: inf,
+            #  anything is near (right); inf - inf is NaN: not near, as compared unguarded
+            near = (sign * (top - x) <= reach + np.take_along_axis(reach, side[..., None], 2))
 
         def options(r, e):
             return tuple(int(k) for k in np.flatnonzero(near[r, e]))

@@ -38,7 +38,7 @@ import numpy as np
 from ..errors import SymgradError
 from ..precise import ARB_OPS
 from ..precise.certify import CertifyConfig, certify
-from .bound import _map_bound_fn
+from .mapbound import map_bound_fn as _map_bound_fn
 from .interpret import RULES
 from .program import Node
 

@@ -66,16 +66,18 @@ def _sum(parts: list[str]) -> str:
     return parts[0] if len(parts) == 1 else "(" + " + ".join(parts) + ")"
 
 
-# E is in units of the dtype's u, which this bound does not know: the band where a Max/Min's
-# computed arguments may cross is taken for the widest dtype symgrad runs (bfloat16, u = 2^-8)
-# times the allowance's safety factor (4): |a - b| <= 2^-6 (Ea + Eb) holds it for every dtype.
+# E is in units of the dtype's u: the band where a Max/Min's computed arguments may cross is
+# |a - b| <= tie (Ea + Eb), tie = the allowance's safety factor x u of the widest compared dtype
+# (``symgrad.compare.tolerance.tie_band``), passed to the compiled bound as its ``tie``
+# argument; NEAR_TIE, the default, holds for every dtype symgrad runs (bfloat16: 4 x 2^-8).
 NEAR_TIE = 2.0**-6
 
 
 def _max_min_error(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:
     """E of Max(a, b) / Min(a, b): the winner's E where the arguments are farther apart than
     their errors could bridge (the computed and the exact winner agree), else max(Ea, Eb) (both
-    are 1-Lipschitz in the max norm; ``NEAR_TIE``). The winner's E alone (Heaviside(a - b) Ea
+    are 1-Lipschitz in the max norm; the generated code reads the band as ``tie``, an argument
+    of the compiled bound: ``NEAR_TIE``). The winner's E alone (Heaviside(a - b) Ea
     + ...) was unsound where the exact arguments cross but the bound's point does not (a
     float32 point evaluated in float64: Min(w x, 1) at w = 3, x = fl32(1/3), where w x rounds
     to 1 only in float32: E was 0, and correct torch code failed)."""
@@ -86,7 +88,7 @@ def _max_min_error(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str
     winner = _sum([f"abs({pr(e.fdiff(i + 1))}) * {s}" for i, s in enumerate((ea, eb))
                    if s != "0"])
     both = pr.t.functions[sp.Max](given) if len(given) > 1 else given[0]
-    near = f"abs({pr(a)} - {pr(b)}) <= {NEAR_TIE!r} * {_sum(given)}"
+    near = f"abs({pr(a)} - {pr(b)}) <= tie * {_sum(given)}"  # tie: the bound's argument
     return f"numpy.where({near}, {both}, {winner})"
 
 

@@ -58,8 +58,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "backends", "sides", "precise", "oracle", "tensor.tables", "tensor.views",
         "tensor.steps", "tensor.exact")),
     ("bounds: rigorous, kinks, departures", (
-        "rigorous", "tensor.operands", "tensor.bound", "tensor.spotcheck", "tensor.kinks",
-        "tensor.doubt", "tensor.limits",
+        "rigorous", "tensor.operands", "tensor.bound", "tensor.mapbound", "tensor.spotcheck",
+        "tensor.kinks", "tensor.doubt", "tensor.limits",
         "tensor.departure", "tensor.sides", "tensor.fresh")),
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
                  "tensor.streaming")),

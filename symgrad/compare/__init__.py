@@ -12,7 +12,8 @@ from .entries import (DOMAIN, EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, M
                       NONFINITE, OK, OVERFLOW, STATUS_NAMES, SUSPECT, SYSTEMATIC, ULP_BINS,
                       Comparison, compare, prove, ulp_counts)
 from .kinks import KinkSides, convex_combination, separable_combination
-from .tolerance import DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, entry_errors, ulp
+from .tolerance import (DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, entry_errors,
+                        tie_band, ulp)
 
 __all__ = [
     "BlockFinding", "Comparison", "DOMAIN", "DTYPES", "DTypeInfo", "EXPLANATIONS", "FAILING",
@@ -20,5 +21,5 @@ __all__ = [
     "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
     "allowance", "compare", "convex_combination", "dtype_info", "entry_errors",
     "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
-    "systematic_blocks", "ulp", "ulp_counts",
+    "systematic_blocks", "tie_band", "ulp", "ulp_counts",
 ]

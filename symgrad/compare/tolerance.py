@@ -146,6 +146,19 @@ def _spacing(mag: np.ndarray, info) -> np.ndarray:
     return mag
 
 
+def tie_band(dtypes, tol: Tolerance) -> float:
+    """How close a Max/Min's arguments (in units of their bounds E) must be for the computed
+    arguments to cross: |a - b| <= tie (Ea + Eb) with tie = safety * u of the widest of
+    ``dtypes`` (each argument may move by its allowance; none given: of every dtype symgrad
+    runs, ``rounding.NEAR_TIE`` with the default safety). Read by the tensor bound
+    (``symgrad.tensor.bound.evaluate_bound``'s ``tie``).
+
+    >>> tie_band(["float32"], Tolerance()) == 4 * 2.0**-24
+    True
+    """
+    return max(tol.safety * (dtype_info(d).eps / 2) for d in (dtypes or DTYPES))
+
+
 def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
     """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
     (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""

@@ -63,8 +63,9 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
+from ..rounding import NEAR_TIE
 from .interpret import RULES as VALUE_RULES
-from .mapbound import b_map as _b_map, both as map_both, s_map as _s_map
+from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .zeros import annihilators as _annihilators
@@ -270,7 +271,8 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
                    progress=None, mode: str = "worst",
                    sigmas: float = 8.0, sqrt_terms: int = 1024,
                    exact_zeros: bool = True,
-                   emit: Callable[[int, np.ndarray], None] | None = None) -> list[np.ndarray]:
+                   emit: Callable[[int, np.ndarray], None] | None = None,
+                   tie: float = NEAR_TIE) -> list[np.ndarray]:
     """E of each output (float64, with the batch axis), from float64 values of ``leaves``.
 
     Arguments:
@@ -285,9 +287,23 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
             before exact zeros were tracked; kept for scripts/bound_tightness.py).
         emit: called with (index in ``outputs``, its E) as each output's E is final, then
             dropped (the run's E filled block by block: no second whole copy).
+        tie: the band near a Max/Min tie where the computed arguments may cross,
+            |a - b| <= tie (Ea + Eb) (``symgrad.compare.tolerance.tie_band`` of the compared
+            dtypes; the default ``rounding.NEAR_TIE`` holds for every dtype).
     Returns:
         One array per output, broadcast to (N, *shape) (with ``emit``: None each).
     """
+    token = TIE.set(tie)
+    try:
+        return _walk(outputs, leaves, progress=progress, mode=mode, sigmas=sigmas,
+                     sqrt_terms=sqrt_terms, exact_zeros=exact_zeros, emit=emit)
+    finally:
+        TIE.reset(token)
+
+
+def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
+          emit) -> list[np.ndarray]:
+    """``evaluate_bound``'s walk over the program, under its ``tie`` band."""
     if mode not in MODES:
         raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
     prob, n0 = mode == "probabilistic", sqrt_terms

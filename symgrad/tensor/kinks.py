@@ -21,7 +21,7 @@ from typing import Mapping, NamedTuple
 
 import numpy as np
 
-from ..compare import Tolerance, allowance
+from ..compare import Tolerance, allowance, tie_band
 from .bound import evaluate_bound
 from .interpret import evaluate
 from .links import groups as linked_groups, linked_values
@@ -98,7 +98,7 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
     leaves = {k: np.asarray(v) for k, v in sub.items()}
     vals = _values(deciders, table, leaves)
     E = evaluate_bound(deciders, leaves, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
-                       sqrt_terms=tol.entry_sqrt_terms)
+                       sqrt_terms=tol.entry_sqrt_terms, tie=tie_band(dtypes, tol))
     for q, (w, v, e) in enumerate(zip(where, vals, E)):
         r = np.max([allowance(np.asarray(e, np.float64), d, tol) for d in dtypes], axis=0)
         shape = (n,) + deciders[q].shape

@@ -11,6 +11,7 @@ the worst case (``b_map``) and the probabilistic scale (``s_map``).
 
 from __future__ import annotations
 
+from contextvars import ContextVar
 from typing import Callable
 
 import numpy as np
@@ -18,10 +19,13 @@ import sympy as sp
 
 from ..backends.numpy import target
 from ..codegen import Printer, build
-from ..rounding import error_source
+from ..rounding import NEAR_TIE, error_source
 from .program import X
 
 _CACHE: dict = {}
+# the band near a Max/Min tie where computed arguments may cross (``rounding.NEAR_TIE``), set by
+# ``symgrad.tensor.bound.evaluate_bound`` for one walk (its ``tie``: the compared dtypes' band)
+TIE: ContextVar[float] = ContextVar("symgrad_tie_band", default=NEAR_TIE)
 
 
 def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
@@ -34,7 +38,7 @@ def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
         err = {X[i]: f"e{i}" for i in range(k)}
         src = error_source(expr, pr, err)
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
-        lines = [f"def mapbound({args}):", f"    return {src}"]
+        lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):", f"    return {src}"]
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
@@ -45,7 +49,7 @@ def b_map(node, vals, errs, value, count):
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
     with np.errstate(all="ignore"):
-        E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs)
+        E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs, tie=TIE.get())
     E = np.broadcast_to(np.asarray(E, dtype=np.float64), np.shape(value))
     return np.where(np.isnan(E), np.inf, E)
 
@@ -65,10 +69,11 @@ def s_map(node, vals, sig, value, count, n0):
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
-            own, parts = _stacked(fn, vals, sig, live)
+            own, parts = _stacked(fn, vals, sig, live)  # (reads TIE)
         else:
-            own = np.asarray(fn(*vals, *([0.0] * k)), dtype=np.float64)
-            parts = (np.asarray(fn(*vals, *[sig[i] if j == i else 0.0 for j in range(k)]),
+            own = np.asarray(fn(*vals, *([0.0] * k), tie=TIE.get()), dtype=np.float64)
+            parts = (np.asarray(fn(*vals, *[sig[i] if j == i else 0.0 for j in range(k)],
+                                   tie=TIE.get()),
                                 dtype=np.float64) - own for i in live)
         sq = 0.0
         for part in parts:
@@ -91,7 +96,8 @@ def _stacked(fn: Callable, vals, sig, live: list) -> tuple[np.ndarray, list]:
             errs.append(e)
         else:
             errs.append(0.0)
-    out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *errs), dtype=np.float64)
+    out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *errs, tie=TIE.get()),
+                     dtype=np.float64)
     out = np.broadcast_to(out, (m + 1,) + out.shape[1:]) if out.ndim else np.broadcast_to(
         out, (m + 1,))
     own = out[0]
@@ -118,7 +124,8 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
             x[2 + live.index(j)] = s
         stacked.append(x)
     with np.errstate(all="ignore"):
-        out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *stacked), dtype=np.float64)
+        out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *stacked, tie=TIE.get()),
+                         dtype=np.float64)
         out = np.broadcast_to(out, (m + 2,) + out.shape[1:]) if out.ndim else np.broadcast_to(
             out, (m + 2,))
         own = out[1]

@@ -22,7 +22,7 @@ import numpy as np
 from .. import causes
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
-from ..compare import STATUS_NAMES, Comparison, allowance
+from ..compare import STATUS_NAMES, Comparison, allowance, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
@@ -80,13 +80,14 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     plan = backends(model, values, cfg, np_dtype, numpy=n * model.n_parameters <= NUMPY_VIEW_UP_TO,
                     torch_fn=torch_fn, extra=extra or {})  # above: memory goes to the backends
     subset = oracle_subset(model, cfg)
+    compared = tuple(sorted({b.dtype for b in plan}))  # the bound's tie band (tie_band)
     # every sample compared (GPT-2's one): the samples themselves, not a copy (1.3 GB)
     sub = values if len(subset) == n else {k: v[subset] for k, v in values.items()}
     table = oracle_table or oracle_ops(cfg.oracle_dps)
     keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
     if has_sites(model):
         with _phase("kinks", cfg, timings, "kinks_s"):
-            keys = reached(model, sub, table, sorted({b.dtype for b in plan}), cfg.tolerance)
+            keys = reached(model, sub, table, list(compared), cfg.tolerance)
             program = oracle_program(model, keys)
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot = SpotCheck() if big else None
@@ -105,7 +106,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     user = [b.name for b in plan if b.name not in OWN_BACKENDS]
     textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
     with _phase("bound", cfg, timings, "bound_s"):
-        E = entry_bounds(model, sub, cfg.tolerance, len(subset))
+        E = entry_bounds(model, sub, cfg.tolerance, len(subset), dtypes=compared)
     with _phase("limits, rewrite check", cfg, timings, "limits_s"):  # as the scalar oracle
         dtypes = tuple(b.dtype for b in plan)  # whole only for the rewrite check (plain models)
         least = (smallest_allowance(E, dtypes, tol) if model.written_program is not None
@@ -118,7 +119,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
 
     def textbook_bound() -> np.ndarray:  # when the first user backend is compared
         with _phase("bound (textbook)", cfg, timings, "bound_s"):
-            return entry_bounds(textbook, sub, cfg.tolerance, len(subset))
+            return entry_bounds(textbook, sub, cfg.tolerance, len(subset), dtypes=compared)
     bounds = Bounds(E, textbook_bound if textbook is not None else None, OWN_BACKENDS)
     E_of = bounds.of  # a user's code: the larger of the two programs' bounds
     doubt = None if big else judge_certificate(cert, E[0], [b.dtype for b in plan], tol,
@@ -257,11 +258,12 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
             return None
         values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
                             cfg.dtype)
-        h2, l2, k2 = fresh_oracle(model, values, table,
-                                  [c.dtype for c in comparisons.values()], tol)
-        E2 = entry_bounds(model, values, tol, m)
+        compared = tuple(sorted({c.dtype for c in comparisons.values()}))
+        h2, l2, k2 = fresh_oracle(model, values, table, list(compared), tol)
+        E2 = entry_bounds(model, values, tol, m, dtypes=compared)
         text = model.textbook_program if set(names) - set(OWN_BACKENDS) else None
-        E2_user = np.fmax(E2, entry_bounds(text, values, tol, m)) if text is not None else E2
+        E2_user = E2 if text is None else np.fmax(
+            E2, entry_bounds(text, values, tol, m, dtypes=compared))
         out = {}
         for name in names:
             got = run_at(name, values, cfg.dtype)
@@ -371,7 +373,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
             print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)
 
 
-def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
+def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) -> np.ndarray:
     """The rounding-error bound E of every compared entry (loss, then gradient), shape (n, K).
 
     Arguments:
@@ -379,10 +381,10 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
         values: the compared samples per block, each of leading size ``n``.
         tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
         n: the number of samples.
+        dtypes: the compared dtypes: a Max/Min's tie band (``compare.tie_band``).
     Returns:
-        E per sample and entry, as ``compare_compact`` reads it (each block written as soon
-        as the bound's walk has it, then dropped: no second whole copy), with its limits at
-        inputs exactly 0 (``symgrad.tensor.limits.limit_bounds``)."""
+        E per sample and entry, as ``compare_compact`` reads it (each block written as the
+        walk finishes it: no second copy), limits at inputs 0 (``tensor.limits.limit_bounds``)."""
 
     def bound(v: dict) -> np.ndarray:
         m = len(next(iter(v.values())))
@@ -393,6 +395,6 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int) -> np.ndarray:
             a, size, shape = spans[k]
             E[:, a:a + size] = np.broadcast_to(np.asarray(e), shape).reshape(m, -1)
         evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
-                       sqrt_terms=tol.entry_sqrt_terms, emit=put)
+                       sqrt_terms=tol.entry_sqrt_terms, emit=put, tie=tie_band(dtypes, tol))
         return E
     return limit_bounds(bound, model, values)

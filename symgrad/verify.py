@@ -31,16 +31,13 @@ from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .progress import phase
 from .result import Result
-from .stages import derive, draw
 from .tensor.model import TensorModel
 from .tensor.exact import exact_point
 from .tensor.exact import exact_steps as program_steps
 from .tensor.front import to_program
 from .tensor.verify import verify_tensor
 
-# ``derive`` and ``draw``: the scalar program of a plain model and its seeded samples (what is
-# left of the scalar stages; tests/test_stable.py)
-__all__ = ["VerifyConfig", "as_program", "derive", "draw", "exact_at", "exact_steps", "verify"]
+__all__ = ["VerifyConfig", "as_program", "exact_at", "exact_steps", "verify"]
 
 
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,

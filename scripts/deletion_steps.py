@@ -52,9 +52,8 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
       "findings.py": ["worst_entries"]}),
     ("4b", "what explain / exact_steps / the report still read of the scalar side",
      ["oracle.py", "sides.py", "stages.py"],
-     {"backends/numpy.py": ["_share", "_share_min"],
-      "backends/torch.py": ["compile_forward", "run_program"],
-      "backends/arb.py": ["_sign", "_need", "rlog", "rlog1p", "_unit", "rasin", "racos",
+     {"backends/torch.py": ["compile_forward", "run_program", "_logistic_argument"],
+      "backends/arb.py": ["rlog", "rlog1p", "_unit", "rasin", "racos",
                           "rpow", "_nan_propagating", "_fn", "FlatZero", "Site", "Kinks",
                           "_canonical", "_node", "_add", "target", "set_precision"]}),
     ("5", "the scalar presentations (after explain and the report run on the program)",
@@ -66,7 +65,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
 ]
 
 
-DONE: set[str] = {"2a", "2b", "2d", "2e", "4a"}
+DONE: set[str] = {"2a", "2b", "2c", "2d", "2e", "4a", "4b"}
 
 
 def units(path: Path) -> dict[str, int]:

@@ -9,7 +9,6 @@ from .capture.captured import Captured, capture
 from .capture.gradcheck import GradcheckError, gradcheck, gradgradcheck
 from .compare import Tolerance
 from .config import VerifyConfig
-from .derive import Program, naive_gradient, reverse_accumulation
 from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
 from .errors import SymgradError
 from .explain import Explanation, explain
@@ -23,8 +22,8 @@ from .modules import compare_paths
 
 
 __all__ = [
-    "Bernoulli", "Captured", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal", "Program",
+    "Bernoulli", "Captured", "Choice", "Domain", "Explanation", "Failure", "Integers", "LogUniform", "Model", "Normal",
     "Result", "SymgradError", "TensorModel", "Tolerance", "Uniform", "VerifyConfig",
     "GradcheckError", "capture", "compare_paths", "gradcheck", "gradgradcheck", "matrix", "Departure", "first_departure",
-    "exact_at", "explain", "naive_gradient", "ops", "reverse_accumulation", "verify", "__version__",
+    "exact_at", "explain", "ops", "verify", "__version__",
 ]

@@ -27,7 +27,7 @@ from .opcatalog import OpsConfig, run_ops
 from .opcatalog.report import write_ops_report
 from .progress import phase
 from .report import Entry, write_reports
-from .tensor.model import TensorModel
+from .tensor.front import program_of
 from .tensor.verify import oracle_subset
 from .verify import verify
 from .zoo.gpt import load_config
@@ -109,19 +109,16 @@ def _overall(verdicts: Sequence[str]) -> str:
         exit_code(verdicts)]
 
 
-def _checked(model, cfg: VerifyConfig) -> int | None:
-    """How many of ``cfg.samples`` the oracle checks (known before the run for tensor
-    models; None for scalar models, whose cost is known once derived)."""
-    if not isinstance(model, TensorModel):
-        return None
-    return len(oracle_subset(model, cfg))
+def _checked(model, cfg: VerifyConfig) -> int:
+    """How many of ``cfg.samples`` the oracle checks (known before the run: every model is
+    verified as its tensor program, ``program_of``)."""
+    return len(oracle_subset(program_of(model), cfg))
 
 
 def samples_for(model, cfg: VerifyConfig, *, given: bool) -> VerifyConfig:
-    """Without --samples, a tensor model draws only the samples its oracle checks (the first
-    K within ``oracle_budget``): samples past them would run on every backend unchecked."""
-    k = _checked(model, cfg)
-    return cfg if given or k is None else replace(cfg, samples=k)
+    """Without --samples, a model draws only the samples its oracle checks (the first K within
+    ``oracle_budget``): samples past them would run on every backend unchecked."""
+    return cfg if given else replace(cfg, samples=_checked(model, cfg))
 
 
 def sampling(model, cfg: VerifyConfig, *, given: bool, checked: int | None = None) -> str:
@@ -132,17 +129,15 @@ def sampling(model, cfg: VerifyConfig, *, given: bool, checked: int | None = Non
     >>> sampling(zoo.get("tiny_gpt"), VerifyConfig(samples=500), given=True)[:60]
     '500 samples drawn, 14 of 500 checked by the oracle (oracle_b'
     """
-    n, known = cfg.samples, _checked(model, cfg)
-    k = checked if checked is not None else known
+    n = cfg.samples
+    k = checked if checked is not None else _checked(model, cfg)
     drawn = f"{n} sample{'s' * (n != 1)}"
-    if k is None:  # a scalar model before its run: the result's first line says how many
-        return f"{drawn} drawn"
-    size = f" at {model.n_parameters:,} parameters" if known is not None else ""
     why = (f"--oracle-samples {cfg.oracle_samples}" if cfg.oracle_samples is not None else
-           f"oracle_budget {cfg.oracle_budget:,} operations{size}")
+           f"oracle_budget {cfg.oracle_budget:,} operations at "
+           f"{program_of(model).n_parameters:,} parameters")
     if k == n:
         every = "every one " if n > 1 else ""
-        if known is None or given:
+        if given:
             return f"{drawn}, {every}checked by the oracle"
         return (f"{drawn}, {every}checked by the oracle (the default for this model: as many "
                 f"as {why} allows)")

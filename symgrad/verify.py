@@ -31,16 +31,13 @@ from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
 from .progress import phase
 from .result import Result
-from .stages import derive, draw
 from .tensor.model import TensorModel
 from .tensor.exact import exact_point
 from .tensor.exact import exact_steps as program_steps
-from .tensor.front import to_program
+from .tensor.front import program_of
 from .tensor.verify import verify_tensor
 
-# ``derive`` and ``draw``: the scalar program of a plain model and its seeded samples (what is
-# left of the scalar stages; tests/test_stable.py)
-__all__ = ["VerifyConfig", "as_program", "derive", "draw", "exact_at", "exact_steps", "verify"]
+__all__ = ["VerifyConfig", "as_program", "exact_at", "exact_steps", "verify"]
 
 
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
@@ -106,9 +103,9 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,
                                  options=ModuleOptions(None, train, loss, paths))
     options = ModuleOptions(module_map, train, loss, paths)
-    if _on_program(model):  # the one conversion: a plain model as its tensor program
-        with phase(f"compiling {model.name} to its tensor program", enabled=cfg.progress):
-            model = as_program(model)  # built once per model, cached on it
+    name = getattr(model, "name", "")  # a non-model is named by as_program, in one line
+    with phase(f"compiling {name} to its tensor program (once per model)", enabled=cfg.progress):
+        model = as_program(model)  # the one conversion: a TensorModel is its own program
     if cfg.order == 2 and module is not None:  # a module at order 2: its eager path as torch_fn
         model, torch_fn = module_torch_fn(model, module, cfg=cfg, options=options)
         module = None
@@ -120,12 +117,6 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     if module is not None:  # a user's nn.Module by parameter name, on the tensor program
         return verify_module(model, module, cfg=cfg, options=options)
     return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)
-
-
-def _on_program(model) -> bool:
-    """Whether ``model`` is a plain ``sg.Model`` (verified, and its ``exact_at`` taken, as its
-    tensor program): the only pipeline since the scalar one was deleted (issue 17)."""
-    return isinstance(model, Model)
 
 
 def as_program(model: Model | TensorModel) -> TensorModel:
@@ -144,11 +135,7 @@ def as_program(model: Model | TensorModel) -> TensorModel:
     >>> as_program(m) is as_program(m) is as_program(as_program(m))
     True
     """
-    if not _on_program(model):
-        return model
-    if "tensor_program" not in model._cache:
-        model._cache["tensor_program"] = to_program(model)
-    return model._cache["tensor_program"]
+    return program_of(model)
 
 
 def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:

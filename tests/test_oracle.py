@@ -1,12 +1,13 @@
 """The certified oracle: ball arithmetic with precision escalation; a finite true value is never
-NaN, 'domain' or an exception; what cannot be certified is inconclusive, never ok."""
+NaN, 'domain' or an exception; what cannot be certified is inconclusive, never ok. (The scalar
+oracle's own cases, a true domain error and constants at each rung's precision, are on the
+program in tests/test_program_oracle.py.)"""
 
 import numpy as np
 import pytest
 import sympy as sp
 
 import symgrad as sg
-from symgrad import oracle
 from symgrad.compare import INCONCLUSIVE
 
 
@@ -49,25 +50,6 @@ def test_precision_cap_gives_inconclusive_never_ok():
     assert r.as_dict()["oracle_bits"]["uncertain_entries"] == 2
     r = sg.verify(_plain_bce(), at={"z": np.array([60.0]), "y": np.array([0.0])})
     assert not (r.comparisons["numpy"].status == INCONCLUSIVE).any()
-
-
-def test_a_true_domain_error_is_still_domain():
-    w = sp.Symbol("w", real=True)
-    fn = oracle.compile_scalar([], [w], [sp.log(w), sp.sqrt(w), 1 / w])
-    e = oracle.evaluate(fn, np.array([[-1.0, 0.0, 4.0]]), np.zeros((3, 3)))
-    assert np.isnan(e.hi[0, :2]).all() and e.hi[0, 2] == -1.0
-    assert np.isnan(e.hi[1, [0, 2]]).all() and e.hi[1, 1] == 0
-    assert e.hi[2].tolist() == [np.log(4.0), 2.0, 0.25] and not e.uncertain.any()
-
-
-def test_constants_follow_the_precision():
-    """pi - fl(pi) to 2^-80 relative needs pi to 40 digits: more than 64 bits. Constants are
-    recomputed at each rung (stale ones would never get tight: inconclusive at the cap)."""
-    w = sp.Symbol("w", real=True)
-    fn = oracle.compile_scalar([], [w], [sp.pi - w])
-    e = oracle.evaluate(fn, np.array([[np.pi]]), np.zeros((1, 1)), start_bits=64)
-    assert e.hi[0, 0] == 1.2246467991473532e-16 and not e.uncertain.any()
-    assert 128 <= e.bits[0] <= 256
 
 
 def test_bad_oracle_bits():

@@ -254,3 +254,8 @@ def test_a_plain_model_is_verified_as_its_tensor_program(models, monkeypatch):
     assert sg.verify(m, samples=5, seed=1).verdict == "pass"
     assert [t.name for t in seen] == ["neuron", "neuron"] and seen[0] is seen[1]
     assert not hasattr(verify_mod, "pipeline") and not hasattr(verify_mod, "judge")
+
+
+def test_something_that_is_not_a_model_is_named_in_one_line():
+    with pytest.raises(sg.SymgradError, match=r"^model: a str is not a model; pass an sg.Model"):
+        sg.verify("neuron")

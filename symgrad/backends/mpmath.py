@@ -1,7 +1,7 @@
 """mpmath spelling of the program at a fixed ``dps`` (50 digits by default).
 
-No longer the oracle (that is ``symgrad.oracle``: certified ball arithmetic with precision
-escalation); kept for explanations that print a few digits of small expressions and as a third,
+No longer the oracle (that is the tensor program's, ``symgrad.precise``: double-double and
+certified ball arithmetic with precision escalation); kept for explanations that print a few digits of small expressions and as a third,
 independent spelling of the table in ``tests/test_codegen.py``.
 """
 

@@ -14,9 +14,22 @@ import sympy as sp
 
 from .. import functions
 from ..codegen import Target
-from .arb import _select_pattern as select_pattern
 
 FUNCTIONS = functions.spellings("numpy")  # sympy node -> numpy spelling (symgrad.functions)
+
+
+def select_pattern(arg: sp.Expr):
+    """``X - Max(others)`` -> ("max", X, others); ``Min(others) - X`` -> ("min", X, others)."""
+    if not arg.is_Add or len(arg.args) != 2:
+        return None
+    for a, b in (arg.args, arg.args[::-1]):
+        if isinstance(b, sp.Mul) and b.args[0] == -1 and len(b.args) == 2:
+            inner = b.args[1]
+            if isinstance(inner, sp.Max) and not isinstance(a, (sp.Max, sp.Min)):
+                return "max", a, inner.args
+            if isinstance(a, sp.Min) and not isinstance(inner, (sp.Max, sp.Min)):
+                return "min", inner, a.args
+    return None
 
 
 def _share(arg, members, h0):

@@ -1,9 +1,8 @@
 """The model as torch ops on a device and dtype; gradients from torch autograd.
 
-``compile_forward`` prints the forward program through our own sympy-node -> torch table (stock
+``TARGET`` prints a map body through our own sympy-node -> torch table (stock
 ``lambdify(modules="torch")`` breaks on Max, Heaviside and erf with Python numbers, sympy issue
-28457). ``run_program`` evaluates it with every leaf a (N,) tensor, so one backward pass of the
-summed loss gives every sample's gradient. ``run_torch_fn`` batches the user's own per-sample
+28457); the tensor program's torch view runs it (``symgrad.tensor.tables``). ``run_torch_fn`` batches the user's own per-sample
 torch code with ``torch.func.vmap(torch.func.grad(...))``, falling back to a loop per sample
 for code vmap cannot trace (e.g. custom autograd Functions without a vmap rule).
 """
@@ -19,8 +18,7 @@ import sympy as sp
 import torch
 
 from .. import functions
-from ..codegen import Target, compile_program
-from ..derive import Program
+from ..codegen import Target
 from ..errors import SymgradError
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
@@ -85,29 +83,8 @@ def safe(cond, x):
     return torch.where(cond, x, torch.ones_like(x))
 
 
-def _logistic_argument(e: sp.Expr):
-    """u when ``e`` is 1 / (1 + exp(-u)), else None."""
-    if not (e.is_Pow and e.exp == -1 and e.base.is_Add and len(e.base.args) == 2):
-        return None
-    one, ex = sorted(e.base.args, key=lambda a: not a.is_number)
-    if one == 1 and isinstance(ex, sp.exp):
-        return -ex.args[0]
-    return None
-
-
-def _node(e: sp.Expr, pr, fused: frozenset = frozenset(),
-          detached: frozenset = frozenset()) -> str | None:
-    """torch.sigmoid for ``sg.ops.sigmoid`` steps (``fused``: their expressions), whose
-    derivative is s (1 - s) as torch's (1/(1 + exp(-u)) overflows to NaN gradients in float32
-    at u = -100); the shift of a log-sum-exp made by ``symgrad.stable`` under stop-gradient
-    (``detached``: those Max nodes), as the tensor program runs it; NaN-safe branches for a
-    Piecewise."""
-    if isinstance(e, (sp.Max, sp.Min)):
-        return f"{pr.t.functions[sp.Max]([pr(a) for a in e.args])}.detach()" if (
-            e in detached) else None
-    if e.is_Pow:
-        u = _logistic_argument(e) if e in fused else None
-        return None if u is None else f"torch.sigmoid({pr(u)})"
+def _node(e: sp.Expr, pr) -> str | None:
+    """NaN-safe branches for a Piecewise (every other node: the table)."""
     if isinstance(e, sp.Piecewise):
         pairs, earlier = [], []
         for b in e.args:
@@ -140,14 +117,13 @@ def _branch(expr: sp.Expr, taken: str, pr) -> str:
         pr.names.update(saved)
 
 
-def target(fused: frozenset = frozenset(), detached: frozenset = frozenset()) -> Target:
-    """The torch table; ``fused``: expressions of sg.ops.sigmoid steps, run as torch.sigmoid;
-    ``detached``: the Max shifts of stable log-sum-exp steps, run without gradient."""
+def target() -> Target:
+    """The torch table (a map body's expression -> torch source)."""
     return Target("torch", FUNCTIONS,
                   {"torch": torch, "maximum": maximum, "minimum": minimum,
                    "heaviside": heaviside, "where": where, "safe": safe},
                   constant=lambda e: float(e), piecewise=_piecewise,
-                  node=lambda e, pr: _node(e, pr, fused, detached))
+                  node=_node)
 
 
 TARGET = target()
@@ -205,37 +181,6 @@ def exact_math():
     finally:
         for obj, attr, value in saved:
             setattr(obj, attr, value)
-
-
-# ---------------------------------------------------------------- the model's own program
-def compile_forward(program: Program) -> Callable:
-    """``f(X) -> [value]`` over the forward assignments only (autograd does the rest)."""
-    forward = program.assignments[:program.n_forward]
-    fused = frozenset(e for s, e in forward if getattr(s, "op", "") == "sigmoid")
-    detached = frozenset(m for s, e in forward if getattr(s, "stop_shift", False)
-                         for m in e.atoms(sp.Max))
-    return compile_program(forward, program.leaves, (program.value,), target(fused, detached),
-                           fname="forward")
-
-
-def run_program(forward: Callable, X: np.ndarray, n_params: int, *, device: str,
-                dtype: str) -> np.ndarray:
-    """Value and autograd gradient per sample: returns (N, 1 + n_params) float64."""
-    tdtype = TORCH_DTYPES[dtype]
-    n = X.shape[1]
-    params = torch.tensor(X[:n_params], dtype=tdtype, device=device, requires_grad=True)
-    inputs = torch.tensor(X[n_params:], dtype=tdtype, device=device)
-    leaves = list(params.unbind(0)) + list(inputs.unbind(0))
-    with exact_math():
-        value = forward(leaves)[0]
-        value = _t(value, leaves[0]) if not isinstance(value, torch.Tensor) else value
-        if value.requires_grad:
-            (grad,) = torch.autograd.grad(value.sum(), params, allow_unused=True)
-        else:
-            grad = None
-    grad = torch.zeros_like(params) if grad is None else grad
-    out = torch.cat([value.detach().reshape(1, n).expand(1, n), grad.detach()], dim=0)
-    return out.to("cpu", torch.float64).numpy().T.copy()
 
 
 # ---------------------------------------------------------------- the user's torch code

@@ -25,7 +25,7 @@ from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
 from ..model import Model
 from ..result import Result
-from ..tensor.front import to_program
+from ..tensor.front import program_of
 from ..tensor.model import TensorModel
 from ..tensor.verify import verify_tensor
 from ..zoo.gpt2 import eval_twin
@@ -328,7 +328,7 @@ def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_
     """
     cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
     paths = paths_mod.check_paths(paths)
-    model = model if isinstance(model, TensorModel) else to_program(model)
+    model = program_of(model)
     result = verify_module(model, module, cfg=cfg,
                            options=ModuleOptions(map=map, loss=loss, paths=paths))
     rows = []

@@ -82,6 +82,10 @@ def program_of(model) -> TensorModel:
     """
     if isinstance(model, TensorModel):
         return model
+    if not isinstance(model, Model):
+        raise SymgradError(f"model: a {type(model).__name__} is not a model; pass an sg.Model "
+                           "(a sympy loss), a symgrad.tensor TensorModel or a zoo name's "
+                           "zoo.get(name)")
     if "tensor_program" not in model._cache:
         model._cache["tensor_program"] = to_program(model)
     return model._cache["tensor_program"]

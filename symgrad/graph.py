@@ -193,14 +193,6 @@ class Graph:
                 "operations": sum(sp.count_ops(n.expr) for n in self.nodes)}
 
 
-def active_symbols(graph: Graph, params) -> set[sp.Symbol]:
-    """The parameters and every step that depends on one."""
-    active = set(params)
-    for n in graph.nodes:
-        if any(o in active for o in n.operands):
-            active.add(n.symbol)
-    return active
-
 
 def rewritable(item: Intermediate) -> bool:
     """Whether a step is plain sympy that ``symgrad.stable`` may rewrite: not an op's own stable

@@ -61,6 +61,6 @@ def test_docstring_examples(name: str) -> None:
 def test_every_module_with_examples_is_collected() -> None:
     """The walk finds the modules known to carry examples (guards against an empty walk)."""
     names = {p if isinstance(p, str) else p.values[0] for p in MODULES}
-    assert {"symgrad.verify", "symgrad.derive", "symgrad.explain",
+    assert {"symgrad.verify", "symgrad.tensor.derive", "symgrad.explain",
             "symgrad.opcatalog.run"} <= names
     assert len(names) >= 40

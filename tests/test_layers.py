@@ -52,7 +52,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
                                   "tensor.ids", "tensor.rename",
                                   "tensor.program")),
     ("ops", ("ops", "stable", "tensor.ops")),
-    ("models and derivatives", ("model", "derive", "tensor", "tensor.derive", "tensor.interpret",
+    ("models and derivatives", ("model", "tensor", "tensor.derive", "tensor.interpret",
                                 "tensor.model", "zoo", "capture")),
     ("backends, exact arithmetic, tensor views", (
         "backends", "precise", "tensor.tables", "tensor.views",

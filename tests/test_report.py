@@ -3,6 +3,7 @@ import re
 
 import numpy as np
 import pytest
+import sympy as sp
 
 import symgrad as sg
 from symgrad import zoo
@@ -274,3 +275,20 @@ def test_a_tensor_model_of_scalar_maps_over_arrays_keeps_the_array_view():
     assert gradient_formulas(m)[-1][0].startswith("As computed")
     assert View(as_program(zoo.get("simplenet"))).steps is not None
     assert View(zoo.get("tiny_gpt")).steps is None
+
+
+def test_as_computed_names_the_stable_rewrites_the_program_runs():
+    """A hand-written BCE runs as softplus in symgrad's own programs: the report's "as
+    computed" section names each rewrite (the program carries them, ``TensorModel.rewrites``);
+    a model without one names none."""
+    from symgrad.report import gradient_formulas
+    x, y, w, b = sp.symbols("x y w b")
+    s = 1 / (1 + sp.exp(-(w * x + b)))
+    bce = sg.Model("bce", -(y * sp.log(s) + (1 - y) * sp.log(1 - s)), params=[w, b],
+                   inputs={x: sg.Uniform(-3, 3), y: sg.Choice([0.0, 1.0])})
+    notes = [f.note or "" for t, fs in gradient_formulas(bce) if t.startswith("As computed")
+             for f in fs]
+    assert any("computed as" in n and "softplus(−t)" in n and "softplus(t)" in n for n in notes)
+    plain = sg.Model("sq", (w * x - y) ** 2, params=[w], inputs={x: sg.Normal(), y: sg.Normal()})
+    assert not any("computed as" in (f.note or "") for _, fs in gradient_formulas(plain)
+                   for f in fs)

@@ -20,6 +20,7 @@ from dataclasses import replace
 
 import sympy as sp
 
+from ..stable import RULES
 from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
@@ -234,9 +235,16 @@ def computed(view: View) -> tuple[str, list[Formula]]:
                "cancellation (the formulas above are as written, and are what your torch code "
                "is checked against)" if model.textbook_program is not None else "")
             + f"; the first {len(shown)} steps (v⁽ᵏ⁾ the k-th intermediate):")
+    lines = [Formula(note=note)]
+    if model.rewrites:  # the user's plain-sympy patterns, as symgrad's own programs run them
+        rules = {r.name: r for r in RULES}
+        lines.append(Formula(note="computed as (symgrad's own programs; the formulas above are "
+                                  "as written, and are what your torch code is checked against): "
+                             + "; ".join(f"{rules[n].textbook} → {rules[n].stable}"
+                                         for n in model.rewrites)))
     names = StepNames(view)
     return ("As computed (the gradient program symgrad derives and runs)",
-            [Formula(note=note)] + [node_line(n, names) for n in shown])
+            lines + [node_line(n, names) for n in shown])
 
 
 def gradient_formulas(view: View) -> list[tuple[str, list[Formula]]]:

@@ -136,6 +136,7 @@ class TensorModel:
         # the same function as the user wrote it, where the program runs a stable rewrite of it
         # (``front.to_program``): the oracle evaluates this one, so every run checks the rewrite
         self.written_program: TensorModel | None = None
+        self.rewrites: tuple[str, ...] = ()  # the stable rules it runs (symgrad.stable.RULES)
 
     @property
     def param_blocks(self) -> tuple[TensorBlock, ...]:

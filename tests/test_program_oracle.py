@@ -15,6 +15,7 @@ import symgrad as sg
 from symgrad.compare import DOMAIN, FAILING, INCONCLUSIVE, OK
 from symgrad.tensor.front import to_program
 from symgrad.tensor.tables import oracle_ops
+from symgrad.tensor import views
 from symgrad.tensor.views import oracle_view
 from symgrad.testing import scale_backward
 
@@ -162,3 +163,50 @@ def test_constants_follow_the_precision():
 def test_bad_oracle_bits():
     with pytest.raises(sg.SymgradError, match="oracle_bits"):
         sg.VerifyConfig(oracle_bits=256, oracle_max_bits=128)
+
+
+@pytest.mark.parametrize("expr,fn", [(sp.log(W), lambda w: torch.log(w)),
+                                     (1 / W, lambda w: 1 / w)], ids=["log", "reciprocal"])
+def test_a_pole_in_sample_0_leaves_the_other_samples_decided(expr, fn):
+    """log w and 1/w with w = 0 in sample 0: sample 0's ARB certificate cannot certify the
+    DD's inf of d/dw there, but the limits decided that entry in balls (a pole: NaN, domain).
+    It once put the whole d/dw column in doubt, w = 4 included (inconclusive, and a planted
+    1e-9 scale error there not caught); now only the pole is undecided by the oracle."""
+    m = sg.Model("pole", expr, params=[W])
+    at = {"w": np.array([0.0, 4.0])}
+    r = sg.verify(m, at=at, backends=("torch_fn",), torch_fn=fn)
+    status = r.comparisons["torch_fn"].status
+    assert status[0].tolist() == [DOMAIN, DOMAIN], status
+    assert (status[1] == OK).all(), status
+    assert {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}
+    assert "doubt" not in r.program_size["oracle_certified"]
+    bad = sg.verify(m, at=at, backends=("torch_fn",),
+                    torch_fn=lambda w: fn(w) * (1 + 1e-9))
+    bad_status = bad.comparisons["torch_fn"].status
+    assert np.isin(bad_status[1], FAILING).all() and (bad_status[1] != DOMAIN).all()
+    assert {f.sample for f in bad.failures if f.kind != "domain"} == {1}
+
+
+@pytest.mark.parametrize("row", [0, 1], ids=["sample0", "sample1"])
+@pytest.mark.parametrize("s", [1e-200, 1e200])
+def test_a_watched_row_its_balls_cannot_certify_is_inconclusive(monkeypatch, s, row):
+    """The watch sends sqrt(w**2 + v**2) at w = v = s to ARB balls (``views.rounded_zone``);
+    with the balls' cap forced to 64 bits they cannot certify it (the claim is 1e-30). The DD's
+    inf / 0 stayed the oracle's value: the correct torch.hypot failed as "overflow" (sample 1)
+    or the run refused (sample 0: "not certified"). Now that row is inconclusive, saying why,
+    and a planted 1e-9 scale error on the other row is still caught."""
+    monkeypatch.setattr(views, "ZONE_BITS", (64, 64))
+    w, v = sp.symbols("w v")
+    m = sg.Model("norm", sp.sqrt(w**2 + v**2), params=[w, v])
+    order = [s, 3.0] if row == 0 else [3.0, s]
+    at = {"w": np.array(order), "v": np.array([s, 4.0] if row == 0 else [4.0, s])}
+    r = sg.verify(m, at=at, backends=("torch_fn",), torch_fn=lambda w, v: torch.hypot(w, v))
+    c = r.comparisons["torch_fn"]
+    assert not r.failures, [f.message() for f in r.failures]
+    assert (c.status[row] == INCONCLUSIVE).all() and (c.status[1 - row] == OK).all()
+    assert "views.rounded_zone" in c.undecided[row] and "64 bits" in c.undecided[row]
+    assert r.verdict == "inconclusive"
+    bad = sg.verify(m, at=at, backends=("torch_fn",),
+                    torch_fn=lambda w, v: torch.hypot(w, v) * (1 + 1e-9))
+    assert {f.sample for f in bad.failures} == {1 - row}, [f.message() for f in bad.failures]
+    assert (bad.comparisons["torch_fn"].status[row] == INCONCLUSIVE).all()

@@ -26,6 +26,7 @@ from symgrad.precise.underflow import in_zone, rounded, zone_rows
 from symgrad.tensor.doubt import judge_certificate
 from symgrad.tensor.model import TensorModel
 from symgrad.tensor.tables import oracle_ops
+from symgrad.tensor import views
 from symgrad.tensor.views import oracle_view
 from symgrad.verdict import PASS
 from symgrad.tensor.front import to_program
@@ -173,3 +174,22 @@ def test_the_watch_marks_a_product_that_ran_out_of_float64s_exponent_range():
     assert not touched(lambda t: t.kernels.mul(DD(np.array([0.0])), tiny))
     assert not touched(lambda t: t.kernels.mul(DD(np.array([3.0])), DD(np.array([4.0]))))
     assert not touched(lambda t: t.map(sp.exp(w), {w: DD(np.array([-1000.0]))}))
+
+
+def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(monkeypatch):
+    """A watched row (x subnormal) whose ball of d/dw = 1/w + x is too wide at the cap (forced
+    to 64 bits: 2^-64 against a claim of 1e-30) is open: NaN, and returned by ``rounded_zone``
+    (the run marks it inconclusive), not the DD's value kept as if exact. The value log(-1)
+    is NaN in the DD and in the ball: undefined there (domain), not open. At the usual cap
+    nothing is open and d/dw is -1 + x to the claim."""
+    m = _model(sp.log(X0) + X0 * X1)
+    vals = {"w": np.array([-1.0, 2.0]), "x": np.array([5e-324, 0.5])}
+    open_ = {}
+    hi, lo = oracle_view(m, vals, oracle_ops(50), undecided=open_)
+    assert open_ == {} and np.isnan(hi[0, 0])
+    assert hi[0, 1] == -1.0 and abs(lo[0, 1]) <= 1e-30  # within the DD's claim of -1 + x
+    assert hi[1].tolist() == [np.log(2.0) + 1.0, 1.0]
+    monkeypatch.setattr(views, "ZONE_BITS", (64, 64))
+    hi, lo = oracle_view(m, vals, oracle_ops(50), undecided=open_)
+    assert {r: c.tolist() for r, c in open_.items()} == {0: [1]}
+    assert np.isnan(hi[0]).all() and hi[1].tolist() == [np.log(2.0) + 1.0, 1.0]

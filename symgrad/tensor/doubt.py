@@ -14,6 +14,13 @@ zone, ``symgrad.precise.underflow``), where the allowance is as large as the val
 decides ok or inconclusive by whether the error is exactly 0: there the DD value must be within
 half a ULP of the ball, whatever the claim's absolute floor (1e-30) says.
 
+The doubt is per column only where the certificate's miss says something about the column's
+double-double program. An entry decided in balls elsewhere is no such miss: a limit or a pole
+at an input exactly 0 (``tensor.limits.oracle_limits``: the DD's inf of log w at w = 0 is not
+the value compared), or an entry the underflow watch's balls left open
+(``views.rounded_zone``: NaN now). Such an open entry is in doubt alone (inconclusive, its row
+saying why); a pole stays domain; every other sample of the column is judged.
+
 >>> import numpy as np
 >>> from symgrad.compare import Tolerance
 >>> from symgrad.precise.certify import Certificate
@@ -22,12 +29,16 @@ half a ULP of the ball, whatever the claim's absolute floor (1e-30) says.
 >>> d = judge_certificate(cert, np.array([1.0, 1.0, 1e-20]), ["float32"], Tolerance())
 >>> d.resolved, d.columns.tolist()
 (1, [False, False, True])
+>>> d = judge_certificate(cert, np.ones(3), ["float32"], Tolerance(), settled={0: [2]},
+...                       unrounded={0: np.array([2]), 5: np.array([1])})
+>>> d.columns.tolist(), {r: c.tolist() for r, c in d.entries.items()}
+([False, False, False], {5: [1]})
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
-from typing import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -36,6 +47,7 @@ from ..compare import allowance, ulp
 from ..errors import SymgradError
 from ..precise.certify import Certificate
 from ..precise.underflow import in_zone
+from . import views
 
 
 def _flags(a, n: int) -> np.ndarray:
@@ -54,6 +66,8 @@ class OracleDoubt:
     resolved: int  # missed by the claim, certified within zero_below of the allowance
     why: str  # the reason the doubtful entries are inconclusive, in words ("" if none)
     zero_below: float  # Tolerance.zero_below: the part of an allowance the DD error must be
+    entries: dict = field(default_factory=dict)  # row -> columns in doubt alone (open balls)
+    entries_why: str = ""  # why those are inconclusive ("" if none)
 
     def summary(self) -> str:
         """The certificate in one line, for ``Result.size['oracle_certified']``."""
@@ -63,28 +77,54 @@ class OracleDoubt:
                     "allowance (DD cancellation around an exact value the ball encloses)")
         if self.columns.any():
             out += f"; {int(self.columns.sum())} in doubt, inconclusive: {self.why}"
+        if self.entries:
+            out += (f"; {sum(len(c) for c in self.entries.values())} entries of "
+                    f"{len(self.entries)} samples open, inconclusive: {self.entries_why}")
         return out
 
 
-def judge_certificate(cert: Certificate, E0: np.ndarray, dtypes: Sequence[str],
-                      tol: Tolerance, model: str = "model") -> OracleDoubt:
+def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence[str],
+                      tol: Tolerance, model: str = "model", *,
+                      settled: Mapping[int, Sequence[int]] | None = None,
+                      unrounded: Mapping[int, np.ndarray] | None = None) -> OracleDoubt:
     """Judge sample 0's certificate against the comparer's allowances.
 
     Arguments:
-        cert: ``certify_view``'s certificate of sample 0 (error bounds and ball radii).
+        cert: ``certify_view``'s certificate of sample 0 (error bounds and ball radii), or
+            None (a model too large for it: spot-certified instead; only ``unrounded`` counts).
         E0: the rounding-error bound E of sample 0's entries (same size as the certificate).
         dtypes: the dtypes of the backends compared (the smallest allowance decides).
         tol: the tolerance (``zero_below``, and the allowance's terms).
         model: the model's name, for the error.
+        settled: row -> entries decided in balls by ``tensor.limits`` (a limit, or a pole's
+            NaN): not the DD's value, so sample 0's certificate does not doubt them.
+        unrounded: row -> entries the underflow watch's balls left open (``views.oracle_view``'s
+            ``undecided``): in doubt alone unless ``settled``; not doubted by the certificate.
     Returns:
         An ``OracleDoubt``: entries certified by the allowance and those left in doubt (their
         ball wider than ``zero_below`` of the allowance, or than half a ULP of a value in the
-        underflow zone whose allowance is as large as the value: it cannot decide them).
+        underflow zone whose allowance is as large as the value: it cannot decide them), and
+        the open entries of ``unrounded`` (``OracleDoubt.entries``).
     Raises:
         SymgradError: an entry whose ball is that tight but lies farther than that from the
         DD value: the oracle is wrong, not undecided.
     """
+    settled, unrounded = settled or {}, unrounded or {}
+    entries = {r: c for r, c in ((r, np.setdiff1d(c, settled.get(r, ())).astype(int))
+                                 for r, c in unrounded.items()) if c.size}
+    entries_why = ""
+    if entries:
+        r = min(entries)
+        entries_why = (f"the oracle's value of entry {int(entries[r][0])} of sample row {r} is "
+                       f"not certified by ARB balls at {views.ZONE_BITS[1]} bits (a row "
+                       "re-evaluated in balls by the double-double's underflow/overflow "
+                       "watch, views.rounded_zone; raise views.ZONE_BITS)")
+    if cert is None:
+        return OracleDoubt(np.zeros(np.size(E0), bool), 0, 0, 0, "", tol.zero_below,
+                           entries, entries_why)
     missed = ~np.asarray(cert.certified, bool).reshape(-1)
+    for k in (*settled.get(0, ()), *unrounded.get(0, ())):  # decided elsewhere, not the DD's
+        missed[int(k)] = False
     e = np.asarray(cert.error_bound, float).reshape(-1)
     radius = e if cert.radius is None else np.asarray(cert.radius, float).reshape(-1)
     E0 = np.asarray(E0, float).reshape(-1)
@@ -130,11 +170,12 @@ def judge_certificate(cert: Certificate, E0: np.ndarray, dtypes: Sequence[str],
                f"to {e[k]:.3g}, more than {share} (the ball is too wide to decide it); raise "
                "the ARB precision cap of views.certify_view")
     return OracleDoubt(doubt, int(e.size), int(cert.n_certified),
-                       int((missed & known).sum()), why, tol.zero_below)
+                       int((missed & known).sum()), why, tol.zero_below, entries, entries_why)
 
 
 def mark_doubt(comp: Comparison, doubt: OracleDoubt | None) -> Comparison:
-    """``comp`` with the entries of the doubtful columns inconclusive, each row saying why.
+    """``comp`` with the entries of the doubtful columns, and the open entries, inconclusive,
+    each row saying why.
 
     Arguments:
         comp: one backend's comparison, (N, K).
@@ -142,14 +183,23 @@ def mark_doubt(comp: Comparison, doubt: OracleDoubt | None) -> Comparison:
     Returns:
         ``comp`` itself when nothing is in doubt, else a copy with those entries inconclusive.
     """
-    if doubt is None or not doubt.columns.any():
+    if doubt is None or not (doubt.columns.any() or doubt.entries):
         return comp
     status = comp.status.copy()
-    cols = np.zeros(status.shape, bool)
-    cols[:, doubt.columns] = True
-    open_ = cols & np.isin(status, (OK, LOSS, MISMATCH, KINK, DOMAIN))
-    status[open_] = INCONCLUSIVE
     undecided = dict(comp.undecided or {})
-    for row in np.flatnonzero(open_.any(axis=1)):
-        undecided.setdefault(int(row), doubt.why)
+    if doubt.columns.any():
+        cols = np.zeros(status.shape, bool)
+        cols[:, doubt.columns] = True
+        open_ = cols & np.isin(status, _OPEN)
+        status[open_] = INCONCLUSIVE
+        for row in np.flatnonzero(open_.any(axis=1)):
+            undecided.setdefault(int(row), doubt.why)
+    for row, cols in doubt.entries.items():
+        hit = cols[np.isin(status[row, cols], _OPEN)]
+        if hit.size:
+            status[row, hit] = INCONCLUSIVE
+            undecided.setdefault(int(row), doubt.entries_why)
     return replace(comp, status=status, undecided=undecided)
+
+
+_OPEN = (OK, LOSS, MISMATCH, KINK, DOMAIN)  # verdicts an entry in doubt cannot keep

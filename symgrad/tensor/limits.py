@@ -65,6 +65,8 @@ class Limits:
 
     rows: list = field(default_factory=list)  # rows with at least one entry taken as a limit
     sides: KinkSides | None = None  # rows where the two one-sided limits differ
+    decided: dict = field(default_factory=dict)  # row -> the entries it decided in balls (a
+    #                                              limit, or NaN at a pole): not the DD's
 
 
 def _float_zeros(model: TensorModel, values: Mapping, r: int) -> bool:
@@ -142,7 +144,8 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
         program: as ``views.oracle_view``'s (the sided program and its selectors), or None.
         start, cap: the balls' precision ladder (bits).
     Returns:
-        ``Limits``: the rows changed, and the sides where the one-sided limits differ.
+        ``Limits``: the rows changed, the entries decided (limits and poles), and the sides
+        where the one-sided limits differ.
     """
     out = Limits()
     if model.n_parameters > LIMITS_UP_TO:
@@ -169,6 +172,7 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
                 hi[r, k], lo[r, k] = double_double(right.get(k, left.get(k)))
             else:  # no side settles (log 0, 1/0: a pole): undefined there, not an overflow
                 hi[r, k], lo[r, k] = np.nan, 0.0
+        out.decided[r] = bad
         if any(k in right or k in left for k in bad):
             out.rows.append(r)
         if split:

@@ -106,7 +106,8 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None,
                 spot=None, client=None, dps: int = 50,
-                program: tuple | None = None) -> tuple[np.ndarray, np.ndarray]:
+                program: tuple | None = None,
+                undecided: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact value and gradient as a double-double (hi, lo), sample by sample (a small
     program's samples in chunks, ``_chunk``, under a table with ``per_sample``: the same bits);
     ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
@@ -115,7 +116,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     each evaluating ``oracle_ops(dps)`` there: the same arrays come back. ``program``:
     (outputs, extra leaves (N, ...)) evaluated instead of the model's gradient program (a
     model with kinks: its sided program at each sample's sides, ``symgrad.tensor.kinks``;
-    evaluated in this process)."""
+    evaluated in this process). ``undecided``: a dict filled with row -> the columns of a
+    row re-evaluated in balls (``rounded_zone``) that the balls could not certify (NaN now)."""
     outputs, extra = program if program is not None else (None, {})
     if program is not None:
         client = None
@@ -153,7 +155,9 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                                    start=local):
             hi[s], lo[s] = h, l
     if watch:
-        rounded_zone(model, values, hi, lo, outputs, touched=touched)
+        _, open_ = rounded_zone(model, values, hi, lo, outputs, touched=touched)
+        if undecided is not None:
+            undecided.update(open_)
     return hi, lo
 
 
@@ -170,16 +174,20 @@ def _touching(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int,
 
 
 def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
-                 lo: np.ndarray, outputs=None, touched: np.ndarray | None = None) -> np.ndarray:
+                 lo: np.ndarray, outputs=None, touched: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """The oracle's rows that touch the double-double's underflow zone (an input, a result or,
     per ``touched``, an intermediate 0 < |v| < 2^-969: ``symgrad.precise.underflow``,
     ``precise.ddops.WatchKernels``) made right there: each such row is
     evaluated again in ARB balls (from 128 bits, doubling up to 1024, until every finite ball
     is certified) and every certified entry replaced, in place, by the ball's value rounded to
     the nearest double-double: in the zone the exact value rounded to nearest on float64's
-    2^-1074 grid (the DD's own products and quotients are a few spacings off there). A ball
-    not certified at the cap leaves the DD value. Rows elsewhere cost one pass over the inputs
-    and results.
+    2^-1074 grid (the DD's own products and quotients are a few spacings off there). An entry
+    the balls leave uncertified at the cap is *open*: its DD value (an inf or 0 where the
+    exponent range ran out, a few spacings off in the zone) is no exact value, so it becomes
+    NaN and is returned as open (the run marks it inconclusive: ``tensor.doubt``), unless the
+    DD and the ball are both NaN (undefined there: domain). Rows elsewhere cost one pass over
+    the inputs and results.
 
     Arguments:
         model: the tensor model.
@@ -189,19 +197,21 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
         outputs: the program evaluated (default the model's gradient outputs).
         touched: (N,) rows whose walk had an intermediate result in the zone (default none).
     Returns:
-        The indices of the rows evaluated again.
+        (the indices of the rows evaluated again, row -> its open columns).
 
     >>> import sympy as sp, symgrad.tensor as st
     >>> w, x = st.param("w", ()), st.input("x", ())
     >>> m = TensorModel("t", st.map_(sp.tanh(st.X[0] * st.X[1]), w, x))
     >>> v = {"w": np.array([0.9709527680353416]), "x": np.array([2.2250738585e-313])}
-    >>> hi, lo = oracle_view(m, v, oracle_ops(50))   # rounded_zone ran on its one row
-    >>> float(hi[0, 0]) == 43727825243 * 2.0**-1074, float(lo[0, 0])
-    (True, 0.0)
+    >>> open_ = {}
+    >>> hi, lo = oracle_view(m, v, oracle_ops(50), undecided=open_)  # rounded_zone ran on it
+    >>> float(hi[0, 0]) == 43727825243 * 2.0**-1074, float(lo[0, 0]), open_
+    (True, 0.0, {})
     """
     n = hi.shape[0]
     rows = zone_rows([hi, *values.values()], n)
     rows = np.flatnonzero(rows if touched is None else rows | touched)
+    undecided: dict[int, np.ndarray] = {}
     for r in rows:
         one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
                for k, v in values.items()}
@@ -215,7 +225,12 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
                 break
             bits *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
-    return rows
+        with np.errstate(invalid="ignore"):
+            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r]))  # both NaN: undefined, domain
+        if open_.any():
+            hi[r, open_], lo[r, open_] = np.nan, 0.0
+            undecided[int(r)] = np.flatnonzero(open_)
+    return rows, undecided
 
 
 def _chunk(outputs, n: int) -> int:

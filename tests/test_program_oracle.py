@@ -180,6 +180,7 @@ def test_a_pole_in_sample_0_leaves_the_other_samples_decided(expr, fn):
     assert (status[1] == OK).all(), status
     assert {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}
     assert "doubt" not in r.program_size["oracle_certified"]
+    assert "1 decided in balls at an input exactly 0" in r.program_size["oracle_certified"]
     bad = sg.verify(m, at=at, backends=("torch_fn",),
                     torch_fn=lambda w: fn(w) * (1 + 1e-9))
     bad_status = bad.comparisons["torch_fn"].status

@@ -68,10 +68,14 @@ class OracleDoubt:
     zero_below: float  # Tolerance.zero_below: the part of an allowance the DD error must be
     entries: dict = field(default_factory=dict)  # row -> columns in doubt alone (open balls)
     entries_why: str = ""  # why those are inconclusive ("" if none)
+    settled: int = 0  # entries of sample 0 the limits decided in balls (not the DD's)
 
     def summary(self) -> str:
         """The certificate in one line, for ``Result.size['oracle_certified']``."""
         out = f"{self.n_certified}/{self.n} entries of sample 0 (ARB balls)"
+        if self.settled:
+            out += (f"; {self.settled} decided in balls at an input exactly 0 (a limit, or a "
+                    "pole: domain)")
         if self.resolved:
             out += (f"; {self.resolved} more known to within {self.zero_below:.3g} of their "
                     "allowance (DD cancellation around an exact value the ball encloses)")
@@ -123,6 +127,7 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
         return OracleDoubt(np.zeros(np.size(E0), bool), 0, 0, 0, "", tol.zero_below,
                            entries, entries_why)
     missed = ~np.asarray(cert.certified, bool).reshape(-1)
+    n_settled = int(missed[np.asarray(settled.get(0, ()), int)].sum())
     for k in (*settled.get(0, ()), *unrounded.get(0, ())):  # decided elsewhere, not the DD's
         missed[int(k)] = False
     e = np.asarray(cert.error_bound, float).reshape(-1)
@@ -170,7 +175,8 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
                f"to {e[k]:.3g}, more than {share} (the ball is too wide to decide it); raise "
                "the ARB precision cap of views.certify_view")
     return OracleDoubt(doubt, int(e.size), int(cert.n_certified),
-                       int((missed & known).sum()), why, tol.zero_below, entries, entries_why)
+                       int((missed & known).sum()), why, tol.zero_below, entries, entries_why,
+                       n_settled)
 
 
 def mark_doubt(comp: Comparison, doubt: OracleDoubt | None) -> Comparison:

@@ -212,12 +212,7 @@ class Rewriter:
     def logsumexp(self, xs: list[sp.Expr]) -> sp.Expr:
         xs = [self.operand(self(x)) for x in xs]
         key = ("logsumexp", tuple(sorted(xs, key=sp.default_sort_key)))
-
-        def make():
-            node = logsumexp(xs)
-            node.stop_shift = True  # torch: the max is detached, as the tensor program does
-            return node
-        return self._step(key, make)
+        return self._step(key, lambda: logsumexp(xs))
 
     # ----- the table
     def _rewrite(self, e: sp.Expr) -> sp.Expr:

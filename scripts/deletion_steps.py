@@ -1,11 +1,13 @@
 """Lines each step of the scalar side's deletion plan removes (issue 17; the plan is
-/work/notes/deletion_plan.md, the dynamic map behind it ``scripts/dead_map.py``).
+reports/deletion_plan.md, the dynamic map behind it was ``scripts/dead_map.py``, retired with
+the scalar side).
 
 Each step names whole modules (every line goes) and units (top-level functions / classes, their
 own lines from ``ast``, decorators included) of modules that stay. The counts are of today's
 tree: a step that lands changes the later ones' numbers only by what it moved. ``--check`` fails
-when a named module or unit no longer exists (the plan is stale). Steps in ``DONE`` have landed:
-their row says so and their names are not looked for.
+when a named module or unit of a step not yet done no longer exists (the plan is stale). Steps
+in ``DONE`` have landed: their row says so and their names are not looked for; the last line
+names the steps that remain (none: every step has landed).
 
     python scripts/deletion_steps.py
 
@@ -65,7 +67,7 @@ STEPS: list[tuple[str, str, list[str], dict[str, list[str]]]] = [
 ]
 
 
-DONE: set[str] = {"2a", "2b", "2c", "2d", "2e", "4a", "4b"}
+DONE: set[str] = {"2a", "2b", "2c", "2d", "2e", "4a", "4b", "5"}
 
 
 def units(path: Path) -> dict[str, int]:
@@ -130,6 +132,8 @@ def main() -> int:
               f"{w_lines + u_lines} | {running} |")
     print(f"\nall steps: {total_now - running} lines (units' own lines; the imports and "
           "docstrings that go with them are not counted)")
+    remaining = [key for key, *_ in STEPS if key not in DONE]
+    print("steps that remain: " + (", ".join(remaining) or "none (every step has landed)"))
     if missing:
         print("gone from the tree (the plan is stale here): " + ", ".join(missing))
     return 1 if args.check and missing else 0

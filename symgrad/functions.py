@@ -1,17 +1,18 @@
 """One row per sympy function symgrad can run: every target's spelling and its bound class.
 
-The printers (``symgrad.backends``: numpy, torch, mpmath, arb), the high-precision walk
+The printers (``symgrad.backends``: numpy, torch, mpmath), the high-precision walk
 (``symgrad.precise``: double-double and ARB balls), the code generator's vocabulary and the
 rounding-error rules (``symgrad.rounding``) read these rows; none keeps its own table. A target a
-function lacks is ``None`` in its row, and the error names it ("sign has no ARB spelling")
+function lacks is ``None`` in its row, and the error names it ("pow has no numpy spelling")
 instead of a KeyError; a function without a row is "outside symgrad's function vocabulary".
 
 Spellings: a printer spelling is a format template over the printed arguments (``"numpy.exp({0})"``)
 or a callable taking the list of printed arguments (n-ary Max/Min); ``walk`` names the
 implementation in the high-precision walk's namespaces (``symgrad.precise.ddops``,
-``symgrad.precise.arb``), which share the names. Three printer keys are not sympy functions:
-``"sqrt"`` (x**(1/2)), ``"pow"`` (a non-integer power; ``None``: Python's ``**``) and ``"ipow"``
-(an integer power checked for 0 by the target; ``None``: ``**``).
+``symgrad.precise.arb``), which share the names. Two printer keys are not sympy functions:
+``"sqrt"`` (x**(1/2)) and ``"pow"`` (a non-integer power; ``None``: Python's ``**``). (A target
+of its own may also spell ``"ipow"``, an integer power it checks for 0, ``symgrad.codegen``; no
+row does since the arb printer went with the scalar pipeline.)
 
 Bound classes (what ``rounding.error_source`` does with f(a_1, ..., a_n)):
 
@@ -24,8 +25,8 @@ Bound classes (what ``rounding.error_source`` does with f(a_1, ..., a_n)):
 'torch.erfc({0})'
 >>> row(sp.sin).walk
 'sin'
->>> row(sp.asin).walk, row(sp.sign).arb is None
-('asin', True)
+>>> row(sp.asin).walk, row(sp.sign).bound
+('asin', 'step')
 """
 
 from __future__ import annotations
@@ -41,9 +42,8 @@ from .errors import SymgradError
 Spelling = str | Callable[[list[str]], str] | None
 
 # what the error messages call each target (printer names, and the walk kernels' names)
-TARGETS = {"numpy": "numpy", "torch": "torch", "mpmath": "mpmath", "arb": "ARB",
-           "arb-rounded": "ARB", "walk": "double-double / ARB-ball", "DD": "double-double",
-           "ARB": "ARB-ball"}
+TARGETS = {"numpy": "numpy", "torch": "torch", "mpmath": "mpmath",
+           "walk": "double-double / ARB-ball", "DD": "double-double", "ARB": "ARB-ball"}
 
 
 def _fold(fn: str) -> Callable[[list[str]], str]:
@@ -69,7 +69,6 @@ class Function:
     numpy: Spelling
     torch: Spelling
     mpmath: Spelling
-    arb: Spelling
     walk: str | None  # implementation name in the DD / ARB-ball walk namespaces
     bound: str = "rounded"  # rounded / exact / step (module docstring)
 
@@ -80,36 +79,32 @@ class Function:
 
 F = Function
 ROWS: tuple[Function, ...] = (
-    F(sp.exp, "numpy.exp({0})", "torch.exp({0})", "mp.exp({0})", "exp({0})", "exp"),
-    F(expm1, "numpy.expm1({0})", "torch.expm1({0})", "mp.expm1({0})", "expm1({0})", "expm1"),
-    F(sp.log, "numpy.log({0})", "torch.log({0})", "rlog({0})", "rlog({0})", "log"),
-    F(log1p, "numpy.log1p({0})", "torch.log1p({0})", "rlog1p({0})", "rlog1p({0})", "log1p"),
-    F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin({0})", "sin"),
-    F(sp.cos, "numpy.cos({0})", "torch.cos({0})", "mp.cos({0})", "cos({0})", "cos"),
-    F(sp.tan, "numpy.tan({0})", "torch.tan({0})", "mp.tan({0})", "tan({0})", "tan"),
-    F(sp.asin, "numpy.arcsin({0})", "torch.asin({0})", "rasin({0})", "rasin({0})", "asin"),
-    F(sp.acos, "numpy.arccos({0})", "torch.acos({0})", "racos({0})", "racos({0})", "acos"),
-    F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan({0})", "atan"),
-    F(sp.sinh, "numpy.sinh({0})", "torch.sinh({0})", "mp.sinh({0})", "sinh({0})", "sinh"),
-    F(sp.cosh, "numpy.cosh({0})", "torch.cosh({0})", "mp.cosh({0})", "cosh({0})", "cosh"),
-    F(sp.asinh, "numpy.arcsinh({0})", "torch.asinh({0})", "mp.asinh({0})", "asinh({0})", "asinh"),
-    F(sp.tanh, "numpy.tanh({0})", "torch.tanh({0})", "mp.tanh({0})", "tanh({0})", "tanh"),
-    F(sp.erf, "erf({0})", "torch.erf({0})", "mp.erf({0})", "erf({0})", "erf"),
-    F(sp.erfc, "erfc({0})", "torch.erfc({0})", "mp.erfc({0})", "erfc({0})", "erfc"),
-    F(sp.Abs, "numpy.abs({0})", "torch.abs({0})", "abs({0})", "abs({0})", "abs", "exact"),
-    F(sp.Max, _fold("numpy.maximum"), _nary("maximum"), _nary("nanmax"), _nary("nanmax"), "max",
-      "exact"),
-    F(sp.Min, _fold("numpy.minimum"), _nary("minimum"), _nary("nanmin"), _nary("nanmin"), "min",
-      "exact"),
-    # the arb printer spells Heaviside and sign through its kink hook (one-sided sides)
-    F(sp.sign, "numpy.sign({0})", "torch.sign({0})", "sign({0})", None, "sign", "step"),
+    F(sp.exp, "numpy.exp({0})", "torch.exp({0})", "mp.exp({0})", "exp"),
+    F(expm1, "numpy.expm1({0})", "torch.expm1({0})", "mp.expm1({0})", "expm1"),
+    F(sp.log, "numpy.log({0})", "torch.log({0})", "rlog({0})", "log"),
+    F(log1p, "numpy.log1p({0})", "torch.log1p({0})", "rlog1p({0})", "log1p"),
+    F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin"),
+    F(sp.cos, "numpy.cos({0})", "torch.cos({0})", "mp.cos({0})", "cos"),
+    F(sp.tan, "numpy.tan({0})", "torch.tan({0})", "mp.tan({0})", "tan"),
+    F(sp.asin, "numpy.arcsin({0})", "torch.asin({0})", "rasin({0})", "asin"),
+    F(sp.acos, "numpy.arccos({0})", "torch.acos({0})", "racos({0})", "acos"),
+    F(sp.atan, "numpy.arctan({0})", "torch.atan({0})", "mp.atan({0})", "atan"),
+    F(sp.sinh, "numpy.sinh({0})", "torch.sinh({0})", "mp.sinh({0})", "sinh"),
+    F(sp.cosh, "numpy.cosh({0})", "torch.cosh({0})", "mp.cosh({0})", "cosh"),
+    F(sp.asinh, "numpy.arcsinh({0})", "torch.asinh({0})", "mp.asinh({0})", "asinh"),
+    F(sp.tanh, "numpy.tanh({0})", "torch.tanh({0})", "mp.tanh({0})", "tanh"),
+    F(sp.erf, "erf({0})", "torch.erf({0})", "mp.erf({0})", "erf"),
+    F(sp.erfc, "erfc({0})", "torch.erfc({0})", "mp.erfc({0})", "erfc"),
+    F(sp.Abs, "numpy.abs({0})", "torch.abs({0})", "abs({0})", "abs", "exact"),
+    F(sp.Max, _fold("numpy.maximum"), _nary("maximum"), _nary("nanmax"), "max", "exact"),
+    F(sp.Min, _fold("numpy.minimum"), _nary("minimum"), _nary("nanmin"), "min", "exact"),
+    F(sp.sign, "numpy.sign({0})", "torch.sign({0})", "sign({0})", "sign", "step"),
     F(sp.Heaviside, "numpy.heaviside({0}, {1})", "heaviside({0}, {1})", "heaviside({0}, {1})",
-      None, "heaviside", "step"),
-    F(sp.DiracDelta, "numpy.zeros_like({0})", "torch.zeros_like({0})", "0", "0", "diracdelta",
+      "heaviside", "step"),
+    F(sp.DiracDelta, "numpy.zeros_like({0})", "torch.zeros_like({0})", "0", "diracdelta",
       "step"),
-    F("sqrt", "numpy.sqrt({0})", "torch.sqrt({0})", "rsqrt({0})", "rsqrt({0})", None),
-    F("pow", None, None, "rpow({0}, {1})", "rpow({0}, {1})", None),
-    F("ipow", None, None, None, "ipow({0}, {1})", None),
+    F("sqrt", "numpy.sqrt({0})", "torch.sqrt({0})", "rsqrt({0})", None),
+    F("pow", None, None, "rpow({0}, {1})", None),
 )
 _BY_KEY = {r.key: r for r in ROWS}
 assert len(_BY_KEY) == len(ROWS), "a function has two rows"

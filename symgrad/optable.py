@@ -10,10 +10,10 @@ built from these entries; adding an op is one entry here (and one line in tests/
 
 Two forms of the same function: ``formula`` is the stable one (no cancellation, no overflow:
 the catalogue's rounding allowance and oracle use it); ``program`` says which form symgrad's own
-scalar and tensor programs compute ("textbook" for GELU: GPT-2 and torch compute
-x/2 (1 + tanh u) literally, and the bound must cover that rounding; for softplus the form
-max(x, 0) + log1p(e^-|x|), the same floats as the stable two-branch form but a different
-rounding bound, kept so the verdict reports' numbers stay as they were). Ops that differ only by an
+programs compute ("textbook" for GELU: GPT-2 and torch compute x/2 (1 + tanh u) literally, and
+the bound must cover that rounding; "formula" for every other op, softplus included: its
+two-branch form is exact to every order at 0, where max(x, 0) + log1p(e^-|x|) has a second
+derivative of 0 in autograd and sympy.diff instead of 1/4). Ops that differ only by an
 option (``gelu(approximate=...)``) share a ``family``; ``options`` lists the option values that
 select the entry (``"none"`` and ``"erf"`` both mean the exact erf GELU, as torch's "none").
 
@@ -82,7 +82,7 @@ class Elementwise:
 
     @property
     def computed(self) -> sp.Expr:
-        """The form symgrad's own scalar and tensor programs compute, of X0."""
+        """The form symgrad's own programs compute, of X0."""
         if isinstance(self.program, sp.Basic):
             return self.program
         return self.formula if self.program == "formula" else self.staged
@@ -166,7 +166,6 @@ ENTRIES: tuple[Elementwise, ...] = (
        domain="pos", group="elementwise", named=False),
     _E("softplus", _softplus(X0), sp.log(1 + sp.exp(X0)), 1 / (1 + sp.exp(-X0)),
        r"\mathrm{softplus}", "softplus", "F.softplus(x)", probes=(20.0,),
-       program=sp.Max(X0, 0) + log1p(sp.exp(-sp.Abs(X0))),
        notes="documented: log(1 + e^x); torch returns x above threshold=20", named=False),
     # x/2 erfc(-x/sqrt 2) would be the stable form, but sympy evaluates erfc(-u) to
     # 2 - erfc(u), which cancels for x < 0; 1 + erf(u) is what the walk rewrites to erfc(-u)

@@ -63,9 +63,9 @@ class Rule:
 def _softplus_plain(t: sp.Expr) -> sp.Expr:
     """softplus(t) in the op table's stable two-branch form: no overflow, no cancellation, and
     both branches one analytic function, so every derivative is exact at t = 0 too (the form
-    max(t, 0) + log1p(e^-|t|), which ``sg.ops`` keeps for its reports' numbers, has a second
-    derivative of 0 there in autograd and in sympy.diff: abs'(0) = sign(0) = 0, where the true
-    one is sigma'(0) = 1/4; the HVP of a plain BCE at a zero logit was wrong)."""
+    max(t, 0) + log1p(e^-|t|) has a second derivative of 0 there in autograd and in sympy.diff:
+    abs'(0) = sign(0) = 0, where the true one is sigma'(0) = 1/4; the HVP of a plain BCE at a
+    zero logit was wrong). ``sg.ops.softplus`` and ``sg.ops.bce`` compute the same form."""
     return OPS["softplus"].formula.xreplace({X0: t})
 
 
@@ -212,12 +212,7 @@ class Rewriter:
     def logsumexp(self, xs: list[sp.Expr]) -> sp.Expr:
         xs = [self.operand(self(x)) for x in xs]
         key = ("logsumexp", tuple(sorted(xs, key=sp.default_sort_key)))
-
-        def make():
-            node = logsumexp(xs)
-            node.stop_shift = True  # torch: the max is detached, as the tensor program does
-            return node
-        return self._step(key, make)
+        return self._step(key, lambda: logsumexp(xs))
 
     # ----- the table
     def _rewrite(self, e: sp.Expr) -> sp.Expr:

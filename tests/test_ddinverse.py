@@ -146,7 +146,8 @@ def test_tensor_model_scaled_backward_is_caught():
 
 
 def test_scalar_model_with_asinh_runs_every_printer():
-    """asinh's row reaches the scalar pipeline too (numpy, torch, mpmath, arb printers)."""
+    """asinh's row reaches a plain model's whole run too (its tensor program on numpy and
+    torch, the double-double oracle and its ARB certification)."""
     w, x = sp.symbols("w x", real=True)
     m = sg.Model("asinh_wx", sp.asinh(w * x) + sp.atan(w) * sp.cosh(x / 4), params=[w],
                  inputs=[x])

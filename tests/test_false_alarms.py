@@ -119,10 +119,9 @@ def _unresolved(c, tol: Tolerance) -> np.ndarray:
 def test_float32_deep_model_reports_inconclusive_entries_not_ok(entry_bound):
     """A one-layer GPT in float32: an entry whose allowance is as large as its exact value is
     inconclusive (counted), never ok, and nothing fails: the block test vouches for every
-    block. With the worst-case entry bound such entries exist (on both pipelines); with the
-    default probabilistic one (min(E, lam sigma): the program pipeline, reports/gate.md row
-    'small_gpt float32') the tighter allowance resolves them, and the rule still holds for
-    any left (the scalar pipeline has no probabilistic bound: the same 12 as worst case)."""
+    block. With the worst-case entry bound such entries exist; with the default probabilistic
+    one (min(E, lam sigma), reports/gate.md row 'small_gpt float32') the tighter allowance
+    resolves them, and the rule still holds for any left."""
     tol = Tolerance(entry_bound=entry_bound)
     r = _tiny_gpt_float32(tol)
     assert r.verdict != "fail", str(r)

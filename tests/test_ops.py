@@ -1,10 +1,15 @@
 import numpy as np
 import pytest
 import sympy as sp
+import torch
 
 import symgrad as sg
-from symgrad import SymgradError, ops
+from symgrad import SymgradError, ops, zoo
+from symgrad.compare import FAILING
 from symgrad.graph import Graph
+from symgrad.tensor.front import to_program
+from symgrad.tensor.interpret import evaluate
+from symgrad.tensor.tables import TorchOps
 
 
 def _flat(expr):
@@ -65,3 +70,51 @@ def test_ops_values_match_numpy():
     subs = {**dict(zip(x, xv)), **dict(zip(W, Wv.ravel())), **dict(zip(b, bv))}
     got = [float(_flat(e).subs(subs)) for e in out]
     assert np.allclose(got, Wv @ xv + bv, rtol=1e-14)
+
+
+def _own_torch_hessian(model: sg.Model, values: dict[str, float], params: list[str]):
+    """The gradient and Hessian (torch double backward) of symgrad's own torch program of
+    ``model`` (its tensor program under the torch table, as the torch view runs it)."""
+    program = to_program(model)
+    leaves = {b.name: torch.tensor(values[b.name], dtype=torch.float64,
+                                   requires_grad=b.name in params) for b in program.blocks}
+    loss = evaluate([program.loss], TorchOps("float64"), leaves)[0].sum()
+    wrt = [leaves[n] for n in params]
+    grads = torch.autograd.grad(loss, wrt, create_graph=True)
+    hess = [[torch.autograd.grad(g.sum(), v, retain_graph=True)[0].item() for v in wrt]
+            for g in grads]
+    return [g.item() for g in grads], hess
+
+
+@pytest.mark.parametrize("y", [0.0, 1.0])
+def test_own_program_of_ops_bce_is_twice_differentiable_at_a_zero_logit(y):
+    """The zoo neuron, L = ops.bce(sigmoid(x w + b), y), at w = b = 0 (logit exactly 0): the
+    Hessian is sigma'(0) [[x^2, x], [x, 1]] with sigma'(0) = 1/4 (exact in binary floats here).
+    The max(t, 0) + log1p(e^-|t|) form of softplus gave all four entries 0 (abs'(0) = 0)."""
+    x = 1.5
+    g, h = _own_torch_hessian(zoo.get("neuron"), {"w": 0.0, "b": 0.0, "x": x, "y": y}, ["w", "b"])
+    assert g == [(0.5 - y) * x, 0.5 - y]
+    assert h == [[x * x / 4, x / 4], [x / 4, 0.25]], h
+
+
+def test_own_program_of_ops_softplus_is_twice_differentiable_at_zero():
+    """ops.softplus: (1/2, 1/4) at 0, and sigma(z), sigma(z) sigma(-z) off 0."""
+    z = sp.Symbol("z", real=True)
+    model = sg.Model("softplus", ops.softplus(z), params=[z])
+    assert _own_torch_hessian(model, {"z": 0.0}, ["z"]) == ([0.5], [[0.25]])
+    for at in (-3.0, 2.5):
+        s = 1 / (1 + np.exp(-at))
+        (g,), ((h,),) = _own_torch_hessian(model, {"z": at}, ["z"])
+        assert g == pytest.approx(s, rel=1e-15) and h == pytest.approx(s * (1 - s), rel=1e-14)
+
+
+def test_order_2_of_the_zoo_neuron_at_a_zero_logit_passes():
+    """H v of ops.bce at z = 0 through sg.verify: the own programs' entries are sigma'(0) x v
+    within their bound (the max/abs form failed them: 0 against the exact value)."""
+    at = {"w": [0.0, 0.0, 0.5], "b": [0.0, 0.0, -0.75], "x": [1.5, -2.0, 1.5],
+          "y": [1.0, 0.0, 0.0]}
+    r = sg.verify(zoo.get("neuron"), order=2, at=at, seed=0, backends=("numpy", "torch"))
+    for name in ("numpy", "torch"):
+        c = r.comparisons[name]
+        assert not np.isin(c.status, FAILING).any(), (name, c.status, c.got, c.expected)
+    assert r.verdict == "pass", r.verdict

@@ -196,7 +196,7 @@ def test_points_and_recipe_are_the_samples_the_run_verified(name, dtype):
             assert np.array_equal(recipe[block][i], v[i])
     assert not all(np.array_equal(other[b], r.values[b]) for b in r.values)
     assert f"as_program(model).draw(6, np.random.default_rng(4), {dtype!r})" in doc["reproduce"]
-    r.values = None  # a result without recorded samples (the scalar pipeline): drawn again
+    r.values = None  # a result without recorded samples: drawn again
     assert model_json(Entry(model, r, 0.0))["points"] == doc["points"]
 
 

@@ -1,7 +1,7 @@
 """One default verdict bound for every model (issue 17): a scalar model as a tensor program
 (``symgrad.tensor.front.to_program``) carries its textbook program, and a user's torch_fn is
-allowed the larger of the stable and the textbook program's rounding, as the scalar pipeline
-does; symgrad's own backends keep the stable program's bound."""
+allowed the larger of the stable and the textbook program's rounding (as the deleted scalar
+pipeline did); symgrad's own backends keep the stable program's bound."""
 
 from __future__ import annotations
 

@@ -3,8 +3,8 @@ are described beyond enumeration is ``Sides``, with the limits of that enumerati
 exact decisions on them -
 is the backend's gradient a convex combination of the sides (``convex_combination``), or, where
 the kinks are separable in groups, of each group's sides added to the base
-(``separable_combination``)? Built by ``symgrad.oracle`` (scalar programs) and
-``symgrad.tensor.sides`` (tensor programs), read by ``symgrad.compare.entries.compare``.
+(``separable_combination``)? Built by ``symgrad.tensor.sides``, read by
+``symgrad.compare.entries.compare``.
 
 >>> import numpy as np
 >>> V = np.eye(3)  # a three-way max tie: each argument wins in turn

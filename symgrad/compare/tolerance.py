@@ -161,7 +161,7 @@ def tie_band(dtypes, tol: Tolerance) -> float:
 
 def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
     """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
-    (also how far from a kink rounding can carry an argument: ``symgrad.oracle``)."""
+    (also how far from a kink rounding can carry an argument: ``symgrad.tensor.kinks``)."""
     info = dtype_info(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         mag = np.abs(bound)

@@ -3,8 +3,8 @@
 Each row gives the torch call (with the operator's own parameters), its mathematical definition
 in sympy written from the *documented* formula (never from torch's implementation), the shapes
 and input domains of its arguments, and notes. Definitions use exact forms of the same function
-that keep symgrad's own rounding-error bound tight (softplus as max(z, 0) + log1p(e^-|z|), a
-two-branch sigmoid, erfc for 1 + erf(-t)); mathematically they are the documented formula.
+that keep symgrad's own rounding-error bound tight (the op table's two-branch softplus and
+sigmoid, erfc for 1 + erf(-t)); mathematically they are the documented formula.
 
 A row with ``unsupported="why"`` is an operator whose derivative symgrad cannot express yet: it is
 listed in the report with the reason, never dropped.

@@ -2,12 +2,11 @@
 exactly 0 (d/dy x**y = x**y log x at x = 0), taken as the limit when those inputs approach 0
 from either side, t = 2^-64, 2^-128, ... 2^-65536, the outputs enclosed in balls at each step.
 
-One rule for both oracles (the scalar ``symgrad.oracle`` and the tensor program's
-``symgrad.tensor.limits``): a side's limit of an entry is taken when two successive steps agree
+The oracle's rule (``symgrad.tensor.limits`` reads it): a side's limit of an entry is taken when two successive steps agree
 to ``rel`` of the value or to 2^-1100 (below anything float64 shows); a side whose evaluation
-stops (an error, a kink reached) contributes what settled before it. The constants the oracles
-share about how tight a ball must be, and where the rounding bound takes its own limit, live
-here too, and how both read a ball as a double-double (``double_double``).
+stops (an error, a kink reached) contributes what settled before it. The constants about how
+tight a ball must be, and where the rounding bound takes its own limit, live here too, and how a
+ball is read as a double-double (``double_double``).
 
 sin(t) / t is 0/0 at t = 0; its limit from both sides is 1:
 

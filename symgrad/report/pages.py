@@ -58,8 +58,7 @@ def _view(model) -> tuple:
 
 def _oracle(r: Result) -> dict:
     """How the exact values were obtained, for the JSON: by the run's own oracle (the tensor
-    program's double-double one, which records its certificate, or the scalar pipeline's
-    balls while that still runs under ``SYMGRAD_PIPELINE=scalar``)."""
+    program's double-double one, which records its certificate; without one, arb balls)."""
     which = f"the first {len(r.oracle_samples)} of {r.config.samples}"
     if "oracle_certified" in r.program_size:
         return {"method": "double-double tensor program (error-free Ozaki products), certified "
@@ -144,7 +143,7 @@ def _points(entry: Entry) -> dict:
     if not named:
         return {}
     values = r.values  # the samples the run compared (the program pipeline records them)
-    if values is None:  # the scalar pipeline: the program draws the same samples
+    if values is None:  # a Result without its samples: the program draws the same ones
         c = r.config
         values = program_of(entry.model).draw(c.samples, np.random.default_rng(c.seed), c.dtype)
     return {str(i): {b: np.asarray(v[i]).tolist() for b, v in values.items()} for i in named}

@@ -18,8 +18,8 @@ oracle (double-double, ``symgrad.precise``), and each map node is read as the st
 entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
 ``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
-integer promotions (``symgrad.backends.torch.integer_promotions``) as on the scalar side, so one
-``causes.classify_failure`` serves both pipelines.
+integer promotions (``symgrad.backends.torch.integer_promotions``), for
+``causes.classify_failure``.
 
 >>> import sympy as sp, symgrad as sg
 >>> from symgrad.tensor.front import to_program

@@ -237,7 +237,7 @@ def _midpoint(tied: np.ndarray) -> np.ndarray:
 
 def _branches(truth: np.ndarray, close: np.ndarray, atom: Atom) -> tuple[int, ...]:
     """The branches a Piecewise entry may take when each condition within rounding of its
-    boundary may go either way, as on the scalar side: the conditions of one key (``w > 0``,
+    boundary may go either way: the conditions of one key (``w > 0``,
     ``w >= 0``, ``-w < 0``) take one sign together, those of different keys independently.
     Branch k is reachable when some sign per key makes condition k true and every earlier one
     false (the last branch also when every condition may be false); exact, for any number of

@@ -10,16 +10,16 @@ side defined (log: x > 0): its limit; both, equal: the derivative; both, differe
 the two limits are its sides (``KinkSides`` for the comparer). Otherwise the entry is
 undefined, NaN (domain: 1/w and log w at 0 are poles, d/dx x**0.5 at 0; the double-double's
 +-inf there would read as an overflow, an exact value beyond the dtype's range). Only rows that need it cost anything; a row
-that already reaches a kink (its sides decide it) is left alone, as on the scalar side.
+that already reaches a kink (its sides decide it) is left alone.
 
-**The rounding bound there** (``limit_bounds``; the scalar ``stages._limit_bound``): where E is
+**The rounding bound there** (``limit_bounds``): where E is
 NaN at a sample with inputs exactly 0, the larger E of the two sides at 0 +- ``LIMIT_OFFSET``.
 
 **The rewrite check** (``check_rewrite``): a plain sympy model runs a stable rewrite of its
 formula (``symgrad.stable``); the oracle's double-double pass evaluates that rewrite, so every
 compared sample is also evaluated as written (``TensorModel.written_program``) in ``arb``
-balls, as the scalar oracle does, and where the two differ by more than the oracle resolves the
-formula as written decides (a wrong rule fails the value, as on the scalar pipeline); an entry
+balls, and where the two differ by more than the oracle resolves the formula as written decides
+(a wrong rule fails the value); an entry
 whose ball stays too wide at the precision cap is inconclusive.
 
 >>> import numpy as np, sympy as sp, symgrad as sg

@@ -1,15 +1,14 @@
 """Kink atoms that are one kink: linked, so that they take their sides together.
 
-A smooth function written with kink functions - the stable BCE's ``Max(z, 0) + log(1 +
+A smooth function written with kink functions - softplus as ``Max(z, 0) + log(1 +
 e^-|z|)`` - has atoms (``Max(0, z)``, ``Abs(z)``) whose arguments are one comparison: each is on
 the side of the sign of ``z``. Left free, the atoms take their sides independently and the
 hull of the sides holds combinations no input reaches (Max on ``z > 0`` with Abs on ``z < 0``),
-so a wrong gradient at ``z = 0`` passes. As on the scalar side (``symgrad.backends.arb``: sites
-with one key take one side), the atoms of two-sided kinks are keyed by their argument up to a
-positive factor and sign, written in the program's nodes (``canonical``): atoms with one key,
-within one map body or across maps of one shape reading the same operands, are one kink with
-two sides, the sign of the key (``groups``); where every consistent side agrees the function is
-smooth there and that side's value is its derivative.
+so a wrong gradient at ``z = 0`` passes. So the atoms of two-sided kinks are keyed by their
+argument up to a positive factor and sign, written in the program's nodes (``canonical``): atoms
+with one key, within one map body or across maps of one shape reading the same operands, are one
+kink with two sides, the sign of the key (``groups``); where every consistent side agrees the
+function is smooth there and that side's value is its derivative.
 
 The two-sided atoms: ``Abs``, ``Heaviside``, ``sign`` of ``a`` (key ``a``); ``Max``/``Min``
 of two members ``a``, ``b`` (key ``a - b``); a Piecewise of one condition ``lhs op rhs`` and an
@@ -36,8 +35,7 @@ from .program import X, Node
 
 def canonical(arg: sp.Expr) -> tuple[sp.Expr, int]:
     """``(key, orient)`` with ``arg = orient * c * key``, c > 0: one key for ``arg``, ``-arg``
-    and ``2 arg`` (the scalar side's rule, ``symgrad.backends.arb``, with a common factor of a
-    sum taken out too).
+    and ``2 arg`` (a common factor of a sum taken out too).
 
     >>> a, b = sp.symbols("a b")
     >>> canonical(b - a), canonical(2 * a - 2 * b)
@@ -119,8 +117,8 @@ def names(node: Node) -> dict:
 
 
 def side_words(node: Node, atom, piece: int) -> str | None:
-    """A two-sided atom's side in words, as the scalar side says it (``w*x → 0−``), in the
-    operands' names; None for an atom of its own."""
+    """A two-sided atom's side in words (``w*x → 0−``), in the operands' names; None for an
+    atom of its own."""
     d = _decider(atom)
     if d is None or not d.free_symbols:
         return None

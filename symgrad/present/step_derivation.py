@@ -76,9 +76,10 @@ def steps_of(program: TensorModel) -> Steps | None:
     """
     if "step" not in program.loss.attrs:
         return None
-    # in the order the front end built them (node ids count up): the model's own step order
+    # in the order the model made them (its symbols' creation order; then the order the front
+    # end built them): the model's own step order, linear(x, W)'s rows 0, 1, ... forward
     order = sorted((n for n in topological([program.loss]) if "step" in n.attrs),
-                   key=lambda n: n.id)
+                   key=lambda n: (getattr(n.attrs["step"].symbol, "dummy_index", 0), n.id))
     return Steps([n.attrs["step"] for n in order],
                  {n.attrs["step"].symbol: n.id for n in order},
                  [s for b in program.param_blocks for s in b.node.attrs.get("symbols", ())],
@@ -87,7 +88,8 @@ def steps_of(program: TensorModel) -> Steps | None:
 
 
 def display_names(steps: Steps) -> dict:
-    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]})."""
+    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]}), k in
+    step order (``steps_of``: the order the model made them)."""
     seen: dict[str, int] = {}
     names = {}
     for n in steps.nodes:
@@ -180,7 +182,9 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
             composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
                                 for path in paths])
             lhs = sp.Derivative(out, p, evaluate=False)
-            chain.lines.append(Line(lhs, product, max_terms=2 if len(paths) > 2 else MAX_TERMS))
+            if any(len(path) > 2 for path in paths):  # one step: dL/dw = dL/dw says nothing
+                chain.lines.append(Line(lhs, product,
+                                        max_terms=2 if len(paths) > 2 else MAX_TERMS))
             chain.lines.append(Line(lhs, composed, fmt_expr(values, composed)))
         expr = sp.diff(flat, p) if len(steps.nodes) <= SIMPLIFIED_STEPS else None
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
@@ -245,7 +249,7 @@ def fmt(values: dict | None, sym) -> str | None:
 
 
 def fmt_expr(values: dict | None, expr) -> str | None:
-    if values is None:
+    if values is None or sp.sympify(expr).is_Number:  # a number's value is itself (1 = 1)
         return None
     try:
         with mpmath.workdps(50):

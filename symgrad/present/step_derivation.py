@@ -76,10 +76,9 @@ def steps_of(program: TensorModel) -> Steps | None:
     """
     if "step" not in program.loss.attrs:
         return None
-    # in the order the model made them (its symbols' creation order; then the order the front
-    # end built them): the model's own step order, linear(x, W)'s rows 0, 1, ... forward
+    # in the order the front end built them (node ids count up): the model's own step order
     order = sorted((n for n in topological([program.loss]) if "step" in n.attrs),
-                   key=lambda n: (getattr(n.attrs["step"].symbol, "dummy_index", 0), n.id))
+                   key=lambda n: n.id)
     return Steps([n.attrs["step"] for n in order],
                  {n.attrs["step"].symbol: n.id for n in order},
                  [s for b in program.param_blocks for s in b.node.attrs.get("symbols", ())],
@@ -89,14 +88,21 @@ def steps_of(program: TensorModel) -> Steps | None:
 
 def display_names(steps: Steps) -> dict:
     """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]}), k in
-    step order (``steps_of``: the order the model made them)."""
+    the order the model made its steps (the symbols' creation order: ``linear(x, W)``'s rows
+    0, 1, ... get 1, 2, ..., whatever order the program lists them in)."""
     seen: dict[str, int] = {}
     names = {}
-    for n in steps.nodes:
+    for n in made_order(steps):
         base = getattr(n.symbol, "label", None) or n.kind
         seen[base] = seen.get(base, 0) + 1
         names[n.symbol] = base if seen[base] == 1 else f"{base}#{seen[base]}"
-    return names
+    return {n.symbol: names[n.symbol] for n in steps.nodes}
+
+
+def made_order(steps: Steps) -> list[FrontStep]:
+    """The steps in the order the model made them (their symbols' creation order, a
+    topological order): how a reader wrote the model, whatever order the program lists."""
+    return sorted(steps.nodes, key=lambda n: getattr(n.symbol, "dummy_index", 0))
 
 
 def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
@@ -158,12 +164,13 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
     """Forward pass, local derivatives, chain rule, textbook adjoints and the simplified
     gradient of a program of scalar steps (values beside them with ``values``)."""
     fwd = Section("Forward pass")
-    for n in steps.nodes:
+    made = made_order(steps)  # numbered (display_names) and listed in the model's order
+    for n in made:
         fwd.lines.append(Line(n.symbol, n.expr, fmt(values, n.symbol)))
     active = steps.active()
     loc = Section("Local derivatives")
     local: dict[tuple, sp.Expr] = {}
-    for n in steps.nodes:
+    for n in made:
         for u in n.operands:
             if u in active:
                 local[(n.symbol, u)] = d = local_derivative(n, u)

@@ -139,13 +139,14 @@ def _rhs(node: Node, names: Names, out: str):
             body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
         return body
     if node.op == "map":
-        expr = node.attrs["expr"]
-        ones = {X[i]: sp.S.One for i, o in enumerate(a) if _is_one(o)}
-        if ones:  # a factor 1 (the seed dL/dL) is not shown: v = f(z), not v = f(z) 1
-            expr = expr.xreplace(ones)
-        return rename(expr,  # no Max / Min re-evaluated (tensor.rename)
-                      {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)
-                       if X[i] not in ones})
+        expr = rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
+                      {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
+        ones = {names.raw(o, index_letters(o.shape, out)) for o in a if _is_one(o)}
+        if ones and isinstance(expr, sp.Mul):  # a factor 1 (the seed dL/dL) is not shown:
+            rest = [f for f in expr.args if f not in ones]  # v = f(z), not v = f(z) 1
+            expr = (sp.Mul(*rest, evaluate=False) if len(rest) > 1 else
+                    rest[0] if rest else sp.S.One)
+        return expr
     if node.op in ("sum", "max"):
         axes = node.attrs["axes"]
         full = free_symbols_of(out, node, a[0])

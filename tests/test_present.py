@@ -208,6 +208,7 @@ def test_a_two_layer_dense_model_names_its_units_and_deltas():
     tex = _report_tex(m)
     assert r"\mathrm{tanh} &= \tanh{\left(\mathrm{W1\_out}_{0,0} \right)}" in tex  # forward
     assert r"\mathrm{tanh}^{[6]} &= \tanh{\left(\mathrm{W1\_out}_{1,2} \right)}" in tex
+    assert r"\mathrm{nll}_{0} &= \mathrm{lse}_{0} - \mathrm{W2\_out}_{0,t_{0}}" in tex  # the pick
     assert r"\delta_{\mathrm{W1\_out}}^{T} x" in tex and "delta" not in tex.replace(
         r"\delta", "")
 

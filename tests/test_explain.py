@@ -27,7 +27,7 @@ def test_neuron_ends_in_the_tutorial_numbers():
 def test_simplenet_is_explained_layer_by_layer():
     md = sg.explain(zoo.get("simplenet")).markdown()
     assert "W^{(1)} x + b^{(1)}" in md  # W1_{i,j} prints as W^{(1)}
-    assert r"\delta_{h} = \delta_{r} \circ H(h)" in md
+    assert r"\delta_{h} = \delta_{r} \circ \theta(h)" in md
     assert r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}" in md
 
 

@@ -64,7 +64,7 @@ def test_simplenet_layer_view_in_every_format():
     md, tex, html = e.markdown(), e.latex().replace("&=", "="), e.html()
     for text in (md, tex):
         assert "W^{(1)} x + b^{(1)}" in text
-        assert r"\delta_{h} = \delta_{r} \circ H(h)" in text
+        assert r"\delta_{h} = \delta_{r} \circ \theta(h)" in text
         assert r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}" in text
         assert r"\frac{\partial L}{\partial z} = - y + a" in text  # textbook: dL/dz = a - y
     assert "<mfrac>" in html and "<msup><mi>W</mi>" in html  # fractions and W^(1) in MathML

@@ -8,7 +8,13 @@ from pathlib import Path
 
 import pytest
 
+import sympy
+
+import symgrad as sg
 from symgrad import explain, zoo
+from symgrad.domains import Integers, Normal
+from symgrad.present.notation import tex_name
+from symgrad.present.step_formulas import LAYER_NOTE
 from symgrad.errors import SymgradError
 from symgrad.present.texmath import tex_to_mathml
 from symgrad.report import gradient_formulas, model_formulas
@@ -117,8 +123,9 @@ def test_tex_to_mathml_refuses_what_it_cannot_show():
 # what only symgrad's own machinery names: stack's basis vectors e0, e1; the gradient's seed;
 # per-head keep-mask entries (h0_attn_keep0[a,b]); program names with hash or counter
 # (gelu_inner_6, #2844653) and adjoint dummies (_d_tanh_6)
+# a program's counted name (gelu_inner_6; the op's stage itself is \mathrm{gelu\_inner})
 INTERNAL = re.compile(r"(?<![&#\w])e\d+\[|mathrm\{e\d+\}|>e\d+<|\bseed\b|(?<![&\w])#\d|_d_|"
-                      r"gelu\\?_inner|keep\d+\[|keep\d+\}|keep\d+<")
+                      r"gelu\\?_inner\}?(?:\\?_|_\{)\d|keep\d+\[|keep\d+\}|keep\d+<")
 
 
 @pytest.mark.parametrize("name", zoo.names())
@@ -139,3 +146,96 @@ def test_tiny_gpt_names_its_labels_and_stacked_masks():
     assert r"\mathrm{h0\_attn\_keep}_{t,j,k}" in tex  # the heads' masks, one array
     grad = " ".join(f.latex for _, g in gradient_formulas(zoo.get("tiny_gpt")) for f in g)
     assert r"= \frac{1}{8}" in grad  # the seed, by its value
+
+
+# ---------------------------------------------------------------- formulas a new user read wrong
+def _report_tex(model) -> str:
+    fs = list(model_formulas(model)) + [f for _, g in gradient_formulas(model) for f in g]
+    return " ".join(f.latex for f in fs)
+
+
+def test_cross_entropy_picks_each_rows_target_column():
+    """The committed page's wrong line (the target as the row index) is gone; each nll_i picks
+    row i's target column, in LaTeX and in its MathML."""
+    wrong = (REPORTS / "gpt_cross_entropy.md").read_text()
+    m = zoo.get("gpt_cross_entropy")
+    tex = _report_tex(m)
+    assert r"\mathrm{logits}_{\mathrm{targets}_{2},0}" not in tex
+    assert r"\mathrm{nll}_{2} &= \mathrm{lse}_{2} - \mathrm{logits}_{2,\mathrm{targets}_{2}}" in tex
+    assert (r"\mathrm{logits}_{\mathrm{targets}_{2},0}" in wrong  # the page this fixes
+            or r"\mathrm{logits}_{2,\mathrm{targets}_{2}}" in wrong)
+    md = explain(m).markdown()
+    assert r"\mathrm{logits}_{0,\mathrm{targets}_{0}}" in md and "targets}_{0},0}" not in md
+    # an embedding's lookup keeps the id as its row
+    assert r"\mathrm{tok\_emb}_{\mathrm{ids}_{0},0}" in _report_tex(zoo.get("gpt_embedding"))
+
+
+def test_a_pick_among_separate_steps_is_an_indexed_tuple():
+    """``cross_entropy(linear(x, W).T, t)``: the logits are separate steps (linear, ...,
+    linear^{[4]}), so the pick indexes their tuple, never a scalar's subscript."""
+    x, W, t = sg.matrix("x", 3), sg.matrix("W", 4, 3), sg.matrix("t", 1)
+    m = sg.Model("ce_linear", sg.ops.cross_entropy(sg.ops.linear(x, W).T, t), params=[W],
+                 inputs={x: Normal(0, 1), t: Integers(0, 3)})
+    tex = _report_tex(m)
+    assert (r"\left(\mathrm{linear}, \ldots, \mathrm{linear}^{[4]}\right)_{t_{0}}" in tex), tex
+    assert r"\mathrm{linear}^{[4]}_{t_{0}}" not in tex and "NaN" not in tex
+    # numbered in the order the model made them: linear^{[k]} is row k - 1
+    assert r"\mathrm{linear}^{[4]} &= W_{3,0} x_{0}" in tex
+
+
+@pytest.mark.parametrize("name,tex", [
+    ("cross_entropy", r"\mathrm{cross\_entropy}"), ("gelu_inner", r"\mathrm{gelu\_inner}"),
+    ("W1_out", r"\mathrm{W1\_out}"), ("W1_out_{0,2}", r"\mathrm{W1\_out}_{0,2}"),
+    ("delta_W1_out", r"\delta_{\mathrm{W1\_out}}"), ("delta_h", r"\delta_{h}"),
+    ("W1_{0,3}", r"W^{(1)}_{0,3}"), ("x_t", r"x_{t}"), ("lse_0", r"\mathrm{lse}_{0}")])
+def test_a_name_prints_as_one_name(name, tex):
+    assert tex_name(name) == tex
+
+
+def test_one_name_prints_one_way_on_a_page():
+    tex = _report_tex(zoo.get("gpt_cross_entropy")) + explain(
+        zoo.get("gpt_cross_entropy")).markdown()
+    assert r"\mathrm{cross}_{entropy}" not in tex and r"\mathrm{cross\_entropy}" in tex
+
+
+def test_a_two_layer_dense_model_names_its_units_and_deltas():
+    X, t = sg.matrix("x", 2, 3), sg.matrix("t", 2)
+    W1, b1, W2, b2 = (sg.matrix("W1", 3, 3), sg.matrix("b1", 3), sg.matrix("W2", 4, 3),
+                      sg.matrix("b2", 4))
+    h = sg.ops.tanh(sg.ops.dense(X, W1, b1))
+    m = sg.Model("mlp", sg.ops.cross_entropy(sg.ops.dense(h, W2, b2), t),
+                 params=[W1, b1, W2, b2], inputs={X: Normal(0, 1), t: Integers(0, 3)})
+    tex = _report_tex(m)
+    assert r"\mathrm{tanh} &= \tanh{\left(\mathrm{W1\_out}_{0,0} \right)}" in tex  # forward
+    assert r"\mathrm{tanh}^{[6]} &= \tanh{\left(\mathrm{W1\_out}_{1,2} \right)}" in tex
+    assert r"\mathrm{nll}_{0} &= \mathrm{lse}_{0} - \mathrm{W2\_out}_{0,t_{0}}" in tex  # the pick
+    assert r"\delta_{\mathrm{W1\_out}}^{T} x" in tex and "delta" not in tex.replace(
+        r"\delta", "")
+
+
+def test_explain_says_nothing_twice():
+    """No value equal to its formula (dz/db = 1 = 1), no one-step chain rule dL/dw = dL/dw."""
+    md = explain(zoo.get("neuron"), at={"x": 1.5, "w": 0.5, "b": 0.25, "y": 1}).markdown()
+    assert r"\frac{\partial z}{\partial b} = 1 $$" in md and "= 1 = 1" not in md
+    assert r"\frac{\partial z}{\partial w} = x = 1.5 $$" in md  # a value that says something
+    w = sympy.Symbol("w")
+    one = explain(sg.Model("sq", sg.ops.step(w ** 2, label="L"), params=[w])).markdown()
+    chain = one.split("## Chain rule")[1].split("##")[0]
+    assert r"\frac{\partial L}{\partial w} = \frac{\partial L}{\partial w}" not in chain
+    assert r"\frac{\partial L}{\partial w} = 2 w" in chain
+
+
+def test_computed_steps_carry_no_seed_factor():
+    """The gradient program's first step is dL/dz, not dL/dz times the seed 1."""
+    tex = " ".join(f.latex for t, g in gradient_formulas(zoo.get("simplenet"))
+                   if t.startswith("As computed") for f in g)
+    assert r"y\right) 1" not in tex and r"\right) 1 " not in tex
+    first = [f.latex for t, g in gradient_formulas(zoo.get("simplenet"))
+             if t.startswith("As computed") for f in g if f.latex][0]
+    assert first.startswith(r"v^{(1)} = \left(1 - y\right)") and first.endswith(r"\right) y")
+
+
+def test_the_step_function_is_theta_in_notes_and_formulas():
+    md = explain(zoo.get("simplenet")).markdown()
+    assert r"\circ \theta(h)" in md and "H(h)" not in md
+    assert "θ is the Heaviside step" in LAYER_NOTE + md and "H is the" not in LAYER_NOTE + md

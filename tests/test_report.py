@@ -226,7 +226,7 @@ def test_plain_model_formulas_come_from_its_program():
     grad = gradient_formulas(net)
     assert grad[0][0] == "Textbook form: one delta per op (matrix notation)"
     for line in (r"\delta_{r} = \left(W^{(2)}\right)^{T} \delta_{z}",
-                 r"\delta_{h} = \delta_{r} \circ H(h)",
+                 r"\delta_{h} = \delta_{r} \circ \theta(h)",
                  r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}"):
         assert line in _tex(grad)
     shown = " ".join(_tex(grad[-1:]))  # the gradient program, entries by their names

@@ -126,7 +126,7 @@ def _eqable(ln: Line) -> bool:
 
 
 _TEX_TEXT = {"δ̂": r"$\hat\delta$", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#",
-             "δ": r"$\delta$",
+             "δ": r"$\delta$", "θ": r"$\theta$",
              "∂": r"$\partial$", "∘": r"$\circ$", "x̄": r"$\bar{x}$", "…": r"\dots{}",
              "⋮": r"$\vdots$", "σ": r"$\sigma$", "−": "-", "≤": r"$\le$", "^": r"\^{}",
              "<=": r"$\le$", "<": "$<$", ">": "$>$", "μ": r"$\mu$", "x̂": r"$\hat{x}$",

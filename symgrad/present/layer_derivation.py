@@ -66,7 +66,7 @@ def layer_rules(op: str, out, ins, inputs: set, params: set):
     if op == "relu":
         (h,) = ins
         return (sp.Max(sp.Symbol(h.name), 0),
-                wrt(h, sp.HadamardProduct(d(out), _mat(f"H({h.name})", h.shape))))
+                wrt(h, sp.HadamardProduct(d(out), _mat(f"θ({h.name})", h.shape))))
     if op == "sigmoid":
         (z,) = ins
         return (sigma(sp.Symbol(z.name)),
@@ -114,7 +114,7 @@ def layer_sections(steps: Steps, values: dict | None) -> list[Section]:
     fwd = Section("Forward pass, layer by layer",
                   note="matrix notation; each step is a layer of the model's program")
     back = Section("Backpropagation: one delta per layer",
-                   note="delta_v = dL/dv; H is the Heaviside step, o the elementwise product")
+                   note="delta_v = dL/dv; θ is the Heaviside step, o the elementwise product")
     rules = []
     active = steps.active()
     for key, (g, nodes) in groups.items():

@@ -22,8 +22,9 @@ from ..graph import Intermediate
 from .texmath import tex_fragment
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
-                   r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z][A-Za-z0-9]*))?$")
-# any other name: words joined by "_", an optional index ``_{i,j}``, an optional counter ``_n``
+                   r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z]))?$")
+# any other name: words joined by "_" (one upright name: cross_entropy, W1_out, however it is
+# indexed), an optional index ``_{i,j}``, an optional counter ``_n``
 _LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
 GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
          "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
@@ -41,7 +42,8 @@ def split_name(name: str) -> tuple[str, str, str]:
 
 def _split(name: str) -> tuple[str, str, str]:
     m = _NAME.match(name)
-    if m:
+    if m and (not m.group("sub") or len(m.group("base")) == 1 or m.group("base") in GREEK):
+        # a letter's subscript letter (x_t, sigma_i) only: a word's (cross_e) stays in the word
         sup = f"({m.group('num')})" if m.group("num") else ""
         return m.group("base"), sup, m.group("idx") or m.group("sub") or ""
     m = _LONG.match(name)
@@ -65,8 +67,10 @@ def tex_base(base: str) -> str:
 
 def tex_name(name: str) -> str:
     """A program name in LaTeX: ``d_<name>`` (an adjoint) as ``\bar{...}``."""
-    if "(" in name:  # already notation, e.g. H(h)
-        return name
+    if "(" in name:  # already notation, e.g. θ(h), the step function as the formulas write it
+        return name.replace("θ", r"\theta")
+    if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
+        return rf"\delta_{{{tex_name(name[6:])}}}"
     if name.startswith("d_") and len(name) > 2:
         base, sup, sub = split_name(name[2:])
         out = rf"\bar{{{tex_base(base)}}}"
@@ -122,6 +126,11 @@ class _Latex(LatexPrinter):
 class _MathML(MathMLPresentationPrinter):
     def _print_Symbol(self, sym, style="plain"):
         name = _name_of(sym)
+        if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
+            node = self.dom.createElement("msub")
+            node.appendChild(self._print_Symbol(sp.Symbol("delta")))
+            node.appendChild(self._print_Symbol(sp.Symbol(name[6:])))
+            return node
         adjoint = name.startswith("d_") and len(name) > 2
         base, sup, sub = split_name(name[2:] if adjoint else name)
         mi = self.dom.createElement("mi")
@@ -307,11 +316,22 @@ def fold(expr, max_terms: int = MAX_TERMS):
         if index is None or not isinstance(first, sp.Symbol):
             return e
         base, sup, sub = split_name(_name_of(first))
-        rest = sub.split(",")[1:]
-        tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(
-            [latex(index)] + rest) + "}"
+        picks = [v for v, c in e.args if isinstance(c, sp.Eq)]  # the last: otherwise (NaN)
+        heads = [split_name(_name_of(v))[:2] if isinstance(v, sp.Symbol) else v for v in picks]
+        if len(set(heads)) > 1:  # distinct steps, no one array: the tuple of them, indexed
+            tex = rf"\left({latex(first)}, \ldots, {latex(picks[-1])}\right)_{{{latex(index)}}}"
+            return Raw(tex, f"({_name_of(first)}, …, {picks[-1]})[{index}]")
+        subs = [split_name(_name_of(v))[2].split(",") for v in picks]
+        varies = [k for k in range(len(subs[0]))
+                  if len({tuple(s)[k:k + 1] for s in subs}) > 1]  # the looked-up position
+        # the index at the position the pieces differ in: an embedding's row E_{id,j}, a
+        # cross-entropy pick's column logits_{i,t_i}
+        at = varies[0] if len(varies) == 1 else 0
         plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
-        return Raw(tex, f"{base}[{plain}{''.join(', ' + r for r in rest)}]")
+        texs, texts = sub.split(","), sub.split(",")
+        texs[at:at + 1], texts[at:at + 1] = [latex(index)], [plain]
+        tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(texs) + "}"
+        return Raw(tex, f"{base}[{', '.join(texts)}]")
 
     def indicator(e):
         nonzero = [(v, c) for v, c in e.args if v != 0]

@@ -87,14 +87,22 @@ def steps_of(program: TensorModel) -> Steps | None:
 
 
 def display_names(steps: Steps) -> dict:
-    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]})."""
+    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]}), k in
+    the order the model made its steps (the symbols' creation order: ``linear(x, W)``'s rows
+    0, 1, ... get 1, 2, ..., whatever order the program lists them in)."""
     seen: dict[str, int] = {}
     names = {}
-    for n in steps.nodes:
+    for n in made_order(steps):
         base = getattr(n.symbol, "label", None) or n.kind
         seen[base] = seen.get(base, 0) + 1
         names[n.symbol] = base if seen[base] == 1 else f"{base}#{seen[base]}"
-    return names
+    return {n.symbol: names[n.symbol] for n in steps.nodes}
+
+
+def made_order(steps: Steps) -> list[FrontStep]:
+    """The steps in the order the model made them (their symbols' creation order, a
+    topological order): how a reader wrote the model, whatever order the program lists."""
+    return sorted(steps.nodes, key=lambda n: getattr(n.symbol, "dummy_index", 0))
 
 
 def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
@@ -156,12 +164,13 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
     """Forward pass, local derivatives, chain rule, textbook adjoints and the simplified
     gradient of a program of scalar steps (values beside them with ``values``)."""
     fwd = Section("Forward pass")
-    for n in steps.nodes:
+    made = made_order(steps)  # numbered (display_names) and listed in the model's order
+    for n in made:
         fwd.lines.append(Line(n.symbol, n.expr, fmt(values, n.symbol)))
     active = steps.active()
     loc = Section("Local derivatives")
     local: dict[tuple, sp.Expr] = {}
-    for n in steps.nodes:
+    for n in made:
         for u in n.operands:
             if u in active:
                 local[(n.symbol, u)] = d = local_derivative(n, u)
@@ -180,7 +189,9 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
             composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
                                 for path in paths])
             lhs = sp.Derivative(out, p, evaluate=False)
-            chain.lines.append(Line(lhs, product, max_terms=2 if len(paths) > 2 else MAX_TERMS))
+            if any(len(path) > 2 for path in paths):  # one step: dL/dw = dL/dw says nothing
+                chain.lines.append(Line(lhs, product,
+                                        max_terms=2 if len(paths) > 2 else MAX_TERMS))
             chain.lines.append(Line(lhs, composed, fmt_expr(values, composed)))
         expr = sp.diff(flat, p) if len(steps.nodes) <= SIMPLIFIED_STEPS else None
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
@@ -245,7 +256,7 @@ def fmt(values: dict | None, sym) -> str | None:
 
 
 def fmt_expr(values: dict | None, expr) -> str | None:
-    if values is None:
+    if values is None or sp.sympify(expr).is_Number:  # a number's value is itself (1 = 1)
         return None
     try:
         with mpmath.workdps(50):

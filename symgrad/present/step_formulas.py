@@ -33,7 +33,7 @@ from .tensor_formulas import Names, hidden, node_line
 
 MAX_FAMILIES = 40  # kinds of steps shown; the rest are counted
 MAX_CHAIN_RULE = 30  # programs up to this many steps get the chain rule on their steps
-LAYER_NOTE = "δ_v = ∂L/∂v; H is the Heaviside step, ∘ the elementwise product"
+LAYER_NOTE = "δ_v = ∂L/∂v; θ is the Heaviside step, ∘ the elementwise product"
 
 
 class View:

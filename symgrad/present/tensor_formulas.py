@@ -139,8 +139,14 @@ def _rhs(node: Node, names: Names, out: str):
             body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
         return body
     if node.op == "map":
-        return rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
+        expr = rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
                       {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
+        ones = {names.raw(o, index_letters(o.shape, out)) for o in a if _is_one(o)}
+        if ones and isinstance(expr, sp.Mul):  # a factor 1 (the seed dL/dL) is not shown:
+            rest = [f for f in expr.args if f not in ones]  # v = f(z), not v = f(z) 1
+            expr = (sp.Mul(*rest, evaluate=False) if len(rest) > 1 else
+                    rest[0] if rest else sp.S.One)
+        return expr
     if node.op in ("sum", "max"):
         axes = node.attrs["axes"]
         full = free_symbols_of(out, node, a[0])
@@ -169,6 +175,14 @@ def _rhs(node: Node, names: Names, out: str):
             f"axes permuted {node.attrs.get('perm')}", "broadcast": f"broadcast to {node.shape}",
             "scatter_add": "rows added by id"}.get(node.op, node.op)
     return Ref(rf"{names.tex(a[0], '')}\ \text{{{what}}}", f"{names.text(a[0], '')} {what}")
+
+
+def _is_one(node: Node) -> bool:
+    """Whether ``node`` (through squeezes) is the scalar constant 1."""
+    while _squeeze(node):
+        node = node.args[0]
+    return (node.op == "const" and node.attrs["value"].shape == ()
+            and float(node.attrs["value"]) == 1.0)
 
 
 def free_symbols_of(out: str, node: Node, arg: Node) -> str:

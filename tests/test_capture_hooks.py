@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import symgrad as sg
 from symgrad.capture.captured import capture
 from symgrad.errors import SymgradError
+from tests.clients import tiny_gpt
+from tests.gptmodels import book
 
 
 def _net():
@@ -91,3 +93,23 @@ def test_a_post_accumulate_grad_hook_is_refused_in_one_line_naming_the_parameter
     msg = str(err.value)
     assert "\n" not in msg and "'2.bias'" in msg and "register_post_accumulate_grad_hook" in msg
     assert "remove it" in msg
+
+
+def test_the_gpt_layout_path_carries_a_hook_and_names_the_parameter():
+    from_cfg = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2,
+                "n_layers": 1, "drop_rate": 0.1, "qkv_bias": False}
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        module = book.GPTModel(from_cfg).double()
+    name = "trf_blocks.0.ff.layers.0.weight"
+    module.get_parameter(name).register_hook(lambda g: g * (1 + 1e-9))
+    r = sg.verify(tiny_gpt(from_cfg), module=module, samples=2, seed=0)
+    assert r.verdict == "fail", r
+    assert {f.output.split("[")[0] for f in r.findings("failures") if f.backend == "module"} \
+        == {f"d/d{name}"}
+    module.get_parameter(name)._backward_hooks.clear()
+    module.get_parameter(name).register_hook(lambda g: g)
+    assert sg.verify(tiny_gpt(from_cfg), module=module, samples=2, seed=0).ok
+    with pytest.raises(SymgradError, match=r"'out_head\.weight' has a post-accumulate-grad hook"):
+        module.get_parameter("out_head.weight").register_post_accumulate_grad_hook(print)
+        sg.verify(tiny_gpt(from_cfg), module=module, samples=2, seed=0)

@@ -60,6 +60,18 @@ def test_sg_gradcheck_catches_a_hook_and_names_the_parameter():
     assert re.search(r"gradient with respect to 2\.weight\[\d+, \d+\]", str(err.value))
 
 
+def test_a_hook_on_a_function_input_is_seen_by_gradcheck_as_by_torchs():
+    x = _data()[0].requires_grad_(True)
+    x.register_hook(lambda g: g * 1.5)
+    f = lambda x: torch.tanh(x).sum()  # noqa: E731
+    assert not torch.autograd.gradcheck(f, (x,), raise_exception=False)  # torch sees it too
+    with pytest.raises(sg.GradcheckError, match=r"with respect to x\["):
+        sg.gradcheck(f, (x,))
+    y = _data()[0].requires_grad_(True)
+    y.register_hook(lambda g: g)
+    assert sg.gradcheck(f, (y,)) and len(y._backward_hooks) == 1
+
+
 @pytest.mark.parametrize("hook", [lambda g: g, lambda g: None])
 def test_an_identity_hook_passes_and_the_users_hooks_are_left_as_they_were(hook):
     net = _net()

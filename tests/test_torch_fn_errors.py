@@ -16,6 +16,8 @@ import torch.nn as nn
 import symgrad as sg
 from symgrad.config import VerifyConfig
 from symgrad.errors import SymgradError
+from tests.clients import tiny_gpt
+from tests.gptmodels import book
 
 W1 = sg.matrix("W1", 5, 4)
 X = sg.matrix("x", 4)
@@ -86,3 +88,20 @@ def test_a_modules_forward_that_raises_names_its_line_and_the_inputs_shapes():
                         r"and mat2 shapes cannot be multiplied \(2x4 and 5x4\) \(at "
                         rf"test_torch_fn_errors\.py:{line}, in forward\); check inputs= "
                         r"\(shapes \(2, 4\)\)", msg), msg
+
+
+class BadGPT(book.GPTModel):
+    def forward(self, in_idx):
+        w = self.out_head.weight.T  # (4, 6)
+        return super().forward(in_idx) @ w  # the bug: logits (3, 6) @ (4, 6)
+
+
+def test_the_gpt_layout_paths_module_raising_names_its_line():
+    cfg = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
+           "drop_rate": 0.0, "qkv_bias": False}
+    with pytest.raises(SymgradError) as err:
+        sg.verify(tiny_gpt(cfg), module=BadGPT(cfg).double(), samples=2)
+    msg = str(err.value)
+    line = _line(BadGPT.forward, "# the bug")
+    assert "the module raised RuntimeError: mat1 and mat2 shapes cannot be multiplied" in msg
+    assert f"(at test_torch_fn_errors.py:{line}, in forward)" in msg and "\n" not in msg, msg

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backends.torch import TORCH_DTYPES
+from ..backends.torch import TORCH_DTYPES, user_frame
 from ..capture.hooks import carry, refuse_post_accumulate, tensor_hooks
 from ..errors import SymgradError
 from ..model import Model
@@ -248,8 +248,10 @@ def probe(fn: Callable, model: Model, plan: Plan, *, seed: int, dtype: str,
     except SymgradError as exc:
         raise SymgradError(f"{head}: {exc}") from None
     except Exception as exc:
+        where = user_frame(exc)
         raise SymgradError(f"{head}, the module raised {type(exc).__name__}: "
-                           f"{_short(exc)} (symgrad calls module(ids) with ids a LongTensor "
+                           f"{_short(exc)}{f' (at {where})' if where else ''} "
+                           f"(symgrad calls module(ids) with ids a LongTensor "
                            f"of shape (1, {tensors['ids'].shape[0]}), parameters as {dtype})"
                            ) from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.export.graph_signature import InputKind
 
-from ..backends.torch import user_error
+from .usercode import user_error
 from ..errors import SymgradError
 
 PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
@@ -158,7 +158,7 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
     buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
     ``SymgradError`` naming the options to check (``train=`` too where ``has_train``: the
     caller has that option and the module ran in train mode) and the user's own frame that
-    raised (``backends.torch.user_error``, as for a ``torch_fn``)."""
+    raised (``usercode.user_error``, as for a ``torch_fn``)."""
     module = call.fn if isinstance(call.fn, torch.nn.Module) else None
     saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
     try:

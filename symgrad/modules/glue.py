@@ -31,7 +31,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ..backends.torch import TORCH_DTYPES, user_frame
+from ..backends.torch import TORCH_DTYPES
+from ..capture.usercode import user_frame
 from ..capture.hooks import carry, refuse_post_accumulate, tensor_hooks
 from ..errors import SymgradError
 from ..model import Model

@@ -19,6 +19,7 @@ import torch
 
 from .. import functions
 from ..codegen import Target
+from ..capture.usercode import user_error
 from ..errors import SymgradError
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
@@ -184,6 +185,11 @@ def exact_math():
 
 
 # ---------------------------------------------------------------- the user's torch code
+def _received(names: Sequence[str], tensors: Sequence[torch.Tensor]) -> str:
+    """``W1 (5, 4), x (4,)``: each argument's name and shape."""
+    return ", ".join(f"{n} {tuple(t.shape)}" for n, t in zip(names, tensors))
+
+
 def check_torch_fn(fn: Callable, block_names: Sequence[str]) -> list[str]:
     """The argument names of ``fn``; they must be exactly the model's block names."""
     if not callable(fn):
@@ -253,7 +259,8 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
     name = getattr(fn, "__name__", type(fn).__name__)
     with exact_math():
         if batching == "loop":
-            grads, value = _loop(per_sample, params, inputs, n, name)  # a list: _flatten
+            grads, value = _loop(per_sample, params, inputs, n, name,
+                                 param_names + input_names)  # a list: _flatten
             return _flatten(value, grads, n), "loop"  # releases its blocks (not a copy's)
         try:
             gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
@@ -262,7 +269,8 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
         except SymgradError:
             raise
         except Exception as exc:  # vmap cannot trace it: one sample at a time
-            grads, value = _loop(per_sample, params, inputs, n, name)
+            grads, value = _loop(per_sample, params, inputs, n, name,
+                                 param_names + input_names)
             grads, mode = list(grads), f"loop (vmap: {type(exc).__name__})"
     return _flatten(value, grads, n), mode
 
@@ -282,20 +290,39 @@ def _flatten(value, grads: list, n) -> np.ndarray:
     return out
 
 
-def _loop(per_sample, params, inputs, n, name="torch_fn"):
+def _loop(per_sample, params, inputs, n, name="torch_fn", names=()):
     """Value and gradients one sample at a time; each sample's parameters are detached views
     of ``params`` (a leaf that requires grad cannot be changed in place: no copy needed), and
     each parameter's gradients are stacked and released block by block (GPT-2: no second and
-    third whole-model copy)."""
+    third whole-model copy). An exception in the user's code (forward or backward) is one
+    ``SymgradError`` line naming its own frame and the shapes it was given (``names``: the
+    arguments' names, parameters first)."""
     grads_all, values = [], []
+    check = ("its code against those shapes (one sample each, no batch dimension: the "
+             "model's block shapes)")
     for i in range(n):
         ps = [p[i].detach().requires_grad_(True) for p in params]
-        value, _ = per_sample(*ps, *[v[i] for v in inputs])
+        args = [*ps, *[v[i] for v in inputs]]
+        try:
+            value, _ = per_sample(*args)
+        except SymgradError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the user's code on symgrad's blocks
+            raise SymgradError(user_error(f"torch_fn {name!r}", exc, check,
+                                          _received(names, args))) from None
         if not value.requires_grad:
             raise SymgradError(f"torch_fn {name!r} returned a loss that does not depend on the "
                                "parameters (detached, a constant, or computed under "
                                "torch.no_grad / via .item()); return the loss tensor itself")
-        gs = torch.autograd.grad(value, ps, allow_unused=True)
+        try:
+            gs = torch.autograd.grad(value, ps, allow_unused=True)
+        except SymgradError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a custom Function's backward, a hook
+            raise SymgradError(user_error(f"the backward of torch_fn {name!r}", exc,
+                                          "its backward (a custom autograd.Function's, a "
+                                          "hook's) against those shapes",
+                                          _received(names, args))) from None
         grads_all.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, ps)])
         values.append(value.detach())
         del ps, gs, value

@@ -27,6 +27,7 @@ from ..errors import SymgradError
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, add_all, const, einsum
 from .export import Call, Slot, arg_names, display_name, export, slots as graph_slots
+from .hooks import carry, refuse_post_accumulate, tensor_hooks
 from .walk import leaf, walk
 
 _L = "abcdefghijklmnop"
@@ -60,13 +61,16 @@ class Captured:
         cots = self.cotangents
         other_call = Call(other, self.call.template, self.call.loss,
                           self.call.n_targets) if other is not None else None
+        hooks = self.hooks()  # the user's own tensor hooks, carried onto the substitutes
 
         def fn(**blocks: torch.Tensor) -> torch.Tensor:
-            tensors = tuple(blocks.get(s.name, s.value) for s in args)
+            tensors = tuple(carry(blocks.get(s.name, s.value), hooks.get(s.key, []))
+                            for s in args)
             if other_call is not None:
                 outs = tree_leaves(other_call(*tensors))
             else:
-                overrides = {s.key: blocks.get(s.name, s.value) for s in state}
+                overrides = {s.key: carry(blocks.get(s.name, s.value), hooks.get(s.key, []))
+                             for s in state}
                 outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
             if len(outs) != len(cots):
                 raise SymgradError(f"{self.model.name}: returned {len(outs)} tensors, its "
@@ -81,6 +85,19 @@ class Captured:
             return sum(parts[1:], parts[0])
         fn.__name__ = self.model.name
         return fn
+
+    def hooks(self) -> dict[Any, list[Callable]]:
+        """Slot key -> the ``register_hook`` hooks on the user's own tensor there (a
+        module's parameter, a tensor argument); only those with hooks."""
+        real = dict(self.call.named_parameters(remove_duplicate=False))
+        out = {}
+        for s in self.slots:
+            t = (self.call.template[self.call.slots[s.key]] if s.source == "arg"
+                 else real.get(s.key) if s.source == "state" else None)
+            found = tensor_hooks(t) if isinstance(t, torch.Tensor) else []
+            if found:
+                out[s.key] = found
+        return out
 
     def at(self, samples: int = 1, seed: int = 0, vary: Sequence[str] | None = None) -> dict:
         """Samples for ``sg.verify(..., at=)``: sample 0 is the example point; the others
@@ -126,6 +143,10 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         A ``Captured``: ``.model`` (a ``TensorModel``), ``.torch_fn()``, ``.at()``.
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
+    own = list(fn.named_parameters()) if isinstance(fn, torch.nn.Module) else []
+    arg_label = list(names) if names is not None else arg_names(fn, len(args))
+    refuse_post_accumulate(own + list(zip(arg_label, args)),
+                           who or f"capture({display_name(fn)!r})")
     call, ep = export(fn, args, loss, n_targets, who, has_train=has_train)
     tensors = [args[i] for i in call.slots]
     names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from torch.export.graph_signature import InputKind
 
+from .usercode import user_error
 from ..errors import SymgradError
 
 PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
@@ -156,14 +157,14 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
     """Run ``call`` once on its example tensors (no grad; the global RNG and a module's
     buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
     ``SymgradError`` naming the options to check (``train=`` too where ``has_train``: the
-    caller has that option and the module ran in train mode)."""
+    caller has that option and the module ran in train mode) and the user's own frame that
+    raised (``usercode.user_error``, as for a ``torch_fn``)."""
     module = call.fn if isinstance(call.fn, torch.nn.Module) else None
     saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
     try:
         with torch.no_grad(), torch.random.fork_rng(devices=[]):
             call(*tensors)
     except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
-        first = (str(exc).strip().splitlines() or [""])[0][:200]
         k = len(call.template) - call.n_targets
         targets = ("shapes " + _shapes(call.template[k:]) if k < len(call.template)
                    else "none given")
@@ -171,8 +172,7 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
             f" / targets= ({targets}) / loss=" if call.loss is not None else "")
         if module is not None and module.training and has_train:
             check += " / train= (the module ran in train mode)"
-        raise SymgradError(f"{who}: running it on inputs= raised {type(exc).__name__}: "
-                           f"{first.rstrip('.')}; check {check}") from None
+        raise SymgradError(user_error(f"{who}: running it on inputs=", exc, check)) from None
     finally:
         if module is not None:
             with torch.no_grad():

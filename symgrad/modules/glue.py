@@ -1,7 +1,8 @@
 """The user's nn.Module as a per-sample torch function of symgrad's blocks, and its fail-fast probe.
 
 One sample: the module's parameters are assembled from the blocks (``Plan.assemble``) and loaded
-with ``torch.func.functional_call``; the module is called as ``module(ids[None])`` (with
+with ``torch.func.functional_call`` (the user's ``register_hook`` hooks on a parameter carried
+onto its substitute: ``capture.hooks``); the module is called as ``module(ids[None])`` (with
 ``targets=`` too when its forward takes ``targets``, as nanoGPT's does, so that it returns every
 position's logits); the loss is the mean next-token cross-entropy of the logits (``.logits``
 when the output is an object, the first tensor of a tuple), or the user's ``loss(output,
@@ -31,6 +32,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backends.torch import TORCH_DTYPES
+from ..capture.usercode import user_frame
+from ..capture.hooks import carry, refuse_post_accumulate, tensor_hooks
 from ..errors import SymgradError
 from ..model import Model
 from .mapping import Plan
@@ -192,6 +195,9 @@ def module_fn(model: Model, module: nn.Module, plan: Plan, mcfg: ModuleConfig,
     T = blocks["ids"].shape[0]
     V = next((b.shape[0] for b in model.param_blocks if b.name == "tok_emb"), None)
     takes_targets = _takes(module, "targets")
+    refuse_post_accumulate(module.named_parameters(), "verify(module=)")
+    hooks = {n: tensor_hooks(p) for n, p in module.named_parameters()}  # the user's own
+    #   register_hook hooks, carried onto the assembled substitutes (what .grad would get)
 
     def forward(params, ids, targets):
         kwargs = {"targets": targets[None]} if takes_targets else {}
@@ -199,7 +205,7 @@ def module_fn(model: Model, module: nn.Module, plan: Plan, mcfg: ModuleConfig,
     call = wrap(forward) if wrap is not None else forward
 
     def fn(**b):
-        params = plan.assemble(b)
+        params = {n: carry(v, hooks.get(n, [])) for n, v in plan.assemble(b).items()}
         masks = [(site, torch.stack([b[n] for n in names]) if len(names) > 1 else b[names[0]])
                  for site, names in sites]
         icpt = _Intercept(masks, mcfg.drop_rate, mcfg.train, module)
@@ -243,8 +249,10 @@ def probe(fn: Callable, model: Model, plan: Plan, *, seed: int, dtype: str,
     except SymgradError as exc:
         raise SymgradError(f"{head}: {exc}") from None
     except Exception as exc:
+        where = user_frame(exc)
         raise SymgradError(f"{head}, the module raised {type(exc).__name__}: "
-                           f"{_short(exc)} (symgrad calls module(ids) with ids a LongTensor "
+                           f"{_short(exc)}{f' (at {where})' if where else ''} "
+                           f"(symgrad calls module(ids) with ids a LongTensor "
                            f"of shape (1, {tensors['ids'].shape[0]}), parameters as {dtype})"
                            ) from None
     if not isinstance(loss, torch.Tensor) or loss.numel() != 1:

@@ -358,55 +358,6 @@ def test_interacting_kinks_beyond_enumeration():
     assert "interact" in c.undecided[0] and "enclosure" in c.undecided[0]
 
 
-def _max_relu(n: int = 8):
-    a, b, c, v = (sp.symbols(f"{s}0:{n}") for s in "abcv")
-    loss = sum(sp.Max(sp.Max(a[i], b[i], c[i]), 0) * v[i] for i in range(n))
-    m = sg.Model("max_relu", loss, params=[*a, *b, *c], inputs=list(v))
-    at = {f"{s}{i}": [0.0] for s in "abc" for i in range(n)}
-    at.update({f"v{i}": [float(i + 1)] for i in range(n)})
-    return m, at
-
-
-def max_relu_fn(maximum):
-    """The 8 windows' torch code with ``maximum(a, b, c)`` (also a gate row)."""
-    def fn(**kw):
-        return sum(torch.where(h >= 0, h, 0 * h) * kw[f"v{i}"] for i in range(8)
-                   for h in [maximum(kw[f"a{i}"], kw[f"b{i}"], kw[f"c{i}"])])
-    return fn
-
-
-def torch_maximum3(a, b, c):
-    return torch.maximum(torch.maximum(a, b), c)
-
-
-class AllTied(torch.autograd.Function):
-    """max of three whose backward hands the whole gradient to every tied argument."""
-
-    @staticmethod
-    def forward(ctx, a, b, c):
-        return torch.maximum(torch.maximum(a, b), c)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g, g, g
-
-
-@pytest.mark.parametrize("maximum, ok", [
-    (torch_maximum3, True),  # 1/4, 1/4, 1/2
-    (AllTied.apply, False)])
-def test_max_ties_feeding_relus_beyond_enumeration(maximum, ok):
-    """8 windows relu(max(a, b, c)) * v at a 4-way tie (with relu's 0): 4^8 combinations,
-    each window's kinks interact (a group, enumerated), windows are separable: decided exactly."""
-    m, at = _max_relu()
-    r = sg.verify(m, at={k: np.array(v) for k, v in at.items()}, torch_fn=max_relu_fn(maximum))
-    assert r.ok == ok, str(r)
-    # the sides' grouping (separable windows): test_program_kinks::
-    # test_max_ties_feeding_relus_are_separable_windows
-    if not ok:
-        f = [f for f in r.failures if f.backend == "torch_fn"][0]
-        assert "convex combination" in f.note
-
-
 def test_separable_combination_per_key_and_jointly():
     from symgrad.compare import separable_combination
     # base (0, 0, 0); key 0 moves entry 0 by 1; key 1 moves entries 1 and 2 by (1, -1)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import mpmath
 import numpy as np
 import pytest
 import sympy as sp
@@ -115,50 +114,3 @@ def test_planted_sign_flip_is_caught_and_its_twin_passes_on_the_program():
     assert bad.verdict == "fail"
     assert any(f.output == "d/dA[1,2]" for f in bad.failures), [f.output for f in bad.failures]
 
-
-# ------------------------------------------------------------ tensor = sympy.diff to 40 digits
-# (from tests/test_gate.py, retired with the scalar GPT builder: each zoo model's tensor
-# gradient program, evaluated in 60-digit mpmath, equals sympy.diff of the scalar loss)
-DPS = 60
-ZOO = [n for n in zoo.names() if n != "tiny_gpt"]
-
-
-def _sympy_gradient(model, point: dict) -> list:
-    """Loss and d loss / d param of the scalar loss at 60 digits: sympy.diff of the expanded
-    loss for small models; for the others sympy.diff of every step (its local derivatives)
-    chained in reverse, at the point (the expanded attention loss takes minutes to diff)."""
-    val = {model.real[s]: sp.Float(float(v), DPS)
-           for b in model.blocks for s, v in zip(b.symbols, np.ravel(point[b.name]))}
-    if len(model.params) <= 8:
-        loss = model.graph.expand()
-        return [sp.N(e.xreplace(val), DPS)
-                for e in [loss] + [sp.diff(loss, p) for p in model.params]]
-    for n in model.graph.nodes:
-        val[n.symbol] = sp.N(n.expr.xreplace(val), DPS)
-    adj = {model.graph.output.symbol: sp.Float(1, DPS)}
-    for n in reversed(model.graph.nodes):
-        a = adj.pop(n.symbol, None)
-        if a is None:
-            continue
-        for s in n.operands:
-            d = sp.N(sp.diff(n.expr, s).xreplace(val), DPS)
-            adj[s] = adj.get(s, 0) + a * d
-    return [val[model.graph.output.symbol]] + [sp.N(adj.get(p, 0), DPS) for p in model.params]
-
-
-@pytest.mark.parametrize("name", ZOO)
-def test_tensor_gradient_equals_sympy_diff_to_40_digits(name):
-    model = zoo.get(name)
-    program = to_program(model)
-    values = program.draw(2, np.random.default_rng(7), "float64")
-    for s in range(2):
-        one = {k: v[s:s + 1] for k, v in values.items()}
-        outs = evaluate(program.gradient.outputs, MpmathOps(DPS), one)
-        got = [v for o in outs for v in np.asarray(o, dtype=object).reshape(-1)]
-        want = _sympy_gradient(model, {k: v[0] for k, v in one.items()})
-        assert len(got) == len(want) == 1 + program.n_parameters
-        with mpmath.workdps(DPS):
-            for i, (g, w) in enumerate(zip(got, want)):
-                w = mpmath.mpf(str(w))
-                scale = max(abs(w), mpmath.mpf(1))
-                assert abs(g - w) <= scale * mpmath.mpf(10) ** -40, (name, s, i, g, w)

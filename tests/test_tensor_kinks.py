@@ -192,6 +192,18 @@ def test_thirty_two_relus_at_zero_are_separable_and_decided_exactly():
     assert bad.verdict == "fail", bad
 
 
+def _at_zero(slope, extra=0.0):
+    """Two ReLU layers (W x, then V1 h) whose backward at exactly 0 takes ``slope`` (0: torch's
+    relu), plus ``extra`` on unit 0 of the first layer (another side at its kink)."""
+    def fn(W, V1, x):
+        z = W @ x
+        h = torch.relu(z) + slope * (z - z.detach()) * (z == 0)
+        u = V1 @ h
+        return ((torch.relu(u) + slope * (u - u.detach()) * (u == 0)).sum() + (W * W).sum()
+                + extra * (z[0] - z[0].detach()))
+    return fn
+
+
 def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
     """Two ReLU layers at 0: the kinks interact (every unit of one layer with every unit of the
     next). torch.relu (every unit on its first side) is in the evaluated hull: pass; a backward
@@ -201,19 +213,11 @@ def test_stacked_relu_layers_at_zero_are_judged_by_hull_and_enclosure():
     with the reason."""
     at = {"W": np.zeros((1, 8, 3)), "V1": np.ones((1, 8, 8)), "x": np.ones((1, 3))}
 
-    def at_zero(slope, extra=0.0):
-        def fn(W, V1, x):
-            z = W @ x
-            h = torch.relu(z) + slope * (z - z.detach()) * (z == 0)
-            u = V1 @ h
-            return ((torch.relu(u) + slope * (u - u.detach()) * (u == 0)).sum() + (W * W).sum()
-                    + extra * (z[0] - z[0].detach()))
-        return fn
     m = _wide(8, 2)
-    r = sg.verify(m, torch_fn=at_zero(0.0), at=at)
+    r = sg.verify(m, torch_fn=_at_zero(0.0), at=at)
     assert r.verdict == "pass", r
-    assert sg.verify(m, torch_fn=at_zero(1000.0), at=at).verdict == "fail"
-    one = sg.verify(m, torch_fn=at_zero(0.0, 2.0), at=at)
+    assert sg.verify(m, torch_fn=_at_zero(1000.0), at=at).verdict == "fail"
+    one = sg.verify(m, torch_fn=_at_zero(0.0, 2.0), at=at)
     c = one.comparisons["torch_fn"]
     assert one.verdict == "inconclusive" and "interact" in c.undecided[0], one
 
@@ -229,18 +233,10 @@ def test_sides_over_their_memory_budget_take_the_base_and_the_search(monkeypatch
     monkeypatch.setattr(sides, "MAX_SIDE_BYTES", 1024)
     at = {"W": np.zeros((1, 8, 3)), "V1": np.ones((1, 8, 8)), "x": np.ones((1, 3))}
 
-    def at_zero(slope, extra=0.0):
-        def fn(W, V1, x):
-            z = W @ x
-            h = torch.relu(z) + slope * (z - z.detach()) * (z == 0)
-            u = V1 @ h
-            return ((torch.relu(u) + slope * (u - u.detach()) * (u == 0)).sum() + (W * W).sum()
-                    + extra * (z[0] - z[0].detach()))
-        return fn
     m = _wide(8, 2)
-    assert sg.verify(m, torch_fn=at_zero(0.0), at=at).verdict == "pass"
-    assert sg.verify(m, torch_fn=at_zero(1000.0), at=at).verdict == "fail"
-    r = sg.verify(m, torch_fn=at_zero(0.0, 2.0), at=at)
+    assert sg.verify(m, torch_fn=_at_zero(0.0), at=at).verdict == "pass"
+    assert sg.verify(m, torch_fn=_at_zero(1000.0), at=at).verdict == "fail"
+    r = sg.verify(m, torch_fn=_at_zero(0.0, 2.0), at=at)
     c = r.comparisons["torch_fn"]
     assert r.verdict == "inconclusive" and "GiB" in c.undecided[0], r
 

@@ -30,8 +30,20 @@ class _Parser(argparse.ArgumentParser):
     """argparse with symgrad's one-line errors: bad usage prints ``symgrad verify: error: ...``
     and where to read the usage, never the usage block itself (exit 2)."""
 
+    subcommands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+    def parse_args(self, args=None, namespace=None):  # type: ignore[override]
+        """As argparse's, but an unknown option is reported by the subcommand it followed
+        (``symgrad verify: error: unrecognized arguments: --x (see symgrad verify --help)``),
+        where argparse leaves it to the top-level parser."""
+        parsed, extras = self.parse_known_args(args, namespace)
+        if extras:
+            owner = getattr(self, "subcommands", {}).get(getattr(parsed, "command", None), self)
+            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+        return parsed
 
 
 def _count(what: str) -> Callable[[str], int]:
@@ -120,6 +132,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file")
     e.add_argument("--tokens", type=int, default=None,
                    help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
+    p.subcommands = dict(sub.choices)
     return p
 
 

@@ -228,6 +228,15 @@ def test_bad_usage_is_one_line_and_exit_2(argv, capsys):
     assert err[0].startswith("symgrad") and "error: " in err[0] and "--help" in err[0]
 
 
+@pytest.mark.parametrize("command", ["verify", "report", "explain"])
+def test_an_unknown_option_points_at_its_subcommands_help(command, capsys):
+    """`symgrad verify neuron --frobnicate`: the subcommand names it and its own --help."""
+    assert main([command, "neuron", "--frobnicate"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"symgrad {command}: error: unrecognized arguments: --frobnicate "
+                   f"(see symgrad {command} --help)"), err
+
+
 def test_report_order_2_writes_its_own_set_and_leaves_the_first_order_one(tmp_path, capsys):
     """`report --order 2`: the Hessian-vector products' report set in OUT/order2/ (atomically,
     as the first-order set); the first-order files in OUT/ are not touched."""

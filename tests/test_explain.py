@@ -31,6 +31,20 @@ def test_simplenet_is_explained_layer_by_layer():
     assert r"\frac{\partial L}{\partial W^{(1)}} = \delta_{h} x^{T}" in md
 
 
+def test_tanh_local_derivative_is_its_declared_one_minus_t_squared():
+    """tanh's own partial 1 - t^2 is printed as declared (sympy.factor made it
+    -(1 + t)(-1 + t)); sigmoid's keeps its factored form, so the neuron's dL/dz = a - y."""
+    u, v = sp.symbols("u v")
+    m = sg.Model("tanh_sq", (sg.ops.tanh(u * v) - 1) ** 2, params=[u], inputs=[v])
+    md = sg.explain(m).markdown()
+    local = [ln for ln in md.splitlines() if ln.startswith(r"$$ \frac{\partial \mathrm{tanh}}")]
+    assert local == [r"$$ \frac{\partial \mathrm{tanh}}{\partial z} = 1 - \mathrm{tanh}^{2} $$"], \
+        local
+    assert r"\left(1 + \mathrm{tanh}\right) \left(-1 + \mathrm{tanh}\right)" not in md
+    neuron = sg.explain(zoo.get("neuron")).markdown()
+    assert r"\frac{\partial a}{\partial z} = - \left(-1 + a\right) a" in neuron
+
+
 def test_html_uses_mathml_and_jupyter_reprs():
     e = sg.explain(zoo.get("chain_rule"), at={"x": 0.5})
     assert "<math" in e.html() and "<math" in e._repr_html_()

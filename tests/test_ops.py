@@ -118,3 +118,27 @@ def test_order_2_of_the_zoo_neuron_at_a_zero_logit_passes():
         c = r.comparisons[name]
         assert not np.isin(c.status, FAILING).any(), (name, c.status, c.got, c.expected)
     assert r.verdict == "pass", r.verdict
+
+
+def test_an_unlabelled_elementwise_op_on_a_matrix_is_still_a_layer():
+    """``ops.tanh`` on a matrix without ``label=`` tags its Group (named after its operand,
+    ``tanh_W1_out``, as dense after its weight): the textbook form has one delta per layer,
+    dL/dW2 and dL/db2 included (untagged, the second dense's rules were dropped)."""
+    from symgrad.report import gradient_formulas
+    X, t = sg.matrix("x", 4, 1), sg.matrix("t", 4)
+    W1, b1, W2, b2 = sg.matrix("W1", 3, 1), sg.matrix("b1", 3), sg.matrix("W2", 2, 3), \
+        sg.matrix("b2", 2)
+    h = ops.tanh(ops.dense(X, W1, b1))
+    assert h[0, 0].group.op == "tanh" and h[0, 0].group.label == "tanh_W1_out"
+    assert h[0, 0].group.operands == ("W1_out",) and h[0, 0].group.shape == (4, 3)
+    m = sg.Model("mlp_unlabelled", ops.cross_entropy(ops.dense(h, W2, b2), t),
+                 params=[W1, b1, W2, b2], inputs=[X, t])
+    title, lines = gradient_formulas(m)[0]
+    assert title == "Textbook form: one delta per op (matrix notation)"
+    tex = [f.latex for f in lines]
+    for lhs in (r"\frac{\partial L}{\partial W^{(2)}} =", r"\frac{\partial L}{\partial b^{(2)}} =",
+                r"\delta_{\mathrm{tanh\_W1\_out}} =", r"\delta_{\mathrm{W1\_out}} =",
+                r"\frac{\partial L}{\partial W^{(1)}} =", r"\frac{\partial L}{\partial b^{(1)}} ="):
+        assert sum(line.startswith(lhs) for line in tex) == 1, (lhs, tex)
+    labelled = ops.tanh(ops.dense(X, W1, b1), label="h")  # a label of the user's still wins
+    assert labelled[0, 0].group.label == "h" and labelled[1, 2].label == "h_{1,2}"

@@ -206,8 +206,10 @@ def test_a_two_layer_dense_model_names_its_units_and_deltas():
     m = sg.Model("mlp", sg.ops.cross_entropy(sg.ops.dense(h, W2, b2), t),
                  params=[W1, b1, W2, b2], inputs={X: Normal(0, 1), t: Integers(0, 3)})
     tex = _report_tex(m)
-    assert r"\mathrm{tanh} &= \tanh{\left(\mathrm{W1\_out}_{0,0} \right)}" in tex  # forward
-    assert r"\mathrm{tanh}^{[6]} &= \tanh{\left(\mathrm{W1\_out}_{1,2} \right)}" in tex
+    # the unlabelled tanh is a layer named after its operand (forward in matrix notation)
+    assert (r"\mathrm{tanh\_W1\_out} = \tanh{\left(\mathrm{W1\_out} \right)} \quad (2 \times 3)"
+            in tex)
+    assert r"\mathrm{W2\_out} = \mathrm{tanh\_W1\_out} \left(W^{(2)}\right)^{T}" in tex
     assert r"\mathrm{nll}_{0} &= \mathrm{lse}_{0} - \mathrm{W2\_out}_{0,t_{0}}" in tex  # the pick
     assert r"\delta_{\mathrm{W1\_out}}^{T} x" in tex and "delta" not in tex.replace(
         r"\delta", "")

@@ -27,3 +27,16 @@ def test_load_errors():
     assert zoo.get("symgrad.zoo.tutorial:neuron").name == "neuron"
     tensor = zoo.get("symgrad.zoo.gpt2:tiny_gpt")  # a factory of a tensor program
     assert type(tensor).__name__ == "TensorModel" and tensor.n_parameters == 7136
+
+
+def test_a_misspelt_attribute_of_a_user_module_gets_a_suggestion(tmp_path, monkeypatch):
+    """``mlp:modle`` names the module's close attribute, as an unknown zoo name does."""
+    (tmp_path / "ux_mlp_typo.py").write_text(
+        "import sympy as sp, symgrad as sg\nw = sp.Symbol('w')\n"
+        "model = sg.Model('m', sp.sin(w), params=[w])\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SymgradError, match=r"has no attribute 'modle'; did you mean 'model'\?"):
+        zoo.get("ux_mlp_typo:modle")
+    with pytest.raises(SymgradError) as far:  # nothing close: no guess
+        zoo.get("ux_mlp_typo:qqqqqq")
+    assert "did you mean" not in str(far.value)

@@ -59,6 +59,8 @@ def _tag(out: sp.ImmutableMatrix, op: str, label: str | None, operands) -> sp.Im
 def _elementwise(f: Callable, x, label=None, op: str = ""):
     if isinstance(x, sp.MatrixBase):
         rows, cols = x.shape
+        if label is None and op:  # named after its operand (tanh_W1_out), as dense after W
+            label = f"{op}_{matrix_name(x)}"
         out = sp.ImmutableMatrix(rows, cols, [
             f(x[i, j], label=element_label(label, x.shape, i, j))
             for i in range(rows) for j in range(cols)])

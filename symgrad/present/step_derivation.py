@@ -35,6 +35,10 @@ from .notation import MAX_TERMS, latex
 MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
 MAX_SIMPLIFIED_SYMBOLS = 8  # ... and one of more free symbols is not simplified (factoring cost)
 SIMPLIFIED_STEPS = 12  # the whole gradient in closed form for programs of up to this many steps
+# ops whose declared partial is printed as declared: sympy.factor would turn tanh's 1 - t^2
+# into -(1 + t)(-1 + t); the others' factored forms read as before (sigmoid: -(-1 + a) a
+# factored keeps the neuron's dL/dz = a - y; log-sum-exp's softmax)
+AS_DECLARED = frozenset({"tanh"})
 TEXTBOOK_STEPS = 30  # the textbook adjoints for programs of up to this many steps
 
 
@@ -113,6 +117,8 @@ def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
     d = given if given is not None else sp.diff(node.expr, u)
     if isinstance(node.expr, sigma):
         d = d.subs(node.expr, node.symbol)
+    if given is not None and node.kind in AS_DECLARED:
+        return d
     return sp.factor(sp.together(d)) if d.count_ops() < 40 else d
 
 

@@ -113,7 +113,10 @@ def load(spec: str) -> Model:
     try:
         obj = getattr(module, attr)
     except AttributeError:
-        raise SymgradError(f"module {module_name!r} has no attribute {attr!r}") from None
+        public = [n for n in vars(module) if not n.startswith("_")]
+        close = difflib.get_close_matches(attr, public, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise SymgradError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
     if callable(obj) and not isinstance(obj, (Model, TensorModel)):
         obj = obj()
     if not isinstance(obj, (Model, TensorModel)):

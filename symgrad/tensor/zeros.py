@@ -5,6 +5,9 @@ Argument i *annihilates* f when f = 0 wherever x_i = 0 (f = x_i * g(...)). Decid
 distinct body (a structural key): numerically first (a probe point where f is a clear nonzero
 number with x_i = 0 rules it out), then by the substituted body being 0 as written, and only
 then by ``sympy.simplify`` (the rule before, and the same answer whenever simplify is right).
+The probes substitute numbers into a body once per argument; a subtree that holds no argument
+fixed to 0 is substituted once per body and probe and shared by the others (``_xreplace``: the
+same expression as sympy's ``xreplace``, a tenth of its time on the op catalogue's HVP bodies).
 
 >>> from symgrad.tensor.program import X
 >>> annihilators(X[0] * X[1] + X[0] ** 2, 2)

@@ -20,6 +20,7 @@ from symgrad.compare import FAILING, INCONCLUSIVE, KINK, OK
 from symgrad.tensor import sides
 from symgrad.tensor.front import to_program
 from symgrad.tensor.model import TensorModel
+from tests.test_kinks import GivenGrad, _tie_fn  # the three-way tie's torch_fn
 
 w, x = sp.symbols("w x")
 ONE = torch.ones(())
@@ -87,25 +88,6 @@ def test_a_wrong_slope_at_a_rounded_kink_is_caught(name, dtype):
 
 
 # ---------------------------------------------------------------- a three-way tie of max
-class GivenGrad(torch.autograd.Function):
-    """Forward: the value of ``y``; backward: hands ``weights * g`` to (w1, w2, w3)."""
-
-    @staticmethod
-    def forward(ctx, y, w1, w2, w3, weights):
-        ctx.weights = weights
-        return y.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        a, b, c = ctx.weights
-        return None, g * a, g * b, g * c, None
-
-
-def _tie_fn(weights):
-    def fn(w1, w2, w3):
-        y = torch.maximum(torch.maximum(w1, w2), w3).detach()
-        return 2 * GivenGrad.apply(y, w1, w2, w3, weights)
-    return fn
 
 
 W123 = sp.symbols("w1 w2 w3")

@@ -50,8 +50,7 @@ def b_map(node, vals, errs, value, count):
     k = len(vals)
     with np.errstate(all="ignore"):
         E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs, tie=TIE.get())
-    E = np.broadcast_to(np.asarray(E, dtype=np.float64), np.shape(value))
-    return np.where(np.isnan(E), np.inf, E)
+    return _finite_or_inf(np.asarray(E, dtype=np.float64), value)
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)
@@ -69,39 +68,53 @@ def s_map(node, vals, sig, value, count, n0):
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
-            own, parts = _stacked(fn, vals, sig, live)  # (reads TIE)
+            out = _stacked(fn, vals, sig, live)
+            own, parts = out[0], (out[q] - out[0] for q in range(1, len(live) + 1))
         else:
             own = np.asarray(fn(*vals, *([0.0] * k), tie=TIE.get()), dtype=np.float64)
             parts = (np.asarray(fn(*vals, *[sig[i] if j == i else 0.0 for j in range(k)],
                                    tie=TIE.get()),
                                 dtype=np.float64) - own for i in live)
-        sq = 0.0
-        for part in parts:
-            sq = sq + part * part
-        total = np.sqrt(sq) + own
-    total = np.broadcast_to(total, np.shape(value))
-    return np.where(np.isnan(total), np.inf, total)
+        total = _quadrature(own, parts)
+    return _finite_or_inf(total, value)
 
 
-def _stacked(fn: Callable, vals, sig, live: list) -> tuple[np.ndarray, list]:
-    """(the bound with no argument error, [the bound with only sigma_i, less it, per i in
-    ``live``]) from one call of ``fn``: variant 0 has no error, variant q only sigma_live[q-1]."""
-    m = len(live)
+def _stacked(fn: Callable, vals, sig, live: list, worst=None) -> np.ndarray:
+    """``fn`` at variants of the argument errors stacked on a new leading axis, in one call:
+    the worst-case errors ``worst`` (when given), then no error, then each sigma_i alone for i
+    in ``live``."""
+    lead = 0 if worst is None else 1
+    n = lead + 1 + len(live)
     errs = []
-    for j in range(len(sig)):
-        if j in live:
-            s = np.asarray(sig[j], dtype=np.float64)
-            e = np.zeros((m + 1,) + s.shape)
-            e[1 + live.index(j)] = s
-            errs.append(e)
-        else:
+    for j, s in enumerate(sig):
+        e = None if worst is None else np.asarray(worst[j], dtype=np.float64)
+        s = np.asarray(s, dtype=np.float64) if j in live else None
+        if e is None and s is None:
             errs.append(0.0)
+            continue
+        x = np.zeros((n,) + np.broadcast_shapes(*(a.shape for a in (e, s) if a is not None)))
+        if e is not None:
+            x[0] = e
+        if s is not None:
+            x[lead + 1 + live.index(j)] = s
+        errs.append(x)
     out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *errs, tie=TIE.get()),
                      dtype=np.float64)
-    out = np.broadcast_to(out, (m + 1,) + out.shape[1:]) if out.ndim else np.broadcast_to(
-        out, (m + 1,))
-    own = out[0]
-    return own, [out[q] - own for q in range(1, m + 1)]
+    return np.broadcast_to(out, (n,) + out.shape[1:]) if out.ndim else np.broadcast_to(out, (n,))
+
+
+def _quadrature(own, parts):
+    """sqrt(sum of the parts squared) + own (the parts summed in order)."""
+    sq = 0.0
+    for part in parts:
+        sq = sq + part * part
+    return np.sqrt(sq) + own
+
+
+def _finite_or_inf(x, value) -> np.ndarray:
+    """``x`` broadcast to ``value``'s shape, NaN (the bound undefined) as inf."""
+    x = np.broadcast_to(x, np.shape(value))
+    return np.where(np.isnan(x), np.inf, x)
 
 
 def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
@@ -113,27 +126,7 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     if (m + 2) * np.size(value) > STACK_UP_TO:
         return None
     fn = map_bound_fn(node.attrs["expr"], len(vals))
-    stacked = []
-    for j, (e, s) in enumerate(zip(errs, sig)):
-        e = np.asarray(e, dtype=np.float64)
-        s = np.asarray(s, dtype=np.float64) if j in live else None
-        x = np.zeros((m + 2,) + (e.shape if s is None else np.broadcast_shapes(e.shape,
-                                                                               s.shape)))
-        x[0] = e
-        if s is not None:
-            x[2 + live.index(j)] = s
-        stacked.append(x)
     with np.errstate(all="ignore"):
-        out = np.asarray(fn(*[np.asarray(v)[None] for v in vals], *stacked, tie=TIE.get()),
-                         dtype=np.float64)
-        out = np.broadcast_to(out, (m + 2,) + out.shape[1:]) if out.ndim else np.broadcast_to(
-            out, (m + 2,))
-        own = out[1]
-        sq = 0.0
-        for q in range(2, m + 2):
-            part = out[q] - own
-            sq = sq + part * part
-        total = np.sqrt(sq) + own
-    E = np.broadcast_to(out[0], np.shape(value))
-    total = np.broadcast_to(total, np.shape(value))
-    return np.where(np.isnan(E), np.inf, E), np.where(np.isnan(total), np.inf, total)
+        out = _stacked(fn, vals, sig, live, worst=errs)
+        total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
+    return _finite_or_inf(out[0], value), _finite_or_inf(total, value)

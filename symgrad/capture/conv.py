@@ -54,38 +54,28 @@ def _per_axis(v, n: int) -> list[int]:
 
 
 def _patches(x: Node, kernel: list[int], stride, padding, dilation, out: list[int],
-             replicate: bool = False) -> Node:
-    """(N, C, *out, *kernel) windows of x (N, C, *spatial), axis by axis (each step exact)."""
+             replicate: bool = False, transposed: bool = False) -> Node:
+    """(N, C, *out, *kernel) windows of x (N, C, *spatial), axis by axis (each step exact).
+    ``transposed``: a transposed convolution's scatter instead, the adjoint: input entry i
+    times kernel entry k lands on output position ``i*stride + k*dilation - padding`` (the
+    same 0/1 tensor, contracted over its other axis)."""
     k = len(kernel)
     stride, padding, dilation = (_per_axis(v, k) for v in (stride, padding, dilation))
     y = x
     done_out, done_k = "", ""
     for a in range(k):
-        S = _windows(x.shape[2 + a], kernel[a], stride=stride[a], padding=padding[a],
-                     dilation=dilation[a], out=out[a], replicate=replicate)
+        if transposed:  # (in, kernel, out), read from the output's side
+            S = _windows(out[a], kernel[a], stride=stride[a], padding=padding[a],
+                         dilation=dilation[a], out=x.shape[2 + a])
+            spec, name = _IN[a] + _K[a] + _SP[a], "scatter"
+        else:  # (out, kernel, in)
+            S = _windows(x.shape[2 + a], kernel[a], stride=stride[a], padding=padding[a],
+                         dilation=dilation[a], out=out[a], replicate=replicate)
+            spec, name = _SP[a] + _K[a] + _IN[a], "window"
         rest = _IN[a + 1:k]
         src = "nc" + done_out + _IN[a] + rest + done_k
         dst = "nc" + done_out + _SP[a] + rest + done_k + _K[a]
-        y = einsum(f"{src},{_SP[a]}{_K[a]}{_IN[a]}->{dst}", y, const(S, "window"))
-        done_out, done_k = done_out + _SP[a], done_k + _K[a]
-    return y
-
-
-def _scatter(x: Node, kernel: list[int], stride, padding, dilation, out: list[int]) -> Node:
-    """(N, C, *out, *kernel): input entry i times kernel entry k lands on output position
-    ``i*stride + k*dilation - padding`` (a transposed convolution's scatter, the adjoint of
-    ``_patches``: the same 0/1 tensor contracted over its other axis; exact)."""
-    k = len(kernel)
-    stride, padding, dilation = (_per_axis(v, k) for v in (stride, padding, dilation))
-    y = x
-    done_out, done_k = "", ""
-    for a in range(k):
-        S = _windows(out[a], kernel[a], stride=stride[a], padding=padding[a],
-                     dilation=dilation[a], out=x.shape[2 + a])  # (in, kernel, out)
-        rest = _IN[a + 1:k]
-        src = "nc" + done_out + _IN[a] + rest + done_k
-        dst = "nc" + done_out + _SP[a] + rest + done_k + _K[a]
-        y = einsum(f"{src},{_IN[a]}{_K[a]}{_SP[a]}->{dst}", y, const(S, "scatter"))
+        y = einsum(f"{src},{spec}->{dst}", y, const(S, name))
         done_out, done_k = done_out + _SP[a], done_k + _K[a]
     return y
 
@@ -104,8 +94,8 @@ def _convolution(a: dict, shape) -> Node:
     if a["transposed"]:
         n, C, O = x.shape[0], x.shape[1], int(shape[1])
         sp_, kk = _SP[:k], _K[:k]
-        P = reshape(_scatter(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"],
-                             out), (n, g, C // g, *out, *W.shape[2:]))
+        P = reshape(_patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"],
+                             out, transposed=True), (n, g, C // g, *out, *W.shape[2:]))
         Wg = reshape(W, (g, C // g, O // g, *W.shape[2:]))
         y = reshape(einsum(f"ngc{sp_}{kk},gco{kk}->ngo{sp_}", P, Wg), (n, O, *out))
         return _bias(y, a, O, k)

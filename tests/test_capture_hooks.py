@@ -125,3 +125,59 @@ def test_the_gpt_layout_path_carries_a_hook_and_names_the_parameter():
     with pytest.raises(SymgradError, match=r"'out_head\.weight' has a post-accumulate-grad hook"):
         module.get_parameter("out_head.weight").register_post_accumulate_grad_hook(print)
         sg.verify(tiny_gpt(from_cfg), module=module, samples=2, seed=0)
+
+
+def _verify_input(x, **kw):
+    return sg.verify(module=_net(), inputs=x, targets=_data()[1],
+                     loss=F.binary_cross_entropy_with_logits, samples=2, **kw)
+
+
+@pytest.mark.parametrize("factor", [1.5, 1 + 1e-9])
+def test_a_hook_on_an_input_passed_to_verify_module_fails_naming_it(factor):
+    x = _data()[0].requires_grad_(True)
+    x.register_hook(lambda g: g * factor)
+    r = _verify_input(x)
+    assert r.verdict == "fail", r
+    assert _failing(r) == {"d/dinput"}  # Sequential's argument: input
+    assert "input[" in r.findings("failures")[0].message()
+    assert len(x._backward_hooks) == 1 and x.grad is None  # the user's tensor left alone
+
+
+@pytest.mark.parametrize("hook", [lambda g: g, lambda g: None, lambda g: g.clamp(-9, 9)])
+def test_an_identity_or_unbinding_clip_hook_on_an_input_passes(hook):
+    x = _data()[0].requires_grad_(True)
+    x.register_hook(hook)
+    assert _verify_input(x).ok
+
+
+@pytest.mark.parametrize("bound, ok", [(1e-3, False), (9.0, True)])
+def test_an_input_clipping_hook_sees_and_returns_what_backward_would(bound, ok):
+    """The gradient of the input that symgrad's eager run produces is, at the example point,
+    bit for bit what ``loss.backward()`` leaves in ``x.grad`` under the same hook (a clip
+    that binds changes the gradient: fail; one that does not: ok)."""
+    seen = []
+
+    def clip(g):
+        seen.append(g.clamp(-bound, bound))
+        return seen[-1]
+    x, y = _data()
+    x.requires_grad_(True)
+    x.register_hook(clip)
+    F.binary_cross_entropy_with_logits(_net()(x), y).backward()
+    expected, seen[:] = x.grad.clone(), []
+    x.grad = None
+    r = _verify_input(x)
+    assert r.ok is ok, r
+    assert any(torch.equal(s, expected) for s in seen)  # the example point's run
+    assert (expected.abs().max() == bound) is not ok  # the clip bound where it failed
+
+
+def test_a_post_accumulate_grad_hook_on_an_input_is_refused_naming_it():
+    x = _data()[0].requires_grad_(True)
+    x.register_post_accumulate_grad_hook(lambda t: None)
+    with pytest.raises(SymgradError) as err:
+        _verify_input(x)
+    assert "\n" not in str(err.value) and "'input' has a post-accumulate-grad hook" in str(
+        err.value)
+    with pytest.raises(SymgradError, match=r"'x' has a post-accumulate-grad hook"):
+        sg.gradcheck(lambda x: torch.tanh(x).sum(), (x,))

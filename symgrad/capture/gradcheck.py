@@ -22,8 +22,8 @@ from ..modules.any import by_own_names
 from ..result import FAIL, Result
 from ..verify import verify
 from .captured import capture
-from .hooks import tensor_hooks
 from .export import arg_names, display_name
+from .hooks import user_copy
 from .names import own_labels
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
@@ -87,16 +87,6 @@ def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   parameters, torch_options)
 
 
-def _copy(a: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``a`` in ``dtype``, detached, with its own ``register_hook`` hooks (torch's gradcheck
-    sees them: the gradient it checks is the hooked one; symgrad's run carries them too)."""
-    out = a.detach().to(dtype).requires_grad_(a.requires_grad)
-    if a.requires_grad:
-        for hook in tensor_hooks(a):
-            out.register_hook(hook)
-    return out
-
-
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
            raise_exception: bool, reference: Callable | None, parameters: bool,
            torch_options: dict) -> bool:
@@ -114,8 +104,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                            "checked; give the tensors to check requires_grad=True")
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
     tdtype = TORCH_DTYPES[name]
-    args = tuple(_copy(a, tdtype) if isinstance(a, torch.Tensor) and a.is_floating_point()
-                 else a for a in args)
+    args = tuple(user_copy(a, dtype=tdtype)  # with its hooks, as torch.autograd.gradcheck
+                 if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
     names = arg_names(func, len(args))
     captured = capture(reference if reference is not None else func, args,
                        module_params="param" if params else "input", seed=seed, names=names,

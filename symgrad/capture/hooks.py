@@ -9,7 +9,8 @@ fresh alias of each substitute (never on the substitute itself: a tensor reused 
 would collect the hook twice). A hook that changes the gradient makes a gradient that is not the
 derivative of the loss: such a gradient fails, as it should. Hooks that act after accumulation
 (``register_post_accumulate_grad_hook``: they read or change the real parameter's ``.grad``, or
-step an optimizer) cannot be carried and are refused (``refuse_post_accumulate``).
+step an optimizer) cannot be carried and are refused (``refuse_post_accumulate``). A user's
+tensor argument is copied into symgrad's run with its hooks (``user_copy``).
 
 >>> import torch
 >>> w = torch.ones(2, requires_grad=True)
@@ -54,6 +55,37 @@ def carry(value: torch.Tensor, hooks: list[Callable]) -> torch.Tensor:
     for hook in hooks:
         alias.register_hook(hook)
     return alias
+
+
+def user_copy(a: torch.Tensor, *, dtype: torch.dtype,
+              device: torch.device | str | None = None) -> torch.Tensor:
+    """A user's tensor argument as symgrad's own leaf: ``a`` detached, in ``dtype`` (and on
+    ``device``), requiring grad as ``a`` does, with ``a``'s hooks registered again on it
+    (``register_hook`` ones: the gradient compared is the hooked one, as ``loss.backward()``
+    would leave in ``a.grad``; post-accumulate ones: so that ``refuse_post_accumulate`` sees
+    them under the argument's name). ``sg.gradcheck`` and ``sg.verify(module=, inputs=)``
+    copy their inputs with it.
+
+    Arguments:
+        a: the user's tensor (a leaf or not; its hooks are read, never changed).
+        dtype: the run's dtype.
+        device: the run's device (None: where ``a`` is).
+    Returns:
+        The copy.
+
+    >>> x = torch.ones(2, requires_grad=True)
+    >>> h = x.register_hook(lambda g: g * 2)
+    >>> y = user_copy(x, dtype=torch.float64)
+    >>> torch.autograd.grad(y.sum(), y)[0], len(x._backward_hooks)
+    (tensor([2., 2.], dtype=torch.float64), 1)
+    """
+    out = a.detach().to(device=device, dtype=dtype).requires_grad_(a.requires_grad)
+    if a.requires_grad:
+        for hook in tensor_hooks(a):
+            out.register_hook(hook)
+        for hook in (getattr(a, "_post_accumulate_grad_hooks", None) or {}).values():
+            out.register_post_accumulate_grad_hook(hook)
+    return out
 
 
 def hook_name(hook: Callable) -> str:

@@ -35,6 +35,7 @@ from torch import nn
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
 from ..capture.export import arg_names, display_name
+from ..capture.hooks import user_copy
 from ..capture.names import own_labels, renamer
 from ..config import VerifyConfig
 from ..confirm import GIVEN_SAMPLES
@@ -217,12 +218,15 @@ def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
 
 
 def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
-    """A tensor or a tuple/list of arguments; float tensors cast to the run's dtype."""
+    """A tensor or a tuple/list of arguments; float tensors copied in the run's dtype with
+    their gradient hooks (``capture.hooks.user_copy``: an input's ``register_hook`` hook
+    changes the gradient compared, as it changes what ``loss.backward()`` leaves in
+    ``x.grad``)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not any(isinstance(a, torch.Tensor) for a in items):
         raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
     dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
-    return tuple((a.detach().to(cfg.device, dtype).requires_grad_(a.requires_grad)
+    return tuple((user_copy(a, dtype=dtype, device=cfg.device)  # its hooks too, as backward
                   if a.is_floating_point() else a.to(cfg.device))
                  if isinstance(a, torch.Tensor) else a for a in items)
 

@@ -143,6 +143,9 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
+        run_eagerly(call, tensors, who, has_train=has_train, grad=True)  # export traces
+        # under autograd: a bug only grad mode reaches (an in-place op on an input that
+        # requires grad, a grad-only branch) is the user's, named at their frame
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SymgradError(f"{who}: runs eagerly but torch.export cannot trace {what!r} "
                            f"({type(exc).__name__}: {first}); for an opaque kernel (C++/CUDA/"
@@ -153,16 +156,16 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
 
 
 def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
-                has_train: bool = False) -> None:
-    """Run ``call`` once on its example tensors (no grad; the global RNG and a module's
-    buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
+                has_train: bool = False, grad: bool = False) -> None:
+    """Run ``call`` once on its example tensors (no grad unless ``grad``; the global RNG and
+    a module's buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
     ``SymgradError`` naming the options to check (``train=`` too where ``has_train``: the
     caller has that option and the module ran in train mode) and the user's own frame that
     raised (``usercode.user_error``, as for a ``torch_fn``)."""
     module = call.fn if isinstance(call.fn, torch.nn.Module) else None
     saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
     try:
-        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+        with torch.set_grad_enabled(grad), torch.random.fork_rng(devices=[]):
             call(*tensors)
     except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
         k = len(call.template) - call.n_targets
@@ -172,6 +175,8 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
             f" / targets= ({targets}) / loss=" if call.loss is not None else "")
         if module is not None and module.training and has_train:
             check += " / train= (the module ran in train mode)"
+        if grad:
+            check += " / its code under autograd (it ran without grad)"
         raise SymgradError(user_error(f"{who}: running it on inputs=", exc, check)) from None
     finally:
         if module is not None:

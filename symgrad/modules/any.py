@@ -37,6 +37,7 @@ from ..capture.captured import Captured, capture
 from ..capture.export import arg_names, display_name
 from ..capture.hooks import user_copy
 from ..capture.names import own_labels, renamer
+from ..capture.usercode import user_error
 from ..config import VerifyConfig
 from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
@@ -251,28 +252,47 @@ def _mode(module: nn.Module, train: bool):
 
 def _paths(captured: Captured, paths: tuple[str, ...], cfg: VerifyConfig,
            train: bool) -> tuple[ModuleRun, dict[str, Callable]]:
-    """Each path's torch function, probed at the example point (eager must run; another path
-    that cannot is skipped with its reason)."""
+    """Each path's torch function, probed at the example point (eager must run: what its
+    forward or backward raises is one line naming the user's frame, ``_eager_error``; another
+    path that cannot run is skipped with its reason)."""
     run, fns = ModuleRun("captured"), {}
     eager = captured.torch_fn()
     for path in paths:
         fn = _path_fn(eager, path)
         counter = _CountSDPA() if paths_mod.PATHS[path].sdpa_backend else None
+        stage = ["forward"]
         try:
             with counter if counter is not None else nullcontext():
-                _probe(fn, captured, cfg)
+                _probe(fn, captured, cfg, stage)
             reason = paths_mod.skip_reason(path, None, counter.calls if counter else 1,
                                            cfg.device)
         except Exception as exc:  # noqa: BLE001 - a path that cannot run is a row, not a crash
+            if path == "eager" and isinstance(exc, SymgradError):
+                raise  # symgrad's own line already
             if path == "eager":
-                raise SymgradError(f"module: the module does not run on its example inputs "
-                                   f"({type(exc).__name__}: {str(exc)[:200]})") from None
+                raise SymgradError(_eager_error(exc, captured, stage[0], train)) from None
             reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
         keep_path(run, fns, path, fn, reason)
     if not fns:
         raise SymgradError("module: no path could run: " + "; ".join(
             f"{p}: {r}" for p, r in run.skipped.items()))
     return run, fns
+
+
+def _eager_error(exc: Exception, captured: Captured, stage: str, train: bool) -> str:
+    """The one line for the module's own eager run raising at the example point (its forward
+    under autograd, which the capture's run without grad did not reach, or its backward: a
+    custom Function's, a hook's): the user's frame (``usercode.user_error``) and the shapes
+    of the arguments it received, by the user's names."""
+    who = f"verify(module={captured.model.name})"
+    what = f"{who}: its eager {stage}" + (" (train mode)" if train else "")
+    check = ("its forward where an eager autograd run differs from the capture's (run "
+             "without grad, then traced: both passed), e.g. a branch on torch.is_grad_enabled()"
+             " or torch.compiler.is_compiling()" if stage == "forward" else "its backward (a custom autograd.Function's, a "
+             "hook's) against those shapes")
+    received = ", ".join(f"{s.name} {tuple(s.value.shape)}" for s in captured.slots
+                         if s.source == "arg")
+    return user_error(what, exc, check, received or None)
 
 
 def _path_fn(eager: Callable, path: str) -> Callable:
@@ -287,14 +307,18 @@ def _path_fn(eager: Callable, path: str) -> Callable:
     return fn
 
 
-def _probe(fn: Callable, captured: Captured, cfg: VerifyConfig) -> None:
-    """One forward and backward at the example point (fail fast, before the oracle)."""
+def _probe(fn: Callable, captured: Captured, cfg: VerifyConfig, stage: list[str]) -> None:
+    """One forward and backward at the example point (fail fast, before the oracle);
+    ``stage[0]`` says which ran last (``forward``, ``backward``)."""
     dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
     blocks = {b.name: torch.as_tensor(captured.example[b.name], device=cfg.device).to(
         torch.long if b.domain.integer else dtype) for b in captured.model.blocks}
     for b in captured.model.param_blocks:
         blocks[b.name].requires_grad_(True)
-    fn(**blocks).backward()
+    stage[0] = "forward"
+    out = fn(**blocks)
+    stage[0] = "backward"
+    out.backward()
 
 
 class _CountSDPA(torch.overrides.TorchFunctionMode):

@@ -18,6 +18,7 @@ from flint import arb, ctx
 import symgrad as sg
 import symgrad.tensor as st
 from symgrad.compare import Tolerance
+from symgrad.config import VerifyConfig
 from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
 from symgrad.precise.certify import CertifyConfig, certify
@@ -176,9 +177,12 @@ def test_the_watch_marks_a_product_that_ran_out_of_float64s_exponent_range():
     assert not touched(lambda t: t.map(sp.exp(w), {w: DD(np.array([-1000.0]))}))
 
 
-def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(monkeypatch):
-    """A watched row (x subnormal) whose ball of d/dw = 1/w + x is too wide at the cap (forced
-    to 64 bits: 2^-64 against a claim of 1e-30) is open: NaN, and returned by ``rounded_zone``
+@pytest.mark.parametrize("cfg", [VerifyConfig(oracle_bits=64, oracle_max_bits=256),
+                                 VerifyConfig(oracle_bits=64, oracle_max_bits=64)])
+def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(cfg):
+    """A watched row (x subnormal) whose ball of d/dw = 1/w + x is too wide at the cap (the
+    config's oracle bits at 64, its cap 256 or 64: the zone's balls stop at 64 bits, 2^-64
+    against a claim of 1e-30, ``views.zone_bits``) is open: NaN, and returned by ``rounded_zone``
     (the run marks it inconclusive), not the DD's value kept as if exact. The value log(-1)
     is NaN in the DD and in the ball: undefined there (domain), not open. At the usual cap
     nothing is open and d/dw is -1 + x to the claim."""
@@ -189,7 +193,8 @@ def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(monkeypatch
     assert open_ == {} and np.isnan(hi[0, 0])
     assert hi[0, 1] == -1.0 and abs(lo[0, 1]) <= 1e-30  # within the DD's claim of -1 + x
     assert hi[1].tolist() == [np.log(2.0) + 1.0, 1.0]
-    monkeypatch.setattr(views, "ZONE_BITS", (64, 64))
-    hi, lo = oracle_view(m, vals, oracle_ops(50), undecided=open_)
+    assert views.zone_bits(cfg) == (64, 64)
+    hi, lo = oracle_view(m, vals, oracle_ops(50), undecided=open_,
+                         zone_bits=views.zone_bits(cfg))
     assert {r: c.tolist() for r, c in open_.items()} == {0: [1]}
     assert np.isnan(hi[0]).all() and hi[1].tolist() == [np.log(2.0) + 1.0, 1.0]

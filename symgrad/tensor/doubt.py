@@ -122,7 +122,7 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
         entries_why = (f"the oracle's value of entry {int(entries[r][0])} of sample row {r} is "
                        f"not certified by ARB balls at {views.ZONE_BITS[1]} bits (a row "
                        "re-evaluated in balls by the double-double's underflow/overflow "
-                       "watch, views.rounded_zone; raise views.ZONE_BITS)")
+                       "watch, views.rounded_zone; raise oracle_max_bits: views.zone_bits)")
     if cert is None:
         return OracleDoubt(np.zeros(np.size(E0), bool), 0, 0, 0, "", tol.zero_below,
                            entries, entries_why)

@@ -18,6 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..backends.torch import exact_math
+from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
 from ..precise.certify import CertifyConfig, certify, escalate
 from ..precise.underflow import rounded, zone_rows
@@ -31,7 +32,29 @@ from .tables import NumpyOps, TorchOps, oracle_ops
 CHUNK_ENTRIES = 1 << 20  # values (per sample x nodes) the oracle walks at once: ``_chunk``
 ZONE_BALLS_UP_TO = 200_000  # parameters: up to here a row in the DD's underflow zone is
 #                             re-evaluated in balls (``rounded_zone``; ``CERTIFY_UP_TO`` too)
-ZONE_BITS = (128, 1024)  # the balls' first and largest precision there (doubling)
+ZONE_CAP_SHIFT = 2  # the zone's balls double up to the oracle's cap / 2^2 (4096 -> 1024 bits):
+#                    each zone row is the whole program again in balls, one row at a time
+
+
+def zone_bits(cfg: VerifyConfig) -> tuple[int, int]:
+    """The balls' first and largest precision for a row in the double-double's underflow zone
+    (``rounded_zone``), from the run's config: the certified oracle's start
+    (``oracle_bits``) and its cap two doublings down (``oracle_max_bits`` / 4), never below
+    the start.
+
+    Arguments:
+        cfg: the run's config.
+    Returns:
+        (first, largest) precision in bits (doubling from the first).
+
+    >>> zone_bits(VerifyConfig()), zone_bits(VerifyConfig(oracle_bits=64, oracle_max_bits=128))
+    ((128, 1024), (64, 64))
+    """
+    return cfg.oracle_bits, max(cfg.oracle_bits, cfg.oracle_max_bits >> ZONE_CAP_SHIFT)
+
+
+ZONE_BITS = zone_bits(VerifyConfig())  # at the config's defaults (a run's: oracle_view's
+#                                        zone_bits=)
 
 
 def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
@@ -106,8 +129,8 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                 progress: Callable[[int], None] | None = None,
                 spot=None, client=None, dps: int = 50,
-                program: tuple | None = None,
-                undecided: dict | None = None) -> tuple[np.ndarray, np.ndarray]:
+                program: tuple | None = None, undecided: dict | None = None,
+                zone_bits: tuple[int, int] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The exact value and gradient as a double-double (hi, lo), sample by sample (a small
     program's samples in chunks, ``_chunk``, under a table with ``per_sample``: the same bits);
     ``progress(done)`` counts program nodes over all samples (``oracle_steps`` in all);
@@ -117,7 +140,9 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     (outputs, extra leaves (N, ...)) evaluated instead of the model's gradient program (a
     model with kinks: its sided program at each sample's sides, ``symgrad.tensor.kinks``;
     evaluated in this process). ``undecided``: a dict filled with row -> the columns of a
-    row re-evaluated in balls (``rounded_zone``) that the balls could not certify (NaN now)."""
+    row re-evaluated in balls (``rounded_zone``) that the balls could not certify (NaN now).
+    ``zone_bits``: those balls' first and largest precision (``zone_bits(cfg)``; None: at the
+    config's defaults, ``ZONE_BITS``)."""
     outputs, extra = program if program is not None else (None, {})
     if program is not None:
         client = None
@@ -155,7 +180,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
                                    start=local):
             hi[s], lo[s] = h, l
     if watch:
-        _, open_ = rounded_zone(model, values, hi, lo, outputs, touched=touched)
+        _, open_ = rounded_zone(model, values, hi, lo, outputs, touched=touched,
+                                bits=zone_bits)
         if undecided is not None:
             undecided.update(open_)
     return hi, lo
@@ -174,14 +200,15 @@ def _touching(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int,
 
 
 def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
-                 lo: np.ndarray, outputs=None, touched: np.ndarray | None = None
+                 lo: np.ndarray, outputs=None, touched: np.ndarray | None = None, *,
+                 bits: tuple[int, int] | None = None
                  ) -> tuple[np.ndarray, dict[int, np.ndarray]]:
     """The oracle's rows that touch the double-double's underflow zone (an input, a result or,
     per ``touched``, an intermediate 0 < |v| < 2^-969: ``symgrad.precise.underflow``,
     ``precise.ddops.WatchKernels``) made right there: each such row is
-    evaluated again in ARB balls (from 128 bits, doubling up to 1024, until every finite ball
-    is certified) and every certified entry replaced, in place, by the ball's value rounded to
-    the nearest double-double: in the zone the exact value rounded to nearest on float64's
+    evaluated again in ARB balls (from ``bits[0]``, doubling up to ``bits[1]``: 128 and 1024
+    at the defaults, ``zone_bits``; until every finite ball is certified) and every certified
+    entry replaced, in place, by the ball's value rounded to the nearest double-double: in the zone the exact value rounded to nearest on float64's
     2^-1074 grid (the DD's own products and quotients are a few spacings off there). An entry
     the balls leave uncertified at the cap is *open*: its DD value (an inf or 0 where the
     exponent range ran out, a few spacings off in the zone) is no exact value, so it becomes
@@ -196,6 +223,7 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
         hi, lo: the oracle's (N, 1 + parameters) rows, edited in place.
         outputs: the program evaluated (default the model's gradient outputs).
         touched: (N,) rows whose walk had an intermediate result in the zone (default none).
+        bits: the balls' first and largest precision (``zone_bits(cfg)``; None: ``ZONE_BITS``).
     Returns:
         (the indices of the rows evaluated again, row -> its open columns).
 
@@ -212,18 +240,19 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     rows = zone_rows([hi, *values.values()], n)
     rows = np.flatnonzero(rows if touched is None else rows | touched)
     undecided: dict[int, np.ndarray] = {}
+    first, cap = ZONE_BITS if bits is None else bits
     for r in rows:
         one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
                for k, v in values.items()}
-        bits = ZONE_BITS[0]
+        prec = first
         while True:
             balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,
-                                               ARB_OPS.at(bits), one))
+                                               ARB_OPS.at(prec), one))
             h, l, ok = rounded(balls)
             open_ = ~ok & np.isfinite(h)
-            if not open_.any() or bits >= ZONE_BITS[1]:
+            if not open_.any() or prec >= cap:
                 break
-            bits *= 2
+            prec *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
         with np.errstate(invalid="ignore"):
             open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r]))  # both NaN: undefined, domain

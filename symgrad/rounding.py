@@ -37,6 +37,7 @@ import sympy as sp
 
 from . import functions
 from .codegen import Printer
+from .compare.tolerance import Tolerance, tie_band
 
 _NO_ERROR = functions.bound_classes("step")  # piecewise-constant: no propagated error
 _EXACT = functions.bound_classes("exact")  # Abs, Max, Min: no rounding of their own
@@ -68,9 +69,10 @@ def _sum(parts: list[str]) -> str:
 
 # E is in units of the dtype's u: the band where a Max/Min's computed arguments may cross is
 # |a - b| <= tie (Ea + Eb), tie = the allowance's safety factor x u of the widest compared dtype
-# (``symgrad.compare.tolerance.tie_band``), passed to the compiled bound as its ``tie``
-# argument; NEAR_TIE, the default, holds for every dtype symgrad runs (bfloat16: 4 x 2^-8).
-NEAR_TIE = 2.0**-6
+# (``symgrad.compare.tolerance.tie_band``, the one place it is decided), passed to the compiled
+# bound as its ``tie`` argument; NEAR_TIE, the default, is that band with no dtype named: it
+# holds for every dtype symgrad runs at the default safety (bfloat16: 4 x 2^-8 = 2^-6).
+NEAR_TIE = tie_band((), Tolerance())
 
 
 def _max_min_error(e: sp.Expr, pr: Printer, err: Mapping[sp.Symbol, str]) -> str:

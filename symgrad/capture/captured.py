@@ -26,7 +26,8 @@ from torch.utils._pytree import tree_leaves
 from ..errors import SymgradError
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, add_all, const, einsum
-from .export import Call, Slot, arg_names, display_name, export, slots as graph_slots
+from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
+                     slots as graph_slots)
 from .hooks import carry, refuse_post_accumulate, tensor_hooks
 from .walk import leaf, walk
 
@@ -59,7 +60,7 @@ class Captured:
         state = [s for s in self.slots if s.source == "state"]
         args = [s for s in self.slots if s.source == "arg"]
         cots = self.cotangents
-        other_call = Call(other, self.call.template, self.call.loss,
+        other_call = Call(other, self.call.args, self.call.loss,
                           self.call.n_targets) if other is not None else None
         hooks = self.hooks()  # the user's own tensor hooks, carried onto the substitutes
 
@@ -125,7 +126,8 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
 
     Arguments:
         fn: a function or ``torch.nn.Module`` of tensors (any Python code torch.export traces).
-        args: its example arguments (a tensor or a tuple); float tensors become blocks,
+        args: its example arguments (a tensor or a tuple; an argument may nest tensors in a
+            tuple, list or dict, named ``hx_0``, ``hx_1``, ...); float tensors become blocks,
             integer and bool tensors are folded at their values.
         grad: per tensor argument, whether it is differentiated (default: ``requires_grad``).
         module_params: "param" (a module's parameters are differentiated) or "input".
@@ -144,13 +146,12 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     """
     args = tuple(args) if isinstance(args, (tuple, list)) else (args,)
     own = list(fn.named_parameters()) if isinstance(fn, torch.nn.Module) else []
-    arg_label = list(names) if names is not None else arg_names(fn, len(args))
-    refuse_post_accumulate(own + list(zip(arg_label, args)),
+    own_names = leaf_names(args, list(names) if names is not None else arg_names(fn, len(args)))
+    refuse_post_accumulate(own + list(zip(own_names, tree_leaves(list(args)))),
                            who or f"capture({display_name(fn)!r})")
     call, ep = export(fn, args, loss, n_targets, who, has_train=has_train)
-    tensors = [args[i] for i in call.slots]
-    names = [(list(names) if names is not None else arg_names(fn, len(args)))[i]
-             for i in call.slots]
+    tensors = [call.template[i] for i in call.slots]
+    names = [own_names[i] for i in call.slots]
     grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad)
     if len(grad) != len(tensors):
         raise SymgradError(f"capture: grad= has {len(grad)} entries for {len(tensors)} tensor "

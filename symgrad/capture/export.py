@@ -18,6 +18,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.export.graph_signature import InputKind
+from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
 
 from .usercode import user_error
 from ..errors import SymgradError
@@ -35,7 +36,9 @@ RNN_WEIGHTS = (r"The tensor attributes (self\.fn\.([\w.]+\.)?_flat_weights\[\d+\
 class Call(torch.nn.Module):
     """``fn(*args)`` as a module whose forward takes the tensor arguments only; with ``loss``,
     ``loss(fn(*args[:-n_targets]), *args[-n_targets:])`` (a module's output and its targets,
-    ``sg.verify(module=, inputs=, targets=, loss=)``)."""
+    ``sg.verify(module=, inputs=, targets=, loss=)``). An argument may nest tensors in
+    tuples, lists or dicts (an LSTM's ``(h0, c0)``): ``template`` is every leaf of ``args``
+    (``args`` as given), ``slots`` the positions of the tensors among them."""
 
     def __init__(self, fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                  n_targets: int = 0) -> None:
@@ -43,13 +46,15 @@ class Call(torch.nn.Module):
         self.fn = fn
         self.__dict__["loss"] = loss  # not a submodule: its state is no block
         self.n_targets = n_targets
-        self.template = list(args)
-        self.slots = [i for i, a in enumerate(args) if isinstance(a, torch.Tensor)]
+        self.args = list(args)
+        self.template, self.spec = tree_flatten(self.args)
+        self.slots = [i for i, a in enumerate(self.template) if isinstance(a, torch.Tensor)]
 
     def forward(self, *tensors: torch.Tensor) -> Any:
-        args = list(self.template)
+        leaves = list(self.template)
         for i, t in zip(self.slots, tensors):
-            args[i] = t
+            leaves[i] = t
+        args = tree_unflatten(leaves, self.spec)
         if self.loss is None:
             return self.fn(*args)
         k = len(args) - self.n_targets
@@ -63,7 +68,7 @@ class Slot:
     ``source`` is "state" (a module parameter or buffer: ``key`` its name in the wrapper),
     "tied" (a parameter that is the same tensor as an earlier one, nanoGPT's ``lm_head`` tied
     to ``wte``: ``name`` is that one's, so both uses are one block), "constant" (a lifted
-    constant) or "arg" (``key``: the position among tensor arguments).
+    constant) or "arg" (``key``: the position among tensor arguments, nested ones flattened).
     ``role`` is "param" (differentiated), "input" (a float block, not differentiated), "ids"
     (an integer argument used only as embedding indices: an integer input block, its range
     the table's rows) or "known" (other integers, bools, constants: folded at their values).
@@ -107,6 +112,21 @@ def arg_names(fn: Callable, n_args: int) -> list[str]:
     return [params[i] if i < len(params) else f"input{i}" for i in range(n_args)]
 
 
+def leaf_names(args: Sequence[Any], names: Sequence[str]) -> list[str]:
+    """The user's name of every leaf of ``args`` (``Call.template``'s order): an argument's
+    own name (``names``, one per argument), a nested leaf's with its place in it.
+
+    >>> leaf_names((torch.ones(2), (torch.ones(1), torch.ones(1))), ["input", "hx"])
+    ['input', 'hx_0', 'hx_1']
+    """
+    out = []
+    for name, arg in zip(names, args):
+        for path, _ in tree_flatten_with_path(arg)[0]:
+            keys = [getattr(k, "idx", getattr(k, "key", getattr(k, "name", k))) for k in path]
+            out.append(re.sub(r"\W", "_", "_".join([name, *map(str, keys)])))
+    return out
+
+
 def block_name(key: str) -> str:
     """A module's parameter name as a block name: ``l1.weight`` -> ``l1_weight``."""
     name = re.sub(r"\W", "_", key[len(PREFIX):] if key.startswith(PREFIX) else key)
@@ -132,7 +152,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
         The wrapper module and its exported program.
     """
     call = Call(fn, args, loss, n_targets)
-    tensors = tuple(args[i] for i in call.slots)
+    tensors = tuple(call.template[i] for i in call.slots)
     what = display_name(fn)
     who = who or f"capture({what!r})"
     run_eagerly(call, tensors, who, has_train=has_train)
@@ -168,10 +188,9 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
         with torch.set_grad_enabled(grad), torch.random.fork_rng(devices=[]):
             call(*tensors)
     except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
-        k = len(call.template) - call.n_targets
-        targets = ("shapes " + _shapes(call.template[k:]) if k < len(call.template)
-                   else "none given")
-        check = f"inputs= (shapes {_shapes(call.template[:k])})" + (
+        k = len(call.args) - call.n_targets
+        targets = ("shapes " + _shapes(call.args[k:]) if k < len(call.args) else "none given")
+        check = f"inputs= (shapes {_shapes(call.args[:k])})" + (
             f" / targets= ({targets}) / loss=" if call.loss is not None else "")
         if module is not None and module.training and has_train:
             check += " / train= (the module ran in train mode)"
@@ -187,8 +206,9 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
 
 
 def _shapes(values: Sequence[Any]) -> str:
-    """The shapes of the tensors among ``values``: ``(4, 6)`` or ``(4, 6), (4,)``."""
-    return ", ".join(str(tuple(v.shape)) for v in values if isinstance(v, torch.Tensor)) or "none"
+    """The shapes of the tensors among ``values`` (nested ones too): ``(4, 6), (4,)``."""
+    return ", ".join(str(tuple(v.shape)) for v in tree_leaves(list(values))
+                     if isinstance(v, torch.Tensor)) or "none"
 
 
 @contextlib.contextmanager

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, STATUS_NAMES
@@ -96,7 +97,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if unknown:
         raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
-    diff = [a for a in args if isinstance(a, torch.Tensor) and a.requires_grad]
+    diff = [a for a in tree_leaves(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     params = [p for p in func.parameters() if p.requires_grad] \
         if parameters and isinstance(func, torch.nn.Module) else []
     if not diff and not params:
@@ -104,8 +105,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                            "checked; give the tensors to check requires_grad=True")
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
     tdtype = TORCH_DTYPES[name]
-    args = tuple(user_copy(a, dtype=tdtype)  # with its hooks, as torch.autograd.gradcheck
-                 if isinstance(a, torch.Tensor) and a.is_floating_point() else a for a in args)
+    args = tree_map(lambda a: user_copy(a, dtype=tdtype)  # with its hooks, as torch's check
+                    if isinstance(a, torch.Tensor) and a.is_floating_point() else a, args)
     names = arg_names(func, len(args))
     captured = capture(reference if reference is not None else func, args,
                        module_params="param" if params else "input", seed=seed, names=names,

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
@@ -122,13 +123,13 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         captured = capture(module, args + extra, loss=options.loss, n_targets=len(extra),
                            seed=cfg.seed, names=names, name=display_name(module),
                            who=f"verify(module={display_name(module)})", has_train=True,
-                           grad=[bool(a.requires_grad) for a in args + extra
+                           grad=[bool(a.requires_grad) for a in tree_leaves(args + extra)
                                  if isinstance(a, torch.Tensor)])
         run, fns = _paths(captured, paths, cfg, options.train)
         run.first_message_s = time.perf_counter() - t_call
         vary = [b.name for b in captured.model.param_blocks] + [
             s.name for s in captured.slots if s.source == "arg" and s.role == "input"
-            and s.key < len([a for a in args if isinstance(a, torch.Tensor)])]
+            and s.key < len([a for a in tree_leaves(args) if isinstance(a, torch.Tensor)])]
         result = verify_tensor(captured.model, torch_fn=None, at=captured.at(
             cfg.samples, cfg.seed, vary), cfg=replace(cfg, backends=("torch_fn",)),  # user
             extra={backend_name(p): (fn, p) for p, fn in fns.items()})  # code only: no own
@@ -219,17 +220,18 @@ def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
 
 
 def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
-    """A tensor or a tuple/list of arguments; float tensors copied in the run's dtype with
+    """A tensor or a tuple/list of arguments (one may nest tensors: an LSTM's ``(h0, c0)``);
+    float tensors copied in the run's dtype with
     their gradient hooks (``capture.hooks.user_copy``: an input's ``register_hook`` hook
     changes the gradient compared, as it changes what ``loss.backward()`` leaves in
     ``x.grad``)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if not any(isinstance(a, torch.Tensor) for a in items):
+    if not any(isinstance(a, torch.Tensor) for a in tree_leaves(items)):
         raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
     dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
-    return tuple((user_copy(a, dtype=dtype, device=cfg.device)  # its hooks too, as backward
-                  if a.is_floating_point() else a.to(cfg.device))
-                 if isinstance(a, torch.Tensor) else a for a in items)
+    return tree_map(lambda a: (user_copy(a, dtype=dtype, device=cfg.device)  # with its hooks
+                               if a.is_floating_point() else a.to(cfg.device))
+                    if isinstance(a, torch.Tensor) else a, items)
 
 
 @contextmanager
@@ -288,8 +290,8 @@ def _eager_error(exc: Exception, captured: Captured, stage: str, train: bool) ->
     what = f"{who}: its eager {stage}" + (" (train mode)" if train else "")
     check = ("its forward where an eager autograd run differs from the capture's (run "
              "without grad, then traced: both passed), e.g. a branch on torch.is_grad_enabled()"
-             " or torch.compiler.is_compiling()" if stage == "forward" else "its backward (a custom autograd.Function's, a "
-             "hook's) against those shapes")
+             " or torch.compiler.is_compiling()" if stage == "forward" else
+             "its backward (a custom autograd.Function's, a hook's) against those shapes")
     received = ", ".join(f"{s.name} {tuple(s.value.shape)}" for s in captured.slots
                          if s.source == "arg")
     return user_error(what, exc, check, received or None)

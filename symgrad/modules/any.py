@@ -221,10 +221,9 @@ def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
 
 def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
     """A tensor or a tuple/list of arguments (one may nest tensors: an LSTM's ``(h0, c0)``);
-    float tensors copied in the run's dtype with
-    their gradient hooks (``capture.hooks.user_copy``: an input's ``register_hook`` hook
-    changes the gradient compared, as it changes what ``loss.backward()`` leaves in
-    ``x.grad``)."""
+    float tensors copied in the run's dtype with their gradient hooks
+    (``capture.hooks.user_copy``: an input's ``register_hook`` hook changes the gradient
+    compared, as it changes what ``loss.backward()`` leaves in ``x.grad``)."""
     items = tuple(value) if isinstance(value, (tuple, list)) else (value,)
     if not any(isinstance(a, torch.Tensor) for a in tree_leaves(items)):
         raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
@@ -269,9 +268,9 @@ def _paths(captured: Captured, paths: tuple[str, ...], cfg: VerifyConfig,
             reason = paths_mod.skip_reason(path, None, counter.calls if counter else 1,
                                            cfg.device)
         except Exception as exc:  # noqa: BLE001 - a path that cannot run is a row, not a crash
-            if path == "eager" and isinstance(exc, SymgradError):
-                raise  # symgrad's own line already
             if path == "eager":
+                if isinstance(exc, SymgradError):
+                    raise  # symgrad's own line already
                 raise SymgradError(_eager_error(exc, captured, stage[0], train)) from None
             reason = paths_mod.skip_reason(path, exc, 0, cfg.device)
         keep_path(run, fns, path, fn, reason)
@@ -282,10 +281,10 @@ def _paths(captured: Captured, paths: tuple[str, ...], cfg: VerifyConfig,
 
 
 def _eager_error(exc: Exception, captured: Captured, stage: str, train: bool) -> str:
-    """The one line for the module's own eager run raising at the example point (its forward
-    under autograd, which the capture's run without grad did not reach, or its backward: a
-    custom Function's, a hook's): the user's frame (``usercode.user_error``) and the shapes
-    of the arguments it received, by the user's names."""
+    """The one line for the module's own eager run raising at the example point, after the
+    capture's runs passed (its forward on an eager-only branch, or its backward: a custom
+    Function's, a hook's): the user's frame (``usercode.user_error``) and the shapes of the
+    arguments it received, by the user's names."""
     who = f"verify(module={captured.model.name})"
     what = f"{who}: its eager {stage}" + (" (train mode)" if train else "")
     check = ("its forward where an eager autograd run differs from the capture's (run "

@@ -14,6 +14,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.capture.captured import capture
 from symgrad.errors import SymgradError
 
 
@@ -110,3 +111,32 @@ def test_a_forward_that_raises_only_under_autograd_is_the_users_bug_not_a_trace_
                           "operation"), msg
     assert f"(at test_usercode_module.py:{line}, in forward)" in msg, msg
     assert "torch.export cannot trace" not in msg and "under autograd" in msg, msg
+
+
+class Doubles(nn.Module):
+    """A forward that changes its input in place (x is not differentiated: allowed)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2)
+
+    def forward(self, x):
+        x.mul_(2)
+        return self.lin(x)
+
+
+def test_a_forward_that_changes_its_input_in_place_changes_no_one_elses_copy():
+    """symgrad's runs of such a forward leave the user's tensor, the capture's example (the
+    user's point) and the samples as they were; before, x came back x4 (the first eager run
+    and the probe each doubled the user's own storage) and the example was x2."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        net = Doubles().double()
+    x = torch.ones(4, 3, dtype=torch.float64)
+    r = sg.verify(module=net, inputs=x, samples=3)
+    assert r.ok, r
+    assert torch.equal(x, torch.ones(4, 3, dtype=torch.float64))
+    c = capture(net, (x,))
+    assert (c.example["x"] == 1).all() and torch.equal(x, torch.ones(4, 3, dtype=torch.float64))
+    net.lin.weight.register_hook(lambda g: g * (1 + 1e-9))  # still caught
+    assert sg.verify(module=net, inputs=x, samples=3).verdict == "fail"

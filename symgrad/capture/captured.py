@@ -65,13 +65,13 @@ class Captured:
         hooks = self.hooks()  # the user's own tensor hooks, carried onto the substitutes
 
         def fn(**blocks: torch.Tensor) -> torch.Tensor:
-            tensors = tuple(carry(blocks.get(s.name, s.value), hooks.get(s.key, []))
+            tensors = tuple(carry(_own(blocks.get(s.name, s.value)), hooks.get(s.key, []))
                             for s in args)
             if other_call is not None:
                 outs = tree_leaves(other_call(*tensors))
             else:
-                overrides = {s.key: carry(blocks.get(s.name, s.value), hooks.get(s.key, []))
-                             for s in state}
+                overrides = {s.key: carry(_own(blocks.get(s.name, s.value)),
+                                          hooks.get(s.key, [])) for s in state}
                 outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
             if len(outs) != len(cots):
                 raise SymgradError(f"{self.model.name}: returned {len(outs)} tensors, its "
@@ -179,6 +179,14 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     return Captured(model, sl, call, cots, len(outs), example)
+
+
+def _own(value: torch.Tensor) -> torch.Tensor:
+    """What the user's code receives for a tensor it does not differentiate: its own copy
+    (a forward may change an input in place, ``x.mul_(2)``, or BatchNorm its running stats in
+    train mode: never symgrad's samples, which the oracle reads too); a tensor that requires
+    grad is passed as is (changing it in place raises, as in the user's own training)."""
+    return value if value.requires_grad else value.clone()
 
 
 def _inputs(sl: list[Slot]) -> dict[str, Any]:

@@ -177,16 +177,17 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
 
 def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
                 has_train: bool = False, grad: bool = False) -> None:
-    """Run ``call`` once on its example tensors (no grad unless ``grad``; the global RNG and
-    a module's buffers, BatchNorm's running stats, restored afterwards); what raises is a one-line
-    ``SymgradError`` naming the options to check (``train=`` too where ``has_train``: the
-    caller has that option and the module ran in train mode) and the user's own frame that
-    raised (``usercode.user_error``, as for a ``torch_fn``)."""
+    """Run ``call`` once on copies of its example tensors (no grad unless ``grad``; the
+    global RNG and a module's buffers, BatchNorm's running stats, restored afterwards); what
+    raises is a one-line ``SymgradError`` naming the options to check (``train=`` too where
+    ``has_train``: the caller has that option and the module ran in train mode) and the
+    user's own frame that raised (``usercode.user_error``, as for a ``torch_fn``)."""
     module = call.fn if isinstance(call.fn, torch.nn.Module) else None
     saved = {n: b.detach().clone() for n, b in module.named_buffers()} if module else {}
     try:
         with torch.set_grad_enabled(grad), torch.random.fork_rng(devices=[]):
-            call(*tensors)
+            call(*[t.detach().clone().requires_grad_(t.requires_grad) for t in tensors])  # a
+            # forward that changes an input in place (x.mul_(2)) leaves the example as given
     except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
         k = len(call.args) - call.n_targets
         targets = ("shapes " + _shapes(call.args[k:]) if k < len(call.args) else "none given")

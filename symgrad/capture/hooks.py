@@ -79,7 +79,7 @@ def user_copy(a: torch.Tensor, *, dtype: torch.dtype,
     >>> torch.autograd.grad(y.sum(), y)[0], len(x._backward_hooks)
     (tensor([2., 2.], dtype=torch.float64), 1)
     """
-    out = a.detach().to(device=device, dtype=dtype).requires_grad_(a.requires_grad)
+    out = a.detach().to(device=device, dtype=dtype, copy=True).requires_grad_(a.requires_grad)
     if a.requires_grad:
         for hook in tensor_hooks(a):
             out.register_hook(hook)

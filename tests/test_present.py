@@ -172,15 +172,16 @@ def test_cross_entropy_picks_each_rows_target_column():
 
 def test_a_pick_among_separate_steps_is_an_indexed_tuple():
     """``cross_entropy(linear(x, W).T, t)``: the logits are separate steps (linear, ...,
-    linear^{[4]}), so the pick indexes their tuple, never a scalar's subscript."""
+    linear^{(4th)}), so the pick indexes their tuple, never a scalar's subscript."""
     x, W, t = sg.matrix("x", 3), sg.matrix("W", 4, 3), sg.matrix("t", 1)
     m = sg.Model("ce_linear", sg.ops.cross_entropy(sg.ops.linear(x, W).T, t), params=[W],
                  inputs={x: Normal(0, 1), t: Integers(0, 3)})
     tex = _report_tex(m)
-    assert (r"\left(\mathrm{linear}, \ldots, \mathrm{linear}^{[4]}\right)_{t_{0}}" in tex), tex
-    assert r"\mathrm{linear}^{[4]}_{t_{0}}" not in tex and "NaN" not in tex
-    # numbered in the order the model made them: linear^{[k]} is row k - 1
-    assert r"\mathrm{linear}^{[4]} &= W_{3,0} x_{0}" in tex
+    fourth = r"\mathrm{linear}^{(4\mathrm{th})}"
+    assert (r"\left(\mathrm{linear}, \ldots, " + fourth + r"\right)_{t_{0}}" in tex), tex
+    assert fourth + "_{t_{0}}" not in tex and "NaN" not in tex
+    # numbered in the order the model made them: the k-th linear is row k - 1
+    assert fourth + r" &= W_{3,0} x_{0}" in tex
 
 
 @pytest.mark.parametrize("name,tex", [

@@ -32,12 +32,28 @@ GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", 
 def split_name(name: str) -> tuple[str, str, str]:
     """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,
     ``2,2``); ``dense_44`` -> (``dense``, ``""``, ``44``). Never a double subscript. A trailing
-    ``#k`` (the k-th step with the same label) becomes the superscript ``[k]``."""
+    ``#k`` (the k-th step with the same label) becomes the superscript ``(kth)``, an ordinal in
+    parentheses (``tanh#6`` -> ``tanh^(6th)``), which no reader takes for a power (``[k]``
+    was read as one: tanh^[6]); beside a number it joins it (``z1#2`` -> ``(1, 2nd)``)."""
     name, _, again = name.partition("#")
     base, sup, sub = _split(name)
     if again:
-        sup += f"[{again}]"
+        sup = f"({sup[1:-1]}, {ordinal(int(again))})" if sup else f"({ordinal(int(again))})"
     return base, sup, sub
+
+
+def ordinal(k: int) -> str:
+    """``2`` -> ``2nd``, ``11`` -> ``11th``, ``23`` -> ``23rd``."""
+    suffix = "th" if k % 100 in (11, 12, 13) else {1: "st", 2: "nd", 3: "rd"}.get(k % 10, "th")
+    return f"{k}{suffix}"
+
+
+_ORDINAL = re.compile(r"(\d+)(st|nd|rd|th)\b")
+
+
+def tex_sup(sup: str) -> str:
+    r"""A superscript in LaTeX: an ordinal's suffix upright (``(6th)`` -> ``(6\mathrm{th})``)."""
+    return _ORDINAL.sub(r"\1\\mathrm{\2}", sup)
 
 
 def _split(name: str) -> tuple[str, str, str]:
@@ -78,7 +94,7 @@ def tex_name(name: str) -> str:
         base, sup, sub = split_name(name)
         out = tex_base(base)
     if sup:
-        out += f"^{{{sup}}}"
+        out += f"^{{{tex_sup(sup)}}}"
     if sub:
         out += f"_{{{sub}}}"
     return out
@@ -149,10 +165,28 @@ class _MathML(MathMLPresentationPrinter):
         node = self.dom.createElement(tag)
         node.appendChild(mi)
         for text in ([sub] if sub else []) + ([sup] if sup else []):
-            mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
-            mn.appendChild(self.dom.createTextNode(text))
-            node.appendChild(mn)
+            node.appendChild(self._script(text))
         return node
+
+    def _script(self, text: str):
+        """A sub- or superscript: digits as a number, an ordinal's ``(6th)`` as the number and
+        its upright suffix, anything else as an identifier."""
+        if _ORDINAL.search(text):
+            row = self.dom.createElement("mrow")
+            for part in re.split(r"(\d+(?:st|nd|rd|th)\b|[(),])", text):
+                m = _ORDINAL.fullmatch(part)
+                if m:
+                    for tag, t in (("mn", m.group(1)), ("mtext", m.group(2))):
+                        el = self.dom.createElement(tag)
+                        el.appendChild(self.dom.createTextNode(t))
+                        row.appendChild(el)
+                elif part.strip():
+                    row.appendChild(self._mo(part.strip()) if part in "()," else
+                                    self._script(part.strip()))
+            return row
+        mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
+        mn.appendChild(self.dom.createTextNode(text))
+        return mn
 
     _print_Dummy = _print_Symbol
 
@@ -330,7 +364,8 @@ def fold(expr, max_terms: int = MAX_TERMS):
         plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
         texs, texts = sub.split(","), sub.split(",")
         texs[at:at + 1], texts[at:at + 1] = [latex(index)], [plain]
-        tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(texs) + "}"
+        tex = (tex_base(base) + (f"^{{{tex_sup(sup)}}}" if sup else "") + "_{" + ",".join(texs)
+               + "}")
         return Raw(tex, f"{base}[{', '.join(texts)}]")
 
     def indicator(e):

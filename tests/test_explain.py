@@ -261,3 +261,46 @@ def test_pruning_keeps_the_function_and_what_it_cannot_decide():
     open_ = sp.Piecewise((x * e, sp.Abs(e) <= 1), (sp.Piecewise((0, sp.Eq(x, 0)), (x, True)),
                                                     True))
     assert prune(open_) == open_
+
+
+def _user_mlp():
+    X, W1, b1 = sg.matrix("X", 2, 3), sg.matrix("W1", 4, 3), sg.matrix("b1", 4)
+    W2, b2, y = sg.matrix("W2", 3, 4), sg.matrix("b2", 3), sg.matrix("y", 2)
+    h = sg.ops.tanh(sg.ops.dense(X, W1, b1))
+    loss = sg.ops.cross_entropy(sg.ops.dense(h, W2, b2), y)
+    return sg.Model("mlp", loss, params=[W1, b1, W2, b2],
+                    inputs={X: sg.Normal(), y: sg.Integers(0, 2)})
+
+
+def test_a_users_dense_tanh_cross_entropy_model_is_explained_layer_by_layer():
+    """Meant to fail on the step-by-step explanation (51 forward lines, one per entry):
+    ops.cross_entropy's per-row steps are one layer, nll = lse(Z) - pick(Z, y), with its delta
+    rule, so the whole model reads layer by layer, in Markdown and in MathML."""
+    e = sg.explain(_user_mlp())
+    md = e.markdown()
+    assert "## Forward pass, layer by layer" in md and "## Local derivatives" not in md
+    assert (r"\mathrm{nll} = \mathrm{lse}(\mathrm{W2\_out}) - \mathrm{pick}(\mathrm{W2\_out}, y)"
+            in md)
+    assert (r"\delta_{\mathrm{W2\_out}} = \left(\delta_{\mathrm{nll}} 1\right) \circ "
+            r"\left(\mathrm{softmax}(\mathrm{W2\_out}) - \mathrm{onehot}(y)\right)") in md
+    assert r"\frac{\partial L}{\partial W^{(2)}} = \delta_{\mathrm{W2\_out}}^{T}" in md
+    assert r"\left(1 - \mathrm{tanh\_W1\_out}^{\circ {2}}\right)" in md  # tanh' as 1 - t^2
+    forward = md.split("## Forward pass, layer by layer")[1].split("## ")[0]
+    assert forward.count("$$ ") == 5  # dense, tanh, dense, cross-entropy's rows, the mean
+    html = e.html()
+    assert "<mi>pick</mi>" in html and "<mi>onehot</mi>" in html
+
+
+def test_the_layer_view_of_cross_entropy_has_the_exact_values_at_a_point():
+    """With at=, the rows' layer shows nll's values (not the lse beside them), equal to
+    log-sum-exp minus the picked logit computed here in float64."""
+    at = {"X": [[0.1, 0.2, 0.3], [0.4, -0.5, 0.6]],
+          "W1": [[0.1, -0.2, 0.3], [0.2, 0.1, -0.1], [-0.3, 0.2, 0.1], [0.1, 0.1, 0.4]],
+          "b1": [0.0] * 4, "W2": [[0.2, -0.1, 0.3, 0.1], [0.5, 0.2, -0.3, 0.0],
+                                  [-0.4, 0.1, 0.2, 0.3]], "b2": [0.0] * 3, "y": [0, 2]}
+    md = sg.explain(_user_mlp(), at=at).markdown()
+    line = next(ln for ln in md.splitlines() if ln.startswith(r"$$ \mathrm{nll} = "))
+    Z = np.tanh(np.array(at["X"]) @ np.array(at["W1"]).T) @ np.array(at["W2"]).T
+    nll = np.log(np.exp(Z).sum(axis=1)) - Z[[0, 1], at["y"]]
+    shown = [float(v) for v in re.search(r"= \[(.*)\] \$\$", line).group(1).split(", ")]
+    assert np.allclose(shown, nll, rtol=1e-3), (shown, nll)

@@ -25,7 +25,7 @@ from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
-from .layer_derivation import family_of, layer_rules, matrix_shapes
+from .layer_derivation import NOTATION, family_of, layer_rules, matrix_shapes
 from .notation import latex, mathml
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
@@ -122,7 +122,8 @@ def model_formulas(view: View) -> list[Formula]:
         if rules is not None:
             sym, fwd, _ = rules
             f = eq_formula(sym, fwd)
-            out.append(Formula(f.latex + r" \quad (%d \times %d)" % sym.shape, f.mathml))
+            out.append(Formula(f.latex + r" \quad (%d \times %d)" % sym.shape, f.mathml,
+                               note=NOTATION.get(fam[0].group.op, "")))
             continue
         first = eq_formula(view.plain(fam[0].symbol), view.plain(fam[0].expr))
         if len(fam) == 1:
@@ -178,7 +179,7 @@ def textbook(view: View) -> tuple[str, list[Formula]] | None:
                                         local_derivative(out, u)))
             for _, (_, _, back) in reversed(matrix):
                 lines += [_matrix_eq(lhs, rhs) for lhs, rhs in back]
-            return title, lines
+            return title, lines + rules  # the index rule of an op's rows (cross-entropy's)
         big = [(f, r) for f, r in matrix if r[0].shape != (1, 1)]
         lines = [_matrix_eq(lhs, rhs) for _, (_, _, back) in reversed(big) for lhs, rhs in back]
         rest = len(steps.nodes) - sum(len(f) for f, _ in big)

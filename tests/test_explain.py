@@ -210,6 +210,15 @@ def test_repeated_steps_are_numbered_by_an_ordinal_never_a_power():
             "</msup>") in ml and "[6]" not in ml
     md = sg.explain(zoo.get("gpt_gelu_tanh")).markdown()
     assert r"\mathrm{tanh}^{(6\mathrm{th})}" in md and "^{[" not in md
+    from symgrad.present.step_formulas import StepNames, View  # the plain-text names too
+    from symgrad.tensor.front import program_of
+    from symgrad.tensor.program import topological
+    view = View(program_of(zoo.get("gpt_gelu_tanh")))
+    names = StepNames(view)
+    prog = view.program.textbook_program or view.program
+    texts = [names.text(n, "") for n in topological([prog.loss])
+             if "step" in n.attrs]
+    assert "tanh^(6th)" in texts and not any("#" in t for t in texts)
 
 
 @pytest.mark.parametrize("name", zoo.names())

@@ -26,7 +26,7 @@ from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
 from .layer_derivation import NOTATION, family_of, layer_rules, matrix_shapes
-from .notation import latex, mathml
+from .notation import latex, mathml, ordinal
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
 from .tensor_formulas import Names, hidden, node_line
@@ -218,8 +218,13 @@ class StepNames(Names):
         return latex(sp.Symbol(name)) if name is not None else super().tex(node, idx)
 
     def text(self, node: Node, idx: str) -> str:
+        """The plain-text name (MathML's fallback): the k-th step of a label as ``tanh^(6th)``,
+        as the LaTeX and MathML write it, never the internal ``tanh#6``."""
         name = self._name(node)
-        return name if name is not None else super().text(node, idx)
+        if name is None:
+            return super().text(node, idx)
+        base, _, again = name.partition("#")
+        return f"{base}^({ordinal(int(again))})" if again else name
 
 
 def computed(view: View) -> tuple[str, list[Formula]]:

@@ -49,11 +49,14 @@ class Failure:
                 else f"the Hessian-vector product with respect to {self.output[3:]}"
                 if self.output.startswith(HVP_PREFIX)
                 else f"the gradient with respect to {self.output[3:]}")
-        return (f"{self.backend}: {self.kind} in {what} at sample {self.sample} "
-                f"({point_text(self.point)}): expected {self.expected!r}, got {self.got!r}, "
+        # the numbers first, the sample's values last and shortened (point_text; the JSON
+        # keeps them whole): one line a reader takes in at a glance
+        return (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
+                f"expected {self.expected!r}, got {self.got!r}, "
                 f"error {fmt(self.ulps)} ULPs (allowed {fmt(self.allowed_ulps)})"
                 + (f"; {self.note}" if self.note else "")
-                + (f" [cause: {self.cause}]" if self.cause else ""))
+                + (f" [cause: {self.cause}]" if self.cause else "")
+                + (f"; sample values: {point_text(self.point)}" if self.point else ""))
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,

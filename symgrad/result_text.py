@@ -96,6 +96,11 @@ class ResultText:
         return lines
 
     def __str__(self) -> str:
+        return "\n".join(self.summary_lines() + self.finding_lines())
+
+    def summary_lines(self) -> list[str]:
+        """The verdict line, the table and each backend's summary: ``str(result)`` without its
+        findings (``finding_lines``), for a message that shows those first."""
         head = (f"symgrad: {self.model} — {self.verdict.upper()} "
                 f"({len(self.oracle_samples)} of {self.config.samples} samples checked against "
                 "the exact derivative, "
@@ -123,6 +128,13 @@ class ResultText:
                 lines.append(f"  unconfirmed suspicion (fails nothing): {note}")
             if len(notes) > 3:
                 lines.append(f"  ({len(notes) - 3} more unconfirmed suspicion(s) on {name})")
+        return lines
+
+    def finding_lines(self) -> list[str]:
+        """The findings of ``str(result)``, one line each: the deciding backends' failures,
+        symgrad's own programs' apart, the worst precision-loss warning, a kink, a few
+        inconclusive entries."""
+        lines = []
         n = self.finding_counts()
         fails = self.findings("failures")
         mine = [f for f in fails if self.decides(f.backend)]
@@ -149,7 +161,7 @@ class ResultText:
             lines.append(f"  {undecided} inconclusive entr{'y' if undecided == 1 else 'ies'} in "
                          "the deciding backends, e.g.:")
             lines += ["    " + f.message() for f in shown]
-        return "\n".join(lines)
+        return lines
 
     def _repr_markdown_(self) -> str:
         """Jupyter display: the verdict and the table per parameter."""
@@ -211,12 +223,20 @@ def json_float(v):
 
 
 POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
+POINT_DIGITS = 4  # ... each to this many significant digits
 
 
 def point_text(point: dict) -> str:
-    """A sample's point for a one-line message. Blocks are in the model's order, parameters
-    first: beyond ``POINT_BLOCKS_SHOWN`` blocks (a GPT has 38) only the last ones - the inputs -
-    are shown, and the rest is counted (the JSON keeps every block)."""
+    """A sample's point, shortened for the end of a one-line message: each value to
+    ``POINT_DIGITS`` significant digits, a block's first ``POINT_ENTRIES_SHOWN`` entries and
+    "…". Blocks are in the model's order, parameters first: beyond ``POINT_BLOCKS_SHOWN`` blocks
+    (a GPT has 38) only the last ones - the inputs - are shown, and the rest is counted. The
+    JSON (``Failure.as_dict``) keeps every block and every digit.
+
+    >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
+    'W1=[1.004, -0.6179, 1.822, …], y=1'
+    """
     parts = []
     items = list(point.items())
     if len(items) > POINT_BLOCKS_SHOWN:
@@ -224,12 +244,21 @@ def point_text(point: dict) -> str:
         parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
         items = items[hidden:]
     for k, v in items:
-        if isinstance(v, dict):
-            v = v["first"]
+        more = False
+        if isinstance(v, dict):  # shown_value of a large block: its first entries
+            v, more = v["first"], True
         if isinstance(v, list):
             flat = np.asarray(v).ravel()
-            shown = ", ".join(f"{x:.6g}" for x in flat[:4]) + (", …" if flat.size > 4 else "")
-            parts.append(f"{k}=[{shown}]")
+            more = more or flat.size > POINT_ENTRIES_SHOWN
+            shown = ", ".join(_short(x) for x in flat[:POINT_ENTRIES_SHOWN])
+            parts.append(f"{k}=[{shown}{', …' if more else ''}]")
         else:
-            parts.append(f"{k}={v!r}")
+            parts.append(f"{k}={_short(v)}")
     return ", ".join(parts)
+
+
+def _short(x) -> str:
+    try:
+        return f"{float(x):.{POINT_DIGITS}g}"
+    except (TypeError, ValueError):
+        return repr(x)

@@ -11,6 +11,7 @@ import symgrad as sg
 from symgrad import SymgradError, zoo
 from symgrad.cli import main
 from symgrad.explain import parse_point
+from symgrad.report import gradient_formulas
 
 
 def test_neuron_ends_in_the_tutorial_numbers():
@@ -43,6 +44,25 @@ def test_tanh_local_derivative_is_its_declared_one_minus_t_squared():
     assert r"\left(1 + \mathrm{tanh}\right) \left(-1 + \mathrm{tanh}\right)" not in md
     neuron = sg.explain(zoo.get("neuron")).markdown()
     assert r"\frac{\partial a}{\partial z} = - \left(-1 + a\right) a" in neuron
+
+
+def _tanh_net():
+    x, y, w, b, v, c = sp.symbols("x y w b v c")
+    return sg.Model("tanh_net", sg.ops.bce(sg.ops.sigmoid(v * sg.ops.tanh(w * x + b) + c), y),
+                    params=[w, b, v, c], inputs={x: sg.Uniform(-3, 3), y: sg.Choice([0.0, 1.0])})
+
+
+def test_tanh_adjoints_print_one_minus_t_squared():
+    """Meant to fail on the factored (1 + tanh)(-1 + tanh) of the textbook adjoints and the
+    simplified gradient (the local derivative already read 1 - tanh^2): every line that
+    carries tanh' carries it as 1 - tanh^2, in explain and in the report's textbook form."""
+    md = sg.explain(_tanh_net()).markdown()
+    assert r"\frac{\partial \mathrm{bce}}{\partial w} = - v x \left(1 - \mathrm{tanh}^{2}\right) " \
+        r"\left(y - \mathrm{sigmoid}\right)" in md
+    assert r"1 - \tanh^{2}{\left(b + w x \right)}" in md  # the simplified gradient
+    assert r"-1 + \mathrm{tanh}" not in md and r"-1 + \tanh" not in md
+    tex = " ".join(f.latex for _, fs in gradient_formulas(_tanh_net()) for f in fs)
+    assert r"1 - \mathrm{tanh}^{2}" in tex and r"-1 + \mathrm{tanh}" not in tex, tex
 
 
 def test_html_uses_mathml_and_jupyter_reprs():
@@ -173,7 +193,32 @@ def test_no_double_subscripts_in_names():
     from symgrad.present.notation import tex_name
     assert tex_name("d_X_{0,0}") == r"\bar{X}_{0,0}"
     assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
-    assert tex_name("mu_{0}#2") == r"\mu^{[2]}_{0}"
+    assert tex_name("mu_{0}#2") == r"\mu^{(2\mathrm{nd})}_{0}"
+
+
+def test_repeated_steps_are_numbered_by_an_ordinal_never_a_power():
+    """Meant to fail on ``tanh^{[6]}`` (read as a power of tanh): the k-th step of one label is
+    ``^{(kth)}`` in LaTeX (Markdown's math), MathML (HTML) and plain text alike."""
+    from symgrad.present.notation import latex, mathml, ordinal
+    assert [ordinal(k) for k in (2, 3, 4, 11, 12, 13, 21, 22, 23, 101, 111)] == [
+        "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th"]
+    tanh6 = sp.Symbol("tanh#6")
+    assert latex(tanh6 ** 2) == r"\left(\mathrm{tanh}^{(6\mathrm{th})}\right)^{2}"
+    assert latex(sp.Symbol("z1#2")) == r"z^{(1, 2\mathrm{nd})}"
+    ml = mathml(tanh6)
+    assert ("<msup><mi>tanh</mi><mrow><mo>(</mo><mn>6</mn><mtext>th</mtext><mo>)</mo></mrow>"
+            "</msup>") in ml and "[6]" not in ml
+    md = sg.explain(zoo.get("gpt_gelu_tanh")).markdown()
+    assert r"\mathrm{tanh}^{(6\mathrm{th})}" in md and "^{[" not in md
+    from symgrad.present.step_formulas import StepNames, View  # the plain-text names too
+    from symgrad.tensor.front import program_of
+    from symgrad.tensor.program import topological
+    view = View(program_of(zoo.get("gpt_gelu_tanh")))
+    names = StepNames(view)
+    prog = view.program.textbook_program or view.program
+    texts = [names.text(n, "") for n in topological([prog.loss])
+             if "step" in n.attrs]
+    assert "tanh^(6th)" in texts and not any("#" in t for t in texts)
 
 
 @pytest.mark.parametrize("name", zoo.names())
@@ -187,3 +232,84 @@ def test_every_builtin_model_is_explained_by_the_cli(name, capsys):
 
 def test_every_model_is_listed_for_the_loop():
     assert main(["list"]) == 0
+
+
+def _huber():
+    x, y, w, b = sp.symbols("x y w b")
+    e = w * x + b - y
+    loss = sp.Piecewise((e**2 / 2, sp.Abs(e) <= 1), (sp.Abs(e) - sp.Rational(1, 2), True))
+    return sg.Model("huber", loss, params=[w, b], inputs={x: sg.Uniform(-3, 3), y: sg.Normal()})
+
+
+def test_huber_simplified_gradient_has_no_dead_branch():
+    """Meant to fail on the nested cases: sympy.simplify put Piecewise((0, e = 0), ...) inside
+    the outer |e| <= 1's "otherwise", where |e| > 1 already rules e = 0 out."""
+    md = sg.explain(_huber()).markdown()
+    simplified = md.split("## Gradient, simplified")[1]
+    for line in filter(None, simplified.split("\n\n")):
+        assert line.count(r"\begin{cases}") == 1, line
+    assert r"\frac{x \left(b - y + w x\right)}{\left|{b - y + w x}\right|} & \text{otherwise}" \
+        in simplified
+
+
+def test_pruning_keeps_the_function_and_what_it_cannot_decide():
+    """The pruned form is the same function (random points, both branches), and a nested
+    condition the outer one does not decide (on another variable) stays."""
+    from symgrad.present.piecewise import prune
+    x, y, w, b = sp.symbols("x y w b")
+    e = w * x + b - y
+    inner = sp.Piecewise((0, sp.Eq(e, 0)), (x * e / sp.Abs(e), True))
+    full = sp.Piecewise((x * e, sp.Abs(e) <= 1), (inner, True))
+    pruned = prune(full)
+    assert pruned != full and not any(isinstance(a, sp.Piecewise)
+                                      for v, _ in pruned.args for a in sp.preorder_traversal(v))
+    rng = np.random.default_rng(0)
+    for p in rng.normal(scale=2, size=(40, 4)):
+        at = dict(zip((x, y, w, b), map(sp.Float, p)))
+        assert abs(float(full.subs(at)) - float(pruned.subs(at))) < 1e-12
+    open_ = sp.Piecewise((x * e, sp.Abs(e) <= 1), (sp.Piecewise((0, sp.Eq(x, 0)), (x, True)),
+                                                    True))
+    assert prune(open_) == open_
+
+
+def _user_mlp():
+    X, W1, b1 = sg.matrix("X", 2, 3), sg.matrix("W1", 4, 3), sg.matrix("b1", 4)
+    W2, b2, y = sg.matrix("W2", 3, 4), sg.matrix("b2", 3), sg.matrix("y", 2)
+    h = sg.ops.tanh(sg.ops.dense(X, W1, b1))
+    loss = sg.ops.cross_entropy(sg.ops.dense(h, W2, b2), y)
+    return sg.Model("mlp", loss, params=[W1, b1, W2, b2],
+                    inputs={X: sg.Normal(), y: sg.Integers(0, 2)})
+
+
+def test_a_users_dense_tanh_cross_entropy_model_is_explained_layer_by_layer():
+    """Meant to fail on the step-by-step explanation (51 forward lines, one per entry):
+    ops.cross_entropy's per-row steps are one layer, nll = lse(Z) - pick(Z, y), with its delta
+    rule, so the whole model reads layer by layer, in Markdown and in MathML."""
+    e = sg.explain(_user_mlp())
+    md = e.markdown()
+    assert "## Forward pass, layer by layer" in md and "## Local derivatives" not in md
+    assert (r"\mathrm{nll} = \mathrm{lse}(\mathrm{W2\_out}) - \mathrm{pick}(\mathrm{W2\_out}, y)"
+            in md)
+    assert (r"\delta_{\mathrm{W2\_out}} = \left(\delta_{\mathrm{nll}} 1\right) \circ "
+            r"\left(\mathrm{softmax}(\mathrm{W2\_out}) - \mathrm{onehot}(y)\right)") in md
+    assert r"\frac{\partial L}{\partial W^{(2)}} = \delta_{\mathrm{W2\_out}}^{T}" in md
+    assert r"\left(1 - \mathrm{tanh\_W1\_out}^{\circ {2}}\right)" in md  # tanh' as 1 - t^2
+    forward = md.split("## Forward pass, layer by layer")[1].split("## ")[0]
+    assert forward.count("$$ ") == 5  # dense, tanh, dense, cross-entropy's rows, the mean
+    html = e.html()
+    assert "<mi>pick</mi>" in html and "<mi>onehot</mi>" in html
+
+
+def test_the_layer_view_of_cross_entropy_has_the_exact_values_at_a_point():
+    """With at=, the rows' layer shows nll's values (not the lse beside them), equal to
+    log-sum-exp minus the picked logit computed here in float64."""
+    at = {"X": [[0.1, 0.2, 0.3], [0.4, -0.5, 0.6]],
+          "W1": [[0.1, -0.2, 0.3], [0.2, 0.1, -0.1], [-0.3, 0.2, 0.1], [0.1, 0.1, 0.4]],
+          "b1": [0.0] * 4, "W2": [[0.2, -0.1, 0.3, 0.1], [0.5, 0.2, -0.3, 0.0],
+                                  [-0.4, 0.1, 0.2, 0.3]], "b2": [0.0] * 3, "y": [0, 2]}
+    md = sg.explain(_user_mlp(), at=at).markdown()
+    line = next(ln for ln in md.splitlines() if ln.startswith(r"$$ \mathrm{nll} = "))
+    Z = np.tanh(np.array(at["X"]) @ np.array(at["W1"]).T) @ np.array(at["W2"]).T
+    nll = np.log(np.exp(Z).sum(axis=1)) - Z[[0, 1], at["y"]]
+    shown = [float(v) for v in re.search(r"= \[(.*)\] \$\$", line).group(1).split(", ")]
+    assert np.allclose(shown, nll, rtol=1e-3), (shown, nll)

@@ -142,3 +142,32 @@ def test_an_unlabelled_elementwise_op_on_a_matrix_is_still_a_layer():
         assert sum(line.startswith(lhs) for line in tex) == 1, (lhs, tex)
     labelled = ops.tanh(ops.dense(X, W1, b1), label="h")  # a label of the user's still wins
     assert labelled[0, 0].group.label == "h" and labelled[1, 2].label == "h_{1,2}"
+
+
+def test_cross_entropy_rows_are_one_group():
+    """ops.cross_entropy's per-row steps (lse_t, nll_t) carry one Group, as dense's entries do,
+    so explain and the report read them as one layer on the logits (issue 17, item 7)."""
+    import symgrad as sg
+    Z, y = sg.matrix("Z", 3, 4), sg.matrix("y", 3)
+    loss = sg.ops.cross_entropy(Z, y)
+    rows = [s for s in loss.definition.free_symbols if getattr(s, "group", None) is not None]
+    assert {s.group.op for s in rows} == {"cross_entropy"} and len(rows) == 3
+    g = rows[0].group
+    assert (g.label, g.operands, g.shape) == ("nll", ("Z", "y"), (3, 1))
+    lse = [u for s in rows for u in s.definition.free_symbols if getattr(u, "kind", "") ==
+           "logsumexp" or str(getattr(u, "label", "")).startswith("lse")]
+    assert lse and all(u.group is g for u in lse)
+
+
+def test_cross_entropy_of_separate_steps_or_a_transpose_is_not_one_layer():
+    """No Group where no matrix name stands for the logits: steps gathered in a matrix, or a
+    square op output transposed (lse(Z) would name the untransposed Z)."""
+    import symgrad as sg
+    x, W, y = sg.matrix("x", 3), sg.matrix("W", 4, 3), sg.matrix("y", 1)
+    gathered = sg.ops.cross_entropy(sg.ops.linear(x, W).T, y)
+    X, V, t = sg.matrix("X", 3, 3), sg.matrix("V", 3, 3), sg.matrix("t", 3)
+    square = sg.ops.cross_entropy(sg.ops.dense(X, V).T, t)
+    for loss in (gathered, square):
+        assert all(getattr(s, "group", None) is None for s in loss.definition.free_symbols)
+    plain = sg.ops.cross_entropy(sg.ops.dense(X, V), t)
+    assert all(s.group.op == "cross_entropy" for s in plain.definition.free_symbols)

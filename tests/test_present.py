@@ -155,32 +155,39 @@ def _report_tex(model) -> str:
 
 
 def test_cross_entropy_picks_each_rows_target_column():
-    """The committed page's wrong line (the target as the row index) is gone; each nll_i picks
-    row i's target column, in LaTeX and in its MathML."""
+    """The committed page's wrong line (the target as the row index) is gone; the rows read as
+    one layer, nll = lse(Z) - pick(Z, y), pick defined as row t's target column, and the
+    gradient program symgrad runs compares row t's target with the column index."""
     wrong = (REPORTS / "gpt_cross_entropy.md").read_text()
     m = zoo.get("gpt_cross_entropy")
     tex = _report_tex(m)
     assert r"\mathrm{logits}_{\mathrm{targets}_{2},0}" not in tex
-    assert r"\mathrm{nll}_{2} &= \mathrm{lse}_{2} - \mathrm{logits}_{2,\mathrm{targets}_{2}}" in tex
+    layer = (r"\mathrm{nll} = \mathrm{lse}(\mathrm{logits}) - \mathrm{pick}(\mathrm{logits}, "
+             r"\mathrm{targets})")
+    assert layer in tex
+    notes = " ".join(f.note for f in model_formulas(m))
+    assert "pick(Z, y)[t] = Z[t, y[t]], row t's target column" in notes
+    assert re.search(r"\[\\mathrm\{targets\}_\{2\} = \d\]", tex)  # as computed: row 2's target
     assert (r"\mathrm{logits}_{\mathrm{targets}_{2},0}" in wrong  # the page this fixes
             or r"\mathrm{logits}_{2,\mathrm{targets}_{2}}" in wrong)
     md = explain(m).markdown()
-    assert r"\mathrm{logits}_{0,\mathrm{targets}_{0}}" in md and "targets}_{0},0}" not in md
+    assert layer in md and "pick(Z, y)[t] = Z[t, y[t]]" in md and "targets}_{0},0}" not in md
     # an embedding's lookup keeps the id as its row
     assert r"\mathrm{tok\_emb}_{\mathrm{ids}_{0},0}" in _report_tex(zoo.get("gpt_embedding"))
 
 
 def test_a_pick_among_separate_steps_is_an_indexed_tuple():
     """``cross_entropy(linear(x, W).T, t)``: the logits are separate steps (linear, ...,
-    linear^{[4]}), so the pick indexes their tuple, never a scalar's subscript."""
+    linear^{(4th)}), so the pick indexes their tuple, never a scalar's subscript."""
     x, W, t = sg.matrix("x", 3), sg.matrix("W", 4, 3), sg.matrix("t", 1)
     m = sg.Model("ce_linear", sg.ops.cross_entropy(sg.ops.linear(x, W).T, t), params=[W],
                  inputs={x: Normal(0, 1), t: Integers(0, 3)})
     tex = _report_tex(m)
-    assert (r"\left(\mathrm{linear}, \ldots, \mathrm{linear}^{[4]}\right)_{t_{0}}" in tex), tex
-    assert r"\mathrm{linear}^{[4]}_{t_{0}}" not in tex and "NaN" not in tex
-    # numbered in the order the model made them: linear^{[k]} is row k - 1
-    assert r"\mathrm{linear}^{[4]} &= W_{3,0} x_{0}" in tex
+    fourth = r"\mathrm{linear}^{(4\mathrm{th})}"
+    assert (r"\left(\mathrm{linear}, \ldots, " + fourth + r"\right)_{t_{0}}" in tex), tex
+    assert fourth + "_{t_{0}}" not in tex and "NaN" not in tex
+    # numbered in the order the model made them: the k-th linear is row k - 1
+    assert fourth + r" &= W_{3,0} x_{0}" in tex
 
 
 @pytest.mark.parametrize("name,tex", [
@@ -210,7 +217,8 @@ def test_a_two_layer_dense_model_names_its_units_and_deltas():
     assert (r"\mathrm{tanh\_W1\_out} = \tanh{\left(\mathrm{W1\_out} \right)} \quad (2 \times 3)"
             in tex)
     assert r"\mathrm{W2\_out} = \mathrm{tanh\_W1\_out} \left(W^{(2)}\right)^{T}" in tex
-    assert r"\mathrm{nll}_{0} &= \mathrm{lse}_{0} - \mathrm{W2\_out}_{0,t_{0}}" in tex  # the pick
+    assert (r"\mathrm{nll} = \mathrm{lse}(\mathrm{W2\_out}) - \mathrm{pick}(\mathrm{W2\_out}, t)"
+            in tex)  # the pick, one layer
     assert r"\delta_{\mathrm{W1\_out}}^{T} x" in tex and "delta" not in tex.replace(
         r"\delta", "")
 

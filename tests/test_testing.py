@@ -104,3 +104,17 @@ def test_plugin_fixture_passes_allow_inconclusive_through(assert_gradients):
     assert "allow_inconclusive" in inspect.signature(assert_gradients).parameters
     assert_gradients(_model(), torch_fn=lambda w, x: torch.tanh(w * x), max_examples=10,
                      allow_inconclusive=True)
+
+
+def test_failure_message_says_each_finding_once():
+    """Meant to fail on the old message, which listed the failing entries and then str(result),
+    which lists them again: each finding line once, before the table."""
+    with pytest.raises(AssertionError) as info:
+        assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x * (1 + 1e-12)),
+                               max_examples=30)
+    lines = str(info.value).splitlines()
+    found = [ln for ln in lines if ln.strip().startswith("torch_fn: mismatch")]
+    assert found and len(found) == len(set(found)), lines
+    assert lines[0].startswith("gradients of tanh_neuron disagree")
+    assert lines[1] == found[0] and lines.index(found[-1]) < lines.index(
+        next(ln for ln in lines if ln.startswith("symgrad: tanh_neuron — FAIL")))

@@ -15,8 +15,9 @@ from __future__ import annotations
 import sympy as sp
 
 from ..errors import SymgradError
-from ..graph import define
-from .basic import _as_matrix, _tag, element_label, logsumexp, matrix_name, softmax_entries
+from ..graph import Intermediate, define
+from .basic import (Group, _as_matrix, _tag, element_label, logsumexp, matrix_name,
+                    softmax_entries)
 from .elementwise import FUNCTIONS as ELEMENTWISE
 
 
@@ -189,13 +190,37 @@ def add(A, B) -> sp.ImmutableMatrix:
 def cross_entropy(logits, targets, *, label: str | None = None):
     """Mean cross-entropy of each row's logits (T, V) against integer targets (T symbols)."""
     logits = _as_matrix(logits, "cross_entropy logits")
+    names = (matrix_name(logits), matrix_name(_as_matrix(targets, "cross_entropy targets")))
     targets = _vector(targets, "cross_entropy targets")
     T, V = logits.shape
     if len(targets) != T:
         raise SymgradError(f"cross_entropy: {len(targets)} targets for {T} rows of logits")
-    losses = []
+    losses, steps = [], []
     for t in range(T):
         row = list(logits.row(t))
         lse = _logsumexp(row, row=t)
         losses.append(define(lse - lookup(row, targets[t]), kind="nll", label=f"nll_{{{t}}}"))
+        steps += [lse, losses[-1]]
+    if _one_array(logits):  # the per-row steps (lse_t, nll_t) are one op on the logits, as
+        # dense's entries are: explain and the report read them as one layer,
+        # nll = lse(Z) - pick(Z, y), in matrix notation
+        group = Group("cross_entropy", "nll", names, (T, 1))
+        for s in steps:
+            if isinstance(s, Intermediate):
+                s.group = group
     return define(sp.Add(*losses) / T, kind="cross_entropy", label=label)
+
+
+def _one_array(m: sp.MatrixBase) -> bool:
+    """Whether ``m``'s entries are one named array: one ``ops`` call's output (one Group of
+    m's shape) or one block's entries (``Z_{i,j}``); not separate steps gathered in a matrix
+    (``linear(x, W).T``: linear, linear#2, ...), which no matrix name stands for."""
+    groups = {id(getattr(e, "group", None)) for e in m}
+    first = getattr(m[0, 0], "group", None)
+    if first is not None:  # in its own order (a transpose of a square one is not)
+        return (len(groups) == 1 and first.shape == m.shape and all(
+            getattr(m[i, j], "label", None) == element_label(first.label, m.shape, i, j)
+            for i in range(m.shape[0]) for j in range(m.shape[1])))
+    if any(isinstance(e, Intermediate) or not isinstance(e, sp.Symbol) for e in m):
+        return False
+    return len({e.name.split("_{")[0] for e in m}) == 1 and all("_{" in e.name for e in m)

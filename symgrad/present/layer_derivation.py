@@ -33,6 +33,12 @@ def layered(steps: Steps) -> bool:
             and any(n.group is not None and n.group.shape != (1, 1) for n in steps.nodes))
 
 
+# what the functions a layer rule writes mean, per op (shown beside its forward formula)
+NOTATION = {"cross_entropy": "lse(Z)[t] = log of the sum over j of exp(Z[t, j]); pick(Z, y)[t] "
+                             "= Z[t, y[t]], row t's target column; onehot(y)[t, j] = [j = y[t]]; "
+                             "1 a row of ones"}
+
+
 def _mat(name: str, shape) -> sp.MatrixSymbol:
     return sp.MatrixSymbol(name, *shape)
 
@@ -84,10 +90,17 @@ def layer_rules(op: str, out, ins, inputs: set, params: set):
         return fwd, back + (wrt(b, (ones * d(out)).T) if b is not None else [])
     if op in ("tanh", "exp"):
         (z,) = ins
-        deriv = (sp.OneMatrix(*out.shape) - sp.HadamardProduct(out, out) if op == "tanh"
-                 else out)
+        deriv = (sp.MatAdd(sp.OneMatrix(*out.shape), -sp.HadamardProduct(out, out),
+                           evaluate=False) if op == "tanh" else out)  # 1 - tanh^2, as written
         return (sp.Function(op)(sp.Symbol(z.name)),
                 wrt(z, sp.HadamardProduct(d(out), deriv)))
+    if op == "cross_entropy":  # ops.cross_entropy's rows: nll = lse(Z) - pick(Z, y)
+        Z, y = ins[0], ins[1]
+        fwd = sp.MatAdd(_mat(f"lse({Z.name})", out.shape),  # in the reader's order
+                        -_mat(f"pick({Z.name}, {y.name})", out.shape), evaluate=False)
+        return fwd, wrt(Z, sp.HadamardProduct(d(out) * sp.OneMatrix(1, Z.shape[1]), sp.MatAdd(
+            _mat(f"softmax({Z.name})", Z.shape), -_mat(f"onehot({y.name})", Z.shape),
+            evaluate=False)))
     entry = OPS.get(op)
     if entry is not None and entry.named:  # an op-table op (mish): delta_z = delta_y o f'(z)
         (z,) = ins
@@ -130,8 +143,12 @@ def layer_sections(steps: Steps, values: dict | None) -> list[Section]:
         out = _mat(key, g.shape)
         ins = [_mat(name, shapes.get(name, (1, 1))) for name in g.operands]
         formula, backward = layer_rules(g.op, out, ins, steps.inputs, steps.param_names)
+        shown = [n for n in nodes  # the layer's own entries (nll_t, not the lse_t beside),
+                 if (getattr(n.symbol, "label", None) or "").split("_{")[0] == key] or nodes
+        shown.sort(key=lambda n: getattr(n.symbol, "dummy_index", 0))  # in the order made:
+        #                          row by row (the program lists some ops' steps last-first)
         fwd.lines.append(Line(out, formula if formula is not None else sp.Symbol(g.op),
-                              fmt_group(values, nodes)))
+                              fmt_group(values, shown), comment=NOTATION.get(g.op, "")))
         rules.append(backward)
     for backward in reversed(rules):
         for lhs, rhs in backward:

@@ -19,55 +19,20 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 
 from ..errors import SymgradError
 from ..graph import Intermediate
+from .names import GREEK, ORDINAL, applied_name, ordinal, split_name, tex_base, tex_sup
 from .texmath import tex_fragment
 
-_NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
-                   r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z]))?$")
-# any other name: words joined by "_" (one upright name: cross_entropy, W1_out, however it is
-# indexed), an optional index ``_{i,j}``, an optional counter ``_n``
-_LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
-GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
-         "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
-
-def split_name(name: str) -> tuple[str, str, str]:
-    """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,
-    ``2,2``); ``dense_44`` -> (``dense``, ``""``, ``44``). Never a double subscript. A trailing
-    ``#k`` (the k-th step with the same label) becomes the superscript ``[k]``."""
-    name, _, again = name.partition("#")
-    base, sup, sub = _split(name)
-    if again:
-        sup += f"[{again}]"
-    return base, sup, sub
-
-
-def _split(name: str) -> tuple[str, str, str]:
-    m = _NAME.match(name)
-    if m and (not m.group("sub") or len(m.group("base")) == 1 or m.group("base") in GREEK):
-        # a letter's subscript letter (x_t, sigma_i) only: a word's (cross_e) stays in the word
-        sup = f"({m.group('num')})" if m.group("num") else ""
-        return m.group("base"), sup, m.group("idx") or m.group("sub") or ""
-    m = _LONG.match(name)
-    stem, idx, count = m.group("stem"), m.group("idx") or "", m.group("count") or ""
-    num = re.search(r"\d+$", stem)
-    sup = ""
-    if num and num.start() > 0 and stem[num.start() - 1] != "_":
-        sup, stem = f"({num.group()})", stem[:num.start()]
-    sub = ",".join(x for x in (idx, count) if x)
-    return stem or name, sup, sub
-
-
-def tex_base(base: str) -> str:
-    """A symbol's base in LaTeX: a letter as is, a Greek name as the letter, words upright."""
-    if len(base) == 1:
-        return base
-    if base in GREEK:
-        return "\\" + base
-    return r"\mathrm{" + base.replace("_", r"\_") + "}"
-
+__all__ = ["GREEK", "DOTS", "MAX_TERMS", "Raw", "applied_name", "fold", "latex", "mathml",
+           "names_from", "ordinal", "split_name", "tex_base", "tex_name", "tex_sup"]
 
 def tex_name(name: str) -> str:
     """A program name in LaTeX: ``d_<name>`` (an adjoint) as ``\bar{...}``."""
-    if "(" in name:  # already notation, e.g. θ(h), the step function as the formulas write it
+    applied = applied_name(name)
+    if applied:  # a function of named arrays, as the layer rules write it: θ(h), lse(Z)
+        func, args = applied
+        head = r"\theta" if func == "θ" else tex_base(func) if len(func) > 1 else func
+        return head + "(" + ", ".join(tex_name(a) for a in args) + ")"
+    if "(" in name:  # other notation, as is
         return name.replace("θ", r"\theta")
     if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
         return rf"\delta_{{{tex_name(name[6:])}}}"
@@ -78,7 +43,7 @@ def tex_name(name: str) -> str:
         base, sup, sub = split_name(name)
         out = tex_base(base)
     if sup:
-        out += f"^{{{sup}}}"
+        out += f"^{{{tex_sup(sup)}}}"
     if sub:
         out += f"_{{{sub}}}"
     return out
@@ -126,6 +91,15 @@ class _Latex(LatexPrinter):
 class _MathML(MathMLPresentationPrinter):
     def _print_Symbol(self, sym, style="plain"):
         name = _name_of(sym)
+        applied = applied_name(name)
+        if applied:  # a function of named arrays: lse(W2_out), θ(h)
+            func, args = applied
+            inner = self.dom.createElement("mrow")
+            for k, a in enumerate(args):
+                if k:
+                    inner.appendChild(self._mo(","))
+                inner.appendChild(self._print_Symbol(sp.Symbol(a)))
+            return self._applied(_GREEK.get(func, func), self._paren(inner))
         if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
             node = self.dom.createElement("msub")
             node.appendChild(self._print_Symbol(sp.Symbol("delta")))
@@ -149,10 +123,28 @@ class _MathML(MathMLPresentationPrinter):
         node = self.dom.createElement(tag)
         node.appendChild(mi)
         for text in ([sub] if sub else []) + ([sup] if sup else []):
-            mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
-            mn.appendChild(self.dom.createTextNode(text))
-            node.appendChild(mn)
+            node.appendChild(self._script(text))
         return node
+
+    def _script(self, text: str):
+        """A sub- or superscript: digits as a number, an ordinal's ``(6th)`` as the number and
+        its upright suffix, anything else as an identifier."""
+        if ORDINAL.search(text):
+            row = self.dom.createElement("mrow")
+            for part in re.split(r"(\d+(?:st|nd|rd|th)\b|[(),])", text):
+                m = ORDINAL.fullmatch(part)
+                if m:
+                    for tag, t in (("mn", m.group(1)), ("mtext", m.group(2))):
+                        el = self.dom.createElement(tag)
+                        el.appendChild(self.dom.createTextNode(t))
+                        row.appendChild(el)
+                elif part.strip():
+                    row.appendChild(self._mo(part.strip()) if part in "()," else
+                                    self._script(part.strip()))
+            return row
+        mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
+        mn.appendChild(self.dom.createTextNode(text))
+        return mn
 
     _print_Dummy = _print_Symbol
 
@@ -330,7 +322,8 @@ def fold(expr, max_terms: int = MAX_TERMS):
         plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
         texs, texts = sub.split(","), sub.split(",")
         texs[at:at + 1], texts[at:at + 1] = [latex(index)], [plain]
-        tex = tex_base(base) + (f"^{{{sup}}}" if sup else "") + "_{" + ",".join(texs) + "}"
+        tex = (tex_base(base) + (f"^{{{tex_sup(sup)}}}" if sup else "") + "_{" + ",".join(texs)
+               + "}")
         return Raw(tex, f"{base}[{', '.join(texts)}]")
 
     def indicator(e):

@@ -31,6 +31,7 @@ from ..tensor.model import TensorModel
 from ..tensor.program import topological
 from .explanation import Line, Section
 from .notation import MAX_TERMS, latex
+from .piecewise import prune
 
 MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
 MAX_SIMPLIFIED_SYMBOLS = 8  # ... and one of more free symbols is not simplified (factoring cost)
@@ -91,7 +92,7 @@ def steps_of(program: TensorModel) -> Steps | None:
 
 
 def display_names(steps: Steps) -> dict:
-    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{[k]}), k in
+    """Step symbol -> its display name; a repeated label gets ``#k`` (shown as ^{(kth)}), k in
     the order the model made its steps (the symbols' creation order: ``linear(x, W)``'s rows
     0, 1, ... get 1, 2, ..., whatever order the program lists them in)."""
     seen: dict[str, int] = {}
@@ -154,15 +155,59 @@ def textbook_adjoints(steps: Steps, *, tail: bool = False) -> list[tuple[sp.Basi
         for u in n.operands:
             if u in active:
                 adj[u] = adj.get(u, 0) + adj[n.symbol] * local_derivative(n, u)
+    declared = {n.symbol for n in steps.nodes if n.kind in AS_DECLARED}
     lines = []
     for n in list(reversed(nodes))[1:] + [None]:
         for sym in ([n.symbol] if n is not None else [] if tail else steps.params):
             if sym in adj:
                 e = adj[sym]
                 if e.count_ops() < 60 and not e.has(sp.Piecewise):
-                    e = sp.factor(sp.simplify(e))
+                    e = one_minus_square(sp.factor(sp.simplify(e)), declared)
                 lines.append((sp.Derivative(out_sym, sym, evaluate=False), e))
     return lines
+
+
+def one_minus_square(expr: sp.Expr, steps: set = frozenset()) -> sp.Expr:
+    """``expr`` with each factored tanh derivative written back as the textbook's 1 - t^2:
+    ``(1 + t)(-1 + t)`` -> ``-(1 - t^2)``, ``(1 + t)(1 - t)`` -> ``1 - t^2`` (equal powers
+    alike), for t a tanh step's symbol (``steps``) or ``tanh(...)`` itself; ``sympy.factor``
+    of a product of adjoints splits the local derivative that way.
+
+    Arguments:
+        expr: a (factored) expression.
+        steps: the symbols of the tanh steps.
+    Returns:
+        The same value, its tanh derivatives as 1 - t^2.
+
+    >>> t, v = sp.symbols("t v")
+    >>> one_minus_square(sp.factor(v * (1 - t**2)), {t})
+    v*(1 - t**2)
+    """
+    def tanh_like(t) -> bool:
+        return t in steps or isinstance(t, sp.tanh)
+
+    def rewrite(m: sp.Mul) -> sp.Expr:
+        parts = [a.as_base_exp() for a in m.args]
+        used: set[int] = set()
+        out, sign = [], sp.Integer(1)
+        for i, (b, e) in enumerate(parts):
+            t = b - 1 if isinstance(b, sp.Add) and len(b.args) == 2 else None
+            if i in used or t is None or not tanh_like(t):
+                continue
+            for j, (b2, e2) in enumerate(parts):
+                if j != i and j not in used and e2 == e and b2 in (t - 1, 1 - t):
+                    used |= {i, j}
+                    out.append((1 - t**2) ** e)
+                    sign *= (-1) ** e if b2 == t - 1 else 1
+                    break
+        if not used:
+            return m
+        rest = [a for k, a in enumerate(m.args) if k not in used]
+        return sp.Mul(sign, *rest, *out)
+    try:
+        return expr.replace(lambda e: isinstance(e, sp.Mul), rewrite)
+    except (TypeError, ValueError, AttributeError):
+        return expr
 
 
 # ------------------------------------------------------------------ node-level view
@@ -203,7 +248,7 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
         # entries, depending on the hash seed: simplified forms only for few scalars
         if expr is not None and len(expr.free_symbols) <= MAX_SIMPLIFIED_SYMBOLS:
-            nice = sp.factor(sp.simplify(expr))
+            nice = one_minus_square(prune(sp.factor(sp.simplify(expr))))
             if len(latex(nice)) <= MAX_SIMPLIFIED_CHARS:  # else the chain rule lines stand
                 simp.lines.append(Line(sp.Derivative(out, p, evaluate=False), nice))
     text = Section("Backpropagation, textbook form",

@@ -25,8 +25,8 @@ from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
-from .layer_derivation import family_of, layer_rules, matrix_shapes
-from .notation import latex, mathml
+from .layer_derivation import NOTATION, family_of, layer_rules, matrix_shapes
+from .notation import latex, mathml, ordinal
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
 from .tensor_formulas import Names, hidden, node_line
@@ -122,7 +122,8 @@ def model_formulas(view: View) -> list[Formula]:
         if rules is not None:
             sym, fwd, _ = rules
             f = eq_formula(sym, fwd)
-            out.append(Formula(f.latex + r" \quad (%d \times %d)" % sym.shape, f.mathml))
+            out.append(Formula(f.latex + r" \quad (%d \times %d)" % sym.shape, f.mathml,
+                               note=NOTATION.get(fam[0].group.op, "")))
             continue
         first = eq_formula(view.plain(fam[0].symbol), view.plain(fam[0].expr))
         if len(fam) == 1:
@@ -178,7 +179,7 @@ def textbook(view: View) -> tuple[str, list[Formula]] | None:
                                         local_derivative(out, u)))
             for _, (_, _, back) in reversed(matrix):
                 lines += [_matrix_eq(lhs, rhs) for lhs, rhs in back]
-            return title, lines
+            return title, lines + rules  # the index rule of an op's rows (cross-entropy's)
         big = [(f, r) for f, r in matrix if r[0].shape != (1, 1)]
         lines = [_matrix_eq(lhs, rhs) for _, (_, _, back) in reversed(big) for lhs, rhs in back]
         rest = len(steps.nodes) - sum(len(f) for f, _ in big)
@@ -217,8 +218,13 @@ class StepNames(Names):
         return latex(sp.Symbol(name)) if name is not None else super().tex(node, idx)
 
     def text(self, node: Node, idx: str) -> str:
+        """The plain-text name (MathML's fallback): the k-th step of a label as ``tanh^(6th)``,
+        as the LaTeX and MathML write it, never the internal ``tanh#6``."""
         name = self._name(node)
-        return name if name is not None else super().text(node, idx)
+        if name is None:
+            return super().text(node, idx)
+        base, _, again = name.partition("#")
+        return f"{base}^({ordinal(int(again))})" if again else name
 
 
 def computed(view: View) -> tuple[str, list[Formula]]:

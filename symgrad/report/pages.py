@@ -11,8 +11,9 @@ import html
 import numpy as np
 from tabulate import tabulate
 
-from ..compare import EXPLANATIONS
-from ..present import step_formulas, tensor_formulas
+from ..causes import OWN, precision_loss, stable_ops
+from ..compare import EXPLANATIONS, LOSS
+from ..present import step_derivation, step_formulas, tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
@@ -21,6 +22,7 @@ from .tables import Entry, backend_rows, badge, deciding_sentence, environment, 
     resolution_text, stats_rows, verdict_word
 
 SCHEMA_VERSION = 2
+LOSS_KIND = "precision loss"  # a Failure's kind for a LOSS entry
 MAX_FINDINGS = 10  # findings shown per list on a page; the JSON keeps what the result holds
 
 
@@ -96,32 +98,73 @@ def _reproduce(r: Result) -> str:
             "every sample named here is in the JSON under `points`")
 
 
-def _finding_row(r: Result, f: Failure) -> dict:
+def _finding_row(r: Result, f: Failure, stable: list[str]) -> dict:
     m = r.measure(f)
     who = (f.backend if r.decides(f.backend)
            else f"{f.backend} (symgrad's own program, not deciding)")
+    cause = f.cause or (f.note if f.kind == "inconclusive" else "-")
+    loss = _loss_cause(r, f, stable)
+    if loss:
+        cause = f"{loss['cause']} ({loss['explanation']})"
     return {"backend": who, "kind": f.kind, "output": f.output, "sample": f.sample,
             "expected": repr(f.expected), "got": repr(f.got),
             "error / allowance": fmt(m["error_over_allowance"]), "ULPs": fmt(m["ulps"]),
-            "cause": f.cause or (f.note if f.kind == "inconclusive" else "-")}
+            "cause": cause}
 
 
-def _findings_md(r: Result) -> list[str]:
+def _loss_cause(r: Result, f: Failure, stable: list[str]) -> dict:
+    """A precision-loss warning's cause and explanation (``causes.precision_loss``: which ops
+    the model has, what symgrad's own programs do at the same entry); {} for other findings."""
+    if f.kind != LOSS_KIND or f.cause:
+        return {}
+    c = precision_loss(f.backend, stable, _own_loses(r, f))
+    return {"cause": f"{c.klass}: {c.name}", "explanation": c.explanation}
+
+
+def _own_loses(r: Result, f: Failure) -> bool | None:
+    """Whether symgrad's own programs lose digits at ``f``'s sample and entry too (None for
+    their own findings, or where the entry is not found)."""
+    own = [c for n, c in r.comparisons.items() if n in OWN and n != f.backend]
+    rows = np.flatnonzero(np.asarray(r.oracle_samples) == f.sample)
+    col = f.column if f.column >= 0 else (r.outputs.index(f.output) if f.output in r.outputs
+                                          else -1)
+    if f.backend in OWN or not own or not len(rows) or col < 0:
+        return None
+    return any(int(c.status[rows[0], col]) == LOSS for c in own)
+
+
+def _stable(model) -> list[str]:
+    """symgrad's stable ops the model was written with (``causes.stable_ops``), from the
+    program it is verified as."""
+    prog, view = _view(model)
+    steps = step_derivation.steps_of(prog) if view is not None else None
+    return [] if steps is None else stable_ops((n.kind, n.expr) for n in steps.nodes)
+
+
+def _legend(kind: str, stable: list[str]) -> str:
+    if kind == LOSS_KIND and stable:  # "a stable form would avoid it" is not true here
+        return (EXPLANATIONS[kind].split(": ")[0] + f": the model already uses symgrad's "
+                f"stable forms ({', '.join(stable)}); the cause column says where the digits "
+                "are lost")
+    return EXPLANATIONS[kind]
+
+
+def _findings_md(r: Result, stable: list[str]) -> list[str]:
     out = ["## Findings", ""]
     lists = _finding_lists(r)
     if not lists:
         return out + ["None: every backend is within the bound on every checked sample.", ""]
     kinds = sorted({f.kind for _, fs, _ in lists for f in fs})
-    out += [f"- **{k}**: {EXPLANATIONS[k]}" for k in kinds] + [""]
+    out += [f"- **{k}**: {_legend(k, stable)}" for k in kinds] + [""]
     for title, shown, total in lists:
         k = min(len(shown), MAX_FINDINGS)
         out += [f"### {title.capitalize()}: showing {k} of {total}, worst first", "",
-                tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]], headers="keys",
-                         tablefmt="github", disable_numparse=True), ""]
+                tabulate([_finding_row(r, f, stable) for f in shown[:MAX_FINDINGS]],
+                         headers="keys", tablefmt="github", disable_numparse=True), ""]
     return out + [f"To reproduce: {_reproduce(r)}.", ""]
 
 
-def _findings_html(r: Result) -> str:
+def _findings_html(r: Result, stable: list[str]) -> str:
     lists = _finding_lists(r)
     if not lists:
         return "<p>None: every backend is within the bound on every checked sample.</p>"
@@ -130,7 +173,7 @@ def _findings_html(r: Result) -> str:
         k = min(len(shown), MAX_FINDINGS)
         out.append(f"<h3>{html.escape(title.capitalize())}: showing {k} of {total}, worst "
                    "first</h3>")
-        out.append(tabulate([_finding_row(r, f) for f in shown[:MAX_FINDINGS]],
+        out.append(tabulate([_finding_row(r, f, stable) for f in shown[:MAX_FINDINGS]],
                             headers="keys", tablefmt="html", disable_numparse=True))
     return "".join(out) + f"<p>To reproduce: {inline(_reproduce(r))}.</p>"
 
@@ -151,7 +194,7 @@ def _points(entry: Entry) -> dict:
 
 # ------------------------------------------------------------------ pages
 def model_json(entry: Entry) -> dict:
-    r = entry.result
+    r, stable = entry.result, _stable(entry.model)
     return {"schema_version": SCHEMA_VERSION, "environment": environment(r),
             "description": entry.model.description,
             "steps": [f.as_dict() for f in model_formulas(entry.model)],
@@ -160,7 +203,8 @@ def model_json(entry: Entry) -> dict:
             "stats": stats_rows(r),
             "worst_samples": [f.as_dict() for f in r.worst],
             "findings": {title: {"total": total,
-                                 "shown": [dict(f.as_dict(), **r.measure(f)) for f in shown]}
+                                 "shown": [dict(f.as_dict(), **r.measure(f),
+                                                **_loss_cause(r, f, stable)) for f in shown]}
                          for title, shown, total in _finding_lists(r)},
             "points": _points(entry),
             "reproduce": _reproduce(r),
@@ -222,7 +266,7 @@ def model_markdown(entry: Entry, png_name: str) -> str:
             tabulate([{k: fmt(v) for k, v in row.items()} for row in stats_rows(r)],
                      headers="keys", tablefmt="github"), "",
             f"![error histogram]({png_name})", ""]
-    out += _findings_md(r)
+    out += _findings_md(r, _stable(m))
     out += ["## Verdict rule", "", r.config.tolerance.rule(), ""]
     return "\n".join(out)
 
@@ -248,7 +292,7 @@ Verified in {entry.seconds:.2f} s.</p>
 <p>error/allowed: the worst error as a fraction of its allowance (over 1 fails); ULPs of the
 backend's dtype (at an exact zero: ULPs of the scale of the terms that produced it).</p>{stats}
 <p><img alt="error histogram" src="data:image/png;base64,{img}"></p>
-<h2>Findings</h2>{_findings_html(r)}
+<h2>Findings</h2>{_findings_html(r, _stable(m))}
 <h2>Verdict rule</h2><p>{inline(r.config.tolerance.rule())}</p>
 """
     return page(f"symgrad: {m.name}", body)

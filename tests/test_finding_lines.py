@@ -1,0 +1,68 @@
+"""How a finding reads (issue 17, new-user item 1): one line with the numbers first - which
+gradient, which entry, expected vs got, error vs allowance, the cause - and the sample's values
+last, shortened; the JSON keeps every value. Meant to fail on the old line, which put a matrix
+model's six blocks of values between "at sample 6" and "expected"."""
+
+import numpy as np
+import sympy as sp
+import torch
+
+import symgrad as sg
+from symgrad.result import Failure
+from symgrad.testing import scale_backward
+
+RNG = np.random.default_rng(0)
+POINT = {"W1": RNG.normal(size=(4, 3)).tolist(), "b1": RNG.normal(size=4).tolist(),
+         "W2": RNG.normal(size=(3, 4)).tolist(), "b2": RNG.normal(size=3).tolist(),
+         "X": RNG.normal(size=(2, 3)).tolist(), "y": [0.0, 2.0]}
+CAUSE_NOTE = ("the loss value agrees with the exact one, the gradient is outside its bound: "
+              "the derivative of the same function is wrong; error 6.33e-07 is outside the "
+              "rigorous enclosure ±1.2e-14 of what correct code computes in float64 (fast "
+              "allowance 1.92e-14): proven")
+
+
+def _failure(point=POINT) -> Failure:
+    return Failure("torch_fn", "mismatch", "d/dW1[3,2]", 6, point, -0.6330753683999176,
+                   -0.6330760014752859, 5.7e9, 173.0, note=CAUSE_NOTE,
+                   cause="derivative wrong: real derivative error")
+
+
+def test_numbers_come_before_the_sample_values():
+    line = _failure().message()
+    head = ("torch_fn: mismatch in the gradient with respect to W1[3,2] at sample 6: expected "
+            "-0.6330753683999176, got -0.6330760014752859, error 5.7e+09 ULPs (allowed 173); ")
+    assert line.startswith(head), line
+    numbers, values = line.split("; sample values: ")
+    assert CAUSE_NOTE in numbers and numbers.endswith("[cause: derivative wrong: real "
+                                                      "derivative error]")
+    assert "\n" not in line
+
+
+def test_sample_values_are_shortened_and_the_json_keeps_them_whole():
+    line = _failure().message()
+    values = line.split("; sample values: ")[1]
+    first = POINT["W1"][0]
+    assert values.startswith(f"W1=[{first[0]:.4g}, {first[1]:.4g}, {first[2]:.4g}, …], ")
+    assert values.endswith("y=[0, 2]")  # a short block whole, no "…"
+    assert repr(first[0]) not in line  # 17 digits only in the JSON
+    assert len(values) < 200 and len(line) < len(CAUSE_NOTE) + 400, len(line)
+    assert _failure().as_dict()["point"] == POINT
+
+
+def test_a_scalar_model_line_from_a_run():
+    """The README's neuron with a planted backward x (1 + 1e-7): numbers, cause, then values."""
+    x, y, w, b = sp.symbols("x y w b")
+    model = sg.Model("my_neuron", sg.ops.bce(sg.ops.sigmoid(w * x + b), y), params=[w, b],
+                     inputs={x: sg.Uniform(-3, 3), y: sg.Choice([0.0, 1.0])})
+
+    def mine(w, b, x, y):
+        z = scale_backward(w, 1 + 1e-7) * x + b
+        return torch.nn.functional.binary_cross_entropy(torch.sigmoid(z), y)
+    r = sg.verify(model, torch_fn=mine, samples=8, seed=0)
+    assert r.verdict == "fail"
+    f = r.failures[0]
+    line = f.message()
+    assert line.index("expected") < line.index("[cause: derivative wrong") < line.index(
+        "; sample values: w=")
+    assert f"w={f.point['w']:.4g}, b={f.point['b']:.4g}" in line
+    assert f.as_dict()["point"]["w"] == f.point["w"]

@@ -57,6 +57,9 @@ def test_fixture_gradcheck_passes_correct_code_and_fails_a_planted_bug(pytester)
     assert "symgrad.gradcheck: the backward of 'Cube' disagrees" in out
     assert "with respect to x[" in out
     assert "Traceback" not in out and "Jacobian" not in out
+    # the failure's lines once, not again after "During handling of the above exception"
+    assert out.count("symgrad.gradcheck: the backward of 'Cube' disagrees") == 1, out
+    assert "During handling of the above exception" not in out, out
 
 
 def test_fixture_is_still_assert_gradients_match(assert_gradients):

@@ -86,7 +86,8 @@ def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
         # one line, not a second one after "verifying ..."
         module = (load_module(args.module, _module_config(model, args), cfg.dtype, cfg.device)
                   if args.module else None)
-        print(f"symgrad: verifying {model.name}: {sampling(model, cfg, given=given)}; "
+        what = " at order 2 (Hessian-vector products)" if args.order == 2 else ""
+        print(f"symgrad: verifying {model.name}{what}: {sampling(model, cfg, given=given)}; "
               f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
         if module is not None:
             results.append(verify(model, module=module, train=args.train, config=cfg,

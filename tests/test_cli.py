@@ -280,3 +280,10 @@ def test_an_unimportable_module_is_the_only_line(capsys):
     assert main(["verify", "tiny_gpt", "--module", "nosuch_symgrad_mod:GPT"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nosuch_symgrad_mod" in err[0] and "verifying" not in err[0], err
+
+
+def test_verify_order_2_says_so_before_running(capsys):
+    """`verify --order 2` announces the Hessian-vector products, as `report --order 2` does."""
+    assert main(["verify", "chain_rule", "--order", "2", "--samples", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "symgrad: verifying chain_rule at order 2 (Hessian-vector products): 3 samples" in err

@@ -21,6 +21,7 @@ from .commands import (DEFAULT_SAMPLES, EXIT_CODES, EXIT_FAIL, EXIT_INCONCLUSIVE
                        EXIT_USAGE, config_from, exit_code, explain_cmd, fuzz_cmd, ops_cmd,
                        report_cmd, verify_cmd)
 from .errors import SymgradError
+from .version import __version__
 
 __all__ = ["EXIT_FAIL", "EXIT_INCONCLUSIVE", "EXIT_PASS", "EXIT_USAGE", "config_from",
            "exit_code", "main"]
@@ -76,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog="exit codes: 0 pass, 1 fail, 3 inconclusive (nothing "
                                        "failed, but something could not be decided), 2 bad "
                                        "usage or input")
+    p.add_argument("--version", action="version", version=f"symgrad {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("list", help="list the built-in models")
     v = sub.add_parser("verify", help="verify a model's gradients; exit 0 pass, 1 fail, 3 "

@@ -69,6 +69,9 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
 
 def verify_cmd(args: argparse.Namespace) -> int:
     base = config_from(args)
+    if args.train and not args.module:
+        raise SymgradError("--train runs your --module in train mode and applies only with it; "
+                           "drop --train, or give --module pkg.mod:attr")
     with session(args.scheduler, args.workers) as client:
         return _verify_all(args, base, client)
 
@@ -79,11 +82,14 @@ def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
         model = _get(name, args)
         given = args.samples is not None
         cfg = samples_for(model, base, given=given)
-        print(f"symgrad: verifying {model.name}: {sampling(model, cfg, given=given)}; "
+        # the user's module is loaded before the run is announced: an import error is the
+        # one line, not a second one after "verifying ..."
+        module = (load_module(args.module, _module_config(model, args), cfg.dtype, cfg.device)
+                  if args.module else None)
+        what = " at order 2 (Hessian-vector products)" if args.order == 2 else ""
+        print(f"symgrad: verifying {model.name}{what}: {sampling(model, cfg, given=given)}; "
               f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
-        if args.module:
-            module = load_module(args.module, _module_config(model, args), cfg.dtype,
-                                 cfg.device)
+        if module is not None:
             results.append(verify(model, module=module, train=args.train, config=cfg,
                                   order=args.order))
         else:

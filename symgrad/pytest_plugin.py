@@ -60,7 +60,10 @@ class AssertGradients:
         try:
             return (gradcheck if order == 1 else gradgradcheck)(func, inputs, **kwargs)
         except GradcheckError as exc:
-            pytest.fail(str(exc), pytrace=False)
+            message = str(exc)
+        # failed outside the except block: raised inside it, pytest would print symgrad's lines
+        # twice ("During handling of the above exception, another exception occurred")
+        pytest.fail(message, pytrace=False)
 
 
 @pytest.fixture

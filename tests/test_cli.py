@@ -259,3 +259,31 @@ def test_report_order_2_writes_its_own_set_and_leaves_the_first_order_one(tmp_pa
     assert "neuron at order 2 (Hessian-vector products)" in captured.err
     assert str(out / "order2" / "index.html") in captured.err
     assert "| neuron" in captured.out.replace("  ", " ") or "neuron" in captured.out
+
+
+def test_version_prints_the_package_version(capsys):
+    """`symgrad --version`: the version on stdout, exit 0 (not 'a command is required')."""
+    from symgrad.version import __version__
+    assert main(["--version"]) == 0
+    assert capsys.readouterr().out.strip() == f"symgrad {__version__}"
+
+
+def test_train_without_module_is_refused_in_one_line(capsys):
+    """`--train` only puts a --module in train mode: alone it was silently ignored (exit 0)."""
+    assert main(["verify", "neuron", "--train", "--samples", "3"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--train" in err[0] and "--module pkg.mod:attr" in err[0], err
+
+
+def test_an_unimportable_module_is_the_only_line(capsys):
+    """`--module nosuch.mod:GPT`: the import error before anything is announced or derived."""
+    assert main(["verify", "tiny_gpt", "--module", "nosuch_symgrad_mod:GPT"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nosuch_symgrad_mod" in err[0] and "verifying" not in err[0], err
+
+
+def test_verify_order_2_says_so_before_running(capsys):
+    """`verify --order 2` announces the Hessian-vector products, as `report --order 2` does."""
+    assert main(["verify", "chain_rule", "--order", "2", "--samples", "3"]) == 0
+    err = capsys.readouterr().err
+    assert "symgrad: verifying chain_rule at order 2 (Hessian-vector products): 3 samples" in err

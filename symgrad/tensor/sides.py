@@ -10,22 +10,22 @@ points *between* the sides (fractional selectors) that must equal the base plus 
 change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients are the
 Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
-more combinations (the all-last-side base and its single changes, one side per class of
-kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull
-(``"relaxed"``), one pass in ball arithmetic with every reached selector the ball [0, 1] gives
-a proven enclosure of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a backend's gradient in the
-enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
-nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
-is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base and
-the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
+more combinations (the all-last-side base and its single changes, one side per class of kinks as
+``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull (``"relaxed"``),
+one pass in ball arithmetic with every reached selector the ball [0, 1] gives a proven enclosure
+of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a backend's
+gradient in the enclosure but outside the hull makes ``rejudge`` evaluate one more combination,
+the sides nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between
+the two is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base
+and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
 sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
 (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
-options set every member's side consistently. Where every side agrees (a smooth function
-written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
-The passes a row knows together (every combination; the base and its single changes; the
-groups' combinations; the two points between the sides; the extra combinations) are one walk
-with the passes stacked on the batch axis (``interpret.evaluate_walks``: bitwise the rows of a
-pass each, ``STACK_ENTRIES`` entries per walk at most); the search's passes are one at a time.
+options set every member's side consistently. Where every side agrees (a smooth function written
+with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side). Passes
+known together are one walk, stacked on the batch axis (``interpret.evaluate_walks``: bitwise
+the rows of a pass each, ``STACK_ENTRIES`` entries at most): every combination; a base and its
+single changes; the groups' combinations; both points between the sides (their random weights
+drawn first); the extra combinations. The search's passes are one at a time.
 """
 
 from __future__ import annotations
@@ -54,8 +54,7 @@ LEAN_SWEEPS = 3  # search of this many sweeps over every kink's single changes (
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
 #                        keeps every value of its reference passes (16 B each in double-double)
 REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
-STACK_ENTRIES = 1 << 21  # a row's passes known together are stacked on the batch axis, as
-#                          many per walk as keep (entries of the program) x walks up to this
+STACK_ENTRIES = 1 << 21  # passes a row knows together: one walk, entries x passes up to this
 
 
 class _Row:
@@ -334,25 +333,31 @@ def _add(row: _Row, more: list, verts: list, labels: list, combos: list) -> None
     combos.extend(more)
 
 
+def _last_side(options: list) -> list:
+    """The all-last-side base, then its single changes (kink by kink, option by option)."""
+    last = tuple(o[-1] for o in options)
+    return [last] + [last[:q] + (c,) + last[q + 1:]
+                     for q, o in enumerate(options) for c in o[:-1]]
+
+
 def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list,
                 combos: list) -> list:
-    """The all-last-side base and its single changes (appended to ``verts``, their
-    combinations to ``combos``), and per kink
-    whether its single changes move anything at the first and at the last base (the classes
-    of ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
-    last = tuple(o[-1] for o in options)
+    """The all-last-side base and its single changes (``_last_side``, one stacked pass)
+    appended to ``verts`` (their combinations to ``combos``), and per kink whether its single
+    changes move anything at the first and at the last base (the classes of
+    ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
+    lasts = _last_side(options)
+    rows = row.vertices(lasts, remember=(0,))
     at = len(verts)
-    new, more = [last], []
+    more, k = [], at + 1
     labels.append(f"each of the {len(options)} reached kinks from its last side")
     for q, o in enumerate(options):
-        more.append([at])
-        for c in o[:-1]:
-            more[-1].append(at + len(new))
-            new.append(last[:q] + (c,) + last[q + 1:])
-            labels.append(_side_words(row.s, row.keys[q], c)
-                          + ", the other kinks from their last side")
-    verts.extend(row.vertices(new, remember=(0,)))
-    combos.extend(new)
+        more.append([at] + list(range(k, k + len(o) - 1)))
+        k += len(o) - 1
+        labels.extend(_side_words(row.s, row.keys[q], c)
+                      + ", the other kinks from their last side" for c in o[:-1])
+    verts.extend(rows)
+    combos.extend(lasts)
 
     def moved(rows: list) -> bool:
         b = verts[rows[0]]
@@ -368,14 +373,20 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
     base = verts[0]
     scale = max(float(np.max(np.abs(np.array(verts)[np.isfinite(verts)]), initial=0.0)), 0.0)
     tol = 2.0**-INTERACTION_BITS * scale
+    rounds, states = [], []  # both rounds' points drawn first, evaluated in one pass
     for _ in range(2):
         weights = []
         for o in options:
             w = rng.integers(1, 1 << 20, size=len(o)).astype(np.float64)
             weights.append(dict(zip(o, w / w.sum())))
-        got, *parts = row.runs([dict(enumerate(weights))] + [
-            {q: weights[q] for q in g} for g in groups if len(g) > 1])
-        pred, parts = base.copy(), iter(parts)
+        rounds.append(weights)
+        states.append(rng.bit_generator.state)
+    choices = [[dict(enumerate(w))] + [{q: w[q] for q in g} for g in groups if len(g) > 1]
+               for w in rounds]
+    got_all = iter(row.runs(choices[0] + choices[1]))
+    for weights, state in zip(rounds, states):
+        got, parts = next(got_all), iter([next(got_all) for _ in choices[0][1:]])
+        pred = base.copy()
         for g, rs in zip(groups, rows):
             if len(g) == 1:
                 q = g[0]
@@ -384,5 +395,6 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
                 continue
             pred = pred + (next(parts) - base)
         if not np.all(np.abs(got - pred) <= tol):
+            rng.bit_generator.state = state  # as if the next round had not been drawn
             return "the gradient between the sides is not separable in groups of kinks"
     return None

@@ -366,6 +366,7 @@ def test_the_sides_reuse_unchanged_values_bitwise(monkeypatch):
 
     def sides_with(limit):
         monkeypatch.setattr(sides, "REUSE_UP_TO", limit)
+        monkeypatch.setattr(sides, "STACK_ENTRIES", 0)  # one pass per side (stacked: fewer)
         computed.clear()
         hi, lo = np.zeros((1, 1 + 18 + 36)), np.zeros((1, 1 + 18 + 36))
         ks, _, _ = sides.kink_sides(m, at, keys, DD_OPS, hi, lo)

@@ -15,7 +15,7 @@ inputs stay numpy integer arrays (N, ...). The rule of each op is one row of ``R
 from __future__ import annotations
 
 import string
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import sympy as sp
@@ -156,6 +156,41 @@ RULES: dict[str, Callable] = {
 }
 
 
+def _one_walk(v, i: int):
+    """Walk ``i``'s part of a value of stacked walks (a value of one: the same for all)."""
+    return v if v.shape[0] == 1 else v[i:i + 1]
+
+
+def _stack(parts: list):
+    """The values of one node in each walk, stacked on the batch axis (a double-double whose
+    parts all have a zero low part keeps its zero view)."""
+    kind = type(parts[0])
+    if any(type(p) is not kind for p in parts):
+        raise SymgradError(f"stacked walks gave one node values of types {kind.__name__} "
+                           f"and {next(type(p) for p in parts if type(p) is not kind).__name__}")
+    if kind is np.ndarray:
+        return np.concatenate(parts)
+    if isinstance(getattr(parts[0], "hi", None), np.ndarray):  # a double-double (hi, lo)
+        hi = np.concatenate([p.hi for p in parts])
+        if all(p.lo_is_zero_view for p in parts):
+            return kind(hi)
+        return kind(hi, np.concatenate([p.lo for p in parts]))
+    raise SymgradError(f"stacked walks need double-double or numpy values, not {kind.__name__}")
+
+
+def _einsum_apart(node, t, vals, ctx):
+    """``einsum`` over a batch that stacks separate walks (``evaluate_walks``): each walk's
+    product alone, with the operands a walk of one would pass it (a double-double product's
+    Ozaki split and its exact one-hot selection look at the whole batch)."""
+    n = max(_batch(t, v) for v in vals)
+    if n == 1:
+        return _einsum(node, t, vals, ctx)
+    return _stack([_einsum(node, t, [_one_walk(v, i) for v in vals], ctx) for i in range(n)])
+
+
+_WALKS = {"einsum": _einsum_apart}  # the rules of ``evaluate_walks``
+
+
 _SCHEDULES: dict = {}  # output ids -> (order, last use): the oracle, the bound and the
 #                       rigorous enclosure walk the same program once per sample (chunk)
 
@@ -268,6 +303,48 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
     if emit is not None:
         return [None] * len(outputs)
     return [values[o.id] for o in outputs]
+
+
+def evaluate_walks(outputs: Iterable[Node], table, leaves: Mapping[str, object],
+                   walks: Sequence[Mapping[str, np.ndarray]], *,
+                   reference: Mapping[int, object] | None = None,
+                   on_node: Callable[[Node, object], None] | None = None) -> list:
+    """The values of ``outputs`` in several walks of one sample that differ in some leaves
+    (the sides of the kinks, ``symgrad.tensor.sides``), computed as one walk with the walks
+    stacked on the batch axis: walk ``i``'s values are entry ``i`` of each value, bitwise those
+    of ``evaluate`` on its leaves alone, for a table that acts on each entry of the batch apart
+    in every op but a product (the tables with ``per_sample``: ``DDOps``); products run one
+    walk at a time (``_einsum_apart``). A node whose operands are the same in every walk is
+    computed once (its value keeps a batch of one), and a leaf the walks give bitwise the same
+    is not stacked.
+
+    Arguments:
+        outputs, table: as ``evaluate``.
+        leaves: block name -> array (1, *shape), the same in every walk.
+        walks: per walk, block name -> array (1, *shape) (each walk the same names).
+        reference, on_node: as ``evaluate`` (a reference's values have a batch of one).
+    Returns:
+        The output values, each with a batch of ``len(walks)`` or of one (the same in all).
+
+    >>> import numpy as np, symgrad.tensor as st
+    >>> from symgrad.tensor.tables import NumpyOps
+    >>> W, x = st.param("W", (2,)), st.input("x", (2,))
+    >>> y = st.sum_(st.einsum("i,i->i", W, x))
+    >>> walks = [{"x": np.array([[1.0, 2.0]])}, {"x": np.array([[0.0, 5.0]])}]
+    >>> evaluate_walks([y], NumpyOps(), {"W": np.ones((1, 2))}, walks)[0].tolist()
+    [3.0, 5.0]
+    """
+    stacked = dict(leaves)
+    for name in walks[0] if walks else ():
+        arrs = [np.asarray(w[name]) for w in walks]
+        first = arrs[0]
+        if first.ndim == 0 or first.shape[0] != 1:
+            raise SymgradError(f"evaluate_walks: block {name!r} of walk 0 has shape "
+                               f"{first.shape}; give each walk's leaves a batch of one")
+        same = all(a.shape == first.shape and a.dtype == first.dtype
+                   and a.tobytes() == first.tobytes() for a in arrs[1:])
+        stacked[name] = first if same else np.concatenate(arrs)
+    return evaluate(outputs, table, stacked, rules=_WALKS, reference=reference, on_node=on_node)
 
 
 def identical(a, b) -> bool:

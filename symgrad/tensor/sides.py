@@ -10,18 +10,22 @@ points *between* the sides (fractional selectors) that must equal the base plus 
 change to 2^-``INTERACTION_BITS`` of the gradient's scale: then the subgradients are the
 Minkowski sum of the groups' hulls (``"separable"``), decided exactly by
 ``compare.separable_combination``. Otherwise (interacting kinks: stacked ReLU layers at 0) some
-more combinations (the all-last-side base and its single changes, one side per class of
-kinks as ``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull
-(``"relaxed"``), one pass in ball arithmetic with every reached selector the ball [0, 1] gives
-a proven enclosure of every subgradient (outside it: a mismatch); a backend's gradient in the
-enclosure but outside the hull makes ``rejudge`` evaluate one more combination, the sides
-nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between the two
-is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base and
-the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
+more combinations (the all-last-side base and its single changes, one side per class of kinks as
+``symgrad.compare.kinks.class_combos`` picks, random ones) form an inner hull (``"relaxed"``),
+one pass in ball arithmetic with every reached selector the ball [0, 1] gives a proven enclosure
+of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a backend's
+gradient in the enclosure but outside the hull makes ``rejudge`` evaluate one more combination,
+the sides nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between
+the two is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base
+and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
 sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
 (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
-options set every member's side consistently. Where every side agrees (a smooth function
-written with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side).
+options set every member's side consistently. Where every side agrees (a smooth function written
+with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side). Passes
+known together are one walk, stacked on the batch axis (``interpret.evaluate_walks``: bitwise
+the rows of a pass each, ``STACK_ENTRIES`` entries at most): every combination; a base and its
+single changes; the groups' combinations; both points between the sides (their random weights
+drawn first); the extra combinations. The search's passes are one at a time.
 """
 
 from __future__ import annotations
@@ -31,31 +35,26 @@ import math
 from typing import Mapping
 
 import numpy as np
-from flint import arb
 
-from ..backends.arb import Between, Imprecise
 from ..compare import KinkSides
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
-from ..errors import SymgradError
-from ..precise.arb import ARB_OPS
-from .interpret import evaluate
+from .enclosure import enclosure
+from .interpret import evaluate, evaluate_walks
 from .kinks import Keys, sided
 from .links import distinct, names, side_words
 from .nearest import searcher
 from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it from
 from .model import TensorModel
 from .program import topological
-from .views import flat_balls
 
-ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
-ENCLOSURE_BITS = 128
 MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
 MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: the base and a
 LEAN_SWEEPS = 3  # search of this many sweeps over every kink's single changes (``_lean``)
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
 #                        keeps every value of its reference passes (16 B each in double-double)
 REFERENCES = 2  # passes kept per row: the first-side base and the last-side base
+STACK_ENTRIES = 1 << 21  # passes a row knows together: one walk, entries x passes up to this
 
 
 class _Row:
@@ -65,15 +64,15 @@ class _Row:
         self.s = sided(model)
         self.model, self.one, self.keys, self.base, self.table = model, one, keys, base, table
         self.references: list = []  # (selectors, node id -> value) of remembered passes
-        self.reuse = sum(n.size for n in topological(self.s.gradient.outputs)) <= REUSE_UP_TO
+        size = sum(n.size for n in topological(self.s.gradient.outputs))
+        self.reuse = size <= REUSE_UP_TO
+        self.stack = (max(1, STACK_ENTRIES // max(size, 1))
+                      if getattr(table, "per_sample", None) is not None else 1)
+        self.ready: dict = {}  # combination -> its row, from a stacked pass (``vertices``)
 
-    def run(self, choice: dict, remember: bool = False) -> np.ndarray:
-        """The gradient row (value, then every parameter entry, hi + lo) with key q on the
-        weights ``choice[q]`` (option -> weight), the other kinks at their actual side.
-        The pass reuses every value that equals the one of the remembered pass whose
-        selectors differ from these in the fewest entries (``interpret.evaluate``'s
-        ``reference``: the same bits, computed once); ``remember`` keeps this pass's values
-        for later ones (up to ``REFERENCES``)."""
+    def selectors(self, choice: dict) -> dict:
+        """Selector node -> its array (1, ...) with key q on the weights ``choice[q]`` (option
+        -> weight), the other kinks at their actual side."""
         sel = {node: np.array(arr, dtype=np.float64) for node, arr in self.base.items()}
         for q, weights in choice.items():
             key = self.keys[q]
@@ -91,21 +90,58 @@ class _Row:
             else:
                 for k, node in enumerate(site.atoms[key.atom].selectors):
                     sel[node].reshape(-1)[key.entry] = weights.get(k, 0.0)
+        return sel
+
+    def run(self, choice: dict, remember: bool = False) -> np.ndarray:
+        """The gradient row (value, then every parameter entry, hi + lo) with the selectors
+        of ``choice`` (``selectors``). The pass reuses every value that equals the one of the
+        remembered pass whose selectors differ from these in the fewest entries
+        (``interpret.evaluate``'s ``reference``: the same bits, computed once); ``remember``
+        keeps this pass's values for later ones (up to ``REFERENCES``)."""
+        sel = self.selectors(choice)
         leaves = dict(self.one)
         leaves.update({node.name: arr for node, arr in sel.items()})
-        reference = self._closest(sel)
         kept: dict | None = {} if remember and self.reuse else None
-        outs = evaluate(self.s.gradient.outputs, self.table, leaves, reference=reference,
+        outs = evaluate(self.s.gradient.outputs, self.table, leaves,
+                        reference=self._closest(sel),
                         on_node=None if kept is None else (lambda n, v: kept.__setitem__(n.id, v)))
         if kept is not None:
             self.references = (self.references + [(sel, kept)])[-REFERENCES:]
+        return self._rows(outs, 1)[0]
+
+    def runs(self, choices: list, remember: tuple = ()) -> np.ndarray:
+        """``run`` of each choice (rows), in passes of up to ``stack`` choices stacked on the
+        batch axis (``interpret.evaluate_walks``: bitwise the rows of one pass each); the
+        choices at ``remember`` are kept as references (``run``)."""
+        out = []
+        for s in range(0, len(choices), self.stack):
+            part = choices[s:s + self.stack]
+            keep = tuple(i - s for i in remember if s <= i < s + len(part))
+            if len(part) == 1:
+                out.append(self.run(part[0], bool(keep))[None])
+                continue
+            sels = [self.selectors(c) for c in part]
+            walks = [{node.name: arr for node, arr in sel.items()} for sel in sels]
+            kept: dict | None = {} if keep and self.reuse else None
+            outs = evaluate_walks(
+                self.s.gradient.outputs, self.table, self.one, walks,
+                reference=self._closest(sels[0]),
+                on_node=None if kept is None else (lambda n, v: kept.__setitem__(n.id, v)))
+            for i in keep if kept is not None else ():
+                one = {k: v if np.shape(v)[0] == 1 else v[i:i + 1] for k, v in kept.items()}
+                self.references = (self.references + [(sels[i], one)])[-REFERENCES:]
+            out.append(self._rows(outs, len(part)))
+        return np.concatenate(out) if out else np.empty((0, 0))
+
+    def _rows(self, outs: list, n: int) -> np.ndarray:
+        """The (n, value + parameters) rows, hi + lo, of a pass's outputs."""
         row = []
         for b, v in zip((None,) + self.model.param_blocks, outs):
             h, lo = self.table.to_float64(v)
-            shape = (1,) if b is None else (1,) + b.shape
+            shape = (n,) if b is None else (n,) + b.shape
             row.append((np.broadcast_to(np.asarray(h, np.float64), shape)
-                        + np.broadcast_to(np.asarray(lo, np.float64), shape)).reshape(-1))
-        return np.concatenate(row)
+                        + np.broadcast_to(np.asarray(lo, np.float64), shape)).reshape(n, -1))
+        return np.concatenate(row, axis=1)
 
     def _closest(self, sel: dict) -> dict | None:
         """The values of the remembered pass nearest to selectors ``sel`` (None: none kept)."""
@@ -114,7 +150,17 @@ class _Row:
         return min(self.references, key=lambda r: apart(r[0]), default=(None, None))[1]
 
     def vertex(self, combo: tuple, remember: bool = False) -> np.ndarray:
-        return self.run({q: {c: 1.0} for q, c in enumerate(combo)}, remember)
+        """The row of one combination of sides (computed already by ``vertices``, or now)."""
+        got = self.ready.get(combo)
+        return got if got is not None else self.run(_choice(combo), remember)
+
+    def vertices(self, combos: list, remember: tuple = ()) -> list:
+        """``vertex`` of each combination, their passes stacked (``runs``)."""
+        self.ready = dict(zip(combos, self.runs([_choice(c) for c in combos], remember)))
+        try:
+            return [self.vertex(c) for c in combos]
+        finally:
+            self.ready = {}
 
     def label(self, combo: tuple, changed_only: bool) -> str:
         parts = []
@@ -129,6 +175,10 @@ class _Row:
                     f"each of the {len(self.keys)} reached kinks from its first side "
                     f"({first}, ...)")
         return "; ".join(parts)
+
+
+def _choice(combo: tuple) -> dict:
+    return {q: {c: 1.0} for q, c in enumerate(combo)}
 
 
 def _side_words(s, key, c: int) -> str:
@@ -200,7 +250,7 @@ def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:
     options = [k.options for k in ks]
     base = tuple(o[0] for o in options)
     V = row.vertex(base, remember=True)[None]
-    low, high = _enclosure(row, V.shape[1])
+    low, high = enclosure(row.model, row.s, row.keys, row.base, row.one)
     passes = LEAN_SWEEPS * sum(len(o) - 1 for o in options)
     search = searcher(row.vertex, lambda c: row.label(c, True), options, range(len(ks)),
                       [base], V, passes=passes)
@@ -224,23 +274,21 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
     options = [k.options for k in ks]
     if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
         combos = list(itertools.product(*options))
-        return (np.array([row.vertex(c, remember=i == 0) for i, c in enumerate(combos)]),
+        return (np.array(row.vertices(combos, remember=(0,))),
                 [row.label(c, False) for c in combos], None)
     base = tuple(o[0] for o in options)
-    verts, labels, unit = [row.vertex(base, remember=True)], [row.label(base, True)], []
-    combos = [base]  # the combination of each row of verts
+    combos, unit = [base], []  # the combination of each row of verts
     for q, o in enumerate(options):
         unit.append([0])
         for c in o[1:]:
-            combo = base[:q] + (c,) + base[q + 1:]
-            unit[-1].append(len(verts))
-            verts.append(row.vertex(combo))
-            labels.append(row.label(combo, True))
-            combos.append(combo)
+            unit[-1].append(len(combos))
+            combos.append(base[:q] + (c,) + base[q + 1:])
+    verts = row.vertices(combos, remember=(0,))
+    labels = [row.label(c, True) for c in combos]
     groups = linked_groups(len(unit), ((q, int(k)) for q, rs in enumerate(unit)  # kinks that
                                        for r in rs[1:]  # move a common entry
                                        for k in np.flatnonzero(verts[r] != verts[0])))
-    rows, why = [], None
+    rows, why, more = [], None, []
     for g in groups:
         if len(g) == 1:
             rows.append(unit[g[0]])
@@ -254,10 +302,9 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
             for q, c in zip(g, part):
                 combo[q] = c
             if tuple(combo) != base:
-                rows[-1].append(len(verts))
-                verts.append(row.vertex(tuple(combo)))
-                labels.append(row.label(tuple(combo), True))
-                combos.append(tuple(combo))
+                rows[-1].append(len(combos) + len(more))
+                more.append(tuple(combo))
+    _add(row, more, verts, labels, combos)
     rng = np.random.default_rng(len(ks))
     if why is None:
         why = _interaction(row, options, verts, groups, rows, rng)
@@ -266,11 +313,8 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
     sig = _signatures(row, options, verts, labels, unit, combos)
     extra = class_combos(sig, options)
     extra += [tuple(o[int(rng.integers(len(o)))] for o in options) for _ in range(EXTRA_VERTICES)]
-    for combo in extra:
-        verts.append(row.vertex(combo))
-        labels.append(row.label(combo, True))
-        combos.append(combo)
-    low, high = _enclosure(row, len(verts[0]))
+    _add(row, extra, verts, labels, combos)
+    low, high = enclosure(row.model, row.s, row.keys, row.base, row.one)
     active = [q for q, moves in enumerate(sig) if any(moves)]  # the others move nothing
     verts = np.array(verts)  # the rows once (the search starts from them too)
     search = searcher(row.vertex, lambda c: row.label(c, True), options, active, combos, verts)
@@ -282,74 +326,44 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
         "not in the hull of the evaluated sides", search=search)
 
 
+def _add(row: _Row, more: list, verts: list, labels: list, combos: list) -> None:
+    """Combinations ``more`` evaluated (stacked), appended to the rows, labels and combos."""
+    verts.extend(row.vertices(more))
+    labels.extend(row.label(c, True) for c in more)
+    combos.extend(more)
+
+
+def _last_side(options: list) -> list:
+    """The all-last-side base, then its single changes (kink by kink, option by option)."""
+    last = tuple(o[-1] for o in options)
+    return [last] + [last[:q] + (c,) + last[q + 1:]
+                     for q, o in enumerate(options) for c in o[:-1]]
+
+
 def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list,
                 combos: list) -> list:
-    """The all-last-side base and its single changes (appended to ``verts``, their
-    combinations to ``combos``), and per kink
-    whether its single changes move anything at the first and at the last base (the classes
-    of ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
-    last = tuple(o[-1] for o in options)
-    more = []
-    verts.append(row.vertex(last, remember=True))
+    """The all-last-side base and its single changes (``_last_side``, one stacked pass)
+    appended to ``verts`` (their combinations to ``combos``), and per kink whether its single
+    changes move anything at the first and at the last base (the classes of
+    ``symgrad.compare.kinks.class_combos``: one convention per layer of stacked ReLUs)."""
+    lasts = _last_side(options)
+    rows = row.vertices(lasts, remember=(0,))
+    at = len(verts)
+    more, k = [], at + 1
     labels.append(f"each of the {len(options)} reached kinks from its last side")
-    combos.append(last)
-    at = len(verts) - 1
     for q, o in enumerate(options):
-        more.append([at])
-        for c in o[:-1]:
-            combo = last[:q] + (c,) + last[q + 1:]
-            more[-1].append(len(verts))
-            verts.append(row.vertex(combo))
-            labels.append(_side_words(row.s, row.keys[q], c)
-                          + ", the other kinks from their last side")
-            combos.append(combo)
+        more.append([at] + list(range(k, k + len(o) - 1)))
+        k += len(o) - 1
+        labels.extend(_side_words(row.s, row.keys[q], c)
+                      + ", the other kinks from their last side" for c in o[:-1])
+    verts.extend(rows)
+    combos.extend(lasts)
 
     def moved(rows: list) -> bool:
         b = verts[rows[0]]
         return any(bool(np.any((verts[r] != b) & ~(np.isnan(verts[r]) & np.isnan(b))))
                    for r in rows[1:])
     return [tuple(moved(rows[q]) for rows in (unit, more)) for q in range(len(options))]
-
-
-def _enclosure(row: _Row, width: int) -> tuple[np.ndarray, np.ndarray]:
-    """Every gradient entry over all selectors between the sides at once: one pass of the
-    sided program in ball arithmetic (``symgrad.precise.arb``) with each reached selector the
-    ball [0, 1] (an enclosure of every subgradient, looser than the simplex it stands for);
-    (-inf, inf) where it cannot be computed or the model is too large for balls."""
-    low, high = np.full(width, -np.inf), np.full(width, np.inf)
-    if row.model.n_parameters > ENCLOSE_UP_TO:
-        return low, high
-    ops = ARB_OPS.at(ENCLOSURE_BITS)
-    sel = {node: ops.asarray(arr) for node, arr in row.base.items()}
-    whole = arb(0.5, 0.5)
-    for i, j, e, opts, links in row.keys:
-        site = row.s.sites[i]
-        if links:  # each member over both its pieces (wider than the key's two sides)
-            for li, lj, le, picks in links:
-                for k, node in enumerate(row.s.sites[li].atoms[lj].selectors):
-                    sel[node].reshape(-1)[le] = whole if k in picks else arb(0)
-        elif j < 0:
-            flat = sel[site.selector].reshape(-1)
-            flat[site.index[e]] = arb(0)
-            for o in opts:
-                flat[site.index[e, o]] = whole
-        else:
-            for k, node in enumerate(site.atoms[j].selectors):
-                sel[node].reshape(-1)[e] = whole if k in opts else arb(0)
-    leaves = dict(row.one)
-    leaves.update({node.name: arr for node, arr in sel.items()})
-    try:
-        balls = flat_balls(row.model, evaluate(row.s.gradient.outputs, ops, leaves))
-    except (ArithmeticError, ValueError, SymgradError, Between, Imprecise):
-        return low, high
-    hi, lo = ops.to_float64(balls)
-    rad = ops.radius(balls)
-    with np.errstate(invalid="ignore", over="ignore"):
-        mid = hi + lo
-        ok = np.isfinite(mid) & np.isfinite(rad)
-        low = np.where(ok, np.nextafter(mid - rad, -np.inf), -np.inf)
-        high = np.where(ok, np.nextafter(mid + rad, np.inf), np.inf)
-    return low, high
 
 
 def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list,
@@ -359,12 +373,19 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
     base = verts[0]
     scale = max(float(np.max(np.abs(np.array(verts)[np.isfinite(verts)]), initial=0.0)), 0.0)
     tol = 2.0**-INTERACTION_BITS * scale
+    rounds, states = [], []  # both rounds' points drawn first, evaluated in one pass
     for _ in range(2):
         weights = []
         for o in options:
             w = rng.integers(1, 1 << 20, size=len(o)).astype(np.float64)
             weights.append(dict(zip(o, w / w.sum())))
-        got = row.run(dict(enumerate(weights)))
+        rounds.append(weights)
+        states.append(rng.bit_generator.state)
+    choices = [[dict(enumerate(w))] + [{q: w[q] for q in g} for g in groups if len(g) > 1]
+               for w in rounds]
+    got_all = iter(row.runs(choices[0] + choices[1]))
+    for weights, state in zip(rounds, states):
+        got, parts = next(got_all), iter([next(got_all) for _ in choices[0][1:]])
         pred = base.copy()
         for g, rs in zip(groups, rows):
             if len(g) == 1:
@@ -372,8 +393,8 @@ def _interaction(row: _Row, options: list, verts: list, groups: list, rows: list
                 for opt, r in zip(options[q][1:], rs[1:]):
                     pred = pred + weights[q][opt] * (verts[r] - base)
                 continue
-            part = row.run({q: weights[q] for q in g})
-            pred = pred + (part - base)
+            pred = pred + (next(parts) - base)
         if not np.all(np.abs(got - pred) <= tol):
+            rng.bit_generator.state = state  # as if the next round had not been drawn
             return "the gradient between the sides is not separable in groups of kinks"
     return None

@@ -24,6 +24,7 @@ from .program import X
 
 _CACHE: dict = {}
 _SHARED: list = [None, None]  # the last body asked about and its probes' shared subtrees
+_SYMBOLS: list = [None, None]  # the last body asked about and its sorted free symbols
 
 _PROBES = (  # argument j's value at each probe point: two rational ones, then small integers
     #          (an id in a lookup picks among the others) scattered by a fixed hash
@@ -37,7 +38,7 @@ def _nonzero_somewhere(e: sp.Expr, fixed: dict) -> bool:
     """Is ``e`` with ``fixed`` substituted certainly not identically zero: a finite real value
     of magnitude > 1e-8 at one of a few probe points (every other symbol a number, so sympy
     evaluates it as numbers; 30 digits)? False means: not decided."""
-    syms = sorted(e.free_symbols - set(fixed), key=sp.default_sort_key)
+    syms = [s for s in _symbols(e) if s not in fixed]  # sorted (a subset keeps the order)
     by_index = all(str(s)[1:].isdigit() for s in syms)
     for n, probe in enumerate(_PROBES):
         at = {s: probe(int(str(s)[1:]) if str(s)[1:].isdigit() else j)
@@ -51,6 +52,14 @@ def _nonzero_somewhere(e: sp.Expr, fixed: dict) -> bool:
         if v.is_Number and v.is_real and v.is_finite and abs(v) > 1e-8:
             return True
     return False
+
+
+def _symbols(e: sp.Expr) -> list:
+    """The free symbols of body ``e``, sorted; kept for the last body asked about (each body
+    is asked about several arguments in a row)."""
+    if _SYMBOLS[0] is not e:
+        _SYMBOLS[0], _SYMBOLS[1] = e, sorted(e.free_symbols, key=sp.default_sort_key)
+    return _SYMBOLS[1]
 
 
 def _shared(e: sp.Expr, n: int) -> dict:

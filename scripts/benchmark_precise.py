@@ -6,6 +6,11 @@ at 128 bits, DD elementwise functions per million entries, and peak extra memory
 in float64 copies of the largest operand (tracemalloc sees numpy's buffers).
 
     python scripts/benchmark_precise.py [--quick]
+    python scripts/benchmark_precise.py --sides BASE [--layers 1 --tokens 64]  # BASE: a worktree of main
+
+--sides times, on gpt2 at GPT-2's width and vocabulary with fewer layers, BASE's tree and this one
+(each in its own process) beside torch's own float64 forward+backward: the oracle and the bound
+alone (CPU and wall, sha1 of hi, lo and E), then the whole sg.verify; CPU model and BLAS recorded.
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ import argparse
 import json
 import os
 import platform
+import subprocess
+import sys
 import time
 import tracemalloc
 from pathlib import Path
@@ -121,10 +128,164 @@ def accuracy(rng, n: int) -> list[dict]:
     return rows
 
 
+# --- side by side: a base tree (main at the branch point) and this one, on one reduced GPT-2 ---
+
+def _machine() -> dict:
+    """CPU model, cores and both BLAS libraries (numpy's and torch's) of this process."""
+    import torch
+    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
+                  if ln.startswith("model name")), platform.processor())
+    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
+    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
+            "numpy_blas": f"{blas['name']} {blas.get('version', '')}".strip(),
+            "torch": f"torch {torch.__version__} ({'MKL' if torch.backends.mkl.is_available() else 'no MKL'}, "
+                     f"{torch.get_num_threads()} threads)"}
+
+
+def _clock(f):
+    """(result, wall s, CPU s of the whole process: every thread, user + system)."""
+    t, c = time.perf_counter(), time.process_time()
+    out = f()
+    return out, time.perf_counter() - t, time.process_time() - c
+
+
+def _sha(*arrays) -> str:
+    import hashlib
+    h = hashlib.sha1()
+    for a in arrays:
+        h.update(np.ascontiguousarray(a).tobytes())
+    return h.hexdigest()[:12]
+
+
+def side_child(layers: int, tokens: int) -> dict:
+    """One tree's figures (run with PYTHONPATH at that tree): torch's own float64
+    forward+backward of the native module, the oracle (spot-checked) and the bound alone with
+    sha1 of hi, lo and E, then the whole sg.verify of the same model and sample."""
+    import resource
+
+    import torch
+
+    import symgrad
+    import symgrad as sg
+    from symgrad.compare.tolerance import Tolerance
+    from symgrad.config import VerifyConfig
+    from symgrad.tensor.spotcheck import SpotCheck
+    from symgrad.tensor.tables import oracle_ops
+    from symgrad.tensor.verify import entry_bounds
+    from symgrad.tensor.views import oracle_view
+    from symgrad.zoo.gpt2 import gpt2
+
+    model = gpt2({"n_layers": layers}, tokens=tokens)
+    values = model.draw(1, np.random.default_rng(0), "float64")
+    out = {"tree": str(Path(symgrad.__file__).resolve().parents[1]), "layers": layers,
+           "tokens": tokens, "parameters": model.n_parameters, "machine": _machine(),
+           "load_at_start": os.getloadavg()[0]}
+    args = {b.name: (torch.tensor(values[b.name][0], dtype=torch.long) if b.domain.integer else
+                     torch.tensor(values[b.name][0], dtype=torch.float64).requires_grad_(b.is_param))
+            for b in model.blocks}
+    model.reference(**args)  # builds the module
+    runs = []
+    for _ in range(3):
+        for t in args.values():
+            t.grad = None
+        runs.append(_clock(lambda: model.reference(**args).backward())[1:])
+    out["torch_wall_s"], out["torch_cpu_s"] = min(r[0] for r in runs), min(r[1] for r in runs)
+    spot = SpotCheck()
+    (hi, lo), out["oracle_wall_s"], out["oracle_cpu_s"] = _clock(
+        lambda: oracle_view(model, values, oracle_ops(50), spot=spot))
+    out["oracle_sha1"] = {"hi": _sha(hi), "lo": _sha(lo)}
+    out["spot"] = spot.summary()
+    del hi, lo
+    E, out["bound_wall_s"], out["bound_cpu_s"] = _clock(
+        lambda: entry_bounds(model, values, Tolerance(), 1, dtypes=("float64",)))
+    out["bound_sha1"] = _sha(E[0] if isinstance(E, tuple) else E)
+    del E
+    cfg = VerifyConfig(samples=1, seed=0, dtype="float64", oracle_samples=1)
+    result, out["verify_wall_s"], out["verify_cpu_s"] = _clock(
+        lambda: sg.verify(model, torch_fn=model.reference, config=cfg))
+    out["verify_phases_wall_s"] = {k: round(v, 2) for k, v in result.timings.items()}
+    out["verdict"] = {"ok": result.ok, "counts": {b: result.counts(b) for b in result.comparisons},
+                      "oracle": result.program_size.get("oracle_certified", "")}
+    out["load_at_end"] = os.getloadavg()[0]
+    out["peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    return out
+
+
+def sides(base: str, layers: int, tokens: int) -> dict:
+    """Each tree in its own process, base first, then this one (the same load window)."""
+    rows = []
+    for tree in (base, str(ROOT)):
+        env = {**os.environ, "PYTHONPATH": tree}
+        print(f"side by side: {tree}", flush=True)
+        proc = subprocess.run([sys.executable, __file__, "--side-child", str(layers), str(tokens)],
+                              stdout=subprocess.PIPE, check=True, text=True, env=env, cwd=tree)
+        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(json.dumps(rows[-1]), flush=True)
+    for r in rows:
+        r["commit"] = subprocess.run(["git", "-C", r["tree"], "rev-parse", "--short", "HEAD"],
+                                     stdout=subprocess.PIPE, text=True).stdout.strip()
+    return {"rows": rows, "same_bits": rows[0]["oracle_sha1"] == rows[1]["oracle_sha1"]
+            and rows[0]["bound_sha1"] == rows[1]["bound_sha1"],
+            "same_verdict": rows[0]["verdict"] == rows[1]["verdict"]}
+
+
+def render_sides(res: dict) -> list[str]:
+    """The side-by-side section of reports/benchmarks_precise.md."""
+    r0 = res["rows"][0]
+    m = r0["machine"]
+    L = ["## Side by side: the oracle and the bound, main's tree and this one, beside torch", "",
+         f"`gpt2({{\"n_layers\": {r0['layers']}}}, tokens={r0['tokens']})` (GPT-2's width 768 and "
+         f"vocabulary 50257; {r0['parameters']:,} parameters), 1 sample, seed 0, float64; each tree "
+         "in its own process, one after the other (`scripts/benchmark_precise.py --sides BASE`). "
+         f"CPU {m['cpu']}, {m['cores']} cores; numpy on {m['numpy_blas']}; {m['torch']}. "
+         "CPU s: the whole process's (every thread, user + system) over the step; torch: its own "
+         "forward+backward of the native module, min of 3. The machine is shared: walls are upper "
+         "bounds, CPU s include BLAS threads spinning for a core.", "",
+         "| tree | load start / end | torch fwd+bwd CPU s / wall s | oracle CPU s / wall s | "
+         "bound CPU s / wall s | (oracle + bound) CPU / torch CPU | sg.verify CPU s / wall s | "
+         "verify CPU / torch CPU | verify wall / torch wall | peak GB |",
+         "|" + "---|" * 10]
+    for r in res["rows"]:
+        ob = r["oracle_cpu_s"] + r["bound_cpu_s"]
+        L.append(f"| {r['commit']} ({r['tree']}) | {r['load_at_start']:.1f} / {r['load_at_end']:.1f} "
+                 f"| {r['torch_cpu_s']:.2f} / {r['torch_wall_s']:.2f} "
+                 f"| {r['oracle_cpu_s']:.1f} / {r['oracle_wall_s']:.1f} "
+                 f"| {r['bound_cpu_s']:.1f} / {r['bound_wall_s']:.1f} | {ob / r['torch_cpu_s']:.0f}x "
+                 f"| {r['verify_cpu_s']:.1f} / {r['verify_wall_s']:.1f} "
+                 f"| {r['verify_cpu_s'] / r['torch_cpu_s']:.0f}x "
+                 f"| {r['verify_wall_s'] / r['torch_wall_s']:.0f}x | {r['peak_rss_gb']:.2f} |")
+    a, b = res["rows"]
+    L += ["", f"- Bits: oracle hi/lo sha1 {a['oracle_sha1']['hi']}/{a['oracle_sha1']['lo']} vs "
+          f"{b['oracle_sha1']['hi']}/{b['oracle_sha1']['lo']}, bound E sha1 {a['bound_sha1']} vs "
+          f"{b['bound_sha1']}: {'identical' if res['same_bits'] else 'DIFFERENT'}; verdicts and "
+          f"counts per backend {'identical' if res['same_verdict'] else 'DIFFERENT'} "
+          f"(ok={b['verdict']['ok']}); spot check: {b['spot']}",
+          "- sg.verify phase walls (s), base: " + ", ".join(f"{k} {v}" for k, v in a["verify_phases_wall_s"].items()),
+          "- sg.verify phase walls (s), this tree: " + ", ".join(f"{k} {v}" for k, v in b["verify_phases_wall_s"].items()),
+          ""]
+    return L
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
+    ap.add_argument("--sides", metavar="BASE", help="only the side-by-side section: BASE (a "
+                    "worktree of main) and this tree on gpt2 of --layers layers at --tokens")
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--side-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    out = ROOT / "reports"
+    if args.side_child:
+        print(json.dumps(side_child(*args.side_child), default=float))
+        return
+    if args.sides:
+        res = sides(args.sides, args.layers, args.tokens)
+        (out / "benchmarks_precise_sides.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
+        old = json.loads((out / "benchmarks_precise.json").read_text())
+        (out / "benchmarks_precise.md").write_text(render(old))
+        print("\n".join(render_sides(res)))
+        return
     rng = np.random.default_rng(0)
     big = not args.quick
     res = {
@@ -142,7 +303,6 @@ def main() -> None:
         "dd_matmul_s_range": [GPT2_FLOPS_64 / (max(rates) * 1e9), GPT2_FLOPS_64 / (min(rates) * 1e9)],
         "ratios_to_float64": [r["ratio"] for r in res["matmul"]],
     }
-    out = ROOT / "reports"
     (out / "benchmarks_precise.json").write_text(json.dumps(res, indent=2, default=float) + "\n")
     (out / "benchmarks_precise.md").write_text(render(res))
     print(render(res))
@@ -196,6 +356,9 @@ def render(res: dict) -> str:
           "- ARB divides by an exact 0 to NaN where DD gives inf: such entries are reported uncertified, not wrong.",
           "- erf is the slowest DD function (series / continued fraction of 13-72 DD terms): the GELU-erf variant costs "
           "~5x the tanh form.", ""]
+    side = ROOT / "reports" / "benchmarks_precise_sides.json"
+    if side.exists():
+        L += render_sides(json.loads(side.read_text()))
     return "\n".join(L)
 
 

@@ -11,6 +11,7 @@ in float64 copies of the largest operand (tracemalloc sees numpy's buffers).
 --sides times, on gpt2 at GPT-2's width and vocabulary with fewer layers, BASE's tree and this one
 (each in its own process) beside torch's own float64 forward+backward: the oracle and the bound
 alone (CPU and wall, sha1 of hi, lo and E), then the whole sg.verify; CPU model and BLAS recorded.
+--profile [TREE ...] profiles the oracle and the bound of that model (cProfile, process time).
 """
 
 from __future__ import annotations
@@ -211,19 +212,23 @@ def side_child(layers: int, tokens: int) -> dict:
     return out
 
 
+def _in_tree(tree: str, child: str, layers: int, tokens: int) -> dict:
+    """This script's ``child`` mode run in its own process with ``symgrad`` imported from
+    ``tree``; its JSON, with the tree's commit."""
+    print(f"{child}: {tree}", flush=True)
+    proc = subprocess.run([sys.executable, __file__, child, str(layers), str(tokens)],
+                          stdout=subprocess.PIPE, check=True, text=True, cwd=tree,
+                          env={**os.environ, "PYTHONPATH": tree})
+    row = json.loads(proc.stdout.strip().splitlines()[-1])
+    row["commit"] = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
+                                   stdout=subprocess.PIPE, text=True).stdout.strip()
+    print(json.dumps(row), flush=True)
+    return row
+
+
 def sides(base: str, layers: int, tokens: int) -> dict:
     """Each tree in its own process, base first, then this one (the same load window)."""
-    rows = []
-    for tree in (base, str(ROOT)):
-        env = {**os.environ, "PYTHONPATH": tree}
-        print(f"side by side: {tree}", flush=True)
-        proc = subprocess.run([sys.executable, __file__, "--side-child", str(layers), str(tokens)],
-                              stdout=subprocess.PIPE, check=True, text=True, env=env, cwd=tree)
-        rows.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(rows[-1]), flush=True)
-    for r in rows:
-        r["commit"] = subprocess.run(["git", "-C", r["tree"], "rev-parse", "--short", "HEAD"],
-                                     stdout=subprocess.PIPE, text=True).stdout.strip()
+    rows = [_in_tree(tree, "--side-child", layers, tokens) for tree in (base, str(ROOT))]
     return {"rows": rows, "same_bits": rows[0]["oracle_sha1"] == rows[1]["oracle_sha1"]
             and rows[0]["bound_sha1"] == rows[1]["bound_sha1"],
             "same_verdict": rows[0]["verdict"] == rows[1]["verdict"]}
@@ -266,6 +271,57 @@ def render_sides(res: dict) -> list[str]:
     return L
 
 
+def profile_child(layers: int, tokens: int, top: int = 12) -> dict:
+    """Where the CPU seconds of the oracle and of the bound go: cProfile on the process-time
+    clock (every thread), each part alone, the ``top`` functions by own time."""
+    import cProfile
+    import pstats
+
+    import symgrad
+    from symgrad.compare.tolerance import Tolerance
+    from symgrad.tensor.spotcheck import SpotCheck
+    from symgrad.tensor.tables import oracle_ops
+    from symgrad.tensor.verify import entry_bounds
+    from symgrad.tensor.views import oracle_view
+    from symgrad.zoo.gpt2 import gpt2
+
+    model = gpt2({"n_layers": layers}, tokens=tokens)
+    values = model.draw(1, np.random.default_rng(0), "float64")
+    out = {"tree": str(Path(symgrad.__file__).resolve().parents[1]), "layers": layers,
+           "tokens": tokens, "load_at_start": os.getloadavg()[0]}
+    parts = {"oracle": lambda: oracle_view(model, values, oracle_ops(50), spot=SpotCheck()),
+             "bound": lambda: entry_bounds(model, values, Tolerance(), 1, dtypes=("float64",))}
+    for name, f in parts.items():
+        prof = cProfile.Profile(time.process_time)
+        c = time.process_time()
+        prof.runcall(f)
+        total = time.process_time() - c
+        stats = pstats.Stats(prof).stats  # (file, line, func) -> (cc, nc, tottime, cumtime, ..)
+        rows = sorted(((v[2], v[3], v[1], f"{Path(k[0]).name}:{k[1]}({k[2]})")
+                       for k, v in stats.items()), reverse=True)[:top]
+        out[name] = {"cpu_s": total, "top": [{"function": fn, "own_s": own, "cum_s": cum,
+                                               "calls": n} for own, cum, n, fn in rows]}
+    out["load_at_end"] = os.getloadavg()[0]
+    return out
+
+
+def render_profile(res: list) -> list[str]:
+    """The profile section of reports/benchmarks_precise.md (one entry per tree)."""
+    L = ["## Where the CPU seconds go: the oracle and the bound, profiled", ""]
+    for r in res:
+        L.append(f"`gpt2({{\"n_layers\": {r['layers']}}}, tokens={r['tokens']})`, tree "
+                 f"{r.get('commit', '')} ({r['tree']}), cProfile on the process-time clock, load "
+                 f"{r['load_at_start']:.1f} / {r['load_at_end']:.1f}:")
+        L.append("")
+        for part in ("oracle", "bound"):
+            p = r[part]
+            top = "; ".join(f"{t['function']} {t['own_s']:.2f} s own ({t['calls']} calls)"
+                            for t in p["top"][:8])
+            L.append(f"- {part}: {p['cpu_s']:.1f} CPU s; {top}")
+        L.append("")
+    return L
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="smaller shapes (smoke run)")
@@ -274,8 +330,22 @@ def main() -> None:
     ap.add_argument("--layers", type=int, default=1)
     ap.add_argument("--tokens", type=int, default=64)
     ap.add_argument("--side-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--profile", nargs="*", metavar="TREE", help="only the profile section: "
+                    "each TREE (default this one) on gpt2 of --layers layers at --tokens")
+    ap.add_argument("--profile-child", nargs=2, type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
     out = ROOT / "reports"
+    if args.profile_child:
+        print(json.dumps(profile_child(*args.profile_child), default=float))
+        return
+    if args.profile is not None:
+        res = [_in_tree(tree, "--profile-child", args.layers, args.tokens)
+               for tree in (args.profile or [str(ROOT)])]
+        (out / "benchmarks_precise_profile.json").write_text(json.dumps(res, indent=2) + "\n")
+        (out / "benchmarks_precise.md").write_text(render(json.loads(
+            (out / "benchmarks_precise.json").read_text())))
+        print("\n".join(render_profile(res)))
+        return
     if args.side_child:
         print(json.dumps(side_child(*args.side_child), default=float))
         return
@@ -359,6 +429,9 @@ def render(res: dict) -> str:
     side = ROOT / "reports" / "benchmarks_precise_sides.json"
     if side.exists():
         L += render_sides(json.loads(side.read_text()))
+    prof = ROOT / "reports" / "benchmarks_precise_profile.json"
+    if prof.exists():
+        L += render_profile(json.loads(prof.read_text()))
     return "\n".join(L)
 
 

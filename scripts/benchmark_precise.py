@@ -267,6 +267,21 @@ def render_sides(res: dict) -> list[str]:
           f"(ok={b['verdict']['ok']}); spot check: {b['spot']}",
           "- sg.verify phase walls (s), base: " + ", ".join(f"{k} {v}" for k, v in a["verify_phases_wall_s"].items()),
           "- sg.verify phase walls (s), this tree: " + ", ".join(f"{k} {v}" for k, v in b["verify_phases_wall_s"].items()),
+          "- What changed (`symgrad/precise/ozaki.py`): each DD product's operands are sliced in "
+          "chunks of whole rows (columns) and its output summed in sub-tiles of <= 256 rows and "
+          "~2^16 entries, so the ~33 elementwise passes per tile run in cache (GPT-2's head "
+          "gradient had made them over 309 MB tiles), every GEMM one sub-tile's on one OpenBLAS "
+          "thread (two threads on GEMMs that size spin for a core on a loaded machine), and "
+          "max |x| for the equilibration without an |x| copy. Same slices, same GEMMs, same "
+          "DD additions in the same order: the bits above are equal.",
+          "- What is left toward 10x torch: the DD products now run at the Ozaki S = 3 floor (3 "
+          "exact level GEMMs and 1 rounded, 10 float64 GEMM-equivalents per product); fewer "
+          "needs fewer slices (a new error bound, not attempted here). The bound: numpy "
+          "einsum's matmul path (transposed copies of the 50257 x 768 operands), its plain "
+          "c_einsum calls, and the token-embedding scatter's elementwise passes over all "
+          "50257 x 768 entries of which only the sample's token rows are nonzero. Outside "
+          "these files: the summary and compare phases (the phase walls above), and the "
+          "oracle's rows written into hi / lo (`views._oracle_rows.put`, in the profile below).",
           ""]
     return L
 

@@ -15,19 +15,21 @@ from symgrad.precise.ozaki import OzakiConfig, _sub_tiles, dd_matmul
 WHOLE = 1 << 40  # chunk_elems past any tile: one slicing pass and one sub-tile per tile
 
 
-def _operands(rng, bt: int, m: int, k: int, n: int) -> tuple[DD, DD]:
+def _operands(rng, bt: int, m: int, k: int, n: int, b_lo: bool = False) -> tuple[DD, DD]:
     scale = 2.0 ** rng.integers(-30, 30, (bt, m, 1))  # rows of very different sizes
     a = DD(rng.standard_normal((bt, m, k)) * scale, rng.standard_normal((bt, m, k)) * 2.0**-60)
-    b = DD(rng.standard_normal((bt, k, n)), None)  # a float64 operand (lo a zero view)
+    b = DD(rng.standard_normal((bt, k, n)),  # float64 (lo a zero view) or double-double
+           rng.standard_normal((bt, k, n)) * 2.0**-58 if b_lo else None)
     return a, b
 
 
 @pytest.mark.parametrize("bt,m,k,n,kb", [(1, 300, 70, 41, 16), (3, 17, 40, 290, 1024),
                                           (1, 5, 1, 600, 1024), (2, 260, 33, 19, 8)])
 @pytest.mark.parametrize("chunk", [1, 37, 4096])
-def test_chunks_change_no_bit(bt, m, k, n, kb, chunk):
+@pytest.mark.parametrize("b_lo", [False, True])
+def test_chunks_change_no_bit(bt, m, k, n, kb, chunk, b_lo):
     rng = np.random.default_rng(bt * 1000 + m + k + n)
-    a, b = _operands(rng, bt, m, k, n)
+    a, b = _operands(rng, bt, m, k, n, b_lo)
     whole = dd_matmul(a, b, OzakiConfig(k_block=kb, chunk_elems=WHOLE))
     got = dd_matmul(a, b, OzakiConfig(k_block=kb, chunk_elems=chunk))
     np.testing.assert_array_equal(got.hi, whole.hi)

@@ -18,8 +18,12 @@ rowmax_i(|A|) colmax_j(|B|) ~ 1e-31 rowmax*colmax per entry for K = 1024, ~1e-32
 slicing, column k of A and row k of B are rescaled by 2**±d_k (exact) so their maxima meet:
 this brings rowmax*colmax near |A||B| for matrices whose scales differ along K.
 
-Tiling: K in blocks of `k_block`, M and N in blocks of at most `tile_elems` entries per slice, so
-the working set is ~(2S+2) float64 copies of one tile of each operand plus the DD result.
+Tiling: K in blocks of `k_block`, M and N in blocks of at most `tile_elems` entries per slice;
+within a tile, rows of A and columns of B are sliced, and the output summed in sub-tiles of up
+to 256 rows, about `chunk_elems` entries at a time, so each elementwise pass runs in cache and
+each GEMM is one sub-tile's, on one BLAS thread (``OzakiConfig.one_thread_below``). The
+chunking changes no bit: slicing is per row (column), the level products are exact, and the
+rounded GEMM sums each entry's dot product in the same order (``tests/test_ozaki_chunks.py``).
 
 Example:
     >>> import numpy as np
@@ -48,8 +52,14 @@ class OzakiConfig:
     k_block: int = 1024  # contraction block; tau = floor((53 - ceil(log2(S k_block))) / 2) = 20
     tile_elems: int = 1 << 22  # max entries of one operand tile (each slice of it is 32 MiB)
     equilibrate: bool = True  # rescale A's columns / B's rows by powers of two so their maxima meet
-    one_thread_below: int = 1 << 27  # products of fewer multiply-adds (all S+1 GEMMs) run on
-    #  one BLAS thread (``blas_threads``): threads of small GEMMs spin on a loaded machine
+    chunk_elems: int = 1 << 16  # entries sliced, and of an output sub-tile summed, at once
+    #  (512 KiB a float64 buffer: the ~10 elementwise passes per level stay in cache)
+    one_thread_below: int = 1 << 62  # products of fewer multiply-adds (all S+1 GEMMs) run on
+    #  one BLAS thread (``blas_threads``): every product by default. Each GEMM is one output
+    #  sub-tile (<= 256 rows, ~chunk_elems entries), and OpenBLAS's threads on GEMMs that small
+    #  spin on a loaded machine: 256^3 took 16 ms of CPU on 2 threads, 0.5 ms on one (load 13).
+    #  One thread also fixes the bits: the rounded GEMM of a 50257-row tile summed differently
+    #  on 2 threads (40 of 77M lo entries), never on one.
 
 
 def _tau(k: int, slices: int) -> int:
@@ -129,13 +139,18 @@ def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, 
 
 def _equilibration(a: DD, b: DD) -> np.ndarray | None:
     """Exponent shifts d_k: column k of A times 2**d_k, row k of B times 2**-d_k (None: no shift)."""
-    ma = np.max(np.abs(a.hi), axis=(0, 1))  # per k
-    mb = np.max(np.abs(b.hi), axis=(0, 2))
+    ma = _absmax(a.hi, (0, 1))  # per k
+    mb = _absmax(b.hi, (0, 2))
     ok = (ma > 0) & (mb > 0) & np.isfinite(ma) & np.isfinite(mb)
     _, ea = np.frexp(np.where(ok, ma, 1.0))
     _, eb = np.frexp(np.where(ok, mb, 1.0))
     d = np.where(ok, (eb - ea) // 2, 0)
     return d if d.any() else None
+
+
+def _absmax(x: np.ndarray, axis: tuple) -> np.ndarray:
+    """max |x| over ``axis`` (finite x) as max(max x, -min x): no |x| copy of a large operand."""
+    return np.maximum(np.max(x, axis=axis), -np.min(x, axis=axis))
 
 
 def _part(x: DD, idx, shift, axis: int, work: _Work, tag: str):
@@ -155,12 +170,14 @@ def _part(x: DD, idx, shift, axis: int, work: _Work, tag: str):
     return hi, lo
 
 
-def _tile(A, Bx, Br, S: int, kk: int, work: _Work) -> tuple[np.ndarray, np.ndarray]:
-    """The DD product (hi, lo) of one tile (see module docstring), in `work`.
+def _tile(A, Bx, Br, S: int, kk: int, work: _Work, dest: DD, accumulate: bool) -> None:
+    """The DD product of one output sub-tile (see module docstring), written into ``dest`` (a
+    view of the result; ``accumulate``: added to what it holds, a later K-block).
 
     A = [A_0 | ... | A_{S-1} | R^A_S] along K; Bx = [B_{S-1}; ...; B_0];
     Br = [R^B_S; ...; R^B_1; B]. Level l (exact): A[:, :(l+1)K] @ Bx[(S-1-l)K:] = sum_{s+t=l} A_s B_t.
-    Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B.
+    Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B. The sub-tile is small (``chunk_elems``),
+    so its ~10 elementwise passes run in cache.
     """
     shape = (A.shape[0], A.shape[1], Bx.shape[2])
     get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731
@@ -180,7 +197,21 @@ def _tile(A, Bx, Br, S: int, kk: int, work: _Work) -> tuple[np.ndarray, np.ndarr
         np.add(t1, lo, out=hi)
         np.subtract(hi, t1, out=t2)
         lo -= t2
-    return hi, lo
+    if accumulate:
+        t = add(DD(dest.hi, dest.lo), DD(hi, lo))
+        hi, lo = t.hi, t.lo
+    dest.hi[...] = hi
+    dest.lo[...] = lo
+
+
+def _sub_tiles(bt: int, mt: int, nt: int, chunk: int):
+    """(rows, columns) slices of a (bt, mt, nt) output tile into sub-tiles of about ``chunk``
+    entries: up to 256 rows (a fat GEMM) and as many columns as fit (at least 16)."""
+    r = max(1, min(mt, 256))
+    c = max(1, min(nt, max(16, chunk // max(1, bt * r))))
+    for r0 in range(0, mt, r):
+        for c0 in range(0, nt, c):
+            yield slice(r0, min(mt, r0 + r)), slice(c0, min(nt, c0 + c))
 
 
 def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
@@ -214,39 +245,52 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
     small = bt * m * n * k * (S + 1) < cfg.one_thread_below
     with one_thread() if small else contextlib.nullcontext():
-        _products(a, b, out, d, S, kb, tau, mb, nb)
+        _products(a, b, out, d, S, kb, tau, mb, nb, cfg.chunk_elems)
     return out
 
 
-def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: int) -> None:
+def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: int,
+              chunk: int) -> None:
     """The tiles of ``dd_matmul`` (K blocks of ``kb``, M / N blocks of ``mb`` / ``nb``) into
-    ``out``."""
+    ``out``: each operand tile sliced in chunks of whole rows (of A) or columns (of B), each
+    output tile formed in sub-tiles (``_sub_tiles``), all of about ``chunk`` entries. Rows and
+    columns are sliced and products summed independently of each other, so the chunking
+    changes no bit of the result (the level products are exact; the rounded one is the same
+    dot product per entry)."""
     bt, m, k = a.shape
     n = b.shape[2]
     work = _Work()
+    every = slice(None)
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
         kk = ks.stop - ks.start
         dk = None if d is None else d[ks]
+        step = max(1, chunk // max(1, bt * kk))  # rows of A / columns of B sliced at once
         for m0 in range(0, m, mb):
             ms = slice(m0, min(m, m0 + mb))
-            ah, al = _part(a, (slice(None), ms, ks), dk, 2, work, "A")
-            A = work.get("Acat", (bt, ah.shape[1], (S + 1) * kk), 2)
-            _slices(ah, al, 2, S, tau, work, "A", [_block(A, 2, j, kk) for j in range(S)],
-                    [None] * (S - 1) + [_block(A, 2, S, kk)])
+            mt = ms.stop - ms.start
+            A = work.get("Acat", (bt, mt, (S + 1) * kk), 2)
+            for r0 in range(0, mt, step):
+                rs = slice(r0, min(mt, r0 + step))
+                ah, al = _part(a, (every, slice(m0 + rs.start, m0 + rs.stop), ks), dk, 2, work,
+                               "A")
+                _slices(ah, al, 2, S, tau, work, "A",
+                        [_block(A, 2, j, kk)[:, rs] for j in range(S)],
+                        [None] * (S - 1) + [_block(A, 2, S, kk)[:, rs]])
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
-                bh, bl = _part(b, (slice(None), ks, ns), None if dk is None else -dk, 1, work, "B")
-                shape_b = (bt, S * kk, bh.shape[2])
-                Bx = work.get("Bx", shape_b, 1)
-                Br = work.get("Br", (bt, (S + 1) * kk, bh.shape[2]), 1)
-                _slices(bh, bl, 1, S, tau, work, "B",
-                        [_block(Bx, 1, S - 1 - j, kk) for j in range(S)],
-                        [_block(Br, 1, S - 1 - j, kk) for j in range(S)])
-                np.copyto(_block(Br, 1, S, kk), bh)
-                th, tl = _tile(A, Bx, Br, S, kk, work)
-                if k0:
-                    t = add(DD(out.hi[:, ms, ns], out.lo[:, ms, ns]), DD(th, tl))
-                    th, tl = t.hi, t.lo
-                out.hi[:, ms, ns] = th
-                out.lo[:, ms, ns] = tl
+                nt = ns.stop - ns.start
+                Bx = work.get("Bx", (bt, S * kk, nt), 1)
+                Br = work.get("Br", (bt, (S + 1) * kk, nt), 1)
+                for c0 in range(0, nt, step):
+                    cs = slice(c0, min(nt, c0 + step))
+                    bh, bl = _part(b, (every, ks, slice(n0 + cs.start, n0 + cs.stop)),
+                                   None if dk is None else -dk, 1, work, "B")
+                    _slices(bh, bl, 1, S, tau, work, "B",
+                            [_block(Bx, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)],
+                            [_block(Br, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)])
+                    np.copyto(_block(Br, 1, S, kk)[:, :, cs], bh)
+                for rs, cs in _sub_tiles(bt, mt, nt, chunk):
+                    dest = DD(out.hi[:, m0 + rs.start:m0 + rs.stop, n0 + cs.start:n0 + cs.stop],
+                              out.lo[:, m0 + rs.start:m0 + rs.stop, n0 + cs.start:n0 + cs.stop])
+                    _tile(A[:, rs], Bx[:, :, cs], Br[:, :, cs], S, kk, work, dest, bool(k0))

@@ -31,7 +31,10 @@ from .tables import NumpyOps, TorchOps, oracle_ops
 CHUNK_ENTRIES = 1 << 20  # values (per sample x nodes) the oracle walks at once: ``_chunk``
 ZONE_BALLS_UP_TO = 200_000  # parameters: up to here a row in the DD's underflow zone is
 #                             re-evaluated in balls (``rounded_zone``; ``CERTIFY_UP_TO`` too)
-ZONE_BITS = (128, 1024)  # the balls' first and largest precision there (doubling)
+ZONE_BITS = (128, 2048)  # the balls' first and largest precision there (doubling); a value
+#   in the zone made by cancelling terms of order 1 (a softmax's p - 1 = -e^-6883 at a logit gap
+#   of 6883) is resolved only to 2^-bits absolute: 1024 bits never certify it on float64's
+#   2^-1074 grid, 2048 do (tests/test_zone_cancel.py)
 
 
 def _flatten(model: TensorModel, outs: list, to_numpy: Callable, n: int) -> np.ndarray:
@@ -179,7 +182,7 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     """The oracle's rows that touch the double-double's underflow zone (an input, a result or,
     per ``touched``, an intermediate 0 < |v| < 2^-969: ``symgrad.precise.underflow``,
     ``precise.ddops.WatchKernels``) made right there: each such row is
-    evaluated again in ARB balls (from 128 bits, doubling up to 1024, until every finite ball
+    evaluated again in ARB balls (from 128 bits, doubling up to 2048, until every finite ball
     is certified) and every certified entry replaced, in place, by the ball's value rounded to
     the nearest double-double: in the zone the exact value rounded to nearest on float64's
     2^-1074 grid (the DD's own products and quotients are a few spacings off there). An entry

@@ -13,7 +13,7 @@ zone point itself."""
 from __future__ import annotations
 
 import numpy as np
-import pytest
+import sympy as sp
 import torch
 import torch.nn.functional as F
 from hypothesis import HealthCheck, Phase, given, settings
@@ -103,3 +103,21 @@ def test_mlp_at_underflow_zone_points_never_fails(data):
     at["W1"][0] = 0.0
     r = sg.verify(MLP, at=at, backends=("numpy",))
     assert r.verdict != "fail", r
+
+
+def test_a_dd_nan_from_overflow_is_no_domain_error():
+    """tanh written as sinh(w)/cosh(w) at w = 800: the double-double's inf/inf is NaN, the model
+    is defined (1, and d/dw = 1/cosh^2 w, 0.0 in float64). The row is re-evaluated in balls:
+    the user's torch.tanh passes (was a FAIL, 'domain'); symgrad's own numpy program, which
+    really gives NaN there, fails as non-finite, not domain. log(-1) and 1/0 stay domain."""
+    w = sp.Symbol("w")
+    m = sg.Model("tanh_as_ratio", sp.sinh(w) / sp.cosh(w), params=[w])
+    at = {"w": np.array([1.0, 800.0])}
+    assert sg.verify(m, at=at, torch_fn=lambda w: torch.tanh(w),
+                     backends=("torch_fn",)).verdict == "pass"
+    r = sg.verify(m, at=at, backends=("numpy",))
+    assert r.verdict == "fail" and {f.kind for f in r.failures} == {"non-finite"}
+    for expr, w0 in ((sp.log(w), -1.0), (1 / w, 0.0)):
+        r = sg.verify(sg.Model("undefined", expr, params=[w]), at={"w": np.array([w0])},
+                      backends=("numpy",))
+        assert r.verdict == "fail" and {f.kind for f in r.failures} == {"domain"}

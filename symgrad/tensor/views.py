@@ -213,23 +213,28 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     """
     n = hi.shape[0]
     rows = zone_rows([hi, *values.values()], n)
-    rows = np.flatnonzero(rows if touched is None else rows | touched)
+    rows = rows if touched is None else rows | touched
+    with np.errstate(invalid="ignore"):
+        nans = np.isnan(hi).any(axis=1) & ~rows  # a DD NaN elsewhere is no proof either
+    rows = np.flatnonzero(rows | nans)
     undecided: dict[int, np.ndarray] = {}
     for r in rows:
         one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
                for k, v in values.items()}
+        asked = np.isnan(hi[r]) if nans[r] else np.ones(hi.shape[1], bool)
         bits = ZONE_BITS[0]
         while True:
             balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,
                                                ARB_OPS.at(bits), one))
             h, l, ok = rounded(balls)
-            open_ = ~ok & np.isfinite(h)
+            ok &= asked  # a NaN row outside the zone: only its NaN entries are in question
+            open_ = ~ok & np.isfinite(h) & asked
             if not open_.any() or bits >= ZONE_BITS[1]:
                 break
             bits *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
-        with np.errstate(invalid="ignore"):
-            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r]))  # both NaN: undefined, domain
+        with np.errstate(invalid="ignore"):  # both NaN: undefined, domain
+            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r])) & asked
         if open_.any():
             hi[r, open_], lo[r, open_] = np.nan, 0.0
             undecided[int(r)] = np.flatnonzero(open_)

@@ -189,8 +189,10 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     the balls leave uncertified at the cap is *open*: its DD value (an inf or 0 where the
     exponent range ran out, a few spacings off in the zone) is no exact value, so it becomes
     NaN and is returned as open (the run marks it inconclusive: ``tensor.doubt``), unless the
-    DD and the ball are both NaN (undefined there: domain). Rows elsewhere cost one pass over
-    the inputs and results.
+    DD and the ball are both NaN (undefined there: domain). A row elsewhere with a NaN in the
+    DD (inf/inf where an exp overflowed: sinh(w)/cosh(w) at w = 800) is evaluated in balls
+    too, only its NaN entries in question: a DD NaN proves nothing undefined. Other rows cost
+    one pass over the inputs and results.
 
     Arguments:
         model: the tensor model.

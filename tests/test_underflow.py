@@ -177,11 +177,11 @@ def test_the_watch_marks_a_product_that_ran_out_of_float64s_exponent_range():
     assert not touched(lambda t: t.map(sp.exp(w), {w: DD(np.array([-1000.0]))}))
 
 
-@pytest.mark.parametrize("cfg", [VerifyConfig(oracle_bits=64, oracle_max_bits=256),
+@pytest.mark.parametrize("cfg", [VerifyConfig(oracle_bits=64, oracle_max_bits=128),
                                  VerifyConfig(oracle_bits=64, oracle_max_bits=64)])
 def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(cfg):
     """A watched row (x subnormal) whose ball of d/dw = 1/w + x is too wide at the cap (the
-    config's oracle bits at 64, its cap 256 or 64: the zone's balls stop at 64 bits, 2^-64
+    config's oracle bits at 64, its cap 128 or 64: the zone's balls stop at 64 bits, 2^-64
     against a claim of 1e-30, ``views.zone_bits``) is open: NaN, and returned by ``rounded_zone``
     (the run marks it inconclusive), not the DD's value kept as if exact. The value log(-1)
     is NaN in the DD and in the ball: undefined there (domain), not open. At the usual cap

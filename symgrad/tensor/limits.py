@@ -129,7 +129,8 @@ def _limit_row(model: TensorModel, values: Mapping, r: int, bad: list, limit: np
 
 def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
                   lo: np.ndarray, *, allowed: np.ndarray | None = None, skip: Sequence = (),
-                  program: tuple | None = None, start: int = 128, cap: int = 4096) -> Limits:
+                  program: tuple | None = None, start: int = 128, cap: int = 4096,
+                  open_: Mapping[int, Sequence[int]] | None = None) -> Limits:
     """The oracle's undefined gradient entries that are limits, filled in place.
 
     Arguments:
@@ -143,6 +144,9 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
             program leaves undefined are limits of the plain program (off the kink at t).
         program: as ``views.oracle_view``'s (the sided program and its selectors), or None.
         start, cap: the balls' precision ladder (bits).
+        open_: row -> entries the underflow watch's balls left open (``views.oracle_view``'s
+            ``undecided``): NaN because no ball certified them, not because the formula is
+            undefined there; left alone (inconclusive, ``tensor.doubt``), never a pole.
     Returns:
         ``Limits``: the rows changed, the entries decided (limits and poles), and the sides
         where the one-sided limits differ.
@@ -157,7 +161,10 @@ def oracle_limits(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
     for r in (int(r) for r in rows):
         if not _float_zeros(model, values, r):
             continue
-        bad = [int(k) for k in np.flatnonzero(~np.isfinite(hi[r]))]
+        bad = [int(k) for k in np.flatnonzero(~np.isfinite(hi[r]))
+               if int(k) not in set(map(int, (open_ or {}).get(r, ())))]
+        if not bad:
+            continue
         limit = np.zeros(hi.shape[1]) if allowed is None else np.nan_to_num(
             allowed[r] / TIGHT_FRACTION, nan=0.0, posinf=0.0)
         limit = [arb(float(a)) for a in limit]

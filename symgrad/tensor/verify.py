@@ -113,7 +113,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                  else RowAllowance(E, dtypes, tol))
         limits = oracle_limits(model, sub, hi, lo, allowed=least, program=program, skip=[
             r for r, ks in (keys.rows if keys else {}).items() if ks],
-            start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
+            start=cfg.oracle_bits, cap=cfg.oracle_max_bits, open_=zone_open)
         rewrite = check_rewrite(model, sub, hi, lo, least, limits=limits.rows,
                                 start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
 

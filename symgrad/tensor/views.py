@@ -32,14 +32,17 @@ from .tables import NumpyOps, TorchOps, oracle_ops
 CHUNK_ENTRIES = 1 << 20  # values (per sample x nodes) the oracle walks at once: ``_chunk``
 ZONE_BALLS_UP_TO = 200_000  # parameters: up to here a row in the DD's underflow zone is
 #                             re-evaluated in balls (``rounded_zone``; ``CERTIFY_UP_TO`` too)
-ZONE_CAP_SHIFT = 2  # the zone's balls double up to the oracle's cap / 2^2 (4096 -> 1024 bits):
-#                    each zone row is the whole program again in balls, one row at a time
+ZONE_CAP_SHIFT = 1  # the zone's balls double up to the oracle's cap / 2 (4096 -> 2048 bits):
+#   each zone row is the whole program again in balls, one row at a time; a value in the zone
+#   made by cancelling terms of order 1 (a softmax's p - 1 = -e^-6883 at a logit gap of 6883)
+#   is resolved only to 2^-bits absolute: 1024 bits never certify it on float64's 2^-1074
+#   grid, 2048 do (tests/test_zone_cancel.py)
 
 
 def zone_bits(cfg: VerifyConfig) -> tuple[int, int]:
     """The balls' first and largest precision for a row in the double-double's underflow zone
     (``rounded_zone``), from the run's config: the certified oracle's start
-    (``oracle_bits``) and its cap two doublings down (``oracle_max_bits`` / 4), never below
+    (``oracle_bits``) and its cap one doubling down (``oracle_max_bits`` / 2), never below
     the start.
 
     Arguments:
@@ -48,7 +51,7 @@ def zone_bits(cfg: VerifyConfig) -> tuple[int, int]:
         (first, largest) precision in bits (doubling from the first).
 
     >>> zone_bits(VerifyConfig()), zone_bits(VerifyConfig(oracle_bits=64, oracle_max_bits=128))
-    ((128, 1024), (64, 64))
+    ((128, 2048), (64, 64))
     """
     return cfg.oracle_bits, max(cfg.oracle_bits, cfg.oracle_max_bits >> ZONE_CAP_SHIFT)
 
@@ -206,15 +209,17 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     """The oracle's rows that touch the double-double's underflow zone (an input, a result or,
     per ``touched``, an intermediate 0 < |v| < 2^-969: ``symgrad.precise.underflow``,
     ``precise.ddops.WatchKernels``) made right there: each such row is
-    evaluated again in ARB balls (from ``bits[0]``, doubling up to ``bits[1]``: 128 and 1024
+    evaluated again in ARB balls (from ``bits[0]``, doubling up to ``bits[1]``: 128 and 2048
     at the defaults, ``zone_bits``; until every finite ball is certified) and every certified
     entry replaced, in place, by the ball's value rounded to the nearest double-double: in the zone the exact value rounded to nearest on float64's
     2^-1074 grid (the DD's own products and quotients are a few spacings off there). An entry
     the balls leave uncertified at the cap is *open*: its DD value (an inf or 0 where the
     exponent range ran out, a few spacings off in the zone) is no exact value, so it becomes
     NaN and is returned as open (the run marks it inconclusive: ``tensor.doubt``), unless the
-    DD and the ball are both NaN (undefined there: domain). Rows elsewhere cost one pass over
-    the inputs and results.
+    DD and the ball are both NaN (undefined there: domain). A row elsewhere with a NaN in the
+    DD (inf/inf where an exp overflowed: sinh(w)/cosh(w) at w = 800) is evaluated in balls
+    too, only its NaN entries in question: a DD NaN proves nothing undefined. Other rows cost
+    one pass over the inputs and results.
 
     Arguments:
         model: the tensor model.
@@ -238,24 +243,29 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     """
     n = hi.shape[0]
     rows = zone_rows([hi, *values.values()], n)
-    rows = np.flatnonzero(rows if touched is None else rows | touched)
+    rows = rows if touched is None else rows | touched
+    with np.errstate(invalid="ignore"):
+        nans = np.isnan(hi).any(axis=1) & ~rows  # a DD NaN elsewhere is no proof either
+    rows = np.flatnonzero(rows | nans)
     undecided: dict[int, np.ndarray] = {}
     first, cap = ZONE_BITS if bits is None else bits
     for r in rows:
         one = {k: (v[r:r + 1] if np.ndim(v) and np.shape(v)[0] == n else v)
                for k, v in values.items()}
+        asked = np.isnan(hi[r]) if nans[r] else np.ones(hi.shape[1], bool)
         prec = first
         while True:
             balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,
                                                ARB_OPS.at(prec), one))
             h, l, ok = rounded(balls)
-            open_ = ~ok & np.isfinite(h)
+            ok &= asked  # a NaN row outside the zone: only its NaN entries are in question
+            open_ = ~ok & np.isfinite(h) & asked
             if not open_.any() or prec >= cap:
                 break
             prec *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
-        with np.errstate(invalid="ignore"):
-            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r]))  # both NaN: undefined, domain
+        with np.errstate(invalid="ignore"):  # both NaN: undefined, domain
+            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r])) & asked
         if open_.any():
             hi[r, open_], lo[r, open_] = np.nan, 0.0
             undecided[int(r)] = np.flatnonzero(open_)

@@ -11,6 +11,7 @@ import torch
 import torch.nn as nn
 
 import symgrad as sg
+from symgrad.capture.values import Held
 from tests.clients import LlamaBlock, rope_tables, seeded
 
 
@@ -99,3 +100,12 @@ def test_a_float32_table_in_a_float32_run_stays_a_constant():
     assert not [b for b in c.model.blocks if b.name.startswith("constant")]
     assert sg.verify(module=m, inputs=_x(3, 4, dtype=torch.float32), dtype="float32",
                      samples=2).verdict in ("pass", "inconclusive")
+
+
+def test_held_blocks_skip_taken_names_and_one_tensor_is_one_block():
+    held = Held(exact=True, taken=frozenset({"constant1"}))
+    tables = [torch.full((2,), 0.1 * k, dtype=torch.float64) for k in range(3)]
+    names = [held.hold(t, t.numpy()).name for t in tables]
+    assert names == ["constant0", "constant2", "constant3"]
+    assert held.hold(tables[0], tables[0].numpy()).name == "constant0"
+    assert sorted(held.values()) == names

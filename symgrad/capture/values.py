@@ -97,25 +97,26 @@ class Held:
 
     ``exact`` says whether this capture may hold them (every float block is float64: the
     held values are then exact in the run's dtype); ``taken``: block names already used.
-    ``blocks`` maps ``id`` of the torch tensor to its (block node, float64 values).
+    ``blocks`` maps ``id`` of the torch tensor to (the tensor itself, kept so that its id is
+    never reused by another during the walk; its block node; its float64 values).
     """
 
     exact: bool
     taken: frozenset[str] = frozenset()
-    blocks: dict[int, tuple[Node, np.ndarray]] = field(default_factory=dict)
+    blocks: dict[int, tuple[torch.Tensor, Node, np.ndarray]] = field(default_factory=dict)
 
     def hold(self, v: torch.Tensor, value: np.ndarray) -> Node:
         """``v`` as an input block (the same tensor used twice is one block)."""
         if id(v) not in self.blocks:
-            k = len(self.blocks)
-            name = next(n for n in (f"constant{k + j}" for j in range(len(self.taken) + 1))
-                        if n not in self.taken)
-            self.blocks[id(v)] = (leaf_input(name, value.shape), value)
-        return self.blocks[id(v)][0]
+            used = self.taken | {n.name for _, n, _ in self.blocks.values()}
+            name = next(f"constant{k}" for k in range(len(used) + 1)
+                        if f"constant{k}" not in used)
+            self.blocks[id(v)] = (v, leaf_input(name, value.shape), value)
+        return self.blocks[id(v)][1]
 
     def values(self) -> dict[str, np.ndarray]:
         """Block name -> its held float64 values."""
-        return {n.name: value for n, value in self.blocks.values()}
+        return {n.name: value for _, n, value in self.blocks.values()}
 
 
 _HELD: ContextVar[Held | None] = ContextVar("symgrad_capture_held", default=None)

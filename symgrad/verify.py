@@ -56,7 +56,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             sample, arguments matched by block name; verified in addition to the model's own
             program run in torch.
         samples, seed, device, dtype: the run (ignored when ``config`` is given); samples
-            defaults to 500, or 4 with ``module=`` and ``inputs=``.
+            defaults to 500, or 8 with ``module=`` and ``inputs=``.
         config: a full ``VerifyConfig``.
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name (or its sympy symbol) ->

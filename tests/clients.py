@@ -94,10 +94,30 @@ def rope(x, cos, sin):
     return x * cos + torch.cat([-x2, x1], -1) * sin
 
 
-class LlamaBlock(nn.Module):
-    """RMSNorm, RoPE, grouped-query causal SDPA (2 heads, 1 key/value head), SwiGLU."""
+def rope_tables(T: int, hd: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor,
+                                                                             torch.Tensor]:
+    """RoPE's cos and sin tables (T, hd) computed in ``dtype`` from ``torch.arange``, as Hugging
+    Face's LlamaRotaryEmbedding does in its forward.
 
-    def __init__(self, d: int = 8, heads: int = 2, kv: int = 1, T: int = 4) -> None:
+    Arguments:
+        T: positions; hd: the head dimension (even); dtype: the dtype they are computed in.
+    Returns:
+        ``(cos, sin)``.
+    """
+    pos = (torch.arange(T, dtype=dtype)[:, None]
+           * 10000 ** (-torch.arange(0, hd, 2, dtype=dtype) / hd))
+    pos = torch.cat([pos, pos], -1)
+    return pos.cos(), pos.sin()
+
+
+class LlamaBlock(nn.Module):
+    """RMSNorm, RoPE, grouped-query causal SDPA (2 heads, 1 key/value head), SwiGLU.
+    ``tables="buffer"``: the RoPE tables are float32 buffers; ``"forward"``: computed inside
+    forward in the input's dtype (Hugging Face's LlamaRotaryEmbedding; in float64 they are not
+    float32-exact)."""
+
+    def __init__(self, d: int = 8, heads: int = 2, kv: int = 1, T: int = 4, *,
+                 tables: str = "buffer") -> None:
         super().__init__()
         self.h, self.kv, self.hd = heads, kv, d // heads
         self.n1, self.n2 = RMSNorm(d), RMSNorm(d)
@@ -106,16 +126,24 @@ class LlamaBlock(nn.Module):
         self.o = nn.Linear(d, d, bias=False)
         self.w1, self.w3 = (nn.Linear(d, 16, bias=False) for _ in range(2))
         self.w2 = nn.Linear(16, d, bias=False)
-        pos = torch.arange(T)[:, None] * 10000 ** (-torch.arange(0, self.hd, 2) / self.hd)
-        self.register_buffer("cos", torch.cat([pos, pos], -1).cos())
-        self.register_buffer("sin", torch.cat([pos, pos], -1).sin())
+        self.tables = tables
+        if tables == "buffer":
+            cos, sin = rope_tables(T, self.hd)
+            self.register_buffer("cos", cos)
+            self.register_buffer("sin", sin)
+
+    def _tables(self, T: int, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.tables == "buffer":
+            return self.cos, self.sin
+        return rope_tables(T, self.hd, dtype)
 
     def forward(self, x):
         B, T, D = x.shape
         h = self.n1(x)
         q = self.q(h).view(B, T, self.h, self.hd).transpose(1, 2)
         k, v = (m(h).view(B, T, self.kv, self.hd).transpose(1, 2) for m in (self.k, self.v))
-        q, k = rope(q, self.cos, self.sin), rope(k, self.cos, self.sin)
+        cos, sin = self._tables(T, x.dtype)
+        q, k = rope(q, cos, sin), rope(k, cos, sin)
         k, v = (t.repeat_interleave(self.h // self.kv, 1) for t in (k, v))
         a = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         x = x + self.o(a.transpose(1, 2).reshape(B, T, D))

@@ -405,7 +405,7 @@ def test_gradcheck_names_a_shape_mistake_and_accepts_torch_dtypes(capfd):
     W = torch.randn(3, 2, dtype=torch.float64, requires_grad=True)
     with pytest.raises(sg.SymgradError, match=r"^gradcheck\(<lambda>\): running it on inputs= "
                        r"raised RuntimeError: .*check inputs= \(shapes \(3, 2\), \(3,\)\)$"):
-        sg.gradcheck(lambda W, x: torch.tanh(W @ x).sum(), (W, torch.randn(3)))
+        sg.gradcheck(lambda W, x: torch.tanh(W @ x).sum(), (W, torch.randn(3, dtype=W.dtype)))
     assert "Traceback" not in capfd.readouterr().err
     assert sg.gradcheck(lambda W, x: torch.tanh(W @ x).sum(), (W, torch.randn(2)),
                         dtype=torch.float64)

@@ -43,7 +43,7 @@ def test_cnn_passes_in_float64_train_and_eval_and_its_state_is_restored(train):
 
 @pytest.mark.parametrize("train", [False, True])
 def test_cnn_is_not_failed_in_float32(train):
-    r = sg.verify(module=cnn(torch.float32), inputs=_x(2, 2, 4, 4), targets=Y,
+    r = sg.verify(module=cnn(torch.float32), inputs=_x(2, 2, 4, 4, dtype=torch.float32), targets=Y,
                   loss=F.cross_entropy, train=train, dtype="float32", samples=2)
     assert r.verdict != "fail", r
 
@@ -89,8 +89,8 @@ class SwiGLU(nn.Module):
 def test_swiglu_block_without_a_loss_passes(dtype):
     torch.manual_seed(0)
     m = SwiGLU().to(getattr(torch, dtype))  # output (2, 3, 4): a random cotangent
-    r = sg.verify(module=m, inputs=_x(2, 3, 4), dtype=dtype, samples=3,
-                  paths=("eager", "sdpa-math"))
+    r = sg.verify(module=m, inputs=_x(2, 3, 4, dtype=getattr(torch, dtype)), dtype=dtype,
+                  samples=3, paths=("eager", "sdpa-math"))
     assert r.verdict == ("pass" if dtype == "float64" else r.verdict) != "fail", r
     assert {"norm", "w1.weight", "w2.weight"} <= {b for b, _, _ in r.blocks}
     assert "not applicable" in r.module.skipped["sdpa-math"]
@@ -122,7 +122,7 @@ def test_custom_function_backward_times_1_plus_1e_7_is_caught_in_float64(factor,
 def test_custom_function_passes_in_float32():
     torch.manual_seed(0)
     r = sg.verify(module=Scaled(), inputs=_x(4, 3, dtype=torch.float32), dtype="float32",
-                  targets=_x(4, 3, seed=1), loss=F.mse_loss, samples=3)
+                  targets=_x(4, 3, seed=1, dtype=torch.float32), loss=F.mse_loss, samples=3)
     assert r.verdict != "fail", r
 
 

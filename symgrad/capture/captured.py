@@ -29,6 +29,7 @@ from ..tensor.program import Node, add_all, const, einsum
 from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
                      slots as graph_slots)
 from .hooks import carry, refuse_post_accumulate, tensor_hooks
+from .values import Held, holding
 from .walk import leaf, walk
 
 _L = "abcdefghijklmnop"
@@ -159,8 +160,11 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     sl = graph_slots(call, ep, names, grad, module_params)
     inputs = _inputs(sl)
     kinds = [o.kind for o in ep.graph_signature.output_specs]
-    outs = [o for o, kind in zip(walk(ep.graph, inputs), kinds)
-            if kind == OutputKind.USER_OUTPUT]  # not the buffer updates (BatchNorm's stats)
+    floats = {s.value.dtype for s in sl if s.role in ("param", "input")}
+    held = Held(exact=floats == {torch.float64}, taken=frozenset(s.name for s in sl))
+    with holding(held):  # a float64 constant array the forward computes: a held input block
+        outs = [o for o, kind in zip(walk(ep.graph, inputs), kinds)
+                if kind == OutputKind.USER_OUTPUT]  # not the buffer updates (BatchNorm's stats)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     cots, parts = _loss_parts(outs, rng)
     if not parts:
@@ -178,6 +182,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     used_names = {b.name for b in model.blocks}  # an unused parameter is no block: held
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
+    example.update({n: v for n, v in held.values().items() if n in used_names})
     return Captured(model, sl, call, cots, len(outs), example)
 
 

@@ -25,8 +25,11 @@ from ..errors import SymgradError
 
 PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
 QUIET_LOGGERS = ("torch._subclasses.fake_tensor", "torch.export", "torch._export",
-                 "torch._dynamo", "torch.fx.experimental.symbolic_shapes")  # their tracebacks
-#   (a shape mistake logs ~20 lines at ERROR before export raises) are silenced while tracing
+                 "torch._dynamo", "torch.fx.experimental.symbolic_shapes",
+                 "torch.__trace")  # their tracebacks (a shape mistake logs ~20 lines at ERROR
+#   before export raises) are silenced while tracing; torch.__trace (structured trace, set to
+#   DEBUG by torch itself) logs ~30 DEBUG records per export, which pytest shows under
+#   "Captured log call" for every failing test that calls gradcheck
 RNN_WEIGHTS = (r"The tensor attributes (self\.fn\.([\w.]+\.)?_flat_weights\[\d+\](, )?)+ were "
                r"assigned during export")  # nn.LSTM/GRU/RNN re-list their own parameters in
 #   forward: torch's, not the user's, and harmless to the capture (the parameters are read as

@@ -23,7 +23,7 @@ from ..modules.any import by_own_names
 from ..result import FAIL, Result
 from ..verify import verify
 from .captured import capture
-from .export import arg_names, display_name
+from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
 from .names import own_labels
 
@@ -103,6 +103,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if not diff and not params:
         raise SymgradError(f"{what}: no input requires grad and no module parameter is "
                            "checked; give the tensors to check requires_grad=True")
+    if dtype is None:
+        _one_dtype(what, func, args, params)
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
     tdtype = TORCH_DTYPES[name]
     args = tree_map(lambda a: user_copy(a, dtype=tdtype)  # with its hooks, as torch's check
@@ -119,13 +121,35 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if result.ok:
         return True
     if raise_exception:
-        raise GradcheckError(message(result, captured.model.name, what))
+        raise GradcheckError(message(result, captured.model.name, what, dtype=name))
     return False
 
 
-def message(result: Result, what: str, check: str = "gradcheck") -> str:
+def _one_dtype(what: str, func: Callable, args: tuple, params: list) -> None:
+    """Without ``dtype=``, every float input (and checked module parameter) must share one
+    dtype: which one would judge is otherwise a guess (torch itself raises on most mixes).
+    One line naming the first input of another dtype, both dtypes and the fixes."""
+    named = list(zip(leaf_names(args, arg_names(func, len(args))), tree_leaves(list(args))))
+    named += [(f"parameter {n}", p) for n, p in func.named_parameters() if p.requires_grad] \
+        if params else []
+    floats = [(n, t) for n, t in named if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    first = floats[0] if floats else None
+    for n, t in floats[1:]:
+        if t.dtype != first[1].dtype:
+            a, b = (str(x.dtype).removeprefix("torch.") for x in (first[1], t))
+            fix = (f"convert the module (module.to(torch.{a}))" if n.startswith("parameter ")
+                   else f"give every input one dtype ({n}.to(torch.{a})) or pass dtype= to "
+                   "check in one dtype (each input converted to it)")
+            raise SymgradError(f"{what}({display_name(func)}): {first[0]} is {a} and {n} is {b}; "
+                               f"which dtype judges would be a guess: {fix}")
+
+
+def message(result: Result, what: str, check: str = "gradcheck", *,
+            dtype: str = "float64") -> str:
     """The error text: a headline, then one line per finding (worst first), in the user's
-    names."""
+    names. An inconclusive headline says what can help: entries whose exact value is below
+    ``dtype``'s normal range cannot be resolved in it at any number of points (a wider dtype
+    or another point can); others may resolve with more points or float64."""
     backend = "torch_fn"
     counts = result.counts(backend)
     if result.verdict == FAIL:
@@ -136,7 +160,25 @@ def message(result: Result, what: str, check: str = "gradcheck") -> str:
     else:
         found = [f for f in result.undecided if f.backend == backend]
         head = (f"symgrad.{check}: inconclusive for {what!r} — some entries could not be "
-                "decided (not a pass); try more points (samples=) or dtype=torch.float64:")
+                f"decided (not a pass); {_advice(found, dtype)}:")
     lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
     more = len(found) - MAX_LINES
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else []))
+
+
+def _advice(found: list, dtype: str) -> str:
+    """What can decide the undecided ``found`` in a ``dtype`` run (see ``message``)."""
+    tiny = torch.finfo(TORCH_DTYPES[dtype]).tiny
+    below = [f for f in found if abs(f.expected) < tiny]
+    wider = "" if dtype == "float64" else " or dtype=torch.float64"
+    if not below:
+        return f"try more points (samples=){wider}"
+    f = below[0]
+    where = f"{f.output[3:] if f.output.startswith('d/d') else f.output}'s exact value"
+    tail = ("" if len(below) == len(found)
+            else f"; for the other {len(found) - len(below)}, try more points (samples=)")
+    wider = "" if dtype == "float64" else (
+        f", or in dtype=torch.float64 (normal down to {torch.finfo(torch.float64).tiny:.3g})")
+    return (f"{len(below)} of them ({where} {f.expected:.3g}) lie below {dtype}'s normal range "
+            f"(smallest normal {tiny:.3g}), which more points cannot resolve: check at a point "
+            f"where that gradient is larger{wider}{tail}")

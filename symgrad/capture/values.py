@@ -9,6 +9,12 @@
 - a ``Selection``: the indices ``topk`` picks, as one-hot rows (a piecewise-constant node),
   consumed by ``scatter`` (dense gates of a mixture of experts).
 
+A known float array becomes a ``const`` node when it is exactly representable in float32 (a
+mask, a float32 table). A float64 array that is not (a RoPE cos/sin table the forward computes
+from ``torch.arange`` in a float64 run) is exact data at the run's dtype: in a float64 capture
+it becomes an input block held at its value, as a float64 buffer is (``Held``, collected
+while ``holding`` is active); elsewhere it is refused in one line saying which dtype.
+
 ``operands`` turns a mix of them into ``map_`` operands (Python numbers become exact sympy
 numbers: the binary value torch computes with).
 
@@ -20,15 +26,17 @@ numbers: the binary value torch computes with).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
-from typing import Any
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Iterator
 
 import numpy as np
 import sympy as sp
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import X, Node, const, map_
+from ..tensor.program import X, Node, const, input as leaf_input, map_
 
 
 @dataclass(frozen=True)
@@ -83,9 +91,51 @@ def is_known(v: Any) -> bool:
     return not isinstance(v, (Node, Pred, Masked, Selection))
 
 
+@dataclass
+class Held:
+    """The float64 constant arrays a capture holds as input blocks (see the module docstring).
+
+    ``exact`` says whether this capture may hold them (every float block is float64: the
+    held values are then exact in the run's dtype); ``taken``: block names already used.
+    ``blocks`` maps ``id`` of the torch tensor to (the tensor itself, kept so that its id is
+    never reused by another during the walk; its block node; its float64 values).
+    """
+
+    exact: bool
+    taken: frozenset[str] = frozenset()
+    blocks: dict[int, tuple[torch.Tensor, Node, np.ndarray]] = field(default_factory=dict)
+
+    def hold(self, v: torch.Tensor, value: np.ndarray) -> Node:
+        """``v`` as an input block (the same tensor used twice is one block)."""
+        if id(v) not in self.blocks:
+            used = self.taken | {n.name for _, n, _ in self.blocks.values()}
+            name = next(f"constant{k}" for k in range(len(used) + 1)
+                        if f"constant{k}" not in used)
+            self.blocks[id(v)] = (v, leaf_input(name, value.shape), value)
+        return self.blocks[id(v)][1]
+
+    def values(self) -> dict[str, np.ndarray]:
+        """Block name -> its held float64 values."""
+        return {n.name: value for _, n, value in self.blocks.values()}
+
+
+_HELD: ContextVar[Held | None] = ContextVar("symgrad_capture_held", default=None)
+
+
+@contextmanager
+def holding(held: Held) -> Iterator[Held]:
+    """While active, ``to_node`` holds float64 constant arrays in ``held`` (reset on exit)."""
+    token = _HELD.set(held)
+    try:
+        yield held
+    finally:
+        _HELD.reset(token)
+
+
 def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     """A ``map_`` operand: a node stays, a number becomes a sympy number, a known array a
-    ``const`` node (its values must be exactly representable in float32)."""
+    ``const`` node when exactly representable in float32, else (float64, in a float64
+    capture: ``holding``) an input block held at its value."""
     if isinstance(v, Node):
         return v
     if isinstance(v, Selection):
@@ -101,10 +151,18 @@ def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     if not np.isfinite(value).all():
         raise SymgradError(f"capture: a constant array with inf / nan is used by {what}; only a "
                            "-inf fill before softmax (masked_fill(mask, -inf)) is supported")
-    if not np.array_equal(value.astype(np.float32).astype(np.float64), value):
-        raise SymgradError(f"capture: a constant array used by {what} is not exactly "
-                           "representable in float32; make it a parameter or an input")
-    return const(value)
+    if np.array_equal(value.astype(np.float32).astype(np.float64), value):
+        return const(value)
+    held = _HELD.get()
+    if held is not None and held.exact and v.dtype == torch.float64:
+        return held.hold(v, value)
+    dtype = str(v.dtype).removeprefix("torch.")
+    why = ("with tensors of another dtype (it is exact only in a float64 run)"
+           if held is not None else "outside a capture (only a float64 capture holds it)")
+    raise SymgradError(f"capture: a constant array computed in {dtype}, not exactly "
+                       f"representable in float32, is used by {what} {why}; compute it in the "
+                       "inputs' dtype (dtype=x.dtype) or register it as a buffer "
+                       "(self.register_buffer)")
 
 
 def node(v: Any, what: str) -> Node:

@@ -5,15 +5,16 @@ The module (with the loss applied to its output and the targets) is captured
 (``symgrad.capture``: torch.export, core ATen) into a tensor program; the user's autograd
 gradient on each torch path ("eager", "compile", "sdpa-math", ...; ``symgrad.modules.paths``)
 is compared against the exact derivative of that captured forward, at the example point and
-``samples - 1`` points around it (each parameter and float input entry scaled by a random
-factor in [5/8, 11/8]; targets, integer inputs and buffers held). Rows and messages use the
+``samples - 1`` points around it (default 8, the pooled test's minimum; each parameter and
+float input entry scaled by a random factor in [5/8, 11/8]; targets, integer inputs and buffers
+held). Rows and messages use the
 module's own names (``conv1.weight[0, 1, 2, 2]``). The forward is the reference here: a
 forward bug is invisible (the GPT layouts, ``sg.verify(model, module=m)``, also check the
 forward against an independent description).
 
 >>> import torch, symgrad as sg
 >>> net = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Tanh(), torch.nn.Linear(4, 2))
->>> x = torch.randn(5, 3, generator=torch.Generator().manual_seed(0))
+>>> x = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
 >>> r = sg.verify(module=net.double(), inputs=x, targets=torch.tensor([0, 1, 1, 0, 1]),
 ...               loss=torch.nn.functional.cross_entropy, samples=2)
 >>> r.ok, r.outputs[1]
@@ -39,7 +40,7 @@ from ..capture.export import arg_names, display_name
 from ..capture.hooks import user_copy
 from ..capture.names import own_labels, renamer
 from ..capture.usercode import user_error
-from ..config import VerifyConfig
+from ..config import Tolerance, VerifyConfig
 from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
 from ..result import Failure, Result
@@ -50,7 +51,10 @@ from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_mod
 
 AROUND_EXAMPLE = ("no fresh samples are drawn on this path (the points are the example "
                   "inputs and points around them)")  # a capture's untested suspicion: why
-DEFAULT_SAMPLES = 4  # sg.verify(module=, inputs=) without samples=: the example and 3 around
+DEFAULT_SAMPLES = int(Tolerance().pooled_min_samples)  # sg.verify(module=, inputs=) without
+#   samples=: the example and 7 around, as many as the pooled test needs (with 4, every run
+#   said "resolution not reached: the pooled test needs >= 8 samples"); LlamaBlock and a small
+#   CNN take about as long at 8 as at 4 (2.4 vs 3.9 s, 2.8 vs 3.1 s wall at load ~13)
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
 
@@ -111,11 +115,11 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)
     _check(module, cfg, options)
-    args = _tensors(inputs, cfg, "inputs")
-    extra = _tensors(targets, cfg, "targets") if targets is not None else ()
-    if extra and options.loss is None:
+    if targets is not None and options.loss is None:
         raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
                            "loss=torch.nn.functional.cross_entropy)")
+    args = _tensors(inputs, cfg, "inputs")
+    extra = _tensors(targets, cfg, "targets") if targets is not None else ()
     was_training = module.training
     with _mode(module, options.train):
         names = arg_names(module, len(args)) + (
@@ -228,6 +232,15 @@ def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
     if not any(isinstance(a, torch.Tensor) for a in tree_leaves(items)):
         raise SymgradError(f"verify: {what}= holds no tensor; give a tensor or a tuple of them")
     dtype = torch_backend.TORCH_DTYPES[cfg.dtype]
+    named = [(what if len(items) == 1 else f"{what}[{i}]", a)
+             for i, item in enumerate(items) for a in tree_leaves(item)]
+    for n, a in named:
+        if isinstance(a, torch.Tensor) and a.is_floating_point() and a.dtype != dtype:
+            got = str(a.dtype).removeprefix("torch.")
+            raise SymgradError(f"verify: {n} is {got}, the module and the run are {cfg.dtype} "
+                               f"(torch would refuse the mix); convert it ({n}.to(torch."
+                               f"{cfg.dtype})) or run in {got}: module.to(torch.{got}), "
+                               f"dtype={got!r}")
     return tree_map(lambda a: (user_copy(a, dtype=dtype, device=cfg.device)  # with its hooks
                                if a.is_floating_point() else a.to(cfg.device))
                     if isinstance(a, torch.Tensor) else a, items)

@@ -45,7 +45,7 @@ from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracl
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck
 from .spotcheck import check as check_spot
-from .streaming import FINDING_LISTS, Bounds, backends, findings_of
+from .streaming import FINDING_LISTS, Bounds, backends, findings_of, give_back
 from .tables import TorchOps, oracle_ops
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
@@ -126,10 +126,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                               model.name, settled=limits.decided, unrounded=zone_open)
     del E
     certified = certified if big else doubt.summary()
-    blocks, col = [], 1
-    for b in model.param_blocks:
-        blocks.append((b.name, col, col + b.size))
-        col += b.size
+    blocks = [(b.name, a, a + size)  # (name, first column, end column)
+              for b, (a, size, _) in zip(model.param_blocks, block_spans(model, 1)[1:])]
     kinks = None  # the sides of every kink a compared sample reaches (none: nothing extra)
     if keys is not None and any(keys.rows.values()):
         with _phase("kink sides", cfg, timings, "kinks_s"):
@@ -366,6 +364,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
     try:
         yield tick
     finally:
+        give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         if bar is not None:
             bar.close()

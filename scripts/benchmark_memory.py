@@ -7,6 +7,7 @@ reports/benchmark_memory.json).
 
     python scripts/benchmark_memory.py --layers 2 --tokens 8            # 2-layer GPT-2, 768 wide
     python scripts/benchmark_memory.py --tokens 8 --record --label after  # gpt2 (12 layers)
+    python scripts/benchmark_memory.py --layers 1 --vocab 4096 --tokens 16  # seconds, not minutes
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run(layers: int, tokens: int, result_path: str | None) -> dict:
-    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens, 1 sample, float64, seed 0."""
+def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
+    GPT-2's 50257), 1 sample, float64, seed 0."""
     sampler, phases = Sampler(), []
     right = tensor_verify._phase
 
@@ -76,7 +78,8 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         sampler.reset()
     tensor_verify._phase = phase
     try:
-        model = gpt2({"n_layers": layers}, tokens=tokens)
+        model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
+                     tokens=tokens)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         result = sg.verify(model, torch_fn=model.reference,
@@ -175,6 +178,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default GPT-2's)")
     ap.add_argument("--result", default=None, help="write the result's JSON here")
     ap.add_argument("--record", action="store_true", help="add to reports/benchmarks.md")
     ap.add_argument("--label", default="", help="the run's name in the table")
@@ -183,7 +187,7 @@ def main() -> int:
     if args.render:
         render(json.loads((ROOT / "reports" / "benchmark_memory.json").read_text())["rows"])
         return 0
-    row = run(args.layers, args.tokens, args.result)
+    row = run(args.layers, args.tokens, args.result, args.vocab)
     for p in row["phases"]:
         print(f"{p['phase']:<28} start {p['start_gib']:5.2f}  peak {p['peak_gib']:5.2f}  "
               f"end {p['end_gib']:5.2f} GiB")

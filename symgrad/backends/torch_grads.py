@@ -6,8 +6,9 @@ copying them into the flat array held both).
 
 The numbers are torch's own: a leaf's gradient is what ``torch.autograd.grad`` returns for it
 (the same accumulation in autograd's engine), converted to float64 exactly; a leaf the loss does
-not reach gets zeros (``allow_unused``); a leaf accumulated twice in one backward (a reentrant
-backward inside the user's code) is summed in its own dtype, as torch sums ``.grad``.
+not reach gets zeros (``allow_unused``); should autograd accumulate a leaf twice in one
+backward, the second part is added in the leaf's dtype, as torch adds into ``.grad``. Only the
+leaves asked for are accumulated (``backward(inputs=...)``): a user's module keeps no ``.grad``.
 
 >>> w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
 >>> u = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # not reached
@@ -19,10 +20,33 @@ backward inside the user's code) is summed in its own dtype, as torch sums ``.gr
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 from typing import Sequence
 
 import numpy as np
 import torch
+
+_LIBC = ctypes.util.find_library("c")
+
+
+def give_back() -> bool:
+    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing; changes no setting): arrays below glibc's mmap threshold (GPT-2's per-layer
+    blocks, 2-19 MB) are freed into the heap and stay resident there, so a run that frees
+    many of them holds their total until the heap is trimmed (gpt2 at 64 tokens: 0.8 GiB
+    after torch's run at main 3c29157; the bound's walk 0.4 GiB higher untrimmed).
+
+    Returns:
+        Whether memory was handed back (False where there is no ``malloc_trim``).
+
+    >>> give_back() in (True, False)
+    True
+    """
+    try:
+        return bool(ctypes.CDLL(_LIBC).malloc_trim(0)) if _LIBC else False
+    except (OSError, AttributeError):  # not glibc
+        return False
 
 
 def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,
@@ -62,6 +86,7 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
             targets[k].copy_(g)
             done[k] = True
             t.grad = None
+            give_back()  # the released block, if it was in the heap (gpt2: the run -0.35 GiB)
         handles.append(leaf.register_post_accumulate_grad_hook(take))
     try:
         torch.autograd.backward(loss, inputs=list(leaves))

@@ -10,8 +10,6 @@ its comparison is whole (``findings_of``), before a large one is reduced to its 
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 import time
 from dataclasses import dataclass
 from typing import Callable
@@ -27,26 +25,6 @@ from .model import TensorModel
 from .views import numpy_view, torch_view
 
 FINDING_LISTS = ("worst", "kinks", "failures", "losses", "undecided")
-_LIBC = ctypes.util.find_library("c")
-
-
-def give_back() -> bool:
-    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``; elsewhere
-    nothing): the blocks of a gradient below glibc's mmap threshold (GPT-2's 12 layers: most
-    of them) are freed into the heap, where they stayed resident after a backend's run (gpt2
-    at 64 tokens: 0.8 GiB after torch's, before each block went straight into the flat
-    array; 0.24 GiB after). Changes no setting.
-
-    Returns:
-        Whether memory was handed back (False where there is no ``malloc_trim``).
-
-    >>> give_back() in (True, False)
-    True
-    """
-    try:
-        return bool(ctypes.CDLL(_LIBC).malloc_trim(0)) if _LIBC else False
-    except (OSError, AttributeError):  # not glibc
-        return False
 
 
 @dataclass(frozen=True)

@@ -126,9 +126,13 @@ def render(rows: list[dict]) -> None:
           "comparison's ULPs and allowances (8 B an entry) are no longer held: they are "
           "elementwise functions of hi, lo, E and the gradient, recomputed where the findings, "
           "figures and histogram read them (`symgrad/tensor/streaming_figures.py`, the same "
-          "numbers: JSON byte-identical). The peak is now set by whichever phase adds the most "
-          "transient memory on top of that base: the bound's walk, torch's backward or the "
-          "oracle's (see the phase peaks).",
+          "numbers: JSON byte-identical). A backend's gradient is written into the flat array "
+          "leaf by leaf as autograd accumulates it (`symgrad/backends/torch_grads.py`, "
+          "`backward_into`: torch's own bits), never held twice, and freed heap blocks "
+          "(GPT-2's per-layer arrays sit below glibc's mmap threshold) are handed back after "
+          "each block and phase (`give_back`). The peak is set by whichever phase adds the "
+          "most transient memory on top of that base: the bound's walk, torch's backward or "
+          "the oracle's (see the phase peaks).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
           "verdict | text s | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 12]
     for r in rows:
@@ -164,9 +168,15 @@ def render(rows: list[dict]) -> None:
            "activations, at the limit. Either way the block and pooled tests keep per-block "
            "projections (a flagged block's columns recomputed for its marks) and the figures "
            "fold per block (``order_stats.ChunkMedian`` needs its second pass, so per-group "
-           "key histograms); and the transients of the oracle's walk (+4.2 GiB at 64 tokens), "
-           "the bound's (+3.1) and torch's backward (+2.2, the token matrices' gradients) must "
-           "shrink as well."]
+           "key histograms); and the transients must shrink as well. Left after 99600d4 (gpt2 "
+           "at 64 tokens, over each phase's start): the oracle's walk +4.2 GiB (+2.3 over its "
+           "hi and lo: the double-double products of the two 50257 x 768 blocks), the bound's "
+           "+2.8 (+1.6 over E: at the output-head gradient its stacked |A||B| and error term "
+           "(2 x 0.29 GiB), E, sigma and their temporaries), each compare's +0.7 (the block "
+           "test's err and allowance of a whole block, 2 x 0.29 GiB at the vocabulary blocks: "
+           "reading a block in column chunks needs ``systematic_blocks``' per-block sums "
+           "accumulated chunk by chunk, and their rounding kept), torch's backward +1.5 (the "
+           "gradient 1.21 and one block)."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
     before, _, rest = text.partition("\n" + SECTION)

@@ -172,10 +172,10 @@ def render(rows: list[dict]) -> None:
            "at 64 tokens, over each phase's start): the oracle's walk +4.2 GiB (+2.3 over its "
            "hi and lo: the double-double products of the two 50257 x 768 blocks), the bound's "
            "+2.8 (+1.6 over E: at the output-head gradient its stacked |A||B| and error term "
-           "(2 x 0.29 GiB), E, sigma and their temporaries), each compare's +0.7 (the block "
-           "test's err and allowance of a whole block, 2 x 0.29 GiB at the vocabulary blocks: "
-           "reading a block in column chunks needs ``systematic_blocks``' per-block sums "
-           "accumulated chunk by chunk, and their rounding kept), torch's backward +1.5 (the "
+           "(2 x 0.29 GiB), E, sigma and their temporaries), each compare's +0.7 (not profiled: "
+           "likely whole-size statuses and masks, 0.15 GiB each, formed at once by "
+           "compare_compact, mark_doubt and mark_open; the block test already reads 4M-entry "
+           "chunks), torch's backward +1.5 (the "
            "gradient 1.21 and one block)."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()

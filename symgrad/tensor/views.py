@@ -17,8 +17,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..backends.torch import exact_math
 from ..backends.torch_grads import backward_into
+from ..backends.torch import exact_math
 from ..precise import ARB_OPS, DDOps
 from ..precise.certify import CertifyConfig, certify, escalate
 from ..precise.underflow import rounded, zone_rows

@@ -7,6 +7,7 @@ reports/benchmark_memory.json).
 
     python scripts/benchmark_memory.py --layers 2 --tokens 8            # 2-layer GPT-2, 768 wide
     python scripts/benchmark_memory.py --tokens 8 --record --label after  # gpt2 (12 layers)
+    python scripts/benchmark_memory.py --layers 1 --vocab 4096 --tokens 16  # seconds, not minutes
 """
 
 from __future__ import annotations
@@ -60,8 +61,9 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run(layers: int, tokens: int, result_path: str | None) -> dict:
-    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens, 1 sample, float64, seed 0."""
+def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
+    GPT-2's 50257), 1 sample, float64, seed 0."""
     sampler, phases = Sampler(), []
     right = tensor_verify._phase
 
@@ -76,7 +78,8 @@ def run(layers: int, tokens: int, result_path: str | None) -> dict:
         sampler.reset()
     tensor_verify._phase = phase
     try:
-        model = gpt2({"n_layers": layers}, tokens=tokens)
+        model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
+                     tokens=tokens)
         load0 = os.getloadavg()[0]
         t0 = time.perf_counter()
         result = sg.verify(model, torch_fn=model.reference,
@@ -123,9 +126,13 @@ def render(rows: list[dict]) -> None:
           "comparison's ULPs and allowances (8 B an entry) are no longer held: they are "
           "elementwise functions of hi, lo, E and the gradient, recomputed where the findings, "
           "figures and histogram read them (`symgrad/tensor/streaming_figures.py`, the same "
-          "numbers: JSON byte-identical). The peak is now set by whichever phase adds the most "
-          "transient memory on top of that base: the bound's walk, torch's backward or the "
-          "oracle's (see the phase peaks).",
+          "numbers: JSON byte-identical). A backend's gradient is written into the flat array "
+          "leaf by leaf as autograd accumulates it (`symgrad/backends/torch_grads.py`, "
+          "`backward_into`: torch's own bits), never held twice, and freed heap blocks "
+          "(GPT-2's per-layer arrays sit below glibc's mmap threshold) are handed back after "
+          "each block and phase (`give_back`). The peak is set by whichever phase adds the "
+          "most transient memory on top of that base: the bound's walk, torch's backward or "
+          "the oracle's (see the phase peaks).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
           "verdict | text s | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 12]
     for r in rows:
@@ -161,9 +168,15 @@ def render(rows: list[dict]) -> None:
            "activations, at the limit. Either way the block and pooled tests keep per-block "
            "projections (a flagged block's columns recomputed for its marks) and the figures "
            "fold per block (``order_stats.ChunkMedian`` needs its second pass, so per-group "
-           "key histograms); and the transients of the oracle's walk (+4.2 GiB at 64 tokens), "
-           "the bound's (+3.1) and torch's backward (+2.2, the token matrices' gradients) must "
-           "shrink as well."]
+           "key histograms); and the transients must shrink as well. Left after 99600d4 (gpt2 "
+           "at 64 tokens, over each phase's start): the oracle's walk +4.2 GiB (+2.3 over its "
+           "hi and lo: the double-double products of the two 50257 x 768 blocks), the bound's "
+           "+2.8 (+1.6 over E: at the output-head gradient its stacked |A||B| and error term "
+           "(2 x 0.29 GiB), E, sigma and their temporaries), each compare's +0.7 (not profiled: "
+           "likely whole-size statuses and masks, 0.15 GiB each, formed at once by "
+           "compare_compact, mark_doubt and mark_open; the block test already reads 4M-entry "
+           "chunks), torch's backward +1.5 (the "
+           "gradient 1.21 and one block)."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
     before, _, rest = text.partition("\n" + SECTION)
@@ -175,6 +188,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", type=int, default=2)
     ap.add_argument("--tokens", type=int, default=8)
+    ap.add_argument("--vocab", type=int, default=None, help="vocabulary size (default GPT-2's)")
     ap.add_argument("--result", default=None, help="write the result's JSON here")
     ap.add_argument("--record", action="store_true", help="add to reports/benchmarks.md")
     ap.add_argument("--label", default="", help="the run's name in the table")
@@ -183,7 +197,7 @@ def main() -> int:
     if args.render:
         render(json.loads((ROOT / "reports" / "benchmark_memory.json").read_text())["rows"])
         return 0
-    row = run(args.layers, args.tokens, args.result)
+    row = run(args.layers, args.tokens, args.result, args.vocab)
     for p in row["phases"]:
         print(f"{p['phase']:<28} start {p['start_gib']:5.2f}  peak {p['peak_gib']:5.2f}  "
               f"end {p['end_gib']:5.2f} GiB")

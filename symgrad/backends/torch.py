@@ -21,6 +21,7 @@ from .. import functions
 from ..codegen import Target
 from ..capture.usercode import user_error
 from ..errors import SymgradError
+from .torch_grads import backward_into
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
                 "float16": torch.float16, "bfloat16": torch.bfloat16}
@@ -258,10 +259,8 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
     inputs = [tensors[name] for name in input_names]
     name = getattr(fn, "__name__", type(fn).__name__)
     with exact_math():
-        if batching == "loop":
-            grads, value = _loop(per_sample, params, inputs, n, name,
-                                 param_names + input_names)  # a list: _flatten
-            return _flatten(value, grads, n), "loop"  # releases its blocks (not a copy's)
+        if batching == "loop":  # each block written into the flat array as autograd has it
+            return _loop(per_sample, params, inputs, n, name, param_names + input_names), "loop"
         try:
             gfn = torch.func.grad(per_sample, argnums=argnums, has_aux=True)
             grads, value = torch.func.vmap(gfn)(*params, *inputs)
@@ -269,9 +268,8 @@ def run_torch_fn(fn: Callable, blocks, values: dict[str, np.ndarray], *, device:
         except SymgradError:
             raise
         except Exception as exc:  # vmap cannot trace it: one sample at a time
-            grads, value = _loop(per_sample, params, inputs, n, name,
-                                 param_names + input_names)
-            grads, mode = list(grads), f"loop (vmap: {type(exc).__name__})"
+            return (_loop(per_sample, params, inputs, n, name, param_names + input_names),
+                    f"loop (vmap: {type(exc).__name__})")
     return _flatten(value, grads, n), mode
 
 
@@ -290,14 +288,17 @@ def _flatten(value, grads: list, n) -> np.ndarray:
     return out
 
 
-def _loop(per_sample, params, inputs, n, name="torch_fn", names=()):
-    """Value and gradients one sample at a time; each sample's parameters are detached views
-    of ``params`` (a leaf that requires grad cannot be changed in place: no copy needed), and
-    each parameter's gradients are stacked and released block by block (GPT-2: no second and
-    third whole-model copy). An exception in the user's code (forward or backward) is one
-    ``SymgradError`` line naming its own frame and the shapes it was given (``names``: the
+def _loop(per_sample, params, inputs, n, name="torch_fn", names=()) -> np.ndarray:
+    """Value and gradients one sample at a time, as ``_flatten``'s (N, 1 + entries) array;
+    each sample's parameters are detached views of ``params`` (a leaf that requires grad
+    cannot be changed in place: no copy needed), and each parameter's gradient is written into
+    its columns as autograd has it and released (``torch_grads.backward_into``: GPT-2's
+    gradient is never held twice). An exception in the user's code (forward or backward) is
+    one ``SymgradError`` line naming its own frame and the shapes it was given (``names``: the
     arguments' names, parameters first)."""
-    grads_all, values = [], []
+    widths = [int(p[0].numel()) if n else 0 for p in params]
+    spans = [(1 + sum(widths[:k]), 1 + sum(widths[:k + 1])) for k in range(len(widths))]
+    out = np.empty((n, 1 + sum(widths)))
     check = ("its code against those shapes (one sample each, no batch dimension: the "
              "model's block shapes)")
     for i in range(n):
@@ -314,8 +315,9 @@ def _loop(per_sample, params, inputs, n, name="torch_fn", names=()):
             raise SymgradError(f"torch_fn {name!r} returned a loss that does not depend on the "
                                "parameters (detached, a constant, or computed under "
                                "torch.no_grad / via .item()); return the loss tensor itself")
+        out[i, 0] = value.detach().to("cpu", torch.float64).item()
         try:
-            gs = torch.autograd.grad(value, ps, allow_unused=True)
+            backward_into(value, ps, out, spans, row=i)
         except SymgradError:
             raise
         except Exception as exc:  # noqa: BLE001 - a custom Function's backward, a hook
@@ -323,15 +325,8 @@ def _loop(per_sample, params, inputs, n, name="torch_fn", names=()):
                                           "its backward (a custom autograd.Function's, a "
                                           "hook's) against those shapes",
                                           _received(names, args))) from None
-        grads_all.append([torch.zeros_like(p) if g is None else g for g, p in zip(gs, ps)])
-        values.append(value.detach())
-        del ps, gs, value
-    grads = []
-    for k in range(len(params)):
-        grads.append(torch.stack([g[k] for g in grads_all]))
-        for g in grads_all:
-            g[k] = None
-    return grads, torch.stack(values)
+        del ps, value
+    return out
 
 
 def integer_promotions(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,

@@ -148,14 +148,17 @@ def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
         [node.args[0].shape[a] for a in node.attrs["axes"]], dtype=np.int64))
     if count is None:
         return n - 1 + k - 1
-    return np.maximum(count - 1, 0) + (k - 1)
+    rounds = np.subtract(count, 1)  # exact small integers: formed in one array
+    np.maximum(rounds, 0, out=rounds)
+    rounds += k - 1
+    return rounds
 
 
 # --- the worst case: E ---------------------------------------------------------------------
 
 def _b_einsum(node, vals, errs, value, count):
     rounds = _additions(node, count)
-    total = vals.contraction() * rounds if np.any(rounds) else 0.0
+    total = _times(vals.contraction(), rounds) if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
         if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
             total = _plus(total, vals.term(i, "error"))
@@ -212,12 +215,23 @@ RULES: dict[str, Callable] = {
 
 def _growth(rounds, n0: int):
     """sqrt(r) roundings' worth up to n0, linear beyond: max(sqrt(r), r / sqrt(n0))."""
-    return np.maximum(np.sqrt(rounds), np.asarray(rounds, dtype=np.float64) / np.sqrt(n0))
+    grow, linear = np.sqrt(rounds), np.asarray(rounds, dtype=np.float64) / np.sqrt(n0)
+    own = isinstance(grow, np.ndarray) and grow.shape == np.broadcast_shapes(*map(np.shape, (
+        grow, linear)))
+    return np.maximum(grow, linear, out=grow if own else None)
+
+
+def _times(contraction: np.ndarray, factor) -> np.ndarray:
+    """contraction * factor, in ``factor``'s array (a rule's own) where it has the shape."""
+    if (isinstance(factor, np.ndarray) and factor.dtype == np.float64 and factor.flags.writeable
+            and factor.shape == np.broadcast_shapes(np.shape(contraction), factor.shape)):
+        return np.multiply(contraction, factor, out=factor)
+    return contraction * factor
 
 
 def _s_einsum(node, vals, sig, value, count, n0):
     rounds = _additions(node, count)
-    total = vals.contraction() * _growth(rounds, n0) if np.any(rounds) else 0.0
+    total = _times(vals.contraction(), _growth(rounds, n0)) if np.any(rounds) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     for i, s in enumerate(sig):
         if np.any(s):
@@ -301,6 +315,11 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
         TIE.reset(token)
 
 
+def _shape_of(node: Node, args) -> np.ndarray:
+    """An einsum's value only its shape is read of (an output no node reads): not formed."""
+    return np.broadcast_to(np.float64(np.nan), (max(np.shape(v)[0] for v in args),) + node.shape)
+
+
 def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
           emit) -> list[np.ndarray]:
     """``evaluate_bound``'s walk over the program, under its ``tie`` band."""
@@ -314,6 +333,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
     for o in outputs:  # an output is finished as soon as nothing later reads it
         last[o.id] = max(last.get(o.id, -1), at[o.id])
     out_ids = {o.id for o in outputs}
+    read = {a.id for node in order for a in node.args}  # nodes a later node reads
     index: dict[int, list[int]] = {}
     for k, o in enumerate(outputs):
         index.setdefault(o.id, []).append(k)
@@ -338,15 +358,18 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                             errors=[errs[a.id] for a in node.args],
                             sigmas=[sigs[a.id] for a in node.args] if prob else None,
                             long=prob and node.op == "einsum" and _einsum_terms(node) > n0)
+            unread = node.id not in read  # an output only: its value and zeros unused
             with np.errstate(all="ignore"):
-                vals[node.id] = VALUE_RULES[node.op](node, _T, args, None)
+                vals[node.id] = (_shape_of(node, args) if unread and node.op == "einsum"
+                                 else VALUE_RULES[node.op](node, _T, args, None))
                 nz = [nonzero[a.id] for a in node.args]
                 if node.op == "onehot":
                     counts, nonzero[node.id] = None, vals[node.id] if exact_zeros else None
                 else:
                     counts = NONZERO_RULES[node.op](node, args, nz)
-                    nonzero[node.id] = (None if counts is None else (counts > 0).astype(
-                        np.float64)) if node.op in ("einsum", "sum") else counts
+                    nonzero[node.id] = None if unread or counts is None else (
+                        (counts > 0).astype(np.float64) if node.op in ("einsum", "sum")
+                        else counts)
                 pair = map_both(node, args, [errs[a.id] for a in node.args],
                                 [sigs[a.id] for a in node.args], vals[node.id]) if (
                     prob and node.op == "map") else None  # a small map: one call for both

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ..backends.torch_grads import backward_into
 from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
@@ -116,17 +117,18 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
             leaves[b.name] = t
         else:
             leaves[b.name] = v if b.node.integer else table.asarray(v)
+    n = _n(values)
+    out = np.empty((n, 1 + model.n_parameters))
     with exact_math():
         hook = getattr(model, "torch_loss", None)  # order 2: torch's double backward (hvp.py)
         (loss,) = [hook(table, leaves)] if hook else evaluate([model.loss], table, leaves)
-        grads = torch.autograd.grad(loss.sum(), params, allow_unused=True)
-    grads = [torch.zeros_like(p) if g is None else g for g, p in zip(grads, params)]
-
-    def to_numpy(t):
-        return t.detach().to("cpu", torch.float64).numpy()
-    outs = [loss, *grads]
-    del grads, params, leaves
-    return _flatten(model, outs, to_numpy, _n(values))
+        del leaves
+        out[:, 0] = np.broadcast_to(loss.detach().to("cpu", torch.float64).numpy().reshape(-1),
+                                    (n,))
+        # each block written into ``out`` as autograd has it (never every block twice)
+        backward_into(loss.sum(), params, out, [(a, a + size) for a, size, _ in
+                                                block_spans(model, n)[1:]])
+    return out
 
 
 def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,

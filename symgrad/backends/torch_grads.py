@@ -1,0 +1,98 @@
+"""A backward pass whose gradients go straight into the flat (N, 1 + K) array the compare reads:
+each leaf's gradient is copied into its columns as autograd accumulates it (a
+post-accumulate-grad hook) and released at once, so the whole gradient is never held twice
+(GPT-2: 1.21 GiB of float64 per copy; ``torch.autograd.grad`` returns every block at once, and
+copying them into the flat array held both).
+
+The numbers are torch's own: a leaf's gradient is what ``torch.autograd.grad`` returns for it
+(the same accumulation in autograd's engine), converted to float64 exactly; a leaf the loss does
+not reach gets zeros (``allow_unused``); should autograd accumulate a leaf twice in one
+backward, the second part is added in the leaf's dtype, as torch adds into ``.grad``. Only the
+leaves asked for are accumulated (``backward(inputs=...)``): a user's module keeps no ``.grad``.
+
+>>> w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
+>>> u = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # not reached
+>>> out = np.full((1, 6), np.nan)
+>>> backward_into((w * w).sum(), [w, u], out, [(1, 3), (3, 6)], row=0)
+>>> out.tolist()
+[[nan, 2.0, 4.0, 0.0, 0.0, 0.0]]
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+from typing import Sequence
+
+import numpy as np
+import torch
+
+_LIBC = ctypes.util.find_library("c")
+
+
+def give_back() -> bool:
+    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``; elsewhere
+    nothing; changes no setting): arrays below glibc's mmap threshold (GPT-2's per-layer
+    blocks, 2-19 MB) are freed into the heap and stay resident there, so a run that frees
+    many of them holds their total until the heap is trimmed (gpt2 at 64 tokens: 0.8 GiB
+    after torch's run at main 3c29157; the bound's walk 0.4 GiB higher untrimmed).
+
+    Returns:
+        Whether memory was handed back (False where there is no ``malloc_trim``).
+
+    >>> give_back() in (True, False)
+    True
+    """
+    try:
+        return bool(ctypes.CDLL(_LIBC).malloc_trim(0)) if _LIBC else False
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,
+                  spans: Sequence[tuple[int, int]], *, row: int | None = None) -> None:
+    """Backpropagate ``loss`` to ``leaves`` only, writing each leaf's gradient into its
+    columns of ``out`` as soon as autograd has it, then releasing it.
+
+    Arguments:
+        loss: a scalar tensor that requires grad.
+        leaves: the leaf tensors to differentiate by (each requires grad; no ``.grad`` yet).
+        out: the float64 (N, 1 + K) array being filled (column 0, the loss value, untouched).
+        spans: (first column, end column) of each leaf in ``out``.
+        row: the sample the leaves are (each of the block's shape), or None: every row (each
+            leaf (N, *shape) or broadcasting to it).
+    Returns:
+        None; ``out``'s columns of every leaf are written (zeros where ``loss`` does not reach
+        the leaf).
+
+    >>> a = torch.ones(2, 2, dtype=torch.float64, requires_grad=True)
+    >>> out = np.zeros((2, 3))
+    >>> backward_into((3 * a).sum(), [a], out, [(1, 3)])
+    >>> out.tolist()
+    [[0.0, 3.0, 3.0], [0.0, 3.0, 3.0]]
+    """
+    whole = torch.from_numpy(out)
+    targets, done, handles = [], [False] * len(leaves), []
+    for k, (leaf, (a, b)) in enumerate(zip(leaves, spans)):
+        cols = whole[row, a:b] if row is not None else whole[:, a:b]
+        shape = tuple(leaf.shape) if row is not None else (out.shape[0],) + tuple(
+            leaf.shape[1:])
+        targets.append(cols.view(shape))
+
+        def take(t: torch.Tensor, k: int = k) -> None:
+            g = t.grad.detach()
+            if done[k]:  # accumulated again in this backward: torch's own sum, in its dtype
+                g = targets[k].to(g.dtype).to(g.device) + g
+            targets[k].copy_(g)
+            done[k] = True
+            t.grad = None
+            give_back()  # the released block, if it was in the heap (gpt2: the run -0.35 GiB)
+        handles.append(leaf.register_post_accumulate_grad_hook(take))
+    try:
+        torch.autograd.backward(loss, inputs=list(leaves))
+    finally:
+        for h in handles:
+            h.remove()
+    for k, target in enumerate(targets):
+        if not done[k]:
+            target.zero_()

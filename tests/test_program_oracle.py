@@ -183,7 +183,7 @@ def test_a_watched_row_its_balls_cannot_certify_is_inconclusive(monkeypatch, s, 
     inf / 0 stayed the oracle's value: the correct torch.hypot failed as "overflow" (sample 1)
     or the run refused (sample 0: "not certified"). Now that row is inconclusive, saying why,
     and a planted 1e-9 scale error on the other row is still caught."""
-    monkeypatch.setattr(views, "ZONE_BITS", (64, 64))
+    monkeypatch.setattr(views, "zone_bits", lambda cfg: (64, 64))  # the run's zone cap
     w, v = sp.symbols("w v")
     m = sg.Model("norm", sp.sqrt(w**2 + v**2), params=[w, v])
     order = [s, 3.0] if row == 0 else [3.0, s]

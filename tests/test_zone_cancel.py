@@ -63,8 +63,7 @@ def test_zone_point_is_certified_and_passes():
 def test_open_zone_entry_is_inconclusive_not_a_domain_fail(monkeypatch):
     """At a cap too low to certify it (1024 bits, the old cap) the entry is open: inconclusive,
     saying the balls did not certify it; never a domain finding (no pole at the row's zeros)."""
-    monkeypatch.setattr(views, "ZONE_BITS", (128, 1024))
-    # (once the zone's cap comes from the config, views.zone_bits: oracle_max_bits / 2)
+    # the zone's cap comes from the config (views.zone_bits: oracle_max_bits / 2 = 1024 here)
     r = sg.verify(MLP, at=ZONE_POINT, backends=("numpy",),
                   config=VerifyConfig(oracle_max_bits=2048))
     assert r.verdict == "inconclusive", r

@@ -90,7 +90,8 @@ class OracleDoubt:
 def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence[str],
                       tol: Tolerance, model: str = "model", *,
                       settled: Mapping[int, Sequence[int]] | None = None,
-                      unrounded: Mapping[int, np.ndarray] | None = None) -> OracleDoubt:
+                      unrounded: Mapping[int, np.ndarray] | None = None,
+                      zone_cap: int | None = None) -> OracleDoubt:
     """Judge sample 0's certificate against the comparer's allowances.
 
     Arguments:
@@ -104,6 +105,8 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
             NaN): not the DD's value, so sample 0's certificate does not doubt them.
         unrounded: row -> entries the underflow watch's balls left open (``views.oracle_view``'s
             ``undecided``): in doubt alone unless ``settled``; not doubted by the certificate.
+        zone_cap: the bits those balls stopped at (``views.zone_bits(cfg)[1]``; None: the
+            default config's, ``views.ZONE_BITS``), for the reason given.
     Returns:
         An ``OracleDoubt``: entries certified by the allowance and those left in doubt (their
         ball wider than ``zero_below`` of the allowance, or than half a ULP of a value in the
@@ -120,7 +123,7 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
     if entries:
         r = min(entries)
         entries_why = (f"the oracle's value of entry {int(entries[r][0])} of sample row {r} is "
-                       f"not certified by ARB balls at {views.ZONE_BITS[1]} bits (a row "
+                       f"not certified by ARB balls at {zone_cap or views.ZONE_BITS[1]} bits (a row "
                        "re-evaluated in balls by the double-double's underflow/overflow "
                        "watch, views.rounded_zone; raise oracle_max_bits: views.zone_bits)")
     if cert is None:

@@ -1,5 +1,4 @@
-"""The pipeline for a tensor model: derive -> numpy / torch / torch_fn -> oracle + bound ->
-the one comparer (``symgrad.compare``) -> the same ``Result`` as scalar models.
+"""The pipeline for every model: derive -> numpy / torch / torch_fn -> oracle + bound -> compare.
 
 >>> import symgrad as sg, symgrad.tensor as st
 >>> from symgrad.tensor.model import TensorModel
@@ -91,11 +90,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             program = oracle_program(model, keys)
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot, zone_open = SpotCheck() if big else None, {}  # zone_open: rows' open ball entries
+    zone = views.zone_bits(cfg)  # their balls' first and largest precision
     with _phase(f"exact derivative (oracle), {getattr(table, 'name', type(table).__name__)}",
                 cfg, timings, "oracle_s", total=oracle_steps(model, len(subset))) as tick:
-        hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot,
-                             client=client if oracle_table is None else None,
-                             dps=cfg.oracle_dps, program=program, undecided=zone_open)
+        hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot, program=program,
+                             client=client if oracle_table is None else None, dps=cfg.oracle_dps,
+                             undecided=zone_open, zone_bits=zone)
     if big:
         check_spot(spot, model.name)
         certified = spot.summary()
@@ -122,8 +122,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             return entry_bounds(textbook, sub, cfg.tolerance, len(subset), dtypes=compared)
     bounds = Bounds(E, textbook_bound if textbook is not None else None, OWN_BACKENDS)
     E_of = bounds.of  # a user's code: the larger of the two programs' bounds
-    doubt = judge_certificate(None if big else cert, E[0], [b.dtype for b in plan], tol,
-                              model.name, settled=limits.decided, unrounded=zone_open)
+    doubt = judge_certificate(None if big else cert, E[0], [b.dtype for b in plan], tol, model.name,
+                              settled=limits.decided, unrounded=zone_open, zone_cap=zone[1])
     del E
     certified = certified if big else doubt.summary()
     blocks = [(b.name, a, a + size)  # (name, first column, end column)

@@ -119,7 +119,8 @@ def load_during(log: Path | None, suite: Suite) -> dict[str, float]:
         parts = line.split()
         if len(parts) < 2:
             continue
-        t = datetime.combine(lo.date(), datetime.strptime(parts[0], "%H:%M:%S").time())
+        t = datetime.combine(lo.date(), datetime.strptime(parts[0], "%H:%M:%S").time(),
+                             tzinfo=lo.tzinfo)  # the log's clock is the junit stamp's
         if lo <= t <= hi:
             samples.append(float(parts[1]))
     if not samples:

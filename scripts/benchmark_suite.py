@@ -23,6 +23,7 @@ ported between them counts in neither sum); the tests that got slower and faster
 from __future__ import annotations
 
 import argparse
+import ast
 import json
 import re
 import statistics
@@ -140,7 +141,31 @@ def by_file(times: dict[str, float], ids: set[str]) -> dict[str, float]:
     return out
 
 
-def compare(old: Suite, new: Suite) -> dict:
+def test_source(tree: Path | None, tid: str) -> str | None:
+    """The source of the test function ``tid`` names in ``tree`` (None: no tree or not found)."""
+    if tree is None:
+        return None
+    mod, _, name = tid.partition("::")
+    path = tree / (mod.replace(".", "/") + ".py")
+    name = name.split("[")[0].split("::")[-1]
+    try:
+        text = path.read_text()
+    except OSError:
+        return None
+    for node in ast.walk(ast.parse(text)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.name == name:
+            return ast.get_source_segment(text, node)
+    return None
+
+
+def same_body(trees: tuple[Path | None, Path | None], tid: str) -> str:
+    """'same' where the test function's source is equal in both trees, else 'changed' or '?'."""
+    a, b = test_source(trees[0], tid), test_source(trees[1], tid)
+    return "?" if a is None or b is None else "same" if a == b else "changed"
+
+
+def compare(old: Suite, new: Suite, trees: tuple[Path | None, Path | None] = (None, None)
+            ) -> dict:
     """Common ids, their summed times, and the largest per-test and per-file changes."""
     common = set(old.times) & set(new.times)
     ran = {t for t in common if old.outcome[t] != "skipped" and new.outcome[t] != "skipped"}
@@ -149,8 +174,8 @@ def compare(old: Suite, new: Suite) -> dict:
     fdelta = sorted(((fn[k] - fo[k], k) for k in fo), reverse=True)
 
     def rows(items: list[tuple[float, str]], o: dict[str, float], n: dict[str, float]) -> list:
-        return [{"id": t, "old_s": round(o[t], 3), "new_s": round(n[t], 3), "delta_s": round(d, 3)}
-                for d, t in items]
+        return [{"id": t, "old_s": round(o[t], 3), "new_s": round(n[t], 3), "delta_s": round(d, 3),
+                 "body": same_body(trees, t) if "::" in t else ""} for d, t in items]
 
     return {"common": len(common), "common_ran_both": len(ran),
             "only_old": len(set(old.times) - common), "only_new": len(set(new.times) - common),
@@ -192,15 +217,24 @@ def markdown(res: dict) -> str:
     lines += ["", f"Test ids in both trees: {c['common']} ({c['common_ran_both']} ran, not "
               f"skipped, in both; {c['only_old']} only in the old tree, {c['only_new']} only in "
               f"the new). Sum of their junit seconds: old {c['common_old_s']:.1f}, new "
-              f"{c['common_new_s']:.1f} (new / old {ratio:.3f}).", ""]
+              f"{c['common_new_s']:.1f} (new / old {ratio:.3f})."]
+    if "cpu_s" in o and "cpu_s" in n and c["common_old_s"]:
+        # junit seconds are wall: scaled by each run's CPU share they estimate CPU seconds
+        so, sn = o["cpu_s"] / o["junit_s"], n["cpu_s"] / n["junit_s"]
+        lines += ["", f"junit seconds are wall time; scaled by each run's CPU share (CPU s / "
+                  f"junit s: old {so:.3f}, new {sn:.3f}) the common sums estimate CPU seconds: "
+                  f"old {c['common_old_s'] * so:.1f}, new {c['common_new_s'] * sn:.1f} "
+                  f"(new / old {c['common_new_s'] * sn / (c['common_old_s'] * so):.3f})."]
+    lines.append("")
     for key, title in (("slower", "common tests that got slower by the most"),
                        ("faster", "common tests that got faster by the most"),
                        ("files_slower", "test files (common tests only) slower by the most"),
                        ("files_faster", "test files (common tests only) faster by the most")):
-        lines += [f"## The {TOP} {title}", "", "| test | old s | new s | change s |",
-                  "|---|---|---|---|"]
-        lines += [f"| `{r['id']}` | {r['old_s']:.2f} | {r['new_s']:.2f} | {r['delta_s']:+.2f} |"
-                  for r in c[key]]
+        lines += [f"## The {TOP} {title}", "",
+                  "| test | old s | new s | change s | test function (old vs new) |",
+                  "|---|---|---|---|---|"]
+        lines += [f"| `{r['id']}` | {r['old_s']:.2f} | {r['new_s']:.2f} | {r['delta_s']:+.2f} | "
+                  f"{r['body']} |" for r in c[key]]
         lines.append("")
     return "\n".join(lines)
 
@@ -213,6 +247,9 @@ def main() -> None:
     ap.add_argument("--new-time", type=Path, default=None, help="/usr/bin/time -v output")
     ap.add_argument("--load-log", type=Path, default=None,
                     help="lines 'HH:MM:SS load1 ...' sampled during both runs")
+    ap.add_argument("--old-tree", type=Path, default=None,
+                    help="the old source tree: mark whether each listed test's function changed")
+    ap.add_argument("--new-tree", type=Path, default=None, help="the new source tree")
     ap.add_argument("--old-label", default="old")
     ap.add_argument("--new-label", default="new")
     ap.add_argument("--out", default=str(ROOT / "reports" / "benchmark_suite"))
@@ -225,7 +262,7 @@ def main() -> None:
                    **read_time(a.old_time), **load_during(a.load_log, old)},
            "new": {"counts": new.counts, "junit_s": round(new.junit_s, 1),
                    **read_time(a.new_time), **load_during(a.load_log, new)},
-           "common": compare(old, new)}
+           "common": compare(old, new, (a.old_tree, a.new_tree))}
     text = markdown(res) + ("\n" + a.notes.read_text() if a.notes else "")
     write_text(Path(a.out + ".md"), text)
     write_text(Path(a.out + ".json"), json.dumps(res, indent=1) + "\n")

@@ -164,9 +164,19 @@ def same_body(trees: tuple[Path | None, Path | None], tid: str) -> str:
     return "?" if a is None or b is None else "same" if a == b else "changed"
 
 
-def compare(old: Suite, new: Suite, trees: tuple[Path | None, Path | None] = (None, None)
-            ) -> dict:
-    """Common ids, their summed times, and the largest per-test and per-file changes."""
+def compare(old: Suite, new: Suite, *,
+            trees: tuple[Path | None, Path | None] = (None, None)) -> dict:
+    """Common ids, their summed times, and the largest per-test and per-file changes.
+
+    Arguments:
+        old, new: the two suite runs.
+        trees: the old and new source trees, to mark whether each listed test's function
+            changed (None: not marked).
+
+    Returns:
+        Counts of common and one-sided ids, the common tests' summed seconds, and the
+        top-``TOP`` slower/faster tests and test files.
+    """
     common = set(old.times) & set(new.times)
     ran = {t for t in common if old.outcome[t] != "skipped" and new.outcome[t] != "skipped"}
     delta = sorted(((new.times[t] - old.times[t], t) for t in ran), reverse=True)
@@ -262,7 +272,7 @@ def main() -> None:
                    **read_time(a.old_time), **load_during(a.load_log, old)},
            "new": {"counts": new.counts, "junit_s": round(new.junit_s, 1),
                    **read_time(a.new_time), **load_during(a.load_log, new)},
-           "common": compare(old, new, (a.old_tree, a.new_tree))}
+           "common": compare(old, new, trees=(a.old_tree, a.new_tree))}
     text = markdown(res) + ("\n" + a.notes.read_text() if a.notes else "")
     write_text(Path(a.out + ".md"), text)
     write_text(Path(a.out + ".json"), json.dumps(res, indent=1) + "\n")

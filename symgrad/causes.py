@@ -196,6 +196,13 @@ def logits(ctx: Context) -> list[float]:
             for _, args in ctx.ops.get(op, []) if args and args[0] is not None]
 
 
+def bce_logits(ctx: Context) -> list[float]:
+    """The logits of the sample's BCE / log-sigmoid sites (a softplus, a log of a sigmoid) that
+    the failing entry flows through (``ctx.ops["bce"]``, ``symgrad.tensor.context``), exact."""
+    return [float(args[0]) for _, args in ctx.ops.get("bce", [])
+            if args and args[0] is not None]
+
+
 def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
     """BCE-with-logits at a saturated logit z loses digits by cancellation: torch computes
     (1 - y) z - log_sigmoid(z) (terms of size |z| leaving e^-|z| at z << 0, y = 0), the naive
@@ -203,13 +210,16 @@ def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
     of rounding of the cancelled terms: u (|z| + 1) for log_sigmoid's rounding, as much again
     for the rounding of z; the rule below sums 2 u (|z| + 1) over the distinct logits - beyond
     it the cancellation does not explain the error (the naive form's larger error, relative
-    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3)."""
-    zs = [z for z in logits(ctx) if abs(z) > 4]
+    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3). Only the logits of a
+    BCE / log-sigmoid on the failing entry's own path count (``bce_logits``): a sigmoid that no
+    log reads (swish, a gate) cancels nothing, and a saturated logit elsewhere in the sample
+    does not touch the entry - the failure then falls through to the first split."""
+    zs = [z for z in bce_logits(ctx) if abs(z) > 4]
     if not zs:
         return None
     u = dtype_info(ctx.dtype).eps / 2
     err = abs(failure.got - failure.expected)
-    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in logits(ctx)})
+    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in bce_logits(ctx)})
     if rel < 1e-3 or (failure.output == "value" and err <= cancelled):  # loss grows like e^|z|
         z = max(zs, key=abs)
         return (f"logit {z:.4g}: terms of size ~{abs(z):.3g} cancel to leave e^-|z| = "

@@ -293,3 +293,49 @@ def test_overflow_is_its_own_class_on_the_tensor_path():
     r = sg.verify(to_program(overflow_model()), samples=30, seed=0)
     assert r.verdict == "fail" and {f.kind for f in r.failures} == {"overflow"}
     assert {c.split(" — ")[-1] for c in _causes(r)} == {"overflow: overflow"}
+
+
+# ------------------------------------------- a cause is about the entry that failed (ux4, S3)
+def test_a_planted_bug_beside_a_saturated_logit_is_a_derivative_error():
+    """Meant to fail: w1's backward x(1 + 1e-5) in a sum of two BCE-with-logits, w0's logit
+    saturated at -9.3, w1's at 0.7. The saturated logit is not on d/dw1's path: the proven
+    mismatch is "derivative wrong", never torch's rounding (main named it "saturated logit")."""
+    w0, w1, x = sp.symbols("w0 w1 x")
+    m = sg.Model("two_logits", sg.ops.softplus(w0 * x) + sg.ops.softplus(w1 * x),
+                 params=[w0, w1], inputs={x: sg.Uniform(0.9, 1.1)})
+
+    def fn(w0, w1, x):
+        z = torch.stack([w0 * x, scale_backward(w1, 1 + 1e-5) * x])
+        return F.binary_cross_entropy_with_logits(z, torch.zeros_like(z), reduction="sum")
+    r = sg.verify(m, torch_fn=fn, at={"w0": [-9.3], "w1": [0.7], "x": [1.0]},
+                  dtype="float32", backends=("torch_fn",))
+    w1_failures = [f for f in r.failures if f.output == "d/dw1"]
+    assert r.verdict == "fail" and w1_failures
+    assert {f.cause for f in w1_failures} == {"derivative wrong: real derivative error"}
+
+
+class _Swish(torch.autograd.Function):
+    """x sigmoid(x) with its backward x(1 + 1e-6): a planted bug, no BCE anywhere."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = torch.sigmoid(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s * (1 + x * (1 - s)) * (1 + 1e-6)
+
+
+def test_a_bare_sigmoid_is_not_a_saturated_logit():
+    """Meant to fail: the new user's swish (sigmoid logits up to 10.5, no log of them) with a
+    1e-6 backward bug in float32: proven mismatches, each "derivative wrong" (main: "precision
+    loss: saturated logit", i.e. blamed torch's rounding)."""
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(64, generator=g)).requires_grad_()
+    with pytest.raises(sg.GradcheckError) as e:
+        sg.gradcheck(_Swish.apply, (x,))
+    text = str(e.value)
+    assert "saturated logit" not in text and "[cause: derivative wrong" in text, text

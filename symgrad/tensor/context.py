@@ -32,6 +32,7 @@ integer promotions (``symgrad.backends.torch.integer_promotions``), for
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Callable
 
@@ -45,7 +46,7 @@ from ..optable import OPS, X0
 from .interpret import evaluate
 from .model import TensorModel
 from .program import X, Node, topological
-from .tables import oracle_ops
+from .tables import NumpyOps, oracle_ops
 
 MAX_ENTRIES = 4096  # entries read per node (the most saturated): a causes check, not a scan
 OPS_UP_TO = 200_000  # parameters: up to here the failing sample is evaluated for the catalogue
@@ -70,14 +71,15 @@ def _maps(model: TensorModel) -> list[Node]:
     return [n for n in topological([model.loss]) if n.op == "map"]
 
 
-def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]]]:
+def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list, bool]]]:
     """The program read (the textbook one, if any) and its sites: (map node, "sigmoid" /
     "softplus" for a whole-body op else "", the (key, t) of each softplus / sigmoid written by
-    hand in its body), cached on ``model``."""
+    hand in its body, is it a BCE / log-sigmoid (``_is_bce``)), cached on ``model``."""
     if "cause_sites" not in model._cache:
         program = model.textbook_program or model
+        maps = _maps(program)
         found = []
-        for n in _maps(program):
+        for n in maps:
             body = n.attrs["expr"]
             whole = ("sigmoid" if body in _SIGMOID else "softplus" if body in _SOFTPLUS
                      else "")
@@ -85,26 +87,88 @@ def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]
                 [("softplus", t) for t in causes.softplus_arguments(body)]
                 + [("logit", t) for t in causes.sigmoid_arguments(body)])
             if whole or terms:
-                found.append((n, whole, terms))
+                found.append((n, whole, terms, _is_bce(n, whole, terms, maps)))
         model._cache["cause_sites"] = (program, found)
     return model._cache["cause_sites"]
 
 
-def op_values(model: TensorModel, leaves: dict[str, np.ndarray]) -> dict[str, list]:
+def _is_bce(node: Node, whole: str, terms: list, maps: list[Node]) -> bool:
+    """Is the site a BCE / log-sigmoid, whose cancellation at a saturated logit the catalogue's
+    "saturated logit" explains? A softplus (log(1 + e^t) = -log sigmoid(-t)) is; a sigmoid
+    written by hand is when its body takes a log (log(1 - sigmoid(z))); a whole sigmoid is
+    when a map reading it takes a log (BCE of a probability). A bare sigmoid (swish's
+    x sigmoid(x), a gate) is not: it cancels nothing."""
+    if whole == "softplus" or any(k == "softplus" for k, _ in terms):
+        return True
+    if terms:
+        return node.attrs["expr"].has(sp.log)
+    return any(node in m.args and m.attrs["expr"].has(sp.log) for m in maps)
+
+
+ENTRY = re.compile(r"^d/d(?P<name>.+?)(?:\[(?P<index>[0-9,]+)\])?$")
+
+
+def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str) -> dict | None:
+    """Which entries of each site the failing gradient entry ``output`` ("d/dW[1,0]") flows
+    through: site node id -> a flat boolean mask over the site's entries (an operand entry that
+    moves when that one parameter entry moves, in a float64 evaluation). None: every entry
+    (the loss value, a Hessian output, an integer or unknown block)."""
+    program, sites = _sites(model)
+    match = ENTRY.match(output)
+    blocks = {b.name: b for b in program.blocks}
+    if match is None or match["name"] not in blocks or blocks[match["name"]].domain.integer:
+        return None
+    block = blocks[match["name"]]
+    flat = (int(np.ravel_multi_index([int(i) for i in match["index"].split(",")], block.shape))
+            if match["index"] else 0)
+    base = {k: np.array(v, dtype=np.float64) if k in blocks and not blocks[k].domain.integer
+            else np.asarray(v) for k, v in leaves.items()}
+    moved = dict(base, **{block.name: base[block.name].copy()})
+    entry = moved[block.name].reshape(-1)
+    entry[flat] += 2.0 ** -10 * max(abs(float(entry[flat])), 1.0)
+    before, after = _operands(program, sites, base), _operands(program, sites, moved)
+    masks = {}
+    for n, _, _, _ in sites:
+        mask = np.zeros((1,) + n.shape, dtype=bool)
+        for a in n.args:
+            x, y = (np.broadcast_to(v, (1,) + n.shape) for v in (before[a.id], after[a.id]))
+            mask |= ~((x == y) | (np.isnan(x) & np.isnan(y)))
+        masks[n.id] = mask.ravel()
+    return masks
+
+
+def _operands(program: TensorModel, sites: list, leaves: dict) -> dict[int, np.ndarray]:
+    """The float64 value of every operand of the sites."""
+    wanted = {a.id for n, _, _, _ in sites for a in n.args}
+    seen: dict[int, np.ndarray] = {}
+
+    def keep(node: Node, value) -> None:
+        if node.id in wanted:
+            seen[node.id] = np.asarray(value, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        evaluate([program.loss], NumpyOps("float64"), leaves, on_node=keep)
+    return seen
+
+
+def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
+              path: dict | None = None) -> dict[str, list]:
     """The exact sigmoid / softplus / logit intermediates at one sample.
 
     Arguments:
         model: the tensor model (its ``textbook_program`` is read when it has one).
         leaves: every block's value at the sample, (1, *shape), as the backends saw it.
+        path: site node id -> the entries a failing gradient entry flows through (``_path``);
+            None: every entry.
     Returns:
-        ``{op: [(value or None, [argument]), ...]}`` (module docstring); {} when the program
+        ``{op: [(value or None, [argument]), ...]}`` (module docstring), plus "bce": the
+        logits of the BCE / log-sigmoid sites (``_is_bce``), (None, [z]); {} when the program
         has no sigmoid or softplus.
     """
     program, sites = _sites(model)
     if not sites:
         return {}
     table = oracle_ops()
-    wanted = {a.id for n, _, _ in sites for a in n.args} | {n.id for n, _, _ in sites}
+    wanted = {a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
     seen: dict[int, object] = {}
     table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
 
@@ -113,18 +177,25 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray]) -> dict[str, li
             seen[node.id] = value
     evaluate([program.loss], table, table_leaves, on_node=keep)
     found: dict[str, list] = {}
-    for n, whole, terms in sites:
+    for n, whole, terms, bce in sites:
+        mask = None if path is None else path.get(n.id)
         if whole:
             value, arg = seen[n.id], seen[n.args[0].id]
-            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape))
+            pairs = _pairs(table, value, arg, n.shape, mask)
+            found.setdefault(whole, []).extend(pairs)
+            if bce:
+                found.setdefault("bce", []).extend((None, a) for _, a in pairs)
             continue
         args = {X[i]: seen[a.id] for i, a in enumerate(n.args) if a.id in seen}
         for key, t in terms:
             if not t.free_symbols <= set(args):
                 continue
-            found.setdefault(key, []).extend((None, [a]) for a in _entries(
+            got = [(None, [a]) for a in _entries(
                 table, table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
-                else table.constant(float(t))))
+                else table.constant(float(t)), n.shape, mask)]
+            found.setdefault(key, []).extend(got)
+            if bce:
+                found.setdefault("bce", []).extend(got)
     return found
 
 
@@ -133,18 +204,26 @@ def _exact(hi: float, lo: float) -> mpmath.mpf:
         return mpmath.mpf(float(hi)) + mpmath.mpf(float(lo))
 
 
-def _entries(table, value) -> list[mpmath.mpf]:
-    """The exact entries of a double-double array, the ``MAX_ENTRIES`` largest in size."""
-    hi, lo = (np.ravel(a) for a in table.to_float64(value))
-    pick = np.argsort(-np.abs(hi), kind="stable")[:MAX_ENTRIES]
+def _entries(table, value, shape: tuple, mask) -> list[mpmath.mpf]:
+    """The exact entries of a double-double array (of a node of ``shape``, those in ``mask``
+    if given), the ``MAX_ENTRIES`` largest in size."""
+    hi, lo = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(value))
+    pick = np.argsort(-np.where(_keep(mask, hi), np.abs(hi), -1), kind="stable")[:MAX_ENTRIES]
+    pick = pick[_keep(mask, hi)[pick]]
     return [_exact(hi[k], lo[k]) for k in pick if np.isfinite(hi[k])]
 
 
-def _pairs(table, value, arg, shape) -> list[tuple]:
-    """(value, [argument]) per entry of an elementwise node, the most saturated first."""
+def _keep(mask, flat: np.ndarray) -> np.ndarray:
+    return np.ones(flat.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _pairs(table, value, arg, shape, mask=None) -> list[tuple]:
+    """(value, [argument]) per entry of an elementwise node (those in ``mask`` if given), the
+    most saturated first."""
     vh, vl = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(value))
     ah, al = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(arg))
-    pick = np.argsort(-np.abs(ah), kind="stable")[:MAX_ENTRIES]
+    pick = np.argsort(-np.where(_keep(mask, ah), np.abs(ah), -1), kind="stable")[:MAX_ENTRIES]
+    pick = pick[_keep(mask, ah)[pick]]
     return [(_exact(vh[k], vl[k]), [_exact(ah[k], al[k])]) for k in pick
             if np.isfinite(vh[k]) and np.isfinite(ah[k])]
 
@@ -173,9 +252,11 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
     ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
     if (failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED
             and model.n_parameters <= OPS_UP_TO):
-        if ("ops", failure.sample) not in memo:
-            memo[("ops", failure.sample)] = op_values(model, leaves)
-        ctx = replace(ctx, ops=memo[("ops", failure.sample)])
+        key = ("ops", failure.sample, failure.output)
+        if key not in memo:
+            path = None if failure.output == "value" else _path(model, leaves, failure.output)
+            memo[key] = op_values(model, leaves, path=path)
+        ctx = replace(ctx, ops=memo[key])
     if (failure.backend == "torch_fn" and torch_fn is not None
             and any(b.domain.integer for b in model.blocks)):
         if ("promotions", failure.sample) not in memo:

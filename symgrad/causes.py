@@ -47,6 +47,8 @@ class Context:
     ops: dict = field(default_factory=dict)  # op_values(): exact sigmoid/softplus values
     promotions: tuple[str, ...] = ()  # torch ops that turned an integer tensor into floats
     #                                   of another dtype than the run's (user code)
+    lowered: tuple[str, ...] = ()  # torch ops that turned the run's floats into a lower-
+    #                                precision dtype (a .float() in a float64 run; user code)
     departure: str = ""  # where the forward first departs (symgrad.tensor.departure), in words;
     #                      "" when not located (intermediates not visible or none compared)
     forward_agrees: bool = False  # every compared intermediate agreed (a departure search ran)
@@ -234,7 +236,17 @@ def _promotion(ctx: Context, failure, rel: float) -> str | None:
     return None
 
 
+def _lowered(ctx: Context, failure, rel: float) -> str | None:
+    if ctx.lowered:
+        return f"{', '.join(dict.fromkeys(ctx.lowered))} in a {ctx.dtype} run"
+    return None
+
+
 CATALOGUE = (
+    Entry(Cause("dtype promotion in user code", "lower precision in user code",
+                "the code verified converts the run's floats to a lower-precision dtype "
+                "(.float(), .to(torch.float32)): what follows carries that dtype's rounding; "
+                "drop the conversion, or verify with that dtype"), ("torch_fn",), _lowered),
     Entry(Cause("dtype promotion in user code", "integer input promoted",
                 "a torch op applied to an integer (int64) input returns torch's default dtype "
                 "(float32), not the run's: convert the input with .to(dtype) first"),

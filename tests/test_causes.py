@@ -339,3 +339,20 @@ def test_a_bare_sigmoid_is_not_a_saturated_logit():
         sg.gradcheck(_Swish.apply, (x,))
     text = str(e.value)
     assert "saturated logit" not in text and "[cause: derivative wrong" in text, text
+
+
+def test_a_float32_op_in_a_float64_run_is_named_not_an_integer_promotion():
+    """F.cross_entropy(float logits, int64 target) is the normal call, not an integer
+    promotion (main said "integer input promoted ... cross_entropy on an integer tensor" for
+    every cross_entropy torch_fn): the float32 came from the user's own .float()."""
+    X, W, t = sg.matrix("X", 2, 3), sg.matrix("W", 3, 3), sg.matrix("t", 2)
+    m = sg.Model("ce", sg.ops.cross_entropy(sg.ops.dense(X, W), t), params=[W],
+                 inputs={X: sg.Normal(0, 1), t: sg.Integers(0, 2)})
+    r = sg.verify(m, samples=4, seed=0, backends=("torch_fn",),
+                  torch_fn=lambda W, X, t: F.cross_entropy(X.float() @ W.float().T, t))
+    assert r.verdict == "fail"
+    assert _causes(r) == {"dtype promotion in user code: lower precision in user code"}
+    assert "float() gave float32 in a float64 run" in r.failures[0].note
+    ok = sg.verify(m, samples=4, seed=0, backends=("torch_fn",),
+                   torch_fn=lambda W, X, t: F.cross_entropy(X @ W.T, t))
+    assert ok.verdict == "pass", [f.message() for f in ok.failures]

@@ -18,7 +18,7 @@ oracle (double-double, ``symgrad.precise``), and each map node is read as the st
 entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
 ``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
-integer promotions (``symgrad.backends.torch.integer_promotions``), for
+integer promotions and lower-precision conversions (``symgrad.backends.torch.dtype_changes``), for
 ``causes.classify_failure``.
 
 >>> import sympy as sp, symgrad as sg
@@ -233,7 +233,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
              ) -> causes.Cause:
     """The root cause of a tensor model's failure: ``ctx`` (what the pipeline knows: dtype,
     the value's status, a departure) completed with the exact intermediates the catalogue reads,
-    a torch_fn's integer promotions and the derivative order (``model.order``: 2 for the HVP
+    a torch_fn's dtype changes (integer promotions, conversions to a lower precision) and
+    the derivative order (``model.order``: 2 for the HVP
     model of ``symgrad.hvp``, whose findings first-order torch behaviours do not explain), then
     ``causes.classify_failure``.
 
@@ -242,7 +243,7 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
         failure: the ``symgrad.result.Failure``.
         ctx: the context without ``ops`` / ``promotions``.
         leaves: every block's value at the failing sample, (1, *shape) (integers as int64).
-        torch_fn: the user's torch function (probed for integer promotions), if any.
+        torch_fn: the user's torch function (probed for its dtype changes), if any.
         device: the torch device of the run.
         memo: a dict kept across the failures of one run (one evaluation per sample).
     Returns:
@@ -257,13 +258,13 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
             path = None if failure.output == "value" else _path(model, leaves, failure.output)
             memo[key] = op_values(model, leaves, path=path)
         ctx = replace(ctx, ops=memo[key])
-    if (failure.backend == "torch_fn" and torch_fn is not None
-            and any(b.domain.integer for b in model.blocks)):
+    if failure.backend == "torch_fn" and torch_fn is not None:
         if ("promotions", failure.sample) not in memo:
             point = {k: np.asarray(v)[0] for k, v in leaves.items()}
-            memo[("promotions", failure.sample)] = torch_backend.integer_promotions(
+            memo[("promotions", failure.sample)] = torch_backend.dtype_changes(
                 torch_fn, model.blocks, point, device=device, dtype=ctx.dtype)
-        ctx = replace(ctx, promotions=memo[("promotions", failure.sample)])
+        promoted, lowered = memo[("promotions", failure.sample)]
+        ctx = replace(ctx, promotions=promoted, lowered=lowered)
     if "branch" not in memo:
         memo["branch"] = has_branch(model)
     guard = guard_constant(model, ctx.dtype) if failure.kind == "non-finite" else None

@@ -8,6 +8,8 @@ number and point formatting of one-line messages.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tabulate import tabulate
 
@@ -30,7 +32,7 @@ class ResultText:
             suspect = max(suspect, int((st == SUSPECT).sum()))
             if np.isin(st, FAILING).any():
                 verdict = "FAIL"
-            elif verdict == "ok" and (st == LOSS).any():
+            elif verdict == "ok" and (st == LOSS).any() and self._loses(name, cols):
                 verdict = "ok (precision loss)"
             elif verdict == "ok" and (st == KINK).any():
                 verdict = "ok (kink)"
@@ -40,6 +42,25 @@ class ResultText:
                 if unresolved else [])
             verdict = f"inconclusive ({', '.join(parts)} in one backend)"
         return verdict
+
+    def _loses(self, name: str, cols: slice) -> bool:
+        """Does a precision-loss entry of ``name`` in ``cols`` lose more than
+        ``precision_loss_ulps`` by the table's measure (``measures``: at an exact zero, ULPs of
+        its terms' scale, not subnormal ULPs)? True where the per-entry figures were not kept."""
+        if self.comparisons[name].reduced:
+            return True
+        limit = self.config.tolerance.precision_loss_ulps
+        for part in self._chunks(name, cols):
+            st = self.comparisons[name].status[:, part]
+            if ((st == LOSS) & (self.measures(name, part).ulps > limit)).any():
+                return True
+        return False
+
+    def _as_measured(self, f):
+        """A finding with its ULPs and allowance in the table's measure (``measures``)."""
+        m = self.measure(f)
+        allowed = m["ulps"] * m["allowed"] / m["error"] if m["error"] > 0 else f.allowed_ulps
+        return replace(f, ulps=m["ulps"], allowed_ulps=allowed)
 
     def rows(self) -> list[dict]:
         """One row per output group: the value, then each parameter block. The verdict column
@@ -147,10 +168,19 @@ class ResultText:
                 lines.append(f"    [{OWN_LABEL}] " + f.message())
         if n["failures"] > len(fails):
             lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
-        warns = self.findings("warnings")
-        if n["warnings"]:
+        # a warning reads in the table's measure (at an exact zero: ULPs of its terms' scale),
+        # the worst by it; one that loses nothing by it is no warning (README)
+        limit = self.config.tolerance.precision_loss_ulps
+        warns = sorted((self._as_measured(f) for f in self.findings("warnings")),
+                       key=lambda f: -f.ulps)
+        real = [f for f in warns if f.ulps > limit]
+        if real:
             lines.append(f"  {n['warnings']} precision-loss warning(s), the worst: "
-                         + warns[0].message())
+                         + real[0].message())
+        elif warns:
+            lines.append(f"  {n['warnings']} entr{'y' if n['warnings'] == 1 else 'ies'} "
+                         f"flagged in subnormal ULPs lose nothing at the scale of their terms "
+                         f"(exact zeros; at most {fmt(warns[0].ulps)} ULPs of that scale)")
         if n["kinks"]:
             lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
                          + self.kinks[0].message())

@@ -66,3 +66,23 @@ def test_a_scalar_model_line_from_a_run():
         "; sample values: w=")
     assert f"w={f.point['w']:.4g}, b={f.point['b']:.4g}" in line
     assert f.as_dict()["point"]["w"] == f.point["w"]
+
+
+def test_an_exact_zero_gradient_reads_in_the_tables_measure():
+    """A linear bias before a train-mode BatchNorm: its exact gradient is 0 (the batch mean
+    takes the bias away), computed as terms ~1e-16 that cancel. Main's line read "the worst:
+    ... 0.bias[1] ... error 8.11e+32 ULPs (allowed 4.59e+35)" (subnormal ULPs) while the table
+    row said 0.00488 ULPs and "ok (precision loss)"; the README measures such a zero against
+    its terms' scale. Now row and line agree: no precision loss at that scale."""
+    import torch.nn as nn
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    r = sg.verify(module=net, inputs=x, train=True, samples=4)
+    text = str(r)
+    bias = next(row for row in r.rows() if row["output"] == "d/d0.bias")
+    assert bias["module worst ULPs"] < 1 and bias["verdict"] == "ok", bias
+    assert "e+32 ULPs" not in text and "lose nothing at the scale of their terms" in text, text

@@ -249,3 +249,11 @@ def test_the_step_function_is_theta_in_notes_and_formulas():
     md = explain(zoo.get("simplenet")).markdown()
     assert r"\circ \theta(h)" in md and "H(h)" not in md
     assert "θ is the Heaviside step" in LAYER_NOTE + md and "H is the" not in LAYER_NOTE + md
+
+
+def test_a_name_inside_other_notation_is_a_name():
+    """ux4 S5: notation with "(" that is no single function of names kept its names raw
+    (θ(W1_out) + 1 -> KaTeX read W1 with subscript o); each name is now escaped."""
+    from symgrad.present.notation import tex_name
+    assert tex_name("θ(W1_out) + 1") == r"\theta(\mathrm{W1\_out}) + 1"
+    assert "W1_out" not in tex_name("f(W1_out, b_2)")

@@ -25,6 +25,9 @@ from .texmath import tex_fragment
 __all__ = ["GREEK", "DOTS", "MAX_TERMS", "Raw", "applied_name", "fold", "latex", "mathml",
            "names_from", "ordinal", "split_name", "tex_base", "tex_name", "tex_sup"]
 
+_IDENT = re.compile(r"θ|[A-Za-z_][A-Za-z0-9_.]*")  # a name inside other notation
+
+
 def tex_name(name: str) -> str:
     """A program name in LaTeX: ``d_<name>`` (an adjoint) as ``\bar{...}``."""
     applied = applied_name(name)
@@ -32,8 +35,8 @@ def tex_name(name: str) -> str:
         func, args = applied
         head = r"\theta" if func == "θ" else tex_base(func) if len(func) > 1 else func
         return head + "(" + ", ".join(tex_name(a) for a in args) + ")"
-    if "(" in name:  # other notation, as is
-        return name.replace("θ", r"\theta")
+    if "(" in name:  # other notation: each name in it as a name (W1_out never W1 sub o)
+        return _IDENT.sub(lambda m: r"\theta" if m[0] == "θ" else tex_name(m[0]), name)
     if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
         return rf"\delta_{{{tex_name(name[6:])}}}"
     if name.startswith("d_") and len(name) > 2:

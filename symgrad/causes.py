@@ -191,13 +191,6 @@ def _softplus_threshold(ctx: Context, failure, rel: float) -> str | None:
     return None
 
 
-def logits(ctx: Context) -> list[float]:
-    """The sample's logits: arguments of sigmoids (sg.ops or written 1/(1 + e^-t)) and of
-    softplus terms (sg.ops or written log(1 + e^t)), exact values."""
-    return [float(args[0]) for op in ("sigmoid", "softplus", "logit")
-            for _, args in ctx.ops.get(op, []) if args and args[0] is not None]
-
-
 def bce_logits(ctx: Context) -> list[float]:
     """The logits of the sample's BCE / log-sigmoid sites (a softplus, a log of a sigmoid) that
     the failing entry flows through (``ctx.ops["bce"]``, ``symgrad.tensor.context``), exact."""

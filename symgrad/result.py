@@ -11,6 +11,7 @@ import numpy as np
 
 from .compare import EXPLANATIONS, FAILING, KINK, LOSS, STATUS_NAMES, Comparison
 from .config import VerifyConfig
+from .errors import SymgradError
 from .measures import MEASURE_CHUNK, MEASURE_WHOLE, Measures, ResultMeasures, measures
 from .result_text import HVP_PREFIX, HVP_VALUE, ResultText, fmt, json_float, point_text
 from .verdict import (FAIL, OWN_LABEL, PASS, UNDECIDED, UNRESOLVED, VERDICTS, deciding_backends,
@@ -118,6 +119,29 @@ class Result(ResultMeasures, ResultText):
         """Whether ``backend``'s findings decide the verdict (False: symgrad's own program of
         a run that verifies user code, shown apart)."""
         return backend in self.deciding
+
+    def summary(self, backend: str | None = None) -> dict:
+        """How close a backend came to failing (``ResultMeasures.summary``): the worst error
+        relative to its allowance, the correct digits, the entries per status.
+
+        Arguments:
+            backend: one of the run's backends; None: every backend's.
+        Returns:
+            That backend's summary dict; for None, backend name -> its summary.
+
+        >>> import symgrad as sg, sympy as sp
+        >>> w = sp.Symbol("w")
+        >>> r = sg.verify(sg.Model("sq", w**2, params=[w]), samples=4, backends=("numpy",))
+        >>> list(r.summary()), r.summary("numpy")["ok"]
+        (['numpy'], True)
+        """
+        if backend is None:
+            return {name: super(Result, self).summary(name) for name in self.comparisons}
+        if backend not in self.comparisons:
+            raise SymgradError(f"summary: backend {backend!r} was not run; this result has "
+                               f"{', '.join(map(repr, self.comparisons))} (or call summary() "
+                               "for all of them)")
+        return super().summary(backend)
 
     def backend_verdict(self, backend: str) -> str:
         """pass / fail / inconclusive of one backend's entries (deciding or not)."""

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import sympy as sp
 
 import symgrad as sg
 
@@ -276,3 +277,15 @@ def test_status_counts_are_counted_once_per_status_array(monkeypatch):
     assert len(calls) == 2
     with pytest.raises(ValueError, match="STATUS_NAMES"):
         result_mod.status_counts(np.array([11], np.int8))
+
+
+def test_summary_without_a_backend_gives_every_backend():
+    """A new user's first call r.summary() raised TypeError (missing 'backend')."""
+    import pytest
+    from symgrad.errors import SymgradError
+    w = sp.Symbol("w")
+    r = sg.verify(sg.Model("sq", w**2, params=[w]), samples=4)
+    every = r.summary()
+    assert set(every) == set(r.comparisons) and every["numpy"] == r.summary("numpy")
+    with pytest.raises(SymgradError, match="backend 'torchfn' was not run; this result has"):
+        r.summary("torchfn")

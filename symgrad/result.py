@@ -13,7 +13,8 @@ from .compare import EXPLANATIONS, FAILING, KINK, LOSS, STATUS_NAMES, Comparison
 from .config import VerifyConfig
 from .errors import SymgradError
 from .measures import MEASURE_CHUNK, MEASURE_WHOLE, Measures, ResultMeasures, measures
-from .result_text import HVP_PREFIX, HVP_VALUE, ResultText, fmt, json_float, point_text
+from .result_text import (HVP_PREFIX, HVP_VALUE, LINE_CHARS, POINT_CHARS, ResultText, fmt,
+                          json_float, point_text, short_note)
 from .verdict import (FAIL, OWN_LABEL, PASS, UNDECIDED, UNRESOLVED, VERDICTS, deciding_backends,
                       verdict_of)
 
@@ -42,7 +43,9 @@ class Failure:
 
     @property
     def explanation(self) -> str:
-        return EXPLANATIONS[self.kind]
+        """What the kind means, then the finding's whole note (its cause's explanation, the
+        proof): what the one line (``message``) leaves out; the JSON's "explanation"."""
+        return EXPLANATIONS[self.kind] + (f" — {self.note}" if self.note else "")
 
     def message(self) -> str:
         what = ("the loss value" if self.output == "value"
@@ -52,12 +55,13 @@ class Failure:
                 else f"the gradient with respect to {self.output[3:]}")
         # the numbers first, the sample's values last and shortened (point_text; the JSON
         # keeps them whole): one line a reader takes in at a glance
-        return (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
+        head = (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
                 f"expected {self.expected!r}, got {self.got!r}, "
                 f"error {fmt(self.ulps)} ULPs (allowed {fmt(self.allowed_ulps)})"
-                + (f"; {self.note}" if self.note else "")
-                + (f" [cause: {self.cause}]" if self.cause else "")
-                + (f"; sample values: {point_text(self.point)}" if self.point else ""))
+                + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
+                + (f" [cause: {self.cause}]" if self.cause else ""))
+        room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))
+        return head + (f"; sample values: {point_text(self.point, room)}" if self.point else "")
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,
@@ -142,6 +146,16 @@ class Result(ResultMeasures, ResultText):
                                f"{', '.join(map(repr, self.comparisons))} (or call summary() "
                                "for all of them)")
         return super().summary(backend)
+
+    def explain(self, i: int = 0) -> str:
+        """The whole of finding ``i`` (``findings()`` order: failures, then precision-loss
+        warnings, worst first): its one line, then its explanation (``Failure.explanation``:
+        the cause's reasoning and the proof the line names in one word)."""
+        found = self.findings()
+        if not -len(found) <= i < len(found):
+            raise SymgradError(f"explain: finding {i} does not exist; this result has "
+                               f"{len(found)} finding(s) (0..{len(found) - 1})")
+        return f"{found[i].message()}\n  {found[i].explanation}"
 
     def backend_verdict(self, backend: str) -> str:
         """pass / fail / inconclusive of one backend's entries (deciding or not)."""

@@ -234,6 +234,27 @@ class ResultText:
         }
 
 
+NOTE_CHARS = 100  # a note up to this long stays whole on a finding's line
+
+
+def short_note(note: str, cause: str = "") -> str:
+    """What a finding's one line keeps of its note: a proof as one word ("proven"; "suspected,
+    confirmed by experiment" for a suspicion an experiment confirmed); a short note (a kink's
+    convention) whole; where the line names a cause, nothing of its explanation (the cause's
+    name says it; ``Failure.explanation``, the JSON and ``Result.explain`` keep it all);
+    otherwise the note whole (why an entry stays inconclusive).
+
+    >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
+    'proven'
+    >>> short_note("at a kink: the backend used the convention H(0) = 1/2")
+    'at a kink: the backend used the convention H(0) = 1/2'
+    """
+    if "rigorous enclosure" in note:
+        return ("suspected, confirmed by experiment" if "not proven" in note else "proven"
+                if "proven" in note else "")
+    return "" if cause and len(note) > NOTE_CHARS else note
+
+
 def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
@@ -252,28 +273,24 @@ def json_float(v):
     return v
 
 
-POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+LINE_CHARS = 250  # a finding's line: the point gets what the numbers and cause leave of this
+POINT_CHARS = 40  # ... but at least about this many characters of a sample's point
 POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
 POINT_DIGITS = 4  # ... each to this many significant digits
 
 
-def point_text(point: dict) -> str:
+def point_text(point: dict, chars: int = POINT_CHARS) -> str:
     """A sample's point, shortened for the end of a one-line message: each value to
     ``POINT_DIGITS`` significant digits, a block's first ``POINT_ENTRIES_SHOWN`` entries and
-    "…". Blocks are in the model's order, parameters first: beyond ``POINT_BLOCKS_SHOWN`` blocks
-    (a GPT has 38) only the last ones - the inputs - are shown, and the rest is counted. The
-    JSON (``Failure.as_dict``) keeps every block and every digit.
+    "…". Blocks are in the model's order, parameters first: the last ones - the inputs - are
+    shown, as many as fit in ``chars`` (at least one), and the earlier ones are counted.
+    The JSON (``Failure.as_dict``) keeps every block and every digit.
 
     >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
     'W1=[1.004, -0.6179, 1.822, …], y=1'
     """
     parts = []
-    items = list(point.items())
-    if len(items) > POINT_BLOCKS_SHOWN:
-        hidden = len(items) - (POINT_BLOCKS_SHOWN - 2)
-        parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
-        items = items[hidden:]
-    for k, v in items:
+    for k, v in point.items():
         more = False
         if isinstance(v, dict):  # shown_value of a large block: its first entries
             v, more = v["first"], True
@@ -284,7 +301,15 @@ def point_text(point: dict) -> str:
             parts.append(f"{k}=[{shown}{', …' if more else ''}]")
         else:
             parts.append(f"{k}={_short(v)}")
-    return ", ".join(parts)
+    kept, used = [], 0
+    for part in reversed(parts):  # the inputs (last) first, then parameters while they fit
+        if kept and used + len(part) + 2 > chars:
+            break
+        kept.insert(0, part)
+        used += len(part) + 2
+    hidden = len(parts) - len(kept)
+    return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in the JSON"] if hidden
+                      else []) + kept)
 
 
 def _short(x) -> str:

@@ -15,6 +15,7 @@ from xml.dom.minidom import parseString
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.mathml import MathMLPresentationPrinter
 
 from ..errors import SymgradError
@@ -63,7 +64,27 @@ def _name_of(sym: sp.Symbol) -> str:
     return sym.name
 
 
+def _coefficient_of_words(expr: sp.Mul):
+    """(c, rest) of ``expr = c rest`` where a number c != ±1 would run into a word name
+    (``10 emb_keep`` reads as one token "10emb_keep"): printed apart, as c · rest; else None."""
+    c, rest = expr.as_coeff_Mul()
+    if not isinstance(c, sp.Rational) or abs(c) == 1 or rest.is_Number:
+        return None
+    words = [q for q in rest.free_symbols
+             if len(split_name(_name_of(q))[0]) > 1 and split_name(_name_of(q))[0] not in GREEK]
+    return (c, rest) if words else None
+
+
 class _Latex(LatexPrinter):
+    def _print_Mul(self, expr):
+        apart = _coefficient_of_words(expr)
+        if apart is None:
+            return super()._print_Mul(expr)
+        c, rest = apart
+        p, q = abs(c.p), c.q
+        head = ("-" if c < 0 else "") + (rf"\frac{{{p}}}{{{q}}}" if q != 1 else str(p))
+        return rf"{head} \cdot {self.parenthesize(rest, PRECEDENCE['Mul'], strict=True)}"
+
     def _print(self, expr, **kwargs):
         if isinstance(expr, sp.Symbol):  # names from _print_Symbol, never an object's _latex
             return self._print_Symbol(expr)
@@ -181,8 +202,18 @@ class _MathML(MathMLPresentationPrinter):
 
     def _print_Mul(self, expr):
         """As sympy's, but split into numerator and denominator as the LaTeX printer does
-        (``fraction(exact=True)``: e^{-|z|} stays a factor, not a denominator e^{|z|})."""
+        (``fraction(exact=True)``: e^{-|z|} stays a factor, not a denominator e^{|z|}); a
+        number before a word name apart, as c · rest (``_coefficient_of_words``)."""
         row = self.dom.createElement("mrow")
+        apart = _coefficient_of_words(expr)
+        if apart is not None:
+            c, rest = apart
+            if c < 0:
+                row.appendChild(self._mo("-"))
+            row.appendChild(self._print(abs(c)))
+            row.appendChild(self._mo("\u22c5"))
+            row.appendChild(self.parenthesize(rest, PRECEDENCE["Mul"], strict=True))
+            return row
         if expr.could_extract_minus_sign():
             row.appendChild(self._mo("-"))
             expr = -expr

@@ -8,6 +8,7 @@ number and point formatting of one-line messages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -235,24 +236,43 @@ class ResultText:
 
 
 NOTE_CHARS = 100  # a note up to this long stays whole on a finding's line
+# a cause's explanation a line keeps whole (``_kept``): where the forward departs, or that it
+# agrees everywhere compared
+KEPT = ("the forward first departs at", "the forward agrees at every compared intermediate")
 
 
 def short_note(note: str, cause: str = "") -> str:
     """What a finding's one line keeps of its note: a proof as one word ("proven"; "suspected,
-    confirmed by experiment" for a suspicion an experiment confirmed); a short note (a kink's
-    convention) whole; where the line names a cause, nothing of its explanation (the cause's
-    name says it; ``Failure.explanation``, the JSON and ``Result.explain`` keep it all);
-    otherwise the note whole (why an entry stays inconclusive).
+    confirmed by experiment" for a suspicion an experiment confirmed), without the cause's
+    explanation before it (the [cause: ...] name says it; ``Failure.explanation``, the JSON
+    and ``Result.explain`` keep it all); a short note (a kink's convention), or any note of a
+    finding without a cause (why an entry stays inconclusive), whole; a long one's first
+    clause. Where a forward departs (``KEPT``) always stays.
 
     >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
     'proven'
     >>> short_note("at a kink: the backend used the convention H(0) = 1/2")
     'at a kink: the backend used the convention H(0) = 1/2'
     """
-    if "rigorous enclosure" in note:
-        return ("suspected, confirmed by experiment" if "not proven" in note else "proven"
-                if "proven" in note else "")
-    return "" if cause and len(note) > NOTE_CHARS else note
+    body, proof = note, ""
+    if "rigorous enclosure" in note:  # with_proof's join: the explanation; the proof note
+        k = note.find("; error ")
+        body, tail = (note[:k], note[k + 2:]) if k >= 0 else ("", note)
+        proof = ("suspected, confirmed by experiment" if "not proven" in tail else "proven"
+                 if "proven" in tail else "")
+        if cause and not _kept(body, cause):
+            body = ""
+    elif len(note) > NOTE_CHARS and cause and not _kept(body, cause):
+        body = re.split(r": |; ", note, maxsplit=1)[0][:NOTE_CHARS]
+    return "; ".join(p for p in (body, proof) if p)
+
+
+def _kept(body: str, cause: str) -> bool:
+    """Does a line keep this cause's explanation whole? "Function differs" says where and why
+    with the run's own data (the departure, the loss value's expected and got, a random site);
+    a forward that agrees everywhere compared is said too. Other explanations are fixed text
+    (the cause's name stands for them)."""
+    return "function differs" in cause or any(p in body for p in KEPT)
 
 
 def _entries(n: int) -> str:

@@ -108,11 +108,13 @@ def _is_bce(node: Node, whole: str, terms: list, maps: list[Node]) -> bool:
 ENTRY = re.compile(r"^d/d(?P<name>.+?)(?:\[(?P<index>[0-9,]+)\])?$")
 
 
-def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str) -> dict | None:
+def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str,
+          memo: dict | None = None) -> dict | None:
     """Which entries of each site the failing gradient entry ``output`` ("d/dW[1,0]") flows
     through: site node id -> a flat boolean mask over the site's entries (an operand entry that
     moves when that one parameter entry moves, in a float64 evaluation). None: every entry
-    (the loss value, a Hessian output, an integer or unknown block)."""
+    (the loss value, a Hessian output, an integer or unknown block). ``memo``: kept for one
+    sample (its unmoved evaluation is made once)."""
     program, sites = _sites(model)
     match = ENTRY.match(output)
     blocks = {b.name: b for b in program.blocks}
@@ -126,7 +128,10 @@ def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str) -> dic
     moved = dict(base, **{block.name: base[block.name].copy()})
     entry = moved[block.name].reshape(-1)
     entry[flat] += 2.0 ** -10 * max(abs(float(entry[flat])), 1.0)
-    before, after = _operands(program, sites, base), _operands(program, sites, moved)
+    memo = {} if memo is None else memo
+    if "float64" not in memo:
+        memo["float64"] = _operands(program, sites, base)
+    before, after = memo["float64"], _operands(program, sites, moved)
     masks = {}
     for n, _, _, _ in sites:
         mask = np.zeros((1,) + n.shape, dtype=bool)
@@ -151,7 +156,7 @@ def _operands(program: TensorModel, sites: list, leaves: dict) -> dict[int, np.n
 
 
 def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
-              path: dict | None = None) -> dict[str, list]:
+              path: dict | None = None, memo: dict | None = None) -> dict[str, list]:
     """The exact sigmoid / softplus / logit intermediates at one sample.
 
     Arguments:
@@ -159,6 +164,7 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
         leaves: every block's value at the sample, (1, *shape), as the backends saw it.
         path: site node id -> the entries a failing gradient entry flows through (``_path``);
             None: every entry.
+        memo: a dict kept for one sample (its oracle evaluation is made once).
     Returns:
         ``{op: [(value or None, [argument]), ...]}`` (module docstring), plus "bce": the
         logits of the BCE / log-sigmoid sites (``_is_bce``), (None, [z]); {} when the program
@@ -168,14 +174,18 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
     if not sites:
         return {}
     table = oracle_ops()
-    wanted = {a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
-    seen: dict[int, object] = {}
-    table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
+    memo = {} if memo is None else memo
+    if "oracle" not in memo:
+        wanted = {a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
+        kept: dict[int, object] = {}
+        table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
 
-    def keep(node: Node, value) -> None:
-        if node.id in wanted and not node.integer:
-            seen[node.id] = value
-    evaluate([program.loss], table, table_leaves, on_node=keep)
+        def keep(node: Node, value) -> None:
+            if node.id in wanted and not node.integer:
+                kept[node.id] = value
+        evaluate([program.loss], table, table_leaves, on_node=keep)
+        memo["oracle"] = kept
+    seen = memo["oracle"]
     found: dict[str, list] = {}
     for n, whole, terms, bce in sites:
         mask = None if path is None else path.get(n.id)
@@ -255,8 +265,10 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
             and model.n_parameters <= OPS_UP_TO):
         key = ("ops", failure.sample, failure.output)
         if key not in memo:
-            path = None if failure.output == "value" else _path(model, leaves, failure.output)
-            memo[key] = op_values(model, leaves, path=path)
+            one = memo.setdefault(("sample", failure.sample), {})
+            path = (None if failure.output == "value"
+                    else _path(model, leaves, failure.output, one))
+            memo[key] = op_values(model, leaves, path=path, memo=one)
         ctx = replace(ctx, ops=memo[key])
     if failure.backend == "torch_fn" and torch_fn is not None:
         if ("promotions", failure.sample) not in memo:

@@ -356,3 +356,20 @@ def test_a_float32_op_in_a_float64_run_is_named_not_an_integer_promotion():
     ok = sg.verify(m, samples=4, seed=0, backends=("torch_fn",),
                    torch_fn=lambda W, X, t: F.cross_entropy(X @ W.T, t))
     assert ok.verdict == "pass", [f.message() for f in ok.failures]
+
+
+def test_a_bug_at_a_confidently_wrong_saturated_logit_is_a_derivative_error():
+    """Meant to fail: BCE-with-logits at z = +9.3, y = 0 (loss ~9.3, adjoint sigmoid(z) - y ~1:
+    nothing cancels) with w's backward x(1 + 1e-5) in float32. Main named it "saturated logit"
+    (|z| > 4, rel < 1e-3); the rule now needs the entry's loss below e^-4 (a confident, correct
+    prediction, where sigmoid(z) - y cancels)."""
+    w, x = sp.symbols("w x")
+    m = sg.Model("one_logit", sg.ops.softplus(w * x), params=[w],
+                 inputs={x: sg.Uniform(0.9, 1.1)})
+
+    def fn(w, x):
+        z = scale_backward(w, 1 + 1e-5) * x
+        return F.binary_cross_entropy_with_logits(z, torch.zeros_like(z))
+    r = sg.verify(m, torch_fn=fn, at={"w": [9.3], "x": [1.0]}, dtype="float32",
+                  backends=("torch_fn",))
+    assert r.verdict == "fail" and _causes(r) == {"derivative wrong: real derivative error"}

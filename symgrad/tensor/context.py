@@ -74,7 +74,8 @@ def _maps(model: TensorModel) -> list[Node]:
 def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list, bool]]]:
     """The program read (the textbook one, if any) and its sites: (map node, "sigmoid" /
     "softplus" for a whole-body op else "", the (key, t) of each softplus / sigmoid written by
-    hand in its body, is it a BCE / log-sigmoid (``_is_bce``)), cached on ``model``."""
+    hand in its body, its BCE / log-sigmoid node or None (``_bce_node``)), cached on
+    ``model``."""
     if "cause_sites" not in model._cache:
         program = model.textbook_program or model
         maps = _maps(program)
@@ -87,22 +88,22 @@ def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list,
                 [("softplus", t) for t in causes.softplus_arguments(body)]
                 + [("logit", t) for t in causes.sigmoid_arguments(body)])
             if whole or terms:
-                found.append((n, whole, terms, _is_bce(n, whole, terms, maps)))
+                found.append((n, whole, terms, _bce_node(n, whole, terms, maps)))
         model._cache["cause_sites"] = (program, found)
     return model._cache["cause_sites"]
 
 
-def _is_bce(node: Node, whole: str, terms: list, maps: list[Node]) -> bool:
-    """Is the site a BCE / log-sigmoid, whose cancellation at a saturated logit the catalogue's
-    "saturated logit" explains? A softplus (log(1 + e^t) = -log sigmoid(-t)) is; a sigmoid
-    written by hand is when its body takes a log (log(1 - sigmoid(z))); a whole sigmoid is
-    when a map reading it takes a log (BCE of a probability). A bare sigmoid (swish's
-    x sigmoid(x), a gate) is not: it cancels nothing."""
+def _bce_node(node: Node, whole: str, terms: list, maps: list[Node]) -> Node | None:
+    """The node whose entries are the BCE / log-sigmoid losses of a site, if the site is one
+    (the catalogue's "saturated logit" explains a cancellation there): a softplus (log(1 + e^t)
+    = -log sigmoid(-t)) itself; a sigmoid written by hand in a body that takes a log, that
+    body; a whole sigmoid, the map reading it that takes a log (BCE of a probability). A bare
+    sigmoid (swish's x sigmoid(x), a gate) is none: it cancels nothing."""
     if whole == "softplus" or any(k == "softplus" for k, _ in terms):
-        return True
+        return node
     if terms:
-        return node.attrs["expr"].has(sp.log)
-    return any(node in m.args and m.attrs["expr"].has(sp.log) for m in maps)
+        return node if node.attrs["expr"].has(sp.log) else None
+    return next((m for m in maps if node in m.args and m.attrs["expr"].has(sp.log)), None)
 
 
 ENTRY = re.compile(r"^d/d(?P<name>.+?)(?:\[(?P<index>[0-9,]+)\])?$")
@@ -167,7 +168,9 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
         memo: a dict kept for one sample (its oracle evaluation is made once).
     Returns:
         ``{op: [(value or None, [argument]), ...]}`` (module docstring), plus "bce": the
-        logits of the BCE / log-sigmoid sites (``_is_bce``), (None, [z]); {} when the program
+        logits of the BCE / log-sigmoid sites (``_bce_node``), (None, [z]) - for a gradient
+        entry (``path``) only where that loss is below e^-4 (a confident, correct prediction:
+        there sigmoid(z) - y cancels; elsewhere the adjoint is ~1); {} when the program
         has no sigmoid or softplus.
     """
     program, sites = _sites(model)
@@ -176,7 +179,8 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
     table = oracle_ops()
     memo = {} if memo is None else memo
     if "oracle" not in memo:
-        wanted = {a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
+        wanted = ({a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
+                  | {b.id for _, _, _, b in sites if b is not None})
         kept: dict[int, object] = {}
         table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
 
@@ -189,24 +193,39 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
     found: dict[str, list] = {}
     for n, whole, terms, bce in sites:
         mask = None if path is None else path.get(n.id)
+        small = None if bce is None else _confident(table, seen.get(bce.id), n.shape, mask, path)
         if whole:
             value, arg = seen[n.id], seen[n.args[0].id]
-            pairs = _pairs(table, value, arg, n.shape, mask)
-            found.setdefault(whole, []).extend(pairs)
-            if bce:
-                found.setdefault("bce", []).extend((None, a) for _, a in pairs)
+            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape, mask))
+            if bce is not None:
+                found.setdefault("bce", []).extend(
+                    (None, a) for _, a in _pairs(table, value, arg, n.shape, small))
             continue
         args = {X[i]: seen[a.id] for i, a in enumerate(n.args) if a.id in seen}
         for key, t in terms:
             if not t.free_symbols <= set(args):
                 continue
-            got = [(None, [a]) for a in _entries(
-                table, table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
-                else table.constant(float(t)), n.shape, mask)]
-            found.setdefault(key, []).extend(got)
-            if bce:
-                found.setdefault("bce", []).extend(got)
+            zs = (table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
+                  else table.constant(float(t)))
+            found.setdefault(key, []).extend((None, [a]) for a in _entries(table, zs, n.shape,
+                                                                             mask))
+            if bce is not None:
+                found.setdefault("bce", []).extend(
+                    (None, [a]) for a in _entries(table, zs, n.shape, small))
     return found
+
+
+def _confident(table, loss, shape: tuple, mask, path) -> np.ndarray | None:
+    """``mask`` narrowed, for a gradient entry (``path`` given), to the entries whose BCE loss
+    is below e^-4 (where its adjoint sigmoid(z) - y cancels); ``mask`` as is for the value, or
+    where the loss node's entries do not line up with the site's."""
+    if path is None or loss is None:
+        return mask
+    try:
+        hi = np.broadcast_to(table.to_float64(loss)[0], (1,) + shape).ravel()
+    except ValueError:
+        return mask
+    return (hi < np.exp(-4.0)) & (True if mask is None else np.asarray(mask, dtype=bool))
 
 
 def _exact(hi: float, lo: float) -> mpmath.mpf:

@@ -8,7 +8,6 @@ number and point formatting of one-line messages.
 
 from __future__ import annotations
 
-import re
 from dataclasses import replace
 
 import numpy as np
@@ -235,7 +234,6 @@ class ResultText:
         }
 
 
-NOTE_CHARS = 100  # a note up to this long stays whole on a finding's line
 # a cause's explanation a line keeps whole (``_kept``): where the forward departs, or that it
 # agrees everywhere compared
 KEPT = ("the forward first departs at", "the forward agrees at every compared intermediate")
@@ -245,9 +243,9 @@ def short_note(note: str, cause: str = "") -> str:
     """What a finding's one line keeps of its note: a proof as one word ("proven"; "suspected,
     confirmed by experiment" for a suspicion an experiment confirmed), without the cause's
     explanation before it (the [cause: ...] name says it; ``Failure.explanation``, the JSON
-    and ``Result.explain`` keep it all); a short note (a kink's convention), or any note of a
-    finding without a cause (why an entry stays inconclusive), whole; a long one's first
-    clause. Where a forward departs (``KEPT``) always stays.
+    and ``Result.explain`` keep it all); a note without a proof (a kink's convention, why an
+    entry stays inconclusive, no subgradient) whole. Where a forward departs (``KEPT``) and
+    a "function differs" explanation (``_kept``) always stay.
 
     >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
     'proven'
@@ -262,8 +260,6 @@ def short_note(note: str, cause: str = "") -> str:
                  if "proven" in tail else "")
         if cause and not _kept(body, cause):
             body = ""
-    elif len(note) > NOTE_CHARS and cause and not _kept(body, cause):
-        body = re.split(r": |; ", note, maxsplit=1)[0][:NOTE_CHARS]
     return "; ".join(p for p in (body, proof) if p)
 
 

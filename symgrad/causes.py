@@ -47,6 +47,8 @@ class Context:
     ops: dict = field(default_factory=dict)  # op_values(): exact sigmoid/softplus values
     promotions: tuple[str, ...] = ()  # torch ops that turned an integer tensor into floats
     #                                   of another dtype than the run's (user code)
+    lowered: tuple[str, ...] = ()  # torch ops that turned the run's floats into a lower-
+    #                                precision dtype (a .float() in a float64 run; user code)
     departure: str = ""  # where the forward first departs (symgrad.tensor.departure), in words;
     #                      "" when not located (intermediates not visible or none compared)
     forward_agrees: bool = False  # every compared intermediate agreed (a departure search ran)
@@ -189,11 +191,11 @@ def _softplus_threshold(ctx: Context, failure, rel: float) -> str | None:
     return None
 
 
-def logits(ctx: Context) -> list[float]:
-    """The sample's logits: arguments of sigmoids (sg.ops or written 1/(1 + e^-t)) and of
-    softplus terms (sg.ops or written log(1 + e^t)), exact values."""
-    return [float(args[0]) for op in ("sigmoid", "softplus", "logit")
-            for _, args in ctx.ops.get(op, []) if args and args[0] is not None]
+def bce_logits(ctx: Context) -> list[float]:
+    """The logits of the sample's BCE / log-sigmoid sites (a softplus, a log of a sigmoid) that
+    the failing entry flows through (``ctx.ops["bce"]``, ``symgrad.tensor.context``), exact."""
+    return [float(args[0]) for _, args in ctx.ops.get("bce", [])
+            if args and args[0] is not None]
 
 
 def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
@@ -203,13 +205,16 @@ def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
     of rounding of the cancelled terms: u (|z| + 1) for log_sigmoid's rounding, as much again
     for the rounding of z; the rule below sums 2 u (|z| + 1) over the distinct logits - beyond
     it the cancellation does not explain the error (the naive form's larger error, relative
-    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3)."""
-    zs = [z for z in logits(ctx) if abs(z) > 4]
+    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3). Only the logits of a
+    BCE / log-sigmoid on the failing entry's own path count (``bce_logits``): a sigmoid that no
+    log reads (swish, a gate) cancels nothing, and a saturated logit elsewhere in the sample
+    does not touch the entry - the failure then falls through to the first split."""
+    zs = [z for z in bce_logits(ctx) if abs(z) > 4]
     if not zs:
         return None
     u = dtype_info(ctx.dtype).eps / 2
     err = abs(failure.got - failure.expected)
-    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in logits(ctx)})
+    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in bce_logits(ctx)})
     if rel < 1e-3 or (failure.output == "value" and err <= cancelled):  # loss grows like e^|z|
         z = max(zs, key=abs)
         return (f"logit {z:.4g}: terms of size ~{abs(z):.3g} cancel to leave e^-|z| = "
@@ -224,7 +229,17 @@ def _promotion(ctx: Context, failure, rel: float) -> str | None:
     return None
 
 
+def _lowered(ctx: Context, failure, rel: float) -> str | None:
+    if ctx.lowered:
+        return f"{', '.join(dict.fromkeys(ctx.lowered))} in a {ctx.dtype} run"
+    return None
+
+
 CATALOGUE = (
+    Entry(Cause("dtype promotion in user code", "lower precision in user code",
+                "the code verified converts the run's floats to a lower-precision dtype "
+                "(.float(), .to(torch.float32)): what follows carries that dtype's rounding; "
+                "drop the conversion, or verify with that dtype"), ("torch_fn",), _lowered),
     Entry(Cause("dtype promotion in user code", "integer input promoted",
                 "a torch op applied to an integer (int64) input returns torch's default dtype "
                 "(float32), not the run's: convert the input with .to(dtype) first"),

@@ -51,6 +51,9 @@ def parse_point(text: str) -> dict[str, float]:
         name, eq, value = part.partition("=")
         if not eq:
             raise SymgradError(f"--at: {part!r} is not name=value (e.g. --at x=1.1,w=2.2)")
+        if name.strip() in point:
+            raise SymgradError(f"--at: {name.strip()!r} is given twice (={point[name.strip()]:g} "
+                               f"and ={value.strip()}); give each name once")
         try:
             point[name.strip()] = float(value)
         except ValueError:

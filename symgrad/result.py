@@ -11,8 +11,10 @@ import numpy as np
 
 from .compare import EXPLANATIONS, FAILING, KINK, LOSS, STATUS_NAMES, Comparison
 from .config import VerifyConfig
+from .errors import SymgradError
 from .measures import MEASURE_CHUNK, MEASURE_WHOLE, Measures, ResultMeasures, measures
-from .result_text import HVP_PREFIX, HVP_VALUE, ResultText, fmt, json_float, point_text
+from .result_text import (HVP_PREFIX, HVP_VALUE, LINE_CHARS, POINT_CHARS, ResultText, fmt,
+                          json_float, point_text, short_note)
 from .verdict import (FAIL, OWN_LABEL, PASS, UNDECIDED, UNRESOLVED, VERDICTS, deciding_backends,
                       verdict_of)
 
@@ -41,7 +43,9 @@ class Failure:
 
     @property
     def explanation(self) -> str:
-        return EXPLANATIONS[self.kind]
+        """What the kind means, then the finding's whole note (its cause's explanation, the
+        proof): what the one line (``message``) leaves out; the JSON's "explanation"."""
+        return EXPLANATIONS[self.kind] + (f" — {self.note}" if self.note else "")
 
     def message(self) -> str:
         what = ("the loss value" if self.output == "value"
@@ -51,12 +55,13 @@ class Failure:
                 else f"the gradient with respect to {self.output[3:]}")
         # the numbers first, the sample's values last and shortened (point_text; the JSON
         # keeps them whole): one line a reader takes in at a glance
-        return (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
+        head = (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
                 f"expected {self.expected!r}, got {self.got!r}, "
                 f"error {fmt(self.ulps)} ULPs (allowed {fmt(self.allowed_ulps)})"
-                + (f"; {self.note}" if self.note else "")
-                + (f" [cause: {self.cause}]" if self.cause else "")
-                + (f"; sample values: {point_text(self.point)}" if self.point else ""))
+                + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
+                + (f" [cause: {self.cause}]" if self.cause else ""))
+        room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))
+        return head + (f"; sample values: {point_text(self.point, room)}" if self.point else "")
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,
@@ -118,6 +123,39 @@ class Result(ResultMeasures, ResultText):
         """Whether ``backend``'s findings decide the verdict (False: symgrad's own program of
         a run that verifies user code, shown apart)."""
         return backend in self.deciding
+
+    def summary(self, backend: str | None = None) -> dict:
+        """How close a backend came to failing (``ResultMeasures.summary``): the worst error
+        relative to its allowance, the correct digits, the entries per status.
+
+        Arguments:
+            backend: one of the run's backends; None: every backend's.
+        Returns:
+            That backend's summary dict; for None, backend name -> its summary.
+
+        >>> import symgrad as sg, sympy as sp
+        >>> w = sp.Symbol("w")
+        >>> r = sg.verify(sg.Model("sq", w**2, params=[w]), samples=4, backends=("numpy",))
+        >>> list(r.summary()), r.summary("numpy")["ok"]
+        (['numpy'], True)
+        """
+        if backend is None:
+            return {name: super(Result, self).summary(name) for name in self.comparisons}
+        if backend not in self.comparisons:
+            raise SymgradError(f"summary: backend {backend!r} was not run; this result has "
+                               f"{', '.join(map(repr, self.comparisons))} (or call summary() "
+                               "for all of them)")
+        return super().summary(backend)
+
+    def explain(self, i: int = 0) -> str:
+        """The whole of finding ``i`` (``findings()`` order: failures, then precision-loss
+        warnings, worst first): its one line, then its explanation (``Failure.explanation``:
+        the cause's reasoning and the proof the line names in one word)."""
+        found = self.findings()
+        if not -len(found) <= i < len(found):
+            raise SymgradError(f"explain: finding {i} does not exist; this result has "
+                               f"{len(found)} finding(s) (0..{len(found) - 1})")
+        return f"{found[i].message()}\n  {found[i].explanation}"
 
     def backend_verdict(self, backend: str) -> str:
         """pass / fail / inconclusive of one backend's entries (deciding or not)."""

@@ -8,6 +8,8 @@ number and point formatting of one-line messages.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 from tabulate import tabulate
 
@@ -30,7 +32,7 @@ class ResultText:
             suspect = max(suspect, int((st == SUSPECT).sum()))
             if np.isin(st, FAILING).any():
                 verdict = "FAIL"
-            elif verdict == "ok" and (st == LOSS).any():
+            elif verdict == "ok" and (st == LOSS).any() and self._loses(name, cols):
                 verdict = "ok (precision loss)"
             elif verdict == "ok" and (st == KINK).any():
                 verdict = "ok (kink)"
@@ -40,6 +42,25 @@ class ResultText:
                 if unresolved else [])
             verdict = f"inconclusive ({', '.join(parts)} in one backend)"
         return verdict
+
+    def _loses(self, name: str, cols: slice) -> bool:
+        """Does a precision-loss entry of ``name`` in ``cols`` lose more than
+        ``precision_loss_ulps`` by the table's measure (``measures``: at an exact zero, ULPs of
+        its terms' scale, not subnormal ULPs)? True where the per-entry figures were not kept."""
+        if self.comparisons[name].reduced:
+            return True
+        limit = self.config.tolerance.precision_loss_ulps
+        for part in self._chunks(name, cols):
+            st = self.comparisons[name].status[:, part]
+            if ((st == LOSS) & (self.measures(name, part).ulps > limit)).any():
+                return True
+        return False
+
+    def _as_measured(self, f):
+        """A finding with its ULPs and allowance in the table's measure (``measures``)."""
+        m = self.measure(f)
+        allowed = m["ulps"] * m["allowed"] / m["error"] if m["error"] > 0 else f.allowed_ulps
+        return replace(f, ulps=m["ulps"], allowed_ulps=allowed)
 
     def rows(self) -> list[dict]:
         """One row per output group: the value, then each parameter block. The verdict column
@@ -147,10 +168,19 @@ class ResultText:
                 lines.append(f"    [{OWN_LABEL}] " + f.message())
         if n["failures"] > len(fails):
             lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
-        warns = self.findings("warnings")
-        if n["warnings"]:
+        # a warning reads in the table's measure (at an exact zero: ULPs of its terms' scale),
+        # the worst by it; one that loses nothing by it is no warning (README)
+        limit = self.config.tolerance.precision_loss_ulps
+        warns = sorted((self._as_measured(f) for f in self.findings("warnings")),
+                       key=lambda f: -f.ulps)
+        real = [f for f in warns if f.ulps > limit]
+        if real:
             lines.append(f"  {n['warnings']} precision-loss warning(s), the worst: "
-                         + warns[0].message())
+                         + real[0].message())
+        elif warns:
+            lines.append(f"  {n['warnings']} entr{'y' if n['warnings'] == 1 else 'ies'} "
+                         f"flagged in subnormal ULPs lose nothing at the scale of their terms "
+                         f"(exact zeros; at most {fmt(warns[0].ulps)} ULPs of that scale)")
         if n["kinks"]:
             lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
                          + self.kinks[0].message())
@@ -204,6 +234,43 @@ class ResultText:
         }
 
 
+# a cause's explanation a line keeps whole (``_kept``): where the forward departs, or that it
+# agrees everywhere compared
+KEPT = ("the forward first departs at", "the forward agrees at every compared intermediate")
+
+
+def short_note(note: str, cause: str = "") -> str:
+    """What a finding's one line keeps of its note: a proof as one word ("proven"; "suspected,
+    confirmed by experiment" for a suspicion an experiment confirmed), without the cause's
+    explanation before it (the [cause: ...] name says it; ``Failure.explanation``, the JSON
+    and ``Result.explain`` keep it all); a note without a proof (a kink's convention, why an
+    entry stays inconclusive, no subgradient) whole. Where a forward departs (``KEPT``) and
+    a "function differs" explanation (``_kept``) always stay.
+
+    >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
+    'proven'
+    >>> short_note("at a kink: the backend used the convention H(0) = 1/2")
+    'at a kink: the backend used the convention H(0) = 1/2'
+    """
+    body, proof = note, ""
+    if "rigorous enclosure" in note:  # with_proof's join: the explanation; the proof note
+        k = note.find("; error ")
+        body, tail = (note[:k], note[k + 2:]) if k >= 0 else ("", note)
+        proof = ("suspected, confirmed by experiment" if "not proven" in tail else "proven"
+                 if "proven" in tail else "")
+        if cause and not _kept(body, cause):
+            body = ""
+    return "; ".join(p for p in (body, proof) if p)
+
+
+def _kept(body: str, cause: str) -> bool:
+    """Does a line keep this cause's explanation whole? "Function differs" says where and why
+    with the run's own data (the departure, the loss value's expected and got, a random site);
+    a forward that agrees everywhere compared is said too. Other explanations are fixed text
+    (the cause's name stands for them)."""
+    return "function differs" in cause or any(p in body for p in KEPT)
+
+
 def _entries(n: int) -> str:
     return f"{n} entr{'y' if n == 1 else 'ies'}"
 
@@ -222,28 +289,24 @@ def json_float(v):
     return v
 
 
-POINT_BLOCKS_SHOWN = 6  # a message shows at most this many blocks of a sample's point
+LINE_CHARS = 250  # a finding's line: the point gets what the numbers and cause leave of this
+POINT_CHARS = 40  # ... but at least about this many characters of a sample's point
 POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
 POINT_DIGITS = 4  # ... each to this many significant digits
 
 
-def point_text(point: dict) -> str:
+def point_text(point: dict, chars: int = POINT_CHARS) -> str:
     """A sample's point, shortened for the end of a one-line message: each value to
     ``POINT_DIGITS`` significant digits, a block's first ``POINT_ENTRIES_SHOWN`` entries and
-    "…". Blocks are in the model's order, parameters first: beyond ``POINT_BLOCKS_SHOWN`` blocks
-    (a GPT has 38) only the last ones - the inputs - are shown, and the rest is counted. The
-    JSON (``Failure.as_dict``) keeps every block and every digit.
+    "…". Blocks are in the model's order, parameters first: the last ones - the inputs - are
+    shown, as many as fit in ``chars`` (at least one), and the earlier ones are counted.
+    The JSON (``Failure.as_dict``) keeps every block and every digit.
 
     >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
     'W1=[1.004, -0.6179, 1.822, …], y=1'
     """
     parts = []
-    items = list(point.items())
-    if len(items) > POINT_BLOCKS_SHOWN:
-        hidden = len(items) - (POINT_BLOCKS_SHOWN - 2)
-        parts.append(f"{hidden} earlier blocks as drawn (all in the JSON)")
-        items = items[hidden:]
-    for k, v in items:
+    for k, v in point.items():
         more = False
         if isinstance(v, dict):  # shown_value of a large block: its first entries
             v, more = v["first"], True
@@ -254,7 +317,15 @@ def point_text(point: dict) -> str:
             parts.append(f"{k}=[{shown}{', …' if more else ''}]")
         else:
             parts.append(f"{k}={_short(v)}")
-    return ", ".join(parts)
+    kept, used = [], 0
+    for part in reversed(parts):  # the inputs (last) first, then parameters while they fit
+        if kept and used + len(part) + 2 > chars:
+            break
+        kept.insert(0, part)
+        used += len(part) + 2
+    hidden = len(parts) - len(kept)
+    return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in the JSON"] if hidden
+                      else []) + kept)
 
 
 def _short(x) -> str:

@@ -293,3 +293,83 @@ def test_overflow_is_its_own_class_on_the_tensor_path():
     r = sg.verify(to_program(overflow_model()), samples=30, seed=0)
     assert r.verdict == "fail" and {f.kind for f in r.failures} == {"overflow"}
     assert {c.split(" — ")[-1] for c in _causes(r)} == {"overflow: overflow"}
+
+
+# ------------------------------------------- a cause is about the entry that failed (ux4, S3)
+def test_a_planted_bug_beside_a_saturated_logit_is_a_derivative_error():
+    """Meant to fail: w1's backward x(1 + 1e-5) in a sum of two BCE-with-logits, w0's logit
+    saturated at -9.3, w1's at 0.7. The saturated logit is not on d/dw1's path: the proven
+    mismatch is "derivative wrong", never torch's rounding (main named it "saturated logit")."""
+    w0, w1, x = sp.symbols("w0 w1 x")
+    m = sg.Model("two_logits", sg.ops.softplus(w0 * x) + sg.ops.softplus(w1 * x),
+                 params=[w0, w1], inputs={x: sg.Uniform(0.9, 1.1)})
+
+    def fn(w0, w1, x):
+        z = torch.stack([w0 * x, scale_backward(w1, 1 + 1e-5) * x])
+        return F.binary_cross_entropy_with_logits(z, torch.zeros_like(z), reduction="sum")
+    r = sg.verify(m, torch_fn=fn, at={"w0": [-9.3], "w1": [0.7], "x": [1.0]},
+                  dtype="float32", backends=("torch_fn",))
+    w1_failures = [f for f in r.failures if f.output == "d/dw1"]
+    assert r.verdict == "fail" and w1_failures
+    assert {f.cause for f in w1_failures} == {"derivative wrong: real derivative error"}
+
+
+class _Swish(torch.autograd.Function):
+    """x sigmoid(x) with its backward x(1 + 1e-6): a planted bug, no BCE anywhere."""
+
+    @staticmethod
+    def forward(ctx, x):
+        s = torch.sigmoid(x)
+        ctx.save_for_backward(x, s)
+        return x * s
+
+    @staticmethod
+    def backward(ctx, g):
+        x, s = ctx.saved_tensors
+        return g * s * (1 + x * (1 - s)) * (1 + 1e-6)
+
+
+def test_a_bare_sigmoid_is_not_a_saturated_logit():
+    """Meant to fail: the new user's swish (sigmoid logits up to 10.5, no log of them) with a
+    1e-6 backward bug in float32: proven mismatches, each "derivative wrong" (main: "precision
+    loss: saturated logit", i.e. blamed torch's rounding)."""
+    g = torch.Generator().manual_seed(0)
+    x = (3 * torch.randn(64, generator=g)).requires_grad_()
+    with pytest.raises(sg.GradcheckError) as e:
+        sg.gradcheck(_Swish.apply, (x,))
+    text = str(e.value)
+    assert "saturated logit" not in text and "[cause: derivative wrong" in text, text
+
+
+def test_a_float32_op_in_a_float64_run_is_named_not_an_integer_promotion():
+    """F.cross_entropy(float logits, int64 target) is the normal call, not an integer
+    promotion (main said "integer input promoted ... cross_entropy on an integer tensor" for
+    every cross_entropy torch_fn): the float32 came from the user's own .float()."""
+    X, W, t = sg.matrix("X", 2, 3), sg.matrix("W", 3, 3), sg.matrix("t", 2)
+    m = sg.Model("ce", sg.ops.cross_entropy(sg.ops.dense(X, W), t), params=[W],
+                 inputs={X: sg.Normal(0, 1), t: sg.Integers(0, 2)})
+    r = sg.verify(m, samples=4, seed=0, backends=("torch_fn",),
+                  torch_fn=lambda W, X, t: F.cross_entropy(X.float() @ W.float().T, t))
+    assert r.verdict == "fail"
+    assert _causes(r) == {"dtype promotion in user code: lower precision in user code"}
+    assert "float() gave float32 in a float64 run" in r.failures[0].note
+    ok = sg.verify(m, samples=4, seed=0, backends=("torch_fn",),
+                   torch_fn=lambda W, X, t: F.cross_entropy(X @ W.T, t))
+    assert ok.verdict == "pass", [f.message() for f in ok.failures]
+
+
+def test_a_bug_at_a_confidently_wrong_saturated_logit_is_a_derivative_error():
+    """Meant to fail: BCE-with-logits at z = +9.3, y = 0 (loss ~9.3, adjoint sigmoid(z) - y ~1:
+    nothing cancels) with w's backward x(1 + 1e-5) in float32. Main named it "saturated logit"
+    (|z| > 4, rel < 1e-3); the rule now needs the entry's loss below e^-4 (a confident, correct
+    prediction, where sigmoid(z) - y cancels)."""
+    w, x = sp.symbols("w x")
+    m = sg.Model("one_logit", sg.ops.softplus(w * x), params=[w],
+                 inputs={x: sg.Uniform(0.9, 1.1)})
+
+    def fn(w, x):
+        z = scale_backward(w, 1 + 1e-5) * x
+        return F.binary_cross_entropy_with_logits(z, torch.zeros_like(z))
+    r = sg.verify(m, torch_fn=fn, at={"w": [9.3], "x": [1.0]}, dtype="float32",
+                  backends=("torch_fn",))
+    assert r.verdict == "fail" and _causes(r) == {"derivative wrong: real derivative error"}

@@ -93,6 +93,8 @@ def test_point_parsing_and_errors():
         parse_point("x1.1")
     with pytest.raises(SymgradError, match="not a number"):
         parse_point("x=abc")
+    with pytest.raises(SymgradError, match=r"'y' is given twice \(=1 and =0\)"):
+        parse_point("x=1.1,w=2.2,b=0,y=1,y=0")  # main took the last y silently
     with pytest.raises(SymgradError, match="no value for 'y'"):
         sg.explain(zoo.get("neuron"), at={"x": 1.0, "w": 1.0, "b": 0.0})
 

@@ -249,3 +249,29 @@ def test_the_step_function_is_theta_in_notes_and_formulas():
     md = explain(zoo.get("simplenet")).markdown()
     assert r"\circ \theta(h)" in md and "H(h)" not in md
     assert "θ is the Heaviside step" in LAYER_NOTE + md and "H is the" not in LAYER_NOTE + md
+
+
+def test_a_name_inside_other_notation_is_a_name():
+    """ux4 S5: notation with "(" that is no single function of names kept its names raw
+    (θ(W1_out) + 1 -> KaTeX read W1 with subscript o); each name is now escaped."""
+    from symgrad.present.notation import tex_name
+    assert tex_name("θ(W1_out) + 1") == r"\theta(\mathrm{W1\_out}) + 1"
+    assert "W1_out" not in tex_name("f(W1_out, b_2)")
+
+
+def test_a_number_before_a_word_name_reads_apart():
+    """ux4 S5b: dropout's 1/(1 - p) = 10/9 printed as 10 emb_keep v / 9 read "10emb_keep" in
+    the HTML: a number before a word name is printed apart, c · rest; 2 x stays 2 x."""
+    from symgrad.present.notation import latex, mathml
+    e, v, x = sympy.symbols("emb_keep v x")
+    assert latex(10 * e * v / 9) == r"\frac{10}{9} \cdot \mathrm{emb\_keep} v"
+    ml = mathml(10 * e * v / 9)
+    assert "<mfrac><mn>10</mn><mn>9</mn></mfrac><mo>&#8901;</mo>" in ml, ml
+    assert latex(2 * x) == "2 x" and "&#8901;" not in mathml(2 * x)
+
+
+def test_text_keeps_its_spaces_in_mathml():
+    """ux4 S5b: \\text{reshaped to (8, 2, 8)} read "reshapedto(8,2,8)" in the HTML."""
+    from symgrad.present.texmath import tex_to_mathml
+    ml = tex_to_mathml(r"v = u\ \text{reshaped to (8, 2, 8)} + \mathrm{W1\_out}")
+    assert "<mtext>reshaped to (8, 2, 8)</mtext>" in ml and ">W1_out</mi>" in ml, ml

@@ -1,6 +1,7 @@
 import json
 
 import pytest
+import sympy as sp
 
 import symgrad as sg
 
@@ -232,8 +233,8 @@ def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
     point.update(ids=[1, 2, 3], targets=[2, 3, 4])
     f = Failure("torch_fn", "mismatch", "d/dp0[0]", 3, point, 1.0, 2.0, 1e16, 4.0)
     msg = f.message()
-    assert "34 earlier blocks as drawn" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
-    assert len(msg) < 400 and len(f.as_dict()["point"]) == 38
+    assert "more blocks in the JSON" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
+    assert len(msg) < 300 and len(f.as_dict()["point"]) == 38
 
 
 def test_an_inconclusive_entry_is_named_with_why(models):
@@ -276,3 +277,15 @@ def test_status_counts_are_counted_once_per_status_array(monkeypatch):
     assert len(calls) == 2
     with pytest.raises(ValueError, match="STATUS_NAMES"):
         result_mod.status_counts(np.array([11], np.int8))
+
+
+def test_summary_without_a_backend_gives_every_backend():
+    """A new user's first call r.summary() raised TypeError (missing 'backend')."""
+    import pytest
+    from symgrad.errors import SymgradError
+    w = sp.Symbol("w")
+    r = sg.verify(sg.Model("sq", w**2, params=[w]), samples=4)
+    every = r.summary()
+    assert set(every) == set(r.comparisons) and every["numpy"] == r.summary("numpy")
+    with pytest.raises(SymgradError, match="backend 'torchfn' was not run; this result has"):
+        r.summary("torchfn")

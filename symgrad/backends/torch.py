@@ -332,19 +332,36 @@ def _loop(per_sample, params, inputs, n, name="torch_fn", names=()) -> np.ndarra
 def integer_promotions(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,
                        dtype: str) -> tuple[str, ...]:
     """The torch functions that, run by ``fn`` at one sample, took an integer tensor and returned
-    floats of another dtype than the run's (``torch.log`` of an int64 tensor gives float32)."""
+    floats of another dtype than the run's and than any float operand's (``torch.log`` of an
+    int64 tensor gives float32; ``F.cross_entropy(float32 logits, int64 target)`` is not one:
+    its float32 is the logits')."""
+    return dtype_changes(fn, blocks, point, device=device, dtype=dtype)[0]
+
+
+def dtype_changes(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,
+                  dtype: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """Where ``fn``, run at one sample, leaves the run's dtype: (integer promotions as
+    ``integer_promotions`` names them, the torch functions that turned floats of the run's
+    dtype into floats of a lower-precision one, e.g. ``Tensor.float`` in a float64 run)."""
     tdtype = TORCH_DTYPES[dtype]
     found: list[str] = []
+    lowered: list[str] = []
 
     class Watch(torch.overrides.TorchFunctionMode):
         def __torch_function__(self, func, types, args=(), kwargs=None):
             out = func(*args, **(kwargs or {}))
-            ints = [a for a in list(args) + list((kwargs or {}).values())
-                    if isinstance(a, torch.Tensor) and not a.is_floating_point()
-                    and a.dtype != torch.bool]
-            if (ints and isinstance(out, torch.Tensor) and out.is_floating_point()
-                    and out.dtype != tdtype):
-                found.append(getattr(func, "__name__", str(func)))
+            operands = [a for a in list(args) + list((kwargs or {}).values())
+                        if isinstance(a, torch.Tensor)]
+            ints = [a for a in operands if not a.is_floating_point() and a.dtype != torch.bool]
+            floats = {a.dtype for a in operands if a.is_floating_point()}
+            if not (isinstance(out, torch.Tensor) and out.is_floating_point()):
+                return out
+            name = getattr(func, "__name__", str(func))
+            if ints and out.dtype != tdtype and out.dtype not in floats:
+                found.append(name)
+            elif (floats == {tdtype} and out.dtype != tdtype
+                  and torch.finfo(out.dtype).eps > torch.finfo(tdtype).eps):
+                lowered.append(f"{name}() gave {str(out.dtype).removeprefix('torch.')}")
             return out
 
     tensors = {b.name: torch.tensor(point[b.name], device=device,
@@ -355,4 +372,4 @@ def integer_promotions(fn: Callable, blocks, point: dict[str, np.ndarray], *, de
             fn(**tensors)
     except Exception:  # the probe only names a cause; the run itself already reported
         pass
-    return tuple(found)
+    return tuple(found), tuple(lowered)

@@ -39,7 +39,20 @@ def lookup(values: list, index) -> sp.Piecewise:
 
 
 def dense(X, W, b=None, *, label: str | None = None) -> sp.ImmutableMatrix:
-    """``X W^T + b`` as torch.nn.Linear applies it to each row: X (T, in), W (out, in)."""
+    """``X W^T + b`` as torch.nn.Linear applies it to each row.
+
+    Arguments:
+        X: the input, (T, in) (an ``sg.matrix`` or nested lists of sympy expressions).
+        W: the weight, (out, in), as ``nn.Linear.weight``.
+        b: the bias, (out,), or None.
+        label: the output's name in explanations (default: the weight's name + "_out").
+    Returns:
+        The (T, out) matrix of outputs.
+
+    >>> import symgrad as sg
+    >>> dense(sg.matrix("X", 2, 3), sg.matrix("W", 4, 3), sg.matrix("b", 4)).shape
+    (2, 4)
+    """
     X, W = _as_matrix(X, "dense input"), _as_matrix(W, "dense weight")
     if X.shape[1] != W.shape[1]:
         raise SymgradError(f"dense: input has {X.shape[1]} features but the weight has shape "
@@ -100,7 +113,18 @@ def _softmax(values: list, kind: str = "softmax", *, name: str = "p", row: int =
 
 
 def softmax(X, *, label: str | None = None) -> sp.ImmutableMatrix:
-    """Softmax over the last axis (each row)."""
+    """Softmax over the last axis (each row), as exp(x - logsumexp(x)) (stable).
+
+    Arguments:
+        X: the scores, (T, V).
+        label: the probabilities' name in explanations (default "p").
+    Returns:
+        The (T, V) matrix of probabilities; each row sums to 1.
+
+    >>> import symgrad as sg
+    >>> softmax(sg.matrix("Z", 2, 3)).shape
+    (2, 3)
+    """
     X = _as_matrix(X, "softmax input")
     return _matrix(*X.shape, (p for t in range(X.shape[0])
                               for p in _softmax(list(X.row(t)), name=label or "p", row=t)))
@@ -188,7 +212,22 @@ def add(A, B) -> sp.ImmutableMatrix:
 
 
 def cross_entropy(logits, targets, *, label: str | None = None):
-    """Mean cross-entropy of each row's logits (T, V) against integer targets (T symbols)."""
+    """Mean cross-entropy of each row's logits against integer targets, as
+    ``F.cross_entropy(logits, targets)`` computes it (log-sum-exp minus the target's logit).
+
+    Arguments:
+        logits: the scores, (T, V).
+        targets: T integer class ids (symbols of an input with ``sg.Integers(0, V - 1)``).
+        label: the loss's name in explanations.
+    Returns:
+        The scalar loss: a named intermediate (a sympy symbol the program defines).
+
+    >>> import symgrad as sg
+    >>> Z, t = sg.matrix("Z", 2, 3), sg.matrix("t", 2)
+    >>> m = sg.Model("ce", cross_entropy(Z, t), params=[Z], inputs={t: sg.Integers(0, 2)})
+    >>> m.name
+    'ce'
+    """
     logits = _as_matrix(logits, "cross_entropy logits")
     names = (matrix_name(logits), matrix_name(_as_matrix(targets, "cross_entropy targets")))
     targets = _vector(targets, "cross_entropy targets")

@@ -15,6 +15,7 @@ from xml.dom.minidom import parseString
 
 import sympy as sp
 from sympy.printing.latex import LatexPrinter
+from sympy.printing.precedence import PRECEDENCE
 from sympy.printing.mathml import MathMLPresentationPrinter
 
 from ..errors import SymgradError
@@ -25,6 +26,9 @@ from .texmath import tex_fragment
 __all__ = ["GREEK", "DOTS", "MAX_TERMS", "Raw", "applied_name", "fold", "latex", "mathml",
            "names_from", "ordinal", "split_name", "tex_base", "tex_name", "tex_sup"]
 
+_IDENT = re.compile(r"θ|[A-Za-z_][A-Za-z0-9_.]*")  # a name inside other notation
+
+
 def tex_name(name: str) -> str:
     """A program name in LaTeX: ``d_<name>`` (an adjoint) as ``\bar{...}``."""
     applied = applied_name(name)
@@ -32,8 +36,8 @@ def tex_name(name: str) -> str:
         func, args = applied
         head = r"\theta" if func == "θ" else tex_base(func) if len(func) > 1 else func
         return head + "(" + ", ".join(tex_name(a) for a in args) + ")"
-    if "(" in name:  # other notation, as is
-        return name.replace("θ", r"\theta")
+    if "(" in name:  # other notation: each name in it as a name (W1_out never W1 sub o)
+        return _IDENT.sub(lambda m: r"\theta" if m[0] == "θ" else tex_name(m[0]), name)
     if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
         return rf"\delta_{{{tex_name(name[6:])}}}"
     if name.startswith("d_") and len(name) > 2:
@@ -60,7 +64,27 @@ def _name_of(sym: sp.Symbol) -> str:
     return sym.name
 
 
+def _coefficient_of_words(expr: sp.Mul):
+    """(c, rest) of ``expr = c rest`` where a number c != ±1 would run into a word name
+    (``10 emb_keep`` reads as one token "10emb_keep"): printed apart, as c · rest; else None."""
+    c, rest = expr.as_coeff_Mul()
+    if not isinstance(c, sp.Rational) or abs(c) == 1 or rest.is_Number:
+        return None
+    words = [q for q in rest.free_symbols
+             if len(split_name(_name_of(q))[0]) > 1 and split_name(_name_of(q))[0] not in GREEK]
+    return (c, rest) if words else None
+
+
 class _Latex(LatexPrinter):
+    def _print_Mul(self, expr):
+        apart = _coefficient_of_words(expr)
+        if apart is None:
+            return super()._print_Mul(expr)
+        c, rest = apart
+        p, q = abs(c.p), c.q
+        head = ("-" if c < 0 else "") + (rf"\frac{{{p}}}{{{q}}}" if q != 1 else str(p))
+        return rf"{head} \cdot {self.parenthesize(rest, PRECEDENCE['Mul'], strict=True)}"
+
     def _print(self, expr, **kwargs):
         if isinstance(expr, sp.Symbol):  # names from _print_Symbol, never an object's _latex
             return self._print_Symbol(expr)
@@ -178,8 +202,18 @@ class _MathML(MathMLPresentationPrinter):
 
     def _print_Mul(self, expr):
         """As sympy's, but split into numerator and denominator as the LaTeX printer does
-        (``fraction(exact=True)``: e^{-|z|} stays a factor, not a denominator e^{|z|})."""
+        (``fraction(exact=True)``: e^{-|z|} stays a factor, not a denominator e^{|z|}); a
+        number before a word name apart, as c · rest (``_coefficient_of_words``)."""
         row = self.dom.createElement("mrow")
+        apart = _coefficient_of_words(expr)
+        if apart is not None:
+            c, rest = apart
+            if c < 0:
+                row.appendChild(self._mo("-"))
+            row.appendChild(self._print(abs(c)))
+            row.appendChild(self._mo("\u22c5"))
+            row.appendChild(self.parenthesize(rest, PRECEDENCE["Mul"], strict=True))
+            return row
         if expr.could_extract_minus_sign():
             row.appendChild(self._mo("-"))
             expr = -expr

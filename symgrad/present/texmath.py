@@ -45,7 +45,9 @@ class _Parser:
 
     def __init__(self, tex: str) -> None:
         self.tex = tex
-        self.tokens = _TOKEN.findall(tex)
+        found = list(_TOKEN.finditer(tex))
+        self.tokens = [m.group() for m in found]
+        self.starts = [m.start() for m in found] + [len(tex)]
         self.i = 0
 
     def fail(self, why: str) -> SymgradError:
@@ -62,11 +64,12 @@ class _Parser:
         self.i += 1
         return tok
 
-    def group_text(self) -> str:
-        """The raw text of a ``{...}`` argument (for \\mathrm, \\text), escapes resolved."""
+    def group_text(self, spaces: bool = False) -> str:
+        """The raw text of a ``{...}`` argument (for \\mathrm, \\text), escapes resolved;
+        ``spaces``: kept as written (\\text is text; \\mathrm, like math, drops them)."""
         if self.take() != "{":
             raise self.fail("a text command without {…}")
-        depth, out = 1, []
+        depth, out, first = 1, [], self.i
         while True:
             tok = self.take()
             if tok == "{":
@@ -74,6 +77,9 @@ class _Parser:
             elif tok == "}":
                 depth -= 1
                 if depth == 0:
+                    if spaces:
+                        raw = self.tex[self.starts[first]:self.starts[self.i - 1]]
+                        return re.sub(r"\\([_{}%&# ])", r"\1", raw)
                     return "".join(out)
             out.append(tok[1:] if tok in ("\\_", "\\{", "\\}", "\\%", "\\&", "\\#")
                        else " " if tok == "\\ " else tok)
@@ -146,7 +152,7 @@ class _Parser:
             return (f'<mover accent="true">{self.argument()}<mo>{ACCENTS[name]}</mo>'
                     "</mover>")
         if name in TEXT:
-            text = html.escape(self.group_text())
+            text = html.escape(self.group_text(spaces=TEXT[name] is None))
             if TEXT[name] is None:
                 return f"<mtext>{text}</mtext>"
             return f'<mi mathvariant="{TEXT[name]}">{text}</mi>'

@@ -18,7 +18,7 @@ oracle (double-double, ``symgrad.precise``), and each map node is read as the st
 entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
 ``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
-integer promotions (``symgrad.backends.torch.integer_promotions``), for
+integer promotions and lower-precision conversions (``symgrad.backends.torch.dtype_changes``), for
 ``causes.classify_failure``.
 
 >>> import sympy as sp, symgrad as sg
@@ -32,6 +32,7 @@ integer promotions (``symgrad.backends.torch.integer_promotions``), for
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 from typing import Callable
 
@@ -45,7 +46,7 @@ from ..optable import OPS, X0
 from .interpret import evaluate
 from .model import TensorModel
 from .program import X, Node, topological
-from .tables import oracle_ops
+from .tables import NumpyOps, oracle_ops
 
 MAX_ENTRIES = 4096  # entries read per node (the most saturated): a causes check, not a scan
 OPS_UP_TO = 200_000  # parameters: up to here the failing sample is evaluated for the catalogue
@@ -70,14 +71,16 @@ def _maps(model: TensorModel) -> list[Node]:
     return [n for n in topological([model.loss]) if n.op == "map"]
 
 
-def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]]]:
+def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list, bool]]]:
     """The program read (the textbook one, if any) and its sites: (map node, "sigmoid" /
     "softplus" for a whole-body op else "", the (key, t) of each softplus / sigmoid written by
-    hand in its body), cached on ``model``."""
+    hand in its body, its BCE / log-sigmoid node or None (``_bce_node``)), cached on
+    ``model``."""
     if "cause_sites" not in model._cache:
         program = model.textbook_program or model
+        maps = _maps(program)
         found = []
-        for n in _maps(program):
+        for n in maps:
             body = n.attrs["expr"]
             whole = ("sigmoid" if body in _SIGMOID else "softplus" if body in _SOFTPLUS
                      else "")
@@ -85,47 +88,144 @@ def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list]
                 [("softplus", t) for t in causes.softplus_arguments(body)]
                 + [("logit", t) for t in causes.sigmoid_arguments(body)])
             if whole or terms:
-                found.append((n, whole, terms))
+                found.append((n, whole, terms, _bce_node(n, whole, terms, maps)))
         model._cache["cause_sites"] = (program, found)
     return model._cache["cause_sites"]
 
 
-def op_values(model: TensorModel, leaves: dict[str, np.ndarray]) -> dict[str, list]:
+def _bce_node(node: Node, whole: str, terms: list, maps: list[Node]) -> Node | None:
+    """The node whose entries are the BCE / log-sigmoid losses of a site, if the site is one
+    (the catalogue's "saturated logit" explains a cancellation there): a softplus (log(1 + e^t)
+    = -log sigmoid(-t)) itself; a sigmoid written by hand in a body that takes a log, that
+    body; a whole sigmoid, the map reading it that takes a log (BCE of a probability). A bare
+    sigmoid (swish's x sigmoid(x), a gate) is none: it cancels nothing."""
+    if whole == "softplus" or any(k == "softplus" for k, _ in terms):
+        return node
+    if terms:
+        return node if node.attrs["expr"].has(sp.log) else None
+    return next((m for m in maps if node in m.args and m.attrs["expr"].has(sp.log)), None)
+
+
+ENTRY = re.compile(r"^d/d(?P<name>.+?)(?:\[(?P<index>[0-9,]+)\])?$")
+
+
+def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str,
+          memo: dict | None = None) -> dict | None:
+    """Which entries of each site the failing gradient entry ``output`` ("d/dW[1,0]") flows
+    through: site node id -> a flat boolean mask over the site's entries (an operand entry that
+    moves when that one parameter entry moves, in a float64 evaluation). None: every entry
+    (the loss value, a Hessian output, an integer or unknown block). ``memo``: kept for one
+    sample (its unmoved evaluation is made once)."""
+    program, sites = _sites(model)
+    match = ENTRY.match(output)
+    blocks = {b.name: b for b in program.blocks}
+    if match is None or match["name"] not in blocks or blocks[match["name"]].domain.integer:
+        return None
+    block = blocks[match["name"]]
+    flat = (int(np.ravel_multi_index([int(i) for i in match["index"].split(",")], block.shape))
+            if match["index"] else 0)
+    base = {k: np.array(v, dtype=np.float64) if k in blocks and not blocks[k].domain.integer
+            else np.asarray(v) for k, v in leaves.items()}
+    moved = dict(base, **{block.name: base[block.name].copy()})
+    entry = moved[block.name].reshape(-1)
+    entry[flat] += 2.0 ** -10 * max(abs(float(entry[flat])), 1.0)
+    memo = {} if memo is None else memo
+    if "float64" not in memo:
+        memo["float64"] = _operands(program, sites, base)
+    before, after = memo["float64"], _operands(program, sites, moved)
+    masks = {}
+    for n, _, _, _ in sites:
+        mask = np.zeros((1,) + n.shape, dtype=bool)
+        for a in n.args:
+            x, y = (np.broadcast_to(v, (1,) + n.shape) for v in (before[a.id], after[a.id]))
+            mask |= ~((x == y) | (np.isnan(x) & np.isnan(y)))
+        masks[n.id] = mask.ravel()
+    return masks
+
+
+def _operands(program: TensorModel, sites: list, leaves: dict) -> dict[int, np.ndarray]:
+    """The float64 value of every operand of the sites."""
+    wanted = {a.id for n, _, _, _ in sites for a in n.args}
+    seen: dict[int, np.ndarray] = {}
+
+    def keep(node: Node, value) -> None:
+        if node.id in wanted:
+            seen[node.id] = np.asarray(value, dtype=np.float64)
+    with np.errstate(all="ignore"):
+        evaluate([program.loss], NumpyOps("float64"), leaves, on_node=keep)
+    return seen
+
+
+def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
+              path: dict | None = None, memo: dict | None = None) -> dict[str, list]:
     """The exact sigmoid / softplus / logit intermediates at one sample.
 
     Arguments:
         model: the tensor model (its ``textbook_program`` is read when it has one).
         leaves: every block's value at the sample, (1, *shape), as the backends saw it.
+        path: site node id -> the entries a failing gradient entry flows through (``_path``);
+            None: every entry.
+        memo: a dict kept for one sample (its oracle evaluation is made once).
     Returns:
-        ``{op: [(value or None, [argument]), ...]}`` (module docstring); {} when the program
+        ``{op: [(value or None, [argument]), ...]}`` (module docstring), plus "bce": the
+        logits of the BCE / log-sigmoid sites (``_bce_node``), (None, [z]) - for a gradient
+        entry (``path``) only where that loss is below e^-4 (a confident, correct prediction:
+        there sigmoid(z) - y cancels; elsewhere the adjoint is ~1); {} when the program
         has no sigmoid or softplus.
     """
     program, sites = _sites(model)
     if not sites:
         return {}
     table = oracle_ops()
-    wanted = {a.id for n, _, _ in sites for a in n.args} | {n.id for n, _, _ in sites}
-    seen: dict[int, object] = {}
-    table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
+    memo = {} if memo is None else memo
+    if "oracle" not in memo:
+        wanted = ({a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
+                  | {b.id for _, _, _, b in sites if b is not None})
+        kept: dict[int, object] = {}
+        table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
 
-    def keep(node: Node, value) -> None:
-        if node.id in wanted and not node.integer:
-            seen[node.id] = value
-    evaluate([program.loss], table, table_leaves, on_node=keep)
+        def keep(node: Node, value) -> None:
+            if node.id in wanted and not node.integer:
+                kept[node.id] = value
+        evaluate([program.loss], table, table_leaves, on_node=keep)
+        memo["oracle"] = kept
+    seen = memo["oracle"]
     found: dict[str, list] = {}
-    for n, whole, terms in sites:
+    for n, whole, terms, bce in sites:
+        mask = None if path is None else path.get(n.id)
+        small = None if bce is None else _confident(table, seen.get(bce.id), n.shape, mask, path)
         if whole:
             value, arg = seen[n.id], seen[n.args[0].id]
-            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape))
+            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape, mask))
+            if bce is not None:
+                found.setdefault("bce", []).extend(
+                    (None, a) for _, a in _pairs(table, value, arg, n.shape, small))
             continue
         args = {X[i]: seen[a.id] for i, a in enumerate(n.args) if a.id in seen}
         for key, t in terms:
             if not t.free_symbols <= set(args):
                 continue
-            found.setdefault(key, []).extend((None, [a]) for a in _entries(
-                table, table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
-                else table.constant(float(t))))
+            zs = (table.map(t, {s: args[s] for s in t.free_symbols}) if t.free_symbols
+                  else table.constant(float(t)))
+            found.setdefault(key, []).extend((None, [a]) for a in _entries(table, zs, n.shape,
+                                                                             mask))
+            if bce is not None:
+                found.setdefault("bce", []).extend(
+                    (None, [a]) for a in _entries(table, zs, n.shape, small))
     return found
+
+
+def _confident(table, loss, shape: tuple, mask, path) -> np.ndarray | None:
+    """``mask`` narrowed, for a gradient entry (``path`` given), to the entries whose BCE loss
+    is below e^-4 (where its adjoint sigmoid(z) - y cancels); ``mask`` as is for the value, or
+    where the loss node's entries do not line up with the site's."""
+    if path is None or loss is None:
+        return mask
+    try:
+        hi = np.broadcast_to(table.to_float64(loss)[0], (1,) + shape).ravel()
+    except ValueError:
+        return mask
+    return (hi < np.exp(-4.0)) & (True if mask is None else np.asarray(mask, dtype=bool))
 
 
 def _exact(hi: float, lo: float) -> mpmath.mpf:
@@ -133,18 +233,26 @@ def _exact(hi: float, lo: float) -> mpmath.mpf:
         return mpmath.mpf(float(hi)) + mpmath.mpf(float(lo))
 
 
-def _entries(table, value) -> list[mpmath.mpf]:
-    """The exact entries of a double-double array, the ``MAX_ENTRIES`` largest in size."""
-    hi, lo = (np.ravel(a) for a in table.to_float64(value))
-    pick = np.argsort(-np.abs(hi), kind="stable")[:MAX_ENTRIES]
+def _entries(table, value, shape: tuple, mask) -> list[mpmath.mpf]:
+    """The exact entries of a double-double array (of a node of ``shape``, those in ``mask``
+    if given), the ``MAX_ENTRIES`` largest in size."""
+    hi, lo = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(value))
+    pick = np.argsort(-np.where(_keep(mask, hi), np.abs(hi), -1), kind="stable")[:MAX_ENTRIES]
+    pick = pick[_keep(mask, hi)[pick]]
     return [_exact(hi[k], lo[k]) for k in pick if np.isfinite(hi[k])]
 
 
-def _pairs(table, value, arg, shape) -> list[tuple]:
-    """(value, [argument]) per entry of an elementwise node, the most saturated first."""
+def _keep(mask, flat: np.ndarray) -> np.ndarray:
+    return np.ones(flat.shape, dtype=bool) if mask is None else np.asarray(mask, dtype=bool)
+
+
+def _pairs(table, value, arg, shape, mask=None) -> list[tuple]:
+    """(value, [argument]) per entry of an elementwise node (those in ``mask`` if given), the
+    most saturated first."""
     vh, vl = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(value))
     ah, al = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(arg))
-    pick = np.argsort(-np.abs(ah), kind="stable")[:MAX_ENTRIES]
+    pick = np.argsort(-np.where(_keep(mask, ah), np.abs(ah), -1), kind="stable")[:MAX_ENTRIES]
+    pick = pick[_keep(mask, ah)[pick]]
     return [(_exact(vh[k], vl[k]), [_exact(ah[k], al[k])]) for k in pick
             if np.isfinite(vh[k]) and np.isfinite(ah[k])]
 
@@ -154,7 +262,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
              ) -> causes.Cause:
     """The root cause of a tensor model's failure: ``ctx`` (what the pipeline knows: dtype,
     the value's status, a departure) completed with the exact intermediates the catalogue reads,
-    a torch_fn's integer promotions and the derivative order (``model.order``: 2 for the HVP
+    a torch_fn's dtype changes (integer promotions, conversions to a lower precision) and
+    the derivative order (``model.order``: 2 for the HVP
     model of ``symgrad.hvp``, whose findings first-order torch behaviours do not explain), then
     ``causes.classify_failure``.
 
@@ -163,7 +272,7 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
         failure: the ``symgrad.result.Failure``.
         ctx: the context without ``ops`` / ``promotions``.
         leaves: every block's value at the failing sample, (1, *shape) (integers as int64).
-        torch_fn: the user's torch function (probed for integer promotions), if any.
+        torch_fn: the user's torch function (probed for its dtype changes), if any.
         device: the torch device of the run.
         memo: a dict kept across the failures of one run (one evaluation per sample).
     Returns:
@@ -173,16 +282,20 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
     ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
     if (failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED
             and model.n_parameters <= OPS_UP_TO):
-        if ("ops", failure.sample) not in memo:
-            memo[("ops", failure.sample)] = op_values(model, leaves)
-        ctx = replace(ctx, ops=memo[("ops", failure.sample)])
-    if (failure.backend == "torch_fn" and torch_fn is not None
-            and any(b.domain.integer for b in model.blocks)):
+        key = ("ops", failure.sample, failure.output)
+        if key not in memo:
+            one = memo.setdefault(("sample", failure.sample), {})
+            path = (None if failure.output == "value"
+                    else _path(model, leaves, failure.output, one))
+            memo[key] = op_values(model, leaves, path=path, memo=one)
+        ctx = replace(ctx, ops=memo[key])
+    if failure.backend == "torch_fn" and torch_fn is not None:
         if ("promotions", failure.sample) not in memo:
             point = {k: np.asarray(v)[0] for k, v in leaves.items()}
-            memo[("promotions", failure.sample)] = torch_backend.integer_promotions(
+            memo[("promotions", failure.sample)] = torch_backend.dtype_changes(
                 torch_fn, model.blocks, point, device=device, dtype=ctx.dtype)
-        ctx = replace(ctx, promotions=memo[("promotions", failure.sample)])
+        promoted, lowered = memo[("promotions", failure.sample)]
+        ctx = replace(ctx, promotions=promoted, lowered=lowered)
     if "branch" not in memo:
         memo["branch"] = has_branch(model)
     guard = guard_constant(model, ctx.dtype) if failure.kind == "non-finite" else None

@@ -7,6 +7,7 @@ import torch
 
 import symgrad as sg
 import symgrad.tensor as st
+import symgrad.tensor.derive as derive
 from symgrad.errors import SymgradError
 from symgrad.tensor.model import TensorModel
 from symgrad.tensor.program import ADD_WIDTH
@@ -144,3 +145,26 @@ def test_a_map_of_more_operands_than_symbols_is_refused_early():
     with pytest.raises(SymgradError, match="17 operands.*add_all"):
         st.map_(sp.Add(*st.X), *xs)
     assert st.add_all(xs).shape == (2,)
+
+
+def test_the_local_derivative_cache_is_bounded_and_a_dropped_body_is_derived_the_same(
+        monkeypatch):
+    """``derive._local`` keeps at most ``LOCAL_ENTRIES`` bodies; one dropped and derived again
+    gives the same body and operands (the program's maps are equal)."""
+    x, y = st.param("x", (3,)), st.param("y", (3,))
+    bodies = [sp.tanh(st.X[0]) * st.X[1], sp.exp(st.X[0] * st.X[1]), st.X[0] ** st.X[1],
+              sp.sin(st.X[0] + 2 * st.X[1])]
+    L = st.sum_(st.add_all([st.map_(b, x, y) for b in bodies]))
+
+    def bodies_of_gradient():
+        g = st.Gradient(L, (x, y), tuple(st.gradient(L, [x, y])))
+        return [(n.op, n.attrs.get("expr")) for n in g.nodes]
+    monkeypatch.setattr(derive, "_LOCAL", {})
+    wide = bodies_of_gradient()
+    monkeypatch.setattr(derive, "_LOCAL", {})
+    monkeypatch.setattr(derive, "LOCAL_ENTRIES", 2)
+    first = bodies_of_gradient()
+    assert len(derive._LOCAL) == 2
+    again = bodies_of_gradient()
+    assert len(derive._LOCAL) == 2
+    assert first == wide and again == wide

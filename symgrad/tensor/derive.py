@@ -59,23 +59,31 @@ def _unbroadcast(g: Node, shape: tuple[int, ...]) -> Node:
     return reshape(sum_(g, axes), shape)
 
 
+LOCAL_ENTRIES = 4096  # the most derived bodies kept (oldest dropped first)
 _LOCAL: dict = {}  # (map body, argument i, arity) -> (g * d body, operands d reads) or None
 
 
 def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | None:
     """The VJP body ``X[0] * d(expr)/dX[i]`` over (g, the operands it reads), and which
     operands those are; None where the derivative is 0. Derived once per distinct body
-    (a structural key): the many steps of a scalar model that share a body share it."""
+    (the key is the sympy body itself, exact): the many steps of a scalar model that share a
+    body share it. At most ``LOCAL_ENTRIES`` are kept; a dropped one is derived again, the
+    same (a pure function of the key)."""
     key = (expr, i, k)
-    if key not in _LOCAL:
-        d = merge_powers(sp.diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
-        if d == 0:
-            _LOCAL[key] = None
-        else:
-            used = tuple(j for j in range(k) if X[j] in d.free_symbols)
-            shift = {X[j]: X[m + 1] for m, j in enumerate(used)}
-            _LOCAL[key] = (X[0] * rename(d, shift), used)
-    return _LOCAL[key]
+    if key in _LOCAL:
+        return _LOCAL[key]
+    d = merge_powers(sp.diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
+    if d == 0:
+        found = None
+    else:
+        free = d.free_symbols  # once: a walk of the whole body (HVP bodies: thousands of ops)
+        used = tuple(j for j in range(k) if X[j] in free)
+        shift = {X[j]: X[m + 1] for m, j in enumerate(used)}
+        found = (X[0] * rename(d, shift), used)
+    if len(_LOCAL) >= LOCAL_ENTRIES:
+        del _LOCAL[next(iter(_LOCAL))]
+    _LOCAL[key] = found
+    return found
 
 
 def _vjp_map(node: Node, g: Node) -> list:

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import STATUS_NAMES, Comparison, dtype_info, ulp
+from .compare import STATUS_NAMES, Comparison, dtype_info, measured_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
 from .order_stats import ChunkMedian
@@ -45,7 +45,7 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
     """Error figures that mean something at every entry, including exact zeros (where ULPs of
     zero would count subnormal steps): there the error is measured against the scale E of the
     terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
-    info, tol = dtype_info(comp.dtype), config.tolerance
+    tol = config.tolerance
 
     def part(a):  # a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those
         return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
@@ -55,14 +55,11 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
         error = (part(comp.error) if comp.error is not None else np.abs(got - exact))
         allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
                    else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
-        scale_e = np.maximum((allowed - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
-                             info.tiny)  # E, the magnitude of the terms
         # an exact value below the rounding scale of its own terms (zero, or nearly zero by
-        # cancellation) has no meaningful relative error: measure it against the terms
-        zero = np.abs(exact) <= (info.eps / 2) * scale_e
-        scale = np.where(zero, scale_e, np.abs(exact))
+        # cancellation) has no meaningful relative error: measure it against the terms (the
+        # same formula as the precision-loss flag, ``compare.measured_ulps``)
+        ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
         relative = error / scale
-        ulps = np.where(zero, error / ulp(scale_e, comp.dtype), comp_ulps)
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
         # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
         # failing: not decided) have no meaningful ratio

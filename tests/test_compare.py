@@ -2,7 +2,9 @@ import numpy as np
 import pytest
 
 from symgrad.compare import (DOMAIN, LOSS, MISMATCH, NONFINITE, OK, SymgradError, Tolerance,
-                             compare, ulp)
+                             compare, measured_ulps, ulp)
+from symgrad.config import VerifyConfig
+from symgrad.measures import measures
 
 
 def test_ulp_matches_numpy_spacing():
@@ -14,12 +16,12 @@ def test_ulp_matches_numpy_spacing():
     assert ulp(np.array([0.0]), "float64")[0] == 2.0**-1074
 
 
-def _cmp(exact, got, bound, dtype="float64", lo=None):
+def _cmp(exact, got, bound, dtype="float64", lo=None, value_column=True):
     exact = np.atleast_2d(np.asarray(exact, dtype=np.float64))
     return compare(exact, np.zeros_like(exact) if lo is None else lo,
                    np.atleast_2d(np.asarray(got, dtype=np.float64)),
                    np.atleast_2d(np.asarray(bound, dtype=np.float64)),
-                   backend="b", dtype=dtype, tol=Tolerance())
+                   backend="b", dtype=dtype, tol=Tolerance(), value_column=value_column)
 
 
 def test_verdict_uses_the_bound_not_a_fixed_tolerance():
@@ -201,3 +203,54 @@ def test_an_exactly_right_entry_is_ok_even_where_the_bound_sees_nothing():
     c = compare(exact, np.zeros_like(exact), got, np.ones_like(exact), backend="torch_fn",
                 dtype="float64", tol=Tolerance())
     assert c.status[0, 1] == OK and c.status[0, 2] == INCONCLUSIVE
+
+
+# --- precision loss is flagged in the measure the tables show (helper zeroulp) ---------------
+
+def test_an_exact_zero_is_no_precision_loss_in_subnormal_ulps():
+    """The new user's conv1.bias before a train-mode BatchNorm (exact gradient 0, oracle
+    2.311e-33, got 7.63e-17 from terms ~64): main flagged it "precision loss ... 2.23e+32 ULPs"
+    (subnormal ULPs of 2.3e-33) while the table said 0.005 ULPs of its terms' scale. Meant to
+    fail on main: the status was LOSS."""
+    c = _cmp(2.311e-33, 7.63e-17, 64.0, value_column=False)  # a gradient entry
+    assert c.ulps[0, 0] > 1e30  # the subnormal measure that used to flag it
+    assert c.status[0, 0] == OK and c.ok
+    shown, scale = measured_ulps(c.error, c.expected, c.allowed_abs, c.ulps, "float64",
+                                 Tolerance())
+    assert shown[0, 0] < 1 and scale[0, 0] == 64.0
+
+
+def test_a_real_cancellation_near_zero_is_still_flagged():
+    """log(1 + t) written naively at t ~ 1e-10: the value ~1e-10 comes from terms ~1 (E ~ 1),
+    |exact| > u * E, so it is measured in its own ULPs: 1 + t rounds, ~8e-9 off, 6.4e8 ULPs
+    of 1e-10 > 1024: precision loss (within the allowance 4 u E), and a planted error beyond
+    the allowance a mismatch - the terms' scale excuses nothing it should not."""
+    t = 1e-10
+    exact = np.log1p(t)
+    got = np.log(1 + t)  # 1 + t rounds: ~8e-9 relative
+    c = _cmp([[exact, exact]], [[got, exact + 4e-14]], [[4.0, 4.0]])
+    assert c.status[0, 0] == LOSS, (c.ulps, c.status)
+    assert c.status[0, 1] == MISMATCH  # a planted error beyond the allowance still fails
+
+
+def test_the_flag_and_the_tables_measure_agree_on_every_entry():
+    """Random entries - exact zeros, near zeros by cancellation, ordinary values, tiny and huge
+    bounds, float64 and float32 - LOSS exactly where the table's ULPs (``symgrad.measures``)
+    exceed ``precision_loss_ulps`` at an entry within its allowance, else not."""
+    rng = np.random.default_rng(1)
+    for dtype in ("float64", "float32"):
+        n = 4000
+        exact = rng.choice([0.0, 1.0], size=n) * 10.0 ** rng.uniform(-40, 3, size=n)
+        exact *= rng.choice([-1.0, 1.0], size=n)
+        bound = 10.0 ** rng.uniform(-3, 12, size=n)
+        u = 2.0**-53 if dtype == "float64" else 2.0**-24
+        err = 10.0 ** rng.uniform(-2, 1, size=n) * u * bound * rng.uniform(0, 5, size=n)
+        got = exact + rng.choice([-1.0, 1.0], size=n) * err
+        c = compare(exact[None], np.zeros((1, n)), got[None], bound[None], backend="b",
+                    dtype=dtype, tol=Tolerance(), value_column=False)
+        m = measures(c, VerifyConfig())
+        within = c.error <= c.allowed_abs
+        expected_loss = within & (m.ulps > Tolerance().precision_loss_ulps)
+        decided = np.isin(c.status, (OK, LOSS))
+        assert np.array_equal(c.status[decided] == LOSS, expected_loss[decided]), dtype
+        assert (c.status == LOSS).any() and (decided & ~expected_loss & (c.ulps > 1024)).any()

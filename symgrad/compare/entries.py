@@ -108,7 +108,7 @@ from typing import Callable
 import numpy as np
 
 from .kinks import KinkSides, convex_combination, separable_combination
-from .tolerance import Tolerance, dtype_info, entry_errors
+from .tolerance import Tolerance, dtype_info, entry_errors, losing
 
 
 # status codes of one compared entry
@@ -145,8 +145,9 @@ EXPLANATIONS = {
                "pooled test, but not proven: inside the rigorous enclosure of what correct code "
                "can produce, or a statistical suspicion awaiting its independent confirmation; "
                "neither ok nor failing",
-    "precision loss": "within the bound, but more than `precision_loss_ulps` ULPs: the model as "
-                      "written is ill-conditioned here (cancellation); a stable form would avoid it",
+    "precision loss": "within the bound, but more than `precision_loss_ulps` ULPs (at an exact "
+                      "zero, ULPs of the scale of its terms): the model as written is "
+                      "ill-conditioned here (cancellation); a stable form would avoid it",
 }
 
 
@@ -280,7 +281,7 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         exact_ok = np.isfinite(exact_hi) & (magnitude <= info.max)
         status = np.full(err.shape, OK, dtype=np.int8)
         within = err <= allowed_abs
-        status[(ulps > tol.precision_loss_ulps) & within] = LOSS
+        status[losing(err, exact_hi, allowed_abs, ulps, within, dtype, tol)] = LOSS
         # a value below zero_below of its allowance is zero to the oracle's precision: the
         # allowance alone decides it (a sign the dtype cannot resolve is no verdict's concern)
         nonzero = magnitude > np.multiply(tol.zero_below, allowed_abs,

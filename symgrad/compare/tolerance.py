@@ -89,8 +89,8 @@ class Tolerance:
         return (f"|got - exact| <= {self.safety:g} * u * E + {self.floor:g} * tiny, where u is the "
                 "unit roundoff of the backend's dtype, tiny its smallest normal number, and E the "
                 "first-order running error bound of the model's computation (units of u); errors "
-                f"over {self.precision_loss_ulps:g} ULPs that the bound excuses are flagged as "
-                "precision loss; an allowance >= |exact| is inconclusive (an exact value below "
+                f"over {self.precision_loss_ulps:g} ULPs (at an exact value below u * E: ULPs "
+                "of E) that the bound excuses are flagged as precision loss; an allowance >= |exact| is inconclusive (an exact value below "
                 f"{self.zero_below:g} of its allowance is an exact zero; a loss value wrong by "
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient (blocks with ||exact|| > "
@@ -204,3 +204,67 @@ def entry_errors(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray,
         allowed = allowed_abs / size
         np.putmask(ulps, ~np.isfinite(got), np.inf)
     return err, size, ulps, allowed_abs, allowed
+
+
+def measured_ulps(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray,
+                  ulps: np.ndarray, dtype: str, tol: Tolerance) -> tuple[np.ndarray, np.ndarray]:
+    """Each entry's error in the ULPs that mean something, and the scale they are ULPs of: of
+    |exact|, but at an exact value below the rounding scale of its own terms (zero, or nearly
+    zero by cancellation: u * E >= |exact|) of E, the magnitude of those terms, read back from
+    the allowance (``safety * u * E + floor * tiny``). ULPs of a zero would count subnormal
+    steps (a bias before a train-mode BatchNorm: exact 2.3e-33, got 7.6e-17 from terms ~1e-1,
+    2.2e32 ULPs of the zero, 0.005 ULPs of its terms). The one formula behind the
+    precision-loss flag (``compare``) and the reports' figures (``symgrad.measures``);
+    elementwise, any shape.
+
+    Arguments:
+        err: |got - exact|, absolute.
+        exact: the exact value (float64).
+        allowed_abs: the absolute allowance (inf: no scale, every error 0 ULPs of it).
+        ulps: ``err`` in ULPs of |exact| (``entry_errors``).
+        dtype, tol: the backend's dtype and the tolerance.
+    Returns:
+        (the error in ULPs of that scale, the scale: E at a zero, else |exact|).
+
+    >>> u, s = measured_ulps(np.array([7.63e-17]), np.array([2.3e-33]), np.array([1.8e-15]),
+    ...                      np.array([2.2e32]), "float64", Tolerance())
+    >>> float(u[0]) < 1, bool(s[0] > 1)
+    (True, True)
+    """
+    info = dtype_info(dtype)
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        scale_e = np.maximum((allowed_abs - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
+                             info.tiny)  # E, the magnitude of the terms
+        zero = np.abs(exact) <= (info.eps / 2) * scale_e
+        scale = np.where(zero, scale_e, np.abs(exact))
+        return np.where(zero, err / ulp(scale_e, dtype), ulps), scale
+
+
+def losing(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray, ulps: np.ndarray,
+           within: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
+    """Where ``compare`` flags precision loss: an entry within its allowance more than
+    ``precision_loss_ulps`` ULPs off in the measure the tables show (``measured_ulps``: at an
+    exact value below the rounding of its own terms, ULPs of the terms' scale, never subnormal
+    ULPs of the zero). Measured only at the entries beyond that many ULPs of |exact| (no
+    whole-size float temporary; the terms' scale is never finer than |exact|).
+
+    Arguments:
+        err, exact, allowed_abs, ulps: ``entry_errors``' figures (``exact``: the oracle's high
+            part), one shape.
+        within: err <= allowed_abs.
+        dtype, tol: the backend's dtype and the tolerance.
+    Returns:
+        A bool array of that shape.
+
+    >>> losing(np.array([7.6e-17, 1e-12]), np.array([2.3e-33, 1.0]),  # a zero; a real loss
+    ...        np.array([1.8e-15, 1e-11]), np.array([2.2e32, 4.5e3]), np.ones(2, bool),
+    ...        "float64", Tolerance()).tolist()
+    [False, True]
+    """
+    out = (ulps > tol.precision_loss_ulps) & within
+    at = np.nonzero(out)
+    if at[0].size:
+        shown, _ = measured_ulps(err[at], np.asarray(exact)[at], allowed_abs[at], ulps[at],
+                                 dtype, tol)
+        out[at] = shown > tol.precision_loss_ulps
+    return out

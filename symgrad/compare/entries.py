@@ -287,8 +287,9 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         nonzero = magnitude > np.multiply(tol.zero_below, allowed_abs,
                                           out=size if size.shape == err.shape else None)
         # ... but an infinite allowance (a bound that is infinite or NaN: 0**(y - 1) at y = 1,
-        # whose first-order sensitivity to y's rounding is log 0) resolves nothing
-        nonzero |= ~np.isfinite(allowed_abs) & (exact_hi != 0)
+        # whose first-order sensitivity to y's rounding is log 0) resolves nothing, at an exact
+        # zero too: a nonzero error there is no agreement the bound could see
+        nonzero |= ~np.isfinite(allowed_abs)
         # an error of exactly 0 is the exact value itself: ok, whatever the bound could see
         status[nonzero & (allowed_abs >= magnitude) & within & (err > 0)] = INCONCLUSIVE
         del magnitude, within

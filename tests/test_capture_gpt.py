@@ -51,7 +51,8 @@ def test_hf_gpt2_captured_matches_the_layout_path(impl):
 def test_hf_gpt2_labels_loss_in_float32_is_a_different_function():
     """GPT-2's own ``labels=`` loss casts the logits with ``.float()``: in a float64 model the
     loss is computed in float32, which the captured (one-dtype) forward sees as a function
-    that differs from the float64 one - a real finding, not a false alarm."""
+    that differs from the float64 one - a real finding, not a false alarm, named as the user's
+    own conversion to a lower precision."""
     m = _hf_module({**HF, "drop_rate": 0.0}).eval()
 
     class Labels(torch.nn.Module):
@@ -64,7 +65,9 @@ def test_hf_gpt2_labels_loss_in_float32_is_a_different_function():
 
     _, r = _captured_verdict(Labels(), "gpt2-labels")
     assert r.verdict == "fail"
-    assert any("different function" in f.message() for f in r.findings("failures"))
+    assert any("lower precision in user code" in f.message()  # the cause: HF's .float()
+               and "float() gave float32 in a float64 run" in f.explanation
+               for f in r.findings("failures"))
 
 
 class ScaledGELU(torch.nn.Module):

@@ -185,4 +185,4 @@ def test_named_entries_have_a_layer_rule_in_explain():
                      inputs={x: sg.Normal(), t: sg.Choice([0.0, 1.0])})
         text = sg.explain(m).markdown()
         assert rf"r = {e.latex}\left(h\right)" in text
-        assert rf"\delta_{{h}} = \delta_{{r}} \circ {e.latex_free()}'(h)" in text
+        assert rf"\delta_{{h}} = \delta_{{r}} \circ {e.latex}'(h)" in text

@@ -168,8 +168,8 @@ def test_cross_entropy_picks_each_rows_target_column():
     notes = " ".join(f.note for f in model_formulas(m))
     assert "pick(Z, y)[t] = Z[t, y[t]], row t's target column" in notes
     assert re.search(r"\[\\mathrm\{targets\}_\{2\} = \d\]", tex)  # as computed: row 2's target
-    assert (r"\mathrm{logits}_{\mathrm{targets}_{2},0}" in wrong  # the page this fixes
-            or r"\mathrm{logits}_{2,\mathrm{targets}_{2}}" in wrong)
+    committed = wrong  # the committed page, regenerated: the layer, never the swapped index
+    assert layer in committed and r"\mathrm{logits}_{\mathrm{targets}_{2},0}" not in committed
     md = explain(m).markdown()
     assert layer in md and "pick(Z, y)[t] = Z[t, y[t]]" in md and "targets}_{0},0}" not in md
     # an embedding's lookup keeps the id as its row

@@ -156,7 +156,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         found = [f for f in result.findings("failures") if f.backend == backend]
         n = sum(counts[STATUS_NAMES[k]] for k in FAILING)
         head = (f"symgrad.{check}: the {'double ' if check != 'gradcheck' else ''}backward of "
-                f"{what!r} disagrees with the exact derivative ({n} entries failing):")
+                f"{what!r} disagrees with the exact derivative in {dtype} ({n} entries "
+                "failing):")
     else:
         found = [f for f in result.undecided if f.backend == backend]
         head = (f"symgrad.{check}: inconclusive for {what!r} — some entries could not be "

@@ -6,22 +6,27 @@ per-entry figures held whole. Counted in entries measured (no timed assertion)."
 import dataclasses
 
 import pytest
+import torch
 
 import symgrad as sg
 import symgrad.measures as measures_mod
+import symgrad.tensor as st
+from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
-from symgrad.zoo import gpt, gpt2, native_gpt
 
 
 @pytest.fixture(scope="module")
 def planted():
-    """tiny_gpt with every attention-weights backward x 1.5: failures in several blocks and
-    backends, measured whole (its size is below SCAN_FROM)."""
-    model = gpt2.tiny_gpt()
-    mutant = native_gpt.reference(gpt.GPTConfig.from_dict({}),
-                                  weights_hook=lambda t: scale_backward(t, 1.5))
-    r = sg.verify(model, torch_fn=mutant, samples=2, seed=0)
-    assert r.verdict == "fail" and len(r.failures) >= 5
+    """tanh(W x) summed, W (40, 50), its backward x 2 in the user's code: thousands of failing
+    entries, precision-loss warnings in symgrad's own programs, three backends; measured whole
+    (its size is below SCAN_FROM)."""
+    W, x = st.param("W", (40, 50)), st.input("x", (50,))
+    model = TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,j->i", W, x))))
+
+    def wrong(W, x):
+        return torch.tanh(scale_backward(W, 2.0) @ x).sum()
+    r = sg.verify(model, torch_fn=wrong, samples=3, seed=0)
+    assert r.verdict == "fail" and len(r.failures) >= 5 and r.precision_losses
     return r
 
 
@@ -71,3 +76,34 @@ def test_a_result_below_scan_from_is_still_measured_whole(planted):
     fresh = dataclasses.replace(planted)
     str(fresh)
     assert any(k[0] == "measures" for k in fresh._memo)  # one whole pass, kept
+
+
+def _precision_loss_results():
+    """Two results with precision-loss entries: one that loses (the value row reads "ok
+    (precision loss)"), one whose exact zeros lose nothing at their terms' scale (train-mode
+    BatchNorm's bias: the row reads "ok")."""
+    import sympy as sp
+    import torch.nn as nn
+    w = sp.Symbol("w")
+    loses = sg.verify(sg.Model("sq", (1 + w * 1e-9) ** 2 - 1, params=[w]), samples=40, seed=0)
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    zero = sg.verify(module=net, inputs=x, train=True, samples=4)
+    return loses, zero
+
+
+def test_precision_loss_rows_read_the_same_from_the_scan(monkeypatch):
+    loses, zero = _precision_loss_results()
+    assert loses.rows()[0]["verdict"] == "ok (precision loss)"
+    assert zero.finding_counts()["warnings"] and all(
+        row["verdict"] == "ok" for row in zero.rows())
+    whole = [str(loses), str(zero)]
+    monkeypatch.setattr(measures_mod, "SCAN_FROM", 0)
+    monkeypatch.setattr(measures_mod, "MEASURE_CHUNK", 7)
+    fresh = [dataclasses.replace(r) for r in (loses, zero)]
+    assert [str(r) for r in fresh] == whole
+    assert all(("loses", name, 0, 1) in r._memo for r in fresh for name in r.comparisons)

@@ -1,7 +1,8 @@
 """Per-entry error figures of a Result (absolute, relative, error / allowance, ULPs that mean
 something at exact zeros) and the statistics built on them, memoised whole for ordinary
-results and computed column chunk by column chunk for GPT-2-sized ones (``ResultMeasures``,
-a part of ``symgrad.result.Result``).
+results and, from ``SCAN_FROM`` entries, computed column chunk by column chunk in one pass
+(a finding's from its own column), so that str(result) costs one pass, not whole-size arrays
+(``ResultMeasures``, a part of ``symgrad.result.Result``).
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Per-entry error figures of a Result (absolute, relative, error / allowance, ULPs that mean
 something at exact zeros) and the statistics built on them, memoised whole for ordinary
-results and computed column chunk by column chunk for GPT-2-sized ones (``ResultMeasures``,
-a part of ``symgrad.result.Result``).
+results and, from ``SCAN_FROM`` entries, computed column chunk by column chunk in one pass
+(a finding's from its own column), so that str(result) costs one pass, not whole-size arrays
+(``ResultMeasures``, a part of ``symgrad.result.Result``).
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Measures:
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
 MEASURE_CHUNK = 1 << 20  # entries measured at once above that (~15 float64 temporaries each)
+SCAN_FROM = 1 << 22  # entries: from here the table's figures (stats, a finding's measure) are
+#   read column chunk by column chunk in one pass, never held whole (a 14M-entry 1-layer GPT-2:
+#   str(result) took 8 CPU s and +1.3 GiB building seven whole float64 arrays per backend);
+#   ``Result.measures(backend)`` asked for whole still memoises them up to MEASURE_WHOLE
 STREAM_FROM = MEASURE_WHOLE  # entries (samples x columns) of one backend from which the tensor
 #   pipeline keeps only its figures (``keep_figures``) and reduces its comparison
 
@@ -106,12 +111,22 @@ class ResultMeasures:
                 m.error, m.allowed, m.ratio, m.relative, m.ulps, m.comparable, m.exact)))
         return measures(comp, self.config, cols if cols is not None else slice(None))
 
+    def _part(self, backend: str, cols: slice) -> "Measures":
+        """The figures of the columns ``cols``, for the table's statistics and a finding's
+        measure: sliced from the whole where those are memoised, else (from ``SCAN_FROM``
+        entries) measured for those columns alone, never memoised whole."""
+        comp = self.comparisons[backend]
+        if (comp.reduced or ("measures", backend) in self._memo
+                or comp.status.size < SCAN_FROM):
+            return self.measures(backend, cols)
+        return measures(comp, self.config, cols)
+
     def _chunks(self, backend: str, cols: slice | None):
         """Column slices of ``cols`` of at most ``MEASURE_CHUNK`` entries each."""
         comp = self.comparisons[backend]
         n, width = comp.status.shape
         a, b, _ = (cols or slice(None)).indices(width)
-        if comp.status.size <= MEASURE_WHOLE:
+        if comp.status.size < SCAN_FROM or ("measures", backend) in self._memo:
             yield slice(a, b)
             return
         step = max(1, MEASURE_CHUNK // max(n, 1))
@@ -123,10 +138,10 @@ class ResultMeasures:
         width = self.comparisons[backend].status.shape[1]
         a, b, _ = (cols or slice(None)).indices(width)
         key = ("stats", backend, a, b)
-        if key not in self._memo and self.comparisons[backend].status.size > MEASURE_WHOLE:
-            self._scan(backend)  # one pass for every row group, the whole and the medians
+        if key not in self._memo and self.comparisons[backend].status.size >= SCAN_FROM:
+            self._scan(backend)  # one pass for every row group, the whole (and the medians)
         if key not in self._memo:
-            self._memo[key] = self._fold([self.measures(backend, part)
+            self._memo[key] = self._fold([self._part(backend, part)
                                           for part in self._chunks(backend, slice(a, b))])
         return self._memo[key]
 
@@ -162,30 +177,41 @@ class ResultMeasures:
         if self._memo.get(("scanned", backend)):
             return  # columns that are no row group: measured by the caller
         self._memo[("scanned", backend)] = True
-        n, width = self.comparisons[backend].status.shape
+        comp = self.comparisons[backend]
+        n, width = comp.status.shape
+        medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
+        limit = self.config.tolerance.precision_loss_ulps
+        loss = next(k for k, name in STATUS_NAMES.items() if name == "precision loss")
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
         for a, b in groups:
-            st, filled = None, 0
-            ulps = np.empty(n * (b - a), np.float32)
+            st, filled, loses = None, 0, False
+            ulps = np.empty(n * (b - a) if medians else 0, np.float32)
             for part in self._chunks(backend, slice(a, b)):
-                m = self.measures(backend, part)
+                m = self._part(backend, part)
                 st = self._fold([m], st)
                 whole = self._fold([m], whole)
-                u = m.ulps.astype(np.float32).reshape(-1)
-                ulps[filled:filled + u.size] = u
-                filled += u.size
-                if tiled:
-                    middle.add(u)
+                with np.errstate(invalid="ignore"):  # (NaN ULPs lose nothing, as _loses reads)
+                    loses = loses or bool(((comp.status[:, part] == loss)
+                                           & (m.ulps > limit)).any())
+                if medians:
+                    u = m.ulps.astype(np.float32).reshape(-1)
+                    ulps[filled:filled + u.size] = u
+                    filled += u.size
+                    if tiled:
+                        middle.add(u)
             self._memo[("stats", backend, a, b)] = st or self._fold([])
-            self._memo[("median", backend, a, b)] = (float(np.median(ulps, overwrite_input=True))
-                                                     if ulps.size else 0.0)
+            self._memo[("loses", backend, a, b)] = loses
+            if medians:
+                self._memo[("median", backend, a, b)] = (
+                    float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
             del ulps
         if tiled:
             self._memo[("stats", backend, 0, width)] = whole or self._fold([])
+        if tiled and medians:
             self._memo[("median", backend, 0, width)] = middle.value(
-                lambda: (self.measures(backend, part).ulps for part in
+                lambda: (self._part(backend, part).ulps for part in
                          self._chunks(backend, slice(0, width))))
 
     def keep_figures(self, backend: str, findings) -> dict:
@@ -279,12 +305,13 @@ class ResultMeasures:
         key = ("median", backend, a, b)
         if key not in self._memo and comp.status.size > MEASURE_WHOLE:
             self._scan(backend)  # every row group's median and the whole's, in one pass
-        if key not in self._memo:
+        if key not in self._memo:  # (float64 up to MEASURE_WHOLE: one copy of these ULPs)
             big = comp.status.size > MEASURE_WHOLE
-            parts = [self.measures(backend, c).ulps for c in self._chunks(backend, slice(a, b))]
+            parts = [self._part(backend, c).ulps for c in self._chunks(backend, slice(a, b))]
             parts = [p.astype(np.float32).reshape(-1) if big else p.reshape(-1) for p in parts]
             u = parts[0] if len(parts) == 1 else np.concatenate(parts)
-            self._memo[key] = float(np.median(u)) if u.size else 0.0
+            self._memo[key] = (float(np.median(u, overwrite_input=len(parts) > 1))
+                               if u.size else 0.0)
         return self._memo[key]
 
     def worst_ratio(self, backend: str, cols: slice | None = None) -> float:
@@ -306,7 +333,7 @@ class ResultMeasures:
         i, k = self.locate(finding)
         key = ("measure", finding.backend, i, k)
         if key not in self._memo:
-            m = self.measures(finding.backend, slice(k, k + 1))
+            m = self._part(finding.backend, slice(k, k + 1))
             self._memo[key] = {"error": float(m.error[i, 0]), "allowed": float(m.allowed[i, 0]),
                                "error_over_allowance": float(m.ratio[i, 0]),
                                "relative_error": float(m.relative[i, 0]),

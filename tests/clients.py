@@ -60,6 +60,18 @@ class CNN(nn.Module):
         return self.fc(h.flatten(1))
 
 
+
+def batchnorm_bias_case() -> tuple[nn.Module, torch.Tensor]:
+    """Linear(3, 4) -> BatchNorm1d(4) -> Tanh in float64, drawn from seed 0, and its input x
+    (5, 3): in train mode the Linear's bias has an exact gradient of 0 (BatchNorm removes the
+    mean), so its entries are exact zeros measured against their terms' scale."""
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()).double()
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
+    return net, torch.randn(5, 3, generator=g, dtype=torch.float64)
+
 def cnn(dtype: torch.dtype = torch.float64, wrong: float = 1.0, pool: Callable = F.max_pool2d,
         *, seed: int = 0) -> CNN:
     """A ``CNN`` built at ``seed`` with BatchNorm running statistics away from 0 / 1.

@@ -10,6 +10,7 @@ import torch
 import symgrad as sg
 from symgrad.result import Failure
 from symgrad.testing import scale_backward
+from tests.clients import batchnorm_bias_case
 
 RNG = np.random.default_rng(0)
 POINT = {"W1": RNG.normal(size=(4, 3)).tolist(), "b1": RNG.normal(size=4).tolist(),
@@ -92,13 +93,7 @@ def test_an_exact_zero_gradient_reads_in_the_tables_measure():
     its terms' scale. Now row and line agree, and so does the status (``compare`` flags
     precision loss in the same measure, ``compare.measured_ulps``): the entry is ok, no
     warning is counted."""
-    import torch.nn as nn
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
-    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    net, x = batchnorm_bias_case()
     r = sg.verify(module=net, inputs=x, train=True, samples=4)
     text = str(r)
     bias = next(row for row in r.rows() if row["output"] == "d/d0.bias")

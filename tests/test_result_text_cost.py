@@ -13,6 +13,7 @@ import symgrad.measures as measures_mod
 import symgrad.tensor as st
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_backward
+from tests.clients import batchnorm_bias_case
 
 
 @pytest.fixture(scope="module")
@@ -83,15 +84,9 @@ def _precision_loss_results():
     (precision loss)"), one with exact zeros that lose nothing at their terms' scale
     (train-mode BatchNorm's bias: the row reads "ok")."""
     import sympy as sp
-    import torch.nn as nn
     w = sp.Symbol("w")
     loses = sg.verify(sg.Model("sq", (1 + w * 1e-9) ** 2 - 1, params=[w]), samples=40, seed=0)
-    g = torch.Generator().manual_seed(0)
-    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Tanh()).double()
-    with torch.no_grad():
-        for p in net.parameters():
-            p.copy_(torch.randn(p.shape, generator=g, dtype=torch.float64))
-    x = torch.randn(5, 3, generator=g, dtype=torch.float64)
+    net, x = batchnorm_bias_case()
     zero = sg.verify(module=net, inputs=x, train=True, samples=4)
     return loses, zero
 

@@ -198,3 +198,19 @@ def test_an_entry_the_balls_cannot_certify_is_open_not_the_dds_value(cfg):
                          zone_bits=views.zone_bits(cfg))
     assert {r: c.tolist() for r, c in open_.items()} == {0: [1]}
     assert np.isnan(hi[0]).all() and hi[1].tolist() == [np.log(2.0) + 1.0, 1.0]
+
+
+def test_balls_far_outside_float64_round_without_forming_their_rationals():
+    """A ball re-evaluated in the zone can hold e^(e^20)-sized values (an exp that overflowed
+    the double-double, a NaN row recomputed in balls): ``rounded`` used to form its midpoint as
+    an exact Fraction (2^(3e9) - gigabytes; `symgrad ops` grew to 16 GB on one catalogue row).
+    Far outside float64's range the rounding is decided by comparisons: +-inf certified when
+    the whole ball is beyond the range, a signed zero when it is far below half a subnormal,
+    nothing certified for a ball that straddles."""
+    big = arb(10) ** (arb(10) ** 9)
+    straddles = arb("0 +/- 1e400")
+    hi, lo, ok = rounded(np.array([big, -big, 1 / big, -1 / big, straddles, arb(3)], dtype=object))
+    assert hi[:2].tolist() == [np.inf, -np.inf] and ok[:2].all()
+    assert hi[2] == 0 and not np.signbit(hi[2]) and hi[3] == 0 and np.signbit(hi[3])
+    assert ok[2:4].all() and not ok[4] and hi[5] == 3.0 and ok[5]
+    assert (lo == 0).all()

@@ -99,6 +99,16 @@ def nearest(h: float, l: float, ball: arb) -> tuple[bool, bool]:
     return abs(Fraction(h) + Fraction(l) - m) + r <= _claim(h), r <= _HALF * Fraction(ROUNDED_SLACK)
 
 
+FAR_BITS = 1100  # |x| >= 2^1100 is beyond float64 (max < 2^1024); |x| < 2^-1100 rounds to 0
+
+
+def _log2(v: arb) -> int:
+    """floor(log2 |v|) + 1 for a finite arb number (its midpoint or radius), read from its
+    mantissa and exponent without forming the number (0: a large negative number)."""
+    man, exp = v.man_exp()
+    return int(exp) + abs(int(man)).bit_length() if int(man) else -(1 << 62)
+
+
 def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each ball's midpoint as the nearest double-double (``precise.rational.split_fraction``:
     correctly rounded, subnormals included; +-inf beyond float64's range, certified when the
@@ -121,7 +131,20 @@ def rounded(balls: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             b = balls[idx]
             if not b.is_finite():
                 continue
+            # far outside float64's range the exact rational of a midpoint such as e^(e^10)
+            # would not fit in memory: its rounding is decided by comparisons alone
+            mid, rad, negative = _log2(b.mid()), _log2(b.rad()), bool(b.mid() < 0)
+            if mid > FAR_BITS:  # beyond float64: +-inf, certified when the whole ball is
+                hi[idx] = -np.inf if negative else np.inf
+                ok[idx] = overflow_sign(b) == np.sign(hi[idx])
+                continue
+            if max(mid, rad) < -FAR_BITS:  # the whole ball far below half the smallest
+                hi[idx], ok[idx] = (-0.0 if negative else 0.0), True  # subnormal: a zero
+                continue
             h, l = split_fraction(arb_fraction(b.mid()))
+            if rad > FAR_BITS:  # a radius beyond float64's range certifies nothing
+                hi[idx], lo[idx] = h, l
+                continue
             if np.isinf(h):  # beyond float64 (1/x at a subnormal x): certified when the whole
                 hi[idx], ok[idx] = h, overflow_sign(b) == np.sign(h)  # ball is beyond it
                 continue

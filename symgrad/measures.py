@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import STATUS_NAMES, Comparison, dtype_info, measured_ulps, ulp
+from .compare import LOSS, STATUS_NAMES, Comparison, dtype_info, measured_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
 from .order_stats import ChunkMedian
@@ -181,7 +181,6 @@ class ResultMeasures:
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
         limit = self.config.tolerance.precision_loss_ulps
-        loss = next(k for k, name in STATUS_NAMES.items() if name == "precision loss")
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
@@ -193,7 +192,7 @@ class ResultMeasures:
                 st = self._fold([m], st)
                 whole = self._fold([m], whole)
                 with np.errstate(invalid="ignore"):  # (NaN ULPs lose nothing, as _loses reads)
-                    loses = loses or bool(((comp.status[:, part] == loss)
+                    loses = loses or bool(((comp.status[:, part] == LOSS)
                                            & (m.ulps > limit)).any())
                 if medians:
                     u = m.ulps.astype(np.float32).reshape(-1)

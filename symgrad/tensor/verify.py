@@ -257,7 +257,7 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
         values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
                             cfg.dtype)
         compared = tuple(sorted({c.dtype for c in comparisons.values()}))
-        h2, l2, k2 = fresh_oracle(model, values, table, list(compared), tol)
+        h2, l2, k2 = fresh_oracle(model, values, table, list(compared), cfg=cfg)
         E2 = entry_bounds(model, values, tol, m, dtypes=compared)
         text = model.textbook_program if set(names) - set(OWN_BACKENDS) else None
         E2_user = E2 if text is None else np.fmax(

@@ -23,6 +23,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from .compare import dtype_info
+from .logistic import adjoint_cancellation
 
 OWN = ("numpy", "torch")  # symgrad's own programs; "torch_fn" is the user's code
 
@@ -191,36 +192,37 @@ def _softplus_threshold(ctx: Context, failure, rel: float) -> str | None:
     return None
 
 
-def bce_logits(ctx: Context) -> list[float]:
-    """The logits of the sample's BCE / log-sigmoid sites (a softplus, a log of a sigmoid) that
-    the failing entry flows through (``ctx.ops["bce"]``, ``symgrad.tensor.context``), exact."""
-    return [float(args[0]) for _, args in ctx.ops.get("bce", [])
-            if args and args[0] is not None]
+def bce_sites(ctx: Context) -> list[tuple[float, float]]:
+    """(logit z, target y: NaN if unknown) of the BCE / log-sigmoid sites (a softplus, a log of
+    a sigmoid) the failing entry flows through (``ctx.ops["bce"]``, ``tensor.context``)."""
+    return [(float(a[0]), float(a[1]) if len(a) > 1 else float("nan"))
+            for _, a in ctx.ops.get("bce", []) if a and a[0] is not None]
 
 
 def _saturated_logit(ctx: Context, failure, rel: float) -> str | None:
-    """BCE-with-logits at a saturated logit z loses digits by cancellation: torch computes
-    (1 - y) z - log_sigmoid(z) (terms of size |z| leaving e^-|z| at z << 0, y = 0), the naive
-    form log(1 - sigmoid(z)) subtracts from 1. The error of such a form is at most a few units
-    of rounding of the cancelled terms: u (|z| + 1) for log_sigmoid's rounding, as much again
-    for the rounding of z; the rule below sums 2 u (|z| + 1) over the distinct logits - beyond
-    it the cancellation does not explain the error (the naive form's larger error, relative
-    u e^|z| of a loss ~|z|, is the older rule: relative error below 1e-3). Only the logits of a
-    BCE / log-sigmoid on the failing entry's own path count (``bce_logits``): a sigmoid that no
-    log reads (swish, a gate) cancels nothing, and a saturated logit elsewhere in the sample
-    does not touch the entry - the failure then falls through to the first split."""
-    zs = [z for z in bce_logits(ctx) if abs(z) > 4]
-    if not zs:
+    """BCE-with-logits at a saturated logit z loses digits where the computed quantity cancels.
+    The value: torch's (1 - y) z - log_sigmoid(z) (terms of size |z| leaving e^-|z| at z << 0,
+    y = 0) or the naive log(1 - sigmoid(z)) err by a few units of rounding of the cancelled
+    terms: 2 u (|z| + 1) summed over the distinct logits (or the naive form's relative u e^|z|
+    of a loss ~|z|: below 1e-3). A gradient entry: the adjoint sigmoid(z) - y errs by that
+    rounding times how much it cancels at the entry's target (``adjoint_cancellation``), at
+    most 1e-3 relative: at y = 0, z << 0 nothing cancels, a proven error there is no precision
+    loss. Only logits on the entry's own path count (``bce_sites``), else the first split."""
+    sites = [(z, y) for z, y in bce_sites(ctx) if abs(z) > 4]
+    if not sites:
         return None
-    u = dtype_info(ctx.dtype).eps / 2
-    err = abs(failure.got - failure.expected)
-    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z in bce_logits(ctx)})
-    if rel < 1e-3 or (failure.output == "value" and err <= cancelled):  # loss grows like e^|z|
-        z = max(zs, key=abs)
-        return (f"logit {z:.4g}: terms of size ~{abs(z):.3g} cancel to leave e^-|z| = "
-                f"{np.exp(-abs(z)):.3g}; error {err:.3g} within the cancelled terms' rounding "
-                f"{cancelled:.3g}" if failure.output == "value" else f"logit {z:.4g}")
-    return None
+    u, err = dtype_info(ctx.dtype).eps / 2, abs(failure.got - failure.expected)
+    z, y = max(sites, key=lambda s: abs(s[0]))
+    if failure.output != "value":
+        explained = min(1e-3, sum(2 * u * (a + 1) * adjoint_cancellation(a, t)
+                                  for a, t in {(abs(z), t) for z, t in sites}))
+        return (f"logit {z:.4g}" + ("" if np.isnan(y) else f", target {y:.3g}") + f": relative "
+                f"error {rel:.3g} within the adjoint's cancellation {explained:.3g}"
+                if rel <= explained else None)
+    cancelled = 2 * u * sum(abs(z) + 1 for z in {abs(z) for z, _ in bce_sites(ctx)})
+    return (f"logit {z:.4g}: terms of size ~{abs(z):.3g} cancel to leave e^-|z| = "
+            f"{np.exp(-abs(z)):.3g}; error {err:.3g} within the cancelled terms' rounding "
+            f"{cancelled:.3g}" if rel < 1e-3 or err <= cancelled else None)  # loss ~ e^|z|
 
 
 def _promotion(ctx: Context, failure, rel: float) -> str | None:

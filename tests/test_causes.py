@@ -373,3 +373,62 @@ def test_a_bug_at_a_confidently_wrong_saturated_logit_is_a_derivative_error():
     r = sg.verify(m, torch_fn=fn, at={"w": [9.3], "x": [1.0]}, dtype="float32",
                   backends=("torch_fn",))
     assert r.verdict == "fail" and _causes(r) == {"derivative wrong: real derivative error"}
+
+
+# ------------------------------------- a proven bug where nothing cancels (tidy23, item 4)
+def _bce_of_sigmoid():
+    w, b, x, y = sp.symbols("w b x y")
+    return sg.Model("bce_sig", sg.ops.bce(sg.ops.sigmoid(w * x + b), y), params=[w, b],
+                    inputs={x: sg.Uniform(0.9, 1.1), y: sg.Choice([0.0, 1.0])})
+
+
+def _planted_bce(scale: float, form: str):
+    """BCE-with-logits with w's backward x scale: torch's F.binary_cross_entropy_with_logits,
+    or the stable softplus(z) - y z (whose value does not cancel at z << 0, y = 0)."""
+    def fn(w, b, x, y):
+        z = scale_backward(w, scale) * x + b
+        return (F.binary_cross_entropy_with_logits(z, y) if form == "torch"
+                else F.softplus(z) - y * z)
+    return fn
+
+
+AT_MINUS_30 = {"w": [1.0], "b": [-31.0], "x": [1.0], "y": [0.0]}
+
+
+@pytest.mark.parametrize("form", ["torch", "softplus"])
+@pytest.mark.parametrize("dtype,scale", [("float64", 1 + 1e-6), ("float32", 1 + 1e-4)])
+def test_a_bug_at_z_minus_30_with_target_0_is_no_saturated_logit(dtype, scale, form):
+    """Meant to fail: BCE-with-logits at z = -30, y = 0 (loss e^-30, a confident prediction)
+    with w's backward x scale. The adjoint sigmoid(z) - 0 has full relative accuracy: nothing
+    cancels, so the proven d/dw error is no precision loss (main: "precision loss: saturated
+    logit", the loss being below e^-4 and the relative error below 1e-3). With the stable
+    forward it is a derivative error; torch's own forward cancels in the value at z = -30
+    ((1 - y) z - log_sigmoid(z): a catalogued saturated logit of the value), so there the
+    first split reads the failing value and says the function differs."""
+    r = sg.verify(_bce_of_sigmoid(), torch_fn=_planted_bce(scale, form), dtype=dtype,
+                  at=AT_MINUS_30, backends=("torch_fn",))
+    w = [f for f in r.failures if f.output == "d/dw"]
+    assert r.verdict == "fail" and w, [f.message() for f in r.failures]
+    assert not any("saturated logit" in f.cause for f in w)
+    if form == "softplus":  # and the same code without the bug fails nothing
+        assert _causes(r) == {"derivative wrong: real derivative error"}
+        assert sg.verify(_bce_of_sigmoid(), torch_fn=_planted_bce(1.0, form), dtype=dtype,
+                         at=AT_MINUS_30, backends=("torch_fn",)).verdict != "fail"
+
+
+def test_the_rule_reads_the_entry_target_and_its_own_estimate():
+    """The catalogue rule alone: a gradient entry at z = 20 is a saturated logit at y = 1
+    (sigmoid(z) - 1 cancels ~5e8-fold) within its estimate, never at y = 0 (nothing cancels),
+    nor beyond the estimate (twice it), nor at an unknown target beyond the worse sign
+    convention's estimate."""
+    def named(y, rel, dtype="float64"):
+        ctx = causes.Context(dtype=dtype, ops={"bce": [(None, [20.0, y])]})
+        f = type("F", (), {"output": "d/dw", "got": 1.0 + rel, "expected": 1.0})()
+        return causes._saturated_logit(ctx, f, rel)
+    u = 2.0**-53
+    estimate = 2 * u * 21 * causes.adjoint_cancellation(20.0, 1.0)
+    assert named(1.0, estimate / 2) and "target 1" in named(1.0, estimate / 2)
+    assert named(1.0, estimate * 2) is None
+    assert named(0.0, 1e-14) is None and named(0.0, 1e-9) is None
+    assert named(float("nan"), 1e-6) and named(float("nan"), 1e-4) is None  # 1 + e^20
+    assert causes.adjoint_cancellation(-30.0, 0.0) == 1.0

@@ -71,11 +71,12 @@ def _maps(model: TensorModel) -> list[Node]:
     return [n for n in topological([model.loss]) if n.op == "map"]
 
 
-def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list, bool]]]:
+def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list, Node | None,
+                                                                  Node | None]]]:
     """The program read (the textbook one, if any) and its sites: (map node, "sigmoid" /
     "softplus" for a whole-body op else "", the (key, t) of each softplus / sigmoid written by
-    hand in its body, its BCE / log-sigmoid node or None (``_bce_node``)), cached on
-    ``model``."""
+    hand in its body, its BCE / log-sigmoid node or None (``_bce_node``), that loss's target
+    node or None (``_target``)), cached on ``model``."""
     if "cause_sites" not in model._cache:
         program = model.textbook_program or model
         maps = _maps(program)
@@ -88,7 +89,8 @@ def _sites(model: TensorModel) -> tuple[TensorModel, list[tuple[Node, str, list,
                 [("softplus", t) for t in causes.softplus_arguments(body)]
                 + [("logit", t) for t in causes.sigmoid_arguments(body)])
             if whole or terms:
-                found.append((n, whole, terms, _bce_node(n, whole, terms, maps)))
+                bce = _bce_node(n, whole, terms, maps)
+                found.append((n, whole, terms, bce, _target(n, terms, bce)))
         model._cache["cause_sites"] = (program, found)
     return model._cache["cause_sites"]
 
@@ -104,6 +106,23 @@ def _bce_node(node: Node, whole: str, terms: list, maps: list[Node]) -> Node | N
     if terms:
         return node if node.attrs["expr"].has(sp.log) else None
     return next((m for m in maps if node in m.args and m.attrs["expr"].has(sp.log)), None)
+
+
+def _target(node: Node, terms: list, bce: Node | None) -> Node | None:
+    """The target y of a BCE site's loss, if the program says which operand it is: the one
+    operand of the BCE node besides the sigmoid it reads (``ops.bce(ops.sigmoid(z), y)``), or
+    of a body with the softplus / sigmoid written by hand the one operand no logit reads
+    (``y log(1 + e^-z) + (1 - y) log(1 + e^z)``). None where there is no such single operand
+    (a softplus alone: the same loss is BCE(t, 0) and BCE(-t, 1), so its target is unknown)."""
+    if bce is None:
+        return None
+    if bce is not node:
+        others = [a for a in bce.args if a is not node]
+    else:
+        used = set().union(*(t.free_symbols for _, t in terms)) if terms else None
+        others = [] if used is None else [a for i, a in enumerate(node.args)
+                                          if X[i] not in used]
+    return others[0] if len(others) == 1 else None
 
 
 ENTRY = re.compile(r"^d/d(?P<name>.+?)(?:\[(?P<index>[0-9,]+)\])?$")
@@ -134,7 +153,7 @@ def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str,
         memo["float64"] = _operands(program, sites, base)
     before, after = memo["float64"], _operands(program, sites, moved)
     masks = {}
-    for n, _, _, _ in sites:
+    for n, *_ in sites:
         mask = np.zeros((1,) + n.shape, dtype=bool)
         for a in n.args:
             x, y = (np.broadcast_to(v, (1,) + n.shape) for v in (before[a.id], after[a.id]))
@@ -145,7 +164,7 @@ def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str,
 
 def _operands(program: TensorModel, sites: list, leaves: dict) -> dict[int, np.ndarray]:
     """The float64 value of every operand of the sites."""
-    wanted = {a.id for n, _, _, _ in sites for a in n.args}
+    wanted = {a.id for n, *_ in sites for a in n.args}
     seen: dict[int, np.ndarray] = {}
 
     def keep(node: Node, value) -> None:
@@ -168,10 +187,11 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
         memo: a dict kept for one sample (its oracle evaluation is made once).
     Returns:
         ``{op: [(value or None, [argument]), ...]}`` (module docstring), plus "bce": the
-        logits of the BCE / log-sigmoid sites (``_bce_node``), (None, [z]) - for a gradient
-        entry (``path``) only where that loss is below e^-4 (a confident, correct prediction:
-        there sigmoid(z) - y cancels; elsewhere the adjoint is ~1); {} when the program
-        has no sigmoid or softplus.
+        logits of the BCE / log-sigmoid sites (``_bce_node``) with their targets, (None, [z,
+        y]) (y: the target's value at that entry, ``_target``; NaN where the program does not
+        say which operand it is) - for a gradient entry (``path``) only where that loss is
+        below e^-4 (a confident prediction: there sigmoid(z) - y may cancel; elsewhere the
+        adjoint is ~1); {} when the program has no sigmoid or softplus.
     """
     program, sites = _sites(model)
     if not sites:
@@ -179,27 +199,32 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
     table = oracle_ops()
     memo = {} if memo is None else memo
     if "oracle" not in memo:
-        wanted = ({a.id for n, _, _, _ in sites for a in n.args} | {n.id for n, _, _, _ in sites}
-                  | {b.id for _, _, _, b in sites if b is not None})
+        targets = {y.id for *_, y in sites if y is not None}
+        wanted = ({a.id for n, *_ in sites for a in n.args} | {n.id for n, *_ in sites}
+                  | {b.id for _, _, _, b, _ in sites if b is not None} | targets)
         kept: dict[int, object] = {}
+        ys: dict[int, np.ndarray] = {}  # the targets' float64 values (integers too)
         table_leaves = {b.name: np.asarray(leaves[b.name]) for b in program.blocks}
 
         def keep(node: Node, value) -> None:
+            if node.id in targets:
+                ys[node.id] = np.asarray(value if node.integer else table.to_float64(value)[0],
+                                         np.float64)
             if node.id in wanted and not node.integer:
                 kept[node.id] = value
         evaluate([program.loss], table, table_leaves, on_node=keep)
-        memo["oracle"] = kept
+        memo["oracle"], memo["targets"] = kept, ys
     seen = memo["oracle"]
     found: dict[str, list] = {}
-    for n, whole, terms, bce in sites:
+    for n, whole, terms, bce, target in sites:
         mask = None if path is None else path.get(n.id)
         small = None if bce is None else _confident(table, seen.get(bce.id), n.shape, mask, path)
+        y = None if target is None else memo["targets"].get(target.id)
         if whole:
             value, arg = seen[n.id], seen[n.args[0].id]
             found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape, mask))
             if bce is not None:
-                found.setdefault("bce", []).extend(
-                    (None, a) for _, a in _pairs(table, value, arg, n.shape, small))
+                found.setdefault("bce", []).extend(_with_target(table, arg, y, n.shape, small))
             continue
         args = {X[i]: seen[a.id] for i, a in enumerate(n.args) if a.id in seen}
         for key, t in terms:
@@ -210,9 +235,19 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
             found.setdefault(key, []).extend((None, [a]) for a in _entries(table, zs, n.shape,
                                                                              mask))
             if bce is not None:
-                found.setdefault("bce", []).extend(
-                    (None, [a]) for a in _entries(table, zs, n.shape, small))
+                found.setdefault("bce", []).extend(_with_target(table, zs, y, n.shape, small))
     return found
+
+
+def _with_target(table, zs, y, shape: tuple, mask) -> list[tuple]:
+    """(None, [z, y]) per entry of a BCE site's logits ``zs`` (those in ``mask``), the most
+    saturated first (as ``_entries``); y the target's value at the same entry (``y``: the
+    target node's float64 value; None: unknown, NaN)."""
+    zh, zl = (np.broadcast_to(a, (1,) + shape).ravel() for a in table.to_float64(zs))
+    ys = np.full(zh.shape, np.nan) if y is None else np.broadcast_to(y, (1,) + shape).ravel()
+    pick = np.argsort(-np.where(_keep(mask, zh), np.abs(zh), -1), kind="stable")[:MAX_ENTRIES]
+    pick = pick[_keep(mask, zh)[pick]]
+    return [(None, [_exact(zh[k], zl[k]), float(ys[k])]) for k in pick if np.isfinite(zh[k])]
 
 
 def _confident(table, loss, shape: tuple, mask, path) -> np.ndarray | None:

@@ -90,7 +90,10 @@ class NumpyOps(NumpyLayout):
         return out if out.shape == shape else np.broadcast_to(out, shape).copy()
 
     def einsum(self, spec, *ops):
-        return np.einsum(spec, *ops, optimize=len(ops) > 1)
+        # IEEE results as the backend computes them, as ``map``'s: inf * 0 is NaN where the
+        # program is undefined (std of a constant row: 0/0 times its adjoint), compared as such
+        with np.errstate(invalid="ignore", over="ignore"):
+            return np.einsum(spec, *ops, optimize=len(ops) > 1)
 
     def sum(self, x, axis, keepdims=False):
         return np.sum(x, axis=axis, keepdims=keepdims)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import LOSS, STATUS_NAMES, Comparison, dtype_info, measured_ulps, ulp
+from .compare import STATUS_NAMES, Comparison, dtype_info, error_ulps, measured_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
 from .order_stats import ChunkMedian
@@ -56,13 +56,24 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
         return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         exact = np.asarray(part(comp.expected), dtype=np.float64)
-        got, status, comp_ulps = part(comp.got), part(comp.status), part(comp.ulps)
-        error = (part(comp.error) if comp.error is not None else np.abs(got - exact))
-        allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
-                   else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
+        got, status = part(comp.got), part(comp.status)
+        # the compare's own errors and allowances (``compare.entry_errors``): kept, or
+        # recomputed from what they were made of (``Comparison.figures``); only a comparison
+        # made by hand has neither (its error from the oracle's high part, its allowance from
+        # the ULPs)
+        if comp.error is not None:
+            error, allowed = part(comp.error), part(comp.allowed_abs)
+        elif comp.figures is not None:
+            error, allowed = comp.figures.absolute(cols)
+        else:
+            error = np.abs(got - exact)
+            allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
+                       else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
         # an exact value below the rounding scale of its own terms (zero, or nearly zero by
         # cancellation) has no meaningful relative error: measure it against the terms (the
-        # same formula as the precision-loss flag, ``compare.measured_ulps``)
+        # same formula on the same numbers as the precision-loss flag, ``compare.losing``: a
+        # LOSS entry is over ``precision_loss_ulps`` here too)
+        _, comp_ulps = error_ulps(error, exact, got, comp.dtype)
         ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
         relative = error / scale
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
@@ -180,20 +191,16 @@ class ResultMeasures:
         comp = self.comparisons[backend]
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
-        limit = self.config.tolerance.precision_loss_ulps
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
         for a, b in groups:
-            st, filled, loses = None, 0, False
+            st, filled = None, 0
             ulps = np.empty(n * (b - a) if medians else 0, np.float32)
             for part in self._chunks(backend, slice(a, b)):
                 m = self._part(backend, part)
                 st = self._fold([m], st)
                 whole = self._fold([m], whole)
-                with np.errstate(invalid="ignore"):  # (NaN ULPs lose nothing, as _loses reads)
-                    loses = loses or bool(((comp.status[:, part] == LOSS)
-                                           & (m.ulps > limit)).any())
                 if medians:
                     u = m.ulps.astype(np.float32).reshape(-1)
                     ulps[filled:filled + u.size] = u
@@ -201,7 +208,6 @@ class ResultMeasures:
                     if tiled:
                         middle.add(u)
             self._memo[("stats", backend, a, b)] = st or self._fold([])
-            self._memo[("loses", backend, a, b)] = loses
             if medians:
                 self._memo[("median", backend, a, b)] = (
                     float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)

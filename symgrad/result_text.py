@@ -32,7 +32,7 @@ class ResultText:
             suspect = max(suspect, int((st == SUSPECT).sum()))
             if np.isin(st, FAILING).any():
                 verdict = "FAIL"
-            elif verdict == "ok" and (st == LOSS).any() and self._loses(name, cols):
+            elif verdict == "ok" and (st == LOSS).any():
                 verdict = "ok (precision loss)"
             elif verdict == "ok" and (st == KINK).any():
                 verdict = "ok (kink)"
@@ -42,22 +42,6 @@ class ResultText:
                 if unresolved else [])
             verdict = f"inconclusive ({', '.join(parts)} in one backend)"
         return verdict
-
-    def _loses(self, name: str, cols: slice) -> bool:
-        """Does a precision-loss entry of ``name`` in ``cols`` lose more than
-        ``precision_loss_ulps`` by the table's measure (``measures``: at an exact zero, ULPs of
-        its terms' scale, not subnormal ULPs)? True where the per-entry figures were not kept."""
-        if self.comparisons[name].reduced:
-            return True
-        a, b, _ = cols.indices(self.comparisons[name].status.shape[1])
-        if ("loses", name, a, b) in self._memo:  # a row group's, found by the measures' scan
-            return self._memo[("loses", name, a, b)]
-        limit = self.config.tolerance.precision_loss_ulps
-        for part in self._chunks(name, cols):
-            st = self.comparisons[name].status[:, part]
-            if ((st == LOSS) & (self._part(name, part).ulps > limit)).any():
-                return True
-        return False
 
     def _as_measured(self, f):
         """A finding with its ULPs and allowance in the table's measure (``measures``)."""
@@ -171,19 +155,13 @@ class ResultText:
                 lines.append(f"    [{OWN_LABEL}] " + f.message())
         if n["failures"] > len(fails):
             lines.append(f"  (showing {len(fails)} of {n['failures']} failing entries)")
-        # a warning reads in the table's measure (at an exact zero: ULPs of its terms' scale),
-        # the worst by it; one that loses nothing by it is no warning (README)
-        limit = self.config.tolerance.precision_loss_ulps
+        # a warning reads in the table's measure (at an exact zero: ULPs of its terms' scale,
+        # the flag's own: ``compare.losing``), the worst by it
         warns = sorted((self._as_measured(f) for f in self.findings("warnings")),
                        key=lambda f: -f.ulps)
-        real = [f for f in warns if f.ulps > limit]
-        if real:
+        if warns:
             lines.append(f"  {n['warnings']} precision-loss warning(s), the worst: "
-                         + real[0].message())
-        elif warns:
-            lines.append(f"  {n['warnings']} entr{'y' if n['warnings'] == 1 else 'ies'} "
-                         f"flagged in subnormal ULPs lose nothing at the scale of their terms "
-                         f"(exact zeros; at most {fmt(warns[0].ulps)} ULPs of that scale)")
+                         + warns[0].message())
         if n["kinks"]:
             lines.append(f"  {n['kinks']} entr(y/ies) at a kink accepted, e.g. "
                          + self.kinks[0].message())

@@ -100,4 +100,4 @@ def test_precision_loss_rows_read_the_same_from_the_scan(monkeypatch):
     monkeypatch.setattr(measures_mod, "MEASURE_CHUNK", 7)
     fresh = [dataclasses.replace(r) for r in (loses, zero)]
     assert [str(r) for r in fresh] == whole
-    assert all(("loses", name, 0, 1) in r._memo for r in fresh for name in r.comparisons)
+    assert all(("stats", name, 0, 1) in r._memo for r in fresh for name in r.comparisons)

@@ -13,13 +13,13 @@ from .entries import (DOMAIN, EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, M
                       Comparison, compare, prove, ulp_counts)
 from .kinks import KinkSides, convex_combination, separable_combination
 from .tolerance import (DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, entry_errors,
-                        losing, measured_ulps, tie_band, ulp)
+                        error_ulps, losing, measured_ulps, tie_band, ulp)
 
 __all__ = [
     "BlockFinding", "Comparison", "DOMAIN", "DTYPES", "DTypeInfo", "EXPLANATIONS", "FAILING",
     "INCONCLUSIVE", "KINK", "KinkSides", "LOSS", "MISMATCH", "NONFINITE", "OK", "OVERFLOW",
     "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
-    "allowance", "compare", "convex_combination", "dtype_info", "entry_errors", "losing",
-    "measured_ulps", "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
+    "allowance", "compare", "convex_combination", "dtype_info", "entry_errors", "error_ulps",
+    "losing", "measured_ulps", "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
     "systematic_blocks", "tie_band", "ulp", "ulp_counts",
 ]

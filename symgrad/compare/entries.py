@@ -181,6 +181,9 @@ class Comparison:
     reduced: bool = False  # True: ``reduce``d, status whole, the rest its value column
     ulp_counts: np.ndarray | None = None  # a reduced comparison's histogram of its finite ULPs
     #                                       over ``ULP_BINS`` (``ulp_counts``): the reports' plot
+    figures: object | None = None  # without an ``error`` array (``compare_compact`` with no
+    #   enclosure): what each entry's error and allowance are recomputed from where read, as
+    #   ``entry_errors`` made them (``tensor.streaming_figures.EntryFigures``: hi, lo, got, E)
 
     @property
     def ok(self) -> bool:
@@ -209,7 +212,8 @@ class Comparison:
                        kink_position=value(self.kink_position),
                        not_subgradient=value(self.not_subgradient),
                        allowed_abs=value(self.allowed_abs), exact_lo=value(self.exact_lo),
-                       error=value(self.error), rigorous=value(self.rigorous), reduced=True)
+                       error=value(self.error), rigorous=value(self.rigorous), reduced=True,
+                       figures=None)
 
 
 ULP_BINS = np.arange(-3, 20.5, 0.5)  # log10 of the error in ULPs: the reports' histogram bins

@@ -197,13 +197,28 @@ def entry_errors(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray,
         err = np.subtract(got, exact_hi)  # |(got - hi) - lo|, in place on one array
         err -= exact_lo
         np.abs(err, out=err)
-        size = ulp(exact_hi, dtype)
-        ulps = err / size
+        size, ulps = error_ulps(err, exact_hi, got, dtype)
         allowed_abs = np.asarray(allowance(bound, dtype, tol))  # a new array: NaN -> inf
         np.putmask(allowed_abs, np.isnan(allowed_abs), np.inf)   # in place
         allowed = allowed_abs / size
-        np.putmask(ulps, ~np.isfinite(got), np.inf)
     return err, size, ulps, allowed_abs, allowed
+
+
+def error_ulps(err: np.ndarray, exact_hi: np.ndarray, got: np.ndarray,
+               dtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """The ULP size of ``dtype`` at |exact_hi| and ``err`` in those ULPs, inf where ``got`` is
+    not finite: ``entry_errors``' ULPs, for a reader that holds the errors (the reports'
+    figures, ``symgrad.measures``: the same numbers as the compare's, by construction).
+
+    >>> [float(x[0]) for x in error_ulps(np.array([2.0**-51]), np.array([1.0]),
+    ...                                  np.array([np.inf]), "float64")]
+    [2.220446049250313e-16, inf]
+    """
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        size = ulp(exact_hi, dtype)
+        ulps = err / size
+        np.putmask(ulps, ~np.isfinite(got), np.inf)
+    return size, ulps
 
 
 def measured_ulps(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray,

@@ -99,7 +99,10 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the rows that
     reach a kink are compared again with their sides: ``symgrad.tensor.sides.rejudge``). GPT-2 at full size: 2.8 GB per backend instead of 9. ``rigorous``:
     a ``symgrad.rigorous.Enclosure`` (None above 200k parameters: no proof, a mismatch beyond
-    the fast allowance stays one); its radii are kept where computed.
+    the fast allowance stays one); its radii, errors and allowances are kept where computed.
+    Without one no error array is kept: the comparison holds ``figures`` (``EntryFigures``
+    of ``hi``, ``lo``, ``got`` and ``E``), from which the reports recompute each entry's error
+    and allowance as the compare made them (``symgrad.measures``).
 
     ``allowed_ulps``: an earlier comparison's allowance for the same ``hi``, ``E`` and
     ``dtype`` (the allowance depends on nothing else, not on the backend: ``shared_allowance``),
@@ -117,7 +120,8 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         raise ValueError("compare_compact: deferred figures need rigorous=None (the radii of "
                          "an enclosure are kept per entry)")
     got = np.asarray(got, dtype=np.float64)
-    figures = EntryFigures(hi, lo, got, E, dtype, tol, kind) if deferred else None
+    # no error array kept (no enclosure): the figures it is recomputed from where read
+    figures = EntryFigures(hi, lo, got, E, dtype, tol, kind) if rigorous is None else None
     ulps = figures.ulps if deferred else np.empty((n, width), kind)
     allowed = (figures.allowed if deferred else
                np.empty((n, width), kind) if allowed_ulps is None else allowed_ulps)
@@ -141,7 +145,7 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
             allowed_abs[:, part] = c.allowed_abs
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
                       np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
-                      error=error, rigorous=radius)
+                      error=error, rigorous=radius, figures=figures)
 
 
 def shared_allowance(key, earlier: dict) -> np.ndarray | None:

@@ -74,6 +74,15 @@ class EntryFigures:
         """The allowances in ULPs."""
         return Figure(self, 1, False)
 
+    def absolute(self, cols: slice) -> tuple[np.ndarray, np.ndarray]:
+        """The absolute errors and allowances (float64, NaN allowance -> inf) of the columns
+        ``cols``: ``entry_errors``' own, the numbers the compare judged (``symgrad.measures``
+        reads them where a comparison keeps no error array)."""
+        hi, lo, got, E = (np.asarray(a[:, cols]) for a in self.arrays)
+        err, _, _, allowed_abs, _ = entry_errors(hi, lo, np.asarray(got, np.float64), E,
+                                                 self.dtype, self.tol)
+        return err, allowed_abs
+
     def at(self, key, flat: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ULPs, allowances) of the entries ``key`` selects (of the flat entries: ``flat``)."""
         token = _token(key, flat)

@@ -82,6 +82,12 @@ def test_catalogue_hvp_at_the_tie_passes_with_the_textbook_value(name):
     want = _textbook_hv(name, t, rv, vx, vy)
     assert comp.expected[0, 1:].tolist() == pytest.approx([float(w) for w in want],
                                                           rel=1e-15)
+    # exact_at of the same model (its stable rewrite splits the sign of x - y and its square
+    # over two steps: the plain program gave twice the true value) takes the oracle's side
+    got = sg.exact_at(built.model, {"x": t, "y": t, "readout": rv, "v_x": vx, "v_y": vy},
+                      dps=40)
+    for k, w in zip(("d/dx", "d/dy"), want):
+        assert abs(got[k] - w) <= mpmath.mpf("1e-30") * abs(w), (name, k, got[k], w)
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -135,6 +141,9 @@ def test_real_kinks_keep_their_outcome():
         res = sg.verify(sg.Model("k", f, params=[w], inputs=[u]), torch_fn=fn, order=2, at=at)
         assert res.ok, res
         assert res.comparisons["torch_fn"].status.tolist() == status, f
+    # exact_at at the kink keeps the functions' own conventions: relu'(0) = H(0) = 1/2
+    relu = sg.Model("relu", sp.Max(w, 0) * u, params=[w], inputs=[u])
+    assert sg.exact_at(relu, {"w": 0.0, "u": 1.5})["d/dw"] == mpmath.mpf("0.75")
 
 
 def test_linear_ties_is_the_same_function_off_the_tie():

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -143,10 +144,22 @@ def _exact_check(op, at: dict, moved: tuple, dtype: str, cfg: OpsConfig) -> dict
             "right": {k: mpmath.nstr(right[k], 20) for k in keys}}
 
 
+def _tree() -> str:
+    """The commit of the symgrad this run imported (its checkout's HEAD)."""
+    try:
+        return subprocess.run(["git", "-C", str(Path(sg.__file__).resolve().parents[1]),
+                               "rev-parse", "--short", "HEAD"], capture_output=True,
+                              text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "?"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(ROOT / "reports"))
     ap.add_argument("--dtype", default="float64,float32")
+    ap.add_argument("--baseline", help="hvp_ties.json of an earlier tree (e.g. before a fix): "
+                    "its statuses as a column beside this run's")
     args = ap.parse_args()
     cfg = OpsConfig(budget=1, gradcheck=False)  # one sample: its read-out and directions
     rows = []
@@ -166,7 +179,7 @@ def main() -> None:
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     out = Path(args.out)
     meta = {"torch": torch.__version__, "python": platform.python_version(),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1), "tree": _tree()}
     write_text(out / "hvp_ties.json", json.dumps({"meta": meta, "rows": rows}, indent=1))
     lines = ["# Hessian-vector products at the catalogue's tie points", "",
              f"`python scripts/hvp_ties.py` (torch {meta['torch']}, {meta['wall_s']} s wall, "
@@ -175,13 +188,21 @@ def main() -> None:
              "inconclusive / failing, the causes of any finding) and, in float64, symgrad's "
              f"exact H v at the tie against its exact values {EPS} to either side.", "",
              "| row | point | smooth there | dtype | exact at tie vs sides | ok | kink "
-             "| inconclusive | failing | unexplained | causes |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "| inconclusive | failing | unexplained | causes | baseline |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    before = {}
+    if args.baseline:
+        old = json.loads(Path(args.baseline).read_text())
+        lines[2] += f" Baseline column: the same script on {old['meta'].get('tree', '?')}."
+        before = {(r["op"], str(r["point"]), r["dtype"]): r for r in old["rows"]}
     for r in rows:
+        b = before.get((r["op"], str(r["point"]), r["dtype"]))
+        was = (f"{b.get('check', '')} ok {b['ok']}, kink {b['kinks']}, failing {b['failing']}"
+               f" ({b['unexplained']} unexplained)" if b else "-")
         lines.append(f"| {r['op']} | `{r['point']}` | {'yes' if r['smooth'] else 'no'} "
                      f"| {r['dtype']} | {r.get('check', '')} | {r['ok']} | {r['kinks']} "
                      f"| {r['inconclusive']} | {r['failing']} | {r['unexplained']} "
-                     f"| {'; '.join(r['causes']) or r['note'] or '-'} |")
+                     f"| {'; '.join(r['causes']) or r['note'] or '-'} | {was} |")
     write_text(out / "hvp_ties.md", "\n".join(lines) + "\n")
     print(f"wrote {out / 'hvp_ties.md'} ({wall:.1f} s wall, {cpu:.1f} s CPU)")
 

@@ -6,7 +6,9 @@ The gradient program (``TensorModel.gradient.outputs``) runs in ``arb`` balls
 ~3.33 bits per digit, up to 4096 bits) until every ball's radius is at most 2^-(3.33 dps + 4)
 of its midpoint (or below 2^-1200 absolutely, a value that is 0), so every returned digit is
 certified, not assumed. An exact kink takes the table's convention (``Heaviside(0)``'s value),
-as the scalar oracle does. Balls that never narrow (a branch or domain boundary at the point,
+as the scalar oracle does; at a linked kink (a smooth function written with kink functions:
+logaddexp's x = y) ``sg.exact_at`` passes the oracle's sided program instead (``sides=``,
+``symgrad.tensor.tie_sides``), where products of conventions are no side's value. Balls that never narrow (a branch or domain boundary at the point,
 where the derivative does not exist) are a one-line error naming the entry.
 
 >>> import symgrad.tensor as st

@@ -35,6 +35,7 @@ from .tensor.model import TensorModel
 from .tensor.exact import exact_point
 from .tensor.exact import exact_steps as program_steps
 from .tensor.front import program_of
+from .tensor.tie_sides import tie_sides
 from .tensor.verify import verify_tensor
 
 __all__ = ["VerifyConfig", "as_program", "exact_at", "exact_steps", "verify"]
@@ -156,7 +157,8 @@ def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[
     """
     program = as_program(model)  # a plain model's entries keep their own names
     names = None if program is model else model.entries
-    return exact_point(program, point, dps=dps, names=names)
+    return exact_point(program, point, dps=dps, names=names,
+                       sides=tie_sides(program, point, "exact_at"))
 
 
 def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:

@@ -60,7 +60,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("bounds: rigorous, kinks, departures", (
         "rigorous", "tensor.operands", "tensor.bound", "tensor.mapbound", "tensor.spotcheck",
         "tensor.kinks", "tensor.doubt", "tensor.limits",
-        "tensor.departure", "tensor.enclosure", "tensor.sides", "tensor.fresh")),
+        "tensor.departure", "tensor.enclosure", "tensor.sides", "tensor.fresh",
+        "tensor.tie_sides")),
     ("results", ("verdict", "measures", "result_text", "result", "findings", "tensor.comparing",
                  "tensor.streaming")),
     ("second order", ("hvp",)),

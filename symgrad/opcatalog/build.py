@@ -102,15 +102,17 @@ def first_order(op: Op) -> Built:
 
 
 def _runnable(e: sp.Expr) -> sp.Expr:
-    """Heaviside/sign from differentiating Max/Abs as Piecewise, DiracDelta as 0: torch cannot
+    """Heaviside from differentiating Max as Piecewise, DiracDelta as 0: torch cannot
     differentiate torch.heaviside, and symgrad's own torch program must run. Only exact kinks
-    change, and the second order is excluded there (a kink of the first-order run)."""
+    change, and the second order is excluded there (a kink of the first-order run). The signs
+    from differentiating Abs stay signs: two-sided kinks of one argument (``symgrad.tensor.links``:
+    a tie takes one consistent side) whose products the derivation writes linearly
+    (``symgrad.tensor.ties``), so that at a tie where the function is smooth (logaddexp's
+    x = y) the second derivative is the true one, not ``sign(0)**2 = 0``."""
     e = e.replace(lambda a: isinstance(a, sp.DiracDelta), lambda a: sp.S.Zero)
-    e = e.replace(lambda a: isinstance(a, sp.Heaviside),
-                  lambda a: sp.Piecewise((1, a.args[0] > 0), (0, a.args[0] < 0),
-                                         (sp.Rational(1, 2), True)))
-    return e.replace(lambda a: isinstance(a, sp.sign),
-                     lambda a: sp.Piecewise((1, a.args[0] > 0), (-1, a.args[0] < 0), (0, True)))
+    return e.replace(lambda a: isinstance(a, sp.Heaviside),
+                     lambda a: sp.Piecewise((1, a.args[0] > 0), (0, a.args[0] < 0),
+                                            (sp.Rational(1, 2), True)))
 
 
 def direction_name(arg: Arg) -> str:

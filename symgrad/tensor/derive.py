@@ -24,6 +24,7 @@ from ..errors import SymgradError
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
 from .rename import rename
+from .ties import linear_ties
 
 
 def merge_powers(expr: sp.Expr) -> sp.Expr:
@@ -73,6 +74,7 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     if key in _LOCAL:
         return _LOCAL[key]
     d = merge_powers(sp.diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
+    d = linear_ties(d)  # sign(a)**2 as 1: a tie is the mean of its sides (order 2 at x = y)
     if d == 0:
         found = None
     else:

@@ -6,7 +6,9 @@ The gradient program (``TensorModel.gradient.outputs``) runs in ``arb`` balls
 ~3.33 bits per digit, up to 4096 bits) until every ball's radius is at most 2^-(3.33 dps + 4)
 of its midpoint (or below 2^-1200 absolutely, a value that is 0), so every returned digit is
 certified, not assumed. An exact kink takes the table's convention (``Heaviside(0)``'s value),
-as the scalar oracle does. Balls that never narrow (a branch or domain boundary at the point,
+as the scalar oracle does; at a linked kink (a smooth function written with kink functions:
+logaddexp's x = y) ``sg.exact_at`` passes the oracle's sided program instead (``sides=``,
+``symgrad.tensor.tie_sides``), where products of conventions are no side's value. Balls that never narrow (a branch or domain boundary at the point,
 where the derivative does not exist) are a one-line error naming the entry.
 
 >>> import symgrad.tensor as st
@@ -85,7 +87,8 @@ def _to_mpf(o: arb) -> mpmath.mpf:
 
 
 def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "exact_at",
-                names: Sequence[str] | None = None) -> dict[str, mpmath.mpf]:
+                names: Sequence[str] | None = None,
+                sides: tuple[list, dict] | None = None) -> dict[str, mpmath.mpf]:
     """The exact loss and gradient of ``model`` at ``point``, certified to ``dps`` digits.
 
     Arguments:
@@ -96,6 +99,8 @@ def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "
         what: how errors name the call.
         names: the gradient entries' names (default: the program's ``TensorBlock.entry``
             names; a plain model passes its own).
+        sides: at a linked kink, the sided gradient program and its selectors' values
+            (``symgrad.tensor.tie_sides``: the oracle's consistent side); None: the plain one.
     Returns:
         ``{"value": L, "d/d<entry>": dL/d<entry>, ...}`` as mpmath numbers at ``dps`` digits.
     Raises:
@@ -104,8 +109,9 @@ def exact_point(model: TensorModel, point: dict, *, dps: int = 50, what: str = "
     """
     entries = list(model.entries) if names is None else list(names)
     labels = ["value"] + [f"d/d{e}" for e in entries]
-    got = _certified(model, model.gradient.outputs, point, dps, what,
-                     lambda outs: flat_balls(model, outs), labels)
+    outputs, extra = sides if sides is not None else (model.gradient.outputs, {})
+    got = _certified(model, outputs, point, dps, what,
+                     lambda outs: flat_balls(model, outs), labels, extra)
     return dict(zip(labels, got))
 
 
@@ -154,10 +160,12 @@ def exact_steps(model: TensorModel, point: dict, *, dps: int = 50,
 
 
 def _certified(model: TensorModel, outputs: Sequence, point: dict, dps: int, what: str,
-               flatten: Callable[[list], np.ndarray], labels: Sequence[str]) -> list:
+               flatten: Callable[[list], np.ndarray], labels: Sequence[str],
+               extra: dict | None = None) -> list:
     """``outputs`` of ``model`` at ``point`` in arb balls, the precision doubled until every
     ball is tight to ``dps`` digits; their midpoints as mpmath numbers (``labels[k]`` names
-    flat ball k in the error of a ball that never narrows)."""
+    flat ball k in the error of a ball that never narrows). ``extra``: more leaves (name ->
+    array of binary numbers, exact balls), a sided program's selectors."""
     if not isinstance(dps, int) or dps < 1:
         raise SymgradError(f"{what}: dps must be a positive integer, got {dps!r}")
     values = one_point(model, point, what)
@@ -165,8 +173,10 @@ def _certified(model: TensorModel, outputs: Sequence, point: dict, dps: int, wha
     bits = max(128, rel_bits + 12)
     while True:
         try:
-            balls = flatten(evaluate(list(outputs), ARB_OPS.at(bits),
-                                     _leaves(model, values, bits)))
+            leaves = _leaves(model, values, bits)
+            for name, v in (extra or {}).items():
+                leaves[name] = np.vectorize(lambda x: _ball(float(x), bits), otypes=[object])(v)
+            balls = flatten(evaluate(list(outputs), ARB_OPS.at(bits), leaves))
         except (ValueError, ZeroDivisionError, OverflowError) as e:  # a ball op that refused
             balls, bad, why = None, 0, f"the program raised {type(e).__name__}: {e}"
         else:

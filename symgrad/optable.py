@@ -66,6 +66,10 @@ class Elementwise:
     # that predate the table): as computed, so the committed explanations read as before
     block: bool = False  # sg.ops: a GPT block (matrix input, entries named <name>_{i,j}, no group)
     notes: str = ""
+    torch_backward: sp.Expr | None = None  # d op / d x as torch's backward kernel computes it,
+    # of X0 (sigmoid: s (1 - s) from the output s): its rounding is what a user's torch code may
+    # add beyond symgrad's own derivative (``symgrad.tensor.mapbound``); None: torch's backward
+    # loses nothing the bound of the formula's derivative does not already cover
 
     @property
     def public(self) -> str:
@@ -157,9 +161,10 @@ ENTRIES: tuple[Elementwise, ...] = (
     _E("relu", sp.Max(X0, 0), sp.Max(X0, 0), sp.Heaviside(X0), r"\mathrm{ReLU}",
        "ReLU", "F.relu(x)", kinks=(0.0,), subgradients=((0.0, 1.0),), named=False),
     _E("sigmoid", _sigmoid(X0), 1 / (1 + sp.exp(-X0)), Y * (1 - Y), r"\sigma", "σ",
-       "torch.sigmoid(x)", program="textbook", named=False),
+       "torch.sigmoid(x)", program="textbook", named=False,
+       torch_backward=_sigmoid(X0) * (1 - _sigmoid(X0))),
     _E("tanh", sp.tanh(X0), sp.tanh(X0), 1 - Y**2, r"\tanh", "tanh", "torch.tanh(x)",
-       named=False),
+       named=False, torch_backward=1 - sp.tanh(X0) ** 2),
     _E("exp", sp.exp(X0), sp.exp(X0), Y, r"\exp", "exp", "torch.exp(x)",
        group="elementwise", named=False),
     _E("log", sp.log(X0), sp.log(X0), 1 / X0, r"\log", "log", "torch.log(x)",
@@ -183,14 +188,19 @@ ENTRIES: tuple[Elementwise, ...] = (
        named=False),
     _E("mish", X0 * sp.tanh(_softplus(X0)), X0 * sp.tanh(sp.log(1 + sp.exp(X0))),
        sp.tanh(_SP) + X0 * (1 - sp.tanh(_SP) ** 2) * _SIG,
-       r"\mathrm{mish}", "mish", "F.mish(x)"),
+       r"\mathrm{mish}", "mish", "F.mish(x)",
+       torch_backward=(sp.tanh(_softplus(X0))
+                       + X0 * _sigmoid(X0) * (1 - sp.tanh(_softplus(X0)) ** 2))),
     _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
        _SIG * (1 + X0 * (1 - _SIG)), r"\mathrm{SiLU}", "SiLU",
-       "F.silu(x)"),
+       "F.silu(x)", torch_backward=_sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0)))),
 )
 
 OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}
 assert len(OPS) == len(ENTRIES), "two op entries share a name"
+# a map body as symgrad's programs compute an op (``computed``) -> torch's backward formula
+TORCH_BACKWARD: dict[sp.Expr, sp.Expr] = {e.computed: e.torch_backward for e in ENTRIES
+                                          if e.torch_backward is not None}
 
 
 def families() -> dict[str, list[Elementwise]]:

@@ -21,6 +21,7 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from ..errors import SymgradError
+from ..optable import TORCH_BACKWARD
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
 from .rename import rename
@@ -97,7 +98,12 @@ def _vjp_map(node: Node, g: Node) -> list:
             out.append(None)
             continue
         local, used = found  # g * d as a map of (g, the operands d reads)
-        out.append(_unbroadcast(map_(local, g, *[node.args[j] for j in used]), a.shape))
+        vjp = map_(local, g, *[node.args[j] for j in used])
+        torch_form = TORCH_BACKWARD.get(expr) if len(node.args) == 1 and used == (0,) else None
+        if torch_form is not None:  # an op-table op: torch's own backward formula, for the
+            # bound (symgrad.tensor.mapbound), of the VJP's operand X[1] (the op's input)
+            vjp.attrs["torch_backward"] = torch_form.xreplace({X[0]: X[1]})
+        out.append(_unbroadcast(vjp, a.shape))
     return out
 
 

@@ -49,8 +49,24 @@ def b_map(node, vals, errs, value, count):
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
     with np.errstate(all="ignore"):
-        E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs, tie=TIE.get())
+        E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs, tie=TIE.get()) + torch_form(
+            node, vals)
     return _finite_or_inf(np.asarray(E, dtype=np.float64), value)
+
+
+def torch_form(node, vals):
+    """What torch's own backward of an op-table op rounds beyond this VJP map's body (0 for
+    any other map): |g| times the running bound of its formula as torch computes it
+    (``optable.Elementwise.torch_backward``: sigmoid's s (1 - s) from the rounded output s
+    cancels where s saturates, so a user's correct torch.sigmoid loses digits symgrad's own
+    derivative keeps). Added to the map's own rounding: the allowance then holds for either
+    way of computing the local derivative."""
+    form = node.attrs.get("torch_backward")
+    if form is None:
+        return 0.0
+    k = len(vals)
+    with np.errstate(all="ignore"):
+        return np.abs(vals[0]) * map_bound_fn(form, k)(*vals, *([0.0] * k), tie=TIE.get())
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)
@@ -75,7 +91,7 @@ def s_map(node, vals, sig, value, count, n0):
             parts = (np.asarray(fn(*vals, *[sig[i] if j == i else 0.0 for j in range(k)],
                                    tie=TIE.get()),
                                 dtype=np.float64) - own for i in live)
-        total = _quadrature(own, parts)
+        total = _quadrature(own, parts) + torch_form(node, vals)
     return _finite_or_inf(total, value)
 
 
@@ -129,4 +145,5 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     with np.errstate(all="ignore"):
         out = _stacked(fn, vals, sig, live, worst=errs)
         total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
-    return _finite_or_inf(out[0], value), _finite_or_inf(total, value)
+        extra = torch_form(node, vals)
+    return _finite_or_inf(out[0] + extra, value), _finite_or_inf(total + extra, value)

@@ -96,6 +96,9 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     unknown = sorted(set(torch_options) - TORCH_OPTIONS)
     if unknown:
         raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
+    if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
+        raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
+                           f"and samples - 1 around it), got {samples!r}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in tree_leaves(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     params = [p for p in func.parameters() if p.requires_grad] \
@@ -160,10 +163,11 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
                 "failing):")
     else:
         found = [f for f in result.undecided if f.backend == backend]
-        head = (f"symgrad.{check}: inconclusive for {what!r} — some entries could not be "
+        n = counts["inconclusive"] + counts["suspect"]
+        head = (f"symgrad.{check}: inconclusive for {what!r} — {n} entries could not be "
                 f"decided (not a pass); {_advice(found, dtype)}:")
     lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
-    more = len(found) - MAX_LINES
+    more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else []))
 
 

@@ -34,3 +34,30 @@ def test_the_more_tail_adds_up_to_the_entries_in_the_headline():
     more = re.search(r"… and (\d+) more", text)
     assert n == 24 and shown == 5, text        # 6 entries x the point and 3 around it
     assert more and shown + int(more.group(1)) == n, text
+
+
+def _bf16(seed=0, n=12):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, generator=g, dtype=torch.float64) * 3).to(torch.bfloat16)
+
+
+def test_an_undecided_value_alone_does_not_make_gradcheck_inconclusive():
+    # bfloat16 sin at 12 entries: the cotangent sum of the outputs cancels below its
+    # allowance ("inconclusive in the loss value"), every gradient entry is decided ok.
+    # torch's gradcheck judges gradients only; without reference= so does symgrad's
+    x = _bf16().requires_grad_()
+    c = sg.capture(torch.sin, (x,))
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(4), backends=("torch_fn",),
+                  dtype="bfloat16")
+    assert r.verdict == "inconclusive" and r.outputs[0] == "value", str(r)
+    status = r.comparisons["torch_fn"].status
+    assert (status[:, 0] != 0).any() and (status[:, 1:] == 0).all(), str(r)
+    assert sg.gradcheck(torch.sin, (x,)) is True
+
+
+def test_a_wrong_backward_in_bfloat16_still_fails_and_an_undecided_gradient_stays_inconclusive():
+    x = _bf16().requires_grad_()
+    with pytest.raises(sg.GradcheckError, match=r"disagrees.*bfloat16"):
+        sg.gradcheck(lambda x: torch.sin(scale_backward(x, 1.1)), (x,))
+    with pytest.raises(sg.GradcheckError, match="inconclusive"):   # tanh's own entries
+        sg.gradcheck(torch.tanh, (_bf16().requires_grad_(),))

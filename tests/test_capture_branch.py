@@ -35,3 +35,12 @@ def test_what_the_users_code_prints_while_exporting_still_reaches_stderr(capfd):
         return a.sin().sum()
     assert sg.gradcheck(noisy, (torch.randn(3, dtype=torch.float64, requires_grad=True),))
     assert capfd.readouterr().err.count("printed by my forward") >= 2  # eager run + trace
+
+
+def test_item_on_the_output_says_no_gradient_flows_through_a_python_number():
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.SymgradError) as info:
+        sg.gradcheck(lambda a: a.sum().item(), (x,))
+    text = str(info.value)
+    assert ".item()" in text and "no gradient flows" in text and "test_capture_branch.py" in text
+    assert "not supported yet" not in text, text

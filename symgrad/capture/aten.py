@@ -98,10 +98,15 @@ def _compare(rel: Callable) -> Callable:
 
 
 def _eq(a, shape) -> torch.Tensor:
-    """known: where a -inf fill put -inf (x == -inf of a masked value)"""
+    """known: where a -inf fill put -inf; a program value == +-inf or NaN is False
+    (a real number is neither: SDPA's fully-masked-row guard on unmasked scores)"""
     x, other = a["self"], a["other"]
     if isinstance(x, Masked) and isinstance(other, (int, float)) and other == -math.inf:
         return torch.from_numpy(x.keep.attrs["value"] == 0).expand(shape)
+    if isinstance(x, (Node, Masked)) and isinstance(other, float) and not math.isfinite(other):
+        # SDPA's decomposition without a mask: where(all(scores == -inf), 0, softmax). The
+        # exact program is real-valued; a backend that overflows to inf is compared there
+        return torch.zeros(shape, dtype=torch.bool)
     raise SymgradError("capture: == / != on a float tensor has no derivative and no kink "
                        "symgrad can place; compare with < / > (a Piecewise) instead")
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import io
 import logging
 import re
+import sys
 import warnings
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -160,22 +162,44 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     who = who or f"capture({what!r})"
     run_eagerly(call, tensors, who, has_train=has_train)
     _anchor(fn)
+    printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:
-        with warnings.catch_warnings(), quiet_logs():  # torch's own notices while exporting
-            warnings.simplefilter("ignore", FutureWarning)
+        with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed):
+            warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
+        graph = str(getattr(exc, "partial_fx_graph", "") or "")
+        sys.stderr.write(printed.getvalue().replace(graph + "\n", "") if graph
+                         else printed.getvalue())  # what the user's own code printed
         run_eagerly(call, tensors, who, has_train=has_train, grad=True)  # export traces
         # under autograd: a bug only grad mode reaches (an in-place op on an input that
         # requires grad, a grad-only branch) is the user's, named at their frame
+        line = _value_branch(exc, graph)
+        if line:
+            raise SymgradError(
+                f"{who}: torch.export cannot trace {what!r}: a Python branch on a tensor's "
+                f"value at {line} (the branch taken would depend on the point); write it with "
+                "torch.where (both sides computed, the kink placed), or give reference= a "
+                "torch function of the same arguments without the branch") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         raise SymgradError(f"{who}: runs eagerly but torch.export cannot trace {what!r} "
                            f"({type(exc).__name__}: {first}); for an opaque kernel (C++/CUDA/"
                            "Triton, numpy) give an independent description: gradcheck(fn, "
                            "inputs, reference=a torch function of the same arguments that "
                            "export can trace)") from None
+    sys.stderr.write(printed.getvalue())
     return call, ep
+
+
+def _value_branch(exc: BaseException, graph: str) -> str | None:
+    """``file:line (code)`` of the user's line whose data-dependent branch stopped the trace
+    (``if x.item() > 0``, ``bool(tensor)``): the last frame comment of torch's partial graph;
+    None for any other tracing failure."""
+    if "DataDependent" not in type(exc).__name__:
+        return None
+    found = re.findall(r"# File: (\S+?):(\d+) in \S+, code: (.*)", graph)
+    return f"{found[-1][0]}:{found[-1][1]} ({found[-1][2].strip()})" if found else None
 
 
 def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,

@@ -85,6 +85,13 @@ def walk(graph: torch.fx.Graph, inputs: dict[str, Any]) -> list[Any]:
     raise SymgradError("capture: the exported graph has no output")
 
 
+NO_GRADIENT = {  # ops of a float tensor that end its gradient: said, not "not supported yet"
+    torch.ops.aten._local_scalar_dense.default: (
+        ".item() / float(tensor) makes a Python number, and no gradient flows through it "
+        "(torch's gradcheck fails there too); keep it a tensor (return x.sum(), not "
+        "x.sum().item())")}
+
+
 def _step(n: torch.fx.Node, env: dict) -> Any:
     args = torch.fx.node.map_arg(n.args, lambda a: env[a])
     kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
@@ -101,6 +108,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     low = lowering(n.target)
     place = where_in_source(n)
     at = f" at {place}" if place else ""
+    if n.target in NO_GRADIENT:
+        raise SymgradError(f"capture: {_op_name(n.target)}{at}: {NO_GRADIENT[n.target]}")
     if low is None:
         raise SymgradError(f"capture: ATen op {_op_name(n.target)}{at} is not supported yet "
                            "(the supported ops: reports/capture_ops.md); rewrite that line "

@@ -136,13 +136,22 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             and s.key < len([a for a in tree_leaves(args) if isinstance(a, torch.Tensor)])]
         result = verify_tensor(captured.model, torch_fn=None, at=captured.at(
             cfg.samples, cfg.seed, vary), cfg=replace(cfg, backends=("torch_fn",)),  # user
-            extra={backend_name(p): (fn, p) for p, fn in fns.items()})  # code only: no own
+            extra={backend_name(p): (fn, p) for p, fn in fns.items()},  # code only: no own
+            fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
     return result
+
+
+def fresh_around(captured: Captured, m: int, seed: int, vary: list[str]) -> dict:
+    """``m`` fresh points around the example for the confirmation of a suspicion (another
+    seed's draws, the example itself left out): a suspected systematic error or an entry
+    beyond the fast bound is confirmed or refuted on them, as on a drawn model's fresh
+    samples, instead of staying inconclusive."""
+    return {k: v[1:] for k, v in captured.at(m + 1, seed + 1, vary).items()}
 
 
 def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,

@@ -43,20 +43,20 @@ from .kinks import has_sites, oracle_program, reached
 from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
                      smallest_allowance, with_limit_sides)
 from .sides import kink_sides, rejudge
-from .spotcheck import SpotCheck
-from .spotcheck import check as check_spot
+from .spotcheck import SpotCheck, check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
-                  at: dict | None = None, oracle_table=None,
+                  at: dict | None = None, oracle_table=None, fresh: Callable | None = None,
                   extra: dict[str, tuple[Callable, str]] | None = None, client=None) -> Result:
     """``sg.verify`` for a ``TensorModel`` (see ``symgrad.verify.verify`` for the arguments);
-    ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``);
-    ``extra`` adds backends, name -> (per-sample torch function, mode label), each run sample
-    by sample like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``)."""
+    ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``); ``extra``
+    adds backends, name -> (per-sample torch function, mode label), each run sample by sample
+    like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``); ``fresh(m)``:
+    m fresh samples (an ``at=`` dict) for the confirmation where ``at`` fixed the points."""
     timings: dict[str, float] = {}
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     torch_backend.check_device(cfg.device, cfg.dtype)
@@ -191,7 +191,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if any(needs_confirmation(c) for c in comparisons.values()):
         with _phase("confirm", cfg, timings, "confirm_s"):
             exp = _experiments(model, sub, hi, lo, E_of, comparisons, cfg, torch_fn, extra or {},
-                               table, drawn=at is None)
+                               table, drawn=fresh or at is None)
             comparisons = confirm(comparisons, blocks, cfg.tolerance, exp)
         for name in [n for n in comparisons if n not in found]:
             comparisons[name] = finish(name, comparisons[name])
@@ -212,10 +212,10 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
 
 
 def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparisons: dict,
-                 cfg: VerifyConfig, torch_fn, extra: dict, table, drawn: bool) -> Experiments:
+                 cfg: VerifyConfig, torch_fn, extra: dict, table, drawn) -> Experiments:
     """The confirmation's experiments for a tensor model (``symgrad.confirm.Experiments``):
     the numpy and torch views and torch_fn re-run in float64 on the flagged samples; every
-    backend, the oracle and the bound on fresh samples drawn from the model's domains.
+    backend, the oracle and the bound on fresh samples (``drawn``: the domains, or ``m -> at``).
     ``E_of(name)``: the entry bounds of a backend (a user's code: the larger of the stable and
     the textbook program's)."""
     tol = cfg.tolerance
@@ -254,8 +254,8 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
     def fresh(names, m: int):
         if not drawn:
             return None
-        values = model.draw(m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])),
-                            cfg.dtype)
+        values = _given(model, drawn(m), cfg.dtype) if callable(drawn) else model.draw(
+            m, np.random.default_rng(np.random.SeedSequence([cfg.seed, 1])), cfg.dtype)
         compared = tuple(sorted({c.dtype for c in comparisons.values()}))
         h2, l2, k2 = fresh_oracle(model, values, table, list(compared), cfg=cfg)
         E2 = entry_bounds(model, values, tol, m, dtypes=compared)

@@ -1,0 +1,63 @@
+"""``sg.gradcheck``'s own arguments and its error text: ``samples=`` below 1 is refused in
+one line (it used to check one point silently and return True); the "… and N more" tail
+counts the entries the headline counts, not the finding list's cap."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+import symgrad as sg
+from symgrad.testing import scale_backward
+
+
+def _x(n=6):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(n, generator=g, dtype=torch.float64).requires_grad_()
+
+
+@pytest.mark.parametrize("samples", [0, -1, 2.5, True])
+@pytest.mark.parametrize("check", [sg.gradcheck, sg.gradgradcheck])
+def test_samples_below_one_or_not_an_int_is_refused_naming_the_option(check, samples):
+    with pytest.raises(sg.SymgradError, match=r"samples= must be a positive integer.*got "):
+        check(torch.tanh, (_x(),), samples=samples)
+
+
+def test_the_more_tail_adds_up_to_the_entries_in_the_headline():
+    with pytest.raises(sg.GradcheckError) as info:
+        sg.gradcheck(lambda x: torch.tanh(scale_backward(x, 1 + 1e-6)), (_x(),))
+    text = str(info.value)
+    n = int(re.search(r"\((\d+) entries failing\)", text).group(1))
+    shown = len(re.findall(r"^  mismatch in the gradient", text, re.M))
+    more = re.search(r"… and (\d+) more", text)
+    assert n == 24 and shown == 5, text        # 6 entries x the point and 3 around it
+    assert more and shown + int(more.group(1)) == n, text
+
+
+def _bf16(seed=0, n=12):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randn(n, generator=g, dtype=torch.float64) * 3).to(torch.bfloat16)
+
+
+def test_an_undecided_value_alone_does_not_make_gradcheck_inconclusive():
+    # bfloat16 sin at 12 entries: the cotangent sum of the outputs cancels below its
+    # allowance ("inconclusive in the loss value"), every gradient entry is decided ok.
+    # torch's gradcheck judges gradients only; without reference= so does symgrad's
+    x = _bf16().requires_grad_()
+    c = sg.capture(torch.sin, (x,))
+    r = sg.verify(c.model, torch_fn=c.torch_fn(), at=c.at(4), backends=("torch_fn",),
+                  dtype="bfloat16")
+    assert r.verdict == "inconclusive" and r.outputs[0] == "value", str(r)
+    status = r.comparisons["torch_fn"].status
+    assert (status[:, 0] != 0).any() and (status[:, 1:] == 0).all(), str(r)
+    assert sg.gradcheck(torch.sin, (x,)) is True
+
+
+def test_a_wrong_backward_in_bfloat16_still_fails_and_an_undecided_gradient_stays_inconclusive():
+    x = _bf16().requires_grad_()
+    with pytest.raises(sg.GradcheckError, match=r"disagrees.*bfloat16"):
+        sg.gradcheck(lambda x: torch.sin(scale_backward(x, 1.1)), (x,))
+    with pytest.raises(sg.GradcheckError, match="inconclusive"):   # tanh's own entries
+        sg.gradcheck(torch.tanh, (_bf16().requires_grad_(),))

@@ -13,7 +13,8 @@ with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the
     max                         max E (a max rounds nothing)
     stop (a softmax shift)      0: the result does not depend on the shift, nor on its error
     layout, take                the same op applied to E
-    scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|)
+    scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|), on the rows the ids
+                                hit (``hitrows``: every other row is an exact 0)
 
 ``m`` counts only the terms that may be nonzero: adding an exact zero rounds nothing. Exact
 zeros are known structurally, the same in every backend: zeros of leaves (dropout keep-masks),
@@ -64,6 +65,7 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..rounding import NEAR_TIE
+from . import hitrows
 from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
@@ -184,24 +186,39 @@ def _b_zero(node, vals, errs, value, count):
 
 
 def _b_same(node, vals, errs, value, count):
-    """Layout ops and take: the op itself applied to E (integer operands pass unchanged)."""
+    """Layout ops and take: the op itself applied to E (integer operands pass unchanged); a 0
+    broadcast stays one (a take from a leaf's E would copy the whole broadcast table first)."""
+    if all(_is_zero(e) for a, e in zip(node.args, errs) if not a.integer):
+        return _zeros(node)
     args = [e if not a.integer else v for a, v, e in zip(node.args, vals, errs)]
     return VALUE_RULES[node.op](node, _T, args, None)
 
 
 def _b_scatter(node, vals, errs, value, count):
-    ids = vals[1]
+    """scatter_add(E) + (T - 1) scatter_add(|x|), formed on the rows the ids hit only: every
+    other row of both scatters is an exact 0, so E is 0 there (not formed entry by entry:
+    GPT-2's token-embedding gradient has 50257 rows, a sample's 64 tokens hit at most 64)."""
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
-    e = VALUE_RULES["scatter_add"](node, _T, [errs[0], ids], None)
+    e = hitrows.scatter(node, _hit(node, vals), errs[0])
     if t:
         e = e + t * _abs_scatter(node, vals)
-    return e
+    return hitrows.spread(node, _hit(node, vals), e)
 
 
 def _abs_scatter(node, vals) -> np.ndarray:
-    """scatter_add of |rows| (both rules of a scatter read it)."""
-    return vals.once("abs_scatter", lambda: VALUE_RULES["scatter_add"](
-        node, _T, [np.abs(vals[0]), vals[1]], None))
+    """scatter_add of |rows| on the hit rows (both rules of a scatter read it)."""
+    return vals.once("abs_scatter", lambda: hitrows.scatter(node, _hit(node, vals),
+                                                            vals.magnitudes[0]))
+
+
+def _hit(node, vals) -> hitrows.Hit:
+    """The rows a scatter's ids hit, found once per node."""
+    return vals.once("hit", lambda: hitrows.hit(node, list(vals)))
+
+
+def _is_zero(e) -> bool:
+    """Whether ``e`` is one 0 broadcast (a leaf's or a constant's E: ``_zeros``)."""
+    return isinstance(e, np.ndarray) and e.size > 0 and not any(e.strides) and e.flat[0] == 0
 
 
 RULES: dict[str, Callable] = {
@@ -254,14 +271,15 @@ def _s_sum(node, vals, sig, value, count, n0):
 
 
 def _s_scatter(node, vals, sig, value, count, n0):
-    ids = vals[1]
+    """sigma of a scatter_add, on the hit rows only (``_b_scatter``: 0 on every other row)."""
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
-    s = np.sqrt(VALUE_RULES["scatter_add"](node, _T, [sig[0] * sig[0], ids], None))
+    at = _hit(node, vals)
+    s = np.sqrt(hitrows.scatter(node, at, sig[0] * sig[0]))
     if t + 1 > n0:
-        s = np.maximum(s, VALUE_RULES["scatter_add"](node, _T, [sig[0], ids], None) / np.sqrt(n0))
+        s = np.maximum(s, hitrows.scatter(node, at, sig[0]) / np.sqrt(n0))
     if t:
         s = s + _growth(t, n0) * _abs_scatter(node, vals)
-    return s
+    return hitrows.spread(node, at, s)
 
 
 def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
@@ -270,6 +288,14 @@ def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
         scaled = np.multiply(lam, sigma)
     return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(
         E.shape, scaled.shape) else None)
+
+
+def _at_most_hit(node: Node, at: hitrows.Hit, E: np.ndarray, lam: float,
+                 sigma: np.ndarray) -> np.ndarray:
+    """``_at_most`` of a scatter's E and sigma, formed on its hit rows only: both are 0 on
+    every other row, and so is min(0, lam * 0)."""
+    return hitrows.spread(node, at, _at_most(hitrows.on_rows(node, at, E), lam,
+                                             hitrows.on_rows(node, at, sigma)))
 
 
 def _worst_rule(rule: Callable) -> Callable:
@@ -342,6 +368,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
     errs: dict[int, np.ndarray] = {}
     sigs: dict[int, np.ndarray] = {}
     nonzero: dict[int, np.ndarray | None] = {}
+    hits: dict[int, tuple] = {}  # a scatter's hit rows: E and sigma are 0 on every other row
     n = max(np.shape(v)[0] for v in leaves.values())
     for i, node in enumerate(order):
         if node.op in ("param", "input", "const"):
@@ -378,6 +405,8 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                 else:
                     errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
                                                    vals[node.id], counts)
+                if node.op == "scatter_add":
+                    hits[node.id] = _hit(node, args)
                 if prob and pair is None:
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
@@ -387,13 +416,15 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
                     #                  value, error, sigma and nonzero of 163M entries at once)
                     final[a.id] = np.broadcast_to(
+                        _at_most_hit(a, hits[a.id], errs[a.id], sigmas, sigs[a.id])
+                        if prob and a.id in hits else
                         _at_most(errs[a.id], sigmas, sigs[a.id]) if prob else errs[a.id],
                         (n,) + a.shape)
                     for k in (index[a.id] if emit is not None else ()):
                         emit(k, final[a.id])
                     if emit is not None:
                         final[a.id] = None
-                for d in (vals, errs, sigs, nonzero):
+                for d in (vals, errs, sigs, nonzero, hits):
                     d.pop(a.id, None)
         if progress is not None:
             progress(i + 1, len(order))

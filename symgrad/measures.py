@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import LOSS, STATUS_NAMES, Comparison, dtype_info, measured_ulps, ulp
+from .compare import (LOSS, STATUS_NAMES, ULP_BINS, Comparison, dtype_info, measured_ulps,
+                      ulp, ulp_counts)
 from .config import VerifyConfig
 from .errors import SymgradError
 from .order_stats import ChunkMedian
@@ -50,20 +51,9 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
     """Error figures that mean something at every entry, including exact zeros (where ULPs of
     zero would count subnormal steps): there the error is measured against the scale E of the
     terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
-    tol = config.tolerance
-
-    def part(a):  # a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those
-        return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        exact = np.asarray(part(comp.expected), dtype=np.float64)
-        got, status, comp_ulps = part(comp.got), part(comp.status), part(comp.ulps)
-        error = (part(comp.error) if comp.error is not None else np.abs(got - exact))
-        allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
-                   else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
-        # an exact value below the rounding scale of its own terms (zero, or nearly zero by
-        # cancellation) has no meaningful relative error: measure it against the terms (the
-        # same formula as the precision-loss flag, ``compare.measured_ulps``)
-        ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
+        exact, got, error, allowed, ulps, scale = _errors(comp, config, cols)
+        status = _cols(comp.status, cols)
         relative = error / scale
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
         # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
@@ -72,8 +62,45 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
                    if name in ("kink", "inconclusive", "suspect")]
         comparable = np.isfinite(exact) & ~np.isin(status, excused)
         ratio = np.where(np.isfinite(got), ratio, np.inf)
-        ulps = np.where(np.isfinite(got), ulps, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+
+
+def shown_ulps(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> np.ndarray:
+    """``measures(comp, config, cols).ulps`` alone (the same numbers, without the other
+    figures: a large result's median reads its ULPs a second time)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _errors(comp, config, cols)[4]
+
+
+def _cols(a, cols: slice):
+    """a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those columns."""
+    return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
+
+
+def _errors(comp: Comparison, config: VerifyConfig, cols: slice) -> tuple:
+    """(exact, got, absolute error, absolute allowance, shown ULPs, their scale) of ``cols``
+    (under the caller's errstate)."""
+    tol = config.tolerance
+    exact = np.asarray(_cols(comp.expected, cols), dtype=np.float64)
+    got, comp_ulps = _cols(comp.got, cols), _cols(comp.ulps, cols)
+    error = (_cols(comp.error, cols) if comp.error is not None else np.abs(got - exact))
+    allowed = (_cols(comp.allowed_abs, cols) if comp.allowed_abs is not None
+               else _cols(comp.allowed_ulps, cols) * ulp(exact, comp.dtype))
+    # an exact value below the rounding scale of its own terms (zero, or nearly zero by
+    # cancellation) has no meaningful relative error: measure it against the terms (the
+    # same formula as the precision-loss flag, ``compare.measured_ulps``)
+    ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
+    ulps = np.where(np.isfinite(got), ulps, np.inf)
+    return exact, got, error, allowed, ulps, scale
+
+
+def _merged(whole: dict | None, part: dict | None) -> dict | None:
+    """Two folds' figures as one fold of both (``ResultMeasures._fold``: maxima and a minimum,
+    the same numbers in any grouping)."""
+    if whole is None or part is None:
+        return part if whole is None else whole
+    return {k: min(whole[k], part[k]) if k == "resolution" else max(whole[k], part[k])
+            for k in whole}
 
 
 def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
@@ -184,13 +211,15 @@ class ResultMeasures:
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
+        counts = np.zeros(len(ULP_BINS) - 1, np.int64)
         for a, b in groups:
             st, filled, loses = None, 0, False
             ulps = np.empty(n * (b - a) if medians else 0, np.float32)
             for part in self._chunks(backend, slice(a, b)):
                 m = self._part(backend, part)
                 st = self._fold([m], st)
-                whole = self._fold([m], whole)
+                if tiled:  # the reduction's histogram of the same chunk (Comparison.reduce)
+                    counts += ulp_counts(comp.ulps[:, part])
                 with np.errstate(invalid="ignore"):  # (NaN ULPs lose nothing, as _loses reads)
                     loses = loses or bool(((comp.status[:, part] == LOSS)
                                            & (m.ulps > limit)).any())
@@ -201,6 +230,7 @@ class ResultMeasures:
                     if tiled:
                         middle.add(u)
             self._memo[("stats", backend, a, b)] = st or self._fold([])
+            whole = _merged(whole, st)
             self._memo[("loses", backend, a, b)] = loses
             if medians:
                 self._memo[("median", backend, a, b)] = (
@@ -208,9 +238,10 @@ class ResultMeasures:
             del ulps
         if tiled:
             self._memo[("stats", backend, 0, width)] = whole or self._fold([])
+            self._memo[("ulp_counts", backend)] = counts
         if tiled and medians:
             self._memo[("median", backend, 0, width)] = middle.value(
-                lambda: (self._part(backend, part).ulps for part in
+                lambda: (shown_ulps(comp, self.config, part) for part in
                          self._chunks(backend, slice(0, width))))
 
     def keep_figures(self, backend: str, findings) -> dict:
@@ -232,7 +263,7 @@ class ResultMeasures:
         for f in findings:
             self.measure(f)
         return {k: v for k, v in self._memo.items()
-                if k[0] in ("stats", "median", "measure") and k[1] == backend}
+                if k[0] in ("stats", "median", "measure", "ulp_counts") and k[1] == backend}
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the

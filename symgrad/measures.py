@@ -104,10 +104,10 @@ def _merged(whole: dict | None, part: dict | None) -> dict | None:
 
 
 def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
-    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts)."""
-    v = values[mask]
-    v = v[~np.isnan(v)]
-    return float(v.max()) if v.size else 0.0
+    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts; 0.0
+    when none is left: the figures are >= 0), in one reduction (no masked copies)."""
+    top = float(np.fmax.reduce(values, axis=None, where=mask, initial=-np.inf))
+    return 0.0 if top == -np.inf else top
 
 
 class ResultMeasures:
@@ -181,18 +181,16 @@ class ResultMeasures:
                            "resolution": float("inf"), "worst_ratio_all": 0.0})
         for m in parts:
             u = m.ulps
-            finite = u[np.isfinite(u)]
-            st["worst_ulps"] = float("inf") if finite.size < u.size else max(
-                st["worst_ulps"], float(finite.max()) if finite.size else 0.0)
+            st["worst_ulps"] = (float("inf") if not np.isfinite(u).all() else
+                                max(st["worst_ulps"], float(u.max()) if u.size else 0.0))
             st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
             st["worst_ratio_all"] = max(st.get("worst_ratio_all", 0.0),
                                         _masked_max(m.ratio, np.isfinite(m.exact)))
             st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                res = np.where(m.comparable & (m.exact > 0) & np.isfinite(m.allowed),
-                               m.allowed / m.exact, np.inf)
-            if res.size:
-                st["resolution"] = min(st["resolution"], float(np.nanmin(res)))
+                res = np.fmin.reduce(m.allowed / m.exact, axis=None, initial=np.inf, where=(
+                    m.comparable & (m.exact > 0) & np.isfinite(m.allowed)))
+            st["resolution"] = min(st["resolution"], float(res))
         return st
 
     def _scan(self, backend: str) -> None:

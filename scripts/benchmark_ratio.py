@@ -134,7 +134,8 @@ def render(rows: list[dict]) -> None:
     m = rows[0]["machine"]
     md = [SECTION, "",
           f"`sg.verify` of `gpt2({{\"n_layers\": L}}, tokens=T)`, float64, 1 sample, seed 0, "
-          "the native module as torch_fn (3 backends), beside torch's own float64 "
+          "the native module as torch_fn (torch and torch_fn compared: numpy's view is off at "
+          "GPT-2's width), beside torch's own float64 "
           "forward+backward of the same native module at the same sample (min of 3), in the "
           "same process (`scripts/benchmark_ratio.py`). CPU s: the whole process's "
           "(`time.process_time`: every thread, user + system). CPU "

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import STATUS_NAMES, Comparison, dtype_info, error_ulps, measured_ulps, ulp
+from .compare import (STATUS_NAMES, ULP_BINS, Comparison, dtype_info, error_ulps, measured_ulps,
+                      ulp, ulp_counts)
 from .config import VerifyConfig
 from .errors import SymgradError
 from .order_stats import ChunkMedian
@@ -50,31 +51,9 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
     """Error figures that mean something at every entry, including exact zeros (where ULPs of
     zero would count subnormal steps): there the error is measured against the scale E of the
     terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
-    tol = config.tolerance
-
-    def part(a):  # a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those
-        return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        exact = np.asarray(part(comp.expected), dtype=np.float64)
-        got, status = part(comp.got), part(comp.status)
-        # the compare's own errors and allowances (``compare.entry_errors``): kept, or
-        # recomputed from what they were made of (``Comparison.figures``); only a comparison
-        # made by hand has neither (its error from the oracle's high part, its allowance from
-        # the ULPs)
-        if comp.error is not None:
-            error, allowed = part(comp.error), part(comp.allowed_abs)
-        elif comp.figures is not None:
-            error, allowed = comp.figures.absolute(cols)
-        else:
-            error = np.abs(got - exact)
-            allowed = (part(comp.allowed_abs) if comp.allowed_abs is not None
-                       else part(comp.allowed_ulps) * ulp(exact, comp.dtype))
-        # an exact value below the rounding scale of its own terms (zero, or nearly zero by
-        # cancellation) has no meaningful relative error: measure it against the terms (the
-        # same formula on the same numbers as the precision-loss flag, ``compare.losing``: a
-        # LOSS entry is over ``precision_loss_ulps`` here too)
-        _, comp_ulps = error_ulps(error, exact, got, comp.dtype)
-        ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
+        exact, got, error, allowed, ulps, scale = _errors(comp, config, cols)
+        status = _cols(comp.status, cols)
         relative = error / scale
         ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
         # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
@@ -83,15 +62,62 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
                    if name in ("kink", "inconclusive", "suspect")]
         comparable = np.isfinite(exact) & ~np.isin(status, excused)
         ratio = np.where(np.isfinite(got), ratio, np.inf)
-        ulps = np.where(np.isfinite(got), ulps, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
 
 
+def shown_ulps(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> np.ndarray:
+    """``measures(comp, config, cols).ulps`` alone (the same numbers, without the other
+    figures: a large result's median reads its ULPs a second time)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        return _errors(comp, config, cols)[4]
+
+
+def _cols(a, cols: slice):
+    """a[:, cols]: a deferred figure (tensor/streaming_figures) reads only those columns."""
+    return None if a is None else (a if hasattr(a, "ndim") else np.asarray(a))[:, cols]
+
+
+def _errors(comp: Comparison, config: VerifyConfig, cols: slice) -> tuple:
+    """(exact, got, absolute error, absolute allowance, shown ULPs, their scale) of ``cols``
+    (under the caller's errstate)."""
+    tol = config.tolerance
+    exact = np.asarray(_cols(comp.expected, cols), dtype=np.float64)
+    got = _cols(comp.got, cols)
+    # the compare's own errors and allowances (``compare.entry_errors``): kept, or recomputed
+    # from what they were made of (``Comparison.figures``); only a comparison made by hand has
+    # neither (its error from the oracle's high part, its allowance from the ULPs)
+    if comp.error is not None:
+        error, allowed = _cols(comp.error, cols), _cols(comp.allowed_abs, cols)
+    elif comp.figures is not None:
+        error, allowed = comp.figures.absolute(cols)
+    else:
+        error = np.abs(got - exact)
+        allowed = (_cols(comp.allowed_abs, cols) if comp.allowed_abs is not None
+                   else _cols(comp.allowed_ulps, cols) * ulp(exact, comp.dtype))
+    # an exact value below the rounding scale of its own terms (zero, or nearly zero by
+    # cancellation) has no meaningful relative error: measure it against the terms (the
+    # same formula on the same numbers as the precision-loss flag, ``compare.losing``: a
+    # LOSS entry is over ``precision_loss_ulps`` here too)
+    _, comp_ulps = error_ulps(error, exact, got, comp.dtype)
+    ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
+    ulps = np.where(np.isfinite(got), ulps, np.inf)
+    return exact, got, error, allowed, ulps, scale
+
+
+def _merged(whole: dict | None, part: dict | None) -> dict | None:
+    """Two folds' figures as one fold of both (``ResultMeasures._fold``: maxima and a minimum,
+    the same numbers in any grouping)."""
+    if whole is None or part is None:
+        return part if whole is None else whole
+    return {k: min(whole[k], part[k]) if k == "resolution" else max(whole[k], part[k])
+            for k in whole}
+
+
 def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
-    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts)."""
-    v = values[mask]
-    v = v[~np.isnan(v)]
-    return float(v.max()) if v.size else 0.0
+    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts; 0.0
+    when none is left: the figures are >= 0), in one reduction (no masked copies)."""
+    top = float(np.fmax.reduce(values, axis=None, where=mask, initial=-np.inf))
+    return 0.0 if top == -np.inf else top
 
 
 class ResultMeasures:
@@ -165,18 +191,16 @@ class ResultMeasures:
                            "resolution": float("inf"), "worst_ratio_all": 0.0})
         for m in parts:
             u = m.ulps
-            finite = u[np.isfinite(u)]
-            st["worst_ulps"] = float("inf") if finite.size < u.size else max(
-                st["worst_ulps"], float(finite.max()) if finite.size else 0.0)
+            st["worst_ulps"] = (float("inf") if not np.isfinite(u).all() else
+                                max(st["worst_ulps"], float(u.max()) if u.size else 0.0))
             st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
             st["worst_ratio_all"] = max(st.get("worst_ratio_all", 0.0),
                                         _masked_max(m.ratio, np.isfinite(m.exact)))
             st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
             with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                res = np.where(m.comparable & (m.exact > 0) & np.isfinite(m.allowed),
-                               m.allowed / m.exact, np.inf)
-            if res.size:
-                st["resolution"] = min(st["resolution"], float(np.nanmin(res)))
+                res = np.fmin.reduce(m.allowed / m.exact, axis=None, initial=np.inf, where=(
+                    m.comparable & (m.exact > 0) & np.isfinite(m.allowed)))
+            st["resolution"] = min(st["resolution"], float(res))
         return st
 
     def _scan(self, backend: str) -> None:
@@ -194,13 +218,15 @@ class ResultMeasures:
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
+        counts = np.zeros(len(ULP_BINS) - 1, np.int64)
         for a, b in groups:
             st, filled = None, 0
             ulps = np.empty(n * (b - a) if medians else 0, np.float32)
             for part in self._chunks(backend, slice(a, b)):
                 m = self._part(backend, part)
                 st = self._fold([m], st)
-                whole = self._fold([m], whole)
+                if tiled:  # the reduction's histogram of the same chunk (Comparison.reduce)
+                    counts += ulp_counts(comp.ulps[:, part])
                 if medians:
                     u = m.ulps.astype(np.float32).reshape(-1)
                     ulps[filled:filled + u.size] = u
@@ -208,15 +234,17 @@ class ResultMeasures:
                     if tiled:
                         middle.add(u)
             self._memo[("stats", backend, a, b)] = st or self._fold([])
+            whole = _merged(whole, st)
             if medians:
                 self._memo[("median", backend, a, b)] = (
                     float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
             del ulps
         if tiled:
             self._memo[("stats", backend, 0, width)] = whole or self._fold([])
+            self._memo[("ulp_counts", backend)] = counts
         if tiled and medians:
             self._memo[("median", backend, 0, width)] = middle.value(
-                lambda: (self._part(backend, part).ulps for part in
+                lambda: (shown_ulps(comp, self.config, part) for part in
                          self._chunks(backend, slice(0, width))))
 
     def keep_figures(self, backend: str, findings) -> dict:
@@ -238,7 +266,7 @@ class ResultMeasures:
         for f in findings:
             self.measure(f)
         return {k: v for k, v in self._memo.items()
-                if k[0] in ("stats", "median", "measure") and k[1] == backend}
+                if k[0] in ("stats", "median", "measure", "ulp_counts") and k[1] == backend}
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the

@@ -189,7 +189,7 @@ class Comparison:
     def ok(self) -> bool:
         return not np.isin(self.status, FAILING).any()
 
-    def reduce(self) -> "Comparison":
+    def reduce(self, counts: np.ndarray | None = None) -> "Comparison":
         """This comparison without its per-entry arrays but ``status`` (what the verdict and
         the counts read; 1 byte an entry): the ULPs become their histogram (``ulp_counts``,
         what the reports' plot reads); ``got``, ``expected``, the ULPs, the allowances, kink
@@ -197,7 +197,8 @@ class Comparison:
         status, exact value and result, as the causes read them), as copies, so the whole
         arrays are freed. For the streaming compare of a large model, once a ``Result`` has
         memoised its figures (``ResultMeasures.keep_figures``); a reduced comparison's
-        per-entry figures are an error to ask for.
+        per-entry figures are an error to ask for. ``counts``: ``ulp_counts(self.ulps)``
+        when already formed (``keep_figures`` bins them in its own pass), else binned here.
 
         >>> c = compare(np.ones((1, 3)), np.zeros((1, 3)), np.ones((1, 3)), np.ones((1, 3)),
         ...             backend="b", dtype="float64", tol=Tolerance()).reduce()
@@ -206,7 +207,8 @@ class Comparison:
         """
         def value(a):  # a[:, :1]: a deferred figure (tensor/streaming_figures) reads one column
             return None if a is None else np.array(a[:, :1])
-        return replace(self, ulps=value(self.ulps), ulp_counts=ulp_counts(self.ulps),
+        counts = ulp_counts(self.ulps) if counts is None else counts
+        return replace(self, ulps=value(self.ulps), ulp_counts=counts,
                        got=value(self.got), expected=value(self.expected),
                        allowed_ulps=value(self.allowed_ulps),
                        kink_position=value(self.kink_position),

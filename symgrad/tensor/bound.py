@@ -13,7 +13,8 @@ with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the
     max                         max E (a max rounds nothing)
     stop (a softmax shift)      0: the result does not depend on the shift, nor on its error
     layout, take                the same op applied to E
-    scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|)
+    scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|), on the rows the ids
+                                hit (``hitrows``: every other row is an exact 0)
 
 ``m`` counts only the terms that may be nonzero: adding an exact zero rounds nothing. Exact
 zeros are known structurally, the same in every backend: zeros of leaves (dropout keep-masks),
@@ -64,11 +65,12 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..rounding import NEAR_TIE
+from . import hitrows
 from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node, topological
-from .zeros import annihilators as _annihilators
+from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
@@ -83,61 +85,8 @@ def _einsum_terms(node: Node) -> int:
     return int(np.prod([n for c, n in sizes.items() if c not in out], dtype=np.int64))
 
 
-def _ones(node: Node) -> np.ndarray:
-    return np.broadcast_to(np.ones(()), (1,) + node.shape)  # no memory
-
-
 def _zeros(node: Node) -> np.ndarray:
     return np.broadcast_to(np.zeros(()), (1,) + node.shape)  # no memory
-
-
-# --- which entries may be nonzero (None: any); float 0/1 arrays, counts after a contraction --
-
-def _nz_leaf(node, vals, nz):
-    v = vals[0]
-    if node.integer or np.all(v != 0):
-        return None
-    return (v != 0).astype(np.float64)
-
-
-def _nz_map(node, vals, nz):
-    holding = [i for i, n in enumerate(nz) if n is not None]  # arguments that hold a zero
-    keep = [nz[i] for i in _annihilators(node.attrs["expr"], len(nz), among=holding)]
-    if not keep:
-        return None
-    out = keep[0]
-    for n in keep[1:]:
-        out = out * n
-    return np.broadcast_to(out, out.shape[:1] + node.shape)  # an argument may broadcast
-
-
-def _nz_count(node, vals, nz):
-    """einsum / sum: the number of terms per output that may be nonzero (None: all)."""
-    if all(n is None for n in nz):
-        return None
-    if node.op == "sum":
-        return np.sum(nz[0], axis=tuple(a + 1 for a in node.attrs["axes"]))
-    args = [n if n is not None else _ones(a) for a, n in zip(node.args, nz)]
-    return VALUE_RULES["einsum"](node, _T, args, None)
-
-
-def _nz_same(node, vals, nz):
-    if all(n is None for a, n in zip(node.args, nz) if not a.integer):
-        return None
-    args = [v if a.integer else (n if n is not None else _ones(a))
-            for a, v, n in zip(node.args, vals, nz)]
-    return VALUE_RULES[node.op](node, _T, args, None)
-
-
-def _nz_none(node, vals, nz):
-    return None
-
-
-NONZERO_RULES: dict[str, Callable] = {
-    "map": _nz_map, "einsum": _nz_count, "sum": _nz_count, "max": _nz_none, "stop": _nz_none,
-    "onehot": lambda node, vals, nz: None, "reshape": _nz_same, "transpose": _nz_same,
-    "broadcast": _nz_same, "take": _nz_same, "scatter_add": _nz_none,
-}
 
 
 def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
@@ -184,24 +133,39 @@ def _b_zero(node, vals, errs, value, count):
 
 
 def _b_same(node, vals, errs, value, count):
-    """Layout ops and take: the op itself applied to E (integer operands pass unchanged)."""
+    """Layout ops and take: the op itself applied to E (integer operands pass unchanged); a 0
+    broadcast stays one (a take from a leaf's E would copy the whole broadcast table first)."""
+    if all(_is_zero(e) for a, e in zip(node.args, errs) if not a.integer):
+        return _zeros(node)
     args = [e if not a.integer else v for a, v, e in zip(node.args, vals, errs)]
     return VALUE_RULES[node.op](node, _T, args, None)
 
 
 def _b_scatter(node, vals, errs, value, count):
-    ids = vals[1]
+    """scatter_add(E) + (T - 1) scatter_add(|x|), formed on the rows the ids hit only: every
+    other row of both scatters is an exact 0, so E is 0 there (not formed entry by entry:
+    GPT-2's token-embedding gradient has 50257 rows, a sample's 64 tokens hit at most 64)."""
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
-    e = VALUE_RULES["scatter_add"](node, _T, [errs[0], ids], None)
+    e = hitrows.scatter(node, _hit(node, vals), errs[0])
     if t:
         e = e + t * _abs_scatter(node, vals)
-    return e
+    return hitrows.spread(node, _hit(node, vals), e)
 
 
 def _abs_scatter(node, vals) -> np.ndarray:
-    """scatter_add of |rows| (both rules of a scatter read it)."""
-    return vals.once("abs_scatter", lambda: VALUE_RULES["scatter_add"](
-        node, _T, [np.abs(vals[0]), vals[1]], None))
+    """scatter_add of |rows| on the hit rows (both rules of a scatter read it)."""
+    return vals.once("abs_scatter", lambda: hitrows.scatter(node, _hit(node, vals),
+                                                            vals.magnitudes[0]))
+
+
+def _hit(node, vals) -> hitrows.Hit:
+    """The rows a scatter's ids hit, found once per node."""
+    return vals.once("hit", lambda: hitrows.hit(node, list(vals)))
+
+
+def _is_zero(e) -> bool:
+    """Whether ``e`` is one 0 broadcast (a leaf's or a constant's E: ``_zeros``)."""
+    return isinstance(e, np.ndarray) and e.size > 0 and not any(e.strides) and e.flat[0] == 0
 
 
 RULES: dict[str, Callable] = {
@@ -242,6 +206,8 @@ def _s_einsum(node, vals, sig, value, count, n0):
                 linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
                 quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
             total = _plus(total, quad)
+    if isinstance(total, np.ndarray) and total.shape == np.shape(value):
+        return total  # the rule's own array: writeable (``_at_most`` may reuse it)
     return np.broadcast_to(total, np.shape(value))
 
 
@@ -254,22 +220,34 @@ def _s_sum(node, vals, sig, value, count, n0):
 
 
 def _s_scatter(node, vals, sig, value, count, n0):
-    ids = vals[1]
+    """sigma of a scatter_add, on the hit rows only (``_b_scatter``: 0 on every other row)."""
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
-    s = np.sqrt(VALUE_RULES["scatter_add"](node, _T, [sig[0] * sig[0], ids], None))
+    at = _hit(node, vals)
+    s = np.sqrt(hitrows.scatter(node, at, sig[0] * sig[0]))
     if t + 1 > n0:
-        s = np.maximum(s, VALUE_RULES["scatter_add"](node, _T, [sig[0], ids], None) / np.sqrt(n0))
+        s = np.maximum(s, hitrows.scatter(node, at, sig[0]) / np.sqrt(n0))
     if t:
         s = s + _growth(t, n0) * _abs_scatter(node, vals)
-    return s
+    return hitrows.spread(node, at, s)
 
 
-def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray) -> np.ndarray:
-    """min(E, lam * sigma), NaN-ignoring, formed in lam * sigma's array (one temporary)."""
+def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray, reuse: bool = False) -> np.ndarray:
+    """min(E, lam * sigma), NaN-ignoring, formed in lam * sigma's array (one temporary; with
+    ``reuse``, sigma's own array where it is a whole float64 one: nothing else reads it)."""
+    reuse = (reuse and isinstance(sigma, np.ndarray) and sigma.flags.writeable
+             and sigma.base is None and sigma.dtype == np.float64)
     with np.errstate(over="ignore"):  # lam * sigma past float64 is inf: then E (right)
-        scaled = np.multiply(lam, sigma)
+        scaled = np.multiply(lam, sigma, out=sigma if reuse else None)
     return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(
         E.shape, scaled.shape) else None)
+
+
+def _at_most_hit(node: Node, at: hitrows.Hit, E: np.ndarray, lam: float,
+                 sigma: np.ndarray) -> np.ndarray:
+    """``_at_most`` of a scatter's E and sigma, formed on its hit rows only: both are 0 on
+    every other row, and so is min(0, lam * 0)."""
+    return hitrows.spread(node, at, _at_most(hitrows.on_rows(node, at, E), lam,
+                                             hitrows.on_rows(node, at, sigma)))
 
 
 def _worst_rule(rule: Callable) -> Callable:
@@ -342,6 +320,8 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
     errs: dict[int, np.ndarray] = {}
     sigs: dict[int, np.ndarray] = {}
     nonzero: dict[int, np.ndarray | None] = {}
+    shared: dict = {}  # |x| and |x|^2 of leaves, read by several nodes (``Operands``)
+    hits: dict[int, tuple] = {}  # a scatter's hit rows: E and sigma are 0 on every other row
     n = max(np.shape(v)[0] for v in leaves.values())
     for i, node in enumerate(order):
         if node.op in ("param", "input", "const"):
@@ -352,12 +332,13 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                 vals[node.id] = (v.astype(np.int64) if node.integer
                                  else np.asarray(v, dtype=np.float64))  # no copy of float64
             errs[node.id] = sigs[node.id] = _zeros(node)
-            nonzero[node.id] = _nz_leaf(node, [vals[node.id]], []) if exact_zeros else None
+            nonzero[node.id] = leaf_nonzero(node, vals[node.id]) if exact_zeros else None
         else:
             args = Operands(node, [vals[a.id] for a in node.args],
                             errors=[errs[a.id] for a in node.args],
                             sigmas=[sigs[a.id] for a in node.args] if prob else None,
-                            long=prob and node.op == "einsum" and _einsum_terms(node) > n0)
+                            long=prob and node.op == "einsum" and _einsum_terms(node) > n0,
+                            shared=shared)
             unread = node.id not in read  # an output only: its value and zeros unused
             with np.errstate(all="ignore"):
                 vals[node.id] = (_shape_of(node, args) if unread and node.op == "einsum"
@@ -378,6 +359,8 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                 else:
                     errs[node.id] = RULES[node.op](node, args, [errs[a.id] for a in node.args],
                                                    vals[node.id], counts)
+                if node.op == "scatter_add":
+                    hits[node.id] = _hit(node, args)
                 if prob and pair is None:
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
@@ -387,14 +370,19 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
                     #                  value, error, sigma and nonzero of 163M entries at once)
                     final[a.id] = np.broadcast_to(
-                        _at_most(errs[a.id], sigmas, sigs[a.id]) if prob else errs[a.id],
+                        _at_most_hit(a, hits[a.id], errs[a.id], sigmas, sigs[a.id])
+                        if prob and a.id in hits else
+                        _at_most(errs[a.id], sigmas, sigs[a.id], reuse=a.id not in read)
+                        if prob else errs[a.id],
                         (n,) + a.shape)
                     for k in (index[a.id] if emit is not None else ()):
                         emit(k, final[a.id])
                     if emit is not None:
                         final[a.id] = None
-                for d in (vals, errs, sigs, nonzero):
+                for d in (vals, errs, sigs, nonzero, hits):
                     d.pop(a.id, None)
+                shared.pop(("abs", a.id), None)  # a leaf's |x| and square, once no node reads it
+                shared.pop(("squares", a.id), None)
         if progress is not None:
             progress(i + 1, len(order))
     return [final[o.id] for o in outputs]

@@ -46,13 +46,18 @@ class Operands(list):
     """
 
     def __init__(self, node: Node, values: Iterable[np.ndarray], *,
-                 errors: list | None = None, sigmas: list | None = None, long: bool = False):
+                 errors: list | None = None, sigmas: list | None = None, long: bool = False,
+                 shared: dict | None = None):
         """``errors``, ``sigmas``: each operand's E and sigma (None: not known, no stacking);
-        ``long``: whether the probabilistic rule asks for sigma_i |x_j| terms (beyond n0)."""
+        ``long``: whether the probabilistic rule asks for sigma_i |x_j| terms (beyond n0);
+        ``shared``: |x| and |x|^2 of leaf operands across the nodes of one walk, by (what,
+        leaf node id) (GPT-2's 50257 x 768 token matrix is read by the logits and by their
+        gradient: its |x| and square formed once)."""
         super().__init__(values)
         self.node = node
         self._errors, self._sigmas, self._long = errors, sigmas, long
         self._memo: dict = {}
+        self._shared = shared
 
     def once(self, key, make: Callable):
         """``make()`` the first time ``key`` is asked for on this node, the same object after."""
@@ -63,12 +68,24 @@ class Operands(list):
     @property
     def magnitudes(self) -> list[np.ndarray]:
         """|x| of each operand."""
-        return self.once("abs", lambda: [np.abs(v) for v in self])
+        return self.once("abs", lambda: [self._leaf("abs", j, lambda v=v: np.abs(v))
+                                         for j, v in enumerate(self)])
 
     @property
     def squares(self) -> list[np.ndarray]:
         """|x|^2 of each operand."""
-        return self.once("squares", lambda: [v * v for v in self.magnitudes])
+        return self.once("squares", lambda: [self._leaf("squares", j, lambda v=v: v * v)
+                                             for j, v in enumerate(self.magnitudes)])
+
+    def _leaf(self, what: str, j: int, make: Callable) -> np.ndarray:
+        """``make()`` of operand j, shared by the walk's nodes where it is a leaf."""
+        arg = self.node.args[j]
+        if self._shared is None or arg.op not in ("param", "input", "const"):
+            return make()
+        key = (what, arg.id)
+        if key not in self._shared:
+            self._shared[key] = make()
+        return self._shared[key]
 
     def contraction(self) -> np.ndarray:
         """The node's einsum of |x_1| .. |x_k|."""

@@ -146,7 +146,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             alone = Result(model.name, cfg, names, blocks, runs, {name: comp}, subset, [], [])
             memo.update(alone.keep_figures(name, [f for fs in found[name].values()
                                                   for f in fs]))
-            return comp.reduce()
+            return comp.reduce(memo.get(("ulp_counts", name)))
 
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
     runs: dict[str, BackendRun] = {}

@@ -84,9 +84,9 @@ def test_a_gradient_outside_the_hull_fails_naming_x(weights, dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_a_two_way_tie_is_as_before(dtype):
-    """(5, -5, 1): torch's 1/2 each (the midpoint, exact) and an index pick pass; (1, 1, 0)
-    fails."""
+def test_a_two_way_tie(dtype):
+    """(5, -5, 1): torch's 1/2 each (the midpoint, exact: it passed before too) and an index
+    pick (before: a mismatch, the map had no sides) pass; (1, 1, 0) fails."""
     at = _at([5.0, -5.0, 1.0])
     r = sg.verify(_norm_inf_model(), torch_fn=_norm_inf, at=at, dtype=dtype)
     assert r.verdict == "pass", r

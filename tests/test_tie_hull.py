@@ -151,3 +151,38 @@ def test_a_max_reduction_at_a_four_way_tie_passes_and_all_ones_fails():
         top = x.amax(1, keepdim=True).detach()
         return (((x - top) * (x == top)).sum(1) + top[:, 0]).sum()
     assert sg.verify(m, torch_fn=summed, at=at).verdict == "fail"
+
+
+def _wide_model(n):
+    x = sg.matrix("x", n)
+    return sg.Model(f"max{n}", sp.Max(*x), params=[x])
+
+
+WIDE_FNS = {
+    "amax": lambda x: torch.amax(x),
+    "max-index": lambda x: torch.max(x, dim=0).values,
+}
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("fn", sorted(WIDE_FNS))
+@pytest.mark.parametrize("n", [9])
+def test_a_max_too_wide_for_one_site_is_a_tree_of_sites(n, fn, dtype):
+    """Max of 9 members: one atom of more operands and selectors than a map has symbols
+    (before: no sides, sympy's H(0) = 1/2 for each of a three-way tie's members, a false
+    FAIL). As two halves (each hoisted) its three-way tie across the halves has the three
+    one-hot vertices: amax's 1/3 each and max's index pick pass; every tied gradient 1
+    fails. (Up to 20 members pass too; 15 costs 30 s CPU in the front, before this fix too.)"""
+    at = {"x": np.arange(n, dtype=float)[None]}
+    at["x"][0, [0, n // 2, n - 1]] = n + 1.5
+    m = _wide_model(n)
+    r = sg.verify(m, torch_fn=WIDE_FNS[fn], at=at, dtype=dtype)
+    assert r.verdict == "pass", r
+    assert np.isfinite(r.comparisons["torch_fn"].kink_position).any()
+
+    def summed(x):
+        top = x.amax().detach()
+        return ((x - top) * (x == top)).sum() + top
+    bad = sg.verify(m, torch_fn=summed, at=at, dtype=dtype)
+    assert bad.verdict == "fail", bad
+    assert "x[" in bad.failures[0].message()

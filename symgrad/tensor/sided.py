@@ -288,6 +288,28 @@ def _outermost(*exprs: sp.Expr) -> list[sp.Expr]:
     return out
 
 
+def _plan(body: sp.Expr) -> tuple[list, list, sp.Expr, list] | None:
+    """How ``_hoist`` splits ``body``: the expressions hoisted, their symbols, the body
+    reading them, and its symbols in operand order; None where no split fits ``X``."""
+    found = _atoms(body)
+    for outer in (_outermost(body), [e for e in found
+                                     if not any(o != e and o.has(e) for o in found)]):
+        if outer == [body]:  # one atom: hoist the outermost atoms of its arguments
+            outer = _outermost(*body.args)
+            if not outer and isinstance(body, (sp.Max, sp.Min)) and len(body.args) > 2:
+                half = len(body.args) // 2
+                tmp = [sp.Dummy("half0"), sp.Dummy("half1")]
+                return ([type(body)(*body.args[:half]), type(body)(*body.args[half:])], tmp,
+                        type(body)(*tmp), tmp)
+        tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
+        rest = body.xreplace(dict(zip(outer, tmp)))
+        used = [v for v in X if v in rest.free_symbols] + [t for t in tmp
+                                                          if t in rest.free_symbols]
+        if outer and len(used) < len(X):  # a map's derivative reads one symbol more
+            return outer, tmp, rest, used
+    return None
+
+
 def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
            top: bool = False) -> tuple[Node, Node] | None:
     """``map(body)`` of the model's operands ``margs`` and the sided ones ``sargs``, as
@@ -299,25 +321,21 @@ def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
     the hull of k vertices), never sympy's ``Heaviside(0) = 1/2`` for each member. Where the
     atoms outside every other one are too many to be operands, only those inside no other
     are hoisted (an atom also inside one stays in the body, without sides, as it did); None
-    where nothing fits (the sites this call added are taken back)."""
+    where nothing fits (the sites this call added are taken back). A ``Max`` / ``Min`` too
+    wide itself (15 members: 30 operands and selectors) is a tree of two halves, each hoisted:
+    its sides are still every member's (a tie across the halves takes the outer side and an
+    inner one: the same one-hot vertices)."""
     if not top:
-        model, sided_ops = map_(body, *margs, name=name), map_(body, *sargs).args
-        site = _map_site(model, sided_ops, sites)
+        model = map_(body, *margs, name=name)
+        if not _atoms(body):  # a half of a wide Max that is one member
+            return model, map_(body, *sargs, name=name)
+        site = _map_site(model, map_(body, *sargs).args, sites)
         if site is not None:
             return model, site
-    found = _atoms(body)
-    for outer in (_outermost(body), [e for e in found
-                                     if not any(o != e and o.has(e) for o in found)]):
-        if outer == [body]:  # one atom: hoist the outermost atoms of its arguments
-            outer = _outermost(*body.args)
-        tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
-        rest = body.xreplace(dict(zip(outer, tmp)))
-        used = [v for v in X if v in rest.free_symbols] + [t for t in tmp
-                                                          if t in rest.free_symbols]
-        if outer and len(used) < len(X):  # a map's derivative reads one symbol more
-            break
-    else:
+    plan = _plan(body)
+    if plan is None:
         return None
+    outer, tmp, rest, used = plan
     before, subs = len(sites), []
     for e in outer:
         inside = sorted(e.free_symbols, key=X.index)

@@ -189,6 +189,11 @@ def _layer_norm(x, eps):
     return [(xi - m) / sp.sqrt(v + eps) for xi in x]
 
 
+def _rows(f, X):
+    """``f`` of each row of the matrix ``X``."""
+    return [f(*X.row(i)) for i in range(X.rows)]
+
+
 def _cummax_free_lse(xs):
     return [logsumexp(xs[:k + 1]) for k in range(len(xs))]
 
@@ -239,6 +244,15 @@ REDUCTIONS = [
     _vec("max", "torch.max(x)", lambda x: sp.Max(*x), notes="ties: any subgradient"),
     _vec("max_dim", "torch.max(x, dim=0).values", lambda x: sp.Max(*x),
          notes="ties: the gradient goes to one index"),
+    # rows of four: the inputs' ties (the first k of the 8 entries equal, k = 2..8) give
+    # 2-, 3- and 4-way ties within a row
+    Op("amax_dim1", "reduction", "torch.amax(X, dim=1)", lambda X: _rows(sp.Max, X),
+       (Arg("X", (2, 4)),), notes="ties: any subgradient (torch: an even split)"),
+    Op("max_dim1", "reduction", "torch.max(X, dim=1).values", lambda X: _rows(sp.Max, X),
+       (Arg("X", (2, 4)),), notes="ties: the gradient goes to one index"),
+    Op("vector_norm_inf_dim1", "reduction", "torch.linalg.vector_norm(X, ord=float('inf'), "
+       "dim=1)", lambda X: _rows(sp.Max, X.applyfunc(sp.Abs)), (Arg("X", (2, 4)),),
+       notes="ties: any subgradient (torch: an even split)"),
     Op("cosine_similarity", "reduction", "F.cosine_similarity(x, y, dim=0)",
        lambda x, y: dot(x, y) / sp.Max(norm2(x) * norm2(y), R(1, 10**8)),
        (Arg("x", V), Arg("y", V)), notes="x.y / max(||x|| ||y||, eps), eps=1e-8"),

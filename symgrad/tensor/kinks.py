@@ -30,6 +30,9 @@ from .program import map_
 from .sided import (KINK_FUNCTIONS, RELATIONS, Atom, Sided, Site, has_sites, live,  # noqa: F401
                     sided)
 
+MIDPOINT_BITS = 40  # an exact tie's base weights (``_midpoint``): multiples of 2^-40
+
+
 class Key(NamedTuple):
     """One reached kink of one sample: ``options``, the sides it may take, of atom ``atom`` of
     site ``site`` at entry ``entry`` (atom -1: a max reduction's output entry, options the
@@ -224,11 +227,17 @@ def _map_atom(i: int, j: int, site: Site, atom: Atom, parts: list, rows, base,
 
 
 def _midpoint(tied: np.ndarray) -> np.ndarray:
-    """Weights over the last axis: about 1/m on each of the m tied entries, dyadic (20 bits)
-    and summing to 1 exactly, so that the sided program's value at a tie is exact (a float
-    1/3, three times, is not 1)."""
+    """Weights over the last axis: about 1/m on each of the m tied entries, dyadic
+    (``MIDPOINT_BITS``) and summing to 1 exactly, so that the sided program's value at a tie is
+    exact (a float 1/3, three times, is not 1; x * S of a float64 x is an integer of at most
+    53 + 40 bits in units of 2^-40 ulp(x), and so is every partial sum: exact in a
+    double-double's 106). 40 bits, not 20: torch's even split (amax, vector_norm(inf): 1/k
+    each) is then within 2^-40 of the base, not 2^-20 (8 to 27 float32 ULPs of symgrad's own
+    making, reported as the error of correct code; now 0.3). Not 50: in float64 the even
+    split would be "ok" 13 ULPs from the base (0.65 of its allowance) instead of a kink
+    judged by its sides."""
     m = tied.sum(axis=-1, keepdims=True)
-    share = np.floor(2.0**20 / np.maximum(m, 1)) / 2.0**20
+    share = np.floor(2.0**MIDPOINT_BITS / np.maximum(m, 1)) / 2.0**MIDPOINT_BITS
     w = np.where(tied, share, 0.0)
     last = tied.shape[-1] - 1 - np.argmax(tied[..., ::-1], axis=-1)[..., None]
     np.put_along_axis(w, last, np.take_along_axis(w, last, -1) + 1.0 - (share * m), -1)

@@ -261,27 +261,95 @@ def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
 
 def _split(node: Node, args: tuple, sites: list) -> Node | None:
     """A map too wide to be a site (three windows' ``v * Max(0, a, b, c)`` of 12 operands and
-    12 pieces): each outermost atom becomes a map of its own operands (a site), which the
-    body reads as an operand (the same function, exactly); None where that does not fit
-    either (the map keeps its own derivative: no sides)."""
-    body = node.attrs["expr"]
+    12 pieces; ``Max(|a|, |b|, |c|)``, vector_norm(inf), of 3 * 3 * 3 * 4 one-hot cases): its
+    atoms move into maps of their own (``_hoist``), which the body reads as operands (the same
+    function, exactly); None where that does not fit either (the map keeps its own
+    derivative: no sides)."""
+    found = _hoist(node.attrs["expr"], node.args, args, node.name, sites, top=True)
+    return None if found is None else found[1]
+
+
+def _outermost(*exprs: sp.Expr) -> list[sp.Expr]:
+    """The atoms of ``exprs`` not inside another atom, each once: every atom of the body is
+    inside one of them (``Max(a, b)`` both inside a ``Piecewise`` condition and on its own is
+    one of them itself)."""
+    out: list = []
+
+    def visit(e):
+        if isinstance(e, KINK_FUNCTIONS) and _supported(e):
+            if e not in out:
+                out.append(e)
+            return
+        for a in e.args:
+            if isinstance(a, sp.Basic):
+                visit(a)
+    for e in exprs:
+        visit(e)
+    return out
+
+
+def _plan(body: sp.Expr) -> tuple[list, list, sp.Expr, list] | None:
+    """How ``_hoist`` splits ``body``: the expressions hoisted, their symbols, the body
+    reading them, and its symbols in operand order; None where no split fits ``X``."""
     found = _atoms(body)
-    outer = [e for e in found if not any(o != e and o.has(e) for o in found)]
-    tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
-    subs = []
+    for outer in (_outermost(body), [e for e in found
+                                     if not any(o != e and o.has(e) for o in found)]):
+        if outer == [body]:  # one atom: hoist the outermost atoms of its arguments
+            outer = _outermost(*body.args)
+            if not outer and isinstance(body, (sp.Max, sp.Min)) and len(body.args) > 2:
+                half = len(body.args) // 2
+                tmp = [sp.Dummy("half0"), sp.Dummy("half1")]
+                return ([type(body)(*body.args[:half]), type(body)(*body.args[half:])], tmp,
+                        type(body)(*tmp), tmp)
+        tmp = [sp.Dummy(f"atom{q}") for q in range(len(outer))]
+        rest = body.xreplace(dict(zip(outer, tmp)))
+        used = [v for v in X if v in rest.free_symbols] + [t for t in tmp
+                                                          if t in rest.free_symbols]
+        if outer and len(used) < len(X):  # a map's derivative reads one symbol more
+            return outer, tmp, rest, used
+    return None
+
+
+def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
+           top: bool = False) -> tuple[Node, Node] | None:
+    """``map(body)`` of the model's operands ``margs`` and the sided ones ``sargs``, as
+    (the model's node, the sided node): a site if its atoms fit one (not at ``top``: the
+    caller tried), else each outermost atom a map of its own, hoisted the same way, read as
+    an operand - and where the body is one atom, the atoms inside its arguments (``Max(|a|,
+    |b|, |c|)``: three ``Abs`` sites, and a ``Max`` site of three members). A tie of the
+    outer atom is then a site's tie: its sides are every member's (a k-way tie: k options,
+    the hull of k vertices), never sympy's ``Heaviside(0) = 1/2`` for each member. Where the
+    atoms outside every other one are too many to be operands, only those inside no other
+    are hoisted (an atom also inside one stays in the body, without sides, as it did); None
+    where nothing fits (the sites this call added are taken back). A ``Max`` / ``Min`` too
+    wide itself (15 members: 30 operands and selectors) is a tree of two halves, each hoisted:
+    its sides are still every member's (a tie across the halves takes the outer side and an
+    inner one: the same one-hot vertices)."""
+    if not top:
+        model = map_(body, *margs, name=name)
+        if not _atoms(body):  # a half of a wide Max that is one member
+            return model, map_(body, *sargs, name=name)
+        site = _map_site(model, map_(body, *sargs).args, sites)
+        if site is not None:
+            return model, site
+    plan = _plan(body)
+    if plan is None:
+        return None
+    outer, tmp, rest, used = plan
+    before, subs = len(sites), []
     for e in outer:
-        used = sorted(e.free_symbols, key=X.index)
-        expr = e.xreplace({v: X[q] for q, v in enumerate(used)})
-        model_sub = map_(expr, *[node.args[X.index(v)] for v in used], name=node.name)
-        sided_args = map_(expr, *[args[X.index(v)] for v in used]).args
-        sub = _map_site(model_sub, sided_args, sites)
+        inside = sorted(e.free_symbols, key=X.index)
+        sub = _hoist(e.xreplace({v: X[q] for q, v in enumerate(inside)}),
+                     tuple(margs[X.index(v)] for v in inside),
+                     tuple(sargs[X.index(v)] for v in inside), name, sites)
         if sub is None:
+            del sites[before:]
             return None
         subs.append(sub)
-    rest = body.xreplace(dict(zip(outer, tmp)))
-    used = [v for v in X if v in rest.free_symbols] + [t for t in tmp if t in rest.free_symbols]
-    if len(used) >= len(X):  # a map's derivative reads one symbol more
-        return None
-    operands = [args[X.index(v)] if v in X else subs[tmp.index(v)] for v in used]
+    pick = [(margs[X.index(v)], sargs[X.index(v)]) if v in X else subs[tmp.index(v)]
+            for v in used]
     expr = rest.xreplace({v: X[q] for q, v in enumerate(used)})
-    return Node("map", tuple(operands), node.shape, {"expr": expr}, node.name)
+    model = map_(expr, *[m for m, _ in pick], name=name)
+    site = _map_site(model, map_(expr, *[s for _, s in pick]).args, sites) if _atoms(
+        expr) else None
+    return model, site or map_(expr, *[s for _, s in pick], name=name)

@@ -186,10 +186,16 @@ def render(rows: list[dict]) -> None:
            "blocks; +0.7 at 1 layer), the bound's +2.8 (+1.6 over E: at the output-head "
            "gradient its stacked |A||B| and error term (2 x 0.29 GiB), E, sigma and their "
            "temporaries; the same +1.6 at 1 layer, where it sets the peak), each compare's +0.7 "
-           "(profiled by mem23: the new statuses 0.15, the block test's 4M-entry column chunks "
-           "0.33 GiB - the previous chunk's scaled error, exact value and allowance were still "
-           "held while the next chunk's were formed - and freed heap; mark_doubt and mark_open "
-           "do nothing at GPT-2), torch's backward +1.5 (the gradient 1.21 and one block)."]
+           "(profiled by mem23 on GPT-2's block layout with synthetic values: the new statuses "
+           "0.15 and 1M-entry compare chunks 0.1, then in the block test a whole-size kink mask "
+           "held through every block (0.15, none at a kink: dropped since 7f0afde) and the "
+           "4M-entry column chunks' arrays (0.33 -> 0.17 GiB since 589920b: the previous "
+           "chunk's scaled error, exact value and allowance were still held while the next "
+           "chunk's were formed); block_tests' peak over its start 0.32 GiB at 589920b, 0.17 "
+           "at 7f0afde (about 0.48 before both, by the parts), the phase 4.53 -> 5.02 and "
+           "4.53 -> 4.87 GiB; the rest of the real run's +0.7 is likely freed heap; "
+           "mark_doubt and mark_open do nothing at GPT-2), torch's backward +1.5 (the gradient "
+           "1.21 and one block)."]
     bench = ROOT / "reports" / "benchmarks.md"
     text = bench.read_text()
     before, _, rest = text.partition("\n" + SECTION)

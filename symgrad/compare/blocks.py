@@ -238,6 +238,7 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
                     mark = use[rows] & (e[rows] * g[rows] * proj > 0) & _member(sub, markable)
                     sub[mark] = SUSPECT
                     status[rows, c:d] = sub
+                del use, e, g  # before the next chunk's are formed
             for s, proj, sig, th in suspects:
                 rows = slice(None) if s < 0 else slice(s, s + 1)
                 found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=before[rows]))
@@ -261,8 +262,11 @@ def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray):
     exact, err, allowed = columns(a, b)
     use = usable_of(exact, err, a, b)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return use, _masked(use, err, scale), _masked(use, exact, scale), _masked(use, allowed,
-                                                                                  scale)
+        e = _masked(use, err, scale)
+        del err  # each operand released once scaled: 2 of the chunk's arrays fewer at once
+        al = _masked(use, allowed, scale)
+        del allowed
+        return use, e, _masked(use, exact, scale), al
 
 
 def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
@@ -277,8 +281,10 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
     for c, d in spans:
         exact, err, _ = columns(c, d)
         use = usable_of(exact, err, c, d)
+        del err, _
         if d > c:
             scale = np.maximum(scale, _row_scale(exact, use))
+        del exact, use  # (each pass: one chunk's arrays at a time, not the last one's beside)
     scale = np.where(scale > 0, scale, 1.0)[:, None]
     gg, g4, eg, aa = (np.zeros(n) for _ in range(4))
     al_finite = np.ones(n, bool)
@@ -291,11 +297,13 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
             eg += sums[2]
             aa += sums[3]
             al_finite &= sums[4]
+            del e, g, al, sums
         p = eg / gg
         rr = np.zeros(n)
         for c, d in spans:
             _, e, g, _ = _scaled(columns, usable_of, c, d, scale)
             rr += _residual(g, e, p)
+            del e, g, _
         sigma = np.sqrt(rr) / gg
         pi = np.where(al_finite, gg / aa, 0.0)
         n_eff = gg**2 / g4

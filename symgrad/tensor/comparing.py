@@ -201,7 +201,9 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
         np.putmask(allowed, np.isnan(allowed), np.inf)
         return exact, err, allowed
     at_kink = np.isfinite(comp.kink_position)  # decided by the kink test, not a scale
+    exclude = at_kink if at_kink.any() else None
+    del at_kink  # none at a kink: the whole-size mask (GPT-2: 0.15 GiB) is not held meanwhile
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
-                                      exclude=at_kink if at_kink.any() else None)
+                                      exclude=exclude)
     return replace(comp, status=status, systematic=tuple(found),
                    resolution=pooled_resolution(len(status), comp.dtype, tol))

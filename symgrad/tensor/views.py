@@ -17,7 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..backends.torch_grads import backward_into
+from ..backends.torch_grads import backward_into, give_back
 from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
@@ -283,6 +283,10 @@ def _chunk(outputs, n: int) -> int:
     return max(1, min(n, CHUNK_ENTRIES // max(per, 1)))
 
 
+GIVE_BACK_FROM = 1 << 16  # entries: an emitted oracle block this large hands freed heap back
+#                          (``torch_grads.give_back``; small programs skip the call)
+
+
 def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int, tick=None,
                  on_step=None, outputs=None, into=None) -> tuple[np.ndarray, np.ndarray]:
     """``c`` samples' exact value and gradient, flattened: (hi, lo) arrays (c, 1 + parameters)
@@ -299,6 +303,9 @@ def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: i
         h, l = table.to_float64(value)
         hi[:, a:a + size] = np.broadcast_to(h, shape).reshape(c, -1)
         lo[:, a:a + size] = np.broadcast_to(l, shape).reshape(c, -1)
+        del h, l
+        if c * size >= GIVE_BACK_FROM:  # the walk's freed heap, as the bound's walk does
+            give_back()
     evaluate(outputs or model.gradient.outputs, table, part, progress=tick, on_step=on_step,
              emit=put)
     return hi, lo

@@ -39,6 +39,7 @@ SIX = ["tests/test_fuzz.py::test_fuzz_1000_has_no_crash_and_no_unexplained_disag
        "tests/test_kinks.py -k beyond_enumeration",
        "tests/test_fuzz.py::test_real_fuzz_finds_domains_and_refusals",
        "tests/test_testing.py::test_wrong_code_fails_with_table_and_minimal_input"]
+NOTES = "<!-- notes: kept when the tables are regenerated -->"
 LINE = re.compile(r"^(\S+)\s+([\d.]+) s\s+(\d+) calls$")
 
 
@@ -144,8 +145,10 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / "cpu.json").write_text(json.dumps(_cpu(trees, args.rounds), indent=1))
     elif args.part == "junit":
         (args.out / "junit.json").write_text(json.dumps(_junit(trees, args.out), indent=1))
-    else:
-        args.report.write_text(_md(args.out))
+    else:  # the hand-written notes after NOTES in the old report are kept
+        old = args.report.read_text() if args.report.exists() else ""
+        notes = old[old.index(NOTES):] if NOTES in old else NOTES + "\n"
+        args.report.write_text(_md(args.out) + "\n" + notes)
     return 0
 
 

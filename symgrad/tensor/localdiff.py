@@ -32,13 +32,18 @@ from __future__ import annotations
 import sympy as sp
 from sympy.core.basic import Basic
 from sympy.core.function import ArgumentIndexError, Function
+from sympy.core.relational import Relational
 from sympy.functions.elementary.complexes import Abs, sign
 from sympy.functions.elementary.miscellaneous import MinMaxBase
+from sympy.functions.elementary.piecewise import ExprCondPair
 from sympy.ntheory.multinomial import multinomial_coefficients_iterator
 
 _FUNCTION_RULE = Function._eval_derivative
 _MINMAX_RULE = MinMaxBase._eval_derivative
 _BASIC_N_TIMES = Basic._eval_derivative_n_times
+# node classes whose free symbols are their arguments' (no bound symbols): "has x" recurses
+_PLAIN = (sp.Add, sp.Mul, sp.Pow, Function, sp.Piecewise, ExprCondPair, MinMaxBase, Relational,
+          sp.And, sp.Or, sp.Not)
 
 
 def diff(expr: sp.Expr, x: sp.Symbol) -> sp.Expr:
@@ -84,8 +89,7 @@ def _has(e: Basic, x: sp.Symbol, has: dict) -> bool:
 
 def _plain(e: Basic) -> bool:
     """Are ``e``'s free symbols the union of its arguments' (no bound symbols)?"""
-    return isinstance(e, (sp.Add, sp.Mul, sp.Pow, Function, sp.Piecewise, MinMaxBase,
-                          sp.logic.boolalg.Boolean, sp.core.containers.Tuple))
+    return isinstance(e, _PLAIN)
 
 
 def _d(e: Basic, x: sp.Symbol, has: dict, memo: dict) -> sp.Expr:

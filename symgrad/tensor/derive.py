@@ -1,7 +1,8 @@
 """The exact gradient of a tensor program by reverse accumulation; the result is again a program.
 
 One vector-Jacobian rule per op (``VJP``): elementwise maps take their local derivatives from
-``sympy.diff`` of the map's expression (exact constants), contractions are adjoint contractions
+``sympy.diff`` of the map's expression (exact constants; computed by ``localdiff.diff``, the
+same expression without sympy's per-node zero tests), contractions are adjoint contractions
 with their subscripts rearranged, reductions / layout ops broadcast or permute the cotangent back,
 take and scatter_add are each other's adjoint. No Jacobian is ever materialised.
 
@@ -22,6 +23,7 @@ import sympy as sp
 
 from ..errors import SymgradError
 from ..optable import TORCH_BACKWARD
+from .localdiff import diff
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
 from .rename import rename
@@ -74,7 +76,7 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     key = (expr, i, k)
     if key in _LOCAL:
         return _LOCAL[key]
-    d = merge_powers(sp.diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
+    d = merge_powers(diff(expr, X[i]))  # no 0/0 where the derivative exists (x**y)
     d = linear_ties(d)  # sign(a)**2 as 1: a tie is the mean of its sides (order 2 at x = y)
     if d == 0:
         found = None

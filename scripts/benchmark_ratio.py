@@ -22,28 +22,16 @@ import contextlib
 import hashlib
 import json
 import os
-import platform
 import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmark_precise import _machine  # CPU model, cores, numpy's and torch's BLAS (one place)
+
 ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## verify / torch's own forward+backward, same run (issue 19)"
-
-
-def _machine() -> dict:
-    import numpy as np
-    import torch
-    model = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo")
-                  if ln.startswith("model name")), platform.processor())
-    blas = np.show_config(mode="dicts")["Build Dependencies"]["blas"]
-    return {"cpu": model, "cores": len(os.sched_getaffinity(0)),
-            "numpy_blas": f"{blas['name']} {blas.get('version', '')}".strip(),
-            "torch": f"torch {torch.__version__} "
-                     f"({'MKL' if torch.backends.mkl.is_available() else 'no MKL'}, "
-                     f"{torch.get_num_threads()} threads)"}
 
 
 def _strip(d):

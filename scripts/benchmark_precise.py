@@ -212,11 +212,11 @@ def side_child(layers: int, tokens: int) -> dict:
     return out
 
 
-def _in_tree(tree: str, child: str, layers: int, tokens: int) -> dict:
-    """This script's ``child`` mode run in its own process with ``symgrad`` imported from
-    ``tree``; its JSON, with the tree's commit."""
+def _in_tree(tree: str, child: str, layers: int, tokens: int, script: str = __file__) -> dict:
+    """``script``'s (this one's by default) ``child`` mode run in its own process with
+    ``symgrad`` imported from ``tree``; its JSON, with the tree's commit."""
     print(f"{child}: {tree}", flush=True)
-    proc = subprocess.run([sys.executable, __file__, child, str(layers), str(tokens)],
+    proc = subprocess.run([sys.executable, script, child, str(layers), str(tokens)],
                           stdout=subprocess.PIPE, check=True, text=True, cwd=tree,
                           env={**os.environ, "PYTHONPATH": tree})
     row = json.loads(proc.stdout.strip().splitlines()[-1])

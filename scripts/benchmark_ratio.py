@@ -23,11 +23,11 @@ import hashlib
 import json
 import os
 import resource
-import subprocess
 import sys
 import time
 from pathlib import Path
 
+from benchmark_precise import _in_tree as run_in_tree  # a tree's child run, its commit
 from benchmark_precise import _machine  # CPU model, cores, numpy's and torch's BLAS (one place)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -102,15 +102,7 @@ def child(layers: int, tokens: int, json_out: str | None) -> dict:
 
 
 def _in_tree(tree: str, layers: int, tokens: int) -> dict:
-    tree = str(Path(tree).resolve())
-    proc = subprocess.run([sys.executable, __file__, "--child", str(layers), str(tokens)],
-                          stdout=subprocess.PIPE, check=True, text=True, cwd=tree,
-                          env={**os.environ, "PYTHONPATH": tree})
-    row = json.loads(proc.stdout.strip().splitlines()[-1])
-    row["commit"] = subprocess.run(["git", "-C", tree, "rev-parse", "--short", "HEAD"],
-                                   stdout=subprocess.PIPE, text=True).stdout.strip()
-    print(json.dumps(row), flush=True)
-    return row
+    return run_in_tree(str(Path(tree).resolve()), "--child", layers, tokens, script=__file__)
 
 
 def _ratio(r: dict) -> str:

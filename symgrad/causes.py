@@ -167,7 +167,7 @@ class Entry:
 
 
 def _bce_clamp(ctx: Context, failure, rel: float) -> str | None:
-    for p, _ in ctx.ops.get("sigmoid", []):
+    for p, _ in ctx.ops.get("bce_sigmoid", []):  # a sigmoid a log reads; a bare one is no BCE
         if p * (1 - p) < 1e-12 and rel > 1e-3:  # a clamp is gross, not a few digits
             return f"p(1-p) = {float(p * (1 - p)):.3g}"
     return None
@@ -178,7 +178,7 @@ def _bce_log_clamp(ctx: Context, failure, rel: float) -> str | None:
     if failure.output != "value" or not np.isfinite(ctx.value_got) or ctx.value_got < 99:
         return None
     eps = dtype_info(ctx.dtype).eps
-    for p, _ in ctx.ops.get("sigmoid", []):
+    for p, _ in ctx.ops.get("bce_sigmoid", []):
         if min(p, 1 - p) < eps / 2:
             return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} in {ctx.dtype}; loss "
                     f"{ctx.value_got:g} instead of {ctx.value_expected:.6g}")

@@ -61,7 +61,9 @@ class Failure:
                 + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
                 + (f" [cause: {self.cause}]" if self.cause else ""))
         room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))
-        return head + (f"; sample values: {point_text(self.point, room)}" if self.point else "")
+        entry = "" if self.output in ("value", HVP_VALUE) else self.output[3:]  # d/d, Hv:
+        return head + (f"; sample values: {point_text(self.point, room, entry=entry)}"
+                       if self.point else "")
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,

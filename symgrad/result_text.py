@@ -276,15 +276,18 @@ POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
 POINT_DIGITS = 4  # ... each to this many significant digits
 
 
-def point_text(point: dict, chars: int = POINT_CHARS) -> str:
+def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str:
     """A sample's point, shortened for the end of a one-line message: each value to
     ``POINT_DIGITS`` significant digits, a block's first ``POINT_ENTRIES_SHOWN`` entries and
     "…". Blocks are in the model's order, parameters first: the last ones - the inputs - are
     shown, as many as fit in ``chars`` (at least one), and the earlier ones are counted.
-    The JSON (``Failure.as_dict``) keeps every block and every digit.
+    ``entry`` (the finding's own entry, ``x[8]``): its value leads its block when the first
+    entries do not show it. The JSON (``Failure.as_dict``) keeps every block and every digit.
 
     >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
     'W1=[1.004, -0.6179, 1.822, …], y=1'
+    >>> point_text({"x": [0.5, 1.25, 2.0, 3.0, 21.0]}, entry="x[4]")
+    'x[4]=21 of x=[0.5, 1.25, 2, …]'
     """
     parts = []
     for k, v in point.items():
@@ -292,10 +295,13 @@ def point_text(point: dict, chars: int = POINT_CHARS) -> str:
         if isinstance(v, dict):  # shown_value of a large block: its first entries
             v, more = v["first"], True
         if isinstance(v, list):
-            flat = np.asarray(v).ravel()
+            arr = np.asarray(v)
+            flat = arr.ravel()
             more = more or flat.size > POINT_ENTRIES_SHOWN
             shown = ", ".join(_short(x) for x in flat[:POINT_ENTRIES_SHOWN])
-            parts.append(f"{k}=[{shown}{', …' if more else ''}]")
+            own = _entry_value(k, arr, entry, more)
+            parts.append((f"{entry}={_short(own)} of " if own is not None else "")
+                         + f"{k}=[{shown}{', …' if more else ''}]")
         else:
             parts.append(f"{k}={_short(v)}")
     kept, used = [], 0
@@ -307,6 +313,21 @@ def point_text(point: dict, chars: int = POINT_CHARS) -> str:
     hidden = len(parts) - len(kept)
     return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in the JSON"] if hidden
                       else []) + kept)
+
+
+def _entry_value(block: str, arr: np.ndarray, entry: str, more: bool):
+    """The value of ``entry`` (``block[i, j]``) in ``arr`` (the whole block, row-major), or
+    None: another block's entry, an index the shown first entries already hold, or a block
+    shown only by its first entries (a large one: the JSON has it)."""
+    head, _, rest = entry.partition("[")
+    if head != block or not rest.endswith("]") or not more or arr.size == 0:
+        return None
+    try:
+        index = tuple(int(i) for i in rest[:-1].split(","))
+        flat = int(np.ravel_multi_index(index, arr.shape)) if arr.ndim else 0
+    except ValueError:
+        return None
+    return None if flat < POINT_ENTRIES_SHOWN or flat >= arr.size else arr.ravel()[flat]
 
 
 def _short(x) -> str:

@@ -75,7 +75,7 @@ def blas() -> str:
     return f"torch {torch.__version__} BLAS {found.group(1) if found else '?'}"
 
 
-def one(layers: int, tokens: int, result_path: str | None) -> dict:
+def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
     """Verify gpt2 at ``layers`` layers and ``tokens`` tokens in this process (1 sample,
     float64, seed 0, the native module as torch_fn: as ``symgrad verify gpt2 --config
     '{"n_layers": L}' --tokens T --samples 1``); then torch's own forward + backward of the
@@ -104,7 +104,8 @@ def one(layers: int, tokens: int, result_path: str | None) -> dict:
         sampler.reset()
     tensor_verify._phase = phase
     try:
-        model = gpt2({"n_layers": layers}, tokens=tokens)
+        model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
+                     tokens=tokens)
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         result = sg.verify(model, torch_fn=model.reference,
@@ -135,7 +136,8 @@ def one(layers: int, tokens: int, result_path: str | None) -> dict:
         ref(**blocks).backward()
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-    return {"layers": layers, "tokens": tokens, "parameters": model.n_parameters,
+    return {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+            "parameters": model.n_parameters,
             "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
             "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
             "torch_wall_s": round(min(times), 3), "torch_cpu_s": round(min(cpus), 3),
@@ -143,10 +145,15 @@ def one(layers: int, tokens: int, result_path: str | None) -> dict:
             "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
 
 
-def timed(layers: int, tokens: int, cap_gib: float, result: str | None) -> dict:
-    """``one`` in a child process under ``/usr/bin/time -v``, the lock held, capped."""
-    cmd = ["flock", LOCK, "prlimit", f"--as={int(cap_gib * GIB)}", "/usr/bin/time", "-v",
+def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
+          vocab: int | None = None) -> dict:
+    """``one`` in a child process under ``/usr/bin/time -v``, capped; the lock held at GPT-2's
+    vocabulary (a reduced one, ``vocab``, is a few GiB: no lock)."""
+    lock = ["flock", LOCK] if not vocab else []
+    cmd = [*lock, "prlimit", f"--as={int(cap_gib * GIB)}", "/usr/bin/time", "-v",
            sys.executable, __file__, "--one", "--layers", str(layers), "--tokens", str(tokens)]
+    if vocab:
+        cmd += ["--vocab", str(vocab)]
     if result:
         cmd += ["--result", result]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -161,7 +168,8 @@ def timed(layers: int, tokens: int, cap_gib: float, result: str | None) -> dict:
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
     parts = [float(x) for x in wall.split(":")] if wall else [0.0]
     wall_s = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
-    row = {"layers": layers, "tokens": tokens, "returncode": p.returncode,
+    row = {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+           "returncode": p.returncode,
            "user_s": float(field("User time (seconds)") or 0),
            "sys_s": float(field("System time (seconds)") or 0), "wall_s": wall_s,
            "max_rss_gib": round(int(field("Maximum resident set size (kbytes)") or 0) / 2**20,
@@ -198,7 +206,8 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     per-layer difference (every layer is the same program at the same width and length)."""
     got = {}
     for r in rows:
-        if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r:
+        if (r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r
+                and r.get("vocab", 50257) == 50257):
             got[r["layers"]] = r
     if len(got) < 2:
         return None
@@ -224,13 +233,14 @@ def render(rows: list[dict], notes: list[str]) -> None:
           "the figure to compare; the load average (1 min) at the start of each run is beside "
           "it. torch: the native module's own float64 forward + backward of the same sample in "
           "the same process (best of 2, CPU s).", "",
-          "| layers | tokens | parameters | CPU s (user + sys) | wall s | max RSS GiB | load | "
+          "| layers | tokens | vocab | parameters | CPU s (user + sys) | wall s | max RSS GiB | load | "
           "torch CPU s | verify / torch (CPU) | verdict | inconclusive (torch_fn) | phases: "
-          "start→peak GiB (CPU s) | |", "|" + "---|" * 13]
+          "start→peak GiB (CPU s) | |", "|" + "---|" * 14]
     for r in rows:
         cpu = r["user_s"] + r["sys_s"]
         ratio = f"{cpu / r['torch_cpu_s']:.0f}×" if r.get("torch_cpu_s") else "n/a"
-        md.append(f"| {r['layers']} | {r['tokens']} | {r.get('parameters', 0):,} | "
+        md.append(f"| {r['layers']} | {r['tokens']} | {r.get('vocab', 50257):,} | "
+                  f"{r.get('parameters', 0):,} | "
                   f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
                   f"{r['max_rss_gib']} | {r['load_start']} | {r.get('torch_cpu_s', 'n/a')} | "
                   f"{ratio} | {r.get('verdict', r.get('error', '?'))} | {_inconclusive(r)} | "
@@ -261,17 +271,20 @@ def main() -> int:
     ap.add_argument("--result", default=None, help="--one: write the result's JSON here")
     ap.add_argument("--append", action="store_true", help="add to the recorded rows")
     ap.add_argument("--render", action="store_true", help="only rewrite the report")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="a reduced vocabulary (default GPT-2's 50257; runs without the lock)")
     ap.add_argument("--label", default="", help="the runs' note in the table (e.g. a commit)")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.layers), int(args.tokens), args.result)), flush=True)
+        print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab)),
+              flush=True)
         return 0
     kept = json.loads(DATA.read_text()) if DATA.exists() and (args.append or args.render) else {}
     rows, notes = kept.get("rows", []), kept.get("notes", [])
     if not args.render:
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
-                row = timed(layers, tokens, args.cap_gib, None)
+                row = timed(layers, tokens, args.cap_gib, None, args.vocab)
                 row["label"] = args.label
                 rows.append(row)
                 DATA.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1,

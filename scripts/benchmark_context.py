@@ -194,10 +194,18 @@ def _inconclusive(row: dict) -> str:
     return f"{c.get('inconclusive', 0) / total:.2%} ({c.get('inconclusive', 0):,})"
 
 
+def _error(row: dict) -> str:
+    """A failed run's error, short: out of memory at the cap, or the exception's last line."""
+    err = row.get("error", "?")
+    if "MemoryError" in err:
+        return f"out of memory at the {row['cap_gib']} GiB cap ({err.split('Unable to ')[-1]})"
+    return err
+
+
 def _phase_peaks(row: dict) -> str:
     return "; ".join(f"{p['phase'].split(' (')[0].split(',')[0]} {p['start_gib']}→"
                      f"{p['peak_gib']} ({p['cpu_s']} s)" for p in row.get("phases", [])
-                     if p["peak_gib"] > 1 or p["cpu_s"] > 5)
+                     if p["peak_gib"] - p["start_gib"] >= 0.5 or p["cpu_s"] >= 5)
 
 
 def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict | None:
@@ -248,7 +256,7 @@ def render(rows: list[dict], notes: list[str]) -> None:
                   f"{r.get('parameters', 0):,} | "
                   f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
                   f"{r['max_rss_gib']} | {r['load_start']} | {r.get('torch_cpu_s', 'n/a')} | "
-                  f"{ratio} | {r.get('verdict', r.get('error', '?'))} | {_inconclusive(r)} | "
+                  f"{ratio} | {r.get('verdict', _error(r))} | {_inconclusive(r)} | "
                   f"{_phase_peaks(r)} | {r.get('label', '')} |")
     cpus = {r.get("cpu_model") for r in rows if r.get("cpu_model")}
     blas = {r.get("blas") for r in rows if r.get("blas")}

@@ -59,6 +59,10 @@ class Kernels:
     def shape(self, a) -> tuple: raise NotImplementedError
     def reshape(self, a, shape: tuple): raise NotImplementedError
     def concatenate(self, parts: list): raise NotImplementedError
+    def assemble(self, parts, size: int):
+        """The flat array of ``size`` entries made of ``parts`` (an iterable of flat arrays, in
+        order); a table may fill one output as they come instead of holding them all."""
+        return self.concatenate(list(parts))
     # stable forms used by the rewrites
     def sigmoid(self, a): raise NotImplementedError
     def sech2(self, a): raise NotImplementedError
@@ -90,14 +94,39 @@ def evaluate(expr: sp.Expr, args: dict, k: Kernels) -> Any:
     with np.errstate(all="ignore"):
         if size <= k.chunk:
             return _Walk(k, bargs, shape).value(expr)
-        # cache-sized chunks of the flattened arrays: each intermediate stays in L2
-        flat = {s: k.reshape(v, (size,)) for s, v in bargs.items()}
-        parts = []
-        for start in range(0, size, k.chunk):
-            sl = slice(start, min(size, start + k.chunk))
-            n = sl.stop - sl.start
-            parts.append(_Walk(k, {s: v[sl] for s, v in flat.items()}, (n,)).value(expr))
-        return k.reshape(k.concatenate(parts), shape)
+        # cache-sized blocks, each intermediate in L2; a block of a broadcast argument is
+        # copied alone (never the whole flattened argument: a GPT's (T, 1) softmax shift
+        # broadcast over 1024 x 50257 logits would be 0.8 GB of double-double)
+        def parts():
+            for idx in blocks(shape, k.chunk):
+                sub = {s: v[idx] for s, v in bargs.items()}
+                n = int(np.prod(k.shape(next(iter(sub.values())))))
+                yield _Walk(k, {s: k.reshape(v, (n,)) for s, v in sub.items()},
+                            (n,)).value(expr)
+        return k.reshape(k.assemble(parts(), size), shape)
+
+
+def blocks(shape: tuple, chunk: int):
+    """Index tuples of consecutive C-order blocks of ``shape`` of at most ``chunk`` entries
+    (whole trailing axes where they fit, else slices of the last one), in order: their
+    flattened values concatenated are the whole array's.
+
+    >>> [tuple((s.start, s.stop) if isinstance(s, slice) else s for s in i)
+    ...  for i in blocks((2, 5), 4)]
+    [(0, (0, 4)), (0, (4, 5)), (1, (0, 4)), (1, (4, 5))]
+    """
+    j, inner = len(shape), 1  # axis j is sliced; the axes after it are whole
+    while j > 0 and inner * shape[j - 1] <= chunk:
+        j -= 1
+        inner *= shape[j]
+    if j == 0:
+        yield (slice(None),) * len(shape)
+        return
+    j -= 1
+    rows = max(1, chunk // inner)
+    for prefix in np.ndindex(*shape[:j]):
+        for r0 in range(0, shape[j], rows):
+            yield prefix + (slice(r0, min(shape[j], r0 + rows)),)
 
 
 def _broadcast(k: Kernels, v, shape):

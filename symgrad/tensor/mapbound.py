@@ -19,6 +19,7 @@ import sympy as sp
 
 from ..backends.numpy import target
 from ..codegen import Printer, build
+from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .program import X
 
@@ -44,14 +45,34 @@ def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
     return fn
 
 
+MAP_BLOCK = 1 << 22  # entries of a large map's bound formed at once (``by_blocks``): 32 MiB a
+#   temporary; above GPT-2's 64-token logits (3.2M), whose E keeps its bits (a block's
+#   strided views may take other numpy loops: 1-ulp differences in E, measured)
+
+
+def by_blocks(rule: Callable, arrays: list, value) -> np.ndarray:
+    """``rule(*arrays)`` (elementwise, NaN as inf) in one output of ``value``'s shape; a large
+    map's in C-order blocks of ``MAP_BLOCK`` entries, each argument's block a view: the same
+    arithmetic per entry, without the generated code's whole-size temporaries (a GPT's maps
+    over its 1024 x 50257 logits: ~0.4 GB each)."""
+    shape = np.shape(value)
+    if int(np.prod(shape)) <= MAP_BLOCK:
+        return _finite_or_inf(np.asarray(rule(*arrays), dtype=np.float64), value)
+    out = np.empty(shape)
+    for idx in blocks(shape, MAP_BLOCK):
+        part = [a if np.ndim(a) == 0 else np.broadcast_to(a, shape)[idx] for a in arrays]
+        out[idx] = _finite_or_inf(np.asarray(rule(*part), dtype=np.float64), out[idx])
+    return out
+
+
 def b_map(node, vals, errs, value, count):
     """The worst case E of a map: its body's running bound at the arguments' values and E
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
+    fn = map_bound_fn(node.attrs["expr"], k)
     with np.errstate(all="ignore"):
-        E = map_bound_fn(node.attrs["expr"], k)(*vals, *errs, tie=TIE.get()) + torch_form(
-            node, vals)
-    return _finite_or_inf(np.asarray(E, dtype=np.float64), value)
+        return by_blocks(lambda *a: fn(*a, tie=TIE.get()) + torch_form(node, a[:k]),
+                         [*vals, *errs], value)
 
 
 def torch_form(node, vals):
@@ -86,13 +107,16 @@ def s_map(node, vals, sig, value, count, n0):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
             out = _stacked(fn, vals, sig, live)
             own, parts = out[0], (out[q] - out[0] for q in range(1, len(live) + 1))
-        else:
-            own = np.asarray(fn(*vals, *([0.0] * k), tie=TIE.get()), dtype=np.float64)
-            parts = (np.asarray(fn(*vals, *[sig[i] if j == i else 0.0 for j in range(k)],
+            return _finite_or_inf(_quadrature(own, parts) + torch_form(node, vals), value)
+
+        def rule(*a):  # a: the values, then each live sigma
+            v, s = a[:k], dict(zip(live, a[k:]))
+            own = np.asarray(fn(*v, *([0.0] * k), tie=TIE.get()), dtype=np.float64)
+            parts = (np.asarray(fn(*v, *[s[i] if j == i else 0.0 for j in range(k)],
                                    tie=TIE.get()),
                                 dtype=np.float64) - own for i in live)
-        total = _quadrature(own, parts) + torch_form(node, vals)
-    return _finite_or_inf(total, value)
+            return _quadrature(own, parts) + torch_form(node, v)
+        return by_blocks(rule, [*vals, *[sig[i] for i in live]], value)
 
 
 def _stacked(fn: Callable, vals, sig, live: list, worst=None) -> np.ndarray:

@@ -1,0 +1,315 @@
+"""GPT-2 at long context (issue 19, item 3): ``symgrad verify gpt2`` at a reduced depth, full
+width (768) and full vocabulary (50,257), 1 sample, float64, at growing token counts; per run
+the CPU time (user + sys), wall, max RSS (``/usr/bin/time -v``), the load average, the resident
+set per phase of ``sg.verify``, torch's own forward + backward of the same model (the native
+``nn.Module``, float64) in the same process, the ratio, the verdict and the inconclusive share;
+and the extrapolation to 12 layers from the per-layer figures measured at 1 and 2 layers.
+
+Each configuration runs in a child process (``--one``) under ``/usr/bin/time -v``, holding
+``/tmp/gpt2.lock`` (one full-width GPT-2 run on the machine at a time) and an address-space cap
+(``--cap-gib``, default 9), so a run that outgrows it stops with a MemoryError rather than
+taking the machine's memory.
+
+    python scripts/benchmark_context.py --tokens 128,256,512,1024 --layers 1
+    python scripts/benchmark_context.py --tokens 1024 --layers 2 --append
+    python scripts/benchmark_context.py --render      # reports/benchmark_context.md from .json
+    python scripts/benchmark_context.py --one --layers 1 --tokens 64 --result out.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import os
+import re
+import resource
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+GIB = 2**30
+LOCK = "/tmp/gpt2.lock"
+REPORT = ROOT / "reports" / "benchmark_context.md"
+DATA = ROOT / "reports" / "benchmark_context.json"
+TARGET_S, TARGET_GIB = 15 * 60, 16 * 1e9 / GIB  # issue 19: <= 15 min, <= 16 GB at 1024 tokens
+
+
+class Sampler:
+    """This process's resident set (GiB), its peak since ``reset``, sampled every 10 ms."""
+
+    def __init__(self) -> None:
+        self.page = os.sysconf("SC_PAGE_SIZE")
+        self.peak = self.now()
+        threading.Thread(target=self._run, daemon=True).start()
+
+    def now(self) -> float:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * self.page / GIB
+
+    def reset(self) -> float:
+        self.peak = self.now()
+        return self.peak
+
+    def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, self.now())
+            time.sleep(0.01)
+
+
+def cpu_model() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return "unknown"
+
+
+def blas() -> str:
+    import torch
+    cfg = torch.__config__.show()
+    found = re.search(r"BLAS_INFO=(\w+)", cfg)
+    return f"torch {torch.__version__} BLAS {found.group(1) if found else '?'}"
+
+
+def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens in this process (1 sample,
+    float64, seed 0, the native module as torch_fn: as ``symgrad verify gpt2 --config
+    '{"n_layers": L}' --tokens T --samples 1``); then torch's own forward + backward of the
+    native module on the same sample. Phases print to stderr as they end."""
+    import numpy as np
+    import torch
+
+    import symgrad as sg
+    import symgrad.tensor.verify as tensor_verify
+    from symgrad.config import VerifyConfig
+    from symgrad.zoo.gpt2 import gpt2
+
+    sampler, phases = Sampler(), []
+    right = tensor_verify._phase
+
+    @contextmanager
+    def phase(what, cfg, timings, key, total=None):
+        start, c0 = sampler.reset(), time.process_time()
+        with right(what, cfg, timings, key, total) as tick:
+            yield tick
+        row = {"phase": what, "start_gib": round(start, 2),
+               "peak_gib": round(max(sampler.peak, sampler.now()), 2),
+               "end_gib": round(sampler.now(), 2), "cpu_s": round(time.process_time() - c0, 1)}
+        phases.append(row)
+        print(f"  {row}", file=sys.stderr, flush=True)
+        sampler.reset()
+    tensor_verify._phase = phase
+    try:
+        model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
+                     tokens=tokens)
+        load0 = os.getloadavg()[0]
+        t0, c0 = time.perf_counter(), time.process_time()
+        result = sg.verify(model, torch_fn=model.reference,
+                           config=VerifyConfig(samples=1, seed=0, progress=False))
+        wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+    finally:
+        tensor_verify._phase = right
+    if result_path:
+        Path(result_path).write_text(json.dumps(result.as_dict(), sort_keys=True))
+    counts = {b: result.counts(b) for b in result.comparisons}
+    verdict = result.verdict
+    peak_verify = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    del result
+    # torch's own forward + backward of the native module, the same sample, float64
+    values = model.draw(1, np.random.default_rng(0), "float64")
+    blocks = {}
+    for b in model.blocks:
+        t = torch.tensor(values[b.name][0],
+                         dtype=torch.long if b.domain.integer else torch.float64)
+        blocks[b.name] = t.requires_grad_(True) if b.is_param else t
+    ref = model.reference
+    ref(**blocks)  # builds the module
+    times, cpus = [], []
+    for _ in range(2):
+        for t in blocks.values():
+            t.grad = None
+        t0, c0 = time.perf_counter(), time.process_time()
+        ref(**blocks).backward()
+        times.append(time.perf_counter() - t0)
+        cpus.append(time.process_time() - c0)
+    return {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+            "parameters": model.n_parameters,
+            "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
+            "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
+            "torch_wall_s": round(min(times), 3), "torch_cpu_s": round(min(cpus), 3),
+            "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
+
+
+def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
+          vocab: int | None = None) -> dict:
+    """``one`` in a child process under ``/usr/bin/time -v``, capped; the lock held at GPT-2's
+    vocabulary (a reduced one, ``vocab``, is a few GiB: no lock)."""
+    lock = ["flock", LOCK] if not vocab else []
+    cmd = [*lock, "prlimit", f"--as={int(cap_gib * GIB)}", "/usr/bin/time", "-v",
+           sys.executable, __file__, "--one", "--layers", str(layers), "--tokens", str(tokens)]
+    if vocab:
+        cmd += ["--vocab", str(vocab)]
+    if result:
+        cmd += ["--result", result]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    load = os.getloadavg()[0]
+    p = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    err = p.stderr
+    sys.stderr.write(err[-4000:])
+
+    def field(name: str) -> str:
+        m = re.search(rf"{re.escape(name)}: (.+)", err)
+        return m.group(1).strip() if m else ""
+    wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
+    parts = [float(x) for x in wall.split(":")] if wall else [0.0]
+    wall_s = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
+    row = {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+           "returncode": p.returncode,
+           "user_s": float(field("User time (seconds)") or 0),
+           "sys_s": float(field("System time (seconds)") or 0), "wall_s": wall_s,
+           "max_rss_gib": round(int(field("Maximum resident set size (kbytes)") or 0) / 2**20,
+                                2), "load_start": round(load, 2), "cap_gib": cap_gib}
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if lines:
+        row.update(json.loads(lines[-1]))
+    else:  # the phases that ended, and the error
+        row["phases"] = [ast.literal_eval(ln.strip()) for ln in err.splitlines()
+                         if ln.startswith("  {'phase'")]
+        tail = [ln for ln in err.splitlines() if "Error" in ln]
+        row["error"] = tail[-1] if tail else f"exit {p.returncode}"
+    return row
+
+
+def _inconclusive(row: dict) -> str:
+    """Inconclusive entries of the deciding backend (torch_fn), of all its entries."""
+    c = row.get("counts", {}).get("torch_fn")
+    if not c:
+        return "n/a"
+    total = sum(c.values())
+    return f"{c.get('inconclusive', 0) / total:.2%} ({c.get('inconclusive', 0):,})"
+
+
+def _error(row: dict) -> str:
+    """A failed run's error, short: out of memory at the cap, or the exception's last line."""
+    err = row.get("error", "?")
+    if "MemoryError" in err:
+        return f"out of memory at the {row['cap_gib']} GiB cap ({err.split('Unable to ')[-1]})"
+    return err
+
+
+def _phase_peaks(row: dict) -> str:
+    return "; ".join(f"{p['phase'].split(' (')[0].split(',')[0]} {p['start_gib']}→"
+                     f"{p['peak_gib']} ({p['cpu_s']} s)" for p in row.get("phases", [])
+                     if p["peak_gib"] - p["start_gib"] >= 0.5 or p["cpu_s"] >= 5)
+
+
+def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict | None:
+    """CPU s, wall s and max RSS at ``layers`` layers and ``tokens`` tokens: the 1-layer run at
+    GPT-2's vocabulary plus (layers - 1) times the per-layer difference of a 2-layer and a
+    1-layer run of one vocabulary (the last of each; GPT-2's if both ran, else a reduced one:
+    a layer is the same program at any vocabulary, 7.08M parameters at width 768). None
+    without a pair; without the 1-layer full-vocabulary run, only the per-layer figures."""
+    pairs: dict[int, dict[int, dict]] = {}
+    for r in rows:
+        if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r:
+            pairs.setdefault(r.get("vocab", 50257), {})[r["layers"]] = r
+    full = pairs.get(50257, {})
+    pair = full if len(full) == 2 else next((p for v, p in sorted(pairs.items())
+                                             if len(p) == 2), None)
+    if pair is None:
+        return None
+    one, two = pair[1], pair[2]
+    out = {"tokens": tokens, "layers": layers, "per_layer_vocab": one.get("vocab", 50257)}
+    for key, f in (("cpu_s", lambda r: r["user_s"] + r["sys_s"]), ("wall_s", lambda r: r["wall_s"]),
+                   ("max_rss_gib", lambda r: r["max_rss_gib"]),
+                   ("torch_cpu_s", lambda r: r["torch_cpu_s"])):
+        per = f(two) - f(one)
+        out[f"{key}_per_layer"] = round(per, 2)
+        if 1 in full and "verdict" in full[1]:
+            out[key] = round(f(full[1]) + (layers - 1) * per, 2)
+    return out
+
+
+def render(rows: list[dict], notes: list[str]) -> None:
+    """reports/benchmark_context.md from the recorded rows."""
+    md = ["# GPT-2 at long context (issue 19, item 3)", "",
+          "`symgrad verify gpt2 --config '{\"n_layers\": L}' --tokens T --samples 1` "
+          "(float64, seed 0, the native `nn.Module` as torch_fn; width 768, vocabulary 50,257, "
+          "12 heads), each in its own process under `/usr/bin/time -v`, `flock /tmp/gpt2.lock` "
+          "and an address-space cap (`prlimit --as`), by `scripts/benchmark_context.py`. The "
+          "machine is a shared 2-core one: wall times are upper bounds, CPU (user + sys) is "
+          "the figure to compare; the load average (1 min) at the start of each run is beside "
+          "it. torch: the native module's own float64 forward + backward of the same sample in "
+          "the same process (best of 2, CPU s).", "",
+          "| layers | tokens | vocab | parameters | CPU s (user + sys) | wall s | max RSS GiB | load | "
+          "torch CPU s | verify / torch (CPU) | verdict | inconclusive (torch_fn) | phases: "
+          "start→peak GiB (CPU s) | |", "|" + "---|" * 14]
+    for r in rows:
+        cpu = r["user_s"] + r["sys_s"]
+        ratio = f"{cpu / r['torch_cpu_s']:.0f}×" if r.get("torch_cpu_s") else "n/a"
+        md.append(f"| {r['layers']} | {r['tokens']} | {r.get('vocab', 50257):,} | "
+                  f"{r.get('parameters', 0):,} | "
+                  f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
+                  f"{r['max_rss_gib']} | {r['load_start']} | {r.get('torch_cpu_s', 'n/a')} | "
+                  f"{ratio} | {r.get('verdict', _error(r))} | {_inconclusive(r)} | "
+                  f"{_phase_peaks(r)} | {r.get('label', '')} |")
+    cpus = {r.get("cpu_model") for r in rows if r.get("cpu_model")}
+    blas = {r.get("blas") for r in rows if r.get("blas")}
+    md += ["", f"CPU: {', '.join(sorted(cpus)) or 'n/a'}; {', '.join(sorted(blas)) or ''}.", ""]
+    ex = extrapolate(rows)
+    if ex:
+        md += ["## 12 layers at 1024 tokens, extrapolated", "",
+               f"Per layer (a 2-layer minus a 1-layer run at 1024 tokens, vocabulary "
+               f"{ex['per_layer_vocab']:,}): {ex['cpu_s_per_layer']:.0f} CPU s, "
+               f"{ex['wall_s_per_layer']:.0f} s wall, {ex['max_rss_gib_per_layer']:.2f} GiB "
+               f"of peak RSS; torch's own step {ex['torch_cpu_s_per_layer']:.2f} CPU s."]
+        if "cpu_s" in ex:
+            md += ["", f"12 layers at GPT-2's vocabulary = the 1-layer run + 11 layers: "
+                   f"≈ {ex['cpu_s']:.0f} CPU s ({ex['cpu_s'] / 60:.0f} min of one core; "
+                   f"the issue's target: ≤ 15 min wall on 2 cores, i.e. ≤ 30 CPU min at "
+                   f"best), max RSS ≈ {ex['max_rss_gib']:.1f} GiB (target ≤ 16 GB = "
+                   f"{TARGET_GIB:.1f} GiB); torch's own step ≈ {ex['torch_cpu_s']:.1f} CPU s: "
+                   f"{ex['cpu_s'] / ex['torch_cpu_s']:.0f}× it."]
+        md.append("")
+    md += [*notes, ""]
+    REPORT.write_text("\n".join(md))
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--layers", default="1", help="comma-separated layer counts")
+    ap.add_argument("--tokens", default="128,256,512,1024", help="comma-separated")
+    ap.add_argument("--cap-gib", type=float, default=9.0, help="address-space cap of a run")
+    ap.add_argument("--one", action="store_true", help="one run in this process")
+    ap.add_argument("--result", default=None, help="--one: write the result's JSON here")
+    ap.add_argument("--append", action="store_true", help="add to the recorded rows")
+    ap.add_argument("--render", action="store_true", help="only rewrite the report")
+    ap.add_argument("--vocab", type=int, default=None,
+                    help="a reduced vocabulary (default GPT-2's 50257; runs without the lock)")
+    ap.add_argument("--label", default="", help="the runs' note in the table (e.g. a commit)")
+    args = ap.parse_args()
+    if args.one:
+        print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab)),
+              flush=True)
+        return 0
+    kept = json.loads(DATA.read_text()) if DATA.exists() and (args.append or args.render) else {}
+    rows, notes = kept.get("rows", []), kept.get("notes", [])
+    if not args.render:
+        for layers in [int(x) for x in args.layers.split(",")]:
+            for tokens in [int(x) for x in args.tokens.split(",")]:
+                row = timed(layers, tokens, args.cap_gib, None, args.vocab)
+                row["label"] = args.label
+                rows.append(row)
+                DATA.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1,
+                                           sort_keys=True) + "\n")
+    render(rows, notes)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -144,7 +144,7 @@ def cases() -> list[tuple]:
          _fn(F.relu, lambda gr, x: _relu_grad(gr, x, 0.0), "Relu").apply, (kink,)),
         ("correct: SiLU, x up to 25", False,
          _fn(F.silu, lambda gr, x: gr * _silu_grad(x), "Silu").apply, (big,)),
-        ("torch's own F.silu, x up to 25 (known: its backward's 1 - s cancels)", False,
+        ("correct: torch's own F.silu, x up to 25 (its backward's 1 - s cancels)", False,
          F.silu, (big,)),
         ("correct: conv", False, _fn(conv, lambda gr, x, W: _conv_grads(gr, x, W), "Conv").apply,
          (r(1, 2, 5, 5), r(3, 2, 3, 3))),

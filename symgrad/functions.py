@@ -71,6 +71,9 @@ class Function:
     mpmath: Spelling
     walk: str | None  # implementation name in the DD / ARB-ball walk namespaces
     bound: str = "rounded"  # rounded / exact / step (module docstring)
+    torch_backward: Callable | None = None  # x -> f'(x) as torch's backward computes it where
+    # its rounding differs from f''s own derivative (expm1: y + 1 from the rounded output y;
+    # ``symgrad.tensor.mapbound.torch_form``); None: nothing to add
 
     @property
     def name(self) -> str:
@@ -80,7 +83,8 @@ class Function:
 F = Function
 ROWS: tuple[Function, ...] = (
     F(sp.exp, "numpy.exp({0})", "torch.exp({0})", "mp.exp({0})", "exp"),
-    F(expm1, "numpy.expm1({0})", "torch.expm1({0})", "mp.expm1({0})", "expm1"),
+    F(expm1, "numpy.expm1({0})", "torch.expm1({0})", "mp.expm1({0})", "expm1",
+      torch_backward=lambda x: expm1(x) + 1),
     F(sp.log, "numpy.log({0})", "torch.log({0})", "rlog({0})", "log"),
     F(log1p, "numpy.log1p({0})", "torch.log1p({0})", "rlog1p({0})", "log1p"),
     F(sp.sin, "numpy.sin({0})", "torch.sin({0})", "mp.sin({0})", "sin"),

@@ -33,6 +33,7 @@ import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
 from .errors import SymgradError
+from .functions import ROWS as FUNCTION_ROWS
 
 X0 = sp.Symbol("x0", real=True)  # == symgrad.tensor.program.X[0] (same name and assumptions)
 Y = sp.Symbol("y", real=True)  # the op's output, in backward rules written from it
@@ -198,9 +199,11 @@ ENTRIES: tuple[Elementwise, ...] = (
 
 OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}
 assert len(OPS) == len(ENTRIES), "two op entries share a name"
-# a map body as symgrad's programs compute an op (``computed``) -> torch's backward formula
-TORCH_BACKWARD: dict[sp.Expr, sp.Expr] = {e.computed: e.torch_backward for e in ENTRIES
-                                          if e.torch_backward is not None}
+# a map body as symgrad's programs compute an op (``computed``), or one sympy function of X0
+# (``symgrad.functions``: a captured aten.expm1) -> torch's backward formula
+TORCH_BACKWARD: dict[sp.Expr, sp.Expr] = {
+    **{r.key(X0): r.torch_backward(X0) for r in FUNCTION_ROWS if r.torch_backward is not None},
+    **{e.computed: e.torch_backward for e in ENTRIES if e.torch_backward is not None}}
 
 
 def families() -> dict[str, list[Elementwise]]:

@@ -130,8 +130,9 @@ _SELU = (float(SELU_ALPHA), float(SELU_SCALE), 1.0)  # F.selu's aten.elu(alpha, 
 
 
 def _elu(a, shape) -> Node:
-    """op table: elu (alpha = scale = input_scale = 1; F.celu(alpha=1) too) or selu (its
-    constants); any other: map scale (x0 if x0 > 0 else alpha expm1(input_scale x0))"""
+    """op table: elu (alpha = 1) or selu (its constants); else map scale*Piecewise(...)
+    (x0 if x0 > 0, else alpha expm1(input_scale x0)). F.celu never reaches here: torch.export
+    decomposes it to expm1, gt and where."""
     params = tuple(float(a.get(k, 1.0)) for k in ("alpha", "scale", "input_scale"))
     if params == (1.0, 1.0, 1.0):
         return ELEMENTWISE["elu"](node(a["self"], "elu"))

@@ -13,6 +13,7 @@ import symgrad as sg
 from symgrad.capture.aten import TABLE
 from symgrad.capture.gradcheck import GradcheckError
 from symgrad.optable import OPS
+from symgrad.testing import scale_backward
 
 # the kink (twice: a tie of equal entries), just either side of it, the saturated branch
 POINTS = [-30.0, -2.5, -1e-3, 0.0, 0.0, 1e-8, 0.7, 3.0]
@@ -107,3 +108,13 @@ def test_planted_wrong_elu_backward_is_caught_naming_the_input():
         sg.gradcheck(act, (_x(POINTS, torch.float64),), samples=3, seed=0)
     text = str(err.value)
     assert "disagrees" in text.splitlines()[0] and "respect to h[" in text, text
+
+
+def test_planted_wrong_backward_at_another_alpha_is_caught():
+    """aten.elu with alpha = 0.5 is lowered as its own map (not the table's alpha = 1 entry):
+    a backward off by 1 + 1e-9 on the user's own alpha is caught there too."""
+    def act(z):
+        return F.elu(scale_backward(z, 1 + 1e-9), alpha=0.5)
+    with pytest.raises(GradcheckError) as err:
+        sg.gradcheck(act, (_x(POINTS, torch.float64),), samples=3, seed=0)
+    assert "disagrees" in str(err.value).splitlines()[0] and "respect to z[" in str(err.value)

@@ -69,7 +69,7 @@ CASES = [
     ("cross_entropy", {"x": [1.0, 1.0, -2.0], "t": 0}, ("x", 0), True),
     ("logcumsumexp", {"x": [0.5, 0.5, 0.5]}, ("x", 0), True),
     ("elu", {"x": 0.0}, ("x", None), False),  # f'' jumps 1 -> 0: a kink of f'
-    ("celu", {"x": 0.0}, ("x", None), False),
+    ("celu_alpha", {"x": 0.0}, ("x", None), False),  # alpha = 1.5 (the row was "celu")
     ("huber_loss", {"x": [1.0, 0.0, 0.5], "t": [0.0, 0.0, 0.0]}, ("x", 0), False),
     ("smooth_l1_loss", {"x": [1.0, 0.0, 0.5], "t": [0.0, 0.0, 0.0]}, ("x", 0), False),
     ("smooth_l1_loss_beta", {"x": [0.5, 0.0, 0.25], "t": [0.0, 0.0, 0.0]}, ("x", 0), False),

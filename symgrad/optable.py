@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 import sympy as sp
-from sympy.codegen.cfunctions import log1p
+from sympy.codegen.cfunctions import expm1, log1p
 
 from .errors import SymgradError
 from .functions import ROWS as FUNCTION_ROWS
@@ -156,6 +156,25 @@ _PHI = (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # the normal CDF
 _GELU_ERF = X0 * (1 + sp.erf(X0 / sp.sqrt(2))) / 2  # x Phi(x)
 _SIG = 1 / (1 + sp.exp(-X0))  # textbook sigmoid and softplus, for backward rules
 _SP = sp.log(1 + sp.exp(X0))
+# SELU's constants (Klambauer et al. 2017) to 32 digits; torch passes their float64 roundings,
+# which differ by under 0.2 float64 ULPs (relative 1.4e-17)
+SELU_ALPHA = sp.Rational("1.6732632423543772848170429916717")
+SELU_SCALE = sp.Rational("1.0507009873554804934193349852946")
+
+
+def _elu(x: sp.Expr, alpha: sp.Expr = 1, scale: sp.Expr = 1) -> sp.Expr:
+    # scale (x if x > 0 else alpha expm1(x)): expm1 keeps every digit near 0 and never overflows
+    return sp.Piecewise((scale * x, x > 0), (scale * alpha * expm1(x), True))
+
+
+def _elu_torch_backward(alpha: sp.Expr, scale: sp.Expr) -> sp.Expr:
+    # torch's elu_backward: F.elu / F.selu (is_result=False) compute scale alpha e^x, exact as
+    # symgrad's rule; an in-place nn.ELU(inplace=True) (is_result=True) computes it from the
+    # output y as y + scale alpha, which cancels as y -> -scale alpha (x = -30: 1.7e-4 relative
+    # in float64, measured in torch 2.13): the allowance covers that way too
+    return sp.Piecewise((scale, X0 > 0), (_elu(X0, alpha, scale) + scale * alpha, True))
+
+
 _E = Elementwise
 
 ENTRIES: tuple[Elementwise, ...] = (
@@ -195,6 +214,25 @@ ENTRIES: tuple[Elementwise, ...] = (
     _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
        _SIG * (1 + X0 * (1 - _SIG)), r"\mathrm{SiLU}", "SiLU",
        "F.silu(x)", torch_backward=_sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0)))),
+    # alpha = 1 only: the table's options select entries by name, a real alpha is no option;
+    # capture lowers any other alpha / scale of aten.elu as its own map (capture/aten._elu).
+    # At alpha = 1 f' is continuous at 0 (both sides 1); f'' jumps there (0 and 1)
+    _E("elu", _elu(X0), sp.Piecewise((X0, X0 > 0), (sp.exp(X0) - 1, True)),
+       sp.Piecewise((1, X0 > 0), (sp.exp(X0), True)), r"\mathrm{ELU}", "ELU", "F.elu(x)",
+       kinks=(0.0,), subgradients=((1.0, 1.0),), torch_backward=_elu_torch_backward(1, 1),
+       notes="x if x > 0 else alpha (e^x - 1), alpha = 1"),
+    _E("celu", _elu(X0), sp.Piecewise((X0, X0 > 0), (sp.exp(X0) - 1, True)),
+       sp.Piecewise((1, X0 > 0), (sp.exp(X0), True)), r"\mathrm{CELU}", "CELU", "F.celu(x)",
+       kinks=(0.0,), subgradients=((1.0, 1.0),), torch_backward=_elu_torch_backward(1, 1),
+       notes="max(0, x) + min(0, alpha (e^(x/alpha) - 1)), alpha = 1 (ELU's function)"),
+    _E("selu", _elu(X0, SELU_ALPHA, SELU_SCALE),
+       SELU_SCALE * sp.Piecewise((X0, X0 > 0), (SELU_ALPHA * (sp.exp(X0) - 1), True)),
+       sp.Piecewise((SELU_SCALE, X0 > 0), (SELU_SCALE * SELU_ALPHA * sp.exp(X0), True)),
+       r"\mathrm{SELU}", "SELU", "F.selu(x)", kinks=(0.0,),
+       subgradients=((float(SELU_SCALE * SELU_ALPHA), float(SELU_SCALE)),),
+       torch_backward=_elu_torch_backward(SELU_ALPHA, SELU_SCALE),
+       notes="scale (x if x > 0 else alpha (e^x - 1)): alpha, scale the constants of "
+             "Klambauer et al. to 32 digits"),
 )
 
 OPS: dict[str, Elementwise] = {e.name: e for e in ENTRIES}

@@ -36,6 +36,9 @@ OPS_UNDER_TEST = [
     "gelu_tanh",
     "mish",
     "silu",
+    "elu",
+    "celu",
+    "selu",
 ]
 REAL = [-40.0, -7.5, -1.0, -1e-3, 1e-8, 0.3, 2.0, 9.0, 30.0]
 POSITIVE = [1e-8, 1e-3, 0.3, 1.0, 7.0, 1e5]

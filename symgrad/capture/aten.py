@@ -20,9 +20,11 @@ from typing import Any, Callable
 
 import sympy as sp
 import torch
+from sympy.codegen.cfunctions import expm1
 
 from ..errors import SymgradError
 from ..functions import ROWS as FUNCTION_ROWS
+from ..optable import SELU_ALPHA, SELU_SCALE
 from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
@@ -122,6 +124,24 @@ def _like(fill: Any) -> Callable:
 def _gelu(a, shape) -> Node:
     """op table: gelu (approximate="none" or "tanh")"""
     return ELEMENTWISE["gelu"](node(a["self"], "gelu"), a.get("approximate") or "none")
+
+
+_SELU = (float(SELU_ALPHA), float(SELU_SCALE), 1.0)  # F.selu's aten.elu(alpha, scale) in float64
+
+
+def _elu(a, shape) -> Node:
+    """op table: elu (alpha = 1) or selu (its constants); else map scale*Piecewise(...)
+    (x0 if x0 > 0, else alpha expm1(input_scale x0)). F.celu never reaches here: torch.export
+    decomposes it to expm1, gt and where."""
+    params = tuple(float(a.get(k, 1.0)) for k in ("alpha", "scale", "input_scale"))
+    if params == (1.0, 1.0, 1.0):
+        return ELEMENTWISE["elu"](node(a["self"], "elu"))
+    if params == _SELU:  # the entry's 32-digit constants: within 0.2 ULP of torch's floats
+        return ELEMENTWISE["selu"](node(a["self"], "selu"))
+    alpha, scale, input_scale = (number(a.get(k, 1.0)) for k in ("alpha", "scale", "input_scale"))
+    expr = sp.Piecewise((scale * X[0], X[0] > 0),
+                        (scale * alpha * expm1(input_scale * X[0]), True))
+    return elementwise(expr, a["self"])
 
 
 def _clamp(a, shape) -> Node:
@@ -308,6 +328,7 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
+    aten.elu.default: _elu,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.gt.Scalar: _compare(operator.gt), aten.gt.Tensor: _compare(operator.gt),
     aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),

@@ -119,7 +119,7 @@ OUTPUT_FORM = ("torch computes this derivative from its rounded output (sigmoid:
                "derivative's small exact value is lost")
 
 OUTPUT_FORM_OPS = ("sigmoid", "silu", "glu", "logsigmoid", "softplus", "softplus_beta", "mish",
-                   "expm1", "elu", "elu_alpha", "selu", "celu", "tanh", "tanhshrink",
+                   "expm1", "elu", "elu_alpha", "selu", "celu", "celu_alpha", "tanh", "tanhshrink",
                    "gelu_tanh", "logaddexp", "logaddexp2", "softmax", "log_softmax", "softmin",
                    "logsumexp", "logcumsumexp", "cross_entropy", "cross_entropy_smoothing",
                    "cross_entropy_probs", "bce_with_logits", "bce_with_logits_pos_weight",

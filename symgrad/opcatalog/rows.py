@@ -89,10 +89,6 @@ def var(xs, correction):
     return sp.Add(*[(x - m) ** 2 for x in xs]) / (len(xs) - correction)
 
 
-SELU_ALPHA = R("1.6732632423543772848170429916717")
-SELU_SCALE = R("1.0507009873554804934193349852946")
-
-
 def unary(name, call, f, *, domain="real", group="elementwise", kinks=(), notes=""):
     return Op(name, group, call, lambda x: f(x), (Arg("x", (), domain),), kinks, notes)
 

@@ -24,7 +24,7 @@ from sympy.codegen.cfunctions import log1p
 from ..errors import SymgradError
 from ..optable import ENTRIES
 from .losses import LOSSES
-from .rows import (EPS6, LN2, PLACED, SELU_ALPHA, SELU_SCALE, V, Arg, Op, R, act, binary, dot,
+from .rows import (EPS6, LN2, PLACED, V, Arg, Op, R, act, binary, dot,
                    elu, entry, leaky, logsumexp, mean, norm2, sigmoid, softplus, unary,
                    unsupported, var)
 
@@ -42,11 +42,11 @@ ACTIVATIONS = [
     act("rrelu_eval", "F.rrelu(x, lower=0.125, upper=0.375, training=False)",
          lambda x: leaky(x, R(1, 4)), kinks=(0.0,),
          notes="eval mode: slope (lower + upper) / 2"),
-    act("elu", "F.elu(x)", lambda x: elu(x, 1), kinks=(0.0,)),
+    entry("elu"),
     act("elu_alpha", "F.elu(x, alpha=0.5)", lambda x: elu(x, R(1, 2)), kinks=(0.0,)),
-    act("selu", "F.selu(x)", lambda x: SELU_SCALE * elu(x, SELU_ALPHA), kinks=(0.0,),
-         notes="alpha, scale: the constants of Klambauer et al. to 32 digits"),
-    act("celu", "F.celu(x, alpha=1.5)",
+    entry("selu"),
+    entry("celu"),
+    act("celu_alpha", "F.celu(x, alpha=1.5)",
          lambda x: sp.Max(x, 0) + R(3, 2) * (sp.exp(sp.Min(x, 0) / R(3, 2)) - 1),
          kinks=(0.0,)),
     entry("gelu"),

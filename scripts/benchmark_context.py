@@ -26,10 +26,11 @@ import re
 import resource
 import subprocess
 import sys
-import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from benchmark_memory import Sampler, cpu_model  # the RSS sampler and CPU name, one place
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -37,35 +38,6 @@ LOCK = "/tmp/gpt2.lock"
 REPORT = ROOT / "reports" / "benchmark_context.md"
 DATA = ROOT / "reports" / "benchmark_context.json"
 TARGET_S, TARGET_GIB = 15 * 60, 16 * 1e9 / GIB  # issue 19: <= 15 min, <= 16 GB at 1024 tokens
-
-
-class Sampler:
-    """This process's resident set (GiB), its peak since ``reset``, sampled every 10 ms."""
-
-    def __init__(self) -> None:
-        self.page = os.sysconf("SC_PAGE_SIZE")
-        self.peak = self.now()
-        threading.Thread(target=self._run, daemon=True).start()
-
-    def now(self) -> float:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * self.page / GIB
-
-    def reset(self) -> float:
-        self.peak = self.now()
-        return self.peak
-
-    def _run(self) -> None:
-        while True:
-            self.peak = max(self.peak, self.now())
-            time.sleep(0.01)
-
-
-def cpu_model() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return "unknown"
 
 
 def blas() -> str:

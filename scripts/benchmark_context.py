@@ -27,10 +27,9 @@ import resource
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
 from pathlib import Path
 
-from benchmark_memory import Sampler, cpu_model  # the RSS sampler and CPU name, one place
+from benchmark_memory import Sampler, cpu_model, recording_phases  # one place each
 
 ROOT = Path(__file__).resolve().parents[1]
 GIB = 2**30
@@ -56,26 +55,11 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
     import torch
 
     import symgrad as sg
-    import symgrad.tensor.verify as tensor_verify
     from symgrad.config import VerifyConfig
     from symgrad.zoo.gpt2 import gpt2
 
     sampler, phases = Sampler(), []
-    right = tensor_verify._phase
-
-    @contextmanager
-    def phase(what, cfg, timings, key, total=None):
-        start, c0 = sampler.reset(), time.process_time()
-        with right(what, cfg, timings, key, total) as tick:
-            yield tick
-        row = {"phase": what, "start_gib": round(start, 2),
-               "peak_gib": round(max(sampler.peak, sampler.now()), 2),
-               "end_gib": round(sampler.now(), 2), "cpu_s": round(time.process_time() - c0, 1)}
-        phases.append(row)
-        print(f"  {row}", file=sys.stderr, flush=True)
-        sampler.reset()
-    tensor_verify._phase = phase
-    try:
+    with recording_phases(sampler, phases, cpu=True, echo=True):
         model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
                      tokens=tokens)
         load0 = os.getloadavg()[0]
@@ -83,8 +67,6 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
         result = sg.verify(model, torch_fn=model.reference,
                            config=VerifyConfig(samples=1, seed=0, progress=False))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    finally:
-        tensor_verify._phase = right
     if result_path:
         Path(result_path).write_text(json.dumps(result.as_dict(), sort_keys=True))
     counts = {b: result.counts(b) for b in result.comparisons}

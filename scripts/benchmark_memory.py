@@ -17,6 +17,7 @@ import json
 import os
 import platform
 import resource
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -61,23 +62,40 @@ def cpu_model() -> str:
     return platform.processor() or "unknown"
 
 
-def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
-    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
-    GPT-2's 50257), 1 sample, float64, seed 0."""
-    sampler, phases = Sampler(), []
+@contextmanager
+def recording_phases(sampler: Sampler, phases: list, *, cpu: bool = False, echo: bool = False):
+    """While open, each of ``tensor.verify``'s phases appends its resident set (GiB) at start,
+    peak and end to ``phases`` (``cpu``: and this process's CPU seconds; ``echo``: printed to
+    stderr as it ends); the verify's own phase hook is put back on exit."""
     right = tensor_verify._phase
 
     @contextmanager
     def phase(what, cfg, timings, key, total=None):
-        start = sampler.reset()
+        start, c0 = sampler.reset(), time.process_time()
         with right(what, cfg, timings, key, total) as tick:
             yield tick
-        phases.append({"phase": what, "start_gib": round(start, 2),
-                       "peak_gib": round(max(sampler.peak, sampler.now()), 2),
-                       "end_gib": round(sampler.now(), 2)})
+        row = {"phase": what, "start_gib": round(start, 2),
+               "peak_gib": round(max(sampler.peak, sampler.now()), 2),
+               "end_gib": round(sampler.now(), 2)}
+        if cpu:
+            row["cpu_s"] = round(time.process_time() - c0, 1)
+        phases.append(row)
+        if echo:
+            print(f"  {row}", file=sys.stderr, flush=True)
         sampler.reset()
     tensor_verify._phase = phase
     try:
+        yield
+    finally:
+        tensor_verify._phase = right
+
+
+
+def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
+    GPT-2's 50257), 1 sample, float64, seed 0."""
+    sampler, phases = Sampler(), []
+    with recording_phases(sampler, phases):
         model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
                      tokens=tokens)
         load0 = os.getloadavg()[0]
@@ -88,8 +106,6 @@ def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
         t0 = time.perf_counter()
         text = str(result)  # the text table (issue 19: it once hung for 26 minutes at gpt2)
         text_s = time.perf_counter() - t0
-    finally:
-        tensor_verify._phase = right
     doc = json.dumps(result.as_dict(), sort_keys=True)
     if result_path:
         Path(result_path).write_text(doc)

@@ -222,10 +222,10 @@ def op_values(model: TensorModel, leaves: dict[str, np.ndarray], *,
         y = None if target is None else memo["targets"].get(target.id)
         if whole:
             value, arg = seen[n.id], seen[n.args[0].id]
-            found.setdefault(whole, []).extend(_pairs(table, value, arg, n.shape, mask))
+            pairs = _pairs(table, value, arg, n.shape, mask)
+            found.setdefault(whole, []).extend(pairs)
             if bce is not None and whole == "sigmoid":  # a probability a log reads (BCELoss)
-                found.setdefault("bce_sigmoid", []).extend(
-                    _pairs(table, value, arg, n.shape, mask))
+                found.setdefault("bce_sigmoid", []).extend(pairs)
             if bce is not None:
                 found.setdefault("bce", []).extend(_with_target(table, arg, y, n.shape, small))
             continue

@@ -59,6 +59,11 @@ def connect(scheduler: str | None, workers: int | None):
                                            processes=True, dashboard_address=None)
         return distributed.Client(cluster)
     address = scheduler if "://" in scheduler else f"tcp://{scheduler}"
+    try:  # a malformed address is the user's typo: say so before connecting, in one line
+        distributed.comm.get_address_host_port(address)
+    except ValueError as exc:
+        raise SymgradError(f"--scheduler {scheduler}: not a Dask scheduler address ({exc}); "
+                           "give tcp://HOST:PORT, e.g. tcp://127.0.0.1:8786") from None
     try:
         return distributed.Client(address, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError) as exc:

@@ -134,3 +134,13 @@ def test_a_scheduler_that_is_not_there_is_a_one_line_error(capsys):
     assert code == 2 and time.time() - t0 < 30
     assert err.count("\n") == 0 and "no Dask scheduler answered" in err
     assert connect(None, None) is None
+
+
+@pytest.mark.parametrize("address", ["localhost", "http://127.0.0.1:8786", "tcp://h:port"])
+def test_a_malformed_scheduler_address_is_a_one_line_error(capsys, address):
+    # was distributed's ValueError traceback, exit 1 (newuser4 S2-1): no port, an unknown scheme
+    code = main(["verify", "neuron", "--samples", "5", "--scheduler", address])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.count("\n") == 0, err
+    assert f"--scheduler {address}: not a Dask scheduler address" in err
+    assert "tcp://HOST:PORT" in err

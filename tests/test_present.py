@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from xml.dom.minidom import parseString
 
 import pytest
 
@@ -13,7 +14,7 @@ import sympy
 import symgrad as sg
 from symgrad import explain, zoo
 from symgrad.domains import Integers, Normal
-from symgrad.present.notation import tex_name
+from symgrad.present.notation import mathml, tex_name
 from symgrad.present.step_formulas import LAYER_NOTE
 from symgrad.errors import SymgradError
 from symgrad.present.texmath import tex_to_mathml
@@ -275,3 +276,36 @@ def test_text_keeps_its_spaces_in_mathml():
     from symgrad.present.texmath import tex_to_mathml
     ml = tex_to_mathml(r"v = u\ \text{reshaped to (8, 2, 8)} + \mathrm{W1\_out}")
     assert "<mtext>reshaped to (8, 2, 8)</mtext>" in ml and ">W1_out</mi>" in ml, ml
+
+
+def _huber_and_mlp():
+    u, v, a, c = sympy.symbols("u v a c")
+    r = a * u + c - v
+    huber = sg.Model("huber", sympy.Piecewise((r ** 2 / 2, sympy.Abs(r) <= 1),
+                                              (sympy.Abs(r) - sympy.Rational(1, 2), True)),
+                     params=[a, c], inputs={u: Normal(0, 1), v: Normal(0, 1)})
+    X, t = sg.matrix("X", 2, 3), sg.matrix("t", 2)
+    W1, W2 = sg.matrix("W1", 4, 3), sg.matrix("W2", 3, 4)
+    mlp = sg.Model("mlp", sg.ops.cross_entropy(sg.ops.dense(sg.ops.tanh(
+        sg.ops.dense(X, W1)), W2), t), params=[W1, W2], inputs={X: Normal(0, 1),
+                                                               t: Integers(0, 2)})
+    return huber, mlp
+
+
+def test_a_piecewise_and_an_elementwise_power_read_as_in_latex_in_mathml():
+    """newuser4 S3-1: sympy's MathML printed a Huber loss as piecewise(((...), True)) and an
+    elementwise square as hadamardpower(h, 2) on every HTML page (explain and report), where
+    the LaTeX has cases and h^{∘2}; < and > came out raw, breaking the page's markup."""
+    huber, mlp = _huber_and_mlp()
+    page = explain(huber).html_fragment()
+    cases = explain(huber).markdown().count(r"\begin{cases}")
+    assert "piecewise" not in page and cases > 0
+    assert page.count('<mtable columnalign="left left">') == cases
+    assert page.count("<mtext>otherwise</mtext>") == cases
+    assert "hadamardpower" not in explain(mlp).html_fragment()
+    x, y = sympy.symbols("x y")
+    ml = mathml(sympy.Piecewise((x, x < 0), (y, True)))
+    assert "<mo>&lt;</mo>" in ml and "<mtext>otherwise</mtext>" in ml
+    parseString(ml)  # well-formed
+    square = mathml(sympy.HadamardPower(sympy.MatrixSymbol("h", 2, 2), 2))
+    assert "<msup><mi>h</mi><mrow><mo>&#8728;</mo><mn>2</mn></mrow></msup>" in square, square

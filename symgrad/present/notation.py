@@ -244,12 +244,42 @@ class _MathML(MathMLPresentationPrinter):
 
     def _applied(self, name: str, args):
         """``name(args)``: a named function applied to its parenthesized argument node."""
-        row = self.dom.createElement("mrow")
         mi = self.dom.createElement("mi")
         mi.appendChild(self.dom.createTextNode(name))
-        row.appendChild(mi)
-        row.appendChild(args)
+        return self._row(mi, args)
+
+    def _print_Piecewise(self, e):
+        """A brace over one row per branch, "value  for condition" (the last "otherwise"), as
+        the LaTeX printer's cases (sympy's MathML writes piecewise((...), True) instead)."""
+        table = self.dom.createElement("mtable")
+        table.setAttribute("columnalign", "left left")
+        for value, cond in e.args:
+            when = self._text("otherwise" if cond is sp.true else "for\u2009")
+            if cond is not sp.true:
+                when = self._row(when, self._print(cond))
+            table.appendChild(self._row(*(self._row(c, tag="mtd") for c in
+                                          (self._print(value), when)), tag="mtr"))
+        return self._row(self._mo("{"), table)
+
+    def _row(self, *nodes, tag: str = "mrow"):
+        row = self.dom.createElement(tag)
+        for node in nodes:
+            row.appendChild(node)
         return row
+
+    def _text(self, text: str):
+        node = self.dom.createElement("mtext")
+        node.appendChild(self.dom.createTextNode(text))
+        return node
+
+    def mathml_tag(self, e):  # sympy writes < and > raw, which breaks the page's markup
+        tag = super().mathml_tag(e)
+        return {"<": "&lt;", ">": "&gt;"}.get(tag, tag)
+
+    def _print_HadamardPower(self, e):
+        """``A^{∘ n}``, the elementwise power, as the LaTeX printer writes it."""
+        return self._row(self.parenthesize(e.base, PRECEDENCE["Pow"], strict=True),
+                         self._row(self._mo("\u2218"), self._print(e.exp)), tag="msup")
 
     def _print_Heaviside(self, e):
         """θ(x), as the LaTeX printer writes it (its value at 0 is not shown)."""
@@ -263,16 +293,7 @@ class _MathML(MathMLPresentationPrinter):
         return self._applied(e.entry.mathml, self._paren(self._print(e.args[0])))
 
     def _paren(self, inner):
-        row = self.dom.createElement("mrow")
-        for t in ("(", None, ")"):
-            if t is None:
-                row.appendChild(inner)
-            else:
-                mo = self.dom.createElement("mo")
-                mo.appendChild(self.dom.createTextNode(t))
-                row.appendChild(mo)
-        return row
-
+        return self._row(self._mo("("), inner, self._mo(")"))
 
 _GREEK = {"sigma": "σ", "delta": "δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ",
           "epsilon": "ε", "theta": "θ", "lambda": "λ"}

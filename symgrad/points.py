@@ -176,7 +176,7 @@ def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
         Block name -> float64 array (N, *shape), not yet rounded to any dtype.
     """
     at = by_name(model, at, what)
-    values, n = {}, None
+    values, n, first = {}, None, None
     for b in model.blocks:
         if b.name not in at:
             raise SymgradError(f"{what}: no values for {b.name!r}; give every block: "
@@ -188,10 +188,14 @@ def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
         if v.shape == tuple(b.shape):  # one sample
             v = v[None]
         check_domain(b, v, what)
-        if v.shape[1:] != tuple(b.shape) or (n is not None and v.shape[0] != n):
-            shape = ", ".join(map(str, b.shape))
-            raise SymgradError(f"{what}: {b.name!r} must have shape (N, {shape}) with the same "
-                               f"N for every block; got {v.shape}")
-        n = v.shape[0]
+        if v.shape[1:] != tuple(b.shape):
+            many = "(N, " + "".join(f"{d}, " for d in b.shape).rstrip(" ,") + ")"
+            raise SymgradError(f"{what}: {b.name!r} must have its block's shape {tuple(b.shape)} "
+                               f"for one sample or {many.replace(', )', ',)')} for N samples; "
+                               f"got shape {np.shape(at[b.name])}")
+        if n is not None and v.shape[0] != n:
+            raise SymgradError(f"{what}: {b.name!r} has {v.shape[0]} sample(s) but {first!r} "
+                               f"has {n}; give every block the same number of samples")
+        n, first = (v.shape[0], b.name) if n is None else (n, first)
         values[b.name] = v
     return values

@@ -114,3 +114,24 @@ def test_tensor_at_refuses_a_choice_value_and_names_the_entry():
                                            r"but got 0\.5; give one of 0, 1 \(sample 0, entry "
                                            r"\[2\]\)"):
         sg.verify(m, at={"W": [0.1, 0.2, 0.3], "y": [1, 0, 0.5]})
+
+
+def test_at_shape_messages_offer_one_sample_and_name_the_other_count():
+    """newuser4 S3-2: a wrong shape offered only (N, 4, 3) though one sample in the block's own
+    shape is accepted; a count mismatch said "(N, ) with the same N" without the other N."""
+    X, W1 = sg.matrix("X", 2, 3), sg.matrix("W1", 4, 3)
+    m = sg.Model("lin", sg.ops.total(sg.ops.tanh(sg.ops.dense(X, W1))), params=[W1],
+                 inputs={X: sg.Normal(0, 1)})
+    with pytest.raises(SymgradError, match=r"^at: 'W1' must have its block's shape \(4, 3\) for "
+                                           r"one sample or \(N, 4, 3\) for N samples; got shape "
+                                           r"\(3, 4\)$"):
+        sg.verify(m, at={"W1": np.zeros((3, 4)), "X": np.zeros((2, 3))})
+    a, c = sp.symbols("a c")
+    h = sg.Model("h", (a + c) ** 2, params=[a, c])
+    with pytest.raises(SymgradError, match=r"^at: 'c' has 1 sample\(s\) but 'a' has 2; give "
+                                           r"every block the same number of samples$"):
+        sg.verify(h, at={"a": [1.0, 2.0], "c": [0.0]})
+    with pytest.raises(SymgradError, match=r"'a' must have its block's shape \(\) for one sample "
+                                           r"or \(N,\) for N samples; got shape \(1, 2\)"):
+        sg.verify(h, at={"a": [[1.0, 2.0]], "c": [0.0]})
+    assert sg.verify(h, at={"a": 1.0, "c": 0.5}).verdict == "pass"

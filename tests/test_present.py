@@ -309,3 +309,11 @@ def test_a_piecewise_and_an_elementwise_power_read_as_in_latex_in_mathml():
     parseString(ml)  # well-formed
     square = mathml(sympy.HadamardPower(sympy.MatrixSymbol("h", 2, 2), 2))
     assert "<msup><mi>h</mi><mrow><mo>&#8728;</mo><mn>2</mn></mrow></msup>" in square, square
+
+
+def test_a_sigmoid_layers_delta_reads_one_minus_a():
+    """newuser4 S3-8: simplenet's 1 x 1 sigmoid layer printed δ_z = δ_a ∘ a ∘ (−a + 𝕀): sympy
+    canonicalised 1 − a to −a + I (an identity matrix to the reader)."""
+    md = explain(zoo.get("simplenet")).markdown()
+    assert r"\delta_{z} = \delta_{a} \circ a \circ \left(1 - a\right)" in md
+    assert r"\mathbb{I}" not in md + _report_tex(zoo.get("simplenet"))

@@ -76,7 +76,8 @@ def layer_rules(op: str, out, ins, inputs: set, params: set):
     if op == "sigmoid":
         (z,) = ins
         return (sigma(sp.Symbol(z.name)),
-                wrt(z, sp.HadamardProduct(d(out), out, sp.OneMatrix(*out.shape) - out)))
+                wrt(z, sp.HadamardProduct(d(out), out, sp.MatAdd(  # 1 - a, as written (not
+                    sp.OneMatrix(*out.shape), -out, evaluate=False))))  # -a + I at 1 x 1)
     if op == "matmul":
         A, B = ins
         return A * B, wrt(A, d(out) * B.T) + wrt(B, A.T * d(out))

@@ -317,3 +317,14 @@ def test_a_sigmoid_layers_delta_reads_one_minus_a():
     md = explain(zoo.get("simplenet")).markdown()
     assert r"\delta_{z} = \delta_{a} \circ a \circ \left(1 - a\right)" in md
     assert r"\mathbb{I}" not in md + _report_tex(zoo.get("simplenet"))
+
+
+def test_a_report_differentiates_the_readers_symbols_as_real():
+    """newuser4 S3-11: a Huber loss on plain sp.symbols (no real=True, as a reader writes them)
+    got a report gradient of re/im parts, (im(c) sign(r) ∂im(au)/∂a + ...)/r: sympy.diff of
+    |r| over complex symbols. Its textbook form now reads u sign(r), as explain writes it."""
+    huber, _ = _huber_and_mlp()
+    tex = " ".join(f.latex for title, fs in gradient_formulas(huber) if title.startswith(
+        "Textbook") for f in fs)
+    assert r"\operatorname{im}" not in tex and r"\operatorname{re}" not in tex, tex
+    assert r"u \operatorname{sign}{\left(c - v + a u \right)}" in tex, tex

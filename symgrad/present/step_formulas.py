@@ -69,7 +69,7 @@ class View:
     def plain(self, expr: sp.Basic) -> sp.Basic:
         """``expr`` over plain symbols named as the reader names them, so that its terms print
         in the reader's order (``a - y``, sympy's order of plain symbols by name)."""
-        return expr.xreplace({s: sp.Symbol(self.by_name.get(s, s.name))
+        return expr.xreplace({s: sp.Symbol(self.by_name.get(s, s.name), real=True)
                               for s in expr.free_symbols if isinstance(s, sp.Symbol)})
 
 

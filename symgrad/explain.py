@@ -25,13 +25,16 @@ import mpmath
 import numpy as np
 import sympy as sp
 
+from .compare import Tolerance
 from .errors import SymgradError
 from .model import Model
-from .points import by_name
+from .points import by_name, given_samples
 from .present import layer_derivation, step_derivation, tensor_derivation, tensor_formulas
 from .present.explanation import Explanation, Line, Section
 from .tensor.exact import exact_point
 from .tensor.front import program_of
+from .tensor.kinks import has_sites, reached, sided
+from .tensor.links import names as operand_names
 from .tensor.model import TensorModel
 from .tensor.program import topological
 from .tensor.steps import adjoint_steps, leaf_values, torch_gradient, values_at
@@ -157,7 +160,8 @@ def _gradient(program: TensorModel, at: dict, leaves: dict, per_entry: bool, gra
     torch_vals = torch_gradient(program, leaves)
     final = Section("Gradient: exact vs torch autograd",
                     note="exact value (arb balls, certified to 50 digits) and torch autograd "
-                         "of the same program (float64) at the same point")
+                         "of the same program (float64) at the same point"
+                         + _kink_note(program.textbook_program or program, at))
     for b in program.param_blocks:
         got = np.asarray(torch_vals[b.name]).reshape(-1)
         block = np.empty(b.size, dtype=object)
@@ -174,6 +178,30 @@ def _gradient(program: TensorModel, at: dict, leaves: dict, per_entry: bool, gra
             final.lines.append(tensor_derivation.gradient_line(
                 b.name, block.reshape(b.shape), got.reshape(b.shape)))
     return final
+
+
+def _kink_note(program: TensorModel, at: dict) -> str:
+    """A sentence naming the kinks the point reaches (``tensor.kinks.reached``, within float64
+    rounding of the kink), where the derivative may have no single value; "" if none."""
+    if not has_sites(program):
+        return ""
+    keys = reached(program, given_samples(program, at, "explain: at"), oracle_ops(),
+                   ("float64",), Tolerance())
+    s, seen = sided(program), []
+    for k in keys.rows[0]:
+        site = s.sites[k.site]
+        what = (f"a tie of the max over {site.node.args[0].name or 'its operand'}" if k.atom < 0
+                else str(site.atoms[k.atom].expr.xreplace(operand_names(site.node))))
+        what += f" (entry {k.entry})" if site.node.size > 1 else ""
+        if what not in seen:
+            seen.append(what)
+    if not seen:
+        return ""
+    return ("; this point is at a kink of " + ", ".join(seen[:4])
+            + (f" and {len(seen) - 4} more" if len(seen) > 4 else "")
+            + ": where the one-sided derivatives differ there, the gradient is not unique and "
+            "the exact value takes sympy's convention (sign(0) = 0, Heaviside(0) = 1/2); "
+            "sg.verify(at=) accepts any convex combination of the one-sided derivatives")
 
 
 def _tensor_sections(title: str, formulas) -> list[Section]:

@@ -315,3 +315,18 @@ def test_the_layer_view_of_cross_entropy_has_the_exact_values_at_a_point():
     nll = np.log(np.exp(Z).sum(axis=1)) - Z[[0, 1], at["y"]]
     shown = [float(v) for v in re.search(r"= \[(.*)\] \$\$", line).group(1).split(", ")]
     assert np.allclose(shown, nll, rtol=1e-3), (shown, nll)
+
+
+def test_a_point_at_a_kink_says_so():
+    """newuser4 S3-8: at p = 0 the explanation certified sympy's sign(0) = 0 as "the exact
+    value" of dL/dp with no word that p = 0 is a kink of |p| (subgradients -1.1 to -0.9)."""
+    p, q, s = sp.symbols("p q s")
+    m = sg.Model("kinks", sp.Abs(p) / 10 + sp.Max(0, 1 - (p * s + q)) + sp.Max(q, p * s),
+                 params=[p, q], inputs={s: sg.Uniform(-2, 2)})
+    note = lambda at: [sec.note for sec in sg.explain(m, at=at).sections  # noqa: E731
+                       if sec.title.startswith("Gradient: exact")][0]
+    assert "this point is at a kink of Abs(p):" in note({"p": 0.0, "q": 0.5, "s": 1.0})
+    assert "Max(q, p*s)" in note({"p": 0.5, "q": 0.5, "s": 1.0})  # a tie, and the hinge's 0
+    assert "kink" not in note({"p": 0.3, "q": 0.1, "s": 1.0})
+    assert "kink" not in sg.explain(zoo.get("neuron"), at={"x": 1.1, "w": 2.2, "b": 0,
+                                                           "y": 1}).markdown()

@@ -274,22 +274,27 @@ LINE_CHARS = 250  # a finding's line: the point gets what the numbers and cause 
 POINT_CHARS = 40  # ... but at least about this many characters of a sample's point
 POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
 POINT_DIGITS = 4  # ... each to this many significant digits
+HIDDEN_IN = "Failure.point"  # where the blocks a line leaves out are, whole
 
 
 def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str:
     """A sample's point, shortened for the end of a one-line message: each value to
     ``POINT_DIGITS`` significant digits, a block's first ``POINT_ENTRIES_SHOWN`` entries and
-    "…". Blocks are in the model's order, parameters first: the last ones - the inputs - are
-    shown, as many as fit in ``chars`` (at least one), and the earlier ones are counted.
-    ``entry`` (the finding's own entry, ``x[8]``): its value leads its block when the first
-    entries do not show it. The JSON (``Failure.as_dict``) keeps every block and every digit.
+    "…". Blocks are in the model's order, parameters first: the finding's own block (that of
+    ``entry``) is always shown, then the last ones - the inputs - as many as fit in ``chars``,
+    and the rest are counted.
+    ``entry`` (the finding's own entry, ``x[8]``): where the first entries do not show it, its
+    block is shown as that one value. The JSON (``Failure.as_dict``) keeps every block and
+    every digit.
 
     >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
     'W1=[1.004, -0.6179, 1.822, …], y=1'
     >>> point_text({"x": [0.5, 1.25, 2.0, 3.0, 21.0]}, entry="x[4]")
-    'x[4]=21 of x=[0.5, 1.25, 2, …]'
+    'x[4]=21'
+    >>> point_text({"w1": 0.5, "w2": 20.0, "b": 0.0, "x": [1.0, 2.0]}, 20, entry="w2")
+    '2 more blocks in Failure.point, w2=20, x=[1, 2]'
     """
-    parts = []
+    parts, keys = [], list(point)
     for k, v in point.items():
         more = False
         if isinstance(v, dict):  # shown_value of a large block: its first entries
@@ -300,19 +305,21 @@ def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str
             more = more or flat.size > POINT_ENTRIES_SHOWN
             shown = ", ".join(_short(x) for x in flat[:POINT_ENTRIES_SHOWN])
             own = _entry_value(k, arr, entry, more)
-            parts.append((f"{entry}={_short(own)} of " if own is not None else "")
-                         + f"{k}=[{shown}{', …' if more else ''}]")
+            parts.append(f"{entry}={_short(own)}" if own is not None  # its own value only
+                         else f"{k}=[{shown}{', …' if more else ''}]")
         else:
             parts.append(f"{k}={_short(v)}")
-    kept, used = [], 0
-    for part in reversed(parts):  # the inputs (last) first, then parameters while they fit
-        if kept and used + len(part) + 2 > chars:
+    own_block = entry.partition("[")[0]
+    order = sorted(range(len(parts)), key=lambda i: (keys[i] != own_block, -i))
+    kept, used = set(), 0
+    for i in order:  # the finding's own block, then the inputs (last), then parameters
+        if kept and used + len(parts[i]) + 2 > chars:
             break
-        kept.insert(0, part)
-        used += len(part) + 2
+        kept.add(i)
+        used += len(parts[i]) + 2
     hidden = len(parts) - len(kept)
-    return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in the JSON"] if hidden
-                      else []) + kept)
+    return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in {HIDDEN_IN}"]
+                      if hidden else []) + [parts[i] for i in sorted(kept)])
 
 
 def _entry_value(block: str, arr: np.ndarray, entry: str, more: bool):

@@ -53,7 +53,9 @@ def test_sample_values_are_shortened_and_the_json_keeps_them_whole():
     line = _failure().message()
     values = line.split("; sample values: ")[1]
     first = POINT["W1"][0]
-    assert values == "5 more blocks in the JSON, y=[0, 2]"  # the inputs last, as fit (ux4)
+    # the failing entry's own value first (newuser4 S3-10: it was among the hidden blocks),
+    # then the inputs last, as fit (ux4); the rest counted, whole in Failure.point
+    assert values == f"4 more blocks in Failure.point, W1[3,2]={POINT['W1'][3][2]:.4g}, y=[0, 2]"
     assert repr(first[0]) not in line  # 17 digits only in the JSON
     assert len(line) < 300, len(line)
     from symgrad.result_text import point_text

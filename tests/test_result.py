@@ -233,7 +233,10 @@ def test_a_message_shows_a_large_models_inputs_not_every_parameter_block():
     point.update(ids=[1, 2, 3], targets=[2, 3, 4])
     f = Failure("torch_fn", "mismatch", "d/dp0[0]", 3, point, 1.0, 2.0, 1e16, 4.0)
     msg = f.message()
-    assert "more blocks in the JSON" in msg and "ids=[1, 2, 3]" in msg and "p0=" not in msg
+    assert "more blocks in Failure.point" in msg and "ids=[1, 2, 3]" in msg
+    assert "p0=[0, 0, 0, …]" in msg and "p1=" not in msg  # the failing entry's own block shown
+    late = Failure("torch_fn", "mismatch", "d/dp7[4]", 3, point, 1.0, 2.0, 1e16, 4.0)
+    assert "p7[4]=7" in late.message()  # beyond the first entries: that entry's value
     assert len(msg) < 300 and len(f.as_dict()["point"]) == 38
 
 

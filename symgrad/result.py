@@ -56,14 +56,23 @@ class Failure:
         # the numbers first, the sample's values last and shortened (point_text; the JSON
         # keeps them whole): one line a reader takes in at a glance
         head = (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
-                f"expected {self.expected!r}, got {self.got!r}, "
-                f"error {fmt(self.ulps)} ULPs (allowed {fmt(self.allowed_ulps)})"
+                f"expected {self.expected!r}, got {self.got!r}, error {fmt(self.ulps)} ULPs "
+                + ("(wrong by more than the value itself)" if self._by_itself()
+                   else f"(allowed {fmt(self.allowed_ulps)})")
                 + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
                 + (f" [cause: {self.cause}]" if self.cause else ""))
         room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))
         entry = "" if self.output in ("value", HVP_VALUE) else self.output[3:]  # d/d, Hv:
         return head + (f"; sample values: {point_text(self.point, room, entry=entry)}"
                        if self.point else "")
+
+    def _by_itself(self) -> bool:
+        """A loss value decided by its own rule, not the entry allowance: wrong by more than
+        the exact value itself (float32 BCELoss's clamped 100 for 20) is a mismatch whatever
+        the allowance, so the line says that rule rather than an allowance above the error."""
+        return (self.output == "value" and self.kind == "mismatch"
+                and not self.ulps > self.allowed_ulps
+                and abs(self.got - self.expected) > abs(self.expected))
 
     def as_dict(self) -> dict:
         return {"backend": self.backend, "kind": self.kind, "output": self.output,

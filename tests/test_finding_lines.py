@@ -102,3 +102,14 @@ def test_an_exact_zero_gradient_reads_in_the_tables_measure():
     assert bias["module worst ULPs"] < 1 and bias["verdict"] == "ok", bias
     assert "e+32 ULPs" not in text and "precision-loss warning" not in text, text
     assert r.finding_counts()["warnings"] == 0 and not r.findings("warnings"), text
+
+
+def test_a_value_wrong_by_more_than_itself_says_so_not_an_allowance_above_its_error():
+    """newuser4 S3-3: float32 BCELoss returned 100 for an exact 20: "error 4.19e+07 ULPs
+    (allowed 2.43e+08); proven" read as a contradiction; the value's own rule decided it."""
+    f = Failure("torch_fn", "mismatch", "value", 0, {"b": 20.0}, 20.000000002061153, 100.0,
+                4.19e7, 2.43e8, cause="torch's float32 BCELoss clamp")
+    line = f.message()
+    assert "(wrong by more than the value itself)" in line and "allowed" not in line, line
+    near = Failure("torch_fn", "mismatch", "value", 0, {"b": 20.0}, 20.0, 20.001, 4.19e7, 8.0)
+    assert "(allowed 8)" in near.message()  # beyond its allowance: the allowance is shown

@@ -56,9 +56,14 @@ class Failure:
         # the numbers first, the sample's values last and shortened (point_text; the JSON
         # keeps them whole): one line a reader takes in at a glance
         head = (f"{self.backend}: {self.kind} in {what} at sample {self.sample}: "
-                f"expected {self.expected!r}, got {self.got!r}, error {fmt(self.ulps)} ULPs "
-                + ("(wrong by more than the value itself)" if self._by_itself()
-                   else f"(allowed {fmt(self.allowed_ulps)})")
+                f"expected {self.expected!r}"
+                + (" (one side's value), " if self.kind == "kink" else ", ")
+                + f"got {self.got!r}"
+                # at an accepted kink the ULPs against one side mean nothing (inf, 1e308): the
+                # note says where the value lies across the subgradient (newuser4 S3-9)
+                + ("" if self.kind == "kink" else f", error {fmt(self.ulps)} ULPs "
+                   + ("(wrong by more than the value itself)" if self._by_itself()
+                      else f"(allowed {fmt(self.allowed_ulps)})"))
                 + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
                 + (f" [cause: {self.cause}]" if self.cause else ""))
         room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))

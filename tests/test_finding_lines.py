@@ -113,3 +113,12 @@ def test_a_value_wrong_by_more_than_itself_says_so_not_an_allowance_above_its_er
     assert "(wrong by more than the value itself)" in line and "allowed" not in line, line
     near = Failure("torch_fn", "mismatch", "value", 0, {"b": 20.0}, 20.0, 20.001, 4.19e7, 8.0)
     assert "(allowed 8)" in near.message()  # beyond its allowance: the allowance is shown
+
+
+def test_an_accepted_kink_line_has_no_ulps_of_one_side():
+    """newuser4 S3-9: "error inf ULPs (allowed 1.35e+308)" at an accepted kink meant nothing."""
+    f = Failure("torch_fn", "kink", "d/dq", 0, {"q": 0.0}, 0.0, 0.5, float("inf"), 1.35e308,
+                note="at a kink: the backend's value is 0.75 of the way across the subgradient")
+    line = f.message()
+    assert "ULPs" not in line and "expected 0.0 (one side's value), got 0.5" in line, line
+    assert "0.75 of the way" in line

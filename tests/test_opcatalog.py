@@ -40,6 +40,8 @@ def test_catalogue_covers_80_operators_and_lists_the_unsupported_with_why():
     assert {"erfinv", "lgamma", "digamma"} <= {op.name for op in CATALOGUE if op.unsupported}
     with pytest.raises(SymgradError, match="unknown operator 'nope'"):
         by_name("nope")
+    with pytest.raises(SymgradError, match="unknown operator 'sigmod'; did you mean 'sigmoid'"):
+        by_name("sigmod")  # newuser4 S3-6: a typo got the whole list and no suggestion
 
 
 def test_every_definition_matches_its_torch_call_in_value():

@@ -18,6 +18,8 @@ True
 
 from __future__ import annotations
 
+import difflib
+
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
@@ -298,5 +300,7 @@ def by_name(name: str) -> Op:
     try:
         return _BY_NAME[name]
     except KeyError:
-        raise SymgradError(f"ops: unknown operator {name!r}; choose from "
+        close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise SymgradError(f"ops: unknown operator {name!r}; {hint}choose from "
                            f"{', '.join(sorted(_BY_NAME))}") from None

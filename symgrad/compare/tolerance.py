@@ -280,9 +280,17 @@ def measured_ulps(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray,
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         scale_e = np.maximum((allowed_abs - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
                              info.tiny)  # E, the magnitude of the terms
-        zero = np.abs(exact) <= (info.eps / 2) * scale_e
-        scale = np.where(zero, scale_e, np.abs(exact))
-        return np.where(zero, err / ulp(scale_e, dtype), ulps), scale
+        magnitude = np.abs(exact)
+        zero = magnitude <= (info.eps / 2) * scale_e
+        scale = np.where(zero, scale_e, magnitude)
+        del magnitude
+        shape = np.broadcast_shapes(np.shape(err), np.shape(ulps), zero.shape)
+        out = np.array(np.broadcast_to(ulps, shape), np.result_type(err, ulps, scale_e))
+        if zero.any():  # the ULP of the terms' scale only there (elsewhere: ``ulps``)
+            at = np.broadcast_to(zero, shape)
+            out[at] = (np.broadcast_to(err, shape)[at]
+                       / ulp(np.broadcast_to(scale_e, shape)[at], dtype))
+        return out, scale
 
 
 def losing(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray, ulps: np.ndarray,

@@ -70,13 +70,47 @@ def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowe
         (``compare.measured_ulps``, the precision-loss flag's formula)."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, dtype, tol)
-        finite = np.isfinite(got)
-        ulps = np.where(finite, ulps, np.inf)
-        relative = error / scale
-        ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
-        comparable = np.isfinite(exact) & ~np.isin(status, EXCUSED)
-        ratio = np.where(finite, ratio, np.inf)
+        infinite = ~np.isfinite(got)
+        ulps = _where_not(ulps, infinite, np.inf)  # (each figure in place on its own array)
+        relative = (np.divide(error, scale, out=scale) if _owned(scale, error)
+                    else error / scale)
+        ratio = np.divide(error, allowed)  # where(allowed > 0, e / a, where(e == 0, 0, inf))
+        if np.shape(ratio) == np.shape(allowed):
+            undefined = ~(allowed > 0)
+            if undefined.any():
+                ratio[undefined] = np.where(np.asarray(error)[undefined] == 0, 0.0, np.inf)
+        else:
+            ratio = np.where(allowed > 0, ratio, np.where(error == 0, 0.0, np.inf))
+        comparable = np.isfinite(exact)
+        comparable &= ~_excused(status)
+        ratio = _where_not(ratio, infinite, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+
+
+_EXCUSED_TABLE = np.zeros(256, bool)
+_EXCUSED_TABLE[[k % 256 for k in EXCUSED]] = True
+
+
+def _excused(status: np.ndarray) -> np.ndarray:
+    """``np.isin(status, EXCUSED)``: int8 codes by a lookup table (one pass)."""
+    status = np.asarray(status)
+    if status.dtype == np.int8:
+        return _EXCUSED_TABLE[status.view(np.uint8)]
+    return np.isin(status, EXCUSED)
+
+
+def _owned(a, other) -> bool:
+    """Whether ``a`` is an array of ``other``'s shape that may be written in place."""
+    return (isinstance(a, np.ndarray) and a.flags.writeable and a.base is None
+            and a.shape == np.shape(other) and a.dtype == np.float64)
+
+
+def _where_not(a: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
+    """``np.where(mask, value, a)``, in place where ``a`` is its own array of that shape."""
+    if _owned(a, mask):
+        np.copyto(a, value, where=mask)
+        return a
+    return np.where(mask, value, a)
 
 
 def masked_max(values: np.ndarray, mask: np.ndarray) -> float:

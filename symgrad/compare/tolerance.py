@@ -278,14 +278,27 @@ def measured_ulps(err: np.ndarray, exact: np.ndarray, allowed_abs: np.ndarray,
     """
     info = dtype_info(dtype)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        scale_e = np.maximum((allowed_abs - tol.floor * info.tiny) / (tol.safety * info.eps / 2),
-                             info.tiny)  # E, the magnitude of the terms
-        magnitude = np.abs(exact)
-        zero = magnitude <= (info.eps / 2) * scale_e
-        scale = np.where(zero, scale_e, magnitude)
+        # E, the magnitude of the terms: max((allowed - floor tiny) / (safety u), tiny), each
+        # step in place on one array
+        scale_e = np.asarray(np.subtract(allowed_abs, tol.floor * info.tiny), np.float64)
+        np.divide(scale_e, tol.safety * info.eps / 2, out=scale_e)
+        np.maximum(scale_e, info.tiny, out=scale_e)
+        magnitude = np.abs(np.asarray(exact, np.float64))
+        shape = np.broadcast_shapes(np.shape(err), np.shape(ulps), magnitude.shape,
+                                    scale_e.shape)
+        out = np.multiply(scale_e, info.eps / 2)  # (u E: then the ULPs' copy, same size)
+        zero = magnitude <= out
+        if magnitude.shape == shape and scale_e.shape == shape:  # (|exact| becomes the scale)
+            np.copyto(magnitude, scale_e, where=zero)
+            scale = magnitude
+        else:
+            scale = np.where(zero, scale_e, magnitude)
         del magnitude
-        shape = np.broadcast_shapes(np.shape(err), np.shape(ulps), zero.shape)
-        out = np.array(np.broadcast_to(ulps, shape), np.result_type(err, ulps, scale_e))
+        kind = np.result_type(err, ulps, scale_e)
+        if out.shape == shape and out.dtype == kind:
+            np.copyto(out, ulps)
+        else:
+            out = np.array(np.broadcast_to(ulps, shape), kind)
         if zero.any():  # the ULP of the terms' scale only there (elsewhere: ``ulps``)
             at = np.broadcast_to(zero, shape)
             out[at] = (np.broadcast_to(err, shape)[at]

@@ -131,7 +131,7 @@ class ResultMeasures:
             self._scan(backend)  # one pass for every row group, the whole (and the medians)
         if key not in self._memo:
             self._memo[key] = fold([self._part(backend, part)
-                                          for part in self._chunks(backend, slice(a, b))])
+                                    for part in self._chunks(backend, slice(a, b))])
         return self._memo[key]
 
     def _scan(self, backend: str) -> None:

@@ -7,34 +7,19 @@ results and, from ``SCAN_FROM`` entries, computed column chunk by column chunk i
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .compare import (STATUS_NAMES, ULP_BINS, Comparison, dtype_info, error_ulps, measured_ulps,
-                      ulp, ulp_counts)
+from .compare import ULP_BINS, Comparison, dtype_info, error_ulps, ulp, ulp_counts
 from .config import VerifyConfig
 from .errors import SymgradError
+from .figure_scan import Measures, deferred, entry_measures, fold, merged, scan
 from .order_stats import ChunkMedian
 from .verdict import PASS
 
 if TYPE_CHECKING:  # annotations only
     from .result import Failure
-
-
-@dataclass(frozen=True)
-class Measures:
-    """Per-entry figures of one backend for reports, arrays of shape (N, K)."""
-
-    error: np.ndarray  # |got - exact|, absolute
-    allowed: np.ndarray  # the allowance, absolute
-    ratio: np.ndarray  # error / allowance (> 1 fails)
-    relative: np.ndarray  # error / |exact|; at an exact (near-)zero, error / E (terms' scale)
-    ulps: np.ndarray  # error in ULPs of |exact|; at an exact zero, in ULPs of E
-    comparable: np.ndarray  # exact value finite, not a kink, inconclusive or suspect: ratio
-    #                         means something
-    exact: np.ndarray | None = None  # |exact|
 
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
@@ -52,24 +37,15 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
     zero would count subnormal steps): there the error is measured against the scale E of the
     terms that produced the zero, the bound's own scale. ``cols``: only those columns."""
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        exact, got, error, allowed, ulps, scale = _errors(comp, config, cols)
-        status = _cols(comp.status, cols)
-        relative = error / scale
-        ratio = np.where(allowed > 0, error / allowed, np.where(error == 0, 0.0, np.inf))
-        # kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor
-        # failing: not decided) have no meaningful ratio
-        excused = [k for k, name in STATUS_NAMES.items()
-                   if name in ("kink", "inconclusive", "suspect")]
-        comparable = np.isfinite(exact) & ~np.isin(status, excused)
-        ratio = np.where(np.isfinite(got), ratio, np.inf)
-    return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+        exact, got, error, allowed, comp_ulps = _errors(comp, config, cols)
+    return entry_measures(exact, got, error, allowed, comp_ulps, _cols(comp.status, cols),
+                          comp.dtype, config.tolerance)
 
 
 def shown_ulps(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> np.ndarray:
     """``measures(comp, config, cols).ulps`` alone (the same numbers, without the other
     figures: a large result's median reads its ULPs a second time)."""
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        return _errors(comp, config, cols)[4]
+    return measures(comp, config, cols).ulps
 
 
 def _cols(a, cols: slice):
@@ -78,9 +54,8 @@ def _cols(a, cols: slice):
 
 
 def _errors(comp: Comparison, config: VerifyConfig, cols: slice) -> tuple:
-    """(exact, got, absolute error, absolute allowance, shown ULPs, their scale) of ``cols``
+    """(exact, got, absolute error, absolute allowance, error in ULPs of |exact|) of ``cols``
     (under the caller's errstate)."""
-    tol = config.tolerance
     exact = np.asarray(_cols(comp.expected, cols), dtype=np.float64)
     got = _cols(comp.got, cols)
     # the compare's own errors and allowances (``compare.entry_errors``): kept, or recomputed
@@ -94,30 +69,7 @@ def _errors(comp: Comparison, config: VerifyConfig, cols: slice) -> tuple:
         error = np.abs(got - exact)
         allowed = (_cols(comp.allowed_abs, cols) if comp.allowed_abs is not None
                    else _cols(comp.allowed_ulps, cols) * ulp(exact, comp.dtype))
-    # an exact value below the rounding scale of its own terms (zero, or nearly zero by
-    # cancellation) has no meaningful relative error: measure it against the terms (the
-    # same formula on the same numbers as the precision-loss flag, ``compare.losing``: a
-    # LOSS entry is over ``precision_loss_ulps`` here too)
-    _, comp_ulps = error_ulps(error, exact, got, comp.dtype)
-    ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, comp.dtype, tol)
-    ulps = np.where(np.isfinite(got), ulps, np.inf)
-    return exact, got, error, allowed, ulps, scale
-
-
-def _merged(whole: dict | None, part: dict | None) -> dict | None:
-    """Two folds' figures as one fold of both (``ResultMeasures._fold``: maxima and a minimum,
-    the same numbers in any grouping)."""
-    if whole is None or part is None:
-        return part if whole is None else whole
-    return {k: min(whole[k], part[k]) if k == "resolution" else max(whole[k], part[k])
-            for k in whole}
-
-
-def _masked_max(values: np.ndarray, mask: np.ndarray) -> float:
-    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts; 0.0
-    when none is left: the figures are >= 0), in one reduction (no masked copies)."""
-    top = float(np.fmax.reduce(values, axis=None, where=mask, initial=-np.inf))
-    return 0.0 if top == -np.inf else top
+    return exact, got, error, allowed, error_ulps(error, exact, got, comp.dtype)[1]
 
 
 class ResultMeasures:
@@ -178,30 +130,9 @@ class ResultMeasures:
         if key not in self._memo and self.comparisons[backend].status.size >= SCAN_FROM:
             self._scan(backend)  # one pass for every row group, the whole (and the medians)
         if key not in self._memo:
-            self._memo[key] = self._fold([self._part(backend, part)
-                                          for part in self._chunks(backend, slice(a, b))])
+            self._memo[key] = fold([self._part(backend, part)
+                                    for part in self._chunks(backend, slice(a, b))])
         return self._memo[key]
-
-    @staticmethod
-    def _fold(parts, into: dict | None = None) -> dict:
-        """Fold chunk measures into (worst ULPs, worst error/allowance, worst relative error,
-        the entry test's resolution: the smallest allowance / |exact| over comparable entries
-        with a nonzero exact value)."""
-        st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0,
-                           "resolution": float("inf"), "worst_ratio_all": 0.0})
-        for m in parts:
-            u = m.ulps
-            st["worst_ulps"] = (float("inf") if not np.isfinite(u).all() else
-                                max(st["worst_ulps"], float(u.max()) if u.size else 0.0))
-            st["worst_ratio"] = max(st["worst_ratio"], _masked_max(m.ratio, m.comparable))
-            st["worst_ratio_all"] = max(st.get("worst_ratio_all", 0.0),
-                                        _masked_max(m.ratio, np.isfinite(m.exact)))
-            st["worst_rel"] = max(st["worst_rel"], _masked_max(m.relative, m.comparable))
-            with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-                res = np.fmin.reduce(m.allowed / m.exact, axis=None, initial=np.inf, where=(
-                    m.comparable & (m.exact > 0) & np.isfinite(m.allowed)))
-            st["resolution"] = min(st["resolution"], float(res))
-        return st
 
     def _scan(self, backend: str) -> None:
         """A large result's one pass over its columns, chunk by chunk within each row group
@@ -216,6 +147,12 @@ class ResultMeasures:
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
+        if deferred(comp):  # every figure from one evaluation of each entry per chunk
+            figures = scan(comp, self.config.tolerance, groups,
+                           lambda a, b: self._chunks(backend, slice(a, b)), medians=medians)
+            self._memo.update({(k, backend) if isinstance(k, str) else (k[0], backend, *k[1:]):
+                               v for k, v in figures.items()})
+            return
         tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
         whole, middle = None, ChunkMedian()
         counts = np.zeros(len(ULP_BINS) - 1, np.int64)
@@ -224,7 +161,7 @@ class ResultMeasures:
             ulps = np.empty(n * (b - a) if medians else 0, np.float32)
             for part in self._chunks(backend, slice(a, b)):
                 m = self._part(backend, part)
-                st = self._fold([m], st)
+                st = fold([m], st)
                 if tiled:  # the reduction's histogram of the same chunk (Comparison.reduce)
                     counts += ulp_counts(comp.ulps[:, part])
                 if medians:
@@ -233,19 +170,28 @@ class ResultMeasures:
                     filled += u.size
                     if tiled:
                         middle.add(u)
-            self._memo[("stats", backend, a, b)] = st or self._fold([])
-            whole = _merged(whole, st)
+            self._memo[("stats", backend, a, b)] = st or fold([])
+            whole = merged(whole, st)
             if medians:
                 self._memo[("median", backend, a, b)] = (
                     float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
             del ulps
         if tiled:
-            self._memo[("stats", backend, 0, width)] = whole or self._fold([])
+            self._memo[("stats", backend, 0, width)] = whole or fold([])
             self._memo[("ulp_counts", backend)] = counts
         if tiled and medians:
             self._memo[("median", backend, 0, width)] = middle.value(
                 lambda: (shown_ulps(comp, self.config, part) for part in
                          self._chunks(backend, slice(0, width))))
+
+    def worst_entries(self, backend: str) -> np.ndarray | None:
+        """Flat indices of ``backend``'s worst entries by badness where its figures' one pass
+        finds them (a deferred comparison, ``figure_scan.scan``: the entries and order of
+        ``tensor.streaming.worst_entries(comp, None, 3)``), else None."""
+        comp = self.comparisons[backend]
+        if deferred(comp) and comp.status.size >= SCAN_FROM:
+            self._scan(backend)
+        return self._memo.get(("worst", backend))
 
     def keep_figures(self, backend: str, findings) -> dict:
         """Every figure of ``backend`` that the table, the JSON and the reports read - the

@@ -82,7 +82,8 @@ def backends(model: TensorModel, values: dict, cfg: VerifyConfig, np_dtype: str,
 
 
 def findings_of(name: str, comp: Comparison, outputs, values: dict, subset: np.ndarray,
-                max_failures: int) -> dict[str, list[Failure]]:
+                max_failures: int, *, worst: np.ndarray | None = None
+                ) -> dict[str, list[Failure]]:
     """One backend's finding lists, each worst first, without a full sort: its 3 worst entries
     of any status, up to ``max_failures`` kinks, failures and precision losses, and 3
     inconclusive entries (``worst_entries``: no whole-size badness array, mask or copy).
@@ -94,12 +95,15 @@ def findings_of(name: str, comp: Comparison, outputs, values: dict, subset: np.n
         values: the drawn samples, block -> (N, *shape).
         subset: the sample index of each compared row.
         max_failures: how many of each list at most.
+        worst: the flat indices of its 3 worst entries when already found (the figures' one
+            pass, ``Result.worst_entries``); None: found here.
     Returns:
         ``FINDING_LISTS`` name -> list of ``Failure``."""
     def worst_of(codes, limit):
         return entry_failures(name, comp, worst_entries(comp, codes, limit), outputs, values,
                               subset)
-    return {"worst": worst_of(None, 3),
+    return {"worst": (worst_of(None, 3) if worst is None else
+                      entry_failures(name, comp, worst, outputs, values, subset)),
             "kinks": worst_of((KINK,), max_failures),
             "failures": worst_of(FAILING, max_failures),
             "losses": worst_of((LOSS,), max_failures),

@@ -78,10 +78,19 @@ class EntryFigures:
         """The absolute errors and allowances (float64, NaN allowance -> inf) of the columns
         ``cols``: ``entry_errors``' own, the numbers the compare judged (``symgrad.measures``
         reads them where a comparison keeps no error array)."""
-        hi, lo, got, E = (np.asarray(a[:, cols]) for a in self.arrays)
-        err, _, _, allowed_abs, _ = entry_errors(hi, lo, np.asarray(got, np.float64), E,
-                                                 self.dtype, self.tol)
+        err, _, _, allowed_abs, _ = self.errors(cols)
         return err, allowed_abs
+
+    def errors(self, cols: slice) -> tuple[np.ndarray, ...]:
+        """``entry_errors`` of the columns ``cols`` (error, ULP size, ULPs, absolute allowance,
+        allowance in ULPs; float64, not yet ``kept``): every figure of those entries from one
+        evaluation (``symgrad.figure_scan.scan``)."""
+        hi, lo, got, E = (np.asarray(a[:, cols]) for a in self.arrays)
+        return entry_errors(hi, lo, np.asarray(got, np.float64), E, self.dtype, self.tol)
+
+    def kept(self, x: np.ndarray) -> np.ndarray:
+        """ULPs or allowances as the comparison keeps them (``fit`` to its ``kind``)."""
+        return fit(x, self.kind)
 
     def at(self, key, flat: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ULPs, allowances) of the entries ``key`` selects (of the flat entries: ``flat``)."""

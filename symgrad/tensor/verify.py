@@ -140,12 +140,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     def finish(name: str, comp: Comparison) -> Comparison:
         """The backend's findings; above STREAM_FROM entries its figures, then it reduced."""
         with _phase("summary", cfg, timings, "summary_s"):
-            found[name] = findings_of(name, comp, names, values, subset, cfg.max_failures)
+            alone = Result(model.name, cfg, names, blocks, runs, {name: comp}, subset, [], [])
+            found[name] = findings_of(name, comp, names, values, subset, cfg.max_failures,
+                                      worst=alone.worst_entries(name))  # the figures' one pass
             if comp.status.size < STREAM_FROM:
                 return comp
-            alone = Result(model.name, cfg, names, blocks, runs, {name: comp}, subset, [], [])
-            memo.update(alone.keep_figures(name, [f for fs in found[name].values()
-                                                  for f in fs]))
+            memo.update(alone.keep_figures(name, [f for fs in found[name].values() for f in fs]))
             return comp.reduce(memo.get(("ulp_counts", name)))
 
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)

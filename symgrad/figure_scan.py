@@ -1,0 +1,258 @@
+"""The per-entry figures of a Result from the arrays of one column chunk (``entry_measures``:
+absolute, relative, error / allowance, ULPs that mean something at exact zeros), their fold into
+a row group's statistics (``fold``), and, for a large comparison whose ULPs and allowances are
+recomputed where read (``tensor.streaming_figures``), one pass that makes every figure the
+summary keeps from one evaluation of each entry (``scan``: each group's and the whole's stats,
+each group's median ULPs, the ULP histogram and the worst entries; before it, each figure had
+its own pass re-deriving every entry, ~5 per entry at GPT-2's 163M).
+
+>>> import numpy as np
+>>> from symgrad.compare import Tolerance, compare
+>>> from symgrad.tensor.streaming_figures import EntryFigures
+>>> hi = np.array([[1.0, 2.0, 4.0]])
+>>> got = hi + np.array([[0.0, 2**-51, 2**-49]])
+>>> c = compare(hi, 0 * hi, got, np.ones_like(hi), backend="b", dtype="float64",
+...             tol=Tolerance())
+>>> from dataclasses import replace
+>>> c = replace(c, error=None, figures=EntryFigures(hi, 0 * hi, got, np.ones_like(hi),
+...             "float64", Tolerance(), np.float64))
+>>> out = scan(c, Tolerance(), [(0, 1), (1, 3)], lambda a, b: [slice(a, b)], medians=True)
+>>> out[("stats", 1, 3)]["worst_ulps"], out[("median", 1, 3)], out["worst"].tolist()
+(2.0, 1.5, [2, 1, 0])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterable
+
+import numpy as np
+
+from .compare import (STATUS_NAMES, ULP_BINS, Comparison, Tolerance, measured_ulps, ulp_counts)
+from .order_stats import ChunkMedian
+
+
+@dataclass(frozen=True)
+class Measures:
+    """Per-entry figures of one backend for reports, arrays of shape (N, K)."""
+
+    error: np.ndarray  # |got - exact|, absolute
+    allowed: np.ndarray  # the allowance, absolute
+    ratio: np.ndarray  # error / allowance (> 1 fails)
+    relative: np.ndarray  # error / |exact|; at an exact (near-)zero, error / E (terms' scale)
+    ulps: np.ndarray  # error in ULPs of |exact|; at an exact zero, in ULPs of E
+    comparable: np.ndarray  # exact value finite, not a kink, inconclusive or suspect: ratio
+    #                         means something
+    exact: np.ndarray | None = None  # |exact|
+
+
+# kinks (any subgradient is exact), inconclusive and suspect entries (neither ok nor failing:
+# not decided) have no meaningful ratio
+EXCUSED = [k for k, name in STATUS_NAMES.items() if name in ("kink", "inconclusive", "suspect")]
+WORST = 3  # the worst entries of any status a backend lists (``streaming.findings_of``)
+
+
+def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowed: np.ndarray,
+                   comp_ulps: np.ndarray, status: np.ndarray, dtype: str,
+                   tol: Tolerance) -> Measures:
+    """The figures of some entries from their compare's numbers.
+
+    Arguments:
+        exact, got: the oracle's value (float64) and the backend's.
+        error, allowed: the absolute error and allowance (``compare.entry_errors``).
+        comp_ulps: the error in ULPs of |exact| (``compare.error_ulps``: inf where ``got`` is
+            not finite).
+        status: the entries' statuses.
+        dtype, tol: the backend's dtype and the tolerance.
+    Returns:
+        Their ``Measures``: at an exact value below the rounding scale of its own terms (zero,
+        or nearly zero by cancellation) the error is measured against the terms
+        (``compare.measured_ulps``, the precision-loss flag's formula)."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ulps, scale = measured_ulps(error, exact, allowed, comp_ulps, dtype, tol)
+        infinite = ~np.isfinite(got)
+        ulps = _where_not(ulps, infinite, np.inf)  # (each figure in place on its own array)
+        relative = (np.divide(error, scale, out=scale) if _owned(scale, error)
+                    else error / scale)
+        ratio = np.divide(error, allowed)  # where(allowed > 0, e / a, where(e == 0, 0, inf))
+        if np.shape(ratio) == np.shape(allowed):
+            undefined = ~(allowed > 0)
+            if undefined.any():
+                ratio[undefined] = np.where(np.asarray(error)[undefined] == 0, 0.0, np.inf)
+        else:
+            ratio = np.where(allowed > 0, ratio, np.where(error == 0, 0.0, np.inf))
+        comparable = np.isfinite(exact)
+        comparable &= ~_excused(status)
+        ratio = _where_not(ratio, infinite, np.inf)
+    return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
+
+
+_EXCUSED_TABLE = np.zeros(256, bool)
+_EXCUSED_TABLE[[k % 256 for k in EXCUSED]] = True
+
+
+def _excused(status: np.ndarray) -> np.ndarray:
+    """``np.isin(status, EXCUSED)``: int8 codes by a lookup table (one pass)."""
+    status = np.asarray(status)
+    if status.dtype == np.int8:
+        return _EXCUSED_TABLE[status.view(np.uint8)]
+    return np.isin(status, EXCUSED)
+
+
+def _owned(a, other) -> bool:
+    """Whether ``a`` is an array of ``other``'s shape that may be written in place."""
+    return (isinstance(a, np.ndarray) and a.flags.writeable and a.base is None
+            and a.shape == np.shape(other) and a.dtype == np.float64)
+
+
+def _where_not(a: np.ndarray, mask: np.ndarray, value: float) -> np.ndarray:
+    """``np.where(mask, value, a)``, in place where ``a`` is its own array of that shape."""
+    if _owned(a, mask):
+        np.copyto(a, value, where=mask)
+        return a
+    return np.where(mask, value, a)
+
+
+def masked_max(values: np.ndarray, mask: np.ndarray) -> float:
+    """The max over ``mask`` (NaN entries ignored; inf is a non-finite result and counts; 0.0
+    when none is left: the figures are >= 0), in one reduction (no masked copies)."""
+    top = float(np.fmax.reduce(values, axis=None, where=mask, initial=-np.inf))
+    return 0.0 if top == -np.inf else top
+
+
+def fold(parts: Iterable[Measures], into: dict | None = None) -> dict:
+    """Fold chunk measures into (worst ULPs, worst error/allowance, worst relative error, the
+    entry test's resolution: the smallest allowance / |exact| over comparable entries with a
+    nonzero exact value); maxima and a minimum: the same numbers in any grouping."""
+    st = dict(into or {"worst_ulps": 0.0, "worst_ratio": 0.0, "worst_rel": 0.0,
+                       "resolution": float("inf"), "worst_ratio_all": 0.0})
+    for m in parts:
+        u = m.ulps
+        st["worst_ulps"] = (float("inf") if not np.isfinite(u).all() else
+                            max(st["worst_ulps"], float(u.max()) if u.size else 0.0))
+        st["worst_ratio"] = max(st["worst_ratio"], masked_max(m.ratio, m.comparable))
+        st["worst_ratio_all"] = max(st.get("worst_ratio_all", 0.0),
+                                    masked_max(m.ratio, np.isfinite(m.exact)))
+        st["worst_rel"] = max(st["worst_rel"], masked_max(m.relative, m.comparable))
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            res = np.fmin.reduce(m.allowed / m.exact, axis=None, initial=np.inf, where=(
+                m.comparable & (m.exact > 0) & np.isfinite(m.allowed)))
+        st["resolution"] = min(st["resolution"], float(res))
+    return st
+
+
+def merged(whole: dict | None, part: dict | None) -> dict | None:
+    """Two folds' figures as one fold of both (``fold``: the same numbers in any grouping)."""
+    if whole is None or part is None:
+        return part if whole is None else whole
+    return {k: min(whole[k], part[k]) if k == "resolution" else max(whole[k], part[k])
+            for k in whole}
+
+
+def deferred(comp: Comparison) -> bool:
+    """Whether ``comp``'s ULPs and allowances are recomputed where read from its figures alone
+    (``compare_compact(deferred=True)``): then ``scan`` may make its figures in one pass."""
+    return (comp.figures is not None and comp.error is None and not comp.reduced
+            and not isinstance(comp.ulps, np.ndarray)
+            and not isinstance(comp.allowed_ulps, np.ndarray))
+
+
+def scan(comp: Comparison, tol: Tolerance, groups: list[tuple[int, int]],
+         chunks: Callable[[int, int], Iterable[slice]], *, medians: bool) -> dict:
+    """Every figure the summary keeps of a deferred comparison (``deferred``), from one
+    evaluation of each entry per chunk (``EntryFigures.errors``), the numbers the separate
+    passes made: each group's stats (``fold``) and median ULPs (``medians``: over a float32
+    copy of the group's, as ``ResultMeasures._scan``), and, where the groups tile every column,
+    the whole's stats, its median (an exact selection, ``order_stats.ChunkMedian``: its second
+    pass reads the ULPs alone), the ULP histogram (``compare.ulp_counts`` of the compare's
+    ULPs) and the flat indices of the ``WORST`` entries by badness (error / allowance as kept,
+    ``tensor.comparing.badness``; ties in index order: ``streaming.worst_entries``' entries).
+
+    Arguments:
+        comp: the comparison (statuses final).
+        tol: the tolerance.
+        groups: (first, end) columns of each row group (the value, each parameter block).
+        chunks: (first, end) -> the column slices to read them in.
+        medians: whether the medians are made.
+    Returns:
+        {("stats", a, b): stats, ("median", a, b): float, ...; where tiled also
+        "ulp_counts": counts and "worst": flat indices, worst first}."""
+    fig = comp.figures
+    hi, _, got, _ = fig.arrays
+    n, width = comp.status.shape
+    tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
+    out: dict = {}
+    whole, middle = None, ChunkMedian()
+    counts = np.zeros(len(ULP_BINS) - 1, np.int64)
+    found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    for a, b in groups:
+        st, filled = None, 0
+        ulps = np.empty(n * (b - a) if medians else 0, np.float32)
+        for part in chunks(a, b):
+            err, _, entry_ulps, allowed_abs, allowed = fig.errors(part)
+            exact = np.asarray(hi[:, part], np.float64)
+            m = entry_measures(exact, got[:, part], err, allowed_abs, entry_ulps,
+                               comp.status[:, part], comp.dtype, tol)
+            st = fold([m], st)
+            if tiled:
+                kept = fig.kept(entry_ulps)  # the compare's ULPs and allowances, as kept
+                counts += ulp_counts(kept)
+                bad = _badness(kept, fig.kept(allowed))
+                where = _top(bad, WORST)
+                k = where % (part.stop - part.start) + part.start
+                found.append(where // (part.stop - part.start) * width + k)
+                bads.append(bad.reshape(-1)[where])
+            if medians:
+                u = m.ulps.astype(np.float32).reshape(-1)
+                ulps[filled:filled + u.size] = u
+                filled += u.size
+                if tiled:
+                    middle.add(u)
+        out[("stats", a, b)] = st or fold([])
+        whole = merged(whole, st)
+        if medians:
+            out[("median", a, b)] = (float(np.median(ulps, overwrite_input=True))
+                                     if ulps.size else 0.0)
+        del ulps
+    if tiled:
+        out[("stats", 0, width)] = whole or fold([])
+        out["ulp_counts"] = counts
+        where, bad = np.concatenate(found), np.concatenate(bads)
+        out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
+    if tiled and medians:
+        out[("median", 0, width)] = middle.value(lambda: (
+            _shown_ulps(comp, tol, part) for a, b in groups for part in chunks(a, b)))
+    return out
+
+
+def _shown_ulps(comp: Comparison, tol: Tolerance, cols: slice) -> np.ndarray:
+    """The shown ULPs of the columns ``cols`` (``entry_measures``' ``ulps``) alone."""
+    err, _, entry_ulps, allowed_abs, _ = comp.figures.errors(cols)
+    hi, _, got, _ = comp.figures.arrays
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        ulps = measured_ulps(err, np.asarray(hi[:, cols], np.float64), allowed_abs, entry_ulps,
+                             comp.dtype, tol)[0]
+        return np.where(np.isfinite(got[:, cols]), ulps, np.inf)
+
+
+def _badness(ulps: np.ndarray, allowed: np.ndarray) -> np.ndarray:
+    """error / allowance in float32 as ``tensor.comparing.badness`` makes it from the kept
+    ULPs and allowances: inf where the error is not finite, -1 where undefined."""
+    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+        bad = (ulps / allowed).astype(np.float32, copy=False).reshape(-1)
+    bad[~np.isfinite(ulps.reshape(-1))] = np.inf
+    bad[np.isnan(bad)] = -1.0
+    return bad
+
+
+def _top(bad: np.ndarray, limit: int) -> np.ndarray:
+    """Positions of the ``limit`` largest of ``bad``, ties in position order (any order: the
+    caller orders the candidates): the largest by a partition, then those above the
+    ``limit``-th and the first ones equal to it."""
+    if bad.size <= limit:
+        return np.arange(bad.size)
+    kth = bad.size - limit
+    threshold = np.partition(bad, kth)[kth]
+    above = np.flatnonzero(bad > threshold)
+    ties = np.flatnonzero(bad == threshold)[:limit - above.size]
+    return np.concatenate([above, ties])

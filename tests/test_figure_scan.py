@@ -1,0 +1,97 @@
+"""``symgrad.figure_scan.scan``: a deferred comparison's figures from one evaluation of each
+entry are, bit for bit, those of the separate passes over the same comparison held whole
+(every group's and the whole's stats, the medians, the ULP histogram, the worst entries with
+their ties), whatever the statuses excuse; and the figures do follow the statuses."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import symgrad.measures as measures
+import symgrad.tensor.comparing as comparing
+from symgrad.compare import INCONCLUSIVE, KINK, LOSS, SUSPECT, Tolerance
+from symgrad.config import VerifyConfig
+from symgrad.figure_scan import deferred
+from symgrad.result import Result
+from symgrad.tensor.comparing import compare_compact, kept_whole
+from symgrad.tensor.streaming import worst_entries
+
+K = 1800
+BLOCKS = [("a", 1, 600), ("b", 600, 1333), ("c", 1333, K)]
+
+
+def _comparison(dtype: str):
+    """Three rows of awkward entries: exact zeros (ULPs of the terms), a subnormal, inf and NaN
+    results, a NaN bound, entries of equal badness (ties), mixed statuses."""
+    rng = np.random.default_rng(7)
+    n = 3
+    hi = rng.standard_normal((n, K)) * 10.0 ** rng.integers(-20, 20, (n, K))
+    hi[:, 1:6] = [0.0, 5e-324, 1.0, -2.0, 3.0]
+    lo = hi * 1e-17 * rng.standard_normal((n, K))
+    got = hi * (1 + 1e-15 * rng.standard_normal((n, K)))
+    got[:, 1] = 1e-300
+    got[0, 900], got[1, 1400] = np.inf, np.nan
+    E = np.abs(rng.standard_normal((n, K))) * 100
+    E[2, 7] = np.nan
+    hi[:, 100:120], lo[:, 100:120], E[:, 100:120] = 1.0, 0.0, 1.0  # ties: equal badness
+    got[:, 100:120] = 1.0 + 2.0**-50
+    got[:, 1700:1710] = 1.0 + 2.0**-50
+    hi[:, 1700:1710], lo[:, 1700:1710], E[:, 1700:1710] = 1.0, 0.0, 1.0
+    comp = compare_compact(hi, lo, got, E, backend="b", dtype=dtype, tol=Tolerance(),
+                           deferred=True)
+    status = comp.status.copy()
+    status[0, 10:20], status[1, 700:710], status[2, 1500:1505] = INCONCLUSIVE, KINK, SUSPECT
+    status[:, 30:40] = LOSS
+    return replace(comp, status=status)
+
+
+def _result(comp) -> Result:
+    return Result("m", VerifyConfig(), ["value"] + [f"d/dw[{k}]" for k in range(1, K)], BLOCKS,
+                  {}, {"b": comp}, np.arange(3), [], [])
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    return np.array_equal(np.asarray(a), np.asarray(b), equal_nan=True)
+
+
+@pytest.fixture
+def small_scan(monkeypatch):
+    """The scan's thresholds at this size: scanned, with medians, in several chunks a group."""
+    monkeypatch.setattr(measures, "SCAN_FROM", 1)
+    monkeypatch.setattr(measures, "MEASURE_WHOLE", 10)
+    monkeypatch.setattr(measures, "MEASURE_CHUNK", 700)
+
+
+@pytest.mark.parametrize("dtype, compact", [("float64", False), ("float32", False),
+                                            ("float64", True)])
+def test_one_pass_makes_the_separate_passes_figures(small_scan, monkeypatch, dtype, compact):
+    if compact:  # ULPs and allowances kept in float32 (as beyond 50M entries)
+        monkeypatch.setattr(comparing, "COMPACT_FROM", 0)
+    comp = _comparison(dtype)
+    assert deferred(comp) and not deferred(kept_whole(comp))
+    fused, plain = _result(comp), _result(kept_whole(comp))
+    worst = fused.worst_entries("b")
+    assert plain.worst_entries("b") is None  # (held whole: the separate passes)
+    got, want = fused.keep_figures("b", []), plain.keep_figures("b", [])
+    assert len(want) == 2 * (len(BLOCKS) + 2) + 1  # stats, medians, the histogram
+    assert _same(got, want)
+    assert worst.tolist() == worst_entries(comp, None, 3).tolist()
+    assert fused.summary("b") == plain.summary("b")
+
+
+def test_the_scan_follows_the_statuses(small_scan):
+    # the worst decided ratio leaves out what the statuses excuse: a scan that ignored them
+    # (or read stale ones) would not move
+    comp = _comparison("float64")
+    before = _result(comp).keep_figures("b", [])[("stats", "b", 0, K)]
+    m = measures.measures(kept_whole(comp), VerifyConfig())
+    ratio = np.where(m.comparable, m.ratio, -np.inf)
+    assert ratio.max() == before["worst_ratio"] > 0
+    status = comp.status.copy()
+    status[ratio == ratio.max()] = SUSPECT  # the worst decided entries: now undecided
+    after = _result(replace(comp, status=status)).keep_figures("b", [])[("stats", "b", 0, K)]
+    assert after["worst_ratio"] < before["worst_ratio"]
+    assert after["worst_ulps"] == before["worst_ulps"]  # (any status)

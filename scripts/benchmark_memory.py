@@ -137,8 +137,10 @@ def render(rows: list[dict]) -> None:
           "",
           "What is held, per parameter entry, from the bound to the last backend's summary: the "
           "samples (8 B), the oracle's hi and lo (12 B: lo in float32 from 50M entries), the "
-          "bound E (8 B), the backend's gradient (8 B) and its statuses (1 B; 1 B for each "
-          "earlier backend) - about 38 B, 5.8 GiB at GPT-2's 163M entries. A large "
+          "bound E (4 B: float32 rounded away from zero from 50M entries, still a bound, "
+          "`symgrad/tensor/upward.py`, since mem19c; 8 B before), the backend's gradient (8 B) "
+          "and its statuses (1 B; 1 B for each earlier backend) - about 34 B, 5.2 GiB at "
+          "GPT-2's 163M entries (38 B, 5.8 GiB before mem19c). A large "
           "comparison's ULPs and allowances (8 B an entry) are no longer held: they are "
           "elementwise functions of hi, lo, E and the gradient, recomputed where the findings, "
           "figures and histogram read them (`symgrad/tensor/streaming_figures.py`, the same "

@@ -91,11 +91,13 @@ def recording_phases(sampler: Sampler, phases: list, *, cpu: bool = False, echo:
 
 
 
-def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None,
+        echo: bool = False) -> dict:
     """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
-    GPT-2's 50257), 1 sample, float64, seed 0."""
+    GPT-2's 50257), 1 sample, float64, seed 0 (``echo``: each phase printed to stderr as it
+    ends, so that a run killed for memory leaves its phases)."""
     sampler, phases = Sampler(), []
-    with recording_phases(sampler, phases):
+    with recording_phases(sampler, phases, echo=echo):
         model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
                      tokens=tokens)
         load0 = os.getloadavg()[0]
@@ -229,12 +231,13 @@ def main() -> int:
     ap.add_argument("--result", default=None, help="write the result's JSON here")
     ap.add_argument("--record", action="store_true", help="add to reports/benchmarks.md")
     ap.add_argument("--label", default="", help="the run's name in the table")
+    ap.add_argument("--echo", action="store_true", help="print each phase as it ends")
     ap.add_argument("--render", action="store_true", help="only rewrite the section")
     args = ap.parse_args()
     if args.render:
         render(json.loads((ROOT / "reports" / "benchmark_memory.json").read_text())["rows"])
         return 0
-    row = run(args.layers, args.tokens, args.result, args.vocab)
+    row = run(args.layers, args.tokens, args.result, args.vocab, echo=args.echo)
     for p in row["phases"]:
         print(f"{p['phase']:<28} start {p['start_gib']:5.2f}  peak {p['peak_gib']:5.2f}  "
               f"end {p['end_gib']:5.2f} GiB")

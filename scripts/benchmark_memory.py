@@ -91,11 +91,13 @@ def recording_phases(sampler: Sampler, phases: list, *, cpu: bool = False, echo:
 
 
 
-def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
+def run(layers: int, tokens: int, result_path: str | None, vocab: int | None = None,
+        echo: bool = False) -> dict:
     """Verify gpt2 at ``layers`` layers and ``tokens`` tokens (``vocab``: its vocabulary, None:
-    GPT-2's 50257), 1 sample, float64, seed 0."""
+    GPT-2's 50257), 1 sample, float64, seed 0 (``echo``: each phase printed to stderr as it
+    ends, so that a run killed for memory leaves its phases)."""
     sampler, phases = Sampler(), []
-    with recording_phases(sampler, phases):
+    with recording_phases(sampler, phases, echo=echo):
         model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
                      tokens=tokens)
         load0 = os.getloadavg()[0]
@@ -137,8 +139,10 @@ def render(rows: list[dict]) -> None:
           "",
           "What is held, per parameter entry, from the bound to the last backend's summary: the "
           "samples (8 B), the oracle's hi and lo (12 B: lo in float32 from 50M entries), the "
-          "bound E (8 B), the backend's gradient (8 B) and its statuses (1 B; 1 B for each "
-          "earlier backend) - about 38 B, 5.8 GiB at GPT-2's 163M entries. A large "
+          "bound E (4 B: float32 rounded away from zero from 50M entries, still a bound, "
+          "`symgrad/tensor/upward.py`, since mem19c; 8 B before), the backend's gradient (8 B) "
+          "and its statuses (1 B; 1 B for each earlier backend) - about 34 B, 5.2 GiB at "
+          "GPT-2's 163M entries (38 B, 5.8 GiB before mem19c). A large "
           "comparison's ULPs and allowances (8 B an entry) are no longer held: they are "
           "elementwise functions of hi, lo, E and the gradient, recomputed where the findings, "
           "figures and histogram read them (`symgrad/tensor/streaming_figures.py`, the same "
@@ -227,12 +231,13 @@ def main() -> int:
     ap.add_argument("--result", default=None, help="write the result's JSON here")
     ap.add_argument("--record", action="store_true", help="add to reports/benchmarks.md")
     ap.add_argument("--label", default="", help="the run's name in the table")
+    ap.add_argument("--echo", action="store_true", help="print each phase as it ends")
     ap.add_argument("--render", action="store_true", help="only rewrite the section")
     args = ap.parse_args()
     if args.render:
         render(json.loads((ROOT / "reports" / "benchmark_memory.json").read_text())["rows"])
         return 0
-    row = run(args.layers, args.tokens, args.result, args.vocab)
+    row = run(args.layers, args.tokens, args.result, args.vocab, echo=args.echo)
     for p in row["phases"]:
         print(f"{p['phase']:<28} start {p['start_gib']:5.2f}  peak {p['peak_gib']:5.2f}  "
               f"end {p['end_gib']:5.2f} GiB")

@@ -191,10 +191,13 @@ def tie_band(dtypes, tol: Tolerance) -> float:
 
 def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
     """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
-    (also how far from a kink rounding can carry an argument: ``symgrad.tensor.kinks``)."""
+    (also how far from a kink rounding can carry an argument: ``symgrad.tensor.kinks``).
+    A float32 E (a large model's, stored rounded away from zero: ``symgrad.tensor.upward``)
+    is widened to float64 first: the allowance is always formed in float64."""
     info = dtype_info(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
-        mag = np.abs(bound)
+        wide = isinstance(bound, np.ndarray) and bound.dtype == np.float32
+        mag = np.abs(bound, dtype=np.float64) if wide else np.abs(bound)
         if isinstance(mag, np.ndarray) and mag.ndim and mag.dtype == np.float64:
             mag *= tol.safety * (info.eps / 2)  # in place: the same products, no temporary
             mag += tol.floor * info.tiny

@@ -46,6 +46,7 @@ from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck, check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
+from .upward import bound_kind, store_away
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
@@ -379,20 +380,19 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) ->
         model: the tensor model (or its ``textbook_program``: same blocks, same entries).
         values: the compared samples per block, each of leading size ``n``.
         tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
-        n: the number of samples.
-        dtypes: the compared dtypes: a Max/Min's tie band (``compare.tie_band``).
+        n: the number of samples; dtypes: the compared dtypes (a tie band: ``tie_band``).
     Returns:
-        E per sample and entry, as ``compare_compact`` reads it (each block written as the
-        walk finishes it: no second copy), limits at inputs 0 (``tensor.limits.limit_bounds``)."""
+        E per sample and entry, each block written as the walk finishes it, limits at inputs
+        0 (``limits.limit_bounds``); from 50M entries float32, rounded away from 0 (``upward``)."""
+    kind = bound_kind(n * (1 + model.n_parameters))  # the limits' rows too: one rounding
 
     def bound(v: dict) -> np.ndarray:
         m = len(next(iter(v.values())))
-        E = np.empty((m, 1 + model.n_parameters))
-        spans = block_spans(model, m)
+        E, spans = np.empty((m, 1 + model.n_parameters), kind), block_spans(model, m)
 
         def put(k: int, e: np.ndarray) -> None:
             a, size, shape = spans[k]
-            E[:, a:a + size] = np.broadcast_to(np.asarray(e), shape).reshape(m, -1)
+            store_away(E[:, a:a + size], np.broadcast_to(np.asarray(e), shape).reshape(m, -1))
             give_back()  # the walk's freed blocks (gpt2 at 64 tokens: its peak -0.4 GiB)
         evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
                        sqrt_terms=tol.entry_sqrt_terms, emit=put, tie=tie_band(dtypes, tol))

@@ -17,15 +17,15 @@ of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a b
 gradient in the enclosure but outside the hull makes ``rejudge`` evaluate one more combination,
 the sides nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between
 the two is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base
-and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
-sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
-(``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
-options set every member's side consistently. Where every side agrees (a smooth function written
-with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side). Passes
+and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample, or a
+kink of a map without sites (``kinks.unsided``): the entries they reach are inconclusive. Atoms
+that are one kink (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are
+one key whose two options set every member's side consistently. Where every side agrees (a
+smooth function written with Abs/Max) the sides' value replaces the oracle's, uncertain. Passes
 known together are one walk, stacked on the batch axis (``interpret.evaluate_walks``: bitwise
 the rows of a pass each, ``STACK_ENTRIES`` entries at most): every combination; a base and its
-single changes; the groups' combinations; both points between the sides (their random weights
-drawn first); the extra combinations. The search's passes are one at a time.
+single changes; the groups'; both points between the sides; the extra ones. The search's
+passes are one at a time.
 """
 
 from __future__ import annotations
@@ -41,7 +41,7 @@ from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS,
                              class_combos, linked_groups, with_interval)
 from .enclosure import enclosure
 from .interpret import evaluate, evaluate_walks
-from .kinks import Keys, sided
+from .kinks import Keys, sided, unsided
 from .links import distinct, names, side_words
 from .nearest import searcher
 from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it from
@@ -207,8 +207,7 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         model, sub: the model and its compared samples.
         keys: from ``symgrad.tensor.kinks.reached``.
         table: the oracle's array table.
-        hi, lo: the oracle's rows (N, K); entries where every side agrees are set to the sides'
-            value in place (the exact pass took a convention there).
+        hi, lo: the oracle's rows (N, K); where every side agrees, set to their value in place.
     Returns:
         (``KinkSides`` over the rows with kinks, an (N, K) mask of uncertain entries, row ->
         why the row's gradient is uncertain).
@@ -240,6 +239,7 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         for k in np.flatnonzero(same & (V[0] != hi[r] + lo[r])):
             hi[r, k], lo[r, k] = V[0, k], 0.0
             uncertain[r, k] = True
+    unsided(model, keys, uncertain, why)  # kinks of a map without sites: no sides, undecided
     return KinkSides(vertices, labels, structure=structure), uncertain, why
 
 

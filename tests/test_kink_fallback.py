@@ -210,3 +210,52 @@ def test_a_clamp_at_float32_of_its_bound_is_a_tie_in_float32():
         return (r * torch.clamp(v, min=1e-6)).sum()
     r = sg.verify(m, torch_fn=clamp, at=at, dtype="float32")
     assert not r.failures, r
+
+
+# correct torch at exact ties of the catalogue's kink rows (first order, and H v where the
+# second derivative is defined on each side): never a FAIL, float64 and float32
+
+TIES = [("relu", {"x": 0.0}), ("relu6", {"x": 6.0}), ("hardtanh", {"x": -1.0}),
+        ("maximum", {"x": 0.7, "y": 0.7}), ("amax", {"x": [1.25, 1.25, 1.25]}),
+        ("clamp", {"x": -0.5}), ("clamp", {"x": 2.0}), ("abs", {"x": 0.0}),
+        ("margin_ranking_loss", {"x": [1.0, 0.3, 2.0], "y": [0.5, -0.2, 1.0],
+                                 "s": [1.0, 1.0, -1.0]}),
+        ("hinge_embedding_loss", {"x": [1.0, 0.5, 1.0], "s": [-1.0, -1.0, 1.0]}),
+        ("l1_loss", {"x": [0.5, -1.0, 2.0], "t": [0.5, 0.25, 2.0]})]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("name,point", TIES, ids=[f"{n}{i}" for i, (n, _) in enumerate(TIES)])
+def test_correct_torch_at_a_tie_never_fails(name, point, dtype):
+    op = by_name(name)
+    first = first_order(op)
+    at = _at({**point, "readout": 1.5})
+    r = sg.verify(first.model, torch_fn=first.torch_fn, at=at,
+                  config=VerifyConfig(dtype=dtype, backends=("torch_fn",)))
+    assert not r.failures, r
+    hvp = second_order(op)
+    if hvp is not None:  # piecewise linear: H v is 0 on every side
+        at.update({f"v_{a.name}": np.full((1,) + a.shape, 0.75) for a in op.params})
+        r2 = sg.verify(hvp.model, torch_fn=hvp.torch_fn, at=at,
+                       config=VerifyConfig(dtype=dtype, backends=("torch_fn",)))
+        assert not r2.failures, r2
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_max_pool_with_equal_windows_passes_and_a_planted_tie_split_fails(dtype):
+    x = torch.tensor([[[1.0, 1.0, 2.0, 2.0, -0.5, -0.5]]], dtype=dtype, requires_grad=True)
+    assert sg.gradcheck(lambda t: torch.nn.functional.max_pool1d(t, 2), (x,))
+
+    class Both(torch.autograd.Function):  # the whole gradient to each tied entry: 2x in total
+        @staticmethod
+        def forward(ctx, t):
+            ctx.save_for_backward(t)
+            return t.reshape(1, 1, 3, 2).amax(-1)
+
+        @staticmethod
+        def backward(ctx, g):
+            (t,) = ctx.saved_tensors
+            w = t.reshape(1, 1, 3, 2)
+            return ((w == w.amax(-1, keepdim=True)).to(g.dtype) * g[..., None]).reshape(t.shape)
+    with pytest.raises(sg.GradcheckError, match=r"no convex combination"):
+        sg.gradcheck(Both.apply, (x,))

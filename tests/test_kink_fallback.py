@@ -70,6 +70,48 @@ def test_gaussian_nll_hvp_at_var_eps_is_a_kink_accepted_float64():
     assert r.kinks, "var == eps is a kink of the first derivative: judged by its sides"
 
 
+class _Square(torch.autograd.Function):
+    """u**2 with a backward 2 u (1 + ERR): ERR = 0 is correct, and twice differentiable."""
+
+    ERR = 0.0
+
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        return u * u
+
+    @staticmethod
+    def backward(ctx, g):
+        (u,) = ctx.saved_tensors
+        return g * 2 * u * (1 + _Square.ERR)
+
+
+def _gaussian(err: float):
+    def gaussian_nll(x, t, v, readout):  # torch.clamp passes the gradient at v == eps
+        var = torch.clamp(v, min=1e-6)
+        _Square.ERR = err
+        return readout * (0.5 * (torch.log(var) + _Square.apply(x - t) / var)).mean()
+    return gaussian_nll
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_gaussian_nll_at_var_eps_passes_and_a_planted_second_derivative_fails(dtype):
+    """float32: v = float32(1e-6) is 2.5e-15 below the double eps; torch clamps at float32's
+    eps, so its gradient flows (the right side, d/dvar ~1e12 against 0 on the actual side):
+    judged with that side's own rounding bound (``tensor.kinks.side_bounds``)."""
+    op = by_name("gaussian_nll_loss")
+    at = _at(GNLL)
+    cfg = VerifyConfig(dtype=dtype, backends=("torch_fn",))
+    built = second_order(op)
+    r = sg.verify(built.model, torch_fn=built.torch_fn, at=at, config=cfg)
+    assert not r.failures, r
+    model = first_order(op).model
+    fine = sg.verify(model, torch_fn=_gaussian(0.0), order=2, at=at, config=cfg)
+    assert not fine.failures, fine
+    bad = sg.verify(model, torch_fn=_gaussian(1e-2), order=2, at=at, config=cfg)
+    assert {"Hv:x[0]", "Hv:x[2]", "Hv:v[0]", "Hv:v[2]"} <= {f.output for f in bad.failures}, bad
+
+
 def _triplet_at_margin() -> dict:
     """a, p, n with d(a, n) = d(a, p) + 1 up to rounding: the hinge's argument is within
     rounding of 0 (reached by rounding, as torch computes it)."""

@@ -3,8 +3,11 @@
 
 Where the exact argument of an atom is at its kink, or within its own rounding-error bound of it
 (``reached``: ``|d| <= allowance(E_d)``, E_d the tensor bound of that argument, in the widest
-compared dtype), each such entry is a *key* with its *options* (the sides it may take); atoms
-that are one kink (``symgrad.tensor.links``) are one key.
+compared dtype; a constant member, its rounding to that dtype), each such entry is a *key*
+with its *options* (the sides it may take); atoms that are one kink (``symgrad.tensor.links``)
+are one key. A kink of a map without sites (``Sided.bare``) has no sides: the entries a sample
+reaching one reaches are inconclusive (``unsided``). A side's own rounding bound
+(``side_bounds``) is the allowance of code on that side where the actual side's fails it.
 
 >>> import numpy as np, sympy as sp, symgrad.tensor as st
 >>> from symgrad.tensor.model import TensorModel
@@ -61,6 +64,8 @@ class Keys:
     base: dict
     bare: dict = field(default_factory=dict)  # row -> [(bare map, atom, entry)] reached on a
     #   map without sites (``Sided.bare``): no sides, so those entries are inconclusive
+    dtypes: tuple = ()  # the compared dtypes and the tolerance the reach was decided with
+    tol: Tolerance | None = None  # (each side's own bound: ``side_bounds``)
 
     def any(self) -> bool:
         """Does some compared sample reach a kink (with sides or without)?"""
@@ -135,7 +140,7 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
             opened = _open(atom, [got[(nb + b, j, k)] for k in range(len(atom.deciders))])
             for row, e in zip(*np.nonzero(opened)):
                 bare.setdefault(int(row), []).append((b, j, int(e)))
-    return Keys(rows, base, bare)
+    return Keys(rows, base, bare, tuple(dtypes), tol)
 
 
 def _rounding(c: sp.Expr, dtypes) -> float:
@@ -355,3 +360,29 @@ def unsided(model: TensorModel, keys: Keys, uncertain: np.ndarray, why: dict) ->
         why[row] = (f"{len(hits)} kink(s) with no sides evaluated reached: {s.bare[b].label}'s "
                     f"{s.bare[b].atoms[j].expr} at entry {e} (a map too wide to split into kink "
                     "sites); the entries it reaches are inconclusive")
+
+
+def side_bounds(model: TensorModel, one: Mapping, selectors: list, keys: Keys) -> np.ndarray:
+    """The largest rounding-error bound E of the sided gradient program over some sides of one
+    sample: the allowance of correct code on any of them. The run's E is the bound at the
+    actual side; a side whose terms are far larger (torch's gaussian_nll_loss at var = float32
+    of its eps: the clamp not taken, d/dvar 1e12 where the actual side's is 0) rounds by far
+    more, and such code is correct.
+
+    Arguments:
+        model: the tensor model.
+        one: the sample's blocks, (1, *shape) each.
+        selectors: per side, selector node -> its (1, *shape) array (``_Row.selectors``).
+        keys: from ``reached`` (its dtypes and tolerance).
+    Returns:
+        (K,) float64: value, then every parameter entry, the maximum over the sides.
+    """
+    s, m, tol = sided(model), len(selectors), keys.tol or Tolerance()
+    leaves = {k: np.repeat(np.asarray(v), m, axis=0) for k, v in one.items()}
+    for node in selectors[0]:
+        leaves[node.name] = np.concatenate([sel[node] for sel in selectors])
+    E = evaluate_bound(s.gradient.outputs, leaves, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
+                       sqrt_terms=tol.entry_sqrt_terms, tie=tie_band(keys.dtypes, tol))
+    rows = [np.broadcast_to(np.asarray(e, np.float64), (m,) + o.shape).reshape(m, -1)
+            for e, o in zip(E, s.gradient.outputs)]
+    return np.nan_to_num(np.concatenate(rows, axis=1), nan=np.inf).max(axis=0)

@@ -77,6 +77,6 @@ def _widen(rows: np.ndarray, status: np.ndarray, bounds: dict | None, E: np.ndar
     hit = False
     for i, r in enumerate(rows):
         if r in (bounds or {}) and np.isin(status[i], (MISMATCH, SUSPECT)).any():
-            E[i] = np.fmax(E[i], bounds[int(r)])
+            E[i] = np.fmax(E[i], bounds[int(r)]())
             hit = True
     return hit

@@ -30,6 +30,7 @@ passes are one at a time.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Mapping
@@ -212,9 +213,9 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         row = _Row(model, one, ks, keys.base[r], table)
         V, names, info = _sides(row, ks) if size <= MAX_SIDE_BYTES else _lean(row, ks, size)
         vertices[r], labels[r] = V, names
-        if info is None and len(V) * row.size <= STACK_ENTRIES:  # every side: each one's bound
-            combos = itertools.product(*[k.options for k in ks])
-            bounds[r] = side_bounds(model, one, [row.selectors(_choice(c)) for c in combos], keys)
+        if info is None and len(V) * row.size <= STACK_ENTRIES:  # every side: each one's bound,
+            bounds[r] = functools.cache(functools.partial(  # evaluated only where asked for
+                _bounds, model, one, ks, keys, r, table))
         same = np.ptp(V, axis=0) == 0
         if info is not None:
             info = with_interval(info, V)
@@ -226,6 +227,13 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
             uncertain[r, k] = True
     unsided(model, keys, uncertain, why)  # kinks of a map without sites: no sides, undecided
     return KinkSides(vertices, labels, structure=structure, bounds=bounds), uncertain, why
+
+
+def _bounds(model: TensorModel, one: Mapping, ks: list, keys: Keys, r: int, table) -> np.ndarray:
+    """Every side's own rounding bound (``kinks.side_bounds``) of sample row ``r``, (K,)."""
+    row = _Row(model, one, ks, keys.base[r], table)
+    combos = itertools.product(*[k.options for k in ks])
+    return side_bounds(model, one, [row.selectors(_choice(c)) for c in combos], keys)
 
 
 def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:

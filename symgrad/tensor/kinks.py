@@ -19,6 +19,7 @@ reaching one reaches are inconclusive (``unsided``). A side's own rounding bound
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
@@ -111,7 +112,7 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
                     where.append((i, j, k))
                 else:  # a constant member (relu's 0, a clamp's eps): its rounding to a dtype
                     got[(i, j, k)] = (np.full((n, site.node.size), float(d)),
-                                      np.full((n, site.node.size), _rounding(d, dtypes)))
+                                      np.full((n, site.node.size), _rounding(d, tuple(dtypes))))
     leaves = {k: np.asarray(v) for k, v in sub.items()}
     vals = _values(deciders, table, leaves)
     E = evaluate_bound(deciders, leaves, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
@@ -143,7 +144,8 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
     return Keys(rows, base, bare, tuple(dtypes), tol)
 
 
-def _rounding(c: sp.Expr, dtypes) -> float:
+@functools.lru_cache(maxsize=256)
+def _rounding(c: sp.Expr, dtypes: tuple) -> float:
     """How far a constant member lies from its nearest number of the widest compared dtype
     (torch compares a float32 input with float32(1e-6), not 1e-6: one tie)."""
     v = float(c)

@@ -43,6 +43,9 @@ class KinkSides:
     # "separable" (vertices: the base and each group's sides; the hull: their Minkowski sum) or
     # "relaxed" (vertices are an inner hull; low/high a proven enclosure)
     structure: dict | None = None
+    # sample row -> a callable giving (K,) the largest rounding-error bound E of any side's own
+    # computation (the allowance of code on a side whose terms are larger than the base's)
+    bounds: dict | None = None
 
     @classmethod
     def from_interval(cls, low: np.ndarray, high: np.ndarray) -> "KinkSides":

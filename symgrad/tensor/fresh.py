@@ -56,7 +56,7 @@ def fresh_oracle(model: TensorModel, values: Mapping[str, np.ndarray], table,
         program = oracle_program(model, keys)
     hi, lo = oracle_view(model, values, table, program=program, zone_bits=zone_bits(cfg))
     kinks = None
-    if keys is not None and any(keys.rows.values()):
+    if keys is not None and keys.any():
         kinks = kink_sides(model, values, keys, table, hi, lo)
     return hi, lo, kinks
 

@@ -3,8 +3,11 @@
 
 Where the exact argument of an atom is at its kink, or within its own rounding-error bound of it
 (``reached``: ``|d| <= allowance(E_d)``, E_d the tensor bound of that argument, in the widest
-compared dtype), each such entry is a *key* with its *options* (the sides it may take); atoms
-that are one kink (``symgrad.tensor.links``) are one key.
+compared dtype; a constant member, its rounding to that dtype), each such entry is a *key*
+with its *options* (the sides it may take); atoms that are one kink (``symgrad.tensor.links``)
+are one key. A kink of a map without sites (``Sided.bare``) has no sides: the entries a sample
+reaching one reaches are inconclusive (``unsided``). A side's own rounding bound
+(``side_bounds``) is the allowance of code on that side where the actual side's fails it.
 
 >>> import numpy as np, sympy as sp, symgrad.tensor as st
 >>> from symgrad.tensor.model import TensorModel
@@ -16,17 +19,20 @@ that are one kink (``symgrad.tensor.links``) are one key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Mapping, NamedTuple
 
 import numpy as np
+import sympy as sp
 
 from ..compare import Tolerance, allowance, tie_band
+from ..model import round_to
 from .bound import evaluate_bound
 from .interpret import evaluate
-from .links import groups as linked_groups, linked_values
+from .links import groups as linked_groups, linked_values, names
 from .model import TensorModel
-from .program import map_
+from .program import map_, topological
 from .sided import (KINK_FUNCTIONS, RELATIONS, Atom, Sided, Site, has_sites, live,  # noqa: F401
                     sided)
 
@@ -57,6 +63,14 @@ class Keys:
 
     rows: dict
     base: dict
+    bare: dict = field(default_factory=dict)  # row -> [(bare map, atom, entry)] reached on a
+    #   map without sites (``Sided.bare``): no sides, so those entries are inconclusive
+    dtypes: tuple = ()  # the compared dtypes and the tolerance the reach was decided with
+    tol: Tolerance | None = None  # (each side's own bound: ``side_bounds``)
+
+    def any(self) -> bool:
+        """Does some compared sample reach a kink (with sides or without)?"""
+        return any(self.rows.values()) or any(self.bare.values())
 
 
 def _values(nodes: list, table, leaves: Mapping) -> list[np.ndarray]:
@@ -84,7 +98,8 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
     s = sided(model)
     n = max(np.shape(v)[0] for v in sub.values())
     deciders, where, got = [], [], {}  # (site, atom, decider) -> (values, reach), (N, entries)
-    for i, site in enumerate(s.sites):
+    nb = len(s.sites)  # the bare maps' atoms are (nb + b, atom, decider)
+    for i, site in enumerate(s.sites + s.bare):
         ops = site.node.args
         if site.selector is not None:
             deciders.append(site.node.args[0])
@@ -95,9 +110,9 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
                 if d.free_symbols:
                     deciders.append(map_(d, *ops))
                     where.append((i, j, k))
-                else:  # a constant member (relu's 0): exact
+                else:  # a constant member (relu's 0, a clamp's eps): its rounding to a dtype
                     got[(i, j, k)] = (np.full((n, site.node.size), float(d)),
-                                      np.zeros((n, site.node.size)))
+                                      np.full((n, site.node.size), _rounding(d, tuple(dtypes))))
     leaves = {k: np.asarray(v) for k, v in sub.items()}
     vals = _values(deciders, table, leaves)
     E = evaluate_bound(deciders, leaves, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
@@ -120,7 +135,38 @@ def reached(model: TensorModel, sub: Mapping[str, np.ndarray], table, dtypes, to
             _map_atom(i, j, site, atom, parts, rows, base, (i, j) not in linked)
     for members in links:
         _linked(s, members, got, rows, base)
-    return Keys(rows, base)
+    bare: dict[int, list] = {}
+    for b, site in enumerate(s.bare):
+        for j, atom in enumerate(site.atoms):
+            opened = _open(atom, [got[(nb + b, j, k)] for k in range(len(atom.deciders))])
+            for row, e in zip(*np.nonzero(opened)):
+                bare.setdefault(int(row), []).append((b, j, int(e)))
+    return Keys(rows, base, bare, tuple(dtypes), tol)
+
+
+@functools.lru_cache(maxsize=256)
+def _rounding(c: sp.Expr, dtypes: tuple) -> float:
+    """How far a constant member lies from its nearest number of the widest compared dtype
+    (torch compares a float32 input with float32(1e-6), not 1e-6: one tie)."""
+    v = float(c)
+    return max(abs(float((c - sp.Rational(float(round_to(np.array([v]), d)[0]))).evalf(30)))
+               for d in dtypes)
+
+
+def _open(atom: Atom, parts: list) -> np.ndarray:
+    """(N, entries): where rounding (or an exact tie) leaves an atom's side open, from each
+    decider's (values, reach): two members of a max / min within reach of its top, a
+    Piecewise condition or a two-sided atom's argument within reach of 0."""
+    v = np.stack([p[0] for p in parts], axis=2)
+    reach = np.stack([p[1] for p in parts], axis=2)
+    with np.errstate(over="ignore", invalid="ignore"):  # as in _map_atom
+        if atom.kind in ("max", "min"):
+            sign = 1.0 if atom.kind == "max" else -1.0
+            top = np.max(sign * v, axis=2, keepdims=True)
+            win = np.take_along_axis(reach, np.argmax(sign * v, axis=2)[..., None], 2)
+            return (top - sign * v <= reach + win).sum(axis=2) > 1
+        live = np.array([rel is not None for rel in atom.relations] or [True])
+        return ((np.abs(v) <= reach) & live).any(axis=2)
 
 
 def _linked(s: Sided, members: list, got: dict, rows, base) -> None:
@@ -278,3 +324,72 @@ def oracle_program(model: TensorModel, keys: Keys) -> tuple[list, dict[str, np.n
     first = keys.base[rows[0]] if rows else {}
     extra = {node.name: np.concatenate([keys.base[r][node] for r in rows]) for node in first}
     return list(sided(model).gradient.outputs), extra
+
+
+JUMPS = ("step", "sign", "piecewise")  # atoms whose value may jump: every entry reads them
+
+
+def unsided(model: TensorModel, keys: Keys, uncertain: np.ndarray, why: dict) -> None:
+    """The fallback where a sample reaches a kink of a map without sites (``Sided.bare``): no
+    side of it is evaluated, so no entry it reaches can be judged - they are marked uncertain
+    (inconclusive, never ok and never a failure) in place, with the reason in ``why[row]``.
+    A max / min / abs is continuous: it reaches the gradient of the parameters it reads; a
+    step, sign or Piecewise may jump: every entry, the value too.
+
+    Arguments:
+        model: the tensor model.
+        keys: from ``reached`` (``keys.bare``).
+        uncertain: the (N, K) mask of uncertain entries (value, then every parameter entry).
+        why: row -> reason, added to.
+    """
+    s = sided(model)
+    spans, a = [], 1
+    for b in model.param_blocks:
+        size = int(np.prod(b.shape, dtype=np.int64))
+        spans.append((b.node, a, a + size))
+        a += size
+    for row, hits in keys.bare.items():
+        for b, j, e in hits:
+            site = s.bare[b]
+            if site.atoms[j].kind in JUMPS:
+                uncertain[row, :] = True
+            else:
+                read = {n.id for n in topological([site.node])}
+                for node, lo, hi in spans:
+                    if node.id in read:
+                        uncertain[row, lo:hi] = True
+        b, j, e = hits[0]
+        node = s.bare[b].node
+        expr = str(s.bare[b].atoms[j].expr.xreplace(names(node)))
+        expr = expr if len(expr) <= 60 else expr[:57] + "..."
+        more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
+        where = f"{node.name}[{e}]" if node.name else f"entry {e}"
+        why[row] = (f"at a kink with no sides: {expr} at {where} is "
+                    f"within rounding of its kink{more}, in a step too wide to split into kink "
+                    "sites")
+
+
+def side_bounds(model: TensorModel, one: Mapping, selectors: list, keys: Keys) -> np.ndarray:
+    """The largest rounding-error bound E of the sided gradient program over some sides of one
+    sample: the allowance of correct code on any of them. The run's E is the bound at the
+    actual side; a side whose terms are far larger (torch's gaussian_nll_loss at var = float32
+    of its eps: the clamp not taken, d/dvar 1e12 where the actual side's is 0) rounds by far
+    more, and such code is correct.
+
+    Arguments:
+        model: the tensor model.
+        one: the sample's blocks, (1, *shape) each.
+        selectors: per side, selector node -> its (1, *shape) array (``_Row.selectors``).
+        keys: from ``reached`` (its dtypes and tolerance).
+    Returns:
+        (K,) float64: value, then every parameter entry, the maximum over the sides.
+    """
+    s, m, tol = sided(model), len(selectors), keys.tol or Tolerance()
+    leaves = {k: np.repeat(np.asarray(v), m, axis=0) for k, v in one.items()}
+    for node in selectors[0]:
+        leaves[node.name] = np.concatenate([sel[node] for sel in selectors])
+    E = evaluate_bound(s.gradient.outputs, leaves, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
+                       sqrt_terms=tol.entry_sqrt_terms, tie=tie_band(keys.dtypes, tol))
+    rows = [np.broadcast_to(np.asarray(e, np.float64), (m,) + o.shape).reshape(m, -1)
+            for e, o in zip(E, s.gradient.outputs)]
+    return np.nan_to_num(np.concatenate(rows, axis=1), nan=np.inf).max(axis=0)

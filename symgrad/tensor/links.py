@@ -239,3 +239,23 @@ def distinct(s, keys: list, cache: dict) -> list:
         if len(options) > 1:
             out.append(k._replace(options=tuple(options)))
     return out
+
+
+def key_words(s, key, c: int) -> str:
+    """Option ``c`` of a reached kink ``key`` (``symgrad.tensor.kinks.Key``) of the sided
+    program ``s``, in words: ``w*x → 0−`` at its step's entry, the member that wins a max."""
+    site, j = s.sites[key.site], key.atom
+    where = f"{site.label}[{key.entry}]"
+    if key.links:  # the first member's piece on that side
+        c = key.links[0][3][c]
+    if j < 0:
+        return f"entry {c} wins the max at {where}"
+    atom = site.atoms[j]
+    two = side_words(site.node, atom, c)
+    if two is not None:
+        return f"{two} at {where}"
+    if atom.kind in ("max", "min"):
+        return f"{atom.pieces[c].xreplace(names(site.node))} wins the {atom.kind} at {where}"
+    if atom.kind == "piecewise":
+        return f"branch {c} of the Piecewise at {where}"
+    return f"{atom.deciders[0]} → 0{'+' if c else '−'} at {where}"

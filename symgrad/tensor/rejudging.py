@@ -11,7 +11,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..compare import Comparison, KinkSides, Tolerance, allowance, compare
+from ..compare import MISMATCH, SUSPECT, Comparison, KinkSides, Tolerance, allowance, compare
 from .nearest import with_nearest
 
 
@@ -40,9 +40,12 @@ def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got:
                       structure={at[r]: v for r, v in (sides.structure or {}).items()})
     ask = None if rigorous is None else (lambda rr: rigorous(rows[np.asarray(rr, int)]))
     args = (np.asarray(hi[rows], np.float64), np.asarray(lo[rows], np.float64),
-            np.asarray(got[rows], np.float64), np.asarray(E[rows], np.float64))
+            np.asarray(got[rows], np.float64), np.array(E[rows], np.float64))
     c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
                 uncertain=uncertain[rows], rigorous=ask)
+    if _widen(rows, c.status, sides.bounds, args[3]):  # again, with the sides' own bounds
+        c = compare(*args, backend=comp.backend, dtype=comp.dtype, tol=tol, kink=local,
+                    uncertain=uncertain[rows], rigorous=ask)
     if c.undecided:  # relaxed rows: one more vertex, the sides nearest to this gradient
         allow = np.nan_to_num(allowance(args[3], comp.dtype, tol), nan=np.inf)
         more = with_nearest(local, sorted(c.undecided), args[2], allow)
@@ -64,3 +67,16 @@ def rejudge(comp: Comparison, kinks: tuple, hi: np.ndarray, lo: np.ndarray, got:
     return replace(comp, status=status, kink_position=position, not_subgradient=joint,
                    side={int(rows[i]): v for i, v in (c.side or {}).items()},
                    undecided=undecided, rigorous=radius)
+
+
+def _widen(rows: np.ndarray, status: np.ndarray, bounds: dict | None, E: np.ndarray) -> bool:
+    """The rows whose comparison at the actual side's bound has a mismatch or a suspect entry
+    take, in place in ``E``, each side's own bound where larger (``kinks.side_bounds``: code on
+    a side with larger terms rounds by more); True if any row did. Only those rows: a wider
+    allowance elsewhere would turn entries ok at their own side's bound inconclusive."""
+    hit = False
+    for i, r in enumerate(rows):
+        if r in (bounds or {}) and np.isin(status[i], (MISMATCH, SUSPECT)).any():
+            E[i] = np.fmax(E[i], bounds[int(r)]())
+            hit = True
+    return hit

@@ -13,7 +13,11 @@ point, with another side's selector its one-sided derivative, with fractional se
 between the sides (a subgradient's local derivative). Its exact gradient is derived once
 (``sided``), and the oracle evaluates it with the selectors a side choice sets
 (``symgrad.tensor.kinks``, ``symgrad.tensor.sides``). A map whose operands and selectors are
-more than ``X`` has symbols has its atoms moved into maps of their own (``_split``).
+more than ``X`` has symbols has its atoms moved into maps of their own (``_split``); a wide
+sum (a second-order step's terms) is two maps of half its terms each. A map that fits none of
+these is *bare* (``Sided.bare``): its kinks have no sides, and the entries a sample reaching one
+of them reaches are inconclusive (``symgrad.tensor.kinks.unsided``), never judged by sympy's
+convention at the kink (``Heaviside(0) = 1/2``).
 
 >>> import sympy as sp, symgrad.tensor as st
 >>> from symgrad.tensor.model import TensorModel
@@ -78,6 +82,8 @@ class Sided:
     sites: list
     loss: Node
     params: tuple
+    bare: list = field(default_factory=list)  # maps whose atoms no site holds (``Site``s of
+    #   the model's nodes, no selectors): too wide to split; their kinks have no sides
     _gradient: Gradient | None = None
     _links: list | None = None  # ``symgrad.tensor.links.groups``, on first use
 
@@ -216,12 +222,16 @@ def sided(model: TensorModel) -> Sided:
     on = live(model.loss)
     memo: dict[int, Node] = {}
     sites: list[Site] = []
+    bare: list[Site] = []
     for node in topological([model.loss]):
         args = tuple(memo[a.id] for a in node.args)
         new = node if node.is_leaf or args == node.args else Node(
             node.op, args, node.shape, dict(node.attrs), node.name)
         if node.id in on and node.op == "map" and _atoms(node.attrs["expr"]):
-            new = _map_site(node, args, sites) or _split(node, args, sites) or new
+            site = _map_site(node, args, sites) or _split(node, args, sites, bare)
+            if site is None:
+                bare.append(_bare(node))
+            new = site or new
         elif node.id in on and node.op == "max":
             x = node.args[0]
             axes = node.attrs["axes"]
@@ -232,7 +242,7 @@ def sided(model: TensorModel) -> Sided:
             sites.append(Site(node, selector=sel, index=order.reshape(node.size, -1)))
         memo[node.id] = new
     params = tuple(b.node for b in model.param_blocks)
-    out = Sided(sites, memo[model.loss.id], params)
+    out = Sided(sites, memo[model.loss.id], params, bare)
     model._cache["sided"] = out
     return out
 
@@ -243,7 +253,7 @@ def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
     selectors are more than ``X`` has symbols."""
     found = _atoms(node.attrs["expr"])
     k = len(node.args) + sum(len(_atom(a).pieces) for a in found)
-    if k > len(X) or _cases(found) > CASES_CAP:
+    if k >= len(X) or _cases(found) > CASES_CAP:  # its derivative reads one symbol more
         return None
     site, chosen, syms = Site(node), {}, list(X[len(node.args):k])
     for e in found:
@@ -259,13 +269,18 @@ def _map_site(node: Node, args: tuple, sites: list) -> Node | None:
     return Node("map", args + tuple(sel), node.shape, {"expr": body}, node.name)
 
 
-def _split(node: Node, args: tuple, sites: list) -> Node | None:
+def _bare(node: Node) -> Site:
+    """A map of the model whose atoms get no sides: its atoms, without selectors."""
+    return Site(node, [_atom(e) for e in _atoms(node.attrs["expr"])])
+
+
+def _split(node: Node, args: tuple, sites: list, bare: list) -> Node | None:
     """A map too wide to be a site (three windows' ``v * Max(0, a, b, c)`` of 12 operands and
     12 pieces; ``Max(|a|, |b|, |c|)``, vector_norm(inf), of 3 * 3 * 3 * 4 one-hot cases): its
     atoms move into maps of their own (``_hoist``), which the body reads as operands (the same
     function, exactly); None where that does not fit either (the map keeps its own
-    derivative: no sides)."""
-    found = _hoist(node.attrs["expr"], node.args, args, node.name, sites, top=True)
+    derivative, without sides: a bare map)."""
+    found = _hoist(node.attrs["expr"], node.args, args, node.name, sites, bare, top=True)
     return None if found is None else found[1]
 
 
@@ -307,10 +322,16 @@ def _plan(body: sp.Expr) -> tuple[list, list, sp.Expr, list] | None:
                                                           if t in rest.free_symbols]
         if outer and len(used) < len(X):  # a map's derivative reads one symbol more
             return outer, tmp, rest, used
+    if isinstance(body, sp.Add):  # a wide sum (a second-order step's terms): two maps of
+        #                           half the terms each, terms with the same atoms together
+        terms = sorted(body.args, key=lambda t: sorted(map(str, _atoms(t))))
+        tmp = [sp.Dummy("terms0"), sp.Dummy("terms1")]
+        half = len(terms) // 2
+        return [sp.Add(*terms[:half]), sp.Add(*terms[half:])], tmp, tmp[0] + tmp[1], tmp
     return None
 
 
-def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
+def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list, bare: list,
            top: bool = False) -> tuple[Node, Node] | None:
     """``map(body)`` of the model's operands ``margs`` and the sided ones ``sargs``, as
     (the model's node, the sided node): a site if its atoms fit one (not at ``top``: the
@@ -336,14 +357,14 @@ def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
     if plan is None:
         return None
     outer, tmp, rest, used = plan
-    before, subs = len(sites), []
+    before, bare_before, subs = len(sites), len(bare), []
     for e in outer:
         inside = sorted(e.free_symbols, key=X.index)
         sub = _hoist(e.xreplace({v: X[q] for q, v in enumerate(inside)}),
                      tuple(margs[X.index(v)] for v in inside),
-                     tuple(sargs[X.index(v)] for v in inside), name, sites)
+                     tuple(sargs[X.index(v)] for v in inside), name, sites, bare)
         if sub is None:
-            del sites[before:]
+            del sites[before:], bare[bare_before:]
             return None
         subs.append(sub)
     pick = [(margs[X.index(v)], sargs[X.index(v)]) if v in X else subs[tmp.index(v)]
@@ -352,4 +373,6 @@ def _hoist(body: sp.Expr, margs: tuple, sargs: tuple, name: str, sites: list,
     model = map_(expr, *[m for m, _ in pick], name=name)
     site = _map_site(model, map_(expr, *[s for _, s in pick]).args, sites) if _atoms(
         expr) else None
+    if site is None and _atoms(expr):  # an atom inside another one, left in the body
+        bare.append(_bare(model))
     return model, site or map_(expr, *[s for _, s in pick], name=name)

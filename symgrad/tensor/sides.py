@@ -17,19 +17,20 @@ of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a b
 gradient in the enclosure but outside the hull makes ``rejudge`` evaluate one more combination,
 the sides nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between
 the two is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base
-and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample: that
-sample's gradient entries are inconclusive (cost stays proportional). Atoms that are one kink
-(``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are one key whose two
-options set every member's side consistently. Where every side agrees (a smooth function written
-with Abs/Max) the sides' value replaces the oracle's, uncertain (as on the scalar side). Passes
+and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample, or a
+kink of a map without sites (``kinks.unsided``): the entries they reach are inconclusive. Atoms
+that are one kink (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are
+one key whose two options set every member's side consistently. Where every side agrees (a
+smooth function written with Abs/Max) the sides' value replaces the oracle's, uncertain. Passes
 known together are one walk, stacked on the batch axis (``interpret.evaluate_walks``: bitwise
 the rows of a pass each, ``STACK_ENTRIES`` entries at most): every combination; a base and its
-single changes; the groups' combinations; both points between the sides (their random weights
-drawn first); the extra combinations. The search's passes are one at a time.
+single changes; the groups'; both points between the sides; the extra ones. The search's
+passes are one at a time.
 """
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from typing import Mapping
@@ -41,8 +42,8 @@ from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS,
                              class_combos, linked_groups, with_interval)
 from .enclosure import enclosure
 from .interpret import evaluate, evaluate_walks
-from .kinks import Keys, sided
-from .links import distinct, names, side_words
+from .kinks import Keys, side_bounds, sided, unsided
+from .links import distinct, key_words
 from .nearest import searcher
 from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it from
 from .model import TensorModel
@@ -64,7 +65,7 @@ class _Row:
         self.s = sided(model)
         self.model, self.one, self.keys, self.base, self.table = model, one, keys, base, table
         self.references: list = []  # (selectors, node id -> value) of remembered passes
-        size = sum(n.size for n in topological(self.s.gradient.outputs))
+        self.size = size = sum(n.size for n in topological(self.s.gradient.outputs))
         self.reuse = size <= REUSE_UP_TO
         self.stack = (max(1, STACK_ENTRIES // max(size, 1))
                       if getattr(table, "per_sample", None) is not None else 1)
@@ -168,9 +169,9 @@ class _Row:
             key = self.keys[q]
             if changed_only and c == key.options[0]:
                 continue
-            parts.append(_side_words(self.s, key, c))
+            parts.append(key_words(self.s, key, c))
         if changed_only:
-            first = _side_words(self.s, self.keys[0], self.keys[0].options[0])
+            first = key_words(self.s, self.keys[0], self.keys[0].options[0])
             return ("; ".join(parts) + ", the other kinks from their first side" if parts else
                     f"each of the {len(self.keys)} reached kinks from its first side "
                     f"({first}, ...)")
@@ -181,24 +182,6 @@ def _choice(combo: tuple) -> dict:
     return {q: {c: 1.0} for q, c in enumerate(combo)}
 
 
-def _side_words(s, key, c: int) -> str:
-    site, j = s.sites[key.site], key.atom
-    where = f"{site.label}[{key.entry}]"
-    if key.links:  # the first member's piece on that side
-        c = key.links[0][3][c]
-    if j < 0:
-        return f"entry {c} wins the max at {where}"
-    atom = site.atoms[j]
-    two = side_words(site.node, atom, c)
-    if two is not None:
-        return f"{two} at {where}"
-    if atom.kind in ("max", "min"):
-        return f"{atom.pieces[c].xreplace(names(site.node))} wins the {atom.kind} at {where}"
-    if atom.kind == "piecewise":
-        return f"branch {c} of the Piecewise at {where}"
-    return f"{atom.deciders[0]} → 0{'+' if c else '−'} at {where}"
-
-
 def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, table,
                hi: np.ndarray, lo: np.ndarray) -> tuple[KinkSides, np.ndarray, dict]:
     """The sides of every row's reached kinks.
@@ -207,13 +190,12 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         model, sub: the model and its compared samples.
         keys: from ``symgrad.tensor.kinks.reached``.
         table: the oracle's array table.
-        hi, lo: the oracle's rows (N, K); entries where every side agrees are set to the sides'
-            value in place (the exact pass took a convention there).
+        hi, lo: the oracle's rows (N, K); where every side agrees, set to their value in place.
     Returns:
         (``KinkSides`` over the rows with kinks, an (N, K) mask of uncertain entries, row ->
         why the row's gradient is uncertain).
     """
-    vertices, labels, structure = {}, {}, {}
+    vertices, labels, structure, bounds = {}, {}, {}, {}
     uncertain = np.zeros(hi.shape, bool)
     why: dict = {}
     copies: dict = {}  # site -> which entries of its operand are copies of one (``distinct``)
@@ -231,6 +213,9 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         row = _Row(model, one, ks, keys.base[r], table)
         V, names, info = _sides(row, ks) if size <= MAX_SIDE_BYTES else _lean(row, ks, size)
         vertices[r], labels[r] = V, names
+        if info is None and len(V) * row.size <= STACK_ENTRIES:  # every side: each one's bound,
+            bounds[r] = functools.cache(functools.partial(  # evaluated only where asked for
+                _bounds, model, one, ks, keys, r, table))
         same = np.ptp(V, axis=0) == 0
         if info is not None:
             info = with_interval(info, V)
@@ -240,7 +225,15 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
         for k in np.flatnonzero(same & (V[0] != hi[r] + lo[r])):
             hi[r, k], lo[r, k] = V[0, k], 0.0
             uncertain[r, k] = True
-    return KinkSides(vertices, labels, structure=structure), uncertain, why
+    unsided(model, keys, uncertain, why)  # kinks of a map without sites: no sides, undecided
+    return KinkSides(vertices, labels, structure=structure, bounds=bounds), uncertain, why
+
+
+def _bounds(model: TensorModel, one: Mapping, ks: list, keys: Keys, r: int, table) -> np.ndarray:
+    """Every side's own rounding bound (``kinks.side_bounds``) of sample row ``r``, (K,)."""
+    row = _Row(model, one, ks, keys.base[r], table)
+    combos = itertools.product(*[k.options for k in ks])
+    return side_bounds(model, one, [row.selectors(_choice(c)) for c in combos], keys)
 
 
 def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:
@@ -354,7 +347,7 @@ def _signatures(row: _Row, options: list, verts: list, labels: list, unit: list,
     for q, o in enumerate(options):
         more.append([at] + list(range(k, k + len(o) - 1)))
         k += len(o) - 1
-        labels.extend(_side_words(row.s, row.keys[q], c)
+        labels.extend(key_words(row.s, row.keys[q], c)
                       + ", the other kinks from their last side" for c in o[:-1])
     verts.extend(rows)
     combos.extend(lasts)

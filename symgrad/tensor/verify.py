@@ -130,7 +130,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     blocks = [(b.name, a, a + size)  # (name, first column, end column)
               for b, (a, size, _) in zip(model.param_blocks, block_spans(model, 1)[1:])]
     kinks = None  # the sides of every kink a compared sample reaches (none: nothing extra)
-    if keys is not None and any(keys.rows.values()):
+    if keys is not None and keys.any():
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
     kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits

@@ -174,6 +174,10 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100, help="samples per built-in model run")
     ap.add_argument("--client-seeds", type=int, default=20, help="seeds per real client")
     ap.add_argument("--compile-seeds", type=int, default=1, help="seeds that add torch.compile")
+    ap.add_argument("--client-samples", default="4,16",
+                    help="comma-separated samples per real-client run (default 4,16)")
+    ap.add_argument("--sizes", default="small,medium",
+                    help="comma-separated real-client configs of small, medium")
     ap.add_argument("--quick", action="store_true", help="2 seeds, small configs only")
     ap.add_argument("--only", choices=("builtins", "clients"), default=None)
     ap.add_argument("--out", default=str(ROOT / "reports"))
@@ -181,14 +185,19 @@ def main() -> int:
     if a.quick:
         a.seeds, a.client_seeds, a.samples = 2, 2, 20
     dtypes = ("float64", "float32")
-    sizes = {"small": SMALL} if a.quick else {"small": SMALL, "medium": MEDIUM}
+    known = {"small": SMALL, "medium": MEDIUM}
+    bad = sorted(set(a.sizes.split(",")) - set(known))
+    if bad:
+        ap.error(f"--sizes: unknown config(s) {bad}; choose from {sorted(known)}")
+    sizes = {"small": SMALL} if a.quick else {k: known[k] for k in a.sizes.split(",")}
+    sample_counts = tuple(int(n) for n in a.client_samples.split(","))
     t0 = time.time()
     doc = {"run": {"seeds": a.seeds, "samples": a.samples, "client_seeds": a.client_seeds,
-                   "compile_seeds": a.compile_seeds, "torch": torch.__version__,
-                   "quick": a.quick},
+                   "compile_seeds": a.compile_seeds, "client_samples": sample_counts,
+                   "sizes": list(sizes), "torch": torch.__version__, "quick": a.quick},
            "builtins": {} if a.only == "clients" else builtins(a.seeds, a.samples, dtypes),
            "clients": {} if a.only == "builtins" else clients(
-               a.client_seeds, a.compile_seeds, (4, 16), dtypes, sizes)}
+               a.client_seeds, a.compile_seeds, sample_counts, dtypes, sizes)}
     doc["run"]["seconds"] = round(time.time() - t0, 1)
     write(Path(a.out), doc)
     print(f"wrote {a.out}/verdict_sweep.md ({time.time() - t0:.0f} s)")

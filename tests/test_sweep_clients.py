@@ -51,3 +51,17 @@ def test_report_is_written_with_a_row_per_client_and_dtype(tmp_path):
     for bad in (["--only", "no-such-client"], ["--dtypes", "float16"]):
         with pytest.raises(SystemExit):
             script.main([*bad, "--out", str(tmp_path)])
+
+
+@pytest.mark.slow
+def test_every_client_has_a_control_and_a_small_planted_error_is_caught():
+    """Every correct client has a planted twin; a relative error of δ (1e-3 in float32) in one
+    gradient, by a tensor hook (lstm) or in a custom Function's backward, fails the run, and
+    Gain's factor is restored afterwards."""
+    assert set(script.PLANTED) == set(script.CLIENTS)
+    for name in ("lstm", "custom-function", "custom-function-gradcheck"):
+        row = script.sweep(script.PLANTED[name], "float32", range(1))
+        assert row["fail"] == 1, (name, row["runs"])
+    assert script.C.Gain.factor == 1.0
+    with pytest.raises(ValueError, match="planted parameter 'nope' is not in LSTMOut"):
+        script._planted(script.C.LSTMOut(), "nope", "float32")

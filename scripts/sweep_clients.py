@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -285,6 +286,9 @@ def _fmt(v, spec: str) -> str:
 def markdown(doc: dict) -> str:
     run = doc["run"]
     more = f", the controls {run['planted_seconds']} s more" if run.get("planted_seconds") else ""
+    if run.get("cpu_seconds") is not None:
+        more += (f"; {run['cpu_seconds']} CPU s (user + sys, the sweep's own) at a 1-minute "
+                 f"load of {run['load'][0]:.1f} -> {run['load'][1]:.1f}")
     lines = ["# Real clients over many seeds: the false-alarm sweep (scripts/sweep_clients.py)",
              "", f"Every client is correct code, so every `fail` is a false alarm. {run['seeds']} "
              f"seeds (from {run['first_seed']}) x {', '.join(run['dtypes'])}, {SAMPLES} points "
@@ -360,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = a.dtypes.split(",")
     if set(dtypes) - set(DTYPES):
         ap.error(f"--dtypes: {sorted(set(dtypes) - set(DTYPES))} not swept; choose from {DTYPES}")
-    t0, first = time.perf_counter(), a.first_seed
+    t0, c0, first = time.perf_counter(), time.process_time(), a.first_seed
+    load0 = os.getloadavg()[0]
     doc = {"run": {"seeds": a.seeds, "first_seed": first, "dtypes": dtypes, "samples": SAMPLES,
                    "torch": torch.__version__, "seconds": 0.0},
            "paths": {n: CLIENTS[n].path for n in names}, "rows": [], "planted": []}
@@ -379,6 +384,9 @@ def main(argv: list[str] | None = None) -> int:
             doc[key].append(row)
             doc["run"]["planted_seconds" if a.planted_only else "seconds"] = round(
                 time.perf_counter() - t0, 1)
+            if not a.planted_only:
+                doc["run"].update(cpu_seconds=round(time.process_time() - c0, 1),
+                                  load=[load0, os.getloadavg()[0]])
             write(Path(a.out), doc)
             print(f"{'planted ' if key == 'planted' else ''}{client.name:26s} {dtype}: pass "
                   f"{row['pass']} inconclusive {row['inconclusive']} fail {row['fail']} error "

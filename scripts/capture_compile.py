@@ -120,14 +120,16 @@ def capture_cost(args) -> dict:
     torch.manual_seed(0)
     net = ResNet18(64).float().train()
     x = torch.randn(args.batch, 3, args.size, args.size)
-    t0 = time.perf_counter()
+    t0, c0, load = time.perf_counter(), time.process_time(), os.getloadavg()[0]
     captured = sg.capture(net, (x, torch.arange(args.batch) % 10), name="resnet18")
-    t1 = time.perf_counter()
+    t1, c1 = time.perf_counter(), time.process_time()
     captured.model.gradient  # the exact derivative's program
-    t2 = time.perf_counter()
+    t2, c2 = time.perf_counter(), time.process_time()
     return {"width": 64, "batch": args.batch, "size": args.size,
             "parameters": sum(p.numel() for p in net.parameters()),
-            "capture_seconds": t1 - t0, "derive_seconds": t2 - t1}
+            "capture_seconds": t1 - t0, "derive_seconds": t2 - t1,
+            "capture_cpu_seconds": c1 - c0, "derive_cpu_seconds": c2 - c1,
+            "load_average": [load, os.getloadavg()[0]]}
 
 
 def main() -> None:
@@ -211,8 +213,11 @@ def pages(out: Path) -> str:
         c = json.loads(cost.read_text())
         head += [f"Capture + derive at torchvision's width 64 ({c['parameters']:,} parameters, "
                  f"batch {c['batch']}, {c['size']}x{c['size']}): capture "
-                 f"{c['capture_seconds']:.1f} s, derive {c['derive_seconds']:.2f} s "
-                 "(`--capture-only`).", ""]
+                 f"{c['capture_seconds']:.1f} s, derive {c['derive_seconds']:.2f} s"
+                 + (f" wall ({c['capture_cpu_seconds']:.1f} and {c['derive_cpu_seconds']:.2f}"
+                    f" CPU s, 1-minute load {c['load_average'][0]:.1f} -> "
+                    f"{c['load_average'][1]:.1f})" if "capture_cpu_seconds" in c else "")
+                 + " (`--capture-only`).", ""]
     runs = [json.loads((out / f"capture_compile_{mode}.json").read_text())
             for mode in ("train", "eval") if (out / f"capture_compile_{mode}.json").exists()]
     if runs:

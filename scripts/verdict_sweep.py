@@ -137,13 +137,24 @@ def clients(seeds: int, compile_seeds: int, sample_counts, dtypes, sizes) -> dic
     return rows
 
 
+PART = {"builtins": ("seeds", "samples", "torch", "seconds"),  # a run's keys per section
+        "clients": ("client_seeds", "compile_seeds", "client_samples", "sizes", "torch",
+                    "seconds")}
+
+
 def write(out: Path, doc: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "verdict_sweep.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     os.replace(tmp, out / "verdict_sweep.json")
     lines = ["# The three-valued verdict: false-alarm and missed-bug sweep "
-             "(scripts/verdict_sweep.py)", "", f"Run: {doc['run']}", "",
+             "(scripts/verdict_sweep.py)", ""] + ([
+                 f"Run ({part}, apart): " + str({k: v for k, v in run.items() if k in PART[part]})
+                 for part, run in doc["run"].items()] if "builtins" in doc["run"] else [
+                 f"Run: {doc['run']}"]) + [
+             "", "The defaults (`--seeds 20 --samples 100 --client-seeds 20 --compile-seeds 1 "
+             "--sizes small,medium --client-samples 4,16`); a run line with less is a reduced "
+             "sweep.", "",
              "## Built-in models (native reference as torch_fn)", "",
              "| model | dtype | seeds x samples | pass | inconclusive | fail | notes |",
              "|---|---|---|---|---|---|---|"]
@@ -181,7 +192,16 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 seeds, small configs only")
     ap.add_argument("--only", choices=("builtins", "clients"), default=None)
     ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--merge", nargs=2, metavar=("BUILTINS_JSON", "CLIENTS_JSON"),
+                    help="write the page from two runs' JSON (--only builtins, --only "
+                    "clients) run apart, without running anything")
     a = ap.parse_args()
+    if a.merge:
+        b, c = (json.loads(Path(f).read_text()) for f in a.merge)
+        write(Path(a.out), {"run": {"builtins": b["run"], "clients": c["run"]},
+                            "builtins": b["builtins"], "clients": c["clients"]})
+        print(f"wrote {a.out}/verdict_sweep.md from {a.merge}")
+        return 0
     if a.quick:
         a.seeds, a.client_seeds, a.samples = 2, 2, 20
     dtypes = ("float64", "float32")

@@ -252,6 +252,9 @@ def measure(result) -> dict:
            "undecided": undecided, "entries": total}
     if result.verdict == "fail":
         out["findings"] = [f.message() for f in result.findings("failures")[:3]]
+    undecided = [f for f in result.undecided if f.backend in result.deciding]
+    if undecided:  # why the run is inconclusive: its first undecided entry, in words
+        out["undecided_example"] = undecided[0].message()[:400]
     return out
 
 
@@ -327,6 +330,16 @@ def markdown(doc: dict) -> str:
                 for r, x in missed))]
     lines += ["", "## How each client is verified", ""]
     lines += [f"* `{c}`: {p}" for c, p in doc["paths"].items()]
+    why = [(r, x) for r in doc["rows"] for x in r["runs"] if x.get("undecided_example")]
+    if why:
+        lines += ["", "## Why runs are inconclusive (each row's first such run)", ""]
+        seen = set()
+        for r, x in why:
+            if (r["client"], r["dtype"]) not in seen:
+                seen.add((r["client"], r["dtype"]))
+                lines.append(f"* {r['client']} {r['dtype']} seed {x['seed']} "
+                             f"({x['undecided']} of {x['entries']} entries): "
+                             f"{x['undecided_example'].replace('|', '/')}")
     fails = [(r, x) for r in doc["rows"] for x in r["runs"] if x["verdict"] in ("fail", "error")]
     lines += ["", "## False alarms", ""]
     if not fails:

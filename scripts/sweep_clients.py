@@ -29,9 +29,8 @@ import os
 import sys
 import time
 from collections import Counter
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple
+from typing import Callable, NamedTuple
 
 import numpy as np
 import torch
@@ -98,28 +97,9 @@ def _hf(seed: int, dtype: str) -> nn.Module:
         return transformers.GPT2LMHeadModel(hc).to(getattr(torch, dtype)).eval()
 
 
-
-
 def _planted(m: nn.Module, param: str | None, dtype: str) -> nn.Module:
-    """``m`` with ``param``'s gradient scaled by 1 + DELTA[dtype] by a tensor hook (the
-    gradient an optimizer reads is wrong; the forward is untouched); None: ``m`` as is."""
-    if param is not None:
-        names = dict(m.named_parameters())
-        if param not in names:
-            raise ValueError(f"planted parameter {param!r} is not in {type(m).__name__}; "
-                             f"choose from {sorted(names)[:6]}...")
-        names[param].register_hook(lambda g, f=1 + DELTA[dtype]: g * f)
-    return m
-
-
-@contextmanager
-def _gain_factor(factor: float) -> Iterator[None]:
-    """``C.Gain``'s backward for its gain scaled by ``factor`` (restored on exit)."""
-    old, C.Gain.factor = C.Gain.factor, factor
-    try:
-        yield
-    finally:
-        C.Gain.factor = old
+    """``m`` with ``param``'s gradient x (1 + DELTA[dtype]) by a hook; None: ``m`` as is."""
+    return m if param is None else C.planted_hook(m, param, 1 + DELTA[dtype])
 
 
 def _built(build: Callable, seed: int, dtype: str, plant: str | None = None) -> nn.Module:
@@ -152,7 +132,7 @@ def _module(build: Callable, *shape: int, grad: bool = False,
 def _custom(planted: bool = False) -> Callable:
     """Scaled (its gain through Gain.apply); ``planted``: Gain's backward x (1 + DELTA)."""
     def run(seed, dtype):
-        with _gain_factor(1 + DELTA[dtype] if planted else 1.0):
+        with C.gain_factor(1 + DELTA[dtype] if planted else 1.0):
             return sg.verify(module=_built(C.Scaled, seed, dtype),
                              inputs=_x(seed, dtype, 4, 3), targets=_x(seed + 7919, dtype, 4, 3),
                              loss=F.mse_loss, samples=SAMPLES, seed=seed, dtype=dtype)
@@ -163,7 +143,7 @@ def _custom_gradcheck(planted: bool = False) -> Callable:
     """sg.gradcheck on Gain.apply itself: its verdict read from what it returns or raises."""
     def run(seed, dtype):
         x, g = _x(seed, dtype, 4, 3, grad=True), _x(seed + 7919, dtype, 3, grad=True)
-        with _gain_factor(1 + DELTA[dtype] if planted else 1.0):
+        with C.gain_factor(1 + DELTA[dtype] if planted else 1.0):
             try:
                 return "pass" if sg.gradcheck(C.Gain.apply, (x, g), seed=seed) else "fail"
             except sg.GradcheckError as e:

@@ -137,13 +137,24 @@ def clients(seeds: int, compile_seeds: int, sample_counts, dtypes, sizes) -> dic
     return rows
 
 
+PART = {"builtins": ("seeds", "samples", "torch", "seconds"),  # a run's keys per section
+        "clients": ("client_seeds", "compile_seeds", "client_samples", "sizes", "torch",
+                    "seconds")}
+
+
 def write(out: Path, doc: dict) -> None:
     out.mkdir(parents=True, exist_ok=True)
     tmp = out / "verdict_sweep.json.tmp"
     tmp.write_text(json.dumps(doc, indent=1, default=str))
     os.replace(tmp, out / "verdict_sweep.json")
     lines = ["# The three-valued verdict: false-alarm and missed-bug sweep "
-             "(scripts/verdict_sweep.py)", "", f"Run: {doc['run']}", "",
+             "(scripts/verdict_sweep.py)", ""] + ([
+                 f"Run ({part}, apart): " + str({k: v for k, v in run.items() if k in PART[part]})
+                 for part, run in doc["run"].items()] if "builtins" in doc["run"] else [
+                 f"Run: {doc['run']}"]) + [
+             "", "The defaults (`--seeds 20 --samples 100 --client-seeds 20 --compile-seeds 1 "
+             "--sizes small,medium --client-samples 4,16`); a run line with less is a reduced "
+             "sweep.", "",
              "## Built-in models (native reference as torch_fn)", "",
              "| model | dtype | seeds x samples | pass | inconclusive | fail | notes |",
              "|---|---|---|---|---|---|---|"]
@@ -174,21 +185,39 @@ def main() -> int:
     ap.add_argument("--samples", type=int, default=100, help="samples per built-in model run")
     ap.add_argument("--client-seeds", type=int, default=20, help="seeds per real client")
     ap.add_argument("--compile-seeds", type=int, default=1, help="seeds that add torch.compile")
+    ap.add_argument("--client-samples", default="4,16",
+                    help="comma-separated samples per real-client run (default 4,16)")
+    ap.add_argument("--sizes", default="small,medium",
+                    help="comma-separated real-client configs of small, medium")
     ap.add_argument("--quick", action="store_true", help="2 seeds, small configs only")
     ap.add_argument("--only", choices=("builtins", "clients"), default=None)
     ap.add_argument("--out", default=str(ROOT / "reports"))
+    ap.add_argument("--merge", nargs=2, metavar=("BUILTINS_JSON", "CLIENTS_JSON"),
+                    help="write the page from two runs' JSON (--only builtins, --only "
+                    "clients) run apart, without running anything")
     a = ap.parse_args()
+    if a.merge:
+        b, c = (json.loads(Path(f).read_text()) for f in a.merge)
+        write(Path(a.out), {"run": {"builtins": b["run"], "clients": c["run"]},
+                            "builtins": b["builtins"], "clients": c["clients"]})
+        print(f"wrote {a.out}/verdict_sweep.md from {a.merge}")
+        return 0
     if a.quick:
         a.seeds, a.client_seeds, a.samples = 2, 2, 20
     dtypes = ("float64", "float32")
-    sizes = {"small": SMALL} if a.quick else {"small": SMALL, "medium": MEDIUM}
+    known = {"small": SMALL, "medium": MEDIUM}
+    bad = sorted(set(a.sizes.split(",")) - set(known))
+    if bad:
+        ap.error(f"--sizes: unknown config(s) {bad}; choose from {sorted(known)}")
+    sizes = {"small": SMALL} if a.quick else {k: known[k] for k in a.sizes.split(",")}
+    sample_counts = tuple(int(n) for n in a.client_samples.split(","))
     t0 = time.time()
     doc = {"run": {"seeds": a.seeds, "samples": a.samples, "client_seeds": a.client_seeds,
-                   "compile_seeds": a.compile_seeds, "torch": torch.__version__,
-                   "quick": a.quick},
+                   "compile_seeds": a.compile_seeds, "client_samples": sample_counts,
+                   "sizes": list(sizes), "torch": torch.__version__, "quick": a.quick},
            "builtins": {} if a.only == "clients" else builtins(a.seeds, a.samples, dtypes),
            "clients": {} if a.only == "builtins" else clients(
-               a.client_seeds, a.compile_seeds, (4, 16), dtypes, sizes)}
+               a.client_seeds, a.compile_seeds, sample_counts, dtypes, sizes)}
     doc["run"]["seconds"] = round(time.time() - t0, 1)
     write(Path(a.out), doc)
     print(f"wrote {a.out}/verdict_sweep.md ({time.time() - t0:.0f} s)")

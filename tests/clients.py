@@ -214,6 +214,43 @@ class Gain(torch.autograd.Function):
         return grad * g, (grad * x).sum(0) * Gain.factor
 
 
+@contextmanager
+def gain_factor(factor: float) -> Iterator[None]:
+    """``Gain``'s backward for its gain scaled by ``factor`` inside the block (restored on exit).
+
+    Arguments:
+        factor: the planted factor (1: correct).
+    Returns:
+        A context manager.
+    """
+    old, Gain.factor = Gain.factor, factor
+    try:
+        yield
+    finally:
+        Gain.factor = old
+
+
+def planted_hook(m: nn.Module, param: str, factor: float) -> nn.Module:
+    """``m`` with its parameter ``param``'s gradient scaled by ``factor`` by a tensor hook: the
+    gradient an optimizer reads is wrong, the forward untouched (a planted bug of any module).
+
+    Arguments:
+        m: the module; param: a name of ``m.named_parameters()``; factor: the planted factor.
+    Returns:
+        ``m`` itself.
+
+    >>> m = planted_hook(nn.Linear(2, 1), "bias", 2.0)
+    >>> m(torch.zeros(1, 2)).sum().backward(); float(m.bias.grad)
+    2.0
+    """
+    names = dict(m.named_parameters())
+    if param not in names:
+        raise ValueError(f"planted parameter {param!r} is not in {type(m).__name__}; choose "
+                         f"from {sorted(names)[:6]}...")
+    names[param].register_hook(lambda g: g * factor)
+    return m
+
+
 class Scaled(nn.Module):
     """tanh(Gain(linear(x), gain)): a module whose ``gain`` goes through a custom Function."""
 

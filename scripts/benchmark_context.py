@@ -312,11 +312,11 @@ def main() -> int:
         print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab)),
               flush=True)
         return 0
-    kept = json.loads(DATA.read_text()) if DATA.exists() and (args.append or args.render) else {}
+    keep = args.append or args.render or args.plan  # --plan keeps the rows (it replaced them)
+    kept = json.loads(DATA.read_text()) if DATA.exists() and keep else {}
     rows, notes = kept.get("rows", []), kept.get("notes", [])
     plans = kept.get("plans", [])
-    if args.plan:
-        sys.path.insert(0, str(ROOT))
+    if args.plan:  # run with PYTHONPATH=. (this tree's symgrad)
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
                 got = plan_peaks(layers, tokens, args.vocab)

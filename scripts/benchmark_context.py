@@ -189,7 +189,65 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     return out
 
 
-def render(rows: list[dict], notes: list[str]) -> None:
+def live_peak(steps: list, frees: list) -> int:
+    """The most entries of non-leaf values a walk holds at once (its steps and, after each,
+    the values it frees: ``symgrad.tensor.recompute.Plan``).
+
+    >>> import symgrad.tensor as st
+    >>> from symgrad.tensor.recompute import plan
+    >>> x = st.param("x", (3,))
+    >>> p = plan([st.sum_(x * x)], above=None)
+    >>> live_peak(p.steps, p.frees)  # x * x (3) while its sum (1) is formed
+    4
+    """
+    held, now, top = {}, 0, 0
+    for node, gone in zip(steps, frees):
+        if not node.is_leaf:
+            held[node.id] = node.size
+            now += node.size
+        top = max(top, now)
+        for f in gone:
+            now -= held.pop(f.id, 0)
+    return top
+
+
+def plan_peaks(layers: int, tokens: int, vocab: int | None) -> dict:
+    """The live entries at the peak of the oracle's and the bound's walk of gpt2 (``layers``,
+    ``tokens``, ``vocab``), counted on the walk's plan, plain and with the forward's layers
+    recomputed (nothing evaluated: seconds). The bound holds a value, E and sigma of each
+    (and a nonzero mask of some), the oracle a hi and lo."""
+    from symgrad.tensor.recompute import plan
+    from symgrad.zoo.gpt2 import gpt2
+
+    outs = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
+                tokens=tokens).gradient.outputs
+    plain, again = plan(outs, above=None), plan(outs)
+    return {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+            "plain_entries": live_peak(plain.steps, plain.frees),
+            "recompute_entries": live_peak(again.steps, again.frees),
+            "recomputed_steps": sum(again.again)}
+
+
+def _plan_table(plans: list[dict]) -> list[str]:
+    if not plans:
+        return []
+    md = ["## Live entries at the walks' peak, counted on the plan", "",
+          "The oracle's and the bound's walks hold a node's value from its step until the last "
+          "step that reads it (`symgrad/tensor/recompute.py`). Counted on the plans of "
+          "`plan_peaks` (no evaluation): the plain walk, and the walk that drops every forward "
+          "segment before the head after the forward and computes it again in the backward "
+          "(the default above 2^24 dropped entries). The bound keeps 24-32 B per entry, the "
+          "oracle 16.", "",
+          "| layers | tokens | vocab | plain: M entries | recomputed: M entries | "
+          "steps recomputed |", "|---|---|---|---|---|---|"]
+    for p in plans:
+        md.append(f"| {p['layers']} | {p['tokens']} | {p['vocab']:,} | "
+                  f"{p['plain_entries'] / 1e6:.1f} | {p['recompute_entries'] / 1e6:.1f} | "
+                  f"{p['recomputed_steps']} |")
+    return md + [""]
+
+
+def render(rows: list[dict], notes: list[str], plans: list[dict] = ()) -> None:
     """reports/benchmark_context.md from the recorded rows."""
     md = ["# GPT-2 at long context (issue 19, item 3)", "",
           "`symgrad verify gpt2 --config '{\"n_layers\": L}' --tokens T --samples 1` "
@@ -230,7 +288,7 @@ def render(rows: list[dict], notes: list[str]) -> None:
                    f"{TARGET_GIB:.1f} GiB); torch's own step ≈ {ex['torch_cpu_s']:.1f} CPU s: "
                    f"{ex['cpu_s'] / ex['torch_cpu_s']:.0f}× it."]
         md.append("")
-    md += [*notes, ""]
+    md += [*_plan_table(list(plans)), *notes, ""]
     REPORT.write_text("\n".join(md))
 
 
@@ -246,22 +304,37 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=None,
                     help="a reduced vocabulary (default GPT-2's 50257; runs without the lock)")
     ap.add_argument("--label", default="", help="the runs' note in the table (e.g. a commit)")
+    ap.add_argument("--plan", action="store_true",
+                    help="count the walks' live entries on their plans (--layers, --tokens, "
+                         "--vocab), plain and recomputed; no evaluation")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab)),
               flush=True)
         return 0
-    kept = json.loads(DATA.read_text()) if DATA.exists() and (args.append or args.render) else {}
+    keep = args.append or args.render or args.plan  # --plan keeps the rows (it replaced them)
+    kept = json.loads(DATA.read_text()) if DATA.exists() and keep else {}
     rows, notes = kept.get("rows", []), kept.get("notes", [])
-    if not args.render:
+    plans = kept.get("plans", [])
+    if args.plan:  # run with PYTHONPATH=. (this tree's symgrad)
+        for layers in [int(x) for x in args.layers.split(",")]:
+            for tokens in [int(x) for x in args.tokens.split(",")]:
+                got = plan_peaks(layers, tokens, args.vocab)
+                plans = [p for p in plans if (p["layers"], p["tokens"], p["vocab"]) != (
+                    got["layers"], got["tokens"], got["vocab"])] + [got]
+                print(got, flush=True)
+    elif not args.render:
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
                 row = timed(layers, tokens, args.cap_gib, None, args.vocab)
                 row["label"] = args.label
                 rows.append(row)
-                DATA.write_text(json.dumps({"rows": rows, "notes": notes}, indent=1,
-                                           sort_keys=True) + "\n")
-    render(rows, notes)
+                DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans},
+                                           indent=1, sort_keys=True) + "\n")
+    if args.plan:
+        DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans}, indent=1,
+                                   sort_keys=True) + "\n")
+    render(rows, notes, plans)
     return 0
 
 

@@ -237,12 +237,12 @@ def test_einsum_plan_keeps_errors():
 
 
 def test_interpreter_schedules_a_program_once(monkeypatch):
-    from symgrad.tensor import interpret
+    from symgrad.tensor import interpret, recompute
     from symgrad.tensor.tables import NumpyOps
     m = _dense_model()
     calls = []
-    real = interpret.topological
-    monkeypatch.setattr(interpret, "topological", lambda o: calls.append(1) or real(o))
+    real = recompute.topological
+    monkeypatch.setattr(recompute, "topological", lambda o: calls.append(1) or real(o))
     vals = m.draw(2, np.random.default_rng(0), "float64")
     a = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)
     b = interpret.evaluate(m.gradient.outputs, NumpyOps(), vals)

@@ -69,7 +69,8 @@ from . import hitrows
 from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
-from .program import X, Node, topological
+from .program import X, Node
+from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
 
@@ -305,13 +306,9 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
         raise SymgradError(f"entry_bound={mode!r}: choose one of {', '.join(MODES)}")
     prob, n0 = mode == "probabilistic", sqrt_terms
     outputs = list(outputs)
-    order = topological(outputs)
-    last = {a.id: i for i, n in enumerate(order) for a in n.args}
-    at = {node.id: i for i, node in enumerate(order)}
-    for o in outputs:  # an output is finished as soon as nothing later reads it
-        last[o.id] = max(last.get(o.id, -1), at[o.id])
+    walk = plan(outputs)  # a large program's forward layers computed again in its backward
     out_ids = {o.id for o in outputs}
-    read = {a.id for node in order for a in node.args}  # nodes a later node reads
+    read = {a.id for node in walk.steps for a in node.args}  # nodes a later node reads
     index: dict[int, list[int]] = {}
     for k, o in enumerate(outputs):
         index.setdefault(o.id, []).append(k)
@@ -323,7 +320,8 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
     shared: dict = {}  # |x| and |x|^2 of leaves, read by several nodes (``Operands``)
     hits: dict[int, tuple] = {}  # a scatter's hit rows: E and sigma are 0 on every other row
     n = max(np.shape(v)[0] for v in leaves.values())
-    for i, node in enumerate(order):
+    done = 0
+    for i, node in enumerate(walk.steps):
         if node.op in ("param", "input", "const"):
             if node.op == "const":
                 vals[node.id] = node.attrs["value"][None]
@@ -365,8 +363,8 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
                                                          vals[node.id], counts, sqrt_terms)
-        for a in [*node.args, node]:
-            if last.get(a.id) == i and a.id in errs:
+        for a in walk.frees[i]:  # no later step reads these: an output's E is final
+            if a.id in errs:
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
                     #                  value, error, sigma and nonzero of 163M entries at once)
                     final[a.id] = np.broadcast_to(
@@ -383,6 +381,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                     d.pop(a.id, None)
                 shared.pop(("abs", a.id), None)  # a leaf's |x| and square, once no node reads it
                 shared.pop(("squares", a.id), None)
-        if progress is not None:
-            progress(i + 1, len(order))
+        done += not walk.again[i]  # a recomputed node counts once
+        if progress is not None and not walk.again[i]:
+            progress(done, walk.walked)
     return [final[o.id] for o in outputs]

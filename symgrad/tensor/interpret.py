@@ -21,7 +21,8 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
-from .program import X, Node, topological
+from .program import X, Node
+from .recompute import AUTO, plan
 
 
 def _batch(t, v) -> int:
@@ -191,33 +192,6 @@ def _einsum_apart(node, t, vals, ctx):
 _WALKS = {"einsum": _einsum_apart}  # the rules of ``evaluate_walks``
 
 
-_SCHEDULES: dict = {}  # output ids -> (order, last use): the oracle, the bound and the
-#                       rigorous enclosure walk the same program once per sample (chunk)
-
-
-def _schedule(outputs: list) -> tuple[list, dict]:
-    """The nodes of ``outputs`` in walking order, and the step after which each is no longer
-    read (an output: never); kept for the last few programs walked whose constants are small
-    (node ids are unique in a process)."""
-    key = tuple(o.id for o in outputs)
-    got = _SCHEDULES.pop(key, None)
-    if got is None:
-        order = topological(outputs)
-        last_use = {}
-        for i, node in enumerate(order):
-            for a in node.args:
-                last_use[a.id] = i
-        for o in outputs:
-            last_use[o.id] = len(order)
-        got = (order, last_use)
-        if sum(n.size for n in order if n.op == "const") > 1 << 20:
-            return got  # not kept: it would keep large constants alive
-        while len(_SCHEDULES) >= 8:
-            _SCHEDULES.pop(next(iter(_SCHEDULES)))
-    _SCHEDULES[key] = got  # most recent last
-    return got
-
-
 def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
              on_node: Callable[[Node, object], None] | None = None,
              keep: Callable[[Node], bool] | None = None, progress=None,
@@ -249,13 +223,21 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
             same). The values returned are those of a walk without it.
     Returns:
         The list of output values in the table's array type (with ``emit``: None each).
+
+    A large gradient program walks with its forward's layers computed again in its backward
+    (``symgrad.tensor.recompute``: the same values, held for less long; callbacks and progress
+    see each node once); not with ``reference`` or ``keep``.
     """
     outputs = list(outputs)
-    order, last_use = _schedule(outputs)
+    walk = plan(outputs, above=AUTO if reference is None and keep is None else None)
+    index: dict[int, list[int]] = {}
+    for k, o in enumerate(outputs):
+        index.setdefault(o.id, []).append(k)
     values: dict[int, object] = {}
-    ready = _emit_steps(order, outputs) if emit is not None else {}
+    final: dict[int, object] = {}  # the outputs, once no later step reads them
     same: set[int] = set()  # nodes whose value is the reference's
-    for i, node in enumerate(order):
+    done = 0
+    for i, node in enumerate(walk.steps):
         if (reference is not None and node.args and node.id in reference
                 and all(a.id in same for a in node.args)):
             values[node.id] = reference[node.id]
@@ -287,22 +269,26 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
                 and identical(values[node.id], reference[node.id])):
             values[node.id] = reference[node.id]
             same.add(node.id)
-        if on_node is not None:
-            on_node(node, values[node.id])
-        if on_step is not None and node.args:
-            on_step(node, [values[a.id] for a in node.args], values[node.id])
-        for a in node.args:  # free what no later node reads (big programs)
-            if last_use.get(a.id) == i and not (keep and keep(a)):
+        if not walk.again[i]:  # a recomputed value (bitwise the first) is not seen twice
+            done += 1
+            if on_node is not None:
+                on_node(node, values[node.id])
+            if on_step is not None and node.args:
+                on_step(node, [values[a.id] for a in node.args], values[node.id])
+        for a in walk.frees[i]:  # free what no later step reads (big programs)
+            if a.id in index:  # an output, final now
+                value = values.pop(a.id)
+                if emit is None:
+                    final[a.id] = value
+                for k in index[a.id] if emit is not None else ():
+                    emit(k, value)
+            elif not (keep and keep(a)):
                 values.pop(a.id, None)
-        for k in ready.get(i, ()):
-            emit(k, values[outputs[k].id])
-        for k in ready.get(i, ()):
-            values.pop(outputs[k].id, None)
-        if progress is not None:
-            progress(i + 1, len(order))
+        if progress is not None and not walk.again[i]:
+            progress(done, walk.walked)
     if emit is not None:
         return [None] * len(outputs)
-    return [values[o.id] for o in outputs]
+    return [final[o.id] for o in outputs]
 
 
 def evaluate_walks(outputs: Iterable[Node], table, leaves: Mapping[str, object],
@@ -369,16 +355,3 @@ def identical(a, b) -> bool:
         return (getattr(a, "lo_is_zero_view", None) == getattr(b, "lo_is_zero_view", None)
                 and identical(hi, b.hi) and identical(lo, b.lo))
     return False
-
-
-def _emit_steps(order: list, outputs: list) -> dict[int, list[int]]:
-    """step -> the indices of ``outputs`` final after it (computed, and read by no later
-    node)."""
-    at = {node.id: i for i, node in enumerate(order)}
-    for i, node in enumerate(order):
-        for a in node.args:
-            at[a.id] = max(at[a.id], i)
-    steps: dict[int, list[int]] = {}
-    for k, o in enumerate(outputs):
-        steps.setdefault(at[o.id], []).append(k)
-    return steps

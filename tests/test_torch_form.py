@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.compare import FAILING
 from symgrad.optable import OPS, TORCH_BACKWARD
 
 
@@ -107,3 +108,59 @@ def test_the_forms_are_torchs_and_exact():
         for v in (sp.Rational(-7, 2), sp.Rational(1, 4), sp.Integer(2)):
             want = sp.diff(e.formula, X0).subs(X0, v)
             assert abs(sp.N(e.torch_backward.subs(X0, v) - want, 30)) < 1e-25, name
+
+
+def _verify_tight(fn, values, dtype, safety=1e-9):
+    """What sg.gradcheck runs, at one point, with the fast allowance shrunk to ``safety`` x
+    the running bound: every entry beyond it is decided by the rigorous enclosure alone."""
+    from symgrad.capture.captured import capture
+    from symgrad.compare.tolerance import Tolerance
+    x = _x(values, dtype)
+    cap = capture(fn, (x,), module_params="input", seed=0, names=["x"], name="f", who="test")
+    vary = [b.name for b in cap.model.param_blocks]
+    return sg.verify(cap.model, torch_fn=cap.torch_fn(None), dtype=str(dtype)[6:], seed=0,
+                     at=cap.at(1, 0, vary), backends=("torch_fn",),
+                     tolerance=Tolerance(safety=safety))
+
+
+@pytest.mark.parametrize("fn, dtype, values", [
+    (torch.sigmoid, torch.float64, [12.0, 0.5]),
+    (torch.expm1, torch.float64, [-12.0, 0.5]),
+    (torch.sigmoid, torch.float32, [9.0, 0.5]),
+    (F.silu, torch.float64, [30.0, 0.5]),
+    (torch.tanh, torch.float32, [3.0, 0.3])])
+def test_the_enclosure_holds_torchs_own_formula(fn, dtype, values):
+    """Meant to pass: with the fast allowance shrunk (so that the enclosure alone decides),
+    main proved torch's own correct sigmoid at x = 12 (float64) and 9 (float32) and expm1 at
+    -12 wrong ("mismatch": its s (1 - s) / y + 1 from the rounded output lies outside a ball
+    of symgrad's formula). The enclosure now holds torch's formula too (rigorous.torch_forms):
+    every entry is inside it, none is proven."""
+    r = _verify_tight(fn, values, dtype)
+    c = r.comparisons["torch_fn"]
+    assert r.verdict != "fail", str(r)
+    assert (c.error[0, 1:] <= c.rigorous[0, 1:]).all(), (c.error, c.rigorous)
+
+
+class _WrongTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * (1 + 3e-6)
+
+
+@pytest.mark.parametrize("fn, dtype, values", [
+    (_Wrong.apply, torch.float64, [12.0, 0.5]),
+    (_WrongTanh.apply, torch.float32, [3.0, 0.3])])
+def test_a_planted_bug_in_torchs_form_is_still_proven_by_the_enclosure(fn, dtype, values):
+    """Meant to fail: the same forms x(1 + 1e-9) (float64) and x(1 + 3e-6) (float32) are
+    outside the union of the two balls at the unsaturated entry, with the enclosure alone
+    deciding."""
+    r = _verify_tight(fn, values, dtype)
+    assert r.verdict == "fail", str(r)
+    assert r.comparisons["torch_fn"].status[0, 2] in FAILING, str(r)

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 import symgrad as sg
 from symgrad.compare import FAILING
-from symgrad.optable import OPS, TORCH_BACKWARD
+from symgrad.optable import OPS, TORCH_BACKWARD, X0
 
 
 def _x(values, dtype=torch.float64):
@@ -164,3 +164,56 @@ def test_a_planted_bug_in_torchs_form_is_still_proven_by_the_enclosure(fn, dtype
     r = _verify_tight(fn, values, dtype)
     assert r.verdict == "fail", str(r)
     assert r.comparisons["torch_fn"].status[0, 2] in FAILING, str(r)
+
+
+def _fused_model():
+    import sympy as sp
+    w, x = sp.symbols("w x", real=True)
+    return sg.Model("fused_sigmoid", 1 / (1 + sp.exp(-w * x)), params=[w], inputs=[x])
+
+
+_FUSED_AT = {"w": [3.0, 1.0, 4.0, 0.7], "x": [4.0, 0.5, 3.0, -1.5]}  # w x = 12, 0.5, 12, -1.05
+
+
+def test_a_fused_sigmoid_body_holds_torchs_formula():
+    """Meant to pass: a plain-sympy 1/(1 + exp(-w x)) against torch.sigmoid(w * x) at w x = 12
+    failed on main ("6.58e+03 ULPs (allowed 48.3); proven [derivative wrong]"): the model's
+    textbook program fuses the product into the sigmoid's map, so the body was no op-table key
+    and got no torch form (gap 2). tensor/torch_vjp finds the op inside the body."""
+    import numpy as np
+    at = {k: np.array(v) for k, v in _FUSED_AT.items()}
+    r = sg.verify(_fused_model(), torch_fn=lambda w, x: torch.sigmoid(w * x), at=at,
+                  backends=("torch_fn",))
+    assert r.verdict == "pass", str(r)
+
+
+def test_a_planted_bug_in_a_fused_sigmoid_is_still_caught():
+    """Meant to fail: torch's s (1 - s) x(1 + 1e-9) in the same model, float64."""
+    import numpy as np
+    at = {k: np.array(v) for k, v in _FUSED_AT.items()}
+    r = sg.verify(_fused_model(), torch_fn=lambda w, x: _Wrong.apply(w * x), at=at,
+                  backends=("torch_fn",))
+    assert r.verdict == "fail", str(r)
+    assert "proven" in str(r), str(r)
+
+
+def test_torch_vjp_finds_the_op_inside_a_body():
+    """The torch body of a fused map is the chain rule with the op's own torch formula, and
+    equals symgrad's exact derivative (only the rounding differs); a body without a table op
+    has none."""
+    import sympy as sp
+    from symgrad.tensor.program import X
+    from symgrad.tensor.torch_vjp import torch_vjp
+    from sympy.codegen.cfunctions import expm1
+    bodies = [(1 / (1 + sp.exp(-X[0] * X[1])), 1, (0, 1)), (sp.tanh(X[0] + X[1]) ** 2, 0, (0, 1)),
+              (X[1] * expm1(2 * X[0]), 0, (0, 1)), (OPS["silu"].computed.xreplace(
+                  {X0: X[0] - 1}), 0, (0,))]
+    for body, i, used in bodies:
+        theirs = torch_vjp(body, i, used)
+        assert theirs is not None, body
+        exact = X[0] * sp.diff(body, X[i]).xreplace({X[j]: X[m + 1] for m, j in enumerate(used)})
+        for v in ((sp.Rational(1, 3), sp.Rational(-7, 4), sp.Rational(5, 2)),
+                  (2, sp.Rational(1, 2), 1)):
+            at = {X[m]: v[m] for m in range(3)}
+            assert abs(sp.N(theirs.subs(at) - exact.subs(at), 30)) < 1e-25, body
+    assert torch_vjp(X[0] * sp.exp(X[1]), 0, (1,)) is None

@@ -6,8 +6,9 @@ Where torch's backward of an op reads its rounded output (sigmoid' as s (1 - s),
 code computes that formula, not the derivative symgrad derives; where the output saturates its
 1 - s cancels and the computed value lies far outside a ball of symgrad's own formula (sigmoid
 at x = 12 in float64: 1.3e5 ULPs off, the own ball a few ULPs wide). ``tensor/derive`` tags such
-a VJP map with the formula of its input (``attrs["torch_backward"]``); the rigorous walk
-(``RULES``) encloses ``g * form(x)`` too, under the same rounding model (``balls``: every
+a VJP map with the VJP as torch computes it (``attrs["torch_vjp"]``, ``tensor/torch_vjp``: the
+op alone, or fused with other arithmetic in one body); the rigorous walk (``RULES``) encloses
+that body too, under the same rounding model (``balls``: every
 operation of the formula rounded, its elementary functions within ``function_ulps`` of their
 computed argument), and takes the union of the two balls. By the theorem's induction the
 union holds every value either way of computing the local derivative can produce, so a
@@ -24,7 +25,7 @@ The centre walk (``exact``) is unchanged: both formulas are the same function ex
 >>> from symgrad.rigorous.max_top import top_rule
 >>> node = map_(X[0] * sp.exp(-X[1]) / (1 + sp.exp(-X[1])) ** 2, input_("g", (1,)),
 ...             input_("x", (1,)))
->>> node.attrs["torch_backward"] = TORCH_BACKWARD[OPS["sigmoid"].computed].xreplace(
+>>> node.attrs["torch_vjp"] = X[0] * TORCH_BACKWARD[OPS["sigmoid"].computed].xreplace(
 ...     {X[0]: X[1]})
 >>> ops = RoundedArbOps("float64", 4.0)
 >>> vals = [ops.asarray(np.array([[1.0]])), ops.asarray(np.array([[12.0]]))]
@@ -60,25 +61,25 @@ _union_u = np.frompyfunc(_union, 2, 1)
 
 def torch_form_rule(node: Node, table, vals: list, context) -> np.ndarray:
     """The rigorous walk's ``map`` rule: the map as ``max_top.top_rule`` encloses it, and for
-    a VJP map tagged with torch's own formula (``attrs["torch_backward"]``, of the map's
-    operand ``X[1]``), the union with the ball of ``g * form(x)`` (module docstring).
+    a VJP map tagged with torch's way of computing it (``attrs["torch_vjp"]``, a body of the
+    same operands: ``tensor/torch_vjp``), the union with that body's balls (module docstring).
 
     Arguments:
         node: the map node.
         table: the rounded ARB table (``tensor.RoundedArbOps``; its ``R.exact``: the centre
             walk, which needs no second formula).
-        vals: the operands' balls, (g, x) for a tagged map.
+        vals: the operands' balls.
         context: the interpreter's context (unused).
     Returns:
         The node's balls (an object array).
     """
     own = top_rule(node, table, vals, context)
-    form = node.attrs.get("torch_backward")
+    body = node.attrs.get("torch_vjp")
     rounding = getattr(table, "R", None)
-    if form is None or rounding is None or rounding.exact or len(vals) != 2:
+    if body is None or rounding is None or rounding.exact:
         return own
     with ctx.workprec(getattr(table, "prec", PREC)):
-        theirs = table.map(X[0] * form, {X[0]: vals[0], X[1]: vals[1]})
+        theirs = table.map(body, {X[j]: v for j, v in enumerate(vals)})
         return np.asarray(_union_u(np.asarray(own, dtype=object),
                                    np.asarray(theirs, dtype=object)), dtype=object)
 

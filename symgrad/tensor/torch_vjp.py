@@ -60,7 +60,7 @@ def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
     formula of X0); an op is kept only where putting it back gives ``expr`` exactly."""
     out, back = expr, {}
     for pattern, fn, key, heads in _ops():
-        if heads and not out.has(*heads):
+        if not all(out.has(h) for h in heads):
             continue
         try:
             tried = out.replace(pattern, fn(_W), exact=True)
@@ -70,6 +70,18 @@ def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
             continue
         out, back = tried, {**back, fn: key}
     return out, back
+
+
+_MARKED: dict = {}  # body -> marked(body): one search per body, not per argument
+MARKED_ENTRIES = 4096
+
+
+def _marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
+    if expr not in _MARKED:
+        if len(_MARKED) >= MARKED_ENTRIES:
+            del _MARKED[next(iter(_MARKED))]
+        _MARKED[expr] = marked(expr)
+    return _MARKED[expr]
 
 
 def _restore(expr: sp.Expr, back: dict) -> sp.Expr:
@@ -92,7 +104,7 @@ def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...]) -> sp.Expr | None:
     Returns:
         The body, or None.
     """
-    body, back = marked(expr)
+    body, back = _marked(expr)
     if not back:
         return None
     d = _restore(sp.diff(body, X[i]), back)

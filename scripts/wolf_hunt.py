@@ -54,8 +54,9 @@ def _inputs(regime: str, shape: tuple, dtype: str, gen: torch.Generator) -> torc
 
     Arguments:
         regime: normal (N(0, 4)), saturated (|x| log-uniform in 10..1e4, random signs), tiny
-            (|x| log-uniform from the dtype's subnormals to 1e-3 of its tiny... 1e-2), ties
-            (each row one value), spread (N(0, 1) plus +-1e3 on a random entry per row).
+            (|x| log-uniform from 1e-3 of the dtype's smallest normal (bfloat16: from it) to
+            1e-2), ties (each row one value), spread (N(0, 1) with one entry per row at
+            +-1e3).
         shape: the tensor's shape; a row is its last axis.
         dtype: float64, float32 or bfloat16.
         gen: the explicit generator every draw reads.

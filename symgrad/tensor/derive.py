@@ -100,7 +100,8 @@ def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Exp
     if key not in _TORCH:
         if len(_TORCH) >= LOCAL_ENTRIES:
             del _TORCH[next(iter(_TORCH))]
-        _TORCH[key] = torch_vjp(expr, i, used)
+        _TORCH[key] = torch_vjp(expr, i, used,
+                                finish=lambda d: linear_ties(merge_powers(d)))
     return _TORCH[key]
 
 

@@ -25,6 +25,8 @@ True
 
 from __future__ import annotations
 
+from typing import Callable
+
 import sympy as sp
 
 from ..optable import TORCH_BACKWARD, X0
@@ -91,7 +93,8 @@ def _restore(expr: sp.Expr, back: dict) -> sp.Expr:
                         lambda e: back[type(e)].xreplace({X0: e.args[0]}))
 
 
-def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...]) -> sp.Expr | None:
+def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...], *,
+              finish: Callable[[sp.Expr], sp.Expr] = lambda d: d) -> sp.Expr | None:
     """``g * d expr / d X[i]`` with every op-table op differentiated by torch's formula, of the
     VJP map's operands (``X[0]`` the cotangent g, ``X[m + 1]`` the map's operand ``used[m]``);
     None where the body holds no such op, or where torch's body reads an operand symgrad's
@@ -101,13 +104,16 @@ def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...]) -> sp.Expr | None:
         expr: the map's body, of X[0..k-1].
         i: the argument differentiated.
         used: the operands symgrad's own VJP body reads (``derive._local``).
+        finish: applied to the derivative before it is renamed (``derive``: the same
+            ``merge_powers`` and ``linear_ties`` as its own VJP body, so that a tie reads
+            the mean of its sides in both bodies).
     Returns:
         The body, or None.
     """
     body, back = _marked(expr)
     if not back:
         return None
-    d = _restore(sp.diff(body, X[i]), back)
+    d = finish(_restore(sp.diff(body, X[i]), back))
     if d == 0 or not d.free_symbols <= {X[j] for j in used}:
         return None
     return X[0] * rename(d, {X[j]: X[m + 1] for m, j in enumerate(used)})

@@ -264,12 +264,13 @@ def report(rows: list[dict], meta: dict) -> str:
              "`PYTHONPATH=$PWD python scripts/wolf_hunt.py` (see its docstring). Each case is "
              "what `sg.gradcheck(op, inputs)` runs: 3 points (the given one and 2 around it), "
              "the gradient entries judged (the value column is not, as in gradcheck). "
-             "Regimes: normal N(0, 4); saturated |x| in 10..1e4; tiny |x| from the dtype's "
-             "subnormals to 1e-2; ties (each row one value); spread (one entry per row at "
+             "Regimes: normal N(0, 4); saturated |x| in 10..1e4; tiny |x| from 1e-3 of the "
+             "dtype's smallest normal (bfloat16: from it) to 1e-2; ties (each row one value); spread (one entry per row at "
              "+-1e3). Counts are over seeds; worst is the largest error / fast allowance of "
              "any gradient entry; a FAIL row gives the message of its worst failing entry.",
-             "", "Runs (each a process; CPU = user + sys of the process's own clock, wall at the "
-             "load shown):", "", *[f"- {r.get('ops')}: {r['cases']} cases, {r['cpu_s']} s CPU, "
+             "", "Runs (each a process; CPU = user + sys of its own clock; load: the 1-minute load "
+             "average at its end, on the shared 2-core machine; a later run of the same "
+             "cases replaces the earlier rows):", "", *[f"- {r.get('ops')}: {r['cases']} cases, {r['cpu_s']} s CPU, "
                                   f"{r['wall_s']} s wall at load {r['load']:.1f}, max RSS "
                                   f"{r['max_rss_gb']} GB, torch {r['torch']}"
                                   for r in meta.get("runs", [])], "",
@@ -291,12 +292,22 @@ def report(rows: list[dict], meta: dict) -> str:
                      f"{max(worst):.3g} |" if worst else
                      f"| {op} | {dtype} | {regime} | {len(rs)} | - | - | - | - | - | "
                      f"{sum(1 for r in rs if 'error' in r)} | - |")
-    shown = [r for r in rows if "fail" in r or "error" in r]
-    if shown:
-        lines += ["", "## Failing and erroring cases", ""]
-        for r in shown:
-            lines.append(f"- {r['op']} {r['dtype']} {r['regime']} seed {r['seed']}: "
-                         f"{r.get('fail') or r.get('error')}")
+    failing = [r for r in rows if "fail" in r]
+    if failing:
+        lines += ["", "## Failing cases", ""]
+        for r in failing:
+            over = r.get("worst_over_enclosure")
+            lines.append(f"- {r['op']} {r['dtype']} {r['regime']} seed {r['seed']} (inputs "
+                         f"{', '.join(f'{v:.4g}' for v in r.get('inputs', []))}): {r['fail']}"
+                         + (f" (error / enclosure radius up to {over:.3g})" if over else ""))
+    errors: dict = {}
+    for r in rows:
+        if "error" in r:
+            errors.setdefault((r["op"], r["error"].split(" at /")[0]), []).append(r["dtype"])
+    if errors:
+        lines += ["", "## Cases that could not run", ""]
+        for (op, err), dts in sorted(errors.items()):
+            lines.append(f"- {op} ({len(dts)} cases: {', '.join(sorted(set(dts)))}): {err}")
     return "\n".join(lines) + "\n"
 
 

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
-from symgrad.optable import OPS, TORCH_BACKWARD
+from symgrad.compare import FAILING
+from symgrad.optable import OPS, TORCH_BACKWARD, X0
 
 
 def _x(values, dtype=torch.float64):
@@ -107,3 +108,112 @@ def test_the_forms_are_torchs_and_exact():
         for v in (sp.Rational(-7, 2), sp.Rational(1, 4), sp.Integer(2)):
             want = sp.diff(e.formula, X0).subs(X0, v)
             assert abs(sp.N(e.torch_backward.subs(X0, v) - want, 30)) < 1e-25, name
+
+
+def _verify_tight(fn, values, dtype, safety=1e-9):
+    """What sg.gradcheck runs, at one point, with the fast allowance shrunk to ``safety`` x
+    the running bound: every entry beyond it is decided by the rigorous enclosure alone."""
+    from symgrad.capture.captured import capture
+    from symgrad.compare.tolerance import Tolerance
+    x = _x(values, dtype)
+    cap = capture(fn, (x,), module_params="input", seed=0, names=["x"], name="f", who="test")
+    vary = [b.name for b in cap.model.param_blocks]
+    return sg.verify(cap.model, torch_fn=cap.torch_fn(None), dtype=str(dtype)[6:], seed=0,
+                     at=cap.at(1, 0, vary), backends=("torch_fn",),
+                     tolerance=Tolerance(safety=safety))
+
+
+@pytest.mark.parametrize("fn, dtype, values", [
+    (torch.sigmoid, torch.float64, [12.0, 0.5]),
+    (torch.expm1, torch.float64, [-12.0, 0.5]),
+    (torch.sigmoid, torch.float32, [9.0, 0.5]),
+    (F.silu, torch.float64, [30.0, 0.5]),
+    (torch.tanh, torch.float32, [3.0, 0.3])])
+def test_the_enclosure_holds_torchs_own_formula(fn, dtype, values):
+    """Meant to pass: with the fast allowance shrunk (so that the enclosure alone decides),
+    main proved torch's own correct sigmoid at x = 12 (float64) and 9 (float32) and expm1 at
+    -12 wrong ("mismatch": its s (1 - s) / y + 1 from the rounded output lies outside a ball
+    of symgrad's formula). The enclosure now holds torch's formula too (rigorous.torch_forms):
+    every entry is inside it, none is proven."""
+    r = _verify_tight(fn, values, dtype)
+    c = r.comparisons["torch_fn"]
+    assert r.verdict != "fail", str(r)
+    assert (c.error[0, 1:] <= c.rigorous[0, 1:]).all(), (c.error, c.rigorous)
+
+
+class _WrongTanh(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        y = torch.tanh(x)
+        ctx.save_for_backward(y)
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (y,) = ctx.saved_tensors
+        return g * (1 - y * y) * (1 + 3e-6)
+
+
+@pytest.mark.parametrize("fn, dtype, values", [
+    (_Wrong.apply, torch.float64, [12.0, 0.5]),
+    (_WrongTanh.apply, torch.float32, [3.0, 0.3])])
+def test_a_planted_bug_in_torchs_form_is_still_proven_by_the_enclosure(fn, dtype, values):
+    """Meant to fail: the same forms x(1 + 1e-9) (float64) and x(1 + 3e-6) (float32) are
+    outside the union of the two balls at the unsaturated entry, with the enclosure alone
+    deciding."""
+    r = _verify_tight(fn, values, dtype)
+    assert r.verdict == "fail", str(r)
+    assert r.comparisons["torch_fn"].status[0, 2] in FAILING, str(r)
+
+
+def _fused_model():
+    import sympy as sp
+    w, x = sp.symbols("w x", real=True)
+    return sg.Model("fused_sigmoid", 1 / (1 + sp.exp(-w * x)), params=[w], inputs=[x])
+
+
+_FUSED_AT = {"w": [3.0, 1.0, 4.0, 0.7], "x": [4.0, 0.5, 3.0, -1.5]}  # w x = 12, 0.5, 12, -1.05
+
+
+def test_a_fused_sigmoid_body_holds_torchs_formula():
+    """Meant to pass: a plain-sympy 1/(1 + exp(-w x)) against torch.sigmoid(w * x) at w x = 12
+    failed on main ("6.58e+03 ULPs (allowed 48.3); proven [derivative wrong]"): the model's
+    textbook program fuses the product into the sigmoid's map, so the body was no op-table key
+    and got no torch form (gap 2). tensor/torch_vjp finds the op inside the body."""
+    import numpy as np
+    at = {k: np.array(v) for k, v in _FUSED_AT.items()}
+    r = sg.verify(_fused_model(), torch_fn=lambda w, x: torch.sigmoid(w * x), at=at,
+                  backends=("torch_fn",))
+    assert r.verdict == "pass", str(r)
+
+
+def test_a_planted_bug_in_a_fused_sigmoid_is_still_caught():
+    """Meant to fail: torch's s (1 - s) x(1 + 1e-9) in the same model, float64."""
+    import numpy as np
+    at = {k: np.array(v) for k, v in _FUSED_AT.items()}
+    r = sg.verify(_fused_model(), torch_fn=lambda w, x: _Wrong.apply(w * x), at=at,
+                  backends=("torch_fn",))
+    assert r.verdict == "fail", str(r)
+    assert "proven" in str(r), str(r)
+
+
+def test_torch_vjp_finds_the_op_inside_a_body():
+    """The torch body of a fused map is the chain rule with the op's own torch formula, and
+    equals symgrad's exact derivative (only the rounding differs); a body without a table op
+    has none."""
+    import sympy as sp
+    from symgrad.tensor.program import X
+    from symgrad.tensor.torch_vjp import torch_vjp
+    from sympy.codegen.cfunctions import expm1
+    bodies = [(1 / (1 + sp.exp(-X[0] * X[1])), 1, (0, 1)), (sp.tanh(X[0] + X[1]) ** 2, 0, (0, 1)),
+              (X[1] * expm1(2 * X[0]), 0, (0, 1)), (OPS["silu"].computed.xreplace(
+                  {X0: X[0] - 1}), 0, (0,))]
+    for body, i, used in bodies:
+        theirs = torch_vjp(body, i, used)
+        assert theirs is not None, body
+        exact = X[0] * sp.diff(body, X[i]).xreplace({X[j]: X[m + 1] for m, j in enumerate(used)})
+        for v in ((sp.Rational(1, 3), sp.Rational(-7, 4), sp.Rational(5, 2)),
+                  (2, sp.Rational(1, 2), 1)):
+            at = {X[m]: v[m] for m in range(3)}
+            assert abs(sp.N(theirs.subs(at) - exact.subs(at), 30)) < 1e-25, body
+    assert torch_vjp(X[0] * sp.exp(X[1]), 0, (1,)) is None

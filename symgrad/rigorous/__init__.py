@@ -3,7 +3,8 @@ can compute in a dtype, per entry; a failure of the entry test needs the error t
 
 ``balls`` states the theorem and holds the rounding model and the lazy ``Enclosure``;
 ``tensor`` encloses a tensor program (``max_top`` its max reductions, ``exact_int`` its einsums
-of exact small integers).
+of exact small integers, ``torch_forms`` torch's own backward formulas of an op beside
+symgrad's).
 """
 
 from .balls import (EXACT_FUNCTIONS, PREC, UNIT, Enclosure, Rounding, Unbounded, nonnegative,

@@ -36,8 +36,10 @@ domain boundary lies inside one, the enclosure is *unbounded* (NaN radius): not 
 
 Scope: P is the program the running error bound uses (``symgrad.tensor.bound``: the model's
 derived program; for a user's ``torch_fn`` also the textbook composition, and the radius is
-the larger of the two, like the allowance). Code that computes a different formula (autograd's own
-backward formulas, fused kernels, reassociation beyond sums) is covered only as far as its
+the larger of the two, like the allowance). Where torch's own backward of an op computes
+another formula from the op's rounded output (sigmoid's s (1 - s)), P's VJP map is tagged with
+it and its ball is the union of both formulas' balls (``torch_forms``). Code that computes any
+other formula (fused kernels, reassociation beyond sums) is covered only as far as its
 operations fit 1-5 on P's structure.
 
 >>> import numpy as np

@@ -18,7 +18,7 @@ from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
 from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread, union
 from .exact_int import exact_integer_einsum
-from .max_top import RULES_TOP
+from .torch_forms import RULES
 
 
 def _rounded_kernels(R: Rounding):
@@ -206,11 +206,13 @@ def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float
                  exact: bool = False) -> np.ndarray:
     """The output balls (value, then every gradient entry) of one sample of a tensor model's
     derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened); a
-    max reduction's derivative knows its maximum is one of its entries (``max_top``)."""
+    max reduction's derivative knows its maximum is one of its entries (``max_top``), and a
+    VJP map tagged with torch's own backward formula holds that formula's value too
+    (``torch_forms``)."""
     ops = RoundedArbOps(dtype, function_ulps, exact=exact)
     one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
     with ctx.workprec(PREC):
-        outs = run(model.gradient.outputs, ops, one, rules=RULES_TOP)
+        outs = run(model.gradient.outputs, ops, one, rules=RULES)
     return flat_balls(model, outs)
 
 
@@ -223,7 +225,7 @@ def _rows_balls(model, values: dict, rows: list, dtype: str, function_ulps: floa
     part = {k: np.asarray(v)[rows] for k, v in values.items()}
     with ctx.workprec(PREC):
         outs = [np.asarray(o, dtype=object)
-                for o in run(model.gradient.outputs, ops, part, rules=RULES_TOP)]
+                for o in run(model.gradient.outputs, ops, part, rules=RULES)]
     return [flat_balls(model, [o[i:i + 1] if o.shape[0] > 1 else o for o in outs])
             for i in range(len(rows))]
 

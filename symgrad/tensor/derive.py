@@ -22,12 +22,12 @@ from typing import Callable, Sequence
 import sympy as sp
 
 from ..errors import SymgradError
-from ..optable import TORCH_BACKWARD
 from .localdiff import diff
 from .program import (X, Node, add_all, broadcast, const, einsum, map_, reshape, scatter_add,
                       sum_, take, topological, transpose)
 from .rename import rename
 from .ties import linear_ties
+from .torch_vjp import torch_vjp
 
 
 def merge_powers(expr: sp.Expr) -> sp.Expr:
@@ -91,6 +91,20 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     return found
 
 
+_TORCH: dict = {}  # (map body, argument i, arity) -> torch's VJP body (torch_vjp) or None
+
+
+def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Expr | None:
+    """``torch_vjp.torch_vjp`` of a body, once per distinct body (as ``_local``)."""
+    key = (expr, i, k)
+    if key not in _TORCH:
+        if len(_TORCH) >= LOCAL_ENTRIES:
+            del _TORCH[next(iter(_TORCH))]
+        _TORCH[key] = torch_vjp(expr, i, used,
+                                finish=lambda d: linear_ties(merge_powers(d)))
+    return _TORCH[key]
+
+
 def _vjp_map(node: Node, g: Node) -> list:
     expr = node.attrs["expr"]
     out = []
@@ -101,10 +115,11 @@ def _vjp_map(node: Node, g: Node) -> list:
             continue
         local, used = found  # g * d as a map of (g, the operands d reads)
         vjp = map_(local, g, *[node.args[j] for j in used])
-        torch_form = TORCH_BACKWARD.get(expr) if len(node.args) == 1 and used == (0,) else None
-        if torch_form is not None:  # an op-table op: torch's own backward formula, for the
-            # bound (symgrad.tensor.mapbound), of the VJP's operand X[1] (the op's input)
-            vjp.attrs["torch_backward"] = torch_form.xreplace({X[0]: X[1]})
+        theirs = _torch_local(expr, i, len(node.args), used)
+        if theirs is not None:  # an op-table op in the body: the VJP as torch computes it,
+            # with the op's own backward formula (tensor/torch_vjp), for the bound
+            # (tensor/mapbound.torch_form) and the enclosure (rigorous/torch_forms)
+            vjp.attrs["torch_vjp"] = theirs
         out.append(_unbroadcast(vjp, a.shape))
     return out
 

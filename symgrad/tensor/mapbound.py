@@ -77,17 +77,18 @@ def b_map(node, vals, errs, value, count):
 
 def torch_form(node, vals):
     """What torch's own backward of an op-table op rounds beyond this VJP map's body (0 for
-    any other map): |g| times the running bound of its formula as torch computes it
-    (``optable.Elementwise.torch_backward``: sigmoid's s (1 - s) from the rounded output s
-    cancels where s saturates, so a user's correct torch.sigmoid loses digits symgrad's own
-    derivative keeps). Added to the map's own rounding: the allowance then holds for either
-    way of computing the local derivative."""
-    form = node.attrs.get("torch_backward")
-    if form is None:
+    any other map): the running bound of the VJP as torch computes it (``attrs["torch_vjp"]``,
+    ``tensor/torch_vjp``: the op differentiated by its ``optable.Elementwise.torch_backward``,
+    sigmoid's s (1 - s) from the rounded output s, which cancels where s saturates, so a
+    user's correct torch.sigmoid loses digits symgrad's own derivative keeps), at the map's
+    operands. Added to the map's own rounding: the allowance then holds for either way of
+    computing the local derivative."""
+    body = node.attrs.get("torch_vjp")
+    if body is None:
         return 0.0
     k = len(vals)
     with np.errstate(all="ignore"):
-        return np.abs(vals[0]) * map_bound_fn(form, k)(*vals, *([0.0] * k), tie=TIE.get())
+        return map_bound_fn(body, k)(*vals, *([0.0] * k), tie=TIE.get())
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)

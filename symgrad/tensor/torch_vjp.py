@@ -1,0 +1,119 @@
+"""A map's VJP body as torch's autograd computes it: every op-table op in the body differentiated
+by torch's own backward formula (``optable.TORCH_BACKWARD``: sigmoid' as s (1 - s) from the
+rounded output, tanh' as 1 - y^2, SiLU, mish, expm1' as y + 1, ELU's y + alpha), the rest by
+the chain rule as symgrad's own VJP.
+
+``tensor/derive`` tags each VJP map with it (``attrs["torch_vjp"]``, a body of the VJP map's own
+operands, g first) wherever the map's body holds such an op: the whole body being the op
+(``torch.sigmoid`` captured), or the op fused with other arithmetic (a plain-sympy
+``1/(1 + exp(-w x))``'s textbook program, a captured ``x * sigmoid(x)``). The allowance
+(``tensor/mapbound.torch_form``) and the rigorous enclosure (``rigorous/torch_forms``) then hold
+what either way of computing the local derivative rounds. An op is found by its formula as a
+sympy pattern of one argument (the body's subexpressions that are the op applied to anything),
+and kept only where putting the op back reproduces the body exactly.
+
+>>> import sympy as sp
+>>> from symgrad.optable import OPS, X0
+>>> from symgrad.tensor.program import X
+>>> body = torch_vjp(1 / (1 + sp.exp(-X[0] * X[1])), 0, (0, 1))  # operands (g, x0, x1)
+>>> s = OPS["sigmoid"].torch_backward.args[1]  # torch's sigmoid, as its backward reads it
+>>> body == X[0] * X[2] * s.xreplace({X0: X[1] * X[2]}) * (1 - s.xreplace({X0: X[1] * X[2]}))
+True
+>>> torch_vjp(X[0] * X[1], 0, (1,)) is None  # no op of the table in it
+True
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import sympy as sp
+
+from ..optable import TORCH_BACKWARD, X0
+from .program import X
+from .rename import rename
+
+_W = sp.Wild("w")
+_OPS: list = []  # (pattern of _W, its opaque function, the op as a function of one argument)
+
+
+def _opaque(i: int, key: sp.Expr, form: sp.Expr) -> type:
+    """A sympy function standing for the op ``key`` whose derivative is torch's ``form``."""
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return form.xreplace({X0: self.args[0]})
+    return type(f"torch_op{i}", (sp.Function,), {"nargs": 1, "fdiff": fdiff})
+
+
+def _ops() -> list:
+    """(pattern, opaque function, op, the functions the pattern holds) per op, the largest
+    first: silu's x sigmoid(x) is taken whole before sigmoid alone could take its inside."""
+    if not _OPS:
+        keys = sorted(TORCH_BACKWARD.items(), key=lambda kv: -sp.count_ops(kv[0]))
+        for i, (key, form) in enumerate(keys):
+            pattern = key.xreplace({X0: _W})
+            heads = tuple({type(a) for a in pattern.atoms(sp.Function)})
+            _OPS.append((pattern, _opaque(i, key, form), key, heads))
+    return _OPS
+
+
+def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
+    """``expr`` with each op-table op that has a torch backward formula replaced by an opaque
+    function whose derivative is that formula, and the map back (opaque class -> the op's
+    formula of X0); an op is kept only where putting it back gives ``expr`` exactly."""
+    out, back = expr, {}
+    for pattern, fn, key, heads in _ops():
+        if not all(out.has(h) for h in heads):
+            continue
+        try:
+            tried = out.replace(pattern, fn(_W), exact=True)
+        except (TypeError, ValueError, AttributeError, RecursionError):
+            continue
+        if tried == out or not tried.has(fn) or _restore(tried, {**back, fn: key}) != expr:
+            continue
+        out, back = tried, {**back, fn: key}
+    return out, back
+
+
+_MARKED: dict = {}  # body -> marked(body): one search per body, not per argument
+MARKED_ENTRIES = 4096
+
+
+def _marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
+    if expr not in _MARKED:
+        if len(_MARKED) >= MARKED_ENTRIES:
+            del _MARKED[next(iter(_MARKED))]
+        _MARKED[expr] = marked(expr)
+    return _MARKED[expr]
+
+
+def _restore(expr: sp.Expr, back: dict) -> sp.Expr:
+    if not back:
+        return expr
+    return expr.replace(lambda e: type(e) in back,
+                        lambda e: back[type(e)].xreplace({X0: e.args[0]}))
+
+
+def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...], *,
+              finish: Callable[[sp.Expr], sp.Expr] = lambda d: d) -> sp.Expr | None:
+    """``g * d expr / d X[i]`` with every op-table op differentiated by torch's formula, of the
+    VJP map's operands (``X[0]`` the cotangent g, ``X[m + 1]`` the map's operand ``used[m]``);
+    None where the body holds no such op, or where torch's body reads an operand symgrad's
+    does not (then the VJP map has no slot for it).
+
+    Arguments:
+        expr: the map's body, of X[0..k-1].
+        i: the argument differentiated.
+        used: the operands symgrad's own VJP body reads (``derive._local``).
+        finish: applied to the derivative before it is renamed (``derive``: the same
+            ``merge_powers`` and ``linear_ties`` as its own VJP body, so that a tie reads
+            the mean of its sides in both bodies).
+    Returns:
+        The body, or None.
+    """
+    body, back = _marked(expr)
+    if not back:
+        return None
+    d = finish(_restore(sp.diff(body, X[i]), back))
+    if d == 0 or not d.free_symbols <= {X[j] for j in used}:
+        return None
+    return X[0] * rename(d, {X[j]: X[m + 1] for m, j in enumerate(used)})

@@ -11,6 +11,8 @@ the worst case (``b_map``) and the probabilistic scale (``s_map``).
 
 from __future__ import annotations
 
+import ast
+from collections import Counter
 from contextvars import ContextVar
 from typing import Callable
 
@@ -37,12 +39,59 @@ def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
         names = {X[i]: f"a{i}" for i in range(k)}
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}
-        src = error_source(expr, pr, err)
+        shared, src = common_terms(error_source(expr, pr, err))
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
-        lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):", f"    return {src}"]
+        lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):",
+                 *(f"    {name} = {term}" for name, term in shared), f"    return {src}"]
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
+
+
+_EAGER = (ast.BinOp, ast.UnaryOp, ast.Call, ast.Compare, ast.Subscript, ast.Attribute)
+
+
+def common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
+    """``src`` (one generated expression) with each subexpression it computes more than once
+    formed once: (name, source) of the shared terms in evaluation order, and the expression
+    reading them. The running bound prints a subterm wherever a rule reads it (GELU's
+    derivative: its tanh(...) 12 times, x ** 3 14 times); each shared term is the same
+    operations on the same operands, so every value keeps its bits. Only eager, pure forms are
+    shared (arithmetic, comparisons and calls of the generated code: numpy's functions, abs,
+    where); a conditional or boolean form is never entered.
+
+    >>> common_terms("abs(numpy.tanh(a0 * c1)) + numpy.tanh(a0 * c1) * e0")
+    ([('s0', 'numpy.tanh(a0 * c1)')], 'abs(s0) + s0 * e0')
+    """
+    tree = ast.parse(src, mode="eval")
+    counts: Counter = Counter()
+
+    def count(node) -> None:
+        if isinstance(node, _EAGER):
+            counts[ast.dump(node)] += 1
+            if counts[ast.dump(node)] > 1:
+                return  # its parts are counted once, with it (they are formed with it)
+            for child in ast.iter_child_nodes(node):
+                count(child)
+    count(tree.body)
+    names: dict[str, str] = {}
+    shared: list[tuple[str, str]] = []
+
+    class Share(ast.NodeTransformer):
+        def visit(self, node):
+            if not isinstance(node, _EAGER) or isinstance(node, ast.Attribute):
+                return node  # a name, constant or attribute (numpy.tanh) is read as it is
+            key = ast.dump(node)
+            if key in names:
+                return ast.Name(names[key], ast.Load())
+            node = self.generic_visit(node)  # the shared terms inside it first
+            if counts[key] > 1:
+                names[key] = f"s{len(shared)}"
+                shared.append((names[key], ast.unparse(node)))
+                return ast.Name(names[key], ast.Load())
+            return node
+    body = Share().visit(tree.body)
+    return shared, ast.unparse(body)
 
 
 MAP_BLOCK = 1 << 22  # entries of a large map's bound formed at once (``by_blocks``): 32 MiB a

@@ -64,31 +64,42 @@ def common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
     ([('s0', 'numpy.tanh(a0 * c1)')], 'abs(s0) + s0 * e0')
     """
     tree = ast.parse(src, mode="eval")
+    keys: dict[int, tuple] = {}  # id(node) -> (node, its structure as a tuple): formed once
+
+    def key(node) -> tuple:
+        got = keys.get(id(node))
+        if got is None:
+            got = keys[id(node)] = (node, (type(node).__name__, *(
+                key(v) if isinstance(v, ast.AST) else
+                tuple(key(x) if isinstance(x, ast.AST) else x for x in v)
+                if isinstance(v, list) else v
+                for f, v in ast.iter_fields(node) if f != "ctx")))
+        return got[1]
     counts: Counter = Counter()
 
     def count(node) -> None:
         if isinstance(node, _EAGER):
-            counts[ast.dump(node)] += 1
-            if counts[ast.dump(node)] > 1:
+            counts[key(node)] += 1
+            if counts[key(node)] > 1:
                 return  # its parts are counted once, with it (they are formed with it)
             for child in ast.iter_child_nodes(node):
                 count(child)
     count(tree.body)
-    names: dict[str, str] = {}
+    names: dict[tuple, str] = {}
     shared: list[tuple[str, str]] = []
 
     class Share(ast.NodeTransformer):
         def visit(self, node):
             if not isinstance(node, _EAGER) or isinstance(node, ast.Attribute):
                 return node  # a name, constant or attribute (numpy.tanh) is read as it is
-            key = ast.dump(node)
-            if key in names:
-                return ast.Name(names[key], ast.Load())
+            k = key(node)
+            if k in names:
+                return ast.Name(names[k], ast.Load())
             node = self.generic_visit(node)  # the shared terms inside it first
-            if counts[key] > 1:
-                names[key] = f"s{len(shared)}"
-                shared.append((names[key], ast.unparse(node)))
-                return ast.Name(names[key], ast.Load())
+            if counts[k] > 1:
+                names[k] = f"s{len(shared)}"
+                shared.append((names[k], ast.unparse(node)))
+                return ast.Name(names[k], ast.Load())
             return node
     body = Share().visit(tree.body)
     return shared, ast.unparse(body)

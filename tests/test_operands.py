@@ -2,12 +2,15 @@
 every bit of the whole-array rules, in the worst case and the probabilistic mode, and are still
 a bound that a planted error exceeds."""
 
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 import sympy as sp
 
 import symgrad.tensor as st
-from symgrad.tensor import operands
+from symgrad.precise.blas_threads import _found
+from symgrad.tensor import bound, operands
 from symgrad.tensor.bound import evaluate_bound
 from symgrad.tensor.program import X
 
@@ -66,3 +69,26 @@ def test_row_blocks_bound_the_real_error(monkeypatch):
     assert np.all(np.abs(got - exact) <= u * E)
     got[3, 7] = exact[3, 7] * (1 + 1e-4) + np.sign(exact[3, 7]) * 1e-4 * np.abs(a).T[3] @ np.abs(b)[:, 7]
     assert np.abs(got - exact)[3, 7] > u * E[3, 7]
+
+
+def test_small_gemms_run_on_one_blas_thread_and_the_count_is_restored(monkeypatch):
+    """The walk's GEMMs below THREADS_FROM entries run inside ``one_thread`` (numpy's OpenBLAS
+    spinning on 2 threads was most of their CPU time); larger ones keep every thread."""
+    entered = []
+    real = bound.one_thread
+
+    @contextmanager
+    def spy():
+        entered.append(1)
+        with real():
+            yield
+    monkeypatch.setattr(bound, "one_thread", spy)
+    before = [g() for g, _ in _found()]
+    outs, leaves = _program(), _leaves(5)
+    evaluate_bound(outs, leaves, mode="probabilistic")
+    assert len(entered) == 2  # the two einsums, not the maps or the sum
+    assert [g() for g, _ in _found()] == before
+    monkeypatch.setattr(bound, "THREADS_FROM", 3000)  # 70 x 50 operands: these keep them
+    entered.clear()
+    evaluate_bound(outs, leaves, mode="probabilistic")
+    assert entered == []

@@ -10,7 +10,7 @@ import sympy as sp
 
 import symgrad.tensor as st
 from symgrad.precise.blas_threads import _found
-from symgrad.tensor import bound, operands
+from symgrad.tensor import operands
 from symgrad.tensor.bound import evaluate_bound
 from symgrad.tensor.program import X
 
@@ -75,20 +75,21 @@ def test_small_gemms_run_on_one_blas_thread_and_the_count_is_restored(monkeypatc
     """The walk's GEMMs below THREADS_FROM entries run inside ``one_thread`` (numpy's OpenBLAS
     spinning on 2 threads was most of their CPU time); larger ones keep every thread."""
     entered = []
-    real = bound.one_thread
+    real = operands.one_thread
 
     @contextmanager
     def spy():
         entered.append(1)
         with real():
             yield
-    monkeypatch.setattr(bound, "one_thread", spy)
+    monkeypatch.setattr(operands, "one_thread", spy)
     before = [g() for g, _ in _found()]
     outs, leaves = _program(), _leaves(5)
     evaluate_bound(outs, leaves, mode="probabilistic")
     assert len(entered) == 2  # the two einsums, not the maps or the sum
     assert [g() for g, _ in _found()] == before
-    monkeypatch.setattr(bound, "THREADS_FROM", 3000)  # 70 x 50 operands: these keep them
+    monkeypatch.setattr(operands, "THREADS_FROM", 3000)  # 70 x 50 operands: more than
+    monkeypatch.setattr(operands, "THREAD_K", 30)  # 30 terms (40, 50): these keep them
     entered.clear()
     evaluate_bound(outs, leaves, mode="probabilistic")
     assert entered == []

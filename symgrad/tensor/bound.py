@@ -58,19 +58,17 @@ the terms that cancelled, and a well-conditioned one a few ULPs times the contra
 
 from __future__ import annotations
 
-from contextlib import nullcontext
 from typing import Callable, Iterable, Mapping
 
 import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
-from ..precise.blas_threads import one_thread
 from ..rounding import NEAR_TIE
 from . import hitrows
 from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
-from .operands import Operands, plus as _plus, times as _times
+from .operands import Operands, gemm_threads, plus as _plus, times as _times
 from .program import X, Node, topological
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
@@ -296,20 +294,6 @@ def _shape_of(node: Node, args) -> np.ndarray:
     return np.broadcast_to(np.float64(np.nan), (max(np.shape(v)[0] for v in args),) + node.shape)
 
 
-THREADS_FROM = 1 << 23  # entries of an operand or output from which a node's GEMMs use every
-#   BLAS thread; below, one: numpy's OpenBLAS on 2 threads spun for each of GPT-2's per-layer
-#   K = 64-token GEMMs (a 768 x 768 weight gradient's: 14.7 -> 1.5 CPU ms, load 20). Threads
-#   split rows and columns, and sums alike where K is a multiple of OpenBLAS's K block (GPT-2's
-#   64, 768, 3072: E bit-identical); the head's K = 50257 is cut otherwise: it keeps them.
-
-
-def _blas(node: Node, n: int):
-    """One BLAS thread for a node below ``THREADS_FROM`` entries (else no change)."""
-    big = max([int(np.prod(a.shape, dtype=np.int64)) for a in node.args]
-              + [int(np.prod(node.shape, dtype=np.int64))]) * n
-    return one_thread() if node.op == "einsum" and big < THREADS_FROM else nullcontext()
-
-
 def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
           emit) -> list[np.ndarray]:
     """``evaluate_bound``'s walk over the program, under its ``tie`` band."""
@@ -352,7 +336,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                             long=prob and node.op == "einsum" and _einsum_terms(node) > n0,
                             shared=shared, n0=n0)
             unread = node.id not in read  # an output only: its value and zeros unused
-            with np.errstate(all="ignore"), _blas(node, n):
+            with np.errstate(all="ignore"), gemm_threads(node, n, _einsum_terms):
                 vals[node.id] = (_shape_of(node, args) if unread and node.op == "einsum"
                                  else VALUE_RULES[node.op](node, _T, args, None))
                 nz = [nonzero[a.id] for a in node.args]

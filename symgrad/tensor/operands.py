@@ -20,10 +20,12 @@ True
 from __future__ import annotations
 
 import string
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 import numpy as np
 
+from ..precise.blas_threads import one_thread
 from .interpret import RULES as VALUE_RULES
 from .program import Node
 from .tables import NumpyOps
@@ -219,6 +221,28 @@ class Operands(list):
                     return i, keys
             return None, []
         return self.once("stack", make)
+
+
+THREADS_FROM = 1 << 23  # entries from which a GEMM of > THREAD_K terms keeps its BLAS threads;
+#   others run on one: numpy's OpenBLAS on 2 threads spun for each GPT-2 per-layer GEMM (768 x
+#   768 weight gradient: 14.7 -> 1.5 CPU ms, load 20). Threads split rows and columns and cut K
+#   alike where it is a multiple of OpenBLAS's K block (GPT-2's 64, 768, 3072: E bit-identical);
+#   the head's K = 50257 is cut otherwise on one thread (E 1-4 ulp off): large ones keep them.
+THREAD_K = 256  # at most one K block of OpenBLAS's x86 GEMM kernels
+
+
+def gemm_threads(node: Node, n: int, terms: Callable[[Node], int]):
+    """The BLAS threads of a node's GEMMs (the bound's walk enters it per node): one below
+    THREADS_FROM entries or at most THREAD_K terms per output (``terms(node)``), else as is.
+
+    Arguments:
+        node: the node; n: the batch; terms: a contraction's terms per output.
+    Returns:
+        a context manager."""
+    big = max([int(np.prod(a.shape, dtype=np.int64)) for a in node.args]
+              + [int(np.prod(node.shape, dtype=np.int64))]) * n
+    return one_thread() if node.op == "einsum" and (
+        big < THREADS_FROM or terms(node) <= THREAD_K) else nullcontext()
 
 
 def _free(node: Node, i: int) -> int:

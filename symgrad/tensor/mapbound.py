@@ -31,18 +31,26 @@ _CACHE: dict = {}
 TIE: ContextVar[float] = ContextVar("symgrad_tie_band", default=NEAR_TIE)
 
 
-def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
-    """``f(values..., errors...) -> E`` of one map expression, compiled once."""
-    key = (expr, k)
+SHARED_UP_TO = 1 << 20  # entries of a map whose bound forms its repeated subterms once: each
+#   shared term lives to the end of the call (GELU's VJP: 32 of them; at 1024 tokens, 3.1M
+#   entries, the call's transient 241 -> 697 MB), so a larger map keeps the printed form
+
+
+def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
+    """``f(values..., errors...) -> E`` of one map expression, compiled once (``shared``: its
+    repeated subterms formed once, ``common_terms``; else each where it is printed: the
+    same bits)."""
+    key = (expr, k, shared)
     fn = _CACHE.get(key)
     if fn is None:
         names = {X[i]: f"a{i}" for i in range(k)}
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}
-        shared, src = common_terms(error_source(expr, pr, err))
+        src = error_source(expr, pr, err)
+        terms, src = common_terms(src) if shared else ([], src)
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
         lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):",
-                 *(f"    {name} = {term}" for name, term in shared), f"    return {src}"]
+                 *(f"    {name} = {term}" for name, term in terms), f"    return {src}"]
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
@@ -129,7 +137,7 @@ def b_map(node, vals, errs, value, count):
     """The worst case E of a map: its body's running bound at the arguments' values and E
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k)
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     with np.errstate(all="ignore"):
         return by_blocks(lambda *a: fn(*a, tie=TIE.get()) + torch_form(node, a[:k]),
                          [*vals, *errs], value)
@@ -147,7 +155,9 @@ def torch_form(node, vals):
         return 0.0
     k = len(vals)
     with np.errstate(all="ignore"):
-        return np.abs(vals[0]) * map_bound_fn(form, k)(*vals, *([0.0] * k), tie=TIE.get())
+        small = np.size(np.broadcast(*vals)) <= SHARED_UP_TO
+        return np.abs(vals[0]) * map_bound_fn(form, k, small)(*vals, *([0.0] * k),
+                                                             tie=TIE.get())
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)
@@ -161,7 +171,7 @@ def s_map(node, vals, sig, value, count, n0):
     stacked on a new leading axis (the same elementwise arithmetic, one pass of the generated
     code instead of 1 + m: per-call overhead is most of a small program's bound)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k)
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:

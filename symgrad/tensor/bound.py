@@ -68,10 +68,11 @@ from ..rounding import NEAR_TIE
 from . import hitrows
 from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
-from .operands import Operands, gemm_threads, plus as _plus, times as _times
+from .operands import Operands, plus as _plus
 from .program import X, Node, topological
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
+from .operands import gemm_threads, times as _times
 
 _T = NumpyOps("float64")
 MODES = ("worst", "probabilistic")

@@ -155,9 +155,7 @@ def torch_form(node, vals):
         return 0.0
     k = len(vals)
     with np.errstate(all="ignore"):
-        small = np.size(np.broadcast(*vals)) <= SHARED_UP_TO
-        return np.abs(vals[0]) * map_bound_fn(form, k, small)(*vals, *([0.0] * k),
-                                                             tie=TIE.get())
+        return np.abs(vals[0]) * map_bound_fn(form, k)(*vals, *([0.0] * k), tie=TIE.get())
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)

@@ -73,6 +73,7 @@ from .program import X, Node
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
+from .operands import gemm_threads, times as _times
 
 _T = NumpyOps("float64")
 MODES = ("worst", "probabilistic")
@@ -108,6 +109,8 @@ def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
 
 def _b_einsum(node, vals, errs, value, count):
     rounds = _additions(node, count)
+    if count is None and vals.in_rows() is not None:  # a large GEMM: E, sigma in row blocks
+        return vals.rows_pair(value, rounds, _growth(rounds, vals.n0))[0]
     total = _times(vals.contraction(), rounds) if np.any(rounds) else 0.0
     for i, e in enumerate(errs):
         if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
@@ -186,16 +189,10 @@ def _growth(rounds, n0: int):
     return np.maximum(grow, linear, out=grow if own else None)
 
 
-def _times(contraction: np.ndarray, factor) -> np.ndarray:
-    """contraction * factor, in ``factor``'s array (a rule's own) where it has the shape."""
-    if (isinstance(factor, np.ndarray) and factor.dtype == np.float64 and factor.flags.writeable
-            and factor.shape == np.broadcast_shapes(np.shape(contraction), factor.shape)):
-        return np.multiply(contraction, factor, out=factor)
-    return contraction * factor
-
-
 def _s_einsum(node, vals, sig, value, count, n0):
     rounds = _additions(node, count)
+    if count is None and vals.in_rows() is not None:
+        return vals.rows_pair(value, rounds, _growth(rounds, n0))[1]
     total = _times(vals.contraction(), _growth(rounds, n0)) if np.any(rounds) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     for i, s in enumerate(sig):
@@ -336,9 +333,9 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                             errors=[errs[a.id] for a in node.args],
                             sigmas=[sigs[a.id] for a in node.args] if prob else None,
                             long=prob and node.op == "einsum" and _einsum_terms(node) > n0,
-                            shared=shared)
+                            shared=shared, n0=n0)
             unread = node.id not in read  # an output only: its value and zeros unused
-            with np.errstate(all="ignore"):
+            with np.errstate(all="ignore"), gemm_threads(node, n, _einsum_terms):
                 vals[node.id] = (_shape_of(node, args) if unread and node.op == "einsum"
                                  else VALUE_RULES[node.op](node, _T, args, None))
                 nz = [nonzero[a.id] for a in node.args]

@@ -11,6 +11,8 @@ the worst case (``b_map``) and the probabilistic scale (``s_map``).
 
 from __future__ import annotations
 
+import ast
+from collections import Counter
 from contextvars import ContextVar
 from typing import Callable
 
@@ -29,20 +31,86 @@ _CACHE: dict = {}
 TIE: ContextVar[float] = ContextVar("symgrad_tie_band", default=NEAR_TIE)
 
 
-def map_bound_fn(expr: sp.Expr, k: int) -> Callable:
-    """``f(values..., errors...) -> E`` of one map expression, compiled once."""
-    key = (expr, k)
+SHARED_UP_TO = 1 << 20  # entries of a map whose bound forms its repeated subterms once: each
+#   shared term lives to the end of the call (GELU's VJP: 32 of them; at 1024 tokens, 3.1M
+#   entries, the call's transient 241 -> 697 MB), so a larger map keeps the printed form
+
+
+def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
+    """``f(values..., errors...) -> E`` of one map expression, compiled once (``shared``: its
+    repeated subterms formed once, ``common_terms``; else each where it is printed: the
+    same bits)."""
+    key = (expr, k, shared)
     fn = _CACHE.get(key)
     if fn is None:
         names = {X[i]: f"a{i}" for i in range(k)}
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}
         src = error_source(expr, pr, err)
+        terms, src = common_terms(src) if shared else ([], src)
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
-        lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):", f"    return {src}"]
+        lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):",
+                 *(f"    {name} = {term}" for name, term in terms), f"    return {src}"]
         fn = build(lines, pr.t, pr, "mapbound")
         _CACHE[key] = fn
     return fn
+
+
+_EAGER = (ast.BinOp, ast.UnaryOp, ast.Call, ast.Compare, ast.Subscript, ast.Attribute)
+
+
+def common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
+    """``src`` (one generated expression) with each subexpression it computes more than once
+    formed once: (name, source) of the shared terms in evaluation order, and the expression
+    reading them. The running bound prints a subterm wherever a rule reads it (GELU's
+    derivative: its tanh(...) 12 times, x ** 3 14 times); each shared term is the same
+    operations on the same operands, so every value keeps its bits. Only eager, pure forms are
+    shared (arithmetic, comparisons and calls of the generated code: numpy's functions, abs,
+    where); a conditional or boolean form is never entered.
+
+    >>> common_terms("abs(numpy.tanh(a0 * c1)) + numpy.tanh(a0 * c1) * e0")
+    ([('s0', 'numpy.tanh(a0 * c1)')], 'abs(s0) + s0 * e0')
+    """
+    tree = ast.parse(src, mode="eval")
+    keys: dict[int, tuple] = {}  # id(node) -> (node, its structure as a tuple): formed once
+
+    def key(node) -> tuple:
+        got = keys.get(id(node))
+        if got is None:
+            got = keys[id(node)] = (node, (type(node).__name__, *(
+                key(v) if isinstance(v, ast.AST) else
+                tuple(key(x) if isinstance(x, ast.AST) else x for x in v)
+                if isinstance(v, list) else v
+                for f, v in ast.iter_fields(node) if f != "ctx")))
+        return got[1]
+    counts: Counter = Counter()
+
+    def count(node) -> None:
+        if isinstance(node, _EAGER):
+            counts[key(node)] += 1
+            if counts[key(node)] > 1:
+                return  # its parts are counted once, with it (they are formed with it)
+            for child in ast.iter_child_nodes(node):
+                count(child)
+    count(tree.body)
+    names: dict[tuple, str] = {}
+    shared: list[tuple[str, str]] = []
+
+    class Share(ast.NodeTransformer):
+        def visit(self, node):
+            if not isinstance(node, _EAGER) or isinstance(node, ast.Attribute):
+                return node  # a name, constant or attribute (numpy.tanh) is read as it is
+            k = key(node)
+            if k in names:
+                return ast.Name(names[k], ast.Load())
+            node = self.generic_visit(node)  # the shared terms inside it first
+            if counts[k] > 1:
+                names[k] = f"s{len(shared)}"
+                shared.append((names[k], ast.unparse(node)))
+                return ast.Name(names[k], ast.Load())
+            return node
+    body = Share().visit(tree.body)
+    return shared, ast.unparse(body)
 
 
 MAP_BLOCK = 1 << 22  # entries of a large map's bound formed at once (``by_blocks``): 32 MiB a
@@ -69,7 +137,7 @@ def b_map(node, vals, errs, value, count):
     """The worst case E of a map: its body's running bound at the arguments' values and E
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k)
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     with np.errstate(all="ignore"):
         return by_blocks(lambda *a: fn(*a, tie=TIE.get()) + torch_form(node, a[:k]),
                          [*vals, *errs], value)
@@ -102,7 +170,7 @@ def s_map(node, vals, sig, value, count, n0):
     stacked on a new leading axis (the same elementwise arithmetic, one pass of the generated
     code instead of 1 + m: per-call overhead is most of a small program's bound)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k)
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:

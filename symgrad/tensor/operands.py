@@ -20,16 +20,20 @@ True
 from __future__ import annotations
 
 import string
+from contextlib import nullcontext
 from typing import Callable, Iterable
 
 import numpy as np
 
+from ..precise.blas_threads import one_thread
 from .interpret import RULES as VALUE_RULES
 from .program import Node
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
 STACK_FROM = 1 << 20  # entries of the shared operand from which a GEMM's terms are stacked
+ROWS_FROM = 1 << 23  # output entries from which a GEMM's E and sigma are formed in row blocks
+ROW_BLOCK = 1 << 20  # output entries of one such block (8 MiB a block temporary)
 
 
 class Operands(list):
@@ -47,13 +51,14 @@ class Operands(list):
 
     def __init__(self, node: Node, values: Iterable[np.ndarray], *,
                  errors: list | None = None, sigmas: list | None = None, long: bool = False,
-                 shared: dict | None = None):
+                 shared: dict | None = None, n0: int = 1024):
         """``errors``, ``sigmas``: each operand's E and sigma (None: not known, no stacking);
         ``long``: whether the probabilistic rule asks for sigma_i |x_j| terms (beyond n0);
         ``shared``: |x| and |x|^2 of leaf operands across the nodes of one walk, by (what,
         leaf node id) (GPT-2's 50257 x 768 token matrix is read by the logits and by their
-        gradient: its |x| and square formed once)."""
+        gradient: its |x| and square formed once); ``n0``: the probabilistic rule's sqrt_terms."""
         super().__init__(values)
+        self.n0 = n0
         self.node = node
         self._errors, self._sigmas, self._long = errors, sigmas, long
         self._memo: dict = {}
@@ -86,6 +91,88 @@ class Operands(list):
         if key not in self._shared:
             self._shared[key] = make()
         return self._shared[key]
+
+    @property
+    def errors(self) -> list | None:
+        """E of each operand (None: not given)."""
+        return self._errors
+
+    @property
+    def sigmas(self) -> list | None:
+        """sigma of each operand (None: the worst case only)."""
+        return self._sigmas
+
+    def in_rows(self) -> tuple[str, int] | None:
+        """(output letter, rows per block) where the node's E and sigma are formed in blocks of
+        that output axis (``symgrad.tensor.bound``'s ``_rows_pair``): a two-operand einsum of
+        at least ``ROWS_FROM`` output entries whose terms are not stacked and that adds no
+        sqrt(n0)-linear terms (GPT-2's head-weight gradient, 50257 x 768; the logits at 1024
+        tokens). None: formed whole."""
+        def make():
+            if self.node.op != "einsum" or len(self) != 2 or self._errors is None or self._long:
+                return None
+            n = max(np.shape(v)[0] for v in self)
+            size = int(np.prod(self.node.shape, dtype=np.int64))
+            out = self.node.attrs["spec"].split("->")[1]
+            if (n * size < ROWS_FROM or not out or self.node.shape[0] < 2
+                    or self._stack()[0] is not None):
+                return None
+            return out[0], max(1, ROW_BLOCK // max(1, n * size // self.node.shape[0]))
+        return self.once("in_rows", make)
+
+    def rows_of(self, arrays: list, letter: str, rows: slice) -> list:
+        """Each operand array cut to ``rows`` of the output axis ``letter`` where it has it."""
+        subs = self.node.attrs["spec"].split("->")[0].split(",")
+        out = []
+        for sub, a in zip(subs, arrays):
+            if letter in sub and np.ndim(a) == len(sub) + 1 and np.shape(a)[1 + sub.index(
+                    letter)] > 1:
+                idx = [slice(None)] * np.ndim(a)
+                idx[1 + sub.index(letter)] = rows
+                a = a[tuple(idx)]
+            out.append(a)
+        return out
+
+    def rows_pair(self, value, rounds: int, grow) -> tuple:
+        """E and sigma of a large two-operand einsum (``in_rows``), formed together in blocks
+        of one output axis: each block's |A||B|, E terms and sigma terms are the same GEMM rows
+        and the same elementwise sums in the same order as the bound's whole-array rules (a
+        GEMM's row is the same dot product whatever the rows beside it: E bit-identical in
+        the checked runs, reports/benchmarks.md), but the seven output-sized temporaries
+        (|A||B|, E, two E terms, sigma, two quadratures: GPT-2's head-weight gradient, 309 MB
+        each, each page-faulted afresh) become E, sigma and block-sized ones. ``rounds``: the
+        roundings per output (m - 1 + k - 1), ``grow`` their sigma weight; sigma is None in
+        the worst case."""
+        def make():
+            letter, rows = self.in_rows()
+            shape, sig = np.shape(value), self._sigmas
+            axis = 1 + self.node.attrs["spec"].split("->")[1].index(letter)
+            E, S = np.empty(shape), (np.empty(shape) if sig is not None else None)
+            live_e = [i for i, e in enumerate(self._errors) if np.any(e)]
+            live_s = [i for i, s in enumerate(sig) if np.any(s)] if sig is not None else []
+            for r0 in range(0, shape[axis], rows):
+                cut = slice(r0, r0 + rows)
+                at = (slice(None),) * axis + (cut,)
+                m = self.rows_of(self.magnitudes, letter, cut)
+                C = self._einsum(m)
+                total = times(C, rounds) if rounds else 0.0
+                for i in live_e:
+                    e = self.rows_of(self._errors, letter, cut)[i]
+                    total = plus(total, self._einsum(m[:i] + [e] + m[i + 1:]))
+                E[at] = total
+                if S is not None:
+                    total = times(C, grow) if rounds else 0.0
+                    for i in live_s:
+                        q, s = (self.rows_of(x, letter, cut) for x in (self.squares, sig))
+                        quad = self._einsum(q[:i] + [s[i] * s[i]] + q[i + 1:])
+                        total = plus(total, np.sqrt(quad, out=quad if quad.flags.writeable
+                                                    else None))
+                    S[at] = total
+            return E, S
+        return self.once("rows", make)
+
+    def _einsum(self, ops: list) -> np.ndarray:
+        return VALUE_RULES["einsum"](self.node, _T, ops, None)
 
     def contraction(self) -> np.ndarray:
         """The node's einsum of |x_1| .. |x_k|."""
@@ -136,6 +223,28 @@ class Operands(list):
         return self.once("stack", make)
 
 
+THREADS_FROM = 1 << 23  # entries from which a GEMM of > THREAD_K terms keeps its BLAS threads;
+#   others run on one: numpy's OpenBLAS on 2 threads spun for each GPT-2 per-layer GEMM (768 x
+#   768 weight gradient: 14.7 -> 1.5 CPU ms, load 20). Threads split rows and columns and cut K
+#   alike where it is a multiple of OpenBLAS's K block (GPT-2's 64, 768, 3072: E bit-identical);
+#   the head's K = 50257 is cut otherwise on one thread (E 1-4 ulp off): large ones keep them.
+THREAD_K = 256  # at most one K block of OpenBLAS's x86 GEMM kernels
+
+
+def gemm_threads(node: Node, n: int, terms: Callable[[Node], int]):
+    """The BLAS threads of a node's GEMMs (the bound's walk enters it per node): one below
+    THREADS_FROM entries or at most THREAD_K terms per output (``terms(node)``), else as is.
+
+    Arguments:
+        node: the node; n: the batch; terms: a contraction's terms per output.
+    Returns:
+        a context manager."""
+    big = max([int(np.prod(a.shape, dtype=np.int64)) for a in node.args]
+              + [int(np.prod(node.shape, dtype=np.int64))]) * n
+    return one_thread() if node.op == "einsum" and (
+        big < THREADS_FROM or terms(node) <= THREAD_K) else nullcontext()
+
+
 def _free(node: Node, i: int) -> int:
     """Entries of operand i per batch that are neither contracted nor shared (GEMM's M or N)."""
     ins, out = node.attrs["spec"].split("->")
@@ -159,6 +268,14 @@ def _stacked(node: Node, mags: list, slot: int, arrays: list) -> list[np.ndarray
     ops = [np.stack([full(a) for a in arrays]) if j == slot else full(v)
            for j, v in enumerate(mags)]
     return list(np.einsum(",".join(subs) + "->" + z + b + out, *ops, optimize=True))
+
+
+def times(contraction: np.ndarray, factor) -> np.ndarray:
+    """contraction * factor, in ``factor``'s array (a rule's own) where it has the shape."""
+    if (isinstance(factor, np.ndarray) and factor.dtype == np.float64 and factor.flags.writeable
+            and factor.shape == np.broadcast_shapes(np.shape(contraction), factor.shape)):
+        return np.multiply(contraction, factor, out=factor)
+    return contraction * factor
 
 
 def plus(total, term: np.ndarray):

@@ -1,11 +1,11 @@
-"""The summary phase's folds (``symgrad.measures``): one reduction per figure gives the same
+"""The summary phase's folds (``symgrad.figure_scan``): one reduction per figure gives the same
 numbers as masked copies did, NaN, inf, empty masks and empty chunks included; the whole's
 figures merged from its groups' equal one fold of every chunk."""
 
 import numpy as np
 import pytest
 
-from symgrad import measures as M
+from symgrad import figure_scan as M
 
 
 def _masked_copy_max(values, mask):
@@ -53,15 +53,15 @@ def test_fold_equals_the_fold_by_masked_copies(n):
                 parts = [_chunk(rng, n, p_nan, p_inf, p_mask) for _ in range(3)]
                 with np.errstate(all="ignore"):
                     want = _fold_by_copies(parts)
-                    got = M.ResultMeasures._fold(parts)
-                    merged = M._merged(M._merged(None, M.ResultMeasures._fold(parts[:1])),
-                                       M.ResultMeasures._fold(parts[1:]))
+                    got = M.fold(parts)
+                    merged = M.merged(M.merged(None, M.fold(parts[:1])),
+                                       M.fold(parts[1:]))
                 assert got == want and merged == want, (n, p_nan, p_inf, p_mask)
 
 
 def test_a_larger_figure_in_any_chunk_changes_the_fold():
     rng = np.random.default_rng(0)
     parts = [_chunk(rng, 50, 0.0, 0.0, 1.0) for _ in range(2)]
-    before = M.ResultMeasures._fold(parts)
+    before = M.fold(parts)
     parts[1].ratio[1, 3] = before["worst_ratio"] * 2
-    assert M.ResultMeasures._fold(parts)["worst_ratio"] == before["worst_ratio"] * 2
+    assert M.fold(parts)["worst_ratio"] == before["worst_ratio"] * 2

@@ -14,8 +14,10 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
+import symgrad.tensor as st
 from symgrad.capture.captured import capture
 from symgrad.compare import FAILING
+from symgrad.tensor.bound import evaluate_bound
 from symgrad.tensor.quadrature import LOW, hypot, root, root_or_linear
 
 
@@ -91,3 +93,52 @@ def test_root_or_linear_falls_back_to_the_l1_form_only_where_low():
     assert quad[0] == 0.0 < LOW
     got = root_or_linear(quad.copy(), lambda: np.einsum("ij,j->i", np.abs(x), s))
     assert got[0] == 1e-200 and got[1] == np.sqrt(quad[1])
+
+
+_DOWN = 2.0 ** -700  # a power of two: the leaves scaled by it scale every E exactly
+
+
+def _prob(out, leaves):
+    return evaluate_bound([out], leaves, mode="probabilistic", sigmas=1.0)[0]
+
+
+def _tripled(shape):
+    a = st.param("a", shape)
+    return a, st.map_(st.X[0] * 3, a)  # a map with its own rounding: sigma |3 a| per entry
+
+
+def test_a_sums_sigma_scales_down_with_its_terms():
+    """Meant to pass: sum(3 a) over 8 terms at a ~ 1e-211 (sigma 1e-211: its square 0 on main,
+    which kept only the sum's own roundings) is the normal-range bound times 2^-700, bit for
+    bit (the terms re-formed scaled by 2^600)."""
+    a, y = _tripled((8,))
+    x = np.random.default_rng(1).uniform(0.5, 2.0, size=(1, 8))
+    normal, tiny = _prob(st.sum_(y), {"a": x}), _prob(st.sum_(y), {"a": x * _DOWN})
+    assert tiny[0] == normal[0] * _DOWN, (tiny, normal)
+
+
+def test_a_scatters_sigma_scales_down_with_its_rows():
+    """Meant to pass: scatter_add of 3 a's rows (two ids hitting row 1) at a ~ 1e-211."""
+    a, y = _tripled((3, 2))
+    ids = st.input("ids", (3,), integer=True)
+    out = st.scatter_add(y, ids, 4)
+    x = np.random.default_rng(2).uniform(0.5, 2.0, size=(1, 3, 2))
+    at = np.array([[1, 3, 1]])
+    normal = _prob(out, {"a": x, "ids": at})
+    tiny = _prob(out, {"a": x * _DOWN, "ids": at})
+    assert np.array_equal(tiny, normal * _DOWN), (tiny, normal)
+    assert tiny[0, 1, 0] > 0.0
+
+
+def test_an_einsums_sigma_term_keeps_its_l1_form_when_squares_underflow():
+    """Meant to pass: einsum(3 a, W) at a ~ 1e-211, W ~ 1: the sigma term's squares are 0, so
+    it takes its L1 form: between the scaled normal-range (L2) bound and the worst case."""
+    a, y = _tripled((16,))
+    W = st.param("W", (16,))
+    out = st.einsum("i,i->", y, W)
+    rng = np.random.default_rng(3)
+    x, w = rng.uniform(0.5, 2.0, size=(1, 16)), rng.uniform(0.5, 2.0, size=(1, 16))
+    normal = _prob(out, {"a": x, "W": w})[0] * _DOWN
+    tiny = _prob(out, {"a": x * _DOWN, "W": w})[0]
+    worst = evaluate_bound([out], {"a": x * _DOWN, "W": w})[0][0]
+    assert normal * (1 - 1e-12) <= tiny <= worst, (normal, tiny, worst)

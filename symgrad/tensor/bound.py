@@ -41,6 +41,8 @@ rounds the same way every time (float32, 2^20 copies of 0.1 summed one by one: 1
 same summation then uses <= 16 % of the allowance) and growth is linear beyond, for the
 contraction's own roundings (max(sqrt(r), r / sqrt(n0)) einsum(|x|)) and for the errors it adds
 up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)); reports/bound_tightness.md: real errors.
+The squares are formed in float64: where a quadrature falls below 2^-960 (terms under ~1e-144,
+whose squares underflow) ``tensor/quadrature.py`` re-forms it scaled, or as its L1 form.
 
 ``symgrad.compare`` multiplies E by the tolerance's safety factor; the bound is evaluated on the
 gradient program, so a gradient entry that is tiny through cancellation gets the allowance of

@@ -41,6 +41,8 @@ rounds the same way every time (float32, 2^20 copies of 0.1 summed one by one: 1
 same summation then uses <= 16 % of the allowance) and growth is linear beyond, for the
 contraction's own roundings (max(sqrt(r), r / sqrt(n0)) einsum(|x|)) and for the errors it adds
 up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)); reports/bound_tightness.md: real errors.
+The squares are formed in float64: where a quadrature falls below 2^-960 (terms under ~1e-144,
+whose squares underflow) ``tensor/quadrature.py`` re-forms it scaled, or as its L1 form.
 
 ``symgrad.compare`` multiplies E by the tolerance's safety factor; the bound is evaluated on the
 gradient program, so a gradient entry that is tiny through cancellation gets the allowance of
@@ -70,6 +72,7 @@ from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node
+from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
@@ -198,8 +201,8 @@ def _s_einsum(node, vals, sig, value, count, n0):
     for i, s in enumerate(sig):
         if np.any(s):
             sq = vals.squares
-            quad = VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:], None)
-            quad = np.sqrt(quad, out=quad if quad.flags.writeable else None)  # ours: in place
+            quad = root_or_linear(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:],
+                                                        None), lambda i=i: vals.term(i, "sigma"))
             if long:
                 linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
                 quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
@@ -211,7 +214,7 @@ def _s_einsum(node, vals, sig, value, count, n0):
 
 def _s_sum(node, vals, sig, value, count, n0):
     axes = tuple(a + 1 for a in node.attrs["axes"])
-    quad = np.sqrt(np.sum(sig[0] * sig[0], axis=axes))
+    quad = root(lambda sq: np.sum(sq, axis=axes), sig[0])
     if np.prod([node.args[0].shape[a - 1] for a in axes]) > n0:
         quad = np.maximum(quad, np.sum(sig[0], axis=axes) / np.sqrt(n0))
     return quad + _growth(_additions(node, count), n0) * _abs_sum(vals, axes)
@@ -221,7 +224,7 @@ def _s_scatter(node, vals, sig, value, count, n0):
     """sigma of a scatter_add, on the hit rows only (``_b_scatter``: 0 on every other row)."""
     t = max(int(np.prod(node.args[1].shape)) - 1, 0)
     at = _hit(node, vals)
-    s = np.sqrt(hitrows.scatter(node, at, sig[0] * sig[0]))
+    s = root(lambda sq: hitrows.scatter(node, at, sq), sig[0])
     if t + 1 > n0:
         s = np.maximum(s, hitrows.scatter(node, at, sig[0]) / np.sqrt(n0))
     if t:

@@ -24,6 +24,7 @@ from ..codegen import Printer, build
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .program import X
+from .quadrature import hypot
 
 _CACHE: dict = {}
 # the band near a Max/Min tie where computed arguments may cross (``rounding.NEAR_TIE``), set by
@@ -213,11 +214,9 @@ def _stacked(fn: Callable, vals, sig, live: list, worst=None) -> np.ndarray:
 
 
 def _quadrature(own, parts):
-    """sqrt(sum of the parts squared) + own (the parts summed in order)."""
-    sq = 0.0
-    for part in parts:
-        sq = sq + part * part
-    return np.sqrt(sq) + own
+    """sqrt(sum of the parts squared) + own (the parts summed in order; re-formed scaled
+    where the squares would underflow: ``quadrature.hypot``)."""
+    return hypot(parts) + own
 
 
 def _finite_or_inf(x, value) -> np.ndarray:

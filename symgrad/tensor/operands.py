@@ -28,6 +28,7 @@ import numpy as np
 from ..precise.blas_threads import one_thread
 from .interpret import RULES as VALUE_RULES
 from .program import Node
+from .quadrature import root_or_linear
 from .tables import NumpyOps
 
 _T = NumpyOps("float64")
@@ -164,9 +165,10 @@ class Operands(list):
                     total = times(C, grow) if rounds else 0.0
                     for i in live_s:
                         q, s = (self.rows_of(x, letter, cut) for x in (self.squares, sig))
-                        quad = self._einsum(q[:i] + [s[i] * s[i]] + q[i + 1:])
-                        total = plus(total, np.sqrt(quad, out=quad if quad.flags.writeable
-                                                    else None))
+                        quad = root_or_linear(
+                            self._einsum(q[:i] + [s[i] * s[i]] + q[i + 1:]),
+                            lambda i=i, s=s: self._einsum(m[:i] + [s[i]] + m[i + 1:]))
+                        total = plus(total, quad)
                     S[at] = total
             return E, S
         return self.once("rows", make)

@@ -43,26 +43,29 @@ def test_bce_of_sigmoid_at_large_logits_is_no_fail(dtype, big):
 
 
 class _PlantedSigmoid(torch.autograd.Function):
-    """sigmoid whose backward is 1% too large: a wrong gradient to be caught."""
+    """sigmoid whose backward is 10% too large where it saturates (x > 20): a wrong gradient
+    to be caught near x ~ 30 (sigmoid'(30) = 9.4e-14)."""
 
     @staticmethod
     def forward(ctx, x):
         p = torch.sigmoid(x)
-        ctx.save_for_backward(p)
+        ctx.save_for_backward(x, p)
         return p
 
     @staticmethod
     def backward(ctx, g):
-        (p,) = ctx.saved_tensors
-        return g * p * (1 - p) * 1.01
+        x, p = ctx.saved_tensors
+        return g * p * (1 - p) * torch.where(x > 20, 1.1, 1.0)
 
 
 def test_planted_bug_near_saturation_is_still_caught():
+    # mse, not BCE: torch's BCE backward divides by max(p (1 - p), 1e-12), a real deviation
+    # at x = 30 already (symgrad names it: "BCELoss clamp"); mse's correct backward passes
     x = torch.tensor([-0.3, 0.7, 30.0, 2.0], dtype=torch.float64, requires_grad=True)
     t = torch.tensor([0.2, 0.3, 0.7, 0.4], dtype=torch.float64)
-    got = _outcome(lambda x, t: F.binary_cross_entropy(_PlantedSigmoid.apply(x), t),
-                   x, t)
-    assert "disagrees" in got, got
+    assert _outcome(lambda x, t: F.mse_loss(torch.sigmoid(x), t), x, t) == "pass"
+    got = _outcome(lambda x, t: F.mse_loss(_PlantedSigmoid.apply(x), t), x, t)
+    assert "disagrees" in got and "x[2]" in got and "x[0]" not in got, got
 
 
 def test_log_of_a_negative_number_is_still_domain():

@@ -84,9 +84,14 @@ def test_watch_proves_only_what_the_balls_prove():
         assert w.proven is proven and w.n_proven == 1
     w = DomainWatch()  # log of 1 - sigmoid(1000): a ball around 0 at 128 bits
     ops = watched(128, w)
-    y = ops.map(sp.log(1 - 1 / (1 + sp.exp(-x))), {x: ops.asarray(np.array([1000.0]))})
-    assert y[0].is_nan() and not w.proven
+    s = ops.map(1 - 1 / (1 + sp.exp(-x)), {x: ops.asarray(np.array([1000.0]))})
+    y = ops.map(sp.log(x), {x: s})
+    assert s[0].contains(0) and y[0].is_nan() and not w.proven
     w = DomainWatch()  # the same at 2048 bits: -1000, no NaN at all
     ops = watched(2048, w)
     y = ops.map(sp.log(1 - 1 / (1 + sp.exp(-x))), {x: ops.asarray(np.array([1000.0]))})
     assert abs(float(y[0].mid()) + 1000) < 1e-9 and w.proven and w.n_proven == 0
+    w = DomainWatch()  # no branch certain at a ball around 0: NaN, but not proven undefined
+    ops = watched(128, w)
+    y = ops.map(sp.Piecewise((x, x > 0)), {x: s})
+    assert y[0].is_nan() and not w.proven

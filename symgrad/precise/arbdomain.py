@@ -81,10 +81,10 @@ class DomainWatch:
         rule = RULES.get(key)
         for idx in zip(*np.nonzero(nan)):
             ins = [a[idx] for a in arrays]
-            if any(isinstance(v, arb) and v.is_nan() for v in ins):
+            if key == "union":  # an undecided condition: both branches (or none) possible
+                self.unproven += 1
+            elif any(isinstance(v, arb) and v.is_nan() for v in ins):
                 continue  # carried, not created here
-            if key == "union":
-                self.unproven += 1  # an undecided condition: both branches possible
             elif (rule is not None and rule(*ins)) or all(
                     not isinstance(v, arb) or v.is_exact() for v in ins):
                 self.n_proven += 1

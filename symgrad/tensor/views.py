@@ -21,6 +21,7 @@ from ..backends.torch_grads import backward_into, give_back
 from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
+from ..precise.arbdomain import DomainWatch, watched
 from ..precise.certify import CertifyConfig, certify, escalate
 from ..precise.underflow import rounded, zone_rows
 from .interpret import evaluate
@@ -218,7 +219,10 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     the balls leave uncertified at the cap is *open*: its DD value (an inf or 0 where the
     exponent range ran out, a few spacings off in the zone) is no exact value, so it becomes
     NaN and is returned as open (the run marks it inconclusive: ``tensor.doubt``), unless the
-    DD and the ball are both NaN (undefined there: domain). A row elsewhere with a NaN in the
+    DD and the ball are both NaN and the balls prove it undefined (every NaN they made is
+    proven: ``precise.arbdomain``, e.g. a log of a ball wholly below 0; then domain). A NaN
+    ball raises the precision too, up to the cap: log(1 - sigmoid(1000)) takes a log of a ball
+    around 0 at 128 bits and of e^-1000 at 2048; at x = 2000 it stays open. A row elsewhere with a NaN in the
     DD (inf/inf where an exp overflowed: sinh(w)/cosh(w) at w = 800) is evaluated in balls
     too, only its NaN entries in question: a DD NaN proves nothing undefined. Other rows cost
     one pass over the inputs and results.
@@ -256,18 +260,19 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
                for k, v in values.items()}
         asked = np.isnan(hi[r]) if nans[r] else np.ones(hi.shape[1], bool)
         prec = first
-        while True:
+        while True:  # a NaN ball too (a log of a ball around 0): more bits may resolve it
+            watch = DomainWatch()
             balls = flat_balls(model, evaluate(outputs or model.gradient.outputs,
-                                               ARB_OPS.at(prec), one))
+                                               watched(prec, watch), one))
             h, l, ok = rounded(balls)
             ok &= asked  # a NaN row outside the zone: only its NaN entries are in question
-            open_ = ~ok & np.isfinite(h) & asked
+            with np.errstate(invalid="ignore"):  # NaN in DD and in balls, proven undefined
+                domain = np.isnan(h) & np.isnan(hi[r]) & asked & watch.proven
+            open_ = ~ok & ~domain & asked
             if not open_.any() or prec >= cap:
                 break
             prec *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
-        with np.errstate(invalid="ignore"):  # both NaN: undefined, domain
-            open_ = ~ok & ~(np.isnan(h) & np.isnan(hi[r])) & asked
         if open_.any():
             hi[r, open_], lo[r, open_] = np.nan, 0.0
             undecided[int(r)] = np.flatnonzero(open_)

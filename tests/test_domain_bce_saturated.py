@@ -1,0 +1,97 @@
+"""A NaN ball from too few bits is no domain error: BCE of a sigmoid at large logits.
+
+``F.binary_cross_entropy(torch.sigmoid(x), t)`` at x = 1000 takes log(1 - sigmoid(x)) (torch
+clamps it at -100): exactly e^-1000 > 0, but 0 in double-double and a ball around 0 at 128
+bits. ``views.rounded_zone`` used to stop at the first NaN ball and read "NaN in DD and in
+balls" as undefined: a false "domain" FAIL on torch's correct op (reports/wolf_hunt.md). Now
+a NaN ball raises the precision to the cap (2048 bits resolve e^-1000; e^-2000 stays open:
+inconclusive), and domain needs the balls' proof (``precise.arbdomain``).
+"""
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+import torch.nn.functional as F
+
+import symgrad as sg
+from symgrad.capture.gradcheck import GradcheckError
+from symgrad.precise.arbdomain import DomainWatch, watched
+
+
+def _bce(x, t):
+    return F.binary_cross_entropy(torch.sigmoid(x), t)
+
+
+def _outcome(func, x, t) -> str:
+    """'pass', or the GradcheckError's message (a FAIL says "disagrees")."""
+    try:
+        sg.gradcheck(func, (x, t), samples=1)
+        return "pass"
+    except GradcheckError as exc:
+        return str(exc)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize("big", [1000.0, 2000.0])
+def test_bce_of_sigmoid_at_large_logits_is_no_fail(dtype, big):
+    x = torch.tensor([-0.3, 0.7, big, 2.0], dtype=dtype, requires_grad=True)
+    t = torch.tensor([0.2, 0.3, 0.7, 0.4], dtype=dtype)
+    got = _outcome(_bce, x, t)
+    assert "disagrees" not in got and "domain" not in got, got
+    assert got == "pass" or "inconclusive" in got, got
+
+
+class _PlantedSigmoid(torch.autograd.Function):
+    """sigmoid whose backward is 10% too large where it saturates (x > 20): a wrong gradient
+    to be caught near x ~ 30 (sigmoid'(30) = 9.4e-14)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        p = torch.sigmoid(x)
+        ctx.save_for_backward(x, p)
+        return p
+
+    @staticmethod
+    def backward(ctx, g):
+        x, p = ctx.saved_tensors
+        return g * p * (1 - p) * torch.where(x > 20, 1.1, 1.0)
+
+
+def test_planted_bug_near_saturation_is_still_caught():
+    # mse, not BCE: torch's BCE backward divides by max(p (1 - p), 1e-12), a real deviation
+    # at x = 30 already (symgrad names it: "BCELoss clamp"); mse's correct backward passes
+    x = torch.tensor([-0.3, 0.7, 30.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.2, 0.3, 0.7, 0.4], dtype=torch.float64)
+    assert _outcome(lambda x, t: F.mse_loss(torch.sigmoid(x), t), x, t) == "pass"
+    got = _outcome(lambda x, t: F.mse_loss(_PlantedSigmoid.apply(x), t), x, t)
+    assert "disagrees" in got and "x[2]" in got and "x[0]" not in got, got
+
+
+def test_log_of_a_negative_number_is_still_domain():
+    x = torch.tensor([-1.5, 0.5], dtype=torch.float64, requires_grad=True)
+    w = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    got = _outcome(lambda x, w: (torch.log(x) * w).sum(), x, w)
+    assert "disagrees" in got and "domain" in got, got
+
+
+def test_watch_proves_only_what_the_balls_prove():
+    x = sp.Symbol("x")
+    for value, proven in [(-1.0, True), (0.0, True)]:  # log(-1); log(0) * 0 = -inf * 0
+        w = DomainWatch()
+        ops = watched(128, w)
+        ops.map(sp.log(x) * x, {x: ops.asarray(np.array([value]))})
+        assert w.proven is proven and w.n_proven == 1
+    w = DomainWatch()  # log of 1 - sigmoid(1000): a ball around 0 at 128 bits
+    ops = watched(128, w)
+    s = ops.map(1 - 1 / (1 + sp.exp(-x)), {x: ops.asarray(np.array([1000.0]))})
+    y = ops.map(sp.log(x), {x: s})
+    assert s[0].contains(0) and y[0].is_nan() and not w.proven
+    w = DomainWatch()  # the same at 2048 bits: -1000, no NaN at all
+    ops = watched(2048, w)
+    y = ops.map(sp.log(1 - 1 / (1 + sp.exp(-x))), {x: ops.asarray(np.array([1000.0]))})
+    assert abs(float(y[0].mid()) + 1000) < 1e-9 and w.proven and w.n_proven == 0
+    w = DomainWatch()  # no branch certain at a ball around 0: NaN, but not proven undefined
+    ops = watched(128, w)
+    y = ops.map(sp.Piecewise((x, x > 0)), {x: s})
+    assert y[0].is_nan() and not w.proven

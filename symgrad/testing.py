@@ -3,15 +3,17 @@
 >>> import sympy as sp, symgrad as sg, torch
 >>> from symgrad.testing import assert_gradients_match
 >>> w, x = sp.symbols("w x")
->>> m = sg.Model("m", sp.tanh(w * x), params=[w], inputs=[x])
+>>> m = sg.Model("m", sp.tanh(w * x), params={w: sg.Uniform(-2, 2)}, inputs={x: sg.Uniform(-3, 3)})
 >>> assert_gradients_match(m, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20)
->>> assert_gradients_match(m, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20,
+>>> wide = sg.Model("wide", sp.tanh(w * x), params=[w], inputs=[x])
+>>> assert_gradients_match(wide, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20,
 ...                        dtype="float32", allow_inconclusive=True)
 
-In float32, without ``allow_inconclusive=True``, that search ends in an AssertionError: at a
-saturated tanh (|w x| >= 9) float32 rounds tanh to 1, so 1 - tanh^2 is 0 while the exact d/dw
-is ~1e-8 x; the rounding allowance there is larger than the exact value, so no float32
-computation could be told right from wrong (inconclusive, never a pass).
+On the wide model, without ``allow_inconclusive=True``, that search ends in an AssertionError:
+at a saturated tanh (|w x| >= 9 in float32, >= 19 in float64) tanh rounds to 1, and torch's
+backward, x (1 - y^2) from its rounded output y, is 0 while the exact d/dw is ~4 x exp(-2|w x|);
+the rounding allowance there is larger than the exact value, so no computation in that dtype
+could be told right from wrong (inconclusive, never a pass).
 """
 
 from __future__ import annotations

@@ -16,9 +16,16 @@ def _model():
 
 
 def test_correct_code_passes():
-    # float64: hypothesis reaches a subnormal x (5e-324, d/dw exact to the bit) and saturation;
-    # every entry is resolved or exactly right
-    assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x), max_examples=25)
+    # float64: hypothesis reaches a subnormal x (5e-324, d/dw exact to the bit) and saturation,
+    # where torch's x (1 - y^2) from its rounded output is 0 against an exact ~3e-16 (w = 1,
+    # x = 20): inside the allowance of torch's own formula (tensor/torch_vjp), so inconclusive
+    # there - never a FAIL; away from saturation every entry is resolved
+    assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x), max_examples=25,
+                           allow_inconclusive=True)
+    w, x = sp.symbols("w x")
+    narrow = sg.Model("tanh_neuron", sp.tanh(w * x), params={w: sg.Uniform(-2, 2)},
+                      inputs={x: sg.Uniform(-3, 3)})
+    assert_gradients_match(narrow, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=25)
     # float32: at a saturated tanh d/dw lies below the rounding of correct code - inconclusive
     # there, accepted here explicitly (the next test: not by default)
     assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x), max_examples=25,

@@ -14,12 +14,13 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import sys
 import time
 from pathlib import Path
+
+from benchmark_ratio import _strip, cpu_by_phase  # one phase-CPU recorder, one JSON strip
 
 CASES = {  # name -> (zoo model, config, tokens, samples, dtype, planted factor on h0_Wq)
     "tiny64": ("tiny_gpt", None, None, 8, "float64", None),
@@ -30,13 +31,6 @@ CASES = {  # name -> (zoo model, config, tokens, samples, dtype, planted factor 
 }
 
 
-def _strip(d):
-    """The JSON without its timings."""
-    if isinstance(d, dict):
-        return {k: _strip(v) for k, v in d.items() if k != "timings"}
-    if isinstance(d, list):
-        return [_strip(v) for v in d]
-    return d
 
 
 def run_case(name: str, out: Path) -> dict:
@@ -44,7 +38,6 @@ def run_case(name: str, out: Path) -> dict:
     from symgrad import testing, zoo
     import symgrad as sg
     from symgrad.config import VerifyConfig
-    from symgrad.tensor import verify as tverify
 
     model_name, config, tokens, samples, dtype, factor = CASES[name]
     kw = {"tokens": tokens} if tokens is not None else {}
@@ -52,25 +45,11 @@ def run_case(name: str, out: Path) -> dict:
     ref = model.reference
     if factor is not None:
         ref = testing.scale_block_backward(ref, "h0_Wq", factor)
-    cpu: dict[str, float] = {}
-    real = tverify._phase
-
-    @contextlib.contextmanager
-    def phase(what, cfg, timings, key, total=None):
-        c = time.process_time()
-        with real(what, cfg, timings, key, total) as tick:
-            try:
-                yield tick
-            finally:
-                cpu[key] = cpu.get(key, 0.0) + time.process_time() - c
-    tverify._phase = phase
-    try:
+    with cpu_by_phase() as cpu:
         c = time.process_time()
         result = sg.verify(model, torch_fn=ref,
                            config=VerifyConfig(samples=samples, seed=0, dtype=dtype))
         total = time.process_time() - c
-    finally:
-        tverify._phase = real
     (out / f"{name}.json").write_text(json.dumps(_strip(result.as_dict()), indent=2,
                                                  sort_keys=True))
     c = time.process_time()

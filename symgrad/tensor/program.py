@@ -371,10 +371,12 @@ def onehot(ids: Node, size: int) -> Node:
 
 
 # ------------------------------------------------------------------------------ traversal
-def topological(outputs: Iterable[Node]) -> list[Node]:
-    """Every node reachable from ``outputs``, operands before users."""
+def topological(outputs: Iterable[Node], *, within: set[int] | None = None,
+                seen: set[int] | None = None) -> list[Node]:
+    """Every node reachable from ``outputs``, operands before users, each once; ``within``:
+    only through operands with these ids; ``seen``: ids skipped (it gains each node listed)."""
     order: list[Node] = []
-    seen: set[int] = set()
+    seen = set() if seen is None else seen
     for root in outputs:
         stack = [(root, False)]
         while stack:
@@ -386,7 +388,8 @@ def topological(outputs: Iterable[Node]) -> list[Node]:
                 continue
             seen.add(node.id)
             stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args) if a.id not in seen)
+            stack.extend((a, False) for a in reversed(node.args) if a.id not in seen
+                         and (within is None or a.id in within))
     return order
 
 

@@ -143,22 +143,7 @@ def _backward_order(back: list[Node]) -> list[Node]:
         read.update(a.id for a in n.args)
     sinks = sorted((n for n in back if n.id not in read),
                    key=lambda n: level[n.id])  # stable: ties keep their order
-    out: list[Node] = []
-    done: set[int] = set()
-    for sink in sinks:
-        stack = [(sink, False)]
-        while stack:
-            node, ready = stack.pop()
-            if ready:
-                out.append(node)
-                continue
-            if node.id in done:
-                continue
-            done.add(node.id)
-            stack.append((node, True))
-            stack.extend((a, False) for a in reversed(node.args)
-                         if a.id in inside and a.id not in done)
-    return out
+    return topological(sinks, within=inside)
 
 
 def _with_recompute(order: list[Node], drop: set[int], end: int) -> tuple[list[Node],
@@ -182,18 +167,7 @@ def _with_recompute(order: list[Node], drop: set[int], end: int) -> tuple[list[N
 def _post_order(root: Node, drop: set[int], made: set[int]) -> list[Node]:
     """The dropped nodes ``root`` needs that are not made yet (``root`` last), operands before
     users, each marked made."""
-    out, stack = [], [(root, False)]
-    while stack:
-        node, done = stack.pop()
-        if done:
-            out.append(node)
-            continue
-        if node.id in made:
-            continue
-        made.add(node.id)
-        stack.append((node, True))
-        stack.extend((a, False) for a in reversed(node.args) if a.id in drop and a.id not in made)
-    return out
+    return topological([root], within=drop, seen=made)
 
 
 def _frees(steps: list[Node]) -> list[list[Node]]:

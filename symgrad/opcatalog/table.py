@@ -18,12 +18,11 @@ True
 
 from __future__ import annotations
 
-import difflib
 
 import sympy as sp
 from sympy.codegen.cfunctions import log1p
 
-from ..errors import SymgradError
+from ..errors import SymgradError, did_you_mean
 from ..optable import ENTRIES
 from .losses import LOSSES
 from .rows import (EPS6, LN2, PLACED, V, Arg, Op, R, act, binary, dot,
@@ -300,7 +299,6 @@ def by_name(name: str) -> Op:
     try:
         return _BY_NAME[name]
     except KeyError:
-        close = difflib.get_close_matches(name, list(_BY_NAME), n=1)
-        hint = f"did you mean {close[0]!r}? " if close else ""
+        hint = f"{h} " if (h := did_you_mean(name, _BY_NAME)) else ""
         raise SymgradError(f"ops: unknown operator {name!r}; {hint}choose from "
                            f"{', '.join(sorted(_BY_NAME))}") from None

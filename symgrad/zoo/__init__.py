@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
 import importlib
 from typing import Callable
 
-from ..errors import SymgradError
+from ..errors import SymgradError, did_you_mean
 from ..model import Model
 from ..tensor.model import TensorModel
 from . import gpt, gpt2, tutorial
@@ -85,8 +84,7 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
     if ":" in name:
         return load(name)
     builtin = list(BUILDERS) + [n for n in TENSOR_BUILDERS if n not in BUILDERS]
-    close = difflib.get_close_matches(name, builtin, n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    hint = f"{h} " if (h := did_you_mean(name, builtin)) else ""
     raise SymgradError(f"unknown model {name!r}; {hint}built-in models: {', '.join(builtin)}; "
                        "or give module:attr for your own")
 
@@ -114,8 +112,7 @@ def load(spec: str) -> Model:
         obj = getattr(module, attr)
     except AttributeError:
         public = [n for n in vars(module) if not n.startswith("_")]
-        close = difflib.get_close_matches(attr, public, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = f"; {h}" if (h := did_you_mean(attr, public)) else ""
         raise SymgradError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
     if callable(obj) and not isinstance(obj, (Model, TensorModel)):
         obj = obj()

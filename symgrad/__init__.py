@@ -12,6 +12,8 @@ and sympy load (~2.6 CPU s). A subpackage reads the same way (``sg.zoo``, ``sg.t
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 
 from .version import __version__
 
@@ -57,3 +59,19 @@ def __getattr__(name: str):
 
 def __dir__() -> list[str]:
     return sorted(set(globals()) | set(_PUBLIC))
+
+
+class _Package(types.ModuleType):
+    """The package's module: importing a submodule that shares a public function's name
+    (``symgrad.verify``, ``symgrad.explain``, ``symgrad.capture``) binds the module to the
+    package as Python does, over the name; here the name stays the function (as it was when
+    this file imported it eagerly: ``sg.verify`` is the function; the module is in
+    ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value) -> None:
+        if name in _PUBLIC and name != "ops" and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

@@ -208,6 +208,28 @@ def test_usage_and_unknown_name_errors_come_before_torch_loads(argv, line):
     assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout  # neither torch nor sympy
 
 
+def test_the_packages_public_names_load_on_first_use_and_stay_the_functions():
+    """``symgrad/__init__.py`` loads its names lazily; a submodule sharing a public name
+    (symgrad.verify, .explain, .capture), imported by anyone, leaves the name the function."""
+    code = ("import sys, types, symgrad as sg\n"
+            "assert 'torch' not in sys.modules and 'sympy' not in sys.modules\n"
+            "import symgrad.verify, symgrad.explain, symgrad.capture.captured\n"
+            "names = ('verify', 'explain', 'capture', 'exact_at', 'Model', 'matrix')\n"
+            "assert all(callable(getattr(sg, n)) for n in names)\n"
+            "assert not any(isinstance(getattr(sg, n), types.ModuleType) for n in names)\n"
+            "assert isinstance(sg.ops, types.ModuleType) and sg.zoo.names()\n"
+            "from symgrad import verify, Tolerance\n"
+            "assert verify is sg.verify and Tolerance is sg.Tolerance\n"
+            "assert all(hasattr(sg, n) for n in sg.__all__)\n"
+            "try:\n"
+            "    sg.nosuchname\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "module 'symgrad' has no attribute 'nosuchname'"
+
+
 def test_list_and_the_early_name_check_read_the_zoos_own_names(capsys):
     """The names the command line checks early (``zoo_index``) are the zoo's own, in order;
     ``symgrad list`` prints each with its line."""

@@ -1,6 +1,6 @@
 """The commands behind ``symgrad`` (``symgrad.cli`` parses the arguments and calls one):
-verify, report, ops, explain, fuzz; the exit code of several verdicts, and how a run's
-samples are chosen and described.
+verify, report, ops, explain, fuzz, and how a run's samples are chosen and described (the
+exit codes: ``symgrad.exits``).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from .cluster import session
 from .backends.torch import check_device
 from .config import VerifyConfig, dtype_name
 from .errors import SymgradError
+from .exits import (EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code)
 from .explain import explain, parse_point
 from .fuzz import fuzz
 from .modules.load import load_module
@@ -33,26 +34,6 @@ from .verify import verify
 from .zoo.gpt import load_config
 
 
-DEFAULT_SAMPLES = 500  # samples drawn when --samples is not given (scalar models)
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_INCONCLUSIVE = 0, 1, 2, 3
-EXIT_CODES = ("exit codes: 0 pass, 1 fail (a model has a failing entry), 3 inconclusive (none "
-              "fails, but an entry is inconclusive or suspect: not a pass), 2 bad usage or input")
-
-
-def exit_code(verdicts: Sequence[str]) -> int:
-    """The exit code of several models' verdicts: 1 if any fails, else 3 if any is
-    inconclusive, else 0.
-
-    >>> exit_code(["pass", "inconclusive"]), exit_code(["inconclusive", "fail"]), exit_code([])
-    (3, 1, 0)
-    """
-    if "fail" in verdicts:
-        return EXIT_FAIL
-    if "inconclusive" in verdicts:
-        return EXIT_INCONCLUSIVE
-    return EXIT_PASS
-
-
 def config_from(args: argparse.Namespace) -> VerifyConfig:
     """The run's config from the command line, its device and dtype checked before any model
     is built or announced (verify and report)."""
@@ -60,7 +41,7 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
     check_device(args.device, dtype)
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
-    samples = args.samples if args.samples is not None else DEFAULT_SAMPLES
+    samples = args.samples if args.samples is not None else VerifyConfig.samples
     return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
                         dtype=dtype, oracle_samples=args.oracle_samples,
                         progress=(args.progress if args.progress is not None

@@ -1,10 +1,12 @@
 """The per-entry figures of a Result from the arrays of one column chunk (``entry_measures``:
 absolute, relative, error / allowance, ULPs that mean something at exact zeros), their fold into
-a row group's statistics (``fold``), and, for a large comparison whose ULPs and allowances are
-recomputed where read (``tensor.streaming_figures``), one pass that makes every figure the
-summary keeps from one evaluation of each entry (``scan``: each group's and the whole's stats,
-each group's median ULPs, the ULP histogram and the worst entries; before it, each figure had
-its own pass re-deriving every entry, ~5 per entry at GPT-2's 163M).
+a row group's statistics (``fold``), and the one pass over a large comparison's columns that
+makes every figure the summary keeps (``scan``: each group's and the whole's stats, each group's
+median ULPs, the ULP histogram and, for a deferred comparison, the worst entries), chunk by
+chunk through a reader: for a comparison whose ULPs and allowances are recomputed where read
+(``tensor.streaming_figures``) one evaluation of each entry (``deferred_readers``; before it,
+each figure had its own pass re-deriving every entry, ~5 per entry at GPT-2's 163M), for one
+kept whole its arrays (``measures.ResultMeasures``).
 
 >>> import numpy as np
 >>> from symgrad.compare import Tolerance, compare
@@ -16,7 +18,8 @@ its own pass re-deriving every entry, ~5 per entry at GPT-2's 163M).
 >>> from dataclasses import replace
 >>> c = replace(c, error=None, figures=EntryFigures(hi, 0 * hi, got, np.ones_like(hi),
 ...             "float64", Tolerance(), np.float64))
->>> out = scan(c, Tolerance(), [(0, 1), (1, 3)], lambda a, b: [slice(a, b)], medians=True)
+>>> out = scan(c.status.shape, [(0, 1), (1, 3)], lambda a, b: [slice(a, b)],
+...            *deferred_readers(c, Tolerance()), medians=True)
 >>> out[("stats", 1, 3)]["worst_ulps"], out[("median", 1, 3)], out["worst"].tolist()
 (2.0, 1.5, [2, 1, 0])
 """
@@ -157,53 +160,65 @@ def deferred(comp: Comparison) -> bool:
             and not isinstance(comp.allowed_ulps, np.ndarray))
 
 
-def scan(comp: Comparison, tol: Tolerance, groups: list[tuple[int, int]],
-         chunks: Callable[[int, int], Iterable[slice]], *, medians: bool) -> dict:
-    """Every figure the summary keeps of a deferred comparison (``deferred``), from one
-    evaluation of each entry per chunk (``EntryFigures.errors``), the numbers the separate
-    passes made: each group's stats (``fold``) and median ULPs (``medians``: over a float32
-    copy of the group's, as ``ResultMeasures._scan``), and, where the groups tile every column,
-    the whole's stats, its median (an exact selection, ``order_stats.ChunkMedian``: its second
-    pass reads the ULPs alone), the ULP histogram (``compare.ulp_counts`` of the compare's
-    ULPs) and the flat indices of the ``WORST`` entries by badness (error / allowance as kept,
-    ``tensor.comparing.badness``; ties in index order: ``streaming.worst_entries``' entries).
+@dataclass(frozen=True)
+class ChunkFigures:
+    """What ``scan`` reads of one column chunk, from one evaluation of its entries."""
+
+    measures: Measures  # the chunk's figures (``entry_measures``)
+    ulps: np.ndarray  # the comparison's ULPs as kept (the histogram: ``compare.ulp_counts``)
+    allowed: np.ndarray | None = None  # its allowances in ULPs as kept: the worst entries by
+    #                                    badness are found only where given
+
+
+def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
+         chunks: Callable[[int, int], Iterable[slice]], read: Callable[[slice], ChunkFigures],
+         shown: Callable[[slice], np.ndarray], *, medians: bool) -> dict:
+    """Every figure the summary keeps of a large comparison, in one pass over its columns,
+    chunk by chunk within each row group: each group's stats (``fold``) and median ULPs
+    (``medians``: over a float32 copy of the group's own, at most the largest block: GPT-2's
+    38.6M-entry embedding, 0.15 GB), and, where the groups tile every column, the whole's
+    stats, its median (an exact selection, ``order_stats.ChunkMedian``: its second pass reads
+    the shown ULPs alone, no 0.65 GB copy), the ULP histogram (``compare.ulp_counts`` of the
+    compare's ULPs) and, where ``read`` gives the allowances, the flat indices of the
+    ``WORST`` entries by badness (error / allowance as kept, ``tensor.comparing.badness``;
+    ties in index order: ``streaming.worst_entries``' entries).
 
     Arguments:
-        comp: the comparison (statuses final).
-        tol: the tolerance.
+        shape: the comparison's (rows, columns).
         groups: (first, end) columns of each row group (the value, each parameter block).
         chunks: (first, end) -> the column slices to read them in.
+        read: a chunk's figures (``deferred_readers`` for a deferred comparison: one
+            evaluation of each entry; ``ResultMeasures`` reads a comparison kept whole).
+        shown: a chunk's shown ULPs alone (``Measures.ulps``: the whole median's second pass).
         medians: whether the medians are made.
     Returns:
         {("stats", a, b): stats, ("median", a, b): float, ...; where tiled also
-        "ulp_counts": counts and "worst": flat indices, worst first}."""
-    fig = comp.figures
-    hi, _, got, _ = fig.arrays
-    n, width = comp.status.shape
+        "ulp_counts": counts and, where ``read`` gives allowances, "worst": flat indices,
+        worst first}."""
+    n, width = shape
     tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
     out: dict = {}
     whole, middle = None, ChunkMedian()
     counts = np.zeros(len(ULP_BINS) - 1, np.int64)
     found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+    ranked = False  # whether ``read`` gave allowances (the worst entries are found)
     for a, b in groups:
         st, filled = None, 0
         ulps = np.empty(n * (b - a) if medians else 0, np.float32)
         for part in chunks(a, b):
-            err, _, entry_ulps, allowed_abs, allowed = fig.errors(part)
-            exact = np.asarray(hi[:, part], np.float64)
-            m = entry_measures(exact, got[:, part], err, allowed_abs, entry_ulps,
-                               comp.status[:, part], comp.dtype, tol)
-            st = fold([m], st)
+            c = read(part)
+            st = fold([c.measures], st)
             if tiled:
-                kept = fig.kept(entry_ulps)  # the compare's ULPs and allowances, as kept
-                counts += ulp_counts(kept)
-                bad = _badness(kept, fig.kept(allowed))
-                where = _top(bad, WORST)
-                k = where % (part.stop - part.start) + part.start
-                found.append(where // (part.stop - part.start) * width + k)
-                bads.append(bad.reshape(-1)[where])
+                counts += ulp_counts(c.ulps)
+                if c.allowed is not None:
+                    ranked = True
+                    bad = _badness(c.ulps, c.allowed)
+                    where = _top(bad, WORST)
+                    k = where % (part.stop - part.start) + part.start
+                    found.append(where // (part.stop - part.start) * width + k)
+                    bads.append(bad.reshape(-1)[where])
             if medians:
-                u = m.ulps.astype(np.float32).reshape(-1)
+                u = c.measures.ulps.astype(np.float32).reshape(-1)
                 ulps[filled:filled + u.size] = u
                 filled += u.size
                 if tiled:
@@ -217,22 +232,42 @@ def scan(comp: Comparison, tol: Tolerance, groups: list[tuple[int, int]],
     if tiled:
         out[("stats", 0, width)] = whole or fold([])
         out["ulp_counts"] = counts
-        where, bad = np.concatenate(found), np.concatenate(bads)
-        out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
+        if ranked:
+            where, bad = np.concatenate(found), np.concatenate(bads)
+            out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
     if tiled and medians:
         out[("median", 0, width)] = middle.value(lambda: (
-            _shown_ulps(comp, tol, part) for a, b in groups for part in chunks(a, b)))
+            shown(part) for a, b in groups for part in chunks(a, b)))
     return out
 
 
-def _shown_ulps(comp: Comparison, tol: Tolerance, cols: slice) -> np.ndarray:
-    """The shown ULPs of the columns ``cols`` (``entry_measures``' ``ulps``) alone."""
-    err, _, entry_ulps, allowed_abs, _ = comp.figures.errors(cols)
-    hi, _, got, _ = comp.figures.arrays
-    with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        ulps = measured_ulps(err, np.asarray(hi[:, cols], np.float64), allowed_abs, entry_ulps,
-                             comp.dtype, tol)[0]
-        return np.where(np.isfinite(got[:, cols]), ulps, np.inf)
+def deferred_readers(comp: Comparison, tol: Tolerance) -> tuple[
+        Callable[[slice], ChunkFigures], Callable[[slice], np.ndarray]]:
+    """``scan``'s two readers of a deferred comparison (``deferred``): a chunk's figures from
+    one evaluation of each entry (``EntryFigures.errors``), and its shown ULPs alone.
+
+    Arguments:
+        comp: the comparison (statuses final).
+        tol: the tolerance.
+    Returns:
+        (read, shown), as ``scan`` takes them."""
+    fig = comp.figures
+    hi, _, got, _ = fig.arrays
+
+    def read(part: slice) -> ChunkFigures:
+        err, _, entry_ulps, allowed_abs, allowed = fig.errors(part)
+        m = entry_measures(np.asarray(hi[:, part], np.float64), got[:, part], err, allowed_abs,
+                           entry_ulps, comp.status[:, part], comp.dtype, tol)
+        return ChunkFigures(m, fig.kept(entry_ulps), fig.kept(allowed))
+
+    def shown(part: slice) -> np.ndarray:
+        err, _, entry_ulps, allowed_abs, _ = fig.errors(part)
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            ulps = measured_ulps(err, np.asarray(hi[:, part], np.float64), allowed_abs,
+                                 entry_ulps, comp.dtype, tol)[0]
+            return np.where(np.isfinite(got[:, part]), ulps, np.inf)
+
+    return read, shown
 
 
 def _badness(ulps: np.ndarray, allowed: np.ndarray) -> np.ndarray:

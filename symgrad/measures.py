@@ -7,15 +7,15 @@ results and, from ``SCAN_FROM`` entries, computed column chunk by column chunk i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .compare import ULP_BINS, Comparison, dtype_info, error_ulps, ulp, ulp_counts
+from .compare import Comparison, dtype_info, error_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
-from .figure_scan import Measures, deferred, entry_measures, fold, merged, scan
-from .order_stats import ChunkMedian
+from .figure_scan import (ChunkFigures, Measures, deferred, deferred_readers, entry_measures,
+                          fold, scan)
 from .verdict import PASS
 
 if TYPE_CHECKING:  # annotations only
@@ -136,10 +136,9 @@ class ResultMeasures:
 
     def _scan(self, backend: str) -> None:
         """A large result's one pass over its columns, chunk by chunk within each row group
-        (the value, each parameter block): the stats and the median ULPs of every group and of
-        the whole. A group's median over a float32 copy of its own ULPs (at most the largest
-        block: GPT-2's 38.6M-entry embedding, 0.15 GB), the whole's by an exact selection over
-        the chunks (``symgrad.order_stats.ChunkMedian``: a second pass, no 0.65 GB copy)."""
+        (the value, each parameter block; ``figure_scan.scan``): the stats and the median ULPs
+        of every group and of the whole, the ULP histogram and, for a deferred comparison, the
+        worst entries, memoised."""
         if self._memo.get(("scanned", backend)):
             return  # columns that are no row group: measured by the caller
         self._memo[("scanned", backend)] = True
@@ -147,42 +146,21 @@ class ResultMeasures:
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
-        if deferred(comp):  # every figure from one evaluation of each entry per chunk
-            figures = scan(comp, self.config.tolerance, groups,
-                           lambda a, b: self._chunks(backend, slice(a, b)), medians=medians)
-            self._memo.update({(k, backend) if isinstance(k, str) else (k[0], backend, *k[1:]):
-                               v for k, v in figures.items()})
-            return
-        tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
-        whole, middle = None, ChunkMedian()
-        counts = np.zeros(len(ULP_BINS) - 1, np.int64)
-        for a, b in groups:
-            st, filled = None, 0
-            ulps = np.empty(n * (b - a) if medians else 0, np.float32)
-            for part in self._chunks(backend, slice(a, b)):
-                m = self._part(backend, part)
-                st = fold([m], st)
-                if tiled:  # the reduction's histogram of the same chunk (Comparison.reduce)
-                    counts += ulp_counts(comp.ulps[:, part])
-                if medians:
-                    u = m.ulps.astype(np.float32).reshape(-1)
-                    ulps[filled:filled + u.size] = u
-                    filled += u.size
-                    if tiled:
-                        middle.add(u)
-            self._memo[("stats", backend, a, b)] = st or fold([])
-            whole = merged(whole, st)
-            if medians:
-                self._memo[("median", backend, a, b)] = (
-                    float(np.median(ulps, overwrite_input=True)) if ulps.size else 0.0)
-            del ulps
-        if tiled:
-            self._memo[("stats", backend, 0, width)] = whole or fold([])
-            self._memo[("ulp_counts", backend)] = counts
-        if tiled and medians:
-            self._memo[("median", backend, 0, width)] = middle.value(
-                lambda: (shown_ulps(comp, self.config, part) for part in
-                         self._chunks(backend, slice(0, width))))
+        readers = (deferred_readers(comp, self.config.tolerance) if deferred(comp)
+                   else self._readers(backend))  # (deferred: one evaluation of each entry)
+        figures = scan((n, width), groups, lambda a, b: self._chunks(backend, slice(a, b)),
+                       *readers, medians=medians)
+        self._memo.update({(k, backend) if isinstance(k, str) else (k[0], backend, *k[1:]):
+                           v for k, v in figures.items()})
+
+    def _readers(self, backend: str) -> tuple[Callable[[slice], ChunkFigures],
+                                              Callable[[slice], np.ndarray]]:
+        """``figure_scan.scan``'s two readers of a comparison kept whole: a chunk's figures
+        (``_part``) with the compare's own ULPs (the histogram; no worst entries: those the
+        streaming compare finds itself), and a chunk's shown ULPs alone."""
+        comp = self.comparisons[backend]
+        return (lambda part: ChunkFigures(self._part(backend, part), comp.ulps[:, part]),
+                lambda part: shown_ulps(comp, self.config, part))
 
     def worst_entries(self, backend: str) -> np.ndarray | None:
         """Flat indices of ``backend``'s worst entries by badness where its figures' one pass

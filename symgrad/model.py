@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import keyword
 import re
+import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
 
@@ -50,6 +51,17 @@ def matrix(name: str, rows: int, cols: int | None = None) -> sp.ImmutableMatrix:
                                            for i in range(rows) for j in range(cols)])
 
 
+def entry_name(symbol: sp.Symbol) -> str:
+    """A symbol's name as messages write a block entry (``W_{0,3}`` -> ``W[0,3]``, as
+    ``Block.entry_names``); any other name as it is.
+
+    >>> entry_name(matrix("W1", 2, 3)[1, 2]), entry_name(sp.Symbol("w"))
+    ('W1[1,2]', 'w')
+    """
+    m = _ENTRY.match(symbol.name)
+    return f"{m.group('base')}[{m.group('idx')}]" if m else symbol.name
+
+
 @dataclass(frozen=True)
 class Block:
     """A named group of scalar leaves: a scalar, a vector or a matrix."""
@@ -79,6 +91,11 @@ class Model:
             normal).
         description: one line for ``symgrad list`` and reports.
         reference: optional native torch implementation (``torch_fn``) built-in models carry.
+        allow_unused: a parameter may be absent from the loss, silently (its exact gradient
+            is identically 0: a linear parameter of a Hessian-vector model, or a check that a
+            ``torch_fn`` gives 0 there). Without it, such a parameter (a whole block: some
+            entries of a matrix may be absent) is verified all the same but warned about in
+            one line (``UserWarning``): it is most often a typo.
     Returns:
         A validated model; every free symbol is a parameter or an input.
 
@@ -88,10 +105,15 @@ class Model:
     Traceback (most recent call last):
     ...
     symgrad.errors.SymgradError: model 'bad': free symbol 'q' is neither a parameter nor an input; add it to params=[...] or inputs={...}
+    >>> import warnings
+    >>> with warnings.catch_warnings(record=True) as seen:
+    ...     m = sg.Model("m", w**2, params=[w, sp.Symbol("b")])
+    >>> print(seen[0].message)
+    parameter 'b' does not appear in the loss of model 'm'; remove it from params= or use it (or pass allow_unused=True: its gradient is identically 0)
     """
 
     def __init__(self, name: str, loss, *, params, inputs=None, description: str = "",
-                 reference=None) -> None:
+                 reference=None, allow_unused: bool = False) -> None:
         self.name = name
         self.description = description
         self.reference = reference
@@ -115,6 +137,8 @@ class Model:
             if leaf not in known:
                 raise SymgradError(f"model {name!r}: free symbol '{leaf}' is neither a parameter "
                                    "nor an input; add it to params=[...] or inputs={...}")
+        if not allow_unused:
+            _warn_unused(name, self.graph.leaves, self.param_blocks)
         for node in self.graph.nodes:
             bad = unsupported_functions(node.expr)
             if bad:
@@ -280,3 +304,20 @@ def _check_unique(model: str, blocks: Sequence[Block]) -> None:
     if len(set(names)) != len(names):
         dup = sorted({n for n in names if names.count(n) > 1})
         raise SymgradError(f"model {model!r}: symbol name(s) {dup} used by more than one block")
+
+
+def _warn_unused(model: str, leaves: Iterable[sp.Symbol], params: Sequence[Block]) -> None:
+    """One warning line naming each parameter none of whose symbols is a leaf of the loss's
+    program (``Graph.leaves``: the loss through its named steps; matched by name, as the
+    free-symbol check does: ``w`` and its real twin are one)."""
+    used = {s.name for s in leaves}
+    unused = [b.name for b in params if not any(s.name in used for s in b.symbols)]
+    if unused:
+        one = len(unused) == 1
+        which = (f"parameter {unused[0]!r} does" if one else
+                 f"parameters {', '.join(map(repr, unused))} do")
+        it = "it" if one else "them"
+        zero = "its gradient is" if one else "their gradients are"
+        warnings.warn(f"{which} not appear in the loss of model {model!r}; remove {it} from "
+                      f"params= or use {it} (or pass allow_unused=True: {zero} identically 0)",
+                      UserWarning, stacklevel=3)

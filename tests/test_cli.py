@@ -5,7 +5,9 @@ import textwrap
 
 import pytest
 
+from symgrad import zoo, zoo_index
 from symgrad.cli import main
+from symgrad.errors import SymgradError
 
 
 def test_list(capsys):
@@ -177,6 +179,69 @@ def test_exit_3_on_an_inconclusive_verdict(tmp_path, capsys, monkeypatch):
     assert main(args) == 0
     assert main(args + ["--strict"]) == 3
     assert "INCONCLUSIVE" in capsys.readouterr().out
+
+
+_LOADED = ("import runpy, sys\n"
+           "sys.argv = ['symgrad'] + sys.argv[1:]\n"
+           "try:\n"
+           "    runpy.run_module('symgrad.cli', run_name='__main__')\n"
+           "finally:\n"
+           "    print(sorted(m for m in ('torch', 'sympy') if m in sys.modules))\n")
+
+
+@pytest.mark.parametrize("argv, line", [
+    (["verify", "--bogus"], "symgrad verify: error: the following arguments are required: "
+                            "NAME|module:attr (see symgrad verify --help)"),
+    (["verify", "neuron", "--bogus"], "symgrad verify: error: unrecognized arguments: --bogus "
+                                      "(see symgrad verify --help)"),
+    (["verify", "nosuchmodel"], "symgrad: error: unknown model 'nosuchmodel'; built-in models: "),
+    (["report", "nueron"], "symgrad: error: unknown model 'nueron'; did you mean 'neuron'? "),
+    (["explain", "nope", "--at", "x=1"], "symgrad: error: unknown model 'nope'; ")])
+def test_usage_and_unknown_name_errors_come_before_torch_loads(argv, line):
+    """Bad usage and an unknown built-in name: exit 2 with the one line, decided before torch
+    or sympy is imported (``python -m symgrad.cli`` in a fresh process; the imports it made
+    are printed on the way out)."""
+    r = subprocess.run([sys.executable, "-c", _LOADED, *argv], capture_output=True, text=True,
+                       timeout=120)
+    err = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(err) == 1 and err[0].startswith(line), (r.returncode, err)
+    assert r.stdout.strip().splitlines()[-1] == "[]", r.stdout  # neither torch nor sympy
+
+
+def test_the_packages_public_names_load_on_first_use_and_stay_the_functions():
+    """``symgrad/__init__.py`` loads its names lazily; a submodule sharing a public name
+    (symgrad.verify, .explain, .capture), imported by anyone, leaves the name the function."""
+    code = ("import sys, types, symgrad as sg\n"
+            "assert 'torch' not in sys.modules and 'sympy' not in sys.modules\n"
+            "import symgrad.verify, symgrad.explain, symgrad.capture.captured\n"
+            "names = ('verify', 'explain', 'capture', 'exact_at', 'Model', 'matrix')\n"
+            "assert all(callable(getattr(sg, n)) for n in names)\n"
+            "assert not any(isinstance(getattr(sg, n), types.ModuleType) for n in names)\n"
+            "assert isinstance(sg.ops, types.ModuleType) and sg.zoo.names()\n"
+            "from symgrad import verify, Tolerance\n"
+            "assert verify is sg.verify and Tolerance is sg.Tolerance\n"
+            "assert all(hasattr(sg, n) for n in sg.__all__)\n"
+            "try:\n"
+            "    sg.nosuchname\n"
+            "except AttributeError as e:\n"
+            "    print(e)\n")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "module 'symgrad' has no attribute 'nosuchname'"
+
+
+def test_list_and_the_early_name_check_read_the_zoos_own_names(capsys):
+    """The names the command line checks early (``zoo_index``) are the zoo's own, in order;
+    ``symgrad list`` prints each with its line."""
+    assert zoo_index.NAMES == zoo.names()
+    assert list(zoo_index.TENSOR_ONLY) == zoo.tensor_names()
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    names = zoo.names() + zoo.tensor_names()
+    assert [line.split()[0] for line in out] == names
+    assert all(zoo.describe(n) in line for n, line in zip(names, out))
+    with pytest.raises(SymgradError, match="unknown model 'nope'; built-in models: chain_rule"):
+        zoo.get("nope")  # the same line from the zoo itself
 
 
 def test_exit_codes_are_in_the_help(capsys):

@@ -77,6 +77,31 @@ def test_underflowing_product_reaches_the_kink():
     assert "H(0) = 0" in relu.note and "w*x → 0−" in relu.note  # torch.relu: the left side
 
 
+@pytest.mark.parametrize("loss, fn, place", [
+    (lambda w, x, W: sp.Abs(w * x), lambda w, x: torch.where(w * x >= 0, w * x, -w * x),
+     "w*x → 0+ in the loss Abs(w*x)"),
+    (lambda w, x, W: sg.ops.step(sp.Max(w * x, 0), label="h") * 3,
+     lambda w, x: torch.where(w * x >= 0, w * x, 0 * w) * 3, "w*x → 0+ in h = Max(0, w*x)"),
+    (lambda w, x, W: sp.Max(W[0] - W[1], 0) * x,
+     lambda W, x: torch.where(W[0] - W[1] >= 0, W[0] - W[1], 0 * W[0]) * x,
+     "W[0] - W[1] → 0+ in the loss x*Max(0, W[0] - W[1])")])
+def test_a_kinks_convention_line_names_the_users_expression(loss, fn, place):
+    """The side a backend took is placed in the user's own step, written as they wrote it
+    (matrix entries as W[0]), not in the program's name for an unnamed loss ('at L[0]')."""
+    w, x = sp.symbols("w x")
+    W = sg.matrix("W", 2)
+    params = [W] if "W" in place else [w]
+    m = sg.Model("m", loss(w, x, W), params=params, inputs=[x])
+    at = ({"W": np.array([[1.0, 1.0], [2.0, 1.0]]), "x": np.array([1.0, 1.0])} if "W" in place
+          else {"w": np.array([0.0, 1.0]), "x": np.array([1.0, 1.0])})
+    r = sg.verify(m, at=at, torch_fn=fn)
+    assert r.verdict == "pass", str(r)
+    notes = [f.message() for f in r.kinks if f.backend == "torch_fn"]
+    assert notes and all("H(0) = " in n and f"(the one-sided derivative from {place})" in n
+                         for n in notes), notes
+    assert not any("L[0]" in n or "_{" in n for n in notes), notes
+
+
 def test_hinge_whose_product_rounds_to_one():
     w, x = sp.symbols("w x")
     m = sg.Model("hinge", sp.Max(0, 1 - w * x), params=[w], inputs=[x])

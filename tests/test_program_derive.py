@@ -77,7 +77,7 @@ def test_rational_constants_stay_exact():
 
 def test_gradient_of_unused_parameter_is_zero_and_inputs_get_no_adjoint():
     w, v, x = sp.symbols("w v x")
-    m = sg.Model("m", sg.ops.exp(w * x), params=[w, v], inputs=[x])
+    m = sg.Model("m", sg.ops.exp(w * x), params=[w, v], inputs=[x], allow_unused=True)
     program = to_program(m)
     assert program.n_parameters == 2  # w and v; x is an input: no gradient entry
     g = sg.exact_at(m, {"w": 0.5, "v": 2.0, "x": 3.0})

@@ -150,7 +150,8 @@ def second_order(op: Op) -> Built | None:
     for d in dirs.values():
         inputs[d] = Normal()
     model = Model(f"ops_{op.name}_hvp", loss, params=params, inputs=inputs,
-                  description=f"Hessian-vector product of {op.call}")
+                  description=f"Hessian-vector product of {op.call}",
+                  allow_unused=True)  # a linear parameter (addcmul's x): no Hessian row
     pnames = [a.name for a in op.params]
     names = [a.name for a in op.args] + [READOUT] + [direction_name(a) for a in op.params]
     call = ", ".join(f"{a.name}={a.name}" for a in op.args)

@@ -30,7 +30,7 @@ from ..compare import Tolerance, allowance, tie_band
 from ..model import round_to
 from .bound import evaluate_bound
 from .interpret import evaluate
-from .links import groups as linked_groups, linked_values, names
+from .links import groups as linked_groups, linked_values, names, place_words
 from .model import TensorModel
 from .program import map_, topological
 from .sided import (KINK_FUNCTIONS, RELATIONS, Atom, Sided, Site, has_sites, live,  # noqa: F401
@@ -363,8 +363,7 @@ def unsided(model: TensorModel, keys: Keys, uncertain: np.ndarray, why: dict) ->
         expr = str(s.bare[b].atoms[j].expr.xreplace(names(node)))
         expr = expr if len(expr) <= 60 else expr[:57] + "..."
         more = f" (and {len(hits) - 1} more)" if len(hits) > 1 else ""
-        where = f"{node.name}[{e}]" if node.name else f"entry {e}"
-        why[row] = (f"at a kink with no sides: {expr} at {where} is "
+        why[row] = (f"at a kink with no sides: {expr} {place_words(node, e, s.loss)} is "
                     f"within rounding of its kink{more}, in a step too wide to split into kink "
                     "sites")
 

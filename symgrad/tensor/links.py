@@ -30,6 +30,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
+from ..model import entry_name
 from .program import X, Node
 
 
@@ -241,21 +242,49 @@ def distinct(s, keys: list, cache: dict) -> list:
     return out
 
 
+SHOWN = 60  # characters of a step's expression a kink's place shows
+
+
+def place_words(node: Node, entry: int, loss: Node | None = None) -> str:
+    """Where a kink is, in the user's terms: a plain model's step by its own expression (the
+    step ``to_program`` tags the node with: ``in the loss Abs(w*x)``, ``in h = Max(0, w*x)``;
+    not the program's name for an unnamed loss, ``L[0]``), any other node by its name, with
+    the entry where it has several (``at h0_att[3]``), an unnamed one by the entry alone.
+
+    >>> from symgrad.tensor.program import map_, param
+    >>> w = param("w", (3,))
+    >>> place_words(map_(sp.Abs(X[0]), w, name="h"), 2)
+    'at h[2]'
+    """
+    step = node.attrs.get("step")
+    if step is None:
+        if not node.name:
+            return f"at entry {entry}"
+        return f"at {node.name}" + (f"[{entry}]" if int(np.prod(node.shape)) > 1 else "")
+    expr = str(step.expr.xreplace({v: sp.Symbol(entry_name(v)) for v in step.expr.free_symbols
+                                   if isinstance(v, sp.Symbol)}))
+    expr = expr if len(expr) <= SHOWN else expr[:SHOWN - 3] + "..."
+    if loss is not None and node.name == loss.name:
+        return f"in the loss {expr}"
+    return f"in {step.symbol} = {expr}"
+
+
 def key_words(s, key, c: int) -> str:
     """Option ``c`` of a reached kink ``key`` (``symgrad.tensor.kinks.Key``) of the sided
-    program ``s``, in words: ``w*x → 0−`` at its step's entry, the member that wins a max."""
+    program ``s``, in words: ``w*x → 0−`` in its step (``place_words``), the member that wins
+    a max."""
     site, j = s.sites[key.site], key.atom
-    where = f"{site.label}[{key.entry}]"
+    where = place_words(site.node, key.entry, s.loss)
     if key.links:  # the first member's piece on that side
         c = key.links[0][3][c]
     if j < 0:
-        return f"entry {c} wins the max at {where}"
+        return f"entry {c} wins the max {where}"
     atom = site.atoms[j]
     two = side_words(site.node, atom, c)
     if two is not None:
-        return f"{two} at {where}"
+        return f"{two} {where}"
     if atom.kind in ("max", "min"):
-        return f"{atom.pieces[c].xreplace(names(site.node))} wins the {atom.kind} at {where}"
+        return f"{atom.pieces[c].xreplace(names(site.node))} wins the {atom.kind} {where}"
     if atom.kind == "piecewise":
-        return f"branch {c} of the Piecewise at {where}"
-    return f"{atom.deciders[0]} → 0{'+' if c else '−'} at {where}"
+        return f"branch {c} of the Piecewise {where}"
+    return f"{atom.deciders[0]} → 0{'+' if c else '−'} {where}"

@@ -8,6 +8,7 @@ from typing import Callable
 from ..errors import SymgradError, did_you_mean
 from ..model import Model
 from ..tensor.model import TensorModel
+from ..zoo_index import DESCRIPTIONS, TENSOR_ONLY, unknown_model
 from . import gpt, gpt2, tutorial
 
 BUILDERS: dict[str, Callable[[], Model]] = {
@@ -19,31 +20,9 @@ BUILDERS: dict[str, Callable[[], Model]] = {
     "tiny_gpt": gpt2.tiny_gpt,  # a tensor program (the one GPT builder, at the small config)
 }
 
-
-DESCRIPTIONS = {
-    "chain_rule": "chain rule: y = sin(u), u = x^2, dy/dx = cos(x^2) * 2x",
-    "neuron": "sigmoid neuron with binary cross-entropy: L = BCE(sigmoid(x w + b), y)",
-    "simplenet": "Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid -> BCELoss",
-    "tensor_ops": "tensor ops: mse(R @ R.T, X) with R = A.reshape(3, 2)",
-    "gpt_embedding": "token + position embedding (integer token ids select rows)",
-    "gpt_layer_norm": "LayerNorm with gain, bias, eps=1e-5 inside the square root",
-    "gpt_gelu_tanh": "GELU, GPT-2's tanh approximation (torch approximate='tanh')",
-    "gpt_gelu_erf": "GELU, the exact erf form (torch approximate='none')",
-    "gpt_softmax": "softmax and log-softmax over the last axis",
-    "gpt_attention": "causal multi-head self-attention with qkv bias and fixed dropout masks",
-    "gpt_dropout": "dropout with an explicit keep-mask and 1/(1-p) scaling",
-    "gpt_feed_forward": "residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
-    "gpt_cross_entropy": "mean cross-entropy over next-token targets",
-    "tiny_gpt": "a whole small GPT from a GPT_CONFIG-shaped dict (default 7,136 parameters), "
-                "a tensor program: gpt2's builder at a small config",
-}
-
-
 # the GPT models, tensor programs of one builder (symgrad.zoo.gpt2): they take config= and
 # tokens=; gpt2 is not in the default report run (GPT-2 124M takes minutes)
 TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "tiny_gpt": gpt2.tiny_gpt}
-TENSOR_DESCRIPTIONS = {"gpt2": "GPT_CONFIG_124M as a tensor program (163,009,536 parameters); "
-                               "--tokens N, --config overrides"}
 
 
 def names() -> list[str]:
@@ -57,7 +36,7 @@ def tensor_names() -> list[str]:
 
 def describe(name: str) -> str:
     """One line for ``symgrad list``, without building the model."""
-    return DESCRIPTIONS.get(name) or TENSOR_DESCRIPTIONS.get(name) or get(name).description
+    return DESCRIPTIONS.get(name) or TENSOR_ONLY.get(name) or get(name).description
 
 
 def get(name: str, *, config: dict | None = None, tokens: int | None = None,
@@ -83,10 +62,7 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
         return BUILDERS[name]()
     if ":" in name:
         return load(name)
-    builtin = list(BUILDERS) + [n for n in TENSOR_BUILDERS if n not in BUILDERS]
-    hint = f"{h} " if (h := did_you_mean(name, builtin)) else ""
-    raise SymgradError(f"unknown model {name!r}; {hint}built-in models: {', '.join(builtin)}; "
-                       "or give module:attr for your own")
+    raise SymgradError(unknown_model(name))
 
 
 def import_user_module(module_name: str, what: str):

@@ -14,8 +14,25 @@ from __future__ import annotations
 import importlib
 import sys
 import types
+from typing import TYPE_CHECKING
 
 from .version import __version__
+
+if TYPE_CHECKING:  # type checkers and IDEs see every public name and signature; nothing loads
+    from . import ops
+    from .capture.captured import Captured, capture
+    from .capture.gradcheck import GradcheckError, gradcheck, gradgradcheck
+    from .compare import Tolerance
+    from .config import VerifyConfig
+    from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
+    from .errors import SymgradError
+    from .explain import Explanation, explain
+    from .model import Model, matrix
+    from .modules import compare_paths
+    from .result import Failure, Result
+    from .tensor.departure import Departure, first_departure
+    from .tensor.model import TensorModel
+    from .verify import exact_at, verify
 
 # public name -> the module that defines it (loaded on first use: ``__getattr__``)
 _PUBLIC: dict[str, str] = {

@@ -352,3 +352,22 @@ def test_verify_order_2_says_so_before_running(capsys):
     assert main(["verify", "chain_rule", "--order", "2", "--samples", "3"]) == 0
     err = capsys.readouterr().err
     assert "symgrad: verifying chain_rule at order 2 (Hessian-vector products): 3 samples" in err
+
+
+def test_type_checkers_see_every_public_name_from_its_own_module():
+    """The lazy ``__init__`` keeps a ``TYPE_CHECKING`` import of each public name, so IDEs and
+    type checkers see the signatures: the same names, from the modules ``_PUBLIC`` loads."""
+    import ast
+    from pathlib import Path
+
+    import symgrad
+
+    tree = ast.parse(Path(symgrad.__file__).read_text())
+    seen = {}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING":
+            for imp in node.body:
+                for alias in imp.names:
+                    module = (imp.module or alias.name).lstrip(".") if imp.module else alias.name
+                    seen[alias.asname or alias.name] = module
+    assert seen == symgrad._PUBLIC

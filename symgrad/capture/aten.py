@@ -28,9 +28,10 @@ from ..optable import SELU_ALPHA, SELU_SCALE
 from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
-                              stop_gradient, sum_, transpose)
+                              stop_gradient, sum_, topological, transpose)
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
+from .norms import NORM_ROWS
 from .route import ROUTE_ROWS
 from .values import Masked, Pred, add, elementwise, node, number, where
 
@@ -109,8 +110,24 @@ def _eq(a, shape) -> torch.Tensor:
         # SDPA's decomposition without a mask: where(all(scores == -inf), 0, softmax). The
         # exact program is real-valued; a backend that overflows to inf is compared there
         return torch.zeros(shape, dtype=torch.bool)
-    raise SymgradError("capture: == / != on a float tensor has no derivative and no kink "
-                       "symgrad can place; compare with < / > (a Piecewise) instead")
+    if isinstance(x, Node) and isinstance(other, (int, float)) and not _differentiated(x):
+        # F.kl_div / torch.xlogy: where(target == 0, 0, target * log(target)) of a held
+        # target: its value is exact on either branch and no derivative flows through it
+        return Pred(sp.Eq(X[0], number(other)), (x,))
+    raise SymgradError("capture: == / != on a differentiated float tensor has no derivative "
+                       "and no kink symgrad can place (F.kl_div / xlogy of a target that "
+                       "requires grad); hold that tensor (requires_grad=False) or compare "
+                       "with < / > (a Piecewise) instead")
+
+
+def _differentiated(x: Node) -> bool:
+    """Does ``x`` depend on a parameter block (a differentiated tensor)?"""
+    return any(n.op == "param" for n in topological([x]))
+
+
+def _isnan(a, shape) -> torch.Tensor:
+    """known False: the exact program is real-valued (a backend's NaN is compared as such)"""
+    return torch.zeros(shape, dtype=torch.bool)
 
 
 def _like(fill: Any) -> Callable:
@@ -145,13 +162,19 @@ def _elu(a, shape) -> Node:
 
 
 def _clamp(a, shape) -> Node:
-    """map Min(Max(x0, min), max) (a kink at each bound)"""
-    expr = X[0]
-    if a.get("min") is not None:
-        expr = sp.Max(expr, number(a["min"]))
-    if a.get("max") is not None:
-        expr = sp.Min(expr, number(a["max"]))
-    return elementwise(expr, a["self"])
+    """map Min(Max(x0, min), max) (a kink at each bound; a tensor bound is an operand)"""
+    expr, operands = X[0], [a["self"]]
+    for key, f in (("min", sp.Max), ("max", sp.Min)):
+        bound = a.get(key)
+        if bound is None:
+            continue
+        if isinstance(bound, torch.Tensor) and bound.dim() == 0 or not isinstance(
+                bound, (torch.Tensor, Node)):
+            expr = f(expr, number(bound))
+        else:  # clamp.Tensor with a tensor bound
+            expr = f(expr, X[len(operands)])
+            operands.append(bound)
+    return elementwise(expr, *operands)
 
 
 def _div(a, shape) -> Node:
@@ -330,11 +353,13 @@ TABLE: dict[Any, Callable] = {
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
     aten.elu.default: _elu,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
+    aten.clamp.Tensor: _clamp,
     aten.gt.Scalar: _compare(operator.gt), aten.gt.Tensor: _compare(operator.gt),
     aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),
     aten.lt.Scalar: _compare(operator.lt), aten.lt.Tensor: _compare(operator.lt),
     aten.le.Scalar: _compare(operator.le), aten.le.Tensor: _compare(operator.le),
     aten.logical_not.default: _not, aten.where.self: _where, aten.eq.Scalar: _eq,
+    aten.isnan.default: _isnan,
     aten.full_like.default: _like(None), aten.zeros_like.default: _like(0),
     aten.ones_like.default: _like(1),
     aten.mm.default: _mm("ij,jk->ik"), aten.bmm.default: _mm("bij,bjk->bik"),
@@ -357,6 +382,7 @@ TABLE: dict[Any, Callable] = {
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
     **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
+    **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)
 }
 
 

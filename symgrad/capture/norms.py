@@ -72,8 +72,10 @@ def vector_norm(x: Node, p: float, axes: tuple[int, ...], *, keepdim: bool = Fal
 
 
 def _vector_norm(a: dict, shape) -> Node:
-    """p-norm over dim: 2: sqrt (a kink at 0) of the sum of squares; 1: sum of Abs;
-    inf / -inf: max / min of Abs (ties are kinks)"""
+    """p-norm over dim (vector_norm: ROOT of a sum of squares, sum or max/min of Abs)
+
+    ord 2: sqrt of the sum of squares with a kink at 0; 1: a sum of Abs; inf / -inf: a max /
+    min of Abs (ties are kinks); other orders are refused in one line."""
     x = node(a["self"], "linalg_vector_norm")
     dim = a.get("dim")
     if dim is None or (isinstance(dim, (list, tuple)) and not dim):
@@ -95,8 +97,9 @@ def _pairs(n: int) -> np.ndarray:
 
 
 def _pdist(a: dict, shape) -> Node:
-    """the p-norm of each pair's difference x_i - x_j (i < j; an einsum with +1/-1 rows: one
-    subtraction per entry)"""
+    """vector_norm of each pair's difference x_i - x_j, i < j (einsum with +1/-1 rows)
+
+    One subtraction per entry, as torch computes it; p as for ``vector_norm``."""
     x = node(a["self"], "pdist")
     p = _ord(a.get("p", 2.0), "pdist")
     diff = einsum("kn,nm->km", const(_pairs(x.shape[0]), "pairs"), x)
@@ -104,8 +107,10 @@ def _pdist(a: dict, shape) -> Node:
 
 
 def _cdist(a: dict, shape) -> Node:
-    """the p-norm over the last axis of x1[..., :, None, :] - x2[..., None, :, :] (torch's
-    direct path; its matrix-product path for p = 2 exports as matmul and sqrt)"""
+    """vector_norm over the last axis of map x1[..., :, None, :] - x2[..., None, :, :]
+
+    torch's direct path; its matrix-product path for p = 2 (many points) exports as matmul,
+    clamp_min and sqrt, which have rows of their own."""
     x1, x2 = node(a["x1"], "cdist"), node(a["x2"], "cdist")
     p = _ord(a["p"], "cdist")
     d1 = reshape(x1, x1.shape[:-1] + (1, x1.shape[-1]))
@@ -115,8 +120,7 @@ def _cdist(a: dict, shape) -> Node:
 
 
 def _group_norm(a: dict, shape) -> tuple:
-    """per (sample, group): mean, biased variance, map (x - mu)/sqrt(var + eps); then the
-    per-channel weight and bias"""
+    """per (sample, group): mean, biased variance, (x - mu)/sqrt(var + eps), weight, bias"""
     x = node(a["input"], "group_norm")
     n, c, g = int(a["N"]), int(a["C"]), int(a["group"])
     xg = reshape(x, (n, g, (c // g) * int(a["HxW"])))

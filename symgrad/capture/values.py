@@ -29,7 +29,7 @@ import math
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import sympy as sp
@@ -82,6 +82,12 @@ def number(v: Any) -> sp.Expr:
         raise SymgradError(f"capture: the constant {v} is not finite; only a -inf fill before "
                            "softmax (masked_fill(mask, -inf)) is supported")
     return sp.Integer(int(v)) if v.is_integer() else sp.Rational(v)
+
+
+def named(what: str, fn: Callable) -> Callable:
+    """``fn`` (a lowering of the ATen table) with the line ``aten.describe`` reports for it."""
+    fn.what = what
+    return fn
 
 
 def is_known(v: Any) -> bool:

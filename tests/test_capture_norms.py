@@ -103,6 +103,18 @@ def test_a_constant_channel_or_group_passes(dtype):
     assert sg.gradcheck(OPS["group_norm"][0], (x.requires_grad_(),))
 
 
+@pytest.mark.parametrize("name", sorted(n for n in OPS if "dist" not in n))
+def test_bfloat16_is_never_failed(name):
+    """What bfloat16's 8 bits cannot resolve is inconclusive, never a FAIL (torch has no
+    bfloat16 pdist / cdist)."""
+    op, shape = OPS[name]
+    x = _randn(*shape, dtype=F64).to(torch.bfloat16).requires_grad_()
+    try:
+        assert sg.gradcheck(op, (x,))
+    except sg.GradcheckError as err:
+        assert "inconclusive" in str(err) and "disagrees" not in str(err)
+
+
 def test_kl_div_target_with_zeros_and_the_target_held():
     x = _t([[1.0, 2.0, 3.0], [0.5, 1.0, -1.0]], F64).requires_grad_()
     t = _t([[0.0, 0.5, 0.5], [0.25, 0.25, 0.5]], F64)
@@ -237,6 +249,16 @@ def _line_of(obj, text: str) -> str:
     lines, first = inspect.getsourcelines(obj)
     k = next(i for i, line in enumerate(lines) if text in line)
     return f"{inspect.getsourcefile(obj)}:{first + k}: {lines[k].strip()}"
+
+
+def test_a_capture_error_names_the_line_of_a_loss_callable():
+    def loss(out, target):
+        return torch.cumsum(out - target, 0).sum()
+
+    x = _randn(3, 2, dtype=F64)
+    with pytest.raises(sg.SymgradError) as err:
+        sg.verify(module=nn.Linear(2, 2).double(), inputs=(x,), targets=(x,), loss=loss)
+    assert f" at {_line_of(loss, 'torch.cumsum')} is not supported" in str(err.value)
 
 
 @pytest.mark.parametrize("fn,obj", [(_cumsum_fn, _cumsum_fn),

@@ -201,6 +201,22 @@ def test_torchs_cdist_inf_at_a_tie_is_a_real_finding(dtype):
         x[:, None, :] - _t(Y, dtype), math.inf, dim=-1), (x,))
 
 
+def test_torchs_cosine_similarity_below_eps_is_a_real_finding():
+    """torch clamps the norms in place under no_grad (cosine_similarity's C++), so below
+    eps = 1e-8 its backward still differentiates the unclamped norm: not the derivative of
+    its own forward x1 / eps . x2 / |x2| (here 32% off), which symgrad proves; F.normalize
+    clamps with autograd and passes at the same point."""
+    x1 = _t([[3e-9, -4e-9, 1e-9]], F64).requires_grad_()
+    x2 = _t([[1.0, 2.0, -0.5]], F64)
+    F.cosine_similarity(x1, x2).sum().backward()
+    exact = x2 / x2.norm() / 1e-8
+    assert not torch.allclose(x1.grad, exact, rtol=0.1)  # torch's own, far from it
+    with pytest.raises(sg.GradcheckError, match="(?s)disagrees.*proven"):
+        sg.gradcheck(F.cosine_similarity, (x1.detach().requires_grad_(), x2))
+    assert sg.gradcheck(lambda a: F.normalize(a, dim=-1, eps=1e-8),
+                        (x1.detach().requires_grad_(),))
+
+
 def test_another_valid_subgradient_at_equal_points_is_not_failed():
     x = _t([[1.0, 2.0, 3.0], [0.5, 1.0, -1.0]], F64).requires_grad_()
     y = _t([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], F64)

@@ -6,7 +6,9 @@ Each decomposes into nodes the program already has. A 2-norm is the square root 
 squares, ``sqrt(s)`` taken as the Piecewise ``(sqrt(s), s > 0), (0, True)`` (``ROOT``): the same
 value, and a kink at s = 0 (a zero vector, two equal points) that symgrad's kink machinery
 decides (the square root's infinite slope there is only on the s > 0 side, never 0 * inf on the
-actual one); a 1-norm is a sum of ``Abs`` (a kink at each 0 entry); an inf-norm a max
+actual one): torch's 0 at the cone's tip passes, another subgradient there is inconclusive
+(with a plain sqrt, torch's correct pdist / cdist at equal points were a false "domain" FAIL,
+the exact derivative 0 * inf); a 1-norm is a sum of ``Abs`` (a kink at each 0 entry); an inf-norm a max
 reduction of ``Abs`` (ties are kinks). A pair's difference is exact data flow: ``pdist`` picks
 ``x_i - x_j`` with a (pairs, n) matrix of +1/-1 (one subtraction per entry, as torch does),
 ``cdist`` broadcasts ``x1[..., :, None, :] - x2[..., None, :, :]``.

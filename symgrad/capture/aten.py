@@ -14,8 +14,6 @@ Elementwise functions come from the op table (``symgrad.optable`` via ``symgrad.
 
 from __future__ import annotations
 
-import math
-import operator
 from typing import Any, Callable
 
 import sympy as sp
@@ -31,8 +29,10 @@ from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
+from .norms import NORM_ROWS
+from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
-from .values import Masked, Pred, add, elementwise, node, number, where
+from .values import Masked, add, elementwise, named as _named, node, number, where
 
 aten = torch.ops.aten
 
@@ -46,12 +46,6 @@ def _dims(dim, ndim: int) -> tuple[int, ...]:
 
 
 # ------------------------------------------------------------------------------ lowerings
-def _named(what: str, fn: Callable) -> Callable:
-    """``fn`` with the line ``describe`` reports for it."""
-    fn.what = what
-    return fn
-
-
 def _binary(expr: sp.Expr) -> Callable:
     return _named(f"map {expr}", lambda a, shape: elementwise(expr, a["self"], a["other"]))
 
@@ -94,25 +88,6 @@ def _table_op(name: str) -> Callable:
                   lambda a, shape: ELEMENTWISE[name](node(a["self"], name)))
 
 
-def _compare(rel: Callable) -> Callable:
-    return _named(f"comparison x0 {rel(X[0], X[1]).rel_op} x1 (where reads it as a Piecewise)",
-                  lambda a, shape: Pred(rel(X[0], X[1]), (a["self"], a["other"])))
-
-
-def _eq(a, shape) -> torch.Tensor:
-    """known: where a -inf fill put -inf; a program value == +-inf or NaN is False
-    (a real number is neither: SDPA's fully-masked-row guard on unmasked scores)"""
-    x, other = a["self"], a["other"]
-    if isinstance(x, Masked) and isinstance(other, (int, float)) and other == -math.inf:
-        return torch.from_numpy(x.keep.attrs["value"] == 0).expand(shape)
-    if isinstance(x, (Node, Masked)) and isinstance(other, float) and not math.isfinite(other):
-        # SDPA's decomposition without a mask: where(all(scores == -inf), 0, softmax). The
-        # exact program is real-valued; a backend that overflows to inf is compared there
-        return torch.zeros(shape, dtype=torch.bool)
-    raise SymgradError("capture: == / != on a float tensor has no derivative and no kink "
-                       "symgrad can place; compare with < / > (a Piecewise) instead")
-
-
 def _like(fill: Any) -> Callable:
     def lower(a, shape) -> torch.Tensor:
         value = a.get("fill_value", fill)
@@ -145,13 +120,19 @@ def _elu(a, shape) -> Node:
 
 
 def _clamp(a, shape) -> Node:
-    """map Min(Max(x0, min), max) (a kink at each bound)"""
-    expr = X[0]
-    if a.get("min") is not None:
-        expr = sp.Max(expr, number(a["min"]))
-    if a.get("max") is not None:
-        expr = sp.Min(expr, number(a["max"]))
-    return elementwise(expr, a["self"])
+    """map Min(Max(x0, min), max) (a kink at each bound; a tensor bound is an operand)"""
+    expr, operands = X[0], [a["self"]]
+    for key, f in (("min", sp.Max), ("max", sp.Min)):
+        bound = a.get(key)
+        if bound is None:
+            continue
+        if isinstance(bound, torch.Tensor) and bound.dim() == 0 or not isinstance(
+                bound, (torch.Tensor, Node)):
+            expr = f(expr, number(bound))
+        else:  # clamp.Tensor with a tensor bound
+            expr = f(expr, X[len(operands)])
+            operands.append(bound)
+    return elementwise(expr, *operands)
 
 
 def _div(a, shape) -> Node:
@@ -285,14 +266,6 @@ def _assert(a, shape) -> None:
     return None
 
 
-def _not(a, shape) -> Pred:
-    """the negated comparison"""
-    p = a["self"]
-    if not isinstance(p, Pred):
-        raise SymgradError("capture: logical_not of a float tensor is not supported")
-    return Pred(sp.Not(p.expr), p.operands)
-
-
 def _stop(a, shape) -> Node:
     """stop_gradient"""
     return stop_gradient(node(a["self"], "detach"))
@@ -330,11 +303,8 @@ TABLE: dict[Any, Callable] = {
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
     aten.elu.default: _elu,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
-    aten.gt.Scalar: _compare(operator.gt), aten.gt.Tensor: _compare(operator.gt),
-    aten.ge.Scalar: _compare(operator.ge), aten.ge.Tensor: _compare(operator.ge),
-    aten.lt.Scalar: _compare(operator.lt), aten.lt.Tensor: _compare(operator.lt),
-    aten.le.Scalar: _compare(operator.le), aten.le.Tensor: _compare(operator.le),
-    aten.logical_not.default: _not, aten.where.self: _where, aten.eq.Scalar: _eq,
+    aten.clamp.Tensor: _clamp,
+    aten.where.self: _where,
     aten.full_like.default: _like(None), aten.zeros_like.default: _like(0),
     aten.ones_like.default: _like(1),
     aten.mm.default: _mm("ij,jk->ik"), aten.bmm.default: _mm("bij,bjk->bik"),
@@ -357,6 +327,8 @@ TABLE: dict[Any, Callable] = {
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
     **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
+    **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)
+    **PREDICATE_ROWS,  # comparisons, ==, isnan, logical_not (symgrad.capture.predicates)
 }
 
 

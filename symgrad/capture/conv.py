@@ -177,6 +177,7 @@ CONV_ROWS: dict[Any, Callable] = {
     aten.convolution.default: _convolution,
     aten._native_batch_norm_legit_functional.default: _batch_norm_train,
     aten._native_batch_norm_legit.default: _batch_norm_train,
+    aten._native_batch_norm_legit.no_stats: _batch_norm_train,  # track_running_stats=False
     aten._native_batch_norm_legit_no_training.default: _batch_norm_eval,
     aten.max_pool2d_with_indices.default: _max_pool,
     aten.max_pool3d_with_indices.default: _max_pool,

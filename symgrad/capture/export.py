@@ -162,6 +162,8 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     who = who or f"capture({what!r})"
     run_eagerly(call, tensors, who, has_train=has_train)
     _anchor(fn)
+    if loss is not None:  # the loss's own lines too (sg.verify(module=, loss=))
+        _anchor(loss)
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:
         with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed):

@@ -29,7 +29,7 @@ import math
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 import sympy as sp
@@ -82,6 +82,12 @@ def number(v: Any) -> sp.Expr:
         raise SymgradError(f"capture: the constant {v} is not finite; only a -inf fill before "
                            "softmax (masked_fill(mask, -inf)) is supported")
     return sp.Integer(int(v)) if v.is_integer() else sp.Rational(v)
+
+
+def named(what: str, fn: Callable) -> Callable:
+    """``fn`` (a lowering of the ATen table) with the line ``aten.describe`` reports for it."""
+    fn.what = what
+    return fn
 
 
 def is_known(v: Any) -> bool:
@@ -212,8 +218,24 @@ def where(cond: Any, a: Any, b: Any) -> Node | Masked:
         k = len(cond.operands)
         return elementwise(sp.Piecewise((X[k], cond.expr), (X[k + 1], True)), *cond.operands,
                            a, b, what="where")
-    mask = torch.as_tensor(cond).to(torch.float64)
+    known = torch.as_tensor(cond)
+    for all_of, chosen in ((~known, b), (known, a)):  # one branch everywhere: that branch
+        if bool(all_of.all()) and _shape(chosen) == _where_shape(known, a, b):
+            return chosen  # (kl_div's where(isnan(target), nan, ...) never takes the nan)
+    mask = known.to(torch.float64)
     for fill, other, keep in ((a, b, 1 - mask), (b, a, mask)):
         if isinstance(fill, torch.Tensor) and fill.dim() == 0 and fill.item() == -math.inf:
             return Masked(node(other, "where"), node(keep, "where"))
     return elementwise(X[0] * X[1] + (1 - X[0]) * X[2], mask, a, b, what="where")
+
+
+def _shape(v: Any) -> tuple:
+    """The shape of a captured value (a Python number: ())."""
+    if isinstance(v, Masked):
+        return tuple(v.node.shape)
+    return tuple(getattr(v, "shape", ()))
+
+
+def _where_shape(cond: torch.Tensor, a: Any, b: Any) -> tuple:
+    """The broadcast shape of ``torch.where(cond, a, b)``."""
+    return tuple(torch.broadcast_shapes(tuple(cond.shape), _shape(a), _shape(b)))

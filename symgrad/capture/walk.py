@@ -8,7 +8,9 @@ names the ATen op and the user's source line.
 from __future__ import annotations
 
 import operator
+import os
 import re
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -21,19 +23,23 @@ from .export import Slot
 from .values import is_known
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_SKIP = tuple({str(d) + os.sep for p in (torch.__file__, __file__)  # torch, capture: as
+               for d in (Path(p).parent, Path(p).resolve().parent)})  # given and resolved
 
 
 def where_in_source(fx_node: torch.fx.Node) -> str:
     """The user's source line of an exported node: the innermost frame of its stack trace
-    outside torch itself, as ``file:line: code`` ("" when export kept none)."""
+    outside torch itself and symgrad's capture (whole directories: a user's ``torch_utils/``
+    is the user's), and not generated code (``<string>``, fx's ``<eval_with_key>``), as
+    ``file:line: code``, the code that frame's own line holds ("" when export kept none)."""
     trace = fx_node.meta.get("stack_trace") or ""
     lines = trace.strip().splitlines()
     found = ""
-    skip = (torch.__file__.rsplit("/", 1)[0], __file__.rsplit("/", 1)[0])  # torch, capture
     for i, line in enumerate(lines):
         m = _FRAME.search(line)
-        if m and not m.group(1).startswith(skip):
-            code = lines[i + 1].strip() if i + 1 < len(lines) else ""
+        if m and not m.group(1).startswith(_SKIP) and not m.group(1).startswith("<"):
+            nxt = lines[i + 1] if i + 1 < len(lines) else ""
+            code = "" if _FRAME.search(nxt) else nxt.strip()  # a frame without its code line
             found = f"{m.group(1)}:{m.group(2)}: {code}"
     return found
 

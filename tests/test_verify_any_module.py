@@ -226,6 +226,18 @@ def test_batchnorm_with_batch_one_in_train_mode_points_to_train():
     assert torch.equal(net[1].running_mean, before)  # the eager try left the stats alone
 
 
+def test_a_module_without_parameters_asks_for_an_input_that_requires_grad():
+    """newuser5: sg.verify(module=nn.Tanh(), inputs=x) read "capture: model 'Tanh': no
+    parameters; build at least one st.param" (symgrad's internal builder, nothing to act on)."""
+    with pytest.raises(SymgradError, match=r"^verify\(module=Tanh\): nothing to differentiate: "
+                                           r"the module has no parameters and no input requires "
+                                           r"grad; give the inputs to check requires_grad=True"):
+        sg.verify(module=nn.Tanh(), inputs=_x(4, 3), loss=lambda o: o.sum(), samples=2)
+    r = sg.verify(module=nn.Tanh(), inputs=_x(4, 3).requires_grad_(), loss=lambda o: o.sum(),
+                  samples=2)
+    assert r.ok and [b for b, _, _ in r.blocks] == ["input"]
+
+
 def test_torch_dtype_objects_are_accepted():
     r = sg.verify(module=_mlp(), inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
                   loss=F.cross_entropy, samples=2, dtype=torch.float64)

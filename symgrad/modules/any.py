@@ -119,6 +119,11 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
                            "loss=torch.nn.functional.cross_entropy)")
     args = _tensors(inputs, cfg, "inputs")
+    if not any(True for _ in module.parameters()) and not any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in tree_leaves(args)):
+        raise SymgradError(f"verify(module={display_name(module)}): nothing to differentiate: the "
+                           "module has no parameters and no input requires grad; give the "
+                           "inputs to check requires_grad=True (inputs=x.requires_grad_())")
     extra = _tensors(targets, cfg, "targets") if targets is not None else ()
     was_training = module.training
     with _mode(module, options.train):

@@ -117,6 +117,9 @@ def test_custom_function_backward_times_1_plus_1e_7_is_caught_in_float64(factor,
     else:
         assert r.verdict == "fail"
         assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dgain"}
+        # newuser5: the module's failure named gain, never the Function whose backward it is
+        assert ("every failing gradient (gain) flows through the backward of the custom "
+                "autograd.Function 'Gain'") in str(r), str(r)
 
 
 def test_custom_function_passes_in_float32():

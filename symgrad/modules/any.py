@@ -46,6 +46,7 @@ from ..errors import SymgradError
 from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
+from .functions import failing_blocks, function_note, upstream_of_functions
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
 
@@ -145,6 +146,11 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    if result.verdict == "fail" and (failing := failing_blocks(result)):
+        with _mode(module, options.train):  # one more eager run, its state restored again
+            note = function_note(upstream_of_functions(module, args, options.loss, extra),
+                                 failing)
+        result.notes += [note] if note else []
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)

@@ -120,6 +120,10 @@ def test_custom_function_backward_times_1_plus_1e_7_is_caught_in_float64(factor,
         # newuser5: the module's failure named gain, never the Function whose backward it is
         assert ("every failing gradient (gain) flows through the backward of the custom "
                 "autograd.Function 'Gain'") in str(r), str(r)
+        # and what "sample k ... seed=0" on every line means (the example, or around it)
+        assert ("samples: 0 is the example (the module's parameters and inputs= as given); 1..2 "
+                "scale each parameter and float input entry by a random factor in [5/8, 11/8]"
+                ) in str(r), str(r)
 
 
 def test_custom_function_passes_in_float32():

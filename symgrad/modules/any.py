@@ -146,6 +146,13 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    if result.failures or result.undecided:  # each line says "sample k ... seed=S": what k is
+        result.notes.append(f"samples: 0 is the example (the module's parameters and inputs= "
+                            f"as given); 1..{cfg.samples - 1} scale each parameter and float "
+                            "input entry by a random factor in [5/8, 11/8] (signs and zeros "
+                            f"kept; seed {cfg.seed})" if cfg.samples > 1 else
+                            "samples: 0 is the example (the module's parameters and inputs= "
+                            "as given)")
     if result.verdict == "fail" and (failing := failing_blocks(result)):
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),

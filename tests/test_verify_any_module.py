@@ -245,6 +245,17 @@ def test_a_module_without_parameters_asks_for_an_input_that_requires_grad():
     assert r.ok and [b for b, _, _ in r.blocks] == ["input"]
 
 
+def test_frozen_parameters_are_checked_and_said_to_be():
+    """newuser5: a Linear with requires_grad_(False) passed, its weight and bias compared, and
+    nothing said so (torch's backward writes no .grad for them)."""
+    lin = nn.Linear(6, 3).double().requires_grad_(False)
+    lin.bias.requires_grad_(True)
+    r = sg.verify(module=lin, inputs=_x(4, 6), loss=lambda o: o.pow(2).sum(), samples=2)
+    assert r.ok and [b for b, _, _ in r.blocks] == ["weight", "bias"]
+    assert ("1 frozen parameter(s) (requires_grad=False: weight) are checked as if trainable"
+            in str(r)), r.notes
+
+
 def test_torch_dtype_objects_are_accepted():
     r = sg.verify(module=_mlp(), inputs=_x(4, 6), targets=torch.tensor([0, 1, 2, 1]),
                   loss=F.cross_entropy, samples=2, dtype=torch.float64)

@@ -175,8 +175,14 @@ def fresh_around(captured: Captured, m: int, seed: int, vary: list[str]) -> dict
 def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
               captured: Captured) -> list[str]:
     """What the run did that the user may not assume: eval mode for a module that was in
-    train mode, and a non-scalar loss (or output) checked along a random cotangent."""
+    train mode, frozen parameters checked all the same, and a non-scalar loss (or output)
+    checked along a random cotangent."""
     notes = []
+    frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
+    if frozen:
+        notes.append(f"{len(frozen)} frozen parameter(s) (requires_grad=False: "
+                     f"{', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}) are checked "
+                     "as if trainable: the gradient autograd would give them")
     mode = [f"{n} ({type(m).__name__})" for n, m in module.named_modules()
             if isinstance(m, MODE_DEPENDENT)]
     if was_training and not options.train and mode:

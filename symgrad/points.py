@@ -135,9 +135,39 @@ def check_domain(block, v: np.ndarray, what: str) -> None:
 check_integers = check_domain  # the name the pipelines import (one validation for every domain)
 
 
+def check_finite(block, v: np.ndarray, what: str) -> None:
+    """A NaN anywhere, or an infinite parameter, is an error naming the block and the entry:
+    the loss and its gradient are undefined there, so a verdict could only read "domain" (the
+    model undefined), never say whether the gradient is right. An input may be infinite (an
+    additive -inf mask).
+
+    Arguments:
+        block: the block (``.name``; ``.is_param`` on a tensor block, parameters of a plain
+            model are tensor blocks too).
+        v: its values as float64, (N, *block shape) (or the block's shape).
+        what: the argument's name in messages.
+    Raises:
+        SymgradError: the first offending entry, in one line.
+
+    >>> from types import SimpleNamespace as B
+    >>> check_finite(B(name="w", is_param=True), np.array([[1.0], [np.inf]]), "at")
+    Traceback (most recent call last):
+    ...
+    symgrad.errors.SymgradError: at: parameter 'w' is inf (sample 1, entry [0]); give finite numbers: the loss and its gradient are undefined there
+    """
+    param = bool(getattr(block, "is_param", False))
+    bad = ~np.isfinite(v) if param else np.isnan(v)
+    if bad.any():
+        raise SymgradError(f"{what}: {'parameter' if param else 'input'} {block.name!r} is "
+                           f"{float(v[bad].ravel()[0])!r}" + _entry(v, bad)
+                           + "; give finite numbers: the loss and its gradient are undefined "
+                           "there")
+
+
 def one_point(model, point: dict, what: str) -> dict[str, np.ndarray]:
     """One point for ``exact_at`` / ``explain`` (scalar or tensor model), checked: by name (or
-    symbol), every block given, each of its block's shape, whole numbers for an Integers input.
+    symbol), every block given, each of its block's shape, whole numbers for an Integers input,
+    no NaN and no infinite parameter (``check_finite``).
 
     Arguments:
         model: the model (its ``blocks``: ``.name``, ``.shape``, ``.domain``, in order).
@@ -159,6 +189,12 @@ def one_point(model, point: dict, what: str) -> dict[str, np.ndarray]:
             check_domain(b, floats, what)
         if v.shape != tuple(b.shape):
             raise SymgradError(f"{what}: {b.name!r} has shape {tuple(b.shape)}, got {v.shape}")
+        try:  # a decimal string is kept as given; "nan" and "inf" are refused as the floats are
+            floats = np.asarray(v, dtype=np.float64)
+        except (TypeError, ValueError):
+            floats = None
+        if floats is not None:
+            check_finite(b, floats, what)
         out[b.name] = v
     return out
 
@@ -188,6 +224,7 @@ def given_samples(model, at: dict, what: str = "at") -> dict[str, np.ndarray]:
         if v.shape == tuple(b.shape):  # one sample
             v = v[None]
         check_domain(b, v, what)
+        check_finite(b, v, what)
         if v.shape[1:] != tuple(b.shape):
             many = "(N, " + "".join(f"{d}, " for d in b.shape).rstrip(" ,") + ")"
             raise SymgradError(f"{what}: {b.name!r} must have its block's shape {tuple(b.shape)} "

@@ -8,6 +8,8 @@ name with them before any heavy import (``symgrad.zoo`` builds the models by the
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from .errors import did_you_mean
 
 DESCRIPTIONS: dict[str, str] = {  # the built-in models ``zoo.names()`` lists, in its order
@@ -42,7 +44,12 @@ def known(name: str) -> bool:
 
 
 def unknown_model(name: str) -> str:
-    """The one-line error for a model name that is neither built in nor ``module:attr``."""
+    """The one-line error for a model name that is neither built in nor ``module:attr`` (a
+    ``.py`` path alone: name the model inside it)."""
+    if name.endswith(".py"):
+        what = "is a file" if Path(name).is_file() else "is no built-in model and no file here"
+        return (f"{name!r} {what}: for a model in a file, name the model inside it, "
+                f"{name}:attr (attr: an sg.Model, or a function of no arguments returning one)")
     builtin = NAMES + list(TENSOR_ONLY)
     hint = f"{h} " if (h := did_you_mean(name, builtin)) else ""
     return (f"unknown model {name!r}; {hint}built-in models: {', '.join(builtin)}; or give "

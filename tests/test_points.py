@@ -135,3 +135,30 @@ def test_at_shape_messages_offer_one_sample_and_name_the_other_count():
                                            r"or \(N,\) for N samples; got shape \(1, 2\)"):
         sg.verify(h, at={"a": [[1.0, 2.0]], "c": [0.0]})
     assert sg.verify(h, at={"a": 1.0, "c": 0.5}).verdict == "pass"
+
+
+def test_at_refuses_nan_and_an_infinite_parameter_before_anything_runs():
+    """newuser5: at= with w = NaN (or inf) ran and ended FAIL, every entry "domain: log/sqrt of
+    a negative, division by zero" - a verdict about a point where nothing can be verified."""
+    w, x = sp.symbols("w x")
+    m = sg.Model("sq", (w * x - 1) ** 2, params=[w], inputs={x: sg.Normal(0, 1)})
+    with pytest.raises(SymgradError, match=r"^at: parameter 'w' is nan; give finite numbers: "
+                                           r"the loss and its gradient are undefined there$"):
+        sg.verify(m, at={"w": float("nan"), "x": 1.0})
+    with pytest.raises(SymgradError, match=r"^at: parameter 'w' is -inf \(sample 1\); give "):
+        sg.verify(m, at={"w": [1.0, -np.inf], "x": [1.0, 2.0]})
+    with pytest.raises(SymgradError, match=r"^at: input 'x' is nan \(sample 0\); give finite"):
+        sg.verify(m, at={"w": [1.0, 2.0], "x": [np.nan, 2.0]})
+    with pytest.raises(SymgradError, match=r"^explain: at: parameter 'w' is inf; give finite"):
+        sg.explain(m, at={"w": np.inf, "x": 1.0})  # printed an "exact" dL/dw = -2.0 before
+    with pytest.raises(SymgradError, match=r"^exact_at: parameter 'w' is nan; give finite"):
+        sg.exact_at(m, {"w": "nan", "x": 1.0})  # gave value 1.0, d/dw -2.0 before
+    assert sg.verify(m, at={"w": 0.5, "x": 3.0}).verdict == "pass"
+
+
+def test_an_infinite_input_is_accepted_as_a_mask_may_be():
+    from symgrad.points import given_samples
+    W, mask = st.param("W", (2,)), st.input("mask", (2,))
+    m = TensorModel("masked", st.sum_(st.map_(sp.tanh(st.X[0]) + st.X[1], W, mask)))
+    v = given_samples(m, {"W": [0.1, 0.2], "mask": [0.0, -np.inf]}, "at")
+    assert v["mask"].tolist() == [[0.0, -np.inf]]

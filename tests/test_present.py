@@ -236,6 +236,24 @@ def test_explain_says_nothing_twice():
     assert r"\frac{\partial L}{\partial w} = 2 w" in chain
 
 
+def test_a_direct_use_beside_other_paths_is_marked_so_the_chain_rule_is_not_circular():
+    """newuser5: a softplus regression with an L2 term read "dL/dw1 = dL/dsoftplus dsoftplus/dz
+    dz/dw1 + dL/dw1" (the same symbol on both sides) and a local "dL/dw1 = w1/50"."""
+    w, b, x = sympy.symbols("w b x")
+    m = sg.Model("l2", (sg.ops.softplus(w * x + b) - 1) ** 2 + w ** 2 / 100, params=[w, b],
+                 inputs={x: sg.Normal(0, 1)})
+    md = explain(m).markdown()
+    direct = r"\left.\frac{\partial L}{\partial w}\right|_{\mathrm{direct}}"
+    local = md.split("## Local derivatives")[1].split("##")[0]
+    chain = md.split("## Chain rule")[1].split("##")[0]
+    assert direct + r" = \frac{w}{50}" in local, local
+    line = [t for t in chain.splitlines() if t.startswith(r"$$ \frac{\partial L}{\partial w} = "
+                                                          r"\frac{\partial L}")][0]
+    assert line.rstrip(" $").endswith("+ " + direct), line
+    assert r"\frac{\partial L}{\partial b}\right|" not in md  # b has one path: unmarked
+    assert ">direct</mtext>" in explain(m).html()
+
+
 def test_computed_steps_carry_no_seed_factor():
     """The gradient program's first step is dL/dz, not dL/dz times the seed 1."""
     tex = " ".join(f.latex for t, g in gradient_formulas(zoo.get("simplenet"))

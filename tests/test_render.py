@@ -149,6 +149,9 @@ def test_html_math_renders_in_chromium(fresh_report, tmp_path):
         total = int(re.search(r'data-math-total="(\d+)"', dom).group(1))
         rendered = int(re.search(r'data-math-rendered="(\d+)"', dom).group(1))
         assert rendered == total, page.name  # every math element has a non-zero size
+        # newuser5: every formula had a vertical scrollbar beside it (MathML sticks out of its
+        # paragraph by ~5 px, and overflow-x:auto makes overflow-y auto too)
+        assert re.search(r'data-math-clipped="0"', dom), page.name
         if page.name != "index.html":
             assert total > 0, page.name
 

@@ -117,6 +117,13 @@ def test_custom_function_backward_times_1_plus_1e_7_is_caught_in_float64(factor,
     else:
         assert r.verdict == "fail"
         assert {f.output.split("[")[0] for f in r.findings("failures")} == {"d/dgain"}
+        # newuser5: the module's failure named gain, never the Function whose backward it is
+        assert ("every failing gradient (gain) flows through the backward of the custom "
+                "autograd.Function 'Gain'") in str(r), str(r)
+        # and what "sample k ... seed=0" on every line means (the example, or around it)
+        assert ("samples: 0 is the example (the module's parameters and inputs= as given); 1..2 "
+                "scale each parameter and float input entry by a random factor in [5/8, 11/8]"
+                ) in str(r), str(r)
 
 
 def test_custom_function_passes_in_float32():
@@ -224,6 +231,29 @@ def test_batchnorm_with_batch_one_in_train_mode_points_to_train():
         sg.verify(module=net, inputs=_x(1, 6), targets=torch.tensor([0]), loss=F.cross_entropy,
                   train=True, samples=2)
     assert torch.equal(net[1].running_mean, before)  # the eager try left the stats alone
+
+
+def test_a_module_without_parameters_asks_for_an_input_that_requires_grad():
+    """newuser5: sg.verify(module=nn.Tanh(), inputs=x) read "capture: model 'Tanh': no
+    parameters; build at least one st.param" (symgrad's internal builder, nothing to act on)."""
+    with pytest.raises(SymgradError, match=r"^verify\(module=Tanh\): nothing to differentiate: "
+                                           r"the module has no parameters and no input requires "
+                                           r"grad; give the inputs to check requires_grad=True"):
+        sg.verify(module=nn.Tanh(), inputs=_x(4, 3), loss=lambda o: o.sum(), samples=2)
+    r = sg.verify(module=nn.Tanh(), inputs=_x(4, 3).requires_grad_(), loss=lambda o: o.sum(),
+                  samples=2)
+    assert r.ok and [b for b, _, _ in r.blocks] == ["input"]
+
+
+def test_frozen_parameters_are_checked_and_said_to_be():
+    """newuser5: a Linear with requires_grad_(False) passed, its weight and bias compared, and
+    nothing said so (torch's backward writes no .grad for them)."""
+    lin = nn.Linear(6, 3).double().requires_grad_(False)
+    lin.bias.requires_grad_(True)
+    r = sg.verify(module=lin, inputs=_x(4, 6), loss=lambda o: o.pow(2).sum(), samples=2)
+    assert r.ok and [b for b, _, _ in r.blocks] == ["weight", "bias"]
+    assert ("1 frozen parameter(s) (requires_grad=False: weight) are checked as if trainable"
+            in str(r)), r.notes
 
 
 def test_torch_dtype_objects_are_accepted():

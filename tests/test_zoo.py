@@ -1,7 +1,10 @@
+import sys
+
 import pytest
 
 import symgrad as sg
 from symgrad import SymgradError, zoo
+from symgrad.zoo.gpt import load_config
 
 
 @pytest.mark.parametrize("name", ["chain_rule", "neuron", "tensor_ops"])
@@ -40,3 +43,42 @@ def test_a_misspelt_attribute_of_a_user_module_gets_a_suggestion(tmp_path, monke
     with pytest.raises(SymgradError) as far:  # nothing close: no guess
         zoo.get("ux_mlp_typo:qqqqqq")
     assert "did you mean" not in str(far.value)
+
+
+def test_a_file_path_a_module_and_a_torch_fn_are_named_for_what_they_are(tmp_path, monkeypatch):
+    """newuser5: `symgrad verify ./mine.py:model` said "building it raised TypeError: the
+    'package' argument is required ...; fix the model factory", `mine.py:model` "No module named
+    'mine.py'", an nn.Module instance was called as a factory (forward() missing 'x'), and a
+    torch_fn "missing 6 required positional arguments"."""
+    (tmp_path / "nu5_mine.py").write_text(
+        "import sympy as sp, symgrad as sg, torch\nw = sp.Symbol('w')\n"
+        "model = sg.Model('m', sp.sin(w), params=[w])\n"
+        "net = torch.nn.Linear(2, 1)\n"
+        "def torch_fn(w):\n    return torch.sin(w)\n")
+    monkeypatch.chdir(tmp_path.parent)
+    monkeypatch.setattr(sys, "path", list(sys.path))  # the path import adds the file's folder
+    assert zoo.get(f"{tmp_path.name}/nu5_mine.py:model").name == "m"  # a path, from its folder
+    with pytest.raises(SymgradError, match=r"^nope/mine\.py:model: no such file 'nope/mine\.py'; "
+                                           r"give the path of a \.py file, or its module name"):
+        zoo.get("nope/mine.py:model")
+    with pytest.raises(SymgradError, match=r"^'mine\.py' is no built-in model and no file here: "
+                                           r"for a model in a file, name the model inside it, "
+                                           r"mine\.py:attr"):
+        zoo.get("mine.py")
+    with pytest.raises(SymgradError, match=r"nu5_mine\.py' is a file: for a model in a file"):
+        zoo.get(f"{tmp_path.name}/nu5_mine.py")
+    with pytest.raises(SymgradError, match=r"^nu5_mine:net is a torch\.nn\.Module, not an "
+                                           r"sg\.Model: verify a module from Python with "
+                                           r"sg\.verify\(module=\.\.\., inputs=\.\.\.\)"):
+        zoo.get("nu5_mine:net")
+    with pytest.raises(SymgradError, match=r"^nu5_mine:torch_fn is a function of w, not a model "
+                                           r"factory \(a function of no arguments"):
+        zoo.get("nu5_mine:torch_fn")
+
+
+def test_a_config_file_that_does_not_exist_is_named():
+    """newuser5: --config nofile.json read as JSON text: "Expecting value: line 1 column 1"."""
+    with pytest.raises(SymgradError, match=r"^--config: no such file 'nofile_nu5\.json'; give an "
+                                           r"existing \.json file or the JSON itself"):
+        load_config("nofile_nu5.json")
+    assert load_config('{"n_layers": 1}') == {"n_layers": 1}

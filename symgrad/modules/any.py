@@ -46,6 +46,7 @@ from ..errors import SymgradError
 from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
+from .functions import failing_blocks, function_note, upstream_of_functions
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
 
@@ -119,6 +120,11 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
                            "loss=torch.nn.functional.cross_entropy)")
     args = _tensors(inputs, cfg, "inputs")
+    if not any(True for _ in module.parameters()) and not any(
+            isinstance(a, torch.Tensor) and a.requires_grad for a in tree_leaves(args)):
+        raise SymgradError(f"verify(module={display_name(module)}): nothing to differentiate: the "
+                           "module has no parameters and no input requires grad; give the "
+                           "inputs to check requires_grad=True (inputs=x.requires_grad_())")
     extra = _tensors(targets, cfg, "targets") if targets is not None else ()
     was_training = module.training
     with _mode(module, options.train):
@@ -140,6 +146,18 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
     result.timings["first_message_s"] = run.first_message_s
     result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    if result.failures or result.undecided:  # each line says "sample k ... seed=S": what k is
+        result.notes.append(f"samples: 0 is the example (the module's parameters and inputs= "
+                            f"as given); 1..{cfg.samples - 1} scale each parameter and float "
+                            "input entry by a random factor in [5/8, 11/8] (signs and zeros "
+                            f"kept; seed {cfg.seed})" if cfg.samples > 1 else
+                            "samples: 0 is the example (the module's parameters and inputs= "
+                            "as given)")
+    if result.verdict == "fail" and (failing := failing_blocks(result)):
+        with _mode(module, options.train):  # one more eager run, its state restored again
+            note = function_note(upstream_of_functions(module, args, options.loss, extra),
+                                 failing)
+        result.notes += [note] if note else []
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
@@ -157,8 +175,14 @@ def fresh_around(captured: Captured, m: int, seed: int, vary: list[str]) -> dict
 def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
               captured: Captured) -> list[str]:
     """What the run did that the user may not assume: eval mode for a module that was in
-    train mode, and a non-scalar loss (or output) checked along a random cotangent."""
+    train mode, frozen parameters checked all the same, and a non-scalar loss (or output)
+    checked along a random cotangent."""
     notes = []
+    frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
+    if frozen:
+        notes.append(f"{len(frozen)} frozen parameter(s) (requires_grad=False: "
+                     f"{', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}) are checked "
+                     "as if trainable: the gradient autograd would give them")
     mode = [f"{n} ({type(m).__name__})" for n, m in module.named_modules()
             if isinstance(m, MODE_DEPENDENT)]
     if was_training and not options.train and mode:

@@ -26,12 +26,15 @@ def inline(text: str) -> str:
 
 
 def page(title: str, body: str) -> str:
-    """A self-contained page; a tiny inline script records that its math rendered."""
+    """A self-contained page; a tiny inline script records that its math rendered, and how many
+    math paragraphs are taller than their box (a vertical scrollbar beside the formula, or a
+    clipped one: MathML fractions stick out ~5 px, hence the 6 px padding)."""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:sans-serif;max-width:70em;margin:2em auto;padding:0 1em}}
 table{{border-collapse:collapse}} td,th{{border:1px solid #ccc;padding:2px 6px}}
-math{{font-size:1.1em}} p{{overflow-x:auto}} td,th{{font-variant-numeric:tabular-nums}}
+math{{font-size:1.1em}} p{{overflow-x:auto;overflow-y:hidden;padding:6px 0}}
+td,th{{font-variant-numeric:tabular-nums}}
 th{{background:#f4f4f4}}</style></head>
 <body><h1>{html.escape(title)}</h1>
 {body}
@@ -43,6 +46,11 @@ addEventListener("load", function () {{
   }}
   document.body.setAttribute("data-math-total", m.length);
   document.body.setAttribute("data-math-rendered", ok);
+  var p = document.getElementsByTagName("p"), cut = 0;
+  for (var j = 0; j < p.length; j++) {{
+    if (p[j].getElementsByTagName("math").length && p[j].scrollHeight > p[j].clientHeight) cut++;
+  }}
+  document.body.setAttribute("data-math-clipped", cut);
 }});
 </script>
 </body></html>

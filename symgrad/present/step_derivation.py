@@ -43,6 +43,32 @@ AS_DECLARED = frozenset({"tanh"})
 TEXTBOOK_STEPS = 30  # the textbook adjoints for programs of up to this many steps
 
 
+class DirectDerivative(sp.Derivative):
+    r"""The loss's own partial derivative in a parameter it also reaches through other steps
+    (an L2 term beside the data term): printed ``∂L/∂w|direct``, so that the chain rule
+    ``∂L/∂w = ∂L/∂s ∂s/∂z ∂z/∂w + ∂L/∂w|direct`` does not read as circular.
+
+    >>> from symgrad.present.notation import latex
+    >>> latex(DirectDerivative(sp.Symbol("L"), sp.Symbol("w"), evaluate=False))
+    '\\left.\\frac{\\partial L}{\\partial w}\\right|_{\\mathrm{direct}}'
+    """
+
+    def _latex(self, printer) -> str:
+        inner = printer._print(sp.Derivative(*self.args, evaluate=False))
+        return rf"\left.{inner}\right|_{{\mathrm{{direct}}}}"
+
+    def _mathml_presentation(self, printer):
+        dom = printer.dom
+        row, sub, bar, word = (dom.createElement(t) for t in ("mrow", "msub", "mo", "mtext"))
+        bar.appendChild(dom.createTextNode("|"))
+        word.appendChild(dom.createTextNode("direct"))
+        row.appendChild(printer._print(sp.Derivative(*self.args, evaluate=False)))
+        row.appendChild(bar)
+        sub.appendChild(row)
+        sub.appendChild(word)
+        return sub
+
+
 @dataclass
 class Steps:
     """A plain model's program as its steps: ``nodes`` in program order (the last is the
@@ -219,23 +245,28 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
     for n in made:
         fwd.lines.append(Line(n.symbol, n.expr, fmt(values, n.symbol)))
     active = steps.active()
+    out = steps.output.symbol
+    by_symbol = {n.symbol: n for n in steps.nodes}
+    all_paths = {p: _paths(by_symbol, out, p, limit=6) for p in steps.params}
+
+    def partial(a, b) -> sp.Derivative:  # the loss's direct use of w beside its other paths
+        many = a == out and len(all_paths.get(b, ())) > 1
+        return (DirectDerivative if many else sp.Derivative)(a, b, evaluate=False)
+
     loc = Section("Local derivatives")
     local: dict[tuple, sp.Expr] = {}
     for n in made:
         for u in n.operands:
             if u in active:
                 local[(n.symbol, u)] = d = local_derivative(n, u)
-                loc.lines.append(Line(sp.Derivative(n.symbol, u, evaluate=False), d,
-                                      fmt_expr(values, d)))
+                loc.lines.append(Line(partial(n.symbol, u), d, fmt_expr(values, d)))
     chain, simp = Section("Chain rule"), Section("Gradient, simplified")
-    out = steps.output.symbol
     flat = _flatten(steps)
-    by_symbol = {n.symbol: n for n in steps.nodes}
     for p in steps.params:
-        paths = _paths(by_symbol, out, p, limit=6)
+        paths = all_paths[p]
         if paths:
-            product = sp.Add(*[sp.Mul(*[sp.Derivative(a, b, evaluate=False)
-                                        for a, b in zip(path, path[1:])], evaluate=False)
+            product = sp.Add(*[sp.Mul(*[partial(a, b) for a, b in zip(path, path[1:])],
+                                      evaluate=False)
                                for path in paths], evaluate=False)
             composed = sp.Add(*[sp.Mul(*[local[(a, b)] for a, b in zip(path, path[1:])])
                                 for path in paths])

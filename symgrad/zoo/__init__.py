@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import importlib
+import inspect
+import os
+import sys
+from pathlib import Path
 from typing import Callable
+
+from torch import nn
 
 from ..errors import SymgradError, did_you_mean
 from ..model import Model
@@ -67,11 +73,19 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
 
 def import_user_module(module_name: str, what: str):
     """Import the user's module as ``python -m`` would: the current directory comes first on
-    the path (the ``symgrad`` console script does not put it there by itself)."""
-    import os
-    import sys
+    the path (the ``symgrad`` console script does not put it there by itself). A file path
+    (``mine.py``, ``models/mine.py``) is imported by its name from its own folder."""
     if os.getcwd() not in sys.path and "" not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if module_name.endswith(".py") or "/" in module_name or os.sep in module_name:
+        path = Path(module_name)
+        if not path.is_file() or path.suffix != ".py":
+            raise SymgradError(f"{what}: no such file {module_name!r}; give the path of a .py "
+                               "file, or its module name (mine for mine.py in the current "
+                               "folder)")
+        if str(path.resolve().parent) not in sys.path:
+            sys.path.insert(0, str(path.resolve().parent))
+        module_name = path.stem
     try:
         return importlib.import_module(module_name)
     except ImportError as exc:
@@ -90,9 +104,28 @@ def load(spec: str) -> Model:
         public = [n for n in vars(module) if not n.startswith("_")]
         hint = f"; {h}" if (h := did_you_mean(attr, public)) else ""
         raise SymgradError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
+    if isinstance(obj, nn.Module) or (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise SymgradError(f"{spec} is a torch.nn.Module, not an sg.Model: verify a module from "
+                           "Python with sg.verify(module=..., inputs=...), or a GPT-style one "
+                           f"with `symgrad verify tiny_gpt --module {spec}`")
     if callable(obj) and not isinstance(obj, (Model, TensorModel)):
+        if required := _required_arguments(obj):
+            raise SymgradError(f"{spec} is a function of {', '.join(required)}, not a model "
+                               "factory (a function of no arguments returning an sg.Model); "
+                               "name the model, or a factory (a torch_fn goes with "
+                               "sg.verify(model, torch_fn=...))")
         obj = obj()
     if not isinstance(obj, (Model, TensorModel)):
         raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model or a "
                            "symgrad.tensor TensorModel")
     return obj
+
+
+def _required_arguments(fn: Callable) -> list[str]:
+    """The names of ``fn``'s arguments without a default ([] where the signature is unknown)."""
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return []
+    return [p.name for p in params if p.default is p.empty
+            and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]

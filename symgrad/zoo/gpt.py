@@ -78,6 +78,9 @@ class GPTConfig:
 def load_config(text_or_path: str) -> dict:
     """A JSON object, or the path of a JSON file (the CLI's --config)."""
     path = Path(text_or_path)
+    if path.suffix == ".json" and not path.exists():
+        raise SymgradError(f"--config: no such file {text_or_path!r}; give an existing .json "
+                           "file or the JSON itself (e.g. --config '{\"n_layers\": 1}')")
     try:
         text = path.read_text() if path.suffix == ".json" and path.exists() else text_or_path
         return json.loads(text)

@@ -1,0 +1,110 @@
+"""The custom ``torch.autograd.Function``\\ s a module's forward calls, read from the autograd
+graph of one eager run, and the module's parameters upstream of each: a failing gradient whose
+failing parameters all lie upstream of one such Function is named as flowing through its
+backward (the captured forward is the Function's forward; its own backward is what is checked).
+
+>>> import torch
+>>> class Twice(torch.autograd.Function):
+...     @staticmethod
+...     def forward(ctx, x):
+...         return 2 * x
+...     @staticmethod
+...     def backward(ctx, g):
+...         return 3 * g
+>>> class Net(torch.nn.Module):
+...     def __init__(self):
+...         super().__init__()
+...         self.a, self.b = torch.nn.Linear(2, 2), torch.nn.Linear(2, 1)
+...     def forward(self, x):
+...         return self.b(Twice.apply(self.a(x))).sum()
+>>> upstream_of_functions(Net(), (torch.ones(1, 2),), None, ())
+{'Twice': {'a.bias', 'a.weight'}}
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils._pytree import tree_leaves
+
+from ..compare import FAILING
+from ..result import Result
+
+
+def upstream_of_functions(module: nn.Module, args: tuple, loss: Callable | None,
+                          targets: tuple) -> dict[str, set[str]]:
+    """Each custom autograd Function on the graph of ``loss(module(*args), *targets)`` (or of
+    the output itself), by its class name, with the names of the module's parameters whose
+    gradient flows through its backward.
+
+    Arguments:
+        module: the module, in the mode the verification ran it.
+        args: its inputs, as the verification fed them.
+        loss: ``loss(output, *targets)``, or None.
+        targets: the loss's targets.
+    Returns:
+        Function class name -> parameter names upstream of it ({} where none is called).
+    """
+    names = {id(p): n for n, p in module.named_parameters()}
+    with torch.enable_grad():
+        out = module(*args)
+        out = loss(out, *targets) if loss is not None else out
+    roots = [t.grad_fn for t in tree_leaves(out)
+             if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    found: dict[str, set[str]] = {}
+    for node in _walk(roots):
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            name = type(node).__name__.removesuffix("Backward")
+            found.setdefault(name, set()).update(
+                names[id(n.variable)] for n in _walk([node])
+                if hasattr(n, "variable") and id(n.variable) in names)
+    return found
+
+
+def _walk(roots: list[Any]):
+    """Every autograd node reachable from ``roots``, each once."""
+    seen, stack = set(), list(roots)
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(n for n, _ in node.next_functions)
+
+
+def function_note(upstream: dict[str, set[str]], failing: set[str]) -> str | None:
+    """One line naming the custom Function whose backward every failing parameter's gradient
+    flows through (None if no Function holds them all).
+
+    >>> function_note({"Twice": {"a.weight", "a.bias"}}, {"a.weight"})
+    "every failing gradient (a.weight) flows through the backward of the custom autograd.Function 'Twice' (its forward is what was captured, its backward what autograd ran): check that backward first"
+    >>> function_note({"Twice": {"a.weight"}}, {"b.weight"}) is None
+    True
+    """
+    holders = [f for f, params in upstream.items() if failing and failing <= params]
+    if not holders:
+        return None
+    return (f"every failing gradient ({', '.join(sorted(failing))}) flows through the backward "
+            f"of the custom autograd.Function '{min(holders, key=lambda f: len(upstream[f]))}' "
+            "(its forward is what was captured, its backward what autograd ran): check that "
+            "backward first")
+
+
+def failing_blocks(result: Result) -> set[str] | None:
+    """The parameter blocks with a failing gradient entry in any compared backend; None when
+    the loss value fails too (the forward differs: not a backward's doing) or a backend's
+    statuses were reduced away."""
+    failing: set[str] = set()
+    for comp in result.comparisons.values():
+        status = getattr(comp, "status", None)
+        if status is None or np.ndim(status) != 2:
+            return None
+        bad = np.isin(status, FAILING).any(axis=0)
+        if bad[0]:
+            return None
+        failing |= {name for name, a, b in result.blocks if bad[a:b].any()}
+    return failing

@@ -4,8 +4,13 @@
 clamps it at -100): exactly e^-1000 > 0, but 0 in double-double and a ball around 0 at 128
 bits. ``views.rounded_zone`` used to stop at the first NaN ball and read "NaN in DD and in
 balls" as undefined: a false "domain" FAIL on torch's correct op (reports/wolf_hunt.md). Now
-a NaN ball raises the precision to the cap (2048 bits resolve e^-1000; e^-2000 stays open:
-inconclusive), and domain needs the balls' proof (``precise.arbdomain``).
+a NaN ball raises the precision to the cap (2048 bits resolve e^-1000; a NaN ball one
+doubling more: 4096 bits resolve e^-2000), and domain needs the balls' proof
+(``precise.arbdomain``). Sample 0's separate ARB certificate (``views.certify_view``) was fixed
+at 512 bits, where the same ball is NaN: x = 1000 stayed inconclusive. It now retries at
+doubled precision (``precise.certify.recertify``) while a missed entry's ball is too wide,
+up to 4096 bits: x = 1000 and x = 2000 pass (sing20); x = 3000 (~4330 bits) stays
+inconclusive, never a failure.
 """
 
 import numpy as np
@@ -16,7 +21,9 @@ import torch.nn.functional as F
 
 import symgrad as sg
 from symgrad.capture.gradcheck import GradcheckError
+from symgrad.precise import ARB_OPS
 from symgrad.precise.arbdomain import DomainWatch, watched
+from symgrad.precise.certify import Escalation, certify, escalate, recertify
 
 
 def _bce(x, t):
@@ -34,12 +41,52 @@ def _outcome(func, x, t) -> str:
 
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 @pytest.mark.parametrize("big", [1000.0, 2000.0])
-def test_bce_of_sigmoid_at_large_logits_is_no_fail(dtype, big):
+def test_bce_of_sigmoid_at_large_logits_passes(dtype, big):
     x = torch.tensor([-0.3, 0.7, big, 2.0], dtype=dtype, requires_grad=True)
     t = torch.tensor([0.2, 0.3, 0.7, 0.4], dtype=dtype)
+    assert _outcome(_bce, x, t) == "pass"
+
+
+def test_bce_of_sigmoid_beyond_the_balls_cap_is_inconclusive_not_a_failure():
+    x = torch.tensor([-0.3, 0.7, 3000.0, 2.0], dtype=torch.float64, requires_grad=True)
+    t = torch.tensor([0.2, 0.3, 0.7, 0.4], dtype=torch.float64)
     got = _outcome(_bce, x, t)
-    assert "disagrees" not in got and "domain" not in got, got
-    assert got == "pass" or "inconclusive" in got, got
+    assert "inconclusive" in got and "disagrees" not in got and "domain" not in got, got
+    assert "nor a NaN ball at 4096" in got, got
+
+
+def _saturated_log():
+    x = sp.Symbol("x")
+    f = sp.log(1 - 1 / (1 + sp.exp(-x)))  # -1000 - log1p(e^-1000) at x = 1000
+    calls = []
+
+    def evaluate(ops):
+        calls.append(ops.prec)
+        return ops.map(f, {x: ops.asarray(np.array([1000.0]))})
+    return evaluate, calls
+
+
+def test_the_certificate_retries_only_what_it_missed_with_a_wide_ball():
+    evaluate, calls = _saturated_log()
+    run = escalate(evaluate, 1e-30, cap=512)
+    cert = certify(np.array([-1000.0]), np.array([0.0]), run.balls)
+    assert not cert.ok and run.bits == 128 and run.balls[0].is_nan()
+    again, bits = recertify(evaluate, np.array([-1000.0]), np.array([0.0]), run, cert)
+    assert again.ok and bits == 2048 and calls == [128, 256, 512, 1024, 2048]
+    del calls[:]  # certified: nothing more is evaluated
+    assert recertify(evaluate, np.array([-1000.0]), np.array([0.0]), run, again) == (again, 128)
+    assert calls == []
+    narrow = _balls_at(2048)
+    wrong = certify(np.array([-999.0]), np.array([0.0]), narrow)
+    assert not wrong.ok  # a narrow ball far from the DD value: more bits cannot help
+    assert recertify(evaluate, np.array([-999.0]), np.array([0.0]),
+                     Escalation(narrow, 2048, True, 0.0), wrong, cap=8192)[1] == 2048
+    assert calls == []
+
+
+def _balls_at(bits: int):
+    evaluate, _ = _saturated_log()
+    return np.asarray(evaluate(ARB_OPS.at(bits)), dtype=object)
 
 
 class _PlantedSigmoid(torch.autograd.Function):

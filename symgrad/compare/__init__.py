@@ -1,6 +1,7 @@
 """The one comparer, split by job: each entry's status (``entries``: the rule, the statuses,
 ``compare``, ``prove``), the knobs and units (``tolerance``: ``Tolerance``, ``allowance``),
-kinks and subgradients (``kinks``) and the block and pooled tests (``blocks``). Every name is
+kinks and subgradients (``kinks``), a non-finite entry at a singular point reached by rounding
+(``singular``) and the block and pooled tests (``blocks``). Every name is
 importable from ``symgrad.compare`` as before the split. The rule itself is written in
 ``symgrad.compare.entries``' docstring and in every report.
 """
@@ -12,6 +13,7 @@ from .entries import (DOMAIN, EXPLANATIONS, FAILING, INCONCLUSIVE, KINK, LOSS, M
                       NONFINITE, OK, OVERFLOW, STATUS_NAMES, SUSPECT, SYSTEMATIC, ULP_BINS,
                       Comparison, compare, prove, ulp_counts)
 from .kinks import KinkSides, convex_combination, separable_combination
+from .singular import mark_singular
 from .tolerance import (DTYPES, DTypeInfo, Tolerance, allowance, dtype_info, entry_errors,
                         error_ulps, losing, measured_ulps, tie_band, ulp)
 
@@ -20,6 +22,6 @@ __all__ = [
     "INCONCLUSIVE", "KINK", "KinkSides", "LOSS", "MISMATCH", "NONFINITE", "OK", "OVERFLOW",
     "STATUS_NAMES", "SUSPECT", "SYSTEMATIC", "SymgradError", "Tolerance", "ULP_BINS",
     "allowance", "compare", "convex_combination", "dtype_info", "entry_errors", "error_ulps",
-    "losing", "measured_ulps", "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
+    "losing", "mark_singular", "measured_ulps", "pooled_resolution", "pooled_test", "prove", "separable_combination", "systematic",
     "systematic_blocks", "tie_band", "ulp", "ulp_counts",
 ]

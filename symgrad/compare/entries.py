@@ -136,8 +136,9 @@ EXPLANATIONS = {
                     "is as large as the exact value (0 or a flipped sign would pass too), or the "
                     "oracle's ball stayed wide at its precision cap, or, at many interacting "
                     "kinks, the gradient lies in the proven enclosure of the subgradients but "
-                    "outside the hull of the sides evaluated; neither ok nor failing, counted "
-                    "and shown",
+                    "outside the hull of the sides evaluated, or a NaN or inf where rounding "
+                    "can reach a singular point of the derivative (``compare.singular``); "
+                    "neither ok nor failing, counted and shown",
     "systematic": "the backend's errors on this parameter block are aligned with the exact "
                   "gradient (a scale, sign or zeroing error): far beyond what rounding, which is "
                   "nearly orthogonal to it, produces",

@@ -161,3 +161,55 @@ def escalate(evaluate: Callable[[ArbOps], np.ndarray], allowance, *, fraction: f
         if worst <= fraction or bits >= cap:
             return Escalation(balls, bits, worst <= fraction, worst)
         bits = min(cap, bits * 2)
+
+
+def recertify(evaluate: Callable[[ArbOps], np.ndarray], hi: np.ndarray, lo: np.ndarray,
+              run: Escalation, cert: Certificate, *, config: CertifyConfig = CertifyConfig(),
+              cap: int = 4096) -> tuple[Certificate, int]:
+    """A certificate that missed entries whose ball was too wide to tell (not finite, or a
+    radius above half the entry's claim), retried at doubled precision up to ``cap`` bits
+    until every entry is certified: cancellation far below the balls' precision (BCE of a
+    sigmoid at x = 1000: 1 - s is e^-1000, a ball around 0 below ~1450 bits, whose log is NaN)
+    costs bits, as the oracle's own escalation does. Certified entries keep their balls; a
+    missed entry whose ball is already narrow (the double-double value is off) stops the
+    retries, which more bits cannot change. A certificate that is ok costs nothing more.
+
+    Arguments:
+        evaluate: ops -> object array of balls (as ``escalate``'s).
+        hi, lo: the double-double values certified.
+        run: the escalation ``cert`` was made from (its balls and bits).
+        cert: ``certify(hi, lo, run.balls, config=config)``.
+        config: the claimed accuracy.
+        cap: the largest precision in bits (``VerifyConfig.oracle_max_bits``' default).
+    Returns:
+        (the certificate, the bits its last balls took).
+
+    >>> import sympy as sp
+    >>> from symgrad.precise import ARB_OPS
+    >>> x = sp.Symbol("x"); xs = np.array([1000.0])
+    >>> f = sp.log(1 - 1 / (1 + sp.exp(-x)))  # -1000 - log1p(e^-1000): -1000 in float64
+    >>> run = escalate(lambda ops: ops.map(f, {x: ops.asarray(xs)}), 1e-30, cap=512)
+    >>> cert = certify(np.array([-1000.0]), np.array([0.0]), run.balls)
+    >>> cert.ok, run.bits  # a NaN ball at 512 bits: no precision below ~1450 bits tells
+    (False, 128)
+    >>> again, bits = recertify(lambda ops: ops.map(f, {x: ops.asarray(xs)}), np.array([-1000.0]),
+    ...                         np.array([0.0]), run, cert)
+    >>> again.ok, bits
+    (True, 2048)
+    """
+    balls, bits = np.asarray(run.balls, dtype=object), run.bits
+    hi = np.asarray(hi, dtype=float)
+    with np.errstate(invalid="ignore", over="ignore"):
+        claim = config.rel * np.abs(hi) + config.abs
+    while not cert.ok and bits < cap:
+        missed = ~np.asarray(cert.certified, bool)
+        radius = np.asarray(cert.radius, float) if cert.radius is not None else np.full(
+            hi.shape, np.inf)
+        with np.errstate(invalid="ignore"):
+            wide = missed & ~(radius <= 0.5 * claim)
+        if not wide.any():
+            break
+        bits = min(cap, bits * 2)
+        balls = np.where(missed, np.asarray(evaluate(ARB_OPS.at(bits)), dtype=object), balls)
+        cert = certify(hi, lo, balls, config=config)
+    return cert, bits

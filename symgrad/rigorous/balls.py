@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import time
 from fractions import Fraction
 from typing import Callable
 
@@ -71,7 +72,11 @@ class Unbounded(Exception):
 
 
 class Rounding:
-    """The dtype's rounding model: each operation's own widening (module docstring, 1-5)."""
+    """The dtype's rounding model: each operation's own widening (module docstring, 1-5).
+    ``watch``: whether the rounded kernels report each function's result to ``note``
+    (``rigorous.singular``'s walk records where a ball reached a singular point)."""
+
+    watch = False
 
     def __init__(self, dtype: str, function_ulps: float, *, strict: bool = True,
                  exact: bool = False) -> None:
@@ -85,6 +90,9 @@ class Rounding:
             self.fn_rel = arb(function_ulps) * 2 * self.u  # k ulps (one ulp is 2u)
         self.max = arb(info.max)
         self.digits = info.digits
+
+    def note(self, name: str, args: tuple, result) -> None:
+        """An operation's result, seen by a watching walk (``watch``); nothing here."""
 
     def gamma(self, k: int) -> arb:
         """gamma_k = k u / (1 - k u)."""
@@ -279,17 +287,19 @@ class Enclosure:
 
     Arguments:
         radii_of: rows (indices into the compared samples) -> (len(rows), K) radii.
-        columns: the column slice this view reads (compare_compact's chunks share one cache).
+        singular_of: rows -> ((len(rows), K) bool, row position -> reason): the entries whose
+            enclosure reaches a singular point (``rigorous.singular``; None: not asked).
     """
 
-    def __init__(self, radii_of: Callable[[np.ndarray], np.ndarray]) -> None:
+    def __init__(self, radii_of: Callable[[np.ndarray], np.ndarray],
+                 singular_of: Callable | None = None) -> None:
         self._radii_of = radii_of
+        self._singular_of = singular_of
         self._cache: dict[int, np.ndarray] = {}
         self.seconds = 0.0
         self.rows_computed = 0
 
     def __call__(self, rows: np.ndarray, columns: slice | None = None) -> np.ndarray:
-        import time
         rows = np.asarray(rows, dtype=int)
         todo = [int(r) for r in rows if int(r) not in self._cache]
         if todo:
@@ -301,6 +311,18 @@ class Enclosure:
             self.rows_computed += len(todo)
         out = np.array([self._cache[int(r)] for r in rows]).reshape(len(rows), -1)
         return out if columns is None else out[:, columns]
+
+    def singular(self, rows: np.ndarray) -> tuple[np.ndarray, dict]:
+        """The entries of these samples whose rounded enclosure reaches a singular point, and
+        why (``rigorous.singular.singular_entries``); nothing reached without ``singular_of``."""
+        rows = np.asarray(rows, dtype=int)
+        if self._singular_of is None or not rows.size:
+            return np.zeros((len(rows), 0), bool), {}
+        t0 = time.perf_counter()
+        try:
+            return self._singular_of(rows)
+        finally:
+            self.seconds += time.perf_counter() - t0
 
     def columns(self, columns: slice) -> Callable[[np.ndarray], np.ndarray]:
         """The same cache, restricted to a column slice (one chunk of compare_compact)."""

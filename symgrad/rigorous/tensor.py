@@ -1,6 +1,8 @@
 """The rigorous enclosure of a tensor program (``symgrad.rigorous.balls`` has the theorem): the
 double-double oracle's ball kernels with every operation widened by its own rounding, walked
-over the derived program (``tensor_balls``), and the lazy per-entry radii (``tensor_enclosure``).
+over the derived program (``tensor_balls``), and the lazy per-entry radii (``tensor_enclosure``);
+the same walk unranged, for the entries whose enclosure reaches a singular point
+(``singular_entries``, ``singular`` has the rule).
 """
 
 from __future__ import annotations
@@ -18,7 +20,10 @@ from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls
 from .balls import PREC, Enclosure, Rounding, Unbounded, nonnegative, spread, union
 from .exact_int import exact_integer_einsum
+from .singular import SingularRounding, reason
 from .torch_forms import RULES
+
+WALK_ERRORS = (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError, OverflowError)
 
 
 def _rounded_kernels(R: Rounding):
@@ -32,7 +37,8 @@ def _rounded_kernels(R: Rounding):
         if name in ("Abs", "sign", "Max", "Min", "Heaviside", "DiracDelta"):
             fun[key] = impl  # exact
         else:
-            fun[key] = (lambda impl: lambda k, *xs: uf(R.rfun)(impl(k, *xs)))(impl)
+            fun[key] = (lambda impl, name: lambda k, *xs: uf(R.rfun)(
+                _noted(R, f"{name}(x)", xs, impl(k, *xs))))(impl, name)
 
     class RoundedKernels(ArbKernels):
         name = "ARB (rounded)"
@@ -49,10 +55,11 @@ def _rounded_kernels(R: Rounding):
         def pow_int(self, a, n): return uf(lambda v: R.ripow(v, n))(a)
 
         def pow_rational(self, a, p, q):
-            return uf(R.rfun)(ArbKernels.pow_rational(self, a, p, q))
+            return uf(R.rfun)(_noted(R, f"x**({p}/{q})", (a,),
+                                     ArbKernels.pow_rational(self, a, p, q)))
 
         def pow_general(self, a, b):
-            return uf(R.rfun)(ArbKernels.pow_general(self, a, b))
+            return uf(R.rfun)(_noted(R, "x**y", (a, b), ArbKernels.pow_general(self, a, b)))
 
         def sum_terms(self, terms):
             if len(terms) <= 30:  # numpy ufuncs take at most 32 operands
@@ -63,6 +70,13 @@ def _rounded_kernels(R: Rounding):
             g = R.gamma(len(terms) - 1)
             return uf(lambda v, m: R.widen(v, g, m), 2)(exact, mag)
     return RoundedKernels()
+
+
+def _noted(R: Rounding, name: str, args: tuple, out):
+    """``out``, shown first to a watching rounding model (``Rounding.note``)."""
+    if R.watch:
+        R.note(name, args, out)
+    return out
 
 
 class _Walk(walk._Walk):
@@ -98,8 +112,9 @@ class RoundedArbOps:
     of exact small integers (``exact_int``) exactly."""
 
     def __init__(self, dtype: str, function_ulps: float, prec: int = PREC, *,
-                 exact: bool = False) -> None:
-        self.R = Rounding(dtype, function_ulps, strict=False, exact=exact)
+                 exact: bool = False, rounding: Rounding | None = None) -> None:
+        self.R = rounding if rounding is not None else Rounding(dtype, function_ulps,
+                                                                strict=False, exact=exact)
         self.exact = ArbOps(prec)
         self.prec = prec
         self.kernels = _rounded_kernels(self.R)
@@ -203,13 +218,13 @@ def _is_nonneg(x) -> np.ndarray:
 
 
 def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,
-                 exact: bool = False) -> np.ndarray:
+                 exact: bool = False, rounding: Rounding | None = None) -> np.ndarray:
     """The output balls (value, then every gradient entry) of one sample of a tensor model's
     derived program in rounded ball arithmetic (``RoundedArbOps``; ``exact``: unwidened); a
     max reduction's derivative knows its maximum is one of its entries (``max_top``), and a
     VJP map tagged with torch's own backward formula holds that formula's value too
-    (``torch_forms``)."""
-    ops = RoundedArbOps(dtype, function_ulps, exact=exact)
+    (``torch_forms``). ``rounding``: another rounding model (``singular``'s, unranged)."""
+    ops = RoundedArbOps(dtype, function_ulps, exact=exact, rounding=rounding)
     one = {k: np.asarray(v)[row:row + 1] for k, v in values.items()}
     with ctx.workprec(PREC):
         outs = run(model.gradient.outputs, ops, one, rules=RULES)
@@ -242,8 +257,7 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
         try:
             balls = list(tensor_balls(program, values, r, dtype, function_ulps))
             centre = list(tensor_balls(program, values, r, dtype, function_ulps, exact=True))
-        except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
-                OverflowError):
+        except WALK_ERRORS:
             balls = centre = None
         return spread([balls], [centre], (1, width))[0]
 
@@ -261,8 +275,7 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
             try:
                 balls = _rows_balls(program, values, chunk, dtype, function_ulps)
                 centre = _rows_balls(program, values, chunk, dtype, function_ulps, exact=True)
-            except (Unbounded, arb_backend.Imprecise, ValueError, ZeroDivisionError,
-                    OverflowError):
+            except WALK_ERRORS:
                 out += [one(program, r, width) for r in chunk]
                 continue
             out += list(spread(balls, centre, (len(chunk), width)))
@@ -272,4 +285,57 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
         rows = [int(r) for r in rows]
         parts = [together(p, rows, hi.shape[1]) for p in programs]
         return np.array([union(*[part[i] for part in parts]) for i in range(len(rows))])
-    return Enclosure(radii_of)
+
+    def singular_of(rows: np.ndarray) -> tuple[np.ndarray, dict]:
+        return singular_entries(programs, values, rows, hi.shape[1], dtype, function_ulps)
+    return Enclosure(radii_of, singular_of)
+
+
+def singular_entries(programs: list, values: dict, rows: np.ndarray, width: int, dtype: str,
+                     function_ulps: float) -> tuple[np.ndarray, dict[int, str]]:
+    """Which entries of these samples the rounded enclosure cannot keep away from a singular
+    point (``rigorous.singular``), and why, per sample.
+
+    Arguments:
+        programs: the tensor models whose derived programs correct code may run (the model;
+            for a user's torch_fn also its textbook program): reached in any of them counts.
+        values: the compared samples' inputs (name -> (N, ...)).
+        rows: the samples to walk (indices into ``values``).
+        width: the entries per sample (1 + parameters).
+        dtype, function_ulps: the rounding model.
+    Returns:
+        (len(rows), width) bool, True where reached; and row position -> the reason, one line
+        naming the singular operation(s) and their argument's enclosure.
+
+    >>> import sympy as sp
+    >>> import symgrad.tensor as st
+    >>> from symgrad.tensor.model import TensorModel
+    >>> w, v = st.param("w", ()), st.param("v", ())
+    >>> norm = TensorModel("n", st.sum_(st.map_(  # ||(w - 1/10, v)||: 0.1 is 5.6e-18 off
+    ...     sp.sqrt((st.X[0] - sp.Rational(1, 10)) ** 2 + st.X[1] ** 2), w, v)))
+    >>> at = {"w": np.array([0.1]), "v": np.array([0.0])}
+    >>> mask, why = singular_entries([norm], at, np.array([0]), 3, "float64", 4.0)
+    >>> mask.tolist(), "x**(-1/2) at x in [" in why[0]
+    ([[True, True, False]], True)
+    >>> at["w"] = np.array([0.3])  # the norm's argument clear of 0: nothing reached
+    >>> singular_entries([norm], at, np.array([0]), 3, "float64", 4.0)[0].tolist()
+    [[False, False, False]]
+    """
+    mask = np.zeros((len(rows), width), bool)
+    why: dict[int, str] = {}
+    for i, r in enumerate(np.asarray(rows, dtype=int)):
+        for program in programs:
+            R = SingularRounding(dtype, function_ulps)
+            try:
+                with ctx.workprec(PREC):
+                    balls = tensor_balls(program, values, int(r), dtype, function_ulps,
+                                         rounding=R)
+            except WALK_ERRORS:
+                continue
+            if not R.events:
+                continue
+            bad = np.array([not arb_backend._a(b).is_finite() for b in balls], bool)
+            if bad.any():
+                mask[i] |= bad
+                why.setdefault(i, reason(R.events, dtype))
+    return mask, why

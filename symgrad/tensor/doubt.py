@@ -1,6 +1,7 @@
 """What the oracle's ARB certificate leaves open, judged against the comparer's allowances.
 
-``views.certify_view`` checks sample 0's double-double gradient against ARB balls with a fixed
+``views.certify_view`` checks sample 0's double-double gradient against ARB balls (their
+precision raised while a missed entry's ball is too wide, up to 4096 bits) with a fixed
 claim (``rel * |v| + abs``). An entry whose terms cancel to an exact zero (d/dbk of attention:
 softmax is shift invariant) comes out of DD as ~1e-30 of cancellation while the ball sits at
 ~4e-37 +/- 1e-34: the claim's absolute floor is missed, yet the entry's exact value is known to
@@ -121,11 +122,12 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
                                  for r, c in unrounded.items()) if c.size}
     entries_why = ""
     if entries:
-        r = min(entries)
+        r, cap = min(entries), zone_cap or views.ZONE_BITS[1]
         entries_why = (f"the oracle's value of entry {int(entries[r][0])} of sample row {r} is "
-                       f"not certified by ARB balls at {zone_cap or views.ZONE_BITS[1]} bits (a row "
-                       "re-evaluated in balls by the double-double's underflow/overflow "
-                       "watch, views.rounded_zone; raise oracle_max_bits: views.zone_bits)")
+                       f"not certified by ARB balls at {cap} bits, nor a NaN ball at "
+                       f"{cap << views.ZONE_CAP_SHIFT} (a row re-evaluated in balls by the "
+                       "double-double's underflow/overflow watch, views.rounded_zone; raise "
+                       "oracle_max_bits: views.zone_bits)")
     if cert is None:
         return OracleDoubt(np.zeros(np.size(E0), bool), 0, 0, 0, "", tol.zero_below,
                            entries, entries_why)
@@ -175,8 +177,8 @@ def judge_certificate(cert: Certificate | None, E0: np.ndarray, dtypes: Sequence
                  "large as the value)" if exact_rule[k] else
                  f"{tol.zero_below:.3g} of its allowance {allowed[k]:.3g}")
         why = (f"the oracle's double-double value of entry {k} is certified by ARB balls only "
-               f"to {e[k]:.3g}, more than {share} (the ball is too wide to decide it); raise "
-               "the ARB precision cap of views.certify_view")
+               f"to {e[k]:.3g}, more than {share} (the ball is too wide to decide it, up to "
+               "the retry cap of views.certify_view: 4096 bits)")
     return OracleDoubt(doubt, int(e.size), int(cert.n_certified),
                        int((missed & known).sum()), why, tol.zero_below, entries, entries_why,
                        n_settled)

@@ -22,7 +22,7 @@ from .. import causes
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
 from ..backends.torch_grads import give_back
-from ..compare import STATUS_NAMES, Comparison, allowance, tie_band
+from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..errors import SymgradError
@@ -174,7 +174,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             keys[name] = key
             if kinks is not None:
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
-            comp = mark_open(mark_doubt(comp, doubt), rewrite)  # entries left open
+            comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
             del Eb

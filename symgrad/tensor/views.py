@@ -22,7 +22,7 @@ from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
 from ..precise.arbdomain import DomainWatch, watched
-from ..precise.certify import CertifyConfig, certify, escalate
+from ..precise.certify import CertifyConfig, certify, escalate, recertify
 from ..precise.underflow import rounded, zone_rows
 from .interpret import evaluate
 from .model import TensorModel
@@ -221,8 +221,10 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     NaN and is returned as open (the run marks it inconclusive: ``tensor.doubt``), unless the
     DD and the ball are both NaN and the balls prove it undefined (every NaN they made is
     proven: ``precise.arbdomain``, e.g. a log of a ball wholly below 0; then domain). A NaN
-    ball raises the precision too, up to the cap: log(1 - sigmoid(1000)) takes a log of a ball
-    around 0 at 128 bits and of e^-1000 at 2048; at x = 2000 it stays open. A row elsewhere with a NaN in the
+    ball raises the precision too, and while every open entry is a NaN ball one doubling past
+    the cap (the oracle's own cap at the defaults: 4096 bits): log(1 - sigmoid(1000)) takes a
+    log of a ball around 0 at 128 bits and of e^-1000 at 2048, x = 2000 needs 4096 (~2900
+    bits); beyond that it stays open. A row elsewhere with a NaN in the
     DD (inf/inf where an exp overflowed: sinh(w)/cosh(w) at w = 800) is evaluated in balls
     too, only its NaN entries in question: a DD NaN proves nothing undefined. Other rows cost
     one pass over the inputs and results.
@@ -269,7 +271,8 @@ def rounded_zone(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
             with np.errstate(invalid="ignore"):  # NaN in DD and in balls, proven undefined
                 domain = np.isnan(h) & np.isnan(hi[r]) & asked & watch.proven
             open_ = ~ok & ~domain & asked
-            if not open_.any() or prec >= cap:
+            nan_only = bool(np.isnan(h[open_]).all())  # NaN balls: one doubling more
+            if not open_.any() or prec >= (cap << ZONE_CAP_SHIFT if nan_only else cap):
                 break
             prec *= 2
         hi[r, ok], lo[r, ok] = h[ok], l[ok]
@@ -349,14 +352,18 @@ def oracle_steps(model: TensorModel, samples: int) -> int:
 
 def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.ndarray,
                  lo: np.ndarray, *, rel: float = 1e-20, abs_: float = 1e-30,
-                 start: int = 128, cap: int = 512, program: tuple | None = None):
+                 start: int = 128, cap: int = 512, program: tuple | None = None,
+                 retry_cap: int = 4096):
     """Re-evaluate the derived program with ball arithmetic (``symgrad.precise.ARB_OPS``) on
     the first sample of ``values`` and certify the oracle's (hi, lo) row for it: every entry
     within ``rel`` (1e-4 of a float64 ULP) plus ``abs_`` of the rigorous ball. The balls'
     precision rises (``precise.certify.escalate``, from ``start`` bits, doubling up to ``cap``)
     until every radius is at most half its entry's claim: cancellation inside the program
-    costs ARB bits too. ``program``: as ``oracle_view``'s (the sided program of a model with
-    kinks: its selectors are exact 0/1 inputs, so no ball has to decide a tie). Returns the
+    costs ARB bits too. Entries that still miss their claim with a ball too wide to tell (a
+    NaN ball: BCE of a sigmoid at x = 1000 needs ~1450 bits, at x = 2000 ~2900) are tried
+    again at doubled precision up to ``retry_cap`` (``precise.certify.recertify``; nothing
+    more where the certificate holds). ``program``: as ``oracle_view``'s (the sided program of
+    a model with kinks: its selectors are exact 0/1 inputs, so no ball has to decide a tie). Returns the
     ``Certificate`` (``.ok``, ``.summary()``)."""
     outputs, extra = program if program is not None else (model.gradient.outputs, {})
     one = {k: np.asarray(v)[:1] for k, v in {**values, **extra}.items()}
@@ -367,4 +374,6 @@ def certify_view(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.nd
     with np.errstate(invalid="ignore", over="ignore"):
         claim = rel * np.abs(hi) + abs_
     run = escalate(balls_at, claim, fraction=0.5, start=start, cap=cap)
-    return certify(hi, lo, run.balls, config=CertifyConfig(rel=rel, abs=abs_))
+    config = CertifyConfig(rel=rel, abs=abs_)
+    cert = certify(hi, lo, run.balls, config=config)
+    return recertify(balls_at, hi, lo, run, cert, config=config, cap=retry_cap)[0]

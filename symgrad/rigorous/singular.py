@@ -1,0 +1,134 @@
+"""A singular point reached by rounding: where correct code may compute NaN or inf.
+
+The rigorous enclosure (``balls``) holds every value correct code can compute in a dtype. Where
+the ball of an operation's *argument* holds that operation's singular point - 0 for a division,
+a negative power (the derivative of a norm or a square root), a log; a domain boundary for a
+sqrt, acos, ... - a correct computation may land on it: its rounded argument can be exactly
+the singular point (triplet_margin_loss's x - y + 1e-6 at x = 0, y = 1e-6, which torch rounds
+to exactly 0), and there the exact derivative is infinite or undefined. A NaN or inf from the
+code under test at such an entry is then no evidence of a bug (``compare.singular``: the
+entry is inconclusive, with the singular operation named), while a NaN or inf where every
+argument ball stays clear of its singular points is still a failure.
+
+**The walk.** The program is walked once more in the rounded balls of ``balls.Rounding``
+(every operation widened by its own rounding in the dtype), with two changes:
+
+- the dtype's range is not enforced: an intermediate beyond the largest finite number is held
+  by ``arb`` as it is. An overflow is no singular point of the function: exp(w) / exp(w) at
+  w = 1000 encloses 1 here, so float64's inf / inf = NaN stays a failure (the code could
+  scale first);
+- where an operation's argument ball holds its singular point, the result is a NaN ball (it
+  propagates to every entry that depends on it) and the operation is recorded.
+
+An entry is *reached* when its ball comes out non-finite and the walk recorded at least one
+singular operation (a NaN constant, a Piecewise's undefined branch, does not count). As with
+the enclosure itself the balls may be wider than the set of computed values (ball arithmetic
+forgets correlations): so "reached" is what the enclosure cannot exclude, never a pass.
+
+>>> import numpy as np
+>>> from flint import arb
+>>> R = SingularRounding("float64", 4.0)
+>>> R.ripow(arb("0 +/- 1e-30"), -1).is_finite(), R.events
+(False, ['x**-1 at x in [-1e-30, 1e-30], which holds 0'])
+>>> R.widen(arb(10) ** 400, R.u).is_finite()  # beyond float64's range: held, not singular
+True
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flint import arb
+
+from ..backends import arb as arb_backend
+from .balls import UNIT, Rounding
+
+MAX_EVENTS = 3  # singular operations named per walk
+
+
+def _interval(b: arb) -> str:
+    if not b.is_finite():
+        return "a non-finite ball"
+    lo, hi = float(b.lower()), float(b.upper())
+    return f"[{lo:.3g}, {hi:.3g}]"
+
+
+class SingularRounding(Rounding):
+    """``balls.Rounding`` without the dtype's range, recording each operation whose finite
+    argument ball holds its singular point (``events``, in words) and giving a NaN ball there.
+
+    Arguments:
+        dtype: the dtype whose rounding is modelled.
+        function_ulps: the elementary functions' error (``Tolerance.function_ulps``).
+    """
+
+    watch = True
+
+    def __init__(self, dtype: str, function_ulps: float) -> None:
+        super().__init__(dtype, function_ulps, strict=False)
+        self.events: list[str] = []
+
+    def _record(self, name: str, arg) -> None:
+        arg = arb_backend._a(arg)
+        point = "0" if 0 in arg else "its domain's boundary"
+        event = f"{name} at x in {_interval(arg)}, which holds {point}"
+        if len(self.events) < MAX_EVENTS and event not in self.events:
+            self.events.append(event)
+
+    def note(self, name: str, args: tuple, result) -> None:
+        """Record each entry of ``result`` that is non-finite while its arguments are finite."""
+        out = np.asarray(result, dtype=object).reshape(-1)
+        parts = [np.broadcast_to(np.asarray(a, dtype=object), np.shape(result)).reshape(-1)
+                 for a in args]
+        for i, v in enumerate(out):
+            if len(self.events) >= MAX_EVENTS:
+                return
+            if not arb_backend._a(v).is_finite() and all(
+                    arb_backend._a(p[i]).is_finite() for p in parts):
+                self._record(name, parts[0][i])
+
+    def widen(self, r, rel: arb, scale=None) -> arb:
+        r = arb_backend._a(r)
+        if not r.is_finite():
+            return arb.nan()
+        mag = abs(r if scale is None else scale).upper()
+        return r + (rel * mag + self.tiny) * UNIT
+
+    def _check(self, r) -> arb:
+        r = arb_backend._a(r)
+        return r if r.is_finite() else arb.nan()
+
+    def rsqrt(self, x) -> arb:
+        try:
+            return super().rsqrt(x)
+        except arb_backend.Imprecise:
+            self._record("sqrt(x)", x)
+            return arb.nan()
+
+    def ripow(self, b, k: int) -> arb:
+        b = arb_backend._a(b)
+        try:
+            r = super().ripow(b, k)
+        except arb_backend.Imprecise:
+            r = arb.nan()
+        if k < 0 and not r.is_finite() and b.is_finite():
+            self._record(f"x**{k}", b)
+        return r
+
+    def rdiv(self, a, b) -> arb:
+        a, b = arb_backend._a(a), arb_backend._a(b)
+        r = super().rdiv(a, b)
+        if not r.is_finite() and a.is_finite() and b.is_finite():
+            self._record("a division by x", b)
+        return r
+
+
+def reason(events: list[str], dtype: str) -> str:
+    """One line: the singular operations the rounded enclosure reached.
+
+    >>> reason(["x**-1 at x in [-1, 1], which holds 0"], "float32")[:48]
+    'a singular point within rounding: x**-1 at x in '
+    """
+    return (f"a singular point within rounding: {'; '.join(events)} (the ball of every value "
+            f"correct {dtype} code computes there); rounding can land on it, where the exact "
+            f"derivative is infinite or undefined, so a NaN or inf here is no evidence of a "
+            f"bug, nor of correctness")

@@ -6,8 +6,11 @@ chunk of them resident (without the release they would hold the whole array: the
 fail), and a verify with every hi, lo and E spilled gives the very same result as in the heap:
 correct code passes, a planted wrong backward fails, named."""
 
+import errno
 import json
+import os
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +23,7 @@ import symgrad.tensor.comparing as comparing
 import symgrad.tensor.spill as spill
 from symgrad.compare import Tolerance
 from symgrad.config import VerifyConfig
+from symgrad.errors import SymgradError
 from symgrad.tensor.comparing import compare_compact
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_block_backward
@@ -135,3 +139,17 @@ def test_a_verify_with_everything_spilled_is_the_heaps_byte_for_byte(monkeypatch
     if factor is not None:
         assert {f.output.split("[")[0] for f in spilled.failures
                 if f.backend == "torch_fn"} == {"d/dW"}
+
+
+def test_no_room_or_no_directory_is_one_clear_error(monkeypatch, tmp_path):
+    """A full disk would otherwise be a SIGBUS at the first write past the room (a sparse
+    file): the room is reserved up front, and its lack is one line naming TMPDIR."""
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+    monkeypatch.setattr(os, "posix_fallocate", full, raising=False)
+    with pytest.raises(SymgradError, match=r"cannot spill 0\.00 GiB .*No space left.*TMPDIR"):
+        spill.empty((4, 4), spill_from=1)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "missing"))
+    with pytest.raises(SymgradError, match=r"cannot spill a \(4, 4\) float64 array .*missing"
+                                           r".*set TMPDIR"):
+        spill.empty((4, 4), spill_from=1)

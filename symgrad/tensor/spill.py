@@ -36,6 +36,8 @@ import weakref
 
 import numpy as np
 
+from ..errors import SymgradError
+
 SPILL_FROM = 50_000_000  # entries of a whole-model array from which it lives in a file mapping
 #                          (the size from which E and lo are float32: ``tensor.upward``)
 _LIVE: "weakref.WeakSet[mmap.mmap]" = weakref.WeakSet()  # the mappings ``release`` drops
@@ -61,16 +63,36 @@ def empty(shape: tuple[int, ...], dtype=np.float64, *, spill_from: int | None = 
     if size == 0 or size < limit:
         return np.empty(shape, dtype)
     nbytes = size * np.dtype(dtype).itemsize
-    fd, path = tempfile.mkstemp(prefix="symgrad-spill-")
+    where = tempfile.gettempdir()
+    try:
+        fd, path = tempfile.mkstemp(prefix="symgrad-spill-", dir=where)
+    except OSError as exc:
+        raise SymgradError(f"cannot spill a {shape} {np.dtype(dtype).name} array to the "
+                           f"temporary directory {where!r} ({exc.strerror}): set TMPDIR to a "
+                           f"writable directory on a disk") from None
     try:
         os.unlink(path)  # the mapping keeps the file; its blocks go when the mapping does
-        os.ftruncate(fd, nbytes)  # sparse: a page is allocated where it is first written
+        _reserve(fd, nbytes, where)
         m = mmap.mmap(fd, nbytes, flags=mmap.MAP_SHARED,
                       prot=mmap.PROT_READ | mmap.PROT_WRITE)
     finally:
         os.close(fd)
     _LIVE.add(m)
     return np.frombuffer(m, dtype=dtype).reshape(shape)
+
+
+def _reserve(fd: int, nbytes: int, where: str) -> None:
+    """Give the file its ``nbytes`` on disk now: a write into a mapping of a file the disk
+    cannot hold is a SIGBUS that kills the process; a full disk is one clear error here."""
+    try:
+        if hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:  # sparse: a page is allocated where it is first written
+            os.ftruncate(fd, nbytes)
+    except OSError as exc:
+        raise SymgradError(f"cannot spill {nbytes / 2**30:.2f} GiB to the temporary directory "
+                           f"{where!r} ({exc.strerror}): free disk space there or set TMPDIR "
+                           f"to a disk with room") from None
 
 
 def spilled(a: np.ndarray) -> bool:

@@ -60,8 +60,8 @@ def empty(shape: tuple[int, ...], dtype=np.float64, *, spill_from: int | None = 
     """
     size = int(np.prod(shape, dtype=np.int64))
     limit = SPILL_FROM if spill_from is None else spill_from
-    if size == 0 or size < limit:
-        return np.empty(shape, dtype)
+    if size == 0 or size < limit or not hasattr(mmap, "MADV_DONTNEED"):
+        return np.empty(shape, dtype)  # (no madvise, e.g. Windows: nothing to release)
     nbytes = size * np.dtype(dtype).itemsize
     where = tempfile.gettempdir()
     try:

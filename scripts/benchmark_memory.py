@@ -152,7 +152,14 @@ def render(rows: list[dict]) -> None:
           "(GPT-2's per-layer arrays sit below glibc's mmap threshold) are handed back after "
           "each block and phase (`give_back`). The peak is set by whichever phase adds the "
           "most transient memory on top of that base: the bound's walk, torch's backward or "
-          "the oracle's (see the phase peaks).",
+          "the oracle's (see the phase peaks). Since mem20 (`symgrad/tensor/spill.py`), from "
+          "50M entries hi, lo and E live in unlinked temporary-file mappings whose pages are "
+          "dropped from the resident set between the chunks that read or write them "
+          "(madvise DONTNEED on a shared file mapping: the data stays in the file, reads are "
+          "bit-identical): they leave the resident set (2.43 GiB at GPT-2) and sit in the "
+          "kernel's page cache instead, written back to disk and evicted under memory "
+          "pressure; the resident base from the bound on is the process, the samples, one "
+          "backend's gradient and the statuses (~3 GiB at GPT-2).",
           "", "| run | layers | tokens | parameters | peak RSS GiB | wall s | CPU s | load | "
           "verdict | text s | phase peaks GiB (start → peak) | CPU |", "|" + "---|" * 12]
     for r in rows:

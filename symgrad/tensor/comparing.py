@@ -21,6 +21,7 @@ from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_reso
                        systematic_blocks)
 from ..findings import entry_note, shown_value
 from ..result import Failure
+from .spill import release
 from .streaming_figures import EntryFigures, fit
 
 CHUNK = 1 << 20  # entries compared at once (each chunk: ~20 float64 temporaries, 0.2 GB)
@@ -143,6 +144,7 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         if rigorous is not None:
             radius[:, part], error[:, part] = c.rigorous, c.error
             allowed_abs[:, part] = c.allowed_abs
+        release()  # spilled hi, lo, E (``tensor.spill``): the chunk's pages out of the RSS
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
                       np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
                       error=error, rigorous=radius, figures=figures)
@@ -193,6 +195,7 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
     on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
     block is caught even where its entries are inconclusive one by one."""
     def columns(a: int, b: int):
+        release()  # the previous chunk's pages of spilled hi, lo, E (``tensor.spill``)
         exact = hi[:, a:b]
         with np.errstate(invalid="ignore", over="ignore"):
             err = np.subtract(comp.got[:, a:b], exact)  # (got - hi) - lo, in place

@@ -130,9 +130,12 @@ def worst_entries(comp: Comparison, codes: tuple | None, limit: int) -> np.ndarr
     step = max(CHUNK, limit)
     chunks = range(0, status.size, step)
     if codes is not None:  # the entries of those statuses, then as ``top`` picks among them
-        where = np.concatenate([a + np.flatnonzero(np.isin(status[a:a + step], codes))
-                                for a in chunks] or [np.zeros(0, np.int64)])
-        bad = badness(comp, where)
+        parts = [a + np.flatnonzero(np.isin(status[a:a + step], codes)) for a in chunks]
+        where = np.concatenate([np.zeros(0, np.int64), *parts])
+        # their badness a chunk's entries at a time: a gather over all of GPT-2's precision
+        # losses would touch every page of spilled hi, lo and E at once (``tensor.spill``)
+        bad = np.concatenate([np.zeros(0, np.float32),
+                              *(badness(comp, w) for w in parts if w.size)])
         if where.size > limit:
             keep = np.argpartition(-bad, limit - 1)[:limit]
             where, bad = where[keep], bad[keep]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..compare import Tolerance, entry_errors
+from .spill import release
 
 FIGURE_CHUNK = 1 << 20  # entries per chunk when a whole figure is asked for (``__array__``)
 
@@ -86,7 +87,9 @@ class EntryFigures:
         allowance in ULPs; float64, not yet ``kept``): every figure of those entries from one
         evaluation (``symgrad.figure_scan.scan``)."""
         hi, lo, got, E = (np.asarray(a[:, cols]) for a in self.arrays)
-        return entry_errors(hi, lo, np.asarray(got, np.float64), E, self.dtype, self.tol)
+        out = entry_errors(hi, lo, np.asarray(got, np.float64), E, self.dtype, self.tol)
+        release()  # spilled hi, lo, E (``tensor.spill``): this chunk's pages out of the RSS
+        return out
 
     def kept(self, x: np.ndarray) -> np.ndarray:
         """ULPs or allowances as the comparison keeps them (``fit`` to its ``kind``)."""
@@ -102,6 +105,7 @@ class EntryFigures:
         hi, lo, got, E = (np.atleast_1d(np.asarray(p)) for p in parts)
         _, _, ulps, _, allowed = entry_errors(hi, lo, np.asarray(got, np.float64), E,
                                               self.dtype, self.tol)
+        release()
         ulps, allowed = fit(ulps, self.kind), fit(allowed, self.kind)
         if scalar:
             ulps, allowed = ulps[0], allowed[0]

@@ -34,6 +34,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .spill import release
+
 FLOAT32_FROM = 50_000_000  # entries (samples x (1 + parameters)): E kept in float32 from here
 CHUNK = 1 << 20  # entries rounded at a time: the temporaries stay ~10 MB
 
@@ -71,6 +73,7 @@ def store_away(out: np.ndarray, x: np.ndarray) -> None:
     """
     if out.dtype == np.float64:
         out[...] = x
+        release()
         return
     if out.dtype != np.float32:
         raise TypeError(f"store_away: the bound's storage must be float64 or float32, "
@@ -83,6 +86,7 @@ def store_away(out: np.ndarray, x: np.ndarray) -> None:
     for a in range(0, out.shape[0], rows):
         for c in range(0, out.shape[1], cols):
             _away(out[a:a + rows, c:c + cols], x[a:a + rows, c:c + cols])
+            release()  # a spilled E (``tensor.spill``): the chunk's pages out of the RSS
 
 
 def _away(out: np.ndarray, x: np.ndarray) -> None:

@@ -32,7 +32,7 @@ from ..points import given_samples
 from ..measures import STREAM_FROM
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
-from . import context, views
+from . import context, spill, views
 from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
@@ -354,8 +354,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
     bar = None
     if cfg.progress and total is not None and total > 1:
         from tqdm import tqdm
-        bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False,
-                   mininterval=1.0)
+        bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False, mininterval=1.0)
     elif cfg.progress:
         print(f"  {what}…", file=sys.stderr, flush=True)
 
@@ -366,6 +365,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
         yield tick
     finally:
         give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
+        spill.release()  # and the pages of spilled hi, lo, E it read (``tensor.spill``)
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         if bar is not None:
             bar.close()
@@ -383,12 +383,12 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) ->
         n: the number of samples; dtypes: the compared dtypes (a tie band: ``tie_band``).
     Returns:
         E per sample and entry, each block written as the walk finishes it, limits at inputs
-        0 (``limits.limit_bounds``); from 50M entries float32, rounded away from 0 (``upward``)."""
+        0 (``limits.limit_bounds``); from 50M entries float32 away from 0 (``upward``), spilled."""
     kind = bound_kind(n * (1 + model.n_parameters))  # the limits' rows too: one rounding
 
     def bound(v: dict) -> np.ndarray:
         m = len(next(iter(v.values())))
-        E, spans = np.empty((m, 1 + model.n_parameters), kind), block_spans(model, m)
+        E, spans = spill.empty((m, 1 + model.n_parameters), kind), block_spans(model, m)
 
         def put(k: int, e: np.ndarray) -> None:
             a, size, shape = spans[k]

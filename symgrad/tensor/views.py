@@ -24,6 +24,7 @@ from ..precise import ARB_OPS, DDOps
 from ..precise.arbdomain import DomainWatch, watched
 from ..precise.certify import CertifyConfig, certify, escalate, recertify
 from ..precise.underflow import rounded, zone_rows
+from . import spill
 from .interpret import evaluate
 from .model import TensorModel
 from .program import topological
@@ -156,8 +157,8 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     n = _n(values)
     width = 1 + model.n_parameters
     # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
-    hi = np.empty((n, width))
-    lo = np.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
+    hi = spill.empty((n, width))  # GPT-2's: in a file mapping, a block's pages at a time
+    lo = spill.empty((n, width), np.float32 if n * width > 50_000_000 else np.float64)
     local = n if client is None else (1 if spot is not None else 0)
     per_sample = getattr(table, "per_sample", None)  # a table that walks samples together
     step = 1 if per_sample is None else _chunk(outputs or model.gradient.outputs, local)
@@ -314,6 +315,7 @@ def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: i
         del h, l
         if c * size >= GIVE_BACK_FROM:  # the walk's freed heap, as the bound's walk does
             give_back()
+            spill.release()  # spilled hi, lo: the block's written pages out of the resident set
     evaluate(outputs or model.gradient.outputs, table, part, progress=tick, on_step=on_step,
              emit=put)
     return hi, lo

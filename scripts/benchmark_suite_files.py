@@ -149,8 +149,8 @@ def main(argv: list[str] | None = None) -> int:
         runs = [json.loads(p.read_text()) for p in args.merge]
         write_report([r for run in runs for r in run["rows"]],
                      [max(run["load"][i] for run in runs) for i in range(3)],
-                     runs[0].get("before", str(args.before)),
-                     runs[0].get("after", str(args.after)), args.out)
+                     runs[0].get("before") or str(args.before),
+                     runs[0].get("after") or str(args.after), args.out)
         return 0
     if args.before is None or not args.targets:
         raise SystemExit("benchmark_suite_files: give --before OLD_TREE and at least one "

@@ -18,8 +18,10 @@ Usage::
 
     python scripts/benchmark_suite_files.py --before /path/to/old/tree [--after .] \\
         [--out reports/benchmark_suite_files] TARGET...
+    python scripts/benchmark_suite_files.py --merge A.json B.json [--out ...]
 
-Writes ``<out>.json`` and ``<out>.md``.
+Writes ``<out>.json`` and ``<out>.md`` (``--merge``: one report from the rows of runs made
+side by side on different targets).
 """
 
 from __future__ import annotations
@@ -106,13 +108,53 @@ def _child(tree: Path, target: str) -> dict:
             "answers": (lines[-1].split(" in ")[0].strip("= ") if lines else "?")}
 
 
+def write_report(rows: list[dict], load: list[float], before: str, after: str,
+                 out: str) -> None:
+    """``<out>.json`` (the rows and the load) and ``<out>.md`` (the table; a test file's
+    answers are its pass counts, old / new where they differ: the trees' files may hold
+    other tests)."""
+    Path(out + ".json").write_text(json.dumps({"rows": rows, "load": load, "before": before,
+                                               "after": after}, indent=1))
+    md = ["# Test files and workloads, CPU seconds (user + sys of the child), old tree vs new",
+          "", f"old: `{before}`; new: `{after}`; load average at the end "
+          f"{load[0]:.1f}. `work:` rows: the timed part alone in brackets (imports excluded).",
+          "", "| target | old CPU s | new CPU s | new / old | answers (old) | same answers |",
+          "|---|---|---|---|---|---|"]
+
+    def cell(x):
+        return f"{x['cpu_s']}" + (f" ({x['timed_cpu_s']})" if x["timed_cpu_s"] else "")
+    for r in rows:
+        b, a = r["before"], r["after"]
+        answers = b["answers"] if r["same_answers"] else f"{b['answers']} / {a['answers']}"
+        md.append(f"| {r['target']} | {cell(b)} | {cell(a)} | "
+                  f"{a['cpu_s'] / max(b['cpu_s'], 1e-9):.2f} | {answers} | "
+                  f"{r['same_answers']} |")
+    old, new = (round(sum(r[k]["cpu_s"] for r in rows), 2) for k in ("before", "after"))
+    md.append(f"| total | {old} | {new} | {new / max(old, 1e-9):.2f} | | |")
+    Path(out + ".md").write_text("\n".join(md) + "\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("targets", nargs="+")
-    ap.add_argument("--before", required=True, type=Path, help="the old tree (a checkout)")
+    ap.add_argument("targets", nargs="*")
+    ap.add_argument("--before", type=Path, help="the old tree (a checkout)")
     ap.add_argument("--after", default=Path("."), type=Path, help="the new tree (default .)")
     ap.add_argument("--out", default="reports/benchmark_suite_files")
+    ap.add_argument("--merge", nargs="+", type=Path, default=[],
+                    help="instead of running: the rows of earlier runs' .json files, in one "
+                         "report (two runs side by side on different targets; each row's "
+                         "CPU seconds are its own children's)")
     args = ap.parse_args(argv)
+    if args.merge:
+        runs = [json.loads(p.read_text()) for p in args.merge]
+        write_report([r for run in runs for r in run["rows"]],
+                     [max(run["load"][i] for run in runs) for i in range(3)],
+                     runs[0].get("before") or str(args.before),
+                     runs[0].get("after") or str(args.after), args.out)
+        return 0
+    if args.before is None or not args.targets:
+        raise SystemExit("benchmark_suite_files: give --before OLD_TREE and at least one "
+                         "target (a test file or work:ops / work:fuzz), or --merge RUN.json...")
     rows = []
     for target in args.targets:
         b = _child(args.before.resolve(), target)
@@ -120,22 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         rows.append({"target": target, "before": b, "after": a,
                      "same_answers": a["answers"] == b["answers"]})
         print(json.dumps(rows[-1]), flush=True)
-    load = os.getloadavg()
-    Path(args.out + ".json").write_text(json.dumps({"rows": rows, "load": load}, indent=1))
-    md = ["# Test files and workloads, CPU seconds (user + sys of the child), old tree vs new",
-          "", f"old: `{args.before}`; new: `{args.after}`; load average at the end "
-          f"{load[0]:.1f}. `work:` rows: the timed part alone in brackets (imports excluded).",
-          "", "| target | old CPU s | new CPU s | new / old | answers (old) | same answers |",
-          "|---|---|---|---|---|---|"]
-    for r in rows:
-        b, a = r["before"], r["after"]
-
-        def cell(x):
-            return f"{x['cpu_s']}" + (f" ({x['timed_cpu_s']})" if x["timed_cpu_s"] else "")
-        md.append(f"| {r['target']} | {cell(b)} | {cell(a)} | "
-                  f"{a['cpu_s'] / max(b['cpu_s'], 1e-9):.2f} | {b['answers']} | "
-                  f"{r['same_answers']} |")
-    Path(args.out + ".md").write_text("\n".join(md) + "\n")
+    write_report(rows, list(os.getloadavg()), str(args.before), str(args.after), args.out)
     return 0
 
 

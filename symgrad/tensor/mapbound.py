@@ -12,9 +12,11 @@ the worst case (``b_map``) and the probabilistic scale (``s_map``).
 from __future__ import annotations
 
 import ast
+import gc
 from collections import Counter
+from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import sympy as sp
@@ -72,17 +74,43 @@ def common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
     >>> common_terms("abs(numpy.tanh(a0 * c1)) + numpy.tanh(a0 * c1) * e0")
     ([('s0', 'numpy.tanh(a0 * c1)')], 'abs(s0) + s0 * e0')
     """
-    tree = ast.parse(src, mode="eval")
-    keys: dict[int, tuple] = {}  # id(node) -> (node, its structure as a tuple): formed once
+    with _no_cycle_collection():
+        return _common_terms(src)
 
-    def key(node) -> tuple:
+
+@contextmanager
+def _no_cycle_collection() -> Iterator[None]:
+    """Python's cycle collector paused, then restored as it was: parsing a large bound
+    (the op catalogue's softmax HVP maps: 0.7 MB of source, ~250K AST nodes, no cycles among
+    them) allocates enough objects to start a full collection over the whole heap many times
+    over (sympy's caches included): ``common_terms`` took 26 of the catalogue's fast subset's
+    72 CPU s, ~6 with the collector paused."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+def _common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
+    tree = ast.parse(src, mode="eval")
+    keys: dict[int, tuple] = {}  # id(node) -> (node, its structure's number): formed once
+    numbers: dict[tuple, int] = {}  # a structure, its parts by number -> its number
+
+    def key(node) -> int:
+        """One number per structure (equal subtrees, equal numbers): the structure's tuple
+        holds its parts' numbers, so a lookup hashes a few ints, not the whole subtree (the
+        nested tuples were hashed and compared whole at each lookup)."""
         got = keys.get(id(node))
         if got is None:
-            got = keys[id(node)] = (node, (type(node).__name__, *(
+            shape = (type(node).__name__, *(
                 key(v) if isinstance(v, ast.AST) else
                 tuple(key(x) if isinstance(x, ast.AST) else x for x in v)
                 if isinstance(v, list) else v
-                for f, v in ast.iter_fields(node) if f != "ctx")))
+                for f, v in ast.iter_fields(node) if f != "ctx"))
+            got = keys[id(node)] = (node, numbers.setdefault(shape, len(numbers)))
         return got[1]
     counts: Counter = Counter()
 
@@ -94,7 +122,7 @@ def common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
             for child in ast.iter_child_nodes(node):
                 count(child)
     count(tree.body)
-    names: dict[tuple, str] = {}
+    names: dict[int, str] = {}
     shared: list[tuple[str, str]] = []
 
     class Share(ast.NodeTransformer):

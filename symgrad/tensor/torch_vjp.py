@@ -62,7 +62,7 @@ def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
     formula of X0); an op is kept only where putting it back gives ``expr`` exactly."""
     out, back = expr, {}
     for pattern, fn, key, heads in _ops():
-        if not all(out.has(h) for h in heads):
+        if not all(out.has(h) for h in heads) or not _may_hold(expr, key):
             continue
         try:
             tried = out.replace(pattern, fn(_W), exact=True)
@@ -72,6 +72,35 @@ def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
             continue
         out, back = tried, {**back, fn: key}
     return out, back
+
+
+# where exp(a) may not stay exp(a) (exp(log y) = y, exp(x + log y) = y exp(x), exp(I pi) = -1)
+_EXP_EVALUATES = (sp.log, sp.LambertW, sp.I, sp.oo, sp.zoo, sp.nan)
+
+
+def _may_hold(expr: sp.Expr, key: sp.Expr) -> bool:
+    """False only where ``expr`` holds no op ``key`` of a product form (silu's x sigmoid(x),
+    mish's x tanh(softplus(x))) that ``marked`` could keep, so that sympy's pattern search,
+    whose product matching divides every product of the body by the op built at each of its
+    factors (15 CPU s for one softmax HVP body of 188 operations), need not run.
+
+    A kept match of ``key`` at X0 = a puts ``key(a)`` back into a body equal to ``expr``, so
+    the op's Piecewise, built at a, is a subexpression of ``expr`` (a product's other
+    factors cannot rebuild it), and it holds ``exp(a)`` or, where its first condition is
+    decided, ``exp(-a)``: a is one of ``expr``'s exponentials' arguments or its negation.
+    Where that reasoning does not hold (no Piecewise left in ``key(a)``, an exponential sympy
+    evaluates away), the search runs as before."""
+    if not key.is_Mul or not key.has(sp.exp(X0)) or expr.has(*_EXP_EVALUATES):
+        return True
+    pieces = expr.atoms(sp.Piecewise)
+    for e in expr.atoms(sp.exp):
+        for a in (e.args[0], -e.args[0]):
+            if a.is_number:
+                return True
+            need = key.xreplace({X0: a}).atoms(sp.Piecewise) - a.atoms(sp.Piecewise)
+            if not need or need <= pieces:
+                return True
+    return False
 
 
 _MARKED: dict = {}  # body -> marked(body): one search per body, not per argument

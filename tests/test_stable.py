@@ -216,11 +216,17 @@ def test_the_literal_torch_fn_keeps_its_allowance_and_its_findings(dtype):
 
 def test_literal_bce_torch_fn_keeps_its_findings():
     """The literal BCE code really is NaN/inf at w x = 152 (log(1 - p) with p = 1): reported for
-    torch_fn, never for symgrad's own programs."""
+    torch_fn, never for symgrad's own programs. Sample 0's 0 x log(0) = NaN is a failure;
+    sample 1's log(1 - p) = inf is a singular point that rounding of the formula as written
+    reaches (p rounds to 1), so it is inconclusive with that cause (``compare/singular.py``),
+    never ok."""
     r = sg.verify(_bce(), at=BCE_AT, dtype="float64", torch_fn=_bce_literal)
     _assert_within_bound(r, OWN)
     assert {f.backend for f in r.failures} == {"torch_fn"}
-    assert {f.sample for f in r.failures} == {0, 1}
+    assert 0 in {f.sample for f in r.failures} and not r.ok
+    literal = r.comparisons["torch_fn"]
+    assert np.isin(literal.status[1], (*FAILING, INCONCLUSIVE)).all(), literal.status[1]
+    assert np.isin(literal.status[2:], OK).all(), literal.status
 
 
 # ---------------------------------------------------------------- what the rewrite leaves alone

@@ -16,7 +16,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import zoo
+from . import heap, zoo
 from .commands import (DEFAULT_SAMPLES, EXIT_CODES, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS,
                        EXIT_USAGE, config_from, exit_code, explain_cmd, fuzz_cmd, ops_cmd,
                        report_cmd, verify_cmd)
@@ -172,6 +172,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `symgrad` program's own process (not a caller's: symgrad.heap)
+        heap.keep_freed()  # freed arrays reused, not faulted in again
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
-from typing import Mapping
+from typing import Callable, Mapping
 
 MMAP_BELOW = 256 << 20  # bytes: larger requests are mapped (GPT-2's 412 MB logits), smaller
 #                         ones come from the heap
@@ -78,3 +78,19 @@ def kept() -> bool:
     True
     """
     return _KEPT[0]
+
+
+def unless_kept(hand_back: Callable[[], bool]) -> bool:
+    """``hand_back()`` (a trim of the heap: ``backends.torch_grads.give_back``) unless this
+    process keeps freed memory for reuse: a walk's trim between its outputs, which would fault
+    the next output's arrays in again (a phase's end trims either way).
+
+    Arguments:
+        hand_back: the trim.
+    Returns:
+        What ``hand_back`` returned; False where it was not called.
+
+    >>> unless_kept(lambda: True) == (not kept())
+    True
+    """
+    return False if kept() else hand_back()

@@ -100,10 +100,31 @@ def test_pair_in_blocks_keeps_every_bit_of_the_rules_apart(monkeypatch, expr, k,
     with np.errstate(all="ignore"):
         E0 = np.ascontiguousarray(mapbound.b_map(node, vals, errs, value, None)).tobytes()
         S0 = np.ascontiguousarray(mapbound.s_map(node, vals, sig, value, None, 1024)).tobytes()
+    monkeypatch.setattr(mapbound, "STACK_UP_TO", 0)  # past the one-call size: in blocks
     for block in (1 << 20, 1000, 37, 3):
         monkeypatch.setattr(mapbound, "PAIR_BLOCK", block)
         E, S = mapbound.both(node, vals, errs, sig, value)
         assert (E.tobytes(), S.tobytes()) == (E0, S0), block
+        assert E.flags.c_contiguous and S.flags.c_contiguous
+
+
+def test_pair_keeps_the_memory_order_of_the_rules_apart(monkeypatch):
+    """A later sum reads E in memory order: an einsum's transposed (Fortran-ordered) output
+    read by ``x0 + x1`` gave a Fortran-ordered E through ``b_map``, and a C-ordered one in
+    blocks summed to other last bits (gpt2's first layer norm). Such a map is left to the
+    rules apart (None); a C-ordered one goes in blocks."""
+    monkeypatch.setattr(mapbound, "STACK_UP_TO", 0)
+    rng = np.random.default_rng(4)
+    node = type("N", (), {"attrs": {"expr": X[0] + X[1]}})()
+    vals = [rng.standard_normal((1, 30, 40)) for _ in range(2)]
+    value = np.empty((1, 30, 40))
+    f_err = np.asfortranarray(np.abs(rng.standard_normal((1, 30, 40))))
+    c_err = np.abs(rng.standard_normal((1, 30, 40)))
+    f_vals = [np.asfortranarray(v) for v in vals]
+    assert not mapbound.b_map(node, f_vals, [f_err, f_err], value, None).flags.c_contiguous
+    assert mapbound.both(node, f_vals, [f_err, f_err], [c_err, c_err], value) is None
+    assert mapbound.both(node, vals, [c_err, f_err], [c_err, c_err], value) is None
+    assert mapbound.both(node, vals, [c_err, c_err], [c_err, c_err], value) is not None
 
 
 def test_pair_puts_each_sigma_in_its_own_variant():

@@ -189,17 +189,17 @@ def s_map(node, vals, sig, value, count, n0):
         return by_blocks(rule, [*vals, *[sig[i] for i in live]], value)
 
 
-def _stacked(fn: Callable, vals, sig, live: list, worst=None, tie: float | None = None
-             ) -> np.ndarray:
+def _stacked(fn: Callable, vals, sig, live: list, worst=None, tie: float | None = None,
+             zeros: bool = False) -> np.ndarray:
     """``fn`` at variants of the argument errors stacked on a new leading axis, in one call:
     the worst-case errors ``worst`` (when given), then no error, then each sigma_i alone for i
-    in ``live``."""
+    in ``live`` (``zeros``: a worst-case error that is one 0 broadcast passed as 0.0)."""
     lead = 0 if worst is None else 1
     n = lead + 1 + len(live)
     errs = []
     for j, s in enumerate(sig):
-        e = None if worst is None or _is_zero(worst[j]) else np.asarray(worst[j],
-                                                                          dtype=np.float64)
+        e = None if worst is None or zeros and _is_zero(worst[j]) else np.asarray(
+            worst[j], dtype=np.float64)
         s = np.asarray(s, dtype=np.float64) if j in live else None
         if e is None and s is None:
             errs.append(0.0)
@@ -240,27 +240,51 @@ PAIR_BLOCK = 1 << 20  # stacked entries (variants x entries) of one block of a m
 #   once per block for every variant (GELU's VJP at 1024 tokens: 3.1M entries, 4 variants)
 
 
-def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray]:
+def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     """E and sigma of a map from its compiled bound called once per block: the worst case's
     errors are one more stacked variant beside s_map's (none, each sigma_i alone), so every
     subterm of the values alone (GELU's tanh, softmax's exp) is formed once for all of them,
     and each repeated subterm once per block (``common_terms``: a block is at most
-    ``PAIR_BLOCK`` stacked entries, so they stay small). Blocks are C-order cuts of the
-    map's shape; an argument is cut, never broadcast (its size-1 axes kept whole), so each
-    function meets the same contiguous operands as in one whole call: the same bits as
-    ``b_map`` and ``s_map`` (``tests/test_mapbound.py``)."""
+    ``PAIR_BLOCK`` stacked entries, so they stay small). None where ``b_map`` and ``s_map``
+    must run apart to keep every bit (``_in_blocks``).
+
+    E and sigma keep the bits and the memory order of the rules apart: a later sum reads them
+    in memory order, so a C-ordered E where the rules gave a Fortran-ordered one (an einsum's
+    transposed output read by ``x0 + x1``) moves its last bits. A small map (``STACK_UP_TO``)
+    is one stacked call as before; a larger one goes in blocks only where every operand is in
+    C order (its E, sigma then C-ordered either way)."""
     live = [i for i, s in enumerate(sig) if np.any(s)]
     m = len(live)
+    if (m + 2) * np.size(value) > STACK_UP_TO:
+        return _in_blocks(node, vals, errs, sig, value, live)
     fn = map_bound_fn(node.attrs["expr"], len(vals))
+    with np.errstate(all="ignore"):
+        out = _stacked(fn, vals, sig, live, worst=errs)
+        total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
+        extra = torch_form(node, vals)
+    return _finite_or_inf(out[0] + extra, value), _finite_or_inf(total + extra, value)
+
+
+def _in_blocks(node, vals, errs, sig, value, live: list
+               ) -> tuple[np.ndarray, np.ndarray] | None:
+    """``both`` of a larger map, in C-order blocks of its shape, or None. Up to ``MAP_BLOCK``
+    entries (where ``b_map`` makes one whole call) an argument is cut, never broadcast (its
+    size-1 axes kept whole): each function meets the operands of the whole call; past it
+    (where ``b_map`` cuts broadcast arguments) only maps whose arguments all have the map's
+    shape go in blocks, so both cut them alike. Every operand must be in C order."""
     shape = np.shape(value)
+    m, size = len(live), int(np.prod(shape))
+    used = [*vals, *(e for e in errs if not _is_zero(e)), *(sig[i] for i in live)]
+    if not all(_c_ordered(a) for a in used) or size > MAP_BLOCK and any(
+            np.ndim(a) and np.shape(a) != shape for a in used):
+        return None
+    fn = map_bound_fn(node.attrs["expr"], len(vals))
     E, S = np.empty(shape), np.empty(shape)
     tie = TIE.get()
     with np.errstate(all="ignore"):
-        whole = (m + 2) * int(np.prod(shape)) <= PAIR_BLOCK  # one call, the arrays as given
         for idx in blocks(shape, max(1, PAIR_BLOCK // (m + 2))):
-            v, e, s = ((arrays if whole else [_cut(a, idx, shape) for a in arrays])
-                       for arrays in (vals, errs, sig))
-            out = _stacked(fn, v, s, live, worst=e, tie=tie)
+            v, e, s = ([_cut(a, idx, shape) for a in arrays] for arrays in (vals, errs, sig))
+            out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
             extra = torch_form(node, v)
             np.add(out[0], extra, out=E[idx])
             total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
@@ -268,6 +292,15 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray]:
     for x in (E, S):  # NaN (the bound undefined) as inf
         np.copyto(x, np.inf, where=np.isnan(x))
     return E, S
+
+
+def _c_ordered(a) -> bool:
+    """Whether ``a`` is a scalar or its axes of more than one entry (broadcast ones aside)
+    run in C order: numpy then lays out what it computes from it in C order."""
+    if np.ndim(a) == 0:
+        return True
+    st = [abs(t) for n, t in zip(np.shape(a), np.asarray(a).strides) if n > 1 and t != 0]
+    return all(x >= y for x, y in zip(st, st[1:]))
 
 
 def _cut(a, idx: tuple, shape: tuple):

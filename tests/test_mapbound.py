@@ -111,8 +111,9 @@ def test_pair_in_blocks_keeps_every_bit_of_the_rules_apart(monkeypatch, expr, k,
 def test_pair_keeps_the_memory_order_of_the_rules_apart(monkeypatch):
     """A later sum reads E in memory order: an einsum's transposed (Fortran-ordered) output
     read by ``x0 + x1`` gave a Fortran-ordered E through ``b_map``, and a C-ordered one in
-    blocks summed to other last bits (gpt2's first layer norm). Such a map is left to the
-    rules apart (None); a C-ordered one goes in blocks."""
+    blocks summed to other last bits (gpt2's first layer norm). Operands in one order give E
+    and sigma in that order, bit for bit; operands in mixed orders are left to the rules
+    apart (None)."""
     monkeypatch.setattr(mapbound, "STACK_UP_TO", 0)
     rng = np.random.default_rng(4)
     node = type("N", (), {"attrs": {"expr": X[0] + X[1]}})()
@@ -121,8 +122,14 @@ def test_pair_keeps_the_memory_order_of_the_rules_apart(monkeypatch):
     f_err = np.asfortranarray(np.abs(rng.standard_normal((1, 30, 40))))
     c_err = np.abs(rng.standard_normal((1, 30, 40)))
     f_vals = [np.asfortranarray(v) for v in vals]
-    assert not mapbound.b_map(node, f_vals, [f_err, f_err], value, None).flags.c_contiguous
-    assert mapbound.both(node, f_vals, [f_err, f_err], [c_err, c_err], value) is None
+    f_sig = [np.asfortranarray(c_err)] * 2
+    E0 = mapbound.b_map(node, f_vals, [f_err, f_err], value, None)
+    S0 = mapbound.s_map(node, f_vals, f_sig, value, None, 1024)
+    assert not E0.flags.c_contiguous
+    E, S = mapbound.both(node, f_vals, [f_err, f_err], f_sig, value)  # in blocks, F order
+    assert (E.strides, S.strides) == (E0.strides, S0.strides)
+    assert E.tobytes("A") == E0.tobytes("A") and S.tobytes("A") == S0.tobytes("A")
+    assert mapbound.both(node, f_vals, [f_err, f_err], [c_err, c_err], value) is None  # mixed
     assert mapbound.both(node, vals, [c_err, f_err], [c_err, c_err], value) is None
     assert mapbound.both(node, vals, [c_err, c_err], [c_err, c_err], value) is not None
 

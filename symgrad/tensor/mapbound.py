@@ -267,23 +267,29 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
 
 def _in_blocks(node, vals, errs, sig, value, live: list
                ) -> tuple[np.ndarray, np.ndarray] | None:
-    """``both`` of a larger map, in C-order blocks of its shape, or None. Up to ``MAP_BLOCK``
-    entries (where ``b_map`` makes one whole call) an argument is cut, never broadcast (its
-    size-1 axes kept whole): each function meets the operands of the whole call; past it
-    (where ``b_map`` cuts broadcast arguments) only maps whose arguments all have the map's
-    shape go in blocks, so both cut them alike. Every operand must be in C order."""
+    """``both`` of a larger map, in blocks of its shape in memory order, or None. Every
+    operand must run its axes in one order (``_memory_order``: C order, or an einsum's
+    transposed output's), which numpy gives what it computes from them, so E and sigma are
+    laid out in it too; a value must not repeat entries (a broadcast view: a block of it could
+    meet another numpy loop than the whole). Up to ``MAP_BLOCK`` entries (where ``b_map``
+    makes one whole call) an argument is cut, never broadcast (its size-1 axes kept whole):
+    each function meets the operands of the whole call; past it (where ``b_map`` cuts
+    broadcast arguments) only maps whose arguments all have the map's shape go in blocks."""
     shape = np.shape(value)
-    m, size = len(live), int(np.prod(shape))
+    m, size, nd = len(live), int(np.prod(shape)), len(shape)
     used = [*vals, *(e for e in errs if not _is_zero(e)), *(sig[i] for i in live)]
-    if not all(_c_ordered(a) for a in used) or size > MAP_BLOCK and any(
+    order = _memory_order(used, shape)
+    if order is None or any(0 in _strides(a) for a in vals) or size > MAP_BLOCK and any(
             np.ndim(a) and np.shape(a) != shape for a in used):
         return None
+    vals, errs, sig = ([_axes(a, order, nd) for a in arrays] for arrays in (vals, errs, sig))
+    inner = tuple(shape[i] for i in order)  # the map's shape in memory order
     fn = map_bound_fn(node.attrs["expr"], len(vals))
-    E, S = np.empty(shape), np.empty(shape)
+    E, S = np.empty(inner), np.empty(inner)
     tie = TIE.get()
     with np.errstate(all="ignore"):
-        for idx in blocks(shape, max(1, PAIR_BLOCK // (m + 2))):
-            v, e, s = ([_cut(a, idx, shape) for a in arrays] for arrays in (vals, errs, sig))
+        for idx in blocks(inner, max(1, PAIR_BLOCK // (m + 2))):
+            v, e, s = ([_cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
             out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
             extra = torch_form(node, v)
             np.add(out[0], extra, out=E[idx])
@@ -291,16 +297,52 @@ def _in_blocks(node, vals, errs, sig, value, live: list
             np.add(total, extra, out=S[idx])
     for x in (E, S):  # NaN (the bound undefined) as inf
         np.copyto(x, np.inf, where=np.isnan(x))
-    return E, S
+    if order == tuple(range(nd)):
+        return E, S
+    back = tuple(int(i) for i in np.argsort(order))
+    return E.transpose(back), S.transpose(back)
 
 
-def _c_ordered(a) -> bool:
-    """Whether ``a`` is a scalar or its axes of more than one entry (broadcast ones aside)
-    run in C order: numpy then lays out what it computes from it in C order."""
+def _strides(a) -> list[int]:
+    """The strides of ``a``'s axes of more than one entry (none for a scalar)."""
+    return [] if np.ndim(a) == 0 else [t for n, t in zip(np.shape(a), np.asarray(a).strides)
+                                       if n > 1]
+
+
+def _memory_order(arrays: list, shape: tuple) -> tuple | None:
+    """The order of ``shape``'s axes in memory, outermost first, that every array runs its
+    axes of more than one entry in (broadcast ones aside): C order where one fits, else the
+    order of the first array of ``shape``'s; None where the arrays disagree."""
+    nd = len(shape)
+    orders = [tuple(range(nd))]
+    for a in arrays:
+        if np.ndim(a) == nd and np.shape(a) == shape and 0 not in _strides(a):
+            st = np.asarray(a).strides
+            orders.append(tuple(sorted(range(nd), key=lambda i: (shape[i] > 1, -abs(st[i])))))
+            break
+    for order in orders:
+        if all(_runs_in(a, order, nd) for a in arrays):
+            return order
+    return None
+
+
+def _runs_in(a, order: tuple, nd: int) -> bool:
+    """Whether ``a``'s axes of more than one entry, broadcast ones aside, run in ``order``."""
     if np.ndim(a) == 0:
         return True
-    st = [abs(t) for n, t in zip(np.shape(a), np.asarray(a).strides) if n > 1 and t != 0]
-    return all(x >= y for x, y in zip(st, st[1:]))
+    a = np.asarray(a)
+    full = (1,) * (nd - a.ndim)
+    shape, st = full + a.shape, (0,) * (nd - a.ndim) + a.strides
+    seen = [abs(st[i]) for i in order if shape[i] > 1 and st[i] != 0]
+    return all(x >= y for x, y in zip(seen, seen[1:]))
+
+
+def _axes(a, order: tuple, nd: int):
+    """``a`` (broadcastable to an ``nd``-axis shape) with its axes in ``order``: a view."""
+    if np.ndim(a) == 0:
+        return a
+    a = np.asarray(a)
+    return a.reshape((1,) * (nd - a.ndim) + a.shape).transpose(order)
 
 
 def _cut(a, idx: tuple, shape: tuple):

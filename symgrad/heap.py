@@ -15,7 +15,7 @@ own process (``symgrad.cli.main`` reading ``sys.argv``; not a ``main([...])`` ca
 Python), and the benchmark scripts do. A user's own settings win: with
 ``MALLOC_MMAP_THRESHOLD_``, ``MALLOC_TRIM_THRESHOLD_`` or ``GLIBC_TUNABLES`` in the
 environment, or ``SYMGRAD_HEAP=system``, nothing is changed. A library user gets the same for
-a script by those variables, e.g. ``MALLOC_MMAP_THRESHOLD_=268435456
+a script by those variables, e.g. ``MALLOC_MMAP_THRESHOLD_=1073741824
 MALLOC_TRIM_THRESHOLD_=1073741824 python run.py``. Memory handed back explicitly
 (``backends.torch_grads.give_back`` at a phase's end) is handed back as before.
 
@@ -30,8 +30,9 @@ import ctypes.util
 import os
 from typing import Callable, Mapping
 
-MMAP_BELOW = 256 << 20  # bytes: larger requests are mapped (GPT-2's 412 MB logits), smaller
-#                         ones come from the heap
+MMAP_BELOW = 1 << 30  # bytes: larger requests are mapped apart, smaller ones (GPT-2's 412 MB
+#                       logits at 1024 tokens too: 256 MiB left them mapped, 27 s more system
+#                       time and 0.25 GiB more peak at 1 layer) come from the heap
 TRIM_ABOVE = 1 << 30  # bytes of free heap top kept before glibc trims it by itself
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
 _USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")

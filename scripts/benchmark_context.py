@@ -55,8 +55,11 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
     import torch
 
     import symgrad as sg
+    from symgrad import heap
     from symgrad.config import VerifyConfig
     from symgrad.zoo.gpt2 import gpt2
+
+    heap.keep_freed()  # as the symgrad program runs (its own process; symgrad.heap)
 
     sampler, phases = Sampler(), []
     with recording_phases(sampler, phases, cpu=True, echo=True):

@@ -20,7 +20,7 @@ import os
 import sys
 from typing import Callable, Sequence
 
-from . import zoo_index
+from . import heap, zoo_index
 from .config import VerifyConfig
 from .errors import SymgradError
 from .exits import EXIT_CODES, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, exit_code
@@ -174,6 +174,8 @@ def _cluster_options(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:  # the `symgrad` program's own process (not a caller's: symgrad.heap)
+        heap.keep_freed()  # freed arrays reused, not faulted in again
     parser = _parser()
     try:
         args = parser.parse_args(argv)

@@ -351,7 +351,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                         else counts)
                 pair = map_both(node, args, [errs[a.id] for a in node.args],
                                 [sigs[a.id] for a in node.args], vals[node.id]) if (
-                    prob and node.op == "map") else None  # a small map: one call for both
+                    prob and node.op == "map") else None  # a map: E and sigma in one pass
                 if pair is not None:
                     errs[node.id], sigs[node.id] = pair
                 else:

@@ -137,7 +137,7 @@ EXPLANATIONS = {
                     "oracle's ball stayed wide at its precision cap, or, at many interacting "
                     "kinks, the gradient lies in the proven enclosure of the subgradients but "
                     "outside the hull of the sides evaluated, or a NaN or inf where rounding "
-                    "can reach a singular point of the derivative (``compare.singular``); "
+                    "can reach a singular point of the derivative; "
                     "neither ok nor failing, counted and shown",
     "systematic": "the backend's errors on this parameter block are aligned with the exact "
                   "gradient (a scale, sign or zeroing error): far beyond what rounding, which is "

@@ -308,3 +308,20 @@ def tiny_gpt(cfg: dict):
     if key not in _TINY_GPTS:
         _TINY_GPTS[key] = zoo.get("tiny_gpt", config=cfg)
     return _TINY_GPTS[key]
+
+
+class Square(torch.autograd.Function):
+    """u**2 with a backward 2 u (1 + ERR): ERR = 0 is correct, and twice differentiable (the
+    planted second-order bugs of test_kink_fallback and test_singular_rounding set ERR)."""
+
+    ERR = 0.0
+
+    @staticmethod
+    def forward(ctx, u):
+        ctx.save_for_backward(u)
+        return u * u
+
+    @staticmethod
+    def backward(ctx, g):
+        (u,) = ctx.saved_tensors
+        return g * 2 * u * (1 + Square.ERR)

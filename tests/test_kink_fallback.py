@@ -33,6 +33,8 @@ from symgrad.tensor.sided import _atoms, live
 from symgrad.tensor.views import oracle_ops
 from symgrad.verify import as_program
 
+from tests.clients import Square
+
 EPS = 4722366482869645 / 4722366482869645213696  # the catalogue's eps = 1e-6 (a double)
 GNLL = {"x": [0.3, -1.0, 2.0], "t": [0.1, 0.5, 1.0], "v": [EPS, 0.5, EPS], "readout": 1.3,
         "v_x": [0.7, -0.2, 1.1], "v_v": [0.4, 0.9, -1.2]}
@@ -70,27 +72,11 @@ def test_gaussian_nll_hvp_at_var_eps_is_a_kink_accepted_float64():
     assert r.kinks, "var == eps is a kink of the first derivative: judged by its sides"
 
 
-class _Square(torch.autograd.Function):
-    """u**2 with a backward 2 u (1 + ERR): ERR = 0 is correct, and twice differentiable."""
-
-    ERR = 0.0
-
-    @staticmethod
-    def forward(ctx, u):
-        ctx.save_for_backward(u)
-        return u * u
-
-    @staticmethod
-    def backward(ctx, g):
-        (u,) = ctx.saved_tensors
-        return g * 2 * u * (1 + _Square.ERR)
-
-
 def _gaussian(err: float):
     def gaussian_nll(x, t, v, readout):  # torch.clamp passes the gradient at v == eps
         var = torch.clamp(v, min=1e-6)
-        _Square.ERR = err
-        return readout * (0.5 * (torch.log(var) + _Square.apply(x - t) / var)).mean()
+        Square.ERR = err
+        return readout * (0.5 * (torch.log(var) + Square.apply(x - t) / var)).mean()
     return gaussian_nll
 
 

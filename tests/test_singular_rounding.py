@@ -30,6 +30,8 @@ from symgrad.rigorous import SingularRounding, singular_entries
 from symgrad.tensor.model import TensorModel
 from symgrad.verify import as_program
 
+from tests.clients import Square
+
 APEX = {"x": [0.0, 0.0, 0.0], "y": [1e-6, 1e-6, 1e-6], "z": [0.1, 0.2, -0.1], "readout": 0.8,
         "v_x": [0.3, -0.6, 0.9], "v_y": [-0.4, 0.2, 0.5], "v_z": [0.7, 0.1, -0.3]}
 REGULAR = {"x": [0.25, -0.5, 1.0], "y": [1.5, 0.75, -0.25], "z": [0.35, -0.3, 0.9],
@@ -69,29 +71,13 @@ def test_triplet_hvp_at_a_regular_point_passes(dtype):
     assert r.ok, r
 
 
-class _Square(torch.autograd.Function):
-    """u**2 with a backward 2 u (1 + ERR): ERR = 0 is correct, and twice differentiable."""
-
-    ERR = 0.0
-
-    @staticmethod
-    def forward(ctx, u):
-        ctx.save_for_backward(u)
-        return u * u
-
-    @staticmethod
-    def backward(ctx, g):
-        (u,) = ctx.saved_tensors
-        return g * 2 * u * (1 + _Square.ERR)
-
-
 def _triplet(err: float):
     """F.triplet_margin_loss written out, its squares' backward scaled by (1 + err)."""
     def triplet(x, y, z, readout):
-        _Square.ERR = err
+        Square.ERR = err
 
         def d(u, v):
-            return torch.sqrt(_Square.apply(u - v + 1e-6).sum())
+            return torch.sqrt(Square.apply(u - v + 1e-6).sum())
         return readout * torch.clamp(d(x, y) - d(x, z) + 1.0, min=0.0)
     return triplet
 

@@ -168,3 +168,34 @@ def test_torchs_own_triplet_at_the_apex_is_nan_in_its_double_backward():
     (g,) = torch.autograd.grad(F.triplet_margin_loss(x, y, z), x, create_graph=True)
     (h,) = torch.autograd.grad((g * torch.tensor([[0.3, -0.6, 0.9]])).sum(), x)
     assert torch.isnan(h).all()
+
+
+def test_a_division_by_a_square_that_underflows_is_still_a_failure():
+    """addcdiv's d/dz = -v y / z**2 at y = z = 1e-30 in float32: torch's z * z underflows to 0
+    and the derivative comes out inf where the exact one is finite (4.6e29). Underflow is the
+    dtype's range, as overflow is (the code could scale first), not a singular point reached
+    by rounding: the walk holds 1e-60 as it is, so this stays a failure."""
+    built = first_order(by_name("addcdiv"))
+    point = {"x": 3.0, "y": 1e-30, "z": 1e-30, "readout": -0.93}
+    r = sg.verify(built.model, torch_fn=built.torch_fn, at=_at(point),
+                  config=_config("float32"))
+    c = r.comparisons["torch_fn"]
+    assert not np.isfinite(c.got).all() and np.isfinite(c.expected).all()
+    assert r.failures and r.verdict == "fail", r
+    why = (c.undecided or {}).values()
+    assert not any("singular point within rounding" in str(w) for w in why)
+
+
+def test_a_nan_at_an_exact_zero_vector_under_a_clamp_is_still_a_failure():
+    """F.cosine_similarity's H v at x = 0 exactly (float64): torch's double backward goes through
+    the norm's x / |x| at 0 and gives NaN, while the exact H v, with the norms clamped at eps,
+    is finite. No rounding is behind that zero (the ball is the point 0 exactly): the exact
+    computation lands there too and routes around it, so correct code must as well."""
+    built = second_order(by_name("cosine_similarity"))
+    point = {"x": [0.0, 0.0, 0.0], "y": [0.0, -2.7386277424576155, -2.4714312070189144],
+             "readout": -0.514, "v_x": [-0.74, 1.39, 0.69], "v_y": [-1.19, 1.15, -1.33]}
+    r = sg.verify(built.model, torch_fn=built.torch_fn, at=_at(point),
+                  config=_config("float64"))
+    c = r.comparisons["torch_fn"]
+    assert np.isnan(c.got).any() and np.isfinite(c.expected).all()
+    assert r.failures and r.verdict == "fail", r

@@ -17,8 +17,14 @@ argument ball stays clear of its singular points is still a failure.
   by ``arb`` as it is. An overflow is no singular point of the function: exp(w) / exp(w) at
   w = 1000 encloses 1 here, so float64's inf / inf = NaN stays a failure (the code could
   scale first);
+  Nor below its smallest number: a value that underflows to 0 is held as it is, so a
+  division by a square that underflows (addcdiv's z * z at z = 1e-30 in float32) stays a
+  failure, as an overflow does (the code could scale first);
 - where an operation's argument ball holds its singular point, the result is a NaN ball (it
-  propagates to every entry that depends on it) and the operation is recorded.
+  propagates to every entry that depends on it) and the operation is recorded - unless the
+  ball is that point exactly (radius 0: no rounding behind it, so the exact computation
+  lands there too and the exact derivative avoids it - a norm's sqrt at an exact zero vector
+  under a clamp): correct code must avoid it as well, and a NaN there stays a failure.
 
 An entry is *reached* when its ball comes out non-finite and the walk recorded at least one
 singular operation (a NaN constant, a Piecewise's undefined branch, does not count). As with
@@ -69,6 +75,8 @@ class SingularRounding(Rounding):
 
     def _record(self, name: str, arg) -> None:
         arg = arb_backend._a(arg)
+        if arg.rad() == 0:  # exactly at the point, no rounding behind it: the exact
+            return          # computation lands there too, so correct code must avoid it
         point = "0" if 0 in arg else "its domain's boundary"
         event = f"{name} at x in {_interval(arg)}, which holds {point}"
         if len(self.events) < MAX_EVENTS and event not in self.events:
@@ -91,7 +99,7 @@ class SingularRounding(Rounding):
         if not r.is_finite():
             return arb.nan()
         mag = abs(r if scale is None else scale).upper()
-        return r + (rel * mag + self.tiny) * UNIT
+        return r + rel * mag * UNIT  # no underflow term: the range is not enforced either way
 
     def _check(self, r) -> arb:
         r = arb_backend._a(r)

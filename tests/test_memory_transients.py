@@ -15,22 +15,29 @@ import pytest
 import symgrad.tensor as st
 from symgrad.compare import Tolerance, blocks as blocks_mod, systematic_blocks
 from symgrad.tensor import views
+from symgrad.tensor.comparing import block_tests, compare_compact
 from symgrad.tensor.model import TensorModel
 from symgrad.tensor.tables import oracle_ops
 
 CHUNK = 1 << 16  # entries per column chunk in these tests: 512 KiB of float64
 
 
-def _peak_chunks(columns, status, blocks) -> float:
-    """The traced peak of ``systematic_blocks`` over its start, in chunk-sized float64 arrays."""
+def _traced(call):
+    """``call()``'s result and its traced peak over its start, in bytes."""
     tracemalloc.start()
     try:
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        systematic_blocks(columns, status, blocks, "float64", Tolerance())
-        return (tracemalloc.get_traced_memory()[1] - base) / (8 * CHUNK)
+        out = call()
+        return out, tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
+
+
+def _peak_chunks(columns, status, blocks) -> float:
+    """The traced peak of ``systematic_blocks`` over its start, in chunk-sized float64 arrays."""
+    _, peak = _traced(lambda: systematic_blocks(columns, status, blocks, "float64", Tolerance()))
+    return peak / (8 * CHUNK)
 
 
 def _fresh_columns(exact, lo, got, E):
@@ -85,7 +92,6 @@ def test_block_tests_hold_no_whole_size_kink_mask():
     largest block's temporaries or the status copy, not those plus a whole-size boolean mask
     of the kink positions held through every block (GPT-2: 0.15 GiB; 2.1 x the width in bytes
     here before mem23, 1.1 x now)."""
-    from symgrad.tensor.comparing import block_tests, compare_compact
     rng = np.random.default_rng(0)
     width = 1 + (1 << 19)
     hi = rng.standard_normal((1, width))
@@ -96,14 +102,8 @@ def test_block_tests_hold_no_whole_size_kink_mask():
     blocks = [(f"b{k}", 1 + k * step, 1 + (k + 1) * step) for k in range(64)]
     comp = compare_compact(hi, lo, got, E, backend="b", dtype="float64", tol=Tolerance(),
                            deferred=True)
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        out = block_tests(comp, hi, lo, E, blocks, Tolerance())
-        peak = (tracemalloc.get_traced_memory()[1] - base) / width
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced(lambda: block_tests(comp, hi, lo, E, blocks, Tolerance()))
+    peak /= width
     assert out.systematic == ()
     assert peak < 1.6
 
@@ -132,19 +132,12 @@ def test_block_tests_copy_the_statuses_only_to_mark_them(planted):
     start is under 0.5 bytes a column (a whole-size status copy or kink mask is 1 byte a
     column each: both were formed before mem19c) and the statuses are the comparison's own
     array; flagged, a copy is marked and the input is left as it was."""
-    from symgrad.tensor.comparing import block_tests, compare_compact
     hi, lo, got, E, blocks, width = _layout(planted)
     comp = compare_compact(hi, lo, got, E, backend="b", dtype="float64", tol=Tolerance(),
                            deferred=True)
     given = comp.status.copy()
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        tracemalloc.reset_peak()
-        out = block_tests(comp, hi, lo, E, blocks, Tolerance())
-        peak = (tracemalloc.get_traced_memory()[1] - base) / width
-    finally:
-        tracemalloc.stop()
+    out, peak = _traced(lambda: block_tests(comp, hi, lo, E, blocks, Tolerance()))
+    peak /= width
     assert [f.block for f in out.systematic] == (["b0"] if planted else [])
     assert np.array_equal(comp.status, given)  # never written in place
     if planted:

@@ -20,33 +20,12 @@ leaves asked for are accumulated (``backward(inputs=...)``): a user's module kee
 
 from __future__ import annotations
 
-import ctypes
-import ctypes.util
 from typing import Sequence
 
 import numpy as np
 import torch
 
-_LIBC = ctypes.util.find_library("c")
-
-
-def give_back() -> bool:
-    """Hand the heap memory freed so far back to the system (glibc's ``malloc_trim``; elsewhere
-    nothing; changes no setting): arrays below glibc's mmap threshold (GPT-2's per-layer
-    blocks, 2-19 MB) are freed into the heap and stay resident there, so a run that frees
-    many of them holds their total until the heap is trimmed (gpt2 at 64 tokens: 0.8 GiB
-    after torch's run at main 3c29157; the bound's walk 0.4 GiB higher untrimmed).
-
-    Returns:
-        Whether memory was handed back (False where there is no ``malloc_trim``).
-
-    >>> give_back() in (True, False)
-    True
-    """
-    try:
-        return bool(ctypes.CDLL(_LIBC).malloc_trim(0)) if _LIBC else False
-    except (OSError, AttributeError):  # not glibc
-        return False
+from ..heap import give_back
 
 
 def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,

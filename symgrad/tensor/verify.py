@@ -21,7 +21,6 @@ import numpy as np
 from .. import causes, heap
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
-from ..backends.torch_grads import give_back
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
@@ -364,7 +363,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
     try:
         yield tick
     finally:
-        give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
+        heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
         spill.release()  # and the pages of spilled hi, lo, E it read (``tensor.spill``)
         timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
         if bar is not None:
@@ -393,7 +392,7 @@ def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) ->
         def put(k: int, e: np.ndarray) -> None:
             a, size, shape = spans[k]
             store_away(E[:, a:a + size], np.broadcast_to(np.asarray(e), shape).reshape(m, -1))
-            heap.unless_kept(give_back)  # freed blocks (gpt2 at 64 tokens: its peak -0.4 GiB)
+            heap.unless_kept(heap.give_back)  # freed blocks (gpt2 at 64 tokens: its peak -0.4 GiB)
         evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
                        sqrt_terms=tol.entry_sqrt_terms, emit=put, tie=tie_band(dtypes, tol))
         return E

@@ -17,7 +17,8 @@ from typing import Callable, Mapping
 
 import numpy as np
 
-from ..backends.torch_grads import backward_into, give_back
+from ..backends.torch_grads import backward_into
+from ..heap import give_back
 from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
@@ -293,7 +294,7 @@ def _chunk(outputs, n: int) -> int:
 
 
 GIVE_BACK_FROM = 1 << 16  # entries: an emitted oracle block this large hands freed heap back
-#                          (``torch_grads.give_back``; small programs skip the call)
+#                          (``heap.give_back``; small programs skip the call)
 
 
 def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int, tick=None,

@@ -123,8 +123,20 @@ def _channel(v: Any, ndim: int) -> Any:
     return reshape(v, (1, v.shape[0]) + (1,) * (ndim - 2))
 
 
+def moments(x: Node, axes: tuple[int, ...]) -> tuple[Node, Node]:
+    """The mean and the biased variance of ``x`` over ``axes`` (kept as size-1 axes): a batch
+    norm's batch statistics, a group norm's per group (``norms``)."""
+    mu = st_ops.mean(x, axes, keepdims=True)
+    return mu, st_ops.mean(elementwise((X[0] - X[1]) ** 2, x, mu), axes, keepdims=True)
+
+
+def standardize(x: Node, mean: Node, var: Node, eps: Any) -> Node:
+    """(x - mean) / sqrt(var + eps), one map."""
+    return elementwise((X[0] - X[1]) / sp.sqrt(X[2] + number(eps)), x, mean, var)
+
+
 def _normalize(x: Node, mean: Node, var: Node, a: dict) -> Node:
-    y = elementwise((X[0] - X[1]) / sp.sqrt(X[2] + number(a["eps"])), x, mean, var)
+    y = standardize(x, mean, var, a["eps"])
     if a.get("weight") is not None:
         y = elementwise(X[0] * X[1], y, _channel(a["weight"], x.ndim))
     if a.get("bias") is not None:
@@ -135,9 +147,7 @@ def _normalize(x: Node, mean: Node, var: Node, a: dict) -> Node:
 def _batch_norm_train(a: dict, shape) -> tuple:
     """batch statistics: mean, biased variance over (N, spatial); running stats not captured"""
     x = node(a["input"], "batch_norm")
-    axes = (0,) + tuple(range(2, x.ndim))
-    mu = st_ops.mean(x, axes, keepdims=True)
-    var = st_ops.mean(elementwise((X[0] - X[1]) ** 2, x, mu), axes, keepdims=True)
+    mu, var = moments(x, (0,) + tuple(range(2, x.ndim)))
     return _normalize(x, mu, var, a), None, None, None, None
 
 

@@ -29,9 +29,9 @@ import sympy as sp
 import torch
 
 from ..errors import SymgradError
-from ..tensor import ops as st_ops
 from ..tensor.program import X, Node, const, einsum, max_, reshape, sum_
-from .values import elementwise, node, number
+from .conv import moments, standardize
+from .values import elementwise, node
 
 aten = torch.ops.aten
 ROOT = sp.Piecewise((sp.sqrt(X[0]), X[0] > 0), (0, True))  # sqrt(s) of a sum of squares s >= 0
@@ -126,10 +126,8 @@ def _group_norm(a: dict, shape) -> tuple:
     x = node(a["input"], "group_norm")
     n, c, g = int(a["N"]), int(a["C"]), int(a["group"])
     xg = reshape(x, (n, g, (c // g) * int(a["HxW"])))
-    mu = st_ops.mean(xg, (2,), keepdims=True)
-    var = st_ops.mean(elementwise((X[0] - X[1]) ** 2, xg, mu), (2,), keepdims=True)
-    y = reshape(elementwise((X[0] - X[1]) / sp.sqrt(X[2] + number(a["eps"])), xg, mu, var),
-                x.shape)
+    mu, var = moments(xg, (2,))
+    y = reshape(standardize(xg, mu, var, a["eps"]), x.shape)
     per_channel = (1, c) + (1,) * (x.ndim - 2)
     if a.get("weight") is not None:
         y = elementwise(X[0] * X[1], y, reshape(node(a["weight"], "group_norm"), per_channel))

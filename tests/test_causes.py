@@ -156,6 +156,23 @@ def test_float16_guard_rounding_to_zero_is_not_a_where_trap():
     assert not any("where-trap" in f.cause for f in r.failures)
 
 
+def test_float16_bce_loss_eps_underflow_is_named_not_a_where_trap(models):
+    """Meant to fail before: the tutorial's neuron (nn.BCELoss of torch.sigmoid) in float16 at
+    z = 8.6, y = 1: the sigmoid rounds to 1, and BCELoss's backward divides by max(p(1-p),
+    1e-12) with 1e-12 rounded to 0: 0/0. It read "where-trap" (the program has a branch)."""
+    m = models["neuron"]
+    at = {"w": [2.756], "b": [0.7383], "x": [2.848], "y": [1.0]}
+    r = sg.verify(m, torch_fn=m.reference, at=at, dtype="float16", backends=("torch_fn",))
+    nonfinite = [f for f in r.failures if f.kind == "non-finite"]
+    assert r.verdict == "fail" and {f.output for f in nonfinite} == {"d/dw", "d/db"}, r
+    assert _causes(r) == {"saturation/clamping inside torch: BCELoss eps underflow"}
+    assert "rounds to 1 and 1e-12 rounds to 0 in float16" in nonfinite[0].note
+    assert "where-trap" not in str(r)
+    # float32 holds 1e-12: the same point passes there
+    assert sg.verify(m, torch_fn=m.reference, at=at, dtype="float32",
+                     backends=("torch_fn",)).verdict != "fail"
+
+
 def test_integer_input_promoted_to_float32_is_named():
     r = sg.verify(intlog_model(), samples=30, seed=0, backends=("torch_fn",),
                   torch_fn=intlog_fn)

@@ -33,6 +33,22 @@ class Entry:
     #                                                                     relative error)
     orders: tuple[int, ...] = (1,)  # the derivative orders the behaviour explains (these are
     #                                 first-order behaviours of torch's forward and backward)
+    nonfinite: bool = False  # it explains a NaN or inf gradient: asked before the wording of a
+    #                          non-finite kind (where-trap, intermediate overflow), not after
+
+
+BCE_EPS = 1e-12  # nn.BCELoss's backward: (p - y) / max(p (1 - p), 1e-12) (torch's EPSILON)
+
+
+def rounds_to_zero(c: float, dtype: str) -> bool:
+    """Does the positive constant ``c`` round to 0 in ``dtype`` (below half its smallest
+    subnormal)?
+
+    >>> rounds_to_zero(1e-12, "float16"), rounds_to_zero(1e-12, "bfloat16")
+    (True, False)
+    """
+    info = dtype_info(dtype)
+    return c < info.tiny * info.eps / 2
 
 
 def _bce_clamp(ctx: Context, failure, rel: float) -> str | None:
@@ -51,6 +67,19 @@ def _bce_log_clamp(ctx: Context, failure, rel: float) -> str | None:
         if min(p, 1 - p) < eps / 2:
             return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} in {ctx.dtype}; loss "
                     f"{ctx.value_got:g} instead of {ctx.value_expected:.6g}")
+    return None
+
+
+def _bce_eps_underflow(ctx: Context, failure, rel: float) -> str | None:
+    """float16: BCELoss's backward divides by max(p(1-p), 1e-12) and 1e-12 is 0 there, so a
+    sigmoid that rounds to 0 or 1 makes it 0/0 (NaN) or 1/0 (inf)."""
+    if failure.output == "value" or not rounds_to_zero(BCE_EPS, ctx.dtype):
+        return None
+    eps = dtype_info(ctx.dtype).eps
+    for p, _ in ctx.ops.get("bce_sigmoid", []):
+        if min(p, 1 - p) < eps / 2:
+            return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} and {BCE_EPS:g} rounds "
+                    f"to 0 in {ctx.dtype}: max(p(1-p), {BCE_EPS:g}) = 0")
     return None
 
 
@@ -122,6 +151,11 @@ CATALOGUE = (
     Entry(Cause("saturation/clamping inside torch", "BCELoss clamp",
                 "nn.BCELoss's backward divides by max(p(1-p), 1e-12) (and clamps log at -100): "
                 "at a saturated sigmoid its gradient is wrong"), ("torch_fn",), _bce_clamp),
+    Entry(Cause("saturation/clamping inside torch", "BCELoss eps underflow",
+                "nn.BCELoss's backward divides by max(p(1-p), 1e-12), and its 1e-12 rounds to 0 "
+                "in this dtype: once the sigmoid rounds to 0 or 1 the gradient is 0/0 (NaN) or "
+                "1/0 (inf); use BCEWithLogits / log-sigmoid, or a wider dtype"), ("torch_fn",),
+          _bce_eps_underflow, nonfinite=True),
     Entry(Cause("known torch convention", "softplus threshold",
                 "torch's softplus returns x (gradient 1) above threshold=20: an approximation "
                 "with relative error up to e^-20 = 2e-9"), ("torch_fn",), _softplus_threshold),

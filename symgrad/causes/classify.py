@@ -16,7 +16,8 @@ from .kinds import (DERIVATIVE_WRONG, SECOND_DERIVATIVE_WRONG, Cause, Context, b
 def classify_failure(failure, ctx: Context, *, has_branch: bool,
                      guard_zero: str | None = None) -> Cause:
     """The root cause of one failure of any program (scalar steps or tensor nodes), from data
-    alone: the kind (``by_kind``), then the catalogue of torch behaviours (``CATALOGUE``, read
+    alone: the catalogue's entries that explain a NaN or inf (a non-finite failure; after a
+    guard constant of the model's own), the kind (``by_kind``), then the catalogue of torch behaviours (``CATALOGUE``, read
     from ``ctx``), then the first split (``first_split``).
 
     Arguments:
@@ -28,17 +29,28 @@ def classify_failure(failure, ctx: Context, *, has_branch: bool,
         The ``Cause``; its explanation ends with the catalogue entry's detail, if one applied.
     """
     value_finite = failure.output != "value" and ctx.value_status != "non-finite"
+    rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
+    if failure.kind == "non-finite" and guard_zero is None:  # a catalogued NaN first
+        found = _catalogued(failure, ctx, rel, nonfinite=True)
+        if found is not None:
+            return found
     cause = by_kind(failure.kind, failure.backend, has_branch, failure.got, failure.expected,
                     value_finite=value_finite, guard_zero=guard_zero)
     if cause is not None:
         return cause
-    rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
+    return _catalogued(failure, ctx, rel, nonfinite=False) or first_split(failure, ctx)
+
+
+def _catalogued(failure, ctx: Context, rel: float, *, nonfinite: bool) -> Cause | None:
+    """The first catalogue entry (of those that explain a NaN or inf gradient, or of the others)
+    that applies, its detail in parentheses; None if none does."""
     for e in CATALOGUE:
-        if failure.backend in e.backends and ctx.order in e.orders:
+        if (e.nonfinite == nonfinite and failure.backend in e.backends
+                and ctx.order in e.orders):
             detail = e.applies(ctx, failure, rel)
             if detail:
                 return Cause(e.cause.klass, e.cause.name, f"{e.cause.explanation} ({detail})")
-    return first_split(failure, ctx)
+    return None
 
 
 def first_split(failure, ctx: Context) -> Cause:

@@ -37,6 +37,7 @@ class Entry:
     #                          non-finite kind (where-trap, intermediate overflow), not after
 
 
+CLAMP_NOT_DIFFERENTIATED = "norm's eps clamp not differentiated"  # its line keeps the why
 BCE_EPS = 1e-12  # nn.BCELoss's backward: (p - y) / max(p (1 - p), 1e-12) (torch's EPSILON)
 
 
@@ -80,6 +81,17 @@ def _bce_eps_underflow(ctx: Context, failure, rel: float) -> str | None:
         if min(p, 1 - p) < eps / 2:
             return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} and {BCE_EPS:g} rounds "
                     f"to 0 in {ctx.dtype}: max(p(1-p), {BCE_EPS:g}) = 0")
+    return None
+
+
+def _norm_clamp(ctx: Context, failure, rel: float) -> str | None:
+    """A gradient entry (its loss value agreeing) whose path runs through a norm's eps clamp
+    that is active at the sample (``ctx.ops["norm_clamp"]``: (None, [norm, eps]))."""
+    if failure.output == "value" or ctx.value_status in ("mismatch", "non-finite",
+                                                          "systematic"):
+        return None
+    for _, (norm, eps) in ctx.ops.get("norm_clamp", []):
+        return f"|x| = {norm:.3g} < eps = {eps:.3g}"
     return None
 
 
@@ -156,6 +168,13 @@ CATALOGUE = (
                 "in this dtype: once the sigmoid rounds to 0 or 1 the gradient is 0/0 (NaN) or "
                 "1/0 (inf); use BCEWithLogits / log-sigmoid, or a wider dtype"), ("torch_fn",),
           _bce_eps_underflow, nonfinite=True),
+    Entry(Cause("derivative wrong", CLAMP_NOT_DIFFERENTIATED,
+                "the eps clamp of a norm, max(|x|, eps), is active here and the backward does "
+                "not differentiate it: torch's F.cosine_similarity clamps its norms in place "
+                "with gradient tracking off, so its backward treats max(|x|, eps) as |x| (slope "
+                "1, not 0) and is not the derivative of its own forward; clamp with autograd "
+                "(x / x.norm(dim=-1, keepdim=True).clamp_min(eps), F.normalize) or keep the "
+                "norms above eps"), ("torch_fn",), _norm_clamp),
     Entry(Cause("known torch convention", "softplus threshold",
                 "torch's softplus returns x (gradient 1) above threshold=20: an approximation "
                 "with relative error up to e^-20 = 2e-9"), ("torch_fn",), _softplus_threshold),

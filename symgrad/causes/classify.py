@@ -17,8 +17,8 @@ def classify_failure(failure, ctx: Context, *, has_branch: bool,
                      guard_zero: str | None = None) -> Cause:
     """The root cause of one failure of any program (scalar steps or tensor nodes), from data
     alone: the catalogue's entries that explain a NaN or inf (a non-finite failure; after a
-    guard constant of the model's own), the kind (``by_kind``), then the catalogue of torch behaviours (``CATALOGUE``, read
-    from ``ctx``), then the first split (``first_split``).
+    guard constant of the model's own), the kind (``by_kind``), then the catalogue of torch
+    behaviours (``CATALOGUE``, read from ``ctx``), then the first split (``first_split``).
 
     Arguments:
         failure: a ``symgrad.result.Failure``.

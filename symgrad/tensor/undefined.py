@@ -86,7 +86,10 @@ def _first_undefined(model: TensorModel, leaves: dict) -> tuple[str, set[str]]:
         if _nan(table, out) and not any(_nan(table, a) for a in args):
             found.append(node)
     with np.errstate(all="ignore"):
-        evaluate([program.loss], table, leaves, on_step=step)
+        try:
+            evaluate([program.loss], table, leaves, on_step=step)
+        except (ArithmeticError, ValueError):  # no step located: the loss itself is named
+            found.clear()
     node = found[0] if found else program.loss
     uses = {n.name for n in topological([node]) if n.op in ("param", "input")}
     return _words(node), uses

@@ -70,7 +70,8 @@ def refuse_undefined(model: TensorModel, values: dict[str, np.ndarray], hi: np.n
         f"model {model.name!r} is undefined on its declared domains: {step} is undefined at "
         f"sample {r} of {hi.shape[0]} ({point}; {len(rows)} of {hi.shape[0]} samples undefined), "
         f"whose values come from {domains}; narrow those domains to where the model is "
-        f"defined (or guard the expression there), or verify at chosen points with at=")
+        f"defined (or guard the expression there), or verify at chosen points with at= "
+        f"(CLI: --at)")
 
 
 def _first_undefined(model: TensorModel, leaves: dict) -> tuple[str, set[str]]:

@@ -30,6 +30,12 @@ An entry is *reached* when its ball comes out non-finite and the walk recorded a
 singular operation (a NaN constant, a Piecewise's undefined branch, does not count). As with
 the enclosure itself the balls may be wider than the set of computed values (ball arithmetic
 forgets correlations): so "reached" is what the enclosure cannot exclude, never a pass.
+The attribution is per walk, not per entry: a NaN ball that a walk's other NaN source made (a
+NaN constant, a Piecewise's undefined branch taken by an undecided condition) is excused too
+once that walk recorded a singular operation anywhere. Telling them apart needs each entry's
+dependence on the recorded operations (a second, boolean walk over the same nodes); a walk in
+which the singular operations return finite wide balls instead is no substitute (those balls
+make later conditions undecided and later functions singular: NaN sources of its own).
 
 >>> import numpy as np
 >>> from flint import arb

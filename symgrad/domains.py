@@ -17,6 +17,11 @@ import numpy as np
 from .errors import SymgradError
 
 
+class UndefinedOnDomain(SymgradError):
+    """The model is undefined (its exact loss NaN) at samples drawn from its own declared
+    domains (``symgrad.tensor.undefined``): bad input, not a finding about a backend."""
+
+
 class Domain:
     """Where a symbol's values are drawn from. Subclasses implement ``sample``."""
 

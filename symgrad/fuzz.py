@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import sympy as sp
 
-from .domains import Normal
+from .domains import Normal, UndefinedOnDomain
 from .causes import by_kind
 from .errors import SymgradError
 from .model import Model
@@ -106,6 +106,12 @@ def fuzz(budget: int = 100, *, seed: int = 0, samples: int = 20, depth: int = 4,
         try:
             model = Model(f"fuzz{i}", expr, params=params, inputs=inputs)
             result = verify(model, samples=samples, seed=i)
+        except UndefinedOnDomain as exc:  # the model is undefined where it was drawn
+            report.disagreements.append(Disagreement(
+                str(expr), "symgrad", "domain", "the model is undefined at samples of its "
+                "declared domains (log/sqrt of a negative, division by zero): refused, not a "
+                "backend error", f"{expr}: {exc}"))
+            continue
         except SymgradError as exc:  # a clear refusal, not a crash: counted with its reason
             report.disagreements.append(Disagreement(
                 str(expr), "symgrad", "unsupported", "symgrad refuses the model with a clear "

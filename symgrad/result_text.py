@@ -218,6 +218,7 @@ class ResultText:
 # a cause's explanation a line keeps whole (``_kept``): where the forward departs, or that it
 # agrees everywhere compared
 KEPT = ("the forward first departs at", "the forward agrees at every compared intermediate")
+KEPT_CAUSES = ("function differs", "norm's eps clamp not differentiated")  # the why is data
 
 
 def short_note(note: str, cause: str = "") -> str:
@@ -226,7 +227,7 @@ def short_note(note: str, cause: str = "") -> str:
     explanation before it (the [cause: ...] name says it; ``Failure.explanation``, the JSON
     and ``Result.explain`` keep it all); a note without a proof (a kink's convention, why an
     entry stays inconclusive, no subgradient) whole. Where a forward departs (``KEPT``) and
-    a "function differs" explanation (``_kept``) always stay.
+    a "function differs" or an eps clamp's explanation (``_kept``) always stay.
 
     >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
     'proven'
@@ -248,8 +249,9 @@ def _kept(body: str, cause: str) -> bool:
     """Does a line keep this cause's explanation whole? "Function differs" says where and why
     with the run's own data (the departure, the loss value's expected and got, a random site);
     a forward that agrees everywhere compared is said too. Other explanations are fixed text
-    (the cause's name stands for them)."""
-    return "function differs" in cause or any(p in body for p in KEPT)
+    (the cause's name stands for them); a norm's eps clamp says the norm and eps at the sample
+    and how to clamp with autograd."""
+    return any(c in cause for c in KEPT_CAUSES) or any(p in body for p in KEPT)
 
 
 def _entries(n: int) -> str:

@@ -16,6 +16,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
+from symgrad.testing import scale_backward
 
 F64, F32 = torch.float64, torch.float32
 
@@ -211,10 +212,27 @@ def test_torchs_cosine_similarity_below_eps_is_a_real_finding():
     F.cosine_similarity(x1, x2).sum().backward()
     exact = x2 / x2.norm() / 1e-8
     assert not torch.allclose(x1.grad, exact, rtol=0.1)  # torch's own, far from it
-    with pytest.raises(sg.GradcheckError, match="(?s)disagrees.*proven"):
+    with pytest.raises(sg.GradcheckError, match="(?s)disagrees.*proven") as err:
         sg.gradcheck(F.cosine_similarity, (x1.detach().requires_grad_(), x2))
     assert sg.gradcheck(lambda a: F.normalize(a, dim=-1, eps=1e-8),
                         (x1.detach().requires_grad_(),))
+    # named (it read "derivative wrong: real derivative error"): the clamp, the norm and eps
+    lines = str(err.value).splitlines()[1:]
+    assert all("[cause: derivative wrong: norm's eps clamp not differentiated]" in line
+               and "< eps = 1e-08" in line and "F.cosine_similarity clamps its norms in place"
+               in line for line in lines if "… and" not in line), lines
+
+
+def test_a_wrong_backward_where_the_norms_clamp_is_inactive_is_not_blamed_on_it():
+    """Meant to fail if the clamp were blamed by its presence alone: a planted 1e-6 scale of
+    cosine_similarity's backward at norms ~1 (the eps clamp inactive) is a real derivative
+    error."""
+    x1 = _t([[0.3, -0.4, 0.1]], F64).requires_grad_()
+    x2 = _t([[1.0, 2.0, -0.5]], F64)
+    with pytest.raises(sg.GradcheckError, match="(?s)disagrees") as err:
+        sg.gradcheck(lambda a, b: F.cosine_similarity(scale_backward(a, 1 + 1e-6), b),
+                     (x1, x2))
+    assert "real derivative error" in str(err.value) and "eps clamp" not in str(err.value)
 
 
 def test_another_valid_subgradient_at_equal_points_is_not_failed():

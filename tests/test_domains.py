@@ -1,7 +1,11 @@
 import numpy as np
 import pytest
+import sympy as sp
 
+import symgrad as sg
 from symgrad import Choice, Integers, LogUniform, Normal, SymgradError, Uniform
+from symgrad.cli import main
+from symgrad.domains import UndefinedOnDomain
 
 
 @pytest.mark.parametrize("domain", [Normal(1, 2), Uniform(-3, 3), LogUniform(1e-3, 1e3),
@@ -32,3 +36,49 @@ def test_draws_respect_domains():
 def test_bad_domains_are_named(make, match):
     with pytest.raises(SymgradError, match=match):
         make()
+
+
+def _logwx(low: float) -> sg.Model:
+    w, x = sp.symbols("w x")
+    return sg.Model("logwx", sp.log(w * x), params={w: sg.Uniform(0.5, 2)},
+                    inputs={x: sg.Uniform(low, 1)})
+
+
+def test_a_model_undefined_on_its_declared_domain_is_refused_in_one_line():
+    """Meant to fail before (newuser5): log(w x) with x ~ Uniform(-1, 1) ended FAIL while every
+    line said "not a backend error". The oracle proves the loss undefined at drawn samples:
+    one line naming the step, the sample and the declared domains; never a verdict."""
+    with pytest.raises(sg.SymgradError) as err:
+        sg.verify(_logwx(-1.0), samples=20, seed=0)
+    assert isinstance(err.value, UndefinedOnDomain)
+    msg = str(err.value)
+    assert "\n" not in msg, msg
+    assert msg.startswith("model 'logwx' is undefined on its declared domains: log(w*x) is "
+                          "undefined at sample "), msg
+    assert "x ~ Uniform(low=-1.0, high=1)" in msg and "w ~ Uniform(low=0.5, high=2)" in msg
+    assert "narrow those domains" in msg and "at=" in msg
+
+
+def test_a_model_defined_on_its_declared_domain_is_verified():
+    r = sg.verify(_logwx(0.1), samples=20, seed=0)
+    assert r.ok, r
+
+
+def test_a_chosen_point_outside_the_domain_is_not_refused_and_never_ok():
+    """at= is the user's point: a "domain" entry there (the model's own domain), no refusal."""
+    r = sg.verify(_logwx(-1.0), at={"w": np.array([1.0, 1.0]), "x": np.array([-0.5, 0.5])})
+    assert not r.ok and {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}
+
+
+def test_the_cli_answers_an_undefined_model_as_bad_input(tmp_path, monkeypatch, capsys):
+    (tmp_path / "undefmodel.py").write_text(
+        "import sympy as sp, symgrad as sg\n"
+        "w, x = sp.symbols('w x')\n"
+        "def logwx():\n"
+        "    return sg.Model('logwx', sp.log(w * x), params={w: sg.Uniform(0.5, 2)},\n"
+        "                    inputs={x: sg.Uniform(-1, 1)})\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["verify", "undefmodel:logwx", "--samples", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "is undefined on its declared domains: log(w*x)" in err, err

@@ -65,6 +65,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tensor.hitrows", "tensor.spotcheck",
         "tensor.kinks", "tensor.doubt", "tensor.limits",
         "tensor.departure", "tensor.enclosure", "tensor.sides", "tensor.fresh",
+        "tensor.undefined",
         "tensor.tie_sides")),
     ("results", ("verdict", "figure_scan", "measures", "result_text", "result", "findings",
                  "tensor.comparing",

@@ -199,3 +199,38 @@ def test_a_nan_at_an_exact_zero_vector_under_a_clamp_is_still_a_failure():
     c = r.comparisons["torch_fn"]
     assert np.isnan(c.got).any() and np.isfinite(c.expected).all()
     assert r.failures and r.verdict == "fail", r
+
+
+def _plain_bce() -> sg.Model:
+    z, y = sp.symbols("z y")
+    p = 1 / (1 + sp.exp(-z))
+    return sg.Model("bce_plain", -(y * sp.log(p) + (1 - y) * sp.log(1 - p)), params=[z],
+                    inputs={y: sg.Choice([0.0, 1.0])})
+
+
+def test_the_literal_bce_at_z_152_names_the_formula_as_written_and_the_stable_form():
+    """Meant to fail before: torch's log(1 - sigmoid(z)) at z = 152 is log(0) (1 - p rounds to
+    0): inconclusive (the formula as written reaches the singularity by rounding), and the line
+    now says so and names the stable form symgrad runs, which the balls keep clear of it."""
+    at = {"z": np.array([152.0]), "y": np.array([0.0])}
+    r = sg.verify(_plain_bce(), at=at, backends=("torch_fn",),
+                  torch_fn=lambda z, y: -(y * torch.log(torch.sigmoid(z))
+                                          + (1 - y) * torch.log(1 - torch.sigmoid(z))))
+    assert r.verdict == "inconclusive" and not r.failures, r
+    why = r.comparisons["torch_fn"].undecided[0]
+    assert "the formula as written reaches it by rounding, the stable form symgrad runs does " \
+        "not" in why and "F.binary_cross_entropy_with_logits" in why and "-F.softplus(t)" in why
+    assert "\n" not in why
+    # the stable form computes no NaN there (still inconclusive: a torch_fn is allowed the
+    # formula as written's bound, infinite at z = 152; tests/test_program_oracle.py)
+    stable = sg.verify(_plain_bce(), at=at, backends=("torch_fn",),
+                       torch_fn=lambda z, y: F.binary_cross_entropy_with_logits(z, y))
+    assert np.isfinite(stable.comparisons["torch_fn"].got).all() and stable.verdict != "fail"
+
+
+def test_a_singular_point_of_the_program_itself_does_not_blame_the_written_form():
+    """The triplet loss's norm has no stable rewrite: its line names no 'formula as written'."""
+    built = second_order(by_name("triplet_margin_loss"))
+    r = sg.verify(built.model, torch_fn=built.torch_fn, at=_at(APEX), config=_config("float64"))
+    why = r.comparisons["torch_fn"].undecided[0]
+    assert why.startswith("a singular point within rounding") and "as written" not in why

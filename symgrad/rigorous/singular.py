@@ -30,6 +30,12 @@ An entry is *reached* when its ball comes out non-finite and the walk recorded a
 singular operation (a NaN constant, a Piecewise's undefined branch, does not count). As with
 the enclosure itself the balls may be wider than the set of computed values (ball arithmetic
 forgets correlations): so "reached" is what the enclosure cannot exclude, never a pass.
+The attribution is per walk, not per entry: a NaN ball that a walk's other NaN source made (a
+NaN constant, a Piecewise's undefined branch taken by an undecided condition) is excused too
+once that walk recorded a singular operation anywhere. Telling them apart needs each entry's
+dependence on the recorded operations (a second, boolean walk over the same nodes); a walk in
+which the singular operations return finite wide balls instead is no substitute (those balls
+make later conditions undecided and later functions singular: NaN sources of its own).
 
 >>> import numpy as np
 >>> from flint import arb
@@ -130,13 +136,41 @@ class SingularRounding(Rounding):
         return r
 
 
-def reason(events: list[str], dtype: str) -> str:
+# symgrad.stable's rules (by name) as torch spells their stable forms, for a user's code
+TORCH_FORMS = {"log-sum-exp": "torch.logsumexp", "softmax": "torch.softmax",
+               "log-sigmoid": "F.logsigmoid(t)", "log-one-minus-sigmoid": "-F.softplus(t)",
+               "softplus": "F.softplus", "sigmoid": "torch.sigmoid",
+               "one-minus-sigmoid": "torch.sigmoid(-t)", "expm1": "torch.expm1",
+               "log1p": "torch.log1p"}
+BCE_RULES = ("log-sigmoid", "log-one-minus-sigmoid")  # a log of a sigmoid: a BCE's terms
+
+
+def reason(events: list[str], dtype: str, written_only: tuple[str, ...] = ()) -> str:
     """One line: the singular operations the rounded enclosure reached.
+
+    Arguments:
+        events: the singular operations recorded (``SingularRounding.events``).
+        dtype: the rounding model's dtype.
+        written_only: where only the formula as written reached them and the stable form
+            symgrad runs (its ``symgrad.stable`` rules, by name) stays clear: those rules.
+    Returns:
+        The line.
 
     >>> reason(["x**-1 at x in [-1, 1], which holds 0"], "float32")[:48]
     'a singular point within rounding: x**-1 at x in '
+    >>> reason(["log(x) at x in [-1, 1], which holds 0"], "float64",
+    ...        ("log-one-minus-sigmoid",)).split("; ")[-1][:60]
+    'the formula as written reaches it by rounding, the stable fo'
     """
-    return (f"a singular point within rounding: {'; '.join(events)} (the ball of every value "
+    line = (f"a singular point within rounding: {'; '.join(events)} (the ball of every value "
             f"correct {dtype} code computes there); rounding can land on it, where the exact "
             f"derivative is infinite or undefined, so a NaN or inf here is no evidence of a "
             f"bug, nor of correctness")
+    if not written_only:
+        return line
+    forms = ", ".join(f"{r} as {TORCH_FORMS[r]}" if r in TORCH_FORMS else r
+                      for r in written_only)
+    bce = (", a BCE of a sigmoid as F.binary_cross_entropy_with_logits"
+           if set(BCE_RULES) & set(written_only) else "")
+    return (f"{line}; the formula as written reaches it by rounding, the stable form symgrad "
+            f"runs does not: code written in that form ({forms}{bce}) avoids it")

@@ -324,6 +324,8 @@ def singular_entries(programs: list, values: dict, rows: np.ndarray, width: int,
     mask = np.zeros((len(rows), width), bool)
     why: dict[int, str] = {}
     for i, r in enumerate(np.asarray(rows, dtype=int)):
+        events: list[str] = []
+        reached = []  # which programs' balls reached a singular point
         for program in programs:
             R = SingularRounding(dtype, function_ulps)
             try:
@@ -337,5 +339,9 @@ def singular_entries(programs: list, values: dict, rows: np.ndarray, width: int,
             bad = np.array([not arb_backend._a(b).is_finite() for b in balls], bool)
             if bad.any():
                 mask[i] |= bad
-                why.setdefault(i, reason(R.events, dtype))
+                events = events or R.events
+                reached.append(program)
+        if reached:  # only the textbook program (the formula as written): say the stable one
+            stable = getattr(programs[0], "rewrites", ())  # symgrad runs stays clear
+            why[i] = reason(events, dtype, tuple(stable) if programs[0] not in reached else ())
     return mask, why

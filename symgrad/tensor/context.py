@@ -14,7 +14,9 @@ oracle (double-double, ``symgrad.precise``), and each map node is read as the st
     any other body: each softplus written by hand (log(1 + e^t), log1p(e^t)) -> "softplus":
         (None, [t]); each sigmoid written by hand (1/(1 + e^-t))             -> "logit": (None, [t])
 
-(exact values as mpmath numbers of hi + lo; t evaluated in double-double). A node of many
+(exact values as mpmath numbers of hi + lo; t evaluated in double-double); and each eps clamp
+of a norm, max(sqrt(...), c), active at the sample on the failing entry's path -> "norm_clamp":
+(None, [norm, c]) (``clamp_values``, float64). A node of many
 entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
 ``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
@@ -160,6 +162,56 @@ def _path(model: TensorModel, leaves: dict[str, np.ndarray], output: str,
             mask |= ~((x == y) | (np.isnan(x) & np.isnan(y)))
         masks[n.id] = mask.ravel()
     return masks
+
+
+def _norm_clamps(model: TensorModel) -> list[tuple[Node, float]]:
+    """The eps clamps of a norm: map nodes max(x, c) (a constant c > 0) whose operand is a
+    square root (a 2-norm: F.cosine_similarity's and F.normalize's max(|x|, eps)), with c;
+    cached on ``model``."""
+    if "norm_clamps" in model._cache:
+        return model._cache["norm_clamps"]
+    found = []
+    for n in _maps(model):
+        body = n.attrs["expr"]
+        if not (isinstance(body, sp.Max) and len(body.args) == 2 and X[0] in body.args):
+            continue
+        c = next(a for a in body.args if a != X[0])
+        operand = n.args[0]
+        if (c.is_Number and c > 0 and operand.op == "map" and any(
+                p.exp == sp.Rational(1, 2) for p in operand.attrs["expr"].atoms(sp.Pow))):
+            found.append((n, float(c)))
+    model._cache["norm_clamps"] = found
+    return found
+
+
+def clamp_values(model: TensorModel, leaves: dict[str, np.ndarray], output: str
+                 ) -> list[tuple[None, list[float]]]:
+    """(None, [norm, eps]) of each norm's eps clamp (``_norm_clamps``) that is active at the
+    sample (norm below eps, in float64) on the failing entry's path (the norm moves when that
+    parameter entry moves; every entry for the loss value)."""
+    clamps = _norm_clamps(model)
+    if not clamps:
+        return []
+    base = {k: np.array(v, dtype=np.float64) if np.asarray(v).dtype.kind == "f"
+            else np.asarray(v) for k, v in leaves.items()}
+    before = _operands(model, clamps, base)
+    match = ENTRY.match(output)
+    after = None
+    if match is not None and match["name"] in base:
+        moved = dict(base, **{match["name"]: base[match["name"]].copy()})
+        entry = moved[match["name"]].reshape(-1)
+        flat = (int(np.ravel_multi_index([int(i) for i in match["index"].split(",")],
+                                         moved[match["name"]].shape[1:]))
+                if match["index"] else 0)
+        entry[flat] += 2.0 ** -10 * max(abs(float(entry[flat])), 1e-300)
+        after = _operands(model, clamps, moved)
+    found = []
+    for n, c in clamps:
+        x = np.ravel(before[n.args[0].id])
+        on = (x < c * (1 - 1e-9)) & (True if after is None else
+                                      np.ravel(after[n.args[0].id]) != x)
+        found += [(None, [float(v), c]) for v in x[on]]
+    return found
 
 
 def _operands(program: TensorModel, sites: list, leaves: dict) -> dict[int, np.ndarray]:
@@ -326,6 +378,9 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
             path = (None if failure.output == "value"
                     else _path(model, leaves, failure.output, one))
             memo[key] = op_values(model, leaves, path=path, memo=one)
+            clamped = clamp_values(model, leaves, failure.output)
+            if clamped:  # the norms' eps clamps active on the entry's path
+                memo[key] = {**memo[key], "norm_clamp": clamped}
         ctx = replace(ctx, ops=memo[key])
     if failure.backend == "torch_fn" and torch_fn is not None:
         if ("promotions", failure.sample) not in memo:

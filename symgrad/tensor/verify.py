@@ -45,6 +45,7 @@ from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck, check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
+from .undefined import refuse_undefined
 from .upward import bound_kind, store_away
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
@@ -116,6 +117,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             start=cfg.oracle_bits, cap=cfg.oracle_max_bits, open_=zone_open)
         rewrite = check_rewrite(model, sub, hi, lo, least, limits=limits.rows,
                                 start=cfg.oracle_bits, cap=cfg.oracle_max_bits)
+    refuse_undefined(model, sub, hi, zone_open, drawn=at is None)  # before any backend runs
 
     def textbook_bound() -> np.ndarray:  # when the first user backend is compared
         with _phase("bound (textbook)", cfg, timings, "bound_s"):
@@ -230,8 +232,7 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
                                               dtype=dtype, batching=cfg.torch_fn_batching)[0]
         if name in extra and dtype == cfg.dtype:  # a module's path runs in its own dtype
             return torch_backend.run_torch_fn(extra[name][0], model.blocks, values,
-                                              device=cfg.device, dtype=dtype,
-                                              batching="loop")[0]
+                                              device=cfg.device, dtype=dtype, batching="loop")[0]
         return None
 
     def allowed_of(bound, dtype):

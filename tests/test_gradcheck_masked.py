@@ -3,7 +3,8 @@ through ``sg.gradcheck``. A backward leaking 1e-7 into the masked rows is caught
 gradcheck passes it: its numerical Jacobian there is 0, the leak far below ``atol``), and the
 line gives the error at the exact 0 as an absolute number, not in subnormal ULPs ("error inf
 ULPs (allowed 1.8e+16)"); a backward returning None for a mask that requires grad is a
-mismatch naming the mask (it was symgrad's own AttributeError)."""
+mismatch naming the mask (it was symgrad's own AttributeError). The error says what its
+"sample k" is (0: the inputs as given; 1..3: points around them)."""
 
 from __future__ import annotations
 
@@ -60,7 +61,10 @@ def test_a_leak_into_masked_rows_is_caught_and_read_in_absolute_terms(dtype):
         assert torch.autograd.gradcheck(LeakyMaskedMean.apply, (x, MASK))
     with pytest.raises(sg.GradcheckError) as info:
         sg.gradcheck(LeakyMaskedMean.apply, (x, MASK))
-    lines = str(info.value).splitlines()[1:-1]
+    text = str(info.value)
+    lines = [ln for ln in text.splitlines() if ln.startswith("  mismatch")]
+    assert text.endswith("\n  note: sample 0 is the inputs as given; samples 1..3 scale each "
+                         "differentiated entry by a random factor in [5/8, 11/8] (seed 0)"), text
     assert lines and all(re.search(r"x\[[14], \d\] at sample \d: expected 0\.0", ln)
                          for ln in lines), lines  # only the masked rows 1 and 4
     for ln in lines:
@@ -68,6 +72,8 @@ def test_a_leak_into_masked_rows_is_caught_and_read_in_absolute_terms(dtype):
                                             r"exact value is 0", ln).groups())
         assert 1e-9 < err < 1e-7 and allowed < 1e-30, ln
         assert "ULPs" not in ln.split("[cause")[0].replace("ULPs would", ""), ln
+    whole = info.value.result.failures[0].point  # what "sample values" shortens
+    assert set(whole) == {"x"} and len(whole["x"]) == 5 and len(whole["x"][0]) == 4
 
 
 def test_a_backward_returning_none_for_a_mask_that_requires_grad_names_the_mask():

@@ -228,13 +228,10 @@ class _MathML(MathMLPresentationPrinter):
         if coeff is sp.S.One and len(terms) == 1:
             row.appendChild(self._print(terms[0]))
             return row
-        chain = any(isinstance(t, sp.Derivative) for t in terms)
-        # a chain rule's product keeps its order (∂L/∂bce ∂bce/∂σ ∂σ/∂z, as the LaTeX shows it;
-        # sorted, it read ∂bce/∂σ ∂L/∂bce ...) and its fractions take no brackets (newuser6)
-        terms = list(terms) if chain else sp.Mul._from_args(terms).as_ordered_factors()
-        factors = ([self._print(coeff)] if coeff != 1 else []) + [
-            self._print(t) if isinstance(t, sp.Derivative)
-            else self.parenthesize(t, sp.printing.precedence.PRECEDENCE["Mul"]) for t in terms]
+        if not any(isinstance(t, sp.Derivative) for t in terms):  # a chain rule keeps its order,
+            terms = sp.Mul._from_args(terms).as_ordered_factors()  # its fractions unbracketed
+        factors = ([self._print(coeff)] if coeff != 1 else []) + [  # (as in LaTeX; newuser6)
+            self.parenthesize(t, 0 if t.is_Derivative else PRECEDENCE["Mul"]) for t in terms]
         for k, f in enumerate(factors):
             if k:
                 row.appendChild(self._mo(self.mathml_tag(expr)))

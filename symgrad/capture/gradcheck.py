@@ -21,6 +21,7 @@ from ..config import dtype_name
 from ..errors import SymgradError
 from ..modules.any import by_own_names
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
+from ..result_text import HIDDEN_IN
 from ..verify import verify
 from .captured import capture
 from .export import arg_names, display_name, leaf_names
@@ -28,6 +29,7 @@ from .hooks import user_copy
 from .names import own_labels
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
+HIDDEN_HERE = "the error's .result"  # where a line's hidden blocks are (``HIDDEN_IN``'s Failure)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
     "eps", "atol", "rtol", "nondet_tol", "check_undefined_grad", "check_grad_dtypes",
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
@@ -191,7 +193,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         n = counts["inconclusive"] + counts["suspect"]
         head = (f"symgrad.{check}: inconclusive for {what!r} — {n} entries could not be "
                 f"decided (not a pass); {_advice(found, dtype)}:")
-    lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
+    lines = [f"  {f.message().removeprefix(backend + ': ').replace(HIDDEN_IN, HIDDEN_HERE)}"
+             for f in found[:MAX_LINES]]  # (the Failure a line names is the error's .result's)
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
     # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
     which = ("  note: sample 0 is the inputs as given" + (

@@ -83,7 +83,8 @@ def inexact_note(text: str) -> str:
     if not off:
         return ""
     what = ", ".join(f"{n}={t}" for n, t, _ in off)
-    nums = " and ".join(f"{Decimal(v):.20g}" for _, _, v in off)
+    nums = [f"{Decimal(v):.20g}" for _, _, v in off]
+    nums = ", ".join(nums[:-1]) + " and " + nums[-1] if len(nums) > 1 else nums[0]
     return (f"--at reads {what} as the float64 number{'s' if len(off) > 1 else ''} {nums}; the "
             f"values shown are exact at {'them' if len(off) > 1 else 'it'}")
 

@@ -21,7 +21,7 @@ from .backends.torch import check_device
 from .config import VerifyConfig, dtype_name
 from .errors import SymgradError
 from .exits import (EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code)
-from .explain import explain, parse_point
+from .explain import explain, inexact_note, parse_point
 from .fuzz import fuzz
 from .modules.load import load_module
 from .opcatalog import OpsConfig, run_ops
@@ -236,6 +236,8 @@ def explain_cmd(args: argparse.Namespace) -> int:
     at = _block_point(model, parse_point(args.at)) if args.at else None
     e = explain(model, at=at)
     print({"latex": e.latex, "markdown": e.markdown, "html": e.html}[args.format]())
+    if args.at and (note := inexact_note(args.at)):  # z = 2.8e-17 at a point meant to give 0
+        print(f"symgrad: note: {note}", file=sys.stderr)
     return 0
 
 

@@ -21,6 +21,8 @@ Rendered by ``present/explanation.py``.
 
 from __future__ import annotations
 
+from decimal import Decimal
+
 import mpmath
 import numpy as np
 import sympy as sp
@@ -63,6 +65,28 @@ def parse_point(text: str) -> dict[str, float]:
             raise SymgradError(f"--at: value of {name.strip()!r} is not a number: "
                                f"{value!r}") from None
     return point
+
+
+def inexact_note(text: str) -> str:
+    """A note for the CLI's ``--at`` values that are not float64 numbers as typed (0.3, 0.1):
+    the point is their nearest float64 numbers, so a sum written to cancel (0.5 - 2·0.3 + 0.1)
+    is exactly 2.8e-17 there, not 0 (newuser6); "" when every value is exact.
+
+    >>> inexact_note("x=1.5,w=0.3")
+    '--at reads w=0.3 as the float64 number 0.29999999999999998890; the values shown are exact at it'
+    >>> inexact_note("x=1.5,y=1")
+    ''
+    """
+    point = parse_point(text)
+    typed = dict(p.split("=", 1) for p in (q.replace(" ", "") for q in text.split(",")) if p)
+    off = [(n, typed[n], v) for n, v in point.items() if Decimal(typed[n]) != Decimal(v)]
+    if not off:
+        return ""
+    what = ", ".join(f"{n}={t}" for n, t, _ in off)
+    nums = [f"{Decimal(v):.20g}" for _, _, v in off]
+    nums = ", ".join(nums[:-1]) + " and " + nums[-1] if len(nums) > 1 else nums[0]
+    return (f"--at reads {what} as the float64 number{'s' if len(off) > 1 else ''} {nums}; the "
+            f"values shown are exact at {'them' if len(off) > 1 else 'it'}")
 
 
 def explain(model: Model | TensorModel, *, at: dict | None = None) -> Explanation:

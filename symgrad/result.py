@@ -40,6 +40,8 @@ class Failure:
     cause: str = ""  # root-cause class and name (symgrad.causes)
     column: int = field(default=-1, compare=False)  # its column in the comparison arrays
     #  (-1: look the output name up); O(1) where GPT-2 has 163M columns
+    allowed_abs: float = field(default=float("nan"), compare=False)  # the allowance itself
+    #  (NaN: not kept); a line at an exact value within it reads absolute, not in its ULPs
 
     @property
     def explanation(self) -> str:
@@ -61,15 +63,26 @@ class Failure:
                 + f"got {self.got!r}"
                 # at an accepted kink the ULPs against one side mean nothing (inf, 1e308): the
                 # note says where the value lies across the subgradient (newuser4 S3-9)
-                + ("" if self.kind == "kink" else f", error {fmt(self.ulps)} ULPs "
-                   + ("(wrong by more than the value itself)" if self._by_itself()
-                      else f"(allowed {fmt(self.allowed_ulps)})"))
+                + ("" if self.kind == "kink" else f", {self._error_text()}")
                 + (f"; {short}" if (short := short_note(self.note, self.cause)) else "")
                 + (f" [cause: {self.cause}]" if self.cause else ""))
         room = max(POINT_CHARS, LINE_CHARS - len(head) - len("; sample values: "))
         entry = "" if self.output in ("value", HVP_VALUE) else self.output[3:]  # d/d, Hv:
         return head + (f"; sample values: {point_text(self.point, room, entry=entry)}"
                        if self.point else "")
+
+    def _error_text(self) -> str:
+        """"error E ULPs (allowed A)"; absolute at an exact 0, whose ULPs count subnormal
+        steps (a masked row's leaked 4.8e-08 read "inf ULPs (allowed 1.8e+16)", newuser6),
+        but for a warning (``_as_measured``: the table's ULPs of its terms' scale); the
+        value's own rule where it decided."""
+        if self._by_itself():
+            return f"error {fmt(self.ulps)} ULPs (wrong by more than the value itself)"
+        if (self.expected == 0 and np.isfinite(self.allowed_abs)  # NaN: not kept
+                and self.kind not in ("ok", "precision loss")):
+            return (f"error {fmt(abs(self.got))} absolute (allowed {fmt(self.allowed_abs)}; the "
+                    "exact value is 0)")
+        return f"error {fmt(self.ulps)} ULPs (allowed {fmt(self.allowed_ulps)})"
 
     def _by_itself(self) -> bool:
         """A loss value decided by its own rule, not the entry allowance: wrong by more than

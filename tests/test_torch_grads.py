@@ -78,3 +78,31 @@ def test_a_second_accumulation_is_added_in_the_leafs_dtype(monkeypatch):
     backward_into(w.sum(), [w], out, [(1, 3)], row=0)
     assert calls and np.array_equal(out[0, 1:], (parts[0] + parts[1]).double().numpy())
     assert not np.array_equal(out[0, 1:], parts[0].double().numpy() + parts[1].double().numpy())
+
+
+class _NoneForMask(torch.autograd.Function):
+    """A masked sum whose backward returns None for the mask (torch: a zero gradient)."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        ctx.save_for_backward(mask)
+        return (x * mask).sum()
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        return g * mask, None
+
+
+def test_a_backward_returning_none_for_a_leaf_gives_it_zeros():
+    """newuser6: a Function's backward returning None for an input that requires grad made
+    the post-accumulate hook read ``None.detach()`` (an AttributeError blamed on the user's
+    backward); torch reads None as zero, and so must the flat array."""
+    x = torch.tensor([1.0, 2.0, 3.0], dtype=torch.float64, requires_grad=True)
+    mask = torch.tensor([1.0, 0.0, 1.0], dtype=torch.float64, requires_grad=True)
+    want = torch.autograd.grad(_NoneForMask.apply(x, mask), [x, mask], allow_unused=True,
+                               materialize_grads=True)
+    out = np.full((1, 7), np.nan)
+    backward_into(_NoneForMask.apply(x, mask), [x, mask], out, [(1, 4), (4, 7)], row=0)
+    assert out[0, 1:].tolist() == [1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert np.array_equal(out[0, 1:4], want[0].numpy()) and not want[1].any()

@@ -7,7 +7,8 @@ copying them into the flat array held both).
 The numbers are torch's own: a leaf's gradient is what ``torch.autograd.grad`` returns for it
 (the same accumulation in autograd's engine), converted to float64 exactly; a leaf the loss does
 not reach gets zeros (``allow_unused``); should autograd accumulate a leaf twice in one
-backward, the second part is added in the leaf's dtype, as torch adds into ``.grad``. Only the
+backward, the second part is added in the leaf's dtype, as torch adds into ``.grad``; a custom
+``autograd.Function`` whose backward returns None for a leaf gives it zeros, as in torch. Only the
 leaves asked for are accumulated (``backward(inputs=...)``): a user's module keeps no ``.grad``.
 
 >>> w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
@@ -59,6 +60,8 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
         targets.append(cols.view(shape))
 
         def take(t: torch.Tensor, k: int = k) -> None:
+            if t.grad is None:  # a custom Function's backward returned None for it: torch
+                return          # reads that as a zero gradient (the columns zeroed below)
             g = t.grad.detach()
             if done[k]:  # accumulated again in this backward: torch's own sum, in its dtype
                 g = targets[k].to(g.dtype).to(g.device) + g

@@ -21,6 +21,7 @@ from ..config import dtype_name
 from ..errors import SymgradError
 from ..modules.any import by_own_names
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
+from ..result_text import HIDDEN_IN
 from ..verify import verify
 from .captured import capture
 from .export import arg_names, display_name, leaf_names
@@ -28,6 +29,7 @@ from .hooks import user_copy
 from .names import own_labels
 
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
+HIDDEN_HERE = "the error's .result"  # where a line's hidden blocks are (``HIDDEN_IN``'s Failure)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
     "eps", "atol", "rtol", "nondet_tol", "check_undefined_grad", "check_grad_dtypes",
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
@@ -37,7 +39,13 @@ TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knob
 
 class GradcheckError(RuntimeError):
     """A gradient disagrees with the exact derivative, or the check could not decide
-    (``torch.autograd.GradcheckError`` is a ``RuntimeError`` too)."""
+    (``torch.autograd.GradcheckError`` is a ``RuntimeError`` too). ``result``: the ``Result``
+    behind it (``result.failures``, each ``Failure.point`` the sample's whole values, which a
+    line shortens), or None."""
+
+    def __init__(self, text: str, result: Result | None = None) -> None:
+        super().__init__(text)
+        self.result = result
 
 
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
@@ -126,7 +134,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         return True
     if raise_exception:
-        raise GradcheckError(message(result, captured.model.name, what, dtype=name))
+        raise GradcheckError(message(result, captured.model.name, what, dtype=name,
+                                     samples=samples, seed=seed), result)
     return False
 
 
@@ -165,11 +174,12 @@ def _one_dtype(what: str, func: Callable, args: tuple, params: list) -> None:
 
 
 def message(result: Result, what: str, check: str = "gradcheck", *,
-            dtype: str = "float64") -> str:
+            dtype: str = "float64", samples: int = 1, seed: int = 0) -> str:
     """The error text: a headline, then one line per finding (worst first), in the user's
-    names. An inconclusive headline says what can help: entries whose exact value is below
-    ``dtype``'s normal range cannot be resolved in it at any number of points (a wider dtype
-    or another point can); others may resolve with more points or float64."""
+    names, and what the lines' "sample k" is (``samples`` points, ``seed``). An inconclusive
+    headline says what can help: entries whose exact value is below ``dtype``'s normal range
+    cannot be resolved in it at any number of points (a wider dtype or another point can);
+    others may resolve with more points or float64."""
     backend = "torch_fn"
     counts = result.counts(backend)
     if result.verdict == FAIL:
@@ -183,9 +193,15 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         n = counts["inconclusive"] + counts["suspect"]
         head = (f"symgrad.{check}: inconclusive for {what!r} — {n} entries could not be "
                 f"decided (not a pass); {_advice(found, dtype)}:")
-    lines = [f"  {f.message().removeprefix(backend + ': ')}" for f in found[:MAX_LINES]]
+    lines = [f"  {f.message().removeprefix(backend + ': ').replace(HIDDEN_IN, HIDDEN_HERE)}"
+             for f in found[:MAX_LINES]]  # (the Failure a line names is the error's .result's)
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
-    return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else []))
+    # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
+    which = ("  note: sample 0 is the inputs as given" + (
+        f"; samples 1..{samples - 1} scale each differentiated entry by a random factor in "
+        f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
+    return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
+                      + [which])
 
 
 def _advice(found: list, dtype: str) -> str:

@@ -248,12 +248,16 @@ def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
                                f"{cfg.device}; move the module (module.to({cfg.device!r})) or "
                                f"pass device={p.device.type!r}")
     if options.train:
-        drop = [(n, m.p) for n, m in module.named_modules()
+        drop = [(n, m) for n, m in module.named_modules()
                 if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
-        if drop:
-            raise SymgradError(f"module: train=True and {drop[0][0]} is dropout with p="
-                               f"{drop[0][1]}: its random mask differs between the capture and "
-                               "your run; verify in eval mode (train=False) or set p=0")
+        if drop:  # (newuser6: "2 is dropout" read as a number; how to check it with a mask)
+            name, m = drop[0]
+            raise SymgradError(f"module: train=True and submodule {name} is dropout "
+                               f"({type(m).__name__}, p={m.p}): its random mask differs between "
+                               "the capture and your run; verify in eval mode (train=False), set "
+                               "p=0, or give the keep-mask as an input (a forward computing "
+                               "x * keep / (1 - p), keep a bool tensor in inputs=: held at its "
+                               "values)")
 
 
 def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:

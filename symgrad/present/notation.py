@@ -228,9 +228,10 @@ class _MathML(MathMLPresentationPrinter):
         if coeff is sp.S.One and len(terms) == 1:
             row.appendChild(self._print(terms[0]))
             return row
-        terms = sp.Mul._from_args(terms).as_ordered_factors()
-        factors = ([self._print(coeff)] if coeff != 1 else []) + [
-            self.parenthesize(t, sp.printing.precedence.PRECEDENCE["Mul"]) for t in terms]
+        if not any(isinstance(t, sp.Derivative) for t in terms):  # a chain rule keeps its order,
+            terms = sp.Mul._from_args(terms).as_ordered_factors()  # its fractions unbracketed
+        factors = ([self._print(coeff)] if coeff != 1 else []) + [  # (as in LaTeX; newuser6)
+            self.parenthesize(t, 0 if t.is_Derivative else PRECEDENCE["Mul"]) for t in terms]
         for k, f in enumerate(factors):
             if k:
                 row.appendChild(self._mo(self.mathml_tag(expr)))

@@ -85,7 +85,9 @@ def failures(name: str, comp: Comparison, flat: np.ndarray, outputs, values,
         found.append(Failure(name, STATUS_NAMES[status], outputs[k], s, point,
                              float(comp.expected[i, k]), float(comp.got[i, k]),
                              float(comp.ulps[i, k]), float(comp.allowed_ulps[i, k]), note,
-                             column=int(k)))
+                             column=int(k), allowed_abs=float(
+                                 comp.allowed_abs[i, k] if comp.allowed_abs is not None
+                                 else np.nan)))
     return found
 
 

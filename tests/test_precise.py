@@ -289,6 +289,25 @@ def test_sum_amax_take_scatter():
         DD_OPS.take(table, np.array([5]), 0)
 
 
+def test_structural_ops_keep_a_zero_low_part_a_zero_view():
+    """A DD made from float64 data (lo: a +0 zero view) keeps a zero view through take,
+    reshape and transpose (numpy's take would first copy a broadcast lo whole: GPT-2's token
+    table, 309 MB of zeros for a sample's rows), with the values a materialised lo gives;
+    a -0 lo view goes the copying way and keeps its sign."""
+    rng = np.random.default_rng(3)
+    table = DD(rng.standard_normal((50, 4)))
+    assert table.lo_is_zero_view
+    idx = np.array([7, 0, 7, 49])
+    dense = DD(table.hi, np.zeros((50, 4)))
+    for f in (lambda t: DD_OPS.take(t, idx, 0), lambda t: DD_OPS.reshape(t, (4, 50)),
+              lambda t: DD_OPS.transpose(t, (1, 0))):
+        got, ref = f(table), f(dense)
+        assert got.lo_is_zero_view and not ref.lo_is_zero_view
+        assert np.array_equal(got.hi, ref.hi) and np.array_equal(got.lo, ref.lo)
+    neg = DD(table.hi, np.broadcast_to(np.float64(-0.0), (50, 4)))
+    assert np.signbit(DD_OPS.take(neg, idx, 0).lo).all()
+
+
 # ---------------------------------------------------------------------------------- ARB table
 import flint  # noqa: E402
 

@@ -521,3 +521,17 @@ def test_constants_converted_once_keep_their_double_double_value():
     for _ in range(2):  # the same closed subexpression (2/pi) under two calls
         got = DD_OPS.map(x * c + sp.Rational(1, 3), {x: np.array([[0.0, 1.0]])})
         assert got.lo[0, 0] != 0.0 and got.hi[0, 1] == float(sp.N(c + sp.Rational(1, 3), 30))
+
+
+def test_from_dd_of_float64_data_gives_the_same_exact_balls():
+    """``ARB_OPS.from_dd`` with every lo zero (float64 data) converts hi alone: the same
+    exact balls (midpoint and zero radius) as hi + lo converted entry by entry."""
+    hi = np.array([1.0 / 3, -2.5e-300, 7.0, 0.0, np.inf, 2.0**-1074])
+    for lo in (np.zeros_like(hi), np.broadcast_to(np.float64(-0.0), hi.shape)):
+        got = ARB_OPS.from_dd(hi, lo)
+        with flint.ctx.workprec(4000):
+            ref = [flint.arb(float(h)) + flint.arb(float(l)) for h, l in zip(hi, lo)]
+        assert [(g.mid(), g.rad()) == (r.mid(), r.rad()) for g, r in zip(got, ref)] == [True] * 6
+    mixed = ARB_OPS.from_dd(np.array([1.0]), np.array([2.0**-60]))
+    with flint.ctx.workprec(4000):
+        assert mixed[0] == flint.arb(1.0) + flint.arb(2.0**-60)  # both exact: the lo kept

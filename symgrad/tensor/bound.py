@@ -75,10 +75,9 @@ from .program import X, Node
 from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
-from .tables import NumpyOps
-from .operands import gemm_threads, times as _times
+from .operands import OneSampleOps, gemm_threads, times as _times
 
-_T = NumpyOps("float64")
+_T = OneSampleOps()
 MODES = ("worst", "probabilistic")
 
 

@@ -118,3 +118,25 @@ def test_a_gradient_planted_in_an_untouched_row_is_caught():
     assert "tok_emb[" in str(r)
     clean = sg.verify(model, torch_fn=model.reference, config=cfg)
     assert clean.verdict == "pass", str(clean)
+
+
+def test_an_output_scatter_nobody_reads_is_not_formed(monkeypatch):
+    """The token-embedding gradient is an output no node reads: the bound's walk takes only
+    its shape (its rules read the operands), never the whole-table scatter (GPT-2: 309 MB
+    zeroed and added into, the 64-token walk's peak); E the same bits as when it was formed."""
+    model, leaves = _leaves(2, 5, 0)
+    outs = model.gradient.outputs
+    assert any(o.op == "scatter_add" for o in outs)
+    formed = evaluate_bound(outs, leaves, mode="probabilistic")
+    calls = []
+
+    def counted(node, t, vals, ctx):
+        calls.append(node.id)
+        return _whole(node, *vals)
+    monkeypatch.setitem(bound.VALUE_RULES, "scatter_add", counted)
+    got = evaluate_bound(outs, leaves, mode="probabilistic")
+    read = {a.id for o in model.gradient.nodes for a in o.args}
+    unread = {o.id for o in outs if o.op == "scatter_add" and o.id not in read}
+    assert unread and not unread & set(calls)
+    for a, b in zip(formed, got):
+        assert np.ascontiguousarray(a).tobytes() == np.ascontiguousarray(b).tobytes()

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import symgrad.tensor as st
+from symgrad import heap
 from symgrad.compare import Tolerance, blocks as blocks_mod, systematic_blocks
 from symgrad.tensor import views
 from symgrad.tensor.comparing import block_tests, compare_compact
@@ -85,6 +86,21 @@ def test_the_oracle_walk_gives_heap_back_after_each_large_block(monkeypatch):
     hi, lo = views.oracle_view(m, values, oracle_ops(50))
     assert len(calls) == 1  # W (6 entries); not b (2) nor the loss value (1)
     assert np.isfinite(hi).all()
+
+
+def test_the_oracle_walk_keeps_the_heap_where_the_process_keeps_it(monkeypatch):
+    """Where the process keeps freed memory for reuse (``heap.keep_freed``: the symgrad
+    program), the oracle's walk does not trim the heap between blocks (each trim faulted the
+    next block's arrays in again), as the bound's walk; the phase's end still trims."""
+    calls = []
+    monkeypatch.setattr(views, "give_back", lambda: calls.append(1) or True)
+    monkeypatch.setattr(views, "GIVE_BACK_FROM", 6)
+    monkeypatch.setattr(heap, "_KEPT", [True])
+    W, b, x = st.param("W", (2, 3)), st.param("b", (2,)), st.input("x", (3,))
+    m = TensorModel("lin", st.sum_(st.tanh(st.einsum("ij,j->i", W, x) + b)))
+    hi, lo = views.oracle_view(m, m.draw(1, np.random.default_rng(0), "float64"),
+                               oracle_ops(50))
+    assert calls == [] and np.isfinite(hi).all()
 
 
 def test_block_tests_hold_no_whole_size_kink_mask():

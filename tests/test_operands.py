@@ -12,6 +12,8 @@ import symgrad.tensor as st
 from symgrad.precise.blas_threads import _found
 from symgrad.tensor import operands
 from symgrad.tensor.bound import evaluate_bound
+from symgrad.tensor.operands import OneSampleOps
+from symgrad.tensor.tables import NumpyOps
 from symgrad.tensor.program import X
 
 
@@ -93,3 +95,21 @@ def test_small_gemms_run_on_one_blas_thread_and_the_count_is_restored(monkeypatc
     entered.clear()
     evaluate_bound(outs, leaves, mode="probabilistic")
     assert entered == []
+
+
+@pytest.mark.parametrize("spec,shapes", [
+    ("zai,zoi->zao", [(1, 7, 33), (1, 41, 33)]),  # the logits' form
+    ("zao,zoi->zai", [(1, 7, 41), (1, 41, 33)]),  # their gradient against the table
+    ("zao,zai->zoi", [(1, 7, 41), (1, 7, 33)]),  # a weight gradient
+    ("zij,zjk,zk->zi", [(1, 5, 6), (1, 6, 4), (1, 4)]),
+])
+def test_one_sample_einsum_gives_numpys_bits(spec, shapes):
+    """``OneSampleOps.einsum`` without the size-1 batch axis (no operand copies): the same
+    bits as numpy's einsum with it; several samples go numpy's way unchanged."""
+    rng = np.random.default_rng(11)
+    ops = [rng.standard_normal(s) for s in shapes]
+    plain, ours = NumpyOps("float64"), OneSampleOps()
+    got, ref = ours.einsum(spec, *ops), plain.einsum(spec, *ops)
+    assert got.shape == ref.shape and got.tobytes() == np.ascontiguousarray(ref).tobytes()
+    two = [np.concatenate([o, 2 * o]) for o in ops]
+    assert np.array_equal(ours.einsum(spec, *two), plain.einsum(spec, *two))

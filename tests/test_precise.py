@@ -289,6 +289,25 @@ def test_sum_amax_take_scatter():
         DD_OPS.take(table, np.array([5]), 0)
 
 
+def test_structural_ops_keep_a_zero_low_part_a_zero_view():
+    """A DD made from float64 data (lo: a +0 zero view) keeps a zero view through take,
+    reshape and transpose (numpy's take would first copy a broadcast lo whole: GPT-2's token
+    table, 309 MB of zeros for a sample's rows), with the values a materialised lo gives;
+    a -0 lo view goes the copying way and keeps its sign."""
+    rng = np.random.default_rng(3)
+    table = DD(rng.standard_normal((50, 4)))
+    assert table.lo_is_zero_view
+    idx = np.array([7, 0, 7, 49])
+    dense = DD(table.hi, np.zeros((50, 4)))
+    for f in (lambda t: DD_OPS.take(t, idx, 0), lambda t: DD_OPS.reshape(t, (4, 50)),
+              lambda t: DD_OPS.transpose(t, (1, 0))):
+        got, ref = f(table), f(dense)
+        assert got.lo_is_zero_view and not ref.lo_is_zero_view
+        assert np.array_equal(got.hi, ref.hi) and np.array_equal(got.lo, ref.lo)
+    neg = DD(table.hi, np.broadcast_to(np.float64(-0.0), (50, 4)))
+    assert np.signbit(DD_OPS.take(neg, idx, 0).lo).all()
+
+
 # ---------------------------------------------------------------------------------- ARB table
 import flint  # noqa: E402
 
@@ -502,3 +521,17 @@ def test_constants_converted_once_keep_their_double_double_value():
     for _ in range(2):  # the same closed subexpression (2/pi) under two calls
         got = DD_OPS.map(x * c + sp.Rational(1, 3), {x: np.array([[0.0, 1.0]])})
         assert got.lo[0, 0] != 0.0 and got.hi[0, 1] == float(sp.N(c + sp.Rational(1, 3), 30))
+
+
+def test_from_dd_of_float64_data_gives_the_same_exact_balls():
+    """``ARB_OPS.from_dd`` with every lo zero (float64 data) converts hi alone: the same
+    exact balls (midpoint and zero radius) as hi + lo converted entry by entry."""
+    hi = np.array([1.0 / 3, -2.5e-300, 7.0, 0.0, np.inf, 2.0**-1074])
+    for lo in (np.zeros_like(hi), np.broadcast_to(np.float64(-0.0), hi.shape)):
+        got = ARB_OPS.from_dd(hi, lo)
+        with flint.ctx.workprec(4000):
+            ref = [flint.arb(float(h)) + flint.arb(float(l)) for h, l in zip(hi, lo)]
+        assert [(g.mid(), g.rad()) == (r.mid(), r.rad()) for g, r in zip(got, ref)] == [True] * 6
+    mixed = ARB_OPS.from_dd(np.array([1.0]), np.array([2.0**-60]))
+    with flint.ctx.workprec(4000):
+        assert mixed[0] == flint.arb(1.0) + flint.arb(2.0**-60)  # both exact: the lo kept

@@ -40,6 +40,23 @@ def test_each_stored_entry_is_the_nearest_float32_at_or_beyond_the_bound():
     assert np.array_equal(np.signbit(out), np.signbit(x))
 
 
+def test_the_step_away_is_nextafter_bit_for_bit(monkeypatch):
+    """The stored float32 (one bit-pattern step up where rounding fell short) equals the
+    nearest float32 moved by ``np.nextafter`` towards +-inf with x's sign, bit for bit:
+    signed zeros, subnormals, float32's largest finite and beyond, NaN and inf included."""
+    monkeypatch.setattr(upward, "CHUNK", 4096)
+    x = _draws(np.random.default_rng(5), 20_000)
+    x[8:14] = [np.nan, np.inf, -np.inf, -1e-50, 1e-50, float(np.finfo(np.float32).max)]
+    out = np.empty(x.shape, np.float32)
+    store_away(out, x)
+    with np.errstate(over="ignore", invalid="ignore"):
+        near = x.astype(np.float32)
+        short = np.abs(near.astype(np.float64)) < np.abs(x)
+        near[short] = np.nextafter(near[short], np.copysign(np.inf, x[short]).astype(
+            np.float32))
+    assert short.mean() > 0.3 and out.tobytes() == near.tobytes()
+
+
 def test_a_cast_to_nearest_would_not_be_a_bound():
     """The property the storage needs, failed by the obvious float32 cast: about half of the
     entries round down (so the test above can fail)."""

@@ -261,9 +261,15 @@ class ArbOps:
         return np.asarray(out, dtype=object).reshape(a.shape)
 
     def from_dd(self, hi: np.ndarray, lo: np.ndarray) -> np.ndarray:
-        """Exact balls of double-double values (hi + lo)."""
+        """Exact balls of double-double values (hi + lo); where every lo is +0 (float64 data:
+        the spot check's weight rows) the balls of hi alone, the same exact balls without a
+        second conversion and an addition per entry (arb has no signed zero: -0 alike)."""
+        hi, lo = np.asarray(hi, float), np.asarray(lo, float)
         with ctx.workprec(EXACT_PREC):
-            out = _ufunc(lambda h, l: arb(float(h)) + arb(float(l)), 2)(np.asarray(hi, float), np.asarray(lo, float))
+            if lo.size and not lo.any():
+                out = _to_arb(hi)
+            else:
+                out = _ufunc(lambda h, l: arb(float(h)) + arb(float(l)), 2)(hi, lo)
         return np.asarray(out, dtype=object).reshape(np.shape(hi))
 
     def constant(self, c, shape=()) -> np.ndarray:

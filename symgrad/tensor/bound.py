@@ -75,10 +75,9 @@ from .program import X, Node
 from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
-from .tables import NumpyOps
-from .operands import gemm_threads, times as _times
+from .operands import OneSampleOps, gemm_threads, times as _times
 
-_T = NumpyOps("float64")
+_T = OneSampleOps()
 MODES = ("worst", "probabilistic")
 
 
@@ -294,8 +293,14 @@ def evaluate_bound(outputs: Iterable[Node], leaves: Mapping[str, np.ndarray], *,
         TIE.reset(token)
 
 
+_FORMED_UNREAD = ("einsum", "scatter_add")  # ops whose rules read only their operands: an
+#   output no node reads has its value's shape only (GPT-2's token-embedding gradient: a
+#   50257 x 768 scatter, 309 MB zeroed and added into, was the 64-token walk's peak)
+
+
 def _shape_of(node: Node, args) -> np.ndarray:
-    """An einsum's value only its shape is read of (an output no node reads): not formed."""
+    """An einsum's or a scatter's value only its shape is read of (an output no node reads):
+    not formed."""
     return np.broadcast_to(np.float64(np.nan), (max(np.shape(v)[0] for v in args),) + node.shape)
 
 
@@ -339,7 +344,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                             shared=shared, n0=n0)
             unread = node.id not in read  # an output only: its value and zeros unused
             with np.errstate(all="ignore"), gemm_threads(node, n, _einsum_terms):
-                vals[node.id] = (_shape_of(node, args) if unread and node.op == "einsum"
+                vals[node.id] = (_shape_of(node, args) if unread and node.op in _FORMED_UNREAD
                                  else VALUE_RULES[node.op](node, _T, args, None))
                 nz = [nonzero[a.id] for a in node.args]
                 if node.op == "onehot":

@@ -18,7 +18,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from ..backends.torch_grads import backward_into
-from ..heap import give_back
+from ..heap import give_back, unless_kept
 from ..backends.torch import exact_math
 from ..config import VerifyConfig
 from ..precise import ARB_OPS, DDOps
@@ -295,7 +295,8 @@ def _chunk(outputs, n: int) -> int:
 
 
 GIVE_BACK_FROM = 1 << 16  # entries: an emitted oracle block this large hands freed heap back
-#                          (``heap.give_back``; small programs skip the call)
+#                          (``heap.give_back``, unless the process keeps it: ``heap.kept``;
+#                          small programs skip the call)
 
 
 def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: int, tick=None,
@@ -315,8 +316,9 @@ def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: i
         hi[:, a:a + size] = np.broadcast_to(h, shape).reshape(c, -1)
         lo[:, a:a + size] = np.broadcast_to(l, shape).reshape(c, -1)
         del h, l
-        if c * size >= GIVE_BACK_FROM:  # the walk's freed heap, as the bound's walk does
-            give_back()
+        if c * size >= GIVE_BACK_FROM:  # the walk's freed heap, as the bound's walk does:
+            unless_kept(give_back)  # not where the process keeps it for the next block's
+            #                         arrays (the symgrad program: a trim would fault them in)
             spill.release()  # spilled hi, lo: the block's written pages out of the resident set
     evaluate(outputs or model.gradient.outputs, table, part, progress=tick, on_step=on_step,
              emit=put)

@@ -30,7 +30,8 @@ from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import topological
 from .explanation import Line, Section
-from .notation import MAX_TERMS, latex
+from .fold import MAX_TERMS
+from .notation import latex
 from .piecewise import prune
 
 MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
@@ -149,6 +150,22 @@ def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
     return sp.factor(sp.together(d)) if d.count_ops() < 40 else d
 
 
+def one_minus(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with a negative product's sum factor negated, as a teacher writes it: sympy's
+    ``-(-1 + a) a`` as ``(1 - a) a`` (a sigmoid's derivative); the same value, display only.
+
+    >>> a = sp.Symbol("a")
+    >>> one_minus(-(a - 1) * a)
+    a*(1 - a)
+    """
+    def rewrite(m: sp.Mul) -> sp.Expr:
+        c, rest = m.as_coeff_mul()
+        k = next((k for k, f in enumerate(rest) if c < 0 and f.is_Add
+                  and any(t.is_Number and t < 0 for t in f.args)), None)
+        return m if k is None else sp.Mul(-c, *rest[:k], -rest[k], *rest[k + 1:])
+    return expr.replace(lambda e: isinstance(e, sp.Mul), rewrite)
+
+
 def _tail(steps: Steps) -> list[FrontStep]:
     """The scalar end of a layered program: the last steps that are no ``ops`` call on a
     matrix (a 1 x 1 layer, the loss), in program order."""
@@ -259,7 +276,7 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
         for u in n.operands:
             if u in active:
                 local[(n.symbol, u)] = d = local_derivative(n, u)
-                loc.lines.append(Line(partial(n.symbol, u), d, fmt_expr(values, d)))
+                loc.lines.append(Line(partial(n.symbol, u), one_minus(d), fmt_expr(values, d)))
     chain, simp = Section("Chain rule"), Section("Gradient, simplified")
     flat = _flatten(steps)
     for p in steps.params:

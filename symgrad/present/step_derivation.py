@@ -147,7 +147,19 @@ def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
         d = d.subs(node.expr, node.symbol)
     if given is not None and node.kind in AS_DECLARED:
         return d
-    return sp.factor(sp.together(d)) if d.count_ops() < 40 else d
+    return join_exp(sp.factor(sp.together(d))) if d.count_ops() < 40 else d
+
+
+def join_exp(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with each product of exponentials as one, as a teacher writes it: sympy's
+    simplify splits e^{b + w x} into e^b e^{w x}; the same value, display only.
+
+    >>> b, w, x = sp.symbols("b w x")
+    >>> join_exp(1 / (1 + sp.exp(b) * sp.exp(w * x)))
+    1/(exp(b + w*x) + 1)
+    """
+    return expr.replace(lambda e: isinstance(e, sp.Mul) and sum(
+        isinstance(a, sp.exp) for a in e.args) > 1, lambda e: sp.powsimp(e, combine="exp"))
 
 
 def one_minus(expr: sp.Expr) -> sp.Expr:
@@ -205,7 +217,7 @@ def textbook_adjoints(steps: Steps, *, tail: bool = False) -> list[tuple[sp.Basi
             if sym in adj:
                 e = adj[sym]
                 if e.count_ops() < 60 and not e.has(sp.Piecewise):
-                    e = one_minus_square(sp.factor(sp.simplify(e)), declared)
+                    e = join_exp(one_minus_square(sp.factor(sp.simplify(e)), declared))
                 lines.append((sp.Derivative(out_sym, sym, evaluate=False), e))
     return lines
 
@@ -296,7 +308,7 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
         # entries, depending on the hash seed: simplified forms only for few scalars
         if expr is not None and len(expr.free_symbols) <= MAX_SIMPLIFIED_SYMBOLS:
-            nice = one_minus_square(prune(sp.factor(sp.simplify(expr))))
+            nice = join_exp(one_minus_square(prune(sp.factor(sp.simplify(expr)))))
             if len(latex(nice)) <= MAX_SIMPLIFIED_CHARS:  # else the chain rule lines stand
                 simp.lines.append(Line(sp.Derivative(out, p, evaluate=False), nice))
     text = Section("Backpropagation, textbook form",

@@ -80,3 +80,10 @@ def test_mathml_keeps_a_word_apart_from_the_next_factor():
     assert '<mi>sigmoid</mi><mo>&InvisibleTimes;</mo><mspace width="0.1667em"/><msub>' in ml
     assert ml.count("<mspace") == 1 and "<mspace" in mathml(50 * s**2 * x1)
     assert "<mspace" not in mathml(w * x1)  # letters side by side, as in LaTeX
+
+
+def test_mathml_parts_a_function_from_the_factor_before_it():
+    """"- y log(sigmoid)" rendered "-ylog(sigmoid)"; e^x stays a letter (no space)."""
+    y, a = sp.symbols("y a")
+    assert "<mspace" in mathml(y * sp.log(a))
+    assert "<mspace" not in mathml(y * sp.exp(a))

@@ -77,9 +77,11 @@ def _coefficient_of_words(expr: sp.Mul):
 
 
 def _is_word(expr) -> bool:
-    """Whether a factor prints as an upright word (``sigmoid``), or a power of one."""
+    """Whether a factor prints as an upright word (``sigmoid``, ``log(a)``), or a power of one."""
     base = expr.base if expr.is_Pow else expr
-    return isinstance(base, sp.Symbol) and not isinstance(base, Raw) and is_word(name_of(base))
+    if isinstance(base, sp.Symbol):
+        return not isinstance(base, Raw) and is_word(name_of(base))
+    return base.is_Function and not isinstance(base, sp.exp)  # e^x is a letter
 
 
 class _Latex(LatexPrinter):

@@ -43,7 +43,7 @@ def test_tanh_local_derivative_is_its_declared_one_minus_t_squared():
         local
     assert r"\left(1 + \mathrm{tanh}\right) \left(-1 + \mathrm{tanh}\right)" not in md
     neuron = sg.explain(zoo.get("neuron")).markdown()
-    assert r"\frac{\partial a}{\partial z} = - \left(-1 + a\right) a" in neuron
+    assert r"\frac{\partial a}{\partial z} = \left(1 - a\right) a" in neuron  # one_minus
 
 
 def _tanh_net():

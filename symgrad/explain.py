@@ -138,7 +138,8 @@ def explain(model: Model | TensorModel, *, at: dict | None = None) -> Explanatio
     gradient, torch_grad = {}, {}
     if at is not None:
         sections.append(_gradient(program, at, leaves, small, gradient, torch_grad))
-    return Explanation(model.name, sections, gradient, torch_grad, names)
+    return Explanation(model.name, sections, gradient, torch_grad, names,
+                       program.layer_names)
 
 
 def _steps_view(steps: step_derivation.Steps, env: dict | None) -> list[Section]:

@@ -146,6 +146,10 @@ class Model:
                                    f"(in step '{node.name}'); rewrite it with supported functions "
                                    "(exp, log, tanh, erf, Abs, Max, Piecewise, ...)")
         self._cache: dict = {}
+        # names whose trailing number is a layer's (or a head's) that symgrad itself numbers:
+        # the zoo sets it (simplenet's W1); explain and reports print W1 as W^(1), any other x1
+        # as x_1 (``symgrad.present.names.layer_names``)
+        self.layer_names: frozenset[str] = frozenset()
 
     def __getstate__(self) -> dict:
         """Pickled without its caches (compiled views hold ball-arithmetic constants that do

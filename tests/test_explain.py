@@ -43,7 +43,7 @@ def test_tanh_local_derivative_is_its_declared_one_minus_t_squared():
         local
     assert r"\left(1 + \mathrm{tanh}\right) \left(-1 + \mathrm{tanh}\right)" not in md
     neuron = sg.explain(zoo.get("neuron")).markdown()
-    assert r"\frac{\partial a}{\partial z} = - \left(-1 + a\right) a" in neuron
+    assert r"\frac{\partial a}{\partial z} = \left(1 - a\right) a" in neuron  # one_minus
 
 
 def _tanh_net():
@@ -192,9 +192,11 @@ def test_attention_intermediates_have_names():
 
 
 def test_no_double_subscripts_in_names():
-    from symgrad.present.notation import tex_name
+    from symgrad.present.notation import layer_names, tex_name
     assert tex_name("d_X_{0,0}") == r"\bar{X}_{0,0}"
-    assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
+    assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}_{1;2,2}"  # a user's
+    with layer_names({"attn_keep1"}):  # the zoo's (gpt_attention's head 1)
+        assert tex_name("attn_keep1_{2,2}") == r"\mathrm{attn\_keep}^{(1)}_{2,2}"
     assert tex_name("mu_{0}#2") == r"\mu^{(2\mathrm{nd})}_{0}"
 
 
@@ -206,7 +208,7 @@ def test_repeated_steps_are_numbered_by_an_ordinal_never_a_power():
         "2nd", "3rd", "4th", "11th", "12th", "13th", "21st", "22nd", "23rd", "101st", "111th"]
     tanh6 = sp.Symbol("tanh#6")
     assert latex(tanh6 ** 2) == r"\left(\mathrm{tanh}^{(6\mathrm{th})}\right)^{2}"
-    assert latex(sp.Symbol("z1#2")) == r"z^{(1, 2\mathrm{nd})}"
+    assert latex(sp.Symbol("z1#2")) == r"z^{(2\mathrm{nd})}_{1}"  # a user's z1, its 2nd step
     ml = mathml(tanh6)
     assert ("<msup><mi>tanh</mi><mrow><mo>(</mo><mn>6</mn><mtext>th</mtext><mo>)</mo></mrow>"
             "</msup>") in ml and "[6]" not in ml
@@ -294,7 +296,7 @@ def test_a_users_dense_tanh_cross_entropy_model_is_explained_layer_by_layer():
             in md)
     assert (r"\delta_{\mathrm{W2\_out}} = \left(\delta_{\mathrm{nll}} 1\right) \circ "
             r"\left(\mathrm{softmax}(\mathrm{W2\_out}) - \mathrm{onehot}(y)\right)") in md
-    assert r"\frac{\partial L}{\partial W^{(2)}} = \delta_{\mathrm{W2\_out}}^{T}" in md
+    assert r"\frac{\partial L}{\partial W_{2}} = \delta_{\mathrm{W2\_out}}^{T}" in md  # user's W2
     assert r"\left(1 - \mathrm{tanh\_W1\_out}^{\circ {2}}\right)" in md  # tanh' as 1 - t^2
     forward = md.split("## Forward pass, layer by layer")[1].split("## ")[0]
     assert forward.count("$$ ") == 5  # dense, tanh, dense, cross-entropy's rows, the mean

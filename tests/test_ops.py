@@ -135,10 +135,10 @@ def test_an_unlabelled_elementwise_op_on_a_matrix_is_still_a_layer():
                  params=[W1, b1, W2, b2], inputs=[X, t])
     title, lines = gradient_formulas(m)[0]
     assert title == "Textbook form: one delta per op (matrix notation)"
-    tex = [f.latex for f in lines]
-    for lhs in (r"\frac{\partial L}{\partial W^{(2)}} =", r"\frac{\partial L}{\partial b^{(2)}} =",
+    tex = [f.latex for f in lines]  # the user's own W1, W2: W_1, W_2 (the zoo's: W^(1))
+    for lhs in (r"\frac{\partial L}{\partial W_{2}} =", r"\frac{\partial L}{\partial b_{2}} =",
                 r"\delta_{\mathrm{tanh\_W1\_out}} =", r"\delta_{\mathrm{W1\_out}} =",
-                r"\frac{\partial L}{\partial W^{(1)}} =", r"\frac{\partial L}{\partial b^{(1)}} ="):
+                r"\frac{\partial L}{\partial W_{1}} =", r"\frac{\partial L}{\partial b_{1}} ="):
         assert sum(line.startswith(lhs) for line in tex) == 1, (lhs, tex)
     labelled = ops.tanh(ops.dense(X, W1, b1), label="h")  # a label of the user's still wins
     assert labelled[0, 0].group.label == "h" and labelled[1, 2].label == "h_{1,2}"

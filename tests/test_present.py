@@ -195,7 +195,8 @@ def test_a_pick_among_separate_steps_is_an_indexed_tuple():
     ("cross_entropy", r"\mathrm{cross\_entropy}"), ("gelu_inner", r"\mathrm{gelu\_inner}"),
     ("W1_out", r"\mathrm{W1\_out}"), ("W1_out_{0,2}", r"\mathrm{W1\_out}_{0,2}"),
     ("delta_W1_out", r"\delta_{\mathrm{W1\_out}}"), ("delta_h", r"\delta_{h}"),
-    ("W1_{0,3}", r"W^{(1)}_{0,3}"), ("x_t", r"x_{t}"), ("lse_0", r"\mathrm{lse}_{0}")])
+    ("W1_{0,3}", r"W_{1;0,3}"), ("x_t", r"x_{t}"), ("lse_0", r"\mathrm{lse}_{0}"),
+    ("x1", r"x_{1}")])  # a user's W1, x1: the number a subscript (the zoo's: test_layer_notation)
 def test_a_name_prints_as_one_name(name, tex):
     assert tex_name(name) == tex
 
@@ -217,7 +218,7 @@ def test_a_two_layer_dense_model_names_its_units_and_deltas():
     # the unlabelled tanh is a layer named after its operand (forward in matrix notation)
     assert (r"\mathrm{tanh\_W1\_out} = \tanh{\left(\mathrm{W1\_out} \right)} \quad (2 \times 3)"
             in tex)
-    assert r"\mathrm{W2\_out} = \mathrm{tanh\_W1\_out} \left(W^{(2)}\right)^{T}" in tex
+    assert r"\mathrm{W2\_out} = \mathrm{tanh\_W1\_out} W_{2}^{T}" in tex  # the user's W2: W_2
     assert (r"\mathrm{nll} = \mathrm{lse}(\mathrm{W2\_out}) - \mathrm{pick}(\mathrm{W2\_out}, t)"
             in tex)  # the pick, one layer
     assert r"\delta_{\mathrm{W1\_out}}^{T} x" in tex and "delta" not in tex.replace(

@@ -11,7 +11,8 @@ from dataclasses import dataclass, field
 import sympy as sp
 
 from .htmlpage import page
-from .notation import MAX_TERMS, fold, latex, mathml, names_from
+from .fold import MAX_TERMS, fold
+from .notation import latex, layer_names, mathml, names_from
 
 
 LONG_LINE = 110  # LaTeX characters of an equation after which its value goes on a new row
@@ -49,11 +50,12 @@ class Explanation:
     gradient: dict[str, str]  # parameter entry -> exact value (when ``at`` was given)
     torch_gradient: dict[str, str]  # parameter entry -> torch autograd value at the point
     names: dict = field(default_factory=dict)  # step symbol -> display name
+    layered: frozenset = frozenset()  # names printed with a layer superscript (``layer_names``)
 
     def latex(self) -> str:
         """A complete LaTeX document (long sums folded; displays may break across pages)."""
         body = []
-        with names_from(self.names):
+        with names_from(self.names), layer_names(self.layered):
             for s in self.sections:
                 body.append(rf"\section*{{{tex_escape(s.title)}}}")
                 if s.note:
@@ -76,7 +78,7 @@ class Explanation:
 
     def markdown(self) -> str:
         out = [f"# symgrad explain: {self.model}", ""]
-        with names_from(self.names):
+        with names_from(self.names), layer_names(self.layered):
             for s in self.sections:
                 out += [f"## {s.title}", ""]
                 if s.note:
@@ -90,7 +92,7 @@ class Explanation:
 
     def html_fragment(self) -> str:
         out = []
-        with names_from(self.names):
+        with names_from(self.names), layer_names(self.layered):
             for s in self.sections:
                 out.append(f"<h2>{_html.escape(s.title)}</h2>")
                 if s.note:

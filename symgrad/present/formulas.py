@@ -14,7 +14,8 @@ from dataclasses import dataclass
 import sympy as sp
 
 from ..optable import OPS
-from .notation import fold, latex, mathml
+from .fold import fold
+from .notation import latex, mathml
 from .texmath import tex_to_mathml
 
 MAX_ADJOINTS = 8  # steps of the computed (stable) gradient program shown

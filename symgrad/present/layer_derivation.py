@@ -7,8 +7,11 @@ adjoints (simplenet's dL/dz = a - y); a large model summarized one line per fami
 >>> from symgrad import zoo
 >>> from symgrad.tensor.front import to_program
 >>> from symgrad.present.step_derivation import steps_of
->>> steps = steps_of(to_program(zoo.get("simplenet")).textbook_program)
->>> layered(steps), [ln.latex() for ln in layer_sections(steps, None)[0].lines][0]
+>>> from symgrad.present.names import layer_names
+>>> program = to_program(zoo.get("simplenet"))
+>>> steps = steps_of(program.textbook_program)
+>>> with layer_names(program.layer_names):  # simplenet's W1 is layer 1's: W^(1)
+...     layered(steps), [ln.latex() for ln in layer_sections(steps, None)[0].lines][0]
 (True, 'h = W^{(1)} x + b^{(1)}')
 """
 

@@ -1,14 +1,21 @@
-"""How a program name splits for display: ``W1_{0,3}`` into base ``W``, superscript ``(1)`` and
-subscript ``0,3``; the k-th step of one label (``tanh#6``) with the ordinal superscript ``(6th)``;
-a layer rule's function of named arrays (``lse(W2_out)``). ``notation`` prints them.
+"""How a program name splits for display: a user's ``x1`` into base ``x`` and subscript ``1``
+(sympy's x_1); a layer's weights, which symgrad itself numbers (the zoo's ``W1``: a model's
+``layer_names``, printed inside ``with layer_names(...)``), into base ``W`` and the layer
+superscript ``(1)``; an entry's index ``_{0,3}`` after them (``W1_{0,3}``: W^(1)_{0,3}, a user's
+``x1_{0}``: x_{1;0}); the k-th step of one label (``tanh#6``) with the ordinal superscript
+``(6th)``; a layer rule's function of named arrays (``lse(W2_out)``). ``notation`` prints them.
 
->>> split_name("tanh#6"), split_name("W1_{0,3}"), applied_name("pick(Z, y)")
-(('tanh', '(6th)', ''), ('W', '(1)', '0,3'), ('pick', ['Z', 'y']))
+>>> split_name("x1"), split_name("tanh#6"), applied_name("pick(Z, y)")
+(('x', '', '1'), ('tanh', '(6th)', ''), ('pick', ['Z', 'y']))
+>>> with layer_names({"W1"}):
+...     split_name("W1_{0,3}"), split_name("w1_{0,3}")
+(('W', '(1)', '0,3'), ('w', '', '1;0,3'))
 """
 
 from __future__ import annotations
 
 import re
+from typing import Iterable
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
                    r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z]))?$")
@@ -17,11 +24,50 @@ _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
 _LONG = re.compile(r"^(?P<stem>.*?)(?:_\{(?P<idx>[\d,]+)\})?(?:_(?P<count>\d+))?$")
 GREEK = ("alpha", "beta", "gamma", "delta", "epsilon", "theta", "lambda", "mu", "sigma", "tau",
          "phi", "psi", "omega", "rho", "eta", "kappa", "nu", "xi", "pi", "chi", "zeta")
+GREEK_LETTERS = {"sigma": "σ", "delta": "δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ",
+                 "epsilon": "ε", "theta": "θ", "lambda": "λ"}  # as MathML prints them
+
+
+_LAYERED: set[str] = set()  # names whose number is a layer's, while ``layer_names`` holds them
+
+
+class layer_names:
+    """``with layer_names(model.layer_names): latex(...)`` prints those names' trailing number
+    as the layer superscript (the zoo's ``W1`` as W^(1)); every other name's as a subscript.
+
+    Arguments:
+        names: block or step-label names without an entry index (``W1``, ``h0_W1``), as the
+            model that numbers them lists them (``Model.layer_names``).
+
+    >>> with layer_names(["W1"]):
+    ...     split_name("W1")
+    ('W', '(1)', '')
+    >>> split_name("W1")
+    ('W', '', '1')
+    """
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = set(names)
+
+    def __enter__(self):
+        self.saved = set(_LAYERED)
+        _LAYERED.update(self.names)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        _LAYERED.clear()
+        _LAYERED.update(self.saved)
+
+
+def stem_of(name: str) -> str:
+    """The name without its entry index and step ordinal: ``W1_{0,3}#2`` -> ``W1``."""
+    return re.sub(r"_\{[\d,]+\}$", "", name.partition("#")[0])
 
 
 def split_name(name: str) -> tuple[str, str, str]:
-    """``W1_{0,3}`` -> (``W``, ``(1)``, ``0,3``); ``attn_keep1_{2,2}`` -> (``attn_keep``, ``(1)``,
-    ``2,2``); ``dense_44`` -> (``dense``, ``""``, ``44``). Never a double subscript. A trailing
+    """``x1`` -> (``x``, ``""``, ``1``); inside ``layer_names({"W1"})``, ``W1_{0,3}`` -> (``W``,
+    ``(1)``, ``0,3``); a user's ``w1_{0,3}`` -> (``w``, ``""``, ``1;0,3``) (the number, then the
+    index); ``dense_44`` -> (``dense``, ``""``, ``44``). Never a double subscript. A trailing
     ``#k`` (the k-th step with the same label) becomes the superscript ``(kth)``, an ordinal in
     parentheses (``tanh#6`` -> ``tanh^(6th)``), which no reader takes for a power (``[k]``
     was read as one: tanh^[6]); beside a number it joins it (``z1#2`` -> ``(1, 2nd)``)."""
@@ -47,19 +93,35 @@ def tex_sup(sup: str) -> str:
 
 
 def _split(name: str) -> tuple[str, str, str]:
+    layered = stem_of(name) in _LAYERED
     m = _NAME.match(name)
     if m and (not m.group("sub") or len(m.group("base")) == 1 or m.group("base") in GREEK):
         # a letter's subscript letter (x_t, sigma_i) only: a word's (cross_e) stays in the word
-        sup = f"({m.group('num')})" if m.group("num") else ""
-        return m.group("base"), sup, m.group("idx") or m.group("sub") or ""
+        return (m.group("base"),) + _number(m.group("num"), m.group("idx") or m.group("sub")
+                                            or "", layered)
     m = _LONG.match(name)
     stem, idx, count = m.group("stem"), m.group("idx") or "", m.group("count") or ""
     num = re.search(r"\d+$", stem)
-    sup = ""
-    if num and num.start() > 0 and stem[num.start() - 1] != "_":
-        sup, stem = f"({num.group()})", stem[:num.start()]
     sub = ",".join(x for x in (idx, count) if x)
-    return stem or name, sup, sub
+    if num and num.start() > 0 and stem[num.start() - 1] != "_":
+        return (stem[:num.start()],) + _number(num.group(), sub, layered)
+    return stem or name, "", sub
+
+
+def _number(num: str, sub: str, layered: bool) -> tuple[str, str]:
+    """(superscript, subscript) of a name's trailing number and its index: a layer's number
+    as the superscript ``(1)``, a user's as the subscript before the index (``1;0,3``)."""
+    if not num:
+        return "", sub
+    if layered:
+        return f"({num})", sub
+    return "", f"{num};{sub}" if sub else num
+
+
+def is_word(name: str) -> bool:
+    """Whether a name prints as an upright word (``sigmoid``, ``W1_out``), not a letter."""
+    base = split_name(name)[0]
+    return len(base) > 1 and base not in GREEK
 
 
 def tex_base(base: str) -> str:

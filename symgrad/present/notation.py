@@ -1,11 +1,12 @@
 """How symbols and steps print: LaTeX and MathML views of the same sympy expressions.
 
-``W1_{i,j}`` prints as W^{(1)}_{i,j}; intermediates print as their step's label; sigmoid as
-sigma. Used by ``explain`` and the reports.
+A user's ``x1`` prints as x_1; a layer's ``W1_{i,j}`` (``layer_names``) as W^{(1)}_{i,j};
+intermediates print as their step's label; sigmoid as sigma. Used by ``explain`` and reports.
 
 >>> import sympy as sp
->>> latex(sp.Symbol("W1_{0,3}") * sp.Symbol("x_{3}"))
-'W^{(1)}_{0,3} x_{3}'
+>>> with layer_names({"W1"}):
+...     latex(sp.Symbol("W1_{0,3}") * sp.Symbol("x1"))
+'W^{(1)}_{0,3} x_{1}'
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 
 from ..errors import SymgradError
 from ..graph import Intermediate
-from .names import GREEK, ORDINAL, applied_name, ordinal, split_name, tex_base, tex_sup
+from .names import GREEK, ORDINAL, applied_name, is_word, layer_names, ordinal, split_name
+from .names import GREEK_LETTERS as _GREEK, tex_base, tex_sup
 from .texmath import tex_fragment
 
-__all__ = ["GREEK", "DOTS", "MAX_TERMS", "Raw", "applied_name", "fold", "latex", "mathml",
+__all__ = ["GREEK", "Raw", "applied_name", "latex", "layer_names", "mathml", "name_of",
            "names_from", "ordinal", "split_name", "tex_base", "tex_name", "tex_sup"]
 
 _IDENT = re.compile(r"θ|[A-Za-z_][A-Za-z0-9_.]*")  # a name inside other notation
@@ -56,7 +58,8 @@ def tex_name(name: str) -> str:
 _NAMES: dict = {}  # symbol -> display name, set by ``names_from`` for one printing
 
 
-def _name_of(sym: sp.Symbol) -> str:
+def name_of(sym: sp.Symbol) -> str:
+    """The name a symbol prints by: ``names_from``'s, a step's label, else its own."""
     if sym in _NAMES:
         return _NAMES[sym]
     if isinstance(sym, Intermediate):
@@ -70,9 +73,15 @@ def _coefficient_of_words(expr: sp.Mul):
     c, rest = expr.as_coeff_Mul()
     if not isinstance(c, sp.Rational) or abs(c) == 1 or rest.is_Number:
         return None
-    words = [q for q in rest.free_symbols
-             if len(split_name(_name_of(q))[0]) > 1 and split_name(_name_of(q))[0] not in GREEK]
-    return (c, rest) if words else None
+    return (c, rest) if any(is_word(name_of(q)) for q in rest.free_symbols) else None
+
+
+def _is_word(expr) -> bool:
+    """Whether a factor prints as an upright word (``sigmoid``, ``log(a)``), or a power of one."""
+    base = expr.base if expr.is_Pow else expr
+    if isinstance(base, sp.Symbol):
+        return not isinstance(base, Raw) and is_word(name_of(base))
+    return base.is_Function and not isinstance(base, sp.exp)  # e^x is a letter
 
 
 class _Latex(LatexPrinter):
@@ -101,7 +110,7 @@ class _Latex(LatexPrinter):
     def _print_Symbol(self, expr, style="plain"):
         if isinstance(expr, Raw):
             return expr.tex
-        return tex_name(_name_of(expr))
+        return tex_name(name_of(expr))
 
     _print_Dummy = _print_Symbol
 
@@ -114,7 +123,7 @@ class _Latex(LatexPrinter):
 
 class _MathML(MathMLPresentationPrinter):
     def _print_Symbol(self, sym, style="plain"):
-        name = _name_of(sym)
+        name = name_of(sym)
         applied = applied_name(name)
         if applied:  # a function of named arrays: lse(W2_out), θ(h)
             func, args = applied
@@ -166,7 +175,7 @@ class _MathML(MathMLPresentationPrinter):
                     row.appendChild(self._mo(part.strip()) if part in "()," else
                                     self._script(part.strip()))
             return row
-        mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,()]+", text) else "mi")
+        mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,;()]+", text) else "mi")
         mn.appendChild(self.dom.createTextNode(text))
         return mn
 
@@ -232,9 +241,13 @@ class _MathML(MathMLPresentationPrinter):
             terms = sp.Mul._from_args(terms).as_ordered_factors()  # its fractions unbracketed
         factors = ([self._print(coeff)] if coeff != 1 else []) + [  # (as in LaTeX; newuser6)
             self.parenthesize(t, 0 if t.is_Derivative else PRECEDENCE["Mul"]) for t in terms]
+        words = [False] * (coeff != 1) + [_is_word(t) for t in terms]
         for k, f in enumerate(factors):
             if k:
                 row.appendChild(self._mo(self.mathml_tag(expr)))
+            if k and (words[k] or words[k - 1]):  # "sigmoid x", never "sigmoidx" (newuser6 L3)
+                space = row.appendChild(self.dom.createElement("mspace"))
+                space.setAttribute("width", "0.1667em")  # LaTeX's thin space \,
             row.appendChild(f)
         return row
 
@@ -296,9 +309,6 @@ class _MathML(MathMLPresentationPrinter):
     def _paren(self, inner):
         return self._row(self._mo("("), inner, self._mo(")"))
 
-_GREEK = {"sigma": "σ", "delta": "δ", "alpha": "α", "beta": "β", "gamma": "γ", "mu": "μ",
-          "epsilon": "ε", "theta": "θ", "lambda": "λ"}
-
 
 class names_from:
     """``with names_from(graph): latex(...)`` prints each step by its unique program name
@@ -339,62 +349,3 @@ class Raw(sp.Symbol):
 
     def _latex(self, printer) -> str:
         return self.tex
-
-
-DOTS = Raw(r"\cdots", "⋯")
-MAX_TERMS = 4  # sums of more terms are shown as a + b + ⋯ + z
-
-
-def fold(expr, max_terms: int = MAX_TERMS):
-    """A display copy of ``expr`` that fits on a line: long sums folded to their first two
-    terms, ``⋯`` and the last; a table lookup (an embedding's Piecewise) as ``E_{id, j}``."""
-    expr = sp.sympify(expr)
-    if isinstance(expr, (sp.MatrixBase, sp.MatrixExpr)) or not isinstance(expr, sp.Basic):
-        return expr
-
-    def fold_add(e):
-        args = list(e.args)
-        if max_terms < 3:
-            return sp.Add(*args[:max(max_terms, 1)], DOTS, evaluate=False)
-        return sp.Add(*args[:max_terms - 2], DOTS, args[-1], evaluate=False)
-
-    def fold_lookup(e):
-        first, cond = e.args[0]
-        index = cond.lhs if isinstance(cond, sp.Eq) else None
-        if index is None or not isinstance(first, sp.Symbol):
-            return e
-        base, sup, sub = split_name(_name_of(first))
-        picks = [v for v, c in e.args if isinstance(c, sp.Eq)]  # the last: otherwise (NaN)
-        heads = [split_name(_name_of(v))[:2] if isinstance(v, sp.Symbol) else v for v in picks]
-        if len(set(heads)) > 1:  # distinct steps, no one array: the tuple of them, indexed
-            tex = rf"\left({latex(first)}, \ldots, {latex(picks[-1])}\right)_{{{latex(index)}}}"
-            return Raw(tex, f"({_name_of(first)}, …, {picks[-1]})[{index}]")
-        subs = [split_name(_name_of(v))[2].split(",") for v in picks]
-        varies = [k for k in range(len(subs[0]))
-                  if len({tuple(s)[k:k + 1] for s in subs}) > 1]  # the looked-up position
-        # the index at the position the pieces differ in: an embedding's row E_{id,j}, a
-        # cross-entropy pick's column logits_{i,t_i}
-        at = varies[0] if len(varies) == 1 else 0
-        plain = re.sub(r"_\{([\d,]+)\}", r"[\1]", str(index))  # ids_{7} -> ids[7]
-        texs, texts = sub.split(","), sub.split(",")
-        texs[at:at + 1], texts[at:at + 1] = [latex(index)], [plain]
-        tex = (tex_base(base) + (f"^{{{tex_sup(sup)}}}" if sup else "") + "_{" + ",".join(texs)
-               + "}")
-        return Raw(tex, f"{base}[{', '.join(texts)}]")
-
-    def indicator(e):
-        nonzero = [(v, c) for v, c in e.args if v != 0]
-        if len(nonzero) != 1 or nonzero[0][1] is sp.true:
-            return e
-        value, cond = nonzero[0]
-        return value * Raw(rf"[{latex(cond)}]", f"[{cond}]")  # Iverson bracket
-
-    try:
-        expr = expr.replace(lambda e: isinstance(e, sp.Piecewise)
-                            and all(v.is_Number for v, _ in e.args), indicator)
-        expr = expr.replace(lambda e: isinstance(e, sp.Piecewise) and len(e.args) > 3,
-                            fold_lookup)
-        return expr.replace(lambda e: isinstance(e, sp.Add) and len(e.args) > max_terms,
-                            fold_add)
-    except (TypeError, ValueError, AttributeError):
-        return expr

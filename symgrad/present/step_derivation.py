@@ -30,7 +30,8 @@ from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import topological
 from .explanation import Line, Section
-from .notation import MAX_TERMS, latex
+from .fold import MAX_TERMS
+from .notation import latex
 from .piecewise import prune
 
 MAX_SIMPLIFIED_CHARS = 600  # a closed form longer than this (in LaTeX) would run off the page
@@ -146,7 +147,35 @@ def local_derivative(node: FrontStep, u: sp.Symbol) -> sp.Expr:
         d = d.subs(node.expr, node.symbol)
     if given is not None and node.kind in AS_DECLARED:
         return d
-    return sp.factor(sp.together(d)) if d.count_ops() < 40 else d
+    return join_exp(sp.factor(sp.together(d))) if d.count_ops() < 40 else d
+
+
+def join_exp(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with each product of exponentials as one, as a teacher writes it: sympy's
+    simplify splits e^{b + w x} into e^b e^{w x}; the same value, display only.
+
+    >>> b, w, x = sp.symbols("b w x")
+    >>> join_exp(1 / (1 + sp.exp(b) * sp.exp(w * x)))
+    1/(exp(b + w*x) + 1)
+    """
+    return expr.replace(lambda e: isinstance(e, sp.Mul) and sum(
+        isinstance(a, sp.exp) for a in e.args) > 1, lambda e: sp.powsimp(e, combine="exp"))
+
+
+def one_minus(expr: sp.Expr) -> sp.Expr:
+    """``expr`` with a negative product's sum factor negated, as a teacher writes it: sympy's
+    ``-(-1 + a) a`` as ``(1 - a) a`` (a sigmoid's derivative); the same value, display only.
+
+    >>> a = sp.Symbol("a")
+    >>> one_minus(-(a - 1) * a)
+    a*(1 - a)
+    """
+    def rewrite(m: sp.Mul) -> sp.Expr:
+        c, rest = m.as_coeff_mul()
+        k = next((k for k, f in enumerate(rest) if c < 0 and f.is_Add
+                  and any(t.is_Number and t < 0 for t in f.args)), None)
+        return m if k is None else sp.Mul(-c, *rest[:k], -rest[k], *rest[k + 1:])
+    return expr.replace(lambda e: isinstance(e, sp.Mul), rewrite)
 
 
 def _tail(steps: Steps) -> list[FrontStep]:
@@ -188,7 +217,7 @@ def textbook_adjoints(steps: Steps, *, tail: bool = False) -> list[tuple[sp.Basi
             if sym in adj:
                 e = adj[sym]
                 if e.count_ops() < 60 and not e.has(sp.Piecewise):
-                    e = one_minus_square(sp.factor(sp.simplify(e)), declared)
+                    e = join_exp(one_minus_square(sp.factor(sp.simplify(e)), declared))
                 lines.append((sp.Derivative(out_sym, sym, evaluate=False), e))
     return lines
 
@@ -259,7 +288,7 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
         for u in n.operands:
             if u in active:
                 local[(n.symbol, u)] = d = local_derivative(n, u)
-                loc.lines.append(Line(partial(n.symbol, u), d, fmt_expr(values, d)))
+                loc.lines.append(Line(partial(n.symbol, u), one_minus(d), fmt_expr(values, d)))
     chain, simp = Section("Chain rule"), Section("Gradient, simplified")
     flat = _flatten(steps)
     for p in steps.params:
@@ -279,7 +308,7 @@ def node_sections(steps: Steps, values: dict | None) -> list[Section]:
         # multivariate factoring (Wang's algorithm) can run for minutes on a matrix model's
         # entries, depending on the hash seed: simplified forms only for few scalars
         if expr is not None and len(expr.free_symbols) <= MAX_SIMPLIFIED_SYMBOLS:
-            nice = one_minus_square(prune(sp.factor(sp.simplify(expr))))
+            nice = join_exp(one_minus_square(prune(sp.factor(sp.simplify(expr)))))
             if len(latex(nice)) <= MAX_SIMPLIFIED_CHARS:  # else the chain rule lines stand
                 simp.lines.append(Line(sp.Derivative(out, p, evaluate=False), nice))
     text = Section("Backpropagation, textbook form",

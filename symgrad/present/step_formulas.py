@@ -26,7 +26,7 @@ from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
 from .layer_derivation import NOTATION, family_of, layer_rules, matrix_shapes
-from .notation import latex, mathml, ordinal
+from .notation import latex, layer_names, mathml, ordinal
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
 from .tensor_formulas import Names, hidden, node_line
@@ -114,7 +114,13 @@ def matrix_rules(view: View, family: list) -> tuple | None:
 
 def model_formulas(view: View) -> list[Formula]:
     """The model one line per kind of step: an op on a matrix in matrix notation (with its
-    shape), other kinds by their first and last step with ⋮ between."""
+    shape), other kinds by their first and last step with ⋮ between; the model's
+    ``layer_names`` with their layer superscript (simplenet's W^(1))."""
+    with layer_names(view.program.layer_names):
+        return _model_formulas(view)
+
+
+def _model_formulas(view: View) -> list[Formula]:
     out: list[Formula] = []
     fams = families(view)
     for fam in fams[:MAX_FAMILIES]:
@@ -256,5 +262,6 @@ def computed(view: View) -> tuple[str, list[Formula]]:
 def gradient_formulas(view: View) -> list[tuple[str, list[Formula]]]:
     """(title, formulas): the textbook gradient (where there is one), then the first steps of
     the gradient program as symgrad runs it."""
-    book = textbook(view)
-    return ([book] if book else []) + [computed(view)]
+    with layer_names(view.program.layer_names):
+        book = textbook(view)
+        return ([book] if book else []) + [computed(view)]

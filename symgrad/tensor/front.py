@@ -232,6 +232,7 @@ def to_program(model: Model, *, name: str | None = None) -> TensorModel:
                       reference=model.reference,
                       params=[leaves[b.name] for b in model.param_blocks])
     out.rewrites = tuple(model.graph.rewrites)  # named on the report's "as computed" section
+    out.layer_names = model.layer_names  # the zoo's layer-numbered names (W1 as W^(1))
     if model.graph.rewrites:  # the oracle's program: the formula as written (checks the rewrite)
         out.written_program = _same_blocks(TensorModel(
             f"{out.name} (as written)", _program(model, model.written_graph, leaves),

@@ -137,6 +137,9 @@ class TensorModel:
         # (``front.to_program``): the oracle evaluates this one, so every run checks the rewrite
         self.written_program: TensorModel | None = None
         self.rewrites: tuple[str, ...] = ()  # the stable rules it runs (symgrad.stable.RULES)
+        # names printed with a layer superscript (W1 as W^(1)); ``front.to_program`` copies a
+        # scalar model's ``Model.layer_names``
+        self.layer_names: frozenset[str] = frozenset()
 
     @property
     def param_blocks(self) -> tuple[TensorBlock, ...]:

@@ -146,10 +146,14 @@ def block_attention(qkv_bias: bool = True) -> Model:
     inputs = {X: Normal(), **{k: Bernoulli(0.9) for k in keep}}
     Y = ops.causal_self_attention(X, Wq, Wk, Wv, Wo, bo, n_heads=H, attn_keep=keep, p=0.1,
                                   **biases)
-    return Model("gpt_attention", _rowsum_of_squares(Y), params=params, inputs=inputs,
-                 description=f"causal multi-head self-attention: T {T}, C {C}, {H} heads, "
-                             f"qkv_bias {qkv_bias}, attention dropout 0.1 (fixed masks)",
-                 reference=native_gpt.attention_block(H, qkv_bias))
+    model = Model("gpt_attention", _rowsum_of_squares(Y), params=params, inputs=inputs,
+                  description=f"causal multi-head self-attention: T {T}, C {C}, {H} heads, "
+                              f"qkv_bias {qkv_bias}, attention dropout 0.1 (fixed masks)",
+                  reference=native_gpt.attention_block(H, qkv_bias))
+    # head h's keep-mask and the steps ops.causal_self_attention labels per head: score^(h)
+    model.layer_names = frozenset(f"{stem}{h}" for h in range(H)
+                                  for stem in ("attn_keep", "score", "attn", "attnd", "lse"))
+    return model
 
 
 def block_dropout() -> Model:
@@ -166,9 +170,11 @@ def block_feed_forward() -> Model:
     W1, b1, W2, b2 = matrix("W1", 4 * C, C), matrix("b1", 4 * C), matrix("W2", C, 4 * C), \
         matrix("b2", C)
     Y = ops.add(X, ops.feed_forward(X, W1, b1, W2, b2))
-    return Model("gpt_feed_forward", _rowsum_of_squares(Y), params=[W1, b1, W2, b2, X],
-                 description="residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
-                 reference=native_gpt.feed_forward_block)
+    model = Model("gpt_feed_forward", _rowsum_of_squares(Y), params=[W1, b1, W2, b2, X],
+                  description="residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
+                  reference=native_gpt.feed_forward_block)
+    model.layer_names = frozenset({"W1", "b1", "W2", "b2"})  # the two layers' W^(1), b^(2)
+    return model
 
 
 def block_cross_entropy() -> Model:

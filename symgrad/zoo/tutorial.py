@@ -43,10 +43,12 @@ def simplenet() -> Model:
     z = ops.linear(r, W2, b2, label="z")  # (1, 1)
     a = ops.sigmoid(z, label="a")  # (1, 1)
     loss = ops.bce(a[0, 0], y, label="L")
-    return Model("simplenet", loss, params=[W1, b1, W2, b2],
-                 inputs={x: Normal(), y: Choice([0.0, 1.0])},
-                 description="Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid -> BCELoss",
-                 reference=native.simplenet)
+    model = Model("simplenet", loss, params=[W1, b1, W2, b2],
+                  inputs={x: Normal(), y: Choice([0.0, 1.0])},
+                  description="Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid -> BCELoss",
+                  reference=native.simplenet)
+    model.layer_names = frozenset({"W1", "b1", "W2", "b2"})  # layer 1's and 2's: W^(1), b^(2)
+    return model
 
 
 def tensor_ops() -> Model:

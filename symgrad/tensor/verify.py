@@ -305,9 +305,8 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
             one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
             with exact_math():
                 caps = own_program([model.loss], table, one)
-            searches[f.backend] = first_departure(caps, one, dtype=comp.dtype,
-                                                  tol=cfg.tolerance, backend=f.backend,
-                                                  sample=f.sample)
+            searches[f.backend] = first_departure(caps, one, dtype=comp.dtype, tol=cfg.tolerance,
+                                                  backend=f.backend, sample=f.sample)
         search = searches.get(f.backend)
         ctx = causes.Context(
             dtype=comp.dtype, value_status=STATUS_NAMES[int(comp.status[row, 0])],

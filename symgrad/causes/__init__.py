@@ -13,22 +13,26 @@ This package imports nothing of the pipeline's. Its modules, one job each: ``kin
 (``Cause``, ``Context``, the causes a failure's kind implies, the first split's wording),
 ``catalogue`` (the torch behaviours and their detectors), ``forms`` (how the model is written:
 stable ops, a hand-written softplus or sigmoid, guard constants, the precision-loss cause),
-``classify`` (``classify_failure``).
+``backward`` (a hand-written backward's own bugs, named from the failing block's entries: a
+leak where the output does not depend, no gradient reaching a block, float32 arithmetic in a
+float64 backward), ``classify`` (``classify_failure``).
 
 >>> by_kind("domain", "torch", False, float("nan"), float("nan")).name
 'domain'
 """
 
 from ..logistic import adjoint_cancellation
+from .backward import BACKWARD, Detector, block_entries, named
 from .catalogue import (CATALOGUE, Entry, _bce_clamp, _bce_log_clamp, _lowered, _promotion,
                         _saturated_logit, _softplus_threshold, bce_sites)
 from .classify import classify_failure, first_split
 from .forms import (STABLE_OPS, guard_in, precision_loss, sigmoid_arguments, softplus_arguments,
                     stable_ops)
 from .kinds import (DERIVATIVE_WRONG, OWN, RANDOM, SECOND_DERIVATIVE_WRONG, SPLIT, Cause, Context,
-                    by_kind, function_differs, refine)
+                    Entries, by_kind, function_differs, refine)
 
-__all__ = ["CATALOGUE", "DERIVATIVE_WRONG", "OWN", "RANDOM", "SECOND_DERIVATIVE_WRONG", "SPLIT",
-           "STABLE_OPS", "Cause", "Context", "Entry", "adjoint_cancellation", "bce_sites",
-           "by_kind", "classify_failure", "first_split", "function_differs", "guard_in",
-           "precision_loss", "refine", "sigmoid_arguments", "softplus_arguments", "stable_ops"]
+__all__ = ["BACKWARD", "CATALOGUE", "Cause", "Context", "DERIVATIVE_WRONG", "Detector", "Entries",
+           "Entry", "OWN", "RANDOM", "SECOND_DERIVATIVE_WRONG", "SPLIT", "STABLE_OPS",
+           "adjoint_cancellation", "bce_sites", "block_entries", "by_kind", "classify_failure",
+           "first_split", "function_differs", "guard_in", "named", "precision_loss", "refine",
+           "sigmoid_arguments", "softplus_arguments", "stable_ops"]

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from .backward import named
 from .catalogue import CATALOGUE
 from .kinds import (DERIVATIVE_WRONG, SECOND_DERIVATIVE_WRONG, Cause, Context, by_kind,
                     function_differs, refine)
@@ -55,10 +56,14 @@ def _catalogued(failure, ctx: Context, rel: float, *, nonfinite: bool) -> Cause 
 
 def first_split(failure, ctx: Context) -> Cause:
     """Function differs (the loss value of the same backend and sample fails, or a departure
-    search located where the forward departs) versus derivative wrong (it agrees)."""
+    search located where the forward departs) versus derivative wrong (it agrees); a
+    derivative wrong in a way a backward's own bug leaves is named (``backward.BACKWARD``)."""
     value_failed = ctx.value_status in ("mismatch", "non-finite", "systematic")
     if failure.output == "value" or value_failed or ctx.departure or ctx.random:
         return function_differs(ctx, failure.output)
+    bug = named(failure, ctx)
+    if bug is not None:
+        return bug
     if ctx.forward_agrees:
         return refine(DERIVATIVE_WRONG.klass + ": " + DERIVATIVE_WRONG.name, ctx, failure.output)
     return SECOND_DERIVATIVE_WRONG if ctx.order == 2 else DERIVATIVE_WRONG

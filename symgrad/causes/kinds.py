@@ -29,6 +29,20 @@ class Cause:
 
 
 @dataclass(frozen=True)
+class Entries:
+    """The failing block's entries at every compared sample (``backward.block_entries``):
+    arrays of shape (samples, block size), views of the comparison's."""
+
+    name: str  # the block (parameter or input) by the user's name
+    expected: np.ndarray  # the exact derivative rounded to float64
+    exact_zero: np.ndarray  # the exact derivative is exactly 0 (high and low part)
+    got: np.ndarray  # the backend's
+    failing: np.ndarray  # a mismatch
+    row: int  # the failure's row and column in these arrays
+    column: int
+
+
+@dataclass(frozen=True)
 class Context:
     """What the pipeline knows about one failing sample, handed over as data."""
 
@@ -48,6 +62,7 @@ class Context:
     #                   Unreproducible, in words): dropout or sampling left on in eval mode
     unlocated: str = ""  # why a departure search compared nothing (module_map=, ...), in words
     order: int = 1  # 2: the outputs are Hessian-vector products (torch's double backward)
+    block: Entries | None = None  # the failing block's entries (a backward's own bugs)
 
 
 def by_kind(kind: str, backend: str, has_branch: bool, got: float, expected: float, *,

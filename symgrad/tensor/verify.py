@@ -201,7 +201,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
         failures = with_causes(model, lists["failures"], comparisons, values, subset, cfg,
-                               np_dtype, torch_fn)
+                               np_dtype, torch_fn, blocks)
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     result = Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures,
@@ -285,13 +285,13 @@ DEPARTURE_UP_TO = 200_000  # parameters: symgrad's own failing program is search
 
 def with_causes(model: TensorModel, failures: list, comparisons: dict, values: dict,
                 subset: np.ndarray, cfg: VerifyConfig, np_dtype: str,
-                torch_fn: Callable | None = None) -> list:
+                torch_fn: Callable | None = None, blocks: list = ()) -> list:
     """Each failure with its root cause (``symgrad.causes``): the kind, the catalogue of torch
     behaviours (read from the program's exact intermediates, ``symgrad.tensor.context``), then
     the first split - the function differs (the loss value of that backend and sample fails, or
     the forward departs at a labelled intermediate of symgrad's own program) or the derivative
     of the same function is wrong. A torch_fn's intermediates are not visible: its split is by
-    the value."""
+    the value; ``blocks`` ((name, first, end column) each) give its block's entries."""
     searches: dict[str, object] = {}
     memo: dict = {}  # symgrad.tensor.context: one exact evaluation per failing sample
     out = []
@@ -305,15 +305,15 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
             one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
             with exact_math():
                 caps = own_program([model.loss], table, one)
-            searches[f.backend] = first_departure(caps, one, dtype=comp.dtype,
-                                                  tol=cfg.tolerance, backend=f.backend,
-                                                  sample=f.sample)
+            searches[f.backend] = first_departure(caps, one, dtype=comp.dtype, tol=cfg.tolerance,
+                                                  backend=f.backend, sample=f.sample)
         search = searches.get(f.backend)
         ctx = causes.Context(
             dtype=comp.dtype, value_status=STATUS_NAMES[int(comp.status[row, 0])],
             value_expected=float(comp.expected[row, 0]), value_got=float(comp.got[row, 0]),
             departure=search.departure.message() if search and search.departure else "",
-            forward_agrees=bool(search and search.agrees))
+            forward_agrees=bool(search and search.agrees),
+            block=causes.block_entries(comp, row, f.column, blocks))  # a backward's own bugs
         one = {k: np.asarray(v)[f.sample:f.sample + 1] for k, v in values.items()}
         cause = context.classify(model, f, ctx, one, torch_fn=torch_fn, device=cfg.device,
                                  memo=memo)

@@ -109,6 +109,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
                            "draws random numbers, which differ on every call of your code; "
                            "capture in eval() mode (dropout) or pass the random tensor as an "
                            "input")
+    if _reads_uncaptured(n.target, args):
+        return None  # batch norm's saved statistics feeding a running-stat update
     if is_known(list(args)) and is_known(list(kwargs.values())):
         return n.target(*args, **kwargs)  # constants only: folded by torch itself
     low = lowering(n.target)
@@ -127,6 +129,17 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
         raise SymgradError(f"{exc}{at} ({_op_name(n.target)})") from None
     _check_shape(n, out)
     return out
+
+
+def _reads_uncaptured(target: Any, args: tuple) -> bool:
+    """An ATen op whose required tensor argument is None: a value the capture does not hold
+    (batch norm's saved mean and rstd, which only the running statistics' update reads, as
+    InstanceNorm's decomposition does: ``view`` and ``mean`` of them); its value is None too
+    (``capture`` refuses a user output that ends up None)."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and any(
+        v is None and isinstance(arg.type, torch._C.TensorType)
+        for v, arg in zip(args, schema.arguments))
 
 
 def _shape(n: torch.fx.Node) -> Sequence[int]:

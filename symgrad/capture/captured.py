@@ -131,7 +131,8 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
             tuple, list or dict, named ``hx_0``, ``hx_1``, ...); float tensors become blocks,
             integer and bool tensors are folded at their values.
         grad: per tensor argument, whether it is differentiated (default: ``requires_grad``).
-        module_params: "param" (a module's parameters are differentiated) or "input".
+        module_params: "param" (a module's parameters are differentiated), "input" (held)
+            or "trainable" (only those with ``requires_grad``; the frozen held).
         seed: the seed of the random cotangents of a non-scalar output.
         name: the model's name (default: the function's or the module's).
         names: the arguments' names (default: from ``fn``'s signature).

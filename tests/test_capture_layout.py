@@ -90,6 +90,18 @@ def test_instance_norm_backward_without_its_mean_term_is_caught(planted, dtype, 
             sg.gradcheck(InstanceNormFn.apply, (x,), samples=2)
 
 
+def test_an_output_from_batch_norms_saved_mean_is_refused_not_dropped():
+    """Batch norm's saved statistics are not captured (InstanceNorm's running update reads
+    them, and is no output); a user output computed from them is one line, not a loss term
+    silently left out."""
+    def f(x):
+        out, mean, _ = torch.native_batch_norm(x, None, None, None, None, True, 0.1, 1e-5)
+        return out.sum() + mean.sum()
+    with pytest.raises(sg.SymgradError, match=r"^capture: output 0 is computed from a batch "
+                       r"norm's saved mean or rstd"):
+        capture(f, (_x(4, 3, 5),))
+
+
 @DTYPES
 def test_repeat_is_a_tile(dtype):
     """x.repeat with more repeats than axes (a leading axis added), against torch's own."""

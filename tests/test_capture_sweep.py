@@ -99,3 +99,15 @@ def test_encoder_layer_through_verify_module_with_a_loss(dtype):
                   dtype=str(dtype).removeprefix("torch."))
     assert "d/dself_attn.in_proj_weight[0, 0]" in r.outputs
     assert r.ok if dtype == F64 else r.verdict != "fail", r
+
+
+def test_a_refused_op_inside_torchs_own_modules_names_the_submodule():
+    """Where every frame of a refused op is torch's own (nn.Fold inside nn.Sequential: no
+    user line to name), the line names the submodule by its path in the user's module (if
+    index_put gets a row, pick another refused op)."""
+    m = nn.Sequential(nn.Conv1d(4, 4, 1), nn.Sequential(nn.Tanh(), nn.Fold((3, 3), 2))).double()
+    with pytest.raises(sg.SymgradError) as err:
+        sg.gradcheck(m, (torch.randn(1, 4, 4, dtype=F64),))
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("capture: ATen op aten.index_put.default at "
+                                                "submodule 1.1 (Fold) is not supported yet")

@@ -19,7 +19,7 @@ import torch.fx
 from ..errors import SymgradError
 from ..tensor.program import Node, input as leaf_input, param
 from .aten import lowering
-from .export import Slot
+from .export import PREFIX, Slot
 from .values import is_known
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -31,7 +31,9 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
     """The user's source line of an exported node: the innermost frame of its stack trace
     outside torch itself and symgrad's capture (whole directories: a user's ``torch_utils/``
     is the user's), and not generated code (``<string>``, fx's ``<eval_with_key>``), as
-    ``file:line: code``, the code that frame's own line holds ("" when export kept none)."""
+    ``file:line: code``, the code that frame's own line holds. Where every frame is torch's
+    (a torch module inside ``nn.Sequential``), the innermost submodule that ran it, as
+    ``submodule 1.0 (Upsample)``; "" when export kept neither."""
     trace = fx_node.meta.get("stack_trace") or ""
     lines = trace.strip().splitlines()
     found = ""
@@ -41,6 +43,11 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
             nxt = lines[i + 1] if i + 1 < len(lines) else ""
             code = "" if _FRAME.search(nxt) else nxt.strip()  # a frame without its code line
             found = f"{m.group(1)}:{m.group(2)}: {code}"
+    stack = list((fx_node.meta.get("nn_module_stack") or {}).values())
+    if not found and stack and stack[-1][0].removeprefix(PREFIX.rstrip(".")):
+        path, kind = stack[-1][0].removeprefix(PREFIX), stack[-1][1]  # the user's own path
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        found = f"submodule {path} ({kind.rpartition('.')[2]})"
     return found
 
 

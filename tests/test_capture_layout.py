@@ -1,9 +1,9 @@
 """Layout and resampling ops captured (issue 18, symgrad.capture.layout and index): repeat
 (nn.InstanceNorm2d), constant padding, x[index] (F.unfold), nearest and bilinear upsampling,
-pixel shuffle, embedding bags. Correct torch code passes in float64 and float32 (at ReLU kinks
-and at exactly repeated entries too); a planted wrong backward is caught and named by the
-module's or the argument's own name; what is refused is one line naming the op and the
-user's source line."""
+pixel shuffle, embedding bags (sum, mean, max; padding ids left out). Correct torch code passes
+in float64 and float32 (at ReLU kinks, a constant plane, an id twice in a bag); a planted wrong
+backward is caught and named by the module's or the argument's own name; what is refused is
+one line naming the op and the user's source line."""
 
 from __future__ import annotations
 
@@ -41,13 +41,6 @@ def _instance_norm():
         m.running_mean.uniform_(-0.5, 0.5)
         m.running_var.uniform_(0.5, 2.0)
     return m
-
-
-@DTYPES
-@pytest.mark.parametrize("mode", ["train", "eval"])
-def test_instance_norm_passes_in_train_and_eval_mode(mode, dtype):
-    m = getattr(_module(_instance_norm, dtype), mode)()
-    assert sg.gradcheck(m, (_x(2, 3, 4, 4, dtype=dtype),), samples=2)
 
 
 @DTYPES
@@ -121,6 +114,8 @@ class _Unfolded(nn.Module):
 
 
 OPS = {  # name -> (module factory, input shape)
+    "instance_norm_train": (lambda: _instance_norm().train(), (2, 3, 4, 4)),  # aten.repeat
+    "instance_norm_eval": (lambda: _instance_norm().eval(), (2, 3, 4, 4)),
     "pad_value": (lambda: nn.Sequential(nn.Conv1d(2, 2, 1), nn.ConstantPad1d((2, -1), 0.5),
                                         nn.Tanh()), (2, 2, 5)),
     "pad_2d_zero": (lambda: nn.Sequential(nn.ZeroPad2d((1, 0, 2, 1)), nn.Conv2d(2, 1, 2)),
@@ -151,7 +146,7 @@ def test_layout_modules_pass(name, dtype):
 
 
 @pytest.mark.parametrize("name", ["upsample_nearest", "upsample_bilinear", "unfold",
-                                  "pad_value"])
+                                  "pad_value", "instance_norm_train"])
 def test_a_planted_parameter_gradient_is_caught_by_its_name(name):
     """A hook scaling the first layer's weight gradient by 1 + 1e-9 (float64)."""
     make, shape = OPS[name]
@@ -209,11 +204,49 @@ def test_embedding_bag_with_a_planted_weight_gradient_is_caught():
         sg.gradcheck(m, (IDS, OFFSETS, _x(len(IDS), grad=False)), samples=2)
 
 
-def test_embedding_bag_max_is_refused_in_one_line_naming_the_users_line():
-    m = _module(lambda: _Bags("max"), F64)
-    line = inspect.getsourcelines(_Bags.forward)[1] + 1
+@DTYPES
+def test_embedding_bag_max_passes_with_an_id_twice_in_a_bag_and_an_empty_bag(dtype):
+    """mode='max': a bag's max over its rows; the same id twice in a bag ties two copies of
+    one entry (one derivative: torch's index choice is right); an empty bag is 0."""
+    ids = torch.tensor([1, 2, 1, 5, 4, 3, 2, 9, 9])
+    m = _module(lambda: _Bags("max"), dtype)
+    assert sg.gradcheck(m, (ids, OFFSETS, _x(len(ids), dtype=dtype, grad=False)), samples=2)
+    m.bag.weight.register_hook(lambda g: g * 2)  # the planted bug: twice the gradient
+    with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to bag\.weight\["):
+        sg.gradcheck(m, (ids, OFFSETS, _x(len(ids), dtype=dtype, grad=False)), samples=2)
+
+
+class _PaddedBags(nn.Module):
+    def __init__(self, mode: str) -> None:
+        super().__init__()
+        self.bag = nn.EmbeddingBag(10, 4, mode=mode, padding_idx=0)
+
+    def forward(self, ids, offsets):
+        return self.bag(ids, offsets)
+
+
+@pytest.mark.parametrize("mode", ["sum", "mean", "max"])
+def test_embedding_bag_leaves_padding_ids_out(mode):
+    """Ids equal to padding_idx are out of their bags (and of the mean's count; a bag of
+    padding only is 0): were they in, the exact derivative of weight[0] would not be 0,
+    torch's is."""
+    m = _module(lambda: _PaddedBags(mode), F64)
+    ids = torch.tensor([1, 0, 4, 0, 0, 3, 2, 9, 1])
+    offsets = torch.tensor([0, 3, 5, 7])  # bag 1: padding only
+    assert sg.gradcheck(m, (ids, offsets), samples=2)
+
+
+def test_a_bag_index_computed_from_a_float_input_is_refused_in_one_line_naming_the_line():
+    class Computed(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bag = nn.EmbeddingBag(10, 4)
+
+        def forward(self, x, offsets):
+            return self.bag((x.abs() * 3).long(), offsets)
+
+    line = inspect.getsourcelines(Computed.forward)[1] + 1
     with pytest.raises(sg.SymgradError) as err:
-        capture(m, (IDS, OFFSETS, _x(len(IDS), grad=False)))
+        capture(_module(Computed, F64), (_x(6), torch.tensor([0, 3])))
     text = str(err.value)
-    assert "\n" not in text and "EmbeddingBag(mode='max')" in text and "_embedding_bag" in text
-    assert f"test_capture_layout.py:{line}" in text
+    assert "\n" not in text and f"test_capture_layout.py:{line}" in text, text

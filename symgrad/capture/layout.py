@@ -2,7 +2,8 @@
 reshape), constant padding, nearest and (bi/tri)linear upsampling, and embedding bags. Each is
 a reshape / broadcast of the operand, or an einsum with a constant matrix along one axis at a
 time (nearest and padding: 0/1 entries, one term per output entry, exact; linear: two weights
-per output entry, the exact values of torch's interpolation formula).
+per output entry, the exact values of torch's interpolation formula; a bag's max: a max
+reduction over its rows).
 
 >>> _linear_weights(2, 4, align_corners=False, scale=2.0).tolist()
 [[1.0, 0.0], [0.75, 0.25], [0.25, 0.75], [0.0, 1.0]]
@@ -20,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import X, Node, broadcast, const, einsum, reshape
+from ..tensor.program import X, Node, broadcast, const, einsum, max_, reshape
 from .index import along, known_index, picks
 from .values import elementwise, holds_float64, named, node
 
@@ -151,26 +152,37 @@ def _linear(a, shape) -> Node:
 _BAG_MODES = {0: "sum", 1: "mean", 2: "max"}
 
 
-def _embedding_bag(a, shape) -> tuple:
-    """one-hot rows picked (einsum), summed per bag (einsum), / bag size (mean); max refused
+def _bag_max(rows: Node, members: list[list[int]]) -> Node:
+    """Each bag's rows placed on a slot axis (a 0/1 einsum; a short bag's free slots hold its
+    first row again: a tie between copies of one entry), then max over the slots; an empty
+    bag's slots are all 0 (torch's empty bag: 0)."""
+    place = np.zeros((len(members), max(max(map(len, members)), 1), rows.shape[0]))
+    for b, rows_of in enumerate(members):
+        for k in range(place.shape[1]) if rows_of else ():
+            place[b, k, rows_of[k] if k < len(rows_of) else rows_of[0]] = 1
+    return max_(einsum("bkn,nd->bkd", const(place, "bag slots"), rows), 1)
 
-    The picked rows are multiplied by per_sample_weights when given (a node or known)."""
+
+def _embedding_bag(a, shape) -> tuple:
+    """one-hot rows picked (einsum), summed per bag (einsum), / bag size (mean), or max
+
+    The picked rows are multiplied by per_sample_weights when given (a node or known); ids
+    equal to padding_idx are left out of their bags (and of a mean's count); max:
+    ``_bag_max``."""
     W = node(a["weight"], "embedding_bag")
     ids = known_index(a["indices"], "embedding_bag").reshape(-1)
     offsets = known_index(a["offsets"], "embedding_bag").reshape(-1).tolist()
     mode = _BAG_MODES[int(a["mode"])]
-    if mode == "max":
-        raise SymgradError("capture: EmbeddingBag(mode='max') is not supported; use "
-                           "mode='sum' or 'mean', or nn.Embedding followed by .amax(dim)")
-    if int(a.get("padding_idx", -1) or -1) >= 0:
-        raise SymgradError("capture: EmbeddingBag with padding_idx is not supported; leave the "
-                           "padding ids out of the bags")
+    pad = a.get("padding_idx")
     ends = offsets[1:] + ([] if a.get("include_last_offset") else [len(ids)])
-    starts = offsets[:len(ends)]
-    bags = np.zeros((len(starts), len(ids)))
-    for b, (s, e) in enumerate(zip(starts, ends)):
-        bags[b, s:e] = 1
+    members = [[i for i in range(s, e) if pad is None or pad < 0 or int(ids[i]) != pad]
+               for s, e in zip(offsets, ends)]
     rows = einsum("nv,vd->nd", const(picks(ids, W.shape[0]), "ids"), W)
+    if mode == "max":
+        return _bag_max(rows, members), None, None, None
+    bags = np.zeros((len(members), len(ids)))
+    for b, rows_of in enumerate(members):
+        bags[b, rows_of] = 1
     weights = a.get("per_sample_weights")
     if weights is not None:  # a column (n, 1): a node (differentiated) or a known array
         column = (reshape(weights, (len(ids), 1)) if isinstance(weights, Node)

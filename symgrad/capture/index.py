@@ -55,9 +55,9 @@ def _embedding(a, shape) -> Node:
     W = node(a["weight"], "embedding")
     if isinstance(a["indices"], Node):  # an integer input block
         return take(W, a["indices"])
-    picks = picks(known_index(a["indices"], "embedding"), W.shape[0])
-    sub = _L[:picks.ndim - 1]
-    return einsum(f"{sub}z,zc->{sub}c", const(picks, "ids"), W)
+    rows = picks(known_index(a["indices"], "embedding"), W.shape[0])
+    sub = _L[:rows.ndim - 1]
+    return einsum(f"{sub}z,zc->{sub}c", const(rows, "ids"), W)
 
 
 def _index_select(a, shape) -> Node:

@@ -28,7 +28,8 @@ from .compare import Tolerance
 from .config import VerifyConfig
 from .model import Model
 from .modules import ModuleOptions, module_torch_fn, verify_module
-from .modules.any import DEFAULT_SAMPLES, check_options, verify_any_module
+from .modules.any import DEFAULT_SAMPLES, verify_any_module
+from .modules.options import check_options
 from .progress import phase
 from .result import Result
 from .tensor.model import TensorModel
@@ -48,7 +49,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
            paths: tuple[str, ...] = ("eager",), client=None, order: int = 1,
-           inputs=None, targets=None) -> Result:
+           inputs=None, targets=None, frozen: str = "check") -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -77,7 +78,11 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             ``loss(module(*inputs), targets)`` is the loss (no loss: the module's output,
             reduced by a random cotangent if not a scalar); gradients are named by the
             module's own parameter names; ``train``, ``paths`` apply. E.g.
-            ``sg.verify(module=cnn, inputs=x, targets=y, loss=F.cross_entropy)``.
+            ``sg.verify(module=cnn, inputs=x, targets=y, loss=F.cross_entropy)``. A dict is
+            refused (they are passed positionally: a tuple in the forward's order).
+        frozen: with ``inputs=``, what a parameter with ``requires_grad=False`` is: "check"
+            (the default: checked as if trainable, the gradient autograd would give it) or
+            "hold" (held at its value, as a buffer; its gradient is not compared).
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
@@ -98,11 +103,11 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
-                  torch_fn=torch_fn, module_map=module_map, order=cfg.order)
+                  torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen)
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,
-                                 options=ModuleOptions(None, train, loss, paths))
+                                 options=ModuleOptions(None, train, loss, paths, frozen))
     options = ModuleOptions(module_map, train, loss, paths)
     name = getattr(model, "name", "")  # a non-model is named by as_program, in one line
     with phase(f"compiling {name} to its tensor program (once per model)", enabled=cfg.progress):

@@ -29,6 +29,7 @@ from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
+from .layout import LAYOUT_ROWS
 from .norms import NORM_ROWS
 from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
@@ -325,6 +326,7 @@ TABLE: dict[Any, Callable] = {
     aten._softmax.default: _softmax(False), aten._log_softmax.default: _softmax(True),
     aten.native_layer_norm.default: _layer_norm,
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
+    **LAYOUT_ROWS,  # repeat, constant pad, upsample, embedding bag (symgrad.capture.layout)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
     **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
     **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)

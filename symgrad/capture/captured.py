@@ -131,7 +131,8 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
             tuple, list or dict, named ``hx_0``, ``hx_1``, ...); float tensors become blocks,
             integer and bool tensors are folded at their values.
         grad: per tensor argument, whether it is differentiated (default: ``requires_grad``).
-        module_params: "param" (a module's parameters are differentiated) or "input".
+        module_params: "param" (a module's parameters are differentiated), "input" (held)
+            or "trainable" (only those with ``requires_grad``; the frozen held).
         seed: the seed of the random cotangents of a non-scalar output.
         name: the model's name (default: the function's or the module's).
         names: the arguments' names (default: from ``fn``'s signature).
@@ -165,6 +166,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     with holding(held):  # a float64 constant array the forward computes: a held input block
         outs = [o for o, kind in zip(walk(ep.graph, inputs), kinds)
                 if kind == OutputKind.USER_OUTPUT]  # not the buffer updates (BatchNorm's stats)
+    _refuse_lost(ep, outs)
     rng = np.random.default_rng(np.random.SeedSequence([seed, 7]))
     cots, parts = _loss_parts(outs, rng)
     if not parts:
@@ -184,6 +186,20 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     example.update({n: v for n, v in held.values().items() if n in used_names})
     return Captured(model, sl, call, cots, len(outs), example)
+
+
+def _refuse_lost(ep: torch.export.ExportedProgram, outs: list) -> None:
+    """A float output whose captured value is None (it reads a statistic the capture does
+    not hold: batch norm's saved mean or rstd) would be dropped from the loss: one line."""
+    last = next(n for n in ep.graph.nodes if n.op == "output").args[0]
+    user = [f for f, o in zip(last, ep.graph_signature.output_specs)
+            if o.kind == OutputKind.USER_OUTPUT]
+    for i, (f, o) in enumerate(zip(user, outs)):
+        val = f.meta.get("val") if isinstance(f, torch.fx.Node) else None
+        if o is None and isinstance(val, torch.Tensor) and val.is_floating_point():
+            raise SymgradError(f"capture: output {i} is computed from a batch norm's saved "
+                               "mean or rstd, which symgrad does not capture; return values "
+                               "computed from the inputs instead")
 
 
 def _own(value: torch.Tensor) -> torch.Tensor:

@@ -293,7 +293,8 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
         ep: its exported program.
         names: the user's name of each tensor argument (in ``call.slots`` order).
         grad: whether each tensor argument is differentiated.
-        module_params: "param" (a module's parameters are differentiated) or "input".
+        module_params: "param" (a module's parameters are differentiated), "input" (held)
+            or "trainable" (those with ``requires_grad`` differentiated, the frozen held).
     Returns:
         One slot per placeholder, in graph order.
     """
@@ -307,10 +308,13 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
             out.append(Slot(ph, names[user], "arg", user, role, value.detach()))
             user += 1
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
-            value = (ep.state_dict[spec.target] if spec.target in ep.state_dict
-                     else ep.constants[spec.target]).detach()
+            own = (ep.state_dict[spec.target] if spec.target in ep.state_dict
+                   else ep.constants[spec.target])
+            value = own.detach()
             role = ("known" if not value.is_floating_point()
-                    else module_params if spec.kind == InputKind.PARAMETER else "input")
+                    else "input" if spec.kind != InputKind.PARAMETER
+                    else ("param" if own.requires_grad else "input")
+                    if module_params == "trainable" else module_params)
             first = seen.setdefault(_storage(value), block_name(spec.target))
             source = "state" if first == block_name(spec.target) else "tied"
             out.append(Slot(ph, first, source, spec.target, role, value))

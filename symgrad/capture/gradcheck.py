@@ -20,6 +20,7 @@ from ..compare import FAILING, STATUS_NAMES
 from ..config import dtype_name
 from ..errors import SymgradError
 from ..modules.any import by_own_names
+from ..modules.options import check_frozen
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
 from ..verify import verify
@@ -52,7 +53,7 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
               reference: Callable | None = None, parameters: bool = True,
-              **torch_options: Any) -> bool:
+              frozen: str = "check", **torch_options: Any) -> bool:
     """Check the backward of ``func`` at ``inputs`` against the exact derivative.
 
     Arguments:
@@ -73,6 +74,9 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
             captured instead of ``func``'s (an opaque kernel export cannot see through);
             ``func``'s value is then checked against it too.
         parameters: also check a module's parameters that require grad (default True).
+        frozen: a module's parameters with ``requires_grad=False``, when some parameter is
+            checked: "check" (the default: checked as if trainable) or "hold" (held at their
+            values, as buffers).
         torch_options: torch.autograd.gradcheck's own keywords (eps, atol, rtol, fast_mode,
             ...), accepted so that a test suite switches with one import, and ignored: they
             tune finite differences, which symgrad does not use.
@@ -82,30 +86,31 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         backward, a failing one still fails).
     """
     return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, torch_options)
+                  parameters, frozen, torch_options)
 
 
 def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   dtype: str | torch.dtype | None = None,
                   samples: int = 4, seed: int = 0, raise_exception: bool = True,
                   reference: Callable | None = None, parameters: bool = True,
-                  **torch_options: Any) -> bool:
+                  frozen: str = "check", **torch_options: Any) -> bool:
     """Check the double backward of ``func``: torch's Hessian-vector products (the gradient
     of g·v along a random direction v per point) against the exact ones
     (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
     accepted and ignored: the cotangent is symgrad's own random one)."""
     return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, torch_options)
+                  parameters, frozen, torch_options)
 
 
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
-           raise_exception: bool, reference: Callable | None, parameters: bool,
+           raise_exception: bool, reference: Callable | None, parameters: bool, frozen: str,
            torch_options: dict) -> bool:
     """gradcheck (order 1) and gradgradcheck (order 2)."""
     what = "gradcheck" if order == 1 else "gradgradcheck"
     unknown = sorted(set(torch_options) - TORCH_OPTIONS)
     if unknown:
         raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
+    check_frozen(frozen, what)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
@@ -124,7 +129,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                     if isinstance(a, torch.Tensor) and a.is_floating_point() else a, args)
     names = arg_names(func, len(args))
     captured = capture(reference if reference is not None else func, args,
-                       module_params="param" if params else "input", seed=seed, names=names,
+                       module_params=("trainable" if frozen == "hold" else "param")
+                       if params else "input", seed=seed, names=names,
                        name=display_name(func), who=f"{what}({display_name(func)})")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)

@@ -138,6 +138,13 @@ def holding(held: Held) -> Iterator[Held]:
         _HELD.reset(token)
 
 
+def holds_float64() -> bool:
+    """Whether the active capture is a float64 one (``holding``, ``Held.exact``): a float64
+    constant array that float32 cannot hold is then exact data of the run."""
+    held = _HELD.get()
+    return held is not None and held.exact
+
+
 def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     """A ``map_`` operand: a node stays, a number becomes a sympy number, a known array a
     ``const`` node when exactly representable in float32, else (float64, in a float64

@@ -19,7 +19,7 @@ import torch.fx
 from ..errors import SymgradError
 from ..tensor.program import Node, input as leaf_input, param
 from .aten import lowering
-from .export import Slot
+from .export import PREFIX, Slot
 from .values import is_known
 
 _FRAME = re.compile(r'File "([^"]+)", line (\d+)')
@@ -31,7 +31,9 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
     """The user's source line of an exported node: the innermost frame of its stack trace
     outside torch itself and symgrad's capture (whole directories: a user's ``torch_utils/``
     is the user's), and not generated code (``<string>``, fx's ``<eval_with_key>``), as
-    ``file:line: code``, the code that frame's own line holds ("" when export kept none)."""
+    ``file:line: code``, the code that frame's own line holds. Where every frame is torch's
+    (a torch module inside ``nn.Sequential``), the innermost submodule that ran it, as
+    ``submodule 1.0 (Upsample)``; "" when export kept neither."""
     trace = fx_node.meta.get("stack_trace") or ""
     lines = trace.strip().splitlines()
     found = ""
@@ -41,6 +43,11 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
             nxt = lines[i + 1] if i + 1 < len(lines) else ""
             code = "" if _FRAME.search(nxt) else nxt.strip()  # a frame without its code line
             found = f"{m.group(1)}:{m.group(2)}: {code}"
+    stack = list((fx_node.meta.get("nn_module_stack") or {}).values())
+    if not found and stack and stack[-1][0].removeprefix(PREFIX.rstrip(".")):
+        path, kind = stack[-1][0].removeprefix(PREFIX), stack[-1][1]  # the user's own path
+        kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
+        found = f"submodule {path} ({kind.rpartition('.')[2]})"
     return found
 
 
@@ -109,6 +116,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
                            "draws random numbers, which differ on every call of your code; "
                            "capture in eval() mode (dropout) or pass the random tensor as an "
                            "input")
+    if _reads_uncaptured(n.target, args):
+        return None  # batch norm's saved statistics feeding a running-stat update
     if is_known(list(args)) and is_known(list(kwargs.values())):
         return n.target(*args, **kwargs)  # constants only: folded by torch itself
     low = lowering(n.target)
@@ -127,6 +136,17 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
         raise SymgradError(f"{exc}{at} ({_op_name(n.target)})") from None
     _check_shape(n, out)
     return out
+
+
+def _reads_uncaptured(target: Any, args: tuple) -> bool:
+    """An ATen op whose required tensor argument is None: a value the capture does not hold
+    (batch norm's saved mean and rstd, which only the running statistics' update reads, as
+    InstanceNorm's decomposition does: ``view`` and ``mean`` of them); its value is None too
+    (``capture`` refuses a user output that ends up None)."""
+    schema = getattr(target, "_schema", None)
+    return schema is not None and any(
+        v is None and isinstance(arg.type, torch._C.TensorType)
+        for v, arg in zip(args, schema.arguments))
 
 
 def _shape(n: torch.fx.Node) -> Sequence[int]:

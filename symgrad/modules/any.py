@@ -47,6 +47,7 @@ from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
 from .functions import failing_blocks, function_note, upstream_of_functions
+from .replay import with_saved_samples
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
 
@@ -58,41 +59,6 @@ DEFAULT_SAMPLES = int(Tolerance().pooled_min_samples)  # sg.verify(module=, inpu
 #   CNN take about as long at 8 as at 4 (2.4 vs 3.9 s, 2.8 vs 3.1 s wall at load ~13)
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
-
-
-def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
-                  torch_fn: Any, module_map: Any, order: int) -> None:
-    """The combinations of ``sg.verify``'s model / module / inputs options, one line per
-    mistake naming the option (raised before anything runs)."""
-    if module is None:
-        if inputs is not None or targets is not None:
-            raise SymgradError(f"verify: {'inputs' if inputs is not None else 'targets'}= "
-                               "goes with module= (the nn.Module they are fed to); pass "
-                               "module=your_module")
-        if model is None:
-            raise SymgradError("verify: nothing to verify; pass a model (sg.Model or a zoo "
-                               "model), or module=your_module with inputs=example_inputs")
-        return
-    if at is not None or torch_fn is not None:
-        raise SymgradError(f"verify: module= runs the module itself; "
-                           f"{'at' if at is not None else 'torch_fn'}= does not go with it "
-                           "(drop it, or verify a model with at= / torch_fn= without module=)")
-    if targets is not None and inputs is None:
-        raise SymgradError("verify: targets= goes with inputs= (the module's example inputs); "
-                           "pass inputs=")
-    if inputs is None and model is None:
-        raise SymgradError("verify: module= needs inputs= (example inputs: a tensor or a tuple "
-                           "of tensors passed to the module), or a model describing it (GPT "
-                           "layouts)")
-    if inputs is not None and model is not None:
-        raise SymgradError("verify: pass either a model (GPT layouts, matched by parameter "
-                           "name) or inputs= (any module, captured), not both")
-    if inputs is not None and module_map is not None:
-        raise SymgradError("verify: module_map= maps a model's blocks to a GPT module; with "
-                           "inputs= the module is captured under its own names: drop it")
-    if inputs is not None and order != 1:
-        raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
-                           "sg.gradgradcheck(module, inputs)")
 
 
 def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
@@ -120,11 +86,13 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         raise SymgradError("verify: targets= are fed to loss(output, targets); pass loss= (e.g. "
                            "loss=torch.nn.functional.cross_entropy)")
     args = _tensors(inputs, cfg, "inputs")
-    if not any(True for _ in module.parameters()) and not any(
+    hold = options.frozen == "hold"
+    if not any(p.requires_grad or not hold for p in module.parameters()) and not any(
             isinstance(a, torch.Tensor) and a.requires_grad for a in tree_leaves(args)):
         raise SymgradError(f"verify(module={display_name(module)}): nothing to differentiate: the "
-                           "module has no parameters and no input requires grad; give the "
-                           "inputs to check requires_grad=True (inputs=x.requires_grad_())")
+                           f"module has no {'trainable ' if hold else ''}parameters and no "
+                           "input requires grad; give the inputs to check requires_grad=True "
+                           "(inputs=x.requires_grad_())")
     extra = _tensors(targets, cfg, "targets") if targets is not None else ()
     was_training = module.training
     with _mode(module, options.train):
@@ -133,6 +101,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         captured = capture(module, args + extra, loss=options.loss, n_targets=len(extra),
                            seed=cfg.seed, names=names, name=display_name(module),
                            who=f"verify(module={display_name(module)})", has_train=True,
+                           module_params="trainable" if hold else "param",
                            grad=[bool(a.requires_grad) for a in tree_leaves(args + extra)
                                  if isinstance(a, torch.Tensor)])
         run, fns = _paths(captured, paths, cfg, options.train)
@@ -140,12 +109,14 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         vary = [b.name for b in captured.model.param_blocks] + [
             s.name for s in captured.slots if s.source == "arg" and s.role == "input"
             and s.key < len([a for a in tree_leaves(args) if isinstance(a, torch.Tensor)])]
-        result = verify_tensor(captured.model, torch_fn=None, at=captured.at(
-            cfg.samples, cfg.seed, vary), cfg=replace(cfg, backends=("torch_fn",)),  # user
-            extra={backend_name(p): (fn, p) for p, fn in fns.items()},  # code only: no own
+        at = captured.at(cfg.samples, cfg.seed, vary)
+        result = verify_tensor(captured.model, torch_fn=None, at=at, cfg=replace(
+            cfg, backends=("torch_fn",)),  # the user's code only: no own programs
+            extra={backend_name(p): (fn, p) for p, fn in fns.items()},
             fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
     result.timings["first_message_s"] = run.first_message_s
-    result = named_by_module(result, captured.model, own_names(captured), cfg.seed)
+    result = with_saved_samples(named_by_module(result, captured.model, own_names(captured),
+                                                cfg.seed), captured, at)
     if result.failures or result.undecided:  # each line says "sample k ... seed=S": what k is
         result.notes.append(f"samples: 0 is the example (the module's parameters and inputs= "
                             f"as given); 1..{cfg.samples - 1} scale each parameter and float "
@@ -181,8 +152,10 @@ def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
     if frozen:
         notes.append(f"{len(frozen)} frozen parameter(s) (requires_grad=False: "
-                     f"{', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}) are checked "
-                     "as if trainable: the gradient autograd would give them")
+                     f"{', '.join(frozen[:3])}{' ...' if len(frozen) > 3 else ''}) "
+                     + ("held at their values (frozen=\"hold\")" if options.frozen == "hold"
+                        else "are checked as if trainable: the gradient autograd would give "
+                        "them (frozen=\"hold\" holds them at their values)"))
     mode = [f"{n} ({type(m).__name__})" for n, m in module.named_modules()
             if isinstance(m, MODE_DEPENDENT)]
     if was_training and not options.train and mode:

@@ -40,6 +40,7 @@ class ModuleOptions:
     train: bool = False  # False: eval mode (dropout off); True: train mode, keep-masks fed
     loss: Callable | None = None  # loss(output, targets) -> scalar; None: mean next-token CE
     paths: tuple[str, ...] = ("eager",)  # symgrad.modules.paths.PATHS names
+    frozen: str = "check"  # captured module: "check" requires_grad=False parameters, or "hold"
 
 
 @dataclass

@@ -1,0 +1,94 @@
+"""``sg.verify``'s options for a module, checked before anything runs: one line per mistake,
+naming the option and the fix (which combinations go together, a dict where a tuple is meant,
+``frozen=``).
+
+>>> dict_hint("inputs", {"mask": 1, "x": 2}, None)
+"verify: inputs= is a dict (keys 'mask', 'x'); it is passed positionally: give a tuple in the order your forward takes them, e.g. inputs=(d['mask'], d['x'])"
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from ..errors import SymgradError
+
+FROZEN = ("check", "hold")  # frozen=: check frozen parameters as if trainable, or hold them
+
+
+def check_frozen(frozen: Any, who: str) -> None:
+    """``frozen`` is one of ``FROZEN``, else one line naming the option and its values."""
+    if frozen not in FROZEN:
+        raise SymgradError(f"{who}: frozen={frozen!r} is not an option; frozen=\"check\" (the "
+                           "default: frozen parameters checked as if trainable) or "
+                           "frozen=\"hold\" (held at their values, as buffers)")
+
+
+def dict_hint(what: str, value: dict, module: Any) -> str:
+    """The one line for a dict given as ``inputs=`` or ``targets=``: it is passed positionally,
+    so a tuple in the forward's order is meant; the keys in that order where the module's
+    ``forward`` names them all."""
+    keys = list(value)
+    try:
+        order = list(inspect.signature(module.forward).parameters) if module is not None else []
+    except (TypeError, ValueError):
+        order = []
+    if what == "inputs" and keys and set(keys) <= set(order):
+        keys = sorted(keys, key=order.index)
+        where = f"{type(module).__name__}.forward's order"
+    else:
+        where = ("the order your forward takes them" if what == "inputs"
+                 else "the order loss(output, *targets) takes them")
+    shown = ", ".join(f"d[{k!r}]" for k in keys[:4]) + (", ..." if len(keys) > 4 else "")
+    return (f"verify: {what}= is a dict (keys {', '.join(map(repr, list(value)[:6]))}"
+            f"{', ...' if len(value) > 6 else ''}); it is passed positionally: give a tuple in "
+            f"{where}, e.g. {what}=({shown}{',' if len(keys) == 1 else ''})")
+
+
+def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
+                  torch_fn: Any, module_map: Any, order: int, frozen: str = "check") -> None:
+    """The combinations of ``sg.verify``'s model / module / inputs options, one line per
+    mistake naming the option (raised before anything runs).
+
+    >>> check_options(model=None, module=None, inputs=None, targets=None, at=None,
+    ...               torch_fn=None, module_map=None, order=1, frozen="skip")
+    Traceback (most recent call last):
+    ...
+    symgrad.errors.SymgradError: verify: frozen='skip' is not an option; frozen="check" (the default: frozen parameters checked as if trainable) or frozen="hold" (held at their values, as buffers)
+    """
+    check_frozen(frozen, "verify")
+    if frozen != "check" and inputs is None:
+        raise SymgradError("verify: frozen= goes with module= and inputs= (a captured module); "
+                           "drop it")
+    for what, value in (("inputs", inputs), ("targets", targets)):
+        if isinstance(value, dict):
+            raise SymgradError(dict_hint(what, value, module))
+    if module is None:
+        if inputs is not None or targets is not None:
+            raise SymgradError(f"verify: {'inputs' if inputs is not None else 'targets'}= "
+                               "goes with module= (the nn.Module they are fed to); pass "
+                               "module=your_module")
+        if model is None:
+            raise SymgradError("verify: nothing to verify; pass a model (sg.Model or a zoo "
+                               "model), or module=your_module with inputs=example_inputs")
+        return
+    if at is not None or torch_fn is not None:
+        raise SymgradError(f"verify: module= runs the module itself; "
+                           f"{'at' if at is not None else 'torch_fn'}= does not go with it "
+                           "(drop it, or verify a model with at= / torch_fn= without module=)")
+    if targets is not None and inputs is None:
+        raise SymgradError("verify: targets= goes with inputs= (the module's example inputs); "
+                           "pass inputs=")
+    if inputs is None and model is None:
+        raise SymgradError("verify: module= needs inputs= (example inputs: a tensor or a tuple "
+                           "of tensors passed to the module), or a model describing it (GPT "
+                           "layouts)")
+    if inputs is not None and model is not None:
+        raise SymgradError("verify: pass either a model (GPT layouts, matched by parameter "
+                           "name) or inputs= (any module, captured), not both")
+    if inputs is not None and module_map is not None:
+        raise SymgradError("verify: module_map= maps a model's blocks to a GPT module; with "
+                           "inputs= the module is captured under its own names: drop it")
+    if inputs is not None and order != 1:
+        raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
+                           "sg.gradgradcheck(module, inputs)")

@@ -1,0 +1,115 @@
+"""A failing sample of ``sg.verify(module=, inputs=)`` saved so that the user can run it again:
+one ``.pt`` file per failing sample (its parameters and buffers by the module's own names, its
+inputs and targets as the module takes them), written atomically (a file is whole or absent:
+``_write``), its path in the finding's point.
+
+>>> import torch, tempfile
+>>> from symgrad.capture.captured import capture
+>>> lin = torch.nn.Linear(2, 1).double()
+>>> c = capture(lin, (torch.ones(1, 2, dtype=torch.float64),), names=["x"])
+>>> path = save_sample(c, c.at(2, 0), 1, directory=Path(tempfile.mkdtemp()))
+>>> p = torch.load(path)
+>>> sorted(p["state"]), p["inputs"][0].shape, p["sample"]
+(['bias', 'weight'], torch.Size([1, 2]), 1)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils._pytree import tree_unflatten
+
+from ..capture.captured import Captured
+from ..capture.names import own_labels
+from ..result import Result
+
+DIRECTORY = Path(tempfile.gettempdir()) / "symgrad-samples"  # where the files go
+SAVED_MAX = 4  # failing samples saved per run (the findings shown name at most a few)
+FILE_MAX_BYTES = 256 << 20  # a sample larger than this (a full GPT-2) is not saved: said why
+HOW = ("p = torch.load(path); module.load_state_dict(p['state'], strict=False); "
+       "loss(module(*p['inputs']), *p['targets'])")  # how a saved sample runs again
+
+
+def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None = None) -> Path:
+    """Sample ``k`` of ``at`` (block name -> (N, ...) values) as a ``.pt`` file.
+
+    Arguments:
+        captured: the capture the samples are of.
+        at: its samples (``Captured.at``).
+        k: which sample.
+        directory: where to write (created if missing; default ``DIRECTORY``).
+    Returns:
+        The path written: ``<module>-sample<k>-<hash of its contents>.pt``, holding
+        ``state`` (own name -> tensor), ``inputs`` and ``targets`` (tuples, nested as given),
+        ``sample`` and ``block`` (own name -> symgrad's block name).
+    """
+    label = own_labels(captured.slots)
+
+    def value(s) -> torch.Tensor:  # the block's values at sample k, in the slot's dtype
+        return torch.as_tensor(np.asarray(at[s.name][k])).to(s.value.dtype)
+    state = {label[s.name]: value(s) for s in captured.slots
+             if s.source == "state" and s.name in at}
+    leaves = list(captured.call.template)
+    for s in captured.slots:
+        if s.source == "arg" and s.name in at:
+            leaves[captured.call.slots[s.key]] = value(s)
+    args = tree_unflatten(leaves, captured.call.spec)
+    n = len(args) - captured.call.n_targets
+    buf = io.BytesIO()
+    torch.save({"state": state, "inputs": tuple(args[:n]), "targets": tuple(args[n:]),
+                "sample": k, "block": {label[s.name]: s.name for s in captured.slots}}, buf)
+    data = buf.getvalue()
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in captured.model.name)
+    digest = hashlib.sha1(data).hexdigest()[:10]  # another run's sample: another file
+    path = Path(directory or DIRECTORY) / f"{name}-sample{k}-{digest}.pt"
+    _write(path, data)
+    return path
+
+
+def _write(path: Path, data: bytes) -> None:
+    """``data`` written beside ``path`` and renamed over it (``report.atomic.write_bytes``
+    does the same, but importing it runs the ``report`` package, floors above this one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def with_saved_samples(result: Result, captured: Captured, at: dict, *,
+                       directory: Path | None = None) -> Result:
+    """``result`` with the point of each failing or undecided finding replaced by the file of
+    its sample (``save_sample``; at most ``SAVED_MAX`` samples, the first findings' first) and
+    a note saying how to run one again; a sample over ``FILE_MAX_BYTES`` is not written (the
+    note says so and the point keeps the seed)."""
+    found = result.failures + result.undecided
+    samples = list(dict.fromkeys(f.sample for f in found))[:SAVED_MAX]
+    if not samples:
+        return result
+    size = sum(int(np.asarray(v[0]).nbytes) for v in at.values())
+    if size > FILE_MAX_BYTES:
+        result.notes.append(f"the failing samples are not saved: one would take {size >> 20} "
+                            f"MiB (over {FILE_MAX_BYTES >> 20} MiB); sample 0 is the example as "
+                            "given")
+        return result
+    files = {k: str(save_sample(captured, at, k, directory=directory)) for k in samples}
+
+    def fix(f):
+        return replace(f, point={"file": files[f.sample]}) if f.sample in files else f
+    for kind in ("failures", "undecided", "kinks", "precision_losses", "worst"):
+        setattr(result, kind, [fix(f) for f in getattr(result, kind)])
+    result.notes.append(f"failing sample(s) {', '.join(map(str, samples))} saved (the module's "
+                        "parameters, buffers and inputs at that sample), each finding's file in "
+                        f"its sample values; to run one again: {HOW}")
+    return result

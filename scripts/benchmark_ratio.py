@@ -4,11 +4,14 @@ same native module at the same sample (min of 3), each tree in its own process; 
 the whole process per phase (``time.process_time`` around each of ``tensor.verify``'s phases:
 every thread, user + system), the result JSON without its timings (to compare trees byte for
 byte). Writes reports/benchmark_ratio.json and the "verify / torch" section of
-reports/benchmarks.md.
+reports/benchmarks.md. ``--heap kept``: each child keeps freed arrays for reuse
+(``symgrad.heap.keep_freed``, as the ``symgrad`` program does for its own process; default
+``system``: glibc's own thresholds, as a library call runs).
 
 Usage::
 
     python scripts/benchmark_ratio.py --trees BASE_TREE . --layers 1 --tokens 64
+    python scripts/benchmark_ratio.py --trees BASE_TREE . --layers 1 --tokens 64 --heap kept
     python scripts/benchmark_ratio.py --trees . --layers 12 --tokens 64 --merge  # under flock
 
 >>> _ratio({"verify_cpu_s": 90.0, "torch_cpu_s": 1.5})
@@ -43,20 +46,24 @@ def _strip(d):
     return d
 
 
-def child(layers: int, tokens: int, json_out: str | None) -> dict:
-    """One tree's row (run with PYTHONPATH at that tree)."""
+def child(layers: int, tokens: int, json_out: str | None, heap: str = "system") -> dict:
+    """One tree's row (run with PYTHONPATH at that tree); ``heap`` "kept": freed arrays kept
+    for reuse first (``symgrad.heap.keep_freed``, the ``symgrad`` program's setting)."""
     import numpy as np
     import torch
 
     import symgrad
     import symgrad as sg
+    from symgrad import heap as sg_heap
     from symgrad.config import VerifyConfig
     from symgrad.zoo.gpt2 import gpt2
+
+    kept = heap == "kept" and sg_heap.keep_freed()
 
     model = gpt2({"n_layers": layers}, tokens=tokens)
     row = {"tree": str(Path(symgrad.__file__).resolve().parents[1]), "layers": layers,
            "tokens": tokens, "parameters": model.n_parameters, "machine": _machine(),
-           "load_at_start": os.getloadavg()[0]}
+           "load_at_start": os.getloadavg()[0], "heap": "kept" if kept else "system"}
     values = model.draw(1, np.random.default_rng(0), "float64")
     args = {b.name: (torch.tensor(values[b.name][0], dtype=torch.long) if b.domain.integer else
                      torch.tensor(values[b.name][0], dtype=torch.float64)
@@ -140,7 +147,8 @@ def render(rows: list[dict]) -> None:
     for r in rows:
         phases = ", ".join(f"{k.removesuffix('_s')} {v:.1f}" for k, v in r["phase_cpu_s"].items()
                            if v >= 0.05)
-        md.append(f"| {r['commit']} | {r['layers']} | {r['tokens']} | "
+        heap = " (heap kept)" if r.get("heap") == "kept" else ""
+        md.append(f"| {r['commit']}{heap} | {r['layers']} | {r['tokens']} | "
                   f"{r['load_at_start']:.1f} / {r['load_at_end']:.1f} | "
                   f"{r['torch_cpu_s']:.2f} / {r['torch_wall_s']:.2f} | "
                   f"{r['verify_cpu_s']:.1f} / {r['verify_wall_s']:.1f} | {_ratio(r)} | {phases} | "
@@ -163,10 +171,13 @@ def main() -> int:
     ap.add_argument("--render", action="store_true", help="only rewrite the .md from the .json")
     ap.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     ap.add_argument("--json-out", default=os.environ.get("RATIO_JSON_OUT"), help=argparse.SUPPRESS)
+    ap.add_argument("--heap", choices=("system", "kept"), default=os.environ.get(
+        "RATIO_HEAP", "system"), help="kept: freed arrays reused, as the symgrad program runs")
     a = ap.parse_args()
     if a.child:
-        print(json.dumps(child(*a.child, a.json_out)))
+        print(json.dumps(child(*a.child, a.json_out, a.heap)))
         return 0
+    os.environ["RATIO_HEAP"] = a.heap  # the children's (run by benchmark_precise._in_tree)
     store = ROOT / "reports" / "benchmark_ratio.json"
     rows = json.loads(store.read_text())["rows"] if (a.merge or a.render) and store.exists() else []
     if not a.render:

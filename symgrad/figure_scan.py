@@ -202,6 +202,7 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
     counts = np.zeros(len(ULP_BINS) - 1, np.int64)
     found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     ranked = False  # whether ``read`` gave allowances (the worst entries are found)
+    floor = -np.inf  # the WORST-th largest badness found so far: a chunk below it adds none
     for a, b in groups:
         st, filled = None, 0
         ulps = np.empty(n * (b - a) if medians else 0, np.float32)
@@ -213,10 +214,12 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
                 if c.allowed is not None:
                     ranked = True
                     bad = _badness(c.ulps, c.allowed)
-                    where = _top(bad, WORST)
-                    k = where % (part.stop - part.start) + part.start
-                    found.append(where // (part.stop - part.start) * width + k)
-                    bads.append(bad.reshape(-1)[where])
+                    if bad.size and bad.max() >= floor:  # (else none of it can be kept)
+                        where = _top(bad, WORST)
+                        k = where % (part.stop - part.start) + part.start
+                        found.append(where // (part.stop - part.start) * width + k)
+                        bads.append(bad.reshape(-1)[where])
+                        floor = _kth_largest(bads, WORST)
             if medians:
                 u = c.measures.ulps.astype(np.float32).reshape(-1)
                 ulps[filled:filled + u.size] = u
@@ -278,6 +281,15 @@ def _badness(ulps: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     bad[~np.isfinite(ulps.reshape(-1))] = np.inf
     bad[np.isnan(bad)] = -1.0
     return bad
+
+
+def _kth_largest(parts: list[np.ndarray], k: int) -> float:
+    """The ``k``-th largest of the values in ``parts`` (-inf when there are fewer): a chunk
+    whose badness stays below it holds none of the ``k`` worst entries (ties with it are
+    still read: the index decides them)."""
+    values = np.concatenate(parts)
+    return float(np.partition(values, values.size - k)[values.size - k]) if (
+        values.size >= k) else -np.inf
 
 
 def _top(bad: np.ndarray, limit: int) -> np.ndarray:

@@ -42,19 +42,21 @@ def _peak_chunks(columns, status, blocks) -> float:
 
 
 def _fresh_columns(exact, lo, got, E):
-    """As ``tensor.comparing.block_tests`` forms them: a new error and allowance per call."""
+    """As ``tensor.comparing.block_tests`` forms them: a new error per call, and a new
+    allowance formed only when a pass reads it."""
     def columns(a, b):
         err = got[:, a:b] - exact[:, a:b]
         err -= lo[:, a:b]
-        return exact[:, a:b], err, 1e-13 * np.abs(E[:, a:b])
+        return exact[:, a:b], err, lambda: 1e-13 * np.abs(E[:, a:b])
     return columns
 
 
 @pytest.mark.parametrize("planted", [False, True])
 def test_a_chunked_block_test_holds_one_chunks_arrays_at_a_time(monkeypatch, planted):
     """A block of 8 chunks: the peak over the start is about 5 chunk-sized float64 arrays
-    (5.0; 5.4 with a planted x(1 + 1e-10), whose block is then marked chunk by chunk: the
-    error and allowance of a chunk, its three scaled copies, a sum's product and the masks);
+    (5.3; 5.4 with a planted x(1 + 1e-10), whose block is then marked chunk by chunk: the
+    error and allowance of a chunk, the block test's three reused buffers (scaled e, g and a
+    product: ``blocks._Workspace``) and the masks);
     with the previous chunk's arrays still held while the next chunk's are formed (before
     mem23) it was 10.3 (at GPT-2's 4M-entry chunks: 0.33 GiB instead of 0.17)."""
     monkeypatch.setattr(blocks_mod, "BLOCK_CHUNK", CHUNK)

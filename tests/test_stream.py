@@ -51,6 +51,32 @@ def test_chunked_block_test_equals_the_whole_block(monkeypatch, scale):
         assert {f.block for f in whole} == {"B"}
 
 
+@pytest.mark.parametrize("scale, chunk", [(1.0, 7), (1.0, 1 << 22), (1 + 1e-10, 7),
+                                          (1.5, 1 << 22)])
+def test_an_allowance_formed_when_read_gives_the_same_block_tests(monkeypatch, scale, chunk):
+    """``columns`` may hand the allowance as a callable (``tensor.comparing.block_tests``): the
+    same statuses and findings, bit for bit, as the array (the test's reused buffers and in-place
+    masking change no number), and on a chunked block it is formed by the sums' pass alone
+    (one call a chunk, not three: the scale and residual passes do not read it)."""
+    columns, status, blocks = _case(scale=scale)
+    monkeypatch.setattr(blocks_mod, "BLOCK_CHUNK", chunk)
+    calls = []
+
+    def lazy(a, b):
+        exact, err, allowed = columns(a, b)
+        return exact, err.copy(), lambda: calls.append((a, b)) or allowed.copy()
+    want_status, want = systematic_blocks(columns, status, blocks, "float64", Tolerance())
+    got_status, got = systematic_blocks(lazy, status, blocks, "float64", Tolerance())
+    assert np.array_equal(got_status, want_status)
+    assert [(f.block, f.sample, f.projection, f.sigma, f.threshold) for f in got] == [
+        (f.block, f.sample, f.projection, f.sigma, f.threshold) for f in want]
+    assert all(np.array_equal(f.prior, g.prior) for f, g in zip(got, want))
+    if chunk == 7 and scale == 1.0:  # 3 rows: chunks of 2 columns, each read once
+        assert len(calls) == sum((b - a + 1) // 2 for _, a, b in blocks)
+    if scale != 1.0:
+        assert {f.block for f in got} == {"B"}
+
+
 def test_chunked_block_test_on_a_gpt_names_the_planted_attention_bug(monkeypatch,
                                                                      tensor_tiny_gpt):
     """x (1 + 1e-10) in every attention-weights backward, every block tested in chunks of a

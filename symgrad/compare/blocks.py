@@ -54,45 +54,94 @@ def _member(status: np.ndarray, codes: tuple[int, ...]) -> np.ndarray:
     return table[np.asarray(status, np.int8).view(np.uint8)]
 
 
-def _masked(use: np.ndarray, x: np.ndarray, scale: np.ndarray) -> np.ndarray:
-    """``np.where(use, x, 0) / scale`` with one temporary (the division in place)."""
-    out = np.where(use, x, 0.0)
+def _where(use: np.ndarray, x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """``np.where(use, x, 0.0)``, written into ``out`` when given (the same numbers)."""
+    if out is None:
+        return np.where(use, x, 0.0)
+    np.copyto(out, 0.0)
+    np.copyto(out, x, where=use)
+    return out
+
+
+def _masked(use: np.ndarray, x: np.ndarray, scale: np.ndarray,
+            out: np.ndarray | None = None) -> np.ndarray:
+    """``np.where(use, x, 0) / scale`` with one temporary (the division in place), in ``out``
+    when given (a ``_Workspace`` buffer: no fresh array to fault in)."""
+    out = _where(use, x, out)
     out /= scale
     return out
 
 
-def _row_scale(exact: np.ndarray, use: np.ndarray) -> np.ndarray:
+class _Workspace:
+    """Reused float64 buffers for a block test's per-chunk arrays, each a contiguous (n, w)
+    view of one flat buffer of its name, grown when a larger chunk asks. GPT-2's embedding
+    blocks, in 4M-entry chunks over three passes, took fresh 32 MiB arrays each time (mapped
+    apart by glibc, every page zeroed again by the kernel: the compare's system time)."""
+
+    def __init__(self) -> None:
+        self._buffers: dict[str, np.ndarray] = {}
+
+    def take(self, name: str, shape: tuple[int, int], *operands) -> np.ndarray | None:
+        """A float64 array of ``shape`` for ``name``, its values left over; None where an
+        operand is not float64 (the caller forms a new array in its type, as before)."""
+        if any(np.asarray(x).dtype != np.float64 for x in operands):
+            return None
+        size = shape[0] * shape[1]
+        if name not in self._buffers or self._buffers[name].size < size:
+            self._buffers[name] = np.empty(size, np.float64)
+        return self._buffers[name][:size].reshape(shape)
+
+
+def _scaled_allowance(use: np.ndarray, allowed, scale: np.ndarray, ws: _Workspace):
+    """``_masked(use, allowance, scale)`` of a ``columns`` reader's allowance: an array (into
+    ``ws``'s buffer), or a callable forming a new one (``tensor.comparing.block_tests``: only
+    the sums' pass reads it), masked and scaled in place."""
+    if not callable(allowed):
+        return _masked(use, allowed, scale, ws.take("al", np.shape(allowed), allowed))
+    al = allowed()
+    np.copyto(al, 0.0, where=~use)  # np.where(use, al, 0.0), on its own array
+    al /= scale
+    return al
+
+
+def _row_scale(exact: np.ndarray, use: np.ndarray, ws: _Workspace | None = None) -> np.ndarray:
     """Per row, max |exact| over the usable entries (0 where none): max(max g, -min g) of
     g = where(use, exact, 0), the same number as max(where(use, |exact|, 0)) without its
-    absolute-value copy."""
-    g = np.where(use, exact, 0.0)
+    absolute-value copy (g in ``ws``'s buffer when given)."""
+    g = _where(use, exact, (ws or _Workspace()).take("g", np.shape(exact), exact))
     return np.maximum(g.max(axis=1), -g.min(axis=1))
 
 
 def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
-                use: np.ndarray) -> dict:
+                use: np.ndarray, ws: _Workspace | None = None) -> dict:
     """Per sample: the projection p of the error on the exact gradient, its noise sigma, the
     effective entries and the resolution weight pi (each per-entry product formed once, in
-    place where its operand is not kept: ~3 temporaries of the block instead of ~12)."""
-    scale = _row_scale(exact, use)[:, None]
+    ``ws``'s buffers (~4 of the block) or in place where its operand is not kept)."""
+    ws = ws or _Workspace()
+    scale = _row_scale(exact, use, ws)[:, None]
     scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
+    shape = np.shape(exact)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        g = _masked(use, exact, scale)  # a huge error at a tiny scale: inf, left out
-        e = _masked(use, err, scale)
-        gg, g4, eg, aa, al_finite = _sums(g, e, _masked(use, allowed, scale))
+        g = _masked(use, exact, scale, ws.take("g", shape, exact))  # a huge error at a tiny
+        e = _masked(use, err, scale, ws.take("e", shape, err))  # scale: inf, left out
+        al = _scaled_allowance(use, allowed, scale, ws)
+        gg, g4, eg, aa, al_finite = _sums(g, e, al, ws.take("t", shape, g, e))
         p = eg / gg
-        sigma = np.sqrt(_residual(g, e, p)) / gg
+        t = ws.take("t", shape, g, e, p)  # (r = e - p g in al's array: al is spent, e kept)
+        r = al if t is not None and al.dtype == np.float64 else None
+        sigma = np.sqrt(_residual(g, e, p, r, t)) / gg
         pi = np.where(al_finite, gg / aa, 0.0)
         n_eff = gg**2 / g4
     return {"p": p, "sigma": sigma, "pi": pi,
             "n_eff": n_eff, "use": use, "e": e, "g": g, "ok_rows": (gg > 0) & np.isfinite(p)}
 
 
-def _sums(g: np.ndarray, e: np.ndarray, al: np.ndarray) -> tuple:
+def _sums(g: np.ndarray, e: np.ndarray, al: np.ndarray, gsq: np.ndarray | None = None) -> tuple:
     """Row sums of g^2, g^4, e g and al^2, and whether each row's al is finite (``al`` is
-    overwritten). g^4 as (g^2)^2: within an ULP or two of ``g**4`` (a ``pow`` call per entry,
-    3x the time); it only forms n_eff, compared with ``block_min_entries``."""
-    gsq = g * g
+    overwritten; ``gsq``: a buffer of g's shape for the products, else a new one). g^4 as
+    (g^2)^2: within an ULP or two of ``g**4`` (a ``pow`` call per entry, 3x the time); it
+    only forms n_eff, compared with ``block_min_entries``."""
+    gsq = np.multiply(g, g, out=gsq)
     gg = gsq.sum(1)
     np.multiply(gsq, gsq, out=gsq)
     g4 = gsq.sum(1)
@@ -103,11 +152,13 @@ def _sums(g: np.ndarray, e: np.ndarray, al: np.ndarray) -> tuple:
     return gg, g4, eg, al.sum(1), al_finite
 
 
-def _residual(g: np.ndarray, e: np.ndarray, p: np.ndarray) -> np.ndarray:
-    """Row sums of g^2 r^2, r = e - p g formed per entry (no cancelling expansion)."""
-    r = p[:, None] * g
-    np.subtract(e, r, out=r)
-    t = g * g
+def _residual(g: np.ndarray, e: np.ndarray, p: np.ndarray, r: np.ndarray | None = None,
+              t: np.ndarray | None = None) -> np.ndarray:
+    """Row sums of g^2 r^2, r = e - p g formed per entry (no cancelling expansion); ``r``,
+    ``t``: float64 buffers for the two products (``r`` may be ``e``: overwritten), or new."""
+    pg = p[:, None] * g if t is None else np.multiply(p[:, None], g, out=t)
+    r = np.subtract(e, pg, out=pg if r is None else r)
+    t = g * g if t is None else np.multiply(g, g, out=t)
     t *= r
     t *= r
     return t.sum(1)
@@ -163,7 +214,8 @@ def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
                       exclude: np.ndarray | None = None) -> tuple[np.ndarray, list]:
     """The block and pooled tests of ``systematic``, reading one block at a time:
-    ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a).
+    ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a);
+    the allowance may be a callable that forms it (read only by the passes that need it).
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
     than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink).
 
@@ -188,11 +240,13 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
                 usable &= ~exclude[:, a:b]
         return usable
 
+    ws = _Workspace()  # every block's per-entry arrays in the same few buffers
+
     def stats_of(a, b):
         if len(status) * (b - a) > BLOCK_CHUNK:  # a large block: its sums over column chunks
-            return _projection_chunked(columns, usable_of, len(status), a, b)
+            return _projection_chunked(columns, usable_of, len(status), a, b, ws)
         exact, err, allowed = columns(a, b)
-        return _projection(exact, err, allowed, usable_of(exact, err, a, b))
+        return _projection(exact, err, allowed, usable_of(exact, err, a, b), ws)
     keys = ("p", "sigma", "pi", "n_eff", "ok_rows")
     stats = []
     for _, a, b in blocks:
@@ -225,6 +279,7 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
         if pooled is not None:
             suspects.append((-1, *pooled))
         if suspects:  # entries whose error points along the suspected projection
+            ws = None  # (a bug's block: new arrays per chunk, none held between chunks)
             status = status.copy() if status is given else status
             before = status[:, a:b].copy()  # the entry test's statuses, before any suspicion
             for c, d in _spans(len(status), a, b, st["scale"] is not None):
@@ -232,7 +287,8 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
                     full = stats_of(a, b)
                     use, e, g = full["use"], full["e"], full["g"]
                 else:  # the chunk's e and g, as _projection_chunked scaled them
-                    use, e, g = _scaled(columns, usable_of, c, d, st["scale"])[:3]
+                    use, e, g = _scaled(columns, usable_of, c, d, st["scale"],
+                                        allowance=False)[:3]
                 for s, proj, sig, th in suspects:
                     rows = slice(None) if s < 0 else slice(s, s + 1)
                     sub = status[rows, c:d]
@@ -257,26 +313,32 @@ def _spans(n: int, a: int, b: int, chunked: bool) -> list[tuple[int, int]]:
     return [(c, min(b, c + step)) for c in range(a, b, step)]
 
 
-def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray):
+def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray,
+            ws: _Workspace | None = None, allowance: bool = True):
     """One chunk's (use, e, g, al): usable entries, error, exact value and allowance divided
-    by each row's block scale, exactly as ``_projection`` forms them."""
+    by each row's block scale, exactly as ``_projection`` forms them (in ``ws``'s buffers
+    when given; ``allowance`` False: al is None, the allowance not formed)."""
+    ws = ws or _Workspace()
     exact, err, allowed = columns(a, b)
     use = usable_of(exact, err, a, b)
+    shape = np.shape(exact)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-        e = _masked(use, err, scale)
+        e = _masked(use, err, scale, ws.take("e", shape, err))
         del err  # each operand released once scaled: 2 of the chunk's arrays fewer at once
-        al = _masked(use, allowed, scale)
-        del allowed
-        return use, e, _masked(use, exact, scale), al
+        al = _scaled_allowance(use, allowed, scale, ws) if allowance else None
+        return use, e, _masked(use, exact, scale, ws.take("g", shape, exact)), al
 
 
-def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
+def _projection_chunked(columns, usable_of, n: int, a: int, b: int,
+                        ws: _Workspace | None = None) -> dict:
     """``_projection`` of a large block from column chunks, one chunk's arrays at a time (GPT-2's
     token embedding: 38.6M entries, ~3 GB of temporaries at once otherwise): a pass for each
     row's scale, one for the sums giving p, gg, g4 and pi, one for the residual's sigma with p
     known (r = e - p g formed per entry, as ``_projection`` does: no cancelling expansion).
-    Equal to ``_projection`` up to the order of summation. Returns its dict without the
-    per-entry arrays, with ``scale`` (per row) for marking entries chunk by chunk."""
+    Only the sums' pass forms the allowance; per-entry arrays in ``ws``'s buffers. Equal to
+    ``_projection`` up to the order of summation. Returns its dict without the per-entry
+    arrays, with ``scale`` (per row) for marking entries chunk by chunk."""
+    ws = ws or _Workspace()
     spans = _spans(n, a, b, True)
     scale = np.zeros(n)
     for c, d in spans:
@@ -284,26 +346,24 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int) -> dict:
         use = usable_of(exact, err, c, d)
         del err, _
         if d > c:
-            scale = np.maximum(scale, _row_scale(exact, use))
+            scale = np.maximum(scale, _row_scale(exact, use, ws))
         del exact, use  # (each pass: one chunk's arrays at a time, not the last one's beside)
     scale = np.where(scale > 0, scale, 1.0)[:, None]
     gg, g4, eg, aa = (np.zeros(n) for _ in range(4))
     al_finite = np.ones(n, bool)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for c, d in spans:
-            _, e, g, al = _scaled(columns, usable_of, c, d, scale)
-            sums = _sums(g, e, al)
-            gg += sums[0]
-            g4 += sums[1]
-            eg += sums[2]
-            aa += sums[3]
+            _, e, g, al = _scaled(columns, usable_of, c, d, scale, ws)
+            sums = _sums(g, e, al, ws.take("t", g.shape, g, e))
+            gg, g4, eg, aa = gg + sums[0], g4 + sums[1], eg + sums[2], aa + sums[3]
             al_finite &= sums[4]
             del e, g, al, sums
         p = eg / gg
         rr = np.zeros(n)
         for c, d in spans:
-            _, e, g, _ = _scaled(columns, usable_of, c, d, scale)
-            rr += _residual(g, e, p)
+            _, e, g, _ = _scaled(columns, usable_of, c, d, scale, ws, allowance=False)
+            t = ws.take("t", g.shape, g, e, p)  # (r = e - p g in e's own buffer)
+            rr += _residual(g, e, p, None if t is None else e, t)
             del e, g, _
         sigma = np.sqrt(rr) / gg
         pi = np.where(al_finite, gg / aa, 0.0)

@@ -30,6 +30,9 @@ def f(x, W):
     return torch.tanh(x @ W).sum(-1)
 
 
+UNDECIDED: list[str] = []  # gradcheck's headline and first entry of each inconclusive call
+
+
 def timed(check, *args, **kw) -> tuple[str, float]:
     """(verdict, seconds) of one call."""
     t0 = time.perf_counter()
@@ -43,6 +46,8 @@ def timed(check, *args, **kw) -> tuple[str, float]:
         verdict = ("fail" if "inconclusive" not in head else
                    f"inconclusive ({share.group(1)} of {share.group(2)})" if share else
                    "inconclusive")
+        if "inconclusive" in head:
+            UNDECIDED.append("\n".join(str(exc).splitlines()[:2]))
     except RuntimeError:
         verdict = "fail"
     return verdict, time.perf_counter() - t0
@@ -89,6 +94,10 @@ def main() -> None:
                      f"{r['symgrad_s']:.2f} | {r['torch_fast']} | {r['torch_fast_s']:.2f} | "
                      f"{r['torch_slow']} | {r['torch_slow_s']:.2f} | "
                      f"{r['torch_slow_s'] / r['symgrad_s']:.1f}x |")
+    if UNDECIDED:
+        lines += ["", "symgrad's inconclusive calls, as `sg.gradcheck` words them (its headline "
+                  "and the first undecided entry):", ""]
+        lines += [f"    {line}" for text in UNDECIDED for line in text.splitlines()]
     write_text(out / "capture_cost.md", "\n".join(lines) + "\n")
 
 

@@ -60,7 +60,7 @@ def test_an_einsum_read_by_a_later_node_is_charged_its_subset_sums():
     w[0, -1] = -(x[0, :-1] @ w[0, :-1]) / x[0, -1]  # the terms cancel to ~0
     E = float(evaluate_bound([y, out], {"a": x, "b": w}, mode="worst")[0][0])
     A = float(np.abs(x * w).sum())
-    assert E <= (m - 1 + 1) * A  # never above Wilkinson's
+    assert E <= (m - 1 + 1) * A * (1 + 1e-12)  # never above Wilkinson's
     assert E < 0.52 * (m - 1 + 1) * A, (E, A)  # about half of it at a cancellation
     same = np.abs(x * w).sum() * np.ones((1, m)) / m  # no cancellation: all terms positive
     E1 = float(evaluate_bound([y, out], {"a": np.ones((1, m)), "b": same}, mode="worst")[0][0])

@@ -76,13 +76,13 @@ from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node
+from .ownround import (additions as _additions, einsum_terms as _einsum_terms,
+                       growth as _growth, own as _own, with_value as _with_value)
 from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
 from .tables import NumpyOps
 from .operands import gemm_threads, times as _times
-from .ownround import (additions as _additions, einsum_terms as _einsum_terms,
-                       growth as _growth, own as _own, with_value as _with_value)
 
 _T = NumpyOps("float64")
 MODES = ("worst", "probabilistic")

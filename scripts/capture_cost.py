@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import re
 import sys
 import time
 import warnings
@@ -28,6 +30,9 @@ def f(x, W):
     return torch.tanh(x @ W).sum(-1)
 
 
+UNDECIDED: list[str] = []  # gradcheck's headline and first entry of each inconclusive call
+
+
 def timed(check, *args, **kw) -> tuple[str, float]:
     """(verdict, seconds) of one call."""
     t0 = time.perf_counter()
@@ -36,7 +41,13 @@ def timed(check, *args, **kw) -> tuple[str, float]:
             warnings.simplefilter("ignore")
             verdict = "pass" if check(*args, **kw) else "fail"
     except sg.GradcheckError as exc:
-        verdict = "inconclusive" if "inconclusive" in str(exc).splitlines()[0] else "fail"
+        head = str(exc).splitlines()[0]
+        share = re.search(r"— (\d+) of ([\d,]+) entries", head)
+        verdict = ("fail" if "inconclusive" not in head else
+                   f"inconclusive ({share.group(1)} of {share.group(2)})" if share else
+                   "inconclusive")
+        if "inconclusive" in head:
+            UNDECIDED.append("\n".join(str(exc).splitlines()[:2]))
     except RuntimeError:
         verdict = "fail"
     return verdict, time.perf_counter() - t0
@@ -70,8 +81,11 @@ def main() -> None:
              "scripts/capture_cost.py`. Function `tanh(x @ W).sum(-1)`, x (8, n), W (n, n), "
              "both differentiated; symgrad: 4 points (the given one and 3 around it), a random "
              "cotangent; torch: finite differences (slow: every input entry; fast: one random "
-             "direction). Verdict, then seconds. Measured on a 2-core machine shared with "
-             "other jobs (load about 5): the times are noisy, the ratio is the point.", "",
+             "direction). Verdict (inconclusive: how many of the entries compared, value "
+             "and gradients at the 4 points, could not be decided), then seconds. Measured "
+             "on a 2-core machine shared with other jobs (load "
+             f"{os.getloadavg()[0]:.0f} at the end): the times are noisy, the ratio is the "
+             "point.", "",
              "| n | input entries | dtype | symgrad | s | torch fast | s | torch slow | s | "
              "slow / symgrad |",
              "| ---: | ---: | --- | --- | ---: | --- | ---: | --- | ---: | ---: |"]
@@ -80,6 +94,10 @@ def main() -> None:
                      f"{r['symgrad_s']:.2f} | {r['torch_fast']} | {r['torch_fast_s']:.2f} | "
                      f"{r['torch_slow']} | {r['torch_slow_s']:.2f} | "
                      f"{r['torch_slow_s'] / r['symgrad_s']:.1f}x |")
+    if UNDECIDED:
+        lines += ["", "symgrad's inconclusive calls, as `sg.gradcheck` words them (its headline "
+                  "and the first undecided entry):", ""]
+        lines += [f"    {line}" for text in UNDECIDED for line in text.splitlines()]
     write_text(out / "capture_cost.md", "\n".join(lines) + "\n")
 
 

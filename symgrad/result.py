@@ -266,6 +266,10 @@ def undecided_note(comp: Comparison, row: int, col: int) -> str:
     if comp.undecided and row in comp.undecided:
         return comp.undecided[row]
     allowed = None if comp.allowed_abs is None else float(comp.allowed_abs[row, col])
+    if allowed is None and comp.figures is not None:  # a streamed comparison keeps no
+        #   allowance array: this entry's, recomputed as the compare made it (it was read
+        #   as the oracle's doing: "could not certify", for GPT-2's cancelling entries)
+        allowed = float(comp.figures.absolute(slice(col, col + 1))[1][row, 0])
     exact = float(comp.expected[row, col])
     if allowed is not None and allowed >= abs(exact):
         return (f"its allowance {allowed:.3g} is at least the exact value itself: 0 or a "

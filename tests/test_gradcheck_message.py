@@ -61,3 +61,25 @@ def test_a_wrong_backward_in_bfloat16_still_fails_and_an_undecided_gradient_stay
         sg.gradcheck(lambda x: torch.sin(scale_backward(x, 1.1)), (x,))
     with pytest.raises(sg.GradcheckError, match="inconclusive"):   # tanh's own entries
         sg.gradcheck(torch.tanh, (_bf16().requires_grad_(),))
+
+
+def _cancelling(x):
+    """d/dx = e^x - (1 + d) e^(x (1 + d)), d = fl32(1e-7): a few ULPs of its rounded terms."""
+    return (torch.exp(x) - torch.exp(x * 1.0000001)).sum() + 1  # the value resolved: ~1
+
+
+def test_an_inconclusive_headline_names_the_share_the_block_and_why():
+    x = torch.tensor([0.25, 0.875], dtype=torch.float32, requires_grad=True)
+    with pytest.raises(sg.GradcheckError) as info:
+        sg.gradcheck(_cancelling, (x,))
+    head = str(info.value).splitlines()[0]
+    m = re.search(r"inconclusive for '_cancelling' — (\d+) of (\d+) entries \(([\d.]+)%\) "
+                  r"could not be decided in float32, none failing \(not a pass\): in x \((\d+)\)",
+                  head)
+    assert m and m.group(1) == m.group(4) and int(m.group(2)) == 12, head  # 4 points x (1 + 2)
+    assert int(m.group(1)) < 12 and float(m.group(3)) == pytest.approx(  # the value decided
+        100 * int(m.group(1)) / 12, rel=0.05), head
+    assert "exact values lie within the rounding float32 allows" in head, head
+    assert "e.g. dL/dx[" in head and "dtype=torch.float64" in head, head
+    assert "try more points" not in head, head   # more points decide none of these
+    assert sg.gradcheck(_cancelling, (x.detach().double().requires_grad_(),))  # float64: pass

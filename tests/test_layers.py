@@ -61,7 +61,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "backends", "precise", "tensor.tables", "tensor.views",
         "tensor.steps", "tensor.exact")),
     ("bounds: rigorous, kinks, departures", (
-        "rigorous", "tensor.quadrature", "tensor.operands", "tensor.bound", "tensor.mapbound", "tensor.nonzero",
+        "rigorous", "tensor.quadrature", "tensor.operands", "tensor.ownround", "tensor.bound",
+        "tensor.mapbound", "tensor.nonzero",
         "tensor.hitrows", "tensor.spotcheck",
         "tensor.kinks", "tensor.doubt", "tensor.limits",
         "tensor.departure", "tensor.enclosure", "tensor.sides", "tensor.fresh",

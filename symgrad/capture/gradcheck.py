@@ -12,11 +12,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
-from ..compare import FAILING, STATUS_NAMES
+from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import dtype_name
 from ..errors import SymgradError
 from ..modules.any import by_own_names
@@ -197,8 +198,12 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     else:
         found = [f for f in result.undecided if f.backend == backend]
         n = counts["inconclusive"] + counts["suspect"]
-        head = (f"symgrad.{check}: inconclusive for {what!r} — {n} entries could not be "
-                f"decided (not a pass); {_advice(found, dtype)}:")
+        total = sum(counts.values())
+        share = 100 * n / max(total, 1)
+        pct = f"{share:.0f}" if share >= 10 else f"{share:.2g}"
+        head = (f"symgrad.{check}: inconclusive for {what!r} — {n} of {total:,} entries "
+                f"({pct}%) could not be decided in {dtype}, none failing (not a pass)"
+                f"{_where(result, backend)}; {_advice(found, dtype)}:")
     lines = [f"  {f.message().removeprefix(backend + ': ').replace(HIDDEN_IN, HIDDEN_HERE)}"
              for f in found[:MAX_LINES]]  # (the Failure a line names is the error's .result's)
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
@@ -210,13 +215,40 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
                       + [which])
 
 
+def _where(result: Result, backend: str) -> str:
+    """The blocks (and the value) that hold the undecided entries, most first
+    (``": in W (12), x (1)"``; "" where the statuses were not kept per entry)."""
+    status = result.comparisons[backend].status
+    if status.ndim != 2:
+        return ""
+    open_ = np.isin(status, (INCONCLUSIVE, SUSPECT)).sum(axis=0)
+    per = sorted([(int(open_[0]), "the value")] + [
+        (int(open_[a:b].sum()), name) for name, a, b in result.blocks], key=lambda t: -t[0])
+    per = [f"{name} ({k})" for k, name in per if k]
+    return f": in {', '.join(per[:3])}{', …' if len(per) > 3 else ''}" if per else ""
+
+
 def _advice(found: list, dtype: str) -> str:
-    """What can decide the undecided ``found`` in a ``dtype`` run (see ``message``)."""
+    """What can decide the undecided ``found`` in a ``dtype`` run (see ``message``): an entry
+    whose exact value is within its rounding allowance (its terms cancel below what ``dtype``
+    resolves) is decided by float64 or at another point, not by more points."""
     tiny = torch.finfo(TORCH_DTYPES[dtype]).tiny
     below = [f for f in found if abs(f.expected) < tiny]
     wider = "" if dtype == "float64" else " or dtype=torch.float64"
     if not below:
-        return f"try more points (samples=){wider}"
+        small = [f for f in found if f.kind == "inconclusive"
+                 and f.allowed_ulps * float(ulp(np.array(f.expected), dtype)) >= abs(f.expected)]
+        if not small:
+            return f"try more points (samples=){wider}"
+        f = small[0]
+        allowed = f.allowed_ulps * float(ulp(np.array(f.expected), dtype))
+        where = f"dL/d{f.output[3:]}" if f.output.startswith("d/d") else f"the {f.output}"
+        fix = "at another point (seed=)" if dtype == "float64" else (
+            "in dtype=torch.float64 or at another point (seed=)")
+        return (f"{dtype} cannot resolve {'them' if len(small) == len(found) else 'some'} "
+                f"here: their exact values lie within the rounding {dtype} allows for them "
+                f"(e.g. {where} = {f.expected:.3g} against {allowed:.3g}: terms that "
+                f"cancel), so a wrong sign would pass too; check {fix}")
     f = below[0]
     where = f"{f.output[3:] if f.output.startswith('d/d') else f.output}'s exact value"
     tail = ("" if len(below) == len(found)

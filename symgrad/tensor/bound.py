@@ -7,9 +7,12 @@ with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the
     leaf, const, onehot         0 (values are rounded to the dtype when drawn; masks are 0/1)
     map f(x_1..x_k)             the running bound of f (symgrad.rounding.error_source):
                                 sum |df/dx_i| E_i + the rounding of f's own operations
-    einsum of k operands,       sum_i einsum(|x_1|..E_i..|x_k|) + (m - 1 + k - 1) einsum(|x_1|..|x_k|)
-      m nonzero terms per output (any summation order: recursive, pairwise or blocked BLAS)
-    sum of m nonzero entries    sum E + (m - 1) sum |x|
+    einsum of k operands,       sum_i einsum(|x_1|..E_i..|x_k|) + a A + b |v|, A = einsum(|x_1|..|x_k|),
+      m nonzero terms per output  v the value: (m - 2) (A + |v|) / 2 + |v| + (k - 1) A (any
+                                summation order: recursive, pairwise or blocked BLAS; each
+                                addition's result is a subset sum: ``ownround``); at most
+                                (m - 1 + k - 1) A, half of it where the terms cancel
+    sum of m nonzero entries    sum E + (m - 2) (sum |x| + |v|) / 2 + |v|
     max                         max E (a max rounds nothing)
     stop (a softmax shift)      0: the result does not depend on the shift, nor on its error
     layout, take                the same op applied to E
@@ -27,9 +30,10 @@ costs no (V - 1) additions, a causal row of t + 1 weights no T - 1.
 SIAM J. Sci. Comput. 2019: rounding errors are independent, mean-zero, bounded by u). Beside E
 a scale sigma is carried whose square is a sub-Gaussian variance proxy: a contraction adds its
 inputs' errors in quadrature over the contracted index (sqrt(einsum(x^2 .. sigma_i^2 ..)),
-summed over the k operands, which may share errors), and its own m - 1 + k - 1 roundings,
-each at most u times the sum of |terms|, as sqrt(m - 1 + k - 1) einsum(|x|) instead of
-(m - 1 + k - 1) einsum(|x|); a map adds its arguments' errors in quadrature too, each weighted
+summed over the k operands, which may share errors), and its own m - 1 additions, each at most
+u times its subset sum (A + |v|) / 2, in quadrature, beside its products' k - 1 roundings of A:
+alpha A + beta |v| (``ownround``: the chord of sqrt((m - 1) M^2 + (k - 1)^2 A^2) over M in
+[A / 2, A]), instead of (m - 1 + k - 1) einsum(|x|); a map adds its arguments' errors in quadrature too, each weighted
 by |df/dx_i| (sqrt(sum_i (|df/dx_i| sigma_i)^2) + its own roundings: at most sqrt(k) below the
 worst case for k fully correlated arguments); max and layout ops keep their worst-case rules.
 The bound used is min(E, lam * sigma): under the model
@@ -39,7 +43,7 @@ correlated, which the quadrature does not see; and recursive summation of many e
 rounds the same way every time (float32, 2^20 copies of 0.1 summed one by one: 1 % error,
 5x the sqrt(n) allowance). So sqrt growth holds up to ``sqrt_terms`` = n0 terms (1024: the
 same summation then uses <= 16 % of the allowance) and growth is linear beyond, for the
-contraction's own roundings (max(sqrt(r), r / sqrt(n0)) einsum(|x|)) and for the errors it adds
+contraction's own additions (max(sqrt(r), r / sqrt(n0)) of them) and for the errors it adds
 up (at least sum_i einsum(.. sigma_i ..) / sqrt(n0)); reports/bound_tightness.md: real errors.
 The squares are formed in float64: where a quadrature falls below 2^-960 (terms under ~1e-144,
 whose squares underflow) ``tensor/quadrature.py`` re-forms it scaled, or as its L1 form.
@@ -72,6 +76,8 @@ from .interpret import RULES as VALUE_RULES
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node
+from .ownround import (additions as _additions, einsum_terms as _einsum_terms,
+                       growth as _growth, own as _own, with_value as _with_value)
 from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
@@ -81,48 +87,28 @@ _T = OneSampleOps()
 MODES = ("worst", "probabilistic")
 
 
-def _einsum_terms(node: Node) -> int:
-    ins, out = node.attrs["spec"].split("->")
-    sizes = {}
-    for sub, a in zip(ins.split(","), node.args):
-        sizes.update(zip(sub, a.shape))
-    return int(np.prod([n for c, n in sizes.items() if c not in out], dtype=np.int64))
-
-
 def _zeros(node: Node) -> np.ndarray:
     return np.broadcast_to(np.zeros(()), (1,) + node.shape)  # no memory
-
-
-def _additions(node: Node, count: np.ndarray | None) -> np.ndarray | int:
-    """Roundings of a contraction per output: (m - 1) additions of its m nonzero terms and
-    k - 1 products of each term."""
-    k = len(node.args) if node.op == "einsum" else 1
-    n = _einsum_terms(node) if node.op == "einsum" else int(np.prod(
-        [node.args[0].shape[a] for a in node.attrs["axes"]], dtype=np.int64))
-    if count is None:
-        return n - 1 + k - 1
-    rounds = np.subtract(count, 1)  # exact small integers: formed in one array
-    np.maximum(rounds, 0, out=rounds)
-    rounds += k - 1
-    return rounds
 
 
 # --- the worst case: E ---------------------------------------------------------------------
 
 def _b_einsum(node, vals, errs, value, count):
-    rounds = _additions(node, count)
+    a, b = _own(node, count, value, None)
     if count is None and vals.in_rows() is not None:  # a large GEMM: E, sigma in row blocks
-        return vals.rows_pair(value, rounds, _growth(rounds, vals.n0))[0]
-    total = _times(vals.contraction(), rounds) if np.any(rounds) else 0.0
+        alpha = _own(node, count, value, vals.n0)[0]
+        return _with_value(vals.rows_pair(value, a, alpha)[0], b, value)
+    total = _times(vals.contraction(), a) if np.any(a) else 0.0
     for i, e in enumerate(errs):
         if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
             total = _plus(total, vals.term(i, "error"))
-    return np.broadcast_to(total, np.shape(value))
+    return np.broadcast_to(_with_value(total, b, value), np.shape(value))
 
 
 def _b_sum(node, vals, errs, value, count):
     axes = tuple(a + 1 for a in node.attrs["axes"])
-    return np.sum(errs[0], axis=axes) + _additions(node, count) * _abs_sum(vals, axes)
+    a, b = _own(node, count, value, None)
+    return _with_value(np.sum(errs[0], axis=axes) + a * _abs_sum(vals, axes), b, value)
 
 
 def _abs_sum(vals, axes: tuple) -> np.ndarray:
@@ -183,19 +169,12 @@ RULES: dict[str, Callable] = {
 
 # --- the probabilistic scale: sigma ----------------------------------------------------------
 
-def _growth(rounds, n0: int):
-    """sqrt(r) roundings' worth up to n0, linear beyond: max(sqrt(r), r / sqrt(n0))."""
-    grow, linear = np.sqrt(rounds), np.asarray(rounds, dtype=np.float64) / np.sqrt(n0)
-    own = isinstance(grow, np.ndarray) and grow.shape == np.broadcast_shapes(*map(np.shape, (
-        grow, linear)))
-    return np.maximum(grow, linear, out=grow if own else None)
-
-
 def _s_einsum(node, vals, sig, value, count, n0):
-    rounds = _additions(node, count)
+    alpha, beta = _own(node, count, value, n0)
     if count is None and vals.in_rows() is not None:
-        return vals.rows_pair(value, rounds, _growth(rounds, n0))[1]
-    total = _times(vals.contraction(), _growth(rounds, n0)) if np.any(rounds) else 0.0
+        a = _own(node, count, value, None)[0]
+        return _with_value(vals.rows_pair(value, a, alpha)[1], beta, value)
+    total = _times(vals.contraction(), alpha) if np.any(alpha) else 0.0
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     for i, s in enumerate(sig):
         if np.any(s):
@@ -206,6 +185,7 @@ def _s_einsum(node, vals, sig, value, count, n0):
                 linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
                 quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
             total = _plus(total, quad)
+    total = _with_value(total, beta, value)
     if isinstance(total, np.ndarray) and total.shape == np.shape(value):
         return total  # the rule's own array: writeable (``_at_most`` may reuse it)
     return np.broadcast_to(total, np.shape(value))
@@ -216,7 +196,8 @@ def _s_sum(node, vals, sig, value, count, n0):
     quad = root(lambda sq: np.sum(sq, axis=axes), sig[0])
     if np.prod([node.args[0].shape[a - 1] for a in axes]) > n0:
         quad = np.maximum(quad, np.sum(sig[0], axis=axes) / np.sqrt(n0))
-    return quad + _growth(_additions(node, count), n0) * _abs_sum(vals, axes)
+    alpha, beta = _own(node, count, value, n0)
+    return _with_value(quad + alpha * _abs_sum(vals, axes), beta, value)
 
 
 def _s_scatter(node, vals, sig, value, count, n0):

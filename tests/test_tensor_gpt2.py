@@ -67,8 +67,21 @@ def test_cli_rejects_bad_tokens_and_lists_gpt2(capsys):
 
 
 def test_too_many_samples_for_full_size_is_refused_early():
-    with pytest.raises(SymgradError, match="use --samples 2 or fewer"):
+    with pytest.raises(SymgradError, match="use --samples 6 or fewer"):
         sg.verify(gpt2(tokens=4), samples=500)
+    with pytest.raises(SymgradError, match=r"^model 'gpt2_medium': 3 samples x 406212609 entries "
+                                           r".* \(limit 1e\+09 entries\); use --samples 2 or"):
+        sg.verify(zoo.get("gpt2_medium", tokens=4), samples=3)
+
+
+def test_a_model_too_large_for_one_sample_is_refused_with_what_to_do():
+    """GPT-2 XL's shape (48 layers, width 1600, 25 heads: 1.64B entries untied) is past the
+    limit at one sample: the line says so and names the fix, not "--samples 0 or fewer"."""
+    xl = zoo.get("gpt2_medium", config={"emb_dim": 1600, "n_heads": 25, "n_layers": 48},
+                 tokens=4)
+    with pytest.raises(SymgradError, match=r"^model 'gpt2_medium': 1 sample x 1637792001 entries "
+                                           r".*; verify a smaller config \(--config"):
+        sg.verify(xl, samples=1)
 
 
 def test_tensor_tiny_gpt_is_the_zoo_config():

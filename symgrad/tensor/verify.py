@@ -65,10 +65,14 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     given = _given(model, at, cfg.dtype) if at is not None else None
     entries = (at_samples(given) if at is not None else cfg.samples) * (1 + model.n_parameters)
     if entries > MAX_ENTRIES:
-        raise SymgradError(f"model {model.name!r}: {cfg.samples} samples x "
-                           f"{model.n_parameters} gradient entries is too much to compare in "
-                           f"memory (limit {MAX_ENTRIES:.0e} entries); use --samples "
-                           f"{max(1, MAX_ENTRIES // (1 + model.n_parameters))} or fewer")
+        fit = MAX_ENTRIES // (1 + model.n_parameters)
+        fix = (f"use --samples {fit} or fewer" if fit else "verify a smaller config (--config, "
+               "e.g. '{\"n_layers\": 2}')")
+        k = entries // (1 + model.n_parameters)
+        raise SymgradError(f"model {model.name!r}: {k} sample{'s' * (k != 1)} x "
+                           f"{1 + model.n_parameters} entries (the loss and its "
+                           f"gradient) is too much to compare in one run (limit "
+                           f"{MAX_ENTRIES:.0e} entries); {fix}")
     with _phase(f"deriving {model.name} ({model.n_nodes} nodes)", cfg, timings, "derive_s"):
         grad = model.gradient
     values = given if given is not None else model.draw(
@@ -320,7 +324,9 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
                            note=with_proof(f.note, cause.explanation)))
     return out
-MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
+MAX_ENTRIES = 1_000_000_000  # samples x (1 + parameters) of one run: its hi, lo and E (16 B an
+# entry, spilled to TMPDIR: ``tensor.spill``) and its samples' values (8 B in memory): GPT-2
+# medium (406M parameters) fits 2 samples; it was 4e8, from before the spill, too few for one
 NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
 
 

@@ -9,7 +9,8 @@ and the extrapolation to 12 layers from the per-layer figures measured at 1 and 
 Each configuration runs in a child process (``--one``) under ``/usr/bin/time -v``, holding
 ``/tmp/gpt2.lock`` (one full-width GPT-2 run on the machine at a time) and an address-space cap
 (``--cap-gib``, default 9), so a run that outgrows it stops with a MemoryError rather than
-taking the machine's memory.
+taking the machine's memory. The cap counts address space, not memory: the spilled whole-model
+arrays (``symgrad.tensor.spill``, 16 B an entry) are mapped files inside it.
 
     python scripts/benchmark_context.py --tokens 128,256,512,1024 --layers 1
     python scripts/benchmark_context.py --tokens 1024 --layers 2 --append
@@ -339,7 +340,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", default="1", help="comma-separated layer counts")
     ap.add_argument("--tokens", default="128,256,512,1024", help="comma-separated")
-    ap.add_argument("--cap-gib", type=float, default=9.0, help="address-space cap of a run")
+    ap.add_argument("--cap-gib", type=float, default=9.0,
+                    help="address-space cap of a run (prlimit --as); the spilled hi, lo and E "
+                         "are file mappings inside it: 16 B an entry, 2.4 GiB at gpt2, 6.1 GiB "
+                         "at gpt2_medium, beyond the resident set")
     ap.add_argument("--one", action="store_true", help="one run in this process")
     ap.add_argument("--result", default=None, help="--one: write the result's JSON here")
     ap.add_argument("--append", action="store_true", help="add to the recorded rows")

@@ -24,7 +24,6 @@ from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
-from ..errors import SymgradError
 from ..findings import with_proof
 from ..model import round_to
 from ..points import given_samples
@@ -63,16 +62,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
     given = _given(model, at, cfg.dtype) if at is not None else None
-    entries = (at_samples(given) if at is not None else cfg.samples) * (1 + model.n_parameters)
-    if entries > MAX_ENTRIES:
-        fit = MAX_ENTRIES // (1 + model.n_parameters)
-        fix = (f"use --samples {fit} or fewer" if fit else "verify a smaller config (--config, "
-               "e.g. '{\"n_layers\": 2}')")
-        k = entries // (1 + model.n_parameters)
-        raise SymgradError(f"model {model.name!r}: {k} sample{'s' * (k != 1)} x "
-                           f"{1 + model.n_parameters} entries (the loss and its "
-                           f"gradient) is too much to compare in one run (limit "
-                           f"{MAX_ENTRIES:.0e} entries); {fix}")
+    spill.check_entries(model.name, at_samples(given) if at is not None else cfg.samples,
+                        model.n_parameters)
     with _phase(f"deriving {model.name} ({model.n_nodes} nodes)", cfg, timings, "derive_s"):
         grad = model.gradient
     values = given if given is not None else model.draw(
@@ -324,9 +315,6 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
                            note=with_proof(f.note, cause.explanation)))
     return out
-MAX_ENTRIES = 1_000_000_000  # samples x (1 + parameters) of one run: its hi, lo and E (16 B an
-# entry, spilled to TMPDIR: ``tensor.spill``) and its samples' values (8 B in memory): GPT-2
-# medium (406M parameters) fits 2 samples; it was 4e8, from before the spill, too few for one
 NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
 
 

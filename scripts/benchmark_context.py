@@ -4,16 +4,19 @@ the CPU time (user + sys), wall, max RSS (``/usr/bin/time -v``), the load averag
 set per phase of ``sg.verify``, torch's own forward + backward of the same model (the native
 ``nn.Module``, float64) in the same process, the ratio, the verdict and the inconclusive share;
 and the extrapolation to 12 layers from the per-layer figures measured at 1 and 2 layers.
+``--model gpt2_medium`` runs GPT-2 medium (width 1024, 16 heads) the same way, in its own table.
 
 Each configuration runs in a child process (``--one``) under ``/usr/bin/time -v``, holding
 ``/tmp/gpt2.lock`` (one full-width GPT-2 run on the machine at a time) and an address-space cap
 (``--cap-gib``, default 9), so a run that outgrows it stops with a MemoryError rather than
-taking the machine's memory.
+taking the machine's memory. The cap counts address space, not memory: the spilled whole-model
+arrays (``symgrad.tensor.spill``, 16 B an entry) are mapped files inside it.
 
     python scripts/benchmark_context.py --tokens 128,256,512,1024 --layers 1
     python scripts/benchmark_context.py --tokens 1024 --layers 2 --append
     python scripts/benchmark_context.py --render      # reports/benchmark_context.md from .json
     python scripts/benchmark_context.py --one --layers 1 --tokens 64 --result out.json
+    python scripts/benchmark_context.py --model gpt2_medium --layers 24 --tokens 64 --append
 """
 
 from __future__ import annotations
@@ -46,25 +49,24 @@ def blas() -> str:
     return f"torch {torch.__version__} BLAS {found.group(1) if found else '?'}"
 
 
-def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None) -> dict:
-    """Verify gpt2 at ``layers`` layers and ``tokens`` tokens in this process (1 sample,
-    float64, seed 0, the native module as torch_fn: as ``symgrad verify gpt2 --config
-    '{"n_layers": L}' --tokens T --samples 1``); then torch's own forward + backward of the
-    native module on the same sample. Phases print to stderr as they end."""
-    import numpy as np
-    import torch
-
+def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None,
+        model_name: str = "gpt2") -> dict:
+    """Verify ``model_name`` (a zoo GPT: gpt2, gpt2_medium) at ``layers`` layers and ``tokens``
+    tokens in this process (1 sample, float64, seed 0, the native module as torch_fn: as
+    ``symgrad verify gpt2 --config '{"n_layers": L}' --tokens T --samples 1``); then torch's
+    own forward + backward of the native module on the same sample. Phases print to stderr as
+    they end."""
     import symgrad as sg
     from symgrad import heap
     from symgrad.config import VerifyConfig
-    from symgrad.zoo.gpt2 import gpt2
+    from symgrad.zoo import TENSOR_BUILDERS
 
     heap.keep_freed()  # as the symgrad program runs (its own process; symgrad.heap)
 
     sampler, phases = Sampler(), []
     with recording_phases(sampler, phases, cpu=True, echo=True):
-        model = gpt2({"n_layers": layers, **({"vocab_size": vocab} if vocab else {})},
-                     tokens=tokens)
+        model = TENSOR_BUILDERS[model_name](
+            {"n_layers": layers, **({"vocab_size": vocab} if vocab else {})}, tokens=tokens)
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         result = sg.verify(model, torch_fn=model.reference,
@@ -76,13 +78,33 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
     verdict = result.verdict
     peak_verify = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     del result
-    # torch's own forward + backward of the native module, the same sample, float64
+    try:  # the verify's figures stand if torch's own step outgrows the cap after it
+        torch_wall, torch_cpu, torch_error = *torch_step(model), None
+    except (MemoryError, RuntimeError) as exc:
+        torch_wall = torch_cpu = None
+        torch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
+    return {"model": model_name, "layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+            "parameters": model.n_parameters,
+            "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
+            "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
+            "torch_wall_s": torch_wall, "torch_cpu_s": torch_cpu, "torch_error": torch_error,
+            "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
+            "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
+
+
+def torch_step(model) -> tuple[float, float]:
+    """Wall and CPU seconds (best of 2) of torch's own float64 forward + backward of
+    ``model``'s native module (its ``reference``) on the verify's sample (seed 0)."""
+    import numpy as np
+    import torch
+
     values = model.draw(1, np.random.default_rng(0), "float64")
     blocks = {}
     for b in model.blocks:
         t = torch.tensor(values[b.name][0],
                          dtype=torch.long if b.domain.integer else torch.float64)
         blocks[b.name] = t.requires_grad_(True) if b.is_param else t
+    del values
     ref = model.reference
     ref(**blocks)  # builds the module
     times, cpus = [], []
@@ -93,22 +115,17 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
         ref(**blocks).backward()
         times.append(time.perf_counter() - t0)
         cpus.append(time.process_time() - c0)
-    return {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
-            "parameters": model.n_parameters,
-            "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
-            "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
-            "torch_wall_s": round(min(times), 3), "torch_cpu_s": round(min(cpus), 3),
-            "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
-            "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
+    return round(min(times), 3), round(min(cpus), 3)
 
 
 def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
-          vocab: int | None = None) -> dict:
+          vocab: int | None = None, model_name: str = "gpt2") -> dict:
     """``one`` in a child process under ``/usr/bin/time -v``, capped; the lock held at GPT-2's
     vocabulary (a reduced one, ``vocab``, is a few GiB: no lock)."""
     lock = ["flock", LOCK] if not vocab else []
     cmd = [*lock, "prlimit", f"--as={int(cap_gib * GIB)}", "/usr/bin/time", "-v",
-           sys.executable, __file__, "--one", "--layers", str(layers), "--tokens", str(tokens)]
+           sys.executable, __file__, "--one", "--layers", str(layers), "--tokens", str(tokens),
+           "--model", model_name]
     if vocab:
         cmd += ["--vocab", str(vocab)]
     if result:
@@ -125,7 +142,7 @@ def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
     wall = field("Elapsed (wall clock) time (h:mm:ss or m:ss)")
     parts = [float(x) for x in wall.split(":")] if wall else [0.0]
     wall_s = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
-    row = {"layers": layers, "tokens": tokens, "vocab": vocab or 50257,
+    row = {"model": model_name, "layers": layers, "tokens": tokens, "vocab": vocab or 50257,
            "returncode": p.returncode,
            "user_s": float(field("User time (seconds)") or 0),
            "sys_s": float(field("System time (seconds)") or 0), "wall_s": wall_s,
@@ -173,7 +190,8 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     without a pair; without the 1-layer full-vocabulary run, only the per-layer figures."""
     pairs: dict[int, dict[int, dict]] = {}
     for r in rows:
-        if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r:
+        if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r and (
+                r.get("model", "gpt2") == "gpt2"):
             pairs.setdefault(r.get("vocab", 50257), {})[r["layers"]] = r
     full = pairs.get(50257, {})
     pair = full if len(full) == 2 else next((p for v, p in sorted(pairs.items())
@@ -250,6 +268,30 @@ def _plan_table(plans: list[dict]) -> list[str]:
     return md + [""]
 
 
+def _verify_peak(row: dict) -> str:
+    """The verify's own peak (before torch's step in the same process), where it differs."""
+    v = row.get("verify_peak_rss_gib")
+    return f" (verify {v})" if v is not None and v < row["max_rss_gib"] - 0.05 else ""
+
+
+def _table(rows: list[dict]) -> list[str]:
+    """The runs' table: one row each, its figures, verdict, inconclusive share and phases."""
+    md = ["| layers | tokens | vocab | parameters | CPU s (user + sys) | wall s | max RSS GiB | "
+          "load | torch CPU s | verify / torch (CPU) | verdict | inconclusive (torch_fn) | "
+          "phases: start→peak GiB (CPU s) | |", "|" + "---|" * 14]
+    for r in rows:
+        cpu = r["user_s"] + r["sys_s"]
+        ratio = f"{cpu / r['torch_cpu_s']:.0f}×" if r.get("torch_cpu_s") else "n/a"
+        md.append(f"| {r['layers']} | {r['tokens']} | {r.get('vocab', 50257):,} | "
+                  f"{r.get('parameters', 0):,} | "
+                  f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
+                  f"{r['max_rss_gib']}{_verify_peak(r)} | {r['load_start']} | "
+                  f"{r.get('torch_cpu_s') or 'n/a'} | "
+                  f"{ratio} | {r.get('verdict', _error(r))} | {_inconclusive(r)} | "
+                  f"{_phase_peaks(r)} | {r.get('label', '')} |")
+    return md
+
+
 def render(rows: list[dict], notes: list[str], plans: list[dict] = ()) -> None:
     """reports/benchmark_context.md from the recorded rows."""
     md = ["# GPT-2 at long context (issue 19, item 3)", "",
@@ -261,18 +303,17 @@ def render(rows: list[dict], notes: list[str], plans: list[dict] = ()) -> None:
           "the figure to compare; the load average (1 min) at the start of each run is beside "
           "it. torch: the native module's own float64 forward + backward of the same sample in "
           "the same process (best of 2, CPU s).", "",
-          "| layers | tokens | vocab | parameters | CPU s (user + sys) | wall s | max RSS GiB | load | "
-          "torch CPU s | verify / torch (CPU) | verdict | inconclusive (torch_fn) | phases: "
-          "start→peak GiB (CPU s) | |", "|" + "---|" * 14]
-    for r in rows:
-        cpu = r["user_s"] + r["sys_s"]
-        ratio = f"{cpu / r['torch_cpu_s']:.0f}×" if r.get("torch_cpu_s") else "n/a"
-        md.append(f"| {r['layers']} | {r['tokens']} | {r.get('vocab', 50257):,} | "
-                  f"{r.get('parameters', 0):,} | "
-                  f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
-                  f"{r['max_rss_gib']} | {r['load_start']} | {r.get('torch_cpu_s', 'n/a')} | "
-                  f"{ratio} | {r.get('verdict', _error(r))} | {_inconclusive(r)} | "
-                  f"{_phase_peaks(r)} | {r.get('label', '')} |")
+          *_table([r for r in rows if r.get("model", "gpt2") == "gpt2"])]
+    medium = [r for r in rows if r.get("model") == "gpt2_medium"]
+    if medium:
+        md += ["", "## GPT-2 medium (issue 19: 24 layers, width 1024, 16 heads, ≤ 20 min, "
+               "≤ 16 GB at 64 tokens)", "",
+               "`symgrad verify gpt2_medium --config '{\"n_layers\": L}' --tokens T --samples 1` "
+               "(`GPT_CONFIG_355M`: untied, no qkv biases, 406,212,608 parameters at 24 layers), "
+               "run as the rows above (`--model gpt2_medium`). Max RSS is the process's: it "
+               "includes torch's own step after the verify (the native module's float64 "
+               "parameters and gradients); the verify's own peak is in the phases and the "
+               "note.", "", *_table(medium)]
     cpus = {r.get("cpu_model") for r in rows if r.get("cpu_model")}
     blas = {r.get("blas") for r in rows if r.get("blas")}
     md += ["", f"CPU: {', '.join(sorted(cpus)) or 'n/a'}; {', '.join(sorted(blas)) or ''}.", ""]
@@ -299,7 +340,10 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--layers", default="1", help="comma-separated layer counts")
     ap.add_argument("--tokens", default="128,256,512,1024", help="comma-separated")
-    ap.add_argument("--cap-gib", type=float, default=9.0, help="address-space cap of a run")
+    ap.add_argument("--cap-gib", type=float, default=9.0,
+                    help="address-space cap of a run (prlimit --as); the spilled hi, lo and E "
+                         "are file mappings inside it: 16 B an entry, 2.4 GiB at gpt2, 6.1 GiB "
+                         "at gpt2_medium, beyond the resident set")
     ap.add_argument("--one", action="store_true", help="one run in this process")
     ap.add_argument("--result", default=None, help="--one: write the result's JSON here")
     ap.add_argument("--append", action="store_true", help="add to the recorded rows")
@@ -307,13 +351,15 @@ def main() -> int:
     ap.add_argument("--vocab", type=int, default=None,
                     help="a reduced vocabulary (default GPT-2's 50257; runs without the lock)")
     ap.add_argument("--label", default="", help="the runs' note in the table (e.g. a commit)")
+    ap.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2_medium"],
+                    help="the zoo GPT to run (default gpt2; gpt2_medium: width 1024, 16 heads)")
     ap.add_argument("--plan", action="store_true",
                     help="count the walks' live entries on their plans (--layers, --tokens, "
                          "--vocab), plain and recomputed; no evaluation")
     args = ap.parse_args()
     if args.one:
-        print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab)),
-              flush=True)
+        print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab,
+                             args.model)), flush=True)
         return 0
     keep = args.append or args.render or args.plan  # --plan keeps the rows (it replaced them)
     kept = json.loads(DATA.read_text()) if DATA.exists() and keep else {}
@@ -329,7 +375,7 @@ def main() -> int:
     elif not args.render:
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
-                row = timed(layers, tokens, args.cap_gib, None, args.vocab)
+                row = timed(layers, tokens, args.cap_gib, None, args.vocab, args.model)
                 row["label"] = args.label
                 rows.append(row)
                 DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans},

@@ -31,11 +31,13 @@ DESCRIPTIONS: dict[str, str] = {  # the built-in models ``zoo.names()`` lists, i
 }
 NAMES: list[str] = list(DESCRIPTIONS)
 
-# models only built as tensor programs (``symgrad list`` shows them after ``NAMES``; gpt2 is
-# not in the default report run: GPT-2 124M takes minutes)
+# models only built as tensor programs (``symgrad list`` shows them after ``NAMES``; gpt2 and
+# gpt2_medium are not in the default report run: GPT-2 124M takes minutes)
 TENSOR_ONLY: dict[str, str] = {
     "gpt2": "GPT_CONFIG_124M as a tensor program (163,009,536 parameters); --tokens N, "
-            "--config overrides"}
+            "--config overrides",
+    "gpt2_medium": "GPT-2 medium: 24 layers, width 1024, 16 heads (406,212,608 parameters, "
+                   "untied); --tokens N, --config overrides"}
 
 
 def known(name: str) -> bool:

@@ -39,6 +39,36 @@ import numpy as np
 from ..errors import SymgradError
 
 SPILL_FROM = 50_000_000  # entries of a whole-model array from which it lives in a file mapping
+# samples x (1 + parameters) of one run: hi, lo and E here (16 B an entry), the samples' values in
+# memory (8 B); GPT-2 medium (406M parameters) fits 2 samples (4e8 before the spill: none)
+MAX_ENTRIES = 1_000_000_000
+
+
+def check_entries(name: str, samples: int, parameters: int) -> None:
+    """Refuse a run of more than ``MAX_ENTRIES`` whole-model entries, in one line that says what
+    to do: fewer samples, or, where one sample is past it, a smaller config.
+
+    Arguments:
+        name: the model's name; samples: the run's samples; parameters: the model's parameters.
+    Returns:
+        None (raises ``SymgradError`` past the limit).
+
+    >>> check_entries("m", 2, 10)
+    >>> try:
+    ...     check_entries("big", 1, 2_000_000_000)
+    ... except SymgradError as e:
+    ...     print(str(e).split("; ")[-1])
+    verify a smaller config (--config, e.g. '{"n_layers": 2}')
+    """
+    per = 1 + parameters
+    if samples * per <= MAX_ENTRIES:
+        return
+    fit = MAX_ENTRIES // per
+    fix = (f"use --samples {fit} or fewer" if fit else
+           "verify a smaller config (--config, e.g. '{\"n_layers\": 2}')")
+    raise SymgradError(f"model {name!r}: {samples} sample{'s' * (samples != 1)} x {per} entries "
+                       f"(the loss and its gradient) is too much to compare in one run (limit "
+                       f"{MAX_ENTRIES:.0e} entries); {fix}")
 #                          (the size from which E and lo are float32: ``tensor.upward``)
 _LIVE: "weakref.WeakSet[mmap.mmap]" = weakref.WeakSet()  # the mappings ``release`` drops
 

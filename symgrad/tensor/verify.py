@@ -24,7 +24,6 @@ from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
-from ..errors import SymgradError
 from ..findings import with_proof
 from ..model import round_to
 from ..points import given_samples
@@ -64,12 +63,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if torch_fn is not None:
         torch_backend.check_torch_fn(torch_fn, [b.name for b in model.blocks])
     given = _given(model, at, cfg.dtype) if at is not None else None
-    entries = (at_samples(given) if at is not None else cfg.samples) * (1 + model.n_parameters)
-    if entries > MAX_ENTRIES:
-        raise SymgradError(f"model {model.name!r}: {cfg.samples} samples x "
-                           f"{model.n_parameters} gradient entries is too much to compare in "
-                           f"memory (limit {MAX_ENTRIES:.0e} entries); use --samples "
-                           f"{max(1, MAX_ENTRIES // (1 + model.n_parameters))} or fewer")
+    spill.check_entries(model.name, at_samples(given) if at is not None else cfg.samples,
+                        model.n_parameters)
     with _phase(f"deriving {model.name} ({model.n_nodes} nodes)", cfg, timings, "derive_s"):
         grad = model.gradient
     values = given if given is not None else model.draw(
@@ -321,7 +316,6 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
                            note=with_proof(f.note, cause.explanation)))
     return out
-MAX_ENTRIES = 400_000_000  # samples x gradient entries held as float64 arrays per backend
 NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
 
 

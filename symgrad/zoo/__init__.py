@@ -27,8 +27,9 @@ BUILDERS: dict[str, Callable[[], Model]] = {
 }
 
 # the GPT models, tensor programs of one builder (symgrad.zoo.gpt2): they take config= and
-# tokens=; gpt2 is not in the default report run (GPT-2 124M takes minutes)
-TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "tiny_gpt": gpt2.tiny_gpt}
+# tokens=; gpt2 and gpt2_medium are not in the default report run (GPT-2 124M takes minutes)
+TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "gpt2_medium": gpt2.gpt2_medium,
+                                      "tiny_gpt": gpt2.tiny_gpt}
 
 
 def names() -> list[str]:
@@ -50,8 +51,8 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
     """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
 
     ``config`` (GPT_CONFIG-shaped) and ``tokens`` (the sequence length of a sample) apply to
-    the GPT models ``tiny_gpt`` and ``gpt2``, both tensor programs (``tensor`` is accepted for
-    compatibility: every GPT is one).
+    the GPT models ``tiny_gpt``, ``gpt2`` and ``gpt2_medium``, all tensor programs (``tensor``
+    is accepted for compatibility: every GPT is one).
 
     >>> type(get("tiny_gpt", config={"n_layers": 1})).__name__
     'TensorModel'

@@ -1,6 +1,7 @@
 """GPT-2's building blocks as built-in models (``BLOCKS``: small shapes, each with a native
-torch.nn reference) and the GPT config (``GPTConfig``, ``GPT_CONFIG_124M``, ``load_config``),
-read by the tensor builder ``symgrad.zoo.gpt2`` (the zoo's ``gpt2`` and ``tiny_gpt``).
+torch.nn reference) and the GPT config (``GPTConfig``, ``GPT_CONFIG_124M``, ``GPT_CONFIG_355M``,
+``load_config``), read by the tensor builder ``symgrad.zoo.gpt2`` (the zoo's ``gpt2``,
+``gpt2_medium`` and ``tiny_gpt``).
 
 The config has exactly GPT_CONFIG_124M's keys (vocab_size, context_length, emb_dim, n_heads,
 n_layers, drop_rate, qkv_bias) plus three extensions (tie_weights, bias, gelu). Dropout uses
@@ -26,6 +27,10 @@ from . import native_gpt
 
 GPT_CONFIG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
                    "n_layers": 12, "drop_rate": 0.1, "qkv_bias": False}
+# GPT-2 medium, the book's "gpt2-medium (355M)": GPT_CONFIG_124M at 24 layers of width 1024 with
+# 16 heads (head size 64, as in 124M). 355M is Hugging Face's count (out_head tied to tok_emb,
+# qkv biases); untied and without qkv biases, as the zoo builds it: 406,212,608 parameters
+GPT_CONFIG_355M = {**GPT_CONFIG_124M, "emb_dim": 1024, "n_heads": 16, "n_layers": 24}
 CONFIG_EXTENSIONS = {"tie_weights": False, "bias": True, "gelu": "tanh"}
 TINY_CONFIG = {"vocab_size": 16, "context_length": 8, "emb_dim": 16, "n_heads": 2,
                "n_layers": 2, "drop_rate": 0.1, "qkv_bias": False}

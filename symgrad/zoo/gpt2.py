@@ -1,6 +1,7 @@
 """The GPT-2 family as tensor programs, one builder: ``gpt2`` is GPT_CONFIG_124M exactly
-(163,009,536 parameters), ``tiny_gpt`` the same builder at the small config (7,136 parameters);
-any ``GPTConfig`` builds the same model at other sizes.
+(163,009,536 parameters), ``gpt2_medium`` GPT_CONFIG_355M (24 layers, width 1024, 16 heads;
+406,212,608 parameters untied), ``tiny_gpt`` the same builder at the small config (7,136
+parameters); any ``GPTConfig`` builds the same model at other sizes.
 
 Semantics as in the book: token + position embeddings, ``n_layers`` pre-LayerNorm blocks
 (causal multi-head attention with qkv_bias, out_proj with bias; Linear(C, 4C) -> tanh GELU ->
@@ -24,7 +25,7 @@ from .. import tensor as st
 from ..domains import Bernoulli, Integers, Normal
 from ..errors import SymgradError
 from ..tensor.model import TensorModel
-from .gpt import GPT_CONFIG_124M, GPTConfig
+from .gpt import GPT_CONFIG_124M, GPT_CONFIG_355M, GPTConfig
 from . import native_gpt
 
 
@@ -146,11 +147,39 @@ def gpt2(config: dict | None = None, *, tokens: int | None = 64,
          dropout: bool = False) -> TensorModel:
     """GPT_CONFIG_124M (optionally overridden by ``config`` keys) at ``tokens`` tokens
     (default 64, or context_length if smaller)."""
-    merged = {**GPT_CONFIG_124M, **(config or {})}
+    return _released(GPT_CONFIG_124M, config, tokens=tokens, dropout=dropout, name="gpt2")
+
+
+def gpt2_medium(config: dict | None = None, *, tokens: int | None = 64,
+                dropout: bool = False) -> TensorModel:
+    """GPT-2 medium, ``GPT_CONFIG_355M`` (24 layers, width 1024, 16 heads; untied:
+    406,212,608 parameters), optionally overridden by ``config`` keys, at ``tokens`` tokens
+    (default 64, or context_length if smaller): ``gpt2`` at the larger size.
+
+    Arguments:
+        config: GPT_CONFIG-shaped overrides (e.g. ``{"n_layers": 2}``).
+        tokens: the sequence length of a sample (<= context_length, 1024).
+        dropout: keep-mask inputs at every dropout site; off by default.
+    Returns:
+        A ``TensorModel`` named ``gpt2_medium``.
+
+    >>> m = gpt2_medium({"n_layers": 1, "vocab_size": 64}, tokens=4)
+    >>> m.gpt_config.emb_dim, m.gpt_config.n_heads, m.n_parameters
+    (1024, 16, 13774848)
+    """
+    return _released(GPT_CONFIG_355M, config, tokens=tokens, dropout=dropout,
+                     name="gpt2_medium")
+
+
+def _released(base: dict, config: dict | None, *, tokens: int | None, dropout: bool,
+              name: str) -> TensorModel:
+    """A released GPT-2 size (``base``, overridden by ``config``) at ``tokens`` tokens (None:
+    64, or context_length if smaller)."""
+    merged = {**base, **(config or {})}
     if tokens is None:
         tokens = min(64, merged["context_length"]) if isinstance(
             merged["context_length"], int) else 64
-    return gpt(merged, tokens=tokens, dropout=dropout, name="gpt2")
+    return gpt(merged, tokens=tokens, dropout=dropout, name=name)
 
 
 def tiny_gpt(config: dict | None = None, *, tokens: int | None = None,

@@ -271,3 +271,21 @@ def test_the_sigmoid_search_is_skipped_only_where_no_node_can_match(monkeypatch)
     assert all(back for _, back in with_skip[:len(found)])
     monkeypatch.setattr(tvj, "_may_match", lambda expr, pattern: True)
     assert [tvj.marked(b) for b in bodies] == with_skip
+
+
+def test_torchs_body_is_differentiated_as_sympy_diff_would():
+    """``torch_vjp`` differentiates the marked body (its opaque ops' derivatives torch's
+    formulas) with ``localdiff.diff``: the same body as ``sympy.diff`` gives, for each operand."""
+    import sympy as sp
+    from symgrad.tensor import torch_vjp as tvj
+    from symgrad.tensor.program import X
+    silu = OPS["silu"].computed
+    bodies = [1 / (1 + sp.exp(-X[0] * X[1])), sp.tanh(X[0] + X[1]) ** 2 * X[1],
+              X[1] * silu.xreplace({X0: X[0] - X[1]}), sp.Max(X[0], sp.tanh(X[1]))]
+    for body in bodies:
+        marked, back = tvj.marked(body)
+        assert back, body
+        for i in (0, 1):
+            want = sp.diff(marked, X[i])
+            got = tvj.diff(marked, X[i])
+            assert got == want and sp.srepr(got) == sp.srepr(want), (body, i)

@@ -30,6 +30,7 @@ from typing import Callable
 import sympy as sp
 
 from ..optable import TORCH_BACKWARD, X0
+from .localdiff import diff
 from .program import X
 from .rename import rename
 
@@ -163,7 +164,7 @@ def torch_vjp(expr: sp.Expr, i: int, used: tuple[int, ...], *,
     body, back = _marked(expr)
     if not back:
         return None
-    d = finish(_restore(sp.diff(body, X[i]), back))
+    d = finish(_restore(diff(body, X[i]), back))  # sympy.diff's expression, cheaper
     if d == 0 or not d.free_symbols <= {X[j] for j in used}:
         return None
     return X[0] * rename(d, {X[j]: X[m + 1] for m, j in enumerate(used)})

@@ -12,7 +12,9 @@ shared: wall time follows the load, CPU time much less). Targets:
   answer is a digest of every ``verify`` the workload made (per backend: the status, the exact
   value's two parts, the allowance, the kink positions, the sides and undecided rows, hashed),
   so "same answers" means every compared entry's verdict and number is the same, not only the
-  summary line.
+  summary line. A side's label may name a step by its sympy ``Dummy`` index (``z#2489310``),
+  whose base sympy draws at random in each process: the indices are numbered by first
+  appearance within each verify (before that, work:ops's digest changed from run to run).
 
 Usage::
 
@@ -34,7 +36,7 @@ import sys
 from pathlib import Path
 
 CHILD = r"""
-import hashlib, json, resource, sys, warnings
+import hashlib, json, re, resource, sys, warnings
 warnings.simplefilter("ignore")
 import numpy as np
 import symgrad.tensor.verify as tv
@@ -47,6 +49,10 @@ def _h(a):
     a = np.ascontiguousarray(np.asarray(a))
     return hashlib.sha1(a.tobytes() + str(a.dtype).encode() + str(a.shape).encode()).hexdigest()[:12]
 
+def _renumbered(text):  # sympy's Dummy indices ("z#2489310" in a side's label) start at a
+    seen = {}  # random base per process: numbered by first appearance within one verify
+    return re.sub(r"#(\d+)", lambda m: "#%d" % seen.setdefault(m.group(1), len(seen)), text)
+
 def digest(*args, **kwargs):
     res = _verify(*args, **kwargs)
     d = {}
@@ -54,7 +60,7 @@ def digest(*args, **kwargs):
         d[name] = [_h(c.status), _h(c.expected), _h(c.exact_lo), _h(c.allowed_ulps),
                    _h(c.kink_position), repr(sorted((c.side or {}).items())),
                    repr(sorted((c.undecided or {}).items()))]
-    digests.append(d)
+    digests.append(json.loads(_renumbered(json.dumps(d))))
     return res
 
 tv.verify_tensor = digest

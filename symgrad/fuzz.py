@@ -30,6 +30,8 @@ class Disagreement:
     cause: str  # a root-cause class, or "unexplained"
     explanation: str
     reproducer: str
+    index: int = -1  # the draw it came from (model ``fuzz{index}``): a report's first n draws
+    #                  are ``fuzz(n)``'s with the same seed (``tests/test_fuzz.py`` reads them)
 
 
 @dataclass
@@ -116,7 +118,7 @@ def fuzz(budget: int = 100, *, seed: int = 0, samples: int = 20, depth: int = 4,
             report.disagreements.append(Disagreement(
                 str(expr), "symgrad", "unsupported", "symgrad refuses the model with a clear "
                 "error (e.g. its derivative needs a function outside the vocabulary)",
-                f"{expr}: {exc}"))
+                f"{expr}: {exc}", i))
             continue
         report.verified += 1
         if not result.failures:
@@ -131,7 +133,7 @@ def fuzz(budget: int = 100, *, seed: int = 0, samples: int = 20, depth: int = 4,
             report.disagreements.append(Disagreement(
                 str(expr), f.backend, cause, why,
                 f"{f.backend}: {f.output} of {expr} at {point}: expected {f.expected!r}, "
-                f"got {f.got!r} ({f.kind})"))
+                f"got {f.got!r} ({f.kind})", i))
         if progress and (i + 1) % max(1, budget // 20) == 0:
             print(f"\r  fuzz {i + 1}/{budget}", end="", file=sys.stderr, flush=True)
     if progress:

@@ -1,13 +1,35 @@
+import contextlib
+import io
+
+import pytest
 import sympy as sp
 
+import symgrad.commands as commands
 from symgrad.cli import main
 from symgrad.fuzz import _cause, fuzz
 
 
-def test_fuzz_1000_has_no_crash_and_no_unexplained_disagreement(capsys):
+@pytest.fixture(scope="module")
+def fuzz_1000():
+    """`symgrad fuzz --budget 1000 --seed 0` as CI runs it, once for the module: its exit code,
+    its output and the report the command printed (the CLI's own ``fuzz`` call, recorded)."""
+    reports = []
+
+    def recorded(*args, **kwargs):
+        reports.append(fuzz(*args, **kwargs))
+        return reports[-1]
+    out = io.StringIO()
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stdout(out):
+        mp.setattr(commands, "fuzz", recorded)
+        code = main(["fuzz", "--budget", "1000", "--seed", "0"])
+    assert len(reports) == 1
+    return code, out.getvalue(), reports[0]
+
+
+def test_fuzz_1000_has_no_crash_and_no_unexplained_disagreement(fuzz_1000):
     """`symgrad fuzz --budget 1000` as CI runs it (~12 s on 2 cores)."""
-    assert main(["fuzz", "--budget", "1000", "--seed", "0"]) == 0
-    out = capsys.readouterr().out
+    code, out, _ = fuzz_1000
+    assert code == 0
     assert "expressions verified" in out and "UNEXPLAINED" not in out
 
 
@@ -30,10 +52,19 @@ def test_each_root_cause_class_is_triggered():
     assert causes == {k: k for k in causes}
 
 
-def test_real_fuzz_finds_domains_and_refusals():
+def test_real_fuzz_finds_domains_and_refusals(fuzz_1000):
     # (the "where-traps" this once found, e.g. Max(v, log(x)) at x < 0, were the old oracle
     # calling a gradient finite where the model itself is NaN: the certified oracle says domain)
-    report = fuzz(400, seed=0)
-    found = {d.cause for d in report.disagreements}
-    assert {"domain", "unsupported"} <= found
-    assert not report.unexplained
+    # fuzz(400, seed=0): the first 400 draws of the module's fuzz(1000, seed=0), not run again
+    report = fuzz_1000[2]
+    first = [d for d in report.disagreements if 0 <= d.index < 400]
+    assert {"domain", "unsupported"} <= {d.cause for d in first}
+    assert not [d for d in first if d.cause == "unexplained"]
+
+
+def test_a_report_s_first_draws_are_the_shorter_fuzz_s():
+    """What the test above relies on: ``fuzz(n)``'s disagreements are the first n draws' of a
+    longer run with the same seed, each with its draw's index."""
+    short, long = fuzz(12, seed=0, samples=4), fuzz(30, seed=0, samples=4)
+    assert short.disagreements and all(0 <= d.index < 12 for d in short.disagreements)
+    assert short.disagreements == [d for d in long.disagreements if d.index < 12]

@@ -168,3 +168,25 @@ def test_the_local_derivative_cache_is_bounded_and_a_dropped_body_is_derived_the
     again = bodies_of_gradient()
     assert len(derive._LOCAL) == 2
     assert first == wide and again == wide
+
+
+def test_a_map_is_differentiated_only_by_operands_on_a_path_to_a_parameter(monkeypatch):
+    """An input's and a kink selector's operand slot is never differentiated (its cotangent is
+    thrown away): ``_local`` and torch's form are asked only about the parameter's slot, and
+    the gradient is the same as when every slot is differentiated."""
+    w, x = st.param("w", (3,)), st.input("x", (3,))
+    body = sp.tanh(st.X[0] * st.X[1]) + sp.sin(st.X[1])
+    L = st.sum_(st.map_(body, w, x))
+    asked = []
+    local = derive._local
+    monkeypatch.setattr(derive, "_local", lambda e, i, k: asked.append(i) or local(e, i, k))
+    g = st.gradient(L, [w])
+    assert asked == [0]
+    every = derive._vjp_map  # the rule without the wanted slots: both slots differentiated
+    monkeypatch.setattr(derive, "_local", local)
+    node = L.args[0]
+    assert len([d for d in every(node, st.const(1.0, "g")) if d is not None]) == 2
+    values = {"w": np.array([[0.3, -1.2, 2.0]]), "x": np.array([[1.5, 0.7, -0.4]])}
+    got = evaluate(g, NumpyOps("float64"), values)[0]
+    t = 1 - np.tanh(values["w"] * values["x"]) ** 2
+    np.testing.assert_allclose(got, values["x"] * t, rtol=1e-15)

@@ -248,3 +248,44 @@ def test_the_product_ops_search_is_skipped_only_where_no_op_can_be_kept(monkeypa
     assert [tvj.marked(b) for b in [*whole, *other, soft]] == with_skip
     for body, (_, back) in zip(whole, with_skip):
         assert set(back.values()) & {silu, mish}, (body, back)
+
+
+def test_the_sigmoid_search_is_skipped_only_where_no_node_can_match(monkeypatch):
+    """``torch_vjp._may_match`` spares sympy's search for sigmoid's ``1/(1 + exp(-w))`` (a
+    match attempt at every node) only in a body with no ``(.. + exp(..))**-1`` node: ``marked``
+    gives the same body and map with and without it on bodies where sigmoid is found (fused,
+    divided, written exp(x)/(exp(x) + 1)), where the search runs and finds nothing, and where it
+    is skipped (softplus, a square, exp beside a reciprocal)."""
+    import sympy as sp
+    from symgrad.tensor import torch_vjp as tvj
+    from symgrad.tensor.program import X
+    found = [1 / (1 + sp.exp(-X[0] * X[1])), X[1] / (1 + sp.exp(-X[0])) + X[2],
+             sp.exp(X[0]) / (sp.exp(X[0]) + 1)]
+    searched = [1 / (2 + sp.exp(-X[0])), X[1] / (sp.exp(X[0]) + X[1])]
+    skipped = [sp.log(1 + sp.exp(X[0])), (1 + sp.exp(X[0])) ** 2, X[0] * sp.exp(X[1]) + 1 / X[1]]
+    sigmoid = next(p for p, _, key, _ in tvj._ops() if key.is_Pow)
+    assert [tvj._may_match(b, sigmoid) for b in found + searched + skipped] == [True] * 5 + [
+        False] * 3
+    bodies = found + searched + skipped
+    with_skip = [tvj.marked(b) for b in bodies]
+    assert all(back for _, back in with_skip[:len(found)])
+    monkeypatch.setattr(tvj, "_may_match", lambda expr, pattern: True)
+    assert [tvj.marked(b) for b in bodies] == with_skip
+
+
+def test_torchs_body_is_differentiated_as_sympy_diff_would():
+    """``torch_vjp`` differentiates the marked body (its opaque ops' derivatives torch's
+    formulas) with ``localdiff.diff``: the same body as ``sympy.diff`` gives, for each operand."""
+    import sympy as sp
+    from symgrad.tensor import torch_vjp as tvj
+    from symgrad.tensor.program import X
+    silu = OPS["silu"].computed
+    bodies = [1 / (1 + sp.exp(-X[0] * X[1])), sp.tanh(X[0] + X[1]) ** 2 * X[1],
+              X[1] * silu.xreplace({X0: X[0] - X[1]}), sp.Max(X[0], sp.tanh(X[1]))]
+    for body in bodies:
+        marked, back = tvj.marked(body)
+        assert back, body
+        for i in (0, 1):
+            want = sp.diff(marked, X[i])
+            got = tvj.diff(marked, X[i])
+            assert got == want and sp.srepr(got) == sp.srepr(want), (body, i)

@@ -105,11 +105,14 @@ def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Exp
     return _TORCH[key]
 
 
-def _vjp_map(node: Node, g: Node) -> list:
+def _vjp_map(node: Node, g: Node, need: Sequence[bool] | None = None) -> list:
+    """``need[i]`` False: operand i's cotangent is not wanted (an input, a kink selector: no
+    path to a parameter), so its body is not differentiated at all (None, as for a constant)."""
     expr = node.attrs["expr"]
     out = []
     for i, a in enumerate(node.args):
-        found = _local(expr, i, len(node.args)) if differentiable(a) else None
+        wanted = differentiable(a) and (need is None or need[i])
+        found = _local(expr, i, len(node.args)) if wanted else None
         if found is None:
             out.append(None)
             continue
@@ -245,7 +248,11 @@ def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
                 contributions[node.id] = parts
             continue
         g = add_all(parts)
-        grads = VJP[node.op](node, g)
+        rule = VJP[node.op]
+        if rule is _vjp_map:  # a map body is differentiated only by the operands that matter
+            grads = _vjp_map(node, g, [a.id in live for a in node.args])
+        else:  # any other rule (or one put in VJP's place, as a test's planted wrong rule)
+            grads = rule(node, g)
         for a, ga in zip(node.args, grads):
             if ga is not None and a.id in live:
                 contributions.setdefault(a.id, []).append(ga)

@@ -55,5 +55,8 @@ def test_out_of_vocabulary_id_is_a_domain_failure():
     ids, tok = sg.matrix("ids", 2), sg.matrix("tok", 3, 2)
     m = sg.Model("oov", ops.total(ops.embedding(ids, tok)), params=[tok],
                  inputs={ids: sg.Integers(0, 5)})  # ids 3..5 have no row
-    r = sg.verify(m, samples=30, seed=0)
+    with pytest.raises(sg.SymgradError, match=r"a lookup by ids_\{1\} with no row for the "
+                       r"index drawn \(rows for ids_\{1\} = 0, 1, 2 only\)"):
+        sg.verify(m, samples=30, seed=0)  # drawn ids past the table: refused before running
+    r = sg.verify(m, at={"ids": np.array([1, 4]), "tok": np.arange(6.0).reshape(3, 2)})
     assert r.verdict == "fail" and {f.kind for f in r.failures} == {"domain"}

@@ -108,11 +108,31 @@ def _words(node: Node) -> str:
     names; any other node by its kind."""
     tag = node.attrs.get("step")
     if tag is not None:
-        return str(tag.expr)
+        return _lookup(tag.expr) or str(tag.expr)
     if node.op == "map":
         names = {X[i]: sp.Symbol(a.name or f"x{i}") for i, a in enumerate(node.args)}
-        return str(node.attrs["expr"].xreplace(names))
+        expr = node.attrs["expr"].xreplace(names)
+        return _lookup(expr) or str(expr)
     return f"the {node.op} step{f' {node.name}' if node.name else ''}"
+
+
+def _lookup(expr) -> str | None:
+    """A table lookup (a Piecewise of Eq(index, k) rows, NaN otherwise: ``ops.embedding``) in
+    words: the index and the rows it has, not the Piecewise.
+
+    >>> i, a, b = sp.symbols("i a b")
+    >>> _lookup(sp.Piecewise((a, sp.Eq(i, 0)), (b, sp.Eq(i, 1)), (sp.nan, True)))
+    'a lookup by i with no row for the index drawn (rows for i = 0, 1 only)'
+    """
+    if not isinstance(expr, sp.Piecewise) or expr.args[-1].expr is not sp.nan:
+        return None
+    conds = [c for _, c in expr.args[:-1]]
+    if not conds or not all(isinstance(c, sp.Eq) and c.rhs.is_Integer for c in conds) \
+            or len({c.lhs for c in conds}) != 1:
+        return None
+    index = conds[0].lhs
+    return (f"a lookup by {index} with no row for the index drawn (rows for {index} = "
+            f"{', '.join(str(c.rhs) for c in conds)} only)")
 
 
 def _short(v) -> str:

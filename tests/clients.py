@@ -325,3 +325,29 @@ class Square(torch.autograd.Function):
     def backward(ctx, g):
         (u,) = ctx.saved_tensors
         return g * 2 * u * (1 + Square.ERR)
+
+
+class MaskedMean(torch.autograd.Function):
+    """The mean of the rows of x (N, D) where mask (N,) is 1."""
+
+    @staticmethod
+    def forward(ctx, x, mask):
+        m = mask.to(x.dtype)
+        count = m.sum().clamp_min(1.0)
+        ctx.save_for_backward(m, count)
+        return (x * m[:, None]).sum(0) / count
+
+    @staticmethod
+    def backward(ctx, g):
+        m, count = ctx.saved_tensors
+        return g[None, :] * m[:, None] / count, None
+
+
+class LeakyMaskedMean(MaskedMean):
+    """The planted bug (newuser6's BuggyMaskedMean): a clamp in the backward only, so masked rows
+    get 1e-7, not 0."""
+
+    @staticmethod
+    def backward(ctx, g):
+        m, count = ctx.saved_tensors
+        return g[None, :] * m.clamp_min(1e-7)[:, None] / count, None

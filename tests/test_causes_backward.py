@@ -16,36 +16,12 @@ import torch
 
 import symgrad as sg
 from symgrad.causes import Context, Entries, named
+from tests.clients import LeakyMaskedMean, MaskedMean
 
 LEAK = "gradient leaks into entries the output does not depend on"
 DETACHED = "no gradient reaches {}: detached or not returned by the backward"
 F32 = "float32 arithmetic inside the float64 backward, likely"
 REAL = "[cause: derivative wrong: real derivative error]"
-
-
-class MaskedMean(torch.autograd.Function):
-    """The mean of the rows of x (N, D) where mask (N,) is 1."""
-
-    @staticmethod
-    def forward(ctx, x, mask):
-        m = mask.to(x.dtype)
-        count = m.sum().clamp_min(1.0)
-        ctx.save_for_backward(m, count)
-        return (x * m[:, None]).sum(0) / count
-
-    @staticmethod
-    def backward(ctx, g):
-        m, count = ctx.saved_tensors
-        return g[None, :] * m[:, None] / count, None
-
-
-class LeakyMaskedMean(MaskedMean):
-    """newuser6's BuggyMaskedMean: the mask clamped in the backward only (1e-7 leaks)."""
-
-    @staticmethod
-    def backward(ctx, g):
-        m, count = ctx.saved_tensors
-        return g[None, :] * m.clamp_min(1e-7)[:, None] / count, None
 
 
 class ScaledSigmoid(torch.autograd.Function):

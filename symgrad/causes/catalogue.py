@@ -63,12 +63,11 @@ def _bce_log_clamp(ctx: Context, failure, rel: float) -> str | None:
     """float32/bfloat16: the sigmoid rounds to 0 or 1, BCELoss's log(0) is clamped at -100."""
     if failure.output != "value" or not np.isfinite(ctx.value_got) or ctx.value_got < 99:
         return None
-    eps = dtype_info(ctx.dtype).eps
-    for p, _ in ctx.ops.get("bce_sigmoid", []):
-        if min(p, 1 - p) < eps / 2:
-            return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} in {ctx.dtype}; loss "
-                    f"{ctx.value_got:g} instead of {ctx.value_expected:.6g}")
-    return None
+    p = _rounded_probability(ctx)
+    if p is None:
+        return None
+    return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} in {ctx.dtype}; loss "
+            f"{ctx.value_got:g} instead of {ctx.value_expected:.6g}")
 
 
 def _bce_eps_underflow(ctx: Context, failure, rel: float) -> str | None:
@@ -76,12 +75,18 @@ def _bce_eps_underflow(ctx: Context, failure, rel: float) -> str | None:
     sigmoid that rounds to 0 or 1 makes it 0/0 (NaN) or 1/0 (inf)."""
     if failure.output == "value" or not rounds_to_zero(BCE_EPS, ctx.dtype):
         return None
+    p = _rounded_probability(ctx)
+    if p is None:
+        return None
+    return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} and {BCE_EPS:g} rounds "
+            f"to 0 in {ctx.dtype}: max(p(1-p), {BCE_EPS:g}) = 0")
+
+
+def _rounded_probability(ctx: Context):
+    """The first probability a BCE reads (``ctx.ops["bce_sigmoid"]``) that rounds to 0 or 1 in
+    the run's dtype, else None."""
     eps = dtype_info(ctx.dtype).eps
-    for p, _ in ctx.ops.get("bce_sigmoid", []):
-        if min(p, 1 - p) < eps / 2:
-            return (f"p = {float(p):.9g} rounds to {0 if p < 0.5 else 1} and {BCE_EPS:g} rounds "
-                    f"to 0 in {ctx.dtype}: max(p(1-p), {BCE_EPS:g}) = 0")
-    return None
+    return next((p for p, _ in ctx.ops.get("bce_sigmoid", []) if min(p, 1 - p) < eps / 2), None)
 
 
 def _norm_clamp(ctx: Context, failure, rel: float) -> str | None:

@@ -112,7 +112,7 @@ def fuzz(budget: int = 100, *, seed: int = 0, samples: int = 20, depth: int = 4,
             report.disagreements.append(Disagreement(
                 str(expr), "symgrad", "domain", "the model is undefined at samples of its "
                 "declared domains (log/sqrt of a negative, division by zero): refused, not a "
-                "backend error", f"{expr}: {exc}"))
+                "backend error", f"{expr}: {exc}", i))
             continue
         except SymgradError as exc:  # a clear refusal, not a crash: counted with its reason
             report.disagreements.append(Disagreement(

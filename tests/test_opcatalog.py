@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from symgrad.errors import SymgradError
 from symgrad.opcatalog import CATALOGUE, Arg, Op, OpsConfig, by_name, run_ops
 from symgrad.opcatalog.build import first_order
 from symgrad.opcatalog.inputs import samples
-from symgrad.opcatalog.report import as_html, as_markdown, from_json, redraw, snippet, \
+from symgrad.opcatalog.report import as_html, as_json, as_markdown, from_json, redraw, snippet, \
     table_rows
 from symgrad.opcatalog.run import run_one
 
@@ -177,6 +178,16 @@ def test_ops_page_renders_markdown_and_shows_the_table_first():
     assert "<code>torch_fn</code>" in page and "<em>inconclusive</em>" in page
     md = as_markdown(report)
     assert md.index("## Every operator") < md.index("## Findings")
+
+
+def test_a_run_s_pages_say_what_its_json_holds():
+    """The Markdown written beside ops.json reads the timings as the JSON rounds them: a
+    gradcheck_s of 15.3549 (15.35 in the JSON) read "15.4" in the page and "15.3" when drawn
+    again from the JSON, so a regenerated catalogue failed the test below."""
+    report = from_json(json.loads(REPORT.read_text()))
+    report = replace(report, seconds=327.6249, timing={**report.timing, "gradcheck_s": 15.3549})
+    again = from_json(json.loads(json.dumps(as_json(report))))
+    assert as_markdown(report) == as_markdown(again)
 
 
 def test_committed_ops_pages_are_drawn_from_the_committed_json(tmp_path):

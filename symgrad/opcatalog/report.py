@@ -285,8 +285,8 @@ def as_markdown(report: OpsReport) -> str:
         seen.setdefault((f.op, f.cause), set()).add(f"{f.dtype} {f.order}")
     out += [f"- {op}: {cause} [{', '.join(sorted(where))}]" for (op, cause), where in seen.items()]
     out += ["", "## Timing", "",
-            f"{report.seconds:.1f} s in all: " + ", ".join(
-                f"{k} {v:.1f} s" for k, v in sorted(report.timing.items())), ""]
+            f"{round(report.seconds, 2):.1f} s in all: " + ", ".join(  # as ops.json holds
+                f"{k} {round(v, 2):.1f} s" for k, v in sorted(report.timing.items())), ""]
     return "\n".join(out)
 
 

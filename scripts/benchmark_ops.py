@@ -18,7 +18,7 @@ import time
 from pathlib import Path
 
 from symgrad.opcatalog import OpsConfig, run_ops
-from symgrad.report.atomic import write_text
+from symgrad.atomic import write_text
 
 TARGET_S = 300.0  # the target: float64 + float32 within 5 minutes
 

@@ -39,7 +39,7 @@ from typing import Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 
 W64 = json.dumps({"vocab_size": 1024, "context_length": 32, "emb_dim": 64, "n_heads": 4,
                   "n_layers": 4, "drop_rate": 0.1})

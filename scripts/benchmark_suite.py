@@ -36,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 
 TOP = 10
 

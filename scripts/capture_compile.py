@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
 from symgrad.modules.paths import PATHS, skip_reason, wrapper  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 
 
 TARGET_SECONDS = 120  # issue 18: one path's verification at batch 2, 64x64, float32, 2 cores

@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 from tests import clients as C  # noqa: E402
 
 

@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 import torch  # noqa: E402
 
 import symgrad as sg  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 from tests import test_capture_layout as layout  # noqa: E402
 from tests import test_capture_sweep as sweep  # noqa: E402
 

@@ -40,7 +40,7 @@ from symgrad.opcatalog.build import READOUT, direction_name, first_order, second
 from symgrad.opcatalog.inputs import readout  # noqa: E402
 from symgrad.opcatalog.run import OpsConfig, _rng, _second, _verify_cfg  # noqa: E402
 from symgrad.opcatalog.table import by_name  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 
 EPS = "1e-20"  # the one-sided step of the exact check (30 digits: sides agree to ~1e-20)
 DPS = 30

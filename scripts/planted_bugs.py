@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 import symgrad as sg  # noqa: E402
 from symgrad import SymgradError, zoo  # noqa: E402
 from symgrad.modules import plan as make_plan  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 from tests.gptmodels import book  # noqa: E402
 from tests.gptmodels.bugs import BUGS  # noqa: E402
 

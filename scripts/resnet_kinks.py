@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT / "scripts"))
 
 import symgrad as sg  # noqa: E402
 from symgrad.config import VerifyConfig  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 from symgrad.tensor import rejudging, sides as sides_module  # noqa: E402
 from symgrad.tensor.kinks import reached, sided  # noqa: E402
 from symgrad.tensor.tables import oracle_ops  # noqa: E402

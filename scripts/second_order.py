@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import symgrad as sg  # noqa: E402
 from symgrad import hvp_mutants, zoo  # noqa: E402
-from symgrad.report.atomic import write_text  # noqa: E402
+from symgrad.atomic import write_text  # noqa: E402
 from tests.test_hvp import (MUTANTS, _gelu_mutant, _log1p_mutant, _near_zero,  # noqa: E402
                             _relu_max, neuron_fn, neuron_prod_fn, simplenet_fn)
 

@@ -9,7 +9,7 @@ import symgrad as sg
 from symgrad import zoo
 
 from symgrad.cli import main
-from symgrad.report.atomic import write_text
+from symgrad.atomic import write_text
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +62,7 @@ def test_atomic_write_leaves_old_file_on_failure(tmp_path, monkeypatch):
 
 
 def test_interrupted_write_keeps_the_previous_set(report_dir, monkeypatch):
-    from symgrad.report import atomic
+    from symgrad import atomic
     before = {p.name: p.read_bytes() for p in report_dir.iterdir()}
     calls = []
 

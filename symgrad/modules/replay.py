@@ -1,7 +1,7 @@
 """A failing sample of ``sg.verify(module=, inputs=)`` saved so that the user can run it again:
 one ``.pt`` file per failing sample (its parameters and buffers by the module's own names, its
 inputs and targets as the module takes them), written atomically (a file is whole or absent:
-``_write``), its path in the finding's point.
+``atomic.write_bytes``), its path in the finding's point.
 
 >>> import torch, tempfile
 >>> from symgrad.capture.captured import capture
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -26,6 +25,7 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_unflatten
 
+from ..atomic import write_bytes
 from ..capture.captured import Captured
 from ..capture.names import own_labels
 from ..result import Result
@@ -69,22 +69,8 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in captured.model.name)
     digest = hashlib.sha1(data).hexdigest()[:10]  # another run's sample: another file
     path = Path(directory or DIRECTORY) / f"{name}-sample{k}-{digest}.pt"
-    _write(path, data)
+    write_bytes(path, data)  # whole or absent
     return path
-
-
-def _write(path: Path, data: bytes) -> None:
-    """``data`` written beside ``path`` and renamed over it (``report.atomic.write_bytes``
-    does the same, but importing it runs the ``report`` package, floors above this one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def with_saved_samples(result: Result, captured: Captured, at: dict, *,

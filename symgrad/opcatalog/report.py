@@ -16,7 +16,7 @@ import numpy as np
 
 from ..compare import Tolerance, dtype_info
 from ..present.htmlpage import inline, page
-from ..report.atomic import write_text
+from ..atomic import write_text
 from ..version import __version__
 from .run import Finding, OpsConfig, OpsReport, Order, Row
 from .table import CATALOGUE, by_name

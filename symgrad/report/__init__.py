@@ -15,7 +15,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from ..present.htmlpage import inline, page
-from .atomic import write_set
+from ..atomic import write_set
 from .pages import gradient_formulas, model_formulas, model_html, model_json, model_markdown
 from .plots import ulp_histogram
 from .tables import Entry, backend_rows, badge, environment, model_rows, tally, verdict_rule, \

@@ -6,7 +6,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from ..errors import SymgradError
+from .errors import SymgradError
 
 
 def write_bytes(path: Path, data: bytes) -> None:

@@ -218,7 +218,8 @@ class ResultText:
 # a cause's explanation a line keeps whole (``_kept``): where the forward departs, or that it
 # agrees everywhere compared
 KEPT = ("the forward first departs at", "the forward agrees at every compared intermediate")
-KEPT_CAUSES = ("function differs", "norm's eps clamp not differentiated")  # the why is data
+CLAMP_NOT_DIFFERENTIATED = "norm's eps clamp not differentiated"  # causes.catalogue's name
+KEPT_CAUSES = ("function differs", CLAMP_NOT_DIFFERENTIATED)  # the why is data
 
 
 def short_note(note: str, cause: str = "") -> str:

@@ -20,6 +20,7 @@ import numpy as np
 
 from ..compare import dtype_info
 from ..logistic import adjoint_cancellation
+from ..result_text import CLAMP_NOT_DIFFERENTIATED  # its line keeps the why (KEPT_CAUSES)
 from .kinds import Cause, Context
 
 
@@ -37,7 +38,6 @@ class Entry:
     #                          non-finite kind (where-trap, intermediate overflow), not after
 
 
-CLAMP_NOT_DIFFERENTIATED = "norm's eps clamp not differentiated"  # its line keeps the why
 BCE_EPS = 1e-12  # nn.BCELoss's backward: (p - y) / max(p (1 - p), 1e-12) (torch's EPSILON)
 
 

@@ -24,8 +24,8 @@ from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
+from ..domains import round_to
 from ..findings import with_proof
-from ..model import round_to
 from ..points import given_samples
 from ..measures import STREAM_FROM
 from ..result import BackendRun, Result

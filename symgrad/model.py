@@ -24,7 +24,7 @@ from .errors import SymgradError
 from .graph import Graph
 from .stable import Rewriter
 from .tensor.front import to_program
-from .tensor.model import TensorModel
+from .tensor.model import ModelBase, TensorModel
 
 
 @dataclass(frozen=True)
@@ -43,7 +43,7 @@ class Block:
         return [f"{self.name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*self.shape)]
 
 
-class Model:
+class Model(ModelBase):
     """A scalar loss as a function of parameters and inputs, written once in sympy.
 
     Arguments:
@@ -116,13 +116,6 @@ class Model:
         # as x_1 (``symgrad.present.names.layer_names``)
         self.layer_names: frozenset[str] = frozenset()
 
-    def __getstate__(self) -> dict:
-        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
-        not pickle): a Dask worker derives the model again once and keeps it."""
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
-
     def as_program(self) -> TensorModel:
         """The model as the tensor program ``sg.verify`` verifies (``symgrad.tensor.front``:
         one shape-() map node per step), built once and cached: the program caches its own
@@ -155,15 +148,7 @@ class Model:
         """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""
         return expr.xreplace(self._changed) if self._changed else expr
 
-    # ----- views of the blocks
-    @property
-    def param_blocks(self) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if b.is_param)
-
-    @property
-    def input_blocks(self) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if not b.is_param)
-
+    # ----- views of the blocks (param_blocks, input_blocks: ModelBase's)
     @property
     def params(self) -> list[sp.Symbol]:
         """Real leaf symbols of the parameters, in entry order."""

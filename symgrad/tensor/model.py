@@ -81,7 +81,33 @@ class Outputs(Sequence):
         return "value" if int(k) == 0 else self.entries[int(k) - 1]
 
 
-class TensorModel:
+class ModelBase:
+    """What every model type shares (``sg.Model``, ``TensorModel``): ``blocks`` (parameters
+    first, then inputs) and their two views, a ``_cache`` dropped when pickled, and the one
+    protocol every caller reads instead of asking which type it holds: ``as_program()``, the
+    tensor program ``sg.verify`` verifies (each type defines it; a ``TensorModel`` is its
+    own)."""
+
+    blocks: tuple
+    _cache: dict
+
+    @property
+    def param_blocks(self) -> tuple:
+        return tuple(b for b in self.blocks if b.is_param)
+
+    @property
+    def input_blocks(self) -> tuple:
+        return tuple(b for b in self.blocks if not b.is_param)
+
+    def __getstate__(self) -> dict:
+        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
+        not pickle): a Dask worker derives the model again once and keeps it."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+
+class TensorModel(ModelBase):
     """A model held as a tensor program.
 
     Arguments:
@@ -141,27 +167,12 @@ class TensorModel:
         self.layer_names: frozenset[str] = frozenset()
 
     @property
-    def param_blocks(self) -> tuple[TensorBlock, ...]:
-        return tuple(b for b in self.blocks if b.is_param)
-
-    @property
-    def input_blocks(self) -> tuple[TensorBlock, ...]:
-        return tuple(b for b in self.blocks if not b.is_param)
-
-    @property
     def n_parameters(self) -> int:
         return sum(b.size for b in self.param_blocks)
 
     @property
     def entries(self) -> EntryNames:
         return EntryNames(self.param_blocks)
-
-    def __getstate__(self) -> dict:
-        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
-        not pickle): a Dask worker derives the model again once and keeps it."""
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
 
     def as_program(self) -> TensorModel:
         """The model as the tensor program ``sg.verify`` verifies: a tensor program is its own
@@ -202,15 +213,15 @@ ACCEPTED_MODELS = "an sg.Model (a sympy loss) or a symgrad.tensor TensorModel"
 
 
 def is_model(obj: object) -> bool:
-    """Whether ``obj`` is a model: an object with the models' one protocol, ``as_program()``
-    (``sg.Model``, ``TensorModel``); a class is not (it is a model's factory).
+    """Whether ``obj`` is a model (``sg.Model``, ``TensorModel``: a ``ModelBase``, which gives
+    the one protocol, ``as_program()``); a class is not (it is a model's factory).
 
     >>> import sympy as sp, symgrad as sg
     >>> w = sp.Symbol("w")
     >>> is_model(sg.Model("sq", w ** 2, params=[w])), is_model(sg.Model), is_model("sq")
     (True, False, False)
     """
-    return not isinstance(obj, type) and callable(getattr(obj, "as_program", None))
+    return isinstance(obj, ModelBase)
 
 
 def program_of(model: object) -> TensorModel:

@@ -383,3 +383,13 @@ def test_the_gpt_options_help_names_every_gpt_model_the_zoo_lists(capsys):
         text = " ".join(capsys.readouterr().out.split())
         assert f"--config CONFIG {gpts}: a GPT_CONFIG-shaped JSON object" in text, command
         assert f"--tokens TOKENS {gpts}: sequence length of a sample" in text, command
+
+
+def test_list_reads_the_zoos_table_before_torch_loads():
+    """``symgrad list`` prints every line of the zoo's table (``zoo_index.ZOO``) with neither
+    torch nor sympy imported (``reports/benchmark_cli_startup.md``)."""
+    r = subprocess.run([sys.executable, "-c", _LOADED, "list"], capture_output=True, text=True,
+                       timeout=120)
+    out = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and out[-1] == "[]", (r.returncode, r.stderr, out[-1:])
+    assert [line.split()[0] for line in out[:-1]] == list(zoo_index.ZOO)

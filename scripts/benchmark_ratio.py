@@ -37,15 +37,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SECTION = "## verify / torch's own forward+backward, same run (issue 19)"
 
 
-def _strip(d):
-    """The result's JSON without its timings (the part two trees must share byte for byte)."""
-    if isinstance(d, dict):
-        return {k: _strip(v) for k, v in d.items() if k != "timings"}
-    if isinstance(d, list):
-        return [_strip(v) for v in d]
-    return d
-
-
 def child(layers: int, tokens: int, json_out: str | None, heap: str = "system") -> dict:
     """One tree's row (run with PYTHONPATH at that tree); ``heap`` "kept": freed arrays kept
     for reuse first (``symgrad.heap.keep_freed``, the ``symgrad`` program's setting)."""
@@ -86,7 +77,8 @@ def child(layers: int, tokens: int, json_out: str | None, heap: str = "system") 
         row["verify_cpu_s"] = time.process_time() - c
     row["phase_cpu_s"] = {k: round(v, 2) for k, v in cpu.items()}
     row["phase_wall_s"] = {k: round(v, 2) for k, v in result.timings.items()}
-    doc = json.dumps(_strip(result.as_dict()), indent=2, sort_keys=True)
+    # the part two trees must share byte for byte: the result's JSON holds no timings
+    doc = json.dumps(result.as_dict(), indent=2, sort_keys=True)
     row["json_sha1"] = hashlib.sha1(doc.encode()).hexdigest()[:12]
     if json_out:
         Path(json_out).write_text(doc)

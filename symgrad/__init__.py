@@ -27,7 +27,8 @@ if TYPE_CHECKING:  # type checkers and IDEs see every public name and signature;
     from .domains import Bernoulli, Choice, Domain, Integers, LogUniform, Normal, Uniform
     from .errors import SymgradError
     from .explain import Explanation, explain
-    from .model import Model, matrix
+    from .entries import matrix
+    from .model import Model
     from .modules import compare_paths
     from .result import Failure, Result
     from .tensor.departure import Departure, first_departure
@@ -46,7 +47,7 @@ _PUBLIC: dict[str, str] = {
     "LogUniform": "domains", "Normal": "domains", "Uniform": "domains",
     "SymgradError": "errors",
     "Explanation": "explain", "explain": "explain",
-    "Model": "model", "matrix": "model",
+    "Model": "model", "matrix": "entries",
     "Failure": "result", "Result": "result",
     "Departure": "tensor.departure", "first_departure": "tensor.departure",
     "TensorModel": "tensor.model",

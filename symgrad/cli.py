@@ -132,10 +132,7 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("model", metavar="NAME|module:attr")
     e.add_argument("--at", default=None, help="evaluate at a point, e.g. x=1.1,w=2.2,b=0,y=1")
     e.add_argument("--format", default="markdown", choices=["latex", "markdown", "html"])
-    e.add_argument("--config", default=None,
-                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file")
-    e.add_argument("--tokens", type=int, default=None,
-                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
+    _gpt_options(e)
     p.subcommands = dict(sub.choices)
     return p
 
@@ -157,12 +154,19 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None,
                    help="comma-separated subset of numpy,torch,torch_fn to verify (default all); "
                         "torch_fn alone verifies only the native/your torch code")
+    _gpt_options(p)
+    _cluster_options(p)
+
+
+def _gpt_options(p: argparse.ArgumentParser) -> None:
+    """``--config`` and ``--tokens``, for the models the zoo's table builds with the GPT builder
+    (``zoo_index.GPT``: the list is read from it, not written here)."""
+    gpts = ", ".join(zoo_index.GPT)
     p.add_argument("--config", default=None,
-                   help="tiny_gpt, gpt2: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
+                   help=f"{gpts}: a GPT_CONFIG-shaped JSON object or .json file, e.g. "
                         "'{\"n_layers\": 1}'")
     p.add_argument("--tokens", type=int, default=None,
-                   help="gpt2, tiny_gpt: sequence length of a sample (<= context_length)")
-    _cluster_options(p)
+                   help=f"{gpts}: sequence length of a sample (<= context_length)")
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
@@ -206,8 +210,8 @@ def _check_names(args: argparse.Namespace) -> None:
 
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "list":
-        for name in zoo_index.NAMES + list(zoo_index.TENSOR_ONLY):
-            print(f"{name:<18} {zoo_index.DESCRIPTIONS.get(name) or zoo_index.TENSOR_ONLY[name]}")
+        for name, entry in zoo_index.ZOO.items():
+            print(f"{name:<18} {entry.description}")
         return 0
     # torch and sympy load here, where a command runs (not a circle: startup cost)
     from . import commands

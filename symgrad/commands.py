@@ -28,7 +28,7 @@ from .opcatalog import OpsConfig, run_ops
 from .opcatalog.report import write_ops_report
 from .progress import phase
 from .report import Entry, write_reports
-from .tensor.front import program_of
+from .tensor.model import program_of
 from .tensor.verify import oracle_subset
 from .verify import verify
 from .zoo.gpt import load_config

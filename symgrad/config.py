@@ -9,6 +9,15 @@ from .compare import Tolerance
 from .compare.tolerance import DTYPES
 from .errors import SymgradError
 
+# whole-model entries (samples x (1 + parameters)) from which a run is a large model, the one
+# size every memory decision for it reads: from here memory, not time or a figure's last bits,
+# decides how its whole-model arrays are held. tensor/spill.py (``SPILL_FROM``: hi, lo and E in
+# file mappings), tensor/upward.py (``FLOAT32_FROM``: E in float32 rounded away from zero),
+# tensor/views.py (the oracle's lo in float32), tensor/comparing.py (``COMPACT_FROM``: ULPs and
+# allowances in float32), tensor/verify.py (``NUMPY_VIEW_UP_TO``: the numpy view left out, its
+# memory left to the other backends). Each keeps its own name for it, so that a test can make one
+# mechanism run on a small model without the others. GPT-2 (163M entries a sample) is large.
+LARGE_MODEL_ENTRIES = 50_000_000
 OWN_BACKENDS = ("numpy", "torch")  # symgrad's own programs of the model
 BACKENDS = OWN_BACKENDS + ("torch_fn",)  # ... and the user's torch code
 

@@ -133,3 +133,18 @@ def as_domain(value, *, what: str) -> Domain:
         return value
     raise SymgradError(f"{what}: expected a sampling domain such as sg.Normal(), sg.Uniform(-1, 1),"
                        f" sg.Choice([0, 1]); got {value!r}")
+
+
+def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
+    """Round float64 values to the nearest ``dtype`` number (kept as float64)."""
+    if dtype == "float64":
+        return values
+    if dtype == "float32":
+        return values.astype(np.float32).astype(np.float64)
+    if dtype == "float16":
+        return values.astype(np.float16).astype(np.float64)
+    if dtype == "bfloat16":
+        bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
+    raise SymgradError(f"unknown dtype {dtype!r}")

@@ -1,6 +1,6 @@
 """Step-by-step derivations a teacher would write, read from the model's tensor program.
 
-Every model is explained on its program (``symgrad.tensor.front.program_of``: a plain model's
+Every model is explained on its program (``symgrad.tensor.model.program_of``: a plain model's
 ``to_program``, in its textbook forms where it has them). A plain model of up to
 ``EXPAND_STEPS`` steps (``MAX_STEPS`` with a point) is explained from the steps its program
 carries (``present/step_derivation``): 1. the forward pass as named steps; 2. each local
@@ -34,10 +34,9 @@ from .points import by_name, given_samples
 from .present import layer_derivation, step_derivation, tensor_derivation, tensor_formulas
 from .present.explanation import Explanation, Line, Section
 from .tensor.exact import exact_point
-from .tensor.front import program_of
 from .tensor.kinks import has_sites, reached, sided
 from .tensor.links import names as operand_names
-from .tensor.model import TensorModel
+from .tensor.model import TensorModel, program_of
 from .tensor.program import topological
 from .tensor.steps import adjoint_steps, leaf_values, torch_gradient, values_at
 from .tensor.tables import oracle_ops

@@ -1,4 +1,5 @@
-"""``Model``: a scalar loss, its parameters and its inputs with sampling domains; ``matrix()``.
+"""``Model``: a scalar loss, its parameters and its inputs with sampling domains (its blocks:
+``sg.matrix``, ``symgrad.entries``).
 
 >>> import sympy as sp, symgrad as sg
 >>> x, w = sp.symbols("x w")
@@ -9,8 +10,6 @@
 
 from __future__ import annotations
 
-import keyword
-import re
 import warnings
 from dataclasses import dataclass
 from typing import Iterable, Mapping, Sequence
@@ -19,47 +18,13 @@ import numpy as np
 import sympy as sp
 
 from .codegen import unsupported_functions
-from .domains import Domain, as_domain
+from .domains import Domain, as_domain, round_to
+from .entries import ENTRY
 from .errors import SymgradError
 from .graph import Graph
 from .stable import Rewriter
-
-_ENTRY = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_\{(?P<idx>\d+(?:,\d+)*)\}$")
-
-
-def matrix(name: str, rows: int, cols: int | None = None) -> sp.ImmutableMatrix:
-    """A matrix (or, with ``cols`` omitted, a column vector) of symbols named ``name_{i,j}``.
-
-    Arguments:
-        name: a Python identifier; a ``torch_fn`` receives this block under this name.
-        rows, cols: the shape; a vector has shape ``(rows,)`` for ``torch_fn``.
-    Returns:
-        An immutable sympy Matrix (usable with ``@``, ``.T``, ``.reshape``; hashable as a key).
-
-    >>> matrix("W1", 2, 3)[1, 2]
-    W1_{1,2}
-    """
-    if not (isinstance(name, str) and name.isidentifier() and not keyword.iskeyword(name)):
-        raise SymgradError(f"matrix name {name!r} must be a Python identifier (e.g. 'W1')")
-    for what, n in (("rows", rows), ("cols", cols)):
-        if n is not None and (not isinstance(n, (int, np.integer)) or n < 1):
-            raise SymgradError(f"matrix({name!r}): {what} must be a positive integer, got {n!r}")
-    if cols is None:
-        return sp.ImmutableMatrix(rows, 1, [sp.Symbol(f"{name}_{{{i}}}", real=True)
-                                            for i in range(rows)])
-    return sp.ImmutableMatrix(rows, cols, [sp.Symbol(f"{name}_{{{i},{j}}}", real=True)
-                                           for i in range(rows) for j in range(cols)])
-
-
-def entry_name(symbol: sp.Symbol) -> str:
-    """A symbol's name as messages write a block entry (``W_{0,3}`` -> ``W[0,3]``, as
-    ``Block.entry_names``); any other name as it is.
-
-    >>> entry_name(matrix("W1", 2, 3)[1, 2]), entry_name(sp.Symbol("w"))
-    ('W1[1,2]', 'w')
-    """
-    m = _ENTRY.match(symbol.name)
-    return f"{m.group('base')}[{m.group('idx')}]" if m else symbol.name
+from .tensor.front import to_program
+from .tensor.model import ModelBase, TensorModel
 
 
 @dataclass(frozen=True)
@@ -78,7 +43,7 @@ class Block:
         return [f"{self.name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*self.shape)]
 
 
-class Model:
+class Model(ModelBase):
     """A scalar loss as a function of parameters and inputs, written once in sympy.
 
     Arguments:
@@ -151,12 +116,14 @@ class Model:
         # as x_1 (``symgrad.present.names.layer_names``)
         self.layer_names: frozenset[str] = frozenset()
 
-    def __getstate__(self) -> dict:
-        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
-        not pickle): a Dask worker derives the model again once and keeps it."""
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
+    def as_program(self) -> TensorModel:
+        """The model as the tensor program ``sg.verify`` verifies (``symgrad.tensor.front``:
+        one shape-() map node per step), built once and cached: the program caches its own
+        gradient, so verifying the model again skips both. Every model type has this method
+        (a ``TensorModel`` is its own program), so no caller asks which type it holds."""
+        if "tensor_program" not in self._cache:
+            self._cache["tensor_program"] = to_program(self)
+        return self._cache["tensor_program"]
 
     @property
     def display_graph(self) -> Graph:
@@ -181,15 +148,7 @@ class Model:
         """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""
         return expr.xreplace(self._changed) if self._changed else expr
 
-    # ----- views of the blocks
-    @property
-    def param_blocks(self) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if b.is_param)
-
-    @property
-    def input_blocks(self) -> tuple[Block, ...]:
-        return tuple(b for b in self.blocks if not b.is_param)
-
+    # ----- views of the blocks (param_blocks, input_blocks: ModelBase's)
     @property
     def params(self) -> list[sp.Symbol]:
         """Real leaf symbols of the parameters, in entry order."""
@@ -217,21 +176,6 @@ class Model:
             values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
             out[b.name] = round_to(values, dtype)
         return out
-
-
-def round_to(values: np.ndarray, dtype: str) -> np.ndarray:
-    """Round float64 values to the nearest ``dtype`` number (kept as float64)."""
-    if dtype == "float64":
-        return values
-    if dtype == "float32":
-        return values.astype(np.float32).astype(np.float64)
-    if dtype == "float16":
-        return values.astype(np.float16).astype(np.float64)
-    if dtype == "bfloat16":
-        bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-        return bits.astype(np.uint32).view(np.float32).astype(np.float64)
-    raise SymgradError(f"unknown dtype {dtype!r}")
 
 
 def _scalar_loss(name: str, loss) -> sp.Expr:
@@ -283,7 +227,7 @@ def _block(model: str, kind: str, key, domain: Domain, is_param: bool) -> Block:
                                "identifier; torch_fn matches arguments by name, so rename it")
         return Block(key.name, (), (key,), domain, is_param)
     if isinstance(key, sp.MatrixBase):
-        parsed = [_ENTRY.match(getattr(s, "name", "")) for s in key]
+        parsed = [ENTRY.match(getattr(s, "name", "")) for s in key]
         bases = {m.group("base") for m in parsed if m}
         if len(bases) != 1 or not all(parsed):
             raise SymgradError(f"model {model!r}: {kind} block {key} is not an sg.matrix; build "

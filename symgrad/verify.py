@@ -32,10 +32,9 @@ from .modules.any import DEFAULT_SAMPLES, verify_any_module
 from .modules.options import check_options
 from .progress import phase
 from .result import Result
-from .tensor.model import TensorModel
+from .tensor.model import TensorModel, program_of
 from .tensor.exact import exact_point
 from .tensor.exact import exact_steps as program_steps
-from .tensor.front import program_of
 from .tensor.tie_sides import tie_sides
 from .tensor.verify import verify_tensor
 

@@ -234,7 +234,7 @@ def test_list_and_the_early_name_check_read_the_zoos_own_names(capsys):
     """The names the command line checks early (``zoo_index``) are the zoo's own, in order;
     ``symgrad list`` prints each with its line."""
     assert zoo_index.NAMES == zoo.names()
-    assert list(zoo_index.TENSOR_ONLY) == zoo.tensor_names()
+    assert zoo_index.LARGE == zoo.tensor_names() and set(zoo.BUILDERS) == set(zoo_index.ZOO)
     assert main(["list"]) == 0
     out = capsys.readouterr().out.splitlines()
     names = zoo.names() + zoo.tensor_names()
@@ -371,3 +371,25 @@ def test_type_checkers_see_every_public_name_from_its_own_module():
                     module = (imp.module or alias.name).lstrip(".") if imp.module else alias.name
                     seen[alias.asname or alias.name] = module
     assert seen == symgrad._PUBLIC
+
+
+def test_the_gpt_options_help_names_every_gpt_model_the_zoo_lists(capsys):
+    """``--config`` and ``--tokens`` name the models the zoo's table builds with the GPT builder
+    (gpt2_medium too), read from that table."""
+    gpts = ", ".join(zoo_index.GPT)
+    assert "gpt2_medium" in zoo_index.GPT and "neuron" not in zoo_index.GPT
+    for command in ("verify", "explain"):
+        assert main([command, "--help"]) == 0
+        text = " ".join(capsys.readouterr().out.split())
+        assert f"--config CONFIG {gpts}: a GPT_CONFIG-shaped JSON object" in text, command
+        assert f"--tokens TOKENS {gpts}: sequence length of a sample" in text, command
+
+
+def test_list_reads_the_zoos_table_before_torch_loads():
+    """``symgrad list`` prints every line of the zoo's table (``zoo_index.ZOO``) with neither
+    torch nor sympy imported (``reports/benchmark_cli_startup.md``)."""
+    r = subprocess.run([sys.executable, "-c", _LOADED, "list"], capture_output=True, text=True,
+                       timeout=120)
+    out = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and out[-1] == "[]", (r.returncode, r.stderr, out[-1:])
+    assert [line.split()[0] for line in out[:-1]] == list(zoo_index.ZOO)

@@ -215,7 +215,7 @@ def test_repeated_steps_are_numbered_by_an_ordinal_never_a_power():
     md = sg.explain(zoo.get("gpt_gelu_tanh")).markdown()
     assert r"\mathrm{tanh}^{(6\mathrm{th})}" in md and "^{[" not in md
     from symgrad.present.step_formulas import StepNames, View  # the plain-text names too
-    from symgrad.tensor.front import program_of
+    from symgrad.tensor.model import program_of
     from symgrad.tensor.program import topological
     view = View(program_of(zoo.get("gpt_gelu_tanh")))
     names = StepNames(view)

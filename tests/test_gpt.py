@@ -70,8 +70,8 @@ def test_config_errors():
         gpt.GPTConfig.from_dict({"emb_dim": 6, "n_heads": 4})
     with pytest.raises(SymgradError, match="drop_rate must be in"):
         zoo.get("tiny_gpt", config={"drop_rate": 1.5})
-    with pytest.raises(SymgradError, match=r"--config applies to the GPT models \(gpt2, gpt2_medium, "
-                                           r"tiny_gpt\) only, not 'neuron'"):
+    with pytest.raises(SymgradError, match=r"--config applies to the GPT models \(tiny_gpt, gpt2, "
+                                           r"gpt2_medium\) only, not 'neuron'"):
         zoo.get("neuron", config={})
     with pytest.raises(SymgradError, match="emb_dim 6 is not divisible by n_heads 4"):
         zoo.get("tiny_gpt", config={"emb_dim": 6, "n_heads": 4})

@@ -297,10 +297,10 @@ def test_program_pipeline_verifies_order_2_as_the_tensor_program(monkeypatch, ki
     """A plain sg.Model at order 2 is verified as the HVP of its tensor program (to_program
     first), with the verdict the scalar route gave (pass; the detached backward fails) and the
     user's names."""
-    front = sys.modules["symgrad.tensor.front"]  # verify.as_program is front.program_of
+    model_module = sys.modules["symgrad.model"]  # Model.as_program calls front.to_program
     fn = neuron_fn if kind == "correct" else _log1p_mutant(neuron_fn, detached_backward)
     built = []
-    monkeypatch.setattr(front, "to_program", lambda m: built.append(m.name) or to_program(m))
+    monkeypatch.setattr(model_module, "to_program", lambda m: built.append(m.name) or to_program(m))
     new = sg.verify(zoo.get("neuron"), torch_fn=fn, order=2, samples=100, seed=0)
     assert built == ["neuron"] and "kinks_s" in new.timings  # the tensor views ran
     assert new.verdict == ("pass" if kind == "correct" else "fail")

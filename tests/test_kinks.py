@@ -232,7 +232,7 @@ def _zero_layer(width: int, depth: int = 1):
     pre-activation is exactly 0: ``width * depth`` ReLUs at their kink."""
     from symgrad import ops
     from symgrad.domains import Choice, Normal
-    from symgrad.model import matrix
+    from symgrad.entries import matrix
     x, y = matrix("x", 3), sp.Symbol("y")
     params, h = [], x
     for d in range(depth):

@@ -51,7 +51,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "version", "progress", "logistic", "points", "domains", "cluster",
               "order_stats", "atomic", "zoo_index", "exits", "heap")),
     ("settings: tolerance, ULPs, config", ("compare", "config")),
-    ("expressions and programs", ("graph", "functions", "optable", "codegen", "rounding",
+    ("expressions and programs", ("entries", "graph", "functions", "optable", "codegen", "rounding",
                                   "tensor.ids", "tensor.rename",
                                   "tensor.program")),
     ("ops", ("ops", "stable", "tensor.ops")),

@@ -10,7 +10,7 @@ import symgrad as sg
 from symgrad.causes import precision_loss, stable_ops
 from symgrad.compare import LOSS
 from symgrad.report import Entry, model_json, model_markdown
-from symgrad.tensor.front import program_of
+from symgrad.tensor.model import program_of
 from symgrad.present.step_derivation import steps_of
 
 STABLE_HINT = "a stable form would avoid it"

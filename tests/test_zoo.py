@@ -3,7 +3,7 @@ import sys
 import pytest
 
 import symgrad as sg
-from symgrad import SymgradError, zoo
+from symgrad import SymgradError, zoo, zoo_index
 from symgrad.zoo.gpt import load_config
 
 
@@ -82,3 +82,24 @@ def test_a_config_file_that_does_not_exist_is_named():
                                            r"existing \.json file or the JSON itself"):
         load_config("nofile_nu5.json")
     assert load_config('{"n_layers": 1}') == {"n_layers": 1}
+
+
+def test_a_user_attribute_that_is_no_model_is_refused_in_one_line_naming_it():
+    """``module:attr`` naming neither a model nor a factory: one line with what it is and what
+    is accepted (the models' one protocol, ``as_program``, decides; no type is asked)."""
+    with pytest.raises(SymgradError, match=r"^symgrad.zoo.gpt:BLOCKS is a dict, not a model: "
+                                           r"give an sg.Model \(a sympy loss\) or a "
+                                           r"symgrad.tensor TensorModel, or a function"):
+        zoo.get("symgrad.zoo.gpt:BLOCKS")
+    model = zoo.get("neuron")
+    assert model.as_program().as_program() is model.as_program()  # a program is its own
+
+
+def test_each_built_in_model_describes_itself_with_its_line_in_the_zoos_table():
+    """One source for a built-in model's line: ``symgrad list`` prints the zoo's table
+    (``zoo_index``), and the model built carries the same line (the attention block adds its
+    shapes; a GPT describes its config)."""
+    for name in zoo.names():
+        if not zoo_index.ZOO[name].gpt:
+            assert zoo.get(name).description.startswith(zoo_index.describe(name)), name
+            assert zoo.describe(name) == zoo_index.describe(name)

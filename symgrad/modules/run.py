@@ -25,8 +25,7 @@ from ..config import OWN_BACKENDS, VerifyConfig
 from ..errors import SymgradError
 from ..model import Model
 from ..result import Result
-from ..tensor.front import program_of
-from ..tensor.model import TensorModel
+from ..tensor.model import TensorModel, program_of
 from ..tensor.verify import verify_tensor
 from ..zoo.gpt2 import eval_twin
 from . import departure, glue, mapping, paths as paths_mod

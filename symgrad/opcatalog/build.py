@@ -22,7 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from ..domains import Integers, Normal
-from ..model import Model, matrix
+from ..entries import matrix
+from ..model import Model
 from .table import Arg, Op
 
 READOUT = "readout"

@@ -22,7 +22,7 @@ from typing import Callable
 import numpy as np
 
 from ..compare import dtype_info
-from ..model import round_to
+from ..domains import round_to
 from .table import Op
 
 SUBNORMAL = {"float64": 5e-324, "float32": 2.0**-149, "bfloat16": 2.0**-133,

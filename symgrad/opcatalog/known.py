@@ -17,7 +17,7 @@ import numpy as np
 
 from ..causes import by_kind
 from ..compare import dtype_info
-from ..model import round_to
+from ..domains import round_to
 from .table import Op
 
 

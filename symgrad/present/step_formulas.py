@@ -7,7 +7,7 @@ the tutorial's neuron dL/dz = a - y), beside the first steps of the gradient pro
 runs. Names are ``step_derivation.display_names`` (a repeated label as ``label#k``).
 
 >>> from symgrad import zoo
->>> from symgrad.tensor.front import program_of
+>>> from symgrad.tensor.model import program_of
 >>> view = View(program_of(zoo.get("neuron")))
 >>> [f.latex for f in model_formulas(view)]
 ['z = b + w x', 'a = \\sigma\\left(z\\right)', 'L = - y \\log{\\left(a \\right)} - \\left(1 - y\\right) \\log{\\left(1 - a \\right)}']
@@ -44,7 +44,7 @@ class View:
     its place in the program's topological order.
 
     Arguments:
-        program: a ``TensorModel`` (``symgrad.tensor.front.program_of`` of the model).
+        program: a ``TensorModel`` (``symgrad.tensor.model.program_of`` of the model).
     """
 
     def __init__(self, program: TensorModel) -> None:

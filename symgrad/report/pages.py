@@ -17,7 +17,7 @@ from ..present import step_derivation, step_formulas, tensor_formulas
 from ..present.formulas import Formula
 from ..present.htmlpage import inline, page
 from ..result import Failure, Result
-from ..tensor.front import program_of
+from ..tensor.model import program_of
 from .tables import Entry, backend_rows, badge, deciding_sentence, environment, fmt, \
     resolution_text, stats_rows, verdict_word
 

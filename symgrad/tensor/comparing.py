@@ -19,6 +19,7 @@ import numpy as np
 
 from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
                        systematic_blocks)
+from ..config import LARGE_MODEL_ENTRIES
 from ..findings import entry_note, shown_value
 from ..result import Failure
 from .spill import release
@@ -91,7 +92,8 @@ def failures(name: str, comp: Comparison, flat: np.ndarray, outputs, values,
     return found
 
 
-COMPACT_FROM = 50_000_000  # from this many entries, ULPs are kept in float32
+# a large model's (``config.LARGE_MODEL_ENTRIES``): its ULPs and allowances kept in float32
+COMPACT_FROM = LARGE_MODEL_ENTRIES
 
 
 def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,

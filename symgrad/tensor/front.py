@@ -35,16 +35,18 @@ Two limits of the tensor program shape the result, both exact rewrites:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
-from ..model import Block, Model
 from .model import TensorBlock, TensorModel
 from .program import X, Node, const, einsum, input, map_, onehot, param, reshape
 from .rename import rename
+
+if TYPE_CHECKING:  # sg.Model builds its program here (``Model.as_program``): no import back
+    from ..model import Block, Model
 
 MAX_ARGS = 15  # operands of one map (X[0..15]; its VJP map adds the cotangent X[0])
 
@@ -67,28 +69,6 @@ class FrontStep:
     kind: str
     group: object | None
     partials: tuple[tuple[sp.Symbol, sp.Expr], ...] = ()
-
-
-def program_of(model) -> TensorModel:
-    """The tensor program of any model: a ``TensorModel`` is its own, a plain model's is
-    ``to_program(model)``, built once and cached on the model (as ``symgrad.verify.as_program``:
-    the same cache entry, so verify and explain share it).
-
-    >>> import sympy as sp, symgrad as sg
-    >>> w = sp.Symbol("w")
-    >>> m = sg.Model("sq", w ** 2, params=[w])
-    >>> program_of(m) is program_of(m), program_of(program_of(m)) is program_of(m)
-    (True, True)
-    """
-    if isinstance(model, TensorModel):
-        return model
-    if not isinstance(model, Model):
-        raise SymgradError(f"model: a {type(model).__name__} is not a model; pass an sg.Model "
-                           "(a sympy loss), a symgrad.tensor TensorModel or a zoo name's "
-                           "zoo.get(name)")
-    if "tensor_program" not in model._cache:
-        model._cache["tensor_program"] = to_program(model)
-    return model._cache["tensor_program"]
 
 
 class _Fan:

@@ -27,7 +27,7 @@ import numpy as np
 import sympy as sp
 
 from ..compare import Tolerance, allowance, tie_band
-from ..model import round_to
+from ..domains import round_to
 from .bound import evaluate_bound
 from .interpret import evaluate
 from .links import groups as linked_groups, linked_values, names, place_words

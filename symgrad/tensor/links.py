@@ -30,7 +30,7 @@ from __future__ import annotations
 import numpy as np
 import sympy as sp
 
-from ..model import entry_name
+from ..entries import entry_name
 from .program import X, Node
 
 

@@ -14,9 +14,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..domains import Domain, Integers
+from ..domains import Domain, Integers, round_to
 from ..errors import SymgradError
-from ..model import round_to
 from .derive import Gradient, gradient
 from .program import Node, topological
 
@@ -82,7 +81,33 @@ class Outputs(Sequence):
         return "value" if int(k) == 0 else self.entries[int(k) - 1]
 
 
-class TensorModel:
+class ModelBase:
+    """What every model type shares (``sg.Model``, ``TensorModel``): ``blocks`` (parameters
+    first, then inputs) and their two views, a ``_cache`` dropped when pickled, and the one
+    protocol every caller reads instead of asking which type it holds: ``as_program()``, the
+    tensor program ``sg.verify`` verifies (each type defines it; a ``TensorModel`` is its
+    own)."""
+
+    blocks: tuple
+    _cache: dict
+
+    @property
+    def param_blocks(self) -> tuple:
+        return tuple(b for b in self.blocks if b.is_param)
+
+    @property
+    def input_blocks(self) -> tuple:
+        return tuple(b for b in self.blocks if not b.is_param)
+
+    def __getstate__(self) -> dict:
+        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
+        not pickle): a Dask worker derives the model again once and keeps it."""
+        state = dict(self.__dict__)
+        state["_cache"] = {}
+        return state
+
+
+class TensorModel(ModelBase):
     """A model held as a tensor program.
 
     Arguments:
@@ -142,14 +167,6 @@ class TensorModel:
         self.layer_names: frozenset[str] = frozenset()
 
     @property
-    def param_blocks(self) -> tuple[TensorBlock, ...]:
-        return tuple(b for b in self.blocks if b.is_param)
-
-    @property
-    def input_blocks(self) -> tuple[TensorBlock, ...]:
-        return tuple(b for b in self.blocks if not b.is_param)
-
-    @property
     def n_parameters(self) -> int:
         return sum(b.size for b in self.param_blocks)
 
@@ -157,12 +174,10 @@ class TensorModel:
     def entries(self) -> EntryNames:
         return EntryNames(self.param_blocks)
 
-    def __getstate__(self) -> dict:
-        """Pickled without its caches (compiled views hold ball-arithmetic constants that do
-        not pickle): a Dask worker derives the model again once and keeps it."""
-        state = dict(self.__dict__)
-        state["_cache"] = {}
-        return state
+    def as_program(self) -> TensorModel:
+        """The model as the tensor program ``sg.verify`` verifies: a tensor program is its own
+        (the one protocol of every model type: ``sg.Model.as_program`` builds its program)."""
+        return self
 
     @property
     def gradient(self) -> Gradient:
@@ -191,6 +206,50 @@ class TensorModel:
     def __repr__(self) -> str:
         return (f"TensorModel({self.name!r}, {self.n_parameters} parameters in "
                 f"{len(self.param_blocks)} blocks, {self.n_nodes} nodes)")
+
+
+# what a model argument accepts, for the one-line refusal of anything else
+ACCEPTED_MODELS = "an sg.Model (a sympy loss) or a symgrad.tensor TensorModel"
+
+
+def is_model(obj: object) -> bool:
+    """Whether ``obj`` is a model (``sg.Model``, ``TensorModel``: a ``ModelBase``, which gives
+    the one protocol, ``as_program()``); a class is not (it is a model's factory).
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> is_model(sg.Model("sq", w ** 2, params=[w])), is_model(sg.Model), is_model("sq")
+    (True, False, False)
+    """
+    return isinstance(obj, ModelBase)
+
+
+def program_of(model: object) -> TensorModel:
+    """The tensor program of any model, ``model.as_program()``: a ``TensorModel`` is its own, a
+    plain model's is ``symgrad.tensor.front.to_program(model)``, built once and cached on the
+    model (``symgrad.verify.as_program`` is this, so verify and explain share it).
+
+    Arguments:
+        model: an ``sg.Model`` or a ``TensorModel``.
+    Returns:
+        its ``TensorModel``; anything else is refused in one line naming what was passed.
+
+    >>> import sympy as sp, symgrad as sg
+    >>> w = sp.Symbol("w")
+    >>> m = sg.Model("sq", w ** 2, params=[w])
+    >>> program_of(m) is program_of(m), program_of(program_of(m)) is program_of(m)
+    (True, True)
+    >>> program_of([w])
+    Traceback (most recent call last):
+    ...
+    symgrad.errors.SymgradError: model: a list is not a model; pass an sg.Model (a sympy loss) or a symgrad.tensor TensorModel (a built-in one: zoo.get(name))
+    """
+    if not is_model(model):
+        what = f"the class {model.__name__}" if isinstance(model, type) else \
+            f"a {type(model).__name__}"
+        raise SymgradError(f"model: {what} is not a model; pass {ACCEPTED_MODELS} (a built-in "
+                           "one: zoo.get(name))")
+    return model.as_program()
 
 
 def _index_ranges(nodes: list[Node]) -> None:

@@ -36,9 +36,12 @@ import weakref
 
 import numpy as np
 
+from ..config import LARGE_MODEL_ENTRIES
 from ..errors import SymgradError
 
-SPILL_FROM = 50_000_000  # entries of a whole-model array from which it lives in a file mapping
+# entries of a whole-model array from which it lives in a file mapping: a large model's
+# (``config.LARGE_MODEL_ENTRIES``)
+SPILL_FROM = LARGE_MODEL_ENTRIES
 # samples x (1 + parameters) of one run: hi, lo and E here (16 B an entry), the samples' values in
 # memory (8 B); GPT-2 medium (406M parameters) fits 2 samples (4e8 before the spill: none)
 MAX_ENTRIES = 1_000_000_000

@@ -17,8 +17,9 @@ rounded *away from zero* keeps it a bound: for a float64 E = x,
   only if the larger one is still a bound - it is; A >= |x*| makes an ok inconclusive), and
   by at most a relative 2^-24 of the allowance.
 
-It saves 4 bytes an entry: 0.61 GiB at GPT-2's 163,009,536 entries (``FLOAT32_FROM``, the
-same size from which the oracle's low part is kept in float32, ``tensor.views.oracle_view``).
+It saves 4 bytes an entry: 0.61 GiB at GPT-2's 163,009,536 entries (``FLOAT32_FROM``: a large
+model's, ``config.LARGE_MODEL_ENTRIES``, from which the oracle's low part is kept in float32 too,
+``tensor.views.oracle_view``).
 
 >>> x = np.array([1.0 + 2.0**-30, 0.0, 1e-300, 1e39, -3.0 - 2.0**-40, np.nan, np.inf])
 >>> out = np.empty(x.shape, np.float32)
@@ -34,9 +35,12 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..config import LARGE_MODEL_ENTRIES
 from .spill import release
 
-FLOAT32_FROM = 50_000_000  # entries (samples x (1 + parameters)): E kept in float32 from here
+# entries (samples x (1 + parameters)) from which E is kept in float32: a large model's
+# (``config.LARGE_MODEL_ENTRIES``)
+FLOAT32_FROM = LARGE_MODEL_ENTRIES
 CHUNK = 1 << 20  # entries rounded at a time: the temporaries stay ~10 MB
 
 

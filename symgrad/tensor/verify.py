@@ -22,10 +22,10 @@ from .. import causes, heap
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
-from ..config import OWN_BACKENDS, VerifyConfig
+from ..config import LARGE_MODEL_ENTRIES, OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
+from ..domains import round_to
 from ..findings import with_proof
-from ..model import round_to
 from ..points import given_samples
 from ..measures import STREAM_FROM
 from ..result import BackendRun, Result
@@ -316,7 +316,9 @@ def with_causes(model: TensorModel, failures: list, comparisons: dict, values: d
         out.append(replace(f, cause=f"{owner}{cause.klass}: {cause.name}",
                            note=with_proof(f.note, cause.explanation)))
     return out
-NUMPY_VIEW_UP_TO = 50_000_000  # samples x parameters for which the numpy view also runs
+# samples x parameters up to which the numpy view also runs: above, a large model's
+# (``config.LARGE_MODEL_ENTRIES``) memory goes to the other backends
+NUMPY_VIEW_UP_TO = LARGE_MODEL_ENTRIES
 
 
 def at_samples(at: dict) -> int:

@@ -20,7 +20,7 @@ import numpy as np
 from ..backends.torch_grads import backward_into
 from ..heap import give_back, unless_kept
 from ..backends.torch import exact_math
-from ..config import VerifyConfig
+from ..config import LARGE_MODEL_ENTRIES, VerifyConfig
 from ..precise import ARB_OPS, DDOps
 from ..precise.arbdomain import DomainWatch, watched
 from ..precise.certify import CertifyConfig, certify, escalate, recertify
@@ -29,7 +29,6 @@ from . import spill
 from .interpret import evaluate
 from .model import TensorModel
 from .program import topological
-from .upward import FLOAT32_FROM
 from ..cluster import map_ordered
 from .tables import NumpyOps, TorchOps, oracle_ops
 
@@ -158,9 +157,10 @@ def oracle_view(model: TensorModel, values: Mapping[str, np.ndarray], table, *,
     values = {**values, **extra}
     n = _n(values)
     width = 1 + model.n_parameters
-    # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB)
+    # lo only refines hi below its last bit: float32 keeps it to ~1e-7 ULP (GPT-2: 0.65 GB), for
+    # a large model (``config.LARGE_MODEL_ENTRIES``)
     hi = spill.empty((n, width))  # GPT-2's: in a file mapping, a block's pages at a time
-    lo = spill.empty((n, width), np.float32 if n * width > FLOAT32_FROM else np.float64)
+    lo = spill.empty((n, width), np.float32 if n * width > LARGE_MODEL_ENTRIES else np.float64)
     local = n if client is None else (1 if spot is not None else 0)
     per_sample = getattr(table, "per_sample", None)  # a table that walks samples together
     step = 1 if per_sample is None else _chunk(outputs or model.gradient.outputs, local)

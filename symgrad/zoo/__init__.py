@@ -11,39 +11,43 @@ from typing import Callable
 
 from torch import nn
 
+from .. import zoo_index
 from ..errors import SymgradError, did_you_mean
 from ..model import Model
-from ..tensor.model import TensorModel
-from ..zoo_index import DESCRIPTIONS, TENSOR_ONLY, unknown_model
+from ..tensor.model import ACCEPTED_MODELS, is_model
+from ..zoo_index import GPT, LARGE, NAMES, ZOO, unknown_model
 from . import gpt, gpt2, tutorial
 
-BUILDERS: dict[str, Callable[[], Model]] = {
+# every built-in model's builder, by its name in the zoo's table (``symgrad.zoo_index.ZOO``: its
+# line, and its kind: a GPT builder takes config and tokens; the default run)
+BUILDERS: dict[str, Callable] = {
     "chain_rule": tutorial.chain_rule,
     "neuron": tutorial.neuron,
     "simplenet": tutorial.simplenet,
     "tensor_ops": tutorial.tensor_ops,
     **gpt.BLOCKS,
     "tiny_gpt": gpt2.tiny_gpt,  # a tensor program (the one GPT builder, at the small config)
+    "gpt2": gpt2.gpt2,
+    "gpt2_medium": gpt2.gpt2_medium,
 }
-
-# the GPT models, tensor programs of one builder (symgrad.zoo.gpt2): they take config= and
-# tokens=; gpt2 and gpt2_medium are not in the default report run (GPT-2 124M takes minutes)
-TENSOR_BUILDERS: dict[str, Callable] = {"gpt2": gpt2.gpt2, "gpt2_medium": gpt2.gpt2_medium,
-                                      "tiny_gpt": gpt2.tiny_gpt}
+# the GPT models' builders, f(config, tokens=) (``ZOO[name].gpt``)
+TENSOR_BUILDERS: dict[str, Callable] = {n: BUILDERS[n] for n in GPT}
 
 
 def names() -> list[str]:
-    return list(BUILDERS)
+    """The built-in models of the default run (``symgrad report``), in the table's order."""
+    return list(NAMES)
 
 
 def tensor_names() -> list[str]:
-    """Models only built as tensor programs (listed by ``symgrad list`` after ``names()``)."""
-    return [n for n in TENSOR_BUILDERS if n not in BUILDERS]
+    """The built-in models not in the default run (``symgrad list`` shows them after
+    ``names()``): GPT-2 124M and medium take minutes."""
+    return list(LARGE)
 
 
 def describe(name: str) -> str:
     """One line for ``symgrad list``, without building the model."""
-    return DESCRIPTIONS.get(name) or TENSOR_ONLY.get(name) or get(name).description
+    return zoo_index.describe(name) if zoo_index.known(name) else get(name).description
 
 
 def get(name: str, *, config: dict | None = None, tokens: int | None = None,
@@ -51,21 +55,20 @@ def get(name: str, *, config: dict | None = None, tokens: int | None = None,
     """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
 
     ``config`` (GPT_CONFIG-shaped) and ``tokens`` (the sequence length of a sample) apply to
-    the GPT models ``tiny_gpt``, ``gpt2`` and ``gpt2_medium``, all tensor programs (``tensor``
-    is accepted for compatibility: every GPT is one).
+    the GPT models (``zoo_index.GPT``: ``tiny_gpt``, ``gpt2``, ``gpt2_medium``), all tensor
+    programs (``tensor`` is accepted for compatibility: every GPT is one).
 
     >>> type(get("tiny_gpt", config={"n_layers": 1})).__name__
     'TensorModel'
     """
-    if name in TENSOR_BUILDERS:
-        return TENSOR_BUILDERS[name](config, tokens=tokens)
-    if tokens is not None:
-        raise SymgradError(f"--tokens applies to the GPT models "
-                           f"({', '.join(TENSOR_BUILDERS)}), not {name!r}")
-    if config is not None:
-        raise SymgradError(f"--config applies to the GPT models "
-                           f"({', '.join(TENSOR_BUILDERS)}) only, not {name!r}")
-    if name in BUILDERS:
+    entry = ZOO.get(name)
+    if entry is not None and entry.gpt:
+        return BUILDERS[name](config, tokens=tokens)
+    for option, value in (("--tokens", tokens), ("--config", config)):
+        if value is not None:
+            raise SymgradError(f"{option} applies to the GPT models ({', '.join(GPT)}) only, "
+                               f"not {name!r}")
+    if entry is not None:
         return BUILDERS[name]()
     if ":" in name:
         return load(name)
@@ -109,16 +112,16 @@ def load(spec: str) -> Model:
         raise SymgradError(f"{spec} is a torch.nn.Module, not an sg.Model: verify a module from "
                            "Python with sg.verify(module=..., inputs=...), or a GPT-style one "
                            f"with `symgrad verify tiny_gpt --module {spec}`")
-    if callable(obj) and not isinstance(obj, (Model, TensorModel)):
+    if callable(obj) and not is_model(obj):  # a factory (models are not callable)
         if required := _required_arguments(obj):
             raise SymgradError(f"{spec} is a function of {', '.join(required)}, not a model "
                                "factory (a function of no arguments returning an sg.Model); "
                                "name the model, or a factory (a torch_fn goes with "
                                "sg.verify(model, torch_fn=...))")
         obj = obj()
-    if not isinstance(obj, (Model, TensorModel)):
-        raise SymgradError(f"{spec} is a {type(obj).__name__}, not an sg.Model or a "
-                           "symgrad.tensor TensorModel")
+    if not is_model(obj):
+        raise SymgradError(f"{spec} is a {type(obj).__name__}, not a model: give "
+                           f"{ACCEPTED_MODELS}, or a function of no arguments returning one")
     return obj
 
 

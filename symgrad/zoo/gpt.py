@@ -21,8 +21,10 @@ import sympy as sp
 
 from .. import ops
 from ..domains import Bernoulli, Integers, Normal
+from ..entries import matrix
 from ..errors import SymgradError
-from ..model import Model, matrix
+from ..model import Model
+from ..zoo_index import describe
 from . import native_gpt
 
 GPT_CONFIG_124M = {"vocab_size": 50257, "context_length": 1024, "emb_dim": 768, "n_heads": 12,
@@ -104,7 +106,7 @@ def block_embedding() -> Model:
     ids, tok, pos = matrix("ids", 3), matrix("tok_emb", 5, 4), matrix("pos_emb", 3, 4)
     X = ops.add(ops.embedding(ids, tok), pos)
     return Model("gpt_embedding", _rowsum_of_squares(X), params=[tok, pos],
-                 inputs={ids: Integers(0, 4)}, description="token + position embedding",
+                 inputs={ids: Integers(0, 4)}, description=describe("gpt_embedding"),
                  reference=native_gpt.embedding_block)
 
 
@@ -114,7 +116,7 @@ def block_layer_norm() -> Model:
     Y = ops.layer_norm(X, g, b)
     loss = ops.total(sp.ImmutableMatrix(3, 6, [y * w for y, w in zip(Y, W)]))
     return Model("gpt_layer_norm", loss, params=[X, g, b], inputs={W: Normal()},
-                 description="LayerNorm(6) with gain, bias, eps=1e-5 (biased variance)",
+                 description=describe("gpt_layer_norm"),
                  reference=native_gpt.layer_norm_block)
 
 
@@ -124,7 +126,7 @@ def block_gelu(approximate: str = "tanh") -> Model:
     loss = ops.total(sp.ImmutableMatrix(2, 3, [y * r for y, r in zip(Y, R)]))
     name = "gpt_gelu_tanh" if approximate == "tanh" else "gpt_gelu_erf"
     return Model(name, loss, params={X: Normal(0, 3)}, inputs={R: Normal()},
-                 description=f"GELU(approximate={approximate!r})",
+                 description=describe(name),
                  reference=native_gpt.gelu_block(approximate))
 
 
@@ -133,7 +135,7 @@ def block_softmax() -> Model:
     Y, Z = ops.softmax(X), ops.log_softmax(X)
     loss = ops.total(sp.ImmutableMatrix(2, 4, [y * r + z * r / 3 for y, z, r in zip(Y, Z, R)]))
     return Model("gpt_softmax", loss, params={X: Normal(0, 2)}, inputs={R: Normal()},
-                 description="softmax and log-softmax over the last axis",
+                 description=describe("gpt_softmax"),
                  reference=native_gpt.softmax_block)
 
 
@@ -152,8 +154,8 @@ def block_attention(qkv_bias: bool = True) -> Model:
     Y = ops.causal_self_attention(X, Wq, Wk, Wv, Wo, bo, n_heads=H, attn_keep=keep, p=0.1,
                                   **biases)
     model = Model("gpt_attention", _rowsum_of_squares(Y), params=params, inputs=inputs,
-                  description=f"causal multi-head self-attention: T {T}, C {C}, {H} heads, "
-                              f"qkv_bias {qkv_bias}, attention dropout 0.1 (fixed masks)",
+                  description=f"{describe('gpt_attention')} (T {T}, C {C}, {H} heads, "
+                              f"qkv_bias {qkv_bias}, attention dropout 0.1)",
                   reference=native_gpt.attention_block(H, qkv_bias))
     # head h's keep-mask and the steps ops.causal_self_attention labels per head: score^(h)
     model.layer_names = frozenset(f"{stem}{h}" for h in range(H)
@@ -165,7 +167,7 @@ def block_dropout() -> Model:
     X, keep = matrix("X", 2, 3), matrix("keep", 2, 3)
     return Model("gpt_dropout", _rowsum_of_squares(ops.dropout(X, keep, 0.1)), params=[X],
                  inputs={keep: Bernoulli(0.9)},
-                 description="dropout with an explicit keep-mask and 1/(1-p) scaling",
+                 description=describe("gpt_dropout"),
                  reference=native_gpt.dropout_block)
 
 
@@ -176,7 +178,7 @@ def block_feed_forward() -> Model:
         matrix("b2", C)
     Y = ops.add(X, ops.feed_forward(X, W1, b1, W2, b2))
     model = Model("gpt_feed_forward", _rowsum_of_squares(Y), params=[W1, b1, W2, b2, X],
-                  description="residual + Linear(C,4C) -> GELU(tanh) -> Linear(4C,C)",
+                  description=describe("gpt_feed_forward"),
                   reference=native_gpt.feed_forward_block)
     model.layer_names = frozenset({"W1", "b1", "W2", "b2"})  # the two layers' W^(1), b^(2)
     return model
@@ -186,7 +188,7 @@ def block_cross_entropy() -> Model:
     logits, targets = matrix("logits", 3, 5), matrix("targets", 3)
     return Model("gpt_cross_entropy", ops.cross_entropy(logits, targets), params=[logits],
                  inputs={targets: Integers(0, 4)},
-                 description="mean cross-entropy over next-token targets",
+                 description=describe("gpt_cross_entropy"),
                  reference=native_gpt.cross_entropy_block)
 
 

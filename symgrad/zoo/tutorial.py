@@ -6,7 +6,9 @@ import sympy as sp
 
 from .. import ops
 from ..domains import Choice, Normal, Uniform
-from ..model import Model, matrix
+from ..entries import matrix
+from ..model import Model
+from ..zoo_index import describe
 from . import native
 
 
@@ -16,7 +18,7 @@ def chain_rule() -> Model:
     u = ops.step(x**2, label="u")
     y = ops.step(sp.sin(u), label="y")
     return Model("chain_rule", y, params={x: Uniform(-3, 3)},
-                 description="chain rule: y = sin(u), u = x^2, dy/dx = cos(x^2) * 2x",
+                 description=describe("chain_rule"),
                  reference=native.chain_rule)
 
 
@@ -28,7 +30,7 @@ def neuron() -> Model:
     loss = ops.bce(a, y, label="L")
     return Model("neuron", loss, params=[w, b],
                  inputs={x: Uniform(-3, 3), y: Choice([0.0, 1.0])},
-                 description="sigmoid neuron with binary cross-entropy: L = BCE(sigmoid(x w + b), y)",
+                 description=describe("neuron"),
                  reference=native.neuron)
 
 
@@ -45,7 +47,7 @@ def simplenet() -> Model:
     loss = ops.bce(a[0, 0], y, label="L")
     model = Model("simplenet", loss, params=[W1, b1, W2, b2],
                   inputs={x: Normal(), y: Choice([0.0, 1.0])},
-                  description="Linear(10,5) -> ReLU -> Linear(5,1) -> Sigmoid -> BCELoss",
+                  description=describe("simplenet"),
                   reference=native.simplenet)
     model.layer_names = frozenset({"W1", "b1", "W2", "b2"})  # layer 1's and 2's: W^(1), b^(2)
     return model
@@ -59,5 +61,5 @@ def tensor_ops() -> Model:
     P = ops.matmul(R, ops.transpose(R), label="P")  # (3, 3)
     loss = ops.mse(P, X, label="L")
     return Model("tensor_ops", loss, params=[A], inputs={X: Normal()},
-                 description="tensor ops: mse(R @ R.T, X) with R = A.reshape(3, 2)",
+                 description=describe("tensor_ops"),
                  reference=native.tensor_ops)

@@ -7,9 +7,10 @@ parameters and input differentiated), judged as ``wolf_hunt.judge`` does.
 
 Regimes:
     cnn normal       x ~ N(0, 1)
-    cnn zeros        x = 0: every conv output is its channel's bias, so BatchNorm (train) gives
+    cnn zeros        x = 0: every conv output is its channel's bias, so BatchNorm (train) is
                      exactly 0 everywhere: every relu at its kink, every 2x2 pool window a
-                     four-way tie at 0
+                     four-way tie (torch's rounded batch mean leaves +-1e-7: rounding picks
+                     each relu's side)
     cnn quantized    x integers in -2..2, conv weights multiples of 1/4, bias 0: exact ties in
                      the pool windows and pre-activations equal to the batch mean
     cnn large        fc weights x 100: logits ~1e2, the cross-entropy saturated

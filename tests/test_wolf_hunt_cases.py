@@ -10,6 +10,7 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
+from tests.clients import CNN, seeded
 
 F64 = torch.float64
 
@@ -45,3 +46,30 @@ def test_torchs_cosine_similarity_at_tiny_entries_is_proven_wrong_and_named():
     lines = [line for line in str(err.value).splitlines()[1:]
              if "… and" not in line and not line.startswith("  note:")]
     assert lines and all("norm's eps clamp not differentiated" in line for line in lines), lines
+
+
+class _CNNLoss(torch.nn.Module):
+    def __init__(self, net: torch.nn.Module, labels: torch.Tensor) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("labels", labels)
+
+    def forward(self, x):
+        return F.cross_entropy(self.net(x), self.labels)
+
+
+def test_a_cnn_at_zero_input_passes_at_every_relu_kink_and_pool_tie():
+    """Meant to pass: the hunt's CNN (conv, BatchNorm in train mode, relu, max-pool, linear,
+    cross-entropy) at x = 0 in float32. Every conv output is its channel's bias, so the exact
+    BatchNorm output is 0: every relu at its kink, every 2x2 pool window a four-way tie; torch's
+    rounded batch mean leaves +-1e-7 there, so rounding picks each relu's side. torch's correct
+    gradient is accepted (kink entries on one side of the subgradient), no entry fails."""
+    with seeded(0):
+        net = CNN()
+    model = _CNNLoss(net, torch.tensor([2, 0])).float()
+    x = torch.zeros(2, 2, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        y = net.conv1(x)
+        assert (y == y[:, :, :1, :1]).all() and (y[0] == y[1]).all()  # each channel constant
+        assert net.bn(y).abs().max() < 1e-5  # exact 0, torch's off by its rounding
+    assert sg.gradcheck(model, (x,), samples=1)

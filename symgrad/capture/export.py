@@ -9,6 +9,7 @@ a function's own argument name), where its value comes from, and its role.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import io
 import logging
@@ -267,15 +268,43 @@ def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:
 def _anchor(fn: Callable) -> None:
     """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
     only frames named ``forward``, so a plain function's lines would be lost); a no-op where
-    torch has no such hook or it refuses (a module's ``forward`` lines are still named)."""
+    torch has no such hook or it refuses (a module's ``forward`` lines are still named).
+    Every function that runs the user's body is anchored: a custom Function's ``forward``, a
+    ``functools.partial``'s function, each level of a decorator's ``__wrapped__`` chain (a
+    ``functools.wraps`` wrapper alone would name the wrapper's ``return fn(*a)`` line), a
+    callable object's ``__call__``."""
     register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
-    cls = function_class(fn)
-    fn = cls.forward if cls is not None else fn  # a custom Function: its forward's lines
-    if register is not None and getattr(fn, "__code__", None) is not None:
+    if register is None:
+        return
+    for code_fn in _bodies(fn):
         try:
-            register(fn)
+            register(code_fn)
         except Exception:  # noqa: BLE001 - a private hook: if it changed, lines are less precise
             pass
+
+
+def _bodies(fn: Callable) -> list[Callable]:
+    """The Python functions (those with ``__code__``) that run ``fn``'s body, outermost
+    first."""
+    out: list[Callable] = []
+    seen: set[int] = set()
+    todo = [fn]
+    while todo and len(seen) < 32:  # a cycle of __wrapped__ cannot loop
+        f = todo.pop(0)
+        if f is None or id(f) in seen:
+            continue
+        seen.add(id(f))
+        cls = function_class(f)
+        if cls is not None:  # a custom Function: its forward's lines
+            todo.append(cls.forward)
+        elif isinstance(f, functools.partial):
+            todo.append(f.func)
+        elif getattr(f, "__code__", None) is not None:
+            out.append(f)
+            todo.append(getattr(f, "__wrapped__", None))
+        elif not isinstance(f, torch.nn.Module) and callable(f) and not isinstance(f, type):
+            todo.append(getattr(type(f), "__call__", None))  # a callable object
+    return out
 
 
 def _storage(value: torch.Tensor) -> tuple:

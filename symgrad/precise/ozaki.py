@@ -21,9 +21,12 @@ this brings rowmax*colmax near |A||B| for matrices whose scales differ along K.
 Tiling: K in blocks of `k_block`, M and N in blocks of at most `tile_elems` entries per slice;
 within a tile, rows of A and columns of B are sliced, and the output summed in sub-tiles of up
 to 256 rows, about `chunk_elems` entries at a time, so each elementwise pass runs in cache and
-each GEMM is one sub-tile's, on one BLAS thread (``OzakiConfig.one_thread_below``). The
-chunking changes no bit: slicing is per row (column), the level products are exact, and the
-rounded GEMM sums each entry's dot product in the same order (``tests/test_ozaki_chunks.py``).
+each GEMM is one sub-tile's, on one BLAS thread (``OzakiConfig.one_thread_below``). Slicing is
+per row (column) and the level products are exact, so the chunking changes the result only through
+the one rounded GEMM, whose terms are below 2**(-S tau) of the entry's scale: no bit where the BLAS
+sums each entry's dot product in one order whatever the operands' shapes (OpenBLAS's AVX2 kernels),
+a few last bits of lo where it does not (its AVX-512 kernels: ~1e-33 of (|A||B|)_ij, far inside
+the error above; ``tests/test_ozaki_chunks.py`` checks both).
 
 Example:
     >>> import numpy as np
@@ -255,8 +258,9 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
     ``out``: each operand tile sliced in chunks of whole rows (of A) or columns (of B), each
     output tile formed in sub-tiles (``_sub_tiles``), all of about ``chunk`` entries. Rows and
     columns are sliced and products summed independently of each other, so the chunking
-    changes no bit of the result (the level products are exact; the rounded one is the same
-    dot product per entry)."""
+    changes at most the rounded GEMM's last bits (the level products are exact; the rounded one
+    is the same dot product per entry, summed in one order where the BLAS kernel is
+    shape-stable: the module docstring)."""
     bt, m, k = a.shape
     n = b.shape[2]
     work = _Work()

@@ -6,12 +6,14 @@ decides whether requires_grad=False parameters are checked; a failing sample is 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
 import torch.nn as nn
 
 import symgrad as sg
+from symgrad.capture.gradcheck import OWN_OPTIONS
 from symgrad.modules import replay
 
 F64 = torch.float64
@@ -143,3 +145,20 @@ def test_a_failing_sample_is_saved_and_runs_the_failure_again(tmp_path, monkeypa
         got = float(module[0].weight.grad[entry])
         assert abs(got - want) <= 1e-14 * abs(want), (got, want)  # the same gradient again
     assert any("saved" in n and "torch.load(path)" in n for n in r.notes)
+
+
+# ------------------------------------------------------------------------ a misspelled keyword
+def test_a_misspelled_gradcheck_keyword_names_the_one_it_meant():
+    """newuser7: ``raise_exeption=False`` was "unexpected keyword argument(s)
+    ['raise_exeption']", naming no fix; torch's own keywords stay accepted (and ignored)."""
+    x = _x(3, grad=True)
+    with pytest.raises(TypeError) as err:
+        sg.gradcheck(torch.tanh, (x,), raise_exeption=False)
+    assert "['raise_exeption']; did you mean 'raise_exception'?" in str(err.value)
+    with pytest.raises(TypeError, match=r"\['fastmode'\]; did you mean 'fast_mode'\?"):
+        sg.gradgradcheck(torch.tanh, (x,), fastmode=True)
+    with pytest.raises(TypeError, match=r"\['tolerance'\]; its own keywords: dtype, frozen"):
+        sg.gradcheck(torch.tanh, (x,), tolerance=1)  # nothing near: the keywords it has
+    own = {n for n, p in inspect.signature(sg.gradcheck).parameters.items()
+           if p.kind is p.KEYWORD_ONLY}
+    assert OWN_OPTIONS == own  # the hint's list is the signature's

@@ -82,3 +82,26 @@ def test_a_config_file_that_does_not_exist_is_named():
                                            r"existing \.json file or the JSON itself"):
         load_config("nofile_nu5.json")
     assert load_config('{"n_layers": 1}') == {"n_layers": 1}
+
+
+def test_an_attribute_not_there_or_not_given_lists_the_models_the_file_defines(tmp_path,
+                                                                              monkeypatch):
+    """newuser7: `verify teacher.py:nope` said only "has no attribute 'nope'", `teacher.py:`
+    "has no attribute ''", and a factory returning 3 "is a int"."""
+    (tmp_path / "nu7_teacher.py").write_text(
+        "import sympy as sp, symgrad as sg\nfrom math import sqrt\nw = sp.Symbol('w')\n"
+        "def neuron():\n    return sg.Model('n', sp.tanh(w) ** 2, params=[w])\n"
+        "def helper(x):\n    return x\n"
+        "reg = sg.Model('r', sp.sin(w), params=[w])\n"
+        "def three():\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SymgradError) as far:
+        zoo.get("nu7_teacher:qqqqqq")
+    assert str(far.value).endswith("no attribute 'qqqqqq'; the models and functions of no "
+                                   "arguments it defines: neuron, reg, three")  # not sqrt, helper
+    with pytest.raises(SymgradError) as empty:
+        zoo.get("nu7_teacher:")
+    assert str(empty.value).startswith("'nu7_teacher:': name the model after the colon "
+                                       "(module:attr), e.g. nu7_teacher:neuron; ")
+    with pytest.raises(SymgradError, match="nu7_teacher:three is an int, not an sg.Model"):
+        zoo.get("nu7_teacher:three")

@@ -103,7 +103,8 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
-                  torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen)
+                  torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen,
+                  train=train)
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,

@@ -162,3 +162,16 @@ def test_a_misspelled_gradcheck_keyword_names_the_one_it_meant():
     own = {n for n, p in inspect.signature(sg.gradcheck).parameters.items()
            if p.kind is p.KEYWORD_ONLY}
     assert OWN_OPTIONS == own  # the hint's list is the signature's
+
+
+# ------------------------------------------------------------------------------- train=
+def test_train_that_is_not_a_bool_or_has_no_module_is_one_line():
+    """newuser7: train="yes" reached torch's "training mode is expected to be boolean" (a
+    ValueError from nn.Module.train, naming no symgrad option); train=True with a model and no
+    module= was silently ignored."""
+    m = nn.Linear(3, 2).double().eval()
+    with pytest.raises(sg.SymgradError, match=r"^verify: train= is True .* got 'yes'$"):
+        sg.verify(module=m, inputs=_x(2, 3), train="yes")
+    assert not m.training  # refused before anything ran
+    with pytest.raises(sg.SymgradError, match=r"^verify: train=True runs module= in train mode"):
+        sg.verify(sg.zoo.get("neuron"), train=True, samples=4)

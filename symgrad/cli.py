@@ -96,6 +96,10 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     v.add_argument("--order", type=int, choices=(1, 2), default=1,
                    help="2: Hessian-vector products (torch's double backward, symgrad.hvp)")
+    v.add_argument("--at", default=None, metavar="x=1.1,w=2.2,...",
+                   help="verify at this one point instead of random samples: every scalar "
+                        "parameter and input by name (as explain --at; a matrix model: "
+                        "sg.verify(model, at={...}) in Python)")
     r = sub.add_parser("report", help="verify models and write Markdown/HTML/JSON reports",
                        epilog=EXIT_CODES)
     r.add_argument("models", nargs="*", metavar="NAME|module:attr",

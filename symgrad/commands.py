@@ -25,6 +25,7 @@ from .explain import explain, inexact_note, parse_point
 from .fuzz import fuzz
 from .modules.load import load_module
 from .opcatalog import OpsConfig, run_ops
+from .points import given_samples
 from .opcatalog.report import write_ops_report
 from .progress import phase
 from .report import Entry, write_reports
@@ -53,6 +54,9 @@ def verify_cmd(args: argparse.Namespace) -> int:
     if args.train and not args.module:
         raise SymgradError("--train runs your --module in train mode and applies only with it; "
                            "drop --train, or give --module pkg.mod:attr")
+    if args.at is not None and args.samples is not None:
+        raise SymgradError(f"--at {args.at} is the one point verified, --samples "
+                           f"{args.samples} asks for random draws; drop one of them")
     with session(args.scheduler, args.workers) as client:
         return _verify_all(args, base, client)
 
@@ -62,22 +66,32 @@ def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
     for name in args.models:
         model = _get(name, args)
         given = args.samples is not None
-        cfg = samples_for(model, base, given=given)
+        at = (_block_point(model, parse_point(args.at), "verify") if args.at is not None
+              else None)
+        if at is not None:  # a missing or misspelled name: its one line before the run starts
+            given_samples(model, at, "--at")
+        cfg = replace(base, samples=1) if at is not None else samples_for(model, base,
+                                                                          given=given)
+        line = (f"the one point given by --at ({args.at}), checked by the oracle"
+                if at is not None else sampling(model, cfg, given=given))
         # the user's module is loaded before the run is announced: an import error is the
         # one line, not a second one after "verifying ..."
         module = (load_module(args.module, _module_config(model, args), cfg.dtype, cfg.device)
                   if args.module else None)
         what = " at order 2 (Hessian-vector products)" if args.order == 2 else ""
-        print(f"symgrad: verifying {model.name}{what}: {sampling(model, cfg, given=given)}; "
-              f"{cfg.dtype} on {cfg.device}", file=sys.stderr)
+        print(f"symgrad: verifying {model.name}{what}: {line}; {cfg.dtype} on {cfg.device}",
+              file=sys.stderr)
+        if at is not None and (note := inexact_note(args.at)):  # 0.3 is 0.2999...9889
+            print(f"symgrad: note: {note}", file=sys.stderr)
         if module is not None:
             results.append(verify(model, module=module, train=args.train, config=cfg,
-                                  order=args.order))
+                                  order=args.order, at=at))
         else:
             ref = None if args.no_reference else model.reference
             results.append(verify(model, torch_fn=ref, config=cfg, client=client,
-                                  order=args.order))
-        lines.append(sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
+                                  order=args.order, at=at))
+        lines.append(line if at is not None else
+                     sampling(model, cfg, given=given, checked=len(results[-1].oracle_samples)))
     if args.json:
         doc = {"ok": all(r.ok for r in results),
                "verdict": _overall([r.verdict for r in results]),
@@ -241,13 +255,14 @@ def explain_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _block_point(model, point: dict) -> dict:
-    """--at gives scalars by name; matrix blocks need every entry (W1_{0,3}=...)."""
+def _block_point(model, point: dict, command: str = "explain") -> dict:
+    """--at gives scalars by name; a matrix block is refused, naming the Python call that takes
+    its array (``sg.explain`` / ``sg.verify`` with ``at={...}``)."""
     for b in model.blocks:
         if b.shape and b.name not in point:
             raise SymgradError(f"--at: {b.name!r} is a block of shape {b.shape}; --at takes "
-                               "scalar values only, use the Python API (sg.explain) for "
-                               "matrix models")
+                               f"scalar values only, use the Python API (sg.{command}(model, "
+                               "at={...})) for matrix models")
     return point
 
 

@@ -48,7 +48,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
            paths: tuple[str, ...] = ("eager",), client=None, order: int = 1,
-           inputs=None, targets=None, frozen: str = "check") -> Result:
+           inputs=None, targets=None, frozen: str = "check", progress: bool = False) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -89,6 +89,8 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
             sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
             ``module=`` and a model, the module's eager path under double backward (as the
             torch_fn backend); a plain model's HVP is built from its tensor program.
+        progress: print each phase and its time on stderr, as the CLI does on a terminal
+            (``VerifyConfig.progress``; a run is silent by default).
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
@@ -98,11 +100,13 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
     cfg.chosen_backends(torch_fn is not None)  # a bad backends= fails here, in one line
+    cfg = replace(cfg, progress=True) if progress else cfg
     if tolerance is not None:
         cfg = replace(cfg, tolerance=tolerance)
     cfg = replace(cfg, order=order) if order != 1 else cfg
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
-                  torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen)
+                  torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen,
+                  train=train)
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,

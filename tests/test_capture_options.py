@@ -6,12 +6,14 @@ decides whether requires_grad=False parameters are checked; a failing sample is 
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
 import torch.nn as nn
 
 import symgrad as sg
+from symgrad.capture.gradcheck import OWN_OPTIONS
 from symgrad.modules import replay
 
 F64 = torch.float64
@@ -143,3 +145,33 @@ def test_a_failing_sample_is_saved_and_runs_the_failure_again(tmp_path, monkeypa
         got = float(module[0].weight.grad[entry])
         assert abs(got - want) <= 1e-14 * abs(want), (got, want)  # the same gradient again
     assert any("saved" in n and "torch.load(path)" in n for n in r.notes)
+
+
+# ------------------------------------------------------------------------ a misspelled keyword
+def test_a_misspelled_gradcheck_keyword_names_the_one_it_meant():
+    """newuser7: ``raise_exeption=False`` was "unexpected keyword argument(s)
+    ['raise_exeption']", naming no fix; torch's own keywords stay accepted (and ignored)."""
+    x = _x(3, grad=True)
+    with pytest.raises(TypeError) as err:
+        sg.gradcheck(torch.tanh, (x,), raise_exeption=False)
+    assert "['raise_exeption']; did you mean 'raise_exception'?" in str(err.value)
+    with pytest.raises(TypeError, match=r"\['fastmode'\]; did you mean 'fast_mode'\?"):
+        sg.gradgradcheck(torch.tanh, (x,), fastmode=True)
+    with pytest.raises(TypeError, match=r"\['tolerance'\]; its own keywords: dtype, frozen"):
+        sg.gradcheck(torch.tanh, (x,), tolerance=1)  # nothing near: the keywords it has
+    own = {n for n, p in inspect.signature(sg.gradcheck).parameters.items()
+           if p.kind is p.KEYWORD_ONLY}
+    assert OWN_OPTIONS == own  # the hint's list is the signature's
+
+
+# ------------------------------------------------------------------------------- train=
+def test_train_that_is_not_a_bool_or_has_no_module_is_one_line():
+    """newuser7: train="yes" reached torch's "training mode is expected to be boolean" (a
+    ValueError from nn.Module.train, naming no symgrad option); train=True with a model and no
+    module= was silently ignored."""
+    m = nn.Linear(3, 2).double().eval()
+    with pytest.raises(sg.SymgradError, match=r"^verify: train= is True .* got 'yes'$"):
+        sg.verify(module=m, inputs=_x(2, 3), train="yes")
+    assert not m.training  # refused before anything ran
+    with pytest.raises(sg.SymgradError, match=r"^verify: train=True runs module= in train mode"):
+        sg.verify(sg.zoo.get("neuron"), train=True, samples=4)

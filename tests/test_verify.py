@@ -264,3 +264,16 @@ def test_a_plain_model_is_verified_as_its_tensor_program(models, monkeypatch):
 def test_something_that_is_not_a_model_is_named_in_one_line():
     with pytest.raises(sg.SymgradError, match=r"^model: a str is not a model; pass an sg.Model"):
         sg.verify("neuron")
+
+
+def test_progress_true_prints_the_phases_and_the_default_is_silent(capsys):
+    """newuser7: a CNN's sg.verify(module=...) ran 15 CPU s (52 s wall) without a word; the
+    phases were shown only through config=VerifyConfig(progress=True), which also resets
+    samples= to VerifyConfig's 500."""
+    m = zoo.get("neuron")
+    sg.verify(m, samples=4, seed=0)
+    assert capsys.readouterr().err == ""
+    r = sg.verify(m, samples=4, seed=0, progress=True)
+    err = capsys.readouterr().err
+    assert r.ok and "deriving neuron" in err and "compare" in err
+    assert len(r.oracle_samples) == 4  # samples= kept (not VerifyConfig's 500)

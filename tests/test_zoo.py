@@ -103,3 +103,26 @@ def test_each_built_in_model_describes_itself_with_its_line_in_the_zoos_table():
         if not zoo_index.ZOO[name].gpt:
             assert zoo.get(name).description.startswith(zoo_index.describe(name)), name
             assert zoo.describe(name) == zoo_index.describe(name)
+
+
+def test_an_attribute_not_there_or_not_given_lists_the_models_the_file_defines(tmp_path,
+                                                                              monkeypatch):
+    """newuser7: `verify teacher.py:nope` said only "has no attribute 'nope'", `teacher.py:`
+    "has no attribute ''", and a factory returning 3 "is a int"."""
+    (tmp_path / "nu7_teacher.py").write_text(
+        "import sympy as sp, symgrad as sg\nfrom math import sqrt\nw = sp.Symbol('w')\n"
+        "def neuron():\n    return sg.Model('n', sp.tanh(w) ** 2, params=[w])\n"
+        "def helper(x):\n    return x\n"
+        "reg = sg.Model('r', sp.sin(w), params=[w])\n"
+        "def three():\n    return 3\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(SymgradError) as far:
+        zoo.get("nu7_teacher:qqqqqq")
+    assert str(far.value).endswith("no attribute 'qqqqqq'; the models and functions of no "
+                                   "arguments it defines: neuron, reg, three")  # not sqrt, helper
+    with pytest.raises(SymgradError) as empty:
+        zoo.get("nu7_teacher:")
+    assert str(empty.value).startswith("'nu7_teacher:': name the model after the colon "
+                                       "(module:attr), e.g. nu7_teacher:neuron; ")
+    with pytest.raises(SymgradError, match="nu7_teacher:three is an int, not a model: give an sg.Model"):
+        zoo.get("nu7_teacher:three")

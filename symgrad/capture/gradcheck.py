@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import dtype_name
-from ..errors import SymgradError
+from ..errors import SymgradError, did_you_mean
 from ..modules.any import by_own_names
 from ..modules.options import check_frozen
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
@@ -37,6 +37,8 @@ TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knob
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
     "check_backward_ad", "fast_mode", "masked", "grad_outputs",
     "gen_non_contig_grad_outputs", "check_fwd_over_rev", "check_rev_over_rev"})
+OWN_OPTIONS = frozenset({"dtype", "samples", "seed", "raise_exception", "reference",
+                         "parameters", "frozen"})
 
 
 class GradcheckError(RuntimeError):
@@ -109,8 +111,11 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     """gradcheck (order 1) and gradgradcheck (order 2)."""
     what = "gradcheck" if order == 1 else "gradgradcheck"
     unknown = sorted(set(torch_options) - TORCH_OPTIONS)
-    if unknown:
-        raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}")
+    if unknown:  # a typo names the keyword it probably meant (raise_exeption: raise_exception)
+        hints = [h for u in unknown if (h := did_you_mean(u, OWN_OPTIONS | TORCH_OPTIONS))]
+        raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}"
+                        + (f"; {'; '.join(hints)}" if hints else "")
+                        + f"; its own keywords: {', '.join(sorted(OWN_OPTIONS))}")
     check_frozen(frozen, what)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "

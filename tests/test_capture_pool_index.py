@@ -140,3 +140,82 @@ def test_adaptive_pool_backward_overwriting_overlaps_is_caught(planted, dtype, m
     with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to conv[.]"
                        r"weight\["):
         sg.gradcheck(m, (x,), samples=2)
+
+
+# ------------------------------------------ advanced indexing on axes that are not adjacent
+I0, I2 = torch.tensor([2, 0, 2, 1]), torch.tensor([1, 3, 1, 0])  # the pair (2, 1) twice
+
+
+def test_index_on_axes_that_are_not_adjacent_exact_vjp_and_value():
+    """x[i, :, j] (axes 0 and 2): the picks lead the result (numpy's rule), (4, 3); weights
+    1..12: the exact gradient is each weight added at its entry (twice at the repeated pair),
+    the exact value torch's own."""
+    x = _x(3, 3, 4, seed=5)
+    w = torch.arange(1.0, 13.0, dtype=F64).reshape(4, 3)
+    f = lambda x: (x[I0, :, I2] * w).sum()  # noqa: E731
+    exact = _exact_grad(f, x)
+    want = {idx: mpmath.mpf(0) for idx in exact}
+    for p in range(4):
+        for b in range(3):
+            want[(int(I0[p]), b, int(I2[p]))] += int(w[p, b])
+    assert exact == want and want[(2, 2, 1)] == 3 + 9  # w[0, 2] + w[2, 2]: the pair twice
+    c = capture(f, (x,))
+    value = sg.exact_at(c.model, c.example, dps=30)["value"]
+    assert abs(float(value) - float(f(x.detach()))) <= 1e-13
+
+
+@DTYPES
+@pytest.mark.parametrize("case", ["axes_0_2", "axes_1_3", "broadcast_2d", "axes_0_1_3"])
+def test_index_on_axes_that_are_not_adjacent_passes(case, dtype):
+    idx = {"axes_0_2": lambda x: x[I0, :, I2 % 3],
+           "axes_1_3": lambda x: x[:, I0, :, I2 % 2],
+           "broadcast_2d": lambda x: x[I0.reshape(2, 2), :, torch.tensor([[0], [1]])],
+           "axes_0_1_3": lambda x: x[I0 % 2, I0, :, I2 % 2]}[case]
+    assert sg.gradcheck(lambda x: torch.tanh(idx(x)) * 2, (_x(3, 3, 3, 2, dtype=dtype),),
+                        samples=2)
+
+
+class PickOverwrite(torch.autograd.Function):
+    """x[i, :, j] with a hand-written backward; ``overwrite``: the planted bug, the cotangent
+    written (dx[i, :, j] = g) instead of added, so the repeated pair gets one of its two."""
+
+    overwrite = False
+
+    @staticmethod
+    def forward(ctx, x):
+        ctx.shape = x.shape
+        return x[I0, :, I2]
+
+    @staticmethod
+    def backward(ctx, g):
+        dx = g.new_zeros(ctx.shape)
+        if PickOverwrite.overwrite:
+            dx[I0, :, I2] = g
+        else:  # (n0, n2, n1) view: the indexed axes adjacent, the picks added in place
+            dx.permute(0, 2, 1).index_put_((I0, I2), g, accumulate=True)
+        return dx
+
+
+class Picked(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(3, 2, 4))
+
+    def forward(self, x):
+        return (PickOverwrite.apply(self.table) * x).sum()
+
+
+@DTYPES
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "overwrite"])
+def test_a_pick_backward_overwriting_a_repeated_pair_is_caught(planted, dtype, monkeypatch):
+    monkeypatch.setattr(PickOverwrite, "overwrite", planted)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = Picked().to(dtype)
+    x = _x(4, 2, dtype=dtype, grad=False)
+    if not planted:
+        assert sg.gradcheck(m, (x,), samples=2)
+        return
+    with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to table\[2, "
+                       r"[01], 1\]"):
+        sg.gradcheck(m, (x,), samples=2)

@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import Node, add_all, const, einsum, reshape, take
+from ..tensor.program import Node, add_all, const, einsum, reshape, take, transpose
 from .values import node
 
 aten = torch.ops.aten
@@ -99,15 +99,16 @@ PICKS_MAX = 1 << 24  # entries of an advanced index's dense 0/1 matrix (128 MB i
 
 
 def _index(a, shape) -> Node:
-    """einsum with the 0/1 picks of the indexed axes (flattened; adjacent axes only)
+    """einsum with the 0/1 picks of the indexed axes (flattened); axes that are not adjacent
+    moved to the front first (transpose), as numpy and torch place their result
 
     The known index tensors are applied by torch itself to the axes' flat ids."""
     x = node(a["self"], "index")
     given = [i for i, t in enumerate(a["indices"]) if t is not None]
-    if given != list(range(given[0], given[-1] + 1)):
-        raise SymgradError("capture: x[...] with index tensors on axes that are not adjacent "
-                           f"(axes {given}) is not supported; index adjacent axes")
     tensors = [known_index(a["indices"][i], "x[index]") for i in given]
+    if given != list(range(given[0], given[-1] + 1)):  # x[i, :, j]: the picks lead the result
+        x = transpose(x, given + [d for d in range(x.ndim) if d not in given])
+        given = list(range(len(given)))
     k, m = given[0], len(given)
     n = int(np.prod(x.shape[k:k + m], dtype=np.int64))
     ids = torch.arange(n).reshape(x.shape[k:k + m])[tuple(tensors)].reshape(-1)

@@ -8,6 +8,7 @@ source line."""
 
 from __future__ import annotations
 
+import inspect
 import math
 
 import mpmath
@@ -28,15 +29,15 @@ def _x(*shape, dtype=F64, seed=0, grad=True):
     return torch.randn(*shape, generator=g, dtype=dtype).requires_grad_(grad)
 
 
-def _exact_grad(fn, x) -> dict[tuple, mpmath.mpf]:
-    """The captured program's exact gradient of ``fn`` with respect to ``x`` (sg.exact_at),
-    by entry index."""
-    c = capture(fn, (x.detach().requires_grad_(),))
+def _exact_grad(fn, *args, block: str = "x") -> dict[tuple, mpmath.mpf]:
+    """The captured program's exact gradient of ``fn`` with respect to its argument ``block``
+    (sg.exact_at), by entry index."""
+    c = capture(fn, tuple(a.detach().requires_grad_() for a in args))
     g = sg.exact_at(c.model, c.example, dps=30)
     out = {}
     for k, v in g.items():
-        if k.startswith("d/dx["):
-            out[tuple(int(i) for i in k[5:-1].split(","))] = v
+        if k.startswith(f"d/d{block}["):
+            out[tuple(int(i) for i in k[len(block) + 4:-1].split(","))] = v
     return out
 
 
@@ -219,3 +220,122 @@ def test_a_pick_backward_overwriting_a_repeated_pair_is_caught(planted, dtype, m
     with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to table\[2, "
                        r"[01], 1\]"):
         sg.gradcheck(m, (x,), samples=2)
+
+
+# ------------------------------------------------ index_put: x[idx] = v, index_add, nn.Fold
+IDX = torch.tensor([3, 0, 3, 1])  # row 3 twice
+
+
+@pytest.mark.parametrize("accumulate", [True, False], ids=["accumulate", "overwrite"])
+def test_index_put_exact_vjp_is_the_hand_written_one(accumulate):
+    """(x.index_put((i,), v, accumulate) * w).sum(), weights 1..15 on (5, 3): with accumulate,
+    d/dx = w and d/dv[p] = w[i[p]] (row 3 read twice); without (ids 3, 0, 1, each once), the
+    overwritten rows of x get 0."""
+    ids = IDX if accumulate else IDX[[0, 1, 3]]
+    x, v = _x(5, 3, seed=6), _x(len(ids), 3, seed=7)
+    w = torch.arange(1.0, 16.0, dtype=F64).reshape(5, 3)
+    f = lambda x, v: (x.index_put((ids,), v, accumulate=accumulate) * w).sum()  # noqa: E731
+    dx, dv = _exact_grad(f, x, v), _exact_grad(f, x, v, block="v")
+    hit = set(ids.tolist())
+    assert dx == {(r, c): (0 if r in hit and not accumulate else int(w[r, c]))
+                  for r in range(5) for c in range(3)}
+    assert dv == {(p, c): int(w[ids[p], c]) for p in range(len(ids)) for c in range(3)}
+
+
+MASK = torch.tensor([[True, False, True], [False, False, True], [True, True, False]])
+PUTS = {  # name -> (function, input shapes)
+    "setitem_rows": (lambda x, v: _put(x, (IDX[[0, 1, 3]],), v), ((5, 3), (3, 3))),
+    "setitem_fill": (lambda x, v: _put(x * v.sum(), (IDX[[0, 1]], 1), 0.5), ((5, 3), (2,))),
+    "index_add_repeats": (lambda x, v: x.index_add(0, IDX, v), ((5, 3), (4, 3))),
+    "index_add_dim1_alpha": (lambda x, v: x.index_add(1, IDX % 3, v, alpha=2.5),
+                             ((2, 3), (2, 4))),
+    "put_not_adjacent": (lambda x, v: _put(x, (IDX[[0, 1]], slice(None), IDX[[1, 3]]), v),
+                         ((4, 2, 3), (2, 2))),
+    "const_mask_put": (lambda x, v: _put(x, (MASK,), v), ((3, 3), (5,))),
+    "const_mask_read": (lambda x, v: x[MASK] * v.sum(), ((3, 3), (2,))),
+    "computed_mask_fill": (lambda x, v: _put(x * v.sum(), (x > 0.5,), 0.25), ((3, 3), (2,))),
+    "fold": (lambda x, v: F.fold(x, (4, 5), 2) * v.sum(), ((1, 3 * 4, 12), (2,))),
+    "fold_stride_padding": (lambda x, v: F.fold(x, (5, 5), 3, padding=1, stride=2) * v.sum(),
+                            ((2, 2 * 9, 9), (2,))),
+}
+
+
+def _put(x, index, v):
+    y = x.clone()
+    y[index] = v
+    return y
+
+
+@DTYPES
+@pytest.mark.parametrize("name", sorted(PUTS))
+def test_index_put_clients_pass(name, dtype):
+    fn, shapes = PUTS[name]
+    args = tuple(_x(*s, dtype=dtype, seed=i) for i, s in enumerate(shapes))
+    assert sg.gradcheck(fn, args, samples=2)
+
+
+def test_a_computed_mask_fill_at_its_boundary_passes():
+    """y[x > 0.5] = 0.25 with an entry exactly at 0.5: the Piecewise's boundary (a kink of
+    the captured function), where torch's gradient (2, the unfilled side) is one side's."""
+    x = _x(3, 3, seed=1).detach()
+    x[1, 1] = 0.5
+    assert sg.gradcheck(lambda x: _put(x * 2, (x > 0.5,), 0.25), (x.requires_grad_(),))
+
+
+class PutForgetful(torch.autograd.Function):
+    """table.index_put((i,), v) (each row once) with a hand-written backward; ``forget``: the
+    planted bug, the cotangent handed to ``table`` whole, without zeroing the rows that v
+    overwrote (they do not reach the output)."""
+
+    forget = False
+
+    @staticmethod
+    def forward(ctx, table, v):
+        return table.index_put((IDX[[0, 1, 3]],), v)
+
+    @staticmethod
+    def backward(ctx, g):
+        dt = g.clone()
+        if not PutForgetful.forget:
+            dt[IDX[[0, 1, 3]]] = 0
+        return dt, g[IDX[[0, 1, 3]]]
+
+
+class Overwritten(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.randn(5, 3))
+
+    def forward(self, v):
+        return torch.tanh(PutForgetful.apply(self.table, v)).sum()
+
+
+@DTYPES
+@pytest.mark.parametrize("planted", [False, True], ids=["correct", "forgets_overwritten"])
+def test_a_put_backward_that_forgets_the_overwritten_rows_is_caught(planted, dtype,
+                                                                    monkeypatch):
+    monkeypatch.setattr(PutForgetful, "forget", planted)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = Overwritten().to(dtype)
+    v = _x(3, 3, dtype=dtype, seed=3)
+    if not planted:
+        assert sg.gradcheck(m, (v,), samples=2)
+        return
+    with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to table\[[013], "):
+        sg.gradcheck(m, (v,), samples=2)
+
+
+def test_index_put_of_one_entry_twice_without_accumulate_is_refused_in_one_line():
+    """torch leaves which value an entry named twice keeps undefined (its docs): refused,
+    naming the op and the line, before anything is derived."""
+    def f(x, v):
+        y = x.clone()
+        y[IDX] = v
+        return y
+    with pytest.raises(sg.SymgradError) as err:
+        sg.gradcheck(f, (_x(5, 3), _x(4, 3)))
+    text = str(err.value)
+    line = inspect.getsourcelines(f)[1] + 2
+    assert "\n" not in text and "aten.index_put" in text and "twice" in text, text
+    assert f"test_capture_pool_index.py:{line}" in text and "accumulate=True" in text, text

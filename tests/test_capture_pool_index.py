@@ -339,3 +339,31 @@ def test_index_put_of_one_entry_twice_without_accumulate_is_refused_in_one_line(
     line = inspect.getsourcelines(f)[1] + 2
     assert "\n" not in text and "aten.index_put" in text and "twice" in text, text
     assert f"test_capture_pool_index.py:{line}" in text and "accumulate=True" in text, text
+
+
+# ----------------------------------------- max pooling with padding: no entry is its own tie
+@DTYPES
+@pytest.mark.parametrize("kw", [{"kernel_size": 3, "stride": 2, "padding": 1},
+                                {"kernel_size": 2, "stride": 1, "padding": 1, "dilation": 2},
+                                {"kernel_size": 3, "stride": 2, "padding": 1,
+                                 "ceil_mode": True}],
+                         ids=["pad", "pad_dilation", "pad_ceil_mode"])
+def test_max_pool_with_padding_passes(kw, dtype):
+    m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.MaxPool2d(**kw), nn.Tanh())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = m.to(dtype)
+    assert sg.gradcheck(m, (_x(2, 1, 6, 7, dtype=dtype),), samples=2)
+
+
+def test_a_weight_bug_behind_a_padded_max_pool_is_proven():
+    """The padding was an edge entry's copy: an edge entry that was its window's max tied
+    with itself, a kink that flagged every entry behind it, and a 1e-6 weight-gradient bug
+    read inconclusive (5.8e9 ULPs over an allowance of 316). The windows now hold the entries
+    inside the input only: proven."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        m = nn.Sequential(nn.Conv2d(1, 2, 2), nn.MaxPool2d(3, 2, 1), nn.Tanh()).double()
+    m[0].weight.register_hook(lambda g: g * (1 + 1e-6))
+    with pytest.raises(sg.GradcheckError, match=r"(?s)disagrees.*with respect to 0[.]weight\["):
+        sg.gradcheck(m, (_x(2, 1, 6, 6, grad=False),), samples=2)

@@ -278,6 +278,7 @@ POINT_CHARS = 40  # ... but at least about this many characters of a sample's po
 POINT_ENTRIES_SHOWN = 3  # ... at most this many entries of each block
 POINT_DIGITS = 4  # ... each to this many significant digits
 HIDDEN_IN = "Failure.point"  # where the blocks a line leaves out are, whole
+SAVED_FILE = "file"  # a point's saved sample (modules.replay): always shown
 
 
 def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str:
@@ -288,7 +289,7 @@ def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str
     and the rest are counted.
     ``entry`` (the finding's own entry, ``x[8]``): where the first entries do not show it, its
     block is shown as that one value. The JSON (``Failure.as_dict``) keeps every block and
-    every digit.
+    every digit. A saved sample's ``file`` is always shown.
 
     >>> point_text({"W1": [[1.0039612, -0.6179071], [1.8220123, 2.5]], "y": 1.0})
     'W1=[1.004, -0.6179, 1.822, …], y=1'
@@ -313,10 +314,11 @@ def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str
         else:
             parts.append(f"{k}={_short(v)}")
     own_block = entry.partition("[")[0]
-    order = sorted(range(len(parts)), key=lambda i: (keys[i] != own_block, -i))
+    always = (own_block, SAVED_FILE)  # the entry's own value, and the saved sample's file
+    order = sorted(range(len(parts)), key=lambda i: (keys[i] not in always, -i))
     kept, used = set(), 0
     for i in order:  # the finding's own block, then the inputs (last), then parameters
-        if kept and used + len(parts[i]) + 2 > chars:
+        if kept and keys[i] not in always and used + len(parts[i]) + 2 > chars:
             break
         kept.add(i)
         used += len(parts[i]) + 2

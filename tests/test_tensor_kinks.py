@@ -441,15 +441,14 @@ class _PoolCornerTwice(torch.autograd.Function):
         return gx
 
 
-def test_max_pool_edge_copies_are_one_entry_not_a_kink():
-    """A captured max-pool's windows are edge-replicated (``capture.conv``): the corner window
-    holds x[0, 0] four times and an edge window its edge entry twice, an exact tie between
-    copies of one value. ``links.sources`` proves which window entries are copies (every
-    weight of the selection 0 or 1), ``links.distinct`` drops those ties: no kink reached,
-    no side evaluated, the verdict decided. A backward that doubles the corner entry's
-    gradient is not passed (it is inconclusive, as on main: the rigorous enclosure of a max
-    whose winner ties with its own copy is unbounded, ``rigorous/max_top``, so the error
-    is suspect and at given points cannot be confirmed)."""
+def test_max_pool_edge_windows_hold_no_copies_and_a_corner_bug_is_proven():
+    """A captured max-pool's windows hold their entries inside the input only, grouped by
+    how many (``capture.conv.grouped_max``; capture22): until then the padding was an edge
+    entry's copy, the corner window held x[0, 0] four times, and a tie between copies of one
+    value made the rigorous enclosure of its max unbounded (``rigorous/max_top``): the
+    backward doubling the corner entry's gradient read inconclusive. No window holds an
+    entry twice now (``links.sources``), no tie is reached, the correct backward passes and
+    the planted one is proven wrong at the corner."""
     g = torch.Generator().manual_seed(3)
     x = torch.randn(1, 1, 5, 5, generator=g, dtype=torch.float64)
     x[0, 0, 0, 0], x[0, 0, 0, 3] = 9.0, 8.0  # the corner and a top-edge entry win
@@ -457,14 +456,18 @@ def test_max_pool_edge_copies_are_one_entry_not_a_kink():
     c = sg.capture(lambda x: (torch.nn.functional.max_pool2d(x, 3, 2, 1) * w).sum(),
                    (x.clone().requires_grad_(),))
     s = sides.sided(c.model)
-    (site,) = [t for t in s.sites if t.selector is not None]
-    src = sources(site.node.args[0]).reshape(-1)[site.index]  # (windows, 9) -> x's entry
-    assert src[0].tolist().count(0) == 4 and sorted(set(src[0].tolist())) == [0, 1, 5, 6]
+    sites = [t for t in s.sites if t.selector is not None]
+    assert len(sites) == 4  # window lengths (2 or 3) x (2 or 3)
+    for site in sites:
+        src = sources(site.node.args[0]).reshape(-1)[site.index]  # (windows, L) -> x's entry
+        assert all(len(set(row.tolist())) == len(row) for row in src)
+    corner = [sources(t.node.args[0]).reshape(-1)[t.index][0].tolist() for t in sites]
+    assert [0, 1, 5, 6] in corner  # the corner window: x[0, 0], x[0, 1], x[1, 0], x[1, 1]
     at = c.at(1)
     keys = reached(c.model, at, DD_OPS, ["float64"], sg.VerifyConfig().tolerance)
-    assert len(keys.rows[0]) >= 2 and distinct(s, keys.rows[0], {}) == []
+    assert distinct(s, keys.rows[0], {}) == []
     r = sg.verify(c.model, torch_fn=c.torch_fn(), at=at, backends=("torch_fn",))
     assert r.ok, r
     bad = sg.verify(c.model, torch_fn=lambda x: (_PoolCornerTwice.apply(x) * w).sum(), at=at,
                     backends=("torch_fn",))
-    assert not bad.ok and any(f.output == "d/dx[0,0,0,0]" for f in bad.failures + bad.undecided)
+    assert bad.verdict == "fail" and any(f.output == "d/dx[0,0,0,0]" for f in bad.failures)

@@ -5,9 +5,9 @@ selection tensor S (out, kernel, in) with ``S[i, k, i*stride + k*dilation - padd
 picks each window's entries (zero padding is a missing 1), which is exact (one term per
 entry); one contraction with the weight then gives the output. A transposed convolution
 contracts the same S over its other axis (input position i scattered to output position p)
-before the weight (the adjoint of the gather). Max pooling takes the same windows with the
-padding replicated from the edge (a window always holds the edge entry it repeats, so its
-max is unchanged) and a max reduction.
+before the weight (the adjoint of the gather). Max pooling (fixed or adaptive windows) picks
+each window's entries inside the input, grouped by how many they are (``grouped_max``), and
+takes a max reduction.
 
 >>> S = _windows(5, 3, stride=2, padding=1, dilation=1, out=3)
 >>> S.shape, int(S.sum())
@@ -16,6 +16,7 @@ max is unchanged) and a max reduction.
 
 from __future__ import annotations
 
+import itertools
 from typing import Any, Callable
 
 import numpy as np
@@ -24,25 +25,24 @@ import torch
 
 from ..errors import SymgradError
 from ..tensor import ops as st_ops
-from ..tensor.program import X, Node, const, einsum, max_, reshape
-from .values import elementwise, node, number
+from ..tensor.program import X, Node, add_all, const, einsum, max_, reshape
+from .values import elementwise, named, node, number
 
 aten = torch.ops.aten
 _SP = "pqrs"  # spatial output axes; the kernel axes are "uvwx", the input axes "PQRS"
 _K = "uvwx"
 _IN = "PQRS"
+_L = "abcdefghijklmnopqrstuvwx"  # axis letters; "y", "z" are a window tensor's own
 
 
-def _windows(size: int, kernel: int, *, stride: int, padding: int, dilation: int, out: int,
-             replicate: bool = False) -> np.ndarray:
+def _windows(size: int, kernel: int, *, stride: int, padding: int, dilation: int,
+             out: int) -> np.ndarray:
     """S (out, kernel, size): 1 where output i's window entry k reads input position p
-    (outside the input: nothing, or with ``replicate`` the nearest edge)."""
+    (outside the input: nothing)."""
     S = np.zeros((out, kernel, size))
     for i in range(out):
         for k in range(kernel):
             p = i * stride + k * dilation - padding
-            if replicate:
-                p = min(max(p, 0), size - 1)
             if 0 <= p < size:
                 S[i, k, p] = 1
     return S
@@ -54,7 +54,7 @@ def _per_axis(v, n: int) -> list[int]:
 
 
 def _patches(x: Node, kernel: list[int], stride, padding, dilation, out: list[int],
-             replicate: bool = False, transposed: bool = False) -> Node:
+             transposed: bool = False) -> Node:
     """(N, C, *out, *kernel) windows of x (N, C, *spatial), axis by axis (each step exact).
     ``transposed``: a transposed convolution's scatter instead, the adjoint: input entry i
     times kernel entry k lands on output position ``i*stride + k*dilation - padding`` (the
@@ -70,7 +70,7 @@ def _patches(x: Node, kernel: list[int], stride, padding, dilation, out: list[in
             spec, name = _IN[a] + _K[a] + _SP[a], "scatter"
         else:  # (out, kernel, in)
             S = _windows(x.shape[2 + a], kernel[a], stride=stride[a], padding=padding[a],
-                         dilation=dilation[a], out=out[a], replicate=replicate)
+                         dilation=dilation[a], out=out[a])
             spec, name = _SP[a] + _K[a] + _IN[a], "window"
         rest = _IN[a + 1:k]
         src = "nc" + done_out + _IN[a] + rest + done_k
@@ -160,14 +160,90 @@ def _batch_norm_eval(a: dict, shape) -> tuple:
 
 
 def _max_pool(a: dict, shape) -> tuple:
-    """max reduction over the windows (edge-replicated padding; ties are kinks)"""
+    """max reduction over the windows' entries inside the input (grouped; ties are kinks)
+
+    Padding is left out, never an edge entry's copy (``by_length``)."""
     x = node(a["self"], "max_pool")
     k = x.ndim - 2
     kernel = _per_axis(a["kernel_size"], k)
-    stride = a.get("stride") or kernel
-    P = _patches(x, kernel, stride, a["padding"], a["dilation"], list(shape[2:]),
-                 replicate=True)
-    return max_(P, tuple(range(2 + k, 2 + 2 * k))), None
+    stride, padding, dilation = (_per_axis(v, k) for v in (
+        a.get("stride") or kernel, a["padding"], a["dilation"]))
+    return grouped_max(x, [[
+        [p for j in range(kernel[d]) if 0 <= (p := i * stride[d] + j * dilation[d]
+                                              - padding[d]) < x.shape[2 + d]]
+        for i in range(int(shape[2 + d]))] for d in range(k)]), None
+
+
+def adaptive_windows(size: int, out: int) -> list[list[int]]:
+    """The input positions of each of ``out`` adaptive windows along an axis of ``size``:
+    torch's [floor(i size / out), ceil((i + 1) size / out)) (overlapping where out does not
+    divide size).
+
+    >>> adaptive_windows(5, 3)
+    [[0, 1], [1, 2, 3], [3, 4]]
+    """
+    return [list(range(i * size // out, -(-(i + 1) * size // out))) for i in range(out)]
+
+
+def by_length(windows: list[list[int]], size: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The windows of one axis grouped by how many entries they hold, L: (S, place) per group,
+    S (n_L, L, size) 0/1 picking each window's entries, place (out, n_L) where its max goes.
+    No window holds an entry twice: a copy (edge-replicated padding, a short window filled
+    up) would tie with itself at the max, a kink that is none, and leave every entry behind it
+    undecided.
+
+    >>> [(S.shape, place.tolist()) for S, place in by_length([[0, 1], [1, 2, 3], [3, 4]], 5)]
+    [((2, 2, 5), [[1.0, 0.0], [0.0, 0.0], [0.0, 1.0]]), ((1, 3, 5), [[0.0], [1.0], [0.0]])]
+    """
+    groups: dict[int, list[int]] = {}
+    for i, w in enumerate(windows):
+        groups.setdefault(len(w), []).append(i)
+    out = []
+    for L, rows in sorted(groups.items()):
+        S, place = np.zeros((len(rows), L, size)), np.zeros((len(windows), len(rows)))
+        for r, i in enumerate(rows):
+            S[r, np.arange(L), windows[i]] = 1
+            place[i, r] = 1
+        out.append((S, place))
+    return out
+
+
+def grouped_max(x: Node, windows: list[list[list[int]]]) -> Node:
+    """The max of ``x`` (N, C, *spatial) over each window (``windows[d][i]``: the positions
+    of output i along spatial axis d): per combination of window lengths, 0/1 einsums pick
+    the entries (the window axes last), a max reduction, and 0/1 einsums place the maxima
+    (skipped where one group holds every window in order); the groups added (exact: their
+    places are disjoint)."""
+    k = len(windows)
+    axes = [by_length(w, x.shape[2 + d]) for d, w in enumerate(windows)]
+    parts = []
+    for combo in itertools.product(*axes):  # one window length per axis
+        y = x
+        for d, (S, _) in enumerate(combo):  # axis 2 + d: (n_L, L), L moved last
+            sub = _L[:y.ndim]
+            y = einsum(f"{sub},yz{sub[2 + d]}->{sub[:2 + d]}y{sub[3 + d:]}z", y,
+                       const(S, "window"))
+        y = max_(y, tuple(range(2 + k, 2 + 2 * k)))
+        for d, (_, place) in enumerate(combo):  # each window's max to its place
+            if place.shape[0] == place.shape[1]:  # one group: every window, in order
+                continue
+            sub = _L[:y.ndim]
+            y = einsum(f"{sub},y{sub[2 + d]}->{sub[:2 + d]}y{sub[3 + d:]}", y,
+                       const(place, "place"))
+        parts.append(y)
+    return add_all(parts)
+
+
+def _adaptive_max_pool(k: int) -> Callable:
+    def lower(a: dict, shape) -> tuple:
+        x = node(a["self"], "adaptive_max_pool")
+        if x.ndim == k + 1:  # unbatched (C, *spatial)
+            y, _ = lower({"self": reshape(x, (1,) + x.shape)}, (1,) + tuple(shape))
+            return reshape(y, tuple(shape)), None
+        return grouped_max(x, [adaptive_windows(x.shape[2 + d], int(shape[2 + d]))
+                               for d in range(k)]), None
+    return named("max reduction over torch's adaptive windows (0/1 einsums, grouped by window "
+                 "length; overlapping where the sizes do not divide; ties are kinks)", lower)
 
 
 def _avg_pool(a: dict, shape) -> Node:
@@ -192,4 +268,6 @@ CONV_ROWS: dict[Any, Callable] = {
     aten.max_pool2d_with_indices.default: _max_pool,
     aten.max_pool3d_with_indices.default: _max_pool,
     aten.avg_pool2d.default: _avg_pool,
+    aten.adaptive_max_pool2d.default: _adaptive_max_pool(2),
+    aten.adaptive_max_pool3d.default: _adaptive_max_pool(3),
 }

@@ -22,6 +22,7 @@ from ..config import dtype_name
 from ..errors import SymgradError, did_you_mean
 from ..modules.any import by_own_names
 from ..modules.options import check_frozen
+from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
 from ..verify import verify
@@ -140,15 +141,29 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                        name=display_name(func), who=f"{what}({display_name(func)})")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
+    at = captured.at(samples, seed, vary)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
-                    at=captured.at(samples, seed, vary), backends=("torch_fn",))
+                    at=at, backends=("torch_fn",))
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         return True
-    if raise_exception:
+    if raise_exception:  # the failing samples saved, as sg.verify(module=) saves them
+        result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
+            "the inputs, and the module's parameters and buffers" if isinstance(
+                func, torch.nn.Module) else "the inputs"), keep_values=True)
         raise GradcheckError(message(result, captured.model.name, what, dtype=name,
                                      samples=samples, seed=seed), result)
     return False
+
+
+def again(func: Callable, what: str = "gradcheck") -> str:
+    """How a sample ``with_saved_samples`` wrote runs again through ``what`` (the inputs keep
+    their requires_grad; samples=1: that point alone)."""
+    load = ("p = torch.load(path); module.load_state_dict(p['state'], strict=False); "
+            if isinstance(func, torch.nn.Module) else "p = torch.load(path); ")
+    call = "module" if isinstance(func, torch.nn.Module) else display_name(func)
+    call = call if call.isidentifier() else "func"  # a lambda
+    return f"{load}sg.{what}({call}, p['inputs'], samples=1)"
 
 
 def _gradients_decide(result: Result) -> bool:
@@ -216,8 +231,9 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     which = ("  note: sample 0 is the inputs as given" + (
         f"; samples 1..{samples - 1} scale each differentiated entry by a random factor in "
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
+    saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
-                      + [which])
+                      + [which] + saved)
 
 
 def _where(result: Result, backend: str) -> str:

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import Node, add_all, const, einsum, reshape, take
-from .values import node
+from ..tensor.program import (X, Node, add_all, broadcast, const, einsum, reshape, take,
+                              transpose)
+from .values import Pred, elementwise, node, where
 
 aten = torch.ops.aten
 _L = "abcdefghijklmnopqrstuvw"  # axis letters; "y", "z" are the selection matrices' own
@@ -98,25 +99,96 @@ def _select(a, shape) -> Node:
 PICKS_MAX = 1 << 24  # entries of an advanced index's dense 0/1 matrix (128 MB in float64)
 
 
-def _index(a, shape) -> Node:
-    """einsum with the 0/1 picks of the indexed axes (flattened; adjacent axes only)
-
-    The known index tensors are applied by torch itself to the axes' flat ids."""
-    x = node(a["self"], "index")
-    given = [i for i, t in enumerate(a["indices"]) if t is not None]
-    if given != list(range(given[0], given[-1] + 1)):
-        raise SymgradError("capture: x[...] with index tensors on axes that are not adjacent "
-                           f"(axes {given}) is not supported; index adjacent axes")
-    tensors = [known_index(a["indices"][i], "x[index]") for i in given]
+def _flat_ids(x: Node, indices: list, op: str) -> tuple[Node, int, int, int, torch.Tensor,
+                                                       list[int] | None]:
+    """``x`` with the axes of the known index tensors adjacent (moved to the front where they
+    are not, as numpy and torch place the picks: ``perm``, else None), the first such axis k,
+    how many m, their flat size n and the flat ids picked (the index tensors' broadcast
+    shape)."""
+    indices = [part for t in indices for part in (  # a bool mask over d axes: d id tensors
+        known_index(t, op).nonzero().unbind(1) if t is not None and t.dtype == torch.bool
+        else (t,))]
+    given = [i for i, t in enumerate(indices) if t is not None]
+    tensors = [known_index(indices[i], op) for i in given]
+    perm = None
+    if given != list(range(given[0], given[-1] + 1)):  # x[i, :, j]: the picks lead the result
+        perm = given + [d for d in range(x.ndim) if d not in given]
+        x, given = transpose(x, perm), list(range(len(given)))
     k, m = given[0], len(given)
     n = int(np.prod(x.shape[k:k + m], dtype=np.int64))
-    ids = torch.arange(n).reshape(x.shape[k:k + m])[tuple(tensors)].reshape(-1)
+    ids = torch.arange(n).reshape(x.shape[k:k + m])[tuple(tensors)]
     if ids.numel() * n > PICKS_MAX:
-        raise SymgradError(f"capture: x[index] picking {ids.numel()} of {n} entries needs a "
+        raise SymgradError(f"capture: {op} picking {ids.numel()} of {n} entries needs a "
                            f"{ids.numel()} x {n} selection matrix, over {PICKS_MAX} entries; "
                            "index a smaller tensor")
+    return x, k, m, n, ids, perm
+
+
+def _index(a, shape) -> Node:
+    """einsum with the 0/1 picks of the indexed axes (flattened; non-adjacent ones moved first)
+
+    Axes that are not adjacent are moved to the front (transpose), where numpy and torch place
+    their result. The known index tensors are applied by torch itself to the axes' flat ids."""
+    x = node(a["self"], "index")
+    x, k, m, n, ids, _ = _flat_ids(x, a["indices"], "x[index]")
     flat = reshape(x, x.shape[:k] + (n,) + x.shape[k + m:])
-    return reshape(along(flat, k, picks(ids, n)), shape)
+    return reshape(along(flat, k, picks(ids.reshape(-1), n)),  # (x[mask]: export's shape
+                   x.shape[:k] + tuple(ids.shape) + x.shape[k + m:])  # is symbolic)
+
+
+def _index_put(a, shape) -> Node:
+    """x[index] = v / += v: v placed by the transposed 0/1 picks (einsum), blended in or added
+
+    With accumulate, repeated ids add; without, the placed values replace x where picked (a
+    0/1 blend, exact), and an id picked twice keeps one of its values in an order torch leaves
+    undefined: refused. A mask computed from a float value (y[x > 0] = c): a Piecewise."""
+    x, v = node(a["self"], "index_put"), a["values"]
+    if not isinstance(v, Node):  # a known fill (y[i] = 0.5): a one-entry array broadcast
+        v = torch.as_tensor(v, dtype=torch.float64 if not torch.is_tensor(v) else None)
+        v = node(v.reshape(v.shape or (1,)), "index_put")
+    if len(a["indices"]) == 1 and isinstance(a["indices"][0], Pred):  # y[x > 0] = c
+        return _masked_put(x, a["indices"][0], v, bool(a.get("accumulate")))
+    xt, k, m, n, ids, perm = _flat_ids(x, a["indices"], "index_put")
+    flat_ids = ids.reshape(-1)
+    accumulate = bool(a.get("accumulate"))
+    if not accumulate and len(set(flat_ids.tolist())) < flat_ids.numel():
+        raise SymgradError("capture: index_put (x[index] = values) with an index that names "
+                           "an entry twice keeps one of its values in an order torch leaves "
+                           "undefined; index each entry once, or add (x.index_put(..., "
+                           "accumulate=True), x.index_add)")
+    rest = xt.shape[k + m:]
+    target = xt.shape[:k] + tuple(ids.shape) + rest  # x[index]'s shape: values broadcast to it
+    v = broadcast(reshape(v, (1,) * (len(target) - v.ndim) + v.shape), target)
+    v = reshape(v, xt.shape[:k] + (flat_ids.numel(),) + rest)
+    placed = reshape(along(v, k, picks(flat_ids, n).T.copy()), xt.shape)
+    if accumulate:
+        out = elementwise(X[0] + X[1], xt, placed)
+    else:
+        hit = torch.zeros(n, dtype=torch.bool)
+        hit[flat_ids] = True
+        mask = hit.reshape((1,) * k + (n,) + (1,) * len(rest)).expand(
+            xt.shape[:k] + (n,) + rest).reshape(xt.shape)
+        out = where(mask.contiguous(), placed, xt)
+    if perm is not None:
+        out = transpose(out, [int(d) for d in np.argsort(perm)])
+    return out
+
+
+def _masked_put(x: Node, cond: Pred, v: Node, accumulate: bool) -> Node:
+    """y[cond] = c (+= c): where(cond, c, y) (c + y): a Piecewise at the comparison's
+    boundary; the fill must be one value (how many entries the mask holds is data)."""
+    if v.shape not in ((), (1,)):
+        raise SymgradError("capture: index_put with a mask computed from a parameter or float "
+                           f"input and values of shape {v.shape}: only one value fills it "
+                           "(y[x > 0] = 0.5); use torch.where(mask, values, y)")
+    c = reshape(v, ())
+    return where(cond, elementwise(X[0] + X[1], c, x) if accumulate else c, x)
+
+
+def _sym_size(a, shape) -> int:
+    """the size of an axis, known at capture (x[mask]'s count, which export leaves symbolic)"""
+    x = a["self"]
+    return int((x.shape if isinstance(x, (Node, torch.Tensor)) else ())[a["dim"]])
 
 
 def _cat(a, shape) -> Node:
@@ -153,6 +225,7 @@ def _unbind(a, shape) -> tuple:
 INDEX_ROWS: dict[Any, Callable] = {
     aten.embedding.default: _embedding, aten.index_select.default: _index_select,
     aten.gather.default: _gather, aten.index.Tensor: _index,
+    aten.index_put.default: _index_put, aten.sym_size.int: _sym_size,
     aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
     aten.split_with_sizes.default: _split, aten.unbind.int: _unbind,
 }

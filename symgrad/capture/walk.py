@@ -149,14 +149,25 @@ def _reads_uncaptured(target: Any, args: tuple) -> bool:
         for v, arg in zip(args, schema.arguments))
 
 
-def _shape(n: torch.fx.Node) -> Sequence[int]:
+def _shape(n: torch.fx.Node) -> Sequence[int | None]:
+    """The output shape export recorded; None for a size that depends on the data (x[mask]
+    with a constant mask: the lowering knows it from the mask)."""
     val = n.meta.get("val")
     val = val[0] if isinstance(val, (tuple, list)) else val
-    return tuple(int(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
+    return tuple(_size(s) for s in val.shape) if isinstance(val, torch.Tensor) else ()
+
+
+def _size(s: Any) -> int | None:
+    try:
+        return int(s)
+    except Exception:  # an unbacked SymInt: torch raises its own guard error types
+        return None
 
 
 def _check_shape(n: torch.fx.Node, out: Any) -> None:
     first = out[0] if isinstance(out, tuple) else out
-    if isinstance(first, Node) and first.shape != tuple(_shape(n)):
+    want = _shape(n)
+    if isinstance(first, Node) and (len(first.shape) != len(want) or any(
+            w is not None and w != s for s, w in zip(first.shape, want))):
         raise SymgradError(f"capture: lowering {_op_name(n.target)} gave shape {first.shape}, "
                            f"torch has {tuple(_shape(n))} (a symgrad bug: please report it)")

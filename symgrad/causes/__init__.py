@@ -29,10 +29,10 @@ from .classify import classify_failure, first_split
 from .forms import (STABLE_OPS, guard_in, precision_loss, sigmoid_arguments, softplus_arguments,
                     stable_ops)
 from .kinds import (DERIVATIVE_WRONG, OWN, RANDOM, SECOND_DERIVATIVE_WRONG, SPLIT, Cause, Context,
-                    Entries, by_kind, function_differs, refine)
+                    Entries, as_user_code, by_kind, function_differs, refine)
 
 __all__ = ["BACKWARD", "CATALOGUE", "Cause", "Context", "DERIVATIVE_WRONG", "Detector", "Entries",
            "Entry", "OWN", "RANDOM", "SECOND_DERIVATIVE_WRONG", "SPLIT", "STABLE_OPS",
-           "adjoint_cancellation", "bce_sites", "block_entries", "by_kind", "classify_failure",
-           "first_split", "function_differs", "guard_in", "named", "precision_loss", "refine",
-           "sigmoid_arguments", "softplus_arguments", "stable_ops"]
+           "adjoint_cancellation", "as_user_code", "bce_sites", "block_entries", "by_kind",
+           "classify_failure", "first_split", "function_differs", "guard_in", "named",
+           "precision_loss", "refine", "sigmoid_arguments", "softplus_arguments", "stable_ops"]

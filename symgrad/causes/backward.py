@@ -29,7 +29,7 @@ from typing import Callable
 import numpy as np
 
 from ..compare import MISMATCH
-from .kinds import Cause, Context, Entries
+from .kinds import Cause, Context, Entries, as_user_code
 
 BLOCK_UP_TO = 4_000_000  # samples x entries of one block read for these detectors (GPT-2's
 #                          embedding at 38M entries a sample is not: its failures keep the split)
@@ -157,7 +157,8 @@ def named(failure, ctx: Context) -> Cause | None:
         The ``Cause``, its name carrying the detector's data.
     """
     if (ctx.block is None or ctx.order != 1 or failure.kind != "mismatch"
-            or failure.backend != "torch_fn" or not failure.output.startswith("d/d")):
+            or as_user_code(failure.backend) != "torch_fn"
+            or not failure.output.startswith("d/d")):
         return None
     rel = abs(failure.got - failure.expected) / max(abs(failure.expected), 1e-300)
     for d in BACKWARD:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from .backward import named
 from .catalogue import CATALOGUE
-from .kinds import (DERIVATIVE_WRONG, SECOND_DERIVATIVE_WRONG, Cause, Context, by_kind,
-                    function_differs, refine)
+from .kinds import (DERIVATIVE_WRONG, SECOND_DERIVATIVE_WRONG, Cause, Context, as_user_code,
+                    by_kind, function_differs, refine)
 
 
 def classify_failure(failure, ctx: Context, *, has_branch: bool,
@@ -46,7 +46,7 @@ def _catalogued(failure, ctx: Context, rel: float, *, nonfinite: bool) -> Cause 
     """The first catalogue entry (of those that explain a NaN or inf gradient, or of the others)
     that applies, its detail in parentheses; None if none does."""
     for e in CATALOGUE:
-        if (e.nonfinite == nonfinite and failure.backend in e.backends
+        if (e.nonfinite == nonfinite and as_user_code(failure.backend) in e.backends
                 and ctx.order in e.orders):
             detail = e.applies(ctx, failure, rel)
             if detail:

@@ -19,6 +19,17 @@ import numpy as np
 OWN = ("numpy", "torch")  # symgrad's own programs; "torch_fn" is the user's code
 
 
+def as_user_code(backend: str) -> str:
+    """"torch_fn" for the user's own code under any of its names (sg.verify(module=)'s
+    "module", "module[compile]", ...: the same code, so the same causes apply); else
+    ``backend`` itself.
+
+    >>> as_user_code("module[compile]"), as_user_code("numpy")
+    ('torch_fn', 'numpy')
+    """
+    return "torch_fn" if backend == "module" or backend.startswith("module[") else backend
+
+
 @dataclass(frozen=True)
 class Cause:
     klass: str  # function differs / derivative wrong / known torch convention /

@@ -29,12 +29,14 @@ from ..atomic import write_bytes
 from ..capture.captured import Captured
 from ..capture.names import own_labels
 from ..result import Result
+from ..result_text import SAVED_FILE
 
 DIRECTORY = Path(tempfile.gettempdir()) / "symgrad-samples"  # where the files go
 SAVED_MAX = 4  # failing samples saved per run (the findings shown name at most a few)
 FILE_MAX_BYTES = 256 << 20  # a sample larger than this (a full GPT-2) is not saved: said why
 HOW = ("p = torch.load(path); module.load_state_dict(p['state'], strict=False); "
        "loss(module(*p['inputs']), *p['targets'])")  # how a saved sample runs again
+NOTE_HEADS = ("failing sample(s)", "the failing samples are not saved")  # its notes begin so
 
 
 def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None = None) -> Path:
@@ -59,7 +61,8 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
     leaves = list(captured.call.template)
     for s in captured.slots:
         if s.source == "arg" and s.name in at:
-            leaves[captured.call.slots[s.key]] = value(s)
+            i = captured.call.slots[s.key]  # requires_grad as given: gradcheck runs it again
+            leaves[i] = value(s).requires_grad_(bool(getattr(leaves[i], "requires_grad", 0)))
     args = tree_unflatten(leaves, captured.call.spec)
     n = len(args) - captured.call.n_targets
     buf = io.BytesIO()
@@ -74,28 +77,33 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
 
 
 def with_saved_samples(result: Result, captured: Captured, at: dict, *,
-                       directory: Path | None = None) -> Result:
+                       directory: Path | None = None, how: str = HOW,
+                       holding: str = "the module's parameters, buffers and inputs",
+                       keep_values: bool = False) -> Result:
     """``result`` with the point of each failing or undecided finding replaced by the file of
     its sample (``save_sample``; at most ``SAVED_MAX`` samples, the first findings' first) and
-    a note saying how to run one again; a sample over ``FILE_MAX_BYTES`` is not written (the
-    note says so and the point keeps the seed)."""
+    a note (starting with one of ``NOTE_HEADS``) saying what a file holds (``holding``) and
+    how to run one again (``how``); a sample over ``FILE_MAX_BYTES`` is not written (the note
+    says so and the point is kept). ``keep_values``: the file is added to the point's values
+    (a gradcheck line keeps the failing entry's own value) instead of replacing them."""
     found = result.failures + result.undecided
     samples = list(dict.fromkeys(f.sample for f in found))[:SAVED_MAX]
     if not samples:
         return result
     size = sum(int(np.asarray(v[0]).nbytes) for v in at.values())
     if size > FILE_MAX_BYTES:
-        result.notes.append(f"the failing samples are not saved: one would take {size >> 20} "
+        result.notes.append(f"{NOTE_HEADS[1]}: one would take {size >> 20} "
                             f"MiB (over {FILE_MAX_BYTES >> 20} MiB); sample 0 is the example as "
                             "given")
         return result
     files = {k: str(save_sample(captured, at, k, directory=directory)) for k in samples}
 
     def fix(f):
-        return replace(f, point={"file": files[f.sample]}) if f.sample in files else f
+        return replace(f, point={**(f.point if keep_values else {}), SAVED_FILE: files[
+            f.sample]}) if f.sample in files else f
     for kind in ("failures", "undecided", "kinks", "precision_losses", "worst"):
         setattr(result, kind, [fix(f) for f in getattr(result, kind)])
-    result.notes.append(f"failing sample(s) {', '.join(map(str, samples))} saved (the module's "
-                        "parameters, buffers and inputs at that sample), each finding's file in "
-                        f"its sample values; to run one again: {HOW}")
+    result.notes.append(f"{NOTE_HEADS[0]} {', '.join(map(str, samples))} saved ({holding} at "
+                        "that sample), each finding's file in its sample values; to run one "
+                        f"again: {how}")
     return result

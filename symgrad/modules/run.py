@@ -261,8 +261,10 @@ class ModuleOutputs(Sequence):
 
 
 def named_by_module(result: Result, model: TensorModel, plan: mapping.Plan, seed: int) -> Result:
-    """Rows and messages in the module's names; each failure's inputs as (sample, seed)."""
+    """Rows and messages in the module's names; each failure's inputs as the run that draws
+    them again: its sample k of ``seed`` and ``samples`` (sample k's draws depend on both)."""
     names = ModuleOutputs(model, plan)
+    again = {"seed": seed, "samples": result.config.samples}
 
     forward_differs = {n for n, c in result.comparisons.items()
                        if np.isin(c.status[:, 0], FAILING).any()}
@@ -273,7 +275,7 @@ def named_by_module(result: Result, model: TensorModel, plan: mapping.Plan, seed
                 and f.output != "value" and f.kind == "mismatch"):
             note = ("its loss value differs too: the module's forward computes a different "
                     "function (not only a wrong backward)")
-        return replace(f, output=names.rename(f.output), point={"seed": seed}, note=note)
+        return replace(f, output=names.rename(f.output), point=dict(again), note=note)
     result.outputs = names
     result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]
     result.failures = [fix(f) for f in result.failures]

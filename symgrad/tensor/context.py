@@ -374,7 +374,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
     """
     memo = {} if memo is None else memo
     ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
-    if (failure.kind not in ("domain", "overflow", "kink") and failure.backend in _WANTED
+    if (failure.kind not in ("domain", "overflow", "kink")
+            and causes.as_user_code(failure.backend) in _WANTED
             and model.n_parameters <= OPS_UP_TO):
         key = ("ops", failure.sample, failure.output)
         if key not in memo:

@@ -55,3 +55,18 @@ def lse_overflow():
 def has_gpu() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available())
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """torch on one intra-op thread for a module's tests, the count put back after them (issue
+    17: the suite's CPU). The tests' tensors are small: on this project's shared 2-core box
+    torch's second OpenMP thread only spins, a tiny_gpt verify costing 2.1x the CPU seconds on
+    2 threads as on 1 (7.7 against 3.8 at load 24). Use it per file:
+    ``pytestmark = pytest.mark.usefixtures("one_torch_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

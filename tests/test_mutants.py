@@ -8,6 +8,7 @@ import torch
 import symgrad as sg
 from symgrad.testing import scale_backward, scale_block_backward
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 
 def neuron_fn(scale=1.0, inner_float32=False):
@@ -138,7 +139,7 @@ def small_gpt():
 @pytest.mark.parametrize("block", ["h0_Wq", "h0_ln1_g", "out_head"])
 def test_float32_small_gpt_block_mutant_is_caught(small_gpt, block, factor):
     fn = on_block(small_gpt.reference, block, factor)
-    r = sg.verify(small_gpt, torch_fn=fn, samples=8, seed=0, dtype="float32",
+    r = sg.verify(small_gpt, torch_fn=fn, samples=4, seed=0, dtype="float32",
                   backends=("torch_fn",))
     assert r.verdict == "fail" and _caught_on(r, block)
 
@@ -154,8 +155,8 @@ def tensor_tiny_gpt():
     return gpt2.tiny_gpt()
 
 
-def _tensor_block_caught(m, block, factor, dtype):
-    r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=4, seed=0,
+def _tensor_block_caught(m, block, factor, dtype, samples=4):
+    r = sg.verify(m, torch_fn=on_block(m.reference, block, factor), samples=samples, seed=0,
                   dtype=dtype, backends=("torch_fn",))
     assert set(r.comparisons) == {"torch_fn"}  # backends= runs only the user's code
     return _caught_on(r, block), r
@@ -165,7 +166,7 @@ def _tensor_block_caught(m, block, factor, dtype):
 def test_float32_tensor_tiny_gpt_block_mutant_is_caught(tensor_tiny_gpt, factor):
     """First-layer attention weight and LayerNorm gain: the deepest from the loss."""
     for block in ("h0_Wq", "h0_ln1_g"):
-        caught, r = _tensor_block_caught(tensor_tiny_gpt, block, factor, "float32")
+        caught, r = _tensor_block_caught(tensor_tiny_gpt, block, factor, "float32", samples=2)
         assert caught, (block, factor, str(r))
 
 
@@ -182,7 +183,7 @@ def test_float64_tensor_tiny_gpt_attention_backward_1e10_is_caught(tensor_tiny_g
     """The default tiny_gpt (tensor program): every attention-weights backward x (1 + 1e-10)."""
     cfg = gpt.GPTConfig.from_dict({})
     mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
-    r = sg.verify(tensor_tiny_gpt, torch_fn=mutant, samples=4, seed=0, backends=("torch_fn",))
+    r = sg.verify(tensor_tiny_gpt, torch_fn=mutant, samples=2, seed=0, backends=("torch_fn",))
     assert r.verdict == "fail"
     assert all(f.backend == "torch_fn" for f in r.failures)
     assert any(n in f.output for f in r.failures for n in ("Wq", "Wk"))

@@ -21,6 +21,8 @@ from symgrad.errors import SymgradError
 from symgrad.testing import scale_backward
 from tests.clients import Gain, LlamaBlock, Scaled, cnn
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
+
 
 def _x(*shape, seed=0, dtype=torch.float64):
     return torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=dtype)

@@ -224,7 +224,11 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
                     ranked = True
                     bad = _badness(c.ulps, c.allowed)
                     if bad.size and bad.max() >= floor:  # (else none of it can be kept)
-                        where = _top(bad, WORST)
+                        # only entries at or above the floor can be kept: the partition
+                        # reads those (in position order: ties as in the whole chunk)
+                        near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
+                        where = (_top(bad, WORST) if near is None else
+                                 near[_top(bad[near], WORST)])
                         k = where % (part.stop - part.start) + part.start
                         found.append(where // (part.stop - part.start) * width + k)
                         bads.append(bad.reshape(-1)[where])

@@ -4,7 +4,7 @@ a row group's statistics (``fold``), and the one pass over a large comparison's 
 makes every figure the summary keeps (``scan``: each group's and the whole's stats, each group's
 median ULPs, the ULP histogram and, for a deferred comparison, the worst entries), chunk by
 chunk through a reader: for a comparison whose ULPs and allowances are recomputed where read
-(``tensor.streaming_figures``) one evaluation of each entry (``deferred_readers``; before it,
+(``tensor.streaming_figures``) one evaluation of each entry (``deferred_reader``; before it,
 each figure had its own pass re-deriving every entry, ~5 per entry at GPT-2's 163M), for one
 kept whole its arrays (``measures.ResultMeasures``).
 
@@ -19,7 +19,7 @@ kept whole its arrays (``measures.ResultMeasures``).
 >>> c = replace(c, error=None, figures=EntryFigures(hi, 0 * hi, got, np.ones_like(hi),
 ...             "float64", Tolerance(), np.float64))
 >>> out = scan(c.status.shape, [(0, 1), (1, 3)], lambda a, b: [slice(a, b)],
-...            *deferred_readers(c, Tolerance()), medians=True)
+...            deferred_reader(c, Tolerance()), medians=True)
 >>> out[("stats", 1, 3)]["worst_ulps"], out[("median", 1, 3)], out["worst"].tolist()
 (2.0, 1.5, [2, 1, 0])
 """
@@ -33,6 +33,7 @@ import numpy as np
 
 from .compare import (STATUS_NAMES, ULP_BINS, Comparison, Tolerance, measured_ulps, ulp_counts)
 from .order_stats import ChunkMedian
+from .tensor import spill
 
 
 @dataclass(frozen=True)
@@ -172,13 +173,15 @@ class ChunkFigures:
 
 def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
          chunks: Callable[[int, int], Iterable[slice]], read: Callable[[slice], ChunkFigures],
-         shown: Callable[[slice], np.ndarray], *, medians: bool) -> dict:
+         *, medians: bool) -> dict:
     """Every figure the summary keeps of a large comparison, in one pass over its columns,
     chunk by chunk within each row group: each group's stats (``fold``) and median ULPs
-    (``medians``: over a float32 copy of the group's own, at most the largest block: GPT-2's
-    38.6M-entry embedding, 0.15 GB), and, where the groups tile every column, the whole's
-    stats, its median (an exact selection, ``order_stats.ChunkMedian``: its second pass reads
-    the shown ULPs alone, no 0.65 GB copy), the ULP histogram (``compare.ulp_counts`` of the
+    (``medians``: over a float32 copy of the group's own), and, where the groups tile every
+    column, the whole's stats, its median (an exact selection, ``order_stats.ChunkMedian``:
+    its second pass reads back the groups' float32 ULPs, kept side by side in one array that
+    a large comparison spills, ``tensor.spill``: GPT-2's 0.65 GB on disk, a chunk's pages
+    resident; before, that pass evaluated every entry again), the ULP histogram
+    (``compare.ulp_counts`` of the
     compare's ULPs) and, where ``read`` gives the allowances, the flat indices of the
     ``WORST`` entries by badness (error / allowance as kept, ``tensor.comparing.badness``;
     ties in index order: ``streaming.worst_entries``' entries).
@@ -187,9 +190,8 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
         shape: the comparison's (rows, columns).
         groups: (first, end) columns of each row group (the value, each parameter block).
         chunks: (first, end) -> the column slices to read them in.
-        read: a chunk's figures (``deferred_readers`` for a deferred comparison: one
+        read: a chunk's figures (``deferred_reader`` for a deferred comparison: one
             evaluation of each entry; ``ResultMeasures`` reads a comparison kept whole).
-        shown: a chunk's shown ULPs alone (``Measures.ulps``: the whole median's second pass).
         medians: whether the medians are made.
     Returns:
         {("stats", a, b): stats, ("median", a, b): float, ...; where tiled also
@@ -199,13 +201,20 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
     tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
     out: dict = {}
     whole, middle = None, ChunkMedian()
+    # where the groups tile the columns, every group's float32 ULPs side by side in one array
+    # (GPT-2: spilled, ``tensor.spill``: its pages leave the resident set between chunks), so
+    # the whole median's second pass reads them back instead of evaluating every entry again
+    kept = (spill.empty((n * width,), np.float32) if tiled and medians else None)
+    at = 0  # where the next group's ULPs start in ``kept``
     counts = np.zeros(len(ULP_BINS) - 1, np.int64)
     found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     ranked = False  # whether ``read`` gave allowances (the worst entries are found)
     floor = -np.inf  # the WORST-th largest badness found so far: a chunk below it adds none
     for a, b in groups:
         st, filled = None, 0
-        ulps = np.empty(n * (b - a) if medians else 0, np.float32)
+        ulps = (kept[at:at + n * (b - a)] if kept is not None else
+                np.empty(n * (b - a) if medians else 0, np.float32))
+        at += ulps.size
         for part in chunks(a, b):
             c = read(part)
             st = fold([c.measures], st)
@@ -215,7 +224,11 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
                     ranked = True
                     bad = _badness(c.ulps, c.allowed)
                     if bad.size and bad.max() >= floor:  # (else none of it can be kept)
-                        where = _top(bad, WORST)
+                        # only entries at or above the floor can be kept: the partition
+                        # reads those (in position order: ties as in the whole chunk)
+                        near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
+                        where = (_top(bad, WORST) if near is None else
+                                 near[_top(bad[near], WORST)])
                         k = where % (part.stop - part.start) + part.start
                         found.append(where // (part.stop - part.start) * width + k)
                         bads.append(bad.reshape(-1)[where])
@@ -228,9 +241,11 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
                     middle.add(u)
         out[("stats", a, b)] = st or fold([])
         whole = merged(whole, st)
-        if medians:
+        if medians:  # (the partition reorders the group's ULPs: the whole's median does not
+            #          depend on their order)
             out[("median", a, b)] = (float(np.median(ulps, overwrite_input=True))
                                      if ulps.size else 0.0)
+            spill.release()
         del ulps
     if tiled:
         out[("stats", 0, width)] = whole or fold([])
@@ -239,21 +254,29 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
             where, bad = np.concatenate(found), np.concatenate(bads)
             out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
     if tiled and medians:
-        out[("median", 0, width)] = middle.value(lambda: (
-            shown(part) for a, b in groups for part in chunks(a, b)))
+        out[("median", 0, width)] = middle.value(lambda: _read_back(kept))
     return out
 
 
-def deferred_readers(comp: Comparison, tol: Tolerance) -> tuple[
-        Callable[[slice], ChunkFigures], Callable[[slice], np.ndarray]]:
-    """``scan``'s two readers of a deferred comparison (``deferred``): a chunk's figures from
-    one evaluation of each entry (``EntryFigures.errors``), and its shown ULPs alone.
+READ_BACK = 1 << 22  # entries of the kept ULPs read back at once (16 MiB)
+
+
+def _read_back(kept: np.ndarray) -> Iterable[np.ndarray]:
+    """``kept`` chunk by chunk, its spilled pages released after each (``tensor.spill``)."""
+    for a in range(0, kept.size, READ_BACK):
+        yield kept[a:a + READ_BACK]
+        spill.release()
+
+
+def deferred_reader(comp: Comparison, tol: Tolerance) -> Callable[[slice], ChunkFigures]:
+    """``scan``'s reader of a deferred comparison (``deferred``): a chunk's figures from one
+    evaluation of each entry (``EntryFigures.errors``).
 
     Arguments:
         comp: the comparison (statuses final).
         tol: the tolerance.
     Returns:
-        (read, shown), as ``scan`` takes them."""
+        read, as ``scan`` takes it."""
     fig = comp.figures
     hi, _, got, _ = fig.arrays
 
@@ -263,14 +286,7 @@ def deferred_readers(comp: Comparison, tol: Tolerance) -> tuple[
                            entry_ulps, comp.status[:, part], comp.dtype, tol)
         return ChunkFigures(m, fig.kept(entry_ulps), fig.kept(allowed))
 
-    def shown(part: slice) -> np.ndarray:
-        err, _, entry_ulps, allowed_abs, _ = fig.errors(part)
-        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
-            ulps = measured_ulps(err, np.asarray(hi[:, part], np.float64), allowed_abs,
-                                 entry_ulps, comp.dtype, tol)[0]
-            return np.where(np.isfinite(got[:, part]), ulps, np.inf)
-
-    return read, shown
+    return read
 
 
 def _badness(ulps: np.ndarray, allowed: np.ndarray) -> np.ndarray:

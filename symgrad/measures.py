@@ -14,7 +14,7 @@ import numpy as np
 from .compare import Comparison, dtype_info, error_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
-from .figure_scan import (ChunkFigures, Measures, deferred, deferred_readers, entry_measures,
+from .figure_scan import (ChunkFigures, Measures, deferred, deferred_reader, entry_measures,
                           fold, scan)
 from .verdict import PASS
 
@@ -40,12 +40,6 @@ def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) 
         exact, got, error, allowed, comp_ulps = _errors(comp, config, cols)
     return entry_measures(exact, got, error, allowed, comp_ulps, _cols(comp.status, cols),
                           comp.dtype, config.tolerance)
-
-
-def shown_ulps(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> np.ndarray:
-    """``measures(comp, config, cols).ulps`` alone (the same numbers, without the other
-    figures: a large result's median reads its ULPs a second time)."""
-    return measures(comp, config, cols).ulps
 
 
 def _cols(a, cols: slice):
@@ -146,21 +140,19 @@ class ResultMeasures:
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
         groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
-        readers = (deferred_readers(comp, self.config.tolerance) if deferred(comp)
-                   else self._readers(backend))  # (deferred: one evaluation of each entry)
+        read = (deferred_reader(comp, self.config.tolerance) if deferred(comp)
+                else self._reader(backend))  # (deferred: one evaluation of each entry)
         figures = scan((n, width), groups, lambda a, b: self._chunks(backend, slice(a, b)),
-                       *readers, medians=medians)
+                       read, medians=medians)
         self._memo.update({(k, backend) if isinstance(k, str) else (k[0], backend, *k[1:]):
                            v for k, v in figures.items()})
 
-    def _readers(self, backend: str) -> tuple[Callable[[slice], ChunkFigures],
-                                              Callable[[slice], np.ndarray]]:
-        """``figure_scan.scan``'s two readers of a comparison kept whole: a chunk's figures
+    def _reader(self, backend: str) -> Callable[[slice], ChunkFigures]:
+        """``figure_scan.scan``'s reader of a comparison kept whole: a chunk's figures
         (``_part``) with the compare's own ULPs (the histogram; no worst entries: those the
-        streaming compare finds itself), and a chunk's shown ULPs alone."""
+        streaming compare finds itself)."""
         comp = self.comparisons[backend]
-        return (lambda part: ChunkFigures(self._part(backend, part), comp.ulps[:, part]),
-                lambda part: shown_ulps(comp, self.config, part))
+        return lambda part: ChunkFigures(self._part(backend, part), comp.ulps[:, part])
 
     def worst_entries(self, backend: str) -> np.ndarray | None:
         """Flat indices of ``backend``'s worst entries by badness where its figures' one pass

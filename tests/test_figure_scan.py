@@ -95,3 +95,19 @@ def test_the_scan_follows_the_statuses(small_scan):
     after = _result(replace(comp, status=status)).keep_figures("b", [])[("stats", "b", 0, K)]
     assert after["worst_ratio"] < before["worst_ratio"]
     assert after["worst_ulps"] == before["worst_ulps"]  # (any status)
+
+
+@pytest.mark.parametrize("spill_from", [None, 1])
+def test_the_medians_are_numpy_medians_of_the_shown_ulps(small_scan, monkeypatch, spill_from):
+    # each group's median and the whole's, over float32 ULPs as shown (measures.ulps), equal
+    # numpy's median of those entries, with the kept ULPs on the heap or spilled to a file
+    # (tensor.spill: the whole median's second pass reads them back, pages released between)
+    import symgrad.tensor.spill as spill
+    if spill_from is not None:
+        monkeypatch.setattr(spill, "SPILL_FROM", spill_from)
+    comp = _comparison("float64")
+    got = _result(comp).keep_figures("b", [])
+    shown = measures.measures(kept_whole(comp), VerifyConfig()).ulps.astype(np.float32)
+    for a, b in [(0, 1)] + [(a, b) for _, a, b in BLOCKS] + [(0, K)]:
+        assert got[("median", "b", a, b)] == float(np.median(shown[:, a:b]))
+    assert got[("median", "b", 0, K)] != got[("median", "b", 1, 600)]  # (not one group's)

@@ -163,6 +163,20 @@ def test_the_ulp_histogram_is_binned_in_chunks_as_in_one_pass(monkeypatch):
     assert ulp_counts(u)[0] >= 5  # the zeros
 
 
+def test_the_ulp_histogram_counts_entries_at_the_bin_edges_as_the_edges_array_does():
+    # ulp_counts bins by equal widths (numpy's index-then-check path): at and beside every
+    # edge, and past both ends, the same counts as np.histogram given ULP_BINS as an array
+    edges = 10.0 ** ULP_BINS
+    u = np.concatenate([edges, np.nextafter(edges, 0), np.nextafter(edges, np.inf),
+                        [0.0, 1e-4, 1e-3, 1e20, 1e21, 1e300, np.inf, np.nan]])
+    logs = np.log10(np.maximum(u[np.isfinite(u)], 1e-3))
+    assert (np.isin(logs, ULP_BINS)).sum() >= 20  # some sit exactly on an edge
+    assert ulp_counts(u).tolist() == np.histogram(logs, ULP_BINS)[0].tolist()
+    assert ulp_counts(u.astype(np.float32)).tolist() == np.histogram(
+        np.log10(np.maximum(u.astype(np.float32)[np.isfinite(u.astype(np.float32))]
+                            .astype(np.float64), 1e-3)), ULP_BINS)[0].tolist()
+
+
 def test_every_sample_compared_is_not_copied_for_the_oracle(tensor_tiny_gpt, monkeypatch):
     # GPT-2's one sample, compared whole: the oracle, the bound and the backends (torch_fn's
     # parameters too) read the same arrays (a copy of every parameter: 1.3 GB at GPT-2's size)

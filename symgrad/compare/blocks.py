@@ -340,20 +340,20 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int,
     arrays, with ``scale`` (per row) for marking entries chunk by chunk."""
     ws = ws or _Workspace()
     spans = _spans(n, a, b, True)
-    scale = np.zeros(n)
-    for c, d in spans:
+    scale, uses = np.zeros(n), {}  # uses: each chunk's usable entries (1 B an entry), made
+    for c, d in spans:             # by this pass, read by the sums' and the residual's
         exact, err, _ = columns(c, d)
-        use = usable_of(exact, err, c, d)
-        del err, _
+        use = uses[c, d] = usable_of(exact, err, c, d)
         if d > c:
             scale = np.maximum(scale, _row_scale(exact, use, ws))
-        del exact, use  # (each pass: one chunk's arrays at a time, not the last one's beside)
+        del exact, err, _, use  # (each pass: one chunk's arrays at a time, not two chunks')
     scale = np.where(scale > 0, scale, 1.0)[:, None]
+    cached = lambda exact, err, c, d: uses[c, d]  # noqa: E731 (usable_of, pass one's masks)
     gg, g4, eg, aa = (np.zeros(n) for _ in range(4))
     al_finite = np.ones(n, bool)
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         for c, d in spans:
-            _, e, g, al = _scaled(columns, usable_of, c, d, scale, ws)
+            _, e, g, al = _scaled(columns, cached, c, d, scale, ws)
             sums = _sums(g, e, al, ws.take("t", g.shape, g, e))
             gg, g4, eg, aa = gg + sums[0], g4 + sums[1], eg + sums[2], aa + sums[3]
             al_finite &= sums[4]
@@ -361,7 +361,7 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int,
         p = eg / gg
         rr = np.zeros(n)
         for c, d in spans:
-            _, e, g, _ = _scaled(columns, usable_of, c, d, scale, ws, allowance=False)
+            _, e, g, _ = _scaled(columns, cached, c, d, scale, ws, allowance=False)
             t = ws.take("t", g.shape, g, e, p)  # (r = e - p g in e's own buffer)
             rr += _residual(g, e, p, None if t is None else e, t)
             del e, g, _

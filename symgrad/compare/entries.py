@@ -220,6 +220,8 @@ class Comparison:
 
 
 ULP_BINS = np.arange(-3, 20.5, 0.5)  # log10 of the error in ULPs: the reports' histogram bins
+assert np.array_equal(ULP_BINS, np.linspace(ULP_BINS[0], ULP_BINS[-1], len(ULP_BINS))), \
+    "ulp_counts bins by equal widths: ULP_BINS must be evenly spaced"
 HISTOGRAM_CHUNK = 1 << 22  # entries binned at once
 
 
@@ -228,7 +230,10 @@ def ulp_counts(ulps: np.ndarray) -> np.ndarray:
     shown at -3), binned chunk by chunk: the same counts as one ``np.histogram`` of all of
     them, with no whole-size temporary (GPT-2: 163M entries). In float64 whatever the ULPs'
     dtype: float32's log10(1e-3) is -3.0000002, below the first bin, and GPT-2's float32 ULPs
-    lost every exact entry from the plot.
+    lost every exact entry from the plot. The bins as a count and a range: numpy's equal-width
+    path (an index computed, then checked against the same edges, ``np.linspace`` of the range:
+    ``ULP_BINS`` exactly) instead of a sort of every 65536 entries for the edges given as an
+    array: the same counts, ~6x less CPU (GPT-2 at 1 layer: 3.9 of the summary's 19 CPU s).
 
     Arguments:
         ulps: errors in ULPs, any shape and float dtype (inf / NaN: left out).
@@ -244,7 +249,8 @@ def ulp_counts(ulps: np.ndarray) -> np.ndarray:
     for a in range(0, flat.size, HISTOGRAM_CHUNK):
         u = flat[a:a + HISTOGRAM_CHUNK]
         u = u[np.isfinite(u)].astype(np.float64)  # float32: its zeros would drop out
-        counts += np.histogram(np.log10(np.maximum(u, 1e-3)), bins=ULP_BINS)[0]
+        counts += np.histogram(np.log10(np.maximum(u, 1e-3)), bins=len(ULP_BINS) - 1,
+                               range=(ULP_BINS[0], ULP_BINS[-1]))[0]
     return counts
 
 

@@ -97,8 +97,10 @@ def correct_at_order_2():
 # ------------------------------------------------------------------ planted bugs: caught
 @pytest.mark.parametrize("kind", list(MUTANTS))
 @pytest.mark.parametrize("name,fn,samples", [("neuron", neuron_fn, 100),
-                                             ("simplenet", simplenet_fn, 40)])
+                                             ("simplenet", simplenet_fn, 10)])
 def test_planted_second_order_bug_is_caught(correct_at_order_2, name, fn, samples, kind):
+    """simplenet at 10 samples: both mutants fail there as at 40 (10 failures each, all
+    torch_fn; first order ok), the order-2 mutant run 2.6 / 1.6 CPU s against 4.7 / 3.7."""
     model = zoo.get(name)
     assert correct_at_order_2(name, fn, samples).ok
     r = sg.verify(model, torch_fn=_log1p_mutant(fn, MUTANTS[kind]), order=2,

@@ -52,6 +52,28 @@ def lse_overflow():
                         at={z0: np.array([0.0, 1.0]), z1: np.array([200.0, 0.5])})
 
 
+REFERENCE_SAMPLES = 60
+
+
+@pytest.fixture(scope="session")
+def reference_run(models):
+    """``reference_run(name, seed, dtype)``: ``sg.verify`` of a built-in model against its
+    native torch reference (``torch_fn=model.reference``, ``REFERENCE_SAMPLES`` samples), run
+    once per session for each (name, seed, dtype) and shared by the tests that read it
+    (test_false_alarms, test_gpt): same seed, same result."""
+    import symgrad as sg
+    runs: dict = {}
+
+    def run(name: str, seed: int, dtype: str = "float64"):
+        if (name, seed, dtype) not in runs:
+            m = models[name]
+            runs[name, seed, dtype] = sg.verify(m, torch_fn=m.reference,
+                                                samples=REFERENCE_SAMPLES, seed=seed,
+                                                dtype=dtype)
+        return runs[name, seed, dtype]
+    return run
+
+
 def has_gpu() -> bool:
     mps = getattr(torch.backends, "mps", None)
     return torch.cuda.is_available() or bool(mps and mps.is_available())

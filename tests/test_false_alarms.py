@@ -73,10 +73,11 @@ def _false_alarms(r):
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("name", SMALL_MODELS)
-def test_builtin_model_and_reference_have_no_false_alarm(models, name, dtype):
-    m = models[name]
+def test_builtin_model_and_reference_have_no_false_alarm(reference_run, name, dtype):
+    """60 samples (conftest's REFERENCE_SAMPLES), seeds 0 and 1: the runs test_gpt's block
+    tests read too, made once per session."""
     for seed in (0, 1):
-        r = sg.verify(m, torch_fn=m.reference, samples=60, seed=seed, dtype=dtype)
+        r = reference_run(name, seed, dtype)
         assert not _false_alarms(r), "\n".join(_false_alarms(r))
         assert r.comparisons["numpy"].ok and r.comparisons["torch"].ok, str(r)
 

@@ -80,13 +80,29 @@ MUTANTS = {
 }
 
 
+@pytest.fixture(scope="module")
+def correct_at_order_2():
+    """``run(name, fn, samples)``: the correct torch code's order-2 verify at seed 0, once per
+    (name, samples) for the module (each mutant kind's test reads the same run)."""
+    runs: dict = {}
+
+    def run(name: str, fn, samples: int):
+        if (name, samples) not in runs:
+            runs[name, samples] = sg.verify(zoo.get(name), torch_fn=fn, order=2,
+                                            samples=samples, seed=0)
+        return runs[name, samples]
+    return run
+
+
 # ------------------------------------------------------------------ planted bugs: caught
 @pytest.mark.parametrize("kind", list(MUTANTS))
 @pytest.mark.parametrize("name,fn,samples", [("neuron", neuron_fn, 100),
-                                             ("simplenet", simplenet_fn, 40)])
-def test_planted_second_order_bug_is_caught(name, fn, samples, kind):
+                                             ("simplenet", simplenet_fn, 10)])
+def test_planted_second_order_bug_is_caught(correct_at_order_2, name, fn, samples, kind):
+    """simplenet at 10 samples: both mutants fail there as at 40 (10 failures each, all
+    torch_fn; first order ok), the order-2 mutant run 2.6 / 1.6 CPU s against 4.7 / 3.7."""
     model = zoo.get(name)
-    assert sg.verify(model, torch_fn=fn, order=2, samples=samples, seed=0).ok
+    assert correct_at_order_2(name, fn, samples).ok
     r = sg.verify(model, torch_fn=_log1p_mutant(fn, MUTANTS[kind]), order=2,
                   samples=samples, seed=0)
     assert r.verdict == "fail"

@@ -1,5 +1,6 @@
 """GPT-2 at long context (issue 19, item 3): ``symgrad verify gpt2`` at a reduced depth, full
-width (768) and full vocabulary (50,257), 1 sample, float64, at growing token counts; per run
+width (768) and full vocabulary (50,257), 1 sample, float64 (``--dtype float32``: the backends
+in float32, the oracle exact as ever), at growing token counts; per run
 the CPU time (user + sys), wall, max RSS (``/usr/bin/time -v``), the load average, the resident
 set per phase of ``sg.verify``, torch's own forward + backward of the same model (the native
 ``nn.Module``, float64) in the same process, the ratio, the verdict and the inconclusive share;
@@ -50,9 +51,9 @@ def blas() -> str:
 
 
 def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None,
-        model_name: str = "gpt2") -> dict:
+        model_name: str = "gpt2", dtype: str = "float64") -> dict:
     """Verify ``model_name`` (a zoo GPT: gpt2, gpt2_medium) at ``layers`` layers and ``tokens``
-    tokens in this process (1 sample, float64, seed 0, the native module as torch_fn: as
+    tokens in this process (1 sample, ``dtype`` (the backends'; default float64), seed 0, the native module as torch_fn: as
     ``symgrad verify gpt2 --config '{"n_layers": L}' --tokens T --samples 1``); then torch's
     own forward + backward of the native module on the same sample. Phases print to stderr as
     they end."""
@@ -70,7 +71,7 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         result = sg.verify(model, torch_fn=model.reference,
-                           config=VerifyConfig(samples=1, seed=0, progress=False))
+                           config=VerifyConfig(samples=1, seed=0, progress=False, dtype=dtype))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result_path:
         Path(result_path).write_text(json.dumps(result.as_dict(), sort_keys=True))
@@ -79,12 +80,12 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
     peak_verify = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
     del result
     try:  # the verify's figures stand if torch's own step outgrows the cap after it
-        torch_wall, torch_cpu, torch_error = *torch_step(model), None
+        torch_wall, torch_cpu, torch_error = *torch_step(model, dtype), None
     except (MemoryError, RuntimeError) as exc:
         torch_wall = torch_cpu = None
         torch_error = f"{type(exc).__name__}: {str(exc).splitlines()[0][:120]}"
     return {"model": model_name, "layers": layers, "tokens": tokens, "vocab": vocab or 50257,
-            "parameters": model.n_parameters,
+            "dtype": dtype, "parameters": model.n_parameters,
             "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
             "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
             "torch_wall_s": torch_wall, "torch_cpu_s": torch_cpu, "torch_error": torch_error,
@@ -92,17 +93,17 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
             "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
 
 
-def torch_step(model) -> tuple[float, float]:
-    """Wall and CPU seconds (best of 2) of torch's own float64 forward + backward of
-    ``model``'s native module (its ``reference``) on the verify's sample (seed 0)."""
+def torch_step(model, dtype: str = "float64") -> tuple[float, float]:
+    """Wall and CPU seconds (best of 2) of torch's own forward + backward of ``model``'s
+    native module (its ``reference``) in ``dtype`` on the verify's sample (seed 0)."""
     import numpy as np
     import torch
 
-    values = model.draw(1, np.random.default_rng(0), "float64")
+    values = model.draw(1, np.random.default_rng(0), dtype)
     blocks = {}
     for b in model.blocks:
         t = torch.tensor(values[b.name][0],
-                         dtype=torch.long if b.domain.integer else torch.float64)
+                         dtype=torch.long if b.domain.integer else getattr(torch, dtype))
         blocks[b.name] = t.requires_grad_(True) if b.is_param else t
     del values
     ref = model.reference
@@ -119,13 +120,13 @@ def torch_step(model) -> tuple[float, float]:
 
 
 def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
-          vocab: int | None = None, model_name: str = "gpt2") -> dict:
+          vocab: int | None = None, model_name: str = "gpt2", dtype: str = "float64") -> dict:
     """``one`` in a child process under ``/usr/bin/time -v``, capped; the lock held at GPT-2's
     vocabulary (a reduced one, ``vocab``, is a few GiB: no lock)."""
     lock = ["flock", LOCK] if not vocab else []
     cmd = [*lock, "prlimit", f"--as={int(cap_gib * GIB)}", "/usr/bin/time", "-v",
            sys.executable, __file__, "--one", "--layers", str(layers), "--tokens", str(tokens),
-           "--model", model_name]
+           "--model", model_name, "--dtype", dtype]
     if vocab:
         cmd += ["--vocab", str(vocab)]
     if result:
@@ -143,7 +144,7 @@ def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
     parts = [float(x) for x in wall.split(":")] if wall else [0.0]
     wall_s = sum(x * 60 ** i for i, x in enumerate(reversed(parts)))
     row = {"model": model_name, "layers": layers, "tokens": tokens, "vocab": vocab or 50257,
-           "returncode": p.returncode,
+           "dtype": dtype, "returncode": p.returncode,
            "user_s": float(field("User time (seconds)") or 0),
            "sys_s": float(field("System time (seconds)") or 0), "wall_s": wall_s,
            "max_rss_gib": round(int(field("Maximum resident set size (kbytes)") or 0) / 2**20,
@@ -191,7 +192,7 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     pairs: dict[int, dict[int, dict]] = {}
     for r in rows:
         if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r and (
-                r.get("model", "gpt2") == "gpt2"):
+                r.get("model", "gpt2") == "gpt2") and r.get("dtype", "float64") == "float64":
             pairs.setdefault(r.get("vocab", 50257), {})[r["layers"]] = r
     full = pairs.get(50257, {})
     pair = full if len(full) == 2 else next((p for v, p in sorted(pairs.items())
@@ -276,14 +277,14 @@ def _verify_peak(row: dict) -> str:
 
 def _table(rows: list[dict]) -> list[str]:
     """The runs' table: one row each, its figures, verdict, inconclusive share and phases."""
-    md = ["| layers | tokens | vocab | parameters | CPU s (user + sys) | wall s | max RSS GiB | "
-          "load | torch CPU s | verify / torch (CPU) | verdict | inconclusive (torch_fn) | "
-          "phases: start→peak GiB (CPU s) | |", "|" + "---|" * 14]
+    md = ["| layers | tokens | vocab | dtype | parameters | CPU s (user + sys) | wall s | "
+          "max RSS GiB | load | torch CPU s | verify / torch (CPU) | verdict | "
+          "inconclusive (torch_fn) | phases: start→peak GiB (CPU s) | |", "|" + "---|" * 15]
     for r in rows:
         cpu = r["user_s"] + r["sys_s"]
         ratio = f"{cpu / r['torch_cpu_s']:.0f}×" if r.get("torch_cpu_s") else "n/a"
         md.append(f"| {r['layers']} | {r['tokens']} | {r.get('vocab', 50257):,} | "
-                  f"{r.get('parameters', 0):,} | "
+                  f"{r.get('dtype', 'float64')} | {r.get('parameters', 0):,} | "
                   f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
                   f"{r['max_rss_gib']}{_verify_peak(r)} | {r['load_start']} | "
                   f"{r.get('torch_cpu_s') or 'n/a'} | "
@@ -296,13 +297,14 @@ def render(rows: list[dict], notes: list[str], plans: list[dict] = ()) -> None:
     """reports/benchmark_context.md from the recorded rows."""
     md = ["# GPT-2 at long context (issue 19, item 3)", "",
           "`symgrad verify gpt2 --config '{\"n_layers\": L}' --tokens T --samples 1` "
-          "(float64, seed 0, the native `nn.Module` as torch_fn; width 768, vocabulary 50,257, "
+          "(float64 unless the dtype column says otherwise (`--dtype`), seed 0, the native "
+          "`nn.Module` as torch_fn; width 768, vocabulary 50,257, "
           "12 heads), each in its own process under `/usr/bin/time -v`, `flock /tmp/gpt2.lock` "
           "and an address-space cap (`prlimit --as`), by `scripts/benchmark_context.py`. The "
           "machine is a shared 2-core one: wall times are upper bounds, CPU (user + sys) is "
           "the figure to compare; the load average (1 min) at the start of each run is beside "
-          "it. torch: the native module's own float64 forward + backward of the same sample in "
-          "the same process (best of 2, CPU s).", "",
+          "it. torch: the native module's own forward + backward (in the row's dtype) of the "
+          "same sample in the same process (best of 2, CPU s).", "",
           *_table([r for r in rows if r.get("model", "gpt2") == "gpt2"])]
     medium = [r for r in rows if r.get("model") == "gpt2_medium"]
     if medium:
@@ -345,7 +347,7 @@ def main() -> int:
                          "are file mappings inside it: 16 B an entry, 2.4 GiB at gpt2, 6.1 GiB "
                          "at gpt2_medium, beyond the resident set")
     ap.add_argument("--one", action="store_true", help="one run in this process")
-    ap.add_argument("--result", default=None, help="--one: write the result's JSON here")
+    ap.add_argument("--result", default=None, help="write the (last) run's result JSON here")
     ap.add_argument("--append", action="store_true", help="add to the recorded rows")
     ap.add_argument("--render", action="store_true", help="only rewrite the report")
     ap.add_argument("--vocab", type=int, default=None,
@@ -353,13 +355,15 @@ def main() -> int:
     ap.add_argument("--label", default="", help="the runs' note in the table (e.g. a commit)")
     ap.add_argument("--model", default="gpt2", choices=["gpt2", "gpt2_medium"],
                     help="the zoo GPT to run (default gpt2; gpt2_medium: width 1024, 16 heads)")
+    ap.add_argument("--dtype", default="float64", choices=["float64", "float32"],
+                    help="the backends' dtype (default float64; the oracle is exact either way)")
     ap.add_argument("--plan", action="store_true",
                     help="count the walks' live entries on their plans (--layers, --tokens, "
                          "--vocab), plain and recomputed; no evaluation")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab,
-                             args.model)), flush=True)
+                             args.model, args.dtype)), flush=True)
         return 0
     keep = args.append or args.render or args.plan  # --plan keeps the rows (it replaced them)
     kept = json.loads(DATA.read_text()) if DATA.exists() and keep else {}
@@ -375,7 +379,8 @@ def main() -> int:
     elif not args.render:
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
-                row = timed(layers, tokens, args.cap_gib, None, args.vocab, args.model)
+                row = timed(layers, tokens, args.cap_gib, args.result, args.vocab, args.model,
+                            args.dtype)
                 row["label"] = args.label
                 rows.append(row)
                 DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans},

@@ -327,6 +327,25 @@ class Square(torch.autograd.Function):
         return g * 2 * u * (1 + Square.ERR)
 
 
+def scaled_tanh(factor: float) -> type[torch.autograd.Function]:
+    """tanh as a custom autograd.Function whose backward is (1 - y**2) times ``factor``: 1.0 is
+    correct, 1 + eps a planted relative error (test_capture_gradcheck_samples, test_torch_form)."""
+
+    class ScaledTanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            y = torch.tanh(x)
+            ctx.save_for_backward(y)
+            return y
+
+        @staticmethod
+        def backward(ctx, g):
+            (y,) = ctx.saved_tensors
+            return g * (1 - y * y) * factor
+
+    return ScaledTanh
+
+
 class MaskedMean(torch.autograd.Function):
     """The mean of the rows of x (N, D) where mask (N,) is 1."""
 

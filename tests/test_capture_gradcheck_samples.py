@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 import symgrad as sg
 from symgrad.modules import replay
+from tests.clients import scaled_tanh
 
 F64 = torch.float64
 
@@ -25,19 +26,7 @@ def _x(*shape, seed=0, grad=True):
     return torch.randn(*shape, generator=g, dtype=F64).requires_grad_(grad)
 
 
-class Scaled(torch.autograd.Function):
-    """tanh with its backward scaled by 1 + 1e-6 (the planted bug)."""
-
-    @staticmethod
-    def forward(ctx, x):
-        y = torch.tanh(x)
-        ctx.save_for_backward(y)
-        return y
-
-    @staticmethod
-    def backward(ctx, g):
-        (y,) = ctx.saved_tensors
-        return g * (1 - y * y) * (1 + 1e-6)
+Scaled = scaled_tanh(1 + 1e-6)  # tanh with its backward scaled by 1 + 1e-6 (the planted bug)
 
 
 def wrong_tanh(x, w):

@@ -8,7 +8,11 @@ Here each named function is wrapped with a ``time.process_time`` clock (rebound 
 
 Usage::
 
-    python scripts/cpu_by_function.py ops|fuzz [module:function ...]
+    python scripts/cpu_by_function.py ops|fuzz|cnn [module:function ...]
+
+``cnn``: a small CNN's eval-mode ``sg.verify(module=, inputs=)`` (conv, batch norm, ReLU,
+max-pool: ReLU's zeros tie in the pool, ~100 reached kinks a sample), where
+``tensor/sides.kink_sides`` takes most of the time.
 
 >>> "derive:gradient" in " ".join(TARGETS)
 True
@@ -44,10 +48,11 @@ def _clocked(name: str, f: Callable, spent: collections.Counter,
 
 def main(argv: list[str]) -> int:
     """Run ``argv[0]`` (``ops``: the op catalogue's fast subset as tests/test_opcatalog runs it;
-    ``fuzz``: ``fuzz(1000, seed=0)``) and print each target's CPU seconds and calls."""
+    ``fuzz``: ``fuzz(1000, seed=0)``; ``cnn``: ``_cnn``) and print each target's CPU seconds
+    and calls."""
     warnings.simplefilter("ignore")
-    if not argv or argv[0] not in ("ops", "fuzz"):
-        raise SystemExit("cpu_by_function: the workload must be 'ops' or 'fuzz', e.g. "
+    if not argv or argv[0] not in ("ops", "fuzz", "cnn"):
+        raise SystemExit("cpu_by_function: the workload must be 'ops', 'fuzz' or 'cnn', e.g. "
                          "python scripts/cpu_by_function.py fuzz")
     importlib.import_module("symgrad.tensor.verify")
     spent: collections.Counter = collections.Counter()
@@ -65,6 +70,8 @@ def main(argv: list[str]) -> int:
         sys.path.insert(0, "tests")
         from test_opcatalog import FAST
         run_ops(OpsConfig(ops=FAST, dtypes=("float64", "float32"), budget=10, gradcheck=False))
+    elif argv[0] == "cnn":
+        print(f"verdict {_cnn()}")
     else:
         from symgrad.fuzz import fuzz
         fuzz(1000, seed=0)
@@ -72,6 +79,28 @@ def main(argv: list[str]) -> int:
     for name, s in spent.most_common():
         print(f"{name:20s} {s:7.2f} s  {calls[name]} calls")
     return 0
+
+
+def _cnn() -> str:
+    """A small CNN (conv 3->8, batch norm, ReLU, 2x2 max-pool, linear) in eval mode verified
+    with ``sg.verify(module=, inputs=, targets=, loss=cross_entropy)``, 8 samples (float64);
+    its verdict."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+
+    import symgrad as sg
+    with torch.random.fork_rng():  # torch's own initialization, seeded; the global state kept
+        torch.manual_seed(0)
+        cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
+                            nn.Flatten(), nn.Linear(8 * 7 * 7, 3)).double()
+        with torch.no_grad():
+            cnn[1].running_mean.uniform_(-0.1, 0.1)
+            cnn[1].running_var.uniform_(0.5, 1.5)
+    g = torch.Generator().manual_seed(1)
+    x = torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64)
+    return sg.verify(module=cnn.eval(), inputs=x, targets=torch.tensor([0, 1, 2, 0]),
+                     loss=F.cross_entropy).verdict
 
 
 if __name__ == "__main__":

@@ -21,7 +21,7 @@ import sys
 from typing import Callable, Sequence
 
 from . import heap, zoo_index
-from .config import VerifyConfig
+from .config import MODEL_SAMPLES
 from .errors import SymgradError
 from .exits import EXIT_CODES, EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, EXIT_USAGE, exit_code
 from .version import __version__
@@ -145,7 +145,7 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, mps (default cpu)")
     p.add_argument("--dtype", default="float64", help="float64 (default), float32, ...")
     p.add_argument("--samples", type=_count("samples"), default=None,
-                   help=f"random samples (default {VerifyConfig.samples}; for a GPT tensor model as "
+                   help=f"random samples (default {MODEL_SAMPLES}; for a GPT tensor model as "
                         "many as the oracle checks within its budget: 14 for tiny_gpt, 1 for "
                         "gpt2)")
     p.add_argument("--seed", type=_seed, default=0,

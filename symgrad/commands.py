@@ -18,7 +18,7 @@ from typing import Sequence
 from . import zoo
 from .cluster import session
 from .backends.torch import check_device
-from .config import VerifyConfig, dtype_name
+from .config import MODEL_SAMPLES, VerifyConfig, dtype_name
 from .errors import SymgradError
 from .exits import (EXIT_FAIL, EXIT_INCONCLUSIVE, EXIT_PASS, exit_code)
 from .explain import explain, inexact_note, parse_point
@@ -42,7 +42,7 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
     check_device(args.device, dtype)
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
-    samples = args.samples if args.samples is not None else VerifyConfig.samples
+    samples = args.samples if args.samples is not None else MODEL_SAMPLES
     return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
                         dtype=dtype, oracle_samples=args.oracle_samples,
                         progress=(args.progress if args.progress is not None

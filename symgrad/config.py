@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Optional
 
 from .compare import Tolerance
 from .compare.tolerance import DTYPES
-from .errors import SymgradError
+from .errors import SymgradError, checked_keywords
 
 # whole-model entries (samples x (1 + parameters)) from which a run is a large model, the one
 # size every memory decision for it reads: from here memory, not time or a figure's last bits,
@@ -18,6 +18,8 @@ from .errors import SymgradError
 # memory left to the other backends). Each keeps its own name for it, so that a test can make one
 # mechanism run on a small model without the others. GPT-2 (163M entries a sample) is large.
 LARGE_MODEL_ENTRIES = 50_000_000
+MODEL_SAMPLES = 500  # samples a run draws when none are asked for (``VerifyConfig.samples`` None);
+#   ``sg.verify(module=, inputs=)`` checks ``symgrad.modules.any.DEFAULT_SAMPLES`` (8) instead
 OWN_BACKENDS = ("numpy", "torch")  # symgrad's own programs of the model
 BACKENDS = OWN_BACKENDS + ("torch_fn",)  # ... and the user's torch code
 
@@ -45,9 +47,12 @@ def dtype_name(dtype: object, option: str = "dtype") -> str:
     return dtype
 
 
+@checked_keywords  # VerifyConfig(sample=5): one line, "did you mean 'samples'?"
 @dataclass(frozen=True)
 class VerifyConfig:
-    samples: int = 500  # randomized samples (parameters and inputs drawn from their domains)
+    samples: int | None = None  # randomized samples (parameters and inputs drawn from their
+    # domains); None: the path's default, resolved by the run (``with_samples``) and shown
+    # resolved in its Result: MODEL_SAMPLES, or 8 with sg.verify(module=, inputs=)
     seed: int = 0  # seeds the one numpy Generator all draws come from
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, mps
     dtype: str = "float64"  # dtype of the torch and numpy backends (float64, float32, ...)
@@ -69,7 +74,8 @@ class VerifyConfig:
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
             object.__setattr__(self, "dtype", dtype_name(self.dtype))
-        if not isinstance(self.samples, int) or self.samples < 1:
+        if self.samples is not None and (not isinstance(self.samples, int)
+                                         or isinstance(self.samples, bool) or self.samples < 1):
             raise SymgradError(f"samples must be a positive integer, got {self.samples!r}")
         if not isinstance(self.seed, int) or self.seed < 0:
             raise SymgradError(f"seed must be a non-negative integer, got {self.seed!r}")
@@ -97,6 +103,15 @@ class VerifyConfig:
             if unknown or not self.backends:
                 raise SymgradError(f"backends: unknown {unknown or 'empty selection'}; choose "
                                    f"from {', '.join(BACKENDS)}")
+
+    def with_samples(self, default: int) -> "VerifyConfig":
+        """This config with ``samples`` resolved: its own where set, else ``default`` (the
+        path's: ``MODEL_SAMPLES``, or 8 for a captured module).
+
+        >>> VerifyConfig().with_samples(8).samples, VerifyConfig(samples=3).with_samples(8).samples
+        (8, 3)
+        """
+        return self if self.samples is not None else replace(self, samples=default)
 
     def chosen_backends(self, has_torch_fn: bool) -> tuple[str, ...]:
         """The backends this run verifies; 'torch_fn' only with a torch_fn."""

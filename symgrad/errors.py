@@ -1,12 +1,23 @@
-"""The one exception type a user sees for bad input (the CLI maps it to exit code 2), and the
-"did you mean" hint its messages share."""
+"""The one exception type a user sees for bad input (the CLI maps it to exit code 2), the
+"did you mean" hint its messages share, and the check that turns a misspelled keyword into
+one such line (``checked_keywords``)."""
 
 import difflib
-from typing import Iterable
+import functools
+import inspect
+from typing import Any, Callable, Iterable, Sequence, TypeVar
+
+F = TypeVar("F", bound=Callable[..., Any])
+NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 class SymgradError(ValueError):
     """Bad model description, option or argument. The message names the culprit and the fix."""
+
+
+class KeywordError(SymgradError, TypeError):
+    """A keyword the function does not take: a ``SymgradError`` (one line, the CLI's exit code
+    2) that is also the ``TypeError`` Python raises for it, so ``except TypeError`` still holds."""
 
 
 def did_you_mean(name: str, choices: Iterable[str]) -> str:
@@ -17,3 +28,59 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     """
     close = difflib.get_close_matches(name, list(choices), n=1)
     return f"did you mean {close[0]!r}?" if close else ""
+
+
+def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str]) -> str:
+    """The one line for keywords ``who`` does not take: each named, the nearest valid one
+    suggested, and the valid ones listed.
+
+    >>> unknown_keywords("verify", ["sampels"], ["model", "samples", "seed"])
+    "verify: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed"
+    """
+    said = "; ".join(f"{u!r}" + (f" ({h})" if (h := did_you_mean(u, valid)) else "")
+                     for u in unknown)
+    return (f"{who}: unknown keyword{'s' * (len(unknown) > 1)} {said}; its keywords: "
+            f"{', '.join(valid)}")
+
+
+def checked_keywords(fn: F) -> F:
+    """``fn`` (a function, or a class: its ``__init__``) with a keyword it does not take
+    refused in one line (``unknown_keywords``, a ``KeywordError``) before it runs, instead of
+    Python's plain TypeError; the signature (``inspect.signature``), name and docstring stay
+    ``fn``'s own. A function taking ``**kwargs`` is returned as it is.
+
+    Arguments:
+        fn: the function or class.
+    Returns:
+        The checked function, or the class with its ``__init__`` checked.
+
+    >>> @checked_keywords
+    ... def run(model: str, *, samples: int = 8, seed: int = 0) -> int:
+    ...     return samples
+    >>> run("m", samples=3)
+    3
+    >>> run("m", sampels=3)
+    Traceback (most recent call last):
+    ...
+    symgrad.errors.KeywordError: run: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed
+    """
+    if isinstance(fn, type):
+        fn.__init__ = _checked(fn.__init__, fn.__name__)  # type: ignore[misc]
+        return fn
+    return _checked(fn, fn.__name__)
+
+
+def _checked(fn: F, who: str) -> F:
+    params = inspect.signature(fn).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return fn
+    valid = [n for n, p in params.items() if p.kind in NAMED and n != "self"]
+    allowed = frozenset(valid)
+
+    @functools.wraps(fn)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        if not allowed.issuperset(kwargs):  # a set test: nothing measurable per call
+            raise KeywordError(unknown_keywords(who, [k for k in kwargs if k not in allowed],
+                                                valid))
+        return fn(*args, **kwargs)
+    return checked  # type: ignore[return-value]

@@ -25,7 +25,8 @@ import mpmath
 
 from . import hvp
 from .compare import Tolerance
-from .config import VerifyConfig
+from .config import MODEL_SAMPLES, VerifyConfig
+from .errors import checked_keywords
 from .model import Model
 from .modules import ModuleOptions, module_torch_fn, verify_module
 from .modules.any import DEFAULT_SAMPLES, verify_any_module
@@ -41,6 +42,7 @@ from .tensor.verify import verify_tensor
 __all__ = ["VerifyConfig", "as_program", "exact_at", "exact_steps", "verify"]
 
 
+@checked_keywords  # sg.verify(model, sampels=5): one line, "did you mean 'samples'?"
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
            samples: int | None = None, seed: int = 0,
            device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
@@ -56,9 +58,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         torch_fn: optional user torch code for the same model, ``fn(**blocks) -> scalar`` for one
             sample, arguments matched by block name; verified in addition to the model's own
             program run in torch.
-        samples, seed, device, dtype: the run (ignored when ``config`` is given); samples
-            defaults to 500, or 8 with ``module=`` and ``inputs=``.
-        config: a full ``VerifyConfig``.
+        samples, seed, device, dtype: the run (seed, device, dtype ignored when ``config``
+            is given); samples defaults to 500, or 8 with ``module=`` and ``inputs=``.
+        config: a full ``VerifyConfig``; its ``samples`` left at None takes ``samples=``,
+            else the path's default above (so ``config=`` never changes how many are drawn).
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name (or its sympy symbol) ->
             array (N, *block shape), or one sample's value (a scalar for a scalar block);
@@ -94,9 +97,9 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     Returns:
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
-    if samples is None:
-        samples = DEFAULT_SAMPLES if inputs is not None else 500
-    cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    default = DEFAULT_SAMPLES if inputs is not None else MODEL_SAMPLES  # the path's own
+    cfg = (config or VerifyConfig(seed=seed, device=device, dtype=dtype)).with_samples(
+        samples if samples is not None else default)  # config's samples, else samples=, else it
     if backends is not None:
         cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
     cfg.chosen_backends(torch_fn is not None)  # a bad backends= fails here, in one line

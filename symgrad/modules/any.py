@@ -79,6 +79,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         A ``Result`` named by the module's parameters; ``result.module`` says which paths ran.
     """
     t_call = time.perf_counter()
+    cfg = cfg.with_samples(DEFAULT_SAMPLES)  # a config without samples: this path's default
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)
     _check(module, cfg, options)

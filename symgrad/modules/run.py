@@ -321,14 +321,15 @@ def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_
         model, module, map, loss: as for ``sg.verify(model, module=...)`` (eval mode).
         paths: names from ``symgrad.modules.PATHS``; unavailable or inapplicable ones are kept
             as rows with the reason.
-        samples, seed, device, dtype, config: the run.
+        samples, seed, device, dtype, config: the run (config's samples, where not None, over
+            samples=).
     Returns:
         A ``PathsReport``: ``print(report)`` is the table; ``report.result`` the full Result.
 
     >>> import symgrad as sg                                         # doctest: +SKIP
     >>> print(sg.compare_paths(model, module, paths=("eager", "sdpa-math")))  # doctest: +SKIP
     """
-    cfg = config or VerifyConfig(samples=samples, seed=seed, device=device, dtype=dtype)
+    cfg = (config or VerifyConfig(seed=seed, device=device, dtype=dtype)).with_samples(samples)
     paths = paths_mod.check_paths(paths)
     model = program_of(model)
     result = verify_module(model, module, cfg=cfg,

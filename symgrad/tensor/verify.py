@@ -22,7 +22,7 @@ from .. import causes, heap
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
-from ..config import LARGE_MODEL_ENTRIES, OWN_BACKENDS, VerifyConfig
+from ..config import LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS, VerifyConfig
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..domains import round_to
 from ..findings import with_proof
@@ -58,6 +58,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``); ``fresh(m)``:
     m fresh samples (an ``at=`` dict) for the confirmation where ``at`` fixed the points."""
     timings: dict[str, float] = {}
+    cfg = cfg.with_samples(MODEL_SAMPLES)  # a config without samples: the default draw
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
     torch_backend.check_device(cfg.device, cfg.dtype)
     if torch_fn is not None:

@@ -80,3 +80,25 @@ class _Sum(torch.nn.Module):
 
     def forward(self, x):
         return self.m(x).sum()
+
+
+def test_named_page_reads_its_own_runs_with_max_keys_share_and_rss(tmp_path):
+    """``--name``'s page is built from <stem>_<mode>.json only, and says the run's MAX_KEYS
+    (raised or not), each path's inconclusive share and the peak resident set."""
+    import json
+    row = {"verdict": "inconclusive", "worst_over_allowance": 1e-3,
+           "worst_over_allowance_every_entry": 2e-3, "worst_relative_error": 1e-4,
+           "worst_entry": "d/fc_weight[0,0]", "counts": {"ok": 3, "inconclusive": 1},
+           "seconds": 2.0, "cpu_seconds": 1.5, "load_average": [1.0, 1.0]}
+    run = {"mode": "train", "width": 64, "batch": 2, "size": 64, "samples": 1,
+           "parameters": 10, "capture_seconds": 1.0, "paths": {"eager": row},
+           "torch": "x", "machine": "y", "max_keys": 2048, "max_rss_gib": 4.5}
+    (tmp_path / "capture_compile_w_train.json").write_text(json.dumps(run))
+    old = {k: v for k, v in run.items() if k not in ("max_keys", "max_rss_gib")}
+    (tmp_path / "capture_compile_train.json").write_text(json.dumps({**old, "width": 4}))
+    page = script.pages(tmp_path, "capture_compile_w")
+    assert "at width 64" in page and "at width 4 " not in page
+    assert "up to 2048 (`symgrad.tensor.sides.MAX_KEYS`, raised by --max-keys" in page
+    assert "eager 25.00%" in page and "4.50 GiB" in page
+    default = script.pages(tmp_path)
+    assert "at width 4 " in default and "MAX_KEYS" not in default and "GiB" not in default

@@ -19,7 +19,7 @@ import symgrad as sg
 from symgrad.compare import STATUS_NAMES
 from symgrad.errors import SymgradError
 from symgrad.testing import scale_backward
-from tests.clients import Gain, LlamaBlock, Scaled, cnn
+from tests.clients import Gain, LlamaBlock, Scaled, cnn, planted_hook, seeded
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
@@ -195,10 +195,24 @@ def test_readme_section_runs_as_written(capsys):
     text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     section = text.split("### Any nn.Module in a few lines", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
-    exec(compile(code, "README.md", "exec"), {})
+    ns: dict = {}
+    exec(compile(code, "README.md", "exec"), ns)
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("pass ['0.weight', '0.bias', '1.weight'")
     assert lines[1] in ("pass", "inconclusive") and lines[2:] == ["True", "pass"]
+    # the README's LLaMA block (RMSNorm, RoPE, GQA causal SDPA, SwiGLU) is the one verified,
+    # every parameter of it compared; a wrong k.weight gradient in it fails, named
+    with seeded(1):
+        block = ns["Llama"]().double()
+    x = torch.randn(2, 4, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    ok = sg.verify(module=block, inputs=x)
+    assert ok.verdict == "pass"
+    assert {b for b, _, _ in ok.blocks} >= {"q.weight", "k.weight", "v.weight", "o.weight",
+                                            "n1.weight", "w1.weight", "w2.weight", "w3.weight"}
+    bad = sg.verify(module=planted_hook(block, "k.weight", 1 + 1e-6), inputs=x)
+    assert bad.verdict == "fail"
+    assert all("with respect to k.weight[" in f.message() for f in bad.failures), \
+        [f.message() for f in bad.failures[:2]]
 
 
 # ------------------------------------------------ new-user trial: mistakes, modes, notes

@@ -102,12 +102,16 @@ def test_encoder_layer_through_verify_module_with_a_loss(dtype):
 
 
 def test_a_refused_op_inside_torchs_own_modules_names_the_submodule():
-    """Where every frame of a refused op is torch's own (nn.Fold inside nn.Sequential: no
-    user line to name), the line names the submodule by its path in the user's module (if
-    index_put gets a row, pick another refused op)."""
-    m = nn.Sequential(nn.Conv1d(4, 4, 1), nn.Sequential(nn.Tanh(), nn.Fold((3, 3), 2))).double()
+    """Where every frame of a refused op is torch's own (an average pool that does not count its
+    padding, inside nn.Sequential: no user line to name), the line names the submodule by its
+    path in the user's module (nn.Fold was the example until index_put got its row, capture22;
+    if this pool gets one, pick another refused op)."""
+    m = nn.Sequential(nn.Conv2d(4, 4, 1), nn.Sequential(
+        nn.Tanh(), nn.AvgPool2d(3, 1, padding=1, count_include_pad=False))).double()
     with pytest.raises(sg.SymgradError) as err:
-        sg.gradcheck(m, (torch.randn(1, 4, 4, dtype=F64),))
+        sg.gradcheck(m, (torch.randn(1, 4, 5, 5, dtype=F64),))
     text = str(err.value)
-    assert "\n" not in text and text.startswith("capture: ATen op aten.index_put.default at "
-                                                "submodule 1.1 (Fold) is not supported yet")
+    assert "\n" not in text and text.startswith("capture: avg_pool with divisor_override or "
+                                                "count_include_pad=False and padding is not "
+                                                "supported yet at submodule 1.1 (AvgPool2d) "
+                                                "(aten.avg_pool2d.default)")

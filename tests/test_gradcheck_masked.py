@@ -38,8 +38,10 @@ def test_a_leak_into_masked_rows_is_caught_and_read_in_absolute_terms(dtype):
         sg.gradcheck(LeakyMaskedMean.apply, (x, MASK))
     text = str(info.value)
     lines = [ln for ln in text.splitlines() if ln.startswith("  mismatch")]
-    assert text.endswith("\n  note: sample 0 is the inputs as given; samples 1..3 scale each "
-                         "differentiated entry by a random factor in [5/8, 11/8] (seed 0)"), text
+    assert ("\n  note: sample 0 is the inputs as given; samples 1..3 scale each "
+            "differentiated entry by a random factor in [5/8, 11/8] (seed 0)\n") in text, text
+    assert text.splitlines()[-1].startswith("  note: failing sample(s) 0, "), text  # saved
+    assert text.endswith("sg.gradcheck(LeakyMaskedMean.apply, p['inputs'], samples=1)"), text
     assert lines and all(re.search(r"x\[[14], \d\] at sample \d: expected 0\.0", ln)
                          for ln in lines), lines  # only the masked rows 1 and 4
     for ln in lines:
@@ -48,7 +50,8 @@ def test_a_leak_into_masked_rows_is_caught_and_read_in_absolute_terms(dtype):
         assert 1e-9 < err < 1e-7 and allowed < 1e-30, ln
         assert "ULPs" not in ln, ln
     whole = info.value.result.failures[0].point  # what "sample values" shortens
-    assert set(whole) == {"x"} and len(whole["x"]) == 5 and len(whole["x"][0]) == 4
+    assert set(whole) == {"x", "file"} and len(whole["x"]) == 5 and len(whole["x"][0]) == 4
+    assert whole["file"].endswith(".pt")  # the saved sample (capture22), beside the values
 
 
 def test_a_backward_returning_none_for_a_mask_that_requires_grad_names_the_mask():

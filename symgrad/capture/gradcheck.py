@@ -161,8 +161,11 @@ def again(func: Callable, what: str = "gradcheck") -> str:
     their requires_grad; samples=1: that point alone)."""
     load = ("p = torch.load(path); module.load_state_dict(p['state'], strict=False); "
             if isinstance(func, torch.nn.Module) else "p = torch.load(path); ")
-    call = "module" if isinstance(func, torch.nn.Module) else display_name(func)
-    call = call if call.isidentifier() else "func"  # a lambda
+    owner = getattr(func, "__self__", None)  # Fn.apply: the call names Fn's apply, not Fn
+    call = ("module" if isinstance(func, torch.nn.Module) else f"{owner.__name__}.apply"
+            if isinstance(owner, type) and issubclass(owner, torch.autograd.Function)
+            else display_name(func))
+    call = call if call.replace(".", "_").isidentifier() else "func"  # a lambda
     return f"{load}sg.{what}({call}, p['inputs'], samples=1)"
 
 

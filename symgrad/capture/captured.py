@@ -30,7 +30,7 @@ from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
                      slots as graph_slots)
 from .hooks import carry, refuse_post_accumulate, tensor_hooks
 from .values import Held, holding
-from .walk import leaf, walk
+from .walk import leaf, narrowings, walk
 
 _L = "abcdefghijklmnop"
 
@@ -181,6 +181,8 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
         model = TensorModel(label, loss, description="captured by torch.export", params=params)
     except SymgradError as exc:
         raise SymgradError(f"capture: {exc}") from None
+    if floats:  # the run's dtype: the widest of its float parameters and inputs
+        model.lowered = narrowings(ep.graph, max(floats, key=lambda d: torch.finfo(d).bits))
     used_names = {b.name for b in model.blocks}  # an unused parameter is no block: held
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}

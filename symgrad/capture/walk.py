@@ -138,6 +138,22 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     return out
 
 
+def narrowings(graph: torch.fx.Graph, run: torch.dtype) -> tuple[str, ...]:
+    """The graph's casts of floats to a dtype less precise than the run's (``.to(torch.float32)``
+    in a float64 run, as Hugging Face's LlamaRMSNorm does): that part of the forward rounds to
+    the narrower dtype, which the run's bound does not allow, so a failure there is named
+    "lower precision in user code" (``causes.catalogue``), as a torch_fn's ``.float()`` is."""
+    out = []
+    for n in graph.nodes:
+        to = n.kwargs.get("dtype") if n.target is torch.ops.aten._to_copy.default else None
+        if (isinstance(to, torch.dtype) and to.is_floating_point
+                and torch.finfo(to).eps > torch.finfo(run).eps):
+            place = where_in_source(n)
+            out.append(f"to() gave {str(to).removeprefix('torch.')}"
+                       f"{f' at {place}' if place else ''}")
+    return tuple(dict.fromkeys(out))
+
+
 def _reads_uncaptured(target: Any, args: tuple) -> bool:
     """An ATen op whose required tensor argument is None: a value the capture does not hold
     (batch norm's saved mean and rstd, which only the running statistics' update reads, as

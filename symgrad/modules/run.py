@@ -273,8 +273,9 @@ def named_by_module(result: Result, model: TensorModel, plan: mapping.Plan, seed
         note = f.note
         if (f.backend in forward_differs and f.backend not in OWN_BACKENDS
                 and f.output != "value" and f.kind == "mismatch"):
-            note = ("its loss value differs too: the module's forward computes a different "
-                    "function (not only a wrong backward)")
+            note = "; ".join(filter(None, (note, (  # a named cause's detail kept first
+                "its loss value differs too: the module's forward computes a different "
+                "function (not only a wrong backward)"))))
         return replace(f, output=names.rename(f.output), point=dict(again), note=note)
     result.outputs = names
     result.blocks = [(plan.labels.get(n, n), a, b) for n, a, b in result.blocks]

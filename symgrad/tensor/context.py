@@ -16,12 +16,12 @@ oracle (double-double, ``symgrad.precise``), and each map node is read as the st
 
 (exact values as mpmath numbers of hi + lo; t evaluated in double-double); and each eps clamp
 of a norm, max(sqrt(...), c), active at the sample on the failing entry's path -> "norm_clamp":
-(None, [norm, c]) (``clamp_values``, float64). A node of many
-entries contributes its ``MAX_ENTRIES`` most saturated ones (largest |argument|); above
-``OPS_UP_TO`` parameters no intermediate is read (the catalogue then names nothing). The program's
+(None, [norm, c]) (``clamp_values``, float64). A node of many entries contributes its
+``MAX_ENTRIES`` most saturated ones (largest |argument|); above ``OPS_UP_TO`` parameters no
+intermediate is read (the catalogue then names nothing). The program's
 branches and guard constants are read from its map bodies, and a user's torch_fn is probed for
-integer promotions and lower-precision conversions (``symgrad.backends.torch.dtype_changes``), for
-``causes.classify_failure``.
+integer promotions and lower-precision conversions (``backends.torch.dtype_changes``; a captured
+module's are in its graph), for ``causes.classify_failure``.
 
 >>> import sympy as sp, symgrad as sg
 >>> from symgrad.tensor.front import to_program
@@ -356,10 +356,9 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
              ) -> causes.Cause:
     """The root cause of a tensor model's failure: ``ctx`` (what the pipeline knows: dtype,
     the value's status, a departure) completed with the exact intermediates the catalogue reads,
-    a torch_fn's dtype changes (integer promotions, conversions to a lower precision) and
-    the derivative order (``model.order``: 2 for the HVP
-    model of ``symgrad.hvp``, whose findings first-order torch behaviours do not explain), then
-    ``causes.classify_failure``.
+    a torch_fn's dtype changes (promotions, lower-precision conversions; a captured module's:
+    ``model.lowered``) and the order (``model.order``: 2 for ``symgrad.hvp``'s model, which
+    first-order torch behaviours do not explain), then ``causes.classify_failure``.
 
     Arguments:
         model: the tensor model.
@@ -374,9 +373,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
     """
     memo = {} if memo is None else memo
     ctx = replace(ctx, order=getattr(model, "order", 1))  # 2: symgrad.hvp's derived model
-    if (failure.kind not in ("domain", "overflow", "kink")
-            and causes.as_user_code(failure.backend) in _WANTED
-            and model.n_parameters <= OPS_UP_TO):
+    if (failure.kind not in ("domain", "overflow", "kink") and model.n_parameters <= OPS_UP_TO
+            and causes.as_user_code(failure.backend) in _WANTED):
         key = ("ops", failure.sample, failure.output)
         if key not in memo:
             one = memo.setdefault(("sample", failure.sample), {})
@@ -394,6 +392,8 @@ def classify(model: TensorModel, failure, ctx: causes.Context, leaves: dict[str,
                 torch_fn, model.blocks, point, device=device, dtype=ctx.dtype)
         promoted, lowered = memo[("promotions", failure.sample)]
         ctx = replace(ctx, promotions=promoted, lowered=lowered)
+    elif causes.as_user_code(failure.backend) == "torch_fn":  # a module: its graph's casts
+        ctx = replace(ctx, lowered=getattr(model, "lowered", ()))
     if "branch" not in memo:
         memo["branch"] = has_branch(model)
     guard = guard_constant(model, ctx.dtype) if failure.kind == "non-finite" else None

@@ -165,6 +165,9 @@ class TensorModel(ModelBase):
         # names printed with a layer superscript (W1 as W^(1)); ``front.to_program`` copies a
         # scalar model's ``Model.layer_names``
         self.layer_names: frozenset[str] = frozenset()
+        # a captured module's casts to a lower-precision float than its run's, as
+        # ``causes.Context.lowered`` reads them ("to() gave float32 at file:line"; capture.walk)
+        self.lowered: tuple[str, ...] = ()
 
     @property
     def n_parameters(self) -> int:

@@ -67,14 +67,19 @@ class Float32Backward(ScaledSigmoid):
         return (g.float() * s.float() * p * (1 - p)).to(x.dtype), (g * torch.sigmoid(x)).sum()
 
 
-class OffByFactor(ScaledSigmoid):
-    """A different bug: the x gradient times (1 + 1e-7)."""
+def off_by(factor: float) -> type[ScaledSigmoid]:
+    """A different bug: the x gradient times ``factor``."""
 
-    @staticmethod
-    def backward(ctx, g):
-        x, s = ctx.saved_tensors
-        p = torch.sigmoid(x)
-        return g * s * p * (1 - p) * (1 + 1e-7), (g * p).sum()
+    class OffBy(ScaledSigmoid):
+        @staticmethod
+        def backward(ctx, g):
+            x, s = ctx.saved_tensors
+            p = torch.sigmoid(x)
+            return g * s * p * (1 - p) * factor, (g * p).sum()
+    return OffBy
+
+
+OffByFactor = off_by(1 + 1e-7)
 
 
 MASK = torch.tensor([1, 0, 1, 1, 0])
@@ -154,12 +159,7 @@ def test_a_factor_in_the_backward_stays_a_real_derivative_error():
     assert all(REAL in ln for ln in lines), lines
 
 
-class WrongByThousandth(ScaledSigmoid):
-    @staticmethod
-    def backward(ctx, g):
-        x, s = ctx.saved_tensors
-        p = torch.sigmoid(x)
-        return g * s * p * (1 - p) * (1 + 1e-3), (g * p).sum()
+WrongByThousandth = off_by(1 + 1e-3)
 
 
 def test_a_factor_in_a_float32_backward_stays_a_real_derivative_error():

@@ -81,13 +81,12 @@ def has_gpu() -> bool:
 
 @pytest.fixture(scope="session", autouse=True)
 def one_torch_thread():
-    """torch on one intra-op thread for a module's tests, the count put back after them (issue
-    17: the suite's CPU). The tests' tensors are small: on this project's shared 2-core box
+    """torch on one intra-op thread for the whole test session, the count put back at its end
+    (issue 17: the suite's CPU). The tests' tensors are small: on this project's shared 2-core box
     torch's second OpenMP thread only spins, a tiny_gpt verify costing 2.1x the CPU seconds on
-    2 threads as on 1 (7.7 against 3.8 at load 24). The whole session runs on it (autouse):
-    the README's command runs one pytest-xdist worker per core, so a second torch thread per
-    worker could only take a core from the other worker. Files that name it
-    (``pytestmark = pytest.mark.usefixtures("one_torch_thread")``) say they rely on it."""
+    2 threads as on 1 (7.7 against 3.8 at load 24). Autouse: the README's command runs one
+    pytest-xdist worker per core, so a second torch thread per worker could only take a core
+    from the other worker."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:

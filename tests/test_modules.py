@@ -18,7 +18,6 @@ from tests.clients import tiny_gpt as tiny
 from tests.gptmodels import book, nanogpt
 from tests.gptmodels.bugs import BUGS
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 SMALL = {"vocab_size": 6, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
          "drop_rate": 0.1, "qkv_bias": False}

@@ -8,7 +8,6 @@ import torch
 import symgrad as sg
 from symgrad.testing import scale_backward, scale_block_backward
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 
 def neuron_fn(scale=1.0, inner_float32=False):

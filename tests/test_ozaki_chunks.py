@@ -7,6 +7,7 @@ kernels); it is exact to DD accuracy; a planted wrong sub-tile is seen."""
 from __future__ import annotations
 
 from fractions import Fraction
+from functools import cache
 
 import numpy as np
 import pytest
@@ -20,6 +21,7 @@ ROUNDED_SHARE = 2.0**-100  # of (|A||B|)_ij: the one rounded GEMM's terms are <=
 #  <= 2 K u of that (<= 2**-102); a wrong sub-tile (the test below plants 1e-27) is far above
 
 
+@cache
 def _blas_sums_in_one_order() -> bool:
     """Whether float64 GEMM gives an entry the same bits when the operands are cut into row or
     column blocks (true of OpenBLAS's AVX2 kernels, false of its AVX-512 ones on some shapes)."""

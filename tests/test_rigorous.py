@@ -19,7 +19,6 @@ import symgrad as sg
 from symgrad import rigorous, zoo
 from symgrad.compare import (FAILING, INCONCLUSIVE, MISMATCH, OK, SUSPECT, Tolerance, compare)
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 sys.path.insert(0, str(Path(__file__).parent))
 

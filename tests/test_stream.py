@@ -11,7 +11,6 @@ import symgrad as sg
 from symgrad.compare import Tolerance, blocks as blocks_mod, systematic_blocks
 from symgrad.zoo import gpt2
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 
 @pytest.fixture(scope="module")

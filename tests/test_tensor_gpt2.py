@@ -15,7 +15,6 @@ from symgrad.testing import scale_backward
 from symgrad.zoo import native_gpt
 from symgrad.zoo.gpt2 import gpt, gpt2
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 REDUCED = {"vocab_size": 50, "context_length": 32, "emb_dim": 16, "n_heads": 2, "n_layers": 1}
 

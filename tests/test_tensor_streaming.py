@@ -23,7 +23,6 @@ from symgrad.report.tables import stats_rows
 from symgrad.testing import scale_backward, scale_block_backward
 from symgrad.zoo import gpt2
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 SMALL = {"vocab_size": 5, "context_length": 3, "emb_dim": 4, "n_heads": 2, "n_layers": 1,
          "drop_rate": 0.1, "qkv_bias": False}

@@ -15,7 +15,6 @@ from symgrad.zoo import native_gpt
 from symgrad.zoo.gpt import GPTConfig
 from symgrad.zoo.gpt2 import gpt
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 SMALL = {"vocab_size": 11, "context_length": 6, "emb_dim": 8, "n_heads": 2, "n_layers": 2,
          "drop_rate": 0.1}

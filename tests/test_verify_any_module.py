@@ -21,7 +21,6 @@ from symgrad.errors import SymgradError
 from symgrad.testing import scale_backward
 from tests.clients import Gain, LlamaBlock, Scaled, cnn, planted_hook, seeded
 
-pytestmark = pytest.mark.usefixtures("one_torch_thread")  # conftest: issue 17's CPU seconds
 
 
 def _x(*shape, seed=0, dtype=torch.float64):

@@ -1,0 +1,140 @@
+"""Lines of ``symgrad/`` that issue 17's deletion of the scalar pipeline removed, counted on its
+own commits (reports/deletion_lines.md): each commit's ``git diff --numstat`` against its first
+parent, restricted to ``symgrad/**.py``; a merge counts only what the merge itself changed
+(``git show --remerge-diff``: the merge against git's automatic merge of its parents), since its
+branch's commits are counted one by one. Every diff is the deletion's own, whatever else landed
+on main beside it, so the sums are the deletion measured on one base: main before it
+(``BASE``, 28,005 lines) plus the net is the package that base would have become with only
+these commits.
+
+The commits, by step of reports/deletion_plan.md (``COMMITS``): the moves that made the scalar
+side deletable whole (1a-1c), the switch to the program pipeline (the gate, the flip: code
+that steps 4a/4b deleted again; the gate itself, e3a2c90, is older than ``BASE`` and in its
+lines), the ports that gave the program path what it still took from
+the scalar side (2b order 2, 2c exact_at, 2f/2g explain and the report; a rounding fix the
+ports' tests found), and the deletions (2a, 2d, 2e, 4a, 4b, 5, step 6's slice, the leftovers).
+
+    python scripts/deletion_lines.py            # the Markdown tables on stdout
+
+Returns:
+    exit 0; exit 1 when a commit is not in this clone.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE = "ee52b50"  # main before the flip and the moves (deletion_plan.md's 28,005 lines)
+
+# (step, kind, commit, what); kind: move / switch / port / delete / merge (its own changes)
+COMMITS: list[tuple[str, str, str, str]] = [
+    ("1a", "move", "c157bc0", "rounding.py out of bounds.py"),
+    ("1c", "move", "4508a6e", "merge_powers, active_symbols out of derive.py"),
+    ("1b", "move", "28de199", "sides' shared half to compare/kinks, precise/ladder"),
+    ("0", "switch", "3c8b899", "verify.pipeline(name)"),
+    ("0", "switch", "4caf3d7", "the flip: program by default"),
+    ("2b", "port", "7d6721d", "order 2 through the program"),
+    ("2b", "port", "641affd", "order 2: program route's names"),
+    ("2b", "port", "0d13681", "order 2: gate fixes"),
+    ("2b", "merge", "85e6b67", "merge hvp2"),
+    ("2c", "port", "95b433c", "exact_at on the program"),
+    ("2c", "port", "0e4c57c", "tensor/exact doctest"),
+    ("2c", "port", "6461da0", "exact_at: a raising ball op escalates"),
+    ("2f", "port", "acae0d9", "steps carry their front-end forms"),
+    ("2f", "port", "1e5357b", "explain reads only the program"),
+    ("2f", "port", "6912fa3", "explain: steps in the model's order"),
+    ("2g", "port", "804d3cf", "report: samples drawn by the program"),
+    ("2g", "port", "62be90e", "report: formulas from the program"),
+    ("2g", "port", "2ac45c0", "step_formulas: families by label"),
+    ("2g", "port", "84b209b", "step_formulas.is_steps"),
+    ("2g", "port", "8264de8", "report: docstrings"),
+    ("2g", "port", "92503bd", "present: bodies renamed with tensor.rename"),
+    ("4", "port", "c0947c9", "rounding: Max/Min near a tie (the ports' tests)"),
+    ("2a", "delete", "1103beb", "tensor/lower.py"),
+    ("2e", "delete", "65fcedd", "opcatalog share_compiled"),
+    ("2d", "delete", "0f85cde", "module= with a plain model; scalar tiny_gpt"),
+    ("4a", "delete", "db9dfd1", "the scalar verification pipeline"),
+    ("4a", "delete", "d1b3398", "modules/run docstring rewrapped"),
+    ("4a", "merge", "fdab067", "merge core: exact_at's scalar fallback"),
+    ("4b", "delete", "8cb4fd1", "stages.py, oracle.py, sides.py"),
+    ("4b", "delete", "45b07f5", "backends/torch compile_forward, run_program"),
+    ("4b", "delete", "e40bcff", "backends/arb's scalar-oracle printer"),
+    ("4b", "delete", "0c9a972", "sg.Program etc. no longer exported"),
+    ("6", "delete", "2b4a042", "step 6's slice: one program_of"),
+    ("5", "delete", "36ccbe8", "present/derivation.py, formulas' scalar half"),
+    ("5", "port", "8a2ab2b", "step_formulas over plain symbols"),
+    ("5", "port", "e91eb01", "step_formulas: chain rule on a plain twin"),
+    ("5", "delete", "2f27312", "derive.py"),
+    ("5", "delete", "30843a1", "what the deletion left behind"),
+]
+
+# After the deletion, apart: step 6's rest (type switches 4 -> 0) came in one commit with other
+# work (the zoo's one table, sg.matrix's entry symbols moved to entries.py): shown, not summed.
+APART: list[tuple[str, str, str, str]] = [
+    ("6", "apart", "3e1ec37", "as_program on both model types (+ zoo table, entries.py)"),
+]
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
+                          text=True).stdout
+
+
+def numstat(commit: str, merge: bool) -> tuple[int, int]:
+    """Lines added and deleted in ``symgrad/**.py`` by ``commit`` (a merge: by the merge
+    itself, against git's automatic merge of its parents)."""
+    out = (git("show", "--remerge-diff", "--format=", "--numstat", commit) if merge
+           else git("diff", "--numstat", f"{commit}^1", commit))
+    added = deleted = 0
+    for line in out.splitlines():
+        a, d, path = line.split("\t", 2)
+        if path.startswith("symgrad/") and path.endswith(".py") and a != "-":
+            added, deleted = added + int(a), deleted + int(d)
+    return added, deleted
+
+
+def lines_at(commit: str) -> int:
+    """Lines of ``symgrad/**.py`` at ``commit`` (as ``scripts/deletion_steps.py`` counts)."""
+    names = [n for n in git("ls-tree", "-r", "--name-only", commit, "symgrad/").splitlines()
+             if n.endswith(".py")]
+    return sum(len(git("show", f"{commit}:{n}").splitlines()) for n in names)
+
+
+def main() -> int:
+    try:
+        git("cat-file", "-e", BASE)
+        for *_, c, _ in COMMITS + APART:
+            git("cat-file", "-e", c)
+    except subprocess.CalledProcessError:
+        print("a commit of the deletion is not in this clone (a shallow clone?): fetch the "
+              "whole history", file=sys.stderr)
+        return 1
+    base = lines_at(BASE)
+    print("| step | kind | commit | what | + | - | net |\n|---|---|---|---|---|---|---|")
+    kinds: dict[str, list[int]] = {}
+    for step, kind, commit, what in COMMITS:
+        a, d = numstat(commit, kind == "merge")
+        kinds.setdefault(kind, [0, 0])
+        kinds[kind][0] += a
+        kinds[kind][1] += d
+        print(f"| {step} | {kind} | {commit} | {what} | {a} | {d} | {a - d:+d} |")
+    print("\n| kind | + | - | net |\n|---|---|---|---|")
+    for kind, (a, d) in kinds.items():
+        print(f"| {kind} | {a:,} | {d:,} | {a - d:+,} |")
+    added = sum(a for a, _ in kinds.values())
+    deleted = sum(d for _, d in kinds.values())
+    print(f"| **all** | {added:,} | {deleted:,} | **{added - deleted:+,}** |")
+    for step, kind, commit, what in APART:
+        a, d = numstat(commit, False)
+        print(f"\nApart (not in the sums): step {step}, {commit} ({what}): +{a} -{d}, "
+              f"net {a - d:+d}; with it the net is {added - deleted + a - d:+,}")
+    print(f"\nsymgrad/ at {BASE}: {base:,} lines; with only these commits: "
+          f"{base + added - deleted:,} ({added - deleted:+,})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -9,7 +9,10 @@ a. **Float64 re-run** (runs in a narrower dtype only): the same backend - the sa
    projection p64 has the same sign, |p64 - p| <= |p| / 2, and |p64| is beyond float64's own
    block threshold max(block_floor u64, block_sigmas sigma64) (pooled: sigma64 of the weighted
    mean). An entry suspicion is confirmed where the float64 error has the same sign and at least
-   half the size.
+   half the size. A suspicion raised only by the lower floors such a re-run allows
+   (``BlockFinding.rerun_only``, ``symgrad.compare.blockflags``) is decided by (a) alone:
+   reproduced, it is "proven in float64"; otherwise it is dropped (no note, no fresh samples):
+   the usual floors would not have raised it, so it never makes a run inconclusive.
 b. **Fresh samples** (float64, or when (a) does not reproduce): M new draws from the model's
    domains, seeded from the run's seed (``SeedSequence([seed, 1])``), M = max(confirm_samples,
    min(2 N, the oracle budget's samples)); not drawn when M exceeds ``confirm_cost`` x that
@@ -40,7 +43,7 @@ from typing import Callable
 import numpy as np
 
 from .compare import (INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, SYSTEMATIC, BlockFinding,
-                      Comparison, Tolerance, _projection, dtype_info, pooled_test)
+                      Comparison, SymgradError, Tolerance, _projection, dtype_info, pooled_test)
 
 U64 = 2.0**-53
 USABLE = (OK, LOSS, MISMATCH, INCONCLUSIVE, SUSPECT)
@@ -127,7 +130,10 @@ def _confirm_backend(name: str, comp: Comparison, blocks, tol: Tolerance,
 
     def rerun64(rows: np.ndarray):  # one float64 re-run of every sample, sliced per finding
         if "all" not in memo:
-            memo["all"] = exp.rerun64(name, np.arange(exp.samples))
+            try:
+                memo["all"] = exp.rerun64(name, np.arange(exp.samples))
+            except SymgradError:  # the code refuses float64 (a float32 tensor it holds,
+                memo["all"] = None  # x64 @ W32): no float64 evidence, as with no re-run
         full = memo["all"]
         return None if full is None else tuple(x[rows] for x in full)
     evidence = []
@@ -138,7 +144,9 @@ def _confirm_backend(name: str, comp: Comparison, blocks, tol: Tolerance,
             continue
         a64 = _block_by_float64(f, rerun64, exp, tol) if comp.dtype != "float64" else None
         if a64 is not None and a64[0]:
-            state, text = "confirmed", a64[1]
+            state, text = "confirmed", _proven64(a64[1], comp.dtype, f.rerun_only)
+        elif f.rerun_only:  # below the usual floors: (a) decides alone; unreproduced, dropped
+            state, text = "dropped", a64[1] if a64 is not None else "no float64 re-run"
         else:
             comps, m, why = fresh()
             if comps is not None and name in comps:
@@ -165,14 +173,14 @@ def _confirm_backend(name: str, comp: Comparison, blocks, tol: Tolerance,
         marked = (sub == SUSPECT) & (f.prior != SUSPECT)
         if state == "confirmed":
             sub[marked] = SYSTEMATIC
-        elif state == "refuted":  # back to the entry test's status
+        elif state in ("refuted", "dropped"):  # back to the entry test's status
             sub[marked] = f.prior[marked]
         else:
             sub[marked] = INCONCLUSIVE
         status[f.rows, a:b] = sub
-        if state != "confirmed":
+        if state not in ("confirmed", "dropped"):
             notes.append(f"{name}: {f.describe()}")
-    findings = tuple(f for f, _ in decided)
+    findings = tuple(f for f, s in decided if s != "dropped")
     # entry suspicions (beyond the fast bound, within the rigorous enclosure): what is left
     left = status == SUSPECT
     if left.any():
@@ -180,6 +188,13 @@ def _confirm_backend(name: str, comp: Comparison, blocks, tol: Tolerance,
                          rerun64)
     return replace(comp, status=status, systematic=findings, unconfirmed=tuple(notes),
                    evidence=tuple(evidence))
+
+
+def _proven64(text: str, dtype: str, low: bool) -> str:
+    """The float64 re-run's confirmation in words; ``low``: a bias below what the usual
+    floors see in ``dtype``, which its rounding hides (``symgrad.compare.blockflags``)."""
+    return (f"proven in float64 ({text.removeprefix('confirmed: ')}); {dtype} hides it in "
+            "its rounding (below the block test's usual floor)" if low else text)
 
 
 def _block_by_float64(f: BlockFinding, rerun64: Callable, exp: Experiments,

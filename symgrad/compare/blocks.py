@@ -10,6 +10,7 @@ from dataclasses import dataclass, field, replace
 
 import numpy as np
 
+from .blockflags import block_flags
 from .entries import INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison, compare
 from .tolerance import Tolerance, dtype_info
 
@@ -32,6 +33,7 @@ class BlockFinding:
     evidence: str = ""  # the confirming (or refuting) experiment, in words
     prior: np.ndarray | None = field(default=None, compare=False, repr=False)  # the block's
     #   statuses at its rows before the suspicion marked them (restored if it is refuted)
+    rerun_only: bool = False  # raised by the lower floors a float64 re-run decides alone
 
     @property
     def rows(self) -> np.ndarray | slice:
@@ -212,12 +214,14 @@ def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
 
 
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
-                      exclude: np.ndarray | None = None) -> tuple[np.ndarray, list]:
+                      exclude: np.ndarray | None = None, *,
+                      rerun: bool = False) -> tuple[np.ndarray, list]:
     """The block and pooled tests of ``systematic``, reading one block at a time:
     ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a);
     the allowance may be a callable that forms it (read only by the passes that need it).
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
-    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink).
+    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink);
+    ``rerun``: a float64 re-run of the same code decides (``blockflags``' lower floors).
 
     Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
     finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
@@ -251,15 +255,12 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     stats = []
     for _, a, b in blocks:
         st = stats_of(a, b)
-        scales = st.get("scale")
-        st = {k: st[k] for k in keys}
-        st["scale"] = scales
+        st = {**{k: st[k] for k in keys}, "scale": st.get("scale")}
         with np.errstate(invalid="ignore"):  # pi = ||g||^2 / ||allowance||^2
             st["ok_rows"] = st["ok_rows"] & (st["pi"] > tol.block_resolved ** 2)
         stats.append(st)
     # the common mode of the sample: the median projection over blocks. An upstream adjoint
-    # near the loss rounded once (BCE's dL/dz at a saturated logit) shifts every block alike;
-    # a block is systematic only where it departs from the others.
+    # rounded once (BCE's dL/dz at a saturated logit) shifts every block alike (blockflags)
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN rows: no common mode
         ps = np.array([np.where(st["ok_rows"], st["p"], np.nan) for st in stats])
@@ -267,17 +268,14 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
     given, found = status, []  # copied only when a block marks entries (GPT-2: 0.15 GiB)
     for (name, a, b), st in zip(blocks, stats):
         p, sigma, ok_rows = st["p"], st["sigma"], st["ok_rows"]
-        suspects = []  # (sample, projection, sigma, threshold)
-        # 2. per sample
-        thresh = np.maximum(tol.block_floor * u, tol.block_sigmas * sigma)
-        flag = (ok_rows & (st["n_eff"] >= tol.block_min_entries) & (np.abs(p) > thresh)
-                & (np.abs(p - common) > thresh))
-        for s in np.flatnonzero(flag):
-            suspects.append((int(s), float(p[s]), float(sigma[s]), float(thresh[s])))
+        # 2. per sample (lower floors where a float64 re-run decides: ``blockflags``)
+        flag, thresh, low = block_flags(st, common, u, tol, rerun=rerun)
+        suspects = [(int(s), float(p[s]), float(sigma[s]), float(thresh[s]), bool(low[s]))
+                    for s in np.flatnonzero(flag)]  # (sample, p, sigma, threshold, rerun only)
         # 3. pooled over samples
         pooled = pooled_test(p, st["pi"], ok_rows, u, tol)
         if pooled is not None:
-            suspects.append((-1, *pooled))
+            suspects.append((-1, *pooled, False))
         if suspects:  # entries whose error points along the suspected projection
             ws = None  # (a bug's block: new arrays per chunk, none held between chunks)
             status = status.copy() if status is given else status
@@ -289,16 +287,17 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
                 else:  # the chunk's e and g, as _projection_chunked scaled them
                     use, e, g = _scaled(columns, usable_of, c, d, st["scale"],
                                         allowance=False)[:3]
-                for s, proj, sig, th in suspects:
+                for s, proj, sig, th, _ in suspects:
                     rows = slice(None) if s < 0 else slice(s, s + 1)
                     sub = status[rows, c:d]
                     mark = use[rows] & (e[rows] * g[rows] * proj > 0) & _member(sub, markable)
                     sub[mark] = SUSPECT
                     status[rows, c:d] = sub
                 del use, e, g  # before the next chunk's are formed
-            for s, proj, sig, th in suspects:
+            for s, proj, sig, th, lo_ in suspects:
                 rows = slice(None) if s < 0 else slice(s, s + 1)
-                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=before[rows]))
+                found.append(BlockFinding(name, s, proj, sig, th, (a, b), prior=before[rows],
+                                          rerun_only=lo_))
     return status, found
 
 

@@ -36,7 +36,9 @@ every report):
    allowance, its direction included, so p means nothing (the key-bias third of a GPT's
    attention bias has an exact gradient of 0: the oracle's 1e-37 against float64's 1e-21
    rounding gave p = 1.4e16). ``m``, the median of p over the sample's blocks, is the common
-   mode (an upstream adjoint near the loss rounded once and shared by every block).
+   mode (an upstream adjoint near the loss rounded once and shared by every block). Lower
+   floors, the common mode tested too, where a float64 re-run of the same code decides (a
+   user's code in a narrower dtype): ``symgrad.compare.blockflags``.
 
 3. **Pooled test** (a *suspicion*, across samples). The per-sample projections p_s, weighted by
    how well each sample's bound resolves the block (pi_s = <g, g> / <a, a>), over the samples

@@ -51,6 +51,15 @@ class Tolerance:
     block_min_entries: float = 4.0  # effective entries a block needs for the block test
     block_resolved: float = 1.0  # a block is resolved where ||exact|| > this x ||allowance||
     #                              (below, correct code may return anything aligned: no test)
+    rerun_floor: float = 1.0  # where a float64 re-run of the same code decides (the user's
+    #   code in a narrower dtype: rerun64): the block test's floor and the common mode's, in u.
+    #   One shared rounding to nearest (an upstream adjoint every entry is multiplied by) moves
+    #   every entry by the same relative delta, |delta| <= u / (1 + u) < u: a bias beyond u is
+    #   more than one shared rounding does, and the re-run tells a code's bias (it survives
+    #   float64) from rounding (it shrinks by 2^29 from float32); refuted there, it is dropped
+    #   (inf: the usual floors alone, as the op catalogue keeps them: opcatalog/run.py)
+    rerun_min_entries: float = 2.0  # ... and the effective entries it needs: the residual
+    #   r = e - p g says nothing about the noise sigma with fewer than 2 (one entry: r = 0)
     pooled_floor: float = 8.0  # pooled test: |projection| over samples must exceed this many u
     pooled_sigmas: float = 4.0  # ... and lam self-normalised scales: P(false) <= 2 e^(-lam^2/2)
     #                             (2 e^-8 = 6.7e-4 for lam = 4; a suspicion, confirmed apart)
@@ -95,7 +104,11 @@ class Tolerance:
                 "more than itself is a mismatch); per parameter block and sample, the error's "
                 "projection p on the exact gradient (blocks with ||exact|| > "
                 f"{self.block_resolved:g} ||allowance||) is suspect when |p| > "
-                f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma); pooled over samples "
+                f"max({self.block_floor:g} u, {self.block_sigmas:g} sigma)"
+                + (f" (where a float64 re-run of the same code decides: max({self.rerun_floor:g} "
+                   f"u, {self.block_sigmas:g} sigma), the common mode too, from "
+                   f"{self.rerun_min_entries:g} effective entries)" if np.isfinite(
+                       self.rerun_floor) else "") + "; pooled over samples "
                 f"when |p| > max({self.pooled_floor:g} u, {self.pooled_sigmas:g} sigma); an entry "
                 "beyond the allowance fails only outside the rigorous enclosure (the program in "
                 "ball arithmetic, each operation widened by its rounding, elementary functions "
@@ -112,7 +125,9 @@ class Tolerance:
                 "precision_loss_ulps": self.precision_loss_ulps,
                 "block_floor": self.block_floor, "block_sigmas": self.block_sigmas,
                 "block_min_entries": self.block_min_entries,
-                "block_resolved": self.block_resolved, "pooled_floor": self.pooled_floor,
+                "block_resolved": self.block_resolved, "rerun_floor": (  # inf: off (JSON has no inf)
+                    self.rerun_floor if np.isfinite(self.rerun_floor) else None),
+                "rerun_min_entries": self.rerun_min_entries, "pooled_floor": self.pooled_floor,
                 "pooled_sigmas": self.pooled_sigmas, "pooled_reach": self.pooled_reach,
                 "pooled_min_samples": self.pooled_min_samples,
                 "confirm_samples": self.confirm_samples, "confirm_cost": self.confirm_cost,

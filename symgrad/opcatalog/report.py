@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..compare import Tolerance, dtype_info
+from ..compare import dtype_info
 from ..present.htmlpage import inline, page
 from ..atomic import write_text
 from ..version import __version__
-from .run import Finding, OpsConfig, OpsReport, Order, Row
+from .run import TOLERANCE, Finding, OpsConfig, OpsReport, Order, Row
 from .table import CATALOGUE, by_name
 
 SCHEMA_VERSION = 1
@@ -204,7 +204,7 @@ def as_json(report: OpsReport) -> dict:
                             "numpy": np.__version__, "python": platform.python_version()},
             "config": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in asdict(report.config).items() if k != "progress"},
-            "tolerance": Tolerance().as_dict(),
+            "tolerance": TOLERANCE.as_dict(),
             "unit_roundoff": {d: dtype_info(d).eps / 2 for d in report.config.dtypes},
             "method": METHOD,
             "summary": summary(report),
@@ -243,7 +243,7 @@ def as_markdown(report: OpsReport) -> str:
            "## Summary", ""] + _md_table(summary(report))
     out += ["", "## Every operator", ""] + _md_table(table_rows(report)) + ["", "## Method", ""]
     out += [f"- {m}" for m in METHOD]
-    out += ["", f"Verdict rule: {Tolerance().rule()}.", "",
+    out += ["", f"Verdict rule: {TOLERANCE.rule()}.", "",
             "## Findings", "",
             "Each real disagreement of a torch operator with its exact derivative, grouped by "
             "operator, dtype, order and named cause (the worst input shown). The snippet is "
@@ -297,7 +297,7 @@ def as_html(report: OpsReport, md_rows: list[dict]) -> str:
     parts = ["<h2>Summary</h2>", tabulate(summary(report), headers="keys", tablefmt="html"),
              "<h2>Every operator</h2>", tabulate(md_rows, headers="keys", tablefmt="html"),
              "<h2>Method</h2><ul>" + "".join(f"<li>{inline(m)}</li>" for m in METHOD)
-             + "</ul>", f"<p>Verdict rule: {inline(Tolerance().rule())}</p>",
+             + "</ul>", f"<p>Verdict rule: {inline(TOLERANCE.rule())}</p>",
              "<h2>Findings</h2>"]
     for f in _grouped(report):
         parts.append(f"<h3>{html.escape(f'{f.op} · {f.dtype} · {f.order} · {f.cause}')}</h3>"

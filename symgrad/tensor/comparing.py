@@ -194,10 +194,11 @@ def kept_whole(comp: Comparison) -> Comparison:
     return replace(comp, ulps=np.asarray(comp.ulps), allowed_ulps=np.asarray(comp.allowed_ulps))
 
 
-def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
+def block_tests(comp: Comparison, hi, lo, E, blocks, tol, *, rerun: bool = False) -> Comparison:
     """The per-sample block test and the pooled test (``symgrad.compare.systematic_blocks``)
     on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
-    block is caught even where its entries are inconclusive one by one."""
+    block is caught even where its entries are inconclusive one by one. ``rerun``: a float64
+    re-run of the same code decides its suspicions (``symgrad.compare.blockflags``)."""
     def columns(a: int, b: int):
         release()  # the previous chunk's pages of spilled hi, lo, E (``tensor.spill``)
         exact = hi[:, a:b]
@@ -215,6 +216,6 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol) -> Comparison:
     none = kinks.strides == (0, 0) and np.isnan(kinks.flat[0])  # broadcast NaN): no mask formed
     exclude = None if none or not np.isfinite(kinks).any() else np.isfinite(kinks)
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
-                                      exclude=exclude)
+                                      exclude=exclude, rerun=rerun)
     return replace(comp, status=status, systematic=tuple(found),
                    resolution=pooled_resolution(len(status), comp.dtype, tol))

@@ -173,7 +173,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
-            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance)
+            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
+                               != "float64" and name == "torch_fn" and torch_fn is not None)
             del Eb
         if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
             comp = kept_whole(comp)

@@ -17,7 +17,7 @@ sympy routine ever walks a large tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import sympy as sp
 
@@ -224,9 +224,3 @@ class _Namer:
         self.seen[base] = count
         return base if count == 1 else f"{base}_{count}"
 
-
-def leaves_of(nodes: Iterable[Node]) -> set[sp.Symbol]:
-    """Symbols read by ``nodes`` that none of them defines."""
-    nodes = list(nodes)
-    defined = {n.symbol for n in nodes}
-    return {s for n in nodes for s in n.operands if s not in defined}

@@ -14,6 +14,9 @@ lines), the ports that gave the program path what it still took from
 the scalar side (2b order 2, 2c exact_at, 2f/2g explain and the report; a rounding fix the
 ports' tests found), and the deletions (2a, 2d, 2e, 4a, 4b, 5, step 6's slice, the leftovers).
 
+After the deletion and apart from its sums (``AFTER``): the dead code lean17 removed from main
+8efe0f1, each commit counted the same way.
+
     python scripts/deletion_lines.py            # the Markdown tables on stdout
 
 Returns:
@@ -77,6 +80,19 @@ APART: list[tuple[str, str, str, str]] = [
     ("6", "apart", "3e1ec37", "as_program on both model types (+ zoo table, entries.py)"),
 ]
 
+# After the deletion, apart from it: dead code that nothing needed, removed by lean17 on main
+# 8efe0f1 (``AFTER_BASE``); counted the same way, in a table of its own (not in the sums above).
+AFTER_BASE = "8efe0f1"
+AFTER: list[tuple[str, str]] = [
+    ("0a1156a", "dead functions nothing calls"),
+    ("f0bf64c", "zoo's compatibility shims: get(tensor=), tensor_names()"),
+    ("e05d2d2", "dead branches and fields: arb.Between, codegen's ipow, Graph.size/by_symbol"),
+    ("938961e", "rigorous/max_top.RULES_TOP"),
+    ("d032bf9", "Model.draw written once, on ModelBase"),
+    ("e221ca5", "fields written and never read"),
+    ("baac241", "compare/kinks: one union-find"),
+]
+
 
 def git(*args: str) -> str:
     return subprocess.run(["git", *args], cwd=ROOT, check=True, capture_output=True,
@@ -108,6 +124,8 @@ def main() -> int:
         git("cat-file", "-e", BASE)
         for *_, c, _ in COMMITS + APART:
             git("cat-file", "-e", c)
+        for c, _ in AFTER:
+            git("cat-file", "-e", c)
     except subprocess.CalledProcessError:
         print("a commit of the deletion is not in this clone (a shallow clone?): fetch the "
               "whole history", file=sys.stderr)
@@ -133,6 +151,18 @@ def main() -> int:
               f"net {a - d:+d}; with it the net is {added - deleted + a - d:+,}")
     print(f"\nsymgrad/ at {BASE}: {base:,} lines; with only these commits: "
           f"{base + added - deleted:,} ({added - deleted:+,})")
+    if AFTER:
+        print("\nAfter the deletion: dead code removed by lean17\n\n"
+              "| commit | what | + | - | net |\n|---|---|---|---|---|")
+        a_sum = d_sum = 0
+        for commit, what in AFTER:
+            a, d = numstat(commit, False)
+            a_sum, d_sum = a_sum + a, d_sum + d
+            print(f"| {commit} | {what} | {a} | {d} | {a - d:+d} |")
+        print(f"| **all** | | {a_sum:,} | {d_sum:,} | **{a_sum - d_sum:+,}** |")
+        start, end = lines_at(AFTER_BASE), lines_at(AFTER[-1][0])
+        print(f"\nsymgrad/ at {AFTER_BASE}: {start:,} lines; at {AFTER[-1][0]}: {end:,} "
+              f"({end - start:+,})")
     return 0
 
 

@@ -151,8 +151,6 @@ class Printer:
         b = self(base)
         if ex == sp.Rational(1, 2):
             return self.t.functions["sqrt"].format(b)
-        if ex.is_Integer and "ipow" in self.t.functions:  # a target that checks b = 0 itself
-            return self.t.functions["ipow"].format(b, int(ex))
         if ex == -1:
             return f"(1 / {b})"
         if ex.is_Integer:

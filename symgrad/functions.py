@@ -10,9 +10,7 @@ Spellings: a printer spelling is a format template over the printed arguments (`
 or a callable taking the list of printed arguments (n-ary Max/Min); ``walk`` names the
 implementation in the high-precision walk's namespaces (``symgrad.precise.ddops``,
 ``symgrad.precise.arb``), which share the names. Two printer keys are not sympy functions:
-``"sqrt"`` (x**(1/2)) and ``"pow"`` (a non-integer power; ``None``: Python's ``**``). (A target
-of its own may also spell ``"ipow"``, an integer power it checks for 0, ``symgrad.codegen``; no
-row does since the arb printer went with the scalar pipeline.)
+``"sqrt"`` (x**(1/2)) and ``"pow"`` (a non-integer power; ``None``: Python's ``**``).
 
 Bound classes (what ``rounding.error_source`` does with f(a_1, ..., a_n)):
 

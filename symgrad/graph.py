@@ -17,7 +17,7 @@ sympy routine ever walks a large tree.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Iterable, Mapping
+from typing import Callable, Mapping
 
 import sympy as sp
 
@@ -113,7 +113,6 @@ class Graph:
 
     nodes: tuple[Node, ...]
     leaves: frozenset[sp.Symbol]  # symbols read that are not nodes
-    by_symbol: Mapping[sp.Symbol, Node] = field(repr=False, compare=False)
     rewrites: tuple[str, ...] = field(default=(), compare=False)  # stable rules applied
 
     @property
@@ -177,8 +176,7 @@ class Graph:
             nodes.append(_node(names(name_hint), out, rename(expr), "loss", None, rename))
         node_syms = {n.symbol for n in nodes}
         leaves = frozenset(s for n in nodes for s in n.operands if s not in node_syms)
-        return Graph(tuple(nodes), leaves, {n.symbol: n for n in nodes},
-                     rewrite.applied if rewrite is not None else ())
+        return Graph(tuple(nodes), leaves, rewrite.applied if rewrite is not None else ())
 
     def expand(self, symbol: sp.Symbol | None = None) -> sp.Expr:
         """The flat sympy expression of a node (default: the output). Small graphs only."""
@@ -186,12 +184,6 @@ class Graph:
         for n in self.nodes:
             memo[n.symbol] = n.expr.xreplace(memo)
         return memo[(symbol or self.output.symbol)]
-
-    def size(self) -> dict[str, int]:
-        """Number of intermediates and of sympy operations in the program."""
-        return {"intermediates": len(self.nodes),
-                "operations": sum(sp.count_ops(n.expr) for n in self.nodes)}
-
 
 
 def rewritable(item: Intermediate) -> bool:
@@ -224,9 +216,3 @@ class _Namer:
         self.seen[base] = count
         return base if count == 1 else f"{base}_{count}"
 
-
-def leaves_of(nodes: Iterable[Node]) -> set[sp.Symbol]:
-    """Symbols read by ``nodes`` that none of them defines."""
-    nodes = list(nodes)
-    defined = {n.symbol for n in nodes}
-    return {s for n in nodes for s in n.operands if s not in defined}

@@ -18,7 +18,7 @@ import numpy as np
 import sympy as sp
 
 from .codegen import unsupported_functions
-from .domains import Domain, as_domain, round_to
+from .domains import Domain, as_domain
 from .entries import ENTRY
 from .errors import SymgradError
 from .graph import Graph
@@ -168,14 +168,6 @@ class Model(ModelBase):
         return (f"Model({self.name!r}, params={[b.name for b in self.param_blocks]}, "
                 f"inputs={[b.name for b in self.input_blocks]}, "
                 f"steps={len(self.graph.nodes)})")
-
-    def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
-        """``n`` samples of every block, shape (n, *block.shape), rounded to ``dtype``."""
-        out = {}
-        for b in self.blocks:
-            values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
-            out[b.name] = round_to(values, dtype)
-        return out
 
 
 def _scalar_loss(name: str, loss) -> sp.Expr:

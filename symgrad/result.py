@@ -111,10 +111,6 @@ class BackendRun:
     seconds: float
     samples: int
 
-    @property
-    def samples_per_second(self) -> float:
-        return self.samples / self.seconds if self.seconds > 0 else float("inf")
-
 
 @dataclass
 class Result(ResultMeasures, ResultText):

@@ -98,7 +98,6 @@ RULES: tuple[Rule, ...] = (
     Rule("log1p", "log(1 + x)", "log1p(x)",
          lambda t, a, b: (sp.log(1 + sp.exp(a) * t ** 2), log1p(sp.exp(a) * t ** 2))),
 )
-RULE_NAMES = tuple(r.name for r in RULES)
 
 
 # ---------------------------------------------------------------- pattern helpers

@@ -56,7 +56,7 @@ def inputs(model: Model, *, samples: int = 1):
     return st.fixed_dictionaries(parts)
 
 
-# the fuzzing vocabulary: name -> builder of a sympy expression (also used by symgrad.fuzz)
+# the fuzzing vocabulary (symgrad.fuzz): name -> builder of a sympy expression
 UNARY = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp.cos,
          "sqrt": sp.sqrt, "erf": sp.erf, "Abs": sp.Abs,
          "sigmoid": lambda e: 1 / (1 + sp.exp(-e)), "relu": lambda e: sp.Max(e, 0),
@@ -64,37 +64,3 @@ UNARY = {"exp": sp.exp, "log": sp.log, "tanh": sp.tanh, "sin": sp.sin, "cos": sp
 BINARY = {"+": lambda a, b: a + b, "-": lambda a, b: a - b, "*": lambda a, b: a * b,
           "/": lambda a, b: a / b, "Max": sp.Max}
 
-
-def expressions(symbols, *, unary=tuple(UNARY), binary=tuple(BINARY), max_leaves: int = 6):
-    """A strategy of random well-formed sympy expressions over ``symbols`` (for fuzzing).
-
-    Built bottom-up from leaves (the symbols and small rationals) with hypothesis's
-    ``recursive``; ``unary`` and ``binary`` name the vocabulary.
-    """
-    from hypothesis import strategies as st
-
-    table, ops2 = UNARY, BINARY
-    for name in unary:
-        if name not in table:
-            raise ValueError(f"expressions: unknown unary {name!r}; choose from {sorted(table)}")
-    for name in binary:
-        if name not in ops2:
-            raise ValueError(f"expressions: unknown binary {name!r}; choose from {sorted(ops2)}")
-    leaves = st.one_of(st.sampled_from(list(symbols)),
-                       st.integers(-3, 3).map(lambda k: sp.Rational(k, 2)))
-
-    def safe(build, *args):
-        try:
-            e = build(*args)
-        except (ValueError, TypeError, ZeroDivisionError):
-            return None
-        bad = e.has(sp.zoo, sp.nan, sp.oo, -sp.oo, sp.I)
-        return None if bad else e
-
-    def extend(children):
-        return st.one_of(
-            st.tuples(st.sampled_from(list(unary)), children).map(
-                lambda t: safe(table[t[0]], t[1])),
-            st.tuples(st.sampled_from(list(binary)), children, children).map(
-                lambda t: safe(ops2[t[0]], t[1], t[2]))).filter(lambda e: e is not None)
-    return st.recursive(leaves, extend, max_leaves=max_leaves)

@@ -26,12 +26,6 @@ class Imprecise(Exception):
     """A ball is too wide to decide a branch or a domain at this precision: raise the bits."""
 
 
-class Between(Exception):
-    """A pass with local derivatives between the sides met a node that has no such value (a
-    Piecewise condition chooses a branch): the sides enumerate or relax instead
-    (``symgrad.tensor.sides``)."""
-
-
 def _a(x) -> arb:
     return x if type(x) is arb else arb(x)
 

@@ -329,20 +329,14 @@ def _loop(per_sample, params, inputs, n, name="torch_fn", names=()) -> np.ndarra
     return out
 
 
-def integer_promotions(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,
-                       dtype: str) -> tuple[str, ...]:
-    """The torch functions that, run by ``fn`` at one sample, took an integer tensor and returned
-    floats of another dtype than the run's and than any float operand's (``torch.log`` of an
-    int64 tensor gives float32; ``F.cross_entropy(float32 logits, int64 target)`` is not one:
-    its float32 is the logits')."""
-    return dtype_changes(fn, blocks, point, device=device, dtype=dtype)[0]
-
-
 def dtype_changes(fn: Callable, blocks, point: dict[str, np.ndarray], *, device: str,
                   dtype: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """Where ``fn``, run at one sample, leaves the run's dtype: (integer promotions as
-    ``integer_promotions`` names them, the torch functions that turned floats of the run's
-    dtype into floats of a lower-precision one, e.g. ``Tensor.float`` in a float64 run)."""
+    """Where ``fn``, run at one sample, leaves the run's dtype: (the torch functions that took
+    an integer tensor and returned floats of another dtype than the run's and than any float
+    operand's: ``torch.log`` of an int64 tensor gives float32, ``F.cross_entropy(float32
+    logits, int64 target)`` is not one, its float32 is the logits'; the torch functions that
+    turned floats of the run's dtype into floats of a lower-precision one, e.g.
+    ``Tensor.float`` in a float64 run)."""
     tdtype = TORCH_DTYPES[dtype]
     found: list[str] = []
     lowered: list[str] = []

@@ -46,7 +46,6 @@ class Captured:
     slots: list[Slot]
     call: Call
     cotangents: list[np.ndarray | None]
-    n_outputs: int
     example: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -187,7 +186,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     example.update({n: v for n, v in held.values().items() if n in used_names})
-    return Captured(model, sl, call, cots, len(outs), example)
+    return Captured(model, sl, call, cots, example)
 
 
 def _refuse_lost(ep: torch.export.ExportedProgram, outs: list) -> None:

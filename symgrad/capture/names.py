@@ -2,7 +2,7 @@
 not the block name ``conv1_weight``), entries indexed as ``[0, 3]`` (applied to a Result by
 ``symgrad.capture.gradcheck.by_own_names``, a floor up).
 
->>> rename_text("d/dconv1_weight[0,3] and conv1_weight", {"conv1_weight": "conv1.weight"})
+>>> renamer({"conv1_weight": "conv1.weight"})("d/dconv1_weight[0,3] and conv1_weight")
 'd/dconv1.weight[0, 3] and conv1.weight'
 """
 
@@ -35,8 +35,3 @@ def renamer(labels: dict[str, str]) -> Callable[[str], str]:
         idx = f"[{', '.join(x.strip() for x in m.group(2).split(','))}]" if m.group(2) else ""
         return labels[m.group(1)] + idx
     return lambda text: pattern.sub(sub, text)
-
-
-def rename_text(text: str, labels: dict[str, str]) -> str:
-    """``text`` in the user's names (``renamer``)."""
-    return renamer(labels)(text)

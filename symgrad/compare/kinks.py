@@ -219,25 +219,10 @@ def separable_combination(V: np.ndarray, groups: list, got: np.ndarray,
         free[t] = False
     if np.any(np.abs(base[free] - got[free]) > allow[free]):
         return False
-    parent = list(range(len(groups)))  # union-find of keys that share an entry
-
-    def find(a: int) -> int:
-        while parent[a] != a:
-            parent[a] = parent[parent[a]]
-            a = parent[a]
-        return a
-    owner = np.full(len(base), -1)
-    for i, t in enumerate(touches):
-        for c in t:
-            if owner[c] < 0:
-                owner[c] = i
-            else:
-                parent[find(i)] = find(int(owner[c]))
-    components: dict[int, list[int]] = {}
-    for i in range(len(groups)):
-        if touches[i].size:
-            components.setdefault(find(i), []).append(i)
-    for members in components.values():
+    for members in linked_groups(len(groups), ((i, int(c)) for i, t in enumerate(touches)
+                                               for c in t)):
+        if not touches[members[0]].size:  # a group that moves no entry is linked to none
+            continue
         cols = np.unique(np.concatenate([touches[i] for i in members]))
         if len(members) == 1:
             if not convex_combination(V[groups[members[0]]][:, cols], got[cols], allow[cols]):

@@ -180,7 +180,7 @@ def own_names(captured: Captured) -> Plan:
     label = own_labels(captured.slots)
     blocks = captured.model.param_blocks
     names = [label[b.name] for b in blocks]
-    return Plan("captured", names, {label[b.name]: tuple(b.shape) for b in blocks}, {},
+    return Plan("captured", names, {label[b.name]: tuple(b.shape) for b in blocks},
                 {b.name: label[b.name] for b in blocks},
                 {b.name: np.stack([np.full(b.size, i), np.arange(b.size)], 1)
                  for i, b in enumerate(blocks)}, {})

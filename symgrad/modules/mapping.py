@@ -50,7 +50,6 @@ class Plan:
     layout: str  # a layout name, or "explicit map"
     names: list[str]  # trainable module parameters, canonical names (one per tied tensor)
     shapes: dict[str, tuple[int, ...]]
-    aliases: dict[str, list[str]]  # canonical name -> other names of the same (tied) tensor
     labels: dict[str, str]  # block -> label
     where: dict[str, np.ndarray]  # block -> (n_entries, 2) rows of (parameter #, flat index)
     gathers: dict[str, tuple[list[str], torch.Tensor]]  # param -> (blocks, positions)
@@ -145,7 +144,7 @@ def plan(model: Model, module: nn.Module, map: MapSpec = None) -> Plan:
     problems += _coverage(where, numbers, shapes, aliases, named, tie)
     if problems:
         raise SymgradError(_message(model, module, layout, problems, named))
-    return Plan(layout, numbers, shapes, aliases, labels, where,
+    return Plan(layout, numbers, shapes, labels, where,
                 _gathers(where, numbers, shapes))
 
 

@@ -50,11 +50,6 @@ class Seen:
         return self.arr("x")
 
     @property
-    def saturation(self) -> float:
-        """|z| beyond which 1 - sigmoid(z) rounds away in the dtype: ln(2/eps)."""
-        return math.log(2 / dtype_info(self.dtype).eps)
-
-    @property
     def rel(self) -> float:
         return abs(self.got - self.expected) / max(abs(self.expected), 1e-300)
 

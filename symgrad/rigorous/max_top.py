@@ -107,7 +107,7 @@ def top(x: np.ndarray, axes: tuple[int, ...]) -> np.ndarray:
 
 
 def top_rule(node: Node, table, vals: list, context) -> np.ndarray:
-    """The interpreter's ``map`` rule for the rigorous walk (``evaluate(rules=RULES_TOP)``):
+    """The interpreter's ``map`` rule for the rigorous walk (``torch_forms.RULES`` wraps it):
     a max reduction's ``top`` by ``top``; any other map as usual."""
     axes = reduced_axes(node)
     if axes is None:
@@ -126,6 +126,3 @@ def count_rule(node: Node, table, vals: list, context) -> np.ndarray:
         return out
     with ctx.workprec(getattr(table, "prec", PREC)):
         return np.asarray(_one_or_more_u(np.asarray(out, dtype=object)), dtype=object)
-
-
-RULES_TOP = {"map": top_rule, "sum": count_rule}

@@ -14,7 +14,7 @@ from typing import Mapping
 import numpy as np
 from flint import arb
 
-from ..backends.arb import Between, Imprecise
+from ..backends.arb import Imprecise
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
 from .interpret import evaluate
@@ -77,7 +77,7 @@ def enclosure(model: TensorModel, s: Sided, keys: list, base: Mapping, one: Mapp
     leaves.update({node.name: arr for node, arr in sel.items()})
     try:
         balls = flat_balls(model, evaluate(s.gradient.outputs, ops, leaves))
-    except (ArithmeticError, ValueError, SymgradError, Between, Imprecise):
+    except (ArithmeticError, ValueError, SymgradError, Imprecise):
         return low, high
     hi, lo = ops.to_float64(balls)
     rad = ops.radius(balls)

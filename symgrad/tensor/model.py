@@ -83,10 +83,10 @@ class Outputs(Sequence):
 
 class ModelBase:
     """What every model type shares (``sg.Model``, ``TensorModel``): ``blocks`` (parameters
-    first, then inputs) and their two views, a ``_cache`` dropped when pickled, and the one
-    protocol every caller reads instead of asking which type it holds: ``as_program()``, the
-    tensor program ``sg.verify`` verifies (each type defines it; a ``TensorModel`` is its
-    own)."""
+    first, then inputs), their two views and ``draw``, a ``_cache`` dropped when pickled, and
+    the one protocol every caller reads instead of asking which type it holds:
+    ``as_program()``, the tensor program ``sg.verify`` verifies (each type defines it; a
+    ``TensorModel`` is its own)."""
 
     blocks: tuple
     _cache: dict
@@ -98,6 +98,15 @@ class ModelBase:
     @property
     def input_blocks(self) -> tuple:
         return tuple(b for b in self.blocks if not b.is_param)
+
+    def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
+        """``n`` samples of every block, shape (n, *shape), rounded to ``dtype`` (integer
+        blocks as int64)."""
+        out = {}
+        for b in self.blocks:
+            values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
+            out[b.name] = values.astype(np.int64) if b.domain.integer else round_to(values, dtype)
+        return out
 
     def __getstate__(self) -> dict:
         """Pickled without its caches (compiled views hold ball-arithmetic constants that do
@@ -198,14 +207,6 @@ class TensorModel(ModelBase):
                            "listing; `sg.explain(model)` explains its program, `symgrad verify` "
                            "(--json) verifies it")
 
-    def draw(self, n: int, rng: np.random.Generator, dtype: str) -> dict[str, np.ndarray]:
-        """``n`` samples of every block, shape (n, *shape), rounded to ``dtype``."""
-        out = {}
-        for b in self.blocks:
-            values = np.asarray(b.domain.sample(rng, (n, *b.shape)), dtype=np.float64)
-            out[b.name] = values.astype(np.int64) if b.domain.integer else round_to(values, dtype)
-        return out
-
     def __repr__(self) -> str:
         return (f"TensorModel({self.name!r}, {self.n_parameters} parameters in "
                 f"{len(self.param_blocks)} blocks, {self.n_nodes} nodes)")
@@ -265,4 +266,3 @@ def _index_ranges(nodes: list[Node]) -> None:
             ids = n.args[-1]
             sizes[ids.id] = min(size, sizes.get(ids.id, size))
             ids.attrs["domain"] = Integers(0, sizes[ids.id] - 1)
-

@@ -62,7 +62,6 @@ class SpotCheck:
     entries: int = 0  # entries re-evaluated
     nodes: int = 0  # nodes that had entries re-evaluated
     worst_rho: float = 0.0  # the largest certified local error / terms' scale
-    worst_where: str = ""
     by_op: dict = field(default_factory=dict)  # op -> largest certified local error / scale
     failures: list = field(default_factory=list)
 
@@ -117,7 +116,7 @@ class SpotCheck:
         rho = e / scale if scale > 0 else (0.0 if e == 0 else np.inf)
         self.by_op[node.op] = max(self.by_op.get(node.op, 0.0), rho)
         if rho > self.worst_rho:
-            self.worst_rho, self.worst_where = rho, where
+            self.worst_rho = rho
         if rho > self.config.rho:
             self.failures.append(f"{where}: DD {h!r} + {l!r}, certified error {e:.3g} = "
                                  f"{rho:.3g} of the terms' scale {scale:.3g} > claim "

@@ -15,7 +15,7 @@ from .. import zoo_index
 from ..errors import SymgradError, did_you_mean
 from ..model import Model
 from ..tensor.model import ACCEPTED_MODELS, is_model
-from ..zoo_index import GPT, LARGE, NAMES, ZOO, unknown_model
+from ..zoo_index import GPT, NAMES, ZOO, unknown_model
 from . import gpt, gpt2, tutorial
 
 # every built-in model's builder, by its name in the zoo's table (``symgrad.zoo_index.ZOO``: its
@@ -39,24 +39,17 @@ def names() -> list[str]:
     return list(NAMES)
 
 
-def tensor_names() -> list[str]:
-    """The built-in models not in the default run (``symgrad list`` shows them after
-    ``names()``): GPT-2 124M and medium take minutes."""
-    return list(LARGE)
-
-
 def describe(name: str) -> str:
     """One line for ``symgrad list``, without building the model."""
     return zoo_index.describe(name) if zoo_index.known(name) else get(name).description
 
 
-def get(name: str, *, config: dict | None = None, tokens: int | None = None,
-        tensor: bool = False) -> Model:
+def get(name: str, *, config: dict | None = None, tokens: int | None = None) -> Model:
     """A built-in model by name, or a user's ``Model`` from ``package.module:attr``.
 
     ``config`` (GPT_CONFIG-shaped) and ``tokens`` (the sequence length of a sample) apply to
     the GPT models (``zoo_index.GPT``: ``tiny_gpt``, ``gpt2``, ``gpt2_medium``), all tensor
-    programs (``tensor`` is accepted for compatibility: every GPT is one).
+    programs.
 
     >>> type(get("tiny_gpt", config={"n_layers": 1})).__name__
     'TensorModel'

@@ -75,25 +75,31 @@ def one(site: str) -> dict:
     """Verify gpt2 (64 tokens, 1 sample, seed 0, float64) against ``plant(site)``, here."""
     import symgrad as sg
     from symgrad import heap
-    from symgrad.compare import FAILING
+    from symgrad.compare import FAILING, STATUS_NAMES
     from symgrad.config import VerifyConfig
     from symgrad.zoo import TENSOR_BUILDERS
+
+    from benchmark_memory import Sampler, recording_phases  # (scripts/: this file's folder)
 
     heap.keep_freed()  # as the symgrad program runs
     model = TENSOR_BUILDERS["gpt2"](tokens=TOKENS)
     load0 = os.getloadavg()[0]
+    sampler, phases = Sampler(), []
     t0, c0 = time.perf_counter(), time.process_time()
-    r = sg.verify(model, torch_fn=plant(model.gpt_config, site),
-                  config=VerifyConfig(samples=1, seed=0, progress=False))
+    with recording_phases(sampler, phases, cpu=True, echo=True):
+        r = sg.verify(model, torch_fn=plant(model.gpt_config, site),
+                      config=VerifyConfig(samples=1, seed=0, progress=False))
     wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     blocks = {}
     for backend in r.comparisons:
         status = r.comparisons[backend].status
         for name, a, b in r.blocks:
-            failing = int(np.isin(status[:, a:b], FAILING).sum())
+            codes, n = np.unique(status[:, a:b], return_counts=True)
             st = r._stats(backend, slice(a, b))  # memoised by the run (keep_figures)
             blocks.setdefault(backend, {})[name] = {
-                "entries": int(status[:, a:b].size), "failing": failing,
+                "entries": int(status[:, a:b].size),
+                "failing": int(n[np.isin(codes, FAILING)].sum()),
+                "status": {STATUS_NAMES[int(c)]: int(k) for c, k in zip(codes, n)},
                 "worst_ratio": st["worst_ratio"], "worst_rel": st["worst_rel"],
                 "resolution": st["resolution"]}
     found = r.findings("failures")
@@ -108,8 +114,11 @@ def one(site: str) -> dict:
             "failing_entries": r.finding_counts()["failures"], "findings_listed": len(found),
             "named": sorted({f.output[3:].split("[")[0] for f in found}),
             "first": first, "blocks": blocks,
+            "unconfirmed": [str(u) for b in r.comparisons
+                            for u in r.comparisons[b].unconfirmed],
             "resolution": {b: r.resolution(b)["text"] for b in r.comparisons},
-            "verify_cpu_s": round(cpu, 1), "verify_wall_s": round(wall, 1),
+            "verify_cpu_s": round(cpu, 1), "verify_wall_s": round(wall, 1), "phases": phases,
+            "commit": _commit(),
             "load": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
@@ -156,6 +165,37 @@ def _planted_blocks(site: str) -> list[str]:
     return [f"h{LAYER}_{k}" for k in keys]
 
 
+GROUPS = ("embeddings", "layers 0-4", "layer 5", "layers 6-11", "lnf, out_head")
+
+
+def _group(name: str) -> str:
+    if name in ("tok_emb", "pos_emb"):
+        return "embeddings"
+    if name.startswith("h"):
+        layer = int(name[1:].split("_")[0])
+        return ("layers 0-4" if layer < LAYER else "layer 5" if layer == LAYER
+                else "layers 6-11")
+    return "lnf, out_head"
+
+
+def _group_counts(row: dict, group: str) -> str:
+    """"loss L, inconclusive I, failing F" of torch_fn's entries in ``group``."""
+    tot: dict[str, int] = {}
+    for name, b in row["blocks"]["torch_fn"].items():
+        if _group(name) == group:
+            for k, n in b.get("status", {}).items():
+                tot[k] = tot.get(k, 0) + n
+    fail = tot.get("mismatch", 0) + tot.get("systematic", 0)
+    return (f"loss {tot.get('precision loss', 0):,}, inconclusive {tot.get('inconclusive', 0):,}"
+            f", failing {fail:,}")
+
+
+def _phases(row: dict) -> str:
+    return "; ".join(f"{p['phase'].split(' (')[0].split(',')[0]} {p['start_gib']} -> "
+                     f"{p['peak_gib']} ({p['cpu_s']} s)" for p in row.get("phases", [])
+                     if p["peak_gib"] - p["start_gib"] >= 0.5 or p["cpu_s"] >= 5) or "-"
+
+
 def _fmt(x) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
@@ -171,18 +211,28 @@ def render(data: dict) -> str:
            "program (`torch`) is the control. Sites (the script's docstring): `softmax` - the "
            "backward of that layer's attention weights x(1 + 1e-10); `weights` - the Wq, Wk, "
            "Wv, Wo gradients of that layer x(1 + 1e-10); `clean` - no bug.", "",
-           "| run | verdict (torch_fn / torch) | failing entries | findings listed | blocks "
-           "named | CPU s (user + sys) | wall s | max RSS GiB | load at start |",
-           "|---|---|---|---|---|---|---|---|---|"]
+           "| run | verdict (torch_fn / torch) | failing entries | blocks with failing entries "
+           "| findings listed (blocks they name) | CPU s (user + sys) | wall s | max RSS GiB | "
+           "load at start / end |", "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
             out.append(f"| {r['site']} | error: {r['error']} | | | | | | | |")
             continue
         bv = r["backend_verdicts"]
+        failing = [f"{k} ({v['failing']:,})" for k, v in r["blocks"]["torch_fn"].items()
+                   if v["failing"]]
         out.append(f"| {r['site']} | {r['verdict']} ({bv.get('torch_fn')} / {bv.get('torch')}) "
-                   f"| {r['failing_entries']:,} | {r['findings_listed']} | "
-                   f"{', '.join(r['named']) or '-'} | {r['user_s']:.0f} + {r['sys_s']:.0f} | "
-                   f"{r['wall_s']:.0f} | {r['max_rss_gib']} | {r['load_start']} |")
+                   f"| {r['failing_entries']:,} | {', '.join(failing) or '-'} | "
+                   f"{r['findings_listed']} ({', '.join(r['named']) or '-'}) | "
+                   f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
+                   f"{r['max_rss_gib']} | {r['load_start']} / {r['load'][1]} |")
+    out += ["", "torch_fn's entries by status and where they sit (layer 5 apart; the failing "
+            "statuses are mismatch and systematic):", "",
+            "| run | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+    for r in rows:
+        if "error" not in r:
+            out.append(f"| {r['site']} | " + " | ".join(_group_counts(r, g) for g in GROUPS)
+                       + " |")
     for r in rows:
         if "error" in r:
             continue
@@ -193,6 +243,17 @@ def render(data: dict) -> str:
                     f"Its error {f['error']:.3g} vs allowance {f['allowed']:.3g} "
                     f"(error / allowance {f['error_over_allowance']:.3g}, relative error "
                     f"{f['relative_error']:.3g}).", ""]
+            planted = [r["blocks"]["torch_fn"][k] for k in _planted_blocks(r["site"])
+                       if k in r["blocks"]["torch_fn"]]  # (bq: only with qkv_bias)
+            s_min = min(b["resolution"] for b in planted)
+            margin = max(b["worst_ratio"] for b in planted)
+            out += [f"The entry test fails an entry where the bug's scale s exceeds its "
+                    f"allowance / |exact|: over the planted blocks the smallest such ratio "
+                    f"(resolution) is {s_min:.3g}, so this site's bug is caught by the entry "
+                    f"test down to about s = {s_min:.2g} (the worst planted entry is "
+                    f"{margin:.3g}x its allowance at s = 1e-10); below, the block test's "
+                    "suspicion needs fresh samples to fail anything (see the unconfirmed "
+                    "suspicions below).", ""]
         else:
             out += ["No finding.", ""]
         tf = r["blocks"].get("torch_fn", {})
@@ -211,9 +272,14 @@ def render(data: dict) -> str:
                 out.append(f"| {name}{' (planted)' if name in _planted_blocks(r['site']) else ''}"
                            f" | {b['entries']:,} | {b['failing']:,} | {_fmt(b['worst_ratio'])} | "
                            f"{_fmt(b['worst_rel'])} | {_fmt(b['resolution'])} |")
+        if r.get("unconfirmed"):
+            out += ["", "Suspicions left unconfirmed (their entries inconclusive):", ""]
+            out += [f"- {u}" for u in r["unconfirmed"]]
         other = sum(v["failing"] for k, v in failing.items() if not k.startswith(f"h{LAYER}_"))
         out += ["", f"Failing entries outside layer {LAYER}: {other:,}. "
-                f"Resolution of the whole run (torch_fn): {r['resolution'].get('torch_fn')}", ""]
+                f"Resolution of the whole run (torch_fn): {r['resolution'].get('torch_fn')}",
+                "", "Phases (resident GiB start -> peak, CPU s; those over 0.5 GiB or 5 s): "
+                + _phases(r), ""]
     return "\n".join(out) + "\n"
 
 

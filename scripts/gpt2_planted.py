@@ -226,13 +226,14 @@ def render(data: dict) -> str:
                    f"{r['findings_listed']} ({', '.join(r['named']) or '-'}) | "
                    f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "
                    f"{r['max_rss_gib']} | {r['load_start']} / {r['load'][1]} |")
-    out += ["", "torch_fn's entries by status and where they sit (layer 5 apart; the failing "
-            "statuses are mismatch and systematic):", "",
-            "| run | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
-    for r in rows:
-        if "error" not in r:
-            out.append(f"| {r['site']} | " + " | ".join(_group_counts(r, g) for g in GROUPS)
-                       + " |")
+    counted = [r for r in rows if "error" not in r
+               and all("status" in b for b in r["blocks"]["torch_fn"].values())]
+    if counted:  # (runs before the counts were recorded have none)
+        out += ["", "torch_fn's entries by status and where they sit (layer 5 apart; the "
+                "failing statuses are mismatch and systematic):", "",
+                "| run | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS)]
+    for r in counted:
+        out.append(f"| {r['site']} | " + " | ".join(_group_counts(r, g) for g in GROUPS) + " |")
     for r in rows:
         if "error" in r:
             continue

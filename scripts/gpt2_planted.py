@@ -281,6 +281,21 @@ def render(data: dict) -> str:
                 f"Resolution of the whole run (torch_fn): {r['resolution'].get('torch_fn')}",
                 "", "Phases (resident GiB start -> peak, CPU s; those over 0.5 GiB or 5 s): "
                 + _phases(r), ""]
+    for r in data.get("reruns", []):  # a site run again, alone, by a later version
+        same = next((x for x in rows if x["site"] == r["site"] and "counts" in x), None)
+        out += ["", f"## {r['site']}, run again alone (commit {r['commit']}: per-block statuses,"
+                " phases, suspicions)", "",
+                f"{r['verdict']}, {r['failing_entries']:,} failing entries; "
+                f"{r['user_s']:.0f} + {r['sys_s']:.0f} CPU s, wall {r['wall_s']:.0f} s, max RSS "
+                f"{r['max_rss_gib']} GiB, load {r['load_start']} at the start. Every status count "
+                + ("the same as the run above." if same and same["counts"] == r["counts"]
+                   else "NOT the same as the run above."), "",
+                "| torch_fn | " + " | ".join(GROUPS) + " |", "|---|" + "---|" * len(GROUPS),
+                f"| {r['site']} | " + " | ".join(_group_counts(r, g) for g in GROUPS) + " |",
+                "", "Suspicions left unconfirmed (their entries inconclusive):", ""]
+        out += [f"- {u}" for u in r.get("unconfirmed", [])] or ["- none"]
+        out += ["", "Phases (resident GiB start -> peak, CPU s; those over 0.5 GiB or 5 s): "
+                + _phases(r)]
     return "\n".join(out) + "\n"
 
 

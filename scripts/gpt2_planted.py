@@ -7,8 +7,8 @@ The bug sits on the user-code path (``torch_fn``: the native torch.nn GPT,
 
 - ``softmax``: the backward of that layer's attention weights (the softmax output) scaled by
   1 + 1e-10 (a custom autograd Function inside that one attention module, as
-  ``tests/test_gpt.py`` plants it in every layer): dL/dscores is off, so the layer's Wq, Wk, bq,
-  bk gradients are off by 1e-10 relative exactly, its ln1 gain/bias and every earlier layer's
+  ``tests/test_gpt.py`` plants it in every layer): dL/dscores is off, so the layer's Wq, Wk (bq,
+  bk with qkv_bias; gpt2 has none) gradients are off by 1e-10 relative exactly, its ln1 gain/bias and every earlier layer's
   parameters by the share of their gradient that flows through this layer's scores; Wv, Wo, bv,
   bo and every later layer are untouched.
 - ``weights``: the weight gradients of that layer's four projections (Wq, Wk, Wv, Wo) scaled by

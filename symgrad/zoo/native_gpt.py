@@ -14,6 +14,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ..errors import SymgradError
+
 
 class CausalSelfAttention(nn.Module):
     weights_hook = None  # optional f(weights) -> weights, e.g. a planted backward bug in tests
@@ -110,11 +112,17 @@ def param_names(l: int | None = None) -> dict[str, str]:
     return {f"h{l}_{k}": f"blocks.{l}.{v}" for k, v in _PARAM_NAMES.items()}
 
 
-def reference(cfg, *, weights_hook=None):
-    """torch_fn for a GPT of this config: takes every block by name (``**blocks``)."""
+def reference(cfg, *, weights_hook=None, hook_layers=None):
+    """torch_fn for a GPT of this config: takes every block by name (``**blocks``).
+    ``weights_hook`` (e.g. a planted backward bug) goes on the attention weights of every
+    layer, or of the layers in ``hook_layers`` only."""
+    if hook_layers is not None and not set(hook_layers) <= set(range(cfg.n_layers)):
+        raise SymgradError(f"hook_layers {sorted(hook_layers)}: this GPT has layers "
+                           f"0..{cfg.n_layers - 1}; name those the hook goes on")
     net = GPT(cfg)
-    for block in net.blocks:
-        block.att.weights_hook = weights_hook
+    for l, block in enumerate(net.blocks):
+        if hook_layers is None or l in hook_layers:
+            block.att.weights_hook = weights_hook
     for p in net.parameters():  # functional_call below supplies every parameter: the module's
         p.data = torch.empty(0, dtype=p.dtype)  # own are never read (GPT-2: 0.65 GB freed)
 

@@ -47,7 +47,7 @@ from ..points import check_finite
 from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
-from .functions import failing_blocks, function_note, upstream_of_functions
+from .functions import failing_blocks, function_note, hook_note, upstream_of_functions
 from .replay import with_saved_samples
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
@@ -146,7 +146,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),
                                  failing)
-        result.notes += [note] if note else []
+        result.notes += [n for n in (note, hook_note(module, failing)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)

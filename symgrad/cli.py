@@ -16,6 +16,7 @@ command runs (``_dispatch``), so that bad usage costs ~0.1 CPU s, not ~2.6.
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from typing import Callable, Sequence
@@ -45,8 +46,20 @@ class _Parser(argparse.ArgumentParser):
         parsed, extras = self.parse_known_args(args, namespace)
         if extras:
             owner = getattr(self, "subcommands", {}).get(getattr(parsed, "command", None), self)
-            owner.error(f"unrecognized arguments: {' '.join(extras)}")
+            owner.error(f"unrecognized arguments: {' '.join(extras)}{_meant(owner, extras)}")
         return parsed
+
+
+def _meant(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
+    """"; did you mean '--dtype'?" for each misspelled option among ``extras`` that is near
+    one of ``parser``'s (``--dtpye float32``: newuser8), "" where none is."""
+    options = [o[2:] for o in parser._option_string_actions if o.startswith("--")]
+    near = [(o, f"did you mean '--{m[0]}'?") for e in extras if e.startswith("--")
+            for o in [e.split("=", 1)[0]]  # the name alone: "--" made --frobnicate --format
+            if (m := difflib.get_close_matches(o[2:], options, n=1, cutoff=0.75))]
+    if len(near) == 1:
+        return f"; {near[0][1]}"
+    return "".join(f"; {o}: {h}" for o, h in near)
 
 
 def _count(what: str) -> Callable[[str], int]:

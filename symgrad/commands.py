@@ -257,12 +257,16 @@ def explain_cmd(args: argparse.Namespace) -> int:
 
 def _block_point(model, point: dict, command: str = "explain") -> dict:
     """--at gives scalars by name; a matrix block is refused, naming the Python call that takes
-    its array (``sg.explain`` / ``sg.verify`` with ``at={...}``)."""
-    for b in model.blocks:
-        if b.shape and b.name not in point:
-            raise SymgradError(f"--at: {b.name!r} is a block of shape {b.shape}; --at takes "
-                               f"scalar values only, use the Python API (sg.{command}(model, "
-                               "at={...})) for matrix models")
+    its array (``sg.explain`` / ``sg.verify`` with ``at={...}``): the first one given (an
+    array block left out was named even where the user gave another: ``--at W=1`` said "'c'
+    is a block of shape (3,)", newuser8), and every array block listed."""
+    arrays = [b for b in model.blocks if b.shape]
+    if arrays:
+        b = next((b for b in arrays if b.name in point), arrays[0])
+        every = ", ".join(f"{a.name} {tuple(a.shape)}" for a in arrays)
+        raise SymgradError(f"--at: {b.name!r} is a block of shape {tuple(b.shape)} (array "
+                           f"blocks: {every}); --at takes scalar values only, use the Python "
+                           f"API (sg.{command}(model, at={{...}})) for matrix models")
     return point
 
 

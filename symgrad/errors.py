@@ -30,27 +30,35 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else ""
 
 
-def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str]) -> str:
-    """The one line for keywords ``who`` does not take: each named, the nearest valid one
-    suggested, and the valid ones listed.
+def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str],
+                     hints: dict[str, str] | None = None) -> str:
+    """The one line for keywords ``who`` does not take: each named, with its ``hints`` entry
+    or else the nearest valid one suggested, and the valid ones listed.
 
     >>> unknown_keywords("verify", ["sampels"], ["model", "samples", "seed"])
     "verify: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed"
     """
-    said = "; ".join(f"{u!r}" + (f" ({h})" if (h := did_you_mean(u, valid)) else "")
-                     for u in unknown)
+    hints = hints or {}
+
+    def hint(u: str) -> str:  # its own hint, the valid keyword it is near, or a near hint's
+        near = difflib.get_close_matches(u, list(hints), n=1)
+        return hints.get(u) or did_you_mean(u, valid) or (hints[near[0]] if near else "")
+    said = "; ".join(f"{u!r}" + (f" ({h})" if (h := hint(u)) else "") for u in unknown)
     return (f"{who}: unknown keyword{'s' * (len(unknown) > 1)} {said}; its keywords: "
             f"{', '.join(valid)}")
 
 
-def checked_keywords(fn: F) -> F:
+def checked_keywords(fn: F | None = None, *, hints: dict[str, str] | None = None) -> Any:
     """``fn`` (a function, or a class: its ``__init__``) with a keyword it does not take
     refused in one line (``unknown_keywords``, a ``KeywordError``) before it runs, instead of
     Python's plain TypeError; the signature (``inspect.signature``), name and docstring stay
     ``fn``'s own. A function taking ``**kwargs`` is returned as it is.
 
     Arguments:
-        fn: the function or class.
+        fn: the function or class (omitted: ``@checked_keywords(hints=...)``).
+        hints: a keyword a user may expect but the function does not take -> what to do
+            instead (``explain(format="latex")``: the ``Explanation``'s ``.latex()``), said
+            in place of "did you mean".
     Returns:
         The checked function, or the class with its ``__init__`` checked.
 
@@ -64,13 +72,15 @@ def checked_keywords(fn: F) -> F:
     ...
     symgrad.errors.KeywordError: run: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed
     """
+    if fn is None:
+        return functools.partial(checked_keywords, hints=hints)
     if isinstance(fn, type):
-        fn.__init__ = _checked(fn.__init__, fn.__name__)  # type: ignore[misc]
+        fn.__init__ = _checked(fn.__init__, fn.__name__, hints)  # type: ignore[misc]
         return fn
-    return _checked(fn, fn.__name__)
+    return _checked(fn, fn.__name__, hints)
 
 
-def _checked(fn: F, who: str) -> F:
+def _checked(fn: F, who: str, hints: dict[str, str] | None = None) -> F:
     params = inspect.signature(fn).parameters
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
         return fn
@@ -81,6 +91,6 @@ def _checked(fn: F, who: str) -> F:
     def checked(*args: Any, **kwargs: Any) -> Any:
         if not allowed.issuperset(kwargs):  # a set test: nothing measurable per call
             raise KeywordError(unknown_keywords(who, [k for k in kwargs if k not in allowed],
-                                                valid))
+                                                valid, hints))
         return fn(*args, **kwargs)
     return checked  # type: ignore[return-value]

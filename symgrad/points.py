@@ -135,7 +135,8 @@ def check_domain(block, v: np.ndarray, what: str) -> None:
 check_integers = check_domain  # the name the pipelines import (one validation for every domain)
 
 
-def check_finite(block, v: np.ndarray, what: str) -> None:
+def check_finite(block, v: np.ndarray, what: str, *, kind: str | None = None,
+                 name: str | None = None) -> None:
     """A NaN anywhere, or an infinite parameter, is an error naming the block and the entry:
     the loss and its gradient are undefined there, so a verdict could only read "domain" (the
     model undefined), never say whether the gradient is right. An input may be infinite (an
@@ -146,6 +147,8 @@ def check_finite(block, v: np.ndarray, what: str) -> None:
             model are tensor blocks too).
         v: its values as float64, (N, *block shape) (or the block's shape).
         what: the argument's name in messages.
+        kind: what the block is, in messages (default "parameter" or "input").
+        name: its name in messages (default ``block.name``).
     Raises:
         SymgradError: the first offending entry, in one line.
 
@@ -158,7 +161,8 @@ def check_finite(block, v: np.ndarray, what: str) -> None:
     param = bool(getattr(block, "is_param", False))
     bad = ~np.isfinite(v) if param else np.isnan(v)
     if bad.any():
-        raise SymgradError(f"{what}: {'parameter' if param else 'input'} {block.name!r} is "
+        kind = kind or ("parameter" if param else "input")
+        raise SymgradError(f"{what}: {kind} {name or block.name!r} is "
                            f"{float(v[bad].ravel()[0])!r}" + _entry(v, bad)
                            + "; give finite numbers: the loss and its gradient are undefined "
                            "there")

@@ -150,6 +150,7 @@ def as_program(model: Model | TensorModel) -> TensorModel:
     return program_of(model)
 
 
+@checked_keywords
 def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
     """The exact loss and gradient at one point, at ``dps`` digits.
 
@@ -172,6 +173,7 @@ def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[
                        sides=tie_sides(program, point, "exact_at"))
 
 
+@checked_keywords
 def exact_steps(model: Model, point: dict, *, dps: int = 50) -> dict:
     """The exact value of every leaf and every step of the model's textbook (display) program
     at one point: ``{symbol: mpf}``, certified to ``dps`` digits (``symgrad.tensor.exact``, on

@@ -50,6 +50,10 @@ def test_a_hook_that_scales_a_parameters_gradient_fails_naming_it(factor):
     assert r.verdict == "fail", r
     assert _failing(r) == {"d/d2.weight"}
     assert "2.weight[" in r.findings("failures")[0].message()
+    # and the hook is named as where to look (newuser8: "real derivative error", no word of it)
+    assert re.search(r"\n  note: 2\.weight's gradient goes through a hook of yours \(\S*"
+                     r"<lambda>, registered with register_hook\)", str(r)), r
+    assert "hook of yours" not in str(_verify(_net()))  # none without one
 
 
 def test_sg_gradcheck_catches_a_hook_and_names_the_parameter():

@@ -147,6 +147,24 @@ def test_a_failing_sample_is_saved_and_runs_the_failure_again(tmp_path, monkeypa
     assert any("saved" in n and "torch.load(path)" in n for n in r.notes)
 
 
+def test_an_undecided_sample_is_saved_as_undecided_not_failing(tmp_path, monkeypatch):
+    """newuser8: an inconclusive run (none failing) said "note: failing sample(s) 0 saved".
+    Here dL/dweight is a float32 cancellation (residuals -0.1, +0.1 on inputs one ulp apart):
+    its exact value is below its allowance, so the entries are undecided, not failing."""
+    monkeypatch.setattr(replay, "DIRECTORY", tmp_path)
+    lin = nn.Linear(2, 1, bias=False)
+    with torch.no_grad():
+        lin.weight.copy_(torch.tensor([[0.75, -0.5]]))
+    x = torch.tensor([[1.0, 1.0], [1.0 + 2 ** -23, 1.0]])
+    y = torch.tensor([[0.25 + 0.1], [0.25 - 0.1]])
+    r = sg.verify(module=lin, inputs=x, targets=y, loss=lambda o, t: ((o - t) ** 2).sum(),
+                  dtype="float32", samples=1)
+    assert r.verdict == "inconclusive" and not r.failures and r.undecided
+    saved = [n for n in r.notes if "saved" in n]
+    assert len(saved) == 1 and saved[0].startswith("undecided sample(s) 0 saved"), r.notes
+    assert "failing sample" not in str(r), str(r)
+
+
 # ------------------------------------------------------------------------ a misspelled keyword
 def test_a_misspelled_gradcheck_keyword_names_the_one_it_meant():
     """newuser7: ``raise_exeption=False`` was "unexpected keyword argument(s)

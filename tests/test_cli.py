@@ -194,6 +194,12 @@ _LOADED = ("import runpy, sys\n"
                             "NAME|module:attr (see symgrad verify --help)"),
     (["verify", "neuron", "--bogus"], "symgrad verify: error: unrecognized arguments: --bogus "
                                       "(see symgrad verify --help)"),
+    (["verify", "neuron", "--dtpye", "float32"],  # newuser8: a misspelled option, and the fix
+     "symgrad verify: error: unrecognized arguments: --dtpye float32; did you mean '--dtype'? "
+     "(see symgrad verify --help)"),
+    (["explain", "neuron", "--fromat=latex", "--att", "x=1"],
+     "symgrad explain: error: unrecognized arguments: --fromat=latex --att x=1; --fromat: did "
+     "you mean '--format'?; --att: did you mean '--at'? (see symgrad explain --help)"),
     (["verify", "nosuchmodel"], "symgrad: error: unknown model 'nosuchmodel'; built-in models: "),
     (["report", "nueron"], "symgrad: error: unknown model 'nueron'; did you mean 'neuron'? "),
     (["explain", "nope", "--at", "x=1"], "symgrad: error: unknown model 'nope'; ")])

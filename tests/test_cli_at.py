@@ -62,3 +62,21 @@ def test_a_matrix_block_names_the_python_call_that_takes_it(capsys):
     assert main(["verify", "tensor_ops", "--at", "x=1"]) == 2
     err = capsys.readouterr().err
     assert "--at takes scalar values only, use the Python API (sg.verify(model, at={...}))" in err
+
+
+def test_a_matrix_block_given_to_at_is_the_one_named(tmp_path, monkeypatch, capsys):
+    """newuser8: ``--at W=1`` on a softmax classifier said "'c' is a block of shape (3,)",
+    a block the user had not typed; now the one given, and every array block listed."""
+    (tmp_path / "clf_nu8.py").write_text(
+        "import sympy as sp, symgrad as sg\n"
+        "W, c, x, t = sg.matrix('W', 3, 4), sg.matrix('c', 3), sg.matrix('x', 4), sp.Symbol('t')\n"
+        "clf = sg.Model('clf', sg.ops.cross_entropy(sg.ops.linear(x, W, c).T, sp.Matrix([t])),"
+        " params=[W, c], inputs={x: sg.Normal(0, 1), t: sg.Integers(0, 2)})\n")
+    monkeypatch.chdir(tmp_path)
+    for command, given, named in (("verify", "W=1", "W"), ("explain", "t=1", "W")):
+        assert main([command, "clf_nu8.py:clf", "--at", given]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"symgrad: error: --at: {named!r} is a block of shape "
+                       f"{(3, 4)} (array blocks: W (3, 4), c (3,), x (4,)); --at takes scalar "
+                       f"values only, use the Python API (sg.{command}(model, at={{...}})) for "
+                       "matrix models"], err

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 
 import pytest
+import sympy as sp
 import torch
 from torch import nn
 
@@ -77,6 +78,32 @@ def test_a_misspelled_config_keyword_names_the_one_meant():
                        r"'zzz'; its keywords"):
         sg.VerifyConfig(sede=1, zzz=2)
     assert sg.VerifyConfig(5, seed=2).samples == 5  # positional and correct keywords as before
+
+
+def test_the_other_public_calls_name_a_misspelled_keyword_too():
+    """newuser8: sg.Model(..., param=[w]), sg.explain(m, format="latex") (the CLI's --format)
+    and sg.exact_at(m, p, dsp=30) were Python's bare TypeError, naming no fix."""
+    w = sp.Symbol("w")
+    with pytest.raises(KeywordError, match=r"^Model: unknown keyword 'param' \(did you mean "
+                       r"'params'\?\); its keywords: name, loss, params, inputs"):
+        sg.Model("m", w ** 2, param=[w])
+    m = sg.Model("m", w ** 2, params=[w])
+    for typed in ("format", "fromat"):  # the CLI's option, and it misspelled: how to write it
+        with pytest.raises(KeywordError, match=rf"^explain: unknown keyword '{typed}' \(it "
+                           r"returns an Explanation: write it with \.latex\(\), \.markdown"):
+            sg.explain(m, **{typed: "latex"})
+    with pytest.raises(KeywordError, match=r"'a' \(did you mean 'at'\?\); its keywords: "
+                       r"model, at$"):
+        sg.explain(m, a={"w": 1.0})
+    with pytest.raises(KeywordError, match=r"^exact_at: unknown keyword 'dsp' \(did you mean "
+                       r"'dps'\?\)"):
+        sg.exact_at(m, {"w": 1.0}, dsp=30)
+    with pytest.raises(KeywordError, match=r"^capture: unknown keyword 'grads' \(did you "):
+        sg.capture(torch.tanh, (torch.ones(2, dtype=torch.float64),), grads=[True])
+    with pytest.raises(KeywordError, match=r"^compare_paths: unknown keyword 'path' \(did you "):
+        sg.compare_paths(zoo.get("neuron"), nn.Linear(1, 1), path=("eager",))
+    assert "at" in inspect.signature(sg.explain).parameters  # signatures stay their own
+    assert sg.explain(m, at={"w": 2.0}).markdown()  # and correct calls run as before
 
 
 def test_the_checked_signatures_stay_typed_and_keyword_only():

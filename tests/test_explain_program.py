@@ -70,6 +70,11 @@ def test_simplenet_layer_view_in_every_format():
     assert "<mfrac>" in html and "<msup><mi>W</mi>" in html  # fractions and W^(1) in MathML
     for internal in ("e0", "e49", "[0,0]", "W1_{", "h_{0}", "v^{("):
         assert internal not in md, internal
+    # the rules' notation in symbols, as the report prints it: explain's was ASCII, "delta_v =
+    # dL/dv; ..., o the elementwise product" (an "o" for the product: newuser8)
+    note = "δ_v = ∂L/∂v; θ is the Heaviside step, ∘ the elementwise product"
+    assert note in md and f"<p>{note}</p>" in html and "delta_v" not in md + html
+    assert r"$\delta$\_v = $\partial$L/$\partial$v; $\theta$ is the Heaviside step, $\circ$ the" in tex
 
 
 def test_large_plain_model_is_summarized_with_readers_names():

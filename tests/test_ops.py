@@ -55,8 +55,13 @@ def test_matmul_linear_reshape_shapes_and_errors():
         ops.matmul(A, A)
     with pytest.raises(SymgradError, match="cannot reshape"):
         ops.reshape(A, 4, 2)
-    with pytest.raises(SymgradError, match="linear: weight has shape"):
+    with pytest.raises(SymgradError, match=r"linear: weight has shape \(2, 3\) but the input "
+                       r"has 2 rows; need weight \(out, in\) and input \(in, 1\)$"):
         ops.linear(sg.matrix("x", 2), A)
+    # newuser8 wrote linear(W, x, c) for F.linear's linear(x, W, c): the message says so
+    with pytest.raises(SymgradError, match=r"weight has shape \(3, 1\) but the input has 2 "
+                       r"rows; .*; the input comes first, linear\(x, weight, bias\): swap them$"):
+        ops.linear(A, sg.matrix("x", 3))
     with pytest.raises(SymgradError, match="expected a matrix"):
         ops.matmul(sp.Symbol("q"), A)
 

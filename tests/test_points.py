@@ -156,6 +156,36 @@ def test_at_refuses_nan_and_an_infinite_parameter_before_anything_runs():
     assert sg.verify(m, at={"w": 0.5, "x": 3.0}).verdict == "pass"
 
 
+def test_a_module_with_nan_is_refused_in_its_own_names():
+    """newuser8: sg.verify(module=) with a NaN weight said "at: parameter 'fc1_weight' is nan":
+    symgrad's block name, and at=, an argument the user never gave. Now the module's own
+    names (0.weight, 1.running_var) and what each is (parameter, buffer, input)."""
+    import torch
+    import torch.nn.functional as F
+    from torch import nn
+    g = torch.Generator().manual_seed(0)
+    net = nn.Sequential(nn.Linear(3, 4), nn.BatchNorm1d(4), nn.Linear(4, 2)).double().eval()
+    x, y = torch.randn(5, 3, generator=g, dtype=torch.float64), torch.tensor([0, 1, 1, 0, 1])
+    run = lambda inputs=x: sg.verify(module=net, inputs=inputs, targets=y,  # noqa: E731
+                                     loss=F.cross_entropy, samples=2)
+    who = r"^verify\(module=Sequential\): "
+    with pytest.raises(SymgradError, match=who + r"input 'input' is nan \(sample 0, entry "
+                       r"\[1, 2\]\); give finite numbers"):
+        run(x.index_put((torch.tensor(1), torch.tensor(2)), torch.tensor(float("nan"), dtype=torch.float64)))
+    with torch.no_grad():
+        net[0].weight[1, 2] = float("inf")
+    with pytest.raises(SymgradError, match=who + r"parameter '0.weight' is inf \(sample 0, "
+                       r"entry \[1, 2\]\)"):
+        run()
+    with torch.no_grad():
+        net[0].weight[1, 2] = 0.5
+        net[1].running_var[2] = float("nan")
+    with pytest.raises(SymgradError, match=who + r"buffer '1.running_var' is nan"):
+        run()
+    net[1].running_var[2] = 1.0
+    assert run().verdict == "pass"
+
+
 def test_an_infinite_input_is_accepted_as_a_mask_may_be():
     from symgrad.points import given_samples
     W, mask = st.param("W", (2,)), st.input("mask", (2,))

@@ -43,10 +43,11 @@ from ..capture.usercode import user_error
 from ..config import Tolerance, VerifyConfig
 from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
+from ..points import check_finite
 from ..result import Failure, Result
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
-from .functions import failing_blocks, function_note, upstream_of_functions
+from .functions import failing_blocks, function_note, hook_note, upstream_of_functions
 from .replay import with_saved_samples
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
@@ -59,6 +60,21 @@ DEFAULT_SAMPLES = int(Tolerance().pooled_min_samples)  # sg.verify(module=, inpu
 #   CNN take about as long at 8 as at 4 (2.4 vs 3.9 s, 2.8 vs 3.1 s wall at load ~13)
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
+
+
+def _check_finite(captured: Captured, module: nn.Module, who: str) -> None:
+    """A NaN in the example (an infinite parameter too) refused in the module's own names
+    (``fc1.weight``; at= read the block ``fc1_weight`` and said "at:", an argument the user
+    never gave: newuser8), before any run (``points.check_finite``)."""
+    label = own_labels(captured.slots)
+    buffers = {n for n, _ in module.named_buffers()}
+    state = {s.name for s in captured.slots if s.source == "state"}
+    for b in captured.model.blocks:
+        if b.name in captured.example:
+            kind = ("buffer" if label[b.name] in buffers else "parameter") if (
+                b.name in state) else None
+            check_finite(b, np.asarray(captured.example[b.name], dtype=np.float64)[None], who,
+                         kind=kind, name=label.get(b.name, b.name))
 
 
 def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
@@ -111,6 +127,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             s.name for s in captured.slots if s.source == "arg" and s.role == "input"
             and s.key < len([a for a in tree_leaves(args) if isinstance(a, torch.Tensor)])]
         at = captured.at(cfg.samples, cfg.seed, vary)
+        _check_finite(captured, module, f"verify(module={display_name(module)})")
         result = verify_tensor(captured.model, torch_fn=None, at=at, cfg=replace(
             cfg, backends=("torch_fn",)),  # the user's code only: no own programs
             extra={backend_name(p): (fn, p) for p, fn in fns.items()},
@@ -129,7 +146,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),
                                  failing)
-        result.notes += [note] if note else []
+        result.notes += [n for n in (note, hook_note(module, failing)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)

@@ -30,6 +30,7 @@ import torch
 from torch import nn
 from torch.utils._pytree import tree_leaves
 
+from ..capture.hooks import hook_name, tensor_hooks
 from ..compare import FAILING
 from ..result import Result
 
@@ -92,6 +93,29 @@ def function_note(upstream: dict[str, set[str]], failing: set[str]) -> str | Non
             f"of the custom autograd.Function '{min(holders, key=lambda f: len(upstream[f]))}' "
             "(its forward is what was captured, its backward what autograd ran): check that "
             "backward first")
+
+
+def hook_note(module: nn.Module, failing: set[str]) -> str | None:
+    """One line naming the failing parameters that carry the user's own gradient hook
+    (``register_hook``, carried onto symgrad's run: ``capture/hooks.py``), None if none does:
+    a planted ``w.register_hook(lambda g: g * (1 + 1e-8))`` failed as "real derivative error"
+    with no word of the hook (newuser8).
+
+    >>> lin = torch.nn.Linear(2, 1)
+    >>> h = lin.weight.register_hook(lambda g: g * 2)
+    >>> hook_note(lin, {"weight", "bias"})
+    "weight's gradient goes through a hook of yours (<lambda>, registered with register_hook): what it returns is what was compared, and a hook that changes the gradient makes one that is not the loss's derivative: check it first"
+    """
+    params = dict(module.named_parameters())
+    hooked = {n: [hook_name(h) for h in tensor_hooks(params[n])] for n in sorted(failing)
+              if n in params and tensor_hooks(params[n])}
+    if not hooked:
+        return None
+    which = ", ".join(f"{n}'s" for n in hooked)
+    return (f"{which} gradient goes through a hook of yours ("
+            f"{', '.join(dict.fromkeys(h for hs in hooked.values() for h in hs))}, registered "
+            "with register_hook): what it returns is what was compared, and a hook that changes "
+            "the gradient makes one that is not the loss's derivative: check it first")
 
 
 def failing_blocks(result: Result) -> set[str] | None:

@@ -11,6 +11,8 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
+from torch import nn
+
 from ..errors import SymgradError
 
 FROZEN = ("check", "hold")  # frozen=: check frozen parameters as if trainable, or hold them
@@ -68,6 +70,10 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
     if frozen != "check" and inputs is None:
         raise SymgradError("verify: frozen= goes with module= and inputs= (a captured module); "
                            "drop it")
+    if module is None and isinstance(model, nn.Module):  # sg.verify(net, inputs=x): newuser8
+        raise SymgradError(f"verify: the model is a torch.nn.Module ({type(model).__name__}); "
+                           "pass it as module=: sg.verify(module=net, inputs=x, targets=y, "
+                           "loss=...)")
     for what, value in (("inputs", inputs), ("targets", targets)):
         if isinstance(value, dict):
             raise SymgradError(dict_hint(what, value, module))

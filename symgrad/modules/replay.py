@@ -36,7 +36,19 @@ SAVED_MAX = 4  # failing samples saved per run (the findings shown name at most 
 FILE_MAX_BYTES = 256 << 20  # a sample larger than this (a full GPT-2) is not saved: said why
 HOW = ("p = torch.load(path); module.load_state_dict(p['state'], strict=False); "
        "loss(module(*p['inputs']), *p['targets'])")  # how a saved sample runs again
-NOTE_HEADS = ("failing sample(s)", "the failing samples are not saved")  # its notes begin so
+NOTE_HEADS = ("failing sample(s)", "the failing samples are not saved", "undecided sample(s)",
+              "failing or undecided sample(s)", "the undecided samples are not saved",
+              "the failing or undecided samples are not saved")  # its notes begin so
+
+
+def _which(result: Result, samples: list) -> str:
+    """What the saved samples are: "failing", "undecided" (an inconclusive run's: calling them
+    failing misled, newuser8) or "failing or undecided"."""
+    failing = {f.sample for f in result.failures}
+    undecided = {f.sample for f in result.undecided}
+    kinds = [k for k, s in (("failing", failing), ("undecided", undecided))
+             if s.intersection(samples)]
+    return " or ".join(kinds)
 
 
 def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None = None) -> Path:
@@ -90,9 +102,10 @@ def with_saved_samples(result: Result, captured: Captured, at: dict, *,
     samples = list(dict.fromkeys(f.sample for f in found))[:SAVED_MAX]
     if not samples:
         return result
+    which = _which(result, samples)
     size = sum(int(np.asarray(v[0]).nbytes) for v in at.values())
     if size > FILE_MAX_BYTES:
-        result.notes.append(f"{NOTE_HEADS[1]}: one would take {size >> 20} "
+        result.notes.append(f"the {which} samples are not saved: one would take {size >> 20} "
                             f"MiB (over {FILE_MAX_BYTES >> 20} MiB); sample 0 is the example as "
                             "given")
         return result
@@ -103,7 +116,7 @@ def with_saved_samples(result: Result, captured: Captured, at: dict, *,
             f.sample]}) if f.sample in files else f
     for kind in ("failures", "undecided", "kinks", "precision_losses", "worst"):
         setattr(result, kind, [fix(f) for f in getattr(result, kind)])
-    result.notes.append(f"{NOTE_HEADS[0]} {', '.join(map(str, samples))} saved ({holding} at "
+    result.notes.append(f"{which} sample(s) {', '.join(map(str, samples))} saved ({holding} at "
                         "that sample), each finding's file in its sample values; to run one "
                         f"again: {how}")
     return result

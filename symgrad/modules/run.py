@@ -22,7 +22,7 @@ from torch import nn
 from ..backends import torch as torch_backend
 from ..compare import FAILING, ulp
 from ..config import OWN_BACKENDS, VerifyConfig
-from ..errors import SymgradError
+from ..errors import SymgradError, checked_keywords
 from ..model import Model
 from ..result import Result
 from ..tensor.model import TensorModel, program_of
@@ -311,6 +311,7 @@ class PathsReport:
                 + tabulate(self.rows, headers="keys"))
 
 
+@checked_keywords
 def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
                   samples: int = 8, seed: int = 0, device: str = "cpu",
                   dtype: str = "float64", map=None, loss: Callable | None = None,

@@ -190,11 +190,28 @@ def matmul(a, b, *, label: str | None = None) -> sp.ImmutableMatrix:
 
 
 def linear(x, weight, bias=None, *, label: str | None = None) -> sp.ImmutableMatrix:
-    """``weight @ x + bias`` as torch.nn.Linear computes it (weight: (out, in), x: (in, 1))."""
+    """``weight @ x + bias`` as torch.nn.Linear computes it (weight: (out, in), x: (in, 1)).
+
+    Arguments:
+        x: the input, (in, 1) (or (in, k): k columns, each its own input), first, as in
+            ``F.linear(x, weight, bias)``.
+        weight: (out, in), as ``nn.Linear.weight``.
+        bias: (out,), or None.
+        label: the output's name in explanations (default: each entry its own step).
+    Returns:
+        The (out, k) matrix of outputs, one intermediate per entry.
+
+    >>> import symgrad as sg
+    >>> linear(sg.matrix("x", 4), sg.matrix("W", 3, 4), sg.matrix("c", 3), label="z").shape
+    (3, 1)
+    """
     w, x = _as_matrix(weight, "linear weight"), _as_matrix(x, "linear input")
-    if w.shape[1] != x.shape[0]:
+    if w.shape[1] != x.shape[0]:  # linear(W, x) for linear(x, W) read "weight has shape (4, 1)"
+        swapped = ("; the input comes first, linear(x, weight, bias): swap them"
+                   if x.shape[1] == w.shape[0] else "")  # (newuser8)
         raise SymgradError(f"linear: weight has shape {w.shape} but the input has "
-                           f"{x.shape[0]} rows; need weight (out, in) and input (in, 1)")
+                           f"{x.shape[0]} rows; need weight (out, in) and input (in, 1)"
+                           + swapped)
     if bias is not None:
         bias = _as_matrix(bias, "linear bias")
         if bias.shape[0] != w.shape[0]:

@@ -28,6 +28,10 @@ from .explanation import Line, Section
 from .step_derivation import (Steps, fmt, fmt_expr, fmt_group, local_derivative,
                               textbook_adjoints)
 
+# the layer rules' notation, as explain and the report both print it (explain said "delta_v =
+# dL/dv ... o the elementwise product" in ASCII, the report in symbols: newuser8)
+LAYER_NOTE = "δ_v = ∂L/∂v; θ is the Heaviside step, ∘ the elementwise product"
+
 
 def layered(steps: Steps) -> bool:
     """Whether the layer view applies: every step but the loss comes from an ``ops`` call,
@@ -131,7 +135,7 @@ def layer_sections(steps: Steps, values: dict | None) -> list[Section]:
     fwd = Section("Forward pass, layer by layer",
                   note="matrix notation; each step is a layer of the model's program")
     back = Section("Backpropagation: one delta per layer",
-                   note="delta_v = dL/dv; θ is the Heaviside step, o the elementwise product")
+                   note=LAYER_NOTE)
     rules = []
     active = steps.active()
     for key, (g, nodes) in groups.items():

@@ -25,7 +25,7 @@ from ..tensor.front import FrontStep
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, topological
 from .formulas import MAX_ADJOINTS, Formula, eq_formula, index_rules_of
-from .layer_derivation import NOTATION, family_of, layer_rules, matrix_shapes
+from .layer_derivation import LAYER_NOTE, NOTATION, family_of, layer_rules, matrix_shapes
 from .notation import latex, layer_names, mathml, ordinal
 from .step_derivation import (Steps, display_names, local_derivative, steps_of,
                               textbook_adjoints)
@@ -33,7 +33,6 @@ from .tensor_formulas import Names, hidden, node_line
 
 MAX_FAMILIES = 40  # kinds of steps shown; the rest are counted
 MAX_CHAIN_RULE = 30  # programs up to this many steps get the chain rule on their steps
-LAYER_NOTE = "δ_v = ∂L/∂v; θ is the Heaviside step, ∘ the elementwise product"
 
 
 class View:

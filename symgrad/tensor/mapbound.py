@@ -25,6 +25,7 @@ from ..backends.numpy import target
 from ..codegen import Printer, build
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
+from .derive import torch_body
 from .program import X
 from .quadrature import hypot
 
@@ -180,7 +181,7 @@ def torch_form(node, vals):
     user's correct torch.sigmoid loses digits symgrad's own derivative keeps), at the map's
     operands. Added to the map's own rounding: the allowance then holds for either way of
     computing the local derivative."""
-    body = node.attrs.get("torch_vjp")
+    body = torch_body(node)
     if body is None:
         return 0.0
     k = len(vals)

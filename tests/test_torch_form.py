@@ -188,6 +188,28 @@ def test_a_planted_bug_in_a_fused_sigmoid_is_still_caught():
     assert "proven" in str(r), str(r)
 
 
+def test_torch_body_is_searched_for_on_first_read():
+    """A VJP map's torch body (``derive.torch_body``) is not searched for when the gradient is
+    built (a sided program's gradient is bounded only where a sample reaches a kink), and once
+    read it is what ``torch_vjp`` gives for the map's body: sigmoid's s (1 - s) in a fused
+    map, none in a map without a table op."""
+    import sympy as sp
+    import symgrad.tensor as st
+    from symgrad.tensor.derive import _Deferred, gradient, torch_body
+    from symgrad.tensor.program import X, topological
+    from symgrad.tensor.torch_vjp import torch_vjp
+    w, x = st.param("w", (3,)), st.input("x", (3,))
+    body = 1 / (1 + sp.exp(-X[0] * X[1]))
+    loss = st.sum_(st.map_(X[0] ** 2, st.map_(body, w, x)))
+    g = gradient(loss, [w])[0]
+    vjps = [n for n in topological([g]) if "torch_vjp" in n.attrs]
+    assert len(vjps) == 2 and all(isinstance(n.attrs["torch_vjp"], _Deferred) for n in vjps)
+    got = {n.attrs["torch_vjp"].key[0]: torch_body(n) for n in vjps}
+    assert got[body] is not None and got[body] == torch_vjp(body, 0, (0, 1), finish=lambda d: d)
+    assert got[X[0] ** 2] is None
+    assert all(not isinstance(n.attrs["torch_vjp"], _Deferred) for n in vjps)  # kept
+
+
 def test_torch_vjp_finds_the_op_inside_a_body():
     """The torch body of a fused map is the chain rule with the op's own torch formula, and
     equals symgrad's exact derivative (only the rounding differs); a body without a table op

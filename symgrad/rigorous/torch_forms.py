@@ -43,6 +43,7 @@ import numpy as np
 from flint import arb, ctx
 
 from ..backends import arb as arb_backend
+from ..tensor.derive import torch_body
 from ..tensor.program import X, Node
 from .balls import PREC
 from .max_top import count_rule, top_rule
@@ -74,7 +75,7 @@ def torch_form_rule(node: Node, table, vals: list, context) -> np.ndarray:
         The node's balls (an object array).
     """
     own = top_rule(node, table, vals, context)
-    body = node.attrs.get("torch_vjp")
+    body = torch_body(node)
     rounding = getattr(table, "R", None)
     if body is None or rounding is None or rounding.exact:
         return own

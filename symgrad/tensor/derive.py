@@ -105,6 +105,24 @@ def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Exp
     return _TORCH[key]
 
 
+@dataclass(frozen=True)
+class _Deferred:
+    """A VJP map's ``attrs["torch_vjp"]`` not yet worked out: ``_torch_local``'s arguments."""
+
+    key: tuple
+
+
+def torch_body(node: Node) -> sp.Expr | None:
+    """A VJP map's body as torch computes it (``attrs["torch_vjp"]``: ``tensor/torch_vjp``),
+    None where its body holds no op of the table. Worked out on first read and kept: only the
+    bound and the enclosure read it, and a sided program's gradient (``tensor/sided``) is
+    bounded only where a sample reaches a kink, so most of its maps are never searched."""
+    body = node.attrs.get("torch_vjp")
+    if isinstance(body, _Deferred):
+        body = node.attrs["torch_vjp"] = _torch_local(*body.key)
+    return body
+
+
 def _vjp_map(node: Node, g: Node, need: Sequence[bool] | None = None) -> list:
     """``need[i]`` False: operand i's cotangent is not wanted (an input, a kink selector: no
     path to a parameter), so its body is not differentiated at all (None, as for a constant)."""
@@ -118,11 +136,10 @@ def _vjp_map(node: Node, g: Node, need: Sequence[bool] | None = None) -> list:
             continue
         local, used = found  # g * d as a map of (g, the operands d reads)
         vjp = map_(local, g, *[node.args[j] for j in used])
-        theirs = _torch_local(expr, i, len(node.args), used)
-        if theirs is not None:  # an op-table op in the body: the VJP as torch computes it,
-            # with the op's own backward formula (tensor/torch_vjp), for the bound
-            # (tensor/mapbound.torch_form) and the enclosure (rigorous/torch_forms)
-            vjp.attrs["torch_vjp"] = theirs
+        # an op-table op in the body: the VJP as torch computes it, with the op's own backward
+        # formula (tensor/torch_vjp), for the bound (tensor/mapbound.torch_form) and the
+        # enclosure (rigorous/torch_forms); searched for when first read (``torch_body``)
+        vjp.attrs["torch_vjp"] = _Deferred((expr, i, len(node.args), used))
         out.append(_unbroadcast(vjp, a.shape))
     return out
 

@@ -27,6 +27,8 @@ an atom of its own.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import sympy as sp
 
@@ -117,13 +119,31 @@ def names(node: Node) -> dict:
     return {X[k]: sp.Symbol(a.name or f"{a.op}{a.id}") for k, a in enumerate(node.args)}
 
 
+# Labels: a kink's words are asked for each option of each reached kink and each vertex of
+# its sides (hundreds of times per verify for a few distinct steps), and each asks sympy to
+# rebuild the step in its operands' names; both pure functions of their (hashable) keys, kept
+# in bounded caches (the distinct steps of the models verified recently; older ones recomputed).
+@functools.lru_cache(maxsize=4096)
+def _named_key(d: sp.Expr, labels: tuple[str, ...]) -> tuple:
+    """``canonical`` of the decider ``d`` with ``X[k]`` named ``labels[k]`` (``names``)."""
+    return canonical(sp.expand(d.xreplace({X[k]: sp.Symbol(a) for k, a in enumerate(labels)})))
+
+
+@functools.lru_cache(maxsize=4096)
+def _shown(expr: sp.Expr) -> str:
+    """A step's expression in its entries' names, cut to ``SHOWN`` characters."""
+    text = str(expr.xreplace({v: sp.Symbol(entry_name(v)) for v in expr.free_symbols
+                              if isinstance(v, sp.Symbol)}))
+    return text if len(text) <= SHOWN else text[:SHOWN - 3] + "..."
+
+
 def side_words(node: Node, atom, piece: int) -> str | None:
     """A two-sided atom's side in words (``w*x → 0−``), in the operands' names; None for an
     atom of its own."""
     d = _decider(atom)
     if d is None or not d.free_symbols:
         return None
-    key, orient = canonical(sp.expand(d.xreplace(names(node))))
+    key, orient = _named_key(d, tuple(a.name or f"{a.op}{a.id}" for a in node.args))
     p = picks(atom)
     negative = (p[0] if orient > 0 else p[1]) == piece
     return f"{key} → 0{'−' if negative else '+'}"
@@ -261,9 +281,7 @@ def place_words(node: Node, entry: int, loss: Node | None = None) -> str:
         if not node.name:
             return f"at entry {entry}"
         return f"at {node.name}" + (f"[{entry}]" if int(np.prod(node.shape)) > 1 else "")
-    expr = str(step.expr.xreplace({v: sp.Symbol(entry_name(v)) for v in step.expr.free_symbols
-                                   if isinstance(v, sp.Symbol)}))
-    expr = expr if len(expr) <= SHOWN else expr[:SHOWN - 3] + "..."
+    expr = _shown(step.expr)
     if loss is not None and node.name == loss.name:
         return f"in the loss {expr}"
     return f"in {step.symbol} = {expr}"

@@ -12,6 +12,7 @@ the worst case (``b_map``) and the probabilistic scale (``s_map``).
 from __future__ import annotations
 
 import ast
+import functools
 import gc
 from collections import Counter
 from contextlib import contextmanager
@@ -25,6 +26,7 @@ from ..backends.numpy import target
 from ..codegen import Printer, build
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
+from .derive import torch_body
 from .program import X
 from .quadrature import hypot
 
@@ -94,6 +96,14 @@ def _no_cycle_collection() -> Iterator[None]:
             gc.enable()
 
 
+_ABSENT = object()
+
+
+@functools.lru_cache(maxsize=None)  # one entry per AST node class (a few dozen)
+def _fields(cls: type) -> tuple[str, ...]:
+    return tuple(f for f in cls._fields if f != "ctx")
+
+
 def _common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
     tree = ast.parse(src, mode="eval")
     keys: dict[int, tuple] = {}  # id(node) -> (node, its structure's number): formed once
@@ -105,19 +115,23 @@ def _common_terms(src: str) -> tuple[list[tuple[str, str]], str]:
         nested tuples were hashed and compared whole at each lookup)."""
         got = keys.get(id(node))
         if got is None:
-            shape = (type(node).__name__, *(
-                key(v) if isinstance(v, ast.AST) else
-                tuple(key(x) if isinstance(x, ast.AST) else x for x in v)
-                if isinstance(v, list) else v
-                for f, v in ast.iter_fields(node) if f != "ctx"))
-            got = keys[id(node)] = (node, numbers.setdefault(shape, len(numbers)))
+            shape = [type(node).__name__]  # ast.iter_fields' fields, ctx aside, unrolled
+            for f in _fields(type(node)):
+                v = getattr(node, f, _ABSENT)
+                if v is _ABSENT:
+                    continue
+                shape.append(key(v) if isinstance(v, ast.AST) else
+                             tuple([key(x) if isinstance(x, ast.AST) else x for x in v])
+                             if isinstance(v, list) else v)
+            got = keys[id(node)] = (node, numbers.setdefault(tuple(shape), len(numbers)))
         return got[1]
     counts: Counter = Counter()
 
     def count(node) -> None:
         if isinstance(node, _EAGER):
-            counts[key(node)] += 1
-            if counts[key(node)] > 1:
+            k = key(node)
+            counts[k] += 1
+            if counts[k] > 1:
                 return  # its parts are counted once, with it (they are formed with it)
             for child in ast.iter_child_nodes(node):
                 count(child)
@@ -180,7 +194,7 @@ def torch_form(node, vals):
     user's correct torch.sigmoid loses digits symgrad's own derivative keeps), at the map's
     operands. Added to the map's own rounding: the allowance then holds for either way of
     computing the local derivative."""
-    body = node.attrs.get("torch_vjp")
+    body = torch_body(node)
     if body is None:
         return 0.0
     k = len(vals)

@@ -4,7 +4,8 @@ rounded output, tanh' as 1 - y^2, SiLU, mish, expm1' as y + 1, ELU's y + alpha),
 the chain rule as symgrad's own VJP.
 
 ``tensor/derive`` tags each VJP map with it (``attrs["torch_vjp"]``, a body of the VJP map's own
-operands, g first) wherever the map's body holds such an op: the whole body being the op
+operands, g first, searched for on first read: ``derive.torch_body``) wherever the map's body
+holds such an op: the whole body being the op
 (``torch.sigmoid`` captured), or the op fused with other arithmetic (a plain-sympy
 ``1/(1 + exp(-w x))``'s textbook program, a captured ``x * sigmoid(x)``). The allowance
 (``tensor/mapbound.torch_form``) and the rigorous enclosure (``rigorous/torch_forms``) then hold

@@ -18,6 +18,9 @@ from .errors import SymgradError, checked_keywords
 # memory left to the other backends). Each keeps its own name for it, so that a test can make one
 # mechanism run on a small model without the others. GPT-2 (163M entries a sample) is large.
 LARGE_MODEL_ENTRIES = 50_000_000
+CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls and
+#   a mismatch must leave the rigorous enclosure (symgrad.rigorous); above, every step of sample 0
+#   is spot-certified (tensor/spotcheck.py) and a mismatch rests on the fast allowance alone
 MODEL_SAMPLES = 500  # samples a run draws when none are asked for (``VerifyConfig.samples`` None);
 #   ``sg.verify(module=, inputs=)`` checks ``symgrad.modules.any.DEFAULT_SAMPLES`` (8) instead
 OWN_BACKENDS = ("numpy", "torch")  # symgrad's own programs of the model

@@ -16,13 +16,17 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import INCONCLUSIVE, KINK, MISMATCH, SYSTEMATIC
+from .config import CERTIFY_UP_TO
 from .result import undecided_note
+
+
+UNENCLOSED = "no rigorous enclosure at this size"  # how a mismatch without a proof says so
 
 
 def with_proof(note: str, explanation: str) -> str:
     """The failure's note, or the cause's explanation; a proof note (outside the rigorous
-    enclosure) follows the explanation on the same line."""
-    if note and "rigorous enclosure" in note and explanation:
+    enclosure, or why there is none) follows the explanation on the same line."""
+    if note and ("rigorous enclosure" in note or UNENCLOSED in note) and explanation:
         return f"{explanation}; {note}"
     return note or explanation
 
@@ -62,9 +66,16 @@ def entry_note(comp, i: int, k: int) -> str:
 
 def proof_note(comp, row: int, col: int) -> str:
     """One line for a proven mismatch: the error against the fast allowance and against the
-    rigorous enclosure ("" where no enclosure was computed)."""
-    r = None if comp.rigorous is None else float(comp.rigorous[row, col])
-    if r is None or not np.isfinite(r):
+    rigorous enclosure. Where none was computed (tensor programs above
+    ``config.CERTIFY_UP_TO`` parameters: GPT-2) the line says the mismatch rests on the
+    fast allowance alone - probabilistic by default (``Tolerance.entry_bound``), so it is not
+    a proof."""
+    if comp.rigorous is None:
+        return (f"{UNENCLOSED} (above {CERTIFY_UP_TO:,} parameters): this mismatch rests on "
+                "the fast allowance alone (probabilistic unless Tolerance.entry_bound='worst'), "
+                "not proven")
+    r = float(comp.rigorous[row, col])
+    if not np.isfinite(r):
         return ""
     err = float(comp.error[row, col]) if comp.error is not None else float("nan")
     allowed = float(comp.allowed_abs[row, col]) if comp.allowed_abs is not None else float("nan")

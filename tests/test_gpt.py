@@ -65,6 +65,21 @@ def test_attention_backward_perturbed_by_1e10_is_caught(small_gpt):
     assert all(f.backend == "torch_fn" and f.kind == "mismatch" for f in r.failures)
 
 
+
+def test_a_mismatch_without_an_enclosure_says_it_is_not_proven(small_gpt, monkeypatch):
+    """Above CERTIFY_UP_TO parameters (GPT-2) no rigorous enclosure is computed: the same 1e-10
+    bug still fails, but its line says it rests on the fast allowance alone, not on a proof;
+    at tiny_gpt's own size the same finding is proven by the enclosure."""
+    from symgrad.tensor import verify as tv
+    cfg = gpt.GPTConfig.from_dict(SMALL)
+    mutant = native_gpt.reference(cfg, weights_hook=lambda t: scale_backward(t, 1 + 1e-10))
+    monkeypatch.setattr(tv, "CERTIFY_UP_TO", 0)  # tiny_gpt takes GPT-2's path
+    r = sg.verify(small_gpt, torch_fn=mutant, samples=8, seed=0)
+    assert r.verdict == "fail" and r.failures
+    assert all("not proven" in f.note and "no rigorous enclosure" in f.note for f in r.failures)
+    assert "proven" not in str(r).replace("not proven", "")
+    assert "the derivative of the same function is wrong" in r.failures[0].note  # cause kept
+
 def test_config_errors():
     with pytest.raises(SymgradError, match=r"unknown key\(s\) \['n_layer'\]"):
         gpt.GPTConfig.from_dict({"n_layer": 1})

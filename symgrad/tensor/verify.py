@@ -22,7 +22,8 @@ from .. import causes, heap
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
-from ..config import LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS, VerifyConfig
+from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
+                      VerifyConfig)
 from ..confirm import Experiments, confirm, needs_confirmation
 from ..domains import round_to
 from ..findings import with_proof
@@ -274,8 +275,6 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
     return Experiments(columns, rerun64, fresh, int(budget), len(hi))
 
 
-CERTIFY_UP_TO = 200_000  # parameters: up to here sample 0 is re-checked whole with ARB balls;
-#                          above, every step of sample 0 is spot-certified (tensor/spotcheck.py)
 DEPARTURE_UP_TO = 200_000  # parameters: symgrad's own failing program is searched for where its
 #                           forward departs (one sample, every labelled node in double-double)
 

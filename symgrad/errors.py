@@ -30,27 +30,34 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else ""
 
 
-def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str]) -> str:
+def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str],
+                     also: Sequence[str] = (), also_said: str = "also") -> str:
     """The one line for keywords ``who`` does not take: each named, the nearest valid one
-    suggested, and the valid ones listed.
+    suggested (among ``valid`` and ``also``), and the valid ones listed (``also``, the
+    keywords a ``**kwargs`` takes, after ``also_said``).
 
     >>> unknown_keywords("verify", ["sampels"], ["model", "samples", "seed"])
     "verify: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed"
     """
-    said = "; ".join(f"{u!r}" + (f" ({h})" if (h := did_you_mean(u, valid)) else "")
+    said = "; ".join(f"{u!r}" + (f" ({h})" if (h := did_you_mean(u, [*valid, *also])) else "")
                      for u in unknown)
     return (f"{who}: unknown keyword{'s' * (len(unknown) > 1)} {said}; its keywords: "
-            f"{', '.join(valid)}")
+            f"{', '.join(valid)}" + (f"; {also_said}: {', '.join(also)}" if also else ""))
 
 
-def checked_keywords(fn: F) -> F:
+def checked_keywords(fn: F | None = None, *, also: Iterable[str] = (),
+                     also_said: str = "also") -> Any:
     """``fn`` (a function, or a class: its ``__init__``) with a keyword it does not take
     refused in one line (``unknown_keywords``, a ``KeywordError``) before it runs, instead of
     Python's plain TypeError; the signature (``inspect.signature``), name and docstring stay
-    ``fn``'s own. A function taking ``**kwargs`` is returned as it is.
+    ``fn``'s own, and ``keywords_checked`` is set on it. A function taking ``**kwargs`` is
+    returned as it is, unless ``also`` names the keywords its ``**kwargs`` takes
+    (``@checked_keywords(also=...)``: gradcheck's torch options).
 
     Arguments:
-        fn: the function or class.
+        fn: the function or class (omitted: the decorator with ``also``).
+        also: the keywords a ``**kwargs`` of ``fn`` takes.
+        also_said: how the message introduces them.
     Returns:
         The checked function, or the class with its ``__init__`` checked.
 
@@ -64,23 +71,27 @@ def checked_keywords(fn: F) -> F:
     ...
     symgrad.errors.KeywordError: run: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed
     """
+    if fn is None:
+        return functools.partial(checked_keywords, also=tuple(also), also_said=also_said)
     if isinstance(fn, type):
-        fn.__init__ = _checked(fn.__init__, fn.__name__)  # type: ignore[misc]
+        fn.__init__ = _checked(fn.__init__, fn.__name__, tuple(also),  # type: ignore[misc]
+                               also_said)
         return fn
-    return _checked(fn, fn.__name__)
+    return _checked(fn, fn.__name__, tuple(also), also_said)
 
 
-def _checked(fn: F, who: str) -> F:
+def _checked(fn: F, who: str, also: tuple[str, ...], also_said: str) -> F:
     params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and not also:
         return fn
     valid = [n for n, p in params.items() if p.kind in NAMED and n != "self"]
-    allowed = frozenset(valid)
+    allowed = frozenset(valid) | frozenset(also)
 
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if not allowed.issuperset(kwargs):  # a set test: nothing measurable per call
             raise KeywordError(unknown_keywords(who, [k for k in kwargs if k not in allowed],
-                                                valid))
+                                                valid, also, also_said))
         return fn(*args, **kwargs)
+    checked.keywords_checked = True  # type: ignore[attr-defined]
     return checked  # type: ignore[return-value]

@@ -28,7 +28,7 @@ import numpy as np
 import sympy as sp
 
 from .compare import Tolerance
-from .errors import SymgradError
+from .errors import SymgradError, checked_keywords
 from .model import Model
 from .points import by_name, given_samples
 from .present import layer_derivation, step_derivation, tensor_derivation, tensor_formulas
@@ -88,6 +88,7 @@ def inexact_note(text: str) -> str:
             f"values shown are exact at {'them' if len(off) > 1 else 'it'}")
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def explain(model: Model | TensorModel, *, at: dict | None = None) -> Explanation:
     """Derive ``model``'s gradient step by step, from its tensor program.
 

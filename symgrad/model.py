@@ -20,7 +20,7 @@ import sympy as sp
 from .codegen import unsupported_functions
 from .domains import Domain, as_domain, round_to
 from .entries import ENTRY
-from .errors import SymgradError
+from .errors import SymgradError, checked_keywords
 from .graph import Graph
 from .stable import Rewriter
 from .tensor.front import to_program
@@ -43,6 +43,7 @@ class Block:
         return [f"{self.name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*self.shape)]
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 class Model(ModelBase):
     """A scalar loss as a function of parameters and inputs, written once in sympy.
 

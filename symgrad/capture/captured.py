@@ -23,7 +23,7 @@ import torch
 from torch.export.graph_signature import OutputKind
 from torch.utils._pytree import tree_leaves
 
-from ..errors import SymgradError
+from ..errors import SymgradError, checked_keywords
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, add_all, const, einsum
 from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
@@ -119,6 +119,7 @@ class Captured:
         return out
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
             module_params: str = "param", seed: int = 0, name: str | None = None,
             names: Sequence[str] | None = None, loss: Callable | None = None,

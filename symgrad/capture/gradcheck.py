@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import dtype_name
-from ..errors import SymgradError, did_you_mean
+from ..errors import SymgradError, checked_keywords
 from ..modules.any import by_own_names
 from ..modules.options import check_frozen
 from ..modules.replay import NOTE_HEADS, with_saved_samples
@@ -38,8 +38,7 @@ TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knob
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
     "check_backward_ad", "fast_mode", "masked", "grad_outputs",
     "gen_non_contig_grad_outputs", "check_fwd_over_rev", "check_rev_over_rev"})
-OWN_OPTIONS = frozenset({"dtype", "samples", "seed", "raise_exception", "reference",
-                         "parameters", "frozen"})
+TORCH_SAID = "torch.autograd.gradcheck's own, accepted and ignored"  # how the line lists them
 
 
 class GradcheckError(RuntimeError):
@@ -53,6 +52,7 @@ class GradcheckError(RuntimeError):
         self.result = result
 
 
+@checked_keywords(also=sorted(TORCH_OPTIONS), also_said=TORCH_SAID)  # a typo: one line
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
@@ -90,9 +90,10 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         backward, a failing one still fails).
     """
     return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen, torch_options)
+                  parameters, frozen)
 
 
+@checked_keywords(also=sorted(TORCH_OPTIONS), also_said=TORCH_SAID)  # a typo: one line
 def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   dtype: str | torch.dtype | None = None,
                   samples: int = 4, seed: int = 0, raise_exception: bool = True,
@@ -103,20 +104,14 @@ def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
     (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
     accepted and ignored: the cotangent is symgrad's own random one)."""
     return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen, torch_options)
+                  parameters, frozen)
 
 
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
-           raise_exception: bool, reference: Callable | None, parameters: bool, frozen: str,
-           torch_options: dict) -> bool:
+           raise_exception: bool, reference: Callable | None, parameters: bool,
+           frozen: str) -> bool:
     """gradcheck (order 1) and gradgradcheck (order 2)."""
-    what = "gradcheck" if order == 1 else "gradgradcheck"
-    unknown = sorted(set(torch_options) - TORCH_OPTIONS)
-    if unknown:  # a typo names the keyword it probably meant (raise_exeption: raise_exception)
-        hints = [h for u in unknown if (h := did_you_mean(u, OWN_OPTIONS | TORCH_OPTIONS))]
-        raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}"
-                        + (f"; {'; '.join(hints)}" if hints else "")
-                        + f"; its own keywords: {', '.join(sorted(OWN_OPTIONS))}")
+    what = "gradcheck" if order == 1 else "gradgradcheck"  # (a typo: ``checked_keywords``)
     check_frozen(frozen, what)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "

@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..domains import Domain, Integers, round_to
-from ..errors import SymgradError
+from ..errors import SymgradError, checked_keywords
 from .derive import Gradient, gradient
 from .program import Node, topological
 
@@ -107,6 +107,7 @@ class ModelBase:
         return state
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 class TensorModel(ModelBase):
     """A model held as a tensor program.
 

@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
 from .names import own_labels
 
+LOG = logging.getLogger(__name__)  # raise_exception=False: the error's lines at INFO
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 HIDDEN_HERE = "the error's .result"  # where a line's hidden blocks are (``HIDDEN_IN``'s Failure)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
@@ -73,7 +75,10 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
             differentiated entry scaled by a random factor in [5/8, 11/8]).
         seed: seeds the random cotangent of a non-scalar output and the points around.
         raise_exception: raise ``GradcheckError`` on a failing or inconclusive check (else
-            return False).
+            return False, silently as torch's does). Either way the failing samples are saved
+            (``symgrad.modules.replay.DIRECTORY``, one ``.pt`` each); with False the error's
+            lines, which name the files, are logged at INFO on the ``symgrad.capture.gradcheck``
+            logger (``logging.basicConfig(level=logging.INFO)`` shows them).
         reference: an independent torch function of the same arguments whose forward is
             captured instead of ``func``'s (an opaque kernel export cannot see through);
             ``func``'s value is then checked against it too.
@@ -142,12 +147,14 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         return True
-    if raise_exception:  # the failing samples saved, as sg.verify(module=) saves them
-        result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
-            "the inputs, and the module's parameters and buffers" if isinstance(
-                func, torch.nn.Module) else "the inputs"), keep_values=True)
-        raise GradcheckError(message(result, captured.model.name, what, dtype=name,
-                                     samples=samples, seed=seed), result)
+    # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
+    result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
+        "the inputs, and the module's parameters and buffers" if isinstance(
+            func, torch.nn.Module) else "the inputs"), keep_values=True)
+    text = message(result, captured.model.name, what, dtype=name, samples=samples, seed=seed)
+    if raise_exception:
+        raise GradcheckError(text, result)
+    LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
 
 

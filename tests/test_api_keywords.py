@@ -115,3 +115,26 @@ def test_a_checked_call_with_correct_keywords_behaves_as_before():
     assert sg.Uniform(low=-2, high=2) == sg.Uniform(-2, 2)
     assert sg.Tolerance(safety=2.0).safety == 2.0
     assert sg.matrix("W", rows=2, cols=3).shape == (2, 3)
+
+
+# ---------------------------------------------------------------- what a new user stumbled on
+@pytest.mark.parametrize("seed", [-1, 1.5, True])
+def test_a_bad_gradcheck_seed_is_one_line(seed):
+    """seed=-1 reached numpy's "expected non-negative integer", naming no option."""
+    x = torch.ones(3, dtype=torch.float32, requires_grad=True)
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck: seed= must be a non-negative "
+                       rf"integer .*, got {seed!r}$"):
+        sg.gradcheck(torch.tanh, (x,), seed=seed)
+
+
+@pytest.mark.parametrize("at", [None, {}])
+def test_explaining_a_torch_module_names_how_its_program_is_had(at):
+    """sg.explain(module, at=...) raised AttributeError: 'Linear' object has no attribute
+    'blocks'; the module is refused first, in one line, with the way to its program."""
+    with pytest.raises(sg.SymgradError, match=r"^model: a Linear is not a model; .*; torch "
+                       r"code is checked by sg.verify\(module=m, inputs=x\) or sg.gradcheck\("
+                       r"fn, inputs\), and its program is sg.capture\(m, inputs\).model$"):
+        sg.explain(torch.nn.Linear(3, 2), at=at)
+    with pytest.raises(sg.SymgradError, match=r"^model: a list is not a model; pass an "
+                       r"sg.Model .*zoo.get\(name\)\)$"):  # no torch hint for what is no code
+        sg.explain([1, 2])

@@ -121,6 +121,9 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # (numpy's own error)
+        raise SymgradError(f"{what}: seed= must be a non-negative integer (it seeds the "
+                           f"cotangents and the points around), got {seed!r}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in tree_leaves(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     params = [p for p in func.parameters() if p.requires_grad] \

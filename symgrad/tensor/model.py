@@ -251,8 +251,12 @@ def program_of(model: object) -> TensorModel:
     if not is_model(model):
         what = f"the class {model.__name__}" if isinstance(model, type) else \
             f"a {type(model).__name__}"
+        torch_code = callable(model) and not isinstance(model, type)  # a module, a function
         raise SymgradError(f"model: {what} is not a model; pass {ACCEPTED_MODELS} (a built-in "
-                           "one: zoo.get(name))")
+                           "one: zoo.get(name))" + (
+                               "; torch code is checked by sg.verify(module=m, inputs=x) or "
+                               "sg.gradcheck(fn, inputs), and its program is "
+                               "sg.capture(m, inputs).model" if torch_code else ""))
     return model.as_program()
 
 

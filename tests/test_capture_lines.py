@@ -204,3 +204,15 @@ def test_the_anchors_are_torchs_own_again_after_a_capture():
     assert sg.gradcheck(lambda x: torch.tanh(x).sum(), (torch.ones(3, dtype=F64,
                                                                    requires_grad=True),))
     assert set(kept) == before
+
+
+def test_a_refused_op_is_named_by_the_call_the_user_made():
+    """The walk's lines read "capture: ..." under sg.gradcheck and sg.verify(module=) too,
+    while the eager run's lines named the call ("gradcheck(Net): running it ..."); now both."""
+    x = torch.arange(4, dtype=F64).requires_grad_()
+    assert _refused(WithHelper()).startswith("gradcheck(WithHelper): ATen op aten.cumsum")
+    with pytest.raises(sg.SymgradError, match=r"^verify\(module=WithHelper\): ATen op "
+                       r"aten.cumsum\.default at .* in _doubled_total: return torch.cumsum"):
+        sg.verify(module=WithHelper(), inputs=x)
+    with pytest.raises(sg.SymgradError, match=r"^capture: ATen op aten.cumsum"):
+        sg.capture(WithHelper(), (x,))  # sg.capture itself: as it was

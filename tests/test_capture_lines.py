@@ -216,3 +216,28 @@ def test_a_refused_op_is_named_by_the_call_the_user_made():
         sg.verify(module=WithHelper(), inputs=x)
     with pytest.raises(sg.SymgradError, match=r"^capture: ATen op aten.cumsum"):
         sg.capture(WithHelper(), (x,))  # sg.capture itself: as it was
+
+
+def test_a_closures_helper_and_a_function_attribute_are_named():
+    """A helper defined in the enclosing function (a closure of the forward), and one kept as
+    a module attribute (``self.act = helper``): each names the helper's line."""
+    def local_total(x):
+        return torch.cumsum(x + 1, 0)
+
+    class Closure(torch.nn.Module):
+        def forward(self, x):
+            return local_total(x).sum()
+
+    class Attribute(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.act = local_total
+
+        def forward(self, x):
+            return self.act(x).sum()
+
+    for module, call in ((Closure(), "local_total(x)"), (Attribute(), "self.act(x)")):
+        msg = _refused(module)
+        want = _chain((type(module).forward, call, "forward"),
+                      (local_total, "torch.cumsum", "local_total"))
+        assert f" at {want} is not supported" in msg, msg

@@ -68,7 +68,8 @@ def bodies(fn: Callable) -> list[Callable]:
 
 def helpers(*fns: Callable | None) -> list[types.CodeType]:
     """The user's code that ``fns`` run: their ``bodies``, a module's own classes' methods (of
-    it and its submodules; a library's class, its ``forward``), and what those reach by name: a global function (``rough(h)``), a
+    it and its submodules; a library's class, its ``forward``) and the functions it keeps as
+    attributes, and what those reach by name: a global function (``rough(h)``), a
     function of an imported module (``utils.rough(h)``), a nested function, a closure's
     function; never torch's or symgrad's own code. At most ``MAX_CODES``."""
     todo: list[tuple[Any, dict]] = []
@@ -77,6 +78,10 @@ def helpers(*fns: Callable | None) -> list[types.CodeType]:
             continue
         todo += [(f, getattr(f, "__globals__", {})) for f in bodies(fn)]
         if isinstance(fn, torch.nn.Module):
+            for m in fn.modules():  # a function kept as an attribute (self.act = swish)
+                todo += [(b, getattr(b, "__globals__", {})) for v in vars(m).values()
+                         if isinstance(v, (types.FunctionType, functools.partial))
+                         for b in bodies(v)]
             for cls in dict.fromkeys(type(m) for m in fn.modules()):
                 for klass in cls.__mro__:  # (a library's other methods would fill the cap)
                     library = any(d in str(getattr(sys.modules.get(klass.__module__),

@@ -17,6 +17,7 @@ import symgrad as sg
 from symgrad import zoo
 from symgrad.config import VerifyConfig
 from symgrad.errors import KeywordError
+from symgrad.testing import assert_gradients_match
 
 SHARED = ("samples", "seed", "device", "dtype", "tolerance", "backends", "order", "progress")
 RECORDS = {  # public names symgrad builds and a user reads (no entry point to call with options)
@@ -138,3 +139,11 @@ def test_explaining_a_torch_module_names_how_its_program_is_had(at):
     with pytest.raises(sg.SymgradError, match=r"^model: a list is not a model; pass an "
                        r"sg.Model .*zoo.get\(name\)\)$"):  # no torch hint for what is no code
         sg.explain([1, 2])
+
+
+def test_the_pytest_fixtures_check_names_the_keyword_meant(neuron):
+    """assert_gradients(model, max_example=5) (the fixture's call is
+    symgrad.testing.assert_gradients_match) was Python's TypeError, no hint."""
+    with pytest.raises(KeywordError, match=r"^assert_gradients_match: unknown keyword "
+                       r"'max_example' \(did you mean 'max_examples'\?\)"):
+        assert_gradients_match(neuron, max_example=5)

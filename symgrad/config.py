@@ -116,6 +116,44 @@ class VerifyConfig:
         """
         return self if self.samples is not None else replace(self, samples=default)
 
+    def with_keywords(self, who: str, **given: object) -> "VerifyConfig":
+        """This config with the keywords a call gave beside it (``sg.verify(config=cfg,
+        seed=3)``) applied; a keyword left at None was not given. The one rule for every
+        keyword a call shares with ``VerifyConfig``: a given keyword sets its field where the
+        config leaves that field at its default, or agrees with it; where the config sets it
+        to another value, which one the user meant would be a guess: one line naming both.
+
+        Arguments:
+            who: the call, as the message names it ("verify").
+            given: field name -> the keyword's value (None: not given).
+        Returns:
+            The config with the given fields set.
+
+        >>> VerifyConfig(oracle_bits=256).with_keywords("verify", seed=3, dtype=None).seed
+        3
+        >>> VerifyConfig(seed=5).with_keywords("verify", seed=3)
+        Traceback (most recent call last):
+        ...
+        symgrad.errors.SymgradError: verify: seed=3 and config.seed=5 disagree; give it once: drop seed= or pass config=dataclasses.replace(config, seed=3)
+        """
+        changes = {}
+        for name, value in given.items():
+            if value is None:
+                continue
+            if name == "dtype" and not isinstance(value, str):
+                value = dtype_name(value)  # torch.float32 is the config's "float32"
+            if name == "backends" and value is not None:
+                value = (value,) if isinstance(value, str) else tuple(value)
+            own = getattr(self, name)
+            if value == own:
+                continue
+            if own != _DEFAULTS[name]:
+                raise SymgradError(f"{who}: {name}={value!r} and config.{name}={own!r} "
+                                   f"disagree; give it once: drop {name}= or pass "
+                                   f"config=dataclasses.replace(config, {name}={value!r})")
+            changes[name] = value
+        return replace(self, **changes) if changes else self
+
     def chosen_backends(self, has_torch_fn: bool) -> tuple[str, ...]:
         """The backends this run verifies; 'torch_fn' only with a torch_fn."""
         if self.backends is None:
@@ -130,3 +168,7 @@ class VerifyConfig:
         d["tolerance"] = self.tolerance.as_dict()
         del d["progress"]  # how it was displayed is not part of the result
         return d
+
+
+# each field's default: a keyword beside config= sets a field left at it (``with_keywords``)
+_DEFAULTS = {f: getattr(VerifyConfig(), f) for f in VerifyConfig.__dataclass_fields__}

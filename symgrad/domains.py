@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .errors import SymgradError
+from .errors import SymgradError, checked_keywords
 
 
 class UndefinedOnDomain(SymgradError):
@@ -34,6 +34,7 @@ class Domain:
         return repr(self)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Normal(Domain):
     """Gaussian with the given mean and standard deviation."""
@@ -50,6 +51,7 @@ class Normal(Domain):
         return rng.normal(self.mean, self.std, size=shape)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Uniform(Domain):
     """Uniform on [low, high)."""
@@ -65,6 +67,7 @@ class Uniform(Domain):
         return rng.uniform(self.low, self.high, size=shape)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class LogUniform(Domain):
     """Positive values whose logarithm is uniform on [log low, log high)."""
@@ -80,6 +83,7 @@ class LogUniform(Domain):
         return np.exp(rng.uniform(math.log(self.low), math.log(self.high), size=shape))
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Choice(Domain):
     """One of a fixed list of values, uniformly."""
@@ -95,6 +99,7 @@ class Choice(Domain):
         return np.asarray(self.values)[rng.integers(0, len(self.values), size=shape)]
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Bernoulli(Domain):
     """1 with probability ``p``, else 0 (e.g. a dropout keep-mask with p = 1 - drop_rate)."""
@@ -109,6 +114,7 @@ class Bernoulli(Domain):
         return (rng.random(size=shape) < self.p).astype(np.float64)
 
 
+@checked_keywords
 @dataclass(frozen=True)
 class Integers(Domain):
     """Integers in [low, high] inclusive (token ids, class labels)."""

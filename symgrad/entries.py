@@ -13,12 +13,13 @@ import re
 import numpy as np
 import sympy as sp
 
-from .errors import SymgradError
+from .errors import SymgradError, checked_keywords
 
 # an ``sg.matrix`` entry symbol's name: its block's name and its index (``W1_{0,3}``)
 ENTRY = re.compile(r"^(?P<base>[A-Za-z_][A-Za-z0-9_]*?)_\{(?P<idx>\d+(?:,\d+)*)\}$")
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def matrix(name: str, rows: int, cols: int | None = None) -> sp.ImmutableMatrix:
     """A matrix (or, with ``cols`` omitted, a column vector) of symbols named ``name_{i,j}``.
 

@@ -31,9 +31,11 @@ def did_you_mean(name: str, choices: Iterable[str]) -> str:
 
 
 def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str],
-                     hints: dict[str, str] | None = None) -> str:
+                     hints: dict[str, str] | None = None, also: Sequence[str] = (),
+                     also_said: str = "also") -> str:
     """The one line for keywords ``who`` does not take: each named, with its ``hints`` entry
-    or else the nearest valid one suggested, and the valid ones listed.
+    or else the nearest valid one suggested (among ``valid`` and ``also``), and the valid ones
+    listed (``also``, the keywords a ``**kwargs`` takes, after ``also_said``).
 
     >>> unknown_keywords("verify", ["sampels"], ["model", "samples", "seed"])
     "verify: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed"
@@ -42,23 +44,29 @@ def unknown_keywords(who: str, unknown: Sequence[str], valid: Sequence[str],
 
     def hint(u: str) -> str:  # its own hint, the valid keyword it is near, or a near hint's
         near = difflib.get_close_matches(u, list(hints), n=1)
-        return hints.get(u) or did_you_mean(u, valid) or (hints[near[0]] if near else "")
+        return (hints.get(u) or did_you_mean(u, [*valid, *also])
+                or (hints[near[0]] if near else ""))
     said = "; ".join(f"{u!r}" + (f" ({h})" if (h := hint(u)) else "") for u in unknown)
     return (f"{who}: unknown keyword{'s' * (len(unknown) > 1)} {said}; its keywords: "
-            f"{', '.join(valid)}")
+            f"{', '.join(valid)}" + (f"; {also_said}: {', '.join(also)}" if also else ""))
 
 
-def checked_keywords(fn: F | None = None, *, hints: dict[str, str] | None = None) -> Any:
+def checked_keywords(fn: F | None = None, *, hints: dict[str, str] | None = None,
+                     also: Iterable[str] = (), also_said: str = "also") -> Any:
     """``fn`` (a function, or a class: its ``__init__``) with a keyword it does not take
     refused in one line (``unknown_keywords``, a ``KeywordError``) before it runs, instead of
     Python's plain TypeError; the signature (``inspect.signature``), name and docstring stay
-    ``fn``'s own. A function taking ``**kwargs`` is returned as it is.
+    ``fn``'s own, and ``keywords_checked`` is set on it. A function taking ``**kwargs`` is
+    returned as it is, unless ``also`` names the keywords its ``**kwargs`` takes
+    (``@checked_keywords(also=...)``: gradcheck's torch options).
 
     Arguments:
-        fn: the function or class (omitted: ``@checked_keywords(hints=...)``).
+        fn: the function or class (omitted: the decorator with ``hints`` / ``also``).
         hints: a keyword a user may expect but the function does not take -> what to do
             instead (``explain(format="latex")``: the ``Explanation``'s ``.latex()``), said
             in place of "did you mean".
+        also: the keywords a ``**kwargs`` of ``fn`` takes.
+        also_said: how the message introduces them.
     Returns:
         The checked function, or the class with its ``__init__`` checked.
 
@@ -73,24 +81,28 @@ def checked_keywords(fn: F | None = None, *, hints: dict[str, str] | None = None
     symgrad.errors.KeywordError: run: unknown keyword 'sampels' (did you mean 'samples'?); its keywords: model, samples, seed
     """
     if fn is None:
-        return functools.partial(checked_keywords, hints=hints)
+        return functools.partial(checked_keywords, hints=hints, also=tuple(also),
+                                 also_said=also_said)
     if isinstance(fn, type):
-        fn.__init__ = _checked(fn.__init__, fn.__name__, hints)  # type: ignore[misc]
+        fn.__init__ = _checked(fn.__init__, fn.__name__, tuple(also),  # type: ignore[misc]
+                               also_said, hints)
         return fn
-    return _checked(fn, fn.__name__, hints)
+    return _checked(fn, fn.__name__, tuple(also), also_said, hints)
 
 
-def _checked(fn: F, who: str, hints: dict[str, str] | None = None) -> F:
+def _checked(fn: F, who: str, also: tuple[str, ...], also_said: str,
+             hints: dict[str, str] | None = None) -> F:
     params = inspect.signature(fn).parameters
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()) and not also:
         return fn
     valid = [n for n, p in params.items() if p.kind in NAMED and n != "self"]
-    allowed = frozenset(valid)
+    allowed = frozenset(valid) | frozenset(also)
 
     @functools.wraps(fn)
     def checked(*args: Any, **kwargs: Any) -> Any:
         if not allowed.issuperset(kwargs):  # a set test: nothing measurable per call
             raise KeywordError(unknown_keywords(who, [k for k in kwargs if k not in allowed],
-                                                valid, hints))
+                                                valid, hints, also, also_said))
         return fn(*args, **kwargs)
+    checked.keywords_checked = True  # type: ignore[attr-defined]
     return checked  # type: ignore[return-value]

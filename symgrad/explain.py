@@ -104,9 +104,9 @@ def explain(model: Model | TensorModel, *, at: dict | None = None) -> Explanatio
     Returns:
         An ``Explanation`` (``.latex()``, ``.markdown()``, ``.html()``).
     """
+    program = program_of(model)  # a non-model (an nn.Module) refused first, in one line
     if at is not None:  # block names or the blocks' symbols, as verify(at=) and exact_at
         at = by_name(model, at, "explain: at")
-    program = program_of(model)
     textbook = program.textbook_program or program
     steps = step_derivation.steps_of(textbook)
     small = steps is not None and len(steps.nodes) <= (MAX_STEPS if at is not None

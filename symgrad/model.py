@@ -43,7 +43,7 @@ class Block:
         return [f"{self.name}[{','.join(map(str, idx))}]" for idx in np.ndindex(*self.shape)]
 
 
-@checked_keywords  # sg.Model(..., param=[w]): one line, "did you mean 'params'?"
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 class Model(ModelBase):
     """A scalar loss as a function of parameters and inputs, written once in sympy.
 

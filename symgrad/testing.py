@@ -24,6 +24,7 @@ from typing import Callable
 
 import torch
 
+from .errors import checked_keywords
 from .hvp import second_order
 from .model import Model
 from .strategies import inputs as model_inputs
@@ -108,6 +109,7 @@ def _observation(result) -> float:
     return math.log10(worst + 1e-300)
 
 
+@checked_keywords  # assert_gradients(m, max_example=5): one line, "did you mean"
 def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
                            max_examples: int = 100, dtype: str = "float64",
                            device: str = "cpu", allow_inconclusive: bool = False,

@@ -44,13 +44,15 @@ __all__ = ["VerifyConfig", "as_program", "exact_at", "exact_steps", "verify"]
 
 @checked_keywords  # sg.verify(model, sampels=5): one line, "did you mean 'samples'?"
 def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
-           samples: int | None = None, seed: int = 0,
-           device: str = "cpu", dtype: str = "float64", config: VerifyConfig | None = None,
+           samples: int | None = None, seed: int | None = None,
+           device: str | None = None, dtype: str | None = None,
+           config: VerifyConfig | None = None,
            tolerance: Tolerance | None = None, at: dict | None = None,
            backends: Sequence[str] | None = None, module=None, module_map=None,
            train: bool = False, loss: Callable | None = None,
-           paths: tuple[str, ...] = ("eager",), client=None, order: int = 1,
-           inputs=None, targets=None, frozen: str = "check", progress: bool = False) -> Result:
+           paths: tuple[str, ...] = ("eager",), client=None, order: int | None = None,
+           inputs=None, targets=None, frozen: str = "check",
+           progress: bool | None = None) -> Result:
     """Verify every gradient of ``model`` against the exact derivative.
 
     Arguments:
@@ -58,10 +60,13 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         torch_fn: optional user torch code for the same model, ``fn(**blocks) -> scalar`` for one
             sample, arguments matched by block name; verified in addition to the model's own
             program run in torch.
-        samples, seed, device, dtype: the run (seed, device, dtype ignored when ``config``
-            is given); samples defaults to 500, or 8 with ``module=`` and ``inputs=``.
-        config: a full ``VerifyConfig``; its ``samples`` left at None takes ``samples=``,
-            else the path's default above (so ``config=`` never changes how many are drawn).
+        samples, seed, device, dtype: the run (default: ``config``'s, else seed 0, cpu,
+            float64); samples defaults to 500, or 8 with ``module=`` and ``inputs=``.
+        config: a full ``VerifyConfig``. A keyword it shares (samples, seed, device, dtype,
+            tolerance, backends, order, progress) given beside it sets that field where the
+            config leaves it at its default; where the config sets it to another value, one
+            line names both (``VerifyConfig.with_keywords``). Its ``samples`` left at None is
+            the path's default above (so ``config=`` never changes how many are drawn).
         tolerance: override the verdict's knobs.
         at: explicit samples instead of random draws: block name (or its sympy symbol) ->
             array (N, *block shape), or one sample's value (a scalar for a scalar block);
@@ -88,8 +93,8 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         client: a Dask ``distributed.Client`` (``symgrad.cluster.connect``): the exact oracle
             runs as tasks on its workers, chunks of samples each; the Result is the same as
             in-process.
-        order: 1 (gradients) or 2: Hessian-vector products along a random direction per
-            sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
+        order: 1 (gradients; the default) or 2: Hessian-vector products along a random
+            direction per sample, torch's double backward against the exact HVP (``symgrad.hvp``); with
             ``module=`` and a model, the module's eager path under double backward (as the
             torch_fn backend); a plain model's HVP is built from its tensor program.
         progress: print each phase and its time on stderr, as the CLI does on a terminal
@@ -98,15 +103,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         A ``Result``; ``result.ok`` is the verdict, ``print(result)`` a table per parameter.
     """
     default = DEFAULT_SAMPLES if inputs is not None else MODEL_SAMPLES  # the path's own
-    cfg = (config or VerifyConfig(seed=seed, device=device, dtype=dtype)).with_samples(
-        samples if samples is not None else default)  # config's samples, else samples=, else it
-    if backends is not None:
-        cfg = replace(cfg, backends=(backends,) if isinstance(backends, str) else tuple(backends))
+    cfg = (config or VerifyConfig()).with_keywords(  # one rule for each shared keyword
+        "verify", samples=samples, seed=seed, device=device, dtype=dtype, tolerance=tolerance,
+        backends=backends, order=order, progress=progress).with_samples(default)
     cfg.chosen_backends(torch_fn is not None)  # a bad backends= fails here, in one line
-    cfg = replace(cfg, progress=True) if progress else cfg
-    if tolerance is not None:
-        cfg = replace(cfg, tolerance=tolerance)
-    cfg = replace(cfg, order=order) if order != 1 else cfg
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
                   torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen,
                   train=train)
@@ -150,7 +150,7 @@ def as_program(model: Model | TensorModel) -> TensorModel:
     return program_of(model)
 
 
-@checked_keywords
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def exact_at(model: Model | TensorModel, point: dict, *, dps: int = 50) -> dict[str, "mpmath.mpf"]:
     """The exact loss and gradient at one point, at ``dps`` digits.
 

@@ -80,12 +80,35 @@ def test_a_failing_gradcheck_of_a_module_saves_its_parameters(tmp_path, monkeypa
     assert (g.expected, g.got) == (f.expected, f.got)
 
 
-def test_a_passing_or_quiet_gradcheck_writes_nothing(tmp_path, monkeypatch):
-    """raise_exception=False returns False and names no file: none is written."""
+def test_a_passing_gradcheck_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(replay, "DIRECTORY", tmp_path)
     assert sg.gradcheck(torch.tanh, (_x(4),))
-    assert sg.gradcheck(wrong_tanh, (_x(5), _x(5, seed=1)), raise_exception=False) is False
+    assert sg.gradgradcheck(torch.tanh, (_x(4),), samples=2)
     assert not list(tmp_path.iterdir())
+
+
+def test_a_quiet_failing_gradcheck_keeps_its_samples_as_the_raising_one(tmp_path, monkeypatch,
+                                                                        caplog, capsys):
+    """api23: raise_exception=False saved nothing (the raising path saves the failing samples).
+    Now both save the same files; False stays silent (torch prints nothing either) and the
+    error's lines, files named, are logged at INFO."""
+    monkeypatch.setattr(replay, "DIRECTORY", tmp_path)
+    args = (_x(5), _x(5, seed=1, grad=False))
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(wrong_tanh, args, samples=3)
+    raised = sorted(p.name for p in tmp_path.iterdir())
+    for p in tmp_path.iterdir():
+        p.unlink()
+    with caplog.at_level("INFO", logger="symgrad.capture.gradcheck"):
+        assert sg.gradcheck(wrong_tanh, args, samples=3, raise_exception=False) is False
+    quiet = sorted(p.name for p in tmp_path.iterdir())
+    assert raised and quiet == raised  # the same samples, the same files (content-named)
+    printed = capsys.readouterr()
+    assert not printed.err and not printed.out  # nothing printed
+    logged = [r for r in caplog.records if r.name == "symgrad.capture.gradcheck"]
+    assert len(logged) == 1 and logged[0].levelname == "INFO"
+    assert logged[0].getMessage() == str(err.value)  # the raised lines, files and all
+    assert all(f in logged[0].getMessage() for f in map(str, tmp_path.iterdir()))
 
 
 # ----------------------------------------------------------- an unsaved finding's reproduction

@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 
 import symgrad as sg
-from symgrad.capture.gradcheck import OWN_OPTIONS
+from symgrad.errors import KeywordError
 from symgrad.modules import replay
 
 F64 = torch.float64
@@ -168,18 +168,23 @@ def test_an_undecided_sample_is_saved_as_undecided_not_failing(tmp_path, monkeyp
 # ------------------------------------------------------------------------ a misspelled keyword
 def test_a_misspelled_gradcheck_keyword_names_the_one_it_meant():
     """newuser7: ``raise_exeption=False`` was "unexpected keyword argument(s)
-    ['raise_exeption']", naming no fix; torch's own keywords stay accepted (and ignored)."""
+    ['raise_exeption']", naming no fix; torch's own keywords stay accepted (and ignored).
+    api23: it is symgrad's one-line KeywordError (still a TypeError), as sg.verify's."""
     x = _x(3, grad=True)
-    with pytest.raises(TypeError) as err:
+    with pytest.raises(KeywordError) as err:
         sg.gradcheck(torch.tanh, (x,), raise_exeption=False)
-    assert "['raise_exeption']; did you mean 'raise_exception'?" in str(err.value)
-    with pytest.raises(TypeError, match=r"\['fastmode'\]; did you mean 'fast_mode'\?"):
+    assert ("gradcheck: unknown keyword 'raise_exeption' (did you mean 'raise_exception'?); "
+            "its keywords: func, inputs, dtype, samples, ") in str(err.value)
+    with pytest.raises(TypeError, match=r"^gradgradcheck: unknown keyword 'fastmode' \(did you "
+                       r"mean 'fast_mode'\?\)"):
         sg.gradgradcheck(torch.tanh, (x,), fastmode=True)
-    with pytest.raises(TypeError, match=r"\['tolerance'\]; its own keywords: dtype, frozen"):
+    with pytest.raises(KeywordError, match=r"'tolerance'; its keywords: func, inputs, dtype, "
+                       r".*; torch.autograd.gradcheck's own, accepted and ignored: atol, "):
         sg.gradcheck(torch.tanh, (x,), tolerance=1)  # nothing near: the keywords it has
-    own = {n for n, p in inspect.signature(sg.gradcheck).parameters.items()
-           if p.kind is p.KEYWORD_ONLY}
-    assert OWN_OPTIONS == own  # the hint's list is the signature's
+    own = [n for n, p in inspect.signature(sg.gradcheck).parameters.items()
+           if p.kind is not p.VAR_KEYWORD]
+    assert f"its keywords: {', '.join(own)};" in str(err.value)  # the line's list: the signature
+    assert sg.gradcheck(torch.tanh, (x,), eps=1e-6, atol=1e-5, fast_mode=True)  # torch's: kept
 
 
 # ------------------------------------------------------------------------------- train=

@@ -111,7 +111,8 @@ def test_a_refused_op_inside_torchs_own_modules_names_the_submodule():
     with pytest.raises(sg.SymgradError) as err:
         sg.gradcheck(m, (torch.randn(1, 4, 5, 5, dtype=F64),))
     text = str(err.value)
-    assert "\n" not in text and text.startswith("capture: avg_pool with divisor_override or "
+    assert "\n" not in text and text.startswith("gradcheck(Sequential): avg_pool with "
+                                                "divisor_override or "
                                                 "count_include_pad=False and padding is not "
                                                 "supported yet at submodule 1.1 (AvgPool2d) "
                                                 "(aten.avg_pool2d.default)")

@@ -45,8 +45,11 @@ def test_samples_set_anywhere_are_the_ones_drawn(small):
     assert sg.verify(module=module, inputs=x, config=sg.VerifyConfig(samples=3)).config.samples == 3
     assert sg.verify(module=module, inputs=x, samples=2,
                      config=sg.VerifyConfig(seed=1)).config.samples == 2  # config leaves it open
-    assert sg.verify(module=module, inputs=x, samples=2,
-                     config=sg.VerifyConfig(samples=3)).config.samples == 3  # config's own wins
+    assert sg.verify(module=module, inputs=x, samples=3,
+                     config=sg.VerifyConfig(samples=3)).config.samples == 3  # the two agree
+    with pytest.raises(sg.SymgradError, match=r"^verify: samples=2 and config.samples=3 "
+                       r"disagree; give it once"):  # api23: config's silently won
+        sg.verify(module=module, inputs=x, samples=2, config=sg.VerifyConfig(samples=3))
 
 
 def test_a_model_without_samples_draws_the_model_default():

@@ -15,8 +15,9 @@ backward is compared along that direction, never as a full Jacobian).
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -118,7 +119,7 @@ class Captured:
         return out
 
 
-@checked_keywords
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | None = None,
             module_params: str = "param", seed: int = 0, name: str | None = None,
             names: Sequence[str] | None = None, loss: Callable | None = None,
@@ -152,6 +153,14 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     refuse_post_accumulate(own + list(zip(own_names, tree_leaves(list(args)))),
                            who or f"capture({display_name(fn)!r})")
     call, ep = export(fn, args, loss, n_targets, who, has_train=has_train)
+    with said_by(who):  # the walk's "capture: ..." lines, named by the call the user made
+        return _captured(fn, call, ep, own_names, grad, module_params, seed, name)
+
+
+def _captured(fn: Callable, call: Call, ep: torch.export.ExportedProgram, own_names: list[str],
+              grad: Sequence[bool] | None, module_params: str, seed: int,
+              name: str | None) -> Captured:
+    """``capture``'s program of the exported ``ep``."""
     tensors = [call.template[i] for i in call.slots]
     names = [own_names[i] for i in call.slots]
     grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad)
@@ -188,6 +197,20 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     example.update({n: v for n, v in held.values().items() if n in used_names})
     return Captured(model, sl, call, cots, example)
+
+
+@contextlib.contextmanager
+def said_by(who: str | None) -> Iterator[None]:
+    """A capture's own "capture: ..." line raised in the block, named by ``who`` instead (the
+    call the user made: ``gradcheck(Net): ATen op ... is not supported yet``), as the eager
+    run's lines are; as it is when ``who`` is None (``sg.capture`` itself)."""
+    try:
+        yield
+    except SymgradError as exc:
+        text = str(exc)
+        if who is None or type(exc) is not SymgradError or not text.startswith("capture: "):
+            raise
+        raise SymgradError(f"{who}: {text.removeprefix('capture: ')}") from None
 
 
 def _refuse_lost(ep: torch.export.ExportedProgram, outs: list) -> None:

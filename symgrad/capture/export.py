@@ -9,7 +9,6 @@ a function's own argument name), where its value comes from, and its role.
 from __future__ import annotations
 
 import contextlib
-import functools
 import inspect
 import io
 import logging
@@ -23,6 +22,7 @@ import torch
 from torch.export.graph_signature import InputKind
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
 
+from .anchors import anchored, function_class
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -86,12 +86,6 @@ class Slot:
     key: Any
     role: str
     value: torch.Tensor
-
-
-def function_class(fn: Callable) -> type | None:
-    """The ``torch.autograd.Function`` subclass of ``SomeFunction.apply``, else None."""
-    owner = getattr(fn, "__self__", None)
-    return owner if isinstance(owner, type) and issubclass(owner, torch.autograd.Function) else None
 
 
 def display_name(fn: Callable) -> str:
@@ -162,12 +156,10 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     what = display_name(fn)
     who = who or f"capture({what!r})"
     run_eagerly(call, tensors, who, has_train=has_train)
-    _anchor(fn)
-    if loss is not None:  # the loss's own lines too (sg.verify(module=, loss=))
-        _anchor(loss)
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
-    try:
-        with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed):
+    try:  # the user's lines kept in the graph: fn's, its helpers', the loss's (``anchored``)
+        with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed), \
+                anchored(fn, loss):
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions()
@@ -263,48 +255,6 @@ def _only_indices(ep: torch.export.ExportedProgram, placeholder: str) -> bool:
     return bool(node.users) and all(
         u.target is torch.ops.aten.embedding.default and u.args[1] is node
         and node not in u.args[2:] for u in node.users)
-
-
-def _anchor(fn: Callable) -> None:
-    """Keep ``fn``'s own frame in the stack traces export records (non-strict export keeps
-    only frames named ``forward``, so a plain function's lines would be lost); a no-op where
-    torch has no such hook or it refuses (a module's ``forward`` lines are still named).
-    Every function that runs the user's body is anchored: a custom Function's ``forward``, a
-    ``functools.partial``'s function, each level of a decorator's ``__wrapped__`` chain (a
-    ``functools.wraps`` wrapper alone would name the wrapper's ``return fn(*a)`` line), a
-    callable object's ``__call__``."""
-    register = getattr(torch.fx.proxy, "_register_stack_trace_anchor", None)
-    if register is None:
-        return
-    for code_fn in _bodies(fn):
-        try:
-            register(code_fn)
-        except Exception:  # noqa: BLE001 - a private hook: if it changed, lines are less precise
-            pass
-
-
-def _bodies(fn: Callable) -> list[Callable]:
-    """The Python functions (those with ``__code__``) that run ``fn``'s body, outermost
-    first."""
-    out: list[Callable] = []
-    seen: set[int] = set()
-    todo = [fn]
-    while todo and len(seen) < 32:  # a cycle of __wrapped__ cannot loop
-        f = todo.pop(0)
-        if f is None or id(f) in seen:
-            continue
-        seen.add(id(f))
-        cls = function_class(f)
-        if cls is not None:  # a custom Function: its forward's lines
-            todo.append(cls.forward)
-        elif isinstance(f, functools.partial):
-            todo.append(f.func)
-        elif getattr(f, "__code__", None) is not None:
-            out.append(f)
-            todo.append(getattr(f, "__wrapped__", None))
-        elif not isinstance(f, torch.nn.Module) and callable(f) and not isinstance(f, type):
-            todo.append(getattr(type(f), "__call__", None))  # a callable object
-    return out
 
 
 def _storage(value: torch.Tensor) -> tuple:

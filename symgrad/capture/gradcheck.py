@@ -10,6 +10,7 @@ True
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -19,7 +20,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import dtype_name
-from ..errors import SymgradError, did_you_mean
+from ..errors import SymgradError, checked_keywords
 from ..modules.any import by_own_names
 from ..modules.options import check_frozen
 from ..modules.replay import NOTE_HEADS, with_saved_samples
@@ -31,6 +32,7 @@ from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
 from .names import own_labels
 
+LOG = logging.getLogger(__name__)  # raise_exception=False: the error's lines at INFO
 MAX_LINES = 5  # findings shown in a GradcheckError (the worst first)
 HIDDEN_HERE = "the error's .result"  # where a line's hidden blocks are (``HIDDEN_IN``'s Failure)
 TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knobs: ignored
@@ -38,8 +40,7 @@ TORCH_OPTIONS = frozenset({  # torch.autograd.gradcheck's finite-difference knob
     "check_batched_grad", "check_batched_forward_grad", "check_forward_ad",
     "check_backward_ad", "fast_mode", "masked", "grad_outputs",
     "gen_non_contig_grad_outputs", "check_fwd_over_rev", "check_rev_over_rev"})
-OWN_OPTIONS = frozenset({"dtype", "samples", "seed", "raise_exception", "reference",
-                         "parameters", "frozen"})
+TORCH_SAID = "torch.autograd.gradcheck's own, accepted and ignored"  # how the line lists them
 
 
 class GradcheckError(RuntimeError):
@@ -53,6 +54,7 @@ class GradcheckError(RuntimeError):
         self.result = result
 
 
+@checked_keywords(also=sorted(TORCH_OPTIONS), also_said=TORCH_SAID)  # a typo: one line
 def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
@@ -73,7 +75,10 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
             differentiated entry scaled by a random factor in [5/8, 11/8]).
         seed: seeds the random cotangent of a non-scalar output and the points around.
         raise_exception: raise ``GradcheckError`` on a failing or inconclusive check (else
-            return False).
+            return False, silently as torch's does). Either way the failing samples are saved
+            (``symgrad.modules.replay.DIRECTORY``, one ``.pt`` each); with False the error's
+            lines, which name the files, are logged at INFO on the ``symgrad.capture.gradcheck``
+            logger (``logging.basicConfig(level=logging.INFO)`` shows them).
         reference: an independent torch function of the same arguments whose forward is
             captured instead of ``func``'s (an opaque kernel export cannot see through);
             ``func``'s value is then checked against it too.
@@ -90,9 +95,10 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         backward, a failing one still fails).
     """
     return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen, torch_options)
+                  parameters, frozen)
 
 
+@checked_keywords(also=sorted(TORCH_OPTIONS), also_said=TORCH_SAID)  # a typo: one line
 def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   dtype: str | torch.dtype | None = None,
                   samples: int = 4, seed: int = 0, raise_exception: bool = True,
@@ -103,24 +109,21 @@ def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
     (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
     accepted and ignored: the cotangent is symgrad's own random one)."""
     return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen, torch_options)
+                  parameters, frozen)
 
 
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
-           raise_exception: bool, reference: Callable | None, parameters: bool, frozen: str,
-           torch_options: dict) -> bool:
+           raise_exception: bool, reference: Callable | None, parameters: bool,
+           frozen: str) -> bool:
     """gradcheck (order 1) and gradgradcheck (order 2)."""
-    what = "gradcheck" if order == 1 else "gradgradcheck"
-    unknown = sorted(set(torch_options) - TORCH_OPTIONS)
-    if unknown:  # a typo names the keyword it probably meant (raise_exeption: raise_exception)
-        hints = [h for u in unknown if (h := did_you_mean(u, OWN_OPTIONS | TORCH_OPTIONS))]
-        raise TypeError(f"{what}() got unexpected keyword argument(s) {unknown}"
-                        + (f"; {'; '.join(hints)}" if hints else "")
-                        + f"; its own keywords: {', '.join(sorted(OWN_OPTIONS))}")
+    what = "gradcheck" if order == 1 else "gradgradcheck"  # (a typo: ``checked_keywords``)
     check_frozen(frozen, what)
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:  # (numpy's own error)
+        raise SymgradError(f"{what}: seed= must be a non-negative integer (it seeds the "
+                           f"cotangents and the points around), got {seed!r}")
     args = tuple(inputs) if isinstance(inputs, (tuple, list)) else (inputs,)
     diff = [a for a in tree_leaves(args) if isinstance(a, torch.Tensor) and a.requires_grad]
     params = [p for p in func.parameters() if p.requires_grad] \
@@ -147,12 +150,14 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         return True
-    if raise_exception:  # the failing samples saved, as sg.verify(module=) saves them
-        result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
-            "the inputs, and the module's parameters and buffers" if isinstance(
-                func, torch.nn.Module) else "the inputs"), keep_values=True)
-        raise GradcheckError(message(result, captured.model.name, what, dtype=name,
-                                     samples=samples, seed=seed), result)
+    # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
+    result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
+        "the inputs, and the module's parameters and buffers" if isinstance(
+            func, torch.nn.Module) else "the inputs"), keep_values=True)
+    text = message(result, captured.model.name, what, dtype=name, samples=samples, seed=seed)
+    if raise_exception:
+        raise GradcheckError(text, result)
+    LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
 
 

@@ -22,33 +22,61 @@ from .aten import lowering
 from .export import PREFIX, Slot
 from .values import is_known
 
-_FRAME = re.compile(r'File "([^"]+)", line (\d+)')
+_FRAME = re.compile(r'File "([^"]+)", line (\d+)(?:, in (\S+))?')
 _SKIP = tuple({str(d) + os.sep for p in (torch.__file__, __file__)  # torch, capture: as
                for d in (Path(p).parent, Path(p).resolve().parent)})  # given and resolved
+CHAIN_SHOWN = 4  # frames a chain names at most: the outermost and the innermost ones
 
 
 def where_in_source(fx_node: torch.fx.Node) -> str:
     """The user's source line of an exported node: the innermost frame of its stack trace
     outside torch itself and symgrad's capture (whole directories: a user's ``torch_utils/``
     is the user's), and not generated code (``<string>``, fx's ``<eval_with_key>``), as
-    ``file:line: code``, the code that frame's own line holds. Where every frame is torch's
-    (a torch module inside ``nn.Sequential``), the innermost submodule that ran it, as
-    ``submodule 1.0 (Upsample)``; "" when export kept neither."""
+    ``file:line: code``, the code that frame's own line holds. Where the user's code reached
+    it through calls of their own (a module's ``forward`` calling a helper: the frames
+    ``capture.anchors`` kept), each calling frame first, as a traceback lists them:
+    ``/src/net.py:14 in forward → net.py:6 in rough: code`` (a file's whole path where it
+    changes, its name where it repeats; at most ``CHAIN_SHOWN`` frames). Where every frame is torch's (a torch module inside
+    ``nn.Sequential``), the innermost submodule that ran it, as ``submodule 1.0
+    (Upsample)``; "" when export kept neither."""
     trace = fx_node.meta.get("stack_trace") or ""
     lines = trace.strip().splitlines()
-    found = ""
+    frames = []
     for i, line in enumerate(lines):
         m = _FRAME.search(line)
         if m and not m.group(1).startswith(_SKIP) and not m.group(1).startswith("<"):
             nxt = lines[i + 1] if i + 1 < len(lines) else ""
             code = "" if _FRAME.search(nxt) else nxt.strip()  # a frame without its code line
-            found = f"{m.group(1)}:{m.group(2)}: {code}"
+            frames.append((m.group(1), m.group(2), m.group(3) or "", code))
+    found = _chain(frames)
     stack = list((fx_node.meta.get("nn_module_stack") or {}).values())
     if not found and stack and stack[-1][0].removeprefix(PREFIX.rstrip(".")):
         path, kind = stack[-1][0].removeprefix(PREFIX), stack[-1][1]  # the user's own path
         kind = kind if isinstance(kind, str) else getattr(kind, "__name__", str(kind))
         found = f"submodule {path} ({kind.rpartition('.')[2]})"
     return found
+
+
+def _chain(frames: list[tuple[str, str, str, str]]) -> str:
+    """``file:line: code`` of the innermost of ``frames`` (file, line, function, code;
+    outermost first), after the frames that called it (see ``where_in_source``)."""
+    if not frames:
+        return ""
+    if len(frames) == 1:
+        file, line, _, code = frames[0]
+        return f"{file}:{line}: {code}"
+    if len(frames) > CHAIN_SHOWN:
+        skipped = len(frames) - CHAIN_SHOWN
+        frames = frames[:1] + [("", "", "", f"… {skipped} more")] + frames[1 - CHAIN_SHOWN:]
+    out, last = [], None
+    for file, line, name, code in frames:
+        if not file:  # the frames left out
+            out.append(code)
+            continue
+        out.append(f"{file if file != last else os.path.basename(file)}:{line}")
+        out[-1] += f" in {name}" if name else ""
+        last = file
+    return " → ".join(out) + (f": {frames[-1][3]}" if frames[-1][3] else "")
 
 
 def _op_name(target: Any) -> str:

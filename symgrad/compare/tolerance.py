@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import SymgradError
+from ..errors import SymgradError, checked_keywords
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,7 @@ def dtype_info(dtype: str) -> DTypeInfo:
         raise SymgradError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}") from None
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 @dataclass(frozen=True)
 class Tolerance:
     """Every knob of the verdict, in one place; written into every report."""

@@ -311,10 +311,14 @@ class PathsReport:
                 + tabulate(self.rows, headers="keys"))
 
 
-@checked_keywords
+PATHS_SAMPLES = 8  # samples compare_paths draws when neither samples= nor its config sets them
+
+
+@checked_keywords  # compare_paths(model, m, path=...): one line, "did you mean 'paths'?"
 def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_mod.ALL_PATHS,
-                  samples: int = 8, seed: int = 0, device: str = "cpu",
-                  dtype: str = "float64", map=None, loss: Callable | None = None,
+                  samples: int | None = None, seed: int | None = None,
+                  device: str | None = None, dtype: str | None = None, map=None,
+                  loss: Callable | None = None,
                   config: VerifyConfig | None = None) -> PathsReport:
     """Verify ``module`` on every torch path (eager, torch.compile, each sdpa backend) against
     one exact derivative, and name where the paths differ.
@@ -323,15 +327,19 @@ def compare_paths(model: Model | TensorModel, module: nn.Module, *, paths=paths_
         model, module, map, loss: as for ``sg.verify(model, module=...)`` (eval mode).
         paths: names from ``symgrad.modules.PATHS``; unavailable or inapplicable ones are kept
             as rows with the reason.
-        samples, seed, device, dtype, config: the run (config's samples, where not None, over
-            samples=).
+        samples, seed, device, dtype, config: the run (default ``PATHS_SAMPLES``, seed 0,
+            cpu, float64); a keyword given beside ``config`` follows ``sg.verify``'s rule:
+            it sets a field the config leaves at its default, and one that the config sets
+            to another value is one line naming both.
     Returns:
         A ``PathsReport``: ``print(report)`` is the table; ``report.result`` the full Result.
 
     >>> import symgrad as sg                                         # doctest: +SKIP
     >>> print(sg.compare_paths(model, module, paths=("eager", "sdpa-math")))  # doctest: +SKIP
     """
-    cfg = (config or VerifyConfig(seed=seed, device=device, dtype=dtype)).with_samples(samples)
+    cfg = (config or VerifyConfig()).with_keywords(
+        "compare_paths", samples=samples, seed=seed, device=device, dtype=dtype).with_samples(
+        PATHS_SAMPLES)
     paths = paths_mod.check_paths(paths)
     model = program_of(model)
     result = verify_module(model, module, cfg=cfg,

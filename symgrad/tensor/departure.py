@@ -30,6 +30,7 @@ from typing import Mapping, Sequence
 import numpy as np
 
 from ..compare import FAILING, STATUS_NAMES, Tolerance, allowance, compare
+from ..errors import checked_keywords
 from .bound import evaluate_bound
 from .interpret import evaluate
 from .program import Node, topological
@@ -126,6 +127,7 @@ class Search:
                 f"intermediates (through {self.checked[-1]})")
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 def first_departure(captures: Sequence[Capture], leaves: Mapping[str, np.ndarray], *,
                     dtype: str, tol: Tolerance, backend: str = "forward",
                     sample: int = 0) -> Search:

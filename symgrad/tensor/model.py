@@ -15,7 +15,7 @@ from typing import Sequence
 import numpy as np
 
 from ..domains import Domain, Integers, round_to
-from ..errors import SymgradError
+from ..errors import SymgradError, checked_keywords
 from .derive import Gradient, gradient
 from .program import Node, topological
 
@@ -116,6 +116,7 @@ class ModelBase:
         return state
 
 
+@checked_keywords  # a misspelled keyword: one line naming it and the one meant
 class TensorModel(ModelBase):
     """A model held as a tensor program.
 
@@ -251,8 +252,12 @@ def program_of(model: object) -> TensorModel:
     if not is_model(model):
         what = f"the class {model.__name__}" if isinstance(model, type) else \
             f"a {type(model).__name__}"
+        torch_code = callable(model) and not isinstance(model, type)  # a module, a function
         raise SymgradError(f"model: {what} is not a model; pass {ACCEPTED_MODELS} (a built-in "
-                           "one: zoo.get(name))")
+                           "one: zoo.get(name))" + (
+                               "; torch code is checked by sg.verify(module=m, inputs=x) or "
+                               "sg.gradcheck(fn, inputs), and its program is "
+                               "sg.capture(m, inputs).model" if torch_code else ""))
     return model.as_program()
 
 

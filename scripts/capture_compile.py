@@ -14,8 +14,10 @@ loss.
         [--max-keys N] [--name width64]
 
 ``--max-keys`` sets ``symgrad.tensor.sides.MAX_KEYS`` in this process only (reached kinks per
-sample evaluated side by side; beyond it every entry they reach is inconclusive): at width 64
-train mode reaches 1,361 kinks, over the default 256. ``--name`` writes
+sample evaluated side by side; beyond it the base, the proven enclosure and a search of that
+many kinks' single changes, ``sides._lean``; until kinkcap every entry they reach was
+inconclusive): at width 64 train mode reaches 1,361 kinks (1,220 once the max-pool's ties
+between ReLU zeros are dropped, ``tensor.constant_ties``), eval mode 336 (188). ``--name`` writes
 capture_compile_<name>.md and capture_compile_<name>_<mode>.json instead (another width's page
 beside the width-4 one).
 """

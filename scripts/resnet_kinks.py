@@ -2,7 +2,8 @@
 are decided, with issue 18's two levers off ("before") and on ("after"):
 
 - ``tensor.links.distinct``: a max-pool tie between copies of one entry (the edge-replicated
-  windows of ``capture.conv``) is no kink;
+  windows of ``capture.conv``) is no kink; nor, since kinkcap, one between ReLU zeros
+  (``tensor.constant_ties``);
 - ``tensor.nearest``: a relaxed row (interacting kinks beyond enumeration) evaluates one more
   combination of sides, the one nearest to the backend's gradient.
 
@@ -56,6 +57,7 @@ def run(width: int, levers: str, path: str) -> dict:
     """One verification of the eager (or compile) path at ``width``, levers on or off."""
     if levers == "before":
         sides_module.distinct = lambda s, keys, cache: keys
+        sides_module.constant_ties = lambda s, keys, base, cache: keys
         rejudging.with_nearest = lambda *args: None
     passes = [0]
     real_run = sides_module._Row.run
@@ -70,8 +72,8 @@ def run(width: int, levers: str, path: str) -> dict:
     captured = sg.capture(net, (x, y), name="resnet18")
     at = captured.at(1)
     cfg = VerifyConfig()
-    keys = reached(captured.model, at, oracle_ops(cfg.oracle_dps), ["float32"],
-                   cfg.tolerance).rows[0]
+    found = reached(captured.model, at, oracle_ops(cfg.oracle_dps), ["float32"], cfg.tolerance)
+    keys, base = found.rows[0], found.base[0]
     load = os.getloadavg()[0]
     t0, c0 = time.perf_counter(), time.process_time()
     with warnings.catch_warnings():
@@ -81,7 +83,9 @@ def run(width: int, levers: str, path: str) -> dict:
     return {"width": width, "levers": levers, "path": path,
             "parameters": sum(p.numel() for p in net.parameters()),
             "reached": kinds(captured.model, keys),
-            "kinks": kinds(captured.model, sides_module.distinct(sided(captured.model), keys, {})),
+            "kinks": kinds(captured.model, sides_module.constant_ties(
+                sided(captured.model), sides_module.distinct(sided(captured.model), keys, {}),
+                base, {})),
             "sided_passes": passes[0], **worst(r),
             "seconds": time.perf_counter() - t0, "cpu_seconds": time.process_time() - c0,
             "load_average": [load, os.getloadavg()[0]]}
@@ -95,7 +99,8 @@ def page(rows: list) -> str:
              "ResNet-18's layers (`scripts/capture_compile.py`), train mode (BatchNorm on batch "
              "statistics), batch 2, 64x64, float32, one sample, the eager path. *before*: every "
              "reached kink kept and no search (main before issue 18's levers); *after*: ties "
-             "between copies of one max-pool entry dropped (`tensor.links.distinct`) and a "
+             "between copies of one max-pool entry dropped (`tensor.links.distinct`), and "
+             "between ReLU zeros (`tensor.constant_ties`, rows run after kinkcap), and a "
              "relaxed row's nearest sides searched (`tensor.nearest`). Kinks: reached "
              "(ReLU / max-pool tie) -> evaluated. Sided passes: evaluations of the sided "
              "gradient program (the cost of the sides). CPU seconds are this process's own "

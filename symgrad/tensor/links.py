@@ -193,6 +193,12 @@ def sources(x: Node) -> np.ndarray | None:
     >>> sources(einsum("j,ij->i", v, const(np.ones((2, 3))))) is None  # sums: no copies
     True
     """
+    found = sources_of(x)
+    return None if found is None or found[0] is x else found[1]
+
+
+def sources_of(x: Node) -> tuple[Node, np.ndarray] | None:
+    """``sources`` with the node whose entries they are: (that node, the ids), or None."""
     path, node = [], x
     while True:
         if node.op in ("reshape", "transpose"):
@@ -206,7 +212,7 @@ def sources(x: Node) -> np.ndarray | None:
         else:
             break
         node = node.args[path[-1][1]]
-    if not path or node.size >= EXACT_IDS:
+    if node.size >= EXACT_IDS:
         return None
     count = np.ones(node.shape)
     ids = np.arange(1, node.size + 1, dtype=np.float64).reshape(node.shape)
@@ -214,7 +220,7 @@ def sources(x: Node) -> np.ndarray | None:
         count, ids = _select(n, k, count), _select(n, k, ids)
     if not np.isin(count, (0.0, 1.0)).all():
         return None
-    return ids.astype(np.int64) - 1
+    return node, ids.astype(np.int64) - 1
 
 
 def _select(n: Node, k: int, v: np.ndarray) -> np.ndarray:

@@ -17,8 +17,11 @@ of every subgradient (``symgrad.tensor.enclosure``; outside it: a mismatch); a b
 gradient in the enclosure but outside the hull makes ``rejudge`` evaluate one more combination,
 the sides nearest to it (``symgrad.tensor.nearest``: a local search), and what is still between
 the two is **inconclusive** with the reason. Sides' rows over ``MAX_SIDE_BYTES``: only the base
-and the search, one row at a time. More than ``MAX_KEYS`` reached kinks in one sample, or a
-kink of a map without sites (``kinks.unsided``): the entries they reach are inconclusive. Atoms
+and the search, one row at a time; so too for more than ``MAX_KEYS`` reached kinks in one
+sample (the search's passes for ``MAX_KEYS`` kinks at most). A kink of a map without sites
+(``kinks.unsided``): the entries it reaches are inconclusive. A max reduction's tie between
+copies of one entry (``links.distinct``) or between constants of the program
+(``constant_ties``: a max-pool's ReLU zeros) is no kink. Atoms
 that are one kink (``symgrad.tensor.links``: ``Max(0, z)`` and ``Abs(z)`` of a stable BCE) are
 one key whose two options set every member's side consistently. Where every side agrees (a
 smooth function written with Abs/Max) the sides' value replaces the oracle's, uncertain. Passes
@@ -40,6 +43,7 @@ import numpy as np
 from ..compare import KinkSides
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
+from .constant_ties import constant_ties
 from .enclosure import enclosure
 from .interpret import evaluate, evaluate_walks
 from .kinks import Keys, side_bounds, sided, unsided
@@ -49,7 +53,7 @@ from .rejudging import rejudge  # noqa: F401 - where the pipeline imports it fro
 from .model import TensorModel
 from .program import topological
 
-MAX_KEYS = 256  # reached kinks per sample evaluated (passes grow with them); beyond: inconclusive
+MAX_KEYS = 256  # reached kinks per sample evaluated side by side; beyond: ``_lean``
 MAX_SIDE_BYTES = 1 << 29  # the sides' rows (float64) one sample keeps; beyond: the base and a
 LEAN_SWEEPS = 3  # search of this many sweeps over every kink's single changes (``_lean``)
 REUSE_UP_TO = 1 << 24  # entries of the sided gradient program (one sample) up to which a row
@@ -199,19 +203,17 @@ def kink_sides(model: TensorModel, sub: Mapping[str, np.ndarray], keys: Keys, ta
     uncertain = np.zeros(hi.shape, bool)
     why: dict = {}
     copies: dict = {}  # site -> which entries of its operand are copies of one (``distinct``)
+    constants: dict = {}  # site -> the map site its operand copies (``constant_ties``)
     for r, ks in keys.rows.items():
         ks = distinct(sided(model), ks, copies)  # a tie between copies of one entry: no kink
+        ks = constant_ties(sided(model), ks, keys.base[r], constants)  # nor of constants
         if not ks:
             continue
         size = _side_rows(ks) * 8.0 * hi.shape[1]  # bytes of the sides' rows
-        if len(ks) > MAX_KEYS:
-            uncertain[r, 1:] = True
-            why[r] = (f"{len(ks)} kinks reached in one sample (more than {MAX_KEYS} are not "
-                      "evaluated side by side)")
-            continue
         one = {k: np.asarray(v)[r:r + 1] for k, v in sub.items()}
         row = _Row(model, one, ks, keys.base[r], table)
-        V, names, info = _sides(row, ks) if size <= MAX_SIDE_BYTES else _lean(row, ks, size)
+        V, names, info = (_sides(row, ks) if size <= MAX_SIDE_BYTES and len(ks) <= MAX_KEYS
+                          else _lean(row, ks, size))
         vertices[r], labels[r] = V, names
         if info is None and len(V) * row.size <= STACK_ENTRIES:  # every side: each one's bound,
             bounds[r] = functools.cache(functools.partial(  # evaluated only where asked for
@@ -237,20 +239,24 @@ def _bounds(model: TensorModel, one: Mapping, ks: list, keys: Keys, r: int, tabl
 
 
 def _lean(row: _Row, ks: list, size: float) -> tuple[np.ndarray, list, Sides]:
-    """Sides whose rows would take more than ``MAX_SIDE_BYTES``: the base alone and the proven
-    enclosure, relaxed; a backend's gradient outside that makes the search walk from the base
-    over every kink (``LEAN_SWEEPS`` sweeps of single changes at most), one row at a time."""
+    """Sides whose rows would take more than ``MAX_SIDE_BYTES``, or of more than ``MAX_KEYS``
+    kinks: the base alone and the proven enclosure (a pass each, however many the kinks),
+    relaxed; a backend's gradient outside that makes the search walk from the base over every
+    kink (``LEAN_SWEEPS`` sweeps of single changes, ``MAX_KEYS`` kinks' worth at most), one
+    row at a time."""
     options = [k.options for k in ks]
     base = tuple(o[0] for o in options)
     V = row.vertex(base, remember=True)[None]
     low, high = enclosure(row.model, row.s, row.keys, row.base, row.one)
-    passes = LEAN_SWEEPS * sum(len(o) - 1 for o in options)
+    passes = LEAN_SWEEPS * min(sum(len(o) - 1 for o in options), MAX_KEYS)
     search = searcher(row.vertex, lambda c: row.label(c, True), options, range(len(ks)),
                       [base], V, passes=passes)
+    many = (f"more than {MAX_KEYS} are not evaluated side by side" if len(ks) > MAX_KEYS else
+            f"their sides' rows would take {size / 2**30:.3g} GiB, more than "
+            f"{MAX_SIDE_BYTES / 2**30:.3g}")
     return V, [row.label(base, True)], Sides(
         "relaxed", [[0]], low, high,
-        f"{len(ks)} reached kinks: their sides' rows would take {size / 2**30:.3g} GiB (more "
-        f"than {MAX_SIDE_BYTES / 2**30:.3g}), so only the base and a search of at most "
+        f"{len(ks)} reached kinks ({many}), so only the base and a search of at most "
         f"{passes} single changes were evaluated: got lies in the proven enclosure of every "
         "subgradient but no evaluated side fits it", search=search)
 

@@ -54,8 +54,27 @@ def _verdict(fn, x, order: int) -> str:
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("name", list(FUNCTIONS))
 def test_correct_torch_function_never_fails(name, dtype, order):
+    if name == "bce" and order == 2 and dtype == torch.float64:
+        pytest.skip("torch's BCE double backward departs by ~2e-12: a real finding "
+                    "(test_bce_double_backward_departs_beyond_rounding)")
     x = torch.tensor(BCE_POINTS if name == "bce" else POINTS, dtype=dtype, requires_grad=True)
     assert _verdict(FUNCTIONS[name], x, order) in ("pass", "inconclusive")
+
+
+def test_bce_double_backward_departs_beyond_rounding():
+    """F.binary_cross_entropy's Hessian in float64 at x = -3, y = 0 is 2.2e-12 relative from
+    the exact s (1 - s) (mpmath): ~2e4 ULPs, far beyond any rounding of a formula at s = 0.047
+    (its cause inside torch's double-backward formula not traced here); symgrad fails it."""
+    x = torch.tensor([-3.0], dtype=torch.float64, requires_grad=True)
+    y = torch.zeros(1, dtype=torch.float64)
+    g, = torch.autograd.grad(F.binary_cross_entropy(torch.sigmoid(x), y), x, create_graph=True)
+    h, = torch.autograd.grad(g.sum(), x)
+    with mpmath.workdps(50):
+        s = 1 / (1 + mpmath.exp(3))
+        exact = float(s * (1 - s))
+    assert abs(float(h[0]) - exact) / exact > 1e-12
+    x2 = torch.tensor(BCE_POINTS, dtype=torch.float64, requires_grad=True)
+    assert _verdict(FUNCTIONS["bce"], x2, 2) == "fail"
 
 
 def test_bce_clamp_is_a_real_finding():
@@ -155,4 +174,6 @@ def test_wide_sweep_never_fails(dtype, order):
                          requires_grad=True)
         if name == "cross_entropy":
             x = torch.tensor(pts[:4], dtype=dtype, requires_grad=True)
+        if name == "bce" and order == 2 and dtype == torch.float64:
+            continue  # a real finding (test_bce_double_backward_departs_beyond_rounding)
         assert _verdict(fn, x, order) in ("pass", "inconclusive"), name

@@ -22,6 +22,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import sympy as sp
@@ -37,6 +38,16 @@ aten = torch.ops.aten
 
 KEPT = (aten.softplus.default, aten.log_sigmoid_forward.default,
         aten.binary_cross_entropy_with_logits.default)  # not decomposed by ``export``
+
+
+@functools.cache
+def decompositions() -> Any:
+    """torch.export's default decompositions less ``KEPT`` (``export`` runs these; the ops
+    kept are lowered here, their torch backward formulas in the op table)."""
+    table = torch.export.default_decompositions()
+    for op in KEPT:
+        table.pop(op, None)
+    return table
 
 
 def _softplus(a, shape) -> Node:

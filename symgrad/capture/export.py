@@ -23,7 +23,7 @@ import torch
 from torch.export.graph_signature import InputKind
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
 
-from .composites import KEPT
+from .composites import decompositions
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -171,7 +171,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
         with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed):
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
-            ep = torch.export.export(call, tensors).run_decompositions(_decompositions())
+            ep = torch.export.export(call, tensors).run_decompositions(decompositions())
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         graph = str(getattr(exc, "partial_fx_graph", "") or "")
         sys.stderr.write(printed.getvalue().replace(graph + "\n", "") if graph
@@ -241,16 +241,6 @@ def _shapes(values: Sequence[Any]) -> str:
     """The shapes of the tensors among ``values`` (nested ones too): ``(4, 6), (4,)``."""
     return ", ".join(str(tuple(v.shape)) for v in tree_leaves(list(values))
                      if isinstance(v, torch.Tensor)) or "none"
-
-
-@functools.cache
-def _decompositions() -> Any:
-    """torch.export's default decompositions less the ops symgrad lowers whole
-    (``composites.KEPT``: torch's own backward formulas of these are op-table rows)."""
-    table = torch.export.default_decompositions()
-    for op in KEPT:
-        table.pop(op, None)
-    return table
 
 
 @contextlib.contextmanager

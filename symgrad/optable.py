@@ -71,6 +71,10 @@ class Elementwise:
     # of X0 (sigmoid: s (1 - s) from the output s): its rounding is what a user's torch code may
     # add beyond symgrad's own derivative (``symgrad.tensor.mapbound``); None: torch's backward
     # loses nothing the bound of the formula's derivative does not already cover
+    torch_second: sp.Expr | None = None  # d2 op / dx2 as torch's double backward computes
+    # it, of X0 (softplus: s (1 - s) from a computed sigmoid s; logsigmoid: (s - 1) s), which
+    # cancels where s saturates; ``tensor/torch_vjp`` differentiates the op's first derivative
+    # in a VJP body (an order-2 program) by it. None: nothing to add
 
     @property
     def public(self) -> str:
@@ -149,6 +153,21 @@ def _softplus(z: sp.Expr) -> sp.Expr:
     return sp.Piecewise((z + log1p(sp.exp(-z)), z > 0), (log1p(sp.exp(z)), True))
 
 
+def _logsigmoid(z: sp.Expr) -> sp.Expr:
+    # log sigmoid(z) = -softplus(-z): -log1p(e^-z) for z >= 0, z - log1p(e^z) below; both
+    # branches are the same analytic function (exact to every order at 0), neither overflows
+    return sp.Piecewise((-log1p(sp.exp(-z)), z >= 0), (z - log1p(sp.exp(z)), True))
+
+
+def logsigmoid_torch_backward(z: sp.Expr) -> sp.Expr:
+    """torch's log_sigmoid_backward kernel (CPU and CUDA): b = e^-|z| (the forward's buffer),
+    b / (1 + b) for z >= 0, 1 - b / (1 + b) below: the same expression as sympy's derivative
+    of the entry's program (tests/test_wolf_torch_functions.py), so the entry needs no
+    ``torch_backward``; its double backward (s - 1) s is its ``torch_second``."""
+    return sp.Piecewise((sp.exp(-z) / (1 + sp.exp(-z)), z >= 0),
+                        (1 - sp.exp(z) / (1 + sp.exp(z)), True))
+
+
 _SQRT_2_OVER_PI = sp.sqrt(2 / sp.pi)
 _GELU_CUBIC = sp.Rational(44715, 10**6)
 _U = _SQRT_2_OVER_PI * (X0 + _GELU_CUBIC * X0**3)  # GPT-2's tanh-GELU argument
@@ -182,7 +201,10 @@ ENTRIES: tuple[Elementwise, ...] = (
        "ReLU", "F.relu(x)", kinks=(0.0,), subgradients=((0.0, 1.0),), named=False),
     _E("sigmoid", _sigmoid(X0), 1 / (1 + sp.exp(-X0)), Y * (1 - Y), r"\sigma", "σ",
        "torch.sigmoid(x)", program="textbook", named=False,
-       torch_backward=_sigmoid(X0) * (1 - _sigmoid(X0))),
+       torch_backward=_sigmoid(X0) * (1 - _sigmoid(X0)),
+       # torch's double backward of sigmoid_backward(g, s): g' (1 - 2 s) through the output,
+       # then s' = s (1 - s): (1 - 2 s) cancels near x = 0, (1 - s) where s saturates
+       torch_second=(1 - 2 * _sigmoid(X0)) * (1 - _sigmoid(X0)) * _sigmoid(X0)),
     _E("tanh", sp.tanh(X0), sp.tanh(X0), 1 - Y**2, r"\tanh", "tanh", "torch.tanh(x)",
        named=False, torch_backward=1 - sp.tanh(X0) ** 2),
     _E("exp", sp.exp(X0), sp.exp(X0), Y, r"\exp", "exp", "torch.exp(x)",
@@ -191,7 +213,16 @@ ENTRIES: tuple[Elementwise, ...] = (
        domain="pos", group="elementwise", named=False),
     _E("softplus", _softplus(X0), sp.log(1 + sp.exp(X0)), 1 / (1 + sp.exp(-X0)),
        r"\mathrm{softplus}", "softplus", "F.softplus(x)", probes=(20.0,),
-       notes="documented: log(1 + e^x); torch returns x above threshold=20", named=False),
+       notes="documented: log(1 + e^x); torch returns x above threshold=20", named=False,
+       # torch's softplus_double_backward: sigmoid_backward(g, s) = g (1 - s) s, s = sigmoid(x)
+       torch_second=(1 - _sigmoid(X0)) * _sigmoid(X0)),
+    # F.logsigmoid: torch's backward reads e^-|x|; its double backward (s - 1) s, s = sigmoid(x),
+    # cancels for x >> 0 (x = 30 in float64: 1e-3 relative), where the derivative is e^-x
+    # (formula: the catalogue's -softplus(-x), its row as before; symgrad's programs compute the
+    # one Piecewise of x, whose derivatives ``tensor/torch_vjp`` finds whole in a VJP body)
+    _E("logsigmoid", -_softplus(-X0), -sp.log(1 + sp.exp(-X0)), 1 / (1 + sp.exp(X0)),
+       r"\mathrm{logsigmoid}", "logsigmoid", "F.logsigmoid(x)", program=_logsigmoid(X0),
+       torch_second=(_sigmoid(X0) - 1) * _sigmoid(X0)),
     # x/2 erfc(-x/sqrt 2) would be the stable form, but sympy evaluates erfc(-u) to
     # 2 - erfc(u), which cancels for x < 0; 1 + erf(u) is what the walk rewrites to erfc(-u)
     _E("gelu", _GELU_ERF, _GELU_ERF,

@@ -32,6 +32,7 @@ OPS_UNDER_TEST = [
     "exp",
     "log",
     "softplus",
+    "logsigmoid",
     "gelu",
     "gelu_tanh",
     "mish",

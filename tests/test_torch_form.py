@@ -253,7 +253,7 @@ def test_the_product_ops_search_is_skipped_only_where_no_op_can_be_kept(monkeypa
     top = sp.Max(X[0], X[1])
     soft = (sp.exp(X[0] - top) / (sp.exp(X[0] - top) + sp.exp(X[1] - top))
             * sp.Piecewise((1, X[0] - X[1] > 0), (0, True)))
-    products = [key for _, _, key, _ in tvj._ops() if key.is_Mul and key.has(sp.exp(X0))]
+    products = [key for _, _, key, _, _ in tvj._ops() if key.is_Mul and key.has(sp.exp(X0))]
     assert {silu, mish} <= set(products)
     assert not any(tvj._may_hold(soft, key) for key in products)
     with_skip = [tvj.marked(b) for b in [*whole, *other, soft]]
@@ -276,7 +276,7 @@ def test_the_sigmoid_search_is_skipped_only_where_no_node_can_match(monkeypatch)
              sp.exp(X[0]) / (sp.exp(X[0]) + 1)]
     searched = [1 / (2 + sp.exp(-X[0])), X[1] / (sp.exp(X[0]) + X[1])]
     skipped = [sp.log(1 + sp.exp(X[0])), (1 + sp.exp(X[0])) ** 2, X[0] * sp.exp(X[1]) + 1 / X[1]]
-    sigmoid = next(p for p, _, key, _ in tvj._ops() if key.is_Pow)
+    sigmoid = next(p for p, _, key, _, _ in tvj._ops() if key.is_Pow)
     assert [tvj._may_match(b, sigmoid) for b in found + searched + skipped] == [True] * 5 + [
         False] * 3
     bodies = found + searched + skipped

@@ -27,6 +27,7 @@ from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
+from .composites import COMPOSITE_ROWS
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
 from .layout import LAYOUT_ROWS
@@ -327,6 +328,7 @@ TABLE: dict[Any, Callable] = {
     aten.native_layer_norm.default: _layer_norm,
     **INDEX_ROWS,  # embedding, gather, slice, cat... (symgrad.capture.index)
     **LAYOUT_ROWS,  # repeat, constant pad, upsample, embedding bag (symgrad.capture.layout)
+    **COMPOSITE_ROWS,  # softplus, logsigmoid, BCE-with-logits (symgrad.capture.composites)
     **CONV_ROWS,  # convolution, batch norm, pooling (symgrad.capture.conv)
     **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
     **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)

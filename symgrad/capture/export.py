@@ -23,6 +23,7 @@ from torch.export.graph_signature import InputKind
 from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
 
 from .anchors import anchored, function_class
+from .composites import decompositions
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -162,7 +163,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                 anchored(fn, loss):
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
-            ep = torch.export.export(call, tensors).run_decompositions()
+            ep = torch.export.export(call, tensors).run_decompositions(decompositions())
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         graph = str(getattr(exc, "partial_fx_graph", "") or "")
         sys.stderr.write(printed.getvalue().replace(graph + "\n", "") if graph

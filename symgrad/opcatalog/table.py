@@ -64,7 +64,7 @@ ACTIVATIONS = [
          kinks=(-3.0, 3.0)),
     act("hardsigmoid", "F.hardsigmoid(x)", lambda x: sp.Min(sp.Max(x / 6 + R(1, 2), 0), 1),
          kinks=(-3.0, 3.0)),
-    act("logsigmoid", "F.logsigmoid(x)", lambda x: -softplus(-x)),
+    entry("logsigmoid"),  # -softplus(-x)
     act("tanhshrink", "F.tanhshrink(x)", lambda x: x - sp.tanh(x)),
     act("softshrink", "F.softshrink(x, lambd=0.5)",
          lambda x: sp.Piecewise((x - R(1, 2), x > R(1, 2)), (x + R(1, 2), x < -R(1, 2)),

@@ -30,13 +30,15 @@ from typing import Callable
 
 import sympy as sp
 
-from ..optable import TORCH_BACKWARD, X0
+from ..optable import ENTRIES, TORCH_BACKWARD, X0
 from .localdiff import diff
 from .program import X
 from .rename import rename
+from .ties import linear_ties
 
 _W = sp.Wild("w")
-_OPS: list = []  # (pattern of _W, its opaque function, the op as a function of one argument)
+_OPS: list = []  # (pattern of _W, its opaque function, the op as a function of one argument,
+# the functions the pattern holds, whether it is an order-2 product key)
 
 
 def _opaque(i: int, key: sp.Expr, form: sp.Expr) -> type:
@@ -50,12 +52,33 @@ def _ops() -> list:
     """(pattern, opaque function, op, the functions the pattern holds) per op, the largest
     first: silu's x sigmoid(x) is taken whole before sigmoid alone could take its inside."""
     if not _OPS:
-        keys = sorted(TORCH_BACKWARD.items(), key=lambda kv: -sp.count_ops(kv[0]))
+        second = second_order_rows()
+        keys = sorted({**TORCH_BACKWARD, **second}.items(),
+                      key=lambda kv: -sp.count_ops(kv[0]))
         for i, (key, form) in enumerate(keys):
             pattern = key.xreplace({X0: _W})
             heads = tuple({type(a) for a in pattern.atoms(sp.Function)})
-            _OPS.append((pattern, _opaque(i, key, form), key, heads))
+            fn = _opaque(i, key, form)
+            # sigmoid' e^-x / (1 + e^-x)^2 is a product: sympy's pattern matches it only whole,
+            # not among g's factors; ``_factors_replaced`` finds it there
+            _OPS.append((pattern, fn, key, heads, key in second and key.is_Mul))
     return _OPS
+
+
+def second_order_rows() -> dict[sp.Expr, sp.Expr]:
+    """An op's first derivative as ``derive`` writes it in a VJP body (``localdiff.diff`` of
+    the body symgrad computes, ties linear) -> the op's second derivative as torch's double
+    backward computes it (``optable.Elementwise.torch_second``: softplus' (1 - s) s,
+    logsigmoid's (s - 1) s, from a computed sigmoid s): where an order-2 program
+    differentiates that VJP map again, its allowance and enclosure hold torch's rounding too.
+
+    >>> rows = second_order_rows()
+    >>> from symgrad.optable import OPS
+    >>> rows[diff(OPS["logsigmoid"].computed, X0)] == OPS["logsigmoid"].torch_second
+    True
+    """
+    return {linear_ties(diff(e.computed, X0)): e.torch_second for e in ENTRIES
+            if e.torch_second is not None}
 
 
 def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
@@ -63,18 +86,37 @@ def marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
     function whose derivative is that formula, and the map back (opaque class -> the op's
     formula of X0); an op is kept only where putting it back gives ``expr`` exactly."""
     out, back = expr, {}
-    for pattern, fn, key, heads in _ops():
+    for pattern, fn, key, heads, replacement in _ops():
         if (not all(out.has(h) for h in heads) or not _may_hold(expr, key)
                 or not _may_match(out, pattern)):
             continue
         try:
-            tried = out.replace(pattern, fn(_W), exact=True)
+            tried = (_factors_replaced(out, key, fn) if replacement
+                     else out.replace(pattern, fn(_W), exact=True))
         except (TypeError, ValueError, AttributeError, RecursionError):
             continue
         if tried == out or not tried.has(fn) or _restore(tried, {**back, fn: key}) != expr:
             continue
         out, back = tried, {**back, fn: key}
     return out, back
+
+
+def _factors_replaced(expr: sp.Expr, key: sp.Expr, fn: type) -> sp.Expr:
+    """``expr`` with each product holding all the factors of ``key`` at some a (a or -a an
+    exponential's argument in it) written as the rest of its factors times ``fn(a)``."""
+    def sub(m: sp.Expr) -> sp.Expr:
+        args = list(sp.Mul.make_args(m))
+        for e in m.atoms(sp.exp):
+            for a in (e.args[0], -e.args[0]):
+                rest = list(args)
+                for f in sp.Mul.make_args(key.xreplace({X0: a})):
+                    if f not in rest:
+                        break
+                    rest.remove(f)
+                else:
+                    return sp.Mul(*rest) * fn(a)
+        return m
+    return expr.replace(lambda e: e.is_Mul, sub)
 
 
 # where exp(a) may not stay exp(a) (exp(log y) = y, exp(x + log y) = y exp(x), exp(I pi) = -1)

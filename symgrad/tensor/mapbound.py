@@ -23,6 +23,7 @@ import sympy as sp
 
 from ..backends.numpy import target
 from ..codegen import Printer, build
+from ..parallel import each
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .program import X
@@ -156,9 +157,11 @@ def by_blocks(rule: Callable, arrays: list, value) -> np.ndarray:
     if int(np.prod(shape)) <= MAP_BLOCK:
         return _finite_or_inf(np.asarray(rule(*arrays), dtype=np.float64), value)
     out = np.empty(shape)
-    for idx in blocks(shape, MAP_BLOCK):
+
+    def block(idx) -> None:  # the blocks on ``symgrad.parallel``'s threads: the same blocks
         part = [a if np.ndim(a) == 0 else np.broadcast_to(a, shape)[idx] for a in arrays]
         out[idx] = _finite_or_inf(np.asarray(rule(*part), dtype=np.float64), out[idx])
+    each(block, blocks(shape, MAP_BLOCK))
     return out
 
 
@@ -315,14 +318,16 @@ def _in_blocks(node, vals, errs, sig, value, live: list
     fn = map_bound_fn(node.attrs["expr"], len(vals))
     E, S = np.empty(inner), np.empty(inner)
     tie = TIE.get()
+
+    def block(idx) -> None:  # on ``symgrad.parallel``'s threads: the same blocks, any count
+        v, e, s = ([_cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
+        out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
+        extra = torch_form(node, v)
+        np.add(out[0], extra, out=E[idx])
+        total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
+        np.add(total, extra, out=S[idx])
     with np.errstate(all="ignore"):
-        for idx in blocks(inner, max(1, PAIR_BLOCK // (m + 2))):
-            v, e, s = ([_cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
-            out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
-            extra = torch_form(node, v)
-            np.add(out[0], extra, out=E[idx])
-            total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
-            np.add(total, extra, out=S[idx])
+        each(block, blocks(inner, max(1, PAIR_BLOCK // (m + 2))))
     for x in (E, S):  # NaN (the bound undefined) as inf
         np.copyto(x, np.inf, where=np.isnan(x))
     if order == tuple(range(nd)):

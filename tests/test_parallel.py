@@ -20,6 +20,7 @@ from symgrad import parallel
 from symgrad.config import VerifyConfig
 from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
+from symgrad.precise import ddsum
 from symgrad.precise import walk as precise_walk
 from symgrad.precise.dd import DD
 from symgrad.precise.ozaki import OzakiConfig, dd_matmul
@@ -88,6 +89,21 @@ def test_dd_product_has_the_same_bits_on_two_threads():
         two = dd_matmul(a, b, cfg)
     np.testing.assert_array_equal(one.hi, two.hi)
     np.testing.assert_array_equal(one.lo, two.lo)
+
+
+def test_dd_sum_in_blocks_has_the_same_bits_on_two_threads(monkeypatch):
+    monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 12)  # 30 blocks of the kept axis
+    rng = np.random.default_rng(5)
+    x = DD(rng.standard_normal((90, 300)) * 2.0 ** rng.integers(-40, 40, (90, 300)),
+           rng.standard_normal((90, 300)) * 2.0**-70)
+    one = ddsum.dd_sum(x, (1,), False)
+    with parallel.using(2):
+        two = ddsum.dd_sum(x, (1,), False)
+    np.testing.assert_array_equal(one.hi, two.hi)
+    np.testing.assert_array_equal(one.lo, two.lo)
+    whole = ddsum._whole(x, (1,), [0], False)  # and the blocks' bits are the whole sum's
+    np.testing.assert_array_equal(two.hi, whole.hi)
+    np.testing.assert_array_equal(two.lo, whole.lo)
 
 
 def test_dd_map_has_the_same_bits_on_two_threads_and_its_underflow_watch_sees_every_chunk():

@@ -24,7 +24,7 @@ from symgrad.precise import ddsum
 from symgrad.precise import walk as precise_walk
 from symgrad.precise.dd import DD
 from symgrad.precise.ozaki import OzakiConfig, dd_matmul
-from symgrad.tensor import mapbound
+from symgrad.tensor import mapbound, operands
 from symgrad.tensor.model import TensorModel
 from symgrad.testing import scale_block_backward
 
@@ -40,9 +40,11 @@ def _model() -> TensorModel:
 @pytest.fixture
 def counted(monkeypatch):
     """The pieces ``parallel.ordered`` is given, with the threads it had: [(threads, pieces)];
-    the bound's map blocks made small so that its block loops have several pieces too."""
+    the bound's map and row blocks made small so that its block loops have several pieces too."""
     monkeypatch.setattr(mapbound, "MAP_BLOCK", 1 << 12)
     monkeypatch.setattr(mapbound, "PAIR_BLOCK", 1 << 11)
+    monkeypatch.setattr(operands, "ROWS_FROM", 1 << 12)  # the products' E and sigma in rows
+    monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 10)
     seen: list[tuple[int, int]] = []
     right = parallel.ordered
 

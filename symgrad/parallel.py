@@ -173,4 +173,7 @@ def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     >>> each(abs, [-1, 2])
     [1, 2]
     """
+    items = list(items)
+    if len(items) <= 1:  # one piece: in line (a small product's one sub-tile)
+        return [fn(x) for x in items]
     return list(ordered(fn, items))

@@ -30,41 +30,53 @@ from symgrad.testing import scale_block_backward
 
 
 def _model() -> TensorModel:
-    """Large enough that every threaded pass has several pieces (with the bound's blocks made
-    small below): DD maps past ``Kernels.chunk``, Ozaki products of several sub-tiles."""
-    W, V, x = st.param("W", (150, 260)), st.param("V", (260, 150)), st.input("x", (150, 150))
+    """A model whose every threaded pass has several pieces once the pieces are made small
+    (``counted``): DD maps of several chunks, Ozaki products of several sub-tiles, map bounds
+    and product bounds of several blocks."""
+    W, V, x = st.param("W", (60, 100)), st.param("V", (100, 60)), st.input("x", (60, 60))
     h = st.tanh(st.einsum("ij,jk->ik", W, V) * x)
     return TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,jk->ik", h, x))))
 
 
+PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair"}
+
+
 @pytest.fixture
 def counted(monkeypatch):
-    """The pieces ``parallel.ordered`` is given, with the threads it had: [(threads, pieces)];
-    the bound's map and row blocks made small so that its block loops have several pieces too."""
-    monkeypatch.setattr(mapbound, "MAP_BLOCK", 1 << 12)
-    monkeypatch.setattr(mapbound, "PAIR_BLOCK", 1 << 11)
-    monkeypatch.setattr(operands, "ROWS_FROM", 1 << 12)  # the products' E and sigma in rows
-    monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 10)
-    seen: list[tuple[int, int]] = []
+    """The pieces ``parallel.ordered`` is given: [(threads, pieces, whose)];
+    every pass's pieces made small, so that each has several."""
+    monkeypatch.setattr(precise_walk.Kernels, "chunk", 1 << 10)  # a DD map's chunks
+    monkeypatch.setattr(DD_OPS, "matmul_config", OzakiConfig(chunk_elems=1 << 9))  # sub-tiles
+    monkeypatch.setattr(mapbound, "MAP_BLOCK", 1 << 10)
+    monkeypatch.setattr(mapbound, "PAIR_BLOCK", 1 << 9)
+    monkeypatch.setattr(mapbound, "STACK_UP_TO", 1 << 10)  # a map's E and sigma in blocks
+    monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 10)
+    monkeypatch.setattr(operands, "ROWS_FROM", 1 << 10)  # the products' E and sigma in rows
+    monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 8)
+    seen: list[tuple[int, int, str]] = []
     right = parallel.ordered
 
     def spy(fn, items):
         items = list(items)
-        seen.append((parallel.threads_now(), len(items)))
+        seen.append((parallel.threads_now(), len(items), fn.__qualname__.split(".<locals>")[0]))
         return right(fn, items)
     monkeypatch.setattr(parallel, "ordered", spy)
     monkeypatch.setattr(precise_walk, "ordered", spy)
     return seen
 
 
-def test_one_and_two_threads_give_byte_identical_json(counted):
+@pytest.mark.parametrize("blas", ["one thread", "its own threads"])
+def test_one_and_two_threads_give_byte_identical_json(counted, monkeypatch, blas):
+    if blas == "its own threads":  # the products keep the BLAS's threads: one GEMM at a time
+        monkeypatch.setattr(operands, "THREADS_FROM", 1 << 8)
+        monkeypatch.setattr(operands, "THREAD_K", 16)
     m, runs = _model(), {}
     for threads in (1, 2):
         counted.clear()
         r = sg.verify(m, config=VerifyConfig(samples=2, seed=3, threads=threads))
         runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
-        assert {t for t, _ in counted} == {threads}  # each pass ran on the pool asked for
-        assert sum(n for _, n in counted if n > 1) > 50  # and had pieces to spread
+        assert {t for t, _, _ in counted} == {threads}  # each pass ran on the pool asked for
+        assert {w for _, n, w in counted if n > 1} == PASSES  # every pass had pieces to spread
     assert r.verdict == "pass"
     assert runs[1] == runs[2]
     assert "threads" not in json.loads(runs[2])["config"]  # how it ran is not in the result

@@ -27,6 +27,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from ..parallel import each
+from ..precise import blas_threads
 from ..precise.blas_threads import one_thread
 from .interpret import RULES as VALUE_RULES
 from .program import Node
@@ -179,7 +180,8 @@ class Operands(list):
             E, S = np.empty(shape), (np.empty(shape) if sig is not None else None)
             live_e = [i for i, e in enumerate(self._errors) if np.any(e)]
             live_s = [i for i, s in enumerate(sig) if np.any(s)] if sig is not None else []
-            gemm = self._one_gemm  # a block's GEMMs one at a time, on the BLAS's own threads
+            gemm = (self._einsum if blas_threads.current() == 1 else self._one_gemm)  # each
+            #  block's GEMMs on one BLAS thread side by side, or one at a time on the BLAS's own
             mags, squares = self.magnitudes, (self.squares if live_s else None)  # formed once
 
             def block(r0: int) -> None:  # the blocks on ``symgrad.parallel``'s threads
@@ -210,8 +212,8 @@ class Operands(list):
 
     def _one_gemm(self, ops: list) -> np.ndarray:
         """``_einsum`` while no other thread runs one (``rows_pair``'s blocks on several
-        threads): each GEMM on the BLAS threads the walk gave it, as on one thread (the same
-        bits: a large K is cut by the BLAS's thread count), the blocks' elementwise sums beside."""
+        threads, where the BLAS has several: a large K is cut by its thread count, so the GEMM
+        keeps them to keep its bits), the blocks' elementwise sums beside it."""
         with _GEMM:
             return self._einsum(ops)
 

@@ -26,6 +26,7 @@ from symgrad.precise.dd import DD
 from symgrad.precise.ozaki import OzakiConfig, dd_matmul
 from symgrad.tensor import mapbound, operands
 from symgrad.tensor.model import TensorModel
+from symgrad.zoo.gpt2 import gpt2
 from symgrad.testing import scale_block_backward
 
 
@@ -80,6 +81,22 @@ def test_one_and_two_threads_give_byte_identical_json(counted, monkeypatch, blas
     assert r.verdict == "pass"
     assert runs[1] == runs[2]
     assert "threads" not in json.loads(runs[2])["config"]  # how it ran is not in the result
+
+
+@pytest.mark.slow  # ~40 s at load 10 (two verifies of a 1-layer GPT at 128 tokens)
+def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted):
+    """GPT-2's program (attention, GELU, layer norm, the head) at width 64, 128 tokens, with
+    its native module as torch_fn: every threaded pass has pieces, the JSON is byte-identical."""
+    m = gpt2({"n_layers": 1, "vocab_size": 256, "emb_dim": 64, "n_heads": 4}, tokens=128)
+    runs = {}
+    for threads in (1, 2):
+        counted.clear()
+        r = sg.verify(m, torch_fn=m.reference,
+                      config=VerifyConfig(samples=1, seed=0, threads=threads))
+        runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
+        assert {w for _, n, w in counted if n > 1} == PASSES
+    assert r.verdict == "pass"
+    assert runs[1] == runs[2]
 
 
 def test_a_planted_wrong_gradient_is_caught_on_two_threads(counted):

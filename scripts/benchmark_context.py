@@ -199,7 +199,8 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     pairs: dict[int, dict[int, dict]] = {}
     for r in rows:
         if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r and (
-                r.get("model", "gpt2") == "gpt2") and r.get("dtype", "float64") == "float64":
+                r.get("model", "gpt2") == "gpt2") and r.get("dtype", "float64") == "float64" and (
+                not r.get("threads")):  # a --threads comparison is not one of a depth pair
             pairs.setdefault(r.get("vocab", 50257), {})[r["layers"]] = r
     full = pairs.get(50257, {})
     pair = full if len(full) == 2 else next((p for v, p in sorted(pairs.items())

@@ -23,7 +23,7 @@ import sympy as sp
 
 from ..backends.numpy import target
 from ..codegen import Printer, build
-from ..parallel import each
+from ..parallel import each, serial
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .program import X
@@ -45,6 +45,13 @@ def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
     repeated subterms formed once, ``common_terms``; else each where it is printed: the
     same bits)."""
     key = (expr, k, shared)
+    fn = _CACHE.get(key)
+    return fn if fn is not None else _compiled(key)
+
+
+@serial  # sympy's printing and the compile, one thread at a time (a block on a pool's thread)
+def _compiled(key: tuple) -> Callable:
+    expr, k, shared = key
     fn = _CACHE.get(key)
     if fn is None:
         names = {X[i]: f"a{i}" for i in range(k)}

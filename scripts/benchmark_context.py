@@ -51,12 +51,12 @@ def blas() -> str:
 
 
 def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = None,
-        model_name: str = "gpt2", dtype: str = "float64") -> dict:
+        model_name: str = "gpt2", dtype: str = "float64", threads: int | None = None) -> dict:
     """Verify ``model_name`` (a zoo GPT: gpt2, gpt2_medium) at ``layers`` layers and ``tokens``
     tokens in this process (1 sample, ``dtype`` (the backends'; default float64), seed 0, the native module as torch_fn: as
     ``symgrad verify gpt2 --config '{"n_layers": L}' --tokens T --samples 1``); then torch's
     own forward + backward of the native module on the same sample. Phases print to stderr as
-    they end."""
+    they end. ``threads``: ``VerifyConfig.threads`` (None: its default, the machine's cores)."""
     import symgrad as sg
     from symgrad import heap
     from symgrad.config import VerifyConfig
@@ -71,7 +71,8 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
         load0 = os.getloadavg()[0]
         t0, c0 = time.perf_counter(), time.process_time()
         result = sg.verify(model, torch_fn=model.reference,
-                           config=VerifyConfig(samples=1, seed=0, progress=False, dtype=dtype))
+                           config=VerifyConfig(samples=1, seed=0, progress=False, dtype=dtype,
+                                               threads=threads))
         wall, cpu = time.perf_counter() - t0, time.process_time() - c0
     if result_path:
         Path(result_path).write_text(json.dumps(result.as_dict(), sort_keys=True))
@@ -88,6 +89,7 @@ def one(layers: int, tokens: int, result_path: str | None, vocab: int | None = N
             "dtype": dtype, "parameters": model.n_parameters,
             "verdict": verdict, "counts": counts, "verify_wall_s": round(wall, 1),
             "verify_cpu_s": round(cpu, 1), "verify_peak_rss_gib": round(peak_verify, 2),
+            "threads": threads,
             "torch_wall_s": torch_wall, "torch_cpu_s": torch_cpu, "torch_error": torch_error,
             "load_avg_1min": [round(load0, 2), round(os.getloadavg()[0], 2)],
             "cpu_model": cpu_model(), "blas": blas(), "phases": phases}
@@ -120,7 +122,8 @@ def torch_step(model, dtype: str = "float64") -> tuple[float, float]:
 
 
 def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
-          vocab: int | None = None, model_name: str = "gpt2", dtype: str = "float64") -> dict:
+          vocab: int | None = None, model_name: str = "gpt2", dtype: str = "float64",
+          threads: int | None = None) -> dict:
     """``one`` in a child process under ``/usr/bin/time -v``, capped; the lock held at GPT-2's
     vocabulary (a reduced one, ``vocab``, is a few GiB: no lock)."""
     lock = ["flock", LOCK] if not vocab else []
@@ -129,6 +132,8 @@ def timed(layers: int, tokens: int, cap_gib: float, result: str | None,
            "--model", model_name, "--dtype", dtype]
     if vocab:
         cmd += ["--vocab", str(vocab)]
+    if threads:
+        cmd += ["--threads", str(threads)]
     if result:
         cmd += ["--result", result]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
@@ -179,7 +184,9 @@ def _error(row: dict) -> str:
 
 def _phase_peaks(row: dict) -> str:
     return "; ".join(f"{p['phase'].split(' (')[0].split(',')[0]} {p['start_gib']}→"
-                     f"{p['peak_gib']} ({p['cpu_s']} s)" for p in row.get("phases", [])
+                     f"{p['peak_gib']} ({p['cpu_s']} s"
+                     + (f", wall {p['wall_s']} s)" if "wall_s" in p else ")")
+                     for p in row.get("phases", [])
                      if p["peak_gib"] - p["start_gib"] >= 0.5 or p["cpu_s"] >= 5)
 
 
@@ -192,7 +199,8 @@ def extrapolate(rows: list[dict], tokens: int = 1024, layers: int = 12) -> dict 
     pairs: dict[int, dict[int, dict]] = {}
     for r in rows:
         if r["tokens"] == tokens and r["layers"] in (1, 2) and "verdict" in r and (
-                r.get("model", "gpt2") == "gpt2") and r.get("dtype", "float64") == "float64":
+                r.get("model", "gpt2") == "gpt2") and r.get("dtype", "float64") == "float64" and (
+                not r.get("threads")):  # a --threads comparison is not one of a depth pair
             pairs.setdefault(r.get("vocab", 50257), {})[r["layers"]] = r
     full = pairs.get(50257, {})
     pair = full if len(full) == 2 else next((p for v, p in sorted(pairs.items())
@@ -372,13 +380,17 @@ def main() -> int:
                     help="the zoo GPT to run (default gpt2; gpt2_medium: width 1024, 16 heads)")
     ap.add_argument("--dtype", default="float64", choices=["float64", "float32"],
                     help="the backends' dtype (default float64; the oracle is exact either way)")
+    ap.add_argument("--threads", default="",
+                    help="comma-separated VerifyConfig.threads, each run in turn side by side "
+                         "(default: its default, the machine's cores)")
     ap.add_argument("--plan", action="store_true",
                     help="count the walks' live entries on their plans (--layers, --tokens, "
                          "--vocab), plain and recomputed; no evaluation")
     args = ap.parse_args()
     if args.one:
         print(json.dumps(one(int(args.layers), int(args.tokens), args.result, args.vocab,
-                             args.model, args.dtype)), flush=True)
+                             args.model, args.dtype, int(args.threads) if args.threads
+                             else None)), flush=True)
         return 0
     keep = args.append or args.render or args.plan  # --plan keeps the rows (it replaced them)
     kept = json.loads(DATA.read_text()) if DATA.exists() and keep else {}
@@ -394,12 +406,13 @@ def main() -> int:
     elif not args.render:
         for layers in [int(x) for x in args.layers.split(",")]:
             for tokens in [int(x) for x in args.tokens.split(",")]:
-                row = timed(layers, tokens, args.cap_gib, args.result, args.vocab, args.model,
-                            args.dtype)
-                row["label"] = args.label
-                rows.append(row)
-                DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans},
-                                           indent=1, sort_keys=True) + "\n")
+                for threads in [int(x) for x in args.threads.split(",") if x] or [None]:
+                    row = timed(layers, tokens, args.cap_gib, args.result, args.vocab,
+                                args.model, args.dtype, threads)
+                    row["label"] = (f"threads={threads}, " if threads else "") + args.label
+                    rows.append(row)
+                    DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans},
+                                               indent=1, sort_keys=True) + "\n")
     if args.plan:
         DATA.write_text(json.dumps({"rows": rows, "notes": notes, "plans": plans}, indent=1,
                                    sort_keys=True) + "\n")

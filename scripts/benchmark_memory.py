@@ -71,14 +71,15 @@ def recording_phases(sampler: Sampler, phases: list, *, cpu: bool = False, echo:
 
     @contextmanager
     def phase(what, cfg, timings, key, total=None):
-        start, c0 = sampler.reset(), time.process_time()
+        start, c0, w0 = sampler.reset(), time.process_time(), time.perf_counter()
         with right(what, cfg, timings, key, total) as tick:
             yield tick
         row = {"phase": what, "start_gib": round(start, 2),
                "peak_gib": round(max(sampler.peak, sampler.now()), 2),
                "end_gib": round(sampler.now(), 2)}
-        if cpu:
+        if cpu:  # and the wall beside it: CPU / wall is the phase's cores busy
             row["cpu_s"] = round(time.process_time() - c0, 1)
+            row["wall_s"] = round(time.perf_counter() - w0, 1)
         phases.append(row)
         if echo:
             print(f"  {row}", file=sys.stderr, flush=True)

@@ -171,6 +171,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--backends", default=None,
                    help="comma-separated subset of numpy,torch,torch_fn to verify (default all); "
                         "torch_fn alone verifies only the native/your torch code")
+    p.add_argument("--threads", type=_count("threads"), default=None, metavar="N",
+                   help="threads of the oracle's and the bound's large passes (default: the "
+                        "machine's cores; the same result on any count)")
     _gpt_options(p)
     _cluster_options(p)
 

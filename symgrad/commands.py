@@ -46,7 +46,8 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
     return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
                         dtype=dtype, oracle_samples=args.oracle_samples,
                         progress=(args.progress if args.progress is not None
-                                  else sys.stderr.isatty()), backends=backends)
+                                  else sys.stderr.isatty()), backends=backends,
+                        threads=getattr(args, "threads", None))
 
 
 def verify_cmd(args: argparse.Namespace) -> int:

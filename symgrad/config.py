@@ -73,6 +73,10 @@ class VerifyConfig:
     backends: Optional[tuple[str, ...]] = None  # which to verify (numpy, torch, torch_fn);
     # None: all there are. ("torch_fn",) verifies only the user's code
     order: int = 1  # 1: gradients; 2: Hessian-vector products (torch's double backward)
+    threads: int | None = field(default=None, kw_only=True)  # threads of the oracle's and the
+    # bound's large passes (``symgrad.parallel``); None: the machine's cores (torch's intra-op
+    # threads: 1 where a process set torch.set_num_threads(1), as the test suite does). The
+    # bits are the same on any count, so the Result (its JSON) does not record it
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
@@ -95,6 +99,10 @@ class VerifyConfig:
         if self.order not in (1, 2):
             raise SymgradError(f"order={self.order!r}: symgrad verifies gradients (order=1) and "
                                "Hessian-vector products (order=2)")
+        if self.threads is not None and (not isinstance(self.threads, int)
+                                         or isinstance(self.threads, bool) or self.threads < 1):
+            raise SymgradError(f"threads must be a positive integer or None (the machine's "
+                               f"cores), got {self.threads!r}")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
         if self.backends is not None:
@@ -167,6 +175,7 @@ class VerifyConfig:
         d = asdict(self)
         d["tolerance"] = self.tolerance.as_dict()
         del d["progress"]  # how it was displayed is not part of the result
+        del d["threads"]  # nor how many threads computed it (the same bits on any count)
         return d
 
 

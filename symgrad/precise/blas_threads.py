@@ -56,6 +56,18 @@ def _found() -> list:
     return _LIBS
 
 
+def current() -> int | None:
+    """The threads numpy's OpenBLAS runs a GEMM on now (the most of any loaded copy); None where
+    none was found (another BLAS: unknown).
+
+    >>> with one_thread():
+    ...     current() in (1, None)
+    True
+    """
+    libs = _found()
+    return max(g() for g, _ in libs) if libs else None
+
+
 @contextlib.contextmanager
 def one_thread() -> Iterator[None]:
     """Inside: numpy's OpenBLAS runs on one thread; on leaving, each library's own count is

@@ -32,6 +32,7 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 
+from ..parallel import serial
 from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, ldexp, mul, mul_raw,
                  quick_two_sum, sqr, two_prod, where)
 
@@ -46,6 +47,7 @@ def mpf_to_fraction(v) -> Fraction:
 
 
 @lru_cache(maxsize=None)
+@serial  # mpmath's precision is the process's
 def _const(name: str) -> tuple[float, float]:
     with mpmath.workprec(_MP_PREC):
         v = {"ln2": mpmath.ln2, "pi": mpmath.pi, "e": mpmath.e, "2/sqrt(pi)": 2 / mpmath.sqrt(mpmath.pi),
@@ -79,6 +81,7 @@ def split_constant(f: Fraction, n: int, bits: int) -> tuple[float, ...]:
 
 
 @lru_cache(maxsize=None)
+@serial  # mpmath's precision is the process's
 def _ln2_parts() -> tuple[float, float, float]:
     """ln2 = L1 + L2 + L3 with L1, L2 of 42 bits, so k*L1, k*L2 are exact for |k| < 2**11."""
     with mpmath.workprec(_MP_PREC):
@@ -107,6 +110,7 @@ _F64_TERMS = 11
 
 
 @lru_cache(maxsize=None)
+@serial  # mpmath's precision is the process's
 def _exp_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """2**(j/64) and 2**(j/64) - 1 as DD for j = -32..32 (index j + 32)."""
     th, tl, eh, el = [], [], [], []
@@ -122,6 +126,7 @@ def _exp_table() -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
 
 
 @lru_cache(maxsize=None)
+@serial  # mpmath's precision is the process's
 def _ln2_64_parts() -> tuple[float, float, float]:
     """ln2/64 = C1 + C2 + C3, C1 and C2 of 36 bits: k*C1, k*C2 exact for |k| < 2**17."""
     with mpmath.workprec(_MP_PREC):

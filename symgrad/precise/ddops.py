@@ -24,6 +24,7 @@ import sympy as sp
 
 from .. import functions
 from ..errors import SymgradError
+from ..parallel import serial
 from . import dderf as E
 from . import ddmath as M
 from . import ddinverse as I
@@ -38,6 +39,7 @@ from .walk import Kernels, evaluate
 _CONST_PREC = 300  # bits for evaluating symbolic constants (pi, sqrt(2/pi), ...) before rounding
 
 
+@serial  # mpmath's precision is the process's
 def sympy_to_fraction(c: sp.Expr) -> Fraction | float:
     """An exact Fraction for a sympy rational; else the value to 300 bits; inf/nan as floats."""
     c = sp.sympify(c)
@@ -142,6 +144,7 @@ _NAMESPACE = {
 
 class DDKernels(Kernels):
     name = "DD"
+    threaded = True  # numpy on float64 arrays; its few mpmath calls hold ``parallel.serial``
     functions = functions.walk_table(_NAMESPACE)
 
     def constant(self, value, shape):
@@ -201,9 +204,9 @@ class WatchKernels(DDKernels):
                           for c, f in DDKernels.functions.items()}
 
     def seen(self, r, *operands):
-        if not self.touched and isinstance(r, DD) and r.hi.size:
-            self.touched = bool(in_zone(r.hi).any()) or (
-                bool(operands) and ran_out(r, *operands))
+        if not self.touched and isinstance(r, DD) and r.hi.size and (
+                bool(in_zone(r.hi).any()) or bool(operands) and ran_out(r, *operands)):
+            self.touched = True  # only ever set: a map's blocks may be seen on several threads
         return r
 
     def mul(self, a, b): return self.seen(mul(a, b), a, b)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import each
 from .dd import DD, add
 
 SUM_BLOCK = 1 << 22  # entries of an operand reduced at once: 64 MiB a part
@@ -40,13 +41,15 @@ def dd_sum(x: DD, axes: tuple[int, ...], keepdims: bool) -> DD:
     out_shape = tuple(x.shape[i] for i in rest)
     at = rest.index(kept)  # the kept axis's place in the result
     hi, lo = np.empty(out_shape), np.empty(out_shape)
-    for r0 in range(0, x.shape[kept], rows):
+
+    def block(r0: int) -> None:  # on ``symgrad.parallel``'s threads: the same blocks, any count
         idx = [slice(None)] * x.ndim
         idx[kept] = slice(r0, min(x.shape[kept], r0 + rows))
         part = _whole(x[tuple(idx)], axes, rest, False)
         dest = [slice(None)] * len(out_shape)
         dest[at] = idx[kept]
         hi[tuple(dest)], lo[tuple(dest)] = part.hi, part.lo
+    each(block, range(0, x.shape[kept], rows))
     s = DD(hi, lo)
     return s.map_arrays(lambda v: np.expand_dims(v, axes)) if keepdims else s
 

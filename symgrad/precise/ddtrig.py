@@ -31,6 +31,7 @@ from functools import lru_cache
 import mpmath
 import numpy as np
 
+from ..parallel import serial
 from .dd import DD, add, add_const_raw, add_f64, div, mul_raw, sqr, two_sum, where
 from .ddmath import mpf_to_fraction, split_constant
 
@@ -43,6 +44,7 @@ _FALLBACK_PREC = 200  # bits for the per-entry mpmath fallback
 
 
 @lru_cache(maxsize=None)
+@serial  # mpmath's precision is the process's
 def _pio2_parts() -> tuple[float, ...]:
     """pi/2 = P1 + P2 + P3 + P4 + P5: P1..P4 of 33 bits each, P5 a float64 (~185 bits in all)."""
     with mpmath.workprec(_MP_PREC):
@@ -103,6 +105,7 @@ def _sin_cos_reduced(x: DD) -> tuple[DD, DD]:
     return sin_x, cos_x
 
 
+@serial  # mpmath's precision is the process's
 def _mp_entry(hi: float, lo: float, fn: str) -> tuple[float, float]:
     """fn(hi + lo) as a DD (hi, lo) by mpmath: sin(a+b) / cos(a+b) from sin, cos of each part."""
     with mpmath.workprec(_FALLBACK_PREC):

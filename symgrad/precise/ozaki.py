@@ -21,7 +21,9 @@ this brings rowmax*colmax near |A||B| for matrices whose scales differ along K.
 Tiling: K in blocks of `k_block`, M and N in blocks of at most `tile_elems` entries per slice;
 within a tile, rows of A and columns of B are sliced, and the output summed in sub-tiles of up
 to 256 rows, about `chunk_elems` entries at a time, so each elementwise pass runs in cache and
-each GEMM is one sub-tile's, on one BLAS thread (``OzakiConfig.one_thread_below``). Slicing is
+each GEMM is one sub-tile's, on one BLAS thread (``OzakiConfig.one_thread_below``); the row
+(column) chunks and the sub-tiles are independent, so they run on ``symgrad.parallel``'s threads
+(each thread its own buffers; the same chunks and sub-tiles on any count: the same bits). Slicing is
 per row (column) and the level products are exact, so the chunking changes the result only through
 the one rounded GEMM, whose terms are below 2**(-S tau) of the entry's scale: no bit where the BLAS
 sums each entry's dot product in one order whatever the operands' shapes (OpenBLAS's AVX2 kernels),
@@ -40,11 +42,13 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import threading
 from dataclasses import dataclass
 from math import prod
 
 import numpy as np
 
+from ..parallel import each
 from .blas_threads import one_thread
 from .dd import DD, add
 
@@ -263,7 +267,11 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
     shape-stable: the module docstring)."""
     bt, m, k = a.shape
     n = b.shape[2]
-    work = _Work()
+    work = _Work()  # the tiles' sliced operands (Acat, Bx, Br), shared by the threads
+    works: dict[int, _Work] = {}  # each thread's own buffers: a chunk's slicing, a sub-tile's
+
+    def mine() -> _Work:
+        return works.setdefault(threading.get_ident(), _Work())
     every = slice(None)
     for k0 in range(0, k, kb):
         ks = slice(k0, min(k, k0 + kb))
@@ -274,27 +282,34 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
             ms = slice(m0, min(m, m0 + mb))
             mt = ms.stop - ms.start
             A = work.get("Acat", (bt, mt, (S + 1) * kk), 2)
-            for r0 in range(0, mt, step):
-                rs = slice(r0, min(mt, r0 + step))
-                ah, al = _part(a, (every, slice(m0 + rs.start, m0 + rs.stop), ks), dk, 2, work,
+
+            def slice_rows(r0: int) -> None:
+                rs, w = slice(r0, min(mt, r0 + step)), mine()
+                ah, al = _part(a, (every, slice(m0 + rs.start, m0 + rs.stop), ks), dk, 2, w,
                                "A")
-                _slices(ah, al, 2, S, tau, work, "A",
+                _slices(ah, al, 2, S, tau, w, "A",
                         [_block(A, 2, j, kk)[:, rs] for j in range(S)],
                         [None] * (S - 1) + [_block(A, 2, S, kk)[:, rs]])
+            each(slice_rows, range(0, mt, step))
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
                 nt = ns.stop - ns.start
                 Bx = work.get("Bx", (bt, S * kk, nt), 1)
                 Br = work.get("Br", (bt, (S + 1) * kk, nt), 1)
-                for c0 in range(0, nt, step):
-                    cs = slice(c0, min(nt, c0 + step))
+
+                def slice_columns(c0: int) -> None:
+                    cs, w = slice(c0, min(nt, c0 + step)), mine()
                     bh, bl = _part(b, (every, ks, slice(n0 + cs.start, n0 + cs.stop)),
-                                   None if dk is None else -dk, 1, work, "B")
-                    _slices(bh, bl, 1, S, tau, work, "B",
+                                   None if dk is None else -dk, 1, w, "B")
+                    _slices(bh, bl, 1, S, tau, w, "B",
                             [_block(Bx, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)],
                             [_block(Br, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)])
                     np.copyto(_block(Br, 1, S, kk)[:, :, cs], bh)
-                for rs, cs in _sub_tiles(bt, mt, nt, chunk):
+
+                def sub_tile(rc: tuple) -> None:
+                    rs, cs = rc
                     dest = DD(out.hi[:, m0 + rs.start:m0 + rs.stop, n0 + cs.start:n0 + cs.stop],
                               out.lo[:, m0 + rs.start:m0 + rs.stop, n0 + cs.start:n0 + cs.stop])
-                    _tile(A[:, rs], Bx[:, :, cs], Br[:, :, cs], S, kk, work, dest, bool(k0))
+                    _tile(A[:, rs], Bx[:, :, cs], Br[:, :, cs], S, kk, mine(), dest, bool(k0))
+                each(slice_columns, range(0, nt, step))
+                each(sub_tile, _sub_tiles(bt, mt, nt, chunk))

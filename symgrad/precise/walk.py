@@ -29,6 +29,7 @@ import sympy as sp
 
 from .. import functions
 from ..errors import SymgradError
+from ..parallel import ordered
 
 _REL_OPS = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge",
             sp.Equality: "eq", sp.Unequality: "ne"}
@@ -40,6 +41,8 @@ class Kernels:
     name = "?"
     functions: dict[Any, Callable] = {}  # sympy function class -> f(kernels, *evaluated args)
     chunk = 1 << 15  # entries per chunk of a large map (cache-sized intermediates)
+    threaded = False  # a large map's chunks may run on ``symgrad.parallel``'s threads: its
+    #                   arithmetic is numpy's on float64 arrays (not ARB's objects)
 
     def constant(self, value: sp.Expr, shape: tuple) -> Any: raise NotImplementedError
     def add(self, a, b): raise NotImplementedError
@@ -97,13 +100,16 @@ def evaluate(expr: sp.Expr, args: dict, k: Kernels) -> Any:
         # cache-sized blocks, each intermediate in L2; a block of a broadcast argument is
         # copied alone (never the whole flattened argument: a GPT's (T, 1) softmax shift
         # broadcast over 1024 x 50257 logits would be 0.8 GB of double-double)
-        def parts():
-            for idx in blocks(shape, k.chunk):
-                sub = {s: v[idx] for s, v in bargs.items()}
-                n = int(np.prod(k.shape(next(iter(sub.values())))))
-                yield _Walk(k, {s: k.reshape(v, (n,)) for s, v in sub.items()},
-                            (n,)).value(expr)
-        return k.reshape(k.assemble(parts(), size), shape)
+        # (the chunks are the same on any number of threads: ``symgrad.parallel``)
+        def part(idx):
+            sub = {s: v[idx] for s, v in bargs.items()}
+            n = int(np.prod(k.shape(next(iter(sub.values())))))
+            with np.errstate(all="ignore"):  # on a pool's thread too
+                return _Walk(k, {s: k.reshape(v, (n,)) for s, v in sub.items()},
+                             (n,)).value(expr)
+        chunks = blocks(shape, k.chunk)
+        parts = ordered(part, chunks) if k.threaded else map(part, chunks)
+        return k.reshape(k.assemble(parts, size), shape)
 
 
 def blocks(shape: tuple, chunk: int):

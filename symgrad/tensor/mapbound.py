@@ -24,9 +24,11 @@ import sympy as sp
 
 from ..backends.numpy import target
 from ..codegen import Printer, build
+from ..parallel import each, serial
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .derive import torch_body
+from .memorder import cut, in_order, memory_order, strides_of
 from .program import X
 from .quadrature import hypot
 
@@ -46,6 +48,13 @@ def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
     repeated subterms formed once, ``common_terms``; else each where it is printed: the
     same bits)."""
     key = (expr, k, shared)
+    fn = _CACHE.get(key)
+    return fn if fn is not None else _compiled(key)
+
+
+@serial  # sympy's printing and the compile, one thread at a time (a block on a pool's thread)
+def _compiled(key: tuple) -> Callable:
+    expr, k, shared = key
     fn = _CACHE.get(key)
     if fn is None:
         names = {X[i]: f"a{i}" for i in range(k)}
@@ -170,9 +179,11 @@ def by_blocks(rule: Callable, arrays: list, value) -> np.ndarray:
     if int(np.prod(shape)) <= MAP_BLOCK:
         return _finite_or_inf(np.asarray(rule(*arrays), dtype=np.float64), value)
     out = np.empty(shape)
-    for idx in blocks(shape, MAP_BLOCK):
+
+    def block(idx) -> None:  # the blocks on ``symgrad.parallel``'s threads: the same blocks
         part = [a if np.ndim(a) == 0 else np.broadcast_to(a, shape)[idx] for a in arrays]
         out[idx] = _finite_or_inf(np.asarray(rule(*part), dtype=np.float64), out[idx])
+    each(block, blocks(shape, MAP_BLOCK))
     return out
 
 
@@ -310,7 +321,7 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
 def _in_blocks(node, vals, errs, sig, value, live: list
                ) -> tuple[np.ndarray, np.ndarray] | None:
     """``both`` of a larger map, in blocks of its shape in memory order, or None. Every
-    operand must run its axes in one order (``_memory_order``: C order, or an einsum's
+    operand must run its axes in one order (``memorder.memory_order``: C order, or an einsum's
     transposed output's), which numpy gives what it computes from them, so E and sigma are
     laid out in it too; a value must not repeat entries (a broadcast view: a block of it could
     meet another numpy loop than the whole). Up to ``MAP_BLOCK`` entries (where ``b_map``
@@ -320,23 +331,25 @@ def _in_blocks(node, vals, errs, sig, value, live: list
     shape = np.shape(value)
     m, size, nd = len(live), int(np.prod(shape)), len(shape)
     used = [*vals, *(e for e in errs if not _is_zero(e)), *(sig[i] for i in live)]
-    order = _memory_order(used, shape)
-    if order is None or any(0 in _strides(a) for a in vals) or size > MAP_BLOCK and any(
+    order = memory_order(used, shape)
+    if order is None or any(0 in strides_of(a) for a in vals) or size > MAP_BLOCK and any(
             np.ndim(a) and np.shape(a) != shape for a in used):
         return None
-    vals, errs, sig = ([_axes(a, order, nd) for a in arrays] for arrays in (vals, errs, sig))
+    vals, errs, sig = ([in_order(a, order, nd) for a in arrays] for arrays in (vals, errs, sig))
     inner = tuple(shape[i] for i in order)  # the map's shape in memory order
     fn = map_bound_fn(node.attrs["expr"], len(vals))
     E, S = np.empty(inner), np.empty(inner)
     tie = TIE.get()
+
+    def block(idx) -> None:  # on ``symgrad.parallel``'s threads: the same blocks, any count
+        v, e, s = ([cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
+        out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
+        extra = torch_form(node, v)
+        np.add(out[0], extra, out=E[idx])
+        total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
+        np.add(total, extra, out=S[idx])
     with np.errstate(all="ignore"):
-        for idx in blocks(inner, max(1, PAIR_BLOCK // (m + 2))):
-            v, e, s = ([_cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
-            out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
-            extra = torch_form(node, v)
-            np.add(out[0], extra, out=E[idx])
-            total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
-            np.add(total, extra, out=S[idx])
+        each(block, blocks(inner, max(1, PAIR_BLOCK // (m + 2))))
     for x in (E, S):  # NaN (the bound undefined) as inf
         np.copyto(x, np.inf, where=np.isnan(x))
     if order == tuple(range(nd)):
@@ -344,55 +357,3 @@ def _in_blocks(node, vals, errs, sig, value, live: list
     back = tuple(int(i) for i in np.argsort(order))
     return E.transpose(back), S.transpose(back)
 
-
-def _strides(a) -> list[int]:
-    """The strides of ``a``'s axes of more than one entry (none for a scalar)."""
-    return [] if np.ndim(a) == 0 else [t for n, t in zip(np.shape(a), np.asarray(a).strides)
-                                       if n > 1]
-
-
-def _memory_order(arrays: list, shape: tuple) -> tuple | None:
-    """The order of ``shape``'s axes in memory, outermost first, that every array runs its
-    axes of more than one entry in (broadcast ones aside): C order where one fits, else the
-    order of the first array of ``shape``'s; None where the arrays disagree."""
-    nd = len(shape)
-    orders = [tuple(range(nd))]
-    for a in arrays:
-        if np.ndim(a) == nd and np.shape(a) == shape and 0 not in _strides(a):
-            st = np.asarray(a).strides
-            orders.append(tuple(sorted(range(nd), key=lambda i: (shape[i] > 1, -abs(st[i])))))
-            break
-    for order in orders:
-        if all(_runs_in(a, order, nd) for a in arrays):
-            return order
-    return None
-
-
-def _runs_in(a, order: tuple, nd: int) -> bool:
-    """Whether ``a``'s axes of more than one entry, broadcast ones aside, run in ``order``."""
-    if np.ndim(a) == 0:
-        return True
-    a = np.asarray(a)
-    full = (1,) * (nd - a.ndim)
-    shape, st = full + a.shape, (0,) * (nd - a.ndim) + a.strides
-    seen = [abs(st[i]) for i in order if shape[i] > 1 and st[i] != 0]
-    return all(x >= y for x, y in zip(seen, seen[1:]))
-
-
-def _axes(a, order: tuple, nd: int):
-    """``a`` (broadcastable to an ``nd``-axis shape) with its axes in ``order``: a view."""
-    if np.ndim(a) == 0:
-        return a
-    a = np.asarray(a)
-    return a.reshape((1,) * (nd - a.ndim) + a.shape).transpose(order)
-
-
-def _cut(a, idx: tuple, shape: tuple):
-    """Block ``idx`` of ``a`` broadcast to ``shape``, without broadcasting ``a``: an axis where
-    ``a`` has size 1 is kept whole (or dropped where the block drops it)."""
-    if np.ndim(a) == 0:
-        return a
-    a = np.asarray(a)
-    a = a.reshape((1,) * (len(shape) - a.ndim) + a.shape)
-    return a[tuple(i if a.shape[d] == shape[d] else 0 if isinstance(i, (int, np.integer))
-                   else slice(None) for d, i in enumerate(idx))]

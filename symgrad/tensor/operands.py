@@ -20,11 +20,14 @@ True
 from __future__ import annotations
 
 import string
+import threading
 from contextlib import nullcontext
 from typing import Callable, Iterable
 
 import numpy as np
 
+from ..parallel import each
+from ..precise import blas_threads
 from ..precise.blas_threads import one_thread
 from .interpret import RULES as VALUE_RULES
 from .program import Node
@@ -177,30 +180,42 @@ class Operands(list):
             E, S = np.empty(shape), (np.empty(shape) if sig is not None else None)
             live_e = [i for i, e in enumerate(self._errors) if np.any(e)]
             live_s = [i for i, s in enumerate(sig) if np.any(s)] if sig is not None else []
-            for r0 in range(0, shape[axis], rows):
+            gemm = (self._einsum if blas_threads.current() == 1 else self._one_gemm)  # each
+            #  block's GEMMs on one BLAS thread side by side, or one at a time on the BLAS's own
+            mags, squares = self.magnitudes, (self.squares if live_s else None)  # formed once
+
+            def block(r0: int) -> None:  # the blocks on ``symgrad.parallel``'s threads
                 cut = slice(r0, r0 + rows)
                 at = (slice(None),) * axis + (cut,)
-                m = self.rows_of(self.magnitudes, letter, cut)
-                C = self._einsum(m)
+                m = self.rows_of(mags, letter, cut)
+                C = gemm(m)
                 total = times(C, rounds) if rounds else 0.0
                 for i in live_e:
                     e = self.rows_of(self._errors, letter, cut)[i]
-                    total = plus(total, self._einsum(m[:i] + [e] + m[i + 1:]))
+                    total = plus(total, gemm(m[:i] + [e] + m[i + 1:]))
                 E[at] = total
                 if S is not None:
                     total = times(C, grow) if rounds else 0.0
                     for i in live_s:
-                        q, s = (self.rows_of(x, letter, cut) for x in (self.squares, sig))
+                        q, s = (self.rows_of(x, letter, cut) for x in (squares, sig))
                         quad = root_or_linear(
-                            self._einsum(q[:i] + [s[i] * s[i]] + q[i + 1:]),
-                            lambda i=i, s=s: self._einsum(m[:i] + [s[i]] + m[i + 1:]))
+                            gemm(q[:i] + [s[i] * s[i]] + q[i + 1:]),
+                            lambda i=i, s=s: gemm(m[:i] + [s[i]] + m[i + 1:]))
                         total = plus(total, quad)
                     S[at] = total
+            each(block, range(0, shape[axis], rows))
             return E, S
         return self.once("rows", make)
 
     def _einsum(self, ops: list) -> np.ndarray:
         return VALUE_RULES["einsum"](self.node, _T, ops, None)
+
+    def _one_gemm(self, ops: list) -> np.ndarray:
+        """``_einsum`` while no other thread runs one (``rows_pair``'s blocks on several
+        threads, where the BLAS has several: a large K is cut by its thread count, so the GEMM
+        keeps them to keep its bits), the blocks' elementwise sums beside it."""
+        with _GEMM:
+            return self._einsum(ops)
 
     def contraction(self) -> np.ndarray:
         """The node's einsum of |x_1| .. |x_k|."""
@@ -251,6 +266,7 @@ class Operands(list):
         return self.once("stack", make)
 
 
+_GEMM = threading.Lock()  # one ``rows_pair`` GEMM at a time (``Operands._one_gemm``)
 THREADS_FROM = 1 << 23  # entries from which a GEMM of > THREAD_K terms keeps its BLAS threads;
 #   others run on one: numpy's OpenBLAS on 2 threads spun for each GPT-2 per-layer GEMM (768 x
 #   768 weight gradient: 14.7 -> 1.5 CPU ms, load 20). Threads split rows and columns and cut K

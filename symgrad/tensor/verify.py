@@ -29,6 +29,7 @@ from ..domains import round_to
 from ..findings import with_proof
 from ..points import given_samples
 from ..measures import STREAM_FROM
+from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, spill, views
@@ -359,7 +360,8 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
         if bar is not None and done > bar.n:
             bar.update(done - bar.n)  # redraws at most once a second
     try:
-        yield tick
+        with using(cfg.threads or default_threads()):  # a large pass's pieces on the cores
+            yield tick
     finally:
         heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
         spill.release()  # and the pages of spilled hi, lo, E it read (``tensor.spill``)

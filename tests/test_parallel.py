@@ -1,0 +1,192 @@
+"""The oracle's and the bound's large passes on several threads (``symgrad.parallel``, issue 19):
+the same bits on one thread as on two (a verify's JSON byte-identical), the pool really used,
+one clear line for a bad ``threads``, and the test suite's default of one thread."""
+
+from __future__ import annotations
+
+import contextvars
+import inspect
+import json
+import threading
+
+import numpy as np
+import pytest
+import sympy as sp
+import torch
+
+import symgrad as sg
+import symgrad.tensor as st
+from symgrad import parallel
+from symgrad.config import VerifyConfig
+from symgrad.errors import SymgradError
+from symgrad.precise import DD_OPS
+from symgrad.precise import ddsum
+from symgrad.precise import walk as precise_walk
+from symgrad.precise.dd import DD
+from symgrad.precise.ozaki import OzakiConfig, dd_matmul
+from symgrad.tensor import mapbound, operands
+from symgrad.tensor.model import TensorModel
+from symgrad.zoo.gpt2 import gpt2
+from symgrad.testing import scale_block_backward
+
+
+def _model() -> TensorModel:
+    """A model whose every threaded pass has several pieces once the pieces are made small
+    (``counted``): DD maps of several chunks, Ozaki products of several sub-tiles, map bounds
+    and product bounds of several blocks."""
+    W, V, x = st.param("W", (60, 100)), st.param("V", (100, 60)), st.input("x", (60, 60))
+    h = st.tanh(st.einsum("ij,jk->ik", W, V) * x)
+    return TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,jk->ik", h, x))))
+
+
+PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair"}
+
+
+@pytest.fixture
+def counted(monkeypatch):
+    """The pieces ``parallel.ordered`` is given: [(threads, pieces, whose)];
+    every pass's pieces made small, so that each has several."""
+    monkeypatch.setattr(precise_walk.Kernels, "chunk", 1 << 10)  # a DD map's chunks
+    monkeypatch.setattr(DD_OPS, "matmul_config", OzakiConfig(chunk_elems=1 << 9))  # sub-tiles
+    monkeypatch.setattr(mapbound, "MAP_BLOCK", 1 << 10)
+    monkeypatch.setattr(mapbound, "PAIR_BLOCK", 1 << 9)
+    monkeypatch.setattr(mapbound, "STACK_UP_TO", 1 << 10)  # a map's E and sigma in blocks
+    monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 10)
+    monkeypatch.setattr(operands, "ROWS_FROM", 1 << 10)  # the products' E and sigma in rows
+    monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 8)
+    seen: list[tuple[int, int, str]] = []
+    right = parallel.ordered
+
+    def spy(fn, items):
+        items = list(items)
+        seen.append((parallel.threads_now(), len(items), fn.__qualname__.split(".<locals>")[0]))
+        return right(fn, items)
+    monkeypatch.setattr(parallel, "ordered", spy)
+    monkeypatch.setattr(precise_walk, "ordered", spy)
+    return seen
+
+
+@pytest.mark.parametrize("blas", ["one thread", "its own threads"])
+def test_one_and_two_threads_give_byte_identical_json(counted, monkeypatch, blas):
+    if blas == "its own threads":  # the products keep the BLAS's threads: one GEMM at a time
+        monkeypatch.setattr(operands, "THREADS_FROM", 1 << 8)
+        monkeypatch.setattr(operands, "THREAD_K", 16)
+    m, runs = _model(), {}
+    for threads in (1, 2):
+        counted.clear()
+        r = sg.verify(m, config=VerifyConfig(samples=2, seed=3, threads=threads))
+        runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
+        assert {t for t, _, _ in counted} == {threads}  # each pass ran on the pool asked for
+        assert {w for _, n, w in counted if n > 1} == PASSES  # every pass had pieces to spread
+    assert r.verdict == "pass"
+    assert runs[1] == runs[2]
+    assert "threads" not in json.loads(runs[2])["config"]  # how it ran is not in the result
+
+
+@pytest.mark.slow  # ~40 s at load 10 (two verifies of a 1-layer GPT at 128 tokens)
+def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted):
+    """GPT-2's program (attention, GELU, layer norm, the head) at width 64, 128 tokens, with
+    its native module as torch_fn: every threaded pass has pieces, the JSON is byte-identical."""
+    m = gpt2({"n_layers": 1, "vocab_size": 256, "emb_dim": 64, "n_heads": 4}, tokens=128)
+    runs = {}
+    for threads in (1, 2):
+        counted.clear()
+        r = sg.verify(m, torch_fn=m.reference,
+                      config=VerifyConfig(samples=1, seed=0, threads=threads))
+        runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
+        assert {w for _, n, w in counted if n > 1} == PASSES
+    assert r.verdict == "pass"
+    assert runs[1] == runs[2]
+
+
+def test_a_planted_wrong_gradient_is_caught_on_two_threads(counted):
+    m = _model()
+
+    def right(W, V, x):
+        return torch.tanh(torch.tanh((W @ V) * x) @ x).sum()
+    wrong = scale_block_backward(right, "W", 1 + 1e-9)  # far above rounding, far below gradcheck
+    r = sg.verify(m, torch_fn=wrong, config=VerifyConfig(samples=1, seed=0, threads=2))
+    assert r.verdict == "fail"
+    assert not r.comparisons["torch_fn"].ok and r.comparisons["torch"].ok
+
+
+def test_dd_product_has_the_same_bits_on_two_threads():
+    rng = np.random.default_rng(7)
+    a = DD(rng.standard_normal((2, 300, 90)), rng.standard_normal((2, 300, 90)) * 2.0**-60)
+    b = DD(rng.standard_normal((2, 90, 700)))
+    cfg = OzakiConfig(k_block=32, chunk_elems=4096)  # several K blocks and many sub-tiles
+    one = dd_matmul(a, b, cfg)
+    with parallel.using(2):
+        two = dd_matmul(a, b, cfg)
+    np.testing.assert_array_equal(one.hi, two.hi)
+    np.testing.assert_array_equal(one.lo, two.lo)
+
+
+def test_dd_sum_in_blocks_has_the_same_bits_on_two_threads(monkeypatch):
+    monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 12)  # 30 blocks of the kept axis
+    rng = np.random.default_rng(5)
+    x = DD(rng.standard_normal((90, 300)) * 2.0 ** rng.integers(-40, 40, (90, 300)),
+           rng.standard_normal((90, 300)) * 2.0**-70)
+    one = ddsum.dd_sum(x, (1,), False)
+    with parallel.using(2):
+        two = ddsum.dd_sum(x, (1,), False)
+    np.testing.assert_array_equal(one.hi, two.hi)
+    np.testing.assert_array_equal(one.lo, two.lo)
+    whole = ddsum._whole(x, (1,), [0], False)  # and the blocks' bits are the whole sum's
+    np.testing.assert_array_equal(two.hi, whole.hi)
+    np.testing.assert_array_equal(two.lo, whole.lo)
+
+
+def test_dd_map_has_the_same_bits_on_two_threads_and_its_underflow_watch_sees_every_chunk():
+    x = sp.Symbol("x")
+    v = np.linspace(-3.0, 3.0, 200_000)  # six chunks of ``Kernels.chunk``
+    v[-1] = 1e-200  # only the last chunk's x*x falls in the underflow zone
+    args = {x: DD_OPS.asarray(v)}
+    one = DD_OPS.map(sp.exp(x) * sp.tanh(x) + x * x, args)
+    table = DD_OPS.watching()
+    with parallel.using(2):
+        two = table.map(sp.exp(x) * sp.tanh(x) + x * x, args)
+    np.testing.assert_array_equal(one.hi, two.hi)
+    np.testing.assert_array_equal(one.lo, two.lo)
+    assert table.touched
+
+
+def test_pieces_keep_their_order_their_caller_s_context_and_its_errors():
+    var = contextvars.ContextVar("v", default=0)
+    token = var.set(5)
+    try:
+        with parallel.using(2):
+            got = parallel.each(lambda i: (i, var.get(), threading.current_thread().name),
+                                range(40))
+            inner = parallel.each(lambda i: parallel.threads_now(), range(4))
+            with pytest.raises(ZeroDivisionError):
+                parallel.each(lambda i: 1 // (i - 7), range(20))
+    finally:
+        var.reset(token)
+    assert [g[0] for g in got] == list(range(40)) and {g[1] for g in got} == {5}
+    assert all(name.startswith("symgrad-worker") for _, _, name in got)
+    assert inner == [1, 1, 1, 1]  # a piece's own pieces run in line
+    assert parallel.threads_now() == 1  # the pool is closed after ``using``
+
+
+def test_the_default_follows_torch_threads_so_the_suite_runs_one_each():
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)  # as tests/conftest.py's one_torch_thread (pytest-xdist)
+        assert parallel.default_threads() == 1
+        torch.set_num_threads(2)
+        assert parallel.default_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, "2", True])
+def test_a_bad_thread_count_is_one_line(bad):
+    with pytest.raises(SymgradError, match="threads must be a positive integer") as e:
+        VerifyConfig(threads=bad)
+    assert "\n" not in str(e.value)
+
+
+def test_threads_is_keyword_only():
+    kind = inspect.signature(VerifyConfig).parameters["threads"].kind
+    assert kind is inspect.Parameter.KEYWORD_ONLY

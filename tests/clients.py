@@ -346,6 +346,24 @@ def scaled_tanh(factor: float) -> type[torch.autograd.Function]:
     return ScaledTanh
 
 
+
+def scaled_square(factor: float) -> type[torch.autograd.Function]:
+    """x -> x^2 as a custom autograd.Function whose backward is 2 x g times ``factor``: 1.0 is
+    correct, 1 + eps a planted relative error (test_rerun_floor, test_capture)."""
+
+    class ScaledSquare(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x):
+            ctx.save_for_backward(x)
+            return x * x
+
+        @staticmethod
+        def backward(ctx, g):
+            (x,) = ctx.saved_tensors
+            return g * 2 * x * factor
+
+    return ScaledSquare
+
 class MaskedMean(torch.autograd.Function):
     """The mean of the rows of x (N, D) where mask (N,) is 1."""
 

@@ -18,6 +18,7 @@ from symgrad.capture.export import QUIET_LOGGERS, quiet_logs
 from symgrad.testing import scale_backward
 from symgrad.capture import ops_page
 from symgrad.capture.aten import TABLE
+from tests.clients import scaled_square
 
 
 def _x(*shape, dtype=torch.float64, seed=0, grad=True):
@@ -43,25 +44,8 @@ def attention(x, Wq, Wk, g, b):
     return F.softmax(s.masked_fill(~mask, float("-inf")), -1) @ h
 
 
-class Square(torch.autograd.Function):
-    scale = 1.0
-
-    @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x * x
-
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 2 * x * Square.scale
-
-
-class ScaledSquare(Square):  # the planted bug: the backward off by a factor 1 + 1e-7
-    @staticmethod
-    def backward(ctx, g):
-        (x,) = ctx.saved_tensors
-        return g * 2 * x * (1 + 1e-7)
+Square = scaled_square(1.0)  # x^2 with its correct custom backward
+ScaledSquare = scaled_square(1 + 1e-7)  # the planted bug: the backward off by a factor 1 + 1e-7
 
 
 class Relu(torch.autograd.Function):

@@ -17,21 +17,12 @@ import symgrad.confirm as confirm
 from symgrad.compare import Tolerance
 from symgrad.compare.blockflags import block_flags
 from symgrad.opcatalog.run import TOLERANCE as CATALOGUE_TOLERANCE
+from tests.clients import scaled_square
 
 
 def _scaled(factor: float):
     """x -> x^2 with a custom backward 2 x g * factor (1: correct)."""
-    class Square(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, x):
-            ctx.save_for_backward(x)
-            return x * x
-
-        @staticmethod
-        def backward(ctx, g):
-            (x,) = ctx.saved_tensors
-            return g * 2 * x * factor
-    return Square.apply
+    return scaled_square(factor).apply
 
 
 def _inputs(*shapes, seed=0):

@@ -9,7 +9,9 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
-from tests.test_capture import Square  # x * x, backward scaled by Square.scale
+from tests.clients import scaled_square
+
+Square = scaled_square(1.0)  # x * x with its correct backward
 
 
 def _x(seed: int, *shape: int) -> torch.Tensor:
@@ -35,11 +37,11 @@ def test_square_passes_in_bfloat16():
     assert sg.gradcheck(Square.apply, (_x(0, 6),))
 
 
-def test_backward_times_2_is_caught_in_bfloat16(monkeypatch):
-    monkeypatch.setattr(Square, "scale", 2.0)  # the planted bug
+def test_backward_times_2_is_caught_in_bfloat16():
+    doubled = scaled_square(2.0)  # the planted bug
     with pytest.raises(sg.GradcheckError,
                        match=r"disagrees .* in bfloat16 .*\n.*with respect to x\["):
-        sg.gradcheck(Square.apply, (_x(0, 6),))
+        sg.gradcheck(doubled.apply, (_x(0, 6),))
 
 
 def test_bfloat16_module_parameters_are_checked_by_name():

@@ -25,20 +25,13 @@ sys.path.insert(0, str(ROOT))
 from symgrad.atomic import write_text  # noqa: E402
 
 CHILD = """
-import json, time, numpy as np, torch, torch.nn.functional as F
-from torch import nn
+import json, sys, time
+sys.path.insert(0, sys.argv[1])  # this tree's scripts/: the one workload, cpu_by_function's
 import symgrad as sg
-with torch.random.fork_rng():
-    torch.manual_seed(0)
-    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
-                        nn.Flatten(), nn.Linear(8 * 7 * 7, 3)).double()
-    with torch.no_grad():
-        cnn[1].running_mean.uniform_(-0.1, 0.1)
-        cnn[1].running_var.uniform_(0.5, 1.5)
-x = torch.randn(4, 3, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+from cpu_by_function import cnn_case
+case = cnn_case()
 t = time.process_time()
-r = sg.verify(module=cnn.eval(), inputs=x, targets=torch.tensor([0, 1, 2, 0]),
-              loss=F.cross_entropy)
+r = sg.verify(**case)
 cpu = time.process_time() - t
 s = r.summary("module")
 print(json.dumps({"cpu_seconds": cpu, "verdict": r.verdict,
@@ -50,8 +43,8 @@ print(json.dumps({"cpu_seconds": cpu, "verdict": r.verdict,
 def one(tree: Path) -> dict:
     """One run of the workload on ``tree`` (its own process, its own ``symgrad``)."""
     env = dict(os.environ, PYTHONPATH=str(tree))
-    out = subprocess.run([sys.executable, "-c", CHILD], cwd=tree, env=env, check=True,
-                         capture_output=True, text=True).stdout
+    out = subprocess.run([sys.executable, "-c", CHILD, str(ROOT / "scripts")], cwd=tree,
+                         env=env, check=True, capture_output=True, text=True).stdout
     row = json.loads(out.strip().splitlines()[-1])
     row["load"] = os.getloadavg()[0]
     return row

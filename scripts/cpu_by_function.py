@@ -81,15 +81,14 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-def _cnn() -> str:
-    """A small CNN (conv 3->8, batch norm, ReLU, 2x2 max-pool, linear) in eval mode verified
-    with ``sg.verify(module=, inputs=, targets=, loss=cross_entropy)``, 8 samples (float64);
-    its verdict."""
+def cnn_case() -> dict:
+    """A small CNN (conv 3->8, batch norm, ReLU, 2x2 max-pool, linear) in eval mode, 4 samples
+    of 3x16x16 (float64): the keywords of its ``sg.verify(module=, inputs=, targets=,
+    loss=cross_entropy)`` (also ``scripts/benchmark_constant_ties.py``'s workload)."""
     import torch
     import torch.nn.functional as F
     from torch import nn
 
-    import symgrad as sg
     with torch.random.fork_rng():  # torch's own initialization, seeded; the global state kept
         torch.manual_seed(0)
         cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.BatchNorm2d(8), nn.ReLU(), nn.MaxPool2d(2),
@@ -99,9 +98,14 @@ def _cnn() -> str:
             cnn[1].running_var.uniform_(0.5, 1.5)
     g = torch.Generator().manual_seed(1)
     x = torch.randn(4, 3, 16, 16, generator=g, dtype=torch.float64)
-    return sg.verify(module=cnn.eval(), inputs=x, targets=torch.tensor([0, 1, 2, 0]),
-                     loss=F.cross_entropy).verdict
+    return dict(module=cnn.eval(), inputs=x, targets=torch.tensor([0, 1, 2, 0]),
+                loss=F.cross_entropy)
 
+
+def _cnn() -> str:
+    """``cnn_case`` verified; its verdict."""
+    import symgrad as sg
+    return sg.verify(**cnn_case()).verdict
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

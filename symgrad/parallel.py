@@ -114,16 +114,20 @@ def _mark_inside() -> None:
     _INSIDE.on = True
 
 
+def _active_pool() -> ThreadPoolExecutor | None:
+    """The pool ``each`` hands pieces to here: None outside ``using`` or on a pool's thread."""
+    pool = _POOL.get()
+    return None if pool is None or getattr(_INSIDE, "on", False) else pool
+
+
 def threads_now() -> int:
     """The threads ``each`` uses here (1 outside ``using``, or on a pool's own thread).
 
     >>> threads_now()
     1
     """
-    pool = _POOL.get()
-    if pool is None or getattr(_INSIDE, "on", False):
-        return 1
-    return pool._max_workers
+    pool = _active_pool()
+    return 1 if pool is None else pool._max_workers
 
 
 def ordered(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
@@ -140,8 +144,8 @@ def ordered(fn: Callable[[T], R], items: Iterable[T]) -> Iterator[R]:
     >>> list(ordered(len, ["a", "bb"]))
     [1, 2]
     """
-    pool = _POOL.get()
-    if pool is None or getattr(_INSIDE, "on", False):
+    pool = _active_pool()
+    if pool is None:
         for x in items:
             yield fn(x)
         return

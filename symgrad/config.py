@@ -150,7 +150,7 @@ class VerifyConfig:
                 continue
             if name == "dtype" and not isinstance(value, str):
                 value = dtype_name(value)  # torch.float32 is the config's "float32"
-            if name == "backends" and value is not None:
+            if name == "backends":
                 value = (value,) if isinstance(value, str) else tuple(value)
             own = getattr(self, name)
             if value == own:

@@ -114,9 +114,14 @@ def groups(s) -> list[list[tuple]]:
     return s._links
 
 
+def labels(node: Node) -> tuple[str, ...]:
+    """The name of each operand of ``node`` (the user's entry or step name)."""
+    return tuple(a.name or f"{a.op}{a.id}" for a in node.args)
+
+
 def names(node: Node) -> dict:
-    """``X[k]`` -> a symbol named as operand k of ``node`` (the user's entry or step name)."""
-    return {X[k]: sp.Symbol(a.name or f"{a.op}{a.id}") for k, a in enumerate(node.args)}
+    """``X[k]`` -> a symbol named as operand k of ``node`` (``labels``)."""
+    return {X[k]: sp.Symbol(a) for k, a in enumerate(labels(node))}
 
 
 # Labels: a kink's words are asked for each option of each reached kink and each vertex of
@@ -143,7 +148,7 @@ def side_words(node: Node, atom, piece: int) -> str | None:
     d = _decider(atom)
     if d is None or not d.free_symbols:
         return None
-    key, orient = _named_key(d, tuple(a.name or f"{a.op}{a.id}" for a in node.args))
+    key, orient = _named_key(d, labels(node))
     p = picks(atom)
     negative = (p[0] if orient > 0 else p[1]) == piece
     return f"{key} → 0{'−' if negative else '+'}"

@@ -81,7 +81,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     compared = tuple(sorted({b.dtype for b in plan}))  # the bound's tie band (tie_band)
     # every sample compared (GPT-2's one): the samples themselves, not a copy (1.3 GB)
     sub = values if len(subset) == n else {k: v[subset] for k, v in values.items()}
-    table = oracle_table or oracle_ops(cfg.oracle_dps)
+    table = oracle_table or oracle_ops(cfg.oracle_dps, products=cfg.oracle_products)
     keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
     if has_sites(model):
         with _phase("kinks", cfg, timings, "kinks_s"):

@@ -24,6 +24,7 @@ from symgrad.precise.dd import DD
 from symgrad.precise.device_ops import DeviceDDOps
 from symgrad.precise.ozaki import OzakiConfig, _equilibration, _sub_tiles, dd_matmul
 from symgrad.precise.ozaki_torch import dd_matmul_torch, ldexp
+from symgrad.tensor import device_gemm
 from symgrad.tensor.tables import oracle_ops
 
 ROUNDED_SHARE = 2.0**-100  # of (|A||B|)_ij: two summation orders of the one rounded GEMM
@@ -184,6 +185,22 @@ def test_the_oracle_table_dispatches_its_products(monkeypatch):
     assert oracle_ops() is not t and not isinstance(oracle_ops(), DeviceDDOps)
 
 
+def test_the_bounds_large_products_on_a_device():
+    rng = np.random.default_rng(5)
+    a, b = np.abs(rng.standard_normal((2, 200, 300))), np.abs(rng.standard_normal((2, 300, 100)))
+    assert device_gemm.einsum("zij,zjk->zik", a, b) is None  # no device chosen
+    with device_gemm.using("cpu"):
+        got = device_gemm.einsum("zij,zjk->zik", a, b)
+        assert device_gemm.einsum("zij,zjk->zik", a[:, :2, :3], b[:, :3]) is None  # small
+        assert device_gemm.einsum("zij,zjk->zik", a[:1], b) is None  # broadcast: numpy's
+        with device_gemm.using("numpy"):
+            assert device_gemm.einsum("zij,zjk->zik", a, b) is None
+        assert device_gemm._DEVICE[0] == "cpu"  # restored
+    assert device_gemm._DEVICE[0] is None
+    want = np.einsum("zij,zjk->zik", a, b)
+    assert np.all(np.abs(got - want) <= 300 * 2.0**-53 * want)  # the same sums, any order
+
+
 def test_oracle_device_option():
     assert VerifyConfig().oracle_products == "numpy"
     assert VerifyConfig(device="cuda").oracle_products == "cuda"
@@ -223,19 +240,25 @@ def _numbers(x, out: list) -> list:
 
 
 def _verify_both(model, monkeypatch, **kw) -> None:
-    """The torch oracle's JSON: byte-identical to numpy's given numpy's rounded GEMM; with
-    torch's own, every field but a float's last digits (the rounded GEMM's lo bits) too."""
-    calls = []
-    own = ozaki_torch._torch_gemm
+    """The torch oracle's JSON: byte-identical to numpy's given numpy's rounded GEMM (and the
+    bound on numpy); with torch's own GEMMs, the bound's too, every field but a float's last
+    digits (the rounded GEMM's lo bits, the bound's sums in another order)."""
+    calls, bound = [], []
+    own, own_einsum = ozaki_torch._torch_gemm, device_gemm.einsum
     numpy_json = _json(model, VerifyConfig(**kw))
 
     def spy(gemm):
         return lambda a, b: calls.append(1) or gemm(a, b)
     monkeypatch.setattr(ozaki_torch, "_torch_gemm", spy(numpy_rounded(OzakiConfig().chunk_elems)))
+    monkeypatch.setattr(device_gemm, "FROM", 1 << 62)  # no bound einsum large enough
     assert _json(model, VerifyConfig(oracle_device="cpu", **kw)) == numpy_json
     assert calls  # the products did run on torch
     monkeypatch.setattr(ozaki_torch, "_torch_gemm", spy(own))
+    monkeypatch.setattr(device_gemm, "FROM", 1)  # every two-operand one on torch
+    monkeypatch.setattr(device_gemm, "einsum", lambda *a: (lambda r: bound.append(r is not None)
+                                                         or r)(own_einsum(*a)))
     theirs = _json(model, VerifyConfig(oracle_device="cpu", **kw))
+    assert any(bound) and device_gemm._DEVICE[0] is None  # it ran there; and was reset
     a, b = _numbers(json.loads(numpy_json), []), _numbers(json.loads(theirs), [])
     assert len(a) == len(b)
     for x, y in zip(a, b):

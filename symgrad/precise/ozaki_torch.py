@@ -204,7 +204,8 @@ def dd_matmul_torch(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig(), *, device: s
 
 
 def _on(x: np.ndarray, dev: torch.device) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float64)).to(dev)
+    a = np.ascontiguousarray(x, dtype=np.float64)
+    return torch.from_numpy(a if a.flags.writeable else a.copy()).to(dev)  # torch owns it
 
 
 def _a_tile(a: DD, ms: slice, ks: slice, dk, S: int, tau: int, dev) -> torch.Tensor:

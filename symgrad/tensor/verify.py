@@ -32,7 +32,7 @@ from ..measures import STREAM_FROM
 from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
-from . import context, spill, views
+from . import context, device_gemm, spill, views
 from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
@@ -360,7 +360,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
         if bar is not None and done > bar.n:
             bar.update(done - bar.n)  # redraws at most once a second
     try:
-        with using(cfg.threads or default_threads()):  # a large pass's pieces on the cores
+        with using(cfg.threads or default_threads()), device_gemm.using(cfg.oracle_products):
             yield tick
     finally:
         heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)

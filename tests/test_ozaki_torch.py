@@ -18,7 +18,7 @@ import symgrad as sg
 from symgrad import VerifyConfig, zoo
 from symgrad.cli import main
 from symgrad.errors import SymgradError
-from symgrad.precise import ozaki_torch
+from symgrad.precise import device_ops, ozaki_torch
 from symgrad.precise.blas_threads import one_thread
 from symgrad.precise.dd import DD
 from symgrad.precise.device_ops import DeviceDDOps
@@ -175,6 +175,7 @@ def test_ldexp_rounds_once_as_numpy():
 
 def test_the_oracle_table_dispatches_its_products(monkeypatch):
     calls = []
+    monkeypatch.setattr(device_ops, "FROM", 0)
     monkeypatch.setattr("symgrad.precise.device_ops.dd_matmul_torch",
                         lambda *a, **k: calls.append(k["device"]) or dd_matmul(a[0], a[1]))
     t = oracle_ops(products="cpu").per_sample(2)
@@ -182,6 +183,9 @@ def test_the_oracle_table_dispatches_its_products(monkeypatch):
     rng = np.random.default_rng(0)
     t.matmul3(DD(rng.standard_normal((2, 3, 4))), DD(rng.standard_normal((2, 4, 5))))
     assert calls == ["cpu", "cpu"]  # each sample's product apart, on the device
+    monkeypatch.setattr(device_ops, "FROM", 2 * 3 * 4 * 5 + 1)
+    t.matmul3(DD(rng.standard_normal((1, 3, 4))), DD(rng.standard_normal((1, 4, 5))))
+    assert len(calls) == 2  # a small one stays on numpy
     assert oracle_ops() is not t and not isinstance(oracle_ops(), DeviceDDOps)
 
 
@@ -246,6 +250,7 @@ def _verify_both(model, monkeypatch, **kw) -> None:
     calls, bound = [], []
     own, own_einsum = ozaki_torch._torch_gemm, device_gemm.einsum
     numpy_json = _json(model, VerifyConfig(**kw))
+    monkeypatch.setattr(device_ops, "FROM", 0)  # every product on torch, however small
 
     def spy(gemm):
         return lambda a, b: calls.append(1) or gemm(a, b)

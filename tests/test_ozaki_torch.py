@@ -103,10 +103,11 @@ CASES = [(1, 300, 70, 41, 16, False), (3, 17, 40, 290, 1024, True), (1, 5, 1, 60
 
 
 @pytest.mark.parametrize("bt,m,k,n,kb,b_lo", CASES)
-def test_same_bits_as_numpy_given_its_rounded_gemm(bt, m, k, n, kb, b_lo):
+@pytest.mark.parametrize("tile", [1 << 22, 3000])  # one tile; many row, column and K tiles
+def test_same_bits_as_numpy_given_its_rounded_gemm(bt, m, k, n, kb, b_lo, tile):
     rng = np.random.default_rng(bt * 1000 + m + k + n)
     a, b = _random(rng, bt, m, k, n, b_lo)
-    cfg = OzakiConfig(k_block=kb)
+    cfg = OzakiConfig(k_block=kb, tile_elems=tile)
     ref = dd_matmul(a, b, cfg)
     got = dd_matmul_torch(a, b, cfg, device="cpu", rounded=numpy_rounded(cfg.chunk_elems))
     assert _same(got.hi, ref.hi) and _same(got.lo, ref.lo)

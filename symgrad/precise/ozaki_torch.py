@@ -16,9 +16,9 @@ colmax_j |B| on rows spanning 2**+-300, far inside the scheme's own error (~1e-3
 the numpy path's bits (``tests/test_ozaki_torch.py``).
 
 Tiles: the operands move to the device one (M or N) x K-block tile at a time (at most
-``OzakiConfig.tile_elems`` entries of an operand, and of an output block), and each level is
-one GEMM over the whole output block (a GPU wants fat GEMMs; numpy's cache-sized sub-tiles are
-a CPU's concern). Non-finite operands: the IEEE product of the leading parts, as the numpy path.
+``OzakiConfig.tile_elems`` entries of an operand, and of an output block), each level is one
+GEMM over the whole output block (a GPU wants fat GEMMs; numpy's cache-sized sub-tiles are a
+CPU's concern), and an output tile's K-blocks are summed on the device before it moves back. Non-finite operands: the IEEE product of the leading parts, as the numpy path.
 
 Example:
     >>> import numpy as np
@@ -181,25 +181,26 @@ def dd_matmul_torch(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig(), *, device: s
     mb = max(1, min(m, cfg.tile_elems // max(1, bt * kb)))
     nb = max(1, min(n, cfg.tile_elems // max(1, bt * kb)))
     gemm = rounded or _torch_gemm
-    for k0 in range(0, k, kb):
-        ks = slice(k0, min(k, k0 + kb))
-        dk = None if d is None else d[ks]
-        for m0 in range(0, m, mb):
-            ms = slice(m0, min(m, m0 + mb))
-            A = _a_tile(a, ms, ks, dk, S, tau, dev)
-            for n0 in range(0, n, nb):
-                ns = slice(n0, min(n, n0 + nb))
+    for m0 in range(0, m, mb):  # each output tile's K-blocks summed on the device, in the
+        ms = slice(m0, min(m, m0 + mb))  # numpy path's order (ascending K): the same DD sums
+        cols = max(1, cfg.tile_elems // max(1, bt * (ms.stop - m0)))  # output block columns
+        for n0 in range(0, n, nb):
+            ns = slice(n0, min(n, n0 + nb))
+            acc: dict[int, tuple] = {}
+            for k0 in range(0, k, kb):
+                ks = slice(k0, min(k, k0 + kb))
+                dk = None if d is None else d[ks]
+                A = _a_tile(a, ms, ks, dk, S, tau, dev)
                 Bx, Br = _b_tile(b, ks, ns, dk, S, tau, dev)
-                cols = max(1, cfg.tile_elems // max(1, bt * (ms.stop - m0)))  # output blocks
                 for c0 in range(0, ns.stop - n0, cols):
                     cs = slice(c0, min(ns.stop - n0, c0 + cols))
-                    hi, lo = _levels(A, Bx[:, :, cs], Br[:, :, cs], S, ks.stop - k0, gemm)
-                    oc = slice(n0 + cs.start, n0 + cs.stop)
-                    if k0:
-                        hi, lo = dd_add((_on(out.hi[:, ms, oc], dev),
-                                         _on(out.lo[:, ms, oc], dev)), (hi, lo))
-                    out.hi[:, ms, oc] = hi.cpu().numpy()
-                    out.lo[:, ms, oc] = lo.cpu().numpy()
+                    got = _levels(A, Bx[:, :, cs], Br[:, :, cs], S, ks.stop - k0, gemm)
+                    acc[c0] = dd_add(acc[c0], got) if k0 else got
+                del A, Bx, Br
+            for c0, (hi, lo) in acc.items():
+                oc = slice(n0 + c0, n0 + c0 + hi.shape[2])
+                out.hi[:, ms, oc] = hi.cpu().numpy()
+                out.lo[:, ms, oc] = lo.cpu().numpy()
     return out
 
 

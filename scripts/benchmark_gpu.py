@@ -152,6 +152,13 @@ def render(rows: list[dict], device: str, repeat: int, when: str) -> str:
            f"({dc:.1f} CPU s): {nw / dw:.2f}x in wall, {nc / max(dc, 1e-9):.2f}x in CPU. On a "
            "loaded shared machine the wall is an upper bound and the CPU seconds are the figure "
            "to compare; on a GPU, the wall (its work is not CPU time)."]
+    if not device.startswith("cuda"):
+        md += ["", "These are CPU figures, no GPU's: torch's CPU device runs the device code "
+               "(`ozaki_torch`) to show it runs and gives numpy's result, not to be fast. It "
+               "makes each elementwise pass over a whole tile (out of cache) where numpy's path "
+               "cuts sub-tiles that stay in cache, hence more CPU seconds. On a lent GPU: "
+               "`bash scripts/gpu_checks.sh` (this page's rows with `--device cuda`, the CUDA "
+               "tests, a 1-layer GPT-2 at 1024 tokens with its products there and on numpy)."]
     return "\n".join(md) + "\n"
 
 
@@ -164,13 +171,15 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print only")
     ap.add_argument("--rows", type=Path, default=None,
                     help="render the rows an earlier run printed on stderr (one per line)")
+    ap.add_argument("--when", default=None, help="when the rows were measured (default now)")
     args = ap.parse_args()
     if args.rows:
         rows = [ast.literal_eval(ln) for ln in args.rows.read_text().splitlines()
                 if ln.startswith("{'name'")]
     else:
         rows = measure(QUICK if args.quick else SHAPES, args.device, args.repeat)
-    md = render(rows, args.device, args.repeat, time.strftime("%d %b %Y %H:%M UTC", time.gmtime()))
+    md = render(rows, args.device, args.repeat,
+                args.when or time.strftime("%d %b %Y %H:%M UTC", time.gmtime()))
     print(md)
     if not args.no_write:
         write_text(args.out, md)

@@ -174,6 +174,9 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=_count("threads"), default=None, metavar="N",
                    help="threads of the oracle's and the bound's large passes (default: the "
                         "machine's cores; the same result on any count)")
+    p.add_argument("--oracle-device", default=None, metavar="WHERE",
+                   help="where the oracle's double-double products run: numpy, or a torch "
+                        "device (cuda, cpu) (default: --device's when it is CUDA, else numpy)")
     _gpt_options(p)
     _cluster_options(p)
 

@@ -43,11 +43,15 @@ def config_from(args: argparse.Namespace) -> VerifyConfig:
     backends = (tuple(b.strip() for b in args.backends.split(",") if b.strip())
                 if args.backends else None)
     samples = args.samples if args.samples is not None else MODEL_SAMPLES
-    return VerifyConfig(samples=samples, seed=args.seed, device=args.device,
-                        dtype=dtype, oracle_samples=args.oracle_samples,
-                        progress=(args.progress if args.progress is not None
-                                  else sys.stderr.isatty()), backends=backends,
-                        threads=getattr(args, "threads", None))
+    cfg = VerifyConfig(samples=samples, seed=args.seed, device=args.device,
+                       dtype=dtype, oracle_samples=args.oracle_samples,
+                       progress=(args.progress if args.progress is not None
+                                 else sys.stderr.isatty()), backends=backends,
+                       threads=getattr(args, "threads", None),
+                       oracle_device=getattr(args, "oracle_device", None))
+    if cfg.oracle_products != "numpy":  # --oracle-device cuda on a machine without one
+        check_device(cfg.oracle_products, "float64")
+    return cfg
 
 
 def verify_cmd(args: argparse.Namespace) -> int:

@@ -77,6 +77,12 @@ class VerifyConfig:
     # bound's large passes (``symgrad.parallel``); None: the machine's cores (torch's intra-op
     # threads: 1 where a process set torch.set_num_threads(1), as the test suite does). The
     # bits are the same on any count, so the Result (its JSON) does not record it
+    oracle_device: str | None = field(default=None, kw_only=True)  # where the oracle's
+    # double-double products (its Ozaki GEMMs) run: "numpy" (numpy's BLAS on the host), or a
+    # torch device with float64 ("cuda", "cuda:1", "cpu": torch's CPU GEMMs, the same code as
+    # on a GPU); None: ``device``'s when it is a CUDA device, else numpy. Each gives the same
+    # bits but the scheme's one rounded GEMM's last bits of lo (<= 2**-100 of |A||B|:
+    # ``symgrad.precise.ozaki_torch``), so the Result (its JSON) does not record it either
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
@@ -103,6 +109,13 @@ class VerifyConfig:
                                          or isinstance(self.threads, bool) or self.threads < 1):
             raise SymgradError(f"threads must be a positive integer or None (the machine's "
                                f"cores), got {self.threads!r}")
+        if self.oracle_device is not None and (
+                not isinstance(self.oracle_device, str)
+                or self.oracle_device.split(":")[0] not in ("numpy", "cpu", "cuda")
+                or self.oracle_device.startswith("numpy:")):
+            raise SymgradError(f"oracle_device={self.oracle_device!r}: choose 'numpy' (the "
+                               "host's BLAS), a torch device with float64 ('cuda', 'cuda:1', "
+                               "'cpu'), or None (device's when it is CUDA, else numpy)")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
         if self.backends is not None:
@@ -171,11 +184,25 @@ class VerifyConfig:
                                "torch_fn=your_function or drop 'torch_fn'")
         return tuple(self.backends)
 
+    @property
+    def oracle_products(self) -> str:
+        """Where this run's oracle products run: "numpy", or a torch device.
+
+        >>> VerifyConfig().oracle_products, VerifyConfig(device="cuda:1").oracle_products
+        ('numpy', 'cuda:1')
+        >>> VerifyConfig(oracle_device="cpu").oracle_products
+        'cpu'
+        """
+        if self.oracle_device is not None:
+            return self.oracle_device
+        return self.device if str(self.device).startswith("cuda") else "numpy"
+
     def as_dict(self) -> dict:
         d = asdict(self)
         d["tolerance"] = self.tolerance.as_dict()
         del d["progress"]  # how it was displayed is not part of the result
         del d["threads"]  # nor how many threads computed it (the same bits on any count)
+        del d["oracle_device"]  # nor where its products ran (``oracle_device``'s comment)
         return d
 
 

@@ -249,8 +249,8 @@ class DDOps:
         op acts on each entry apart already; a general product's Ozaki split (its
         equilibration scales) would see the other samples, so each sample's part of the batch
         is multiplied apart (a selection is exact whatever the batch)."""
-        out = DDOps(self.matmul_config, samples)
-        out.kernels = self.kernels
+        out = copy.copy(self)  # the same table (a subclass too: ``DeviceDDOps``), its kernels
+        out.samples = samples
         return out
 
     def watching(self) -> "DDOps":
@@ -317,11 +317,15 @@ class DDOps:
             return picked
         bt = a.shape[0]
         if self.samples <= 1 or bt % self.samples:
-            return dd_matmul(a, b, self.matmul_config)
+            return self.product(a, b)
         per = bt // self.samples  # sample-major: the interpreter's batch letter comes first
-        parts = [dd_matmul(a[i:i + per], b[i:i + per], self.matmul_config)
-                 for i in range(0, bt, per)]
+        parts = [self.product(a[i:i + per], b[i:i + per]) for i in range(0, bt, per)]
         return DD(np.concatenate([c.hi for c in parts]), np.concatenate([c.lo for c in parts]))
+
+    def product(self, a: DD, b: DD) -> DD:
+        """A general (Bt, M, K) @ (Bt, K, N) product: Ozaki's on numpy's BLAS (a subclass may
+        run it elsewhere: ``symgrad.precise.device_ops``)."""
+        return dd_matmul(a, b, self.matmul_config)
 
     def diagonal(self, x: DD, letters: str, unique: str) -> DD:
         return x.map_arrays(lambda v: np.einsum(f"{letters}->{unique}", v))

@@ -29,6 +29,8 @@ import numpy as np
 from ..parallel import each
 from ..precise import blas_threads
 from ..precise.blas_threads import one_thread
+from . import device_gemm
+from .device_gemm import np_einsum
 from .interpret import RULES as VALUE_RULES
 from .program import Node
 from .quadrature import root_or_linear
@@ -51,6 +53,9 @@ class OneSampleOps(NumpyOps):
         super().__init__("float64")
 
     def einsum(self, spec, *ops):
+        got = device_gemm.einsum(spec, *ops)  # a large product on the run's device, if any
+        if got is not None:
+            return got
         ins, out = spec.split("->")
         subs = ins.split(",")
         if (len(ops) > 1 and out and all(s[:1] == out[0] for s in subs)
@@ -314,9 +319,9 @@ def _stacked(node: Node, mags: list, slot: int, arrays: list) -> list[np.ndarray
     if n == 1:  # one sample: without the batch axis (``OneSampleOps``: no operand copies)
         subs = [u.replace(b, "") for u in subs]
         ops = [o[:, 0] if j == slot else o[0] for j, o in enumerate(ops)]
-        return [t[None] for t in np.einsum(",".join(subs) + "->" + z + out, *ops,
+        return [t[None] for t in np_einsum(",".join(subs) + "->" + z + out, *ops,
                                               optimize=True)]
-    return list(np.einsum(",".join(subs) + "->" + z + b + out, *ops, optimize=True))
+    return list(np_einsum(",".join(subs) + "->" + z + b + out, *ops, optimize=True))
 
 
 def times(contraction: np.ndarray, factor) -> np.ndarray:

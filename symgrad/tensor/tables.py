@@ -21,10 +21,11 @@ import sympy as sp
 
 from ..backends.mpmath import target as mpmath_target
 from ..backends.numpy import target as numpy_target
-from ..backends.torch import TARGET, TORCH_DTYPES
+from ..backends.torch import TARGET, TORCH_DTYPES, check_device
 from ..codegen import compile_program
 from ..errors import SymgradError
 from ..precise import DD_OPS
+from ..precise.device_ops import DeviceDDOps
 
 _Y = sp.Symbol("y_out", real=True)
 _COMPILED: dict = {}
@@ -263,10 +264,15 @@ def _real(v):
     return v
 
 
-def oracle_ops(dps: int = 50):
+def oracle_ops(dps: int = 50, *, products: str = "numpy"):
     """The oracle's table: ``symgrad.precise.DD_OPS`` (double-double, ~106 bits; its claims
-    in ARRAYOPS.md). ``MpmathOps(dps)`` is the slow reference it is tested against."""
-    return DD_OPS
+    in ARRAYOPS.md). ``MpmathOps(dps)`` is the slow reference it is tested against.
+    ``products``: where its Ozaki products run, "numpy" or a torch device
+    (``VerifyConfig.oracle_products``; ``symgrad.precise.device_ops``)."""
+    if products == "numpy":
+        return DD_OPS
+    check_device(products, "float64")
+    return DeviceDDOps(products)
 
 
 def check_table(table) -> None:

@@ -32,7 +32,7 @@ from ..measures import STREAM_FROM
 from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
-from . import context, spill, views
+from . import context, device_gemm, spill, views
 from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
@@ -81,7 +81,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     compared = tuple(sorted({b.dtype for b in plan}))  # the bound's tie band (tie_band)
     # every sample compared (GPT-2's one): the samples themselves, not a copy (1.3 GB)
     sub = values if len(subset) == n else {k: v[subset] for k, v in values.items()}
-    table = oracle_table or oracle_ops(cfg.oracle_dps)
+    table = oracle_table or oracle_ops(cfg.oracle_dps, products=cfg.oracle_products)
     keys = program = None  # kink sites: the oracle runs the sided program at each sample's sides
     if has_sites(model):
         with _phase("kinks", cfg, timings, "kinks_s"):
@@ -360,7 +360,7 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
         if bar is not None and done > bar.n:
             bar.update(done - bar.n)  # redraws at most once a second
     try:
-        with using(cfg.threads or default_threads()):  # a large pass's pieces on the cores
+        with using(cfg.threads or default_threads()), device_gemm.using(cfg.oracle_products):
             yield tick
     finally:
         heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)

@@ -102,12 +102,8 @@ class Rounding:
 
     def widen(self, r, rel: arb, scale=None) -> arb:
         """r widened by rel * |scale| + tiny (scale: r itself unless given)."""
-        r = arb_backend._a(r)
-        if not r.is_finite() or abs(r).upper() > self.max:
-            if self.strict:
-                raise Unbounded("an intermediate beyond the dtype's range or not finite")
-            return arb.nan()
-        if self.exact:
+        r = self._check(r)
+        if self.exact or not r.is_finite():  # beyond the range: NaN (``_check``)
             return r
         mag = abs(r if scale is None else scale).upper()
         return r + (rel * mag + self.tiny) * UNIT

@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import time
 from fractions import Fraction
 from typing import Callable
@@ -330,7 +331,4 @@ def union(*radii: np.ndarray) -> np.ndarray:
     allowance of user code (``np.fmax`` of the two bounds), an unbounded part (NaN: its
     composition overflows or leaves its domain in the dtype, so it computes inf or NaN there,
     not a finite value) does not widen the others; NaN only where every part is unbounded."""
-    out = radii[0]
-    for r in radii[1:]:
-        out = np.fmax(out, r)
-    return out
+    return functools.reduce(np.fmax, radii)

@@ -10,6 +10,7 @@ for code vmap cannot trace (e.g. custom autograd Functions without a vmap rule).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Callable, Sequence
 
@@ -31,18 +32,11 @@ def _t(x, like):
     return x if isinstance(x, torch.Tensor) else torch.full_like(like, float(x))
 
 
-def _first_tensor(*xs):
-    return next(x for x in xs if isinstance(x, torch.Tensor))
-
-
 def _fold(op):
     """n-ary Max/Min from the binary torch op; Python numbers become tensors like the rest."""
     def fold(*xs):
-        like = _first_tensor(*xs)
-        out = _t(xs[0], like)
-        for x in xs[1:]:
-            out = op(out, _t(x, like))
-        return out
+        like = next(x for x in xs if isinstance(x, torch.Tensor))
+        return functools.reduce(lambda out, x: op(out, _t(x, like)), xs[1:], _t(xs[0], like))
     return fold
 
 

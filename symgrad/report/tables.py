@@ -110,16 +110,12 @@ def model_rows(entries: list[Entry]) -> list[dict]:
         row = {"model": e.model.name, "verdict": verdict_word(r.verdict),
                "worst error / allowance": fmt(max((s["worst_error_over_allowance"]
                                                     for s in sums), default=0.0)),
-               "correct digits (worst)": _fmt_digits(min((s["worst_correct_digits"]
-                                                          for s in sums), default=0.0)),
+               "correct digits (worst)": "{:.1f}".format(min(
+                   (s["worst_correct_digits"] for s in sums), default=0.0)),
                "samples checked": len(r.oracle_samples)}
         row.update(_counts_row(r.total_counts()))
         rows.append(row)
     return rows
-
-
-def _fmt_digits(d: float) -> str:
-    return f"{d:.1f}"
 
 
 def stats_rows(r: Result) -> list[dict]:

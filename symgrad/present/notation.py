@@ -11,6 +11,7 @@ intermediates print as their step's label; sigmoid as sigma. Used by ``explain``
 
 from __future__ import annotations
 
+import contextlib
 import re
 from xml.dom.minidom import parseString
 
@@ -22,7 +23,7 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 from ..errors import SymgradError
 from ..graph import Intermediate
 from .names import GREEK, ORDINAL, applied_name, is_word, layer_names, ordinal, split_name
-from .names import GREEK_LETTERS as _GREEK, tex_base, tex_sup
+from .names import GREEK_LETTERS as _GREEK, tex_base, tex_sup, updated
 from .texmath import tex_fragment
 
 __all__ = ["GREEK", "Raw", "applied_name", "latex", "layer_names", "mathml", "name_of",
@@ -279,21 +280,10 @@ class _MathML(MathMLPresentationPrinter):
         return self._row(self._mo("("), inner, self._mo(")"))
 
 
-class names_from:
+def names_from(mapping) -> contextlib.AbstractContextManager[None]:
     """``with names_from(graph): latex(...)`` prints each step by its unique program name
     (``ln_mean_3``) rather than its op's label, so that equal labels stay distinguishable."""
-
-    def __init__(self, mapping) -> None:
-        self.mapping = mapping
-
-    def __enter__(self):
-        self.saved = dict(_NAMES)
-        _NAMES.update(self.mapping)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _NAMES.clear()
-        _NAMES.update(self.saved)
+    return updated(_NAMES, mapping)
 
 
 def latex(expr) -> str:

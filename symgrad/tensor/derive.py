@@ -16,6 +16,7 @@ take and scatter_add are each other's adjoint. No Jacobian is ever materialised.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
@@ -91,18 +92,11 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     return found
 
 
-_TORCH: dict = {}  # (map body, argument i, arity) -> torch's VJP body (torch_vjp) or None
-
-
+@functools.lru_cache(maxsize=LOCAL_ENTRIES)
 def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Expr | None:
-    """``torch_vjp.torch_vjp`` of a body, once per distinct body (as ``_local``)."""
-    key = (expr, i, k)
-    if key not in _TORCH:
-        if len(_TORCH) >= LOCAL_ENTRIES:
-            del _TORCH[next(iter(_TORCH))]
-        _TORCH[key] = torch_vjp(expr, i, used,
-                                finish=lambda d: linear_ties(merge_powers(d)))
-    return _TORCH[key]
+    """``torch_vjp.torch_vjp`` of a body, once per distinct body (as ``_local``): torch's VJP
+    body or None."""
+    return torch_vjp(expr, i, used, finish=lambda d: linear_ties(merge_powers(d)))
 
 
 @dataclass(frozen=True)

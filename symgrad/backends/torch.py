@@ -13,6 +13,7 @@ import contextlib
 import functools
 import inspect
 from typing import Callable, Sequence
+from unittest import mock
 
 import numpy as np
 import sympy as sp
@@ -102,15 +103,9 @@ def _branch(expr: sp.Expr, taken: str, pr) -> str:
     """The branch's source with every input fed through ``safe(taken, ...)``."""
     if taken == "True":
         return pr(expr)
-    saved = dict(pr.names)
-    try:
-        for s in expr.free_symbols:
-            if s in saved:
-                pr.names[s] = f"safe({taken}, {saved[s]})"
+    with mock.patch.dict(pr.names, {s: f"safe({taken}, {pr.names[s]})" for s in expr.free_symbols
+                                    if s in pr.names}):  # every name as it was, after
         return pr(expr)
-    finally:
-        pr.names.clear()
-        pr.names.update(saved)
 
 
 def target() -> Target:

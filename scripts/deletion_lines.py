@@ -117,6 +117,8 @@ LEAN18: list[tuple[str, str]] = [
     ("501cee9", "atomic: _deferred_interrupt as a contextmanager"),
     ("10c426c", "four more one-use helpers in place"),
     ("cd34a26", "derive + torch_vjp: two hand-written caches as lru_cache"),
+    ("797a101", "hvp_mutants: _swapped is mock.patch.object"),
+    ("be03731", "backends/torch._branch: names restored by mock.patch.dict"),
 ]
 
 

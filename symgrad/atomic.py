@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 from .errors import SymgradError
 
@@ -71,24 +73,18 @@ def _unwritable(out: Path, exc: OSError):
                         f"({exc.strerror or exc}); choose a writable folder, e.g. --out reports")
 
 
-class _deferred_interrupt:
+@contextlib.contextmanager
+def _deferred_interrupt() -> Iterator[None]:
     """Hold back SIGINT (Ctrl-C) for the few renames that publish a set; re-raise after."""
-
-    def __enter__(self):
-        import signal
-        import threading
-        self.caught, self.old = False, None
-        if threading.current_thread() is threading.main_thread():
-            self.old = signal.signal(signal.SIGINT, self._note)
-        return self
-
-    def _note(self, *_):
-        self.caught = True
-
-    def __exit__(self, *exc):
-        import signal
-        if self.old is not None:
-            signal.signal(signal.SIGINT, self.old)
-        if self.caught:
+    import signal
+    import threading
+    caught, old = [], None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGINT, lambda *_: caught.append(True))
+    try:
+        yield
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGINT, old)
+        if caught:
             raise KeyboardInterrupt
-        return False

@@ -62,28 +62,22 @@ def _meant(parser: argparse.ArgumentParser, extras: Sequence[str]) -> str:
     return "".join(f"; {o}: {h}" for o, h in near)
 
 
-def _count(what: str) -> Callable[[str], int]:
-    """An argparse type: a positive integer, else a one-line error naming ``what``."""
+def _count(what: str, least: int = 1) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``least`` (1: a positive count; 0: a
+    non-negative seed of a generator), else a one-line error naming ``what``."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            value = 0
-        if value < 1:
-            raise argparse.ArgumentTypeError(f"{what} must be a positive integer, got {text!r}")
+            value = least - 1
+        if value < least:
+            kind = "positive" if least == 1 else "non-negative"
+            raise argparse.ArgumentTypeError(f"{what} must be a {kind} integer, got {text!r}")
         return value
     return parse
 
 
-def _seed(text: str) -> int:
-    """An argparse type: a non-negative integer (the seed of a generator)."""
-    try:
-        value = int(text)
-    except ValueError:
-        value = -1
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"seed must be a non-negative integer, got {text!r}")
-    return value
+_seed = _count("seed", 0)
 
 
 def _parser() -> argparse.ArgumentParser:

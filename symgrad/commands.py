@@ -155,11 +155,8 @@ def _module_config(model, args: argparse.Namespace) -> dict:
     """The config a module factory gets: the model's whole config (defaults filled in, as the
     model was built), not only the keys given with --config."""
     cfg = getattr(model, "gpt_config", None)
-    return dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else _config_dict(args)
-
-
-def _config_dict(args: argparse.Namespace) -> dict:
-    return load_config(args.config) if getattr(args, "config", None) else {}
+    return (dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else
+            load_config(args.config) if getattr(args, "config", None) else {})
 
 
 def _get(name: str, args: argparse.Namespace):

@@ -29,6 +29,7 @@ Bound classes (what ``rounding.error_source`` does with f(a_1, ..., a_n)):
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Callable
 
@@ -46,12 +47,7 @@ TARGETS = {"numpy": "numpy", "torch": "torch", "mpmath": "mpmath",
 
 def _fold(fn: str) -> Callable[[list[str]], str]:
     """An n-ary call from a binary one: fn(fn(a, b), c)."""
-    def fold(args: list[str]) -> str:
-        out = args[0]
-        for a in args[1:]:
-            out = f"{fn}({out}, {a})"
-        return out
-    return fold
+    return lambda args: functools.reduce(lambda out, a: f"{fn}({out}, {a})", args)
 
 
 def _nary(fn: str) -> Callable[[list[str]], str]:

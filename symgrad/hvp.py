@@ -78,9 +78,7 @@ def second_order(model, torch_fn: Callable | None = None, module=None):
 
 def _built(model: TensorModel) -> tuple:
     """(HVP model, direction block names), built once per model."""
-    if "hvp" not in model._cache:
-        model._cache["hvp"] = _tensor_hvp(model)
-    return model._cache["hvp"]
+    return model._cached("hvp", lambda: _tensor_hvp(model))
 
 
 def with_directions(model, at: dict | None, seed: int) -> dict | None:

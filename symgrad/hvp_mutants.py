@@ -26,8 +26,8 @@ False
 
 from __future__ import annotations
 
-import contextlib
 from typing import Callable
+from unittest import mock
 
 import torch
 
@@ -104,17 +104,7 @@ def patched(fn: Callable, owner, name: str, replacement: Callable) -> Callable:
     original = getattr(owner, name)
 
     def run(**blocks):
-        with _swapped(owner, name, lambda *a, **k: replacement(original, *a, **k)):
+        with mock.patch.object(owner, name, lambda *a, **k: replacement(original, *a, **k)):
             return fn(**blocks)
     run.__name__ = f"{getattr(fn, '__name__', 'torch_fn')} with {name} replaced"
     return run
-
-
-@contextlib.contextmanager
-def _swapped(owner, name: str, value):
-    saved = getattr(owner, name)
-    setattr(owner, name, value)
-    try:
-        yield
-    finally:
-        setattr(owner, name, saved)

@@ -122,17 +122,13 @@ class Model(ModelBase):
         one shape-() map node per step), built once and cached: the program caches its own
         gradient, so verifying the model again skips both. Every model type has this method
         (a ``TensorModel`` is its own program), so no caller asks which type it holds."""
-        if "tensor_program" not in self._cache:
-            self._cache["tensor_program"] = to_program(self)
-        return self._cache["tensor_program"]
+        return self._cached("tensor_program", lambda: to_program(self))
 
     @property
     def display_graph(self) -> Graph:
         """The program with each op's textbook form (e.g. BCE of a sigmoid, not softplus)."""
-        if "display_graph" not in self._cache:
-            self._cache["display_graph"] = Graph.from_expr(
-                self.loss, rename=self._rename, view="display")
-        return self._cache["display_graph"]
+        return self._cached("display_graph", lambda: Graph.from_expr(
+            self.loss, rename=self._rename, view="display"))
 
     @property
     def written_graph(self) -> Graph:
@@ -141,9 +137,8 @@ class Model(ModelBase):
         program against the formula as written. ``graph`` itself when nothing was rewritten."""
         if not self.graph.rewrites:
             return self.graph
-        if "written_graph" not in self._cache:
-            self._cache["written_graph"] = Graph.from_expr(self.loss, rename=self._rename)
-        return self._cache["written_graph"]
+        return self._cached("written_graph", lambda: Graph.from_expr(self.loss,
+                                                                    rename=self._rename))
 
     def _rename(self, expr: sp.Expr) -> sp.Expr:
         """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""

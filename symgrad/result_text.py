@@ -49,17 +49,21 @@ class ResultText:
         allowed = m["ulps"] * m["allowed"] / m["error"] if m["error"] > 0 else f.allowed_ulps
         return replace(f, ulps=m["ulps"], allowed_ulps=allowed)
 
+    def output_groups(self) -> list[tuple[str, slice]]:
+        """(label, columns) of each row: the value, then each parameter block ("g·v" and
+        "Hv:<block>" at order 2)."""
+        value, prefix = (HVP_VALUE, HVP_PREFIX) if self.config.order == 2 else ("value", "d/d")
+        return [(value, slice(0, 1))] + [(f"{prefix}{name}", slice(a, b))
+                                         for name, a, b in self.blocks]
+
     def rows(self) -> list[dict]:
         """One row per output group: the value, then each parameter block. The verdict column
         is the deciding backends'; symgrad's own programs' findings, where they do not decide,
         are added after it ("ok; symgrad's own program: FAIL")."""
-        value, prefix = (HVP_VALUE, HVP_PREFIX) if self.config.order == 2 else ("value", "d/d")
-        groups = [(value, slice(0, 1))] + [(f"{prefix}{name}", slice(a, b))
-                                           for name, a, b in self.blocks]
         deciding = self.deciding
         apart = [n for n in self.comparisons if n not in deciding]
         rows = []
-        for label, cols in groups:
+        for label, cols in self.output_groups():
             row = {"output": label}
             for name in self.comparisons:
                 row[f"{name} worst ULPs"] = self.worst_ulps(name, cols)

@@ -7,6 +7,8 @@ Every node is an array of shape (N,): one Python statement per node, no loop per
 
 from __future__ import annotations
 
+import functools
+
 import numpy
 import numpy as np
 import scipy.special
@@ -35,9 +37,7 @@ def select_pattern(arg: sp.Expr):
 def _share(arg, members, h0):
     """d Max(members)/d X = Heaviside(X - Max(others)) with a tie shared evenly: at a k-way tie
     each tied argument gets 1/k (H(0) = 1/2 for every one would hand out k/2: no subgradient)."""
-    best = members[0]
-    for m in members[1:]:
-        best = np.maximum(best, m)
+    best = functools.reduce(np.maximum, members)
     ties = sum(np.asarray(m == best, dtype=np.result_type(arg)) for m in members)
     with np.errstate(divide="ignore", invalid="ignore"):
         out = np.where(arg > 0, 1, np.where(arg < 0, 0, np.where(ties > 2, 1 / ties, h0)))

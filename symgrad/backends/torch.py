@@ -10,8 +10,10 @@ for code vmap cannot trace (e.g. custom autograd Functions without a vmap rule).
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 from typing import Callable, Sequence
+from unittest import mock
 
 import numpy as np
 import sympy as sp
@@ -31,18 +33,11 @@ def _t(x, like):
     return x if isinstance(x, torch.Tensor) else torch.full_like(like, float(x))
 
 
-def _first_tensor(*xs):
-    return next(x for x in xs if isinstance(x, torch.Tensor))
-
-
 def _fold(op):
     """n-ary Max/Min from the binary torch op; Python numbers become tensors like the rest."""
     def fold(*xs):
-        like = _first_tensor(*xs)
-        out = _t(xs[0], like)
-        for x in xs[1:]:
-            out = op(out, _t(x, like))
-        return out
+        like = next(x for x in xs if isinstance(x, torch.Tensor))
+        return functools.reduce(lambda out, x: op(out, _t(x, like)), xs[1:], _t(xs[0], like))
     return fold
 
 
@@ -108,15 +103,9 @@ def _branch(expr: sp.Expr, taken: str, pr) -> str:
     """The branch's source with every input fed through ``safe(taken, ...)``."""
     if taken == "True":
         return pr(expr)
-    saved = dict(pr.names)
-    try:
-        for s in expr.free_symbols:
-            if s in saved:
-                pr.names[s] = f"safe({taken}, {saved[s]})"
+    with mock.patch.dict(pr.names, {s: f"safe({taken}, {pr.names[s]})" for s in expr.free_symbols
+                                    if s in pr.names}):  # every name as it was, after
         return pr(expr)
-    finally:
-        pr.names.clear()
-        pr.names.update(saved)
 
 
 def target() -> Target:

@@ -90,21 +90,15 @@ def _convolution(a: dict, shape) -> Node:
     k, g = W.ndim - 2, int(a["groups"])
     if x.ndim != k + 2:
         raise SymgradError(f"capture: convolution of an unbatched input {x.shape}")
-    out = list(shape[2:])
-    if a["transposed"]:
-        n, C, O = x.shape[0], x.shape[1], int(shape[1])
-        sp_, kk = _SP[:k], _K[:k]
-        P = reshape(_patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"],
-                             out, transposed=True), (n, g, C // g, *out, *W.shape[2:]))
-        Wg = reshape(W, (g, C // g, O // g, *W.shape[2:]))
-        y = reshape(einsum(f"ngc{sp_}{kk},gco{kk}->ngo{sp_}", P, Wg), (n, O, *out))
-        return _bias(y, a, O, k)
-    P = _patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"], out)
-    n, C, O = x.shape[0], x.shape[1], W.shape[0]
+    out, transposed = list(shape[2:]), bool(a["transposed"])
+    n, C, O = x.shape[0], x.shape[1], int(shape[1]) if transposed else W.shape[0]
     sp_, kk = _SP[:k], _K[:k]
-    P = reshape(P, (n, g, C // g, *out, *W.shape[2:]))
-    Wg = reshape(W, (g, O // g, C // g, *W.shape[2:]))
-    y = reshape(einsum(f"ngc{sp_}{kk},goc{kk}->ngo{sp_}", P, Wg), (n, O, *out))
+    P = reshape(_patches(x, list(W.shape[2:]), a["stride"], a["padding"], a["dilation"], out,
+                         transposed=transposed), (n, g, C // g, *out, *W.shape[2:]))
+    # the weight's groups: (C_in, C_out/g, *kernel) transposed, else (C_out, C_in/g, *kernel)
+    w = f"gco{kk}" if transposed else f"goc{kk}"
+    Wg = reshape(W, (g, *((C // g, O // g) if transposed else (O // g, C // g)), *W.shape[2:]))
+    y = reshape(einsum(f"ngc{sp_}{kk},{w}->ngo{sp_}", P, Wg), (n, O, *out))
     return _bias(y, a, O, k)
 
 

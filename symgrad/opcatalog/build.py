@@ -69,10 +69,6 @@ def definition(op: Op) -> tuple[dict, list[sp.Expr]]:
     return blocks, [sp.sympify(e) for e in entries]
 
 
-def _readout_block(n: int):
-    return sp.Symbol(READOUT, real=True) if n == 1 else matrix(READOUT, n)
-
-
 def _fn(name: str, names: list[str], body: list[str]) -> tuple[Callable, str]:
     src = f"def {name}({', '.join(names)}):\n" + "".join(f"    {line}\n" for line in body)
     namespace = {"torch": torch, "F": F}
@@ -86,7 +82,7 @@ def first_order(op: Op) -> Built:
     if key in _CACHE:
         return _CACHE[key]
     blocks, entries = definition(op)
-    r = _readout_block(len(entries))
+    r = sp.Symbol(READOUT, real=True) if len(entries) == 1 else matrix(READOUT, len(entries))
     rs = [r] if len(entries) == 1 else list(r)
     loss = sp.Add(*[a * b for a, b in zip(rs, entries)])
     params = {blocks[a.name]: _domain(a) for a in op.args if a.param}

@@ -219,16 +219,12 @@ KNOWN: tuple[Known, ...] = (
 )
 
 
-def _applies_to(k: Known, op: Op) -> bool:
-    return op.name in k.ops or k.name == "subnormal input"
-
-
 def classify(op: Op, dtype: str, order: str, kind: str, point: dict, output: str,
              expected: float, got: float) -> tuple[str, str]:
     """(cause "class: name" or "unexplained", explanation) of one failing entry."""
     seen = Seen(point, dtype, order, output, expected, got)
     for k in KNOWN:
-        if _applies_to(k, op):
+        if op.name in k.ops or k.name == "subnormal input":
             try:
                 hit = bool(k.applies(seen))
             except (TypeError, KeyError, ValueError, IndexError):

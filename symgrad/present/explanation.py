@@ -100,7 +100,7 @@ class Explanation:
                 for ln in s.lines:
                     if ln.html or ln.lhs is None:
                         math = ln.html
-                    elif _eqable(ln):
+                    elif not any(isinstance(s, sp.MatrixExpr) for s in (ln.lhs, ln.rhs)):
                         math = mathml(sp.Eq(ln.lhs, fold(ln.rhs, ln.max_terms), evaluate=False))
                     else:
                         math = mathml(ln.lhs) + " = " + mathml(fold(ln.rhs, ln.max_terms))
@@ -121,10 +121,6 @@ class Explanation:
 
     def __str__(self) -> str:
         return self.markdown()
-
-
-def _eqable(ln: Line) -> bool:
-    return not isinstance(ln.lhs, sp.MatrixExpr) and not isinstance(ln.rhs, sp.MatrixExpr)
 
 
 _TEX_TEXT = {"δ̂": r"$\hat\delta$", "_": r"\_", "&": r"\&", "%": r"\%", "#": r"\#",

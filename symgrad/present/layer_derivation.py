@@ -129,9 +129,7 @@ def layer_sections(steps: Steps, values: dict | None) -> list[Section]:
     for n in steps.nodes:
         key = n.group.label if n.group is not None else str(n.symbol)
         groups.setdefault(key, (n.group, []))[1].append(n)
-    shapes = {name: (s + (1,) * (2 - len(s)) if s else (1, 1))
-              for name, s in steps.shapes.items()}
-    shapes.update({k: (g.shape if g is not None else (1, 1)) for k, (g, _) in groups.items()})
+    shapes = matrix_shapes(steps)
     fwd = Section("Forward pass, layer by layer",
                   note="matrix notation; each step is a layer of the model's program")
     back = Section("Backpropagation: one delta per layer",

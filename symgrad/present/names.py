@@ -14,8 +14,9 @@ superscript ``(1)``; an entry's index ``_{0,3}`` after them (``W1_{0,3}``: W^(1)
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Iterable
+from typing import Iterable, Iterator
 
 _NAME = re.compile(r"^(?P<base>[A-Za-z]+?)(?P<num>\d*)"
                    r"(?:_\{(?P<idx>[\d,]+)\}|_(?P<sub>[A-Za-z]))?$")
@@ -31,7 +32,20 @@ GREEK_LETTERS = {"sigma": "σ", "delta": "δ", "alpha": "α", "beta": "β", "gam
 _LAYERED: set[str] = set()  # names whose number is a layer's, while ``layer_names`` holds them
 
 
-class layer_names:
+@contextlib.contextmanager
+def updated(container, items) -> Iterator[None]:
+    """``container`` (a dict or a set) with ``items`` added for the ``with`` block, then as it
+    was (``layer_names``, ``notation.names_from``)."""
+    saved = container.copy()
+    container.update(items)
+    try:
+        yield
+    finally:
+        container.clear()
+        container.update(saved)
+
+
+def layer_names(names: Iterable[str]) -> contextlib.AbstractContextManager[None]:
     """``with layer_names(model.layer_names): latex(...)`` prints those names' trailing number
     as the layer superscript (the zoo's ``W1`` as W^(1)); every other name's as a subscript.
 
@@ -45,18 +59,7 @@ class layer_names:
     >>> split_name("W1")
     ('W', '', '1')
     """
-
-    def __init__(self, names: Iterable[str]) -> None:
-        self.names = set(names)
-
-    def __enter__(self):
-        self.saved = set(_LAYERED)
-        _LAYERED.update(self.names)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _LAYERED.clear()
-        _LAYERED.update(self.saved)
+    return updated(_LAYERED, set(names))
 
 
 def stem_of(name: str) -> str:

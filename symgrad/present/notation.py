@@ -11,6 +11,7 @@ intermediates print as their step's label; sigmoid as sigma. Used by ``explain``
 
 from __future__ import annotations
 
+import contextlib
 import re
 from xml.dom.minidom import parseString
 
@@ -22,7 +23,7 @@ from sympy.printing.mathml import MathMLPresentationPrinter
 from ..errors import SymgradError
 from ..graph import Intermediate
 from .names import GREEK, ORDINAL, applied_name, is_word, layer_names, ordinal, split_name
-from .names import GREEK_LETTERS as _GREEK, tex_base, tex_sup
+from .names import GREEK_LETTERS as _GREEK, tex_base, tex_sup, updated
 from .texmath import tex_fragment
 
 __all__ = ["GREEK", "Raw", "applied_name", "latex", "layer_names", "mathml", "name_of",
@@ -134,30 +135,18 @@ class _MathML(MathMLPresentationPrinter):
                 inner.appendChild(self._print_Symbol(sp.Symbol(a)))
             return self._applied(_GREEK.get(func, func), self._paren(inner))
         if name.startswith("delta_") and len(name) > 6:  # a layer's delta: delta_{its name}
-            node = self.dom.createElement("msub")
-            node.appendChild(self._print_Symbol(sp.Symbol("delta")))
-            node.appendChild(self._print_Symbol(sp.Symbol(name[6:])))
-            return node
+            return self._row(self._print_Symbol(sp.Symbol("delta")),
+                             self._print_Symbol(sp.Symbol(name[6:])), tag="msub")
         adjoint = name.startswith("d_") and len(name) > 2
         base, sup, sub = split_name(name[2:] if adjoint else name)
-        mi = self.dom.createElement("mi")
-        mi.appendChild(self.dom.createTextNode(_GREEK.get(base, base)))
+        mi = self._leaf("mi", _GREEK.get(base, base))
         if adjoint:
-            over = self.dom.createElement("mover")
-            over.setAttribute("accent", "true")
-            bar = self.dom.createElement("mo")
-            bar.appendChild(self.dom.createTextNode("\u00af"))
-            over.appendChild(mi)
-            over.appendChild(bar)
-            mi = over
+            mi = self._row(mi, self._mo("\u00af"), tag="mover")
+            mi.setAttribute("accent", "true")
         if not sup and not sub:
             return mi
         tag = "msubsup" if (sup and sub) else ("msub" if sub else "msup")
-        node = self.dom.createElement(tag)
-        node.appendChild(mi)
-        for text in ([sub] if sub else []) + ([sup] if sup else []):
-            node.appendChild(self._script(text))
-        return node
+        return self._row(mi, *(self._script(t) for t in (sub, sup) if t), tag=tag)
 
     def _script(self, text: str):
         """A sub- or superscript: digits as a number, an ordinal's ``(6th)`` as the number and
@@ -168,36 +157,22 @@ class _MathML(MathMLPresentationPrinter):
                 m = ORDINAL.fullmatch(part)
                 if m:
                     for tag, t in (("mn", m.group(1)), ("mtext", m.group(2))):
-                        el = self.dom.createElement(tag)
-                        el.appendChild(self.dom.createTextNode(t))
-                        row.appendChild(el)
+                        row.appendChild(self._leaf(tag, t))
                 elif part.strip():
                     row.appendChild(self._mo(part.strip()) if part in "()," else
                                     self._script(part.strip()))
             return row
-        mn = self.dom.createElement("mn" if re.fullmatch(r"[\d,;()]+", text) else "mi")
-        mn.appendChild(self.dom.createTextNode(text))
-        return mn
+        return self._leaf("mn" if re.fullmatch(r"[\d,;()]+", text) else "mi", text)
 
     _print_Dummy = _print_Symbol
 
     def _print_Derivative(self, e):
         """∂f/∂x as a fraction (sympy's default writes the total-derivative ⅆ)."""
         (var, count), = e.variable_count
-        frac = self.dom.createElement("mfrac")
-        for inner, power in ((e.expr, count), (var, count)):
-            row = self.dom.createElement("mrow")
-            mo = self.dom.createElement("mo")
-            mo.appendChild(self.dom.createTextNode("∂"))
-            row.appendChild(mo)
-            row.appendChild(self._print(inner))
-            if power != 1:
-                sup = self.dom.createElement("msup")
-                sup.appendChild(row)
-                sup.appendChild(self._print(sp.Integer(power)))
-                row = sup
-            frac.appendChild(row)
-        return frac
+        rows = [self._row(self._mo("∂"), self._print(inner)) for inner in (e.expr, var)]
+        return self._row(*(row if count == 1 else
+                           self._row(row, self._print(sp.Integer(count)), tag="msup")
+                           for row in rows), tag="mfrac")
 
     def _print_Raw(self, sym):
         """The MathML of the symbol's LaTeX (the same formula in both views); its plain text
@@ -205,9 +180,7 @@ class _MathML(MathMLPresentationPrinter):
         try:
             return self.dom.importNode(parseString(tex_fragment(sym.tex)).documentElement, True)
         except SymgradError:
-            mi = self.dom.createElement("mi")
-            mi.appendChild(self.dom.createTextNode(sym.text))
-            return mi
+            return self._leaf("mi", sym.text)
 
     def _print_Mul(self, expr):
         """As sympy's, but split into numerator and denominator as the LaTeX printer does
@@ -228,10 +201,7 @@ class _MathML(MathMLPresentationPrinter):
             expr = -expr
         numer, denom = sp.fraction(expr, exact=True)
         if denom is not sp.S.One:
-            frac = self.dom.createElement("mfrac")
-            frac.appendChild(self._print(numer))
-            frac.appendChild(self._print(denom))
-            row.appendChild(frac)
+            row.appendChild(self._row(self._print(numer), self._print(denom), tag="mfrac"))
             return row
         coeff, terms = expr.as_coeff_mul()
         if coeff is sp.S.One and len(terms) == 1:
@@ -251,16 +221,18 @@ class _MathML(MathMLPresentationPrinter):
             row.appendChild(f)
         return row
 
+    def _leaf(self, tag: str, text: str):
+        """An element ``<tag>text</tag>`` (mi, mn, mo, mtext)."""
+        node = self.dom.createElement(tag)
+        node.appendChild(self.dom.createTextNode(text))
+        return node
+
     def _mo(self, text: str):
-        mo = self.dom.createElement("mo")
-        mo.appendChild(self.dom.createTextNode(text))
-        return mo
+        return self._leaf("mo", text)
 
     def _applied(self, name: str, args):
         """``name(args)``: a named function applied to its parenthesized argument node."""
-        mi = self.dom.createElement("mi")
-        mi.appendChild(self.dom.createTextNode(name))
-        return self._row(mi, args)
+        return self._row(self._leaf("mi", name), args)
 
     def _print_Piecewise(self, e):
         """A brace over one row per branch, "value  for condition" (the last "otherwise"), as
@@ -282,9 +254,7 @@ class _MathML(MathMLPresentationPrinter):
         return row
 
     def _text(self, text: str):
-        node = self.dom.createElement("mtext")
-        node.appendChild(self.dom.createTextNode(text))
-        return node
+        return self._leaf("mtext", text)
 
     def mathml_tag(self, e):  # sympy writes < and > raw, which breaks the page's markup
         tag = super().mathml_tag(e)
@@ -310,21 +280,10 @@ class _MathML(MathMLPresentationPrinter):
         return self._row(self._mo("("), inner, self._mo(")"))
 
 
-class names_from:
+def names_from(mapping) -> contextlib.AbstractContextManager[None]:
     """``with names_from(graph): latex(...)`` prints each step by its unique program name
     (``ln_mean_3``) rather than its op's label, so that equal labels stay distinguishable."""
-
-    def __init__(self, mapping) -> None:
-        self.mapping = mapping
-
-    def __enter__(self):
-        self.saved = dict(_NAMES)
-        _NAMES.update(self.mapping)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        _NAMES.clear()
-        _NAMES.update(self.saved)
+    return updated(_NAMES, mapping)
 
 
 def latex(expr) -> str:

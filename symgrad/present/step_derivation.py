@@ -59,15 +59,9 @@ class DirectDerivative(sp.Derivative):
         return rf"\left.{inner}\right|_{{\mathrm{{direct}}}}"
 
     def _mathml_presentation(self, printer):
-        dom = printer.dom
-        row, sub, bar, word = (dom.createElement(t) for t in ("mrow", "msub", "mo", "mtext"))
-        bar.appendChild(dom.createTextNode("|"))
-        word.appendChild(dom.createTextNode("direct"))
-        row.appendChild(printer._print(sp.Derivative(*self.args, evaluate=False)))
-        row.appendChild(bar)
-        sub.appendChild(row)
-        sub.appendChild(word)
-        return sub
+        row = printer._row(printer._print(sp.Derivative(*self.args, evaluate=False)),
+                           printer._mo("|"))  # symgrad's printer (present.notation.mathml)
+        return printer._row(row, printer._text("direct"), tag="msub")
 
 
 @dataclass

@@ -31,7 +31,7 @@ from .explanation import Line, Section
 from .formulas import Formula, eq_formula, mathml_of_tex
 from .notation import latex, tex_base
 from .tensor_formulas import (LETTERS, Names, Ref, free_symbols_of, hidden, index_letters,
-                              layer_groups, node_line, signature)
+                              layer_groups, node_line, signature, summed)
 
 MAX_LINES = 80  # lines of each pass shown before the rest is counted
 SHOWN_ENTRIES = 4  # entries of a bigger array shown beside its shape
@@ -178,10 +178,10 @@ def vjp_rule(node: Node, i: int, names: Names) -> Formula:
         body = sp.Mul(*terms, evaluate=False) if len(terms) > 1 else terms[0]
         sizes = {c: n for o, s in zip(node.args, subs) for c, n in zip(s, o.shape)}
         mine = index_letters(a.shape, subs[i])
-        for c in dict.fromkeys(res + "".join(s for j, s in enumerate(subs) if j != i)):
-            if c not in mine and sizes[c] != 1:
-                body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
-        return eq_formula(_delta(names, a, mine), body)
+        return eq_formula(_delta(names, a, mine), summed(body, (
+            (c, sizes[c]) for c in dict.fromkeys(res + "".join(s for j, s in enumerate(subs)
+                                                                 if j != i))
+            if c not in mine and sizes[c] != 1)))
     if node.op == "map":
         mine = index_letters(a.shape, out)
         local = sp.diff(node.attrs["expr"], X[i]).xreplace(
@@ -189,11 +189,9 @@ def vjp_rule(node: Node, i: int, names: Names) -> Formula:
         if len(latex(local)) > LONG:  # e.g. GELU's derivative: named, not written out
             local = sp.Derivative(names.raw(node, index_letters(node.shape, out)),
                                   names.raw(a, index_letters(a.shape, out)), evaluate=False)
-        body = dy * local
-        for c, n, m in zip(out, node.shape, a.shape):
-            if m == 1 and n != 1:  # a broadcast axis: the contributions add up
-                body = sp.Sum(body, (sp.Symbol(c), 0, n - 1))
-        return eq_formula(_delta(names, a, mine), body)
+        # a broadcast axis: the contributions add up
+        return eq_formula(_delta(names, a, mine), summed(dy * local, (
+            (c, n) for c, n, m in zip(out, node.shape, a.shape) if m == 1 and n != 1)))
     if node.op in ("sum", "max"):
         full = free_symbols_of(out, node, a)
         lhs = _delta(names, a, index_letters(a.shape, full))
@@ -205,10 +203,8 @@ def vjp_rule(node: Node, i: int, names: Names) -> Formula:
     if node.op == "take":  # the adjoint of a lookup adds rows into the table
         ids, rest = names.raw(node.args[1], out[:node.args[1].ndim]), out[node.args[1].ndim:]
         hit = Ref(rf"[{ids.tex} = v]", f"[{ids.text} = v]")
-        body = sp.Mul(hit, dy, evaluate=False)
-        for c, n in zip(out[:node.args[1].ndim], node.shape):
-            body = sp.Sum(body, (sp.Symbol(c), 0, n - 1))
-        return eq_formula(_delta(names, a, index_letters(a.shape, "v" + rest)), body)
+        return eq_formula(_delta(names, a, index_letters(a.shape, "v" + rest)), summed(
+            sp.Mul(hit, dy, evaluate=False), zip(out[:node.args[1].ndim], node.shape)))
     what = {"reshape": f"reshaped back to {a.shape}", "transpose": "axes permuted back",
             "broadcast": "summed over the broadcast axes",
             "scatter_add": "rows taken back by id"}.get(node.op, node.op)

@@ -126,6 +126,13 @@ def index_letters(shape, letters: str) -> str:
     return "".join(c for c, n in zip(letters, shape) if n != 1)
 
 
+def summed(body: sp.Expr, over) -> sp.Expr:
+    """``body`` summed over each (index letter, size) of ``over``, innermost first."""
+    for c, n in over:
+        body = sp.Sum(body, (sp.Symbol(c), 0, n - 1))
+    return body
+
+
 def _rhs(node: Node, names: Names, out: str):
     """The right-hand side of one entry of ``node`` (a sympy expression of Raw symbols)."""
     a = node.args
@@ -134,10 +141,8 @@ def _rhs(node: Node, names: Names, out: str):
         terms = [names.raw(o, index_letters(o.shape, s)) for o, s in zip(a, ins.split(","))]
         body = sp.Mul(*terms, evaluate=False) if len(terms) > 1 else terms[0]
         sizes = {c: n for o, s in zip(a, ins.split(",")) for c, n in zip(s, o.shape)}
-        summed = [c for c in dict.fromkeys("".join(ins.split(","))) if c not in res]
-        for c in summed:
-            body = sp.Sum(body, (sp.Symbol(c), 0, sizes[c] - 1))
-        return body
+        return summed(body, ((c, sizes[c]) for c in dict.fromkeys("".join(ins.split(",")))
+                             if c not in res))
     if node.op == "map":
         expr = rename(node.attrs["expr"],  # no Max / Min re-evaluated (tensor.rename)
                       {X[i]: names.raw(o, index_letters(o.shape, out)) for i, o in enumerate(a)})
@@ -153,10 +158,7 @@ def _rhs(node: Node, names: Names, out: str):
         arg = names.raw(a[0], full)
         over = ",".join(full[i] for i in axes)
         if node.op == "sum":
-            body = arg
-            for i in axes:
-                body = sp.Sum(body, (sp.Symbol(full[i]), 0, a[0].shape[i] - 1))
-            return body
+            return summed(arg, ((full[i], a[0].shape[i]) for i in axes))
         return Ref(rf"\max_{{{over}}} {names.tex(a[0], full)}", f"max over {over} of "
                    f"{names.text(a[0], full)}")
     if node.op == "stop":

@@ -36,6 +36,9 @@ ACCENTS = {"hat": "^", "bar": "\u00af", "tilde": "~", "vec": "→", "dot": "˙"}
 TEXT = {"mathrm": "normal", "text": None, "operatorname": "normal", "mathit": "italic",
         "mathbf": "bold", "textrm": None}
 FENCE_SIZES = {"big": "1.2em", "Big": "1.6em", "bigg": "2.1em", "Bigg": "2.6em"}
+# (has a subscript, has a superscript) -> (its tag, its tag on a large operator: limits)
+SCRIPT_TAGS = {(True, True): ("msubsup", "munderover"), (True, False): ("msub", "munder"),
+               (False, True): ("msup", "mover")}
 MINUS = "\u2212"  # the minus sign, not the hyphen a keyboard types
 _TOKEN = re.compile(r"\\[A-Za-z]+|\\.|\d+(?:\.\d+)?|[A-Za-z]|\S")
 
@@ -91,15 +94,6 @@ class _Parser:
             items.append(self.scripted())
         return items
 
-    def argument(self) -> str:
-        """One argument: a ``{group}`` as an mrow, or a single atom."""
-        if self.peek() == "{":
-            self.take()
-            inner = self.sequence()
-            self.take()
-            return _row(inner)
-        return self.atom()
-
     def scripted(self) -> str:
         base = self.atom()
         sub = sup = None
@@ -108,23 +102,19 @@ class _Parser:
             if tok == "'":
                 sup = (sup or "") + "<mo>′</mo>"
             elif tok == "_":
-                sub = self.argument()
+                sub = self.atom()
             else:
-                sup = self.argument()
+                sup = self.atom()
         if sub is None and sup is None:
             return base
         sup = _row([sup]) if sup is not None and sup.startswith("<mo>′") else sup
         large = base.startswith("<mo movablelimits")
-        if sub is not None and sup is not None:
-            tag = "munderover" if large else "msubsup"
-            return f"<{tag}>{base}{sub}{sup}</{tag}>"
-        if sub is not None:
-            tag = "munder" if large else "msub"
-            return f"<{tag}>{base}{sub}</{tag}>"
-        tag = "mover" if large else "msup"
-        return f"<{tag}>{base}{sup}</{tag}>"
+        tag = SCRIPT_TAGS[(sub is not None, sup is not None)][large]
+        return f"<{tag}>{base}{sub or ''}{sup or ''}</{tag}>"
 
     def atom(self) -> str:
+        """One atom: a ``{group}`` as an mrow (a command's argument), a token, a command with
+        its arguments."""
         tok = self.take()
         if tok == "{":
             inner = self.sequence()
@@ -140,16 +130,16 @@ class _Parser:
             return f"<mo>{html.escape(MINUS if tok == '-' else tok)}</mo>"
         name = tok[1:]
         if name == "frac":
-            return f"<mfrac>{_row([self.argument()])}{_row([self.argument()])}</mfrac>"
+            return f"<mfrac>{_row([self.atom()])}{_row([self.atom()])}</mfrac>"
         if name == "sqrt":
             if self.peek() == "[":
                 self.take()
                 index = self.sequence(("]",))
                 self.take()
-                return f"<mroot>{_row([self.argument()])}{_row(index)}</mroot>"
-            return f"<msqrt>{self.argument()}</msqrt>"
+                return f"<mroot>{_row([self.atom()])}{_row(index)}</mroot>"
+            return f"<msqrt>{self.atom()}</msqrt>"
         if name in ACCENTS:
-            return (f'<mover accent="true">{self.argument()}<mo>{ACCENTS[name]}</mo>'
+            return (f'<mover accent="true">{self.atom()}<mo>{ACCENTS[name]}</mo>'
                     "</mover>")
         if name in TEXT:
             text = html.escape(self.group_text(spaces=TEXT[name] is None))

@@ -52,10 +52,8 @@ def _view(model) -> tuple:
     """(program, its ``step_formulas.View`` or None for a program of tensor operations), read
     once per program."""
     prog = program_of(model)
-    if "report_steps" not in prog._cache:
-        view = step_formulas.View(prog)
-        prog._cache["report_steps"] = view if view.steps is not None else None
-    return prog, prog._cache["report_steps"]
+    view = prog._cached("report_steps", lambda: step_formulas.View(prog))
+    return prog, view if view.steps is not None else None
 
 
 def _oracle(r: Result) -> dict:

@@ -14,7 +14,6 @@ from ..version import __version__
 from ..compare import FAILING, STATUS_NAMES
 from ..model import Model
 from ..result import Result
-from ..result_text import HVP_PREFIX, HVP_VALUE
 
 
 BADGE_COLOURS = {"pass": "#1a7f37", "fail": "#cf222e", "inconclusive": "#9a6700"}
@@ -110,23 +109,17 @@ def model_rows(entries: list[Entry]) -> list[dict]:
         row = {"model": e.model.name, "verdict": verdict_word(r.verdict),
                "worst error / allowance": fmt(max((s["worst_error_over_allowance"]
                                                     for s in sums), default=0.0)),
-               "correct digits (worst)": _fmt_digits(min((s["worst_correct_digits"]
-                                                          for s in sums), default=0.0)),
+               "correct digits (worst)": "{:.1f}".format(min(
+                   (s["worst_correct_digits"] for s in sums), default=0.0)),
                "samples checked": len(r.oracle_samples)}
         row.update(_counts_row(r.total_counts()))
         rows.append(row)
     return rows
 
 
-def _fmt_digits(d: float) -> str:
-    return f"{d:.1f}"
-
-
 def stats_rows(r: Result) -> list[dict]:
     rows = []
-    value, prefix = (HVP_VALUE, HVP_PREFIX) if r.config.order == 2 else ("value", "d/d")
-    for label, cols in [(value, slice(0, 1))] + [(f"{prefix}{n}", slice(a, b))
-                                                 for n, a, b in r.blocks]:
+    for label, cols in r.output_groups():
         row = {"output": label}
         for name in r.comparisons:
             row[f"{name} error/allowed"] = _num(r.worst_ratio(name, cols))

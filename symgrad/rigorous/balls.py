@@ -51,6 +51,7 @@ True
 
 from __future__ import annotations
 
+import functools
 import time
 from fractions import Fraction
 from typing import Callable
@@ -102,12 +103,8 @@ class Rounding:
 
     def widen(self, r, rel: arb, scale=None) -> arb:
         """r widened by rel * |scale| + tiny (scale: r itself unless given)."""
-        r = arb_backend._a(r)
-        if not r.is_finite() or abs(r).upper() > self.max:
-            if self.strict:
-                raise Unbounded("an intermediate beyond the dtype's range or not finite")
-            return arb.nan()
-        if self.exact:
+        r = self._check(r)
+        if self.exact or not r.is_finite():  # beyond the range: NaN (``_check``)
             return r
         mag = abs(r if scale is None else scale).upper()
         return r + (rel * mag + self.tiny) * UNIT
@@ -334,7 +331,4 @@ def union(*radii: np.ndarray) -> np.ndarray:
     allowance of user code (``np.fmax`` of the two bounds), an unbounded part (NaN: its
     composition overflows or leaves its domain in the dtype, so it computes inf or NaN there,
     not a finite value) does not widen the others; NaN only where every part is unbounded."""
-    out = radii[0]
-    for r in radii[1:]:
-        out = np.fmax(out, r)
-    return out
+    return functools.reduce(np.fmax, radii)

@@ -166,7 +166,7 @@ class RoundedArbOps:
         with ctx.workprec(self.prec):
             s = self.exact.sum(x, axis, keepdims)
             mag = self.exact.sum(_absup(x), axis, keepdims)
-            nonneg = np.all(_is_nonneg(x), axis=axes, keepdims=keepdims)
+            nonneg = np.all(np.asarray(_is_nonneg_u(x), dtype=bool), axis=axes, keepdims=keepdims)
             return self._widen_each(s, mag, n, nonneg)
 
     def einsum(self, spec: str, *operands):
@@ -211,10 +211,6 @@ class RoundedArbOps:
 _absup = np.frompyfunc(lambda v: abs(arb_backend._a(v)).upper() if arb_backend._a(v).is_finite()
                        else arb.nan(), 1, 1)
 _is_nonneg_u = np.frompyfunc(lambda v: bool(arb_backend._a(v) >= 0), 1, 1)
-
-
-def _is_nonneg(x) -> np.ndarray:
-    return np.asarray(_is_nonneg_u(x), dtype=bool)
 
 
 def tensor_balls(model, values: dict, row: int, dtype: str, function_ulps: float, *,

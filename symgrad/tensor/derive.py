@@ -16,7 +16,8 @@ take and scatter_add are each other's adjoint. No Jacobian is ever materialised.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 from typing import Callable, Sequence
 
 import sympy as sp
@@ -91,18 +92,11 @@ def _local(expr: sp.Expr, i: int, k: int) -> tuple[sp.Expr, tuple[int, ...]] | N
     return found
 
 
-_TORCH: dict = {}  # (map body, argument i, arity) -> torch's VJP body (torch_vjp) or None
-
-
+@functools.lru_cache(maxsize=LOCAL_ENTRIES)
 def _torch_local(expr: sp.Expr, i: int, k: int, used: tuple[int, ...]) -> sp.Expr | None:
-    """``torch_vjp.torch_vjp`` of a body, once per distinct body (as ``_local``)."""
-    key = (expr, i, k)
-    if key not in _TORCH:
-        if len(_TORCH) >= LOCAL_ENTRIES:
-            del _TORCH[next(iter(_TORCH))]
-        _TORCH[key] = torch_vjp(expr, i, used,
-                                finish=lambda d: linear_ties(merge_powers(d)))
-    return _TORCH[key]
+    """``torch_vjp.torch_vjp`` of a body, once per distinct body (as ``_local``): torch's VJP
+    body or None."""
+    return torch_vjp(expr, i, used, finish=lambda d: linear_ties(merge_powers(d)))
 
 
 @dataclass(frozen=True)
@@ -236,6 +230,61 @@ class Gradient:
         return topological(self.outputs)
 
 
+@dataclass
+class AdjointSteps:
+    """The reverse pass of one loss, node by node.
+
+    ``total``: node id -> its adjoint δ (dL/d node, same shape); ``parts``: (node id, operand
+    index) -> that operand's contribution from this node's VJP rule; ``uses``: node id -> the
+    number of contributions its δ adds up; ``live``: ids of nodes on a path from a parameter."""
+
+    loss: Node
+    total: dict[int, Node] = field(default_factory=dict)
+    parts: dict[tuple[int, int], Node] = field(default_factory=dict)
+    uses: dict[int, int] = field(default_factory=dict)
+    live: set[int] = field(default_factory=set)
+
+
+def adjoint_steps(loss: Node, params: Sequence[Node]) -> AdjointSteps:
+    """The reverse accumulation of ``loss``, every adjoint kept: the parameters' totals are
+    ``gradient``, the rest is what ``explain`` reads (``symgrad.tensor.steps``).
+
+    Arguments:
+        loss: a scalar node.
+        params: the parameter leaves.
+    Returns:
+        An ``AdjointSteps`` (the parameters' totals are the gradient).
+    """
+    if loss.shape != ():
+        raise SymgradError(f"the loss must be a scalar (shape ()), got shape {loss.shape}; "
+                           "reduce it with st.sum_ or st.mean")
+    order = topological([loss])
+    wanted = {p.id for p in params}
+    out = AdjointSteps(loss)
+    for n in order:  # nodes on a path from a parameter to the loss
+        if n.id in wanted or (differentiable(n) and any(a.id in out.live for a in n.args)):
+            out.live.add(n.id)
+    pending: dict[int, list[Node]] = {loss.id: [const(1.0, "seed")]}
+    for node in reversed(order):
+        got = pending.pop(node.id, None)
+        if not got:
+            continue
+        g = add_all(got)
+        out.total[node.id], out.uses[node.id] = g, len(got)
+        if node.is_leaf:
+            continue
+        rule = VJP[node.op]
+        if rule is _vjp_map:  # a map body is differentiated only by the operands that matter
+            grads = _vjp_map(node, g, [a.id in out.live for a in node.args])
+        else:  # any other rule (or one put in VJP's place, as a test's planted wrong rule)
+            grads = rule(node, g)
+        for i, (a, ga) in enumerate(zip(node.args, grads)):
+            if ga is not None and a.id in out.live:
+                out.parts[(node.id, i)] = ga
+                pending.setdefault(a.id, []).append(ga)
+    return out
+
+
 def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
     """d loss / d param for each of ``params``, as tensor program nodes.
 
@@ -246,38 +295,5 @@ def gradient(loss: Node, params: Sequence[Node]) -> list[Node]:
         One node per parameter with that parameter's shape (a zero map where the loss does not
         depend on it).
     """
-    if loss.shape != ():
-        raise SymgradError(f"the loss must be a scalar (shape ()), got shape {loss.shape}; "
-                           "reduce it with st.sum_ or st.mean")
-    order = topological([loss])
-    wanted = {p.id for p in params}
-    # nodes on a path from a parameter to the loss
-    live: set[int] = set()
-    for n in order:
-        if n.id in wanted or (differentiable(n) and any(a.id in live for a in n.args)):
-            live.add(n.id)
-    one = const(1.0, "seed")
-    contributions: dict[int, list[Node]] = {loss.id: [one]}
-    for node in reversed(order):
-        parts = contributions.pop(node.id, None)
-        if not parts or node.is_leaf:
-            if parts:
-                contributions[node.id] = parts
-            continue
-        g = add_all(parts)
-        rule = VJP[node.op]
-        if rule is _vjp_map:  # a map body is differentiated only by the operands that matter
-            grads = _vjp_map(node, g, [a.id in live for a in node.args])
-        else:  # any other rule (or one put in VJP's place, as a test's planted wrong rule)
-            grads = rule(node, g)
-        for a, ga in zip(node.args, grads):
-            if ga is not None and a.id in live:
-                contributions.setdefault(a.id, []).append(ga)
-    out = []
-    for p in params:
-        parts = contributions.get(p.id)
-        if not parts:
-            out.append(map_(X[0] * 0, p))  # the loss does not depend on p
-        else:
-            out.append(add_all(parts))
-    return out
+    total = adjoint_steps(loss, params).total
+    return [total[p.id] if p.id in total else map_(X[0] * 0, p) for p in params]

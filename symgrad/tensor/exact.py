@@ -55,20 +55,26 @@ def _ball(x, bits: int) -> arb:
     return arb(int(-man if sign else man)) * arb(2) ** int(exp)
 
 
+def ball_leaves(model: TensorModel, values: Mapping, ball: Callable) -> dict:
+    """Every block of ``values`` (block name -> array) as the interpreter's leaves: an integer
+    input as int64, any other entry by entry as the arb ball ``ball(x)`` (an object array)."""
+    out = {}
+    for b in model.blocks:
+        v = np.asarray(values[b.name])
+        if b.domain.integer:
+            out[b.name] = v.astype(np.float64).astype(np.int64)
+            continue
+        out[b.name] = np.empty(v.shape, dtype=object)
+        for idx, x in np.ndenumerate(v):
+            out[b.name][idx] = ball(x)
+    return out
+
+
 def _leaves(model: TensorModel, values: Mapping[str, np.ndarray], bits: int) -> dict:
     """The point's blocks as the interpreter's leaves (1, *shape): integer inputs int64, the
     rest balls at ``bits``."""
-    out = {}
-    for b in model.blocks:
-        v = values[b.name]
-        if b.domain.integer:
-            out[b.name] = np.asarray(v, dtype=np.float64).astype(np.int64)[None]
-            continue
-        balls = np.empty(v.shape, dtype=object)
-        for idx, x in np.ndenumerate(v):
-            balls[idx] = _ball(x, bits)
-        out[b.name] = balls[None]
-    return out
+    return ball_leaves(model, {b.name: np.asarray(values[b.name])[None] for b in model.blocks},
+                       lambda x: _ball(x, bits))
 
 
 def _loose(balls: np.ndarray, bits: int, rel_bits: int) -> int | None:

@@ -193,8 +193,7 @@ _WALKS = {"einsum": _einsum_apart}  # the rules of ``evaluate_walks``
 
 
 def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
-             on_node: Callable[[Node, object], None] | None = None,
-             keep: Callable[[Node], bool] | None = None, progress=None,
+             on_node: Callable[[Node, object], None] | None = None, progress=None,
              on_step: Callable[[Node, list, object], None] | None = None,
              rules: Mapping[str, Callable] | None = None,
              emit: Callable[[int, object], None] | None = None,
@@ -226,10 +225,10 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
 
     A large gradient program walks with its forward's layers computed again in its backward
     (``symgrad.tensor.recompute``: the same values, held for less long; callbacks and progress
-    see each node once); not with ``reference`` or ``keep``.
+    see each node once); not with ``reference``.
     """
     outputs = list(outputs)
-    walk = plan(outputs, above=AUTO if reference is None and keep is None else None)
+    walk = plan(outputs, above=AUTO if reference is None else None)
     index: dict[int, list[int]] = {}
     for k, o in enumerate(outputs):
         index.setdefault(o.id, []).append(k)
@@ -282,7 +281,7 @@ def evaluate(outputs: Iterable[Node], table, leaves: Mapping[str, object], *,
                     final[a.id] = value
                 for k in index[a.id] if emit is not None else ():
                     emit(k, value)
-            elif not (keep and keep(a)):
+            else:
                 values.pop(a.id, None)
         if progress is not None and not walk.again[i]:
             progress(done, walk.walked)

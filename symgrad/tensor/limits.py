@@ -51,6 +51,7 @@ from ..compare import allowance
 from ..precise.arb import ARB_OPS
 from ..precise.ladder import (LIMIT_OFFSET, TIGHT_FRACTION, TIGHT_RELATIVE_BITS, double_double,
                               one_sided_limits)
+from .exact import ball_leaves
 from .interpret import evaluate
 from .model import TensorModel
 from .views import flat_balls
@@ -76,17 +77,8 @@ def _float_zeros(model: TensorModel, values: Mapping, r: int) -> bool:
 
 def _leaves_at(model: TensorModel, values: Mapping, r: int, t: arb | None) -> dict:
     """Row ``r`` as exact balls (1, *shape), its float zeros replaced by ``t`` (None: kept)."""
-    out = {}
-    for b in model.blocks:
-        v = np.asarray(values[b.name])[r:r + 1]
-        if b.domain.integer:
-            out[b.name] = v
-            continue
-        balls = np.empty(v.shape, dtype=object)
-        for idx, x in np.ndenumerate(v):
-            balls[idx] = t if (t is not None and x == 0) else arb(float(x))
-        out[b.name] = balls
-    return out
+    return ball_leaves(model, {b.name: np.asarray(values[b.name])[r:r + 1] for b in model.blocks},
+                       lambda x: t if (t is not None and x == 0) else arb(float(x)))
 
 
 def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: int,

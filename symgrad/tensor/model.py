@@ -10,7 +10,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -108,6 +108,12 @@ class ModelBase:
             out[b.name] = values.astype(np.int64) if b.domain.integer else round_to(values, dtype)
         return out
 
+    def _cached(self, key: str, make: Callable[[], Any]) -> Any:
+        """``make()``, made once per model and kept in its ``_cache`` under ``key``."""
+        if key not in self._cache:
+            self._cache[key] = make()
+        return self._cache[key]
+
     def __getstate__(self) -> dict:
         """Pickled without its caches (compiled views hold ball-arithmetic constants that do
         not pickle): a Dask worker derives the model again once and keeps it."""
@@ -195,11 +201,9 @@ class TensorModel(ModelBase):
     @property
     def gradient(self) -> Gradient:
         """The exact gradient program (derived once, cached)."""
-        if "gradient" not in self._cache:
-            params = tuple(b.node for b in self.param_blocks)
-            self._cache["gradient"] = Gradient(self.loss, params, tuple(gradient(self.loss,
-                                                                                 params)))
-        return self._cache["gradient"]
+        params = tuple(b.node for b in self.param_blocks)
+        return self._cached("gradient", lambda: Gradient(self.loss, params,
+                                                        tuple(gradient(self.loss, params))))
 
     @property
     def display_graph(self):

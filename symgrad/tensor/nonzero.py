@@ -15,6 +15,7 @@ through maps that vanish with an argument and through contractions and sums.
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import numpy as np
@@ -43,9 +44,7 @@ def _nz_map(node, vals, nz):
     keep = [nz[i] for i in _annihilators(node.attrs["expr"], len(nz), among=holding)]
     if not keep:
         return None
-    out = keep[0]
-    for n in keep[1:]:
-        out = out * n
+    out = functools.reduce(lambda a, b: a * b, keep)
     return np.broadcast_to(out, out.shape[:1] + node.shape)  # an argument may broadcast
 
 

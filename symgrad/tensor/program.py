@@ -212,11 +212,9 @@ def einsum(spec: str, *operands: Node, name: str = "") -> Node:
 
 def matmul(a: Node, b: Node) -> Node:
     """``a @ b`` for 1-d / 2-d operands."""
-    letters = {1: ("j", "j"), 2: ("ij", "jk")}
-    sa = "ij" if a.ndim == 2 else "j"
-    sb = "jk" if b.ndim == 2 else "j"
-    if a.ndim not in letters or b.ndim not in letters:
+    if a.ndim not in (1, 2) or b.ndim not in (1, 2):
         raise SymgradError(f"matmul: operands of rank 1 or 2 only, got {a.shape} @ {b.shape}")
+    sa, sb = "ij"[2 - a.ndim:], "jk"[:b.ndim]
     out = sa.replace("j", "") + sb.replace("j", "")
     return einsum(f"{sa},{sb}->{out}", a, b)
 
@@ -295,23 +293,20 @@ def _axes(x: Node, axes) -> tuple[int, ...]:
 def sum_(x: Node, axes=None, *, keepdims: bool = False) -> Node:
     """Sum over ``axes`` (default: all)."""
     _check_float("sum", x)
-    axes = tuple(range(x.ndim)) if axes is None else _axes(x, axes)
-    out = Node("sum", (x,), tuple(s for i, s in enumerate(x.shape) if i not in axes),
-               {"axes": axes})
-    return reshape(out, _kept(x.shape, axes)) if keepdims else out
+    return _reduce("sum", x, tuple(range(x.ndim)) if axes is None else _axes(x, axes), keepdims)
 
 
 def max_(x: Node, axes, *, keepdims: bool = False) -> Node:
     """Max over ``axes`` (its derivative: the maximal entry; a tie is a kink, decided by the
     oracle's sides, ``symgrad.tensor.kinks``)."""
-    axes = _axes(x, axes)
-    out = Node("max", (x,), tuple(s for i, s in enumerate(x.shape) if i not in axes),
+    return _reduce("max", x, _axes(x, axes), keepdims)
+
+
+def _reduce(op: str, x: Node, axes: tuple[int, ...], keepdims: bool) -> Node:
+    out = Node(op, (x,), tuple(s for i, s in enumerate(x.shape) if i not in axes),
                {"axes": axes})
-    return reshape(out, _kept(x.shape, axes)) if keepdims else out
-
-
-def _kept(shape, axes) -> tuple[int, ...]:
-    return tuple(1 if i in axes else s for i, s in enumerate(shape))
+    return reshape(out, tuple(1 if i in axes else s for i, s in enumerate(x.shape))) \
+        if keepdims else out
 
 
 def stop_gradient(x: Node) -> Node:

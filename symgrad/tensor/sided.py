@@ -118,16 +118,8 @@ def has_sites(model: TensorModel) -> bool:
 
 def _atoms(expr: sp.Expr) -> list[sp.Expr]:
     """The kink functions of ``expr``, inner ones first (each once)."""
-    out: list = []
-
-    def visit(e):
-        for a in e.args:
-            if isinstance(a, sp.Basic):
-                visit(a)
-        if isinstance(e, KINK_FUNCTIONS) and e not in out and _supported(e):
-            out.append(e)
-    visit(expr)
-    return out
+    return list(dict.fromkeys(e for e in sp.postorder_traversal(expr)
+                              if isinstance(e, KINK_FUNCTIONS) and _supported(e)))
 
 
 def _supported(e) -> bool:
@@ -289,17 +281,13 @@ def _outermost(*exprs: sp.Expr) -> list[sp.Expr]:
     inside one of them (``Max(a, b)`` both inside a ``Piecewise`` condition and on its own is
     one of them itself)."""
     out: list = []
-
-    def visit(e):
-        if isinstance(e, KINK_FUNCTIONS) and _supported(e):
-            if e not in out:
-                out.append(e)
-            return
-        for a in e.args:
-            if isinstance(a, sp.Basic):
-                visit(a)
-    for e in exprs:
-        visit(e)
+    for expr in exprs:
+        walk = sp.preorder_traversal(expr)
+        for e in walk:
+            if isinstance(e, KINK_FUNCTIONS) and _supported(e):
+                walk.skip()  # the atoms inside it are inside one of them
+                if e not in out:
+                    out.append(e)
     return out
 
 

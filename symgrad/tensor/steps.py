@@ -13,7 +13,6 @@ shows; ``Model.gradient`` keeps only the parameters' adjoints).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import mpmath
@@ -21,58 +20,10 @@ import numpy as np
 
 from ..errors import SymgradError
 from ..points import check_integers
-from .derive import VJP, differentiable
+from .derive import AdjointSteps, adjoint_steps  # noqa: F401 - explain reads them here
 from .interpret import evaluate
-from .program import Node, add_all, const, topological
+from .program import Node
 from .tables import TorchOps
-
-
-@dataclass
-class AdjointSteps:
-    """The reverse pass of one loss, node by node.
-
-    ``total``: node id -> its adjoint δ (dL/d node, same shape); ``parts``: (node id, operand
-    index) -> that operand's contribution from this node's VJP rule; ``uses``: node id -> the
-    number of contributions its δ adds up; ``live``: ids of nodes on a path from a parameter."""
-
-    loss: Node
-    total: dict[int, Node] = field(default_factory=dict)
-    parts: dict[tuple[int, int], Node] = field(default_factory=dict)
-    uses: dict[int, int] = field(default_factory=dict)
-    live: set[int] = field(default_factory=set)
-
-
-def adjoint_steps(loss: Node, params: Sequence[Node]) -> AdjointSteps:
-    """The reverse accumulation of ``symgrad.tensor.derive.gradient``, every adjoint kept.
-
-    Arguments:
-        loss: a scalar node.
-        params: the parameter leaves.
-    Returns:
-        An ``AdjointSteps`` (the parameters' totals are the gradient).
-    """
-    if loss.shape != ():
-        raise SymgradError(f"the loss must be a scalar (shape ()), got shape {loss.shape}")
-    order = topological([loss])
-    wanted = {p.id for p in params}
-    out = AdjointSteps(loss)
-    for n in order:
-        if n.id in wanted or (differentiable(n) and any(a.id in out.live for a in n.args)):
-            out.live.add(n.id)
-    pending: dict[int, list[Node]] = {loss.id: [const(1.0, "seed")]}
-    for node in reversed(order):
-        got = pending.pop(node.id, None)
-        if not got:
-            continue
-        g = add_all(got)
-        out.total[node.id], out.uses[node.id] = g, len(got)
-        if node.is_leaf:
-            continue
-        for i, (a, ga) in enumerate(zip(node.args, VJP[node.op](node, g))):
-            if ga is not None and a.id in out.live:
-                out.parts[(node.id, i)] = ga
-                pending.setdefault(a.id, []).append(ga)
-    return out
 
 
 def leaf_values(blocks, point: Mapping[str, object], what: str) -> dict[str, np.ndarray]:

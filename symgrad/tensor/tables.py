@@ -196,9 +196,6 @@ class MpmathOps(NumpyLayout):
         self._target = mpmath_target(dps)
         self.name = f"mpmath-{dps}"
 
-    def _mpf(self, v):
-        return mpmath.mpf(v)
-
     def asarray(self, x):
         x = np.asarray(x)
         out = np.empty(x.shape, dtype=object)

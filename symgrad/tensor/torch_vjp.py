@@ -26,6 +26,7 @@ True
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import sympy as sp
@@ -168,16 +169,8 @@ def _may_match(expr: sp.Expr, pattern: sp.Expr) -> bool:
                for e in sp.preorder_traversal(expr))
 
 
-_MARKED: dict = {}  # body -> marked(body): one search per body, not per argument
-MARKED_ENTRIES = 4096
-
-
-def _marked(expr: sp.Expr) -> tuple[sp.Expr, dict]:
-    if expr not in _MARKED:
-        if len(_MARKED) >= MARKED_ENTRIES:
-            del _MARKED[next(iter(_MARKED))]
-        _MARKED[expr] = marked(expr)
-    return _MARKED[expr]
+MARKED_ENTRIES = 4096  # bodies whose marked form is kept: one search per body, not per argument
+_marked = functools.lru_cache(maxsize=MARKED_ENTRIES)(marked)
 
 
 def _restore(expr: sp.Expr, back: dict) -> sp.Expr:

@@ -152,6 +152,8 @@ def test_tiny_gpt_is_explained_from_its_tensor_program():
     assert "## Forward pass, one line per tensor operation" in md
     assert r"\sum_{i=0}^{15} \mathrm{h0.ln1}_{a,i} \mathrm{h0\_Wq}_{o,i}" in md  # by label
     assert "layer 1: the same 49 operations as layer 0, on the h1_ parameters" in md
+    backward = md[md.index("layer 1: the same 49 operations"):]  # the backward pass folds too
+    assert "layer 1: the same 49 rules as layer 0, on the h1_ parameters" in backward
     assert "h1\\_Wq" not in md  # folded
     assert "LayerNorm over each row" in md and "gradient operations over" in md
     with pytest.raises(SymgradError, match="explain: at: no value for"):

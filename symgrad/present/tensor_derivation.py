@@ -233,11 +233,11 @@ def backward_lines(model: TensorModel, adj: AdjointSteps, names: Names,
                 rest += n.id not in folded
                 continue
             uses = adj.uses.get(a.id, 1)
-            notes = [_matrix_comment(n, names, i),
-                     f"one of {uses} terms of this δ (its uses add up)" if uses > 1 else "",
-                     f"δ of a parameter is its gradient dL/d{a.name}" if a.op == "param"
-                     else ""]
-            comment = "; ".join(x for x in notes if x)
+            comments = [_matrix_comment(n, names, i),
+                        f"one of {uses} terms of this δ (its uses add up)" if uses > 1 else "",
+                        f"δ of a parameter is its gradient dL/d{a.name}" if a.op == "param"
+                        else ""]
+            comment = "; ".join(x for x in comments if x)
             lines.append(_as_line(vjp_rule(n, i, names),
                                   values.get(part.id) if values else None, comment))
             shown += 1

@@ -20,6 +20,7 @@ import numpy as np
 
 from .. import causes, heap
 from ..backends import torch as torch_backend
+from ..backends.float64 import float64_code, reruns64, run64
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
@@ -176,7 +177,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
-                               != "float64" and name == "torch_fn" and torch_fn is not None)
+                               != "float64" and reruns64(name, torch_fn, extra or {}))
             del Eb
         if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
             comp = kept_whole(comp)
@@ -221,18 +222,17 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
     the textbook program's)."""
     tol = cfg.tolerance
 
-    def run_at(name: str, values: dict, dtype: str):
-        if name == "numpy":
-            return numpy_view(model, values, dtype)
-        if name == "torch":
-            return torch_view(model, values, dtype=dtype, device=cfg.device)
-        if name == "torch_fn" and torch_fn is not None:
-            return torch_backend.run_torch_fn(torch_fn, model.blocks, values, device=cfg.device,
-                                              dtype=dtype, batching=cfg.torch_fn_batching)[0]
-        if name in extra and dtype == cfg.dtype:  # a module's path runs in its own dtype
-            return torch_backend.run_torch_fn(extra[name][0], model.blocks, values,
-                                              device=cfg.device, dtype=dtype, batching="loop")[0]
-        return None
+    def run_at(name: str, values: dict, dtype: str):  # the user's code: float64 or its own
+        if dtype == "float64" != cfg.dtype and name not in OWN_BACKENDS:
+            code = float64_code(name, torch_fn, extra)  # None where it does not re-run
+            return run64(code, model.blocks, values, device=cfg.device) if code else None
+        if name in ("numpy", "torch"):
+            return (numpy_view(model, values, dtype) if name == "numpy" else
+                    torch_view(model, values, dtype=dtype, device=cfg.device))
+        fn, mode = ((torch_fn, cfg.torch_fn_batching) if name == "torch_fn" else
+                    (extra.get(name, (None,))[0], "loop"))
+        return None if fn is None else torch_backend.run_torch_fn(
+            fn, model.blocks, values, device=cfg.device, dtype=dtype, batching=mode)[0]
 
     def allowed_of(bound, dtype):
         a = allowance(bound, dtype, tol)

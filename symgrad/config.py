@@ -77,6 +77,10 @@ class VerifyConfig:
     # bound's large passes (``symgrad.parallel``); None: the machine's cores (torch's intra-op
     # threads: 1 where a process set torch.set_num_threads(1), as the test suite does). The
     # bits are the same on any count, so the Result (its JSON) does not record it
+    rule_check: bool = field(default=True, kw_only=True)  # in float32, bfloat16, float16: the
+    # user's code (torch_fn, sg.gradcheck, an eager module path) also runs once in float64 on
+    # the compared samples; an entry it proves wrong there fails as "<backend> in float64" (a
+    # backward rule wrong where the narrow dtype rounds the error away: symgrad.tensor.rulecheck)
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
@@ -103,6 +107,8 @@ class VerifyConfig:
                                          or isinstance(self.threads, bool) or self.threads < 1):
             raise SymgradError(f"threads must be a positive integer or None (the machine's "
                                f"cores), got {self.threads!r}")
+        if not isinstance(self.rule_check, bool):
+            raise SymgradError(f"rule_check must be True or False, got {self.rule_check!r}")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
         if self.backends is not None:

@@ -59,8 +59,9 @@ def test_a_custom_function_backward_times_1_plus_1e7_fails_in_float32(decided):
     assert r.verdict == "fail"
     named = {f.output.split("[")[0] for f in r.failures}
     assert named and named <= {"d/dlin.weight", "d/dlin.bias"}, named  # both are biased
-    assert all("proven in float64" in f.note and "float32 hides it" in f.note
-               for f in r.failures)
+    own = [f for f in r.failures if f.backend == "module"]  # (the float64 rule check,
+    assert own and all("proven in float64" in f.note and "float32 hides it" in f.note
+                       for f in own)  # "module in float64", sees the bias in float64 too)
     assert decided and any(low and hit and hit[0] for _, low, hit in decided)
 
 

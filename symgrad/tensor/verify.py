@@ -10,10 +10,8 @@ True
 
 from __future__ import annotations
 
-import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
@@ -30,7 +28,6 @@ from ..domains import round_to
 from ..findings import with_proof
 from ..points import given_samples
 from ..measures import STREAM_FROM
-from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, spill, views
@@ -41,6 +38,8 @@ from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
+from .phases import phase as _phase
+from .rulecheck import RuleCheck
 from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
                      smallest_allowance, with_limit_sides)
 from .sides import kink_sides, rejudge
@@ -134,6 +133,10 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
     kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits
+    rules = RuleCheck(model, sub, cfg, torch_fn, extra, textbook, partial(  # in float64 too
+        judge_certificate, None if big else cert, dtypes=["float64"], tol=tol, model=model.name,
+        settled=limits.decided, unrounded=zone_open, zone_cap=zone[1]), limits.rows,
+        on=not big and rewrite is None)
     names = Outputs(model.param_blocks)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
     memo: dict = {}  # the figures of each reduced comparison (ResultMeasures.keep_figures)
@@ -178,6 +181,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
                                != "float64" and reruns64(name, torch_fn, extra or {}))
+            ruled = rules(name, dt, comp, hi, lo, Eb, kinks)  # the float64 rule check
             del Eb
         if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
             comp = kept_whole(comp)
@@ -189,6 +193,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         if not needs_confirmation(comp):
             comparisons[name] = finish(name, comp)
         del comp
+        if ruled:  # what it proves: a backend of its own (symgrad.tensor.rulecheck)
+            runs[ruled[0]], keys[ruled[0]] = ruled[1], (True, "float64")
+            comparisons[ruled[0]] = finish(ruled[0], ruled[2])
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     if any(needs_confirmation(c) for c in comparisons.values()):
         with _phase("confirm", cfg, timings, "confirm_s"):
@@ -200,8 +207,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     del hi, lo, bounds
     lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
-        failures = with_causes(model, lists["failures"], comparisons, values, subset, cfg,
-                               np_dtype, torch_fn, blocks)
+        failures = rules.annotate(with_causes(model, lists["failures"], comparisons, values,
+                                              subset, cfg, np_dtype, torch_fn, blocks))
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     result = Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures,
@@ -343,33 +350,6 @@ def _given(model: TensorModel, at: dict, dtype: str) -> dict[str, np.ndarray]:
     are each a one-line error), rounded to the run's dtype; integer inputs as int64."""
     return {b.name: (v.astype(np.int64) if b.domain.integer else round_to(v, dtype))
             for b, v in zip(model.blocks, given_samples(model, at, "at").values())}
-
-
-@contextmanager
-def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | None = None):
-    """Time a phase; with ``cfg.progress``, a tqdm bar (or a line) on stderr."""
-    t0 = time.perf_counter()
-    bar = None
-    if cfg.progress and total is not None and total > 1:
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False, mininterval=1.0)
-    elif cfg.progress:
-        print(f"  {what}…", file=sys.stderr, flush=True)
-
-    def tick(done: int) -> None:
-        if bar is not None and done > bar.n:
-            bar.update(done - bar.n)  # redraws at most once a second
-    try:
-        with using(cfg.threads or default_threads()):  # a large pass's pieces on the cores
-            yield tick
-    finally:
-        heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
-        spill.release()  # and the pages of spilled hi, lo, E it read (``tensor.spill``)
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        if cfg.progress:
-            print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)
 
 
 def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) -> np.ndarray:

@@ -113,3 +113,17 @@ def test_a_module_with_the_silu_rule_fails_named_in_float32():
 def test_rule_check_must_be_a_bool():
     with pytest.raises(SymgradError, match="rule_check must be True or False"):
         VerifyConfig(rule_check="yes")
+
+
+def test_bfloat16_undecided_entries_the_rule_check_proves_wrong_fail():
+    """bfloat16 cannot resolve SiLU's derivative above 20 (those entries are undecided, within
+    its allowance): the float64 rule check proves the rule wrong there; the correct code stays
+    undecided (never a fail)."""
+    x = BIG.to(torch.bfloat16).requires_grad_()
+    with pytest.raises(sg.GradcheckError) as info:
+        sg.gradcheck(Silu.apply, (x,))
+    assert "backward rule of 'Silu' is wrong, seen in float64" in str(info.value)
+    assert {f.backend for f in info.value.result.failures} == {"torch_fn in float64"}
+    with pytest.raises(sg.GradcheckError) as info:
+        sg.gradcheck(Good.apply, (x,))
+    assert info.value.result.verdict == "inconclusive"

@@ -179,10 +179,12 @@ def run_one(check, fn, inputs) -> tuple[str, float, str]:
 
 def _says(line: str) -> str:
     """A finding's first 160 characters, and its float64 evidence where it has one (a
-    bias float32 hides in its rounding, proven by the float64 re-run of the same code)."""
-    head, key = line[:160], "proven in float64"
-    if key in line and key not in head:
-        head += " … " + line[line.index(key):].split(" [cause")[0][:200]
+    bias float32 hides in its rounding, proven by the float64 re-run of the same code; a
+    rule the float64 rule check proves wrong, its cause saying so)."""
+    head = line[:160]
+    for key in ("proven in float64", "the backward rule, seen in float64"):
+        if key in line and key not in head:
+            head += " … " + line[line.index(key):].split(" [cause")[0].split("]")[0][:200]
     return head
 
 
@@ -249,7 +251,8 @@ FLOAT32 = ["", "## What float32 can and cannot see", "",
            "The block test sees it as a projection of the error on the exact gradient of "
            "~2 u with noise ~0.1-0.2 u; the function has one input, so the bias is the "
            "sample's common mode. Where the user's code re-runs in float64 (`sg.gradcheck`, "
-           "`sg.verify(torch_fn=)` in float32, bfloat16 or float16), the block test raises "
+           "`sg.verify(torch_fn=)`, `sg.verify(module=)`'s eager path in float32, bfloat16 or "
+           "float16), the block test raises "
            "such a suspicion from `Tolerance.rerun_floor` = 1 u (one shared rounding moves every "
            "entry by at most u / (1 + u)), the common mode included, and the float64 re-run of "
            "the same code decides: it reproduces p = 1e-7 (a code bias survives float64; "
@@ -262,15 +265,26 @@ FLOAT32 = ["", "## What float32 can and cannot see", "",
            "sigmoid(x), within (x - 1) e^-x < 4e-8 of 1 for every x > 20, under half a float32 "
            "ulp above 1 (6e-8): it rounds to 1.0, so the buggy float32 gradient is, bit for "
            "bit, the correctly rounded exact value at every sample. No measurement "
-           "of the float32 gradient can tell it from correct code, so 6 of 7 is the most a "
-           "float32 check of the float32 gradient can honestly catch. Only running the code in "
-           "float64 shows that its *rule* is wrong, and that is a float64 check: "
-           "`sg.gradcheck(..., dtype=torch.float64)` fails it (the float64 row, proven). "
-           "Running such a float64 rule check inside every float32 gradcheck would cost a "
-           "float64 run and a float64 rigorous enclosure per call (the float32 cost target, "
-           "`reports/capture_cost.md`, has 27.9x against a 20x floor) to report a bug that no "
-           "float32 number shows; it is not done (the x (1 + 1e-7) re-run above is paid only "
-           "after a float32 suspicion)."]
+           "of the float32 gradient can tell it from correct code; what is wrong is the code's "
+           "*rule*, and running the code in float64 shows it. Where the user's code re-runs "
+           "in float64 (`sg.gradcheck`, `sg.verify(torch_fn=)`, a captured module's eager "
+           "path), a float32, bfloat16 or float16 check also runs it once in float64 on the "
+           "same points (the float64 rule check, `symgrad/tensor/rulecheck.py`; on by default, "
+           "`sg.gradcheck(..., rule_check=False)` / `VerifyConfig(rule_check=False)` turns it "
+           "off): compared against the same oracle with float64's allowance (E is dtype-free) "
+           "and float64's rigorous enclosure, at the kinks by their sides. An entry it proves "
+           "wrong fails as the backend \"torch_fn in float64\", and the message says what it "
+           "is: \"the backward rule of 'Silu' is wrong, seen in float64 (...); its float32 "
+           "gradient is within float32's rounding of the exact value there, which hides it\" "
+           "(here every such entry's float32 gradient is the correctly rounded exact value). It "
+           "only adds proven failures (an entry the float32 run decided, outside float64's "
+           "enclosure, certified oracle, no limit row); it never makes a check inconclusive, "
+           "and it stays silent where the code computes another function in float64 (its value "
+           "departs: a constant chosen by dtype, `torch.finfo(x.dtype).eps`) or rounds to a "
+           "narrower float inside (an op watch over the forward and backward refuses the run). "
+           "Its cost is one more run of the user's code per call (the float64 enclosure only "
+           "for rows beyond the fast allowance): `reports/capture_cost.md`, with and without "
+           "it side by side."]
 
 
 if __name__ == "__main__":

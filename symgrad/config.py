@@ -83,6 +83,10 @@ class VerifyConfig:
     # on a GPU); None: ``device``'s when it is a CUDA device, else numpy. Each gives the same
     # bits but the scheme's one rounded GEMM's last bits of lo (<= 2**-100 of |A||B|:
     # ``symgrad.precise.ozaki_torch``), so the Result (its JSON) does not record it either
+    rule_check: bool = field(default=True, kw_only=True)  # in float32, bfloat16, float16: the
+    # user's code (torch_fn, sg.gradcheck, an eager module path) also runs once in float64 on
+    # the compared samples; an entry it proves wrong there fails as "<backend> in float64" (a
+    # backward rule wrong where the narrow dtype rounds the error away: symgrad.tensor.rulecheck)
 
     def __post_init__(self) -> None:
         if not isinstance(self.dtype, str):  # a torch dtype: its name (frozen: set once here)
@@ -116,6 +120,8 @@ class VerifyConfig:
             raise SymgradError(f"oracle_device={self.oracle_device!r}: choose 'numpy' (the "
                                "host's BLAS), a torch device with float64 ('cuda', 'cuda:1', "
                                "'cpu'), or None (device's when it is CUDA, else numpy)")
+        if not isinstance(self.rule_check, bool):
+            raise SymgradError(f"rule_check must be True or False, got {self.rule_check!r}")
         if self.oracle_samples is not None and self.oracle_samples < 1:
             raise SymgradError(f"oracle_samples must be >= 1 or None, got {self.oracle_samples}")
         if self.backends is not None:

@@ -70,7 +70,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tensor.tie_sides")),
     ("results", ("verdict", "figure_scan", "measures", "result_text", "result", "findings",
                  "tensor.comparing",
-                 "tensor.streaming")),
+                 "tensor.streaming", "tensor.rulecheck")),
     ("second order", ("hvp",)),
     ("judge", ("confirm", "causes", "tensor.context")),
     ("verify", ("verify", "tensor.verify", "modules", "capture.gradcheck")),

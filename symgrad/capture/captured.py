@@ -71,7 +71,9 @@ class Captured:
             if other_call is not None:
                 outs = tree_leaves(other_call(*tensors))
             else:
-                overrides = {s.key: carry(_own(blocks.get(s.name, s.value)),
+                wide = _float_dtype(blocks)  # a held state tensor the graph does not read
+                overrides = {s.key: carry(_own(blocks[s.name] if s.name in blocks else
+                                               _widened(s.value, wide)),
                                           hooks.get(s.key, [])) for s in state}
                 outs = tree_leaves(torch.func.functional_call(self.call, overrides, tensors))
             if len(outs) != len(cots):
@@ -225,6 +227,21 @@ def _refuse_lost(ep: torch.export.ExportedProgram, outs: list) -> None:
             raise SymgradError(f"capture: output {i} is computed from a batch norm's saved "
                                "mean or rstd, which symgrad does not capture; return values "
                                "computed from the inputs instead")
+
+
+def _float_dtype(blocks: dict) -> torch.dtype | None:
+    """The float dtype the blocks came in (the run's)."""
+    return next((t.dtype for t in blocks.values() if t.is_floating_point()), None)
+
+
+def _widened(value: torch.Tensor, dtype: torch.dtype | None) -> torch.Tensor:
+    """A state tensor that is no block (train-mode BatchNorm's running statistics, which the
+    graph only updates) in the run's float dtype: a float64 re-run of a float32 module
+    (``symgrad.backends.float64``) would otherwise mix dtypes there. The same tensor in the
+    run's own dtype."""
+    if dtype is None or not value.is_floating_point() or value.dtype == dtype:
+        return value
+    return value.to(dtype)
 
 
 def _own(value: torch.Tensor) -> torch.Tensor:

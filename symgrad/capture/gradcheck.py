@@ -19,7 +19,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
-from ..config import dtype_name
+from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
 from ..modules.any import by_own_names
 from ..modules.options import check_frozen
@@ -30,6 +30,7 @@ from ..verify import verify
 from .captured import capture
 from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
+from ..tensor.rulecheck import SUFFIX
 from .names import own_labels
 
 LOG = logging.getLogger(__name__)  # raise_exception=False: the error's lines at INFO
@@ -59,7 +60,8 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
               dtype: str | torch.dtype | None = None,
               samples: int = 4, seed: int = 0, raise_exception: bool = True,
               reference: Callable | None = None, parameters: bool = True,
-              frozen: str = "check", **torch_options: Any) -> bool:
+              frozen: str = "check", rule_check: bool = True,
+              **torch_options: Any) -> bool:
     """Check the backward of ``func`` at ``inputs`` against the exact derivative.
 
     Arguments:
@@ -86,6 +88,9 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         frozen: a module's parameters with ``requires_grad=False``, when some parameter is
             checked: "check" (the default: checked as if trainable) or "hold" (held at their
             values, as buffers).
+        rule_check: in float32, bfloat16 or float16, also run ``func`` once in float64 on the
+            same points and fail a backward rule it proves wrong there, where the narrow dtype
+            rounds the error away (``VerifyConfig.rule_check``; False: the narrow run alone).
         torch_options: torch.autograd.gradcheck's own keywords (eps, atol, rtol, fast_mode,
             ...), accepted so that a test suite switches with one import, and ignored: they
             tune finite differences, which symgrad does not use.
@@ -95,7 +100,7 @@ def gradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
         backward, a failing one still fails).
     """
     return _check(1, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen)
+                  parameters, frozen, rule_check)
 
 
 @checked_keywords(also=sorted(TORCH_OPTIONS), also_said=TORCH_SAID)  # a typo: one line
@@ -103,18 +108,19 @@ def gradgradcheck(func: Callable, inputs: Sequence[Any] | Any, *,
                   dtype: str | torch.dtype | None = None,
                   samples: int = 4, seed: int = 0, raise_exception: bool = True,
                   reference: Callable | None = None, parameters: bool = True,
-                  frozen: str = "check", **torch_options: Any) -> bool:
+                  frozen: str = "check", rule_check: bool = True,
+                  **torch_options: Any) -> bool:
     """Check the double backward of ``func``: torch's Hessian-vector products (the gradient
     of g·v along a random direction v per point) against the exact ones
     (``sg.verify(order=2)``). Arguments and return as ``gradcheck`` (``grad_outputs`` is
     accepted and ignored: the cotangent is symgrad's own random one)."""
     return _check(2, func, inputs, dtype, samples, seed, raise_exception, reference,
-                  parameters, frozen)
+                  parameters, frozen, rule_check)
 
 
 def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
            raise_exception: bool, reference: Callable | None, parameters: bool,
-           frozen: str) -> bool:
+           frozen: str, rule_check: bool = True) -> bool:
     """gradcheck (order 1) and gradgradcheck (order 2)."""
     what = "gradcheck" if order == 1 else "gradgradcheck"  # (a typo: ``checked_keywords``)
     check_frozen(frozen, what)
@@ -146,7 +152,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     fn = captured.torch_fn(func if reference is not None else None)
     at = captured.at(samples, seed, vary)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
-                    at=at, backends=("torch_fn",))
+                    at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         return True
@@ -215,14 +221,20 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     headline says what can help: entries whose exact value is below ``dtype``'s normal range
     cannot be resolved in it at any number of points (a wider dtype or another point can);
     others may resolve with more points or float64."""
-    backend = "torch_fn"
+    own = result.verdict == FAIL and any(f.backend == "torch_fn" for f in result.failures)
+    backend = "torch_fn" if own or "torch_fn" + SUFFIX not in result.comparisons else (
+        "torch_fn" + SUFFIX)  # only the float64 rule check fails (symgrad.tensor.rulecheck)
     counts = result.counts(backend)
     if result.verdict == FAIL:
         found = [f for f in result.findings("failures") if f.backend == backend]
         n = sum(counts[STATUS_NAMES[k]] for k in FAILING)
-        head = (f"symgrad.{check}: the {'double ' if check != 'gradcheck' else ''}backward of "
-                f"{what!r} disagrees with the exact derivative in {dtype} ({n} entries "
-                "failing):")
+        double = "double " if check != "gradcheck" else ""
+        head = (f"symgrad.{check}: the {double}backward of {what!r} disagrees with the exact "
+                f"derivative in {dtype} ({n} entries failing):" if backend == "torch_fn" else
+                f"symgrad.{check}: the {double}backward rule of {what!r} is wrong, seen in "
+                f"float64 ({n} entries failing, the same code run in float64 on the same "
+                f"points); its {dtype} gradient is within {dtype}'s rounding of the exact value "
+                "there, which hides it:")
     else:
         found = [f for f in result.undecided if f.backend == backend]
         n = counts["inconclusive"] + counts["suspect"]

@@ -346,6 +346,8 @@ def _path_fn(eager: Callable, path: str) -> Callable:
         with paths_mod.path_context(path):
             return inner(blocks) if inner is not None else eager(**blocks)
     fn.__name__ = eager.__name__
+    fn.runs_in_float64 = inner is None  # every float block in the blocks' dtype: a float64
+    #   re-run decides a float32 suspicion (symgrad.backends.float64); compiled: not re-run
     return fn
 
 

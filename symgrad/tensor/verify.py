@@ -10,16 +10,15 @@ True
 
 from __future__ import annotations
 
-import sys
-import time
-from contextlib import contextmanager
 from dataclasses import replace
+from functools import partial
 from typing import Callable
 
 import numpy as np
 
 from .. import causes, heap
 from ..backends import torch as torch_backend
+from ..backends.float64 import float64_code, reruns64, run64
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
@@ -29,10 +28,9 @@ from ..domains import round_to
 from ..findings import with_proof
 from ..points import given_samples
 from ..measures import STREAM_FROM
-from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
-from . import context, device_gemm, spill, views
+from . import context, spill, views
 from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
@@ -40,6 +38,8 @@ from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
+from .phases import phase as _phase
+from .rulecheck import RuleCheck
 from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
                      smallest_allowance, with_limit_sides)
 from .sides import kink_sides, rejudge
@@ -133,6 +133,10 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
     kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits
+    rules = RuleCheck(model, sub, cfg, torch_fn, extra, textbook, partial(  # in float64 too
+        judge_certificate, None if big else cert, dtypes=["float64"], tol=tol, model=model.name,
+        settled=limits.decided, unrounded=zone_open, zone_cap=zone[1]), limits.rows,
+        on=not big and rewrite is None)
     names = Outputs(model.param_blocks)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
     memo: dict = {}  # the figures of each reduced comparison (ResultMeasures.keep_figures)
@@ -176,7 +180,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
             comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
-                               != "float64" and name == "torch_fn" and torch_fn is not None)
+                               != "float64" and reruns64(name, torch_fn, extra or {}))
+            ruled = rules(name, dt, comp, hi, lo, Eb, kinks)  # the float64 rule check
             del Eb
         if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
             comp = kept_whole(comp)
@@ -188,6 +193,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         if not needs_confirmation(comp):
             comparisons[name] = finish(name, comp)
         del comp
+        if ruled:  # what it proves: a backend of its own (symgrad.tensor.rulecheck)
+            runs[ruled[0]], keys[ruled[0]] = ruled[1], (True, "float64")
+            comparisons[ruled[0]] = finish(ruled[0], ruled[2])
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     if any(needs_confirmation(c) for c in comparisons.values()):
         with _phase("confirm", cfg, timings, "confirm_s"):
@@ -199,8 +207,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     del hi, lo, bounds
     lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
-        failures = with_causes(model, lists["failures"], comparisons, values, subset, cfg,
-                               np_dtype, torch_fn, blocks)
+        failures = rules.annotate(with_causes(model, lists["failures"], comparisons, values,
+                                              subset, cfg, np_dtype, torch_fn, blocks))
     size = {"nodes": model.n_nodes, "gradient_nodes": len(grad.nodes),
             "parameters": model.n_parameters, "oracle_certified": certified}
     result = Result(model.name, cfg, names, blocks, runs, comparisons, subset, failures,
@@ -221,18 +229,17 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
     the textbook program's)."""
     tol = cfg.tolerance
 
-    def run_at(name: str, values: dict, dtype: str):
-        if name == "numpy":
-            return numpy_view(model, values, dtype)
-        if name == "torch":
-            return torch_view(model, values, dtype=dtype, device=cfg.device)
-        if name == "torch_fn" and torch_fn is not None:
-            return torch_backend.run_torch_fn(torch_fn, model.blocks, values, device=cfg.device,
-                                              dtype=dtype, batching=cfg.torch_fn_batching)[0]
-        if name in extra and dtype == cfg.dtype:  # a module's path runs in its own dtype
-            return torch_backend.run_torch_fn(extra[name][0], model.blocks, values,
-                                              device=cfg.device, dtype=dtype, batching="loop")[0]
-        return None
+    def run_at(name: str, values: dict, dtype: str):  # the user's code: float64 or its own
+        if dtype == "float64" != cfg.dtype and name not in OWN_BACKENDS:
+            code = float64_code(name, torch_fn, extra)  # None where it does not re-run
+            return run64(code, model.blocks, values, device=cfg.device) if code else None
+        if name in ("numpy", "torch"):
+            return (numpy_view(model, values, dtype) if name == "numpy" else
+                    torch_view(model, values, dtype=dtype, device=cfg.device))
+        fn, mode = ((torch_fn, cfg.torch_fn_batching) if name == "torch_fn" else
+                    (extra.get(name, (None,))[0], "loop"))
+        return None if fn is None else torch_backend.run_torch_fn(
+            fn, model.blocks, values, device=cfg.device, dtype=dtype, batching=mode)[0]
 
     def allowed_of(bound, dtype):
         a = allowance(bound, dtype, tol)
@@ -343,33 +350,6 @@ def _given(model: TensorModel, at: dict, dtype: str) -> dict[str, np.ndarray]:
     are each a one-line error), rounded to the run's dtype; integer inputs as int64."""
     return {b.name: (v.astype(np.int64) if b.domain.integer else round_to(v, dtype))
             for b, v in zip(model.blocks, given_samples(model, at, "at").values())}
-
-
-@contextmanager
-def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | None = None):
-    """Time a phase; with ``cfg.progress``, a tqdm bar (or a line) on stderr."""
-    t0 = time.perf_counter()
-    bar = None
-    if cfg.progress and total is not None and total > 1:
-        from tqdm import tqdm
-        bar = tqdm(total=total, desc=f"  {what}", file=sys.stderr, leave=False, mininterval=1.0)
-    elif cfg.progress:
-        print(f"  {what}…", file=sys.stderr, flush=True)
-
-    def tick(done: int) -> None:
-        if bar is not None and done > bar.n:
-            bar.update(done - bar.n)  # redraws at most once a second
-    try:
-        with using(cfg.threads or default_threads()), device_gemm.using(cfg.oracle_products):
-            yield tick
-    finally:
-        heap.give_back()  # the phase's freed heap blocks (a backend's gradient blocks: 0.8 GiB)
-        spill.release()  # and the pages of spilled hi, lo, E it read (``tensor.spill``)
-        timings[key] = timings.get(key, 0.0) + time.perf_counter() - t0
-        if bar is not None:
-            bar.close()
-        if cfg.progress:
-            print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)
 
 
 def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) -> np.ndarray:

@@ -230,9 +230,12 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
 
 
 def _shapes(values: Sequence[Any]) -> str:
-    """The shapes of the tensors among ``values`` (nested ones too): ``(4, 6), (4,)``."""
-    return ", ".join(str(tuple(v.shape)) for v in tree_leaves(list(values))
-                     if isinstance(v, torch.Tensor)) or "none"
+    """The shapes of the tensors among ``values`` (nested ones too), an integer or bool one's
+    dtype beside it (an int64 x where floats are meant raised "mixed dtype": newuser9):
+    ``(4, 6), (4,) int64``."""
+    return ", ".join(str(tuple(v.shape)) + ("" if v.is_floating_point() else " " + str(
+        v.dtype).removeprefix("torch.")) for v in tree_leaves(list(values))
+        if isinstance(v, torch.Tensor)) or "none"
 
 
 @contextlib.contextmanager

@@ -41,6 +41,21 @@ def test_a_class_or_a_name_where_an_object_is_meant_is_one_line(kwargs, want):
         sg.verify(samples=2, **kwargs)
 
 
+def test_gradcheck_of_a_name_or_an_integer_input_says_which_and_how():
+    x = _x(4).requires_grad_()
+    with pytest.raises(SymgradError, match=r"^gradcheck: func= must be a function or module, "
+                                           r"got str 'tanh'; pass the callable itself"):
+        sg.gradcheck("tanh", (x,))
+    with pytest.raises(SymgradError, match=r"^gradcheck: reference= must be a function"):
+        sg.gradcheck(torch.tanh, (x,), reference="tanh")
+    with pytest.raises(SymgradError, match=r"requires_grad=True \(input 0 \(int64\): integer, "
+                                           r"which cannot require grad; give a float tensor"):
+        sg.gradcheck(torch.tanh, (torch.arange(4),))
+    with pytest.raises(SymgradError) as err:  # a float input without grad: no integer hint
+        sg.gradcheck(torch.add, (_x(4), torch.arange(4)))
+    assert "integer" not in str(err.value), err.value
+
+
 def test_an_integer_input_where_floats_are_meant_names_its_dtype():
     """torch's own words ("mixed dtype (CPU): expect parameter to have scalar type of
     Float") named no input; the shapes now carry an integer tensor's dtype."""
@@ -89,3 +104,28 @@ def test_a_parameter_that_does_not_reach_the_loss_is_named_in_a_note():
                      "them"], r.notes
     used = sg.verify(module=_Net().double(), inputs=_x(4, 6), loss=lambda o: o.sum(), samples=2)
     assert not any("do not reach the loss" in n for n in used.notes), used.notes
+
+
+def test_a_refused_op_in_a_lambda_on_the_callers_line_names_that_line_once():
+    """``call = lambda: sg.gradcheck(lambda a: torch.cumsum(a, 0), (x,))`` read
+    "at t.py:9 in <lambda> → t.py:9 in <lambda>: ..." (one line, two frames)."""
+    x = _x(4).requires_grad_()
+    call = lambda: sg.gradcheck(lambda a: torch.cumsum(a, 0) ** 2, (x,))  # noqa: E731
+    with pytest.raises(SymgradError) as err:
+        call()
+    text = str(err.value)
+    assert "aten.cumsum.default at " in text and "→" not in text, text
+    assert text.count("test_newuser9.py:") == 1, text
+
+
+def test_gradcheck_of_a_module_names_a_weights_hook_as_verify_does():
+    """sg.verify(module=) names a failing weight's own gradient hook (newuser8); through
+    sg.gradcheck(module, ...) the same planted hook failed with no word of it."""
+    net = _Net().double()
+    net.a.weight.register_hook(lambda g: g * (1 + 1e-9))
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(net, (_x(4, 6).requires_grad_(),))
+    last = str(err.value).splitlines()[-1]
+    assert last.startswith("  note: a.weight's gradient goes through a hook of yours (") and (
+        "<lambda>, registered with register_hook" in last), err.value
+    assert sg.gradcheck(_Net().double(), (_x(4, 6).requires_grad_(),))  # no hook, no note

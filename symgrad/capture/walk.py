@@ -60,6 +60,9 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
 def _chain(frames: list[tuple[str, str, str, str]]) -> str:
     """``file:line: code`` of the innermost of ``frames`` (file, line, function, code;
     outermost first), after the frames that called it (see ``where_in_source``)."""
+    frames = [f for i, f in enumerate(frames)  # a lambda calling one on its own line read
+              if i == 0 or f[2] != "<lambda>" or f[:3] != frames[i - 1][:3]]  # "x.py:27 in
+    #   <lambda> → x.py:27 in <lambda>": once (a method recursing keeps each of its frames)
     if not frames:
         return ""
     if len(frames) == 1:

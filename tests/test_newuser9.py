@@ -129,3 +129,16 @@ def test_gradcheck_of_a_module_names_a_weights_hook_as_verify_does():
     assert last.startswith("  note: a.weight's gradient goes through a hook of yours (") and (
         "<lambda>, registered with register_hook" in last), err.value
     assert sg.gradcheck(_Net().double(), (_x(4, 6).requires_grad_(),))  # no hook, no note
+
+
+def test_a_misspelled_path_and_a_backends_choice_that_does_not_apply_are_one_line():
+    """paths=("eager", "compil") named no path meant; backends=("numpy",) beside module= and
+    inputs= was silently ignored (only the module runs there) and the run passed."""
+    kw = dict(module=_Net().double(), inputs=_x(4, 6), samples=2)
+    with pytest.raises(SymgradError, match=r"^paths: unknown \['compil'\] \(did you mean "
+                                           r"'compile'\?\); choose from eager, compile"):
+        sg.verify(paths=("eager", "compil"), **kw)
+    with pytest.raises(SymgradError, match=r"^verify: backends= chooses among a model's "
+                                           r"programs .*; with module= and inputs= only your "
+                                           r"module runs: drop it"):
+        sg.verify(backends=("numpy",), **kw)

@@ -49,7 +49,7 @@ def dict_hint(what: str, value: dict, module: Any) -> str:
 
 def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
                   torch_fn: Any, module_map: Any, order: int, frozen: str = "check",
-                  train: Any = False, loss: Any = None) -> None:
+                  train: Any = False, loss: Any = None, backends: Any = None) -> None:
     """The combinations of ``sg.verify``'s model / module / inputs options, one line per
     mistake naming the option (raised before anything runs).
 
@@ -111,6 +111,10 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
     if inputs is not None and module_map is not None:
         raise SymgradError("verify: module_map= maps a model's blocks to a GPT module; with "
                            "inputs= the module is captured under its own names: drop it")
+    if inputs is not None and backends is not None:  # was silently ignored (newuser9)
+        raise SymgradError("verify: backends= chooses among a model's programs (numpy, torch, "
+                           "torch_fn); with module= and inputs= only your module runs: drop it "
+                           "(its torch paths are paths=(\"eager\", \"compile\", ...))")
     if inputs is not None and order != 1:
         raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
                            "sg.gradgradcheck(module, inputs)")

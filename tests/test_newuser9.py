@@ -142,3 +142,28 @@ def test_a_misspelled_path_and_a_backends_choice_that_does_not_apply_are_one_lin
                                            r"programs .*; with module= and inputs= only your "
                                            r"module runs: drop it"):
         sg.verify(backends=("numpy",), **kw)
+
+
+class _DotData(_Detached):
+    def forward(self, x):
+        return self.b(self.a(x).data)
+
+
+def test_a_forward_reading_dot_data_is_told_to_write_detach():
+    """torch.export's words for it ("We found a fake tensor in the exported program
+    constant's list") were followed by the opaque-kernel advice (reference=), which does not
+    apply."""
+    with pytest.raises(SymgradError) as err:
+        sg.verify(module=_DotData().double(), inputs=_x(4, 6), samples=2)
+    text = str(err.value)
+    assert "most often a tensor's .data read in the forward; write .detach() there" in text, text
+    assert "opaque" not in text and "\n" not in text, text
+
+
+def test_two_samples_say_sample_1_not_1_to_1():
+    r = sg.verify(module=_Detached().double(), inputs=_x(4, 6), samples=2)
+    note = [n for n in r.notes if n.startswith("samples: 0 is the example")]
+    assert note and "; 1 scales each parameter" in note[0] and "1..1" not in note[0], r.notes
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(_Detached().double(), (_x(4, 6),), samples=2)
+    assert "; sample 1 scales each differentiated entry" in str(err.value), err.value

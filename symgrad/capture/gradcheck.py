@@ -253,7 +253,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
     # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
     which = ("  note: sample 0 is the inputs as given" + (
-        f"; samples 1..{samples - 1} scale each differentiated entry by a random factor in "
+        f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
+        "differentiated entry by a random factor in "
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])

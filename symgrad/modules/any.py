@@ -137,8 +137,9 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     result = with_saved_samples(named_by_module(result, captured.model, own_names(captured),
                                                 cfg.seed), captured, at)
     if result.failures or result.undecided:  # each line says "sample k ... seed=S": what k is
+        k = "1 scales" if cfg.samples == 2 else f"1..{cfg.samples - 1} scale"  # not "1..1"
         result.notes.append(f"samples: 0 is the example (the module's parameters and inputs= "
-                            f"as given); 1..{cfg.samples - 1} scale each parameter and float "
+                            f"as given); {k} each parameter and float "
                             "input entry by a random factor in [5/8, 11/8] (signs and zeros "
                             f"kept; seed {cfg.seed})" if cfg.samples > 1 else
                             "samples: 0 is the example (the module's parameters and inputs= "

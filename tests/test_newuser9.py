@@ -167,3 +167,28 @@ def test_two_samples_say_sample_1_not_1_to_1():
     with pytest.raises(sg.GradcheckError) as err:
         sg.gradcheck(_Detached().double(), (_x(4, 6),), samples=2)
     assert "; sample 1 scales each differentiated entry" in str(err.value), err.value
+
+
+def test_an_integer_output_beside_the_value_is_skipped_as_torchs_gradcheck_skips_it():
+    """``return a.tanh(), a.argmax(-1)`` read "ATen op aten.argmax.default ... is not
+    supported yet" where torch.autograd.gradcheck checks the float output alone; an argmax
+    the value reads (cast to float) is still refused, and a wrong backward beside the integer
+    output is still caught."""
+    x = _x(4, 3).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a: (a.tanh(), a.argmax(-1)), (x,))
+    assert sg.gradcheck(lambda a: (a.tanh(), a.argmax(-1)), (x,))
+    with pytest.raises(SymgradError, match=r"aten\.argmax\.default at .* is not supported yet"):
+        sg.gradcheck(lambda a: (a.tanh(), a.argmax(-1).double()), (x,))
+
+    class Tanh(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, a):
+            ctx.save_for_backward(a)
+            return a.tanh()
+
+        @staticmethod
+        def backward(ctx, g):
+            (a,) = ctx.saved_tensors
+            return g * (1 - a.tanh() ** 2) * (1 + 1e-9)
+    with pytest.raises(sg.GradcheckError, match=r"disagrees with the exact derivative"):
+        sg.gradcheck(lambda a: (Tanh.apply(a), a.argmax(-1)), (x,))

@@ -156,6 +156,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     at = f" at {place}" if place else ""
     if n.target in NO_GRADIENT:
         raise SymgradError(f"capture: {_op_name(n.target)}{at}: {NO_GRADIENT[n.target]}")
+    if low is None and _returned_integers(n):
+        return None  # (a.tanh(), a.argmax(-1)): no derivative, as torch's gradcheck skips it
     if low is None:
         raise SymgradError(f"capture: ATen op {_op_name(n.target)}{at} is not supported yet "
                            "(the supported ops: reports/capture_ops.md); rewrite that line "
@@ -167,6 +169,15 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
         raise SymgradError(f"{exc}{at} ({_op_name(n.target)})") from None
     _check_shape(n, out)
     return out
+
+
+def _returned_integers(n: torch.fx.Node) -> bool:
+    """``n`` gives an integer or bool tensor that only leaves the function as an output (an
+    ``argmax`` returned beside the value: newuser9): nothing differentiable reads it."""
+    val = n.meta.get("val")
+    return (isinstance(val, torch.Tensor) and not val.is_floating_point()
+            and not val.is_complex() and bool(n.users)
+            and all(u.op == "output" for u in n.users))
 
 
 def narrowings(graph: torch.fx.Graph, run: torch.dtype) -> tuple[str, ...]:

@@ -192,3 +192,32 @@ def test_an_integer_output_beside_the_value_is_skipped_as_torchs_gradcheck_skips
             return g * (1 - a.tanh() ** 2) * (1 + 1e-9)
     with pytest.raises(sg.GradcheckError, match=r"disagrees with the exact derivative"):
         sg.gradcheck(lambda a: (Tanh.apply(a), a.argmax(-1)), (x,))
+
+
+class _Mish(torch.autograd.Function):
+    """x tanh(softplus(x)); its backward's second term x (1 - t²) sigmoid(x) written
+    (1 - t)(1 + t) × (1 + 1e-9): a constant slightly off in one term."""
+
+    @staticmethod
+    def forward(ctx, x):
+        t = torch.tanh(F.softplus(x))
+        ctx.save_for_backward(x, t)
+        return x * t
+
+    @staticmethod
+    def backward(ctx, g):
+        x, t = ctx.saved_tensors
+        return g * (t + x * (1 - t) * (1 + t) * (1 + 1e-9) * torch.sigmoid(x))
+
+
+def test_a_constant_off_in_one_term_is_not_called_float32_alone():
+    """The scatter evidence for float32 arithmetic (relative errors of both signs and sizes)
+    is also what a wrong constant on one term of a sum leaves; the cause said only "float32
+    arithmetic inside the float64 backward, likely", and the user hunted for a .float()."""
+    x = torch.randn(20, dtype=torch.float64, generator=torch.Generator().manual_seed(1),
+                    requires_grad=True)
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(_Mish.apply, (x,))
+    lines = [ln for ln in str(err.value).splitlines() if "mismatch in the gradient" in ln]
+    assert lines and all("a constant slightly off in one term of the backward scatters alike"
+                         in ln for ln in lines), lines

@@ -221,3 +221,16 @@ def test_a_constant_off_in_one_term_is_not_called_float32_alone():
     lines = [ln for ln in str(err.value).splitlines() if "mismatch in the gradient" in ln]
     assert lines and all("a constant slightly off in one term of the backward scatters alike"
                          in ln for ln in lines), lines
+
+
+def test_gradcheck_of_a_function_or_module_class_asks_for_apply_or_an_instance():
+    """sg.gradcheck(Mish, ...) read as an export failure ("Found <class ...> in output, which
+    is not a known type ... register a pytree"); sg.gradcheck(Net, ...) as the class's
+    __init__ raising on the inputs."""
+    x = _x(5, 6).requires_grad_()
+    with pytest.raises(SymgradError, match=r"^gradcheck: func= is the autograd\.Function class "
+                                           r"_Mish; pass _Mish\.apply$"):
+        sg.gradcheck(_Mish, (x,))
+    with pytest.raises(SymgradError, match=r"^gradcheck: func= is the class _Net, not a module; "
+                                           r"pass an instance: _Net\(\.\.\.\)$"):
+        sg.gradcheck(_Net, (x,))

@@ -120,6 +120,12 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     what = "gradcheck" if order == 1 else "gradgradcheck"  # (a typo: ``checked_keywords``)
     check_frozen(frozen, what)
     for role, f in (("func", func), ("reference", reference)):  # gradcheck("tanh", ...)
+        if isinstance(f, type) and issubclass(f, torch.autograd.Function):  # (newuser9:
+            raise SymgradError(f"{what}: {role}= is the autograd.Function class "  # read as
+                               f"{f.__name__}; pass {f.__name__}.apply")  # an export failure)
+        if isinstance(f, type) and issubclass(f, torch.nn.Module):
+            raise SymgradError(f"{what}: {role}= is the class {f.__name__}, not a module; pass "
+                               f"an instance: {f.__name__}(...)")
         if f is not None and not callable(f):  # (newuser9: read "running it on inputs=")
             raise SymgradError(f"{what}: {role}= must be a function or module, got "
                                f"{type(f).__name__} {f!r:.40}; pass the callable itself, e.g. "

@@ -234,3 +234,19 @@ def test_gradcheck_of_a_function_or_module_class_asks_for_apply_or_an_instance()
     with pytest.raises(SymgradError, match=r"^gradcheck: func= is the class _Net, not a module; "
                                            r"pass an instance: _Net\(\.\.\.\)$"):
         sg.gradcheck(_Net, (x,))
+
+
+def test_a_detach_in_the_forward_is_named_beside_the_block_no_gradient_reaches():
+    """A forward's ``.detach()`` fails as "no gradient reaches a.weight" (the capture checks
+    the derivative of the forward's values, as finite differences do); a user whose
+    stop-gradient is meant was not told that this is why."""
+    r = sg.verify(module=_Detached().double(), inputs=_x(4, 6), samples=2)
+    notes = [n for n in r.notes if n.startswith("your forward calls .detach() (")]
+    assert len(notes) == 1 and "test_newuser9.py:" in notes[0] and (
+        "return self.b(self.a(x).detach())" in notes[0]), r.notes
+    assert "such failures are expected" in notes[0], notes
+    with pytest.raises(sg.GradcheckError) as err:
+        sg.gradcheck(lambda a: a.sin().detach() * a, (_x(4).requires_grad_(),))
+    assert "\n  note: your forward calls .detach() (" in str(err.value), err.value
+    unrelated = sg.verify(module=_Unused().double(), inputs=_x(4, 6), samples=2)  # no detach
+    assert not any(".detach()" in n for n in unrelated.notes), unrelated.notes

@@ -48,7 +48,8 @@ from ..result import Failure, Result
 from ..tensor.program import leaves
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
-from .functions import failing_blocks, function_note, hook_note, upstream_of_functions
+from .functions import (detach_note, failing_blocks, function_note, hook_note,
+                        upstream_of_functions)
 from .replay import with_saved_samples
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
@@ -148,7 +149,8 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),
                                  failing)
-        result.notes += [n for n in (note, hook_note(module, failing)) if n]
+        result.notes += [n for n in (note, hook_note(module, failing), detach_note(
+            captured.detached)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)

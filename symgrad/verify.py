@@ -109,7 +109,7 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
     cfg.chosen_backends(torch_fn is not None)  # a bad backends= fails here, in one line
     check_options(model=model, module=module, inputs=inputs, targets=targets, at=at,
                   torch_fn=torch_fn, module_map=module_map, order=cfg.order, frozen=frozen,
-                  train=train)
+                  train=train, loss=loss, backends=backends)
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     if inputs is not None:  # any nn.Module, captured with its example inputs
         return verify_any_module(module, inputs, targets=targets, cfg=cfg,

@@ -179,6 +179,10 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                 "torch.where (both sides computed, the kink placed), or give reference= a "
                 "torch function of the same arguments without the branch") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        if FAKE_CONSTANT in first:  # what torch says of a forward's x.data (newuser9)
+            raise SymgradError(f"{who}: torch.export cannot trace {what!r} ({first[:90]}...): "
+                               "most often a tensor's .data read in the forward; write "
+                               ".detach() there (a stop-gradient, as .data is)") from None
         raise SymgradError(f"{who}: runs eagerly but torch.export cannot trace {what!r} "
                            f"({type(exc).__name__}: {first}); for an opaque kernel (C++/CUDA/"
                            "Triton, numpy) give an independent description: gradcheck(fn, "
@@ -186,6 +190,9 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                            "export can trace)") from None
     sys.stderr.write(printed.getvalue())
     return call, ep
+
+
+FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data
 
 
 def _value_branch(exc: BaseException, graph: str) -> str | None:
@@ -230,9 +237,12 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
 
 
 def _shapes(values: Sequence[Any]) -> str:
-    """The shapes of the tensors among ``values`` (nested ones too): ``(4, 6), (4,)``."""
-    return ", ".join(str(tuple(v.shape)) for v in tree_leaves(list(values))
-                     if isinstance(v, torch.Tensor)) or "none"
+    """The shapes of the tensors among ``values`` (nested ones too), an integer or bool one's
+    dtype beside it (an int64 x where floats are meant raised "mixed dtype": newuser9):
+    ``(4, 6), (4,) int64``."""
+    return ", ".join(str(tuple(v.shape)) + ("" if v.is_floating_point() else " " + str(
+        v.dtype).removeprefix("torch.")) for v in tree_leaves(list(values))
+        if isinstance(v, torch.Tensor)) or "none"
 
 
 @contextlib.contextmanager

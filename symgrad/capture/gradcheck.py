@@ -22,6 +22,7 @@ from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
 from ..modules.any import by_own_names
+from ..modules.functions import detach_note, failing_blocks, hook_note
 from ..modules.options import check_frozen
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
@@ -124,6 +125,17 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     """gradcheck (order 1) and gradgradcheck (order 2)."""
     what = "gradcheck" if order == 1 else "gradgradcheck"  # (a typo: ``checked_keywords``)
     check_frozen(frozen, what)
+    for role, f in (("func", func), ("reference", reference)):  # gradcheck("tanh", ...)
+        if isinstance(f, type) and issubclass(f, torch.autograd.Function):  # (newuser9:
+            raise SymgradError(f"{what}: {role}= is the autograd.Function class "  # read as
+                               f"{f.__name__}; pass {f.__name__}.apply")  # an export failure)
+        if isinstance(f, type) and issubclass(f, torch.nn.Module):
+            raise SymgradError(f"{what}: {role}= is the class {f.__name__}, not a module; pass "
+                               f"an instance: {f.__name__}(...)")
+        if f is not None and not callable(f):  # (newuser9: read "running it on inputs=")
+            raise SymgradError(f"{what}: {role}= must be a function or module, got "
+                               f"{type(f).__name__} {f!r:.40}; pass the callable itself, e.g. "
+                               "torch.tanh or MyFunction.apply")
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
@@ -135,8 +147,15 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     params = [p for p in func.parameters() if p.requires_grad] \
         if parameters and isinstance(func, torch.nn.Module) else []
     if not diff and not params:
+        ints = [f"input {i} ({str(a.dtype).removeprefix('torch.')})" for i, a in
+                enumerate(args) if isinstance(a, torch.Tensor) and not a.is_floating_point()]
         raise SymgradError(f"{what}: no input requires grad and no module parameter is "
-                           "checked; give the tensors to check requires_grad=True")
+                           "checked; give the tensors to check requires_grad=True" + (
+                               f" ({', '.join(ints[:3])}: integer, which cannot require "
+                               "grad; give a float tensor, x.double().requires_grad_())"
+                               if ints and not any(isinstance(a, torch.Tensor) and
+                                                   a.is_floating_point() for a in args)
+                               else ""))
     if dtype is None:
         _one_dtype(what, func, args, params)
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
@@ -161,6 +180,11 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         "the inputs, and the module's parameters and buffers" if isinstance(
             func, torch.nn.Module) else "the inputs"), keep_values=True)
     text = message(result, captured.model.name, what, dtype=name, samples=samples, seed=seed)
+    if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
+            hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
+        text += f"\n  note: {hooked}"
+    if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
+        text += f"\n  note: {detached}"
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
@@ -249,7 +273,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
     # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
     which = ("  note: sample 0 is the inputs as given" + (
-        f"; samples 1..{samples - 1} scale each differentiated entry by a random factor in "
+        f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
+        "differentiated entry by a random factor in "
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])

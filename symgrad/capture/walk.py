@@ -60,6 +60,9 @@ def where_in_source(fx_node: torch.fx.Node) -> str:
 def _chain(frames: list[tuple[str, str, str, str]]) -> str:
     """``file:line: code`` of the innermost of ``frames`` (file, line, function, code;
     outermost first), after the frames that called it (see ``where_in_source``)."""
+    frames = [f for i, f in enumerate(frames)  # a lambda calling one on its own line read
+              if i == 0 or f[2] != "<lambda>" or f[:3] != frames[i - 1][:3]]  # "x.py:27 in
+    #   <lambda> → x.py:27 in <lambda>": once (a method recursing keeps each of its frames)
     if not frames:
         return ""
     if len(frames) == 1:
@@ -153,6 +156,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     at = f" at {place}" if place else ""
     if n.target in NO_GRADIENT:
         raise SymgradError(f"capture: {_op_name(n.target)}{at}: {NO_GRADIENT[n.target]}")
+    if low is None and _returned_integers(n):
+        return None  # (a.tanh(), a.argmax(-1)): no derivative, as torch's gradcheck skips it
     if low is None:
         raise SymgradError(f"capture: ATen op {_op_name(n.target)}{at} is not supported yet "
                            "(the supported ops: reports/capture_ops.md); rewrite that line "
@@ -164,6 +169,23 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
         raise SymgradError(f"{exc}{at} ({_op_name(n.target)})") from None
     _check_shape(n, out)
     return out
+
+
+def _returned_integers(n: torch.fx.Node) -> bool:
+    """``n`` gives an integer or bool tensor that only leaves the function as an output (an
+    ``argmax`` returned beside the value: newuser9): nothing differentiable reads it."""
+    val = n.meta.get("val")
+    return (isinstance(val, torch.Tensor) and not val.is_floating_point()
+            and not val.is_complex() and bool(n.users)
+            and all(u.op == "output" for u in n.users))
+
+
+def detaches(graph: torch.fx.Graph) -> tuple[str, ...]:
+    """The user's lines that call ``.detach()`` (export's decompositions leave an ``alias``
+    there: the capture differentiates through it, as finite differences would), at most 3."""
+    found = [where_in_source(n) for n in graph.nodes if n.op == "call_function"
+             and n.target is torch.ops.aten.alias.default]
+    return tuple(dict.fromkeys(w for w in found if ".detach(" in w))[:3]
 
 
 def narrowings(graph: torch.fx.Graph, run: torch.dtype) -> tuple[str, ...]:

@@ -117,7 +117,8 @@ def _float32(ctx: Context, failure, rel: float) -> str | None:
     a = np.abs(r)
     if r.size >= F32_SCATTERED and (r > 0).any() and (r < 0).any() and a.max() >= 2 * a.min():
         return (f"float32 arithmetic inside the float64 backward, likely ({size}, of both "
-                f"signs: float32 rounding's size and scatter)")
+                f"signs: float32 rounding's size and scatter; a constant slightly off in one "
+                f"term of the backward scatters alike, e.g. (1 - t)(1 + t)(1 + 1e-9))")
     return None
 
 

@@ -45,9 +45,11 @@ from ..confirm import GIVEN_SAMPLES
 from ..errors import SymgradError
 from ..points import check_finite
 from ..result import Failure, Result
+from ..tensor.program import leaves
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
-from .functions import failing_blocks, function_note, hook_note, upstream_of_functions
+from .functions import (detach_note, failing_blocks, function_note, hook_note,
+                        upstream_of_functions)
 from .replay import with_saved_samples
 from .mapping import Plan
 from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
@@ -136,8 +138,9 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     result = with_saved_samples(named_by_module(result, captured.model, own_names(captured),
                                                 cfg.seed), captured, at)
     if result.failures or result.undecided:  # each line says "sample k ... seed=S": what k is
+        k = "1 scales" if cfg.samples == 2 else f"1..{cfg.samples - 1} scale"  # not "1..1"
         result.notes.append(f"samples: 0 is the example (the module's parameters and inputs= "
-                            f"as given); 1..{cfg.samples - 1} scale each parameter and float "
+                            f"as given); {k} each parameter and float "
                             "input entry by a random factor in [5/8, 11/8] (signs and zeros "
                             f"kept; seed {cfg.seed})" if cfg.samples > 1 else
                             "samples: 0 is the example (the module's parameters and inputs= "
@@ -146,7 +149,8 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),
                                  failing)
-        result.notes += [n for n in (note, hook_note(module, failing)) if n]
+        result.notes += [n for n in (note, hook_note(module, failing), detach_note(
+            captured.detached)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
@@ -182,6 +186,13 @@ def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
                      "as in eval (dropout off, batch norm on its running statistics); "
                      "train=True checks batch norm's batch statistics (dropout with p > 0 is "
                      "refused there: its random mask differs between runs)")
+    used = {n.id for n in leaves([captured.model.loss], "param")}  # extra.weight: newuser9
+    label = own_labels(captured.slots)
+    unused = [label[b.name] for b in captured.model.param_blocks if b.node.id not in used]
+    if unused:
+        notes.append(f"{len(unused)} parameter(s) do not reach the loss ({', '.join(unused[:3])}"
+                     f"{' ...' if len(unused) > 3 else ''}): exact gradient 0, torch's .grad "
+                     "None; if not meant, check that forward uses them")
     shapes = [tuple(c.shape) for c in captured.cotangents if c is not None]
     if shapes:
         what = "the loss is" if options.loss is not None else "no loss= given and the output is"
@@ -204,19 +215,22 @@ def own_names(captured: Captured) -> Plan:
 
 
 def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = True) -> Result:
-    """``result`` with its rows, findings (outputs and point keys) and notes in the user's
-    names (``findings=False``: the notes only, where the rows are renamed elsewhere), and the
+    """``result`` with its rows, findings (outputs and point keys, causes) and notes in the
+    user's names (``findings=False``: the notes and causes only, where the rows are renamed
+    elsewhere), and the
     confirmation's given-samples reason in the capture's words (its points are the example and
     points around it, not the user's ``at=``)."""
     rename = renamer(labels)
+
+    def fix(f: Failure) -> Failure:  # a cause names blocks too ("no gradient reaches a_weight")
+        f = replace(f, cause=rename(f.cause), note=rename(f.note))
+        return replace(f, output=rename(f.output), point={
+            labels.get(k, k): v for k, v in f.point.items()}) if findings else f
     if findings:
-        def fix(f: Failure) -> Failure:
-            return replace(f, output=rename(f.output),
-                           point={labels.get(k, k): v for k, v in f.point.items()})
         result.outputs = [rename(o) for o in result.outputs]
         result.blocks = [(labels.get(n, n), a, b) for n, a, b in result.blocks]
-        for kind in ("failures", "precision_losses", "kinks", "worst", "undecided"):
-            setattr(result, kind, [fix(f) for f in getattr(result, kind)])
+    for kind in ("failures", "precision_losses", "kinks", "worst", "undecided"):
+        setattr(result, kind, [fix(f) for f in getattr(result, kind)])
     result.comparisons = {
         n: replace(c, unconfirmed=tuple(rename(t.replace(GIVEN_SAMPLES, AROUND_EXAMPLE))
                                         for t in c.unconfirmed),

@@ -118,6 +118,22 @@ def hook_note(module: nn.Module, failing: set[str]) -> str | None:
             "the gradient makes one that is not the loss's derivative: check it first")
 
 
+def detach_note(detached: tuple[str, ...]) -> str | None:
+    """One line for a failing run whose forward calls ``.detach()`` (``Captured.detached``):
+    the capture checks the derivative of the forward's values, as torch's finite-difference
+    gradcheck does, so a stop-gradient that is meant fails (newuser9).
+
+    >>> detach_note(("net.py:6: return self.b(h.detach())",))
+    "your forward calls .detach() (net.py:6: return self.b(h.detach())): the exact derivative is that of the forward's values (as torch.autograd.gradcheck's finite differences see them), so a gradient it stops fails; if the stop-gradient is meant (a target network, a straight-through estimator), such failures are expected"
+    """
+    if not detached:
+        return None
+    return (f"your forward calls .detach() ({'; '.join(detached)}): the exact derivative is "
+            "that of the forward's values (as torch.autograd.gradcheck's finite differences see "
+            "them), so a gradient it stops fails; if the stop-gradient is meant (a target "
+            "network, a straight-through estimator), such failures are expected")
+
+
 def failing_blocks(result: Result) -> set[str] | None:
     """The parameter blocks with a failing gradient entry in any compared backend; None when
     the loss value fails too (the forward differs: not a backward's doing) or a backend's

@@ -49,7 +49,7 @@ def dict_hint(what: str, value: dict, module: Any) -> str:
 
 def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any,
                   torch_fn: Any, module_map: Any, order: int, frozen: str = "check",
-                  train: Any = False) -> None:
+                  train: Any = False, loss: Any = None, backends: Any = None) -> None:
     """The combinations of ``sg.verify``'s model / module / inputs options, one line per
     mistake naming the option (raised before anything runs).
 
@@ -60,6 +60,14 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
     symgrad.errors.SymgradError: verify: frozen='skip' is not an option; frozen="check" (the default: frozen parameters checked as if trainable) or frozen="hold" (held at their values, as buffers)
     """
     check_frozen(frozen, "verify")
+    for what, value in (("module", module), ("model", model)):  # the class, not an instance
+        if isinstance(value, type) and issubclass(value, nn.Module):  # (newuser9)
+            raise SymgradError(f"verify: {what}= is the class {value.__name__}, not a module; "
+                               f"pass an instance: module={value.__name__}(...)")
+    if loss is not None and not callable(loss):  # loss="cross_entropy" (newuser9)
+        raise SymgradError(f"verify: loss= must be a function loss(output, *targets) -> scalar "
+                           f"tensor, got {type(loss).__name__} {loss!r:.40}; e.g. "
+                           "loss=torch.nn.functional.cross_entropy")
     if not isinstance(train, bool):  # torch's own "training mode is expected to be boolean"
         raise SymgradError(f"verify: train= is True (the module in train mode: batch norm on "
                            f"the batch's statistics) or False (eval mode, the default), got "
@@ -103,6 +111,10 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
     if inputs is not None and module_map is not None:
         raise SymgradError("verify: module_map= maps a model's blocks to a GPT module; with "
                            "inputs= the module is captured under its own names: drop it")
+    if inputs is not None and backends is not None:  # was silently ignored (newuser9)
+        raise SymgradError("verify: backends= chooses among a model's programs (numpy, torch, "
+                           "torch_fn); with module= and inputs= only your module runs: drop it "
+                           "(its torch paths are paths=(\"eager\", \"compile\", ...))")
     if inputs is not None and order != 1:
         raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
                            "sg.gradgradcheck(module, inputs)")

@@ -14,7 +14,7 @@ from typing import Callable
 
 import torch
 
-from ..errors import SymgradError
+from ..errors import SymgradError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,9 @@ def check_paths(paths) -> tuple[str, ...]:
     paths = (paths,) if isinstance(paths, str) else tuple(paths)
     bad = [p for p in paths if p not in PATHS]
     if bad or not paths:
-        raise SymgradError(f"paths: unknown {bad or 'empty'}; choose from {', '.join(PATHS)}")
+        hint = did_you_mean(bad[0], PATHS) if bad else ""  # paths=("eager", "compil"): newuser9
+        raise SymgradError(f"paths: unknown {bad or 'empty'}"
+                           + (f" ({hint})" if hint else "") + f"; choose from {', '.join(PATHS)}")
     return paths
 
 

@@ -63,6 +63,8 @@ def test_a_custom_function_backward_times_1_plus_1e7_fails_in_float32(decided):
     assert own and all("proven in float64" in f.note and "float32 hides it" in f.note
                        for f in own)  # "module in float64", sees the bias in float64 too)
     assert decided and any(low and hit and hit[0] for _, low, hit in decided)
+    blocks = {f.block for c in r.comparisons.values() for f in c.systematic}
+    assert blocks and blocks <= {"lin.weight", "lin.bias"}, blocks  # the user's names
 
 
 def test_a_hook_times_1_plus_1e7_on_one_parameter_fails_named(decided):

@@ -234,9 +234,12 @@ def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = Tru
     result.comparisons = {
         n: replace(c, unconfirmed=tuple(rename(t.replace(GIVEN_SAMPLES, AROUND_EXAMPLE))
                                         for t in c.unconfirmed),
-                   evidence=tuple(rename(t) for t in c.evidence))
+                   evidence=tuple(rename(t) for t in c.evidence),
+                   systematic=tuple(replace(f, block=labels.get(f.block, f.block),
+                                            evidence=rename(f.evidence)) for f in c.systematic))
         for n, c in result.comparisons.items()}
     return result
+
 
 def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
     """The module, its dtype and (train mode) dropout, in one line each."""

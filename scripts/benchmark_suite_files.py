@@ -22,8 +22,9 @@ Usage::
         [--out reports/benchmark_suite_files] TARGET...
     python scripts/benchmark_suite_files.py --merge A.json B.json [--out ...]
 
-Writes ``<out>.json`` and ``<out>.md`` (``--merge``: one report from the rows of runs made
-side by side on different targets).
+Writes ``<out>.json`` and the generated section of ``<out>.md`` (between its
+``benchmark_suite_files`` markers; every hand-written section of the page stays), ``--merge``:
+one report from the rows of runs made side by side on different targets.
 """
 
 from __future__ import annotations
@@ -34,6 +35,11 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from symgrad import atomic  # noqa: E402
 
 CHILD = r"""
 import hashlib, json, re, resource, sys, warnings
@@ -114,15 +120,24 @@ def _child(tree: Path, target: str) -> dict:
             "answers": (lines[-1].split(" in ")[0].strip("= ") if lines else "?")}
 
 
+TITLE = "# Test files and workloads, CPU seconds (user + sys of the child), old tree vs new"
+
+
 def write_report(rows: list[dict], load: list[float], before: str, after: str,
                  out: str) -> None:
-    """``<out>.json`` (the rows and the load) and ``<out>.md`` (the table; a test file's
-    answers are its pass counts, old / new where they differ: the trees' files may hold
-    other tests)."""
-    Path(out + ".json").write_text(json.dumps({"rows": rows, "load": load, "before": before,
-                                               "after": after}, indent=1))
-    md = ["# Test files and workloads, CPU seconds (user + sys of the child), old tree vs new",
-          "", f"old: `{before}`; new: `{after}`; load average at the end "
+    """``<out>.json`` (the rows and the load) and the generated section of ``<out>.md``
+    (between its ``benchmark_suite_files`` markers; the dated sections written by hand around
+    it stay): the table; a test file's answers are its pass counts, old / new where they
+    differ (the trees' files may hold other tests)."""
+    atomic.write_text(Path(out + ".json"),
+                      json.dumps({"rows": rows, "load": load, "before": before,
+                                  "after": after}, indent=1))
+    atomic.write_section(Path(out + ".md"), "benchmark_suite_files",
+                         table(rows, load, before, after), head=TITLE + "\n\n")
+
+
+def table(rows: list[dict], load: list[float], before: str, after: str) -> str:
+    md = [f"old: `{before}`; new: `{after}`; load average at the end "
           f"{load[0]:.1f}. `work:` rows: the timed part alone in brackets (imports excluded).",
           "", "| target | old CPU s | new CPU s | new / old | answers (old) | same answers |",
           "|---|---|---|---|---|---|"]
@@ -137,7 +152,7 @@ def write_report(rows: list[dict], load: list[float], before: str, after: str,
                   f"{r['same_answers']} |")
     old, new = (round(sum(r[k]["cpu_s"] for r in rows), 2) for k in ("before", "after"))
     md.append(f"| total | {old} | {new} | {new / max(old, 1e-9):.2f} | | |")
-    Path(out + ".md").write_text("\n".join(md) + "\n")
+    return "\n".join(md)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -25,6 +25,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from symgrad import atomic  # noqa: E402
+
 SIZES = {
     # name: (config, tokens, samples, dropout)
     "tiny": ({}, None, 8, True),
@@ -171,15 +175,26 @@ def _cpu(r: dict) -> str:
     return f"{r['cpu_s']:.0f}" if "cpu_s" in r else "n/a"
 
 
-def write(rows: list[dict]) -> None:
-    out = ROOT / "reports"
+TITLE = "# symgrad benchmarks: GPTs as tensor programs, cost against size"
+
+
+def write(rows: list[dict], out: Path = ROOT / "reports", *, json_too: bool = True) -> None:
+    """benchmarks.json (the rows) and the generated section of benchmarks.md (between its
+    ``benchmark_tensor`` markers: the hand-written sections around it are kept)."""
     out.mkdir(exist_ok=True)
     doc = {"machine": {"python": platform.python_version(), "cpus": _cpus(),
                        "platform": platform.platform()}, "rows": rows}
-    (out / "benchmarks.json").write_text(json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    if json_too:
+        atomic.write_text(out / "benchmarks.json",
+                          json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    atomic.write_section(out / "benchmarks.md", "benchmark_tensor", page(rows),
+                         head=TITLE + "\n\n")
+
+
+def page(rows: list[dict]) -> str:
+    """The generated part of benchmarks.md: the table, throughput, where the time goes."""
     thr = [r for r in rows if "numpy_over_torch_throughput" in r]
-    md = ["# symgrad benchmarks: GPTs as tensor programs, cost against size", "",
-          "Each row is `sg.verify` of a GPT held as a tensor program (symgrad/tensor), in its "
+    md = ["Each row is `sg.verify` of a GPT held as a tensor program (symgrad/tensor), in its "
           "own process: every gradient entry of numpy (the derived program), torch (autograd of "
           "the forward program) and torch_fn (the native nn.Module) compared with the "
           "double-double oracle. Measured by `scripts/benchmark_tensor.py` on a shared 2-core "
@@ -230,7 +245,7 @@ def write(rows: list[dict]) -> None:
             "logits; host memory stays that of the per-entry compare (it grows with "
             "parameters, not tokens): within the 2-minute goal if compare and bound also run "
             "on the device.")
-    (out / "benchmarks.md").write_text("\n".join(md) + "\n")
+    return "\n".join(md)
 
 
 def _cpus() -> int:

@@ -68,6 +68,51 @@ def write_set(out: Path, files: dict) -> list[Path]:
     return [out / name for name in files]
 
 
+def write_section(path: Path, name: str, text: str, *, head: str = "") -> None:
+    """Replace one generated section of a page, keeping everything else written there.
+
+    The section is the text between ``<!-- begin NAME -->`` and ``<!-- end NAME -->``; a page
+    without those markers gets the section appended (a page that does not exist: ``head``,
+    then the section). Hand-written sections above and below it survive a re-render. Written
+    atomically.
+
+    Arguments:
+        path: the page (Markdown).
+        name: the section's marker name, e.g. "benchmark_tensor".
+        text: the section's new text (without the markers).
+        head: what a new page starts with (its title), before the section.
+    Returns:
+        None.
+
+    >>> import tempfile
+    >>> page = Path(tempfile.mkdtemp()) / "p.md"
+    >>> write_section(page, "table", "| a |")
+    >>> _ = page.write_text(page.read_text() + "## Notes\\nkept\\n")
+    >>> write_section(page, "table", "| b |")
+    >>> print(page.read_text(), end="")
+    <!-- begin table -->
+    | b |
+    <!-- end table -->
+    ## Notes
+    kept
+    >>> import shutil; shutil.rmtree(page.parent)
+    """
+    path = Path(path)
+    begin, end = f"<!-- begin {name} -->", f"<!-- end {name} -->"
+    block = f"{begin}\n{text.rstrip(chr(10))}\n{end}\n"
+    old = path.read_text(encoding="utf-8") if path.exists() else head
+    i, j = old.find(begin), old.find(end)
+    if (i < 0) != (j < 0) or j < i or old.count(begin) > 1 or old.count(end) > 1:
+        raise SymgradError(f"{path}: the markers {begin!r} and {end!r} are not one pair in "
+                           "order; mend the page by hand (each once, begin before end)")
+    if i < 0:
+        new = old + ("\n" if old and not old.endswith("\n") else "") + block
+    else:
+        rest = old[j + len(end):]
+        new = old[:i] + block + (rest[1:] if rest.startswith("\n") else rest)
+    write_text(path, new)
+
+
 def _unwritable(out: Path, exc: OSError):
     return SymgradError(f"--out {str(out)!r}: cannot write the report there "
                         f"({exc.strerror or exc}); choose a writable folder, e.g. --out reports")

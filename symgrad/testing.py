@@ -9,8 +9,9 @@
 >>> assert_gradients_match(wide, torch_fn=lambda w, x: torch.tanh(w * x), max_examples=20,
 ...                        dtype="float32", allow_inconclusive=True)
 
-On the wide model, without ``allow_inconclusive=True``, that search ends in an AssertionError:
-at a saturated tanh (|w x| >= 9 in float32, >= 19 in float64) tanh rounds to 1, and torch's
+On the wide model, without ``allow_inconclusive=True``, that search ends in an AssertionError
+once it reaches a saturated input (whether 20 examples do depends on hypothesis' seed): at a
+saturated tanh (|w x| >= 9 in float32, >= 19 in float64) tanh rounds to 1, and torch's
 backward, x (1 - y^2) from its rounded output y, is 0 while the exact d/dw is ~4 x exp(-2|w x|);
 the rounding allowance there is larger than the exact value, so no computation in that dtype
 could be told right from wrong (inconclusive, never a pass).

@@ -32,12 +32,29 @@ def test_correct_code_passes():
                            dtype="float32", allow_inconclusive=True)
 
 
+def _saturated():
+    """tanh(w x) with w, x in [4, 5): |w x| >= 16 at every input, where float32's tanh rounds
+    to 1 and torch's d/dw = x (1 - y^2) is 0 against an exact x (1 - tanh^2) < 3e-13, far
+    below the allowance of that formula: every input is inconclusive in float32."""
+    w, x = sp.symbols("w x")
+    return sg.Model("tanh_neuron", sp.tanh(w * x), params={w: sg.Uniform(4, 5)},
+                    inputs={x: sg.Uniform(4, 5)})
+
+
 def test_inconclusive_fails_unless_allowed():
+    # on the wide model (_model) whether 25 examples reach a saturated input depends on the
+    # search's seed, which hypothesis derives from the source of assert_gradients_match's
+    # `check` (derandomize=True): with a one-line edit there 7 of 11 other seeds found none and
+    # this passed no AssertionError. On _saturated() every input is inconclusive, so the first
+    # example decides, whatever the seed (12 of 12 seeds raised, and passed when allowed)
+    tanh = lambda w, x: torch.tanh(w * x)  # noqa: E731
     with pytest.raises(AssertionError, match=r"(?s)inconclusive against the exact derivative.*"
                                              r"allow_inconclusive=True.*— INCONCLUSIVE"):
-        assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x),
-                               max_examples=25, dtype="float32")
-    # a fail is still a fail when inconclusive is allowed
+        assert_gradients_match(_saturated(), torch_fn=tanh, max_examples=25, dtype="float32")
+    # allowed, the same search passes: the error above is the inconclusive verdict's alone
+    assert_gradients_match(_saturated(), torch_fn=tanh, max_examples=25, dtype="float32",
+                           allow_inconclusive=True)
+    # a fail is still a fail when inconclusive is allowed (caught on 12 of 12 seeds)
     with pytest.raises(AssertionError, match="disagree with the exact derivative"):
         assert_gradients_match(_model(), torch_fn=lambda w, x: torch.tanh(w * x * (1 + 1e-12)),
                                max_examples=30, allow_inconclusive=True)

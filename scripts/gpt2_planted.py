@@ -116,6 +116,9 @@ def one(site: str) -> dict:
             "first": first, "blocks": blocks,
             "unconfirmed": [str(u) for b in r.comparisons
                             for u in r.comparisons[b].unconfirmed],
+            "confirmed": [str(e) for b in r.comparisons for e in r.comparisons[b].evidence]
+            + [f"{b}: {f.describe()}" for b in r.comparisons
+               for f in r.comparisons[b].systematic if f.confirmed],
             "resolution": {b: r.resolution(b)["text"] for b in r.comparisons},
             "verify_cpu_s": round(cpu, 1), "verify_wall_s": round(wall, 1), "phases": phases,
             "commit": _commit(),
@@ -317,9 +320,10 @@ def main(argv: list[str] | None = None) -> int:
         if bad:
             ap.error(f"--sites {','.join(bad)}: choose from {', '.join(SITES)}")
         from benchmark_memory import cpu_model
-        data = {"commit": _commit(), "cpu": cpu_model(), "cores": os.cpu_count(),
-                "runs": [timed(s) for s in sites]}
-        write_text(DATA, json.dumps(data, indent=1, sort_keys=True, default=float) + "\n")
+        data = {"commit": _commit(), "cpu": cpu_model(), "cores": os.cpu_count(), "runs": []}
+        for s in sites:  # saved after each run: a later one that dies keeps the earlier ones
+            data["runs"].append(timed(s))
+            write_text(DATA, json.dumps(data, indent=1, sort_keys=True, default=float) + "\n")
     write_text(REPORT, render(data))
     print(REPORT.read_text())
     return 0

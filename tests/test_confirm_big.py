@@ -38,6 +38,7 @@ def test_a_planted_bug_fails_confirmed_and_named(big):
     assert {f.output.split("[")[0] for f in r.failures} == {"d/dh0_W1"}
     assert all(SEED_WORDS in f.note and "no rigorous enclosure" in f.note for f in r.failures)
     assert "proven" not in str(r)  # a reproduction, not a proof
+    assert f"suspected, {SEED_WORDS}" in r.failures[0].message()  # the one line says so
     c = r.comparisons["torch_fn"]
     assert any("h0_W1" in e and "beyond it again" in e for e in c.evidence)
     assert r.counts("torch_fn")["suspect"] == 0

@@ -207,6 +207,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     del hi, lo, bounds
     if quick.suspects:  # a large model's suspicions: this pipeline again on one fresh sample
         with _phase("confirm (one fresh sample)", cfg, timings, "confirm_s"):
+            spill.set_aside(values)  # this run's samples, out of the way of the second's
             quick.confirm(comparisons, found, memo, lambda v, c, ns: verify_tensor(
                 model, torch_fn=torch_fn, cfg=c, at=v, oracle_table=oracle_table, extra={
                     k: e for k, e in (extra or {}).items() if k in ns}, confirming=False),

@@ -83,6 +83,7 @@ def one(site: str) -> dict:
 
     heap.keep_freed()  # as the symgrad program runs
     model = TENSOR_BUILDERS["gpt2"](tokens=TOKENS)
+    commit = _commit()  # the code this run loaded (HEAD may move while it runs)
     load0 = os.getloadavg()[0]
     sampler, phases = Sampler(), []
     t0, c0 = time.perf_counter(), time.process_time()
@@ -121,7 +122,7 @@ def one(site: str) -> dict:
                for f in r.comparisons[b].systematic if f.confirmed],
             "resolution": {b: r.resolution(b)["text"] for b in r.comparisons},
             "verify_cpu_s": round(cpu, 1), "verify_wall_s": round(wall, 1), "phases": phases,
-            "commit": _commit(),
+            "commit": commit,
             "load": [round(load0, 2), round(os.getloadavg()[0], 2)]}
 
 
@@ -224,7 +225,8 @@ def render(data: dict) -> str:
         bv = r["backend_verdicts"]
         failing = [f"{k} ({v['failing']:,})" for k, v in r["blocks"]["torch_fn"].items()
                    if v["failing"]]
-        out.append(f"| {r['site']} | {r['verdict']} ({bv.get('torch_fn')} / {bv.get('torch')}) "
+        at = f" (at {r['commit']})" if r.get("commit", data["commit"]) != data["commit"] else ""
+        out.append(f"| {r['site']}{at} | {r['verdict']} ({bv.get('torch_fn')} / {bv.get('torch')}) "
                    f"| {r['failing_entries']:,} | {', '.join(failing) or '-'} | "
                    f"{r['findings_listed']} ({', '.join(r['named']) or '-'}) | "
                    f"{r['user_s']:.0f} + {r['sys_s']:.0f} | {r['wall_s']:.0f} | "

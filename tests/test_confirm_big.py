@@ -99,3 +99,17 @@ def test_the_big_path_keeps_no_comparison_whole(big, monkeypatch):
     assert r.comparisons["torch_fn"].reduced
     assert _digest(r) == _digest(whole)
     assert r.summary("torch_fn") == whole.summary("torch_fn")
+
+
+def test_float32_block_suspicions_go_through_the_float64_rerun_first(big):
+    """In float32 a block suspicion is decided by ``symgrad.confirm``'s float64 re-run (an
+    arithmetic bias would recur on any fresh sample); the entries beyond the fast allowance
+    then by the fresh sample, as in float64."""
+    r = sg.verify(big, torch_fn=scale_block_backward(big.reference, "h0_W1", 1 + 1e-3),
+                  samples=4, seed=0, dtype="float32")
+    c = r.comparisons["torch_fn"]
+    assert r.verdict == "fail" and {f.output.split("[")[0] for f in r.failures} == {"d/dh0_W1"}
+    assert any("h0_W1" in e and SEED_WORDS.split(" (")[0] in e for e in c.evidence)
+    assert all(f.confirmed and "float64" in f.evidence for f in c.systematic)
+    assert sg.verify(big, torch_fn=big.reference, samples=4, seed=0,
+                     dtype="float32").verdict == "pass"

@@ -95,8 +95,15 @@ def test_the_big_path_keeps_no_comparison_whole(big, monkeypatch):
         raise AssertionError("kept whole")
     monkeypatch.setattr(tv, "kept_whole", refuse)
     monkeypatch.setattr(tv, "STREAM_FROM", 0)  # every comparison reduced after its summary
+    aside, set_aside = [], tv.spill.set_aside  # the run's samples spilled, however small
+
+    def every_array(values):
+        aside.append(sorted(values))
+        set_aside(values, spill_from=1)
+    monkeypatch.setattr(tv.spill, "set_aside", every_array)
     r = sg.verify(big, torch_fn=_bugged(big), samples=4, seed=0)
-    assert r.comparisons["torch_fn"].reduced
+    assert r.comparisons["torch_fn"].reduced and len(aside) == 1
+    assert all(tv.spill.spilled(v) for v in r.values.values())
     assert _digest(r) == _digest(whole)
     assert r.summary("torch_fn") == whole.summary("torch_fn")
 

@@ -32,6 +32,9 @@ c. Confirmed: SUSPECT entries become SYSTEMATIC (block) or MISMATCH (entry), and
    samples given with ``at=``, a budget too small): INCONCLUSIVE - never ok, never a failure.
 
 A pipeline lends its backends through ``Experiments``: nothing here knows the model's type.
+Above ``config.CERTIFY_UP_TO`` parameters (GPT-2: no rigorous enclosure, and 32 fresh samples
+exceed the oracle's budget) the tensor pipeline decides a float64 suspicion, and any entry
+beyond the fast allowance, by one fresh sample instead: ``symgrad.tensor.confirm_big``.
 """
 
 from __future__ import annotations

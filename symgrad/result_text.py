@@ -8,6 +8,7 @@ number and point formatting of one-line messages.
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
 
 import numpy as np
@@ -229,22 +230,28 @@ KEPT_CAUSES = ("function differs", CLAMP_NOT_DIFFERENTIATED)  # the why is data
 def short_note(note: str, cause: str = "") -> str:
     """What a finding's one line keeps of its note: a proof as one word ("proven"; "suspected,
     confirmed by experiment" for a suspicion an experiment confirmed), without the cause's
-    explanation before it (the [cause: ...] name says it; ``Failure.explanation``, the JSON
+    explanation before it (above ``CERTIFY_UP_TO``: "suspected, confirmed on a fresh sample
+    (seed ...)", ``tensor.confirm_big``; the [cause: ...] name says it; ``Failure.explanation``, the JSON
     and ``Result.explain`` keep it all); a note without a proof (a kink's convention, why an
     entry stays inconclusive, no subgradient) whole. Where a forward departs (``KEPT``) and
     a "function differs" or an eps clamp's explanation (``_kept``) always stay.
 
     >>> short_note("x; error 1e-6 is outside the rigorous enclosure ±1e-9 ...: proven", "c")
     'proven'
+    >>> short_note("c; no rigorous enclosure at this size ...: confirmed on a fresh sample "
+    ...            "(seed SeedSequence([0, 2])): 3 entries ... beyond it again", "c")
+    'suspected, confirmed on a fresh sample (seed SeedSequence([0, 2]))'
     >>> short_note("at a kink: the backend used the convention H(0) = 1/2")
     'at a kink: the backend used the convention H(0) = 1/2'
     """
     body, proof = note, ""
     if "rigorous enclosure" in note:  # with_proof's join: the explanation; the proof note
         k = note.find("; error ")
+        k = k if k >= 0 else note.find("; no rigorous enclosure")  # above CERTIFY_UP_TO
         body, tail = (note[:k], note[k + 2:]) if k >= 0 else ("", note)
-        proof = ("suspected, confirmed by experiment" if "not proven" in tail else "proven"
-                 if "proven" in tail else "")
+        fresh = re.search(r"confirmed on a fresh sample \((?:[^()]|\([^()]*\))*\)", tail)
+        proof = (f"suspected, {fresh.group(0)}" if fresh else "suspected, confirmed by "
+                 "experiment" if "not proven" in tail else "proven" if "proven" in tail else "")
         if cause and not _kept(body, cause):
             body = ""
     return "; ".join(p for p in (body, proof) if p)

@@ -160,3 +160,25 @@ def release() -> int:
         except (ValueError, OSError):  # closed meanwhile: nothing resident
             pass
     return done
+
+
+SET_ASIDE_FROM = 1 << 20  # entries: a smaller array is not worth a file of its own
+
+
+def set_aside(arrays: dict, *, spill_from: int = SET_ASIDE_FROM) -> None:
+    """Each array of ``arrays`` (a dict, changed in place) of at least ``spill_from`` entries
+    copied into a spilled file mapping (``empty``) and its pages released: the same values,
+    out of the resident set until they are read again. For a large model's samples while the
+    pipeline runs a second time on a fresh one (``tensor.confirm_big``: GPT-2's 1 GiB).
+
+    >>> d = {"w": np.arange(4.0), "n": 3}
+    >>> set_aside(d, spill_from=1)
+    >>> spilled(d["w"]), d["w"].tolist(), d["n"]
+    (True, [0.0, 1.0, 2.0, 3.0], 3)
+    """
+    for k, v in arrays.items():
+        if isinstance(v, np.ndarray) and v.size >= spill_from and not spilled(v):
+            kept = empty(v.shape, v.dtype, spill_from=1)
+            kept[...] = v
+            arrays[k] = kept
+    release()

@@ -16,14 +16,14 @@ from typing import Callable
 
 import numpy as np
 
-from .. import causes, heap
+from .. import causes
 from ..backends import torch as torch_backend
 from ..backends.float64 import float64_code, reruns64, run64
 from ..backends.torch import exact_math
-from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
+from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular
 from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
                       VerifyConfig)
-from ..confirm import Experiments, confirm, needs_confirmation
+from ..confirm import Experiments, confirm
 from ..domains import round_to
 from ..findings import with_proof
 from ..points import given_samples
@@ -31,34 +31,36 @@ from ..measures import STREAM_FROM
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, spill, views
-from .bound import evaluate_bound
+from .confirm_big import BigConfirm, fresh_sample
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
+from .entrybounds import entry_bounds
 from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
 from .phases import phase as _phase
 from .rulecheck import RuleCheck
-from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
-                     smallest_allowance, with_limit_sides)
+from .limits import (RowAllowance, check_rewrite, mark_open, oracle_limits, smallest_allowance,
+                     with_limit_sides)
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck, check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
 from .undefined import refuse_undefined
-from .upward import bound_kind, store_away
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
 def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyConfig,
                   at: dict | None = None, oracle_table=None, fresh: Callable | None = None,
-                  extra: dict[str, tuple[Callable, str]] | None = None, client=None) -> Result:
+                  extra: dict[str, tuple[Callable, str]] | None = None, client=None,
+                  confirming: bool = True) -> Result:
     """``sg.verify`` for a ``TensorModel`` (see ``symgrad.verify.verify`` for the arguments);
     ``oracle_table`` overrides the oracle's array-ops table (default ``oracle_ops()``); ``extra``
     adds backends, name -> (per-sample torch function, mode label), each run sample by sample
     like ``torch_fn`` (a user's module on each torch path: ``symgrad.modules``); ``fresh(m)``:
-    m fresh samples (an ``at=`` dict) for the confirmation where ``at`` fixed the points."""
+    m fresh samples (an ``at=`` dict) for the confirmation where ``at`` fixed the points;
+    ``confirming=False``: no suspicion confirmed (a large model's fresh run, ``confirm_big``)."""
     timings: dict[str, float] = {}
     cfg = cfg.with_samples(MODEL_SAMPLES)  # a config without samples: the default draw
     np_dtype = cfg.dtype if cfg.dtype in ("float64", "float32", "float16") else "float32"
@@ -138,6 +140,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         settled=limits.decided, unrounded=zone_open, zone_cap=zone[1]), limits.rows,
         on=not big and rewrite is None)
     names = Outputs(model.param_blocks)
+    quick = BigConfirm("off" if not confirming else "big" if big else "small", blocks, subset)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
     memo: dict = {}  # the figures of each reduced comparison (ResultMeasures.keep_figures)
 
@@ -147,9 +150,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             alone = Result(model.name, cfg, names, blocks, runs, {name: comp}, subset, [], [])
             found[name] = findings_of(name, comp, names, values, subset, cfg.max_failures,
                                       worst=alone.worst_entries(name))  # the figures' one pass
+            more = quick.collect(name, comp, cfg, names, values, subset,
+                                 reduced=comp.status.size >= STREAM_FROM)  # its suspect blocks'
             if comp.status.size < STREAM_FROM:
                 return comp
-            memo.update(alone.keep_figures(name, [f for fs in found[name].values() for f in fs]))
+            memo.update(alone.keep_figures(name, [f for fs in found[name].values() for f in fs]
+                                           + more))
             return comp.reduce(memo.get(("ulp_counts", name)))
 
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
@@ -183,28 +189,37 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                                != "float64" and reruns64(name, torch_fn, extra or {}))
             ruled = rules(name, dt, comp, hi, lo, Eb, kinks)  # the float64 rule check
             del Eb
-        if needs_confirmation(comp):  # kept for the confirmation: its figures as arrays
+        comp = quick.mark(name, comp)  # a large model's suspicions: a fresh sample decides
+        if quick.waits(name, comp):  # kept for the confirmation: its figures as arrays
             comp = kept_whole(comp)
         comparisons[name] = comp
         needed = [b.name for b in plan[i + 1:]] + [
-            n for n, c in comparisons.items() if needs_confirmation(c)]
+            n for n, c in comparisons.items() if quick.waits(n, c)]
         bounds.drop(needed)  # and the oracle's low part once nothing is left to compare
         lo = lo if needed else None
-        if not needs_confirmation(comp):
+        if not quick.waits(name, comp):
             comparisons[name] = finish(name, comp)
         del comp
         if ruled:  # what it proves: a backend of its own (symgrad.tensor.rulecheck)
             runs[ruled[0]], keys[ruled[0]] = ruled[1], (True, "float64")
             comparisons[ruled[0]] = finish(ruled[0], ruled[2])
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
-    if any(needs_confirmation(c) for c in comparisons.values()):
+    if any(quick.waits(n, c) for n, c in comparisons.items()):
         with _phase("confirm", cfg, timings, "confirm_s"):
             exp = _experiments(model, sub, hi, lo, E_of, comparisons, cfg, torch_fn, extra or {},
                                table, drawn=fresh or at is None)
-            comparisons = confirm(comparisons, blocks, cfg.tolerance, exp)
+            comparisons.update(confirm({n: c for n, c in comparisons.items()
+                                        if quick.waits(n, c)}, blocks, cfg.tolerance, exp))
         for name in [n for n in comparisons if n not in found]:
-            comparisons[name] = finish(name, comparisons[name])
+            comparisons[name] = finish(name, quick.mark(name, comparisons[name]))
     del hi, lo, bounds
+    if quick.suspects:  # a large model's suspicions: this pipeline again on one fresh sample
+        with _phase("confirm (one fresh sample)", cfg, timings, "confirm_s"):
+            spill.set_aside(values)  # this run's samples, out of the way of the second's
+            quick.confirm(comparisons, found, memo, lambda v, c, ns: verify_tensor(
+                model, torch_fn=torch_fn, cfg=c, at=v, oracle_table=oracle_table, extra={
+                    k: e for k, e in (extra or {}).items() if k in ns}, confirming=False),
+                *fresh_sample(model, cfg, at=at, fresh=fresh), cfg)
     lists = {k: [f for name in comparisons for f in found[name][k]] for k in FINDING_LISTS}
     with _phase("causes", cfg, timings, "causes_s"):
         failures = rules.annotate(with_causes(model, lists["failures"], comparisons, values,
@@ -351,29 +366,3 @@ def _given(model: TensorModel, at: dict, dtype: str) -> dict[str, np.ndarray]:
     return {b.name: (v.astype(np.int64) if b.domain.integer else round_to(v, dtype))
             for b, v in zip(model.blocks, given_samples(model, at, "at").values())}
 
-
-def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) -> np.ndarray:
-    """The rounding-error bound E of every compared entry (loss, then gradient), shape (n, K).
-
-    Arguments:
-        model: the tensor model (or its ``textbook_program``: same blocks, same entries).
-        values: the compared samples per block, each of leading size ``n``.
-        tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
-        n: the number of samples; dtypes: the compared dtypes (a tie band: ``tie_band``).
-    Returns:
-        E per sample and entry, each block written as the walk finishes it, limits at inputs
-        0 (``limits.limit_bounds``); from 50M entries float32 away from 0 (``upward``), spilled."""
-    kind = bound_kind(n * (1 + model.n_parameters))  # the limits' rows too: one rounding
-
-    def bound(v: dict) -> np.ndarray:
-        m = len(next(iter(v.values())))
-        E, spans = spill.empty((m, 1 + model.n_parameters), kind), block_spans(model, m)
-
-        def put(k: int, e: np.ndarray) -> None:
-            a, size, shape = spans[k]
-            store_away(E[:, a:a + size], np.broadcast_to(np.asarray(e), shape).reshape(m, -1))
-            heap.unless_kept(heap.give_back)  # freed blocks (gpt2 at 64 tokens: its peak -0.4 GiB)
-        evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
-                       sqrt_terms=tol.entry_sqrt_terms, emit=put, tie=tie_band(dtypes, tol))
-        return E
-    return limit_bounds(bound, model, values)

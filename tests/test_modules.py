@@ -241,7 +241,8 @@ def test_broken_glue_is_reported_before_the_derive(cls, pattern):
 
 def test_dtype_mismatch_is_clear(book_model):
     torch.manual_seed(0)
-    with pytest.raises(SymgradError, match=r"is float32, the run is float64; .*\.double\(\)"):
+    with pytest.raises(SymgradError, match=r"is float32, the run is float64; convert the module "
+                       r"\(module\.to\(torch\.float64\)\)"):
         sg.verify(book_model, module=book.GPTModel(SMALL), samples=N)
 
 

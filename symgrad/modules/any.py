@@ -52,7 +52,8 @@ from .functions import (detach_note, failing_blocks, function_note, hook_note,
                         upstream_of_functions)
 from .replay import with_saved_samples
 from .mapping import Plan
-from .run import ModuleOptions, ModuleRun, backend_name, keep_path, named_by_module
+from .run import (ModuleOptions, ModuleRun, backend_name, check_module, keep_path,
+                  named_by_module)
 
 AROUND_EXAMPLE = ("no fresh samples are drawn on this path (the points are the example "
                   "inputs and points around them)")  # a capture's untested suspicion: why
@@ -242,19 +243,8 @@ def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = Tru
 
 
 def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
-    """The module, its dtype and (train mode) dropout, in one line each."""
-    if not isinstance(module, nn.Module):
-        raise SymgradError(f"module= must be a torch.nn.Module, got {type(module).__name__}")
-    want = torch_backend.TORCH_DTYPES[cfg.dtype]
-    for name, p in module.named_parameters():
-        if p.is_floating_point() and p.dtype != want:
-            raise SymgradError(f"module: parameter {name} is {str(p.dtype)[6:]}, the run is "
-                               f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype}))"
-                               f" or pass dtype={str(p.dtype)[6:]!r}")
-        if p.device.type != str(cfg.device).split(":")[0]:
-            raise SymgradError(f"module: parameter {name} is on {p.device}, the run is on "
-                               f"{cfg.device}; move the module (module.to({cfg.device!r})) or "
-                               f"pass device={p.device.type!r}")
+    """The module, its dtype and device (``run.check_module``), (train mode) its dropout."""
+    check_module(module, cfg)
     if options.train:
         drop = [(n, m) for n, m in module.named_modules()
                 if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]

@@ -129,7 +129,7 @@ def _matched(model: TensorModel, module: nn.Module, cfg: VerifyConfig, map) -> t
     and its parameters matched to ``model``'s blocks (``map``: ``ModuleOptions.map``):
     ``(plan, dropout rate)``."""
     torch_backend.check_device(cfg.device, cfg.dtype)
-    _check_module(module, cfg)
+    check_module(module, cfg)
     plan = mapping.plan(model, module, map)
     rate = model.gpt_config.drop_rate if hasattr(model, "gpt_config") else 0.0
     return plan, rate
@@ -168,18 +168,21 @@ def _departures(result: Result, model: TensorModel, module: nn.Module, fns: dict
     return found
 
 
-def _check_module(module, cfg: VerifyConfig) -> None:
+def check_module(module, cfg: VerifyConfig) -> None:
+    """An ``nn.Module`` whose float parameters are in the run's dtype and on its device (each
+    refusal one line saying how to convert or move it); ``modules.any`` checks the same."""
     if not isinstance(module, nn.Module):
         raise SymgradError(f"module= must be a torch.nn.Module, got {type(module).__name__}")
     want = torch_backend.TORCH_DTYPES[cfg.dtype]
     for name, p in module.named_parameters():
-        if p.dtype != want:
+        if p.is_floating_point() and p.dtype != want:
             raise SymgradError(f"module: parameter {name} is {str(p.dtype)[6:]}, the run is "
-                               f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype})"
-                               f", e.g. .double()) or pass dtype={str(p.dtype)[6:]!r}")
+                               f"{cfg.dtype}; convert the module (module.to(torch.{cfg.dtype}))"
+                               f" or pass dtype={str(p.dtype)[6:]!r}")
         if p.device.type != str(cfg.device).split(":")[0]:
             raise SymgradError(f"module: parameter {name} is on {p.device}, the run is on "
-                               f"{cfg.device}; move the module (module.to({cfg.device!r}))")
+                               f"{cfg.device}; move the module (module.to({cfg.device!r})) or "
+                               f"pass device={p.device.type!r}")
 
 
 def module_torch_fn(model: TensorModel, module: nn.Module, *, cfg: VerifyConfig,

@@ -74,8 +74,7 @@ class VerifyConfig:
     # None: all there are. ("torch_fn",) verifies only the user's code
     order: int = 1  # 1: gradients; 2: Hessian-vector products (torch's double backward)
     threads: int | None = field(default=None, kw_only=True)  # threads of the oracle's and the
-    # bound's large passes (``symgrad.parallel``; from 2, the bound beside the oracle,
-    # ``tensor.entrybounds``); None: the machine's cores (torch's intra-op
+    # bound's large passes (``symgrad.parallel``); None: the machine's cores (torch's intra-op
     # threads: 1 where a process set torch.set_num_threads(1), as the test suite does). The
     # bits are the same on any count, so the Result (its JSON) does not record it
 

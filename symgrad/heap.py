@@ -7,11 +7,7 @@ way the next array of that size faults its pages in again, each zeroed by the ke
 bound's walk at 1024 tokens frees and allocates arrays of 8-100 MB (GPT-2's 12 x 1024 x 1024
 attention maps, a map's 32 MiB blocks) thousands of times, so a third to a half of its CPU time
 was system time (reports/benchmark_context.md). ``keep_freed`` raises both limits: arrays up
-to ``mmap_below`` come from the heap and freed ones stay there for the next. It also keeps every
-thread on that one heap (M_ARENA_MAX 1): a thread's own arena grows in heaps of at most 64 MiB,
-so there each array above that was a fresh mapping again (the bound beside the oracle on its own
-thread, ``tensor.entrybounds``: GPT-2's 100 MB attention maps; measured, 20 of them: 1,025
-page faults and 0.24 CPU s on a thread's arena, 4 and 0.09 s on the shared heap).
+to ``mmap_below`` come from the heap and freed ones stay there for the next.
 
 It changes the whole process's allocator for good (glibc has no way back to its dynamic
 threshold), so symgrad's library calls never make it; the ``symgrad`` program does, for its
@@ -38,9 +34,8 @@ MMAP_BELOW = 1 << 30  # bytes: larger requests are mapped apart, smaller ones (G
 #                       logits at 1024 tokens too: 256 MiB left them mapped, 27 s more system
 #                       time and 0.25 GiB more peak at 1 layer) come from the heap
 TRIM_ABOVE = 1 << 30  # bytes of free heap top kept before glibc trims it by itself
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # mallopt's (malloc.h)
-_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_ARENA_MAX",
-                  "GLIBC_TUNABLES")
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt's parameters (malloc.h)
+_USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "GLIBC_TUNABLES")
 _LIBC = ctypes.util.find_library("c")
 _KEPT = [False]  # whether keep_freed made its settings in this process
 
@@ -48,8 +43,7 @@ _KEPT = [False]  # whether keep_freed made its settings in this process
 def keep_freed(*, mmap_below: int = MMAP_BELOW, trim_above: int = TRIM_ABOVE,
                environ: Mapping[str, str] | None = None) -> bool:
     """Keep freed arrays in the heap for the next ones (glibc ``mallopt``: M_MMAP_THRESHOLD
-    ``mmap_below``, M_TRIM_THRESHOLD ``trim_above``, M_ARENA_MAX 1: every thread's arrays from
-    that heap), unless the environment sets the
+    ``mmap_below``, M_TRIM_THRESHOLD ``trim_above``), unless the environment sets the
     allocator (module docstring). For a process's owner: it lasts for the process.
 
     Arguments:
@@ -70,8 +64,7 @@ def keep_freed(*, mmap_below: int = MMAP_BELOW, trim_above: int = TRIM_ABOVE,
     try:
         libc = ctypes.CDLL(_LIBC)
         _KEPT[0] = bool(libc.mallopt(_M_MMAP_THRESHOLD, int(mmap_below))
-                        and libc.mallopt(_M_TRIM_THRESHOLD, int(trim_above))
-                        and libc.mallopt(_M_ARENA_MAX, 1)) or _KEPT[0]
+                        and libc.mallopt(_M_TRIM_THRESHOLD, int(trim_above))) or _KEPT[0]
     except (OSError, AttributeError):  # not glibc
         return False
     return _KEPT[0]

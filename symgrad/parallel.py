@@ -13,9 +13,6 @@ and closes it after; the count lives in a context variable, so nothing global ch
 piece runs in a copy of its caller's context (``numpy.errstate``, the bound's tie band). A
 piece that itself asks for ``each`` runs its pieces in line (no pool waits on itself).
 
-``Beside`` runs a whole phase on its own thread while the caller runs another (the bound beside
-the oracle: each has passes that run on one core, and the other's pieces fill the second one).
-
 Example:
     >>> with using(2):
     ...     each(lambda x: x * x, range(5))
@@ -111,67 +108,6 @@ def using(threads: int) -> Iterator[None]:
     finally:
         _POOL.reset(token)
         pool.shutdown(wait=True, cancel_futures=True)
-
-
-class Beside:
-    """``fn()`` on its own thread (a copy of the caller's context) while the ``with`` block
-    runs, where ``threads`` >= 2; with fewer, in line as the block ends (not after an error).
-    Either way the block's and ``fn``'s results are the same: for two phases that read the same
-    inputs and not each other's results. Leaving the block waits for ``fn`` (no thread left
-    running, also on an error); ``result()`` then gives its value or raises its error.
-
-    Arguments:
-        fn: the work (no arguments).
-        threads: the run's thread count (``VerifyConfig.threads``).
-        holding: a context manager held from before ``fn`` starts until both have ended (a
-            process-wide setting both must see fixed, e.g. the BLAS's thread count), or None.
-    Returns:
-        a context manager whose value has ``result()``.
-
-    >>> with Beside(lambda: sum(range(4)), threads=2) as later:
-    ...     here = 10
-    >>> here + later.result()
-    16
-    """
-
-    def __init__(self, fn: Callable[[], R], *, threads: int,
-                 holding: contextlib.AbstractContextManager | None = None) -> None:
-        self._fn, self._threads = fn, threads
-        self._hold = holding if holding is not None else contextlib.nullcontext()
-        self._thread: threading.Thread | None = None
-        self._value: R | None = None
-        self._error: BaseException | None = None
-
-    def __enter__(self) -> "Beside":
-        self._hold.__enter__()
-        if self._threads >= 2:
-            self._thread = threading.Thread(target=contextvars.copy_context().run,
-                                            args=(self._run,), name="symgrad-beside",
-                                            daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        try:
-            self._value = self._fn()
-        except BaseException as exc:  # handed to the caller by ``result``
-            self._error = exc
-
-    def __exit__(self, kind, exc, tb) -> bool:
-        try:
-            if self._thread is not None:
-                self._thread.join()
-            elif kind is None:
-                self._run()
-        finally:
-            self._hold.__exit__(None, None, None)
-        return False
-
-    def result(self) -> R:
-        """``fn``'s value (after the block), or its error raised here."""
-        if self._error is not None:
-            raise self._error
-        return self._value
 
 
 def _mark_inside() -> None:

@@ -67,7 +67,7 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "tensor.kinks", "tensor.doubt", "tensor.limits",
         "tensor.departure", "tensor.enclosure", "tensor.sides", "tensor.fresh",
         "tensor.undefined",
-        "tensor.tie_sides", "tensor.entrybounds")),
+        "tensor.tie_sides")),
     ("results", ("verdict", "figure_scan", "measures", "result_text", "result", "findings",
                  "tensor.comparing",
                  "tensor.streaming")),

@@ -192,63 +192,6 @@ def test_threads_is_keyword_only():
     assert kind is inspect.Parameter.KEYWORD_ONLY
 
 
-def test_beside_runs_on_its_own_thread_on_two_and_in_line_on_one():
-    where = {}
-
-    def work():
-        where["thread"] = threading.current_thread().name
-        where["pool"] = parallel.threads_now()
-        return 7
-    with parallel.Beside(work, threads=2) as later:
-        pass
-    assert later.result() == 7 and where["thread"] == "symgrad-beside"
-    with parallel.Beside(work, threads=1) as later:
-        assert where.pop("thread") and "thread" not in where  # not yet: it runs as the block ends
-    assert later.result() == 7 and where["thread"] == threading.current_thread().name
-
-
-def test_beside_hands_back_its_error_and_waits_for_its_thread_on_the_caller_s():
-    done = threading.Event()
-
-    def bad():
-        raise ValueError("the bound's own error")
-    with parallel.Beside(bad, threads=2) as later:
-        pass
-    with pytest.raises(ValueError, match="the bound's own error"):
-        later.result()
-
-    def slow():
-        done.wait(5)
-        return 1
-    with pytest.raises(ZeroDivisionError):
-        with parallel.Beside(slow, threads=2) as later:
-            threading.Timer(0.2, done.set).start()
-            1 // 0  # the block's error: leaving still waits for the thread beside it
-    assert later.result() == 1
-    with pytest.raises(ZeroDivisionError):  # on one thread the work is not started after it
-        with parallel.Beside(lambda: 1 // 0 + 2, threads=1) as later:
-            1 // 0
-    assert later.result() is None
-
-
-def test_the_bound_beside_the_oracle_holds_the_blas_on_one_thread(monkeypatch):
-    from symgrad.precise import blas_threads
-    from symgrad.tensor import entrybounds
-    seen = []
-    right = entrybounds.entry_bounds
-
-    def spy(*args, **kwargs):
-        seen.append((threading.current_thread().name, blas_threads.current()))
-        return right(*args, **kwargs)
-    monkeypatch.setattr(entrybounds, "entry_bounds", spy)
-    m = _model()
-    r = {t: sg.verify(m, config=VerifyConfig(samples=1, seed=2, threads=t)) for t in (1, 2)}
-    assert [name for name, _ in seen] == ["MainThread", "symgrad-beside"]
-    assert {n for _, n in seen} <= {1, None}  # None: no OpenBLAS found (another BLAS)
-    assert json.dumps(r[1].as_dict(), sort_keys=True) == json.dumps(r[2].as_dict(),
-                                                                   sort_keys=True)
-
-
 def test_a_large_comparison_s_chunks_give_the_same_arrays_on_two_threads(monkeypatch):
     from symgrad.compare import Tolerance
     from symgrad.tensor import comparing

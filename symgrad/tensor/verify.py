@@ -21,7 +21,7 @@ import numpy as np
 from .. import causes, heap
 from ..backends import torch as torch_backend
 from ..backends.torch import exact_math
-from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular
+from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular, tie_band
 from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
                       VerifyConfig)
 from ..confirm import Experiments, confirm, needs_confirmation
@@ -33,20 +33,21 @@ from ..parallel import default_threads, using
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, spill, views
-from .entrybounds import beside_oracle, entry_bounds
+from .bound import evaluate_bound
 from .comparing import block_tests, compare_compact, kept_whole, shared_allowance
 from .departure import first_departure, own_program
 from .doubt import judge_certificate, mark_doubt
 from .fresh import fresh_oracle, judge_fresh
 from .model import Outputs, TensorModel
 from .kinks import has_sites, oracle_program, reached
-from .limits import (RowAllowance, check_rewrite, mark_open, oracle_limits,
+from .limits import (RowAllowance, check_rewrite, limit_bounds, mark_open, oracle_limits,
                      smallest_allowance, with_limit_sides)
 from .sides import kink_sides, rejudge
 from .spotcheck import SpotCheck, check as check_spot
 from .streaming import FINDING_LISTS, Bounds, backends, findings_of
 from .tables import TorchOps, oracle_ops
 from .undefined import refuse_undefined
+from .upward import bound_kind, store_away
 from .views import block_spans, certify_view, numpy_view, oracle_steps, oracle_view, torch_view
 
 
@@ -89,12 +90,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     big = model.n_parameters > CERTIFY_UP_TO  # no end-to-end ARB re-check: spot-certify steps
     spot, zone_open = SpotCheck() if big else None, {}  # zone_open: rows' open ball entries
     zone = views.zone_bits(cfg)  # their balls' first and largest precision
-    # the bound on its own thread beside the oracle where there are two (``entrybounds``)
-    with beside_oracle(lambda: _phase("bound", cfg, timings, "bound_s"), model, sub,
-                       cfg.tolerance, len(subset), dtypes=compared,
-                       threads=cfg.threads or default_threads()) as bound, _phase(
-            f"exact derivative (oracle), {getattr(table, 'name', type(table).__name__)}",
-            cfg, timings, "oracle_s", total=oracle_steps(model, len(subset))) as tick:
+    with _phase(f"exact derivative (oracle), {getattr(table, 'name', type(table).__name__)}",
+                cfg, timings, "oracle_s", total=oracle_steps(model, len(subset))) as tick:
         hi, lo = oracle_view(model, sub, table, progress=tick, spot=spot, program=program,
                              client=client if oracle_table is None else None, dps=cfg.oracle_dps,
                              undecided=zone_open, zone_bits=zone)
@@ -107,7 +104,8 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     tol = cfg.tolerance  # worst case, or probabilistic (Tolerance.entry_bound)
     user = [b.name for b in plan if b.name not in OWN_BACKENDS]
     textbook = model.textbook_program if user else None  # nothing to do (or pay) without one
-    E = bound.result()
+    with _phase("bound", cfg, timings, "bound_s"):
+        E = entry_bounds(model, sub, cfg.tolerance, len(subset), dtypes=compared)
     with _phase("limits, rewrite check", cfg, timings, "limits_s"):  # as the scalar oracle
         dtypes = tuple(b.dtype for b in plan)  # whole only for the rewrite check (plain models)
         least = (smallest_allowance(E, dtypes, tol) if model.written_program is not None
@@ -372,3 +370,30 @@ def _phase(what: str, cfg: VerifyConfig, timings: dict, key: str, total: int | N
             bar.close()
         if cfg.progress:
             print(f"  {what}: {timings[key]:.2f} s", file=sys.stderr, flush=True)
+
+
+def entry_bounds(model: TensorModel, values: dict, tol, n: int, *, dtypes=()) -> np.ndarray:
+    """The rounding-error bound E of every compared entry (loss, then gradient), shape (n, K).
+
+    Arguments:
+        model: the tensor model (or its ``textbook_program``: same blocks, same entries).
+        values: the compared samples per block, each of leading size ``n``.
+        tol: the ``Tolerance`` (worst case, or probabilistic: ``Tolerance.entry_bound``).
+        n: the number of samples; dtypes: the compared dtypes (a tie band: ``tie_band``).
+    Returns:
+        E per sample and entry, each block written as the walk finishes it, limits at inputs
+        0 (``limits.limit_bounds``); from 50M entries float32 away from 0 (``upward``), spilled."""
+    kind = bound_kind(n * (1 + model.n_parameters))  # the limits' rows too: one rounding
+
+    def bound(v: dict) -> np.ndarray:
+        m = len(next(iter(v.values())))
+        E, spans = spill.empty((m, 1 + model.n_parameters), kind), block_spans(model, m)
+
+        def put(k: int, e: np.ndarray) -> None:
+            a, size, shape = spans[k]
+            store_away(E[:, a:a + size], np.broadcast_to(np.asarray(e), shape).reshape(m, -1))
+            heap.unless_kept(heap.give_back)  # freed blocks (gpt2 at 64 tokens: its peak -0.4 GiB)
+        evaluate_bound(model.gradient.outputs, v, mode=tol.entry_bound, sigmas=tol.entry_sigmas,
+                       sqrt_terms=tol.entry_sqrt_terms, emit=put, tie=tie_band(dtypes, tol))
+        return E
+    return limit_bounds(bound, model, values)

@@ -190,3 +190,31 @@ def test_a_bad_thread_count_is_one_line(bad):
 def test_threads_is_keyword_only():
     kind = inspect.signature(VerifyConfig).parameters["threads"].kind
     assert kind is inspect.Parameter.KEYWORD_ONLY
+
+
+def test_a_large_comparison_s_chunks_give_the_same_arrays_on_two_threads(monkeypatch):
+    from symgrad.compare import Tolerance
+    from symgrad.tensor import comparing
+    monkeypatch.setattr(comparing, "CHUNK", 1 << 9)  # 20 column chunks
+    rng = np.random.default_rng(11)
+    hi = rng.standard_normal((2, 5000))
+    lo, E = hi * 2.0**-60, np.abs(rng.standard_normal((2, 5000))) * 8
+    got = hi * (1 + rng.standard_normal((2, 5000)) * 2.0**-50)
+    seen = []
+    right = parallel.ordered
+    monkeypatch.setattr(parallel, "ordered",
+                        lambda fn, items: seen.append(parallel.threads_now()) or right(fn, items))
+    runs = []
+    for threads in (1, 2):
+        with parallel.using(threads):
+            c = comparing.compare_compact(hi, lo, got, E, backend="numpy", dtype="float64",
+                                          tol=Tolerance())
+        runs.append(c)
+    assert seen == [1, 2]  # the chunks went to the pool asked for
+    monkeypatch.setattr(comparing, "CHUNK", 1 << 20)  # and they are the one whole chunk's
+    runs.append(comparing.compare_compact(hi, lo, got, E, backend="numpy", dtype="float64",
+                                          tol=Tolerance()))
+    for name in ("ulps", "allowed_ulps", "status"):
+        for other in runs[1:]:
+            np.testing.assert_array_equal(getattr(runs[0], name), getattr(other, name))
+    assert len(set(runs[0].status.ravel().tolist())) >= 2  # ok and beyond: a real comparison

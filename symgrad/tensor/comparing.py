@@ -21,6 +21,7 @@ from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_reso
                        systematic_blocks)
 from ..config import LARGE_MODEL_ENTRIES
 from ..findings import entry_note, shown_value
+from ..parallel import each
 from ..result import Failure
 from .spill import release
 from .streaming_figures import EntryFigures, fit
@@ -135,7 +136,9 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     error = np.empty((n, width)) if rigorous is not None else None
     allowed_abs = np.empty((n, width)) if rigorous is not None else None
     step = max(1, CHUNK // max(n, 1))
-    for a in range(0, width, step):
+
+    def chunk(a: int) -> None:  # the chunks on ``symgrad.parallel``'s threads: the same cuts,
+        #  each writing its own columns
         part = slice(a, a + step)
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
                     dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
@@ -149,6 +152,12 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
             radius[:, part], error[:, part] = c.rigorous, c.error
             allowed_abs[:, part] = c.allowed_abs
         release()  # spilled hi, lo, E (``tensor.spill``): the chunk's pages out of the RSS
+    starts = range(0, width, step)
+    if rigorous is None:
+        each(chunk, starts)
+    else:  # an enclosure computes a sample's radii once, for the first chunk asking: in line
+        for a in starts:
+            chunk(a)
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
                       np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
                       error=error, rigorous=radius, figures=figures)

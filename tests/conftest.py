@@ -93,3 +93,20 @@ def one_torch_thread():
         yield
     finally:
         torch.set_num_threads(before)
+
+
+@pytest.fixture
+def decided(monkeypatch):
+    """Every block suspicion's float64 experiment: (block, rerun_only, its answer)
+    (test_rerun_floor, test_module_rerun64)."""
+    import symgrad.confirm as confirm
+
+    seen = []
+    real = confirm._block_by_float64
+
+    def spy(f, *args, **kwargs):
+        out = real(f, *args, **kwargs)
+        seen.append((f.block, f.rerun_only, out))
+        return out
+    monkeypatch.setattr(confirm, "_block_by_float64", spy)
+    return seen

@@ -11,7 +11,6 @@ import pytest
 import torch
 
 import symgrad as sg
-import symgrad.confirm as confirm
 from symgrad.backends.float64 import run64
 from symgrad.modules.any import _path_fn
 from tests.clients import scaled_square
@@ -37,20 +36,6 @@ class Net(torch.nn.Module):
 def _net(factor=1.0, narrow=False, seed=0):
     torch.manual_seed(seed)
     return Net(factor, narrow), torch.randn(5, 4, generator=torch.Generator().manual_seed(seed))
-
-
-@pytest.fixture
-def decided(monkeypatch):
-    """Every block suspicion's float64 experiment: (block, rerun_only, its answer)."""
-    seen = []
-    real = confirm._block_by_float64
-
-    def spy(f, *args, **kwargs):
-        out = real(f, *args, **kwargs)
-        seen.append((f.block, f.rerun_only, out))
-        return out
-    monkeypatch.setattr(confirm, "_block_by_float64", spy)
-    return seen
 
 
 def test_a_custom_function_backward_times_1_plus_1e7_fails_in_float32(decided):

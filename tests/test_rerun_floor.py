@@ -13,7 +13,6 @@ import torch
 import torch.nn.functional as F
 
 import symgrad as sg
-import symgrad.confirm as confirm
 from symgrad.compare import Tolerance
 from symgrad.compare.blockflags import block_flags
 from symgrad.opcatalog.run import TOLERANCE as CATALOGUE_TOLERANCE
@@ -28,20 +27,6 @@ def _scaled(factor: float):
 def _inputs(*shapes, seed=0):
     gen = torch.Generator().manual_seed(seed)
     return tuple(torch.randn(s, generator=gen).requires_grad_() for s in shapes)
-
-
-@pytest.fixture
-def decided(monkeypatch):
-    """Every block suspicion's float64 experiment: (block, rerun_only, its answer)."""
-    seen = []
-    real = confirm._block_by_float64
-
-    def spy(f, *args, **kwargs):
-        out = real(f, *args, **kwargs)
-        seen.append((f.block, f.rerun_only, out))
-        return out
-    monkeypatch.setattr(confirm, "_block_by_float64", spy)
-    return seen
 
 
 def test_backward_times_1_plus_1e7_is_proven_in_float64(decided):

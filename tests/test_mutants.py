@@ -118,8 +118,9 @@ def test_float32_neuron_catches_1e6_on_90_percent_of_samples(models):
                   dtype="float32", backends=("torch_fn",))
     caught = np.isin(r.comparisons["torch_fn"].status[:, 1], FAILING).mean()
     assert caught >= 0.9, caught
-    assert {f.kind for f in r.failures} == {"systematic"}
-    assert "systematic error on w over all samples" in r.failures[0].note
+    own = [f for f in r.failures if f.backend == "torch_fn"]  # (the float64 rule check's
+    assert {f.kind for f in own} == {"systematic"}  # "torch_fn in float64" sees it as entries)
+    assert "systematic error on w over all samples" in own[0].note
 
 
 @pytest.mark.parametrize("seed", [0, 1])
@@ -200,7 +201,7 @@ def test_float32_tensor_block_mutant_under_worst_case_entries_is_inconclusive(
     m = tensor_tiny_gpt
     r = sg.verify(m, torch_fn=on_block(m.reference, "h0_ln1_g", factor), config=sg.VerifyConfig(
         samples=4, seed=0, dtype="float32", backends=("torch_fn",),
-        tolerance=Tolerance(entry_bound="worst")))
+        tolerance=Tolerance(entry_bound="worst"), rule_check=False))  # the float32 run alone
     name, a, b = next(x for x in r.blocks if x[0] == "h0_ln1_g")
     status = r.comparisons["torch_fn"].status
     assert not (status == MISMATCH).any()

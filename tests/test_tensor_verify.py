@@ -2,6 +2,7 @@
 the result has the same shape as for scalar models."""
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -146,7 +147,8 @@ def test_worst_case_bound_leaves_blocks_unresolved_and_entries_inconclusive():
         kw["h0_W1"] = scale_backward(kw["h0_W1"], 1.5)
         return ref(**kw)
     cfg = sg.VerifyConfig(samples=2, seed=0, dtype="float32",
-                          tolerance=Tolerance(entry_bound="worst"), backends=("torch_fn",))
+                          tolerance=Tolerance(entry_bound="worst"), backends=("torch_fn",),
+                          rule_check=False)  # the float32 run alone (the rule check: below)
     good = sg.verify(m, torch_fn=ref, config=cfg)
     assert good.verdict != "fail" and not good.comparisons["torch_fn"].systematic, str(good)
     bad = sg.verify(m, torch_fn=buggy, config=cfg)
@@ -156,6 +158,11 @@ def test_worst_case_bound_leaves_blocks_unresolved_and_entries_inconclusive():
     assert not np.isin(comp.status, (SUSPECT, SYSTEMATIC)).any()
     assert (comp.status[:, a:b] == INCONCLUSIVE).mean() > 0.5
     assert bad.verdict == "inconclusive"  # not caught, never passed
+    # the float64 rule check (on by default) runs the same code once in float64: proven there
+    ruled = sg.verify(m, torch_fn=buggy, config=replace(cfg, rule_check=True))
+    assert ruled.verdict == "fail"
+    assert {f.backend for f in ruled.failures} == {"torch_fn in float64"}
+    assert {f.output.split("[")[0] for f in ruled.failures} == {"d/dh0_W1"}
 
 
 def test_own_torch_program_cuts_the_gradient_at_a_stopped_softmax_shift():

@@ -58,11 +58,16 @@ class RuleCheck:
         certificate: ``E0 -> OracleDoubt``, sample 0's certificate judged for float64.
         skip_rows: rows whose entries are limits (decided to the narrow allowance only).
         on: False where the run cannot hold the check (too large, a stable rewrite).
+        enclosures: the run's lazy enclosures by (user code?, dtype), shared with its
+            comparisons (``verify_tensor``): one float64 enclosure for every rule backend,
+            its rows' balls walked once.
     """
 
     def __init__(self, model, sub: dict, cfg, torch_fn: Callable | None, extra: dict,
-                 textbook, certificate: Callable, skip_rows=(), *, on: bool = True) -> None:
+                 textbook, certificate: Callable, skip_rows=(), *, on: bool = True,
+                 enclosures: dict | None = None) -> None:
         self.model, self.sub, self.cfg, self.textbook = model, sub, cfg, textbook
+        self.enclosures = {} if enclosures is None else enclosures
         self.torch_fn, self.extra, self.certificate = torch_fn, extra or {}, certificate
         self.skip_rows = list(skip_rows)
         self.on = on and cfg.rule_check and cfg.dtype != "float64"
@@ -84,8 +89,11 @@ class RuleCheck:
             return None
         seconds = time.perf_counter() - t0
         rule = name + SUFFIX
-        enclosure = tensor_enclosure(self.model, self.sub, hi, lo, "float64", tol.function_ulps,
-                                     textbook=self.textbook)
+        key = (self.textbook is not None, "float64")  # as verify_tensor keys a user's code
+        if key not in self.enclosures:
+            self.enclosures[key] = tensor_enclosure(self.model, self.sub, hi, lo, "float64",
+                                                    tol.function_ulps, textbook=self.textbook)
+        enclosure = self.enclosures[key]
         c = compare_compact(hi, lo, got, Eb, backend=rule, dtype="float64", tol=tol,
                             rigorous=enclosure)
         if kinks is not None:

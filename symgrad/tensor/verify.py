@@ -135,10 +135,11 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
         with _phase("kink sides", cfg, timings, "kinks_s"):
             kinks = kink_sides(model, sub, keys, table, hi, lo)
     kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits
+    enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
     rules = RuleCheck(model, sub, cfg, torch_fn, extra, textbook, partial(  # in float64 too
         judge_certificate, None if big else cert, dtypes=["float64"], tol=tol, model=model.name,
         settled=limits.decided, unrounded=zone_open, zone_cap=zone[1]), limits.rows,
-        on=not big and rewrite is None)
+        on=not big and rewrite is None, enclosures=enclosures)
     names = Outputs(model.param_blocks)
     quick = BigConfirm("off" if not confirming else "big" if big else "small", blocks, subset)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
@@ -158,7 +159,6 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                                            + more))
             return comp.reduce(memo.get(("ulp_counts", name)))
 
-    enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
     runs: dict[str, BackendRun] = {}
     comparisons: dict[str, Comparison] = {}
     keys: dict[str, tuple] = {}  # backend -> (user bound?, dtype): its allowance's inputs

@@ -30,6 +30,7 @@ from flint import arb, arb_mat, ctx
 from .. import functions
 from ..errors import SymgradError
 from .arb_select import place, selection, times_one
+from .contract import axes as _axes
 from .contract import einsum as _einsum
 from .rational import EXACT_PREC, arb_fraction, round_up, split_fraction
 from .walk import Kernels, evaluate
@@ -194,13 +195,6 @@ class ArbKernels(Kernels):
     def erfc(self, a): return _NAMESPACE["erfc"](a)
     def expm1(self, a): return _NAMESPACE["expm1"](a)
     def log1p(self, a): return _NAMESPACE["log1p"](a)
-
-
-def _axes(axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(sorted({a % ndim for a in axes}))
 
 
 class ArbOps:

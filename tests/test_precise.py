@@ -373,6 +373,12 @@ def test_arb_structural_ops_match_dd():
         got = ARB_OPS.to_float64(f(ARB_OPS, ARB_OPS.asarray(x)))[0]
         want = DD_OPS.to_float64(f(DD_OPS, DD_OPS.asarray(x)))[0]
         np.testing.assert_array_equal(got, want)
+    for ops in (DD_OPS, ARB_OPS):  # one axes() for both tables: -1 from the end, 2 refused
+        v = ops.asarray(x)
+        np.testing.assert_array_equal(ops.to_float64(ops.sum(v, axis=-1))[0],
+                                      ops.to_float64(ops.sum(v, axis=1))[0])
+        with pytest.raises(SymgradError, match="axis 2 out of range for an array of 2"):
+            ops.amax(v, axis=(0, 2))
 
 
 def test_arb_piecewise_straddling_ball_takes_both_branches():

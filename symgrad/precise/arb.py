@@ -18,6 +18,9 @@ Example:
 
 from __future__ import annotations
 
+from functools import reduce
+from math import prod
+from operator import methodcaller
 
 import flint
 import numpy as np
@@ -27,6 +30,7 @@ from flint import arb, arb_mat, ctx
 from .. import functions
 from ..errors import SymgradError
 from .arb_select import place, selection, times_one
+from .contract import axes as _axes
 from .contract import einsum as _einsum
 from .rational import EXACT_PREC, arb_fraction, round_up, split_fraction
 from .walk import Kernels, evaluate
@@ -39,24 +43,6 @@ def _ufunc(f, nin: int = 1):
 
 
 _to_arb = _ufunc(lambda v: arb(float(v)))
-_exp = _ufunc(lambda v: v.exp())
-_expm1 = _ufunc(lambda v: v.expm1())
-_log1p = _ufunc(lambda v: v.log1p())
-_tanh = _ufunc(lambda v: v.tanh())
-_erf = _ufunc(lambda v: v.erf())
-_sin = _ufunc(lambda v: v.sin())
-_cos = _ufunc(lambda v: v.cos())
-_tan = _ufunc(lambda v: v.tan())
-_asin = _ufunc(lambda v: v.asin())  # outside [-1, 1]: NaN (an indeterminate ball)
-_acos = _ufunc(lambda v: v.acos())
-_atan = _ufunc(lambda v: v.atan())
-_sinh = _ufunc(lambda v: v.sinh())
-_cosh = _ufunc(lambda v: v.cosh())
-_asinh = _ufunc(lambda v: v.asinh())
-_erfc = _ufunc(lambda v: v.erfc())
-_sqrt = _ufunc(lambda v: v.sqrt())
-_abs = _ufunc(lambda v: abs(v))
-_sgn = _ufunc(lambda v: v.sgn())
 _sech2 = _ufunc(lambda v: v.sech() ** 2)
 _sigmoid = _ufunc(lambda v: 1 / (1 + (-v).exp()))
 _max2 = _ufunc(lambda a, b: a.max(b), 2)
@@ -74,9 +60,6 @@ def _log_real(v):
     if v.is_zero():
         return arb.neg_inf()
     return v.log()
-
-
-_log = _ufunc(_log_real)
 
 
 def _pow_int(v, n: int):
@@ -133,15 +116,9 @@ def arb_constant(c: sp.Expr) -> arb:
     if c in (sp.oo, -sp.oo, sp.zoo, sp.nan):
         return {sp.oo: arb.pos_inf(), -sp.oo: arb.neg_inf()}.get(c, arb.nan())
     if isinstance(c, sp.Add):
-        out = arb(0)
-        for a in c.args:
-            out = out + arb_constant(a)
-        return out
+        return sum(map(arb_constant, c.args), arb(0))
     if isinstance(c, sp.Mul):
-        out = arb(1)
-        for a in c.args:
-            out = out * arb_constant(a)
-        return out
+        return prod(map(arb_constant, c.args), start=arb(1))
     if isinstance(c, sp.Pow):
         b = arb_constant(c.base)
         if c.exp.is_Integer:
@@ -158,13 +135,13 @@ def arb_constant(c: sp.Expr) -> arb:
                        f"{functions.lacking(c.func, 'ARB')}")
 
 
-# the implementations the rows of symgrad.functions name (their ``walk`` spelling)
-_NAMESPACE = {
-    "exp": _exp, "log": _log, "tanh": _tanh, "erf": _erf, "erfc": _erfc, "abs": _abs,
-    "log1p": _log1p, "expm1": _expm1, "sign": _sgn, "sin": _sin, "cos": _cos, "tan": _tan,
-    "asin": _asin, "acos": _acos, "atan": _atan, "sinh": _sinh, "cosh": _cosh,
-    "asinh": _asinh,
-    "max": lambda *xs: _fold(_max2, xs), "min": lambda *xs: _fold(_min2, xs),
+# the implementations the rows of symgrad.functions name (their ``walk`` spelling): arb's
+# method of that name on each entry (asin, acos outside [-1, 1]: NaN, an indeterminate ball)
+_NAMESPACE = {name: _ufunc(methodcaller(name)) for name in (
+    "exp", "tanh", "erf", "erfc", "log1p", "expm1", "sin", "cos", "tan", "asin", "acos", "atan",
+    "sinh", "cosh", "asinh")} | {
+    "log": _ufunc(_log_real), "abs": _ufunc(abs), "sign": _ufunc(methodcaller("sgn")),
+    "max": lambda *xs: reduce(_max2, xs), "min": lambda *xs: reduce(_min2, xs),
     "heaviside": lambda x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
     "diracdelta": lambda x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),
 }
@@ -215,23 +192,9 @@ class ArbKernels(Kernels):
     def concatenate(self, parts): return np.concatenate(parts)
     def sigmoid(self, a): return _sigmoid(a)
     def sech2(self, a): return _sech2(a)
-    def erfc(self, a): return _erfc(a)
-    def expm1(self, a): return _expm1(a)
-    def log1p(self, a): return _log1p(a)
-
-
-def _fold(f, xs):
-    out = xs[0]
-    for y in xs[1:]:
-        out = f(out, y)
-    return out
-
-
-def _axes(axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    return tuple(sorted({a % ndim for a in axes}))
+    def erfc(self, a): return _NAMESPACE["erfc"](a)
+    def expm1(self, a): return _NAMESPACE["expm1"](a)
+    def log1p(self, a): return _NAMESPACE["log1p"](a)
 
 
 class ArbOps:
@@ -323,7 +286,7 @@ class ArbOps:
         rest = [i for i in range(x.ndim) if i not in axes]
         moved = np.transpose(x, axes + tuple(rest)).reshape((-1,) + tuple(x.shape[i] for i in rest))
         with ctx.workprec(self.prec):
-            out = _fold(_max2, list(moved))
+            out = reduce(_max2, moved)
         out = np.asarray(out, dtype=object)
         if keepdims:
             out = np.expand_dims(out, axes)

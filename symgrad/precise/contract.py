@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from math import prod
+from numbers import Integral
 from typing import Any, Sequence
 
 from ..errors import SymgradError
@@ -43,6 +44,18 @@ def parse(spec: str, n_operands: int, ndims: Sequence[int]) -> tuple[list[str], 
     if len(set(out)) != len(out) or not set(out) <= set("".join(terms)):
         raise SymgradError(f"einsum {spec!r}: output {out!r} must use distinct letters of the inputs")
     return terms, out
+
+
+def axes(axis, ndim: int) -> tuple[int, ...]:
+    """The axes the DD and ARB tables' ``sum`` and ``amax`` reduce, sorted, each once: ``axis``
+    None (all), an int or a sequence, negative ones from the end; one out of range is refused."""
+    if axis is None:
+        return tuple(range(ndim))
+    axes = (axis,) if isinstance(axis, Integral) else tuple(axis)  # numpy's ints too
+    for a in axes:
+        if not -ndim <= a < ndim:
+            raise SymgradError(f"axis {a} out of range for an array of {ndim} dimensions")
+    return tuple(sorted({a % ndim for a in axes}))
 
 
 @dataclass(frozen=True)

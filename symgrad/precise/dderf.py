@@ -17,11 +17,13 @@ Example:
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import accumulate
+from operator import mul as mul_int
 
 import numpy as np
 
-from .dd import DD, add, add_const_raw, add_f64, div, ldexp, mul, mul_raw, sqr, where
-from .ddmath import _fraction_dd, const, exp, on_masks
+from .dd import DD, add, add_f64, div, ldexp, mul, sqr, where
+from .ddmath import _fraction_dd, _horner, const, exp, on_masks
 
 # (upper bound of |x|, number of terms); counts measured against mpmath (1e-33) plus ~10% margin
 _ERF_SERIES_BINS = ((0.5, 23), (1.0, 33), (2.0, 52), (2.5, 62), (3.0, 72))
@@ -67,21 +69,9 @@ def _erf_series(x: DD, n: int) -> DD:
     terms in float64, the leading ones in DD)."""
     x2 = sqr(x)
     z = ldexp(x2, np.array(1))
-    dfact = 1
-    coeffs = []
-    for k in range(n):
-        dfact *= 2 * k + 1
-        coeffs.append(_fraction_dd(1, dfact))
-    m = _erf_dd_terms(n)
-    tail = np.zeros(x.shape)
-    for hi, _ in reversed(coeffs[m:]):
-        tail = tail * z.hi + hi
-    hi, lo = coeffs[m - 1]
-    t = add_const_raw(DD(tail * z.hi), hi, lo)
-    for hi, lo in reversed(coeffs[:m - 1]):
-        t = add_const_raw(mul_raw(t, z), hi, lo)
+    coeffs = [_fraction_dd(1, f) for f in accumulate(range(1, 2 * n, 2), mul_int)]  # (2k+1)!!
     g = mul(const("2/sqrt(pi)"), exp(-x2))
-    return mul(mul(g, x), t)
+    return mul(mul(g, x), _horner(coeffs, _erf_dd_terms(n), z))
 
 
 def _erfc_cf(x: DD, n: int) -> DD:

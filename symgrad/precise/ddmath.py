@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
+from math import factorial
 
 import mpmath
 import numpy as np
@@ -136,26 +137,25 @@ def _ln2_64_parts() -> tuple[float, float, float]:
 
 @lru_cache(maxsize=None)
 def _inv_factorials(n: int) -> tuple[tuple[float, float], ...]:
-    out = []
-    f = 1
-    for k in range(1, n + 1):
-        f *= k
-        out.append(_fraction_dd(1, f))
-    return tuple(out)
+    return tuple(_fraction_dd(1, factorial(k)) for k in range(1, n + 1))
+
+
+def _horner(coeffs, m: int, z: DD) -> DD:
+    """sum_k coeffs[k] z**k (coeffs: DD pairs (hi, lo)) by Horner, z finite: the terms from m
+    on in float64 on z.hi (the small tail), then c_{m-1} + z tail and the first m - 1 in DD."""
+    tail = np.zeros(z.shape)
+    for hi, _ in reversed(coeffs[m:]):
+        tail = tail * z.hi + hi
+    hi, lo = coeffs[m - 1]
+    t = add_const_raw(DD(tail * z.hi), hi, lo)
+    for hi, lo in reversed(coeffs[:m - 1]):
+        t = add_const_raw(mul_raw(t, z), hi, lo)
+    return t
 
 
 def _expm1_small(r: DD) -> DD:
     """expm1(r) for |r| <= ln2/128 (~1e-32 relative): Horner, DD terms 1..6, float64 tail."""
-    coeffs = _inv_factorials(_F64_TERMS)
-    tail = np.full(r.shape, coeffs[-1][0])
-    for hi, _ in reversed(coeffs[_DD_TERMS:-1]):
-        tail = tail * r.hi + hi
-    # t = c6 + r * tail
-    hi, lo = coeffs[_DD_TERMS - 1]
-    t = add_const_raw(DD(tail * r.hi), hi, lo)
-    for hi, lo in reversed(coeffs[:_DD_TERMS - 1]):
-        t = add_const_raw(mul_raw(t, r), hi, lo)
-    return mul_raw(t, r)
+    return mul_raw(_horner(_inv_factorials(_F64_TERMS), _DD_TERMS, r), r)
 
 
 def _exp_parts(x: DD):

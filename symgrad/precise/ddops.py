@@ -29,6 +29,7 @@ from . import dderf as E
 from . import ddmath as M
 from . import ddinverse as I
 from . import ddtrig as T
+from .contract import axes as _axes
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ddsum import dd_sum
@@ -219,18 +220,6 @@ class WatchKernels(DDKernels):
     def erfc(self, a): return self.seen(E.erfc(a))
     def expm1(self, a): return self.seen(M.expm1(a))
     def log1p(self, a): return self.seen(M.log1p(a))
-
-
-def _axes(axis, ndim: int) -> tuple[int, ...]:
-    if axis is None:
-        return tuple(range(ndim))
-    axes = (axis,) if isinstance(axis, (int, np.integer)) else tuple(axis)
-    out = []
-    for a in axes:
-        if not -ndim <= a < ndim:
-            raise SymgradError(f"axis {a} out of range for an array of {ndim} dimensions")
-        out.append(a % ndim)
-    return tuple(sorted(set(out)))
 
 
 class DDOps:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 from functools import lru_cache
+from math import factorial
 
 import mpmath
 import numpy as np
@@ -57,17 +58,10 @@ def _coeffs(odd: bool) -> tuple[tuple[float, float], ...]:
     """(-1)**n / (2n+1)! (odd: sin) or (-1)**n / (2n)! (cos) as DD (hi, lo), n = 0.._TERMS-1."""
     out = []
     for n in range(_TERMS):
-        f = Fraction((-1) ** n, _factorial(2 * n + (1 if odd else 0)))
+        f = Fraction((-1) ** n, factorial(2 * n + (1 if odd else 0)))
         hi = float(f)
         out.append((hi, float(f - Fraction(hi))))
     return tuple(out)
-
-
-def _factorial(n: int) -> int:
-    out = 1
-    for i in range(2, n + 1):
-        out *= i
-    return out
 
 
 def _series(z: DD, odd: bool) -> DD:

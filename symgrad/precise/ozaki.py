@@ -45,6 +45,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from math import prod
+from typing import Callable
 
 import numpy as np
 
@@ -211,6 +212,20 @@ def _tile(A, Bx, Br, S: int, kk: int, work: _Work, dest: DD, accumulate: bool) -
     dest.lo[...] = lo
 
 
+def nonfinite(a: DD, b: DD, product: Callable[[DD, DD], DD]) -> DD | None:
+    """The product of operands with non-finite entries: IEEE semantics of the leading parts
+    (inf*0 = nan as in numpy) where that is not finite, elsewhere ``product`` of the operands
+    with those entries zeroed; None where every entry is finite (``dd_matmul_torch`` too)."""
+    if np.isfinite(a.hi).all() and np.isfinite(b.hi).all():
+        return None
+    with np.errstate(all="ignore"):
+        bad = np.matmul(a.hi, b.hi)
+    fin = np.isfinite(bad)
+    good = product(*(DD(np.nan_to_num(x.hi, nan=0.0, posinf=0.0, neginf=0.0),
+                        np.where(np.isfinite(x.hi), x.lo, 0.0)) for x in (a, b)))
+    return DD(np.where(fin, good.hi, bad), np.where(fin, good.lo, 0.0))
+
+
 def _sub_tiles(bt: int, mt: int, nt: int, chunk: int):
     """(rows, columns) slices of a (bt, mt, nt) output tile into sub-tiles of about ``chunk``
     entries: up to 256 rows (a fat GEMM) and as many columns as fit (at least 16)."""
@@ -235,15 +250,8 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     out = DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if k == 0 or m == 0 or n == 0:
         return out
-    if not (np.isfinite(a.hi).all() and np.isfinite(b.hi).all()):
-        # non-finite entries: IEEE semantics of the leading parts (inf*0 = nan as in numpy)
-        with np.errstate(all="ignore"):
-            bad = np.matmul(a.hi, b.hi)
-        fin = np.isfinite(bad)
-        a = DD(np.nan_to_num(a.hi, nan=0.0, posinf=0.0, neginf=0.0), np.where(np.isfinite(a.hi), a.lo, 0.0))
-        b = DD(np.nan_to_num(b.hi, nan=0.0, posinf=0.0, neginf=0.0), np.where(np.isfinite(b.hi), b.lo, 0.0))
-        good = dd_matmul(a, b, cfg)
-        return DD(np.where(fin, good.hi, bad), np.where(fin, good.lo, 0.0))
+    if (got := nonfinite(a, b, lambda a, b: dd_matmul(a, b, cfg))) is not None:
+        return got
     d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)

@@ -36,8 +36,8 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .dd import DD
-from .ozaki import OzakiConfig, _tau
+from .dd import DD, quick_two_sum, two_sum
+from .ozaki import OzakiConfig, _equilibration, _tau, nonfinite
 
 Rounded = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -68,18 +68,6 @@ def _absmax(x: torch.Tensor, dim) -> torch.Tensor:
     return torch.maximum(torch.amax(x, dim=dim), -torch.amin(x, dim=dim))
 
 
-def _equilibration(ahi: torch.Tensor, bhi: torch.Tensor) -> torch.Tensor | None:
-    """``ozaki._equilibration`` on the device: the shifts d_k (None: none)."""
-    ma, mb = _absmax(ahi, (0, 1)), _absmax(bhi, (0, 2))
-    ok = (ma > 0) & (mb > 0) & torch.isfinite(ma) & torch.isfinite(mb)
-    one = torch.ones_like(ma)
-    _, ea = torch.frexp(torch.where(ok, ma, one))
-    _, eb = torch.frexp(torch.where(ok, mb, one))
-    d = torch.where(ok, torch.div(eb.to(torch.int64) - ea.to(torch.int64), 2,
-                                  rounding_mode="floor"), torch.zeros_like(ea, dtype=torch.int64))
-    return d if bool(d.any()) else None
-
-
 def _slices(hi: torch.Tensor, lo: torch.Tensor | None, dim: int, n: int,
             tau: int) -> tuple[list, list]:
     """``ozaki._slices``: the n slices of hi + lo along ``dim`` and the residual after each
@@ -97,44 +85,22 @@ def _slices(hi: torch.Tensor, lo: torch.Tensor | None, dim: int, n: int,
         if rl is None:
             rh = r
         else:  # (rh, rl) = TwoSum(r, rl); the residual rounded: rh + rl
-            sh = r + rl
-            t1 = sh - r
-            t2 = r - (sh - t1)
-            el = t2 + (rl - t1)
-            r = sh + el
-            rh, rl = sh, el
+            rh, rl = two_sum(r, rl)
+            r = rh + rl
         qs.append(q)
         rs.append(r)
     return qs, rs
 
 
-def _two_sum_into(hi: torch.Tensor, lo: torch.Tensor, p: torch.Tensor) -> tuple:
-    """``ozaki._tile``'s step (hi, lo) += p: TwoSum(hi, p), lo += its error, FastTwoSum."""
-    t1 = hi + p
-    t2 = t1 - hi
-    t3 = hi - (t1 - t2)
-    t3 = t3 + (p - t2)
-    lo = lo + t3
-    hi = t1 + lo
-    return hi, lo - (hi - t1)
-
-
 def dd_add(a: tuple, b: tuple) -> tuple:
-    """``dd.add`` on torch tensors (the same operations; IEEE leading sum where not finite)."""
+    """``dd.add`` on torch tensors (its TwoSums and FastTwoSums, which are operators only;
+    IEEE leading sum where not finite)."""
     (ah, al), (bh, bl) = a, b
-    s1 = ah + bh
-    bb = s1 - ah
-    s2 = (ah - (s1 - bb)) + (bh - bb)
+    s1, s2 = two_sum(ah, bh)
     plain = s1
-    t1 = al + bl
-    bb = t1 - al
-    t2 = (al - (t1 - bb)) + (bl - bb)
-    s2 = s2 + t1
-    s = s1 + s2
-    s1, s2 = s, s2 - (s - s1)
-    s2 = s2 + t2
-    s = s1 + s2
-    s1, s2 = s, s2 - (s - s1)
+    t1, t2 = two_sum(al, bl)
+    s1, s2 = quick_two_sum(s1, s2 + t1)
+    s1, s2 = quick_two_sum(s1, s2 + t2)
     fin = torch.isfinite(plain) & torch.isfinite(s1)
     return torch.where(fin, s1, plain), torch.where(fin, s2, torch.zeros_like(s2))
 
@@ -161,20 +127,12 @@ def dd_matmul_torch(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig(), *, device: s
     out = DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if k == 0 or m == 0 or n == 0:
         return out
-    if not (np.isfinite(a.hi).all() and np.isfinite(b.hi).all()):  # as ``ozaki.dd_matmul``
-        with np.errstate(all="ignore"):
-            bad = np.matmul(a.hi, b.hi)
-        fin = np.isfinite(bad)
-        a = DD(np.nan_to_num(a.hi, nan=0.0, posinf=0.0, neginf=0.0),
-               np.where(np.isfinite(a.hi), a.lo, 0.0))
-        b = DD(np.nan_to_num(b.hi, nan=0.0, posinf=0.0, neginf=0.0),
-               np.where(np.isfinite(b.hi), b.lo, 0.0))
-        good = dd_matmul_torch(a, b, cfg, device=device, rounded=rounded)
-        return DD(np.where(fin, good.hi, bad), np.where(fin, good.lo, 0.0))
+    if (got := nonfinite(a, b, lambda a, b: dd_matmul_torch(a, b, cfg, device=device,
+                                                            rounded=rounded))) is not None:
+        return got
     dev = torch.device(device)
-    d = None
-    if cfg.equilibrate:
-        d = _equilibration(_on(a.hi, dev), _on(b.hi, dev))
+    d = _equilibration(a, b) if cfg.equilibrate else None  # numpy's shifts, moved
+    d = None if d is None else torch.from_numpy(d).to(dev)
     S = cfg.slices
     kb = min(k, cfg.k_block)
     tau = _tau(kb, S)
@@ -239,5 +197,6 @@ def _levels(A: torch.Tensor, Bx: torch.Tensor, Br: torch.Tensor, S: int, kk: int
     lo = torch.zeros_like(hi)
     for level in range(S - 1, -1, -1):
         p = torch.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :])
-        hi, lo = _two_sum_into(hi, lo, p)
+        hi, e = two_sum(hi, p)  # (hi, lo) += p: TwoSum(hi, p), lo += its error, FastTwoSum
+        hi, lo = quick_two_sum(hi, lo + e)
     return hi, lo

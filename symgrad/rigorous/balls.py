@@ -52,6 +52,7 @@ True
 from __future__ import annotations
 
 import functools
+import math
 import time
 from fractions import Fraction
 from typing import Callable
@@ -146,11 +147,8 @@ class Rounding:
     # the operations, as the generated source calls them ----------------------------------------
     def rsum(self, *terms) -> arb:
         terms = [arb_backend._a(t) for t in terms]
-        out = arb(0)
-        mag = arb(0)
-        for t in terms:
-            out = out + t
-            mag = mag + abs(t).upper()
+        out = sum(terms, arb(0))
+        mag = sum((abs(t).upper() for t in terms), arb(0))
         if self.exact_sum(terms) if len(terms) > 2 else self.exact_point(out):
             return out  # no rounding happens (a two-term sum is one correctly rounded op)
         r = self.widen(out, self.gamma(len(terms) - 1), mag)
@@ -162,9 +160,7 @@ class Rounding:
         if any(f.is_zero() for f in factors):  # an exact zero factor: 0 in any order; beside a
             return arb(0)  # non-finite factor a finite result can only be a masked 0 (torch's
         #                    relu/threshold backward): 0 * inf = NaN is judged as non-finite
-        out = arb(1)
-        for f in factors:
-            out = out * f
+        out = math.prod(factors, start=arb(1))
         if rounded <= 0:
             return self._check(out)
         if out.is_exact() and all(f.is_exact() for f in factors) and self.exact_point(out):

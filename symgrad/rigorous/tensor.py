@@ -13,8 +13,9 @@ from flint import arb, ctx
 
 from ..backends import arb as arb_backend
 from ..precise import walk
-from ..precise.arb import ArbKernels, ArbOps, _axes
+from ..precise.arb import ArbKernels, ArbOps
 from ..precise.arb_select import place, selection, times_one
+from ..precise.contract import axes as _axes
 from ..precise.contract import parse
 from ..tensor.interpret import evaluate as run
 from ..tensor.views import flat_balls

@@ -75,11 +75,15 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
         if s.source == "arg" and s.name in at:
             i = captured.call.slots[s.key]  # requires_grad as given: gradcheck runs it again
             leaves[i] = value(s).requires_grad_(bool(getattr(leaves[i], "requires_grad", 0)))
-    args = tree_unflatten(leaves, captured.call.spec)
+    args = tree_unflatten(leaves[:captured.call.n_leaves], captured.call.spec)  # not the
+    #   dropout keep-masks after them (``capture.dropout``): saved by their names below
     n = len(args) - captured.call.n_targets
     buf = io.BytesIO()
+    keep = {label[s.name]: value(s) for s in captured.slots if s.source == "arg"
+            and s.name in at and captured.call.slots[s.key] >= captured.call.n_leaves}
     torch.save({"state": state, "inputs": tuple(args[:n]), "targets": tuple(args[n:]),
-                "sample": k, "block": {label[s.name]: s.name for s in captured.slots}}, buf)
+                "sample": k, "block": {label[s.name]: s.name for s in captured.slots}}
+               | ({"keep": keep} if keep else {}), buf)
     data = buf.getvalue()
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in captured.model.name)
     digest = hashlib.sha1(data).hexdigest()[:10]  # another run's sample: another file

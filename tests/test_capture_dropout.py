@@ -20,6 +20,7 @@ import torch.nn.functional as F
 import symgrad as sg
 from symgrad.capture.captured import capture
 from symgrad.errors import SymgradError
+from symgrad.result_text import SAVED_FILE
 from tests.clients import Gain, Scaled, gain_factor, planted_hook, seeded
 
 Y = torch.tensor([0, 2, 1, 1, 0])
@@ -61,6 +62,10 @@ def test_planted_hook_behind_dropout_fails_named_by_its_parameter(dtype):
     """Meant to fail: 0.weight's gradient x (1 + 1e-6), float32 too."""
     r = _verify(planted_hook(_mlp(dtype), "0.weight", 1 + 1e-6), dtype)
     assert r.verdict == "fail" and _failing(r) == {"d/d0.weight"}, r
+    saved = torch.load(r.failures[0].point[SAVED_FILE])  # the sample's own mask saved too
+    keep = saved["keep"]["2.keep"]
+    assert keep.shape == (5, 6) and set(keep.flatten().tolist()) <= {0.0, 1.0}
+    assert len(saved["inputs"]) == 1 and saved["inputs"][0].shape == (5, 4)
 
 
 def test_float32_bug_below_its_rounding_is_proven_by_the_float64_rerun_with_the_same_masks():

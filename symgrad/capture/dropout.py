@@ -200,6 +200,12 @@ class Feed:
 _ORIGINAL = {n: getattr(F, n) for n in PATCHED}  # torch's own, whatever is patched now
 
 
+def torch_own(name: str) -> Any:
+    """torch's own ``torch.nn.functional.<name>`` while a run has it patched (a
+    ``TorchFunctionMode`` counting SDPA calls sees torch's function, not the patch)."""
+    return _ORIGINAL[name]
+
+
 def _saved(name: str) -> Any:
     return _ORIGINAL[name.removeprefix("F.")]
 

@@ -36,6 +36,7 @@ from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
+from ..capture.dropout import torch_own
 from ..capture.export import arg_names, display_name
 from ..capture.hooks import user_copy
 from ..capture.names import own_labels, renamer
@@ -61,6 +62,7 @@ DEFAULT_SAMPLES = int(Tolerance().pooled_min_samples)  # sg.verify(module=, inpu
 #   samples=: the example and 7 around, as many as the pooled test needs (with 4, every run
 #   said "resolution not reached: the pooled test needs >= 8 samples"); LlamaBlock and a small
 #   CNN take about as long at 8 as at 4 (2.4 vs 3.9 s, 2.8 vs 3.1 s wall at load ~13)
+SDPA = torch_own("scaled_dot_product_attention")
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
 
@@ -383,6 +385,6 @@ class _CountSDPA(torch.overrides.TorchFunctionMode):
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
+        if func is SDPA:  # torch's own (``capture.dropout`` patches F's while a run goes)
             self.calls += 1
         return func(*args, **(kwargs or {}))

@@ -62,7 +62,8 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
     Returns:
         The path written: ``<module>-sample<k>-<hash of its contents>.pt``, holding
         ``state`` (own name -> tensor), ``inputs`` and ``targets`` (tuples, nested as given),
-        ``sample`` and ``block`` (own name -> symgrad's block name).
+        ``sample`` and ``block`` (own name -> symgrad's block name); ``keep`` (own name ->
+        mask) where the run fed dropout keep-masks (``capture.dropout``).
     """
     label = own_labels(captured.slots)
 

@@ -205,3 +205,53 @@ def test_gradcheck_of_a_dropout_function_with_a_wrong_backward_fails():
     with gain_factor(1 + 1e-6), pytest.raises(sg.GradcheckError, match=r"g\["):
         sg.gradcheck(f, (x, g))
     assert sg.gradcheck(f, (x, g))
+
+
+class _Twice(nn.Module):
+    """One nn.Dropout called twice, and F.dropout in its own forward."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin, self.drop = nn.Linear(3, 3), nn.Dropout(0.5)
+
+    def forward(self, x):
+        h = self.drop(self.lin(x))
+        return F.dropout(self.drop(h), 0.2, self.training)
+
+
+def test_sites_are_named_by_the_calling_submodule_each_call_its_own_mask():
+    with seeded(0):
+        m = _Twice().double().train()
+    c = capture(m, (_x(2, 3),))
+    assert [(s.label, s.block, s.p) for s in c.call.feed.sites] == [
+        ("drop.keep", "drop_keep", 0.5), ("drop.keep1", "drop_keep1", 0.5),
+        ("dropout.keep", "dropout_keep", 0.2)]
+    assert sg.verify(module=m, inputs=_x(2, 3), train=True).verdict == "pass"
+
+
+def test_multihead_attention_weights_dropout_goes_through_f_dropout_and_is_fed():
+    """nn.MultiheadAttention returning its weights (need_weights=True, the default) drops them
+    with F.dropout: fed, named by the attention module."""
+    class Att(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.att = nn.MultiheadAttention(8, 2, dropout=0.2, batch_first=True)
+
+        def forward(self, x):
+            return self.att(x, x, x)[0]
+    with seeded(0):
+        m = Att().double()
+    r = sg.verify(module=m, inputs=_x(2, 3, 8), train=True)
+    assert r.verdict == "pass", r
+    note = next(n for n in r.notes if n.startswith(FED))
+    assert "att.keep p=0.2" in note and "math form" not in note
+
+
+def test_gradcheck_with_a_reference_feeds_both_the_same_masks():
+    """The reference is captured; func runs with the reference's masks, call for call."""
+    def f(x):
+        return F.dropout(torch.tanh(x), 0.5).sum()
+
+    def ref(x):
+        return F.dropout(torch.tanh(x), 0.5).sum()
+    assert sg.gradcheck(f, (_x(4, 3).requires_grad_(),), reference=ref)

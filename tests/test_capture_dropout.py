@@ -21,7 +21,8 @@ import symgrad as sg
 from symgrad.capture.captured import capture
 from symgrad.errors import SymgradError
 from symgrad.result_text import SAVED_FILE
-from tests.clients import Gain, Scaled, gain_factor, planted_hook, seeded
+from tests.clients import Gain, HFLoss, Scaled, gain_factor, planted_hook, seeded
+from tests.test_modules import HF, _hf_module
 
 Y = torch.tensor([0, 2, 1, 1, 0])
 FED = "dropout fed symgrad's keep-masks ("  # the train-mode note
@@ -255,3 +256,19 @@ def test_gradcheck_with_a_reference_feeds_both_the_same_masks():
     def ref(x):
         return F.dropout(torch.tanh(x), 0.5).sum()
     assert sg.gradcheck(f, (_x(4, 3).requires_grad_(),), reference=ref)
+
+
+def test_hf_gpt2_captured_in_train_mode_eager_attention_passes_sdpa_is_refused():
+    """A real client: Hugging Face GPT-2 (tiny config, dropout 0.1) captured with no layout
+    table in train mode: eager attention drops its weights with nn.Dropout (fed); sdpa
+    attention passes dropout_p to the kernel (refused, naming HF's line and the fix)."""
+    ids, targets = torch.tensor([[1, 4, 2]]), torch.tensor([[4, 2, 5]])
+    r = sg.verify(module=HFLoss(_hf_module({**HF, "drop_rate": 0.1}, impl="eager")),
+                  inputs=(ids, targets), train=True, samples=4)
+    assert r.verdict == "pass", r
+    assert "m.transformer.h.0.attn.resid_dropout.keep" in next(
+        n for n in r.notes if n.startswith(FED))
+    with pytest.raises(SymgradError, match=r"dropout_p=0.1\) at sdpa_attention.py:\d+.*"
+                       r"attn_implementation=\"eager\""):
+        sg.verify(module=HFLoss(_hf_module({**HF, "drop_rate": 0.1}, impl="sdpa")),
+                  inputs=(ids, targets), train=True, samples=4)

@@ -189,8 +189,9 @@ class Feed:
                 f"{self._where()} draws its dropout mask inside the kernel, which symgrad "
                 "cannot feed; pass dropout_p=0 (in a module: dropout_p=self.p if "
                 "self.training else 0.0, checked in eval mode), or apply F.dropout to the "
-                "attention weights yourself (softmax(q @ k.transpose(-2, -1) * scale) then "
-                "F.dropout: symgrad feeds that mask)")
+                "attention weights (softmax(q @ k.transpose(-2, -1) * scale) then F.dropout: "
+                "symgrad feeds that mask; Hugging Face: attn_implementation=\"eager\", "
+                "nanoGPT: flash=False)")
         return _attention(query, key, value, attn_mask, is_causal, scale,
                           lambda w: self._feed(w, dropout_p, True, False,
                                                "attention dropout (scaled_dot_product_attention)",

@@ -180,7 +180,7 @@ class Feed:
                                       dropout_p=0.0, is_causal=False, scale=None,
                                       enable_gqa=False):
         sdpa = _saved("scaled_dot_product_attention")
-        if not dropout_p:
+        if not dropout_p or not isinstance(dropout_p, (int, float)) or not 0 < dropout_p <= 1:
             return sdpa(query, key, value, attn_mask=attn_mask, dropout_p=dropout_p,
                         is_causal=is_causal, scale=scale, enable_gqa=enable_gqa)
         if not self._in_mha or enable_gqa:

@@ -181,8 +181,9 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     finally:
         call.recording = False
     if call.feed.sites:  # each a keep-mask argument, in the run's float dtype
-        rng, dtype = mask_rng(seed, 0), _float_dtype(fn, tensors)
-        call.add_masks([torch.as_tensor(s.draw(rng), dtype=dtype) for s in call.feed.sites])
+        rng, like = mask_rng(seed, 0), _widest_float(fn, tensors)
+        call.add_masks([torch.as_tensor(s.draw(rng), dtype=like.dtype, device=like.device)
+                        for s in call.feed.sites])
         tensors = tuple(call.template[i] for i in call.slots)
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:  # the user's lines kept in the graph: fn's, its helpers', the loss's (``anchored``)
@@ -222,11 +223,13 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
 FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data
 
 
-def _float_dtype(fn: Callable, tensors: Sequence[torch.Tensor]) -> torch.dtype:
-    """The run's float dtype: the widest of the float arguments and a module's parameters."""
+def _widest_float(fn: Callable, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A tensor in the run's float dtype and on its device: the widest of the float arguments
+    and a module's parameters (float64 on the CPU where there is none)."""
     own = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
-    floats = [t.dtype for t in list(tensors) + own if t.is_floating_point()]
-    return max(floats, key=lambda d: torch.finfo(d).bits) if floats else torch.float64
+    floats = [t for t in list(tensors) + own if t.is_floating_point()]
+    return max(floats, key=lambda t: torch.finfo(t.dtype).bits) if floats else torch.zeros(
+        (), dtype=torch.float64)
 
 
 def _value_branch(exc: BaseException, graph: str) -> str | None:

@@ -1,17 +1,15 @@
 """A teacher's MLP with nn.Dropout through ``sg.verify(module=, inputs=)`` (newuser6):
-train=True is refused in one line naming the submodule and how to check dropout anyway (the
-keep-mask as an input), and that way works: a bool keep-mask is held at its values, the
-parameters are compared, and a wrong gradient is still caught."""
+train=True feeds symgrad's keep-mask, named by the submodule (``2.keep``); a keep-mask the
+user gives as an input works too: a bool keep-mask is held at its values, the parameters are
+compared, and a wrong gradient is still caught."""
 
 from __future__ import annotations
 
-import pytest
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 import symgrad as sg
-from symgrad.errors import SymgradError
 
 
 class MaskedMLP(nn.Module):
@@ -32,14 +30,15 @@ def _data():
     return x, keep, torch.tensor([0, 2, 1, 1, 0])
 
 
-def test_train_mode_dropout_is_refused_naming_the_submodule_and_the_mask_fix():
+def test_train_mode_dropout_is_fed_symgrads_keep_mask_named_by_the_submodule():
+    """Once refused (newuser6); now fed (``symgrad.capture.dropout``, tests in
+    test_capture_dropout.py): the note names the submodule's mask."""
+    torch.manual_seed(0)
     mlp = nn.Sequential(nn.Linear(4, 6), nn.ReLU(), nn.Dropout(0.2), nn.Linear(6, 3)).double()
     x, _, y = _data()
-    with pytest.raises(SymgradError) as err:
-        sg.verify(module=mlp, inputs=x, targets=y, loss=F.cross_entropy, train=True)
-    text = str(err.value)
-    assert "\n" not in text and "submodule 2 is dropout (Dropout, p=0.2)" in text, text
-    assert "train=False" in text and "keep-mask as an input" in text, text
+    r = sg.verify(module=mlp, inputs=x, targets=y, loss=F.cross_entropy, train=True)
+    assert r.verdict == "pass", r
+    assert any(n.startswith("dropout fed symgrad's keep-masks (2.keep p=0.2)") for n in r.notes)
 
 
 def test_the_keep_mask_as_an_input_is_verified_and_a_wrong_gradient_caught():

@@ -27,6 +27,7 @@ from torch.utils._pytree import tree_leaves
 from ..errors import SymgradError, checked_keywords
 from ..tensor.model import TensorModel
 from ..tensor.program import Node, add_all, const, einsum
+from .dropout import mask_rng
 from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
                      slots as graph_slots)
 from .hooks import carry, refuse_post_accumulate, tensor_hooks
@@ -64,6 +65,8 @@ class Captured:
         cots = self.cotangents
         other_call = Call(other, self.call.args, self.call.loss,
                           self.call.n_targets) if other is not None else None
+        if other_call is not None:
+            other_call.share_masks(self.call)  # fed the same keep-masks
         hooks = self.hooks()  # the user's own tensor hooks, carried onto the substitutes
 
         def fn(**blocks: torch.Tensor) -> torch.Tensor:
@@ -108,14 +111,19 @@ class Captured:
         """Samples for ``sg.verify(..., at=)``: sample 0 is the example point; the others
         scale each entry of the blocks in ``vary`` (default: the parameters) by a random
         factor in [5/8, 11/8] (signs and zeros stay: kinks at 0 stay kinks); the other blocks
-        (inputs, buffers: BatchNorm's running variance must stay positive) are held."""
+        (inputs, buffers: BatchNorm's running variance must stay positive) are held; a
+        dropout keep-mask is drawn afresh for each sample (``dropout.mask_rng(seed, 1)``)."""
         rng = np.random.default_rng(np.random.SeedSequence([seed, 18]))
+        masks, keep = {s.block: s for s in self.call.feed.sites}, mask_rng(seed, 1)
         if vary is None:
             vary = [b.name for b in self.model.param_blocks]
         out = {}
         for name, v in self.example.items():
             rows = [v]
             for _ in range(samples - 1):
+                if name in masks:
+                    rows.append(masks[name].draw(keep))
+                    continue
                 u = np.clip(rng.standard_normal(v.shape), -3, 3) / 8 if name in vary else 0
                 rows.append(v * (1 + u))
             out[name] = np.stack(rows)
@@ -155,7 +163,7 @@ def capture(fn: Callable, args: Sequence[Any] | Any, *, grad: Sequence[bool] | N
     own_names = leaf_names(args, list(names) if names is not None else arg_names(fn, len(args)))
     refuse_post_accumulate(own + list(zip(own_names, tree_leaves(list(args)))),
                            who or f"capture({display_name(fn)!r})")
-    call, ep = export(fn, args, loss, n_targets, who, has_train=has_train)
+    call, ep = export(fn, args, loss, n_targets, who, has_train=has_train, seed=seed)
     with said_by(who):  # the walk's "capture: ..." lines, named by the call the user made
         return _captured(fn, call, ep, own_names, grad, module_params, seed, name)
 
@@ -165,8 +173,10 @@ def _captured(fn: Callable, call: Call, ep: torch.export.ExportedProgram, own_na
               name: str | None) -> Captured:
     """``capture``'s program of the exported ``ep``."""
     tensors = [call.template[i] for i in call.slots]
+    own_names = own_names + [s.block for s in call.feed.sites]  # the keep-masks: held inputs
     names = [own_names[i] for i in call.slots]
-    grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad)
+    grad = [bool(t.requires_grad) for t in tensors] if grad is None else list(grad) + [
+        False] * len(call.feed.sites)
     if len(grad) != len(tensors):
         raise SymgradError(f"capture: grad= has {len(grad)} entries for {len(tensors)} tensor "
                            "arguments")

@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leave
 
 from .anchors import anchored, function_class
 from .composites import decompositions
+from .dropout import Feed, mask_rng
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -48,24 +49,39 @@ class Call(torch.nn.Module):
     (``args`` as given), ``slots`` the positions of the tensors among them."""
 
     def __init__(self, fn: Callable, args: Sequence[Any], loss: Callable | None = None,
-                 n_targets: int = 0) -> None:
+                 n_targets: int = 0, who: str | None = None) -> None:
         super().__init__()
         self.fn = fn
         self.__dict__["loss"] = loss  # not a submodule: its state is no block
         self.n_targets = n_targets
         self.args = list(args)
         self.template, self.spec = tree_flatten(self.args)
+        self.n_leaves = len(self.template)  # the arguments' leaves; the keep-masks after them
         self.slots = [i for i, a in enumerate(self.template) if isinstance(a, torch.Tensor)]
+        self.feed = Feed(fn if isinstance(fn, torch.nn.Module) else None,
+                         who or f"capture({display_name(fn)!r})")  # dropout's keep-masks
+        self.recording = False  # the capture's eager run: the feed lists the dropout sites
+
+    def add_masks(self, masks: Sequence[torch.Tensor]) -> None:
+        """The keep-masks as tensor arguments after the user's (one per ``feed.sites``)."""
+        self.template = self.template[:self.n_leaves] + list(masks)
+        self.slots = [i for i, a in enumerate(self.template) if isinstance(a, torch.Tensor)]
+
+    def share_masks(self, other: "Call") -> None:
+        """``other``'s dropout sites and keep-mask arguments (a reference= run's callable)."""
+        self.add_masks(other.template[other.n_leaves:])
+        self.feed.sites = other.feed.sites
 
     def forward(self, *tensors: torch.Tensor) -> Any:
         leaves = list(self.template)
         for i, t in zip(self.slots, tensors):
             leaves[i] = t
-        args = tree_unflatten(leaves, self.spec)
-        if self.loss is None:
-            return self.fn(*args)
-        k = len(args) - self.n_targets
-        return self.loss(self.fn(*args[:k]), *args[k:])
+        args = tree_unflatten(leaves[:self.n_leaves], self.spec)
+        with self.feed.active(leaves[self.n_leaves:], recording=self.recording):
+            if self.loss is None:
+                return self.fn(*args)
+            k = len(args) - self.n_targets
+            return self.loss(self.fn(*args[:k]), *args[k:])
 
 
 @dataclass(frozen=True)
@@ -87,6 +103,7 @@ class Slot:
     key: Any
     role: str
     value: torch.Tensor
+    label: str = ""  # the user's name where it is no block name: a keep-mask's ``drop.keep``
 
 
 def display_name(fn: Callable) -> str:
@@ -136,7 +153,7 @@ def block_name(key: str) -> str:
 
 def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
            n_targets: int = 0, who: str | None = None, *, has_train: bool = False,
-           ) -> tuple[Call, torch.export.ExportedProgram]:
+           seed: int = 0) -> tuple[Call, torch.export.ExportedProgram]:
     """``torch.export`` of ``fn(*args)`` (core ATen after decompositions), after one eager run
     of it on ``args`` (a shape or argument mistake is named as such, not as a tracing
     failure).
@@ -149,14 +166,25 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
             ``verify(module=Sequential)``.
         has_train: the caller has a ``train=`` option (``sg.verify(module=)``): a module that
             raises in train mode is told to check it.
+        seed: seeds the example's dropout keep-masks (``dropout.mask_rng``).
     Returns:
-        The wrapper module and its exported program.
+        The wrapper module (its dropout sites ``call.feed.sites``, their example masks the
+        last tensor arguments) and its exported program.
     """
-    call = Call(fn, args, loss, n_targets)
-    tensors = tuple(call.template[i] for i in call.slots)
     what = display_name(fn)
     who = who or f"capture({what!r})"
-    run_eagerly(call, tensors, who, has_train=has_train)
+    call = Call(fn, args, loss, n_targets, who)
+    tensors = tuple(call.template[i] for i in call.slots)
+    call.recording = True  # the eager run lists the dropout sites
+    try:
+        run_eagerly(call, tensors, who, has_train=has_train)
+    finally:
+        call.recording = False
+    if call.feed.sites:  # each a keep-mask argument, in the run's float dtype
+        rng, like = mask_rng(seed, 0), _widest_float(fn, tensors)
+        call.add_masks([torch.as_tensor(s.draw(rng), dtype=like.dtype, device=like.device)
+                        for s in call.feed.sites])
+        tensors = tuple(call.template[i] for i in call.slots)
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:  # the user's lines kept in the graph: fn's, its helpers', the loss's (``anchored``)
         with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed), \
@@ -195,6 +223,15 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
 FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data
 
 
+def _widest_float(fn: Callable, tensors: Sequence[torch.Tensor]) -> torch.Tensor:
+    """A tensor in the run's float dtype and on its device: the widest of the float arguments
+    and a module's parameters (float64 on the CPU where there is none)."""
+    own = list(fn.parameters()) if isinstance(fn, torch.nn.Module) else []
+    floats = [t for t in list(tensors) + own if t.is_floating_point()]
+    return max(floats, key=lambda t: torch.finfo(t.dtype).bits) if floats else torch.zeros(
+        (), dtype=torch.float64)
+
+
 def _value_branch(exc: BaseException, graph: str) -> str | None:
     """``file:line (code)`` of the user's line whose data-dependent branch stopped the trace
     (``if x.item() > 0``, ``bool(tensor)``): the last frame comment of torch's partial graph;
@@ -218,6 +255,8 @@ def run_eagerly(call: Call, tensors: Sequence[torch.Tensor], who: str, *,
         with torch.set_grad_enabled(grad), torch.random.fork_rng(devices=[]):
             call(*[t.detach().clone().requires_grad_(t.requires_grad) for t in tensors])  # a
             # forward that changes an input in place (x.mul_(2)) leaves the example as given
+    except SymgradError:
+        raise  # symgrad's own line (a dropout it cannot feed): already named by ``who``
     except Exception as exc:  # noqa: BLE001 - the user's code on the user's inputs
         k = len(call.args) - call.n_targets
         targets = ("shapes " + _shapes(call.args[k:]) if k < len(call.args) else "none given")
@@ -289,13 +328,16 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
         One slot per placeholder, in graph order.
     """
     out, user, seen = [], 0, {}
+    first_mask = len(call.slots) - len(call.feed.sites)  # the keep-masks' arguments: the last
     for spec in ep.graph_signature.input_specs:
         ph = spec.arg.name
         if spec.kind == InputKind.USER_INPUT:
             value = call.template[call.slots[user]]
             role = ("param" if grad[user] else "input") if value.is_floating_point() else (
                 "ids" if _only_indices(ep, ph) else "known")
-            out.append(Slot(ph, names[user], "arg", user, role, value.detach()))
+            out.append(Slot(ph, names[user], "arg", user, role, value.detach(),
+                            call.feed.sites[user - first_mask].label if user >= first_mask
+                            else ""))
             user += 1
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
             own = (ep.state_dict[spec.target] if spec.target in ep.state_dict

@@ -16,8 +16,8 @@ from .export import PREFIX, Slot
 
 def own_labels(slots: list[Slot]) -> dict[str, str]:
     """Block name -> the user's name: a module's dotted parameter or buffer name, an
-    argument's own name."""
-    return {s.name: (str(s.key)[len(PREFIX):] if s.source == "state" else s.name)
+    argument's own name, a dropout keep-mask's (``drop.keep``)."""
+    return {s.name: s.label or (str(s.key)[len(PREFIX):] if s.source == "state" else s.name)
             for s in slots}
 
 

@@ -145,8 +145,9 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
         place = where_in_source(n)
         raise SymgradError(f"capture: {_op_name(n.target)}{f' at {place}' if place else ''} "
                            "draws random numbers, which differ on every call of your code; "
-                           "capture in eval() mode (dropout) or pass the random tensor as an "
-                           "input")
+                           "symgrad feeds its own keep-masks to F.dropout and nn.Dropout(1d/2d/"
+                           "3d) only: call those, capture in eval() mode, or pass the random "
+                           "tensor as an input")
     if _reads_uncaptured(n.target, args):
         return None  # batch norm's saved statistics feeding a running-stat update
     if is_known(list(args)) and is_known(list(kwargs.values())):

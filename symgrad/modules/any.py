@@ -30,12 +30,12 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends import torch as torch_backend
 from ..capture.captured import Captured, capture
+from ..capture.dropout import torch_own
 from ..capture.export import arg_names, display_name
 from ..capture.hooks import user_copy
 from ..capture.names import own_labels, renamer
@@ -61,6 +61,7 @@ DEFAULT_SAMPLES = int(Tolerance().pooled_min_samples)  # sg.verify(module=, inpu
 #   samples=: the example and 7 around, as many as the pooled test needs (with 4, every run
 #   said "resolution not reached: the pooled test needs >= 8 samples"); LlamaBlock and a small
 #   CNN take about as long at 8 as at 4 (2.4 vs 3.9 s, 2.8 vs 3.1 s wall at load ~13)
+SDPA = torch_own("scaled_dot_product_attention")
 MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm)  # what
 #   train mode changes (named in the eval-mode note)
 
@@ -91,7 +92,8 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             are cast to the run's dtype; ``requires_grad`` ones are differentiated too.
         cfg: the run (samples: points checked; dtype; seed).
         options: ``loss(output, *targets)`` (None: the output itself if a scalar, else its
-            sum against a fixed random cotangent), ``train`` (train mode; dropout refused),
+            sum against a fixed random cotangent), ``train`` (train mode; dropout fed symgrad's
+            keep-masks),
             ``paths``.
         targets: the loss's targets, a tensor or a tuple, held at their values.
     Returns:
@@ -185,8 +187,19 @@ def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
         notes.append(f"the module was in train mode; it was verified in eval mode (train=False, "
                      f"the default): {', '.join(mode[:3])}{' ...' if len(mode) > 3 else ''} ran "
                      "as in eval (dropout off, batch norm on its running statistics); "
-                     "train=True checks batch norm's batch statistics (dropout with p > 0 is "
-                     "refused there: its random mask differs between runs)")
+                     "train=True checks batch norm's batch statistics and dropout (fed "
+                     "symgrad's keep-masks)")
+    sites = captured.call.feed.sites
+    if sites:
+        listed = ", ".join(f"{s.label} p={s.p:g}" for s in sites[:3])
+        notes.append(f"dropout fed symgrad's keep-masks ({listed}"
+                     f"{' ...' if len(sites) > 3 else ''}): "
+                     "x * keep / (1 - p), keep an input of the captured program held at its "
+                     "values, the same in your code's run; each sample draws its own masks "
+                     "from the run's seed" + ("; nn.MultiheadAttention's attention dropout "
+                     "(inside F.scaled_dot_product_attention) ran as that call's math form "
+                     "(softmax(q kᵀ·scale + mask), dropout, times v)" if any(
+                         "attention" in s.call for s in sites) else ""))
     used = {n.id for n in leaves([captured.model.loss], "param")}  # extra.weight: newuser9
     label = own_labels(captured.slots)
     unused = [label[b.name] for b in captured.model.param_blocks if b.node.id not in used]
@@ -243,19 +256,9 @@ def by_own_names(result: Result, labels: dict[str, str], *, findings: bool = Tru
 
 
 def _check(module: Any, cfg: VerifyConfig, options: ModuleOptions) -> None:
-    """The module, its dtype and device (``run.check_module``), (train mode) its dropout."""
+    """The module, its dtype and device (``run.check_module``); train mode's dropout is fed
+    symgrad's keep-masks (``capture.dropout``)."""
     check_module(module, cfg)
-    if options.train:
-        drop = [(n, m) for n, m in module.named_modules()
-                if isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0]
-        if drop:  # (newuser6: "2 is dropout" read as a number; how to check it with a mask)
-            name, m = drop[0]
-            raise SymgradError(f"module: train=True and submodule {name} is dropout "
-                               f"({type(m).__name__}, p={m.p}): its random mask differs between "
-                               "the capture and your run; verify in eval mode (train=False), set "
-                               "p=0, or give the keep-mask as an input (a forward computing "
-                               "x * keep / (1 - p), keep a bool tensor in inputs=: held at its "
-                               "values)")
 
 
 def _tensors(value: Any, cfg: VerifyConfig, what: str) -> tuple:
@@ -381,6 +384,6 @@ class _CountSDPA(torch.overrides.TorchFunctionMode):
         self.calls = 0
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
-        if func is F.scaled_dot_product_attention:
+        if func is SDPA:  # torch's own (``capture.dropout`` patches F's while a run goes)
             self.calls += 1
         return func(*args, **(kwargs or {}))

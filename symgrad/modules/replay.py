@@ -62,7 +62,8 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
     Returns:
         The path written: ``<module>-sample<k>-<hash of its contents>.pt``, holding
         ``state`` (own name -> tensor), ``inputs`` and ``targets`` (tuples, nested as given),
-        ``sample`` and ``block`` (own name -> symgrad's block name).
+        ``sample`` and ``block`` (own name -> symgrad's block name); ``keep`` (own name ->
+        mask) where the run fed dropout keep-masks (``capture.dropout``).
     """
     label = own_labels(captured.slots)
 
@@ -75,11 +76,15 @@ def save_sample(captured: Captured, at: dict, k: int, *, directory: Path | None 
         if s.source == "arg" and s.name in at:
             i = captured.call.slots[s.key]  # requires_grad as given: gradcheck runs it again
             leaves[i] = value(s).requires_grad_(bool(getattr(leaves[i], "requires_grad", 0)))
-    args = tree_unflatten(leaves, captured.call.spec)
+    args = tree_unflatten(leaves[:captured.call.n_leaves], captured.call.spec)  # not the
+    #   dropout keep-masks after them (``capture.dropout``): saved by their names below
     n = len(args) - captured.call.n_targets
     buf = io.BytesIO()
+    keep = {label[s.name]: value(s) for s in captured.slots if s.source == "arg"
+            and s.name in at and captured.call.slots[s.key] >= captured.call.n_leaves}
     torch.save({"state": state, "inputs": tuple(args[:n]), "targets": tuple(args[n:]),
-                "sample": k, "block": {label[s.name]: s.name for s in captured.slots}}, buf)
+                "sample": k, "block": {label[s.name]: s.name for s in captured.slots}}
+               | ({"keep": keep} if keep else {}), buf)
     data = buf.getvalue()
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in captured.model.name)
     digest = hashlib.sha1(data).hexdigest()[:10]  # another run's sample: another file

@@ -20,6 +20,9 @@ else of the check is reported: it adds failures, never an inconclusive entry, an
 where it finds nothing. Each finding says what it is: the backward rule is wrong, seen in
 float64, while the narrow dtype's result rounds to (or within its allowance of) the exact value.
 
+The float64 run is the run's one (``backends.float64.Float64Runs``): the confirmation's
+re-run reads the same.
+
 The check is off with ``VerifyConfig(rule_check=False)`` (``sg.gradcheck(..., rule_check=False)``),
 never runs above ``CERTIFY_UP_TO`` parameters (no enclosure there), nor where the code does not
 compute in float64 (an inner ``.float()``: ``run64`` refuses it), nor for a plain model whose
@@ -28,17 +31,15 @@ oracle was checked against a stable rewrite only to the narrow dtype's allowance
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..backends.float64 import float64_code, run64
+from ..backends.float64 import Float64Runs
 from ..compare import (INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison,
                        mark_singular)
-from ..errors import SymgradError
 from ..result import BackendRun, Failure
 from ..rigorous import tensor_enclosure
 from .comparing import compare_compact
@@ -61,12 +62,16 @@ class RuleCheck:
         enclosures: the run's lazy enclosures by (user code?, dtype), shared with its
             comparisons (``verify_tensor``): one float64 enclosure for every rule backend,
             its rows' balls walked once.
+        runs64: the run's float64 runs of the user's code (``Float64Runs`` on ``sub``),
+            shared with the confirmation's re-run: the code runs in float64 once.
     """
 
     def __init__(self, model, sub: dict, cfg, torch_fn: Callable | None, extra: dict,
                  textbook, certificate: Callable, skip_rows=(), *, on: bool = True,
-                 enclosures: dict | None = None) -> None:
+                 enclosures: dict | None = None, runs64: Float64Runs | None = None) -> None:
         self.model, self.sub, self.cfg, self.textbook = model, sub, cfg, textbook
+        self.runs64 = runs64 or Float64Runs(model.blocks, sub, device=cfg.device,
+                                            torch_fn=torch_fn, extra=extra or {})
         self.enclosures = {} if enclosures is None else enclosures
         self.torch_fn, self.extra, self.certificate = torch_fn, extra or {}, certificate
         self.skip_rows = list(skip_rows)
@@ -77,17 +82,13 @@ class RuleCheck:
                  kinks) -> tuple[str, BackendRun, Comparison] | None:
         """Backend ``name``'s rule check: None (nothing proven, or no float64 run), or
         (the rule backend's name, its run, its comparison)."""
-        code = float64_code(name, self.torch_fn, self.extra) if self.on else None
-        if code is None or dtype == "float64" or lo is None:
+        if not self.on or dtype == "float64" or lo is None:
             return None
-        t0, tol = time.perf_counter(), self.cfg.tolerance
-        try:
-            got = run64(code, self.model.blocks, self.sub, device=self.cfg.device)
-        except SymgradError:  # the code refuses float64 (a float32 tensor it holds): no check
-            return None
+        tol = self.cfg.tolerance
+        got = self.runs64.get(name)  # None: no re-run, a narrowing, or float64 refused
         if got is None:
             return None
-        seconds = time.perf_counter() - t0
+        seconds = self.runs64.seconds[name]
         rule = name + SUFFIX
         key = (self.textbook is not None, "float64")  # as verify_tensor keys a user's code
         if key not in self.enclosures:

@@ -187,9 +187,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
-            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
-                               != "float64" and reruns64(name, torch_fn, extra or {}))
-            ruled = rules(name, dt, comp, hi, lo, Eb, kinks)  # the float64 rule check
+            rerun = not big and dt != "float64" and reruns64(name, torch_fn, extra or {})
+            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=rerun)
+            ruled = rules(name, dt, comp, hi, lo, Eb, kinks, rerun=rerun)  # float64 rule check
             del Eb
         comp = quick.mark(name, comp)  # a large model's suspicions: a fresh sample decides
         if quick.waits(name, comp):  # kept for the confirmation: its figures as arrays
@@ -232,6 +232,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     lists["losses"], timings, size, lists["worst"], lists["kinks"],
                     lists["undecided"], values=values)
     result._memo.update(memo)
+    result.float64_seen = rules.seen  # what float64 could see: Result.resolution
     if rewrite is not None:  # the formula as written, in balls: the bits it needed
         result.oracle_bits = rewrite.summary()
     return result

@@ -219,29 +219,49 @@ class ResultMeasures:
 
         The entry test sees it where s * |exact| exceeds the allowance: s_entry is the smallest
         allowance / |exact| over the comparable gradient entries with a nonzero exact value.
-        The block test compares each block with the sample's other blocks (common mode), so a
-        scale shared by every block is not its to see; the pooled test's threshold is not
-        exposed by ``compare.systematic_blocks`` and is not counted (it needs more than
-        pooled_sigmas^2 effective samples to fire at all).
+        Where the run also had the user's code in float64 (``float64_seen``, set by the tensor
+        pipeline), two more tests could see it: the float64 rule check
+        (``symgrad.tensor.rulecheck``), which proves an entry where the float64 run's error
+        exceeds float64's allowance and the rigorous enclosure's radius (s_rule: the least of
+        those over |exact|, over the entries it may prove), and the block test's lower floor
+        where a float64 re-run decides (``symgrad.compare.blockflags``: no block is flagged
+        below rerun_floor u, so that much at the least; its noise term is not counted). The
+        block test at its usual floor compares each block with the sample's other blocks
+        (common mode), and the pooled test's threshold is not exposed by
+        ``compare.systematic_blocks``: neither is counted.
 
         Arguments:
             backend: a backend of this result.
         Returns:
-            {"entry": s_entry (None where no entry resolves any scale), "tests": "entry",
-            "dtype", "samples": samples compared, "text": one line in words}.
+            {"entry": s_entry, "rule_check": s_rule, "rerun_floor": rerun_floor u (each None
+            where that test did not run or resolves no scale), "smallest": the least of them,
+            "tests": the tests counted, "dtype", "samples": samples compared, "text": one line
+            in words}.
         """
         comp = self.comparisons[backend]
         s_entry = min((self._stats(backend, slice(a, b))["resolution"]
                        for _, a, b in self.blocks), default=float("inf"))
+        seen = getattr(self, "float64_seen", {}).get(backend, {})
+        u = dtype_info(comp.dtype).eps / 2
+        found = {"entry": float(s_entry) if np.isfinite(s_entry) else None,
+                 "rule_check": seen.get("rule_check"),
+                 "rerun_floor": seen["rerun_floor"] * u if "rerun_floor" in seen else None}
+        words = {"entry": "entry test", "rule_check": "float64 rule check",
+                 "rerun_floor": "block test at the float64 re-run floor"}
+        ran = [k for k in found if k == "entry" or k in seen]
+        counted = {k: found[k] for k in ran if found[k] is not None}
+        smallest = min(counted.values(), default=None)
         n = int(comp.status.shape[0])
         at = f"in {comp.dtype} at {n} sample{'s' * (n != 1)}"
-        if np.isfinite(s_entry):
-            text = (f"a backward scale error (got = (1 + s) x exact) below {s_entry:.2g} "
-                    f"relative would not be seen {at} (entry test; the pooled test is not "
+        if smallest is not None:
+            each = "; ".join(f"{words[k]} {'>= ' * (k == 'rerun_floor')}{v:.2g}"
+                             for k, v in counted.items())
+            text = (f"a backward scale error (got = (1 + s) x exact) below {smallest:.2g} "
+                    f"relative would not be seen {at} ({each}; the pooled test is not "
                     "counted)")
         else:
             text = f"no gradient entry resolves a backward scale error {at}"
-        return {"entry": float(s_entry) if np.isfinite(s_entry) else None, "tests": "entry",
+        return {**found, "smallest": smallest, "tests": ", ".join(words[k] for k in ran),
                 "dtype": comp.dtype, "samples": n, "text": text}
 
     def worst_ulps(self, backend: str, cols: slice | None = None) -> float:

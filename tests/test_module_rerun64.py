@@ -109,3 +109,22 @@ def test_a_compiled_path_is_not_rerun_in_float64():
         return blocks["w"].sum()
     assert _path_fn(eager, "eager").runs_in_float64
     assert not _path_fn(eager, "compile").runs_in_float64
+
+
+def test_the_code_runs_in_float64_once_for_the_rule_check_and_the_confirmation(
+        monkeypatch, decided):
+    """A float32 x (1 + 1e-7) both rule-checked and confirmed in float64: one float64 run of
+    the user's code serves both (``backends.float64.Float64Runs``), the same verdicts."""
+    import symgrad.backends.float64 as f64
+    runs = []
+    real = f64.run_torch_fn
+
+    def counted(*args, **kwargs):
+        runs.append(kwargs.get("dtype"))
+        return real(*args, **kwargs)
+    monkeypatch.setattr(f64, "run_torch_fn", counted)
+    net, x = _net(1 + 1e-7)
+    r = sg.verify(module=net, inputs=x, dtype="float32")
+    assert r.backend_verdict("module") == r.backend_verdict("module in float64") == "fail"
+    assert decided and any(hit and hit[0] for _, _, hit in decided)  # the confirmation read it
+    assert runs == ["float64"]

@@ -127,3 +127,38 @@ def test_bfloat16_undecided_entries_the_rule_check_proves_wrong_fail():
     with pytest.raises(sg.GradcheckError) as info:
         sg.gradcheck(Good.apply, (x,))
     assert info.value.result.verdict == "inconclusive"
+
+
+def test_the_resolution_says_what_the_float64_evidence_could_see_and_it_is_real():
+    """``Result.resolution`` counts the float64 rule check and the block test's float64
+    re-run floor where the run had them: a float32 neuron resolves a backward scale of ~1e-14
+    (float64's allowance or enclosure over |exact|), not the entry test's ~1e-5; scaled by
+    1 + s/2 it passes, by 1 + 2 s it fails ("torch_fn in float64"). Without the rule check
+    the re-run floor, rerun_floor u, is a floor: below it, still a pass."""
+    from symgrad import zoo
+    from symgrad.testing import scale_backward
+    from symgrad.zoo import native
+    m = zoo.get("neuron")
+
+    def run(s=0.0, **config):
+        def fn(w, b, x, y):
+            return native.neuron(scale_backward(w, 1 + s), scale_backward(b, 1 + s), x, y)
+        return sg.verify(m, torch_fn=fn, samples=20, seed=0, dtype="float32",
+                         backends=("torch_fn",), config=VerifyConfig(**config))
+    res = run().resolution("torch_fn")
+    s = res["smallest"]
+    assert s == res["rule_check"] and 0 < s < 1e-12 and res["entry"] > 1e-7
+    assert res["rerun_floor"] == 2.0**-24  # rerun_floor 1 u of float32
+    assert res["tests"] == "entry test, float64 rule check, block test at the float64 re-run floor"
+    assert f"below {s:.2g} relative would not be seen in float32" in res["text"]
+    below, above = run(s / 2), run(2 * s)
+    assert below.verdict == "pass" and not below.failures, str(below)
+    assert above.verdict == "fail" and {f.backend for f in above.failures} == {
+        "torch_fn in float64"}
+    off = run(rule_check=False).resolution("torch_fn")
+    assert off["rule_check"] is None and off["smallest"] == off["rerun_floor"] == 2.0**-24
+    assert "float64 rule check" not in off["tests"] and ">= 6e-08" in off["text"]
+    assert run(off["smallest"] / 2, rule_check=False).verdict == "pass"
+    # float64 itself: the entry test alone (no float64 evidence beyond its own run)
+    r64 = sg.verify(m, torch_fn=m.reference, samples=20, seed=0, backends=("torch_fn",))
+    assert r64.resolution("torch_fn")["tests"] == "entry test"

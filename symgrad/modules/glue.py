@@ -218,6 +218,8 @@ def module_fn(model: Model, module: nn.Module, plan: Plan, mcfg: ModuleConfig,
         vocab = V or (out.logits if hasattr(out, "logits") else out).shape[-1]
         return F.cross_entropy(logits_of(out, T, vocab), b["targets"])
     fn.sdpa_calls = 0
+    fn.runs_in_float64 = wrap is None  # every parameter assembled from the blocks, in their
+    #   dtype: a float64 re-run (symgrad.backends.float64) decides; compiled: not re-run
     return fn
 
 

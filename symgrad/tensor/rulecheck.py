@@ -20,6 +20,11 @@ else of the check is reported: it adds failures, never an inconclusive entry, an
 where it finds nothing. Each finding says what it is: the backward rule is wrong, seen in
 float64, while the narrow dtype's result rounds to (or within its allowance of) the exact value.
 
+The float64 run is the run's one (``backends.float64.Float64Runs``): the confirmation's
+re-run reads the same. What the check could see is recorded (``RuleCheck.seen``: the smallest
+backward scale it proves, and whether the block test had the float64 re-run floor) for
+``Result.resolution``.
+
 The check is off with ``VerifyConfig(rule_check=False)`` (``sg.gradcheck(..., rule_check=False)``),
 never runs above ``CERTIFY_UP_TO`` parameters (no enclosure there), nor where the code does not
 compute in float64 (an inner ``.float()``: ``run64`` refuses it), nor for a plain model whose
@@ -28,17 +33,15 @@ oracle was checked against a stable rewrite only to the narrow dtype's allowance
 
 from __future__ import annotations
 
-import time
 from dataclasses import replace
 from typing import Callable
 
 import numpy as np
 import torch
 
-from ..backends.float64 import float64_code, run64
+from ..backends.float64 import Float64Runs
 from ..compare import (INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison,
                        mark_singular)
-from ..errors import SymgradError
 from ..result import BackendRun, Failure
 from ..rigorous import tensor_enclosure
 from .comparing import compare_compact
@@ -61,33 +64,38 @@ class RuleCheck:
         enclosures: the run's lazy enclosures by (user code?, dtype), shared with its
             comparisons (``verify_tensor``): one float64 enclosure for every rule backend,
             its rows' balls walked once.
+        runs64: the run's float64 runs of the user's code (``Float64Runs`` on ``sub``),
+            shared with the confirmation's re-run: the code runs in float64 once.
     """
 
     def __init__(self, model, sub: dict, cfg, torch_fn: Callable | None, extra: dict,
                  textbook, certificate: Callable, skip_rows=(), *, on: bool = True,
-                 enclosures: dict | None = None) -> None:
+                 enclosures: dict | None = None, runs64: Float64Runs | None = None) -> None:
         self.model, self.sub, self.cfg, self.textbook = model, sub, cfg, textbook
+        self.runs64 = runs64 or Float64Runs(model.blocks, sub, device=cfg.device,
+                                            torch_fn=torch_fn, extra=extra or {})
         self.enclosures = {} if enclosures is None else enclosures
         self.torch_fn, self.extra, self.certificate = torch_fn, extra or {}, certificate
         self.skip_rows = list(skip_rows)
         self.on = on and cfg.rule_check and cfg.dtype != "float64"
         self.dtypes: dict[str, str] = {}  # rule backend -> the narrow dtype it checked
+        self.seen: dict[str, dict] = {}  # backend -> what float64 could see on it (``seen``)
 
-    def __call__(self, name: str, dtype: str, comp: Comparison, hi, lo, Eb,
-                 kinks) -> tuple[str, BackendRun, Comparison] | None:
+    def __call__(self, name: str, dtype: str, comp: Comparison, hi, lo, Eb, kinks, *,
+                 rerun: bool = False) -> tuple[str, BackendRun, Comparison] | None:
         """Backend ``name``'s rule check: None (nothing proven, or no float64 run), or
-        (the rule backend's name, its run, its comparison)."""
-        code = float64_code(name, self.torch_fn, self.extra) if self.on else None
-        if code is None or dtype == "float64" or lo is None:
+        (the rule backend's name, its run, its comparison). ``rerun``: the block test had
+        the float64 re-run's lower floor on this backend (recorded in ``seen``)."""
+        if rerun:
+            self.seen.setdefault(name, {})["rerun_floor"] = self.cfg.tolerance.rerun_floor
+        if not self.on or dtype == "float64" or lo is None:
             return None
-        t0, tol = time.perf_counter(), self.cfg.tolerance
-        try:
-            got = run64(code, self.model.blocks, self.sub, device=self.cfg.device)
-        except SymgradError:  # the code refuses float64 (a float32 tensor it holds): no check
+        tol = self.cfg.tolerance
+        got = self.runs64.get(name)  # None: no re-run, a narrowing, or float64 refused
+        if got is None:  # nor can a float64 re-run decide the block test's lower floor
+            self.seen.get(name, {}).pop("rerun_floor", None)
             return None
-        if got is None:
-            return None
-        seconds = time.perf_counter() - t0
+        seconds = self.runs64.seconds[name]
         rule = name + SUFFIX
         key = (self.textbook is not None, "float64")  # as verify_tensor keys a user's code
         if key not in self.enclosures:
@@ -101,8 +109,10 @@ class RuleCheck:
         c = mark_doubt(mark_singular(c, enclosure), self.certificate(np.asarray(Eb[0])))
         if np.isin(c.status[:, 0], (MISMATCH, SUSPECT)).any():  # the value departs: the code
             return None  # computes another function in float64 (a dtype's eps, finfo): no check
-        proven = (c.status == MISMATCH) & (np.isin(comp.status, (OK, LOSS)) | _within(comp))
-        proven[self.skip_rows] = False
+        judged = np.isin(comp.status, (OK, LOSS)) | _within(comp)  # entries it may prove
+        judged[self.skip_rows] = False
+        self.seen.setdefault(name, {})["rule_check"] = _smallest_scale(c, judged, enclosure)
+        proven = (c.status == MISMATCH) & judged
         if not proven.any():
             return None
         self.dtypes[rule] = dtype
@@ -126,6 +136,30 @@ class RuleCheck:
                            cause=f"{f.cause + ' — ' if f.cause else ''}the backward rule, seen "
                                  f"in float64 ({dtype} rounds the error away here)")
         return [said(f) if f.backend in self.dtypes else f for f in failures]
+
+
+def _smallest_scale(c: Comparison, judged: np.ndarray, enclosure) -> float | None:
+    """The smallest backward scale s (got = (1 + s) x exact) the rule check proves on some
+    gradient entry: an entry is proven where its float64 error exceeds both float64's
+    allowance and the rigorous enclosure's radius (``compare.prove``), so s is the least
+    max(allowance, radius) / |exact| over the entries it may prove (``judged``; not at a
+    kink, nor in doubt or singular: inconclusive in ``c``). The allowance alone bounds it from
+    below, so the radii are walked only for the rows that could still hold the least (best
+    first; cached: a row a proof asks for again costs nothing). None: no entry resolves one."""
+    exact, allowed = np.abs(c.expected[:, 1:]), np.asarray(c.allowed_abs)[:, 1:]
+    kink = np.isfinite(c.kink_position[:, 1:]) if np.ndim(c.kink_position) == 2 else False
+    use = (judged[:, 1:] & np.isin(c.status[:, 1:], (OK, LOSS, MISMATCH, SUSPECT)) & ~kink
+           & np.isfinite(allowed) & (exact > 0) & np.isfinite(exact))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        low = np.where(use, allowed / exact, np.inf)  # each entry's least possible s
+        best = np.inf
+        for r in np.argsort(low.min(axis=1), kind="stable"):
+            if low[r].min() >= best:  # no entry of this row (or a later one) can do better
+                break
+            radius = np.asarray(enclosure(np.array([r])), dtype=np.float64)[0, 1:]
+            s = np.where(use[r] & np.isfinite(radius), np.maximum(allowed[r], radius), np.inf)
+            best = min(best, float(np.min(s / exact[r])))
+    return best if np.isfinite(best) else None
 
 
 def _within(comp: Comparison) -> np.ndarray | bool:

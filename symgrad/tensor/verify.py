@@ -18,7 +18,7 @@ import numpy as np
 
 from .. import causes
 from ..backends import torch as torch_backend
-from ..backends.float64 import float64_code, reruns64, run64
+from ..backends.float64 import Float64Runs, reruns64
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular
 from ..config import (CERTIFY_UP_TO, LARGE_MODEL_ENTRIES, MODEL_SAMPLES, OWN_BACKENDS,
@@ -136,10 +136,12 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
             kinks = kink_sides(model, sub, keys, table, hi, lo)
     kinks = with_limit_sides(kinks, limits, hi.shape)  # two different one-sided limits
     enclosures: dict = {}  # per (user?, dtype): the rigorous enclosure, lazy (<= 200k params)
+    runs64 = Float64Runs(model.blocks, sub, device=cfg.device, torch_fn=torch_fn,
+                         extra=extra or {})  # the user's code in float64: once, for both readers
     rules = RuleCheck(model, sub, cfg, torch_fn, extra, textbook, partial(  # in float64 too
         judge_certificate, None if big else cert, dtypes=["float64"], tol=tol, model=model.name,
         settled=limits.decided, unrounded=zone_open, zone_cap=zone[1]), limits.rows,
-        on=not big and rewrite is None, enclosures=enclosures)
+        on=not big and rewrite is None, enclosures=enclosures, runs64=runs64)
     names = Outputs(model.param_blocks)
     quick = BigConfirm("off" if not confirming else "big" if big else "small", blocks, subset)
     found: dict[str, dict[str, list]] = {}  # backend -> its finding lists
@@ -185,9 +187,9 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                 comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
             comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
             del got
-            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=not big and dt
-                               != "float64" and reruns64(name, torch_fn, extra or {}))
-            ruled = rules(name, dt, comp, hi, lo, Eb, kinks)  # the float64 rule check
+            rerun = not big and dt != "float64" and reruns64(name, torch_fn, extra or {})
+            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=rerun)
+            ruled = rules(name, dt, comp, hi, lo, Eb, kinks, rerun=rerun)  # float64 rule check
             del Eb
         comp = quick.mark(name, comp)  # a large model's suspicions: a fresh sample decides
         if quick.waits(name, comp):  # kept for the confirmation: its figures as arrays
@@ -207,7 +209,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     if any(quick.waits(n, c) for n, c in comparisons.items()):
         with _phase("confirm", cfg, timings, "confirm_s"):
             exp = _experiments(model, sub, hi, lo, E_of, comparisons, cfg, torch_fn, extra or {},
-                               table, drawn=fresh or at is None)
+                               table, drawn=fresh or at is None, runs64=runs64)
             comparisons.update(confirm({n: c for n, c in comparisons.items()
                                         if quick.waits(n, c)}, blocks, cfg.tolerance, exp))
         for name in [n for n in comparisons if n not in found]:
@@ -230,24 +232,24 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                     lists["losses"], timings, size, lists["worst"], lists["kinks"],
                     lists["undecided"], values=values)
     result._memo.update(memo)
+    result.float64_seen = rules.seen  # what float64 could see: Result.resolution
     if rewrite is not None:  # the formula as written, in balls: the bits it needed
         result.oracle_bits = rewrite.summary()
     return result
 
 
 def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparisons: dict,
-                 cfg: VerifyConfig, torch_fn, extra: dict, table, drawn) -> Experiments:
+                 cfg: VerifyConfig, torch_fn, extra: dict, table, drawn,
+                 runs64: Float64Runs) -> Experiments:
     """The confirmation's experiments for a tensor model (``symgrad.confirm.Experiments``):
     the numpy and torch views and torch_fn re-run in float64 on the flagged samples; every
     backend, the oracle and the bound on fresh samples (``drawn``: the domains, or ``m -> at``).
     ``E_of(name)``: the entry bounds of a backend (a user's code: the larger of the stable and
-    the textbook program's)."""
+    the textbook program's); ``runs64``: the user's code in float64 on ``sub``, the run the
+    rule check made (or makes now), sliced to the flagged rows."""
     tol = cfg.tolerance
 
-    def run_at(name: str, values: dict, dtype: str):  # the user's code: float64 or its own
-        if dtype == "float64" != cfg.dtype and name not in OWN_BACKENDS:
-            code = float64_code(name, torch_fn, extra)  # None where it does not re-run
-            return run64(code, model.blocks, values, device=cfg.device) if code else None
+    def run_at(name: str, values: dict, dtype: str):
         if name in ("numpy", "torch"):
             return (numpy_view(model, values, dtype) if name == "numpy" else
                     torch_view(model, values, dtype=dtype, device=cfg.device))
@@ -266,7 +268,11 @@ def _experiments(model: TensorModel, sub: dict, hi, lo, E_of: Callable, comparis
         return hi[:, a:b], err, allowed_of(E_of(name)[:, a:b], comparisons[name].dtype)
 
     def rerun64(name: str, rows: np.ndarray):
-        got = run_at(name, {k: v[rows] for k, v in sub.items()}, "float64")
+        if name in OWN_BACKENDS:  # symgrad's own views, in float64 at the rows
+            got = run_at(name, {k: v[rows] for k, v in sub.items()}, "float64")
+        else:  # the user's code: the one float64 run on every sample (the rule check's)
+            got = runs64.get(name)
+            got = None if got is None else got[rows]
         if got is None:
             return None
         with np.errstate(invalid="ignore", over="ignore"):

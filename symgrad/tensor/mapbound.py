@@ -43,21 +43,10 @@ SHARED_UP_TO = 1 << 20  # entries of a map whose bound forms its repeated subter
 #   entries, the call's transient 241 -> 697 MB), so a larger map keeps the printed form
 
 
-TINY = 1 << 12  # entries (all samples) of a map whose bound forms repeated subterms once only
-#   where its source is long: parsing the source (``common_terms``) costs more than forming
-#   them again on a few thousand entries (the fuzz's bodies, 20 samples: ~0.7 ms a body)
-SHARE_TINY_FROM = 4096  # characters from which such a small map's source is shared
-
-
-def sharing(size: int) -> bool | None:
-    """``map_bound_fn``'s ``shared`` for a map of ``size`` entries."""
-    return None if size <= TINY else size <= SHARED_UP_TO
-
-
-def map_bound_fn(expr: sp.Expr, k: int, shared: bool | None = True) -> Callable:
+def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
     """``f(values..., errors...) -> E`` of one map expression, compiled once (``shared``: its
-    repeated subterms formed once, ``common_terms``; None: only where its source is long,
-    ``SHARE_TINY_FROM``; else each where it is printed: the same bits)."""
+    repeated subterms formed once, ``common_terms``; else each where it is printed: the
+    same bits)."""
     key = (expr, k, shared)
     fn = _CACHE.get(key)
     return fn if fn is not None else _compiled(key)
@@ -72,8 +61,7 @@ def _compiled(key: tuple) -> Callable:
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}
         src = error_source(expr, pr, err)
-        share = shared or (shared is None and len(src) >= SHARE_TINY_FROM)
-        terms, src = common_terms(src) if share else ([], src)
+        terms, src = common_terms(src) if shared else ([], src)
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
         lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):",
                  *(f"    {name} = {term}" for name, term in terms), f"    return {src}"]
@@ -203,7 +191,7 @@ def b_map(node, vals, errs, value, count):
     """The worst case E of a map: its body's running bound at the arguments' values and E
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k, sharing(np.size(value)))
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     with np.errstate(all="ignore"):
         return by_blocks(lambda *a: fn(*a, tie=TIE.get()) + torch_form(node, a[:k]),
                          [*vals, *errs], value)
@@ -236,7 +224,7 @@ def s_map(node, vals, sig, value, count, n0):
     stacked on a new leading axis (the same elementwise arithmetic, one pass of the generated
     code instead of 1 + m: per-call overhead is most of a small program's bound)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k, sharing(np.size(value)))
+    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
@@ -322,7 +310,7 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     m = len(live)
     if (m + 2) * np.size(value) > STACK_UP_TO:
         return _in_blocks(node, vals, errs, sig, value, live)
-    fn = map_bound_fn(node.attrs["expr"], len(vals), sharing(np.size(value)))
+    fn = map_bound_fn(node.attrs["expr"], len(vals))
     with np.errstate(all="ignore"):
         out = _stacked(fn, vals, sig, live, worst=errs)
         total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))

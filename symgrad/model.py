@@ -95,6 +95,8 @@ class Model(ModelBase):
         self.real: dict[sp.Symbol, sp.Symbol] = {
             s: sp.Symbol(s.name, real=True) for b in self.blocks for s in b.symbols}
         self._changed = {k: v for k, v in self.real.items() if k != v}
+        self._renamed: dict = {}  # expr -> its real twin: the program, its textbook and its
+        #   written views rename the same steps (each an xreplace re-evaluating Max / sqrt)
         # the executed program: plain-sympy unstable patterns in stable forms (symgrad.stable);
         # display_graph keeps the user's formula
         self.graph = Graph.from_expr(self.loss, rename=self._rename, rewrite=Rewriter())
@@ -141,8 +143,14 @@ class Model(ModelBase):
                                                                     rename=self._rename))
 
     def _rename(self, expr: sp.Expr) -> sp.Expr:
-        """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols)."""
-        return expr.xreplace(self._changed) if self._changed else expr
+        """The user's symbols -> their real twins (a no-op for sg.matrix's real symbols);
+        each expression renamed once per model."""
+        if not self._changed:
+            return expr
+        got = self._renamed.get(expr)
+        if got is None:
+            got = self._renamed[expr] = expr.xreplace(self._changed)
+        return got
 
     # ----- views of the blocks (param_blocks, input_blocks: ModelBase's)
     @property

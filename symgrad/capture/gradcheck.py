@@ -21,9 +21,10 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import by_own_names
+from ..modules.any import _path_fn, by_own_names
 from ..modules.functions import detach_note, failing_blocks, hook_note
 from ..modules.options import check_frozen
+from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
@@ -136,6 +137,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
             raise SymgradError(f"{what}: {role}= must be a function or module, got "
                                f"{type(f).__name__} {f!r:.40}; pass the callable itself, e.g. "
                                "torch.tanh or MyFunction.apply")
+    func, compiled = uncompiled(func)  # torch.compile(m): m captured, run compiled
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
@@ -156,6 +158,15 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                                if ints and not any(isinstance(a, torch.Tensor) and
                                                    a.is_floating_point() for a in args)
                                else ""))
+    complex_ = [(n, a) for n, a in zip(leaf_names(args, arg_names(func, len(args))),
+                                       tree_leaves(list(args)))
+                if isinstance(a, torch.Tensor) and a.is_complex()]  # (newuser10: read
+    if complex_:  # "dtype=torch.complex128 is not supported", a dtype= never given)
+        n, a = complex_[0]
+        raise SymgradError(f"{what}({display_name(func)}): input {n} is "
+                           f"{str(a.dtype).removeprefix('torch.')}: complex inputs are not "
+                           "supported (real dtypes only); give its real and imaginary parts "
+                           "as two real inputs, e.g. lambda re, im: func(torch.complex(re, im))")
     if dtype is None:
         _one_dtype(what, func, args, params)
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
@@ -169,6 +180,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                        name=display_name(func), who=f"{what}({display_name(func)})")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
+    fn = _path_fn(fn, "compile") if compiled else fn
     at = captured.at(samples, seed, vary)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
@@ -185,6 +197,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         text += f"\n  note: {hooked}"
     if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
         text += f"\n  note: {detached}"
+    text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
@@ -253,7 +266,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         found = [f for f in result.findings("failures") if f.backend == backend]
         n = sum(counts[STATUS_NAMES[k]] for k in FAILING)
         double = "double " if check != "gradcheck" else ""
-        head = (f"symgrad.{check}: the {double}backward of {what!r} disagrees with the exact "
+        head = (_undefined(found, what, check) if counts["domain"] == n else  # (newuser10)
+                f"symgrad.{check}: the {double}backward of {what!r} disagrees with the exact "
                 f"derivative in {dtype} ({n} entries failing):" if backend == "torch_fn" else
                 f"symgrad.{check}: the {double}backward rule of {what!r} is wrong, seen in "
                 f"float64 ({n} entries failing, the same code run in float64 on the same "
@@ -279,6 +293,18 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
                       + [which] + saved)
+
+
+def _undefined(found: list, what: str, check: str) -> str:
+    """The headline where every failing entry is a domain one: the function itself is
+    undefined there (newuser10: a log of negative inputs read "the backward ... disagrees
+    with the exact derivative" above lines saying "not a backend error")."""
+    at = sorted({f.sample for f in found})
+    return (f"symgrad.{check}: {what!r} or its derivative is undefined at the points checked "
+            f"(sample {', '.join(map(str, at[:4]))}: log or sqrt of a negative, sqrt at 0, "
+            "0/0, ...), so its "
+            "gradient cannot be checked there; give inputs inside its domain (e.g. x.abs() + "
+            "0.1 for a log):")
 
 
 def _where(result: Result, backend: str) -> str:

@@ -121,6 +121,19 @@ def _elu(a, shape) -> Node:
     return elementwise(expr, a["self"])
 
 
+def _leaky_relu(a, shape) -> Node:
+    """map Piecewise((x0, x0 > 0), (negative_slope x0, True)) (a kink at 0)"""  # (newuser10:
+    #   nn.LeakyReLU, nn.Hardtanh and nn.ReLU6 were refused)
+    slope = number(a.get("negative_slope", 0.01))
+    return elementwise(sp.Piecewise((X[0], X[0] > 0), (slope * X[0], True)), a["self"])
+
+
+def _hardtanh(a, shape) -> Node:
+    """map Min(Max(x0, min_val), max_val) (a kink at each bound; nn.Hardtanh, nn.ReLU6)"""
+    low, high = (number(a.get(k, d)) for k, d in (("min_val", -1.0), ("max_val", 1.0)))
+    return elementwise(sp.Min(sp.Max(X[0], low), high), a["self"])
+
+
 def _clamp(a, shape) -> Node:
     """map Min(Max(x0, min), max) (a kink at each bound; a tensor bound is an operand)"""
     expr, operands = X[0], [a["self"]]
@@ -303,7 +316,8 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
-    aten.elu.default: _elu,
+    aten.elu.default: _elu, aten.leaky_relu.default: _leaky_relu,
+    aten.hardtanh.default: _hardtanh,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.clamp.Tensor: _clamp,
     aten.where.self: _where,

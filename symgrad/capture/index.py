@@ -44,6 +44,11 @@ def picks(index: torch.Tensor, n: int) -> np.ndarray:
 def known_index(v: Any, op: str) -> torch.Tensor:
     """``v`` itself when it is a known tensor (an integer input, a constant); a node (an
     index computed from a parameter or a float input): refused in one line naming ``op``."""
+    if isinstance(v, Pred):  # x[x > 0] (newuser10: "'Pred' object has no attribute 'dtype'")
+        raise SymgradError(f"capture: {op} with a bool mask computed from a parameter or float "
+                           "input (x[x > 0]: which entries it keeps, and its shape, depend on "
+                           "the values) is not supported; keep the shape: torch.where(mask, x, "
+                           "0) (then .sum()), the kink at the mask's edge placed")
     if not isinstance(v, torch.Tensor):
         raise SymgradError(f"capture: {op} with an index computed from a parameter or float "
                            "input is not supported; the index must be an integer input or a "
@@ -106,7 +111,8 @@ def _flat_ids(x: Node, indices: list, op: str) -> tuple[Node, int, int, int, tor
     how many m, their flat size n and the flat ids picked (the index tensors' broadcast
     shape)."""
     indices = [part for t in indices for part in (  # a bool mask over d axes: d id tensors
-        known_index(t, op).nonzero().unbind(1) if t is not None and t.dtype == torch.bool
+        known_index(t, op).nonzero().unbind(1) if t is not None and known_index(
+            t, op).dtype == torch.bool
         else (t,))]
     given = [i for i, t in enumerate(indices) if t is not None]
     tensors = [known_index(indices[i], op) for i in given]

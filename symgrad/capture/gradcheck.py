@@ -15,6 +15,7 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
@@ -198,10 +199,40 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
         text += f"\n  note: {detached}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
+    if order == 2 and result.verdict == FAIL and (once := _once_differentiable(func, args)):
+        text += (f"\n  note: the backward of the custom autograd.Function {once!r} is "
+                 "@once_differentiable: torch builds no double backward through it, so its "
+                 "Hessian-vector products fail; write that backward with differentiable torch "
+                 "ops (without the decorator) to support second order")  # (newuser10)
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
+
+
+_ONCE = once_differentiable(lambda ctx, g: g).__code__  # every decorated backward's wrapper
+
+
+def _once_differentiable(func: Callable, args: tuple) -> str | None:
+    """The name of a custom Function on one eager run's autograd graph of ``func(*args)``
+    whose backward is ``@once_differentiable`` (None: none is)."""
+    try:
+        with torch.enable_grad():
+            out = func(*args)
+    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
+        return None
+    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = getattr(node, "_forward_cls", None)
+        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE:
+            return cls.__name__
+        todo += [f for f, _ in node.next_functions]
+    return None
 
 
 def again(func: Callable, what: str = "gradcheck") -> str:

@@ -204,3 +204,38 @@ def test_gradgradcheck_of_a_once_differentiable_backward_names_the_decorator():
     with pytest.raises(sg.GradcheckError, match=r"note: the backward of the custom autograd"
                                                 r"\.Function '_Once' is @once_differentiable"):
         sg.gradgradcheck(lambda a: _Once.apply(a) * 2, (x,), samples=2)
+
+
+class _Scaled(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x * 1
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * 1.0001
+
+
+def _assigns(a, w):
+    b = a * w
+    b[0] = 0
+    b[:, 1] = a[:, 0].tanh()
+    b[1:, 2:] = w[0, 0]
+    b[:, ::2] = b[:, ::2] * 2
+    return b
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_slice_assignment_is_captured(dtype):
+    """b[0] = 0 and b[1:, 2:] = v were refused ('ATen op aten.copy.default /
+    aten.slice_scatter.default is not supported yet'); a wrong backward routed through an
+    assigned slice is still caught."""
+    a, w = (_x(3, 4, seed=s).to(dtype).requires_grad_() for s in (0, 1))
+    assert sg.gradcheck(_assigns, (a, w))
+
+    def planted(a):
+        b = a * 2
+        b[1:, 1:3] = _Scaled.apply(a[:2, :2])
+        return b
+    with pytest.raises(sg.GradcheckError, match=r"with respect to a\[[01], [01]\]"):
+        sg.gradcheck(planted, (_x(3, 4).requires_grad_(),))

@@ -276,6 +276,14 @@ def _to_copy(a, shape) -> Any:
     return a["self"]
 
 
+def _copy(a, shape) -> Any:
+    """src broadcast to self's shape (x[i] = v: self's values there overwritten)"""
+    src = a["src"]  # (newuser10: b[0] = 0 was refused)
+    if isinstance(src, torch.Tensor):  # a known value (b[0] = 0): a known float array
+        return torch.broadcast_to(src, shape).to(torch.float64).clone()
+    return _expand({"self": src}, shape)
+
+
 def _assert(a, shape) -> None:
     """no value (a dtype/device assertion torch.export keeps from a .to())"""
     return None
@@ -332,7 +340,7 @@ TABLE: dict[Any, Callable] = {
     aten.squeeze.default: _reshape, aten.squeeze.dim: _reshape, aten.squeeze.dims: _reshape,
     aten.expand.default: _expand,
     aten.clone.default: _identity, aten.alias.default: _identity,
-    aten._to_copy.default: _to_copy, aten.detach.default: _stop,
+    aten._to_copy.default: _to_copy, aten.detach.default: _stop, aten.copy.default: _copy,
     aten._assert_tensor_metadata.default: _assert,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),

@@ -228,10 +228,28 @@ def _unbind(a, shape) -> tuple:
     return tuple(_select({"self": x, "dim": d, "index": i}, ()) for i in range(x.shape[d]))
 
 
+def _slice_scatter(a, shape) -> Node:
+    """x[.., a:b:s, ..] = src: src placed by the transposed 0/1 picks, x kept elsewhere"""
+    # (newuser10: b[1:, 2:] = v was refused; a 0/1 blend, exact)
+    x = node(a["self"], "slice_scatter")
+    d = a.get("dim", 0) % x.ndim
+    n = x.shape[d]
+    rows = torch.tensor(list(range(n)[slice(a.get("start"), a.get("end"), a.get("step", 1))]),
+                        dtype=torch.long)
+    src = a["src"]
+    src = node(src.to(torch.float64) if isinstance(src, torch.Tensor) and src.is_floating_point()
+               else src, "slice_scatter")
+    hit = torch.zeros(n, dtype=torch.bool)
+    hit[rows] = True
+    mask = hit.reshape((1,) * d + (n,) + (1,) * (x.ndim - d - 1)).expand(x.shape)
+    return where(mask.contiguous(), along(src, d, picks(rows, n).T.copy()), x)
+
+
 INDEX_ROWS: dict[Any, Callable] = {
     aten.embedding.default: _embedding, aten.index_select.default: _index_select,
     aten.gather.default: _gather, aten.index.Tensor: _index,
     aten.index_put.default: _index_put, aten.sym_size.int: _sym_size,
     aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
     aten.split_with_sizes.default: _split, aten.unbind.int: _unbind,
+    aten.slice_scatter.default: _slice_scatter,
 }

@@ -239,3 +239,13 @@ def test_slice_assignment_is_captured(dtype):
         return b
     with pytest.raises(sg.GradcheckError, match=r"with respect to a\[[01], [01]\]"):
         sg.gradcheck(planted, (_x(3, 4).requires_grad_(),))
+
+
+def test_a_saved_file_path_does_not_hide_the_only_input():
+    """A finding on the value of sg.gradcheck(torch.log, (x,)) read "sample values: 1 more
+    block in the error's .result, file='...'": the saved file's path used up the point's
+    character budget, hiding x, the function's only input."""
+    from symgrad.result_text import point_text
+    text = point_text({"x": [1.54, -0.29, -2.18, 0.57],
+                       "file": "/tmp/symgrad-samples/log-sample0-d9f26273ca.pt"})
+    assert text == "x=[1.54, -0.29, -2.18, …], file='/tmp/symgrad-samples/log-sample0-d9f26273ca.pt'"

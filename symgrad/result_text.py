@@ -332,7 +332,8 @@ def point_text(point: dict, chars: int = POINT_CHARS, *, entry: str = "") -> str
         if kept and keys[i] not in always and used + len(parts[i]) + 2 > chars:
             break
         kept.add(i)
-        used += len(parts[i]) + 2
+        used += len(parts[i]) + 2 if keys[i] != SAVED_FILE else 0  # the file is shown anyway:
+        #   its path (long under $TMPDIR) hid a lone input (newuser10: "1 more block in ...")
     hidden = len(parts) - len(kept)
     return ", ".join(([f"{hidden} more block{'s' if hidden > 1 else ''} in {HIDDEN_IN}"]
                       if hidden else []) + [parts[i] for i in sorted(kept)])

@@ -121,6 +121,19 @@ def _elu(a, shape) -> Node:
     return elementwise(expr, a["self"])
 
 
+def _leaky_relu(a, shape) -> Node:
+    """map Piecewise((x0, x0 > 0), (negative_slope x0, True)) (a kink at 0)"""  # (newuser10:
+    #   nn.LeakyReLU, nn.Hardtanh and nn.ReLU6 were refused)
+    slope = number(a.get("negative_slope", 0.01))
+    return elementwise(sp.Piecewise((X[0], X[0] > 0), (slope * X[0], True)), a["self"])
+
+
+def _hardtanh(a, shape) -> Node:
+    """map Min(Max(x0, min_val), max_val) (a kink at each bound; nn.Hardtanh, nn.ReLU6)"""
+    low, high = (number(a.get(k, d)) for k, d in (("min_val", -1.0), ("max_val", 1.0)))
+    return elementwise(sp.Min(sp.Max(X[0], low), high), a["self"])
+
+
 def _clamp(a, shape) -> Node:
     """map Min(Max(x0, min), max) (a kink at each bound; a tensor bound is an operand)"""
     expr, operands = X[0], [a["self"]]
@@ -263,6 +276,14 @@ def _to_copy(a, shape) -> Any:
     return a["self"]
 
 
+def _copy(a, shape) -> Any:
+    """src broadcast to self's shape (x[i] = v: self's values there overwritten)"""
+    src = a["src"]  # (newuser10: b[0] = 0 was refused)
+    if isinstance(src, torch.Tensor):  # a known value (b[0] = 0): a known float array
+        return torch.broadcast_to(src, shape).to(torch.float64).clone()
+    return _expand({"self": src}, shape)
+
+
 def _assert(a, shape) -> None:
     """no value (a dtype/device assertion torch.export keeps from a .to())"""
     return None
@@ -303,7 +324,8 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
-    aten.elu.default: _elu,
+    aten.elu.default: _elu, aten.leaky_relu.default: _leaky_relu,
+    aten.hardtanh.default: _hardtanh,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.clamp.Tensor: _clamp,
     aten.where.self: _where,
@@ -318,7 +340,7 @@ TABLE: dict[Any, Callable] = {
     aten.squeeze.default: _reshape, aten.squeeze.dim: _reshape, aten.squeeze.dims: _reshape,
     aten.expand.default: _expand,
     aten.clone.default: _identity, aten.alias.default: _identity,
-    aten._to_copy.default: _to_copy, aten.detach.default: _stop,
+    aten._to_copy.default: _to_copy, aten.detach.default: _stop, aten.copy.default: _copy,
     aten._assert_tensor_metadata.default: _assert,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),

@@ -15,12 +15,13 @@ import logging
 import re
 import sys
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, is_dataclass
 from typing import Any, Callable, Iterator, Sequence
 
 import torch
 from torch.export.graph_signature import InputKind
-from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leaves, tree_unflatten
+from torch.utils._pytree import (SUPPORTED_NODES, tree_flatten, tree_flatten_with_path, tree_leaves,
+                                 tree_unflatten)
 
 from .anchors import anchored, function_class
 from .composites import decompositions
@@ -78,8 +79,8 @@ class Call(torch.nn.Module):
             leaves[i] = t
         args = tree_unflatten(leaves[:self.n_leaves], self.spec)
         with self.feed.active(leaves[self.n_leaves:], recording=self.recording):
-            if self.loss is None:
-                return self.fn(*args)
+            if self.loss is None:  # a dataclass output, which export cannot flatten: its fields
+                return _fields(self.fn(*args))
             k = len(args) - self.n_targets
             return self.loss(self.fn(*args[:k]), *args[k:])
 
@@ -125,8 +126,8 @@ def arg_names(fn: Callable, n_args: int) -> list[str]:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    if cls is not None:
-        params = params[1:]  # ctx
+    if cls is not None and cls.setup_context is torch.autograd.Function.setup_context:
+        params = params[1:]  # ctx (a setup_context-style forward has none: newuser10)
     return [params[i] if i < len(params) else f"input{i}" for i in range(n_args)]
 
 
@@ -149,6 +150,14 @@ def block_name(key: str) -> str:
     """A module's parameter name as a block name: ``l1.weight`` -> ``l1_weight``."""
     name = re.sub(r"\W", "_", key[len(PREFIX):] if key.startswith(PREFIX) else key)
     return name if name.isidentifier() else f"p_{name}"
+
+
+def _fields(out: Any) -> Any:
+    """A dataclass output (not a registered pytree) as the dict of its fields (newuser10:
+    refused as untraceable with no loss=); anything else as is."""
+    if is_dataclass(out) and not isinstance(out, type) and type(out) not in SUPPORTED_NODES:
+        return {f.name: getattr(out, f.name) for f in fields(out)}
+    return out
 
 
 def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,

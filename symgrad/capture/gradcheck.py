@@ -15,15 +15,17 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import by_own_names
+from ..modules.any import _path_fn, by_own_names
 from ..modules.functions import detach_note, failing_blocks, hook_note
 from ..modules.options import check_frozen
+from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
@@ -136,6 +138,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
             raise SymgradError(f"{what}: {role}= must be a function or module, got "
                                f"{type(f).__name__} {f!r:.40}; pass the callable itself, e.g. "
                                "torch.tanh or MyFunction.apply")
+    func, compiled = uncompiled(func)  # torch.compile(m): m captured, run compiled
     if not isinstance(samples, int) or isinstance(samples, bool) or samples < 1:
         raise SymgradError(f"{what}: samples= must be a positive integer (the given point "
                            f"and samples - 1 around it), got {samples!r}")
@@ -156,6 +159,15 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                                if ints and not any(isinstance(a, torch.Tensor) and
                                                    a.is_floating_point() for a in args)
                                else ""))
+    complex_ = [(n, a) for n, a in zip(leaf_names(args, arg_names(func, len(args))),
+                                       tree_leaves(list(args)))
+                if isinstance(a, torch.Tensor) and a.is_complex()]  # (newuser10: read
+    if complex_:  # "dtype=torch.complex128 is not supported", a dtype= never given)
+        n, a = complex_[0]
+        raise SymgradError(f"{what}({display_name(func)}): input {n} is "
+                           f"{str(a.dtype).removeprefix('torch.')}: complex inputs are not "
+                           "supported (real dtypes only); give its real and imaginary parts "
+                           "as two real inputs, e.g. lambda re, im: func(torch.complex(re, im))")
     if dtype is None:
         _one_dtype(what, func, args, params)
     name = dtype_name(dtype if dtype is not None else (diff or params)[0].dtype)
@@ -169,6 +181,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                        name=display_name(func), who=f"{what}({display_name(func)})")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
+    fn = _path_fn(fn, "compile") if compiled else fn
     at = captured.at(samples, seed, vary)
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
@@ -185,10 +198,41 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         text += f"\n  note: {hooked}"
     if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
         text += f"\n  note: {detached}"
+    text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
+    if order == 2 and result.verdict == FAIL and (once := _once_differentiable(func, args)):
+        text += (f"\n  note: the backward of the custom autograd.Function {once!r} is "
+                 "@once_differentiable: torch builds no double backward through it, so its "
+                 "Hessian-vector products fail; write that backward with differentiable torch "
+                 "ops (without the decorator) to support second order")  # (newuser10)
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
+
+
+_ONCE = once_differentiable(lambda ctx, g: g).__code__  # every decorated backward's wrapper
+
+
+def _once_differentiable(func: Callable, args: tuple) -> str | None:
+    """The name of a custom Function on one eager run's autograd graph of ``func(*args)``
+    whose backward is ``@once_differentiable`` (None: none is)."""
+    try:
+        with torch.enable_grad():
+            out = func(*args)
+    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
+        return None
+    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = getattr(node, "_forward_cls", None)
+        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE:
+            return cls.__name__
+        todo += [f for f, _ in node.next_functions]
+    return None
 
 
 def again(func: Callable, what: str = "gradcheck") -> str:
@@ -253,7 +297,8 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         found = [f for f in result.findings("failures") if f.backend == backend]
         n = sum(counts[STATUS_NAMES[k]] for k in FAILING)
         double = "double " if check != "gradcheck" else ""
-        head = (f"symgrad.{check}: the {double}backward of {what!r} disagrees with the exact "
+        head = (_undefined(found, what, check) if counts["domain"] == n else  # (newuser10)
+                f"symgrad.{check}: the {double}backward of {what!r} disagrees with the exact "
                 f"derivative in {dtype} ({n} entries failing):" if backend == "torch_fn" else
                 f"symgrad.{check}: the {double}backward rule of {what!r} is wrong, seen in "
                 f"float64 ({n} entries failing, the same code run in float64 on the same "
@@ -279,6 +324,18 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
                       + [which] + saved)
+
+
+def _undefined(found: list, what: str, check: str) -> str:
+    """The headline where every failing entry is a domain one: the function itself is
+    undefined there (newuser10: a log of negative inputs read "the backward ... disagrees
+    with the exact derivative" above lines saying "not a backend error")."""
+    at = sorted({f.sample for f in found})
+    return (f"symgrad.{check}: {what!r} or its derivative is undefined at the points checked "
+            f"(sample {', '.join(map(str, at[:4]))}: log or sqrt of a negative, sqrt at 0, "
+            "0/0, ...), so its "
+            "gradient cannot be checked there; give inputs inside its domain (e.g. x.abs() + "
+            "0.1 for a log):")
 
 
 def _where(result: Result, backend: str) -> str:

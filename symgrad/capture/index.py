@@ -44,6 +44,11 @@ def picks(index: torch.Tensor, n: int) -> np.ndarray:
 def known_index(v: Any, op: str) -> torch.Tensor:
     """``v`` itself when it is a known tensor (an integer input, a constant); a node (an
     index computed from a parameter or a float input): refused in one line naming ``op``."""
+    if isinstance(v, Pred):  # x[x > 0] (newuser10: "'Pred' object has no attribute 'dtype'")
+        raise SymgradError(f"capture: {op} with a bool mask computed from a parameter or float "
+                           "input (x[x > 0]: which entries it keeps, and its shape, depend on "
+                           "the values) is not supported; keep the shape: torch.where(mask, x, "
+                           "0) (then .sum()), the kink at the mask's edge placed")
     if not isinstance(v, torch.Tensor):
         raise SymgradError(f"capture: {op} with an index computed from a parameter or float "
                            "input is not supported; the index must be an integer input or a "
@@ -106,7 +111,8 @@ def _flat_ids(x: Node, indices: list, op: str) -> tuple[Node, int, int, int, tor
     how many m, their flat size n and the flat ids picked (the index tensors' broadcast
     shape)."""
     indices = [part for t in indices for part in (  # a bool mask over d axes: d id tensors
-        known_index(t, op).nonzero().unbind(1) if t is not None and t.dtype == torch.bool
+        known_index(t, op).nonzero().unbind(1) if t is not None and known_index(
+            t, op).dtype == torch.bool
         else (t,))]
     given = [i for i, t in enumerate(indices) if t is not None]
     tensors = [known_index(indices[i], op) for i in given]
@@ -222,10 +228,28 @@ def _unbind(a, shape) -> tuple:
     return tuple(_select({"self": x, "dim": d, "index": i}, ()) for i in range(x.shape[d]))
 
 
+def _slice_scatter(a, shape) -> Node:
+    """x[.., a:b:s, ..] = src: src placed by the transposed 0/1 picks, x kept elsewhere"""
+    # (newuser10: b[1:, 2:] = v was refused; a 0/1 blend, exact)
+    x = node(a["self"], "slice_scatter")
+    d = a.get("dim", 0) % x.ndim
+    n = x.shape[d]
+    rows = torch.tensor(list(range(n)[slice(a.get("start"), a.get("end"), a.get("step", 1))]),
+                        dtype=torch.long)
+    src = a["src"]
+    src = node(src.to(torch.float64) if isinstance(src, torch.Tensor) and src.is_floating_point()
+               else src, "slice_scatter")
+    hit = torch.zeros(n, dtype=torch.bool)
+    hit[rows] = True
+    mask = hit.reshape((1,) * d + (n,) + (1,) * (x.ndim - d - 1)).expand(x.shape)
+    return where(mask.contiguous(), along(src, d, picks(rows, n).T.copy()), x)
+
+
 INDEX_ROWS: dict[Any, Callable] = {
     aten.embedding.default: _embedding, aten.index_select.default: _index_select,
     aten.gather.default: _gather, aten.index.Tensor: _index,
     aten.index_put.default: _index_put, aten.sym_size.int: _sym_size,
     aten.slice.Tensor: _slice, aten.select.int: _select, aten.cat.default: _cat,
     aten.split_with_sizes.default: _split, aten.unbind.int: _unbind,
+    aten.slice_scatter.default: _slice_scatter,
 }

@@ -18,7 +18,8 @@ def own_labels(slots: list[Slot]) -> dict[str, str]:
     """Block name -> the user's name: a module's dotted parameter or buffer name, an
     argument's own name, a dropout keep-mask's (``drop.keep``)."""
     return {s.name: s.label or (str(s.key)[len(PREFIX):] if s.source == "state" else s.name)
-            for s in slots}
+            for s in slots if s.source != "tied"}  # a tied weight: the first name (emb.weight,
+    #   was emb_weight: the tied slot shares its block's name and overwrote it; newuser10)
 
 
 def renamer(labels: dict[str, str]) -> Callable[[str], str]:

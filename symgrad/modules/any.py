@@ -101,6 +101,9 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     """
     t_call = time.perf_counter()
     cfg = cfg.with_samples(DEFAULT_SAMPLES)  # a config without samples: this path's default
+    module, compiled = paths_mod.uncompiled(module)  # torch.compile(m): m, on "compile" too
+    if compiled and options.paths == ModuleOptions().paths:
+        options = replace(options, paths=("eager", "compile"))
     paths = paths_mod.check_paths(options.paths)
     torch_backend.check_device(cfg.device, cfg.dtype)
     _check(module, cfg, options)
@@ -157,6 +160,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
+    result.notes += [paths_mod.COMPILED_NOTE] if compiled else []
     return result
 
 

@@ -62,6 +62,21 @@ def path_context(name: str):
         yield
 
 
+def uncompiled(obj: object) -> tuple[object, bool]:
+    """``(module, True)`` for a ``torch.compile``'d module (an ``OptimizedModule``: its
+    original, whose parameter names are the user's; the compiled run is the "compile" path),
+    ``(obj, False)`` for anything else (newuser10: torch's "MLP does not support len()")."""
+    orig = getattr(obj, "_orig_mod", None)
+    if isinstance(obj, torch.nn.Module) and isinstance(orig, torch.nn.Module):
+        return orig, True
+    return obj, False
+
+
+COMPILED_NOTE = ("module= was torch.compile'd: its original module was captured (your "
+                 "parameter names) and its gradient checked on the compile path (torch.compile, "
+                 "inductor, default options: those you compiled with are not reused)")
+
+
 def wrapper(name: str) -> Callable | None:
     """f(forward) -> the forward this path runs (compiled for "compile")."""
     if not PATHS[name].compiled:

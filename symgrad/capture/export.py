@@ -24,6 +24,7 @@ from torch.utils._pytree import tree_flatten, tree_flatten_with_path, tree_leave
 
 from .anchors import anchored, function_class
 from .composites import decompositions
+from .stops import marking, stop_gradients
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -56,16 +57,18 @@ class Call(torch.nn.Module):
         self.args = list(args)
         self.template, self.spec = tree_flatten(self.args)
         self.slots = [i for i, a in enumerate(self.template) if isinstance(a, torch.Tensor)]
+        self.stops: tuple[str, ...] = ()  # the user's stop-gradients' lines (``export``)
 
     def forward(self, *tensors: torch.Tensor) -> Any:
         leaves = list(self.template)
         for i, t in zip(self.slots, tensors):
             leaves[i] = t
         args = tree_unflatten(leaves, self.spec)
-        if self.loss is None:
-            return self.fn(*args)
-        k = len(args) - self.n_targets
-        return self.loss(self.fn(*args[:k]), *args[k:])
+        with stop_gradients():  # marked while ``export`` traces (``stops.marking``)
+            if self.loss is None:
+                return self.fn(*args)
+            k = len(args) - self.n_targets
+            return self.loss(self.fn(*args[:k]), *args[k:])
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:  # the user's lines kept in the graph: fn's, its helpers', the loss's (``anchored``)
         with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed), \
-                anchored(fn, loss):
+                anchored(fn, loss), marking() as stops:
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions(decompositions())
@@ -189,7 +192,8 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                            "inputs, reference=a torch function of the same arguments that "
                            "export can trace)") from None
     sys.stderr.write(printed.getvalue())
-    return call, ep
+    call.stops = tuple(dict.fromkeys(filter(None, stops)))  # (export restores the module's
+    return call, ep  # attributes after tracing: set here)
 
 
 FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data

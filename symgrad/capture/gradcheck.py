@@ -22,7 +22,7 @@ from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
 from ..modules.any import by_own_names
-from ..modules.functions import detach_note, failing_blocks, hook_note
+from ..modules.functions import failing_blocks, hook_note, stop_note
 from ..modules.options import check_frozen
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
@@ -183,8 +183,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
-    if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
-        text += f"\n  note: {detached}"
+    if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
+        text += f"\n  note: {stopped}"
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader

@@ -86,6 +86,34 @@ def test_correct_code_with_a_stop_gradient_passes(fn, dtype):
     assert sg.gradcheck(fn, (_x(6, dtype=dtype),)) is True
 
 
+class RunningCentre(nn.Module):
+    """A custom norm: in train mode its running mean is updated in place under no_grad,
+    then read (the update's value, no gradient through the batch mean)."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(4, 4)
+        self.register_buffer("mu", torch.zeros(4))
+
+    def forward(self, x):
+        h = self.lin(x)
+        if self.training:
+            with torch.no_grad():
+                self.mu.mul_(0.9).add_(h.mean(0) * 0.1)
+        return torch.tanh(h - self.mu).sum()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_an_in_place_update_under_no_grad_keeps_its_value(dtype):
+    """The tensor an in-place op writes under no_grad is the buffer itself (its update is
+    read after the block); what it reads from outside is stopped. Main: a proven FAIL."""
+    m = RunningCentre().to(dtype)
+    r = sg.verify(module=m, inputs=_x(5, 4, dtype=dtype, grad=False), train=True,
+                  dtype=str(dtype)[6:], samples=3)
+    assert r.verdict == "pass", r.failures
+    assert not m.mu.any(), m.mu  # the module's buffer restored after the runs
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_reinforce_and_an_ema_teacher_pass_as_modules_with_the_line_named(dtype):
     x = _x(6, 4, dtype=dtype, grad=False)

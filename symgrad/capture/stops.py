@@ -13,7 +13,8 @@ traces it: ``marking``, ``stop_gradients``) writes the op, which no decompositio
 - a value computed with grad mode off (``torch.no_grad()``, ``torch.inference_mode()``,
   ``torch.set_grad_enabled(False)``, a ``@torch.no_grad()`` helper) is a constant of the
   inputs, as autograd makes it: each tensor an op there reads that was made outside (an input,
-  a parameter, an earlier value) is read through the op, once.
+  a parameter, an earlier value) is read through the op, once; the tensor an in-place op
+  writes is kept (a running statistic updated under no_grad is the buffer itself).
 
 Inside a custom ``autograd.Function``'s forward nothing is marked: its backward is its own,
 and the forward (which torch runs with grad off) is the function it must be the derivative
@@ -28,6 +29,7 @@ computed value is left to torch, whose own error names the line (only a leaf's f
 >>> y.requires_grad, z.requires_grad, bool((z == x).all())
 (False, False, True)
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -53,8 +55,8 @@ def _stop_fake(x: torch.Tensor) -> torch.Tensor:
     return torch.empty_like(x)
 
 
-_DATA = torch.Tensor.data.__get__  # a fresh method-wrapper on each access: compared with ==
-_DETACH = (torch.Tensor.detach, torch.detach)
+_DATA = torch.Tensor.data.__get__  # a fresh method-wrapper on each access (equal, same hash)
+_STOPS = frozenset({torch.Tensor.detach, torch.detach, _DATA})  # what always stops
 _FUNCTION_FILE = torch.autograd.function.__file__
 _MARKING: list[list[str]] = []  # the lines of each ``marking`` under way, innermost last
 _SKIP = tuple({str(d) + os.sep for p in (torch.__file__, __file__)  # torch's, the capture's
@@ -64,6 +66,17 @@ _SKIP = tuple({str(d) + os.sep for p in (torch.__file__, __file__)  # torch's, t
 def _stopped(t: torch.Tensor) -> torch.Tensor:
     """``t`` through the marking op, detached (no gradient, as ``t.detach()``)."""
     return (stop_op(t) if t.is_floating_point() else t).detach()
+
+
+def _in_place(func: Any) -> bool:
+    """``x.add_(y)``, ``x.copy_(y)``, ``x += y``, ``x[i] = v``: an op that writes its first
+    argument."""
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.startswith("_")) or name in _AUGMENTED
+
+
+_AUGMENTED = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                        "__ipow__", "__imod__", "__iand__", "__ior__", "__ixor__"})
 
 
 def _in_function() -> bool:
@@ -106,13 +119,17 @@ class StopGradients(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        stops = func == _DATA or func in _DETACH
-        if (not stops and (not self.grad or torch.is_grad_enabled())) or _in_function():
+        stops = func in _STOPS
+        if (not stops and (torch.is_grad_enabled() or not self.grad)) or _in_function():
             return args[0].detach() if func == _DATA else func(*args, **kwargs)
         if stops:
             self.lines.append(user_line())
             return _stopped(args[0])
-        args, kwargs = tree_map(self._outside, (args, kwargs))
+        if _in_place(func) and args:  # x.mul_(m), x += y, x[i] = v: the tensor written is
+            args = (args[0], *tree_map(self._outside, args[1:]))  # kept (a buffer's update
+        else:  # reaches the buffer), as is an out= tensor
+            args = tree_map(self._outside, args)
+        kwargs = {k: v if k == "out" else tree_map(self._outside, v) for k, v in kwargs.items()}
         out = func(*args, **kwargs)
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):

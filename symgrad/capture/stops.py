@@ -59,8 +59,8 @@ _DATA = torch.Tensor.data.__get__  # a fresh method-wrapper on each access (equa
 _STOPS = frozenset({torch.Tensor.detach, torch.detach, _DATA})  # what always stops
 _FUNCTION_FILE = torch.autograd.function.__file__
 _MARKING: list[list[str]] = []  # the lines of each ``marking`` under way, innermost last
-_SKIP = tuple({str(d) + os.sep for p in (torch.__file__, __file__)  # torch's, the capture's
-               for d in (Path(p).parent, Path(p).resolve().parent)})
+_SKIP = tuple({str(d) + os.sep for p in (torch.__file__, Path(__file__).parent)  # torch's,
+               for d in (Path(p).parent, Path(p).resolve().parent)})  # symgrad's
 
 
 def _stopped(t: torch.Tensor) -> torch.Tensor:
@@ -91,16 +91,17 @@ def _in_function() -> bool:
 
 
 def user_line() -> str:
-    """``file:line: code`` of the innermost frame outside torch and symgrad's capture (the
-    user's line that stops a gradient); "" where there is none."""
+    """``file:line: code`` of the innermost frame outside torch and symgrad (the user's line
+    that stops a gradient; ``file:line`` where the code is not on file, ``<string>``); ""
+    where there is none."""
     f = sys._getframe(1)
     while f is not None and (f.f_code.co_filename.startswith(_SKIP)
-                             or f.f_code.co_filename.startswith("<")):
-        f = f.f_back
+                             or f.f_code.co_filename.startswith("<eval_with_key")):
+        f = f.f_back  # (fx's generated code; a REPL's "<stdin>" or "<string>" is the user's)
     if f is None:
         return ""
     code = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
-    return f"{f.f_code.co_filename}:{f.f_lineno}: {code}"
+    return f"{f.f_code.co_filename}:{f.f_lineno}" + (f": {code}" if code else "")
 
 
 class StopGradients(TorchFunctionMode):

@@ -241,3 +241,29 @@ def test_the_marking_mode_is_gone_after_a_capture_even_one_that_fails():
     with pytest.raises(sg.SymgradError, match="a Python branch on a tensor's value"):
         sg.gradcheck(branch, (_x(4),))
     assert torch._C._len_torch_function_stack() == depth and not stops._MARKING
+
+
+def test_a_tie_under_a_stop_gradient_is_a_kink_site(monkeypatch):
+    """sign(sin(x) - 1/2).detach() at x = asin(1/2) in float64: the float difference is 0.0
+    (torch takes -1), the exact one 4.6e-17 (+1), and the gradient is that value. A user's
+    stop-gradient is passed through by ``sided.live``, so the tie is a kink site and torch's
+    side is within rounding: a pass. With the softmax shift's rule (nothing under a stop is
+    a site) the entry is out of bounds: not a pass."""
+    import symgrad.tensor.sided as sided
+
+    def f(x):
+        return (x * torch.where(x.sin() - 0.5 > 0, 1.0, -1.0).detach()).sum()
+    x = torch.tensor([0.5235987755982989, 0.3, -0.7], dtype=torch.float64, requires_grad=True)
+    assert float(x[0].detach().sin() - 0.5) == 0.0  # the tie, in float64
+    assert sg.gradcheck(f, (x,), samples=1) is True
+
+    def shift_only(loss):
+        out, stack = set(), [loss]
+        while stack:
+            n = stack.pop()
+            if n.id not in out:
+                out.add(n.id)
+                stack.extend(n.args if n.op not in ("stop", "onehot") else ())
+        return out
+    monkeypatch.setattr(sided, "live", shift_only)
+    assert sg.gradcheck(f, (x,), samples=1, raise_exception=False) is False

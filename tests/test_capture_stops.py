@@ -176,6 +176,17 @@ def test_a_detach_inside_a_custom_functions_forward_is_no_stop_gradient(dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+def test_a_custom_function_inside_a_no_grad_block_is_a_constant(dtype):
+    """Its forward runs with grad off anyway (torch's own switch, not the user's); inside
+    the user's no_grad block its result is a constant of x, as autograd makes it."""
+    def f(x):
+        with torch.no_grad():
+            w = _DetachInside.apply(x)
+        return (w * x).sum() + _DetachInside.apply(x).sum()
+    assert sg.gradcheck(f, (_x(6, dtype=dtype),)) is True
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_a_wrong_detach_is_caught_against_an_independent_reference(dtype):
     """``s.detach()`` where the gradient should flow: the program as written passes (its
     derivative has none there); ``reference=`` the intended program names s."""

@@ -18,7 +18,9 @@ traces it: ``marking``, ``stop_gradients``) writes the op, which no decompositio
 
 Inside a custom ``autograd.Function``'s forward nothing is marked: its backward is its own,
 and the forward (which torch runs with grad off) is the function it must be the derivative
-of; a ``.detach()`` there stays the identity it was. Only a ``requires_grad_(False)`` on a
+of; a ``.detach()`` there stays the identity it was. Grad mode is the user's as their code
+sets it (``torch._C._set_grad_enabled`` outside a Function's ``apply``; inference mode), so a
+Function applied inside the user's ``no_grad`` block is a constant there, as autograd makes it. Only a ``requires_grad_(False)`` on a
 computed value is left to torch, whose own error names the line (only a leaf's flag can change).
 
 >>> x = torch.ones(2, requires_grad=True)
@@ -113,6 +115,8 @@ class StopGradients(TorchFunctionMode):
         super().__init__()
         self.lines = lines if lines is not None else []  # each stop's ``user_line``
         self.grad = torch.is_grad_enabled()  # grad already off: nothing to stop
+        self.user_grad = self.grad  # grad mode as the user's code last set it (torch's own
+        #   switch inside a custom Function's apply is C++'s: not seen, not the user's)
         self.made: dict[int, torch.Tensor] = {}  # id -> a tensor made with grad off (kept
         #   alive for the mode's life, so an id is never reused for another tensor)
         self.cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (outside, detached)
@@ -120,12 +124,16 @@ class StopGradients(TorchFunctionMode):
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
         kwargs = kwargs or {}
-        stops = func in _STOPS
-        if (not stops and (torch.is_grad_enabled() or not self.grad)) or _in_function():
-            return args[0].detach() if func == _DATA else func(*args, **kwargs)
-        if stops:
+        if func in _STOPS:
+            if _in_function():  # a custom Function's forward: an identity (the docstring)
+                return args[0].detach() if func == _DATA else func(*args, **kwargs)
             self.lines.append(user_line())
             return _stopped(args[0])
+        if func is torch._C._set_grad_enabled and not _in_function():
+            self.user_grad = bool(args[0])  # the user's no_grad / enable_grad / set_grad_enabled
+        if not self.grad or (self.user_grad and not torch.is_inference_mode_enabled()):
+            return func(*args, **kwargs)  # (a custom Function's forward runs with grad off,
+            #   not switched by the user: nothing to stop there)
         if _in_place(func) and args:  # x.mul_(m), x += y, x[i] = v: the tensor written is
             args = (args[0], *tree_map(self._outside, args[1:]))  # kept (a buffer's update
         else:  # reaches the buffer), as is an out= tensor

@@ -34,6 +34,7 @@ from .layout import LAYOUT_ROWS
 from .norms import NORM_ROWS
 from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
+from .stops import stop_op
 from .values import Masked, add, elementwise, named as _named, node, number, where
 
 aten = torch.ops.aten
@@ -290,8 +291,8 @@ def _assert(a, shape) -> None:
 
 
 def _stop(a, shape) -> Node:
-    """stop_gradient"""
-    return stop_gradient(node(a["self"], "detach"))
+    """stop_gradient (a user's, its value used: .detach(), .data, no_grad; ``stops``)"""
+    return stop_gradient(node(a["self"] if "self" in a else a["x"], "detach"), user=True)
 
 
 def _function_rows() -> dict[Any, Callable]:
@@ -341,6 +342,7 @@ TABLE: dict[Any, Callable] = {
     aten.expand.default: _expand,
     aten.clone.default: _identity, aten.alias.default: _identity,
     aten._to_copy.default: _to_copy, aten.detach.default: _stop, aten.copy.default: _copy,
+    stop_op._opoverload: _stop,
     aten._assert_tensor_metadata.default: _assert,
     aten.sum.dim_IntList: _reduce("sum"), aten.sum.default: _reduce("sum"),
     aten.mean.dim: _reduce("mean"), aten.mean.default: _reduce("mean"),

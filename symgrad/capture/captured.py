@@ -32,7 +32,7 @@ from .export import (Call, Slot, arg_names, display_name, export, leaf_names,
                      slots as graph_slots)
 from .hooks import carry, refuse_post_accumulate, tensor_hooks
 from .values import Held, holding
-from .walk import detaches, leaf, narrowings, walk
+from .walk import leaf, narrowings, walk
 
 _L = "abcdefghijklmnop"
 
@@ -49,7 +49,7 @@ class Captured:
     call: Call
     cotangents: list[np.ndarray | None]
     example: dict[str, np.ndarray] = field(default_factory=dict)
-    detached: tuple[str, ...] = ()  # the user's lines calling .detach() (``walk.detaches``)
+    detached: tuple[str, ...] = ()  # the user's stop-gradients' lines (``stops.user_line``)
 
     @property
     def blocks(self) -> list[Slot]:
@@ -209,7 +209,7 @@ def _captured(fn: Callable, call: Call, ep: torch.export.ExportedProgram, own_na
     example = {s.name: s.value.cpu().numpy() if s.role == "ids"
                else s.value.to(torch.float64).cpu().numpy() for s in sl if s.name in used_names}
     example.update({n: v for n, v in held.values().items() if n in used_names})
-    return Captured(model, sl, call, cots, example, detaches(ep.graph))
+    return Captured(model, sl, call, cots, example, call.stops)
 
 
 @contextlib.contextmanager

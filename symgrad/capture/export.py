@@ -26,6 +26,7 @@ from torch.utils._pytree import (SUPPORTED_NODES, tree_flatten, tree_flatten_wit
 from .anchors import anchored, function_class
 from .composites import decompositions
 from .dropout import Feed, mask_rng
+from .stops import marking, stop_gradients
 from .usercode import user_error
 from ..errors import SymgradError
 
@@ -62,6 +63,7 @@ class Call(torch.nn.Module):
         self.feed = Feed(fn if isinstance(fn, torch.nn.Module) else None,
                          who or f"capture({display_name(fn)!r})")  # dropout's keep-masks
         self.recording = False  # the capture's eager run: the feed lists the dropout sites
+        self.stops: tuple[str, ...] = ()  # the user's stop-gradients' lines (``export``)
 
     def add_masks(self, masks: Sequence[torch.Tensor]) -> None:
         """The keep-masks as tensor arguments after the user's (one per ``feed.sites``)."""
@@ -78,7 +80,8 @@ class Call(torch.nn.Module):
         for i, t in zip(self.slots, tensors):
             leaves[i] = t
         args = tree_unflatten(leaves[:self.n_leaves], self.spec)
-        with self.feed.active(leaves[self.n_leaves:], recording=self.recording):
+        with self.feed.active(leaves[self.n_leaves:], recording=self.recording), \
+                stop_gradients():  # masks fed; stops marked while ``export`` traces
             if self.loss is None:  # a dataclass output, which export cannot flatten: its fields
                 return _fields(self.fn(*args))
             k = len(args) - self.n_targets
@@ -197,7 +200,7 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     printed = io.StringIO()  # torch.export prints a failed trace's partial graph to stderr
     try:  # the user's lines kept in the graph: fn's, its helpers', the loss's (``anchored``)
         with warnings.catch_warnings(), quiet_logs(), contextlib.redirect_stderr(printed), \
-                anchored(fn, loss):
+                anchored(fn, loss), marking() as stops:
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions(decompositions())
@@ -226,7 +229,8 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                            "inputs, reference=a torch function of the same arguments that "
                            "export can trace)") from None
     sys.stderr.write(printed.getvalue())
-    return call, ep
+    call.stops = tuple(dict.fromkeys(filter(None, stops)))  # (export restores the module's
+    return call, ep  # attributes after tracing: set here)
 
 
 FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data

@@ -23,7 +23,7 @@ from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
 from ..modules.any import _path_fn, by_own_names
-from ..modules.functions import detach_note, failing_blocks, hook_note
+from ..modules.functions import failing_blocks, hook_note, stop_note
 from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
@@ -196,8 +196,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
-    if result.verdict == FAIL and (detached := detach_note(captured.detached)):  # (newuser9)
-        text += f"\n  note: {detached}"
+    if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
+        text += f"\n  note: {stopped}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
     if order == 2 and result.verdict == FAIL and (once := _once_differentiable(func, args)):
         text += (f"\n  note: the backward of the custom autograd.Function {once!r} is "

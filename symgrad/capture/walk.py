@@ -181,14 +181,6 @@ def _returned_integers(n: torch.fx.Node) -> bool:
             and all(u.op == "output" for u in n.users))
 
 
-def detaches(graph: torch.fx.Graph) -> tuple[str, ...]:
-    """The user's lines that call ``.detach()`` (export's decompositions leave an ``alias``
-    there: the capture differentiates through it, as finite differences would), at most 3."""
-    found = [where_in_source(n) for n in graph.nodes if n.op == "call_function"
-             and n.target is torch.ops.aten.alias.default]
-    return tuple(dict.fromkeys(w for w in found if ".detach(" in w))[:3]
-
-
 def narrowings(graph: torch.fx.Graph, run: torch.dtype) -> tuple[str, ...]:
     """The graph's casts of floats to a dtype less precise than the run's (``.to(torch.float32)``
     in a float64 run, as Hugging Face's LlamaRMSNorm does): that part of the forward rounds to

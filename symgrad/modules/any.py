@@ -48,7 +48,7 @@ from ..result import Failure, Result
 from ..tensor.program import leaves
 from ..tensor.verify import verify_tensor
 from . import paths as paths_mod
-from .functions import (detach_note, failing_blocks, function_note, hook_note,
+from .functions import (failing_blocks, function_note, hook_note, stop_note,
                         upstream_of_functions)
 from .replay import with_saved_samples
 from .mapping import Plan
@@ -155,12 +155,12 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         with _mode(module, options.train):  # one more eager run, its state restored again
             note = function_note(upstream_of_functions(module, args, options.loss, extra),
                                  failing)
-        result.notes += [n for n in (note, hook_note(module, failing), detach_note(
-            captured.detached)) if n]
+        result.notes += [n for n in (note, hook_note(module, failing)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
     result.notes += run_notes(module, was_training, options, captured)
     result.notes += [paths_mod.COMPILED_NOTE] if compiled else []
+    result.notes += [n for n in (stop_note(captured.detached),) if n]  # (issue 18)
     return result
 
 

@@ -118,20 +118,19 @@ def hook_note(module: nn.Module, failing: set[str]) -> str | None:
             "the gradient makes one that is not the loss's derivative: check it first")
 
 
-def detach_note(detached: tuple[str, ...]) -> str | None:
-    """One line for a failing run whose forward calls ``.detach()`` (``Captured.detached``):
-    the capture checks the derivative of the forward's values, as torch's finite-difference
-    gradcheck does, so a stop-gradient that is meant fails (newuser9).
+def stop_note(stops: tuple[str, ...], shown: int = 3) -> str | None:
+    """One line naming the forward's stop-gradients (``Captured.detached``: ``.detach()``,
+    ``.data``, ``torch.no_grad()``), which the exact derivative keeps as autograd does
+    (issue 18): no derivative through them, their values used as they are. None without.
 
-    >>> detach_note(("net.py:6: return self.b(h.detach())",))
-    "your forward calls .detach() (net.py:6: return self.b(h.detach())): the exact derivative is that of the forward's values (as torch.autograd.gradcheck's finite differences see them), so a gradient it stops fails; if the stop-gradient is meant (a target network, a straight-through estimator), such failures are expected"
+    >>> stop_note(("net.py:6: return self.b(h.detach())",))
+    'treated as stop-gradients, as autograd does (no derivative through them, their values used): net.py:6: return self.b(h.detach())'
     """
-    if not detached:
+    if not stops:
         return None
-    return (f"your forward calls .detach() ({'; '.join(detached)}): the exact derivative is "
-            "that of the forward's values (as torch.autograd.gradcheck's finite differences see "
-            "them), so a gradient it stops fails; if the stop-gradient is meant (a target "
-            "network, a straight-through estimator), such failures are expected")
+    more = f"; … and {len(stops) - shown} more" if len(stops) > shown else ""
+    return ("treated as stop-gradients, as autograd does (no derivative through them, their "
+            f"values used): {'; '.join(stops[:shown])}{more}")
 
 
 def failing_blocks(result: Result) -> set[str] | None:

@@ -15,6 +15,7 @@ with |fl(v) - v| <~ u * E entrywise. One rule per op and concern (``RULES``: the
     sum of m nonzero entries    sum E + (m - 2) (sum |x| + |v|) / 2 + |v|
     max                         max E (a max rounds nothing)
     stop (a softmax shift)      0: the result does not depend on the shift, nor on its error
+    stop (a user's .detach())   E of its operand: its value is used as it is
     layout, take                the same op applied to E
     scatter_add (T rows)        scatter_add(E) + (T - 1) scatter_add(|x|), on the rows the ids
                                 hit (``hitrows``: every other row is an exact 0)
@@ -124,6 +125,12 @@ def _b_zero(node, vals, errs, value, count):
     return _zeros(node)
 
 
+def _b_stop(node, vals, errs, value, count):
+    """A softmax's stopped shift: 0 (the result does not depend on it); a user's stop-gradient
+    (``attrs["user"]``, a captured ``.detach()``): its operand's E, the value read as it is."""
+    return errs[0] if node.attrs.get("user") else _zeros(node)
+
+
 def _b_same(node, vals, errs, value, count):
     """Layout ops and take: the op itself applied to E (integer operands pass unchanged); a 0
     broadcast stays one (a take from a leaf's E would copy the whole broadcast table first)."""
@@ -161,7 +168,7 @@ def _is_zero(e) -> bool:
 
 
 RULES: dict[str, Callable] = {
-    "map": _b_map, "einsum": _b_einsum, "sum": _b_sum, "max": _b_max, "stop": _b_zero,
+    "map": _b_map, "einsum": _b_einsum, "sum": _b_sum, "max": _b_max, "stop": _b_stop,
     "onehot": _b_zero, "reshape": _b_same, "transpose": _b_same, "broadcast": _b_same,
     "take": _b_same, "scatter_add": _b_scatter,
 }

@@ -12,7 +12,9 @@ Every node has a shape (one sample; the views add a leading batch axis) and one 
                       the shift of a stable softmax / logsumexp (``x - max x``): the result does not
                       depend on the shift, so its derivative is exactly zero, and so is the effect
                       of its rounding (the bound gives it no error). Lowerings may replace a
-                      stopped shift by 0 (same function).
+                      stopped shift by 0 (same function). A user's stop-gradient (a captured
+                      ``.detach()``, ``.data``, ``torch.no_grad()`` block: attrs ``user``) is
+                      read for its value, so its operand's rounding error carries through it.
     reshape, transpose, broadcast   layout
     take              rows of operand 0 (V, ...) picked by integer input operand 1: (T, ...)
     scatter_add       the adjoint of take: rows of operand 0 (T, ...) added into (size, ...)
@@ -309,9 +311,12 @@ def _reduce(op: str, x: Node, axes: tuple[int, ...], keepdims: bool) -> Node:
         if keepdims else out
 
 
-def stop_gradient(x: Node) -> Node:
-    """The value of ``x`` with an exactly zero derivative (the shift of a stable softmax)."""
-    return Node("stop", (x,), x.shape)
+def stop_gradient(x: Node, *, user: bool = False) -> Node:
+    """The value of ``x`` with an exactly zero derivative: the shift of a stable softmax, or
+    with ``user`` a user's stop-gradient (torch's ``.detach()``), whose value is used as it
+    is, rounding error included (``bound``: the operand's error carries, ``sided``: its kinks
+    are sites)."""
+    return Node("stop", (x,), x.shape, {"user": True} if user else {})
 
 
 def reshape(x: Node, shape: Sequence[int]) -> Node:

@@ -97,14 +97,16 @@ class Sided:
 
 def live(loss: Node) -> set[int]:
     """Ids of the nodes with a path to ``loss`` that does not pass through ``stop_gradient``
-    (a softmax's max shift and the masked map under it are not on the gradient's path)."""
+    (a softmax's max shift and the masked map under it are not on the gradient's path); a
+    user's stop-gradient (``attrs["user"]``) is passed through: its value, which a kink under
+    it moves, is read by the gradient (``logp * (r - b).detach()``)."""
     out, stack = set(), [loss]
     while stack:
         n = stack.pop()
         if n.id in out:
             continue
         out.add(n.id)
-        if n.op not in ("stop", "onehot"):
+        if n.op not in ("stop", "onehot") or n.attrs.get("user"):
             stack.extend(n.args)
     return out
 

@@ -1,0 +1,173 @@
+"""A user's stop-gradients, as autograd reads them, kept in the captured graph as the op
+``symgrad::stop_gradient`` (``aten.TABLE``: a stop-gradient whose value is used,
+``stop_gradient(user=True)``).
+
+torch.export's decompositions turn ``x.detach()`` into an ``alias`` (an identity), and two
+other ways a forward stops a gradient leave no mark in the graph at all, so
+``StopGradients`` (a ``TorchFunctionMode`` entered around the user's forward while export
+traces it: ``marking``, ``stop_gradients``) writes the op, which no decomposition touches:
+
+- ``x.detach()`` / ``torch.detach(x)``;
+- ``x.data``, read as ``x.detach()`` (the same value, no gradient; torch.export itself cannot
+  trace ``.data``: it lifts a fake constant);
+- a value computed with grad mode off (``torch.no_grad()``, ``torch.inference_mode()``,
+  ``torch.set_grad_enabled(False)``, a ``@torch.no_grad()`` helper) is a constant of the
+  inputs, as autograd makes it: each tensor an op there reads that was made outside (an input,
+  a parameter, an earlier value) is read through the op, once; the tensor an in-place op
+  writes is kept (a running statistic updated under no_grad is the buffer itself).
+
+Inside a custom ``autograd.Function``'s forward nothing is marked: its backward is its own,
+and the forward (which torch runs with grad off) is the function it must be the derivative
+of; a ``.detach()`` there stays the identity it was. Grad mode is the user's as their code
+sets it (``torch._C._set_grad_enabled`` outside a Function's ``apply``; inference mode), so a
+Function applied inside the user's ``no_grad`` block is a constant there, as autograd makes it. Only a ``requires_grad_(False)`` on a
+computed value is left to torch, whose own error names the line (only a leaf's flag can change).
+
+>>> x = torch.ones(2, requires_grad=True)
+>>> with StopGradients():
+...     with torch.no_grad():
+...         y = x * 2
+...     z = x.data
+>>> y.requires_grad, z.requires_grad, bool((z == x).all())
+(False, False, True)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import linecache
+import os
+import sys
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+from torch.overrides import TorchFunctionMode
+from torch.utils._pytree import tree_leaves, tree_map
+
+@torch.library.custom_op("symgrad::stop_gradient", mutates_args=())
+def stop_op(x: torch.Tensor) -> torch.Tensor:
+    """The value of ``x`` (a copy: a custom op may not return its input), marked as a user's
+    stop-gradient for the capture; ``StopGradients`` detaches its result, as ``.detach()``."""
+    return x.clone()
+
+
+@stop_op.register_fake
+def _stop_fake(x: torch.Tensor) -> torch.Tensor:
+    return torch.empty_like(x)
+
+
+_DATA = torch.Tensor.data.__get__  # a fresh method-wrapper on each access (equal, same hash)
+_STOPS = frozenset({torch.Tensor.detach, torch.detach, _DATA})  # what always stops
+_FUNCTION_FILE = torch.autograd.function.__file__
+_MARKING: list[list[str]] = []  # the lines of each ``marking`` under way, innermost last
+_SKIP = tuple({str(d) + os.sep for p in (torch.__file__, Path(__file__).parent)  # torch's,
+               for d in (Path(p).parent, Path(p).resolve().parent)})  # symgrad's
+
+
+def _stopped(t: torch.Tensor) -> torch.Tensor:
+    """``t`` through the marking op, detached (no gradient, as ``t.detach()``)."""
+    return (stop_op(t) if t.is_floating_point() else t).detach()
+
+
+def _in_place(func: Any) -> bool:
+    """``x.add_(y)``, ``x.copy_(y)``, ``x += y``, ``x[i] = v``: an op that writes its first
+    argument."""
+    name = getattr(func, "__name__", "")
+    return (name.endswith("_") and not name.startswith("_")) or name in _AUGMENTED
+
+
+_AUGMENTED = frozenset({"__setitem__", "__iadd__", "__isub__", "__imul__", "__itruediv__", "__ifloordiv__",
+                        "__ipow__", "__imod__", "__iand__", "__ior__", "__ixor__"})
+
+
+def _in_function() -> bool:
+    """Whether a custom ``autograd.Function``'s forward is running (its ``apply`` is on the
+    stack): nothing there is marked (the module's docstring)."""
+    f = sys._getframe(2)
+    while f is not None:
+        if f.f_code.co_name == "apply" and f.f_code.co_filename == _FUNCTION_FILE:
+            return True
+        f = f.f_back
+    return False
+
+
+def user_line() -> str:
+    """``file:line: code`` of the innermost frame outside torch and symgrad (the user's line
+    that stops a gradient; ``file:line`` where the code is not on file, ``<string>``); ""
+    where there is none."""
+    f = sys._getframe(1)
+    while f is not None and (f.f_code.co_filename.startswith(_SKIP)
+                             or f.f_code.co_filename.startswith("<eval_with_key")):
+        f = f.f_back  # (fx's generated code; a REPL's "<stdin>" or "<string>" is the user's)
+    if f is None:
+        return ""
+    code = linecache.getline(f.f_code.co_filename, f.f_lineno).strip()
+    return f"{f.f_code.co_filename}:{f.f_lineno}" + (f": {code}" if code else "")
+
+
+class StopGradients(TorchFunctionMode):
+    """Reads ``.data`` as ``.detach()`` and, while grad mode is off (and was on when the mode
+    was entered), detaches each outside tensor an op reads (see the module's docstring);
+    ``lines``: the user's line of each stop-gradient (``.detach()`` too), in call order."""
+
+    def __init__(self, lines: list[str] | None = None) -> None:
+        super().__init__()
+        self.lines = lines if lines is not None else []  # each stop's ``user_line``
+        self.grad = torch.is_grad_enabled()  # grad already off: nothing to stop
+        self.user_grad = self.grad  # grad mode as the user's code last set it (torch's own
+        #   switch inside a custom Function's apply is C++'s: not seen, not the user's)
+        self.made: dict[int, torch.Tensor] = {}  # id -> a tensor made with grad off (kept
+        #   alive for the mode's life, so an id is never reused for another tensor)
+        self.cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (outside, detached)
+
+    def __torch_function__(self, func: Any, types: Any, args: tuple = (),
+                           kwargs: dict | None = None) -> Any:
+        kwargs = kwargs or {}
+        if func in _STOPS:
+            if _in_function():  # a custom Function's forward: an identity (the docstring)
+                return args[0].detach() if func == _DATA else func(*args, **kwargs)
+            self.lines.append(user_line())
+            return _stopped(args[0])
+        if func is torch._C._set_grad_enabled and not _in_function():
+            self.user_grad = bool(args[0])  # the user's no_grad / enable_grad / set_grad_enabled
+        if not self.grad or (self.user_grad and not torch.is_inference_mode_enabled()):
+            return func(*args, **kwargs)  # (a custom Function's forward runs with grad off,
+            #   not switched by the user: nothing to stop there)
+        if _in_place(func) and args:  # x.mul_(m), x += y, x[i] = v: the tensor written is
+            args = (args[0], *tree_map(self._outside, args[1:]))  # kept (a buffer's update
+        else:  # reaches the buffer), as is an out= tensor
+            args = tree_map(self._outside, args)
+        kwargs = {k: v if k == "out" else tree_map(self._outside, v) for k, v in kwargs.items()}
+        out = func(*args, **kwargs)
+        for t in tree_leaves(out):
+            if isinstance(t, torch.Tensor):
+                self.made[id(t)] = t
+        return out
+
+    def _outside(self, t: Any) -> Any:
+        """``t`` detached where it was made outside the grad-off region (once per tensor)."""
+        if not isinstance(t, torch.Tensor) or id(t) in self.made:  # (an outside tensor
+            return t  # that does not require grad here may be one symgrad differentiates)
+        if id(t) not in self.cut:
+            self.cut[id(t)] = (t, _stopped(t))
+            self.lines.append(f"{user_line()} (grad mode off)")
+        return self.cut[id(t)][1]
+
+
+@contextlib.contextmanager
+def marking() -> Iterator[list[str]]:
+    """While ``torch.export`` traces: ``stop_gradients`` marks the user's stop-gradients;
+    yields the list their lines are added to."""
+    lines: list[str] = []
+    _MARKING.append(lines)
+    try:
+        yield lines
+    finally:
+        _MARKING.pop()
+
+
+def stop_gradients() -> contextlib.AbstractContextManager:
+    """``StopGradients`` inside a ``marking`` (``export.Call``'s forward enters it), else
+    nothing: the user's own code runs as written when symgrad runs it eagerly."""
+    return StopGradients(_MARKING[-1]) if _MARKING else contextlib.nullcontext()

@@ -234,7 +234,7 @@ REASONS_FUZZ = [
      "pipeline, not a later change (0f85cde's program path already answered so): at v <= 0, "
      "log(Max(0, v)) = log 0; the scalar oracle called the loss value undefined (NaN: domain), "
      "the program's oracle takes log 0 = -inf, which loses the outer Max, so the exact value "
-     "is the other argument (numpy and torch within 0.3 ULP of it) with an infinite allowance "
+     "is the other argument (numpy within 0.3 ULP of it on fuzz169) with an infinite allowance "
      "(the -inf term): inconclusive. The same entries, as many; neither a backend finding nor "
      "a pass"),
     ("domain -> inconclusive (0f85cde's program not run)",
@@ -433,7 +433,10 @@ def write_page(args, jobs, with_mid: bool) -> None:
               f"loss, overflow, a known torch convention) and that the new path calls ok: "
               f"{len(named_lost)} ({', '.join(named_lost) or 'none'}; see their reason).", "",
               "Settings: " + "; ".join(settings) + ". 0f85cde's program path ran for the fuzz "
-              "seeds only ('-' where not run).", "",
+              "seeds only ('-' where not run): on the op catalogue (budget 8) it grew to 19 GB "
+              "resident in 6 minutes and was killed by the kernel's OOM killer (today's main: "
+              "the whole catalogue at budget 8 in 154 CPU s), so its op rows are not "
+              "attributed; one row (gaussian_nll_loss float64) was run on it alone.", "",
               "How: `scripts/gate_history.py` (this page is its output). The old pipeline is "
               f"{OLD_COMMIT}, the parent of db9dfd1 (issue 17 step 4a, which deleted the scalar "
               "verification pipeline), checked out as a detached worktree and run with "

@@ -70,6 +70,28 @@ def test_a_chosen_point_outside_the_domain_is_not_refused_and_never_ok():
     assert not r.ok and {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}
 
 
+def _max_branch_model():
+    """log(Max(-1, sqrt(x))): the kink sides' branch Max = -1 holds sympy's log(-1) = I*pi, a
+    constant undefined on the reals (never the side taken where the model is defined)."""
+    w, x = sp.symbols("w x")
+    return sg.Model("maxlog", w / sp.log(sp.Max(-1, sp.sqrt(x))), params=[w],
+                    inputs={x: Normal()})
+
+
+def test_a_complex_constant_in_a_kink_branch_is_undefined_not_a_refusal():
+    """Meant to fail before (gate33, fuzz draws 546 and 816 of seed 0): where a sample is
+    undefined the oracle re-evaluates its row in balls, every Piecewise branch included, and
+    the branch Max = -1 (log(-1) = I*pi) refused the whole model ("ARB map: constant -I/pi is
+    not real"; the old scalar pipeline verified it). A non-real constant is NaN under the
+    oracle's real semantics, as log of a negative entry is: at= reports the undefined point
+    as domain and the defined one ok; drawn samples are refused as undefined, in one line."""
+    r = sg.verify(_max_branch_model(), at={"w": [0.5, 0.5], "x": [-1.0, 0.25]})
+    assert {(f.kind, f.sample) for f in r.failures} == {("domain", 0)}, r
+    assert r.counts("numpy")["ok"] == 2, r  # sample 1 (x = 1/4): value and d/dw
+    with pytest.raises(UndefinedOnDomain, match="log.Max.-1, sqrt.x...."):
+        sg.verify(_max_branch_model(), samples=20, seed=546)
+
+
 def test_the_cli_answers_an_undefined_model_as_bad_input(tmp_path, monkeypatch, capsys):
     (tmp_path / "undefmodel.py").write_text(
         "import sympy as sp, symgrad as sg\n"

@@ -170,8 +170,8 @@ class _Walk:
         if e in self.args:
             return self.args[e]
         if isinstance(e, sp.Expr) and _closed(e):
-            if e.is_number and e.is_real is False:
-                raise SymgradError(f"{k.name} map: constant {e} is not real")
+            if e.is_number and e.is_real is False:  # log(-1) = I*pi, sqrt(-1/2): sympy's
+                return k.nan_like(self.shape)  # complex value of a constant undefined on the reals
             return k.constant(e, self.shape)
         if isinstance(e, sp.Symbol):
             raise SymgradError(f"{k.name} map: no array given for symbol {e}")

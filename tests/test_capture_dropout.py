@@ -122,6 +122,8 @@ def test_masks_differ_between_samples_and_repeat_with_the_seed():
     keep = at["p_2_keep"]
     assert keep.shape == (4, 5, 6) and set(keep.flatten().tolist()) <= {0.0, 1.0}
     assert len({row.tobytes() for row in keep}) == 4 and (at2["p_2_keep"] == keep).all()
+    block = next(b for b in c.model.blocks if b.name == "p_2_keep")  # drawn from its own
+    assert block.domain == sg.Bernoulli(0.7) and not block.is_param  # domain: 0/1 too
 
 
 def test_dropout2d_masks_have_the_channel_shape():

@@ -28,6 +28,7 @@ from .composites import decompositions
 from .dropout import Feed, mask_rng
 from .stops import marking, stop_gradients
 from .usercode import user_error
+from ..domains import Bernoulli
 from ..errors import SymgradError
 
 PREFIX = "fn."  # the wrapped callable's attribute in ``Call``
@@ -108,6 +109,7 @@ class Slot:
     role: str
     value: torch.Tensor
     label: str = ""  # the user's name where it is no block name: a keep-mask's ``drop.keep``
+    domain: Any = None  # an input's domain where known: a keep-mask's Bernoulli(1 - p)
 
 
 def display_name(fn: Callable) -> str:
@@ -348,9 +350,9 @@ def slots(call: Call, ep: torch.export.ExportedProgram, names: Sequence[str],
             value = call.template[call.slots[user]]
             role = ("param" if grad[user] else "input") if value.is_floating_point() else (
                 "ids" if _only_indices(ep, ph) else "known")
+            site = call.feed.sites[user - first_mask] if user >= first_mask else None
             out.append(Slot(ph, names[user], "arg", user, role, value.detach(),
-                            call.feed.sites[user - first_mask].label if user >= first_mask
-                            else ""))
+                            site.label if site else "", Bernoulli(1 - site.p) if site else None))
             user += 1
         elif spec.kind in (InputKind.PARAMETER, InputKind.BUFFER):
             own = (ep.state_dict[spec.target] if spec.target in ep.state_dict

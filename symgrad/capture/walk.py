@@ -102,8 +102,8 @@ def leaf(slot: Slot) -> Any:
     shape = tuple(slot.value.shape)
     if slot.role == "param":
         return param(slot.name, shape)
-    if slot.role == "input":
-        return leaf_input(slot.name, shape)
+    if slot.role == "input":  # a keep-mask's domain its Bernoulli(1 - p): drawn, it is 0/1
+        return leaf_input(slot.name, shape, slot.domain)
     if slot.role == "ids":  # token ids: an integer input, its range the table's rows
         return leaf_input(slot.name, shape, integer=True)
     return slot.value

@@ -20,11 +20,11 @@ from symgrad import parallel
 from symgrad.config import VerifyConfig
 from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
-from symgrad.precise import ddsum
+from symgrad.precise import blas_threads, ddsum
 from symgrad.precise import walk as precise_walk
 from symgrad.precise.dd import DD
 from symgrad.precise.ozaki import OzakiConfig, dd_matmul
-from symgrad.tensor import mapbound, operands
+from symgrad.tensor import einpieces, mapbound, operands
 from symgrad.tensor.model import TensorModel
 from symgrad.zoo.gpt2 import gpt2
 from symgrad.testing import scale_block_backward
@@ -39,7 +39,8 @@ def _model() -> TensorModel:
     return TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,jk->ik", h, x))))
 
 
-PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair"}
+PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair",
+          "with_value", "_at_most"}
 
 
 @pytest.fixture
@@ -54,6 +55,9 @@ def counted(monkeypatch):
     monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 10)
     monkeypatch.setattr(operands, "ROWS_FROM", 1 << 10)  # the products' E and sigma in rows
     monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 8)
+    monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)  # the other products in pieces
+    monkeypatch.setattr(einpieces, "PIECE", 1 << 7)
+    monkeypatch.setattr(parallel, "PIECE", 1 << 8)  # the bound's flat elementwise passes
     seen: list[tuple[int, int, str]] = []
     right = parallel.ordered
 
@@ -94,7 +98,7 @@ def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted):
         r = sg.verify(m, torch_fn=m.reference,
                       config=VerifyConfig(samples=1, seed=0, threads=threads))
         runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
-        assert {w for _, n, w in counted if n > 1} == PASSES
+        assert {w for _, n, w in counted if n > 1} == PASSES | {"in_pieces"}  # (one sample)
     assert r.verdict == "pass"
     assert runs[1] == runs[2]
 
@@ -218,3 +222,30 @@ def test_a_large_comparison_s_chunks_give_the_same_arrays_on_two_threads(monkeyp
         for other in runs[1:]:
             np.testing.assert_array_equal(getattr(runs[0], name), getattr(other, name))
     assert len(set(runs[0].status.ravel().tolist())) >= 2  # ok and beyond: a real comparison
+
+
+@pytest.mark.parametrize("spec, a, b", [
+    ("hqd,hkd->hqk", (6, 40, 8), (6, 40, 8)),  # attention scores: pieces of heads
+    ("hqk,hkd->qhd", (6, 40, 40), (6, 40, 8)),  # a transposed output
+    ("hts,hsd->thd", (6, 40, 40), (6, 40, 8)),
+])
+def test_a_product_in_pieces_has_the_whole_s_bits_and_layout(monkeypatch, spec, a, b):
+    monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)
+    monkeypatch.setattr(einpieces, "PIECE", 1 << 7)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal(a), rng.standard_normal(b)
+    with blas_threads.one_thread():
+        want = np.einsum(spec, x, y, optimize=True)
+        for threads in (1, 2):
+            with parallel.using(threads):
+                got = einpieces.in_pieces(spec, [x, y], lambda s, *o: np.einsum(
+                    s, *o, optimize=True))
+            assert got is not None and np.array_equal(got, want)
+            assert got.strides == want.strides
+        monkeypatch.setattr(einpieces, "PIECES_FROM", want.size)  # not above it: whole
+        assert einpieces.in_pieces(spec, [x, y], np.einsum) is None
+        # no batch letter (a GEMM's rows: small pieces of them may take other kernels and
+        # round otherwise, seen at 4 rows of 30 x 50): whole
+        monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)
+        assert einpieces.in_pieces("tk,dk->td", [rng.standard_normal((90, 50)),
+                                                 rng.standard_normal((30, 50))], np.einsum) is None

@@ -33,7 +33,6 @@ import numpy as np
 
 from .compare import (STATUS_NAMES, ULP_BINS, Comparison, Tolerance, measured_ulps, ulp_counts)
 from .order_stats import ChunkMedian
-from .parallel import ordered
 from .tensor import spill
 
 
@@ -172,38 +171,6 @@ class ChunkFigures:
     #                                    badness are found only where given
 
 
-@dataclass(frozen=True)
-class _Piece:
-    """What ``scan`` keeps of one column chunk, made on a pool thread (``_piece``)."""
-
-    stats: dict  # ``fold`` of its figures
-    counts: np.ndarray | None  # its ULP histogram (where the groups tile the columns)
-    where: np.ndarray | None  # flat indices of its ``WORST`` entries by badness, and theirs
-    bad: np.ndarray | None
-    median: ChunkMedian | None  # its ULPs counted for the whole's median
-
-
-def _piece(read: Callable[[slice], ChunkFigures], part: slice, width: int, tiled: bool,
-           ulps: np.ndarray | None) -> _Piece:
-    """One chunk of ``scan``: its figures read, folded and counted, its float32 ULPs written
-    into ``ulps`` (its own stretch of the group's; None: no medians)."""
-    c = read(part)
-    counts = where = bad = middle = None
-    if tiled:
-        counts = ulp_counts(c.ulps)
-        if c.allowed is not None:
-            b = _badness(c.ulps, c.allowed)
-            top = _top(b, WORST)  # ties in position order, as in the whole chunk
-            k = top % (part.stop - part.start) + part.start
-            where, bad = top // (part.stop - part.start) * width + k, b[top]
-    if ulps is not None:
-        ulps[:] = c.measures.ulps.reshape(-1)  # (cast to float32 in place of a copy)
-        if tiled:
-            middle = ChunkMedian()
-            middle.add(ulps)
-    return _Piece(fold([c.measures]), counts, where, bad, middle)
-
-
 def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
          chunks: Callable[[int, int], Iterable[slice]], read: Callable[[slice], ChunkFigures],
          *, medians: bool) -> dict:
@@ -242,27 +209,36 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
     counts = np.zeros(len(ULP_BINS) - 1, np.int64)
     found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
     ranked = False  # whether ``read`` gave allowances (the worst entries are found)
+    floor = -np.inf  # the WORST-th largest badness found so far: a chunk below it adds none
     for a, b in groups:
-        st = None
+        st, filled = None, 0
         ulps = (kept[at:at + n * (b - a)] if kept is not None else
                 np.empty(n * (b - a) if medians else 0, np.float32))
         at += ulps.size
-        parts = list(chunks(a, b))
-        starts = np.cumsum([0] + [n * (p.stop - p.start) for p in parts]).tolist()
-
-        def piece(j: int, parts=parts, starts=starts, ulps=ulps) -> _Piece:
-            return _piece(read, parts[j], width, tiled, ulps[starts[j]:starts[j + 1]]
-                          if medians else None)
-        for got in ordered(piece, range(len(parts))):  # the chunks on ``parallel``'s threads
-            st = merged(st, got.stats)  # (``fold``: the same numbers in any grouping)
+        for part in chunks(a, b):
+            c = read(part)
+            st = fold([c.measures], st)
             if tiled:
-                counts += got.counts
-                if got.where is not None:
-                    ranked = True  # each chunk's own WORST: those of the whole among them
-                    found.append(got.where)
-                    bads.append(got.bad)
-                if got.median is not None:
-                    middle.merge(got.median)
+                counts += ulp_counts(c.ulps)
+                if c.allowed is not None:
+                    ranked = True
+                    bad = _badness(c.ulps, c.allowed)
+                    if bad.size and bad.max() >= floor:  # (else none of it can be kept)
+                        # only entries at or above the floor can be kept: the partition
+                        # reads those (in position order: ties as in the whole chunk)
+                        near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
+                        where = (_top(bad, WORST) if near is None else
+                                 near[_top(bad[near], WORST)])
+                        k = where % (part.stop - part.start) + part.start
+                        found.append(where // (part.stop - part.start) * width + k)
+                        bads.append(bad.reshape(-1)[where])
+                        floor = _kth_largest(bads, WORST)
+            if medians:
+                u = c.measures.ulps.astype(np.float32).reshape(-1)
+                ulps[filled:filled + u.size] = u
+                filled += u.size
+                if tiled:
+                    middle.add(u)
         out[("stats", a, b)] = st or fold([])
         whole = merged(whole, st)
         if medians:  # (the partition reorders the group's ULPs: the whole's median does not
@@ -321,6 +297,15 @@ def _badness(ulps: np.ndarray, allowed: np.ndarray) -> np.ndarray:
     bad[~np.isfinite(ulps.reshape(-1))] = np.inf
     bad[np.isnan(bad)] = -1.0
     return bad
+
+
+def _kth_largest(parts: list[np.ndarray], k: int) -> float:
+    """The ``k``-th largest of the values in ``parts`` (-inf when there are fewer): a chunk
+    whose badness stays below it holds none of the ``k`` worst entries (ties with it are
+    still read: the index decides them)."""
+    values = np.concatenate(parts)
+    return float(np.partition(values, values.size - k)[values.size - k]) if (
+        values.size >= k) else -np.inf
 
 
 def _top(bad: np.ndarray, limit: int) -> np.ndarray:

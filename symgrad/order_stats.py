@@ -64,13 +64,6 @@ class ChunkMedian:
         self.high += np.bincount((float32_keys(v) >> np.uint32(16)).astype(np.int64),
                                  minlength=_HIGH)
 
-    def merge(self, other: "ChunkMedian") -> None:
-        """Count the values another ``ChunkMedian`` counted (a chunk counted on another
-        thread): the same counts as adding its values here."""
-        self.count += other.count
-        self.nans += other.nans
-        self.high += other.high
-
     def value(self, again: Callable[[], Iterable[np.ndarray]]) -> float:
         """The median of every value added (0.0 when none was; NaN when any was NaN).
 

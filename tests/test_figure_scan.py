@@ -111,33 +111,3 @@ def test_the_medians_are_numpy_medians_of_the_shown_ulps(small_scan, monkeypatch
     for a, b in [(0, 1)] + [(a, b) for _, a, b in BLOCKS] + [(0, K)]:
         assert got[("median", "b", a, b)] == float(np.median(shown[:, a:b]))
     assert got[("median", "b", 0, K)] != got[("median", "b", 1, 600)]  # (not one group's)
-
-
-@pytest.mark.parametrize("spill_from", [None, 1])
-def test_the_scan_on_two_threads_makes_the_same_figures(small_scan, monkeypatch, spill_from):
-    # the chunks on the pool (each chunk's own worst entries, counts and median counts, folded
-    # in the chunks' order): the same figures, worst entries (with their ties) and summary as
-    # on one thread, every group in several pieces on the pool
-    import symgrad.figure_scan as figure_scan
-    import symgrad.tensor.spill as spill
-    from symgrad import parallel
-    if spill_from is not None:
-        monkeypatch.setattr(spill, "SPILL_FROM", spill_from)
-    comp = _comparison("float64")
-    one = _result(comp)
-    want, worst = one.keep_figures("b", []), one.worst_entries("b")
-    pieces = []
-    real = parallel.ordered
-
-    def spy(fn, items):
-        items = list(items)
-        pieces.append((len(items), parallel.threads_now()))
-        return real(fn, items)
-    monkeypatch.setattr(figure_scan, "ordered", spy)
-    with parallel.using(2):
-        two = _result(comp)
-        got = two.keep_figures("b", [])
-        assert two.worst_entries("b").tolist() == worst.tolist()
-    assert _same(got, want)
-    assert two.summary("b") == one.summary("b")
-    assert max(n for n, _ in pieces) >= 3 and {t for _, t in pieces} == {2}

@@ -181,3 +181,32 @@ def each(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
     if len(items) <= 1:  # one piece: in line (a small product's one sub-tile)
         return [fn(x) for x in items]
     return list(ordered(fn, items))
+
+
+PIECE = 1 << 20  # entries of one piece of an elementwise pass (``by_pieces``): 8 MiB of float64
+
+
+def by_pieces(fn: Callable[[tuple], None], out) -> None:
+    """``fn(at)`` for the pieces ``at`` (index tuples) of the array ``out``'s outermost axis
+    in memory, each of about ``PIECE`` entries, spread over the pool's threads (``each``):
+    for an elementwise pass writing ``out``, each piece its own entries, whatever the
+    operands' layouts, cut at the same places on any thread count (so the same bits).
+
+    Arguments:
+        fn: a piece's work; out: the array written (its shape, strides and size are read).
+    Returns:
+        None.
+
+    >>> import numpy as np
+    >>> out = np.zeros((3, 2))
+    >>> by_pieces(lambda at: out.__setitem__(at, 1.0), out)
+    >>> float(out.sum())
+    6.0
+    """
+    if out.ndim == 0:
+        fn(())
+        return
+    axis = max(range(out.ndim), key=lambda k: (out.shape[k] > 1, abs(out.strides[k])))
+    rows = max(1, PIECE // max(1, out.size // max(1, out.shape[axis])))
+    each(fn, [(slice(None),) * axis + (slice(r, r + rows),)
+              for r in range(0, out.shape[axis], rows)])

@@ -20,11 +20,11 @@ from symgrad import parallel
 from symgrad.config import VerifyConfig
 from symgrad.errors import SymgradError
 from symgrad.precise import DD_OPS
-from symgrad.precise import ddsum
+from symgrad.precise import blas_threads, ddsum
 from symgrad.precise import walk as precise_walk
 from symgrad.precise.dd import DD
 from symgrad.precise.ozaki import OzakiConfig, dd_matmul
-from symgrad.tensor import mapbound, operands
+from symgrad.tensor import einpieces, mapbound, operands
 from symgrad.tensor.model import TensorModel
 from symgrad.zoo.gpt2 import gpt2
 from symgrad.testing import scale_block_backward
@@ -39,7 +39,8 @@ def _model() -> TensorModel:
     return TensorModel("wide", st.sum_(st.tanh(st.einsum("ij,jk->ik", h, x))))
 
 
-PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair"}
+PASSES = {"evaluate", "_products", "by_blocks", "_in_blocks", "dd_sum", "Operands.rows_pair",
+          "with_value", "_at_most"}
 
 
 @pytest.fixture
@@ -54,6 +55,9 @@ def counted(monkeypatch):
     monkeypatch.setattr(ddsum, "SUM_BLOCK", 1 << 10)
     monkeypatch.setattr(operands, "ROWS_FROM", 1 << 10)  # the products' E and sigma in rows
     monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 8)
+    monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)  # the other products in pieces
+    monkeypatch.setattr(einpieces, "PIECE", 1 << 7)
+    monkeypatch.setattr(parallel, "PIECE", 1 << 8)  # the bound's flat elementwise passes
     seen: list[tuple[int, int, str]] = []
     right = parallel.ordered
 
@@ -84,18 +88,25 @@ def test_one_and_two_threads_give_byte_identical_json(counted, monkeypatch, blas
 
 
 @pytest.mark.slow  # ~40 s at load 10 (two verifies of a 1-layer GPT at 128 tokens)
-def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted):
+def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted, monkeypatch):
     """GPT-2's program (attention, GELU, layer norm, the head) at width 64, 128 tokens, with
     its native module as torch_fn: every threaded pass has pieces, the JSON is byte-identical."""
     m = gpt2({"n_layers": 1, "vocab_size": 256, "emb_dim": 64, "n_heads": 4}, tokens=128)
-    runs = {}
+    runs, cut = {}, []
+    real = operands.in_pieces
+
+    def spy(spec, ops, einsum):  # the attention's products in pieces of its heads
+        got = real(spec, ops, einsum)
+        cut.extend([spec] if got is not None else [])
+        return got
+    monkeypatch.setattr(operands, "in_pieces", spy)
     for threads in (1, 2):
         counted.clear()
         r = sg.verify(m, torch_fn=m.reference,
                       config=VerifyConfig(samples=1, seed=0, threads=threads))
         runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
         assert {w for _, n, w in counted if n > 1} == PASSES
-    assert r.verdict == "pass"
+    assert r.verdict == "pass" and {s.split("->")[0] for s in cut} >= {"htd,hsd", "hts,hsd"}
     assert runs[1] == runs[2]
 
 
@@ -218,3 +229,30 @@ def test_a_large_comparison_s_chunks_give_the_same_arrays_on_two_threads(monkeyp
         for other in runs[1:]:
             np.testing.assert_array_equal(getattr(runs[0], name), getattr(other, name))
     assert len(set(runs[0].status.ravel().tolist())) >= 2  # ok and beyond: a real comparison
+
+
+@pytest.mark.parametrize("spec, a, b", [
+    ("hqd,hkd->hqk", (6, 40, 8), (6, 40, 8)),  # attention scores: pieces of heads
+    ("hqk,hkd->qhd", (6, 40, 40), (6, 40, 8)),  # a transposed output
+    ("hts,hsd->thd", (6, 40, 40), (6, 40, 8)),
+])
+def test_a_product_in_pieces_has_the_whole_s_bits_and_layout(monkeypatch, spec, a, b):
+    monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)
+    monkeypatch.setattr(einpieces, "PIECE", 1 << 7)
+    rng = np.random.default_rng(5)
+    x, y = rng.standard_normal(a), rng.standard_normal(b)
+    with blas_threads.one_thread():
+        want = np.einsum(spec, x, y, optimize=True)
+        for threads in (1, 2):
+            with parallel.using(threads):
+                got = einpieces.in_pieces(spec, [x, y], lambda s, *o: np.einsum(
+                    s, *o, optimize=True))
+            assert got is not None and np.array_equal(got, want)
+            assert got.strides == want.strides
+        monkeypatch.setattr(einpieces, "PIECES_FROM", want.size)  # not above it: whole
+        assert einpieces.in_pieces(spec, [x, y], np.einsum) is None
+        # no batch letter (a GEMM's rows: small pieces of them may take other kernels and
+        # round otherwise, seen at 4 rows of 30 x 50): whole
+        monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)
+        assert einpieces.in_pieces("tk,dk->td", [rng.standard_normal((90, 50)),
+                                                 rng.standard_normal((30, 50))], np.einsum) is None

@@ -71,9 +71,11 @@ import numpy as np
 import sympy as sp
 
 from ..errors import SymgradError
+from ..parallel import by_pieces
 from ..rounding import NEAR_TIE
 from . import hitrows
 from .interpret import RULES as VALUE_RULES
+from .memorder import cut
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
 from .program import X, Node
@@ -224,6 +226,16 @@ def _at_most(E: np.ndarray, lam: float, sigma: np.ndarray, reuse: bool = False) 
     ``reuse``, sigma's own array where it is a whole float64 one: nothing else reads it)."""
     reuse = (reuse and isinstance(sigma, np.ndarray) and sigma.flags.writeable
              and sigma.base is None and sigma.dtype == np.float64)
+    if (isinstance(sigma, np.ndarray) and 0 not in sigma.strides
+            and sigma.shape == np.broadcast_shapes(np.shape(E), sigma.shape)):
+        out = sigma if reuse else np.empty_like(sigma)  # (laid out as lam * sigma would be)
+
+        def piece(at: tuple) -> None:  # on the pool's threads: the same per-entry arithmetic
+            with np.errstate(over="ignore"):
+                o = np.multiply(lam, sigma[at], out=out[at])
+                np.fmin(cut(E, at, sigma.shape), o, out=o)
+        by_pieces(piece, out)
+        return out
     with np.errstate(over="ignore"):  # lam * sigma past float64 is inf: then E (right)
         scaled = np.multiply(lam, sigma, out=sigma if reuse else None)
     return np.fmin(E, scaled, out=scaled if scaled.shape == np.broadcast_shapes(

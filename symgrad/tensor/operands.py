@@ -31,6 +31,7 @@ from ..precise import blas_threads
 from ..precise.blas_threads import one_thread
 from . import device_gemm
 from .device_gemm import np_einsum
+from .einpieces import in_pieces
 from .interpret import RULES as VALUE_RULES
 from .program import Node
 from .quadrature import root_or_linear
@@ -61,8 +62,11 @@ class OneSampleOps(NumpyOps):
         if (len(ops) > 1 and out and all(s[:1] == out[0] for s in subs)
                 and all(np.shape(o)[0] == 1 for o in ops)):
             inner = ",".join(s[1:] for s in subs) + "->" + out[1:]
-            return super().einsum(inner, *[o[0] for o in ops])[None]
-        return super().einsum(spec, *ops)
+            ops = [o[0] for o in ops]
+            got = in_pieces(inner, ops, super().einsum)
+            return (super().einsum(inner, *ops) if got is None else got)[None]
+        got = in_pieces(spec, ops, super().einsum)
+        return super().einsum(spec, *ops) if got is None else got
 
 
 _T = OneSampleOps()

@@ -38,6 +38,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..parallel import by_pieces
+from .memorder import cut
 from .operands import plus
 from .program import Node
 
@@ -110,4 +112,16 @@ def with_value(total, b, value):
     """total + b |v| (b = 0: ``total`` as it is)."""
     if not np.any(b):
         return total
-    return plus(total, np.multiply(b, np.abs(value)))
+    shape = np.shape(total)
+    if not (isinstance(total, np.ndarray) and total.flags.writeable
+            and shape == np.broadcast_shapes(shape, np.shape(b), np.shape(value))):
+        return plus(total, np.multiply(b, np.abs(value)))
+
+    def piece(at: tuple) -> None:  # on the pool's threads: the same per-entry arithmetic
+        x = np.abs(cut(value, at, shape))
+        w = cut(b, at, shape)
+        x = np.multiply(w, x, out=x if x.shape == np.broadcast_shapes(x.shape, np.shape(w))
+                        else None)
+        np.add(total[at], x, out=total[at])
+    by_pieces(piece, total)
+    return total

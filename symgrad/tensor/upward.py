@@ -36,6 +36,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..config import LARGE_MODEL_ENTRIES
+from ..parallel import each
 from .spill import release
 
 # entries (samples x (1 + parameters)) from which E is kept in float32: a large model's
@@ -87,10 +88,13 @@ def store_away(out: np.ndarray, x: np.ndarray) -> None:
         out, x = out.reshape(1, -1), x.reshape(1, -1)  # (a 1-d array: a view, written through)
     cols = min(out.shape[1], CHUNK) or 1
     rows = max(1, CHUNK // cols)
-    for a in range(0, out.shape[0], rows):
-        for c in range(0, out.shape[1], cols):
-            _away(out[a:a + rows, c:c + cols], x[a:a + rows, c:c + cols])
-            release()  # a spilled E (``tensor.spill``): the chunk's pages out of the RSS
+
+    def chunk(at: tuple[int, int]) -> None:  # on ``symgrad.parallel``'s threads: each chunk
+        a, c = at  #                             its own entries, the same bits on any count
+        _away(out[a:a + rows, c:c + cols], x[a:a + rows, c:c + cols])
+        release()  # a spilled E (``tensor.spill``): the chunk's pages out of the RSS
+    each(chunk, [(a, c) for a in range(0, out.shape[0], rows)
+                 for c in range(0, out.shape[1], cols)])
 
 
 def _away(out: np.ndarray, x: np.ndarray) -> None:

@@ -135,3 +135,19 @@ def test_refused_in_one_line(fn, match):
     with pytest.raises(sg.SymgradError, match=match) as err:
         sg.capture(fn, (_x(torch.float64), y))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sort_indices_scatter_back_to_the_input_order(dtype):
+    """sort's indices as scatter's index (topk's dense-gate path): the inverse permutation"""
+    def unsort(x):
+        v, i = x.sort(-1, descending=True)
+        return (torch.zeros_like(x).scatter(-1, i, v.exp() * _w(x.dtype)) * x).sum()
+    assert sg.gradcheck(unsort, (_x(dtype, ties=True),), samples=3, seed=0)
+
+
+def test_other_uses_of_sort_indices_are_refused_naming_sort():
+    with pytest.raises(sg.SymgradError, match="sort's indices are used by") as err:
+        sg.capture(lambda x: x.sort(-1).values.sum() + x.sort(-1).indices.double().sum(),
+                   (_x(torch.float64),))
+    assert "\n" not in str(err.value)

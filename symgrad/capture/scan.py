@@ -23,7 +23,7 @@ import torch
 from ..errors import SymgradError
 from ..tensor.program import X, Node, const, einsum
 from .route import _topk
-from .values import elementwise, named as _named, node
+from .values import Selection, elementwise, named as _named, node
 
 aten = torch.ops.aten
 _L = "abcdefghijklmnop"
@@ -57,8 +57,9 @@ def _sort(a, shape) -> tuple[Node, Any]:
                            "move that axis last (x.movedim(dim, -1).sort(-1)) and back")
     if x.shape[-1] < 2:
         raise SymgradError("capture: sort of a single entry is the entry itself; drop the sort")
-    return _topk({"self": x, "k": x.shape[-1], "dim": -1,
-                  "largest": bool(a.get("descending", False))}, shape)
+    values, picks = _topk({"self": x, "k": x.shape[-1], "dim": -1,
+                           "largest": bool(a.get("descending", False))}, shape)
+    return values, Selection(picks.onehot, "sort")
 
 
 SCAN_ROWS: dict[Any, Callable] = {

@@ -35,6 +35,7 @@ CALLS = {
     "cumsum(-1)": lambda x: x.cumsum(-1).tanh().sum(),
     "cumsum(0, dtype)": lambda x: torch.cumsum(x, 0, dtype=x.dtype).exp().sum(),
     "sort": lambda x: (x.sort(-1).values * _w(x.dtype)).sum(),
+    "sort(0)": lambda x: (x.sort(0).values * _w(x.dtype)).sum(),
     "sort(descending, stable)": lambda x: (torch.sort(x, dim=-1, descending=True, stable=True)
                                            .values.sin() * _w(x.dtype)).sum(),
 }
@@ -126,7 +127,8 @@ def test_the_planted_sort_backward_without_its_bug_passes():
 
 
 @pytest.mark.parametrize("fn, match", [
-    (lambda x, y: x.sort(0).values.sum(), "sort along an axis other than the last"),
+    (lambda x, y: (torch.zeros_like(x).scatter(0, x.sort(0).indices, y) * x).sum(),
+     r"scatter of sort\(dim=0\)'s indices is not supported"),
     # y is held (no grad), so it is captured, and an integer cumsum of it has no derivative
     (lambda x, y: (x * y.cumsum(-1, dtype=torch.int64)).sum(), "cumsum .* dtype=torch.int64"),
 ])
@@ -151,3 +153,12 @@ def test_other_uses_of_sort_indices_are_refused_naming_sort():
         sg.capture(lambda x: x.sort(-1).values.sum() + x.sort(-1).indices.double().sum(),
                    (_x(torch.float64),))
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_sort_along_a_middle_axis_of_a_3d_tensor(dtype):
+    x = torch.randn(2, 3, 4, dtype=dtype, generator=torch.Generator().manual_seed(2))
+    x[1, 0, 2] = x[1, 2, 2]  # a tie along the sorted axis
+    w = torch.arange(1.0, 4.0, dtype=dtype).reshape(3, 1)
+    assert sg.gradcheck(lambda x: (x.sort(1, descending=True).values.tanh() * w).sum(),
+                        (x.requires_grad_(),), samples=3, seed=0)

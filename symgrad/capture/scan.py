@@ -4,9 +4,10 @@
 - ``sign``: the op table's piecewise-constant ``sign`` (derivative 0; a jump at 0, a kink as
   ``Abs`` / ``Heaviside`` are: a sample at exactly 0 takes ``sign(0) = 0``, as torch).
 - ``cumsum``: exact and linear: an einsum with the lower-triangular 0/1 matrix along ``dim``.
-- ``sort``: ``topk`` of all n entries along the last axis (``symgrad.capture.route``): ranks
-  from pairwise Piecewise comparisons, ties (equal entries) are kinks and the lower index comes
-  first, as a stable sort; the indices are a ``Selection`` nothing differentiable reads.
+- ``sort``: ``topk`` of all n entries along the last axis (``symgrad.capture.route``; another
+  axis is moved last and back): ranks from pairwise Piecewise comparisons, ties (equal entries)
+  are kinks and the lower index comes first, as a stable sort; the indices are a ``Selection``
+  nothing differentiable reads (scatter's index along the last axis, as topk's).
 
 >>> aten.sign.default in SCAN_ROWS, aten.cumsum.default in SCAN_ROWS
 (True, True)
@@ -21,7 +22,7 @@ import sympy as sp
 import torch
 
 from ..errors import SymgradError
-from ..tensor.program import X, Node, const, einsum
+from ..tensor.program import X, Node, const, einsum, transpose
 from .route import _topk
 from .values import Selection, elementwise, named as _named, node
 
@@ -48,18 +49,22 @@ def _cumsum(a, shape) -> Node:
     return einsum(f"{sub},{_L[x.ndim]}{sub[d]}->{out}", x, tril)
 
 
-def _sort(a, shape) -> tuple[Node, Any]:
-    """topk of all n entries along the last axis (ties are kinks; stable order)"""
+def _sort(a, shape) -> tuple[Node, Selection]:
+    """topk of all n entries along the last axis (ties are kinks; stable order); another
+    axis is moved last and back"""
     x = node(a["self"], "sort")
-    d = a.get("dim", -1)
-    if x.ndim == 0 or d % x.ndim != x.ndim - 1:
-        raise SymgradError("capture: sort along an axis other than the last is not supported; "
-                           "move that axis last (x.movedim(dim, -1).sort(-1)) and back")
-    if x.shape[-1] < 2:
+    if x.ndim == 0 or x.shape[a.get("dim", -1) % x.ndim] < 2:
         raise SymgradError("capture: sort of a single entry is the entry itself; drop the sort")
-    values, picks = _topk({"self": x, "k": x.shape[-1], "dim": -1,
+    d = a.get("dim", -1) % x.ndim
+    perm = [i for i in range(x.ndim) if i != d] + [d]  # dim moved last
+    back = [perm.index(i) for i in range(x.ndim)]
+    moved = x if d == x.ndim - 1 else transpose(x, perm)
+    values, picks = _topk({"self": moved, "k": x.shape[d], "dim": -1,
                            "largest": bool(a.get("descending", False))}, shape)
-    return values, Selection(picks.onehot, "sort")
+    if d == x.ndim - 1:
+        return values, Selection(picks.onehot, "sort")
+    # the one-hot rows lie along the moved axis: only the values are captured
+    return transpose(values, back), Selection(picks.onehot, f"sort(dim={d})")
 
 
 SCAN_ROWS: dict[Any, Callable] = {

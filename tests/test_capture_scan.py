@@ -11,6 +11,7 @@ import torch.nn as nn
 import symgrad as sg
 from symgrad.capture.aten import TABLE
 from symgrad.capture.gradcheck import GradcheckError
+from symgrad.testing import scale_backward
 
 aten = torch.ops.aten
 DTYPES = [torch.float64, torch.float32]
@@ -35,7 +36,7 @@ CALLS = {
     "cumsum(-1)": lambda x: x.cumsum(-1).tanh().sum(),
     "cumsum(0, dtype)": lambda x: torch.cumsum(x, 0, dtype=x.dtype).exp().sum(),
     "sort": lambda x: (x.sort(-1).values * _w(x.dtype)).sum(),
-    "sort(0)": lambda x: (x.sort(0).values * _w(x.dtype)).sum(),
+    "sort(0)": lambda x: (x.sort(0).values * _w(x.dtype)[:3, None]).sum(),
     "sort(descending, stable)": lambda x: (torch.sort(x, dim=-1, descending=True, stable=True)
                                            .values.sin() * _w(x.dtype)).sum(),
 }
@@ -162,3 +163,11 @@ def test_sort_along_a_middle_axis_of_a_3d_tensor(dtype):
     w = torch.arange(1.0, 4.0, dtype=dtype).reshape(3, 1)
     assert sg.gradcheck(lambda x: (x.sort(1, descending=True).values.tanh() * w).sum(),
                         (x.requires_grad_(),), samples=3, seed=0)
+
+
+def test_planted_wrong_backward_through_a_dim0_sort_is_caught():
+    def fn(x):
+        return (scale_backward(x, 1 + 1e-9).sort(0).values * _w(x.dtype)[:3, None]).sum()
+    with pytest.raises(GradcheckError) as err:
+        sg.gradcheck(fn, (_x(torch.float64, ties=True),), samples=3, seed=0)
+    assert "disagrees" in str(err.value).splitlines()[0] and "respect to x[" in str(err.value)

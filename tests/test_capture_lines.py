@@ -41,7 +41,7 @@ def _refused(fn, x=None) -> str:
     with pytest.raises(sg.SymgradError) as err:
         sg.gradcheck(fn, (x,))
     msg = str(err.value)
-    assert "\n" not in msg and "aten.cumsum" in msg, msg
+    assert "\n" not in msg and "aten.cumprod" in msg, msg
     return msg
 
 
@@ -65,24 +65,24 @@ def _decorate(fn):
 @_decorate
 def _decorated(x):
     y = x * 2
-    return torch.cumsum(y, 0).sum()
+    return torch.cumprod(y, 0).sum()
 
 
 def _scaled(x, s):
     y = x * s
-    return torch.cumsum(y, 0).sum()
+    return torch.cumprod(y, 0).sum()
 
 
 class _Callable:
     def __call__(self, x):
         y = x - 1
-        return torch.cumsum(y, 0).sum()
+        return torch.cumprod(y, 0).sum()
 
 
 def _outer():
     def inner(x):
         y = x * 3
-        return torch.cumsum(y, 0).sum()
+        return torch.cumprod(y, 0).sum()
     return inner
 
 
@@ -90,7 +90,7 @@ def _multiline(x):
     y = x * 2
     z = (y
          + 1)
-    return torch.cumsum(
+    return torch.cumprod(
         z, 0).sum()
 
 
@@ -110,15 +110,15 @@ def test_a_capture_error_names_the_line_holding_the_op(name):
     fn, source = CASES[name]
     msg = _refused(fn)
     if name == "decorated":  # the wrapper's line calling it, then the op's own line
-        assert f" at {_chain((_decorate, 'return fn', 'wrapped'), (source, 'torch.cumsum', '_decorated'))} is not supported" in msg, msg  # noqa: E501
+        assert f" at {_chain((_decorate, 'return fn', 'wrapped'), (source, 'torch.cumprod', '_decorated'))} is not supported" in msg, msg  # noqa: E501
     else:
-        assert f" at {_line_of(source, 'torch.cumsum')} is not supported" in msg, msg
+        assert f" at {_line_of(source, 'torch.cumprod')} is not supported" in msg, msg
 
 
 # ------------------------------------------------------------------- helpers the forward calls
 def _doubled_total(x):
     y = x * 2
-    return torch.cumsum(y, 0)
+    return torch.cumprod(y, 0)
 
 
 class WithHelper(torch.nn.Module):
@@ -128,7 +128,7 @@ class WithHelper(torch.nn.Module):
 
 class WithMethod(torch.nn.Module):
     def _total(self, x):
-        return torch.cumsum(x - 1, 0)
+        return torch.cumprod(x - 1, 0)
 
     def forward(self, x):
         return self._total(x).sum()
@@ -157,18 +157,18 @@ def test_an_op_in_a_helper_names_the_forward_line_and_the_helpers():
     """Meant to fail on main: only ``return _doubled_total(x).sum()`` was named."""
     msg = _refused(WithHelper())
     want = _chain((WithHelper.forward, "_doubled_total(x)", "forward"),
-                  (_doubled_total, "torch.cumsum", "_doubled_total"))
+                  (_doubled_total, "torch.cumprod", "_doubled_total"))
     assert f" at {want} is not supported" in msg, msg
     fn_msg = _refused(lambda x: _doubled_total(x).sum())  # a plain function: the same
     where = fn_msg.split(" at ", 1)[1].split(" is not supported")[0]
     assert " in <lambda> → test_capture_lines.py:" in where, where
-    assert where.endswith(" in _doubled_total: return torch.cumsum(y, 0)"), where
+    assert where.endswith(" in _doubled_total: return torch.cumprod(y, 0)"), where
 
 
 def test_an_op_in_a_method_names_both_lines():
     msg = _refused(WithMethod())
     want = _chain((WithMethod.forward, "self._total", "forward"),
-                  (WithMethod._total, "torch.cumsum", "_total"))
+                  (WithMethod._total, "torch.cumprod", "_total"))
     assert f" at {want} is not supported" in msg, msg
 
 
@@ -176,7 +176,7 @@ def test_an_op_in_another_files_helper_names_that_file():
     """``module.helper(x)`` and ``from module import helper``: the helper's file in full."""
     msg = _refused(Elsewhere())
     want = _chain((Elsewhere.forward, "user_helpers.running_total", "forward"),
-                  (user_helpers.running_total, "torch.cumsum", "running_total"))
+                  (user_helpers.running_total, "torch.cumprod", "running_total"))
     assert f" at {want} is not supported" in msg, msg
     assert user_helpers.__file__ in msg
 
@@ -185,12 +185,12 @@ def test_a_submodules_helper_names_each_forward_and_a_long_chain_is_cut():
     msg = _refused(Outer())
     want = _chain((Outer.forward, "self.inner(x).sum()", "forward"),
                   (Inner.forward, "_doubled_total(x)", "forward"),
-                  (_doubled_total, "torch.cumsum", "_doubled_total"))
+                  (_doubled_total, "torch.cumprod", "_doubled_total"))
     assert f" at {want} is not supported" in msg, msg
     deep = _refused(Outer(depth=5))  # Python's trace keeps 3 of the 5 alike Outer frames
     where = deep.split(" at ", 1)[1].split(" is not supported")[0]  # (then Inner, the helper)
     assert where.count(" → ") == walk.CHAIN_SHOWN and " → … 1 more → " in where, where
-    assert where.endswith("in _doubled_total: return torch.cumsum(y, 0)"), where
+    assert where.endswith("in _doubled_total: return torch.cumprod(y, 0)"), where
 
 
 def test_the_anchors_are_torchs_own_again_after_a_capture():
@@ -210,11 +210,11 @@ def test_a_refused_op_is_named_by_the_call_the_user_made():
     """The walk's lines read "capture: ..." under sg.gradcheck and sg.verify(module=) too,
     while the eager run's lines named the call ("gradcheck(Net): running it ..."); now both."""
     x = torch.arange(4, dtype=F64).requires_grad_()
-    assert _refused(WithHelper()).startswith("gradcheck(WithHelper): ATen op aten.cumsum")
+    assert _refused(WithHelper()).startswith("gradcheck(WithHelper): ATen op aten.cumprod")
     with pytest.raises(sg.SymgradError, match=r"^verify\(module=WithHelper\): ATen op "
-                       r"aten.cumsum\.default at .* in _doubled_total: return torch.cumsum"):
+                       r"aten.cumprod\.default at .* in _doubled_total: return torch.cumprod"):
         sg.verify(module=WithHelper(), inputs=x)
-    with pytest.raises(sg.SymgradError, match=r"^capture: ATen op aten.cumsum"):
+    with pytest.raises(sg.SymgradError, match=r"^capture: ATen op aten.cumprod"):
         sg.capture(WithHelper(), (x,))  # sg.capture itself: as it was
 
 
@@ -222,7 +222,7 @@ def test_a_closures_helper_and_a_function_attribute_are_named():
     """A helper defined in the enclosing function (a closure of the forward), and one kept as
     a module attribute (``self.act = helper``): each names the helper's line."""
     def local_total(x):
-        return torch.cumsum(x + 1, 0)
+        return torch.cumprod(x + 1, 0)
 
     class Closure(torch.nn.Module):
         def forward(self, x):
@@ -239,5 +239,5 @@ def test_a_closures_helper_and_a_function_attribute_are_named():
     for module, call in ((Closure(), "local_total(x)"), (Attribute(), "self.act(x)")):
         msg = _refused(module)
         want = _chain((type(module).forward, call, "forward"),
-                      (local_total, "torch.cumsum", "local_total"))
+                      (local_total, "torch.cumprod", "local_total"))
         assert f" at {want} is not supported" in msg, msg

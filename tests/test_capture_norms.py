@@ -268,15 +268,15 @@ def test_kl_div_of_a_differentiated_probability_target_is_refused_in_one_line():
 
 
 # ------------------------------------------------------------------ the source line named
-def _cumsum_fn(x):
+def _cumprod_fn(x):
     y = x * 2
-    return torch.cumsum(y, 0).sum()
+    return torch.cumprod(y, 0).sum()
 
 
 class _CumsumModule(nn.Module):
     def forward(self, x):
         y = x + 1
-        return torch.cumsum(y, 0).sum()
+        return torch.cumprod(y, 0).sum()
 
 
 def _line_of(obj, text: str) -> str:
@@ -288,20 +288,20 @@ def _line_of(obj, text: str) -> str:
 
 def test_a_capture_error_names_the_line_of_a_loss_callable():
     def loss(out, target):
-        return torch.cumsum(out - target, 0).sum()
+        return torch.cumprod(out - target, 0).sum()
 
     x = _randn(3, 2, dtype=F64)
     with pytest.raises(sg.SymgradError) as err:
         sg.verify(module=nn.Linear(2, 2).double(), inputs=(x,), targets=(x,), loss=loss)
-    assert f" at {_line_of(loss, 'torch.cumsum')} is not supported" in str(err.value)
+    assert f" at {_line_of(loss, 'torch.cumprod')} is not supported" in str(err.value)
 
 
-@pytest.mark.parametrize("fn,obj", [(_cumsum_fn, _cumsum_fn),
+@pytest.mark.parametrize("fn,obj", [(_cumprod_fn, _cumprod_fn),
                                     (_CumsumModule(), _CumsumModule.forward)],
                          ids=["function", "module_forward"])
 def test_a_capture_error_names_the_users_own_line(fn, obj):
     with pytest.raises(sg.SymgradError) as err:
         sg.gradcheck(fn, (_randn(4, dtype=F64).requires_grad_(),))
     msg = str(err.value)
-    assert "\n" not in msg and "aten.cumsum" in msg
-    assert f" at {_line_of(obj, 'torch.cumsum')} is not supported" in msg
+    assert "\n" not in msg and "aten.cumprod" in msg
+    assert f" at {_line_of(obj, 'torch.cumprod')} is not supported" in msg

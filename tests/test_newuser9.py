@@ -127,14 +127,14 @@ def test_a_parameter_that_does_not_reach_the_loss_is_named_in_a_note():
 
 
 def test_a_refused_op_in_a_lambda_on_the_callers_line_names_that_line_once():
-    """``call = lambda: sg.gradcheck(lambda a: torch.cumsum(a, 0), (x,))`` read
+    """``call = lambda: sg.gradcheck(lambda a: torch.cumprod(a, 0), (x,))`` read
     "at t.py:9 in <lambda> → t.py:9 in <lambda>: ..." (one line, two frames)."""
     x = _x(4).requires_grad_()
-    call = lambda: sg.gradcheck(lambda a: torch.cumsum(a, 0) ** 2, (x,))  # noqa: E731
+    call = lambda: sg.gradcheck(lambda a: torch.cumprod(a, 0) ** 2, (x,))  # noqa: E731
     with pytest.raises(SymgradError) as err:
         call()
     text = str(err.value)
-    assert "aten.cumsum.default at " in text and "→" not in text, text
+    assert "aten.cumprod.default at " in text and "→" not in text, text
     assert text.count("test_newuser9.py:") == 1, text
 
 

@@ -9,7 +9,7 @@ Elementwise functions come from the op table (``symgrad.optable`` via ``symgrad.
 
 >>> aten = torch.ops.aten
 >>> aten.mm.default in TABLE, aten.cumsum.default in TABLE
-(True, False)
+(True, True)
 """
 
 from __future__ import annotations
@@ -34,6 +34,7 @@ from .layout import LAYOUT_ROWS
 from .norms import NORM_ROWS
 from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
+from .scan import SCAN_ROWS
 from .stops import stop_op
 from .values import Masked, add, elementwise, named as _named, node, number, where
 
@@ -357,6 +358,7 @@ TABLE: dict[Any, Callable] = {
     **ROUTE_ROWS,  # topk, scatter of its picks (symgrad.capture.route)
     **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)
     **PREDICATE_ROWS,  # comparisons, ==, isnan, logical_not (symgrad.capture.predicates)
+    **SCAN_ROWS,  # sign, cumsum, sort (symgrad.capture.scan)
 }
 
 

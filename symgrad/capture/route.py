@@ -68,6 +68,9 @@ def _scatter(a, shape) -> Any:
     if not isinstance(index, Selection):
         raise SymgradError("capture: scatter is supported only with topk's indices (dense "
                            "gates of a mixture of experts)")
+    if index.op not in ("topk", "sort"):  # rows along a moved axis: not scatter's layout
+        raise SymgradError(f"capture: scatter of {index.op}'s indices is not supported; sort "
+                           "along the last axis (movedim) to scatter its indices")
     onehot = index.onehot
     nd = onehot.ndim - 1
     if a["dim"] % nd != nd - 1:

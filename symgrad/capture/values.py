@@ -58,9 +58,11 @@ class Masked:
 @dataclass(frozen=True)
 class Selection:
     """The indices of ``topk`` along the last axis: ``onehot`` (..., k, n), 1 where rank r
-    picks entry i (piecewise constant in the ranked values: derivative 0, ties are kinks)."""
+    picks entry i (piecewise constant in the ranked values: derivative 0, ties are kinks);
+    ``op`` the op that made them (``topk``, or ``sort``: topk of all entries)."""
 
     onehot: Node
+    op: str = "topk"
 
 
 def number(v: Any) -> sp.Expr:
@@ -152,7 +154,7 @@ def to_node(v: Any, what: str = "constant") -> Node | sp.Expr:
     if isinstance(v, Node):
         return v
     if isinstance(v, Selection):
-        raise SymgradError(f"capture: topk's indices are used by {what}; symgrad captures them "
+        raise SymgradError(f"capture: {v.op}'s indices are used by {what}; symgrad captures them "
                            "only as scatter's index (dense gates: torch.zeros_like(logits)"
                            ".scatter(-1, indices, weights))")
     if isinstance(v, (Pred, Masked)):

@@ -180,6 +180,27 @@ def test_a_forward_reading_dot_data_is_a_stop_gradient_as_detach_is():
     assert len(notes) == 1 and "return self.b(self.a(x).data)" in notes[0], r.notes
 
 
+
+def test_torchs_fake_constant_error_no_longer_blames_dot_data(monkeypatch):
+    """Since .data reads as .detach() (above), torch.export's "fake tensor in the exported
+    program constant's list" comes from another op it could not trace: the line says so,
+    names torch's attribute, and no longer tells the user to replace .data by .detach()."""
+    words = ("We found a fake tensor in the exported program constant's list. This typically "
+             "means our tracing system encountered an op that we can't trace through. For the "
+             "potential source, you can refer to following model attribute: lifted_tensor_0. "
+             "Please file an issue on github.")
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError(words)
+
+    monkeypatch.setattr(torch.export, "export", refuse)
+    with pytest.raises(SymgradError) as err:
+        sg.gradcheck(lambda a: a.tanh().sum(), (_x(3).requires_grad_(),))
+    text = str(err.value)
+    assert "cannot trace through and kept its value as a constant (torch calls it " \
+        "lifted_tensor_0); not a .data read" in text, text
+    assert "reference=" in text and "write .detach()" not in text, text
+
 def test_two_samples_say_sample_1_not_1_to_1():
     r = sg.verify(module=_Detached().double(), inputs=_x(4, 6), samples=2)
     note = [n for n in r.notes if n.startswith("samples: 0 is the example")]

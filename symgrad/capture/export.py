@@ -221,10 +221,17 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
                 "torch.where (both sides computed, the kink placed), or give reference= a "
                 "torch function of the same arguments without the branch") from None
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        if FAKE_CONSTANT in first:  # what torch says of a forward's x.data (newuser9)
-            raise SymgradError(f"{who}: torch.export cannot trace {what!r} ({first[:90]}...): "
-                               "most often a tensor's .data read in the forward; write "
-                               ".detach() there (a stop-gradient, as .data is)") from None
+        if FAKE_CONSTANT in first:  # torch lifted a value it could not trace (newuser9's
+            #   .data; since detach18 .data reads as .detach(), so it is another op)
+            held = re.search(r"model attribute: ([\w.]+?)\.? ", str(exc))
+            raise SymgradError(
+                f"{who}: torch.export cannot trace {what!r} ({first[:90]}...): it met an op it "
+                "cannot trace through and kept its value as a constant"
+                + (f" (torch calls it {held.group(1)})" if held else "")
+                + "; not a .data read (read as .detach(), a stop-gradient): write that step "
+                "with plain torch ops, or give "
+                "reference= a torch function of the same arguments that export can trace"
+            ) from None
         raise SymgradError(f"{who}: runs eagerly but torch.export cannot trace {what!r} "
                            f"({type(exc).__name__}: {first}); for an opaque kernel (C++/CUDA/"
                            "Triton, numpy) give an independent description: gradcheck(fn, "
@@ -235,7 +242,8 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
     return call, ep  # attributes after tracing: set here)
 
 
-FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for .data
+FAKE_CONSTANT = "fake tensor in the exported program constant"  # torch's words for a
+#   value it could not trace through (a .data read, before detach18)
 
 
 def _widest_float(fn: Callable, tensors: Sequence[torch.Tensor]) -> torch.Tensor:

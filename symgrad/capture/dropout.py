@@ -228,19 +228,30 @@ def _attention(q, k, v, attn_mask, is_causal, scale, drop):
 def _running(root: torch.nn.Module | None) -> str:
     """The own name of the innermost submodule of ``root`` whose forward is on the call stack
     ("" for ``root`` itself or none)."""
+    found = running_module(root)
+    return found[0] if found else ""
+
+
+def running_module(root: torch.nn.Module | None) -> tuple[str, torch.nn.Module] | None:
+    """The innermost submodule of ``root`` whose forward is on the call stack, from the frames'
+    ``self``: (its own name, "" for ``root``; the module), or None.
+
+    >>> running_module(torch.nn.Linear(2, 2)) is None  # no forward of it is running
+    True
+    """
     if root is None:
-        return ""
+        return None
     names = {id(m): n for n, m in root.named_modules()}
     frame = inspect.currentframe()
     try:
         while frame is not None:
             me = frame.f_locals.get("self")
             if isinstance(me, torch.nn.Module) and id(me) in names:
-                return names[id(me)]
+                return names[id(me)], me
             frame = frame.f_back
     finally:
         del frame
-    return ""
+    return None
 
 
 def _user_line() -> str:

@@ -32,6 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from ..backends.torch import TORCH_DTYPES
+from ..capture.dropout import running_module
 from ..capture.usercode import user_frame
 from ..capture.hooks import carry, refuse_post_accumulate, tensor_hooks
 from ..errors import SymgradError
@@ -147,20 +148,11 @@ class _Intercept:
 def _running_submodule(root: nn.Module | None) -> str:
     """The innermost submodule of ``root`` whose forward is on the call stack, by its name and
     class ("trf_blocks.0.ff.layers.1 (GELU)"), from the frames' ``self``; "the module" if none."""
-    if root is None:
+    found = running_module(root)
+    if found is None:
         return "the module"
-    names = {id(m): n for n, m in root.named_modules()}
-    frame = inspect.currentframe()
-    try:
-        while frame is not None:
-            me = frame.f_locals.get("self")
-            if isinstance(me, nn.Module) and id(me) in names:
-                name = names[id(me)] or "the top module"
-                return f"{name} ({type(me).__name__})"
-            frame = frame.f_back
-    finally:
-        del frame
-    return "the module"
+    name, me = found
+    return f"{name or 'the top module'} ({type(me).__name__})"
 
 
 def logits_of(output, T: int, V: int) -> torch.Tensor:

@@ -39,12 +39,12 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
+from .usercode import OWN_DIRS
 from ..errors import SymgradError
 
 PATCHED = ("dropout", "dropout1d", "dropout2d", "dropout3d", "scaled_dot_product_attention",
            "multi_head_attention_forward")  # torch.nn.functional's names replaced while it runs
-_TORCH = os.path.dirname(os.path.abspath(torch.__file__)) + os.sep
-_OWN = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # symgrad/
+_NOT_USERS = tuple(d + os.sep for d in OWN_DIRS)  # symgrad's and torch's files
 
 
 @dataclass(frozen=True)
@@ -260,7 +260,7 @@ def _user_line() -> str:
     try:
         while frame is not None:
             path = os.path.abspath(frame.f_code.co_filename)
-            if not path.startswith((_TORCH, _OWN)) and not path.startswith("<frozen"):
+            if not path.startswith(_NOT_USERS) and not path.startswith("<frozen"):
                 return f"{os.path.basename(path)}:{frame.f_lineno}, in {frame.f_code.co_name}"
             frame = frame.f_back
     finally:

@@ -38,12 +38,13 @@ import contextlib
 import linecache
 import os
 import sys
-from pathlib import Path
 from typing import Any, Iterator
 
 import torch
 from torch.overrides import TorchFunctionMode
 from torch.utils._pytree import tree_leaves, tree_map
+
+from .usercode import OWN_DIRS
 
 @torch.library.custom_op("symgrad::stop_gradient", mutates_args=())
 def stop_op(x: torch.Tensor) -> torch.Tensor:
@@ -61,8 +62,8 @@ _DATA = torch.Tensor.data.__get__  # a fresh method-wrapper on each access (equa
 _STOPS = frozenset({torch.Tensor.detach, torch.detach, _DATA})  # what always stops
 _FUNCTION_FILE = torch.autograd.function.__file__
 _MARKING: list[list[str]] = []  # the lines of each ``marking`` under way, innermost last
-_SKIP = tuple({str(d) + os.sep for p in (torch.__file__, Path(__file__).parent)  # torch's,
-               for d in (Path(p).parent, Path(p).resolve().parent)})  # symgrad's
+_SKIP = tuple({d + os.sep for p in OWN_DIRS  # torch's and symgrad's files, as written
+               for d in (p, os.path.realpath(p))})  # and through symlinks
 
 
 def _stopped(t: torch.Tensor) -> torch.Tensor:

@@ -18,6 +18,7 @@ from symgrad.precise import arb_select
 from symgrad.precise.arb import ArbOps
 from symgrad.rigorous import tensor as rt
 from symgrad.rigorous.balls import PREC
+from symgrad.rigorous.singular import SingularRounding
 from symgrad.tensor.front import to_program
 from symgrad.tensor.interpret import evaluate
 
@@ -145,7 +146,8 @@ def test_rounded_walk_keeps_a_nan_ball_in_its_own_entry():
     """The rounded enclosure (``finite_results``): an entry beyond the dtype's range (a NaN
     ball) scattered by a one-hot gives NaN where it is picked and exact 0s elsewhere: 0 * inf
     is NaN in the dtype, a non-finite result, so a finite result there is 0 (as the rounded
-    product's zero factor); the exact oracle's table still takes the general product."""
+    product's zero factor); the exact oracle's table and the singular walk (which entries may
+    be non-finite) still take the general product."""
     x = np.array([arb.nan(), arb(3)], dtype=object)  # lane 0 overflowed, lane 1 finite
     hot = _hot([[0], [2]], 3)[:, None, :]  # (2, 1, 3): entry b is placed at column hot[b]
     picked = arb_select.selection("b,bzi->bi", [x, hot], finite_results=True)
@@ -155,3 +157,6 @@ def test_rounded_walk_keeps_a_nan_ball_in_its_own_entry():
     assert all(out[b, i].is_finite() and abs(out[b, i]) < 1e-300
                for b, i in [(0, 1), (0, 2), (1, 0), (1, 1)])
     assert all(v.is_nan() for v in ArbOps(128).einsum("b,bzi->bi", x, hot).reshape(-1)[:3])
+    singular = rt.RoundedArbOps("float64", 1.0, rounding=SingularRounding("float64", 1.0))
+    assert singular.einsum("b,bzi->bi", x, hot)[0, 1].is_nan()  # which entries may be
+    #                                                         non-finite: the NaN spreads

@@ -267,7 +267,10 @@ def undecided_note(comp: Comparison, row: int, col: int) -> str:
         #   as the oracle's doing: "could not certify", for GPT-2's cancelling entries)
         allowed = float(comp.figures.absolute(slice(col, col + 1))[1][row, 0])
     exact = float(comp.expected[row, col])
-    if allowed is not None and allowed >= abs(exact):
+    error = comp.error  # beyond its allowance, an entry is undecided for another reason
+    beyond = (allowed is not None and error is not None and col < error.shape[1]
+              and float(error[row, col]) > allowed)
+    if allowed is not None and allowed >= abs(exact) and not beyond:
         return (f"its allowance {allowed:.3g} is at least the exact value itself: 0 or a "
                 f"flipped sign would pass too, so {comp.dtype} cannot resolve this entry here "
                 "(its terms cancel, or the bound is loose at this depth)")

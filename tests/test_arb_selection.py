@@ -18,6 +18,7 @@ from symgrad.precise import arb_select
 from symgrad.precise.arb import ArbOps
 from symgrad.rigorous import tensor as rt
 from symgrad.rigorous.balls import PREC
+from symgrad.rigorous.singular import SingularRounding
 from symgrad.tensor.front import to_program
 from symgrad.tensor.interpret import evaluate
 
@@ -60,8 +61,8 @@ def test_every_ball_same_as_general_product(name, dtype, monkeypatch):
     taken = []
     real = arb_select.selection
 
-    def counting(*a):
-        got = real(*a)
+    def counting(*a, **k):
+        got = real(*a, **k)
         taken.append(got is not None)
         return got
     monkeypatch.setattr(rt, "selection", counting)
@@ -139,3 +140,23 @@ def test_not_a_selector_goes_the_general_way():
     x[1, 2] = arb("inf")  # 0 * inf is NaN in the general product: not picked around
     assert arb_select.selection("bi,bi->b", [x, _hot([[0], [1]], 3)]) is None
     assert ArbOps(128).einsum("bi,bi->b", x, _hot([[0], [1]], 3))[1].is_nan()
+
+
+def test_rounded_walk_keeps_a_nan_ball_in_its_own_entry():
+    """The rounded enclosure (``finite_results``): an entry beyond the dtype's range (a NaN
+    ball) scattered by a one-hot gives NaN where it is picked and exact 0s elsewhere: 0 * inf
+    is NaN in the dtype, a non-finite result, so a finite result there is 0 (as the rounded
+    product's zero factor); the exact oracle's table and the singular walk (which entries may
+    be non-finite) still take the general product."""
+    x = np.array([arb.nan(), arb(3)], dtype=object)  # lane 0 overflowed, lane 1 finite
+    hot = _hot([[0], [2]], 3)[:, None, :]  # (2, 1, 3): entry b is placed at column hot[b]
+    picked = arb_select.selection("b,bzi->bi", [x, hot], finite_results=True)
+    assert picked is not None and arb_select.selection("b,bzi->bi", [x, hot]) is None
+    out = rt.RoundedArbOps("float64", 1.0).einsum("b,bzi->bi", x, hot)
+    assert out[0, 0].is_nan() and out[1, 2].contains(3) and out[1, 2].rad() < 1e-15
+    assert all(out[b, i].is_finite() and abs(out[b, i]) < 1e-300
+               for b, i in [(0, 1), (0, 2), (1, 0), (1, 1)])
+    assert all(v.is_nan() for v in ArbOps(128).einsum("b,bzi->bi", x, hot).reshape(-1)[:3])
+    singular = rt.RoundedArbOps("float64", 1.0, rounding=SingularRounding("float64", 1.0))
+    assert singular.einsum("b,bzi->bi", x, hot)[0, 1].is_nan()  # which entries may be
+    #                                                         non-finite: the NaN spreads

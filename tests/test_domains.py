@@ -104,3 +104,38 @@ def test_the_cli_answers_an_undefined_model_as_bad_input(tmp_path, monkeypatch, 
     assert main(["verify", "undefmodel:logwx", "--samples", "10"]) == 2
     err = capsys.readouterr().err
     assert "is undefined on its declared domains: log(w*x)" in err, err
+
+
+def _over_a_max_difference():
+    """Fuzz draw 741 of seed 0: the divisor x - Max(0, x) is exactly 0 at every x > 0."""
+    v, x = sp.symbols("v x")
+    return sg.Model("fuzz741", sp.Max(sp.Rational(-3, 2), sp.cos(sp.Max(v, x)))
+                    / (x - sp.Max(0, x)), params=[v], inputs={x: Normal()})
+
+
+def test_a_division_by_an_exact_zero_through_max_is_proven_undefined():
+    """Meant to fail before (honest34; reports/gate_history.md, fuzz 741): the balls' divisor
+    x - Max(0, x) at an exact x > 0 is an exact 0, but the dividend's ball (a cosine) is not
+    exact, so the NaN was counted unproven and the model's undefined samples stayed
+    inconclusive ('not certified by ARB balls at 2048 bits'). A divisor ball of radius 0 at 0
+    proves it (``arbdomain.RULES['div']``): refused in one line, as the scalar path had it
+    (domain); a divisor ball about 0 that more bits may resolve stays unproven."""
+    from symgrad.precise.arbdomain import DomainWatch, watched
+    with pytest.raises(UndefinedOnDomain, match=r"7 of 20 samples undefined"):
+        sg.verify(_over_a_max_difference(), samples=20, seed=741)
+    x = sp.Symbol("x")
+    w = DomainWatch()
+    ops = watched(128, w)
+    ops.map(sp.cos(x) / (x - sp.Max(0, x)), {x: ops.asarray(np.array([0.7, -0.7]))})
+    assert (w.n_proven, w.unproven) == (1, 0)
+    w = DomainWatch()
+    ops = watched(128, w)  # 1 - sigmoid(1000) is a ball about 0 at 128 bits, not exactly 0
+    s = ops.map(1 - 1 / (1 + sp.exp(-x)), {x: ops.asarray(np.array([1000.0]))})
+    ops.map(1 / x, {x: s})
+    assert (w.n_proven, w.unproven) == (0, 1)
+
+
+def test_the_same_division_where_it_is_defined_is_verified():
+    """Correct code where the divisor is not 0 (x < 0: x - Max(0, x) = x): numpy, torch ok."""
+    r = sg.verify(_over_a_max_difference(), at={"v": [0.3, -1.2], "x": [-0.5, -2.0]})
+    assert r.ok and r.verdict == "pass", r

@@ -4,11 +4,14 @@ as the whole arrays, bit for bit, however they are read; and a verify that reads
 the very same result, planted bugs caught and named."""
 
 import json
+import pickle
+import time
 
 import numpy as np
 import pytest
 
 import symgrad as sg
+import symgrad.parallel as parallel
 import symgrad.tensor.comparing as comparing
 import symgrad.tensor.verify as tensor_verify
 from symgrad.compare import FAILING, INCONCLUSIVE, KINK, LOSS, MISMATCH, OK, Tolerance, ulp_counts
@@ -147,3 +150,36 @@ def test_a_reduced_deferred_comparison_lets_its_arrays_go_at_once():
         assert alive() is None
     finally:
         gc.enable()
+
+
+class _Yielding(EntryFigures):
+    """Every look at a private attribute (the read cache) lets the other threads run."""
+
+    def __getattribute__(self, name):
+        if name.startswith("_") and not name.startswith("__"):
+            time.sleep(0.0005)
+        return super().__getattribute__(name)
+
+
+def test_reads_on_the_pools_threads_each_get_their_own_entries():
+    """``EntryFigures.at`` keeps its last read (measures read ULPs then allowances of one key):
+    a cache shared by the pool's threads (``symgrad.parallel``) could be replaced by another
+    thread between its check and its use, returning another key's figures (23 of 480 reads
+    wrong before honest34, with each look at it yielding the thread). Per thread: none; and
+    the figures still pickle (the cache stays behind)."""
+    hi, lo, got, E = _arrays(np.random.default_rng(3), n=16, k=8)
+    f = _Yielding(hi, lo, got, E, "float64", Tolerance(), np.float64)
+    ulps, allowed = np.asarray(f.ulps), np.asarray(f.allowed)
+
+    def piece(i):
+        rows = [(i + rep) % 16 for rep in range(30)]
+        return [(r, f.ulps[r], f.allowed[r], f.ulps[r]) for r in rows]
+    with parallel.using(4):
+        reads = [x for part in parallel.each(piece, range(16)) for x in part]
+    wrong = [r for r, u, a, u2 in reads if not (np.array_equal(u, ulps[r], equal_nan=True)
+                                                 and np.array_equal(a, allowed[r], equal_nan=True)
+                                                 and np.array_equal(u2, ulps[r], equal_nan=True))]
+    assert len(reads) == 480 and not wrong, f"{len(wrong)} reads got another row's figures"
+    again = pickle.loads(pickle.dumps(EntryFigures(hi, lo, got, E, "float64", Tolerance(),
+                                                   np.float64)))
+    assert np.array_equal(np.asarray(again.ulps), ulps, equal_nan=True)

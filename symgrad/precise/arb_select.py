@@ -55,7 +55,8 @@ def stored_entries(x: np.ndarray) -> np.ndarray:
                    for st, n in zip(x.strides, x.shape))]
 
 
-def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def selection(spec: str, operands, *, finite_results: bool = False
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Where a two-operand einsum of balls only selects: one operand holds exact 0 / 1 balls
     with at most one 1 among the terms of each output entry, and the other is finite
     everywhere. Each output entry is then x * 1 plus exact zeros (or only exact zeros): the
@@ -64,6 +65,12 @@ def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     Arguments:
         spec: the einsum spec ('bi,bi->b').
         operands: two object arrays of ``arb`` of the spec's (equal or broadcast) shapes.
+        finite_results: the other operand may hold non-finite balls (an intermediate beyond
+            the dtype's range, ``rigorous``'s rounded walk): its 0 * inf terms are NaN in the
+            dtype, a non-finite result, so the entry's *finite* results are those of the
+            finite terms (the rounded product's own rule, ``rigorous.balls.Rounding.rprod``):
+            the chosen ball, or an exact 0 where none is chosen. False (the oracle's exact
+            values): a non-finite ball turns the selection away (the general product).
     Returns:
         (picked, mask, shape): the selected entries (unrounded, in output order where
         ``mask``), the output entries that hold one (the others are exact 0), the output
@@ -85,7 +92,7 @@ def selection(spec: str, operands) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
         count = np.asarray(np.einsum(spec, *pair))
         if count.size and count.max() > 1:
             continue
-        if not all(_finite(stored_entries(x).reshape(-1))):
+        if not finite_results and not all(_finite(stored_entries(x).reshape(-1))):
             return None  # 0 * inf is NaN in the general product
         pair[1 - si] = np.arange(1, x.size + 1, dtype=float).reshape(x.shape)
         at = np.asarray(np.einsum(spec, *pair)).astype(np.int64)  # 1 + flat index of the chosen entry

@@ -6,7 +6,8 @@ bits takes the log of a ball around 0 (1 - sigmoid(1000) = e^-1000 needs ~1450 b
 the first is a domain error; the second is open (inconclusive) until enough bits resolve it.
 ``watched(prec, watch)`` is ``ARB_OPS.at(prec)`` whose every operation checks each NaN it
 *creates* (from operands that are not NaN): it is proven undefined when the operation's rule
-(``RULES``: the argument certainly outside the function's domain) holds for the operand balls,
+(``RULES``: the argument certainly outside the function's domain, or a divisor ball exactly 0,
+as ``x - Max(0, x)`` at an exact x > 0 gives: fuzz draw 741) holds for the operand balls,
 or when every operand is exact (radius 0: the operation is undefined at that exact point);
 any other new NaN (a ball straddling a boundary), and any condition that balls other than
 NaN leave undecided (a Piecewise may then take no branch: NaN), is counted unproven. ``DomainWatch.proven``: every NaN of the walk traces back to proven ones.
@@ -51,9 +52,16 @@ def _outside(lo: float | None, hi: float | None) -> Callable[..., bool]:
     return rule
 
 
+def _by_exact_zero(_, b) -> bool:
+    """A division whose divisor ball is exactly 0 (radius 0: the divisor is 0, as
+    ``x - Max(0, x)`` at an exact x > 0): undefined whatever the dividend's ball holds."""
+    return isinstance(b, arb) and b.is_exact() and b.is_zero()
+
+
 # per function (sympy class or kernel method): when a new NaN from inexact operands is proven
-# (the argument ball lies wholly outside the function's real domain)
+# (the argument ball lies wholly outside the function's real domain, or a divisor exactly 0)
 RULES: dict = {
+    "div": _by_exact_zero,
     sp.log: _outside(0, None), "log1p": _outside(-1, None),
     sp.asin: _outside(-1, 1), sp.acos: _outside(-1, 1),
     "pow_rational": lambda v, p, q: q % 2 == 0 and bool(v < 0),

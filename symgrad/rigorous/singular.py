@@ -74,6 +74,7 @@ class SingularRounding(Rounding):
     """
 
     watch = True
+    finite_results = False  # which entries may come out non-finite: 0 * NaN spreads the NaN
 
     def __init__(self, dtype: str, function_ulps: float) -> None:
         super().__init__(dtype, function_ulps, strict=False)

@@ -182,7 +182,10 @@ class RoundedArbOps:
             whole = exact_integer_einsum(spec, ops, digits=self.R.digits)
             if whole is not None:  # exact small integers (an id read from its one-hot): no
                 return whole       # order of float operations rounds them (``exact_int``)
-            picked = selection(spec, ops)
+            # an x beyond the range (a NaN ball) leaves the other entries' finite results
+            # exact 0s (0 * inf is NaN: judged as non-finite; ``Rounding.rprod``'s zero
+            # factor); not in the singular walk, which asks which entries may be non-finite
+            picked = selection(spec, ops, finite_results=self.R.finite_results)
             if picked is not None:  # a 0/1 selector: x * 1 + exact 0s, and sum |terms| is
                 #                     |x| * 1 + 0s; the same widening as the general product
                 sel, mask, shape = picked  # (an exact 0 entry: one widened 0 for them all)

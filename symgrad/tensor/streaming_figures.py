@@ -19,6 +19,8 @@ chunk at a time (each read about 8 float64 operations an entry).
 
 from __future__ import annotations
 
+import threading
+
 import numpy as np
 
 from ..compare import Tolerance, entry_errors
@@ -66,7 +68,16 @@ class EntryFigures:
         self.arrays = (hi, lo, got, E)
         self.shape = hi.shape
         self.dtype, self.tol, self.kind = dtype, tol, kind
-        self._last: tuple | None = None  # (key, ulps, allowed): measures read both in turn
+        # (key, ulps, allowed) of this thread's last read: measures read both in turn. Per
+        # thread: the pool's threads (``symgrad.parallel``) read one comparison's figures at
+        # once, and a shared entry could be replaced between its check and its use
+        self._last = threading.local()
+
+    def __getstate__(self) -> dict:  # a thread's cache does not travel (pickle, copy)
+        return {k: v for k, v in self.__dict__.items() if k != "_last"}
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state, _last=threading.local())
 
     @property
     def ulps(self) -> "Figure":
@@ -103,8 +114,9 @@ class EntryFigures:
     def at(self, key, flat: bool) -> tuple[np.ndarray, np.ndarray]:
         """(ULPs, allowances) of the entries ``key`` selects (of the flat entries: ``flat``)."""
         token = _token(key, flat)
-        if token is not None and self._last is not None and self._last[0] == token:
-            return self._last[1], self._last[2]
+        last = getattr(self._last, "read", None)
+        if token is not None and last is not None and last[0] == token:
+            return last[1], last[2]
         parts = [(a.reshape(-1) if flat else a)[key] for a in self.arrays]
         scalar = np.ndim(parts[0]) == 0
         hi, lo, got, E = (np.atleast_1d(np.asarray(p)) for p in parts)
@@ -114,7 +126,7 @@ class EntryFigures:
         ulps, allowed = fit(ulps, self.kind), fit(allowed, self.kind)
         if scalar:
             ulps, allowed = ulps[0], allowed[0]
-        self._last = (token, ulps, allowed)
+        self._last.read = (token, ulps, allowed)
         return ulps, allowed
 
 

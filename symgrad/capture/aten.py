@@ -27,6 +27,7 @@ from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
+from .activations import ACTIVATION_ROWS
 from .composites import COMPOSITE_ROWS
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
@@ -121,13 +122,6 @@ def _elu(a, shape) -> Node:
     expr = sp.Piecewise((scale * X[0], X[0] > 0),
                         (scale * alpha * expm1(input_scale * X[0]), True))
     return elementwise(expr, a["self"])
-
-
-def _leaky_relu(a, shape) -> Node:
-    """map Piecewise((x0, x0 > 0), (negative_slope x0, True)) (a kink at 0)"""  # (newuser10:
-    #   nn.LeakyReLU, nn.Hardtanh and nn.ReLU6 were refused)
-    slope = number(a.get("negative_slope", 0.01))
-    return elementwise(sp.Piecewise((X[0], X[0] > 0), (slope * X[0], True)), a["self"])
 
 
 def _hardtanh(a, shape) -> Node:
@@ -326,7 +320,7 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
-    aten.elu.default: _elu, aten.leaky_relu.default: _leaky_relu,
+    aten.elu.default: _elu,
     aten.hardtanh.default: _hardtanh,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.clamp.Tensor: _clamp,
@@ -359,6 +353,7 @@ TABLE: dict[Any, Callable] = {
     **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)
     **PREDICATE_ROWS,  # comparisons, ==, isnan, logical_not (symgrad.capture.predicates)
     **SCAN_ROWS,  # sign, cumsum, sort (symgrad.capture.scan)
+    **ACTIVATION_ROWS,  # leaky relu, eval RReLU (symgrad.capture.activations)
 }
 
 

@@ -37,7 +37,8 @@ from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
 from .scan import SCAN_ROWS
 from .stops import stop_op
-from .values import Masked, add, elementwise, named as _named, node, number, where
+from .values import (Masked, Selection, add, elementwise, named as _named, node, number,
+                     where)
 
 aten = torch.ops.aten
 
@@ -192,8 +193,10 @@ def _identity(a, shape) -> Any:
     return a["self"]
 
 
-def _expand(a, shape) -> Node:
-    """reshape, then broadcast"""
+def _expand(a, shape) -> Node | Selection:
+    """reshape, then broadcast (sort's / topk's indices to their own shape: themselves)"""
+    if isinstance(a["self"], Selection) and a["self"].shape == tuple(shape):
+        return a["self"]  # (take_along_dim expands its indices to the broadcast shape)
     x = node(a["self"], "expand")
     return broadcast(reshape(x, (1,) * (len(shape) - x.ndim) + x.shape), shape)
 

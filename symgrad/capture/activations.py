@@ -21,7 +21,7 @@ import sympy as sp
 import torch
 
 from ..tensor.program import X, Node
-from .values import elementwise, number
+from .values import elementwise, named, number
 
 aten = torch.ops.aten
 
@@ -47,7 +47,8 @@ def _eval_only(a: dict) -> bool:
 
 ACTIVATION_ROWS: dict[Any, Callable] = {
     aten.leaky_relu.default: leaky_relu,
-    aten.rrelu_with_noise_functional.default: _rrelu,
+    aten.rrelu_with_noise_functional.default: named(
+        "eval mode: leaky relu with the slope (lower + upper)/2 (a kink at 0)", _rrelu),
 }
 
 RANDOM_FREE: dict[Any, Callable[[dict], bool]] = {

@@ -36,6 +36,7 @@ from .norms import NORM_ROWS
 from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
 from .scan import SCAN_ROWS
+from .steps import STEP_ROWS
 from .stops import stop_op
 from .values import (Masked, Selection, add, elementwise, named as _named, node, number,
                      where)
@@ -357,6 +358,7 @@ TABLE: dict[Any, Callable] = {
     **PREDICATE_ROWS,  # comparisons, ==, isnan, logical_not (symgrad.capture.predicates)
     **SCAN_ROWS,  # sign, cumsum, sort (symgrad.capture.scan)
     **ACTIVATION_ROWS,  # leaky relu, eval RReLU (symgrad.capture.activations)
+    **STEP_ROWS,  # floor, ceil, trunc, round (symgrad.capture.steps)
 }
 
 

@@ -16,6 +16,13 @@ traces it: ``marking``, ``stop_gradients``) writes the op, which no decompositio
   a parameter, an earlier value) is read through the op, once; the tensor an in-place op
   writes is kept (a running statistic updated under no_grad is the buffer itself).
 
+In-place forms (stop 34): ``t.detach_()`` makes later reads of ``t`` its stop-gradient;
+``b.data = v`` and an in-place write with grad off to a computed tensor that requires grad
+(``y.mul_(0.5)`` under no_grad) give later reads the new value with ``b``'s own gradient
+(``b + (v - b).detach()``: autograd records no op there); the same on a leaf that requires grad
+(a parameter clipped in the forward, ``w.data.clamp_()``, an input's ``detach_()``) persists from
+call to call and is refused in one line naming the user's line.
+
 Inside a custom ``autograd.Function``'s forward nothing is marked: its backward is its own,
 and the forward (which torch runs with grad off) is the function it must be the derivative
 of; a ``.detach()`` there stays the identity it was. Grad mode is the user's as their code
@@ -196,7 +203,7 @@ class StopGradients(TorchFunctionMode):
     def _write_through(self, func: Any, args: tuple, kwargs: dict) -> Any:
         """An in-place write with grad off to a tensor that requires grad: on a computed one,
         later reads get the written value and its gradient passes to the tensor's own graph
-        (``t + (written - t).detach()``, as autograd: the write is not recorded); on a leaf or
+        (``t + (written - t).detach()``, as autograd: the write is not recorded); on a leaf:
         refused (``_refuse``)."""
         t, line = args[0], user_line()
         name = getattr(func, "__name__", "an in-place op")

@@ -101,6 +101,9 @@ class _Clipped(nn.Module):
                 self.w.clamp_(-1, 1)  # the user's line
         elif self.how == "data":
             self.w.data.clamp_(-1, 1)  # the user's line
+        elif self.how == "view":
+            with torch.no_grad():
+                self.w[1:].clamp_(-1, 1)  # the user's line
         else:
             self.w.data = self.w.detach().clamp(-1, 1)  # the user's line
         return (x * self.w).sum()
@@ -109,10 +112,12 @@ class _Clipped(nn.Module):
 @pytest.mark.parametrize("how, what", [
     ("no_grad", "clamp_ writes a parameter in place with grad off"),
     ("data", "clamp_ writes the .data of a parameter in place"),
+    ("view", "clamp_ writes a view of a parameter in place with grad off"),
     ("assign", ".data = ... replaces the values of a parameter"),
 ])
 def test_a_parameter_changed_in_the_forward_is_refused_naming_the_line(how, what):
-    """Meant to fail on main: a false FAIL (clamp_, .data =), or the write lost (.data.clamp_)."""
+    """Meant to fail on main: a false FAIL each (the write lost in the capture: .data.clamp_,
+    a view's clamp_; or differentiated through)."""
     with pytest.raises(sg.SymgradError) as err:
         sg.gradcheck(_Clipped(how), (_x(),), samples=2, seed=0)
     msg = str(err.value)
@@ -130,3 +135,22 @@ def test_an_input_detached_in_place_is_refused_naming_the_line():
     msg = str(err.value)
     assert "\n" not in msg and msg.startswith("gradcheck(fn): detach_() of an input at "), msg
     assert "# the user's line" in msg and "t = t.detach()" in msg, msg
+
+
+class _Decayed(nn.Module):
+    """A buffer updated through .data (no gradient either way): the write reaches the buffer."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = nn.Parameter(torch.linspace(-2, 2, 4, dtype=torch.float64))
+        self.register_buffer("b", torch.ones(4, dtype=torch.float64))
+
+    def forward(self, x):
+        self.b.data.mul_(0.5).add_(1.0)
+        return (x * self.w * self.b).sum()
+
+
+def test_a_buffer_written_through_dot_data_passes():
+    """Meant to fail on main: the write went to .data's copy, so the capture read b = 1 where
+    the code reads 1.5 (a proven FAIL)."""
+    assert sg.gradcheck(_Decayed(), (_x(),), samples=2, seed=0)

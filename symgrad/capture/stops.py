@@ -103,10 +103,10 @@ def _in_function() -> bool:
 
 
 def _name(t: torch.Tensor) -> str:
-    """What the refusals call ``t``: "a parameter" / "an input" (a leaf), "a tensor"."""
+    """What the refusals call ``t``: "a parameter", "an input" (a leaf that requires grad), "a tensor"."""
     if isinstance(t, torch.nn.Parameter):
         return "a parameter"
-    return "an input" if t.is_leaf else "a tensor"
+    return "an input" if t.is_leaf and t.requires_grad else "a tensor"
 
 
 def user_line() -> str:
@@ -139,6 +139,9 @@ class StopGradients(TorchFunctionMode):
         self.cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (outside, detached)
         self.data_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of a .data read
         #   -> (it, the tensor read)
+        self.leaf_of: dict[int, torch.Tensor] = {}  # id of a leaf's stop (in ``cut``) -> leaf
+        self.views_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of a view of
+        #   one, made with grad off -> (it, the leaf)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
@@ -153,10 +156,16 @@ class StopGradients(TorchFunctionMode):
             return out
         if func in (torch.Tensor.detach_, _DATA_SET) and not _in_function():
             return self._rewrite(func, args)
+        if args and id(args[0]) in self.views_of and _in_place(func):  # w[1:].fill_()
+            t = self.views_of[id(args[0])][1]  # under no_grad: a view of a leaf's stop
+            self._refuse(t, f"{func.__name__} writes a view of {_name(t)} in place with grad "
+                         "off", user_line())
         if args and id(args[0]) in self.data_of and _in_place(func):  # p.data.clamp_()
             t = self.data_of[id(args[0])][1]
-            self._refuse(t, f"{func.__name__} writes the .data of {_name(t)} in place",
-                         user_line())
+            if t.requires_grad:
+                self._refuse(t, f"{func.__name__} writes the .data of {_name(t)} in place",
+                             user_line())
+            args = (t, *args[1:])  # no gradient either way: the write reaches the tensor
         if func is torch._C._set_grad_enabled and not _in_function():
             self.user_grad = bool(args[0])  # the user's no_grad / enable_grad / set_grad_enabled
         if not self.grad or (self.user_grad and not torch.is_inference_mode_enabled()):
@@ -174,6 +183,9 @@ class StopGradients(TorchFunctionMode):
         for t in tree_leaves(out):
             if isinstance(t, torch.Tensor):
                 self.made[id(t)] = t
+                base = self.leaf_of.get(id(t._base)) if t._is_view() else None
+                if base is not None:  # a view of a leaf's stop: writing it is refused
+                    self.views_of[id(t)] = (t, base)
         return out
 
     def _rewrite(self, func: Any, args: tuple) -> Any:
@@ -231,6 +243,8 @@ class StopGradients(TorchFunctionMode):
             return t  # that does not require grad here may be one symgrad differentiates)
         if id(t) not in self.cut:
             self.cut[id(t)] = (t, _stopped(t))
+            if t.is_leaf and t.requires_grad:
+                self.leaf_of[id(self.cut[id(t)][1])] = t
             self.lines.append(f"{user_line()} (grad mode off)")
         return self.cut[id(t)][1]
 

@@ -54,8 +54,16 @@ def written_with_grad_off(x):
     return (y * x).sum()
 
 
+def view_written_with_grad_off(x):
+    y = x.tanh() * 3
+    with torch.no_grad():
+        y[1:].mul_(0.5)  # a view's write reaches y (its storage), y's gradient its own
+    return (y * x).sum()
+
+
 CORRECT = {"detach_": detach_in_place, "truncated bptt": truncated_bptt,
-           "b.data = v": data_assigned, "mul_/add_ under no_grad": written_with_grad_off}
+           "b.data = v": data_assigned, "mul_/add_ under no_grad": written_with_grad_off,
+           "a view's mul_ under no_grad": view_written_with_grad_off}
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

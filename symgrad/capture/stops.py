@@ -18,9 +18,11 @@ traces it: ``marking``, ``stop_gradients``) writes the op, which no decompositio
 
 In-place forms (stop 34): ``t.detach_()`` makes later reads of ``t`` its stop-gradient;
 ``b.data = v`` and an in-place write with grad off to a computed tensor that requires grad
-(``y.mul_(0.5)`` under no_grad) give later reads the new value with ``b``'s own gradient
+(``y.mul_(0.5)`` or ``y[1:].mul_(0.5)`` under no_grad) give later reads the new value with
+``b``'s own gradient
 (``b + (v - b).detach()``: autograd records no op there); the same on a leaf that requires grad
-(a parameter clipped in the forward, ``w.data.clamp_()``, an input's ``detach_()``) persists from
+(a parameter clipped in the forward, ``w.data.clamp_()``, ``w[1:].clamp_()``, an input's
+``detach_()``) persists from
 call to call and is refused in one line naming the user's line.
 
 Inside a custom ``autograd.Function``'s forward nothing is marked: its backward is its own,
@@ -139,9 +141,10 @@ class StopGradients(TorchFunctionMode):
         self.cut: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id -> (outside, detached)
         self.data_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of a .data read
         #   -> (it, the tensor read)
-        self.leaf_of: dict[int, torch.Tensor] = {}  # id of a leaf's stop (in ``cut``) -> leaf
+        self.leaf_of: dict[int, torch.Tensor] = {}  # id of the stop (in ``cut``) of a tensor
+        #   that requires grad -> that tensor
         self.views_of: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # id of a view of
-        #   one, made with grad off -> (it, the leaf)
+        #   one, made with grad off -> (it, the tensor)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple = (),
                            kwargs: dict | None = None) -> Any:
@@ -157,9 +160,7 @@ class StopGradients(TorchFunctionMode):
         if func in (torch.Tensor.detach_, _DATA_SET) and not _in_function():
             return self._rewrite(func, args)
         if args and id(args[0]) in self.views_of and _in_place(func):  # w[1:].fill_()
-            t = self.views_of[id(args[0])][1]  # under no_grad: a view of a leaf's stop
-            self._refuse(t, f"{func.__name__} writes a view of {_name(t)} in place with grad "
-                         "off", user_line())
+            return self._write_view(func, args, kwargs)
         if args and id(args[0]) in self.data_of and _in_place(func):  # p.data.clamp_()
             t = self.data_of[id(args[0])][1]
             if t.requires_grad:
@@ -184,7 +185,7 @@ class StopGradients(TorchFunctionMode):
             if isinstance(t, torch.Tensor):
                 self.made[id(t)] = t
                 base = self.leaf_of.get(id(t._base)) if t._is_view() else None
-                if base is not None:  # a view of a leaf's stop: writing it is refused
+                if base is not None:  # a view of a stop: a write to it is ``_write_view``
                     self.views_of[id(t)] = (t, base)
         return out
 
@@ -228,6 +229,22 @@ class StopGradients(TorchFunctionMode):
             t.copy_(before + _stopped(t - before))
         return out
 
+    def _write_view(self, func: Any, args: tuple, kwargs: dict) -> Any:
+        """An in-place write to a view made with grad off of a tensor that requires grad
+        (``y[1:].mul_(0.5)`` under no_grad): the view is of the tensor's stop-gradient copy,
+        which takes the write; the tensor itself then reads it as ``_write_through`` does
+        (``y + (copy - y).detach()``); a leaf's view: refused (``_refuse``)."""
+        t, line = self.views_of[id(args[0])][1], user_line()
+        name = getattr(func, "__name__", "an in-place op")
+        if t.is_leaf:
+            self._refuse(t, f"{name} writes a view of {_name(t)} in place with grad off", line)
+        out = func(args[0], *tree_map(self._outside, args[1:]),
+                   **{k: tree_map(self._outside, v) for k, v in kwargs.items()})
+        self.lines.append(f"{line} ({name} of a view with grad off)")
+        with torch.no_grad():
+            t.copy_(t + _stopped(self.cut[id(t)][1] - t))
+        return out
+
     @staticmethod
     def _refuse(t: torch.Tensor, what: str, line: str) -> None:
         """One line: a leaf's in-place change in the forward persists from call to call."""
@@ -243,7 +260,7 @@ class StopGradients(TorchFunctionMode):
             return t  # that does not require grad here may be one symgrad differentiates)
         if id(t) not in self.cut:
             self.cut[id(t)] = (t, _stopped(t))
-            if t.is_leaf and t.requires_grad:
+            if t.requires_grad:
                 self.leaf_of[id(self.cut[id(t)][1])] = t
             self.lines.append(f"{user_line()} (grad mode off)")
         return self.cut[id(t)][1]

@@ -40,6 +40,22 @@ from .errors import SymgradError
 
 Spelling = str | Callable[[list[str]], str] | None
 
+
+class nearest(sp.Function):  # noqa: N801 - a sympy function, named as sympy's are
+    """floor(x + 1/2), the integer nearest x (a tie: the upper one); derivative 0 (piecewise
+    constant: a jump at each half-integer). ``symgrad.capture.steps`` writes torch's floor,
+    ceil, round and trunc with it so that their jumps are Piecewise kinks (its own jumps fall
+    where those are continuous)."""
+
+    @classmethod
+    def eval(cls, x):
+        if x.is_Number:
+            return sp.floor(x + sp.Rational(1, 2))
+        return None
+
+    def fdiff(self, argindex: int = 1) -> sp.Expr:
+        return sp.S.Zero
+
 # what the error messages call each target (printer names, and the walk kernels' names)
 TARGETS = {"numpy": "numpy", "torch": "torch", "mpmath": "mpmath",
            "walk": "double-double / ARB-ball", "DD": "double-double", "ARB": "ARB-ball"}
@@ -101,6 +117,8 @@ ROWS: tuple[Function, ...] = (
       "heaviside", "step"),
     F(sp.DiracDelta, "numpy.zeros_like({0})", "torch.zeros_like({0})", "0", "diracdelta",
       "step"),
+    F(nearest, "numpy.floor({0} + 0.5)", "torch.floor({0} + 0.5)", "mp.floor({0} + 0.5)",
+      "nearest", "step"),
     F("sqrt", "numpy.sqrt({0})", "torch.sqrt({0})", "rsqrt({0})", None),
     F("pow", None, None, "rpow({0}, {1})", None),
 )

@@ -27,6 +27,7 @@ from ..tensor import ops as st_ops
 from ..tensor.ops import ELEMENTWISE
 from ..tensor.program import (X, Node, broadcast, einsum, max_, reshape,
                               stop_gradient, sum_, transpose)
+from .activations import ACTIVATION_ROWS
 from .composites import COMPOSITE_ROWS
 from .conv import CONV_ROWS
 from .index import INDEX_ROWS
@@ -35,8 +36,10 @@ from .norms import NORM_ROWS
 from .predicates import PREDICATE_ROWS
 from .route import ROUTE_ROWS
 from .scan import SCAN_ROWS
+from .steps import STEP_ROWS
 from .stops import stop_op
-from .values import Masked, add, elementwise, named as _named, node, number, where
+from .values import (Masked, Selection, add, elementwise, named as _named, node, number,
+                     where)
 
 aten = torch.ops.aten
 
@@ -123,13 +126,6 @@ def _elu(a, shape) -> Node:
     return elementwise(expr, a["self"])
 
 
-def _leaky_relu(a, shape) -> Node:
-    """map Piecewise((x0, x0 > 0), (negative_slope x0, True)) (a kink at 0)"""  # (newuser10:
-    #   nn.LeakyReLU, nn.Hardtanh and nn.ReLU6 were refused)
-    slope = number(a.get("negative_slope", 0.01))
-    return elementwise(sp.Piecewise((X[0], X[0] > 0), (slope * X[0], True)), a["self"])
-
-
 def _hardtanh(a, shape) -> Node:
     """map Min(Max(x0, min_val), max_val) (a kink at each bound; nn.Hardtanh, nn.ReLU6)"""
     low, high = (number(a.get(k, d)) for k, d in (("min_val", -1.0), ("max_val", 1.0)))
@@ -198,8 +194,10 @@ def _identity(a, shape) -> Any:
     return a["self"]
 
 
-def _expand(a, shape) -> Node:
-    """reshape, then broadcast"""
+def _expand(a, shape) -> Node | Selection:
+    """reshape, then broadcast (sort's / topk's indices to their own shape: themselves)"""
+    if isinstance(a["self"], Selection) and a["self"].shape == tuple(shape):
+        return a["self"]  # (take_along_dim expands its indices to the broadcast shape)
     x = node(a["self"], "expand")
     return broadcast(reshape(x, (1,) * (len(shape) - x.ndim) + x.shape), shape)
 
@@ -326,7 +324,7 @@ TABLE: dict[Any, Callable] = {
     aten.tanh.default: _table_op("tanh"), aten.sigmoid.default: _table_op("sigmoid"),
     aten.relu.default: _table_op("relu"), aten.silu.default: _table_op("silu"),
     aten.mish.default: _table_op("mish"), aten.gelu.default: _gelu,
-    aten.elu.default: _elu, aten.leaky_relu.default: _leaky_relu,
+    aten.elu.default: _elu,
     aten.hardtanh.default: _hardtanh,
     aten.clamp.default: _clamp, aten.clamp_min.default: _clamp, aten.clamp_max.default: _clamp,
     aten.clamp.Tensor: _clamp,
@@ -359,6 +357,8 @@ TABLE: dict[Any, Callable] = {
     **NORM_ROWS,  # vector norms, group norm, pdist, cdist (symgrad.capture.norms)
     **PREDICATE_ROWS,  # comparisons, ==, isnan, logical_not (symgrad.capture.predicates)
     **SCAN_ROWS,  # sign, cumsum, sort (symgrad.capture.scan)
+    **ACTIVATION_ROWS,  # leaky relu, eval RReLU (symgrad.capture.activations)
+    **STEP_ROWS,  # floor, ceil, trunc, round (symgrad.capture.steps)
 }
 
 

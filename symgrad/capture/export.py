@@ -206,6 +206,9 @@ def export(fn: Callable, args: Sequence[Any], loss: Callable | None = None,
             warnings.simplefilter("ignore", FutureWarning)  # torch's own notices
             warnings.filterwarnings("ignore", message=RNN_WEIGHTS, category=UserWarning)
             ep = torch.export.export(call, tensors).run_decompositions(decompositions())
+    except SymgradError as exc:  # symgrad's own line (``stops``: a leaf written in place)
+        sys.stderr.write(printed.getvalue())
+        raise SymgradError(f"{who}: {str(exc).removeprefix('capture: ')}") from None
     except Exception as exc:  # noqa: BLE001 - any tracing failure is the user's to fix
         graph = str(getattr(exc, "partial_fx_graph", "") or "")
         sys.stderr.write(printed.getvalue().replace(graph + "\n", "") if graph

@@ -16,7 +16,7 @@ import torch
 from ..errors import SymgradError
 from ..tensor.program import (X, Node, add_all, broadcast, const, einsum, reshape, take,
                               transpose)
-from .values import Pred, elementwise, node, where
+from .values import Pred, Selection, elementwise, node, where
 
 aten = torch.ops.aten
 _L = "abcdefghijklmnopqrstuvw"  # axis letters; "y", "z" are the selection matrices' own
@@ -74,16 +74,39 @@ def _index_select(a, shape) -> Node:
 
 
 def _gather(a, shape) -> Node:
-    """einsum with the one-hot picks of the known index"""
+    """einsum with the one-hot picks of the known index (or of sort's / topk's one-hot rows)"""
     x = node(a["self"], "gather")
-    index = known_index(a["index"], "gather")
     d = a["dim"] % x.ndim
+    if isinstance(a["index"], Selection):
+        return _gather_ranked(x, d, a["index"])
+    index = known_index(a["index"], "gather")
     if any(index.shape[i] != x.shape[i] for i in range(x.ndim) if i != d):
         raise SymgradError(f"capture: gather of {x.shape} by an index of shape "
                            f"{tuple(index.shape)}: other axes must match")
     sub = _L[:x.ndim]
     xs = sub[:d] + "z" + sub[d + 1:]
     return einsum(f"{xs},{sub}z->{sub}", x, const(picks(index, x.shape[d]), "picks"))
+
+
+def _gather_ranked(x: Node, d: int, sel: Selection) -> Node:
+    """gather(x, d, indices of sort / topk along d) (take_along_dim): the einsum of their
+    one-hot rows (piecewise constant in the ranked values, ties kinks) with x along d; x may
+    be another tensor than the one ranked, of its shape."""
+    rank_dim = x.ndim - 1 if sel.dim is None else sel.dim
+    if d != rank_dim or len(sel.shape) != x.ndim:
+        raise SymgradError(f"capture: gather along dim {d} of {sel.op}'s indices, taken along "
+                           f"dim {rank_dim} of a {len(sel.shape)}-dim tensor, is not supported; "
+                           "gather along the axis they rank")
+    want = sel.shape[:d] + (sel.onehot.shape[-1],) + sel.shape[d + 1:]
+    if tuple(x.shape) != want:
+        raise SymgradError(f"capture: gather of a tensor of shape {tuple(x.shape)} by "
+                           f"{sel.op}'s indices of a tensor of shape {want} is not supported; "
+                           "gather from a tensor of the ranked tensor's shape")
+    perm = [i for i in range(x.ndim) if i != d] + [d]
+    moved = x if d == x.ndim - 1 else transpose(x, perm)
+    sub = _L[:x.ndim - 1]
+    out = einsum(f"{sub}ri,{sub}i->{sub}r", sel.onehot, moved)
+    return out if d == x.ndim - 1 else transpose(out, [perm.index(i) for i in range(x.ndim)])
 
 
 def _slice(a, shape) -> Node:

@@ -7,7 +7,9 @@
 - ``sort``: ``topk`` of all n entries along the last axis (``symgrad.capture.route``; another
   axis is moved last and back): ranks from pairwise Piecewise comparisons, ties (equal entries)
   are kinks and the lower index comes first, as a stable sort; the indices are a ``Selection``
-  nothing differentiable reads (scatter's index along the last axis, as topk's).
+  nothing differentiable reads (scatter's index along the last axis, as topk's; gather's and
+  take_along_dim's along the sorted axis: ``index``). Along an axis of one entry the sort is
+  the identity (its index 0).
 
 >>> aten.sign.default in SCAN_ROWS, aten.cumsum.default in SCAN_ROWS
 (True, True)
@@ -53,9 +55,13 @@ def _sort(a, shape) -> tuple[Node, Selection]:
     """topk of all n entries along the last axis (ties are kinks; stable order); another
     axis is moved last and back"""
     x = node(a["self"], "sort")
-    if x.ndim == 0 or x.shape[a.get("dim", -1) % x.ndim] < 2:
-        raise SymgradError("capture: sort of a single entry is the entry itself; drop the sort")
+    if x.ndim == 0:
+        raise SymgradError("capture: sort of a 0-dim tensor is the entry itself; drop the sort")
     d = a.get("dim", -1) % x.ndim
+    if x.shape[d] == 1:  # one entry along the axis: itself, its index 0
+        lead = x.shape[:d] + x.shape[d + 1:]
+        return x, Selection(const(np.ones(lead + (1, 1)), "sort_one"), "sort",
+                            None if d == x.ndim - 1 else d)
     perm = [i for i in range(x.ndim) if i != d] + [d]  # dim moved last
     back = [perm.index(i) for i in range(x.ndim)]
     moved = x if d == x.ndim - 1 else transpose(x, perm)
@@ -64,7 +70,21 @@ def _sort(a, shape) -> tuple[Node, Selection]:
     if d == x.ndim - 1:
         return values, Selection(picks.onehot, "sort")
     # the one-hot rows lie along the moved axis: only the values are captured
-    return transpose(values, back), Selection(picks.onehot, f"sort(dim={d})")
+    return transpose(values, back), Selection(picks.onehot, f"sort(dim={d})", d)
+
+
+def _remainder(a, shape) -> Selection:
+    """sort's / topk's indices % m, m at least the entries they rank: themselves
+    (take_along_dim wraps its indices so)"""
+    sel, m = a["self"], a["other"]
+    if not isinstance(sel, Selection):
+        raise SymgradError("capture: remainder (%) of a float tensor computed from a parameter "
+                           "or float input is not supported (a jump at each multiple); write it "
+                           "with supported ops, e.g. x - m * torch.floor(x / m)")
+    if not isinstance(m, int) or m < sel.onehot.shape[-1]:
+        raise SymgradError(f"capture: {sel.op}'s indices % {m!r} is not supported; only a "
+                           "modulus at least the number of entries ranked leaves them unchanged")
+    return sel
 
 
 SCAN_ROWS: dict[Any, Callable] = {
@@ -72,4 +92,6 @@ SCAN_ROWS: dict[Any, Callable] = {
                               lambda a, shape: elementwise(sp.sign(X[0]), a["self"])),
     aten.cumsum.default: _cumsum,
     aten.sort.default: _sort, aten.sort.stable: _sort,
+    aten.remainder.Scalar: _named("sort's / topk's indices % m, m at least the entries ranked: "
+                                  "themselves (take_along_dim)", _remainder),
 }

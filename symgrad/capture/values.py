@@ -59,10 +59,21 @@ class Masked:
 class Selection:
     """The indices of ``topk`` along the last axis: ``onehot`` (..., k, n), 1 where rank r
     picks entry i (piecewise constant in the ranked values: derivative 0, ties are kinks);
-    ``op`` the op that made them (``topk``, or ``sort``: topk of all entries)."""
+    ``op`` the op that made them (``topk``, or ``sort``: topk of all entries); read by
+    ``scatter`` and ``gather`` (``take_along_dim``)."""
 
     onehot: Node
     op: str = "topk"
+    dim: int | None = None  # the axis of the ranked tensor the indices run along (None: the
+    #   last; another one lies last in ``onehot``, moved there: ``sort(dim=d)``)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The indices' own shape (the ranked tensor's, k along ``dim``)."""
+        moved = tuple(self.onehot.shape[:-1])
+        if self.dim is None:
+            return moved
+        return moved[:self.dim] + moved[-1:] + moved[self.dim:-1]
 
 
 def number(v: Any) -> sp.Expr:

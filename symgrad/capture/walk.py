@@ -18,6 +18,7 @@ import torch.fx
 
 from ..errors import SymgradError
 from ..tensor.program import Node, input as leaf_input, param
+from .activations import RANDOM_FREE
 from .aten import lowering
 from .export import PREFIX, Slot
 from .values import is_known
@@ -141,7 +142,8 @@ def _step(n: torch.fx.Node, env: dict) -> Any:
     kwargs = torch.fx.node.map_arg(n.kwargs, lambda a: env[a])
     if n.target is operator.getitem:
         return args[0][args[1]]
-    if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()):
+    if torch.Tag.nondeterministic_seeded in getattr(n.target, "tags", ()) and not (
+            n.target in RANDOM_FREE and RANDOM_FREE[n.target](_bind(n.target, args, kwargs))):
         place = where_in_source(n)
         raise SymgradError(f"capture: {_op_name(n.target)}{f' at {place}' if place else ''} "
                            "draws random numbers, which differ on every call of your code; "

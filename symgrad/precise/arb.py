@@ -142,6 +142,7 @@ _NAMESPACE = {name: _ufunc(methodcaller(name)) for name in (
     "sinh", "cosh", "asinh")} | {
     "log": _ufunc(_log_real), "abs": _ufunc(abs), "sign": _ufunc(methodcaller("sgn")),
     "max": lambda *xs: reduce(_max2, xs), "min": lambda *xs: reduce(_min2, xs),
+    "nearest": _ufunc(lambda v: (v + 0.5).floor()),  # a ball across a half-integer: both
     "heaviside": lambda x, h0=None: _ufunc(_heaviside, 2)(x, h0 if h0 is not None else arb(0.5)),
     "diracdelta": lambda x, *a: _ufunc(lambda v: arb.nan() if v.is_nan() else arb(0))(x),
 }

@@ -131,10 +131,21 @@ def _heaviside(x: DD, h0: DD | None = None) -> DD:
     return DD(np.where(np.isnan(x.hi), np.nan, v.hi), v.lo)
 
 
+def _nearest(x: DD) -> DD:
+    """floor(x + 1/2) (``functions.nearest``): floor of the DD sum, its low part's floor
+    added where the high part is an integer."""
+    y = add(x, DD(np.full(x.shape, 0.5)))
+    f = np.floor(y.hi)
+    hi, lo = two_sum(f, np.where(f == y.hi, np.floor(y.lo), 0.0))
+    odd = ~np.isfinite(y.hi)  # inf, nan: as they are
+    return DD(np.where(odd, y.hi, hi), np.where(odd, 0.0, lo))
+
+
 # the implementations the rows of symgrad.functions name (their ``walk`` spelling)
 _NAMESPACE = {
     "exp": M.exp, "log": M.log, "tanh": M.tanh, "erf": E.erf, "erfc": E.erfc, "abs": abs,
     "log1p": M.log1p, "expm1": M.expm1, "sign": _sign, "heaviside": _heaviside,
+    "nearest": _nearest,
     "sin": T.sin, "cos": T.cos, "tan": T.tan,
     "asin": I.asin, "acos": I.acos, "atan": I.atan, "sinh": I.sinh, "cosh": I.cosh,
     "asinh": I.asinh,

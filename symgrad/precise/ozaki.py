@@ -204,7 +204,7 @@ def _tile(A, Bx, Br, S: int, kk: int, work: _Work, dest: DD, accumulate: bool) -
     A = [A_0 | ... | A_{S-1} | R^A_S] along K; Bx = [B_{S-1}; ...; B_0];
     Br = [R^B_S; ...; R^B_1; B]. Level l (exact): A[:, :(l+1)K] @ Bx[(S-1-l)K:] = sum_{s+t=l} A_s B_t.
     Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B. The sub-tile is small (``chunk_elems``),
-    so its ~10 elementwise passes run in cache.
+    so its ~7 elementwise passes per level run in cache.
     """
     shape = (A.shape[0], A.shape[1], Bx.shape[2])
     get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731

@@ -15,6 +15,7 @@ alone (CPU and wall, sha1 of hi, lo and E), then the whole sg.verify; CPU model 
 --products BASE times the DD products of GPT-2's shapes (``PRODUCTS``) in BASE's tree and this
 one, alternating, with the sha1 of each product's bits. --slices-bound prints the rigorous tail
 bound of S = 2 and S = 3 products over |A||B| on simulated operands (why S stays 3).
+--ozaki-ab REF times precise/ozaki.py at git REF against this tree's in one process, alternating.
 """
 
 from __future__ import annotations
@@ -347,6 +348,49 @@ def slices_bound() -> list[str]:
     return L
 
 
+def ozaki_ab(ref: str, rounds: int = 4) -> list[str]:
+    """``precise/ozaki.py`` at git ``ref`` (loaded beside this tree's, the rest of symgrad this
+    tree's) against this tree's, in one process, alternating ``rounds`` times on the same DD x DD
+    operands: CPU s (process time) of ``dd_matmul``, min and all rounds, and whether the bits agree."""
+    import importlib.util
+    import tempfile
+
+    from symgrad.precise import ozaki as new
+    from symgrad.precise.dd import DD
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:symgrad/precise/ozaki.py"],
+                         stdout=subprocess.PIPE, check=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("symgrad.precise._ozaki_ref", f.name)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old
+    spec.loader.exec_module(old)
+    os.unlink(f.name)
+    rng = np.random.default_rng(0)
+
+    def dd(shape):
+        h = rng.standard_normal(shape)
+        return DD(h, h * rng.standard_normal(shape) * 2.0 ** -54)
+    L = [f"| Bt x M x K x N (DD x DD) | {ref} CPU s | this CPU s | this / {ref} | rounds "
+         f"({ref}; this) | bits | load |", "|---|---|---|---|---|---|---|"]
+    for bt, m, k, n in [(1, 50257, 64, 768), (12, 1024, 64, 1024), (1, 768, 1024, 3072)]:
+        a, b = dd((bt, m, k)), dd((bt, k, n))
+        t: dict = {"old": [], "new": []}
+        outs = {}
+        for _ in range(rounds):
+            for name, mod in (("old", old), ("new", new)):
+                c = time.process_time()
+                outs[name] = mod.dd_matmul(a, b)
+                t[name].append(time.process_time() - c)
+        same = _sha(outs["old"].hi, outs["old"].lo) == _sha(outs["new"].hi, outs["new"].lo)
+        L.append(f"| {bt}x{m}x{k}x{n} | {min(t['old']):.3f} | {min(t['new']):.3f} | "
+                 f"{min(t['new']) / min(t['old']):.2f} | {', '.join(f'{x:.2f}' for x in t['old'])}; "
+                 f"{', '.join(f'{x:.2f}' for x in t['new'])} | {'identical' if same else 'DIFFER'} | "
+                 f"{os.getloadavg()[0]:.1f} |")
+        print(L[-1], flush=True)
+    return L
+
+
 def render_sides(res: dict) -> list[str]:
     """The side-by-side section of reports/benchmarks_precise.md."""
     r0 = res["rows"][0]
@@ -464,10 +508,15 @@ def main() -> None:
     ap.add_argument("--products", metavar="BASE", help="only the products section: the DD "
                     "products of GPT-2's shapes in BASE's tree and this one, alternating")
     ap.add_argument("--products-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ozaki-ab", metavar="REF", help="only time precise/ozaki.py at git REF "
+                    "against this tree's, in one process, alternating, on GPT-2's DD x DD shapes")
     ap.add_argument("--slices-bound", action="store_true", help="only print the rigorous tail "
                     "bound of S = 2 and S = 3 products over |A||B| on simulated operands")
     args = ap.parse_args()
     out = ROOT / "reports"
+    if args.ozaki_ab:
+        print("\n".join(ozaki_ab(args.ozaki_ab)))
+        return
     if args.slices_bound:
         print("\n".join(slices_bound()))
         return

@@ -12,6 +12,10 @@ in float64 copies of the largest operand (tracemalloc sees numpy's buffers).
 (each in its own process) beside torch's own float64 forward+backward: the oracle and the bound
 alone (CPU and wall, sha1 of hi, lo and E), then the whole sg.verify; CPU model and BLAS recorded.
 --profile [TREE ...] profiles the oracle and the bound of that model (cProfile, process time).
+--products BASE times the DD products of GPT-2's shapes (``PRODUCTS``) in BASE's tree and this
+one, alternating, with the sha1 of each product's bits. --slices-bound prints the rigorous tail
+bound of S = 2 and S = 3 products over |A||B| on simulated operands (why S stays 3).
+--ozaki-ab REF times precise/ozaki.py at git REF against this tree's in one process, alternating.
 """
 
 from __future__ import annotations
@@ -234,6 +238,159 @@ def sides(base: str, layers: int, tokens: int) -> dict:
             "same_verdict": rows[0]["verdict"] == rows[1]["verdict"]}
 
 
+PRODUCTS = [  # (M, K, N, B's kind): GPT-2's DD products; A is DD activations (lo != 0)
+    (768, 768, 768, "float64"), (64, 768, 50257, "float64"),  # 768^3; the logits at 64 tokens
+    (50257, 64, 768, "dd"),  # the head's weight gradient dlogits^T h at 64 tokens (K = 64)
+    (1024, 768, 3072, "float64"),  # an MLP product at 1024 tokens
+    (1024, 64, 1024, "dd"),  # one head's Q K^T at 1024 tokens (K = 64)
+    (768, 1024, 3072, "dd")]  # an MLP weight gradient at 1024 tokens (K = 1024)
+
+
+def products_child(rounds: int, _unused: int) -> dict:
+    """This tree's DD products (``DD_OPS.einsum``) of ``PRODUCTS`` beside float64 ``matmul`` on
+    one BLAS thread (the oracle's GEMMs run on one): CPU s (process time), min of ``rounds``;
+    sha1 of each product's hi and lo (the same operands in every tree: seed 0)."""
+    import symgrad
+    from symgrad.precise.blas_threads import one_thread
+
+    def cpu(f, repeat):
+        best = np.inf
+        for _ in range(repeat):
+            c = time.process_time()
+            f()
+            best = min(best, time.process_time() - c)
+        return best
+    rng = np.random.default_rng(0)
+    rows = []
+    for m, k, n, kind in PRODUCTS:
+        a, w = rng.standard_normal((m, k)), rng.standard_normal((k, n)) * 0.02
+        x = DD_OPS.asarray(a) / DD_OPS.asarray(np.array(3.0))
+        y = DD_OPS.asarray(w)
+        y = y if kind == "float64" else y / DD_OPS.asarray(np.array(7.0))
+        with one_thread():
+            t64 = cpu(lambda: a @ w, 3)
+        c = DD_OPS.einsum("ij,jk->ik", x, y)
+        rows.append({"shape": f"{m}x{k}x{n}", "b": kind, "float64_cpu_s": t64,
+                     "dd_cpu_s": cpu(lambda: DD_OPS.einsum("ij,jk->ik", x, y), rounds),
+                     "sha1": _sha(c.hi, c.lo)})
+    return {"tree": str(Path(symgrad.__file__).resolve().parents[1]), "rows": rows,
+            "load": os.getloadavg()[0], "machine": _machine()}
+
+
+def products(base: str, rounds: int = 2) -> dict:
+    """``products_child`` in BASE's tree and this one, alternating (base first), ``rounds`` times."""
+    runs = [_in_tree(tree, "--products-child", 1, 0) for _ in range(rounds)
+            for tree in (base, str(ROOT))]
+    return {"runs": runs}
+
+
+def render_products(res: dict) -> list[str]:
+    """The products section of reports/benchmarks_precise.md: each tree's best DD CPU s."""
+    runs = res["runs"]
+    trees = list(dict.fromkeys(r["tree"] for r in runs))
+    best = {t: {} for t in trees}
+    for r in runs:
+        for row in r["rows"]:
+            b = best[r["tree"]].setdefault(row["shape"], dict(row))
+            b["dd_cpu_s"] = min(b["dd_cpu_s"], row["dd_cpu_s"])
+            b["float64_cpu_s"] = min(b["float64_cpu_s"], row["float64_cpu_s"])
+            b.setdefault("shas", set()).add(row["sha1"])
+    commits = {r["tree"]: r.get("commit", "") for r in runs}
+    base, this = trees[0], trees[-1]
+    loads = ", ".join(f"{r['load']:.1f}" for r in runs)
+    L = ["## DD products, two trees side by side (CPU s, process time)", "",
+         f"`python scripts/benchmark_precise.py --products BASE`: BASE {commits[base]} ({base}) "
+         f"and {commits[this]} ({this}), each in its own process, alternating, "
+         f"{len(runs) // len(trees)} rounds; loads {loads}; "
+         f"{runs[0]['machine']}. float64: np.matmul on one BLAS thread (the oracle's GEMMs run on "
+         "one); DD: `DD_OPS.einsum` (A DD activations, B float64 weights or DD); each the best "
+         "of its rounds.", "",
+         "| M x K x N | B | float64 CPU s | DD CPU s base | DD CPU s this | base / float64 | "
+         "this / float64 | this / base | hi, lo bits |", "|---|---|---|---|---|---|---|---|---|"]
+    for shape, b in best[base].items():
+        t = best[this][shape]
+        f64 = min(b["float64_cpu_s"], t["float64_cpu_s"])
+        same = "identical" if b["shas"] == t["shas"] and len(b["shas"]) == 1 else "DIFFER"
+        L.append(f"| {shape} | {b['b']} | {f64:.4f} | {b['dd_cpu_s']:.3f} | {t['dd_cpu_s']:.3f} | "
+                 f"{b['dd_cpu_s'] / f64:.1f}x | {t['dd_cpu_s'] / f64:.1f}x | "
+                 f"{t['dd_cpu_s'] / b['dd_cpu_s']:.2f} | {same} |")
+    return L + [""]
+
+
+def slices_bound() -> list[str]:
+    """The rigorous tail bound of an Ozaki product with S slices, per entry over float64
+    |A||B|: (S+1) K u 2^(-S tau) [rowsum_i|A| 2^f_j + (S-1) K 2^(e_i+f_j) / 2 + 2^e_i colsum_j|B|]
+    (rowmax_i < 2^e_i, colmax_j < 2^f_j), on simulated operands (seed 0): which share of the
+    entries it keeps within the spot check's claim 1e-26 at S = 2 and S = 3 (oracle19)."""
+    from symgrad.precise.ozaki import _tau
+    rng = np.random.default_rng(0)
+    u = 2.0 ** -53
+    cases = [("Gaussian 2000x64 @ 64x768", rng.standard_normal((2000, 64)),
+              rng.standard_normal((64, 768))),
+             ("head-gradient-like rows exp(3 N(0,1)) 2000x64 @ Gaussian 64x768",
+              np.exp(3 * rng.standard_normal((2000, 64))) / 1e4, rng.standard_normal((64, 768))),
+             ("Gaussian 500x1024 @ 1024x300", rng.standard_normal((500, 1024)),
+              rng.standard_normal((1024, 300)))]
+    L = ["| operands | S | tau | entries within 1e-26 | median bound / (abs A abs B) | worst |",
+         "|---|---|---|---|---|---|"]
+    for name, a, b in cases:
+        k = a.shape[1]
+        e = 2.0 ** np.frexp(np.abs(a).max(1))[1][:, None]
+        f = 2.0 ** np.frexp(np.abs(b).max(0))[1][None, :]
+        rs, cs = np.abs(a).sum(1)[:, None], np.abs(b).sum(0)[None, :]
+        scale = np.abs(a) @ np.abs(b)
+        for S in (2, 3):
+            tau = _tau(k, S)
+            r = ((S + 1) * k * u * 2.0 ** (-S * tau) * (rs * f + (S - 1) * k * e * f / 2 + e * cs)
+                 / scale)
+            L.append(f"| {name} | {S} | {tau} | {100 * (r <= 1e-26).mean():.2f} % | "
+                     f"{np.median(r):.2g} | {r.max():.2g} |")
+    return L
+
+
+def ozaki_ab(ref: str, rounds: int = 4) -> list[str]:
+    """``precise/ozaki.py`` at git ``ref`` (loaded beside this tree's, the rest of symgrad this
+    tree's) against this tree's, in one process, alternating ``rounds`` times on the same DD x DD
+    operands: CPU s (process time) of ``dd_matmul``, min and all rounds, and whether the bits agree."""
+    import importlib.util
+    import tempfile
+
+    from symgrad.precise import ozaki as new
+    from symgrad.precise.dd import DD
+    src = subprocess.run(["git", "-C", str(ROOT), "show", f"{ref}:symgrad/precise/ozaki.py"],
+                         stdout=subprocess.PIPE, check=True, text=True).stdout
+    with tempfile.NamedTemporaryFile("w", suffix=".py", delete=False) as f:
+        f.write(src)
+    spec = importlib.util.spec_from_file_location("symgrad.precise._ozaki_ref", f.name)
+    old = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = old
+    spec.loader.exec_module(old)
+    os.unlink(f.name)
+    rng = np.random.default_rng(0)
+
+    def dd(shape):
+        h = rng.standard_normal(shape)
+        return DD(h, h * rng.standard_normal(shape) * 2.0 ** -54)
+    L = [f"| Bt x M x K x N (DD x DD) | {ref} CPU s | this CPU s | this / {ref} | rounds "
+         f"({ref}; this) | bits | load |", "|---|---|---|---|---|---|---|"]
+    for bt, m, k, n in [(1, 50257, 64, 768), (12, 1024, 64, 1024), (1, 768, 1024, 3072)]:
+        a, b = dd((bt, m, k)), dd((bt, k, n))
+        t: dict = {"old": [], "new": []}
+        outs = {}
+        for _ in range(rounds):
+            for name, mod in (("old", old), ("new", new)):
+                c = time.process_time()
+                outs[name] = mod.dd_matmul(a, b)
+                t[name].append(time.process_time() - c)
+        same = _sha(outs["old"].hi, outs["old"].lo) == _sha(outs["new"].hi, outs["new"].lo)
+        L.append(f"| {bt}x{m}x{k}x{n} | {min(t['old']):.3f} | {min(t['new']):.3f} | "
+                 f"{min(t['new']) / min(t['old']):.2f} | {', '.join(f'{x:.2f}' for x in t['old'])}; "
+                 f"{', '.join(f'{x:.2f}' for x in t['new'])} | {'identical' if same else 'DIFFER'} | "
+                 f"{os.getloadavg()[0]:.1f} |")
+        print(L[-1], flush=True)
+    return L
+
+
 def render_sides(res: dict) -> list[str]:
     """The side-by-side section of reports/benchmarks_precise.md."""
     r0 = res["rows"][0]
@@ -348,8 +505,31 @@ def main() -> None:
     ap.add_argument("--profile", nargs="*", metavar="TREE", help="only the profile section: "
                     "each TREE (default this one) on gpt2 of --layers layers at --tokens")
     ap.add_argument("--profile-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--products", metavar="BASE", help="only the products section: the DD "
+                    "products of GPT-2's shapes in BASE's tree and this one, alternating")
+    ap.add_argument("--products-child", nargs=2, type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--ozaki-ab", metavar="REF", help="only time precise/ozaki.py at git REF "
+                    "against this tree's, in one process, alternating, on GPT-2's DD x DD shapes")
+    ap.add_argument("--slices-bound", action="store_true", help="only print the rigorous tail "
+                    "bound of S = 2 and S = 3 products over |A||B| on simulated operands")
     args = ap.parse_args()
     out = ROOT / "reports"
+    if args.ozaki_ab:
+        print("\n".join(ozaki_ab(args.ozaki_ab)))
+        return
+    if args.slices_bound:
+        print("\n".join(slices_bound()))
+        return
+    if args.products_child:
+        print(json.dumps(products_child(*args.products_child), default=float))
+        return
+    if args.products:
+        res = products(args.products)
+        (out / "benchmarks_precise_products.json").write_text(json.dumps(res, indent=2) + "\n")
+        (out / "benchmarks_precise.md").write_text(render(json.loads(
+            (out / "benchmarks_precise.json").read_text())))
+        print("\n".join(render_products(res)))
+        return
     if args.profile_child:
         print(json.dumps(profile_child(*args.profile_child), default=float))
         return
@@ -447,6 +627,12 @@ def render(res: dict) -> str:
     prof = ROOT / "reports" / "benchmarks_precise_profile.json"
     if prof.exists():
         L += render_profile(json.loads(prof.read_text()))
+    prod = ROOT / "reports" / "benchmarks_precise_products.json"
+    if prod.exists():
+        L += render_products(json.loads(prod.read_text()))
+    notes = ROOT / "reports" / "benchmarks_precise_notes.md"  # dated hand-written sections
+    if notes.exists():
+        L += ["", notes.read_text().rstrip("\n")]
     return "\n".join(L)
 
 

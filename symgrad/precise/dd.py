@@ -53,8 +53,10 @@ def quick_two_sum(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray]
 
 def split(a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Veltkamp/Dekker split a = h + l, each with <= 26 significant bits (overflow-safe)."""
-    big = np.abs(a) > _SPLIT_LIMIT
-    if big.any():
+    if np.size(a) and (np.fmax.reduce(a, axis=None) > _SPLIT_LIMIT
+                       or np.fmin.reduce(a, axis=None) < -_SPLIT_LIMIT):  # NaN-blind extrema:
+        #  two reductions instead of an |a| and a mask array (the same test)
+        big = np.abs(a) > _SPLIT_LIMIT
         a_s = np.where(big, a * _SPLIT_DOWN, a)
         c = _SPLITTER * a_s
         h = c - (c - a_s)

@@ -30,6 +30,16 @@ sums each entry's dot product in one order whatever the operands' shapes (OpenBL
 a few last bits of lo where it does not (its AVX-512 kernels: ~1e-33 of (|A||B|)_ij, far inside
 the error above; ``tests/test_ozaki_chunks.py`` checks both).
 
+FastTwoSum: s = RN(a + b), e = b - RN(s - a) gives s + e = a + b exactly not only where
+|a| >= |b| but wherever a is a multiple of ulp(b) (then a + b is a multiple of ulp(b) below
+2 |b|, so s differs from it by a multiple of ulp(b) at most ulp(b), and s - a = b + (s - a - b)
+is a float); the pair is then TwoSum's (both exact, s the same). So the DD sums here take 3
+passes where TwoSum's take 6, with the same bits: a level sum p_l is a multiple of its grid
+g_l = 2**(e_i + f_j - (l+2) tau) and the running sum of the smaller levels stays below
+(S+1) K 2**tau g_l < 2**53 g_l, so p_l is a multiple of its ulp (``_tile``); a slice's residual
+rh - q is a multiple of ulp(rh) (q is on a grid of at least ulp(rh)) and so of ulp(rl) for the
+last TwoSum's error rl (``_slices``, every slice after the first).
+
 Example:
     >>> import numpy as np
     >>> from symgrad.precise.dd import DD
@@ -133,7 +143,7 @@ def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, 
         np.subtract(rh, q, out=r)  # exact
         if rl is None:
             rh = r
-        else:  # (rh, rl) = TwoSum(r, rl) into alternating buffers; residual = rh + rl
+        elif i == 0:  # (rh, rl) = TwoSum(r, lo) into alternating buffers; residual = rh + rl
             sh, el, t1, t2 = get(f"s{i % 2}"), get(f"e{i % 2}"), get("t1"), get("t2")
             np.add(r, rl, out=sh)
             np.subtract(sh, r, out=t1)
@@ -141,6 +151,15 @@ def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, 
             np.subtract(r, t2, out=t2)
             np.subtract(rl, t1, out=t1)
             np.add(t2, t1, out=el)
+            np.add(sh, el, out=r)
+            rh, rl = sh, el
+        else:  # FastTwoSum(r, rl), exact here: r is a multiple of ulp(rh) (q is on a grid of
+            #  at least ulp(rh)), rl = the last TwoSum's error, |rl| <= ulp(rh) / 2, so r is a
+            #  multiple of ulp(rl) (module docstring, "FastTwoSum"): the same (rh, rl) as TwoSum's
+            sh, el, t1 = get(f"s{i % 2}"), get(f"e{i % 2}"), get("t1")
+            np.add(r, rl, out=sh)
+            np.subtract(sh, r, out=t1)
+            np.subtract(rl, t1, out=el)
             np.add(sh, el, out=r)
             rh, rl = sh, el
 
@@ -185,26 +204,34 @@ def _tile(A, Bx, Br, S: int, kk: int, work: _Work, dest: DD, accumulate: bool) -
     A = [A_0 | ... | A_{S-1} | R^A_S] along K; Bx = [B_{S-1}; ...; B_0];
     Br = [R^B_S; ...; R^B_1; B]. Level l (exact): A[:, :(l+1)K] @ Bx[(S-1-l)K:] = sum_{s+t=l} A_s B_t.
     Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B. The sub-tile is small (``chunk_elems``),
-    so its ~10 elementwise passes run in cache.
+    so its ~7 elementwise passes per level run in cache.
     """
     shape = (A.shape[0], A.shape[1], Bx.shape[2])
     get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731
-    hi, lo, p, t1, t2, t3 = (get(n) for n in ("hi", "lo", "p", "t1", "t2", "t3"))
+    hi, lo, p, t1, t2 = (get(n) for n in ("hi", "lo", "p", "t1", "t2"))
     np.matmul(A, Br, out=hi)
-    lo[...] = 0.0
     for level in range(S - 1, -1, -1):  # smallest exact products first
         np.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :], out=p)
-        # (hi, lo) += p: TwoSum(hi, p) = (t1, t3), lo += t3, then FastTwoSum(t1, lo)
+        # (hi, lo) += p: FastTwoSum(p, hi) = (t1, e), exact - the same pair as TwoSum(hi, p) -
+        # as p, an exact level sum, lies on a grid of at least ulp(hi) (module docstring,
+        # "FastTwoSum"); lo += e, then FastTwoSum(t1, lo)
         np.add(hi, p, out=t1)  # s
-        np.subtract(t1, hi, out=t2)  # bb = s - a
-        np.subtract(t1, t2, out=t3)  # s - bb
-        np.subtract(hi, t3, out=t3)  # a - (s - bb)
-        np.subtract(p, t2, out=p)  # b - bb
-        t3 += p  # e
-        lo += t3
-        np.add(t1, lo, out=hi)
-        np.subtract(hi, t1, out=t2)
-        lo -= t2
+        np.subtract(t1, p, out=t2)  # z = s - p
+        if level == S - 1:  # lo was +0: lo = 0 + e; FastTwoSum(t1, e) = (t1 + e, e) (|e| <=
+            #  ulp(t1) / 2, t1 = RN(t1 + e)): its last two passes change nothing
+            np.subtract(hi, t2, out=lo)
+            lo += 0.0  # 0 + e, a -0 as +0
+            np.add(t1, lo, out=hi)
+            continue
+        np.subtract(hi, t2, out=t2)  # e = hi - z
+        lo += t2
+        last = level == 0 and not accumulate  # the sum straight into the result's view
+        h = dest.hi if last else hi
+        np.add(t1, lo, out=h)
+        np.subtract(h, t1, out=t2)
+        np.subtract(lo, t2, out=dest.lo if last else lo)
+    if S > 1 and not accumulate:
+        return
     if accumulate:
         t = add(DD(dest.hi, dest.lo), DD(hi, lo))
         hi, lo = t.hi, t.lo

@@ -84,8 +84,9 @@ def _slices(hi: torch.Tensor, lo: torch.Tensor | None, dim: int, n: int,
         r = rh - q  # exact
         if rl is None:
             rh = r
-        else:  # (rh, rl) = TwoSum(r, rl); the residual rounded: rh + rl
-            rh, rl = two_sum(r, rl)
+        else:  # (rh, rl) = TwoSum(r, rl), after the first slice FastTwoSum (exact there, the
+            #  same pair: ``ozaki``'s docstring, "FastTwoSum"); the residual rounded: rh + rl
+            rh, rl = two_sum(r, rl) if i == 0 else quick_two_sum(r, rl)
             r = rh + rl
         qs.append(q)
         rs.append(r)
@@ -197,6 +198,7 @@ def _levels(A: torch.Tensor, Bx: torch.Tensor, Br: torch.Tensor, S: int, kk: int
     lo = torch.zeros_like(hi)
     for level in range(S - 1, -1, -1):
         p = torch.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :])
-        hi, e = two_sum(hi, p)  # (hi, lo) += p: TwoSum(hi, p), lo += its error, FastTwoSum
-        hi, lo = quick_two_sum(hi, lo + e)
+        hi, e = quick_two_sum(p, hi)  # (hi, lo) += p: FastTwoSum(p, hi), exact - TwoSum(hi,
+        hi, lo = quick_two_sum(hi, lo + e)  # p)'s pair: ``ozaki``'s docstring - lo += its
+        #  error, FastTwoSum
     return hi, lo

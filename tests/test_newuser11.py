@@ -1,0 +1,54 @@
+"""A new user's trial of issues 17 and 19's surfaces (reports/newuser11.md): each test fails
+without its fix."""
+
+from __future__ import annotations
+
+import sympy as sp
+import torch
+
+import symgrad as sg
+
+x, y, w, b = sp.symbols("x y w b")
+AT_KINK = {"w": 2.0, "b": 0.0, "x": 0.0, "y": 0.1}  # w x + b = 0: relu's kink, exactly
+
+
+def _relu_sq() -> sg.Model:
+    return sg.Model("relu_sq", (sg.ops.relu(w * x + b) - y) ** 2, params=[w, b],
+                    inputs={x: sg.Normal(0, 1), y: sg.Normal(0, 1)})
+
+
+class _TwoAtZero(torch.autograd.Function):
+    """relu whose backward hands 2 x the gradient through at exactly 0 (outside [0, 1])."""
+
+    @staticmethod
+    def forward(ctx, z):
+        ctx.save_for_backward(z)
+        return torch.relu(z)
+
+    @staticmethod
+    def backward(ctx, g):
+        (z,) = ctx.saved_tensors
+        return g * torch.where(z == 0, 2.0, (z > 0).to(z.dtype))
+
+
+def test_order2_at_a_relu_kink_is_never_a_false_fail() -> None:
+    """symgrad's own program takes H(0) = 1/2, so its H v holds H(0)^2 = 1/4 of the right side
+    and g.v 1/2 of it: off the hull of the two sides, which was a proven FAIL of correct code
+    in both dtypes. Between the hull and the enclosure of every subgradient: inconclusive."""
+    for dtype in ("float64", "float32"):
+        r = sg.verify(_relu_sq(), order=2, at=AT_KINK, dtype=dtype, seed=1)
+        assert r.verdict == "inconclusive", (dtype, str(r))
+        assert "enter as products" in str(r)
+    # torch.relu (H(0) = 0, one side) passes, as before
+    fn = lambda w, b, x, y: (torch.relu(w * x + b) - y) ** 2  # noqa: E731
+    assert sg.verify(_relu_sq(), torch_fn=fn, order=2, at=AT_KINK, seed=1,
+                     backends=("torch_fn",)).verdict == "pass"
+
+
+def test_order2_outside_every_subgradient_still_fails() -> None:
+    """A relu whose backward passes 2 x the gradient at 0: its g.v is outside the enclosure of
+    every selector in [0, 1]: still a mismatch at order 2."""
+    fn = lambda w, b, x, y: (_TwoAtZero.apply(w * x + b) - y) ** 2  # noqa: E731
+    r = sg.verify(_relu_sq(), torch_fn=fn, order=2, at=AT_KINK, seed=1, backends=("torch_fn",))
+    assert r.verdict == "fail", str(r)
+

@@ -52,3 +52,14 @@ def test_order2_outside_every_subgradient_still_fails() -> None:
     r = sg.verify(_relu_sq(), torch_fn=fn, order=2, at=AT_KINK, seed=1, backends=("torch_fn",))
     assert r.verdict == "fail", str(r)
 
+
+def test_a_mistyped_op_option_names_the_one_meant() -> None:
+    """sg.ops.gelu(x, approx=...) said 'got 0 more positional arguments and ['approx']'."""
+    import pytest
+
+    with pytest.raises(TypeError, match=r"gelu: unknown keyword 'approx' \(did you mean "
+                                        r"'approximate'\?\); its keywords: x, approximate"):
+        sg.ops.gelu(x, approx="tanh")
+    with pytest.raises(sg.SymgradError, match="softplus: unknown keyword 'beta'; its keywords"):
+        sg.ops.softplus(x, beta=2.0)
+

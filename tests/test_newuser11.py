@@ -63,3 +63,16 @@ def test_a_mistyped_op_option_names_the_one_meant() -> None:
     with pytest.raises(sg.SymgradError, match="softplus: unknown keyword 'beta'; its keywords"):
         sg.ops.softplus(x, beta=2.0)
 
+
+def test_ops_refuses_an_unwritable_out_before_it_runs(tmp_path, capsys) -> None:
+    """symgrad ops --out <unwritable> ran the catalogue, then ended in a FileNotFoundError
+    traceback (exit 1); report already refused it in one line (exit 2) before running."""
+    from symgrad.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    rc = main(["ops", "--ops", "tanh", "--dtype", "float64", "--out", str(blocker / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "cannot write the report there" in err and "Traceback" not in err
+

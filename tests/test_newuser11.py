@@ -76,3 +76,18 @@ def test_ops_refuses_an_unwritable_out_before_it_runs(tmp_path, capsys) -> None:
     err = capsys.readouterr().err
     assert "cannot write the report there" in err and "Traceback" not in err
 
+
+def test_scheduler_and_workers_together_are_refused_before_torch_loads() -> None:
+    """Both --scheduler and --workers: one line, exit 2, answered by the argument parser
+    (it was answered by cluster.session after torch and sympy had loaded: 2.7 CPU s)."""
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom symgrad.cli import main\n"
+            "try:\n    rc = main(['verify', 'neuron', '--workers', '2', '--scheduler', "
+            "'tcp://127.0.0.1:1'])\nexcept SystemExit as e:\n    rc = e.code\n"
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split() == ["2", "False"], out
+    assert "not allowed with argument" in out.stderr

@@ -242,6 +242,9 @@ ENTRIES: tuple[Elementwise, ...] = (
        r"\mathrm{mish}", "mish", "F.mish(x)",
        torch_backward=(sp.tanh(_softplus(X0))
                        + X0 * _sigmoid(X0) * (1 - sp.tanh(_softplus(X0)) ** 2))),
+    _E("softsign", X0 / (1 + sp.Abs(X0)), X0 / (1 + sp.Abs(X0)), 1 / (1 + sp.Abs(X0)) ** 2,
+       r"\mathrm{softsign}", "softsign", "F.softsign(x)", kinks=(0.0,),
+       subgradients=((1.0, 1.0),)),
     _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
        _SIG * (1 + X0 * (1 - _SIG)), r"\mathrm{SiLU}", "SiLU",
        "F.silu(x)", torch_backward=_sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0)))),

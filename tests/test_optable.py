@@ -37,6 +37,7 @@ OPS_UNDER_TEST = [
     "gelu_tanh",
     "mish",
     "silu",
+    "softsign",
     "elu",
     "celu",
     "selu",

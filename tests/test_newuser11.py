@@ -91,3 +91,20 @@ def test_scheduler_and_workers_together_are_refused_before_torch_loads() -> None
                          timeout=120)
     assert out.stdout.split() == ["2", "False"], out
     assert "not allowed with argument" in out.stderr
+
+
+def test_a_module_at_order_2_is_shown_in_its_own_names() -> None:
+    """symgrad verify tiny_gpt --module ...book:GPTModel --order 2 showed rows Hv:h0_Wq (the
+    program's names) where order 1 shows trf_blocks.0.att.W_query."""
+    from symgrad import zoo
+    from tests.gptmodels.book import GPTModel
+
+    cfg = {"vocab_size": 8, "context_length": 4, "emb_dim": 8, "n_heads": 2, "n_layers": 1,
+           "drop_rate": 0.0, "qkv_bias": False}
+    torch.manual_seed(0)
+    r = sg.verify(zoo.get("tiny_gpt", config=cfg), module=GPTModel(cfg).double(), order=2,
+                  samples=1, seed=0)
+    names = [b for b, *_ in r.blocks]
+    assert "trf_blocks.0.att.W_query.weight" in names and "h0_Wq" not in names, names
+    assert "Hv:trf_blocks.0.att.W_query.weight" in str(r)
+    assert any(o.startswith("Hv:trf_blocks.0.att.W_query.weight[") for o in r.outputs[:400])

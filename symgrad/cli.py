@@ -187,6 +187,7 @@ def _gpt_options(p: argparse.ArgumentParser) -> None:
 
 
 def _cluster_options(p: argparse.ArgumentParser) -> None:
+    p = p.add_mutually_exclusive_group()  # both: refused before torch loads
     p.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run the exact oracle (ops: each operator x dtype) as tasks on the Dask "
                         "scheduler at ADDRESS (tcp://host:port); needs symgrad[cluster]")

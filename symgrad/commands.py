@@ -228,6 +228,7 @@ def check_writable(out: Path) -> None:
 
 
 def ops_cmd(args: argparse.Namespace) -> int:
+    check_writable(Path(args.out))  # before the run, not after it (a traceback, exit 1)
     names = tuple(n.strip() for n in args.ops.split(",") if n.strip()) if args.ops else None
     cfg = OpsConfig(ops=names, dtypes=tuple(d.strip() for d in args.dtype.split(",")),
                     budget=args.budget, seed=args.seed, device=args.device,

@@ -197,8 +197,8 @@ def hvp_loss(model: TensorModel, directions: list[str], table, leaves: dict) -> 
 class HvpOutputs(Sequence):
     """A result's output names at order 2: ``g·v``, then ``Hv:<entry>`` per parameter entry."""
 
-    def __init__(self, first: Sequence[str]) -> None:
-        self.first = first
+    def __init__(self, first: Sequence[str], rename: Callable[[str], str] = str) -> None:
+        self.first, self.rename = first, rename
 
     def __len__(self) -> int:
         return len(self.first)
@@ -206,7 +206,7 @@ class HvpOutputs(Sequence):
     def __getitem__(self, k):
         if isinstance(k, slice):
             return [self[i] for i in range(*k.indices(len(self)))]
-        return relabel_output(self.first[k])
+        return relabel_output(self.rename(self.first[k]))
 
 
 def relabel_output(name: str) -> str:
@@ -216,13 +216,17 @@ def relabel_output(name: str) -> str:
     return HVP_PREFIX + name[3:] if name.startswith("d/d") else name
 
 
-def relabel(result: Result, model) -> Result:
+def relabel(result: Result, model, names: tuple[Callable, dict] | None = None) -> Result:
     """The HVP model's first-order result as the order-2 result of ``model``: outputs and
-    findings named as Hessian-vector products, the run's config with ``order=2``."""
-    result.outputs = (HvpOutputs(result.outputs) if not isinstance(result.outputs, list)
-                      else [relabel_output(o) for o in result.outputs])
+    findings named as Hessian-vector products, the run's config with ``order=2``; ``names``
+    (a module's: ``modules.module_torch_fn``): output name -> the module's, block -> label."""
+    rename, labels = names or (str, {})
+    result.outputs = (HvpOutputs(result.outputs, rename)
+                      if not isinstance(result.outputs, list)
+                      else [relabel_output(rename(o)) for o in result.outputs])
+    result.blocks = [(labels.get(n, n), *rest) for n, *rest in result.blocks]
     for field in ("failures", "precision_losses", "worst", "kinks", "undecided"):
-        setattr(result, field, [replace(f, output=relabel_output(f.output))
+        setattr(result, field, [replace(f, output=relabel_output(rename(f.output)))
                                 for f in getattr(result, field)])
     result.config = replace(result.config, order=2)
     result.model = model.name

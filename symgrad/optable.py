@@ -32,7 +32,7 @@ from typing import Callable
 import sympy as sp
 from sympy.codegen.cfunctions import expm1, log1p
 
-from .errors import SymgradError
+from .errors import KeywordError, SymgradError, unknown_keywords
 from .functions import ROWS as FUNCTION_ROWS
 
 X0 = sp.Symbol("x0", real=True)  # == symgrad.tensor.program.X[0] (same name and assumptions)
@@ -242,6 +242,9 @@ ENTRIES: tuple[Elementwise, ...] = (
        r"\mathrm{mish}", "mish", "F.mish(x)",
        torch_backward=(sp.tanh(_softplus(X0))
                        + X0 * _sigmoid(X0) * (1 - sp.tanh(_softplus(X0)) ** 2))),
+    _E("softsign", X0 / (1 + sp.Abs(X0)), X0 / (1 + sp.Abs(X0)), 1 / (1 + sp.Abs(X0)) ** 2,
+       r"\mathrm{softsign}", "softsign", "F.softsign(x)", kinks=(0.0,),
+       subgradients=((1.0, 1.0),)),
     _E("silu", X0 * _sigmoid(X0), X0 / (1 + sp.exp(-X0)),
        _SIG * (1 + X0 * (1 - _SIG)), r"\mathrm{SiLU}", "SiLU",
        "F.silu(x)", torch_backward=_sigmoid(X0) * (1 + X0 * (1 - _sigmoid(X0)))),
@@ -309,11 +312,14 @@ def function(public: str, build: Callable, *, keywords: tuple[str, ...] = ()) ->
     default = resolve(public)
 
     def op(x, *args, **kw):
-        extra = set(kw) - set(keywords) - {key}
-        if len(args) > bool(key) or extra:
+        extra = sorted(set(kw) - set(keywords) - {key})
+        if extra:  # a mistyped option (approx=) or a torch one symgrad's op has not (beta=)
+            valid = ["x", *[key] * bool(key), *keywords]
+            raise KeywordError(unknown_keywords(public, extra, valid))
+        if len(args) > bool(key):
             raise SymgradError(f"{public}: takes x{f' and {key}=' if key else ''}"
                                f"{''.join(f', {k}=' for k in keywords)}; got {len(args)} more "
-                               f"positional arguments and {sorted(extra)}")
+                               "positional arguments")
         choice = args[0] if args else kw.pop(key, None) if key else None
         return build(resolve(public, choice), x, **kw)
     P = inspect.Parameter

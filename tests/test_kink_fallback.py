@@ -16,6 +16,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import sympy as sp
@@ -95,7 +97,14 @@ def test_gaussian_nll_at_var_eps_passes_and_a_planted_second_derivative_fails(dt
     fine = sg.verify(model, torch_fn=_gaussian(0.0), order=2, at=at, config=cfg)
     assert not fine.failures, fine
     bad = sg.verify(model, torch_fn=_gaussian(1e-2), order=2, at=at, config=cfg)
-    assert {"Hv:x[0]", "Hv:x[2]", "Hv:v[0]", "Hv:v[2]"} <= {f.output for f in bad.failures}, bad
+    # caught where v = 0.5 (no kink); at v = eps (entries 0 and 2) the clamp's H(v - eps)
+    # enters H v squared, so the sides' hull does not hold every subgradient there: symgrad's
+    # own torch program (a tie at 1/2) was a proven FAIL at this point (newuser11); between the
+    # hull and the enclosure those entries are inconclusive, never ok
+    assert {"Hv:x[1]", "Hv:v[1]"} <= {f.output for f in bad.failures}, bad
+    assert bad.verdict == "fail"
+    own = sg.verify(model, order=2, at=at, config=replace(cfg, backends=("numpy", "torch")))
+    assert own.verdict == "inconclusive", own
 
 
 def _triplet_at_margin() -> dict:

@@ -37,6 +37,7 @@ OPS_UNDER_TEST = [
     "gelu_tanh",
     "mish",
     "silu",
+    "softsign",
     "elu",
     "celu",
     "selu",
@@ -190,3 +191,16 @@ def test_named_entries_have_a_layer_rule_in_explain():
         text = sg.explain(m).markdown()
         assert rf"r = {e.latex}\left(h\right)" in text
         assert rf"\delta_{{h}} = \delta_{{r}} \circ {e.latex}'(h)" in text
+
+
+@pytest.mark.parametrize("name", [n for n in OPS_UNDER_TEST if OPS[n].kinks])
+def test_declared_subgradients_are_the_one_sided_derivatives(name):
+    """Each kink's declared [left, right] derivative is the formula's own one-sided limit
+    (the row's ``subgradients`` were read by nothing, so a wrong pair passed unseen)."""
+    e = OPS[name]
+    assert len(e.subgradients) == len(e.kinks), name
+    d = sp.diff(e.formula, X0)  # at 1e-60 beside the kink, in 450 digits (sympy's limit of
+    for k, (left, right) in zip(e.kinks, e.subgradients):  # a Piecewise took the wrong branch)
+        for step, want in ((-1e-60, left), (1e-60, right)):
+            got = _exact(d, k + step)
+            assert abs(got - want) <= 1e-12 * max(1, abs(want)), (name, k, step, got, want)

@@ -207,6 +207,7 @@ def module_torch_fn(model: TensorModel, module: nn.Module, *, cfg: VerifyConfig,
     plan, rate = _matched(model, module, cfg, options.map)
     fn = _probed(model, module, plan, cfg, options, "eager", rate)
     fn.__name__ = f"module {type(module).__name__}"
+    fn.names = (ModuleOutputs(model, plan).rename, plan.labels)  # the rows: hvp.relabel
     return model_for_mode(model, options.train), fn
 
 

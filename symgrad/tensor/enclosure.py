@@ -15,6 +15,7 @@ import numpy as np
 from flint import arb
 
 from ..backends.arb import Imprecise
+from ..compare.kinks import INTERACTION_BITS, Sides
 from ..errors import SymgradError
 from ..precise.arb import ARB_OPS
 from .interpret import evaluate
@@ -22,6 +23,7 @@ from .sided import Sided
 from .model import TensorModel
 from .views import flat_balls
 
+CURVED_SEED = 2  # the fractional sides ``curved`` evaluates (same model, same point)
 ENCLOSE_UP_TO = 20_000  # parameters: up to here a relaxed sample's subgradients get balls
 ENCLOSURE_BITS = 128
 
@@ -87,3 +89,41 @@ def enclosure(model: TensorModel, s: Sided, keys: list, base: Mapping, one: Mapp
         low = np.where(ok, np.nextafter(mid - rad, -np.inf), -np.inf)
         high = np.where(ok, np.nextafter(mid + rad, np.inf), np.inf)
     return low, high
+
+
+def curved(row, options: list, combos: list, V: np.ndarray) -> Sides | None:
+    """None where the hull of every combination of sides ``V`` holds every subgradient: the
+    gradient is multilinear in the selectors (first order: one local derivative of a kink per
+    path), checked at order 2 at one point between the sides against the multilinear
+    interpolation of ``V`` on the entries whose sides differ. At order 2 a kink's local
+    derivative meets itself (relu's H(z) H(z) in the Hessian-vector product): code with
+    H(0) = 1/2, symgrad's own among them, gives (1/2, 1/4) of the sides, off their hull: then
+    the row is relaxed - outside the enclosure of every selector in [0, 1] a mismatch, between
+    it and the hull inconclusive.
+
+    Arguments:
+        row: the sample's passes (``symgrad.tensor.sides._Row``: ``model``, ``runs``, ...).
+        options, combos: each kink's options, and every combination of them (V's rows).
+        V: (len(combos), K) the sides' exact rows.
+    Returns:
+        A relaxed ``Sides`` with the proven enclosure and the reason, or None.
+    """
+    if getattr(row.model, "order", 1) != 2 or len(combos) < 2:
+        return None
+    rng = np.random.default_rng(CURVED_SEED)
+    weights = [dict(zip(o, w / w.sum())) for o in options
+               for w in [rng.integers(1, 1 << 20, size=len(o)).astype(np.float64)]]
+    got = row.runs([dict(enumerate(weights))])[0]
+    pred = sum(np.prod([w[c] for w, c in zip(weights, combo)]) * v for combo, v in zip(combos, V))
+    tol = 2.0**-INTERACTION_BITS * np.max(np.abs(V[np.isfinite(V)]), initial=0.0)
+    with np.errstate(invalid="ignore"):  # only where the sides differ: where they agree the
+        kink = np.ptp(V, axis=0) > tol  # function is smooth (logaddexp at x = y), one value
+        if np.all(np.abs(got - pred)[kink] <= tol):
+            return None
+    low, high = enclosure(row.model, row.s, row.keys, row.base, row.one)
+    return Sides("relaxed", [[0]], low, high,
+                 f"at order 2 the one-sided derivatives of the {len(options)} reached "
+                 f"kink{'s' if len(options) > 1 else ''} enter as products (H(z) H(z)): "
+                 "code that takes a value between the sides (H(0) = 1/2) is off their hull; "
+                 "got lies in the proven enclosure of every subgradient but not in the hull "
+                 "of the sides")

@@ -44,7 +44,7 @@ from ..compare import KinkSides
 from ..compare.kinks import (EXTRA_VERTICES, INTERACTION_BITS, MAX_COMBINATIONS, Sides,
                              class_combos, linked_groups, with_interval)
 from .constant_ties import constant_ties
-from .enclosure import enclosure
+from .enclosure import curved, enclosure
 from .interpret import evaluate, evaluate_walks
 from .kinks import Keys, side_bounds, sided, unsided
 from .links import distinct, key_words
@@ -273,8 +273,8 @@ def _sides(row: _Row, ks: list) -> tuple[np.ndarray, list, Sides | None]:
     options = [k.options for k in ks]
     if math.prod(len(o) for o in options) <= MAX_COMBINATIONS:
         combos = list(itertools.product(*options))
-        return (np.array(row.vertices(combos, remember=(0,))),
-                [row.label(c, False) for c in combos], None)
+        V = np.array(row.vertices(combos, remember=(0,)))  # order 2: H(z) H(z) is off the hull
+        return V, [row.label(c, False) for c in combos], curved(row, options, combos, V)
     base = tuple(o[0] for o in options)
     combos, unit = [base], []  # the combination of each row of verts
     for q, o in enumerate(options):

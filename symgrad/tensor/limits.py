@@ -106,6 +106,43 @@ def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: i
         p = min(2 * p, cap)
 
 
+def _rows_balls(model: TensorModel, values: Mapping, limit: list, start: int, cap: int,
+                defined: list) -> list:
+    """``_balls`` of every row (``limit[r]``, ``defined[r]``: row r's), the rows still loose
+    at a precision walked together at the next, in chunks: one walk per precision instead of
+    one per row, the same balls (ARB acts on each sample apart, as ``rigorous.tensor``'s
+    ``_rows_balls``). A chunk whose walk raises goes back to ``_balls`` one row at a time."""
+    rel = arb(2) ** -TIGHT_RELATIVE_BITS
+    step = max(1, (1 << 14) // max(1, sum(n.size for n in model.gradient.nodes)))
+    out: list = [None] * len(limit)
+    for first in range(0, len(limit), step):
+        pending, p = list(range(first, min(first + step, len(limit)))), start
+        while pending:
+            try:
+                leaves = ball_leaves(model, {b.name: np.asarray(values[b.name])[pending]
+                                             for b in model.blocks}, lambda x: arb(float(x)))
+                outs = [np.asarray(o, dtype=object) for o in
+                        evaluate(model.gradient.outputs, ARB_OPS.at(p), leaves)]
+            except (ValueError, ZeroDivisionError, OverflowError):
+                for r in pending:  # from the start, as alone: its own raise, or its balls
+                    out[r] = _balls(model, _leaves_at(model, values, r, None), limit[r], start,
+                                    cap, defined=defined[r])
+                break
+            later = []
+            for i, r in enumerate(pending):
+                balls = flat_balls(model, [o[i:i + 1] if o.shape[0] > 1 else o for o in outs])
+                with ctx.workprec(p):
+                    loose = [not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel)
+                             if o.is_finite() else bool(defined[r][k])
+                             for k, (o, lim) in enumerate(zip(balls, limit[r]))]
+                if not any(loose) or p >= cap:
+                    out[r] = (balls, loose, p)
+                else:
+                    later.append(r)
+            pending, p = later, min(2 * p, cap)
+    return out
+
+
 def _limit_row(model: TensorModel, values: Mapping, r: int, bad: list, limit: np.ndarray,
                start: int, cap: int, program) -> tuple[dict, dict]:
     """The one-sided limits of the ``bad`` entries of row ``r``: (left, right), each entry ->
@@ -294,11 +331,13 @@ def check_rewrite(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
     opened = np.zeros(hi.shape, bool)
     bits = np.zeros(hi.shape[0], np.int64)
     agreed = replaced = unchecked = 0
+    limit = [[arb(float(a) / TIGHT_FRACTION) for a in allowed[r]] for r in range(hi.shape[0])]
+    defined = [np.isfinite(np.asarray(hi[r], np.float64)) & (r not in limits)
+               for r in range(hi.shape[0])]
+    rows = _rows_balls(written, values, limit, start, cap, defined)
     for r in range(hi.shape[0]):
-        limit = [arb(float(a) / TIGHT_FRACTION) for a in allowed[r]]
-        defined = np.isfinite(np.asarray(hi[r], np.float64)) & (r not in limits)
-        balls, loose, bits[r] = _balls(written, _leaves_at(written, values, r, None), limit,
-                                       start, cap, defined=defined)
+        balls, loose, bits[r] = rows[r]
+        limit_r = limit[r]
         for k in range(hi.shape[1]):
             b = None if balls is None else balls[k]
             if (b is None or not b.is_finite()) and not loose[k]:
@@ -311,7 +350,7 @@ def check_rewrite(model: TensorModel, values: Mapping[str, np.ndarray], hi: np.n
             with ctx.workprec(2300):  # hi + lo exactly
                 if np.isfinite(h):
                     gap = (arb(h) + arb(float(lo[r, k])) - b).abs_lower()
-                    if not bool(gap > max(limit[k], abs(arb(h)) * arb(2) ** -70)):
+                    if not bool(gap > max(limit_r[k], abs(arb(h)) * arb(2) ** -70)):
                         agreed += 1
                         continue
             hi[r, k], lo[r, k] = double_double(b)

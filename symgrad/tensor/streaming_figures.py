@@ -67,6 +67,7 @@ class EntryFigures:
         self.shape = hi.shape
         self.dtype, self.tol, self.kind = dtype, tol, kind
         self._last: tuple | None = None  # (key, ulps, allowed): measures read both in turn
+        self.scan = None  # the summary's pass its compare fed (``figure_scan.Scan``), if any
 
     @property
     def ulps(self) -> "Figure":

@@ -26,13 +26,14 @@ kept whole its arrays (``measures.ResultMeasures``).
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
 import numpy as np
 
 from .compare import (STATUS_NAMES, ULP_BINS, Comparison, Tolerance, measured_ulps, ulp_counts)
-from .order_stats import ChunkMedian
+from .order_stats import ChunkMedian, medians as joint_medians
 from .tensor import spill
 
 
@@ -175,16 +176,10 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
          chunks: Callable[[int, int], Iterable[slice]], read: Callable[[slice], ChunkFigures],
          *, medians: bool) -> dict:
     """Every figure the summary keeps of a large comparison, in one pass over its columns,
-    chunk by chunk within each row group: each group's stats (``fold``) and median ULPs
-    (``medians``: over a float32 copy of the group's own), and, where the groups tile every
-    column, the whole's stats, its median (an exact selection, ``order_stats.ChunkMedian``:
-    its second pass reads back the groups' float32 ULPs, kept side by side in one array that
-    a large comparison spills, ``tensor.spill``: GPT-2's 0.65 GB on disk, a chunk's pages
-    resident; before, that pass evaluated every entry again), the ULP histogram
-    (``compare.ulp_counts`` of the
-    compare's ULPs) and, where ``read`` gives the allowances, the flat indices of the
-    ``WORST`` entries by badness (error / allowance as kept, ``tensor.comparing.badness``;
-    ties in index order: ``streaming.worst_entries``' entries).
+    chunk by chunk within each row group (``Scan`` fed by ``read``): each group's stats
+    (``fold``) and median ULPs (``medians``), and, where the groups tile every column, the
+    whole's stats, its median, the ULP histogram and, where ``read`` gives the allowances,
+    the flat indices of the ``WORST`` entries by badness.
 
     Arguments:
         shape: the comparison's (rows, columns).
@@ -194,68 +189,135 @@ def scan(shape: tuple[int, int], groups: list[tuple[int, int]],
             evaluation of each entry; ``ResultMeasures`` reads a comparison kept whole).
         medians: whether the medians are made.
     Returns:
-        {("stats", a, b): stats, ("median", a, b): float, ...; where tiled also
-        "ulp_counts": counts and, where ``read`` gives allowances, "worst": flat indices,
-        worst first}."""
-    n, width = shape
-    tiled = groups[-1][1] == width and all(x[1] == y[0] for x, y in zip(groups, groups[1:]))
-    out: dict = {}
-    whole, middle = None, ChunkMedian()
-    # where the groups tile the columns, every group's float32 ULPs side by side in one array
-    # (GPT-2: spilled, ``tensor.spill``: its pages leave the resident set between chunks), so
-    # the whole median's second pass reads them back instead of evaluating every entry again
-    kept = (spill.empty((n * width,), np.float32) if tiled and medians else None)
-    at = 0  # where the next group's ULPs start in ``kept``
-    counts = np.zeros(len(ULP_BINS) - 1, np.int64)
-    found, bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
-    ranked = False  # whether ``read`` gave allowances (the worst entries are found)
-    floor = -np.inf  # the WORST-th largest badness found so far: a chunk below it adds none
-    for a, b in groups:
-        st, filled = None, 0
-        ulps = (kept[at:at + n * (b - a)] if kept is not None else
-                np.empty(n * (b - a) if medians else 0, np.float32))
-        at += ulps.size
-        for part in chunks(a, b):
-            c = read(part)
-            st = fold([c.measures], st)
-            if tiled:
-                counts += ulp_counts(c.ulps)
-                if c.allowed is not None:
-                    ranked = True
-                    bad = _badness(c.ulps, c.allowed)
-                    if bad.size and bad.max() >= floor:  # (else none of it can be kept)
-                        # only entries at or above the floor can be kept: the partition
-                        # reads those (in position order: ties as in the whole chunk)
-                        near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
-                        where = (_top(bad, WORST) if near is None else
-                                 near[_top(bad[near], WORST)])
-                        k = where % (part.stop - part.start) + part.start
-                        found.append(where // (part.stop - part.start) * width + k)
-                        bads.append(bad.reshape(-1)[where])
-                        floor = _kth_largest(bads, WORST)
-            if medians:
-                u = c.measures.ulps.astype(np.float32).reshape(-1)
-                ulps[filled:filled + u.size] = u
-                filled += u.size
-                if tiled:
-                    middle.add(u)
-        out[("stats", a, b)] = st or fold([])
-        whole = merged(whole, st)
-        if medians:  # (the partition reorders the group's ULPs: the whole's median does not
-            #          depend on their order)
-            out[("median", a, b)] = (float(np.median(ulps, overwrite_input=True))
-                                     if ulps.size else 0.0)
-            spill.release()
-        del ulps
-    if tiled:
-        out[("stats", 0, width)] = whole or fold([])
-        out["ulp_counts"] = counts
-        if ranked:
-            where, bad = np.concatenate(found), np.concatenate(bads)
-            out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
-    if tiled and medians:
-        out[("median", 0, width)] = middle.value(lambda: _read_back(kept))
-    return out
+        ``Scan.finish``'s figures."""
+    s = Scan(shape, groups, chunks, medians=medians)
+    for i, (_, part) in enumerate(s.parts):
+        s.add(i, read(part))
+    return s.finish()
+
+
+class Scan:
+    """``scan``'s pass, fed chunk by chunk in any order, from any thread (``add``), finished
+    once every chunk is in (``finish``). The compare of a large deferred comparison feeds it
+    the figures of the entries it has just evaluated (``tensor.comparing.compare_compact``:
+    hi, lo, got and E read once for the compare and every figure of the summary, on the
+    compare's threads), with the compare's statuses; ``finish`` reads again only the chunks
+    whose excused entries (kink, inconclusive, suspect) the later tests changed.
+
+    Each group's float32 ULPs are kept side by side in one array (tiled groups: GPT-2's
+    0.65 GB, spilled, ``tensor.spill``), so the whole median's second pass (an exact
+    selection, ``order_stats.ChunkMedian``) reads them back instead of evaluating every entry
+    again; the histogram is ``compare.ulp_counts`` of the compare's ULPs; the worst entries by
+    badness (error / allowance as kept, ``tensor.comparing.badness``; ties in index order:
+    ``streaming.worst_entries``' entries) are each chunk's candidates at or above the running
+    floor (the ``WORST``-th largest found so far: a lower, stale floor only adds candidates).
+
+    Arguments:
+        shape: the comparison's (rows, columns).
+        groups: (first, end) columns of each row group.
+        chunks: (first, end) -> the column slices of that group.
+        medians: whether the medians are made.
+    """
+
+    def __init__(self, shape: tuple[int, int], groups: list[tuple[int, int]],
+                 chunks: Callable[[int, int], Iterable[slice]], *, medians: bool) -> None:
+        n, width = shape
+        self.shape, self.groups, self.medians = shape, list(groups), medians
+        self.tiled = groups[-1][1] == width and all(
+            x[1] == y[0] for x, y in zip(groups, groups[1:]))
+        self.parts = [(g, part) for g, (a, b) in enumerate(groups) for part in chunks(a, b)]
+        self._at = np.cumsum([0] + [n * (b - a) for a, b in groups])  # each group's ULPs
+        self.kept = (spill.empty((int(self._at[-1]),), np.float32) if medians else None)
+        self.stats: list = [None] * len(self.parts)
+        self.excused: list = [None] * len(self.parts)  # the statuses' excused entries, fed
+        self.counts = np.zeros(len(ULP_BINS) - 1, np.int64)
+        self.middle = ChunkMedian()  # the whole's median; each group's:
+        self.group_medians = [ChunkMedian() for _ in groups]
+        self.found, self.bads = [np.zeros(0, np.int64)], [np.zeros(0, np.float32)]
+        self.ranked = False  # whether the chunks gave allowances (the worst entries found)
+        self.floor = -np.inf
+        self._lock = threading.Lock()
+
+    def add(self, i: int, c: ChunkFigures, status: np.ndarray | None = None) -> None:
+        """Chunk ``i``'s (of ``parts``) figures; ``status``: the statuses ``c`` was measured
+        with, where they may change before ``finish`` (its excused entries are kept)."""
+        g, part = self.parts[i]
+        n, width = self.shape
+        a = self.groups[g][0]
+        self.stats[i] = fold([c.measures])
+        if status is not None:
+            self.excused[i] = np.flatnonzero(_excused(status))
+        high = None
+        if self.medians:
+            u = c.measures.ulps.astype(np.float32).reshape(-1)
+            at = int(self._at[g]) + n * (part.start - a)
+            self.kept[at:at + u.size] = u
+            high = ChunkMedian.counted(u)  # (the group's and the whole's: one histogram)
+        if not self.tiled:
+            with self._lock:
+                if high is not None:
+                    self.group_medians[g].take(high)
+            return
+        counts = ulp_counts(c.ulps)
+        if c.allowed is not None:
+            bad, floor = _badness(c.ulps, c.allowed), self.floor
+            if bad.size and bad.max() >= floor:  # (else none of it can be kept)
+                # only entries at or above the floor can be kept: the partition reads those
+                # (in position order: ties as in the whole chunk)
+                near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
+                where = _top(bad, WORST) if near is None else near[_top(bad[near], WORST)]
+                k = where % (part.stop - part.start) + part.start
+                found = (where // (part.stop - part.start) * width + k, bad[where])
+            else:
+                found = None
+        with self._lock:
+            self.counts += counts
+            if high is not None:
+                self.middle.take(high)
+                self.group_medians[g].take(high)
+            if c.allowed is not None:
+                self.ranked = True
+                if found is not None:
+                    self.found.append(found[0])
+                    self.bads.append(found[1])
+                    self.floor = _kth_largest(self.bads, WORST)
+
+    def finish(self, status: np.ndarray | None = None,
+               read: Callable[[slice], ChunkFigures] | None = None) -> dict:
+        """The figures, once every chunk was added: {("stats", a, b): stats, ("median", a,
+        b): float, ...; where tiled also "ulp_counts": counts and, where the chunks gave
+        allowances, "worst": flat indices, worst first}. ``status``: the comparison's final
+        statuses, where the chunks were fed with earlier ones: a chunk whose excused entries
+        differ has its stats made again from ``read``."""
+        n, width = self.shape
+        stats = list(self.stats)
+        for i, (_, part) in enumerate(self.parts):
+            if status is not None and not np.array_equal(
+                    self.excused[i], np.flatnonzero(_excused(status[:, part]))):
+                stats[i] = fold([read(part).measures])
+        out: dict = {}
+        whole = None
+        for g, (a, b) in enumerate(self.groups):
+            st = None
+            for i in (i for i, (h, _) in enumerate(self.parts) if h == g):
+                st = merged(st, stats[i])
+            out[("stats", a, b)] = st or fold([])
+            whole = merged(whole, st)
+        if self.medians:  # every group's and the whole's in one second pass
+            found = joint_medians(self.group_medians, lambda g: _read_back(
+                self.kept[int(self._at[g]):int(self._at[g + 1])]),
+                self.middle if self.tiled else None)
+            for (a, b), m in zip(self.groups, found):
+                out[("median", a, b)] = m
+            if self.tiled:
+                out[("median", 0, width)] = found[-1]
+        if self.tiled:
+            out[("stats", 0, width)] = whole or fold([])
+            out["ulp_counts"] = self.counts.copy()
+            if self.ranked:
+                where, bad = np.concatenate(self.found), np.concatenate(self.bads)
+                out["worst"] = where[np.lexsort((where, -bad))[:WORST]]
+        return out
 
 
 READ_BACK = 1 << 22  # entries of the kept ULPs read back at once (16 MiB)

@@ -14,8 +14,8 @@ import numpy as np
 from .compare import Comparison, dtype_info, error_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
-from .figure_scan import (ChunkFigures, Measures, deferred, deferred_reader, entry_measures,
-                          fold, scan)
+from .figure_scan import (ChunkFigures, Measures, Scan, deferred, deferred_reader,
+                          entry_measures, fold, scan)
 from .verdict import PASS
 
 if TYPE_CHECKING:  # annotations only
@@ -30,6 +30,38 @@ SCAN_FROM = 1 << 22  # entries: from here the table's figures (stats, a finding'
 #   ``Result.measures(backend)`` asked for whole still memoises them up to MEASURE_WHOLE
 STREAM_FROM = MEASURE_WHOLE  # entries (samples x columns) of one backend from which the tensor
 #   pipeline keeps only its figures (``keep_figures``) and reduces its comparison
+
+
+def summary_scan(shape: tuple[int, int], blocks) -> Scan | None:
+    """The summary's pass (``figure_scan.Scan``) over a comparison of ``shape`` whose row
+    groups are the value and ``blocks``, ready for its compare to feed
+    (``tensor.comparing.compare_compact(scan=...)``): the groups and chunks
+    ``ResultMeasures`` reads it in; None below ``SCAN_FROM`` entries (no pass).
+
+    Arguments:
+        shape: (samples, columns); blocks: (name, first, end) of each parameter block.
+    Returns:
+        The ``Scan``, or None.
+
+    >>> [p for _, p in summary_scan((1, 1 << 22), [("w", 1, 1 << 22)]).parts][:2]
+    [slice(0, 1, None), slice(1, 1048577, None)]
+    """
+    n, width = shape
+    if n * width < SCAN_FROM:
+        return None
+    return Scan(shape, _groups(blocks), lambda a, b: _column_chunks(n, a, b),
+                medians=n * width > MEASURE_WHOLE)
+
+
+def _groups(blocks) -> list[tuple[int, int]]:
+    """The summary's row groups: the value (column 0), then each parameter block."""
+    return [(0, 1)] + [(a, b) for _, a, b in blocks]
+
+
+def _column_chunks(n: int, a: int, b: int):
+    """Column slices of a..b of at most ``MEASURE_CHUNK`` entries each (n rows)."""
+    step = max(1, MEASURE_CHUNK // max(n, 1))
+    return [slice(c, min(b, c + step)) for c in range(a, b, step)]
 
 
 def measures(comp: Comparison, config: VerifyConfig, cols: slice = slice(None)) -> Measures:
@@ -112,9 +144,7 @@ class ResultMeasures:
         if comp.status.size < SCAN_FROM or ("measures", backend) in self._memo:
             yield slice(a, b)
             return
-        step = max(1, MEASURE_CHUNK // max(n, 1))
-        for c in range(a, b, step):
-            yield slice(c, min(b, c + step))
+        yield from _column_chunks(n, a, b)
 
     def _stats(self, backend: str, cols: slice | None) -> dict:
         """worst ULPs, worst error/allowance, worst relative error over ``cols`` (memoised)."""
@@ -139,11 +169,17 @@ class ResultMeasures:
         comp = self.comparisons[backend]
         n, width = comp.status.shape
         medians = comp.status.size > MEASURE_WHOLE  # below: asked for alone (JSON), float64
-        groups = [(0, 1)] + [(a, b) for _, a, b in self.blocks]
+        groups = _groups(self.blocks)
         read = (deferred_reader(comp, self.config.tolerance) if deferred(comp)
                 else self._reader(backend))  # (deferred: one evaluation of each entry)
-        figures = scan((n, width), groups, lambda a, b: self._chunks(backend, slice(a, b)),
-                       read, medians=medians)
+        fed = getattr(comp.figures, "scan", None) if deferred(comp) else None
+        if fed is not None and (fed.groups, fed.medians) == (groups, medians) and [
+                p for _, p in fed.parts] == [c for a, b in groups
+                                             for c in self._chunks(backend, slice(a, b))]:
+            figures = fed.finish(comp.status, read)  # its compare fed it: no second read
+        else:
+            figures = scan((n, width), groups, lambda a, b: self._chunks(backend, slice(a, b)),
+                           read, medians=medians)
         self._memo.update({(k, backend) if isinstance(k, str) else (k[0], backend, *k[1:]):
                            v for k, v in figures.items()})
 

@@ -22,6 +22,8 @@ from typing import Callable, Iterable
 import numpy as np
 
 _HIGH = 1 << 16  # buckets of the upper 16 key bits (and of the lower 16)
+_SIGN = 1 << 15  # the upper 16 bits of a key from which its float32 is >= +0.0
+_NOT_PLAIN = 0x7F80  # the upper 16 bits of a float32 from which it is inf, NaN or negative
 
 
 def float32_keys(values: np.ndarray) -> np.ndarray:
@@ -51,18 +53,36 @@ class ChunkMedian:
         self.count = 0
         self.nans = 0
         self.high = np.zeros(_HIGH, np.int64)
+        self.plain = True  # every value added finite and >= +0.0 (ULPs): keys from the bits
 
     def add(self, values: np.ndarray) -> None:
         """Count a chunk's values (any shape; float32 or wider: compared as float32)."""
+        self.take(self.counted(values))
+
+    @staticmethod
+    def counted(values: np.ndarray) -> tuple[int, int, np.ndarray]:
+        """A chunk's counts (NaNs, values, the upper 16 key bits' histogram, whether every
+        value is finite and >= +0.0), for ``take``: made apart, on any thread, and taken in
+        any order (sums)."""
         v = np.asarray(values, np.float32).reshape(-1)
+        upper = np.bincount(v.view(np.uint32) >> np.uint32(16), minlength=_HIGH)
+        if not upper[_NOT_PLAIN:].any():  # finite, >= +0.0: the key is the bits | 2^31 (one
+            high = np.zeros(_HIGH, np.int64)  # pass: the keys' 8 were most of the summary's)
+            high[_SIGN:] = upper[:_SIGN]
+            return 0, v.size, high, True
         nan = np.isnan(v)
         n_nan = int(nan.sum())
         if n_nan:
             v = v[~nan]
-        self.nans += n_nan
-        self.count += v.size
-        self.high += np.bincount((float32_keys(v) >> np.uint32(16)).astype(np.int64),
-                                 minlength=_HIGH)
+        return n_nan, v.size, np.bincount((float32_keys(v) >> np.uint32(16)).astype(np.int64),
+                                          minlength=_HIGH), False
+
+    def take(self, counts: tuple[int, int, np.ndarray]) -> None:
+        """Add a chunk's ``counted`` counts."""
+        self.nans += counts[0]
+        self.count += counts[1]
+        self.high += counts[2]
+        self.plain &= counts[3]
 
     def value(self, again: Callable[[], Iterable[np.ndarray]]) -> float:
         """The median of every value added (0.0 when none was; NaN when any was NaN).
@@ -75,22 +95,71 @@ class ChunkMedian:
             return float("nan")
         if self.count == 0:
             return 0.0
+        return medians([self], lambda _: again())[0]
+
+    def _plan(self) -> tuple | None:
+        """The ranks of the middle, their buckets of the upper key bits, the counts below
+        those buckets and a histogram of the lower 16 bits of each (None: no selection, the
+        value is decided: NaN or no value)."""
+        if self.nans or self.count == 0:
+            return None
         half = self.count // 2
         ranks = [half] if self.count % 2 else [half - 1, half]
         cum = np.cumsum(self.high)
         buckets = [int(np.searchsorted(cum, r, side="right")) for r in ranks]
         below = [int(cum[b - 1]) if b else 0 for b in buckets]
-        wanted = sorted(set(buckets))
-        low = {b: np.zeros(_HIGH, np.int64) for b in wanted}
-        for chunk in again():
-            v = np.asarray(chunk, np.float32).reshape(-1)
-            keys = float32_keys(v[~np.isnan(v)])
-            top = keys >> np.uint32(16)
-            for b in wanted:
-                low[b] += np.bincount((keys[top == b] & np.uint32(0xFFFF)).astype(np.int64),
-                                      minlength=_HIGH)
+        return ranks, buckets, below, {b: np.zeros(_HIGH, np.int64) for b in set(buckets)}
+
+    def _picked(self, plan: tuple | None) -> float:
+        if plan is None:
+            return float("nan") if self.nans else 0.0
         picked = []
+        ranks, buckets, below, low = plan
         for r, b, under in zip(ranks, buckets, below):
             k = int(np.searchsorted(np.cumsum(low[b]), r - under, side="right"))
             picked.append(_from_key((b << 16) | k))
         return float(np.mean(np.array(picked, np.float32)))
+
+
+def medians(parts: list[ChunkMedian], again: Callable[[int], Iterable[np.ndarray]],
+            whole: ChunkMedian | None = None) -> list[float]:
+    """The medians of several ``ChunkMedian`` (and of ``whole``, the values of all of them
+    together, when given: last) from one second pass: ``again(i)`` yields part i's values
+    again, each chunk's keys made once for its part's selection and the whole's.
+
+    Arguments:
+        parts: the medians, each with its values added; again: i -> part i's values.
+        whole: a median of every part's values together (added too), or None.
+    Returns:
+        Each part's median, then the whole's where given.
+
+    >>> parts = [np.float32([1, 2]), np.float32([7, 5, 9])]
+    >>> a, b, w = ChunkMedian(), ChunkMedian(), ChunkMedian()
+    >>> for m, v in ((a, parts[0]), (b, parts[1]), (w, np.concatenate(parts))):
+    ...     m.add(v)
+    >>> medians([a, b], lambda i: parts[i:i + 1], w)
+    [1.5, 7.0, 5.0]
+    """
+    plans = [m._plan() for m in parts]
+    top_plan = whole._plan() if whole is not None else None
+    for i, plan in enumerate(plans):
+        lows = [x[3] for x in (plan, top_plan) if x is not None]
+        wanted = sorted({b for low in lows for b in low})
+        if not wanted or parts[i].count == 0:
+            continue
+        for chunk in again(i):
+            v = np.asarray(chunk, np.float32).reshape(-1)
+            if parts[i].plain:  # (its keys: the bits with the sign bit set)
+                keys = v.view(np.uint32)
+                top = (keys >> np.uint32(16)) | np.uint32(_SIGN)
+            else:
+                keys = float32_keys(v[~np.isnan(v)])
+                top = keys >> np.uint32(16)
+            for b in wanted:
+                counts = np.bincount((keys[top == b] & np.uint32(0xFFFF)).astype(np.int64),
+                                     minlength=_HIGH)
+                for low in lows:
+                    if b in low:
+                        low[b] += counts
+    out = [m._picked(plan) for m, plan in zip(parts, plans)]
+    return out + ([whole._picked(top_plan)] if whole is not None else [])

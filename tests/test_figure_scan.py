@@ -111,3 +111,37 @@ def test_the_medians_are_numpy_medians_of_the_shown_ulps(small_scan, monkeypatch
     for a, b in [(0, 1)] + [(a, b) for _, a, b in BLOCKS] + [(0, K)]:
         assert got[("median", "b", a, b)] == float(np.median(shown[:, a:b]))
     assert got[("median", "b", 0, K)] != got[("median", "b", 1, 600)]  # (not one group's)
+
+
+def _compared(dtype: str, **keywords):
+    """``_comparison``'s arrays compared again (``compare_compact``), with ``keywords``."""
+    comp = _comparison(dtype)
+    hi, lo, got, E = comp.figures.arrays
+    return comp, compare_compact(hi, lo, got, E, backend="b", dtype=dtype, tol=Tolerance(),
+                                 deferred=True, **keywords)
+
+
+@pytest.mark.parametrize("dtype, threads, later", [("float64", 1, False), ("float64", 2, True),
+                                                   ("float32", 2, False), ("float32", 1, True)])
+def test_the_compare_feeds_the_summary_the_same_figures(small_scan, dtype, threads, later):
+    # the compare feeds the summary's pass (measures.summary_scan) from the errors it made,
+    # on its threads; the summary finishes it with no read of the entries but of the chunks
+    # whose excused statuses changed later (``later``: _comparison's inconclusive, kink,
+    # suspect and loss marks): bit for bit the figures of the pass over the final statuses
+    from symgrad import parallel
+    with parallel.using(threads):
+        comp, fed = _compared(dtype, scan=measures.summary_scan((3, K), BLOCKS))
+    assert fed.figures.scan is not None and comp.figures.scan is None
+    fed = replace(fed, status=comp.status) if later else fed
+    plain = replace(comp, status=fed.status)
+    reads = []
+    real = fed.figures.errors
+    fed.figures.errors = lambda cols: reads.append(cols) or real(cols)
+    a, b = _result(fed), _result(plain)
+    assert _same(a.keep_figures("b", []), b.keep_figures("b", []))
+    assert a.worst_entries("b").tolist() == b.worst_entries("b").tolist()
+    assert a.summary("b") == b.summary("b")
+    # no status changed: no chunk read again; changed: only the chunks they are in
+    changed = {*range(10, 20), *range(700, 710), *range(1500, 1505)}  # (LOSS excuses none)
+    assert (len(reads) == 0) == (not later)
+    assert all(set(range(c.start, c.stop)) & changed for c in reads)

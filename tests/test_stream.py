@@ -151,6 +151,30 @@ def test_chunk_median_is_numpys_median_on_float32(seed):
         assert got == want or (np.isnan(got) and np.isnan(want)), (n, got, want)
 
 
+
+@pytest.mark.parametrize("seed", range(4))
+def test_joint_medians_are_numpys_medians_on_float32(seed):
+    """Several groups' medians and the whole's from one second pass (``order_stats.medians``,
+    the summary's per-block medians) give np.median's numbers: empty groups, a group with a
+    NaN (its median and the whole's NaN), ties, zeros, infinities."""
+    from symgrad.order_stats import ChunkMedian, medians
+    rng = np.random.default_rng(seed)
+    groups = [np.concatenate([np.abs(rng.normal(size=n)) * 10.0 ** rng.integers(-45, 38, n),
+                              rng.choice([0.0, 0.5, 1.0, np.inf], n)]).astype(np.float32)
+              for n in (0, 1, 2, 7, 64, 1001)]
+    if seed == 3:
+        groups[4][5] = np.nan
+    parts = [ChunkMedian() for _ in groups]
+    whole = ChunkMedian()
+    for g, m in zip(groups, parts):
+        for piece in np.array_split(g, 3):
+            m.add(piece)
+            whole.add(piece)
+    got = medians(parts, lambda i: np.array_split(groups[i], 2), whole)
+    want = [float(np.median(g)) if g.size else 0.0 for g in groups]
+    want.append(float(np.median(np.concatenate(groups))))
+    assert np.array_equal(got, want, equal_nan=True), (got, want)
+
 def test_streamed_medians_equal_the_whole_arrays(monkeypatch, tensor_tiny_gpt):
     """A result measured chunk by chunk (``MEASURE_WHOLE`` below its size: the scan's
     selection, no whole ULP copy) has the same median ULPs - whole and per block - as one

@@ -20,6 +20,7 @@ import numpy as np
 from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
                        systematic_blocks)
 from ..config import LARGE_MODEL_ENTRIES
+from ..figure_scan import ChunkFigures, Scan, entry_measures
 from ..findings import entry_note, shown_value
 from ..parallel import each
 from ..result import Failure
@@ -99,7 +100,7 @@ COMPACT_FROM = LARGE_MODEL_ENTRIES
 
 def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
                     rigorous=None, allowed_ulps: np.ndarray | None = None,
-                    deferred: bool = False) -> Comparison:
+                    deferred: bool = False, scan: Scan | None = None) -> Comparison:
     """``symgrad.compare.compare`` over column chunks, kept compactly: ULPs and allowances in
     float32 beyond ``COMPACT_FROM`` entries (capped at float32's largest finite number),
     ``got`` and ``expected`` the arrays passed in (no copies), no kink positions (the rows that
@@ -118,7 +119,12 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     ``deferred`` (without ``rigorous``): the ULPs and allowances are not kept but recomputed
     where read (``symgrad.tensor.streaming_figures``: the same numbers, from ``hi``, ``lo``,
     ``got`` and ``E``, which the comparison then holds): only the statuses are new arrays
-    (GPT-2: 0.15 GB instead of 1.45 GB per backend); ``allowed_ulps`` is not read."""
+    (GPT-2: 0.15 GB instead of 1.45 GB per backend); ``allowed_ulps`` is not read.
+
+    ``scan`` (with ``deferred``): the summary's pass (``measures.summary_scan``), fed each
+    chunk's figures from the errors and allowances the compare has just made, in its chunks
+    (hi, lo, got and E read once for the compare and the summary), kept on the figures for
+    the summary to finish (``ResultMeasures``)."""
     n, width = hi.shape
     small = n * width <= COMPACT_FROM
     kind = np.float64 if small else np.float32
@@ -136,10 +142,14 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
     error = np.empty((n, width)) if rigorous is not None else None
     allowed_abs = np.empty((n, width)) if rigorous is not None else None
     step = max(1, CHUNK // max(n, 1))
+    scan = scan if deferred else None
+    parts = ([p for _, p in scan.parts] if scan is not None else
+             [slice(a, a + step) for a in range(0, width, step)])
 
-    def chunk(a: int) -> None:  # the chunks on ``symgrad.parallel``'s threads: the same cuts,
+    def chunk(i: int) -> None:  # the chunks on ``symgrad.parallel``'s threads: the same cuts,
         #  each writing its own columns
-        part = slice(a, a + step)
+        part = parts[i]
+        a = part.start
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
                     dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
                     rigorous=None if rigorous is None else rigorous.columns(part))
@@ -151,13 +161,19 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         if rigorous is not None:
             radius[:, part], error[:, part] = c.rigorous, c.error
             allowed_abs[:, part] = c.allowed_abs
+        if scan is not None:  # the summary's figures of these entries, from these errors
+            scan.add(i, ChunkFigures(entry_measures(
+                c.expected, c.got, c.error, c.allowed_abs, c.ulps, c.status, dtype, tol),
+                fit(c.ulps, kind), fit(c.allowed_ulps, kind)), c.status)
         release()  # spilled hi, lo, E (``tensor.spill``): the chunk's pages out of the RSS
-    starts = range(0, width, step)
+    starts = range(len(parts))
     if rigorous is None:
         each(chunk, starts)
     else:  # an enclosure computes a sample's radii once, for the first chunk asking: in line
-        for a in starts:
-            chunk(a)
+        for i in starts:
+            chunk(i)
+    if scan is not None:
+        figures.scan = scan
     return Comparison(backend, dtype, ulps, allowed, status, got, hi,
                       np.broadcast_to(np.float64(np.nan), (n, width)), allowed_abs=allowed_abs,
                       error=error, rigorous=radius, figures=figures)

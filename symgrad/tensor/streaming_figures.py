@@ -72,6 +72,7 @@ class EntryFigures:
         # thread: the pool's threads (``symgrad.parallel``) read one comparison's figures at
         # once, and a shared entry could be replaced between its check and its use
         self._last = threading.local()
+        self.scan = None  # the summary's pass its compare fed (``figure_scan.Scan``), if any
 
     def __getstate__(self) -> dict:  # a thread's cache does not travel (pickle, copy)
         return {k: v for k, v in self.__dict__.items() if k != "_last"}

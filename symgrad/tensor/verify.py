@@ -27,7 +27,7 @@ from ..confirm import Experiments, confirm
 from ..domains import round_to
 from ..findings import with_proof
 from ..points import given_samples
-from ..measures import STREAM_FROM
+from ..measures import STREAM_FROM, summary_scan
 from ..result import BackendRun, Result
 from ..rigorous import tensor_enclosure
 from . import context, spill, views
@@ -180,6 +180,7 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
                         and got.size >= STREAM_FROM)
             comp = compare_compact(hi, lo, got, Eb, backend=name, dtype=dt, tol=cfg.tolerance,
                                    rigorous=enclosures.get(key), deferred=deferred,
+                                   scan=summary_scan(got.shape, blocks) if deferred else None,
                                    allowed_ulps=shared_allowance(key, {
                                        b: (keys[b], c) for b, c in comparisons.items()}))
             keys[name] = key

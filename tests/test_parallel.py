@@ -267,6 +267,8 @@ GPT2_GEMMS = [  # GPT-2's per-layer GEMMs at 1024 tokens (the bound's, one sampl
     ("ti,to->io", (1024, 768), (1024, 3072)),  # a weight gradient (K = the tokens)
     ("ti,tj->ij", (1024, 2304), (1024, 768)),
     ("ti,ij->tj", (1024, 768), (768, 768)),  # the attention's output projection
+    ("zto,oi->zti", (2, 1024, 3072), (3072, 768)),  # stacked terms (``operands._stacked``)
+    ("zti,to->zio", (3, 1024, 768), (1024, 3072)),
 ]
 
 

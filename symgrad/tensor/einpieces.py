@@ -96,37 +96,41 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
 
 
 def _columns(spec: str, ops: list, einsum: Callable, sizes: dict) -> np.ndarray | None:
-    """A plain GEMM (two 2-d operands, one contracted letter) of at least ``GEMM_FROM``
-    multiply-adds, in pieces of ``WIDTH`` columns of the output letter its second operand
-    keeps, on the pool's threads; or None (formed whole). numpy's einsum calls the GEMM with
-    its operands swapped (``matmul(B', A')``), so these columns are OpenBLAS's N: each piece
-    keeps the whole's M and K blocking and its column tiles start where the whole's do, and
-    its entries are summed as the whole's are. That held bit for bit on every GEMM whose M, N
-    and K are multiples of ``ALIGN`` (GPT-2's 1024 x 768 x 3072 and alike,
-    tests/test_parallel.py), but not on all others (a remainder of rows beside a piece's last
-    columns rounded otherwise, 1419 x 768 x 881): those, and the rows (a GEMM's M: 300-row
-    pieces of 1024 rounded otherwise), stay whole.
+    """A GEMM with a 2-d second operand (one letter kept, one contracted with the first
+    operand, whose other letters all stay: a plain GEMM, or the bound's stacked terms,
+    ``operands._stacked``) of at least ``GEMM_FROM`` multiply-adds, in pieces of ``WIDTH``
+    columns of the letter the second operand keeps, on the pool's threads; or None (formed
+    whole). numpy's einsum calls the GEMM with its operands swapped (``matmul(B', A')``), so
+    these columns are OpenBLAS's N: each piece keeps the whole's M and K blocking and its
+    column tiles start where the whole's do, and its entries are summed as the whole's are.
+    That held bit for bit on every GEMM whose M, N and K are multiples of ``ALIGN`` (GPT-2's
+    1024 x 768 x 3072 and alike, tests/test_parallel.py), but not on all others (a remainder
+    of rows beside a piece's last columns rounded otherwise, 1419 x 768 x 881): those, and
+    the rows (a GEMM's M: 300-row pieces of 1024 rounded otherwise), stay whole.
     """
     ins, out = spec.split("->")
-    subs = ins.split(",")
-    if len(out) != 2 or any(len(sub) != 2 for sub in subs):
+    first_sub, second = ins.split(",")
+    if len(second) != 2 or len(set(first_sub)) != len(first_sub) or len(set(out)) != len(out):
         return None
-    kept = [c for c in subs[1] if c in out and c not in subs[0]]
-    summed = [c for c in subs[0] if c in subs[1] and c not in out]
-    if len(kept) != 1 or len(summed) != 1 or len(set(out) - set(subs[1])) != 1:
+    kept = [c for c in second if c in out and c not in first_sub]
+    summed = [c for c in second if c in first_sub and c not in out]
+    rows = [c for c in first_sub if c not in summed]
+    if (len(kept) != 1 or len(summed) != 1 or set(out) != set(rows) | set(kept)
+            or any(sizes[c] < 2 for c in sizes)):
         return None
     letter = kept[0]
-    if (any(sizes[c] % ALIGN for c in sizes) or sizes[letter] < 2 * WIDTH
-            or int(np.prod(list(sizes.values()), dtype=np.int64)) < GEMM_FROM):
+    m = int(np.prod([sizes[c] for c in rows], dtype=np.int64))
+    n, k = sizes[letter], sizes[summed[0]]
+    if m % ALIGN or n % ALIGN or k % ALIGN or n < 2 * WIDTH or m * n * k < GEMM_FROM:
         return None
-    axis, at = out.index(letter), subs[1].index(letter)
-    cuts = [slice(a, a + WIDTH) for a in range(0, sizes[letter], WIDTH)]
+    axis, at = out.index(letter), second.index(letter)
+    cuts = [slice(a, a + WIDTH) for a in range(0, n, WIDTH)]
 
     def piece(cut: slice) -> np.ndarray:
         return einsum(spec, ops[0], ops[1][(slice(None),) * at + (cut,)])
     first = piece(cuts[0])
-    order = sorted(range(2), key=lambda k: -first.strides[k])  # laid out as the whole is
-    got = np.empty([sizes[out[k]] for k in order], first.dtype).transpose(np.argsort(order))
+    order = sorted(range(len(out)), key=lambda j: -first.strides[j])  # laid out as the whole
+    got = np.empty([sizes[out[j]] for j in order], first.dtype).transpose(np.argsort(order))
     got[(slice(None),) * axis + (cuts[0],)] = first
     del first
 

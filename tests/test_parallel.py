@@ -57,6 +57,8 @@ def counted(monkeypatch):
     monkeypatch.setattr(operands, "ROW_BLOCK", 1 << 8)
     monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)  # the other products in pieces
     monkeypatch.setattr(einpieces, "PIECE", 1 << 7)
+    monkeypatch.setattr(einpieces, "GEMM_FROM", 1 << 12)  # plain GEMMs in columns
+    monkeypatch.setattr(einpieces, "WIDTH", 96)
     monkeypatch.setattr(parallel, "PIECE", 1 << 8)  # the bound's flat elementwise passes
     seen: list[tuple[int, int, str]] = []
     right = parallel.ordered
@@ -105,8 +107,9 @@ def test_a_gpt_gives_the_same_json_on_one_and_two_threads(counted, monkeypatch):
         r = sg.verify(m, torch_fn=m.reference,
                       config=VerifyConfig(samples=1, seed=0, threads=threads))
         runs[threads] = json.dumps(r.as_dict(), sort_keys=True)
-        assert {w for _, n, w in counted if n > 1} == PASSES
+        assert {w for _, n, w in counted if n > 1} == PASSES | {"_columns"}
     assert r.verdict == "pass" and {s.split("->")[0] for s in cut} >= {"htd,hsd", "hts,hsd"}
+    assert any(len(s.split(",")[0]) == 2 for s in cut)  # and plain GEMMs (the MLP's) in columns
     assert runs[1] == runs[2]
 
 
@@ -256,3 +259,50 @@ def test_a_product_in_pieces_has_the_whole_s_bits_and_layout(monkeypatch, spec, 
         monkeypatch.setattr(einpieces, "PIECES_FROM", 1 << 9)
         assert einpieces.in_pieces("tk,dk->td", [rng.standard_normal((90, 50)),
                                                  rng.standard_normal((30, 50))], np.einsum) is None
+
+
+GPT2_GEMMS = [  # GPT-2's per-layer GEMMs at 1024 tokens (the bound's, one sample): products
+    ("ti,io->to", (1024, 768), (768, 3072)),  # the MLP's up projection
+    ("to,oi->ti", (1024, 3072), (3072, 768)),  # its gradient
+    ("ti,to->io", (1024, 768), (1024, 3072)),  # a weight gradient (K = the tokens)
+    ("ti,tj->ij", (1024, 2304), (1024, 768)),
+    ("ti,ij->tj", (1024, 768), (768, 768)),  # the attention's output projection
+    ("zto,oi->zti", (2, 1024, 3072), (3072, 768)),  # stacked terms (``operands._stacked``)
+    ("zti,to->zio", (3, 1024, 768), (1024, 3072)),
+]
+
+
+@pytest.mark.parametrize("spec, a, b", GPT2_GEMMS)
+def test_a_gemm_in_columns_has_the_whole_s_bits_at_gpt2_s_shapes(spec, a, b):
+    """A plain GEMM on one BLAS thread, at GPT-2's real shapes, formed in columns on the pool:
+    the whole's bits and layout on 1 and 2 threads (numpy's einsum as the bound calls it)."""
+    rng = np.random.default_rng(11)
+    x, y = np.abs(rng.standard_normal(a)), rng.standard_normal(b)
+
+    def einsum(s, *o):
+        return np.einsum(s, *o, optimize=True)
+    with blas_threads.one_thread():
+        want = einsum(spec, x, y)
+        for threads in (1, 2):
+            with parallel.using(threads):
+                got = einpieces.in_pieces(spec, [x, y], einsum)
+            assert got is not None and np.array_equal(got, want)
+            assert got.strides == want.strides
+
+
+def test_a_gemm_is_cut_only_in_aligned_columns():
+    """Rows of a GEMM, and the columns of one with an extent off ``ALIGN``, stay whole: their
+    pieces rounded otherwise than the whole (300-row pieces of 1024 rows; 1419 x 768 x 881)."""
+    rng = np.random.default_rng(12)
+    seen = []
+
+    def einsum(s, *o):
+        seen.append(o[1].shape)
+        return np.einsum(s, *o, optimize=True)
+    with blas_threads.one_thread():
+        x, y = rng.standard_normal((1419, 768)), rng.standard_normal((881, 768))
+        assert einpieces.in_pieces("ti,oi->to", [x, y], einsum) is None  # unaligned
+        x, y = rng.standard_normal((1024, 768)), rng.standard_normal((768, 3072))
+        got = einpieces.in_pieces("ti,io->to", [x, y], einsum)
+        assert {s[1] for s in seen} == {einpieces.WIDTH}  # the columns cut, the rows whole
+        assert np.array_equal(got, np.einsum("ti,io->to", x, y, optimize=True))

@@ -3,7 +3,9 @@
 einsums below ``operands.THREADS_FROM`` entries or of at most ``THREAD_K`` terms (GPT-2's
 attention scores and their gradients, its MLP products and weight gradients at 1024 tokens)
 ran on the walk's own thread, one core, while the large ones went to the pool in row blocks;
-those with a batch letter (GPT-2's attention, per head) are now cut on it.
+those with a batch letter (GPT-2's attention, per head) are cut on it, and a plain GEMM whose
+extents are all multiples of ``ALIGN`` (GPT-2's MLP and projection products and their weight
+gradients) in columns of its second operand (``_columns``).
 
 >>> import numpy as np
 >>> a, b = np.arange(12.0).reshape(4, 3), np.ones((3, 2))
@@ -25,6 +27,10 @@ PIECES_FROM = 1 << 20  # output entries above which a product on one BLAS thread
 #   gradients; not one of ``Operands.rows_pair``'s blocks (``operands.ROW_BLOCK`` entries at
 #   most: already on the pool)
 PIECE = 1 << 19  # output entries of one piece (4 MiB)
+GEMM_FROM = 1 << 27  # multiply-adds from which a plain GEMM on one BLAS thread is formed in
+#   columns (``_columns``): GPT-2's 1024 x 768 x 768 projection and above, 0.1 s and more
+ALIGN = 64  # a plain GEMM is cut only where its M, N and K are multiples of this
+WIDTH = 192  # columns of one piece: a multiple of OpenBLAS's x86 column unrolls (8, 24)
 
 
 def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
@@ -34,9 +40,10 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
     ``PIECES_FROM`` entries: each piece is the same GEMMs of the same batch entries (numpy's
     matmul calls one per entry), cut at fixed places whatever the thread count; the whole is
     laid out in memory as its first piece is (an einsum's transposed output stays
-    transposed: a later sum reads it in memory order). A GEMM's own rows are not cut: small
-    pieces of them may take other BLAS kernels and round otherwise (4 rows of a 30 x 50
-    product, tests/test_parallel.py).
+    transposed: a later sum reads it in memory order). Without a batch letter, a large GEMM
+    with aligned extents in columns (``_columns``); a GEMM's own rows are not cut: pieces of
+    them may take other BLAS kernels and round otherwise (4 rows of a 30 x 50 product, 300
+    rows of 1024, tests/test_parallel.py).
 
     Arguments:
         spec: the einsum; ops: its two operands; einsum: the plain einsum of a piece.
@@ -58,7 +65,9 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
     size = int(np.prod(shape, dtype=np.int64))
     axis = next((k for k, c in enumerate(out)  # a batch letter: each piece the same GEMMs
                  if shape[k] >= 2 and all(c in sub for sub in subs)), None)
-    if size <= PIECES_FROM or axis is None:
+    if axis is None:
+        return _columns(spec, ops, einsum, sizes)
+    if size <= PIECES_FROM:
         return None
     letter, whole = out[axis], shape[axis]
     rows = max(2, PIECE // max(1, size // whole))
@@ -82,5 +91,50 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
 
     def rest(cut: slice) -> None:  # on the pool's threads, each writing its own piece
         got[at + (cut,)] = piece(cut)
+    each(rest, cuts[1:])
+    return got
+
+
+def _columns(spec: str, ops: list, einsum: Callable, sizes: dict) -> np.ndarray | None:
+    """A GEMM with a 2-d second operand (one letter kept, one contracted with the first
+    operand, whose other letters all stay: a plain GEMM, or the bound's stacked terms,
+    ``operands._stacked``) of at least ``GEMM_FROM`` multiply-adds, in pieces of ``WIDTH``
+    columns of the letter the second operand keeps, on the pool's threads; or None (formed
+    whole). numpy's einsum calls the GEMM with its operands swapped (``matmul(B', A')``), so
+    these columns are OpenBLAS's N: each piece keeps the whole's M and K blocking and its
+    column tiles start where the whole's do, and its entries are summed as the whole's are.
+    That held bit for bit on every GEMM whose M, N and K are multiples of ``ALIGN`` (GPT-2's
+    1024 x 768 x 3072 and alike, tests/test_parallel.py), but not on all others (a remainder
+    of rows beside a piece's last columns rounded otherwise, 1419 x 768 x 881): those, and
+    the rows (a GEMM's M: 300-row pieces of 1024 rounded otherwise), stay whole.
+    """
+    ins, out = spec.split("->")
+    first_sub, second = ins.split(",")
+    if len(second) != 2 or len(set(first_sub)) != len(first_sub) or len(set(out)) != len(out):
+        return None
+    kept = [c for c in second if c in out and c not in first_sub]
+    summed = [c for c in second if c in first_sub and c not in out]
+    rows = [c for c in first_sub if c not in summed]
+    if (len(kept) != 1 or len(summed) != 1 or set(out) != set(rows) | set(kept)
+            or any(sizes[c] < 2 for c in sizes)):
+        return None
+    letter = kept[0]
+    m = int(np.prod([sizes[c] for c in rows], dtype=np.int64))
+    n, k = sizes[letter], sizes[summed[0]]
+    if m % ALIGN or n % ALIGN or k % ALIGN or n < 2 * WIDTH or m * n * k < GEMM_FROM:
+        return None
+    axis, at = out.index(letter), second.index(letter)
+    cuts = [slice(a, a + WIDTH) for a in range(0, n, WIDTH)]
+
+    def piece(cut: slice) -> np.ndarray:
+        return einsum(spec, ops[0], ops[1][(slice(None),) * at + (cut,)])
+    first = piece(cuts[0])
+    order = sorted(range(len(out)), key=lambda j: -first.strides[j])  # laid out as the whole
+    got = np.empty([sizes[out[j]] for j in order], first.dtype).transpose(np.argsort(order))
+    got[(slice(None),) * axis + (cuts[0],)] = first
+    del first
+
+    def rest(cut: slice) -> None:  # on the pool's threads, each writing its own columns
+        got[(slice(None),) * axis + (cut,)] = piece(cut)
     each(rest, cuts[1:])
     return got

@@ -323,9 +323,16 @@ def _stacked(node: Node, mags: list, slot: int, arrays: list) -> list[np.ndarray
     if n == 1:  # one sample: without the batch axis (``OneSampleOps``: no operand copies)
         subs = [u.replace(b, "") for u in subs]
         ops = [o[:, 0] if j == slot else o[0] for j, o in enumerate(ops)]
-        return [t[None] for t in np_einsum(",".join(subs) + "->" + z + out, *ops,
-                                              optimize=True)]
+        spec = ",".join(subs) + "->" + z + out
+        got = device_gemm.einsum(spec, *ops)  # on the run's device; else in columns on the
+        got = in_pieces(spec, ops, _plain) if got is None else got  # pool where the BLAS
+        got = np_einsum(spec, *ops, optimize=True) if got is None else got  # has one thread
+        return [t[None] for t in got]
     return list(np_einsum(",".join(subs) + "->" + z + b + out, *ops, optimize=True))
+
+
+def _plain(spec: str, *ops) -> np.ndarray:
+    return np.einsum(spec, *ops, optimize=True)
 
 
 def times(contraction: np.ndarray, factor) -> np.ndarray:

@@ -313,7 +313,8 @@ FOUND = [
     "exact| exceeds the allowance by orders of magnitude at a certified exact 0, the error is "
     "seen whatever 0 itself would do; a rule 'exact 0 certified, error > allowance: fail' (the "
     "loss value already has 'wrong by more than itself') would restore it. The comparer is "
-    "compare/ (another helper's area): not changed here.",
+    "compare/ (another helper's area): not changed here."
+    " **Since fixed (honest34, 574b965, 7 Dec; this page's rows predate it):** the compare's rule was right (inconclusive only where the error is within the allowance); the rigorous enclosure was not: v[0] = 1e300 squared leaves float64's range, and the plain model's one-hot scatter (0 x NaN) spread that entry's unbounded ball over the whole block. A one-hot selection now keeps a non-finite ball in its own entry when a mismatch is proven (rigorous/tensor, precise/arb_select), and the catalogue row (gaussian_nll_loss, float64) is a finding again, its cause named (the straight-through var clamp).",
     "**Left for the lead (not a pass, not fixed here):** since 99699e3, 'domain' needs the "
     "balls to prove every NaN they made (precise/arbdomain: an argument wholly outside its "
     "domain, or exact operands; a comparison a NaN ball leaves undecided counts unproven). "
@@ -324,7 +325,8 @@ FOUND = [
     "domain. Honest, but the fuzz convention is that NaN propagates through Max/Min: a Max "
     "with a proven-NaN argument (and x - Max(0, x) at an exact x > 0) could be proven too, and "
     "the two models refused as undefined like the other 142 (the place: arbdomain.WatchedKernels"
-    ".compare / DomainWatch.seen).",
+    ".compare / DomainWatch.seen)."
+    " **Since then (honest34, 7 Dec; this page's rows predate it):** draw 410 was already domain on main (6f12ae6); draw 741's NaN came from dividing by x - Max(0, x), exactly 0 for x > 0: `arbdomain.RULES['div']` now proves a NaN from a divisor ball that is exactly 0, and the model is refused as undefined (7 of 20 samples).",
 ]
 
 

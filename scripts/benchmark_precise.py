@@ -40,12 +40,13 @@ ROOT = Path(__file__).resolve().parents[1]
 GPT2_FLOPS_64 = 50e9  # float64 FLOPs of GPT-2 124M (untied head) forward+backward at 64 tokens (issue 8)
 
 
-def _best(f, repeat: int = 2) -> float:
+def _best(f, repeat: int = 2, clock=time.perf_counter) -> float:
+    """The least time of ``repeat`` calls of ``f`` on ``clock`` (wall, or ``time.process_time``)."""
     best = np.inf
     for _ in range(repeat):
-        t = time.perf_counter()
+        t = clock()
         f()
-        best = min(best, time.perf_counter() - t)
+        best = min(best, clock() - t)
     return best
 
 
@@ -254,12 +255,7 @@ def products_child(rounds: int, _unused: int) -> dict:
     from symgrad.precise.blas_threads import one_thread
 
     def cpu(f, repeat):
-        best = np.inf
-        for _ in range(repeat):
-            c = time.process_time()
-            f()
-            best = min(best, time.process_time() - c)
-        return best
+        return _best(f, repeat, clock=time.process_time)
     rng = np.random.default_rng(0)
     rows = []
     for m, k, n, kind in PRODUCTS:

@@ -82,6 +82,13 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
         return einsum(spec, *[o[(slice(None),) * sub.index(letter) + (cut,)]
                               if letter in sub and np.shape(o)[sub.index(letter)] > 1 else o
                               for sub, o in zip(subs, ops)])
+    return _assembled(shape, axis, cuts, piece)
+
+
+def _assembled(shape: tuple, axis: int, cuts: list, piece: Callable) -> np.ndarray:
+    """The whole of ``shape`` from its pieces along ``axis`` (``piece(cut)`` for each of
+    ``cuts``): the first formed here, the rest on the pool's threads, each writing its own
+    piece; laid out in memory as the first piece is (its axes of one entry last)."""
     first = piece(cuts[0])
     order = sorted(range(len(shape)), key=lambda k: (first.shape[k] > 1, -first.strides[k]))
     got = np.empty([shape[k] for k in order], first.dtype).transpose(np.argsort(order))
@@ -89,7 +96,7 @@ def in_pieces(spec: str, ops: list, einsum: Callable) -> np.ndarray | None:
     got[at + (cuts[0],)] = first
     del first
 
-    def rest(cut: slice) -> None:  # on the pool's threads, each writing its own piece
+    def rest(cut: slice) -> None:
         got[at + (cut,)] = piece(cut)
     each(rest, cuts[1:])
     return got
@@ -128,13 +135,4 @@ def _columns(spec: str, ops: list, einsum: Callable, sizes: dict) -> np.ndarray 
 
     def piece(cut: slice) -> np.ndarray:
         return einsum(spec, ops[0], ops[1][(slice(None),) * at + (cut,)])
-    first = piece(cuts[0])
-    order = sorted(range(len(out)), key=lambda j: -first.strides[j])  # laid out as the whole
-    got = np.empty([sizes[out[j]] for j in order], first.dtype).transpose(np.argsort(order))
-    got[(slice(None),) * axis + (cuts[0],)] = first
-    del first
-
-    def rest(cut: slice) -> None:  # on the pool's threads, each writing its own columns
-        got[(slice(None),) * axis + (cut,)] = piece(cut)
-    each(rest, cuts[1:])
-    return got
+    return _assembled(tuple(sizes[c] for c in out), axis, cuts, piece)

@@ -326,7 +326,7 @@ def _stacked(node: Node, mags: list, slot: int, arrays: list) -> list[np.ndarray
         spec = ",".join(subs) + "->" + z + out
         got = device_gemm.einsum(spec, *ops)  # on the run's device; else in columns on the
         got = in_pieces(spec, ops, _plain) if got is None else got  # pool where the BLAS
-        got = np_einsum(spec, *ops, optimize=True) if got is None else got  # has one thread
+        got = _plain(spec, *ops) if got is None else got  # has one thread
         return [t[None] for t in got]
     return list(np_einsum(",".join(subs) + "->" + z + b + out, *ops, optimize=True))
 

@@ -81,6 +81,16 @@ def _leaves_at(model: TensorModel, values: Mapping, r: int, t: arb | None) -> di
                        lambda x: t if (t is not None and x == 0) else arb(float(x)))
 
 
+def _loose(outs, limit: Sequence, defined: Sequence[bool] | None, p: int) -> list:
+    """Per output ball at ``p`` bits: not yet tight (radius above its ``limit`` and above
+    2^-TIGHT_RELATIVE_BITS of its value), or not finite where it is ``defined``."""
+    rel = arb(2) ** -TIGHT_RELATIVE_BITS
+    with ctx.workprec(p):
+        return [not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel) if o.is_finite()
+                else bool(defined is not None and defined[k])
+                for k, (o, lim) in enumerate(zip(outs, limit))]
+
+
 def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: int,
            program: tuple | None = None, defined: Sequence[bool] | None = None
            ) -> tuple[np.ndarray | None, list, int]:
@@ -90,17 +100,13 @@ def _balls(model: TensorModel, leaves: dict, limit: Sequence, start: int, cap: i
     ball around 0: cancellation that more bits resolve). Returns (balls or None where the
     program raises, loose per output, bits used)."""
     outputs, extra = program if program is not None else (model.gradient.outputs, {})
-    rel = arb(2) ** -TIGHT_RELATIVE_BITS
     p = start
     while True:
         try:
             outs = flat_balls(model, evaluate(outputs, ARB_OPS.at(p), {**leaves, **extra}))
         except (ValueError, ZeroDivisionError, OverflowError):
             return None, [False] * len(limit), p
-        with ctx.workprec(p):
-            loose = [not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel) if o.is_finite()
-                     else bool(defined is not None and defined[k])
-                     for k, (o, lim) in enumerate(zip(outs, limit))]
+        loose = _loose(outs, limit, defined, p)
         if not any(loose) or p >= cap:
             return outs, loose, p
         p = min(2 * p, cap)
@@ -112,7 +118,6 @@ def _rows_balls(model: TensorModel, values: Mapping, limit: list, start: int, ca
     at a precision walked together at the next, in chunks: one walk per precision instead of
     one per row, the same balls (ARB acts on each sample apart, as ``rigorous.tensor``'s
     ``_rows_balls``). A chunk whose walk raises goes back to ``_balls`` one row at a time."""
-    rel = arb(2) ** -TIGHT_RELATIVE_BITS
     step = max(1, (1 << 14) // max(1, sum(n.size for n in model.gradient.nodes)))
     out: list = [None] * len(limit)
     for first in range(0, len(limit), step):
@@ -131,10 +136,7 @@ def _rows_balls(model: TensorModel, values: Mapping, limit: list, start: int, ca
             later = []
             for i, r in enumerate(pending):
                 balls = flat_balls(model, [o[i:i + 1] if o.shape[0] > 1 else o for o in outs])
-                with ctx.workprec(p):
-                    loose = [not (o.rad() <= lim or o.rad() <= abs(o.mid()) * rel)
-                             if o.is_finite() else bool(defined[r][k])
-                             for k, (o, lim) in enumerate(zip(balls, limit[r]))]
+                loose = _loose(balls, limit[r], defined[r], p)
                 if not any(loose) or p >= cap:
                     out[r] = (balls, loose, p)
                 else:

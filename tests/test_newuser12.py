@@ -1,0 +1,35 @@
+"""newuser12's trial (reports/newuser12.md): each test failed before its fix."""
+import pytest
+import sympy as sp
+import torch
+
+import symgrad as sg
+import symgrad.testing as testing
+
+
+def _saturated():
+    """tanh(w x) at |w x| >= 16: float32's tanh rounds to 1, torch's d/dw is 0 against an exact
+    value far below its allowance - every input is inconclusive in float32."""
+    w, x = sp.symbols("w x")
+    return sg.Model("tanh_sat", sp.tanh(w * x), params={w: sg.Uniform(4, 5)},
+                    inputs={x: sg.Uniform(4, 5)})
+
+
+def test_inconclusive_search_is_not_shrunk(monkeypatch):
+    """Before: the first inconclusive input raised inside the hypothesis search, which then
+    shrank it (on a 2-layer MLP over 5 minutes of verify calls, each input as undecidable as
+    the last). Now the search runs its max_examples and no more, and the first inconclusive
+    input is raised after it, as found."""
+    calls = []
+    run = testing.run_verify
+    monkeypatch.setattr(testing, "run_verify", lambda *a, **k: calls.append(1) or run(*a, **k))
+    with pytest.raises(AssertionError) as info:
+        testing.assert_gradients_match(_saturated(), torch_fn=lambda w, x: torch.tanh(w * x),
+                                       max_examples=6, dtype="float32")
+    assert 1 <= len(calls) <= 6, len(calls)
+    text = str(info.value)
+    assert text.startswith("gradients of tanh_sat are inconclusive against the exact derivative")
+    assert f"of the {len(calls)} inputs searched, none failing" in text.splitlines()[0]
+    assert "— INCONCLUSIVE" in text and "first inconclusive input (not shrunk" in text
+    assert "minimal input" not in text
+

@@ -33,3 +33,19 @@ def test_inconclusive_search_is_not_shrunk(monkeypatch):
     assert "— INCONCLUSIVE" in text and "first inconclusive input (not shrunk" in text
     assert "minimal input" not in text
 
+
+def test_gradcheck_nan_input_is_named_as_the_callers_input():
+    """Before: "at: parameter 'input0' is nan ..." - an at= the user never gave, and their
+    input called a parameter."""
+    x = torch.tensor([1.0, float("nan")], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.SymgradError) as info:
+        sg.gradcheck(lambda x: x.sin(), (x,))
+    assert str(info.value) == ("gradcheck(<lambda>): input 'x' is nan (sample 0, entry [1]); "
+                               "give finite numbers: the loss and its gradient are undefined "
+                               "there")
+    lin = torch.nn.Linear(2, 2).double()
+    lin.weight.data[0, 1] = float("inf")
+    with pytest.raises(sg.SymgradError, match=r"^gradgradcheck\(Linear\): parameter 'weight' "
+                                              r"is inf \(sample 0, entry \[0, 1\]\)"):
+        sg.gradgradcheck(lin, (x.detach().nan_to_num().requires_grad_(),))
+

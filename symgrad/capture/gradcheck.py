@@ -22,7 +22,7 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import _path_fn, by_own_names
+from ..modules.any import _path_fn, by_own_names, check_example_finite
 from ..modules.functions import failing_blocks, hook_note, stop_note
 from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
@@ -179,6 +179,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                        module_params=("trainable" if frozen == "hold" else "param")
                        if params else "input", seed=seed, names=names,
                        name=display_name(func), who=f"{what}({display_name(func)})")
+    check_example_finite(captured, reference if reference is not None else func,
+                         f"{what}({display_name(func)})")  # (read "at: parameter 'input0'")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
     fn = _path_fn(fn, "compile") if compiled else fn

@@ -49,3 +49,23 @@ def test_gradcheck_nan_input_is_named_as_the_callers_input():
                                               r"is inf \(sample 0, entry \[0, 1\]\)"):
         sg.gradgradcheck(lin, (x.detach().nan_to_num().requires_grad_(),))
 
+
+def test_cli_backends_torch_fn_without_torch_code_says_how_to_give_it(tmp_path, monkeypatch,
+                                                                       capsys):
+    """Before: "backends includes 'torch_fn' but no torch_fn was given; pass
+    torch_fn=your_function" - a Python keyword the command line has no way to give."""
+    from symgrad.cli import main
+    (tmp_path / "nu12model.py").write_text(
+        "import sympy as sp, symgrad as sg\n"
+        "w, x = sp.symbols('w x')\n"
+        "model = sg.Model('sq', (w * x) ** 2, params=[w], inputs=[x])\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert main(["verify", "nu12model:model", "--samples", "2", "--backends", "torch_fn"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["symgrad: error: --backends torch_fn: model 'sq' has no torch code of its "
+                   "own to verify; give your model one, sg.Model(..., reference=your_torch_fn), "
+                   "or a module with --module, or drop torch_fn from --backends"], err
+    assert main(["verify", "neuron", "--samples", "2", "--backends", "torch_fn",
+                 "--no-reference"]) == 2
+    assert "(--no-reference drops it)" in capsys.readouterr().err

@@ -69,3 +69,42 @@ def test_cli_backends_torch_fn_without_torch_code_says_how_to_give_it(tmp_path, 
     assert main(["verify", "neuron", "--samples", "2", "--backends", "torch_fn",
                  "--no-reference"]) == 2
     assert "(--no-reference drops it)" in capsys.readouterr().err
+
+
+class _Act(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 5), torch.nn.Linear(5, 3)
+
+    def forward(self, x):
+        return self.b(torch.tanh(self.a(x)))
+
+
+class _WithLoss(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x, y):
+        return torch.nn.functional.cross_entropy(self.net(x), y)
+
+
+def _net_and_data():
+    torch.manual_seed(3)
+    net = _Act().double()
+    x = torch.randn(2, 4, dtype=torch.float64, requires_grad=True)
+    return net, x, torch.tensor([0, 2])
+
+
+def test_order_2_refusal_says_how_to_keep_the_loss():
+    """Before: "use sg.gradgradcheck(module, inputs)" - the loss= and targets= given dropped."""
+    net, x, y = _net_and_data()
+    with pytest.raises(sg.SymgradError) as info:
+        sg.verify(module=net, inputs=x, targets=y, loss=torch.nn.functional.cross_entropy,
+                  order=2)
+    assert str(info.value).endswith(
+        "use sg.gradgradcheck(module, inputs); with a loss, on a module that returns it (its "
+        "parameters are checked too): a wrapper nn.Module whose forward(x, y) returns "
+        "loss(module(x), y), sg.gradgradcheck(wrapper, (x, y))")
+    assert sg.gradgradcheck(_WithLoss(net), (x, y))  # the advice runs
+

@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -31,6 +32,7 @@ from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
 from ..verify import verify
 from .captured import capture
+from .closed import closed_note, closed_over
 from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
 from ..tensor.rulecheck import SUFFIX
@@ -188,7 +190,12 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
+    held = closed_over(func, args, [a for a in tree_leaves(args) if isinstance(  # a lambda's
+        a, torch.Tensor)] + (list(func.parameters()) if isinstance(  # closed-over module
+            func, torch.nn.Module) else []))  # (newuser12)
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
+        if held:
+            warnings.warn(closed_note(f"{what}({display_name(func)})", held), stacklevel=4)
         return True
     # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
     result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
@@ -198,6 +205,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
+    if held:
+        text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
         text += f"\n  note: {stopped}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""

@@ -112,18 +112,18 @@ def test_order_2_refusal_says_how_to_keep_the_loss():
 def test_gradcheck_of_a_lambda_closing_over_a_module_warns_its_parameters_are_not_checked():
     """Before: sg.gradcheck(lambda x: loss(net(x), y), (x,)) returned True in silence with
     a weight's gradient x1.5 (a hook): the closed-over parameters are constants of the
-    capture. Now a warning says so; through a module the bug fails."""
+    capture. Now a warning says so (read from the lambda's closure, not by running it);
+    through a module the bug fails."""
     net, x, y = _net_and_data()
     net.a.weight.register_hook(lambda g: g * 1.5)
     with pytest.warns(UserWarning) as seen:
         assert sg.gradcheck(lambda x: torch.nn.functional.cross_entropy(net(x), y), (x,))
     said = [str(w.message) for w in seen if "require grad" in str(w.message)]
-    assert said == ["gradcheck(<lambda>): 4 tensors that require grad (shapes (3, 5), (5, 4), "
-                    "(3,), (5,)) reach its output without being among its inputs (the "
-                    "parameters of a module it closes over?): held at their values, their "
-                    "gradients not checked; to check them, pass a module (an nn.Module whose "
-                    "forward computes this, its parameters checked too) or pass them as "
-                    "inputs"], said
+    assert said == ["gradcheck(<lambda>): it uses 4 tensors that require grad (shapes (3, 5), "
+                    "(5, 4), (3,), (5,)) without taking them as inputs (the parameters of a "
+                    "module it closes over?): held at their values, their gradients not "
+                    "checked; to check them, pass a module (an nn.Module whose forward "
+                    "computes this, its parameters checked too) or pass them as inputs"], said
     assert seen[0].filename == __file__
     with pytest.raises(sg.GradcheckError, match="a.weight"):
         sg.gradcheck(_WithLoss(net), (x, y))

@@ -3,8 +3,9 @@
 ``sg.gradcheck(lambda x: loss(net(x), y), (x,))`` checks the gradient with respect to ``x``
 only: ``net``'s parameters are closed over, captured as constants and held at their values (as
 torch's own gradcheck holds them), so a wrong weight gradient passes silently. Named here, from
-one eager run's autograd graph, so that the check can say so (newuser12: a x1.5 hook on a
-weight passed ``sg.gradcheck`` through a lambda, and failed it through a module).
+the function's closure and the globals its code names, so that the check can say so
+(newuser12: a x1.5 hook on a weight passed ``sg.gradcheck`` through a lambda, and failed it
+through a module).
 """
 
 from __future__ import annotations
@@ -12,59 +13,67 @@ from __future__ import annotations
 from typing import Callable, Sequence
 
 import torch
-from torch.utils._pytree import tree_leaves
 
 
-def closed_over(func: Callable, args: tuple, checked: Sequence[torch.Tensor]) -> list:
-    """The leaf tensors requiring grad that ``func(*args)``'s output depends on, other than
-    ``checked`` (the inputs and module parameters the check differentiates).
+def closed_over(func: Callable, checked: Sequence[torch.Tensor]) -> list:
+    """The tensors requiring grad that a plain function reaches by name without taking them
+    as inputs: the parameters of a module (or a tensor) in its closure or among the globals
+    its code names, other than ``checked``. Read from the function object, not by running it
+    (a run would draw dropout masks and move BatchNorm's running statistics).
 
     Arguments:
-        func: the function checked.
-        args: its inputs, as the check runs it.
+        func: the function checked (an nn.Module or a custom Function's apply: none).
         checked: the tensors the check differentiates (compared by identity).
     Returns:
-        Those leaves (tensors), in the order the graph reaches them; [] where the run raises.
+        Those tensors, each once.
 
     >>> lin = torch.nn.Linear(2, 1)
     >>> x = torch.ones(2, requires_grad=True)
-    >>> sorted(tuple(t.shape) for t in closed_over(lambda x: lin(x).sum(), (x,), [x]))
+    >>> sorted(tuple(t.shape) for t in closed_over(lambda x: lin(x).sum(), [x]))
     [(1,), (1, 2)]
     """
-    try:
-        with torch.enable_grad():
-            out = func(*args)
-    except Exception:  # noqa: BLE001 - a note, never a second error: the check runs it itself
+    code = getattr(func, "__code__", None)
+    if code is None:
         return []
+    cells = [c.cell_contents for c in (getattr(func, "__closure__", None) or ())
+             if _filled(c)]
+    named = getattr(func, "__globals__", {})
+    values = cells + [named[n] for n in code.co_names if n in named] + list(
+        getattr(func, "__defaults__", None) or ())
     own = {id(t) for t in checked}
-    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    seen: set[int] = set()
-    found: list = []
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        leaf = getattr(node, "variable", None)  # an AccumulateGrad: a leaf requiring grad
-        if isinstance(leaf, torch.Tensor) and id(leaf) not in own:
-            found.append(leaf)
-        todo += [f for f, _ in node.next_functions]
-    return found
+    found: dict[int, torch.Tensor] = {}
+    for v in values:
+        tensors = (list(v.parameters()) if isinstance(v, torch.nn.Module) else
+                   [v] if isinstance(v, torch.Tensor) else [])
+        for t in tensors:
+            if t.requires_grad and id(t) not in own:
+                found.setdefault(id(t), t)
+    return list(found.values())
+
+
+def _filled(cell) -> bool:
+    """Whether a closure cell holds a value yet (a name assigned after the lambda: not)."""
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
 
 
 def closed_note(what: str, found: list) -> str:
     """One line naming ``found`` (``closed_over``) and how to check them.
 
     >>> closed_note("gradcheck(<lambda>)", [torch.zeros(3, 2), torch.zeros(3)])
-    'gradcheck(<lambda>): 2 tensors that require grad (shapes (3, 2), (3,)) reach its output without being among its inputs (the parameters of a module it closes over?): held at their values, their gradients not checked; to check them, pass a module (an nn.Module whose forward computes this, its parameters checked too) or pass them as inputs'
+    'gradcheck(<lambda>): it uses 2 tensors that require grad (shapes (3, 2), (3,)) without taking them as inputs (the parameters of a module it closes over?): held at their values, their gradients not checked; to check them, pass a module (an nn.Module whose forward computes this, its parameters checked too) or pass them as inputs'
     """
-    found = sorted(found, key=lambda t: (-t.dim(), tuple(t.shape)))  # not the graph's order
+    found = sorted(found, key=lambda t: (-t.dim(), tuple(t.shape)))  # a stable order
     shapes = ", ".join(str(tuple(t.shape)) for t in found[:4]) + (", ..." if len(found) > 4
                                                                  else "")
     one = len(found) == 1
-    return (f"{what}: {len(found)} tensor{'s' * (not one)} that require{'s' * one} grad "
-            f"(shape{'s' * (not one)} {shapes}) reach{'es' * one} its output without being "
-            "among its inputs (the parameters of a module it closes over?): held at their "
+    return (f"{what}: it uses {len(found)} tensor{'s' * (not one)} that require{'s' * one} "
+            f"grad (shape{'s' * (not one)} {shapes}) without taking "
+            f"{'it' if one else 'them'} as inputs (the parameters of a module it closes "
+            "over?): held at their "
             "values, their gradients not checked; to "
             "check them, pass a module (an nn.Module whose forward computes this, its "
             "parameters checked too) or pass them as inputs")

@@ -190,9 +190,7 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
-    held = closed_over(func, args, [a for a in tree_leaves(args) if isinstance(  # a lambda's
-        a, torch.Tensor)] + (list(func.parameters()) if isinstance(  # closed-over module
-            func, torch.nn.Module) else []))  # (newuser12)
+    held = closed_over(func, diff)  # a lambda's closed-over module (newuser12)
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
         if held:
             warnings.warn(closed_note(f"{what}({display_name(func)})", held), stacklevel=4)

@@ -125,6 +125,8 @@ def test_gradcheck_of_a_lambda_closing_over_a_module_warns_its_parameters_are_no
                     "checked; to check them, pass a module (an nn.Module whose forward "
                     "computes this, its parameters checked too) or pass them as inputs"], said
     assert seen[0].filename == __file__
+    with pytest.warns(UserWarning, match="it uses 4 tensors that require grad"):
+        assert sg.gradcheck(net.forward, (x,))  # a bound method: its module's parameters
     with pytest.raises(sg.GradcheckError, match="a.weight"):
         sg.gradcheck(_WithLoss(net), (x, y))
     import warnings

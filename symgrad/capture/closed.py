@@ -17,8 +17,8 @@ import torch
 
 def closed_over(func: Callable, checked: Sequence[torch.Tensor]) -> list:
     """The tensors requiring grad that a plain function reaches by name without taking them
-    as inputs: the parameters of a module (or a tensor) in its closure or among the globals
-    its code names, other than ``checked``. Read from the function object, not by running it
+    as inputs: the parameters of a module (or a tensor) in its closure, among the globals its
+    code names, or the module a bound method belongs to, other than ``checked``. Read from the function object, not by running it
     (a run would draw dropout masks and move BatchNorm's running statistics).
 
     Arguments:
@@ -38,8 +38,9 @@ def closed_over(func: Callable, checked: Sequence[torch.Tensor]) -> list:
     cells = [c.cell_contents for c in (getattr(func, "__closure__", None) or ())
              if _filled(c)]
     named = getattr(func, "__globals__", {})
+    owner = getattr(func, "__self__", None)  # net.forward: net's own parameters
     values = cells + [named[n] for n in code.co_names if n in named] + list(
-        getattr(func, "__defaults__", None) or ())
+        getattr(func, "__defaults__", None) or ()) + [owner]
     own = {id(t) for t in checked}
     found: dict[int, torch.Tensor] = {}
     for v in values:

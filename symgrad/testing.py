@@ -202,11 +202,10 @@ def _message(model: Model, r, exc: BaseException | None, *,
     inputs the search ran one."""
     if r is None:
         return f"{exc}"
+    at = (f" at {tried[0]} of the {tried[1]} inputs searched, none failing" if tried else "")
     why = ("disagree with the exact derivative" if r.verdict == "fail" else
-           "are inconclusive against the exact derivative (not proven right; pass "
-           "allow_inconclusive=True to accept that)")
-    if tried:
-        why += f" at {tried[0]} of the {tried[1]} inputs searched, none failing; the first's"
+           f"are inconclusive against the exact derivative{at} (not proven right; pass "
+           "allow_inconclusive=True to accept that)" + ("; the first" if tried else ""))
     return "\n".join([f"gradients of {model.name} {why}:"] + r.finding_lines()
                       + r.summary_lines()) + (_first(r) if tried else _minimal(r))
 

@@ -83,6 +83,13 @@ def _verify_all(args: argparse.Namespace, base: VerifyConfig, client) -> int:
         # one line, not a second one after "verifying ..."
         module = (load_module(args.module, _module_config(model, args), cfg.dtype, cfg.device)
                   if args.module else None)
+        if module is None and "torch_fn" in (cfg.backends or ()) and (  # (newuser12: read
+                args.no_reference or model.reference is None):  # "pass torch_fn=...")
+            raise SymgradError(f"--backends torch_fn: model {model.name!r} has no torch code of "
+                               "its own to verify" + (" (--no-reference drops it)" if
+                                                      args.no_reference else "")
+                               + "; give your model one, sg.Model(..., reference=your_torch_fn)"
+                               ", or a module with --module, or drop torch_fn from --backends")
         what = " at order 2 (Hessian-vector products)" if args.order == 2 else ""
         print(f"symgrad: verifying {model.name}{what}: {line}; {cfg.dtype} on {cfg.device}",
               file=sys.stderr)

@@ -126,13 +126,15 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
         max_examples: inputs hypothesis tries.
         dtype, device: where the backends run.
         allow_inconclusive: False (default): an inconclusive verdict (an entry the dtype or the
-            oracle cannot decide, or a suspicion not proven either way) fails the test like a
-            wrong gradient; True: only a fail does.
+            oracle cannot decide, or a suspicion not proven either way) fails the test too,
+            once the search has found no fail (its first such input, not shrunk); True: only
+            a fail does.
         order: 2 searches parameters, inputs and directions v for a wrong Hessian-vector
             product (torch's double backward, ``symgrad.hvp``).
     Raises:
-        AssertionError: exactly one, with the table of the worst entries and the minimal
-            (shrunk) input, on a failing (or, unless allowed, inconclusive) verdict.
+        AssertionError: exactly one, with the table of the worst entries: on a failing
+            verdict with the minimal (shrunk) input; unless allowed, on an inconclusive one
+            after the search, with the first such input.
     """
     __tracebackhide__ = True  # pytest shows the AssertionError, not this helper's source
     from hypothesis import HealthCheck, given, settings, target
@@ -142,10 +144,14 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
     # order 2, which reaches it only through these two names (the directions v searched too)
     def inputs(m: Model):
         return model_inputs(second_order(as_program(m))[0] if order == 2 else m)
-    verify = partial(run_verify, order=order)
+    # an inconclusive input is not raised inside the search (hypothesis would shrink it: on a
+    # 2-layer MLP over 5 min of verify calls, each input as undecidable as the last); it is
+    # kept, the search goes on for a fail, and the first one found is raised after it
+    runs: list = []
+    verify = partial(_recording, run_verify, runs, order=order)
 
     worst: dict = {}
-    bad = ("fail",) if allow_inconclusive else ("fail", "inconclusive")
+    bad = ("fail",)
 
     @settings(max_examples=max_examples, derandomize=True, deadline=None, database=None,
               suppress_health_check=list(HealthCheck), report_multiple_bugs=False)
@@ -166,6 +172,10 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
     # is rewritten here (_message: each finding once) from the last failing result
     try:
         check()
+        undecided = [r for r in runs if not isinstance(r, str)]
+        if undecided and not allow_inconclusive:
+            raise AssertionError(_message(model, undecided[0], None,
+                                          tried=(len(undecided), len(runs))))
     except AssertionError as exc:
         raise AssertionError(_message(model, worst.get("result"), exc)) from None
     except BaseExceptionGroup as group:  # several errors at once: one AssertionError, the first
@@ -176,16 +186,35 @@ def assert_gradients_match(model: Model, torch_fn: Callable | None = None, *,
         raise AssertionError(_message(model, worst.get("result"), exc)) from None
 
 
-def _message(model: Model, r, exc: BaseException) -> str:
+def _recording(run: Callable, runs: list, *args, **kwargs):
+    """``run(*args, **kwargs)``, its result kept in ``runs`` (its verdict; an inconclusive
+    one whole)."""
+    r = run(*args, **kwargs)
+    runs.append(r if r.verdict == "inconclusive" else r.verdict)
+    return r
+
+
+def _message(model: Model, r, exc: BaseException | None, *,
+             tried: tuple[int, int] | None = None) -> str:
     """The failure message: what disagrees, each finding line once, the table (``str(r)``
-    without its findings), the minimal input; ``exc``'s own text where no result was kept."""
+    without its findings), the minimal input; ``exc``'s own text where no result was kept.
+    ``tried``: an inconclusive result raised after the search: at how many of how many
+    inputs the search ran one."""
     if r is None:
         return f"{exc}"
+    at = (f" at {tried[0]} of the {tried[1]} inputs searched, none failing" if tried else "")
     why = ("disagree with the exact derivative" if r.verdict == "fail" else
-           "are inconclusive against the exact derivative (not proven right; pass "
-           "allow_inconclusive=True to accept that)")
+           f"are inconclusive against the exact derivative{at} (not proven right; pass "
+           "allow_inconclusive=True to accept that)" + ("; the first" if tried else ""))
     return "\n".join([f"gradients of {model.name} {why}:"] + r.finding_lines()
-                      + r.summary_lines()) + _minimal(r)
+                      + r.summary_lines()) + (_first(r) if tried else _minimal(r))
+
+
+def _first(r) -> str:
+    """The first inconclusive input, as found (hypothesis shrinks failures, not these)."""
+    point = (r.failures or r.worst)[0].point
+    return ("\nfirst inconclusive input (not shrunk: an input the dtype cannot decide is no "
+            "bug to minimise): " + ", ".join(f"{k}={v}" for k, v in point.items()))
 
 
 def _leaves(group: BaseExceptionGroup):

@@ -11,6 +11,7 @@ True
 from __future__ import annotations
 
 import logging
+import warnings
 from typing import Any, Callable, Sequence
 
 import numpy as np
@@ -22,7 +23,7 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import _path_fn, by_own_names
+from ..modules.any import _path_fn, by_own_names, check_example_finite
 from ..modules.functions import failing_blocks, hook_note, stop_note
 from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
@@ -31,6 +32,7 @@ from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
 from ..verify import verify
 from .captured import capture
+from .closed import closed_note, closed_over
 from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
 from ..tensor.rulecheck import SUFFIX
@@ -179,6 +181,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
                        module_params=("trainable" if frozen == "hold" else "param")
                        if params else "input", seed=seed, names=names,
                        name=display_name(func), who=f"{what}({display_name(func)})")
+    check_example_finite(captured, reference if reference is not None else func,
+                         f"{what}({display_name(func)})")  # (read "at: parameter 'input0'")
     vary = [b.name for b in captured.model.param_blocks]
     fn = captured.torch_fn(func if reference is not None else None)
     fn = _path_fn(fn, "compile") if compiled else fn
@@ -186,7 +190,10 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     result = verify(captured.model, torch_fn=fn, dtype=name, seed=seed, order=order,
                     at=at, backends=("torch_fn",), config=VerifyConfig(rule_check=rule_check))
     result = by_own_names(result, own_labels(captured.slots))  # conv1.weight[0, 3]
+    held = closed_over(func, diff)  # a lambda's closed-over module (newuser12)
     if result.ok or (order == 1 and reference is None and _gradients_decide(result)):
+        if held:
+            warnings.warn(closed_note(f"{what}({display_name(func)})", held), stacklevel=4)
         return True
     # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
     result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
@@ -196,6 +203,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
+    if held:
+        text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
         text += f"\n  note: {stopped}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""

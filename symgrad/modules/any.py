@@ -66,17 +66,19 @@ MODE_DEPENDENT = (nn.modules.dropout._DropoutNd, nn.modules.batchnorm._BatchNorm
 #   train mode changes (named in the eval-mode note)
 
 
-def _check_finite(captured: Captured, module: nn.Module, who: str) -> None:
+def check_example_finite(captured: Captured, module: Any, who: str) -> None:
     """A NaN in the example (an infinite parameter too) refused in the module's own names
     (``fc1.weight``; at= read the block ``fc1_weight`` and said "at:", an argument the user
-    never gave: newuser8), before any run (``points.check_finite``)."""
+    never gave: newuser8), before any run (``points.check_finite``). ``module``: the module
+    or function captured; an argument is an "input" though it is differentiated
+    (``sg.gradcheck``'s, read "at: parameter 'input0'": newuser12)."""
     label = own_labels(captured.slots)
-    buffers = {n for n, _ in module.named_buffers()}
+    buffers = {n for n, _ in module.named_buffers()} if isinstance(module, nn.Module) else set()
     state = {s.name for s in captured.slots if s.source == "state"}
     for b in captured.model.blocks:
         if b.name in captured.example:
             kind = ("buffer" if label[b.name] in buffers else "parameter") if (
-                b.name in state) else None
+                b.name in state) else "input"
             check_finite(b, np.asarray(captured.example[b.name], dtype=np.float64)[None], who,
                          kind=kind, name=label.get(b.name, b.name))
 
@@ -135,7 +137,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             s.name for s in captured.slots if s.source == "arg" and s.role == "input"
             and s.key < len([a for a in tree_leaves(args) if isinstance(a, torch.Tensor)])]
         at = captured.at(cfg.samples, cfg.seed, vary)
-        _check_finite(captured, module, f"verify(module={display_name(module)})")
+        check_example_finite(captured, module, f"verify(module={display_name(module)})")
         result = verify_tensor(captured.model, torch_fn=None, at=at, cfg=replace(
             cfg, backends=("torch_fn",)),  # the user's code only: no own programs
             extra={backend_name(p): (fn, p) for p, fn in fns.items()},

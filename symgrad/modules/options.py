@@ -115,6 +115,11 @@ def check_options(*, model: Any, module: Any, inputs: Any, targets: Any, at: Any
         raise SymgradError("verify: backends= chooses among a model's programs (numpy, torch, "
                            "torch_fn); with module= and inputs= only your module runs: drop it "
                            "(its torch paths are paths=(\"eager\", \"compile\", ...))")
-    if inputs is not None and order != 1:
-        raise SymgradError("verify: order=2 with module= and inputs= is not supported; use "
-                           "sg.gradgradcheck(module, inputs)")
+    if inputs is not None and order != 1:  # loss= and targets= named (newuser12: the hint
+        raise SymgradError(  # dropped them; a function's closed-over parameters are not checked)
+            "verify: order=2 with module= and inputs= is not supported; use "
+            "sg.gradgradcheck(module, inputs)" + (
+                "; with a loss, on a module that returns it (its parameters are checked too): "
+                "a wrapper nn.Module whose forward(x, y) returns loss(module(x), y), "
+                "sg.gradgradcheck(wrapper, (x, y))"
+                if loss is not None or targets is not None else ""))

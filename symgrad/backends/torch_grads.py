@@ -1,15 +1,22 @@
 """A backward pass whose gradients go straight into the flat (N, 1 + K) array the compare reads:
-each leaf's gradient is copied into its columns as autograd accumulates it (a
-post-accumulate-grad hook) and released at once, so the whole gradient is never held twice
-(GPT-2: 1.21 GiB of float64 per copy; ``torch.autograd.grad`` returns every block at once, and
-copying them into the flat array held both).
+each leaf's gradient is copied into its columns as autograd's engine hands it over (a tensor
+hook on the leaf, run on the gradient ``torch.autograd.grad`` captures) and released at once, so
+the whole gradient is never held twice (GPT-2: 1.21 GiB of float64 per copy;
+``torch.autograd.grad`` returns every block at once, and copying them into the flat array held
+both). The hook hands the engine back a zero of no memory (an expanded scalar) to capture
+instead. No ``.grad`` is accumulated: ``AccumulateGrad`` would first copy a gradient whose
+strides differ from its leaf's (an einsum's weight gradient comes transposed from its batched
+product: GPT-2's 50257 x 768 head weight, a fresh 309 MB array and a strided copy) before it
+came here, and a copy into the flat array is one copy either way.
 
 The numbers are torch's own: a leaf's gradient is what ``torch.autograd.grad`` returns for it
-(the same accumulation in autograd's engine), converted to float64 exactly; a leaf the loss does
-not reach gets zeros (``allow_unused``); should autograd accumulate a leaf twice in one
-backward, the second part is added in the leaf's dtype, as torch adds into ``.grad``; a custom
-``autograd.Function`` whose backward returns None for a leaf gives it zeros, as in torch. Only the
-leaves asked for are accumulated (``backward(inputs=...)``): a user's module keeps no ``.grad``.
+(the same accumulation in autograd's engine: every part summed before the hook), converted to
+float64 exactly; a leaf the loss does not reach gets zeros (``allow_unused``); should the hook
+run twice for a leaf in one backward, the second part is added in the leaf's dtype, as torch
+adds into ``.grad``; a custom ``autograd.Function`` whose backward returns None for a leaf gives
+it zeros, as in torch. Only the leaves asked for are differentiated: a user's module keeps no
+``.grad``, and a user's own ``register_hook`` hooks, registered before, run first (what they
+return is what is written).
 
 >>> w = torch.tensor([1.0, 2.0], dtype=torch.float64, requires_grad=True)
 >>> u = torch.zeros(3, dtype=torch.float64, requires_grad=True)  # not reached
@@ -26,7 +33,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..heap import give_back
+from ..heap import give_back, unless_kept
 
 
 def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,
@@ -59,22 +66,27 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
             leaf.shape[1:])
         targets.append(cols.view(shape))
 
-        def take(t: torch.Tensor, k: int = k) -> None:
-            if t.grad is None:  # a custom Function's backward returned None for it: torch
-                return          # reads that as a zero gradient (the columns zeroed below)
-            g = t.grad.detach()
-            if done[k]:  # accumulated again in this backward: torch's own sum, in its dtype
+        def take(g: torch.Tensor | None, k: int = k) -> torch.Tensor | None:
+            if g is None:  # a custom Function's backward returned None for it: torch reads
+                return None  # that as a zero gradient (the columns zeroed below)
+            unless_kept(give_back)  # the block released before, if it was in the heap (gpt2:
+            #                         -0.35 GiB); a kept heap reuses it for the next one
+            g = g.detach()
+            if done[k]:  # a second part in this backward: torch's own sum, in its dtype
                 g = targets[k].to(g.dtype).to(g.device) + g
             targets[k].copy_(g)
             done[k] = True
-            t.grad = None
-            give_back()  # the released block, if it was in the heap (gpt2: the run -0.35 GiB)
-        handles.append(leaf.register_post_accumulate_grad_hook(take))
+            zero = torch.zeros((), dtype=g.dtype, device=g.device).expand(g.shape)
+            del g  # the engine's buffer is released once the hook returns
+            return zero  # what autograd.grad captures: no memory
+        handles.append(leaf.register_hook(take))
     try:
-        torch.autograd.backward(loss, inputs=list(leaves))
+        got = torch.autograd.grad(loss, list(leaves), allow_unused=True)
+        del got
     finally:
         for h in handles:
             h.remove()
+    give_back()
     for k, target in enumerate(targets):
         if not done[k]:
             target.zero_()

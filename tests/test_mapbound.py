@@ -41,10 +41,26 @@ def test_shared_terms_keep_every_bit(expr, k):
     errs = [np.abs(rng.standard_normal(4000)) * 3 for _ in range(k)]
     errs[0][:4] = [0.0, np.inf, 1.0, 0.0]
     shared, plain = mapbound.map_bound_fn(expr, k), _term_by_term(expr, k)
+    tiny = mapbound.map_bound_fn(expr, k, None)  # a tiny map's: by its source's length
     with np.errstate(all="ignore"):
         got = np.broadcast_to(shared(*vals, *errs, tie=0.01), (4000,))
         want = np.broadcast_to(plain(*vals, *errs, tie=0.01), (4000,))
-    assert got.tobytes() == want.tobytes()
+        by_length = np.broadcast_to(tiny(*vals, *errs, tie=0.01), (4000,))
+    assert got.tobytes() == want.tobytes() == by_length.tobytes()
+
+
+def test_a_tiny_map_s_short_bound_is_the_printed_form():
+    """Up to ``TINY`` entries a bound's repeated subterms are formed once only where its
+    source is long: the parse would cost more than forming them again (the fuzz's bodies)."""
+    assert mapbound.sharing(20) is None and mapbound.sharing(mapbound.TINY + 1) is True
+    for expr, k in BODIES:  # sources of 300 to 2,700 characters
+        assert mapbound.map_bound_fn(expr, k, None).source == _term_by_term(expr, k).source
+    gelu, k = BODIES[0]
+    long = gelu + gelu.subs(X[1], X[1] + 1)  # two GELU VJPs: a long source, shared
+    printed = _term_by_term(long, k).source
+    assert len(printed) >= mapbound.SHARE_TINY_FROM
+    assert mapbound.map_bound_fn(long, k, None).source.count("numpy.tanh") < printed.count(
+        "numpy.tanh")
 
 
 def test_gelu_vjp_forms_its_tanh_once():

@@ -43,10 +43,27 @@ SHARED_UP_TO = 1 << 20  # entries of a map whose bound forms its repeated subter
 #   entries, the call's transient 241 -> 697 MB), so a larger map keeps the printed form
 
 
-def map_bound_fn(expr: sp.Expr, k: int, shared: bool = True) -> Callable:
+TINY = 1 << 12  # entries (all samples) of a map whose bound forms its repeated subterms once
+#   only where its source is long (``SHARE_TINY_FROM``): on a few thousand entries forming
+#   them again costs less than ``common_terms``' parse (fuzz 300: 483 bodies of 20 entries,
+#   0.57 CPU s of parsing for 0.04 s of evaluation saved)
+SHARE_TINY_FROM = 4096  # characters from which a tiny map's bound source is shared
+
+
+def sharing(size: int) -> bool | None:
+    """``map_bound_fn``'s ``shared`` for a map of ``size`` entries: None (by its source's
+    length) up to ``TINY``, then True up to ``SHARED_UP_TO``.
+
+    >>> sharing(20), sharing(1 << 16), sharing(1 << 21)
+    (None, True, False)
+    """
+    return None if size <= TINY else size <= SHARED_UP_TO
+
+
+def map_bound_fn(expr: sp.Expr, k: int, shared: bool | None = True) -> Callable:
     """``f(values..., errors...) -> E`` of one map expression, compiled once (``shared``: its
-    repeated subterms formed once, ``common_terms``; else each where it is printed: the
-    same bits)."""
+    repeated subterms formed once, ``common_terms``; None: only where its source is long,
+    ``SHARE_TINY_FROM``; else each where it is printed: the same bits)."""
     key = (expr, k, shared)
     fn = _CACHE.get(key)
     return fn if fn is not None else _compiled(key)
@@ -61,7 +78,8 @@ def _compiled(key: tuple) -> Callable:
         pr = Printer(target("float64"), names)
         err = {X[i]: f"e{i}" for i in range(k)}
         src = error_source(expr, pr, err)
-        terms, src = common_terms(src) if shared else ([], src)
+        share = shared or (shared is None and len(src) >= SHARE_TINY_FROM)
+        terms, src = common_terms(src) if share else ([], src)
         args = ", ".join([f"a{i}" for i in range(k)] + [f"e{i}" for i in range(k)])
         lines = [f"def mapbound({args}, tie={NEAR_TIE!r}):",
                  *(f"    {name} = {term}" for name, term in terms), f"    return {src}"]
@@ -191,7 +209,7 @@ def b_map(node, vals, errs, value, count):
     """The worst case E of a map: its body's running bound at the arguments' values and E
     (NaN, where the bound is undefined: inf)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
+    fn = map_bound_fn(node.attrs["expr"], k, sharing(np.size(value)))
     with np.errstate(all="ignore"):
         return by_blocks(lambda *a: fn(*a, tie=TIE.get()) + torch_form(node, a[:k]),
                          [*vals, *errs], value)
@@ -210,7 +228,8 @@ def torch_form(node, vals):
         return 0.0
     k = len(vals)
     with np.errstate(all="ignore"):
-        return map_bound_fn(body, k)(*vals, *([0.0] * k), tie=TIE.get())
+        return map_bound_fn(body, k, sharing(max(map(np.size, vals), default=1)))(
+            *vals, *([0.0] * k), tie=TIE.get())
 
 
 STACK_UP_TO = 1 << 16  # entries of a map's stacked bound call (below: one call, not 1 + m)
@@ -224,7 +243,7 @@ def s_map(node, vals, sig, value, count, n0):
     stacked on a new leading axis (the same elementwise arithmetic, one pass of the generated
     code instead of 1 + m: per-call overhead is most of a small program's bound)."""
     k = len(vals)
-    fn = map_bound_fn(node.attrs["expr"], k, np.size(value) <= SHARED_UP_TO)
+    fn = map_bound_fn(node.attrs["expr"], k, sharing(np.size(value)))
     live = [i for i, s in enumerate(sig) if np.any(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
@@ -310,7 +329,7 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     m = len(live)
     if (m + 2) * np.size(value) > STACK_UP_TO:
         return _in_blocks(node, vals, errs, sig, value, live)
-    fn = map_bound_fn(node.attrs["expr"], len(vals))
+    fn = map_bound_fn(node.attrs["expr"], len(vals), sharing(np.size(value)))
     with np.errstate(all="ignore"):
         out = _stacked(fn, vals, sig, live, worst=errs)
         total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))

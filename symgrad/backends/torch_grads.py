@@ -28,6 +28,10 @@ import torch
 
 from ..heap import give_back
 
+GIVE_BACK_FROM = 1 << 16  # entries: a released gradient this large hands freed heap back
+#                          (``heap.give_back``, as the oracle's walk's blocks, ``tensor.views``);
+#                          a trim costs 1-3 ms, per leaf per sample of a small model's loop
+
 
 def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,
                   spans: Sequence[tuple[int, int]], *, row: int | None = None) -> None:
@@ -68,7 +72,8 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
             targets[k].copy_(g)
             done[k] = True
             t.grad = None
-            give_back()  # the released block, if it was in the heap (gpt2: the run -0.35 GiB)
+            if g.numel() >= GIVE_BACK_FROM:  # the released block, if it was in the heap
+                give_back()  # (gpt2: the run -0.35 GiB); a small one is not worth a trim
         handles.append(leaf.register_post_accumulate_grad_hook(take))
     try:
         torch.autograd.backward(loss, inputs=list(leaves))

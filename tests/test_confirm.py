@@ -13,7 +13,7 @@ import torch
 import symgrad as sg
 from symgrad.compare import (FAILING, INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, SYSTEMATIC,
                              Tolerance, compare, systematic)
-from symgrad.confirm import Experiments, confirm, fresh_count
+from symgrad.confirm import Experiments, _sign_tail, confirm, fresh_count
 from symgrad.testing import scale_backward
 from symgrad.zoo import gpt2
 
@@ -364,3 +364,19 @@ def test_fresh_sign_test_confirms_where_uneven_weights_starve_the_pooled_test():
         comp, exact, fresh={"b": fresh_comp}))["b"]
     assert any("32 of 32 projections share its sign" in f.evidence for f in out.systematic)
     assert not out.ok
+
+
+def test_the_sign_tests_binomial_tail_is_exact_and_scipys():
+    """The sign test's P(K >= k | n, 1/2) (``confirm._sign_tail``), exact in integers: each
+    value is the correctly rounded sum of binomial coefficients over 2^n, and within 1e-13 of
+    scipy's ``binom.sf(k - 1, n, 0.5)`` (the former spelling) on every k of n = 1..120."""
+    from fractions import Fraction
+    from math import comb
+
+    from scipy.stats import binom
+    for n in range(1, 121):
+        for k in range(-1, n + 2):
+            got = _sign_tail(k, n)
+            want = float(Fraction(sum(comb(n, i) for i in range(max(k, 0), n + 1)), 2**n))
+            assert got == want
+            assert abs(got - float(binom.sf(k - 1, n, 0.5))) <= 1e-13 * max(got, 1e-300)

@@ -4,7 +4,7 @@ gives the answer of the slow rule it stands in for, and takes the slow rule out 
 - ``zeros.annihilators`` (the bound's exact zeros): which arguments zero a map body, without
   ``sympy.simplify`` when the body is shown nonzero at a probe point or is 0 as written;
 - ``derive._local``: a VJP body derived once per distinct map body;
-- ``ddops._selection``: a DD product by a 0/1 selector (one-hot picks and spreads) exactly, as
+- ``selection.select``: a DD product by a 0/1 selector (one-hot picks and spreads) exactly, as
   the Ozaki product gives it, bit for bit; a dense or non-finite product still goes to Ozaki.
 """
 
@@ -17,7 +17,7 @@ import sympy as sp
 
 import symgrad.tensor as st
 from symgrad.precise import DD, DD_OPS
-from symgrad.precise import ddops
+from symgrad.precise import selection
 from symgrad.precise.ozaki import dd_matmul
 from symgrad.tensor import bound, derive, zeros
 from symgrad.tensor.program import X
@@ -117,7 +117,7 @@ def test_selection_bit_identical_to_ozaki(case):
         a, b = _onehot(3, 4, [(0, 2), (1, 0), (2, 3)]), _dd(rng, (1, 4, 5), 1e10)
     else:  # a column with no 1: exact zeros
         a, b = _dd(rng, (1, 2, 3)), _onehot(3, 2, [(1, 0)])
-    got = ddops._selection(a, b)
+    got = selection.select(a, b)
     assert got is not None
     ref = dd_matmul(a, b)
     assert np.array_equal(got.hi, ref.hi) and np.array_equal(got.lo, ref.lo)
@@ -137,10 +137,10 @@ def test_selection_bit_identical_to_ozaki(case):
 def test_selection_declines_dense_two_ones_and_non_finite():
     rng = np.random.default_rng(4)
     a = _dd(rng, (1, 2, 3))
-    assert ddops._selection(a, _dd(rng, (1, 3, 2))) is None  # dense: Ozaki
-    assert ddops._selection(a, _onehot(3, 1, [(0, 0), (2, 0)])) is None  # two 1s: a real sum
+    assert selection.select(a, _dd(rng, (1, 3, 2))) is None  # dense: Ozaki
+    assert selection.select(a, _onehot(3, 1, [(0, 0), (2, 0)])) is None  # two 1s: a real sum
     bad = DD(np.array([[[np.inf, 1.0, 2.0]]]))
-    assert ddops._selection(bad, _onehot(3, 1, [(1, 0)])) is None  # inf * 0 is nan
+    assert selection.select(bad, _onehot(3, 1, [(1, 0)])) is None  # inf * 0 is nan
     out = DD_OPS.matmul3(bad, _onehot(3, 1, [(1, 0)]))
     assert np.isnan(out.hi[0, 0, 0])  # IEEE semantics kept by the general path
 

@@ -36,6 +36,31 @@ def test_stacked_walks_are_bitwise_the_walks_one_at_a_time():
     assert not all(identical(alone[i], together[i:i + 1]) for i in range(2))
 
 
+def test_a_product_of_walks_selects_walk_by_walk(monkeypatch):
+    """A product whose factor is a one-hot in some walks and dense in others: each walk's part
+    is the product it gets alone (``selection.apart``: the one-hot walks select, the dense one
+    goes to Ozaki alone); where every walk's factor is a one-hot, the whole stack selects in
+    one pass, no walk multiplied alone."""
+    from symgrad.precise.ddops import DDOps
+    W, x = st.param("W", (3, 4)), st.input("x", (4,))
+    y = st.einsum("ij,j->i", st.map_(X[0] / 7, W), x)
+    rng = np.random.default_rng(6)
+    Wv = rng.standard_normal((1, 3, 4))
+    hot = lambda k: np.eye(4)[k][None]  # noqa: E731
+    dense = rng.standard_normal((1, 4)) * 2.0 ** rng.integers(-60, 60, 4)
+    alone_calls = []
+    real = DDOps._matmul3
+    monkeypatch.setattr(DDOps, "_matmul3",
+                        lambda self, a, b: alone_calls.append(a.shape) or real(self, a, b))
+    for walks, alone in (([hot(1), dense, hot(3)], 3), ([hot(0), hot(2), hot(2)], 0)):
+        walks = [{"x": v} for v in walks]
+        want = [evaluate([y], DD_OPS, {"W": Wv, **w})[0] for w in walks]
+        alone_calls.clear()
+        got = evaluate_walks([y], DD_OPS, {"W": Wv}, walks)[0]
+        assert len(alone_calls) == alone
+        assert all(identical(want[i], got[i:i + 1]) for i in range(len(walks)))
+
+
 def test_a_leaf_the_walks_share_is_not_stacked():
     W, x = st.param("W", (2,)), st.input("x", (2,))
     y = st.sum_(st.map_(X[0] * X[1], W, x))

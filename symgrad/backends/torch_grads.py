@@ -35,6 +35,10 @@ import torch
 
 from ..heap import give_back, unless_kept
 
+GIVE_BACK_FROM = 1 << 16  # entries: a released gradient this large hands freed heap back
+#                          (``heap.give_back``, as the oracle's walk's blocks, ``tensor.views``);
+#                          a trim costs 1-3 ms, per leaf per sample of a small model's loop
+
 
 def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.ndarray,
                   spans: Sequence[tuple[int, int]], *, row: int | None = None) -> None:
@@ -60,6 +64,7 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
     """
     whole = torch.from_numpy(out)
     targets, done, handles = [], [False] * len(leaves), []
+    released = [0]  # entries of the gradient the last hook released
     for k, (leaf, (a, b)) in enumerate(zip(leaves, spans)):
         cols = whole[row, a:b] if row is not None else whole[:, a:b]
         shape = tuple(leaf.shape) if row is not None else (out.shape[0],) + tuple(
@@ -69,13 +74,15 @@ def backward_into(loss: torch.Tensor, leaves: Sequence[torch.Tensor], out: np.nd
         def take(g: torch.Tensor | None, k: int = k) -> torch.Tensor | None:
             if g is None:  # a custom Function's backward returned None for it: torch reads
                 return None  # that as a zero gradient (the columns zeroed below)
-            unless_kept(give_back)  # the block released before, if it was in the heap (gpt2:
-            #                         -0.35 GiB); a kept heap reuses it for the next one
+            if released[0] >= GIVE_BACK_FROM:  # the block released before, if it was in the
+                unless_kept(give_back)  # heap (gpt2: -0.35 GiB); a kept heap reuses it for the
+            #                             next one; a small one is not worth a trim
             g = g.detach()
             if done[k]:  # a second part in this backward: torch's own sum, in its dtype
                 g = targets[k].to(g.dtype).to(g.device) + g
             targets[k].copy_(g)
             done[k] = True
+            released[0] = g.numel()
             zero = torch.zeros((), dtype=g.dtype, device=g.device).expand(g.shape)
             del g  # the engine's buffer is released once the hook returns
             return zero  # what autograd.grad captures: no memory

@@ -34,6 +34,7 @@ from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
 from .ddsum import dd_sum
 from .ozaki import OzakiConfig, dd_matmul
+from .selection import apart, select
 from .underflow import in_zone, ran_out
 from .walk import Kernels, evaluate
 
@@ -69,45 +70,6 @@ def dd_constant(c: sp.Expr, shape: tuple = ()) -> DD:
     if isinstance(v, float):
         return DD(np.full(shape, v))
     return from_fraction(v, shape)
-
-
-def _selector(x: DD, axis: int) -> np.ndarray | None:
-    """Where ``x`` (Bt, ., .) only selects along ``axis`` (its K axis): exact 0 / 1 entries with
-    at most one 1 per line along K, the K index of each line's 1 (-1: none); else None. A
-    look at its first entries turns a dense factor away before any full pass."""
-    h = x.hi
-    head = h.reshape(-1)[:64]
-    if h.size == 0 or not np.all((head == 0) | (head == 1)):
-        return None
-    if not (x.lo_is_zero_view or not np.any(x.lo)) or not np.all((h == 0) | (h == 1)):
-        return None
-    count = h.sum(axis=axis)
-    if np.any(count > 1):
-        return None
-    return np.where(count > 0, np.argmax(h, axis=axis), -1)
-
-
-def _selection(a: DD, b: DD) -> DD | None:
-    """The product (Bt, M, K) @ (Bt, K, N) when one factor only selects (``_selector``: the
-    one-hot picks and spreads of a model built from scalar steps) and the other is finite:
-    each entry is one entry of the other factor or 0, exactly as every sum of exact products
-    by 0 and 1 (``dd_matmul`` is exact there too), as a canonical (hi, lo) pair. None: not such
-    a product."""
-    for sel, other, k_axis in ((b, a, 1), (a, b, 2)):
-        at = _selector(sel, k_axis)
-        if at is None or not (np.isfinite(other.hi).all() and np.isfinite(other.lo).all()):
-            continue
-        idx = np.maximum(at, 0)
-        if k_axis == 1:  # b selects: c[t, i, j] = a[t, i, at[t, j]]
-            where_, take = (at >= 0)[:, None, :], (lambda v: np.take_along_axis(
-                v, np.broadcast_to(idx[:, None, :], (v.shape[0], v.shape[1], idx.shape[1])), 2))
-        else:  # a selects: c[t, i, j] = b[t, at[t, i], j]
-            where_, take = (at >= 0)[:, :, None], (lambda v: np.take_along_axis(
-                v, np.broadcast_to(idx[:, :, None], (v.shape[0], idx.shape[1], v.shape[2])), 1))
-        hi, lo = two_sum(np.where(where_, take(other.hi), 0.0),  # the canonical pair, as a
-                         np.where(where_, take(other.lo), 0.0))  # DD sum leaves it
-        return DD(hi, lo)
-    return None
 
 
 def _nanmax_fold(is_max: bool, *xs: DD) -> DD:
@@ -311,8 +273,24 @@ class DDOps:
     def einsum(self, spec: str, *operands: DD) -> DD:
         return self.kernels.seen(_einsum(self, spec, [self.asarray(o) for o in operands]))
 
+    def apart(self, walks: int) -> "DDOps":
+        """This table for ``walks`` walks of one sample stacked on the batch axis
+        (``interpret.evaluate_walks``): each walk's product as the walk alone computes it (the
+        selection decided walk by walk, ``selection.apart``); every other op acts on each entry
+        apart already."""
+        out = copy.copy(self)  # the same table (a subclass too), its kernels
+        out.walks = walks
+        return out
+
+    walks = 1  # walks stacked on the batch axis (``apart``)
+
     def matmul3(self, a: DD, b: DD) -> DD:
-        picked = _selection(a, b)
+        if self.walks > 1:
+            return apart(a, b, self.walks, self._matmul3)
+        return self._matmul3(a, b)
+
+    def _matmul3(self, a: DD, b: DD) -> DD:
+        picked = select(a, b)
         if picked is not None:
             return picked
         bt = a.shape[0]

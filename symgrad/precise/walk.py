@@ -29,6 +29,7 @@ import sympy as sp
 
 from .. import functions
 from ..errors import SymgradError
+from ..freesyms import free_symbols
 from ..parallel import ordered
 
 _REL_OPS = {sp.StrictLessThan: "lt", sp.LessThan: "le", sp.StrictGreaterThan: "gt", sp.GreaterThan: "ge",
@@ -85,7 +86,7 @@ def evaluate(expr: sp.Expr, args: dict, k: Kernels) -> Any:
         an array of the kernels' type with the broadcast shape of args.
     """
     expr = sp.sympify(expr)
-    missing = expr.free_symbols - set(args)
+    missing = free_symbols(expr) - set(args)
     if missing:
         names = ", ".join(sorted(str(s) for s in missing))
         raise SymgradError(f"{k.name} map: no array given for symbol(s) {names} of {expr}; "

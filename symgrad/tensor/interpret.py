@@ -181,11 +181,15 @@ def _stack(parts: list):
 
 def _einsum_apart(node, t, vals, ctx):
     """``einsum`` over a batch that stacks separate walks (``evaluate_walks``): each walk's
-    product alone, with the operands a walk of one would pass it (a double-double product's
-    Ozaki split and its exact one-hot selection look at the whole batch)."""
+    product as the walk alone computes it (a double-double product's Ozaki split and its exact
+    one-hot selection look at the whole batch): in one call under a table that keeps the walks
+    apart in its products (``t.apart``: ``DDOps``), else walk by walk."""
     n = max(_batch(t, v) for v in vals)
     if n == 1:
         return _einsum(node, t, vals, ctx)
+    apart = getattr(t, "apart", None)
+    if apart is not None:
+        return _einsum(node, apart(n), vals, ctx)
     return _stack([_einsum(node, t, [_one_walk(v, i) for v in vals], ctx) for i in range(n)])
 
 

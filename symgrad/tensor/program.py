@@ -39,6 +39,7 @@ import sympy as sp
 
 from ..domains import Domain, Normal, as_domain
 from ..errors import SymgradError
+from ..freesyms import free_symbols
 from .ids import node_ids as _ids
 from .rename import rename
 
@@ -246,7 +247,7 @@ def map_(expr: sp.Expr, *operands, name: str = "") -> Node:
     _check_float("map", *nodes)
     if not nodes:
         raise SymgradError(f"map {expr}: needs at least one tensor operand")
-    extra = expr.free_symbols - set(X[:len(nodes)])
+    extra = free_symbols(expr) - set(X[:len(nodes)])
     if extra:
         raise SymgradError(f"map {expr}: symbols {sorted(map(str, extra))} are not operands; "
                            "write the expression in st.X[0], st.X[1], ...")

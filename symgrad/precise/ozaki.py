@@ -55,7 +55,7 @@ import contextlib
 import threading
 from dataclasses import dataclass
 from math import prod
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 
@@ -94,6 +94,13 @@ class _Work:
         self.views: dict[tuple, np.ndarray] = {}  # (key, shape, k_axis) -> its view (tiles
         #  of one shape ask for the same views many times: building them was ~5% of a run)
 
+    def trim(self, entries: int) -> None:
+        """Drop the buffers (and their views) of more than ``entries`` entries."""
+        big = {k for k, v in self.bufs.items() if v.size > entries}
+        if big:
+            self.bufs = {k: v for k, v in self.bufs.items() if k not in big}
+            self.views = {k: v for k, v in self.views.items() if k[0] not in big}
+
     def get(self, key: str, shape: tuple, k_axis: int) -> np.ndarray:
         got = self.views.get((key, shape, k_axis))
         if got is not None:
@@ -112,6 +119,39 @@ class _Work:
             v = v.reshape(bt, cols, k).swapaxes(1, 2)
         self.views[(key, shape, k_axis)] = v
         return v
+
+
+_KEPT = threading.local()  # .pools: the open ``kept_buffers`` blocks of this thread (a stack)
+
+
+KEPT_UP_TO = 10 << 20  # entries (80 MiB of float64): a larger buffer is not kept past its
+#                        product (GPT-2's head tiles, 100-134 MB, asked for by 3 products)
+
+
+@contextlib.contextmanager
+def kept_buffers() -> Iterator[None]:
+    """The products this thread computes inside the block share one set of work buffers (the
+    sliced operand tiles, each grown to the largest asked for up to ``KEPT_UP_TO`` entries,
+    and every thread's chunk buffers) instead of fresh ones per product; they are freed when
+    the block ends. Outside it each product allocates its own, as before. Why: a GPT-2
+    layer's sliced weight tiles are 14-75 MB each, past glibc's largest mmap threshold (32
+    MB), so every product mapped them afresh and the kernel faulted every page in again (8
+    such products a layer). No buffer's contents reach a result before the product writes
+    them, so the bits are the same.
+
+    >>> import numpy as np
+    >>> a = DD(np.array([[[1.0, 2.0**-60]]])); b = DD(np.array([[[3.0], [5.0]]]))
+    >>> with kept_buffers():
+    ...     c, d = dd_matmul(a, b), dd_matmul(a, b)
+    >>> bool(c.hi == d.hi) and bool(c.lo == d.lo)
+    True
+    """
+    pools = _KEPT.__dict__.setdefault("pools", [])
+    pools.append({})
+    try:
+        yield
+    finally:
+        pools.pop()
 
 
 def _block(x: np.ndarray, axis: int, j: int, kk: int) -> np.ndarray:
@@ -302,8 +342,12 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
     shape-stable: the module docstring)."""
     bt, m, k = a.shape
     n = b.shape[2]
-    work = _Work()  # the tiles' sliced operands (Acat, Bx, Br), shared by the threads
-    works: dict[int, _Work] = {}  # each thread's own buffers: a chunk's slicing, a sub-tile's
+    pools = getattr(_KEPT, "pools", None)
+    pool = pools[-1] if pools else {}  # inside ``kept_buffers``: the block's, kept
+    work = pool.setdefault("shared", _Work())  # the tiles' sliced operands (Acat, Bx, Br),
+    #                                            shared by the threads
+    works: dict[int, _Work] = pool.setdefault("threads", {})  # each thread's own buffers: a
+    #                                                          chunk's slicing, a sub-tile's
 
     def mine() -> _Work:
         return works.setdefault(threading.get_ident(), _Work())
@@ -348,3 +392,4 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
                     _tile(A[:, rs], Bx[:, :, cs], Br[:, :, cs], S, kk, mine(), dest, bool(k0))
                 each(slice_columns, range(0, nt, step))
                 each(sub_tile, _sub_tiles(bt, mt, nt, chunk))
+    work.trim(KEPT_UP_TO)  # (a product's own, unkept work goes with it anyway)

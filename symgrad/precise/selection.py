@@ -31,7 +31,8 @@ def selector(x: DD, axis: int) -> np.ndarray | None:
     at most one 1 per line along K, the K index of each line's 1 (-1: none); else None. A
     look at its first entries turns a dense factor away before any full pass."""
     h = x.hi
-    head = h.reshape(-1)[:64]
+    head = h.flat[:64]  # the first entries in C order, as reshape(-1)[:64], without the whole
+    #                     copy reshape makes of a transposed operand (GPT-2's weights: ~0.9 CPU s)
     if h.size == 0 or not np.all((head == 0) | (head == 1)):
         return None
     if not (x.lo_is_zero_view or not np.any(x.lo)) or not np.all((h == 0) | (h == 1)):

@@ -24,6 +24,7 @@ from ..config import LARGE_MODEL_ENTRIES, VerifyConfig
 from ..precise import ARB_OPS, DDOps
 from ..precise.arbdomain import DomainWatch, watched
 from ..precise.certify import CertifyConfig, certify, escalate, recertify
+from ..precise.ozaki import kept_buffers
 from ..precise.underflow import rounded, zone_rows
 from . import spill
 from .interpret import evaluate
@@ -320,8 +321,9 @@ def _oracle_rows(model: TensorModel, table, part: Mapping[str, np.ndarray], c: i
             unless_kept(give_back)  # not where the process keeps it for the next block's
             #                         arrays (the symgrad program: a trim would fault them in)
             spill.release()  # spilled hi, lo: the block's written pages out of the resident set
-    evaluate(outputs or model.gradient.outputs, table, part, progress=tick, on_step=on_step,
-             emit=put)
+    with kept_buffers():  # the walk's DD products reuse one set of work buffers
+        evaluate(outputs or model.gradient.outputs, table, part, progress=tick,
+                 on_step=on_step, emit=put)
     return hi, lo
 
 

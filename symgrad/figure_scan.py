@@ -59,7 +59,7 @@ WORST = 3  # the worst entries of any status a backend lists (``streaming.findin
 
 def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowed: np.ndarray,
                    comp_ulps: np.ndarray, status: np.ndarray, dtype: str,
-                   tol: Tolerance) -> Measures:
+                   tol: Tolerance, *, excused: np.ndarray | None = None) -> Measures:
     """The figures of some entries from their compare's numbers.
 
     Arguments:
@@ -69,6 +69,8 @@ def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowe
             not finite).
         status: the entries' statuses.
         dtype, tol: the backend's dtype and the tolerance.
+        excused: ``excused_of(status)`` where the caller has it (a compare's chunk also feeds
+            it to ``Scan.add``), else formed here.
     Returns:
         Their ``Measures``: at an exact value below the rounding scale of its own terms (zero,
         or nearly zero by cancellation) the error is measured against the terms
@@ -87,7 +89,7 @@ def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowe
         else:
             ratio = np.where(allowed > 0, ratio, np.where(error == 0, 0.0, np.inf))
         comparable = np.isfinite(exact)
-        comparable &= ~_excused(status)
+        comparable &= ~(_excused(status) if excused is None else excused)
         ratio = _where_not(ratio, infinite, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
 
@@ -96,8 +98,17 @@ _EXCUSED_TABLE = np.zeros(256, bool)
 _EXCUSED_TABLE[[k % 256 for k in EXCUSED]] = True
 
 
+def excused_of(status: np.ndarray) -> np.ndarray:
+    """``np.isin(status, EXCUSED)``: int8 codes by a lookup table (one pass).
+
+    >>> excused_of(np.array([0, 6, 7, 9, 1], np.int8)).tolist()
+    [False, True, True, True, False]
+    """
+    return _excused(status)
+
+
 def _excused(status: np.ndarray) -> np.ndarray:
-    """``np.isin(status, EXCUSED)``: int8 codes by a lookup table (one pass)."""
+    """``excused_of``."""
     status = np.asarray(status)
     if status.dtype == np.int8:
         return _EXCUSED_TABLE[status.view(np.uint8)]
@@ -238,15 +249,17 @@ class Scan:
         self.floor = -np.inf
         self._lock = threading.Lock()
 
-    def add(self, i: int, c: ChunkFigures, status: np.ndarray | None = None) -> None:
+    def add(self, i: int, c: ChunkFigures, status: np.ndarray | None = None, *,
+            excused: np.ndarray | None = None) -> None:
         """Chunk ``i``'s (of ``parts``) figures; ``status``: the statuses ``c`` was measured
-        with, where they may change before ``finish`` (its excused entries are kept)."""
+        with, where they may change before ``finish`` (its excused entries are kept;
+        ``excused``: ``excused_of(status)`` where the caller formed it already)."""
         g, part = self.parts[i]
         n, width = self.shape
         a = self.groups[g][0]
         self.stats[i] = fold([c.measures])
         if status is not None:
-            self.excused[i] = np.flatnonzero(_excused(status))
+            self.excused[i] = np.flatnonzero(_excused(status) if excused is None else excused)
         high = None
         if self.medians:
             u = c.measures.ulps.astype(np.float32).reshape(-1)
@@ -296,11 +309,10 @@ class Scan:
                     self.excused[i], np.flatnonzero(_excused(status[:, part]))):
                 stats[i] = fold([read(part).measures])
         out: dict = {}
-        whole = None
-        for g, (a, b) in enumerate(self.groups):
-            st = None
-            for i in (i for i, (h, _) in enumerate(self.parts) if h == g):
-                st = merged(st, stats[i])
+        whole, by_group = None, [None] * len(self.groups)  # (one walk over the parts)
+        for i, (g, _) in enumerate(self.parts):
+            by_group[g] = merged(by_group[g], stats[i])
+        for (a, b), st in zip(self.groups, by_group):
             out[("stats", a, b)] = st or fold([])
             whole = merged(whole, st)
         if self.medians:  # every group's and the whole's in one second pass

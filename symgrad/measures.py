@@ -23,7 +23,9 @@ if TYPE_CHECKING:  # annotations only
 
 
 MEASURE_WHOLE = 20_000_000  # entries: up to here a Result memoises its measures whole
-MEASURE_CHUNK = 1 << 20  # entries measured at once above that (~15 float64 temporaries each)
+MEASURE_CHUNK = 1 << 18  # entries measured at once above that (~15 float64 temporaries each,
+#   2 MiB: a large compare's chunks, 8 MiB before, faulted ~120 MiB in again per chunk and
+#   thread past glibc's trim threshold (GPT-2 at 1 layer: compare 13.1 -> 8.9 CPU s))
 SCAN_FROM = 1 << 22  # entries: from here the table's figures (stats, a finding's measure) are
 #   read column chunk by column chunk in one pass, never held whole (a 14M-entry 1-layer GPT-2:
 #   str(result) took 8 CPU s and +1.3 GiB building seven whole float64 arrays per backend);
@@ -44,7 +46,7 @@ def summary_scan(shape: tuple[int, int], blocks) -> Scan | None:
         The ``Scan``, or None.
 
     >>> [p for _, p in summary_scan((1, 1 << 22), [("w", 1, 1 << 22)]).parts][:2]
-    [slice(0, 1, None), slice(1, 1048577, None)]
+    [slice(0, 1, None), slice(1, 262145, None)]
     """
     n, width = shape
     if n * width < SCAN_FROM:

@@ -313,7 +313,9 @@ def compare(exact_hi: np.ndarray, exact_lo: np.ndarray, got: np.ndarray, bound: 
         status[exact_ok & ~np.isfinite(got64)] = NONFINITE
         status[~exact_ok] = OVERFLOW
         status[np.isnan(exact_hi)] = DOMAIN
-        position = np.full(err.shape, np.nan)
+        # no kink: NaN everywhere, one read-only value (compare_compact's every chunk filled
+        # and dropped an array of it)
+        position = np.broadcast_to(np.float64(np.nan), err.shape)
         joint = np.zeros(err.shape, bool)
         used: dict = {}
         why_open: dict = {}

@@ -205,15 +205,22 @@ def tie_band(dtypes, tol: Tolerance) -> float:
     return max(tol.safety * (dtype_info(d).eps / 2) for d in (dtypes or DTYPES))
 
 
-def allowance(bound: np.ndarray, dtype: str, tol: Tolerance) -> np.ndarray:
+def allowance(bound: np.ndarray, dtype: str, tol: Tolerance, *,
+              out: np.ndarray | None = None) -> np.ndarray:
     """The absolute allowance ``safety * u * E + floor * tiny`` for a bound E in ``dtype``
     (also how far from a kink rounding can carry an argument: ``symgrad.tensor.kinks``).
     A float32 E (a large model's, stored rounded away from zero: ``symgrad.tensor.upward``)
-    is widened to float64 first: the allowance is always formed in float64."""
+    is widened to float64 first: the allowance is always formed in float64. ``out``: a
+    float64 array of E's shape to form it in (a reused buffer: the block tests' chunks),
+    for a float32 or float64 array E; the same numbers."""
     info = dtype_info(dtype)
     with np.errstate(invalid="ignore", over="ignore"):
         wide = isinstance(bound, np.ndarray) and bound.dtype == np.float32
-        mag = np.abs(bound, dtype=np.float64) if wide else np.abs(bound)
+        if out is not None and isinstance(bound, np.ndarray) and bound.dtype in (
+                np.float32, np.float64):
+            mag = np.abs(bound, dtype=np.float64, out=out)
+        else:
+            mag = np.abs(bound, dtype=np.float64) if wide else np.abs(bound)
         if isinstance(mag, np.ndarray) and mag.ndim and mag.dtype == np.float64:
             mag *= tol.safety * (info.eps / 2)  # in place: the same products, no temporary
             mag += tol.floor * info.tiny

@@ -20,7 +20,7 @@ import numpy as np
 from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
                        systematic_blocks)
 from ..config import LARGE_MODEL_ENTRIES
-from ..figure_scan import ChunkFigures, Scan, entry_measures
+from ..figure_scan import ChunkFigures, Scan, entry_measures, excused_of
 from ..findings import entry_note, shown_value
 from ..parallel import each
 from ..result import Failure
@@ -162,9 +162,11 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
             radius[:, part], error[:, part] = c.rigorous, c.error
             allowed_abs[:, part] = c.allowed_abs
         if scan is not None:  # the summary's figures of these entries, from these errors
+            excused = excused_of(c.status)  # (one table pass for the measures and the scan)
             scan.add(i, ChunkFigures(entry_measures(
-                c.expected, c.got, c.error, c.allowed_abs, c.ulps, c.status, dtype, tol),
-                fit(c.ulps, kind), fit(c.allowed_ulps, kind)), c.status)
+                c.expected, c.got, c.error, c.allowed_abs, c.ulps, c.status, dtype, tol,
+                excused=excused), fit(c.ulps, kind), fit(c.allowed_ulps, kind)), c.status,
+                excused=excused)
         release()  # spilled hi, lo, E (``tensor.spill``): the chunk's pages out of the RSS
     starts = range(len(parts))
     if rigorous is None:
@@ -223,17 +225,30 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol, *, rerun: bool = False
     """The per-sample block test and the pooled test (``symgrad.compare.systematic_blocks``)
     on each parameter block, reading one block's columns at a time: a x1.5 or sign-flipped
     block is caught even where its entries are inconclusive one by one. ``rerun``: a float64
-    re-run of the same code decides its suspicions (``symgrad.compare.blockflags``)."""
+    re-run of the same code decides its suspicions (``symgrad.compare.blockflags``).
+
+    Each chunk's error and allowance are formed in two buffers reused from chunk to chunk
+    (every reader of ``columns`` is done with them before it asks for the next chunk): GPT-2's
+    4M-entry chunks, 32 MiB each, were fresh mappings whose pages the kernel zeroed again
+    three times per block (a third of the block tests' CPU was system time)."""
+    buffers: dict[str, np.ndarray] = {}
+
+    def buffer(name: str, shape: tuple[int, int]) -> np.ndarray:
+        size = shape[0] * shape[1]
+        if name not in buffers or buffers[name].size < size:
+            buffers[name] = np.empty(size, np.float64)
+        return buffers[name][:size].reshape(shape)
+
     def columns(a: int, b: int):
         release()  # the previous chunk's pages of spilled hi, lo, E (``tensor.spill``)
         exact = hi[:, a:b]
-        with np.errstate(invalid="ignore", over="ignore"):
-            err = np.subtract(comp.got[:, a:b], exact)  # (got - hi) - lo, in place
+        with np.errstate(invalid="ignore", over="ignore"):  # (got - hi) - lo, in place
+            err = np.subtract(comp.got[:, a:b], exact, out=buffer("err", exact.shape))
             err -= lo[:, a:b]
 
         def allowed():  # formed only by the passes that read it (a large block's sums)
-            with np.errstate(invalid="ignore", over="ignore"):
-                out = allowance(E[:, a:b], comp.dtype, tol)  # a new array: NaN -> inf
+            with np.errstate(invalid="ignore", over="ignore"):  # NaN -> inf
+                out = allowance(E[:, a:b], comp.dtype, tol, out=buffer("al", exact.shape))
             np.putmask(out, np.isnan(out), np.inf)
             return out
         return exact, err, allowed

@@ -150,9 +150,12 @@ TOLERANCE = Tolerance(rerun_floor=float("inf"))
 
 
 def _verify_cfg(cfg: OpsConfig, dtype: str, n: int) -> VerifyConfig:
+    # no float64 rule check: what it proves is a backend of its own ("torch_fn in float64"),
+    # and a row reads only torch_fn's comparison (``_judge``, ``_listed``); a float32 row's
+    # operator run again in float64 is the float64 row's own verdict
     return VerifyConfig(samples=n, seed=cfg.seed, device=cfg.device, dtype=dtype,
                         torch_fn_batching="loop", oracle_samples=n, max_failures=1,
-                        tolerance=TOLERANCE)
+                        tolerance=TOLERANCE, rule_check=False)
 
 
 def run_ops(cfg: OpsConfig, *, client=None) -> OpsReport:

@@ -151,9 +151,9 @@ class Rounding:
     def rsum(self, *terms) -> arb:
         terms = [arb_backend._a(t) for t in terms]
         out = sum(terms, arb(0))
+        mag = sum((abs(t).upper() for t in terms), arb(0))
         if self.exact_sum(terms) if len(terms) > 2 else self.exact_point(out):
             return out  # no rounding happens (a two-term sum is one correctly rounded op)
-        mag = sum((abs(t).upper() for t in terms), arb(0))  # asked only where it widens
         r = self.widen(out, self.gamma(len(terms) - 1), mag)
         # rounding is monotone: a sum of nonnegative numbers is computed nonnegative
         return nonnegative(r) if all(t >= 0 for t in terms) else r

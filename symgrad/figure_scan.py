@@ -89,7 +89,7 @@ def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowe
         else:
             ratio = np.where(allowed > 0, ratio, np.where(error == 0, 0.0, np.inf))
         comparable = np.isfinite(exact)
-        comparable &= ~(_excused(status) if excused is None else excused)
+        comparable &= ~(excused_of(status) if excused is None else excused)
         ratio = _where_not(ratio, infinite, np.inf)
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
 
@@ -104,11 +104,6 @@ def excused_of(status: np.ndarray) -> np.ndarray:
     >>> excused_of(np.array([0, 6, 7, 9, 1], np.int8)).tolist()
     [False, True, True, True, False]
     """
-    return _excused(status)
-
-
-def _excused(status: np.ndarray) -> np.ndarray:
-    """``excused_of``."""
     status = np.asarray(status)
     if status.dtype == np.int8:
         return _EXCUSED_TABLE[status.view(np.uint8)]
@@ -259,7 +254,7 @@ class Scan:
         a = self.groups[g][0]
         self.stats[i] = fold([c.measures])
         if status is not None:
-            self.excused[i] = np.flatnonzero(_excused(status) if excused is None else excused)
+            self.excused[i] = np.flatnonzero(excused_of(status) if excused is None else excused)
         high = None
         if self.medians:
             u = c.measures.ulps.astype(np.float32).reshape(-1)
@@ -306,7 +301,7 @@ class Scan:
         stats = list(self.stats)
         for i, (_, part) in enumerate(self.parts):
             if status is not None and not np.array_equal(
-                    self.excused[i], np.flatnonzero(_excused(status[:, part]))):
+                    self.excused[i], np.flatnonzero(excused_of(status[:, part]))):
                 stats[i] = fold([read(part).measures])
         out: dict = {}
         whole, by_group = None, [None] * len(self.groups)  # (one walk over the parts)

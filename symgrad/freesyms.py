@@ -2,8 +2,8 @@
 of ``free_symbols``, and the pipeline reads it for the same bodies again and again (a derived
 program's VJP bodies, ``tensor.program.map_``; every pass of the oracle's walks over the sides
 of the kinks, ``precise.walk.evaluate``). Sympy expressions are immutable and compare by
-structure, so an equal expression has the same free symbols; the table holds at most ``CAP``
-expressions (cleared when full) and a lost race between threads only computes one twice.
+structure, so an equal expression has the same free symbols; ``functools.lru_cache`` keeps the
+``CAP`` most recently read (thread-safe).
 
 >>> import sympy as sp
 >>> x, y = sp.symbols("x y")
@@ -13,18 +13,14 @@ expressions (cleared when full) and a lost race between threads only computes on
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import sympy as sp
 
-CAP = 1 << 12
-_FREE: dict = {}
+CAP = 1 << 16  # expressions (the walk reads every subexpression of every map body it evaluates)
 
 
+@lru_cache(maxsize=CAP)
 def free_symbols(e: sp.Basic) -> frozenset:
     """``e.free_symbols``, computed once per distinct expression."""
-    got = _FREE.get(e)
-    if got is None:
-        got = frozenset(e.free_symbols)
-        if len(_FREE) >= CAP:
-            _FREE.clear()
-        _FREE[e] = got
-    return got
+    return frozenset(e.free_symbols)

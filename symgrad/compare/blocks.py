@@ -68,13 +68,13 @@ def _where(use: np.ndarray, x: np.ndarray, out: np.ndarray | None) -> np.ndarray
 def _masked(use: np.ndarray, x: np.ndarray, scale: np.ndarray,
             out: np.ndarray | None = None) -> np.ndarray:
     """``np.where(use, x, 0) / scale`` with one temporary (the division in place), in ``out``
-    when given (a ``_Workspace`` buffer: no fresh array to fault in)."""
+    when given (a ``Workspace`` buffer: no fresh array to fault in)."""
     out = _where(use, x, out)
     out /= scale
     return out
 
 
-class _Workspace:
+class Workspace:
     """Reused float64 buffers for a block test's per-chunk arrays, each a contiguous (n, w)
     view of one flat buffer of its name, grown when a larger chunk asks. GPT-2's embedding
     blocks, in 4M-entry chunks over three passes, took fresh 32 MiB arrays each time (mapped
@@ -94,7 +94,7 @@ class _Workspace:
         return self._buffers[name][:size].reshape(shape)
 
 
-def _scaled_allowance(use: np.ndarray, allowed, scale: np.ndarray, ws: _Workspace):
+def _scaled_allowance(use: np.ndarray, allowed, scale: np.ndarray, ws: Workspace):
     """``_masked(use, allowance, scale)`` of a ``columns`` reader's allowance: an array (into
     ``ws``'s buffer), or a callable forming a new one (``tensor.comparing.block_tests``: only
     the sums' pass reads it), masked and scaled in place."""
@@ -106,20 +106,20 @@ def _scaled_allowance(use: np.ndarray, allowed, scale: np.ndarray, ws: _Workspac
     return al
 
 
-def _row_scale(exact: np.ndarray, use: np.ndarray, ws: _Workspace | None = None) -> np.ndarray:
+def _row_scale(exact: np.ndarray, use: np.ndarray, ws: Workspace | None = None) -> np.ndarray:
     """Per row, max |exact| over the usable entries (0 where none): max(max g, -min g) of
     g = where(use, exact, 0), the same number as max(where(use, |exact|, 0)) without its
     absolute-value copy (g in ``ws``'s buffer when given)."""
-    g = _where(use, exact, (ws or _Workspace()).take("g", np.shape(exact), exact))
+    g = _where(use, exact, (ws or Workspace()).take("g", np.shape(exact), exact))
     return np.maximum(g.max(axis=1), -g.min(axis=1))
 
 
 def _projection(exact: np.ndarray, err: np.ndarray, allowed: np.ndarray,
-                use: np.ndarray, ws: _Workspace | None = None) -> dict:
+                use: np.ndarray, ws: Workspace | None = None) -> dict:
     """Per sample: the projection p of the error on the exact gradient, its noise sigma, the
     effective entries and the resolution weight pi (each per-entry product formed once, in
     ``ws``'s buffers (~4 of the block) or in place where its operand is not kept)."""
-    ws = ws or _Workspace()
+    ws = ws or Workspace()
     scale = _row_scale(exact, use, ws)[:, None]
     scale = np.where(scale > 0, scale, 1.0)  # p is scale-free; no under/overflow in squares
     shape = np.shape(exact)
@@ -244,7 +244,7 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
                 usable &= ~exclude[:, a:b]
         return usable
 
-    ws = _Workspace()  # every block's per-entry arrays in the same few buffers
+    ws = Workspace()  # every block's per-entry arrays in the same few buffers
 
     def stats_of(a, b):
         if len(status) * (b - a) > BLOCK_CHUNK:  # a large block: its sums over column chunks
@@ -313,11 +313,11 @@ def _spans(n: int, a: int, b: int, chunked: bool) -> list[tuple[int, int]]:
 
 
 def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray,
-            ws: _Workspace | None = None, allowance: bool = True):
+            ws: Workspace | None = None, allowance: bool = True):
     """One chunk's (use, e, g, al): usable entries, error, exact value and allowance divided
     by each row's block scale, exactly as ``_projection`` forms them (in ``ws``'s buffers
     when given; ``allowance`` False: al is None, the allowance not formed)."""
-    ws = ws or _Workspace()
+    ws = ws or Workspace()
     exact, err, allowed = columns(a, b)
     use = usable_of(exact, err, a, b)
     shape = np.shape(exact)
@@ -329,7 +329,7 @@ def _scaled(columns, usable_of, a: int, b: int, scale: np.ndarray,
 
 
 def _projection_chunked(columns, usable_of, n: int, a: int, b: int,
-                        ws: _Workspace | None = None) -> dict:
+                        ws: Workspace | None = None) -> dict:
     """``_projection`` of a large block from column chunks, one chunk's arrays at a time (GPT-2's
     token embedding: 38.6M entries, ~3 GB of temporaries at once otherwise): a pass for each
     row's scale, one for the sums giving p, gg, g4 and pi, one for the residual's sigma with p
@@ -337,7 +337,7 @@ def _projection_chunked(columns, usable_of, n: int, a: int, b: int,
     Only the sums' pass forms the allowance; per-entry arrays in ``ws``'s buffers. Equal to
     ``_projection`` up to the order of summation. Returns its dict without the per-entry
     arrays, with ``scale`` (per row) for marking entries chunk by chunk."""
-    ws = ws or _Workspace()
+    ws = ws or Workspace()
     spans = _spans(n, a, b, True)
     scale, uses = np.zeros(n), {}  # uses: each chunk's usable entries (1 B an entry), made
     for c, d in spans:             # by this pass, read by the sums' and the residual's

@@ -140,18 +140,10 @@ def _broadcast(k: Kernels, v, shape):
     return v if k.shape(v) == shape else k.broadcast_to(v, shape)
 
 
-_CLOSED: dict = {}  # expression -> whether it has no free symbols (sympy recomputes
-#                    free_symbols on every call: once per subexpression per map evaluated)
-
-
 def _closed(e: sp.Expr) -> bool:
-    got = _CLOSED.get(e)
-    if got is None:
-        got = not e.free_symbols
-        if len(_CLOSED) >= 1 << 16:
-            _CLOSED.clear()
-        _CLOSED[e] = got
-    return got
+    """Whether ``e`` has no free symbols (``freesyms``: sympy recomputes them on every read,
+    once per subexpression per map evaluated)."""
+    return not free_symbols(e)
 
 
 class _Walk:

@@ -17,6 +17,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from ..compare.blocks import Workspace
 from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
                        systematic_blocks)
 from ..config import LARGE_MODEL_ENTRIES
@@ -231,24 +232,18 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol, *, rerun: bool = False
     (every reader of ``columns`` is done with them before it asks for the next chunk): GPT-2's
     4M-entry chunks, 32 MiB each, were fresh mappings whose pages the kernel zeroed again
     three times per block (a third of the block tests' CPU was system time)."""
-    buffers: dict[str, np.ndarray] = {}
-
-    def buffer(name: str, shape: tuple[int, int]) -> np.ndarray:
-        size = shape[0] * shape[1]
-        if name not in buffers or buffers[name].size < size:
-            buffers[name] = np.empty(size, np.float64)
-        return buffers[name][:size].reshape(shape)
+    ws = Workspace()
 
     def columns(a: int, b: int):
         release()  # the previous chunk's pages of spilled hi, lo, E (``tensor.spill``)
         exact = hi[:, a:b]
         with np.errstate(invalid="ignore", over="ignore"):  # (got - hi) - lo, in place
-            err = np.subtract(comp.got[:, a:b], exact, out=buffer("err", exact.shape))
+            err = np.subtract(comp.got[:, a:b], exact, out=ws.take("err", exact.shape))
             err -= lo[:, a:b]
 
         def allowed():  # formed only by the passes that read it (a large block's sums)
             with np.errstate(invalid="ignore", over="ignore"):  # NaN -> inf
-                out = allowance(E[:, a:b], comp.dtype, tol, out=buffer("al", exact.shape))
+                out = allowance(E[:, a:b], comp.dtype, tol, out=ws.take("al", exact.shape))
             np.putmask(out, np.isnan(out), np.inf)
             return out
         return exact, err, allowed

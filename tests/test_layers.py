@@ -49,7 +49,7 @@ ALLOWED_LOCAL: dict[str, tuple[str, frozenset[str]]] = {
 # package itself is "__init__"). A package's name covers its submodules unless one is listed.
 FLOORS: list[tuple[str, tuple[str, ...]]] = [
     ("base", ("errors", "version", "progress", "logistic", "points", "domains", "cluster",
-              "order_stats", "atomic", "zoo_index", "exits", "heap", "parallel", "freesyms")),
+              "order_stats", "atomic", "zoo_index", "exits", "heap", "parallel", "freesyms", "jit")),
     ("settings: tolerance, ULPs, config", ("compare", "config")),
     ("expressions and programs", ("entries", "graph", "functions", "optable", "codegen", "rounding",
                                   "tensor.ids", "tensor.rename",

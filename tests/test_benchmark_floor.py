@@ -2,6 +2,7 @@
 BLAS calls are those its DD products' Ozaki tiling makes, torch's are its module's, and a
 product dropped changes the counts."""
 
+import json
 import sys
 from collections import Counter
 from pathlib import Path
@@ -97,3 +98,13 @@ def test_flops_and_replay_of_a_recorded_signature():
     row, = bf.replay({key: 7}, seconds=0.001)
     assert row["count"] == 7 and row["cpu_s"] >= 0.0
     assert bf._flops_einsum("zai,zai->zai", [(1, 4, 5), (1, 4, 5)]) == (40, False)
+
+
+def test_recording_changes_no_answer(recorded):
+    """The wrappers call the same functions with the same arguments: the recorded verify's
+    result (its JSON, timings aside) is the unrecorded one's."""
+    model, _, result = recorded
+    plain = sg.verify(model, torch_fn=model.reference,
+                      config=VerifyConfig(samples=1, seed=0, dtype="float64"))
+    assert json.dumps(plain.as_dict(), sort_keys=True) == json.dumps(result.as_dict(),
+                                                                      sort_keys=True)

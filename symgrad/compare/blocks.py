@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .blockflags import block_flags
+from .blockpass import projection
 from .entries import INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison, compare
 from .tolerance import Tolerance, dtype_info
 
@@ -214,14 +215,15 @@ def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
 
 
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
-                      exclude: np.ndarray | None = None, *,
-                      rerun: bool = False) -> tuple[np.ndarray, list]:
+                      exclude: np.ndarray | None = None, *, rerun: bool = False,
+                      arrays=None) -> tuple[np.ndarray, list]:
     """The block and pooled tests of ``systematic``, reading one block at a time:
     ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a);
     the allowance may be a callable that forms it (read only by the passes that need it).
     Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
     than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink);
-    ``rerun``: a float64 re-run of the same code decides (``blockflags``' lower floors).
+    ``rerun``: a float64 re-run of the same code decides (``blockflags``' lower floors);
+    ``arrays(a, b)``: hi, lo, got, E as ``columns`` reads them (a large block's compiled passes).
 
     Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
     finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
@@ -238,16 +240,15 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
 
     def usable_of(exact, err, a, b):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            usable = (np.isfinite(err) & np.isfinite(exact)
-                      & _member(status[:, a:b], usable_status))
-            if exclude is not None:
-                usable &= ~exclude[:, a:b]
-        return usable
+            usable = np.isfinite(err) & np.isfinite(exact) & _member(status[:, a:b], usable_status)
+            return usable if exclude is None else usable & ~exclude[:, a:b]
 
     ws = Workspace()  # every block's per-entry arrays in the same few buffers
 
     def stats_of(a, b):
         if len(status) * (b - a) > BLOCK_CHUNK:  # a large block: its sums over column chunks
+            if arrays is not None and exclude is None:
+                return projection(arrays, status, _spans(len(status), a, b, True), ws, dtype, tol)
             return _projection_chunked(columns, usable_of, len(status), a, b, ws)
         exact, err, allowed = columns(a, b)
         return _projection(exact, err, allowed, usable_of(exact, err, a, b), ws)

@@ -35,10 +35,12 @@ def _arrays(wide: bool):
     return hi, lo, got, E
 
 
-@pytest.mark.parametrize("wide, dtype", [(False, "float64"), (True, "float64"),
-                                         (True, "float32")])
-def test_the_compiled_passes_are_numpys(monkeypatch, wide, dtype):
-    monkeypatch.setattr(blocks, "BLOCK_CHUNK", 700)  # both blocks large, in column chunks
+@pytest.mark.parametrize("wide, dtype, chunk", [(False, "float64", 700), (True, "float64", 700),
+                                                (True, "float32", 700), (True, "float64", None),
+                                                (False, "float32", None)])
+def test_the_compiled_passes_are_numpys(monkeypatch, wide, dtype, chunk):
+    if chunk is not None:  # both blocks large, in column chunks (else each read whole)
+        monkeypatch.setattr(blocks, "BLOCK_CHUNK", chunk)
     hi, lo, got, E = _arrays(wide)
     tol = Tolerance()
     comp = compare_compact(hi, lo, got, E, backend="b", dtype=dtype, tol=tol, deferred=True)
@@ -48,20 +50,27 @@ def test_the_compiled_passes_are_numpys(monkeypatch, wide, dtype):
     compared = []
     real = blocks.projection
 
-    def both(arrays, status, spans, ws, dtype, tol):
-        fast = real(arrays, status, spans, ws, dtype, tol)
+    def both(arrays, status, spans, ws, dtype, tol, whole):
+        fast = real(arrays, status, spans, ws, dtype, tol, whole=whole)
         a, b = spans[0][0], spans[-1][1]
         columns = lambda c, d: (hi[:, c:d], (got[:, c:d] - hi[:, c:d]) - lo[:, c:d],  # noqa
                                 lambda: _allowed(E[:, c:d], dtype, tol))
         usable = lambda exact, err, c, d: (np.isfinite(err) & np.isfinite(exact)  # noqa
                                            & blocks._member(status[:, c:d], (0, 1, 2, 7, 9)))
-        slow = blocks._projection_chunked(columns, usable, len(status), a, b)
-        assert fast.keys() == slow.keys()
+        if whole:  # (its scale: as _projection forms it)
+            exact, err, allowed = columns(a, b)
+            slow = blocks._projection(exact, err, allowed, usable(exact, err, a, b))
+            scale = blocks._row_scale(exact, usable(exact, err, a, b))[:, None]
+            slow["scale"] = np.where(scale > 0, scale, 1.0)
+        else:
+            slow = blocks._projection_chunked(columns, usable, len(status), a, b)
+        assert len(spans) == 1 if whole else len(spans) > 1
         for k in fast:
             assert np.array_equal(fast[k], slow[k], equal_nan=True), k
         compared.append((a, b))
         return fast
-    monkeypatch.setattr(blocks, "projection", both)
+    monkeypatch.setattr(blocks, "projection",
+                        lambda *a, whole=False: both(*a, whole=whole))
     found = block_tests(comp, hi, lo, E, BLOCKS, tol)
     assert compared == [(a, b) for _, a, b in BLOCKS]
     monkeypatch.setattr(blocks, "projection", None)  # numpy's passes throughout

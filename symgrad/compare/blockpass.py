@@ -132,8 +132,11 @@ def residual(hi, lo, got, use, scale, p, out) -> np.ndarray:
     return out
 
 
-def projection(arrays, status: np.ndarray, spans, ws, dtype: str, tol: Tolerance) -> dict:
-    """``blocks._projection_chunked`` by the compiled passes: the same numbers, bit for bit.
+def projection(arrays, status: np.ndarray, spans, ws, dtype: str, tol: Tolerance, *,
+               whole: bool = False) -> dict:
+    """``blocks._projection_chunked`` by the compiled passes (``whole``: ``_projection`` of
+    a block read at once, its sums taken as they are, not added to zeros): the same numbers,
+    bit for bit.
 
     Arguments:
         arrays: (c, d) -> the hi, lo, got and E of columns c..d-1.
@@ -157,12 +160,14 @@ def projection(arrays, status: np.ndarray, spans, ws, dtype: str, tol: Tolerance
             out = [ws.take(k, (n, d - c)) for k in ("g", "e", "al", "t")]
             al_finite &= products(hi, lo, got, E, uses[c, d], scale, dtype, tol, out)
             sums = [x.sum(1) for x in out]
-            gg, g4, eg, aa = gg + sums[0], g4 + sums[1], eg + sums[2], aa + sums[3]
+            gg, g4, eg, aa = sums if whole else (
+                gg + sums[0], g4 + sums[1], eg + sums[2], aa + sums[3])
         p = eg / gg
         rr = np.zeros(n)
         for c, d in spans:
             hi, lo, got, _ = arrays(c, d)
-            rr += residual(hi, lo, got, uses[c, d], scale, p, ws.take("t", (n, d - c))).sum(1)
+            t = residual(hi, lo, got, uses[c, d], scale, p, ws.take("t", (n, d - c))).sum(1)
+            rr = t if whole else rr + t
         sigma = np.sqrt(rr) / gg
         pi = np.where(al_finite, gg / aa, 0.0)
         n_eff = gg**2 / g4

@@ -94,8 +94,8 @@ def entry_measures(exact: np.ndarray, got: np.ndarray, error: np.ndarray, allowe
     return Measures(error, allowed, ratio, relative, ulps, comparable, np.abs(exact))
 
 
-_EXCUSED_TABLE = np.zeros(256, bool)
-_EXCUSED_TABLE[[k % 256 for k in EXCUSED]] = True
+EXCUSED_TABLE = np.zeros(256, bool)  # the excused statuses by their uint8 code
+EXCUSED_TABLE[[k % 256 for k in EXCUSED]] = True
 
 
 def excused_of(status: np.ndarray) -> np.ndarray:
@@ -106,7 +106,7 @@ def excused_of(status: np.ndarray) -> np.ndarray:
     """
     status = np.asarray(status)
     if status.dtype == np.int8:
-        return _EXCUSED_TABLE[status.view(np.uint8)]
+        return EXCUSED_TABLE[status.view(np.uint8)]
     return np.isin(status, EXCUSED)
 
 
@@ -249,41 +249,51 @@ class Scan:
         """Chunk ``i``'s (of ``parts``) figures; ``status``: the statuses ``c`` was measured
         with, where they may change before ``finish`` (its excused entries are kept;
         ``excused``: ``excused_of(status)`` where the caller formed it already)."""
-        g, part = self.parts[i]
-        n, width = self.shape
-        a = self.groups[g][0]
-        self.stats[i] = fold([c.measures])
-        if status is not None:
-            self.excused[i] = np.flatnonzero(excused_of(status) if excused is None else excused)
-        high = None
+        part, width = self.parts[i][1], self.shape[1]
+        where = None if status is None else np.flatnonzero(
+            excused_of(status) if excused is None else excused)
+        high = counts = found = None
         if self.medians:
             u = c.measures.ulps.astype(np.float32).reshape(-1)
-            at = int(self._at[g]) + n * (part.start - a)
-            self.kept[at:at + u.size] = u
+            self.kept[self.kept_at(i):self.kept_at(i) + u.size] = u
             high = ChunkMedian.counted(u)  # (the group's and the whole's: one histogram)
-        if not self.tiled:
-            with self._lock:
-                if high is not None:
-                    self.group_medians[g].take(high)
-            return
-        counts = ulp_counts(c.ulps)
-        if c.allowed is not None:
-            bad, floor = _badness(c.ulps, c.allowed), self.floor
-            if bad.size and bad.max() >= floor:  # (else none of it can be kept)
-                # only entries at or above the floor can be kept: the partition reads those
-                # (in position order: ties as in the whole chunk)
-                near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
-                where = _top(bad, WORST) if near is None else near[_top(bad[near], WORST)]
-                k = where % (part.stop - part.start) + part.start
-                found = (where // (part.stop - part.start) * width + k, bad[where])
-            else:
-                found = None
+        if self.tiled:
+            counts = ulp_counts(c.ulps)
+            if c.allowed is not None:
+                bad, floor = _badness(c.ulps, c.allowed), self.floor
+                if bad.size and bad.max() >= floor:  # (else none of it can be kept)
+                    # only entries at or above the floor can be kept: the partition reads
+                    # those (in position order: ties as in the whole chunk)
+                    near = np.flatnonzero(bad >= floor) if floor > -np.inf else None
+                    top = _top(bad, WORST) if near is None else near[_top(bad[near], WORST)]
+                    k = top % (part.stop - part.start) + part.start
+                    found = (top // (part.stop - part.start) * width + k, bad[top])
+        self.take(i, fold([c.measures]), where, high, counts, found,
+                  ranked=c.allowed is not None)
+
+    def kept_at(self, i: int) -> int:
+        """Where chunk ``i``'s float32 ULPs start in ``kept`` (row-major in the chunk)."""
+        g, part = self.parts[i]
+        return int(self._at[g]) + self.shape[0] * (part.start - self.groups[g][0])
+
+    def take(self, i: int, stats: dict, excused: np.ndarray | None, high: tuple | None,
+             counts: np.ndarray | None, found: tuple | None, *, ranked: bool) -> None:
+        """Chunk ``i``'s pieces, however made (``add``; the compare's fused loop,
+        ``compare.fused``): its ``fold``, its excused entries' positions (None: its statuses
+        are final), ``ChunkMedian.counted`` of its kept ULPs (medians), the ULP histogram's
+        counts and its worst candidates (flat indices, badness) where tiled."""
+        g = self.parts[i][0]
+        self.stats[i] = stats
+        self.excused[i] = excused if excused is not None else self.excused[i]
         with self._lock:
+            if high is not None:
+                self.group_medians[g].take(high)
+            if not self.tiled:
+                return
             self.counts += counts
             if high is not None:
                 self.middle.take(high)
-                self.group_medians[g].take(high)
-            if c.allowed is not None:
+            if ranked:
                 self.ranked = True
                 if found is not None:
                     self.found.append(found[0])

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from .blockflags import block_flags
+from .blockpass import projection
 from .entries import INCONCLUSIVE, LOSS, MISMATCH, OK, SUSPECT, Comparison, compare
 from .tolerance import Tolerance, dtype_info
 
@@ -49,8 +50,7 @@ class BlockFinding:
 
 
 def _member(status: np.ndarray, codes: tuple[int, ...]) -> np.ndarray:
-    """``np.isin(status, codes)`` for int8 status codes, by a 256-entry lookup table (one
-    pass instead of one per code)."""
+    """``np.isin(status, codes)`` for int8 status codes, by a 256-entry lookup table."""
     table = np.zeros(256, bool)
     table[[c % 256 for c in codes]] = True
     return table[np.asarray(status, np.int8).view(np.uint8)]
@@ -75,10 +75,9 @@ def _masked(use: np.ndarray, x: np.ndarray, scale: np.ndarray,
 
 
 class Workspace:
-    """Reused float64 buffers for a block test's per-chunk arrays, each a contiguous (n, w)
-    view of one flat buffer of its name, grown when a larger chunk asks. GPT-2's embedding
-    blocks, in 4M-entry chunks over three passes, took fresh 32 MiB arrays each time (mapped
-    apart by glibc, every page zeroed again by the kernel: the compare's system time)."""
+    """Reused float64 buffers for a block test's per-chunk arrays, each a contiguous (n, w) view
+    of one flat buffer of its name, grown when a larger chunk asks (fresh 32 MiB arrays per
+    chunk and pass: every page zeroed again by the kernel, the compare's system time)."""
 
     def __init__(self) -> None:
         self._buffers: dict[str, np.ndarray] = {}
@@ -214,14 +213,15 @@ def pooled_resolution(samples: int, dtype: str, tol: Tolerance) -> str:
 
 
 def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tolerance,
-                      exclude: np.ndarray | None = None, *,
-                      rerun: bool = False) -> tuple[np.ndarray, list]:
+                      exclude: np.ndarray | None = None, *, rerun: bool = False,
+                      arrays=None) -> tuple[np.ndarray, list]:
     """The block and pooled tests of ``systematic``, reading one block at a time:
     ``columns(a, b)`` returns (exact, error, allowance) for columns a..b-1, each (N, b - a);
     the allowance may be a callable that forms it (read only by the passes that need it).
-    Only per-sample figures are kept between blocks, so GPT-2's 163M entries never need more
-    than one block's arrays at once. ``exclude``: (N, K) entries left out (at a kink);
-    ``rerun``: a float64 re-run of the same code decides (``blockflags``' lower floors).
+    Only per-sample figures are kept between blocks (GPT-2: one block's arrays at a time).
+    ``exclude``: (N, K) entries left out (at a kink); ``rerun``: a float64 re-run of the same
+    code decides (``blockflags``); ``arrays(a, b)``: hi, lo, got, E as ``columns`` reads
+    them (the passes compiled: ``blockpass``).
 
     Both tests raise *suspicions* (module docstring): flagged entries become SUSPECT and each
     finding keeps the statuses it replaced (``BlockFinding.prior``), for ``symgrad.confirm``.
@@ -238,18 +238,19 @@ def systematic_blocks(columns, status: np.ndarray, blocks, dtype: str, tol: Tole
 
     def usable_of(exact, err, a, b):
         with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
-            usable = (np.isfinite(err) & np.isfinite(exact)
-                      & _member(status[:, a:b], usable_status))
-            if exclude is not None:
-                usable &= ~exclude[:, a:b]
-        return usable
+            usable = np.isfinite(err) & np.isfinite(exact) & _member(status[:, a:b], usable_status)
+            return usable if exclude is None else usable & ~exclude[:, a:b]
 
     ws = Workspace()  # every block's per-entry arrays in the same few buffers
 
     def stats_of(a, b):
-        if len(status) * (b - a) > BLOCK_CHUNK:  # a large block: its sums over column chunks
+        large = len(status) * (b - a) > BLOCK_CHUNK  # (its sums over column chunks)
+        if arrays is not None and exclude is None and b > a:  # (compiled: ``blockpass``)
+            return projection(arrays, status, _spans(len(status), a, b, large), ws, dtype,
+                              tol, whole=not large)
+        if large:
             return _projection_chunked(columns, usable_of, len(status), a, b, ws)
-        exact, err, allowed = columns(a, b)
+        exact, err, allowed = columns(a, b)  # (a block read whole)
         return _projection(exact, err, allowed, usable_of(exact, err, a, b), ws)
     keys = ("p", "sigma", "pi", "n_eff", "ok_rows")
     stats = []

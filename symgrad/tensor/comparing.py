@@ -21,7 +21,9 @@ from ..compare.blocks import Workspace
 from ..compare import (STATUS_NAMES, Comparison, allowance, compare, pooled_resolution,
                        systematic_blocks)
 from ..config import LARGE_MODEL_ENTRIES
-from ..figure_scan import ChunkFigures, Scan, entry_measures, excused_of
+from ..compare.fused import compare_chunk
+from ..figure_scan import EXCUSED_TABLE, ChunkFigures, Scan, entry_measures, excused_of
+from ..order_stats import ChunkMedian
 from ..findings import entry_note, shown_value
 from ..parallel import each
 from ..result import Failure
@@ -151,6 +153,9 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
         #  each writing its own columns
         part = parts[i]
         a = part.start
+        if scan is not None and fused(i, part):
+            release()
+            return
         c = compare(hi[:, part], lo[:, part], got[:, part], E[:, part], backend=backend,
                     dtype=dtype, tol=tol, value_column=a == 0,  # the loss value: column 0
                     rigorous=None if rigorous is None else rigorous.columns(part))
@@ -169,6 +174,23 @@ def compare_compact(hi, lo, got, E, *, backend: str, dtype: str, tol,
                 excused=excused), fit(c.ulps, kind), fit(c.allowed_ulps, kind)), c.status,
                 excused=excused)
         release()  # spilled hi, lo, E (``tensor.spill``): the chunk's pages out of the RSS
+    def fused(i: int, part: slice) -> bool:  # the chunk in one compiled loop (compare.fused)
+        kept = None
+        if scan.medians:
+            at = scan.kept_at(i)
+            kept = scan.kept[at:at + n * (part.stop - part.start)]
+        c = compare_chunk(hi[:, part], lo[:, part], got[:, part], E[:, part], status[:, part],
+                          dtype=dtype, tol=tol, value_column=part.start == 0, kind=kind,
+                          excused=EXCUSED_TABLE, floor=scan.floor, width=width,
+                          first=part.start, kept=kept, ranked=scan.tiled)
+        if c is None:
+            return False  # (numpy's path: every number of it made again)
+        excused = (np.flatnonzero(excused_of(status[:, part])) if c.excused
+                   else np.zeros(0, np.int64))
+        high = c.high if kept is None or c.high is not None else ChunkMedian.counted(kept)
+        scan.take(i, c.stats, excused, high, c.counts,
+                  c.found if c.found is not None and c.found[0].size else None, ranked=True)
+        return True
     starts = range(len(parts))
     if rigorous is None:
         each(chunk, starts)
@@ -250,7 +272,13 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol, *, rerun: bool = False
     kinks = comp.kink_position  # decided by the kink test, not a scale; none (GPT-2: a
     none = kinks.strides == (0, 0) and np.isnan(kinks.flat[0])  # broadcast NaN): no mask formed
     exclude = None if none or not np.isfinite(kinks).any() else np.isfinite(kinks)
+    def arrays(a: int, b: int):  # (the large blocks' compiled passes: ``compare.blockpass``)
+        release()
+        return tuple(np.asarray(x[:, a:b]) for x in (hi, lo, comp.got, E))
+    compiled = all(np.asarray(x[:, :0]).dtype == np.float64 for x in (hi, comp.got)) and all(
+        np.asarray(x[:, :0]).dtype in (np.float32, np.float64) for x in (lo, E))
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
-                                      exclude=exclude, rerun=rerun)
+                                      exclude=exclude, rerun=rerun,
+                                      arrays=arrays if compiled else None)
     return replace(comp, status=status, systematic=tuple(found),
                    resolution=pooled_resolution(len(status), comp.dtype, tol))

@@ -33,6 +33,12 @@ from .streaming_figures import EntryFigures, fit
 CHUNK = 1 << 20  # entries compared at once (each chunk: ~20 float64 temporaries, 0.2 GB)
 
 
+
+# From how many entries (samples x parameters) the block tests run compiled (``compare.blockpass``,
+# the same bits as numpy's passes): below it numba's start in a fresh process (~0.8 CPU s) costs
+# more than the passes it saves, and a small model's first verify need not pay it.
+COMPILED_FROM = 1 << 18
+
 def badness(comp: Comparison, at: slice | np.ndarray = slice(None)) -> np.ndarray:
     """error / allowance of the flat entries ``at`` (a slice or indices; default all), float32,
     inf where the backend is not finite, -1 where undefined (the streaming compare reads it a
@@ -275,7 +281,8 @@ def block_tests(comp: Comparison, hi, lo, E, blocks, tol, *, rerun: bool = False
     def arrays(a: int, b: int):  # (the large blocks' compiled passes: ``compare.blockpass``)
         release()
         return tuple(np.asarray(x[:, a:b]) for x in (hi, lo, comp.got, E))
-    compiled = all(np.asarray(x[:, :0]).dtype == np.float64 for x in (hi, comp.got)) and all(
+    compiled = comp.status.size >= COMPILED_FROM and all(
+        np.asarray(x[:, :0]).dtype == np.float64 for x in (hi, comp.got)) and all(
         np.asarray(x[:, :0]).dtype in (np.float32, np.float64) for x in (lo, E))
     status, found = systematic_blocks(columns, comp.status, blocks, comp.dtype, tol,
                                       exclude=exclude, rerun=rerun,

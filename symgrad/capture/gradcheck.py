@@ -29,7 +29,8 @@ from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
-from ..result_text import HIDDEN_IN
+from ..result_text import HIDDEN_IN, SHAPES_SHOWN
+from ..failpattern import block_lines
 from ..verify import verify
 from .captured import capture
 from .closed import closed_note, closed_over
@@ -325,6 +326,9 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     lines = [f"  {f.message().removeprefix(backend + ': ').replace(HIDDEN_IN, HIDDEN_HERE)}"
              for f in found[:MAX_LINES]]  # (the Failure a line names is the error's .result's)
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
+    shapes = [f"  note: {t}" for t in block_lines(  # by how much and where, per failing
+        result.comparisons[backend], result.blocks, result.outputs)[:SHAPES_SHOWN]  # block
+              ] if result.verdict == FAIL else []  # (newuser13)
     # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
     which = ("  note: sample 0 is the inputs as given" + (
         f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
@@ -332,7 +336,7 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
-                      + [which] + saved)
+                      + shapes + [which] + saved)
 
 
 def _undefined(found: list, what: str, check: str) -> str:

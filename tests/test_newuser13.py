@@ -1,0 +1,112 @@
+"""newuser13's stumbles, each a test that failed before its fix.
+
+1. A failing verify named one entry per line (expected, got, ULPs), ten lines of hundreds: from
+   the text alone a reader could not tell that every failing entry of the block was off by the
+   same factor 1 + 1e-9, or that one entry alone had its sign flipped at every sample
+   (``symgrad.failpattern``: a "failing:" line per failing block, in ``print(result)`` and in
+   ``sg.gradcheck``'s error).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import symgrad as sg
+from symgrad.compare import MISMATCH, OK
+from symgrad.failpattern import block_lines
+
+
+class LinearFn(torch.autograd.Function):
+    """x W^T + b, its backward hand-written; ``bug`` plants an error in the weight's."""
+
+    @staticmethod
+    def forward(ctx, x, W, b, bug):
+        ctx.save_for_backward(x, W)
+        ctx.bug = bug
+        return x @ W.T + b
+
+    @staticmethod
+    def backward(ctx, g):
+        x, W = ctx.saved_tensors
+        gW = g.T @ x
+        if ctx.bug == "scale":
+            gW = gW * (1 + 1e-9)
+        elif ctx.bug == "sign":
+            gW = gW.clone()
+            gW[1, 2] = -gW[1, 2]
+        return g @ W, gW, g.sum(0), None
+
+
+class Net(nn.Module):
+    def __init__(self, bug=None):
+        super().__init__()
+        g = torch.Generator().manual_seed(0)
+        self.inp = nn.Linear(4, 6).double()
+        self.W = nn.Parameter(torch.randn(5, 6, generator=g, dtype=torch.float64) / 3)
+        self.b = nn.Parameter(torch.randn(5, generator=g, dtype=torch.float64) / 10)
+        self.out = nn.Linear(5, 3).double()
+        self.bug = bug
+
+    def forward(self, x):
+        h = LinearFn.apply(torch.tanh(self.inp(x)), self.W, self.b, self.bug)
+        return self.out(torch.tanh(h))
+
+
+def _verify(bug):
+    torch.manual_seed(0)
+    x = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    return sg.verify(module=Net(bug), inputs=x, targets=torch.tensor([0, 2, 1, 1]),
+                     loss=F.cross_entropy, samples=4)
+
+
+def _failing(text: str) -> list[str]:
+    return [ln.strip() for ln in text.splitlines() if ln.strip().startswith("failing:")]
+
+
+def test_a_scaled_backward_reads_as_one_constant_factor():
+    """Meant to fail: W's backward x (1 + 1e-9); the text says so in one line."""
+    r = _verify("scale")
+    assert r.verdict == "fail"
+    lines = _failing(str(r))
+    assert len(lines) == 1 and lines[0].startswith("failing: W: 120 failing entries (30 of its "
+                                                   "30 entries, at 4 of 4 samples)"), lines
+    assert "got = exact x (1 + 1e-09) at every one" in lines[0], lines
+
+
+def test_one_flipped_entry_is_named_with_its_sign():
+    """Meant to fail: the sign of W[1, 2]'s gradient flipped."""
+    r = _verify("sign")
+    assert r.verdict == "fail"
+    assert _failing(str(r)) == [
+        "failing: W: 4 failing entries (only W[1, 2], at 4 of 4 samples; its other 29 entries "
+        "agree): got = exact x (-1) at every one (the sign flipped)"]
+
+
+def test_a_correct_backward_has_no_failing_line():
+    r = _verify(None)
+    assert r.verdict == "pass" and not _failing(str(r))
+
+
+def test_gradcheck_error_says_it_too():
+    g = torch.Generator().manual_seed(0)
+    args = tuple(torch.randn(*s, dtype=torch.float64, generator=g).requires_grad_()
+                 for s in [(3, 6), (5, 6), (5,)])
+    with pytest.raises(sg.GradcheckError) as e:
+        sg.gradcheck(lambda x, W, b: LinearFn.apply(x, W, b, "sign"), args)
+    assert "note: W: 4 failing entries (only W[1, 2], at 4 of 4 samples" in str(e.value)
+
+
+def test_relative_errors_that_differ_give_their_range():
+    exact = np.array([[1.0, 2.0, -4.0], [1.0, 3.0, 5.0]])
+    got = exact * [[1, 1.5, 1], [1, 0.9, 1 + 1e-3]]
+    status = np.array([[OK, MISMATCH, OK], [OK, MISMATCH, MISMATCH]])
+    comp = type("C", (), dict(status=status, got=got, expected=exact, reduced=False))
+    assert block_lines(comp, [("w", 1, 3)], ["value", "d/dw[0]", "d/dw[1]"]) == [
+        "w: 3 failing entries (2 of its 2 entries, at 2 of 2 samples): relative errors 0.001 "
+        "to 0.5, of both signs (no one constant factor)"]
+    comp.reduced = True  # a comparison reduced to statuses (GPT-2 scale) says nothing
+    assert block_lines(comp, [("w", 1, 3)], ["value", "d/dw[0]", "d/dw[1]"]) == []

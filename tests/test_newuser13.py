@@ -5,6 +5,9 @@
    same factor 1 + 1e-9, or that one entry alone had its sign flipped at every sample
    (``symgrad.failpattern``: a "failing:" line per failing block, in ``print(result)`` and in
    ``sg.gradcheck``'s error).
+2. ``F.cross_entropy(..., ignore_index=-100)`` with every target ignored (a mean over no
+   entries, 0/0) failed deep in the bound with "constant zoo is not a real number"; it is one
+   line naming the division, the user's line and the fix (``capture.aten._div``).
 """
 
 from __future__ import annotations
@@ -110,3 +113,37 @@ def test_relative_errors_that_differ_give_their_range():
         "to 0.5, of both signs (no one constant factor)"]
     comp.reduced = True  # a comparison reduced to statuses (GPT-2 scale) says nothing
     assert block_lines(comp, [("w", 1, 3)], ["value", "d/dw[0]", "d/dw[1]"]) == []
+
+
+class Tagger(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = nn.Embedding(11, 6).double()
+        self.head = nn.Linear(6, 3).double()
+
+    def forward(self, ids):
+        return self.head(torch.tanh(self.emb(ids)))
+
+
+def _tag_loss(out, y):
+    return F.cross_entropy(out.flatten(0, 1), y.flatten(), ignore_index=-100)
+
+
+def test_every_target_ignored_is_one_line():
+    """A mean over no entries (0/0): one line naming the division and the user's line."""
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    with pytest.raises(sg.SymgradError) as e:
+        sg.verify(module=Tagger(), inputs=ids, targets=torch.full((2, 3), -100),
+                  loss=_tag_loss)
+    text = str(e.value)
+    assert "\n" not in text and "zoo" not in text
+    assert "division by an exact 0" in text and "ignore_index" in text
+    assert "test_newuser13.py" in text and "(aten.div.Tensor)" in text
+
+
+def test_some_targets_ignored_still_verify():
+    """The mean over the targets kept (a batch of varying size) passes, as before."""
+    ids = torch.tensor([[1, 2, 3], [4, 5, 6]])
+    y = torch.tensor([[0, -100, 2], [-100, -100, 1]])
+    r = sg.verify(module=Tagger(), inputs=ids, targets=y, loss=_tag_loss, samples=4)
+    assert r.verdict == "pass"

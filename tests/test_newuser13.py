@@ -8,6 +8,9 @@
 2. ``F.cross_entropy(..., ignore_index=-100)`` with every target ignored (a mean over no
    entries, 0/0) failed deep in the bound with "constant zoo is not a real number"; it is one
    line naming the division, the user's line and the fix (``capture.aten._div``).
+3. A masked mean with an empty mask row (0/0), or an infinite input (inf - inf): the loss is
+   undefined at the example, and ``verify(module=)`` read FAIL above lines each saying "not a
+   backend error"; now one line (``modules.undefined``).
 """
 
 from __future__ import annotations
@@ -147,3 +150,30 @@ def test_some_targets_ignored_still_verify():
     y = torch.tensor([[0, -100, 2], [-100, -100, 1]])
     r = sg.verify(module=Tagger(), inputs=ids, targets=y, loss=_tag_loss, samples=4)
     assert r.verdict == "pass"
+
+
+class MaskedMean(nn.Module):
+    """A masked mean over the sequence, then a Linear: 0/0 where a mask row has no True."""
+
+    def __init__(self):
+        super().__init__()
+        self.lin = nn.Linear(3, 2).double()
+
+    def forward(self, x, mask):
+        m = mask.unsqueeze(-1).to(x.dtype)
+        return self.lin((x * m).sum(1) / m.sum(1))
+
+
+def test_a_loss_undefined_at_the_example_is_one_line_not_a_fail():
+    """A mask row with no True (0/0) and an infinite input (inf - inf): the exact loss at the
+    example is NaN. Before: verdict FAIL above 56 lines each saying "not a backend error"."""
+    x = torch.randn(2, 4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    mask = torch.tensor([[True, True, False, False], [False] * 4])
+    for inputs in ((x, mask), (torch.full_like(x, float("inf")), mask | True)):
+        with pytest.raises(sg.SymgradError) as e:
+            sg.verify(module=MaskedMean(), inputs=inputs, samples=2)
+        assert "\n" not in str(e.value)
+        assert str(e.value).startswith("verify(module=MaskedMean): the loss is undefined at "
+                                       "the example"), str(e.value)
+    mask[1, 0] = True  # a True in every row: defined, and right
+    assert sg.verify(module=MaskedMean(), inputs=(x, mask), samples=2).verdict == "pass"

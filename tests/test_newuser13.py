@@ -11,6 +11,8 @@
 3. A masked mean with an empty mask row (0/0), or an infinite input (inf - inf): the loss is
    undefined at the example, and ``verify(module=)`` read FAIL above lines each saying "not a
    backend error"; now one line (``modules.undefined``).
+4. ``sg.gradcheck(module, ...)`` did not name the custom autograd.Function every failing
+   gradient flows through, as ``sg.verify(module=)`` does.
 """
 
 from __future__ import annotations
@@ -177,3 +179,17 @@ def test_a_loss_undefined_at_the_example_is_one_line_not_a_fail():
                                        "the example"), str(e.value)
     mask[1, 0] = True  # a True in every row: defined, and right
     assert sg.verify(module=MaskedMean(), inputs=(x, mask), samples=2).verdict == "pass"
+
+
+def test_gradcheck_of_a_module_names_the_custom_function():
+    """sg.verify(module=) named the custom autograd.Function every failing gradient flows
+    through; sg.gradcheck of the same module did not. Its extra eager run leaves torch's
+    generator and the module's mode as they were."""
+    net = Net("scale")
+    x = torch.randn(4, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
+    state = torch.get_rng_state()
+    with pytest.raises(sg.GradcheckError) as e:
+        sg.gradcheck(net, (x,))
+    assert ("note: every failing gradient (W) flows through the backward of the custom "
+            "autograd.Function 'LinearFn'") in str(e.value)
+    assert torch.equal(torch.get_rng_state(), state) and net.training

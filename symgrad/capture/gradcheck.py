@@ -23,8 +23,9 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import _path_fn, by_own_names, check_example_finite
-from ..modules.functions import failing_blocks, hook_note, stop_note
+from ..modules.any import _mode, _path_fn, by_own_names, check_example_finite
+from ..modules.functions import (failing_blocks, function_note, hook_note, stop_note,
+                                 upstream_of_functions)
 from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
@@ -202,8 +203,10 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
             func, torch.nn.Module) else "the inputs"), keep_values=True)
     text = message(result, captured.model.name, what, dtype=name, samples=samples, seed=seed)
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
-            hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
-        text += f"\n  note: {hooked}"
+            failing := failing_blocks(result)):  # (newuser9); the custom Function they flow
+        with torch.random.fork_rng(devices=[]), _mode(func, func.training):  # through, as
+            fn_note = function_note(upstream_of_functions(func, tuple(args), None, ()), failing)
+        text += "".join(f"\n  note: {n}" for n in (hook_note(func, failing), fn_note) if n)
     if held:
         text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)

@@ -13,6 +13,8 @@
    backend error"; now one line (``modules.undefined``).
 4. ``sg.gradcheck(module, ...)`` did not name the custom autograd.Function every failing
    gradient flows through, as ``sg.verify(module=)`` does.
+5. ``symgrad explain`` of a large model written as one sympy expression gave the whole chain
+   rule per entry with no word of how to get layers; the page now says (``sg.ops``).
 """
 
 from __future__ import annotations
@@ -193,3 +195,19 @@ def test_gradcheck_of_a_module_names_the_custom_function():
     assert ("note: every failing gradient (W) flows through the backward of the custom "
             "autograd.Function 'LinearFn'") in str(e.value)
     assert torch.equal(torch.get_rng_state(), state) and net.training
+
+
+def test_a_large_one_step_model_says_how_to_get_layers():
+    """A 2-layer MLP written as one sympy expression explains as the whole chain rule per
+    entry (newuser13: 130 equations up to 5,258 characters); the page says how to get a
+    derivation layer by layer. A small one-step model says nothing of it."""
+    import sympy as sp
+
+    from symgrad.present.step_derivation import ONE_STEP
+    X, W1, w2 = sg.matrix("X", 2, 3), sg.matrix("W1", 3, 3), sg.matrix("w2", 3)
+    H = (X * W1.T).applyfunc(sp.tanh)
+    loss = sum((H * w2)[i, 0] ** 2 for i in range(2)) / 2
+    big = sg.Model("mlp_by_hand", loss, params=[W1, w2], inputs={X: sg.Normal(0, 1)})
+    assert ONE_STEP in sg.explain(big).markdown()
+    w = sp.Symbol("w")
+    assert ONE_STEP not in sg.explain(sg.Model("sq", w ** 2, params=[w])).markdown()

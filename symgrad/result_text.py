@@ -15,9 +15,11 @@ import numpy as np
 from tabulate import tabulate
 
 from .compare import FAILING, INCONCLUSIVE, KINK, LOSS, SUSPECT
+from .failpattern import block_lines
 from .verdict import OWN_LABEL, UNDECIDED
 
 HVP_VALUE, HVP_PREFIX = "g·v", "Hv:"  # output names at order 2 (symgrad.hvp)
+SHAPES_SHOWN = 4  # failing blocks described under a backend's summary (failpattern)
 
 
 class ResultText:
@@ -132,6 +134,10 @@ class ResultText:
                          f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
                          f"digits correct; entries: {counts}")
             lines.append(f"    resolution: {s['resolution']['text']}")
+            shapes = block_lines(self.comparisons[name], self.blocks, self.outputs)
+            lines += [f"    failing: {t}" for t in shapes[:SHAPES_SHOWN]] + (
+                [f"    ({len(shapes) - SHAPES_SHOWN} more failing blocks)"]
+                if len(shapes) > SHAPES_SHOWN else [])
         resolution = {c.resolution for c in self.comparisons.values() if c.resolution}
         for text in sorted(resolution):
             lines.append(f"  resolution not reached: {text}")

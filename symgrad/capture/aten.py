@@ -153,7 +153,19 @@ def _div(a, shape) -> Node:
     if a.get("rounding_mode") is not None:
         raise SymgradError(f"capture: div with rounding_mode={a['rounding_mode']!r} has no "
                            "derivative; it is supported only on constants")
-    return elementwise(X[0] / X[1], a["self"], a["other"])
+    other = a["other"]
+    if not isinstance(other, Node) and not torch.as_tensor(other).any():  # (newuser13)
+        raise SymgradError(ZERO_DIVISOR)
+    return elementwise(X[0] / X[1], a["self"], other)
+
+
+ZERO_DIVISOR = (  # a cross-entropy with every target ignore_index read "constant zoo is not a
+    #               real number" from deep in the bound (newuser13)
+    "capture: a division by an exact 0: the divisor is 0 at the example and held there (it "
+    "depends only on targets, masks or shapes), so the loss is inf or NaN at every point "
+    "checked and has no gradient; e.g. a mean over no entries: every target equal to "
+    "ignore_index, or a mask with no True; give an example with at least one, or guard the "
+    "count (.clamp(min=1))")
 
 
 def _mm(spec: str) -> Callable:

@@ -23,13 +23,15 @@ from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
-from ..modules.any import _path_fn, by_own_names, check_example_finite
-from ..modules.functions import failing_blocks, hook_note, stop_note
+from ..modules.any import _mode, _path_fn, by_own_names, check_example_finite
+from ..modules.functions import (failing_blocks, function_note, hook_note, stop_note,
+                                 upstream_of_functions)
 from ..modules.options import check_frozen
 from ..modules.paths import COMPILED_NOTE, uncompiled
 from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
-from ..result_text import HIDDEN_IN
+from ..result_text import HIDDEN_IN, SHAPES_SHOWN
+from ..failpattern import block_lines
 from ..verify import verify
 from .captured import capture
 from .closed import closed_note, closed_over
@@ -201,8 +203,10 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
             func, torch.nn.Module) else "the inputs"), keep_values=True)
     text = message(result, captured.model.name, what, dtype=name, samples=samples, seed=seed)
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
-            hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
-        text += f"\n  note: {hooked}"
+            failing := failing_blocks(result)):  # (newuser9); the custom Function they flow
+        with torch.random.fork_rng(devices=[]), _mode(func, func.training):  # through, as
+            fn_note = function_note(upstream_of_functions(func, tuple(args), None, ()), failing)
+        text += "".join(f"\n  note: {n}" for n in (hook_note(func, failing), fn_note) if n)
     if held:
         text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
@@ -325,6 +329,9 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
     lines = [f"  {f.message().removeprefix(backend + ': ').replace(HIDDEN_IN, HIDDEN_HERE)}"
              for f in found[:MAX_LINES]]  # (the Failure a line names is the error's .result's)
     more = max(n, len(found)) - len(lines)  # the finding lists hold the worst few only
+    shapes = [f"  note: {t}" for t in block_lines(  # by how much and where, per failing
+        result.comparisons[backend], result.blocks, result.outputs)[:SHAPES_SHOWN]  # block
+              ] if result.verdict == FAIL else []  # (newuser13)
     # "at sample 1" beside inputs the user never gave reads as a bug (newuser6): say what it is
     which = ("  note: sample 0 is the inputs as given" + (
         f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
@@ -332,7 +339,7 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
     saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
-                      + [which] + saved)
+                      + shapes + [which] + saved)
 
 
 def _undefined(found: list, what: str, check: str) -> str:

@@ -52,6 +52,7 @@ from .functions import (failing_blocks, function_note, hook_note, stop_note,
                         upstream_of_functions)
 from .replay import with_saved_samples
 from .mapping import Plan
+from .undefined import refuse_undefined_example
 from .run import (ModuleOptions, ModuleRun, backend_name, check_module, keep_path,
                   named_by_module)
 
@@ -142,6 +143,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
             cfg, backends=("torch_fn",)),  # the user's code only: no own programs
             extra={backend_name(p): (fn, p) for p, fn in fns.items()},
             fresh=lambda m: fresh_around(captured, m, cfg.seed, vary))
+    refuse_undefined_example(result, f"verify(module={display_name(module)})")  # (newuser13)
     result.timings["first_message_s"] = run.first_message_s
     result = with_saved_samples(named_by_module(result, captured.model, own_names(captured),
                                                 cfg.seed), captured, at)

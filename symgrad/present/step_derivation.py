@@ -260,11 +260,20 @@ def one_minus_square(expr: sp.Expr, steps: set = frozenset()) -> sp.Expr:
 
 
 # ------------------------------------------------------------------ node-level view
+ONE_STEP_OPS = 40  # a one-step loss of more operations than this gets ONE_STEP's hint
+ONE_STEP = ("the loss is one sympy expression, so each derivative below is the whole chain "
+            "rule at once; build it with sg.ops (sg.ops.dense, sg.ops.tanh, "
+            "sg.ops.cross_entropy, sg.ops.mse, ...) for a derivation layer by layer")
+#   a plain-sympy 2-layer MLP: 130 equations of up to 5,258 characters, every one overfull in
+#   LaTeX (newuser13)
+
+
 def node_sections(steps: Steps, values: dict | None) -> list[Section]:
     """Forward pass, local derivatives, chain rule, textbook adjoints and the simplified
     gradient of a program of scalar steps (values beside them with ``values``)."""
-    fwd = Section("Forward pass")
     made = made_order(steps)  # numbered (display_names) and listed in the model's order
+    fwd = Section("Forward pass", note=ONE_STEP if len(made) == 1 and sp.count_ops(
+        made[0].expr) > ONE_STEP_OPS else "")  # (newuser13)
     for n in made:
         fwd.lines.append(Line(n.symbol, n.expr, fmt(values, n.symbol)))
     active = steps.active()

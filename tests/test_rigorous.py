@@ -299,3 +299,25 @@ def test_max_reduction_derivative_is_enclosed_tightly_and_soundly(dtype):
 
 def dtype_eps(dtype: str) -> float:
     return float(np.finfo(dtype).eps)
+
+
+def test_rows_walked_together_get_the_balls_each_row_gets_alone():
+    """The failing rows' proof walks them together (``rigorous.tensor._rows_balls``): each
+    row's balls are the ones its own walk gives, bit for bit. An einsum of exact integers (a
+    relu's exact 0 picked by a one-hot) is exact in the row alone; beside a float row it was
+    widened by the batch's general product (a looser, still sound radius: 4394 of simplenet's
+    200-sample sign-flip entries), so the proof depended on which rows shared a chunk."""
+    from symgrad.rigorous.tensor import _rows_balls, tensor_balls
+    from symgrad.verify import as_program
+    W, x = sg.matrix("W", 2, 2), sg.matrix("x", 2)
+    h = (W @ x).applyfunc(sg.ops.relu)
+    m = sg.Model("relu_sum", h[0] * 3 + h[1], params=[W], inputs={x: sg.Uniform(-1, 1)})
+    p = as_program(m)
+    vals = {"W": np.array([[[0.3, 0.5], [0.7, -0.1]], [[-0.5, 0.25], [0.5, 0.5]]]),
+            "x": np.array([[0.9, 0.5], [0.5, -0.5]])}  # row 1: relu's arguments <= 0 (0s)
+    for exact in (False, True):
+        together = _rows_balls(p, vals, [0, 1], "float64", 4.0, exact=exact)
+        for r in range(2):
+            alone = tensor_balls(p, vals, r, "float64", 4.0, exact=exact)
+            assert [(str(b.mid()), str(b.rad())) for b in together[r]] == \
+                [(str(b.mid()), str(b.rad())) for b in alone], (exact, r)

@@ -83,3 +83,19 @@ def test_an_inconclusive_headline_names_the_share_the_block_and_why():
     assert "e.g. dL/dx[" in head and "dtype=torch.float64" in head, head
     assert "try more points" not in head, head   # more points decide none of these
     assert sg.gradcheck(_cancelling, (x.detach().double().requires_grad_(),))  # float64: pass
+
+
+def test_a_builtins_inputs_are_named_as_its_docstring_names_them():
+    """``sg.gradcheck(torch.tanh, (x,))`` called its input ``input0`` (a builtin has no
+    ``inspect.signature``): now torch's own names from the docstring's signature line
+    (``tanh(input, *, out=None)``, ``mul(input, other, *, out=None)``); a builtin whose
+    docstring names nothing keeps the positional fallback."""
+    bad = torch.tensor([0.5, float("nan")], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck\(tanh\): input 'input' is nan "):
+        sg.gradcheck(torch.tanh, (bad,))
+    with pytest.raises(sg.SymgradError, match=r"^gradgradcheck\(mul\): input 'other' is nan "
+                                              r"\(sample 0, entry \[1\]\)"):
+        sg.gradgradcheck(torch.mul, (_x(2), bad))
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck\(tanh\): input 'input0' is nan "):
+        sg.gradcheck(torch.Tensor.tanh, (bad,))  # "tanh() -> Tensor": no name of its input
+

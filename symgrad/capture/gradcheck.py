@@ -16,13 +16,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
+from ..hvp import function_through, once_differentiable_function
 from ..modules.any import _path_fn, by_own_names, check_example_finite
 from ..modules.functions import failing_blocks, hook_note, stop_note
 from ..modules.options import check_frozen
@@ -208,40 +208,19 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
         text += f"\n  note: {stopped}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
-    if order == 2 and result.verdict == FAIL and (once := _once_differentiable(func, args)):
+    if order == 2 and result.verdict == FAIL and (
+            once := once_differentiable_function(func, args)):
         text += (f"\n  note: the backward of the custom autograd.Function {once!r} is "
                  "@once_differentiable: torch builds no double backward through it, so its "
                  "Hessian-vector products fail; write that backward with differentiable torch "
                  "ops (without the decorator) to support second order")  # (newuser10)
+    elif order == 2 and result.verdict == FAIL and (
+            through := function_through(func, args, result)):
+        text += f"\n  note: {through}"
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
-
-
-_ONCE = once_differentiable(lambda ctx, g: g).__code__  # every decorated backward's wrapper
-
-
-def _once_differentiable(func: Callable, args: tuple) -> str | None:
-    """The name of a custom Function on one eager run's autograd graph of ``func(*args)``
-    whose backward is ``@once_differentiable`` (None: none is)."""
-    try:
-        with torch.enable_grad():
-            out = func(*args)
-    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
-        return None
-    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    seen: set[int] = set()
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        cls = getattr(node, "_forward_cls", None)
-        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE:
-            return cls.__name__
-        todo += [f for f, _ in node.next_functions]
-    return None
 
 
 def again(func: Callable, what: str = "gradcheck") -> str:

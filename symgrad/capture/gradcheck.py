@@ -31,7 +31,7 @@ from ..modules.replay import NOTE_HEADS, with_saved_samples
 from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN
 from ..verify import verify
-from .captured import capture
+from .captured import capture, cotangent_note
 from .closed import closed_note, closed_over
 from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
@@ -203,6 +203,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
+    if cot := cotangent_note(captured.cotangents, seed, "the output is"):
+        text += f"\n  note: {cot}"  # what "expected" is there: sum(output * c)'s gradient
     if held:
         text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)

@@ -284,25 +284,26 @@ def tensor_enclosure(model, values: dict, hi: np.ndarray, lo: np.ndarray, dtype:
 
     def together(program, rows: list, width: int) -> list:
         """``one`` of each row, small programs' rows in one walk (a scatter_add widens by the
-        most ids of any row in its batch: walked one at a time there); a row that raises
-        sends its chunk back to one at a time."""
+        most ids of any row in its batch: walked one at a time there); a chunk that raises
+        is halved until the row that raises walks alone (the same balls either way)."""
         if len(rows) < 2 or any(n.op == "scatter_add" for n in program.gradient.nodes):
             return [one(program, r, width) for r in rows]
         per = sum(n.size for n in program.gradient.nodes)  # at most this many balls a row
         step = max(1, (1 << 20) // max(per, 1))  # (72 B each: <= ~80 MB of balls a chunk;
         #   a chunk's walk costs per node as much as per ball for small nodes: 2^16 was 20 %
         #   of the sign-flip mutant's verify, 200 rows of simplenet's 6370 in 22 chunks)
-        out = []
-        for i in range(0, len(rows), step):
-            chunk = rows[i:i + step]
+
+        def walked(chunk: list) -> list:
+            if len(chunk) == 1:
+                return [one(program, chunk[0], width)]
             try:
                 balls = _rows_balls(program, values, chunk, dtype, function_ulps)
                 centre = _rows_balls(program, values, chunk, dtype, function_ulps, exact=True)
-            except WALK_ERRORS:
-                out += [one(program, r, width) for r in chunk]
-                continue
-            out += list(spread(balls, centre, (len(chunk), width)))
-        return out
+            except WALK_ERRORS:  # (a 2^20-ball chunk walked row by row was its whole cost)
+                half = len(chunk) // 2
+                return walked(chunk[:half]) + walked(chunk[half:])
+            return list(spread(balls, centre, (len(chunk), width)))
+        return [r for i in range(0, len(rows), step) for r in walked(rows[i:i + step])]
 
     def radii_of(rows: np.ndarray) -> np.ndarray:
         rows = [int(r) for r in rows]

@@ -9,7 +9,6 @@ a function's own argument name), where its value comes from, and its role.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import logging
 import re

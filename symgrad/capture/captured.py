@@ -302,8 +302,8 @@ def cotangent_note(cotangents: list, seed: int, what: str) -> str | None:
     Returns:
         The line, or None.
 
-    >>> cotangent_note([np.array([0.25, -1.5])], 3, "the output is")[:88]
-    'the output is not a scalar (shape (2,)): checked along a random cotangent c = [0.25, -1.5'
+    >>> cotangent_note([np.array([0.25, -1.5])], 3, "the output is").split(" (each")[0]
+    'the output is not a scalar (shape (2,)): checked along a random cotangent c = [0.25, -1.5]'
     """
     cots = [c for c in cotangents if c is not None]
     if not cots:

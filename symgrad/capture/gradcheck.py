@@ -195,6 +195,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         if held:
             warnings.warn(closed_note(f"{what}({display_name(func)})", held), stacklevel=4)
         return True
+    result.notes += [n for n in (cotangent_note(captured.cotangents, seed, "the output is"),)
+                     if n]  # what "expected" is then: sum(output * c)'s gradient
     # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
     result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
         "the inputs, and the module's parameters and buffers" if isinstance(
@@ -203,8 +205,6 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             hooked := hook_note(func, failing_blocks(result) or set())):  # (newuser9)
         text += f"\n  note: {hooked}"
-    if cot := cotangent_note(captured.cotangents, seed, "the output is"):
-        text += f"\n  note: {cot}"  # what "expected" is there: sum(output * c)'s gradient
     if held:
         text += f"\n  note: {closed_note('the function', held)}"
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
@@ -311,7 +311,9 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
         "differentiated entry by a random factor in "
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
-    saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
+    saved = [f"  note: {n}" for n in result.notes  # a non-scalar output's cotangent, then
+             if n.startswith("the output is not a scalar")]  # the saved samples
+    saved += [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
                       + [which] + saved)
 

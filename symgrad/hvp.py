@@ -31,9 +31,13 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
+from torch.autograd.function import once_differentiable
+from torch.utils._pytree import tree_leaves
 
 from . import tensor as st
 from .backends import torch as torch_backend
+from .capture.export import arg_names, leaf_names
+from .compare import FAILING
 from .errors import SymgradError
 from .result import Result
 from .result_text import HVP_PREFIX, HVP_VALUE
@@ -232,3 +236,156 @@ def relabel(result: Result, model, names: tuple[Callable, dict] | None = None) -
     result.model = model.name
     result._memo.clear()
     return result
+
+
+# ------------------------------------------------- which custom Function a failure flows through
+def upstream_functions(out, leaves: dict[str, torch.Tensor]) -> dict[str, set[str]]:
+    """Each custom ``torch.autograd.Function`` on the autograd graph of ``out`` (by its class
+    name), with the names of the ``leaves`` whose gradient flows through its backward.
+
+    Arguments:
+        out: the user's output (a tensor or a structure of them), built with grad on.
+        leaves: name -> the leaf tensor (requires_grad) it was computed from.
+    Returns:
+        Function class name -> leaf names upstream of it ({} where none is called).
+
+    >>> class Twice(torch.autograd.Function):
+    ...     @staticmethod
+    ...     def forward(ctx, x):
+    ...         return 2 * x
+    ...     @staticmethod
+    ...     def backward(ctx, g):
+    ...         return 2 * g
+    >>> w, b = torch.ones(2, requires_grad=True), torch.ones(2, requires_grad=True)
+    >>> upstream_functions((Twice.apply(w) + b).sum(), {"w": w, "b": b})
+    {'Twice': {'w'}}
+    """
+    names = {id(t): n for n, t in leaves.items()}
+    outs = [t for t in (out if isinstance(out, (tuple, list)) else [out])
+            if isinstance(t, torch.Tensor) and t.grad_fn is not None]
+    found: dict[str, set[str]] = {}
+    for node in _graph([t.grad_fn for t in outs]):
+        if isinstance(node, torch.autograd.function.BackwardCFunction):
+            found.setdefault(type(node).__name__.removesuffix("Backward"), set()).update(
+                names[id(n.variable)] for n in _graph([node])
+                if id(getattr(n, "variable", None)) in names)
+    return found
+
+
+def _graph(roots: list):
+    """Every autograd node reachable from ``roots``, each once."""
+    seen, stack = set(), list(roots)
+    while stack:
+        node = stack.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        yield node
+        stack.extend(n for n, _ in node.next_functions)
+
+
+def failing_hvp_blocks(result: Result) -> set[str] | None:
+    """The blocks with a failing Hessian-vector product entry in the user's code's
+    comparisons (``torch_fn``, its float64 rule check too; every entry's status, not the
+    finding lists' worst few); None where none fails, ``g·v`` (the first order) fails too, or
+    a status was reduced away."""
+    failing: set[str] = set()
+    for name, comp in result.comparisons.items():
+        if not name.startswith("torch_fn"):
+            continue
+        status = getattr(comp, "status", None)
+        if status is None or np.ndim(status) != 2:
+            return None
+        bad = np.isin(status, FAILING).any(axis=0)
+        if bad[0]:
+            return None
+        failing |= {block for block, a, b in result.blocks if bad[a:b].any()}
+    return failing or None
+
+
+def function_note(upstream: dict[str, set[str]], failing: set[str] | None) -> str | None:
+    """One line naming the custom Function whose backward every failing Hessian-vector
+    product flows through (None if no Function holds them all): at order 2 autograd
+    differentiates that backward again.
+
+    >>> function_note({"TanhDet": {"w", "b"}}, {"w"})[:70]
+    'every failing Hessian-vector product (Hv:w) flows through the custom a'
+    """
+    holders = [f for f, got in upstream.items() if failing and failing <= got]
+    if not holders:
+        return None
+    named = ", ".join(HVP_PREFIX + b for b in sorted(failing))
+    return (f"every failing Hessian-vector product ({named}) flows through the custom "
+            f"autograd.Function '{min(holders, key=lambda f: len(upstream[f]))}': at order 2 "
+            "autograd "
+            "differentiates its backward again (its forward is what was checked), and a backward "
+            "right at order 1 can be wrong there (a saved tensor detached or computed under "
+            "no_grad, a value taken out of autograd): check that backward first")
+
+
+def with_function_note(result: Result, model: TensorModel, torch_fn: Callable | None
+                       ) -> Result:
+    """``result`` (order 2, the user's ``torch_fn``) with ``function_note`` added, read from
+    one eager run of ``torch_fn`` at the first failing sample (float64); unchanged where no
+    Function holds every failure, or that run raises (a note, never a second error)."""
+    failing = failing_hvp_blocks(result) if torch_fn is not None else None
+    point = next((f.point for f in result.failures if f.backend.startswith("torch_fn")), None)
+    if not failing or point is None:
+        return result
+    try:
+        leaves = {b.name: torch.tensor(np.reshape(point[b.name], b.shape),
+                                       dtype=torch.int64 if b.node.integer else torch.float64,
+                                       requires_grad=not b.node.integer)
+                  for b in model.blocks}
+        with torch.enable_grad():
+            out = torch_fn(**leaves)
+        labels = (getattr(torch_fn, "names", None) or (None, {}))[1]  # a module's own names
+        note = function_note({f: {labels.get(n, n) for n in got} for f, got in
+                              upstream_functions(out, leaves).items()}, failing)
+    except Exception:  # noqa: BLE001 - the verdict stands without the note
+        return result
+    if note:
+        result.notes.append(note)
+    return result
+
+
+_ONCE = once_differentiable(lambda ctx, g: g).__code__  # every decorated backward's wrapper
+
+
+def once_differentiable_function(func: Callable, args: tuple) -> str | None:
+    """The name of a custom Function on one eager run's autograd graph of ``func(*args)``
+    whose backward is ``@once_differentiable`` (None: none is)."""
+    try:
+        with torch.enable_grad():
+            out = func(*args)
+    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
+        return None
+    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
+    seen: set[int] = set()
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        cls = getattr(node, "_forward_cls", None)
+        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE:
+            return cls.__name__
+        todo += [f for f, _ in node.next_functions]
+    return None
+
+
+def function_through(func: Callable, args: tuple, result) -> str | None:
+    """``function_note`` of one eager run of ``func(*args)`` (``sg.gradgradcheck``'s function
+    or module, its arguments' own names): the custom Function every failing Hessian-vector
+    product of ``result`` flows through (None: none holds them all)."""
+    leaves = {n: a for n, a in zip(leaf_names(args, arg_names(func, len(args))),
+                                   tree_leaves(list(args)))
+              if isinstance(a, torch.Tensor) and a.requires_grad}
+    if isinstance(func, torch.nn.Module):
+        leaves.update(func.named_parameters())
+    try:
+        with torch.enable_grad():
+            out = func(*args)
+    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
+        return None
+    return function_note(upstream_functions(out, leaves), failing_hvp_blocks(result))

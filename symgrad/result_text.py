@@ -133,7 +133,9 @@ class ResultText:
                          f"{fmt(s['worst_error_over_allowance'])} of its "
                          f"allowance, {s['worst_correct_digits']:.1f} of {s['dtype_digits']:.1f} "
                          f"digits correct; entries: {counts}")
-            lines.append(f"    resolution: {s['resolution']['text']}")
+            off = getattr(self, "float64_seen", {}).get(name, {}).get("rule_check_off")
+            lines.append(f"    resolution: {s['resolution']['text']}" + (f"; {off}" if off
+                                                                           else ""))
             shapes = block_lines(self.comparisons[name], self.blocks, self.outputs)
             lines += [f"    failing: {t}" for t in shapes[:SHAPES_SHOWN]] + (
                 [f"    ({len(shapes) - SHAPES_SHOWN} more failing blocks)"]

@@ -123,9 +123,10 @@ def verify(model: Model | None = None, *, torch_fn: Callable | None = None,
         module = None
     if cfg.order == 2:  # the first-order run of the HVP model is the second-order one
         derived, fn = hvp.second_order(model, torch_fn, module)
-        return hvp.relabel(verify(derived, torch_fn=fn, config=replace(cfg, order=1),
-                                  at=hvp.with_directions(model, at, cfg.seed), client=client),
-                           model, getattr(torch_fn, "names", None))  # a module's own names
+        return hvp.with_function_note(hvp.relabel(
+            verify(derived, torch_fn=fn, config=replace(cfg, order=1),
+                   at=hvp.with_directions(model, at, cfg.seed), client=client),
+            model, getattr(torch_fn, "names", None)), model, torch_fn)  # a module's own names
     if module is not None:  # a user's nn.Module by parameter name, on the tensor program
         return verify_module(model, module, cfg=cfg, options=options)
     return verify_tensor(model, torch_fn=torch_fn, at=at, cfg=cfg, client=client)

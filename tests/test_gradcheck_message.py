@@ -83,3 +83,36 @@ def test_an_inconclusive_headline_names_the_share_the_block_and_why():
     assert "e.g. dL/dx[" in head and "dtype=torch.float64" in head, head
     assert "try more points" not in head, head   # more points decide none of these
     assert sg.gradcheck(_cancelling, (x.detach().double().requires_grad_(),))  # float64: pass
+
+
+def test_a_builtins_inputs_are_named_as_its_docstring_names_them():
+    """``sg.gradcheck(torch.tanh, (x,))`` called its input ``input0`` (a builtin has no
+    ``inspect.signature``): now torch's own names from the docstring's signature line
+    (``tanh(input, *, out=None)``, ``mul(input, other, *, out=None)``); a builtin whose
+    docstring names nothing keeps the positional fallback."""
+    bad = torch.tensor([0.5, float("nan")], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck\(tanh\): input 'input' is nan "):
+        sg.gradcheck(torch.tanh, (bad,))
+    with pytest.raises(sg.SymgradError, match=r"^gradgradcheck\(mul\): input 'other' is nan "
+                                              r"\(sample 0, entry \[1\]\)"):
+        sg.gradgradcheck(torch.mul, (_x(2), bad))
+    with pytest.raises(sg.SymgradError, match=r"^gradcheck\(tanh\): input 'input0' is nan "):
+        sg.gradcheck(torch.Tensor.tanh, (bad,))  # "tanh() -> Tensor": no name of its input
+
+
+def test_a_non_scalar_output_says_which_cotangent_its_gradients_are_along():
+    """A non-scalar output is checked as sum(output * c), c a fixed random cotangent: the
+    failing lines' "expected" are that sum's gradient, which the message did not say (nor c,
+    nor its seed; newuser12). The note's c is the one used: sample 0's expected entry is
+    tanh'(x0) c0."""
+    x = torch.tensor([0.3, -0.5, 0.9], dtype=torch.float64, requires_grad=True)
+    with pytest.raises(sg.GradcheckError) as info:
+        sg.gradcheck(lambda x: torch.tanh(scale_backward(x, 1.5)), (x,), seed=5)
+    note = next(t for t in str(info.value).splitlines() if "not a scalar" in t)
+    assert note.startswith("  note: the output is not a scalar (shape (3,)): checked along a "
+                           "random cotangent c = [") and "drawn from seed 5" in note
+    c0 = float(re.search(r"c = \[([-0-9.e]+),", note).group(1))
+    first = next(f for f in info.value.result.failures if f.output.endswith("x[0]")
+                 and f.sample == 0)
+    assert first.expected == pytest.approx((1 - float(torch.tanh(x[0].detach())) ** 2) * c0,
+                                           rel=1e-3)

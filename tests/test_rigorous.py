@@ -299,3 +299,60 @@ def test_max_reduction_derivative_is_enclosed_tightly_and_soundly(dtype):
 
 def dtype_eps(dtype: str) -> float:
     return float(np.finfo(dtype).eps)
+
+
+def test_rows_walked_together_get_the_balls_each_row_gets_alone():
+    """The failing rows' proof walks them together (``rigorous.tensor._rows_balls``): each
+    row's balls are the ones its own walk gives, bit for bit. An einsum of exact integers (a
+    relu's exact 0 picked by a one-hot) is exact in the row alone; beside a float row it was
+    widened by the batch's general product (a looser, still sound radius: 4394 of simplenet's
+    200-sample sign-flip entries), so the proof depended on which rows shared a chunk."""
+    from symgrad.rigorous.tensor import _rows_balls, tensor_balls
+    from symgrad.verify import as_program
+    W, x = sg.matrix("W", 2, 2), sg.matrix("x", 2)
+    h = (W @ x).applyfunc(sg.ops.relu)
+    m = sg.Model("relu_sum", h[0] * 3 + h[1], params=[W], inputs={x: sg.Uniform(-1, 1)})
+    p = as_program(m)
+    vals = {"W": np.array([[[0.3, 0.5], [0.7, -0.1]], [[-0.5, 0.25], [0.5, 0.5]]]),
+            "x": np.array([[0.9, 0.5], [0.5, -0.5]])}  # row 1: relu's arguments <= 0 (0s)
+    for exact in (False, True):
+        together = _rows_balls(p, vals, [0, 1], "float64", 4.0, exact=exact)
+        for r in range(2):
+            alone = tensor_balls(p, vals, r, "float64", 4.0, exact=exact)
+            assert [(str(b.mid()), str(b.rad())) for b in together[r]] == \
+                [(str(b.mid()), str(b.rad())) for b in alone], (exact, r)
+
+
+def test_a_chunk_with_a_row_that_raises_is_halved_to_the_same_radii(monkeypatch):
+    """A row whose walk raises sends its chunk to halves until it walks alone (here row 1,
+    made to raise as an ``Imprecise`` ball would): every row's radii those of its own walk,
+    the raising row unbounded, the others still walked several at a time."""
+    from symgrad.backends.arb import Imprecise
+    from symgrad.rigorous import tensor as rt
+    from symgrad.tensor.tables import oracle_ops
+    from symgrad.tensor.views import oracle_view
+    w, v = sp.symbols("w v")
+    p = rt_program(sg.Model("norm", sp.sqrt(w ** 2 + v ** 2), params=[w, v]))
+    at = {"w": np.linspace(0.1, 0.8, 8), "v": np.linspace(-0.3, 0.4, 8)}
+    hi, lo = oracle_view(p, at, oracle_ops(50))
+    alone = np.array([rigorous.tensor_enclosure(p, at, hi, lo, "float64", 4.0)(
+        np.array([r]))[0] for r in range(8)])
+    walks, real, one = [], rt._rows_balls, rt.tensor_balls
+
+    def rows_balls(model, values, rows, *a, **k):
+        walks.append(len(rows))
+        if 1 in rows:
+            raise Imprecise("row 1")
+        return real(model, values, rows, *a, **k)
+    monkeypatch.setattr(rt, "_rows_balls", rows_balls)
+    monkeypatch.setattr(rt, "tensor_balls", lambda model, values, r, *a, **k: (
+        one(model, values, r, *a, **k) if r != 1 else (_ for _ in ()).throw(Imprecise("1"))))
+    together = rigorous.tensor_enclosure(p, at, hi, lo, "float64", 4.0)(np.arange(8))
+    assert np.isnan(together[1]).all() and np.array_equal(np.delete(together, 1, 0),
+                                                          np.delete(alone, 1, 0))
+    assert walks == [8, 4, 2, 2, 2, 4, 4]  # 8, 4, [0, 1] raise; [2, 3], [4..7]: balls, centre
+
+
+def rt_program(model):
+    from symgrad.verify import as_program
+    return as_program(model)

@@ -162,3 +162,25 @@ def test_the_resolution_says_what_the_float64_evidence_could_see_and_it_is_real(
     # float64 itself: the entry test alone (no float64 evidence beyond its own run)
     r64 = sg.verify(m, torch_fn=m.reference, samples=20, seed=0, backends=("torch_fn",))
     assert r64.resolution("torch_fn")["tests"] == "entry test"
+
+
+def test_a_run_whose_float64_value_departs_says_the_rule_check_did_not_run():
+    """newuser12's float32 transformer (a rotary table built in the forward in x's dtype): its
+    resolution line named the entry test and the re-run floor, and not the float64 rule
+    check, which had not run (its float64 loss is another function's); now the line says so.
+    A run where it ran says nothing of the kind."""
+    from symgrad import zoo
+    from symgrad.zoo import native
+    m = zoo.get("neuron")
+
+    def shifted(w, b, x, y):  # b + (float32(0.1) - 0.1): 0 in float32, 1.5e-9 in float64
+        return native.neuron(w, b + (torch.tensor(0.1, dtype=torch.float32).to(b.dtype) - 0.1),
+                             x, y)
+    kw = dict(samples=6, seed=0, dtype="float32", backends=("torch_fn",))
+    line = next(t for t in str(sg.verify(m, torch_fn=shifted, **kw)).splitlines()
+                if t.strip().startswith("resolution:"))
+    assert line.endswith("the float64 rule check did not run: your code's loss value in float64 "
+                         "departs from the exact one beyond float64's allowance (a constant or "
+                         "table computed in the run's dtype, finfo(dtype).eps, a cast), so its "
+                         "float64 gradient is of another function"), line
+    assert "did not run" not in str(sg.verify(m, torch_fn=m.reference, **kw))

@@ -289,3 +289,29 @@ def _loss_parts(outs: list, rng: np.random.Generator) -> tuple[list, list[Node]]
         cots.append(cot)
         parts.append(einsum(f"{sub},{sub}->", o, const(cot, "cotangent")))
     return cots, parts
+
+
+def cotangent_note(cotangents: list, seed: int, what: str) -> str | None:
+    """One line saying that a non-scalar output was checked along a random cotangent: which
+    one (its first entries) and from which seed (None for a scalar loss).
+
+    Arguments:
+        cotangents: ``Captured.cotangents``.
+        seed: the run's seed (the cotangent is drawn from it, ``_loss_parts``).
+        what: the line's subject ("the loss is", "no loss= given and the output is").
+    Returns:
+        The line, or None.
+
+    >>> cotangent_note([np.array([0.25, -1.5])], 3, "the output is").split(" (each")[0]
+    'the output is not a scalar (shape (2,)): checked along a random cotangent c = [0.25, -1.5]'
+    """
+    cots = [c for c in cotangents if c is not None]
+    if not cots:
+        return None
+    shown = "; ".join("[" + ", ".join(f"{v:.4g}" for v in c.reshape(-1)[:4])
+                      + (", …" if c.size > 4 else "") + "]" for c in cots)
+    return (f"{what} not a scalar (shape {', '.join(str(tuple(c.shape)) for c in cots)}): "
+            f"checked along a random cotangent c = {shown} (each gradient is that of "
+            "sum(output * c), a vector-Jacobian product; c standard normal, rounded to float32, "
+            f"the same at every sample, drawn from seed {seed}); return a scalar loss "
+            "(reduction='mean', .sum()) to check the gradient itself")

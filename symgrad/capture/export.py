@@ -9,7 +9,6 @@ a function's own argument name), where its value comes from, and its role.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import io
 import logging
 import re
@@ -26,6 +25,7 @@ from torch.utils._pytree import (SUPPORTED_NODES, tree_flatten, tree_flatten_wit
 from .anchors import anchored, function_class
 from .composites import decompositions
 from .dropout import Feed, mask_rng
+from .signature import positional_names
 from .stops import marking, stop_gradients
 from .usercode import user_error
 from ..domains import Bernoulli
@@ -121,16 +121,13 @@ def display_name(fn: Callable) -> str:
 
 
 def arg_names(fn: Callable, n_args: int) -> list[str]:
-    """The user's names of ``fn``'s positional arguments (``input<i>`` where unknown); a
-    custom Function's are those of its ``forward`` after ``ctx``."""
+    """The user's names of ``fn``'s positional arguments (``input<i>``, by position, where
+    neither its signature nor its docstring names them); a custom Function's are those of
+    its ``forward`` after ``ctx``."""
     cls = function_class(fn)
     target = (cls.forward if cls is not None else fn.forward if isinstance(fn, torch.nn.Module)
               else fn)
-    try:
-        params = [p.name for p in inspect.signature(target).parameters.values()
-                  if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
-    except (TypeError, ValueError):
-        params = []
+    params = positional_names(target)  # a builtin's from its docstring (torch.tanh: input)
     if cls is not None and cls.setup_context is torch.autograd.Function.setup_context:
         params = params[1:]  # ctx (a setup_context-style forward has none: newuser10)
     return [params[i] if i < len(params) else f"input{i}" for i in range(n_args)]

@@ -16,13 +16,13 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 import torch
-from torch.autograd.function import once_differentiable
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends.torch import TORCH_DTYPES
 from ..compare import FAILING, INCONCLUSIVE, STATUS_NAMES, SUSPECT, ulp
 from ..config import VerifyConfig, dtype_name
 from ..errors import SymgradError, checked_keywords
+from ..hvp import function_through, once_differentiable_function
 from ..modules.any import _mode, _path_fn, by_own_names, check_example_finite
 from ..modules.functions import (failing_blocks, function_note, hook_note, stop_note,
                                  upstream_of_functions)
@@ -33,7 +33,7 @@ from ..result import FAIL, PASS, UNDECIDED, Result, verdict_of
 from ..result_text import HIDDEN_IN, SHAPES_SHOWN
 from ..failpattern import block_lines
 from ..verify import verify
-from .captured import capture
+from .captured import capture, cotangent_note
 from .closed import closed_note, closed_over
 from .export import arg_names, display_name, leaf_names
 from .hooks import user_copy
@@ -197,6 +197,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
         if held:
             warnings.warn(closed_note(f"{what}({display_name(func)})", held), stacklevel=4)
         return True
+    result.notes += [n for n in (cotangent_note(captured.cotangents, seed, "the output is"),)
+                     if n]  # what "expected" is then: sum(output * c)'s gradient
     # the failing samples saved, as sg.verify(module=) saves them, whichever way it answers
     result = with_saved_samples(result, captured, at, how=again(func, what), holding=(
         "the inputs, and the module's parameters and buffers" if isinstance(
@@ -212,40 +214,19 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if stopped := stop_note(captured.detached):  # what the exact derivative kept (issue 18)
         text += f"\n  note: {stopped}"
     text += f"\n  note: {COMPILED_NOTE.replace('module=', 'func=')}" if compiled else ""
-    if order == 2 and result.verdict == FAIL and (once := _once_differentiable(func, args)):
+    if order == 2 and result.verdict == FAIL and (
+            once := once_differentiable_function(func, args)):
         text += (f"\n  note: the backward of the custom autograd.Function {once!r} is "
                  "@once_differentiable: torch builds no double backward through it, so its "
                  "Hessian-vector products fail; write that backward with differentiable torch "
                  "ops (without the decorator) to support second order")  # (newuser10)
+    elif order == 2 and result.verdict == FAIL and (
+            through := function_through(func, args, result)):
+        text += f"\n  note: {through}"
     if raise_exception:
         raise GradcheckError(text, result)
     LOG.info("%s", text)  # False is silent, as torch's; the lines (files too) for a log reader
     return False
-
-
-_ONCE = once_differentiable(lambda ctx, g: g).__code__  # every decorated backward's wrapper
-
-
-def _once_differentiable(func: Callable, args: tuple) -> str | None:
-    """The name of a custom Function on one eager run's autograd graph of ``func(*args)``
-    whose backward is ``@once_differentiable`` (None: none is)."""
-    try:
-        with torch.enable_grad():
-            out = func(*args)
-    except Exception:  # noqa: BLE001 - a note, never a second error: the run itself went fine
-        return None
-    todo = [t.grad_fn for t in tree_leaves(out) if isinstance(t, torch.Tensor)]
-    seen: set[int] = set()
-    while todo:
-        node = todo.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        cls = getattr(node, "_forward_cls", None)
-        if getattr(getattr(cls, "backward", None), "__code__", None) is _ONCE:
-            return cls.__name__
-        todo += [f for f, _ in node.next_functions]
-    return None
 
 
 def again(func: Callable, what: str = "gradcheck") -> str:
@@ -337,7 +318,9 @@ def message(result: Result, what: str, check: str = "gradcheck", *,
         f"; {'sample 1 scales' if samples == 2 else f'samples 1..{samples - 1} scale'} each "
         "differentiated entry by a random factor in "
         f"[5/8, 11/8] (seed {seed})" if samples > 1 else ""))
-    saved = [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
+    saved = [f"  note: {n}" for n in result.notes  # a non-scalar output's cotangent, then
+             if n.startswith("the output is not a scalar")]  # the saved samples
+    saved += [f"  note: {n}" for n in result.notes if n.startswith(NOTE_HEADS)]
     return "\n".join([head, *lines] + ([f"  … and {more} more"] if more > 0 else [])
                       + shapes + [which] + saved)
 

@@ -34,7 +34,7 @@ from torch import nn
 from torch.utils._pytree import tree_leaves, tree_map
 
 from ..backends import torch as torch_backend
-from ..capture.captured import Captured, capture
+from ..capture.captured import Captured, capture, cotangent_note
 from ..capture.dropout import torch_own
 from ..capture.export import arg_names, display_name
 from ..capture.hooks import user_copy
@@ -162,7 +162,7 @@ def verify_any_module(module: nn.Module, inputs: Any, *, cfg: VerifyConfig,
         result.notes += [n for n in (note, hook_note(module, failing)) if n]
     result = by_own_names(result, own_labels(captured.slots), findings=False)  # the notes
     result.module = run
-    result.notes += run_notes(module, was_training, options, captured)
+    result.notes += run_notes(module, was_training, options, captured, cfg.seed)
     result.notes += [paths_mod.COMPILED_NOTE] if compiled else []
     result.notes += [n for n in (stop_note(captured.detached),) if n]  # (issue 18)
     return result
@@ -177,10 +177,10 @@ def fresh_around(captured: Captured, m: int, seed: int, vary: list[str]) -> dict
 
 
 def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
-              captured: Captured) -> list[str]:
+              captured: Captured, seed: int = 0) -> list[str]:
     """What the run did that the user may not assume: eval mode for a module that was in
     train mode, frozen parameters checked all the same, and a non-scalar loss (or output)
-    checked along a random cotangent."""
+    checked along a random cotangent (which one, drawn from ``seed``)."""
     notes = []
     frozen = [n for n, p in module.named_parameters() if not p.requires_grad]
     if frozen:
@@ -215,12 +215,8 @@ def run_notes(module: nn.Module, was_training: bool, options: ModuleOptions,
         notes.append(f"{len(unused)} parameter(s) do not reach the loss ({', '.join(unused[:3])}"
                      f"{' ...' if len(unused) > 3 else ''}): exact gradient 0, torch's .grad "
                      "None; if not meant, check that forward uses them")
-    shapes = [tuple(c.shape) for c in captured.cotangents if c is not None]
-    if shapes:
-        what = "the loss is" if options.loss is not None else "no loss= given and the output is"
-        notes.append(f"{what} not a scalar (shape {', '.join(map(str, shapes))}): checked along "
-                     "a random cotangent (a vector-Jacobian product; give a scalar loss, e.g. "
-                     "reduction='mean', to check the gradient itself)")
+    what = "the loss is" if options.loss is not None else "no loss= given and the output is"
+    notes += [n for n in (cotangent_note(captured.cotangents, seed, what),) if n]
     return notes
 
 

@@ -94,7 +94,9 @@ class Rounding:
             self.tiny = arb(Fraction(info.tiny).numerator) / arb(Fraction(info.tiny).denominator)
             self.fn_rel = arb(function_ulps) * 2 * self.u  # k ulps (one ulp is 2u)
         self.max = arb(info.max)
+        self._max_int = int(Fraction(float(self.max.mid())))  # the largest finite, an integer
         self.digits = info.digits
+        self._gammas: dict = {}
 
     def note(self, name: str, args: tuple, result) -> None:
         """An operation's result, seen by a watching walk (``watch``); nothing here."""
@@ -103,7 +105,11 @@ class Rounding:
         """gamma_k = k u / (1 - k u)."""
         if k <= 0:
             return arb(0)
-        return k * self.u / (1 - k * self.u)
+        key = (k, ctx.prec)  # an arb result depends on the working precision
+        g = self._gammas.get(key)
+        if g is None:
+            g = self._gammas[key] = k * self.u / (1 - k * self.u)
+        return g
 
     def widen(self, r, rel: arb, scale=None) -> arb:
         """r widened by rel * |scale| + tiny (scale: r itself unless given)."""
@@ -135,37 +141,46 @@ class Rounding:
     def exact_sum(self, terms: list) -> bool:
         """Is an order-free sum of these exact terms exact? Yes when every term is a multiple
         of 2^e (e: the smallest 2-adic exponent among them) and sum |terms| < 2^(digits+1) 2^e:
-        then every partial sum, in any order, is such a multiple within the dtype's digits."""
+        then every partial sum, in any order, is such a multiple within the dtype's digits.
+        In integers: each term m 2^x is |m| 2^(x - e) units of 2^e, summed exactly (no float
+        sum: an exact yes or no, as the widening it skips needs)."""
         if not all(t.is_exact() and t.is_finite() for t in terms):
             return False
-        parts = [t.mid().man_exp() for t in terms]
-        parts = [(int(m), int(e)) for m, e in parts if m != 0]
+        parts = [(int(m), int(x)) for m, x in (t.mid().man_exp() for t in terms) if m != 0]
         if not parts:
             return True
-        low = min(e + ((m & -m).bit_length() - 1) for m, e in parts)  # 2-adic valuations
-        total = sum(abs(Fraction(m) * Fraction(2) ** e) for m, e in parts)
-        return (total / Fraction(2) ** low < 2 ** (self.digits + 1)
-                and total <= Fraction(float(self.max.mid())))
+        low = min(x + ((m & -m).bit_length() - 1) for m, x in parts)  # 2-adic valuations
+        units = sum(abs(m) << (x - low) for m, x in parts)  # sum |terms| / 2^low, exactly
+        if units >= 1 << (self.digits + 1):
+            return False
+        return (units << low if low >= 0 else units) <= (self._max_int if low >= 0
+                                                         else self._max_int << -low)
 
     # the operations, as the generated source calls them ----------------------------------------
     def rsum(self, *terms) -> arb:
-        terms = [arb_backend._a(t) for t in terms]
+        terms = [t if type(t) is arb else arb(t) for t in terms]
         out = sum(terms, arb(0))
-        mag = sum((abs(t).upper() for t in terms), arb(0))
+        if self.exact:  # the centre: no widening (an exact sum is in range, and >= 0 where
+            r = self._check(out)  # every term is: the same ball as the branches below give)
+            return nonnegative(r) if all(t >= 0 for t in terms) else r
         if self.exact_sum(terms) if len(terms) > 2 else self.exact_point(out):
             return out  # no rounding happens (a two-term sum is one correctly rounded op)
+        mag = sum((abs(t).upper() for t in terms), arb(0))
         r = self.widen(out, self.gamma(len(terms) - 1), mag)
         # rounding is monotone: a sum of nonnegative numbers is computed nonnegative
         return nonnegative(r) if all(t >= 0 for t in terms) else r
 
     def rprod(self, rounded: int, *factors) -> arb:
-        factors = [arb_backend._a(f) for f in factors]
+        factors = [f if type(f) is arb else arb(f) for f in factors]
         if any(f.is_zero() for f in factors):  # an exact zero factor: 0 in any order; beside a
             return arb(0)  # non-finite factor a finite result can only be a masked 0 (torch's
         #                    relu/threshold backward): 0 * inf = NaN is judged as non-finite
         out = math.prod(factors, start=arb(1))
         if rounded <= 0:
             return self._check(out)
+        if self.exact:  # the centre: unwidened, as below (an exact point is in range, >= 0
+            r = self._check(out)  # where every factor is)
+            return nonnegative(r) if all(f >= 0 for f in factors) else r
         if out.is_exact() and all(f.is_exact() for f in factors) and self.exact_point(out):
             return out  # every partial product's odd part divides the product's: all exact
         r = self.widen(out, self.gamma(rounded))

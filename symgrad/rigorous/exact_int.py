@@ -86,3 +86,78 @@ def exact_integer_einsum(spec: str, operands: list, *, digits: int) -> np.ndarra
         return None
     values = np.asarray(np.einsum(spec, *floats))  # exact: G < 2^p <= 2^53 (theorem)
     return np.asarray(_ball(values), dtype=object).reshape(values.shape)
+
+
+
+def integer_rows(spec: str, ops: list) -> np.ndarray | None:
+    """Over a batch (each operand's and the output's first letter the same, and more than one
+    sample): which samples' operands are all exact integer balls, when some are (else None).
+    A broadcast operand's entries are read once; a look at each sample's first entry turns
+    float rows away cheaply.
+
+    >>> x = np.array([[arb(0), arb(2)], [arb(0.5), arb(1)]], dtype=object)
+    >>> hot = np.broadcast_to(np.array([[arb(1), arb(0)]], dtype=object), (2, 2))
+    >>> integer_rows("bi,bi->b", [x, hot]).tolist()
+    [True, False]
+    """
+    ins, _, out = spec.partition("->")
+    terms = ins.split(",")
+    n = np.shape(ops[0])[0] if np.ndim(ops[0]) else 0
+    if (n < 2 or not out or any(not t or t[0] != out[0] for t in terms)
+            or any(np.shape(o)[0] != n for o in ops)):
+        return None
+    rows = np.ones(n, bool)
+    cores = [stored_entries(np.asarray(o, dtype=object)) for o in ops]
+    for c in cores:
+        flat = c.reshape(c.shape[0], -1)
+        if flat.shape[1]:
+            rows &= np.asarray(_is_int(flat[:, 0]), dtype=bool)  # (1 or n,): broadcast
+        if not rows.any():
+            return None
+    for c in cores:
+        at = np.flatnonzero(rows) if c.shape[0] == n else np.array([0])
+        whole = np.asarray(_is_int(c[at].reshape(len(at), -1)), dtype=bool)
+        good = whole.all(axis=1) if whole.size else np.ones(len(at), bool)
+        if c.shape[0] == n:
+            rows[at] = good
+        elif not good[0]:
+            return None
+        if not rows.any():
+            return None
+    return rows
+
+
+def exact_integer_rows(spec: str, operands: list, rows: np.ndarray, *, digits: int
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """``exact_integer_einsum`` of some samples of a batch, each apart (the spec's first letter
+    on every operand and the output; those samples' operand entries all exact integer balls):
+    each sample's G checked alone, as its own walk does (every intermediate carries the batch
+    letter, so it feeds only its own sample's entries: the theorem holds sample by sample).
+
+    Arguments:
+        spec, digits: as ``exact_integer_einsum``.
+        operands: object arrays of ``arb``, their first axis the batch (broadcast or not).
+        rows: the samples (indices on the batch axis) to take.
+    Returns:
+        (ok, values): per sample of ``rows`` whether its einsum is exact, and those exact
+        results (an object array of exact ``arb``, the ``ok`` samples' only).
+
+    >>> hot = np.array([[arb(0), arb(1)], [arb(1), arb(0)]], dtype=object)
+    >>> big = np.array([[arb(3), arb(5)], [arb(2 ** 30), arb(7)]], dtype=object)
+    >>> ok, values = exact_integer_rows("bi,bi->b", [hot, big], np.array([0, 1]), digits=23)
+    >>> ok.tolist(), values.tolist()
+    ([True, False], [5.00000000000000])
+    """
+    floats = []
+    for op in operands:
+        core = stored_entries(np.asarray(op, dtype=object))  # a broadcast entry read once
+        f = np.asarray(_mid(core), dtype=np.float64).reshape(core.shape)
+        floats.append(np.broadcast_to(f, np.shape(op))[rows])
+    limit = 2.0 ** (min(digits, 52) + 1)
+    with np.errstate(all="ignore"):
+        bound = np.asarray(np.einsum(spec, *[np.maximum(np.abs(f), 1.0) for f in floats]))
+        values = np.asarray(np.einsum(spec, *floats))
+    n = values.shape[0]
+    ok = bound.reshape(n, -1).max(axis=1, initial=0.0) < limit
+    kept = values[ok]
+    return ok, np.asarray(_ball(kept), dtype=object).reshape(kept.shape)

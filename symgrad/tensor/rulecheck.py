@@ -109,7 +109,8 @@ class RuleCheck:
             c = rejudge(c, kinks, hi, lo, got, Eb, tol, enclosure)
         c = mark_doubt(mark_singular(c, enclosure), self.certificate(np.asarray(Eb[0])))
         if np.isin(c.status[:, 0], (MISMATCH, SUSPECT)).any():  # the value departs: the code
-            return None  # computes another function in float64 (a dtype's eps, finfo): no check
+            self.seen.setdefault(name, Seen())["rule_check_off"] = OFF_VALUE  # computes another
+            return None  # function in float64 (a dtype's eps, finfo): no check (said: OFF_VALUE)
         judged = np.isin(comp.status, (OK, LOSS)) | _within(comp)  # entries it may prove
         judged[self.skip_rows] = False
         self.seen.setdefault(name, Seen())["rule_check"] = _Later(
@@ -138,6 +139,12 @@ class RuleCheck:
                            cause=f"{f.cause + ' — ' if f.cause else ''}the backward rule, seen "
                                  f"in float64 ({dtype} rounds the error away here)")
         return [said(f) if f.backend in self.dtypes else f for f in failures]
+
+
+OFF_VALUE = ("the float64 rule check did not run: your code's loss value in float64 departs "
+             "from the exact one beyond float64's allowance (a constant or table computed in "
+             "the run's dtype, finfo(dtype).eps, a cast), so its float64 gradient is of "
+             "another function")
 
 
 class _Later:

@@ -419,3 +419,22 @@ def test_an_order_2_failure_through_a_custom_function_names_it():
                                                 r"\(Hv:z\) flows through the custom "
                                                 r"autograd.Function '_TanhDetached'"):
         sg.gradgradcheck(lambda z: _TanhDetached.apply(z) * z, (z,))
+
+
+def test_gradgradcheck_of_a_module_names_the_function_once():
+    """A module's failing double backward through a custom Function: one note, order 2's
+    (the order-1 note, "every failing gradient", was added beside it: the lead, merging
+    newuser13's module note with polish19's order-2 note)."""
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2, dtype=torch.float64)
+
+        def forward(self, x):
+            return _TanhDetached.apply(self.fc(x)).sum()
+    torch.manual_seed(0)
+    with pytest.raises(sg.GradcheckError) as caught:
+        sg.gradgradcheck(Net(), (torch.randn(4, 3, dtype=torch.float64),))
+    text = str(caught.value)
+    assert "note: every failing Hessian-vector product" in text, text
+    assert "every failing gradient" not in text, text

@@ -207,7 +207,8 @@ def _check(order: int, func: Callable, inputs, dtype, samples: int, seed: int,
     if isinstance(func, torch.nn.Module) and result.verdict == FAIL and (  # a weight's hook
             failing := failing_blocks(result)):  # (newuser9); the custom Function they flow
         with torch.random.fork_rng(devices=[]), _mode(func, func.training):  # through, as
-            fn_note = function_note(upstream_of_functions(func, tuple(args), None, ()), failing)
+            fn_note = function_note(upstream_of_functions(func, tuple(args), None, ()),
+                                    failing) if order == 1 else None  # (order 2's: below)
         text += "".join(f"\n  note: {n}" for n in (hook_note(func, failing), fn_note) if n)
     if held:
         text += f"\n  note: {closed_note('the function', held)}"

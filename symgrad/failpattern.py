@@ -104,4 +104,6 @@ def _factor(rel: float) -> str:
 def _why(rel: float) -> str:
     if abs(rel + 2) < 1e-3:
         return " (the sign flipped)"
+    if rel == -1.0:  # got 0 where the exact is not: nothing reached it
+        return " (got 0: a term dropped or a factor detached, as a missing backward gives)"
     return " (one constant factor, as a scaled backward gives)"

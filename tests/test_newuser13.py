@@ -211,3 +211,14 @@ def test_a_large_one_step_model_says_how_to_get_layers():
     assert ONE_STEP in sg.explain(big).markdown()
     w = sp.Symbol("w")
     assert ONE_STEP not in sg.explain(sg.Model("sq", w ** 2, params=[w])).markdown()
+
+
+def test_a_gradient_of_zero_reads_as_a_missing_backward():
+    """got = 0 everywhere the exact is not (a detached factor): "exact x 0" said what, not why
+    (the lead, gradgradcheck of a detached tanh')."""
+    exact = np.array([[1.0, 2.0, -4.0], [1.0, 3.0, 5.0]])
+    status = np.full(exact.shape, MISMATCH)
+    comp = type("C", (), dict(status=status, got=0 * exact, expected=exact, reduced=False))
+    assert block_lines(comp, [("w", 1, 3)], ["value", "d/dw[0]", "d/dw[1]"]) == [
+        "w: 4 failing entries (2 of its 2 entries, at 2 of 2 samples): got = exact x 0 at every "
+        "one (got 0: a term dropped or a factor detached, as a missing backward gives)"]

@@ -75,7 +75,7 @@ from ..parallel import by_pieces
 from ..rounding import NEAR_TIE
 from . import hitrows
 from .interpret import RULES as VALUE_RULES
-from .fused import einsum_total, live
+from .fused import einsum_total, fuses, live
 from .memorder import cut
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
@@ -103,12 +103,13 @@ def _b_einsum(node, vals, errs, value, count):
         alpha = _own(node, count, value, vals.n0)[0]
         return _with_value(vals.rows_pair(value, a, alpha)[0], b, value)
     A = vals.contraction() if live(a) else None
-    terms = [vals.term(i, "error") for i, e in enumerate(errs) if live(e)]  # einsum(.. E_i ..)
-    total = einsum_total(A, a, terms, value, b)  # one pass (``fused``); None: numpy's steps
-    if total is None:
+    ones = [i for i, e in enumerate(errs) if live(e)]  # einsum(|x_1| .. E_i .. |x_k|) added
+    terms = [vals.term(i, "error") for i in ones] if fuses(A, ones, b) else None
+    total = einsum_total(A, a, terms, value, b) if terms else None  # one pass (``fused``)
+    if total is None:  # numpy's steps, a term at a time
         total = _times(A, a) if A is not None else 0.0
-        for term in terms:
-            total = _plus(total, term)
+        for q, i in enumerate(ones):
+            total = _plus(total, terms[q] if terms else vals.term(i, "error"))
         total = _with_value(total, b, value)
     return np.broadcast_to(total, np.shape(value))
 
@@ -191,17 +192,17 @@ def _s_einsum(node, vals, sig, value, count, n0):
     A = vals.contraction() if live(alpha) else None
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
     ones = [i for i, s in enumerate(sig) if live(s)]
-    sq = vals.squares if ones else None
-    quads = [VALUE_RULES["einsum"](node, _T, sq[:i] + [sig[i] * sig[i]] + sq[i + 1:], None)
-             for i in ones]  # einsum(x_1^2 .. sigma_i^2 .. x_k^2)
-    linear = [vals.term(i, "sigma") for i in ones] if long else None  # einsum(.. sigma_i ..)
-    total = None if long else einsum_total(A, alpha, quads, value, beta, quads=True)
+    def quad(i: int) -> np.ndarray:  # einsum(x_1^2 .. sigma_i^2 .. x_k^2)
+        sq = vals.squares
+        return VALUE_RULES["einsum"](node, _T, sq[:i] + [sig[i] * sig[i]] + sq[i + 1:], None)
+    quads = [quad(i) for i in ones] if not long and fuses(A, ones, beta) else None
+    total = einsum_total(A, alpha, quads, value, beta, quads=True) if quads else None
     if total is None:  # numpy's steps (a quadrature's squares underflowed: re-formed)
         total = _times(A, alpha) if A is not None else 0.0
-        for q, (i, quad) in enumerate(zip(ones, quads)):
-            quad = root_or_linear(quad, lambda i=i: vals.term(i, "sigma"))
-            total = _plus(total, np.maximum(quad, linear[q] / np.sqrt(n0), out=quad)
-                          if long else quad)
+        for q, i in enumerate(ones):
+            r = root_or_linear(quads[q] if quads else quad(i), lambda i=i: vals.term(i, "sigma"))
+            total = _plus(total, np.maximum(r, vals.term(i, "sigma") / np.sqrt(n0), out=r)
+                          if long else r)  # einsum(.. sigma_i ..) / sqrt(n0) at least
         total = _with_value(total, beta, value)
     if isinstance(total, np.ndarray) and total.shape == np.shape(value):
         return total  # the rule's own array: writeable (``_at_most`` may reuse it)

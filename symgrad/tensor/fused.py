@@ -62,8 +62,8 @@ def live(x) -> bool:
     if not isinstance(x, np.ndarray) or x.dtype != np.float64 or x.size == 0:
         return bool(np.any(x))
     x = x[tuple(slice(0, 1) if s == 0 else slice(None) for s in x.strides)]
-    flat = _flat(x)
-    return bool(np.any(x)) if flat is None else bool(_any_nonzero(flat))
+    flat = _flat(x) if x.size >= FUSE_FROM else None  # a small one: numpy's (and no kernel
+    return bool(np.any(x)) if flat is None else bool(_any_nonzero(flat))  # in a small run)
 
 
 def _flat(x: np.ndarray) -> np.ndarray | None:
@@ -99,6 +99,17 @@ def _two(A, a, sa, R0, R1, quad, out):  # pragma: no cover - compiled
         for i in range(out.size):
             out[i] = (A[i] * a[i] + R0[i]) + R1[i]
     return not low
+
+
+def fuses(A, ones: list, b) -> bool:
+    """Whether ``einsum_total`` may take an einsum: its contraction ``A`` added (not None),
+    two live terms (``ones``: their operands), no |v| term (``b`` 0), ``FUSE_FROM`` entries;
+    the rule forms its terms for it then, else one at a time (its memory as before).
+
+    >>> fuses(np.ones(1 << 16), [0, 1], 0.0), fuses(np.ones(1 << 16), [0, 1], 2.0)
+    (True, False)
+    """
+    return A is not None and len(ones) == 2 and A.size >= FUSE_FROM and not live(b)
 
 
 def einsum_total(A, a, terms: list, value, b, *, quads: bool = False) -> np.ndarray | None:

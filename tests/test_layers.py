@@ -61,7 +61,8 @@ FLOORS: list[tuple[str, tuple[str, ...]]] = [
         "backends", "precise", "tensor.tables", "tensor.views",
         "tensor.steps", "tensor.exact")),
     ("bounds: rigorous, kinks, departures", (
-        "rigorous", "tensor.quadrature", "tensor.operands", "tensor.einpieces", "tensor.ownround",
+        "rigorous", "tensor.quadrature", "tensor.fused", "tensor.operands", "tensor.einpieces",
+        "tensor.ownround",
         "tensor.bound",
         "tensor.mapbound", "tensor.nonzero",
         "tensor.hitrows", "tensor.spotcheck",

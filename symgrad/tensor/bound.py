@@ -75,6 +75,7 @@ from ..parallel import by_pieces
 from ..rounding import NEAR_TIE
 from . import hitrows
 from .interpret import RULES as VALUE_RULES
+from .fused import einsum_total, fuses, live
 from .memorder import cut
 from .mapbound import TIE, b_map as _b_map, both as map_both, s_map as _s_map
 from .operands import Operands, plus as _plus
@@ -84,7 +85,7 @@ from .ownround import (additions as _additions, einsum_terms as _einsum_terms,
 from .quadrature import root, root_or_linear
 from .recompute import plan
 from .nonzero import NONZERO_RULES, leaf_nonzero
-from .operands import OneSampleOps, gemm_threads, times as _times
+from .operands import OneSampleOps, SharedLeaves, gemm_threads, times as _times
 
 _T = OneSampleOps()
 MODES = ("worst", "probabilistic")
@@ -101,11 +102,16 @@ def _b_einsum(node, vals, errs, value, count):
     if count is None and vals.in_rows() is not None:  # a large GEMM: E, sigma in row blocks
         alpha = _own(node, count, value, vals.n0)[0]
         return _with_value(vals.rows_pair(value, a, alpha)[0], b, value)
-    total = _times(vals.contraction(), a) if np.any(a) else 0.0
-    for i, e in enumerate(errs):
-        if np.any(e):  # einsum(|x_1| .. E_i .. |x_k|)
-            total = _plus(total, vals.term(i, "error"))
-    return np.broadcast_to(_with_value(total, b, value), np.shape(value))
+    A = vals.contraction() if live(a) else None
+    ones = [i for i, e in enumerate(errs) if live(e)]  # einsum(|x_1| .. E_i .. |x_k|) added
+    terms = [vals.term(i, "error") for i in ones] if fuses(A, ones, b) else None
+    total = einsum_total(A, a, terms, value, b) if terms else None  # one pass (``fused``)
+    if total is None:  # numpy's steps, a term at a time
+        total = _times(A, a) if A is not None else 0.0
+        for q, i in enumerate(ones):
+            total = _plus(total, terms[q] if terms else vals.term(i, "error"))
+        total = _with_value(total, b, value)
+    return np.broadcast_to(total, np.shape(value))
 
 
 def _b_sum(node, vals, errs, value, count):
@@ -183,18 +189,21 @@ def _s_einsum(node, vals, sig, value, count, n0):
     if count is None and vals.in_rows() is not None:
         a = _own(node, count, value, None)[0]
         return _with_value(vals.rows_pair(value, a, alpha)[1], beta, value)
-    total = _times(vals.contraction(), alpha) if np.any(alpha) else 0.0
+    A = vals.contraction() if live(alpha) else None
     long = _einsum_terms(node) > n0  # beyond n0 terms, at least worst / sqrt(n0)
-    for i, s in enumerate(sig):
-        if np.any(s):
-            sq = vals.squares
-            quad = root_or_linear(VALUE_RULES["einsum"](node, _T, sq[:i] + [s * s] + sq[i + 1:],
-                                                        None), lambda i=i: vals.term(i, "sigma"))
-            if long:
-                linear = vals.term(i, "sigma")  # einsum(|x_1| .. sigma_i .. |x_k|)
-                quad = np.maximum(quad, linear / np.sqrt(n0), out=quad)
-            total = _plus(total, quad)
-    total = _with_value(total, beta, value)
+    ones = [i for i, s in enumerate(sig) if live(s)]
+    def quad(i: int) -> np.ndarray:  # einsum(x_1^2 .. sigma_i^2 .. x_k^2)
+        sq = vals.squares
+        return VALUE_RULES["einsum"](node, _T, sq[:i] + [sig[i] * sig[i]] + sq[i + 1:], None)
+    quads = [quad(i) for i in ones] if not long and fuses(A, ones, beta) else None
+    total = einsum_total(A, alpha, quads, value, beta, quads=True) if quads else None
+    if total is None:  # numpy's steps (a quadrature's squares underflowed: re-formed)
+        total = _times(A, alpha) if A is not None else 0.0
+        for q, i in enumerate(ones):
+            r = root_or_linear(quads[q] if quads else quad(i), lambda i=i: vals.term(i, "sigma"))
+            total = _plus(total, np.maximum(r, vals.term(i, "sigma") / np.sqrt(n0), out=r)
+                          if long else r)  # einsum(.. sigma_i ..) / sqrt(n0) at least
+        total = _with_value(total, beta, value)
     if isinstance(total, np.ndarray) and total.shape == np.shape(value):
         return total  # the rule's own array: writeable (``_at_most`` may reuse it)
     return np.broadcast_to(total, np.shape(value))
@@ -322,7 +331,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
     errs: dict[int, np.ndarray] = {}
     sigs: dict[int, np.ndarray] = {}
     nonzero: dict[int, np.ndarray | None] = {}
-    shared: dict = {}  # |x| and |x|^2 of leaves, read by several nodes (``Operands``)
+    shared = SharedLeaves(walk.steps)  # |x|, |x|^2 of leaves read close together
     hits: dict[int, tuple] = {}  # a scatter's hit rows: E and sigma are 0 on every other row
     n = max(np.shape(v)[0] for v in leaves.values())
     done = 0
@@ -368,6 +377,7 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                     sigs[node.id] = SIGMA_RULES[node.op](node, args, [sigs[a.id] for a in
                                                                       node.args],
                                                          vals[node.id], counts, sqrt_terms)
+            shared.after(i, node)
         for a in walk.frees[i]:  # no later step reads these: an output's E is final
             if a.id in errs:
                 if a.id in out_ids:  # the output's E now; its working arrays go (GPT-2: the
@@ -384,8 +394,6 @@ def _walk(outputs, leaves, *, progress, mode, sigmas, sqrt_terms, exact_zeros,
                         final[a.id] = None
                 for d in (vals, errs, sigs, nonzero, hits):
                     d.pop(a.id, None)
-                shared.pop(("abs", a.id), None)  # a leaf's |x| and square, once no node reads it
-                shared.pop(("squares", a.id), None)
         done += not walk.again[i]  # a recomputed node counts once
         if progress is not None and not walk.again[i]:
             progress(done, walk.walked)

@@ -28,6 +28,7 @@ from ..parallel import each, serial
 from ..precise.walk import blocks
 from ..rounding import NEAR_TIE, error_source
 from .derive import torch_body
+from .fused import live as alive, map_pair
 from .memorder import cut, in_order, memory_order, strides_of
 from .program import X
 from .quadrature import hypot
@@ -244,7 +245,7 @@ def s_map(node, vals, sig, value, count, n0):
     code instead of 1 + m: per-call overhead is most of a small program's bound)."""
     k = len(vals)
     fn = map_bound_fn(node.attrs["expr"], k, sharing(np.size(value)))
-    live = [i for i, s in enumerate(sig) if np.any(s)]
+    live = [i for i, s in enumerate(sig) if alive(s)]
     with np.errstate(all="ignore"):
         if live and (len(live) + 1) * np.size(value) <= STACK_UP_TO:
             out = _stacked(fn, vals, sig, live)
@@ -325,7 +326,7 @@ def both(node, vals, errs, sig, value) -> tuple[np.ndarray, np.ndarray] | None:
     transposed output read by ``x0 + x1``) moves its last bits. A small map (``STACK_UP_TO``)
     is one stacked call as before; a larger one goes in blocks only where every operand is in
     C order (its E, sigma then C-ordered either way)."""
-    live = [i for i, s in enumerate(sig) if np.any(s)]
+    live = [i for i, s in enumerate(sig) if alive(s)]
     m = len(live)
     if (m + 2) * np.size(value) > STACK_UP_TO:
         return _in_blocks(node, vals, errs, sig, value, live)
@@ -364,12 +365,16 @@ def _in_blocks(node, vals, errs, sig, value, live: list
         v, e, s = ([cut(a, idx, inner) for a in arrays] for arrays in (vals, errs, sig))
         out = _stacked(fn, v, s, live, worst=e, tie=tie, zeros=True)
         extra = torch_form(node, v)
+        if map_pair(out, m, extra, E[idx], S[idx]):  # one pass, NaN as inf (``fused``)
+            return
         np.add(out[0], extra, out=E[idx])
         total = _quadrature(out[1], (out[q] - out[1] for q in range(2, m + 2)))
         np.add(total, extra, out=S[idx])
+        unfused.append(idx)
+    unfused: list = []
     with np.errstate(all="ignore"):
         each(block, blocks(inner, max(1, PAIR_BLOCK // (m + 2))))
-    for x in (E, S):  # NaN (the bound undefined) as inf
+    for x in (E, S) if unfused else ():  # NaN (the bound undefined) as inf
         np.copyto(x, np.inf, where=np.isnan(x))
     if order == tuple(range(nd)):
         return E, S

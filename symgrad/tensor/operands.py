@@ -19,6 +19,7 @@ True
 
 from __future__ import annotations
 
+import bisect
 import string
 import threading
 from contextlib import nullcontext
@@ -32,6 +33,7 @@ from ..precise.blas_threads import one_thread
 from . import device_gemm
 from .device_gemm import np_einsum
 from .einpieces import in_pieces
+from .fused import live
 from .interpret import RULES as VALUE_RULES
 from .program import Node
 from .quadrature import root_or_linear
@@ -187,8 +189,8 @@ class Operands(list):
             shape, sig = np.shape(value), self._sigmas
             axis = 1 + self.node.attrs["spec"].split("->")[1].index(letter)
             E, S = np.empty(shape), (np.empty(shape) if sig is not None else None)
-            live_e = [i for i, e in enumerate(self._errors) if np.any(e)]
-            live_s = [i for i, s in enumerate(sig) if np.any(s)] if sig is not None else []
+            live_e = [i for i, e in enumerate(self._errors) if live(e)]
+            live_s = [i for i, s in enumerate(sig) if live(s)] if sig is not None else []
             gemm = (self._einsum if blas_threads.current() == 1 else self._one_gemm)  # each
             #  block's GEMMs on one BLAS thread side by side, or one at a time on the BLAS's own
             mags, squares = self.magnitudes, (self.squares if live_s else None)  # formed once
@@ -264,15 +266,45 @@ class Operands(list):
             for i in (0, 1):
                 other = self[1 - i]
                 keys = [(None, "abs")]
-                if np.any(self._errors[i]):
+                if live(self._errors[i]):
                     keys.append((i, "error"))
-                if self._long and self._sigmas is not None and np.any(self._sigmas[i]):
+                if self._long and self._sigmas is not None and live(self._sigmas[i]):
                     keys.append((i, "sigma"))
                 if (len(keys) > 1 and np.size(other) >= max(STACK_FROM, out)
                         and _free(self.node, i) >= 2 and _free(self.node, 1 - i) >= 2):
                     return i, keys
             return None, []
         return self.once("stack", make)
+
+
+SHARE_WITHIN = 48  # walk steps within which a leaf's next reader shares its |x| and |x|^2
+
+
+class SharedLeaves(dict):
+    """|x| and |x|^2 of leaf operands (``Operands``' ``shared``) kept for the walk's next node
+    that reads the leaf within ``SHARE_WITHIN`` steps, dropped after a node whose leaf's next
+    reader is further on (or none): GPT-2's head matrix is read by the logits and, 32 steps
+    on, by their gradient (its |x| and square formed once), while a layer's weights are read
+    by its forward and, hundreds of steps on, its backward: kept between, every layer's |W|
+    and W^2 were held at once (12 layers: 1.4 GB, each page faulted in fresh), re-formed
+    they take the heap's freed blocks again. The same bits either way."""
+
+    def __init__(self, steps: list):
+        super().__init__()
+        self._readers: dict = {}
+        for i, node in enumerate(steps):
+            for a in node.args:
+                if a.op in ("param", "input", "const"):
+                    self._readers.setdefault(a.id, []).append(i)
+
+    def after(self, i: int, node: Node) -> None:
+        """Drop the shares of step ``i``'s (``node``'s) leaves read next beyond the window."""
+        for a in node.args:
+            at = self._readers.get(a.id)
+            k = bisect.bisect_right(at, i) if at else 0
+            if at and (k == len(at) or at[k] - i > SHARE_WITHIN):
+                self.pop(("abs", a.id), None)
+                self.pop(("squares", a.id), None)
 
 
 _GEMM = threading.Lock()  # one ``rows_pair`` GEMM at a time (``Operands._one_gemm``)

@@ -41,3 +41,34 @@ def test_annihilators_unchanged_by_sharing():
     body = x0 * sp.exp(x1) * x2 + x2 ** 2 * sp.Max(x1, 0)
     assert zeros.annihilators(body, 3) == (2,)
     zeros._CACHE.clear()
+
+
+def test_a_product_with_an_infinity_is_answered_without_simplify(monkeypatch):
+    """x0/x1 at x1 = 0 is zoo*x0 (infinite or NaN everywhere, never 0): not an annihilator,
+    the answer simplify gives, now without the process's first simplify (it imports
+    sympy.physics.units); a body that needs simplify still gets it."""
+    bodies = [x0 / x1, x0 * x2 / x1, x0 / (x1 * x2)]
+    for body in bodies:
+        at = body.subs(x1, 0)
+        assert zeros._never_zero(at) and sp.simplify(at) != 0  # simplify's answer: not 0
+    assert not zeros._never_zero(x0 * (x2 + x1)) and not zeros._never_zero(x0 + x1)
+    calls = []
+
+    def refuse(e, *a, **k):
+        calls.append(e)
+        return sp.Integer(0)  # a wrong answer, should it be asked
+    monkeypatch.setattr(zeros.sp, "simplify", refuse)
+    zeros._CACHE.clear()
+    assert [zeros.annihilators(b, 3) for b in bodies] == [(0,), (0, 2), (0,)]
+    # GPT-2's bound reaches the substitution with the probes undecided (x0/x1 and
+    # -x0*x1/x2**2 there): the infinite product is answered before simplify
+    monkeypatch.setattr(zeros, "_nonzero_somewhere", lambda e, fixed: False)
+    assert not zeros._vanishes_with(x0 / x1, x1)
+    assert not zeros._vanishes_with(-x0 * x1 / x2 ** 2, x2)
+    assert calls == []
+    identity = x0 * x2 + (sp.sin(x1) ** 2 + sp.cos(x1) ** 2 - 1)  # 0 at x0 = 0 only by simplify
+    assert zeros.annihilators(identity, 3, among=[0]) == (0,) and len(calls) == 1
+    monkeypatch.undo()
+    zeros._CACHE.clear()
+    assert zeros.annihilators(identity, 3, among=[0]) == (0,)  # sympy's own simplify too
+    zeros._CACHE.clear()

@@ -23,6 +23,7 @@ from .. import functions
 from ..codegen import Target
 from ..capture.usercode import user_error
 from ..errors import SymgradError
+from .flat import flat_empty
 from .torch_grads import backward_into
 
 TORCH_DTYPES = {"float64": torch.float64, "float32": torch.float32,
@@ -267,7 +268,7 @@ def _flatten(value, grads: list, n) -> np.ndarray:
     into one array, each block's tensor released from ``grads`` once copied (no second
     whole-model copy: GPT-2's gradients are 1.3 GB in float64)."""
     widths = [int(g[0].numel()) if n else 0 for g in grads]
-    out = np.empty((n, 1 + sum(widths)))
+    out = flat_empty((n, 1 + sum(widths)))  # inside reused_flat: a freed backend's array
     out[:, 0] = value.detach().reshape(n).to("cpu", torch.float64).numpy()
     col = 1
     for k, w in enumerate(widths):
@@ -287,7 +288,7 @@ def _loop(per_sample, params, inputs, n, name="torch_fn", names=()) -> np.ndarra
     arguments' names, parameters first)."""
     widths = [int(p[0].numel()) if n else 0 for p in params]
     spans = [(1 + sum(widths[:k]), 1 + sum(widths[:k + 1])) for k in range(len(widths))]
-    out = np.empty((n, 1 + sum(widths)))
+    out = flat_empty((n, 1 + sum(widths)))  # inside reused_flat: a freed backend's array
     check = ("its code against those shapes (one sample each, no batch dimension: the "
              "model's block shapes)")
     for i in range(n):

@@ -18,6 +18,7 @@ import numpy as np
 
 from .. import causes
 from ..backends import torch as torch_backend
+from ..backends.flat import reused_flat
 from ..backends.float64 import Float64Runs, reruns64
 from ..backends.torch import exact_math
 from ..compare import STATUS_NAMES, Comparison, allowance, mark_singular
@@ -164,48 +165,49 @@ def verify_tensor(model: TensorModel, *, torch_fn: Callable | None, cfg: VerifyC
     runs: dict[str, BackendRun] = {}
     comparisons: dict[str, Comparison] = {}
     keys: dict[str, tuple] = {}  # backend -> (user bound?, dtype): its allowance's inputs
-    for i, backend in enumerate(plan):  # each run, compared, summarised before the next runs
-        with _phase(backend.name, cfg, timings, f"{backend.name}_s"):
-            got, runs[backend.name] = backend.run()
-        with _phase("compare", cfg, timings, "compare_s"):
-            name, dt, Eb = backend.name, backend.dtype, E_of(backend.name)
-            key = (name not in OWN_BACKENDS and textbook is not None, dt)
-            if not big and key not in enclosures:
-                enclosures[key] = tensor_enclosure(
-                    model, sub, hi, lo, dt, cfg.tolerance.function_ulps,
-                    textbook=textbook if key[0] else None)
-            got = got if len(subset) == n else got[subset]
-            # a large comparison's ULPs and allowances recomputed where read, not held
-            deferred = (kinks is None and enclosures.get(key) is None
-                        and got.size >= STREAM_FROM)
-            comp = compare_compact(hi, lo, got, Eb, backend=name, dtype=dt, tol=cfg.tolerance,
-                                   rigorous=enclosures.get(key), deferred=deferred,
-                                   scan=summary_scan(got.shape, blocks) if deferred else None,
-                                   allowed_ulps=shared_allowance(key, {
-                                       b: (keys[b], c) for b, c in comparisons.items()}))
-            keys[name] = key
-            if kinks is not None:
-                comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
-            comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
-            del got
-            rerun = not big and dt != "float64" and reruns64(name, torch_fn, extra or {})
-            comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=rerun)
-            ruled = rules(name, dt, comp, hi, lo, Eb, kinks, rerun=rerun)  # float64 rule check
-            del Eb
-        comp = quick.mark(name, comp)  # a large model's suspicions: a fresh sample decides
-        if quick.waits(name, comp):  # kept for the confirmation: its figures as arrays
-            comp = kept_whole(comp)
-        comparisons[name] = comp
-        needed = [b.name for b in plan[i + 1:]] + [
-            n for n, c in comparisons.items() if quick.waits(n, c)]
-        bounds.drop(needed)  # and the oracle's low part once nothing is left to compare
-        lo = lo if needed else None
-        if not quick.waits(name, comp):
-            comparisons[name] = finish(name, comp)
-        del comp
-        if ruled:  # what it proves: a backend of its own (symgrad.tensor.rulecheck)
-            runs[ruled[0]], keys[ruled[0]] = ruled[1], (True, "float64")
-            comparisons[ruled[0]] = finish(ruled[0], ruled[2])
+    with reused_flat():  # torch_fn writes into the torch view's array once it is free
+        for i, backend in enumerate(plan):  # each run, compared, summarised before the next runs
+            with _phase(backend.name, cfg, timings, f"{backend.name}_s"):
+                got, runs[backend.name] = backend.run()
+            with _phase("compare", cfg, timings, "compare_s"):
+                name, dt, Eb = backend.name, backend.dtype, E_of(backend.name)
+                key = (name not in OWN_BACKENDS and textbook is not None, dt)
+                if not big and key not in enclosures:
+                    enclosures[key] = tensor_enclosure(
+                        model, sub, hi, lo, dt, cfg.tolerance.function_ulps,
+                        textbook=textbook if key[0] else None)
+                got = got if len(subset) == n else got[subset]
+                # a large comparison's ULPs and allowances recomputed where read, not held
+                deferred = (kinks is None and enclosures.get(key) is None
+                            and got.size >= STREAM_FROM)
+                comp = compare_compact(hi, lo, got, Eb, backend=name, dtype=dt, tol=cfg.tolerance,
+                                       rigorous=enclosures.get(key), deferred=deferred,
+                                       scan=summary_scan(got.shape, blocks) if deferred else None,
+                                       allowed_ulps=shared_allowance(key, {
+                                           b: (keys[b], c) for b, c in comparisons.items()}))
+                keys[name] = key
+                if kinks is not None:
+                    comp = rejudge(comp, kinks, hi, lo, got, Eb, cfg.tolerance, enclosures.get(key))
+                comp = mark_open(mark_doubt(mark_singular(comp, enclosures.get(key)), doubt), rewrite)
+                del got
+                rerun = not big and dt != "float64" and reruns64(name, torch_fn, extra or {})
+                comp = block_tests(comp, hi, lo, Eb, blocks, cfg.tolerance, rerun=rerun)
+                ruled = rules(name, dt, comp, hi, lo, Eb, kinks, rerun=rerun)  # float64 rule check
+                del Eb
+            comp = quick.mark(name, comp)  # a large model's suspicions: a fresh sample decides
+            if quick.waits(name, comp):  # kept for the confirmation: its figures as arrays
+                comp = kept_whole(comp)
+            comparisons[name] = comp
+            needed = [b.name for b in plan[i + 1:]] + [
+                n for n, c in comparisons.items() if quick.waits(n, c)]
+            bounds.drop(needed)  # and the oracle's low part once nothing is left to compare
+            lo = lo if needed else None
+            if not quick.waits(name, comp):
+                comparisons[name] = finish(name, comp)
+            del comp
+            if ruled:  # what it proves: a backend of its own (symgrad.tensor.rulecheck)
+                runs[ruled[0]], keys[ruled[0]] = ruled[1], (True, "float64")
+                comparisons[ruled[0]] = finish(ruled[0], ruled[2])
     timings["rigorous_s"] = sum(e.seconds for e in enclosures.values())
     if any(quick.waits(n, c) for n, c in comparisons.items()):
         with _phase("confirm", cfg, timings, "confirm_s"):

@@ -17,6 +17,7 @@ from typing import Callable, Mapping
 
 import numpy as np
 
+from ..backends.flat import flat_empty
 from ..backends.torch_grads import backward_into
 from ..heap import give_back, unless_kept
 from ..backends.torch import exact_math
@@ -122,7 +123,7 @@ def torch_view(model: TensorModel, values: Mapping[str, np.ndarray], *, dtype: s
         else:
             leaves[b.name] = v if b.node.integer else table.asarray(v)
     n = _n(values)
-    out = np.empty((n, 1 + model.n_parameters))
+    out = flat_empty((n, 1 + model.n_parameters))  # inside reused_flat: a freed backend's
     with exact_math():
         hook = getattr(model, "torch_loss", None)  # order 2: torch's double backward (hvp.py)
         (loss,) = [hook(table, leaves)] if hook else evaluate([model.loss], table, leaves)

@@ -112,9 +112,21 @@ def _vanishes_with(expr: sp.Expr, x: sp.Symbol) -> bool:
         return False
     try:  # sympy cannot always substitute (a Piecewise or a lookup folds to a bad type):
         at = expr.subs(x, 0)  # then no exact zero is claimed, which only widens the bound
-        return at == 0 or sp.simplify(at) == 0
+        return at == 0 or (not _never_zero(at) and sp.simplify(at) == 0)
     except (TypeError, ValueError, ArithmeticError):
         return False
+
+
+_NOT_FINITE = (sp.S.ComplexInfinity, sp.S.Infinity, sp.S.NegativeInfinity, sp.S.NaN)
+
+
+def _never_zero(e: sp.Expr) -> bool:
+    """``e`` is an infinity or NaN, or a product with one as a factor (``x0/x1`` at x1 = 0 is
+    ``zoo*x0``: GPT-2's bound asks about two such bodies): at every point its value is an
+    infinity or NaN (zoo * 0 is NaN), never 0, so ``simplify`` (when right) does not show it 0
+    either; its answer without the process's first ``simplify``, which imports
+    ``sympy.physics.units``."""
+    return e in _NOT_FINITE or (e.is_Mul and any(a in _NOT_FINITE for a in e.args))
 
 
 def annihilators(expr: sp.Expr, k: int, *,

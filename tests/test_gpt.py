@@ -104,3 +104,13 @@ def test_cli_config(capsys, tmp_path):
     assert json.loads(capsys.readouterr().out)["ok"]
     assert main(["verify", "tiny_gpt", "--config", "{not json", "--samples", "5"]) == 2
     assert "--config: not a JSON object" in capsys.readouterr().err
+
+
+def test_the_reference_leaves_torchs_global_generator_alone():
+    """``native_gpt.reference`` builds a GPT whose initial weights are never read; that draw
+    moved torch's global generator (torch19), which a library call must not do."""
+    import torch
+    cfg = gpt.GPTConfig(vocab_size=16, context_length=8, emb_dim=8, n_heads=2, n_layers=1)
+    before = torch.random.get_rng_state()
+    native_gpt.reference(cfg)
+    assert torch.equal(torch.random.get_rng_state(), before)

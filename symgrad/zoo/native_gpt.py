@@ -119,7 +119,8 @@ def reference(cfg, *, weights_hook=None, hook_layers=None):
     if hook_layers is not None and not set(hook_layers) <= set(range(cfg.n_layers)):
         raise SymgradError(f"hook_layers {sorted(hook_layers)}: this GPT has layers "
                            f"0..{cfg.n_layers - 1}; name those the hook goes on")
-    net = GPT(cfg)
+    with torch.random.fork_rng(devices=[]):  # its initial draw is never read: torch's global
+        net = GPT(cfg)  # generator left as the caller had it
     for l, block in enumerate(net.blocks):
         if hook_layers is None or l in hook_layers:
             block.att.weights_hook = weights_hook

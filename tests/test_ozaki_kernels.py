@@ -192,3 +192,18 @@ def test_products_give_the_numpy_bits(case, monkeypatch):
     want = ozaki.dd_matmul(a, b, cfg)
     _same(got.hi, want.hi)
     _same(got.lo, want.lo)
+
+
+def test_every_entry_of_the_result_and_buffers_is_written(monkeypatch):
+    """``dd_matmul``'s result and work buffers are ``np.empty``: filled with NaN instead, the
+    product is the same bits (every entry written before it is read; 3 K-blocks, strided B)."""
+    rng = np.random.default_rng(5)
+    a, b = _dd(rng, (2, 70, 2100)), _dd(rng, (2, 90, 2100)).map_arrays(lambda x: x.swapaxes(1, 2))
+    cfg = ozaki.OzakiConfig(chunk_elems=1 << 12)
+    want = ozaki.dd_matmul(a, b, cfg)
+    empty = np.empty
+    monkeypatch.setattr(np, "empty", lambda *s, **k: np.full_like(empty(*s, **k), np.nan))
+    got = ozaki.dd_matmul(a, b, cfg)
+    _same(got.hi, want.hi)
+    _same(got.lo, want.lo)
+    assert np.isfinite(got.hi).all()

@@ -227,11 +227,12 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     """
     bt, m, k = a.shape
     n = b.shape[2]
-    out = DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if k == 0 or m == 0 or n == 0:
-        return out
+        return DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if (got := nonfinite(a, b, lambda a, b: dd_matmul(a, b, cfg))) is not None:
         return got
+    out = DD(np.empty((bt, m, n)), np.empty((bt, m, n)))  # every entry written by the first
+    #  K-block's sub-tiles (no zeroing pass where the heap hands back used memory)
     d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)

@@ -48,3 +48,29 @@ def test_kernels_give_dd_bits(op, scale_bits):
     hi, lo = getattr(ddkernels, op)(a.hi, a.lo, b.hi, b.lo)
     _same(hi, want.hi)
     _same(lo, want.lo)
+
+
+@pytest.mark.parametrize("scale", [1.0, 30.0, 800.0])
+def test_exp_kernel_gives_ddmath_bits(scale, monkeypatch):
+    from symgrad.precise import ddmath
+    rng = np.random.default_rng(int(scale))
+    n = 20000
+    h = rng.uniform(-1, 1, n) * scale
+    pick = rng.random(n)
+    h[pick < 0.02] = np.nan
+    h[(pick >= 0.02) & (pick < 0.03)] = np.inf
+    h[(pick >= 0.03) & (pick < 0.04)] = -np.inf
+    h[(pick >= 0.04) & (pick < 0.05)] = -0.0
+    h[(pick >= 0.05) & (pick < 0.06)] *= 2.0 ** -1070  # subnormal
+    c12 = sum(ddmath._ln2_64_parts()[:2])
+    h[(pick >= 0.06) & (pick < 0.08)] = (np.round(h[(pick >= 0.06) & (pick < 0.08)] / c12)
+                                         + 0.5) * c12  # near the reduction's ties
+    lo = np.where(np.isfinite(h), h * rng.standard_normal(n) * 2.0 ** -54, 0.0)
+    s = h + lo
+    with np.errstate(all="ignore"):
+        x = dd.DD(s, np.where(np.isfinite(s), lo - (s - h), 0.0))
+        got = ddmath.exp(dd.DD(x.hi[::-1], x.lo[::-1]))  # strided
+        monkeypatch.setattr(ddkernels, "exp", lambda *a: None)
+        want = ddmath.exp(dd.DD(x.hi[::-1].copy(), x.lo[::-1].copy()))
+    _same(got.hi, want.hi)
+    _same(got.lo, want.lo)

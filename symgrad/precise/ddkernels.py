@@ -17,6 +17,7 @@ fastmath off (no FMA contraction: Dekker's TwoProd, not an FMA's).
 
 from __future__ import annotations
 
+import math
 import threading
 from functools import cache
 
@@ -128,6 +129,73 @@ def _div(ah, al, bh, bl, oh, ol):  # pragma: no cover  (dd.div: three quotient d
         ol[i] = lo
 
 
+@kernel
+def _mul_raw(ah, al, bh, bl):  # pragma: no cover  (dd.mul_raw: no overflow split, no _finish)
+    p = ah * bh
+    c = _SPLITTER * ah
+    h1 = c - (c - ah)
+    l1 = ah - h1
+    c = _SPLITTER * bh
+    h2 = c - (c - bh)
+    l2 = bh - h2
+    e = ((h1 * h2 - p) + h1 * l2 + l1 * h2) + l1 * l2
+    e = e + (ah * bl + al * bh)
+    s = p + e
+    return s, e - (s - p)
+
+
+@kernel
+def _add_raw(ah, al, bh, bl):  # pragma: no cover  (dd.add_raw)
+    s1, s2 = _two_sum(ah, bh)
+    t1, t2 = _two_sum(al, bl)
+    s2 = s2 + t1
+    s = s1 + s2
+    s2 = s2 - (s - s1)
+    s2 = s2 + t2
+    s1 = s + s2
+    return s1, s2 - (s1 - s)
+
+
+_EXP_HI = 709.782712893384  # ddmath's
+_EXP_LO = -745.2
+_MAX = np.finfo(np.float64).max
+
+
+def _exp(xh0, xl0, c, coeffs, th, tl, oh, ol):  # pragma: no cover  (ddmath.exp, per entry)
+    c1, c2, c3, c12 = c[0], c[1], c[2], c[3]
+    nd = 6  # ddmath._DD_TERMS; coeffs: the 11 inverse factorials (hi, lo)
+    for i in range(oh.size):
+        x = xh0[i]
+        v = 0.0 if x != x else (_MAX if x == np.inf else (-_MAX if x == -np.inf else x))
+        xh = min(max(v, _EXP_LO), _EXP_HI)  # np.clip(np.nan_to_num(x))
+        xl = xl0[i] if x == xh else 0.0
+        k = np.rint(xh / c12)
+        rh, rl = _add_raw(xh - k * c1, 0.0, xl, 0.0)
+        rh, rl = _add_raw(rh, rl, -(k * c2), -(k * c3))
+        ki = np.int64(k)
+        q = (ki + 32) // 64
+        j = ki - 64 * q + 32
+        tail = 0.0  # _horner: the float64 tail, then DD
+        for m in range(coeffs.shape[0] - 1, nd - 1, -1):
+            tail = tail * rh + coeffs[m, 0]
+        sh, sl = _add_raw(tail * rh, 0.0, coeffs[nd - 1, 0], coeffs[nd - 1, 1])
+        for m in range(nd - 2, -1, -1):
+            ph, pl = _mul_raw(sh, sl, rh, rl)
+            sh, sl = _add_raw(ph, pl, coeffs[m, 0], coeffs[m, 1])
+        ph, pl = _mul_raw(sh, sl, rh, rl)  # expm1(r)
+        ph, pl = _mul_raw(th[j], tl[j], ph, pl)
+        sh, sl = _add_raw(th[j], tl[j], ph, pl)
+        hi, lo = math.ldexp(sh, q), math.ldexp(sl, q)
+        if x > _EXP_HI:  # _patch
+            hi, lo = np.inf, 0.0
+        elif x < _EXP_LO:
+            hi, lo = 0.0, 0.0
+        if x != x:
+            hi, lo = np.nan, 0.0
+        oh[i] = hi
+        ol[i] = lo
+
+
 _IN = nt.Array(nt.float64, 1, "A", readonly=True)
 _OUT = nt.Array(nt.float64, 1, "C")
 _LOADING = threading.Lock()
@@ -135,15 +203,19 @@ _LOADING = threading.Lock()
 
 @cache
 def _load(name: str):
+    if name == "exp":
+        c = nt.Array(nt.float64, 1, "C", readonly=True)
+        return kernel(signature_or_function=nt.void(
+            _IN, _IN, c, nt.Array(nt.float64, 2, "C", readonly=True), c, c, _OUT, _OUT))(_exp)
     return kernel(signature_or_function=nt.void(_IN, _IN, _IN, _IN, _OUT, _OUT))(
         {"add": _add, "mul": _mul, "div": _div}[name])
 
 
-def _run(name: str, ah, al, bh, bl) -> tuple[np.ndarray, np.ndarray]:
+def _run(name: str, ah, al, *rest) -> tuple[np.ndarray, np.ndarray]:
     with _LOADING:
         k = _load(name)
     oh, ol = np.empty(ah.shape), np.empty(ah.shape)
-    k(ah, al, bh, bl, oh, ol)
+    k(ah, al, *rest, oh, ol)
     return oh, ol
 
 
@@ -205,11 +277,36 @@ def fused(name: str, a: DD, b: DD) -> DD | None:
     1.850371707708594e-17
     """
     shape = a.hi.shape
-    if b.hi.shape != shape or a.hi.size < FUSED_FROM:
-        return None
-    try:
-        parts = [np.reshape(v, -1, copy=False) for v in (a.hi, a.lo, b.hi, b.lo)]
-    except ValueError:  # a part that only a copy flattens
+    parts = _flat(a, b) if b.hi.shape == shape else None
+    if parts is None:
         return None
     hi, lo = _run(name, *parts)
     return DD(hi.reshape(shape), lo.reshape(shape))
+
+
+def _flat(*xs: DD) -> list | None:
+    """The parts of ``xs`` (one shape, >= ``FUSED_FROM`` entries) flattened without a copy;
+    None where that is not so."""
+    if xs[0].hi.size < FUSED_FROM:
+        return None
+    try:
+        return [np.reshape(v, -1, copy=False) for x in xs for v in (x.hi, x.lo)]
+    except ValueError:  # a part that only a copy flattens
+        return None
+
+
+def exp(x: DD, ln2_64: tuple, coeffs: np.ndarray, th: np.ndarray, tl: np.ndarray) -> DD | None:
+    """``ddmath.exp`` of x by the kernel (its tables given: ln2/64 as C1 + C2 + C3, the inverse
+    factorials (hi, lo), 2**(j/64) (hi, lo)); None where x's parts do not flatten (``_flat``).
+
+    Arguments:
+        x: the argument; ln2_64, coeffs, th, tl: ``ddmath``'s constants.
+    Returns:
+        the DD result, or None.
+    """
+    parts = _flat(x)
+    if parts is None:
+        return None
+    c1, c2, c3 = ln2_64
+    hi, lo = _run("exp", *parts, np.array([c1, c2, c3, c1 + c2]), coeffs, th, tl)
+    return DD(hi.reshape(x.shape), lo.reshape(x.shape))

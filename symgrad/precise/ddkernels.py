@@ -25,6 +25,7 @@ import numpy as np
 from numba import types as nt
 
 from ..jit import kernel
+from . import dd
 from .dd import DD
 
 _SPLITTER = 134217729.0  # dd's constants
@@ -310,3 +311,39 @@ def exp(x: DD, ln2_64: tuple, coeffs: np.ndarray, th: np.ndarray, tl: np.ndarray
     c1, c2, c3 = ln2_64
     hi, lo = _run("exp", *parts, np.array([c1, c2, c3, c1 + c2]), coeffs, th, tl)
     return DD(hi.reshape(x.shape), lo.reshape(x.shape))
+
+
+def dd_add(a: DD, b: DD) -> DD:
+    """``dd.add``, by the kernel where ``fused`` takes the operands.
+
+    Arguments:
+        a, b: DD operands.
+    Returns:
+        their sum, ``dd.add``'s bits.
+    """
+    got = fused("add", a, b)
+    return dd.add(a, b) if got is None else got
+
+
+def dd_mul(a: DD, b: DD) -> DD:
+    """``dd.mul``, by the kernel where ``fused`` takes the operands.
+
+    Arguments:
+        a, b: DD operands.
+    Returns:
+        their product, ``dd.mul``'s bits.
+    """
+    got = fused("mul", a, b)
+    return dd.mul(a, b) if got is None else got
+
+
+def dd_div(a: DD, b: DD) -> DD:
+    """``dd.div``, by the kernel where ``fused`` takes the operands.
+
+    Arguments:
+        a, b: DD operands.
+    Returns:
+        their quotient, ``dd.div``'s bits.
+    """
+    got = fused("div", a, b)
+    return dd.div(a, b) if got is None else got

@@ -35,8 +35,11 @@ import numpy as np
 
 from ..parallel import serial
 from . import ddkernels as K
-from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, ldexp, mul, mul_raw,
-                 quick_two_sum, sqr, two_prod, where)
+from .dd import (DD, add_const_raw, add_f64, add_raw, ldexp, mul_raw, quick_two_sum, sqr,
+                 two_prod, where)
+from .ddkernels import dd_add as add  # dd's add, mul, div: the same bits, one pass per entry
+from .ddkernels import dd_div as div
+from .ddkernels import dd_mul as mul
 
 _MP_PREC = 256  # bits for constants: far beyond DD's 106
 

@@ -32,7 +32,7 @@ from . import ddtrig as T
 from .contract import axes as _axes
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
-from .ddkernels import fused
+from .ddkernels import dd_add, dd_div, dd_mul
 from .ddsum import dd_sum
 from .ozaki import OzakiConfig, dd_matmul
 from .selection import apart, select
@@ -117,11 +117,6 @@ _NAMESPACE = {
 }
 
 
-def _fused_or(name: str, a: DD, b: DD, numpy_op) -> DD:
-    got = fused(name, a, b)
-    return numpy_op(a, b) if got is None else got
-
-
 class DDKernels(Kernels):
     name = "DD"
     threaded = True  # numpy on float64 arrays; its few mpmath calls hold ``parallel.serial``
@@ -131,10 +126,10 @@ class DDKernels(Kernels):
         return dd_constant(value, shape)
 
     # + * / of one shape (the walk's blocks) by ``ddkernels``' one-pass kernels: dd's bits
-    def add(self, a, b): return _fused_or("add", a, b, add)
+    def add(self, a, b): return dd_add(a, b)
     def neg(self, a): return -a
-    def mul(self, a, b): return _fused_or("mul", a, b, mul)
-    def div(self, a, b): return _fused_or("div", a, b, div)
+    def mul(self, a, b): return dd_mul(a, b)
+    def div(self, a, b): return dd_div(a, b)
     def pow_int(self, a, n): return M.ipow(a, n)
     def pow_rational(self, a, p, q): return M.pow_rational(a, p, q)
     def pow_general(self, a, b): return M.rpow(a, b)

@@ -1,6 +1,6 @@
 """The DD product's FastTwoSums give the bits of the TwoSums they replaced (oracle19).
 
-``ozaki._tile`` adds each exact level by FastTwoSum(p, hi) and ``ozaki._slices`` splits every
+``ozaki._tile`` adds each exact level by FastTwoSum(p, hi) and ``ozaki.cut`` splits every
 residual after the first by FastTwoSum: exact there (the lemma in ``ozaki``'s docstring), so
 the pairs are TwoSum's. The references below are the TwoSum versions as they were before;
 swapped in, they must give the very same hi and lo.
@@ -32,14 +32,18 @@ def _tile_two_sum(A, Bx, Br, S, kk, work, dest, accumulate):
     dest.lo[...] = lo
 
 
-def _slices_two_sum(hi, lo, axis, n, tau, work, tag, qs, rs):
-    m = np.maximum(np.max(hi, axis=axis, keepdims=True), -np.min(hi, axis=axis, keepdims=True))
+def _cut_two_sum(hi, lo, shift, n, tau, qcat, qoff, rcat, roff, boff):
+    kk = hi.shape[2]
+    if shift is not None:
+        hi = np.ldexp(hi, shift.reshape(1, 1, -1))
+        lo = None if lo is None else np.ldexp(lo, shift.reshape(1, 1, -1))
+    m = np.maximum(np.max(hi, axis=2, keepdims=True), -np.min(hi, axis=2, keepdims=True))
     _, e = np.frexp(m)
     rh, rl = hi, lo
     for i in range(n):
         sigma = np.ldexp(0.75, e - i * tau + 53 - tau)
         q = (rh + sigma) - sigma
-        qs[i][...] = q
+        qcat[:, :, qoff[i]:qoff[i] + kk] = q
         r = rh - q
         if rl is not None:
             s = r + rl
@@ -48,8 +52,10 @@ def _slices_two_sum(hi, lo, axis, n, tau, work, tag, qs, rs):
             r, rh = s + rl, s
         else:
             rh = r
-        if rs[i] is not None:
-            rs[i][...] = r
+        if roff[i] >= 0:
+            rcat[:, :, roff[i]:roff[i] + kk] = r
+    if boff >= 0:
+        rcat[:, :, boff:boff + kk] = hi
 
 
 def _operands(case, rng):
@@ -79,7 +85,7 @@ def test_fast_two_sums_give_the_two_sums_bits(case, monkeypatch):
     cfg = ozaki.OzakiConfig(chunk_elems=1 << 12)
     got = ozaki.dd_matmul(a, b, cfg)
     monkeypatch.setattr(ozaki, "_tile", _tile_two_sum)
-    monkeypatch.setattr(ozaki, "_slices", _slices_two_sum)
+    monkeypatch.setattr(ozaki, "cut", _cut_two_sum)
     want = ozaki.dd_matmul(a, b, cfg)
     assert got.hi.tobytes() == want.hi.tobytes()
     assert got.lo.tobytes() == want.lo.tobytes()

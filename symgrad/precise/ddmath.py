@@ -34,8 +34,12 @@ import mpmath
 import numpy as np
 
 from ..parallel import serial
-from .dd import (DD, add, add_const_raw, add_f64, add_raw, div, ldexp, mul, mul_raw,
-                 quick_two_sum, sqr, two_prod, where)
+from . import ddkernels as K
+from .dd import (DD, add_const_raw, add_f64, add_raw, ldexp, mul_raw, quick_two_sum, sqr,
+                 two_prod, where)
+from .ddkernels import dd_add as add  # dd's add, mul, div: the same bits, one pass per entry
+from .ddkernels import dd_div as div
+from .ddkernels import dd_mul as mul
 
 _MP_PREC = 256  # bits for constants: far beyond DD's 106
 
@@ -153,6 +157,11 @@ def _horner(coeffs, m: int, z: DD) -> DD:
     return t
 
 
+@lru_cache(maxsize=None)
+def _coeffs() -> np.ndarray:
+    return np.array(_inv_factorials(_F64_TERMS))
+
+
 def _expm1_small(r: DD) -> DD:
     """expm1(r) for |r| <= ln2/128 (~1e-32 relative): Horner, DD terms 1..6, float64 tail."""
     return mul_raw(_horner(_inv_factorials(_F64_TERMS), _DD_TERMS, r), r)
@@ -186,6 +195,10 @@ def _patch(res: DD, x: DD, over: np.ndarray, under: np.ndarray, over_v: float, u
 
 
 def exp(x: DD) -> DD:
+    th, tl, _, _ = _exp_table()
+    got = K.exp(x, _ln2_64_parts(), _coeffs(), th, tl)  # one pass per entry, these bits
+    if got is not None:
+        return got
     q, j, p, over, under = _exp_parts(x)
     th, tl, _, _ = _exp_table()
     t = DD(th[j], tl[j])

@@ -32,6 +32,7 @@ from . import ddtrig as T
 from .contract import axes as _axes
 from .contract import einsum as _einsum
 from .dd import DD, add, div, from_fraction, mul, two_sum, where
+from .ddkernels import dd_add, dd_div, dd_mul
 from .ddsum import dd_sum
 from .ozaki import OzakiConfig, dd_matmul
 from .selection import apart, select
@@ -124,10 +125,11 @@ class DDKernels(Kernels):
     def constant(self, value, shape):
         return dd_constant(value, shape)
 
-    def add(self, a, b): return add(a, b)
+    # + * / of one shape (the walk's blocks) by ``ddkernels``' one-pass kernels: dd's bits
+    def add(self, a, b): return dd_add(a, b)
     def neg(self, a): return -a
-    def mul(self, a, b): return mul(a, b)
-    def div(self, a, b): return div(a, b)
+    def mul(self, a, b): return dd_mul(a, b)
+    def div(self, a, b): return dd_div(a, b)
     def pow_int(self, a, n): return M.ipow(a, n)
     def pow_rational(self, a, p, q): return M.pow_rational(a, p, q)
     def pow_general(self, a, b): return M.rpow(a, b)

@@ -34,11 +34,12 @@ FastTwoSum: s = RN(a + b), e = b - RN(s - a) gives s + e = a + b exactly not onl
 |a| >= |b| but wherever a is a multiple of ulp(b) (then a + b is a multiple of ulp(b) below
 2 |b|, so s differs from it by a multiple of ulp(b) at most ulp(b), and s - a = b + (s - a - b)
 is a float); the pair is then TwoSum's (both exact, s the same). So the DD sums here take 3
-passes where TwoSum's take 6, with the same bits: a level sum p_l is a multiple of its grid
+operations where TwoSum's take 6, with the same bits: a level sum p_l is a multiple of its grid
 g_l = 2**(e_i + f_j - (l+2) tau) and the running sum of the smaller levels stays below
 (S+1) K 2**tau g_l < 2**53 g_l, so p_l is a multiple of its ulp (``_tile``); a slice's residual
 rh - q is a multiple of ulp(rh) (q is on a grid of at least ulp(rh)) and so of ulp(rl) for the
-last TwoSum's error rl (``_slices``, every slice after the first).
+last TwoSum's error rl (``ozaki_kernels.cut``, every slice after the first). The slicing and
+the level sums run as compiled kernels (``ozaki_kernels``: each entry in one pass, numpy's bits).
 
 Example:
     >>> import numpy as np
@@ -61,7 +62,8 @@ import numpy as np
 
 from ..parallel import each
 from .blas_threads import one_thread
-from .dd import DD, add
+from .dd import DD
+from .ozaki_kernels import cut, level_sums
 
 
 @dataclass(frozen=True)
@@ -71,7 +73,7 @@ class OzakiConfig:
     tile_elems: int = 1 << 22  # max entries of one operand tile (each slice of it is 32 MiB)
     equilibrate: bool = True  # rescale A's columns / B's rows by powers of two so their maxima meet
     chunk_elems: int = 1 << 16  # entries sliced, and of an output sub-tile summed, at once
-    #  (512 KiB a float64 buffer: the ~10 elementwise passes per level stay in cache)
+    #  (512 KiB a float64 buffer: a sub-tile's S + 1 GEMM outputs stay in cache for their sum)
     one_thread_below: int = 1 << 62  # products of fewer multiply-adds (all S+1 GEMMs) run on
     #  one BLAS thread (``blas_threads``): every product by default. Each GEMM is one output
     #  sub-tile (<= 256 rows, ~chunk_elems entries), and OpenBLAS's threads on GEMMs that small
@@ -154,56 +156,6 @@ def kept_buffers() -> Iterator[None]:
         pools.pop()
 
 
-def _block(x: np.ndarray, axis: int, j: int, kk: int) -> np.ndarray:
-    """K-block j (of width kk) of a K-concatenated buffer."""
-    return x[:, :, j * kk:(j + 1) * kk] if axis == 2 else x[:, j * kk:(j + 1) * kk, :]
-
-
-def _slices(hi: np.ndarray, lo: np.ndarray | None, axis: int, n: int, tau: int, work: _Work,
-            tag: str, qs: list, rs: list) -> None:
-    """Cut hi + lo into n slices on fixed grids and write them (and the residuals) in place.
-
-    Slice i is hi + lo minus the slices before it, rounded to the grid 2**(e - (i+1) tau), with
-    2**e > max |hi| along `axis` (one e per row of A / column of B): an integer of at most tau
-    bits on a grid that depends on i only, so products of slices with the same s + t share a
-    grid and sum exactly. Writes qs[i] (n views) and, where rs[j] is not None, the residual
-    after j + 1 slices rounded to float64 (rs: n views or None). lo None: zero (float64 data).
-    """
-    shape = hi.shape
-    get = lambda name: work.get(tag + name, shape, axis)  # noqa: E731
-    m = np.maximum(np.max(hi, axis=axis, keepdims=True), -np.min(hi, axis=axis, keepdims=True))
-    _, e = np.frexp(m)  # m < 2**e
-    rh, rl = hi, lo
-    for i in range(n):
-        sigma = np.ldexp(0.75, e - i * tau + 53 - tau)  # adding it rounds to 2**(e - (i+1) tau)
-        q = qs[i]
-        np.add(rh, sigma, out=q)
-        np.subtract(q, sigma, out=q)
-        r = rs[i] if rs[i] is not None else get(f"r{i % 2}")
-        np.subtract(rh, q, out=r)  # exact
-        if rl is None:
-            rh = r
-        elif i == 0:  # (rh, rl) = TwoSum(r, lo) into alternating buffers; residual = rh + rl
-            sh, el, t1, t2 = get(f"s{i % 2}"), get(f"e{i % 2}"), get("t1"), get("t2")
-            np.add(r, rl, out=sh)
-            np.subtract(sh, r, out=t1)
-            np.subtract(sh, t1, out=t2)
-            np.subtract(r, t2, out=t2)
-            np.subtract(rl, t1, out=t1)
-            np.add(t2, t1, out=el)
-            np.add(sh, el, out=r)
-            rh, rl = sh, el
-        else:  # FastTwoSum(r, rl), exact here: r is a multiple of ulp(rh) (q is on a grid of
-            #  at least ulp(rh)), rl = the last TwoSum's error, |rl| <= ulp(rh) / 2, so r is a
-            #  multiple of ulp(rl) (module docstring, "FastTwoSum"): the same (rh, rl) as TwoSum's
-            sh, el, t1 = get(f"s{i % 2}"), get(f"e{i % 2}"), get("t1")
-            np.add(r, rl, out=sh)
-            np.subtract(sh, r, out=t1)
-            np.subtract(rl, t1, out=el)
-            np.add(sh, el, out=r)
-            rh, rl = sh, el
-
-
 def _equilibration(a: DD, b: DD) -> np.ndarray | None:
     """Exponent shifts d_k: column k of A times 2**d_k, row k of B times 2**-d_k (None: no shift)."""
     ma = _absmax(a.hi, (0, 1))  # per k
@@ -220,63 +172,24 @@ def _absmax(x: np.ndarray, axis: tuple) -> np.ndarray:
     return np.maximum(np.max(x, axis=axis), -np.min(x, axis=axis))
 
 
-def _part(x: DD, idx, shift, axis: int, work: _Work, tag: str):
-    """(hi, lo or None) of a tile copied K-contiguous into `work`, scaled by 2**shift along K (exact)."""
-    src_hi = x.hi[idx]
-    hi = work.get(tag + "hi", src_hi.shape, axis)
-    lo = None if x.lo_is_zero_view else work.get(tag + "lo", src_hi.shape, axis)
-    if shift is None:
-        np.copyto(hi, src_hi)
-        if lo is not None:
-            np.copyto(lo, x.lo[idx])
-    else:
-        sh = shift.reshape((1, -1, 1) if axis == 1 else (1, 1, -1))
-        np.ldexp(src_hi, sh, out=hi)
-        if lo is not None:
-            np.ldexp(x.lo[idx], sh, out=lo)
-    return hi, lo
-
-
 def _tile(A, Bx, Br, S: int, kk: int, work: _Work, dest: DD, accumulate: bool) -> None:
     """The DD product of one output sub-tile (see module docstring), written into ``dest`` (a
     view of the result; ``accumulate``: added to what it holds, a later K-block).
 
     A = [A_0 | ... | A_{S-1} | R^A_S] along K; Bx = [B_{S-1}; ...; B_0];
     Br = [R^B_S; ...; R^B_1; B]. Level l (exact): A[:, :(l+1)K] @ Bx[(S-1-l)K:] = sum_{s+t=l} A_s B_t.
-    Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B. The sub-tile is small (``chunk_elems``),
-    so its ~7 elementwise passes per level run in cache.
+    Rounded: A @ Br = sum_s A_s R^B_{S-s} + R^A_S B. The S + 1 GEMMs, then their DD sum in one
+    pass per entry (``ozaki_kernels.level_sums``: per level FastTwoSum(p, hi), exact - the same
+    pair as TwoSum(hi, p) - as p, an exact level sum, lies on a grid of at least ulp(hi) (module
+    docstring, "FastTwoSum"); lo += e, then FastTwoSum(hi, lo)).
     """
     shape = (A.shape[0], A.shape[1], Bx.shape[2])
-    get = lambda name: work.get("c" + name, shape, 2)  # noqa: E731
-    hi, lo, p, t1, t2 = (get(n) for n in ("hi", "lo", "p", "t1", "t2"))
+    hi = work.get("chi", shape, 2)
+    p = work.get("cp", (S,) + shape, 2)
     np.matmul(A, Br, out=hi)
-    for level in range(S - 1, -1, -1):  # smallest exact products first
-        np.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :], out=p)
-        # (hi, lo) += p: FastTwoSum(p, hi) = (t1, e), exact - the same pair as TwoSum(hi, p) -
-        # as p, an exact level sum, lies on a grid of at least ulp(hi) (module docstring,
-        # "FastTwoSum"); lo += e, then FastTwoSum(t1, lo)
-        np.add(hi, p, out=t1)  # s
-        np.subtract(t1, p, out=t2)  # z = s - p
-        if level == S - 1:  # lo was +0: lo = 0 + e; FastTwoSum(t1, e) = (t1 + e, e) (|e| <=
-            #  ulp(t1) / 2, t1 = RN(t1 + e)): its last two passes change nothing
-            np.subtract(hi, t2, out=lo)
-            lo += 0.0  # 0 + e, a -0 as +0
-            np.add(t1, lo, out=hi)
-            continue
-        np.subtract(hi, t2, out=t2)  # e = hi - z
-        lo += t2
-        last = level == 0 and not accumulate  # the sum straight into the result's view
-        h = dest.hi if last else hi
-        np.add(t1, lo, out=h)
-        np.subtract(h, t1, out=t2)
-        np.subtract(lo, t2, out=dest.lo if last else lo)
-    if S > 1 and not accumulate:
-        return
-    if accumulate:
-        t = add(DD(dest.hi, dest.lo), DD(hi, lo))
-        hi, lo = t.hi, t.lo
-    dest.hi[...] = hi
-    dest.lo[...] = lo
+    for level in range(S - 1, -1, -1):
+        np.matmul(A[:, :, :(level + 1) * kk], Bx[:, (S - 1 - level) * kk:, :], out=p[level])
+    level_sums(hi, p, dest.hi, dest.lo, accumulate)
 
 
 def nonfinite(a: DD, b: DD, product: Callable[[DD, DD], DD]) -> DD | None:
@@ -314,11 +227,12 @@ def dd_matmul(a: DD, b: DD, cfg: OzakiConfig = OzakiConfig()) -> DD:
     """
     bt, m, k = a.shape
     n = b.shape[2]
-    out = DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if k == 0 or m == 0 or n == 0:
-        return out
+        return DD(np.zeros((bt, m, n)), np.zeros((bt, m, n)))
     if (got := nonfinite(a, b, lambda a, b: dd_matmul(a, b, cfg))) is not None:
         return got
+    out = DD(np.empty((bt, m, n)), np.empty((bt, m, n)))  # every entry written by the first
+    #  K-block's sub-tiles (no zeroing pass where the heap hands back used memory)
     d = _equilibration(a, b) if cfg.equilibrate else None
     S = cfg.slices
     kb = min(k, cfg.k_block)
@@ -363,12 +277,10 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
             A = work.get("Acat", (bt, mt, (S + 1) * kk), 2)
 
             def slice_rows(r0: int) -> None:
-                rs, w = slice(r0, min(mt, r0 + step)), mine()
-                ah, al = _part(a, (every, slice(m0 + rs.start, m0 + rs.stop), ks), dk, 2, w,
-                               "A")
-                _slices(ah, al, 2, S, tau, w, "A",
-                        [_block(A, 2, j, kk)[:, rs] for j in range(S)],
-                        [None] * (S - 1) + [_block(A, 2, S, kk)[:, rs]])
+                rows = slice(m0 + r0, m0 + min(mt, r0 + step))
+                At = A[:, r0:min(mt, r0 + step)]
+                cut(a.hi[every, rows, ks], None if a.lo_is_zero_view else a.lo[every, rows, ks],
+                    dk, S, tau, At, [j * kk for j in range(S)], At, [-1] * (S - 1) + [S * kk], -1)
             each(slice_rows, range(0, mt, step))
             for n0 in range(0, n, nb):
                 ns = slice(n0, min(n, n0 + nb))
@@ -377,13 +289,13 @@ def _products(a: DD, b: DD, out: DD, d, S: int, kb: int, tau: int, mb: int, nb: 
                 Br = work.get("Br", (bt, (S + 1) * kk, nt), 1)
 
                 def slice_columns(c0: int) -> None:
-                    cs, w = slice(c0, min(nt, c0 + step)), mine()
-                    bh, bl = _part(b, (every, ks, slice(n0 + cs.start, n0 + cs.stop)),
-                                   None if dk is None else -dk, 1, w, "B")
-                    _slices(bh, bl, 1, S, tau, w, "B",
-                            [_block(Bx, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)],
-                            [_block(Br, 1, S - 1 - j, kk)[:, :, cs] for j in range(S)])
-                    np.copyto(_block(Br, 1, S, kk)[:, :, cs], bh)
+                    cs = slice(c0, min(nt, c0 + step))
+                    cols = slice(n0 + cs.start, n0 + cs.stop)
+                    back = [(S - 1 - j) * kk for j in range(S)]  # slice j in block S - 1 - j
+                    cut(b.hi[every, ks, cols].swapaxes(1, 2),
+                        None if b.lo_is_zero_view else b.lo[every, ks, cols].swapaxes(1, 2),
+                        None if dk is None else -dk, S, tau, Bx.swapaxes(1, 2)[:, cs], back,
+                        Br.swapaxes(1, 2)[:, cs], back, S * kk)
 
                 def sub_tile(rc: tuple) -> None:
                     rs, cs = rc

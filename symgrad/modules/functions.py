@@ -23,7 +23,7 @@ backward (the captured forward is the Function's forward; its own backward is wh
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Callable
 
 import numpy as np
 import torch
@@ -32,6 +32,7 @@ from torch.utils._pytree import tree_leaves
 
 from ..capture.hooks import hook_name, tensor_hooks
 from ..compare import FAILING
+from ..hvp import upstream_functions
 from ..result import Result
 
 
@@ -49,32 +50,10 @@ def upstream_of_functions(module: nn.Module, args: tuple, loss: Callable | None,
     Returns:
         Function class name -> parameter names upstream of it ({} where none is called).
     """
-    names = {id(p): n for n, p in module.named_parameters()}
     with torch.enable_grad():
         out = module(*args)
         out = loss(out, *targets) if loss is not None else out
-    roots = [t.grad_fn for t in tree_leaves(out)
-             if isinstance(t, torch.Tensor) and t.grad_fn is not None]
-    found: dict[str, set[str]] = {}
-    for node in _walk(roots):
-        if isinstance(node, torch.autograd.function.BackwardCFunction):
-            name = type(node).__name__.removesuffix("Backward")
-            found.setdefault(name, set()).update(
-                names[id(n.variable)] for n in _walk([node])
-                if hasattr(n, "variable") and id(n.variable) in names)
-    return found
-
-
-def _walk(roots: list[Any]):
-    """Every autograd node reachable from ``roots``, each once."""
-    seen, stack = set(), list(roots)
-    while stack:
-        node = stack.pop()
-        if node is None or id(node) in seen:
-            continue
-        seen.add(id(node))
-        yield node
-        stack.extend(n for n, _ in node.next_functions)
+    return upstream_functions(tree_leaves(out), dict(module.named_parameters()))
 
 
 def function_note(upstream: dict[str, set[str]], failing: set[str]) -> str | None:

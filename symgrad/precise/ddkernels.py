@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import threading
+from collections.abc import Callable
 from functools import cache
 
 import numpy as np
@@ -313,37 +314,16 @@ def exp(x: DD, ln2_64: tuple, coeffs: np.ndarray, th: np.ndarray, tl: np.ndarray
     return DD(hi.reshape(x.shape), lo.reshape(x.shape))
 
 
-def dd_add(a: DD, b: DD) -> DD:
-    """``dd.add``, by the kernel where ``fused`` takes the operands.
-
-    Arguments:
-        a, b: DD operands.
-    Returns:
-        their sum, ``dd.add``'s bits.
-    """
-    got = fused("add", a, b)
-    return dd.add(a, b) if got is None else got
-
-
-def dd_mul(a: DD, b: DD) -> DD:
-    """``dd.mul``, by the kernel where ``fused`` takes the operands.
-
-    Arguments:
-        a, b: DD operands.
-    Returns:
-        their product, ``dd.mul``'s bits.
-    """
-    got = fused("mul", a, b)
-    return dd.mul(a, b) if got is None else got
+def _by_kernel(name: str, plain: Callable[[DD, DD], DD]) -> Callable[[DD, DD], DD]:
+    """``plain`` (``dd.add``, ``dd.mul``, ``dd.div``) by the kernel ``name`` where ``fused``
+    takes the operands: the same bits either way."""
+    def op(a: DD, b: DD) -> DD:
+        got = fused(name, a, b)
+        return plain(a, b) if got is None else got
+    op.__name__ = op.__qualname__ = f"dd_{name}"
+    op.__doc__ = f"``dd.{name}``, by the kernel where ``fused`` takes the operands."
+    return op
 
 
-def dd_div(a: DD, b: DD) -> DD:
-    """``dd.div``, by the kernel where ``fused`` takes the operands.
-
-    Arguments:
-        a, b: DD operands.
-    Returns:
-        their quotient, ``dd.div``'s bits.
-    """
-    got = fused("div", a, b)
-    return dd.div(a, b) if got is None else got
+dd_add, dd_mul, dd_div = (_by_kernel(n, f) for n, f in (("add", dd.add), ("mul", dd.mul),
+                                                         ("div", dd.div)))

@@ -28,13 +28,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from .compare import FAILING
+from .compare import FAILING, SUSPECT
 
 BLOCK_UP_TO = 4_000_000  # samples x entries of one block read (as causes.backward reads them)
 SAME = 0.01  # relative errors within this fraction of their median: one constant factor
 
 
-def block_lines(comp, blocks: list[tuple[str, int, int]], outputs: list[str]) -> list[str]:
+def block_lines(comp, blocks: list[tuple[str, int, int]], outputs: list[str],
+                kept: dict | None = None) -> list[str]:
     """One line per block with failing entries: how many, which, and how the got values
     relate to the exact ones.
 
@@ -42,24 +43,46 @@ def block_lines(comp, blocks: list[tuple[str, int, int]], outputs: list[str]) ->
         comp: a ``symgrad.compare.Comparison`` (status, got, expected: (samples, 1 + K)).
         blocks: (name, first column, end column) of each parameter block.
         outputs: the run's output names ("value", "d/dW[0, 1]", ...), indexed by column.
+        kept: for a reduced comparison, ``kept_blocks``' copies of its blocks' values.
     Returns:
         The lines (none where the comparison keeps no entries or nothing failed).
     """
     got, expected = getattr(comp, "got", None), getattr(comp, "expected", None)
     status = comp.status
-    if (getattr(comp, "reduced", False) or got is None or expected is None
-            or np.ndim(got) != 2 or got.shape != status.shape
-            or expected.shape != status.shape):
-        return []
+    whole = not (getattr(comp, "reduced", False) or got is None or expected is None
+                 or np.ndim(got) != 2 or got.shape != status.shape
+                 or expected.shape != status.shape)
     lines = []
-    for name, a, b in blocks:
+    for name, a, b in blocks if whole or kept else ():
         if status.shape[0] * (b - a) > BLOCK_UP_TO:
             continue
         failing = np.isin(status[:, a:b], FAILING)
-        if failing.any():
-            lines.append(_line(name, failing, np.asarray(got[:, a:b], np.float64),
-                               np.asarray(expected[:, a:b], np.float64), outputs[a:b]))
+        if failing.any() and (whole or name in kept):
+            g, e = (got[:, a:b], expected[:, a:b]) if whole else kept[name]
+            lines.append(_line(name, failing, np.asarray(g, np.float64),
+                               np.asarray(e, np.float64), outputs[a:b]))
     return lines
+
+
+def kept_blocks(comp, blocks: list[tuple[str, int, int]]) -> dict:
+    """Copies of the got and exact values of each block ``block_lines`` may describe once the
+    run's suspicions are decided (one failing or suspect entry, at most ``BLOCK_UP_TO``): a
+    streamed comparison is reduced before a fresh sample confirms them (``tensor.confirm_big``).
+    A passing run keeps nothing.
+
+    Arguments:
+        comp: a whole ``Comparison``; blocks: as ``block_lines``.
+    Returns:
+        block name -> (got, exact), each (samples, block size).
+    """
+    if not isinstance(getattr(comp, "got", None), np.ndarray) or getattr(comp, "reduced", False):
+        return {}
+    status, out = comp.status, {}
+    for name, a, b in blocks:
+        if status.shape[0] * (b - a) <= BLOCK_UP_TO and np.isin(
+                status[:, a:b], FAILING + (SUSPECT,)).any():
+            out[name] = (np.array(comp.got[:, a:b]), np.array(comp.expected[:, a:b]))
+    return out
 
 
 def _line(name: str, failing: np.ndarray, got: np.ndarray, exact: np.ndarray,

@@ -14,6 +14,7 @@ import numpy as np
 from .compare import Comparison, dtype_info, error_ulps, ulp
 from .config import VerifyConfig
 from .errors import SymgradError
+from .failpattern import kept_blocks
 from .figure_scan import (ChunkFigures, Measures, Scan, deferred, deferred_reader,
                           entry_measures, fold, scan)
 from .verdict import PASS
@@ -219,8 +220,10 @@ class ResultMeasures:
             self.median_ulps(backend, slice(a, b))
         for f in findings:
             self.measure(f)
-        return {k: v for k, v in self._memo.items()
-                if k[0] in ("stats", "median", "measure", "ulp_counts") and k[1] == backend}
+        self._memo[("failing_blocks", backend)] = kept_blocks(  # the text's per-block lines,
+            self.comparisons[backend], self.blocks)  # once its suspicions are decided
+        return {k: v for k, v in self._memo.items() if k[0] in (
+            "stats", "median", "measure", "ulp_counts", "failing_blocks") and k[1] == backend}
 
     def summary(self, backend: str) -> dict:
         """How close ``backend`` came to failing: the worst error relative to its allowance, the

@@ -140,7 +140,8 @@ class ResultText:
             off = getattr(self, "float64_seen", {}).get(name, {}).get("rule_check_off")
             lines.append(f"    resolution: {s['resolution']['text']}" + (f"; {off}" if off
                                                                            else ""))
-            shapes = block_lines(self.comparisons[name], self.blocks, self.outputs)
+            shapes = block_lines(self.comparisons[name], self.blocks, self.outputs, kept=getattr(
+                self, "_memo", {}).get(("failing_blocks", name)))  # (a reduced comparison's)
             lines += [f"    failing: {t}" for t in shapes[:SHAPES_SHOWN]] + (
                 [f"    ({len(shapes) - SHAPES_SHOWN} more failing blocks)"]
                 if len(shapes) > SHAPES_SHOWN else [])

@@ -29,6 +29,7 @@ from __future__ import annotations
 import numpy as np
 
 from .compare import FAILING, SUSPECT
+from .verdict import all_clear
 
 BLOCK_UP_TO = 4_000_000  # samples x entries of one block read (as causes.backward reads them)
 SAME = 0.01  # relative errors within this fraction of their median: one constant factor
@@ -53,7 +54,7 @@ def block_lines(comp, blocks: list[tuple[str, int, int]], outputs: list[str],
                  or np.ndim(got) != 2 or got.shape != status.shape
                  or expected.shape != status.shape)
     lines = []
-    for name, a, b in blocks if whole or kept else ():
+    for name, a, b in blocks if (whole or kept) and not all_clear(status) else ():
         if status.shape[0] * (b - a) > BLOCK_UP_TO:
             continue
         failing = np.isin(status[:, a:b], FAILING)
@@ -78,7 +79,7 @@ def kept_blocks(comp, blocks: list[tuple[str, int, int]]) -> dict:
     if not isinstance(getattr(comp, "got", None), np.ndarray) or getattr(comp, "reduced", False):
         return {}
     status, out = comp.status, {}
-    for name, a, b in blocks:
+    for name, a, b in blocks if not all_clear(status) else ():  # (a passing run: one max pass)
         if status.shape[0] * (b - a) <= BLOCK_UP_TO and np.isin(
                 status[:, a:b], FAILING + (SUSPECT,)).any():
             out[name] = (np.array(comp.got[:, a:b]), np.array(comp.expected[:, a:b]))
